@@ -1,0 +1,1 @@
+#include "client/kiteq_client.h"

@@ -1,0 +1,102 @@
+/* libkiteq-client: a KiteQ client for C programs (our CLI, bench and tests use it).
+ *
+ * One kq_client is one authenticated TCP connection to a broker, with a reader thread
+ * that dispatches replies and deliveries, a heartbeat every `heartbeat_ms`, and automatic
+ * reconnect (with back-off) when the connection breaks. All functions are thread-safe.
+ *
+ * Publishing: kq_publish waits for the broker's MessageStoreAck; kq_publish_async returns
+ * at once and calls the callback from the reader thread (pipelining). Consuming: the
+ * on_message callback runs on the reader thread and its return value is the DeliverAck
+ * status (true = done, false = please redeliver). */
+#ifndef KITEQ_CLIENT_H
+#define KITEQ_CLIENT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KQ_CLIENT_ID_LEN 32
+
+struct kq_client;
+
+struct kq_property {
+    const char *key;
+    const char *value;
+};
+
+/* A message to publish, or a delivered one (then every pointer is valid only during the
+ * callback). */
+struct kq_message {
+    char message_id[KQ_CLIENT_ID_LEN + 1]; /* empty on publish: generated */
+    const char *topic;
+    const char *message_type;
+    const char *group_id;       /* publishing group; empty on publish = the client's group */
+    int64_t expired_time;       /* Unix seconds; -1 = broker default */
+    int32_t deliver_limit;      /* -1 = broker default (100) */
+    bool commit;                /* false = two-phase: stored, not delivered until commit */
+    bool fly;                   /* not stored, best effort */
+    bool string_body;           /* StringMessage (0x12) instead of BytesMessage (0x11) */
+    const void *body;
+    size_t body_len;
+    const struct kq_property *properties;
+    size_t n_properties;
+    int64_t create_time; /* set by the library when <= 0 */
+};
+
+struct kq_publish_result {
+    bool status; /* true = the broker stored (or accepted) it */
+    char feedback[128];
+    char message_id[KQ_CLIENT_ID_LEN + 1];
+};
+
+/* Delivery callback: return true to ack, false to nack. */
+typedef bool (*kq_on_message_fn)(void *ud, const struct kq_message *m);
+/* Broker's transaction check for a commit=false message we published: return
+ * 1 commit, 2 rollback, 0 unknown (ask again later). */
+typedef int (*kq_on_tx_check_fn)(void *ud, const struct kq_message *header_only);
+/* Async publish completion; err is 0, or -ETIMEDOUT / -ECONNRESET when no ack came. */
+typedef void (*kq_publish_cb)(void *ud, int err, const struct kq_publish_result *r);
+
+struct kq_client_options {
+    const char *broker;   /* "host:port" */
+    const char *group_id;
+    const char *secret;
+    int32_t warmingup_sec;
+    int connect_timeout_ms; /* default 5000 */
+    int ack_timeout_ms;     /* wait for store acks, default 3000 */
+    int heartbeat_ms;       /* default 10000 */
+    bool reconnect;         /* default true (set false for tests of failures) */
+    kq_on_message_fn on_message;
+    kq_on_tx_check_fn on_tx_check;
+    void *ud;
+};
+
+/* Connect and authenticate. Returns 0 or -errno (-EACCES when the broker refused the
+ * group/secret; the broker's feedback is in err). */
+int kq_client_open(const struct kq_client_options *o, struct kq_client **out, char *err,
+                   size_t errlen);
+void kq_client_close(struct kq_client *c);
+
+int kq_publish(struct kq_client *c, const struct kq_message *m, struct kq_publish_result *r);
+int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish_cb cb,
+                     void *ud);
+/* Second phase of a two-phase message: status 1 commit, 2 rollback. Fire and forget. */
+int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status,
+                 const char *feedback);
+
+/* Counters for tools. */
+struct kq_client_stats {
+    uint64_t published, acked_ok, acked_fail, delivered, reconnects;
+};
+void kq_client_stats(struct kq_client *c, struct kq_client_stats *s);
+
+/* 32 hex chars, as the original clients generate them. */
+void kq_generate_message_id(char out[KQ_CLIENT_ID_LEN + 1]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,69 @@
+/* Broker configuration: a declarative Lua file (lua/config/cluster.lua) and the original's
+ * command-line flags, validated into one plain C struct. Nothing else reads the file. */
+#ifndef KQ_CONFIG_CONFIG_H
+#define KQ_CONFIG_CONFIG_H
+#include <stdbool.h>
+#include <stddef.h>
+
+enum kq_bind_type { KQ_BIND_DIRECT = 0, KQ_BIND_REGX = 1, KQ_BIND_FANOUT = 2 };
+
+struct kq_binding {
+    char *group_id;
+    char *topic;
+    char *message_type; /* exact type (direct), pattern (regx), "*" (fanout) */
+    enum kq_bind_type bind_type;
+    int watermark; /* msgs/s per (group, topic); <= 0 in the file means the default 6000 */
+    bool persistent;
+};
+
+struct kq_group_secret {
+    char *group_id;
+    char *secret;
+};
+
+struct kq_config {
+    char *config_path;  /* NULL when running from flags only */
+    char *cluster_name; /* the cluster section in use */
+    char *registry;     /* "" (static bindings from the file) or "zk://h:p,h:p" */
+    char *env;
+    char *bind;         /* "host:port", default "127.0.0.1:13800" */
+    char **topics;
+    size_t n_topics;
+    char *db; /* store URI, default "file://./data" */
+    int delivery_seconds;            /* wait for a DeliverAck, default 5 */
+    int max_deliver_workers;         /* concurrent deliveries, default 8000 */
+    int recover_seconds;             /* retry/recovery scan period, default 10 (>= 1) */
+    int recieve_permits_per_second;  /* broker intake rate, default 20000 (original spelling) */
+    int dlq_exec_hour;               /* 0-23, kept for compatibility, default 2 */
+    bool delivery_first;             /* default false */
+    int heartbeat_timeout_seconds;   /* close connections silent this long, default 90 */
+    char *admin;                     /* admin HTTP "host:port", NULL = off */
+    char *policies;                  /* Lua policies folder, default "lua/policies" */
+    char *log_level;                 /* "info" */
+    struct kq_group_secret *groups;  /* groupId -> secret (authentication) */
+    size_t n_groups;
+    struct kq_binding *bindings; /* static registry: one entry per (group, binding) */
+    size_t n_bindings;
+};
+
+/* Set every option to its default. */
+void kq_config_defaults(struct kq_config *c);
+/* Load cluster `cluster` (NULL = the file's `default`, else the only cluster) from a Lua
+ * config file into c (which holds defaults). Returns 0, or -EINVAL with
+ * "FILE: KEY: reason" in err. */
+int kq_config_load_file(struct kq_config *c, const char *path, const char *cluster, char *err,
+                        size_t errlen);
+/* Parse argv: `kiteq [CONFIG] [--cluster NAME] [--check] [-bind=..] [-pport=..] [-db=..]
+ * [-topics=a,b] [-zkhost=..] [-deliveryFirst] [-clusterName=..] [-configPath=..]`.
+ * Loads the file if one is given, then applies the flags over it, then validates.
+ * *check_only is set for --check. Returns 0 or -EINVAL with a reason in err;
+ * 1 when --help was printed. */
+int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only,
+                        char *err, size_t errlen);
+/* Checks cross-field rules (bindings name configured topics, ranges). 0 or -EINVAL. */
+int kq_config_validate(const struct kq_config *c, char *err, size_t errlen);
+bool kq_config_has_topic(const struct kq_config *c, const char *topic);
+/* The secret of a group, or NULL when the group is unknown. */
+const char *kq_config_group_secret(const struct kq_config *c, const char *group);
+void kq_config_free(struct kq_config *c);
+#endif

@@ -1,0 +1,21 @@
+#include "core/clock.h"
+#include <time.h>
+
+int64_t kq_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t kq_now_sec(void)
+{
+    return (int64_t)time(NULL);
+}
+
+uint64_t kq_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}

@@ -1,0 +1,70 @@
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum kq_log_level min_level = KQ_LOG_INFO;
+static int log_fd = 2;
+
+static const char *level_names[] = {"debug", "info", "warn", "error"};
+
+void kq_log_set_level(enum kq_log_level level) { min_level = level; }
+
+int kq_log_parse_level(const char *name, enum kq_log_level *out)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(name, level_names[i]) == 0) {
+            *out = (enum kq_log_level)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+int kq_log_open(const char *path)
+{
+    if (!path) {
+        if (log_fd != 2)
+            close(log_fd);
+        log_fd = 2;
+        return 0;
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    int old = log_fd;
+    log_fd = fd;
+    if (old != 2)
+        close(old);
+    return 0;
+}
+
+void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
+{
+    if (level < min_level)
+        return;
+    char line[2048];
+    int64_t ms = kq_now_ms();
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s %s: ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, (int)(ms % 1000), level_names[level], module);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    /* One write per line keeps lines whole when several threads log. */
+    ssize_t w = write(log_fd, line, len);
+    (void)w;
+}

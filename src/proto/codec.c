@@ -1,0 +1,245 @@
+#include "proto/codec.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+static const ProtobufCMessageDescriptor *descriptor_for(uint8_t cmd)
+{
+    switch (cmd) {
+    case KQ_CMD_HEARTBEAT: return &protocol__heart_beat__descriptor;
+    case KQ_CMD_CONN_META: return &protocol__conn_meta__descriptor;
+    case KQ_CMD_CONN_AUTH: return &protocol__conn_auth_ack__descriptor;
+    case KQ_CMD_MESSAGE_STORE_ACK: return &protocol__message_store_ack__descriptor;
+    case KQ_CMD_DELIVER_ACK: return &protocol__deliver_ack__descriptor;
+    case KQ_CMD_TX_ACK: return &protocol__tx_ackpacket__descriptor;
+    case KQ_CMD_BYTES_MESSAGE: return &protocol__bytes_message__descriptor;
+    case KQ_CMD_STRING_MESSAGE: return &protocol__string_message__descriptor;
+    default: return NULL;
+    }
+}
+
+ProtobufCMessage *kq_codec_unpack(uint8_t cmd, const uint8_t *body, size_t len)
+{
+    const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
+    if (!d)
+        return NULL;
+    /* protobuf-c rejects truncated input and missing required fields (recursively). */
+    return protobuf_c_message_unpack(d, NULL, len, body);
+}
+
+void kq_codec_free(ProtobufCMessage *m)
+{
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static int append_header(struct kq_buf *out, uint32_t opaque, uint8_t cmd, size_t body_len)
+{
+    if (body_len > KQ_FRAME_MAX_BODY)
+        return -EMSGSIZE;
+    int rc = kq_buf_reserve(out, KQ_FRAME_HEADER_LEN + body_len);
+    if (rc)
+        return rc;
+    kq_frame_header_write(out->data + out->len, opaque, cmd, (uint32_t)body_len);
+    out->len += KQ_FRAME_HEADER_LEN;
+    return 0;
+}
+
+int kq_codec_append(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    int rc = append_header(out, opaque, cmd, n);
+    if (rc)
+        return rc;
+    protobuf_c_message_pack(m, out->data + out->len);
+    out->len += n;
+    return 0;
+}
+
+/* --- hand-built frames for the hot path ---------------------------------------------------- */
+
+static size_t varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static uint8_t *put_len_field(uint8_t *p, uint8_t tag, const void *data, size_t len)
+{
+    *p++ = tag;
+    p = put_varint(p, len);
+    if (len)
+        memcpy(p, data, len);
+    return p + len;
+}
+
+static size_t len_field_size(size_t len) { return 1 + varint_size(len) + len; }
+
+int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd,
+                            const uint8_t *header, size_t header_len, const uint8_t *body,
+                            size_t body_len)
+{
+    size_t n = len_field_size(header_len) + len_field_size(body_len);
+    int rc = append_header(out, opaque, cmd, n);
+    if (rc)
+        return rc;
+    uint8_t *p = out->data + out->len;
+    p = put_len_field(p, 0x0a, header, header_len); /* field 1, wire type 2 */
+    p = put_len_field(p, 0x12, body, body_len);     /* field 2, wire type 2 */
+    out->len = (size_t)(p - out->data);
+    return 0;
+}
+
+int kq_codec_append_tx_ack(struct kq_buf *out, uint32_t opaque, const uint8_t *header,
+                           size_t header_len, int32_t status, const char *feedback)
+{
+    size_t flen = strlen(feedback);
+    /* int32 negatives are sign-extended to 10-byte varints, as in every proto encoder */
+    uint64_t st = (uint64_t)(int64_t)status;
+    size_t n = len_field_size(header_len) + 1 + varint_size(st) + len_field_size(flen);
+    int rc = append_header(out, opaque, KQ_CMD_TX_ACK, n);
+    if (rc)
+        return rc;
+    uint8_t *p = out->data + out->len;
+    p = put_len_field(p, 0x0a, header, header_len);
+    *p++ = 0x10; /* field 2, varint */
+    p = put_varint(p, st);
+    p = put_len_field(p, 0x1a, feedback, flen);
+    out->len = (size_t)(p - out->data);
+    return 0;
+}
+
+/* --- small messages --------------------------------------------------------------------------- */
+
+int kq_codec_append_conn_meta(struct kq_buf *out, uint32_t opaque, const char *group,
+                              const char *secret, int32_t warmingup_sec)
+{
+    Protocol__ConnMeta m = PROTOCOL__CONN_META__INIT;
+    m.groupid = (char *)group;
+    m.secretkey = (char *)secret;
+    m.has_warmingupsec = 1; /* always sent, like the original clients */
+    m.warmingupsec = warmingup_sec;
+    return kq_codec_append(out, opaque, KQ_CMD_CONN_META, &m.base);
+}
+
+int kq_codec_append_conn_auth(struct kq_buf *out, uint32_t opaque, bool status,
+                              const char *feedback)
+{
+    Protocol__ConnAuthAck m = PROTOCOL__CONN_AUTH_ACK__INIT;
+    m.status = status;
+    m.feedback = (char *)feedback;
+    return kq_codec_append(out, opaque, KQ_CMD_CONN_AUTH, &m.base);
+}
+
+int kq_codec_append_store_ack(struct kq_buf *out, uint32_t opaque, const char *message_id,
+                              bool status, const char *feedback)
+{
+    Protocol__MessageStoreAck m = PROTOCOL__MESSAGE_STORE_ACK__INIT;
+    m.messageid = (char *)message_id;
+    m.status = status;
+    m.feedback = (char *)feedback;
+    return kq_codec_append(out, opaque, KQ_CMD_MESSAGE_STORE_ACK, &m.base);
+}
+
+int kq_codec_append_heartbeat(struct kq_buf *out, uint32_t opaque, int64_t version)
+{
+    Protocol__HeartBeat m = PROTOCOL__HEART_BEAT__INIT;
+    m.version = version;
+    return kq_codec_append(out, opaque, KQ_CMD_HEARTBEAT, &m.base);
+}
+
+int kq_codec_append_deliver_ack(struct kq_buf *out, uint32_t opaque, const char *message_id,
+                                const char *topic, const char *message_type,
+                                const char *group, bool status, const char *feedback)
+{
+    Protocol__DeliverAck m = PROTOCOL__DELIVER_ACK__INIT;
+    m.messageid = (char *)message_id;
+    m.topic = (char *)topic;
+    m.messagetype = (char *)message_type;
+    m.groupid = (char *)group;
+    m.status = status;
+    m.feedback = (char *)(feedback ? feedback : ""); /* the Go client always sends it */
+    return kq_codec_append(out, opaque, KQ_CMD_DELIVER_ACK, &m.base);
+}
+
+int kq_message_view(uint8_t cmd, ProtobufCMessage *m, struct kq_message_view *v)
+{
+    if (!m)
+        return -EINVAL;
+    if (cmd == KQ_CMD_BYTES_MESSAGE && m->descriptor == &protocol__bytes_message__descriptor) {
+        Protocol__BytesMessage *b = (Protocol__BytesMessage *)m;
+        v->header = b->header;
+        v->body = b->body.data;
+        v->body_len = b->body.len;
+        return 0;
+    }
+    if (cmd == KQ_CMD_STRING_MESSAGE && m->descriptor == &protocol__string_message__descriptor) {
+        Protocol__StringMessage *s = (Protocol__StringMessage *)m;
+        v->header = s->header;
+        v->body = (const uint8_t *)s->body;
+        v->body_len = strlen(s->body);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int kq_header_pack(const Protocol__Header *h, uint8_t **out, size_t *len)
+{
+    size_t n = protocol__header__get_packed_size(h);
+    uint8_t *p = malloc(n ? n : 1);
+    if (!p)
+        return -ENOMEM;
+    protocol__header__pack(h, p);
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+bool kq_message_id_valid(const char *id)
+{
+    if (!id)
+        return false;
+    size_t i = 0;
+    for (; id[i]; i++) {
+        char c = id[i];
+        bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (!hex || i >= KQ_MESSAGE_ID_LEN)
+            return false;
+    }
+    return i == KQ_MESSAGE_ID_LEN;
+}
+
+void kq_message_id_generate(char out[KQ_MESSAGE_ID_LEN + 1])
+{
+    uint8_t u[16];
+    if (getrandom(u, sizeof u, 0) != (ssize_t)sizeof u) {
+        /* getrandom on Linux does not fail for 16 bytes once booted; keep ids unique anyway */
+        for (size_t i = 0; i < sizeof u; i++)
+            u[i] = (uint8_t)rand();
+    }
+    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* version 4 */
+    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = hex[u[i] >> 4];
+        out[2 * i + 1] = hex[u[i] & 15];
+    }
+    out[KQ_MESSAGE_ID_LEN] = 0;
+}

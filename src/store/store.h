@@ -1,0 +1,103 @@
+/* Message store interface. Implementations: memory (src/store/memory), file log
+ * (src/store/file), later MySQL. The broker's delivery module keeps the index of pending
+ * messages in memory; a store persists messages and their delivery state and gives them back
+ * at start-up (recover) and on demand (load).
+ *
+ * Threading: every function is called on the broker's event-loop thread and must not block
+ * it (no fsync, no network I/O on the caller's stack). Completion callbacks are invoked on
+ * the loop thread, possibly before the call returns (the memory store completes at once).
+ *
+ * Durability contract: a save/commit callback with status 0 means the record survives a
+ * crash of the process (and, for the file store with fsync=group, of the machine). */
+#ifndef KQ_STORE_STORE_H
+#define KQ_STORE_STORE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define KQ_ID_LEN 32
+
+/* One message as stored. Pointers are borrowed for the duration of the call. */
+struct kq_stored_msg {
+    char id[KQ_ID_LEN + 1];
+    uint8_t cmd; /* 0x11 bytes or 0x12 string */
+    const char *topic;
+    const char *message_type;
+    const char *publish_group; /* Header.groupId: where transaction checks go */
+    bool commit;
+    int64_t publish_time; /* Unix seconds */
+    int64_t expired_time; /* Unix seconds, normalised (never <= 0) */
+    int32_t deliver_limit;
+    const uint8_t *header; /* packed, normalised protobuf Header */
+    uint32_t header_len;
+    const uint8_t *body;
+    uint32_t body_len;
+};
+
+/* Delivery state of one pending message; persisted by update(). */
+struct kq_delivery_state {
+    char id[KQ_ID_LEN + 1];
+    int32_t attempts;         /* delivery attempts so far */
+    int64_t next_attempt_ms;  /* Unix ms of the next attempt (0 = now) */
+    int32_t tx_checks;        /* transaction checks sent so far (commit = false) */
+    const char **groups_done; /* groups that acked: never sent again */
+    size_t n_done;
+    const char **groups_failed; /* groups that failed the last attempt */
+    size_t n_failed;
+};
+
+/* A dead letter as listed by the store. */
+struct kq_dead_letter {
+    struct kq_stored_msg msg;
+    const char *reason;
+    int64_t dead_time; /* Unix seconds */
+};
+
+typedef void (*kq_store_done_cb)(void *ud, int status); /* 0 or -errno */
+/* Called once per pending message by recover(); state may be NULL for a new message. */
+typedef void (*kq_store_recover_cb)(void *ud, const struct kq_stored_msg *m,
+                                    const struct kq_delivery_state *state);
+typedef void (*kq_store_load_cb)(void *ud, int status, const struct kq_stored_msg *m);
+/* Return false to stop listing. */
+typedef bool (*kq_store_dlq_cb)(void *ud, const struct kq_dead_letter *d);
+
+struct kq_store;
+
+struct kq_store_ops {
+    const char *name;
+    /* Persist a new message; cb(ud, 0) once durable, cb(ud, -errno) if it could not be
+     * stored (disk full, I/O error): the producer then gets status false. */
+    int (*save)(struct kq_store *s, const struct kq_stored_msg *m, kq_store_done_cb cb,
+                void *ud);
+    /* Mark a two-phase message committed; cb once durable. */
+    int (*commit)(struct kq_store *s, const char *id, kq_store_done_cb cb, void *ud);
+    /* Record delivery state. Ordered after the message's save; not waited for. */
+    int (*update)(struct kq_store *s, const struct kq_delivery_state *st);
+    /* The message is finished (delivered to every group, rolled back): forget it. */
+    int (*remove)(struct kq_store *s, const char *id);
+    /* Move a message to the dead-letter store with a reason; it leaves the pending set. */
+    int (*dead_letter)(struct kq_store *s, const struct kq_stored_msg *m, const char *reason);
+    /* Read a pending message back (header and body); cb gets borrowed pointers. */
+    int (*load)(struct kq_store *s, const char *id, kq_store_load_cb cb, void *ud);
+    /* At start-up: call cb for every pending message, in publish order. Synchronous. */
+    int (*recover)(struct kq_store *s, kq_store_recover_cb cb, void *ud);
+    /* Dead letters: list (topic/group filters may be NULL), take one back out of the DLQ
+     * (it is returned through cb and removed from the DLQ), purge. */
+    int (*dlq_list)(struct kq_store *s, const char *topic, kq_store_dlq_cb cb, void *ud);
+    int (*dlq_take)(struct kq_store *s, const char *id, kq_store_dlq_cb cb, void *ud);
+    int (*dlq_purge)(struct kq_store *s, const char *topic, size_t *purged);
+    /* Flush what is pending and release everything. */
+    void (*close)(struct kq_store *s);
+};
+
+struct kq_store {
+    const struct kq_store_ops *ops;
+    uv_loop_t *loop;
+};
+
+/* Open the store named by a URI ("memory://", "file://DIR?fsync=group"). On error returns
+ * -errno and writes a reason into err. */
+int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char *err,
+                  size_t errlen);
+#endif
