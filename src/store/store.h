@@ -3,6 +3,9 @@
  * messages in memory; a store persists messages and their delivery state and gives them back
  * at start-up (recover) and on demand (load).
  *
+ * Every function taking a callback returns 0 (the callback will run exactly once) or -errno
+ * (the callback will never run).
+ *
  * Threading: every function is called on the broker's event-loop thread and must not block
  * it (no fsync, no network I/O on the caller's stack). Completion callbacks are invoked on
  * the loop thread, possibly before the call returns (the memory store completes at once).

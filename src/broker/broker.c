@@ -1,0 +1,170 @@
+/* Broker lifecycle: open the store, recover pending messages, listen, tick timers,
+ * graceful stop. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/log.h"
+
+#define TICK_MS 100
+
+static void on_open(void *ud, struct kq_conn *c) { kq_session_open(ud, c); }
+static void on_frame(void *ud, struct kq_conn *c, const struct kq_frame *f)
+{
+    kq_session_on_frame(ud, c, f);
+}
+static void on_close(void *ud, struct kq_conn *c, const char *reason)
+{
+    kq_session_close(ud, c, reason);
+}
+
+static const struct kq_net_handler net_handler = {on_open, on_frame, on_close};
+
+static void on_tick(uv_timer_t *t)
+{
+    struct kq_broker *b = t->data;
+    kq_delivery_check_timeouts(b);
+    static uint64_t last_sweep;
+    uint64_t now = kq_broker_mono_ms();
+    if (now - last_sweep >= 1000) {
+        last_sweep = now;
+        kq_session_sweep_idle(b);
+    }
+}
+
+/* Pending messages from the store go back into the index with their delivery state. */
+static void on_recovered(void *ud, const struct kq_stored_msg *sm,
+                         const struct kq_delivery_state *st)
+{
+    struct kq_broker *b = ud;
+    if (kq_delivery_find(b, sm->id))
+        return;
+    struct kq_msg *m = kq_msg_new(sm);
+    if (!m) {
+        KQ_ERROR("broker", "out of memory recovering id=%s", sm->id);
+        return;
+    }
+    m->stored = true;
+    int64_t when = kq_now_ms();
+    if (st) {
+        m->attempts = st->attempts;
+        m->tx_checks = st->tx_checks;
+        for (size_t i = 0; i < st->n_done; i++) {
+            char **p = realloc(m->done, (m->n_done + 1) * sizeof *p);
+            if (!p)
+                break;
+            m->done = p;
+            if ((p[m->n_done] = strdup(st->groups_done[i])))
+                m->n_done++;
+        }
+        if (st->next_attempt_ms > when)
+            when = st->next_attempt_ms;
+    }
+    HASH_ADD_STR(b->msgs, id, m);
+    b->n_msgs++;
+    /* Restart neither forgets nor floods: each resumes at its persisted next time. */
+    kq_delivery_schedule(b, m, when);
+}
+
+int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t errlen,
+                    struct kq_broker **out)
+{
+    struct kq_broker *b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    b->loop = loop;
+    b->cfg = cfg;
+    uv_timer_init(loop, &b->tick);
+    b->tick.data = b;
+    uv_timer_init(loop, &b->retry_timer);
+    b->retry_timer.data = b;
+    double rate = cfg->recieve_permits_per_second;
+    kq_token_bucket_init(&b->intake, rate, rate / 2);
+    b->routing = kq_routing_build(cfg, err, errlen);
+    if (!b->routing)
+        goto fail;
+    int rc = kq_store_open(loop, cfg->db, &b->store, err, errlen);
+    if (rc)
+        goto fail_rc;
+    uint64_t t0 = kq_mono_us();
+    rc = b->store->ops->recover(b->store, on_recovered, b);
+    if (rc) {
+        snprintf(err, errlen, "store: recovery failed: %s", strerror(-rc));
+        goto fail_rc;
+    }
+    KQ_INFO("broker", "recovered pending=%zu ms=%llu store=%s", b->n_msgs,
+            (unsigned long long)((kq_mono_us() - t0) / 1000), b->store->ops->name);
+    rc = kq_net_listen(loop, cfg->bind, &net_handler, b, &b->net, err, errlen);
+    if (rc)
+        goto fail_rc;
+    uv_timer_start(&b->tick, on_tick, TICK_MS, TICK_MS);
+    /* Anything recovered is due now or later: arm the timer. */
+    kq_delivery_rearm(b);
+    KQ_INFO("broker", "listening bind=%s port=%d topics=%zu groups=%zu bindings=%zu db=%s",
+            cfg->bind, kq_net_port(b->net), cfg->n_topics, cfg->n_groups, cfg->n_bindings,
+            cfg->db);
+    if (cfg->n_groups == 0)
+        KQ_WARN("broker", "no groups configured: authentication is OFF, any groupId is "
+                          "accepted (configure `groups` or -groups=g:secret)");
+    *out = b;
+    return 0;
+fail:
+    rc = -EINVAL;
+fail_rc:
+    if (b->store)
+        b->store->ops->close(b->store);
+    kq_delivery_free_all(b);
+    kq_routing_free(b->routing);
+    uv_close((uv_handle_t *)&b->tick, NULL);
+    uv_close((uv_handle_t *)&b->retry_timer, NULL);
+    uv_run(loop, UV_RUN_NOWAIT); /* let the handles close before freeing */
+    free(b);
+    return rc;
+}
+
+int kq_broker_port(const struct kq_broker *b) { return kq_net_port(b->net); }
+
+static void on_handle_closed(uv_handle_t *h) { (void)h; }
+
+static void on_net_closed(void *ud)
+{
+    struct kq_broker *b = ud;
+    b->store->ops->close(b->store); /* flushes what is queued */
+    b->store = NULL;
+    uv_close((uv_handle_t *)&b->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&b->retry_timer, on_handle_closed);
+    if (b->stop_done)
+        b->stop_done(b->stop_ud);
+}
+
+void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
+{
+    if (b->stopping)
+        return;
+    b->stopping = true;
+    b->stop_done = done;
+    b->stop_ud = ud;
+    KQ_INFO("broker", "stopping: closing %zu connections", kq_net_conn_count(b->net));
+    uv_timer_stop(&b->retry_timer);
+    kq_net_close(b->net, on_net_closed, b);
+}
+
+void kq_broker_free(struct kq_broker *b)
+{
+    if (!b)
+        return;
+    kq_delivery_free_all(b);
+    kq_groups_free(b);
+    kq_routing_free(b->routing);
+    if (b->net)
+        kq_net_free(b->net);
+    free(b);
+}
+
+void kq_broker_stats(const struct kq_broker *b, struct kq_broker_stats *s)
+{
+    *s = b->stats;
+    s->pending = b->n_msgs;
+}

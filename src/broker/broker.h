@@ -1,0 +1,29 @@
+/* The broker: sessions (handshake, auth, heartbeats), the publish pipeline
+ * (check -> store -> ack -> deliver) and delivery with retries and dead letters.
+ * Everything here runs on the one libuv loop thread. */
+#ifndef KQ_BROKER_BROKER_H
+#define KQ_BROKER_BROKER_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/config.h"
+
+struct kq_broker;
+
+/* Start listening and serving with config `cfg` (owned by the broker from now on) and an
+ * opened store. Returns 0 or -errno with a reason in err. */
+int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t errlen,
+                    struct kq_broker **out);
+/* Graceful stop: stop accepting, flush, close connections and the store; `done` is called
+ * when everything is closed. */
+void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud);
+void kq_broker_free(struct kq_broker *b);
+int kq_broker_port(const struct kq_broker *b);
+
+struct kq_broker_stats {
+    uint64_t connections, received, stored, delivered, acked, retried, dead_lettered,
+        rejected, pending, inflight;
+};
+void kq_broker_stats(const struct kq_broker *b, struct kq_broker_stats *s);
+#endif

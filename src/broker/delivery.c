@@ -1,0 +1,410 @@
+/* Delivery: the index of pending messages, one copy per bound group per attempt, acks
+ * matched per connection, timeouts, retries on the policy's schedule, dead letters.
+ *
+ * A message's life: kq_delivery_add -> (scheduled) -> attempt: a copy to one connection of
+ * every bound group that has not acked yet -> every copy acked, nacked, timed out or lost ->
+ * finish: all groups done => removed from the store; else the retry policy gives a delay
+ * (state persisted) or a dead-letter verdict. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/log.h"
+
+#define MAX_ROUTES 64
+/* A consumer whose socket has this much unsent data is treated as overloaded. */
+#define MAX_CONN_BACKLOG (16u << 20)
+
+static void start_attempt(struct kq_broker *b, struct kq_msg *m);
+static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
+
+/* --- messages ----------------------------------------------------------------------------- */
+
+static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
+
+struct kq_msg *kq_msg_new(const struct kq_stored_msg *sm)
+{
+    struct kq_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    memcpy(m->id, sm->id, sizeof m->id);
+    m->cmd = sm->cmd;
+    m->commit = sm->commit;
+    m->topic = dup_or_empty(sm->topic);
+    m->type = dup_or_empty(sm->message_type);
+    m->pub_group = dup_or_empty(sm->publish_group);
+    m->publish_time = sm->publish_time;
+    m->expired_time = sm->expired_time;
+    m->deliver_limit = sm->deliver_limit;
+    m->header = malloc(sm->header_len + sm->body_len + 1);
+    m->timer.pos = KQ_HEAP_NONE;
+    if (!m->topic || !m->type || !m->pub_group || !m->header) {
+        kq_msg_free(m);
+        return NULL;
+    }
+    memcpy(m->header, sm->header, sm->header_len);
+    m->header_len = sm->header_len;
+    m->body = m->header + sm->header_len;
+    if (sm->body_len)
+        memcpy(m->body, sm->body, sm->body_len);
+    m->body_len = sm->body_len;
+    return m;
+}
+
+static void free_names(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void kq_msg_free(struct kq_msg *m)
+{
+    if (!m)
+        return;
+    free(m->topic);
+    free(m->type);
+    free(m->pub_group);
+    free(m->header);
+    free_names(m->done, m->n_done);
+    free_names(m->failed, m->n_failed);
+    free(m);
+}
+
+void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm)
+{
+    memset(sm, 0, sizeof *sm);
+    memcpy(sm->id, m->id, sizeof sm->id);
+    sm->cmd = m->cmd;
+    sm->topic = m->topic;
+    sm->message_type = m->type;
+    sm->publish_group = m->pub_group;
+    sm->commit = m->commit;
+    sm->publish_time = m->publish_time;
+    sm->expired_time = m->expired_time;
+    sm->deliver_limit = m->deliver_limit;
+    sm->header = m->header;
+    sm->header_len = m->header_len;
+    sm->body = m->body;
+    sm->body_len = m->body_len;
+}
+
+static bool name_in(char **v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], name) == 0)
+            return true;
+    return false;
+}
+
+static void name_add(char ***v, size_t *n, const char *name)
+{
+    if (name_in(*v, *n, name))
+        return;
+    char **p = realloc(*v, (*n + 1) * sizeof *p);
+    if (!p)
+        return;
+    *v = p;
+    p[*n] = strdup(name);
+    if (p[*n])
+        (*n)++;
+}
+
+struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id)
+{
+    struct kq_msg *m;
+    HASH_FIND_STR(b->msgs, id, m);
+    return m;
+}
+
+/* --- scheduling ---------------------------------------------------------------------------- */
+
+static void on_retry_timer(uv_timer_t *t);
+
+void kq_delivery_rearm(struct kq_broker *b)
+{
+    struct kq_heap_item *top = kq_heap_top(&b->schedule);
+    if (!top) {
+        uv_timer_stop(&b->retry_timer);
+        return;
+    }
+    int64_t wait = top->key - kq_now_ms();
+    uv_timer_start(&b->retry_timer, on_retry_timer, wait > 0 ? (uint64_t)wait : 0, 0);
+}
+
+void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
+{
+    kq_heap_remove(&b->schedule, &m->timer);
+    m->timer.key = when_ms;
+    if (kq_heap_push(&b->schedule, &m->timer) != 0) {
+        KQ_ERROR("delivery", "out of memory scheduling id=%s", m->id);
+        return;
+    }
+    if (kq_heap_top(&b->schedule) == &m->timer)
+        kq_delivery_rearm(b);
+}
+
+#define MSG_OF_TIMER(it) ((struct kq_msg *)((char *)(it) - offsetof(struct kq_msg, timer)))
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct kq_broker *b = t->data;
+    int64_t now = kq_now_ms();
+    /* Bound the work per callback so one burst of due messages cannot starve the loop. */
+    for (int n = 0; n < 10000; n++) {
+        struct kq_heap_item *top = kq_heap_top(&b->schedule);
+        if (!top || top->key > now)
+            break;
+        kq_heap_remove(&b->schedule, top);
+        start_attempt(b, MSG_OF_TIMER(top));
+    }
+    kq_delivery_rearm(b);
+}
+
+void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
+{
+    HASH_ADD_STR(b->msgs, id, m);
+    b->n_msgs++;
+    if (m->commit)
+        kq_delivery_schedule(b, m, when_ms);
+    else
+        kq_tx_schedule_check(b, m);
+}
+
+/* Forget a message. The store copy is removed too when asked (delivered, rolled back). */
+void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store)
+{
+    kq_heap_remove(&b->schedule, &m->timer);
+    if (remove_from_store && m->stored)
+        b->store->ops->remove(b->store, m->id);
+    HASH_DEL(b->msgs, m);
+    b->n_msgs--;
+    kq_msg_free(m);
+}
+
+void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason)
+{
+    KQ_WARN("delivery", "dead letter id=%s topic=%s type=%s attempts=%d reason=\"%s\"", m->id,
+            m->topic, m->type, m->attempts, reason);
+    b->stats.dead_lettered++;
+    if (m->stored) {
+        struct kq_stored_msg sm;
+        kq_msg_to_stored(m, &sm);
+        b->store->ops->dead_letter(b->store, &sm, reason);
+    }
+    kq_delivery_drop(b, m, false);
+}
+
+/* --- one attempt --------------------------------------------------------------------------- */
+
+static void tq_unlink(struct kq_broker *b, struct kq_inflight *f)
+{
+    if (f->tprev)
+        f->tprev->tnext = f->tnext;
+    else
+        b->tq_head = f->tnext;
+    if (f->tnext)
+        f->tnext->tprev = f->tprev;
+    else
+        b->tq_tail = f->tprev;
+}
+
+static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
+                      struct kq_session *s)
+{
+    struct kq_inflight *f = calloc(1, sizeof *f);
+    if (!f)
+        return false;
+    uint32_t op = s->next_opaque++;
+    if (op == 0) /* 0 means "unassigned" to the original clients */
+        op = s->next_opaque++;
+    if (kq_codec_append_message(kq_conn_out(s->conn), op, m->cmd, m->header, m->header_len,
+                                m->body, m->body_len) != 0) {
+        free(f);
+        return false;
+    }
+    kq_session_send_flush(s);
+    f->opaque = op;
+    f->session = s;
+    f->msg = m;
+    f->group = g;
+    f->deadline_ms = kq_broker_mono_ms() + (uint64_t)b->cfg->delivery_seconds * 1000;
+    HASH_ADD(hh, s->inflight, opaque, sizeof f->opaque, f);
+    /* All deliveries share one timeout, so appending keeps the queue sorted. */
+    f->tprev = b->tq_tail;
+    if (b->tq_tail)
+        b->tq_tail->tnext = f;
+    else
+        b->tq_head = f;
+    b->tq_tail = f;
+    m->inflight++;
+    g->inflight++;
+    b->stats.inflight++;
+    return true;
+}
+
+static void start_attempt(struct kq_broker *b, struct kq_msg *m)
+{
+    if (m->inflight)
+        return; /* an attempt is still open */
+    if (!m->commit) {
+        kq_tx_check_due(b, m);
+        return;
+    }
+    struct kq_retry_verdict v;
+    kq_retry_default(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    if (v.dead) {
+        kq_delivery_dead_letter(b, m, v.reason);
+        return;
+    }
+    struct kq_route routes[MAX_ROUTES];
+    size_t n = kq_routing_match(b->routing, m->topic, m->type, routes, MAX_ROUTES);
+    free_names(m->failed, m->n_failed);
+    m->failed = NULL;
+    m->n_failed = 0;
+    m->attempt_open = true;
+    size_t sent = 0, wanted = 0;
+    uint64_t now = kq_broker_mono_ms();
+    for (size_t i = 0; i < n; i++) {
+        if (name_in(m->done, m->n_done, routes[i].group))
+            continue;
+        wanted++;
+        struct kq_group *g = kq_group_get(b, routes[i].group, false);
+        struct kq_session *s = kq_group_pick(g, now);
+        if (!s) {
+            if (!routes[i].persistent) {
+                /* Non-persistent subscription and nobody online: this group skips it. */
+                name_add(&m->done, &m->n_done, routes[i].group);
+            } else {
+                name_add(&m->failed, &m->n_failed, routes[i].group);
+            }
+            continue;
+        }
+        if (kq_conn_backlog(s->conn) > MAX_CONN_BACKLOG || !send_copy(b, m, g, s)) {
+            name_add(&m->failed, &m->n_failed, routes[i].group);
+            continue;
+        }
+        sent++;
+    }
+    if (n == 0)
+        name_add(&m->failed, &m->n_failed, "(no subscriber)");
+    /* An attempt counts only if a copy went out: a persistent group that is offline keeps
+     * its messages until it comes back or they expire, instead of burning the limit. */
+    m->sent = (uint32_t)sent;
+    if (sent)
+        m->attempts++;
+    (void)wanted;
+    if (m->inflight == 0)
+        finish_attempt(b, m);
+}
+
+void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
+{
+    if (!m->stored)
+        return;
+    struct kq_delivery_state st;
+    memset(&st, 0, sizeof st);
+    memcpy(st.id, m->id, sizeof st.id);
+    st.attempts = m->attempts;
+    st.next_attempt_ms = next_ms;
+    st.tx_checks = m->tx_checks;
+    st.groups_done = (const char **)m->done;
+    st.n_done = m->n_done;
+    st.groups_failed = (const char **)m->failed;
+    st.n_failed = m->n_failed;
+    b->store->ops->update(b->store, &st);
+}
+
+static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
+{
+    m->attempt_open = false;
+    if (m->n_failed == 0) {
+        b->stats.delivered++;
+        kq_delivery_drop(b, m, true);
+        return;
+    }
+    struct kq_retry_verdict v;
+    kq_retry_default(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    if (v.dead) {
+        kq_delivery_dead_letter(b, m, v.reason);
+        return;
+    }
+    int64_t delay = v.delay_ms;
+    if (m->sent == 0)
+        delay = (int64_t)b->cfg->recover_seconds * 1000; /* nobody to send to: look again later */
+    int64_t next = kq_now_ms() + delay;
+    b->stats.retried++;
+    kq_delivery_persist(b, m, next);
+    kq_delivery_schedule(b, m, next);
+}
+
+/* --- answers --------------------------------------------------------------------------- */
+
+static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const char *why)
+{
+    struct kq_msg *m = f->msg;
+    HASH_DEL(f->session->inflight, f);
+    tq_unlink(b, f);
+    f->group->inflight--;
+    b->stats.inflight--;
+    if (ok) {
+        name_add(&m->done, &m->n_done, f->group->id);
+        b->stats.acked++;
+    } else {
+        name_add(&m->failed, &m->n_failed, f->group->id);
+        KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
+    }
+    free(f);
+    if (--m->inflight == 0)
+        finish_attempt(b, m);
+}
+
+void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
+                        bool status)
+{
+    struct kq_inflight *f;
+    HASH_FIND(hh, s->inflight, &opaque, sizeof opaque, f);
+    if (!f) {
+        /* Late (after its timeout) or unknown: harmless. */
+        KQ_DEBUG("delivery", "ack for unknown opaque=%u peer=%s", opaque, kq_conn_peer(s->conn));
+        return;
+    }
+    complete(b, f, status, "nack");
+}
+
+void kq_delivery_session_closed(struct kq_broker *b, struct kq_session *s)
+{
+    struct kq_inflight *f, *tmp;
+    HASH_ITER(hh, s->inflight, f, tmp) complete(b, f, false, "connection lost");
+}
+
+void kq_delivery_check_timeouts(struct kq_broker *b)
+{
+    uint64_t now = kq_broker_mono_ms();
+    while (b->tq_head && b->tq_head->deadline_ms <= now)
+        complete(b, b->tq_head, false, "timeout");
+}
+
+void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
+{
+    /* Messages that failed for this group (it was offline) go out now. */
+    int64_t now = kq_now_ms();
+    struct kq_msg *m, *tmp;
+    HASH_ITER(hh, b->msgs, m, tmp) {
+        if (m->commit && !m->inflight && m->timer.pos != KQ_HEAP_NONE && m->timer.key > now &&
+            name_in(m->failed, m->n_failed, g->id))
+            kq_delivery_schedule(b, m, now);
+    }
+}
+
+void kq_delivery_free_all(struct kq_broker *b)
+{
+    struct kq_msg *m, *tmp;
+    HASH_ITER(hh, b->msgs, m, tmp) {
+        HASH_DEL(b->msgs, m);
+        kq_msg_free(m);
+    }
+    b->n_msgs = 0;
+    kq_heap_free(&b->schedule);
+}

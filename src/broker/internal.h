@@ -1,0 +1,180 @@
+/* Shared between the broker's source files only. */
+#ifndef KQ_BROKER_INTERNAL_H
+#define KQ_BROKER_INTERNAL_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uthash.h>
+#include <uv.h>
+
+#include "broker/broker.h"
+#include "core/heap.h"
+#include "core/token_bucket.h"
+#include "net/net.h"
+#include "proto/codec.h"
+#include "store/store.h"
+
+#define KQ_GROUP_MAX 128
+
+struct kq_msg;
+struct kq_group;
+
+/* A request the broker sent and waits an answer for: a delivery (answered by DeliverAck on
+ * the same connection with the same opaque). Keyed per connection: a client's own opaques
+ * can never complete ours (the original's shared table did, §1.2). */
+struct kq_inflight {
+    uint32_t opaque;
+    struct kq_session *session;
+    struct kq_msg *msg;
+    struct kq_group *group;
+    uint64_t deadline_ms; /* monotonic */
+    struct kq_inflight *tprev, *tnext; /* broker-wide timeout queue, oldest first */
+    UT_hash_handle hh;
+};
+
+/* Per connection. */
+struct kq_session {
+    struct kq_broker *broker;
+    struct kq_conn *conn;
+    bool authed;
+    struct kq_group *group;
+    int32_t warmup_sec;
+    uint64_t auth_ms; /* monotonic */
+    uint32_t next_opaque;
+    struct kq_inflight *inflight; /* by opaque */
+    size_t group_pos;             /* index in group->members */
+    struct kq_pending_save *saves; /* store saves whose ack goes to this connection */
+};
+
+/* Connections that authenticated with one groupId. */
+struct kq_group {
+    char id[KQ_GROUP_MAX];
+    struct kq_session **members;
+    size_t n, cap;
+    uint32_t inflight; /* deliveries outstanding to this group */
+    UT_hash_handle hh;
+};
+
+/* One pending message: the broker's in-memory index entry. */
+struct kq_msg {
+    char id[KQ_ID_LEN + 1];
+    uint8_t cmd;
+    bool commit, fly;
+    bool stored;         /* the store has it (false: fly, or deliveryFirst before saving) */
+    bool attempt_open;   /* a delivery attempt is in progress */
+    char *topic, *type, *pub_group;
+    int64_t publish_time, expired_time;
+    int32_t deliver_limit;
+    uint8_t *header;
+    uint32_t header_len;
+    uint8_t *body;
+    uint32_t body_len;
+    int32_t attempts;
+    int32_t tx_checks;
+    uint32_t inflight; /* deliveries outstanding in the current attempt */
+    uint32_t sent;     /* copies sent in the current attempt */
+    char **done;       /* groups that acked */
+    size_t n_done;
+    char **failed; /* groups that failed the current attempt */
+    size_t n_failed;
+    struct kq_heap_item timer; /* next attempt (key = Unix ms) */
+    UT_hash_handle hh;
+};
+
+struct kq_broker {
+    uv_loop_t *loop;
+    struct kq_config *cfg;
+    struct kq_store *store;
+    struct kq_net *net;
+    uv_timer_t tick;       /* timeouts, idle connections */
+    uv_timer_t retry_timer;
+    struct kq_group *groups;
+    struct kq_msg *msgs; /* pending messages by id */
+    size_t n_msgs;
+    struct kq_heap schedule; /* messages waiting for their next attempt */
+    struct kq_inflight *tq_head, *tq_tail;
+    struct kq_token_bucket intake;
+    struct kq_routing *routing;
+    struct kq_broker_stats stats;
+    bool stopping;
+    void (*stop_done)(void *);
+    void *stop_ud;
+};
+
+/* session.c */
+void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq_frame *f);
+void kq_session_open(struct kq_broker *b, struct kq_conn *c);
+void kq_session_close(struct kq_broker *b, struct kq_conn *c, const char *reason);
+void kq_session_sweep_idle(struct kq_broker *b);
+
+/* groups.c */
+struct kq_group *kq_group_get(struct kq_broker *b, const char *id, bool create);
+int kq_group_join(struct kq_group *g, struct kq_session *s);
+void kq_group_leave(struct kq_group *g, struct kq_session *s);
+/* One random eligible member (warm-up ramp applied), or NULL. */
+struct kq_session *kq_group_pick(struct kq_group *g, uint64_t now_ms);
+void kq_groups_free(struct kq_broker *b);
+
+/* routing.c: which groups get a message */
+struct kq_route {
+    const char *group;
+    bool persistent;
+};
+struct kq_routing *kq_routing_build(const struct kq_config *cfg, char *err, size_t errlen);
+void kq_routing_free(struct kq_routing *r);
+/* Fill up to max routes for (topic, type); returns the number found (one per group). */
+size_t kq_routing_match(struct kq_routing *r, const char *topic, const char *type,
+                        struct kq_route *out, size_t max);
+
+/* publish.c */
+void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
+                       uint8_t cmd, ProtobufCMessage *m);
+void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m);
+
+/* tx.c: two-phase messages */
+void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m);
+void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m);
+
+/* A producer's publish waiting for the store; detached if the connection goes away. */
+struct kq_pending_save {
+    struct kq_broker *broker;
+    struct kq_session *session; /* NULL once the connection closed */
+    struct kq_msg *msg;
+    uint32_t opaque;
+    uint64_t start_ms;
+    struct kq_pending_save *prev, *next;
+};
+void kq_publish_session_closed(struct kq_session *s);
+
+/* delivery.c */
+void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
+void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms);
+struct kq_msg *kq_msg_new(const struct kq_stored_msg *sm);
+void kq_msg_free(struct kq_msg *m);
+void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm);
+void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
+void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
+void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
+                        bool status);
+void kq_delivery_session_closed(struct kq_broker *b, struct kq_session *s);
+void kq_delivery_check_timeouts(struct kq_broker *b);
+void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
+void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store);
+void kq_delivery_free_all(struct kq_broker *b);
+/* (Re)arm the retry timer for the earliest scheduled message. */
+void kq_delivery_rearm(struct kq_broker *b);
+struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
+
+/* retry.c: the retry policy (a Lua hook later), as plain data in and out */
+struct kq_retry_verdict {
+    bool dead;
+    int64_t delay_ms;
+    char reason[96];
+};
+void kq_retry_default(int32_t attempts, int32_t deliver_limit, int64_t expired_time,
+                      int64_t now_sec, struct kq_retry_verdict *v);
+
+/* helpers */
+uint64_t kq_broker_mono_ms(void);
+void kq_session_send_flush(struct kq_session *s);
+#endif

@@ -1,0 +1,179 @@
+/* The publish pipeline: intake limit -> checks and normalisation (spec §3.3, with an exact
+ * topic test) -> store (the ack waits until the store says the message is durable) ->
+ * MessageStoreAck -> delivery. Fly messages skip the store. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/log.h"
+
+#define MAX_EXPIRED_SEC (7 * 24 * 3600)
+#define MAX_DELIVER_LIMIT 100
+
+static void ack(struct kq_session *s, uint32_t opaque, const char *id, bool ok,
+                const char *feedback)
+{
+    kq_codec_append_store_ack(kq_conn_out(s->conn), opaque, id, ok, feedback);
+    kq_session_send_flush(s);
+}
+
+static void reject(struct kq_broker *b, struct kq_session *s, uint32_t opaque, const char *id,
+                   const char *feedback)
+{
+    b->stats.rejected++;
+    ack(s, opaque, id, false, feedback);
+}
+
+/* Normalise the header in place; returns NULL or the rejection feedback. */
+static const char *check_header(struct kq_broker *b, Protocol__Header *h, int64_t now)
+{
+    if (!kq_config_has_topic(b->cfg, h->topic))
+        return "UnSupport Topic Message!";
+    if (!kq_message_id_valid(h->messageid))
+        return "Invalid MessageId For UUID!";
+    if (!h->has_createtime || h->createtime <= 0) {
+        h->has_createtime = 1;
+        h->createtime = now;
+    }
+    if (h->deliverlimit <= 0 || h->deliverlimit > MAX_DELIVER_LIMIT)
+        h->deliverlimit = MAX_DELIVER_LIMIT;
+    if (h->expiredtime <= 0 || h->expiredtime > now + MAX_EXPIRED_SEC)
+        h->expiredtime = now + MAX_EXPIRED_SEC;
+    else if (h->expiredtime <= now)
+        return "Expired Message!";
+    if (h->fly && !h->commit)
+        return "FLY MUST BE COMMITTED !";
+    return NULL;
+}
+
+static void detach(struct kq_pending_save *ps)
+{
+    struct kq_session *s = ps->session;
+    if (!s)
+        return;
+    if (ps->prev)
+        ps->prev->next = ps->next;
+    else
+        s->saves = ps->next;
+    if (ps->next)
+        ps->next->prev = ps->prev;
+    ps->session = NULL;
+}
+
+void kq_publish_session_closed(struct kq_session *s)
+{
+    while (s->saves)
+        detach(s->saves);
+}
+
+static void on_saved(void *ud, int status)
+{
+    struct kq_pending_save *ps = ud;
+    struct kq_broker *b = ps->broker;
+    struct kq_msg *m = ps->msg;
+    char feedback[96];
+    struct kq_session *s = ps->session;
+    detach(ps);
+    if (status == 0) {
+        m->stored = true;
+        b->stats.stored++;
+        snprintf(feedback, sizeof feedback, "Store Result true Cost:%llu",
+                 (unsigned long long)(kq_broker_mono_ms() - ps->start_ms));
+        if (s)
+            ack(s, ps->opaque, m->id, true, feedback);
+        kq_delivery_add(b, m, kq_now_ms());
+    } else {
+        snprintf(feedback, sizeof feedback, "Store Result false: %s", strerror(-status));
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s err=%s", m->id,
+                           strerror(-status));
+        if (s)
+            reject(b, s, ps->opaque, m->id, feedback);
+        kq_msg_free(m);
+    }
+    free(ps);
+}
+
+void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
+                       uint8_t cmd, ProtobufCMessage *pm)
+{
+    struct kq_message_view v;
+    kq_message_view(cmd, pm, &v);
+    Protocol__Header *h = v.header;
+    int64_t now = kq_now_sec();
+    b->stats.received++;
+
+    if (!kq_token_bucket_take(&b->intake, kq_mono_us())) {
+        char fb[160];
+        snprintf(fb, sizeof fb, "Store Result KiteQ OverFlow [%s]", b->cfg->bind);
+        reject(b, s, opaque, h->messageid, fb);
+        goto out;
+    }
+    const char *bad = check_header(b, h, now);
+    if (bad) {
+        reject(b, s, opaque, h->messageid, bad);
+        goto out;
+    }
+    if (kq_delivery_find(b, h->messageid)) {
+        /* A producer retrying a publish whose ack it missed: it is already safe here. */
+        ack(s, opaque, h->messageid, true, "Store Result true Cost:0");
+        goto out;
+    }
+
+    struct kq_stored_msg sm = {0};
+    memcpy(sm.id, h->messageid, KQ_ID_LEN + 1);
+    sm.cmd = cmd;
+    sm.topic = h->topic;
+    sm.message_type = h->messagetype;
+    sm.publish_group = h->groupid;
+    sm.commit = h->commit;
+    sm.publish_time = now;
+    sm.expired_time = h->expiredtime;
+    sm.deliver_limit = h->deliverlimit;
+    sm.body = v.body;
+    sm.body_len = (uint32_t)v.body_len;
+    uint8_t *hdr;
+    size_t hdr_len;
+    if (kq_header_pack(h, &hdr, &hdr_len) != 0) {
+        reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
+        goto out;
+    }
+    sm.header = hdr;
+    sm.header_len = (uint32_t)hdr_len;
+    struct kq_msg *m = kq_msg_new(&sm);
+    free(hdr);
+    if (!m) {
+        reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
+        goto out;
+    }
+    m->fly = h->fly;
+    kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
+
+    if (m->fly) {
+        /* Acked first, never stored; still retried while this broker runs. */
+        ack(s, opaque, m->id, true, "FLY NO NEED SAVE");
+        kq_delivery_add(b, m, kq_now_ms());
+        goto out;
+    }
+
+    struct kq_pending_save *ps = calloc(1, sizeof *ps);
+    if (!ps) {
+        kq_msg_free(m);
+        reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
+        goto out;
+    }
+    ps->broker = b;
+    ps->session = s;
+    ps->msg = m;
+    ps->opaque = opaque;
+    ps->start_ms = kq_broker_mono_ms();
+    ps->next = s->saves;
+    if (s->saves)
+        s->saves->prev = ps;
+    s->saves = ps;
+    int rc = b->store->ops->save(b->store, &sm, on_saved, ps);
+    if (rc != 0)
+        on_saved(ps, rc); /* refused at once: the store never calls back then */
+out:
+    kq_codec_free(pm);
+}

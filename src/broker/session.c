@@ -1,0 +1,167 @@
+/* Connection sessions: ConnMeta handshake with authentication, heartbeats, dispatch of
+ * every inbound command, and closing of connections that stay silent too long. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/log.h"
+
+#define FEEDBACK_UNAUTHORIZED "Unauthorized,Connection broken!"
+
+uint64_t kq_broker_mono_ms(void) { return kq_mono_us() / 1000; }
+
+void kq_session_send_flush(struct kq_session *s) { kq_conn_flush_later(s->conn); }
+
+void kq_session_open(struct kq_broker *b, struct kq_conn *c)
+{
+    struct kq_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        kq_conn_close(c, "out of memory");
+        return;
+    }
+    s->broker = b;
+    s->conn = c;
+    s->next_opaque = 1;
+    kq_conn_set_user(c, s);
+    b->stats.connections++;
+    KQ_DEBUG("session", "open peer=%s", kq_conn_peer(c));
+}
+
+void kq_session_close(struct kq_broker *b, struct kq_conn *c, const char *reason)
+{
+    struct kq_session *s = kq_conn_user(c);
+    if (!s)
+        return;
+    /* Deliveries waiting on this connection fail now, not at their timeout. */
+    kq_delivery_session_closed(b, s);
+    kq_publish_session_closed(s);
+    if (s->group)
+        kq_group_leave(s->group, s);
+    KQ_INFO("session", "closed peer=%s group=%s reason=\"%s\"", kq_conn_peer(c),
+            s->group ? s->group->id : "-", reason);
+    b->stats.connections--;
+    kq_conn_set_user(c, NULL);
+    free(s);
+}
+
+/* Tell the client why and close (the reply is written before the socket closes). */
+static void refuse(struct kq_session *s, uint32_t opaque, const char *feedback,
+                   const char *why)
+{
+    kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, false, feedback);
+    kq_conn_close(s->conn, why);
+}
+
+static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
+                         const Protocol__ConnMeta *m)
+{
+    const struct kq_config *cfg = b->cfg;
+    if (s->authed) {
+        /* A second handshake on one connection would register it twice (original bug);
+         * answer it but keep the first identity. */
+        kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, s->group &&
+                                  strcmp(s->group->id, m->groupid) == 0, "Already Authenticated");
+        kq_session_send_flush(s);
+        return;
+    }
+    if (strlen(m->groupid) == 0 || strlen(m->groupid) >= KQ_GROUP_MAX) {
+        refuse(s, opaque, "Auth Failed: invalid groupId", "invalid groupId");
+        return;
+    }
+    if (cfg->n_groups > 0) {
+        const char *secret = kq_config_group_secret(cfg, m->groupid);
+        if (!secret || strcmp(secret, m->secretkey) != 0) {
+            KQ_WARN("session", "auth failed peer=%s group=%s reason=%s",
+                    kq_conn_peer(s->conn), m->groupid, secret ? "wrong secret" : "unknown group");
+            refuse(s, opaque, "Auth Failed: unknown groupId or wrong secretKey", "auth failed");
+            return;
+        }
+    }
+    struct kq_group *g = kq_group_get(b, m->groupid, true);
+    if (!g || kq_group_join(g, s) != 0) {
+        refuse(s, opaque, "Auth Failed: broker out of memory", "out of memory");
+        return;
+    }
+    s->authed = true;
+    s->group = g;
+    s->warmup_sec = m->has_warmingupsec && m->warmingupsec > 0 ? m->warmingupsec : 0;
+    s->auth_ms = kq_broker_mono_ms();
+    kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, true, "Auth Succ");
+    kq_session_send_flush(s);
+    KQ_INFO("session", "authenticated peer=%s group=%s warmup=%d", kq_conn_peer(s->conn),
+            g->id, s->warmup_sec);
+    /* Messages waiting for this group can go now. */
+    kq_delivery_group_online(b, g);
+}
+
+void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq_frame *f)
+{
+    struct kq_session *s = kq_conn_user(c);
+    if (!s)
+        return;
+    switch (f->cmd) {
+    case KQ_CMD_CONN_META:
+    case KQ_CMD_HEARTBEAT:
+    case KQ_CMD_DELIVER_ACK:
+    case KQ_CMD_TX_ACK:
+    case KQ_CMD_BYTES_MESSAGE:
+    case KQ_CMD_STRING_MESSAGE:
+        break;
+    default:
+        /* 0x03/0x04 and unknown commands: ignored, as the original does. */
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "session", "ignored command peer=%s cmd=0x%02x",
+                           kq_conn_peer(c), f->cmd);
+        return;
+    }
+    if (f->cmd != KQ_CMD_CONN_META && !s->authed) {
+        KQ_WARN("session", "command before handshake peer=%s cmd=%s", kq_conn_peer(c),
+                kq_cmd_name(f->cmd));
+        refuse(s, 0, FEEDBACK_UNAUTHORIZED, "not authenticated");
+        return;
+    }
+    ProtobufCMessage *m = kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
+    if (!m) {
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "session", "malformed %s peer=%s opaque=%u len=%d",
+                           kq_cmd_name(f->cmd), kq_conn_peer(c), f->opaque, f->body_len);
+        if (f->cmd == KQ_CMD_BYTES_MESSAGE || f->cmd == KQ_CMD_STRING_MESSAGE) {
+            /* The producer waits for an ack with this opaque: tell it why. */
+            kq_codec_append_store_ack(kq_conn_out(c), f->opaque, "", false,
+                                      "Malformed Message: protobuf decode failed");
+            kq_session_send_flush(s);
+        } else if (f->cmd == KQ_CMD_CONN_META) {
+            refuse(s, f->opaque, "Auth Failed: malformed ConnMeta", "malformed ConnMeta");
+        } else {
+            kq_conn_close(c, "malformed frame");
+        }
+        return;
+    }
+    switch (f->cmd) {
+    case KQ_CMD_CONN_META:
+        on_conn_meta(b, s, f->opaque, (Protocol__ConnMeta *)m);
+        break;
+    case KQ_CMD_HEARTBEAT:
+        kq_codec_append_heartbeat(kq_conn_out(c), f->opaque, ((Protocol__HeartBeat *)m)->version);
+        kq_session_send_flush(s);
+        break;
+    case KQ_CMD_DELIVER_ACK:
+        kq_delivery_on_ack(b, s, f->opaque, ((Protocol__DeliverAck *)m)->status);
+        break;
+    case KQ_CMD_TX_ACK:
+        kq_tx_handle(b, s, m);
+        break;
+    default:
+        kq_publish_handle(b, s, f->opaque, f->cmd, m);
+        return; /* kq_publish_handle owns m */
+    }
+    kq_codec_free(m);
+}
+
+static void sweep_one(void *ud, struct kq_conn *c)
+{
+    struct kq_broker *b = ud;
+    uint64_t limit = (uint64_t)b->cfg->heartbeat_timeout_seconds * 1000;
+    if (kq_broker_mono_ms() - kq_conn_last_read_ms(c) > limit)
+        kq_conn_close(c, "idle: no heartbeat");
+}
+
+void kq_session_sweep_idle(struct kq_broker *b) { kq_net_foreach(b->net, sweep_one, b); }

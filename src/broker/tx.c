@@ -1,0 +1,121 @@
+/* Two-phase messages: a commit=false message is stored and not delivered. The broker asks
+ * one connection of the publishing group (TxACKPacket status 0 "Server Check") after a first
+ * delay, then with back-off, up to a maximum number of checks; then it is dead-lettered.
+ * Commit -> delivered; rollback -> removed; late or duplicate answers are ignored. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/log.h"
+
+#define TX_FIRST_CHECK_MS 5000
+#define TX_MAX_BACKOFF_MS 60000
+#define TX_MAX_CHECKS 10
+
+static int64_t next_check_delay(int32_t checks)
+{
+    int64_t d = TX_FIRST_CHECK_MS;
+    for (int32_t i = 0; i < checks && d < TX_MAX_BACKOFF_MS; i++)
+        d *= 2;
+    return d < TX_MAX_BACKOFF_MS ? d : TX_MAX_BACKOFF_MS;
+}
+
+void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m)
+{
+    kq_delivery_schedule(b, m, kq_now_ms() + next_check_delay(m->tx_checks));
+}
+
+void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
+{
+    if (m->tx_checks >= TX_MAX_CHECKS) {
+        kq_delivery_dead_letter(b, m, "transaction unresolved: no commit or rollback after "
+                                      "the maximum number of checks");
+        return;
+    }
+    if (m->expired_time <= kq_now_sec()) {
+        kq_delivery_dead_letter(b, m, "transaction unresolved: expired");
+        return;
+    }
+    struct kq_group *g = kq_group_get(b, m->pub_group, false);
+    struct kq_session *s = kq_group_pick(g, kq_broker_mono_ms());
+    if (s) {
+        uint32_t op = s->next_opaque++;
+        if (op == 0)
+            op = s->next_opaque++;
+        kq_codec_append_tx_ack(kq_conn_out(s->conn), op, m->header, m->header_len,
+                               KQ_TX_UNKNOWN, "Server Check");
+        kq_session_send_flush(s);
+        m->tx_checks++;
+        KQ_DEBUG("tx", "check id=%s group=%s n=%d", m->id, m->pub_group, m->tx_checks);
+    }
+    int64_t next = kq_now_ms() + next_check_delay(m->tx_checks);
+    kq_delivery_persist(b, m, next);
+    kq_delivery_schedule(b, m, next);
+}
+
+struct commit_ctx {
+    struct kq_broker *broker;
+    char id[KQ_ID_LEN + 1];
+};
+
+/* Consumers should see commit=true in the header of a committed message. */
+static void mark_header_committed(struct kq_msg *m)
+{
+    Protocol__Header *h = protocol__header__unpack(NULL, m->header_len, m->header);
+    if (!h)
+        return;
+    h->commit = 1;
+    uint8_t *hdr;
+    size_t len;
+    if (kq_header_pack(h, &hdr, &len) == 0) {
+        uint8_t *block = malloc(len + m->body_len + 1);
+        if (block) {
+            memcpy(block, hdr, len);
+            memcpy(block + len, m->body, m->body_len);
+            free(m->header);
+            m->header = block;
+            m->header_len = (uint32_t)len;
+            m->body = block + len;
+        }
+        free(hdr);
+    }
+    protocol__header__free_unpacked(h, NULL);
+}
+
+static void on_committed(void *ud, int status)
+{
+    struct commit_ctx *cc = ud;
+    struct kq_msg *m = kq_delivery_find(cc->broker, cc->id);
+    if (m && !m->commit && status == 0) {
+        m->commit = true;
+        mark_header_committed(m);
+        kq_delivery_schedule(cc->broker, m, kq_now_ms());
+    } else if (status != 0) {
+        KQ_ERROR("tx", "commit not stored id=%s err=%d; the next check will ask again", cc->id,
+                 status);
+    }
+    free(cc);
+}
+
+void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *pm)
+{
+    Protocol__TxACKPacket *t = (Protocol__TxACKPacket *)pm;
+    struct kq_msg *m = kq_delivery_find(b, t->header->messageid);
+    if (!m || m->commit) {
+        KQ_DEBUG("tx", "answer for unknown or committed id=%s status=%d", t->header->messageid,
+                 t->status);
+        return;
+    }
+    if (t->status == KQ_TX_COMMIT) {
+        struct commit_ctx *cc = calloc(1, sizeof *cc);
+        if (!cc)
+            return;
+        cc->broker = b;
+        memcpy(cc->id, m->id, sizeof cc->id);
+        if (b->store->ops->commit(b->store, m->id, on_committed, cc) != 0)
+            free(cc);
+    } else if (t->status == KQ_TX_ROLLBACK) {
+        KQ_INFO("tx", "rollback id=%s group=%s", m->id, s->group ? s->group->id : "-");
+        kq_delivery_drop(b, m, true);
+    }
+}

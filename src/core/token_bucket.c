@@ -1,0 +1,25 @@
+#include "core/token_bucket.h"
+
+void kq_token_bucket_init(struct kq_token_bucket *b, double rate, double burst)
+{
+    b->rate = rate;
+    b->burst = burst < 1 ? 1 : burst;
+    b->tokens = b->burst;
+    b->last_us = 0;
+}
+
+bool kq_token_bucket_take(struct kq_token_bucket *b, uint64_t now_us)
+{
+    if (b->rate <= 0)
+        return true;
+    if (b->last_us && now_us > b->last_us) {
+        b->tokens += (double)(now_us - b->last_us) * b->rate / 1e6;
+        if (b->tokens > b->burst)
+            b->tokens = b->burst;
+    }
+    b->last_us = now_us;
+    if (b->tokens < 1)
+        return false;
+    b->tokens -= 1;
+    return true;
+}

@@ -1,0 +1,394 @@
+#include "net/net.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define READ_CHUNK (64 * 1024)
+
+struct kq_conn {
+    uv_tcp_t tcp;
+    struct kq_net *net;
+    uint64_t id;
+    char peer[64];
+    struct kq_buf in;
+    struct kq_buf out;    /* frames queued during this loop iteration */
+    struct kq_buf flight; /* bytes handed to uv_write, not yet completed */
+    uv_write_t wreq;
+    bool writing;
+    bool dirty;
+    bool closing;
+    bool closed;
+    uint64_t last_read_ms;
+    void *user;
+    struct kq_conn *prev, *next;       /* all connections */
+    struct kq_conn *dirty_next;        /* connections with output to flush */
+};
+
+struct kq_net {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_check_t flusher;
+    const struct kq_net_handler *h;
+    void *ud;
+    struct kq_conn *conns;
+    struct kq_conn *dirty;
+    size_t n_conns;
+    uint64_t next_id;
+    int port;
+    bool stopping;
+    int handles_open;
+    void (*done)(void *);
+    void *done_ud;
+};
+
+static uint64_t mono_ms(void) { return kq_mono_us() / 1000; }
+
+int kq_net_parse_addr(const char *hostport, struct sockaddr_storage *ss)
+{
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || colon == hostport || strlen(colon + 1) == 0)
+        return -EINVAL;
+    size_t hl = (size_t)(colon - hostport);
+    if (hl >= sizeof host)
+        return -EINVAL;
+    memcpy(host, hostport, hl);
+    host[hl] = 0;
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') { /* [::1]:port */
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = 0;
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535)
+        return -EINVAL;
+    if (strcmp(host, "localhost") == 0 || host[0] == 0)
+        strcpy(host, "127.0.0.1");
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return -EINVAL;
+}
+
+/* --- closing ------------------------------------------------------------------------------ */
+
+static void maybe_done(struct kq_net *n)
+{
+    if (n->stopping && n->handles_open == 0 && n->n_conns == 0 && n->done) {
+        void (*done)(void *) = n->done;
+        n->done = NULL;
+        done(n->done_ud);
+    }
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct kq_conn *c = h->data;
+    struct kq_net *n = c->net;
+    kq_buf_free(&c->in);
+    kq_buf_free(&c->out);
+    kq_buf_free(&c->flight);
+    free(c);
+    n->n_conns--;
+    maybe_done(n);
+}
+
+static void conn_destroy(struct kq_conn *c, const char *reason)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    struct kq_net *n = c->net;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        n->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    /* Remove from the dirty list so the flusher never sees a closed connection. */
+    for (struct kq_conn **pp = &n->dirty; *pp; pp = &(*pp)->dirty_next)
+        if (*pp == c) {
+            *pp = c->dirty_next;
+            break;
+        }
+    if (n->h->on_close)
+        n->h->on_close(n->ud, c, reason);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+void kq_conn_close(struct kq_conn *c, const char *reason)
+{
+    if (c->closing || c->closed)
+        return;
+    c->closing = true;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    KQ_INFO("net", "closing connection peer=%s reason=\"%s\"", c->peer, reason);
+    if (!c->writing && c->out.len == 0) {
+        conn_destroy(c, reason);
+        return;
+    }
+    /* Output still queued: the flusher destroys the connection once it is written. */
+    kq_conn_flush_later(c);
+}
+
+bool kq_conn_closing(const struct kq_conn *c) { return c->closing || c->closed; }
+
+/* --- writing ------------------------------------------------------------------------------ */
+
+static void start_write(struct kq_conn *c);
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct kq_conn *c = req->data;
+    c->writing = false;
+    c->flight.len = 0;
+    if (c->closed)
+        return;
+    if (status < 0) {
+        conn_destroy(c, uv_strerror(status));
+        return;
+    }
+    if (c->out.len)
+        start_write(c);
+    else if (c->closing)
+        conn_destroy(c, "closed");
+}
+
+static void start_write(struct kq_conn *c)
+{
+    /* Swap buffers: everything queued so far goes out in one write. */
+    struct kq_buf tmp = c->flight;
+    c->flight = c->out;
+    c->out = tmp;
+    c->out.len = 0;
+    uv_buf_t b = uv_buf_init((char *)c->flight.data, (unsigned)c->flight.len);
+    int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (rc == (int)b.len) {
+        c->flight.len = 0;
+        if (c->closing && c->out.len == 0)
+            conn_destroy(c, "closed");
+        return;
+    }
+    if (rc > 0) {
+        b.base += rc;
+        b.len -= (size_t)rc;
+    } else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
+        conn_destroy(c, uv_strerror(rc));
+        return;
+    }
+    c->writing = true;
+    c->wreq.data = c;
+    rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc < 0) {
+        c->writing = false;
+        conn_destroy(c, uv_strerror(rc));
+    }
+}
+
+static void on_flush(uv_check_t *h)
+{
+    struct kq_net *n = h->data;
+    while (n->dirty) {
+        struct kq_conn *c = n->dirty;
+        n->dirty = c->dirty_next;
+        c->dirty = false;
+        if (c->closed)
+            continue;
+        if (!c->writing && c->out.len)
+            start_write(c);
+        else if (!c->writing && c->closing)
+            conn_destroy(c, "closed");
+    }
+}
+
+struct kq_buf *kq_conn_out(struct kq_conn *c) { return &c->out; }
+
+void kq_conn_flush_later(struct kq_conn *c)
+{
+    if (c->dirty || c->closed)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->net->dirty;
+    c->net->dirty = c;
+}
+
+size_t kq_conn_backlog(const struct kq_conn *c) { return c->out.len + c->flight.len; }
+
+/* --- reading ------------------------------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct kq_conn *c = h->data;
+    if (kq_buf_reserve(&c->in, READ_CHUNK) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = (char *)c->in.data + c->in.len;
+    buf->len = c->in.cap - c->in.len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct kq_conn *c = s->data;
+    if (nread < 0) {
+        conn_destroy(c, nread == UV_EOF ? "peer closed" : uv_strerror((int)nread));
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->in.len += (size_t)nread;
+    c->last_read_ms = mono_ms();
+    size_t off = 0;
+    while (!c->closing && !c->closed) {
+        struct kq_frame f;
+        int used = kq_frame_parse(c->in.data + off, c->in.len - off, &f);
+        if (used == 0)
+            break;
+        if (used < 0) {
+            KQ_WARN("net", "bad frame length, closing peer=%s", c->peer);
+            kq_conn_close(c, "bad frame length");
+            return;
+        }
+        off += (size_t)used;
+        c->net->h->on_frame(c->net->ud, c, &f);
+    }
+    if (!c->closed)
+        kq_buf_consume(&c->in, off);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct kq_net *n = server->data;
+    if (status < 0) {
+        KQ_WARN("net", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    struct kq_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    uv_tcp_init(n->loop, &c->tcp);
+    c->tcp.data = c;
+    c->net = n;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        n->n_conns++;
+        c->closed = true;
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_keepalive(&c->tcp, 1, 20);
+    c->id = ++n->next_id;
+    c->last_read_ms = mono_ms();
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char ip[48] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    c->next = n->conns;
+    if (n->conns)
+        n->conns->prev = c;
+    n->conns = c;
+    n->n_conns++;
+    if (n->h->on_open)
+        n->h->on_open(n->ud, c);
+    if (!c->closing && !c->closed)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h,
+                  void *ud, struct kq_net **out, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    if (kq_net_parse_addr(hostport, &ss) != 0) {
+        snprintf(err, errlen, "bind: cannot parse address \"%s\" (want host:port)", hostport);
+        return -EINVAL;
+    }
+    struct kq_net *n = calloc(1, sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    n->loop = loop;
+    n->h = h;
+    n->ud = ud;
+    uv_tcp_init(loop, &n->listener);
+    n->listener.data = n;
+    int rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&n->listener, 1024, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "bind: cannot listen on %s: %s", hostport, uv_strerror(rc));
+        uv_close((uv_handle_t *)&n->listener, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        free(n);
+        return rc;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    uv_tcp_getsockname(&n->listener, (struct sockaddr *)&bound, &blen);
+    n->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
+                                               : ((struct sockaddr_in6 *)&bound)->sin6_port);
+    uv_check_init(loop, &n->flusher);
+    n->flusher.data = n;
+    uv_check_start(&n->flusher, on_flush);
+    n->handles_open = 2;
+    *out = n;
+    return 0;
+}
+
+int kq_net_port(const struct kq_net *n) { return n->port; }
+size_t kq_net_conn_count(const struct kq_net *n) { return n->n_conns; }
+
+void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud)
+{
+    struct kq_conn *c = n->conns;
+    while (c) {
+        struct kq_conn *next = c->next; /* fn may close c */
+        fn(ud, c);
+        c = next;
+    }
+}
+
+static void on_net_handle_closed(uv_handle_t *h)
+{
+    struct kq_net *n = h->data;
+    n->handles_open--;
+    maybe_done(n);
+}
+
+void kq_net_close(struct kq_net *n, void (*done)(void *ud), void *ud)
+{
+    n->stopping = true;
+    n->done = done;
+    n->done_ud = ud;
+    uv_close((uv_handle_t *)&n->listener, on_net_handle_closed);
+    for (struct kq_conn *c = n->conns; c;) {
+        struct kq_conn *next = c->next;
+        kq_conn_close(c, "broker shutting down");
+        c = next;
+    }
+    on_flush(&n->flusher); /* push out what is queued now */
+    uv_check_stop(&n->flusher);
+    uv_close((uv_handle_t *)&n->flusher, on_net_handle_closed);
+}
+
+void kq_net_free(struct kq_net *n) { free(n); }
+
+const char *kq_conn_peer(const struct kq_conn *c) { return c->peer; }
+uint64_t kq_conn_id(const struct kq_conn *c) { return c->id; }
+uint64_t kq_conn_last_read_ms(const struct kq_conn *c) { return c->last_read_ms; }
+void *kq_conn_user(const struct kq_conn *c) { return c->user; }
+void kq_conn_set_user(struct kq_conn *c, void *user) { c->user = user; }

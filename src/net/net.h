@@ -1,0 +1,56 @@
+/* TCP listener and connections on the libuv loop: framed reads, coalesced writes.
+ * Reads are split into KiteQ frames (src/proto/frame.h) and handed to the handler one by
+ * one. Writes are appended to the connection's output buffer and flushed once per loop
+ * iteration (one write(2) for everything a connection got during that iteration). */
+#ifndef KQ_NET_NET_H
+#define KQ_NET_NET_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "proto/frame.h"
+
+struct kq_net;
+struct kq_conn;
+
+struct kq_net_handler {
+    void (*on_open)(void *ud, struct kq_conn *c);
+    /* One complete frame; f->body points into the read buffer, valid during the call. */
+    void (*on_frame)(void *ud, struct kq_conn *c, const struct kq_frame *f);
+    /* The connection is gone; its user data must be released here. */
+    void (*on_close)(void *ud, struct kq_conn *c, const char *reason);
+};
+
+/* Listen on "host:port" (IPv4 or IPv6 literal, or "localhost"). Returns 0 or -errno with a
+ * reason in err. */
+int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h,
+                  void *ud, struct kq_net **out, char *err, size_t errlen);
+/* The port actually bound (useful with port 0). */
+int kq_net_port(const struct kq_net *n);
+/* Free the net after kq_net_close has called `done`. */
+void kq_net_free(struct kq_net *n);
+/* Stop accepting and close every connection (output is flushed first); `done` runs once
+ * everything is closed. */
+void kq_net_close(struct kq_net *n, void (*done)(void *ud), void *ud);
+size_t kq_net_conn_count(const struct kq_net *n);
+void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud);
+
+/* Output buffer to append whole frames to; call kq_conn_flush_later afterwards. */
+struct kq_buf *kq_conn_out(struct kq_conn *c);
+void kq_conn_flush_later(struct kq_conn *c);
+/* Bytes queued and not yet written (back-pressure signal). */
+size_t kq_conn_backlog(const struct kq_conn *c);
+/* Close after the queued output is written; no more frames are delivered. */
+void kq_conn_close(struct kq_conn *c, const char *reason);
+bool kq_conn_closing(const struct kq_conn *c);
+const char *kq_conn_peer(const struct kq_conn *c);
+uint64_t kq_conn_id(const struct kq_conn *c);
+uint64_t kq_conn_last_read_ms(const struct kq_conn *c); /* monotonic ms */
+void *kq_conn_user(const struct kq_conn *c);
+void kq_conn_set_user(struct kq_conn *c, void *user);
+
+/* Resolve "host:port" into a sockaddr (numeric hosts and "localhost"). 0 or -errno. */
+int kq_net_parse_addr(const char *hostport, struct sockaddr_storage *ss);
+#endif

@@ -1,0 +1,67 @@
+#include "support/golden.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+cJSON *golden_load(const char *name)
+{
+    const char *src = getenv("KITEQ_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/golden/%s", src ? src : ".", name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    cJSON *arr = cJSON_CreateArray();
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        if (o)
+            cJSON_AddItemToArray(arr, o);
+    }
+    free(line);
+    fclose(f);
+    return arr;
+}
+
+static int nib(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+uint8_t *golden_hex(const char *hex, size_t *len)
+{
+    uint8_t *out = malloc(strlen(hex) / 2 + 1);
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    int hi = -1;
+    for (const char *p = hex; *p; p++) {
+        if (*p == ' ' || *p == '|')
+            continue;
+        int v = nib(*p);
+        if (v < 0) {
+            free(out);
+            return NULL;
+        }
+        if (hi < 0) {
+            hi = v;
+        } else {
+            out[n++] = (uint8_t)(hi << 4 | v);
+            hi = -1;
+        }
+    }
+    if (hi >= 0) {
+        free(out);
+        return NULL;
+    }
+    *len = n;
+    return out;
+}

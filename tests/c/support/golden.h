@@ -1,0 +1,13 @@
+/* Loading the captured frames of the original broker and client (tests/golden/). */
+#ifndef KQ_TEST_GOLDEN_H
+#define KQ_TEST_GOLDEN_H
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+/* Read tests/golden/NAME (under $KITEQ_SOURCE_DIR) as an array of JSON objects, one per line.
+ * Returns a cJSON array (free with cJSON_Delete) or NULL. */
+cJSON *golden_load(const char *name);
+/* Decode hex (spaces ignored) into a malloc'd buffer; *len gets its size. NULL on bad hex. */
+uint8_t *golden_hex(const char *hex, size_t *len);
+#endif
