@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install what building and running KiteQ needs on Debian 12 (run as root).
+#   scripts/install-deps.sh          # build + run dependencies
+#   scripts/install-deps.sh --test   # also what the tests need (cmocka, busted, luajit)
+set -euo pipefail
+PKGS=(build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler
+      libluajit-5.1-dev libzookeeper-mt-dev libmariadb-dev libpcre2-dev libcjson-dev uthash-dev)
+if [ "${1:-}" = "--test" ]; then
+  PKGS+=(libcmocka-dev lua-busted luajit)
+fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq
+  apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,442 @@
+#include "support/broker_proc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+
+#define MAX_PROCS 16
+static pid_t started[MAX_PROCS];
+
+static void kill_all(void)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (started[i] > 0) {
+            kill(started[i], SIGKILL);
+            waitpid(started[i], NULL, 0);
+            started[i] = 0;
+        }
+}
+
+static void track(pid_t pid, bool add)
+{
+    static bool registered;
+    if (!registered) {
+        atexit(kill_all);
+        registered = true;
+    }
+    for (int i = 0; i < MAX_PROCS; i++) {
+        if (add && started[i] == 0) {
+            started[i] = pid;
+            return;
+        }
+        if (!add && started[i] == pid) {
+            started[i] = 0;
+            return;
+        }
+    }
+}
+
+static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
+
+void broker_default_config(char *out, size_t len, const char *db, const char *extra_cluster)
+{
+    snprintf(out, len,
+             "return {\n"
+             "  default = \"test\",\n"
+             "  clusters = {\n"
+             "    test = {\n"
+             "      bind = \"127.0.0.1:0\",\n"
+             "      topics = { \"trade\", \"user-profile\" },\n"
+             "      db = \"%s\",\n"
+             "      deliverySeconds = 2,\n"
+             "      recoverSeconds = 1,\n"
+             "      groups = { [\"p-trade\"] = \"secret\", [\"s-trade-a\"] = \"secret\",\n"
+             "                 [\"s-trade-b\"] = \"secret\", [\"s-user-profile\"] = \"123456\" },\n"
+             "      %s\n"
+             "    },\n"
+             "  },\n"
+             "  bindings = {\n"
+             "    { groupIds = { \"s-trade-a\", \"s-trade-b\" }, topic = \"trade\",\n"
+             "      messageType = \"pay-succ\", bindType = \"direct\", persistent = true },\n"
+             "    { groupIds = { \"s-trade-a\" }, topic = \"trade\", messageType = \"refund-.*\",\n"
+             "      bindType = \"regx\", persistent = true },\n"
+             "    { groupIds = { \"s-trade-b\" }, topic = \"trade\", messageType = \"volatile\",\n"
+             "      bindType = \"direct\", persistent = false },\n"
+             "    { groupIds = { \"s-user-profile\" }, topic = \"user-profile\", messageType = \"*\",\n"
+             "      bindType = \"fanout\", persistent = true },\n"
+             "  },\n"
+             "}\n",
+             db, extra_cluster ? extra_cluster : "");
+}
+
+static int spawn(struct broker_proc *bp, const char *bind, const char *const *extra)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char exe[512];
+    snprintf(exe, sizeof exe, "%s/kiteq", build ? build : ".");
+    char bindarg[128];
+    snprintf(bindarg, sizeof bindarg, "-bind=%s", bind);
+    const char *argv[32] = {exe, bp->config, bindarg};
+    int argc = 3;
+    for (int i = 0; extra && extra[i] && argc < 30; i++)
+        argv[argc++] = extra[i];
+    argv[argc] = NULL;
+    struct stat st;
+    bp->log_seen = stat(bp->log, &st) == 0 ? (size_t)st.st_size : 0;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(bp->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        if (chdir(bp->dir) != 0)
+            _exit(126);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    bp->pid = pid;
+    track(pid, true);
+    if (!broker_wait_log(bp, "ready port=", 15000)) {
+        broker_kill9(bp);
+        return -1;
+    }
+    /* read the port from the log */
+    FILE *f = fopen(bp->log, "r");
+    char line[2048];
+    int port = -1;
+    if (f) {
+        fseek(f, (long)0, SEEK_SET);
+        while (fgets(line, sizeof line, f)) {
+            char *p = strstr(line, "ready port=");
+            if (p)
+                port = atoi(p + strlen("ready port="));
+        }
+        fclose(f);
+    }
+    bp->port = port;
+    return port > 0 ? 0 : -1;
+}
+
+int broker_start(struct broker_proc *bp, const char *config_lua, const char *const *extra)
+{
+    memset(bp, 0, sizeof *bp);
+    snprintf(bp->dir, sizeof bp->dir, "/tmp/kiteq-test-XXXXXX");
+    if (!mkdtemp(bp->dir))
+        return -1;
+    snprintf(bp->config, sizeof bp->config, "%s/cluster.lua", bp->dir);
+    snprintf(bp->log, sizeof bp->log, "%s/broker.log", bp->dir);
+    FILE *f = fopen(bp->config, "w");
+    if (!f)
+        return -1;
+    fputs(config_lua, f);
+    fclose(f);
+    return spawn(bp, "127.0.0.1:0", extra);
+}
+
+int broker_restart(struct broker_proc *bp, const char *const *extra)
+{
+    char bind[64];
+    snprintf(bind, sizeof bind, "127.0.0.1:%d", bp->port);
+    /* The old port may linger briefly in TIME_WAIT; the listener uses SO_REUSEADDR. */
+    return spawn(bp, bind, extra);
+}
+
+int broker_stop(struct broker_proc *bp)
+{
+    if (bp->pid <= 0)
+        return -1;
+    kill(bp->pid, SIGTERM);
+    uint64_t deadline = now_ms() + 10000;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(bp->pid, &status, WNOHANG);
+        if (r == bp->pid)
+            break;
+        if (now_ms() > deadline) {
+            kill(bp->pid, SIGKILL);
+            waitpid(bp->pid, &status, 0);
+            track(bp->pid, false);
+            bp->pid = 0;
+            return -1;
+        }
+        usleep(10000);
+    }
+    track(bp->pid, false);
+    bp->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void broker_kill9(struct broker_proc *bp)
+{
+    if (bp->pid <= 0)
+        return;
+    kill(bp->pid, SIGKILL);
+    waitpid(bp->pid, NULL, 0);
+    track(bp->pid, false);
+    bp->pid = 0;
+}
+
+bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    do {
+        FILE *f = fopen(bp->log, "r");
+        if (f) {
+            fseek(f, (long)bp->log_seen, SEEK_SET);
+            char *buf = NULL;
+            size_t cap = 0;
+            ssize_t n = getdelim(&buf, &cap, 0, f);
+            fclose(f);
+            bool found = n > 0 && strstr(buf, needle);
+            free(buf);
+            if (found)
+                return true;
+        }
+        usleep(5000);
+    } while (now_ms() < deadline);
+    return false;
+}
+
+/* --- raw frames ------------------------------------------------------------------------- */
+
+int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+int raw_send(int fd, const void *p, size_t n)
+{
+    const uint8_t *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int raw_send_buf(int fd, struct kq_buf *b)
+{
+    int rc = raw_send(fd, b->data, b->len);
+    b->len = 0;
+    return rc;
+}
+
+static int read_exact(int fd, uint8_t *p, size_t n, uint64_t deadline)
+{
+    while (n) {
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, left);
+        if (pr == 0)
+            return 0;
+        if (pr < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        ssize_t r = recv(fd, p, n, 0);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 1;
+}
+
+int raw_read_frame(int fd, int timeout_ms, struct kq_frame *f, uint8_t **body)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    uint8_t h[KQ_FRAME_HEADER_LEN];
+    int rc = read_exact(fd, h, sizeof h, deadline);
+    if (rc <= 0)
+        return rc;
+    int32_t len = (int32_t)((uint32_t)h[15] << 24 | (uint32_t)h[16] << 16 | (uint32_t)h[17] << 8 | h[18]);
+    if (len < 0 || len > KQ_FRAME_MAX_BODY)
+        return -1;
+    uint8_t *buf = malloc(sizeof h + (size_t)len + 1);
+    memcpy(buf, h, sizeof h);
+    rc = read_exact(fd, buf + sizeof h, (size_t)len, deadline + 5000);
+    if (rc <= 0) {
+        free(buf);
+        return rc < 0 ? -1 : 0;
+    }
+    kq_frame_parse(buf, sizeof h + (size_t)len, f);
+    /* keep the body pointer valid: hand out the whole buffer */
+    *body = buf;
+    f->body = buf + sizeof h;
+    return 1;
+}
+
+int raw_read_cmd(int fd, uint8_t cmd, int timeout_ms, struct kq_frame *f, uint8_t **body)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        int rc = raw_read_frame(fd, left, f, body);
+        if (rc <= 0)
+            return rc;
+        if (f->cmd == cmd)
+            return 1;
+        free(*body);
+    }
+}
+
+bool raw_wait_closed(int fd, int timeout_ms)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    uint8_t buf[4096];
+    while (now_ms() < deadline) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, (int)(deadline - now_ms()));
+        if (pr <= 0)
+            continue;
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
+            return true;
+    }
+    return false;
+}
+
+int raw_handshake(int fd, const char *group, const char *secret)
+{
+    struct kq_buf b = {0};
+    kq_codec_append_conn_meta(&b, 1, group, secret, 0);
+    raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    struct kq_frame f;
+    uint8_t *body;
+    if (raw_read_cmd(fd, KQ_CMD_CONN_AUTH, 5000, &f, &body) != 1)
+        return -1;
+    Protocol__ConnAuthAck *a = (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    int st = a ? a->status : -1;
+    kq_codec_free(&a->base);
+    free(body);
+    return st;
+}
+
+int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
+                char *feedback, size_t fblen)
+{
+    char id[33];
+    if (m->id)
+        snprintf(id, sizeof id, "%s", m->id);
+    else
+        kq_message_id_generate(id);
+    if (id_out)
+        strcpy(id_out, id);
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = m->id ? (char *)m->id : id;
+    h.topic = (char *)m->topic;
+    h.messagetype = (char *)m->type;
+    h.expiredtime = m->expired ? m->expired : -1;
+    h.deliverlimit = m->limit ? m->limit : -1;
+    h.groupid = (char *)(m->group ? m->group : TEST_PRODUCER);
+    h.commit = m->commit;
+    h.fly = m->fly;
+    h.has_createtime = 1;
+    h.createtime = time(NULL);
+    Protocol__StringMessage sm = PROTOCOL__STRING_MESSAGE__INIT;
+    sm.header = &h;
+    sm.body = (char *)(m->body ? m->body : "hello");
+    struct kq_buf b = {0};
+    kq_codec_append(&b, opaque, KQ_CMD_STRING_MESSAGE, &sm.base);
+    raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    struct kq_frame f;
+    uint8_t *body;
+    uint64_t deadline = now_ms() + 5000;
+    for (;;) {
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        if (raw_read_cmd(fd, KQ_CMD_MESSAGE_STORE_ACK, left, &f, &body) != 1)
+            return -1;
+        if (f.opaque == opaque)
+            break;
+        free(body);
+    }
+    Protocol__MessageStoreAck *a =
+        (Protocol__MessageStoreAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    int st = a ? a->status : -1;
+    if (a && feedback)
+        snprintf(feedback, fblen, "%s", a->feedback);
+    kq_codec_free(a ? &a->base : NULL);
+    free(body);
+    return st;
+}
+
+int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *out,
+                      size_t outlen)
+{
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        struct kq_frame f;
+        uint8_t *body;
+        int left = (int)(deadline > now_ms() ? deadline - now_ms() : 0);
+        int rc = raw_read_frame(fd, left, &f, &body);
+        if (rc <= 0)
+            return rc;
+        if (f.cmd != KQ_CMD_BYTES_MESSAGE && f.cmd != KQ_CMD_STRING_MESSAGE) {
+            free(body);
+            continue;
+        }
+        ProtobufCMessage *m = kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+        struct kq_message_view v;
+        if (!m || kq_message_view(f.cmd, m, &v) != 0) {
+            free(body);
+            kq_codec_free(m);
+            return -1;
+        }
+        snprintf(id, 33, "%s", v.header->messageid);
+        if (out)
+            snprintf(out, outlen, "%.*s", (int)v.body_len, (const char *)v.body);
+        *opaque = f.opaque;
+        kq_codec_free(m);
+        free(body);
+        return 1;
+    }
+}
+
+int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok)
+{
+    struct kq_buf b = {0};
+    kq_codec_append_deliver_ack(&b, opaque, id, "trade", "pay-succ", TEST_PRODUCER, ok, "");
+    int rc = raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    return rc;
+}

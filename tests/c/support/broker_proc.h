@@ -1,0 +1,72 @@
+/* Integration-test helpers: run the real broker binary on 127.0.0.1 with a free port, talk
+ * to it with raw frames, and always stop it by PID (also when a test fails: the harness
+ * kills every broker it started at exit). */
+#ifndef KQ_TEST_BROKER_PROC_H
+#define KQ_TEST_BROKER_PROC_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto/codec.h"
+
+struct broker_proc {
+    pid_t pid;
+    int port;
+    char dir[256];      /* private temp dir: config, data, log */
+    char config[300];
+    char log[300];
+    size_t log_seen;    /* log bytes already read when waiting for a line */
+};
+
+/* Default groups in test configs. */
+#define TEST_PRODUCER "p-trade"
+#define TEST_CONSUMER "s-trade-a"
+#define TEST_CONSUMER_B "s-trade-b"
+#define TEST_SECRET "secret"
+
+/* Write a config (Lua text; "%PORT%" not needed: the broker binds port 0 through -bind) and
+ * start `build/kiteq CONFIG -bind=127.0.0.1:0`. extra: further argv entries, NULL-terminated
+ * (may be NULL). Waits up to 15 s for the "ready port=N" log line. 0 or -1. */
+int broker_start(struct broker_proc *bp, const char *config_lua, const char *const *extra);
+/* Start again with the same dir, config and port (after a stop or kill). */
+int broker_restart(struct broker_proc *bp, const char *const *extra);
+/* SIGTERM and wait (10 s, then SIGKILL). Returns the exit status or -1. */
+int broker_stop(struct broker_proc *bp);
+void broker_kill9(struct broker_proc *bp);
+/* Wait until `needle` appears in the log (after what was seen before). */
+bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms);
+/* A config with topics trade/user-profile, groups p-trade, s-trade-a, s-trade-b (secret
+ * "secret") and direct bindings of both consumer groups to trade/pay-succ; `extra_cluster`
+ * is inserted into the cluster table (e.g. "deliverySeconds = 1,"), db is `db`. */
+void broker_default_config(char *out, size_t len, const char *db, const char *extra_cluster);
+
+/* Raw frames. */
+int raw_connect(int port); /* fd or -1 */
+int raw_send(int fd, const void *p, size_t n);
+int raw_send_buf(int fd, struct kq_buf *b); /* sends and empties b */
+/* Read one frame within timeout_ms. Returns 1 and fills f (body malloc'd into *body),
+ * 0 on timeout, -1 when the peer closed or errored. */
+int raw_read_frame(int fd, int timeout_ms, struct kq_frame *f, uint8_t **body);
+/* Until a frame of cmd arrives (others are dropped); same returns. */
+int raw_read_cmd(int fd, uint8_t cmd, int timeout_ms, struct kq_frame *f, uint8_t **body);
+/* True when the peer closes the connection within timeout_ms (frames before are dropped). */
+bool raw_wait_closed(int fd, int timeout_ms);
+/* ConnMeta + ConnAuthAck; returns the ack status (1/0) or -1 on no answer. */
+int raw_handshake(int fd, const char *group, const char *secret);
+/* Publish a message (header fields given) and wait for its MessageStoreAck. Returns
+ * 1/0 = status, -1 = no ack. feedback (optional) receives the ack's feedback. */
+struct raw_msg {
+    const char *id; /* NULL = generate */
+    const char *topic, *type, *group, *body;
+    bool commit, fly;
+    int64_t expired;   /* 0 = -1 (broker default) */
+    int32_t limit;     /* 0 = -1 */
+};
+int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
+                char *feedback, size_t fblen);
+/* Receive a delivery (0x11/0x12); fills id and opaque; returns 1, 0 timeout, -1 closed. */
+int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *body,
+                      size_t bodylen);
+int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
+#endif

@@ -1,0 +1,343 @@
+/* Integration: the real broker on 127.0.0.1 driven with raw frames (memory store).
+ * Handshake and auth, heartbeats, publish checks, delivery and acks per connection,
+ * retries on nack / timeout / disconnect, and every kind of bad input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "support/broker_proc.h"
+
+static struct broker_proc bp;
+
+static int setup(void **state)
+{
+    (void)state;
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "memory://", "heartbeatTimeoutSeconds = 3,");
+    return broker_start(&bp, cfg, NULL);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int rc = broker_stop(&bp);
+    return rc == 0 ? 0 : -1; /* graceful shutdown exits 0 */
+}
+
+static int connect_as(const char *group)
+{
+    int fd = raw_connect(bp.port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_handshake(fd, group, TEST_SECRET), 1);
+    return fd;
+}
+
+static void test_handshake_and_auth(void **state)
+{
+    (void)state;
+    int fd = connect_as(TEST_PRODUCER);
+    close(fd);
+    /* wrong secret: ConnAuthAck{false} and the connection is closed */
+    fd = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(fd, TEST_PRODUCER, "wrong"), 0);
+    assert_true(raw_wait_closed(fd, 3000));
+    close(fd);
+    /* unknown group */
+    fd = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(fd, "nobody", TEST_SECRET), 0);
+    assert_true(raw_wait_closed(fd, 3000));
+    close(fd);
+}
+
+static void test_command_before_handshake(void **state)
+{
+    (void)state;
+    int fd = raw_connect(bp.port);
+    struct kq_buf b = {0};
+    kq_codec_append_heartbeat(&b, 5, 1);
+    raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    struct kq_frame f;
+    uint8_t *body;
+    assert_int_equal(raw_read_frame(fd, 3000, &f, &body), 1);
+    assert_int_equal(f.cmd, KQ_CMD_CONN_AUTH);
+    assert_int_equal(f.opaque, 0);
+    Protocol__ConnAuthAck *a = (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    assert_non_null(a);
+    assert_false(a->status);
+    assert_string_equal(a->feedback, "Unauthorized,Connection broken!");
+    kq_codec_free(&a->base);
+    free(body);
+    assert_true(raw_wait_closed(fd, 3000));
+    close(fd);
+}
+
+static void test_heartbeat_echo(void **state)
+{
+    (void)state;
+    int fd = connect_as(TEST_PRODUCER);
+    int64_t versions[] = {1700000000, -1, 0};
+    uint32_t opaques[] = {7, 0, 0xffffffffu};
+    for (int i = 0; i < 3; i++) {
+        struct kq_buf b = {0};
+        kq_codec_append_heartbeat(&b, opaques[i], versions[i]);
+        raw_send_buf(fd, &b);
+        kq_buf_free(&b);
+        struct kq_frame f;
+        uint8_t *body;
+        assert_int_equal(raw_read_cmd(fd, KQ_CMD_HEARTBEAT, 3000, &f, &body), 1);
+        assert_int_equal(f.opaque, opaques[i]); /* echoed, even 0 */
+        Protocol__HeartBeat *h = (Protocol__HeartBeat *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+        assert_non_null(h);
+        assert_true(h->version == versions[i]);
+        kq_codec_free(&h->base);
+        free(body);
+    }
+    close(fd);
+}
+
+static void test_publish_checks(void **state)
+{
+    (void)state;
+    int fd = connect_as(TEST_PRODUCER);
+    char fb[128];
+    struct raw_msg m = {.topic = "nope", .type = "pay-succ", .commit = true};
+    assert_int_equal(raw_publish(fd, 10, &m, NULL, fb, sizeof fb), 0);
+    assert_string_equal(fb, "UnSupport Topic Message!");
+    /* exact membership: a topic sorting before the last one is rejected too (§3.3 bug) */
+    m.topic = "abc";
+    assert_int_equal(raw_publish(fd, 11, &m, NULL, fb, sizeof fb), 0);
+    assert_string_equal(fb, "UnSupport Topic Message!");
+    m.topic = "trade";
+    m.id = "not-a-uuid";
+    assert_int_equal(raw_publish(fd, 12, &m, NULL, fb, sizeof fb), 0);
+    assert_string_equal(fb, "Invalid MessageId For UUID!");
+    m.id = NULL;
+    m.expired = time(NULL) - 100;
+    assert_int_equal(raw_publish(fd, 13, &m, NULL, fb, sizeof fb), 0);
+    assert_string_equal(fb, "Expired Message!");
+    m.expired = 0;
+    m.fly = true;
+    m.commit = false;
+    assert_int_equal(raw_publish(fd, 14, &m, NULL, fb, sizeof fb), 0);
+    assert_string_equal(fb, "FLY MUST BE COMMITTED !");
+    m.commit = true;
+    m.type = "nobody-listens";
+    assert_int_equal(raw_publish(fd, 15, &m, NULL, fb, sizeof fb), 1);
+    assert_string_equal(fb, "FLY NO NEED SAVE");
+    m.fly = false;
+    assert_int_equal(raw_publish(fd, 0, &m, NULL, fb, sizeof fb), 1); /* opaque 0 echoed */
+    assert_memory_equal(fb, "Store Result true Cost:", 23);
+    close(fd);
+}
+
+static void test_deliver_and_ack(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int ca = connect_as(TEST_CONSUMER);
+    int cb = connect_as(TEST_CONSUMER_B);
+    char id[33], got[33], body[64];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "pay 1"};
+    assert_int_equal(raw_publish(prod, 20, &m, id, NULL, 0), 1);
+    /* each bound group gets one copy */
+    assert_int_equal(raw_recv_delivery(ca, 3000, got, &op, body, sizeof body), 1);
+    assert_string_equal(got, id);
+    assert_string_equal(body, "pay 1");
+    assert_true(op != 0);
+    assert_int_equal(raw_deliver_ack(ca, op, got, true), 0);
+    assert_int_equal(raw_recv_delivery(cb, 3000, got, &op, body, sizeof body), 1);
+    assert_string_equal(got, id);
+    /* a nack gets a redelivery with a new opaque */
+    assert_int_equal(raw_deliver_ack(cb, op, got, false), 0);
+    uint32_t op2;
+    assert_int_equal(raw_recv_delivery(cb, 3000, got, &op2, body, sizeof body), 1);
+    assert_string_equal(got, id);
+    assert_true(op2 != op);
+    assert_int_equal(raw_deliver_ack(cb, op2, got, true), 0);
+    /* group a acked: it never sees the message again */
+    assert_int_equal(raw_recv_delivery(ca, 1500, got, &op, body, sizeof body), 0);
+    /* regx binding: refund-* goes to group a only */
+    m.type = "refund-partial";
+    assert_int_equal(raw_publish(prod, 21, &m, id, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(ca, 3000, got, &op, body, sizeof body), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(ca, op, got, true);
+    assert_int_equal(raw_recv_delivery(cb, 1000, got, &op, body, sizeof body), 0);
+    close(prod);
+    close(ca);
+    close(cb);
+}
+
+/* An ack with the right opaque on another connection must not complete the delivery
+ * (the original matched acks by opaque alone). */
+static void test_ack_matched_per_connection(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int ca = connect_as(TEST_CONSUMER);
+    int other = connect_as(TEST_CONSUMER_B);
+    char id[33], got[33];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-x", .commit = true};
+    assert_int_equal(raw_publish(prod, 30, &m, id, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(ca, 3000, got, &op, NULL, 0), 1);
+    raw_deliver_ack(other, op, got, true); /* wrong connection */
+    /* no ack on ca within deliverySeconds (2 s): delivered again */
+    uint32_t op2;
+    assert_int_equal(raw_recv_delivery(ca, 5000, got, &op2, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(ca, op2, got, true);
+    close(prod);
+    close(ca);
+    close(other);
+}
+
+/* A consumer that disconnects mid-delivery: another member of the group gets it. */
+static void test_disconnect_mid_delivery(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int c1 = connect_as(TEST_CONSUMER);
+    char id[33], got[33];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-y", .commit = true};
+    assert_int_equal(raw_publish(prod, 40, &m, id, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(c1, 3000, got, &op, NULL, 0), 1);
+    close(c1);
+    int c2 = connect_as(TEST_CONSUMER);
+    assert_int_equal(raw_recv_delivery(c2, 5000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(c2, op, got, true);
+    close(prod);
+    close(c2);
+}
+
+static void expect_still_serving(void)
+{
+    int fd = connect_as(TEST_PRODUCER);
+    struct raw_msg m = {.topic = "trade", .type = "nobody", .commit = true, .fly = true};
+    assert_int_equal(raw_publish(fd, 99, &m, NULL, NULL, 0), 1);
+    close(fd);
+}
+
+static void test_bad_frames(void **state)
+{
+    (void)state;
+    int keep = connect_as(TEST_PRODUCER); /* must survive everything below */
+    uint8_t h[KQ_FRAME_HEADER_LEN];
+    /* negative body length */
+    int fd = connect_as(TEST_PRODUCER);
+    kq_frame_header_write(h, 1, KQ_CMD_HEARTBEAT, 0x80000000u);
+    raw_send(fd, h, sizeof h);
+    assert_true(raw_wait_closed(fd, 3000));
+    close(fd);
+    /* body larger than 2 MiB */
+    fd = connect_as(TEST_PRODUCER);
+    kq_frame_header_write(h, 1, KQ_CMD_BYTES_MESSAGE, KQ_FRAME_MAX_BODY + 1);
+    raw_send(fd, h, sizeof h);
+    assert_true(raw_wait_closed(fd, 3000));
+    close(fd);
+    /* truncated frame, then close */
+    fd = connect_as(TEST_PRODUCER);
+    kq_frame_header_write(h, 1, KQ_CMD_BYTES_MESSAGE, 100);
+    raw_send(fd, h, sizeof h);
+    raw_send(fd, "abc", 3);
+    close(fd);
+    /* garbage protobuf in a publish: status false with a reason */
+    fd = connect_as(TEST_PRODUCER);
+    uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    kq_frame_header_write(h, 77, KQ_CMD_BYTES_MESSAGE, sizeof garbage);
+    raw_send(fd, h, sizeof h);
+    raw_send(fd, garbage, sizeof garbage);
+    struct kq_frame f;
+    uint8_t *body;
+    assert_int_equal(raw_read_cmd(fd, KQ_CMD_MESSAGE_STORE_ACK, 3000, &f, &body), 1);
+    assert_int_equal(f.opaque, 77);
+    Protocol__MessageStoreAck *a = (Protocol__MessageStoreAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    assert_non_null(a);
+    assert_false(a->status);
+    assert_non_null(strstr(a->feedback, "Malformed"));
+    kq_codec_free(&a->base);
+    free(body);
+    /* a message missing a required field (no body) */
+    Protocol__Header hd = PROTOCOL__HEADER__INIT;
+    hd.messageid = "0123456789abcdef0123456789abcdef";
+    hd.topic = "trade";
+    hd.messagetype = "x";
+    hd.groupid = TEST_PRODUCER;
+    uint8_t *hb;
+    size_t hl;
+    kq_header_pack(&hd, &hb, &hl);
+    struct kq_buf b = {0};
+    uint8_t only_header[256];
+    only_header[0] = 0x0a;
+    only_header[1] = (uint8_t)hl;
+    memcpy(only_header + 2, hb, hl);
+    free(hb);
+    kq_frame_header_write(h, 78, KQ_CMD_BYTES_MESSAGE, (uint32_t)(hl + 2));
+    raw_send(fd, h, sizeof h);
+    raw_send(fd, only_header, hl + 2);
+    assert_int_equal(raw_read_cmd(fd, KQ_CMD_MESSAGE_STORE_ACK, 3000, &f, &body), 1);
+    assert_int_equal(f.opaque, 78);
+    a = (Protocol__MessageStoreAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    assert_false(a->status);
+    kq_codec_free(&a->base);
+    free(body);
+    /* unknown command type: ignored, connection keeps working */
+    kq_frame_header_write(h, 79, 0x7e, 0);
+    raw_send(fd, h, sizeof h);
+    kq_codec_append_heartbeat(&b, 80, 5);
+    raw_send_buf(fd, &b);
+    assert_int_equal(raw_read_cmd(fd, KQ_CMD_HEARTBEAT, 3000, &f, &body), 1);
+    assert_int_equal(f.opaque, 80);
+    free(body);
+    /* garbage in a heartbeat: logged close of that connection */
+    kq_frame_header_write(h, 81, KQ_CMD_HEARTBEAT, sizeof garbage);
+    raw_send(fd, h, sizeof h);
+    raw_send(fd, garbage, sizeof garbage);
+    assert_true(raw_wait_closed(fd, 3000));
+    close(fd);
+    kq_buf_free(&b);
+    /* the first connection and new ones are still served */
+    kq_codec_append_heartbeat(&b, 90, 1);
+    raw_send_buf(keep, &b);
+    kq_buf_free(&b);
+    assert_int_equal(raw_read_cmd(keep, KQ_CMD_HEARTBEAT, 3000, &f, &body), 1);
+    free(body);
+    close(keep);
+    expect_still_serving();
+}
+
+static void test_idle_connection_closed(void **state)
+{
+    (void)state;
+    int fd = connect_as(TEST_CONSUMER);
+    /* heartbeatTimeoutSeconds = 3 in this config: a silent connection is closed */
+    assert_true(raw_wait_closed(fd, 8000));
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handshake_and_auth),
+        cmocka_unit_test(test_command_before_handshake),
+        cmocka_unit_test(test_heartbeat_echo),
+        cmocka_unit_test(test_publish_checks),
+        cmocka_unit_test(test_deliver_and_ack),
+        cmocka_unit_test(test_ack_matched_per_connection),
+        cmocka_unit_test(test_disconnect_mid_delivery),
+        cmocka_unit_test(test_bad_frames),
+        cmocka_unit_test(test_idle_connection_closed),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
