@@ -694,12 +694,33 @@ static void tick(struct kq_client *c, bool *dead)
     c->next_hb_ms = now + c->o.heartbeat_ms;
 }
 
+/* Dispatch every complete frame in rbuf. Returns -EMSGSIZE on a bad frame length. */
+static int dispatch_buffered(struct kq_client *c)
+{
+    size_t off = 0;
+    struct kq_frame f;
+    int used;
+    while ((used = kq_frame_parse(c->rbuf.data + off, c->rbuf.len - off, &f)) > 0) {
+        dispatch(c, &f);
+        off += (size_t)used;
+        if (is_stopping(c))
+            break; /* undispatched deliveries stay unacked: the broker resends */
+    }
+    kq_buf_consume(&c->rbuf, off);
+    return used < 0 ? used : 0;
+}
+
 /* Serve the installed connection until it breaks or the client closes. */
 static void serve(struct kq_client *c)
 {
     int fd = c->fd;
     c->next_sweep_ms = 0;
     for (;;) {
+        /* First what is already buffered: the handshake may have read past its ack. */
+        if (dispatch_buffered(c)) {
+            KQ_ERROR(MOD, "bad frame length from broker=%s, closing", c->broker);
+            return;
+        }
         if (is_stopping(c))
             return;
         struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = c->wake[0], .events = POLLIN}};
@@ -715,20 +736,6 @@ static void serve(struct kq_client *c)
                         r == 0 ? "EOF" : strerror(-r));
                 return;
             }
-            size_t off = 0;
-            struct kq_frame f;
-            int used;
-            while ((used = kq_frame_parse(c->rbuf.data + off, c->rbuf.len - off, &f)) > 0) {
-                dispatch(c, &f);
-                off += (size_t)used;
-                if (is_stopping(c))
-                    break; /* undispatched deliveries stay unacked: the broker resends */
-            }
-            if (used < 0) {
-                KQ_ERROR(MOD, "bad frame length from broker=%s, closing", c->broker);
-                return;
-            }
-            kq_buf_consume(&c->rbuf, off);
         }
         bool dead = false;
         tick(c, &dead);

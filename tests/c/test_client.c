@@ -103,6 +103,7 @@ struct fake {
     int lfd, port;
     bool auth_ok;
     const char *feedback;
+    const char *after_auth_hex; /* sent in the same write as the ConnAuthAck */
     pthread_t th;
     int conn;                /* the accepted connection, after the handshake */
     uint8_t meta[256];       /* the raw ConnMeta frame */
@@ -171,6 +172,10 @@ static void *fake_accept_main(void *arg)
     free(fr);
     struct kq_buf b = {0};
     kq_codec_append_conn_auth(&b, h.opaque, f->auth_ok, f->feedback);
+    if (f->after_auth_hex) {
+        kq_buf_reserve(&b, strlen(f->after_auth_hex) / 2);
+        b.len += unhex(f->after_auth_hex, b.data + b.len, b.cap - b.len);
+    }
     send_all(f->conn, b.data, b.len);
     kq_buf_free(&b);
     return NULL;
@@ -734,6 +739,20 @@ static void test_split_and_coalesced_frames(void **state)
     fake_close(&f);
 }
 
+static void test_delivery_in_handshake_read(void **state)
+{
+    seen_reset();
+    struct fake f;
+    fake_listen(&f, true, "Auth Succ");
+    f.after_auth_hex = GOLD_DELIVERY; /* read together with the ConnAuthAck */
+    struct kq_client_options o = base_opts("s-consumer", on_message, NULL);
+    struct kq_client *c = open_client(&f, &o);
+    expect_frame_hex(&f, GOLD_DELIVER_ACK);
+    assert_int_equal(seen_int(&S.n_msgs), 1);
+    kq_client_close(c);
+    fake_close(&f);
+}
+
 static void test_heartbeat_and_reconnect(void **state)
 {
     struct fake f;
@@ -833,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_tx_check_answered),
         cmocka_unit_test(test_broker_close_fails_pending),
         cmocka_unit_test(test_split_and_coalesced_frames),
+        cmocka_unit_test(test_delivery_in_handshake_read),
         cmocka_unit_test(test_heartbeat_and_reconnect),
         cmocka_unit_test(test_message_id),
     };
