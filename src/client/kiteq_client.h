@@ -68,7 +68,8 @@ struct kq_client_options {
     int connect_timeout_ms; /* default 5000 */
     int ack_timeout_ms;     /* wait for store acks, default 3000 */
     int heartbeat_ms;       /* default 10000 */
-    bool reconnect;         /* default true (set false for tests of failures) */
+    bool reconnect;         /* true: reconnect automatically (recommended; a zeroed struct
+                             * means false, which tests of failures use) */
     kq_on_message_fn on_message;
     kq_on_tx_check_fn on_tx_check;
     void *ud;
@@ -78,12 +79,25 @@ struct kq_client_options {
  * group/secret; the broker's feedback is in err). */
 int kq_client_open(const struct kq_client_options *o, struct kq_client **out, char *err,
                    size_t errlen);
+/* Stops the reader (after the callback in progress and its ack), fails pending publishes
+ * with -ECONNRESET and frees everything. Not from a callback, not concurrently with other
+ * calls on c. */
 void kq_client_close(struct kq_client *c);
 
+/* Returns 0 when the broker's ack arrived (its verdict in r->status / r->feedback), or
+ * -ETIMEDOUT, -ECONNRESET (connection lost: not resent), -ENOTCONN (down or reconnecting),
+ * -EINVAL, -EMSGSIZE, -EDEADLK (called from a callback: use kq_publish_async there).
+ * r (may be NULL) always gets the message id. */
 int kq_publish(struct kq_client *c, const struct kq_message *m, struct kq_publish_result *r);
+/* 0: cb will be called exactly once (from the reader thread, or from kq_client_close),
+ * with r never NULL (status false and an explanation in feedback when err != 0).
+ * < 0: not sent and cb will not be called. */
 int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish_cb cb,
                      void *ud);
-/* Second phase of a two-phase message: status 1 commit, 2 rollback. Fire and forget. */
+/* Second phase of a two-phase message: status 1 commit, 2 rollback. Fire and forget
+ * (opaque 0, as the Go client). m->message_id is required; to send the Header exactly as
+ * published, set message_id and create_time yourself before kq_publish and pass the same m.
+ * Returns 0, -EINVAL, -ENOTCONN or -ECONNRESET. */
 int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status,
                  const char *feedback);
 

@@ -1,2 +1,505 @@
+/* kiteq-cli: publish and consume from the command line (built on libkiteq-client).
+ *
+ * Subcommands live in the `commands` table below: add a row and a cmd_<name> function to
+ * add one. Every subcommand parses its own options (getopt_long) and answers --help. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void) { fprintf(stderr, "kiteq-cli: not built yet\n"); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "client/kiteq_client.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "tools/common/cli_util.h"
+
+#define PROG "kiteq-cli"
+
+/* --- options shared by the subcommands that connect ----------------------------------------- */
+
+struct conn_args {
+    const char *broker, *group, *secret;
+    long warmup;
+};
+
+enum { OPT_BROKER = 1000, OPT_GROUP, OPT_SECRET, OPT_WARMUP, OPT_LOG };
+
+#define CONN_LONG_OPTIONS                                                                    \
+    {"broker", required_argument, NULL, OPT_BROKER},                                        \
+        {"group", required_argument, NULL, OPT_GROUP},                                      \
+        {"secret", required_argument, NULL, OPT_SECRET},                                    \
+        {"warmup", required_argument, NULL, OPT_WARMUP},                                    \
+        {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'}
+
+#define CONN_HELP                                                                            \
+    "  --broker HOST:PORT   broker address (required)\n"                                     \
+    "  --group G            client group id (required)\n"                                    \
+    "  --secret S           group secret (default \"\")\n"                                   \
+    "  --warmup SEC         warm-up seconds announced in ConnMeta (default 0)\n"              \
+    "  --log-level L        debug|info|warn|error for library logs on stderr (default warn)\n" \
+    "  -h, --help           show this help\n"
+
+/* Returns 1 when the option was a connection option, 0 when not, -1 on a bad value. */
+static int conn_arg(struct conn_args *a, int opt, const char *arg)
+{
+    switch (opt) {
+    case OPT_BROKER: a->broker = arg; return 1;
+    case OPT_GROUP: a->group = arg; return 1;
+    case OPT_SECRET: a->secret = arg; return 1;
+    case OPT_WARMUP: return cli_parse_long(PROG, "warmup", arg, 0, 3600, &a->warmup) ? -1 : 1;
+    case OPT_LOG: {
+        enum kq_log_level l;
+        if (kq_log_parse_level(arg, &l)) {
+            fprintf(stderr, PROG ": bad value for --log-level: '%s'\n", arg);
+            return -1;
+        }
+        kq_log_set_level(l);
+        return 1;
+    }
+    default: return 0;
+    }
+}
+
+static int conn_check(const char *cmd, const struct conn_args *a)
+{
+    const char *missing = !a->broker ? "--broker" : !a->group ? "--group" : NULL;
+    if (missing) {
+        fprintf(stderr, PROG " %s: missing %s (see '" PROG " %s --help')\n", cmd, missing, cmd);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int conn_open(const struct conn_args *a, struct kq_client_options *o,
+                     struct kq_client **c)
+{
+    o->broker = a->broker;
+    o->group_id = a->group;
+    o->secret = a->secret ? a->secret : "";
+    o->warmingup_sec = (int32_t)a->warmup;
+    o->reconnect = true;
+    char err[256];
+    int rc = kq_client_open(o, c, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, PROG ": cannot connect to %s as %s: %s\n", a->broker, a->group,
+                rc == -EACCES ? err : *err ? err : strerror(-rc));
+        return CLI_EXIT_CONNECT;
+    }
+    return 0;
+}
+
+static int unknown_option(const char *cmd)
+{
+    fprintf(stderr, "see '" PROG " %s --help'\n", cmd);
+    return CLI_EXIT_USAGE;
+}
+
+static int64_t mono_ms(void) { return (int64_t)(kq_mono_us() / 1000); }
+
+static struct timespec abs_mono(int64_t ms_from_now)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = (int64_t)ts.tv_nsec + ms_from_now % 1000 * 1000000;
+    ts.tv_sec += (time_t)(ms_from_now / 1000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    return ts;
+}
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_signal(int sig) { interrupted = sig; }
+
+static void catch_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+/* --- pub --------------------------------------------------------------------------------- */
+
+static const char PUB_HELP[] =
+    "usage: " PROG " pub --broker HOST:PORT --group G [--secret S] --topic T --type M\n"
+    "                     (--body TEXT | --size N) [options]\n"
+    "Publish messages and wait for the broker's store acks.\n\n" CONN_HELP
+    "  --topic T            topic (required)\n"
+    "  --type M             message type (required)\n"
+    "  --body TEXT          message body\n"
+    "  --size N             body of N generated printable bytes instead of --body\n"
+    "  --count N            number of messages (default 1)\n"
+    "  --string             send StringMessage (0x12) instead of BytesMessage (0x11)\n"
+    "  --fly                fly message: not stored, best effort\n"
+    "  --uncommitted        two-phase message (commit=false), left uncommitted\n"
+    "  --expire SEC         expire SEC seconds from now (default: broker default)\n"
+    "  --limit N            deliver limit (default: broker default)\n"
+    "  --id ID              message id (32 hex digits; only with --count 1)\n"
+    "  --pipeline N         messages in flight at once (default 1)\n"
+    "  --ack-timeout MS     wait at most MS for each store ack (default 3000)\n\n"
+    "Failures (with the broker's feedback) go to stderr; one summary line to stdout.\n"
+    "Exit: 0 every message acked with status true, 1 otherwise, 2 usage, 3 connect/auth.\n";
+
+struct pub_state {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    long inflight, ok, failed;
+    char last_id[KQ_CLIENT_ID_LEN + 1];
+};
+
+static void pub_done(void *ud, int err, const struct kq_publish_result *r)
+{
+    struct pub_state *s = ud;
+    if (err || !r->status)
+        fprintf(stderr, PROG " pub: message %s failed: %s\n", r->message_id,
+                err ? r->feedback : *r->feedback ? r->feedback : "status false");
+    pthread_mutex_lock(&s->mu);
+    if (err || !r->status) {
+        s->failed++;
+    } else {
+        s->ok++;
+        memcpy(s->last_id, r->message_id, sizeof s->last_id);
+    }
+    s->inflight--;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int cmd_pub(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        CONN_LONG_OPTIONS,
+        {"topic", required_argument, NULL, 't'},
+        {"type", required_argument, NULL, 'm'},
+        {"body", required_argument, NULL, 'b'},
+        {"size", required_argument, NULL, 's'},
+        {"count", required_argument, NULL, 'n'},
+        {"string", no_argument, NULL, 'S'},
+        {"fly", no_argument, NULL, 'f'},
+        {"uncommitted", no_argument, NULL, 'u'},
+        {"expire", required_argument, NULL, 'e'},
+        {"limit", required_argument, NULL, 'l'},
+        {"id", required_argument, NULL, 'i'},
+        {"pipeline", required_argument, NULL, 'p'},
+        {"ack-timeout", required_argument, NULL, 'a'},
+        {0},
+    };
+    struct conn_args ca = {0};
+    const char *topic = NULL, *type = NULL, *body = NULL, *id = NULL;
+    long size = -1, count = 1, expire = -1, limit = -1, pipeline = 1, ack_timeout = 3000;
+    bool string_body = false, fly = false, uncommitted = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int r = conn_arg(&ca, opt, optarg);
+        if (r < 0)
+            return CLI_EXIT_USAGE;
+        if (r > 0)
+            continue;
+        int bad = 0;
+        switch (opt) {
+        case 'h': fputs(PUB_HELP, stdout); return CLI_EXIT_OK;
+        case 't': topic = optarg; break;
+        case 'm': type = optarg; break;
+        case 'b': body = optarg; break;
+        case 's': bad = cli_parse_long(PROG, "size", optarg, 0, 2000000, &size); break;
+        case 'n': bad = cli_parse_long(PROG, "count", optarg, 1, 1000000000, &count); break;
+        case 'S': string_body = true; break;
+        case 'f': fly = true; break;
+        case 'u': uncommitted = true; break;
+        case 'e': bad = cli_parse_long(PROG, "expire", optarg, 0, 100L * 365 * 86400, &expire); break;
+        case 'l': bad = cli_parse_long(PROG, "limit", optarg, -1, 1000000, &limit); break;
+        case 'i': id = optarg; break;
+        case 'p': bad = cli_parse_long(PROG, "pipeline", optarg, 1, 100000, &pipeline); break;
+        case 'a': bad = cli_parse_long(PROG, "ack-timeout", optarg, 1, 3600000, &ack_timeout); break;
+        default: return unknown_option("pub");
+        }
+        if (bad)
+            return CLI_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG " pub: unexpected argument '%s'\n", argv[optind]);
+        return unknown_option("pub");
+    }
+    if (conn_check("pub", &ca))
+        return CLI_EXIT_USAGE;
+    const char *err = !topic ? "missing --topic"
+                      : !type ? "missing --type"
+                      : (body != NULL) == (size >= 0) ? "give exactly one of --body and --size"
+                      : id && count != 1 ? "--id needs --count 1"
+                      : id && strlen(id) > KQ_CLIENT_ID_LEN ? "--id is longer than 32 characters"
+                                                            : NULL;
+    if (err) {
+        fprintf(stderr, PROG " pub: %s (see '" PROG " pub --help')\n", err);
+        return CLI_EXIT_USAGE;
+    }
+
+    char *gen = NULL;
+    size_t body_len = body ? strlen(body) : (size_t)size;
+    if (!body) {
+        static const char pattern[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+        gen = malloc(body_len + 1);
+        if (!gen)
+            return CLI_EXIT_FAIL;
+        for (size_t i = 0; i < body_len; i++)
+            gen[i] = pattern[i % (sizeof pattern - 1)];
+        gen[body_len] = 0;
+        body = gen;
+    }
+
+    struct kq_client_options o = {.ack_timeout_ms = (int)ack_timeout};
+    struct kq_client *c = NULL;
+    int rc = conn_open(&ca, &o, &c);
+    if (rc) {
+        free(gen);
+        return rc;
+    }
+
+    struct pub_state s = {0};
+    pthread_mutex_init(&s.mu, NULL);
+    cond_init_mono(&s.cond);
+    struct kq_message m = {.topic = topic, .message_type = type, .deliver_limit = (int32_t)limit,
+                           .commit = !uncommitted, .fly = fly, .string_body = string_body,
+                           .body = body, .body_len = body_len};
+    if (id)
+        snprintf(m.message_id, sizeof m.message_id, "%s", id);
+    catch_signals();
+    int64_t t0 = mono_ms();
+    long sent = 0;
+    for (; sent < count && !interrupted; sent++) {
+        pthread_mutex_lock(&s.mu);
+        while (s.inflight >= pipeline)
+            pthread_cond_wait(&s.cond, &s.mu);
+        s.inflight++;
+        pthread_mutex_unlock(&s.mu);
+        m.expired_time = expire >= 0 ? kq_now_sec() + expire : -1;
+        m.create_time = 0;
+        int prc = kq_publish_async(c, &m, pub_done, &s);
+        if (prc) {
+            fprintf(stderr, PROG " pub: message %ld not sent: %s\n", sent + 1, strerror(-prc));
+            pthread_mutex_lock(&s.mu);
+            s.inflight--;
+            s.failed++;
+            pthread_mutex_unlock(&s.mu);
+        }
+    }
+    pthread_mutex_lock(&s.mu);
+    while (s.inflight > 0)
+        pthread_cond_wait(&s.cond, &s.mu);
+    pthread_mutex_unlock(&s.mu);
+    int64_t ms = mono_ms() - t0;
+    kq_client_close(c);
+
+    printf("pub: sent=%ld ok=%ld failed=%ld elapsed_ms=%lld rate=%.0f/s", sent, s.ok, s.failed,
+           (long long)ms, ms > 0 ? (double)(s.ok + s.failed) * 1000.0 / (double)ms : 0.0);
+    if (count == 1 && s.ok == 1)
+        printf(" id=%s", s.last_id);
+    printf("\n");
+    fflush(stdout);
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.mu);
+    free(gen);
+    return s.ok == count ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
+/* --- sub --------------------------------------------------------------------------------- */
+
+static const char SUB_HELP[] =
+    "usage: " PROG " sub --broker HOST:PORT --group G [--secret S] [--count N] [--timeout SEC]\n"
+    "                     [--nack]\n"
+    "Print every message delivered to the group as one JSON line on stdout, then ack it.\n\n"
+    CONN_HELP
+    "  --count N            exit after N messages\n"
+    "  --timeout SEC        give up after SEC seconds\n"
+    "  --nack               answer every delivery with status false (the broker redelivers)\n\n"
+    "Line format: {\"messageId\",\"topic\",\"messageType\",\"groupId\",\"body\"} where body is a\n"
+    "string when the body is printable UTF-8; otherwise \"body\" is absent and \"bodyBase64\"\n"
+    "holds the bytes in standard base64. \"properties\" (an object) is added when the message\n"
+    "has any. Deliveries that arrive after --count was reached are nacked and not printed.\n"
+    "Exit: 0 after --count messages, or at --timeout when no --count was given, or on\n"
+    "SIGINT/SIGTERM without --count; 1 when --timeout expires (or a signal arrives) before\n"
+    "--count messages; 2 usage; 3 connect/auth.\n";
+
+struct sub_state {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    long seen, count; /* count 0 = unlimited */
+    bool nack;
+};
+
+static char *message_json(const struct kq_message *m)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return NULL;
+    cJSON_AddStringToObject(j, "messageId", m->message_id);
+    cJSON_AddStringToObject(j, "topic", m->topic);
+    cJSON_AddStringToObject(j, "messageType", m->message_type);
+    cJSON_AddStringToObject(j, "groupId", m->group_id);
+    if (cli_is_printable_utf8(m->body, m->body_len)) {
+        char *s = malloc(m->body_len + 1);
+        if (s) {
+            memcpy(s, m->body, m->body_len);
+            s[m->body_len] = 0;
+            cJSON_AddStringToObject(j, "body", s);
+            free(s);
+        }
+    } else {
+        char *b64 = cli_base64(m->body, m->body_len);
+        if (b64)
+            cJSON_AddStringToObject(j, "bodyBase64", b64);
+        free(b64);
+    }
+    if (m->n_properties) {
+        cJSON *p = cJSON_AddObjectToObject(j, "properties");
+        for (size_t i = 0; p && i < m->n_properties; i++)
+            cJSON_AddStringToObject(p, m->properties[i].key, m->properties[i].value);
+    }
+    char *out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return out;
+}
+
+static bool sub_on_message(void *ud, const struct kq_message *m)
+{
+    struct sub_state *s = ud;
+    pthread_mutex_lock(&s->mu);
+    bool take = s->count == 0 || s->seen < s->count;
+    if (take) {
+        char *line = message_json(m);
+        if (line) {
+            fputs(line, stdout);
+            fputc('\n', stdout);
+            fflush(stdout);
+            cJSON_free(line);
+        }
+        s->seen++;
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return take && !s->nack;
+}
+
+static int cmd_sub(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        CONN_LONG_OPTIONS,
+        {"count", required_argument, NULL, 'n'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"nack", no_argument, NULL, 'N'},
+        {0},
+    };
+    struct conn_args ca = {0};
+    long count = 0, timeout = -1;
+    bool nack = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int r = conn_arg(&ca, opt, optarg);
+        if (r < 0)
+            return CLI_EXIT_USAGE;
+        if (r > 0)
+            continue;
+        int bad = 0;
+        switch (opt) {
+        case 'h': fputs(SUB_HELP, stdout); return CLI_EXIT_OK;
+        case 'n': bad = cli_parse_long(PROG, "count", optarg, 1, 1000000000, &count); break;
+        case 'T': bad = cli_parse_long(PROG, "timeout", optarg, 0, 100L * 365 * 86400, &timeout); break;
+        case 'N': nack = true; break;
+        default: return unknown_option("sub");
+        }
+        if (bad)
+            return CLI_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG " sub: unexpected argument '%s'\n", argv[optind]);
+        return unknown_option("sub");
+    }
+    if (conn_check("sub", &ca))
+        return CLI_EXIT_USAGE;
+
+    struct sub_state s = {.count = count, .nack = nack};
+    pthread_mutex_init(&s.mu, NULL);
+    cond_init_mono(&s.cond);
+    struct kq_client_options o = {.on_message = sub_on_message, .ud = &s};
+    struct kq_client *c = NULL;
+    int rc = conn_open(&ca, &o, &c);
+    if (rc)
+        return rc;
+    catch_signals();
+    int64_t deadline = timeout >= 0 ? mono_ms() + timeout * 1000 : INT64_MAX;
+    pthread_mutex_lock(&s.mu);
+    /* Short waits so that a signal is noticed promptly. */
+    while ((count == 0 || s.seen < count) && !interrupted && mono_ms() < deadline) {
+        int64_t left = deadline - mono_ms();
+        struct timespec ts = abs_mono(left < 100 ? left : 100);
+        pthread_cond_timedwait(&s.cond, &s.mu, &ts);
+    }
+    bool done = count == 0 || s.seen >= count;
+    pthread_mutex_unlock(&s.mu);
+    /* close lets the reader finish the delivery in hand, so the last ack is sent */
+    kq_client_close(c);
+    if (!done)
+        fprintf(stderr, PROG " sub: %s after %ld of %ld messages\n",
+                interrupted ? "interrupted" : "timed out", s.seen, count);
+    pthread_cond_destroy(&s.cond);
+    pthread_mutex_destroy(&s.mu);
+    return done ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
+/* --- dispatch ------------------------------------------------------------------------------ */
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"pub", cmd_pub, "publish messages and wait for the store acks"},
+    {"sub", cmd_sub, "print delivered messages as JSON lines and ack them"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: " PROG " <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun '" PROG " <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    kq_log_set_level(KQ_LOG_WARN);
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name))
+            continue;
+        /* getopt prefixes its messages with argv[0] */
+        char name[64];
+        snprintf(name, sizeof name, PROG " %s", commands[i].name);
+        argv[1] = name;
+        return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, PROG ": unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return CLI_EXIT_USAGE;
+}

@@ -1,1 +1,0 @@
-#include "client/kiteq_client.h"
