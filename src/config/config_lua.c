@@ -617,6 +617,19 @@ static void available(struct loader *ld, char *buf, size_t len)
         o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? ", " : "", ld->names[i]);
 }
 
+/* Copies the Lua error on top of the stack, prefixed with the file unless Lua already
+ * names it ("FILE:LINE: message"). */
+static void lua_error_message(struct loader *ld, lua_State *L)
+{
+    const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : "error (not a string)";
+    if (strncmp(msg, ld->path, strlen(ld->path)) == 0)
+        kq_cfg_err(ld->err, ld->errlen, "%s", msg);
+    else if (strcmp(msg, "attempt to load chunk with wrong mode") == 0)
+        kq_cfg_err(ld->err, ld->errlen, "%s: must be Lua source text, not bytecode", ld->path);
+    else
+        kq_cfg_err(ld->err, ld->errlen, "%s: %s", ld->path, msg);
+}
+
 static const char *const top_keys[] = {"default", "registry", "clusters", "bindings", NULL};
 
 /* Runs inside lua_cpcall so that an out-of-memory error cannot escape. */
@@ -629,8 +642,7 @@ static int load_protected(lua_State *L)
 
     snprintf(chunkname, sizeof chunkname, "@%s", ld->path);
     if (luaL_loadbufferx(L, ld->raw, ld->raw_len, chunkname, "t") != 0) {
-        /* "FILE:LINE: message" from the parser */
-        kq_cfg_err(ld->err, ld->errlen, "%s", lua_tostring(L, -1));
+        lua_error_message(ld, L); /* "FILE:LINE: message" from the parser */
         return 0;
     }
     push_env(L);
@@ -643,15 +655,12 @@ static int load_protected(lua_State *L)
     rc = lua_pcall(L, 0, 1, 0);
     lua_sethook(L, NULL, 0, 0);
     if (rc != 0) {
-        const char *msg = lua_tostring(L, -1);
         if (ld->sb->tripped)
             kq_cfg_err(ld->err, ld->errlen, "%s: stopped after %d ms or %ld instructions: the "
                        "file runs too long (endless loop?) (%s)", ld->path, MAX_RUN_MS,
-                       MAX_INSTRUCTIONS, msg ? msg : "");
-        else if (msg && strncmp(msg, ld->path, strlen(ld->path)) == 0)
-            kq_cfg_err(ld->err, ld->errlen, "%s", msg);
+                       MAX_INSTRUCTIONS, lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
         else
-            kq_cfg_err(ld->err, ld->errlen, "%s: %s", ld->path, msg ? msg : "error object");
+            lua_error_message(ld, L);
         return 0;
     }
     if (lua_type(L, 1) != LUA_TTABLE) {
