@@ -190,6 +190,8 @@ static bool hostport_ok(const char *s, size_t n)
 
 const char *kq_cfg_check_hostport(const char *s)
 {
+    if (s[0] == ':')
+        return "needs a host, e.g. \"0.0.0.0:PORT\" for every address";
     if (!hostport_ok(s, strlen(s)))
         return "must be \"host:port\" with a host and a port 1-65535";
     return NULL;

@@ -39,6 +39,7 @@ struct sandbox {
     int64_t deadline_ms;
     long steps;
     bool tripped;
+    int line; /* where the deadline hit, for the message */
 };
 
 static const char SANDBOX_KEY = 0; /* its address keys the sandbox in the Lua registry */
@@ -63,7 +64,6 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 
 static void on_count(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
     lua_pushlightuserdata(L, (void *)&SANDBOX_KEY);
     lua_rawget(L, LUA_REGISTRYINDEX);
     struct sandbox *sb = lua_touserdata(L, -1);
@@ -71,9 +71,12 @@ static void on_count(lua_State *L, lua_Debug *ar)
     sb->steps += HOOK_EVERY;
     if (sb->tripped || sb->steps > MAX_INSTRUCTIONS || kq_now_ms() > sb->deadline_ms) {
         /* From now on every instruction fails, so no Lua code can swallow the error. */
+        if (!sb->tripped && lua_getinfo(L, "l", ar))
+            sb->line = ar->currentline;
         sb->tripped = true;
         lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
-        luaL_error(L, "stopped: the file ran too long (endless loop?)");
+        lua_pushliteral(L, "stopped");
+        lua_error(L);
     }
 }
 
@@ -656,9 +659,12 @@ static int load_protected(lua_State *L)
     lua_sethook(L, NULL, 0, 0);
     if (rc != 0) {
         if (ld->sb->tripped)
-            kq_cfg_err(ld->err, ld->errlen, "%s: stopped after %d ms or %ld instructions: the "
-                       "file runs too long (endless loop?) (%s)", ld->path, MAX_RUN_MS,
-                       MAX_INSTRUCTIONS, lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
+            kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: the file runs too long (over %d ms "
+                       "or %ld Lua instructions; endless loop?)", ld->path, ld->sb->line,
+                       MAX_RUN_MS, MAX_INSTRUCTIONS);
+        else if (rc == LUA_ERRMEM)
+            kq_cfg_err(ld->err, ld->errlen, "%s: stopped: the file uses more than %zu MiB",
+                       ld->path, MAX_MEMORY_BYTES >> 20);
         else
             lua_error_message(ld, L);
         return 0;
