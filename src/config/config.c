@@ -439,3 +439,85 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     }
     return validate_bindings(c, err, errlen);
 }
+
+/* ---- printing ----------------------------------------------------------------------- */
+
+/* A Lua string literal: printable ASCII as is, everything else as a decimal escape. */
+static void put_lua_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(out, "\\%c", ch);
+        else if (ch < ' ' || ch >= 0x7f)
+            fprintf(out, "\\%03u", ch);
+        else
+            fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
+static void put_field(FILE *out, const char *indent, const char *key, const char *value)
+{
+    fprintf(out, "%s%s = ", indent, key);
+    put_lua_str(out, value);
+    fputs(",\n", out);
+}
+
+void kq_config_print(const struct kq_config *c, FILE *out)
+{
+    const char *in = "      ";
+    fputs("-- effective configuration", out);
+    if (c->config_path)
+        fprintf(out, " (from %s and flags)", c->config_path);
+    fputs("\nreturn {\n  default = ", out);
+    put_lua_str(out, c->cluster_name);
+    fputs(",\n  registry = ", out);
+    put_lua_str(out, c->registry);
+    fputs(",\n  clusters = {\n    [", out);
+    put_lua_str(out, c->cluster_name);
+    fputs("] = {\n", out);
+    put_field(out, in, "env", c->env);
+    put_field(out, in, "bind", c->bind);
+    fprintf(out, "%stopics = {", in);
+    for (size_t i = 0; i < c->n_topics; i++) {
+        fputs(i ? ", " : " ", out);
+        put_lua_str(out, c->topics[i]);
+    }
+    fputs(" },\n", out);
+    put_field(out, in, "db", c->db);
+    fprintf(out, "%sdeliverySeconds = %d,\n", in, c->delivery_seconds);
+    fprintf(out, "%smaxDeliverWorkers = %d,\n", in, c->max_deliver_workers);
+    fprintf(out, "%srecoverSeconds = %d,\n", in, c->recover_seconds);
+    fprintf(out, "%srecievePermitsPerSecond = %d,\n", in, c->recieve_permits_per_second);
+    fprintf(out, "%sdlqExecHour = %d,\n", in, c->dlq_exec_hour);
+    fprintf(out, "%sdeliveryFirst = %s,\n", in, c->delivery_first ? "true" : "false");
+    fprintf(out, "%sheartbeatTimeoutSeconds = %d,\n", in, c->heartbeat_timeout_seconds);
+    if (c->admin)
+        put_field(out, in, "admin", c->admin);
+    else
+        fprintf(out, "%sadmin = false,\n", in);
+    put_field(out, in, "policies", c->policies);
+    put_field(out, in, "logLevel", c->log_level);
+    /* secrets are not printed: --check output may end up in logs */
+    fprintf(out, "%sgroups = {\n", in);
+    for (size_t i = 0; i < c->n_groups; i++) {
+        fprintf(out, "%s  [", in);
+        put_lua_str(out, c->groups[i].group_id);
+        fputs("] = \"(secret)\",\n", out);
+    }
+    fprintf(out, "%s},\n    },\n  },\n  bindings = {\n", in);
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        const struct kq_binding *b = &c->bindings[i];
+        fputs("    { groupIds = { ", out);
+        put_lua_str(out, b->group_id);
+        fputs(" }, topic = ", out);
+        put_lua_str(out, b->topic);
+        fputs(", messageType = ", out);
+        put_lua_str(out, b->message_type);
+        fprintf(out, ", bindType = \"%s\", watermark = %d, persistent = %s },\n",
+                kq_cfg_bind_type_name(b->bind_type), b->watermark, b->persistent ? "true" : "false");
+    }
+    fputs("  },\n}\n", out);
+}

@@ -622,7 +622,7 @@ static void available(struct loader *ld, char *buf, size_t len)
 
 /* Copies the Lua error on top of the stack, prefixed with the file unless Lua already
  * names it ("FILE:LINE: message"). */
-static void lua_error_message(struct loader *ld, lua_State *L)
+static void copy_lua_error(struct loader *ld, lua_State *L)
 {
     const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : "error (not a string)";
     if (strncmp(msg, ld->path, strlen(ld->path)) == 0)
@@ -645,7 +645,7 @@ static int load_protected(lua_State *L)
 
     snprintf(chunkname, sizeof chunkname, "@%s", ld->path);
     if (luaL_loadbufferx(L, ld->raw, ld->raw_len, chunkname, "t") != 0) {
-        lua_error_message(ld, L); /* "FILE:LINE: message" from the parser */
+        copy_lua_error(ld, L); /* "FILE:LINE: message" from the parser */
         return 0;
     }
     push_env(L);
@@ -666,7 +666,7 @@ static int load_protected(lua_State *L)
             kq_cfg_err(ld->err, ld->errlen, "%s: stopped: the file uses more than %zu MiB",
                        ld->path, MAX_MEMORY_BYTES >> 20);
         else
-            lua_error_message(ld, L);
+            copy_lua_error(ld, L);
         return 0;
     }
     if (lua_type(L, 1) != LUA_TTABLE) {
