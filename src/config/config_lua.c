@@ -31,6 +31,7 @@
 #define MAX_INSTRUCTIONS 50000000L
 #define HOOK_EVERY 1000
 #define INF 0x7fffffff
+#define KEY_LEN 320 /* key paths in messages */
 
 /* ---- sandbox ------------------------------------------------------------------------ */
 
@@ -162,9 +163,21 @@ static int bad(struct loader *ld, lua_State *L, const char *key, int idx, const 
                       describe(L, idx, got, sizeof got));
 }
 
+/* Key paths such as "clusters.dev.bindings[2].topic"; very long ones end in "...". */
+static void mark_truncated(char *dst, size_t len, int n)
+{
+    if (n < 0 || (size_t)n >= len)
+        memcpy(dst + len - 4, "...", 4);
+}
+
 static void subkey(char *dst, size_t len, const char *parent, const char *name)
 {
-    snprintf(dst, len, "%s%s%s", parent, parent[0] ? "." : "", name);
+    mark_truncated(dst, len, snprintf(dst, len, "%s%s%s", parent, parent[0] ? "." : "", name));
+}
+
+static void index_key(char *dst, size_t len, const char *parent, size_t i)
+{
+    mark_truncated(dst, len, snprintf(dst, len, "%s[%zu]", parent, i));
 }
 
 static int get_string(struct loader *ld, lua_State *L, int idx, const char *key,
@@ -260,7 +273,7 @@ static int check_keys(struct loader *ld, lua_State *L, int idx, const char *key,
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
-        char path[256], hint[96] = "";
+        char path[KEY_LEN], hint[96] = "";
         if (lua_type(L, -1) != LUA_TSTRING) {
             lua_pop(L, 1);
             return bad(ld, L, key[0] ? key : "file", 0,
@@ -303,9 +316,9 @@ static int read_topics(struct loader *ld, lua_State *L, int idx, const char *key
         return rc;
     kq_cfg_free_topics(c);
     for (size_t i = 1; i <= n; i++) {
-        char path[256];
+        char path[KEY_LEN];
         const char *t;
-        snprintf(path, sizeof path, "%s[%zu]", key, i);
+        index_key(path, sizeof path, key, i);
         lua_rawgeti(L, idx, (int)i);
         rc = get_string(ld, L, -1, path, kq_cfg_check_name, &t);
         if (rc == 0 && kq_config_has_topic(c, t))
@@ -339,7 +352,7 @@ static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key
     kq_cfg_free_groups(c);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        char path[256];
+        char path[KEY_LEN];
         const char *g, *secret;
         if (lua_type(L, -2) != LUA_TSTRING) {
             lua_pop(L, 2);
@@ -388,7 +401,7 @@ static const char *const binding_keys[] = {"groupIds", "topic", "messageType", "
 static int read_binding(struct loader *ld, lua_State *L, int idx, const char *key,
                         struct kq_config *c, int clusters)
 {
-    char path[256], rx[256];
+    char path[KEY_LEN], rx[256];
     struct kq_binding b = {.bind_type = KQ_BIND_DIRECT, .watermark = KQ_DEFAULT_WATERMARK,
                            .persistent = true};
     const char *topic = NULL, *mtype = NULL;
@@ -456,9 +469,9 @@ static int read_binding(struct loader *ld, lua_State *L, int idx, const char *ke
     if (n_groups == 0)
         return bad(ld, L, path, 0, "must list at least one group id");
     for (size_t i = 1; i <= n_groups; i++) {
-        char gpath[300];
+        char gpath[KEY_LEN];
         const char *g;
-        snprintf(gpath, sizeof gpath, "%s[%zu]", path, i);
+        index_key(gpath, sizeof gpath, path, i);
         lua_rawgeti(L, gidx, (int)i);
         if ((rc = get_string(ld, L, -1, gpath, kq_cfg_check_name, &g)))
             return rc;
@@ -480,8 +493,8 @@ static int read_bindings(struct loader *ld, lua_State *L, int idx, const char *k
     size_t n;
     int rc = get_list(ld, L, idx, key, &n);
     for (size_t i = 1; rc == 0 && i <= n; i++) {
-        char path[256];
-        snprintf(path, sizeof path, "%s[%zu]", key, i);
+        char path[KEY_LEN];
+        index_key(path, sizeof path, key, i);
         lua_rawgeti(L, idx, (int)i);
         rc = read_binding(ld, L, lua_gettop(L), path, c, clusters);
         lua_pop(L, 1);
@@ -563,7 +576,7 @@ static int read_cluster(struct loader *ld, lua_State *L, int idx, const char *na
                         struct kq_config *c)
 {
     static const char *names[N_CLUSTER_OPTS + 1];
-    char key[256];
+    char key[KEY_LEN];
     int rc;
     for (size_t i = 0; i < N_CLUSTER_OPTS; i++)
         names[i] = cluster_opts[i].name;
@@ -572,7 +585,7 @@ static int read_cluster(struct loader *ld, lua_State *L, int idx, const char *na
         return rc;
     kq_cfg_free_bindings(c);
     for (size_t i = 0; i < N_CLUSTER_OPTS; i++) {
-        char path[300];
+        char path[KEY_LEN];
         subkey(path, sizeof path, key, cluster_opts[i].name);
         if (push_field(L, idx, cluster_opts[i].name) != LUA_TNIL)
             rc = read_option(ld, L, lua_gettop(L), path, &cluster_opts[i], c);
