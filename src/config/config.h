@@ -1,9 +1,21 @@
 /* Broker configuration: a declarative Lua file (lua/config/cluster.lua) and the original's
- * command-line flags, validated into one plain C struct. Nothing else reads the file. */
+ * command-line flags, validated into one plain C struct. Nothing else reads the file.
+ *
+ * File format: a Lua chunk that ends with `return { default = "dev", registry = "",
+ * clusters = { dev = { bind = ..., topics = {...}, ... } }, bindings = { ... } }`, run in a
+ * sandbox (string/table/math only, time and memory limits); see lua/config/cluster.lua for
+ * every key and its default. Error messages are ready to print as-is:
+ * "FILE: clusters.dev.deliverySeconds: must be an integer >= 1 (got "abc")",
+ * "FILE:LINE: <Lua error>", "-bind: must be ... (got "x")".
+ *
+ * Ownership: every string and array in struct kq_config is malloc'd and owned by it;
+ * release with kq_config_free (also after a failed load/from_args). Not thread-safe per
+ * struct; different structs may be used from different threads. */
 #ifndef KQ_CONFIG_CONFIG_H
 #define KQ_CONFIG_CONFIG_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 enum kq_bind_type { KQ_BIND_DIRECT = 0, KQ_BIND_REGX = 1, KQ_BIND_FANOUT = 2 };
 
@@ -46,18 +58,22 @@ struct kq_config {
     size_t n_bindings;
 };
 
-/* Set every option to its default. */
+/* Set every option to its default (ignores and overwrites any previous content). */
 void kq_config_defaults(struct kq_config *c);
 /* Load cluster `cluster` (NULL = the file's `default`, else the only cluster) from a Lua
  * config file into c (which holds defaults). Returns 0, or -EINVAL with
- * "FILE: KEY: reason" in err. */
+ * "FILE: KEY: reason" in err. Every cluster of the file is checked, only the selected one is
+ * stored; c->config_path and c->cluster_name are set. Per-key rules are checked here; call
+ * kq_config_validate before using c (a cluster may rely on flags for its topics). */
 int kq_config_load_file(struct kq_config *c, const char *path, const char *cluster, char *err,
                         size_t errlen);
 /* Parse argv: `kiteq [CONFIG] [--cluster NAME] [--check] [-bind=..] [-pport=..] [-db=..]
  * [-topics=a,b] [-zkhost=..] [-deliveryFirst] [-clusterName=..] [-configPath=..]`.
  * Loads the file if one is given, then applies the flags over it, then validates.
  * *check_only is set for --check. Returns 0 or -EINVAL with a reason in err;
- * 1 when --help was printed. */
+ * 1 when --help was printed (to stdout). Also accepts --flag=value and -flag value, and
+ * -logLevel=.. and -groups=g1:secret1,g2:secret2 (replaces the file's groups).
+ * c is initialised with kq_config_defaults first (its previous content is not freed). */
 int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only,
                         char *err, size_t errlen);
 /* Checks cross-field rules (bindings name configured topics, ranges). 0 or -EINVAL. */
@@ -65,5 +81,8 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen);
 bool kq_config_has_topic(const struct kq_config *c, const char *topic);
 /* The secret of a group, or NULL when the group is unknown. */
 const char *kq_config_group_secret(const struct kq_config *c, const char *group);
+/* Frees everything c owns and zeroes it; safe on a zeroed or defaulted struct. */
 void kq_config_free(struct kq_config *c);
+/* Writes c as a Lua config file (secrets replaced by "(secret)"), for `kiteq --check`. */
+void kq_config_print(const struct kq_config *c, FILE *out);
 #endif

@@ -1,0 +1,523 @@
+/* Config struct life cycle, value checks shared by the loaders, and kq_config_validate.
+ * The Lua file is read in config_lua.c, argv in config_args.c. */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <ctype.h>
+#include <errno.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/config_internal.h"
+#include "core/log.h"
+
+/* ---- memory ------------------------------------------------------------------------- */
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fputs("kiteq: out of memory while building the configuration\n", stderr);
+        abort();
+    }
+    return q;
+}
+
+char *kq_cfg_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(xrealloc(NULL, n), s, n);
+}
+
+void kq_cfg_set_str(char **dst, const char *s)
+{
+    char *copy = s ? kq_cfg_strdup(s) : NULL;
+    free(*dst);
+    *dst = copy;
+}
+
+void kq_cfg_free_topics(struct kq_config *c)
+{
+    for (size_t i = 0; i < c->n_topics; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    c->topics = NULL;
+    c->n_topics = 0;
+}
+
+void kq_cfg_free_groups(struct kq_config *c)
+{
+    for (size_t i = 0; i < c->n_groups; i++) {
+        free(c->groups[i].group_id);
+        free(c->groups[i].secret);
+    }
+    free(c->groups);
+    c->groups = NULL;
+    c->n_groups = 0;
+}
+
+void kq_cfg_free_bindings(struct kq_config *c)
+{
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        free(c->bindings[i].group_id);
+        free(c->bindings[i].topic);
+        free(c->bindings[i].message_type);
+    }
+    free(c->bindings);
+    c->bindings = NULL;
+    c->n_bindings = 0;
+}
+
+void kq_cfg_add_topic(struct kq_config *c, const char *topic)
+{
+    c->topics = xrealloc(c->topics, (c->n_topics + 1) * sizeof *c->topics);
+    c->topics[c->n_topics++] = kq_cfg_strdup(topic);
+}
+
+void kq_cfg_add_group(struct kq_config *c, const char *group, const char *secret)
+{
+    c->groups = xrealloc(c->groups, (c->n_groups + 1) * sizeof *c->groups);
+    c->groups[c->n_groups].group_id = kq_cfg_strdup(group);
+    c->groups[c->n_groups].secret = kq_cfg_strdup(secret);
+    c->n_groups++;
+}
+
+void kq_cfg_add_binding(struct kq_config *c, const struct kq_binding *b)
+{
+    c->bindings = xrealloc(c->bindings, (c->n_bindings + 1) * sizeof *c->bindings);
+    struct kq_binding *d = &c->bindings[c->n_bindings++];
+    *d = *b;
+    d->group_id = kq_cfg_strdup(b->group_id);
+    d->topic = kq_cfg_strdup(b->topic);
+    d->message_type = kq_cfg_strdup(b->message_type);
+}
+
+void kq_config_defaults(struct kq_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->cluster_name = kq_cfg_strdup("default");
+    c->registry = kq_cfg_strdup("");
+    c->env = kq_cfg_strdup("dev");
+    c->bind = kq_cfg_strdup("127.0.0.1:13800");
+    c->db = kq_cfg_strdup("file://./data");
+    c->delivery_seconds = 5;
+    c->max_deliver_workers = 8000;
+    c->recover_seconds = 10;
+    c->recieve_permits_per_second = 20000;
+    c->dlq_exec_hour = 2;
+    c->delivery_first = false;
+    c->heartbeat_timeout_seconds = 90;
+    c->admin = NULL;
+    c->policies = kq_cfg_strdup("lua/policies");
+    c->log_level = kq_cfg_strdup("info");
+}
+
+void kq_config_free(struct kq_config *c)
+{
+    if (!c)
+        return;
+    free(c->config_path);
+    free(c->cluster_name);
+    free(c->registry);
+    free(c->env);
+    free(c->bind);
+    free(c->db);
+    free(c->admin);
+    free(c->policies);
+    free(c->log_level);
+    kq_cfg_free_topics(c);
+    kq_cfg_free_groups(c);
+    kq_cfg_free_bindings(c);
+    memset(c, 0, sizeof *c);
+}
+
+bool kq_config_has_topic(const struct kq_config *c, const char *topic)
+{
+    for (size_t i = 0; i < c->n_topics; i++)
+        if (strcmp(c->topics[i], topic) == 0)
+            return true;
+    return false;
+}
+
+const char *kq_config_group_secret(const struct kq_config *c, const char *group)
+{
+    for (size_t i = 0; i < c->n_groups; i++)
+        if (strcmp(c->groups[i].group_id, group) == 0)
+            return c->groups[i].secret;
+    return NULL;
+}
+
+/* ---- value checks ------------------------------------------------------------------- */
+
+/* Host part of "host:port": a name or IPv4 address, or an IPv6 address in brackets. */
+static bool host_ok(const char *h, size_t n)
+{
+    if (n == 0)
+        return false;
+    if (h[0] == '[')
+        return n > 2 && h[n - 1] == ']';
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)h[i]) && h[i] != '.' && h[i] != '-' && h[i] != '_')
+            return false;
+    return true;
+}
+
+static bool port_ok(const char *p, size_t n)
+{
+    if (n == 0 || n > 5)
+        return false;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)p[i]))
+            return false;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v >= 1 && v <= 65535;
+}
+
+/* Checks s[0..n) as host:port. */
+static bool hostport_ok(const char *s, size_t n)
+{
+    const char *colon = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ':')
+            colon = s + i;
+    if (!colon)
+        return false;
+    return host_ok(s, (size_t)(colon - s)) && port_ok(colon + 1, n - (size_t)(colon - s) - 1);
+}
+
+const char *kq_cfg_check_hostport(const char *s)
+{
+    if (s[0] == ':')
+        return "needs a host, e.g. \"0.0.0.0:PORT\" for every address";
+    if (!hostport_ok(s, strlen(s)))
+        return "must be \"host:port\" with a host and a port 1-65535";
+    return NULL;
+}
+
+const char *kq_cfg_check_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 255)
+        return "must be a name of 1-255 characters";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= ' ' || ch == 0x7f || ch == '/' || ch == ',' || ch == ':')
+            return "must not contain spaces, control characters, '/', ',' or ':'";
+    }
+    return NULL;
+}
+
+const char *kq_cfg_check_db(const char *s)
+{
+    static const char *const schemes[] = {"memory://", "file://", "mysql://"};
+    for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncmp(s, schemes[i], n) != 0)
+            continue;
+        if (i == 1 && (s[n] == '\0' || s[n] == '?'))
+            return "a file store needs a directory, e.g. \"file://./data\"";
+        return NULL;
+    }
+    return "must be a store URI: \"memory://\", \"file://DIR[?fsync=group]\" or \"mysql://...\"";
+}
+
+const char *kq_cfg_check_registry(const char *s)
+{
+    if (s[0] == '\0')
+        return NULL;
+    if (strncmp(s, "zk://", 5) != 0)
+        return "must be \"\" (static bindings from this file) or \"zk://host:port[,host:port...]\"";
+    /* The original parses and ignores a query string: accept and ignore it too. */
+    const char *p = s + 5, *end = p + strcspn(p, "?");
+    do {
+        size_t n = strcspn(p, ",?");
+        if (!hostport_ok(p, n))
+            return "must list ZooKeeper servers as \"zk://host:port[,host:port...]\"";
+        p += n + (p[n] == ',');
+    } while (p < end);
+    return NULL;
+}
+
+const char *kq_cfg_check_log_level(const char *s)
+{
+    enum kq_log_level lvl;
+    return kq_log_parse_level(s, &lvl) == 0 ? NULL : "must be \"debug\", \"info\", \"warn\" or \"error\"";
+}
+
+/* The broker matches regx bindings with PCRE2 (unanchored), so compile errors are caught now
+ * rather than silently never matching as in the original. */
+const char *kq_cfg_check_regex(const char *pattern, char *buf, size_t len)
+{
+    int code;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
+    if (re) {
+        pcre2_code_free(re);
+        return NULL;
+    }
+    char msg[160];
+    pcre2_get_error_message(code, (PCRE2_UCHAR *)msg, sizeof msg);
+    snprintf(buf, len, "invalid regular expression at offset %zu: %s", (size_t)off, msg);
+    return buf;
+}
+
+int kq_cfg_parse_bind_type(const char *s, enum kq_bind_type *out)
+{
+    static const char *const names[] = {"direct", "regx", "fanout"};
+    for (int i = 0; i < 3; i++)
+        if (strcasecmp(s, names[i]) == 0) {
+            *out = (enum kq_bind_type)i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+const char *kq_cfg_bind_type_name(enum kq_bind_type t)
+{
+    switch (t) {
+    case KQ_BIND_DIRECT: return "direct";
+    case KQ_BIND_REGX: return "regx";
+    case KQ_BIND_FANOUT: return "fanout";
+    }
+    return "?";
+}
+
+/* ---- messages ----------------------------------------------------------------------- */
+
+int kq_cfg_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -EINVAL;
+}
+
+const char *kq_cfg_quote(const char *s, char *buf, size_t len)
+{
+    size_t o = 0;
+    if (len < 10) {
+        buf[0] = '\0';
+        return buf;
+    }
+    buf[o++] = '"';
+    for (; *s; s++) {
+        /* keep room for this character (at most 4 bytes) and for `..."` plus the NUL */
+        if (o + 4 + 5 > len) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)ch;
+        } else if (ch < ' ' || ch == 0x7f) {
+            o += (size_t)snprintf(buf + o, len - o, "\\x%02x", ch);
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+/* ---- validation --------------------------------------------------------------------- */
+
+/* "FILE: key: reason (got VALUE)" - the file prefix only when the config came from one. */
+static int fail(const struct kq_config *c, char *err, size_t errlen, const char *key,
+                const char *reason, const char *got)
+{
+    char q[96];
+    return kq_cfg_err(err, errlen, "%s%s%s: %s%s%s%s", c->config_path ? c->config_path : "",
+                      c->config_path ? ": " : "", key, reason, got ? " (got " : "",
+                      got ? kq_cfg_quote(got, q, sizeof q) : "", got ? ")" : "");
+}
+
+static int check_int(const struct kq_config *c, char *err, size_t errlen, const char *key,
+                     int v, int min, int max)
+{
+    if (v >= min && v <= max)
+        return 0;
+    char reason[64], got[16];
+    if (max == 0x7fffffff)
+        snprintf(reason, sizeof reason, "must be an integer >= %d", min);
+    else
+        snprintf(reason, sizeof reason, "must be an integer %d-%d", min, max);
+    snprintf(got, sizeof got, "%d", v);
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s (got %s)", reason, got);
+    return fail(c, err, errlen, key, msg, NULL);
+}
+
+static int check_str(const struct kq_config *c, char *err, size_t errlen, const char *key,
+                     const char *v, const char *(*check)(const char *))
+{
+    if (!v)
+        return fail(c, err, errlen, key, "must be set", NULL);
+    const char *why = check(v);
+    return why ? fail(c, err, errlen, key, why, v) : 0;
+}
+
+static const char *check_nonempty(const char *s)
+{
+    return s[0] ? NULL : "must not be empty";
+}
+
+static int validate_bindings(const struct kq_config *c, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        const struct kq_binding *b = &c->bindings[i];
+        char key[64], rx[256];
+        snprintf(key, sizeof key, "bindings (group %.40s)", b->group_id ? b->group_id : "?");
+        int rc = check_str(c, err, errlen, key, b->group_id, kq_cfg_check_name);
+        if (rc == 0)
+            rc = check_str(c, err, errlen, key, b->topic, kq_cfg_check_name);
+        if (rc == 0)
+            rc = check_str(c, err, errlen, key, b->message_type, check_nonempty);
+        if (rc)
+            return rc;
+        if (!kq_config_has_topic(c, b->topic))
+            return fail(c, err, errlen, key, "binds a topic that is not in topics", b->topic);
+        if ((unsigned)b->bind_type > KQ_BIND_FANOUT)
+            return fail(c, err, errlen, key, "bindType must be direct, regx or fanout", NULL);
+        if (b->bind_type == KQ_BIND_FANOUT && strcmp(b->message_type, "*") != 0)
+            return fail(c, err, errlen, key, "a fanout binding's messageType must be \"*\"",
+                        b->message_type);
+        if (b->bind_type == KQ_BIND_REGX && kq_cfg_check_regex(b->message_type, rx, sizeof rx))
+            return fail(c, err, errlen, key, rx, b->message_type);
+        if (b->watermark <= 0)
+            return check_int(c, err, errlen, key, b->watermark, 1, 0x7fffffff);
+    }
+    return 0;
+}
+
+int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
+{
+    const int INF = 0x7fffffff;
+    int rc;
+    if ((rc = check_str(c, err, errlen, "bind", c->bind, kq_cfg_check_hostport)) ||
+        (rc = check_str(c, err, errlen, "db", c->db, kq_cfg_check_db)) ||
+        (rc = check_str(c, err, errlen, "registry", c->registry, kq_cfg_check_registry)) ||
+        (rc = check_str(c, err, errlen, "policies", c->policies, check_nonempty)) ||
+        (rc = check_str(c, err, errlen, "logLevel", c->log_level, kq_cfg_check_log_level)) ||
+        (rc = check_str(c, err, errlen, "env", c->env, check_nonempty)) ||
+        (c->admin && (rc = check_str(c, err, errlen, "admin", c->admin, kq_cfg_check_hostport))) ||
+        (rc = check_int(c, err, errlen, "deliverySeconds", c->delivery_seconds, 1, INF)) ||
+        (rc = check_int(c, err, errlen, "maxDeliverWorkers", c->max_deliver_workers, 1, INF)) ||
+        (rc = check_int(c, err, errlen, "recoverSeconds", c->recover_seconds, 1, INF)) ||
+        (rc = check_int(c, err, errlen, "recievePermitsPerSecond", c->recieve_permits_per_second,
+                        1, INF)) ||
+        (rc = check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23)) ||
+        (rc = check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds,
+                        1, INF)))
+        return rc;
+
+    if (c->n_topics == 0)
+        return fail(c, err, errlen, "topics", "at least one topic is required", NULL);
+    for (size_t i = 0; i < c->n_topics; i++) {
+        if ((rc = check_str(c, err, errlen, "topics", c->topics[i], kq_cfg_check_name)))
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->topics[i], c->topics[j]) == 0)
+                return fail(c, err, errlen, "topics", "duplicate topic", c->topics[i]);
+    }
+    for (size_t i = 0; i < c->n_groups; i++) {
+        const struct kq_group_secret *g = &c->groups[i];
+        if ((rc = check_str(c, err, errlen, "groups", g->group_id, kq_cfg_check_name)) ||
+            (rc = check_str(c, err, errlen, "groups", g->secret, check_nonempty)))
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(g->group_id, c->groups[j].group_id) == 0)
+                return fail(c, err, errlen, "groups", "duplicate group", g->group_id);
+    }
+    return validate_bindings(c, err, errlen);
+}
+
+/* ---- printing ----------------------------------------------------------------------- */
+
+/* A Lua string literal: printable ASCII as is, everything else as a decimal escape. */
+static void put_lua_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(out, "\\%c", ch);
+        else if (ch < ' ' || ch >= 0x7f)
+            fprintf(out, "\\%03u", ch);
+        else
+            fputc(ch, out);
+    }
+    fputc('"', out);
+}
+
+static void put_field(FILE *out, const char *indent, const char *key, const char *value)
+{
+    fprintf(out, "%s%s = ", indent, key);
+    put_lua_str(out, value);
+    fputs(",\n", out);
+}
+
+void kq_config_print(const struct kq_config *c, FILE *out)
+{
+    const char *in = "      ";
+    fputs("-- effective configuration", out);
+    if (c->config_path)
+        fprintf(out, " (from %s and flags)", c->config_path);
+    fputs("\nreturn {\n  default = ", out);
+    put_lua_str(out, c->cluster_name);
+    fputs(",\n  registry = ", out);
+    put_lua_str(out, c->registry);
+    fputs(",\n  clusters = {\n    [", out);
+    put_lua_str(out, c->cluster_name);
+    fputs("] = {\n", out);
+    put_field(out, in, "env", c->env);
+    put_field(out, in, "bind", c->bind);
+    fprintf(out, "%stopics = {", in);
+    for (size_t i = 0; i < c->n_topics; i++) {
+        fputs(i ? ", " : " ", out);
+        put_lua_str(out, c->topics[i]);
+    }
+    fputs(" },\n", out);
+    put_field(out, in, "db", c->db);
+    fprintf(out, "%sdeliverySeconds = %d,\n", in, c->delivery_seconds);
+    fprintf(out, "%smaxDeliverWorkers = %d,\n", in, c->max_deliver_workers);
+    fprintf(out, "%srecoverSeconds = %d,\n", in, c->recover_seconds);
+    fprintf(out, "%srecievePermitsPerSecond = %d,\n", in, c->recieve_permits_per_second);
+    fprintf(out, "%sdlqExecHour = %d,\n", in, c->dlq_exec_hour);
+    fprintf(out, "%sdeliveryFirst = %s,\n", in, c->delivery_first ? "true" : "false");
+    fprintf(out, "%sheartbeatTimeoutSeconds = %d,\n", in, c->heartbeat_timeout_seconds);
+    if (c->admin)
+        put_field(out, in, "admin", c->admin);
+    else
+        fprintf(out, "%sadmin = false,\n", in);
+    put_field(out, in, "policies", c->policies);
+    put_field(out, in, "logLevel", c->log_level);
+    /* secrets are not printed: --check output may end up in logs */
+    fprintf(out, "%sgroups = {\n", in);
+    for (size_t i = 0; i < c->n_groups; i++) {
+        fprintf(out, "%s  [", in);
+        put_lua_str(out, c->groups[i].group_id);
+        fputs("] = \"(secret)\",\n", out);
+    }
+    fprintf(out, "%s},\n    },\n  },\n  bindings = {\n", in);
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        const struct kq_binding *b = &c->bindings[i];
+        fputs("    { groupIds = { ", out);
+        put_lua_str(out, b->group_id);
+        fputs(" }, topic = ", out);
+        put_lua_str(out, b->topic);
+        fputs(", messageType = ", out);
+        put_lua_str(out, b->message_type);
+        fprintf(out, ", bindType = \"%s\", watermark = %d, persistent = %s },\n",
+                kq_cfg_bind_type_name(b->bind_type), b->watermark, b->persistent ? "true" : "false");
+    }
+    fputs("  },\n}\n", out);
+}

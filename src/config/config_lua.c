@@ -1,0 +1,811 @@
+/* kq_config_load_file: runs the Lua config file in a throw-away sandboxed LuaJIT state and
+ * converts the table it returns into struct kq_config.
+ *
+ * Sandbox: the chunk's environment holds only safe base functions plus copies of string,
+ * table and math; no io, os, require, debug, ffi, load, loadstring, loadfile, dofile or
+ * pcall. The JIT is off so that the count hook fires reliably; the hook stops the file after
+ * a wall-clock deadline or an instruction budget, and the allocator caps memory. Text chunks only (bytecode is refused).
+ * Known limit: a single long-running C call (e.g. a pathological string.find) cannot be
+ * interrupted; the file is the operator's own, so this only guards against mistakes.
+ *
+ * Every cluster of the file is checked (so --check finds typos in all of them); only the
+ * selected one is written into the caller's struct. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config/config_internal.h"
+#include "core/clock.h"
+
+#define MAX_FILE_BYTES (1 << 20)
+#define MAX_MEMORY_BYTES ((size_t)64 << 20)
+#define MAX_RUN_MS 1000
+#define MAX_INSTRUCTIONS 50000000L
+#define HOOK_EVERY 1000
+#define INF 0x7fffffff
+#define KEY_LEN 320 /* key paths in messages */
+
+/* ---- sandbox ------------------------------------------------------------------------ */
+
+struct sandbox {
+    size_t used;
+    int64_t deadline_ms;
+    long steps;
+    bool tripped;
+    int line; /* where the deadline hit, for the message */
+};
+
+static const char SANDBOX_KEY = 0; /* its address keys the sandbox in the Lua registry */
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct sandbox *sb = ud;
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        sb->used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && sb->used + (nsize - osize) > MAX_MEMORY_BYTES)
+        return NULL; /* Lua raises "not enough memory" */
+    void *p = realloc(ptr, nsize);
+    if (p)
+        sb->used = sb->used - osize + nsize;
+    return p;
+}
+
+static void on_count(lua_State *L, lua_Debug *ar)
+{
+    lua_pushlightuserdata(L, (void *)&SANDBOX_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    struct sandbox *sb = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    sb->steps += HOOK_EVERY;
+    if (sb->tripped || sb->steps > MAX_INSTRUCTIONS || kq_now_ms() > sb->deadline_ms) {
+        /* From now on every instruction fails, so no Lua code can swallow the error. */
+        if (!sb->tripped && lua_getinfo(L, "l", ar))
+            sb->line = ar->currentline;
+        sb->tripped = true;
+        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
+        lua_pushliteral(L, "stopped");
+        lua_error(L);
+    }
+}
+
+/* Pushes the environment table of the config chunk. */
+static void push_env(lua_State *L)
+{
+    static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs",
+                                       "rawequal", "rawget", "rawset", "select",
+                                       "setmetatable", "getmetatable", "tonumber",
+                                       "tostring", "type", "unpack", NULL};
+    static const char *const libs[] = {"string", "table", "math", NULL};
+    lua_newtable(L);
+    for (const char *const *n = base; *n; n++) {
+        lua_getglobal(L, *n);
+        lua_setfield(L, -2, *n);
+    }
+    for (const char *const *n = libs; *n; n++) {
+        lua_newtable(L); /* a copy, without string.dump */
+        lua_getglobal(L, *n);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -5);
+        }
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_setfield(L, -2, "dump");
+        lua_setfield(L, -2, *n);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+}
+
+static void open_safe_libs(lua_State *L)
+{
+    static const lua_CFunction opens[] = {luaopen_base, luaopen_string, luaopen_table,
+                                          luaopen_math};
+    for (size_t i = 0; i < sizeof opens / sizeof opens[0]; i++) {
+        lua_pushcfunction(L, opens[i]);
+        lua_pushstring(L, "");
+        lua_call(L, 1, 0);
+    }
+}
+
+/* ---- conversion helpers ------------------------------------------------------------- */
+
+struct loader {
+    const char *path;
+    const char *want; /* requested cluster or NULL */
+    struct kq_config *out;
+    char *err;
+    size_t errlen;
+    const char *raw; /* file contents */
+    size_t raw_len;
+    struct sandbox *sb;
+    struct kq_config scratch; /* clusters other than the selected one are checked here */
+    bool scratch_live;
+    const char **names; /* cluster names, sorted; point into Lua strings */
+    size_t n_names;
+};
+
+/* Describes the Lua value at idx for "(got ...)". */
+static const char *describe(lua_State *L, int idx, char *buf, size_t len)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: return kq_cfg_quote(lua_tostring(L, idx), buf, len);
+    case LUA_TNUMBER: snprintf(buf, len, "%.14g", lua_tonumber(L, idx)); return buf;
+    case LUA_TBOOLEAN: return lua_toboolean(L, idx) ? "true" : "false";
+    case LUA_TNIL: return "nil";
+    case LUA_TTABLE: return "a table";
+    default: snprintf(buf, len, "a %s", luaL_typename(L, idx)); return buf;
+    }
+}
+
+/* "FILE: key: reason (got VALUE)"; idx 0 = no value. Returns -EINVAL. */
+static int bad(struct loader *ld, lua_State *L, const char *key, int idx, const char *reason)
+{
+    char got[96];
+    if (idx == 0)
+        return kq_cfg_err(ld->err, ld->errlen, "%s: %s: %s", ld->path, key, reason);
+    return kq_cfg_err(ld->err, ld->errlen, "%s: %s: %s (got %s)", ld->path, key, reason,
+                      describe(L, idx, got, sizeof got));
+}
+
+/* Key paths such as "clusters.dev.bindings[2].topic"; very long ones end in "...". */
+static void mark_truncated(char *dst, size_t len, int n)
+{
+    if (n < 0 || (size_t)n >= len)
+        memcpy(dst + len - 4, "...", 4);
+}
+
+static void subkey(char *dst, size_t len, const char *parent, const char *name)
+{
+    mark_truncated(dst, len, snprintf(dst, len, "%s%s%s", parent, parent[0] ? "." : "", name));
+}
+
+static void index_key(char *dst, size_t len, const char *parent, size_t i)
+{
+    mark_truncated(dst, len, snprintf(dst, len, "%s[%zu]", parent, i));
+}
+
+static int get_string(struct loader *ld, lua_State *L, int idx, const char *key,
+                      const char *(*check)(const char *), const char **out)
+{
+    size_t n;
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return bad(ld, L, key, idx, "must be a string");
+    *out = lua_tolstring(L, idx, &n);
+    if (strlen(*out) != n)
+        return bad(ld, L, key, 0, "must not contain NUL bytes");
+    const char *why = check ? check(*out) : NULL;
+    return why ? bad(ld, L, key, idx, why) : 0;
+}
+
+static int get_int(struct loader *ld, lua_State *L, int idx, const char *key, int min, int max,
+                   int *out)
+{
+    double d = lua_type(L, idx) == LUA_TNUMBER ? lua_tonumber(L, idx) : NAN;
+    if (d == floor(d) && d >= min && d <= max) {
+        *out = (int)d;
+        return 0;
+    }
+    char reason[64];
+    if (max == INF)
+        snprintf(reason, sizeof reason, "must be an integer >= %d", min);
+    else
+        snprintf(reason, sizeof reason, "must be an integer %d-%d", min, max);
+    return bad(ld, L, key, idx, reason);
+}
+
+static int get_bool(struct loader *ld, lua_State *L, int idx, const char *key, bool *out)
+{
+    if (lua_type(L, idx) != LUA_TBOOLEAN)
+        return bad(ld, L, key, idx, "must be true or false");
+    *out = lua_toboolean(L, idx);
+    return 0;
+}
+
+/* A list is a table whose keys are exactly 1..n. */
+static int get_list(struct loader *ld, lua_State *L, int idx, const char *key, size_t *n)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return bad(ld, L, key, idx, "must be a list { ... }");
+    size_t len = lua_objlen(L, idx), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        double k = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+        if (k != floor(k) || k < 1 || k > (double)len) {
+            lua_pop(L, 1);
+            return bad(ld, L, key, 0, "must be a list { ... } without named entries");
+        }
+        count++;
+    }
+    if (count != len)
+        return bad(ld, L, key, 0, "must be a list without holes");
+    *n = len;
+    return 0;
+}
+
+/* Edit distance of short ASCII strings, for "did you mean" hints. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64];
+    if (la >= 64 || lb >= 64)
+        return 99;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* Rejects keys of the record at idx that are not strings listed in names (NULL-ended). */
+static int check_keys(struct loader *ld, lua_State *L, int idx, const char *key,
+                      const char *const *names)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return bad(ld, L, key[0] ? key : "file", idx, "must be a table { name = value, ... }");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        char path[KEY_LEN], hint[96] = "";
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            return bad(ld, L, key[0] ? key : "file", 0,
+                       "entries must be named (name = value), not a list");
+        }
+        const char *k = lua_tostring(L, -1);
+        const char *const *n = names;
+        while (*n && strcmp(*n, k) != 0)
+            n++;
+        if (*n)
+            continue;
+        for (n = names; *n; n++)
+            if (strcasecmp(*n, k) == 0 || distance(*n, k) <= 2)
+                snprintf(hint, sizeof hint, " (did you mean %s?)", *n);
+        subkey(path, sizeof path, key, k);
+        char reason[128];
+        snprintf(reason, sizeof reason, "unknown key%s", hint);
+        lua_pop(L, 1);
+        return bad(ld, L, path, 0, reason);
+    }
+    return 0;
+}
+
+/* Pushes t[name] (raw) for the table at idx. */
+static int push_field(lua_State *L, int idx, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_rawget(L, idx);
+    return lua_type(L, -1);
+}
+
+/* ---- sections ----------------------------------------------------------------------- */
+
+static int read_topics(struct loader *ld, lua_State *L, int idx, const char *key,
+                       struct kq_config *c)
+{
+    size_t n;
+    int rc = get_list(ld, L, idx, key, &n);
+    if (rc)
+        return rc;
+    kq_cfg_free_topics(c);
+    for (size_t i = 1; i <= n; i++) {
+        char path[KEY_LEN];
+        const char *t;
+        index_key(path, sizeof path, key, i);
+        lua_rawgeti(L, idx, (int)i);
+        rc = get_string(ld, L, -1, path, kq_cfg_check_name, &t);
+        if (rc == 0 && kq_config_has_topic(c, t))
+            rc = bad(ld, L, path, -1, "duplicate topic");
+        if (rc == 0)
+            kq_cfg_add_topic(c, t);
+        lua_pop(L, 1);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+    return strcmp(((const struct kq_group_secret *)a)->group_id,
+                  ((const struct kq_group_secret *)b)->group_id);
+}
+
+static const char *check_secret(const char *s)
+{
+    return s[0] ? NULL : "a secret must not be empty";
+}
+
+/* groups = { ["groupId"] = "secret", ... } */
+static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key,
+                       struct kq_config *c)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return bad(ld, L, key, idx, "must be a table { [\"groupId\"] = \"secret\", ... }");
+    kq_cfg_free_groups(c);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        char path[KEY_LEN];
+        const char *g, *secret;
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return bad(ld, L, key, 0, "entries must be [\"groupId\"] = \"secret\"");
+        }
+        subkey(path, sizeof path, key, lua_tostring(L, -2));
+        int rc = get_string(ld, L, -2, key, kq_cfg_check_name, &g);
+        if (rc == 0)
+            rc = get_string(ld, L, -1, path, check_secret, &secret);
+        if (rc) {
+            lua_pop(L, 2);
+            return rc;
+        }
+        kq_cfg_add_group(c, g, secret);
+        lua_pop(L, 1);
+    }
+    qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
+    return 0;
+}
+
+/* Is topic listed in the topics of any cluster of the file? (clusters table at idx) */
+static bool any_cluster_has_topic(lua_State *L, int clusters, const char *topic)
+{
+    bool found = false;
+    int top = lua_gettop(L);
+    lua_pushnil(L);
+    while (!found && lua_next(L, clusters)) { /* key, cluster */
+        if (lua_type(L, -1) == LUA_TTABLE && push_field(L, lua_gettop(L), "topics") == LUA_TTABLE) {
+            for (int i = 1; !found && i <= (int)lua_objlen(L, -1); i++) {
+                lua_rawgeti(L, -1, i);
+                found = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), topic) == 0;
+                lua_pop(L, 1);
+            }
+        }
+        lua_settop(L, top + 1); /* keep only the key for lua_next */
+    }
+    lua_settop(L, top);
+    return found;
+}
+
+static const char *const binding_keys[] = {"groupIds", "topic", "messageType", "bindType",
+                                           "watermark", "persistent", NULL};
+
+/* One entry of a bindings list at idx; adds one kq_binding per group id to c.
+ * clusters > 0: a top-level binding, which may belong to another cluster of the file. */
+static int read_binding(struct loader *ld, lua_State *L, int idx, const char *key,
+                        struct kq_config *c, int clusters)
+{
+    char path[KEY_LEN], rx[256];
+    struct kq_binding b = {.bind_type = KQ_BIND_DIRECT, .watermark = KQ_DEFAULT_WATERMARK,
+                           .persistent = true};
+    const char *topic = NULL, *mtype = NULL;
+    size_t n_groups = 0;
+    int top = lua_gettop(L), rc;
+
+    if ((rc = check_keys(ld, L, idx, key, binding_keys)))
+        return rc;
+    /* bindType first: it decides whether messageType is required */
+    subkey(path, sizeof path, key, "bindType");
+    int t = push_field(L, idx, "bindType");
+    if (t == LUA_TSTRING) {
+        if (kq_cfg_parse_bind_type(lua_tostring(L, -1), &b.bind_type))
+            return bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
+    } else if (t != LUA_TNIL) {
+        int v;
+        if (get_int(ld, L, -1, path, 0, 2, &v))
+            return bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
+        b.bind_type = (enum kq_bind_type)v;
+    }
+
+    subkey(path, sizeof path, key, "topic");
+    if (push_field(L, idx, "topic") == LUA_TNIL)
+        return bad(ld, L, path, 0, "is required");
+    if ((rc = get_string(ld, L, -1, path, kq_cfg_check_name, &topic)))
+        return rc;
+    bool keep = kq_config_has_topic(c, topic);
+    if (!keep && (clusters == 0 || !any_cluster_has_topic(L, clusters, topic)))
+        return bad(ld, L, path, -1,
+                   clusters ? "names a topic that no cluster lists in its topics"
+                            : "names a topic that is not in this cluster's topics");
+
+    subkey(path, sizeof path, key, "messageType");
+    if (push_field(L, idx, "messageType") != LUA_TNIL) {
+        if ((rc = get_string(ld, L, -1, path, NULL, &mtype)))
+            return rc;
+        if (!mtype[0])
+            return bad(ld, L, path, -1, "must not be empty");
+        if (b.bind_type == KQ_BIND_REGX && kq_cfg_check_regex(mtype, rx, sizeof rx))
+            return bad(ld, L, path, -1, rx);
+    } else if (b.bind_type != KQ_BIND_FANOUT) {
+        return bad(ld, L, path, 0, "is required for direct and regx bindings");
+    }
+    if (b.bind_type == KQ_BIND_FANOUT)
+        mtype = "*"; /* fanout means every message type of the topic */
+
+    subkey(path, sizeof path, key, "watermark");
+    if (push_field(L, idx, "watermark") != LUA_TNIL) {
+        if ((rc = get_int(ld, L, -1, path, -INF, INF, &b.watermark)))
+            return rc;
+        if (b.watermark <= 0)
+            b.watermark = KQ_DEFAULT_WATERMARK;
+    }
+    subkey(path, sizeof path, key, "persistent");
+    if (push_field(L, idx, "persistent") != LUA_TNIL &&
+        (rc = get_bool(ld, L, -1, path, &b.persistent)))
+        return rc;
+
+    subkey(path, sizeof path, key, "groupIds");
+    if (push_field(L, idx, "groupIds") == LUA_TNIL)
+        return bad(ld, L, path, 0, "is required (a list of group ids)");
+    int gidx = lua_gettop(L);
+    if ((rc = get_list(ld, L, gidx, path, &n_groups)))
+        return rc;
+    if (n_groups == 0)
+        return bad(ld, L, path, 0, "must list at least one group id");
+    for (size_t i = 1; i <= n_groups; i++) {
+        char gpath[KEY_LEN];
+        const char *g;
+        index_key(gpath, sizeof gpath, path, i);
+        lua_rawgeti(L, gidx, (int)i);
+        if ((rc = get_string(ld, L, -1, gpath, kq_cfg_check_name, &g)))
+            return rc;
+        if (keep) {
+            b.group_id = (char *)g;
+            b.topic = (char *)topic;
+            b.message_type = (char *)mtype;
+            kq_cfg_add_binding(c, &b); /* copies the strings */
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+    return 0;
+}
+
+static int read_bindings(struct loader *ld, lua_State *L, int idx, const char *key,
+                         struct kq_config *c, int clusters)
+{
+    size_t n;
+    int rc = get_list(ld, L, idx, key, &n);
+    for (size_t i = 1; rc == 0 && i <= n; i++) {
+        char path[KEY_LEN];
+        index_key(path, sizeof path, key, i);
+        lua_rawgeti(L, idx, (int)i);
+        rc = read_binding(ld, L, lua_gettop(L), path, c, clusters);
+        lua_pop(L, 1);
+    }
+    return rc;
+}
+
+enum kind { K_STR, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROUPS, K_BINDINGS };
+
+struct opt {
+    const char *name;
+    enum kind kind;
+    size_t off;
+    int min, max;                       /* K_INT */
+    const char *(*check)(const char *); /* K_STR */
+};
+
+static const char *check_nonempty(const char *s)
+{
+    return s[0] ? NULL : "must not be empty";
+}
+
+#define OFF(f) offsetof(struct kq_config, f)
+/* In processing order: bindings come after topics, which they are checked against. */
+static const struct opt cluster_opts[] = {
+    {"env", K_STR, OFF(env), 0, 0, check_nonempty},
+    {"registry", K_STR, OFF(registry), 0, 0, kq_cfg_check_registry},
+    {"bind", K_STR, OFF(bind), 0, 0, kq_cfg_check_hostport},
+    {"topics", K_TOPICS, 0, 0, 0, NULL},
+    {"db", K_STR, OFF(db), 0, 0, kq_cfg_check_db},
+    {"deliverySeconds", K_INT, OFF(delivery_seconds), 1, INF, NULL},
+    {"maxDeliverWorkers", K_INT, OFF(max_deliver_workers), 1, INF, NULL},
+    {"recoverSeconds", K_INT, OFF(recover_seconds), 1, INF, NULL},
+    {"recievePermitsPerSecond", K_INT, OFF(recieve_permits_per_second), 1, INF, NULL},
+    {"dlqExecHour", K_INT, OFF(dlq_exec_hour), 0, 23, NULL},
+    {"deliveryFirst", K_BOOL, OFF(delivery_first), 0, 0, NULL},
+    {"heartbeatTimeoutSeconds", K_INT, OFF(heartbeat_timeout_seconds), 1, INF, NULL},
+    {"admin", K_ADMIN, OFF(admin), 0, 0, NULL},
+    {"policies", K_STR, OFF(policies), 0, 0, check_nonempty},
+    {"logLevel", K_STR, OFF(log_level), 0, 0, kq_cfg_check_log_level},
+    {"groups", K_GROUPS, 0, 0, 0, NULL},
+    {"bindings", K_BINDINGS, 0, 0, 0, NULL},
+};
+#define N_CLUSTER_OPTS (sizeof cluster_opts / sizeof cluster_opts[0])
+
+static int read_option(struct loader *ld, lua_State *L, int idx, const char *path,
+                       const struct opt *o, struct kq_config *c)
+{
+    char *base = (char *)c;
+    const char *s;
+    int rc = 0;
+    switch (o->kind) {
+    case K_STR:
+        if ((rc = get_string(ld, L, idx, path, o->check, &s)) == 0)
+            kq_cfg_set_str((char **)(base + o->off), s);
+        return rc;
+    case K_INT: return get_int(ld, L, idx, path, o->min, o->max, (int *)(base + o->off));
+    case K_BOOL: return get_bool(ld, L, idx, path, (bool *)(base + o->off));
+    case K_ADMIN: /* "" or false = no admin HTTP server */
+        if (lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)) {
+            kq_cfg_set_str(&c->admin, NULL);
+            return 0;
+        }
+        if (lua_type(L, idx) == LUA_TSTRING && lua_tostring(L, idx)[0] == '\0') {
+            kq_cfg_set_str(&c->admin, NULL);
+            return 0;
+        }
+        if ((rc = get_string(ld, L, idx, path, kq_cfg_check_hostport, &s)) == 0)
+            kq_cfg_set_str(&c->admin, s);
+        return rc;
+    case K_TOPICS: return read_topics(ld, L, idx, path, c);
+    case K_GROUPS: return read_groups(ld, L, idx, path, c);
+    case K_BINDINGS: return read_bindings(ld, L, idx, path, c, 0);
+    }
+    return rc;
+}
+
+static int read_cluster(struct loader *ld, lua_State *L, int idx, const char *name,
+                        struct kq_config *c)
+{
+    static const char *names[N_CLUSTER_OPTS + 1];
+    char key[KEY_LEN];
+    int rc;
+    for (size_t i = 0; i < N_CLUSTER_OPTS; i++)
+        names[i] = cluster_opts[i].name;
+    subkey(key, sizeof key, "clusters", name);
+    if ((rc = check_keys(ld, L, idx, key, names)))
+        return rc;
+    kq_cfg_free_bindings(c);
+    for (size_t i = 0; i < N_CLUSTER_OPTS; i++) {
+        char path[KEY_LEN];
+        subkey(path, sizeof path, key, cluster_opts[i].name);
+        if (push_field(L, idx, cluster_opts[i].name) != LUA_TNIL)
+            rc = read_option(ld, L, lua_gettop(L), path, &cluster_opts[i], c);
+        lua_pop(L, 1);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Fills ld->names with the sorted cluster names of the clusters table at idx. */
+static int list_clusters(struct loader *ld, lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return bad(ld, L, "clusters", idx, "must be a table { name = { ... }, ... }");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            return bad(ld, L, "clusters", 0, "entries must be named: clusters = { dev = { ... } }");
+        }
+        const char **grown = realloc(ld->names, (ld->n_names + 1) * sizeof *grown);
+        if (!grown)
+            return luaL_error(L, "not enough memory");
+        ld->names = grown;
+        ld->names[ld->n_names++] = lua_tostring(L, -1); /* kept alive by the table */
+    }
+    if (ld->n_names == 0)
+        return bad(ld, L, "clusters", 0, "must define at least one cluster");
+    qsort(ld->names, ld->n_names, sizeof *ld->names, cmp_str);
+    return 0;
+}
+
+static void available(struct loader *ld, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < ld->n_names && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? ", " : "", ld->names[i]);
+}
+
+/* Copies the Lua error on top of the stack, prefixed with the file unless Lua already
+ * names it ("FILE:LINE: message"). */
+static void copy_lua_error(struct loader *ld, lua_State *L)
+{
+    const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : "error (not a string)";
+    if (strncmp(msg, ld->path, strlen(ld->path)) == 0)
+        kq_cfg_err(ld->err, ld->errlen, "%s", msg);
+    else if (strcmp(msg, "attempt to load chunk with wrong mode") == 0)
+        kq_cfg_err(ld->err, ld->errlen, "%s: must be Lua source text, not bytecode", ld->path);
+    else
+        kq_cfg_err(ld->err, ld->errlen, "%s: %s", ld->path, msg);
+}
+
+static const char *const top_keys[] = {"default", "registry", "clusters", "bindings", NULL};
+
+/* Runs inside lua_cpcall so that an out-of-memory error cannot escape. */
+static int load_protected(lua_State *L)
+{
+    struct loader *ld = lua_touserdata(L, 1);
+    char chunkname[512];
+    int rc;
+    lua_settop(L, 0);
+
+    snprintf(chunkname, sizeof chunkname, "@%s", ld->path);
+    if (luaL_loadbufferx(L, ld->raw, ld->raw_len, chunkname, "t") != 0) {
+        copy_lua_error(ld, L); /* "FILE:LINE: message" from the parser */
+        return 0;
+    }
+    push_env(L);
+    lua_setfenv(L, -2);
+    lua_pushlightuserdata(L, (void *)&SANDBOX_KEY);
+    lua_pushlightuserdata(L, ld->sb);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    ld->sb->deadline_ms = kq_now_ms() + MAX_RUN_MS;
+    lua_sethook(L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
+    rc = lua_pcall(L, 0, 1, 0);
+    lua_sethook(L, NULL, 0, 0);
+    if (rc != 0) {
+        if (ld->sb->tripped)
+            kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: the file runs too long (over %d ms "
+                       "or %ld Lua instructions; endless loop?)", ld->path, ld->sb->line,
+                       MAX_RUN_MS, MAX_INSTRUCTIONS);
+        else if (rc == LUA_ERRMEM)
+            kq_cfg_err(ld->err, ld->errlen, "%s: stopped: the file uses more than %zu MiB",
+                       ld->path, MAX_MEMORY_BYTES >> 20);
+        else
+            copy_lua_error(ld, L);
+        return 0;
+    }
+    if (lua_type(L, 1) != LUA_TTABLE) {
+        bad(ld, L, "file", 1, "must end with `return { clusters = { ... } }`");
+        return 0;
+    }
+
+    /* stack: 1 = root, 2 = default, 3 = registry, 4 = clusters, 5 = bindings */
+    if (check_keys(ld, L, 1, "", top_keys))
+        return 0;
+    for (int i = 0; i < 4; i++)
+        push_field(L, 1, top_keys[i]);
+    const char *def = NULL, *reg = NULL;
+    if (!lua_isnil(L, 2) && get_string(ld, L, 2, "default", check_nonempty, &def))
+        return 0;
+    if (!lua_isnil(L, 3) && get_string(ld, L, 3, "registry", kq_cfg_check_registry, &reg))
+        return 0;
+    if (lua_isnil(L, 4)) {
+        bad(ld, L, "clusters", 0, "is required: clusters = { dev = { ... } }");
+        return 0;
+    }
+    if (list_clusters(ld, L, 4))
+        return 0;
+
+    char list[256];
+    const char *want = ld->want ? ld->want : def;
+    available(ld, list, sizeof list);
+    if (!want && ld->n_names > 1) {
+        kq_cfg_err(ld->err, ld->errlen, "%s: no cluster selected: set `default` or pass "
+                   "--cluster NAME (available: %s)", ld->path, list);
+        return 0;
+    }
+    if (!want)
+        want = ld->names[0];
+    push_field(L, 4, want);
+    bool found = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!found) {
+        kq_cfg_err(ld->err, ld->errlen, "%s: %scluster \"%s\" not found (available: %s)",
+                   ld->path, ld->want ? "" : "default: ", want, list);
+        return 0;
+    }
+
+    /* every cluster is checked; only the selected one lands in ld->out */
+    for (size_t i = 0; i < ld->n_names; i++) {
+        bool selected = strcmp(ld->names[i], want) == 0;
+        struct kq_config *c = selected ? ld->out : &ld->scratch;
+        if (!selected) {
+            kq_config_defaults(&ld->scratch);
+            ld->scratch_live = true;
+        }
+        if (reg)
+            kq_cfg_set_str(&c->registry, reg);
+        push_field(L, 4, ld->names[i]);
+        rc = read_cluster(ld, L, lua_gettop(L), ld->names[i], c);
+        lua_pop(L, 1);
+        if (!selected) {
+            kq_config_free(&ld->scratch);
+            ld->scratch_live = false;
+        }
+        if (rc)
+            return 0;
+    }
+    if (!lua_isnil(L, 5) && read_bindings(ld, L, 5, "bindings", ld->out, 4))
+        return 0;
+    kq_cfg_set_str(&ld->out->cluster_name, want);
+    kq_cfg_set_str(&ld->out->config_path, ld->path);
+    ld->err[0] = '\0';
+    return 0;
+}
+
+static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return kq_cfg_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = malloc(MAX_FILE_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_FILE_BYTES + 1, f) : 0;
+    int failed = !buf || ferror(f);
+    fclose(f);
+    if (failed || n > MAX_FILE_BYTES) {
+        free(buf);
+        return kq_cfg_err(err, errlen, "%s: %s", path,
+                          failed ? "cannot read the file" : "larger than 1 MiB");
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+int kq_config_load_file(struct kq_config *c, const char *path, const char *cluster, char *err,
+                        size_t errlen)
+{
+    char dummy[8], *raw = NULL;
+    struct sandbox sb = {0};
+    struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
+    int rc;
+
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    if ((rc = read_file(path, &raw, &ld.raw_len, err, errlen)))
+        return rc;
+    ld.raw = raw;
+    ld.err = err;
+    ld.errlen = errlen;
+    err[0] = '\0';
+
+    lua_State *L = lua_newstate(limited_alloc, &sb);
+    if (!L) /* a LuaJIT build without custom allocators: run without the memory cap */
+        L = luaL_newstate();
+    if (!L) {
+        free(raw);
+        return kq_cfg_err(err, errlen, "%s: cannot create a Lua state", path);
+    }
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    open_safe_libs(L);
+    lua_settop(L, 0);
+    kq_cfg_err(err, errlen, "%s: internal error", path); /* replaced on every path */
+    if (lua_cpcall(L, load_protected, &ld) != 0)
+        kq_cfg_err(err, errlen, "%s: %s", path, lua_tostring(L, -1));
+    lua_close(L);
+    if (ld.scratch_live)
+        kq_config_free(&ld.scratch);
+    free(ld.names);
+    free(raw);
+    return err[0] ? -EINVAL : 0;
+}
