@@ -1,0 +1,159 @@
+/* Internals shared by the file-store sources. Threading: everything here belongs to the
+ * loop thread except what struct fs_writer says (writer.c). */
+#ifndef KQ_STORE_FILE_INTERNAL_H
+#define KQ_STORE_FILE_INTERNAL_H
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uthash.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "store/file/file_store.h"
+#include "store/file/record.h"
+#include "store/store.h"
+
+#define FS_MOD "store.file"
+
+/* One segment file DIR/seg-<16 hex first seq>.log. */
+struct fs_seg {
+    uint64_t first_seq;
+    int fd;
+    uint64_t size;       /* end of the last record written or being written */
+    uint64_t live;       /* pending messages whose current SAVE record is here */
+    uint64_t live_bytes; /* bytes of those SAVE records */
+    bool compacting;     /* its live messages are being copied forward */
+    struct fs_seg *prev, *next;
+    char path[];
+};
+
+/* Index entry of one pending message (~130 bytes + the state blob). */
+struct fs_entry {
+    char id[KQ_ID_LEN + 1]; /* zero-padded: the hash key is all KQ_ID_LEN bytes */
+    bool commit;
+    bool unsealed;   /* SAVE is still in the open batch: off is relative to its buffer */
+    struct fs_seg *seg;
+    uint32_t off;    /* offset of the SAVE record */
+    uint32_t len;    /* its total size */
+    uint64_t orig_seq; /* seq of the first SAVE: publish order, kept by compaction */
+    uint8_t *state;  /* NULL or u32 length + STATE body of the latest update */
+    UT_hash_handle hh;
+};
+
+/* Index entry of one dead letter (record in dlq.log). */
+struct fs_dead {
+    char id[KQ_ID_LEN + 1];
+    bool unsealed;
+    uint64_t off;
+    uint32_t len;
+    char *topic;
+    UT_hash_handle hh;
+};
+
+/* One record of a batch: enough to fix offsets at seal time and to undo / requeue it if
+ * the batch cannot be written. */
+struct fs_item {
+    uint8_t type;
+    bool dlq;            /* record is in the dlq buffer */
+    uint32_t rel;        /* offset in the batch buffer */
+    uint32_t len;
+    char id[KQ_ID_LEN + 1];
+    struct fs_seg *from; /* compaction copy: the message's location before the copy */
+    uint32_t from_off;
+};
+
+struct fs_cb {
+    kq_store_done_cb cb;
+    void *ud;
+};
+
+/* Records collected on the loop and written by the writer as one unit. */
+struct fs_batch {
+    struct kq_buf main, dlq;
+    struct fs_item *items;
+    size_t n_items, cap_items;
+    struct fs_cb *cbs;
+    size_t n_cbs, cap_cbs;
+    struct fs_seg **drops; /* segments to close and unlink once the batch is durable */
+    size_t n_drops, cap_drops;
+    /* set at seal time */
+    struct fs_seg *seg;
+    uint64_t base, dbase;
+    bool new_seg;
+    /* set by the writer */
+    int status;
+};
+
+enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };
+
+/* The writer thread. job/done/stop are guarded by mu; the dirty_* fields belong to the
+ * writer thread. */
+struct fs_writer {
+    uv_thread_t thread;
+    uv_mutex_t mu;
+    uv_cond_t cv;      /* loop -> writer: job or stop */
+    uv_cond_t done_cv; /* writer -> close(): done */
+    struct fs_batch *job, *done;
+    bool stop, started;
+    uv_async_t async;
+    enum fs_sync mode;
+    int64_t interval_ms;
+    int dir_fd, dlq_fd;
+    int dirty_fd;   /* segment written but not yet synced (interval/none) */
+    bool dlq_dirty;
+    int64_t last_sync_ms;
+    atomic_uint_fast64_t fsyncs;
+};
+
+struct fs_store {
+    struct kq_store base;
+    char dir[1024];
+    enum fs_sync mode;
+    int64_t interval_ms;
+    uint64_t seg_max;
+    struct fs_seg *oldest, *head; /* list oldest → head; writes go to head */
+    size_t n_segs;
+    struct fs_entry *index;
+    size_t pending;
+    struct fs_dead *dead;
+    int dlq_fd;
+    uint64_t dlq_size;
+    uint64_t seq; /* last sequence number used */
+    struct fs_batch *open, *inflight, *spare;
+    struct fs_writer w;
+    uv_idle_t kick;
+    uv_timer_t retry;
+    int64_t backoff_until;
+    int handles_open;
+    bool closing;
+    struct kq_buf scratch;
+    struct kq_file_store_stats st;
+};
+
+/* segment.c */
+int fs_seg_create(struct fs_store *s, uint64_t first_seq, struct fs_seg **out);
+struct fs_seg *fs_seg_new(const char *dir, uint64_t first_seq, int fd);
+void fs_seg_append(struct fs_store *s, struct fs_seg *g);
+void fs_seg_unlink(struct fs_store *s, struct fs_seg *g);
+/* Sorted first_seqs of DIR/seg-*.log; *out malloc'ed. */
+int fs_seg_list(const char *dir, uint64_t **out, size_t *n);
+
+/* writer.c */
+int fs_writer_start(struct fs_store *s);
+void fs_writer_submit(struct fs_writer *w, struct fs_batch *b);
+struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait);
+void fs_writer_stop(struct fs_writer *w);
+
+/* recover.c */
+int fs_scan(struct fs_store *s, char *err, size_t errlen);
+int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud);
+
+/* file_store.c */
+struct fs_entry *fs_find(struct fs_store *s, const char *key);
+struct fs_dead *fs_find_dead(struct fs_store *s, const char *key);
+void fs_entry_drop(struct fs_store *s, struct fs_entry *e);
+void fs_dead_drop(struct fs_store *s, struct fs_dead *d);
+/* Bytes of a record wherever it is (open batch, batch in flight, file); NULL on error. */
+const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool unsealed,
+                          uint64_t off, uint32_t len, struct fs_rec *r);
+#endif

@@ -1,0 +1,352 @@
+/* Start-up scan (rebuild the index from the segments and dlq.log) and recover(), which
+ * streams the pending messages back in publish order. Both read sequentially with a big
+ * buffer; bodies are never kept in memory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "store/file/fs_internal.h"
+
+#define SCAN_BUF (8u << 20)
+
+enum sc_res { SC_REC, SC_END, SC_TORN, SC_BAD, SC_IOERR };
+
+/* Sequential record reader over one file. */
+struct scan {
+    int fd;
+    uint8_t *buf;
+    size_t cap, have, pos;
+    uint64_t boff; /* file offset of buf[0] */
+    bool eof;
+    uint64_t last_seq;
+};
+
+static enum sc_res scan_next(struct scan *sc, struct fs_rec *r, uint64_t *off, size_t *total)
+{
+    for (;;) {
+        *off = sc->boff + sc->pos;
+        enum fs_parse p = fs_rec_parse(sc->buf + sc->pos, sc->have - sc->pos, r, total);
+        if (p == FS_REC_OK) {
+            /* Sequence numbers only grow; an older one is a leftover of a failed write. */
+            if (r->seq <= sc->last_seq)
+                return SC_BAD;
+            sc->last_seq = r->seq;
+            sc->pos += *total;
+            return SC_REC;
+        }
+        if (p == FS_REC_BAD)
+            return SC_BAD;
+        if (sc->eof)
+            return sc->pos == sc->have ? SC_END : SC_TORN;
+        memmove(sc->buf, sc->buf + sc->pos, sc->have - sc->pos);
+        sc->boff += sc->pos;
+        sc->have -= sc->pos;
+        sc->pos = 0;
+        if (*total > sc->cap) {
+            uint8_t *nb = realloc(sc->buf, *total);
+            if (!nb)
+                return SC_IOERR;
+            sc->buf = nb;
+            sc->cap = *total;
+        }
+        ssize_t n;
+        do
+            n = read(sc->fd, sc->buf + sc->have, sc->cap - sc->have);
+        while (n < 0 && errno == EINTR);
+        if (n < 0)
+            return SC_IOERR;
+        if (n == 0)
+            sc->eof = true;
+        sc->have += (size_t)n;
+    }
+}
+
+static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r,
+                       uint64_t off, size_t total)
+{
+    struct kq_stored_msg m;
+    uint64_t orig;
+    if (fs_get_msg(r->payload, r->len, &m, &orig))
+        return;
+    struct fs_entry *e = fs_find(s, m.id);
+    if (e) {
+        /* A compaction copy: the message moves to the newer record. */
+        e->seg->live--;
+        e->seg->live_bytes -= e->len;
+        e->commit = e->commit || m.commit;
+    } else {
+        if (!(e = calloc(1, sizeof *e)))
+            return;
+        memcpy(e->id, m.id, sizeof e->id);
+        e->commit = m.commit;
+        HASH_ADD(hh, s->index, id, KQ_ID_LEN, e);
+        s->pending++;
+    }
+    e->seg = g;
+    e->off = (uint32_t)off;
+    e->len = (uint32_t)total;
+    e->orig_seq = orig;
+    g->live++;
+    g->live_bytes += total;
+}
+
+static void apply(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, uint64_t off,
+                  size_t total)
+{
+    char key[KQ_ID_LEN + 1];
+    if (r->type == FS_SAVE) {
+        apply_save(s, g, r, off, total);
+        return;
+    }
+    if (fs_get_id(r->payload, r->len, key))
+        return;
+    struct fs_entry *e = fs_find(s, key);
+    if (!e)
+        return; /* refers to a message removed earlier or in a deleted segment */
+    switch (r->type) {
+    case FS_COMMIT:
+        e->commit = true;
+        break;
+    case FS_STATE: {
+        uint32_t n = r->len - KQ_ID_LEN;
+        uint8_t *blob = malloc(4 + (size_t)n);
+        if (blob) {
+            memcpy(blob, &n, 4);
+            memcpy(blob + 4, r->payload + KQ_ID_LEN, n);
+            free(e->state);
+            e->state = blob;
+        }
+        break;
+    }
+    case FS_REMOVE:
+    case FS_DEAD:
+        fs_entry_drop(s, e);
+        break;
+    default:
+        break;
+    }
+}
+
+static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, size_t total)
+{
+    char key[KQ_ID_LEN + 1];
+    if (r->type == FS_DLQ_ADD) {
+        struct kq_dead_letter d;
+        if (fs_get_dead(r->payload, r->len, &d))
+            return;
+        struct fs_dead *x = fs_find_dead(s, d.msg.id);
+        if (x)
+            fs_dead_drop(s, x);
+        if (!(x = calloc(1, sizeof *x)) || !(x->topic = strdup(d.msg.topic))) {
+            free(x);
+            return;
+        }
+        memcpy(x->id, d.msg.id, sizeof x->id);
+        x->off = off;
+        x->len = (uint32_t)total;
+        HASH_ADD(hh, s->dead, id, KQ_ID_LEN, x);
+    } else if (r->type == FS_DLQ_DEL && !fs_get_id(r->payload, r->len, key)) {
+        struct fs_dead *x = fs_find_dead(s, key);
+        if (x)
+            fs_dead_drop(s, x);
+    }
+}
+
+/* Scan one file; returns the offset after the last good record. `last` says whether a bad
+ * tail may be cut off (the newest segment, dlq.log) or must only be skipped. */
+static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g, const char *path,
+                          bool last)
+{
+    struct fs_rec r;
+    uint64_t off;
+    size_t total;
+    enum sc_res res;
+    while ((res = scan_next(sc, &r, &off, &total)) == SC_REC) {
+        if (g)
+            apply(s, g, &r, off, total);
+        else
+            apply_dlq(s, &r, off, total);
+    }
+    if (res == SC_END)
+        return off;
+    struct stat st;
+    uint64_t size = fstat(sc->fd, &st) == 0 ? (uint64_t)st.st_size : off;
+    const char *why = res == SC_TORN ? "torn record" : res == SC_BAD ? "bad record" : "read error";
+    if (last && res != SC_IOERR) {
+        KQ_WARN(FS_MOD, "%s: %s at offset %" PRIu64 ": truncating %" PRIu64
+                        " bytes after the last good record",
+                path, why, off, size - off);
+        if (ftruncate(sc->fd, (off_t)off) || fsync(sc->fd))
+            KQ_ERROR(FS_MOD, "%s: truncate failed: %s", path, strerror(errno));
+        s->st.truncated_bytes += size - off;
+    } else {
+        KQ_ERROR(FS_MOD, "%s: %s at offset %" PRIu64 " of %" PRIu64
+                         "; skipping the rest of this file",
+                 path, why, off, size);
+    }
+    return off;
+}
+
+static int scan_dlq(struct fs_store *s, struct scan *sc, char *err, size_t errlen)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/dlq.log", s->dir);
+    bool existed = access(path, F_OK) == 0;
+    s->dlq_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (s->dlq_fd < 0) {
+        int rc = -errno;
+        snprintf(err, errlen, "open %s: %s", path, strerror(errno));
+        return rc;
+    }
+    if (!existed && fsync(s->w.dir_fd))
+        KQ_WARN(FS_MOD, "fsync %s: %s", s->dir, strerror(errno));
+    sc->fd = s->dlq_fd;
+    s->dlq_size = scan_file(s, sc, NULL, path, true);
+    return 0;
+}
+
+int fs_scan(struct fs_store *s, char *err, size_t errlen)
+{
+    uint64_t t0 = kq_mono_us();
+    struct scan sc = {.cap = SCAN_BUF};
+    uint64_t *seqs = NULL;
+    size_t n = 0;
+    int rc = -ENOMEM;
+    if (!(sc.buf = malloc(sc.cap)))
+        goto out;
+    if ((rc = scan_dlq(s, &sc, err, errlen)))
+        goto out;
+    uint64_t max_seq = sc.last_seq;
+    if ((rc = fs_seg_list(s->dir, &seqs, &n))) {
+        snprintf(err, errlen, "list %s: %s", s->dir, strerror(-rc));
+        goto out;
+    }
+    sc.last_seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct fs_seg *g = fs_seg_new(s->dir, seqs[i], -1);
+        if (!g) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        g->fd = open(g->path, O_RDWR | O_CLOEXEC);
+        if (g->fd < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "open %s: %s", g->path, strerror(errno));
+            free(g);
+            goto out;
+        }
+        fs_seg_append(s, g);
+        sc.fd = g->fd;
+        sc.have = sc.pos = 0;
+        sc.boff = 0;
+        sc.eof = false;
+        g->size = scan_file(s, &sc, g, g->path, i + 1 == n);
+    }
+    if (sc.last_seq > max_seq)
+        max_seq = sc.last_seq;
+    s->seq = max_seq;
+    /* Segments with nothing pending at the old end go now. */
+    struct fs_seg *g;
+    bool removed = false;
+    while ((g = s->oldest) && g != s->head && g->live == 0) {
+        fs_seg_unlink(s, g);
+        close(g->fd);
+        if (unlink(g->path))
+            KQ_ERROR(FS_MOD, "unlink %s: %s", g->path, strerror(errno));
+        free(g);
+        s->st.segments_deleted++;
+        removed = true;
+    }
+    if (removed)
+        fsync(s->w.dir_fd);
+    rc = 0;
+out:
+    free(sc.buf);
+    free(seqs);
+    s->st.recover_ms = (kq_mono_us() - t0) / 1000;
+    return rc;
+}
+
+static int cmp_seq(const void *a, const void *b)
+{
+    const struct fs_entry *x = *(struct fs_entry *const *)a, *y = *(struct fs_entry *const *)b;
+    return x->orig_seq < y->orig_seq ? -1 : x->orig_seq > y->orig_seq;
+}
+
+int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    size_t n = s->pending, i = 0;
+    if (!n)
+        return 0;
+    struct fs_entry **all = malloc(n * sizeof *all);
+    struct kq_buf win = {0};
+    if (!all || kq_buf_reserve(&win, SCAN_BUF)) {
+        free(all);
+        kq_buf_free(&win);
+        return -ENOMEM;
+    }
+    struct fs_entry *e, *tmp;
+    HASH_ITER(hh, s->index, e, tmp)
+    all[i++] = e;
+    qsort(all, n, sizeof *all, cmp_seq);
+    /* A window of the file: consecutive SAVE records come out of one read. */
+    struct fs_seg *wseg = NULL;
+    uint64_t woff = 0;
+    size_t failed = 0;
+    for (i = 0; i < n; i++) {
+        e = all[i];
+        struct fs_rec r;
+        const uint8_t *p = NULL;
+        struct fs_batch *f = s->inflight;
+        if (e->unsealed || (f && f->seg == e->seg && e->off >= f->base)) {
+            p = fs_read_at(s, false, e->seg, e->unsealed, e->off, e->len, &r);
+        } else {
+            if (wseg != e->seg || e->off < woff || e->off + e->len > woff + win.len) {
+                if (e->len > win.cap && kq_buf_reserve(&win, e->len))
+                    goto bad;
+                ssize_t got = pread(e->seg->fd, win.data, win.cap, (off_t)e->off);
+                if (got < (ssize_t)e->len) {
+                    wseg = NULL;
+                    goto bad;
+                }
+                wseg = e->seg;
+                woff = e->off;
+                win.len = (size_t)got;
+            }
+            size_t total;
+            p = win.data + (e->off - woff);
+            if (fs_rec_parse(p, e->len, &r, &total) != FS_REC_OK || total != e->len)
+                p = NULL;
+        }
+        struct kq_stored_msg m;
+        if (!p || fs_get_msg(r.payload, r.len, &m, NULL))
+            goto bad;
+        m.commit = e->commit;
+        struct kq_delivery_state st = {0}, *stp = NULL;
+        if (e->state) {
+            uint32_t len;
+            memcpy(&len, e->state, 4);
+            if (fs_get_state_body(e->state + 4, len, &st) == 0) {
+                memcpy(st.id, e->id, sizeof st.id);
+                stp = &st;
+            }
+        }
+        cb(ud, &m, stp);
+        fs_state_free(&st);
+        continue;
+    bad:
+        failed++;
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD, "recover: cannot read message %s", e->id);
+    }
+    free(all);
+    kq_buf_free(&win);
+    return failed ? -EIO : 0;
+}

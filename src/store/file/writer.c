@@ -1,0 +1,187 @@
+/* The writer thread: writes one batch at a time (pwrite at the offsets chosen by the loop),
+ * makes it durable according to the fsync mode, and hands it back through uv_async_t.
+ * It never touches the index; the loop never writes to the files. */
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "store/file/fs_internal.h"
+
+static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    while (n) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO;
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static int sync_fd(struct fs_writer *w, int fd)
+{
+    atomic_fetch_add_explicit(&w->fsyncs, 1, memory_order_relaxed);
+    return fdatasync(fd) ? -errno : 0;
+}
+
+/* interval/none: flush what was written but not synced yet. */
+static void sync_dirty(struct fs_writer *w)
+{
+    int rc = 0;
+    if (w->dirty_fd >= 0)
+        rc = sync_fd(w, w->dirty_fd);
+    if (w->dlq_dirty && !rc)
+        rc = sync_fd(w, w->dlq_fd);
+    if (rc)
+        KQ_ERROR(FS_MOD, "background fdatasync failed: %s (acknowledged writes of the last "
+                         "interval may be lost on power failure)", strerror(-rc));
+    w->dirty_fd = -1;
+    w->dlq_dirty = false;
+    w->last_sync_ms = kq_now_ms();
+}
+
+static void run(struct fs_writer *w, struct fs_batch *b)
+{
+    int rc = 0;
+    if (b->dlq.len)
+        rc = pwrite_all(w->dlq_fd, b->dlq.data, b->dlq.len, b->dbase);
+    if (!rc && b->main.len) {
+        /* In interval mode a segment we leave must still get its sync. */
+        if (w->dirty_fd >= 0 && w->dirty_fd != b->seg->fd && w->mode == FS_SYNC_INTERVAL)
+            sync_dirty(w);
+        rc = pwrite_all(b->seg->fd, b->main.data, b->main.len, b->base);
+    }
+    if (!rc && b->new_seg && w->mode != FS_SYNC_NONE && fsync(w->dir_fd))
+        rc = -errno;
+    if (!rc && w->mode == FS_SYNC_GROUP) {
+        if (b->dlq.len)
+            rc = sync_fd(w, w->dlq_fd);
+        if (!rc && b->main.len)
+            rc = sync_fd(w, b->seg->fd);
+    } else if (!rc) {
+        if (b->main.len)
+            w->dirty_fd = b->seg->fd;
+        if (b->dlq.len)
+            w->dlq_dirty = true;
+        if (w->mode == FS_SYNC_INTERVAL && kq_now_ms() - w->last_sync_ms >= w->interval_ms)
+            sync_dirty(w);
+    }
+    if (rc) {
+        /* Cut the files back so that nothing half-written stays behind the good records;
+         * the loop requeues what must not be lost and fails the callbacks. */
+        if (b->main.len && ftruncate(b->seg->fd, (off_t)b->base))
+            KQ_ERROR(FS_MOD, "truncate %s back to %llu failed: %s", b->seg->path,
+                     (unsigned long long)b->base, strerror(errno));
+        if (b->dlq.len && ftruncate(w->dlq_fd, (off_t)b->dbase))
+            KQ_ERROR(FS_MOD, "truncate dlq.log back to %llu failed: %s",
+                     (unsigned long long)b->dbase, strerror(errno));
+    } else if (b->n_drops) {
+        for (size_t i = 0; i < b->n_drops; i++) {
+            struct fs_seg *g = b->drops[i];
+            if (g->fd == w->dirty_fd)
+                w->dirty_fd = -1;
+            close(g->fd);
+            g->fd = -1;
+            if (unlink(g->path))
+                KQ_ERROR(FS_MOD, "unlink %s: %s", g->path, strerror(errno));
+        }
+        if (fsync(w->dir_fd))
+            KQ_WARN(FS_MOD, "fsync of the store directory failed: %s", strerror(errno));
+    }
+    b->status = rc;
+}
+
+static void writer_main(void *arg)
+{
+    struct fs_writer *w = arg;
+    uv_mutex_lock(&w->mu);
+    for (;;) {
+        if (w->job) {
+            struct fs_batch *b = w->job;
+            w->job = NULL;
+            uv_mutex_unlock(&w->mu);
+            run(w, b);
+            uv_mutex_lock(&w->mu);
+            w->done = b;
+            uv_cond_signal(&w->done_cv);
+            uv_async_send(&w->async);
+            continue;
+        }
+        if (w->stop)
+            break;
+        bool dirty = w->dirty_fd >= 0 || w->dlq_dirty;
+        if (w->mode == FS_SYNC_INTERVAL && dirty) {
+            int64_t wait = w->last_sync_ms + w->interval_ms - kq_now_ms();
+            if (wait <= 0) {
+                uv_mutex_unlock(&w->mu);
+                sync_dirty(w);
+                uv_mutex_lock(&w->mu);
+                continue;
+            }
+            uv_cond_timedwait(&w->cv, &w->mu, (uint64_t)wait * 1000000u);
+        } else {
+            uv_cond_wait(&w->cv, &w->mu);
+        }
+    }
+    uv_mutex_unlock(&w->mu);
+    sync_dirty(w); /* every mode: a clean close leaves nothing unsynced */
+}
+
+int fs_writer_start(struct fs_store *s)
+{
+    struct fs_writer *w = &s->w;
+    w->dirty_fd = -1;
+    w->last_sync_ms = kq_now_ms();
+    if (uv_mutex_init(&w->mu))
+        return -ENOMEM;
+    if (uv_cond_init(&w->cv) || uv_cond_init(&w->done_cv))
+        return -ENOMEM;
+    int rc = uv_thread_create(&w->thread, writer_main, w);
+    if (rc)
+        return rc;
+    w->started = true;
+    return 0;
+}
+
+void fs_writer_submit(struct fs_writer *w, struct fs_batch *b)
+{
+    uv_mutex_lock(&w->mu);
+    w->job = b;
+    uv_cond_signal(&w->cv);
+    uv_mutex_unlock(&w->mu);
+}
+
+struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait)
+{
+    uv_mutex_lock(&w->mu);
+    while (wait && !w->done)
+        uv_cond_wait(&w->done_cv, &w->mu);
+    struct fs_batch *b = w->done;
+    w->done = NULL;
+    uv_mutex_unlock(&w->mu);
+    return b;
+}
+
+void fs_writer_stop(struct fs_writer *w)
+{
+    if (!w->started)
+        return;
+    uv_mutex_lock(&w->mu);
+    w->stop = true;
+    uv_cond_signal(&w->cv);
+    uv_mutex_unlock(&w->mu);
+    uv_thread_join(&w->thread);
+    w->started = false;
+    uv_cond_destroy(&w->cv);
+    uv_cond_destroy(&w->done_cv);
+    uv_mutex_destroy(&w->mu);
+}
