@@ -173,7 +173,7 @@ static bool port_ok(const char *p, size_t n)
             return false;
         v = v * 10 + (p[i] - '0');
     }
-    return v >= 1 && v <= 65535;
+    return v >= 0 && v <= 65535;
 }
 
 /* Checks s[0..n) as host:port. */
@@ -193,7 +193,7 @@ const char *kq_cfg_check_hostport(const char *s)
     if (s[0] == ':')
         return "needs a host, e.g. \"0.0.0.0:PORT\" for every address";
     if (!hostport_ok(s, strlen(s)))
-        return "must be \"host:port\" with a host and a port 1-65535";
+        return "must be \"host:port\" with a host and a port 0-65535 (0 = any free port)";
     return NULL;
 }
 
