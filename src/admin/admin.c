@@ -491,6 +491,10 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
+    if (p->http_major != 1) {
+        c->fail = 505;
+        return -1;
+    }
     /* content_length is ULLONG_MAX when the request has no Content-Length. */
     if (p->content_length != (uint64_t)-1 && p->content_length > c->a->lim.max_body) {
         c->fail = 413;
@@ -565,6 +569,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         int status = c->fail ? c->fail : e == HPE_HEADER_OVERFLOW ? 431 : 400;
         const char *msg = status == 413   ? "request body too large"
                           : status == 431 ? "request header fields too large"
+                          : status == 505 ? "HTTP version not supported"
                           : status == 400 ? http_errno_description(e)
                                           : "internal error";
         KQ_DEBUG("admin", "bad request: %s", http_errno_name(e));
