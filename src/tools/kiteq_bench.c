@@ -281,7 +281,7 @@ struct bench {
     atomic_bool stop_pub;
     atomic_int producers_done;
     atomic_uint_fast64_t sent, acked_ok, acked_fail, send_err, acked_measured, last_ack_ns,
-        last_deliv_ns;
+        last_deliv_ns, pub_end_ns;
     struct bench_seqmap acked;
     struct producer *prod;
     struct group *groups;
@@ -523,6 +523,7 @@ static void *producer_main(void *arg)
     pthread_mutex_unlock(&p->mu);
 out:
     free(body);
+    atomic_max(&b->pub_end_ns, mono_ns());
     atomic_fetch_add(&b->producers_done, 1);
     return NULL;
 }
@@ -711,7 +712,8 @@ static void print_text(const struct bench *b, const struct summary *s)
            o->topic, o->ntypes, o->producers, o->inflight, o->ncgroups, o->consumers, o->size,
            o->tx == TX_COMMIT ? " tx=commit" : o->tx == TX_ROLLBACK ? " tx=rollback" : "",
            o->rate ? " (fixed rate)" : "");
-    printf("published    sent %" PRIu64 "  acked ok %" PRIu64 "  ack failures %" PRIu64
+    if (o->producers)
+        printf("published    sent %" PRIu64 "  acked ok %" PRIu64 "  ack failures %" PRIu64
            "  send errors %" PRIu64 "  in %.2fs\n",
            (uint64_t)atomic_load(&b->sent), (uint64_t)atomic_load(&b->acked_ok),
            (uint64_t)atomic_load(&b->acked_fail), (uint64_t)atomic_load(&b->send_err),
@@ -725,9 +727,11 @@ static void print_text(const struct bench *b, const struct summary *s)
                "  stale %" PRIu64 "%s\n",
                s->dups, s->lost, s->nacks, s->stale, s->unexpected ? "  ROLLED-BACK DELIVERED" : "");
     }
-    printf("throughput   publish->ack %.0f msg/s", s->ack_rate);
+    printf("throughput  ");
+    if (o->producers)
+        printf(" publish->ack %.0f msg/s", s->ack_rate);
     if (o->consumers)
-        printf("  end-to-end %.0f msg/s", s->e2e_rate);
+        printf(" end-to-end %.0f msg/s", s->e2e_rate);
     printf("\nlatency (us)            p50       p90       p99     p99.9       max      mean      count\n");
     if (o->producers)
         print_hist_row("publish->ack", &s->ack);
@@ -844,7 +848,7 @@ int main(int argc, char **argv)
     for (long k = 0; k < o->producers; k++)
         if (b->prod[k].started)
             pthread_join(b->prod[k].th, NULL);
-    t_pub_end = mono_ns();
+    t_pub_end = o->producers && atomic_load(&b->pub_end_ns) ? atomic_load(&b->pub_end_ns) : mono_ns();
     if (s.have_proc)
         bench_procstat_read((pid_t)o->broker_pid, &s.after_pub);
 
