@@ -507,6 +507,21 @@ static void test_memo(void **state)
     kq_policy_free(p);
 }
 
+/* Reload churn: every generation is freed whole (run under ASan/LSan to see leaks). */
+static void test_reload_loop(void **state)
+{
+    (void)state;
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32];
+    for (int i = 0; i < 100; i++) {
+        struct kq_policy *p = NULL;
+        assert_int_equal(kq_policy_load(shipped_dir(), &p, err, sizeof err), 0);
+        assert_int_equal(kq_policy_route(p, s, "trade", "pay-200", r, 32), 4);
+        kq_policy_free(p);
+    }
+    kq_binding_set_free(s);
+}
+
 /* ---- cost per call ---------------------------------------------------------------------- */
 
 static double ns_per_call(uint64_t t0, long n) { return (double)(kq_mono_us() - t0) * 1000.0 / n; }
@@ -599,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_route_runtime_failures),
         cmocka_unit_test(test_retry_and_flow_runtime_failures),
         cmocka_unit_test(test_memo),
+        cmocka_unit_test(test_reload_loop),
         cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
