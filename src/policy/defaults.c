@@ -36,6 +36,7 @@ size_t kq_policy_route_builtin(struct kq_regex_cache *rc, const struct kq_bindin
         if (!seen) {
             out[found].group = b->group_id;
             out[found].persistent = b->persistent;
+            out[found].watermark = b->watermark > 0 ? b->watermark : KQ_POLICY_DEFAULT_WATERMARK;
             found++;
         }
     }

@@ -540,6 +540,8 @@ static int route_protected(lua_State *L)
         if (!seen && rc->found < rc->max) {
             rc->out[rc->found].group = b->group_id; /* the set's string, not Lua's */
             rc->out[rc->found].persistent = b->persistent;
+            rc->out[rc->found].watermark =
+                b->watermark > 0 ? b->watermark : KQ_POLICY_DEFAULT_WATERMARK;
             rc->found++;
         }
     }

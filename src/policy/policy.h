@@ -33,6 +33,7 @@ struct kq_policy;
 struct kq_route {
     const char *group;
     bool persistent;
+    int watermark; /* of the same binding as persistent; <= 0 there -> 6000 */
 };
 
 struct kq_retry_verdict {
@@ -76,8 +77,8 @@ void kq_policy_free(struct kq_policy *p);
 /* Routing: the groups (topic, type) goes to, from the bindings of `topic` in `set`; one route
  * per group, at most max; returns the count. Memoised per (topic, type) while `set` and its
  * generation are unchanged. Groups the hook returns that have no binding on the topic are
- * dropped (and counted); persistent comes from the group's first binding that matches by the
- * built-in rules, else its first binding. */
+ * dropped (and counted); persistent and watermark come from the group's first binding that
+ * matches by the built-in rules, else its first binding. */
 size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, const char *topic,
                        const char *type, struct kq_route *out, size_t max);
 

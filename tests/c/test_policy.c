@@ -113,7 +113,8 @@ static void assert_same_routes(struct kq_policy *a, struct kq_policy *b,
     if (na != nb)
         fail_msg("type \"%s\": %zu vs %zu groups", type, na, nb);
     for (size_t i = 0; i < na; i++) {
-        if (strcmp(ra[i].group, rb[i].group) != 0 || ra[i].persistent != rb[i].persistent)
+        if (strcmp(ra[i].group, rb[i].group) != 0 || ra[i].persistent != rb[i].persistent ||
+            ra[i].watermark != rb[i].watermark)
             fail_msg("type \"%s\" route %zu: %s/%d vs %s/%d", type, i, ra[i].group,
                      ra[i].persistent, rb[i].group, rb[i].persistent);
     }
@@ -141,6 +142,7 @@ static void test_default_routing(void **state)
     size_t n = kq_policy_route(NULL, s, "trade", "pay-200", r, 32);
     assert_int_equal(n, 4); /* direct, regx, fanout, and g-multi's regx "a" */
     assert_true(has_group(r, n, "g-direct", &pers) && pers);
+    assert_int_equal(r[0].watermark, 1000);
     assert_true(has_group(r, n, "g-regx", &pers) && !pers);
     assert_true(has_group(r, n, "g-fanout", NULL));
     assert_true(has_group(r, n, "g-multi", &pers) && pers);
