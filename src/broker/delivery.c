@@ -168,10 +168,12 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
 {
     HASH_ADD_STR(b->msgs, id, m);
     b->n_msgs++;
-    if (m->commit)
-        kq_delivery_schedule(b, m, when_ms);
-    else
+    if (!m->commit)
         kq_tx_schedule_check(b, m);
+    else if (when_ms <= kq_now_ms())
+        start_attempt(b, m); /* a new message goes out at once, not on the next timer */
+    else
+        kq_delivery_schedule(b, m, when_ms);
 }
 
 /* Forget a message. The store copy is removed too when asked (delivered, rolled back). */

@@ -31,7 +31,8 @@ struct kq_conn {
 struct kq_net {
     uv_loop_t *loop;
     uv_tcp_t listener;
-    uv_check_t flusher;
+    uv_check_t flusher;   /* after poll: output produced by reads */
+    uv_prepare_t flusher2; /* before poll: output produced by timers and other callbacks */
     const struct kq_net_handler *h;
     void *ud;
     struct kq_conn *conns;
@@ -190,9 +191,8 @@ static void start_write(struct kq_conn *c)
     }
 }
 
-static void on_flush(uv_check_t *h)
+static void flush_all(struct kq_net *n)
 {
-    struct kq_net *n = h->data;
     while (n->dirty) {
         struct kq_conn *c = n->dirty;
         n->dirty = c->dirty_next;
@@ -205,6 +205,9 @@ static void on_flush(uv_check_t *h)
             conn_destroy(c, "closed");
     }
 }
+
+static void on_flush(uv_check_t *h) { flush_all(h->data); }
+static void on_flush_before_poll(uv_prepare_t *h) { flush_all(h->data); }
 
 struct kq_buf *kq_conn_out(struct kq_conn *c) { return &c->out; }
 
@@ -344,7 +347,10 @@ int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_han
     uv_check_init(loop, &n->flusher);
     n->flusher.data = n;
     uv_check_start(&n->flusher, on_flush);
-    n->handles_open = 2;
+    uv_prepare_init(loop, &n->flusher2);
+    n->flusher2.data = n;
+    uv_prepare_start(&n->flusher2, on_flush_before_poll);
+    n->handles_open = 3;
     *out = n;
     return 0;
 }
@@ -380,9 +386,11 @@ void kq_net_close(struct kq_net *n, void (*done)(void *ud), void *ud)
         kq_conn_close(c, "broker shutting down");
         c = next;
     }
-    on_flush(&n->flusher); /* push out what is queued now */
+    flush_all(n); /* push out what is queued now */
     uv_check_stop(&n->flusher);
+    uv_prepare_stop(&n->flusher2);
     uv_close((uv_handle_t *)&n->flusher, on_net_handle_closed);
+    uv_close((uv_handle_t *)&n->flusher2, on_net_handle_closed);
 }
 
 void kq_net_free(struct kq_net *n) { free(n); }
