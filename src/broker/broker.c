@@ -26,6 +26,7 @@ static void on_tick(uv_timer_t *t)
 {
     struct kq_broker *b = t->data;
     kq_delivery_check_timeouts(b);
+    kq_delivery_pump_all(b);
     static uint64_t last_sweep;
     uint64_t now = kq_broker_mono_ms();
     if (now - last_sweep >= 1000) {

@@ -99,6 +99,7 @@ size_t kq_routing_match(struct kq_routing *r, const char *topic, const char *typ
         if (!seen) {
             out[n].group = ru->bind->group_id;
             out[n].persistent = ru->bind->persistent;
+            out[n].watermark = ru->bind->watermark > 0 ? ru->bind->watermark : 6000;
             n++;
         }
     }
