@@ -367,10 +367,12 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     struct kq_group *g = kq_group_get(b, rt->group, false);
     struct kq_session *s = kq_group_pick(g, kq_broker_mono_ms());
     if (!s) {
-        if (!rt->persistent)
+        if (!rt->persistent) {
             name_add(&m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
-        else
+        } else {
             name_add(&m->failed, &m->n_failed, rt->group);
+            m->last_failure = "no consumer online";
+        }
         return;
     }
     struct kq_group_rate *r = rate_for(g, m->topic, rt->watermark);
@@ -379,8 +381,10 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         enqueue_wait(b, g, m);
         return;
     }
-    if (!send_copy(b, m, g, s))
+    if (!send_copy(b, m, g, s)) {
         name_add(&m->failed, &m->n_failed, rt->group);
+        m->last_failure = "over flow"; /* the connection's write backlog is full */
+    }
 }
 
 static void start_attempt(struct kq_broker *b, struct kq_msg *m)
@@ -392,13 +396,14 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         return;
     }
     struct kq_retry_verdict v;
-    kq_retry_default(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_retry(b->policy, m->attempts, m->last_failure ? m->last_failure : "nack",
+                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
     struct kq_route routes[MAX_ROUTES];
-    size_t n = kq_routing_match(b->routing, m->topic, m->type, routes, MAX_ROUTES);
+    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes, MAX_ROUTES);
     free_names(m->failed, m->n_failed);
     m->failed = NULL;
     m->n_failed = 0;
@@ -407,8 +412,10 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     for (size_t i = 0; i < n; i++)
         if (!name_in(m->done, m->n_done, routes[i].group))
             offer(b, m, &routes[i]);
-    if (n == 0)
+    if (n == 0) {
         name_add(&m->failed, &m->n_failed, "(no subscriber)");
+        m->last_failure = "no consumer online";
+    }
     if (attempt_over(m))
         finish_attempt(b, m);
 }
@@ -443,7 +450,8 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
         return;
     }
     struct kq_retry_verdict v;
-    kq_retry_default(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_retry(b->policy, m->attempts, m->last_failure ? m->last_failure : "nack",
+                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
@@ -471,6 +479,7 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
         b->stats.acked++;
     } else {
         name_add(&m->failed, &m->n_failed, f->group->id);
+        m->last_failure = why; /* a literal: "nack", "timeout", "connection lost" */
         KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
     }
     struct kq_group *g = f->group;

@@ -11,6 +11,7 @@
 #include "core/heap.h"
 #include "core/token_bucket.h"
 #include "net/net.h"
+#include "policy/policy.h"
 #include "proto/codec.h"
 #include "store/store.h"
 
@@ -100,6 +101,7 @@ struct kq_msg {
     size_t n_done;
     char **failed; /* groups that failed the current attempt */
     size_t n_failed;
+    const char *last_failure; /* static reason of the latest failed copy, for the retry hook */
     struct kq_heap_item timer; /* next attempt (key = Unix ms) */
     UT_hash_handle hh;
 };
@@ -118,7 +120,8 @@ struct kq_broker {
     struct kq_inflight *tq_head, *tq_tail;
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
-    struct kq_routing *routing;
+    struct kq_policy *policy;          /* routing / retry / intake hooks (C defaults inside) */
+    struct kq_binding_set *bindings;   /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;
     bool stopping;
     void (*stop_done)(void *);
@@ -139,17 +142,8 @@ void kq_group_leave(struct kq_group *g, struct kq_session *s);
 struct kq_session *kq_group_pick(struct kq_group *g, uint64_t now_ms);
 void kq_groups_free(struct kq_broker *b);
 
-/* routing.c: which groups get a message */
-struct kq_route {
-    const char *group;
-    bool persistent;
-    int watermark; /* msgs/s for this group on this topic */
-};
-struct kq_routing *kq_routing_build(const struct kq_config *cfg, char *err, size_t errlen);
-void kq_routing_free(struct kq_routing *r);
-/* Fill up to max routes for (topic, type); returns the number found (one per group). */
-size_t kq_routing_match(struct kq_routing *r, const char *topic, const char *type,
-                        struct kq_route *out, size_t max);
+/* Routing (struct kq_route) and retry (struct kq_retry_verdict) come from policy/policy.h:
+ * kq_policy_route(b->policy, b->bindings, ...) and kq_policy_retry(b->policy, ...). */
 
 /* publish.c */
 void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
@@ -197,15 +191,6 @@ void kq_delivery_free_all(struct kq_broker *b);
 /* (Re)arm the retry timer for the earliest scheduled message. */
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
-
-/* retry.c: the retry policy (a Lua hook later), as plain data in and out */
-struct kq_retry_verdict {
-    bool dead;
-    int64_t delay_ms;
-    char reason[96];
-};
-void kq_retry_default(int32_t attempts, int32_t deliver_limit, int64_t expired_time,
-                      int64_t now_sec, struct kq_retry_verdict *v);
 
 /* helpers */
 uint64_t kq_broker_mono_ms(void);
