@@ -192,6 +192,7 @@ void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *
     KQ_WARN("delivery", "dead letter id=%s topic=%s type=%s attempts=%d reason=\"%s\"", m->id,
             m->topic, m->type, m->attempts, reason);
     b->stats.dead_lettered++;
+    kq_topic_stats(b, m->topic)->dead_lettered++;
     if (m->stored) {
         struct kq_stored_msg sm;
         kq_msg_to_stored(m, &sm);
@@ -250,6 +251,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
     if (m->sent++ == 0)
         m->attempts++;
     g->inflight++;
+    g->sent++;
     b->stats.inflight++;
     return true;
 }
@@ -448,6 +450,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     if (m->n_failed == 0) {
         b->stats.delivered++;
+        kq_topic_stats(b, m->topic)->delivered++;
         kq_delivery_drop(b, m, true);
         return;
     }
@@ -463,6 +466,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
         delay = (int64_t)b->cfg->recover_seconds * 1000; /* nobody to send to: look again later */
     int64_t next = kq_now_ms() + delay;
     b->stats.retried++;
+    kq_topic_stats(b, m->topic)->retried++;
     kq_delivery_persist(b, m, next);
     kq_delivery_schedule(b, m, next);
 }
@@ -479,6 +483,7 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
     if (ok) {
         name_add(&m->done, &m->n_done, f->group->id);
         b->stats.acked++;
+        f->group->acked++;
     } else {
         name_add(&m->failed, &m->n_failed, f->group->id);
         m->last_failure = why; /* a literal: "nack", "timeout", "connection lost" */

@@ -60,6 +60,14 @@ struct kq_group_rate {
     struct kq_token_bucket bucket;
 };
 
+/* Counters of one topic (for /stat and /metrics). */
+struct kq_topic_stats {
+    char *topic;
+    uint64_t received, stored, delivered, retried, dead_lettered;
+    UT_hash_handle hh;
+};
+struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic);
+
 /* Connections that authenticated with one groupId, and the group's delivery flow:
  * at most `window` copies in flight, at most `watermark` per second per topic; the rest wait
  * in FIFO order so a slow group never holds up producers or other groups. */
@@ -72,6 +80,7 @@ struct kq_group {
     size_t n_waiting;
     struct kq_group_rate *rates;
     size_t n_rates;
+    uint64_t sent, acked, failed; /* copies delivered / acked / failed (nack, timeout, lost) */
     struct kq_group *pump_next; /* in the broker's list of groups with waiters */
     bool in_pump_list;
     UT_hash_handle hh;
@@ -123,6 +132,17 @@ struct kq_broker {
     struct kq_policy *policy;          /* routing / retry / intake hooks (C defaults inside) */
     struct kq_binding_set *bindings;   /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;
+    struct kq_topic_stats *topic_stats; /* per topic counters, by name */
+    struct kq_zk_registry *zk;          /* NULL with static bindings */
+    const char *registry_state;         /* "static" or the ZooKeeper state */
+    struct kq_admin *admin;             /* NULL when `admin` is unset */
+    int argc;                           /* the command line, re-applied on reload */
+    char **argv;
+    uint64_t reload_generation;         /* successful reloads */
+    uint64_t reload_failures;
+    char reload_error[512];             /* last failure, "" after a success */
+    int64_t started_sec;
+    struct kq_broker_stats last_sec, prev_stats; /* per-second deltas for /stat */
     bool stopping;
     void (*stop_done)(void *);
     void *stop_ud;
@@ -191,6 +211,16 @@ void kq_delivery_free_all(struct kq_broker *b);
 /* (Re)arm the retry timer for the earliest scheduled message. */
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
+
+/* registry_link.c: ZooKeeper bindings and registration (static bindings need nothing) */
+int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);
+void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud);
+
+/* admin_api.c: the admin HTTP handlers */
+int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen);
+
+/* reload.c: SIGHUP / POST /reload */
+int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen);
 
 /* helpers */
 uint64_t kq_broker_mono_ms(void);
