@@ -62,6 +62,9 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
         m->tx_checks = st->tx_checks;
         for (size_t i = 0; i < st->n_done; i++)
             kq_names_add(b, &m->done, &m->n_done, st->groups_done[i]);
+        /* so that a failed group coming back online gets it at once */
+        for (size_t i = 0; i < st->n_failed; i++)
+            kq_names_add(b, &m->failed, &m->n_failed, st->groups_failed[i]);
         if (st->next_attempt_ms > when)
             when = st->next_attempt_ms;
     }

@@ -13,6 +13,8 @@
 #include "core/log.h"
 
 #define MAX_ROUTES 64
+/* With no consumer online for a message, look at it again this often (at most). */
+#define NOBODY_RECHECK_MS 30000
 /* A consumer whose socket has this much unsent data is treated as overloaded. */
 #define MAX_CONN_BACKLOG (16u << 20)
 
@@ -283,6 +285,13 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
 {
     struct kq_group *g = kq_group_get(b, rt->group, false);
     struct kq_session *s = kq_group_pick(g, kq_broker_mono_ms());
+    if (!s && g && g->n > 0) {
+        /* online but every connection is still warming up: try again soon */
+        kq_names_add(b, &m->failed, &m->n_failed, rt->group);
+        m->last_failure = "no consumer online";
+        m->retry_soon = true;
+        return;
+    }
     if (!s) {
         if (!rt->persistent) {
             kq_names_add(b, &m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
@@ -370,6 +379,8 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes, MAX_ROUTES);
     kq_names_clear(&m->failed, &m->n_failed);
     m->sent = 0;
+    m->retry_soon = false;
+    m->done_at_start = m->n_done;
     for (size_t i = 0; i < n; i++)
         if (!name_in(b, m->done, m->n_done, routes[i].group))
             offer(b, m, &routes[i]);
@@ -417,15 +428,25 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
-    int64_t delay = v.delay_ms;
-    if (m->sent == 0)
-        delay = (int64_t)b->cfg->recover_seconds * 1000; /* nobody to send to: look again later */
-    int64_t next = kq_now_ms() + delay;
-    b->stats.retried++;
-    kq_topic_stats(b, m->topic)->retried++;
-    kq_delivery_persist(b, m, next);
+    int64_t now = kq_now_ms();
+    int64_t next = now + v.delay_ms;
+    bool changed = m->sent > 0 || m->n_done != m->done_at_start;
+    if (m->sent == 0) {
+        /* Nobody to send to. A group coming online (or a binding change) triggers the next
+         * attempt at once; until then look again rarely, and at the latest at expiry. */
+        next = now + (m->retry_soon ? 0 : NOBODY_RECHECK_MS);
+        if (m->expired_time > 0 && m->expired_time * 1000 < next)
+            next = m->expired_time * 1000;
+        if (next < now + (int64_t)b->cfg->recover_seconds * 1000)
+            next = now + (int64_t)b->cfg->recover_seconds * 1000;
+    } else {
+        b->stats.retried++;
+        kq_topic_stats(b, m->topic)->retried++;
+    }
+    if (changed) /* nothing to write when the attempt changed nothing */
+        kq_delivery_persist(b, m, next);
     kq_delivery_schedule(b, m, next);
-    if (delay >= 1000)
+    if (next - now >= 1000)
         kq_msg_evict(m); /* waits a while: the store keeps header and body meanwhile */
 }
 

@@ -96,6 +96,7 @@ struct kq_msg {
     bool commit, fly;
     bool stored;  /* the store has it (false: fly, or deliveryFirst before saving) */
     bool loading; /* header and body are being read back from the store */
+    bool retry_soon; /* the last attempt found only connections still warming up */
     const char *topic, *type, *pub_group; /* atoms (kq_atom) */
     int64_t publish_time, expired_time;
     int32_t deliver_limit;
@@ -105,6 +106,7 @@ struct kq_msg {
     uint16_t sent;     /* copies sent in the current attempt */
     uint16_t waiting;  /* groups where this attempt waits for room (flow control) */
     uint16_t n_done, n_failed;
+    uint16_t done_at_start; /* n_done when the current attempt began */
     const char **done;   /* groups that acked (atoms) */
     const char **failed; /* groups that failed the current attempt (atoms) */
     uint8_t *header;     /* header then body in one block; NULL while evicted */
