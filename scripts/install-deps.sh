@@ -7,6 +7,8 @@ PKGS=(build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-c
       libluajit-5.1-dev libzookeeper-mt-dev libmariadb-dev libpcre2-dev libcjson-dev uthash-dev)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev lua-busted luajit)
+  # test_store_mysql starts a private MariaDB (mariadbd, mariadb-install-db, mariadb)
+  PKGS+=(mariadb-server-core mariadb-client-core)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

@@ -16,6 +16,7 @@
 #include "client/kiteq_client.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "tools/cli_mysql.h"
 #include "tools/common/cli_util.h"
 
 #define PROG "kiteq-cli"
@@ -469,6 +470,7 @@ struct command {
 static const struct command commands[] = {
     {"pub", cmd_pub, "publish messages and wait for the store acks"},
     {"sub", cmd_sub, "print delivered messages as JSON lines and ack them"},
+    {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };
 
 static void usage(FILE *out)

@@ -454,6 +454,30 @@ static void test_schema(void **state)
     free(schema);
 }
 
+/* kiteq-cli mysql init creates the same schema (here with shardnum 2: 2 x (8 + dlq)). */
+static void test_cli_init(void **state)
+{
+    (void)state;
+    const char *bd = getenv("KITEQ_BUILD_DIR");
+    char cli[512], cmd[1400], db[40];
+    snprintf(cli, sizeof cli, "%s/kiteq-cli", bd ? bd : ".");
+    if (!file_exists(cli))
+        skip();
+    snprintf(db, sizeof db, "kqc%d", (int)getpid());
+    snprintf(cmd, sizeof cmd, "'%s' mysql init --host %s:%u --user '%s' --password '%s' --db %s "
+             "--shardnum 2 >/dev/null", cli, E.host, E.port, E.user, E.pass, db);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                             "TABLE_SCHEMA LIKE '%s\\_%%'", db), 18);
+    assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
+                             "TABLE_SCHEMA='%s_1' AND TABLE_NAME='kite_msg_7'", db), 1);
+    char sql[128];
+    for (int d = 0; d < 2; d++) {
+        snprintf(sql, sizeof sql, "DROP DATABASE `%s_%d`", db, d);
+        assert_int_equal(run_sql(sql), 0);
+    }
+}
+
 struct recovered {
     int n;
     char ids[64][KQ_ID_LEN + 1];
@@ -961,6 +985,7 @@ int main(void)
         cmocka_unit_test(test_uri_errors),
         cmocka_unit_test(test_shard_placement_function),
         cmocka_unit_test(test_schema),
+        cmocka_unit_test(test_cli_init),
         cmocka_unit_test(test_save_recover_and_sharding),
         cmocka_unit_test(test_batching),
         cmocka_unit_test(test_dead_letter_and_dlq),

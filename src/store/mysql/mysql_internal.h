@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "store/mysql/mysql_store.h"
+#include "store/store.h"
 
 #define MY_MOD "mysql"
 

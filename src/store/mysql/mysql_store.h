@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "store/store.h"
+struct kq_store; /* store/store.h; not included so that tools need no libuv headers */
 
 #define KQ_MYSQL_SHARD_SEED 16 /* hex digits: the id space is cut into 16 buckets */
 
