@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh --test   # also what the tests need (cmocka, busted, luajit)
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler
-      libluajit-5.1-dev libzookeeper-mt-dev libmariadb-dev libpcre2-dev libcjson-dev uthash-dev)
+      libluajit-5.1-dev libzookeeper-mt-dev libmariadb-dev libpcre2-dev libcjson-dev uthash-dev
+      libhttp-parser-dev)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev lua-busted luajit)
   # test_store_mysql starts a private MariaDB (mariadbd, mariadb-install-db, mariadb)

@@ -39,6 +39,10 @@ return {
       dlqExecHour = 2,                  -- hour 0-23 of the daily dead-letter job (default 2)
       deliveryFirst = false,            -- deliver before the store confirms (default false)
       heartbeatTimeoutSeconds = 90,     -- close connections silent this long (default 90)
+      txCheckSeconds = 5,               -- first check of an uncommitted (two-phase) message after
+                                        -- this; then doubling up to 60 s (default 5)
+      txMaxChecks = 10,                 -- unanswered checks before it is dead-lettered (default 10)
+      deliverWindow = 1000,             -- deliveries in flight per consumer group (default 1000)
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
       policies = "lua/policies",        -- folder of routing/flow/retry Lua policies (default "lua/policies")
       logLevel = "info",                -- debug, info, warn or error (default "info")

@@ -26,6 +26,7 @@ static void on_tick(uv_timer_t *t)
 {
     struct kq_broker *b = t->data;
     kq_delivery_check_timeouts(b);
+    kq_delivery_pump_all(b);
     static uint64_t last_sweep;
     uint64_t now = kq_broker_mono_ms();
     if (now - last_sweep >= 1000) {
@@ -80,12 +81,19 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     b->tick.data = b;
     uv_timer_init(loop, &b->retry_timer);
     b->retry_timer.data = b;
-    double rate = cfg->recieve_permits_per_second;
-    kq_token_bucket_init(&b->intake, rate, rate / 2);
-    b->routing = kq_routing_build(cfg, err, errlen);
-    if (!b->routing)
+    /* policies: a folder that does not exist means the built-in defaults */
+    int rc = kq_policy_load(cfg->policies, &b->policy, err, errlen);
+    if (rc)
+        goto fail_rc;
+    struct kq_flow_limits intake;
+    kq_policy_flow_intake(b->policy, cfg->recieve_permits_per_second, &intake);
+    kq_token_bucket_init(&b->intake, intake.rate, intake.burst);
+    b->bindings = kq_binding_set_from_config(cfg);
+    if (!b->bindings) {
+        snprintf(err, errlen, "bindings: out of memory");
         goto fail;
-    int rc = kq_store_open(loop, cfg->db, &b->store, err, errlen);
+    }
+    rc = kq_store_open(loop, cfg->db, &b->store, err, errlen);
     if (rc)
         goto fail_rc;
     uint64_t t0 = kq_mono_us();
@@ -116,7 +124,8 @@ fail_rc:
     if (b->store)
         b->store->ops->close(b->store);
     kq_delivery_free_all(b);
-    kq_routing_free(b->routing);
+    kq_binding_set_free(b->bindings);
+    kq_policy_free(b->policy);
     uv_close((uv_handle_t *)&b->tick, NULL);
     uv_close((uv_handle_t *)&b->retry_timer, NULL);
     uv_run(loop, UV_RUN_NOWAIT); /* let the handles close before freeing */
@@ -157,7 +166,8 @@ void kq_broker_free(struct kq_broker *b)
         return;
     kq_delivery_free_all(b);
     kq_groups_free(b);
-    kq_routing_free(b->routing);
+    kq_binding_set_free(b->bindings);
+    kq_policy_free(b->policy);
     if (b->net)
         kq_net_free(b->net);
     free(b);

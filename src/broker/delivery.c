@@ -18,6 +18,8 @@
 
 static void start_attempt(struct kq_broker *b, struct kq_msg *m);
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
+static bool name_in(char **v, size_t n, const char *name);
+static void name_add(char ***v, size_t *n, const char *name);
 
 /* --- messages ----------------------------------------------------------------------------- */
 
@@ -213,6 +215,8 @@ static void tq_unlink(struct kq_broker *b, struct kq_inflight *f)
 static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
                       struct kq_session *s)
 {
+    if (kq_conn_backlog(s->conn) > MAX_CONN_BACKLOG)
+        return false;
     struct kq_inflight *f = calloc(1, sizeof *f);
     if (!f)
         return false;
@@ -239,63 +243,180 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
         b->tq_head = f;
     b->tq_tail = f;
     m->inflight++;
+    /* An attempt counts once a copy goes out: a persistent group that is offline keeps its
+     * messages until it comes back or they expire, instead of burning the limit. */
+    if (m->sent++ == 0)
+        m->attempts++;
     g->inflight++;
     b->stats.inflight++;
     return true;
 }
 
+/* --- flow control: per-group window and per-(group, topic) rate ----------------------- */
+
+static struct kq_group_rate *rate_for(struct kq_group *g, const char *topic, int watermark)
+{
+    for (size_t i = 0; i < g->n_rates; i++) {
+        struct kq_group_rate *r = &g->rates[i];
+        if (strcmp(r->topic, topic) != 0)
+            continue;
+        if (watermark > 0 && r->watermark != watermark) { /* binding changed */
+            r->watermark = watermark;
+            kq_token_bucket_init(&r->bucket, watermark, watermark / 2.0);
+        }
+        return r;
+    }
+    if (watermark <= 0)
+        return NULL;
+    struct kq_group_rate *p = realloc(g->rates, (g->n_rates + 1) * sizeof *p);
+    if (!p)
+        return NULL;
+    g->rates = p;
+    struct kq_group_rate *r = &p[g->n_rates];
+    r->topic = strdup(topic);
+    if (!r->topic)
+        return NULL;
+    g->n_rates++;
+    r->watermark = watermark;
+    kq_token_bucket_init(&r->bucket, watermark, watermark / 2.0);
+    return r;
+}
+
+static bool has_room(const struct kq_broker *b, const struct kq_group *g)
+{
+    return g->inflight < (uint32_t)b->cfg->deliver_window;
+}
+
+static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg *m)
+{
+    struct kq_wait *w = calloc(1, sizeof *w);
+    if (!w) {
+        name_add(&m->failed, &m->n_failed, g->id);
+        return;
+    }
+    w->msg = m;
+    if (g->wait_tail)
+        g->wait_tail->next = w;
+    else
+        g->wait_head = w;
+    g->wait_tail = w;
+    g->n_waiting++;
+    m->waiting++;
+    if (!g->in_pump_list) {
+        g->in_pump_list = true;
+        g->pump_next = b->pump_list;
+        b->pump_list = g;
+    }
+}
+
+static struct kq_msg *dequeue_wait(struct kq_group *g)
+{
+    struct kq_wait *w = g->wait_head;
+    g->wait_head = w->next;
+    if (!g->wait_head)
+        g->wait_tail = NULL;
+    g->n_waiting--;
+    struct kq_msg *m = w->msg;
+    free(w);
+    m->waiting--;
+    return m;
+}
+
+static bool attempt_over(const struct kq_msg *m) { return m->inflight == 0 && m->waiting == 0; }
+
+/* Send what waits for room in g, in FIFO order, as far as window and rate allow. */
+static void pump(struct kq_broker *b, struct kq_group *g)
+{
+    uint64_t now = kq_broker_mono_ms();
+    while (g->wait_head && has_room(b, g)) {
+        struct kq_msg *m = g->wait_head->msg;
+        struct kq_group_rate *r = rate_for(g, m->topic, 0);
+        if (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))
+            break; /* the tick tries again */
+        struct kq_session *s = kq_group_pick(g, now);
+        if (!s)
+            break; /* warming up; offline is handled by kq_delivery_group_offline */
+        dequeue_wait(g);
+        if (!send_copy(b, m, g, s))
+            name_add(&m->failed, &m->n_failed, g->id);
+        if (attempt_over(m))
+            finish_attempt(b, m);
+    }
+}
+
+void kq_delivery_pump_all(struct kq_broker *b)
+{
+    struct kq_group *list = b->pump_list;
+    b->pump_list = NULL;
+    while (list) {
+        struct kq_group *g = list;
+        list = g->pump_next;
+        g->in_pump_list = false;
+        pump(b, g);
+        if (g->wait_head && !g->in_pump_list) {
+            g->in_pump_list = true;
+            g->pump_next = b->pump_list;
+            b->pump_list = g;
+        }
+    }
+}
+
+/* One group's copy of this attempt: sent now, queued for room, or failed. */
+static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt)
+{
+    struct kq_group *g = kq_group_get(b, rt->group, false);
+    struct kq_session *s = kq_group_pick(g, kq_broker_mono_ms());
+    if (!s) {
+        if (!rt->persistent) {
+            name_add(&m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
+        } else {
+            name_add(&m->failed, &m->n_failed, rt->group);
+            m->last_failure = "no consumer online";
+        }
+        return;
+    }
+    struct kq_group_rate *r = rate_for(g, m->topic, rt->watermark);
+    if (g->wait_head || !has_room(b, g) ||
+        (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))) {
+        enqueue_wait(b, g, m);
+        return;
+    }
+    if (!send_copy(b, m, g, s)) {
+        name_add(&m->failed, &m->n_failed, rt->group);
+        m->last_failure = "over flow"; /* the connection's write backlog is full */
+    }
+}
+
 static void start_attempt(struct kq_broker *b, struct kq_msg *m)
 {
-    if (m->inflight)
+    if (!attempt_over(m))
         return; /* an attempt is still open */
     if (!m->commit) {
         kq_tx_check_due(b, m);
         return;
     }
     struct kq_retry_verdict v;
-    kq_retry_default(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_retry(b->policy, m->attempts, m->last_failure ? m->last_failure : "nack",
+                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
     struct kq_route routes[MAX_ROUTES];
-    size_t n = kq_routing_match(b->routing, m->topic, m->type, routes, MAX_ROUTES);
+    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes, MAX_ROUTES);
     free_names(m->failed, m->n_failed);
     m->failed = NULL;
     m->n_failed = 0;
+    m->sent = 0;
     m->attempt_open = true;
-    size_t sent = 0, wanted = 0;
-    uint64_t now = kq_broker_mono_ms();
-    for (size_t i = 0; i < n; i++) {
-        if (name_in(m->done, m->n_done, routes[i].group))
-            continue;
-        wanted++;
-        struct kq_group *g = kq_group_get(b, routes[i].group, false);
-        struct kq_session *s = kq_group_pick(g, now);
-        if (!s) {
-            if (!routes[i].persistent) {
-                /* Non-persistent subscription and nobody online: this group skips it. */
-                name_add(&m->done, &m->n_done, routes[i].group);
-            } else {
-                name_add(&m->failed, &m->n_failed, routes[i].group);
-            }
-            continue;
-        }
-        if (kq_conn_backlog(s->conn) > MAX_CONN_BACKLOG || !send_copy(b, m, g, s)) {
-            name_add(&m->failed, &m->n_failed, routes[i].group);
-            continue;
-        }
-        sent++;
-    }
-    if (n == 0)
+    for (size_t i = 0; i < n; i++)
+        if (!name_in(m->done, m->n_done, routes[i].group))
+            offer(b, m, &routes[i]);
+    if (n == 0) {
         name_add(&m->failed, &m->n_failed, "(no subscriber)");
-    /* An attempt counts only if a copy went out: a persistent group that is offline keeps
-     * its messages until it comes back or they expire, instead of burning the limit. */
-    m->sent = (uint32_t)sent;
-    if (sent)
-        m->attempts++;
-    (void)wanted;
-    if (m->inflight == 0)
+        m->last_failure = "no consumer online";
+    }
+    if (attempt_over(m))
         finish_attempt(b, m);
 }
 
@@ -319,13 +440,18 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
 {
     m->attempt_open = false;
+    if (m->first_ack) {
+        kq_publish_first_attempt_done(b, m, m->n_failed == 0);
+        return;
+    }
     if (m->n_failed == 0) {
         b->stats.delivered++;
         kq_delivery_drop(b, m, true);
         return;
     }
     struct kq_retry_verdict v;
-    kq_retry_default(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_retry(b->policy, m->attempts, m->last_failure ? m->last_failure : "nack",
+                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
@@ -353,11 +479,14 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
         b->stats.acked++;
     } else {
         name_add(&m->failed, &m->n_failed, f->group->id);
+        m->last_failure = why; /* a literal: "nack", "timeout", "connection lost" */
         KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
     }
+    struct kq_group *g = f->group;
     free(f);
-    if (--m->inflight == 0)
+    if (--m->inflight == 0 && m->waiting == 0)
         finish_attempt(b, m);
+    pump(b, g); /* a slot is free */
 }
 
 void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
@@ -392,11 +521,23 @@ void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
     int64_t now = kq_now_ms();
     struct kq_msg *m, *tmp;
     HASH_ITER(hh, b->msgs, m, tmp) {
-        if (m->commit && !m->inflight && m->timer.pos != KQ_HEAP_NONE && m->timer.key > now &&
+        if (m->commit && attempt_over(m) && m->timer.pos != KQ_HEAP_NONE && m->timer.key > now &&
             name_in(m->failed, m->n_failed, g->id))
             kq_delivery_schedule(b, m, now);
     }
 }
+
+void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
+{
+    while (g->wait_head) {
+        struct kq_msg *m = dequeue_wait(g);
+        name_add(&m->failed, &m->n_failed, g->id);
+        if (attempt_over(m))
+            finish_attempt(b, m);
+    }
+}
+
+void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m) { finish_attempt(b, m); }
 
 void kq_delivery_free_all(struct kq_broker *b)
 {

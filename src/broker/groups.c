@@ -83,6 +83,14 @@ void kq_groups_free(struct kq_broker *b)
     HASH_ITER(hh, b->groups, g, tmp) {
         HASH_DEL(b->groups, g);
         free(g->members);
+        while (g->wait_head) {
+            struct kq_wait *w = g->wait_head;
+            g->wait_head = w->next;
+            free(w);
+        }
+        for (size_t i = 0; i < g->n_rates; i++)
+            free(g->rates[i].topic);
+        free(g->rates);
         free(g);
     }
 }

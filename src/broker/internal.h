@@ -11,6 +11,7 @@
 #include "core/heap.h"
 #include "core/token_bucket.h"
 #include "net/net.h"
+#include "policy/policy.h"
 #include "proto/codec.h"
 #include "store/store.h"
 
@@ -46,12 +47,33 @@ struct kq_session {
     struct kq_pending_save *saves; /* store saves whose ack goes to this connection */
 };
 
-/* Connections that authenticated with one groupId. */
+/* A message waiting for room in a group's window or rate. */
+struct kq_wait {
+    struct kq_msg *msg;
+    struct kq_wait *next;
+};
+
+/* Delivery rate of a group on one topic (the binding's watermark). */
+struct kq_group_rate {
+    char *topic;
+    int watermark;
+    struct kq_token_bucket bucket;
+};
+
+/* Connections that authenticated with one groupId, and the group's delivery flow:
+ * at most `window` copies in flight, at most `watermark` per second per topic; the rest wait
+ * in FIFO order so a slow group never holds up producers or other groups. */
 struct kq_group {
     char id[KQ_GROUP_MAX];
     struct kq_session **members;
     size_t n, cap;
     uint32_t inflight; /* deliveries outstanding to this group */
+    struct kq_wait *wait_head, *wait_tail;
+    size_t n_waiting;
+    struct kq_group_rate *rates;
+    size_t n_rates;
+    struct kq_group *pump_next; /* in the broker's list of groups with waiters */
+    bool in_pump_list;
     UT_hash_handle hh;
 };
 
@@ -73,10 +95,13 @@ struct kq_msg {
     int32_t tx_checks;
     uint32_t inflight; /* deliveries outstanding in the current attempt */
     uint32_t sent;     /* copies sent in the current attempt */
+    uint32_t waiting;  /* groups where this attempt waits for room (flow control) */
+    struct kq_pending_save *first_ack; /* deliveryFirst: producer ack after the attempt */
     char **done;       /* groups that acked */
     size_t n_done;
     char **failed; /* groups that failed the current attempt */
     size_t n_failed;
+    const char *last_failure; /* static reason of the latest failed copy, for the retry hook */
     struct kq_heap_item timer; /* next attempt (key = Unix ms) */
     UT_hash_handle hh;
 };
@@ -94,7 +119,9 @@ struct kq_broker {
     struct kq_heap schedule; /* messages waiting for their next attempt */
     struct kq_inflight *tq_head, *tq_tail;
     struct kq_token_bucket intake;
-    struct kq_routing *routing;
+    struct kq_group *pump_list; /* groups with waiting messages */
+    struct kq_policy *policy;          /* routing / retry / intake hooks (C defaults inside) */
+    struct kq_binding_set *bindings;   /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;
     bool stopping;
     void (*stop_done)(void *);
@@ -115,16 +142,8 @@ void kq_group_leave(struct kq_group *g, struct kq_session *s);
 struct kq_session *kq_group_pick(struct kq_group *g, uint64_t now_ms);
 void kq_groups_free(struct kq_broker *b);
 
-/* routing.c: which groups get a message */
-struct kq_route {
-    const char *group;
-    bool persistent;
-};
-struct kq_routing *kq_routing_build(const struct kq_config *cfg, char *err, size_t errlen);
-void kq_routing_free(struct kq_routing *r);
-/* Fill up to max routes for (topic, type); returns the number found (one per group). */
-size_t kq_routing_match(struct kq_routing *r, const char *topic, const char *type,
-                        struct kq_route *out, size_t max);
+/* Routing (struct kq_route) and retry (struct kq_retry_verdict) come from policy/policy.h:
+ * kq_policy_route(b->policy, b->bindings, ...) and kq_policy_retry(b->policy, ...). */
 
 /* publish.c */
 void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
@@ -145,14 +164,22 @@ struct kq_pending_save {
     struct kq_pending_save *prev, *next;
 };
 void kq_publish_session_closed(struct kq_session *s);
+/* deliveryFirst: the first attempt is over; ack the producer (storing what is left). */
+void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool all_done);
 
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
 void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms);
+/* The attempt of m is over (all copies answered): delete, retry or dead-letter. */
+void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m);
 struct kq_msg *kq_msg_new(const struct kq_stored_msg *sm);
 void kq_msg_free(struct kq_msg *m);
 void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm);
 void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
+/* The last connection of g is gone: messages waiting for it fail for this group. */
+void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g);
+/* Send what waits for room, for every group (called on the tick). */
+void kq_delivery_pump_all(struct kq_broker *b);
 void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
                         bool status);
@@ -164,15 +191,6 @@ void kq_delivery_free_all(struct kq_broker *b);
 /* (Re)arm the retry timer for the earliest scheduled message. */
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
-
-/* retry.c: the retry policy (a Lua hook later), as plain data in and out */
-struct kq_retry_verdict {
-    bool dead;
-    int64_t delay_ms;
-    char reason[96];
-};
-void kq_retry_default(int32_t attempts, int32_t deliver_limit, int64_t expired_time,
-                      int64_t now_sec, struct kq_retry_verdict *v);
 
 /* helpers */
 uint64_t kq_broker_mono_ms(void);

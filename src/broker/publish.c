@@ -67,6 +67,15 @@ void kq_publish_session_closed(struct kq_session *s)
         detach(s->saves);
 }
 
+static void ack_stored(struct kq_pending_save *ps, struct kq_session *s)
+{
+    char feedback[96];
+    snprintf(feedback, sizeof feedback, "Store Result true Cost:%llu",
+             (unsigned long long)(kq_broker_mono_ms() - ps->start_ms));
+    if (s)
+        ack(s, ps->opaque, ps->msg->id, true, feedback);
+}
+
 static void on_saved(void *ud, int status)
 {
     struct kq_pending_save *ps = ud;
@@ -78,10 +87,7 @@ static void on_saved(void *ud, int status)
     if (status == 0) {
         m->stored = true;
         b->stats.stored++;
-        snprintf(feedback, sizeof feedback, "Store Result true Cost:%llu",
-                 (unsigned long long)(kq_broker_mono_ms() - ps->start_ms));
-        if (s)
-            ack(s, ps->opaque, m->id, true, feedback);
+        ack_stored(ps, s);
         kq_delivery_add(b, m, kq_now_ms());
     } else {
         snprintf(feedback, sizeof feedback, "Store Result false: %s", strerror(-status));
@@ -92,6 +98,68 @@ static void on_saved(void *ud, int status)
         kq_msg_free(m);
     }
     free(ps);
+}
+
+static struct kq_pending_save *pending_new(struct kq_broker *b, struct kq_session *s,
+                                           struct kq_msg *m, uint32_t opaque)
+{
+    struct kq_pending_save *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return NULL;
+    ps->broker = b;
+    ps->session = s;
+    ps->msg = m;
+    ps->opaque = opaque;
+    ps->start_ms = kq_broker_mono_ms();
+    ps->next = s->saves;
+    if (s->saves)
+        s->saves->prev = ps;
+    s->saves = ps;
+    return ps;
+}
+
+/* deliveryFirst, after the save of what the first attempt did not deliver. */
+static void on_saved_after_first(void *ud, int status)
+{
+    struct kq_pending_save *ps = ud;
+    struct kq_broker *b = ps->broker;
+    struct kq_msg *m = ps->msg;
+    struct kq_session *s = ps->session;
+    detach(ps);
+    if (status == 0) {
+        m->stored = true;
+        b->stats.stored++;
+        ack_stored(ps, s);
+        kq_delivery_finish(b, m); /* persist the first attempt's state, schedule the retry */
+    } else {
+        char feedback[96];
+        snprintf(feedback, sizeof feedback, "Store Result false: %s", strerror(-status));
+        if (s)
+            reject(b, s, ps->opaque, m->id, feedback);
+        kq_delivery_drop(b, m, false); /* the producer was told: it sends again */
+    }
+    free(ps);
+}
+
+void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool all_done)
+{
+    struct kq_pending_save *ps = m->first_ack;
+    m->first_ack = NULL;
+    if (all_done) {
+        /* Delivered everywhere before it needed storing: ack true (the original said false). */
+        struct kq_session *s = ps->session;
+        detach(ps);
+        ack_stored(ps, s);
+        free(ps);
+        b->stats.delivered++;
+        kq_delivery_drop(b, m, false);
+        return;
+    }
+    struct kq_stored_msg sm;
+    kq_msg_to_stored(m, &sm);
+    int rc = b->store->ops->save(b->store, &sm, on_saved_after_first, ps);
+    if (rc != 0)
+        on_saved_after_first(ps, rc);
 }
 
 void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
@@ -156,21 +224,18 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         goto out;
     }
 
-    struct kq_pending_save *ps = calloc(1, sizeof *ps);
+    struct kq_pending_save *ps = pending_new(b, s, m, opaque);
     if (!ps) {
         kq_msg_free(m);
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;
     }
-    ps->broker = b;
-    ps->session = s;
-    ps->msg = m;
-    ps->opaque = opaque;
-    ps->start_ms = kq_broker_mono_ms();
-    ps->next = s->saves;
-    if (s->saves)
-        s->saves->prev = ps;
-    s->saves = ps;
+    if (b->cfg->delivery_first && m->commit) {
+        /* Deliver first; store only what the first attempt does not finish (then ack). */
+        m->first_ack = ps;
+        kq_delivery_add(b, m, kq_now_ms());
+        goto out;
+    }
     int rc = b->store->ops->save(b->store, &sm, on_saved, ps);
     if (rc != 0)
         on_saved(ps, rc); /* refused at once: the store never calls back then */

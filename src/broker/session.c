@@ -35,8 +35,11 @@ void kq_session_close(struct kq_broker *b, struct kq_conn *c, const char *reason
     /* Deliveries waiting on this connection fail now, not at their timeout. */
     kq_delivery_session_closed(b, s);
     kq_publish_session_closed(s);
-    if (s->group)
+    if (s->group) {
         kq_group_leave(s->group, s);
+        if (s->group->n == 0)
+            kq_delivery_group_offline(b, s->group);
+    }
     KQ_INFO("session", "closed peer=%s group=%s reason=\"%s\"", kq_conn_peer(c),
             s->group ? s->group->id : "-", reason);
     b->stats.connections--;

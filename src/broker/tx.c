@@ -8,13 +8,12 @@
 #include "broker/internal.h"
 #include "core/log.h"
 
-#define TX_FIRST_CHECK_MS 5000
 #define TX_MAX_BACKOFF_MS 60000
-#define TX_MAX_CHECKS 10
 
-static int64_t next_check_delay(int32_t checks)
+/* txCheckSeconds, then doubling, at most a minute apart. */
+static int64_t next_check_delay(const struct kq_broker *b, int32_t checks)
 {
-    int64_t d = TX_FIRST_CHECK_MS;
+    int64_t d = (int64_t)b->cfg->tx_check_seconds * 1000;
     for (int32_t i = 0; i < checks && d < TX_MAX_BACKOFF_MS; i++)
         d *= 2;
     return d < TX_MAX_BACKOFF_MS ? d : TX_MAX_BACKOFF_MS;
@@ -22,12 +21,12 @@ static int64_t next_check_delay(int32_t checks)
 
 void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m)
 {
-    kq_delivery_schedule(b, m, kq_now_ms() + next_check_delay(m->tx_checks));
+    kq_delivery_schedule(b, m, kq_now_ms() + next_check_delay(b, m->tx_checks));
 }
 
 void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
 {
-    if (m->tx_checks >= TX_MAX_CHECKS) {
+    if (m->tx_checks >= b->cfg->tx_max_checks) {
         kq_delivery_dead_letter(b, m, "transaction unresolved: no commit or rollback after "
                                       "the maximum number of checks");
         return;
@@ -48,7 +47,7 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
         m->tx_checks++;
         KQ_DEBUG("tx", "check id=%s group=%s n=%d", m->id, m->pub_group, m->tx_checks);
     }
-    int64_t next = kq_now_ms() + next_check_delay(m->tx_checks);
+    int64_t next = kq_now_ms() + next_check_delay(b, m->tx_checks);
     kq_delivery_persist(b, m, next);
     kq_delivery_schedule(b, m, next);
 }

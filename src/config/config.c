@@ -108,6 +108,9 @@ void kq_config_defaults(struct kq_config *c)
     c->dlq_exec_hour = 2;
     c->delivery_first = false;
     c->heartbeat_timeout_seconds = 90;
+    c->tx_check_seconds = 5;
+    c->tx_max_checks = 10;
+    c->deliver_window = 1000;
     c->admin = NULL;
     c->policies = kq_cfg_strdup("lua/policies");
     c->log_level = kq_cfg_strdup("info");
@@ -416,7 +419,10 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
                         1, INF)) ||
         (rc = check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23)) ||
         (rc = check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds,
-                        1, INF)))
+                        1, INF)) ||
+        (rc = check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF)) ||
+        (rc = check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000)) ||
+        (rc = check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF)))
         return rc;
 
     if (c->n_topics == 0)
@@ -494,6 +500,9 @@ void kq_config_print(const struct kq_config *c, FILE *out)
     fprintf(out, "%sdlqExecHour = %d,\n", in, c->dlq_exec_hour);
     fprintf(out, "%sdeliveryFirst = %s,\n", in, c->delivery_first ? "true" : "false");
     fprintf(out, "%sheartbeatTimeoutSeconds = %d,\n", in, c->heartbeat_timeout_seconds);
+    fprintf(out, "%stxCheckSeconds = %d,\n", in, c->tx_check_seconds);
+    fprintf(out, "%stxMaxChecks = %d,\n", in, c->tx_max_checks);
+    fprintf(out, "%sdeliverWindow = %d,\n", in, c->deliver_window);
     if (c->admin)
         put_field(out, in, "admin", c->admin);
     else

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "tools/cli_mysql.h"
 #include "tools/common/cli_util.h"
+#include "tools/common/http_client.h"
 
 #define PROG "kiteq-cli"
 
@@ -459,6 +460,235 @@ static int cmd_sub(int argc, char **argv)
     return done ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
 
+/* --- admin commands: HTTP to the broker's admin listener (docs/ADMIN.md) ------------------ */
+
+#define ADMIN_HELP                                                                           \
+    "  --admin HOST:PORT    the broker's admin address (required)\n"                         \
+    "  --timeout MS         give up after MS milliseconds (default 10000)\n"                  \
+    "  -h, --help           show this help\n\n"                                              \
+    "Prints the response body (JSON; Prometheus text for metrics) on stdout.\n"               \
+    "Exit: 0 on a 2xx answer, 1 otherwise (the error on stderr), 2 usage.\n"
+
+enum { OPT_ADMIN = 2000, OPT_TIMEOUT, OPT_TOPIC, OPT_ID, OPT_ALL, OPT_LIMIT };
+
+struct admin_args {
+    const char *admin, *topic, *id;
+    long timeout, limit;
+    bool all;
+};
+
+/* Parse the admin options; *help is set for --help. 0, or CLI_EXIT_USAGE after a message. */
+static int admin_parse(const char *cmd, int argc, char **argv, struct admin_args *a, bool *help)
+{
+    static const struct option longopts[] = {
+        {"admin", required_argument, NULL, OPT_ADMIN},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"topic", required_argument, NULL, OPT_TOPIC},
+        {"id", required_argument, NULL, OPT_ID},
+        {"all", no_argument, NULL, OPT_ALL},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    *a = (struct admin_args){.timeout = 10000, .limit = -1};
+    *help = false;
+    bool dlq = !strcmp(cmd, "dlq");
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int bad = 0;
+        switch (opt) {
+        case 'h': *help = true; return 0;
+        case OPT_ADMIN: a->admin = optarg; break;
+        case OPT_TIMEOUT: bad = cli_parse_long(PROG, "timeout", optarg, 1, 3600000, &a->timeout); break;
+        case OPT_TOPIC: a->topic = optarg; bad = !dlq; break;
+        case OPT_ID: a->id = optarg; bad = !dlq; break;
+        case OPT_ALL: a->all = true; bad = !dlq; break;
+        case OPT_LIMIT: bad = !dlq || cli_parse_long(PROG, "limit", optarg, 1, 10000, &a->limit); break;
+        default: return unknown_option(cmd);
+        }
+        if (bad) {
+            if (!dlq)
+                fprintf(stderr, PROG " %s: --%s is an option of 'dlq'\n", cmd,
+                        longopts[opt - OPT_ADMIN].name);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (!a->admin) {
+        fprintf(stderr, PROG " %s: missing --admin (see '" PROG " %s --help')\n", cmd, cmd);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* One request; the body goes to stdout on 2xx, to stderr otherwise. */
+static int admin_call(const char *cmd, const struct admin_args *a, const char *method,
+                      const char *target)
+{
+    struct cli_http_response r;
+    char err[512];
+    if (cli_http_request(a->admin, method, target, (int)a->timeout, &r, err, sizeof err)) {
+        fprintf(stderr, PROG " %s: %s\n", cmd, err);
+        return CLI_EXIT_FAIL;
+    }
+    bool ok = r.status >= 200 && r.status < 300;
+    bool nl = r.body_len && r.body[r.body_len - 1] == '\n';
+    if (ok) {
+        fwrite(r.body, 1, r.body_len, stdout);
+        if (!nl)
+            fputc('\n', stdout);
+    } else {
+        fprintf(stderr, PROG " %s: HTTP %d: %s%s", cmd, r.status, r.body, nl ? "" : "\n");
+    }
+    cli_http_response_free(&r);
+    return ok ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
+static int no_more_args(const char *cmd, int argc, char **argv)
+{
+    if (optind < argc) {
+        fprintf(stderr, PROG " %s: unexpected argument '%s'\n", cmd, argv[optind]);
+        return unknown_option(cmd);
+    }
+    return 0;
+}
+
+/* stat, binds, metrics, reload: no arguments, one request. */
+static int admin_simple(int argc, char **argv, const char *cmd, const char *method,
+                        const char *target, const char *help)
+{
+    struct admin_args a;
+    bool want_help;
+    int rc = admin_parse(cmd, argc, argv, &a, &want_help);
+    if (want_help) {
+        fputs(help, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (rc || (rc = no_more_args(cmd, argc, argv)))
+        return rc;
+    return admin_call(cmd, &a, method, target);
+}
+
+static int cmd_stat(int argc, char **argv)
+{
+    return admin_simple(argc, argv, "stat", "GET", "/stat",
+                        "usage: " PROG " stat --admin HOST:PORT\n"
+                        "Show the broker's statistics (GET /stat).\n\n" ADMIN_HELP);
+}
+
+static int cmd_binds(int argc, char **argv)
+{
+    return admin_simple(argc, argv, "binds", "GET", "/binds",
+                        "usage: " PROG " binds --admin HOST:PORT\n"
+                        "Show the subscriptions: groups by topic (GET /binds).\n\n" ADMIN_HELP);
+}
+
+static int cmd_metrics(int argc, char **argv)
+{
+    return admin_simple(argc, argv, "metrics", "GET", "/metrics",
+                        "usage: " PROG " metrics --admin HOST:PORT\n"
+                        "Show the Prometheus metrics (GET /metrics).\n\n" ADMIN_HELP);
+}
+
+static int cmd_reload(int argc, char **argv)
+{
+    return admin_simple(argc, argv, "reload", "POST", "/reload",
+                        "usage: " PROG " reload --admin HOST:PORT\n"
+                        "Reload the configuration and policies, like SIGHUP (POST /reload).\n\n"
+                        ADMIN_HELP);
+}
+
+static const char MSG_HELP[] =
+    "usage: " PROG " msg --admin HOST:PORT MESSAGE_ID\n"
+    "Show the stored state of one message (GET /msg/<id>).\n\n" ADMIN_HELP;
+
+static int cmd_msg(int argc, char **argv)
+{
+    struct admin_args a;
+    bool want_help;
+    int rc = admin_parse("msg", argc, argv, &a, &want_help);
+    if (want_help) {
+        fputs(MSG_HELP, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (rc)
+        return rc;
+    if (optind >= argc) {
+        fprintf(stderr, PROG " msg: missing MESSAGE_ID (see '" PROG " msg --help')\n");
+        return CLI_EXIT_USAGE;
+    }
+    char id[400], target[450];
+    if (cli_url_encode(argv[optind++], id, sizeof id)) {
+        fprintf(stderr, PROG " msg: MESSAGE_ID too long\n");
+        return CLI_EXIT_USAGE;
+    }
+    if ((rc = no_more_args("msg", argc, argv)))
+        return rc;
+    snprintf(target, sizeof target, "/msg/%s", id);
+    return admin_call("msg", &a, "GET", target);
+}
+
+static const char DLQ_HELP[] =
+    "usage: " PROG " dlq list    --admin HOST:PORT [--topic T] [--limit N]\n"
+    "       " PROG " dlq requeue --admin HOST:PORT (--id ID | --all)\n"
+    "       " PROG " dlq purge   --admin HOST:PORT (--topic T | --all)\n"
+    "List, requeue or purge dead letters (GET /dlq, POST /dlq/requeue, POST /dlq/purge).\n\n"
+    "  --topic T            list: only topic T; purge: the topic to purge\n"
+    "  --id ID              requeue: the message to deliver again\n"
+    "  --all                requeue every dead letter / purge every topic\n"
+    "  --limit N            list: at most N messages (1..10000, broker default 100)\n"
+    ADMIN_HELP;
+
+static int cmd_dlq(int argc, char **argv)
+{
+    struct admin_args a;
+    bool want_help;
+    int rc = admin_parse("dlq", argc, argv, &a, &want_help);
+    if (want_help) {
+        fputs(DLQ_HELP, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (rc)
+        return rc;
+    const char *action = optind < argc ? argv[optind++] : NULL;
+    if ((rc = no_more_args("dlq", argc, argv)))
+        return rc;
+    char topic[400] = "", id[400] = "", target[1024];
+    if ((a.topic && cli_url_encode(a.topic, topic, sizeof topic)) ||
+        (a.id && cli_url_encode(a.id, id, sizeof id))) {
+        fprintf(stderr, PROG " dlq: --topic or --id too long\n");
+        return CLI_EXIT_USAGE;
+    }
+    const char *err = NULL;
+    if (!action) {
+        err = "missing action: list, requeue or purge";
+    } else if (!strcmp(action, "list")) {
+        if (a.id || a.all)
+            err = "list takes --topic and --limit only";
+        else if (a.limit > 0)
+            snprintf(target, sizeof target, "/dlq?limit=%ld%s%s", a.limit, a.topic ? "&topic=" : "",
+                     topic);
+        else
+            snprintf(target, sizeof target, "/dlq%s%s", a.topic ? "?topic=" : "", topic);
+    } else if (!strcmp(action, "requeue")) {
+        if (a.topic || a.limit > 0 || !a.id == !a.all)
+            err = "requeue takes exactly one of --id and --all";
+        else
+            snprintf(target, sizeof target, "/dlq/requeue?id=%s", a.all ? "*" : id);
+    } else if (!strcmp(action, "purge")) {
+        if (a.id || a.limit > 0 || !a.topic == !a.all)
+            err = "purge takes exactly one of --topic and --all";
+        else
+            snprintf(target, sizeof target, "/dlq/purge?topic=%s", a.all ? "*" : topic);
+    } else {
+        err = "unknown action (want list, requeue or purge)";
+    }
+    if (err) {
+        fprintf(stderr, PROG " dlq: %s (see '" PROG " dlq --help')\n", err);
+        return CLI_EXIT_USAGE;
+    }
+    return admin_call("dlq", &a, !strcmp(action, "list") ? "GET" : "POST", target);
+}
+
 /* --- dispatch ------------------------------------------------------------------------------ */
 
 struct command {
@@ -470,6 +700,12 @@ struct command {
 static const struct command commands[] = {
     {"pub", cmd_pub, "publish messages and wait for the store acks"},
     {"sub", cmd_sub, "print delivered messages as JSON lines and ack them"},
+    {"stat", cmd_stat, "show broker statistics (admin HTTP)"},
+    {"binds", cmd_binds, "show groups subscribed to each topic (admin HTTP)"},
+    {"metrics", cmd_metrics, "show Prometheus metrics (admin HTTP)"},
+    {"msg", cmd_msg, "show the stored state of one message (admin HTTP)"},
+    {"dlq", cmd_dlq, "list, requeue or purge dead letters (admin HTTP)"},
+    {"reload", cmd_reload, "reload configuration and policies (admin HTTP)"},
     {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -138,7 +139,6 @@ static int add_drop(struct fs_batch *b, struct fs_seg *g)
     return 0;
 }
 
-static void kick(struct fs_store *s);
 
 /* ---- reading records back ---------------------------------------------------------------- */
 
@@ -182,7 +182,7 @@ const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool
 /* ---- appending records (loop thread) ----------------------------------------------------- */
 
 /* Append an id-only record (COMMIT, REMOVE, DEAD, DLQ_DEL) to the open batch. */
-static int append_id(struct fs_store *s, uint8_t type, bool dlq, const char *key)
+int fs_append_id(struct fs_store *s, uint8_t type, bool dlq, const char *key)
 {
     struct fs_batch *b = s->open;
     struct kq_buf *buf = dlq ? &b->dlq : &b->main;
@@ -271,7 +271,7 @@ static int fs_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
     e->orig_seq = s->seq;
     HASH_ADD(hh, s->index, id, KQ_ID_LEN, e);
     s->pending++;
-    kick(s);
+    fs_kick(s);
     return 0;
 }
 
@@ -287,7 +287,7 @@ static int fs_commit(struct kq_store *base, const char *id, kq_store_done_cb cb,
     if (!e)
         return -ENOENT;
     size_t mark = s->open->main.len;
-    int rc = append_id(s, FS_COMMIT, false, key);
+    int rc = fs_append_id(s, FS_COMMIT, false, key);
     if (!rc && (rc = add_cb(s->open, cb, ud))) {
         s->open->main.len = mark;
         s->open->n_items--;
@@ -295,7 +295,7 @@ static int fs_commit(struct kq_store *base, const char *id, kq_store_done_cb cb,
     if (rc)
         return rc;
     e->commit = true;
-    kick(s);
+    fs_kick(s);
     return 0;
 }
 
@@ -329,7 +329,7 @@ static int fs_update(struct kq_store *base, const struct kq_delivery_state *st)
         e->state = blob;
     }
     kq_buf_free(&body);
-    kick(s);
+    fs_kick(s);
     return 0;
 }
 
@@ -344,11 +344,11 @@ static int fs_remove(struct kq_store *base, const char *id)
     struct fs_entry *e = fs_find(s, key);
     if (!e)
         return -ENOENT;
-    int rc = append_id(s, FS_REMOVE, false, key);
+    int rc = fs_append_id(s, FS_REMOVE, false, key);
     if (rc)
         return rc;
     fs_entry_drop(s, e);
-    kick(s);
+    fs_kick(s);
     return 0;
 }
 
@@ -387,7 +387,7 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
         rc = add_item(b, FS_DLQ_ADD, true, start, b->dlq.len - start, key, NULL, 0);
     if (!rc)
         s->seq++;
-    if (!rc && e && (rc = append_id(s, FS_DEAD, false, key))) {
+    if (!rc && e && (rc = fs_append_id(s, FS_DEAD, false, key))) {
         b->n_items = mark_items;
     }
     if (rc) {
@@ -406,7 +406,7 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
     HASH_ADD(hh, s->dead, id, KQ_ID_LEN, d);
     if (e)
         fs_entry_drop(s, e);
-    kick(s);
+    fs_kick(s);
     return 0;
 }
 
@@ -429,81 +429,6 @@ static int fs_load(struct kq_store *base, const char *id, kq_store_load_cb cb, v
     m.commit = e->commit;
     cb(ud, 0, &m);
     return 0;
-}
-
-/* ---- dead-letter queue ------------------------------------------------------------------- */
-
-static int read_dead(struct fs_store *s, struct fs_dead *d, struct kq_dead_letter *out)
-{
-    struct fs_rec r;
-    if (!fs_read_at(s, true, NULL, d->unsealed, d->off, d->len, &r) ||
-        fs_get_dead(r.payload, r.len, out))
-        return -EIO;
-    return 0;
-}
-
-static int fs_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud)
-{
-    struct fs_store *s = (struct fs_store *)base;
-    struct fs_dead *d, *tmp;
-    HASH_ITER(hh, s->dead, d, tmp)
-    {
-        if (topic && strcmp(topic, d->topic) != 0)
-            continue;
-        struct kq_dead_letter dl;
-        if (read_dead(s, d, &dl))
-            return -EIO;
-        if (!cb(ud, &dl))
-            break;
-    }
-    return 0;
-}
-
-static int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud)
-{
-    struct fs_store *s = (struct fs_store *)base;
-    char key[KQ_ID_LEN + 1];
-    if (s->closing)
-        return -ESHUTDOWN;
-    if (!fs_id_key(id, key))
-        return -EINVAL;
-    struct fs_dead *d = fs_find_dead(s, key);
-    if (!d)
-        return -ENOENT;
-    struct kq_dead_letter dl;
-    int rc = read_dead(s, d, &dl);
-    if (rc)
-        return rc;
-    /* The record may live in the scratch buffer: append the DLQ_DEL after the callback. */
-    cb(ud, &dl);
-    if ((rc = append_id(s, FS_DLQ_DEL, true, key)))
-        return rc;
-    fs_dead_drop(s, d);
-    kick(s);
-    return 0;
-}
-
-static int fs_dlq_purge(struct kq_store *base, const char *topic, size_t *purged)
-{
-    struct fs_store *s = (struct fs_store *)base;
-    struct fs_dead *d, *tmp;
-    size_t n = 0;
-    int rc = 0;
-    if (s->closing)
-        return -ESHUTDOWN;
-    HASH_ITER(hh, s->dead, d, tmp)
-    {
-        if (topic && strcmp(topic, d->topic) != 0)
-            continue;
-        if ((rc = append_id(s, FS_DLQ_DEL, true, d->id)))
-            break;
-        fs_dead_drop(s, d);
-        n++;
-    }
-    if (purged)
-        *purged = n;
-    kick(s);
-    return rc;
 }
 
 /* ---- reclaim and compaction -------------------------------------------------------------- */
@@ -544,7 +469,7 @@ static void compact(struct fs_store *s, struct fs_seg *g)
         }
         s->st.compacted_msgs++;
     }
-    kick(s);
+    fs_kick(s);
 }
 
 /* Delete segments from the old end once none of their SAVE records is pending. Only the
@@ -564,7 +489,7 @@ static void reclaim(struct fs_store *s)
         g->live_bytes * 4 < g->size && s->backoff_until <= kq_now_ms())
         compact(s, g);
     if (!batch_empty(s->open))
-        kick(s);
+        fs_kick(s);
 }
 
 /* ---- sealing, completion ----------------------------------------------------------------- */
@@ -761,7 +686,7 @@ static void complete(struct fs_store *s, struct fs_batch *b)
         reclaim(s);
     /* Everything that arrived while this batch was written goes out now: group commit. */
     if (!s->closing)
-        kick(s);
+        fs_kick(s);
 }
 
 static void on_async(uv_async_t *h)
@@ -789,7 +714,7 @@ static void on_retry(uv_timer_t *h)
  * same iteration shares one write and one fdatasync), or right away if the writer is idle
  * and we are called from a completion. After a failed write, a batch that carries no new
  * callback waits RETRY_BACKOFF_MS so that a full disk is not hammered. */
-static void kick(struct fs_store *s)
+void fs_kick(struct fs_store *s)
 {
     if (s->inflight || batch_empty(s->open) || s->closing)
         return;

@@ -153,6 +153,14 @@ struct fs_entry *fs_find(struct fs_store *s, const char *key);
 struct fs_dead *fs_find_dead(struct fs_store *s, const char *key);
 void fs_entry_drop(struct fs_store *s, struct fs_entry *e);
 void fs_dead_drop(struct fs_store *s, struct fs_dead *d);
+/* Append an id-only record (COMMIT, REMOVE, DEAD, DLQ_DEL) to the open batch. */
+int fs_append_id(struct fs_store *s, uint8_t type, bool dlq, const char *key);
+/* Make sure the open batch gets written (end of this loop iteration, or after back-off). */
+void fs_kick(struct fs_store *s);
+/* dlq.c */
+int fs_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud);
+int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud);
+int fs_dlq_purge(struct kq_store *base, const char *topic, size_t *purged);
 /* Bytes of a record wherever it is (open batch, batch in flight, file); NULL on error. */
 const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool unsealed,
                           uint64_t off, uint32_t len, struct fs_rec *r);

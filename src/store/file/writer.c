@@ -2,6 +2,7 @@
  * makes it durable according to the fsync mode, and hands it back through uv_async_t.
  * It never touches the index; the loop never writes to the files. */
 #include <errno.h>
+#include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 

@@ -129,6 +129,7 @@ struct my_pool {
     struct my_worker *workers;
     int n_workers;
     atomic_uint_fast64_t reconnects, save_batches;
+    atomic_uint_fast64_t up_epoch; /* +1 on every successful connect */
 };
 
 /* Start conf->max_conn workers (connections are made lazily, with back-off). 0 or -errno. */

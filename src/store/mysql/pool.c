@@ -28,7 +28,9 @@ struct my_worker {
     MYSQL *conn;
     uint64_t retry_at_us, last_used_us;
     unsigned backoff_ms;
-    bool took_saves; /* alternate between save batches and other jobs */
+    uint64_t down_epoch; /* pool->up_epoch when this worker went into back-off */
+    bool fresh;          /* the connection was made for the current job */
+    bool took_saves;     /* alternate between save batches and other jobs */
 };
 
 /* --- jobs ------------------------------------------------------------------------------------ */
@@ -93,6 +95,7 @@ static void backoff(struct my_worker *w)
     if (w->backoff_ms > BACKOFF_MAX_MS)
         w->backoff_ms = BACKOFF_MAX_MS;
     w->retry_at_us = kq_mono_us() + (uint64_t)w->backoff_ms * 1000;
+    w->down_epoch = atomic_load(&w->pool->up_epoch);
 }
 
 /* 0 with a usable connection, -EIO while the server is unreachable (in back-off). */
@@ -102,9 +105,11 @@ static int ensure_conn(struct my_worker *w)
     uint64_t now = kq_mono_us();
     if (w->conn && now - w->last_used_us > IDLE_PING_US && mysql_ping(w->conn) != 0)
         drop_conn(w); /* wait_timeout or a server restart closed it while idle */
+    w->fresh = false;
     if (w->conn)
         return 0;
-    if (now < w->retry_at_us)
+    /* in back-off, unless another worker got through since: then the server is back */
+    if (now < w->retry_at_us && atomic_load(&w->pool->up_epoch) == w->down_epoch)
         return -EIO;
     MYSQL *m = mysql_init(NULL);
     if (!m)
@@ -124,14 +129,18 @@ static int ensure_conn(struct my_worker *w)
                            w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS);
         mysql_close(m);
         backoff(w);
-        return -EIO;
+        /* a refused connection fails at once; a hung server costs the whole timeout */
+        return kq_mono_us() - now + 200000 >= (uint64_t)c->timeout_sec * 1000000 ? -ETIMEDOUT
+                                                                               : -EIO;
     }
     if (w->backoff_ms)
         KQ_INFO(MY_MOD, "reconnected to %s:%u", c->host, c->port);
     w->conn = m;
+    w->fresh = true;
     w->backoff_ms = 0;
     w->last_used_us = now;
     atomic_fetch_add(&w->pool->reconnects, 1);
+    atomic_fetch_add(&w->pool->up_epoch, 1);
     return 0;
 }
 
@@ -205,6 +214,22 @@ static int run_sql(struct my_worker *w, const char *sql, size_t len, uint64_t *a
     return rc;
 }
 
+/* The first statement of a job: when it fails because a reused connection died (the server
+ * restarted while this worker was idle), nothing has been done yet, so reconnect once and
+ * try again instead of failing the job. Used for START TRANSACTION and read-only jobs. */
+static int run_first(struct my_worker *w, const char *sql, size_t len, uint64_t *affected,
+                     struct my_rows **rows, const char *what)
+{
+    bool fresh = w->fresh;
+    int rc = run_sql(w, sql, len, affected, rows, what);
+    if (rc == -EIO && !fresh && !w->conn) { /* (not after a timeout: the server hangs) */
+        w->retry_at_us = 0;
+        if ((rc = ensure_conn(w)) == 0)
+            rc = run_sql(w, sql, len, affected, rows, what);
+    }
+    return rc;
+}
+
 static void rollback(struct my_worker *w)
 {
     if (w->conn && mysql_query(w->conn, "ROLLBACK"))
@@ -226,10 +251,12 @@ static void run_script(struct my_worker *w, struct my_job *j)
     }
     if ((j->status = ensure_conn(w)))
         return;
-    int rc = j->txn ? run_sql(w, "START TRANSACTION", 17, NULL, NULL, "begin") : 0;
+    /* scripts without a transaction only read: their first statement may be retried */
+    int rc = j->txn ? run_first(w, "START TRANSACTION", 17, NULL, NULL, "begin") : 0;
     for (size_t i = 0; rc == 0 && i < j->n_stmts; i++)
-        rc = run_sql(w, j->stmts[i], strlen(j->stmts[i]), &j->affected[i],
-                     (int)i == j->rows_stmt ? &j->rows : NULL, "statement");
+        rc = (i == 0 && !j->txn ? run_first : run_sql)(
+            w, j->stmts[i], strlen(j->stmts[i]), &j->affected[i],
+            (int)i == j->rows_stmt ? &j->rows : NULL, "statement");
     if (rc == 0 && j->txn)
         rc = run_sql(w, "COMMIT", 6, NULL, NULL, "commit");
     if (rc && j->txn)
@@ -291,7 +318,7 @@ static void run_saves(struct my_worker *w, struct my_job *list)
         return;
     int rc = ensure_conn(w);
     if (rc == 0)
-        rc = run_sql(w, "START TRANSACTION", 17, NULL, NULL, "begin");
+        rc = run_first(w, "START TRANSACTION", 17, NULL, NULL, "begin");
     /* group by table: a stable selection sort on (db, table) keeps arrival order inside */
     bool used[SAVE_BATCH_MAX] = {0};
     struct my_job *g[SAVE_BATCH_MAX];

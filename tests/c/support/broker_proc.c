@@ -354,6 +354,13 @@ int raw_handshake(int fd, const char *group, const char *secret)
 int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
                 char *feedback, size_t fblen)
 {
+    if (raw_publish_nowait(fd, opaque, m, id_out) != 0)
+        return -1;
+    return raw_wait_store_ack(fd, opaque, feedback, fblen);
+}
+
+int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out)
+{
     char id[33];
     if (m->id)
         snprintf(id, sizeof id, "%s", m->id);
@@ -377,8 +384,13 @@ int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
     sm.body = (char *)(m->body ? m->body : "hello");
     struct kq_buf b = {0};
     kq_codec_append(&b, opaque, KQ_CMD_STRING_MESSAGE, &sm.base);
-    raw_send_buf(fd, &b);
+    int rc = raw_send_buf(fd, &b);
     kq_buf_free(&b);
+    return rc;
+}
+
+int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen)
+{
     struct kq_frame f;
     uint8_t *body;
     uint64_t deadline = now_ms() + 5000;
@@ -439,4 +451,24 @@ int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok)
     int rc = raw_send_buf(fd, &b);
     kq_buf_free(&b);
     return rc;
+}
+
+int raw_sync(int fd)
+{
+    static uint32_t op = 0x7000000;
+    struct kq_buf b = {0};
+    kq_codec_append_heartbeat(&b, ++op, 42);
+    int rc = raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    if (rc != 0)
+        return -1;
+    struct kq_frame f;
+    uint8_t *body;
+    for (;;) {
+        if (raw_read_cmd(fd, KQ_CMD_HEARTBEAT, 5000, &f, &body) != 1)
+            return -1;
+        free(body);
+        if (f.opaque == op)
+            return 0;
+    }
 }

@@ -65,8 +65,14 @@ struct raw_msg {
 };
 int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
                 char *feedback, size_t fblen);
+/* The two halves of raw_publish. */
+int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out);
+int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen);
 /* Receive a delivery (0x11/0x12); fills id and opaque; returns 1, 0 timeout, -1 closed. */
 int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *body,
                       size_t bodylen);
 int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
+/* Heartbeat round trip: everything sent before on fd has been processed by the broker.
+ * Other frames arriving meanwhile are dropped. 0 or -1. */
+int raw_sync(int fd);
 #endif

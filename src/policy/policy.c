@@ -1,0 +1,989 @@
+/* Policy generations: one sandboxed LuaJIT state per load, hooks resolved once into registry
+ * refs, every call guarded, every result validated, the C default on any failure.
+ *
+ * Guards. The state runs with the JIT off: hooks are short (routing is memoised, retry and
+ * flow are rare), and in the interpreter the instruction-count hook fires reliably, so a
+ * runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or KQ_POLICY_CALL_MS (count hooks
+ * do not fire inside JIT-compiled loops). Memory is capped by our lua_Alloc (LuaJIT 2.1 with
+ * GC64 accepts a custom allocator; where lua_newstate returns NULL we fall back to
+ * luaL_newstate and check collectgarbage("count") from the count hook instead). Arguments are
+ * marshalled and results read inside lua_cpcall, so an out-of-memory error cannot escape.
+ * A hook that fails or overruns KQ_POLICY_MAX_STRIKES times in a row is off until the next
+ * load. A single long C call (a huge string.rep, a regex) is bounded by the memory cap and
+ * PCRE2's match limit rather than by the clock. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "policy/internal.h"
+
+#define HOOK_EVERY 1000                 /* instructions between guard checks */
+#define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
+#define LOAD_MS 1000
+#define SELFTEST_MS 250                 /* self-tests run on a cold state, maybe a busy host */
+#define MAX_FILE_BYTES (1 << 20)
+#define MEMO_MAX 16384                  /* (topic, type) answers kept per generation */
+#define MEMO_KEY_MAX 512
+
+enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_COUNT };
+
+static const struct {
+    const char *file, *key, *name;
+} HOOKS[H_COUNT] = {
+    [H_ROUTE] = {"routing.lua", "route", "route"},
+    [H_RETRY] = {"retry.lua", "retry", "retry"},
+    [H_INTAKE] = {"flow.lua", "intake", "flow.intake"},
+    [H_GROUP] = {"flow.lua", "group", "flow.group"},
+};
+static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua"};
+
+struct hook {
+    int ref; /* LUA_NOREF: not defined, the default answers */
+    uint64_t calls, errors, fallbacks, cache_hits, total_us;
+    int strikes;
+    bool disabled;
+};
+
+struct memo {
+    char *key; /* topic '\0' type */
+    size_t key_len;
+    size_t n;
+    struct kq_route *routes;
+    UT_hash_handle hh;
+};
+
+struct kq_policy {
+    lua_State *L;
+    bool own_alloc; /* our lua_Alloc caps memory (else the count hook checks the GC count) */
+    size_t mem_used;
+    /* the guard of the call in progress */
+    long steps, max_steps;
+    uint64_t deadline_us;
+    bool tripped;
+    const char *trip_why;
+    struct hook hooks[H_COUNT];
+    struct kq_regex_cache *rc;
+    struct memo *memo;
+    size_t n_memo;
+    const struct kq_binding_set *memo_set;
+    uint64_t memo_gen;
+};
+
+static const char GUARD_KEY = 0; /* its address keys the generation in the Lua registry */
+
+/* ---- guards ----------------------------------------------------------------------------- */
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct kq_policy *p = ud;
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        p->mem_used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && p->mem_used + (nsize - osize) > KQ_POLICY_MEMORY_BYTES)
+        return NULL; /* Lua raises "not enough memory" */
+    void *q = realloc(ptr, nsize);
+    if (q)
+        p->mem_used = p->mem_used - osize + nsize;
+    return q;
+}
+
+static void on_count(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_pushlightuserdata(L, (void *)&GUARD_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    struct kq_policy *p = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!p)
+        return;
+    p->steps += HOOK_EVERY;
+    if (!p->tripped) {
+        if (p->steps > p->max_steps)
+            p->trip_why = "instruction budget";
+        else if (kq_mono_us() > p->deadline_us)
+            p->trip_why = "time budget";
+        else if (!p->own_alloc && (size_t)lua_gc(L, LUA_GCCOUNT, 0) > KQ_POLICY_MEMORY_BYTES >> 10)
+            p->trip_why = "memory limit";
+        else
+            return;
+        /* from now on every instruction fails, so nothing can swallow the error */
+        p->tripped = true;
+        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
+    }
+    lua_pushfstring(L, "stopped: over the %s", p->trip_why);
+    lua_error(L);
+}
+
+static void guard_begin(struct kq_policy *p, long max_steps, uint64_t ms)
+{
+    if (p->tripped)
+        lua_sethook(p->L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
+    p->tripped = false;
+    p->steps = 0;
+    p->max_steps = max_steps;
+    p->deadline_us = kq_mono_us() + ms * 1000;
+}
+
+/* ---- sandbox ---------------------------------------------------------------------------- */
+
+static int l_regex_match(lua_State *L)
+{
+    struct kq_policy *p = lua_touserdata(L, lua_upvalueindex(1));
+    const char *pattern = luaL_checkstring(L, 1);
+    const char *subject = luaL_checkstring(L, 2);
+    char why[128];
+    int rc = kq_regex_match(p->rc, pattern, subject, why, sizeof why);
+    lua_pushboolean(L, rc == 1);
+    if (rc >= 0)
+        return 1;
+    lua_pushstring(L, why); /* false, reason: callers may tell a bad pattern from a miss */
+    return 2;
+}
+
+static int l_strict_index(lua_State *L)
+{
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
+    return luaL_error(L, "undefined global '%s' (the sandbox has string, table, math, bit "
+                         "and kq)", k);
+}
+
+static int l_strict_newindex(lua_State *L)
+{
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
+    return luaL_error(L, "assignment to global '%s' (policies keep no globals: use local)", k);
+}
+
+/* Pushes a fresh environment for one policy file: safe base functions, copies of string
+ * (without dump), table, math and bit, and the kq helpers; reads of unknown globals and
+ * writes of any global raise errors. */
+static void push_env(lua_State *L, struct kq_policy *p)
+{
+    static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs",
+                                       "rawequal", "rawget", "rawset", "select",
+                                       "setmetatable", "getmetatable", "tonumber",
+                                       "tostring", "type", "unpack", NULL};
+    static const char *const libs[] = {"string", "table", "math", "bit", NULL};
+    lua_newtable(L);
+    for (const char *const *n = base; *n; n++) {
+        lua_getglobal(L, *n);
+        lua_setfield(L, -2, *n);
+    }
+    for (const char *const *n = libs; *n; n++) {
+        lua_newtable(L);
+        lua_getglobal(L, *n);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -5);
+        }
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_setfield(L, -2, "dump");
+        lua_setfield(L, -2, *n);
+    }
+    lua_newtable(L);
+    lua_pushlightuserdata(L, p);
+    lua_pushcclosure(L, l_regex_match, 1);
+    lua_setfield(L, -2, "regex_match");
+    lua_setfield(L, -2, "kq");
+    lua_newtable(L);
+    lua_pushcfunction(L, l_strict_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_strict_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+}
+
+static int open_libs(lua_State *L)
+{
+    static const struct {
+        const char *name;
+        lua_CFunction open;
+    } libs[] = {{"", luaopen_base}, {LUA_STRLIBNAME, luaopen_string},
+                {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+                {LUA_BITLIBNAME, luaopen_bit}};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        lua_pushcfunction(L, libs[i].open);
+        lua_pushstring(L, libs[i].name);
+        lua_call(L, 1, 0);
+    }
+    return 0;
+}
+
+/* ---- loading ---------------------------------------------------------------------------- */
+
+struct file_load {
+    struct kq_policy *p;
+    const char *path, *file, *src;
+    size_t len;
+    char *err;
+    size_t errlen;
+};
+
+static bool file_has_hook(const char *file, const char *key, enum hook_id *id)
+{
+    for (int i = 0; i < H_COUNT; i++)
+        if (strcmp(HOOKS[i].file, file) == 0 && strcmp(HOOKS[i].key, key) == 0) {
+            *id = (enum hook_id)i;
+            return true;
+        }
+    return false;
+}
+
+static void expected_hooks(const char *file, char *buf, size_t len)
+{
+    buf[0] = 0;
+    for (int i = 0; i < H_COUNT; i++)
+        if (strcmp(HOOKS[i].file, file) == 0)
+            snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", buf[0] ? ", " : "",
+                     HOOKS[i].key);
+}
+
+/* Runs inside lua_cpcall: compile, run the top level under the load guard, take the refs. */
+static int load_protected(lua_State *L)
+{
+    struct file_load *fl = lua_touserdata(L, 1);
+    struct kq_policy *p = fl->p;
+    char chunk[1100];
+    lua_settop(L, 0);
+    snprintf(chunk, sizeof chunk, "@%s", fl->path);
+    if (luaL_loadbufferx(L, fl->src, fl->len, chunk, "t") != 0) {
+        const char *m = lua_tostring(L, -1);
+        if (m && strcmp(m, "attempt to load chunk with wrong mode") == 0)
+            snprintf(fl->err, fl->errlen, "%s: must be Lua source text, not bytecode", fl->path);
+        else
+            snprintf(fl->err, fl->errlen, "%s", m ? m : "cannot compile");
+        return 0;
+    }
+    push_env(L, p);
+    lua_setfenv(L, -2);
+    guard_begin(p, LOAD_INSTRUCTIONS, LOAD_MS);
+    int rc = lua_pcall(L, 0, 1, 0);
+    if (rc != 0) {
+        const char *m = lua_tostring(L, -1);
+        if (rc == LUA_ERRMEM)
+            snprintf(fl->err, fl->errlen, "%s: over the memory limit (%zu MiB)", fl->path,
+                     KQ_POLICY_MEMORY_BYTES >> 20);
+        else if (m && strncmp(m, fl->path, strlen(fl->path)) == 0)
+            snprintf(fl->err, fl->errlen, "%s", m);
+        else
+            snprintf(fl->err, fl->errlen, "%s: %s", fl->path, m ? m : "error");
+        return 0;
+    }
+    if (!lua_istable(L, 1)) {
+        snprintf(fl->err, fl->errlen, "%s: must return a table of hook functions (got %s)",
+                 fl->path, luaL_typename(L, 1));
+        return 0;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        enum hook_id id;
+        char want[64];
+        expected_hooks(fl->file, want, sizeof want);
+        if (lua_type(L, -2) != LUA_TSTRING || !file_has_hook(fl->file, lua_tostring(L, -2), &id)) {
+            snprintf(fl->err, fl->errlen, "%s: unknown hook '%s' (expected: %s; keep helpers "
+                     "local)", fl->path, lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+                     : luaL_typename(L, -2), want);
+            return 0;
+        }
+        if (!lua_isfunction(L, -1)) {
+            snprintf(fl->err, fl->errlen, "%s: %s must be a function (got %s)", fl->path,
+                     HOOKS[id].key, luaL_typename(L, -1));
+            return 0;
+        }
+        lua_pushvalue(L, -1);
+        p->hooks[id].ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+static int read_whole(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return 1; /* no such policy: the default answers */
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -EINVAL;
+    }
+    char *buf = malloc(MAX_FILE_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_FILE_BYTES + 1, f) : 0;
+    bool failed = !buf || ferror(f);
+    fclose(f);
+    if (failed || n > MAX_FILE_BYTES) {
+        free(buf);
+        snprintf(err, errlen, "%s: %s", path, failed ? "cannot read" : "larger than 1 MiB");
+        return -EINVAL;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int load_file(struct kq_policy *p, const char *dir, const char *file, char *err,
+                     size_t errlen)
+{
+    char path[1024];
+    char *src = NULL;
+    size_t len = 0;
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, file) >= sizeof path) {
+        snprintf(err, errlen, "%s: path too long", dir);
+        return -EINVAL;
+    }
+    int rc = read_whole(path, &src, &len, err, errlen);
+    if (rc)
+        return rc > 0 ? 0 : rc;
+    struct file_load fl = {p, path, file, src, len, err, errlen};
+    err[0] = 0;
+    if (lua_cpcall(p->L, load_protected, &fl) != 0)
+        snprintf(err, errlen, "%s: %s", path, lua_tostring(p->L, -1));
+    lua_settop(p->L, 0);
+    free(src);
+    return err[0] ? -EINVAL : 0;
+}
+
+/* ---- calls ------------------------------------------------------------------------------ */
+
+/* Shared by the per-hook protected functions: which hook, and why a result was refused. */
+struct call {
+    struct kq_policy *p;
+    enum hook_id id;
+    bool use_default; /* the hook returned nil: "no opinion" */
+    char why[200];
+};
+
+enum outcome {
+    CALL_OK,     /* answered (c->use_default may still ask for the built-in answer) */
+    CALL_SLOW,   /* answered, but over the time budget: counts as a strike */
+    CALL_FAILED, /* error, stopped, or an invalid result (reason in c->why) */
+};
+
+/* Runs fn under the guard. */
+static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
+{
+    struct kq_policy *p = c->p;
+    struct hook *h = &p->hooks[c->id];
+    c->why[0] = 0;
+    c->use_default = false;
+    guard_begin(p, KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
+    uint64_t t0 = kq_mono_us();
+    int rc = lua_cpcall(p->L, fn, c);
+    uint64_t dt = kq_mono_us() - t0;
+    h->calls++;
+    h->total_us += dt;
+    if (rc != 0) {
+        if (rc == LUA_ERRMEM)
+            snprintf(c->why, sizeof c->why, "out of memory (limit %zu MiB)",
+                     KQ_POLICY_MEMORY_BYTES >> 20);
+        else if (p->tripped)
+            snprintf(c->why, sizeof c->why, "stopped: over the %s (%ld instructions / %d ms)",
+                     p->trip_why, KQ_POLICY_CALL_INSTRUCTIONS,
+                     selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
+        else
+            snprintf(c->why, sizeof c->why, "%s",
+                     lua_isstring(p->L, -1) ? lua_tostring(p->L, -1) : "error object is not a string");
+        lua_settop(p->L, 0);
+        lua_gc(p->L, LUA_GCCOLLECT, 0); /* give back what a runaway took */
+        return CALL_FAILED;
+    }
+    lua_settop(p->L, 0);
+    if (c->why[0])
+        return CALL_FAILED;
+    if (!selftest && dt > (uint64_t)KQ_POLICY_CALL_MS * 1000) {
+        /* finished, but slowly (a long C call the count hook cannot see): use the answer,
+         * count the overrun towards switching the hook off */
+        snprintf(c->why, sizeof c->why, "slow call: %llu us (budget %d ms)",
+                 (unsigned long long)dt, KQ_POLICY_CALL_MS);
+        return CALL_SLOW;
+    }
+    return CALL_OK;
+}
+
+/* Bookkeeping after a run-time call. Returns true when the caller may use the hook's answer. */
+static bool settle(struct call *c, enum outcome o)
+{
+    struct hook *h = &c->p->hooks[c->id];
+    if (o == CALL_OK) {
+        h->strikes = 0;
+        return true;
+    }
+    h->errors++;
+    h->strikes++;
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s failed: %s strike=%d/%d", HOOKS[c->id].name,
+                       c->why, h->strikes, KQ_POLICY_MAX_STRIKES);
+    if (h->strikes >= KQ_POLICY_MAX_STRIKES && !h->disabled) {
+        h->disabled = true;
+        KQ_WARN("policy", "hook=%s disabled until the next reload after %d failures in a row "
+                          "(last: %s); the built-in default answers", HOOKS[c->id].name,
+                h->strikes, c->why);
+    }
+    if (o == CALL_SLOW)
+        return true;
+    h->fallbacks++;
+    return false;
+}
+
+static bool hook_live(const struct kq_policy *p, enum hook_id id)
+{
+    return p->hooks[id].ref != LUA_NOREF && !p->hooks[id].disabled;
+}
+
+static void set_number_field(lua_State *L, const char *k, double v)
+{
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* -- route -- */
+
+struct route_call {
+    struct call c;
+    const struct kq_binding *binds;
+    size_t n;
+    const char *topic, *type;
+    struct kq_route *out;
+    size_t max, found, dropped;
+    char first_dropped[64];
+};
+
+static const char *bind_type_name(enum kq_bind_type t)
+{
+    return t == KQ_BIND_REGX ? "regx" : t == KQ_BIND_FANOUT ? "fanout" : "direct";
+}
+
+/* The group's binding that decides persistence: its first one matching by the built-in
+ * rules (as the original), else its first one. NULL when the topic has no such group. */
+static const struct kq_binding *group_binding(struct kq_policy *p, const struct kq_binding *b,
+                                              size_t n, const char *group, const char *type)
+{
+    const struct kq_binding *first = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(b[i].group_id, group) != 0)
+            continue;
+        if (!first)
+            first = &b[i];
+        if (kq_policy_binding_matches(p->rc, &b[i], type))
+            return &b[i];
+    }
+    return first;
+}
+
+static int route_protected(lua_State *L)
+{
+    struct route_call *rc = lua_touserdata(L, 1);
+    struct kq_policy *p = rc->c.p;
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE].ref);
+    lua_pushstring(L, rc->topic);
+    lua_pushstring(L, rc->type);
+    lua_createtable(L, (int)rc->n, 0);
+    for (size_t i = 0; i < rc->n; i++) {
+        const struct kq_binding *b = &rc->binds[i];
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, b->group_id);
+        lua_setfield(L, -2, "group");
+        lua_pushstring(L, b->topic);
+        lua_setfield(L, -2, "topic");
+        lua_pushstring(L, b->message_type);
+        lua_setfield(L, -2, "message_type");
+        lua_pushstring(L, bind_type_name(b->bind_type));
+        lua_setfield(L, -2, "bind_type");
+        set_number_field(L, "watermark", b->watermark);
+        lua_pushboolean(L, b->persistent);
+        lua_setfield(L, -2, "persistent");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_call(L, 3, 1);
+    if (lua_isnil(L, -1)) {
+        rc->c.use_default = true;
+        return 0;
+    }
+    if (!lua_istable(L, -1)) {
+        snprintf(rc->c.why, sizeof rc->c.why, "route must return a list of group names or "
+                 "nil (got %s)", luaL_typename(L, -1));
+        return 0;
+    }
+    size_t len = lua_objlen(L, -1);
+    for (size_t i = 1; i <= len; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            snprintf(rc->c.why, sizeof rc->c.why, "route result[%zu] must be a group name "
+                     "(got %s)", i, luaL_typename(L, -1));
+            return 0;
+        }
+        const char *g = lua_tostring(L, -1);
+        const struct kq_binding *b = group_binding(p, rc->binds, rc->n, g, rc->type);
+        lua_pop(L, 1);
+        if (!b) {
+            if (rc->dropped++ == 0)
+                snprintf(rc->first_dropped, sizeof rc->first_dropped, "%s", g);
+            continue;
+        }
+        bool seen = false;
+        for (size_t k = 0; k < rc->found && !seen; k++)
+            seen = rc->out[k].group == b->group_id;
+        if (!seen && rc->found < rc->max) {
+            rc->out[rc->found].group = b->group_id; /* the set's string, not Lua's */
+            rc->out[rc->found].persistent = b->persistent;
+            rc->out[rc->found].watermark =
+                b->watermark > 0 ? b->watermark : KQ_POLICY_DEFAULT_WATERMARK;
+            rc->found++;
+        }
+    }
+    return 0;
+}
+
+/* -- retry -- */
+
+struct retry_call {
+    struct call c;
+    int32_t attempts, deliver_limit;
+    const char *reason;
+    int64_t expired_time, now_sec;
+    struct kq_retry_verdict *v;
+};
+
+static int retry_protected(lua_State *L)
+{
+    struct retry_call *rc = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_RETRY].ref);
+    lua_createtable(L, 0, 5);
+    set_number_field(L, "attempts", rc->attempts);
+    lua_pushstring(L, rc->reason);
+    lua_setfield(L, -2, "reason");
+    set_number_field(L, "deliver_limit", rc->deliver_limit);
+    set_number_field(L, "expired_time", (double)rc->expired_time);
+    set_number_field(L, "now", (double)rc->now_sec);
+    lua_call(L, 1, 2);
+    if (lua_isnil(L, 1)) {
+        rc->c.use_default = true;
+        return 0;
+    }
+    const char *verdict = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
+    if (verdict && strcmp(verdict, "retry") == 0) {
+        double d = lua_type(L, 2) == LUA_TNUMBER ? lua_tonumber(L, 2) : -1;
+        if (!(d >= 0 && d <= (double)KQ_POLICY_RETRY_MAX_MS && d == floor(d))) {
+            snprintf(rc->c.why, sizeof rc->c.why, "retry: \"retry\" needs a delay in whole ms "
+                     "0..%lld (got %s)", (long long)KQ_POLICY_RETRY_MAX_MS,
+                     lua_type(L, 2) == LUA_TNUMBER ? lua_tostring(L, 2) : luaL_typename(L, 2));
+            return 0;
+        }
+        rc->v->dead = false;
+        rc->v->delay_ms = (int64_t)d;
+        rc->v->reason[0] = 0;
+        return 0;
+    }
+    if (verdict && strcmp(verdict, "dead") == 0) {
+        if (!lua_isnil(L, 2) && lua_type(L, 2) != LUA_TSTRING) {
+            snprintf(rc->c.why, sizeof rc->c.why, "retry: \"dead\" takes a reason string "
+                     "(got %s)", luaL_typename(L, 2));
+            return 0;
+        }
+        rc->v->dead = true;
+        rc->v->delay_ms = 0;
+        snprintf(rc->v->reason, sizeof rc->v->reason, "%s",
+                 lua_isnil(L, 2) ? "dead by retry policy" : lua_tostring(L, 2));
+        return 0;
+    }
+    snprintf(rc->c.why, sizeof rc->c.why, "retry must return \"retry\", ms or \"dead\", "
+             "reason or nil (got %s)", verdict ? verdict : luaL_typename(L, 1));
+    return 0;
+}
+
+/* -- flow -- */
+
+struct flow_call {
+    struct call c;
+    int permits;
+    const char *group, *topic;
+    const struct kq_flow_figures *f;
+    struct kq_flow_limits *out; /* holds the default on entry; fields present override it */
+};
+
+/* Reads an optional numeric field of the result table at index 1 into *v. */
+static bool flow_field(lua_State *L, struct flow_call *fc, const char *k, double max,
+                       bool integer, double *v)
+{
+    lua_getfield(L, 1, k);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return true;
+    }
+    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+    if (!(d >= 0 && d <= max) || (integer && d != floor(d))) {
+        snprintf(fc->c.why, sizeof fc->c.why, "%s: %s must be %s 0..%.0f (got %s)",
+                 HOOKS[fc->c.id].name, k, integer ? "an integer" : "a number", max,
+                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+        return false;
+    }
+    *v = d;
+    lua_pop(L, 1);
+    return true;
+}
+
+static int flow_protected(lua_State *L)
+{
+    struct flow_call *fc = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fc->c.p->hooks[fc->c.id].ref);
+    if (fc->c.id == H_INTAKE) {
+        lua_pushnumber(L, fc->permits);
+        lua_call(L, 1, 1);
+    } else {
+        lua_pushstring(L, fc->group);
+        lua_pushstring(L, fc->topic);
+        lua_createtable(L, 0, 4);
+        set_number_field(L, "inflight", fc->f ? fc->f->inflight : 0);
+        set_number_field(L, "backlog", fc->f ? (double)fc->f->backlog : 0);
+        set_number_field(L, "recent_failures", fc->f ? fc->f->recent_failures : 0);
+        set_number_field(L, "watermark", fc->f ? fc->f->watermark : 0);
+        lua_call(L, 3, 1);
+    }
+    if (lua_isnil(L, 1)) {
+        fc->c.use_default = true;
+        return 0;
+    }
+    if (!lua_istable(L, 1)) {
+        snprintf(fc->c.why, sizeof fc->c.why, "%s must return {rate=, burst=, window=} or nil "
+                 "(got %s)", HOOKS[fc->c.id].name, luaL_typename(L, 1));
+        return 0;
+    }
+    struct kq_flow_limits l = *fc->out;
+    double window = l.window;
+    if (!flow_field(L, fc, "rate", 1e9, false, &l.rate) ||
+        !flow_field(L, fc, "burst", 1e9, false, &l.burst) ||
+        !flow_field(L, fc, "window", 1e7, true, &window))
+        return 0;
+    if (l.rate > 0 && l.burst < 1) {
+        snprintf(fc->c.why, sizeof fc->c.why, "%s: burst must be >= 1 when rate > 0 (got %g)",
+                 HOOKS[fc->c.id].name, l.burst);
+        return 0;
+    }
+    l.window = (uint32_t)window;
+    *fc->out = l;
+    return 0;
+}
+
+/* ---- self-tests ------------------------------------------------------------------------- */
+
+static int selftest_fail(struct call *c, char *err, size_t errlen, const char *dir)
+{
+    snprintf(err, errlen, "%s/%s: %s: self-test failed: %s", dir, HOOKS[c->id].file,
+             HOOKS[c->id].key, c->why);
+    return -EINVAL;
+}
+
+static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errlen)
+{
+    static const struct kq_binding binds[] = {
+        {"selftest-direct", "selftest", "pay-200", KQ_BIND_DIRECT, 1000, true},
+        {"selftest-regx", "selftest", "pay-\\d+", KQ_BIND_REGX, 0, false},
+        {"selftest-fanout", "selftest", "*", KQ_BIND_FANOUT, 6000, true},
+    };
+    if (p->hooks[H_ROUTE].ref != LUA_NOREF) {
+        static const char *const types[] = {"pay-200", "pay-1", "other", ""};
+        for (size_t i = 0; i < 4; i++) {
+            struct kq_route out[KQ_POLICY_MAX_ROUTES];
+            for (size_t nb = 0; nb <= 3; nb += 3) { /* with and without bindings */
+                struct route_call rc = {.c = {p, H_ROUTE, false, ""}, .binds = binds, .n = nb,
+                                        .topic = "selftest", .type = types[i], .out = out,
+                                        .max = KQ_POLICY_MAX_ROUTES};
+                if (invoke(&rc.c, route_protected, true) != CALL_OK)
+                    return selftest_fail(&rc.c, err, errlen, dir);
+                if (rc.dropped) {
+                    snprintf(rc.c.why, sizeof rc.c.why, "returned group \"%s\", which has no "
+                             "binding on the topic", rc.first_dropped);
+                    return selftest_fail(&rc.c, err, errlen, dir);
+                }
+            }
+        }
+    }
+    if (p->hooks[H_RETRY].ref != LUA_NOREF) {
+        static const struct {
+            int32_t attempts, limit;
+            int64_t expired;
+            const char *reason;
+        } cases[] = {{0, 100, 0, "nack"}, {3, 100, 0, "timeout"}, {50, 100, 0, "connection lost"},
+                     {100, 100, 0, "over flow"}, {5, 100, 1, "no consumer online"}};
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            struct kq_retry_verdict v;
+            struct retry_call rc = {.c = {p, H_RETRY, false, ""}, .attempts = cases[i].attempts,
+                                    .deliver_limit = cases[i].limit, .reason = cases[i].reason,
+                                    .expired_time = cases[i].expired,
+                                    .now_sec = kq_now_sec(), .v = &v};
+            if (invoke(&rc.c, retry_protected, true) != CALL_OK)
+                return selftest_fail(&rc.c, err, errlen, dir);
+        }
+    }
+    for (enum hook_id id = H_INTAKE; id <= H_GROUP; id++) {
+        if (p->hooks[id].ref == LUA_NOREF)
+            continue;
+        static const int watermarks[] = {0, 1, 1000, 100000};
+        for (size_t i = 0; i < 4; i++) {
+            struct kq_flow_figures f = {0, 0, 0, watermarks[i]};
+            struct kq_flow_limits l = {0};
+            struct flow_call fc = {.c = {p, id, false, ""}, .permits = 20000, .group = "selftest",
+                                   .topic = "selftest", .f = &f, .out = &l};
+            if (invoke(&fc.c, flow_protected, true) != CALL_OK)
+                return selftest_fail(&fc.c, err, errlen, dir);
+        }
+    }
+    /* self-test calls are not traffic */
+    for (int i = 0; i < H_COUNT; i++)
+        p->hooks[i].calls = p->hooks[i].total_us = 0;
+    return 0;
+}
+
+/* ---- public ----------------------------------------------------------------------------- */
+
+int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err || !errlen) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = 0;
+    struct kq_policy *p = calloc(1, sizeof *p);
+    if (!p)
+        goto oom;
+    for (int i = 0; i < H_COUNT; i++)
+        p->hooks[i].ref = LUA_NOREF;
+    p->rc = kq_regex_cache_new();
+    if (!p->rc)
+        goto oom;
+    p->L = lua_newstate(limited_alloc, p);
+    p->own_alloc = p->L != NULL;
+    if (!p->L)
+        p->L = luaL_newstate();
+    if (!p->L)
+        goto oom;
+    luaJIT_setmode(p->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    if (lua_cpcall(p->L, open_libs, NULL) != 0)
+        goto oom;
+    lua_settop(p->L, 0);
+    lua_pushlightuserdata(p->L, (void *)&GUARD_KEY);
+    lua_pushlightuserdata(p->L, p);
+    lua_rawset(p->L, LUA_REGISTRYINDEX);
+    lua_sethook(p->L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
+
+    if (dir) {
+        for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++) {
+            int rc = load_file(p, dir, FILES[i], err, errlen);
+            if (rc) {
+                kq_policy_free(p);
+                return rc;
+            }
+        }
+        int rc = selftest(p, dir, err, errlen);
+        if (rc) {
+            kq_policy_free(p);
+            return rc;
+        }
+    }
+    char names[64] = "";
+    for (int i = 0; i < H_COUNT; i++)
+        if (p->hooks[i].ref != LUA_NOREF)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                     names[0] ? "," : "", HOOKS[i].name);
+    KQ_INFO("policy", "loaded dir=%s hooks=%s memory_cap=%s", dir ? dir : "(none)",
+            names[0] ? names : "(defaults only)", p->own_alloc ? "allocator" : "gc-count");
+    *out = p;
+    return 0;
+oom:
+    snprintf(err, errlen, "%s: out of memory creating the Lua state", dir ? dir : "policy");
+    kq_policy_free(p);
+    return -ENOMEM;
+}
+
+static void memo_clear(struct kq_policy *p)
+{
+    struct memo *m, *tmp;
+    HASH_ITER(hh, p->memo, m, tmp) {
+        HASH_DEL(p->memo, m);
+        free(m->key);
+        free(m->routes);
+        free(m);
+    }
+    p->n_memo = 0;
+}
+
+void kq_policy_free(struct kq_policy *p)
+{
+    if (!p)
+        return;
+    if (p->L)
+        lua_close(p->L); /* refs and all go with the state */
+    memo_clear(p);
+    kq_regex_cache_free(p->rc);
+    free(p);
+}
+
+static void memo_add(struct kq_policy *p, const char *key, size_t key_len,
+                     const struct kq_route *r, size_t n)
+{
+    if (p->n_memo >= MEMO_MAX)
+        memo_clear(p); /* producers choose messageTypes: bound the cache, start over */
+    struct memo *m = calloc(1, sizeof *m);
+    if (!m)
+        return;
+    m->key = malloc(key_len);
+    m->routes = malloc((n ? n : 1) * sizeof *r);
+    if (!m->key || !m->routes) {
+        free(m->key);
+        free(m->routes);
+        free(m);
+        return;
+    }
+    memcpy(m->key, key, key_len);
+    memcpy(m->routes, r, n * sizeof *r);
+    m->key_len = key_len;
+    m->n = n;
+    HASH_ADD_KEYPTR(hh, p->memo, m->key, key_len, m);
+    p->n_memo++;
+}
+
+size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, const char *topic,
+                       const char *type, struct kq_route *out, size_t max)
+{
+    size_t n = 0;
+    const struct kq_binding *binds = set ? kq_binding_set_topic(set, topic, &n) : NULL;
+    if (!p)
+        return kq_policy_default_route(binds, n, type, out, max);
+
+    /* answers depend on (topic, type, bindings, policy): valid while the set is */
+    uint64_t gen = set ? kq_binding_set_generation(set) : 0;
+    if (set != p->memo_set || gen != p->memo_gen) {
+        memo_clear(p);
+        p->memo_set = set;
+        p->memo_gen = gen;
+    }
+    char key[MEMO_KEY_MAX];
+    size_t tl = strlen(topic), yl = strlen(type), key_len = tl + 1 + yl;
+    bool cacheable = key_len <= sizeof key;
+    if (cacheable) {
+        memcpy(key, topic, tl + 1);
+        memcpy(key + tl + 1, type, yl);
+        struct memo *m;
+        HASH_FIND(hh, p->memo, key, key_len, m);
+        if (m) {
+            p->hooks[H_ROUTE].cache_hits++;
+            size_t k = m->n < max ? m->n : max;
+            memcpy(out, m->routes, k * sizeof *out);
+            return k;
+        }
+    }
+
+    struct kq_route r[KQ_POLICY_MAX_ROUTES];
+    size_t found = 0;
+    bool answered = false;
+    if (hook_live(p, H_ROUTE)) {
+        struct route_call rc = {.c = {p, H_ROUTE, false, ""}, .binds = binds, .n = n,
+                                .topic = topic, .type = type, .out = r,
+                                .max = KQ_POLICY_MAX_ROUTES};
+        enum outcome o = invoke(&rc.c, route_protected, false);
+        answered = settle(&rc.c, o) && !rc.c.use_default;
+        if (o == CALL_FAILED)
+            cacheable = false; /* try the hook again next time */
+        if (answered && rc.dropped) {
+            p->hooks[H_ROUTE].errors++;
+            KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=route topic=%s type=%s: dropped %zu "
+                               "group(s) without a binding on the topic, e.g. \"%s\"", topic,
+                               type, rc.dropped, rc.first_dropped);
+        }
+        if (answered)
+            found = rc.found;
+    } else if (p->hooks[H_ROUTE].ref != LUA_NOREF) {
+        p->hooks[H_ROUTE].fallbacks++; /* disabled */
+    }
+    if (!answered)
+        found = kq_policy_route_builtin(p->rc, binds, n, type, r, KQ_POLICY_MAX_ROUTES);
+    if (cacheable)
+        memo_add(p, key, key_len, r, found);
+    size_t k = found < max ? found : max;
+    memcpy(out, r, k * sizeof *out);
+    return k;
+}
+
+void kq_policy_retry(struct kq_policy *p, int32_t attempts, const char *reason,
+                     int32_t deliver_limit, int64_t expired_time, int64_t now_sec,
+                     struct kq_retry_verdict *v)
+{
+    if (p && hook_live(p, H_RETRY)) {
+        struct retry_call rc = {.c = {p, H_RETRY, false, ""}, .attempts = attempts,
+                                .deliver_limit = deliver_limit, .reason = reason ? reason : "",
+                                .expired_time = expired_time, .now_sec = now_sec, .v = v};
+        if (settle(&rc.c, invoke(&rc.c, retry_protected, false)) && !rc.c.use_default)
+            return;
+    } else if (p && p->hooks[H_RETRY].ref != LUA_NOREF) {
+        p->hooks[H_RETRY].fallbacks++;
+    }
+    kq_policy_default_retry(attempts, deliver_limit, expired_time, now_sec, v);
+}
+
+static void flow(struct kq_policy *p, struct flow_call *fc)
+{
+    struct kq_flow_limits def = *fc->out;
+    if (!p)
+        return;
+    if (hook_live(p, fc->c.id)) {
+        if (settle(&fc->c, invoke(&fc->c, flow_protected, false)) && !fc->c.use_default)
+            return;
+    } else if (p->hooks[fc->c.id].ref != LUA_NOREF) {
+        p->hooks[fc->c.id].fallbacks++;
+    }
+    *fc->out = def;
+}
+
+void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second,
+                           struct kq_flow_limits *out)
+{
+    kq_policy_default_flow_intake(permits_per_second, out);
+    struct flow_call fc = {.c = {p, H_INTAKE, false, ""}, .permits = permits_per_second,
+                           .out = out};
+    flow(p, &fc);
+}
+
+void kq_policy_flow_group(struct kq_policy *p, const char *group, const char *topic,
+                          const struct kq_flow_figures *f, struct kq_flow_limits *out)
+{
+    kq_policy_default_flow_group(f, out);
+    struct flow_call fc = {.c = {p, H_GROUP, false, ""}, .group = group, .topic = topic,
+                           .f = f, .out = out};
+    flow(p, &fc);
+}
+
+size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *out, size_t max)
+{
+    size_t n = 0;
+    for (int i = 0; i < H_COUNT && n < max; i++, n++) {
+        const struct hook *h = p ? &p->hooks[i] : NULL;
+        out[n] = (struct kq_policy_hook_stats){
+            .name = HOOKS[i].name,
+            .loaded = h && h->ref != LUA_NOREF,
+            .disabled = h && h->disabled,
+            .calls = h ? h->calls : 0,
+            .errors = h ? h->errors : 0,
+            .fallbacks = h ? h->fallbacks : 0,
+            .cache_hits = h ? h->cache_hits : 0,
+            .total_us = h ? h->total_us : 0,
+        };
+    }
+    return n;
+}

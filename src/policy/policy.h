@@ -1,0 +1,119 @@
+/* Policies: routing, flow control and retry as Lua hooks operators edit and hot-reload
+ * (lua/policies/{routing,flow,retry}.lua), with the built-in C defaults as the fallback for every hook.
+ * The only code of the broker that includes lua.h (besides the config loader).
+ *
+ * A generation (struct kq_policy) = one LuaJIT state + the hook functions resolved once into
+ * registry refs + memo caches. Reload = kq_policy_load a new generation; on success swap the
+ * pointer and free the old one; on failure keep the old one (it is untouched).
+ *
+ * Hooks take and return plain data; C validates every result and uses the default when a
+ * hook is missing, disabled, fails, overruns or returns nonsense. See docs/POLICIES.md.
+ *
+ * Threading: a generation is used by one thread at a time (the loop thread). Every function
+ * accepts p == NULL and then answers with the C defaults (uncached). */
+#ifndef KQ_POLICY_POLICY_H
+#define KQ_POLICY_POLICY_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry/bindings.h"
+
+/* Budgets of one hook call (the state runs with the JIT off so the count guard is exact). */
+#define KQ_POLICY_CALL_INSTRUCTIONS 1000000L /* Lua VM instructions per call */
+#define KQ_POLICY_CALL_MS 20                 /* wall clock per call */
+#define KQ_POLICY_MEMORY_BYTES ((size_t)32 << 20) /* per Lua state */
+#define KQ_POLICY_MAX_STRIKES 5   /* failures/overruns in a row that switch a hook off */
+#define KQ_POLICY_MAX_ROUTES 256  /* groups per routing answer */
+#define KQ_POLICY_RETRY_MAX_MS (24LL * 3600 * 1000)
+
+struct kq_policy;
+
+/* One group a message goes to. `group` points into the binding set (valid while it lives). */
+struct kq_route {
+    const char *group;
+    bool persistent;
+    int watermark; /* of the same binding as persistent; <= 0 there -> 6000 */
+};
+
+struct kq_retry_verdict {
+    bool dead;
+    int64_t delay_ms; /* when !dead: wait this long before the next attempt */
+    char reason[96];  /* when dead */
+};
+
+/* Live figures of one (group, topic) for the flow hook. */
+struct kq_flow_figures {
+    uint32_t inflight;        /* deliveries outstanding */
+    uint64_t backlog;         /* messages waiting for this group */
+    uint32_t recent_failures; /* failed deliveries in the last period */
+    int watermark;            /* first binding's watermark (<= 0: unset) */
+};
+/* Token bucket (rate/s, burst; rate 0 = unlimited) and max deliveries in flight (0 = none). */
+struct kq_flow_limits {
+    double rate;
+    double burst;
+    uint32_t window;
+};
+
+struct kq_policy_hook_stats {
+    const char *name;    /* "route", "retry", "flow.intake", "flow.group" */
+    bool loaded;         /* the policy defines this hook */
+    bool disabled;       /* switched off after KQ_POLICY_MAX_STRIKES failures in a row */
+    uint64_t calls;      /* Lua calls (memo hits excluded) */
+    uint64_t errors;     /* errors, overruns, invalid results (incl. dropped groups) */
+    uint64_t fallbacks;  /* answers given by the C default because of a failure/disable */
+    uint64_t cache_hits; /* route: answers from the memo */
+    uint64_t total_us;   /* time spent in Lua */
+};
+
+/* Build a generation from DIR (routing.lua, flow.lua, retry.lua; each optional, each a module
+ * returning a table of hook functions). DIR NULL or missing = all C defaults. Files are
+ * loaded in a sandbox and every hook is self-tested with fixtures under the call budgets.
+ * Returns 0 and *out, or -EINVAL (-ENOMEM) with "FILE: reason" in err (*out untouched). */
+int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t errlen);
+void kq_policy_free(struct kq_policy *p);
+
+/* Routing: the groups (topic, type) goes to, from the bindings of `topic` in `set`; one route
+ * per group, at most max; returns the count. Memoised per (topic, type) while `set` and its
+ * generation are unchanged. Groups the hook returns that have no binding on the topic are
+ * dropped (and counted); persistent and watermark come from the group's first binding that
+ * matches by the built-in rules, else its first binding. */
+size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, const char *topic,
+                       const char *type, struct kq_route *out, size_t max);
+
+/* Retry: after `attempts` attempts, the last failing because of `reason` ("nack", "timeout",
+ * "connection lost", "no consumer online", "over flow"), with the message's deliver limit and
+ * expiry (Unix s, <= 0 = none): a delay (0..24 h, whole ms) or dead + reason. */
+void kq_policy_retry(struct kq_policy *p, int32_t attempts, const char *reason,
+                     int32_t deliver_limit, int64_t expired_time, int64_t now_sec,
+                     struct kq_retry_verdict *v);
+
+/* Flow: limits for the broker intake and per (group, topic). Call on (re)load and about once
+ * a second per active group, never per message. */
+void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second,
+                           struct kq_flow_limits *out);
+void kq_policy_flow_group(struct kq_policy *p, const char *group, const char *topic,
+                          const struct kq_flow_figures *f, struct kq_flow_limits *out);
+
+/* Per-hook statistics (up to max entries, 4 hooks); returns the count. Names are static. */
+size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *out, size_t max);
+
+/* ---- the built-in defaults (what the hooks fall back to), usable on their own ---------- */
+
+/* Direct = exact messageType, Regx = unanchored PCRE2 search on messageType (bad pattern =
+ * no match), Fanout = all. binds = the topic's bindings. One route per group. */
+size_t kq_policy_default_route(const struct kq_binding *binds, size_t n, const char *type,
+                               struct kq_route *out, size_t max);
+/* Immediate for attempts < 3, then 5 s (3-9), 10 s (10-19), 20 s (20-29), 40 s (30-39),
+ * 80 s (40-49), 160 s (50+); dead when attempts >= deliver_limit or expired. */
+void kq_policy_default_retry(int32_t attempts, int32_t deliver_limit, int64_t expired_time,
+                             int64_t now_sec, struct kq_retry_verdict *v);
+/* rate = permits, burst = permits / 2 (at least 1), no window; permits <= 0 = unlimited. */
+void kq_policy_default_flow_intake(int permits_per_second, struct kq_flow_limits *out);
+/* w = watermark (<= 0 -> 6000, capped at 6000): rate w, burst w / 2 (at least 1), window 1000. */
+void kq_policy_default_flow_group(const struct kq_flow_figures *f, struct kq_flow_limits *out);
+
+#define KQ_POLICY_DEFAULT_WATERMARK 6000
+#define KQ_POLICY_DEFAULT_WINDOW 1000
+#endif

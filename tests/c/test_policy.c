@@ -1,0 +1,623 @@
+/* Policies: the shipped Lua files answer exactly like the C defaults; broken hooks (errors,
+ * garbage, wrong types, groups not offered, endless loops, unbounded allocation) fall back to
+ * the default and are counted; the sandbox and the self-test refuse bad files at load;
+ * routing answers are memoised per binding-set generation. Ends with a per-call benchmark. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "policy/policy.h"
+
+static char tmpdir[64];
+static char err[512];
+
+static int setup(void **state)
+{
+    (void)state;
+    kq_log_set_level(KQ_LOG_ERROR); /* the failure tests warn on purpose */
+    strcpy(tmpdir, "/tmp/kq-policy-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Writes tmpdir/<name>/<file> (a fresh policy dir per name); returns the dir. */
+static const char *policy_dir(const char *name, const char *file, const char *content)
+{
+    static char dir[256];
+    char path[512];
+    snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+    return dir;
+}
+
+static const char *shipped_dir(void)
+{
+    static char dir[512];
+    const char *src = getenv("KITEQ_SOURCE_DIR");
+    snprintf(dir, sizeof dir, "%s/lua/policies", src ? src : ".");
+    return dir;
+}
+
+static struct kq_policy_hook_stats hook_stats(const struct kq_policy *p, const char *name)
+{
+    struct kq_policy_hook_stats st[8];
+    size_t n = kq_policy_stats(p, st, 8);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(st[i].name, name) == 0)
+            return st[i];
+    fail_msg("no hook %s", name);
+    return st[0];
+}
+
+/* ---- fixtures: bindings of topic "trade" ----------------------------------------------- */
+
+#define B(g, t, bt, w, p) {(char *)(g), (char *)"trade", (char *)(t), bt, w, p}
+static struct kq_binding fixture[] = {
+    B("g-direct", "pay-200", KQ_BIND_DIRECT, 1000, true),
+    B("g-regx", "pay-\\d+", KQ_BIND_REGX, 0, false),
+    B("g-geo", "feed-geo-*", KQ_BIND_REGX, 0, true),
+    B("g-anchored", "^a$", KQ_BIND_REGX, 0, true),
+    B("g-bad", "pay-(", KQ_BIND_REGX, 0, true),
+    B("g-fanout", "*", KQ_BIND_FANOUT, 0, false),
+    /* one group, several bindings: the first matching one decides persistence */
+    B("g-multi", "b", KQ_BIND_DIRECT, 0, false),
+    B("g-multi", "a", KQ_BIND_REGX, 0, true),
+    B("g-multi", "a", KQ_BIND_DIRECT, 0, false),
+    {(char *)"g-other-topic", (char *)"feed", (char *)"pay-200", KQ_BIND_DIRECT, 0, true},
+};
+static const char *const types[] = {"pay-200", "pay-500", "pay-", "pay-x", "xpay-7y",
+                                    "feed-geo-update", "feed-geo", "feed-ge", "a", "ab", "ba",
+                                    "b", "", "PAY-200", "pay-\xff", "*"};
+
+static struct kq_binding_set *fixture_set(void)
+{
+    struct kq_config cfg = {0};
+    cfg.bindings = fixture;
+    cfg.n_bindings = sizeof fixture / sizeof fixture[0];
+    struct kq_binding_set *s = kq_binding_set_from_config(&cfg);
+    assert_non_null(s);
+    return s;
+}
+
+static void assert_same_routes(struct kq_policy *a, struct kq_policy *b,
+                               const struct kq_binding_set *set, const char *topic,
+                               const char *type)
+{
+    struct kq_route ra[32], rb[32];
+    size_t na = kq_policy_route(a, set, topic, type, ra, 32);
+    size_t nb = kq_policy_route(b, set, topic, type, rb, 32);
+    if (na != nb)
+        fail_msg("type \"%s\": %zu vs %zu groups", type, na, nb);
+    for (size_t i = 0; i < na; i++) {
+        if (strcmp(ra[i].group, rb[i].group) != 0 || ra[i].persistent != rb[i].persistent ||
+            ra[i].watermark != rb[i].watermark)
+            fail_msg("type \"%s\" route %zu: %s/%d vs %s/%d", type, i, ra[i].group,
+                     ra[i].persistent, rb[i].group, rb[i].persistent);
+    }
+}
+
+static bool has_group(const struct kq_route *r, size_t n, const char *g, bool *persistent)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(r[i].group, g) == 0) {
+            if (persistent)
+                *persistent = r[i].persistent;
+            return true;
+        }
+    return false;
+}
+
+/* ---- the defaults themselves ------------------------------------------------------------ */
+
+static void test_default_routing(void **state)
+{
+    (void)state;
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32];
+    bool pers = false;
+    size_t n = kq_policy_route(NULL, s, "trade", "pay-200", r, 32);
+    assert_int_equal(n, 4); /* direct, regx, fanout, and g-multi's regx "a" */
+    assert_true(has_group(r, n, "g-direct", &pers) && pers);
+    assert_int_equal(r[0].watermark, 1000);
+    assert_true(has_group(r, n, "g-regx", &pers) && !pers);
+    assert_true(has_group(r, n, "g-fanout", NULL));
+    assert_true(has_group(r, n, "g-multi", &pers) && pers);
+    n = kq_policy_route(NULL, s, "trade", "xpay-7y", r, 32); /* unanchored */
+    assert_true(has_group(r, n, "g-regx", NULL));
+    n = kq_policy_route(NULL, s, "trade", "feed-geo", r, 32); /* "-*" = zero or more '-' */
+    assert_true(has_group(r, n, "g-geo", NULL));
+    n = kq_policy_route(NULL, s, "trade", "ab", r, 32);
+    assert_false(has_group(r, n, "g-anchored", NULL));
+    n = kq_policy_route(NULL, s, "trade", "a", r, 32);
+    assert_true(has_group(r, n, "g-anchored", NULL));
+    assert_true(has_group(r, n, "g-multi", &pers) && pers); /* regx "a" comes first */
+    n = kq_policy_route(NULL, s, "trade", "ba", r, 32);
+    assert_true(has_group(r, n, "g-multi", &pers) && pers);
+    n = kq_policy_route(NULL, s, "trade", "b", r, 32);
+    assert_true(has_group(r, n, "g-multi", &pers) && !pers);
+    assert_false(has_group(r, n, "g-bad", NULL)); /* bad pattern matches nothing */
+    n = kq_policy_route(NULL, s, "trade", "pay-200", r, 2); /* max respected */
+    assert_int_equal(n, 2);
+    assert_int_equal(kq_policy_route(NULL, s, "nosuch", "pay-200", r, 32), 0);
+    assert_int_equal(kq_policy_route(NULL, NULL, "trade", "pay-200", r, 32), 0);
+    kq_binding_set_free(s);
+}
+
+static void test_default_retry_and_flow(void **state)
+{
+    (void)state;
+    struct kq_retry_verdict v;
+    static const struct { int32_t a; int64_t ms; } win[] = {
+        {0, 0}, {2, 0}, {3, 5000}, {9, 5000}, {10, 10000}, {19, 10000}, {20, 20000},
+        {30, 40000}, {40, 80000}, {49, 80000}, {50, 160000}, {99, 160000}};
+    for (size_t i = 0; i < sizeof win / sizeof win[0]; i++) {
+        kq_policy_retry(NULL, win[i].a, "nack", 100, 0, 1000, &v);
+        assert_false(v.dead);
+        assert_int_equal(v.delay_ms, win[i].ms);
+    }
+    kq_policy_retry(NULL, 100, "nack", 100, 0, 1000, &v);
+    assert_true(v.dead);
+    kq_policy_retry(NULL, 5, "nack", 100, 999, 1000, &v);
+    assert_true(v.dead);
+    assert_string_equal(v.reason, "expired");
+    kq_policy_retry(NULL, 5, "nack", 100, 1000, 1000, &v); /* expiry == now: dead */
+    assert_true(v.dead);
+
+    struct kq_flow_limits l;
+    kq_policy_flow_intake(NULL, 20000, &l);
+    assert_true(l.rate == 20000 && l.burst == 10000 && l.window == 0);
+    struct kq_flow_figures f = {.watermark = 0};
+    kq_policy_flow_group(NULL, "g", "t", &f, &l);
+    assert_true(l.rate == 6000 && l.burst == 3000 && l.window == 1000);
+    f.watermark = 1;
+    kq_policy_flow_group(NULL, "g", "t", &f, &l);
+    assert_true(l.rate == 1 && l.burst == 1);
+    f.watermark = 100000;
+    kq_policy_flow_group(NULL, "g", "t", &f, &l);
+    assert_true(l.rate == 6000);
+}
+
+/* ---- loading ---------------------------------------------------------------------------- */
+
+static void test_load_defaults_only(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(NULL, &p, err, sizeof err), 0);
+    assert_false(hook_stats(p, "route").loaded);
+    kq_policy_free(p);
+    char missing[128];
+    snprintf(missing, sizeof missing, "%s/does-not-exist", tmpdir);
+    assert_int_equal(kq_policy_load(missing, &p, err, sizeof err), 0);
+    assert_false(hook_stats(p, "retry").loaded);
+    kq_policy_free(p);
+}
+
+static void test_shipped_equal_defaults(void **state)
+{
+    (void)state;
+    struct kq_policy *lua = NULL, *c = NULL;
+    assert_int_equal(kq_policy_load(shipped_dir(), &lua, err, sizeof err), 0);
+    assert_int_equal(kq_policy_load(NULL, &c, err, sizeof err), 0);
+    assert_true(hook_stats(lua, "route").loaded && hook_stats(lua, "retry").loaded &&
+                hook_stats(lua, "flow.intake").loaded && hook_stats(lua, "flow.group").loaded);
+    struct kq_binding_set *s = fixture_set();
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        assert_same_routes(lua, c, s, "trade", types[i]);
+        assert_same_routes(lua, NULL, s, "trade", types[i]);
+        assert_same_routes(lua, c, s, "feed", types[i]);
+        assert_same_routes(lua, c, s, "none", types[i]);
+    }
+    static const int32_t limits[] = {0, 1, 3, 50, 100};
+    int64_t now = 1700000000;
+    static const int64_t expiries[] = {0, -1, 1699999999, 1700000000, 1700000001};
+    for (int32_t a = 0; a <= 120; a++)
+        for (size_t li = 0; li < 5; li++)
+            for (size_t ei = 0; ei < 5; ei++) {
+                struct kq_retry_verdict x, y;
+                kq_policy_retry(lua, a, "timeout", limits[li], expiries[ei], now, &x);
+                kq_policy_retry(NULL, a, "timeout", limits[li], expiries[ei], now, &y);
+                assert_int_equal(x.dead, y.dead);
+                if (x.dead)
+                    assert_string_equal(x.reason, y.reason);
+                else
+                    assert_int_equal(x.delay_ms, y.delay_ms);
+            }
+    static const int permits[] = {-1, 0, 1, 2, 3, 20000, 20001};
+    for (size_t i = 0; i < 7; i++) {
+        struct kq_flow_limits x, y;
+        kq_policy_flow_intake(lua, permits[i], &x);
+        kq_policy_flow_intake(NULL, permits[i], &y);
+        assert_true(x.rate == y.rate && x.burst == y.burst && x.window == y.window);
+    }
+    static const int wm[] = {-5, 0, 1, 2, 3, 1000, 5999, 6000, 6001, 100000};
+    for (size_t i = 0; i < 10; i++) {
+        struct kq_flow_figures f = {3, 10, 1, wm[i]};
+        struct kq_flow_limits x, y;
+        kq_policy_flow_group(lua, "g", "t", &f, &x);
+        kq_policy_flow_group(NULL, "g", "t", &f, &y);
+        assert_true(x.rate == y.rate && x.burst == y.burst && x.window == y.window);
+    }
+    for (const char *h = "route"; h; h = strcmp(h, "route") == 0 ? "retry" : NULL) {
+        assert_int_equal(hook_stats(lua, h).errors, 0);
+        assert_int_equal(hook_stats(lua, h).fallbacks, 0);
+    }
+    kq_binding_set_free(s);
+    kq_policy_free(lua);
+    kq_policy_free(c);
+}
+
+/* Loading must fail with `want` in the message. */
+static void expect_load_error(const char *name, const char *file, const char *src,
+                              const char *want)
+{
+    struct kq_policy *p = NULL;
+    const char *dir = policy_dir(name, file, src);
+    int rc = kq_policy_load(dir, &p, err, sizeof err);
+    if (rc != -EINVAL || !strstr(err, want))
+        fail_msg("%s: rc=%d err=\"%s\", wanted \"%s\"", name, rc, err, want);
+    assert_null(p);
+    assert_non_null(strstr(err, file)); /* FILE: reason */
+}
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    expect_load_error("syntax", "routing.lua", "local M = {}\nfunction M.route(\nreturn M\n",
+                      "routing.lua:3:");
+    expect_load_error("notable", "retry.lua", "return 42\n", "must return a table");
+    expect_load_error("unknown", "routing.lua", "return { rout = function() end }\n",
+                      "unknown hook 'rout'");
+    expect_load_error("notfn", "flow.lua", "return { intake = 5 }\n", "must be a function");
+    expect_load_error("toploop", "retry.lua", "while true do end\n", "stopped");
+    expect_load_error("topalloc", "retry.lua",
+                      "local t = {}\nfor i = 1, 1e9 do t[i] = string.rep('x', 1e6) .. i end\n",
+                      "memory");
+    expect_load_error("global", "retry.lua", "x = 1\nreturn {}\n", "assignment to global 'x'");
+    expect_load_error("bytecode", "retry.lua", "\033LJ\002junk", "not bytecode");
+    static const char *const forbidden[] = {"io", "os", "require", "debug", "ffi", "load",
+                                            "loadstring", "loadfile", "dofile", "pcall",
+                                            "jit", "package", "collectgarbage", "print"};
+    for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++) {
+        char src[128], want[64], name[32];
+        snprintf(src, sizeof src, "local x = %s\nreturn {}\n", forbidden[i]);
+        snprintf(want, sizeof want, "undefined global '%s'", forbidden[i]);
+        snprintf(name, sizeof name, "forbidden-%zu", i);
+        expect_load_error(name, "routing.lua", src, want);
+    }
+    /* string.dump is gone from the sandbox's string table */
+    expect_load_error("dump", "routing.lua", "local d = string.dump(function() end)\n",
+                      "attempt to call field 'dump'");
+    /* the self-test refuses hooks that always misbehave */
+    expect_load_error("st-error", "routing.lua", "return { route = function() error('no') end }",
+                      "route: self-test failed");
+    expect_load_error("st-loop", "routing.lua",
+                      "return { route = function() while true do end end }", "stopped");
+    expect_load_error("st-garbage", "routing.lua", "return { route = function() return 42 end }",
+                      "list of group names");
+    expect_load_error("st-types", "routing.lua",
+                      "return { route = function() return { 1, 2 } end }", "must be a group name");
+    expect_load_error("st-ghost", "routing.lua",
+                      "return { route = function() return { 'ghost' } end }", "\"ghost\"");
+    expect_load_error("st-alloc", "retry.lua",
+                      "return { retry = function() local t = {} while true do "
+                      "t[#t+1] = string.rep('y', 1e6) .. #t end end }", "out of memory");
+    expect_load_error("st-retry", "retry.lua",
+                      "return { retry = function() return 'later', 5 end }", "\"retry\"");
+    expect_load_error("st-flow", "flow.lua",
+                      "return { group = function() return { rate = -1 } end }", "rate must be");
+}
+
+/* ---- run-time failures ------------------------------------------------------------------ */
+
+/* Misbehaves only for some message types, so it passes the self-test. */
+static const char *const tricky_routing =
+    "local M = {}\n"
+    "function M.route(topic, t, binds)\n"
+    "  if t == 'boom' then error('boom!') end\n"
+    "  if t == 'garbage' then return 42 end\n"
+    "  if t == 'types' then return { true } end\n"
+    "  if t == 'ghost' then return { 'ghost', 'g-direct', 'g-direct' } end\n"
+    "  if t == 'loop' then while true do end end\n"
+    "  if t == 'alloc' then local s = {} for i = 1, 1e9 do s[i] = string.rep('z', 1e6) .. i end end\n"
+    "  if t == 'only-fanout' then return { 'g-fanout' } end\n"
+    "  return nil -- the built-in answer\n"
+    "end\n"
+    "return M\n";
+
+static void test_route_runtime_failures(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(policy_dir("tricky", "routing.lua", tricky_routing), &p,
+                                     err, sizeof err), 0);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32], d[32];
+    size_t nd;
+
+    /* nil = the built-in answer, not an error */
+    assert_same_routes(p, NULL, s, "trade", "pay-200");
+    assert_int_equal(hook_stats(p, "route").errors, 0);
+
+    static const char *const bad[] = {"boom", "garbage", "types"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = kq_policy_route(p, s, "trade", bad[i], r, 32);
+        nd = kq_policy_route(NULL, s, "trade", bad[i], d, 32);
+        assert_int_equal(n, nd); /* the default (fanout only) */
+        assert_int_equal(hook_stats(p, "route").errors, i + 1);
+        assert_int_equal(hook_stats(p, "route").fallbacks, i + 1);
+    }
+    /* failures are not memoised: the hook runs again */
+    kq_policy_route(p, s, "trade", "boom", r, 32);
+    assert_int_equal(hook_stats(p, "route").errors, 4);
+
+    /* unknown groups dropped (and counted), duplicates collapsed, the rest used */
+    size_t n = kq_policy_route(p, s, "trade", "ghost", r, 32);
+    assert_int_equal(n, 1);
+    assert_string_equal(r[0].group, "g-direct");
+    assert_true(r[0].persistent);
+    assert_int_equal(hook_stats(p, "route").errors, 5);
+    n = kq_policy_route(p, s, "trade", "only-fanout", r, 32);
+    assert_int_equal(n, 1);
+    assert_false(r[0].persistent);
+
+    /* unbounded allocation: stopped by the memory cap; the state stays usable */
+    uint64_t e0 = hook_stats(p, "route").errors;
+    n = kq_policy_route(p, s, "trade", "alloc", r, 32);
+    nd = kq_policy_route(NULL, s, "trade", "alloc", d, 32);
+    assert_int_equal(n, nd);
+    assert_int_equal(hook_stats(p, "route").errors, e0 + 1);
+    n = kq_policy_route(p, s, "trade", "only-fanout", r, 32); /* memoised earlier */
+    assert_int_equal(n, 1);
+    assert_same_routes(p, NULL, s, "trade", "pay-500"); /* a fresh call works */
+    assert_false(hook_stats(p, "route").disabled);
+
+    /* endless loop: stopped every time; KQ_POLICY_MAX_STRIKES in a row switch the hook off */
+    uint64_t calls0 = hook_stats(p, "route").calls;
+    for (int i = 0; i < KQ_POLICY_MAX_STRIKES; i++) {
+        uint64_t t0 = kq_mono_us();
+        n = kq_policy_route(p, s, "trade", "loop", r, 32);
+        assert_true(kq_mono_us() - t0 < 2000000); /* bounded */
+        assert_int_equal(n, kq_policy_route(NULL, s, "trade", "loop", d, 32));
+    }
+    assert_true(hook_stats(p, "route").disabled);
+    assert_int_equal(hook_stats(p, "route").calls, calls0 + KQ_POLICY_MAX_STRIKES);
+    uint64_t fb = hook_stats(p, "route").fallbacks;
+    n = kq_policy_route(p, s, "trade", "only-fanout-2", r, 32);
+    assert_int_equal(hook_stats(p, "route").calls, calls0 + KQ_POLICY_MAX_STRIKES); /* no Lua */
+    assert_int_equal(hook_stats(p, "route").fallbacks, fb + 1);
+
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
+static void test_retry_and_flow_runtime_failures(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    const char *dir = policy_dir("tricky-rf", "retry.lua",
+                                 "return { retry = function(m)\n"
+                                 "  if m.attempts == 7 then return 'retry', -1 end\n"
+                                 "  if m.attempts == 8 then return 'retry', 1.5 end\n"
+                                 "  if m.attempts == 9 then return 'maybe' end\n"
+                                 "  if m.attempts == 11 then return 'dead', 5 end\n"
+                                 "  if m.attempts == 12 then return 'retry', 86400001 end\n"
+                                 "  if m.attempts == 13 then return 'dead' end\n"
+                                 "  if m.reason == 'over flow' then return 'retry', 123 end\n"
+                                 "  return nil\n"
+                                 "end }\n");
+    policy_dir("tricky-rf", "flow.lua",
+               "return { group = function(g, t, f)\n"
+               "  if g == 'bad-rate' then return { rate = 'x' } end\n"
+               "  if g == 'bad-burst' then return { rate = 10, burst = 0 } end\n"
+               "  if g == 'bad-window' then return { window = 1.5 } end\n"
+               "  if g == 'partial' then return { rate = f.watermark + f.inflight } end\n"
+               "end }\n");
+    assert_int_equal(kq_policy_load(dir, &p, err, sizeof err), 0);
+    struct kq_retry_verdict v, d;
+    static const int32_t bad[] = {7, 8, 9, 11, 12};
+    for (size_t i = 0; i < 5; i++) {
+        kq_policy_retry(p, bad[i], "nack", 100, 0, 1000, &v);
+        kq_policy_retry(NULL, bad[i], "nack", 100, 0, 1000, &d);
+        assert_int_equal(v.dead, d.dead);
+        assert_int_equal(v.delay_ms, d.delay_ms);
+    }
+    assert_int_equal(hook_stats(p, "retry").errors, 5);
+    assert_int_equal(hook_stats(p, "retry").fallbacks, 5);
+    assert_true(hook_stats(p, "retry").disabled); /* 5 in a row */
+    kq_policy_free(p);
+
+    assert_int_equal(kq_policy_load(dir, &p, err, sizeof err), 0); /* a reload re-enables */
+    kq_policy_retry(p, 13, "nack", 100, 0, 1000, &v);
+    assert_true(v.dead);
+    assert_string_equal(v.reason, "dead by retry policy");
+    kq_policy_retry(p, 4, "over flow", 100, 0, 1000, &v);
+    assert_false(v.dead);
+    assert_int_equal(v.delay_ms, 123);
+    assert_int_equal(hook_stats(p, "retry").errors, 0);
+
+    struct kq_flow_limits l;
+    struct kq_flow_figures f = {.inflight = 5, .watermark = 100};
+    static const char *const badg[] = {"bad-rate", "bad-burst", "bad-window"};
+    for (size_t i = 0; i < 3; i++) {
+        kq_policy_flow_group(p, badg[i], "t", &f, &l);
+        assert_true(l.rate == 100 && l.burst == 50 && l.window == 1000);
+    }
+    assert_int_equal(hook_stats(p, "flow.group").errors, 3);
+    kq_policy_flow_group(p, "partial", "t", &f, &l); /* missing fields keep the default */
+    assert_true(l.rate == 105 && l.burst == 50 && l.window == 1000);
+    kq_policy_flow_intake(p, 20000, &l); /* no intake hook: the default */
+    assert_true(l.rate == 20000 && l.burst == 10000);
+    assert_false(hook_stats(p, "flow.intake").loaded);
+    kq_policy_free(p);
+}
+
+/* ---- memoisation ------------------------------------------------------------------------ */
+
+static void test_memo(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(shipped_dir(), &p, err, sizeof err), 0);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32];
+    size_t n1 = kq_policy_route(p, s, "trade", "pay-500", r, 32);
+    size_t n2 = kq_policy_route(p, s, "trade", "pay-500", r, 32);
+    assert_int_equal(n1, n2);
+    assert_int_equal(hook_stats(p, "route").calls, 1);
+    assert_int_equal(hook_stats(p, "route").cache_hits, 1);
+    kq_policy_route(p, s, "feed", "pay-500", r, 32); /* another topic: another entry */
+    assert_int_equal(hook_stats(p, "route").calls, 2);
+
+    /* a binding change: new generation, the memo is dropped, the new group is seen */
+    struct kq_binding nb = B("g-new", "pay-5", KQ_BIND_REGX, 0, true);
+    struct kq_binding_set *s2 = kq_binding_set_with_group(s, "trade", "g-new", &nb, 1);
+    assert_non_null(s2);
+    size_t n3 = kq_policy_route(p, s2, "trade", "pay-500", r, 32);
+    assert_int_equal(n3, n1 + 1);
+    assert_true(has_group(r, n3, "g-new", NULL));
+    assert_int_equal(hook_stats(p, "route").calls, 3);
+    kq_policy_route(p, s2, "trade", "pay-500", r, 32);
+    assert_int_equal(hook_stats(p, "route").calls, 3);
+    assert_int_equal(hook_stats(p, "route").cache_hits, 2);
+    kq_binding_set_free(s2);
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
+/* Reload churn: every generation is freed whole (run under ASan/LSan to see leaks). */
+static void test_reload_loop(void **state)
+{
+    (void)state;
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32];
+    for (int i = 0; i < 100; i++) {
+        struct kq_policy *p = NULL;
+        assert_int_equal(kq_policy_load(shipped_dir(), &p, err, sizeof err), 0);
+        assert_int_equal(kq_policy_route(p, s, "trade", "pay-200", r, 32), 4);
+        kq_policy_free(p);
+    }
+    kq_binding_set_free(s);
+}
+
+/* ---- cost per call ---------------------------------------------------------------------- */
+
+static double ns_per_call(uint64_t t0, long n) { return (double)(kq_mono_us() - t0) * 1000.0 / n; }
+
+static void test_bench(void **state)
+{
+    (void)state;
+    const char *env = getenv("KQ_POLICY_BENCH_N");
+    long n = env ? atol(env) : 20000;
+    struct kq_policy *lua = NULL, *c = NULL;
+    assert_int_equal(kq_policy_load(shipped_dir(), &lua, err, sizeof err), 0);
+    assert_int_equal(kq_policy_load(NULL, &c, err, sizeof err), 0);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32];
+    char type[32];
+    uint64_t t0;
+    volatile size_t sink = 0;
+
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++)
+        sink += kq_policy_route(NULL, s, "trade", "pay-500", r, 32);
+    double route_c_nomemo = ns_per_call(t0, n);
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++)
+        sink += kq_policy_route(c, s, "trade", "pay-500", r, 32);
+    double route_c_memo = ns_per_call(t0, n);
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++)
+        sink += kq_policy_route(lua, s, "trade", "pay-500", r, 32);
+    double route_lua_memo = ns_per_call(t0, n);
+    /* every call a new messageType: a memo miss each time */
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++) {
+        snprintf(type, sizeof type, "pay-%ld", i);
+        sink += kq_policy_route(c, s, "trade", type, r, 32);
+    }
+    double route_c_miss = ns_per_call(t0, n);
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++) {
+        snprintf(type, sizeof type, "pay-%ld", i);
+        sink += kq_policy_route(lua, s, "trade", type, r, 32);
+    }
+    double route_lua_miss = ns_per_call(t0, n);
+
+    struct kq_retry_verdict v;
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++) {
+        kq_policy_retry(NULL, (int32_t)(i % 60), "nack", 100, 0, 1000, &v);
+        sink += (size_t)v.delay_ms;
+    }
+    double retry_c = ns_per_call(t0, n);
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++) {
+        kq_policy_retry(lua, (int32_t)(i % 60), "nack", 100, 0, 1000, &v);
+        sink += (size_t)v.delay_ms;
+    }
+    double retry_lua = ns_per_call(t0, n);
+    struct kq_flow_figures f = {1, 2, 0, 1000};
+    struct kq_flow_limits l;
+    t0 = kq_mono_us();
+    for (long i = 0; i < n; i++)
+        kq_policy_flow_group(lua, "g", "t", &f, &l);
+    double flow_lua = ns_per_call(t0, n);
+    (void)sink;
+    printf("# policy cost per call (ns), %ld calls, 9 bindings on the topic:\n"
+           "#   route  C default, no memo (p=NULL) %8.0f\n"
+           "#   route  C default, memo hit         %8.0f\n"
+           "#   route  Lua hook, memo hit          %8.0f\n"
+           "#   route  C default, memo miss        %8.0f\n"
+           "#   route  Lua hook, memo miss         %8.0f\n"
+           "#   retry  C default                   %8.0f\n"
+           "#   retry  Lua hook                    %8.0f\n"
+           "#   flow.group Lua hook                %8.0f\n",
+           n, route_c_nomemo, route_c_memo, route_lua_memo, route_c_miss, route_lua_miss,
+           retry_c, retry_lua, flow_lua);
+    assert_int_equal(hook_stats(lua, "route").errors + hook_stats(lua, "retry").errors, 0);
+    kq_binding_set_free(s);
+    kq_policy_free(lua);
+    kq_policy_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_default_routing),
+        cmocka_unit_test(test_default_retry_and_flow),
+        cmocka_unit_test(test_load_defaults_only),
+        cmocka_unit_test(test_shipped_equal_defaults),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_route_runtime_failures),
+        cmocka_unit_test(test_retry_and_flow_runtime_failures),
+        cmocka_unit_test(test_memo),
+        cmocka_unit_test(test_reload_loop),
+        cmocka_unit_test(test_bench),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

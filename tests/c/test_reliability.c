@@ -1,0 +1,343 @@
+/* Integration: reliable delivery on the file store. Restart keeps pending messages and
+ * their delivery state; retries, limits and expiry end in the dead-letter store;
+ * persistent vs non-persistent groups; fly; two-phase commit, rollback and unanswered
+ * checks; a consumer that never acks; deliveryFirst. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "support/broker_proc.h"
+
+#define EXTRA "deliverySeconds = 1, txCheckSeconds = 1, txMaxChecks = 2,"
+
+static struct broker_proc bp;
+
+static int setup(void **state)
+{
+    (void)state;
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group", EXTRA);
+    return broker_start(&bp, cfg, NULL);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return broker_stop(&bp) == 0 ? 0 : -1;
+}
+
+static int connect_as(const char *group)
+{
+    int fd = raw_connect(bp.port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_handshake(fd, group, TEST_SECRET), 1);
+    return fd;
+}
+
+static void restart(void)
+{
+    assert_int_equal(broker_stop(&bp), 0);
+    assert_int_equal(broker_restart(&bp, NULL), 0);
+}
+
+/* Receive `n` distinct deliveries of ids[] and ack them all. */
+static void drain_expect(int fd, char ids[][33], int n)
+{
+    int seen = 0;
+    bool got[64] = {0};
+    while (seen < n) {
+        char id[33];
+        uint32_t op;
+        int rc = raw_recv_delivery(fd, 5000, id, &op, NULL, 0);
+        if (rc != 1)
+            fail_msg("only %d of %d messages delivered", seen, n);
+        raw_deliver_ack(fd, op, id, true);
+        for (int i = 0; i < n; i++)
+            if (strcmp(ids[i], id) == 0 && !got[i]) {
+                got[i] = true;
+                seen++;
+            }
+    }
+    assert_int_equal(raw_sync(fd), 0); /* the acks are processed before we go on */
+}
+
+static void test_restart_keeps_pending(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    char ids[20][33];
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true};
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
+    close(prod);
+    restart();
+    assert_true(broker_wait_log(&bp, "recovered pending=20", 1));
+    int a = connect_as(TEST_CONSUMER), b = connect_as(TEST_CONSUMER_B);
+    drain_expect(a, ids, 20);
+    drain_expect(b, ids, 20);
+    /* all acked: after another restart nothing is pending */
+    close(a);
+    close(b);
+    restart();
+    assert_true(broker_wait_log(&bp, "recovered pending=0", 1));
+}
+
+static void test_attempts_survive_restart_then_dead_letter(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int a = connect_as(TEST_CONSUMER);
+    char id[33], got[33];
+    uint32_t op;
+    /* regx binding: only group a; deliverLimit 4 */
+    struct raw_msg m = {.topic = "trade", .type = "refund-limit", .commit = true, .limit = 4};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    for (int i = 0; i < 2; i++) { /* attempts 1 and 2: nacked */
+        assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
+        assert_string_equal(got, id);
+        raw_deliver_ack(a, op, got, false);
+    }
+    /* attempt 3 follows at once; the consumer goes away without answering it */
+    assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
+    close(a);
+    close(prod);
+    char needle[96];
+    snprintf(needle, sizeof needle, "copy failed id=%s", id);
+    restart(); /* attempts = 3 are on disk, next attempt 5 s after the third */
+    a = connect_as(TEST_CONSUMER);
+    assert_int_equal(raw_recv_delivery(a, 9000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(a, op, got, false); /* fourth failure: the limit */
+    snprintf(needle, sizeof needle, "dead letter id=%s topic=trade type=refund-limit attempts=4", id);
+    assert_true(broker_wait_log(&bp, needle, 5000));
+    assert_int_equal(raw_recv_delivery(a, 1500, got, &op, NULL, 0), 0);
+    close(a);
+}
+
+static void test_expiry_dead_letters(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    char id[33];
+    struct raw_msg m = {.topic = "trade", .type = "refund-expiring", .commit = true,
+                        .expired = time(NULL) + 2};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    char needle[128];
+    snprintf(needle, sizeof needle, "dead letter id=%s topic=trade type=refund-expiring attempts=0 reason=\"expired\"", id);
+    assert_true(broker_wait_log(&bp, needle, 8000));
+    close(prod);
+}
+
+static void test_consumer_never_acks(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int a = connect_as(TEST_CONSUMER);
+    char id[33], got[33];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-silent", .commit = true, .limit = 2};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    for (int i = 0; i < 2; i++) { /* delivered, never acked: timeout (1 s), again */
+        assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
+        assert_string_equal(got, id);
+    }
+    char needle[96];
+    snprintf(needle, sizeof needle, "dead letter id=%s", id);
+    assert_true(broker_wait_log(&bp, needle, 5000));
+    close(a);
+    close(prod);
+}
+
+static void test_non_persistent_group_skips_offline(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    char id[33], got[33];
+    uint32_t op;
+    /* "volatile" binds s-trade-b non-persistent; nobody of b online */
+    struct raw_msg m = {.topic = "trade", .type = "volatile", .commit = true};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    int b = connect_as(TEST_CONSUMER_B);
+    assert_int_equal(raw_recv_delivery(b, 2500, got, &op, NULL, 0), 0);
+    /* online: it is delivered */
+    assert_int_equal(raw_publish(prod, 2, &m, id, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(b, 3000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(b, op, got, true);
+    assert_int_equal(raw_sync(b), 0);
+    close(b);
+    close(prod);
+}
+
+static void test_fly_never_stored(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int a = connect_as(TEST_CONSUMER);
+    char id[33], got[33];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-fly", .commit = true, .fly = true};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
+    raw_deliver_ack(a, op, got, false); /* still retried while the broker runs */
+    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    close(a); /* consumer gone; the fly message waits in memory only */
+    close(prod);
+    restart();
+    assert_true(broker_wait_log(&bp, "recovered pending=0", 1));
+    a = connect_as(TEST_CONSUMER);
+    assert_int_equal(raw_recv_delivery(a, 2000, got, &op, NULL, 0), 0);
+    close(a);
+}
+
+static int send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)
+{
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = (char *)id;
+    h.topic = "trade";
+    h.messagetype = (char *)type;
+    h.expiredtime = -1;
+    h.deliverlimit = -1;
+    h.groupid = TEST_PRODUCER;
+    Protocol__TxACKPacket t = PROTOCOL__TX_ACKPACKET__INIT;
+    t.header = &h;
+    t.status = status;
+    t.feedback = "";
+    struct kq_buf b = {0};
+    kq_codec_append(&b, opaque, KQ_CMD_TX_ACK, &t.base);
+    int rc = raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    return rc;
+}
+
+static void test_two_phase_commit_and_rollback(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int a = connect_as(TEST_CONSUMER);
+    char id[33], id2[33], got[33], body[64];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-tx", .commit = false, .body = "tx"};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(a, 700, got, &op, NULL, 0), 0); /* not delivered yet */
+    send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT); /* opaque 0, as the Go client */
+    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, body, sizeof body), 1);
+    assert_string_equal(got, id);
+    assert_string_equal(body, "tx");
+    raw_deliver_ack(a, op, got, true);
+    assert_int_equal(raw_sync(a), 0);
+    send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT); /* duplicate answer: harmless */
+    assert_int_equal(raw_recv_delivery(a, 1000, got, &op, NULL, 0), 0);
+    /* rollback: never delivered */
+    assert_int_equal(raw_publish(prod, 2, &m, id2, NULL, 0), 1);
+    send_tx(prod, 0, id2, "refund-tx", KQ_TX_ROLLBACK);
+    send_tx(prod, 0, id2, "refund-tx", KQ_TX_COMMIT); /* late commit after rollback: ignored */
+    assert_int_equal(raw_recv_delivery(a, 2500, got, &op, NULL, 0), 0);
+    close(a);
+    close(prod);
+}
+
+static void test_two_phase_checks(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int a = connect_as(TEST_CONSUMER);
+    char id[33], got[33];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-check", .commit = false};
+    /* answered check: the broker asks after txCheckSeconds; we commit in the reply */
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    struct kq_frame f;
+    uint8_t *buf;
+    assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 5000, &f, &buf), 1);
+    Protocol__TxACKPacket *t = (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    assert_non_null(t);
+    assert_int_equal(t->status, KQ_TX_UNKNOWN);
+    assert_string_equal(t->feedback, "Server Check");
+    assert_string_equal(t->header->messageid, id);
+    assert_true(f.opaque != 0);
+    send_tx(prod, f.opaque, id, "refund-check", KQ_TX_COMMIT);
+    kq_codec_free(&t->base);
+    free(buf);
+    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(a, op, got, true);
+    assert_int_equal(raw_sync(a), 0);
+    /* unanswered: txMaxChecks = 2 checks, then dead-lettered with the reason */
+    assert_int_equal(raw_publish(prod, 2, &m, id, NULL, 0), 1);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 6000, &f, &buf), 1);
+        free(buf);
+    }
+    char needle[128];
+    snprintf(needle, sizeof needle, "dead letter id=%s", id);
+    assert_true(broker_wait_log(&bp, needle, 8000));
+    assert_true(broker_wait_log(&bp, "transaction unresolved", 1));
+    close(a);
+    close(prod);
+}
+
+static void test_delivery_first(void **state)
+{
+    (void)state;
+    struct broker_proc df;
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "file://./data", EXTRA " deliveryFirst = true,");
+    assert_int_equal(broker_start(&df, cfg, NULL), 0);
+    int prod = raw_connect(df.port), a = raw_connect(df.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    char id[33], got[33], fb[96];
+    uint32_t op;
+    /* consumer online and acking: delivered, acked true, never stored */
+    struct raw_msg m = {.topic = "trade", .type = "refund-df", .commit = true};
+    assert_int_equal(raw_publish_nowait(prod, 1, &m, id), 0);
+    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(a, op, got, true);
+    assert_int_equal(raw_sync(a), 0);
+    /* the producer's ack comes after the consumer's: status true (the original said false) */
+    assert_int_equal(raw_wait_store_ack(prod, 1, fb, sizeof fb), 1);
+    assert_memory_equal(fb, "Store Result true", 17);
+    close(a);
+    /* consumer offline: stored, then acked true, and delivered after a restart */
+    assert_int_equal(raw_publish(prod, 2, &m, id, fb, sizeof fb), 1);
+    assert_memory_equal(fb, "Store Result true", 17);
+    close(prod);
+    assert_int_equal(broker_stop(&df), 0);
+    assert_int_equal(broker_restart(&df, NULL), 0);
+    assert_true(broker_wait_log(&df, "recovered pending=1", 1));
+    a = raw_connect(df.port);
+    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(a, op, got, true);
+    assert_int_equal(raw_sync(a), 0);
+    close(a);
+    assert_int_equal(broker_stop(&df), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_restart_keeps_pending),
+        cmocka_unit_test(test_attempts_survive_restart_then_dead_letter),
+        cmocka_unit_test(test_expiry_dead_letters),
+        cmocka_unit_test(test_consumer_never_acks),
+        cmocka_unit_test(test_non_persistent_group_skips_offline),
+        cmocka_unit_test(test_fly_never_stored),
+        cmocka_unit_test(test_two_phase_commit_and_rollback),
+        cmocka_unit_test(test_two_phase_checks),
+        cmocka_unit_test(test_delivery_first),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

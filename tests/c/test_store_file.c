@@ -1,0 +1,863 @@
+/* File store: durability, recovery, group commit, corruption, reclaim, compaction,
+ * disk full and the DLQ. Every test works in its own mkdtemp directory. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "store/file/file_store.h"
+#include "store/store.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+struct fx {
+    uv_loop_t loop;
+    char dir[256];
+    char uri[512];
+    struct kq_store *s;
+    int done, failed, last_status;
+};
+
+static void on_tick(uv_timer_t *t) { (void)t; }
+
+/* Run the loop until *counter >= target or the deadline passes. */
+static bool wait_for(struct fx *f, int *counter, int target, int ms)
+{
+    uv_timer_t tick;
+    uv_timer_init(&f->loop, &tick);
+    uv_timer_start(&tick, on_tick, 5, 5);
+    uint64_t deadline = kq_mono_us() + (uint64_t)ms * 1000;
+    while (*counter < target && kq_mono_us() < deadline)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    return *counter >= target;
+}
+
+static void on_done(void *ud, int status)
+{
+    struct fx *f = ud;
+    f->done++;
+    f->last_status = status;
+    if (status)
+        f->failed++;
+}
+
+static void store_open(struct fx *f)
+{
+    char err[256];
+    int rc = kq_store_open(&f->loop, f->uri, &f->s, err, sizeof err);
+    if (rc)
+        fail_msg("open %s: %s", f->uri, err);
+}
+
+static void store_close(struct fx *f)
+{
+    f->s->ops->close(f->s);
+    f->s = NULL;
+    uv_run(&f->loop, UV_RUN_NOWAIT); /* let the store's handles close */
+}
+
+static void rm_rf(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    char p[512];
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            unlink(p);
+        }
+    closedir(d);
+    rmdir(dir);
+}
+
+static struct fx *fx_new(const char *params)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    uv_loop_init(&f->loop);
+    snprintf(f->dir, sizeof f->dir, "/tmp/kq-fs-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->uri, sizeof f->uri, "file://%s%s%s", f->dir, params ? "?" : "",
+             params ? params : "");
+    store_open(f);
+    return f;
+}
+
+static void fx_free(struct fx *f)
+{
+    if (f->s)
+        store_close(f);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    rm_rf(f->dir);
+    free(f);
+}
+
+static int count_segments(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        n += strncmp(de->d_name, "seg-", 4) == 0;
+    closedir(d);
+    return n;
+}
+
+/* Path of the newest (or oldest) segment. */
+static void segment_path(const char *dir, bool newest, char *out, size_t n)
+{
+    DIR *d = opendir(dir);
+    char best[256] = "";
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, "seg-", 4) == 0 &&
+            (!best[0] || (strcmp(de->d_name, best) > 0) == newest))
+            snprintf(best, sizeof best, "%s", de->d_name);
+    closedir(d);
+    snprintf(out, n, "%s/%s", dir, best);
+}
+
+static void make_id(char *id, int i) { snprintf(id, KQ_ID_LEN + 1, "%032x", i); }
+
+/* Deterministic message i: body of body_len bytes derived from i. */
+struct msgbuf {
+    struct kq_stored_msg m;
+    uint8_t header[16];
+    uint8_t body[8192];
+};
+
+static void make_msg(struct msgbuf *b, int i, uint32_t body_len)
+{
+    memset(&b->m, 0, sizeof b->m);
+    make_id(b->m.id, i);
+    b->m.cmd = i % 2 ? 0x11 : 0x12;
+    b->m.topic = i % 3 ? "trade" : "user";
+    b->m.message_type = "pay-succ";
+    b->m.publish_group = "g-producer";
+    b->m.commit = i % 5 != 0;
+    b->m.publish_time = 1700000000 + i;
+    b->m.expired_time = 1800000000 + i;
+    b->m.deliver_limit = 100;
+    for (int k = 0; k < 16; k++)
+        b->header[k] = (uint8_t)(i + k);
+    for (uint32_t k = 0; k < body_len; k++)
+        b->body[k] = (uint8_t)(i * 7 + k);
+    b->m.header = b->header;
+    b->m.header_len = 16;
+    b->m.body = b->body;
+    b->m.body_len = body_len;
+}
+
+static uint32_t body_len_of(int i) { return 10 + (uint32_t)(i * 37) % 900; }
+
+static void check_msg(const struct kq_stored_msg *m, int i)
+{
+    struct msgbuf want;
+    make_msg(&want, i, body_len_of(i));
+    assert_string_equal(m->id, want.m.id);
+    assert_int_equal(m->cmd, want.m.cmd);
+    assert_string_equal(m->topic, want.m.topic);
+    assert_string_equal(m->message_type, "pay-succ");
+    assert_string_equal(m->publish_group, "g-producer");
+    assert_int_equal(m->publish_time, want.m.publish_time);
+    assert_int_equal(m->expired_time, want.m.expired_time);
+    assert_int_equal(m->deliver_limit, 100);
+    assert_int_equal(m->header_len, 16);
+    assert_memory_equal(m->header, want.header, 16);
+    assert_int_equal(m->body_len, want.m.body_len);
+    assert_memory_equal(m->body, want.body, m->body_len);
+}
+
+static int save_range(struct fx *f, int from, int to)
+{
+    struct msgbuf b;
+    int before = f->done;
+    for (int i = from; i < to; i++) {
+        make_msg(&b, i, body_len_of(i));
+        assert_int_equal(f->s->ops->save(f->s, &b.m, on_done, f), 0);
+    }
+    assert_true(wait_for(f, &f->done, before + (to - from), 10000));
+    return f->failed;
+}
+
+/* Saves in small groups, one batch each: spreads messages over small segments. */
+static int save_spread(struct fx *f, int from, int to)
+{
+    for (int i = from; i < to; i += 5)
+        save_range(f, i, i + 5 < to ? i + 5 : to);
+    return f->failed;
+}
+
+/* Recovered messages, in order. */
+struct rec_list {
+    int n;
+    int ids[20000];
+    bool commit[20000];
+    int attempts[20000];
+    int n_done[20000];
+    char first_done[20000][16];
+};
+
+static void on_recover(void *ud, const struct kq_stored_msg *m,
+                       const struct kq_delivery_state *st)
+{
+    struct rec_list *l = ud;
+    int i = (int)strtol(m->id, NULL, 16);
+    check_msg(m, i);
+    l->ids[l->n] = i;
+    l->commit[l->n] = m->commit;
+    l->attempts[l->n] = st ? st->attempts : -1;
+    l->n_done[l->n] = st ? (int)st->n_done : -1;
+    if (st && st->n_done)
+        snprintf(l->first_done[l->n], 16, "%s", st->groups_done[0]);
+    if (st)
+        assert_string_equal(st->id, m->id);
+    l->n++;
+}
+
+static struct rec_list *recover_all(struct fx *f)
+{
+    struct rec_list *l = calloc(1, sizeof *l);
+    assert_int_equal(f->s->ops->recover(f->s, on_recover, l), 0);
+    return l;
+}
+
+/* ---- tests ------------------------------------------------------------------------------- */
+
+static void test_save_reopen_recover(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("fsync=group");
+    const int N = 1000;
+    assert_int_equal(save_range(f, 0, N), 0);
+    char id[KQ_ID_LEN + 1];
+    /* commit the uncommitted ones with id % 10 == 0, update 1..., remove 2..., dead 3... */
+    int commits = 0;
+    for (int i = 0; i < N; i += 10) {
+        make_id(id, i);
+        assert_int_equal(f->s->ops->commit(f->s, id, on_done, f), 0);
+        commits++;
+    }
+    const char *groups[] = {"g-a", "g-b"};
+    for (int i = 1; i < N; i += 10) {
+        struct kq_delivery_state st = {.attempts = i, .next_attempt_ms = 5, .tx_checks = 1,
+                                       .groups_done = groups, .n_done = 2,
+                                       .groups_failed = groups + 1, .n_failed = 1};
+        make_id(st.id, i);
+        assert_int_equal(f->s->ops->update(f->s, &st), 0);
+    }
+    for (int i = 2; i < N; i += 10) {
+        make_id(id, i);
+        assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    }
+    for (int i = 3; i < N; i += 10) {
+        struct kq_stored_msg m = {0};
+        make_id(m.id, i);
+        m.topic = "trade";
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "too many attempts"), 0);
+    }
+    int base = f->done;
+    assert_true(wait_for(f, &f->done, base + commits, 5000));
+    assert_int_equal(f->failed, 0);
+    /* duplicate and unknown ids */
+    struct msgbuf b;
+    make_msg(&b, 5, 10);
+    assert_int_equal(f->s->ops->save(f->s, &b.m, on_done, f), -EEXIST);
+    make_id(id, 2);
+    assert_int_equal(f->s->ops->remove(f->s, id), -ENOENT);
+    store_close(f);
+
+    store_open(f);
+    struct kq_file_store_stats fs;
+    assert_int_equal(kq_file_store_stats(f->s, &fs), 0);
+    assert_int_equal(fs.pending, N - 2 * (N / 10));
+    assert_int_equal(fs.dead_letters, N / 10);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, N - 2 * (N / 10));
+    int prev = -1;
+    for (int k = 0; k < l->n; k++) {
+        int i = l->ids[k];
+        assert_true(i > prev); /* publish order */
+        prev = i;
+        assert_true(i % 10 != 2 && i % 10 != 3);
+        assert_int_equal(l->commit[k], i % 5 != 0 || i % 10 == 0);
+        if (i % 10 == 1) {
+            assert_int_equal(l->attempts[k], i);
+            assert_int_equal(l->n_done[k], 2);
+            assert_string_equal(l->first_done[k], "g-a");
+        } else {
+            assert_int_equal(l->attempts[k], -1);
+        }
+    }
+    free(l);
+    fx_free(f);
+}
+
+struct cb_check {
+    struct fx *f;
+    const char *body_marker;
+    bool seen_in_file;
+    uint64_t fsyncs_at_cb;
+};
+
+static bool file_contains(const char *path, const void *needle, size_t n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return false;
+    static uint8_t buf[1 << 20];
+    size_t got = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    return memmem(buf, got, needle, n) != NULL;
+}
+
+static void on_done_check(void *ud, int status)
+{
+    struct cb_check *c = ud;
+    assert_int_equal(status, 0);
+    char path[512];
+    segment_path(c->f->dir, true, path, sizeof path);
+    c->seen_in_file = file_contains(path, c->body_marker, strlen(c->body_marker));
+    struct kq_file_store_stats st;
+    kq_file_store_stats(c->f->s, &st);
+    c->fsyncs_at_cb = st.fsyncs;
+    c->f->done++;
+}
+
+static void test_callback_after_write(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    struct cb_check c = {.f = f, .body_marker = "the-body-marker-0123456789"};
+    struct kq_stored_msg m = {.cmd = 0x12, .topic = "t", .message_type = "x",
+                              .publish_group = "g", .commit = true, .deliver_limit = 1};
+    make_id(m.id, 42);
+    m.body = (const uint8_t *)c.body_marker;
+    m.body_len = (uint32_t)strlen(c.body_marker);
+    assert_int_equal(f->s->ops->save(f->s, &m, on_done_check, &c), 0);
+    assert_int_equal(f->done, 0); /* never synchronously */
+    assert_true(wait_for(f, &f->done, 1, 5000));
+    assert_true(c.seen_in_file);
+    assert_true(c.fsyncs_at_cb >= 1);
+    fx_free(f);
+}
+
+static void test_group_commit(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("fsync=group");
+    const int N = 5000;
+    uint64_t t0 = kq_mono_us();
+    assert_int_equal(save_range(f, 0, N), 0);
+    uint64_t us = kq_mono_us() - t0;
+    struct kq_file_store_stats st;
+    kq_file_store_stats(f->s, &st);
+    print_message("group commit: %d saves, %llu batches, %llu fsyncs, %.0f saves/s\n", N,
+                  (unsigned long long)st.batches, (unsigned long long)st.fsyncs,
+                  N * 1e6 / (double)us);
+    assert_true(st.fsyncs <= 10);
+    assert_true(st.batches <= 5);
+    /* Saves trickling in while a batch is in flight share the next fsync. */
+    struct msgbuf b;
+    int before = f->done;
+    for (int round = 0; round < 50; round++) {
+        for (int k = 0; k < 20; k++) {
+            make_msg(&b, N + round * 20 + k, 100);
+            assert_int_equal(f->s->ops->save(f->s, &b.m, on_done, f), 0);
+        }
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    assert_true(wait_for(f, &f->done, before + 1000, 10000));
+    kq_file_store_stats(f->s, &st);
+    print_message("trickle: 1000 saves over 50 iterations, total fsyncs %llu\n",
+                  (unsigned long long)st.fsyncs);
+    assert_true(st.fsyncs < 10 + 50);
+    fx_free(f);
+}
+
+enum damage { GARBAGE, TRUNCATE, FLIP };
+
+static void corrupt_tail(enum damage how)
+{
+    struct fx *f = fx_new(NULL);
+    assert_int_equal(save_range(f, 0, 10), 0);
+    store_close(f);
+    char path[512];
+    segment_path(f->dir, true, path, sizeof path);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    if (how == GARBAGE) {
+        char junk[100];
+        memset(junk, 0xab, sizeof junk);
+        assert_int_equal(pwrite(fd, junk, sizeof junk, st.st_size), (ssize_t)sizeof junk);
+    } else if (how == TRUNCATE) {
+        assert_int_equal(ftruncate(fd, st.st_size - 7), 0);
+    } else {
+        uint8_t byte;
+        assert_int_equal(pread(fd, &byte, 1, st.st_size - 3), 1);
+        byte ^= 0x40;
+        assert_int_equal(pwrite(fd, &byte, 1, st.st_size - 3), 1);
+    }
+    close(fd);
+    char logpath[300];
+    snprintf(logpath, sizeof logpath, "%s.log", f->dir);
+    kq_log_open(logpath);
+    store_open(f);
+    kq_log_open(NULL);
+    struct kq_file_store_stats fs;
+    kq_file_store_stats(f->s, &fs);
+    assert_true(fs.truncated_bytes > 0);
+    int want = how == GARBAGE ? 10 : 9;
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, want);
+    for (int k = 0; k < want; k++)
+        assert_int_equal(l->ids[k], k);
+    free(l);
+    /* the warning was logged */
+    FILE *fp = fopen(logpath, "r");
+    char line[512];
+    bool warned = false;
+    while (fp && fgets(line, sizeof line, fp))
+        warned |= strstr(line, " warn ") && strstr(line, "truncating");
+    if (fp)
+        fclose(fp);
+    unlink(logpath);
+    assert_true(warned);
+    /* appends after the cut are read back */
+    assert_int_equal(save_range(f, 100, 105), 0);
+    store_close(f);
+    store_open(f);
+    l = recover_all(f);
+    assert_int_equal(l->n, want + 5);
+    assert_int_equal(l->ids[want], 100);
+    free(l);
+    fx_free(f);
+}
+
+static void test_corrupt_garbage(void **state) { (void)state; corrupt_tail(GARBAGE); }
+static void test_corrupt_truncated(void **state) { (void)state; corrupt_tail(TRUNCATE); }
+static void test_corrupt_flipped(void **state) { (void)state; corrupt_tail(FLIP); }
+
+/* Damage in the middle of an older segment: the rest of that segment is skipped, the
+ * store opens and later segments are intact. */
+static void test_corrupt_middle_segment(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("segment_kb=8");
+    assert_int_equal(save_spread(f, 0, 60), 0);
+    store_close(f);
+    assert_true(count_segments(f->dir) >= 3);
+    char path[512];
+    segment_path(f->dir, false, path, sizeof path);
+    int fd = open(path, O_RDWR);
+    uint8_t byte = 0;
+    assert_int_equal(pwrite(fd, &byte, 1, 600), 1);
+    close(fd);
+    kq_log_set_level(KQ_LOG_ERROR + 1); /* keep the expected error out of the output */
+    store_open(f);
+    kq_log_set_level(KQ_LOG_INFO);
+    struct rec_list *l = recover_all(f);
+    assert_true(l->n > 30 && l->n < 60);
+    assert_int_equal(l->ids[l->n - 1], 59);
+    free(l);
+    fx_free(f);
+}
+
+static void test_reclaim(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("segment_kb=8");
+    assert_int_equal(save_spread(f, 0, 200), 0);
+    int segs = count_segments(f->dir);
+    assert_true(segs >= 10);
+    char id[KQ_ID_LEN + 1];
+    for (int i = 0; i < 200; i++) {
+        make_id(id, i);
+        assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    }
+    /* one more save flushes the removes; reclaim follows its completion */
+    assert_int_equal(save_range(f, 1000, 1001), 0);
+    struct kq_file_store_stats st;
+    for (int k = 0; k < 100; k++) {
+        kq_file_store_stats(f->s, &st);
+        if (st.segments <= 2 && count_segments(f->dir) <= 2) /* unlinked by the writer */
+            break;
+        int z = 0;
+        wait_for(f, &z, 1, 10);
+    }
+    assert_true(st.segments <= 2);
+    assert_true(count_segments(f->dir) <= 2);
+    store_close(f);
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, 1);
+    assert_int_equal(l->ids[0], 1000);
+    free(l);
+    fx_free(f);
+}
+
+static void test_compaction(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("segment_kb=8");
+    /* message 7 lives long, with state and a commit */
+    assert_int_equal(save_range(f, 0, 1), 0);
+    assert_int_equal(save_range(f, 5, 6), 0);
+    assert_int_equal(save_range(f, 7, 8), 0);
+    char id[KQ_ID_LEN + 1];
+    make_id(id, 5);
+    f->s->ops->remove(f->s, id);
+    make_id(id, 0);
+    f->s->ops->remove(f->s, id);
+    make_id(id, 7);
+    const char *g[] = {"g-long"};
+    struct kq_delivery_state ds = {.attempts = 3, .groups_done = g, .n_done = 1};
+    memcpy(ds.id, id, sizeof ds.id);
+    f->s->ops->update(f->s, &ds);
+    char first[512];
+    segment_path(f->dir, false, first, sizeof first);
+    /* churn: many short-lived messages */
+    for (int round = 0; round < 40; round++) {
+        int from = 100 + round * 20;
+        assert_int_equal(save_range(f, from, from + 20), 0);
+        for (int i = from; i < from + 20; i++) {
+            make_id(id, i);
+            assert_int_equal(f->s->ops->remove(f->s, id), 0);
+        }
+    }
+    assert_int_equal(save_range(f, 5000, 5001), 0);
+    struct kq_file_store_stats st;
+    for (int k = 0; k < 100; k++) {
+        kq_file_store_stats(f->s, &st);
+        if (st.segments <= 3 && access(first, F_OK) != 0)
+            break;
+        int z = 0;
+        wait_for(f, &z, 1, 10);
+    }
+    print_message("compaction: %llu passes, %llu messages copied, %llu segments left\n",
+                  (unsigned long long)st.compactions, (unsigned long long)st.compacted_msgs,
+                  (unsigned long long)st.segments);
+    assert_true(st.compactions >= 1);
+    assert_true(st.segments <= 3);
+    assert_true(access(first, F_OK) != 0); /* the segment of message 7 is gone */
+    store_close(f);
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, 2);
+    assert_int_equal(l->ids[0], 7); /* publish order survives the copy */
+    assert_int_equal(l->attempts[0], 3);
+    assert_string_equal(l->first_done[0], "g-long");
+    assert_true(l->commit[0]);
+    assert_int_equal(l->ids[1], 5000);
+    free(l);
+    fx_free(f);
+}
+
+static void test_load(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    struct msgbuf b;
+    make_msg(&b, 3, body_len_of(3));
+    assert_int_equal(f->s->ops->save(f->s, &b.m, on_done, f), 0);
+    /* loading before the write completes reads from the batch in memory */
+    int loaded = 0;
+    void on_load(void *ud, int status, const struct kq_stored_msg *m);
+    assert_int_equal(f->s->ops->load(f->s, b.m.id, on_load, &loaded), 0);
+    assert_true(wait_for(f, &f->done, 1, 5000));
+    assert_int_equal(f->s->ops->load(f->s, b.m.id, on_load, &loaded), 0);
+    store_close(f);
+    store_open(f);
+    assert_int_equal(f->s->ops->load(f->s, b.m.id, on_load, &loaded), 0);
+    assert_int_equal(loaded, 3);
+    char id[KQ_ID_LEN + 1];
+    make_id(id, 4);
+    assert_int_equal(f->s->ops->load(f->s, id, on_load, &loaded), -ENOENT);
+    fx_free(f);
+}
+
+void on_load(void *ud, int status, const struct kq_stored_msg *m)
+{
+    assert_int_equal(status, 0);
+    check_msg(m, 3);
+    (*(int *)ud)++;
+}
+
+static void test_fsync_modes(void **state)
+{
+    (void)state;
+    const char *modes[] = {"fsync=interval&interval=20", "fsync=none"};
+    for (int k = 0; k < 2; k++) {
+        struct fx *f = fx_new(modes[k]);
+        assert_int_equal(save_range(f, 0, 300), 0);
+        struct kq_file_store_stats st;
+        kq_file_store_stats(f->s, &st);
+        if (k == 1)
+            assert_int_equal(st.fsyncs, 0);
+        store_close(f);
+        store_open(f);
+        struct rec_list *l = recover_all(f);
+        assert_int_equal(l->n, 300);
+        free(l);
+        fx_free(f);
+    }
+}
+
+/* ---- dlq --------------------------------------------------------------------------------- */
+
+struct dlq_seen {
+    int n;
+    char ids[64][KQ_ID_LEN + 1];
+    char reason[64];
+    int stop_after;
+};
+
+static bool on_dlq(void *ud, const struct kq_dead_letter *d)
+{
+    struct dlq_seen *s = ud;
+    int i = (int)strtol(d->msg.id, NULL, 16);
+    check_msg(&d->msg, i);
+    snprintf(s->ids[s->n++], KQ_ID_LEN + 1, "%s", d->msg.id);
+    snprintf(s->reason, sizeof s->reason, "%s", d->reason);
+    assert_true(d->dead_time > 1600000000);
+    return !s->stop_after || s->n < s->stop_after;
+}
+
+static void test_dlq(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    assert_int_equal(save_range(f, 0, 9), 0);
+    for (int i = 0; i < 6; i++) {
+        struct kq_stored_msg m = {0};
+        make_id(m.id, i);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired"), 0);
+    }
+    /* a dead letter given in full that was never pending */
+    struct msgbuf b;
+    make_msg(&b, 50, body_len_of(50));
+    assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding"), 0);
+
+    struct dlq_seen s = {0};
+    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0); /* before the write */
+    assert_int_equal(s.n, 7);
+    assert_string_equal(s.reason, "no binding");
+    store_close(f);
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, 3); /* 6, 7, 8 */
+    free(l);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(f->s->ops->dlq_list(f->s, "user", on_dlq, &s), 0); /* i % 3 == 0 */
+    assert_int_equal(s.n, 2);                                             /* 0 and 3 */
+    memset(&s, 0, sizeof s);
+    s.stop_after = 2;
+    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0);
+    assert_int_equal(s.n, 2);
+    memset(&s, 0, sizeof s);
+    char id[KQ_ID_LEN + 1];
+    make_id(id, 1);
+    assert_int_equal(f->s->ops->dlq_take(f->s, id, on_dlq, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], id);
+    assert_int_equal(f->s->ops->dlq_take(f->s, id, on_dlq, &s), -ENOENT);
+    size_t purged = 0;
+    assert_int_equal(f->s->ops->dlq_purge(f->s, "user", &purged), 0);
+    assert_int_equal(purged, 2);
+    store_close(f);
+    store_open(f);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0);
+    assert_int_equal(s.n, 4); /* 2, 4, 5, 50 */
+    assert_int_equal(f->s->ops->dlq_purge(f->s, NULL, &purged), 0);
+    assert_int_equal(purged, 4);
+    store_close(f);
+    store_open(f);
+    memset(&s, 0, sizeof s);
+    f->s->ops->dlq_list(f->s, NULL, on_dlq, &s);
+    assert_int_equal(s.n, 0);
+    fx_free(f);
+}
+
+/* ---- disk full --------------------------------------------------------------------------- */
+
+static void test_disk_full(void **state)
+{
+    (void)state;
+    char mnt[] = "/tmp/kq-full-XXXXXX";
+    assert_non_null(mkdtemp(mnt));
+    if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
+        rmdir(mnt);
+        print_message("SKIP disk full: cannot mount a 1 MiB tmpfs (need root / CAP_SYS_ADMIN)\n");
+        skip();
+    }
+    struct fx *f = calloc(1, sizeof *f);
+    uv_loop_init(&f->loop);
+    snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
+    snprintf(f->uri, sizeof f->uri, "file://%s", f->dir);
+    store_open(f);
+    assert_int_equal(save_range(f, 0, 20), 0);
+    /* fill the file system */
+    char filler[300];
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    int fd = open(filler, O_WRONLY | O_CREAT, 0644);
+    static char block[4096];
+    while (write(fd, block, sizeof block) > 0)
+        ;
+    close(fd);
+    kq_log_set_level(KQ_LOG_ERROR + 1);
+    int failed0 = f->failed;
+    save_range(f, 20, 30);
+    assert_int_equal(f->failed - failed0, 10);
+    assert_int_equal(f->last_status, -ENOSPC);
+    /* removes issued meanwhile are retried, not lost */
+    char id[KQ_ID_LEN + 1];
+    make_id(id, 0);
+    assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    int z = 0;
+    wait_for(f, &z, 1, 300);
+    kq_log_set_level(KQ_LOG_INFO);
+    unlink(filler);
+    failed0 = f->failed;
+    assert_int_equal(save_range(f, 30, 40), failed0); /* space is back: saves succeed */
+    store_close(f);
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, 29); /* 1..19 and 30..39 */
+    assert_int_equal(l->ids[0], 1);
+    assert_int_equal(l->ids[18], 19);
+    assert_int_equal(l->ids[19], 30);
+    free(l);
+    store_close(f);
+    uv_loop_close(&f->loop);
+    rm_rf(f->dir);
+    free(f);
+    umount(mnt);
+    rmdir(mnt);
+}
+
+/* ---- URIs -------------------------------------------------------------------------------- */
+
+static void test_bad_uris(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct kq_store *s;
+    char err[256];
+    const char *bad[] = {"rocksdb://x", "nothing", "file://", "file:///tmp/x?fsync=always",
+                         "file:///tmp/x?segment_mb=0", "file:///tmp/x?colour=blue",
+                         "file:///tmp/x?interval=abc", "memory://?bogus=1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        assert_int_equal(kq_store_open(&loop, bad[i], &s, err, sizeof err), -EINVAL);
+        assert_true(err[0] != 0);
+    }
+    assert_int_equal(kq_store_open(&loop, "memory://?maxcap=10", &s, err, sizeof err), 0);
+    assert_int_equal(kq_file_store_stats(s, &(struct kq_file_store_stats){0}), -EINVAL);
+    s->ops->close(s);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* ---- benchmark (KITEQ_STORE_BENCH=N) ----------------------------------------------------- */
+
+static long rss_kb(void)
+{
+    FILE *fp = fopen("/proc/self/statm", "r");
+    long pages = 0, res = 0;
+    if (fp) {
+        if (fscanf(fp, "%ld %ld", &pages, &res) != 2)
+            res = 0;
+        fclose(fp);
+    }
+    return res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void count_cb(void *ud, const struct kq_stored_msg *m, const struct kq_delivery_state *s)
+{
+    (void)m;
+    (void)s;
+    (*(int *)ud)++;
+}
+
+static void test_bench(void **state)
+{
+    (void)state;
+    const char *env = getenv("KITEQ_STORE_BENCH");
+    if (!env)
+        skip();
+    int N = atoi(env);
+    struct fx *f = fx_new("fsync=group");
+    struct msgbuf b;
+    uint64_t t0 = kq_mono_us();
+    for (int i = 0; i < N; i++) {
+        make_msg(&b, i, 1024);
+        f->s->ops->save(f->s, &b.m, on_done, f);
+        if (i % 1000 == 999)
+            uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    wait_for(f, &f->done, N, 600000);
+    double secs = (double)(kq_mono_us() - t0) / 1e6;
+    struct kq_file_store_stats st;
+    kq_file_store_stats(f->s, &st);
+    print_message("bench: %d saves of 1 KiB in %.2f s = %.0f saves/s, %llu fsyncs\n", N, secs,
+                  N / secs, (unsigned long long)st.fsyncs);
+    store_close(f);
+    long rss0 = rss_kb();
+    t0 = kq_mono_us();
+    store_open(f);
+    double open_s = (double)(kq_mono_us() - t0) / 1e6;
+    long rss1 = rss_kb();
+    int n = 0;
+    t0 = kq_mono_us();
+    f->s->ops->recover(f->s, count_cb, &n);
+    double rec_s = (double)(kq_mono_us() - t0) / 1e6;
+    print_message("bench: open %.2f s, recover %.2f s (%d msgs), index ~%ld bytes/msg\n",
+                  open_s, rec_s, n, (rss1 - rss0) * 1024 / (N ? N : 1));
+    assert_int_equal(n, N);
+    fx_free(f);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_uris),
+        cmocka_unit_test(test_save_reopen_recover),
+        cmocka_unit_test(test_callback_after_write),
+        cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_corrupt_garbage),
+        cmocka_unit_test(test_corrupt_truncated),
+        cmocka_unit_test(test_corrupt_flipped),
+        cmocka_unit_test(test_corrupt_middle_segment),
+        cmocka_unit_test(test_reclaim),
+        cmocka_unit_test(test_compaction),
+        cmocka_unit_test(test_fsync_modes),
+        cmocka_unit_test(test_dlq),
+        cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_bench),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
