@@ -206,34 +206,31 @@ static size_t count(struct pend **it, size_t n, bool (*pick)(const struct pend *
     return c;
 }
 
-/* UPDATE ... SET col = CASE message_id WHEN .. THEN .. END for each state column. */
+/* One multi-row UPDATE: the states as a derived table joined on the primary key (eq_ref,
+ * O(n); a CASE per column would compare every row with every id). */
 static char *state_sql(struct my_store *s, int db, int tb, struct pend **it, size_t n)
 {
-    static const char *const cols[] = {"deliver_count", "next_deliver_time", "succ_groups",
-                                       "fail_groups"};
     struct my_sql q = {0};
     my_sql_cat(&q, "UPDATE ");
     table_name(&q, s, db, tb);
-    for (int c = 0; c < 4; c++) {
-        my_sql_printf(&q, "%s%s=CASE message_id", c ? "," : " SET ", cols[c]);
-        for (size_t i = 0; i < n; i++) {
-            if (!pick_state(it[i]))
-                continue;
-            my_sql_cat(&q, " WHEN ");
-            my_sql_str(&q, it[i]->id);
-            if (c == 0)
-                my_sql_printf(&q, " THEN %d", (int)it[i]->attempts);
-            else if (c == 1)
-                my_sql_printf(&q, " THEN %lld", (long long)it[i]->next_sec);
-            else {
-                my_sql_cat(&q, " THEN ");
-                my_sql_str(&q, c == 2 ? it[i]->succ : it[i]->fail);
-            }
-        }
-        my_sql_printf(&q, " ELSE %s END", cols[c]);
+    my_sql_cat(&q, " t JOIN (");
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!pick_state(it[i]))
+            continue;
+        my_sql_cat(&q, first ? "SELECT " : " UNION ALL SELECT ");
+        my_sql_str(&q, it[i]->id);
+        my_sql_printf(&q, first ? " AS mid,%d AS dc,%lld AS ndt," : ",%d,%lld,",
+                      (int)it[i]->attempts, (long long)it[i]->next_sec);
+        my_sql_str(&q, it[i]->succ);
+        my_sql_cat(&q, first ? " AS sg," : ",");
+        my_sql_str(&q, it[i]->fail);
+        if (first)
+            my_sql_cat(&q, " AS fg");
+        first = false;
     }
-    my_sql_cat(&q, " WHERE message_id IN ");
-    id_list(&q, it, n, pick_state);
+    my_sql_cat(&q, ") v ON t.message_id=v.mid SET t.deliver_count=v.dc,"
+                   "t.next_deliver_time=v.ndt,t.succ_groups=v.sg,t.fail_groups=v.fg");
     return my_sql_take(&q);
 }
 

@@ -21,6 +21,8 @@
 #define IDLE_PING_US (30ull * 1000000) /* ping a connection idle longer than this */
 #define ER_DUP_KEY_ENTRY 1062
 #define ER_LOCK_WAIT 1205
+#define ER_DEADLOCK 1213
+#define DEADLOCK_TRIES 4 /* a transaction chosen as deadlock victim was rolled back whole */
 
 struct my_worker {
     struct my_pool *pool;
@@ -123,7 +125,9 @@ static int ensure_conn(struct my_worker *w)
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8");
     if (!mysql_real_connect(m, c->host, c->user, c->password, NULL, c->port, NULL, 0) ||
         /* the SQL we build escapes with backslashes */
-        mysql_query(m, "SET SESSION sql_mode=REPLACE(@@sql_mode,'NO_BACKSLASH_ESCAPES','')")) {
+        mysql_query(m, "SET SESSION sql_mode=REPLACE(@@sql_mode,'NO_BACKSLASH_ESCAPES','')") ||
+        /* no gap locks: inserts and batched deletes of one table do not block each other */
+        mysql_query(m, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")) {
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "connect %s:%u failed: %s (retry in %u ms)",
                            c->host, c->port, mysql_error(m),
                            w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS);
@@ -152,6 +156,8 @@ static int query_error(struct my_worker *w, uint64_t t0_us, const char *what)
     int rc = -EIO;
     if (e == ER_DUP_KEY_ENTRY)
         return -EEXIST;
+    if (e == ER_DEADLOCK)
+        return -EDEADLK; /* retried by the caller, not worth a warning */
     if (e == ER_LOCK_WAIT)
         rc = -ETIMEDOUT;
     KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "%s failed: %u %s", what, e, mysql_error(w->conn));
@@ -243,14 +249,8 @@ static bool expired(const struct my_job *j)
     return j->deadline_us && kq_mono_us() > j->deadline_us;
 }
 
-static void run_script(struct my_worker *w, struct my_job *j)
+static int script_once(struct my_worker *w, struct my_job *j)
 {
-    if (expired(j)) {
-        j->status = -ETIMEDOUT;
-        return;
-    }
-    if ((j->status = ensure_conn(w)))
-        return;
     /* scripts without a transaction only read: their first statement may be retried */
     int rc = j->txn ? run_first(w, "START TRANSACTION", 17, NULL, NULL, "begin") : 0;
     for (size_t i = 0; rc == 0 && i < j->n_stmts; i++)
@@ -261,7 +261,25 @@ static void run_script(struct my_worker *w, struct my_job *j)
         rc = run_sql(w, "COMMIT", 6, NULL, NULL, "commit");
     if (rc && j->txn)
         rollback(w);
-    j->status = rc;
+    if (rc) {
+        my_rows_free(j->rows);
+        j->rows = NULL;
+    }
+    return rc;
+}
+
+static void run_script(struct my_worker *w, struct my_job *j)
+{
+    if (expired(j)) {
+        j->status = -ETIMEDOUT;
+        return;
+    }
+    if ((j->status = ensure_conn(w)))
+        return;
+    int rc = script_once(w, j);
+    for (int t = 1; rc == -EDEADLK && t < DEADLOCK_TRIES && w->conn; t++)
+        rc = script_once(w, j);
+    j->status = rc == -EDEADLK ? -EIO : rc;
 }
 
 static void insert_prefix(struct my_sql *q, const struct my_conf *c, int db, int table)
@@ -304,6 +322,31 @@ static int insert_group(struct my_worker *w, struct my_job **g, size_t n)
     return 0;
 }
 
+static int cmp_table(const void *a, const void *b)
+{
+    const struct my_job *x = *(struct my_job *const *)a, *y = *(struct my_job *const *)b;
+    return x->db != y->db ? x->db - y->db : x->table - y->table;
+}
+
+static int saves_once(struct my_worker *w, struct my_job **live, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        live[i]->status = 0;
+    int rc = run_first(w, "START TRANSACTION", 17, NULL, NULL, "begin");
+    for (size_t i = 0; rc == 0 && i < n;) {
+        size_t k = i + 1;
+        while (k < n && cmp_table(&live[i], &live[k]) == 0)
+            k++;
+        rc = insert_group(w, live + i, k - i);
+        i = k;
+    }
+    if (rc == 0)
+        rc = run_sql(w, "COMMIT", 6, NULL, NULL, "commit");
+    if (rc)
+        rollback(w);
+    return rc;
+}
+
 /* A list of saves in one transaction: acked (status 0) only after COMMIT returned. */
 static void run_saves(struct my_worker *w, struct my_job *list)
 {
@@ -316,30 +359,17 @@ static void run_saves(struct my_worker *w, struct my_job *list)
     }
     if (n == 0)
         return;
+    /* tables in one order in every transaction (fewer deadlocks); qsort is not stable,
+     * but rows of one table need no order among themselves */
+    qsort(live, n, sizeof *live, cmp_table);
     int rc = ensure_conn(w);
     if (rc == 0)
-        rc = run_first(w, "START TRANSACTION", 17, NULL, NULL, "begin");
-    /* group by table: a stable selection sort on (db, table) keeps arrival order inside */
-    bool used[SAVE_BATCH_MAX] = {0};
-    struct my_job *g[SAVE_BATCH_MAX];
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (used[i])
-            continue;
-        size_t k = 0;
-        for (size_t m = i; m < n; m++)
-            if (!used[m] && live[m]->db == live[i]->db && live[m]->table == live[i]->table) {
-                used[m] = true;
-                g[k++] = live[m];
-            }
-        rc = insert_group(w, g, k);
-    }
-    if (rc == 0)
-        rc = run_sql(w, "COMMIT", 6, NULL, NULL, "commit");
-    if (rc) {
-        rollback(w);
+        rc = saves_once(w, live, n);
+    for (int t = 1; rc == -EDEADLK && t < DEADLOCK_TRIES && w->conn; t++)
+        rc = saves_once(w, live, n);
+    if (rc)
         for (size_t i = 0; i < n; i++)
-            live[i]->status = rc == -EEXIST ? -EIO : rc;
-    }
+            live[i]->status = rc == -EEXIST || rc == -EDEADLK ? -EIO : rc;
     atomic_fetch_add(&w->pool->save_batches, 1);
 }
 
