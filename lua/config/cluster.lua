@@ -44,7 +44,9 @@ return {
       txMaxChecks = 10,                 -- unanswered checks before it is dead-lettered (default 10)
       deliverWindow = 1000,             -- deliveries in flight per consumer group (default 1000)
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
-      policies = "lua/policies",        -- folder of routing/flow/retry Lua policies (default "lua/policies")
+      policies = "lua/policies",        -- folder of routing/flow/retry Lua policies (default "lua/policies",
+                                        -- relative to the working directory); installed by
+                                        -- `cmake --install`: "/usr/local/share/kiteq/policies"
       logLevel = "info",                -- debug, info, warn or error (default "info")
       -- logFile = "/var/log/kiteq/kiteq.log", -- append the log here (SIGUSR1 reopens it, for
                                         -- logrotate); relative to the working directory;
