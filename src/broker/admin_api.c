@@ -26,7 +26,7 @@ static int reply_json(struct kq_buf *out, cJSON *o, int status)
     return status;
 }
 
-static cJSON *names_json(char **v, size_t n)
+static cJSON *names_json(const char *const *v, size_t n)
 {
     cJSON *a = cJSON_CreateArray();
     for (size_t i = 0; i < n; i++)
@@ -388,7 +388,7 @@ static bool requeue_one(void *ud, const struct kq_dead_letter *d)
     struct kq_broker *b = l->broker;
     if (kq_delivery_find(b, d->msg.id))
         return l->id == NULL; /* already pending again */
-    struct kq_msg *m = kq_msg_new(&d->msg);
+    struct kq_msg *m = kq_msg_new(b, &d->msg, true);
     struct requeue_ctx *rc = calloc(1, sizeof *rc);
     if (!m || !rc) {
         kq_msg_free(m);
