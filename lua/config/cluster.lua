@@ -50,7 +50,8 @@ return {
       logLevel = "info",                -- debug, info, warn or error (default "info")
       -- logFile = "/var/log/kiteq/kiteq.log", -- append the log here (SIGUSR1 reopens it, for
                                         -- logrotate); relative to the working directory;
-                                        -- "" or false = stderr (default)
+                                        -- "" or false = stderr (default); fixed at start
+                                        -- (a SIGHUP reload does not move the log)
 
       -- Groups allowed to connect: groupId = secretKey (sent in ConnMeta). Default: none.
       groups = {
