@@ -465,6 +465,7 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
         f->group->acked++;
     } else {
         kq_names_add(b, &m->failed, &m->n_failed, f->group->id);
+        f->group->failed++;
         m->last_failure = why; /* a literal: "nack", "timeout", "connection lost" */
         KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
     }
