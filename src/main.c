@@ -35,9 +35,11 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 
 static void on_hup(uv_signal_t *h, int signum)
 {
-    (void)h;
     (void)signum;
-    KQ_WARN("main", "SIGHUP: hot reload is not implemented yet; configuration unchanged");
+    struct app *a = h->data;
+    /* Runs on the loop thread: reloads never overlap, a storm of HUPs runs one by one. */
+    KQ_INFO("main", "signal=HUP: reloading");
+    kq_broker_reload(a->broker);
 }
 
 int main(int argc, char **argv)
@@ -80,10 +82,17 @@ int main(int argc, char **argv)
     rc = kq_broker_start(a.loop, cfg, err, sizeof err, &a.broker);
     if (rc != 0) {
         KQ_ERROR("main", "cannot start: %s", err);
-        kq_config_free(cfg);
-        free(cfg);
+        if (a.broker) { /* it got as far as listening: stop it the normal way */
+            kq_broker_stop(a.broker, NULL, NULL);
+            uv_run(a.loop, UV_RUN_DEFAULT);
+            kq_broker_free(a.broker); /* frees cfg too */
+        } else {
+            kq_config_free(cfg);
+            free(cfg);
+        }
         return 1;
     }
+    kq_broker_set_args(a.broker, argc, argv);
     uv_signal_init(a.loop, &a.sigterm);
     uv_signal_init(a.loop, &a.sigint);
     uv_signal_init(a.loop, &a.sighup);
@@ -94,9 +103,7 @@ int main(int argc, char **argv)
     /* A line tests and scripts can wait for. */
     KQ_INFO("main", "ready port=%d pid=%d", kq_broker_port(a.broker), (int)getpid());
     uv_run(a.loop, UV_RUN_DEFAULT);
-    kq_broker_free(a.broker);
+    kq_broker_free(a.broker); /* owns the config (a reload may have replaced it) */
     uv_loop_close(a.loop);
-    kq_config_free(cfg);
-    free(cfg);
     return a.exit_code;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/admin.h"
 #include "broker/internal.h"
 #include "core/log.h"
 
@@ -32,6 +33,12 @@ static void on_tick(uv_timer_t *t)
     if (now - last_sweep >= 1000) {
         last_sweep = now;
         kq_session_sweep_idle(b);
+        /* the original's /stat shows the previous second's figures */
+        struct kq_broker_stats cur = b->stats;
+        b->last_sec.received = cur.received - b->prev_stats.received;
+        b->last_sec.delivered = cur.delivered - b->prev_stats.delivered;
+        b->last_sec.acked = cur.acked - b->prev_stats.acked;
+        b->prev_stats = cur;
     }
 }
 
@@ -42,7 +49,8 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
     struct kq_broker *b = ud;
     if (kq_delivery_find(b, sm->id))
         return;
-    struct kq_msg *m = kq_msg_new(sm);
+    /* header and body stay in the store until the message's next attempt */
+    struct kq_msg *m = kq_msg_new(b, sm, false);
     if (!m) {
         KQ_ERROR("broker", "out of memory recovering id=%s", sm->id);
         return;
@@ -52,14 +60,8 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
     if (st) {
         m->attempts = st->attempts;
         m->tx_checks = st->tx_checks;
-        for (size_t i = 0; i < st->n_done; i++) {
-            char **p = realloc(m->done, (m->n_done + 1) * sizeof *p);
-            if (!p)
-                break;
-            m->done = p;
-            if ((p[m->n_done] = strdup(st->groups_done[i])))
-                m->n_done++;
-        }
+        for (size_t i = 0; i < st->n_done; i++)
+            kq_names_add(b, &m->done, &m->n_done, st->groups_done[i]);
         if (st->next_attempt_ms > when)
             when = st->next_attempt_ms;
     }
@@ -72,6 +74,7 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
 int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t errlen,
                     struct kq_broker **out)
 {
+    *out = NULL;
     struct kq_broker *b = calloc(1, sizeof *b);
     if (!b)
         return -ENOMEM;
@@ -107,6 +110,13 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     rc = kq_net_listen(loop, cfg->bind, &net_handler, b, &b->net, err, errlen);
     if (rc)
         goto fail_rc;
+    /* Registered only once we listen, so clients never find a broker that is not there. */
+    rc = kq_registry_link_start(b, err, errlen);
+    if (rc == 0 && cfg->admin && cfg->admin[0])
+        rc = kq_admin_api_start(b, err, errlen);
+    if (rc)
+        goto fail_listening;
+    b->started_sec = kq_now_sec();
     uv_timer_start(&b->tick, on_tick, TICK_MS, TICK_MS);
     /* Anything recovered is due now or later: arm the timer. */
     kq_delivery_rearm(b);
@@ -118,6 +128,11 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
                           "accepted (configure `groups` or -groups=g:secret)");
     *out = b;
     return 0;
+fail_listening:
+    /* listener and registry are up: stop them through the normal path */
+    KQ_ERROR("broker", "cannot start: %s", err);
+    *out = b;
+    return rc;
 fail:
     rc = -EINVAL;
 fail_rc:
@@ -148,6 +163,26 @@ static void on_net_closed(void *ud)
         b->stop_done(b->stop_ud);
 }
 
+static void on_admin_closed(void *ud)
+{
+    struct kq_broker *b = ud;
+    KQ_INFO("broker", "stopping: closing %zu connections", kq_net_conn_count(b->net));
+    kq_net_close(b->net, on_net_closed, b);
+}
+
+/* The registry nodes go first so clients move away before their connections close. */
+static void on_registry_withdrawn(void *ud)
+{
+    struct kq_broker *b = ud;
+    if (b->admin) {
+        struct kq_admin *a = b->admin;
+        b->admin = NULL;
+        kq_admin_stop(a, on_admin_closed, b);
+    } else {
+        on_admin_closed(b);
+    }
+}
+
 void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
 {
     if (b->stopping)
@@ -155,21 +190,67 @@ void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
     b->stopping = true;
     b->stop_done = done;
     b->stop_ud = ud;
-    KQ_INFO("broker", "stopping: closing %zu connections", kq_net_conn_count(b->net));
     uv_timer_stop(&b->retry_timer);
-    kq_net_close(b->net, on_net_closed, b);
+    kq_registry_link_stop(b, on_registry_withdrawn, b);
+}
+
+void kq_broker_set_args(struct kq_broker *b, int argc, char **argv)
+{
+    b->argc = argc;
+    b->argv = argv;
+}
+
+int kq_broker_reload(struct kq_broker *b)
+{
+    char err[sizeof b->reload_error];
+    int rc = kq_broker_reload_now(b, err, sizeof err);
+    if (rc) {
+        b->reload_failures++;
+        snprintf(b->reload_error, sizeof b->reload_error, "%s", err);
+        KQ_ERROR("reload", "failed, the previous configuration keeps serving: %s", err);
+    } else {
+        b->reload_generation++;
+        b->reload_error[0] = 0;
+        KQ_INFO("reload", "done generation=%llu", (unsigned long long)b->reload_generation);
+    }
+    return rc;
+}
+
+struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic)
+{
+    static struct kq_topic_stats sink; /* out of memory: count nowhere */
+    struct kq_topic_stats *t;
+    HASH_FIND_STR(b->topic_stats, topic, t);
+    if (t)
+        return t;
+    t = calloc(1, sizeof *t);
+    if (!t || !(t->topic = strdup(topic))) {
+        free(t);
+        return &sink;
+    }
+    HASH_ADD_KEYPTR(hh, b->topic_stats, t->topic, strlen(t->topic), t);
+    return t;
 }
 
 void kq_broker_free(struct kq_broker *b)
 {
     if (!b)
         return;
+    struct kq_topic_stats *t, *tmp;
+    HASH_ITER(hh, b->topic_stats, t, tmp) {
+        HASH_DEL(b->topic_stats, t);
+        free(t->topic);
+        free(t);
+    }
     kq_delivery_free_all(b);
     kq_groups_free(b);
+    kq_atoms_free(b);
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
     if (b->net)
         kq_net_free(b->net);
+    kq_config_free(b->cfg);
+    free(b->cfg);
     free(b);
 }
 

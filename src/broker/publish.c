@@ -87,6 +87,7 @@ static void on_saved(void *ud, int status)
     if (status == 0) {
         m->stored = true;
         b->stats.stored++;
+        kq_topic_stats(b, m->topic)->stored++;
         ack_stored(ps, s);
         kq_delivery_add(b, m, kq_now_ms());
     } else {
@@ -182,6 +183,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         reject(b, s, opaque, h->messageid, bad);
         goto out;
     }
+    kq_topic_stats(b, h->topic)->received++;
     if (kq_delivery_find(b, h->messageid)) {
         /* A producer retrying a publish whose ack it missed: it is already safe here. */
         ack(s, opaque, h->messageid, true, "Store Result true Cost:0");
@@ -208,7 +210,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     }
     sm.header = hdr;
     sm.header_len = (uint32_t)hdr_len;
-    struct kq_msg *m = kq_msg_new(&sm);
+    struct kq_msg *m = kq_msg_new(b, &sm, true);
     free(hdr);
     if (!m) {
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");

@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Every set gets a new generation, also after a reload rebuilds one from the config, so a
+ * cache keyed by generation can never mistake a new set for an old one. Loop thread only. */
+static uint64_t last_generation;
+
 struct kq_binding_set {
     struct kq_binding *v; /* sorted by topic, then group; a group's bindings stay in order */
     size_t n;
@@ -41,9 +45,8 @@ static int cmp_binding(const void *a, const void *b)
     return c ? c : strcmp(x->group_id, y->group_id);
 }
 
-/* Build a set from src[0..n) (copied), sorted stably. */
-static struct kq_binding_set *build(const struct kq_binding *const *src, size_t n,
-                                    uint64_t generation)
+/* Build a set from src[0..n) (copied), sorted stably, with a fresh generation. */
+static struct kq_binding_set *build(const struct kq_binding *const *src, size_t n)
 {
     struct kq_binding_set *s = calloc(1, sizeof *s);
     if (!s)
@@ -71,7 +74,7 @@ static struct kq_binding_set *build(const struct kq_binding *const *src, size_t 
         }
         s->v[j] = t;
     }
-    s->generation = generation;
+    s->generation = ++last_generation;
     return s;
 }
 
@@ -82,12 +85,12 @@ struct kq_binding_set *kq_binding_set_from_config(const struct kq_config *cfg)
         return NULL;
     for (size_t i = 0; i < cfg->n_bindings; i++)
         src[i] = &cfg->bindings[i];
-    struct kq_binding_set *s = build(src, cfg->n_bindings, 1);
+    struct kq_binding_set *s = build(src, cfg->n_bindings);
     free(src);
     return s;
 }
 
-struct kq_binding_set *kq_binding_set_empty(void) { return build(NULL, 0, 1); }
+struct kq_binding_set *kq_binding_set_empty(void) { return build(NULL, 0); }
 
 struct kq_binding_set *kq_binding_set_with_group(const struct kq_binding_set *old,
                                                  const char *topic, const char *group,
@@ -102,7 +105,7 @@ struct kq_binding_set *kq_binding_set_with_group(const struct kq_binding_set *ol
             src[k++] = &old->v[i];
     for (size_t i = 0; i < n; i++)
         src[k++] = &binds[i];
-    struct kq_binding_set *s = build(src, k, old->generation + 1);
+    struct kq_binding_set *s = build(src, k);
     free(src);
     return s;
 }

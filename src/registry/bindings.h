@@ -11,7 +11,8 @@
 
 struct kq_binding_set;
 
-/* The static bindings of the config (registry = ""); generation 1. NULL on OOM. */
+/* The static bindings of the config (registry = ""). NULL on OOM. Every set built by
+ * these functions has a generation greater than any earlier set's. */
 struct kq_binding_set *kq_binding_set_from_config(const struct kq_config *cfg);
 /* An empty set (ZooKeeper registry before the first read). */
 struct kq_binding_set *kq_binding_set_empty(void);

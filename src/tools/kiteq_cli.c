@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "client/kiteq_client.h"
+#include "client/kiteq_cluster.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "tools/common/cli_util.h"
@@ -24,21 +25,24 @@
 /* --- options shared by the subcommands that connect ----------------------------------------- */
 
 struct conn_args {
-    const char *broker, *group, *secret;
+    const char *broker, *registry, *group, *secret;
     long warmup;
 };
 
-enum { OPT_BROKER = 1000, OPT_GROUP, OPT_SECRET, OPT_WARMUP, OPT_LOG };
+enum { OPT_BROKER = 1000, OPT_REGISTRY, OPT_GROUP, OPT_SECRET, OPT_WARMUP, OPT_LOG };
 
 #define CONN_LONG_OPTIONS                                                                    \
     {"broker", required_argument, NULL, OPT_BROKER},                                        \
+        {"registry", required_argument, NULL, OPT_REGISTRY},                                \
         {"group", required_argument, NULL, OPT_GROUP},                                      \
         {"secret", required_argument, NULL, OPT_SECRET},                                    \
         {"warmup", required_argument, NULL, OPT_WARMUP},                                    \
         {"log-level", required_argument, NULL, OPT_LOG}, {"help", no_argument, NULL, 'h'}
 
 #define CONN_HELP                                                                            \
-    "  --broker HOST:PORT   broker address (required)\n"                                     \
+    "  --broker HOST:PORT   broker address (this or --registry is required)\n"               \
+    "  --registry zk://H:P[,H:P]  find the brokers in ZooKeeper instead, as the original\n"  \
+    "                       clients do (producers register, consumers publish bindings)\n" \
     "  --group G            client group id (required)\n"                                    \
     "  --secret S           group secret (default \"\")\n"                                   \
     "  --warmup SEC         warm-up seconds announced in ConnMeta (default 0)\n"              \
@@ -50,6 +54,7 @@ static int conn_arg(struct conn_args *a, int opt, const char *arg)
 {
     switch (opt) {
     case OPT_BROKER: a->broker = arg; return 1;
+    case OPT_REGISTRY: a->registry = arg; return 1;
     case OPT_GROUP: a->group = arg; return 1;
     case OPT_SECRET: a->secret = arg; return 1;
     case OPT_WARMUP: return cli_parse_long(PROG, "warmup", arg, 0, 3600, &a->warmup) ? -1 : 1;
@@ -68,7 +73,13 @@ static int conn_arg(struct conn_args *a, int opt, const char *arg)
 
 static int conn_check(const char *cmd, const struct conn_args *a)
 {
-    const char *missing = !a->broker ? "--broker" : !a->group ? "--group" : NULL;
+    if (a->broker && a->registry) {
+        fprintf(stderr, PROG " %s: give --broker or --registry, not both\n", cmd);
+        return -EINVAL;
+    }
+    const char *missing = !a->broker && !a->registry ? "--broker or --registry"
+                          : !a->group                ? "--group"
+                                                     : NULL;
     if (missing) {
         fprintf(stderr, PROG " %s: missing %s (see '" PROG " %s --help')\n", cmd, missing, cmd);
         return -EINVAL;
@@ -76,22 +87,55 @@ static int conn_check(const char *cmd, const struct conn_args *a)
     return 0;
 }
 
-static int conn_open(const struct conn_args *a, struct kq_client_options *o,
-                     struct kq_client **c)
+/* One broker (--broker) or the brokers of a registry (--registry). */
+struct conn {
+    struct kq_client *client;
+    struct kq_cluster *cluster;
+};
+
+/* With --registry: pub_topic is registered as published, bind (may be NULL) as the
+ * group's subscription. */
+static int conn_open(const struct conn_args *a, struct kq_client_options *o, struct conn *k,
+                     const char *pub_topic, const struct kq_cluster_binding *bind)
 {
     o->broker = a->broker;
     o->group_id = a->group;
     o->secret = a->secret ? a->secret : "";
     o->warmingup_sec = (int32_t)a->warmup;
     o->reconnect = true;
-    char err[256];
-    int rc = kq_client_open(o, c, err, sizeof err);
+    char err[256] = "";
+    int rc;
+    if (a->registry) {
+        struct kq_cluster_options co = {.registry = a->registry, .client = *o,
+                                        .publish_topics = pub_topic ? &pub_topic : NULL,
+                                        .n_publish_topics = pub_topic ? 1 : 0,
+                                        .bindings = bind, .n_bindings = bind ? 1 : 0};
+        rc = kq_cluster_open(&co, &k->cluster, err, sizeof err);
+    } else {
+        rc = kq_client_open(o, &k->client, err, sizeof err);
+    }
     if (rc) {
-        fprintf(stderr, PROG ": cannot connect to %s as %s: %s\n", a->broker, a->group,
+        fprintf(stderr, PROG ": cannot connect to %s as %s: %s\n",
+                a->registry ? a->registry : a->broker, a->group,
                 rc == -EACCES ? err : *err ? err : strerror(-rc));
         return CLI_EXIT_CONNECT;
     }
     return 0;
+}
+
+static int conn_publish_async(struct conn *k, const struct kq_message *m, kq_publish_cb cb,
+                              void *ud)
+{
+    return k->cluster ? kq_cluster_publish_async(k->cluster, m, cb, ud)
+                      : kq_publish_async(k->client, m, cb, ud);
+}
+
+static void conn_close(struct conn *k)
+{
+    if (k->cluster)
+        kq_cluster_close(k->cluster);
+    if (k->client)
+        kq_client_close(k->client);
 }
 
 static int unknown_option(const char *cmd)
@@ -135,7 +179,8 @@ static void catch_signals(void)
 /* --- pub --------------------------------------------------------------------------------- */
 
 static const char PUB_HELP[] =
-    "usage: " PROG " pub --broker HOST:PORT --group G [--secret S] --topic T --type M\n"
+    "usage: " PROG " pub (--broker HOST:PORT | --registry zk://H:P) --group G [--secret S]\n"
+    "                     --topic T --type M\n"
     "                     (--body TEXT | --size N) [options]\n"
     "Publish messages and wait for the broker's store acks.\n\n" CONN_HELP
     "  --topic T            topic (required)\n"
@@ -261,8 +306,8 @@ static int cmd_pub(int argc, char **argv)
     }
 
     struct kq_client_options o = {.ack_timeout_ms = (int)ack_timeout};
-    struct kq_client *c = NULL;
-    int rc = conn_open(&ca, &o, &c);
+    struct conn c = {0};
+    int rc = conn_open(&ca, &o, &c, topic, NULL);
     if (rc) {
         free(gen);
         return rc;
@@ -287,7 +332,7 @@ static int cmd_pub(int argc, char **argv)
         pthread_mutex_unlock(&s.mu);
         m.expired_time = expire >= 0 ? kq_now_sec() + expire : -1;
         m.create_time = 0;
-        int prc = kq_publish_async(c, &m, pub_done, &s);
+        int prc = conn_publish_async(&c, &m, pub_done, &s);
         if (prc) {
             fprintf(stderr, PROG " pub: message %ld not sent: %s\n", sent + 1, strerror(-prc));
             pthread_mutex_lock(&s.mu);
@@ -301,7 +346,7 @@ static int cmd_pub(int argc, char **argv)
         pthread_cond_wait(&s.cond, &s.mu);
     pthread_mutex_unlock(&s.mu);
     int64_t ms = mono_ms() - t0;
-    kq_client_close(c);
+    conn_close(&c);
 
     printf("pub: sent=%ld ok=%ld failed=%ld elapsed_ms=%lld rate=%.0f/s", sent, s.ok, s.failed,
            (long long)ms, ms > 0 ? (double)(s.ok + s.failed) * 1000.0 / (double)ms : 0.0);
@@ -320,8 +365,14 @@ static int cmd_pub(int argc, char **argv)
 static const char SUB_HELP[] =
     "usage: " PROG " sub --broker HOST:PORT --group G [--secret S] [--count N] [--timeout SEC]\n"
     "                     [--nack]\n"
+    "       " PROG " sub --registry zk://H:P --group G --topic T --type M [--bind-type B]\n"
+    "                     [--watermark N] [--non-persistent] [...]\n"
     "Print every message delivered to the group as one JSON line on stdout, then ack it.\n\n"
     CONN_HELP
+    "  --topic T, --type M  with --registry: the binding published for the group (required)\n"
+    "  --bind-type B        direct|regx|fanout (or 0|1|2; default direct)\n"
+    "  --watermark N        messages/s for the group in the binding (default 1000)\n"
+    "  --non-persistent     binding with persistent=false (default true)\n"
     "  --count N            exit after N messages\n"
     "  --timeout SEC        give up after SEC seconds\n"
     "  --nack               answer every delivery with status false (the broker redelivers)\n\n"
@@ -400,11 +451,17 @@ static int cmd_sub(int argc, char **argv)
         {"count", required_argument, NULL, 'n'},
         {"timeout", required_argument, NULL, 'T'},
         {"nack", no_argument, NULL, 'N'},
+        {"topic", required_argument, NULL, 't'},
+        {"type", required_argument, NULL, 'm'},
+        {"bind-type", required_argument, NULL, 'B'},
+        {"watermark", required_argument, NULL, 'w'},
+        {"non-persistent", no_argument, NULL, 'P'},
         {0},
     };
     struct conn_args ca = {0};
-    long count = 0, timeout = -1;
+    long count = 0, timeout = -1, watermark = 1000;
     bool nack = false;
+    struct kq_cluster_binding bind = {.persistent = true};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         int r = conn_arg(&ca, opt, optarg);
@@ -418,6 +475,22 @@ static int cmd_sub(int argc, char **argv)
         case 'n': bad = cli_parse_long(PROG, "count", optarg, 1, 1000000000, &count); break;
         case 'T': bad = cli_parse_long(PROG, "timeout", optarg, 0, 100L * 365 * 86400, &timeout); break;
         case 'N': nack = true; break;
+        case 't': bind.topic = optarg; break;
+        case 'm': bind.message_type = optarg; break;
+        case 'B':
+            if (!strcmp(optarg, "direct") || !strcmp(optarg, "0"))
+                bind.bind_type = 0;
+            else if (!strcmp(optarg, "regx") || !strcmp(optarg, "1"))
+                bind.bind_type = 1;
+            else if (!strcmp(optarg, "fanout") || !strcmp(optarg, "2"))
+                bind.bind_type = 2;
+            else {
+                fprintf(stderr, PROG " sub: bad value for --bind-type: '%s'\n", optarg);
+                bad = 1;
+            }
+            break;
+        case 'w': bad = cli_parse_long(PROG, "watermark", optarg, 1, 1000000000, &watermark); break;
+        case 'P': bind.persistent = false; break;
         default: return unknown_option("sub");
         }
         if (bad)
@@ -429,13 +502,19 @@ static int cmd_sub(int argc, char **argv)
     }
     if (conn_check("sub", &ca))
         return CLI_EXIT_USAGE;
+    if (ca.registry && (!bind.topic || !bind.message_type)) {
+        fprintf(stderr, PROG " sub: --registry needs --topic and --type (see '" PROG
+                             " sub --help')\n");
+        return CLI_EXIT_USAGE;
+    }
+    bind.watermark = (int)watermark;
 
     struct sub_state s = {.count = count, .nack = nack};
     pthread_mutex_init(&s.mu, NULL);
     cond_init_mono(&s.cond);
     struct kq_client_options o = {.on_message = sub_on_message, .ud = &s};
-    struct kq_client *c = NULL;
-    int rc = conn_open(&ca, &o, &c);
+    struct conn c = {0};
+    int rc = conn_open(&ca, &o, &c, NULL, ca.registry ? &bind : NULL);
     if (rc)
         return rc;
     catch_signals();
@@ -450,7 +529,7 @@ static int cmd_sub(int argc, char **argv)
     bool done = count == 0 || s.seen >= count;
     pthread_mutex_unlock(&s.mu);
     /* close lets the reader finish the delivery in hand, so the last ack is sent */
-    kq_client_close(c);
+    conn_close(&c);
     if (!done)
         fprintf(stderr, PROG " sub: %s after %ld of %ld messages\n",
                 interrupted ? "interrupted" : "timed out", s.seen, count);

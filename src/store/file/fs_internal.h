@@ -23,6 +23,7 @@ struct fs_seg {
     uint64_t live;       /* pending messages whose current SAVE record is here */
     uint64_t live_bytes; /* bytes of those SAVE records */
     bool compacting;     /* its live messages are being copied forward */
+    uint64_t prefilled;  /* writer thread only: zeros written up to here (see writer.c) */
     struct fs_seg *prev, *next;
     char path[];
 };

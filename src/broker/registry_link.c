@@ -1,0 +1,68 @@
+/* The broker's side of the ZooKeeper registry: bindings reported by the registry replace the
+ * binding set (copy-on-write, swapped on the loop thread), and the registry's state is kept
+ * for the stats. With static bindings (registry = "") nothing happens here. */
+#include <stdio.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/log.h"
+#include "registry/zk_registry.h"
+
+static void on_bindings(void *ud, const char *topic, const char *group,
+                        const struct kq_binding *binds, size_t n)
+{
+    struct kq_broker *b = ud;
+    struct kq_binding_set *next = kq_binding_set_with_group(b->bindings, topic, group, binds, n);
+    if (!next) {
+        KQ_ERROR("registry", "out of memory applying bindings topic=%s group=%s", topic, group);
+        return;
+    }
+    kq_binding_set_free(b->bindings);
+    b->bindings = next;
+    KQ_INFO("registry", "bindings changed topic=%s group=%s bindings=%zu", topic, group, n);
+    if (n > 0) {
+        /* A (re)subscribed group may have messages waiting for it. */
+        struct kq_group *g = kq_group_get(b, group, false);
+        if (g && g->n > 0)
+            kq_delivery_group_online(b, g);
+    }
+}
+
+static void on_state(void *ud, const char *state)
+{
+    struct kq_broker *b = ud;
+    b->registry_state = state;
+}
+
+static const struct kq_zk_events events = {on_bindings, on_state};
+
+int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen)
+{
+    if (!b->cfg->registry || !b->cfg->registry[0]) {
+        b->registry_state = "static";
+        return 0;
+    }
+    /* Bindings come from ZooKeeper only: start empty, the registry fills it. */
+    struct kq_binding_set *empty = kq_binding_set_empty();
+    if (!empty) {
+        snprintf(err, errlen, "registry: out of memory");
+        return -1;
+    }
+    kq_binding_set_free(b->bindings);
+    b->bindings = empty;
+    b->registry_state = "connecting";
+    return kq_zk_registry_start(b->loop, b->cfg->registry, b->cfg->bind, b->cfg->topics,
+                                b->cfg->n_topics, &events, b, &b->zk, err, errlen);
+}
+
+void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
+{
+    if (!b->zk) {
+        done(ud);
+        return;
+    }
+    struct kq_zk_registry *zk = b->zk;
+    b->zk = NULL;
+    b->registry_state = "stopped";
+    kq_zk_registry_stop(zk, done, ud);
+}

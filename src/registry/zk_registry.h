@@ -1,0 +1,58 @@
+/* The ZooKeeper registry of the broker, compatible with the original KiteQ layout:
+ *   /kiteq/server/<topic>/<bind>     ephemeral, empty (deleted first, then created)
+ *   /kiteq/alive_servers/<bind>      ephemeral, empty
+ *   /kiteq/all_servers/<bind>        persistent, empty
+ *   /kiteq/pub/<topic>, /kiteq/sub/<topic>   persistent, pre-created
+ * and it reads + watches /kiteq/sub/<topic>/<groupId>-bind (JSON array of bindings).
+ *
+ * Threads: every function here is called on the loop thread, and every callback of
+ * struct kq_zk_events runs on the loop thread. A private worker thread owns the ZooKeeper
+ * handle and makes all (blocking) zoo_* calls; ZooKeeper's own threads only queue jobs for
+ * that worker, and the worker hands results to the loop through a uv_async_t.
+ *
+ * Failures: ZooKeeper unreachable (at start or later) never stops the broker. The registry
+ * keeps retrying with back-off (1 s doubling to 30 s), logs each state change, and after
+ * every (re)connection re-publishes the server nodes and re-reads every binding. A session
+ * expiry re-creates the handle. The bindings already reported stay valid meanwhile. */
+#ifndef KQ_REGISTRY_ZK_REGISTRY_H
+#define KQ_REGISTRY_ZK_REGISTRY_H
+#include <stddef.h>
+#include <uv.h>
+
+#include "config/config.h"
+
+struct kq_zk_registry;
+
+struct kq_zk_events {
+    /* The bindings of (topic, group) changed; binds[0..n) is only valid during the call
+     * (copy what you keep). n == 0: the group's node was removed (or holds []), or the
+     * topic is no longer served. Malformed JSON is logged and not reported. */
+    void (*on_bindings)(void *ud, const char *topic, const char *group,
+                        const struct kq_binding *binds, size_t n);
+    /* "connecting", "connected", "unreachable", "expired", "stopped". May be NULL. */
+    void (*on_state)(void *ud, const char *state);
+};
+
+/* Start the registry: zk_uri is "zk://h:p[,h:p...][?ignored]", bind the "host:port"
+ * published for clients, topics[0..n_topics) the topics served (copied). Returns 0 with
+ * *out set — even when ZooKeeper is not reachable yet (see kq_zk_registry_state) — or a
+ * negative errno with a reason in err (bad URI, out of memory, no thread). */
+int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind,
+                         char *const *topics, size_t n_topics, const struct kq_zk_events *ev,
+                         void *ud, struct kq_zk_registry **out, char *err, size_t errlen);
+
+/* Replace the served topics (reload): new topics are published and their bindings read,
+ * removed topics are withdrawn and their groups reported with n == 0. Copies topics. */
+void kq_zk_registry_set_topics(struct kq_zk_registry *r, char *const *topics, size_t n);
+
+/* The last state reported to the loop (a static string, see on_state). */
+const char *kq_zk_registry_state(const struct kq_zk_registry *r);
+
+/* Withdraw /kiteq/server/<topic>/<bind> and /kiteq/alive_servers/<bind> (when connected),
+ * close the session, join the worker, then call done(ud) on the loop and free r. No
+ * on_bindings/on_state callback runs after this call. */
+void kq_zk_registry_stop(struct kq_zk_registry *r, void (*done)(void *ud), void *ud);
+
+/* "zk://h:p,h:p?x=y" -> "h:p,h:p" in out. Returns 0 or -EINVAL. Shared with the client. */
+int kq_zk_parse_uri(const char *uri, char *out, size_t outlen);
+#endif

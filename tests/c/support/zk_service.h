@@ -1,0 +1,34 @@
+/* Integration-test helpers for ZooKeeper: use $ZK_HOSTS when set, else start a private
+ * ZooKeeper with scripts/services-up.sh in a temp BASE and always stop it by PID — at
+ * zk_service_stop, at exit, and (through a watchdog process that waits for this process's
+ * pipe to close) even when the test is killed. Plus a few direct C-API helpers. */
+#ifndef KQ_TEST_ZK_SERVICE_H
+#define KQ_TEST_ZK_SERVICE_H
+#include <stdbool.h>
+#include <sys/types.h>
+#include <zookeeper/zookeeper.h>
+
+struct zk_service {
+    char hosts[256]; /* "127.0.0.1:PORT" */
+    char uri[270];   /* "zk://127.0.0.1:PORT" */
+    char base[128];  /* services BASE when we own it, else "" */
+    bool owned;
+    pid_t watchdog;
+    int watchdog_fd;
+};
+
+/* 0, or -1 when ZooKeeper could not be started (message on stderr). */
+int zk_service_start(struct zk_service *s);
+void zk_service_stop(struct zk_service *s);
+/* Stop / start again only ZooKeeper (same port and data). -1 when not owned or failed. */
+int zk_service_down(struct zk_service *s);
+int zk_service_up(struct zk_service *s);
+
+/* A connected handle (waits up to timeout_ms), or NULL. */
+zhandle_t *zk_test_connect(const char *hosts, int timeout_ms);
+/* Create path's missing parents (persistent) and the node with data, or set its data. */
+int zk_test_write(zhandle_t *zh, const char *path, const char *data);
+/* Poll until path exists (want=true) or not; the node's stat in st (may be NULL). */
+bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st,
+                       int timeout_ms);
+#endif
