@@ -206,7 +206,7 @@ start_mysql() {
   until my_sql -e 'SELECT 1' >/dev/null 2>&1; do
     if ! pid_alive "$pid" || [ $SECONDS -ge $end ]; then
       echo "services-up: MariaDB did not become ready; log tail:" >&2
-      tail -n 30 "$d/log" "$d/stdout" >&2 || true
+      tail -n 30 "$d/log.err" "$d/stdout" >&2 || true
       kill -9 "$pid" 2>/dev/null || true
       rm -f "$d/pid"
       exit 1
