@@ -83,6 +83,7 @@ struct fs_batch {
     bool new_seg;
     /* set by the writer */
     int status;
+    bool dropped; /* the drops were done although the write failed (writer.c) */
 };
 
 enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };

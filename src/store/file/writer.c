@@ -77,6 +77,14 @@ static void sync_dirty(struct fs_writer *w)
     w->last_sync_ms = kq_now_ms();
 }
 
+static bool has_dlq_add(const struct fs_batch *b)
+{
+    for (size_t i = 0; i < b->n_items; i++)
+        if (b->items[i].type == FS_DLQ_ADD)
+            return true;
+    return false;
+}
+
 static void run(struct fs_writer *w, struct fs_batch *b)
 {
     int rc = 0;
@@ -114,7 +122,14 @@ static void run(struct fs_writer *w, struct fs_batch *b)
         if (b->dlq.len && ftruncate(w->dlq_fd, (off_t)b->dbase))
             KQ_ERROR(FS_MOD, "truncate dlq.log back to %llu failed: %s",
                      (unsigned long long)b->dbase, strerror(errno));
-    } else if (b->n_drops) {
+    }
+    /* On a full disk the REMOVEs that emptied these segments cannot be written, and only
+     * deleting the segments frees space: waiting for the REMOVEs would wait forever. A
+     * dropped segment holds no pending SAVE, so deleting it early is what a durable REMOVE
+     * would have achieved. A dead letter is different: its SAVE must stay until its
+     * DLQ_ADD is durable, so a failed batch carrying one keeps the segments. */
+    if (b->n_drops && (!rc || !has_dlq_add(b))) {
+        b->dropped = rc != 0;
         for (size_t i = 0; i < b->n_drops; i++) {
             struct fs_seg *g = b->drops[i];
             if (g->fd == w->dirty_fd)
