@@ -16,6 +16,7 @@ struct app {
     uv_loop_t *loop;
     struct kq_broker *broker;
     uv_signal_t sigterm, sigint, sighup, sigusr1;
+    uv_timer_t reload_soon; /* coalesces a storm of HUPs into one reload */
     char *log_file; /* fixed at start: a reload does not move the log */
     int exit_code;
 };
@@ -26,6 +27,7 @@ static void on_stopped(void *ud)
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sighup, NULL);
+    uv_close((uv_handle_t *)&a->reload_soon, NULL);
     uv_close((uv_handle_t *)&a->sigusr1, NULL);
     KQ_INFO("main", "stopped");
 }
@@ -34,16 +36,27 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
     KQ_INFO("main", "signal=%s: graceful shutdown", signum == SIGTERM ? "TERM" : "INT");
+    uv_timer_stop(&a->reload_soon);
+    uv_signal_stop(&a->sighup);
     kq_broker_stop(a->broker, on_stopped, a);
+}
+
+static void on_reload_soon(uv_timer_t *t)
+{
+    struct app *a = t->data;
+    kq_broker_reload(a->broker);
 }
 
 static void on_hup(uv_signal_t *h, int signum)
 {
     (void)signum;
     struct app *a = h->data;
-    /* Runs on the loop thread: reloads never overlap, a storm of HUPs runs one by one. */
+    /* Reloads run on the loop thread, so they never overlap. The HUPs of one storm that
+     * arrive before the reload starts share it; one arriving during a reload gets the next
+     * one, which sees the files as they are then. */
     KQ_INFO("main", "signal=HUP: reloading");
-    kq_broker_reload(a->broker);
+    if (!uv_is_active((uv_handle_t *)&a->reload_soon))
+        uv_timer_start(&a->reload_soon, on_reload_soon, 0, 0);
 }
 
 static void on_usr1(uv_signal_t *h, int signum)
@@ -123,6 +136,8 @@ int main(int argc, char **argv)
     uv_signal_init(a.loop, &a.sigint);
     uv_signal_init(a.loop, &a.sighup);
     uv_signal_init(a.loop, &a.sigusr1);
+    uv_timer_init(a.loop, &a.reload_soon);
+    a.reload_soon.data = &a;
     a.sigterm.data = a.sigint.data = a.sighup.data = a.sigusr1.data = &a;
     uv_signal_start(&a.sigterm, on_stop_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_stop_signal, SIGINT);

@@ -206,6 +206,7 @@ void kq_broker_set_args(struct kq_broker *b, int argc, char **argv)
 int kq_broker_reload(struct kq_broker *b)
 {
     char err[sizeof b->reload_error];
+    KQ_INFO("reload", "start serving=%llu", (unsigned long long)b->reload_generation);
     int rc = kq_broker_reload_now(b, err, sizeof err);
     if (rc) {
         b->reload_failures++;

@@ -173,37 +173,86 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
 
 /* --- flow control: per-group window and per-(group, topic) rate ----------------------- */
 
-static struct kq_group_rate *rate_for(struct kq_group *g, const char *topic, int watermark)
+/* The flow.group policy is asked at most this often per (group, topic), and after a reload
+ * or a binding change; never per message. */
+#define FLOW_ASK_MS 1000
+
+static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic)
 {
-    for (size_t i = 0; i < g->n_rates; i++) {
-        struct kq_group_rate *r = &g->rates[i];
-        if (strcmp(r->topic, topic) != 0)
-            continue;
-        if (watermark > 0 && r->watermark != watermark) { /* binding changed */
-            r->watermark = watermark;
-            kq_token_bucket_init(&r->bucket, watermark, watermark / 2.0);
-        }
-        return r;
+    for (size_t i = 0; i < g->n_rates; i++)
+        if (strcmp(g->rates[i].topic, topic) == 0)
+            return &g->rates[i];
+    return NULL;
+}
+
+/* Refresh r's limits from the policy with the live figures. The bucket keeps the tokens it
+ * holds (asking must not refill it); it starts full only when new or rebound. */
+static void flow_ask(struct kq_broker *b, struct kq_group *g, struct kq_group_rate *r,
+                     uint64_t now)
+{
+    struct kq_flow_figures f = {r->inflight, r->waiting, r->failures, r->watermark};
+    struct kq_flow_limits l;
+    kq_policy_flow_group(b->policy, g->id, r->topic, &f, &l);
+    if (!r->asked_ms) {
+        kq_token_bucket_init(&r->bucket, l.rate, l.burst);
+    } else if (l.rate != r->limits.rate || l.burst != r->limits.burst) {
+        struct kq_token_bucket old = r->bucket;
+        kq_token_bucket_init(&r->bucket, l.rate, l.burst);
+        if (old.rate > 0 && old.tokens < r->bucket.tokens)
+            r->bucket.tokens = old.tokens;
+        r->bucket.last_us = old.last_us;
     }
-    if (watermark <= 0)
-        return NULL;
-    struct kq_group_rate *p = realloc(g->rates, (g->n_rates + 1) * sizeof *p);
-    if (!p)
-        return NULL;
-    g->rates = p;
-    struct kq_group_rate *r = &p[g->n_rates];
-    r->topic = strdup(topic);
-    if (!r->topic)
-        return NULL;
-    g->n_rates++;
-    r->watermark = watermark;
-    kq_token_bucket_init(&r->bucket, watermark, watermark / 2.0);
+    r->limits = l;
+    r->failures = 0;
+    r->asked_ms = now ? now : 1;
+    r->generation = b->reload_generation;
+}
+
+/* The flow entry of (g, topic), created on first use; watermark > 0 updates the binding's. */
+static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g,
+                                      const char *topic, int watermark)
+{
+    struct kq_group_rate *r = find_rate(g, topic);
+    if (!r) {
+        struct kq_group_rate *p = realloc(g->rates, (g->n_rates + 1) * sizeof *p);
+        if (!p)
+            return NULL;
+        g->rates = p;
+        r = &p[g->n_rates];
+        memset(r, 0, sizeof *r);
+        if (!(r->topic = strdup(topic)))
+            return NULL;
+        g->n_rates++;
+        r->watermark = watermark;
+    } else if (watermark > 0 && r->watermark != watermark) { /* binding changed */
+        r->watermark = watermark;
+        r->asked_ms = 0;
+    }
+    uint64_t now = kq_broker_mono_ms();
+    if (!r->asked_ms || now - r->asked_ms >= FLOW_ASK_MS || r->generation != b->reload_generation)
+        flow_ask(b, g, r, now);
     return r;
 }
 
-static bool has_room(const struct kq_broker *b, const struct kq_group *g)
+/* deliverWindow caps the group; the policy's window (0 = none) caps it per topic. */
+static bool has_room(const struct kq_broker *b, const struct kq_group *g,
+                     const struct kq_group_rate *r)
 {
-    return g->inflight < (uint32_t)b->cfg->deliver_window;
+    if (g->inflight >= (uint32_t)b->cfg->deliver_window)
+        return false;
+    return !r || r->limits.window == 0 || r->inflight < r->limits.window;
+}
+
+/* A copy of (g, topic) was answered (or lost). */
+static void flow_done(struct kq_group *g, const char *topic, bool ok)
+{
+    struct kq_group_rate *r = find_rate(g, topic);
+    if (!r)
+        return;
+    if (r->inflight)
+        r->inflight--;
+    if (!ok)
+        r->failures++;
 }
 
 static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg *m)
@@ -221,6 +270,9 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
     g->wait_tail = w;
     g->n_waiting++;
     m->waiting++;
+    struct kq_group_rate *r = find_rate(g, m->topic);
+    if (r)
+        r->waiting++;
     if (!g->in_pump_list) {
         g->in_pump_list = true;
         g->pump_next = b->pump_list;
@@ -238,6 +290,9 @@ static struct kq_msg *dequeue_wait(struct kq_group *g)
     struct kq_msg *m = w->msg;
     free(w);
     m->waiting--;
+    struct kq_group_rate *r = find_rate(g, m->topic);
+    if (r && r->waiting)
+        r->waiting--;
     return m;
 }
 
@@ -247,9 +302,11 @@ static bool attempt_over(const struct kq_msg *m) { return m->inflight == 0 && m-
 static void pump(struct kq_broker *b, struct kq_group *g)
 {
     uint64_t now = kq_broker_mono_ms();
-    while (g->wait_head && has_room(b, g)) {
+    while (g->wait_head) {
         struct kq_msg *m = g->wait_head->msg;
-        struct kq_group_rate *r = rate_for(g, m->topic, 0);
+        struct kq_group_rate *r = rate_for(b, g, m->topic, 0);
+        if (!has_room(b, g, r))
+            break; /* FIFO: an answer or the tick tries again */
         if (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))
             break; /* the tick tries again */
         struct kq_session *s = kq_group_pick(g, now);
@@ -258,6 +315,8 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         dequeue_wait(g);
         if (!send_copy(b, m, g, s))
             kq_names_add(b, &m->failed, &m->n_failed, g->id);
+        else if (r)
+            r->inflight++;
         if (attempt_over(m))
             finish_attempt(b, m);
     }
@@ -301,8 +360,8 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         }
         return;
     }
-    struct kq_group_rate *r = rate_for(g, m->topic, rt->watermark);
-    if (g->wait_head || !has_room(b, g) ||
+    struct kq_group_rate *r = rate_for(b, g, m->topic, rt->watermark);
+    if (g->wait_head || !has_room(b, g, r) ||
         (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))) {
         enqueue_wait(b, g, m);
         return;
@@ -310,6 +369,8 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     if (!send_copy(b, m, g, s)) {
         kq_names_add(b, &m->failed, &m->n_failed, rt->group);
         m->last_failure = "over flow"; /* the connection's write backlog is full */
+    } else if (r) {
+        r->inflight++;
     }
 }
 
@@ -470,6 +531,7 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
         KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
     }
     struct kq_group *g = f->group;
+    flow_done(g, m->topic, ok);
     free(f);
     if (--m->inflight == 0 && m->waiting == 0)
         finish_attempt(b, m);

@@ -54,11 +54,18 @@ struct kq_wait {
     struct kq_wait *next;
 };
 
-/* Delivery rate of a group on one topic (the binding's watermark). */
+/* Flow of a group on one topic: the limits the flow.group policy gave (asked about once a
+ * second and after a reload) and the live figures it is asked with. */
 struct kq_group_rate {
     char *topic;
-    int watermark;
-    struct kq_token_bucket bucket;
+    int watermark;                 /* of the group's binding on the topic (<= 0: unset) */
+    struct kq_token_bucket bucket; /* limits.rate / limits.burst */
+    struct kq_flow_limits limits;  /* window 0 = the config's deliverWindow */
+    uint32_t inflight;             /* copies of this topic outstanding to the group */
+    uint64_t waiting;              /* of this topic, waiting for room */
+    uint32_t failures;             /* failed copies since the last ask */
+    uint64_t asked_ms;             /* monotonic; 0 = never */
+    uint64_t generation;           /* b->reload_generation when asked */
 };
 
 /* Counters of one topic (for /stat and /metrics). */

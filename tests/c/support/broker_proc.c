@@ -89,9 +89,9 @@ static int spawn(struct broker_proc *bp, const char *bind, const char *const *ex
     char exe[512];
     snprintf(exe, sizeof exe, "%s/kiteq", build ? build : ".");
     char bindarg[128];
-    snprintf(bindarg, sizeof bindarg, "-bind=%s", bind);
+    snprintf(bindarg, sizeof bindarg, "-bind=%s", bind ? bind : "");
     const char *argv[32] = {exe, bp->config, bindarg};
-    int argc = 3;
+    int argc = bind ? 3 : 2; /* NULL: the config file's bind */
     for (int i = 0; extra && extra[i] && argc < 30; i++)
         argv[argc++] = extra[i];
     argv[argc] = NULL;
@@ -134,7 +134,7 @@ static int spawn(struct broker_proc *bp, const char *bind, const char *const *ex
     return port > 0 ? 0 : -1;
 }
 
-int broker_start(struct broker_proc *bp, const char *config_lua, const char *const *extra)
+int broker_prepare(struct broker_proc *bp)
 {
     memset(bp, 0, sizeof *bp);
     snprintf(bp->dir, sizeof bp->dir, "/tmp/kiteq-test-XXXXXX");
@@ -142,12 +142,25 @@ int broker_start(struct broker_proc *bp, const char *config_lua, const char *con
         return -1;
     snprintf(bp->config, sizeof bp->config, "%s/cluster.lua", bp->dir);
     snprintf(bp->log, sizeof bp->log, "%s/broker.log", bp->dir);
+    return 0;
+}
+
+int broker_launch(struct broker_proc *bp, const char *config_lua, const char *bind,
+                  const char *const *extra)
+{
     FILE *f = fopen(bp->config, "w");
     if (!f)
         return -1;
     fputs(config_lua, f);
     fclose(f);
-    return spawn(bp, "127.0.0.1:0", extra);
+    return spawn(bp, bind, extra);
+}
+
+int broker_start(struct broker_proc *bp, const char *config_lua, const char *const *extra)
+{
+    if (broker_prepare(bp) != 0)
+        return -1;
+    return broker_launch(bp, config_lua, "127.0.0.1:0", extra);
 }
 
 int broker_restart(struct broker_proc *bp, const char *const *extra)

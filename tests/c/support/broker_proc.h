@@ -29,6 +29,12 @@ struct broker_proc {
  * start `build/kiteq CONFIG -bind=127.0.0.1:0`. extra: further argv entries, NULL-terminated
  * (may be NULL). Waits up to 15 s for the "ready port=N" log line. 0 or -1. */
 int broker_start(struct broker_proc *bp, const char *config_lua, const char *const *extra);
+/* The two halves of broker_start, to put files (policies) into bp->dir before starting:
+ * prepare makes the private temp dir and the paths; launch writes the config and starts.
+ * bind NULL = no -bind flag (the config file's bind is used). */
+int broker_prepare(struct broker_proc *bp);
+int broker_launch(struct broker_proc *bp, const char *config_lua, const char *bind,
+                  const char *const *extra);
 /* Start again with the same dir, config and port (after a stop or kill). */
 int broker_restart(struct broker_proc *bp, const char *const *extra);
 /* SIGTERM and wait (10 s, then SIGKILL). Returns the exit status or -1. */

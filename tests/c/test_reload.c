@@ -1,0 +1,751 @@
+/* Integration: hot reload (SIGHUP) of the policies and the config of a running broker.
+ *
+ * - a broken script (syntax error, a hook failing its self-test, a hook that never returns)
+ *   keeps the previous generation serving, says FILE: reason in the log and in /stat;
+ * - a good change applies to the next message (the operator's example of docs/POLICIES.md:
+ *   a new retry schedule and refunds routed to their own group);
+ * - 100 reloads keep the memory flat; a storm of HUPs runs reloads one after another;
+ * - config: a changed bind needs a restart, a rotated group secret applies to new
+ *   connections, a bad config file keeps the running one;
+ * - the flow.group policy limits one group's deliveries in flight, not another's. */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <cmocka.h>
+
+#include "core/clock.h"
+#include "support/broker_proc.h"
+
+#define REFUND_GROUP "s-refund"
+#define POLICY_FILES 3
+static const char *const policy_files[POLICY_FILES] = {"routing.lua", "retry.lua", "flow.lua"};
+
+static struct broker_proc bp;
+static int admin_port;
+
+static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
+
+/* --- the broker under test ---------------------------------------------------------------- */
+
+/* trade/pay-succ -> s-trade-a and s-trade-b; trade/refund-.* (regx) -> s-trade-a;
+ * trade/refund-manual -> s-refund (so that s-refund has a binding a policy may route to). */
+static void make_config(char *out, size_t len, const char *bind, const char *secret_a,
+                        const char *extra)
+{
+    snprintf(out, len,
+             "return {\n"
+             "  default = \"test\",\n"
+             "  clusters = {\n"
+             "    test = {\n"
+             "      bind = \"%s\",\n"
+             "      admin = \"127.0.0.1:0\",\n"
+             "      topics = { \"trade\" },\n"
+             "      db = \"memory://\",\n"
+             "      deliverySeconds = 5,\n"
+             "      recoverSeconds = 1,\n"
+             "      policies = \"policies\",\n"
+             "      groups = { [\"p-trade\"] = \"secret\", [\"s-trade-a\"] = \"%s\",\n"
+             "                 [\"s-trade-b\"] = \"secret\", [\"s-refund\"] = \"secret\" },\n"
+             "      %s\n"
+             "    },\n"
+             "  },\n"
+             "  bindings = {\n"
+             "    { groupIds = { \"s-trade-a\", \"s-trade-b\" }, topic = \"trade\",\n"
+             "      messageType = \"pay-succ\", bindType = \"direct\", persistent = true },\n"
+             "    { groupIds = { \"s-trade-a\" }, topic = \"trade\", messageType = \"refund-.*\",\n"
+             "      bindType = \"regx\", persistent = true },\n"
+             "    { groupIds = { \"s-refund\" }, topic = \"trade\", messageType = \"refund-manual\",\n"
+             "      bindType = \"direct\", persistent = true },\n"
+             "  },\n"
+             "}\n",
+             bind, secret_a, extra ? extra : "");
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = getdelim(&buf, &cap, 0, f);
+    fclose(f);
+    if (n < 0) {
+        free(buf);
+        return strdup("");
+    }
+    return buf;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static char *shipped_policy(const char *file)
+{
+    const char *src = getenv("KITEQ_SOURCE_DIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/lua/policies/%s", src ? src : "..", file);
+    char *text = read_file(path);
+    if (!text)
+        fail_msg("cannot read %s", path);
+    return text;
+}
+
+/* What the operator edits: BROKER_DIR/policies/FILE. */
+static void write_policy(const char *file, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies/%s", bp.dir, file);
+    write_file(path, text);
+}
+
+static void restore_policy(const char *file)
+{
+    char *text = shipped_policy(file);
+    write_policy(file, text);
+    free(text);
+}
+
+static size_t log_size(void)
+{
+    struct stat st;
+    return stat(bp.log, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+/* The log from byte `from` on (malloc'd). */
+static char *log_since(size_t from)
+{
+    char *all = read_file(bp.log);
+    assert_non_null(all);
+    size_t n = strlen(all);
+    char *tail = strdup(all + (from < n ? from : n));
+    free(all);
+    return tail;
+}
+
+static int count_in(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void start_broker(const char *config, const char *bind)
+{
+    assert_int_equal(broker_prepare(&bp), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies", bp.dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    for (int i = 0; i < POLICY_FILES; i++)
+        restore_policy(policy_files[i]);
+    assert_int_equal(broker_launch(&bp, config, bind, NULL), 0);
+    assert_true(broker_wait_log(&bp, "policy: loaded dir=policies hooks=", 1));
+    char *log = log_since(0);
+    const char *p = strstr(log, "listening admin=");
+    assert_non_null(p);
+    p = strstr(p, " port=");
+    assert_non_null(p);
+    admin_port = atoi(p + strlen(" port="));
+    free(log);
+    assert_true(admin_port > 0);
+}
+
+static void start_default(void)
+{
+    char cfg[4096];
+    make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
+    start_broker(cfg, "127.0.0.1:0");
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return broker_stop(&bp) == 0 ? 0 : -1;
+}
+
+/* --- SIGHUP and the admin API ------------------------------------------------------------ */
+
+/* Send HUP; later log waits only look at what the broker writes from now on. */
+static void hup(void)
+{
+    bp.log_seen = log_size();
+    assert_int_equal(kill(bp.pid, SIGHUP), 0);
+}
+
+static void hup_expect_done(void)
+{
+    hup();
+    if (!broker_wait_log(&bp, "reload: done generation=", 10000)) {
+        char *log = log_since(bp.log_seen);
+        fail_msg("reload did not succeed; log:\n%s", log);
+    }
+}
+
+/* HUP that must fail; returns the log lines it wrote (malloc'd). */
+static char *hup_expect_failed(void)
+{
+    hup();
+    if (!broker_wait_log(&bp, "reload: failed, the previous configuration keeps serving: ",
+                         10000)) {
+        char *log = log_since(bp.log_seen);
+        fail_msg("reload did not fail; log:\n%s", log);
+    }
+    return log_since(bp.log_seen);
+}
+
+static cJSON *get_json(const char *path)
+{
+    int fd = raw_connect(admin_port);
+    assert_true(fd >= 0);
+    char req[256];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+    assert_int_equal(raw_send(fd, req, strlen(req)), 0);
+    char buf[65536];
+    size_t len = 0;
+    uint64_t deadline = now_ms() + 5000;
+    while (len < sizeof buf - 1 && now_ms() < deadline) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        ssize_t r = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = 0;
+    const char *body = strstr(buf, "\r\n\r\n");
+    assert_non_null(body);
+    cJSON *j = cJSON_Parse(body + 4);
+    if (!j)
+        fail_msg("not JSON: %s", buf);
+    return j;
+}
+
+struct reload_stat {
+    double generation, failures;
+    char last_error[512]; /* "" when null */
+    char bind[64];
+};
+
+static void reload_stat(struct reload_stat *s)
+{
+    cJSON *root = get_json("/stat");
+    const cJSON *br = cJSON_GetObjectItemCaseSensitive(root, "broker");
+    const cJSON *rl = cJSON_GetObjectItemCaseSensitive(br, "reload");
+    assert_non_null(rl);
+    s->generation = cJSON_GetObjectItemCaseSensitive(rl, "generation")->valuedouble;
+    s->failures = cJSON_GetObjectItemCaseSensitive(rl, "failures")->valuedouble;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(rl, "last_error");
+    snprintf(s->last_error, sizeof s->last_error, "%s", cJSON_IsString(e) ? e->valuestring : "");
+    const cJSON *bind = cJSON_GetObjectItemCaseSensitive(br, "bind");
+    snprintf(s->bind, sizeof s->bind, "%s", cJSON_IsString(bind) ? bind->valuestring : "");
+    cJSON_Delete(root);
+}
+
+static double hook_calls(const char *hook)
+{
+    cJSON *root = get_json("/stat");
+    const cJSON *br = cJSON_GetObjectItemCaseSensitive(root, "broker");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(br, "hooks"), hook);
+    assert_non_null(h);
+    double calls = cJSON_GetObjectItemCaseSensitive(h, "calls")->valuedouble;
+    cJSON_Delete(root);
+    return calls;
+}
+
+/* --- clients --------------------------------------------------------------------------------- */
+
+static int connect_as(const char *group, const char *secret)
+{
+    int fd = raw_connect(bp.port);
+    assert_true(fd >= 0);
+    int st = raw_handshake(fd, group, secret);
+    if (st != 1)
+        fail_msg("%s could not authenticate (status %d)", group, st);
+    return fd;
+}
+
+struct clients {
+    int prod, a, b, refund;
+};
+
+static void connect_all(struct clients *c)
+{
+    c->prod = connect_as(TEST_PRODUCER, TEST_SECRET);
+    c->a = connect_as(TEST_CONSUMER, TEST_SECRET);
+    c->b = connect_as(TEST_CONSUMER_B, TEST_SECRET);
+    c->refund = connect_as(REFUND_GROUP, TEST_SECRET);
+}
+
+static void close_all(struct clients *c)
+{
+    close(c->prod);
+    close(c->a);
+    close(c->b);
+    close(c->refund);
+}
+
+static void publish(int prod, const char *type, char id[33])
+{
+    static uint32_t opaque;
+    struct raw_msg m = {.topic = "trade", .type = type, .commit = true};
+    assert_int_equal(raw_publish(prod, ++opaque, &m, id, NULL, 0), 1);
+}
+
+/* fd receives message id within timeout_ms; answers ack/nack; returns the opaque. */
+static void expect_delivery(int fd, const char *who, const char *id, bool ack)
+{
+    char got[33];
+    uint32_t op;
+    if (raw_recv_delivery(fd, 3000, got, &op, NULL, 0) != 1)
+        fail_msg("%s did not receive %s", who, id);
+    assert_string_equal(got, id);
+    raw_deliver_ack(fd, op, got, ack);
+    assert_int_equal(raw_sync(fd), 0);
+}
+
+static void expect_nothing(int fd, const char *who, int timeout_ms)
+{
+    char got[33];
+    uint32_t op;
+    if (raw_recv_delivery(fd, timeout_ms, got, &op, NULL, 0) == 1)
+        fail_msg("%s received %s, expected nothing", who, got);
+}
+
+/* The shipped routing: pay-succ to a and b, refund-* to a only. */
+static void expect_shipped_routing(struct clients *c)
+{
+    char id[33];
+    publish(c->prod, "pay-succ", id);
+    expect_delivery(c->a, "s-trade-a", id, true);
+    expect_delivery(c->b, "s-trade-b", id, true);
+    publish(c->prod, "refund-42", id);
+    expect_delivery(c->a, "s-trade-a", id, true);
+    expect_nothing(c->refund, REFUND_GROUP, 300);
+    expect_nothing(c->b, "s-trade-b", 1);
+}
+
+/* --- broken scripts ------------------------------------------------------------------------ */
+
+static void test_broken_scripts_keep_the_old_policy(void **state)
+{
+    (void)state;
+    start_default();
+    struct clients c;
+    connect_all(&c);
+    expect_shipped_routing(&c);
+
+    static const struct {
+        const char *file, *text, *log, *also;
+    } cases[] = {
+        /* a syntax error; the file would have routed refunds elsewhere */
+        {"routing.lua",
+         "local M = {}\n"
+         "function M.route(topic, message_type, binds)\n"
+         "  return { \"s-refund\"\n"
+         "end\n"
+         "return M\n",
+         "policies/routing.lua:4: '}' expected (to close '{' at line 3) near 'end'", NULL},
+        /* loads, but the hook fails its self-test */
+        {"retry.lua",
+         "local M = {}\n"
+         "function M.retry(m)\n"
+         "  return \"retry\", SCHEDULE[m.attempts]\n"
+         "end\n"
+         "return M\n",
+         "policies/retry.lua: retry: self-test failed: ", "SCHEDULE"},
+        /* never returns: stopped by the instruction budget of the self-test */
+        {"flow.lua",
+         "local M = {}\n"
+         "function M.group(group, topic, f)\n"
+         "  while true do end\n"
+         "end\n"
+         "return M\n",
+         "policies/flow.lua: group: self-test failed: stopped: over the instruction budget",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_policy(cases[i].file, cases[i].text);
+        uint64_t t0 = now_ms();
+        char *log = hup_expect_failed();
+        uint64_t took = now_ms() - t0;
+        if (!strstr(log, cases[i].log) || (cases[i].also && !strstr(log, cases[i].also)))
+            fail_msg("expected \"%s\" in the log, got:\n%s", cases[i].log, log);
+        free(log);
+        assert_true(took < 5000); /* a runaway hook cannot stall the broker */
+        struct reload_stat s;
+        reload_stat(&s);
+        assert_int_equal((int)s.generation, 0);
+        assert_int_equal((int)s.failures, (int)i + 1);
+        assert_non_null(strstr(s.last_error, cases[i].log));
+        /* still serving, with the old policy */
+        expect_shipped_routing(&c);
+        restore_policy(cases[i].file);
+    }
+    /* fixed: the next reload succeeds and clears the error */
+    hup_expect_done();
+    struct reload_stat s;
+    reload_stat(&s);
+    assert_int_equal((int)s.generation, 1);
+    assert_int_equal((int)s.failures, 3);
+    assert_string_equal(s.last_error, "");
+    expect_shipped_routing(&c);
+    close_all(&c);
+}
+
+/* --- the operator's example (docs/POLICIES.md, "Worked example") ------------------------- */
+
+/* retry.lua: wait 1 s before the first retry instead of retrying at once, then back off. */
+static const char operator_retry[] =
+    "local M = {}\n"
+    "\n"
+    "-- { from attempts, seconds }, highest first\n"
+    "local SCHEDULE = { { 50, 120 }, { 20, 60 }, { 10, 10 }, { 3, 5 }, { 1, 1 } }\n"
+    "\n"
+    "function M.retry(m)\n"
+    "  if m.attempts >= m.deliver_limit then\n"
+    "    return \"dead\", string.format(\"deliver limit reached (%d attempts)\", m.attempts)\n"
+    "  end\n"
+    "  if m.expired_time > 0 and m.expired_time <= m.now then\n"
+    "    return \"dead\", \"expired\"\n"
+    "  end\n"
+    "  for _, w in ipairs(SCHEDULE) do\n"
+    "    if m.attempts >= w[1] then return \"retry\", w[2] * 1000 end\n"
+    "  end\n"
+    "  return \"retry\", 0\n"
+    "end\n"
+    "\n"
+    "return M\n";
+
+/* routing.lua: the shipped file with refunds sent to the refund service only. */
+static char *operator_routing(void)
+{
+    static const char head[] = "function M.route(topic, message_type, binds)\n";
+    static const char branch[] =
+        "  if topic == \"trade\" and kq.regex_match(\"^refund-\", message_type) then\n"
+        "    return { \"s-refund\" } -- must have a binding on \"trade\", else it is dropped\n"
+        "  end\n";
+    char *shipped = shipped_policy("routing.lua");
+    char *at = strstr(shipped, head);
+    assert_non_null(at);
+    at += strlen(head);
+    size_t n = strlen(shipped) + sizeof branch;
+    char *out = malloc(n);
+    assert_non_null(out);
+    snprintf(out, n, "%.*s%s%s", (int)(at - shipped), shipped, branch, at);
+    free(shipped);
+    return out;
+}
+
+/* Nack `id` on fd and return how long the redelivery took (ms); acks the redelivery. */
+static uint64_t nack_and_time_redelivery(int fd, const char *who, const char *id)
+{
+    char got[33];
+    uint32_t op;
+    if (raw_recv_delivery(fd, 3000, got, &op, NULL, 0) != 1)
+        fail_msg("%s did not receive %s", who, id);
+    assert_string_equal(got, id);
+    uint64_t t0 = now_ms();
+    raw_deliver_ack(fd, op, got, false);
+    if (raw_recv_delivery(fd, 5000, got, &op, NULL, 0) != 1)
+        fail_msg("%s: %s was not redelivered", who, id);
+    uint64_t took = now_ms() - t0;
+    assert_string_equal(got, id);
+    raw_deliver_ack(fd, op, got, true);
+    assert_int_equal(raw_sync(fd), 0);
+    return took;
+}
+
+static void test_operator_changes_retry_and_routing(void **state)
+{
+    (void)state;
+    start_default();
+    struct clients c;
+    connect_all(&c);
+    char id[33];
+
+    /* Before: a refund goes to s-trade-a, and a nack is retried at once. */
+    publish(c.prod, "refund-1001", id);
+    uint64_t before = nack_and_time_redelivery(c.a, "s-trade-a", id);
+    assert_true(before < 700);
+    expect_nothing(c.refund, REFUND_GROUP, 200);
+
+    /* The operator edits retry.lua and routing.lua, then `kill -HUP <pid>`. */
+    write_policy("retry.lua", operator_retry);
+    char *routing = operator_routing();
+    write_policy("routing.lua", routing);
+    free(routing);
+    hup_expect_done();
+    assert_true(broker_wait_log(&bp, "policy: loaded dir=policies hooks=route,", 1));
+
+    /* After: the next refund goes to s-refund only, and its nack waits about 1 s. */
+    publish(c.prod, "refund-1002", id);
+    uint64_t after = nack_and_time_redelivery(c.refund, REFUND_GROUP, id);
+    assert_true(after >= 900);
+    assert_true(after < 3000);
+    expect_nothing(c.a, "s-trade-a", 200);
+    /* the rest of the routing is unchanged */
+    publish(c.prod, "pay-succ", id);
+    expect_delivery(c.a, "s-trade-a", id, true);
+    expect_delivery(c.b, "s-trade-b", id, true);
+    expect_nothing(c.refund, REFUND_GROUP, 200);
+    close_all(&c);
+}
+
+/* --- many reloads ------------------------------------------------------------------------- */
+
+static long vm_rss_kib(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    char *s = read_file(path);
+    assert_non_null(s);
+    const char *p = strstr(s, "VmRSS:");
+    long kib = p ? strtol(p + 6, NULL, 10) : -1;
+    free(s);
+    assert_true(kib > 0);
+    return kib;
+}
+
+static void test_hundred_reloads_keep_memory_flat(void **state)
+{
+    (void)state;
+    start_default();
+    struct clients c;
+    connect_all(&c);
+    expect_shipped_routing(&c);
+    for (int i = 0; i < 10; i++) /* warm-up: allocator pools, caches */
+        hup_expect_done();
+    long before = vm_rss_kib(bp.pid);
+    for (int i = 0; i < 100; i++) {
+        hup_expect_done();
+        if (i % 10 == 0)
+            expect_shipped_routing(&c); /* routing memo and hooks used in every generation */
+    }
+    long after = vm_rss_kib(bp.pid);
+    print_message("VmRSS before %ld KiB, after 100 reloads %ld KiB\n", before, after);
+    assert_true(after - before < 2048);
+    struct reload_stat s;
+    reload_stat(&s);
+    assert_int_equal((int)s.generation, 110);
+    assert_int_equal((int)s.failures, 0);
+    close_all(&c);
+}
+
+static void test_hup_storm_never_overlaps(void **state)
+{
+    (void)state;
+    start_default();
+    size_t mark = log_size();
+    /* 1 ms apart (a reload takes a few): some land while a reload runs, some coalesce */
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(kill(bp.pid, SIGHUP), 0);
+        usleep(1000);
+    }
+    /* Wait until every reload that started is done and nothing new comes for 500 ms. */
+    char *log = NULL;
+    int starts = 0, dones = 0;
+    uint64_t deadline = now_ms() + 15000, quiet_since = now_ms();
+    int last = -1;
+    while (now_ms() < deadline) {
+        free(log);
+        log = log_since(mark);
+        starts = count_in(log, "reload: start serving=");
+        dones = count_in(log, "reload: done generation=");
+        if (starts + dones != last) {
+            last = starts + dones;
+            quiet_since = now_ms();
+        } else if (starts > 0 && starts == dones && now_ms() - quiet_since >= 500) {
+            break;
+        }
+        usleep(20000);
+    }
+    print_message("10 HUPs: %d reloads\n", starts);
+    assert_true(starts >= 1 && starts <= 10);
+    assert_int_equal(starts, dones);
+    assert_true(count_in(log, "signal=HUP: reloading") >= starts); /* storms coalesce */
+    /* strictly start, done, start, done... with consecutive generations */
+    const char *p = log;
+    for (int g = 1; g <= starts; g++) {
+        char want[64];
+        snprintf(want, sizeof want, "reload: start serving=%d\n", g - 1);
+        const char *st = strstr(p, want);
+        if (!st)
+            fail_msg("missing \"%s\" in order; log:\n%s", want, log);
+        const char *next_start = strstr(st + 1, "reload: start serving=");
+        snprintf(want, sizeof want, "reload: done generation=%d\n", g);
+        const char *dn = strstr(st, want);
+        if (!dn || (next_start && next_start < dn))
+            fail_msg("reload %d overlapped another; log:\n%s", g, log);
+        p = dn;
+    }
+    assert_int_equal(count_in(log, "reload: failed"), 0);
+    free(log);
+    assert_int_equal(kill(bp.pid, 0), 0);
+    struct reload_stat s;
+    reload_stat(&s);
+    assert_int_equal((int)s.generation, starts);
+    assert_int_equal((int)s.failures, 0);
+    struct clients c;
+    connect_all(&c);
+    expect_shipped_routing(&c);
+    close_all(&c);
+}
+
+/* --- config changes ------------------------------------------------------------------------ */
+
+static void test_config_changes(void **state)
+{
+    (void)state;
+    /* no -bind flag: the file's bind is the one in force */
+    char cfg[4096];
+    make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
+    start_broker(cfg, NULL);
+    int a_old = connect_as(TEST_CONSUMER, TEST_SECRET);
+
+    /* a new bind and a rotated secret for s-trade-a */
+    make_config(cfg, sizeof cfg, "127.0.0.1:1", "rotated", NULL);
+    write_file(bp.config, cfg);
+    hup_expect_done();
+    assert_true(broker_wait_log(&bp, "reload: bind changed from \"127.0.0.1:0\" to \"127.0.0.1:1\": "
+                                     "needs a restart, keeping \"127.0.0.1:0\"", 1));
+    struct reload_stat s;
+    reload_stat(&s);
+    assert_string_equal(s.bind, "127.0.0.1:0");
+    /* the secret applies to new connections; the open one stays */
+    int fd = raw_connect(bp.port); /* the listener did not move */
+    assert_true(fd >= 0);
+    assert_int_equal(raw_handshake(fd, TEST_CONSUMER, TEST_SECRET), 0);
+    close(fd);
+    int a_new = connect_as(TEST_CONSUMER, "rotated");
+    assert_int_equal(raw_sync(a_old), 0);
+    int prod = connect_as(TEST_PRODUCER, TEST_SECRET);
+    char id[33];
+    publish(prod, "refund-7", id);
+    char got[33];
+    uint32_t op;
+    int got_old = raw_recv_delivery(a_old, 1500, got, &op, NULL, 0);
+    if (got_old != 1)
+        assert_int_equal(raw_recv_delivery(a_new, 1500, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(got_old == 1 ? a_old : a_new, op, got, true);
+
+    /* bad config files: not Lua, then an invalid value; the running config stays */
+    static const char *const bad[][2] = {
+        {"return {\n  default = \"test\",\n", "cluster.lua"},
+        {NULL, "deliverWindow"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        if (bad[i][0]) {
+            write_file(bp.config, bad[i][0]);
+        } else {
+            make_config(cfg, sizeof cfg, "127.0.0.1:0", "third", "deliverWindow = 0,");
+            write_file(bp.config, cfg);
+        }
+        char *log = hup_expect_failed();
+        if (!strstr(log, bad[i][1]))
+            fail_msg("expected \"%s\" in the log, got:\n%s", bad[i][1], log);
+        free(log);
+        reload_stat(&s);
+        assert_int_equal((int)s.generation, 1);
+        assert_int_equal((int)s.failures, (int)i + 1);
+        assert_non_null(strstr(s.last_error, bad[i][1]));
+        fd = connect_as(TEST_CONSUMER, "rotated"); /* still the reloaded config */
+        close(fd);
+        fd = raw_connect(bp.port);
+        assert_int_equal(raw_handshake(fd, TEST_CONSUMER, "third"), 0);
+        close(fd);
+    }
+    close(a_old);
+    close(a_new);
+    close(prod);
+}
+
+/* --- flow.group ---------------------------------------------------------------------------- */
+
+static void test_flow_group_window_limits_one_group(void **state)
+{
+    (void)state;
+    start_default();
+    write_policy("flow.lua",
+                 "local M = {}\n"
+                 "function M.group(group, topic, f)\n"
+                 "  if group == \"s-trade-a\" then\n"
+                 "    return { rate = 0, burst = 0, window = 2 } -- 2 in flight, no rate limit\n"
+                 "  end\n"
+                 "  return nil -- the built-in limits\n"
+                 "end\n"
+                 "return M\n");
+    hup_expect_done();
+    assert_true(broker_wait_log(&bp, "hooks=route,retry,flow.group", 1));
+    struct clients c;
+    connect_all(&c);
+    enum { N = 10 };
+    char ids[N][33];
+    for (int i = 0; i < N; i++)
+        publish(c.prod, "pay-succ", ids[i]);
+    /* s-trade-b is unaffected: all 10 at once, without acking */
+    uint32_t bops[N];
+    for (int i = 0; i < N; i++) {
+        char got[33];
+        if (raw_recv_delivery(c.b, 3000, got, &bops[i], NULL, 0) != 1)
+            fail_msg("s-trade-b received only %d of %d", i, N);
+        assert_string_equal(got, ids[i]);
+    }
+    /* s-trade-a: two in flight, the next only when one is answered, in order */
+    char got[2][33];
+    uint32_t aops[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(raw_recv_delivery(c.a, 3000, got[i], &aops[i], NULL, 0), 1);
+        assert_string_equal(got[i], ids[i]);
+    }
+    expect_nothing(c.a, "s-trade-a", 1200); /* also across a flow refresh (~1/s) */
+    for (int i = 2; i < N; i++) {
+        raw_deliver_ack(c.a, aops[i % 2], got[i % 2], true);
+        assert_int_equal(raw_recv_delivery(c.a, 3000, got[i % 2], &aops[i % 2], NULL, 0), 1);
+        assert_string_equal(got[i % 2], ids[i]);
+        expect_nothing(c.a, "s-trade-a", 50);
+    }
+    for (int i = 0; i < 2; i++)
+        raw_deliver_ack(c.a, aops[i], got[i], true);
+    for (int i = 0; i < N; i++)
+        raw_deliver_ack(c.b, bops[i], ids[i], true);
+    assert_int_equal(raw_sync(c.a), 0);
+    assert_int_equal(raw_sync(c.b), 0);
+    assert_true(hook_calls("flow.group") >= 2);
+    close_all(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_broken_scripts_keep_the_old_policy, teardown),
+        cmocka_unit_test_teardown(test_operator_changes_retry_and_routing, teardown),
+        cmocka_unit_test_teardown(test_hundred_reloads_keep_memory_flat, teardown),
+        cmocka_unit_test_teardown(test_hup_storm_never_overlaps, teardown),
+        cmocka_unit_test_teardown(test_config_changes, teardown),
+        cmocka_unit_test_teardown(test_flow_group_window_limits_one_group, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
