@@ -8,6 +8,8 @@ PKGS=(build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-c
       libhttp-parser-dev)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev lua-busted luajit)
+  # test_store_mysql starts a private MariaDB (mariadbd, mariadb-install-db, mariadb)
+  PKGS+=(mariadb-server-core mariadb-client-core)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

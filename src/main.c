@@ -1,4 +1,6 @@
-/* kiteq: load the config, start the broker on a libuv loop, stop cleanly on SIGTERM/SIGINT. */
+/* kiteq: load the config, start the broker on a libuv loop, stop cleanly on SIGTERM/SIGINT;
+ * SIGHUP reloads, SIGUSR1 reopens the log file (logrotate). */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +15,8 @@
 struct app {
     uv_loop_t *loop;
     struct kq_broker *broker;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigusr1;
+    char *log_file; /* fixed at start: a reload does not move the log */
     int exit_code;
 };
 
@@ -23,6 +26,7 @@ static void on_stopped(void *ud)
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sighup, NULL);
+    uv_close((uv_handle_t *)&a->sigusr1, NULL);
     KQ_INFO("main", "stopped");
 }
 
@@ -40,6 +44,17 @@ static void on_hup(uv_signal_t *h, int signum)
     /* Runs on the loop thread: reloads never overlap, a storm of HUPs runs one by one. */
     KQ_INFO("main", "signal=HUP: reloading");
     kq_broker_reload(a->broker);
+}
+
+static void on_usr1(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    struct app *a = h->data;
+    int rc = a->log_file ? kq_log_open(a->log_file) : 0;
+    if (rc)
+        KQ_ERROR("main", "signal=USR1: cannot reopen log file=%s: %s", a->log_file, strerror(-rc));
+    else
+        KQ_INFO("main", "signal=USR1: log reopened file=%s", a->log_file ? a->log_file : "-");
 }
 
 int main(int argc, char **argv)
@@ -78,6 +93,16 @@ int main(int argc, char **argv)
         kq_log_set_level(lvl);
 
     struct app a = {0};
+    if (cfg->log_file) {
+        a.log_file = strdup(cfg->log_file);
+        if (!a.log_file || (rc = kq_log_open(a.log_file)) != 0) {
+            fprintf(stderr, "kiteq: logFile %s: %s\n", cfg->log_file, strerror(a.log_file ? -rc : ENOMEM));
+            free(a.log_file);
+            kq_config_free(cfg);
+            free(cfg);
+            return 1;
+        }
+    }
     a.loop = uv_default_loop();
     rc = kq_broker_start(a.loop, cfg, err, sizeof err, &a.broker);
     if (rc != 0) {
@@ -90,20 +115,24 @@ int main(int argc, char **argv)
             kq_config_free(cfg);
             free(cfg);
         }
+        free(a.log_file);
         return 1;
     }
     kq_broker_set_args(a.broker, argc, argv);
     uv_signal_init(a.loop, &a.sigterm);
     uv_signal_init(a.loop, &a.sigint);
     uv_signal_init(a.loop, &a.sighup);
-    a.sigterm.data = a.sigint.data = a.sighup.data = &a;
+    uv_signal_init(a.loop, &a.sigusr1);
+    a.sigterm.data = a.sigint.data = a.sighup.data = a.sigusr1.data = &a;
     uv_signal_start(&a.sigterm, on_stop_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_stop_signal, SIGINT);
     uv_signal_start(&a.sighup, on_hup, SIGHUP);
+    uv_signal_start(&a.sigusr1, on_usr1, SIGUSR1);
     /* A line tests and scripts can wait for. */
     KQ_INFO("main", "ready port=%d pid=%d", kq_broker_port(a.broker), (int)getpid());
     uv_run(a.loop, UV_RUN_DEFAULT);
     kq_broker_free(a.broker); /* owns the config (a reload may have replaced it) */
     uv_loop_close(a.loop);
+    free(a.log_file);
     return a.exit_code;
 }

@@ -6,7 +6,7 @@
 -- as "FILE: clusters.dev.deliverySeconds: must be an integer >= 1 (got ...)".
 -- Check a file without starting the broker: `kiteq --check lua/config/cluster.lua`.
 -- Command-line flags (-bind, -pport, -db, -topics, -zkhost, -deliveryFirst, -logLevel,
--- -groups) override the values below; see `kiteq --help`.
+-- -logFile, -groups) override the values below; see `kiteq --help`.
 
 return {
   -- Cluster section to run when --cluster / -clusterName is not given.
@@ -44,8 +44,14 @@ return {
       txMaxChecks = 10,                 -- unanswered checks before it is dead-lettered (default 10)
       deliverWindow = 1000,             -- deliveries in flight per consumer group (default 1000)
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
-      policies = "lua/policies",        -- folder of routing/flow/retry Lua policies (default "lua/policies")
+      policies = "lua/policies",        -- folder of routing/flow/retry Lua policies (default "lua/policies",
+                                        -- relative to the working directory); installed by
+                                        -- `cmake --install`: "/usr/local/share/kiteq/policies"
       logLevel = "info",                -- debug, info, warn or error (default "info")
+      -- logFile = "/var/log/kiteq/kiteq.log", -- append the log here (SIGUSR1 reopens it, for
+                                        -- logrotate); relative to the working directory;
+                                        -- "" or false = stderr (default); fixed at start
+                                        -- (a SIGHUP reload does not move the log)
 
       -- Groups allowed to connect: groupId = secretKey (sent in ConnMeta). Default: none.
       groups = {

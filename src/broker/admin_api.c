@@ -26,12 +26,47 @@ static int reply_json(struct kq_buf *out, cJSON *o, int status)
     return status;
 }
 
-static cJSON *names_json(char **v, size_t n)
+static cJSON *names_json(const char *const *v, size_t n)
 {
     cJSON *a = cJSON_CreateArray();
     for (size_t i = 0; i < n; i++)
         cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
     return a;
+}
+
+/* Dead-letter totals: count, and per topic and per publishing group when the objects are
+ * given. One pass over the store's list (the DLQ is small: operators purge it). */
+struct dlq_count {
+    const char *topic; /* filter, NULL = all */
+    size_t n;
+    cJSON *by_topic, *by_group;
+};
+
+static void bump(cJSON *o, const char *key)
+{
+    if (!o)
+        return;
+    cJSON *n = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (n)
+        cJSON_SetNumberValue(n, n->valuedouble + 1);
+    else
+        cJSON_AddNumberToObject(o, key, 1);
+}
+
+static bool count_one(void *ud, const struct kq_dead_letter *d)
+{
+    struct dlq_count *c = ud;
+    if (c->topic && strcmp(c->topic, d->msg.topic) != 0)
+        return true;
+    c->n++;
+    bump(c->by_topic, d->msg.topic);
+    bump(c->by_group, d->msg.publish_group);
+    return true;
+}
+
+static void dlq_count(struct kq_broker *b, struct dlq_count *c)
+{
+    b->store->ops->dlq_list(b->store, c->topic, count_one, c);
 }
 
 /* --- /stat ------------------------------------------------------------------------------ */
@@ -72,6 +107,10 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddStringToObject(br, "store", b->store->ops->name);
     cJSON_AddStringToObject(br, "registry", b->registry_state ? b->registry_state : "static");
     cJSON_AddNumberToObject(br, "pending", (double)b->n_msgs);
+    struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
+    dlq_count(b, &dc);
+    cJSON_AddNumberToObject(br, "dlq_count", (double)dc.n);
+    cJSON_AddItemToObject(br, "dlq_by_topic", dc.by_topic);
     cJSON *tot = cJSON_AddObjectToObject(br, "totals");
     cJSON_AddNumberToObject(tot, "received", (double)b->stats.received);
     cJSON_AddNumberToObject(tot, "stored", (double)b->stats.stored);
@@ -173,6 +212,14 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_gauge(&p, "kiteq_store_segments", "Live segment files.", NULL, (double)fs.segments);
         kq_prom_gauge(&p, "kiteq_store_dead_letters", "Messages in the dead-letter store.", NULL, (double)fs.dead_letters);
     }
+    struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
+    dlq_count(b, &dc);
+    for (size_t i = 0; i < b->cfg->n_topics; i++) { /* every topic, so a dashboard sees 0 */
+        const char *l[] = {"topic", b->cfg->topics[i], NULL};
+        cJSON *n = cJSON_GetObjectItemCaseSensitive(dc.by_topic, b->cfg->topics[i]);
+        kq_prom_gauge(&p, "kiteq_dlq_messages", "Dead letters per topic.", l, n ? n->valuedouble : 0);
+    }
+    cJSON_Delete(dc.by_topic);
     const char *reg[] = {"state", b->registry_state ? b->registry_state : "static", NULL};
     kq_prom_gauge(&p, "kiteq_registry_state", "Registry state (value 1, state in the label).", reg, 1);
     kq_prom_counter(&p, "kiteq_reload_generation", "Successful reloads.", NULL, (double)b->reload_generation);
@@ -238,6 +285,10 @@ static int h_msg(void *ud, const char *id, struct kq_buf *out)
         cJSON_AddNumberToObject(o, "expiredTime", (double)m->expired_time);
         cJSON_AddNumberToObject(o, "txChecks", m->tx_checks);
         cJSON_AddNumberToObject(o, "inflight", m->inflight);
+        if (m->last_failure)
+            cJSON_AddStringToObject(o, "lastFailure", m->last_failure);
+        else
+            cJSON_AddNullToObject(o, "lastFailure");
         if (m->timer.pos != KQ_HEAP_NONE)
             cJSON_AddNumberToObject(o, "nextAttemptMs", (double)m->timer.key);
         cJSON_AddItemToObject(o, "groupsDone", names_json(m->done, m->n_done));
@@ -274,13 +325,27 @@ static bool list_one(void *ud, const struct kq_dead_letter *d)
     return ++l->n < l->limit;
 }
 
+/* {"topic", "limit", "count" (all matching), "byTopic", "byGroup" (publishing group),
+ * "deadLetters" (the first `limit`, oldest first), "more"} */
 static int h_dlq_list(void *ud, const char *topic, size_t limit, struct kq_buf *out)
 {
     struct kq_broker *b = ud;
     cJSON *root = cJSON_CreateObject();
+    if (topic)
+        cJSON_AddStringToObject(root, "topic", topic);
+    else
+        cJSON_AddNullToObject(root, "topic");
+    cJSON_AddNumberToObject(root, "limit", (double)limit);
+    struct dlq_count dc = {.topic = topic, .by_topic = cJSON_CreateObject(),
+                           .by_group = cJSON_CreateObject()};
+    dlq_count(b, &dc);
+    cJSON_AddNumberToObject(root, "count", (double)dc.n);
+    cJSON_AddItemToObject(root, "byTopic", dc.by_topic);
+    cJSON_AddItemToObject(root, "byGroup", dc.by_group);
     struct dlq_listing l = {.items = cJSON_AddArrayToObject(root, "deadLetters"), .limit = limit};
-    b->store->ops->dlq_list(b->store, topic, list_one, &l);
-    cJSON_AddNumberToObject(root, "count", (double)l.n);
+    if (limit > 0)
+        b->store->ops->dlq_list(b->store, topic, list_one, &l);
+    cJSON_AddBoolToObject(root, "more", dc.n > l.n);
     return reply_json(out, root, 200);
 }
 
@@ -323,7 +388,7 @@ static bool requeue_one(void *ud, const struct kq_dead_letter *d)
     struct kq_broker *b = l->broker;
     if (kq_delivery_find(b, d->msg.id))
         return l->id == NULL; /* already pending again */
-    struct kq_msg *m = kq_msg_new(&d->msg);
+    struct kq_msg *m = kq_msg_new(b, &d->msg, true);
     struct requeue_ctx *rc = calloc(1, sizeof *rc);
     if (!m || !rc) {
         kq_msg_free(m);

@@ -49,7 +49,8 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
     struct kq_broker *b = ud;
     if (kq_delivery_find(b, sm->id))
         return;
-    struct kq_msg *m = kq_msg_new(sm);
+    /* header and body stay in the store until the message's next attempt */
+    struct kq_msg *m = kq_msg_new(b, sm, false);
     if (!m) {
         KQ_ERROR("broker", "out of memory recovering id=%s", sm->id);
         return;
@@ -59,14 +60,11 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
     if (st) {
         m->attempts = st->attempts;
         m->tx_checks = st->tx_checks;
-        for (size_t i = 0; i < st->n_done; i++) {
-            char **p = realloc(m->done, (m->n_done + 1) * sizeof *p);
-            if (!p)
-                break;
-            m->done = p;
-            if ((p[m->n_done] = strdup(st->groups_done[i])))
-                m->n_done++;
-        }
+        for (size_t i = 0; i < st->n_done; i++)
+            kq_names_add(b, &m->done, &m->n_done, st->groups_done[i]);
+        /* so that a failed group coming back online gets it at once */
+        for (size_t i = 0; i < st->n_failed; i++)
+            kq_names_add(b, &m->failed, &m->n_failed, st->groups_failed[i]);
         if (st->next_attempt_ms > when)
             when = st->next_attempt_ms;
     }
@@ -249,6 +247,7 @@ void kq_broker_free(struct kq_broker *b)
     }
     kq_delivery_free_all(b);
     kq_groups_free(b);
+    kq_atoms_free(b);
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
     if (b->net)

@@ -13,104 +13,18 @@
 #include "core/log.h"
 
 #define MAX_ROUTES 64
+/* With no consumer online for a message, look at it again this often (at most). */
+#define NOBODY_RECHECK_MS 30000
 /* A consumer whose socket has this much unsent data is treated as overloaded. */
 #define MAX_CONN_BACKLOG (16u << 20)
 
 static void start_attempt(struct kq_broker *b, struct kq_msg *m);
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
-static bool name_in(char **v, size_t n, const char *name);
-static void name_add(char ***v, size_t *n, const char *name);
 
-/* --- messages ----------------------------------------------------------------------------- */
-
-static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
-
-struct kq_msg *kq_msg_new(const struct kq_stored_msg *sm)
+/* Groups are kept as atoms, so membership is a pointer comparison. */
+static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
 {
-    struct kq_msg *m = calloc(1, sizeof *m);
-    if (!m)
-        return NULL;
-    memcpy(m->id, sm->id, sizeof m->id);
-    m->cmd = sm->cmd;
-    m->commit = sm->commit;
-    m->topic = dup_or_empty(sm->topic);
-    m->type = dup_or_empty(sm->message_type);
-    m->pub_group = dup_or_empty(sm->publish_group);
-    m->publish_time = sm->publish_time;
-    m->expired_time = sm->expired_time;
-    m->deliver_limit = sm->deliver_limit;
-    m->header = malloc(sm->header_len + sm->body_len + 1);
-    m->timer.pos = KQ_HEAP_NONE;
-    if (!m->topic || !m->type || !m->pub_group || !m->header) {
-        kq_msg_free(m);
-        return NULL;
-    }
-    memcpy(m->header, sm->header, sm->header_len);
-    m->header_len = sm->header_len;
-    m->body = m->header + sm->header_len;
-    if (sm->body_len)
-        memcpy(m->body, sm->body, sm->body_len);
-    m->body_len = sm->body_len;
-    return m;
-}
-
-static void free_names(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-void kq_msg_free(struct kq_msg *m)
-{
-    if (!m)
-        return;
-    free(m->topic);
-    free(m->type);
-    free(m->pub_group);
-    free(m->header);
-    free_names(m->done, m->n_done);
-    free_names(m->failed, m->n_failed);
-    free(m);
-}
-
-void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm)
-{
-    memset(sm, 0, sizeof *sm);
-    memcpy(sm->id, m->id, sizeof sm->id);
-    sm->cmd = m->cmd;
-    sm->topic = m->topic;
-    sm->message_type = m->type;
-    sm->publish_group = m->pub_group;
-    sm->commit = m->commit;
-    sm->publish_time = m->publish_time;
-    sm->expired_time = m->expired_time;
-    sm->deliver_limit = m->deliver_limit;
-    sm->header = m->header;
-    sm->header_len = m->header_len;
-    sm->body = m->body;
-    sm->body_len = m->body_len;
-}
-
-static bool name_in(char **v, size_t n, const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(v[i], name) == 0)
-            return true;
-    return false;
-}
-
-static void name_add(char ***v, size_t *n, const char *name)
-{
-    if (name_in(*v, *n, name))
-        return;
-    char **p = realloc(*v, (*n + 1) * sizeof *p);
-    if (!p)
-        return;
-    *v = p;
-    p[*n] = strdup(name);
-    if (p[*n])
-        (*n)++;
+    return kq_names_has(v, n, kq_atom(b, name));
 }
 
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id)
@@ -168,9 +82,10 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
 {
     HASH_ADD_STR(b->msgs, id, m);
     b->n_msgs++;
-    if (!m->commit)
+    if (!m->commit) {
         kq_tx_schedule_check(b, m);
-    else if (when_ms <= kq_now_ms())
+        kq_msg_evict(m); /* waits for its commit: loaded again for the check or delivery */
+    } else if (when_ms <= kq_now_ms())
         start_attempt(b, m); /* a new message goes out at once, not on the next timer */
     else
         kq_delivery_schedule(b, m, when_ms);
@@ -227,7 +142,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
     if (op == 0) /* 0 means "unassigned" to the original clients */
         op = s->next_opaque++;
     if (kq_codec_append_message(kq_conn_out(s->conn), op, m->cmd, m->header, m->header_len,
-                                m->body, m->body_len) != 0) {
+                                KQ_MSG_BODY(m), m->body_len) != 0) {
         free(f);
         return false;
     }
@@ -295,7 +210,7 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
 {
     struct kq_wait *w = calloc(1, sizeof *w);
     if (!w) {
-        name_add(&m->failed, &m->n_failed, g->id);
+        kq_names_add(b, &m->failed, &m->n_failed, g->id);
         return;
     }
     w->msg = m;
@@ -342,7 +257,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
             break; /* warming up; offline is handled by kq_delivery_group_offline */
         dequeue_wait(g);
         if (!send_copy(b, m, g, s))
-            name_add(&m->failed, &m->n_failed, g->id);
+            kq_names_add(b, &m->failed, &m->n_failed, g->id);
         if (attempt_over(m))
             finish_attempt(b, m);
     }
@@ -370,11 +285,18 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
 {
     struct kq_group *g = kq_group_get(b, rt->group, false);
     struct kq_session *s = kq_group_pick(g, kq_broker_mono_ms());
+    if (!s && g && g->n > 0) {
+        /* online but every connection is still warming up: try again soon */
+        kq_names_add(b, &m->failed, &m->n_failed, rt->group);
+        m->last_failure = "no consumer online";
+        m->retry_soon = true;
+        return;
+    }
     if (!s) {
         if (!rt->persistent) {
-            name_add(&m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
+            kq_names_add(b, &m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
         } else {
-            name_add(&m->failed, &m->n_failed, rt->group);
+            kq_names_add(b, &m->failed, &m->n_failed, rt->group);
             m->last_failure = "no consumer online";
         }
         return;
@@ -386,15 +308,62 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         return;
     }
     if (!send_copy(b, m, g, s)) {
-        name_add(&m->failed, &m->n_failed, rt->group);
+        kq_names_add(b, &m->failed, &m->n_failed, rt->group);
         m->last_failure = "over flow"; /* the connection's write backlog is full */
     }
 }
 
+struct load_ctx {
+    struct kq_broker *broker;
+    char id[KQ_ID_LEN + 1];
+};
+
+/* Header and body are back from the store: run the attempt that asked for them. */
+static void on_loaded(void *ud, int status, const struct kq_stored_msg *sm)
+{
+    struct load_ctx *lc = ud;
+    struct kq_broker *b = lc->broker;
+    struct kq_msg *m = kq_delivery_find(b, lc->id);
+    free(lc);
+    if (!m || !m->loading)
+        return; /* dropped meanwhile (rolled back) */
+    m->loading = false;
+    if (status != 0 ||
+        kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len) != 0) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back from the store: %s",
+                           m->id, strerror(status ? -status : ENOMEM));
+        kq_delivery_schedule(b, m, kq_now_ms() + (int64_t)b->cfg->recover_seconds * 1000);
+        return;
+    }
+    if (m->commit)
+        kq_tx_mark_header_committed(m); /* the stored header predates the commit */
+    start_attempt(b, m);
+}
+
+static void load_then_attempt(struct kq_broker *b, struct kq_msg *m)
+{
+    struct load_ctx *lc = calloc(1, sizeof *lc);
+    if (lc) {
+        lc->broker = b;
+        memcpy(lc->id, m->id, sizeof lc->id);
+        m->loading = true;
+        if (b->store->ops->load(b->store, m->id, on_loaded, lc) == 0)
+            return; /* on_loaded runs (maybe already did) */
+        m->loading = false;
+        free(lc);
+    }
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot load id=%s from the store", m->id);
+    kq_delivery_schedule(b, m, kq_now_ms() + (int64_t)b->cfg->recover_seconds * 1000);
+}
+
 static void start_attempt(struct kq_broker *b, struct kq_msg *m)
 {
-    if (!attempt_over(m))
+    if (!attempt_over(m) || m->loading)
         return; /* an attempt is still open */
+    if (!m->header) {
+        load_then_attempt(b, m);
+        return;
+    }
     if (!m->commit) {
         kq_tx_check_due(b, m);
         return;
@@ -408,16 +377,15 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     struct kq_route routes[MAX_ROUTES];
     size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes, MAX_ROUTES);
-    free_names(m->failed, m->n_failed);
-    m->failed = NULL;
-    m->n_failed = 0;
+    kq_names_clear(&m->failed, &m->n_failed);
     m->sent = 0;
-    m->attempt_open = true;
+    m->retry_soon = false;
+    m->done_at_start = m->n_done;
     for (size_t i = 0; i < n; i++)
-        if (!name_in(m->done, m->n_done, routes[i].group))
+        if (!name_in(b, m->done, m->n_done, routes[i].group))
             offer(b, m, &routes[i]);
     if (n == 0) {
-        name_add(&m->failed, &m->n_failed, "(no subscriber)");
+        kq_names_add(b, &m->failed, &m->n_failed, "(no subscriber)");
         m->last_failure = "no consumer online";
     }
     if (attempt_over(m))
@@ -443,7 +411,6 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
 
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
 {
-    m->attempt_open = false;
     if (m->first_ack) {
         kq_publish_first_attempt_done(b, m, m->n_failed == 0);
         return;
@@ -461,14 +428,26 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
-    int64_t delay = v.delay_ms;
-    if (m->sent == 0)
-        delay = (int64_t)b->cfg->recover_seconds * 1000; /* nobody to send to: look again later */
-    int64_t next = kq_now_ms() + delay;
-    b->stats.retried++;
-    kq_topic_stats(b, m->topic)->retried++;
-    kq_delivery_persist(b, m, next);
+    int64_t now = kq_now_ms();
+    int64_t next = now + v.delay_ms;
+    bool changed = m->sent > 0 || m->n_done != m->done_at_start;
+    if (m->sent == 0) {
+        /* Nobody to send to. A group coming online (or a binding change) triggers the next
+         * attempt at once; until then look again rarely, and at the latest at expiry. */
+        next = now + (m->retry_soon ? 0 : NOBODY_RECHECK_MS);
+        if (m->expired_time > 0 && m->expired_time * 1000 < next)
+            next = m->expired_time * 1000;
+        if (next < now + (int64_t)b->cfg->recover_seconds * 1000)
+            next = now + (int64_t)b->cfg->recover_seconds * 1000;
+    } else {
+        b->stats.retried++;
+        kq_topic_stats(b, m->topic)->retried++;
+    }
+    if (changed) /* nothing to write when the attempt changed nothing */
+        kq_delivery_persist(b, m, next);
     kq_delivery_schedule(b, m, next);
+    if (next - now >= 1000)
+        kq_msg_evict(m); /* waits a while: the store keeps header and body meanwhile */
 }
 
 /* --- answers --------------------------------------------------------------------------- */
@@ -481,11 +460,12 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
     f->group->inflight--;
     b->stats.inflight--;
     if (ok) {
-        name_add(&m->done, &m->n_done, f->group->id);
+        kq_names_add(b, &m->done, &m->n_done, f->group->id);
         b->stats.acked++;
         f->group->acked++;
     } else {
-        name_add(&m->failed, &m->n_failed, f->group->id);
+        kq_names_add(b, &m->failed, &m->n_failed, f->group->id);
+        f->group->failed++;
         m->last_failure = why; /* a literal: "nack", "timeout", "connection lost" */
         KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
     }
@@ -529,7 +509,7 @@ void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
     struct kq_msg *m, *tmp;
     HASH_ITER(hh, b->msgs, m, tmp) {
         if (m->commit && attempt_over(m) && m->timer.pos != KQ_HEAP_NONE && m->timer.key > now &&
-            name_in(m->failed, m->n_failed, g->id))
+            name_in(b, m->failed, m->n_failed, g->id))
             kq_delivery_schedule(b, m, now);
     }
 }
@@ -538,7 +518,7 @@ void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
 {
     while (g->wait_head) {
         struct kq_msg *m = dequeue_wait(g);
-        name_add(&m->failed, &m->n_failed, g->id);
+        kq_names_add(b, &m->failed, &m->n_failed, g->id);
         if (attempt_over(m))
             finish_attempt(b, m);
     }

@@ -18,6 +18,7 @@
 #define KQ_GROUP_MAX 128
 
 struct kq_msg;
+struct kq_atom;
 struct kq_group;
 
 /* A request the broker sent and waits an answer for: a delivery (answered by DeliverAck on
@@ -86,34 +87,34 @@ struct kq_group {
     UT_hash_handle hh;
 };
 
-/* One pending message: the broker's in-memory index entry. */
+/* One pending message: the broker's in-memory index entry (message.c keeps it small). */
 struct kq_msg {
+    UT_hash_handle hh;
+    struct kq_heap_item timer; /* next attempt (key = Unix ms) */
     char id[KQ_ID_LEN + 1];
     uint8_t cmd;
     bool commit, fly;
-    bool stored;         /* the store has it (false: fly, or deliveryFirst before saving) */
-    bool attempt_open;   /* a delivery attempt is in progress */
-    char *topic, *type, *pub_group;
+    bool stored;  /* the store has it (false: fly, or deliveryFirst before saving) */
+    bool loading; /* header and body are being read back from the store */
+    bool retry_soon; /* the last attempt found only connections still warming up */
+    const char *topic, *type, *pub_group; /* atoms (kq_atom) */
     int64_t publish_time, expired_time;
     int32_t deliver_limit;
-    uint8_t *header;
-    uint32_t header_len;
-    uint8_t *body;
-    uint32_t body_len;
     int32_t attempts;
     int32_t tx_checks;
-    uint32_t inflight; /* deliveries outstanding in the current attempt */
-    uint32_t sent;     /* copies sent in the current attempt */
-    uint32_t waiting;  /* groups where this attempt waits for room (flow control) */
+    uint16_t inflight; /* deliveries outstanding in the current attempt */
+    uint16_t sent;     /* copies sent in the current attempt */
+    uint16_t waiting;  /* groups where this attempt waits for room (flow control) */
+    uint16_t n_done, n_failed;
+    uint16_t done_at_start; /* n_done when the current attempt began */
+    const char **done;   /* groups that acked (atoms) */
+    const char **failed; /* groups that failed the current attempt (atoms) */
+    uint8_t *header;     /* header then body in one block; NULL while evicted */
+    uint32_t header_len, body_len;
     struct kq_pending_save *first_ack; /* deliveryFirst: producer ack after the attempt */
-    char **done;       /* groups that acked */
-    size_t n_done;
-    char **failed; /* groups that failed the current attempt */
-    size_t n_failed;
-    const char *last_failure; /* static reason of the latest failed copy, for the retry hook */
-    struct kq_heap_item timer; /* next attempt (key = Unix ms) */
-    UT_hash_handle hh;
+    const char *last_failure; /* why the last copy failed (a static string), for the retry hook */
 };
+#define KQ_MSG_BODY(m) ((m)->header + (m)->header_len)
 
 struct kq_broker {
     uv_loop_t *loop;
@@ -124,6 +125,7 @@ struct kq_broker {
     uv_timer_t retry_timer;
     struct kq_group *groups;
     struct kq_msg *msgs; /* pending messages by id */
+    struct kq_atom *atoms; /* interned topic, type and group names */
     size_t n_msgs;
     struct kq_heap schedule; /* messages waiting for their next attempt */
     struct kq_inflight *tq_head, *tq_tail;
@@ -173,6 +175,8 @@ void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m
 /* tx.c: two-phase messages */
 void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m);
 void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m);
+/* Re-pack the header of a committed message with commit=true (consumers see it). */
+void kq_tx_mark_header_committed(struct kq_msg *m);
 
 /* A producer's publish waiting for the store; detached if the connection goes away. */
 struct kq_pending_save {
@@ -187,14 +191,25 @@ void kq_publish_session_closed(struct kq_session *s);
 /* deliveryFirst: the first attempt is over; ack the producer (storing what is left). */
 void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool all_done);
 
+/* message.c */
+const char *kq_atom(struct kq_broker *b, const char *s); /* interned; NULL on OOM */
+void kq_atoms_free(struct kq_broker *b);
+struct kq_msg *kq_msg_new(struct kq_broker *b, const struct kq_stored_msg *sm, bool with_body);
+void kq_msg_free(struct kq_msg *m);
+void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm);
+int kq_msg_set_block(struct kq_msg *m, const uint8_t *header, uint32_t header_len,
+                     const uint8_t *body, uint32_t body_len);
+/* Drop header and body of a stored message until its next attempt. */
+void kq_msg_evict(struct kq_msg *m);
+bool kq_names_has(const char *const *v, uint16_t n, const char *atom);
+void kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name);
+void kq_names_clear(const char ***v, uint16_t *n);
+
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
 void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms);
 /* The attempt of m is over (all copies answered): delete, retry or dead-letter. */
 void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m);
-struct kq_msg *kq_msg_new(const struct kq_stored_msg *sm);
-void kq_msg_free(struct kq_msg *m);
-void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm);
 void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
 /* The last connection of g is gone: messages waiting for it fail for this group. */
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g);

@@ -210,7 +210,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     }
     sm.header = hdr;
     sm.header_len = (uint32_t)hdr_len;
-    struct kq_msg *m = kq_msg_new(&sm);
+    struct kq_msg *m = kq_msg_new(b, &sm, true);
     free(hdr);
     if (!m) {
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");

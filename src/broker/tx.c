@@ -50,6 +50,7 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
     int64_t next = kq_now_ms() + next_check_delay(b, m->tx_checks);
     kq_delivery_persist(b, m, next);
     kq_delivery_schedule(b, m, next);
+    kq_msg_evict(m);
 }
 
 struct commit_ctx {
@@ -57,26 +58,28 @@ struct commit_ctx {
     char id[KQ_ID_LEN + 1];
 };
 
-/* Consumers should see commit=true in the header of a committed message. */
-static void mark_header_committed(struct kq_msg *m)
+/* Consumers should see commit=true in the header of a committed message (the original
+ * delivered commit=false). No-op while the message is evicted: it is applied on load. */
+void kq_tx_mark_header_committed(struct kq_msg *m)
 {
+    if (!m->header)
+        return;
     Protocol__Header *h = protocol__header__unpack(NULL, m->header_len, m->header);
     if (!h)
         return;
-    h->commit = 1;
-    uint8_t *hdr;
-    size_t len;
-    if (kq_header_pack(h, &hdr, &len) == 0) {
-        uint8_t *block = malloc(len + m->body_len + 1);
-        if (block) {
-            memcpy(block, hdr, len);
-            memcpy(block + len, m->body, m->body_len);
-            free(m->header);
-            m->header = block;
-            m->header_len = (uint32_t)len;
-            m->body = block + len;
+    if (!h->commit) {
+        h->commit = 1;
+        uint8_t *hdr;
+        size_t len;
+        if (kq_header_pack(h, &hdr, &len) == 0) {
+            uint8_t *body = malloc(m->body_len + 1);
+            if (body) {
+                memcpy(body, KQ_MSG_BODY(m), m->body_len);
+                kq_msg_set_block(m, hdr, (uint32_t)len, body, m->body_len);
+                free(body);
+            }
+            free(hdr);
         }
-        free(hdr);
     }
     protocol__header__free_unpacked(h, NULL);
 }
@@ -87,7 +90,7 @@ static void on_committed(void *ud, int status)
     struct kq_msg *m = kq_delivery_find(cc->broker, cc->id);
     if (m && !m->commit && status == 0) {
         m->commit = true;
-        mark_header_committed(m);
+        kq_tx_mark_header_committed(m);
         kq_delivery_schedule(cc->broker, m, kq_now_ms());
     } else if (status != 0) {
         KQ_ERROR("tx", "commit not stored id=%s err=%d; the next check will ask again", cc->id,

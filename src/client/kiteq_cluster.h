@@ -14,7 +14,7 @@
  * the broker connection concerned (so possibly concurrently). */
 #ifndef KITEQ_CLUSTER_H
 #define KITEQ_CLUSTER_H
-#include "client/kiteq_client.h"
+#include "kiteq_client.h" /* same folder: works in the tree and installed */
 
 #ifdef __cplusplus
 extern "C" {

@@ -114,6 +114,7 @@ void kq_config_defaults(struct kq_config *c)
     c->admin = NULL;
     c->policies = kq_cfg_strdup("lua/policies");
     c->log_level = kq_cfg_strdup("info");
+    c->log_file = NULL;
 }
 
 void kq_config_free(struct kq_config *c)
@@ -129,6 +130,7 @@ void kq_config_free(struct kq_config *c)
     free(c->admin);
     free(c->policies);
     free(c->log_level);
+    free(c->log_file);
     kq_cfg_free_topics(c);
     kq_cfg_free_groups(c);
     kq_cfg_free_bindings(c);
@@ -411,6 +413,7 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
         (rc = check_str(c, err, errlen, "policies", c->policies, check_nonempty)) ||
         (rc = check_str(c, err, errlen, "logLevel", c->log_level, kq_cfg_check_log_level)) ||
         (rc = check_str(c, err, errlen, "env", c->env, check_nonempty)) ||
+        (c->log_file && (rc = check_str(c, err, errlen, "logFile", c->log_file, check_nonempty))) ||
         (c->admin && (rc = check_str(c, err, errlen, "admin", c->admin, kq_cfg_check_hostport))) ||
         (rc = check_int(c, err, errlen, "deliverySeconds", c->delivery_seconds, 1, INF)) ||
         (rc = check_int(c, err, errlen, "maxDeliverWorkers", c->max_deliver_workers, 1, INF)) ||
@@ -509,6 +512,8 @@ void kq_config_print(const struct kq_config *c, FILE *out)
         fprintf(out, "%sadmin = false,\n", in);
     put_field(out, in, "policies", c->policies);
     put_field(out, in, "logLevel", c->log_level);
+    if (c->log_file)
+        put_field(out, in, "logFile", c->log_file);
     /* secrets are not printed: --check output may end up in logs */
     fprintf(out, "%sgroups = {\n", in);
     for (size_t i = 0; i < c->n_groups; i++) {

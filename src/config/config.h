@@ -55,6 +55,7 @@ struct kq_config {
     char *admin;                     /* admin HTTP "host:port", NULL = off */
     char *policies;                  /* Lua policies folder, default "lua/policies" */
     char *log_level;                 /* "info" */
+    char *log_file;                  /* log to this file (append; SIGUSR1 reopens); NULL = stderr */
     struct kq_group_secret *groups;  /* groupId -> secret (authentication) */
     size_t n_groups;
     struct kq_binding *bindings; /* static registry: one entry per (group, binding) */
@@ -75,7 +76,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
  * Loads the file if one is given, then applies the flags over it, then validates.
  * *check_only is set for --check. Returns 0 or -EINVAL with a reason in err;
  * 1 when --help was printed (to stdout). Also accepts --flag=value and -flag value, and
- * -logLevel=.. and -groups=g1:secret1,g2:secret2 (replaces the file's groups).
+ * -logLevel=.., -logFile=PATH and -groups=g1:secret1,g2:secret2 (replaces the file's groups).
  * c is initialised with kq_config_defaults first (its previous content is not freed). */
 int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only,
                         char *err, size_t errlen);

@@ -12,7 +12,7 @@
 
 enum flag_id {
     F_CONFIG, F_CLUSTER, F_CHECK, F_HELP, F_BIND, F_PPORT, F_DB, F_TOPICS, F_ZKHOST,
-    F_DELIVERY_FIRST, F_LOG_LEVEL, F_GROUPS, F_COUNT
+    F_DELIVERY_FIRST, F_LOG_LEVEL, F_LOG_FILE, F_GROUPS, F_COUNT
 };
 
 static const struct flag {
@@ -27,6 +27,7 @@ static const struct flag {
     {"db", F_DB, false},              {"topics", F_TOPICS, false},
     {"zkhost", F_ZKHOST, false},      {"deliveryFirst", F_DELIVERY_FIRST, true},
     {"logLevel", F_LOG_LEVEL, false}, {"groups", F_GROUPS, false},
+    {"logFile", F_LOG_FILE, false},
 };
 
 static const char usage[] =
@@ -46,6 +47,7 @@ static const char usage[] =
     "  -zkhost=H:P[,H:P]       ZooKeeper registry (registry = zk://H:P,...); empty = static\n"
     "  -deliveryFirst[=BOOL]   deliver before the message is stored (default false)\n"
     "  -logLevel=LEVEL         debug, info, warn or error (default info)\n"
+    "  -logFile=PATH           append the log to PATH (SIGUSR1 reopens it); \"\" = stderr\n"
     "  -groups=g1:s1,g2:s2     group ids and their secrets (replaces the file's groups)\n"
     "\n"
     "Without a config file the options start from their defaults, e.g.\n"
@@ -176,6 +178,8 @@ static int apply_flags(struct kq_config *c, const char *const *val, char *err, s
             return bad_flag(err, errlen, "logLevel", why, val[F_LOG_LEVEL]);
         kq_cfg_set_str(&c->log_level, val[F_LOG_LEVEL]);
     }
+    if (val[F_LOG_FILE]) /* "" = back to stderr */
+        kq_cfg_set_str(&c->log_file, val[F_LOG_FILE][0] ? val[F_LOG_FILE] : NULL);
     if (val[F_GROUPS]) {
         kq_cfg_free_groups(c);
         if (each_item(val[F_GROUPS], add_group, c))

@@ -502,7 +502,7 @@ static int read_bindings(struct loader *ld, lua_State *L, int idx, const char *k
     return rc;
 }
 
-enum kind { K_STR, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROUPS, K_BINDINGS };
+enum kind { K_STR, K_OPT_STR, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROUPS, K_BINDINGS };
 
 struct opt {
     const char *name;
@@ -538,6 +538,7 @@ static const struct opt cluster_opts[] = {
     {"admin", K_ADMIN, OFF(admin), 0, 0, NULL},
     {"policies", K_STR, OFF(policies), 0, 0, check_nonempty},
     {"logLevel", K_STR, OFF(log_level), 0, 0, kq_cfg_check_log_level},
+    {"logFile", K_OPT_STR, OFF(log_file), 0, 0, NULL},
     {"groups", K_GROUPS, 0, 0, 0, NULL},
     {"bindings", K_BINDINGS, 0, 0, 0, NULL},
 };
@@ -551,6 +552,15 @@ static int read_option(struct loader *ld, lua_State *L, int idx, const char *pat
     int rc = 0;
     switch (o->kind) {
     case K_STR:
+        if ((rc = get_string(ld, L, idx, path, o->check, &s)) == 0)
+            kq_cfg_set_str((char **)(base + o->off), s);
+        return rc;
+    case K_OPT_STR: /* "" or false = unset (NULL) */
+        if ((lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)) ||
+            (lua_type(L, idx) == LUA_TSTRING && lua_tostring(L, idx)[0] == '\0')) {
+            kq_cfg_set_str((char **)(base + o->off), NULL);
+            return 0;
+        }
         if ((rc = get_string(ld, L, idx, path, o->check, &s)) == 0)
             kq_cfg_set_str((char **)(base + o->off), s);
         return rc;

@@ -37,11 +37,15 @@ int kq_log_open(const char *path)
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
-    int old = log_fd;
-    log_fd = fd;
-    if (old != 2)
-        close(old);
-    return 0;
+    if (log_fd == 2) {
+        log_fd = fd;
+        return 0;
+    }
+    /* Reopen: dup3 swaps the file under the same descriptor atomically, so a thread logging
+     * meanwhile writes to the old or the new file, never to a closed descriptor. */
+    int rc = dup3(fd, log_fd, O_CLOEXEC) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
 }
 
 void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)

@@ -16,6 +16,7 @@ static const struct {
 } schemes[] = {
     {"memory", kq_memory_store_open},
     {"file", kq_file_store_open},
+    {"mysql", kq_mysql_store_open},
 };
 
 const char *kq_store_uri_get(const struct kq_store_uri *u, const char *key)
@@ -124,6 +125,6 @@ int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char 
         free(u);
         return rc;
     }
-    snprintf(err, errlen, "unknown store scheme '%.*s' (known: memory, file)", (int)sl, uri);
+    snprintf(err, errlen, "unknown store scheme '%.*s' (known: memory, file, mysql)", (int)sl, uri);
     return -EINVAL;
 }

@@ -32,4 +32,6 @@ int kq_memory_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct k
                          char *err, size_t errlen);
 int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
                        char *err, size_t errlen);
+int kq_mysql_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
+                        char *err, size_t errlen);
 #endif

@@ -17,6 +17,7 @@
 #include "client/kiteq_cluster.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "tools/cli_mysql.h"
 #include "tools/common/cli_util.h"
 #include "tools/common/http_client.h"
 
@@ -784,6 +785,7 @@ static const struct command commands[] = {
     {"msg", cmd_msg, "show the stored state of one message (admin HTTP)"},
     {"dlq", cmd_dlq, "list, requeue or purge dead letters (admin HTTP)"},
     {"reload", cmd_reload, "reload configuration and policies (admin HTTP)"},
+    {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };
 
 static void usage(FILE *out)

@@ -349,11 +349,12 @@ static void test_flags_override_file(void **state)
     const char *cfg = source_file("lua/config/cluster.lua");
     char cfgflag[600];
     snprintf(cfgflag, sizeof cfgflag, "-configPath=%s", cfg);
-    int rc = run_args(&c, &check, 10, cfgflag, "--cluster", "dev", "-bind=127.0.0.1:15000",
+    int rc = run_args(&c, &check, 11, cfgflag, "--cluster", "dev", "-bind=127.0.0.1:15000",
                       "-pport=-1", "-db=memory://", "-deliveryFirst=true", "-logLevel=warn",
-                      "-groups=only:one");
+                      "-groups=only:one", "-logFile=/var/log/kiteq.log");
     if (rc)
         fail_msg("%s", err);
+    assert_string_equal(c.log_file, "/var/log/kiteq.log");
     assert_string_equal(c.config_path, cfg);
     assert_string_equal(c.bind, "127.0.0.1:15000");
     assert_null(c.admin);
@@ -371,6 +372,7 @@ static void test_flags_override_file(void **state)
     assert_string_equal(c.admin, "127.0.0.1:9000");
     assert_int_equal(c.n_topics, 3);
     assert_string_equal(c.registry, "");
+    assert_null(c.log_file); /* default: stderr */
     kq_config_free(&c);
 
     /* -zkhost= with no value switches back to static bindings */
@@ -519,6 +521,7 @@ static void test_bad_values(void **state)
     expect_load_error(CLUSTER("db = 'rocksdb://./db'"), NULL, "clusters.dev.db: must be a store URI",
                       NULL);
     expect_load_error(CLUSTER("logLevel = 'verbose'"), NULL, "clusters.dev.logLevel:", NULL);
+    expect_load_error(CLUSTER("logFile = 42"), NULL, "clusters.dev.logFile:", NULL);
     expect_load_error(CLUSTER("registry = 'etcd://x'"), NULL, "clusters.dev.registry:", NULL);
     expect_load_error("return { registry = 'zk://', clusters = { dev = { topics = {'a'} } } }", NULL,
                       ": registry:", NULL);

@@ -396,6 +396,20 @@ static void test_group_commit(void **state)
 
 enum damage { GARBAGE, TRUNCATE, FLIP };
 
+/* The end of the records: the writer prefills the segment with zeros past it. */
+static off_t log_end(int fd)
+{
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    assert_int_equal(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
+    off_t end = st.st_size;
+    while (end > 0 && buf[end - 1] == 0)
+        end--;
+    free(buf);
+    return end;
+}
+
 static void corrupt_tail(enum damage how)
 {
     struct fx *f = fx_new(NULL);
@@ -407,6 +421,7 @@ static void corrupt_tail(enum damage how)
     assert_int_equal(stat(path, &st), 0);
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
+    st.st_size = log_end(fd);
     if (how == GARBAGE) {
         char junk[100];
         memset(junk, 0xab, sizeof junk);
@@ -757,6 +772,59 @@ static void test_disk_full(void **state)
     rmdir(mnt);
 }
 
+/* A disk filled by the log itself: draining every message must give the space back
+ * although the REMOVEs cannot be written (the emptied segments are deleted regardless). */
+static void test_disk_full_drain_recovers(void **state)
+{
+    (void)state;
+    char mnt[] = "/tmp/kq-full-XXXXXX";
+    assert_non_null(mkdtemp(mnt));
+    if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
+        rmdir(mnt);
+        print_message("SKIP disk full: cannot mount a 1 MiB tmpfs (need root / CAP_SYS_ADMIN)\n");
+        skip();
+    }
+    struct fx *f = calloc(1, sizeof *f);
+    uv_loop_init(&f->loop);
+    snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
+    snprintf(f->uri, sizeof f->uri, "file://%s?segment_kb=64", f->dir);
+    store_open(f);
+    kq_log_set_level(KQ_LOG_ERROR + 1);
+    int n = 0;
+    while (f->failed == 0 && n < 10000) {
+        save_range(f, n, n + 50);
+        n += 50;
+    }
+    assert_int_equal(f->last_status, -ENOSPC);
+    assert_true(count_segments(f->dir) > 3);
+    char id[KQ_ID_LEN + 1];
+    for (int i = 0; i < n; i++) {
+        make_id(id, i);
+        f->s->ops->remove(f->s, id); /* -ENOENT for the saves that failed */
+    }
+    /* the removes fail (back-off), the retry carries the deletions of the emptied segments */
+    uint64_t deadline = kq_mono_us() + 5000000;
+    int z = 0;
+    while (count_segments(f->dir) > 1 && kq_mono_us() < deadline)
+        wait_for(f, &z, 1, 20);
+    kq_log_set_level(KQ_LOG_INFO);
+    assert_int_equal(count_segments(f->dir), 1);
+    int failed0 = f->failed;
+    assert_int_equal(save_range(f, 20000, 20010), failed0); /* space is back */
+    store_close(f);
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, 10);
+    assert_int_equal(l->ids[0], 20000);
+    free(l);
+    store_close(f);
+    uv_loop_close(&f->loop);
+    rm_rf(f->dir);
+    free(f);
+    umount(mnt);
+    rmdir(mnt);
+}
+
 /* ---- URIs -------------------------------------------------------------------------------- */
 
 static void test_bad_uris(void **state)
@@ -857,6 +925,7 @@ int main(void)
         cmocka_unit_test(test_fsync_modes),
         cmocka_unit_test(test_dlq),
         cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_disk_full_drain_recovers),
         cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

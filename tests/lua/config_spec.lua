@@ -12,6 +12,7 @@ local INT_RANGES = {
 local CLUSTER_KEYS = {
   env = "string", registry = "string", bind = "string", topics = "table", db = "string",
   deliveryFirst = "boolean", admin = "any", policies = "string", logLevel = "string",
+  logFile = "any",
   groups = "table", bindings = "table",
 }
 for k in pairs(INT_RANGES) do CLUSTER_KEYS[k] = "number" end
@@ -132,6 +133,9 @@ local function problems(cfg)
       end
       if c.registry ~= nil and not is_registry(c.registry) then bad(key .. ".registry", "bad registry") end
       if c.logLevel ~= nil and not LOG_LEVELS[c.logLevel] then bad(key .. ".logLevel", "bad level") end
+      if c.logFile ~= nil and c.logFile ~= false and type(c.logFile) ~= "string" then
+        bad(key .. ".logFile", "must be a path, \"\" or false")
+      end
       if c.db ~= nil and not (type(c.db) == "string" and (c.db:match("^memory://")
           or c.db:match("^file://[^?]") or c.db:match("^mysql://"))) then
         bad(key .. ".db", "must be a store URI")

@@ -76,6 +76,7 @@ static void batch_reset(struct fs_batch *b)
     b->base = b->dbase = 0;
     b->new_seg = false;
     b->status = 0;
+    b->dropped = false;
 }
 
 static void batch_free(struct fs_batch *b)
@@ -670,6 +671,12 @@ static void complete(struct fs_store *s, struct fs_batch *b)
                 if (e)
                     e->commit = false;
             }
+        }
+        /* after the loop above: a compaction copy may still point at a dropped segment */
+        if (b->dropped) { /* done by the writer all the same: nothing to retry */
+            for (size_t i = 0; i < b->n_drops; i++)
+                free(b->drops[i]);
+            b->n_drops = 0;
         }
         requeue(s, b);
         s->backoff_until = kq_now_ms() + RETRY_BACKOFF_MS;

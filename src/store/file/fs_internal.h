@@ -23,6 +23,7 @@ struct fs_seg {
     uint64_t live;       /* pending messages whose current SAVE record is here */
     uint64_t live_bytes; /* bytes of those SAVE records */
     bool compacting;     /* its live messages are being copied forward */
+    uint64_t prefilled;  /* writer thread only: zeros written up to here (see writer.c) */
     struct fs_seg *prev, *next;
     char path[];
 };
@@ -82,6 +83,7 @@ struct fs_batch {
     bool new_seg;
     /* set by the writer */
     int status;
+    bool dropped; /* the drops were done although the write failed (writer.c) */
 };
 
 enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };

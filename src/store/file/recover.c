@@ -159,6 +159,23 @@ static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, 
     }
 }
 
+/* True when every byte of fd from off to EOF is zero: the writer's prefilled tail. */
+static bool tail_is_zero(int fd, uint64_t off)
+{
+    uint8_t buf[64 * 1024];
+    for (;;) {
+        ssize_t n = pread(fd, buf, sizeof buf, (off_t)off);
+        if (n < 0)
+            return false;
+        if (n == 0)
+            return true;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i])
+                return false;
+        off += (uint64_t)n;
+    }
+}
+
 /* Scan one file; returns the offset after the last good record. `last` says whether a bad
  * tail may be cut off (the newest segment, dlq.log) or must only be skipped. */
 static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g, const char *path,
@@ -174,8 +191,8 @@ static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g,
         else
             apply_dlq(s, &r, off, total);
     }
-    if (res == SC_END)
-        return off;
+    if (res == SC_END || (res != SC_IOERR && tail_is_zero(sc->fd, off)))
+        return off; /* the end, or the end followed by prefilled zeros */
     struct stat st;
     uint64_t size = fstat(sc->fd, &st) == 0 ? (uint64_t)st.st_size : off;
     const char *why = res == SC_TORN ? "torn record" : res == SC_BAD ? "bad record" : "read error";

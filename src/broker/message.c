@@ -1,0 +1,146 @@
+/* The broker's in-memory record of one pending message (struct kq_msg), kept small because
+ * a backlog can hold millions: names are interned atoms shared by every message, and a
+ * stored message's header and body are dropped while it waits for a later attempt (the
+ * store has them; they are loaded back for the attempt). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+
+struct kq_atom {
+    UT_hash_handle hh;
+    char s[];
+};
+
+const char *kq_atom(struct kq_broker *b, const char *s)
+{
+    if (!s)
+        s = "";
+    struct kq_atom *a;
+    HASH_FIND_STR(b->atoms, s, a);
+    if (a)
+        return a->s;
+    size_t n = strlen(s);
+    a = malloc(sizeof *a + n + 1);
+    if (!a)
+        return NULL;
+    memcpy(a->s, s, n + 1);
+    HASH_ADD_KEYPTR(hh, b->atoms, a->s, n, a);
+    return a->s;
+}
+
+void kq_atoms_free(struct kq_broker *b)
+{
+    struct kq_atom *a, *tmp;
+    HASH_ITER(hh, b->atoms, a, tmp) {
+        HASH_DEL(b->atoms, a);
+        free(a);
+    }
+}
+
+int kq_msg_set_block(struct kq_msg *m, const uint8_t *header, uint32_t header_len,
+                     const uint8_t *body, uint32_t body_len)
+{
+    uint8_t *block = malloc((size_t)header_len + body_len + 1);
+    if (!block)
+        return -ENOMEM;
+    memcpy(block, header, header_len);
+    if (body_len)
+        memcpy(block + header_len, body, body_len);
+    free(m->header);
+    m->header = block;
+    m->header_len = header_len;
+    m->body_len = body_len;
+    return 0;
+}
+
+void kq_msg_evict(struct kq_msg *m)
+{
+    if (!m->stored || !m->header)
+        return;
+    free(m->header);
+    m->header = NULL;
+}
+
+struct kq_msg *kq_msg_new(struct kq_broker *b, const struct kq_stored_msg *sm, bool with_body)
+{
+    struct kq_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    memcpy(m->id, sm->id, sizeof m->id);
+    m->cmd = sm->cmd;
+    m->commit = sm->commit;
+    m->topic = kq_atom(b, sm->topic);
+    m->type = kq_atom(b, sm->message_type);
+    m->pub_group = kq_atom(b, sm->publish_group);
+    m->publish_time = sm->publish_time;
+    m->expired_time = sm->expired_time;
+    m->deliver_limit = sm->deliver_limit;
+    m->timer.pos = KQ_HEAP_NONE;
+    m->header_len = sm->header_len;
+    m->body_len = sm->body_len;
+    if (!m->topic || !m->type || !m->pub_group ||
+        (with_body && kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len))) {
+        kq_msg_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void kq_msg_free(struct kq_msg *m)
+{
+    if (!m)
+        return;
+    free(m->header);
+    free(m->done);
+    free(m->failed);
+    free(m);
+}
+
+void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm)
+{
+    memset(sm, 0, sizeof *sm);
+    memcpy(sm->id, m->id, sizeof sm->id);
+    sm->cmd = m->cmd;
+    sm->topic = m->topic;
+    sm->message_type = m->type;
+    sm->publish_group = m->pub_group;
+    sm->commit = m->commit;
+    sm->publish_time = m->publish_time;
+    sm->expired_time = m->expired_time;
+    sm->deliver_limit = m->deliver_limit;
+    if (m->header) { /* NULL while evicted: the store fills in its copy */
+        sm->header = m->header;
+        sm->header_len = m->header_len;
+        sm->body = m->header + m->header_len;
+        sm->body_len = m->body_len;
+    }
+}
+
+bool kq_names_has(const char *const *v, uint16_t n, const char *atom)
+{
+    for (uint16_t i = 0; i < n; i++)
+        if (v[i] == atom)
+            return true;
+    return false;
+}
+
+void kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name)
+{
+    const char *atom = kq_atom(b, name);
+    if (!atom || kq_names_has(*v, *n, atom) || *n == UINT16_MAX)
+        return;
+    const char **p = realloc((void *)*v, (*n + 1u) * sizeof *p);
+    if (!p)
+        return;
+    p[(*n)++] = atom;
+    *v = p;
+}
+
+void kq_names_clear(const char ***v, uint16_t *n)
+{
+    free((void *)*v);
+    *v = NULL;
+    *n = 0;
+}

@@ -1,0 +1,1104 @@
+/* MySQL store: the loop-side half. Builds SQL text, batches delivery state / commits /
+ * deletes per shard table, and hands jobs to the worker pool (pool.c); results come back
+ * through uv_async_t and callbacks run on the loop thread. docs/STORAGE.md "MySQL store".
+ *
+ * Ordering: every batched operation of one message goes to its shard table's batch, and a
+ * table has at most one batch in flight, so the operations of one id are applied in call
+ * order. State updates use UPDATE (never an upsert), so a late update cannot bring back a
+ * row that was deleted or moved to the DLQ. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <uthash.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "store/mysql/mysql_internal.h"
+#include "store/store_uri.h"
+
+#define FLUSH_MAX 1000       /* ids per flush transaction */
+#define RECOVER_PAGE 500     /* rows per recover / dlq_list query */
+#define DEAD_LETTER_TRIES 20 /* a failed DLQ move is retried on each flush tick */
+#define COL_VARCHAR 255
+
+/* Column indexes in MY_COLS order. */
+enum { C_ID, C_HEADER, C_BODY, C_TYPE, C_TOPIC, C_MTYPE, C_GROUP, C_COMMIT, C_PUBLISH,
+       C_EXPIRED, C_COUNT, C_LIMIT, C_SERVER, C_FAIL, C_SUCC, C_NEXT, C_NCOLS };
+
+struct commit_cb {
+    kq_store_done_cb cb;
+    void *ud;
+};
+
+/* The coalesced batched operations of one id. */
+struct pend {
+    char id[KQ_ID_LEN + 1];
+    bool del, commit, has_state;
+    int32_t attempts;
+    int64_t next_sec;
+    char *succ, *fail; /* JSON arrays */
+    struct commit_cb *cbs;
+    size_t n_cbs;
+    UT_hash_handle hh;
+};
+
+struct my_table {
+    struct pend *map;
+    size_t n_upd, n_del; /* approximate counts that trigger a flush */
+    bool inflight;
+};
+
+struct my_store {
+    struct kq_store base;
+    struct my_conf conf;
+    struct my_pool pool;
+    struct my_table tables[KQ_MYSQL_SHARD_SEED]; /* db * hash_num + table */
+    uv_timer_t tick;
+    struct my_job *retry; /* failed dead-letter moves */
+    int handles_open;
+    bool closing; /* no new saves, no more dead-letter retries */
+    bool stopped; /* the workers are gone */
+    struct kq_mysql_stats st;
+};
+
+static const struct kq_store_ops mysql_ops;
+
+static struct my_table *table_of(struct my_store *s, const char *id, int *db, int *tb)
+{
+    kq_mysql_shard(id, s->conf.shardnum, db, tb);
+    return &s->tables[*db * s->conf.hash_num + *tb];
+}
+
+static void table_name(struct my_sql *q, const struct my_store *s, int db, int tb)
+{
+    if (tb < 0)
+        my_sql_printf(q, "`%s_%d`.`kite_msg_dlq`", s->conf.db, db);
+    else
+        my_sql_printf(q, "`%s_%d`.`kite_msg_%d`", s->conf.db, db, tb);
+}
+
+static bool valid_id(const char *id) { return id && *id && strlen(id) <= KQ_ID_LEN; }
+
+static void pend_free(struct pend *p)
+{
+    free(p->succ);
+    free(p->fail);
+    free(p->cbs);
+    free(p);
+}
+
+static void process_done(struct my_store *s, struct my_job *list)
+{
+    while (list) {
+        struct my_job *j = list;
+        list = j->next;
+        j->done(s, j);
+    }
+}
+
+static void on_pool_done(uv_async_t *h)
+{
+    struct my_store *s = h->data;
+    process_done(s, my_pool_take_done(&s->pool, 0));
+}
+
+/* --- save -------------------------------------------------------------------------------- */
+
+static void save_done(struct my_store *s, struct my_job *j)
+{
+    if (j->status == 0)
+        s->st.saves_ok++;
+    else
+        s->st.saves_failed++;
+    j->cb(j->ud, j->status);
+    my_job_free(j);
+}
+
+/* "(...)" for the 16 columns of m; fail_groups = fail (JSON text). */
+static void msg_tuple(struct my_sql *q, const struct my_store *s, const struct kq_stored_msg *m,
+                      int32_t count, const char *fail, const char *succ, int64_t next_sec)
+{
+    my_sql_cat(q, "(");
+    my_sql_str(q, m->id);
+    my_sql_cat(q, ",");
+    my_sql_bin(q, m->header, m->header_len);
+    my_sql_cat(q, ",");
+    my_sql_bin(q, m->body, m->body_len);
+    my_sql_printf(q, ",%u,", (unsigned)m->cmd);
+    my_sql_str(q, m->topic ? m->topic : "");
+    my_sql_cat(q, ",");
+    my_sql_str(q, m->message_type ? m->message_type : "");
+    my_sql_cat(q, ",");
+    my_sql_str(q, m->publish_group ? m->publish_group : "");
+    my_sql_printf(q, ",%d,%lld,%lld,%d,%d,", m->commit ? 1 : 0, (long long)m->publish_time,
+                  (long long)m->expired_time, (int)count, (int)m->deliver_limit);
+    my_sql_str(q, s->conf.server);
+    my_sql_cat(q, ",");
+    my_sql_str(q, fail);
+    my_sql_cat(q, ",");
+    my_sql_str(q, succ);
+    my_sql_printf(q, ",%lld)", (long long)next_sec);
+}
+
+static int my_save(struct kq_store *base, const struct kq_stored_msg *m, kq_store_done_cb cb,
+                   void *ud)
+{
+    struct my_store *s = (struct my_store *)base;
+    if (!valid_id(m->id) || !cb)
+        return -EINVAL;
+    if (s->closing)
+        return -ESHUTDOWN;
+    struct my_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    struct my_sql q = {0};
+    msg_tuple(&q, s, m, 0, "[]", "[]", 0);
+    j->values_len = q.len;
+    if (!(j->values = my_sql_take(&q))) {
+        free(j);
+        return -ENOMEM;
+    }
+    j->kind = MY_JOB_SAVE;
+    j->rows_stmt = -1;
+    kq_mysql_shard(m->id, s->conf.shardnum, &j->db, &j->table);
+    j->deadline_us = kq_mono_us() + (uint64_t)s->conf.timeout_sec * 1000000;
+    j->done = save_done;
+    j->cb = cb;
+    j->ud = ud;
+    my_pool_submit(&s->pool, j);
+    return 0;
+}
+
+/* --- batched commit / update / remove ---------------------------------------------------------- */
+
+struct flush_ctx {
+    struct my_table *t;
+    struct pend **items;
+    size_t n;
+};
+
+static void id_list(struct my_sql *q, struct pend **it, size_t n, bool (*pick)(const struct pend *))
+{
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!pick(it[i]))
+            continue;
+        my_sql_cat(q, first ? "(" : ",");
+        my_sql_str(q, it[i]->id);
+        first = false;
+    }
+    my_sql_cat(q, ")");
+}
+
+static bool pick_commit(const struct pend *p) { return p->commit && !p->del; }
+static bool pick_state(const struct pend *p) { return p->has_state && !p->del; }
+static bool pick_del(const struct pend *p) { return p->del; }
+
+static size_t count(struct pend **it, size_t n, bool (*pick)(const struct pend *))
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += pick(it[i]);
+    return c;
+}
+
+/* One multi-row UPDATE: the states as a derived table joined on the primary key (eq_ref,
+ * O(n); a CASE per column would compare every row with every id). */
+static char *state_sql(struct my_store *s, int db, int tb, struct pend **it, size_t n)
+{
+    struct my_sql q = {0};
+    my_sql_cat(&q, "UPDATE ");
+    table_name(&q, s, db, tb);
+    my_sql_cat(&q, " t JOIN (");
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!pick_state(it[i]))
+            continue;
+        my_sql_cat(&q, first ? "SELECT " : " UNION ALL SELECT ");
+        my_sql_str(&q, it[i]->id);
+        my_sql_printf(&q, first ? " AS mid,%d AS dc,%lld AS ndt," : ",%d,%lld,",
+                      (int)it[i]->attempts, (long long)it[i]->next_sec);
+        my_sql_str(&q, it[i]->succ);
+        my_sql_cat(&q, first ? " AS sg," : ",");
+        my_sql_str(&q, it[i]->fail);
+        if (first)
+            my_sql_cat(&q, " AS fg");
+        first = false;
+    }
+    my_sql_cat(&q, ") v ON t.message_id=v.mid SET t.deliver_count=v.dc,"
+                   "t.next_deliver_time=v.ndt,t.succ_groups=v.sg,t.fail_groups=v.fg");
+    return my_sql_take(&q);
+}
+
+static void flush_table(struct my_store *s, int idx);
+
+/* Put back what a failed flush carried, unless a newer operation replaced it. */
+static void requeue(struct my_table *t, struct pend *p)
+{
+    struct pend *cur = NULL;
+    HASH_FIND_STR(t->map, p->id, cur);
+    p->commit = false; /* its callbacks were told: the broker asks again */
+    p->n_cbs = 0;
+    if (!cur) {
+        if (p->del || p->has_state) {
+            HASH_ADD_STR(t->map, id, p);
+            t->n_upd += p->has_state;
+            t->n_del += p->del;
+            return;
+        }
+    } else if (p->del && !cur->del) {
+        cur->del = true;
+        t->n_del++;
+    }
+    pend_free(p);
+}
+
+static void flush_done(struct my_store *s, struct my_job *j)
+{
+    struct flush_ctx *fc = j->ctx;
+    if (j->status == 0)
+        s->st.flushes++;
+    else
+        s->st.flush_failures++;
+    for (size_t i = 0; i < fc->n; i++) {
+        struct pend *p = fc->items[i];
+        for (size_t k = 0; k < p->n_cbs; k++)
+            p->cbs[k].cb(p->cbs[k].ud, j->status);
+        if (j->status == 0)
+            pend_free(p);
+        else
+            requeue(fc->t, p);
+    }
+    fc->t->inflight = false;
+    int idx = (int)(fc->t - s->tables);
+    free(fc->items);
+    free(fc);
+    my_job_free(j);
+    struct my_table *t = &s->tables[idx];
+    /* more work than a batch is waiting: go on now; otherwise the tick picks it up */
+    if (t->map && (t->n_upd >= (size_t)s->conf.batch_update ||
+                        t->n_del >= (size_t)s->conf.batch_del))
+        flush_table(s, idx);
+}
+
+static void flush_table(struct my_store *s, int idx)
+{
+    struct my_table *t = &s->tables[idx];
+    if (t->inflight || !t->map || s->stopped)
+        return;
+    int db = idx / s->conf.hash_num, tb = idx % s->conf.hash_num;
+    size_t n = HASH_COUNT(t->map);
+    if (n > FLUSH_MAX)
+        n = FLUSH_MAX;
+    struct flush_ctx *fc = calloc(1, sizeof *fc);
+    struct pend **it = calloc(n, sizeof *it);
+    if (!fc || !it) {
+        free(fc);
+        free(it);
+        return; /* the next tick tries again */
+    }
+    struct pend *p, *tmp;
+    size_t k = 0;
+    HASH_ITER(hh, t->map, p, tmp)
+    {
+        if (k == n)
+            break;
+        HASH_DEL(t->map, p);
+        it[k++] = p;
+    }
+    t->n_upd = t->n_del = 0; /* recounted from what stays */
+    HASH_ITER(hh, t->map, p, tmp)
+    {
+        t->n_upd += p->has_state || p->commit;
+        t->n_del += p->del;
+    }
+    char *stmts[3];
+    size_t ns = 0;
+    if (count(it, n, pick_commit)) {
+        struct my_sql q = {0};
+        my_sql_cat(&q, "UPDATE ");
+        table_name(&q, s, db, tb);
+        my_sql_cat(&q, " SET `commit`=1 WHERE message_id IN ");
+        id_list(&q, it, n, pick_commit);
+        stmts[ns++] = my_sql_take(&q);
+    }
+    if (count(it, n, pick_state))
+        stmts[ns++] = state_sql(s, db, tb, it, n);
+    if (count(it, n, pick_del)) {
+        struct my_sql q = {0};
+        my_sql_cat(&q, "DELETE FROM ");
+        table_name(&q, s, db, tb);
+        my_sql_cat(&q, " WHERE message_id IN ");
+        id_list(&q, it, n, pick_del);
+        stmts[ns++] = my_sql_take(&q);
+    }
+    fc->t = t;
+    fc->items = it;
+    fc->n = n;
+    struct my_job *j = my_job_script(true, flush_done, ns, stmts);
+    if (!j) {
+        fc->items = it;
+        for (size_t i = 0; i < n; i++)
+            requeue(t, it[i]);
+        free(it);
+        free(fc);
+        return;
+    }
+    j->ctx = fc;
+    t->inflight = true;
+    my_pool_submit(&s->pool, j);
+}
+
+static struct pend *pend_get(struct my_store *s, const char *id, int *idx)
+{
+    int db, tb;
+    struct my_table *t = table_of(s, id, &db, &tb);
+    *idx = db * s->conf.hash_num + tb;
+    struct pend *p = NULL;
+    HASH_FIND_STR(t->map, id, p);
+    if (p)
+        return p;
+    if (!(p = calloc(1, sizeof *p)))
+        return NULL;
+    strcpy(p->id, id);
+    HASH_ADD_STR(t->map, id, p);
+    return p;
+}
+
+static void maybe_flush(struct my_store *s, int idx, bool now)
+{
+    struct my_table *t = &s->tables[idx];
+    if (now || t->n_upd >= (size_t)s->conf.batch_update || t->n_del >= (size_t)s->conf.batch_del)
+        flush_table(s, idx);
+}
+
+static int my_commit(struct kq_store *base, const char *id, kq_store_done_cb cb, void *ud)
+{
+    struct my_store *s = (struct my_store *)base;
+    if (!valid_id(id))
+        return -EINVAL;
+    int idx;
+    struct pend *p = pend_get(s, id, &idx);
+    if (!p)
+        return -ENOMEM;
+    if (cb) {
+        struct commit_cb *c = realloc(p->cbs, (p->n_cbs + 1) * sizeof *c);
+        if (!c)
+            return -ENOMEM;
+        p->cbs = c;
+        c[p->n_cbs++] = (struct commit_cb){cb, ud};
+    }
+    if (!p->commit && !p->has_state)
+        s->tables[idx].n_upd++;
+    p->commit = true;
+    /* a producer's transaction waits for this: flush now (group commit with what is
+     * pending), not after flushSeconds */
+    maybe_flush(s, idx, true);
+    return 0;
+}
+
+static int my_update(struct kq_store *base, const struct kq_delivery_state *st)
+{
+    struct my_store *s = (struct my_store *)base;
+    if (!valid_id(st->id))
+        return -EINVAL;
+    char *succ = my_groups_json(st->groups_done, st->n_done, COL_VARCHAR);
+    char *fail = my_groups_json(st->groups_failed, st->n_failed, COL_VARCHAR);
+    int idx;
+    struct pend *p = succ && fail ? pend_get(s, st->id, &idx) : NULL;
+    if (!p) {
+        free(succ);
+        free(fail);
+        return -ENOMEM;
+    }
+    if (p->del) { /* removed already: nothing to record */
+        free(succ);
+        free(fail);
+        return 0;
+    }
+    if (!p->has_state && !p->commit)
+        s->tables[idx].n_upd++;
+    free(p->succ);
+    free(p->fail);
+    p->succ = succ;
+    p->fail = fail;
+    p->has_state = true;
+    p->attempts = st->attempts;
+    /* the column is in seconds: round up so that a retry is never brought forward */
+    p->next_sec = st->next_attempt_ms > 0 ? (st->next_attempt_ms + 999) / 1000 : 0;
+    maybe_flush(s, idx, false);
+    return 0;
+}
+
+static int my_remove(struct kq_store *base, const char *id)
+{
+    struct my_store *s = (struct my_store *)base;
+    if (!valid_id(id))
+        return -EINVAL;
+    int idx;
+    struct pend *p = pend_get(s, id, &idx);
+    if (!p)
+        return -ENOMEM;
+    if (!p->del)
+        s->tables[idx].n_del++;
+    p->del = true;
+    p->has_state = false;
+    maybe_flush(s, idx, false);
+    return 0;
+}
+
+/* --- dead letters ---------------------------------------------------------------------------- */
+
+/* fail_groups of a DLQ row: {"reason":..,"dead_time":..}, cut to fit varchar(255). */
+static char *reason_json(const char *reason, int64_t now)
+{
+    char buf[COL_VARCHAR + 1];
+    snprintf(buf, sizeof buf, "%s", reason ? reason : "");
+    for (size_t len = strlen(buf);; len = len > 16 ? len - 16 : 0) {
+        while (len && ((unsigned char)buf[len] & 0xC0) == 0x80)
+            len--; /* do not cut a UTF-8 sequence */
+        buf[len] = 0;
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddStringToObject(o, "reason", buf) ||
+            !cJSON_AddNumberToObject(o, "dead_time", (double)now)) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+        char *txt = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!txt || strlen(txt) <= COL_VARCHAR || len == 0)
+            return txt;
+        cJSON_free(txt);
+    }
+}
+
+static void dead_done(struct my_store *s, struct my_job *j)
+{
+    if (j->status == 0 || s->closing || ++j->attempts >= DEAD_LETTER_TRIES) {
+        if (j->status)
+            KQ_ERROR(MY_MOD, "dead letter not moved after %d tries: %s", j->attempts,
+                     strerror(-j->status));
+        my_job_free(j);
+        return;
+    }
+    j->next = s->retry; /* resubmitted by the next tick */
+    s->retry = j;
+}
+
+static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, const char *reason)
+{
+    struct my_store *s = (struct my_store *)base;
+    if (!valid_id(m->id))
+        return -EINVAL;
+    int db, tb;
+    struct my_table *t = table_of(s, m->id, &db, &tb);
+    struct pend *p = NULL;
+    HASH_FIND_STR(t->map, m->id, p);
+    if (p) { /* the row leaves the table: its queued operations are moot */
+        HASH_DEL(t->map, p);
+        for (size_t k = 0; k < p->n_cbs; k++)
+            p->cbs[k].cb(p->cbs[k].ud, -ECANCELED);
+        pend_free(p);
+    }
+    char *rj = reason_json(reason, kq_now_sec());
+    if (!rj)
+        return -ENOMEM;
+    char *stmts[3] = {0};
+    size_t n = 0;
+    struct my_sql q = {0};
+    my_sql_cat(&q, "REPLACE INTO ");
+    table_name(&q, s, db, -1);
+    my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,header,body,msg_type,topic,message_type,"
+                   "publish_group,`commit`,publish_time,expired_time,deliver_count,"
+                   "deliver_limit,kite_server,");
+    my_sql_str(&q, rj);
+    my_sql_cat(&q, ",succ_groups,next_deliver_time FROM ");
+    table_name(&q, s, db, tb);
+    my_sql_cat(&q, " WHERE message_id=");
+    my_sql_str(&q, m->id);
+    stmts[n++] = my_sql_take(&q);
+    if (m->header) { /* not in the table (or not yet): store what the caller gave */
+        my_sql_cat(&q, "INSERT IGNORE INTO ");
+        table_name(&q, s, db, -1);
+        my_sql_cat(&q, " (" MY_COLS ") VALUES ");
+        msg_tuple(&q, s, m, 0, rj, "[]", 0);
+        stmts[n++] = my_sql_take(&q);
+    }
+    my_sql_cat(&q, "DELETE FROM ");
+    table_name(&q, s, db, tb);
+    my_sql_cat(&q, " WHERE message_id=");
+    my_sql_str(&q, m->id);
+    stmts[n++] = my_sql_take(&q);
+    cJSON_free(rj);
+    struct my_job *j = my_job_script(true, dead_done, n, stmts);
+    if (!j)
+        return -ENOMEM;
+    my_pool_submit(&s->pool, j);
+    return 0;
+}
+
+/* --- rows -> messages -------------------------------------------------------------------------- */
+
+static void row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m)
+{
+    memset(m, 0, sizeof *m);
+    const struct my_cell *id = my_cell(r, i, C_ID);
+    snprintf(m->id, sizeof m->id, "%s", id->p ? id->p : "");
+    m->cmd = (uint8_t)my_cell_i64(my_cell(r, i, C_TYPE));
+    m->topic = my_cell(r, i, C_TOPIC)->p ? my_cell(r, i, C_TOPIC)->p : "";
+    m->message_type = my_cell(r, i, C_MTYPE)->p ? my_cell(r, i, C_MTYPE)->p : "";
+    m->publish_group = my_cell(r, i, C_GROUP)->p ? my_cell(r, i, C_GROUP)->p : "";
+    m->commit = my_cell_i64(my_cell(r, i, C_COMMIT)) != 0;
+    m->publish_time = my_cell_i64(my_cell(r, i, C_PUBLISH));
+    m->expired_time = my_cell_i64(my_cell(r, i, C_EXPIRED));
+    m->deliver_limit = (int32_t)my_cell_i64(my_cell(r, i, C_LIMIT));
+    const struct my_cell *h = my_cell(r, i, C_HEADER), *b = my_cell(r, i, C_BODY);
+    m->header = (const uint8_t *)(h->p ? h->p : "");
+    m->header_len = (uint32_t)h->len;
+    m->body = (const uint8_t *)(b->p ? b->p : "");
+    m->body_len = (uint32_t)b->len;
+}
+
+static void select_cols(struct my_sql *q, const struct my_store *s, int db, int tb)
+{
+    my_sql_cat(q, "SELECT " MY_COLS " FROM ");
+    table_name(q, s, db, tb);
+}
+
+static void load_done(struct my_store *s, struct my_job *j)
+{
+    kq_store_load_cb cb = (kq_store_load_cb)(void (*)(void))j->cb;
+    if (j->status == 0 && (!j->rows || j->rows->n == 0))
+        j->status = -ENOENT;
+    if (j->status) {
+        cb(j->ud, j->status, NULL);
+    } else {
+        struct kq_stored_msg m;
+        row_msg(j->rows, 0, &m);
+        cb(j->ud, 0, &m);
+    }
+    my_job_free(j);
+}
+
+static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, void *ud)
+{
+    struct my_store *s = (struct my_store *)base;
+    if (!valid_id(id) || !cb)
+        return -EINVAL;
+    int db, tb;
+    kq_mysql_shard(id, s->conf.shardnum, &db, &tb);
+    struct my_sql q = {0};
+    select_cols(&q, s, db, tb);
+    my_sql_cat(&q, " WHERE message_id=");
+    my_sql_str(&q, id);
+    char *sql = my_sql_take(&q);
+    struct my_job *j = my_job_script(false, load_done, 1, &sql);
+    if (!j)
+        return -ENOMEM;
+    j->rows_stmt = 0;
+    j->cb = (kq_store_done_cb)(void (*)(void))cb;
+    j->ud = ud;
+    my_pool_submit(&s->pool, j);
+    return 0;
+}
+
+/* --- synchronous jobs (start-up, administration) -------------------------------------------- */
+
+/* Run one statement list and wait; *out gets the job (rows, affected) on success. */
+static int run_sync(struct my_store *s, bool txn, size_t n, char **stmts, int rows_stmt,
+                    struct my_job **out)
+{
+    struct my_job *j = my_job_script(txn, NULL, n, stmts);
+    if (!j)
+        return -ENOMEM;
+    j->rows_stmt = rows_stmt;
+    j->deadline_us = 0;
+    int rc = my_pool_run_sync(&s->pool, j);
+    if (rc || !out)
+        my_job_free(j);
+    else
+        *out = j;
+    return rc;
+}
+
+/* Expired and over-limit rows of this server go to the DLQ before recovery reads. */
+static int move_dead(struct my_store *s, int db, int tb, int64_t now)
+{
+    char where[64];
+    snprintf(where, sizeof where, " AND (deliver_count>=deliver_limit OR expired_time<=%lld)",
+             (long long)now);
+    struct my_sql q = {0};
+    my_sql_cat(&q, "REPLACE INTO ");
+    table_name(&q, s, db, -1);
+    my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,header,body,msg_type,topic,message_type,"
+                   "publish_group,`commit`,publish_time,expired_time,deliver_count,"
+                   "deliver_limit,kite_server,");
+    my_sql_printf(&q,
+                  "CONCAT('{\"reason\":\"',IF(expired_time<=%lld,'expired',"
+                  "'deliver limit reached'),'\",\"dead_time\":%lld}'),",
+                  (long long)now, (long long)now);
+    my_sql_cat(&q, "succ_groups,next_deliver_time FROM ");
+    table_name(&q, s, db, tb);
+    my_sql_cat(&q, " WHERE kite_server=");
+    my_sql_str(&q, s->conf.server);
+    my_sql_cat(&q, where);
+    char *stmts[2];
+    stmts[0] = my_sql_take(&q);
+    my_sql_cat(&q, "DELETE FROM ");
+    table_name(&q, s, db, tb);
+    my_sql_cat(&q, " WHERE kite_server=");
+    my_sql_str(&q, s->conf.server);
+    my_sql_cat(&q, where);
+    stmts[1] = my_sql_take(&q);
+    struct my_job *j;
+    int rc = run_sync(s, true, 2, stmts, -1, &j);
+    if (rc)
+        return rc;
+    if (j->affected[1])
+        KQ_INFO(MY_MOD, "moved %llu expired/over-limit rows of %s_%d.kite_msg_%d to the DLQ",
+                (unsigned long long)j->affected[1], s->conf.db, db, tb);
+    s->st.moved_to_dlq += j->affected[1];
+    my_job_free(j);
+    return 0;
+}
+
+static int recover_table(struct my_store *s, int db, int tb, int64_t now,
+                         kq_store_recover_cb cb, void *ud)
+{
+    int rc = move_dead(s, db, tb, now);
+    char last_id[KQ_ID_LEN + 1] = "";
+    int64_t last_next = 0;
+    for (bool more = true; rc == 0 && more;) {
+        struct my_sql q = {0};
+        select_cols(&q, s, db, tb);
+        my_sql_cat(&q, " WHERE kite_server=");
+        my_sql_str(&q, s->conf.server);
+        my_sql_printf(&q, " AND deliver_count<deliver_limit AND expired_time>%lld", (long long)now);
+        if (last_id[0]) { /* keyset paging: bounded memory, no OFFSET rescans */
+            my_sql_printf(&q, " AND (next_deliver_time>%lld OR (next_deliver_time=%lld AND "
+                              "message_id>", (long long)last_next, (long long)last_next);
+            my_sql_str(&q, last_id);
+            my_sql_cat(&q, "))");
+        }
+        my_sql_printf(&q, " ORDER BY next_deliver_time,message_id LIMIT %d", RECOVER_PAGE);
+        char *sql = my_sql_take(&q);
+        struct my_job *j;
+        if ((rc = run_sync(s, false, 1, &sql, 0, &j)))
+            break;
+        const struct my_rows *r = j->rows;
+        for (size_t i = 0; rc == 0 && i < r->n; i++) {
+            struct kq_stored_msg m;
+            row_msg(r, i, &m);
+            struct kq_delivery_state st = {0};
+            memcpy(st.id, m.id, sizeof st.id);
+            st.attempts = (int32_t)my_cell_i64(my_cell(r, i, C_COUNT));
+            int64_t next = my_cell_i64(my_cell(r, i, C_NEXT));
+            st.next_attempt_ms = next * 1000;
+            const char **done = NULL, **failed = NULL;
+            if (my_groups_parse(my_cell(r, i, C_SUCC)->p, &done, &st.n_done) ||
+                my_groups_parse(my_cell(r, i, C_FAIL)->p, &failed, &st.n_failed))
+                rc = -ENOMEM;
+            st.groups_done = done;
+            st.groups_failed = failed;
+            bool fresh = st.attempts == 0 && next == 0 && !st.n_done && !st.n_failed;
+            if (rc == 0)
+                cb(ud, &m, fresh ? NULL : &st);
+            free(done);
+            free(failed);
+            snprintf(last_id, sizeof last_id, "%s", m.id);
+            last_next = next;
+        }
+        more = r->n == RECOVER_PAGE;
+        my_job_free(j);
+    }
+    return rc;
+}
+
+static int my_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
+{
+    struct my_store *s = (struct my_store *)base;
+    int64_t now = kq_now_sec();
+    for (int db = 0; db < s->conf.shardnum; db++)
+        for (int tb = 0; tb < s->conf.hash_num; tb++) {
+            int rc = recover_table(s, db, tb, now, cb, ud);
+            if (rc) {
+                KQ_ERROR(MY_MOD, "recover of %s_%d.kite_msg_%d failed: %s", s->conf.db, db, tb,
+                         strerror(-rc));
+                return rc;
+            }
+        }
+    return 0;
+}
+
+/* A DLQ row: fail_groups holds {"reason","dead_time"} when this store moved it; rows the
+ * Go broker moved keep their array, and count as expired at expired_time. */
+static void row_dead(const struct my_rows *r, size_t i, struct kq_dead_letter *d, char *reason,
+                     size_t rlen)
+{
+    row_msg(r, i, &d->msg);
+    snprintf(reason, rlen, "expired");
+    d->dead_time = d->msg.expired_time;
+    cJSON *o = cJSON_Parse(my_cell(r, i, C_FAIL)->p ? my_cell(r, i, C_FAIL)->p : "");
+    if (cJSON_IsObject(o)) {
+        cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "reason");
+        cJSON *dt = cJSON_GetObjectItemCaseSensitive(o, "dead_time");
+        if (cJSON_IsString(rs))
+            snprintf(reason, rlen, "%s", rs->valuestring);
+        if (cJSON_IsNumber(dt))
+            d->dead_time = (int64_t)dt->valuedouble;
+    }
+    cJSON_Delete(o);
+    d->reason = reason;
+}
+
+static int my_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud)
+{
+    struct my_store *s = (struct my_store *)base;
+    for (int db = 0; db < s->conf.shardnum; db++) {
+        char last_id[KQ_ID_LEN + 1] = "";
+        for (bool more = true; more;) {
+            struct my_sql q = {0};
+            select_cols(&q, s, db, -1);
+            my_sql_cat(&q, " WHERE message_id>");
+            my_sql_str(&q, last_id);
+            if (topic) {
+                my_sql_cat(&q, " AND topic=");
+                my_sql_str(&q, topic);
+            }
+            my_sql_printf(&q, " ORDER BY message_id LIMIT %d", RECOVER_PAGE);
+            char *sql = my_sql_take(&q);
+            struct my_job *j;
+            int rc = run_sync(s, false, 1, &sql, 0, &j);
+            if (rc)
+                return rc;
+            for (size_t i = 0; i < j->rows->n; i++) {
+                struct kq_dead_letter d;
+                char reason[COL_VARCHAR + 1];
+                row_dead(j->rows, i, &d, reason, sizeof reason);
+                snprintf(last_id, sizeof last_id, "%s", d.msg.id);
+                if (!cb(ud, &d)) {
+                    my_job_free(j);
+                    return 0;
+                }
+            }
+            more = j->rows->n == RECOVER_PAGE;
+            my_job_free(j);
+        }
+    }
+    return 0;
+}
+
+static int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud)
+{
+    struct my_store *s = (struct my_store *)base;
+    if (!valid_id(id))
+        return -EINVAL;
+    int db, tb;
+    kq_mysql_shard(id, s->conf.shardnum, &db, &tb);
+    struct my_sql q = {0};
+    select_cols(&q, s, db, -1);
+    my_sql_cat(&q, " WHERE message_id=");
+    my_sql_str(&q, id);
+    my_sql_cat(&q, " FOR UPDATE");
+    char *stmts[2];
+    stmts[0] = my_sql_take(&q);
+    my_sql_cat(&q, "DELETE FROM ");
+    table_name(&q, s, db, -1);
+    my_sql_cat(&q, " WHERE message_id=");
+    my_sql_str(&q, id);
+    stmts[1] = my_sql_take(&q);
+    struct my_job *j;
+    int rc = run_sync(s, true, 2, stmts, 0, &j);
+    if (rc)
+        return rc;
+    if (j->rows->n == 0) {
+        my_job_free(j);
+        return -ENOENT;
+    }
+    struct kq_dead_letter d;
+    char reason[COL_VARCHAR + 1];
+    row_dead(j->rows, 0, &d, reason, sizeof reason);
+    if (cb)
+        cb(ud, &d);
+    my_job_free(j);
+    return 0;
+}
+
+static int my_dlq_purge(struct kq_store *base, const char *topic, size_t *purged)
+{
+    struct my_store *s = (struct my_store *)base;
+    char *stmts[KQ_MYSQL_SHARD_SEED];
+    for (int db = 0; db < s->conf.shardnum; db++) {
+        struct my_sql q = {0};
+        my_sql_cat(&q, "DELETE FROM ");
+        table_name(&q, s, db, -1);
+        if (topic) {
+            my_sql_cat(&q, " WHERE topic=");
+            my_sql_str(&q, topic);
+        }
+        stmts[db] = my_sql_take(&q);
+    }
+    struct my_job *j;
+    int rc = run_sync(s, true, (size_t)s->conf.shardnum, stmts, -1, &j);
+    if (rc)
+        return rc;
+    size_t n = 0;
+    for (int db = 0; db < s->conf.shardnum; db++)
+        n += (size_t)j->affected[db];
+    if (purged)
+        *purged = n;
+    my_job_free(j);
+    return 0;
+}
+
+int kq_mysql_takeover(struct kq_store *base, const char *dead_server, uint64_t *moved)
+{
+    if (!base || base->ops != &mysql_ops || !dead_server || !*dead_server ||
+        strlen(dead_server) > COL_VARCHAR)
+        return -EINVAL;
+    struct my_store *s = (struct my_store *)base;
+    char *stmts[KQ_MYSQL_SHARD_SEED];
+    size_t n = 0;
+    for (int db = 0; db < s->conf.shardnum; db++)
+        for (int tb = 0; tb < s->conf.hash_num; tb++) {
+            struct my_sql q = {0};
+            my_sql_cat(&q, "UPDATE ");
+            table_name(&q, s, db, tb);
+            my_sql_cat(&q, " SET kite_server=");
+            my_sql_str(&q, s->conf.server);
+            my_sql_cat(&q, " WHERE kite_server=");
+            my_sql_str(&q, dead_server);
+            stmts[n++] = my_sql_take(&q);
+        }
+    struct my_job *j;
+    int rc = run_sync(s, true, n, stmts, -1, &j); /* one transaction over all shards */
+    if (rc)
+        return rc;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += j->affected[i];
+    my_job_free(j);
+    if (moved)
+        *moved = total;
+    KQ_INFO(MY_MOD, "took over %llu pending messages of %s", (unsigned long long)total,
+            dead_server);
+    return 0;
+}
+
+int kq_mysql_store_stats(struct kq_store *base, struct kq_mysql_stats *out)
+{
+    if (!base || base->ops != &mysql_ops)
+        return -EINVAL;
+    struct my_store *s = (struct my_store *)base;
+    *out = s->st;
+    out->reconnects = atomic_load(&s->pool.reconnects);
+    out->save_batches = atomic_load(&s->pool.save_batches);
+    return 0;
+}
+
+/* --- tick, close, open ----------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct my_store *s = t->data;
+    for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++)
+        flush_table(s, i);
+    struct my_job *r = s->retry;
+    s->retry = NULL;
+    while (r) {
+        struct my_job *j = r;
+        r = r->next;
+        my_pool_submit(&s->pool, j);
+    }
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct my_store *s = h->data;
+    if (--s->handles_open == 0)
+        free(s);
+}
+
+static bool batches_pending(struct my_store *s)
+{
+    for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++)
+        if (s->tables[i].inflight || s->tables[i].map)
+            return true;
+    return false;
+}
+
+/* Flush the batches (blocking: this is shutdown; a few rounds, so a server that stays down
+ * cannot hold the broker), let the workers finish what is queued, run the callbacks. */
+static void my_close(struct kq_store *base)
+{
+    struct my_store *s = (struct my_store *)base;
+    uv_timer_stop(&s->tick);
+    uint64_t until = kq_mono_us() + 2ull * (uint64_t)s->conf.timeout_sec * 1000000;
+    while (batches_pending(s) && kq_mono_us() < until) {
+        for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++)
+            flush_table(s, i);
+        process_done(s, my_pool_take_done(&s->pool, 100));
+    }
+    s->closing = true;
+    on_tick(&s->tick); /* one last try for dead letters */
+    my_pool_stop(&s->pool);
+    s->stopped = true;
+    process_done(s, my_pool_take_done(&s->pool, 0));
+    for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++) {
+        struct pend *p, *tmp;
+        HASH_ITER(hh, s->tables[i].map, p, tmp)
+        {
+            HASH_DEL(s->tables[i].map, p);
+            for (size_t k = 0; k < p->n_cbs; k++)
+                p->cbs[k].cb(p->cbs[k].ud, -EIO);
+            pend_free(p);
+        }
+    }
+    while (s->retry) {
+        struct my_job *j = s->retry;
+        s->retry = j->next;
+        my_job_free(j);
+    }
+    pthread_mutex_destroy(&s->pool.mu);
+    pthread_cond_destroy(&s->pool.work_cv);
+    pthread_cond_destroy(&s->pool.done_cv);
+    uv_close((uv_handle_t *)&s->pool.async, on_closed);
+    uv_close((uv_handle_t *)&s->tick, on_closed);
+}
+
+static const struct kq_store_ops mysql_ops = {
+    .name = "mysql",
+    .save = my_save,
+    .commit = my_commit,
+    .update = my_update,
+    .remove = my_remove,
+    .dead_letter = my_dead_letter,
+    .load = my_load,
+    .recover = my_recover,
+    .dlq_list = my_dlq_list,
+    .dlq_take = my_dlq_take,
+    .dlq_purge = my_dlq_purge,
+    .close = my_close,
+};
+
+static int copy_param(const struct kq_store_uri *u, const char *key, const char *def, char *dst,
+                      size_t n, char *err, size_t errlen)
+{
+    const char *v = kq_store_uri_get(u, key);
+    if (!v)
+        v = def;
+    if (strlen(v) >= n) {
+        snprintf(err, errlen, "mysql store: %s is too long", key);
+        return -EINVAL;
+    }
+    strcpy(dst, v);
+    return 0;
+}
+
+static int parse_conf(const struct kq_store_uri *u, struct my_conf *c, char *err, size_t errlen)
+{
+    static const char *const allowed[] = {"db", "username", "password", "shardnum",
+                                          "batchUpdateSize", "batchDelSize", "flushSeconds",
+                                          "maxConn", "server", "timeout", NULL};
+    int rc = kq_store_uri_check(u, allowed, err, errlen);
+    if (rc)
+        return rc;
+    /* "master:3306[,slave:3306][/]": the slave of the original is not used (reads go to
+     * the master, which always has the latest state) */
+    char hosts[sizeof u->path];
+    snprintf(hosts, sizeof hosts, "%s", u->path);
+    hosts[strcspn(hosts, ",/")] = 0;
+    char *colon = strrchr(hosts, ':');
+    long port = 3306;
+    if (colon) {
+        char *end;
+        port = strtol(colon + 1, &end, 10);
+        if (*end || port <= 0 || port > 65535) {
+            snprintf(err, errlen, "mysql store: bad port in '%s'", u->path);
+            return -EINVAL;
+        }
+        *colon = 0;
+    }
+    if (!hosts[0] || strlen(hosts) >= sizeof c->host) {
+        snprintf(err, errlen, "mysql store: expected mysql://HOST[:PORT]?db=..., got host '%s'",
+                 u->path);
+        return -EINVAL;
+    }
+    strcpy(c->host, hosts);
+    c->port = (unsigned)port;
+    char hn[256] = "localhost";
+    gethostname(hn, sizeof hn - 1);
+    if ((rc = copy_param(u, "db", "kite", c->db, sizeof c->db, err, errlen)) ||
+        (rc = copy_param(u, "username", "root", c->user, sizeof c->user, err, errlen)) ||
+        (rc = copy_param(u, "password", "", c->password, sizeof c->password, err, errlen)) ||
+        (rc = copy_param(u, "server", hn, c->server, sizeof c->server, err, errlen)))
+        return rc;
+    char *probe = kq_mysql_schema_sql(1, c->db);
+    if (!probe) {
+        snprintf(err, errlen, "mysql store: db '%s' must be 1-48 characters [A-Za-z0-9_]",
+                 c->db);
+        return -EINVAL;
+    }
+    free(probe);
+    if (!c->server[0]) {
+        snprintf(err, errlen, "mysql store: server must not be empty");
+        return -EINVAL;
+    }
+    int64_t v[6];
+    if ((rc = kq_store_uri_int(u, "shardnum", 4, 1, 16, &v[0], err, errlen)) ||
+        (rc = kq_store_uri_int(u, "batchUpdateSize", 100, 1, 100000, &v[1], err, errlen)) ||
+        (rc = kq_store_uri_int(u, "batchDelSize", 100, 1, 100000, &v[2], err, errlen)) ||
+        (rc = kq_store_uri_int(u, "flushSeconds", 1, 1, 3600, &v[3], err, errlen)) ||
+        (rc = kq_store_uri_int(u, "maxConn", 20, 1, 256, &v[4], err, errlen)) ||
+        (rc = kq_store_uri_int(u, "timeout", 5, 1, 300, &v[5], err, errlen)))
+        return rc;
+    if (!kq_mysql_shardnum_valid((int)v[0])) {
+        snprintf(err, errlen, "mysql store: shardnum=%lld must divide 16 (1, 2, 4, 8 or 16)",
+                 (long long)v[0]);
+        return -EINVAL;
+    }
+    c->shardnum = (int)v[0];
+    c->hash_num = KQ_MYSQL_SHARD_SEED / c->shardnum;
+    c->batch_update = (int)v[1];
+    c->batch_del = (int)v[2];
+    c->flush_sec = (int)v[3];
+    c->max_conn = (int)v[4];
+    c->timeout_sec = (int)v[5];
+    return 0;
+}
+
+int kq_mysql_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
+                        char *err, size_t errlen)
+{
+    struct my_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    int rc = parse_conf(u, &s->conf, err, errlen);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    s->base.ops = &mysql_ops;
+    s->base.loop = loop;
+    s->pool.async.data = s;
+    if ((rc = my_pool_start(&s->pool, loop, &s->conf, on_pool_done))) {
+        snprintf(err, errlen, "mysql store: cannot start workers: %s", strerror(-rc));
+        free(s);
+        return rc;
+    }
+    uv_timer_init(loop, &s->tick);
+    s->tick.data = s;
+    s->handles_open = 2;
+    uv_timer_start(&s->tick, on_tick, (uint64_t)s->conf.flush_sec * 1000,
+                   (uint64_t)s->conf.flush_sec * 1000);
+    uv_unref((uv_handle_t *)&s->tick);
+    KQ_INFO(MY_MOD, "store %s:%u db=%s_0..%d server=%s workers=%d batch=%d/%d flush=%ds",
+            s->conf.host, s->conf.port, s->conf.db, s->conf.shardnum - 1, s->conf.server,
+            s->conf.max_conn, s->conf.batch_update, s->conf.batch_del, s->conf.flush_sec);
+    *out = &s->base;
+    return 0;
+}

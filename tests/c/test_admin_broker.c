@@ -1,0 +1,670 @@
+/* Integration: the admin HTTP interface of the real broker (file store) after known work.
+ *
+ * The work: 6 "pay-succ" messages to trade, acked by s-trade-a; s-trade-b acks 4, nacks 2
+ * and goes away (2 stay pending); one "refund-limit" message dead-lettered by its
+ * deliverLimit (2 nacks) and one user-profile message dead-lettered by expiry. Then every
+ * endpoint is checked against those numbers, the DLQ is driven through the kiteq-cli binary,
+ * and malformed HTTP must not hurt message traffic. A second broker checks the log file and
+ * its reopen on SIGUSR1. */
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "core/clock.h"
+#include "support/broker_proc.h"
+
+#define N_PAY 6
+#define B_ACKS 4
+
+static struct broker_proc bp;
+static int admin_port;
+static int cons_a = -1; /* s-trade-a, kept open: /stat shows its connection */
+static char pay_ids[N_PAY][33];
+static char nacked[2][33];    /* pay-succ ids s-trade-b nacked: pending */
+static char limit_id[33];     /* dead: deliver limit */
+static char expired_id[33];   /* dead: expired */
+
+/* --- helpers ------------------------------------------------------------------------------ */
+
+static int read_admin_port(struct broker_proc *p)
+{
+    FILE *f = fopen(p->log, "r");
+    char line[2048];
+    int port = -1;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        char *s = strstr(line, "listening admin=");
+        if (s && (s = strstr(s, " port=")))
+            port = atoi(s + 6);
+    }
+    fclose(f);
+    return port;
+}
+
+/* One request per connection. Returns the status (0 = no answer); *body is malloc'd. */
+static int http(const char *method, const char *target, char **body)
+{
+    int fd = raw_connect(admin_port);
+    if (fd < 0)
+        return 0;
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Content-Length: 0\r\n\r\n", method, target);
+    raw_send(fd, req, (size_t)n);
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    uint64_t deadline = kq_mono_us() / 1000 + 5000;
+    for (;;) {
+        int left = (int)(deadline - kq_mono_us() / 1000);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, left) <= 0)
+            break;
+        if (cap - len < 2048)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = recv(fd, buf + len, cap - len - 1, 0);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    char *sep = strstr(buf, "\r\n\r\n");
+    if (body)
+        *body = strdup(sep ? sep + 4 : "");
+    free(buf);
+    return status;
+}
+
+static cJSON *http_json(const char *method, const char *target, int want_status)
+{
+    char *body = NULL;
+    int st = http(method, target, &body);
+    if (st != want_status)
+        fail_msg("%s %s: status %d (want %d): %s", method, target, st, want_status, body);
+    cJSON *j = cJSON_Parse(body);
+    if (!j)
+        fail_msg("%s %s: not JSON: %s", method, target, body);
+    free(body);
+    return j;
+}
+
+static cJSON *path(cJSON *o, const char *a, const char *b, const char *c)
+{
+    const char *keys[] = {a, b, c};
+    for (int i = 0; i < 3 && keys[i] && o; i++)
+        o = cJSON_GetObjectItemCaseSensitive(o, keys[i]);
+    if (!o)
+        fail_msg("missing %s.%s.%s", a, b ? b : "", c ? c : "");
+    return o;
+}
+
+static double num(cJSON *o, const char *a, const char *b, const char *c)
+{
+    cJSON *n = path(o, a, b, c);
+    assert_true(cJSON_IsNumber(n));
+    return n->valuedouble;
+}
+
+static bool array_has(cJSON *a, const char *s)
+{
+    cJSON *it;
+    cJSON_ArrayForEach(it, a) if (cJSON_IsString(it) && strcmp(it->valuestring, s) == 0) return true;
+    return false;
+}
+
+/* The value of one sample ("name{labels}" exactly as exposed), NAN when absent. */
+static double metric(const char *text, const char *sample)
+{
+    size_t n = strlen(sample);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, sample, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
+/* Runs build/kiteq-cli with args; returns its exit code, output (stdout) in *out. */
+static int cli(char **out, const char *fmt, ...)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char args[1024], cmd[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>/dev/null", build ? build : ".", args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + len, 1, cap - len - 1, p)) > 0)
+        if ((len += r) + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+    buf[len] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static cJSON *cli_json(int want_rc, const char *fmt, const char *arg)
+{
+    char *out;
+    char args[512];
+    snprintf(args, sizeof args, fmt, admin_port, arg);
+    int rc = cli(&out, "%s", args);
+    if (rc != want_rc)
+        fail_msg("kiteq-cli %s: exit %d (want %d): %s", args, rc, want_rc, out);
+    cJSON *j = cJSON_Parse(out);
+    free(out);
+    return j;
+}
+
+static int connect_as(const char *group, const char *secret)
+{
+    int fd = raw_connect(bp.port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_handshake(fd, group, secret), 1);
+    return fd;
+}
+
+static int find_id(char ids[][33], int n, const char *id)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0)
+            return i;
+    return -1;
+}
+
+/* --- setup: the known work ----------------------------------------------------------------- */
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *src = getenv("KITEQ_SOURCE_DIR");
+    char extra[1024], cfg[4096];
+    snprintf(extra, sizeof extra,
+             "admin = \"127.0.0.1:0\", deliverySeconds = 1, policies = \"%s/lua/policies\",",
+             src ? src : "../..");
+    broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group", extra);
+    if (broker_start(&bp, cfg, NULL) != 0)
+        return -1;
+    admin_port = read_admin_port(&bp);
+    return admin_port > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (cons_a >= 0)
+        close(cons_a);
+    return broker_stop(&bp) == 0 ? 0 : -1;
+}
+
+static void test_known_work(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER, TEST_SECRET);
+    cons_a = connect_as(TEST_CONSUMER, TEST_SECRET);
+    int cons_b = connect_as(TEST_CONSUMER_B, TEST_SECRET);
+    struct raw_msg pay = {.topic = "trade", .type = "pay-succ", .commit = true};
+    for (int i = 0; i < N_PAY; i++)
+        assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &pay, pay_ids[i], NULL, 0), 1);
+
+    /* s-trade-a acks everything; s-trade-b acks the first 4 it gets, nacks 2 */
+    char got[33];
+    uint32_t op;
+    bool seen_a[N_PAY] = {0};
+    for (int n = 0; n < N_PAY;) {
+        assert_int_equal(raw_recv_delivery(cons_a, 5000, got, &op, NULL, 0), 1);
+        int i = find_id(pay_ids, N_PAY, got);
+        assert_true(i >= 0);
+        raw_deliver_ack(cons_a, op, got, true);
+        if (!seen_a[i]) {
+            seen_a[i] = true;
+            n++;
+        }
+    }
+    assert_int_equal(raw_sync(cons_a), 0);
+    /* all six first: a nack is retried at once and would come back among them */
+    char got_b[N_PAY][33];
+    uint32_t op_b[N_PAY];
+    for (int n = 0; n < N_PAY; n++) {
+        assert_int_equal(raw_recv_delivery(cons_b, 5000, got_b[n], &op_b[n], NULL, 0), 1);
+        assert_true(find_id(pay_ids, N_PAY, got_b[n]) >= 0);
+    }
+    for (int n = 0; n < N_PAY; n++) {
+        raw_deliver_ack(cons_b, op_b[n], got_b[n], n < B_ACKS);
+        if (n >= B_ACKS)
+            strcpy(nacked[n - B_ACKS], got_b[n]);
+    }
+    assert_int_equal(raw_sync(cons_b), 0);
+    close(cons_b); /* the nacked two wait for s-trade-b */
+
+    /* dead by deliverLimit: regx binding, s-trade-a only; two nacks */
+    struct raw_msg lim = {.topic = "trade", .type = "refund-limit", .commit = true, .limit = 2};
+    assert_int_equal(raw_publish(prod, 100, &lim, limit_id, NULL, 0), 1);
+    for (int n = 0; n < 2;) {
+        assert_int_equal(raw_recv_delivery(cons_a, 5000, got, &op, NULL, 0), 1);
+        bool mine = strcmp(got, limit_id) == 0;
+        raw_deliver_ack(cons_a, op, got, !mine);
+        n += mine;
+    }
+    char needle[160];
+    snprintf(needle, sizeof needle, "dead letter id=%s", limit_id);
+    assert_true(broker_wait_log(&bp, needle, 5000));
+
+    /* dead by expiry: nobody of s-user-profile online */
+    struct raw_msg exp = {.topic = "user-profile", .type = "name", .group = "p-trade",
+                          .commit = true, .expired = time(NULL) + 2};
+    assert_int_equal(raw_publish(prod, 101, &exp, expired_id, NULL, 0), 1);
+    snprintf(needle, sizeof needle, "dead letter id=%s topic=user-profile type=name attempts=0 reason=\"expired\"",
+             expired_id);
+    assert_true(broker_wait_log(&bp, needle, 8000));
+    close(prod);
+}
+
+/* --- the endpoints ---------------------------------------------------------------------- */
+
+static void test_stat(void **state)
+{
+    (void)state;
+    cJSON *j = http_json("GET", "/stat", 200);
+    assert_int_equal(num(j, "broker", "totals", "received"), N_PAY + 2);
+    assert_int_equal(num(j, "broker", "totals", "stored"), N_PAY + 2);
+    assert_int_equal(num(j, "broker", "totals", "acked"), N_PAY + B_ACKS);
+    assert_int_equal(num(j, "broker", "totals", "dead_lettered"), 2);
+    assert_int_equal(num(j, "broker", "pending", NULL), 2);
+    assert_int_equal(num(j, "kiteq", "message_count", "trade"), 2);
+    assert_int_equal(num(j, "kiteq", "message_count", "user-profile"), 0);
+    cJSON *groups = path(j, "kiteq", "groups", NULL);
+    assert_int_equal(cJSON_GetArraySize(path(groups, TEST_CONSUMER, NULL, NULL)), 1);
+    cJSON *gb = cJSON_GetObjectItemCaseSensitive(groups, TEST_CONSUMER_B);
+    assert_true(!gb || cJSON_GetArraySize(gb) == 0); /* s-trade-b went away */
+    assert_string_equal(path(j, "broker", "registry", NULL)->valuestring, "static");
+    assert_string_equal(path(j, "broker", "store", NULL)->valuestring, "file");
+    assert_int_equal(num(j, "broker", "dlq_count", NULL), 2);
+    assert_int_equal(num(j, "broker", "dlq_by_topic", "trade"), 1);
+    assert_int_equal(num(j, "broker", "dlq_by_topic", "user-profile"), 1);
+    double gen = num(j, "broker", "reload", "generation");
+    assert_true(cJSON_IsNull(path(j, "broker", "reload", "last_error")));
+    cJSON *hooks = path(j, "broker", "hooks", NULL);
+    assert_true(cJSON_IsTrue(path(hooks, "retry", "loaded", NULL)));
+    assert_true(num(hooks, "retry", "calls", NULL) > 0); /* nacks and expiry asked it */
+    cJSON_Delete(j);
+
+    /* a reload bumps the generation */
+    j = http_json("POST", "/reload", 200);
+    assert_true(cJSON_IsTrue(path(j, "ok", NULL, NULL)));
+    cJSON_Delete(j);
+    j = http_json("GET", "/stat", 200);
+    assert_int_equal(num(j, "broker", "reload", "generation"), gen + 1);
+    cJSON_Delete(j);
+    assert_int_equal(http("GET", "/reload", NULL), 405);
+}
+
+static void test_binds(void **state)
+{
+    (void)state;
+    cJSON *j = http_json("GET", "/binds", 200);
+    cJSON *trade = path(j, "topic_2_groups", "trade", NULL);
+    assert_int_equal(cJSON_GetArraySize(trade), 2);
+    assert_true(array_has(trade, TEST_CONSUMER) && array_has(trade, TEST_CONSUMER_B));
+    cJSON *up = path(j, "topic_2_groups", "user-profile", NULL);
+    assert_int_equal(cJSON_GetArraySize(up), 1);
+    assert_true(array_has(up, "s-user-profile"));
+    cJSON *list = path(j, "bindings", NULL, NULL);
+    assert_int_equal(cJSON_GetArraySize(list), 5); /* one per (group, binding) of the config */
+    int volatile_seen = 0;
+    cJSON *b;
+    cJSON_ArrayForEach(b, list) {
+        const char *type = path(b, "messageType", NULL, NULL)->valuestring;
+        if (strcmp(type, "volatile") == 0) {
+            volatile_seen++;
+            assert_string_equal(path(b, "groupId", NULL, NULL)->valuestring, TEST_CONSUMER_B);
+            assert_true(cJSON_IsFalse(path(b, "persistent", NULL, NULL)));
+        }
+    }
+    assert_int_equal(volatile_seen, 1);
+    cJSON_Delete(j);
+}
+
+static void test_metrics(void **state)
+{
+    (void)state;
+    char *t;
+    assert_int_equal(http("GET", "/metrics", &t), 200);
+    assert_true(metric(t, "kiteq_messages_received_total{topic=\"trade\"}") == N_PAY + 1);
+    assert_true(metric(t, "kiteq_messages_received_total{topic=\"user-profile\"}") == 1);
+    assert_true(metric(t, "kiteq_deliveries_acked_total{group=\"s-trade-a\"}") == N_PAY);
+    assert_true(metric(t, "kiteq_deliveries_acked_total{group=\"s-trade-b\"}") == B_ACKS);
+    assert_true(metric(t, "kiteq_deliveries_failed_total{group=\"s-trade-b\"}") >= 2);
+    assert_true(metric(t, "kiteq_pending_messages") == 2);
+    assert_true(metric(t, "kiteq_store_fsyncs_total") > 0);
+    assert_true(metric(t, "kiteq_messages_dead_lettered_total{topic=\"trade\"}") == 1);
+    assert_true(metric(t, "kiteq_messages_dead_lettered_total{topic=\"user-profile\"}") == 1);
+    assert_true(metric(t, "kiteq_dlq_messages{topic=\"trade\"}") == 1);
+    assert_true(metric(t, "kiteq_store_dead_letters") == 2);
+    assert_true(metric(t, "kiteq_registry_state{state=\"static\"}") == 1);
+    /* hook counters restart with each policy generation (test_stat reloaded) */
+    assert_false(isnan(metric(t, "kiteq_hook_calls_total{hook=\"retry\"}")));
+    assert_false(isnan(metric(t, "kiteq_hook_errors_total{hook=\"route\"}")));
+    assert_non_null(strstr(t, "# TYPE kiteq_messages_received_total counter\n"));
+    assert_non_null(strstr(t, "# TYPE kiteq_pending_messages gauge\n"));
+    /* every line is a comment or "name[{labels}] value" */
+    for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#')
+            continue;
+        char *sp = strrchr(line, ' ');
+        assert_non_null(sp);
+        char *end;
+        strtod(sp + 1, &end);
+        if (*end)
+            fail_msg("bad sample line: %s", line);
+    }
+    free(t);
+}
+
+static void test_msg(void **state)
+{
+    (void)state;
+    char target[96];
+    snprintf(target, sizeof target, "/msg/%s", nacked[0]);
+    cJSON *j = http_json("GET", target, 200);
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "pending");
+    assert_string_equal(path(j, "topic", NULL, NULL)->valuestring, "trade");
+    assert_true(num(j, "attempts", NULL, NULL) >= 1);
+    assert_true(array_has(path(j, "groupsDone", NULL, NULL), TEST_CONSUMER));
+    assert_false(array_has(path(j, "groupsDone", NULL, NULL), TEST_CONSUMER_B));
+    assert_true(array_has(path(j, "groupsFailed", NULL, NULL), TEST_CONSUMER_B));
+    assert_non_null(path(j, "lastFailure", NULL, NULL)->valuestring);
+    cJSON_Delete(j);
+
+    snprintf(target, sizeof target, "/msg/%s", limit_id);
+    j = http_json("GET", target, 200);
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "dead");
+    assert_string_equal(path(j, "reason", NULL, NULL)->valuestring, "deliver limit reached (2 attempts)");
+    cJSON_Delete(j);
+    snprintf(target, sizeof target, "/msg/%s", expired_id);
+    j = http_json("GET", target, 200);
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "dead");
+    assert_string_equal(path(j, "reason", NULL, NULL)->valuestring, "expired");
+    assert_string_equal(path(j, "topic", NULL, NULL)->valuestring, "user-profile");
+    cJSON_Delete(j);
+
+    /* acked by every group: gone, like a message that never existed */
+    snprintf(target, sizeof target, "/msg/%s", find_id(nacked, 2, pay_ids[0]) < 0 ? pay_ids[0] : pay_ids[5]);
+    j = http_json("GET", target, 404);
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "unknown");
+    cJSON_Delete(j);
+    j = http_json("GET", "/msg/00000000000000000000000000000000", 404);
+    cJSON_Delete(j);
+
+    /* the CLI: exit 0 on 2xx, 1 otherwise, 2 on bad usage */
+    j = cli_json(0, "msg --admin 127.0.0.1:%d %s", nacked[1]);
+    assert_string_equal(path(j, "messageId", NULL, NULL)->valuestring, nacked[1]);
+    cJSON_Delete(j);
+    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
+    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
+    j = cli_json(0, "stat --admin 127.0.0.1:%d%s", "");
+    assert_int_equal(num(j, "broker", "pending", NULL), 2);
+    cJSON_Delete(j);
+    assert_int_equal(cli(NULL, "stat"), 2);
+    assert_int_equal(cli(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
+}
+
+static cJSON *dead_letter(cJSON *list, const char *id)
+{
+    cJSON *d;
+    cJSON_ArrayForEach(d, path(list, "deadLetters", NULL, NULL))
+        if (strcmp(path(d, "messageId", NULL, NULL)->valuestring, id) == 0)
+            return d;
+    return NULL;
+}
+
+static void test_dlq_cli(void **state)
+{
+    (void)state;
+    cJSON *j = cli_json(0, "dlq list --admin 127.0.0.1:%d%s", "");
+    assert_int_equal(num(j, "count", NULL, NULL), 2);
+    assert_int_equal(num(j, "byTopic", "trade", NULL), 1);
+    assert_int_equal(num(j, "byTopic", "user-profile", NULL), 1);
+    assert_int_equal(num(j, "byGroup", TEST_PRODUCER, NULL), 2);
+    assert_true(cJSON_IsFalse(path(j, "more", NULL, NULL)));
+    cJSON *d = dead_letter(j, limit_id);
+    assert_non_null(d);
+    assert_string_equal(path(d, "reason", NULL, NULL)->valuestring, "deliver limit reached (2 attempts)");
+    d = dead_letter(j, expired_id);
+    assert_non_null(d);
+    assert_string_equal(path(d, "reason", NULL, NULL)->valuestring, "expired");
+    cJSON_Delete(j);
+
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d --topic %s", "trade");
+    assert_int_equal(num(j, "count", NULL, NULL), 1);
+    assert_string_equal(path(j, "topic", NULL, NULL)->valuestring, "trade");
+    assert_non_null(dead_letter(j, limit_id));
+    cJSON_Delete(j);
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d --limit %s", "1");
+    assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 1);
+    assert_int_equal(num(j, "count", NULL, NULL), 2); /* the total, not the page */
+    assert_true(cJSON_IsTrue(path(j, "more", NULL, NULL)));
+    cJSON_Delete(j);
+
+    /* requeue: delivered again to s-trade-a, and out of the DLQ */
+    j = cli_json(0, "dlq requeue --admin 127.0.0.1:%d --id %s", limit_id);
+    assert_int_equal(num(j, "requeued", NULL, NULL), 1);
+    cJSON_Delete(j);
+    char got[33];
+    uint32_t op;
+    for (;;) {
+        assert_int_equal(raw_recv_delivery(cons_a, 5000, got, &op, NULL, 0), 1);
+        raw_deliver_ack(cons_a, op, got, true);
+        if (strcmp(got, limit_id) == 0)
+            break;
+    }
+    assert_int_equal(raw_sync(cons_a), 0);
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d%s", "");
+    assert_int_equal(num(j, "count", NULL, NULL), 1);
+    assert_null(dead_letter(j, limit_id));
+    cJSON_Delete(j);
+    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d %s", admin_port, limit_id), 1);
+    assert_int_equal(cli(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
+    assert_int_equal(cli(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
+
+    /* purge */
+    assert_int_equal(cli(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
+    j = cli_json(0, "dlq purge --admin 127.0.0.1:%d --topic %s", "user-profile");
+    assert_int_equal(num(j, "purged", NULL, NULL), 1);
+    cJSON_Delete(j);
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d%s", "");
+    assert_int_equal(num(j, "count", NULL, NULL), 0);
+    assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 0);
+    cJSON_Delete(j);
+    char *t;
+    assert_int_equal(http("GET", "/metrics", &t), 200);
+    assert_true(metric(t, "kiteq_store_dead_letters") == 0);
+    free(t);
+}
+
+/* --- malformed HTTP does not hurt message traffic ----------------------------------------- */
+
+static int status_of(int fd, int timeout_ms)
+{
+    char buf[512];
+    size_t len = 0;
+    uint64_t deadline = kq_mono_us() / 1000 + (uint64_t)timeout_ms;
+    while (len < sizeof buf - 1) {
+        int left = (int)(deadline - kq_mono_us() / 1000);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, left) <= 0)
+            break;
+        ssize_t r = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (memchr(buf, '\n', len))
+            break;
+    }
+    buf[len] = '\0';
+    int st = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &st);
+    return st;
+}
+
+static void publish_and_deliver(void)
+{
+    int prod = connect_as(TEST_PRODUCER, TEST_SECRET);
+    char id[33], got[33];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-after-http", .commit = true};
+    uint64_t t0 = kq_mono_us();
+    assert_int_equal(raw_publish(prod, 7, &m, id, NULL, 0), 1);
+    for (;;) {
+        assert_int_equal(raw_recv_delivery(cons_a, 3000, got, &op, NULL, 0), 1);
+        raw_deliver_ack(cons_a, op, got, true);
+        if (strcmp(got, id) == 0)
+            break;
+    }
+    assert_true(kq_mono_us() - t0 < 2000000);
+    assert_int_equal(raw_sync(cons_a), 0);
+    close(prod);
+}
+
+static void test_malformed_http(void **state)
+{
+    (void)state;
+    /* slowloris: partial requests left open */
+    int slow[8];
+    for (int i = 0; i < 8; i++) {
+        slow[i] = raw_connect(admin_port);
+        assert_true(slow[i] >= 0);
+        raw_send(slow[i], "GET /stat HTTP/1.1\r\nHo", 22);
+    }
+    publish_and_deliver();
+
+    /* oversized headers: 431 (or closed before we finish sending) */
+    int fd = raw_connect(admin_port);
+    assert_true(fd >= 0);
+    const char *head = "GET /stat HTTP/1.1\r\nHost: x\r\nX-Big: ";
+    raw_send(fd, head, strlen(head));
+    char big[1024];
+    memset(big, 'a', sizeof big);
+    for (int i = 0; i < 32 && raw_send(fd, big, sizeof big) == 0; i++)
+        ;
+    int st = status_of(fd, 3000);
+    assert_true(st == 431 || st == 0);
+    close(fd);
+    publish_and_deliver();
+
+    /* a bad method, garbage, a bad version */
+    const char *bad[] = {"FOO /stat HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x02\x00garbage\r\n\r\n",
+                         "GET /stat HTTP/9.9\r\nHost: x\r\n\r\n", "DELETE /dlq HTTP/1.1\r\nHost: x\r\n\r\n"};
+    const int want[] = {400, 400, 505, 405};
+    for (int i = 0; i < 4; i++) {
+        fd = raw_connect(admin_port);
+        assert_true(fd >= 0);
+        raw_send(fd, bad[i], strlen(bad[i]));
+        st = status_of(fd, 3000);
+        if (st != want[i] && !(i == 2 && st == 400))
+            fail_msg("request %d: status %d, want %d", i, st, want[i]);
+        close(fd);
+    }
+    publish_and_deliver();
+
+    /* the admin server itself still answers while the slow ones hang */
+    assert_int_equal(http("GET", "/stat", NULL), 200);
+    for (int i = 0; i < 8; i++)
+        close(slow[i]);
+    publish_and_deliver();
+}
+
+/* --- logFile and SIGUSR1 ------------------------------------------------------------------- */
+
+static bool file_has(const char *file, const char *needle)
+{
+    FILE *f = fopen(file, "r");
+    if (!f)
+        return false;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = getdelim(&buf, &cap, 0, f);
+    fclose(f);
+    bool found = n > 0 && strstr(buf, needle);
+    free(buf);
+    return found;
+}
+
+static void test_log_file_reopen(void **state)
+{
+    (void)state;
+    struct broker_proc lp;
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "memory://", NULL);
+    /* the harness redirects stderr to DIR/broker.log; the log file is that same path
+     * (relative to the broker's working directory), so start-up lines are found there */
+    const char *extra[] = {"-logFile=broker.log", NULL};
+    assert_int_equal(broker_start(&lp, cfg, extra), 0);
+    char rotated[400];
+    snprintf(rotated, sizeof rotated, "%s.1", lp.log);
+    assert_int_equal(rename(lp.log, rotated), 0);
+    kill(lp.pid, SIGHUP); /* logged into the renamed file: nobody reopened yet */
+    uint64_t deadline = kq_mono_us() / 1000 + 5000;
+    while (!file_has(rotated, "signal=HUP") && kq_mono_us() / 1000 < deadline)
+        usleep(10000);
+    assert_true(file_has(rotated, "signal=HUP"));
+    struct stat st;
+    assert_int_equal(stat(lp.log, &st), -1);
+
+    kill(lp.pid, SIGUSR1);
+    lp.log_seen = 0;
+    assert_true(broker_wait_log(&lp, "signal=USR1: log reopened file=broker.log", 5000));
+    kill(lp.pid, SIGHUP);
+    assert_true(broker_wait_log(&lp, "signal=HUP", 5000));
+    assert_false(file_has(rotated, "log reopened"));
+    assert_int_equal(broker_stop(&lp), 0);
+    assert_true(file_has(lp.log, "stopped")); /* the last line goes to the new file */
+    assert_false(file_has(rotated, "stopped"));
+    /* an unwritable log file: the broker refuses to start */
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "'%s/kiteq' -topics=t -db=memory:// -logFile=/nonexistent/dir/x.log 2>/dev/null",
+             getenv("KITEQ_BUILD_DIR") ? getenv("KITEQ_BUILD_DIR") : ".");
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_known_work),
+        cmocka_unit_test(test_stat),
+        cmocka_unit_test(test_binds),
+        cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_msg),
+        cmocka_unit_test(test_dlq_cli),
+        cmocka_unit_test(test_malformed_http),
+        cmocka_unit_test(test_log_file_reopen),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
