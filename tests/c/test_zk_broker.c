@@ -450,7 +450,7 @@ static int producer(const struct zbroker *b)
     return fd;
 }
 
-/* Publish (committed) and return the id (static buffer rotation: keep a copy). */
+/* Publish a committed message of type on T; its id goes to id. Asserts the store ack. */
 static void publish(int fd, const char *type, char id[33])
 {
     static uint32_t opaque = 100;
