@@ -285,14 +285,14 @@ static int h_msg(void *ud, const char *id, struct kq_buf *out)
         cJSON_AddNumberToObject(o, "expiredTime", (double)m->expired_time);
         cJSON_AddNumberToObject(o, "txChecks", m->tx_checks);
         cJSON_AddNumberToObject(o, "inflight", m->inflight);
-        if (m->last_failure)
-            cJSON_AddStringToObject(o, "lastFailure", m->last_failure);
+        if (kq_msg_failure(m))
+            cJSON_AddStringToObject(o, "lastFailure", kq_msg_failure(m));
         else
             cJSON_AddNullToObject(o, "lastFailure");
         if (m->timer.pos != KQ_HEAP_NONE)
             cJSON_AddNumberToObject(o, "nextAttemptMs", (double)m->timer.key);
-        cJSON_AddItemToObject(o, "groupsDone", names_json(m->done, m->n_done));
-        cJSON_AddItemToObject(o, "groupsFailed", names_json(m->failed, m->n_failed));
+        cJSON_AddItemToObject(o, "groupsDone", names_json(KQ_NAMES(m->done, m->n_done), m->n_done));
+        cJSON_AddItemToObject(o, "groupsFailed", names_json(KQ_NAMES(m->failed, m->n_failed), m->n_failed));
         return reply_json(out, o, 200);
     }
     struct dlq_find f = {id, NULL};

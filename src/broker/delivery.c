@@ -143,8 +143,8 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
     uint32_t op = s->next_opaque++;
     if (op == 0) /* 0 means "unassigned" to the original clients */
         op = s->next_opaque++;
-    if (kq_codec_append_message(kq_conn_out(s->conn), op, m->cmd, m->header, m->header_len,
-                                KQ_MSG_BODY(m), m->body_len) != 0) {
+    if (kq_codec_append_message(kq_conn_out(s->conn), op, m->cmd, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m),
+                                KQ_MSG_BODY(m), KQ_MSG_BODY_LEN(m)) != 0) {
         free(f);
         return false;
     }
@@ -349,7 +349,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     if (!s && g && g->n > 0) {
         /* online but every connection is still warming up: try again soon */
         kq_names_add(b, &m->failed, &m->n_failed, rt->group);
-        m->last_failure = "no consumer online";
+        kq_msg_set_failure(m, "no consumer online");
         m->retry_soon = true;
         return;
     }
@@ -358,7 +358,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
             kq_names_add(b, &m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
         } else {
             kq_names_add(b, &m->failed, &m->n_failed, rt->group);
-            m->last_failure = "no consumer online";
+            kq_msg_set_failure(m, "no consumer online");
         }
         return;
     }
@@ -370,7 +370,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     }
     if (!send_copy(b, m, g, s)) {
         kq_names_add(b, &m->failed, &m->n_failed, rt->group);
-        m->last_failure = "over flow"; /* the connection's write backlog is full */
+        kq_msg_set_failure(m, "over flow"); /* the connection's write backlog is full */
     } else if (r) {
         r->inflight++;
     }
@@ -423,7 +423,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
 {
     if (!attempt_over(m) || m->loading)
         return; /* an attempt is still open */
-    if (!m->header) {
+    if (!m->block) {
         load_then_attempt(b, m);
         return;
     }
@@ -432,7 +432,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         return;
     }
     struct kq_retry_verdict v;
-    kq_policy_retry(b->policy, m->attempts, m->last_failure ? m->last_failure : "nack",
+    kq_policy_retry(b->policy, m->attempts, kq_msg_failure(m) ? kq_msg_failure(m) : "nack",
                     m->deliver_limit, m->expired_time, kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
@@ -449,7 +449,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
             offer(b, m, &routes[i]);
     if (n == 0) {
         kq_names_add(b, &m->failed, &m->n_failed, "(no subscriber)");
-        m->last_failure = "no consumer online";
+        kq_msg_set_failure(m, "no consumer online");
     }
     if (attempt_over(m))
         finish_attempt(b, m);
@@ -465,9 +465,9 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
     st.attempts = m->attempts;
     st.next_attempt_ms = next_ms;
     st.tx_checks = m->tx_checks;
-    st.groups_done = (const char **)m->done;
+    st.groups_done = (const char **)KQ_NAMES(m->done, m->n_done);
     st.n_done = m->n_done;
-    st.groups_failed = (const char **)m->failed;
+    st.groups_failed = (const char **)KQ_NAMES(m->failed, m->n_failed);
     st.n_failed = m->n_failed;
     b->store->ops->update(b->store, &st);
 }
@@ -485,7 +485,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
         return;
     }
     struct kq_retry_verdict v;
-    kq_policy_retry(b->policy, m->attempts, m->last_failure ? m->last_failure : "nack",
+    kq_policy_retry(b->policy, m->attempts, kq_msg_failure(m) ? kq_msg_failure(m) : "nack",
                     m->deliver_limit, m->expired_time, kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
@@ -529,7 +529,7 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
     } else {
         kq_names_add(b, &m->failed, &m->n_failed, f->group->id);
         f->group->failed++;
-        m->last_failure = why; /* a literal: "nack", "timeout", "connection lost" */
+        kq_msg_set_failure(m, why); /* a literal: "nack", "timeout", "connection lost" */
         KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
     }
     struct kq_group *g = f->group;

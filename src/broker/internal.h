@@ -105,6 +105,7 @@ struct kq_msg {
     bool stored;  /* the store has it (false: fly, or deliveryFirst before saving) */
     bool loading; /* header and body are being read back from the store */
     bool retry_soon; /* the last attempt found only connections still warming up */
+    uint8_t failure;  /* kq_msg_failure() */
     const char *topic, *type, *pub_group; /* atoms (kq_atom) */
     int64_t publish_time, expired_time;
     int32_t deliver_limit;
@@ -115,14 +116,26 @@ struct kq_msg {
     uint16_t waiting;  /* groups where this attempt waits for room (flow control) */
     uint16_t n_done, n_failed;
     uint16_t done_at_start; /* n_done when the current attempt began */
-    const char **done;   /* groups that acked (atoms) */
-    const char **failed; /* groups that failed the current attempt (atoms) */
-    uint8_t *header;     /* header then body in one block; NULL while evicted */
-    uint32_t header_len, body_len;
+    const char **done;   /* groups that acked (atoms; see KQ_NAMES) */
+    const char **failed; /* groups that failed the current attempt (atoms; see KQ_NAMES) */
+    struct kq_msg_block *block; /* packed header and body; NULL while evicted */
     struct kq_pending_save *first_ack; /* deliveryFirst: producer ack after the attempt */
-    const char *last_failure; /* why the last copy failed (a static string), for the retry hook */
 };
-#define KQ_MSG_BODY(m) ((m)->header + (m)->header_len)
+/* Header and body of a message, in one allocation with their lengths. */
+struct kq_msg_block {
+    uint32_t header_len, body_len;
+    uint8_t data[]; /* header, then body */
+};
+#define KQ_MSG_HDR(m) ((m)->block->data)
+#define KQ_MSG_HDR_LEN(m) ((m)->block->header_len)
+#define KQ_MSG_BODY(m) ((m)->block->data + (m)->block->header_len)
+#define KQ_MSG_BODY_LEN(m) ((m)->block->body_len)
+/* Why the last copy failed, for the retry hook: "nack", "timeout", "connection lost",
+ * "no consumer online", "over flow" (NULL before any failure). */
+const char *kq_msg_failure(const struct kq_msg *m);
+void kq_msg_set_failure(struct kq_msg *m, const char *why);
+/* Array view of a group list (see kq_names_add): a list of one is stored inline. */
+#define KQ_NAMES(v, n) ((n) == 1 ? (const char *const *)&(v) : (const char *const *)(v))
 
 struct kq_broker {
     uv_loop_t *loop;

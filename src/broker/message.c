@@ -42,25 +42,43 @@ void kq_atoms_free(struct kq_broker *b)
 int kq_msg_set_block(struct kq_msg *m, const uint8_t *header, uint32_t header_len,
                      const uint8_t *body, uint32_t body_len)
 {
-    uint8_t *block = malloc((size_t)header_len + body_len + 1);
-    if (!block)
+    struct kq_msg_block *blk = malloc(sizeof *blk + (size_t)header_len + body_len);
+    if (!blk)
         return -ENOMEM;
-    memcpy(block, header, header_len);
+    blk->header_len = header_len;
+    blk->body_len = body_len;
+    memcpy(blk->data, header, header_len);
     if (body_len)
-        memcpy(block + header_len, body, body_len);
-    free(m->header);
-    m->header = block;
-    m->header_len = header_len;
-    m->body_len = body_len;
+        memcpy(blk->data + header_len, body, body_len);
+    free(m->block);
+    m->block = blk;
     return 0;
 }
 
 void kq_msg_evict(struct kq_msg *m)
 {
-    if (!m->stored || !m->header)
+    if (!m->stored || !m->block)
         return;
-    free(m->header);
-    m->header = NULL;
+    free(m->block);
+    m->block = NULL;
+}
+
+static const char *const failures[] = {NULL, "nack", "timeout", "connection lost",
+                                       "no consumer online", "over flow"};
+
+const char *kq_msg_failure(const struct kq_msg *m)
+{
+    return m->failure < sizeof failures / sizeof failures[0] ? failures[m->failure] : NULL;
+}
+
+void kq_msg_set_failure(struct kq_msg *m, const char *why)
+{
+    for (uint8_t i = 1; i < sizeof failures / sizeof failures[0]; i++)
+        if (strcmp(failures[i], why) == 0) {
+            m->failure = i;
+            return;
+        }
+    m->failure = 1; /* anything else counts as a refusal */
 }
 
 struct kq_msg *kq_msg_new(struct kq_broker *b, const struct kq_stored_msg *sm, bool with_body)
@@ -78,8 +96,6 @@ struct kq_msg *kq_msg_new(struct kq_broker *b, const struct kq_stored_msg *sm, b
     m->expired_time = sm->expired_time;
     m->deliver_limit = sm->deliver_limit;
     m->timer.pos = KQ_HEAP_NONE;
-    m->header_len = sm->header_len;
-    m->body_len = sm->body_len;
     if (!m->topic || !m->type || !m->pub_group ||
         (with_body && kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len))) {
         kq_msg_free(m);
@@ -92,9 +108,9 @@ void kq_msg_free(struct kq_msg *m)
 {
     if (!m)
         return;
-    free(m->header);
-    free(m->done);
-    free(m->failed);
+    free(m->block);
+    kq_names_clear(&m->done, &m->n_done);
+    kq_names_clear(&m->failed, &m->n_failed);
     free(m);
 }
 
@@ -110,16 +126,21 @@ void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm)
     sm->publish_time = m->publish_time;
     sm->expired_time = m->expired_time;
     sm->deliver_limit = m->deliver_limit;
-    if (m->header) { /* NULL while evicted: the store fills in its copy */
-        sm->header = m->header;
-        sm->header_len = m->header_len;
-        sm->body = m->header + m->header_len;
-        sm->body_len = m->body_len;
+    if (m->block) { /* NULL while evicted: the store fills in its copy */
+        sm->header = KQ_MSG_HDR(m);
+        sm->header_len = KQ_MSG_HDR_LEN(m);
+        sm->body = KQ_MSG_BODY(m);
+        sm->body_len = KQ_MSG_BODY_LEN(m);
     }
 }
 
+/* Group lists: most messages have one group done or failed, so a list of one is the atom
+ * itself stored in the pointer (no allocation); longer lists are arrays. KQ_NAMES() gives
+ * an array view of either. */
 bool kq_names_has(const char *const *v, uint16_t n, const char *atom)
 {
+    if (n == 1)
+        return (const char *)v == atom;
     for (uint16_t i = 0; i < n; i++)
         if (v[i] == atom)
             return true;
@@ -131,16 +152,27 @@ void kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char 
     const char *atom = kq_atom(b, name);
     if (!atom || kq_names_has(*v, *n, atom) || *n == UINT16_MAX)
         return;
-    const char **p = realloc((void *)*v, (*n + 1u) * sizeof *p);
-    if (!p)
+    if (*n == 0) {
+        *v = (const char **)atom;
+        *n = 1;
         return;
+    }
+    const char **p;
+    if (*n == 1) {
+        if (!(p = malloc(2 * sizeof *p)))
+            return;
+        p[0] = (const char *)*v;
+    } else if (!(p = realloc((void *)*v, (*n + 1u) * sizeof *p))) {
+        return;
+    }
     p[(*n)++] = atom;
     *v = p;
 }
 
 void kq_names_clear(const char ***v, uint16_t *n)
 {
-    free((void *)*v);
+    if (*n > 1)
+        free((void *)*v);
     *v = NULL;
     *n = 0;
 }

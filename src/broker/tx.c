@@ -41,7 +41,7 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
         uint32_t op = s->next_opaque++;
         if (op == 0)
             op = s->next_opaque++;
-        kq_codec_append_tx_ack(kq_conn_out(s->conn), op, m->header, m->header_len,
+        kq_codec_append_tx_ack(kq_conn_out(s->conn), op, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m),
                                KQ_TX_UNKNOWN, "Server Check");
         kq_session_send_flush(s);
         m->tx_checks++;
@@ -62,9 +62,9 @@ struct commit_ctx {
  * delivered commit=false). No-op while the message is evicted: it is applied on load. */
 void kq_tx_mark_header_committed(struct kq_msg *m)
 {
-    if (!m->header)
+    if (!m->block)
         return;
-    Protocol__Header *h = protocol__header__unpack(NULL, m->header_len, m->header);
+    Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
     if (!h)
         return;
     if (!h->commit) {
@@ -72,10 +72,10 @@ void kq_tx_mark_header_committed(struct kq_msg *m)
         uint8_t *hdr;
         size_t len;
         if (kq_header_pack(h, &hdr, &len) == 0) {
-            uint8_t *body = malloc(m->body_len + 1);
+            uint8_t *body = malloc(KQ_MSG_BODY_LEN(m) + 1);
             if (body) {
-                memcpy(body, KQ_MSG_BODY(m), m->body_len);
-                kq_msg_set_block(m, hdr, (uint32_t)len, body, m->body_len);
+                memcpy(body, KQ_MSG_BODY(m), KQ_MSG_BODY_LEN(m));
+                kq_msg_set_block(m, hdr, (uint32_t)len, body, KQ_MSG_BODY_LEN(m));
                 free(body);
             }
             free(hdr);
