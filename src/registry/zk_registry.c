@@ -322,12 +322,21 @@ static int ensure_path(struct kq_zk_registry *r, const char *path)
     }
 }
 
-/* An ephemeral node, deleted first (it may be left by our previous, expired session). */
+/* An ephemeral node, deleted first (it may be left by our previous, expired session).
+ * One that this very session owns (a connection resumed after ZooKeeper was briefly away)
+ * is kept: deleting it would make every client drop its connections to us for nothing. */
 static int replace_ephemeral(struct kq_zk_registry *r, const char *parent)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", parent, r->bind);
-    int rc = zoo_delete(r->zh, path, -1);
+    struct Stat st;
+    const clientid_t *id = zoo_client_id(r->zh);
+    int rc = zoo_exists(r->zh, path, 0, &st);
+    if (rc == ZOK && id && id->client_id != 0 && st.ephemeralOwner == id->client_id)
+        return ZOK;
+    if (rc != ZOK && rc != ZNONODE)
+        return rc;
+    rc = zoo_delete(r->zh, path, -1);
     if (rc != ZOK && rc != ZNONODE)
         return rc;
     if ((rc = ensure_path(r, parent)) != ZOK)
