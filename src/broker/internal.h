@@ -234,6 +234,10 @@ void kq_delivery_free_all(struct kq_broker *b);
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
 
+/* The broker's address as published in ZooKeeper and used as its kite_server in a shared
+ * MySQL store: cfg->bind with the port really bound (":0" resolved). Once listening. */
+void kq_broker_advertised(const struct kq_broker *b, char *out, size_t len);
+
 /* registry_link.c: ZooKeeper bindings and registration (static bindings need nothing) */
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);
 void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud);

@@ -54,12 +54,7 @@ int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen)
     /* The bind value is the broker's id in ZooKeeper and the address clients dial, so a
      * listener on port 0 must publish the port it really got, not ":0". */
     char bind[256];
-    const char *colon = strrchr(b->cfg->bind, ':');
-    if (colon && strcmp(colon, ":0") == 0)
-        snprintf(bind, sizeof bind, "%.*s:%d", (int)(colon - b->cfg->bind), b->cfg->bind,
-                 kq_net_port(b->net));
-    else
-        snprintf(bind, sizeof bind, "%s", b->cfg->bind);
+    kq_broker_advertised(b, bind, sizeof bind);
     return kq_zk_registry_start(b->loop, b->cfg->registry, bind, b->cfg->topics,
                                 b->cfg->n_topics, &events, b, &b->zk, err, errlen);
 }
