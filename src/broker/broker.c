@@ -43,10 +43,9 @@ static void on_tick(uv_timer_t *t)
 }
 
 /* Pending messages from the store go back into the index with their delivery state. */
-static void on_recovered(void *ud, const struct kq_stored_msg *sm,
-                         const struct kq_delivery_state *st)
+void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
+                     const struct kq_delivery_state *st)
 {
-    struct kq_broker *b = ud;
     if (kq_delivery_find(b, sm->id))
         return;
     /* header and body stay in the store until the message's next attempt */
@@ -72,6 +71,12 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
     b->n_msgs++;
     /* Restart neither forgets nor floods: each resumes at its persisted next time. */
     kq_delivery_schedule(b, m, when);
+}
+
+static void on_recovered(void *ud, const struct kq_stored_msg *sm,
+                         const struct kq_delivery_state *st)
+{
+    kq_broker_adopt(ud, sm, st);
 }
 
 void kq_broker_advertised(const struct kq_broker *b, char *out, size_t len)
