@@ -82,11 +82,11 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON *mc = cJSON_AddObjectToObject(k, "message_count");
     for (size_t i = 0; i < b->cfg->n_topics; i++)
         cJSON_AddNumberToObject(mc, b->cfg->topics[i], 0);
-    struct kq_msg *m, *tmp;
-    HASH_ITER(hh, b->msgs, m, tmp) {
-        cJSON *n = cJSON_GetObjectItemCaseSensitive(mc, m->topic);
+    struct kq_topic_stats *ts, *ttmp;
+    HASH_ITER(hh, b->topic_stats, ts, ttmp) {
+        cJSON *n = cJSON_GetObjectItemCaseSensitive(mc, ts->topic);
         if (n)
-            cJSON_SetNumberValue(n, n->valuedouble + 1);
+            cJSON_SetNumberValue(n, (double)ts->pending);
     }
     cJSON *groups = cJSON_AddObjectToObject(k, "groups");
     struct kq_group *g, *gtmp;
@@ -106,7 +106,7 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddStringToObject(br, "bind", b->cfg->bind);
     cJSON_AddStringToObject(br, "store", b->store->ops->name);
     cJSON_AddStringToObject(br, "registry", b->registry_state ? b->registry_state : "static");
-    cJSON_AddNumberToObject(br, "pending", (double)b->n_msgs);
+    cJSON_AddNumberToObject(br, "pending", (double)b->msgs.len);
     struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
     dlq_count(b, &dc);
     cJSON_AddNumberToObject(br, "dlq_count", (double)dc.n);
@@ -201,7 +201,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_messages_dead_lettered_total", "Messages moved to the dead-letter store.", l, (double)t->dead_lettered);
     }
     kq_prom_counter(&p, "kiteq_messages_rejected_total", "Publishes answered with status false.", NULL, (double)b->stats.rejected);
-    kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->n_msgs);
+    kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
     kq_prom_gauge(&p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL, (double)b->stats.inflight);
     struct kq_file_store_stats fs;
     if (kq_file_store_stats(b->store, &fs) == 0) {

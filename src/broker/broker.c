@@ -67,8 +67,12 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
         if (st->next_attempt_ms > when)
             when = st->next_attempt_ms;
     }
-    HASH_ADD_STR(b->msgs, id, m);
-    b->n_msgs++;
+    if (kq_idmap_insert(&b->msgs, m) != 0) {
+        KQ_ERROR("broker", "out of memory recovering id=%s", sm->id);
+        kq_msg_free(m);
+        return;
+    }
+    kq_topic_stats(b, m->topic)->pending++;
     /* Restart neither forgets nor floods: each resumes at its persisted next time. */
     kq_delivery_schedule(b, m, when);
 }
@@ -115,6 +119,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         return -ENOMEM;
     b->loop = loop;
     b->cfg = cfg;
+    kq_idmap_init(&b->msgs, offsetof(struct kq_msg, id));
     uv_timer_init(loop, &b->tick);
     b->tick.data = b;
     uv_timer_init(loop, &b->retry_timer);
@@ -152,7 +157,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         snprintf(err, errlen, "store: recovery failed: %s", strerror(-rc));
         goto fail_listening;
     }
-    KQ_INFO("broker", "recovered pending=%zu ms=%llu store=%s", b->n_msgs,
+    KQ_INFO("broker", "recovered pending=%zu ms=%llu store=%s", b->msgs.len,
             (unsigned long long)((kq_mono_us() - t0) / 1000), b->store->ops->name);
     /* Registered only once we listen, so clients never find a broker that is not there. */
     rc = kq_registry_link_start(b, err, errlen);
@@ -303,5 +308,5 @@ void kq_broker_free(struct kq_broker *b)
 void kq_broker_stats(const struct kq_broker *b, struct kq_broker_stats *s)
 {
     *s = b->stats;
-    s->pending = b->n_msgs;
+    s->pending = b->msgs.len;
 }

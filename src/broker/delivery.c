@@ -29,9 +29,7 @@ static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const
 
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id)
 {
-    struct kq_msg *m;
-    HASH_FIND_STR(b->msgs, id, m);
-    return m;
+    return kq_idmap_find(&b->msgs, id);
 }
 
 /* --- scheduling ---------------------------------------------------------------------------- */
@@ -80,8 +78,12 @@ static void on_retry_timer(uv_timer_t *t)
 
 void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
 {
-    HASH_ADD_STR(b->msgs, id, m);
-    b->n_msgs++;
+    if (kq_idmap_insert(&b->msgs, m) != 0) {
+        KQ_ERROR("delivery", "out of memory indexing id=%s", m->id);
+        kq_msg_free(m); /* the producer was acked: it stays in the store for a restart */
+        return;
+    }
+    kq_topic_stats(b, m->topic)->pending++;
     if (!m->commit) {
         kq_tx_schedule_check(b, m);
         kq_msg_evict(m); /* waits for its commit: loaded again for the check or delivery */
@@ -97,8 +99,8 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
     kq_heap_remove(&b->schedule, &m->timer);
     if (remove_from_store && m->stored)
         b->store->ops->remove(b->store, m->id);
-    HASH_DEL(b->msgs, m);
-    b->n_msgs--;
+    kq_idmap_remove(&b->msgs, m);
+    kq_topic_stats(b, m->topic)->pending--;
     kq_msg_free(m);
 }
 
@@ -568,8 +570,8 @@ void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
 {
     /* Messages that failed for this group (it was offline) go out now. */
     int64_t now = kq_now_ms();
-    struct kq_msg *m, *tmp;
-    HASH_ITER(hh, b->msgs, m, tmp) {
+    struct kq_msg *m;
+    for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
         if (m->commit && attempt_over(m) && m->timer.pos != KQ_HEAP_NONE && m->timer.key > now &&
             name_in(b, m->failed, m->n_failed, g->id))
             kq_delivery_schedule(b, m, now);
@@ -590,11 +592,9 @@ void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m) { finish_attempt(
 
 void kq_delivery_free_all(struct kq_broker *b)
 {
-    struct kq_msg *m, *tmp;
-    HASH_ITER(hh, b->msgs, m, tmp) {
-        HASH_DEL(b->msgs, m);
+    struct kq_msg *m;
+    for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
         kq_msg_free(m);
-    }
-    b->n_msgs = 0;
+    kq_idmap_free(&b->msgs);
     kq_heap_free(&b->schedule);
 }

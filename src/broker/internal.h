@@ -9,6 +9,7 @@
 
 #include "broker/broker.h"
 #include "core/heap.h"
+#include "core/idmap.h"
 #include "core/token_bucket.h"
 #include "net/net.h"
 #include "policy/policy.h"
@@ -72,6 +73,7 @@ struct kq_group_rate {
 struct kq_topic_stats {
     char *topic;
     uint64_t received, stored, delivered, retried, dead_lettered;
+    uint64_t pending; /* messages of this topic in the index */
     UT_hash_handle hh;
 };
 struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic);
@@ -96,7 +98,6 @@ struct kq_group {
 
 /* One pending message: the broker's in-memory index entry (message.c keeps it small). */
 struct kq_msg {
-    UT_hash_handle hh;
     struct kq_heap_item timer; /* next attempt (key = Unix ms) */
     char id[KQ_ID_LEN + 1];
     uint8_t cmd;
@@ -131,9 +132,8 @@ struct kq_broker {
     uv_timer_t tick;       /* timeouts, idle connections */
     uv_timer_t retry_timer;
     struct kq_group *groups;
-    struct kq_msg *msgs; /* pending messages by id */
+    struct kq_idmap msgs; /* pending messages (struct kq_msg) by id */
     struct kq_atom *atoms; /* interned topic, type and group names */
-    size_t n_msgs;
     struct kq_heap schedule; /* messages waiting for their next attempt */
     struct kq_inflight *tq_head, *tq_tail;
     struct kq_token_bucket intake;

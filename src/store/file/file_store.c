@@ -26,9 +26,7 @@ static const struct kq_store_ops file_ops;
 
 struct fs_entry *fs_find(struct fs_store *s, const char *key)
 {
-    struct fs_entry *e = NULL;
-    HASH_FIND(hh, s->index, key, KQ_ID_LEN, e);
-    return e;
+    return kq_idmap_find(&s->index, key);
 }
 
 struct fs_dead *fs_find_dead(struct fs_store *s, const char *key)
@@ -44,7 +42,7 @@ void fs_entry_drop(struct fs_store *s, struct fs_entry *e)
         e->seg->live--;
         e->seg->live_bytes -= e->len;
     }
-    HASH_DEL(s->index, e);
+    kq_idmap_remove(&s->index, e);
     s->pending--;
     free(e->state);
     free(e);
@@ -270,7 +268,10 @@ static int fs_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
     e->off = (uint32_t)rel;
     e->len = (uint32_t)len;
     e->orig_seq = s->seq;
-    HASH_ADD(hh, s->index, id, KQ_ID_LEN, e);
+    if (kq_idmap_insert(&s->index, e) != 0) {
+        free(e); /* the record is in the batch but unindexed: its save is reported failed */
+        return -ENOMEM;
+    }
     s->pending++;
     fs_kick(s);
     return 0;
@@ -445,9 +446,8 @@ static void compact(struct fs_store *s, struct fs_seg *g)
     KQ_INFO(FS_MOD, "compacting %s live=%llu live_bytes=%llu size=%llu", g->path,
             (unsigned long long)g->live, (unsigned long long)g->live_bytes,
             (unsigned long long)g->size);
-    struct fs_entry *e, *tmp;
-    HASH_ITER(hh, s->index, e, tmp)
-    {
+    struct fs_entry *e;
+    for (size_t pos = 0; (e = kq_idmap_next(&s->index, &pos));) {
         if (e->unsealed || e->seg != g)
             continue;
         struct fs_rec r;
@@ -746,9 +746,13 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void free_all(struct fs_store *s)
 {
-    struct fs_entry *e, *et;
-    HASH_ITER(hh, s->index, e, et)
-    fs_entry_drop(s, e);
+    struct fs_entry *e;
+    for (size_t pos = 0; (e = kq_idmap_next(&s->index, &pos));) {
+        free(e->state);
+        free(e);
+    }
+    kq_idmap_free(&s->index);
+    s->pending = 0;
     struct fs_dead *d, *dt;
     HASH_ITER(hh, s->dead, d, dt)
     fs_dead_drop(s, d);
@@ -867,6 +871,8 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
                        char *err, size_t errlen)
 {
     struct fs_store *s = calloc(1, sizeof *s);
+    if (s)
+        kq_idmap_init(&s->index, offsetof(struct fs_entry, id));
     if (!s)
         return -ENOMEM;
     s->base.ops = &file_ops;

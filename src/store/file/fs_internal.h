@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "core/buf.h"
+#include "core/idmap.h"
 #include "store/file/file_store.h"
 #include "store/file/record.h"
 #include "store/store.h"
@@ -38,7 +39,6 @@ struct fs_entry {
     uint32_t len;    /* its total size */
     uint64_t orig_seq; /* seq of the first SAVE: publish order, kept by compaction */
     uint8_t *state;  /* NULL or u32 length + STATE body of the latest update */
-    UT_hash_handle hh;
 };
 
 /* Index entry of one dead letter (record in dlq.log). */
@@ -115,7 +115,7 @@ struct fs_store {
     uint64_t seg_max;
     struct fs_seg *oldest, *head; /* list oldest → head; writes go to head */
     size_t n_segs;
-    struct fs_entry *index;
+    struct kq_idmap index; /* struct fs_entry by id */
     size_t pending;
     struct fs_dead *dead;
     int dlq_fd;

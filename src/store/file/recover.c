@@ -86,7 +86,10 @@ static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec
             return;
         memcpy(e->id, m.id, sizeof e->id);
         e->commit = m.commit;
-        HASH_ADD(hh, s->index, id, KQ_ID_LEN, e);
+        if (kq_idmap_insert(&s->index, e) != 0) {
+            free(e);
+            return;
+        }
         s->pending++;
     }
     e->seg = g;
@@ -310,9 +313,9 @@ int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
         kq_buf_free(&win);
         return -ENOMEM;
     }
-    struct fs_entry *e, *tmp;
-    HASH_ITER(hh, s->index, e, tmp)
-    all[i++] = e;
+    struct fs_entry *e;
+    for (size_t pos = 0; (e = kq_idmap_next(&s->index, &pos));)
+        all[i++] = e;
     qsort(all, n, sizeof *all, cmp_seq);
     /* A window of the file: consecutive SAVE records come out of one read. */
     struct fs_seg *wseg = NULL;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <stdlib.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -40,6 +41,7 @@ static int sync_fd(struct fs_writer *w, int fd)
  * sync became 130-190 us. Recovery treats an all-zero tail as the clean end of the log. */
 #define PREFILL_CHUNK (1u << 20)
 #define PREFILL_AHEAD (2u << 20)
+#define PREFILL_MIN_FREE (64ull << 20)
 
 static void prefill(struct fs_seg *g, uint64_t end)
 {
@@ -47,6 +49,10 @@ static void prefill(struct fs_seg *g, uint64_t end)
     if (g->prefilled < end)
         g->prefilled = end;
     if (g->prefilled - end >= PREFILL_AHEAD / 2)
+        return;
+    /* Never compete with real data for the last free space of a filling disk. */
+    struct statvfs v;
+    if (fstatvfs(g->fd, &v) != 0 || (uint64_t)v.f_bavail * v.f_frsize < PREFILL_MIN_FREE)
         return;
     uint64_t target = g->prefilled + PREFILL_CHUNK;
     for (uint64_t off = g->prefilled; off < target; off += sizeof zeros) {
