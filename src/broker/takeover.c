@@ -117,12 +117,12 @@ void kq_takeover_on_lock(struct kq_broker *b, const char *dead, int result)
         p->gone_since_ms = kq_broker_mono_ms();
         return;
     }
-    size_t before = b->n_msgs;
+    size_t before = b->msgs.len;
     uint64_t moved = 0, t0 = kq_mono_us();
     int rc = kq_mysql_takeover_load(b->store, dead, on_row, b, &moved);
     kq_delivery_rearm(b);
     KQ_INFO(MOD, "server=%s taken over: moved=%llu adopted=%zu ms=%llu%s%s", dead,
-            (unsigned long long)moved, b->n_msgs - before,
+            (unsigned long long)moved, b->msgs.len - before,
             (unsigned long long)((kq_mono_us() - t0) / 1000), rc ? " error=" : "",
             rc ? strerror(-rc) : "");
     if (b->zk)
