@@ -34,6 +34,14 @@ for a in "$@"; do
   esac
 done
 
+# The mariadb client honours MYSQL_HOST, MYSQL_TCP_PORT, MYSQL_UNIX_PORT and MYSQL_PWD even
+# with --no-defaults. A caller that has loaded BASE/services.env into its environment (the
+# tests do, then restart MariaDB through this script) would send our root-over-socket probes
+# to 127.0.0.1:3306 over TCP, and MariaDB would "never become ready". Every client call below
+# names host, port or socket explicitly, so drop them.
+unset MYSQL_HOST MYSQL_TCP_PORT MYSQL_UNIX_PORT MYSQL_PWD MYSQL_HISTFILE MYSQL_PS1 \
+      MARIADB_HOST MARIADB_TCP_PORT MARIADB_UNIX_PORT MARIADB_PWD
+
 ZK_DEADLINE=${ZK_DEADLINE:-30}     # seconds until ZooKeeper must serve
 MY_DEADLINE=${MY_DEADLINE:-60}     # seconds until MariaDB must answer
 

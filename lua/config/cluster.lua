@@ -43,6 +43,13 @@ return {
                                         -- this; then doubling up to 60 s (default 5)
       txMaxChecks = 10,                 -- unanswered checks before it is dead-lettered (default 10)
       deliverWindow = 1000,             -- deliveries in flight per consumer group (default 1000)
+      takeoverSeconds = 30,             -- mysql store + zk registry: when a broker sharing the
+                                        -- database has been gone from /kiteq/alive_servers this
+                                        -- long, one survivor takes over and delivers its pending
+                                        -- messages (default 30). A broker's rows carry its
+                                        -- kite_server = its bind "host:port" (mysql URI
+                                        -- parameter server=..., the default): keep it stable
+                                        -- and unique per broker
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
       policies = "lua/policies",        -- folder of routing/flow/retry Lua policies (default "lua/policies",
                                         -- relative to the working directory); installed by

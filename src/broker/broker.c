@@ -43,10 +43,9 @@ static void on_tick(uv_timer_t *t)
 }
 
 /* Pending messages from the store go back into the index with their delivery state. */
-static void on_recovered(void *ud, const struct kq_stored_msg *sm,
-                         const struct kq_delivery_state *st)
+void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
+                     const struct kq_delivery_state *st)
 {
-    struct kq_broker *b = ud;
     if (kq_delivery_find(b, sm->id))
         return;
     /* header and body stay in the store until the message's next attempt */
@@ -78,6 +77,39 @@ static void on_recovered(void *ud, const struct kq_stored_msg *sm,
     kq_delivery_schedule(b, m, when);
 }
 
+static void on_recovered(void *ud, const struct kq_stored_msg *sm,
+                         const struct kq_delivery_state *st)
+{
+    kq_broker_adopt(ud, sm, st);
+}
+
+void kq_broker_advertised(const struct kq_broker *b, char *out, size_t len)
+{
+    const char *bind = b->cfg->bind;
+    const char *colon = strrchr(bind, ':');
+    if (colon && strcmp(colon, ":0") == 0 && b->net)
+        snprintf(out, len, "%.*s:%d", (int)(colon - bind), bind, kq_net_port(b->net));
+    else
+        snprintf(out, len, "%s", bind);
+}
+
+/* cfg->db, plus server=<advertised address> for a mysql store that names none: the
+ * original used the hostname, under which two brokers on one host would share (and
+ * recover, and move to the DLQ) each other's rows. malloc'd. */
+static char *store_uri(const struct kq_broker *b)
+{
+    const char *db = b->cfg->db;
+    if (strncmp(db, "mysql://", 8) != 0 || strstr(db, "?server=") || strstr(db, "&server="))
+        return strdup(db);
+    char addr[256];
+    kq_broker_advertised(b, addr, sizeof addr);
+    size_t n = strlen(db) + strlen(addr) + 16;
+    char *uri = malloc(n);
+    if (uri)
+        snprintf(uri, n, "%s%sserver=%s", db, strchr(db, '?') ? "&" : "?", addr);
+    return uri;
+}
+
 int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t errlen,
                     struct kq_broker **out)
 {
@@ -104,20 +136,29 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         snprintf(err, errlen, "bindings: out of memory");
         goto fail;
     }
-    rc = kq_store_open(loop, cfg->db, &b->store, err, errlen);
+    /* Listen first (nothing is accepted before the loop runs): a shared MySQL store names
+     * this broker's rows by its address, which needs the port really bound. */
+    rc = kq_net_listen(loop, cfg->bind, &net_handler, b, &b->net, err, errlen);
     if (rc)
         goto fail_rc;
+    char *db = store_uri(b);
+    if (!db) {
+        snprintf(err, errlen, "store: out of memory");
+        rc = -ENOMEM;
+        goto fail_listening;
+    }
+    rc = kq_store_open(loop, db, &b->store, err, errlen);
+    free(db);
+    if (rc)
+        goto fail_listening;
     uint64_t t0 = kq_mono_us();
     rc = b->store->ops->recover(b->store, on_recovered, b);
     if (rc) {
         snprintf(err, errlen, "store: recovery failed: %s", strerror(-rc));
-        goto fail_rc;
+        goto fail_listening;
     }
     KQ_INFO("broker", "recovered pending=%zu ms=%llu store=%s", b->msgs.len,
             (unsigned long long)((kq_mono_us() - t0) / 1000), b->store->ops->name);
-    rc = kq_net_listen(loop, cfg->bind, &net_handler, b, &b->net, err, errlen);
-    if (rc)
-        goto fail_rc;
     /* Registered only once we listen, so clients never find a broker that is not there. */
     rc = kq_registry_link_start(b, err, errlen);
     if (rc == 0 && cfg->admin && cfg->admin[0])
@@ -163,7 +204,8 @@ static void on_handle_closed(uv_handle_t *h) { (void)h; }
 static void on_net_closed(void *ud)
 {
     struct kq_broker *b = ud;
-    b->store->ops->close(b->store); /* flushes what is queued */
+    if (b->store) /* NULL when the start failed at the store */
+        b->store->ops->close(b->store); /* flushes what is queued */
     b->store = NULL;
     uv_close((uv_handle_t *)&b->tick, on_handle_closed);
     uv_close((uv_handle_t *)&b->retry_timer, on_handle_closed);

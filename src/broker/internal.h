@@ -156,6 +156,7 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats; /* per topic counters, by name */
     struct kq_zk_registry *zk;          /* NULL with static bindings */
+    struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;         /* "static" or the ZooKeeper state */
     struct kq_admin *admin;             /* NULL when `admin` is unset */
     int argc;                           /* the command line, re-applied on reload */
@@ -246,6 +247,23 @@ void kq_delivery_free_all(struct kq_broker *b);
 /* (Re)arm the retry timer for the earliest scheduled message. */
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
+
+/* The broker's address as published in ZooKeeper and used as its kite_server in a shared
+ * MySQL store: cfg->bind with the port really bound (":0" resolved). Once listening. */
+void kq_broker_advertised(const struct kq_broker *b, char *out, size_t len);
+
+/* takeover.c: deliver the pending messages of a broker that shares our MySQL store and
+ * has been gone from /kiteq/alive_servers for takeoverSeconds (one survivor, through a
+ * ZooKeeper lock). Started by the registry link; loop thread. */
+struct kq_takeover;
+int kq_takeover_start(struct kq_broker *b);
+void kq_takeover_on_servers(struct kq_broker *b, char *const *alive, size_t n_alive,
+                            char *const *all, size_t n_all);
+void kq_takeover_on_lock(struct kq_broker *b, const char *dead, int result);
+void kq_takeover_stop(struct kq_broker *b);
+/* Put a message read from the store back into the index (recovery, takeover). */
+void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
+                     const struct kq_delivery_state *st);
 
 /* registry_link.c: ZooKeeper bindings and registration (static bindings need nothing) */
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);

@@ -34,7 +34,20 @@ static void on_state(void *ud, const char *state)
     b->registry_state = state;
 }
 
-static const struct kq_zk_events events = {on_bindings, on_state};
+static void on_servers(void *ud, char *const *alive, size_t n_alive, char *const *all,
+                       size_t n_all)
+{
+    kq_takeover_on_servers(ud, alive, n_alive, all, n_all);
+}
+
+static void on_takeover(void *ud, const char *dead, int result)
+{
+    kq_takeover_on_lock(ud, dead, result);
+}
+
+static const struct kq_zk_events events = {.on_bindings = on_bindings, .on_state = on_state,
+                                           .on_servers = on_servers,
+                                           .on_takeover = on_takeover};
 
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen)
 {
@@ -54,14 +67,12 @@ int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen)
     /* The bind value is the broker's id in ZooKeeper and the address clients dial, so a
      * listener on port 0 must publish the port it really got, not ":0". */
     char bind[256];
-    const char *colon = strrchr(b->cfg->bind, ':');
-    if (colon && strcmp(colon, ":0") == 0)
-        snprintf(bind, sizeof bind, "%.*s:%d", (int)(colon - b->cfg->bind), b->cfg->bind,
-                 kq_net_port(b->net));
-    else
-        snprintf(bind, sizeof bind, "%s", b->cfg->bind);
-    return kq_zk_registry_start(b->loop, b->cfg->registry, bind, b->cfg->topics,
-                                b->cfg->n_topics, &events, b, &b->zk, err, errlen);
+    kq_broker_advertised(b, bind, sizeof bind);
+    int rc = kq_zk_registry_start(b->loop, b->cfg->registry, bind, b->cfg->topics,
+                                  b->cfg->n_topics, &events, b, &b->zk, err, errlen);
+    if (rc == 0)
+        rc = kq_takeover_start(b); /* only does something for a mysql store */
+    return rc;
 }
 
 void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
@@ -70,6 +81,7 @@ void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud
         done(ud);
         return;
     }
+    kq_takeover_stop(b);
     struct kq_zk_registry *zk = b->zk;
     b->zk = NULL;
     b->registry_state = "stopped";

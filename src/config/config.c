@@ -111,6 +111,7 @@ void kq_config_defaults(struct kq_config *c)
     c->tx_check_seconds = 5;
     c->tx_max_checks = 10;
     c->deliver_window = 1000;
+    c->takeover_seconds = 30;
     c->admin = NULL;
     c->policies = kq_cfg_strdup("lua/policies");
     c->log_level = kq_cfg_strdup("info");
@@ -425,7 +426,8 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
                         1, INF)) ||
         (rc = check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF)) ||
         (rc = check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000)) ||
-        (rc = check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF)))
+        (rc = check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF)) ||
+        (rc = check_int(c, err, errlen, "takeoverSeconds", c->takeover_seconds, 1, INF)))
         return rc;
 
     if (c->n_topics == 0)
@@ -506,6 +508,7 @@ void kq_config_print(const struct kq_config *c, FILE *out)
     fprintf(out, "%stxCheckSeconds = %d,\n", in, c->tx_check_seconds);
     fprintf(out, "%stxMaxChecks = %d,\n", in, c->tx_max_checks);
     fprintf(out, "%sdeliverWindow = %d,\n", in, c->deliver_window);
+    fprintf(out, "%stakeoverSeconds = %d,\n", in, c->takeover_seconds);
     if (c->admin)
         put_field(out, in, "admin", c->admin);
     else

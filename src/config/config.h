@@ -52,6 +52,7 @@ struct kq_config {
     int tx_check_seconds;            /* first transaction check after this, default 5 */
     int tx_max_checks;               /* then dead-lettered, default 10 */
     int deliver_window;              /* deliveries in flight per group, default 1000 */
+    int takeover_seconds;            /* mysql + zk: take over a broker gone this long, default 30 */
     char *admin;                     /* admin HTTP "host:port", NULL = off */
     char *policies;                  /* Lua policies folder, default "lua/policies" */
     char *log_level;                 /* "info" */

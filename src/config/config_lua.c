@@ -535,6 +535,7 @@ static const struct opt cluster_opts[] = {
     {"txCheckSeconds", K_INT, OFF(tx_check_seconds), 1, INF, NULL},
     {"txMaxChecks", K_INT, OFF(tx_max_checks), 1, 1000, NULL},
     {"deliverWindow", K_INT, OFF(deliver_window), 1, INF, NULL},
+    {"takeoverSeconds", K_INT, OFF(takeover_seconds), 1, INF, NULL},
     {"admin", K_ADMIN, OFF(admin), 0, 0, NULL},
     {"policies", K_STR, OFF(policies), 0, 0, check_nonempty},
     {"logLevel", K_STR, OFF(log_level), 0, 0, kq_cfg_check_log_level},

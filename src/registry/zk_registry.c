@@ -101,7 +101,8 @@ int kq_zk_parse_uri(const char *uri, char *out, size_t outlen)
 
 /* ---- jobs (to the worker) and events (to the loop) ------------------------------------- */
 
-enum job_kind { JOB_SESSION, JOB_READ_TOPIC, JOB_READ_GROUP, JOB_SET_TOPICS, JOB_STOP };
+enum job_kind { JOB_SESSION, JOB_READ_TOPIC, JOB_READ_GROUP, JOB_SET_TOPICS, JOB_STOP,
+                JOB_WATCH_SERVERS, JOB_READ_SERVERS, JOB_TAKEOVER_LOCK, JOB_TAKEOVER_FINISH };
 
 struct job {
     struct job *next;
@@ -112,7 +113,7 @@ struct job {
     struct strv topics; /* JOB_SET_TOPICS */
 };
 
-enum ev_kind { EV_BINDINGS, EV_STATE, EV_STOPPED };
+enum ev_kind { EV_BINDINGS, EV_STATE, EV_STOPPED, EV_SERVERS, EV_TAKEOVER };
 
 struct event {
     struct event *next;
@@ -121,6 +122,8 @@ struct event {
     char *topic, *group;
     struct kq_binding *binds;
     size_t n;
+    struct strv alive, all; /* EV_SERVERS */
+    int result;             /* EV_TAKEOVER (topic = the dead server) */
 };
 
 /* Last good JSON of each group of a topic, to report changes only and removals. */
@@ -175,6 +178,7 @@ struct kq_zk_registry {
     struct strv published; /* server nodes created in this session */
     struct topic_cache *tc;
     size_t n_tc;
+    char *takeover_key; /* NULL = servers not watched (kq_zk_registry_watch_servers) */
 };
 
 static void push_job(struct kq_zk_registry *r, struct job *j)
@@ -240,6 +244,9 @@ static void post_bindings(struct kq_zk_registry *r, const char *topic, const cha
     push_event(r, e);
 }
 
+#define ALIVE "/kiteq/alive_servers"
+#define TAKEOVER "/kiteq/takeover"
+
 /* ---- ZooKeeper's threads: only queue work ---------------------------------------------- */
 
 static void on_zk_log(const char *msg)
@@ -259,6 +266,11 @@ static void on_zk_event(zhandle_t *zh, int type, int state, const char *path, vo
     if (type == ZOO_SESSION_EVENT) {
         j->kind = JOB_SESSION;
         j->state = state;
+        push_job(h->r, j);
+        return;
+    }
+    if (path && strcmp(path, ALIVE) == 0 && type == ZOO_CHILD_EVENT) {
+        j->kind = JOB_READ_SERVERS;
         push_job(h->r, j);
         return;
     }
@@ -522,6 +534,101 @@ static int read_topic(struct kq_zk_registry *r, const char *topic)
     return rc;
 }
 
+/* Children of path into a strv (watch: re-arm the global watcher on it). */
+static int children(struct kq_zk_registry *r, const char *path, int watch, struct strv *out)
+{
+    struct String_vector kids = {0, NULL};
+    int rc = zoo_get_children(r->zh, path, watch, &kids);
+    if (rc == ZNONODE) {
+        if ((rc = ensure_path(r, path)) == ZOK)
+            rc = zoo_get_children(r->zh, path, watch, &kids);
+    }
+    if (rc == ZOK && strv_copy(out, kids.data, (size_t)kids.count) != 0)
+        rc = ZSYSTEMERROR;
+    if (kids.data)
+        deallocate_String_vector(&kids);
+    return rc;
+}
+
+/* /kiteq/alive_servers (watched) and /kiteq/all_servers to the loop. */
+static int read_servers(struct kq_zk_registry *r)
+{
+    struct event *e = calloc(1, sizeof *e);
+    if (!e)
+        return ZSYSTEMERROR;
+    int rc = children(r, ALIVE, 1, &e->alive);
+    if (rc == ZOK)
+        rc = children(r, "/kiteq/all_servers", 0, &e->all);
+    if (rc != ZOK) {
+        strv_free(&e->alive);
+        strv_free(&e->all);
+        free(e);
+        return rc;
+    }
+    e->kind = EV_SERVERS;
+    push_event(r, e);
+    return ZOK;
+}
+
+static void post_takeover(struct kq_zk_registry *r, const char *dead, int result)
+{
+    struct event *e = calloc(1, sizeof *e);
+    if (!e || !(e->topic = strdup(dead))) {
+        free(e);
+        KQ_ERROR(MOD, "out of memory, takeover answer for %s lost", dead);
+        return;
+    }
+    e->kind = EV_TAKEOVER;
+    e->result = result;
+    push_event(r, e);
+}
+
+/* Lock /kiteq/takeover/<key>/<dead>.lock (ephemeral: it goes with us if we die half-way)
+ * unless <dead>.done says it was done, or dead is alive again. */
+static void takeover_lock(struct kq_zk_registry *r, const char *dead)
+{
+    char path[1024], dir[768];
+    struct Stat st;
+    int result = KQ_TAKEOVER_BUSY;
+    snprintf(dir, sizeof dir, TAKEOVER "/%s", r->takeover_key);
+    snprintf(path, sizeof path, ALIVE "/%s", dead);
+    int rc = zoo_exists(r->zh, path, 0, &st);
+    if (rc == ZOK) {
+        result = KQ_TAKEOVER_NOT_NEEDED;
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/%s.done", dir, dead);
+    if ((rc = zoo_exists(r->zh, path, 0, &st)) == ZOK) {
+        result = KQ_TAKEOVER_NOT_NEEDED;
+        goto out;
+    }
+    if (rc != ZNONODE || (rc = ensure_path(r, dir)) != ZOK)
+        goto out;
+    snprintf(path, sizeof path, "%s/%s.lock", dir, dead);
+    rc = zoo_create(r->zh, path, r->bind, (int)strlen(r->bind), &ZOO_OPEN_ACL_UNSAFE,
+                    ZOO_EPHEMERAL, NULL, 0);
+    if (rc == ZOK)
+        result = KQ_TAKEOVER_LOCKED;
+out:
+    if (rc != ZOK && rc != ZNONODE && rc != ZNODEEXISTS)
+        KQ_WARN(MOD, "takeover lock for %s: %s", dead, zerror(rc));
+    post_takeover(r, dead, result);
+}
+
+static void takeover_finish(struct kq_zk_registry *r, const char *dead, bool ok)
+{
+    char path[1024];
+    if (ok) {
+        snprintf(path, sizeof path, TAKEOVER "/%s/%s.done", r->takeover_key, dead);
+        int rc = zoo_create(r->zh, path, r->bind, (int)strlen(r->bind), &ZOO_OPEN_ACL_UNSAFE,
+                            0, NULL, 0);
+        if (rc != ZOK && rc != ZNODEEXISTS)
+            KQ_WARN(MOD, "takeover marker %s: %s", path, zerror(rc));
+    }
+    snprintf(path, sizeof path, TAKEOVER "/%s/%s.lock", r->takeover_key, dead);
+    zoo_delete(r->zh, path, -1);
+}
+
 /* Bring ZooKeeper in line with what we serve: withdraw removed topics, publish new ones,
  * the alive/all server nodes, then re-read all bindings. Stops at the first lost
  * connection; the pass is redone later. */
@@ -555,7 +662,17 @@ static void sync_all(struct kq_zk_registry *r)
             if ((rc = ensure_path(r, path)) == ZOK)
                 r->alive_done = true;
         }
+        if (rc == ZOK && r->takeover_key) {
+            /* We are back: a later death of ours must be taken over again. */
+            char path[1024];
+            snprintf(path, sizeof path, TAKEOVER "/%s/%s.done", r->takeover_key, r->bind);
+            rc = zoo_delete(r->zh, path, -1);
+            if (rc == ZNONODE)
+                rc = ZOK;
+        }
     }
+    if (rc == ZOK && r->takeover_key)
+        rc = read_servers(r);
     for (size_t i = 0; i < r->topics.n && rc == ZOK; i++)
         rc = read_topic(r, r->topics.v[i]);
     if (rc != ZOK) {
@@ -748,6 +865,29 @@ static void *worker_main(void *arg)
                 if (current)
                     on_session(r, j->state);
                 break;
+            case JOB_WATCH_SERVERS:
+                free(r->takeover_key);
+                r->takeover_key = j->topic;
+                j->topic = NULL;
+                r->need_sync = true; /* clears our marker, reads the servers */
+                r->sync_at = 0;
+                break;
+            case JOB_READ_SERVERS:
+                if (current && r->connected && r->takeover_key && read_servers(r) != ZOK) {
+                    r->need_sync = true;
+                    r->sync_at = now_ms() + SYNC_RETRY_MS;
+                }
+                break;
+            case JOB_TAKEOVER_LOCK:
+                if (r->zh && r->connected && r->takeover_key)
+                    takeover_lock(r, j->topic);
+                else
+                    post_takeover(r, j->topic, KQ_TAKEOVER_BUSY);
+                break;
+            case JOB_TAKEOVER_FINISH:
+                if (r->zh && r->connected && r->takeover_key)
+                    takeover_finish(r, j->topic, j->state != 0);
+                break;
             case JOB_READ_TOPIC:
             case JOB_READ_GROUP:
                 if (current && r->connected && strv_has(&r->topics, j->topic)) {
@@ -792,6 +932,7 @@ static void on_closed(uv_handle_t *h)
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cond);
     free(r->bind);
+    free(r->takeover_key);
     free(r);
     if (done)
         done(done_ud);
@@ -817,6 +958,17 @@ static void on_async(uv_async_t *a)
             if (!r->stopping && r->ev.on_bindings)
                 r->ev.on_bindings(r->ud, e->topic, e->group, e->binds, e->n);
             kq_bindings_free(e->binds, e->n);
+            break;
+        case EV_SERVERS:
+            if (!r->stopping && r->ev.on_servers)
+                r->ev.on_servers(r->ud, e->alive.v, e->alive.n, e->all.v,
+                                 e->all.n);
+            strv_free(&e->alive);
+            strv_free(&e->all);
+            break;
+        case EV_TAKEOVER:
+            if (!r->stopping && r->ev.on_takeover)
+                r->ev.on_takeover(r->ud, e->topic, e->result);
             break;
         case EV_STOPPED:
             pthread_join(r->thread, NULL);
@@ -927,4 +1079,34 @@ void kq_zk_registry_stop(struct kq_zk_registry *r, void (*done)(void *ud), void 
     }
     j->kind = JOB_STOP;
     push_job(r, j);
+}
+
+static void push_named(struct kq_zk_registry *r, enum job_kind kind, const char *name, int state)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j || !(j->topic = strdup(name))) {
+        free(j);
+        KQ_ERROR(MOD, "out of memory, registry request dropped");
+        if (kind == JOB_TAKEOVER_LOCK && r->ev.on_takeover)
+            r->ev.on_takeover(r->ud, name, KQ_TAKEOVER_BUSY);
+        return;
+    }
+    j->kind = kind;
+    j->state = state;
+    push_job(r, j);
+}
+
+void kq_zk_registry_watch_servers(struct kq_zk_registry *r, const char *takeover_key)
+{
+    push_named(r, JOB_WATCH_SERVERS, takeover_key, 0);
+}
+
+void kq_zk_registry_takeover_lock(struct kq_zk_registry *r, const char *dead)
+{
+    push_named(r, JOB_TAKEOVER_LOCK, dead, 0);
+}
+
+void kq_zk_registry_takeover_finish(struct kq_zk_registry *r, const char *dead, bool ok)
+{
+    push_named(r, JOB_TAKEOVER_FINISH, dead, ok);
 }

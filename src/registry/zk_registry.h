@@ -16,6 +16,7 @@
  * expiry re-creates the handle. The bindings already reported stay valid meanwhile. */
 #ifndef KQ_REGISTRY_ZK_REGISTRY_H
 #define KQ_REGISTRY_ZK_REGISTRY_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -31,7 +32,18 @@ struct kq_zk_events {
                         const struct kq_binding *binds, size_t n);
     /* "connecting", "connected", "unreachable", "expired", "stopped". May be NULL. */
     void (*on_state)(void *ud, const char *state);
+    /* After kq_zk_registry_watch_servers: the children of /kiteq/alive_servers (on every
+     * change, and after every (re)connection) and of /kiteq/all_servers (every broker that
+     * ever registered). Arrays valid during the call only. May be NULL. */
+    void (*on_servers)(void *ud, char *const *alive, size_t n_alive, char *const *all,
+                       size_t n_all);
+    /* Answer to kq_zk_registry_takeover_lock: KQ_TAKEOVER_*. May be NULL. */
+    void (*on_takeover)(void *ud, const char *dead, int result);
 };
+
+#define KQ_TAKEOVER_LOCKED 1     /* ours: take over, then kq_zk_registry_takeover_finish */
+#define KQ_TAKEOVER_NOT_NEEDED 0 /* done already (marker), or the server is alive again */
+#define KQ_TAKEOVER_BUSY (-1)    /* another broker holds the lock, or ZooKeeper is away */
 
 /* Start the registry: zk_uri is "zk://h:p[,h:p...][?ignored]", bind the "host:port"
  * published for clients, topics[0..n_topics) the topics served (copied). Returns 0 with
@@ -44,6 +56,16 @@ int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind,
 /* Replace the served topics (reload): new topics are published and their bindings read,
  * removed topics are withdrawn and their groups reported with n == 0. Copies topics. */
 void kq_zk_registry_set_topics(struct kq_zk_registry *r, char *const *topics, size_t n);
+
+/* Report the broker set (on_servers) from now on. takeover_key names the shared store in
+ * the lock nodes /kiteq/takeover/<key>/<server>.lock (ephemeral) and .done (persistent);
+ * our own .done marker is deleted whenever we (re)register, so that a later death of ours
+ * is taken over again. */
+void kq_zk_registry_watch_servers(struct kq_zk_registry *r, const char *takeover_key);
+/* Try to become the one broker that takes over dead's messages; answered by on_takeover. */
+void kq_zk_registry_takeover_lock(struct kq_zk_registry *r, const char *dead);
+/* Release the lock; ok = leave the .done marker so that nobody repeats it. */
+void kq_zk_registry_takeover_finish(struct kq_zk_registry *r, const char *dead, bool ok);
 
 /* The last state reported to the loop (a static string, see on_state). */
 const char *kq_zk_registry_state(const struct kq_zk_registry *r);

@@ -35,6 +35,7 @@ static struct {
     char pidfile[256];
     MYSQL *c;      /* the test's own connection, for checks */
     uv_loop_t loop;
+    bool loop_ready;
     int seq;
 } E;
 
@@ -159,13 +160,13 @@ static int group_setup(void **state)
         else
             snprintf(cmd, sizeof cmd, "'%s/tests/c/support/mariadb.sh' up '%s'", src_dir(),
                      E.base);
+        E.started = true; /* from here on teardown stops whatever the script left running */
         if (system(cmd) != 0) {
             fprintf(stderr, "test_store_mysql: MYSQL_HOST is not set and '%s' could not start "
                             "MariaDB (install mariadb-server-core, or point MYSQL_HOST/PORT/USER/"
                             "PASSWORD at a server)\n", cmd);
             return -1;
         }
-        E.started = true;
         char env[128];
         snprintf(env, sizeof env, "%s/services.env", E.base);
         load_env_file(env);
@@ -186,7 +187,7 @@ static int group_setup(void **state)
     char *schema = kq_mysql_schema_sql(4, E.db);
     int rc = schema ? run_sql(schema) : -1;
     free(schema);
-    uv_loop_init(&E.loop);
+    E.loop_ready = uv_loop_init(&E.loop) == 0;
     return rc;
 }
 
@@ -201,8 +202,9 @@ static int group_teardown(void **state)
         }
         mysql_close(E.c);
     }
-    uv_loop_close(&E.loop);
-    if (E.started) {
+    if (E.loop_ready)
+        uv_loop_close(&E.loop);
+    if (E.base[0]) {
         char script[512], cmd[1024];
         snprintf(script, sizeof script, "%s/scripts/services-down.sh", src_dir());
         if (file_exists(script))

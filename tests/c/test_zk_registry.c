@@ -58,7 +58,7 @@ static void on_state(void *ud, const char *state)
     last_state = state;
 }
 
-static const struct kq_zk_events events = {on_bindings, on_state};
+static const struct kq_zk_events events = {.on_bindings = on_bindings, .on_state = on_state};
 
 static void on_stopped(void *ud)
 {

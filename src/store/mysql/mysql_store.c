@@ -666,6 +666,33 @@ static int move_dead(struct my_store *s, int db, int tb, int64_t now)
     return 0;
 }
 
+/* Rows (MY_COLS) to recover callbacks, with their delivery state. */
+static int emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < r->n; i++) {
+        struct kq_stored_msg m;
+        row_msg(r, i, &m);
+        struct kq_delivery_state st = {0};
+        memcpy(st.id, m.id, sizeof st.id);
+        st.attempts = (int32_t)my_cell_i64(my_cell(r, i, C_COUNT));
+        int64_t next = my_cell_i64(my_cell(r, i, C_NEXT));
+        st.next_attempt_ms = next * 1000;
+        const char **done = NULL, **failed = NULL;
+        if (my_groups_parse(my_cell(r, i, C_SUCC)->p, &done, &st.n_done) ||
+            my_groups_parse(my_cell(r, i, C_FAIL)->p, &failed, &st.n_failed))
+            rc = -ENOMEM;
+        st.groups_done = done;
+        st.groups_failed = failed;
+        bool fresh = st.attempts == 0 && next == 0 && !st.n_done && !st.n_failed;
+        if (rc == 0)
+            cb(ud, &m, fresh ? NULL : &st);
+        free(done);
+        free(failed);
+    }
+    return rc;
+}
+
 static int recover_table(struct my_store *s, int db, int tb, int64_t now,
                          kq_store_recover_cb cb, void *ud)
 {
@@ -690,27 +717,10 @@ static int recover_table(struct my_store *s, int db, int tb, int64_t now,
         if ((rc = run_sync(s, false, 1, &sql, 0, &j)))
             break;
         const struct my_rows *r = j->rows;
-        for (size_t i = 0; rc == 0 && i < r->n; i++) {
-            struct kq_stored_msg m;
-            row_msg(r, i, &m);
-            struct kq_delivery_state st = {0};
-            memcpy(st.id, m.id, sizeof st.id);
-            st.attempts = (int32_t)my_cell_i64(my_cell(r, i, C_COUNT));
-            int64_t next = my_cell_i64(my_cell(r, i, C_NEXT));
-            st.next_attempt_ms = next * 1000;
-            const char **done = NULL, **failed = NULL;
-            if (my_groups_parse(my_cell(r, i, C_SUCC)->p, &done, &st.n_done) ||
-                my_groups_parse(my_cell(r, i, C_FAIL)->p, &failed, &st.n_failed))
-                rc = -ENOMEM;
-            st.groups_done = done;
-            st.groups_failed = failed;
-            bool fresh = st.attempts == 0 && next == 0 && !st.n_done && !st.n_failed;
-            if (rc == 0)
-                cb(ud, &m, fresh ? NULL : &st);
-            free(done);
-            free(failed);
-            snprintf(last_id, sizeof last_id, "%s", m.id);
-            last_next = next;
+        rc = emit_rows(r, cb, ud);
+        if (r->n) {
+            snprintf(last_id, sizeof last_id, "%s", my_cell(r, r->n - 1, C_ID)->p);
+            last_next = my_cell_i64(my_cell(r, r->n - 1, C_NEXT));
         }
         more = r->n == RECOVER_PAGE;
         my_job_free(j);
@@ -886,6 +896,72 @@ int kq_mysql_takeover(struct kq_store *base, const char *dead_server, uint64_t *
         *moved = total;
     KQ_INFO(MY_MOD, "took over %llu pending messages of %s", (unsigned long long)total,
             dead_server);
+    return 0;
+}
+
+int kq_mysql_takeover_load(struct kq_store *base, const char *dead_server,
+                           kq_mysql_row_cb cb, void *ud, uint64_t *moved)
+{
+    if (!base || base->ops != &mysql_ops || !dead_server || !*dead_server ||
+        strlen(dead_server) > COL_VARCHAR || !cb)
+        return -EINVAL;
+    struct my_store *s = (struct my_store *)base;
+    uint64_t total = 0;
+    int rc = 0;
+    for (int db = 0; rc == 0 && db < s->conf.shardnum; db++)
+        for (int tb = 0; rc == 0 && tb < s->conf.hash_num; tb++) {
+            for (bool more = true; rc == 0 && more;) {
+                /* One page per transaction: the SELECT locks exactly the rows the UPDATE
+                 * (same order, same limit) then hands to us, so the rows read are the rows
+                 * moved even while another broker works on the table. */
+                struct my_sql q = {0};
+                char *stmts[2];
+                select_cols(&q, s, db, tb);
+                my_sql_cat(&q, " WHERE kite_server=");
+                my_sql_str(&q, dead_server);
+                my_sql_printf(&q, " ORDER BY id LIMIT %d FOR UPDATE", RECOVER_PAGE);
+                stmts[0] = my_sql_take(&q);
+                my_sql_cat(&q, "UPDATE ");
+                table_name(&q, s, db, tb);
+                my_sql_cat(&q, " SET kite_server=");
+                my_sql_str(&q, s->conf.server);
+                my_sql_cat(&q, " WHERE kite_server=");
+                my_sql_str(&q, dead_server);
+                my_sql_printf(&q, " ORDER BY id LIMIT %d", RECOVER_PAGE);
+                stmts[1] = my_sql_take(&q);
+                struct my_job *j;
+                if ((rc = run_sync(s, true, 2, stmts, 0, &j)))
+                    break;
+                total += j->affected[1];
+                rc = emit_rows(j->rows, cb, ud);
+                more = j->rows->n == RECOVER_PAGE;
+                my_job_free(j);
+            }
+        }
+    if (moved)
+        *moved = total;
+    if (rc)
+        KQ_ERROR(MY_MOD, "takeover of %s failed after %llu rows: %s", dead_server,
+                 (unsigned long long)total, strerror(-rc));
+    else
+        KQ_INFO(MY_MOD, "took over %llu pending messages of %s", (unsigned long long)total,
+                dead_server);
+    return rc;
+}
+
+const char *kq_mysql_store_server(const struct kq_store *base)
+{
+    if (!base || base->ops != &mysql_ops)
+        return NULL;
+    return ((const struct my_store *)base)->conf.server;
+}
+
+int kq_mysql_store_ident(const struct kq_store *base, char *out, size_t len)
+{
+    if (!base || base->ops != &mysql_ops)
+        return -EINVAL;
+    const struct my_store *s = (const struct my_store *)base;
+    snprintf(out, len, "%s:%u:%s", s->conf.host, s->conf.port, s->conf.db);
     return 0;
 }
 

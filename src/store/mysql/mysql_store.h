@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 struct kq_store; /* store/store.h; not included so that tools need no libuv headers */
+struct kq_stored_msg;
+struct kq_delivery_state;
 
 #define KQ_MYSQL_SHARD_SEED 16 /* hex digits: the id space is cut into 16 buckets */
 
@@ -34,6 +36,21 @@ char *kq_mysql_schema_sql(int shardnum, const char *dbname);
  * Returns 0 and the number of rows in *moved, -EINVAL (not a mysql store, bad name) or
  * -EIO/-ETIMEDOUT. Loop thread. */
 int kq_mysql_takeover(struct kq_store *s, const char *dead_server, uint64_t *moved);
+
+/* The same, page by page, handing every moved row to cb (as recover does: message plus
+ * delivery state, header and body borrowed for the call) so that the caller can deliver
+ * them. Blocks the caller (one transaction per page of 500 rows). Returns 0 with the
+ * number of rows in *moved, -EINVAL, or -EIO/-ETIMEDOUT (rows moved before the failure
+ * were handed to cb). Loop thread. */
+typedef void (*kq_mysql_row_cb)(void *ud, const struct kq_stored_msg *m,
+                                const struct kq_delivery_state *state);
+int kq_mysql_takeover_load(struct kq_store *s, const char *dead_server, kq_mysql_row_cb cb,
+                           void *ud, uint64_t *moved);
+
+/* This store's kite_server value; NULL if s is not a mysql store. */
+const char *kq_mysql_store_server(const struct kq_store *s);
+/* "host:port:db" naming the shared database (ZooKeeper takeover locks). 0 or -EINVAL. */
+int kq_mysql_store_ident(const struct kq_store *s, char *out, size_t len);
 
 struct kq_mysql_stats {
     uint64_t saves_ok, saves_failed;   /* acked / failed save callbacks */

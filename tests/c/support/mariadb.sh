@@ -8,6 +8,9 @@ set -euo pipefail
 cmd=${1:?usage: mariadb.sh up|down BASE}
 BASE=${2:?usage: mariadb.sh up|down BASE}
 D=$BASE/mysql
+# the client would follow MYSQL_HOST/MYSQL_TCP_PORT/... from a loaded services.env (TCP to
+# 3306 instead of our socket)
+unset MYSQL_HOST MYSQL_TCP_PORT MYSQL_UNIX_PORT MYSQL_PWD
 PIDFILE=$D/mariadbd.pid
 
 stop() {

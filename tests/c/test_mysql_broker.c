@@ -1,0 +1,823 @@
+/* The real broker on the MySQL store against a real MariaDB (scripts/services-up.sh, or
+ * MYSQL_HOST/PORT/USER/PASSWORD from the environment), schema made by `kiteq-cli mysql init`:
+ * publish/deliver/ack, retries then the dead-letter table (and the admin /dlq), two-phase
+ * commit and rollback, recovery after a stop and after kill -9, MariaDB restarted under
+ * load (nothing acked with status true is lost), and two brokers sharing the database and a
+ * ZooKeeper: one is killed with kill -9 under load and the survivor takes over its
+ * messages (takeoverSeconds). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <mysql.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/kiteq_client.h"
+#include "core/clock.h"
+#include "store/mysql/mysql_store.h"
+#include "support/broker_proc.h"
+#include "support/idset.h"
+#include "support/zk_service.h"
+
+#define EXTRA "deliverySeconds = 1, txCheckSeconds = 1, txMaxChecks = 2, admin = \"127.0.0.1:0\","
+
+static struct {
+    char host[64], user[64], pass[64];
+    unsigned port;
+    char db[32];
+    char base[64];  /* services BASE when we started MariaDB ("" = MYSQL_HOST given) */
+    MYSQL *c;       /* the test's own connection */
+    struct broker_proc bp[2];
+    bool up[2];
+} E;
+
+static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
+
+static const char *src_dir(void)
+{
+    const char *s = getenv("KITEQ_SOURCE_DIR");
+    return s ? s : ".";
+}
+
+static const char *build_dir(void)
+{
+    const char *s = getenv("KITEQ_BUILD_DIR");
+    return s ? s : ".";
+}
+
+/* KEY=VALUE lines of services.env into our fields (not into the environment: brokers and
+ * scripts started later must not inherit MYSQL_HOST & co.). */
+static void read_services_env(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        char *eq = strchr(line, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        const char *v = eq + 1;
+        if (!strcmp(line, "MYSQL_HOST"))
+            snprintf(E.host, sizeof E.host, "%s", v);
+        else if (!strcmp(line, "MYSQL_PORT"))
+            E.port = (unsigned)atoi(v);
+        else if (!strcmp(line, "MYSQL_USER"))
+            snprintf(E.user, sizeof E.user, "%s", v);
+        else if (!strcmp(line, "MYSQL_PASSWORD"))
+            snprintf(E.pass, sizeof E.pass, "%s", v);
+    }
+    fclose(f);
+}
+
+static MYSQL *connect_direct(void)
+{
+    MYSQL *c = mysql_init(NULL);
+    unsigned t = 3;
+    mysql_options(c, MYSQL_OPT_CONNECT_TIMEOUT, &t);
+    mysql_options(c, MYSQL_OPT_READ_TIMEOUT, &t);
+    if (!mysql_real_connect(c, E.host, E.user, E.pass, NULL, E.port, NULL,
+                            CLIENT_MULTI_STATEMENTS)) {
+        mysql_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* First column of the first row as an integer; -1 on error. Reconnects once. */
+static long long sql_int(const char *fmt, ...)
+{
+    char sql[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof sql, fmt, ap);
+    va_end(ap);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!E.c && !(E.c = connect_direct()))
+            return -1;
+        if (mysql_query(E.c, sql) == 0) {
+            MYSQL_RES *r = mysql_store_result(E.c);
+            MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
+            long long v = row && row[0] ? atoll(row[0]) : -1;
+            if (r)
+                mysql_free_result(r);
+            return v;
+        }
+        mysql_close(E.c);
+        E.c = NULL;
+    }
+    return -1;
+}
+
+/* Rows of id in its shard table (dlq = the shard database's kite_msg_dlq). */
+static long long rows_of(const char *id, bool dlq, const char *extra_where)
+{
+    int db, tb;
+    kq_mysql_shard(id, 4, &db, &tb);
+    char table[32];
+    if (dlq)
+        snprintf(table, sizeof table, "kite_msg_dlq");
+    else
+        snprintf(table, sizeof table, "kite_msg_%d", tb);
+    return sql_int("SELECT COUNT(*) FROM `%s_%d`.`%s` WHERE message_id='%s'%s%s", E.db, db,
+                   table, id, extra_where ? " AND " : "", extra_where ? extra_where : "");
+}
+
+static bool wait_rows(const char *id, bool dlq, const char *where, long long want, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    do {
+        if (rows_of(id, dlq, where) == want)
+            return true;
+        usleep(50000);
+    } while (now_ms() < end);
+    return false;
+}
+
+static int run(const char *cmd)
+{
+    int rc = system(cmd);
+    if (rc != 0)
+        print_message("'%s' exited with %d\n", cmd, rc);
+    return rc;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *h = getenv("MYSQL_HOST");
+    if (h && *h) {
+        snprintf(E.host, sizeof E.host, "%s", h);
+        E.port = getenv("MYSQL_PORT") ? (unsigned)atoi(getenv("MYSQL_PORT")) : 3306;
+        snprintf(E.user, sizeof E.user, "%s", getenv("MYSQL_USER") ? getenv("MYSQL_USER") : "root");
+        snprintf(E.pass, sizeof E.pass, "%s",
+                 getenv("MYSQL_PASSWORD") ? getenv("MYSQL_PASSWORD") : "");
+    } else {
+        snprintf(E.base, sizeof E.base, "/tmp/kqmb.XXXXXX");
+        if (!mkdtemp(E.base)) {
+            E.base[0] = 0;
+            return -1;
+        }
+        char cmd[512], env[128];
+        snprintf(cmd, sizeof cmd, "'%s/scripts/services-up.sh' '%s' mysql", src_dir(), E.base);
+        if (run(cmd) != 0)
+            return -1;
+        snprintf(env, sizeof env, "%s/services.env", E.base);
+        read_services_env(env);
+    }
+    snprintf(E.db, sizeof E.db, "kqb%d", (int)getpid());
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "'%s/kiteq-cli' mysql init --host '%s:%u' --user '%s' --password '%s' --db %s "
+             "--shardnum 4 >/dev/null",
+             build_dir(), E.host, E.port, E.user, E.pass, E.db);
+    if (run(cmd) != 0)
+        return -1;
+    E.c = connect_direct();
+    return E.c ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (E.c) {
+        char sql[128];
+        for (int d = 0; d < 4; d++) {
+            snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS `%s_%d`", E.db, d);
+            mysql_query(E.c, sql);
+        }
+        mysql_close(E.c);
+        E.c = NULL;
+    }
+    if (E.base[0]) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "'%s/scripts/services-down.sh' '%s' --purge", src_dir(),
+                 E.base);
+        run(cmd);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", E.base);
+        run(cmd);
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        if (E.up[i]) {
+            broker_stop(&E.bp[i]);
+            E.up[i] = false;
+        }
+    return 0;
+}
+
+static void db_uri(char *out, size_t len, const char *extra)
+{
+    snprintf(out, len, "mysql://%s:%u?db=%s&username=%s&password=%s&shardnum=4%s%s", E.host,
+             E.port, E.db, E.user, E.pass, extra ? "&" : "", extra ? extra : "");
+}
+
+static void start_broker(int i, const char *cluster_extra)
+{
+    char db[512], cfg[4096];
+    db_uri(db, sizeof db, "timeout=2");
+    broker_default_config(cfg, sizeof cfg, db, cluster_extra ? cluster_extra : EXTRA);
+    assert_int_equal(broker_start(&E.bp[i], cfg, NULL), 0);
+    E.up[i] = true;
+}
+
+static int connect_as(int i, const char *group)
+{
+    int fd = raw_connect(E.bp[i].port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_handshake(fd, group, TEST_SECRET), 1);
+    return fd;
+}
+
+/* Receive n distinct deliveries of ids[] and ack them (other ids are acked and ignored). */
+static void drain_expect(int fd, char ids[][33], int n)
+{
+    int seen = 0;
+    bool got[64] = {0};
+    while (seen < n) {
+        char id[33];
+        uint32_t op;
+        int rc = raw_recv_delivery(fd, 8000, id, &op, NULL, 0);
+        if (rc != 1)
+            fail_msg("only %d of %d messages delivered", seen, n);
+        raw_deliver_ack(fd, op, id, true);
+        for (int i = 0; i < n; i++)
+            if (strcmp(ids[i], id) == 0 && !got[i]) {
+                got[i] = true;
+                seen++;
+            }
+    }
+    assert_int_equal(raw_sync(fd), 0);
+}
+
+/* --- admin HTTP ------------------------------------------------------------------------- */
+
+static int admin_port(const struct broker_proc *bp)
+{
+    FILE *f = fopen(bp->log, "r");
+    if (!f)
+        return -1;
+    char line[2048];
+    int port = -1;
+    while (fgets(line, sizeof line, f)) {
+        char *p = strstr(line, "listening admin=");
+        if (p && (p = strstr(p, " port=")))
+            port = atoi(p + 6);
+    }
+    fclose(f);
+    return port;
+}
+
+/* GET path; the response (headers and body) malloc'd, or NULL. */
+static char *http_get(int port, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    while (buf && (r = read(fd, buf + len, cap - len - 1)) > 0) {
+        len += (size_t)r;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    close(fd);
+    if (buf)
+        buf[len] = 0;
+    return buf;
+}
+
+/* --- 1. publish, deliver, ack ----------------------------------------------------------- */
+
+static void test_publish_deliver_ack(void **state)
+{
+    (void)state;
+    start_broker(0, NULL);
+    int prod = connect_as(0, TEST_PRODUCER);
+    int a = connect_as(0, TEST_CONSUMER), b = connect_as(0, TEST_CONSUMER_B);
+    char ids[32][33];
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "hello"};
+    for (int i = 0; i < 32; i++) /* generated ids: every shard table gets some */
+        assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
+    /* stored before the ack, under this broker's address */
+    char where[96];
+    snprintf(where, sizeof where, "kite_server='127.0.0.1:%d' AND `commit`=1", E.bp[0].port);
+    for (int i = 0; i < 32; i++)
+        assert_int_equal(rows_of(ids[i], false, where), 1);
+    drain_expect(a, ids, 32);
+    drain_expect(b, ids, 32);
+    /* acked by both groups: the rows go (delete batches, flushSeconds = 1) */
+    for (int i = 0; i < 32; i++)
+        assert_true(wait_rows(ids[i], false, NULL, 0, 5000));
+    char got[33];
+    uint32_t op;
+    assert_int_equal(raw_recv_delivery(a, 1500, got, &op, NULL, 0), 0);
+    close(a);
+    close(b);
+    close(prod);
+}
+
+/* --- 2. nack, retry, dead letter at the limit ------------------------------------------- */
+
+static void test_retry_then_dead_letter(void **state)
+{
+    (void)state;
+    start_broker(0, NULL);
+    int prod = connect_as(0, TEST_PRODUCER), a = connect_as(0, TEST_CONSUMER);
+    char id[33], got[33];
+    uint32_t op;
+    /* regx binding: only group a; deliverLimit 3 */
+    struct raw_msg m = {.topic = "trade", .type = "refund-limit", .commit = true, .limit = 3,
+                        .body = "retry-me"};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(raw_recv_delivery(a, 8000, got, &op, NULL, 0), 1);
+        assert_string_equal(got, id);
+        raw_deliver_ack(a, op, got, false);
+        if (i == 1) /* the attempts are recorded (update batches) */
+            assert_true(wait_rows(id, false, "deliver_count>=2", 1, 5000));
+    }
+    char needle[128];
+    snprintf(needle, sizeof needle, "dead letter id=%s topic=trade type=refund-limit attempts=3",
+             id);
+    assert_true(broker_wait_log(&E.bp[0], needle, 5000));
+    assert_true(wait_rows(id, true, NULL, 1, 5000));
+    assert_true(wait_rows(id, false, NULL, 0, 5000));
+    assert_int_equal(raw_recv_delivery(a, 1500, got, &op, NULL, 0), 0);
+    /* the admin API lists it from the table */
+    int ap = admin_port(&E.bp[0]);
+    assert_true(ap > 0);
+    char *resp = http_get(ap, "/dlq?topic=trade");
+    assert_non_null(resp);
+    if (!strstr(resp, id) || !strstr(resp, "deliver limit"))
+        fail_msg("/dlq does not list %s: %.400s", id, resp);
+    free(resp);
+    close(a);
+    close(prod);
+}
+
+/* --- 3. two-phase commit and rollback --------------------------------------------------- */
+
+static int send_tx(int fd, const char *id, const char *type, int status)
+{
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = (char *)id;
+    h.topic = "trade";
+    h.messagetype = (char *)type;
+    h.expiredtime = -1;
+    h.deliverlimit = -1;
+    h.groupid = TEST_PRODUCER;
+    Protocol__TxACKPacket t = PROTOCOL__TX_ACKPACKET__INIT;
+    t.header = &h;
+    t.status = status;
+    t.feedback = "";
+    struct kq_buf b = {0};
+    kq_codec_append(&b, 0, KQ_CMD_TX_ACK, &t.base);
+    int rc = raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    return rc;
+}
+
+static void test_two_phase(void **state)
+{
+    (void)state;
+    start_broker(0, "deliverySeconds = 1, txCheckSeconds = 30,");
+    int prod = connect_as(0, TEST_PRODUCER), a = connect_as(0, TEST_CONSUMER);
+    char id[33], id2[33], got[33], body[64];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-tx", .commit = false, .body = "tx"};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    assert_int_equal(rows_of(id, false, "`commit`=0"), 1);
+    assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
+    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    assert_int_equal(raw_recv_delivery(a, 5000, got, &op, body, sizeof body), 1);
+    assert_string_equal(got, id);
+    assert_string_equal(body, "tx");
+    assert_int_equal(rows_of(id, false, "`commit`=1"), 1); /* durable before delivery */
+    raw_deliver_ack(a, op, got, true);
+    assert_int_equal(raw_sync(a), 0);
+    assert_true(wait_rows(id, false, NULL, 0, 5000));
+    /* rollback: deleted, never delivered, a late commit changes nothing */
+    assert_int_equal(raw_publish(prod, 2, &m, id2, NULL, 0), 1);
+    assert_int_equal(rows_of(id2, false, NULL), 1);
+    send_tx(prod, id2, "refund-tx", KQ_TX_ROLLBACK);
+    send_tx(prod, id2, "refund-tx", KQ_TX_COMMIT);
+    assert_int_equal(raw_recv_delivery(a, 2500, got, &op, NULL, 0), 0);
+    assert_true(wait_rows(id2, false, NULL, 0, 5000));
+    assert_int_equal(rows_of(id2, true, NULL), 0);
+    /* a pending two-phase message survives a restart uncommitted, then commits */
+    assert_int_equal(raw_publish(prod, 3, &m, id, NULL, 0), 1);
+    close(a);
+    close(prod);
+    assert_int_equal(broker_stop(&E.bp[0]), 0);
+    assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
+    assert_true(broker_wait_log(&E.bp[0], "recovered pending=1", 1));
+    prod = connect_as(0, TEST_PRODUCER);
+    a = connect_as(0, TEST_CONSUMER);
+    assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
+    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(a, op, got, true);
+    assert_int_equal(raw_sync(a), 0);
+    close(a);
+    close(prod);
+}
+
+/* --- 4. recovery after a stop and after kill -9 ----------------------------------------- */
+
+static void test_restart_recovers(void **state)
+{
+    (void)state;
+    start_broker(0, NULL);
+    int prod = connect_as(0, TEST_PRODUCER);
+    char ids[20][33];
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true};
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
+    /* one of them has failed twice already: the state comes back with it */
+    int a = connect_as(0, TEST_CONSUMER);
+    char got[33];
+    uint32_t op;
+    close(prod);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
+        raw_deliver_ack(a, op, got, false);
+    }
+    assert_int_equal(raw_sync(a), 0);
+    close(a);
+    assert_int_equal(broker_stop(&E.bp[0]), 0);
+    assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
+    assert_true(broker_wait_log(&E.bp[0], "recovered pending=20", 1));
+    a = connect_as(0, TEST_CONSUMER);
+    int b = connect_as(0, TEST_CONSUMER_B);
+    drain_expect(a, ids, 20);
+    drain_expect(b, ids, 20);
+    close(a);
+    close(b);
+    for (int i = 0; i < 20; i++) /* the acks reached the table (delete batches) */
+        assert_true(wait_rows(ids[i], false, NULL, 0, 5000));
+
+    /* kill -9: acked saves are there; acks not yet flushed may come again (duplicates) */
+    prod = connect_as(0, TEST_PRODUCER);
+    char more[10][33];
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, more[i], NULL, 0), 1);
+    close(prod);
+    broker_kill9(&E.bp[0]);
+    assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
+    a = connect_as(0, TEST_CONSUMER);
+    b = connect_as(0, TEST_CONSUMER_B);
+    drain_expect(a, more, 10);
+    drain_expect(b, more, 10);
+    close(a);
+    close(b);
+    assert_int_equal(broker_stop(&E.bp[0]), 0);
+    E.up[0] = false;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(rows_of(more[i], false, NULL), 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(rows_of(ids[i], false, NULL), 0);
+}
+
+/* --- load: producers and consumers through the client library --------------------------- */
+
+struct producer {
+    struct kq_client *c;
+    pthread_t thread;
+    bool running;
+    struct idset *acked;
+    pthread_mutex_t mu;
+    bool stop;
+    uint64_t ok, failed, no_answer, max_latency_ms;
+    char last_feedback[128];
+};
+
+static void *producer_main(void *arg)
+{
+    struct producer *p = arg;
+    static const char body[256] = "load";
+    struct kq_message m = {.topic = "trade", .message_type = "pay-succ", .group_id = "",
+                           .expired_time = -1, .deliver_limit = -1, .commit = true,
+                           .body = body, .body_len = sizeof body};
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        bool stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            break;
+        m.message_id[0] = 0;
+        m.create_time = 0;
+        kq_generate_message_id(m.message_id);
+        struct kq_publish_result r;
+        uint64_t t0 = now_ms();
+        int rc = kq_publish(p->c, &m, &r);
+        uint64_t lat = now_ms() - t0;
+        pthread_mutex_lock(&p->mu);
+        if (lat > p->max_latency_ms)
+            p->max_latency_ms = lat;
+        if (rc == 0 && r.status) {
+            p->ok++;
+            idset_add(p->acked, r.message_id);
+        } else if (rc == 0) {
+            p->failed++;
+            snprintf(p->last_feedback, sizeof p->last_feedback, "%s", r.feedback);
+        } else {
+            p->no_answer++;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (rc != 0 || !r.status)
+            usleep(5000); /* failing fast: do not spin */
+    }
+    return NULL;
+}
+
+static int client_open(struct kq_client **c, int port, const char *group, kq_on_message_fn fn,
+                       void *ud)
+{
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    struct kq_client_options o = {.broker = addr, .group_id = group, .secret = TEST_SECRET,
+                                  .ack_timeout_ms = 20000, .reconnect = true,
+                                  .on_message = fn, .ud = ud};
+    int rc = kq_client_open(&o, c, err, sizeof err);
+    if (rc)
+        print_message("client_open %s: %d %s\n", group, rc, err);
+    return rc;
+}
+
+static void producer_start(struct producer *p, int port, struct idset *acked)
+{
+    memset(p, 0, sizeof *p);
+    p->acked = acked;
+    pthread_mutex_init(&p->mu, NULL);
+    assert_int_equal(client_open(&p->c, port, TEST_PRODUCER, NULL, NULL), 0);
+    assert_int_equal(pthread_create(&p->thread, NULL, producer_main, p), 0);
+    p->running = true;
+}
+
+static void producer_stop(struct producer *p)
+{
+    if (!p->running)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    kq_client_close(p->c);
+    p->running = false;
+    pthread_mutex_destroy(&p->mu);
+}
+
+static uint64_t producer_ok(struct producer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->ok;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+static bool on_message(void *ud, const struct kq_message *m)
+{
+    idset_add(ud, m->message_id);
+    return true;
+}
+
+struct missing_ctx {
+    struct idset *delivered[2];
+    size_t missing[2];
+};
+
+static bool count_missing(const char *id, uint32_t n, void *ud)
+{
+    (void)n;
+    struct missing_ctx *m = ud;
+    for (int g = 0; g < 2; g++)
+        if (!idset_count(m->delivered[g], id))
+            m->missing[g]++;
+    return true;
+}
+
+/* Wait until every acked id reached both groups; fail naming how many did not. */
+static void expect_all_delivered(struct idset *acked, struct idset *delivered[2], int ms)
+{
+    struct missing_ctx m = {{delivered[0], delivered[1]}, {0, 0}};
+    uint64_t end = now_ms() + (uint64_t)ms;
+    for (;;) {
+        m.missing[0] = m.missing[1] = 0;
+        idset_foreach(acked, count_missing, &m);
+        if (m.missing[0] == 0 && m.missing[1] == 0)
+            return;
+        if (now_ms() >= end)
+            break;
+        usleep(50000);
+    }
+    fail_msg("LOST acked messages: %zu of %zu never reached %s, %zu never reached %s",
+             m.missing[0], idset_size(acked), TEST_CONSUMER, m.missing[1], TEST_CONSUMER_B);
+}
+
+static void wait_ok(struct producer *p, uint64_t target, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (producer_ok(p) < target && now_ms() < end)
+        usleep(10000);
+    if (producer_ok(p) < target)
+        fail_msg("only %" PRIu64 " of %" PRIu64 " publishes acked true (failed %" PRIu64
+                 ", unanswered %" PRIu64 ", last feedback '%s')",
+                 producer_ok(p), target, p->failed, p->no_answer, p->last_feedback);
+}
+
+/* --- 5. MariaDB restarted under load ---------------------------------------------------- */
+
+static void test_mariadb_restart_under_load(void **state)
+{
+    (void)state;
+    if (!E.base[0]) {
+        print_message("MariaDB given by MYSQL_HOST: not ours to restart, skipped\n");
+        skip();
+    }
+    start_broker(0, NULL);
+    struct idset *acked = idset_new(), *delivered[2] = {idset_new(), idset_new()};
+    struct kq_client *cons[2] = {NULL, NULL};
+    assert_int_equal(client_open(&cons[0], E.bp[0].port, TEST_CONSUMER, on_message, delivered[0]), 0);
+    assert_int_equal(client_open(&cons[1], E.bp[0].port, TEST_CONSUMER_B, on_message, delivered[1]), 0);
+    struct producer p[2];
+    for (int i = 0; i < 2; i++)
+        producer_start(&p[i], E.bp[0].port, acked);
+    wait_ok(&p[0], 300, 20000);
+
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s/scripts/services-down.sh' '%s' mysql >/dev/null 2>&1",
+             src_dir(), E.base);
+    assert_int_equal(run(cmd), 0);
+    mysql_close(E.c);
+    E.c = NULL;
+    uint64_t down_at = now_ms();
+    /* publishes during the outage: answered (status false with a reason), not hanging */
+    uint64_t failed0 = p[0].failed + p[1].failed;
+    while (now_ms() - down_at < 4000)
+        usleep(50000);
+    pthread_mutex_lock(&p[0].mu);
+    uint64_t failed = p[0].failed + p[1].failed - failed0;
+    char fb[128];
+    snprintf(fb, sizeof fb, "%s", p[0].last_feedback);
+    pthread_mutex_unlock(&p[0].mu);
+    print_message("outage: %" PRIu64 " publishes answered status=false (feedback '%s')\n",
+                  failed, fb);
+    assert_true(failed > 0);
+    assert_true(fb[0] != 0);
+
+    snprintf(cmd, sizeof cmd, "'%s/scripts/services-up.sh' '%s' mysql >/dev/null 2>&1",
+             src_dir(), E.base);
+    assert_int_equal(run(cmd), 0);
+    uint64_t ok_before = producer_ok(&p[0]);
+    wait_ok(&p[0], ok_before + 300, 30000);
+    print_message("publishing works again %" PRIu64 " ms after the restart began\n",
+                  now_ms() - down_at - 4000);
+    for (int i = 0; i < 2; i++)
+        producer_stop(&p[i]);
+    uint64_t max_lat = p[0].max_latency_ms > p[1].max_latency_ms ? p[0].max_latency_ms
+                                                                 : p[1].max_latency_ms;
+    print_message("acked true %zu, failed %" PRIu64 ", unanswered %" PRIu64
+                  ", slowest answer %" PRIu64 " ms\n",
+                  idset_size(acked), p[0].failed + p[1].failed, p[0].no_answer + p[1].no_answer,
+                  max_lat);
+    assert_int_equal(p[0].no_answer + p[1].no_answer, 0);
+    assert_true(max_lat < 15000);
+    expect_all_delivered(acked, delivered, 60000);
+    for (int g = 0; g < 2; g++)
+        kq_client_close(cons[g]);
+    idset_free(acked);
+    idset_free(delivered[0]);
+    idset_free(delivered[1]);
+}
+
+/* --- 6. two brokers, one killed: the survivor takes over its messages --------------------- */
+
+static void write_bind(zhandle_t *zh, const char *group)
+{
+    char json[512], path[256];
+    snprintf(json, sizeof json,
+             "[{\"groupId\":\"%s\",\"topic\":\"trade\",\"messageType\":\"pay-succ\","
+             "\"bindType\":0,\"version\":\"1.0.0\",\"watermark\":1000,\"persistent\":true}]",
+             group);
+    snprintf(path, sizeof path, "/kiteq/sub/trade/%s-bind", group);
+    assert_int_equal(zk_test_write(zh, path, json), ZOK);
+}
+
+static void test_takeover_after_kill9(void **state)
+{
+    (void)state;
+    struct zk_service zk;
+    memset(&zk, 0, sizeof zk);
+    if (zk_service_start(&zk) != 0)
+        fail_msg("ZooKeeper could not be started");
+    zhandle_t *zh = zk_test_connect(zk.hosts, 10000);
+    assert_non_null(zh);
+    write_bind(zh, TEST_CONSUMER);
+    write_bind(zh, TEST_CONSUMER_B);
+    char extra[512];
+    snprintf(extra, sizeof extra,
+             "registry = \"%s\", takeoverSeconds = 2, deliverySeconds = 1,", zk.uri);
+    for (int i = 0; i < 2; i++) {
+        start_broker(i, extra);
+        assert_true(broker_wait_log(&E.bp[i], "bindings changed topic=trade group=" TEST_CONSUMER_B, 10000));
+        assert_true(broker_wait_log(&E.bp[i], "watching brokers of", 1));
+    }
+    /* group a consumes on both brokers; group b only on broker 1: what broker 0 stores
+     * for b waits there until broker 1 takes it over */
+    struct idset *acked = idset_new(), *delivered[2] = {idset_new(), idset_new()};
+    struct kq_client *cons[3] = {NULL, NULL, NULL};
+    assert_int_equal(client_open(&cons[0], E.bp[0].port, TEST_CONSUMER, on_message, delivered[0]), 0);
+    assert_int_equal(client_open(&cons[1], E.bp[1].port, TEST_CONSUMER, on_message, delivered[0]), 0);
+    assert_int_equal(client_open(&cons[2], E.bp[1].port, TEST_CONSUMER_B, on_message, delivered[1]), 0);
+    struct producer p[2];
+    for (int i = 0; i < 2; i++)
+        producer_start(&p[i], E.bp[i].port, acked);
+    wait_ok(&p[0], 500, 20000);
+    wait_ok(&p[1], 500, 20000);
+    broker_kill9(&E.bp[0]);
+    E.up[0] = false;
+    uint64_t killed = now_ms();
+    usleep(1000000); /* broker 1 keeps taking publishes meanwhile */
+    for (int i = 0; i < 2; i++)
+        producer_stop(&p[i]);
+    print_message("acked %zu (broker 0: %" PRIu64 ", broker 1: %" PRIu64 ")\n",
+                  idset_size(acked), p[0].ok, p[1].ok);
+    char needle[128];
+    snprintf(needle, sizeof needle, "server=127.0.0.1:%d taken over: moved=", E.bp[0].port);
+    assert_true(broker_wait_log(&E.bp[1], needle, 30000));
+    print_message("taken over %" PRIu64 " ms after the kill (session 5 s + takeoverSeconds 2)\n",
+                  now_ms() - killed);
+    expect_all_delivered(acked, delivered, 60000);
+    /* the marker: nobody repeats it */
+    char path[512];
+    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.done", E.host, E.port,
+             E.db, E.bp[0].port);
+    assert_true(zk_test_wait_node(zh, path, true, NULL, 5000));
+    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.lock", E.host, E.port,
+             E.db, E.bp[0].port);
+    assert_true(zk_test_wait_node(zh, path, false, NULL, 5000));
+    /* broker 0 comes back on its address: nothing of its own left, and its marker goes so
+     * that a later death is taken over again */
+    assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
+    E.up[0] = true;
+    assert_true(broker_wait_log(&E.bp[0], "recovered pending=0", 1));
+    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.done", E.host, E.port,
+             E.db, E.bp[0].port);
+    assert_true(zk_test_wait_node(zh, path, false, NULL, 10000));
+    for (int i = 0; i < 3; i++)
+        kq_client_close(cons[i]);
+    teardown(NULL);
+    zookeeper_close(zh);
+    zk_service_stop(&zk);
+    idset_free(acked);
+    idset_free(delivered[0]);
+    idset_free(delivered[1]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_publish_deliver_ack, teardown),
+        cmocka_unit_test_teardown(test_retry_then_dead_letter, teardown),
+        cmocka_unit_test_teardown(test_two_phase, teardown),
+        cmocka_unit_test_teardown(test_restart_recovers, teardown),
+        cmocka_unit_test_teardown(test_mariadb_restart_under_load, teardown),
+        cmocka_unit_test_teardown(test_takeover_after_kill9, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
