@@ -209,6 +209,17 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_store_batches_total", "Group-commit batches written.", NULL, (double)fs.batches);
         kq_prom_counter(&p, "kiteq_store_records_total", "Records written (batch size = records / batches).", NULL, (double)fs.records);
         kq_prom_counter(&p, "kiteq_store_write_errors_total", "Failed batches (disk full, I/O errors).", NULL, (double)fs.write_errors);
+        struct kq_prom_hist h;
+        kq_prom_hist_init(&h, kq_fs_fsync_bounds_us, KQ_FS_FSYNC_BUCKETS);
+        for (size_t i = 0; i <= KQ_FS_FSYNC_BUCKETS; i++)
+            h.counts[i] = fs.fsync_hist[i];
+        h.sum = (double)fs.fsync_us_sum;
+        kq_prom_histogram(&p, "kiteq_store_fsync_microseconds", "fdatasync latency of the file store.", NULL, &h);
+        kq_prom_hist_init(&h, kq_fs_batch_bounds, KQ_FS_BATCH_BUCKETS);
+        for (size_t i = 0; i <= KQ_FS_BATCH_BUCKETS; i++)
+            h.counts[i] = fs.batch_hist[i];
+        h.sum = (double)fs.batch_records_sum;
+        kq_prom_histogram(&p, "kiteq_store_batch_records", "Records per group-commit batch.", NULL, &h);
         kq_prom_gauge(&p, "kiteq_store_segments", "Live segment files.", NULL, (double)fs.segments);
         kq_prom_gauge(&p, "kiteq_store_dead_letters", "Messages in the dead-letter store.", NULL, (double)fs.dead_letters);
     }

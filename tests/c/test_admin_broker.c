@@ -363,6 +363,13 @@ static void test_metrics(void **state)
     assert_true(metric(t, "kiteq_deliveries_failed_total{group=\"s-trade-b\"}") >= 2);
     assert_true(metric(t, "kiteq_pending_messages") == 2);
     assert_true(metric(t, "kiteq_store_fsyncs_total") > 0);
+    /* every fdatasync is in the latency histogram; batches in the batch-size one */
+    assert_true(metric(t, "kiteq_store_fsync_microseconds_count") ==
+                metric(t, "kiteq_store_fsyncs_total"));
+    assert_true(metric(t, "kiteq_store_fsync_microseconds_bucket{le=\"+Inf\"}") ==
+                metric(t, "kiteq_store_fsync_microseconds_count"));
+    assert_true(metric(t, "kiteq_store_batch_records_count") ==
+                metric(t, "kiteq_store_batches_total"));
     assert_true(metric(t, "kiteq_messages_dead_lettered_total{topic=\"trade\"}") == 1);
     assert_true(metric(t, "kiteq_messages_dead_lettered_total{topic=\"user-profile\"}") == 1);
     assert_true(metric(t, "kiteq_dlq_messages{topic=\"trade\"}") == 1);

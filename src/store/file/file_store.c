@@ -22,6 +22,8 @@
 
 static const struct kq_store_ops file_ops;
 
+const double kq_fs_batch_bounds[KQ_FS_BATCH_BUCKETS] = {1, 2, 4, 16, 64, 256, 1024, 4096};
+
 /* ---- index helpers ---------------------------------------------------------------------- */
 
 struct fs_entry *fs_find(struct fs_store *s, const char *key)
@@ -629,6 +631,11 @@ static void complete(struct fs_store *s, struct fs_batch *b)
     if (b->status == 0) {
         s->st.batches++;
         s->st.records += b->n_items;
+        size_t bi = 0;
+        while (bi < KQ_FS_BATCH_BUCKETS && (double)b->n_items > kq_fs_batch_bounds[bi])
+            bi++;
+        s->st.batch_hist[bi]++;
+        s->st.batch_records_sum += b->n_items;
         s->st.bytes_written += b->main.len + b->dlq.len;
         /* Compaction copies are durable: move the index to them. */
         for (size_t i = 0; i < b->n_items; i++) {
@@ -814,6 +821,9 @@ int kq_file_store_stats(struct kq_store *base, struct kq_file_store_stats *out)
     for (struct fs_seg *g = s->oldest; g; g = g->next)
         out->log_bytes += g->size;
     out->fsyncs = atomic_load_explicit(&s->w.fsyncs, memory_order_relaxed);
+    for (size_t i = 0; i <= KQ_FS_FSYNC_BUCKETS; i++)
+        out->fsync_hist[i] = atomic_load_explicit(&s->w.fsync_hist[i], memory_order_relaxed);
+    out->fsync_us_sum = atomic_load_explicit(&s->w.fsync_us_sum, memory_order_relaxed);
     return 0;
 }
 

@@ -6,6 +6,13 @@
 
 #include "store/store.h"
 
+/* Upper bounds of the fsync latency histogram (µs) and of the batch size histogram
+ * (records); one more bucket counts everything above the last bound. */
+#define KQ_FS_FSYNC_BUCKETS 10
+#define KQ_FS_BATCH_BUCKETS 8
+extern const double kq_fs_fsync_bounds_us[KQ_FS_FSYNC_BUCKETS];
+extern const double kq_fs_batch_bounds[KQ_FS_BATCH_BUCKETS];
+
 struct kq_file_store_stats {
     uint64_t pending;          /* messages in the index */
     uint64_t dead_letters;     /* entries in the DLQ */
@@ -21,6 +28,10 @@ struct kq_file_store_stats {
     uint64_t compacted_msgs;   /* messages copied forward by compaction */
     uint64_t truncated_bytes;  /* torn/corrupt bytes cut off at open */
     uint64_t recover_ms;       /* time spent scanning at open */
+    uint64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* fdatasync latencies, per bucket */
+    uint64_t fsync_us_sum;
+    uint64_t batch_hist[KQ_FS_BATCH_BUCKETS + 1]; /* records per batch, per bucket */
+    uint64_t batch_records_sum;
 };
 
 /* Counters of a file store; -EINVAL if s is not a file store. Loop thread only. */

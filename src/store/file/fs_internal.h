@@ -105,6 +105,8 @@ struct fs_writer {
     bool dlq_dirty;
     int64_t last_sync_ms;
     atomic_uint_fast64_t fsyncs;
+    atomic_uint_fast64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* written by the writer only */
+    atomic_uint_fast64_t fsync_us_sum;
 };
 
 struct fs_store {

@@ -29,10 +29,21 @@ static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
     return 0;
 }
 
+const double kq_fs_fsync_bounds_us[KQ_FS_FSYNC_BUCKETS] = {50,   100,  200,   500,   1000,
+                                                           2000, 5000, 10000, 50000, 100000};
+
 static int sync_fd(struct fs_writer *w, int fd)
 {
     atomic_fetch_add_explicit(&w->fsyncs, 1, memory_order_relaxed);
-    return fdatasync(fd) ? -errno : 0;
+    uint64_t t0 = kq_mono_us();
+    int rc = fdatasync(fd) ? -errno : 0;
+    uint64_t us = kq_mono_us() - t0;
+    size_t i = 0;
+    while (i < KQ_FS_FSYNC_BUCKETS && (double)us > kq_fs_fsync_bounds_us[i])
+        i++;
+    atomic_fetch_add_explicit(&w->fsync_hist[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->fsync_us_sum, us, memory_order_relaxed);
+    return rc;
 }
 
 /* Appending to a file makes every fdatasync also commit the new size and block allocation
