@@ -22,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "policy/lua_budget.h"
 #include "config/config_internal.h"
 #include "core/clock.h"
 
@@ -36,7 +37,7 @@
 /* ---- sandbox ------------------------------------------------------------------------ */
 
 struct sandbox {
-    size_t used;
+    struct kq_lua_budget mem;
     int64_t deadline_ms;
     long steps;
     bool tripped;
@@ -44,24 +45,6 @@ struct sandbox {
 };
 
 static const char SANDBOX_KEY = 0; /* its address keys the sandbox in the Lua registry */
-
-static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct sandbox *sb = ud;
-    if (!ptr)
-        osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        sb->used -= osize;
-        return NULL;
-    }
-    if (nsize > osize && sb->used + (nsize - osize) > MAX_MEMORY_BYTES)
-        return NULL; /* Lua raises "not enough memory" */
-    void *p = realloc(ptr, nsize);
-    if (p)
-        sb->used = sb->used - osize + nsize;
-    return p;
-}
 
 static void on_count(lua_State *L, lua_Debug *ar)
 {
@@ -788,7 +771,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
                         size_t errlen)
 {
     char dummy[8], *raw = NULL;
-    struct sandbox sb = {0};
+    struct sandbox sb = {.mem = {.max = MAX_MEMORY_BYTES}};
     struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
     int rc;
 
@@ -803,7 +786,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
     ld.errlen = errlen;
     err[0] = '\0';
 
-    lua_State *L = lua_newstate(limited_alloc, &sb);
+    lua_State *L = lua_newstate(kq_lua_budget_alloc, &sb.mem);
     if (!L) /* a LuaJIT build without custom allocators: run without the memory cap */
         L = luaL_newstate();
     if (!L) {

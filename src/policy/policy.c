@@ -22,6 +22,7 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "policy/lua_budget.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "policy/internal.h"
@@ -64,7 +65,7 @@ struct memo {
 struct kq_policy {
     lua_State *L;
     bool own_alloc; /* our lua_Alloc caps memory (else the count hook checks the GC count) */
-    size_t mem_used;
+    struct kq_lua_budget mem;
     /* the guard of the call in progress */
     long steps, max_steps;
     uint64_t deadline_us;
@@ -81,24 +82,6 @@ struct kq_policy {
 static const char GUARD_KEY = 0; /* its address keys the generation in the Lua registry */
 
 /* ---- guards ----------------------------------------------------------------------------- */
-
-static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    struct kq_policy *p = ud;
-    if (!ptr)
-        osize = 0;
-    if (nsize == 0) {
-        free(ptr);
-        p->mem_used -= osize;
-        return NULL;
-    }
-    if (nsize > osize && p->mem_used + (nsize - osize) > KQ_POLICY_MEMORY_BYTES)
-        return NULL; /* Lua raises "not enough memory" */
-    void *q = realloc(ptr, nsize);
-    if (q)
-        p->mem_used = p->mem_used - osize + nsize;
-    return q;
-}
 
 static void on_count(lua_State *L, lua_Debug *ar)
 {
@@ -768,7 +751,8 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     p->rc = kq_regex_cache_new();
     if (!p->rc)
         goto oom;
-    p->L = lua_newstate(limited_alloc, p);
+    p->mem.max = KQ_POLICY_MEMORY_BYTES;
+    p->L = lua_newstate(kq_lua_budget_alloc, &p->mem);
     p->own_alloc = p->L != NULL;
     if (!p->L)
         p->L = luaL_newstate();
