@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 static const ProtobufCMessageDescriptor *descriptor_for(uint8_t cmd)
 {
@@ -226,14 +227,25 @@ bool kq_message_id_valid(const char *id)
     return i == KQ_MESSAGE_ID_LEN;
 }
 
+/* splitmix64: a fast generator; ids must be unique, not secret. Each thread seeds its own
+ * state once from the kernel, so an id costs no system call. */
+static uint64_t next_random(void)
+{
+    static _Thread_local uint64_t state;
+    if (state == 0 && getrandom(&state, sizeof state, 0) != (ssize_t)sizeof state)
+        state = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&state;
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 void kq_message_id_generate(char out[KQ_MESSAGE_ID_LEN + 1])
 {
     uint8_t u[16];
-    if (getrandom(u, sizeof u, 0) != (ssize_t)sizeof u) {
-        /* getrandom on Linux does not fail for 16 bytes once booted; keep ids unique anyway */
-        for (size_t i = 0; i < sizeof u; i++)
-            u[i] = (uint8_t)rand();
-    }
+    uint64_t a = next_random(), b = next_random();
+    memcpy(u, &a, 8);
+    memcpy(u + 8, &b, 8);
     u[6] = (uint8_t)((u[6] & 0x0f) | 0x40); /* version 4 */
     u[8] = (uint8_t)((u[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     static const char hex[] = "0123456789abcdef";
