@@ -95,7 +95,8 @@ void kq_policy_default_flow_intake(int permits_per_second, struct kq_flow_limits
 void kq_policy_default_flow_group(const struct kq_flow_figures *f, struct kq_flow_limits *out)
 {
     int w = f ? f->watermark : 0;
-    if (w <= 0 || w > KQ_POLICY_DEFAULT_WATERMARK)
+    /* unset -> 6000; an explicit watermark above 6000 is honoured (the original capped it) */
+    if (w <= 0)
         w = KQ_POLICY_DEFAULT_WATERMARK;
     out->rate = w;
     /* the original's burst w/2 is 0 for w = 1, which never lets anything through */

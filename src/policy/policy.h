@@ -111,7 +111,8 @@ void kq_policy_default_retry(int32_t attempts, int32_t deliver_limit, int64_t ex
                              int64_t now_sec, struct kq_retry_verdict *v);
 /* rate = permits, burst = permits / 2 (at least 1), no window; permits <= 0 = unlimited. */
 void kq_policy_default_flow_intake(int permits_per_second, struct kq_flow_limits *out);
-/* w = watermark (<= 0 -> 6000, capped at 6000): rate w, burst w / 2 (at least 1), window 1000. */
+/* w = watermark (<= 0 -> 6000; not capped, unlike the original): rate w, burst w / 2 (at
+ * least 1), window 1000. */
 void kq_policy_default_flow_group(const struct kq_flow_figures *f, struct kq_flow_limits *out);
 
 #define KQ_POLICY_DEFAULT_WATERMARK 6000

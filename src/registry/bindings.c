@@ -186,8 +186,8 @@ int kq_bindings_from_json(const char *json, size_t len, struct kq_binding **out,
                                .bind_type = (enum kq_bind_type)bt->valueint};
         cJSON *wm = cJSON_GetObjectItemCaseSensitive(o, "watermark");
         b.watermark = cJSON_IsNumber(wm) ? wm->valueint : 0;
-        if (b.watermark <= 0 || b.watermark > 6000)
-            b.watermark = 6000; /* the original's default and cap */
+        if (b.watermark <= 0)
+            b.watermark = 6000; /* the original's default (its 6000 cap is not kept) */
         b.persistent = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "persistent"));
         if (b.bind_type == KQ_BIND_FANOUT)
             b.message_type = "*";

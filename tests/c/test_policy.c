@@ -196,9 +196,9 @@ static void test_default_retry_and_flow(void **state)
     f.watermark = 1;
     kq_policy_flow_group(NULL, "g", "t", &f, &l);
     assert_true(l.rate == 1 && l.burst == 1);
-    f.watermark = 100000;
+    f.watermark = 100000; /* honoured: the original's 6000 cap is not kept */
     kq_policy_flow_group(NULL, "g", "t", &f, &l);
-    assert_true(l.rate == 6000);
+    assert_true(l.rate == 100000 && l.burst == 50000);
 }
 
 /* ---- loading ---------------------------------------------------------------------------- */
