@@ -431,9 +431,10 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         kq_tx_check_due(b, m);
         return;
     }
+    /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
+     * before every attempt of every message. */
     struct kq_retry_verdict v;
-    kq_policy_retry(b->policy, m->attempts, kq_msg_failure(m) ? kq_msg_failure(m) : "nack",
-                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_default_retry(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
