@@ -82,11 +82,21 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON *mc = cJSON_AddObjectToObject(k, "message_count");
     for (size_t i = 0; i < b->cfg->n_topics; i++)
         cJSON_AddNumberToObject(mc, b->cfg->topics[i], 0);
+    cJSON *td = cJSON_AddObjectToObject(k, "topics_deliver");
+    cJSON *tr = cJSON_AddObjectToObject(k, "topics_recieve");
+    for (size_t i = 0; i < b->cfg->n_topics; i++) {
+        cJSON_AddNumberToObject(td, b->cfg->topics[i], 0);
+        cJSON_AddNumberToObject(tr, b->cfg->topics[i], 0);
+    }
     struct kq_topic_stats *ts, *ttmp;
     HASH_ITER(hh, b->topic_stats, ts, ttmp) {
         cJSON *n = cJSON_GetObjectItemCaseSensitive(mc, ts->topic);
         if (n)
             cJSON_SetNumberValue(n, (double)ts->pending);
+        if ((n = cJSON_GetObjectItemCaseSensitive(td, ts->topic)))
+            cJSON_SetNumberValue(n, (double)ts->last_sec_delivered);
+        if ((n = cJSON_GetObjectItemCaseSensitive(tr, ts->topic)))
+            cJSON_SetNumberValue(n, (double)ts->last_sec_received);
     }
     cJSON *groups = cJSON_AddObjectToObject(k, "groups");
     struct kq_group *g, *gtmp;
@@ -100,6 +110,12 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddItemToArray(al, cJSON_CreateNumber(b->intake.rate));
     cJSON *net = cJSON_AddObjectToObject(root, "network");
     cJSON_AddNumberToObject(net, "connections", (double)kq_net_conn_count(b->net));
+    /* previous second, as the original; "write_count" counts write calls (frames are
+     * coalesced into one write per connection and loop iteration) */
+    cJSON_AddNumberToObject(net, "read_count", (double)b->net_last_sec.read_frames);
+    cJSON_AddNumberToObject(net, "read_bytes", (double)b->net_last_sec.read_bytes);
+    cJSON_AddNumberToObject(net, "write_count", (double)b->net_last_sec.writes);
+    cJSON_AddNumberToObject(net, "write_bytes", (double)b->net_last_sec.write_bytes);
     cJSON *br = cJSON_AddObjectToObject(root, "broker");
     cJSON_AddStringToObject(br, "version", KITEQ_VERSION);
     cJSON_AddNumberToObject(br, "uptime_sec", (double)(kq_now_sec() - b->started_sec));

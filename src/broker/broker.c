@@ -39,6 +39,20 @@ static void on_tick(uv_timer_t *t)
         b->last_sec.delivered = cur.delivered - b->prev_stats.delivered;
         b->last_sec.acked = cur.acked - b->prev_stats.acked;
         b->prev_stats = cur;
+        struct kq_topic_stats *t, *tmp;
+        HASH_ITER(hh, b->topic_stats, t, tmp) {
+            t->last_sec_received = t->received - t->mark_received;
+            t->last_sec_delivered = t->delivered - t->mark_delivered;
+            t->mark_received = t->received;
+            t->mark_delivered = t->delivered;
+        }
+        struct kq_net_stats ns;
+        kq_net_stats(b->net, &ns);
+        b->net_last_sec.read_bytes = ns.read_bytes - b->net_mark.read_bytes;
+        b->net_last_sec.read_frames = ns.read_frames - b->net_mark.read_frames;
+        b->net_last_sec.write_bytes = ns.write_bytes - b->net_mark.write_bytes;
+        b->net_last_sec.writes = ns.writes - b->net_mark.writes;
+        b->net_mark = ns;
     }
 }
 

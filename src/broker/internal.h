@@ -74,6 +74,8 @@ struct kq_topic_stats {
     char *topic;
     uint64_t received, stored, delivered, retried, dead_lettered;
     uint64_t pending; /* messages of this topic in the index */
+    uint64_t last_sec_received, last_sec_delivered; /* the previous second (/stat) */
+    uint64_t mark_received, mark_delivered;
     UT_hash_handle hh;
 };
 struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic);
@@ -166,6 +168,7 @@ struct kq_broker {
     char reload_error[512];             /* last failure, "" after a success */
     int64_t started_sec;
     struct kq_broker_stats last_sec, prev_stats; /* per-second deltas for /stat */
+    struct kq_net_stats net_last_sec, net_mark;
     bool stopping;
     void (*stop_done)(void *);
     void *stop_ud;

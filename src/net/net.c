@@ -39,6 +39,7 @@ struct kq_net {
     struct kq_conn *dirty;
     size_t n_conns;
     uint64_t next_id;
+    struct kq_net_stats stats;
     int port;
     bool stopping;
     int handles_open;
@@ -168,6 +169,8 @@ static void start_write(struct kq_conn *c)
     c->out = tmp;
     c->out.len = 0;
     uv_buf_t b = uv_buf_init((char *)c->flight.data, (unsigned)c->flight.len);
+    c->net->stats.write_bytes += b.len;
+    c->net->stats.writes++;
     int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (rc == (int)b.len) {
         c->flight.len = 0;
@@ -246,6 +249,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     c->in.len += (size_t)nread;
+    c->net->stats.read_bytes += (uint64_t)nread;
     c->last_read_ms = mono_ms();
     size_t off = 0;
     while (!c->closing && !c->closed) {
@@ -259,6 +263,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         off += (size_t)used;
+        c->net->stats.read_frames++;
         c->net->h->on_frame(c->net->ud, c, &f);
     }
     if (!c->closed)
@@ -357,6 +362,7 @@ int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_han
 
 int kq_net_port(const struct kq_net *n) { return n->port; }
 size_t kq_net_conn_count(const struct kq_net *n) { return n->n_conns; }
+void kq_net_stats(const struct kq_net *n, struct kq_net_stats *out) { *out = n->stats; }
 
 void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud)
 {

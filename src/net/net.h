@@ -35,6 +35,11 @@ void kq_net_free(struct kq_net *n);
  * everything is closed. */
 void kq_net_close(struct kq_net *n, void (*done)(void *ud), void *ud);
 size_t kq_net_conn_count(const struct kq_net *n);
+/* Traffic since start: bytes and frames read, bytes written and write calls made. */
+struct kq_net_stats {
+    uint64_t read_bytes, read_frames, write_bytes, writes;
+};
+void kq_net_stats(const struct kq_net *n, struct kq_net_stats *out);
 void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud);
 
 /* Output buffer to append whole frames to; call kq_conn_flush_later afterwards. */

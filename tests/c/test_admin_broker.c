@@ -299,6 +299,11 @@ static void test_stat(void **state)
     assert_int_equal(num(j, "broker", "pending", NULL), 2);
     assert_int_equal(num(j, "kiteq", "message_count", "trade"), 2);
     assert_int_equal(num(j, "kiteq", "message_count", "user-profile"), 0);
+    /* the original's per-second figures: every configured topic, and the network counters */
+    assert_true(num(j, "kiteq", "topics_recieve", "trade") >= 0);
+    assert_true(num(j, "kiteq", "topics_deliver", "user-profile") >= 0);
+    assert_true(num(j, "network", "read_bytes", NULL) >= 0);
+    assert_true(num(j, "network", "write_count", NULL) >= 0);
     cJSON *groups = path(j, "kiteq", "groups", NULL);
     assert_int_equal(cJSON_GetArraySize(path(groups, TEST_CONSUMER, NULL, NULL)), 1);
     cJSON *gb = cJSON_GetObjectItemCaseSensitive(groups, TEST_CONSUMER_B);
