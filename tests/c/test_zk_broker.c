@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -838,6 +839,39 @@ static void test_zk_restart(void **state)
     delete_bind(TEST_CONSUMER);
 }
 
+/* A reload that changes the served topics publishes the new one and withdraws the old one. */
+static void test_reload_topics(void **state)
+{
+    (void)state;
+    struct zbroker b;
+    zbroker_start(&b);
+    char path[512], v[64];
+    snprintf(path, sizeof path, "/kiteq/server/%s/%s", U, b.bind);
+    assert_true(zk_test_wait_node(zh, path, true, NULL, 10000));
+    snprintf(v, sizeof v, "reloaded-%d", (int)getpid());
+    /* same config with topic U replaced by V */
+    char cfg[2048];
+    zk_config(cfg, sizeof cfg);
+    subst(cfg, sizeof cfg, U, v);
+    FILE *f = fopen(b.p.config, "w");
+    assert_non_null(f);
+    fputs(cfg, f);
+    fclose(f);
+    log_mark(&b.p);
+    kill(b.p.pid, SIGHUP);
+    assert_true(log_next(&b.p, "reload: done", 10000));
+    snprintf(path, sizeof path, "/kiteq/server/%s/%s", v, b.bind);
+    assert_true(zk_test_wait_node(zh, path, true, NULL, 10000));
+    assert_node(path, true);
+    snprintf(path, sizeof path, "/kiteq/sub/%s", v);
+    assert_true(zk_test_wait_node(zh, path, true, NULL, 5000));
+    snprintf(path, sizeof path, "/kiteq/server/%s/%s", U, b.bind);
+    assert_true(zk_test_wait_node(zh, path, false, NULL, 10000));
+    snprintf(path, sizeof path, "/kiteq/server/%s/%s", T, b.bind); /* kept */
+    assert_true(node_exists(path));
+    assert_int_equal(broker_stop(&b.p), 0);
+}
+
 static int stop_brokers(void **state)
 {
     for (size_t i = 0; i < 4; i++) {
@@ -872,6 +906,7 @@ int main(void)
         cmocka_unit_test_teardown(test_bindings_route, stop_brokers),
         cmocka_unit_test_teardown(test_two_brokers, stop_brokers),
         cmocka_unit_test_teardown(test_zk_restart, stop_brokers),
+        cmocka_unit_test_teardown(test_reload_topics, stop_brokers),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
