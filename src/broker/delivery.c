@@ -19,6 +19,7 @@
 #define MAX_CONN_BACKLOG (16u << 20)
 
 static void start_attempt(struct kq_broker *b, struct kq_msg *m);
+static void undefer(struct kq_broker *b);
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
 
 /* Groups are kept as atoms, so membership is a pointer comparison. */
@@ -271,6 +272,7 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
         g->wait_head = w;
     g->wait_tail = w;
     g->n_waiting++;
+    b->n_waiting_total++;
     m->waiting++;
     struct kq_group_rate *r = find_rate(g, m->topic);
     if (r)
@@ -282,13 +284,14 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
     }
 }
 
-static struct kq_msg *dequeue_wait(struct kq_group *g)
+static struct kq_msg *dequeue_wait(struct kq_broker *b, struct kq_group *g)
 {
     struct kq_wait *w = g->wait_head;
     g->wait_head = w->next;
     if (!g->wait_head)
         g->wait_tail = NULL;
     g->n_waiting--;
+    b->n_waiting_total--;
     struct kq_msg *m = w->msg;
     free(w);
     m->waiting--;
@@ -314,7 +317,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         struct kq_session *s = kq_group_pick(g, now);
         if (!s)
             break; /* warming up; offline is handled by kq_delivery_group_offline */
-        dequeue_wait(g);
+        dequeue_wait(b, g);
         if (!send_copy(b, m, g, s))
             kq_names_add(b, &m->failed, &m->n_failed, g->id);
         else if (r)
@@ -333,6 +336,7 @@ void kq_delivery_pump_all(struct kq_broker *b)
         list = g->pump_next;
         g->in_pump_list = false;
         pump(b, g);
+        undefer(b);
         if (g->wait_head && !g->in_pump_list) {
             g->in_pump_list = true;
             g->pump_next = b->pump_list;
@@ -419,12 +423,60 @@ static void load_then_attempt(struct kq_broker *b, struct kq_msg *m)
     kq_delivery_schedule(b, m, kq_now_ms() + (int64_t)b->cfg->recover_seconds * 1000);
 }
 
+/* A cold message (header and body in the store) is loaded only when the groups' queues have
+ * room for it: draining a large backlog must not bring every body back into memory at once.
+ * Cold messages that would only wait are parked by id, in order, and started as the queues
+ * drain. */
+#define COLD_WAIT_LIMIT(b) (4u * (size_t)(b)->cfg->deliver_window)
+
+static void defer_cold(struct kq_broker *b, struct kq_msg *m)
+{
+    struct kq_id_ring *r = &b->deferred;
+    if (r->len == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 1024;
+        char(*ids)[KQ_ID_LEN + 1] = malloc(cap * sizeof *ids);
+        if (!ids) { /* cannot park it: retry a little later */
+            kq_delivery_schedule(b, m, kq_now_ms() + 1000);
+            return;
+        }
+        for (size_t i = 0; i < r->len; i++)
+            memcpy(ids[i], r->ids[(r->head + i) % r->cap], sizeof ids[i]);
+        free(r->ids);
+        r->ids = ids;
+        r->cap = cap;
+        r->head = 0;
+    }
+    memcpy(r->ids[(r->head + r->len) % r->cap], m->id, sizeof r->ids[0]);
+    r->len++;
+    m->deferred = true;
+}
+
+static void start_attempt(struct kq_broker *b, struct kq_msg *m);
+
+/* Start parked cold messages while the queues have room (a bounded number per call). */
+static void undefer(struct kq_broker *b)
+{
+    struct kq_id_ring *r = &b->deferred;
+    for (int n = 0; n < 512 && r->len && b->n_waiting_total < COLD_WAIT_LIMIT(b) / 2; n++) {
+        struct kq_msg *m = kq_delivery_find(b, r->ids[r->head]);
+        r->head = (r->head + 1) % r->cap;
+        r->len--;
+        if (m && m->deferred) { /* gone or re-added meanwhile: skip */
+            m->deferred = false;
+            start_attempt(b, m);
+        }
+    }
+}
+
 static void start_attempt(struct kq_broker *b, struct kq_msg *m)
 {
     if (!attempt_over(m) || m->loading)
         return; /* an attempt is still open */
     if (!m->block) {
-        load_then_attempt(b, m);
+        if (b->n_waiting_total >= COLD_WAIT_LIMIT(b) && m->commit)
+            defer_cold(b, m);
+        else
+            load_then_attempt(b, m);
         return;
     }
     if (!m->commit) {
@@ -539,6 +591,7 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
     if (--m->inflight == 0 && m->waiting == 0)
         finish_attempt(b, m);
     pump(b, g); /* a slot is free */
+    undefer(b);
 }
 
 void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
@@ -582,7 +635,7 @@ void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
 {
     while (g->wait_head) {
-        struct kq_msg *m = dequeue_wait(g);
+        struct kq_msg *m = dequeue_wait(b, g);
         kq_names_add(b, &m->failed, &m->n_failed, g->id);
         if (attempt_over(m))
             finish_attempt(b, m);
@@ -598,4 +651,6 @@ void kq_delivery_free_all(struct kq_broker *b)
         kq_msg_free(m);
     kq_idmap_free(&b->msgs);
     kq_heap_free(&b->schedule);
+    free(b->deferred.ids);
+    memset(&b->deferred, 0, sizeof b->deferred);
 }

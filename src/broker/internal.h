@@ -107,6 +107,7 @@ struct kq_msg {
     bool stored;  /* the store has it (false: fly, or deliveryFirst before saving) */
     bool loading; /* header and body are being read back from the store */
     bool retry_soon; /* the last attempt found only connections still warming up */
+    bool deferred;   /* parked in the broker's ring of cold messages (delivery.c) */
     uint8_t failure;  /* kq_msg_failure() */
     const char *topic, *type, *pub_group; /* atoms (kq_atom) */
     int64_t publish_time, expired_time;
@@ -153,6 +154,11 @@ struct kq_broker {
     struct kq_inflight *tq_head, *tq_tail;
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
+    size_t n_waiting_total;     /* messages waiting in all groups' queues */
+    struct kq_id_ring {         /* cold messages parked until the queues have room */
+        char (*ids)[KQ_ID_LEN + 1];
+        size_t head, len, cap;
+    } deferred;
     struct kq_policy *policy;          /* routing / retry / intake hooks (C defaults inside) */
     struct kq_binding_set *bindings;   /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;

@@ -326,6 +326,32 @@ static void test_delivery_first(void **state)
     assert_int_equal(broker_stop(&df), 0);
 }
 
+/* A restarted backlog larger than the groups' queues (deliverWindow 2: at most 8 cold
+ * messages are loaded to wait) is parked by id and still delivered, in full. */
+static void test_cold_backlog_parked_and_delivered(void **state)
+{
+    (void)state;
+    struct broker_proc cb;
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "file://./data", EXTRA " deliverWindow = 2,");
+    assert_int_equal(broker_start(&cb, cfg, NULL), 0);
+    int prod = raw_connect(cb.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    char ids[40][33];
+    struct raw_msg m = {.topic = "trade", .type = "refund-cold", .commit = true};
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
+    close(prod);
+    assert_int_equal(broker_stop(&cb), 0);
+    assert_int_equal(broker_restart(&cb, NULL), 0);
+    assert_true(broker_wait_log(&cb, "recovered pending=40", 1));
+    int a = raw_connect(cb.port);
+    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    drain_expect(a, ids, 40);
+    close(a);
+    assert_int_equal(broker_stop(&cb), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_two_phase_commit_and_rollback),
         cmocka_unit_test(test_two_phase_checks),
         cmocka_unit_test(test_delivery_first),
+        cmocka_unit_test(test_cold_backlog_parked_and_delivered),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
