@@ -250,26 +250,6 @@ static int connect_as(int i, const char *group)
     return fd;
 }
 
-/* Receive n distinct deliveries of ids[] and ack them (other ids are acked and ignored). */
-static void drain_expect(int fd, char ids[][33], int n)
-{
-    int seen = 0;
-    bool got[64] = {0};
-    while (seen < n) {
-        char id[33];
-        uint32_t op;
-        int rc = raw_recv_delivery(fd, 8000, id, &op, NULL, 0);
-        if (rc != 1)
-            fail_msg("only %d of %d messages delivered", seen, n);
-        raw_deliver_ack(fd, op, id, true);
-        for (int i = 0; i < n; i++)
-            if (strcmp(ids[i], id) == 0 && !got[i]) {
-                got[i] = true;
-                seen++;
-            }
-    }
-    assert_int_equal(raw_sync(fd), 0);
-}
 
 /* --- admin HTTP ------------------------------------------------------------------------- */
 
@@ -337,8 +317,8 @@ static void test_publish_deliver_ack(void **state)
     snprintf(where, sizeof where, "kite_server='127.0.0.1:%d' AND `commit`=1", E.bp[0].port);
     for (int i = 0; i < 32; i++)
         assert_int_equal(rows_of(ids[i], false, where), 1);
-    drain_expect(a, ids, 32);
-    drain_expect(b, ids, 32);
+    raw_drain_expect(a, ids, 32, 8000);
+    raw_drain_expect(b, ids, 32, 8000);
     /* acked by both groups: the rows go (delete batches, flushSeconds = 1) */
     for (int i = 0; i < 32; i++)
         assert_true(wait_rows(ids[i], false, NULL, 0, 5000));
@@ -484,8 +464,8 @@ static void test_restart_recovers(void **state)
     assert_true(broker_wait_log(&E.bp[0], "recovered pending=20", 1));
     a = connect_as(0, TEST_CONSUMER);
     int b = connect_as(0, TEST_CONSUMER_B);
-    drain_expect(a, ids, 20);
-    drain_expect(b, ids, 20);
+    raw_drain_expect(a, ids, 20, 8000);
+    raw_drain_expect(b, ids, 20, 8000);
     close(a);
     close(b);
     for (int i = 0; i < 20; i++) /* the acks reached the table (delete batches) */
@@ -501,8 +481,8 @@ static void test_restart_recovers(void **state)
     assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
     a = connect_as(0, TEST_CONSUMER);
     b = connect_as(0, TEST_CONSUMER_B);
-    drain_expect(a, more, 10);
-    drain_expect(b, more, 10);
+    raw_drain_expect(a, more, 10, 8000);
+    raw_drain_expect(b, more, 10, 8000);
     close(a);
     close(b);
     assert_int_equal(broker_stop(&E.bp[0]), 0);

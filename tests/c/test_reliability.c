@@ -48,27 +48,6 @@ static void restart(void)
     assert_int_equal(broker_restart(&bp, NULL), 0);
 }
 
-/* Receive `n` distinct deliveries of ids[] and ack them all. */
-static void drain_expect(int fd, char ids[][33], int n)
-{
-    int seen = 0;
-    bool got[64] = {0};
-    while (seen < n) {
-        char id[33];
-        uint32_t op;
-        int rc = raw_recv_delivery(fd, 5000, id, &op, NULL, 0);
-        if (rc != 1)
-            fail_msg("only %d of %d messages delivered", seen, n);
-        raw_deliver_ack(fd, op, id, true);
-        for (int i = 0; i < n; i++)
-            if (strcmp(ids[i], id) == 0 && !got[i]) {
-                got[i] = true;
-                seen++;
-            }
-    }
-    assert_int_equal(raw_sync(fd), 0); /* the acks are processed before we go on */
-}
-
 static void test_restart_keeps_pending(void **state)
 {
     (void)state;
@@ -81,8 +60,8 @@ static void test_restart_keeps_pending(void **state)
     restart();
     assert_true(broker_wait_log(&bp, "recovered pending=20", 1));
     int a = connect_as(TEST_CONSUMER), b = connect_as(TEST_CONSUMER_B);
-    drain_expect(a, ids, 20);
-    drain_expect(b, ids, 20);
+    raw_drain_expect(a, ids, 20, 5000);
+    raw_drain_expect(b, ids, 20, 5000);
     /* all acked: after another restart nothing is pending */
     close(a);
     close(b);
@@ -347,7 +326,7 @@ static void test_cold_backlog_parked_and_delivered(void **state)
     assert_true(broker_wait_log(&cb, "recovered pending=40", 1));
     int a = raw_connect(cb.port);
     assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
-    drain_expect(a, ids, 40);
+    raw_drain_expect(a, ids, 40, 5000);
     close(a);
     assert_int_equal(broker_stop(&cb), 0);
 }

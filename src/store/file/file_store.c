@@ -279,17 +279,26 @@ static int fs_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
     return 0;
 }
 
-static int fs_commit(struct kq_store *base, const char *id, kq_store_done_cb cb, void *ud)
+/* The index entry of a pending message: 0, or -ESHUTDOWN, -EINVAL (bad id), -ENOENT. */
+static int find_pending(struct fs_store *s, const char *id, char key[KQ_ID_LEN + 1],
+                        struct fs_entry **out)
 {
-    struct fs_store *s = (struct fs_store *)base;
-    char key[KQ_ID_LEN + 1];
     if (s->closing)
         return -ESHUTDOWN;
     if (!fs_id_key(id, key))
         return -EINVAL;
-    struct fs_entry *e = fs_find(s, key);
-    if (!e)
-        return -ENOENT;
+    *out = fs_find(s, key);
+    return *out ? 0 : -ENOENT;
+}
+
+static int fs_commit(struct kq_store *base, const char *id, kq_store_done_cb cb, void *ud)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    char key[KQ_ID_LEN + 1];
+    struct fs_entry *e;
+    int found = find_pending(s, id, key, &e);
+    if (found)
+        return found;
     size_t mark = s->open->main.len;
     int rc = fs_append_id(s, FS_COMMIT, false, key);
     if (!rc && (rc = add_cb(s->open, cb, ud))) {
@@ -341,13 +350,10 @@ static int fs_remove(struct kq_store *base, const char *id)
 {
     struct fs_store *s = (struct fs_store *)base;
     char key[KQ_ID_LEN + 1];
-    if (s->closing)
-        return -ESHUTDOWN;
-    if (!fs_id_key(id, key))
-        return -EINVAL;
-    struct fs_entry *e = fs_find(s, key);
-    if (!e)
-        return -ENOENT;
+    struct fs_entry *e;
+    int found = find_pending(s, id, key, &e);
+    if (found)
+        return found;
     int rc = fs_append_id(s, FS_REMOVE, false, key);
     if (rc)
         return rc;

@@ -1,5 +1,10 @@
 #include "support/broker_proc.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -484,4 +489,27 @@ int raw_sync(int fd)
         if (f.opaque == op)
             return 0;
     }
+}
+
+void raw_drain_expect(int fd, char ids[][33], int n, int timeout_ms)
+{
+    int seen = 0;
+    bool *got = calloc((size_t)n + 1, sizeof *got);
+    assert_non_null(got);
+    while (seen < n) {
+        char id[33];
+        uint32_t op;
+        if (raw_recv_delivery(fd, timeout_ms, id, &op, NULL, 0) != 1) {
+            free(got);
+            fail_msg("only %d of %d messages delivered", seen, n);
+        }
+        raw_deliver_ack(fd, op, id, true);
+        for (int i = 0; i < n; i++)
+            if (strcmp(ids[i], id) == 0 && !got[i]) {
+                got[i] = true;
+                seen++;
+            }
+    }
+    free(got);
+    assert_int_equal(raw_sync(fd), 0); /* the acks are processed before the caller goes on */
 }

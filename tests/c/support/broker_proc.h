@@ -81,4 +81,7 @@ int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
 /* Heartbeat round trip: everything sent before on fd has been processed by the broker.
  * Other frames arriving meanwhile are dropped. 0 or -1. */
 int raw_sync(int fd);
+/* Receive until each of ids[0..n) was delivered (each wait at most timeout_ms), ack every
+ * delivery, then raw_sync. Fails the running cmocka test otherwise. */
+void raw_drain_expect(int fd, char ids[][33], int n, int timeout_ms);
 #endif
