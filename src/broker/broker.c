@@ -134,6 +134,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     b->loop = loop;
     b->cfg = cfg;
     kq_idmap_init(&b->msgs, offsetof(struct kq_msg, id));
+    kq_arena_init(&b->frame_arena, 64 * 1024);
     uv_timer_init(loop, &b->tick);
     b->tick.data = b;
     uv_timer_init(loop, &b->retry_timer);
@@ -310,6 +311,7 @@ void kq_broker_free(struct kq_broker *b)
     kq_delivery_free_all(b);
     kq_groups_free(b);
     kq_atoms_free(b);
+    kq_arena_free(&b->frame_arena);
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
     if (b->net)

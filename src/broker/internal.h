@@ -150,6 +150,7 @@ struct kq_broker {
     struct kq_group *groups;
     struct kq_idmap msgs; /* pending messages (struct kq_msg) by id */
     struct kq_atom *atoms; /* interned topic, type and group names */
+    struct kq_arena frame_arena; /* the decoded frame being handled; reset after each */
     struct kq_heap schedule; /* messages waiting for their next attempt */
     struct kq_inflight *tq_head, *tq_tail;
     struct kq_token_bucket intake;
@@ -197,7 +198,7 @@ void kq_groups_free(struct kq_broker *b);
 /* Routing (struct kq_route) and retry (struct kq_retry_verdict) come from policy/policy.h:
  * kq_policy_route(b->policy, b->bindings, ...) and kq_policy_retry(b->policy, ...). */
 
-/* publish.c */
+/* publish.c; m lives in b->frame_arena, reset by the caller after the call */
 void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
                        uint8_t cmd, ProtobufCMessage *m);
 void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m);

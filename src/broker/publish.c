@@ -204,14 +204,13 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     sm.body_len = (uint32_t)v.body_len;
     uint8_t *hdr;
     size_t hdr_len;
-    if (kq_header_pack(h, &hdr, &hdr_len) != 0) {
+    if (kq_header_pack_in(&b->frame_arena, h, &hdr, &hdr_len) != 0) {
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;
     }
     sm.header = hdr;
     sm.header_len = (uint32_t)hdr_len;
     struct kq_msg *m = kq_msg_new(b, &sm, true);
-    free(hdr);
     if (!m) {
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;
@@ -242,5 +241,5 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     if (rc != 0)
         on_saved(ps, rc); /* refused at once: the store never calls back then */
 out:
-    kq_codec_free(pm);
+    return; /* pm lives in the broker's frame arena: the caller releases it */
 }

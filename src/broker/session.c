@@ -122,8 +122,10 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         refuse(s, 0, FEEDBACK_UNAUTHORIZED, "not authenticated");
         return;
     }
-    ProtobufCMessage *m = kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
+    /* Decoded into the broker's frame arena: nothing below keeps a pointer into m. */
+    ProtobufCMessage *m = kq_codec_unpack_in(&b->frame_arena, f->cmd, f->body, (size_t)f->body_len);
     if (!m) {
+        kq_arena_reset(&b->frame_arena);
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "session", "malformed %s peer=%s opaque=%u len=%d",
                            kq_cmd_name(f->cmd), kq_conn_peer(c), f->opaque, f->body_len);
         if (f->cmd == KQ_CMD_BYTES_MESSAGE || f->cmd == KQ_CMD_STRING_MESSAGE) {
@@ -154,9 +156,9 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         break;
     default:
         kq_publish_handle(b, s, f->opaque, f->cmd, m);
-        return; /* kq_publish_handle owns m */
+        break;
     }
-    kq_codec_free(m);
+    kq_arena_reset(&b->frame_arena);
 }
 
 static void sweep_one(void *ud, struct kq_conn *c)

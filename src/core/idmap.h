@@ -1,7 +1,12 @@
 /* A hash set of records keyed by a NUL-terminated string stored inside each record (at
  * key_offset), with open addressing and linear probing: one pointer per slot, no per-record
  * handle. Used for the millions of pending messages, where a 56-byte uthash handle per
- * message would cost more than the message record itself. Not thread-safe. */
+ * message would cost more than the message record itself.
+ *
+ * Each slot also keeps 32 bits of its record's hash, so probing compares those before
+ * touching a record (a cache miss) and deletion moves records without rehashing their
+ * keys: 4 more bytes per slot, measured as the largest cost per message before. Not
+ * thread-safe. */
 #ifndef KQ_CORE_IDMAP_H
 #define KQ_CORE_IDMAP_H
 #include <stddef.h>
@@ -9,7 +14,8 @@
 
 struct kq_idmap {
     void **slots;
-    size_t cap; /* power of two, or 0 */
+    uint32_t *hashes; /* low 32 bits of each slot's key hash; the home slot is hash & mask */
+    size_t cap;       /* power of two, or 0 */
     size_t len;
     size_t key_offset;
 };

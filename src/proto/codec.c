@@ -31,6 +31,23 @@ ProtobufCMessage *kq_codec_unpack(uint8_t cmd, const uint8_t *body, size_t len)
     return protobuf_c_message_unpack(d, NULL, len, body);
 }
 
+static void *arena_alloc(void *a, size_t n) { return kq_arena_alloc(a, n); }
+static void arena_free(void *a, void *p)
+{
+    (void)a; /* released with the whole arena */
+    (void)p;
+}
+
+ProtobufCMessage *kq_codec_unpack_in(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
+                                     size_t len)
+{
+    const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
+    if (!d)
+        return NULL;
+    ProtobufCAllocator al = {.alloc = arena_alloc, .free = arena_free, .allocator_data = a};
+    return protobuf_c_message_unpack(d, &al, len, body);
+}
+
 void kq_codec_free(ProtobufCMessage *m)
 {
     if (m)
@@ -205,6 +222,18 @@ int kq_header_pack(const Protocol__Header *h, uint8_t **out, size_t *len)
 {
     size_t n = protocol__header__get_packed_size(h);
     uint8_t *p = malloc(n ? n : 1);
+    if (!p)
+        return -ENOMEM;
+    protocol__header__pack(h, p);
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+int kq_header_pack_in(struct kq_arena *a, const Protocol__Header *h, uint8_t **out, size_t *len)
+{
+    size_t n = protocol__header__get_packed_size(h);
+    uint8_t *p = kq_arena_alloc(a, n ? n : 1);
     if (!p)
         return -ENOMEM;
     protocol__header__pack(h, p);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/arena.h"
 #include "core/buf.h"
 #include "kite_remoting.pb-c.h"
 #include "proto/frame.h"
@@ -18,6 +19,10 @@
  * required field, or a command that carries no body we accept. Free with kq_codec_free. */
 ProtobufCMessage *kq_codec_unpack(uint8_t cmd, const uint8_t *body, size_t len);
 void kq_codec_free(ProtobufCMessage *m);
+/* The same, decoding into the arena: the result lives until the arena is reset (never pass
+ * it to kq_codec_free). One bump allocation per field instead of one malloc each. */
+ProtobufCMessage *kq_codec_unpack_in(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
+                                     size_t len);
 
 int kq_codec_append(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const ProtobufCMessage *m);
 
@@ -52,6 +57,8 @@ int kq_message_view(uint8_t cmd, ProtobufCMessage *m, struct kq_message_view *v)
 
 /* Pack a Header into a fresh malloc'd buffer (*out, *len). Returns 0 or -ENOMEM. */
 int kq_header_pack(const Protocol__Header *h, uint8_t **out, size_t *len);
+/* The same into the arena (released with it). */
+int kq_header_pack_in(struct kq_arena *a, const Protocol__Header *h, uint8_t **out, size_t *len);
 
 /* A message id is exactly 32 hex digits. */
 bool kq_message_id_valid(const char *id);

@@ -3,103 +3,110 @@
  * Convention shared by all stores: a negative return value means the callback will not
  * be called. */
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
 
 #include "core/clock.h"
+#include "core/idmap.h"
 #include "store/store_uri.h"
 
-/* A deep copy of a message: the strings and bytes live in one allocation after it. */
+/* A deep copy of a message: the strings, header and body live in the same allocation,
+ * right after the record, so a message costs one malloc. */
 struct mem_msg {
     char id[KQ_ID_LEN + 1];
     struct kq_stored_msg m;
-    /* latest delivery state; groups in one strdup'ed NUL-separated block */
+    /* latest delivery state; each group list is one allocation (see copy_groups) */
     bool has_state;
     struct kq_delivery_state st;
     char *reason; /* dead letters only */
     int64_t dead_time;
-    UT_hash_handle hh;
+    uint64_t seq;      /* save order, for recover() */
+    UT_hash_handle hh; /* dead letters only: uthash keeps their order for listing */
 };
 
 struct mem_store {
     struct kq_store base;
-    struct mem_msg *pending; /* uthash keeps insertion order = publish order */
+    struct kq_idmap pending; /* struct mem_msg by id */
+    uint64_t next_seq;
     struct mem_msg *dead;
 };
 
-static char *dupz(const char *s) { return strdup(s ? s : ""); }
-
-static void *dupb(const uint8_t *p, uint32_t n)
-{
-    uint8_t *c = malloc(n ? n : 1);
-    if (c && n)
-        memcpy(c, p, n);
-    return c;
-}
-
-static void free_groups(const char **g, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free((char *)g[i]);
-    free(g);
-}
-
 static void msg_free(struct mem_msg *e)
 {
-    free((char *)e->m.topic);
-    free((char *)e->m.message_type);
-    free((char *)e->m.publish_group);
-    free((void *)e->m.header);
-    free((void *)e->m.body);
-    free_groups(e->st.groups_done, e->st.n_done);
-    free_groups(e->st.groups_failed, e->st.n_failed);
+    free((void *)e->st.groups_done);
+    free((void *)e->st.groups_failed);
     free(e->reason);
     free(e);
 }
 
+/* Append n bytes of p at *at, return where they landed. */
+static void *put(uint8_t **at, const void *p, size_t n)
+{
+    void *dst = *at;
+    if (n)
+        memcpy(dst, p, n);
+    *at += n;
+    return dst;
+}
+
+static const char *put_str(uint8_t **at, const char *s)
+{
+    s = s ? s : "";
+    return put(at, s, strlen(s) + 1);
+}
+
 static struct mem_msg *msg_copy(const struct kq_stored_msg *m)
 {
-    struct mem_msg *e = calloc(1, sizeof *e);
+    size_t strings = strlen(m->topic ? m->topic : "") + strlen(m->message_type ? m->message_type : "") +
+                     strlen(m->publish_group ? m->publish_group : "") + 3;
+    struct mem_msg *e = malloc(sizeof *e + strings + m->header_len + m->body_len);
     if (!e)
         return NULL;
+    memset(e, 0, sizeof *e);
     e->m = *m;
     memcpy(e->id, m->id, sizeof e->id);
-    e->m.topic = dupz(m->topic);
-    e->m.message_type = dupz(m->message_type);
-    e->m.publish_group = dupz(m->publish_group);
-    e->m.header = dupb(m->header, m->header_len);
-    e->m.body = dupb(m->body, m->body_len);
-    if (!e->m.topic || !e->m.message_type || !e->m.publish_group || !e->m.header || !e->m.body) {
-        msg_free(e);
-        return NULL;
-    }
+    uint8_t *at = (uint8_t *)(e + 1);
+    e->m.topic = put_str(&at, m->topic);
+    e->m.message_type = put_str(&at, m->message_type);
+    e->m.publish_group = put_str(&at, m->publish_group);
+    e->m.header = put(&at, m->header, m->header_len);
+    e->m.body = put(&at, m->body, m->body_len);
     return e;
 }
 
+/* The pointer array and the strings in one allocation: one free releases it. */
 static int copy_groups(const char **src, size_t n, const char ***dst)
 {
     *dst = NULL;
     if (!n)
         return 0;
-    const char **g = calloc(n, sizeof *g);
+    size_t bytes = n * sizeof(char *);
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(src[i]) + 1;
+    const char **g = malloc(bytes);
     if (!g)
         return -ENOMEM;
+    uint8_t *at = (uint8_t *)(g + n);
     for (size_t i = 0; i < n; i++)
-        if (!(g[i] = strdup(src[i]))) {
-            free_groups(g, i);
-            return -ENOMEM;
-        }
+        g[i] = put_str(&at, src[i]);
     *dst = g;
     return 0;
 }
 
 static bool valid_id(const char *id) { return id && *id && strlen(id) <= KQ_ID_LEN; }
 
-static struct mem_msg *find(struct mem_msg *h, const char *id)
+static struct mem_msg *find_pending(struct mem_store *ms, const char *id)
+{
+    return kq_idmap_find(&ms->pending, id);
+}
+
+static struct mem_msg *find_dead(struct mem_store *ms, const char *id)
 {
     struct mem_msg *e = NULL;
-    HASH_FIND_STR(h, id, e);
+    HASH_FIND_STR(ms->dead, id, e);
     return e;
 }
 
@@ -109,12 +116,16 @@ static int mem_save(struct kq_store *s, const struct kq_stored_msg *m, kq_store_
     struct mem_store *ms = (struct mem_store *)s;
     if (!valid_id(m->id))
         return -EINVAL;
-    if (find(ms->pending, m->id))
+    if (find_pending(ms, m->id))
         return -EEXIST;
     struct mem_msg *e = msg_copy(m);
     if (!e)
         return -ENOMEM;
-    HASH_ADD_STR(ms->pending, id, e);
+    e->seq = ms->next_seq++;
+    if (kq_idmap_insert(&ms->pending, e) != 0) {
+        msg_free(e);
+        return -ENOMEM;
+    }
     if (cb)
         cb(ud, 0);
     return 0;
@@ -122,7 +133,7 @@ static int mem_save(struct kq_store *s, const struct kq_stored_msg *m, kq_store_
 
 static int mem_commit(struct kq_store *s, const char *id, kq_store_done_cb cb, void *ud)
 {
-    struct mem_msg *e = find(((struct mem_store *)s)->pending, id);
+    struct mem_msg *e = find_pending((struct mem_store *)s, id);
     if (!e)
         return -ENOENT;
     e->m.commit = true;
@@ -133,18 +144,18 @@ static int mem_commit(struct kq_store *s, const char *id, kq_store_done_cb cb, v
 
 static int mem_update(struct kq_store *s, const struct kq_delivery_state *st)
 {
-    struct mem_msg *e = find(((struct mem_store *)s)->pending, st->id);
+    struct mem_msg *e = find_pending((struct mem_store *)s, st->id);
     if (!e)
         return -ENOENT;
     const char **done, **failed;
     if (copy_groups(st->groups_done, st->n_done, &done))
         return -ENOMEM;
     if (copy_groups(st->groups_failed, st->n_failed, &failed)) {
-        free_groups(done, st->n_done);
+        free((void *)done);
         return -ENOMEM;
     }
-    free_groups(e->st.groups_done, e->st.n_done);
-    free_groups(e->st.groups_failed, e->st.n_failed);
+    free((void *)e->st.groups_done);
+    free((void *)e->st.groups_failed);
     e->st = *st;
     e->st.groups_done = done;
     e->st.groups_failed = failed;
@@ -155,10 +166,10 @@ static int mem_update(struct kq_store *s, const struct kq_delivery_state *st)
 static int mem_remove(struct kq_store *s, const char *id)
 {
     struct mem_store *ms = (struct mem_store *)s;
-    struct mem_msg *e = find(ms->pending, id);
+    struct mem_msg *e = find_pending(ms, id);
     if (!e)
         return -ENOENT;
-    HASH_DEL(ms->pending, e);
+    kq_idmap_remove(&ms->pending, e);
     msg_free(e);
     return 0;
 }
@@ -168,7 +179,7 @@ static int mem_dead_letter(struct kq_store *s, const struct kq_stored_msg *m, co
     struct mem_store *ms = (struct mem_store *)s;
     if (!valid_id(m->id))
         return -EINVAL;
-    struct mem_msg *p = find(ms->pending, m->id);
+    struct mem_msg *p = find_pending(ms, m->id);
     /* The caller may pass only the index fields: take header and body from the store. */
     const struct kq_stored_msg *src = (p && !m->header && !m->body) ? &p->m : m;
     struct mem_msg *d = msg_copy(src);
@@ -178,14 +189,14 @@ static int mem_dead_letter(struct kq_store *s, const struct kq_stored_msg *m, co
         return -ENOMEM;
     }
     d->dead_time = kq_now_sec();
-    struct mem_msg *old = find(ms->dead, d->id);
+    struct mem_msg *old = find_dead(ms, d->id);
     if (old) {
         HASH_DEL(ms->dead, old);
         msg_free(old);
     }
     HASH_ADD_STR(ms->dead, id, d);
     if (p) {
-        HASH_DEL(ms->pending, p);
+        kq_idmap_remove(&ms->pending, p);
         msg_free(p);
     }
     return 0;
@@ -193,19 +204,34 @@ static int mem_dead_letter(struct kq_store *s, const struct kq_stored_msg *m, co
 
 static int mem_load(struct kq_store *s, const char *id, kq_store_load_cb cb, void *ud)
 {
-    struct mem_msg *e = find(((struct mem_store *)s)->pending, id);
+    struct mem_msg *e = find_pending((struct mem_store *)s, id);
     if (!e)
         return -ENOENT;
     cb(ud, 0, &e->m);
     return 0;
 }
 
+static int by_seq(const void *a, const void *b)
+{
+    uint64_t x = (*(struct mem_msg *const *)a)->seq, y = (*(struct mem_msg *const *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
 static int mem_recover(struct kq_store *s, kq_store_recover_cb cb, void *ud)
 {
-    /* Nothing survives a restart; after open the pending set is empty. */
-    struct mem_msg *e, *tmp;
-    HASH_ITER(hh, ((struct mem_store *)s)->pending, e, tmp)
-    cb(ud, &e->m, e->has_state ? &e->st : NULL);
+    /* Nothing survives a restart, so after open this is empty; the index has no order,
+     * and the contract is publish order: sort. */
+    struct mem_store *ms = (struct mem_store *)s;
+    struct mem_msg **all = malloc((ms->pending.len + 1) * sizeof *all), *e;
+    if (!all)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; (e = kq_idmap_next(&ms->pending, &i));)
+        all[n++] = e;
+    qsort(all, n, sizeof *all, by_seq);
+    for (size_t i = 0; i < n; i++)
+        cb(ud, &all[i]->m, all[i]->has_state ? &all[i]->st : NULL);
+    free(all);
     return 0;
 }
 
@@ -231,7 +257,7 @@ static int mem_dlq_list(struct kq_store *s, const char *topic, kq_store_dlq_cb c
 static int mem_dlq_take(struct kq_store *s, const char *id, kq_store_dlq_cb cb, void *ud)
 {
     struct mem_store *ms = (struct mem_store *)s;
-    struct mem_msg *d = find(ms->dead, id);
+    struct mem_msg *d = find_dead(ms, id);
     if (!d)
         return -ENOENT;
     HASH_DEL(ms->dead, d);
@@ -263,11 +289,9 @@ static void mem_close(struct kq_store *s)
 {
     struct mem_store *ms = (struct mem_store *)s;
     struct mem_msg *e, *tmp;
-    HASH_ITER(hh, ms->pending, e, tmp)
-    {
-        HASH_DEL(ms->pending, e);
+    for (size_t i = 0; (e = kq_idmap_next(&ms->pending, &i));)
         msg_free(e);
-    }
+    kq_idmap_free(&ms->pending);
     HASH_ITER(hh, ms->dead, e, tmp)
     {
         HASH_DEL(ms->dead, e);
@@ -303,6 +327,7 @@ int kq_memory_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct k
     struct mem_store *ms = calloc(1, sizeof *ms);
     if (!ms)
         return -ENOMEM;
+    kq_idmap_init(&ms->pending, offsetof(struct mem_msg, id));
     ms->base.ops = &mem_ops;
     ms->base.loop = loop;
     *out = &ms->base;
