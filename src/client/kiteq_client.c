@@ -2,7 +2,8 @@
  *
  * Threads: the caller's threads publish (writes serialised by `wmu`); the reader thread
  * reads and dispatches frames, sends heartbeats, expires pending publishes and
- * reconnects. `mu` guards the connection state, the pending table, the opaque counter
+ * reconnects. Frames go through one write buffer (`out`, under `wmu`) so that corked
+ * publishes and the DeliverAcks of one read batch leave in a single send(2). `mu` guards the connection state, the pending table, the opaque counter
  * and the stats. The socket fd changes only with both `mu` and `wmu` held, and only the
  * thread that owns the connection (open, then the reader) closes it.
  *
@@ -34,6 +35,8 @@
 #define POLL_TICK_MS 50  /* upper bound on timeout/heartbeat latency */
 #define SWEEP_EVERY_MS 10
 #define READ_CHUNK 65536
+#define OUT_FLUSH_BYTES 65536 /* a corked buffer is sent once it holds this much */
+#define ACK_HOLD_US 1000      /* DeliverAcks wait about this long for their batch */
 
 struct pending {
     uint32_t opaque;
@@ -51,7 +54,9 @@ struct kq_client {
 
     pthread_mutex_t mu;
     pthread_mutex_t wmu;
-    int fd; /* -1 while not connected */
+    int fd;             /* -1 while not connected */
+    struct kq_buf out;  /* frames not sent yet (under wmu) */
+    int corked;         /* under wmu: > 0 holds frames in `out` */
     bool stopping;
     uint32_t next_opaque;
     struct pending *pending;
@@ -63,6 +68,8 @@ struct kq_client {
 
     /* reader thread only (or open, before the thread exists) */
     struct kq_buf rbuf;
+    struct kq_buf acks;       /* DeliverAcks of the batch being dispatched */
+    uint64_t batch_start_us;  /* when that batch was read */
     int64_t next_hb_ms;
     bool hb_outstanding;
     int hb_missed;
@@ -93,22 +100,67 @@ static void set_err(char *err, size_t errlen, const char *fmt, const char *arg)
         snprintf(err, errlen, fmt, arg);
 }
 
-/* One complete frame on the current connection. A failed write kills the connection
- * (a partial frame would desynchronise the stream); the reader then notices. */
-static int send_frame(struct kq_client *c, const struct kq_buf *b)
+/* Send everything in `out`. A failed write kills the connection (a partial frame would
+ * desynchronise the stream); the reader then notices and fails the pending publishes. */
+static int flush_locked(struct kq_client *c)
 {
-    pthread_mutex_lock(&c->wmu);
+    if (c->out.len == 0)
+        return 0;
     int rc = -ENOTCONN;
     if (c->fd >= 0) {
-        rc = kqc_send_all(c->fd, b->data, b->len);
+        rc = kqc_send_all(c->fd, c->out.data, c->out.len);
         if (rc) {
             KQ_WARN(MOD, "write failed broker=%s err=%s", c->broker, strerror(-rc));
             shutdown(c->fd, SHUT_RDWR);
             rc = -ECONNRESET;
         }
     }
+    c->out.len = 0;
+    return rc;
+}
+
+/* Queue complete frames on the current connection and send them unless corked. */
+static int send_bytes(struct kq_client *c, const void *p, size_t n)
+{
+    pthread_mutex_lock(&c->wmu);
+    int rc = -ENOTCONN;
+    if (c->fd >= 0) {
+        rc = kq_buf_append(&c->out, p, n);
+        if (rc == 0 && (c->corked == 0 || c->out.len >= OUT_FLUSH_BYTES))
+            rc = flush_locked(c);
+    }
     pthread_mutex_unlock(&c->wmu);
     return rc;
+}
+
+static int send_frame(struct kq_client *c, const struct kq_buf *b)
+{
+    return send_bytes(c, b->data, b->len);
+}
+
+void kq_client_cork(struct kq_client *c)
+{
+    pthread_mutex_lock(&c->wmu);
+    c->corked++;
+    pthread_mutex_unlock(&c->wmu);
+}
+
+void kq_client_uncork(struct kq_client *c)
+{
+    pthread_mutex_lock(&c->wmu);
+    if (c->corked > 0 && --c->corked == 0)
+        flush_locked(c);
+    pthread_mutex_unlock(&c->wmu);
+}
+
+/* The reader's DeliverAcks: sent together after the read batch, or before each callback
+ * once the batch has run ACK_HOLD_US (a slow consumer must not hold earlier acks back). */
+static void flush_acks(struct kq_client *c)
+{
+    if (c->acks.len) {
+        send_bytes(c, c->acks.data, c->acks.len);
+        c->acks.len = 0;
+    }
 }
 
 /* --- completing publishes ------------------------------------------------------------------ */
@@ -457,16 +509,18 @@ static void on_delivery(struct kq_client *c, const struct kq_frame *f)
         pthread_mutex_lock(&c->mu);
         c->stats.delivered++;
         pthread_mutex_unlock(&c->mu);
+        /* Once the batch has taken longer than the hold (slow callbacks), every ack leaves
+         * before the next callback. */
+        if (c->acks.len && kq_mono_us() - c->batch_start_us >= ACK_HOLD_US)
+            flush_acks(c);
         ok = c->o.on_message ? c->o.on_message(c->o.ud, &m) : false;
     }
     free(props);
-    struct kq_buf b = {0};
     const Protocol__Header *h = v.header;
     /* groupId is the publisher's group from the Header, as the Go client sends it. */
-    if (kq_codec_append_deliver_ack(&b, f->opaque, h->messageid, h->topic, h->messagetype,
-                                    h->groupid, ok, "") == 0)
-        send_frame(c, &b);
-    kq_buf_free(&b);
+    if (kq_codec_append_deliver_ack(&c->acks, f->opaque, h->messageid, h->topic,
+                                    h->messagetype, h->groupid, ok, "") != 0)
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "no memory for the ack of opaque=%u", f->opaque);
     kq_codec_free(pm);
 }
 
@@ -628,6 +682,7 @@ static int establish(struct kq_client *c, char *err, size_t errlen)
     pthread_mutex_lock(&c->mu);
     pthread_mutex_lock(&c->wmu);
     c->fd = fd;
+    c->out.len = 0;
     pthread_mutex_unlock(&c->wmu);
     pthread_mutex_unlock(&c->mu);
     c->hb_outstanding = false;
@@ -646,7 +701,12 @@ static void drop_connection(struct kq_client *c, bool graceful)
     if (fd < 0)
         return;
     if (graceful) {
-        /* Let our last acks leave before close: unread input would make close send RST. */
+        /* Let our last acks (and anything corked) leave before close: unread input would
+         * make close send RST. */
+        flush_acks(c);
+        pthread_mutex_lock(&c->wmu);
+        flush_locked(c);
+        pthread_mutex_unlock(&c->wmu);
         shutdown(fd, SHUT_WR);
         char tmp[4096];
         while (recv(fd, tmp, sizeof tmp, MSG_DONTWAIT) > 0) {
@@ -657,7 +717,9 @@ static void drop_connection(struct kq_client *c, bool graceful)
     pthread_mutex_lock(&c->mu);
     pthread_mutex_lock(&c->wmu);
     c->fd = -1;
+    c->out.len = 0; /* frames for a dead connection: their publishes fail below */
     pthread_mutex_unlock(&c->wmu);
+    c->acks.len = 0; /* their deliveries will come again on the next connection */
     struct pending *list = steal_pending_locked(c, false, 0);
     pthread_mutex_unlock(&c->mu);
     close(fd);
@@ -700,12 +762,14 @@ static int dispatch_buffered(struct kq_client *c)
     size_t off = 0;
     struct kq_frame f;
     int used;
+    c->batch_start_us = kq_mono_us();
     while ((used = kq_frame_parse(c->rbuf.data + off, c->rbuf.len - off, &f)) > 0) {
         dispatch(c, &f);
         off += (size_t)used;
         if (is_stopping(c))
             break; /* undispatched deliveries stay unacked: the broker resends */
     }
+    flush_acks(c);
     kq_buf_consume(&c->rbuf, off);
     return used < 0 ? used : 0;
 }
@@ -797,6 +861,8 @@ static void client_free(struct kq_client *c)
     if (c->wake[1] >= 0)
         close(c->wake[1]);
     kq_buf_free(&c->rbuf);
+    kq_buf_free(&c->acks);
+    kq_buf_free(&c->out);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->wmu);
     free(c->broker);

@@ -101,6 +101,13 @@ int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish
 int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status,
                  const char *feedback);
 
+/* Batching publishes: between kq_client_cork and kq_client_uncork, frames wait in the
+ * client's write buffer (sent when it passes 64 KiB, or at the last uncork) instead of one
+ * send(2) each. Corks nest and apply to every thread using c, so keep corked stretches
+ * short: publish what is ready, then uncork. */
+void kq_client_cork(struct kq_client *c);
+void kq_client_uncork(struct kq_client *c);
+
 /* Counters for tools. */
 struct kq_client_stats {
     uint64_t published, acked_ok, acked_fail, delivered, reconnects;

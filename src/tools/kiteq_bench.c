@@ -444,6 +444,7 @@ static void *producer_main(void *arg)
     /* --rate: producer k sends at t0 + (k + n * producers) / rate, interleaved with the others */
     double interval = o->rate ? 1e9 * (double)o->producers / (double)o->rate : 0;
     uint64_t first = b->t0 + (uint64_t)(o->rate ? 1e9 * p->idx / (double)o->rate : 0);
+    bool corked = false;
     for (uint64_t n = 0; !atomic_load(&b->stop_pub); n++) {
         uint64_t seq = atomic_fetch_add(&b->next_seq, 1);
         if (o->count > 0 && seq >= (uint64_t)o->count)
@@ -457,12 +458,25 @@ static void *producer_main(void *arg)
         }
         if (o->inflight > 1) {
             pthread_mutex_lock(&p->mu);
+            if (p->inflight >= o->inflight && corked) {
+                /* window full: send the batch, then wait for acks */
+                pthread_mutex_unlock(&p->mu);
+                kq_client_uncork(p->c);
+                corked = false;
+                pthread_mutex_lock(&p->mu);
+            }
             while (p->inflight >= o->inflight)
                 pthread_cond_wait(&p->cond, &p->mu);
             p->inflight++;
             pthread_mutex_unlock(&p->mu);
             if (!o->rate)
                 t = mono_ns(); /* the window wait is not part of the latency */
+            if (!o->rate && !corked) {
+                /* Pipelined at full speed: fill the free part of the window with one
+                 * write, as a batching producer would. */
+                kq_client_cork(p->c);
+                corked = true;
+            }
         }
         struct body_hdr h = {.run_id = b->run_id, .seq = seq, .t_ns = t};
         memcpy(h.magic, MAGIC, sizeof MAGIC);
@@ -517,6 +531,8 @@ static void *producer_main(void *arg)
             }
         }
     }
+    if (corked)
+        kq_client_uncork(p->c);
     pthread_mutex_lock(&p->mu);
     while (p->inflight > 0)
         pthread_cond_wait(&p->cond, &p->mu);

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -829,6 +830,131 @@ static void test_heartbeat_and_reconnect(void **state)
     fake_close(&f);
 }
 
+/* Corked publishes wait in the client until uncork (or until 64 KiB are buffered), then
+ * reach the broker in publish order. */
+static void test_cork_batches_publishes(void **state)
+{
+    seen_reset();
+    struct fake f;
+    fake_listen(&f, true, "Auth Succ");
+    struct kq_client_options o = base_opts("g1", NULL, NULL);
+    struct kq_client *c = open_client(&f, &o);
+    struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
+                           .deliver_limit = -1, .commit = true, .body = "hi", .body_len = 2};
+
+    kq_client_cork(c);
+    kq_client_cork(c); /* corks nest */
+    for (intptr_t i = 0; i < 3; i++)
+        assert_int_equal(kq_publish_async(c, &m, on_published, (void *)i), 0);
+    uint8_t *fr = NULL;
+    assert_int_equal(recv_frame(&f, &fr, 100), -ETIMEDOUT); /* still corked */
+    kq_client_uncork(c);
+    assert_int_equal(recv_frame(&f, &fr, 100), -ETIMEDOUT); /* one cork left */
+    kq_client_uncork(c);
+    uint32_t prev = 0;
+    for (int i = 0; i < 3; i++) {
+        int n = recv_frame(&f, &fr, 3000);
+        assert_true(n > 0);
+        struct kq_frame h;
+        kq_frame_parse(fr, (size_t)n, &h);
+        assert_int_equal(h.cmd, KQ_CMD_BYTES_MESSAGE);
+        assert_true(h.opaque > prev); /* publish order */
+        prev = h.opaque;
+        free(fr);
+    }
+
+    /* 100 corked 1 KiB publishes: the buffer is sent once it passes 64 KiB, uncorked or not */
+    static uint8_t big[1024];
+    m.body = big;
+    m.body_len = sizeof big;
+    kq_client_cork(c);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(kq_publish_async(c, &m, on_published, (void *)(intptr_t)3), 0);
+    int got = 0;
+    while (recv_frame(&f, &fr, 500) > 0) {
+        got++;
+        free(fr);
+    }
+    /* the first 64 KiB (a frame is ~1.1 KiB) went out, the tail waits */
+    assert_true(got >= 50 && got < 100);
+    kq_client_uncork(c);
+    while (got < 100 && recv_frame(&f, &fr, 3000) > 0) {
+        got++;
+        free(fr);
+    }
+    assert_int_equal(got, 100);
+    kq_client_close(c); /* fails the 103 unacked publishes */
+    assert_int_equal(seen_int(&S.n_done), 103);
+    fake_close(&f);
+}
+
+/* DeliverAcks of one read batch leave together, but a slow callback does not hold the
+ * acks of the messages before it: the 2nd callback finds the 1st ack at the broker. */
+static struct {
+    struct fake *f; /* read by the callback until calls reaches 3, then by the test */
+    atomic_int calls;
+    bool first_ack_seen_in_second_call;
+} SLOW;
+
+static bool on_message_slow(void *ud, const struct kq_message *m)
+{
+    (void)ud;
+    (void)m;
+    int call = atomic_load(&SLOW.calls);
+    if (call == 0) {
+        pause_ms(5); /* longer than the client's ack hold */
+    } else if (call == 1) {
+        uint8_t *fr = NULL;
+        int n = recv_frame(SLOW.f, &fr, 3000);
+        struct kq_frame h;
+        SLOW.first_ack_seen_in_second_call =
+            n > 0 && kq_frame_parse(fr, (size_t)n, &h) > 0 && h.cmd == KQ_CMD_DELIVER_ACK &&
+            h.opaque == 100;
+        free(fr);
+    }
+    atomic_fetch_add(&SLOW.calls, 1);
+    return true;
+}
+
+static void test_acks_not_held_by_slow_callback(void **state)
+{
+    struct fake f;
+    fake_listen(&f, true, "Auth Succ");
+    SLOW.f = &f;
+    atomic_store(&SLOW.calls, 0);
+    SLOW.first_ack_seen_in_second_call = false;
+    struct kq_client_options o = base_opts("s-consumer", on_message_slow, NULL);
+    struct kq_client *c = open_client(&f, &o);
+    Protocol__Header hd = PROTOCOL__HEADER__INIT;
+    hd.messageid = "0123456789abcdef0123456789abcdef";
+    hd.topic = "trade";
+    hd.messagetype = "pay";
+    hd.groupid = "s-producer";
+    uint8_t *hb = NULL;
+    size_t hl = 0;
+    kq_header_pack(&hd, &hb, &hl);
+    struct kq_buf b = {0};
+    for (uint32_t op = 100; op < 103; op++)
+        kq_codec_append_message(&b, op, KQ_CMD_BYTES_MESSAGE, hb, hl, (const uint8_t *)"x", 1);
+    free(hb);
+    send_all(f.conn, b.data, b.len); /* one write: one read batch in the client */
+    kq_buf_free(&b);
+    WAIT_FOR(atomic_load(&SLOW.calls) == 3, 5000);
+    for (uint32_t op = 101; op < 103; op++) {
+        uint8_t *fr = NULL;
+        int n = recv_frame(&f, &fr, 3000);
+        assert_true(n > 0);
+        struct kq_frame h;
+        kq_frame_parse(fr, (size_t)n, &h);
+        assert_int_equal(h.cmd, KQ_CMD_DELIVER_ACK);
+        assert_int_equal(h.opaque, op);
+        free(fr);
+    }
+    assert_true(SLOW.first_ack_seen_in_second_call);
+    kq_client_close(c);
+    fake_close(&f);
+}
+
 static void test_message_id(void **state)
 {
     char a[KQ_CLIENT_ID_LEN + 1], b[KQ_CLIENT_ID_LEN + 1];
@@ -855,6 +981,8 @@ int main(void)
         cmocka_unit_test(test_delivery_in_handshake_read),
         cmocka_unit_test(test_heartbeat_and_reconnect),
         cmocka_unit_test(test_message_id),
+        cmocka_unit_test(test_cork_batches_publishes),
+        cmocka_unit_test(test_acks_not_held_by_slow_callback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
