@@ -6,10 +6,11 @@
 #include <string.h>
 
 #define KEY(m, rec) ((const char *)(rec) + (m)->key_offset)
+#define DIST_FAR 255 /* distance not stored: recompute it from the key */
 
 /* Eight bytes at a time: ids are 32 characters, and a byte-at-a-time hash showed up in
  * profiles. Multiply-xorshift rounds; quality matters only for spreading home slots. */
-static uint32_t hash(const char *s)
+static uint64_t hash(const char *s)
 {
     size_t n = strlen(s);
     uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
@@ -25,7 +26,7 @@ static uint32_t hash(const char *s)
     h ^= h >> 29;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 32;
-    return (uint32_t)h;
+    return h;
 }
 
 void kq_idmap_init(struct kq_idmap *m, size_t key_offset)
@@ -39,43 +40,43 @@ void *kq_idmap_find(const struct kq_idmap *m, const char *key)
     if (!m->cap)
         return NULL;
     size_t mask = m->cap - 1;
-    uint32_t h = hash(key);
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
+    for (size_t i = hash(key) & mask;; i = (i + 1) & mask) {
         void *r = m->slots[i];
         if (!r)
             return NULL;
-        if (m->hashes[i] == h && strcmp(KEY(m, r), key) == 0)
+        if (strcmp(KEY(m, r), key) == 0)
             return r;
     }
 }
 
-static void place(void **slots, uint32_t *hashes, size_t mask, void *rec, uint32_t h)
+static uint8_t dist_byte(size_t d) { return d < DIST_FAR ? (uint8_t)d : DIST_FAR; }
+
+static void place(struct kq_idmap *m, void *rec)
 {
-    size_t i = h & mask;
-    while (slots[i])
+    size_t mask = m->cap - 1, home = hash(KEY(m, rec)) & mask, i = home;
+    while (m->slots[i])
         i = (i + 1) & mask;
-    slots[i] = rec;
-    hashes[i] = h;
+    m->slots[i] = rec;
+    m->dist[i] = dist_byte((i - home) & mask);
 }
 
 static int grow(struct kq_idmap *m)
 {
-    size_t cap = m->cap ? m->cap * 2 : 1024;
-    void **slots = calloc(cap, sizeof *slots);
-    uint32_t *hashes = malloc(cap * sizeof *hashes);
-    if (!slots || !hashes) {
-        free(slots);
-        free(hashes);
+    struct kq_idmap old = *m;
+    m->cap = old.cap ? old.cap * 2 : 1024;
+    m->slots = calloc(m->cap, sizeof *m->slots);
+    m->dist = malloc(m->cap);
+    if (!m->slots || !m->dist) {
+        free(m->slots);
+        free(m->dist);
+        *m = old;
         return -ENOMEM;
     }
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i])
-            place(slots, hashes, cap - 1, m->slots[i], m->hashes[i]);
-    free(m->slots);
-    free(m->hashes);
-    m->slots = slots;
-    m->hashes = hashes;
-    m->cap = cap;
+    for (size_t i = 0; i < old.cap; i++)
+        if (old.slots[i])
+            place(m, old.slots[i]);
+    free(old.slots);
+    free(old.dist);
     return 0;
 }
 
@@ -84,7 +85,7 @@ int kq_idmap_insert(struct kq_idmap *m, void *rec)
     /* load factor at most 0.7 keeps probes short */
     if ((m->len + 1) * 10 > m->cap * 7 && grow(m) != 0)
         return -ENOMEM;
-    place(m->slots, m->hashes, m->cap - 1, rec, hash(KEY(m, rec)));
+    place(m, rec);
     m->len++;
     return 0;
 }
@@ -102,14 +103,15 @@ void kq_idmap_remove(struct kq_idmap *m, const void *rec)
     m->slots[i] = NULL;
     m->len--;
     /* Backward-shift deletion: move later records of the run into the hole when their home
-     * slot allows it, so lookups never need tombstones. */
+     * slot allows it (it is not after the hole), so lookups never need tombstones. */
     for (size_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
-        size_t home = m->hashes[j] & mask;
-        /* can the record at j live at i? yes unless home lies cyclically in (i, j] */
-        bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!between) {
+        size_t d = m->dist[j];
+        if (d == DIST_FAR)
+            d = (j - (hash(KEY(m, m->slots[j])) & mask)) & mask;
+        size_t gap = (j - i) & mask;
+        if (d >= gap) {
             m->slots[i] = m->slots[j];
-            m->hashes[i] = m->hashes[j];
+            m->dist[i] = dist_byte(d - gap);
             m->slots[j] = NULL;
             i = j;
         }
@@ -129,8 +131,8 @@ void *kq_idmap_next(const struct kq_idmap *m, size_t *pos)
 void kq_idmap_free(struct kq_idmap *m)
 {
     free(m->slots);
-    free(m->hashes);
+    free(m->dist);
     m->slots = NULL;
-    m->hashes = NULL;
+    m->dist = NULL;
     m->cap = m->len = 0;
 }

@@ -3,10 +3,10 @@
  * handle. Used for the millions of pending messages, where a 56-byte uthash handle per
  * message would cost more than the message record itself.
  *
- * Each slot also keeps 32 bits of its record's hash, so probing compares those before
- * touching a record (a cache miss) and deletion moves records without rehashing their
- * keys: 4 more bytes per slot, measured as the largest cost per message before. Not
- * thread-safe. */
+ * Each slot also keeps one byte: how far its record sits from its home slot, so deletion
+ * (backward shift) moves records without reading and rehashing their keys, which
+ * profiles showed as the largest cost per message. One byte, not a hash, because every
+ * byte per slot is about two bytes per pending message. Not thread-safe. */
 #ifndef KQ_CORE_IDMAP_H
 #define KQ_CORE_IDMAP_H
 #include <stddef.h>
@@ -14,7 +14,7 @@
 
 struct kq_idmap {
     void **slots;
-    uint32_t *hashes; /* low 32 bits of each slot's key hash; the home slot is hash & mask */
+    uint8_t *dist;    /* slot - home slot, or DIST_FAR when that is 255 or more */
     size_t cap;       /* power of two, or 0 */
     size_t len;
     size_t key_offset;

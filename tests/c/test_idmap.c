@@ -59,6 +59,29 @@ static void test_random_ops(void **state)
     free(recs);
 }
 
+/* A distance byte of 255 means "recompute from the key" (runs that long are rare): with
+ * every byte forced to 255, removal must still keep every other record reachable. */
+static void test_far_distances(void **state)
+{
+    (void)state;
+    enum { N = 700 };
+    struct rec *recs = calloc(N, sizeof *recs);
+    struct kq_idmap m;
+    kq_idmap_init(&m, offsetof(struct rec, id));
+    for (int i = 0; i < N; i++) {
+        snprintf(recs[i].id, sizeof recs[i].id, "%032d", i * 7919);
+        assert_int_equal(kq_idmap_insert(&m, &recs[i]), 0);
+    }
+    memset(m.dist, 255, m.cap);
+    for (int i = 0; i < N; i += 2)
+        kq_idmap_remove(&m, &recs[i]);
+    for (int i = 0; i < N; i++)
+        assert_ptr_equal(kq_idmap_find(&m, recs[i].id), i % 2 ? &recs[i] : NULL);
+    assert_int_equal(m.len, N / 2);
+    kq_idmap_free(&m);
+    free(recs);
+}
+
 static void test_empty(void **state)
 {
     (void)state;
@@ -76,6 +99,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random_ops),
+        cmocka_unit_test(test_far_distances),
         cmocka_unit_test(test_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
