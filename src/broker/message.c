@@ -8,6 +8,9 @@
 
 #include "broker/internal.h"
 
+/* 152 bytes is a 160-byte glibc chunk; one byte more costs 16 per pending message. */
+_Static_assert(sizeof(struct kq_msg) <= 152, "struct kq_msg grew past 152 bytes");
+
 struct kq_atom {
     UT_hash_handle hh;
     char s[];
