@@ -285,17 +285,20 @@ int kq_broker_reload(struct kq_broker *b)
 struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic)
 {
     static struct kq_topic_stats sink; /* out of memory: count nowhere */
-    struct kq_topic_stats *t;
+    /* Called several times per message, nearly always for the topic of the last call. */
+    struct kq_topic_stats *t = b->last_topic_stats;
+    if (t && strcmp(t->topic, topic) == 0)
+        return t;
     HASH_FIND_STR(b->topic_stats, topic, t);
     if (t)
-        return t;
+        return b->last_topic_stats = t;
     t = calloc(1, sizeof *t);
     if (!t || !(t->topic = strdup(topic))) {
         free(t);
         return &sink;
     }
     HASH_ADD_KEYPTR(hh, b->topic_stats, t->topic, strlen(t->topic), t);
-    return t;
+    return b->last_topic_stats = t;
 }
 
 void kq_broker_free(struct kq_broker *b)

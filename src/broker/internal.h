@@ -166,6 +166,7 @@ struct kq_broker {
     struct kq_binding_set *bindings;   /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats; /* per topic counters, by name */
+    struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
     struct kq_zk_registry *zk;          /* NULL with static bindings */
     struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;         /* "static" or the ZooKeeper state */

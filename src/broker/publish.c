@@ -69,9 +69,19 @@ void kq_publish_session_closed(struct kq_session *s)
 
 static void ack_stored(struct kq_pending_save *ps, struct kq_session *s)
 {
-    char feedback[96];
-    snprintf(feedback, sizeof feedback, "Store Result true Cost:%llu",
-             (unsigned long long)(kq_broker_mono_ms() - ps->start_ms));
+    /* The original's text with the store time in ms. Built by hand: snprintf was a
+     * measurable share of the broker's instructions per message. */
+    static const char prefix[] = "Store Result true Cost:";
+    char feedback[sizeof prefix + 20], digits[20];
+    uint64_t ms = kq_broker_mono_ms() - ps->start_ms;
+    size_t n = 0;
+    do
+        digits[n++] = (char)('0' + ms % 10);
+    while ((ms /= 10) > 0);
+    memcpy(feedback, prefix, sizeof prefix - 1);
+    for (size_t i = 0; i < n; i++)
+        feedback[sizeof prefix - 1 + i] = digits[n - 1 - i];
+    feedback[sizeof prefix - 1 + n] = 0;
     if (s)
         ack(s, ps->opaque, ps->msg->id, true, feedback);
 }

@@ -136,6 +136,9 @@ static void test_publish_checks(void **state)
     m.fly = false;
     assert_int_equal(raw_publish(fd, 0, &m, NULL, fb, sizeof fb), 1); /* opaque 0 echoed */
     assert_memory_equal(fb, "Store Result true Cost:", 23);
+    /* then the store time in ms: decimal digits only, no leading zero */
+    size_t nd = strspn(fb + 23, "0123456789");
+    assert_true(nd >= 1 && fb[23 + nd] == 0 && (nd == 1 || fb[23] != '0'));
     close(fd);
 }
 
