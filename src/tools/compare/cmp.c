@@ -157,8 +157,10 @@ static const char HELP[] =
     "  --warmup-sec SEC        leave the first SEC seconds out of latency and throughput\n"
     "  --drain SEC             wait up to SEC for deliveries after publishing (default 10)\n"
     "  --server-pid PID        report the server's CPU per message and RSS (/proc/PID)\n"
-    "  --json                  one JSON object on stdout (kiteq-bench's fields)\n"
+    "  --json                  one JSON line on stdout (kiteq-bench's fields; else indented)\n"
     "  --quiet                 no per-error messages\n"
+    "Ctrl-C stops publishing and drains (a second one skips the drain), prints the summary and\n"
+    "ends the tool by SIGINT, so that a calling script stops too.\n"
     "Exit: 0 ok; 1 lost messages or refused publishes; 2 usage; 3 connect/protocol error.\n";
 
 static int parse_opts(int argc, char **argv, const struct cmp_driver *d, struct cmp_opts *o)
@@ -352,14 +354,40 @@ static void join_all(struct cmp_bench *b)
             pthread_join(b->cons[i].th, NULL);
 }
 
+static int stop_signal; /* SIGINT or SIGTERM once received */
+
 /* Sleeps up to ms; true when SIGINT/SIGTERM arrived. */
 static bool tick(const sigset_t *sigs, long ms)
 {
     struct timespec ts = {ms / 1000, ms % 1000 * 1000000};
-    return sigtimedwait(sigs, NULL, &ts) > 0;
+    int sig = sigtimedwait(sigs, NULL, &ts);
+    if (sig > 0)
+        stop_signal = sig;
+    return sig > 0;
 }
 
+static int run(int argc, char **argv, const struct cmp_driver *d);
+
+/* After a Ctrl-C the summary is printed, then the tool dies of SIGINT as the shell expects
+ * (a calling script's INT trap runs only when its child was killed by SIGINT). */
 int cmp_main(int argc, char **argv, const struct cmp_driver *d)
+{
+    int rc = run(argc, argv, d);
+    sigset_t pending; /* a Ctrl-C may also have stopped the server first: run() then failed */
+    sigpending(&pending);
+    if (stop_signal == SIGINT || sigismember(&pending, SIGINT) == 1) {
+        fflush(stdout);
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGINT);
+        signal(SIGINT, SIG_DFL);
+        pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+        raise(SIGINT);
+    }
+    return rc;
+}
+
+static int run(int argc, char **argv, const struct cmp_driver *d)
 {
     static struct cmp_bench bench; /* seqmap page tables: not on the stack */
     static struct summary s;
