@@ -90,6 +90,8 @@ struct cmp_driver {
 };
 
 int cmp_main(int argc, char **argv, const struct cmp_driver *d);
+/* 0, 1 after --help, or -EINVAL after printing why (cmp_opts.c). */
+int cmp_parse_opts(int argc, char **argv, const struct cmp_driver *d, struct cmp_opts *o);
 
 enum cmp_next_result { CMP_SEND, CMP_WAIT, CMP_DONE };
 /* What producer p should do at time now: CMP_SEND message *seq, stamped *t_ns (the scheduled
