@@ -548,13 +548,17 @@ out:
 
 static sigset_t stop_signals;
 static int interrupts;
+static bool got_sigint;
 
 /* Sleeps up to ms, returning early (and counting it) when SIGINT/SIGTERM arrives. */
 static void tick(long ms)
 {
     struct timespec ts = {ms / 1000, ms % 1000 * 1000000};
-    if (sigtimedwait(&stop_signals, NULL, &ts) > 0)
+    int sig = sigtimedwait(&stop_signals, NULL, &ts);
+    if (sig > 0) {
         interrupts++;
+        got_sigint |= sig == SIGINT;
+    }
 }
 
 static uint64_t delivered_total(struct bench *b)
@@ -945,5 +949,12 @@ teardown:
     bench_seqmap_free(&b->acked);
     free(b->groups);
     free(b->prod);
+    if (got_sigint) {
+        /* Summary printed; now die of SIGINT as the shell expects, so that a calling
+         * script's INT trap (bench/run) runs instead of carrying on. */
+        signal(SIGINT, SIG_DFL);
+        pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
+        raise(SIGINT);
+    }
     return exit_code;
 }
