@@ -78,7 +78,6 @@ int main(int argc, char **argv)
     bool check_only = false;
     if (!cfg)
         return 1;
-    kq_config_defaults(cfg);
     int rc = kq_config_from_args(cfg, argc, argv, &check_only, err, sizeof err);
     if (rc == 1) {
         kq_config_free(cfg);

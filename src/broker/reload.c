@@ -48,8 +48,7 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
     struct kq_config *next = calloc(1, sizeof *next);
     if (!next)
         return -ENOMEM;
-    kq_config_defaults(next);
-    bool check_only = false;
+    bool check_only = false; /* kq_config_from_args starts from the defaults */
     int rc = kq_config_from_args(next, b->argc, b->argv, &check_only, err, errlen);
     if (rc != 0)
         goto fail_cfg;
