@@ -124,7 +124,11 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddStringToObject(br, "registry", b->registry_state ? b->registry_state : "static");
     cJSON_AddNumberToObject(br, "pending", (double)b->msgs.len);
     struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
-    dlq_count(b, &dc);
+    const char *why = kq_store_unavailable(b->store);
+    if (why) /* and no DLQ count: it would wait for the server on the loop */
+        cJSON_AddStringToObject(br, "store_unavailable", why);
+    else
+        dlq_count(b, &dc);
     cJSON_AddNumberToObject(br, "dlq_count", (double)dc.n);
     cJSON_AddItemToObject(br, "dlq_by_topic", dc.by_topic);
     cJSON *tot = cJSON_AddObjectToObject(br, "totals");
@@ -240,7 +244,8 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_gauge(&p, "kiteq_store_dead_letters", "Messages in the dead-letter store.", NULL, (double)fs.dead_letters);
     }
     struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
-    dlq_count(b, &dc);
+    if (!kq_store_unavailable(b->store)) /* it would wait for the server on the loop */
+        dlq_count(b, &dc);
     for (size_t i = 0; i < b->cfg->n_topics; i++) { /* every topic, so a dashboard sees 0 */
         const char *l[] = {"topic", b->cfg->topics[i], NULL};
         cJSON *n = cJSON_GetObjectItemCaseSensitive(dc.by_topic, b->cfg->topics[i]);

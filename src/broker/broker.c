@@ -167,6 +167,13 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         goto fail_listening;
     uint64_t t0 = kq_mono_us();
     rc = b->store->ops->recover(b->store, on_recovered, b);
+    if (rc == -EINPROGRESS) {
+        /* Serve all the same (fly messages, the admin API, registry): publishes are refused
+         * with the reason until the store has caught up by itself. */
+        KQ_WARN("broker", "store unavailable at start, recovering in the background: %s",
+                kq_store_unavailable(b->store) ? kq_store_unavailable(b->store) : "?");
+        rc = 0;
+    }
     if (rc) {
         snprintf(err, errlen, "store: recovery failed: %s", strerror(-rc));
         goto fail_listening;

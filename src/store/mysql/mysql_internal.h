@@ -97,6 +97,8 @@ struct my_job {
     int status;           /* 0 or -errno, set by the worker */
     uint64_t deadline_us; /* monotonic; 0 = none. Past it the job fails with -ETIMEDOUT */
     bool sync;            /* the submitter waits (my_pool_run_sync) */
+    bool force_connect;   /* try to connect even while the worker backs off (the submitter
+                             has its own back-off: recovery) */
     bool finished;
     /* MY_JOB_SCRIPT */
     bool txn;

@@ -279,6 +279,8 @@ static void run_script(struct my_worker *w, struct my_job *j)
         j->status = -ETIMEDOUT;
         return;
     }
+    if (j->force_connect && !w->conn)
+        w->retry_at_us = 0;
     if ((j->status = ensure_conn(w)))
         return;
     int rc = script_once(w, j);
