@@ -871,11 +871,11 @@ static void rec_done(struct my_store *s, struct my_job *j)
 {
     struct my_recovery *r = &s->rec;
     int rc = j->status;
-    if (rc == 0 && !s->closing)
+    if (rc == 0 && !s->closing && r->state == REC_BACKGROUND)
         rc = rec_page(s, j);
     my_job_free(j);
-    if (s->closing)
-        return;
+    if (s->closing || r->state != REC_BACKGROUND)
+        return; /* the store is closing: no more rows for the broker */
     if (rc) {
         rec_failed(s, rc);
         return;
@@ -1207,6 +1207,8 @@ static void my_close(struct kq_store *base)
     struct my_store *s = (struct my_store *)base;
     uv_timer_stop(&s->tick);
     uv_timer_stop(&s->rec.timer);
+    if (s->rec.state == REC_BACKGROUND) /* abandoned: the rows stay for the next start */
+        s->rec.state = REC_IDLE;
     uint64_t until = kq_mono_us() + 2ull * (uint64_t)s->conf.timeout_sec * 1000000;
     while (batches_pending(s) && kq_mono_us() < until) {
         for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++)
