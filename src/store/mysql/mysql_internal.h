@@ -139,6 +139,9 @@ int my_pool_start(struct my_pool *p, uv_loop_t *loop, const struct my_conf *conf
                   uv_async_cb on_done);
 /* Queue a job; its done runs on the loop thread. Loop thread. */
 void my_pool_submit(struct my_pool *p, struct my_job *j);
+/* Queue a list of jobs (linked by next) under one lock, waking as few workers as they need:
+ * all saves count as one batch. Loop thread. */
+void my_pool_submit_list(struct my_pool *p, struct my_job *list);
 /* Queue a job and wait for its execution (blocks the caller); the caller then reads the
  * job and frees it. Returns j->status. */
 int my_pool_run_sync(struct my_pool *p, struct my_job *j);

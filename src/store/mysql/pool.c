@@ -560,6 +560,31 @@ void my_pool_submit(struct my_pool *p, struct my_job *j)
     pthread_mutex_unlock(&p->mu);
 }
 
+void my_pool_submit_list(struct my_pool *p, struct my_job *list)
+{
+    size_t wake = 0;
+    bool saves = false;
+    pthread_mutex_lock(&p->mu);
+    while (list) {
+        struct my_job *j = list;
+        list = j->next;
+        j->next = NULL;
+        if (j->kind == MY_JOB_SAVE) {
+            *p->saves_tail = j;
+            p->saves_tail = &j->next;
+            saves = true; /* one worker takes them all (up to a batch) */
+        } else {
+            *p->jobs_tail = j;
+            p->jobs_tail = &j->next;
+            wake++;
+        }
+    }
+    wake += saves;
+    for (size_t i = 0; i < wake && i < (size_t)p->n_workers; i++)
+        pthread_cond_signal(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
 int my_pool_run_sync(struct my_pool *p, struct my_job *j)
 {
     j->sync = true;
