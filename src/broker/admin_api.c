@@ -243,8 +243,12 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_gauge(&p, "kiteq_store_segments", "Live segment files.", NULL, (double)fs.segments);
         kq_prom_gauge(&p, "kiteq_store_dead_letters", "Messages in the dead-letter store.", NULL, (double)fs.dead_letters);
     }
+    bool store_up = !kq_store_unavailable(b->store);
+    kq_prom_gauge(&p, "kiteq_store_available",
+                  "1 while the store takes saves, 0 while it refuses them (MySQL unreachable "
+                  "at start, recovery pending).", NULL, store_up ? 1 : 0);
     struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
-    if (!kq_store_unavailable(b->store)) /* it would wait for the server on the loop */
+    if (store_up) /* else it would wait for the server on the loop */
         dlq_count(b, &dc);
     for (size_t i = 0; i < b->cfg->n_topics; i++) { /* every topic, so a dashboard sees 0 */
         const char *l[] = {"topic", b->cfg->topics[i], NULL};

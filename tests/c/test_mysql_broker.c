@@ -829,6 +829,15 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     print_message("%s: publish answered in %llu ms: '%s'\n", how,
                   (unsigned long long)(now_ms() - t0), fb);
     assert_non_null(strstr(fb, "store unavailable"));
+    /* operators see it too, and neither page waits for the server */
+    int admin = admin_port(&E.bp[0]);
+    char *stat = http_get(admin, "/stat"), *metrics = http_get(admin, "/metrics");
+    assert_non_null(stat);
+    assert_non_null(metrics);
+    assert_non_null(strstr(stat, "\"store_unavailable\""));
+    assert_non_null(strstr(metrics, "kiteq_store_available 0"));
+    free(stat);
+    free(metrics);
     if (!strcmp(how, "hung"))
         assert_int_equal(kill(E.pid, SIGCONT), 0);
     else
@@ -838,6 +847,10 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     snprintf(want, sizeof want, "recovered in the background: %d pending", n_old);
     assert_true(broker_wait_log(&E.bp[0], want, 30000));
     assert_int_equal(raw_publish(prod, 101, &m, ids[n_old], NULL, 0), 1);
+    metrics = http_get(admin, "/metrics");
+    assert_non_null(metrics);
+    assert_non_null(strstr(metrics, "kiteq_store_available 1"));
+    free(metrics);
     close(prod);
     int a = connect_as(0, TEST_CONSUMER), b = connect_as(0, TEST_CONSUMER_B);
     raw_drain_expect(a, ids, n_old + 1, 8000);
