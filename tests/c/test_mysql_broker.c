@@ -838,6 +838,10 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     assert_non_null(strstr(metrics, "kiteq_store_available 0"));
     free(stat);
     free(metrics);
+    char *dlq = http_get(admin, "/dlq");
+    assert_non_null(dlq);
+    assert_non_null(strstr(dlq, " 503 "));
+    free(dlq);
     if (!strcmp(how, "hung"))
         assert_int_equal(kill(E.pid, SIGCONT), 0);
     else
