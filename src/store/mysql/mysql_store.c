@@ -860,6 +860,8 @@ static int rec_page(struct my_store *s, struct my_job *j)
             rec_moves(s, r->table / s->conf.hash_num, r->table % s->conf.hash_num, dead.p);
     }
     my_sql_free(&dead);
+    if (rc)
+        return rc; /* the page is read again: the broker ignores ids it has already */
     if (rows->n == RECOVER_PAGE) {
         rec_key_of(rows, rows->n - 1, &r->key);
         r->has_key = true;
@@ -938,8 +940,16 @@ static int my_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
         return -EBUSY;
     free(r->move[0]);
     free(r->move[1]);
-    *r = (struct my_recovery){.cb = cb, .ud = ud, .now = kq_now_sec(), .t0_us = kq_mono_us(),
-                              .state = REC_SYNC, .timer = r->timer};
+    r->move[0] = r->move[1] = NULL;
+    r->cb = cb;
+    r->ud = ud;
+    r->table = 0;
+    r->has_key = false;
+    r->now = kq_now_sec();
+    r->rows = 0;
+    r->t0_us = kq_mono_us();
+    r->state = REC_SYNC;
+    r->backoff_ms = 0;
     int rc = 0;
     while (rc == 0 && !rec_finished(s)) {
         struct my_job *j = rec_job(s);
