@@ -124,7 +124,11 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddStringToObject(br, "registry", b->registry_state ? b->registry_state : "static");
     cJSON_AddNumberToObject(br, "pending", (double)b->msgs.len);
     struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
-    dlq_count(b, &dc);
+    const char *why = kq_store_unavailable(b->store);
+    if (why) /* and no DLQ count: it would wait for the server on the loop */
+        cJSON_AddStringToObject(br, "store_unavailable", why);
+    else
+        dlq_count(b, &dc);
     cJSON_AddNumberToObject(br, "dlq_count", (double)dc.n);
     cJSON_AddItemToObject(br, "dlq_by_topic", dc.by_topic);
     cJSON *tot = cJSON_AddObjectToObject(br, "totals");
@@ -239,8 +243,13 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_gauge(&p, "kiteq_store_segments", "Live segment files.", NULL, (double)fs.segments);
         kq_prom_gauge(&p, "kiteq_store_dead_letters", "Messages in the dead-letter store.", NULL, (double)fs.dead_letters);
     }
+    bool store_up = !kq_store_unavailable(b->store);
+    kq_prom_gauge(&p, "kiteq_store_available",
+                  "1 while the store takes saves, 0 while it refuses them (MySQL unreachable "
+                  "at start, recovery pending).", NULL, store_up ? 1 : 0);
     struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
-    dlq_count(b, &dc);
+    if (store_up) /* else it would wait for the server on the loop */
+        dlq_count(b, &dc);
     for (size_t i = 0; i < b->cfg->n_topics; i++) { /* every topic, so a dashboard sees 0 */
         const char *l[] = {"topic", b->cfg->topics[i], NULL};
         cJSON *n = cJSON_GetObjectItemCaseSensitive(dc.by_topic, b->cfg->topics[i]);
@@ -292,6 +301,19 @@ static bool find_dead(void *ud, const struct kq_dead_letter *d)
     return false;
 }
 
+/* 503 with the reason while the store refuses saves (MySQL unreachable at start): its DLQ
+ * calls would wait for the server on the loop. 0 when the store is available. */
+static int store_down(struct kq_broker *b, struct kq_buf *out)
+{
+    const char *why = kq_store_unavailable(b->store);
+    if (!why)
+        return 0;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", why);
+    cJSON_AddNumberToObject(o, "status", 503);
+    return reply_json(out, o, 503);
+}
+
 static int h_msg(void *ud, const char *id, struct kq_buf *out)
 {
     struct kq_broker *b = ud;
@@ -322,6 +344,9 @@ static int h_msg(void *ud, const char *id, struct kq_buf *out)
         cJSON_AddItemToObject(o, "groupsFailed", names_json(KQ_NAMES(m->failed, m->n_failed), m->n_failed));
         return reply_json(out, o, 200);
     }
+    int down = store_down(b, out);
+    if (down)
+        return down;
     struct dlq_find f = {id, NULL};
     b->store->ops->dlq_list(b->store, NULL, find_dead, &f);
     if (f.found) {
@@ -357,6 +382,9 @@ static bool list_one(void *ud, const struct kq_dead_letter *d)
 static int h_dlq_list(void *ud, const char *topic, size_t limit, struct kq_buf *out)
 {
     struct kq_broker *b = ud;
+    int down = store_down(b, out);
+    if (down)
+        return down;
     cJSON *root = cJSON_CreateObject();
     if (topic)
         cJSON_AddStringToObject(root, "topic", topic);
@@ -443,6 +471,9 @@ static bool requeue_one(void *ud, const struct kq_dead_letter *d)
 static int h_dlq_requeue(void *ud, const char *id, struct kq_buf *out)
 {
     struct kq_broker *b = ud;
+    int down = store_down(b, out);
+    if (down)
+        return down;
     bool all = strcmp(id, "*") == 0;
     struct dlq_listing l = {.id = all ? NULL : id, .broker = b};
     b->store->ops->dlq_list(b->store, NULL, requeue_one, &l);
@@ -454,6 +485,9 @@ static int h_dlq_requeue(void *ud, const char *id, struct kq_buf *out)
 static int h_dlq_purge(void *ud, const char *topic, struct kq_buf *out)
 {
     struct kq_broker *b = ud;
+    int down = store_down(b, out);
+    if (down)
+        return down;
     size_t purged = 0;
     int rc = b->store->ops->dlq_purge(b->store, topic, &purged);
     cJSON *root = cJSON_CreateObject();

@@ -168,12 +168,21 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         goto fail_listening;
     uint64_t t0 = kq_mono_us();
     rc = b->store->ops->recover(b->store, on_recovered, b);
+    bool partial = rc == -EINPROGRESS;
+    if (partial) {
+        /* Serve all the same (fly messages, the admin API, registry): publishes are refused
+         * with the reason until the store has caught up by itself. */
+        KQ_WARN("broker", "store unavailable at start, recovering in the background: %s",
+                kq_store_unavailable(b->store) ? kq_store_unavailable(b->store) : "?");
+        rc = 0;
+    }
     if (rc) {
         snprintf(err, errlen, "store: recovery failed: %s", strerror(-rc));
         goto fail_listening;
     }
-    KQ_INFO("broker", "recovered pending=%zu ms=%llu store=%s", b->msgs.len,
-            (unsigned long long)((kq_mono_us() - t0) / 1000), b->store->ops->name);
+    KQ_INFO("broker", "recovered pending=%zu ms=%llu store=%s%s", b->msgs.len,
+            (unsigned long long)((kq_mono_us() - t0) / 1000), b->store->ops->name,
+            partial ? " (so far: the rest comes in the background)" : "");
     /* Registered only once we listen, so clients never find a broker that is not there. */
     rc = kq_registry_link_start(b, err, errlen);
     if (rc == 0 && cfg->admin && cfg->admin[0])

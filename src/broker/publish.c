@@ -199,6 +199,13 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         ack(s, opaque, h->messageid, true, "Store Result true Cost:0");
         goto out;
     }
+    const char *why = h->fly ? NULL : kq_store_unavailable(b->store);
+    if (why) { /* a clear answer now, not a timeout later */
+        char fb[512];
+        snprintf(fb, sizeof fb, "Store Result false: store unavailable: %s", why);
+        reject(b, s, opaque, h->messageid, fb);
+        goto out;
+    }
 
     struct kq_stored_msg sm = {0};
     memcpy(sm.id, h->messageid, KQ_ID_LEN + 1);

@@ -336,7 +336,7 @@ static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         char path[KEY_LEN];
-        const char *g, *secret;
+        const char *g = NULL, *secret = NULL; /* (set by get_string; -O2 cannot see it) */
         if (lua_type(L, -2) != LUA_TSTRING) {
             lua_pop(L, 2);
             return bad(ld, L, key, 0, "entries must be [\"groupId\"] = \"secret\"");
@@ -400,7 +400,7 @@ static int read_binding(struct loader *ld, lua_State *L, int idx, const char *ke
         if (kq_cfg_parse_bind_type(lua_tostring(L, -1), &b.bind_type))
             return bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
     } else if (t != LUA_TNIL) {
-        int v;
+        int v = 0;
         if (get_int(ld, L, -1, path, 0, 2, &v))
             return bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
         b.bind_type = (enum kq_bind_type)v;

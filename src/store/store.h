@@ -83,7 +83,9 @@ struct kq_store_ops {
     int (*dead_letter)(struct kq_store *s, const struct kq_stored_msg *m, const char *reason);
     /* Read a pending message back (header and body); cb gets borrowed pointers. */
     int (*load)(struct kq_store *s, const char *id, kq_store_load_cb cb, void *ud);
-    /* At start-up: call cb for every pending message, in publish order. Synchronous. */
+    /* At start-up: call cb for every pending message, in publish order. Synchronous; or
+     * -EINPROGRESS: the store could not finish now (server unreachable) and calls cb later,
+     * from the loop, as it gets the messages (unavailable() says why meanwhile). */
     int (*recover)(struct kq_store *s, kq_store_recover_cb cb, void *ud);
     /* Dead letters: list (topic/group filters may be NULL), take one back out of the DLQ
      * (it is returned through cb and removed from the DLQ), purge. */
@@ -92,12 +94,20 @@ struct kq_store_ops {
     int (*dlq_purge)(struct kq_store *s, const char *topic, size_t *purged);
     /* Flush what is pending and release everything. */
     void (*close)(struct kq_store *s);
+    /* Optional: NULL while the store works, else why it cannot take saves now (a MySQL
+     * store whose start-up recovery is still waiting for the server). */
+    const char *(*unavailable)(struct kq_store *s);
 };
 
 struct kq_store {
     const struct kq_store_ops *ops;
     uv_loop_t *loop;
 };
+
+static inline const char *kq_store_unavailable(struct kq_store *s)
+{
+    return s->ops->unavailable ? s->ops->unavailable(s) : NULL;
+}
 
 /* Open the store named by a URI ("memory://", "file://DIR?fsync=group"). On error returns
  * -errno and writes a reason into err. */

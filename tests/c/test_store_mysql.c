@@ -784,6 +784,65 @@ static void test_dead_letter_and_dlq(void **state)
     close_store(s);
 }
 
+/* Recovery pages through idx_recover_a: more rows than pages, in one shard table, with
+ * ties on next_deliver_time and expired_time across page boundaries and dead rows spread
+ * over the pages. Every live row comes back exactly once, every dead one goes to the DLQ. */
+struct id_list {
+    size_t n;
+    char (*ids)[KQ_ID_LEN + 1];
+};
+
+static void collect_id(void *ud, const struct kq_stored_msg *m, const struct kq_delivery_state *st)
+{
+    (void)st;
+    struct id_list *l = ud;
+    memcpy(l->ids[l->n++], m->id, KQ_ID_LEN + 1);
+}
+
+static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
+
+static void test_recover_pages(void **state)
+{
+    (void)state;
+    enum { N = 1300, DEAD_EVERY = 37 };
+    struct kq_store *s = open_store("srv-pages", NULL);
+    char (*ids)[KQ_ID_LEN + 1] = calloc(N, sizeof *ids);
+    struct waiter w = {0};
+    uint8_t b[] = "body-pages";
+    int64_t now = kq_now_sec();
+    for (int i = 0; i < N; i++) {
+        make_id(ids[i], 7); /* one table */
+        struct kq_stored_msg m = make_msg(ids[i], "trade", b, sizeof b - 1);
+        m.expired_time = now + 3600 + i % 3; /* ties across every page boundary */
+        assert_int_equal(s->ops->save(s, &m, on_done, &w), 0);
+    }
+    assert_true(wait_calls(&w, N, 20000));
+    assert_int_equal(w.ok, N);
+    int dead = 0;
+    for (int i = 0; i < N; i++) {
+        struct kq_delivery_state st = {.attempts = i % DEAD_EVERY == 0 ? 10 : 1,
+                                       .next_attempt_ms = (now + 60 + i % 2) * 1000};
+        dead += i % DEAD_EVERY == 0;
+        memcpy(st.id, ids[i], sizeof st.id);
+        assert_int_equal(s->ops->update(s, &st), 0);
+    }
+    close_store(s);
+
+    s = open_store("srv-pages", NULL);
+    struct id_list got = {0, calloc(N, sizeof *ids)};
+    assert_int_equal(s->ops->recover(s, collect_id, &got), 0);
+    assert_int_equal(got.n, N - dead);
+    qsort(got.ids, got.n, sizeof *got.ids, cmp_id);
+    for (size_t i = 1; i < got.n; i++)
+        assert_true(strcmp(got.ids[i - 1], got.ids[i]) < 0); /* none twice */
+    struct kq_mysql_stats ms;
+    kq_mysql_store_stats(s, &ms);
+    assert_int_equal(ms.moved_to_dlq, dead);
+    close_store(s);
+    free(got.ids);
+    free(ids);
+}
+
 static void test_takeover(void **state)
 {
     (void)state;
@@ -1003,6 +1062,7 @@ int main(void)
         cmocka_unit_test(test_save_recover_and_sharding),
         cmocka_unit_test(test_batching),
         cmocka_unit_test(test_dead_letter_and_dlq),
+        cmocka_unit_test(test_recover_pages),
         cmocka_unit_test(test_takeover),
         cmocka_unit_test(test_save_throughput),
         cmocka_unit_test(test_outage),

@@ -97,6 +97,8 @@ struct my_job {
     int status;           /* 0 or -errno, set by the worker */
     uint64_t deadline_us; /* monotonic; 0 = none. Past it the job fails with -ETIMEDOUT */
     bool sync;            /* the submitter waits (my_pool_run_sync) */
+    bool force_connect;   /* try to connect even while the worker backs off (the submitter
+                             has its own back-off: recovery) */
     bool finished;
     /* MY_JOB_SCRIPT */
     bool txn;
@@ -137,6 +139,9 @@ int my_pool_start(struct my_pool *p, uv_loop_t *loop, const struct my_conf *conf
                   uv_async_cb on_done);
 /* Queue a job; its done runs on the loop thread. Loop thread. */
 void my_pool_submit(struct my_pool *p, struct my_job *j);
+/* Queue a list of jobs (linked by next) under one lock, waking as few workers as they need:
+ * all saves count as one batch. Loop thread. */
+void my_pool_submit_list(struct my_pool *p, struct my_job *list);
 /* Queue a job and wait for its execution (blocks the caller); the caller then reads the
  * job and frees it. Returns j->status. */
 int my_pool_run_sync(struct my_pool *p, struct my_job *j);

@@ -52,8 +52,39 @@ struct my_table {
     bool inflight;
 };
 
+/* Start-up recovery: a cursor over the shard tables (see "recover" below). */
+struct rec_key {
+    int64_t next, exp, count, limit;
+    char id[KQ_ID_LEN + 1];
+};
+
+enum rec_state { REC_IDLE, REC_SYNC, REC_BACKGROUND, REC_DONE };
+
+struct my_recovery {
+    kq_store_recover_cb cb;
+    void *ud;
+    int table;          /* db * hash_num + tb being read */
+    bool has_key;       /* key = the last row read from that table */
+    struct rec_key key;
+    char *move[2];      /* REPLACE into the DLQ + DELETE of the last page's dead rows */
+    int64_t now;        /* Unix s at the start: what counts as expired */
+    uint64_t rows, t0_us;
+    enum rec_state state;
+    unsigned backoff_ms;
+    char why[400];      /* the reason given while unavailable */
+    uv_timer_t timer;   /* next background try */
+};
+
 struct my_store {
     struct kq_store base;
+    struct my_recovery rec;
+    /* Jobs of this loop iteration, handed to the workers together (uv_idle: at the start of
+     * the next iteration, which then polls without waiting): saves that arrive together go
+     * out as one batch, with one lock and one wake-up instead of a context switch per
+     * message. */
+    struct my_job *outbox, **outbox_tail;
+    uv_idle_t outbox_idle;
+    bool direct; /* closing: submit at once */
     struct my_conf conf;
     struct my_pool pool;
     struct my_table tables[KQ_MYSQL_SHARD_SEED]; /* db * hash_num + table */
@@ -98,6 +129,31 @@ static void process_done(struct my_store *s, struct my_job *list)
         list = j->next;
         j->done(s, j);
     }
+}
+
+static void outbox_flush(struct my_store *s)
+{
+    struct my_job *list = s->outbox;
+    s->outbox = NULL;
+    s->outbox_tail = &s->outbox;
+    uv_idle_stop(&s->outbox_idle);
+    if (list)
+        my_pool_submit_list(&s->pool, list);
+}
+
+static void on_outbox_idle(uv_idle_t *h) { outbox_flush(h->data); }
+
+static void submit(struct my_store *s, struct my_job *j)
+{
+    j->next = NULL;
+    if (s->direct) {
+        my_pool_submit(&s->pool, j);
+        return;
+    }
+    *s->outbox_tail = j;
+    s->outbox_tail = &j->next;
+    if (!uv_is_active((uv_handle_t *)&s->outbox_idle))
+        uv_idle_start(&s->outbox_idle, on_outbox_idle);
 }
 
 static void on_pool_done(uv_async_t *h)
@@ -152,6 +208,8 @@ static int my_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
         return -EINVAL;
     if (s->closing)
         return -ESHUTDOWN;
+    if (s->rec.state == REC_BACKGROUND)
+        return -EAGAIN; /* rows saved now would show up in the recovery still to come */
     struct my_job *j = calloc(1, sizeof *j);
     if (!j)
         return -ENOMEM;
@@ -169,7 +227,7 @@ static int my_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
     j->done = save_done;
     j->cb = cb;
     j->ud = ud;
-    my_pool_submit(&s->pool, j);
+    submit(s, j);
     return 0;
 }
 
@@ -350,7 +408,7 @@ static void flush_table(struct my_store *s, int idx)
     }
     j->ctx = fc;
     t->inflight = true;
-    my_pool_submit(&s->pool, j);
+    submit(s, j);
 }
 
 static struct pend *pend_get(struct my_store *s, const char *id, int *idx)
@@ -537,7 +595,7 @@ static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, 
     struct my_job *j = my_job_script(true, dead_done, n, stmts);
     if (!j)
         return -ENOMEM;
-    my_pool_submit(&s->pool, j);
+    submit(s, j);
     return 0;
 }
 
@@ -602,7 +660,7 @@ static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, v
     j->rows_stmt = 0;
     j->cb = (kq_store_done_cb)(void (*)(void))cb;
     j->ud = ud;
-    my_pool_submit(&s->pool, j);
+    submit(s, j);
     return 0;
 }
 
@@ -625,12 +683,118 @@ static int run_sync(struct my_store *s, bool txn, size_t n, char **stmts, int ro
     return rc;
 }
 
-/* Expired and over-limit rows of this server go to the DLQ before recovery reads. */
-static int move_dead(struct my_store *s, int db, int tb, int64_t now)
+/* One row (MY_COLS) to a recover callback, with its delivery state. */
+static int emit_row(const struct my_rows *r, size_t i, kq_mysql_row_cb cb, void *ud)
 {
-    char where[64];
-    snprintf(where, sizeof where, " AND (deliver_count>=deliver_limit OR expired_time<=%lld)",
-             (long long)now);
+    struct kq_stored_msg m;
+    row_msg(r, i, &m);
+    struct kq_delivery_state st = {0};
+    memcpy(st.id, m.id, sizeof st.id);
+    st.attempts = (int32_t)my_cell_i64(my_cell(r, i, C_COUNT));
+    int64_t next = my_cell_i64(my_cell(r, i, C_NEXT));
+    st.next_attempt_ms = next * 1000;
+    const char **done = NULL, **failed = NULL;
+    int rc = 0;
+    if (my_groups_parse(my_cell(r, i, C_SUCC)->p, &done, &st.n_done) ||
+        my_groups_parse(my_cell(r, i, C_FAIL)->p, &failed, &st.n_failed))
+        rc = -ENOMEM;
+    st.groups_done = done;
+    st.groups_failed = failed;
+    bool fresh = st.attempts == 0 && next == 0 && !st.n_done && !st.n_failed;
+    if (rc == 0)
+        cb(ud, &m, fresh ? NULL : &st);
+    free(done);
+    free(failed);
+    return rc;
+}
+
+static int emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < r->n; i++)
+        rc = emit_row(r, i, cb, ud);
+    return rc;
+}
+
+/* --- recover ----------------------------------------------------------------------------------
+ *
+ * Each shard table is read in idx_recover_a order (next_deliver_time, kite_server,
+ * expired_time, deliver_count, deliver_limit, then the primary key) with kite_server fixed,
+ * one keyset page at a time: every page is a range scan of that index (no sort, no rescan of
+ * what was read, no full-table statement). Rows that are expired or over their delivery limit
+ * are not handed out: their ids are moved to the DLQ by primary key, in the transaction of the
+ * next page's job.
+ *
+ * When the server is unreachable (or too slow) at start-up, recover() returns -EINPROGRESS
+ * and goes on in the background with back-off, from where it stopped; until it is done the
+ * store reports itself unavailable and refuses saves. */
+
+#define REC_ORDER " ORDER BY next_deliver_time,expired_time,deliver_count,deliver_limit,message_id"
+#define REC_BACKOFF_MIN_MS 100
+#define REC_BACKOFF_MAX_MS 5000
+
+static bool rec_finished(const struct my_store *s)
+{
+    return s->rec.table >= s->conf.shardnum * s->conf.hash_num && !s->rec.move[0];
+}
+
+/* " AND (row after the cursor in index order)": expanded, so that the range optimizer turns
+ * it into ranges of idx_recover_a (a row constructor comparison would not be). */
+static void rec_after_key(struct my_sql *q, const struct rec_key *k)
+{
+    my_sql_printf(q,
+                  " AND (next_deliver_time>%lld OR (next_deliver_time=%lld AND "
+                  "(expired_time>%lld OR (expired_time=%lld AND "
+                  "(deliver_count>%lld OR (deliver_count=%lld AND "
+                  "(deliver_limit>%lld OR (deliver_limit=%lld AND message_id>",
+                  (long long)k->next, (long long)k->next, (long long)k->exp, (long long)k->exp,
+                  (long long)k->count, (long long)k->count, (long long)k->limit,
+                  (long long)k->limit);
+    my_sql_str(q, k->id);
+    my_sql_cat(q, "))))))))");
+}
+
+static char *rec_page_sql(struct my_store *s)
+{
+    const struct my_recovery *r = &s->rec;
+    int db = r->table / s->conf.hash_num, tb = r->table % s->conf.hash_num;
+    struct my_sql q = {0};
+    select_cols(&q, s, db, tb);
+    my_sql_cat(&q, " WHERE kite_server=");
+    my_sql_str(&q, s->conf.server);
+    if (r->has_key)
+        rec_after_key(&q, &r->key);
+    my_sql_printf(&q, REC_ORDER " LIMIT %d", RECOVER_PAGE);
+    return my_sql_take(&q);
+}
+
+/* The next job: the dead rows of the previous page (if any), then the next page. */
+static struct my_job *rec_job(struct my_store *s)
+{
+    struct my_recovery *r = &s->rec;
+    char *stmts[3];
+    size_t n = 0;
+    if (r->move[0]) {
+        stmts[n++] = strdup(r->move[0]);
+        stmts[n++] = strdup(r->move[1]);
+    }
+    if (r->table < s->conf.shardnum * s->conf.hash_num)
+        stmts[n++] = rec_page_sql(s);
+    struct my_job *j = my_job_script(n > 1, NULL, n, stmts);
+    if (!j)
+        return NULL;
+    j->rows_stmt = r->table < s->conf.shardnum * s->conf.hash_num ? (int)n - 1 : -1;
+    j->force_connect = true; /* recovery has its own back-off */
+    return j;
+}
+
+/* REPLACE into the DLQ + DELETE of the listed ids, still dead in the table (as before: the
+ * reason says why). ids: "('a','b')". */
+static void rec_moves(struct my_store *s, int db, int tb, const char *ids)
+{
+    char cond[160];
+    snprintf(cond, sizeof cond, " AND (deliver_count>=deliver_limit OR expired_time<=%lld)",
+             (long long)s->rec.now);
     struct my_sql q = {0};
     my_sql_cat(&q, "REPLACE INTO ");
     table_name(&q, s, db, -1);
@@ -640,108 +804,179 @@ static int move_dead(struct my_store *s, int db, int tb, int64_t now)
     my_sql_printf(&q,
                   "CONCAT('{\"reason\":\"',IF(expired_time<=%lld,'expired',"
                   "'deliver limit reached'),'\",\"dead_time\":%lld}'),",
-                  (long long)now, (long long)now);
+                  (long long)s->rec.now, (long long)s->rec.now);
     my_sql_cat(&q, "succ_groups,next_deliver_time FROM ");
     table_name(&q, s, db, tb);
-    my_sql_cat(&q, " WHERE kite_server=");
-    my_sql_str(&q, s->conf.server);
-    my_sql_cat(&q, where);
-    char *stmts[2];
-    stmts[0] = my_sql_take(&q);
+    my_sql_printf(&q, " WHERE message_id IN %s%s", ids, cond);
+    s->rec.move[0] = my_sql_take(&q);
     my_sql_cat(&q, "DELETE FROM ");
     table_name(&q, s, db, tb);
-    my_sql_cat(&q, " WHERE kite_server=");
-    my_sql_str(&q, s->conf.server);
-    my_sql_cat(&q, where);
-    stmts[1] = my_sql_take(&q);
-    struct my_job *j;
-    int rc = run_sync(s, true, 2, stmts, -1, &j);
-    if (rc)
-        return rc;
-    if (j->affected[1])
-        KQ_INFO(MY_MOD, "moved %llu expired/over-limit rows of %s_%d.kite_msg_%d to the DLQ",
-                (unsigned long long)j->affected[1], s->conf.db, db, tb);
-    s->st.moved_to_dlq += j->affected[1];
-    my_job_free(j);
-    return 0;
+    my_sql_printf(&q, " WHERE message_id IN %s%s", ids, cond);
+    s->rec.move[1] = my_sql_take(&q);
 }
 
-/* Rows (MY_COLS) to recover callbacks, with their delivery state. */
-static int emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud)
+static void rec_key_of(const struct my_rows *rows, size_t i, struct rec_key *k)
 {
+    k->next = my_cell_i64(my_cell(rows, i, C_NEXT));
+    k->exp = my_cell_i64(my_cell(rows, i, C_EXPIRED));
+    k->count = my_cell_i64(my_cell(rows, i, C_COUNT));
+    k->limit = my_cell_i64(my_cell(rows, i, C_LIMIT));
+    const char *id = my_cell(rows, i, C_ID)->p;
+    snprintf(k->id, sizeof k->id, "%s", id ? id : "");
+}
+
+/* A finished job: count the moves it made, hand out its live rows, queue its dead rows,
+ * advance the cursor. 0 or -ENOMEM. */
+static int rec_page(struct my_store *s, struct my_job *j)
+{
+    struct my_recovery *r = &s->rec;
+    if (r->move[0]) {
+        s->st.moved_to_dlq += j->affected[1];
+        free(r->move[0]);
+        free(r->move[1]);
+        r->move[0] = r->move[1] = NULL;
+    }
+    if (j->rows_stmt < 0)
+        return 0;
+    const struct my_rows *rows = j->rows;
+    struct my_sql dead = {0};
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < r->n; i++) {
-        struct kq_stored_msg m;
-        row_msg(r, i, &m);
-        struct kq_delivery_state st = {0};
-        memcpy(st.id, m.id, sizeof st.id);
-        st.attempts = (int32_t)my_cell_i64(my_cell(r, i, C_COUNT));
-        int64_t next = my_cell_i64(my_cell(r, i, C_NEXT));
-        st.next_attempt_ms = next * 1000;
-        const char **done = NULL, **failed = NULL;
-        if (my_groups_parse(my_cell(r, i, C_SUCC)->p, &done, &st.n_done) ||
-            my_groups_parse(my_cell(r, i, C_FAIL)->p, &failed, &st.n_failed))
+    for (size_t i = 0; rc == 0 && i < rows->n; i++) {
+        struct rec_key k;
+        rec_key_of(rows, i, &k);
+        if (k.count >= k.limit || k.exp <= r->now) {
+            my_sql_cat(&dead, dead.len ? "," : "(");
+            my_sql_str(&dead, k.id);
+            continue;
+        }
+        rc = emit_row(rows, i, r->cb, r->ud);
+        r->rows += rc == 0;
+    }
+    if (rc == 0 && dead.len) {
+        my_sql_cat(&dead, ")");
+        if (dead.oom)
             rc = -ENOMEM;
-        st.groups_done = done;
-        st.groups_failed = failed;
-        bool fresh = st.attempts == 0 && next == 0 && !st.n_done && !st.n_failed;
-        if (rc == 0)
-            cb(ud, &m, fresh ? NULL : &st);
-        free(done);
-        free(failed);
+        else
+            rec_moves(s, r->table / s->conf.hash_num, r->table % s->conf.hash_num, dead.p);
+    }
+    my_sql_free(&dead);
+    if (rc)
+        return rc; /* the page is read again: the broker ignores ids it has already */
+    if (rows->n == RECOVER_PAGE) {
+        rec_key_of(rows, rows->n - 1, &r->key);
+        r->has_key = true;
+    } else {
+        r->table++;
+        r->has_key = false;
     }
     return rc;
 }
 
-static int recover_table(struct my_store *s, int db, int tb, int64_t now,
-                         kq_store_recover_cb cb, void *ud)
+static void rec_submit(struct my_store *s);
+static void rec_on_timer(uv_timer_t *t) { rec_submit(t->data); }
+
+static void rec_finish(struct my_store *s)
 {
-    int rc = move_dead(s, db, tb, now);
-    char last_id[KQ_ID_LEN + 1] = "";
-    int64_t last_next = 0;
-    for (bool more = true; rc == 0 && more;) {
-        struct my_sql q = {0};
-        select_cols(&q, s, db, tb);
-        my_sql_cat(&q, " WHERE kite_server=");
-        my_sql_str(&q, s->conf.server);
-        my_sql_printf(&q, " AND deliver_count<deliver_limit AND expired_time>%lld", (long long)now);
-        if (last_id[0]) { /* keyset paging: bounded memory, no OFFSET rescans */
-            my_sql_printf(&q, " AND (next_deliver_time>%lld OR (next_deliver_time=%lld AND "
-                              "message_id>", (long long)last_next, (long long)last_next);
-            my_sql_str(&q, last_id);
-            my_sql_cat(&q, "))");
-        }
-        my_sql_printf(&q, " ORDER BY next_deliver_time,message_id LIMIT %d", RECOVER_PAGE);
-        char *sql = my_sql_take(&q);
-        struct my_job *j;
-        if ((rc = run_sync(s, false, 1, &sql, 0, &j)))
-            break;
-        const struct my_rows *r = j->rows;
-        rc = emit_rows(r, cb, ud);
-        if (r->n) {
-            snprintf(last_id, sizeof last_id, "%s", my_cell(r, r->n - 1, C_ID)->p);
-            last_next = my_cell_i64(my_cell(r, r->n - 1, C_NEXT));
-        }
-        more = r->n == RECOVER_PAGE;
-        my_job_free(j);
+    struct my_recovery *r = &s->rec;
+    bool background = r->state == REC_BACKGROUND;
+    r->state = REC_DONE;
+    if (background)
+        KQ_INFO(MY_MOD, "recovered in the background: %llu pending messages, %llu ms after "
+                        "start; the store is available",
+                (unsigned long long)r->rows, (unsigned long long)((kq_mono_us() - r->t0_us) / 1000));
+}
+
+static void rec_failed(struct my_store *s, int status)
+{
+    struct my_recovery *r = &s->rec;
+    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : REC_BACKOFF_MIN_MS;
+    if (r->backoff_ms > REC_BACKOFF_MAX_MS)
+        r->backoff_ms = REC_BACKOFF_MAX_MS;
+    snprintf(r->why, sizeof r->why,
+             "MySQL %s:%u unreachable or not answering (%s): start-up recovery pending, "
+             "retried with back-off (at least every %u s)",
+             s->conf.host, s->conf.port, strerror(-status), REC_BACKOFF_MAX_MS / 1000);
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "recovery: %s; next try in %u ms", strerror(-status),
+                       r->backoff_ms);
+    uv_timer_start(&r->timer, rec_on_timer, r->backoff_ms, 0);
+}
+
+static void rec_done(struct my_store *s, struct my_job *j)
+{
+    struct my_recovery *r = &s->rec;
+    int rc = j->status;
+    if (rc == 0 && !s->closing && r->state == REC_BACKGROUND)
+        rc = rec_page(s, j);
+    my_job_free(j);
+    if (s->closing || r->state != REC_BACKGROUND)
+        return; /* the store is closing: no more rows for the broker */
+    if (rc) {
+        rec_failed(s, rc);
+        return;
     }
-    return rc;
+    r->backoff_ms = 0;
+    if (rec_finished(s))
+        rec_finish(s);
+    else
+        rec_submit(s);
+}
+
+static void rec_submit(struct my_store *s)
+{
+    struct my_job *j = rec_job(s);
+    if (!j) {
+        rec_failed(s, -ENOMEM);
+        return;
+    }
+    j->done = rec_done;
+    submit(s, j);
 }
 
 static int my_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
 {
     struct my_store *s = (struct my_store *)base;
-    int64_t now = kq_now_sec();
-    for (int db = 0; db < s->conf.shardnum; db++)
-        for (int tb = 0; tb < s->conf.hash_num; tb++) {
-            int rc = recover_table(s, db, tb, now, cb, ud);
-            if (rc) {
-                KQ_ERROR(MY_MOD, "recover of %s_%d.kite_msg_%d failed: %s", s->conf.db, db, tb,
-                         strerror(-rc));
-                return rc;
-            }
-        }
-    return 0;
+    struct my_recovery *r = &s->rec;
+    if (r->state != REC_IDLE && r->state != REC_DONE)
+        return -EBUSY;
+    free(r->move[0]);
+    free(r->move[1]);
+    r->move[0] = r->move[1] = NULL;
+    r->cb = cb;
+    r->ud = ud;
+    r->table = 0;
+    r->has_key = false;
+    r->now = kq_now_sec();
+    r->rows = 0;
+    r->t0_us = kq_mono_us();
+    r->state = REC_SYNC;
+    r->backoff_ms = 0;
+    int rc = 0;
+    while (rc == 0 && !rec_finished(s)) {
+        struct my_job *j = rec_job(s);
+        if (!j)
+            return -ENOMEM;
+        if ((rc = my_pool_run_sync(&s->pool, j)) == 0)
+            rc = rec_page(s, j);
+        my_job_free(j);
+    }
+    if (rc == 0) {
+        rec_finish(s);
+        return 0;
+    }
+    /* The broker starts all the same: the rest comes in the background. */
+    r->state = REC_BACKGROUND;
+    KQ_ERROR(MY_MOD, "recovery from %s:%u failed at %s_%d.kite_msg_%d after %llu messages: %s; "
+                     "the store is unavailable until it succeeds",
+             s->conf.host, s->conf.port, s->conf.db, r->table / s->conf.hash_num,
+             r->table % s->conf.hash_num, (unsigned long long)r->rows, strerror(-rc));
+    rec_failed(s, rc);
+    return -EINPROGRESS;
+}
+
+static const char *my_unavailable(struct kq_store *base)
+{
+    struct my_store *s = (struct my_store *)base;
+    return s->rec.state == REC_BACKGROUND ? s->rec.why : NULL;
 }
 
 /* A DLQ row: fail_groups holds {"reason","dead_time"} when this store moved it; rows the
@@ -988,7 +1223,7 @@ static void on_tick(uv_timer_t *t)
     while (r) {
         struct my_job *j = r;
         r = r->next;
-        my_pool_submit(&s->pool, j);
+        submit(s, j);
     }
 }
 
@@ -1013,6 +1248,11 @@ static void my_close(struct kq_store *base)
 {
     struct my_store *s = (struct my_store *)base;
     uv_timer_stop(&s->tick);
+    uv_timer_stop(&s->rec.timer);
+    s->direct = true;
+    outbox_flush(s);
+    if (s->rec.state == REC_BACKGROUND) /* abandoned: the rows stay for the next start */
+        s->rec.state = REC_IDLE;
     uint64_t until = kq_mono_us() + 2ull * (uint64_t)s->conf.timeout_sec * 1000000;
     while (batches_pending(s) && kq_mono_us() < until) {
         for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++)
@@ -1044,6 +1284,10 @@ static void my_close(struct kq_store *base)
     pthread_cond_destroy(&s->pool.done_cv);
     uv_close((uv_handle_t *)&s->pool.async, on_closed);
     uv_close((uv_handle_t *)&s->tick, on_closed);
+    uv_close((uv_handle_t *)&s->rec.timer, on_closed);
+    uv_close((uv_handle_t *)&s->outbox_idle, on_closed);
+    free(s->rec.move[0]);
+    free(s->rec.move[1]);
 }
 
 static const struct kq_store_ops mysql_ops = {
@@ -1055,6 +1299,7 @@ static const struct kq_store_ops mysql_ops = {
     .dead_letter = my_dead_letter,
     .load = my_load,
     .recover = my_recover,
+    .unavailable = my_unavailable,
     .dlq_list = my_dlq_list,
     .dlq_take = my_dlq_take,
     .dlq_purge = my_dlq_purge,
@@ -1168,7 +1413,12 @@ int kq_mysql_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq
     }
     uv_timer_init(loop, &s->tick);
     s->tick.data = s;
-    s->handles_open = 2;
+    uv_timer_init(loop, &s->rec.timer);
+    s->rec.timer.data = s;
+    uv_idle_init(loop, &s->outbox_idle);
+    s->outbox_idle.data = s;
+    s->outbox_tail = &s->outbox;
+    s->handles_open = 4;
     uv_timer_start(&s->tick, on_tick, (uint64_t)s->conf.flush_sec * 1000,
                    (uint64_t)s->conf.flush_sec * 1000);
     uv_unref((uv_handle_t *)&s->tick);

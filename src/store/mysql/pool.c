@@ -18,7 +18,10 @@
 #define SAVE_BATCH_BYTES (4u << 20)   /* stay well below max_allowed_packet (16 MiB) */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define IDLE_PING_US (30ull * 1000000) /* ping a connection idle longer than this */
+/* Ping a connection idle longer than this before using it: a batch of saves is one
+ * multi-statement round trip that cannot be retried blindly (it may have committed), so a
+ * connection the server closed meanwhile (restart, wait_timeout) is found out first. */
+#define IDLE_PING_US (1ull * 1000000)
 #define ER_DUP_KEY_ENTRY 1062
 #define ER_LOCK_WAIT 1205
 #define ER_DEADLOCK 1213
@@ -123,7 +126,9 @@ static int ensure_conn(struct my_worker *w)
     /* the tables are CHARSET=utf8 (utf8mb3): literals in the same charset keep the
      * message_id comparisons on the primary key */
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8");
-    if (!mysql_real_connect(m, c->host, c->user, c->password, NULL, c->port, NULL, 0) ||
+    /* multi-statements: a batch of saves is one round trip (BEGIN; INSERT..; COMMIT) */
+    if (!mysql_real_connect(m, c->host, c->user, c->password, NULL, c->port, NULL,
+                            CLIENT_MULTI_STATEMENTS) ||
         /* the SQL we build escapes with backslashes */
         mysql_query(m, "SET SESSION sql_mode=REPLACE(@@sql_mode,'NO_BACKSLASH_ESCAPES','')") ||
         /* no gap locks: inserts and batched deletes of one table do not block each other */
@@ -274,6 +279,8 @@ static void run_script(struct my_worker *w, struct my_job *j)
         j->status = -ETIMEDOUT;
         return;
     }
+    if (j->force_connect && !w->conn)
+        w->retry_at_us = 0;
     if ((j->status = ensure_conn(w)))
         return;
     int rc = script_once(w, j);
@@ -328,6 +335,60 @@ static int cmp_table(const void *a, const void *b)
     return x->db != y->db ? x->db - y->db : x->table - y->table;
 }
 
+/* Every statement of a multi-statement text, results discarded. Once one fails the server
+ * skips the rest; the caller rolls back. 0 or -errno as run_sql. */
+static int run_multi(struct my_worker *w, const char *sql, size_t len, const char *what)
+{
+    uint64_t t0 = kq_mono_us();
+    w->last_used_us = t0;
+    if (mysql_real_query(w->conn, sql, len))
+        return query_error(w, t0, what);
+    for (;;) {
+        MYSQL_RES *res = mysql_store_result(w->conn);
+        if (res)
+            mysql_free_result(res);
+        else if (mysql_field_count(w->conn))
+            return query_error(w, t0, what);
+        int st = mysql_next_result(w->conn);
+        if (st < 0)
+            return 0;
+        if (st > 0)
+            return query_error(w, t0, what);
+    }
+}
+
+/* "START TRANSACTION;INSERT ..(one per table)..;COMMIT" for saves sorted by table. */
+static int saves_sql(const struct my_conf *c, struct my_job **live, size_t n, struct my_sql *q)
+{
+    my_sql_cat(q, "START TRANSACTION");
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || cmp_table(&live[i - 1], &live[i]) != 0) {
+            my_sql_cat(q, ";");
+            insert_prefix(q, c, live[i]->db, live[i]->table);
+        } else {
+            my_sql_cat(q, ",");
+        }
+        my_sql_cat(q, live[i]->values);
+    }
+    my_sql_cat(q, ";COMMIT");
+    return q->oom ? -ENOMEM : 0;
+}
+
+/* The whole batch in one round trip. -EEXIST when some id exists already: nothing was
+ * committed, and the caller goes statement by statement to fail only the duplicates. */
+static int saves_fast(struct my_worker *w, struct my_job **live, size_t n)
+{
+    struct my_sql q = {0};
+    int rc = saves_sql(w->pool->conf, live, n, &q);
+    if (rc == 0)
+        rc = run_multi(w, q.p, q.len, "insert batch");
+    my_sql_free(&q);
+    if (rc)
+        rollback(w);
+    return rc;
+}
+
+/* Statement by statement, duplicates failed row by row. */
 static int saves_once(struct my_worker *w, struct my_job **live, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -364,8 +425,8 @@ static void run_saves(struct my_worker *w, struct my_job *list)
     qsort(live, n, sizeof *live, cmp_table);
     int rc = ensure_conn(w);
     if (rc == 0)
-        rc = saves_once(w, live, n);
-    for (int t = 1; rc == -EDEADLK && t < DEADLOCK_TRIES && w->conn; t++)
+        rc = saves_fast(w, live, n);
+    for (int t = 1; (rc == -EDEADLK || rc == -EEXIST) && t < DEADLOCK_TRIES && w->conn; t++)
         rc = saves_once(w, live, n);
     if (rc)
         for (size_t i = 0; i < n; i++)
@@ -496,6 +557,31 @@ void my_pool_submit(struct my_pool *p, struct my_job *j)
         p->jobs_tail = &j->next;
     }
     pthread_cond_signal(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void my_pool_submit_list(struct my_pool *p, struct my_job *list)
+{
+    size_t wake = 0;
+    bool saves = false;
+    pthread_mutex_lock(&p->mu);
+    while (list) {
+        struct my_job *j = list;
+        list = j->next;
+        j->next = NULL;
+        if (j->kind == MY_JOB_SAVE) {
+            *p->saves_tail = j;
+            p->saves_tail = &j->next;
+            saves = true; /* one worker takes them all (up to a batch) */
+        } else {
+            *p->jobs_tail = j;
+            p->jobs_tail = &j->next;
+            wake++;
+        }
+    }
+    wake += saves;
+    for (size_t i = 0; i < wake && i < (size_t)p->n_workers; i++)
+        pthread_cond_signal(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
 }
 

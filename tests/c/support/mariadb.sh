@@ -56,8 +56,8 @@ SOCK=$D/mysqld.sock
 nohup "$MARIADBD" --no-defaults --user=root --datadir="$D/data" --tmpdir="$D/tmp" \
   --socket="$SOCK" --pid-file="$PIDFILE" --log-error="$D/error.log" --port="$PORT" \
   --bind-address=127.0.0.1 --skip-name-resolve --character-set-server=utf8mb4 \
-  --collation-server=utf8mb4_general_ci --innodb-buffer-pool-size=32M \
-  --innodb-log-file-size=8M --performance-schema=OFF --skip-log-bin \
+  --collation-server=utf8mb4_general_ci --innodb-buffer-pool-size=256M \
+  --innodb-log-file-size=256M --innodb-log-buffer-size=16M --performance-schema=OFF --skip-log-bin \
   --max-connections=500 < /dev/null > "$D/stdout.log" 2>&1 &
 for i in $(seq 200); do
   mariadb --no-defaults --protocol=socket --socket="$SOCK" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
