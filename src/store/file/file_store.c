@@ -826,9 +826,13 @@ int kq_file_store_stats(struct kq_store *base, struct kq_file_store_stats *out)
     out->log_bytes = 0;
     for (struct fs_seg *g = s->oldest; g; g = g->next)
         out->log_bytes += g->size;
-    out->fsyncs = atomic_load_explicit(&s->w.fsyncs, memory_order_relaxed);
-    for (size_t i = 0; i <= KQ_FS_FSYNC_BUCKETS; i++)
+    /* The count is the histogram's total, not a counter of its own: the writer thread
+     * updates them one after the other, and a scrape in between saw them disagree. */
+    out->fsyncs = 0;
+    for (size_t i = 0; i <= KQ_FS_FSYNC_BUCKETS; i++) {
         out->fsync_hist[i] = atomic_load_explicit(&s->w.fsync_hist[i], memory_order_relaxed);
+        out->fsyncs += out->fsync_hist[i];
+    }
     out->fsync_us_sum = atomic_load_explicit(&s->w.fsync_us_sum, memory_order_relaxed);
     return 0;
 }

@@ -104,7 +104,6 @@ struct fs_writer {
     int dirty_fd;   /* segment written but not yet synced (interval/none) */
     bool dlq_dirty;
     int64_t last_sync_ms;
-    atomic_uint_fast64_t fsyncs;
     atomic_uint_fast64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* written by the writer only */
     atomic_uint_fast64_t fsync_us_sum;
 };

@@ -34,7 +34,6 @@ const double kq_fs_fsync_bounds_us[KQ_FS_FSYNC_BUCKETS] = {50,   100,  200,   50
 
 static int sync_fd(struct fs_writer *w, int fd)
 {
-    atomic_fetch_add_explicit(&w->fsyncs, 1, memory_order_relaxed);
     uint64_t t0 = kq_mono_us();
     int rc = fdatasync(fd) ? -errno : 0;
     uint64_t us = kq_mono_us() - t0;
