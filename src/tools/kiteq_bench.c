@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "tools/bench/hist.h"
 #include "tools/bench/procstat.h"
+#include "tools/bench/report.h"
 #include "tools/bench/seqmap.h"
 #include "tools/common/cli_util.h"
 
@@ -637,19 +638,7 @@ struct summary {
     struct bench_procstat before, after_pub, end;
 };
 
-static const double PCTS[] = {50, 90, 99, 99.9};
-static const char *const PCT_NAMES[] = {"p50", "p90", "p99", "p99.9"};
-
-static cJSON *hist_json(const struct bench_hist *h)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "count", (double)h->count);
-    for (size_t i = 0; i < 4; i++)
-        cJSON_AddNumberToObject(j, PCT_NAMES[i], (double)bench_hist_percentile(h, PCTS[i]) / 1e3);
-    cJSON_AddNumberToObject(j, "max", (double)h->max / 1e3);
-    cJSON_AddNumberToObject(j, "mean", bench_hist_mean(h) / 1e3);
-    return j;
-}
+static const double PCTS[] = {50, 90, 99, 99.9}; /* the text table's columns */
 
 static void print_json(const struct bench *b, const struct summary *s)
 {
@@ -689,22 +678,9 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON_AddNumberToObject(j, "nacks", (double)s->nacks);
     cJSON_AddNumberToObject(j, "stale", (double)s->stale);
     cJSON_AddNumberToObject(j, "unexpected", (double)s->unexpected);
-    cJSON *t = cJSON_AddObjectToObject(j, "throughput");
-    cJSON_AddNumberToObject(t, "publishAck", s->ack_rate);
-    cJSON_AddNumberToObject(t, "endToEnd", s->e2e_rate);
-    cJSON *l = cJSON_AddObjectToObject(j, "latencyUs");
-    cJSON_AddItemToObject(l, "publishAck", hist_json(&s->ack));
-    cJSON_AddItemToObject(l, "publishDelivery", hist_json(&s->deliv));
-    if (s->have_proc) {
-        cJSON *p = cJSON_AddObjectToObject(j, "broker");
-        cJSON_AddNumberToObject(p, "pid", (double)o->broker_pid);
-        cJSON_AddNumberToObject(p, "cpuSec", s->end.cpu_sec - s->before.cpu_sec);
-        cJSON_AddNumberToObject(p, "cpuUsPerMsg", s->cpu_us_per_msg);
-        cJSON_AddNumberToObject(p, "rssKbBefore", (double)s->before.rss_kb);
-        cJSON_AddNumberToObject(p, "rssKbAfterPublish", (double)s->after_pub.rss_kb);
-        cJSON_AddNumberToObject(p, "rssKbEnd", (double)s->end.rss_kb);
-        cJSON_AddNumberToObject(p, "rssKbPeak", (double)s->end.hwm_kb);
-    }
+    bench_report_rates(j, s->ack_rate, s->e2e_rate, &s->ack, &s->deliv);
+    if (s->have_proc)
+        bench_report_server(j, o->broker_pid, &s->before, &s->after_pub, &s->end, s->cpu_us_per_msg);
     char *out = cJSON_PrintUnformatted(j);
     if (out)
         puts(out);

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "tools/bench/procstat.h"
+#include "tools/bench/report.h"
 #include "tools/common/cli_util.h"
 
 /* What every body starts with (as kiteq-bench's, with another magic); the rest is filler. */
@@ -159,19 +160,6 @@ static uint64_t missing_all(struct cmp_bench *b)
     return n;
 }
 
-static cJSON *hist_json(const struct bench_hist *h)
-{
-    static const double pcts[] = {50, 90, 99, 99.9};
-    static const char *const names[] = {"p50", "p90", "p99", "p99.9"};
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "count", (double)h->count);
-    for (size_t i = 0; i < 4; i++)
-        cJSON_AddNumberToObject(j, names[i], (double)bench_hist_percentile(h, pcts[i]) / 1e3);
-    cJSON_AddNumberToObject(j, "max", (double)h->max / 1e3);
-    cJSON_AddNumberToObject(j, "mean", bench_hist_mean(h) / 1e3);
-    return j;
-}
-
 struct summary {
     double elapsed_s, publish_s, ack_rate, e2e_rate, cpu_us_per_msg;
     uint64_t dups, lost, stale, delivered;
@@ -208,22 +196,9 @@ static void print_summary(struct cmp_bench *b, const struct summary *s)
     cJSON_AddNumberToObject(j, "duplicates", (double)s->dups);
     cJSON_AddNumberToObject(j, "lost", (double)s->lost);
     cJSON_AddNumberToObject(j, "stale", (double)s->stale);
-    cJSON *t = cJSON_AddObjectToObject(j, "throughput");
-    cJSON_AddNumberToObject(t, "publishAck", s->ack_rate);
-    cJSON_AddNumberToObject(t, "endToEnd", s->e2e_rate);
-    cJSON *l = cJSON_AddObjectToObject(j, "latencyUs");
-    cJSON_AddItemToObject(l, "publishAck", hist_json(&s->ack));
-    cJSON_AddItemToObject(l, "publishDelivery", hist_json(&s->deliv));
-    if (s->have_proc) {
-        cJSON *p = cJSON_AddObjectToObject(j, "broker");
-        cJSON_AddNumberToObject(p, "pid", (double)o->server_pid);
-        cJSON_AddNumberToObject(p, "cpuSec", s->end.cpu_sec - s->before.cpu_sec);
-        cJSON_AddNumberToObject(p, "cpuUsPerMsg", s->cpu_us_per_msg);
-        cJSON_AddNumberToObject(p, "rssKbBefore", (double)s->before.rss_kb);
-        cJSON_AddNumberToObject(p, "rssKbAfterPublish", (double)s->after_pub.rss_kb);
-        cJSON_AddNumberToObject(p, "rssKbEnd", (double)s->end.rss_kb);
-        cJSON_AddNumberToObject(p, "rssKbPeak", (double)s->end.hwm_kb);
-    }
+    bench_report_rates(j, s->ack_rate, s->e2e_rate, &s->ack, &s->deliv);
+    if (s->have_proc)
+        bench_report_server(j, o->server_pid, &s->before, &s->after_pub, &s->end, s->cpu_us_per_msg);
     char *out = o->json ? cJSON_PrintUnformatted(j) : cJSON_Print(j);
     if (out)
         puts(out);
