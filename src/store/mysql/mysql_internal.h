@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <uthash.h>
 #include <uv.h>
 
 #include "store/mysql/mysql_store.h"
@@ -153,4 +154,94 @@ void my_pool_stop(struct my_pool *p);
 /* New script job: stmts are taken over (freed with the job). NULL on ENOMEM (stmts freed). */
 struct my_job *my_job_script(bool txn, my_done_fn done, size_t n, char **stmts);
 void my_job_free(struct my_job *j);
+
+/* --- the loop-side store (mysql_store.c, recover.c); loop thread only ------------------------ */
+
+#define FLUSH_MAX 1000       /* ids per flush transaction */
+#define RECOVER_PAGE 500     /* rows per recover / dlq_list query */
+#define DEAD_LETTER_TRIES 20 /* a failed DLQ move is retried on each flush tick */
+#define COL_VARCHAR 255
+
+/* Column indexes in MY_COLS order. */
+enum { C_ID, C_HEADER, C_BODY, C_TYPE, C_TOPIC, C_MTYPE, C_GROUP, C_COMMIT, C_PUBLISH,
+       C_EXPIRED, C_COUNT, C_LIMIT, C_SERVER, C_FAIL, C_SUCC, C_NEXT, C_NCOLS };
+
+struct commit_cb {
+    kq_store_done_cb cb;
+    void *ud;
+};
+
+/* The coalesced batched operations of one id. */
+struct pend {
+    char id[KQ_ID_LEN + 1];
+    bool del, commit, has_state;
+    int32_t attempts;
+    int64_t next_sec;
+    char *succ, *fail; /* JSON arrays */
+    struct commit_cb *cbs;
+    size_t n_cbs;
+    UT_hash_handle hh;
+};
+
+struct my_table {
+    struct pend *map;
+    size_t n_upd, n_del; /* approximate counts that trigger a flush */
+    bool inflight;
+};
+
+/* Start-up recovery: a cursor over the shard tables (see "recover" below). */
+struct rec_key {
+    int64_t next, exp, count, limit;
+    char id[KQ_ID_LEN + 1];
+};
+
+enum rec_state { REC_IDLE, REC_SYNC, REC_BACKGROUND, REC_DONE };
+
+struct my_recovery {
+    kq_store_recover_cb cb;
+    void *ud;
+    int table;          /* db * hash_num + tb being read */
+    bool has_key;       /* key = the last row read from that table */
+    struct rec_key key;
+    char *move[2];      /* REPLACE into the DLQ + DELETE of the last page's dead rows */
+    int64_t now;        /* Unix s at the start: what counts as expired */
+    uint64_t rows, t0_us;
+    enum rec_state state;
+    unsigned backoff_ms;
+    char why[400];      /* the reason given while unavailable */
+    uv_timer_t timer;   /* next background try */
+};
+
+struct my_store {
+    struct kq_store base;
+    struct my_recovery rec;
+    /* Jobs of this loop iteration, handed to the workers together (uv_idle: at the start of
+     * the next iteration, which then polls without waiting): saves that arrive together go
+     * out as one batch, with one lock and one wake-up instead of a context switch per
+     * message. */
+    struct my_job *outbox, **outbox_tail;
+    uv_idle_t outbox_idle;
+    bool direct; /* closing: submit at once */
+    struct my_conf conf;
+    struct my_pool pool;
+    struct my_table tables[KQ_MYSQL_SHARD_SEED]; /* db * hash_num + table */
+    uv_timer_t tick;
+    struct my_job *retry; /* failed dead-letter moves */
+    int handles_open;
+    bool closing; /* no new saves, no more dead-letter retries */
+    bool stopped; /* the workers are gone */
+    struct kq_mysql_stats st;
+};
+
+/* Shared by mysql_store.c and recover.c. */
+void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb);
+void my_select_cols(struct my_sql *q, const struct my_store *s, int db, int tb);
+void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m);
+/* Hand a job to the workers with the others of this loop iteration. */
+void my_submit(struct my_store *s, struct my_job *j);
+/* Each row (MY_COLS) to cb with its delivery state (NULL for a fresh message). */
+int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud);
+/* kq_store_ops.recover and .unavailable (recover.c). */
+int my_store_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud);
+const char *my_store_unavailable(struct kq_store *base);
 #endif

@@ -1,6 +1,7 @@
 /* MySQL store: the loop-side half. Builds SQL text, batches delivery state / commits /
  * deletes per shard table, and hands jobs to the worker pool (pool.c); results come back
- * through uv_async_t and callbacks run on the loop thread. docs/STORAGE.md "MySQL store".
+ * through uv_async_t and callbacks run on the loop thread; start-up recovery is in recover.c.
+ * docs/STORAGE.md "MySQL store".
  *
  * Ordering: every batched operation of one message goes to its shard table's batch, and a
  * table has at most one batch in flight, so the operations of one id are applied in call
@@ -20,82 +21,6 @@
 #include "store/mysql/mysql_internal.h"
 #include "store/store_uri.h"
 
-#define FLUSH_MAX 1000       /* ids per flush transaction */
-#define RECOVER_PAGE 500     /* rows per recover / dlq_list query */
-#define DEAD_LETTER_TRIES 20 /* a failed DLQ move is retried on each flush tick */
-#define COL_VARCHAR 255
-
-/* Column indexes in MY_COLS order. */
-enum { C_ID, C_HEADER, C_BODY, C_TYPE, C_TOPIC, C_MTYPE, C_GROUP, C_COMMIT, C_PUBLISH,
-       C_EXPIRED, C_COUNT, C_LIMIT, C_SERVER, C_FAIL, C_SUCC, C_NEXT, C_NCOLS };
-
-struct commit_cb {
-    kq_store_done_cb cb;
-    void *ud;
-};
-
-/* The coalesced batched operations of one id. */
-struct pend {
-    char id[KQ_ID_LEN + 1];
-    bool del, commit, has_state;
-    int32_t attempts;
-    int64_t next_sec;
-    char *succ, *fail; /* JSON arrays */
-    struct commit_cb *cbs;
-    size_t n_cbs;
-    UT_hash_handle hh;
-};
-
-struct my_table {
-    struct pend *map;
-    size_t n_upd, n_del; /* approximate counts that trigger a flush */
-    bool inflight;
-};
-
-/* Start-up recovery: a cursor over the shard tables (see "recover" below). */
-struct rec_key {
-    int64_t next, exp, count, limit;
-    char id[KQ_ID_LEN + 1];
-};
-
-enum rec_state { REC_IDLE, REC_SYNC, REC_BACKGROUND, REC_DONE };
-
-struct my_recovery {
-    kq_store_recover_cb cb;
-    void *ud;
-    int table;          /* db * hash_num + tb being read */
-    bool has_key;       /* key = the last row read from that table */
-    struct rec_key key;
-    char *move[2];      /* REPLACE into the DLQ + DELETE of the last page's dead rows */
-    int64_t now;        /* Unix s at the start: what counts as expired */
-    uint64_t rows, t0_us;
-    enum rec_state state;
-    unsigned backoff_ms;
-    char why[400];      /* the reason given while unavailable */
-    uv_timer_t timer;   /* next background try */
-};
-
-struct my_store {
-    struct kq_store base;
-    struct my_recovery rec;
-    /* Jobs of this loop iteration, handed to the workers together (uv_idle: at the start of
-     * the next iteration, which then polls without waiting): saves that arrive together go
-     * out as one batch, with one lock and one wake-up instead of a context switch per
-     * message. */
-    struct my_job *outbox, **outbox_tail;
-    uv_idle_t outbox_idle;
-    bool direct; /* closing: submit at once */
-    struct my_conf conf;
-    struct my_pool pool;
-    struct my_table tables[KQ_MYSQL_SHARD_SEED]; /* db * hash_num + table */
-    uv_timer_t tick;
-    struct my_job *retry; /* failed dead-letter moves */
-    int handles_open;
-    bool closing; /* no new saves, no more dead-letter retries */
-    bool stopped; /* the workers are gone */
-    struct kq_mysql_stats st;
-};
-
 static const struct kq_store_ops mysql_ops;
 
 static struct my_table *table_of(struct my_store *s, const char *id, int *db, int *tb)
@@ -104,7 +29,7 @@ static struct my_table *table_of(struct my_store *s, const char *id, int *db, in
     return &s->tables[*db * s->conf.hash_num + *tb];
 }
 
-static void table_name(struct my_sql *q, const struct my_store *s, int db, int tb)
+void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb)
 {
     if (tb < 0)
         my_sql_printf(q, "`%s_%d`.`kite_msg_dlq`", s->conf.db, db);
@@ -143,7 +68,7 @@ static void outbox_flush(struct my_store *s)
 
 static void on_outbox_idle(uv_idle_t *h) { outbox_flush(h->data); }
 
-static void submit(struct my_store *s, struct my_job *j)
+void my_submit(struct my_store *s, struct my_job *j)
 {
     j->next = NULL;
     if (s->direct) {
@@ -227,7 +152,7 @@ static int my_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
     j->done = save_done;
     j->cb = cb;
     j->ud = ud;
-    submit(s, j);
+    my_submit(s, j);
     return 0;
 }
 
@@ -270,7 +195,7 @@ static char *state_sql(struct my_store *s, int db, int tb, struct pend **it, siz
 {
     struct my_sql q = {0};
     my_sql_cat(&q, "UPDATE ");
-    table_name(&q, s, db, tb);
+    my_table_name(&q, s, db, tb);
     my_sql_cat(&q, " t JOIN (");
     bool first = true;
     for (size_t i = 0; i < n; i++) {
@@ -379,7 +304,7 @@ static void flush_table(struct my_store *s, int idx)
     if (count(it, n, pick_commit)) {
         struct my_sql q = {0};
         my_sql_cat(&q, "UPDATE ");
-        table_name(&q, s, db, tb);
+        my_table_name(&q, s, db, tb);
         my_sql_cat(&q, " SET `commit`=1 WHERE message_id IN ");
         id_list(&q, it, n, pick_commit);
         stmts[ns++] = my_sql_take(&q);
@@ -389,7 +314,7 @@ static void flush_table(struct my_store *s, int idx)
     if (count(it, n, pick_del)) {
         struct my_sql q = {0};
         my_sql_cat(&q, "DELETE FROM ");
-        table_name(&q, s, db, tb);
+        my_table_name(&q, s, db, tb);
         my_sql_cat(&q, " WHERE message_id IN ");
         id_list(&q, it, n, pick_del);
         stmts[ns++] = my_sql_take(&q);
@@ -408,7 +333,7 @@ static void flush_table(struct my_store *s, int idx)
     }
     j->ctx = fc;
     t->inflight = true;
-    submit(s, j);
+    my_submit(s, j);
 }
 
 static struct pend *pend_get(struct my_store *s, const char *id, int *idx)
@@ -569,25 +494,25 @@ static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, 
     size_t n = 0;
     struct my_sql q = {0};
     my_sql_cat(&q, "REPLACE INTO ");
-    table_name(&q, s, db, -1);
+    my_table_name(&q, s, db, -1);
     my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,header,body,msg_type,topic,message_type,"
                    "publish_group,`commit`,publish_time,expired_time,deliver_count,"
                    "deliver_limit,kite_server,");
     my_sql_str(&q, rj);
     my_sql_cat(&q, ",succ_groups,next_deliver_time FROM ");
-    table_name(&q, s, db, tb);
+    my_table_name(&q, s, db, tb);
     my_sql_cat(&q, " WHERE message_id=");
     my_sql_str(&q, m->id);
     stmts[n++] = my_sql_take(&q);
     if (m->header) { /* not in the table (or not yet): store what the caller gave */
         my_sql_cat(&q, "INSERT IGNORE INTO ");
-        table_name(&q, s, db, -1);
+        my_table_name(&q, s, db, -1);
         my_sql_cat(&q, " (" MY_COLS ") VALUES ");
         msg_tuple(&q, s, m, 0, rj, "[]", 0);
         stmts[n++] = my_sql_take(&q);
     }
     my_sql_cat(&q, "DELETE FROM ");
-    table_name(&q, s, db, tb);
+    my_table_name(&q, s, db, tb);
     my_sql_cat(&q, " WHERE message_id=");
     my_sql_str(&q, m->id);
     stmts[n++] = my_sql_take(&q);
@@ -595,13 +520,13 @@ static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, 
     struct my_job *j = my_job_script(true, dead_done, n, stmts);
     if (!j)
         return -ENOMEM;
-    submit(s, j);
+    my_submit(s, j);
     return 0;
 }
 
 /* --- rows -> messages -------------------------------------------------------------------------- */
 
-static void row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m)
+void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m)
 {
     memset(m, 0, sizeof *m);
     const struct my_cell *id = my_cell(r, i, C_ID);
@@ -621,10 +546,10 @@ static void row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m)
     m->body_len = (uint32_t)b->len;
 }
 
-static void select_cols(struct my_sql *q, const struct my_store *s, int db, int tb)
+void my_select_cols(struct my_sql *q, const struct my_store *s, int db, int tb)
 {
     my_sql_cat(q, "SELECT " MY_COLS " FROM ");
-    table_name(q, s, db, tb);
+    my_table_name(q, s, db, tb);
 }
 
 static void load_done(struct my_store *s, struct my_job *j)
@@ -636,7 +561,7 @@ static void load_done(struct my_store *s, struct my_job *j)
         cb(j->ud, j->status, NULL);
     } else {
         struct kq_stored_msg m;
-        row_msg(j->rows, 0, &m);
+        my_row_msg(j->rows, 0, &m);
         cb(j->ud, 0, &m);
     }
     my_job_free(j);
@@ -650,7 +575,7 @@ static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, v
     int db, tb;
     kq_mysql_shard(id, s->conf.shardnum, &db, &tb);
     struct my_sql q = {0};
-    select_cols(&q, s, db, tb);
+    my_select_cols(&q, s, db, tb);
     my_sql_cat(&q, " WHERE message_id=");
     my_sql_str(&q, id);
     char *sql = my_sql_take(&q);
@@ -660,7 +585,7 @@ static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, v
     j->rows_stmt = 0;
     j->cb = (kq_store_done_cb)(void (*)(void))cb;
     j->ud = ud;
-    submit(s, j);
+    my_submit(s, j);
     return 0;
 }
 
@@ -683,308 +608,13 @@ static int run_sync(struct my_store *s, bool txn, size_t n, char **stmts, int ro
     return rc;
 }
 
-/* One row (MY_COLS) to a recover callback, with its delivery state. */
-static int emit_row(const struct my_rows *r, size_t i, kq_mysql_row_cb cb, void *ud)
-{
-    struct kq_stored_msg m;
-    row_msg(r, i, &m);
-    struct kq_delivery_state st = {0};
-    memcpy(st.id, m.id, sizeof st.id);
-    st.attempts = (int32_t)my_cell_i64(my_cell(r, i, C_COUNT));
-    int64_t next = my_cell_i64(my_cell(r, i, C_NEXT));
-    st.next_attempt_ms = next * 1000;
-    const char **done = NULL, **failed = NULL;
-    int rc = 0;
-    if (my_groups_parse(my_cell(r, i, C_SUCC)->p, &done, &st.n_done) ||
-        my_groups_parse(my_cell(r, i, C_FAIL)->p, &failed, &st.n_failed))
-        rc = -ENOMEM;
-    st.groups_done = done;
-    st.groups_failed = failed;
-    bool fresh = st.attempts == 0 && next == 0 && !st.n_done && !st.n_failed;
-    if (rc == 0)
-        cb(ud, &m, fresh ? NULL : &st);
-    free(done);
-    free(failed);
-    return rc;
-}
-
-static int emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud)
-{
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < r->n; i++)
-        rc = emit_row(r, i, cb, ud);
-    return rc;
-}
-
-/* --- recover ----------------------------------------------------------------------------------
- *
- * Each shard table is read in idx_recover_a order (next_deliver_time, kite_server,
- * expired_time, deliver_count, deliver_limit, then the primary key) with kite_server fixed,
- * one keyset page at a time: every page is a range scan of that index (no sort, no rescan of
- * what was read, no full-table statement). Rows that are expired or over their delivery limit
- * are not handed out: their ids are moved to the DLQ by primary key, in the transaction of the
- * next page's job.
- *
- * When the server is unreachable (or too slow) at start-up, recover() returns -EINPROGRESS
- * and goes on in the background with back-off, from where it stopped; until it is done the
- * store reports itself unavailable and refuses saves. */
-
-#define REC_ORDER " ORDER BY next_deliver_time,expired_time,deliver_count,deliver_limit,message_id"
-#define REC_BACKOFF_MIN_MS 100
-#define REC_BACKOFF_MAX_MS 5000
-
-static bool rec_finished(const struct my_store *s)
-{
-    return s->rec.table >= s->conf.shardnum * s->conf.hash_num && !s->rec.move[0];
-}
-
-/* " AND (row after the cursor in index order)": expanded, so that the range optimizer turns
- * it into ranges of idx_recover_a (a row constructor comparison would not be). */
-static void rec_after_key(struct my_sql *q, const struct rec_key *k)
-{
-    my_sql_printf(q,
-                  " AND (next_deliver_time>%lld OR (next_deliver_time=%lld AND "
-                  "(expired_time>%lld OR (expired_time=%lld AND "
-                  "(deliver_count>%lld OR (deliver_count=%lld AND "
-                  "(deliver_limit>%lld OR (deliver_limit=%lld AND message_id>",
-                  (long long)k->next, (long long)k->next, (long long)k->exp, (long long)k->exp,
-                  (long long)k->count, (long long)k->count, (long long)k->limit,
-                  (long long)k->limit);
-    my_sql_str(q, k->id);
-    my_sql_cat(q, "))))))))");
-}
-
-static char *rec_page_sql(struct my_store *s)
-{
-    const struct my_recovery *r = &s->rec;
-    int db = r->table / s->conf.hash_num, tb = r->table % s->conf.hash_num;
-    struct my_sql q = {0};
-    select_cols(&q, s, db, tb);
-    my_sql_cat(&q, " WHERE kite_server=");
-    my_sql_str(&q, s->conf.server);
-    if (r->has_key)
-        rec_after_key(&q, &r->key);
-    my_sql_printf(&q, REC_ORDER " LIMIT %d", RECOVER_PAGE);
-    return my_sql_take(&q);
-}
-
-/* The next job: the dead rows of the previous page (if any), then the next page. */
-static struct my_job *rec_job(struct my_store *s)
-{
-    struct my_recovery *r = &s->rec;
-    char *stmts[3];
-    size_t n = 0;
-    if (r->move[0]) {
-        stmts[n++] = strdup(r->move[0]);
-        stmts[n++] = strdup(r->move[1]);
-    }
-    if (r->table < s->conf.shardnum * s->conf.hash_num)
-        stmts[n++] = rec_page_sql(s);
-    struct my_job *j = my_job_script(n > 1, NULL, n, stmts);
-    if (!j)
-        return NULL;
-    j->rows_stmt = r->table < s->conf.shardnum * s->conf.hash_num ? (int)n - 1 : -1;
-    j->force_connect = true; /* recovery has its own back-off */
-    return j;
-}
-
-/* REPLACE into the DLQ + DELETE of the listed ids, still dead in the table (as before: the
- * reason says why). ids: "('a','b')". */
-static void rec_moves(struct my_store *s, int db, int tb, const char *ids)
-{
-    char cond[160];
-    snprintf(cond, sizeof cond, " AND (deliver_count>=deliver_limit OR expired_time<=%lld)",
-             (long long)s->rec.now);
-    struct my_sql q = {0};
-    my_sql_cat(&q, "REPLACE INTO ");
-    table_name(&q, s, db, -1);
-    my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,header,body,msg_type,topic,message_type,"
-                   "publish_group,`commit`,publish_time,expired_time,deliver_count,"
-                   "deliver_limit,kite_server,");
-    my_sql_printf(&q,
-                  "CONCAT('{\"reason\":\"',IF(expired_time<=%lld,'expired',"
-                  "'deliver limit reached'),'\",\"dead_time\":%lld}'),",
-                  (long long)s->rec.now, (long long)s->rec.now);
-    my_sql_cat(&q, "succ_groups,next_deliver_time FROM ");
-    table_name(&q, s, db, tb);
-    my_sql_printf(&q, " WHERE message_id IN %s%s", ids, cond);
-    s->rec.move[0] = my_sql_take(&q);
-    my_sql_cat(&q, "DELETE FROM ");
-    table_name(&q, s, db, tb);
-    my_sql_printf(&q, " WHERE message_id IN %s%s", ids, cond);
-    s->rec.move[1] = my_sql_take(&q);
-}
-
-static void rec_key_of(const struct my_rows *rows, size_t i, struct rec_key *k)
-{
-    k->next = my_cell_i64(my_cell(rows, i, C_NEXT));
-    k->exp = my_cell_i64(my_cell(rows, i, C_EXPIRED));
-    k->count = my_cell_i64(my_cell(rows, i, C_COUNT));
-    k->limit = my_cell_i64(my_cell(rows, i, C_LIMIT));
-    const char *id = my_cell(rows, i, C_ID)->p;
-    snprintf(k->id, sizeof k->id, "%s", id ? id : "");
-}
-
-/* A finished job: count the moves it made, hand out its live rows, queue its dead rows,
- * advance the cursor. 0 or -ENOMEM. */
-static int rec_page(struct my_store *s, struct my_job *j)
-{
-    struct my_recovery *r = &s->rec;
-    if (r->move[0]) {
-        s->st.moved_to_dlq += j->affected[1];
-        free(r->move[0]);
-        free(r->move[1]);
-        r->move[0] = r->move[1] = NULL;
-    }
-    if (j->rows_stmt < 0)
-        return 0;
-    const struct my_rows *rows = j->rows;
-    struct my_sql dead = {0};
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < rows->n; i++) {
-        struct rec_key k;
-        rec_key_of(rows, i, &k);
-        if (k.count >= k.limit || k.exp <= r->now) {
-            my_sql_cat(&dead, dead.len ? "," : "(");
-            my_sql_str(&dead, k.id);
-            continue;
-        }
-        rc = emit_row(rows, i, r->cb, r->ud);
-        r->rows += rc == 0;
-    }
-    if (rc == 0 && dead.len) {
-        my_sql_cat(&dead, ")");
-        if (dead.oom)
-            rc = -ENOMEM;
-        else
-            rec_moves(s, r->table / s->conf.hash_num, r->table % s->conf.hash_num, dead.p);
-    }
-    my_sql_free(&dead);
-    if (rc)
-        return rc; /* the page is read again: the broker ignores ids it has already */
-    if (rows->n == RECOVER_PAGE) {
-        rec_key_of(rows, rows->n - 1, &r->key);
-        r->has_key = true;
-    } else {
-        r->table++;
-        r->has_key = false;
-    }
-    return rc;
-}
-
-static void rec_submit(struct my_store *s);
-static void rec_on_timer(uv_timer_t *t) { rec_submit(t->data); }
-
-static void rec_finish(struct my_store *s)
-{
-    struct my_recovery *r = &s->rec;
-    bool background = r->state == REC_BACKGROUND;
-    r->state = REC_DONE;
-    if (background)
-        KQ_INFO(MY_MOD, "recovered in the background: %llu pending messages, %llu ms after "
-                        "start; the store is available",
-                (unsigned long long)r->rows, (unsigned long long)((kq_mono_us() - r->t0_us) / 1000));
-}
-
-static void rec_failed(struct my_store *s, int status)
-{
-    struct my_recovery *r = &s->rec;
-    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : REC_BACKOFF_MIN_MS;
-    if (r->backoff_ms > REC_BACKOFF_MAX_MS)
-        r->backoff_ms = REC_BACKOFF_MAX_MS;
-    snprintf(r->why, sizeof r->why,
-             "MySQL %s:%u unreachable or not answering (%s): start-up recovery pending, "
-             "retried with back-off (at least every %u s)",
-             s->conf.host, s->conf.port, strerror(-status), REC_BACKOFF_MAX_MS / 1000);
-    KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "recovery: %s; next try in %u ms", strerror(-status),
-                       r->backoff_ms);
-    uv_timer_start(&r->timer, rec_on_timer, r->backoff_ms, 0);
-}
-
-static void rec_done(struct my_store *s, struct my_job *j)
-{
-    struct my_recovery *r = &s->rec;
-    int rc = j->status;
-    if (rc == 0 && !s->closing && r->state == REC_BACKGROUND)
-        rc = rec_page(s, j);
-    my_job_free(j);
-    if (s->closing || r->state != REC_BACKGROUND)
-        return; /* the store is closing: no more rows for the broker */
-    if (rc) {
-        rec_failed(s, rc);
-        return;
-    }
-    r->backoff_ms = 0;
-    if (rec_finished(s))
-        rec_finish(s);
-    else
-        rec_submit(s);
-}
-
-static void rec_submit(struct my_store *s)
-{
-    struct my_job *j = rec_job(s);
-    if (!j) {
-        rec_failed(s, -ENOMEM);
-        return;
-    }
-    j->done = rec_done;
-    submit(s, j);
-}
-
-static int my_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
-{
-    struct my_store *s = (struct my_store *)base;
-    struct my_recovery *r = &s->rec;
-    if (r->state != REC_IDLE && r->state != REC_DONE)
-        return -EBUSY;
-    free(r->move[0]);
-    free(r->move[1]);
-    r->move[0] = r->move[1] = NULL;
-    r->cb = cb;
-    r->ud = ud;
-    r->table = 0;
-    r->has_key = false;
-    r->now = kq_now_sec();
-    r->rows = 0;
-    r->t0_us = kq_mono_us();
-    r->state = REC_SYNC;
-    r->backoff_ms = 0;
-    int rc = 0;
-    while (rc == 0 && !rec_finished(s)) {
-        struct my_job *j = rec_job(s);
-        if (!j)
-            return -ENOMEM;
-        if ((rc = my_pool_run_sync(&s->pool, j)) == 0)
-            rc = rec_page(s, j);
-        my_job_free(j);
-    }
-    if (rc == 0) {
-        rec_finish(s);
-        return 0;
-    }
-    /* The broker starts all the same: the rest comes in the background. */
-    r->state = REC_BACKGROUND;
-    KQ_ERROR(MY_MOD, "recovery from %s:%u failed at %s_%d.kite_msg_%d after %llu messages: %s; "
-                     "the store is unavailable until it succeeds",
-             s->conf.host, s->conf.port, s->conf.db, r->table / s->conf.hash_num,
-             r->table % s->conf.hash_num, (unsigned long long)r->rows, strerror(-rc));
-    rec_failed(s, rc);
-    return -EINPROGRESS;
-}
-
-static const char *my_unavailable(struct kq_store *base)
-{
-    struct my_store *s = (struct my_store *)base;
-    return s->rec.state == REC_BACKGROUND ? s->rec.why : NULL;
-}
 
 /* A DLQ row: fail_groups holds {"reason","dead_time"} when this store moved it; rows the
  * Go broker moved keep their array, and count as expired at expired_time. */
 static void row_dead(const struct my_rows *r, size_t i, struct kq_dead_letter *d, char *reason,
                      size_t rlen)
 {
-    row_msg(r, i, &d->msg);
+    my_row_msg(r, i, &d->msg);
     snprintf(reason, rlen, "expired");
     d->dead_time = d->msg.expired_time;
     cJSON *o = cJSON_Parse(my_cell(r, i, C_FAIL)->p ? my_cell(r, i, C_FAIL)->p : "");
@@ -1007,7 +637,7 @@ static int my_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb
         char last_id[KQ_ID_LEN + 1] = "";
         for (bool more = true; more;) {
             struct my_sql q = {0};
-            select_cols(&q, s, db, -1);
+            my_select_cols(&q, s, db, -1);
             my_sql_cat(&q, " WHERE message_id>");
             my_sql_str(&q, last_id);
             if (topic) {
@@ -1045,14 +675,14 @@ static int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb
     int db, tb;
     kq_mysql_shard(id, s->conf.shardnum, &db, &tb);
     struct my_sql q = {0};
-    select_cols(&q, s, db, -1);
+    my_select_cols(&q, s, db, -1);
     my_sql_cat(&q, " WHERE message_id=");
     my_sql_str(&q, id);
     my_sql_cat(&q, " FOR UPDATE");
     char *stmts[2];
     stmts[0] = my_sql_take(&q);
     my_sql_cat(&q, "DELETE FROM ");
-    table_name(&q, s, db, -1);
+    my_table_name(&q, s, db, -1);
     my_sql_cat(&q, " WHERE message_id=");
     my_sql_str(&q, id);
     stmts[1] = my_sql_take(&q);
@@ -1080,7 +710,7 @@ static int my_dlq_purge(struct kq_store *base, const char *topic, size_t *purged
     for (int db = 0; db < s->conf.shardnum; db++) {
         struct my_sql q = {0};
         my_sql_cat(&q, "DELETE FROM ");
-        table_name(&q, s, db, -1);
+        my_table_name(&q, s, db, -1);
         if (topic) {
             my_sql_cat(&q, " WHERE topic=");
             my_sql_str(&q, topic);
@@ -1112,7 +742,7 @@ int kq_mysql_takeover(struct kq_store *base, const char *dead_server, uint64_t *
         for (int tb = 0; tb < s->conf.hash_num; tb++) {
             struct my_sql q = {0};
             my_sql_cat(&q, "UPDATE ");
-            table_name(&q, s, db, tb);
+            my_table_name(&q, s, db, tb);
             my_sql_cat(&q, " SET kite_server=");
             my_sql_str(&q, s->conf.server);
             my_sql_cat(&q, " WHERE kite_server=");
@@ -1151,13 +781,13 @@ int kq_mysql_takeover_load(struct kq_store *base, const char *dead_server,
                  * moved even while another broker works on the table. */
                 struct my_sql q = {0};
                 char *stmts[2];
-                select_cols(&q, s, db, tb);
+                my_select_cols(&q, s, db, tb);
                 my_sql_cat(&q, " WHERE kite_server=");
                 my_sql_str(&q, dead_server);
                 my_sql_printf(&q, " ORDER BY id LIMIT %d FOR UPDATE", RECOVER_PAGE);
                 stmts[0] = my_sql_take(&q);
                 my_sql_cat(&q, "UPDATE ");
-                table_name(&q, s, db, tb);
+                my_table_name(&q, s, db, tb);
                 my_sql_cat(&q, " SET kite_server=");
                 my_sql_str(&q, s->conf.server);
                 my_sql_cat(&q, " WHERE kite_server=");
@@ -1168,7 +798,7 @@ int kq_mysql_takeover_load(struct kq_store *base, const char *dead_server,
                 if ((rc = run_sync(s, true, 2, stmts, 0, &j)))
                     break;
                 total += j->affected[1];
-                rc = emit_rows(j->rows, cb, ud);
+                rc = my_emit_rows(j->rows, cb, ud);
                 more = j->rows->n == RECOVER_PAGE;
                 my_job_free(j);
             }
@@ -1223,7 +853,7 @@ static void on_tick(uv_timer_t *t)
     while (r) {
         struct my_job *j = r;
         r = r->next;
-        submit(s, j);
+        my_submit(s, j);
     }
 }
 
@@ -1298,8 +928,8 @@ static const struct kq_store_ops mysql_ops = {
     .remove = my_remove,
     .dead_letter = my_dead_letter,
     .load = my_load,
-    .recover = my_recover,
-    .unavailable = my_unavailable,
+    .recover = my_store_recover,
+    .unavailable = my_store_unavailable,
     .dlq_list = my_dlq_list,
     .dlq_take = my_dlq_take,
     .dlq_purge = my_dlq_purge,
