@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <uthash.h>
 #include <uv.h>
 
@@ -233,7 +234,9 @@ struct my_store {
     struct kq_mysql_stats st;
 };
 
-/* Shared by mysql_store.c and recover.c. */
+/* Shared by mysql_store.c, recover.c and sync_ops.c. */
+static inline bool my_valid_id(const char *id) { return id && *id && strlen(id) <= KQ_ID_LEN; }
+bool my_is_mysql_store(const struct kq_store *base);
 void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb);
 void my_select_cols(struct my_sql *q, const struct my_store *s, int db, int tb);
 void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m);
@@ -241,6 +244,10 @@ void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m);
 void my_submit(struct my_store *s, struct my_job *j);
 /* Each row (MY_COLS) to cb with its delivery state (NULL for a fresh message). */
 int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud);
+/* kq_store_ops.dlq_list, .dlq_take and .dlq_purge (sync_ops.c: they wait for the server). */
+int my_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud);
+int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud);
+int my_dlq_purge(struct kq_store *base, const char *topic, size_t *purged);
 /* kq_store_ops.recover and .unavailable (recover.c). */
 int my_store_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud);
 const char *my_store_unavailable(struct kq_store *base);

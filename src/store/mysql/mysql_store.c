@@ -37,7 +37,6 @@ void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb)
         my_sql_printf(q, "`%s_%d`.`kite_msg_%d`", s->conf.db, db, tb);
 }
 
-static bool valid_id(const char *id) { return id && *id && strlen(id) <= KQ_ID_LEN; }
 
 static void pend_free(struct pend *p)
 {
@@ -129,7 +128,7 @@ static int my_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
                    void *ud)
 {
     struct my_store *s = (struct my_store *)base;
-    if (!valid_id(m->id) || !cb)
+    if (!my_valid_id(m->id) || !cb)
         return -EINVAL;
     if (s->closing)
         return -ESHUTDOWN;
@@ -362,7 +361,7 @@ static void maybe_flush(struct my_store *s, int idx, bool now)
 static int my_commit(struct kq_store *base, const char *id, kq_store_done_cb cb, void *ud)
 {
     struct my_store *s = (struct my_store *)base;
-    if (!valid_id(id))
+    if (!my_valid_id(id))
         return -EINVAL;
     int idx;
     struct pend *p = pend_get(s, id, &idx);
@@ -387,7 +386,7 @@ static int my_commit(struct kq_store *base, const char *id, kq_store_done_cb cb,
 static int my_update(struct kq_store *base, const struct kq_delivery_state *st)
 {
     struct my_store *s = (struct my_store *)base;
-    if (!valid_id(st->id))
+    if (!my_valid_id(st->id))
         return -EINVAL;
     char *succ = my_groups_json(st->groups_done, st->n_done, COL_VARCHAR);
     char *fail = my_groups_json(st->groups_failed, st->n_failed, COL_VARCHAR);
@@ -420,7 +419,7 @@ static int my_update(struct kq_store *base, const struct kq_delivery_state *st)
 static int my_remove(struct kq_store *base, const char *id)
 {
     struct my_store *s = (struct my_store *)base;
-    if (!valid_id(id))
+    if (!my_valid_id(id))
         return -EINVAL;
     int idx;
     struct pend *p = pend_get(s, id, &idx);
@@ -475,7 +474,7 @@ static void dead_done(struct my_store *s, struct my_job *j)
 static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, const char *reason)
 {
     struct my_store *s = (struct my_store *)base;
-    if (!valid_id(m->id))
+    if (!my_valid_id(m->id))
         return -EINVAL;
     int db, tb;
     struct my_table *t = table_of(s, m->id, &db, &tb);
@@ -570,7 +569,7 @@ static void load_done(struct my_store *s, struct my_job *j)
 static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, void *ud)
 {
     struct my_store *s = (struct my_store *)base;
-    if (!valid_id(id) || !cb)
+    if (!my_valid_id(id) || !cb)
         return -EINVAL;
     int db, tb;
     kq_mysql_shard(id, s->conf.shardnum, &db, &tb);
@@ -589,241 +588,18 @@ static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, v
     return 0;
 }
 
-/* --- synchronous jobs (start-up, administration) -------------------------------------------- */
-
-/* Run one statement list and wait; *out gets the job (rows, affected) on success. */
-static int run_sync(struct my_store *s, bool txn, size_t n, char **stmts, int rows_stmt,
-                    struct my_job **out)
-{
-    struct my_job *j = my_job_script(txn, NULL, n, stmts);
-    if (!j)
-        return -ENOMEM;
-    j->rows_stmt = rows_stmt;
-    j->deadline_us = 0;
-    int rc = my_pool_run_sync(&s->pool, j);
-    if (rc || !out)
-        my_job_free(j);
-    else
-        *out = j;
-    return rc;
-}
-
-
-/* A DLQ row: fail_groups holds {"reason","dead_time"} when this store moved it; rows the
- * Go broker moved keep their array, and count as expired at expired_time. */
-static void row_dead(const struct my_rows *r, size_t i, struct kq_dead_letter *d, char *reason,
-                     size_t rlen)
-{
-    my_row_msg(r, i, &d->msg);
-    snprintf(reason, rlen, "expired");
-    d->dead_time = d->msg.expired_time;
-    cJSON *o = cJSON_Parse(my_cell(r, i, C_FAIL)->p ? my_cell(r, i, C_FAIL)->p : "");
-    if (cJSON_IsObject(o)) {
-        cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "reason");
-        cJSON *dt = cJSON_GetObjectItemCaseSensitive(o, "dead_time");
-        if (cJSON_IsString(rs))
-            snprintf(reason, rlen, "%s", rs->valuestring);
-        if (cJSON_IsNumber(dt))
-            d->dead_time = (int64_t)dt->valuedouble;
-    }
-    cJSON_Delete(o);
-    d->reason = reason;
-}
-
-static int my_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud)
-{
-    struct my_store *s = (struct my_store *)base;
-    for (int db = 0; db < s->conf.shardnum; db++) {
-        char last_id[KQ_ID_LEN + 1] = "";
-        for (bool more = true; more;) {
-            struct my_sql q = {0};
-            my_select_cols(&q, s, db, -1);
-            my_sql_cat(&q, " WHERE message_id>");
-            my_sql_str(&q, last_id);
-            if (topic) {
-                my_sql_cat(&q, " AND topic=");
-                my_sql_str(&q, topic);
-            }
-            my_sql_printf(&q, " ORDER BY message_id LIMIT %d", RECOVER_PAGE);
-            char *sql = my_sql_take(&q);
-            struct my_job *j;
-            int rc = run_sync(s, false, 1, &sql, 0, &j);
-            if (rc)
-                return rc;
-            for (size_t i = 0; i < j->rows->n; i++) {
-                struct kq_dead_letter d;
-                char reason[COL_VARCHAR + 1];
-                row_dead(j->rows, i, &d, reason, sizeof reason);
-                snprintf(last_id, sizeof last_id, "%s", d.msg.id);
-                if (!cb(ud, &d)) {
-                    my_job_free(j);
-                    return 0;
-                }
-            }
-            more = j->rows->n == RECOVER_PAGE;
-            my_job_free(j);
-        }
-    }
-    return 0;
-}
-
-static int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud)
-{
-    struct my_store *s = (struct my_store *)base;
-    if (!valid_id(id))
-        return -EINVAL;
-    int db, tb;
-    kq_mysql_shard(id, s->conf.shardnum, &db, &tb);
-    struct my_sql q = {0};
-    my_select_cols(&q, s, db, -1);
-    my_sql_cat(&q, " WHERE message_id=");
-    my_sql_str(&q, id);
-    my_sql_cat(&q, " FOR UPDATE");
-    char *stmts[2];
-    stmts[0] = my_sql_take(&q);
-    my_sql_cat(&q, "DELETE FROM ");
-    my_table_name(&q, s, db, -1);
-    my_sql_cat(&q, " WHERE message_id=");
-    my_sql_str(&q, id);
-    stmts[1] = my_sql_take(&q);
-    struct my_job *j;
-    int rc = run_sync(s, true, 2, stmts, 0, &j);
-    if (rc)
-        return rc;
-    if (j->rows->n == 0) {
-        my_job_free(j);
-        return -ENOENT;
-    }
-    struct kq_dead_letter d;
-    char reason[COL_VARCHAR + 1];
-    row_dead(j->rows, 0, &d, reason, sizeof reason);
-    if (cb)
-        cb(ud, &d);
-    my_job_free(j);
-    return 0;
-}
-
-static int my_dlq_purge(struct kq_store *base, const char *topic, size_t *purged)
-{
-    struct my_store *s = (struct my_store *)base;
-    char *stmts[KQ_MYSQL_SHARD_SEED];
-    for (int db = 0; db < s->conf.shardnum; db++) {
-        struct my_sql q = {0};
-        my_sql_cat(&q, "DELETE FROM ");
-        my_table_name(&q, s, db, -1);
-        if (topic) {
-            my_sql_cat(&q, " WHERE topic=");
-            my_sql_str(&q, topic);
-        }
-        stmts[db] = my_sql_take(&q);
-    }
-    struct my_job *j;
-    int rc = run_sync(s, true, (size_t)s->conf.shardnum, stmts, -1, &j);
-    if (rc)
-        return rc;
-    size_t n = 0;
-    for (int db = 0; db < s->conf.shardnum; db++)
-        n += (size_t)j->affected[db];
-    if (purged)
-        *purged = n;
-    my_job_free(j);
-    return 0;
-}
-
-int kq_mysql_takeover(struct kq_store *base, const char *dead_server, uint64_t *moved)
-{
-    if (!base || base->ops != &mysql_ops || !dead_server || !*dead_server ||
-        strlen(dead_server) > COL_VARCHAR)
-        return -EINVAL;
-    struct my_store *s = (struct my_store *)base;
-    char *stmts[KQ_MYSQL_SHARD_SEED];
-    size_t n = 0;
-    for (int db = 0; db < s->conf.shardnum; db++)
-        for (int tb = 0; tb < s->conf.hash_num; tb++) {
-            struct my_sql q = {0};
-            my_sql_cat(&q, "UPDATE ");
-            my_table_name(&q, s, db, tb);
-            my_sql_cat(&q, " SET kite_server=");
-            my_sql_str(&q, s->conf.server);
-            my_sql_cat(&q, " WHERE kite_server=");
-            my_sql_str(&q, dead_server);
-            stmts[n++] = my_sql_take(&q);
-        }
-    struct my_job *j;
-    int rc = run_sync(s, true, n, stmts, -1, &j); /* one transaction over all shards */
-    if (rc)
-        return rc;
-    uint64_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += j->affected[i];
-    my_job_free(j);
-    if (moved)
-        *moved = total;
-    KQ_INFO(MY_MOD, "took over %llu pending messages of %s", (unsigned long long)total,
-            dead_server);
-    return 0;
-}
-
-int kq_mysql_takeover_load(struct kq_store *base, const char *dead_server,
-                           kq_mysql_row_cb cb, void *ud, uint64_t *moved)
-{
-    if (!base || base->ops != &mysql_ops || !dead_server || !*dead_server ||
-        strlen(dead_server) > COL_VARCHAR || !cb)
-        return -EINVAL;
-    struct my_store *s = (struct my_store *)base;
-    uint64_t total = 0;
-    int rc = 0;
-    for (int db = 0; rc == 0 && db < s->conf.shardnum; db++)
-        for (int tb = 0; rc == 0 && tb < s->conf.hash_num; tb++) {
-            for (bool more = true; rc == 0 && more;) {
-                /* One page per transaction: the SELECT locks exactly the rows the UPDATE
-                 * (same order, same limit) then hands to us, so the rows read are the rows
-                 * moved even while another broker works on the table. */
-                struct my_sql q = {0};
-                char *stmts[2];
-                my_select_cols(&q, s, db, tb);
-                my_sql_cat(&q, " WHERE kite_server=");
-                my_sql_str(&q, dead_server);
-                my_sql_printf(&q, " ORDER BY id LIMIT %d FOR UPDATE", RECOVER_PAGE);
-                stmts[0] = my_sql_take(&q);
-                my_sql_cat(&q, "UPDATE ");
-                my_table_name(&q, s, db, tb);
-                my_sql_cat(&q, " SET kite_server=");
-                my_sql_str(&q, s->conf.server);
-                my_sql_cat(&q, " WHERE kite_server=");
-                my_sql_str(&q, dead_server);
-                my_sql_printf(&q, " ORDER BY id LIMIT %d", RECOVER_PAGE);
-                stmts[1] = my_sql_take(&q);
-                struct my_job *j;
-                if ((rc = run_sync(s, true, 2, stmts, 0, &j)))
-                    break;
-                total += j->affected[1];
-                rc = my_emit_rows(j->rows, cb, ud);
-                more = j->rows->n == RECOVER_PAGE;
-                my_job_free(j);
-            }
-        }
-    if (moved)
-        *moved = total;
-    if (rc)
-        KQ_ERROR(MY_MOD, "takeover of %s failed after %llu rows: %s", dead_server,
-                 (unsigned long long)total, strerror(-rc));
-    else
-        KQ_INFO(MY_MOD, "took over %llu pending messages of %s", (unsigned long long)total,
-                dead_server);
-    return rc;
-}
+bool my_is_mysql_store(const struct kq_store *base) { return base && base->ops == &mysql_ops; }
 
 const char *kq_mysql_store_server(const struct kq_store *base)
 {
-    if (!base || base->ops != &mysql_ops)
+    if (!my_is_mysql_store(base))
         return NULL;
     return ((const struct my_store *)base)->conf.server;
 }
 
 int kq_mysql_store_ident(const struct kq_store *base, char *out, size_t len)
 {
-    if (!base || base->ops != &mysql_ops)
+    if (!my_is_mysql_store(base))
         return -EINVAL;
     const struct my_store *s = (const struct my_store *)base;
     snprintf(out, len, "%s:%u:%s", s->conf.host, s->conf.port, s->conf.db);
@@ -832,7 +608,7 @@ int kq_mysql_store_ident(const struct kq_store *base, char *out, size_t len)
 
 int kq_mysql_store_stats(struct kq_store *base, struct kq_mysql_stats *out)
 {
-    if (!base || base->ops != &mysql_ops)
+    if (!my_is_mysql_store(base))
         return -EINVAL;
     struct my_store *s = (struct my_store *)base;
     *out = s->st;
