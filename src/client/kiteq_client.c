@@ -3,8 +3,8 @@
  * Threads: the caller's threads publish (writes serialised by `wmu`); the reader thread
  * reads and dispatches frames, sends heartbeats, expires pending publishes and
  * reconnects. Frames go through one write buffer (`out`, under `wmu`) so that corked
- * publishes and the DeliverAcks of one read batch leave in a single send(2). `mu` guards the connection state, the pending table, the opaque counter
- * and the stats. The socket fd changes only with both `mu` and `wmu` held, and only the
+ * publishes and the DeliverAcks of one read batch leave in a single send(2). `mu` guards
+ * the connection state, the pending table, the opaque counter and the stats. The socket fd changes only with both `mu` and `wmu` held, and only the
  * thread that owns the connection (open, then the reader) closes it.
  *
  * A pending publish is completed exactly once, by whoever removes it from the table

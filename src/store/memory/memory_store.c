@@ -60,7 +60,8 @@ static const char *put_str(uint8_t **at, const char *s)
 
 static struct mem_msg *msg_copy(const struct kq_stored_msg *m)
 {
-    size_t strings = strlen(m->topic ? m->topic : "") + strlen(m->message_type ? m->message_type : "") +
+    size_t strings = strlen(m->topic ? m->topic : "") +
+                     strlen(m->message_type ? m->message_type : "") +
                      strlen(m->publish_group ? m->publish_group : "") + 3;
     struct mem_msg *e = malloc(sizeof *e + strings + m->header_len + m->body_len);
     if (!e)
