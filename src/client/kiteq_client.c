@@ -4,8 +4,9 @@
  * reads and dispatches frames, sends heartbeats, expires pending publishes and
  * reconnects. Frames go through one write buffer (`out`, under `wmu`) so that corked
  * publishes and the DeliverAcks of one read batch leave in a single send(2). `mu` guards
- * the connection state, the pending table, the opaque counter and the stats. The socket fd changes only with both `mu` and `wmu` held, and only the
- * thread that owns the connection (open, then the reader) closes it.
+ * the connection state, the pending table, the opaque counter and the stats. The socket fd
+ * changes only with both `mu` and `wmu` held, and only the thread that owns the connection
+ * (open, then the reader) closes it.
  *
  * A pending publish is completed exactly once, by whoever removes it from the table
  * (ack, timeout sweep, connection loss, close), always outside the locks. */
