@@ -6,6 +6,17 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 scripts/build.sh
 status=0
+marker=$(mktemp /tmp/kiteq-test-run.XXXXXX) # the tests make their directories in /tmp
 (cd build && ctest --output-on-failure --timeout 300) || status=1
 busted --lua=luajit tests/lua || status=1
+# The tests keep their temporary directories (broker logs, data) for a post-mortem; after a
+# green run, remove the ones this run made.
+if [ $status = 0 ]; then
+    find /tmp -maxdepth 1 -newer "$marker" \( -name 'kiteq-test-*' -o -name 'kq-*' \
+        -o -name 'kqzk.*' -o -name 'kqmb.*' -o -name 'kqmy.*' -o -name 'kiteq-full-*' \) \
+        -exec rm -rf {} + 2>/dev/null || true
+else
+    echo "test.sh: failed; the tests' directories are kept in /tmp (kiteq-test-*, kq-*)" >&2
+fi
+rm -f "$marker"
 exit $status
