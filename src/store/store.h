@@ -83,7 +83,9 @@ struct kq_store_ops {
     int (*dead_letter)(struct kq_store *s, const struct kq_stored_msg *m, const char *reason);
     /* Read a pending message back (header and body); cb gets borrowed pointers. */
     int (*load)(struct kq_store *s, const char *id, kq_store_load_cb cb, void *ud);
-    /* At start-up: call cb for every pending message, in publish order. Synchronous; or
+    /* At start-up: call cb for every pending message, in publish order (header and body may
+     * be left out, header_len = body_len = 0: the broker keeps neither and loads them when
+     * an attempt starts). Synchronous; or
      * -EINPROGRESS: the store could not finish now (server unreachable) and calls cb later,
      * from the loop, as it gets the messages (unavailable() says why meanwhile). */
     int (*recover)(struct kq_store *s, kq_store_recover_cb cb, void *ud);

@@ -86,7 +86,8 @@ static char *rec_page_sql(struct my_store *s)
     const struct my_recovery *r = &s->rec;
     int db = r->table / s->conf.hash_num, tb = r->table % s->conf.hash_num;
     struct my_sql q = {0};
-    my_select_cols(&q, s, db, tb);
+    my_sql_cat(&q, "SELECT " MY_COLS_NO_PAYLOAD " FROM ");
+    my_table_name(&q, s, db, tb);
     my_sql_cat(&q, " WHERE kite_server=");
     my_sql_str(&q, s->conf.server);
     if (r->has_key)
