@@ -331,6 +331,42 @@ static void test_cold_backlog_parked_and_delivered(void **state)
     assert_int_equal(broker_stop(&cb), 0);
 }
 
+/* Restarted messages are cold (header and body in the store). With nobody of their groups
+ * online an attempt sends nothing, so it must not read them back: every pending message
+ * would otherwise be loaded from the store at every recheck. They are loaded once a
+ * consumer comes, and delivered. */
+static void test_cold_not_loaded_while_nobody_online(void **state)
+{
+    (void)state;
+    struct broker_proc cb;
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "file://./data", EXTRA);
+    const char *debug[] = {"-logLevel=debug", NULL};
+    assert_int_equal(broker_start(&cb, cfg, debug), 0);
+    int prod = raw_connect(cb.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    char ids[3][33];
+    struct raw_msg m = {.topic = "trade", .type = "refund-offline", .commit = true};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
+    close(prod);
+    assert_int_equal(broker_stop(&cb), 0);
+    assert_int_equal(broker_restart(&cb, debug), 0);
+    assert_true(broker_wait_log(&cb, "recovered pending=3", 1));
+    for (int i = 0; i < 3; i++) { /* each one's first attempt after the restart ... */
+        char needle[128];
+        snprintf(needle, sizeof needle, "nobody online id=%s cold=1", ids[i]);
+        assert_true(broker_wait_log(&cb, needle, 5000));
+    }
+    assert_false(broker_wait_log(&cb, "loading id=", 0)); /* ... read nothing back */
+    int a = raw_connect(cb.port);
+    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    raw_drain_expect(a, ids, 3, 5000);
+    assert_true(broker_wait_log(&cb, "loading id=", 1));
+    close(a);
+    assert_int_equal(broker_stop(&cb), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -344,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_two_phase_checks),
         cmocka_unit_test(test_delivery_first),
         cmocka_unit_test(test_cold_backlog_parked_and_delivered),
+        cmocka_unit_test(test_cold_not_loaded_while_nobody_online),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
