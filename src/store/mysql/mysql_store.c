@@ -191,6 +191,19 @@ static size_t count(struct pend **it, size_t n, bool (*pick)(const struct pend *
 
 /* One multi-row UPDATE: the states as a derived table joined on the primary key (eq_ref,
  * O(n); a CASE per column would compare every row with every id). */
+/* "<verb><table><set> WHERE message_id IN (...)" over the picked entries. */
+static char *by_ids_sql(struct my_store *s, int db, int tb, const char *verb, const char *set,
+                        struct pend **it, size_t n, bool (*pick)(const struct pend *))
+{
+    struct my_sql q = {0};
+    my_sql_cat(&q, verb);
+    my_table_name(&q, s, db, tb);
+    my_sql_cat(&q, set);
+    my_sql_cat(&q, " WHERE message_id IN ");
+    id_list(&q, it, n, pick);
+    return my_sql_take(&q);
+}
+
 static char *state_sql(struct my_store *s, int db, int tb, struct pend **it, size_t n)
 {
     struct my_sql q = {0};
@@ -301,24 +314,12 @@ static void flush_table(struct my_store *s, int idx)
     }
     char *stmts[3];
     size_t ns = 0;
-    if (count(it, n, pick_commit)) {
-        struct my_sql q = {0};
-        my_sql_cat(&q, "UPDATE ");
-        my_table_name(&q, s, db, tb);
-        my_sql_cat(&q, " SET `commit`=1 WHERE message_id IN ");
-        id_list(&q, it, n, pick_commit);
-        stmts[ns++] = my_sql_take(&q);
-    }
+    if (count(it, n, pick_commit))
+        stmts[ns++] = by_ids_sql(s, db, tb, "UPDATE ", " SET `commit`=1", it, n, pick_commit);
     if (count(it, n, pick_state))
         stmts[ns++] = state_sql(s, db, tb, it, n);
-    if (count(it, n, pick_del)) {
-        struct my_sql q = {0};
-        my_sql_cat(&q, "DELETE FROM ");
-        my_table_name(&q, s, db, tb);
-        my_sql_cat(&q, " WHERE message_id IN ");
-        id_list(&q, it, n, pick_del);
-        stmts[ns++] = my_sql_take(&q);
-    }
+    if (count(it, n, pick_del))
+        stmts[ns++] = by_ids_sql(s, db, tb, "DELETE FROM ", "", it, n, pick_del);
     fc->t = t;
     fc->items = it;
     fc->n = n;
