@@ -717,16 +717,32 @@ static void test_dlq(void **state)
 
 /* ---- disk full --------------------------------------------------------------------------- */
 
+/* A 1 MiB tmpfs at mnt (a mkdtemp template) to fill up; false (and a SKIP line) when this
+ * process may not mount. */
+static bool mount_tiny_disk(char *mnt)
+{
+    assert_non_null(mkdtemp(mnt));
+    if (geteuid() == 0 && mount("tmpfs", mnt, "tmpfs", 0, "size=1m") == 0)
+        return true;
+    rmdir(mnt);
+    print_message("SKIP disk full: cannot mount a 1 MiB tmpfs (need root / CAP_SYS_ADMIN)\n");
+    return false;
+}
+
+/* The fixture may still hold files open: detach lazily instead of leaving it mounted. */
+static void unmount_tiny_disk(const char *mnt)
+{
+    if (umount(mnt) != 0)
+        umount2(mnt, MNT_DETACH);
+    rmdir(mnt);
+}
+
 static void test_disk_full(void **state)
 {
     (void)state;
     char mnt[] = "/tmp/kq-full-XXXXXX";
-    assert_non_null(mkdtemp(mnt));
-    if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
-        rmdir(mnt);
-        print_message("SKIP disk full: cannot mount a 1 MiB tmpfs (need root / CAP_SYS_ADMIN)\n");
+    if (!mount_tiny_disk(mnt))
         skip();
-    }
     struct fx *f = calloc(1, sizeof *f);
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
@@ -768,10 +784,7 @@ static void test_disk_full(void **state)
     uv_loop_close(&f->loop);
     rm_rf(f->dir);
     free(f);
-    /* the fixture closes the store after this: detach lazily instead of leaving it mounted */
-    if (umount(mnt) != 0)
-        umount2(mnt, MNT_DETACH);
-    rmdir(mnt);
+    unmount_tiny_disk(mnt);
 }
 
 /* A disk filled by the log itself: draining every message must give the space back
@@ -780,12 +793,8 @@ static void test_disk_full_drain_recovers(void **state)
 {
     (void)state;
     char mnt[] = "/tmp/kq-full-XXXXXX";
-    assert_non_null(mkdtemp(mnt));
-    if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
-        rmdir(mnt);
-        print_message("SKIP disk full: cannot mount a 1 MiB tmpfs (need root / CAP_SYS_ADMIN)\n");
+    if (!mount_tiny_disk(mnt))
         skip();
-    }
     struct fx *f = calloc(1, sizeof *f);
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
@@ -823,10 +832,7 @@ static void test_disk_full_drain_recovers(void **state)
     uv_loop_close(&f->loop);
     rm_rf(f->dir);
     free(f);
-    /* the fixture closes the store after this: detach lazily instead of leaving it mounted */
-    if (umount(mnt) != 0)
-        umount2(mnt, MNT_DETACH);
-    rmdir(mnt);
+    unmount_tiny_disk(mnt);
 }
 
 /* ---- URIs -------------------------------------------------------------------------------- */
