@@ -210,6 +210,12 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_deliveries_sent_total", "Copies sent to the group.", l, (double)g->sent);
         kq_prom_counter(&p, "kiteq_deliveries_acked_total", "Copies the group acked.", l, (double)g->acked);
         kq_prom_counter(&p, "kiteq_deliveries_failed_total", "Copies nacked, timed out or lost.", l, (double)g->failed);
+        for (size_t i = 0; i < g->n_rates; i++) {
+            const char *lt[] = {"group", g->id, "topic", g->rates[i].topic, NULL};
+            kq_prom_counter(&p, "kiteq_delivery_timeouts_total",
+                            "Copies not acked within deliverySeconds (retried).", lt,
+                            (double)g->rates[i].timeouts);
+        }
     }
     struct kq_topic_stats *t, *ttmp;
     HASH_ITER(hh, b->topic_stats, t, ttmp) {

@@ -21,7 +21,9 @@ static void on_close(void *ud, struct kq_conn *c, const char *reason)
     kq_session_close(ud, c, reason);
 }
 
-static const struct kq_net_handler net_handler = {on_open, on_frame, on_close};
+static void on_drain(void *ud, struct kq_conn *c) { kq_delivery_conn_drained(ud, c); }
+
+static const struct kq_net_handler net_handler = {on_open, on_frame, on_close, on_drain};
 
 static void on_tick(uv_timer_t *t)
 {
@@ -33,6 +35,7 @@ static void on_tick(uv_timer_t *t)
     if (now - last_sweep >= 1000) {
         last_sweep = now;
         kq_session_sweep_idle(b);
+        kq_delivery_log_timeouts(b);
         /* the original's /stat shows the previous second's figures */
         struct kq_broker_stats cur = b->stats;
         b->last_sec.received = cur.received - b->prev_stats.received;

@@ -13,14 +13,24 @@
 #include "core/log.h"
 
 #define MAX_ROUTES 64
+#define NO_SUBSCRIBER "(no subscriber)" /* the failed "group" of an attempt with no route */
 /* With no consumer online for a message, look at it again this often (at most). */
 #define NOBODY_RECHECK_MS 30000
-/* A consumer whose socket has this much unsent data is treated as overloaded. */
-#define MAX_CONN_BACKLOG (16u << 20)
+/* Deliveries are queued on a connection only while less than this is waiting for the
+ * kernel: the rest waits in the group's queue, where no ack timeout runs, and the memory a
+ * consumer that does not read can hold is bounded. */
+#define DELIVERY_QUEUE_BYTES ((size_t)256 << 10)
+/* A connection's delivery window starts here and doubles per round trip while acks come
+ * back within the latency target (see window_on_answer). */
+#define WINDOW_INITIAL 32.0
+#define WINDOW_MIN 1.0
+/* How often the delivery timeouts of a group are logged (with the count since the last). */
+#define TIMEOUT_LOG_MS 10000
 
 static void start_attempt(struct kq_broker *b, struct kq_msg *m);
 static void undefer(struct kq_broker *b);
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
+static void pump(struct kq_broker *b, struct kq_group *g);
 
 /* Groups are kept as atoms, so membership is a pointer comparison. */
 static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
@@ -136,8 +146,6 @@ static void tq_unlink(struct kq_broker *b, struct kq_inflight *f)
 static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
                       struct kq_session *s)
 {
-    if (kq_conn_backlog(s->conn) > MAX_CONN_BACKLOG)
-        return false;
     struct kq_inflight *f = calloc(1, sizeof *f);
     if (!f)
         return false;
@@ -154,7 +162,9 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
     f->session = s;
     f->msg = m;
     f->group = g;
-    f->deadline_ms = kq_broker_mono_ms() + (uint64_t)b->cfg->delivery_seconds * 1000;
+    f->sent_ms = kq_broker_mono_ms();
+    f->deadline_ms = f->sent_ms + (uint64_t)b->cfg->delivery_seconds * 1000;
+    s->n_inflight++;
     HASH_ADD(hh, s->inflight, opaque, sizeof f->opaque, f);
     /* All deliveries share one timeout, so appending keeps the queue sorted. */
     f->tprev = b->tq_tail;
@@ -172,6 +182,111 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
     g->sent++;
     b->stats.inflight++;
     return true;
+}
+
+/* --- per-connection delivery window --------------------------------------------------- */
+
+/* A consumer is sent at most `window` deliveries at a time. The window adapts to what the
+ * connection shows: it doubles per round trip while acks come back within the latency
+ * target (slow start), then grows by one per round trip; an ack later than the target halves
+ * it (once per round trip), a timeout halves it and ends slow start. The group's window
+ * (deliverWindow, flow policy) stays the ceiling. So a consumer that takes 1 ms a message
+ * holds about target / 1 ms deliveries, never deliverySeconds' worth, and a fast one
+ * reaches the ceiling within a few round trips. */
+static uint64_t latency_target_ms(const struct kq_broker *b)
+{
+    uint64_t t = (uint64_t)b->cfg->delivery_seconds * 1000 / 10;
+    return t < 50 ? 50 : t;
+}
+
+void kq_delivery_session_init(struct kq_broker *b, struct kq_session *s)
+{
+    s->window = WINDOW_INITIAL;
+    s->slow_start_until = (double)b->cfg->deliver_window;
+}
+
+bool kq_delivery_session_has_room(struct kq_session *s)
+{
+    if (s->n_inflight >= (uint32_t)s->window)
+        return false; /* an answer on s pumps its group again */
+    if (kq_conn_backlog(s->conn) >= DELIVERY_QUEUE_BYTES) {
+        kq_conn_notify_drain(s->conn);
+        return false;
+    }
+    return true;
+}
+
+static void window_cut(struct kq_session *s, uint64_t now)
+{
+    s->window = s->window / 2 < WINDOW_MIN ? WINDOW_MIN : s->window / 2;
+    s->slow_start_until = s->window;
+    s->window_cut_ms = now;
+}
+
+static void window_on_answer(struct kq_broker *b, struct kq_session *s,
+                             const struct kq_inflight *f, bool timed_out)
+{
+    uint64_t now = kq_broker_mono_ms();
+    uint64_t latency = now - f->sent_ms;
+    double ceiling = (double)b->cfg->deliver_window;
+    if (timed_out || latency > latency_target_ms(b)) {
+        /* one cut per round trip: the answers of one late batch arrive together */
+        if (now - s->window_cut_ms >= latency) {
+            window_cut(s, now);
+            KQ_DEBUG("delivery", "window cut peer=%s window=%.0f latency=%llums%s",
+                     kq_conn_peer(s->conn), s->window, (unsigned long long)latency,
+                     timed_out ? " (timeout)" : "");
+        }
+        return;
+    }
+    s->window += s->window < s->slow_start_until ? 1.0 : 1.0 / s->window;
+    if (s->window > ceiling)
+        s->window = ceiling;
+}
+
+void kq_delivery_conn_drained(struct kq_broker *b, struct kq_conn *c)
+{
+    struct kq_session *s = kq_conn_user(c);
+    if (s && s->group && s->group->wait_head)
+        pump(b, s->group);
+}
+
+/* Timeouts mean a consumer does not keep up (or is gone without closing): say so, per group,
+ * with how many, at most every TIMEOUT_LOG_MS. */
+static void log_group_timeouts(struct kq_broker *b, struct kq_group *g, uint64_t now)
+{
+    KQ_WARN("delivery", "delivery timeouts group=%s count=%llu in the last %llus: copies not "
+            "acked within deliverySeconds=%d are retried (consumer too slow or not reading?)",
+            g->id, (unsigned long long)g->timeouts_unlogged,
+            (unsigned long long)(g->timeouts_logged_ms ? (now - g->timeouts_logged_ms) / 1000
+                                                       : (uint64_t)b->cfg->delivery_seconds),
+            b->cfg->delivery_seconds);
+    g->timeouts_unlogged = 0;
+    g->timeouts_logged_ms = now;
+}
+
+static void note_timeout(struct kq_broker *b, struct kq_group *g, const char *topic)
+{
+    struct kq_group_rate *r = NULL;
+    for (size_t i = 0; i < g->n_rates && !r; i++)
+        if (strcmp(g->rates[i].topic, topic) == 0)
+            r = &g->rates[i];
+    if (r)
+        r->timeouts++;
+    g->timeouts_unlogged++;
+    uint64_t now = kq_broker_mono_ms();
+    if (!g->timeouts_logged_ms || now - g->timeouts_logged_ms >= TIMEOUT_LOG_MS)
+        log_group_timeouts(b, g, now);
+}
+
+void kq_delivery_log_timeouts(struct kq_broker *b)
+{
+    uint64_t now = kq_broker_mono_ms();
+    struct kq_group *g, *tmp;
+    HASH_ITER(hh, b->groups, g, tmp) {
+        if (g->timeouts_unlogged && now - g->timeouts_logged_ms >= TIMEOUT_LOG_MS)
+            log_group_timeouts(b, g, now);
+    }
 }
 
 /* --- flow control: per-group window and per-(group, topic) rate ----------------------- */
@@ -314,9 +429,11 @@ static void pump(struct kq_broker *b, struct kq_group *g)
             break; /* FIFO: an answer or the tick tries again */
         if (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))
             break; /* the tick tries again */
-        struct kq_session *s = kq_group_pick(g, now);
+        enum kq_pick_fail why;
+        struct kq_session *s = kq_group_pick_delivery(g, now, &why);
         if (!s)
-            break; /* warming up; offline is handled by kq_delivery_group_offline */
+            break; /* full: an answer or a drained connection pumps again; warming up: the
+                    * tick; offline is handled by kq_delivery_group_offline */
         dequeue_wait(b, g);
         if (!send_copy(b, m, g, s))
             kq_names_add(b, &m->failed, &m->n_failed, g->id);
@@ -349,15 +466,16 @@ void kq_delivery_pump_all(struct kq_broker *b)
 static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt)
 {
     struct kq_group *g = kq_group_get(b, rt->group, false);
-    struct kq_session *s = kq_group_pick(g, kq_broker_mono_ms());
-    if (!s && g && g->n > 0) {
+    enum kq_pick_fail why = KQ_PICK_OFFLINE;
+    struct kq_session *s = kq_group_pick_delivery(g, kq_broker_mono_ms(), &why);
+    if (!s && why == KQ_PICK_WARMING) {
         /* online but every connection is still warming up: try again soon */
         kq_names_add(b, &m->failed, &m->n_failed, rt->group);
         kq_msg_set_failure(m, "no consumer online");
         m->retry_soon = true;
         return;
     }
-    if (!s) {
+    if (!s && why == KQ_PICK_OFFLINE) {
         if (!rt->persistent) {
             kq_names_add(b, &m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
         } else {
@@ -367,14 +485,14 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         return;
     }
     struct kq_group_rate *r = rate_for(b, g, m->topic, rt->watermark);
-    if (g->wait_head || !has_room(b, g, r) ||
+    if (!s || g->wait_head || !has_room(b, g, r) ||
         (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))) {
-        enqueue_wait(b, g, m);
+        enqueue_wait(b, g, m); /* no connection has room (s == NULL), or the group's flow */
         return;
     }
     if (!send_copy(b, m, g, s)) {
         kq_names_add(b, &m->failed, &m->n_failed, rt->group);
-        kq_msg_set_failure(m, "over flow"); /* the connection's write backlog is full */
+        kq_msg_set_failure(m, "over flow"); /* out of memory for the frame */
     } else if (r) {
         r->inflight++;
     }
@@ -522,7 +640,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         if (!name_in(b, m->done, m->n_done, routes[i].group))
             offer(b, m, &routes[i]);
     if (n == 0) {
-        kq_names_add(b, &m->failed, &m->n_failed, "(no subscriber)");
+        kq_names_add(b, &m->failed, &m->n_failed, NO_SUBSCRIBER);
         kq_msg_set_failure(m, "no consumer online");
     }
     if (attempt_over(m))
@@ -544,6 +662,20 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
     st.groups_failed = (const char **)KQ_NAMES(m->failed, m->n_failed);
     st.n_failed = m->n_failed;
     b->store->ops->update(b->store, &st);
+}
+
+/* Retry delay for an attempt that found only connections still warming up: once a second
+ * while the warm-up ramp gives them a growing share, and no later than the first one's end. */
+static int64_t warm_retry_ms(struct kq_broker *b, const struct kq_msg *m)
+{
+    uint64_t now = kq_broker_mono_ms(), best = 1000;
+    const char *const *failed = KQ_NAMES(m->failed, m->n_failed);
+    for (uint16_t i = 0; i < m->n_failed; i++) {
+        uint64_t in = kq_group_warm_in_ms(kq_group_get(b, failed[i], false), now);
+        if (in > 0 && in < best)
+            best = in;
+    }
+    return best < 50 ? 50 : (int64_t)best;
 }
 
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
@@ -571,12 +703,15 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     if (m->sent == 0) {
         /* Nobody to send to. A group coming online (or a binding change) triggers the next
          * attempt at once; until then look again rarely, and at the latest at expiry. */
-        next = now + (m->retry_soon ? 0 : NOBODY_RECHECK_MS);
+        next = now + NOBODY_RECHECK_MS;
         KQ_DEBUG("delivery", "nobody online id=%s cold=%d", m->id, !m->block);
         if (m->expired_time > 0 && m->expired_time * 1000 < next)
             next = m->expired_time * 1000;
         if (next < now + (int64_t)b->cfg->recover_seconds * 1000)
             next = now + (int64_t)b->cfg->recover_seconds * 1000;
+        if (m->retry_soon) /* connections warming up: as their share grows, at the latest
+                            * when the first is fully warm */
+            next = now + warm_retry_ms(b, m);
     } else {
         b->stats.retried++;
         kq_topic_stats(b, m->topic)->retried++;
@@ -593,10 +728,17 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
 static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const char *why)
 {
     struct kq_msg *m = f->msg;
-    HASH_DEL(f->session->inflight, f);
+    struct kq_session *s = f->session;
+    HASH_DEL(s->inflight, f);
     tq_unlink(b, f);
+    s->n_inflight--;
     f->group->inflight--;
     b->stats.inflight--;
+    bool timed_out = strcmp(why, "timeout") == 0;
+    if (ok || strcmp(why, "connection lost") != 0)
+        window_on_answer(b, s, f, timed_out && !ok);
+    if (!ok && timed_out)
+        note_timeout(b, f->group, m->topic);
     if (ok) {
         kq_names_add(b, &m->done, &m->n_done, f->group->id);
         b->stats.acked++;
@@ -642,17 +784,25 @@ void kq_delivery_check_timeouts(struct kq_broker *b)
         complete(b, b->tq_head, false, "timeout");
 }
 
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
+/* Messages whose last attempt failed for `group` (NULL: none) or found no route at all,
+ * and that wait for a later attempt, go now. */
+static void wake_waiting(struct kq_broker *b, const char *group)
 {
-    /* Messages that failed for this group (it was offline) go out now. */
     int64_t now = kq_now_ms();
+    const char *nosub = kq_atom(b, NO_SUBSCRIBER), *ga = group ? kq_atom(b, group) : NULL;
     struct kq_msg *m;
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
-        if (m->commit && attempt_over(m) && m->timer.pos != KQ_HEAP_NONE && m->timer.key > now &&
-            name_in(b, m->failed, m->n_failed, g->id))
+        if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
+            continue;
+        if (kq_names_has(m->failed, m->n_failed, nosub) ||
+            (ga && kq_names_has(m->failed, m->n_failed, ga)))
             kq_delivery_schedule(b, m, now);
     }
 }
+
+void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g) { wake_waiting(b, g->id); }
+
+void kq_delivery_bindings_changed(struct kq_broker *b) { wake_waiting(b, NULL); }
 
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
 {

@@ -60,21 +60,48 @@ static bool warm_enough(const struct kq_session *s, uint64_t now_ms)
 
 struct kq_session *kq_group_pick(struct kq_group *g, uint64_t now_ms)
 {
+    for (size_t k = 0, start = g && g->n ? (size_t)rand() % g->n : 0; g && k < g->n; k++) {
+        struct kq_session *s = g->members[(start + k) % g->n];
+        if (!kq_conn_closing(s->conn) && warm_enough(s, now_ms))
+            return s;
+    }
+    return NULL;
+}
+
+struct kq_session *kq_group_pick_delivery(struct kq_group *g, uint64_t now_ms,
+                                          enum kq_pick_fail *why)
+{
+    *why = KQ_PICK_OFFLINE;
     if (!g || g->n == 0)
         return NULL;
     size_t start = (size_t)rand() % g->n;
-    struct kq_session *fallback = NULL;
     for (size_t k = 0; k < g->n; k++) {
         struct kq_session *s = g->members[(start + k) % g->n];
         if (kq_conn_closing(s->conn))
             continue;
-        if (warm_enough(s, now_ms))
+        if (!warm_enough(s, now_ms)) {
+            if (*why == KQ_PICK_OFFLINE)
+                *why = KQ_PICK_WARMING;
+            continue;
+        }
+        if (kq_delivery_session_has_room(s))
             return s;
-        if (!fallback)
-            fallback = s;
+        *why = KQ_PICK_FULL; /* a warm connection will have room again: wait for it */
     }
-    (void)fallback; /* all warming up and unlucky this time: the retry will try again */
     return NULL;
+}
+
+uint64_t kq_group_warm_in_ms(const struct kq_group *g, uint64_t now_ms)
+{
+    uint64_t best = UINT64_MAX;
+    for (size_t k = 0; g && k < g->n; k++) {
+        const struct kq_session *s = g->members[k];
+        uint64_t end = s->auth_ms + (uint64_t)(s->warmup_sec > 0 ? s->warmup_sec : 0) * 1000;
+        uint64_t left = end > now_ms ? end - now_ms : 0;
+        if (left < best)
+            best = left;
+    }
+    return best == UINT64_MAX ? 0 : best;
 }
 
 void kq_groups_free(struct kq_broker *b)

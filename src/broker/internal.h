@@ -30,6 +30,7 @@ struct kq_inflight {
     struct kq_session *session;
     struct kq_msg *msg;
     struct kq_group *group;
+    uint64_t sent_ms;     /* monotonic */
     uint64_t deadline_ms; /* monotonic */
     struct kq_inflight *tprev, *tnext; /* broker-wide timeout queue, oldest first */
     UT_hash_handle hh;
@@ -47,6 +48,12 @@ struct kq_session {
     struct kq_inflight *inflight; /* by opaque */
     size_t group_pos;             /* index in group->members */
     struct kq_pending_save *saves; /* store saves whose ack goes to this connection */
+    /* This connection's delivery window (delivery.c): grown while acks come back quickly,
+     * cut when they come back later than the latency target or not at all. */
+    uint32_t n_inflight; /* deliveries outstanding on this connection */
+    double window;       /* most deliveries outstanding at once, >= 1 */
+    double slow_start_until; /* the window doubles per round trip below this */
+    uint64_t window_cut_ms;  /* monotonic: last decrease (at most one per round trip) */
 };
 
 /* A message waiting for room in a group's window or rate. */
@@ -65,6 +72,7 @@ struct kq_group_rate {
     uint32_t inflight;             /* copies of this topic outstanding to the group */
     uint64_t waiting;              /* of this topic, waiting for room */
     uint32_t failures;             /* failed copies since the last ask */
+    uint64_t timeouts;             /* copies not acked within deliverySeconds, ever */
     uint64_t asked_ms;             /* monotonic; 0 = never */
     uint64_t generation;           /* b->reload_generation when asked */
 };
@@ -93,6 +101,8 @@ struct kq_group {
     struct kq_group_rate *rates;
     size_t n_rates;
     uint64_t sent, acked, failed; /* copies delivered / acked / failed (nack, timeout, lost) */
+    uint64_t timeouts_unlogged;   /* timeouts since the last log line about them */
+    uint64_t timeouts_logged_ms;  /* monotonic; when that line was written */
     struct kq_group *pump_next; /* in the broker's list of groups with waiters */
     bool in_pump_list;
     UT_hash_handle hh;
@@ -194,8 +204,20 @@ void kq_session_sweep_idle(struct kq_broker *b);
 struct kq_group *kq_group_get(struct kq_broker *b, const char *id, bool create);
 int kq_group_join(struct kq_group *g, struct kq_session *s);
 void kq_group_leave(struct kq_group *g, struct kq_session *s);
-/* One random eligible member (warm-up ramp applied), or NULL. */
+/* Why kq_group_pick found no connection. */
+enum kq_pick_fail {
+    KQ_PICK_OFFLINE = 1, /* no connection (or all closing) */
+    KQ_PICK_WARMING,     /* connections, all still warming up (this time) */
+    KQ_PICK_FULL,        /* warm connections, none with room in its delivery window */
+};
+/* One random warm member with room for a delivery (kq_delivery_session_has_room), or NULL
+ * with the reason in *why. */
+struct kq_session *kq_group_pick_delivery(struct kq_group *g, uint64_t now_ms,
+                                          enum kq_pick_fail *why);
+/* One random warm member, room or not (transaction checks), or NULL. */
 struct kq_session *kq_group_pick(struct kq_group *g, uint64_t now_ms);
+/* Milliseconds until the first member of g is fully warm (0: one is already). */
+uint64_t kq_group_warm_in_ms(const struct kq_group *g, uint64_t now_ms);
 void kq_groups_free(struct kq_broker *b);
 
 /* Routing (struct kq_route) and retry (struct kq_retry_verdict) come from policy/policy.h:
@@ -253,6 +275,15 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
                         bool status);
 void kq_delivery_session_closed(struct kq_broker *b, struct kq_session *s);
+void kq_delivery_session_init(struct kq_broker *b, struct kq_session *s);
+/* Room on s for one more delivery: its window, and its queued output under the byte bound
+ * (else on_drain is requested, and kq_delivery_conn_drained pumps its group). */
+bool kq_delivery_session_has_room(struct kq_session *s);
+void kq_delivery_conn_drained(struct kq_broker *b, struct kq_conn *c);
+/* Once a second: log the groups' delivery timeouts since the last line (rate-limited). */
+void kq_delivery_log_timeouts(struct kq_broker *b);
+/* The bindings changed: messages that found no group to send to try again now. */
+void kq_delivery_bindings_changed(struct kq_broker *b);
 void kq_delivery_check_timeouts(struct kq_broker *b);
 void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store);

@@ -21,10 +21,13 @@ static void on_bindings(void *ud, const char *topic, const char *group,
     b->bindings = next;
     KQ_INFO("registry", "bindings changed topic=%s group=%s bindings=%zu", topic, group, n);
     if (n > 0) {
-        /* A (re)subscribed group may have messages waiting for it. */
+        /* A (re)subscribed group may have messages waiting for it: those that failed for
+         * it, and those that found no binding at all (recovered before the bindings came). */
         struct kq_group *g = kq_group_get(b, group, false);
         if (g && g->n > 0)
             kq_delivery_group_online(b, g);
+        else
+            kq_delivery_bindings_changed(b);
     }
 }
 

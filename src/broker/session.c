@@ -22,6 +22,7 @@ void kq_session_open(struct kq_broker *b, struct kq_conn *c)
     s->broker = b;
     s->conn = c;
     s->next_opaque = 1;
+    kq_delivery_session_init(b, s);
     kq_conn_set_user(c, s);
     b->stats.connections++;
     KQ_DEBUG("session", "open peer=%s", kq_conn_peer(c));
@@ -61,9 +62,12 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
     const struct kq_config *cfg = b->cfg;
     if (s->authed) {
         /* A second handshake on one connection would register it twice (original bug);
-         * answer it but keep the first identity. */
-        kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, s->group &&
-                                  strcmp(s->group->id, m->groupid) == 0, "Already Authenticated");
+         * answer it as the original does ("Auth Succ") but keep the first identity: a
+         * different group is refused. */
+        bool same = s->group && strcmp(s->group->id, m->groupid) == 0;
+        kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, same,
+                                  same ? "Auth Succ" : "Auth Failed: already authenticated "
+                                                       "as another group");
         kq_session_send_flush(s);
         return;
     }
@@ -165,8 +169,11 @@ static void sweep_one(void *ud, struct kq_conn *c)
 {
     struct kq_broker *b = ud;
     uint64_t limit = (uint64_t)b->cfg->heartbeat_timeout_seconds * 1000;
+    /* A connection not read because its peer does not take its answers (net.h) reads
+     * nothing either: it goes the same way, with the real reason. */
     if (kq_broker_mono_ms() - kq_conn_last_read_ms(c) > limit)
-        kq_conn_close(c, "idle: no heartbeat");
+        kq_conn_abort(c, kq_conn_read_paused_ms(c) ? "stuck: the peer does not read its answers"
+                                                   : "idle: no heartbeat");
 }
 
 void kq_session_sweep_idle(struct kq_broker *b) { kq_net_foreach(b->net, sweep_one, b); }

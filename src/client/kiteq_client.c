@@ -663,6 +663,12 @@ static int establish(struct kq_client *c, char *err, size_t errlen)
         set_err(err, errlen, "connect: %s", strerror(-rc));
         return rc;
     }
+    /* After connect, as the original client does: the window scale is already agreed for the
+     * default buffer, so this is the case a broker must not flood. */
+    if (c->o.socket_rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &c->o.socket_rcvbuf, sizeof c->o.socket_rcvbuf);
+    if (c->o.socket_sndbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &c->o.socket_sndbuf, sizeof c->o.socket_sndbuf);
     int64_t deadline = mono_ms() + c->o.connect_timeout_ms;
     pthread_mutex_lock(&c->mu);
     uint32_t op = take_opaque_locked(c);

@@ -70,6 +70,9 @@ struct kq_client_options {
     int heartbeat_ms;       /* default 10000 */
     bool reconnect;         /* true: reconnect automatically (recommended; a zeroed struct
                              * means false, which tests of failures use) */
+    /* SO_RCVBUF / SO_SNDBUF in bytes, set right after connect (0 = the system's default).
+     * The original Go client sets 16 KiB this way; tools use it to behave like it. */
+    int socket_rcvbuf, socket_sndbuf;
     kq_on_message_fn on_message;
     kq_on_tx_check_fn on_tx_check;
     void *ud;

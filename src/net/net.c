@@ -6,8 +6,13 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "net/tcp_window.h"
 
 #define READ_CHUNK (64 * 1024)
+/* Writes smaller than this skip the peer-window check (store acks, heartbeats). */
+#define PACE_CHECK_MIN 512
+/* A paced connection whose last chunk is still unsent is looked at again this soon. */
+#define PACE_RETRY_MS 1
 
 struct kq_conn {
     uv_tcp_t tcp;
@@ -16,16 +21,24 @@ struct kq_conn {
     char peer[64];
     struct kq_buf in;
     struct kq_buf out;    /* frames queued during this loop iteration */
-    struct kq_buf flight; /* bytes handed to uv_write, not yet completed */
+    struct kq_buf flight; /* bytes being written: flight.data[flight_off..len) still to go */
+    size_t flight_off;
+    size_t write_len;     /* bytes of the uv_write in progress */
     uv_write_t wreq;
     bool writing;
     bool dirty;
     bool closing;
     bool closed;
+    bool pace_waiting;    /* in the net's list of paced connections to retry */
+    bool paced_logged;
+    bool want_drain;      /* call on_drain once the output is written */
+    bool read_paused;     /* output over KQ_CONN_OUT_HIGH: not reading (back-pressure) */
+    uint64_t paused_since_ms;
     uint64_t last_read_ms;
     void *user;
     struct kq_conn *prev, *next;       /* all connections */
     struct kq_conn *dirty_next;        /* connections with output to flush */
+    struct kq_conn *pace_next;         /* in the pacing list */
 };
 
 struct kq_net {
@@ -33,6 +46,8 @@ struct kq_net {
     uv_tcp_t listener;
     uv_check_t flusher;   /* after poll: output produced by reads */
     uv_prepare_t flusher2; /* before poll: output produced by timers and other callbacks */
+    uv_timer_t pacer;      /* retries paced connections whose last chunk is still unsent */
+    struct kq_conn *pace_list;
     const struct kq_net_handler *h;
     void *ud;
     struct kq_conn *conns;
@@ -48,6 +63,9 @@ struct kq_net {
 };
 
 static uint64_t mono_ms(void) { return kq_mono_us() / 1000; }
+static void pace_forget(struct kq_conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 int kq_net_parse_addr(const char *hostport, struct sockaddr_storage *ss)
 {
@@ -112,6 +130,7 @@ static void conn_destroy(struct kq_conn *c, const char *reason)
         n->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    pace_forget(c);
     /* Remove from the dirty list so the flusher never sees a closed connection. */
     for (struct kq_conn **pp = &n->dirty; *pp; pp = &(*pp)->dirty_next)
         if (*pp == c) {
@@ -130,7 +149,7 @@ void kq_conn_close(struct kq_conn *c, const char *reason)
     c->closing = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
     KQ_INFO("net", "closing connection peer=%s reason=\"%s\"", c->peer, reason);
-    if (!c->writing && c->out.len == 0) {
+    if (!c->writing && kq_conn_backlog(c) == 0) {
         conn_destroy(c, reason);
         return;
     }
@@ -138,60 +157,176 @@ void kq_conn_close(struct kq_conn *c, const char *reason)
     kq_conn_flush_later(c);
 }
 
+void kq_conn_abort(struct kq_conn *c, const char *reason)
+{
+    if (c->closed)
+        return;
+    KQ_INFO("net", "closing connection peer=%s reason=\"%s\" (dropping %zu queued bytes)",
+            c->peer, reason, kq_conn_backlog(c));
+    conn_destroy(c, reason);
+}
+
 bool kq_conn_closing(const struct kq_conn *c) { return c->closing || c->closed; }
 
 /* --- writing ------------------------------------------------------------------------------ */
 
-static void start_write(struct kq_conn *c);
+/* Pacing. A peer that shrinks its receive buffer after the handshake (the original Go client
+ * sets SO_RCVBUF to 16 KiB on a dialed connection) keeps the window scale agreed for the big
+ * default, so our kernel's segment size stays larger than the window the peer can now offer.
+ * A queued segment larger than the window is only sent by the zero-window probe, every
+ * ~200 ms: delivery collapses to a few dozen messages a second. So when the peer's window
+ * is smaller than one segment, we hand the kernel at most half a window at a time, and only
+ * once what we gave it before has left: every segment then fits the window. */
+static size_t writable_now(struct kq_conn *c, size_t want)
+{
+    if (want < PACE_CHECK_MIN || c->net->stopping)
+        return want;
+    struct kq_tcp_window w;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0 || kq_tcp_window(fd, &w) != 0)
+        return want; /* an older kernel tells nothing: write as usual */
+    if (w.segment == 0 || w.peer_window >= w.segment)
+        return want;
+    if (!c->paced_logged && w.peer_window > 0) { /* 0 is only a full peer, not a small one */
+        c->paced_logged = true;
+        KQ_INFO("net", "pacing writes peer=%s: its receive window (%u bytes) is smaller than "
+                "a segment (%u bytes)", c->peer, w.peer_window, w.segment);
+    }
+    if (w.notsent > 0)
+        return 0;
+    size_t chunk = w.peer_window / 2;
+    if (chunk < 1024)
+        chunk = 1024;
+    return want < chunk ? want : chunk;
+}
+
+static void on_pacer(uv_timer_t *t);
+static void write_some(struct kq_conn *c);
+
+static void pace_wait(struct kq_conn *c)
+{
+    if (c->pace_waiting)
+        return;
+    c->pace_waiting = true;
+    c->pace_next = c->net->pace_list;
+    c->net->pace_list = c;
+    if (!uv_is_active((uv_handle_t *)&c->net->pacer))
+        uv_timer_start(&c->net->pacer, on_pacer, PACE_RETRY_MS, 0);
+}
+
+static void pace_forget(struct kq_conn *c)
+{
+    if (!c->pace_waiting)
+        return;
+    for (struct kq_conn **pp = &c->net->pace_list; *pp; pp = &(*pp)->pace_next)
+        if (*pp == c) {
+            *pp = c->pace_next;
+            break;
+        }
+    c->pace_waiting = false;
+}
+
+static void on_pacer(uv_timer_t *t)
+{
+    struct kq_net *n = t->data;
+    struct kq_conn *list = n->pace_list;
+    n->pace_list = NULL;
+    while (list) {
+        struct kq_conn *c = list;
+        list = c->pace_next;
+        c->pace_waiting = false;
+        write_some(c);
+    }
+}
+
+size_t kq_conn_backlog(const struct kq_conn *c)
+{
+    return c->out.len + (c->flight.len - c->flight_off);
+}
+
+/* Output went down: resume reading below the low mark, tell the owner once it is all out. */
+static void output_progress(struct kq_conn *c)
+{
+    size_t left = kq_conn_backlog(c);
+    if (c->read_paused && left <= KQ_CONN_OUT_LOW && !c->closing) {
+        c->read_paused = false;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        KQ_DEBUG("net", "output drained, reading again peer=%s", c->peer);
+    }
+    if (c->want_drain && left == 0 && c->net->h->on_drain) {
+        c->want_drain = false;
+        c->net->h->on_drain(c->net->ud, c);
+    }
+}
+
+static void on_write(uv_write_t *req, int status);
+
+/* Hand the kernel what it may take now: the rest of `flight`, then `out` (swapped in). One
+ * write(2) a turn unless pacing splits it. Returns when everything is written, a write is in
+ * progress, or pacing waits. */
+static void write_some(struct kq_conn *c)
+{
+    while (!c->writing && !c->closed) {
+        if (c->flight_off == c->flight.len) {
+            c->flight.len = c->flight_off = 0;
+            if (c->out.len == 0)
+                break;
+            struct kq_buf tmp = c->flight; /* swap: everything queued goes out together */
+            c->flight = c->out;
+            c->out = tmp;
+            c->out.len = 0;
+        }
+        size_t want = c->flight.len - c->flight_off;
+        size_t n = writable_now(c, want);
+        if (n == 0) {
+            pace_wait(c);
+            return;
+        }
+        pace_forget(c);
+        uv_buf_t b = uv_buf_init((char *)c->flight.data + c->flight_off, (unsigned)n);
+        c->net->stats.write_bytes += n;
+        c->net->stats.writes++;
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (rc < 0 && rc != UV_EAGAIN && rc != UV_ENOSYS) {
+            conn_destroy(c, uv_strerror(rc));
+            return;
+        }
+        size_t done = rc > 0 ? (size_t)rc : 0;
+        c->flight_off += done;
+        if (done == n)
+            continue;
+        /* The kernel's buffer is full: libuv finishes this piece when the socket drains. */
+        b.base += done;
+        b.len -= (unsigned)done;
+        c->writing = true;
+        c->write_len = b.len;
+        c->wreq.data = c;
+        rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+        if (rc < 0) {
+            c->writing = false;
+            conn_destroy(c, uv_strerror(rc));
+            return;
+        }
+    }
+    if (c->closed)
+        return;
+    output_progress(c);
+    if (c->closing && !c->writing && kq_conn_backlog(c) == 0)
+        conn_destroy(c, "closed");
+}
 
 static void on_write(uv_write_t *req, int status)
 {
     struct kq_conn *c = req->data;
     c->writing = false;
-    c->flight.len = 0;
     if (c->closed)
         return;
     if (status < 0) {
         conn_destroy(c, uv_strerror(status));
         return;
     }
-    if (c->out.len)
-        start_write(c);
-    else if (c->closing)
-        conn_destroy(c, "closed");
-}
-
-static void start_write(struct kq_conn *c)
-{
-    /* Swap buffers: everything queued so far goes out in one write. */
-    struct kq_buf tmp = c->flight;
-    c->flight = c->out;
-    c->out = tmp;
-    c->out.len = 0;
-    uv_buf_t b = uv_buf_init((char *)c->flight.data, (unsigned)c->flight.len);
-    c->net->stats.write_bytes += b.len;
-    c->net->stats.writes++;
-    int rc = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (rc == (int)b.len) {
-        c->flight.len = 0;
-        if (c->closing && c->out.len == 0)
-            conn_destroy(c, "closed");
-        return;
-    }
-    if (rc > 0) {
-        b.base += rc;
-        b.len -= (size_t)rc;
-    } else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
-        conn_destroy(c, uv_strerror(rc));
-        return;
-    }
-    c->writing = true;
-    c->wreq.data = c;
-    rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (rc < 0) {
-        c->writing = false;
-        conn_destroy(c, uv_strerror(rc));
-    }
+    c->flight_off += c->write_len;
+    write_some(c);
 }
 
 static void flush_all(struct kq_net *n)
@@ -200,12 +335,9 @@ static void flush_all(struct kq_net *n)
         struct kq_conn *c = n->dirty;
         n->dirty = c->dirty_next;
         c->dirty = false;
-        if (c->closed)
+        if (c->closed || c->writing)
             continue;
-        if (!c->writing && c->out.len)
-            start_write(c);
-        else if (!c->writing && c->closing)
-            conn_destroy(c, "closed");
+        write_some(c); /* a paced connection too: new output often comes with room */
     }
 }
 
@@ -223,7 +355,7 @@ void kq_conn_flush_later(struct kq_conn *c)
     c->net->dirty = c;
 }
 
-size_t kq_conn_backlog(const struct kq_conn *c) { return c->out.len + c->flight.len; }
+void kq_conn_notify_drain(struct kq_conn *c) { c->want_drain = true; }
 
 /* --- reading ------------------------------------------------------------------------------ */
 
@@ -266,8 +398,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->net->stats.read_frames++;
         c->net->h->on_frame(c->net->ud, c, &f);
     }
-    if (!c->closed)
-        kq_buf_consume(&c->in, off);
+    if (c->closed)
+        return;
+    kq_buf_consume(&c->in, off);
+    /* A peer that sends but does not read its answers must not grow our memory: stop
+     * reading until it has taken them (the owner closes it if that takes too long). */
+    if (!c->read_paused && !c->closing && kq_conn_backlog(c) > KQ_CONN_OUT_HIGH) {
+        c->read_paused = true;
+        c->paused_since_ms = mono_ms();
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "peer does not read its answers: %zu bytes "
+                           "queued, not reading from it until they are taken peer=%s",
+                           kq_conn_backlog(c), c->peer);
+    }
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -355,7 +498,9 @@ int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_han
     uv_prepare_init(loop, &n->flusher2);
     n->flusher2.data = n;
     uv_prepare_start(&n->flusher2, on_flush_before_poll);
-    n->handles_open = 3;
+    uv_timer_init(loop, &n->pacer);
+    n->pacer.data = n;
+    n->handles_open = 4;
     *out = n;
     return 0;
 }
@@ -392,7 +537,15 @@ void kq_net_close(struct kq_net *n, void (*done)(void *ud), void *ud)
         kq_conn_close(c, "broker shutting down");
         c = next;
     }
-    flush_all(n); /* push out what is queued now */
+    /* push out what is queued now; pacing is off while stopping */
+    for (struct kq_conn *c = n->pace_list; c; c = c->pace_next) {
+        c->pace_waiting = false;
+        kq_conn_flush_later(c);
+    }
+    n->pace_list = NULL;
+    flush_all(n);
+    uv_timer_stop(&n->pacer);
+    uv_close((uv_handle_t *)&n->pacer, on_net_handle_closed);
     uv_check_stop(&n->flusher);
     uv_prepare_stop(&n->flusher2);
     uv_close((uv_handle_t *)&n->flusher, on_net_handle_closed);
@@ -404,5 +557,9 @@ void kq_net_free(struct kq_net *n) { free(n); }
 const char *kq_conn_peer(const struct kq_conn *c) { return c->peer; }
 uint64_t kq_conn_id(const struct kq_conn *c) { return c->id; }
 uint64_t kq_conn_last_read_ms(const struct kq_conn *c) { return c->last_read_ms; }
+uint64_t kq_conn_read_paused_ms(const struct kq_conn *c)
+{
+    return c->read_paused ? mono_ms() - c->paused_since_ms : 0;
+}
 void *kq_conn_user(const struct kq_conn *c) { return c->user; }
 void kq_conn_set_user(struct kq_conn *c, void *user) { c->user = user; }

@@ -1,7 +1,10 @@
 /* TCP listener and connections on the libuv loop: framed reads, coalesced writes.
  * Reads are split into KiteQ frames (src/proto/frame.h) and handed to the handler one by
  * one. Writes are appended to the connection's output buffer and flushed once per loop
- * iteration (one write(2) for everything a connection got during that iteration). */
+ * iteration (one write(2) for everything a connection got during that iteration), paced in
+ * half-window pieces when the peer's receive window is smaller than a TCP segment (see
+ * writable_now in net.c). A connection whose queued output passes KQ_CONN_OUT_HIGH is not
+ * read until the peer has taken it. */
 #ifndef KQ_NET_NET_H
 #define KQ_NET_NET_H
 #include <stdbool.h>
@@ -21,7 +24,14 @@ struct kq_net_handler {
     void (*on_frame)(void *ud, struct kq_conn *c, const struct kq_frame *f);
     /* The connection is gone; its user data must be released here. */
     void (*on_close)(void *ud, struct kq_conn *c, const char *reason);
+    /* Everything queued on c has been handed to the kernel (after kq_conn_notify_drain). */
+    void (*on_drain)(void *ud, struct kq_conn *c);
 };
+
+/* Output bound of one connection: past HIGH bytes queued, the connection is not read until
+ * its queue is down to LOW (back-pressure on a peer that sends but does not read). */
+#define KQ_CONN_OUT_HIGH ((size_t)1 << 20)
+#define KQ_CONN_OUT_LOW ((size_t)256 << 10)
 
 /* Listen on "host:port" (IPv4 or IPv6 literal, or "localhost"). Returns 0 or -errno with a
  * reason in err. */
@@ -45,10 +55,16 @@ void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), v
 /* Output buffer to append whole frames to; call kq_conn_flush_later afterwards. */
 struct kq_buf *kq_conn_out(struct kq_conn *c);
 void kq_conn_flush_later(struct kq_conn *c);
-/* Bytes queued and not yet written (back-pressure signal). */
+/* Bytes queued and not yet handed to the kernel (back-pressure signal). */
 size_t kq_conn_backlog(const struct kq_conn *c);
+/* Call the handler's on_drain once c's queued output has all been handed to the kernel. */
+void kq_conn_notify_drain(struct kq_conn *c);
+/* How long c has not been read because its peer does not take its output (0 = reading). */
+uint64_t kq_conn_read_paused_ms(const struct kq_conn *c);
 /* Close after the queued output is written; no more frames are delivered. */
 void kq_conn_close(struct kq_conn *c, const char *reason);
+/* Close now, dropping whatever is queued (a peer that is gone or does not read). */
+void kq_conn_abort(struct kq_conn *c, const char *reason);
 bool kq_conn_closing(const struct kq_conn *c);
 const char *kq_conn_peer(const struct kq_conn *c);
 uint64_t kq_conn_id(const struct kq_conn *c);

@@ -44,7 +44,8 @@ struct opts {
     const char *types[MAX_LIST], *cgroups[MAX_LIST];
     size_t ntypes, ncgroups;
     long producers, inflight, consumers, size, count, duration, rate, slow_ack_ms, drain,
-        warmup, expect, ack_timeout, broker_pid;
+        warmup, expect, ack_timeout, broker_pid, consumer_rcvbuf, consumer_sndbuf,
+        consumer_work_us;
     double nack;
     enum tx_mode tx;
     bool json, quiet, allow_failures;
@@ -76,6 +77,10 @@ static const char HELP[] =
     "  --tx commit|rollback    two-phase: publish commit=false, then kq_tx_finish\n"
     "  --nack FRACTION         consumers nack this fraction of deliveries (0..1)\n"
     "  --slow-ack MS           consumers wait MS before each ack\n"
+    "  --consumer-work-us N    consumers spend N microseconds on each message (busy) before\n"
+    "                          acking it\n"
+    "  --consumer-rcvbuf BYTES consumers set SO_RCVBUF after connecting, as the original Go\n"
+    "  --consumer-sndbuf BYTES client does (16384 there); 0 = system default\n"
     "  --expect N              with --producers 0: expect sequences 0..N-1 (published by an\n"
     "                          earlier run) and report which never arrive\n"
     "Measuring:\n"
@@ -99,7 +104,7 @@ static const char HELP[] =
 enum {
     O_BROKER = 1000, O_GROUP, O_SECRET, O_CGROUPS, O_CSECRET, O_TOPIC, O_TYPE, O_TYPES,
     O_PRODUCERS, O_INFLIGHT, O_CONSUMERS, O_SIZE, O_COUNT, O_DURATION, O_RATE, O_TX, O_NACK,
-    O_SLOW, O_EXPECT, O_WARMUP, O_DRAIN, O_ACKTO, O_PID, O_JSON, O_QUIET, O_ALLOW, O_LOG,
+    O_SLOW, O_WORK, O_RCVBUF, O_SNDBUF, O_EXPECT, O_WARMUP, O_DRAIN, O_ACKTO, O_PID, O_JSON, O_QUIET, O_ALLOW, O_LOG,
 };
 
 /* Splits a comma-separated list in place (s must stay alive). */
@@ -141,6 +146,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"tx", required_argument, NULL, O_TX},
         {"nack", required_argument, NULL, O_NACK},
         {"slow-ack", required_argument, NULL, O_SLOW},
+        {"consumer-work-us", required_argument, NULL, O_WORK},
+        {"consumer-rcvbuf", required_argument, NULL, O_RCVBUF},
+        {"consumer-sndbuf", required_argument, NULL, O_SNDBUF},
         {"expect", required_argument, NULL, O_EXPECT},
         {"warmup-sec", required_argument, NULL, O_WARMUP},
         {"drain", required_argument, NULL, O_DRAIN},
@@ -179,6 +187,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_DURATION: bad = cli_parse_long(PROG, "duration", optarg, 1, 86400 * 7, &o->duration); break;
         case O_RATE: bad = cli_parse_long(PROG, "rate", optarg, 1, 100000000, &o->rate); break;
         case O_SLOW: bad = cli_parse_long(PROG, "slow-ack", optarg, 0, 600000, &o->slow_ack_ms); break;
+        case O_WORK: bad = cli_parse_long(PROG, "consumer-work-us", optarg, 0, 10000000, &o->consumer_work_us); break;
+        case O_RCVBUF: bad = cli_parse_long(PROG, "consumer-rcvbuf", optarg, 0, 1 << 30, &o->consumer_rcvbuf); break;
+        case O_SNDBUF: bad = cli_parse_long(PROG, "consumer-sndbuf", optarg, 0, 1 << 30, &o->consumer_sndbuf); break;
         case O_EXPECT: bad = cli_parse_long(PROG, "expect", optarg, 1, 1L << 40, &o->expect); break;
         case O_WARMUP: bad = cli_parse_long(PROG, "warmup-sec", optarg, 0, 3600, &o->warmup); break;
         case O_DRAIN: bad = cli_parse_long(PROG, "drain", optarg, 0, 86400, &o->drain); break;
@@ -341,6 +352,11 @@ static bool on_message(void *ud, const struct kq_message *m)
     if (b->o.slow_ack_ms > 0) {
         struct timespec ts = {b->o.slow_ack_ms / 1000, b->o.slow_ack_ms % 1000 * 1000000};
         nanosleep(&ts, NULL);
+    }
+    if (b->o.consumer_work_us > 0) { /* busy, like a consumer doing real work */
+        uint64_t until = mono_ns() + (uint64_t)b->o.consumer_work_us * 1000;
+        while (mono_ns() < until)
+            ;
     }
     if (b->o.nack > 0 && rand01(&cs->rng) < b->o.nack) {
         atomic_fetch_add(&g->nacks, 1);
@@ -616,6 +632,10 @@ static int open_client(struct bench *b, const char *group, const char *secret,
     struct kq_client_options co = {.broker = b->o.broker, .group_id = group, .secret = secret,
                                    .ack_timeout_ms = (int)b->o.ack_timeout, .reconnect = true,
                                    .on_message = on_msg, .ud = ud};
+    if (on_msg) {
+        co.socket_rcvbuf = (int)b->o.consumer_rcvbuf;
+        co.socket_sndbuf = (int)b->o.consumer_sndbuf;
+    }
     if (b->o.tx && !on_msg) {
         co.on_tx_check = tx_check;
         co.ud = b;
@@ -660,6 +680,9 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON_AddStringToObject(c, "tx", o->tx == TX_COMMIT ? "commit" : o->tx == TX_ROLLBACK ? "rollback" : "none");
     cJSON_AddNumberToObject(c, "nack", o->nack);
     cJSON_AddNumberToObject(c, "warmupSec", (double)o->warmup);
+    cJSON_AddNumberToObject(c, "consumerWorkUs", (double)o->consumer_work_us);
+    cJSON_AddNumberToObject(c, "consumerRcvbuf", (double)o->consumer_rcvbuf);
+    cJSON_AddNumberToObject(c, "consumerSndbuf", (double)o->consumer_sndbuf);
     cJSON_AddNumberToObject(j, "runId", (double)b->run_id);
     cJSON_AddNumberToObject(j, "elapsedSec", s->elapsed_s);
     cJSON_AddNumberToObject(j, "publishSec", s->publish_s);

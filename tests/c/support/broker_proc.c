@@ -471,6 +471,26 @@ int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok)
     return rc;
 }
 
+int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)
+{
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = (char *)id;
+    h.topic = "trade";
+    h.messagetype = (char *)type;
+    h.expiredtime = -1;
+    h.deliverlimit = -1;
+    h.groupid = TEST_PRODUCER;
+    Protocol__TxACKPacket t = PROTOCOL__TX_ACKPACKET__INIT;
+    t.header = &h;
+    t.status = status;
+    t.feedback = "";
+    struct kq_buf b = {0};
+    kq_codec_append(&b, opaque, KQ_CMD_TX_ACK, &t.base);
+    int rc = raw_send_buf(fd, &b);
+    kq_buf_free(&b);
+    return rc;
+}
+
 int raw_sync(int fd)
 {
     static uint32_t op = 0x7000000;

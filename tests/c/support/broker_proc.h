@@ -78,6 +78,8 @@ int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen);
 int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *body,
                       size_t bodylen);
 int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
+/* TxACKPacket for message id (topic "trade", group p-trade) with status 1 commit / 2 rollback. */
+int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status);
 /* Heartbeat round trip: everything sent before on fd has been processed by the broker.
  * Other frames arriving meanwhile are dropped. 0 or -1. */
 int raw_sync(int fd);
