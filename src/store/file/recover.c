@@ -64,7 +64,7 @@ static enum sc_res scan_next(struct scan *sc, struct fs_rec *r, uint64_t *off, s
             return SC_BAD;
         }
         if (sc->eof) {
-            sc->why = "record running past the end of the file";
+            sc->why = "torn record"; /* runs past the end of the file */
             return sc->pos == sc->have ? SC_END : SC_TORN;
         }
         memmove(sc->buf, sc->buf + sc->pos, sc->have - sc->pos);
@@ -292,6 +292,8 @@ static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g,
                      path, off, size, strerror(-rc));
             return off;
         }
+        if (res == SC_TORN) /* not torn after all: a valid record follows */
+            sc->why = "bad length (past the end of the file)";
         char note[1300];
         quarantine(s, path, sc->fd, off, next, note, sizeof note);
         KQ_ERROR(FS_MOD, "%s: %s at offset %" PRIu64 ": skipped %" PRIu64 " damaged bytes "
