@@ -21,6 +21,8 @@ int kq_buf_reserve(struct kq_buf *b, size_t extra)
 
 int kq_buf_append(struct kq_buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return 0; /* p and b->data may be NULL then: memcpy must not see them */
     int rc = kq_buf_reserve(b, n);
     if (rc)
         return rc;

@@ -26,7 +26,9 @@ struct kq_file_store_stats {
     uint64_t segments_deleted; /* reclaimed segment files */
     uint64_t compactions;      /* compaction passes started */
     uint64_t compacted_msgs;   /* messages copied forward by compaction */
-    uint64_t truncated_bytes;  /* torn/corrupt bytes cut off at open */
+    uint64_t truncated_bytes;  /* torn tail bytes cut off at open */
+    uint64_t damaged_ranges;   /* damaged byte ranges found at open (copied to quarantine/) */
+    uint64_t damaged_bytes;    /* their bytes (truncated tails included) */
     uint64_t recover_ms;       /* time spent scanning at open */
     uint64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* fdatasync latencies, per bucket */
     uint64_t fsync_us_sum;

@@ -151,6 +151,17 @@ void fs_writer_stop(struct fs_writer *w);
 int fs_scan(struct fs_store *s, char *err, size_t errlen);
 int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud);
 
+/* resync.c (start-up only) */
+/* After damage at `off` in a file of `size` bytes (dlq: dlq.log, else a segment) whose last
+ * good record had seq `after`: *next = the offset of the next record that can be trusted
+ * (valid, seq above `after`, not contradicted by the record after it). 0, -ENOENT when
+ * there is none before the end, or -errno on a read error. */
+int fs_resync(int fd, bool dlq, uint64_t off, uint64_t size, uint64_t after, uint64_t *next);
+/* Copy bytes [from, to) of the file `path` (open as fd) to DIR/quarantine/<name>.<from>-<to>.bad
+ * (fsync'ed, replacing an earlier copy of the same range); its path goes to out. 0 or -errno. */
+int fs_quarantine(const char *dir, const char *path, int fd, uint64_t from, uint64_t to,
+                  char *out, size_t outlen);
+
 /* file_store.c */
 struct fs_entry *fs_find(struct fs_store *s, const char *key);
 struct fs_dead *fs_find_dead(struct fs_store *s, const char *key);

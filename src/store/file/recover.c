@@ -26,7 +26,23 @@ struct scan {
     uint64_t boff; /* file offset of buf[0] */
     bool eof;
     uint64_t last_seq;
+    const char *why; /* what was wrong where SC_BAD / SC_TORN stopped */
 };
+
+static void scan_seek(struct scan *sc, uint64_t off)
+{
+    sc->boff = off;
+    sc->have = sc->pos = 0;
+    sc->eof = false;
+}
+
+static const char *bad_reason(const uint8_t *p)
+{
+    uint32_t magic, len;
+    memcpy(&magic, p, 4);
+    memcpy(&len, p + 8, 4);
+    return magic != FS_MAGIC ? "bad magic" : len > FS_MAX_PAYLOAD ? "bad length" : "bad CRC";
+}
 
 static enum sc_res scan_next(struct scan *sc, struct fs_rec *r, uint64_t *off, size_t *total)
 {
@@ -35,16 +51,22 @@ static enum sc_res scan_next(struct scan *sc, struct fs_rec *r, uint64_t *off, s
         enum fs_parse p = fs_rec_parse(sc->buf + sc->pos, sc->have - sc->pos, r, total);
         if (p == FS_REC_OK) {
             /* Sequence numbers only grow; an older one is a leftover of a failed write. */
-            if (r->seq <= sc->last_seq)
+            if (r->seq <= sc->last_seq) {
+                sc->why = "sequence number not above the previous record's";
                 return SC_BAD;
+            }
             sc->last_seq = r->seq;
             sc->pos += *total;
             return SC_REC;
         }
-        if (p == FS_REC_BAD)
+        if (p == FS_REC_BAD) {
+            sc->why = bad_reason(sc->buf + sc->pos);
             return SC_BAD;
-        if (sc->eof)
+        }
+        if (sc->eof) {
+            sc->why = "torn record"; /* runs past the end of the file */
             return sc->pos == sc->have ? SC_END : SC_TORN;
+        }
         memmove(sc->buf, sc->buf + sc->pos, sc->have - sc->pos);
         sc->boff += sc->pos;
         sc->have -= sc->pos;
@@ -58,7 +80,8 @@ static enum sc_res scan_next(struct scan *sc, struct fs_rec *r, uint64_t *off, s
         }
         ssize_t n;
         do
-            n = read(sc->fd, sc->buf + sc->have, sc->cap - sc->have);
+            n = pread(sc->fd, sc->buf + sc->have, sc->cap - sc->have,
+                      (off_t)(sc->boff + sc->have));
         while (n < 0 && errno == EINTR);
         if (n < 0)
             return SC_IOERR;
@@ -77,10 +100,20 @@ static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec
         return;
     struct fs_entry *e = fs_find(s, m.id);
     if (e) {
-        /* A compaction copy: the message moves to the newer record. */
         e->seg->live--;
         e->seg->live_bytes -= e->len;
-        e->commit = e->commit || m.commit;
+        if (orig == e->orig_seq) {
+            /* A compaction copy: the message moves to the newer record. */
+            e->commit = e->commit || m.commit;
+        } else {
+            /* A new message under the id of one whose REMOVE or DEAD was in a damaged range:
+             * the earlier one is gone; its commit flag and state must not pass to this one. */
+            KQ_LOG_RATELIMITED(KQ_LOG_WARN, FS_MOD, "message %s saved again while pending: the "
+                               "earlier one's removal was lost, the new one replaces it", m.id);
+            e->commit = m.commit;
+            free(e->state);
+            e->state = NULL;
+        }
     } else {
         if (!(e = calloc(1, sizeof *e)))
             return;
@@ -162,56 +195,113 @@ static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, 
     }
 }
 
-/* True when every byte of fd from off to EOF is zero: the writer's prefilled tail. */
-static bool tail_is_zero(int fd, uint64_t off)
+/* Offset just after the last non-zero byte from off to EOF: off when all of it is zero (the
+ * writer's prefilled tail), UINT64_MAX on a read error. */
+static uint64_t data_end(int fd, uint64_t off)
 {
     uint8_t buf[64 * 1024];
+    uint64_t end = off;
     for (;;) {
         ssize_t n = pread(fd, buf, sizeof buf, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n < 0)
-            return false;
+            return UINT64_MAX;
         if (n == 0)
-            return true;
-        for (ssize_t i = 0; i < n; i++)
-            if (buf[i])
-                return false;
+            return end;
+        for (ssize_t i = n; i > 0; i--)
+            if (buf[i - 1]) {
+                end = off + (uint64_t)i;
+                break;
+            }
         off += (uint64_t)n;
     }
 }
 
-/* Scan one file; returns the offset after the last good record. `last` says whether a bad
- * tail may be cut off (the newest segment, dlq.log) or must only be skipped. */
-static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g, const char *path,
-                          bool last)
+/* Copy a damaged range aside and count it; `note` says where the copy is (or why not). */
+static void quarantine(struct fs_store *s, const char *path, int fd, uint64_t from, uint64_t to,
+                       char *note, size_t n)
 {
-    struct fs_rec r;
-    uint64_t off;
-    size_t total;
-    enum sc_res res;
-    while ((res = scan_next(sc, &r, &off, &total)) == SC_REC) {
-        if (g)
-            apply(s, g, &r, off, total);
-        else
-            apply_dlq(s, &r, off, total);
-    }
-    if (res == SC_END || (res != SC_IOERR && tail_is_zero(sc->fd, off)))
-        return off; /* the end, or the end followed by prefilled zeros */
-    struct stat st;
-    uint64_t size = fstat(sc->fd, &st) == 0 ? (uint64_t)st.st_size : off;
-    const char *why = res == SC_TORN ? "torn record" : res == SC_BAD ? "bad record" : "read error";
-    if (last && res != SC_IOERR) {
-        KQ_WARN(FS_MOD, "%s: %s at offset %" PRIu64 ": truncating %" PRIu64
-                        " bytes after the last good record",
-                path, why, off, size - off);
+    char q[1200];
+    int rc = fs_quarantine(s->dir, path, fd, from, to, q, sizeof q);
+    if (rc)
+        snprintf(note, n, "could not keep a copy: %s", strerror(-rc));
+    else
+        snprintf(note, n, "copy kept in %s", q);
+    s->st.damaged_ranges++;
+    s->st.damaged_bytes += to - from;
+}
+
+/* No record can be trusted from off to the end. The newest segment (and dlq.log) lose a
+ * torn tail: it is cut so that appends continue after the last good record. An older
+ * segment is never written again: its bad tail is only skipped. */
+static void bad_tail(struct fs_store *s, struct scan *sc, const char *path, uint64_t off,
+                     uint64_t size, uint64_t dend, bool last)
+{
+    char note[1300];
+    quarantine(s, path, sc->fd, off, dend < size ? dend : size, note, sizeof note);
+    if (last) {
+        KQ_WARN(FS_MOD, "%s: %s at offset %" PRIu64 " and no valid record after it: truncating %"
+                        PRIu64 " bytes after the last good record (%s)",
+                path, sc->why, off, size - off, note);
         if (ftruncate(sc->fd, (off_t)off) || fsync(sc->fd))
             KQ_ERROR(FS_MOD, "%s: truncate failed: %s", path, strerror(errno));
         s->st.truncated_bytes += size - off;
     } else {
-        KQ_ERROR(FS_MOD, "%s: %s at offset %" PRIu64 " of %" PRIu64
-                         "; skipping the rest of this file",
-                 path, why, off, size);
+        KQ_ERROR(FS_MOD, "%s: %s at offset %" PRIu64 " and no valid record after it: the %"
+                         PRIu64 " bytes to the end of this older segment are skipped (%s)",
+                 path, sc->why, off, size - off, note);
     }
-    return off;
+}
+
+/* Scan one file, applying its records; returns the offset after the last good record.
+ * Damage in the middle costs the damaged range only: the scan resynchronises on the next
+ * record that can be trusted (resync.c). `last` says whether a bad tail may be cut off (the
+ * newest segment, dlq.log) or must only be skipped. */
+static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g, const char *path,
+                          bool last)
+{
+    struct fs_rec r;
+    uint64_t off, next;
+    size_t total;
+    enum sc_res res;
+    for (;;) {
+        while ((res = scan_next(sc, &r, &off, &total)) == SC_REC) {
+            if (g)
+                apply(s, g, &r, off, total);
+            else
+                apply_dlq(s, &r, off, total);
+        }
+        if (res == SC_END)
+            return off;
+        struct stat st;
+        int rc = res == SC_IOERR ? -EIO : fstat(sc->fd, &st) ? -errno : 0;
+        uint64_t size = rc ? off : (uint64_t)st.st_size;
+        uint64_t dend = rc ? UINT64_MAX : data_end(sc->fd, off);
+        if (dend == off)
+            return off; /* the end followed by prefilled zeros */
+        if (!rc)
+            rc = fs_resync(sc->fd, !g, off, size, sc->last_seq, &next);
+        if (rc == -ENOENT) {
+            bad_tail(s, sc, path, off, size, dend, last);
+            return off;
+        }
+        if (rc) {
+            KQ_ERROR(FS_MOD, "%s: read error at offset %" PRIu64 " of %" PRIu64 " (%s); skipping "
+                             "the rest of this file",
+                     path, off, size, strerror(-rc));
+            return off;
+        }
+        if (res == SC_TORN) /* not torn after all: a valid record follows */
+            sc->why = "bad length (past the end of the file)";
+        char note[1300];
+        quarantine(s, path, sc->fd, off, next, note, sizeof note);
+        KQ_ERROR(FS_MOD, "%s: %s at offset %" PRIu64 ": skipped %" PRIu64 " damaged bytes "
+                         "(offsets %" PRIu64 "-%" PRIu64 "), resynchronised on the valid record "
+                         "at %" PRIu64 " (%s)",
+                 path, sc->why, off, next - off, off, next, next, note);
+        scan_seek(sc, next);
+    }
 }
 
 static int scan_dlq(struct fs_store *s, struct scan *sc, char *err, size_t errlen)
@@ -264,9 +354,7 @@ int fs_scan(struct fs_store *s, char *err, size_t errlen)
         }
         fs_seg_append(s, g);
         sc.fd = g->fd;
-        sc.have = sc.pos = 0;
-        sc.boff = 0;
-        sc.eof = false;
+        scan_seek(&sc, 0);
         g->size = scan_file(s, &sc, g, g->path, i + 1 == n);
     }
     if (sc.last_seq > max_seq)

@@ -103,6 +103,7 @@ int fs_seg_list(const char *dir, uint64_t **out, size_t *n)
         (*out)[(*n)++] = seq;
     }
     closedir(d);
-    qsort(*out, *n, sizeof **out, cmp_u64);
+    if (*n > 1) /* *out is NULL when the directory has no segment: qsort must not see it */
+        qsort(*out, *n, sizeof **out, cmp_u64);
     return 0;
 }
