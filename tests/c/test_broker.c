@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "client/kiteq_client.h"
 #include "support/broker_proc.h"
 
 static struct broker_proc bp;
@@ -181,6 +182,35 @@ static void test_deliver_and_ack(void **state)
     close(cb);
 }
 
+/* The plain way to write a message with the C client (zero-initialised, only topic, type
+ * and body set) publishes a committed message that is delivered (it used to be two-phase:
+ * stored, acked true and never delivered). */
+static void test_client_plain_message_delivered(void **state)
+{
+    (void)state;
+    int ca = connect_as(TEST_CONSUMER);
+    char addr[64], err[128];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", bp.port);
+    struct kq_client_options o = {.broker = addr, .group_id = TEST_PRODUCER,
+                                  .secret = TEST_SECRET};
+    struct kq_client *c;
+    assert_int_equal(kq_client_open(&o, &c, err, sizeof err), 0);
+    struct kq_message m = {.topic = "trade", .message_type = "refund-plain", .body = "plain",
+                           .body_len = 5};
+    struct kq_publish_result r;
+    assert_int_equal(kq_publish(c, &m, &r), 0);
+    assert_true(r.status);
+    char got[33], body[64];
+    uint32_t op;
+    assert_int_equal(raw_recv_delivery(ca, 3000, got, &op, body, sizeof body), 1);
+    assert_string_equal(got, r.message_id);
+    assert_string_equal(body, "plain");
+    raw_deliver_ack(ca, op, got, true);
+    assert_int_equal(raw_sync(ca), 0);
+    kq_client_close(c);
+    close(ca);
+}
+
 /* An ack with the right opaque on another connection must not complete the delivery
  * (the original matched acks by opaque alone). */
 static void test_ack_matched_per_connection(void **state)
@@ -338,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_heartbeat_echo),
         cmocka_unit_test(test_publish_checks),
         cmocka_unit_test(test_deliver_and_ack),
+        cmocka_unit_test(test_client_plain_message_delivered),
         cmocka_unit_test(test_ack_matched_per_connection),
         cmocka_unit_test(test_disconnect_mid_delivery),
         cmocka_unit_test(test_bad_frames),
