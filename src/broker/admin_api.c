@@ -139,6 +139,12 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddNumberToObject(tot, "acked", (double)b->stats.acked);
     cJSON_AddNumberToObject(tot, "retried", (double)b->stats.retried);
     cJSON_AddNumberToObject(tot, "dead_lettered", (double)b->stats.dead_lettered);
+    cJSON_AddNumberToObject(tot, "unrouted", (double)b->stats.unrouted);
+    cJSON *unrouted = cJSON_AddObjectToObject(br, "unrouted_by_topic");
+    HASH_ITER(hh, b->topic_stats, ts, ttmp) {
+        if (ts->unrouted)
+            cJSON_AddNumberToObject(unrouted, ts->topic, (double)ts->unrouted);
+    }
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
@@ -219,6 +225,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_messages_delivered_total", "Messages delivered to every group.", l, (double)t->delivered);
         kq_prom_counter(&p, "kiteq_messages_retried_total", "Attempts that ended with a retry.", l, (double)t->retried);
         kq_prom_counter(&p, "kiteq_messages_dead_lettered_total", "Messages moved to the dead-letter store.", l, (double)t->dead_lettered);
+        kq_prom_counter(&p, "kiteq_unrouted_messages_total", "Messages accepted while no group was bound to their (topic, messageType).", l, (double)t->unrouted);
     }
     kq_prom_counter(&p, "kiteq_messages_rejected_total", "Publishes answered with status false.", NULL, (double)b->stats.rejected);
     kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);

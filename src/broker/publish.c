@@ -47,6 +47,26 @@ static const char *check_header(struct kq_broker *b, Protocol__Header *h, int64_
     return NULL;
 }
 
+/* A message no group is bound to is accepted (as the original does) and kept until it
+ * expires, so that a consumer group bound later still gets it. But it is never silent:
+ * counted per topic and logged once a second per (topic, messageType). */
+static void note_if_unrouted(struct kq_broker *b, const struct kq_msg *m)
+{
+    struct kq_route r;
+    if (kq_policy_route(b->policy, b->bindings, m->topic, m->type, &r, 1) > 0)
+        return;
+    b->stats.unrouted++;
+    kq_topic_stats(b, m->topic)->unrouted++;
+    char key[256];
+    size_t tl = strnlen(m->topic, 127), yl = strnlen(m->type, sizeof key - tl - 1);
+    memcpy(key, m->topic, tl);
+    key[tl] = 0;
+    memcpy(key + tl + 1, m->type, yl);
+    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "publish", key, tl + 1 + yl,
+                          "unrouted: no group is bound to topic=%s type=%s (accepted, kept "
+                          "until it expires) id=%s", m->topic, m->type, m->id);
+}
+
 static void detach(struct kq_pending_save *ps)
 {
     struct kq_session *s = ps->session;
@@ -234,6 +254,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     }
     m->fly = h->fly;
     kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
+    note_if_unrouted(b, m);
 
     if (m->fly) {
         /* Acked first, never stored; still retried while this broker runs. */
