@@ -159,6 +159,7 @@ static int h_stat(void *ud, struct kq_buf *out)
         cJSON *h = cJSON_AddObjectToObject(hooks, hs[i].name);
         cJSON_AddBoolToObject(h, "loaded", hs[i].loaded);
         cJSON_AddBoolToObject(h, "disabled", hs[i].disabled);
+        cJSON_AddNumberToObject(h, "disabled_subjects", (double)hs[i].disabled_subjects);
         cJSON_AddNumberToObject(h, "calls", (double)hs[i].calls);
         cJSON_AddNumberToObject(h, "errors", (double)hs[i].errors);
         cJSON_AddNumberToObject(h, "fallbacks", (double)hs[i].fallbacks);
@@ -274,6 +275,8 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_hook_calls_total", "Lua hook calls.", l, (double)hs[i].calls);
         kq_prom_counter(&p, "kiteq_hook_errors_total", "Hook errors, overruns and invalid answers.", l, (double)hs[i].errors);
         kq_prom_counter(&p, "kiteq_hook_seconds_total", "Time spent in the hook.", l, (double)hs[i].total_us / 1e6);
+        kq_prom_counter(&p, "kiteq_hook_fallbacks_total", "Answers given by the built-in rules because the hook failed or is switched off.", l, (double)hs[i].fallbacks);
+        kq_prom_gauge(&p, "kiteq_hook_disabled", "Subjects the hook is switched off for after failing 5 times in a row (route: topic and messageType; flow.group: group and topic; retry, flow.intake: 1 = every call).", l, (double)hs[i].disabled_subjects);
     }
     kq_prom_free(&p);
     return 200;

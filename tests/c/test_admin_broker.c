@@ -383,6 +383,10 @@ static void test_metrics(void **state)
     /* hook counters restart with each policy generation (test_stat reloaded) */
     assert_false(isnan(metric(t, "kiteq_hook_calls_total{hook=\"retry\"}")));
     assert_false(isnan(metric(t, "kiteq_hook_errors_total{hook=\"route\"}")));
+    assert_true(metric(t, "kiteq_hook_fallbacks_total{hook=\"route\"}") == 0);
+    assert_true(metric(t, "kiteq_hook_disabled{hook=\"route\"}") == 0);
+    assert_true(metric(t, "kiteq_hook_disabled{hook=\"flow.group\"}") == 0);
+    assert_non_null(strstr(t, "# TYPE kiteq_hook_disabled gauge\n"));
     assert_non_null(strstr(t, "# TYPE kiteq_messages_received_total counter\n"));
     assert_non_null(strstr(t, "# TYPE kiteq_pending_messages gauge\n"));
     /* every line is a comment or "name[{labels}] value" */
