@@ -245,6 +245,16 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;
     }
+    size_t frame = kq_codec_message_size(hdr_len, v.body_len);
+    if (frame > KQ_FRAME_MAX_BODY) {
+        /* The header the broker completed (create time, expiry) can push a publish that
+         * just fitted over the limit: it could be stored but never delivered. */
+        char fb[160];
+        snprintf(fb, sizeof fb, "Message Too Large: the delivery would be %zu bytes, the "
+                 "frame limit is %d (body %zu bytes)", frame, KQ_FRAME_MAX_BODY, v.body_len);
+        reject(b, s, opaque, h->messageid, fb);
+        goto out;
+    }
     sm.header = hdr;
     sm.header_len = (uint32_t)hdr_len;
     struct kq_msg *m = kq_msg_new(b, &sm, true);
