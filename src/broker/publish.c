@@ -67,6 +67,30 @@ static void note_if_unrouted(struct kq_broker *b, const struct kq_msg *m)
                           "until it expires) id=%s", m->topic, m->type, m->id);
 }
 
+/* The publishing connection's authenticated group is the message's group: it receives the
+ * transaction checks and alone may commit or roll back (tx.c). The original clients put
+ * their own group in the header; an empty one is filled in, another group is refused.
+ * Returns false after refusing. */
+static bool own_group(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
+                      Protocol__Header *h)
+{
+    const char *own = s->group->id;
+    if (!h->groupid[0]) {
+        h->groupid = (char *)own; /* packed into the stored header right after */
+        return true;
+    }
+    if (strcmp(h->groupid, own) == 0)
+        return true;
+    char fb[160 + KQ_GROUP_MAX];
+    snprintf(fb, sizeof fb, "Invalid GroupId: the header's groupId \"%.64s\" is not the "
+             "publishing connection's group \"%s\"", h->groupid, own);
+    KQ_LOG_PER_PEER(KQ_LOG_WARN, "publish", kq_conn_peer(s->conn),
+                    "refused peer=%s group=%s: header groupId=%.64s id=%s",
+                    kq_conn_peer(s->conn), own, h->groupid, h->messageid);
+    reject(b, s, opaque, h->messageid, fb);
+    return false;
+}
+
 static void detach(struct kq_pending_save *ps)
 {
     struct kq_session *s = ps->session;
@@ -213,6 +237,8 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         reject(b, s, opaque, h->messageid, bad);
         goto out;
     }
+    if (!own_group(b, s, opaque, h))
+        goto out;
     kq_topic_stats(b, h->topic)->received++;
     if (kq_delivery_find(b, h->messageid)) {
         /* A producer retrying a publish whose ack it missed: it is already safe here. */
