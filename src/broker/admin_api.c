@@ -139,6 +139,12 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddNumberToObject(tot, "acked", (double)b->stats.acked);
     cJSON_AddNumberToObject(tot, "retried", (double)b->stats.retried);
     cJSON_AddNumberToObject(tot, "dead_lettered", (double)b->stats.dead_lettered);
+    cJSON_AddNumberToObject(tot, "unrouted", (double)b->stats.unrouted);
+    cJSON *unrouted = cJSON_AddObjectToObject(br, "unrouted_by_topic");
+    HASH_ITER(hh, b->topic_stats, ts, ttmp) {
+        if (ts->unrouted)
+            cJSON_AddNumberToObject(unrouted, ts->topic, (double)ts->unrouted);
+    }
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
@@ -153,6 +159,7 @@ static int h_stat(void *ud, struct kq_buf *out)
         cJSON *h = cJSON_AddObjectToObject(hooks, hs[i].name);
         cJSON_AddBoolToObject(h, "loaded", hs[i].loaded);
         cJSON_AddBoolToObject(h, "disabled", hs[i].disabled);
+        cJSON_AddNumberToObject(h, "disabled_subjects", (double)hs[i].disabled_subjects);
         cJSON_AddNumberToObject(h, "calls", (double)hs[i].calls);
         cJSON_AddNumberToObject(h, "errors", (double)hs[i].errors);
         cJSON_AddNumberToObject(h, "fallbacks", (double)hs[i].fallbacks);
@@ -225,6 +232,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_messages_delivered_total", "Messages delivered to every group.", l, (double)t->delivered);
         kq_prom_counter(&p, "kiteq_messages_retried_total", "Attempts that ended with a retry.", l, (double)t->retried);
         kq_prom_counter(&p, "kiteq_messages_dead_lettered_total", "Messages moved to the dead-letter store.", l, (double)t->dead_lettered);
+        kq_prom_counter(&p, "kiteq_unrouted_messages_total", "Messages accepted while no group was bound to their (topic, messageType).", l, (double)t->unrouted);
     }
     kq_prom_counter(&p, "kiteq_messages_rejected_total", "Publishes answered with status false.", NULL, (double)b->stats.rejected);
     kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
@@ -273,6 +281,8 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_hook_calls_total", "Lua hook calls.", l, (double)hs[i].calls);
         kq_prom_counter(&p, "kiteq_hook_errors_total", "Hook errors, overruns and invalid answers.", l, (double)hs[i].errors);
         kq_prom_counter(&p, "kiteq_hook_seconds_total", "Time spent in the hook.", l, (double)hs[i].total_us / 1e6);
+        kq_prom_counter(&p, "kiteq_hook_fallbacks_total", "Answers given by the built-in rules because the hook failed or is switched off.", l, (double)hs[i].fallbacks);
+        kq_prom_gauge(&p, "kiteq_hook_disabled", "Subjects the hook is switched off for after failing 5 times in a row (route: topic and messageType; flow.group: group and topic; retry, flow.intake: 1 = every call).", l, (double)hs[i].disabled_subjects);
     }
     kq_prom_free(&p);
     return 200;

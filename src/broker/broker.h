@@ -31,6 +31,7 @@ int kq_broker_port(const struct kq_broker *b);
 struct kq_broker_stats {
     uint64_t connections, received, stored, delivered, acked, retried, dead_lettered,
         rejected, pending, inflight;
+    uint64_t unrouted; /* accepted while no group was bound to their (topic, messageType) */
 };
 void kq_broker_stats(const struct kq_broker *b, struct kq_broker_stats *s);
 #endif

@@ -81,7 +81,8 @@ struct kq_group_rate {
 struct kq_topic_stats {
     char *topic;
     uint64_t received, stored, delivered, retried, dead_lettered;
-    uint64_t pending; /* messages of this topic in the index */
+    uint64_t unrouted; /* accepted while no group was bound to their messageType */
+    uint64_t pending;  /* messages of this topic in the index */
     uint64_t last_sec_received, last_sec_delivered; /* the previous second (/stat) */
     uint64_t mark_received, mark_delivered;
     UT_hash_handle hh;

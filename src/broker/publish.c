@@ -47,6 +47,50 @@ static const char *check_header(struct kq_broker *b, Protocol__Header *h, int64_
     return NULL;
 }
 
+/* A message no group is bound to is accepted (as the original does) and kept until it
+ * expires, so that a consumer group bound later still gets it. But it is never silent:
+ * counted per topic and logged once a second per (topic, messageType). */
+static void note_if_unrouted(struct kq_broker *b, const struct kq_msg *m)
+{
+    struct kq_route r;
+    if (kq_policy_route(b->policy, b->bindings, m->topic, m->type, &r, 1) > 0)
+        return;
+    b->stats.unrouted++;
+    kq_topic_stats(b, m->topic)->unrouted++;
+    char key[256];
+    size_t tl = strnlen(m->topic, 127), yl = strnlen(m->type, sizeof key - tl - 1);
+    memcpy(key, m->topic, tl);
+    key[tl] = 0;
+    memcpy(key + tl + 1, m->type, yl);
+    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "publish", key, tl + 1 + yl,
+                          "unrouted: no group is bound to topic=%s type=%s (accepted, kept "
+                          "until it expires) id=%s", m->topic, m->type, m->id);
+}
+
+/* The publishing connection's authenticated group is the message's group: it receives the
+ * transaction checks and alone may commit or roll back (tx.c). The original clients put
+ * their own group in the header; an empty one is filled in, another group is refused.
+ * Returns false after refusing. */
+static bool own_group(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
+                      Protocol__Header *h)
+{
+    const char *own = s->group->id;
+    if (!h->groupid[0]) {
+        h->groupid = (char *)own; /* packed into the stored header right after */
+        return true;
+    }
+    if (strcmp(h->groupid, own) == 0)
+        return true;
+    char fb[160 + KQ_GROUP_MAX];
+    snprintf(fb, sizeof fb, "Invalid GroupId: the header's groupId \"%.64s\" is not the "
+             "publishing connection's group \"%s\"", h->groupid, own);
+    KQ_LOG_PER_PEER(KQ_LOG_WARN, "publish", kq_conn_peer(s->conn),
+                    "refused peer=%s group=%s: header groupId=%.64s id=%s",
+                    kq_conn_peer(s->conn), own, h->groupid, h->messageid);
+    reject(b, s, opaque, h->messageid, fb);
+    return false;
+}
+
 static void detach(struct kq_pending_save *ps)
 {
     struct kq_session *s = ps->session;
@@ -193,6 +237,8 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         reject(b, s, opaque, h->messageid, bad);
         goto out;
     }
+    if (!own_group(b, s, opaque, h))
+        goto out;
     kq_topic_stats(b, h->topic)->received++;
     if (kq_delivery_find(b, h->messageid)) {
         /* A producer retrying a publish whose ack it missed: it is already safe here. */
@@ -225,6 +271,16 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;
     }
+    size_t frame = kq_codec_message_size(hdr_len, v.body_len);
+    if (frame > KQ_FRAME_MAX_BODY) {
+        /* The header the broker completed (create time, expiry) can push a publish that
+         * just fitted over the limit: it could be stored but never delivered. */
+        char fb[160];
+        snprintf(fb, sizeof fb, "Message Too Large: the delivery would be %zu bytes, the "
+                 "frame limit is %d (body %zu bytes)", frame, KQ_FRAME_MAX_BODY, v.body_len);
+        reject(b, s, opaque, h->messageid, fb);
+        goto out;
+    }
     sm.header = hdr;
     sm.header_len = (uint32_t)hdr_len;
     struct kq_msg *m = kq_msg_new(b, &sm, true);
@@ -234,6 +290,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     }
     m->fly = h->fly;
     kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
+    note_if_unrouted(b, m);
 
     if (m->fly) {
         /* Acked first, never stored; still retried while this broker runs. */

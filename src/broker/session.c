@@ -78,8 +78,9 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
     if (cfg->n_groups > 0) {
         const char *secret = kq_config_group_secret(cfg, m->groupid);
         if (!secret || strcmp(secret, m->secretkey) != 0) {
-            KQ_WARN("session", "auth failed peer=%s group=%s reason=%s",
-                    kq_conn_peer(s->conn), m->groupid, secret ? "wrong secret" : "unknown group");
+            KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(s->conn),
+                            "auth failed peer=%s group=%s reason=%s", kq_conn_peer(s->conn),
+                            m->groupid, secret ? "wrong secret" : "unknown group");
             refuse(s, opaque, "Auth Failed: unknown groupId or wrong secretKey", "auth failed");
             return;
         }
@@ -121,24 +122,39 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         return;
     }
     if (f->cmd != KQ_CMD_CONN_META && !s->authed) {
-        KQ_WARN("session", "command before handshake peer=%s cmd=%s", kq_conn_peer(c),
-                kq_cmd_name(f->cmd));
+        KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(c),
+                        "command before handshake peer=%s cmd=%s", kq_conn_peer(c),
+                        kq_cmd_name(f->cmd));
         refuse(s, 0, FEEDBACK_UNAUTHORIZED, "not authenticated");
         return;
     }
     /* Decoded into the broker's frame arena: nothing below keeps a pointer into m. */
     ProtobufCMessage *m = kq_codec_unpack_in(&b->frame_arena, f->cmd, f->body, (size_t)f->body_len);
-    if (!m) {
+    /* Identities and messages are compared and stored as C strings: a NUL inside one would
+     * cut it short unseen ("s-pub\0junk" authenticating as "s-pub"). (Acks only use their
+     * opaque, status and a message id that a NUL would make unknown.) */
+    const char *nul = m && f->cmd != KQ_CMD_DELIVER_ACK && f->cmd != KQ_CMD_TX_ACK
+                          ? kq_codec_nul_string_field(f->cmd, f->body, (size_t)f->body_len)
+                          : NULL;
+    if (!m || nul) {
+        char why[96];
+        if (nul)
+            snprintf(why, sizeof why, "NUL byte in %s", nul);
+        else
+            snprintf(why, sizeof why, "protobuf decode failed");
         kq_arena_reset(&b->frame_arena);
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "session", "malformed %s peer=%s opaque=%u len=%d",
-                           kq_cmd_name(f->cmd), kq_conn_peer(c), f->opaque, f->body_len);
+        KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(c),
+                        "malformed %s peer=%s opaque=%u len=%d: %s", kq_cmd_name(f->cmd),
+                        kq_conn_peer(c), f->opaque, f->body_len, why);
+        char fb[160];
         if (f->cmd == KQ_CMD_BYTES_MESSAGE || f->cmd == KQ_CMD_STRING_MESSAGE) {
             /* The producer waits for an ack with this opaque: tell it why. */
-            kq_codec_append_store_ack(kq_conn_out(c), f->opaque, "", false,
-                                      "Malformed Message: protobuf decode failed");
+            snprintf(fb, sizeof fb, "Malformed Message: %s", why);
+            kq_codec_append_store_ack(kq_conn_out(c), f->opaque, "", false, fb);
             kq_session_send_flush(s);
         } else if (f->cmd == KQ_CMD_CONN_META) {
-            refuse(s, f->opaque, "Auth Failed: malformed ConnMeta", "malformed ConnMeta");
+            snprintf(fb, sizeof fb, "Auth Failed: malformed ConnMeta: %s", why);
+            refuse(s, f->opaque, fb, "malformed ConnMeta");
         } else {
             kq_conn_close(c, "malformed frame");
         }

@@ -1,7 +1,8 @@
 /* Two-phase messages: a commit=false message is stored and not delivered. The broker asks
  * one connection of the publishing group (TxACKPacket status 0 "Server Check") after a first
  * delay, then with back-off, up to a maximum number of checks; then it is dead-lettered.
- * Commit -> delivered; rollback -> removed; late or duplicate answers are ignored. */
+ * Commit -> delivered; rollback -> removed; late or duplicate answers, and answers from
+ * connections of another group, are ignored. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,6 +109,14 @@ void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *p
                  t->status);
         return;
     }
+    if (strcmp(m->pub_group, s->group->id) != 0) {
+        /* Only the publishing group decides its message (any group could before). */
+        KQ_LOG_PER_PEER(KQ_LOG_WARN, "tx", kq_conn_peer(s->conn),
+                        "answer ignored: id=%s belongs to group=%s, not to peer=%s group=%s "
+                        "status=%d", m->id, m->pub_group, kq_conn_peer(s->conn), s->group->id,
+                        t->status);
+        return;
+    }
     if (t->status == KQ_TX_COMMIT) {
         struct commit_ctx *cc = calloc(1, sizeof *cc);
         if (!cc)
@@ -117,7 +126,7 @@ void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *p
         if (b->store->ops->commit(b->store, m->id, on_committed, cc) != 0)
             free(cc);
     } else if (t->status == KQ_TX_ROLLBACK) {
-        KQ_INFO("tx", "rollback id=%s group=%s", m->id, s->group ? s->group->id : "-");
+        KQ_INFO("tx", "rollback id=%s group=%s", m->id, s->group->id);
         kq_delivery_drop(b, m, true);
     }
 }

@@ -244,7 +244,7 @@ static int pack_header(struct kq_client *c, const struct kq_message *m, const ch
     h.expiredtime = m->expired_time; /* -1 passes through: the broker applies its default */
     h.deliverlimit = m->deliver_limit;
     h.groupid = (char *)(m->group_id && *m->group_id ? m->group_id : c->group);
-    h.commit = m->commit;
+    h.commit = !m->two_phase;
     h.fly = m->fly;
     h.n_properties = m->n_properties;
     h.properties = ptrs;
@@ -446,7 +446,7 @@ static int message_from_header(const Protocol__Header *h, struct kq_message *m,
     m->group_id = h->groupid;
     m->expired_time = h->expiredtime;
     m->deliver_limit = h->deliverlimit;
-    m->commit = h->commit;
+    m->two_phase = !h->commit;
     m->fly = h->fly;
     m->create_time = h->has_createtime ? h->createtime : 0;
     *props = NULL;

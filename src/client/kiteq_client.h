@@ -28,7 +28,8 @@ struct kq_property {
 };
 
 /* A message to publish, or a delivered one (then every pointer is valid only during the
- * callback). */
+ * callback). A zero-initialised message with topic, message_type and body set is a plain,
+ * committed message: delivered as soon as it is stored. */
 struct kq_message {
     char message_id[KQ_CLIENT_ID_LEN + 1]; /* empty on publish: generated */
     const char *topic;
@@ -36,7 +37,8 @@ struct kq_message {
     const char *group_id;       /* publishing group; empty on publish = the client's group */
     int64_t expired_time;       /* Unix seconds; -1 = broker default */
     int32_t deliver_limit;      /* -1 = broker default (100) */
-    bool commit;                /* false = two-phase: stored, not delivered until commit */
+    bool two_phase;             /* true = two-phase (header commit=false): stored, delivered
+                                 * only after kq_tx_finish commits it; false = committed */
     bool fly;                   /* not stored, best effort */
     bool string_body;           /* StringMessage (0x12) instead of BytesMessage (0x11) */
     const void *body;
@@ -54,7 +56,7 @@ struct kq_publish_result {
 
 /* Delivery callback: return true to ack, false to nack. */
 typedef bool (*kq_on_message_fn)(void *ud, const struct kq_message *m);
-/* Broker's transaction check for a commit=false message we published: return
+/* Broker's transaction check for a two-phase message we published: return
  * 1 commit, 2 rollback, 0 unknown (ask again later). */
 typedef int (*kq_on_tx_check_fn)(void *ud, const struct kq_message *header_only);
 /* Async publish completion; err is 0, or -ETIMEDOUT / -ECONNRESET when no ack came. */

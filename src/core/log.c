@@ -1,6 +1,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,4 +72,65 @@ void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
     /* One write per line keeps lines whole when several threads log. */
     ssize_t w = write(log_fd, line, len);
     (void)w;
+}
+
+bool kq_log_ratelimit_pass(struct kq_log_ratelimit *rl, unsigned *suppressed)
+{
+    int64_t now = kq_now_ms() / 1000;
+    int64_t last = atomic_load_explicit(&rl->sec, memory_order_relaxed);
+    /* one thread per second wins the exchange and writes the line */
+    if (last != now && atomic_compare_exchange_strong(&rl->sec, &last, now)) {
+        *suppressed = atomic_exchange(&rl->suppressed, 0);
+        return true;
+    }
+    atomic_fetch_add_explicit(&rl->suppressed, 1, memory_order_relaxed);
+    return false;
+}
+
+static uint64_t key_hash(const void *key, size_t len)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ ((const uint8_t *)key)[i]) * 1099511628211ull;
+    return h ? h : 1; /* 0 marks a free slot */
+}
+
+bool kq_log_keyed_pass(struct kq_log_keyed *t, const void *key, size_t key_len,
+                       unsigned *suppressed)
+{
+    uint64_t h = key_hash(key, key_len);
+    int64_t now = kq_now_ms() / 1000;
+    bool pass;
+    pthread_mutex_lock(&t->lock);
+    size_t first = (size_t)(h % KQ_LOG_KEY_SLOTS), pick = first;
+    for (size_t i = 0; i < KQ_LOG_KEY_WAYS; i++) {
+        size_t k = (first + i) % KQ_LOG_KEY_SLOTS;
+        if (t->slots[k].hash == h) {
+            pick = k;
+            break;
+        }
+        if (t->slots[k].sec < t->slots[pick].sec || !t->slots[k].hash)
+            pick = k;
+    }
+    if (t->slots[pick].hash != h) { /* a new key: the oldest candidate makes room */
+        t->slots[pick].hash = h;
+        t->slots[pick].sec = now - 1;
+        t->slots[pick].suppressed = 0;
+    }
+    pass = t->slots[pick].sec != now;
+    if (pass) {
+        *suppressed = t->slots[pick].suppressed;
+        t->slots[pick].suppressed = 0;
+        t->slots[pick].sec = now;
+    } else {
+        t->slots[pick].suppressed++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return pass;
+}
+
+size_t kq_log_peer_host_len(const char *peer)
+{
+    const char *colon = strrchr(peer, ':'); /* net writes "ip:port", IPv6 too ("::1:5000") */
+    return colon ? (size_t)(colon - peer) : strlen(peer);
 }

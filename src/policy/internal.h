@@ -3,6 +3,7 @@
 #define KQ_POLICY_INTERNAL_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "policy/policy.h"
 
@@ -23,4 +24,24 @@ bool kq_policy_binding_matches(struct kq_regex_cache *rc, const struct kq_bindin
 /* kq_policy_default_route with a regex cache (NULL = none). */
 size_t kq_policy_route_builtin(struct kq_regex_cache *rc, const struct kq_binding *binds,
                                size_t n, const char *type, struct kq_route *out, size_t max);
+/* Failures in a row per (hook, subject) (strikes.c). A subject is what one call is about:
+ * two strings (route: topic, messageType; flow.group: group, topic), or NULL, NULL for a
+ * hook whose calls share one subject (retry, flow.intake). hook < KQ_STRIKES_HOOKS. */
+#define KQ_STRIKES_HOOKS 8
+struct kq_strikes;
+struct kq_strikes *kq_strikes_new(void);
+void kq_strikes_free(struct kq_strikes *t);
+/* The hash that identifies a subject (also a key for rate-limited log lines). */
+uint64_t kq_strikes_key(int hook, const char *a, const char *b);
+/* True once the subject failed KQ_POLICY_MAX_STRIKES times in a row (until the next load). */
+bool kq_strikes_disabled(const struct kq_strikes *t, int hook, const char *a, const char *b);
+/* A call answered: the subject's strikes are forgiven (not a switch-off). */
+void kq_strikes_ok(struct kq_strikes *t, int hook, const char *a, const char *b);
+/* A call failed: returns the subject's strikes in a row (> 0), -ENOMEM or -EINVAL.
+ * *switched_off: this failure switched the hook off for the subject; *started_over: the
+ * table was full and was emptied first (switched-off subjects got their hook back). */
+int kq_strikes_fail(struct kq_strikes *t, int hook, const char *a, const char *b,
+                    bool *switched_off, bool *started_over);
+/* Subjects the hook is switched off for. */
+size_t kq_strikes_disabled_count(const struct kq_strikes *t, int hook);
 #endif

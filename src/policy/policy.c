@@ -8,8 +8,9 @@
  * GC64 accepts a custom allocator; where lua_newstate returns NULL we fall back to
  * luaL_newstate and check collectgarbage("count") from the count hook instead). Arguments are
  * marshalled and results read inside lua_cpcall, so an out-of-memory error cannot escape.
- * A hook that fails or overruns KQ_POLICY_MAX_STRIKES times in a row is off until the next
- * load. A single long C call (a huge string.rep, a regex) is bounded by the memory cap and
+ * A hook that fails or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route:
+ * a topic and messageType) is off for that subject until the next load (strikes.c); a
+ * failure changes nothing for other subjects. A single long C call (a huge string.rep, a regex) is bounded by the memory cap and
  * PCRE2's match limit rather than by the clock. */
 #include <errno.h>
 #include <lauxlib.h>
@@ -37,21 +38,20 @@
 
 enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_COUNT };
 
+/* subject: the names of the two strings a call's strikes are kept by (NULL: one subject) */
 static const struct {
-    const char *file, *key, *name;
+    const char *file, *key, *name, *subject[2];
 } HOOKS[H_COUNT] = {
-    [H_ROUTE] = {"routing.lua", "route", "route"},
-    [H_RETRY] = {"retry.lua", "retry", "retry"},
-    [H_INTAKE] = {"flow.lua", "intake", "flow.intake"},
-    [H_GROUP] = {"flow.lua", "group", "flow.group"},
+    [H_ROUTE] = {"routing.lua", "route", "route", {"topic", "type"}},
+    [H_RETRY] = {"retry.lua", "retry", "retry", {NULL, NULL}},
+    [H_INTAKE] = {"flow.lua", "intake", "flow.intake", {NULL, NULL}},
+    [H_GROUP] = {"flow.lua", "group", "flow.group", {"group", "topic"}},
 };
 static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua"};
 
 struct hook {
     int ref; /* LUA_NOREF: not defined, the default answers */
     uint64_t calls, errors, fallbacks, cache_hits, total_us;
-    int strikes;
-    bool disabled;
 };
 
 struct memo {
@@ -72,6 +72,7 @@ struct kq_policy {
     bool tripped;
     const char *trip_why;
     struct hook hooks[H_COUNT];
+    struct kq_strikes *strikes; /* failures in a row per (hook, subject) */
     struct kq_regex_cache *rc;
     struct memo *memo;
     size_t n_memo;
@@ -342,10 +343,12 @@ static int load_file(struct kq_policy *p, const char *dir, const char *file, cha
 
 /* ---- calls ------------------------------------------------------------------------------ */
 
-/* Shared by the per-hook protected functions: which hook, and why a result was refused. */
+/* Shared by the per-hook protected functions: which hook, what about (the subject whose
+ * strikes a failure counts to, see HOOKS), and why a result was refused. */
 struct call {
     struct kq_policy *p;
     enum hook_id id;
+    const char *subject[2];
     bool use_default; /* the hook returned nil: "no opinion" */
     char why[200];
 };
@@ -374,9 +377,9 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
             snprintf(c->why, sizeof c->why, "out of memory (limit %zu MiB)",
                      KQ_POLICY_MEMORY_BYTES >> 20);
         else if (p->tripped)
-            snprintf(c->why, sizeof c->why, "stopped: over the %s (%ld instructions / %d ms)",
-                     p->trip_why, KQ_POLICY_CALL_INSTRUCTIONS,
-                     selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
+            snprintf(c->why, sizeof c->why, "stopped: over the %s (%s budget per call: %ld "
+                     "instructions / %d ms)", p->trip_why, selftest ? "self-test" : "traffic",
+                     KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
         else
             snprintf(c->why, sizeof c->why, "%s",
                      lua_isstring(p->L, -1) ? lua_tostring(p->L, -1) : "error object is not a string");
@@ -397,33 +400,54 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
     return CALL_OK;
 }
 
-/* Bookkeeping after a run-time call. Returns true when the caller may use the hook's answer. */
+/* " topic=trade type=pay-1" for the log, "" for hooks without a subject. */
+static void describe(const struct call *c, char *buf, size_t len)
+{
+    buf[0] = 0;
+    for (int i = 0; i < 2 && HOOKS[c->id].subject[i]; i++)
+        snprintf(buf + strlen(buf), len - strlen(buf), " %s=%.100s", HOOKS[c->id].subject[i],
+                 c->subject[i] ? c->subject[i] : "");
+}
+
+/* Bookkeeping after a run-time call. Returns true when the caller may use the hook's answer.
+ * A failure counts a strike for the call's subject only. */
 static bool settle(struct call *c, enum outcome o)
 {
-    struct hook *h = &c->p->hooks[c->id];
+    struct kq_policy *p = c->p;
+    struct hook *h = &p->hooks[c->id];
     if (o == CALL_OK) {
-        h->strikes = 0;
+        kq_strikes_ok(p->strikes, c->id, c->subject[0], c->subject[1]);
         return true;
     }
     h->errors++;
-    h->strikes++;
-    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s failed: %s strike=%d/%d", HOOKS[c->id].name,
-                       c->why, h->strikes, KQ_POLICY_MAX_STRIKES);
-    if (h->strikes >= KQ_POLICY_MAX_STRIKES && !h->disabled) {
-        h->disabled = true;
-        KQ_WARN("policy", "hook=%s disabled until the next reload after %d failures in a row "
-                          "(last: %s); the built-in default answers", HOOKS[c->id].name,
-                h->strikes, c->why);
-    }
+    bool off, over;
+    int n = kq_strikes_fail(p->strikes, c->id, c->subject[0], c->subject[1], &off, &over);
+    char who[240];
+    describe(c, who, sizeof who);
+    if (over)
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook strikes: %d subjects tracked, starting "
+                           "over (subjects switched off get their hooks back)",
+                           KQ_POLICY_MAX_SUBJECTS);
+    uint64_t key = kq_strikes_key(c->id, c->subject[0], c->subject[1]);
+    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "hook=%s%s failed: %s "
+                          "strike=%d/%d", HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n,
+                          KQ_POLICY_MAX_STRIKES);
+    if (off)
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s%s switched off until the next reload "
+                           "after %d failures in a row (last: %s); the built-in answer is used "
+                           "%s", HOOKS[c->id].name, who, KQ_POLICY_MAX_STRIKES, c->why,
+                           HOOKS[c->id].subject[0] ? "for this subject only" : "for every call");
     if (o == CALL_SLOW)
         return true;
     h->fallbacks++;
     return false;
 }
 
-static bool hook_live(const struct kq_policy *p, enum hook_id id)
+/* The hook may be called for this subject (defined, not switched off for it). */
+static bool hook_live(const struct kq_policy *p, const struct call *c)
 {
-    return p->hooks[id].ref != LUA_NOREF && !p->hooks[id].disabled;
+    return p->hooks[c->id].ref != LUA_NOREF &&
+           !kq_strikes_disabled(p->strikes, c->id, c->subject[0], c->subject[1]);
 }
 
 static void set_number_field(lua_State *L, const char *k, double v)
@@ -684,7 +708,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         for (size_t i = 0; i < 4; i++) {
             struct kq_route out[KQ_POLICY_MAX_ROUTES];
             for (size_t nb = 0; nb <= 3; nb += 3) { /* with and without bindings */
-                struct route_call rc = {.c = {p, H_ROUTE, false, ""}, .binds = binds, .n = nb,
+                struct route_call rc = {.c = {.p = p, .id = H_ROUTE}, .binds = binds, .n = nb,
                                         .topic = "selftest", .type = types[i], .out = out,
                                         .max = KQ_POLICY_MAX_ROUTES};
                 if (invoke(&rc.c, route_protected, true) != CALL_OK)
@@ -706,7 +730,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
                      {100, 100, 0, "over flow"}, {5, 100, 1, "no consumer online"}};
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             struct kq_retry_verdict v;
-            struct retry_call rc = {.c = {p, H_RETRY, false, ""}, .attempts = cases[i].attempts,
+            struct retry_call rc = {.c = {.p = p, .id = H_RETRY}, .attempts = cases[i].attempts,
                                     .deliver_limit = cases[i].limit, .reason = cases[i].reason,
                                     .expired_time = cases[i].expired,
                                     .now_sec = kq_now_sec(), .v = &v};
@@ -721,7 +745,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         for (size_t i = 0; i < 4; i++) {
             struct kq_flow_figures f = {0, 0, 0, watermarks[i]};
             struct kq_flow_limits l = {0};
-            struct flow_call fc = {.c = {p, id, false, ""}, .permits = 20000, .group = "selftest",
+            struct flow_call fc = {.c = {.p = p, .id = id}, .permits = 20000, .group = "selftest",
                                    .topic = "selftest", .f = &f, .out = &l};
             if (invoke(&fc.c, flow_protected, true) != CALL_OK)
                 return selftest_fail(&fc.c, err, errlen, dir);
@@ -749,7 +773,8 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     for (int i = 0; i < H_COUNT; i++)
         p->hooks[i].ref = LUA_NOREF;
     p->rc = kq_regex_cache_new();
-    if (!p->rc)
+    p->strikes = kq_strikes_new();
+    if (!p->rc || !p->strikes)
         goto oom;
     p->mem.max = KQ_POLICY_MEMORY_BYTES;
     p->L = lua_newstate(kq_lua_budget_alloc, &p->mem);
@@ -816,6 +841,7 @@ void kq_policy_free(struct kq_policy *p)
         lua_close(p->L); /* refs and all go with the state */
     memo_clear(p);
     kq_regex_cache_free(p->rc);
+    kq_strikes_free(p->strikes);
     free(p);
 }
 
@@ -877,10 +903,10 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
     struct kq_route r[KQ_POLICY_MAX_ROUTES];
     size_t found = 0;
     bool answered = false;
-    if (hook_live(p, H_ROUTE)) {
-        struct route_call rc = {.c = {p, H_ROUTE, false, ""}, .binds = binds, .n = n,
-                                .topic = topic, .type = type, .out = r,
-                                .max = KQ_POLICY_MAX_ROUTES};
+    struct route_call rc = {.c = {.p = p, .id = H_ROUTE, .subject = {topic, type}},
+                            .binds = binds, .n = n, .topic = topic, .type = type, .out = r,
+                            .max = KQ_POLICY_MAX_ROUTES};
+    if (hook_live(p, &rc.c)) {
         enum outcome o = invoke(&rc.c, route_protected, false);
         answered = settle(&rc.c, o) && !rc.c.use_default;
         if (o == CALL_FAILED)
@@ -894,7 +920,10 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
         if (answered)
             found = rc.found;
     } else if (p->hooks[H_ROUTE].ref != LUA_NOREF) {
-        p->hooks[H_ROUTE].fallbacks++; /* disabled */
+        /* switched off for this (topic, type): not memoised, so that every message routed
+         * by the fallback is counted */
+        p->hooks[H_ROUTE].fallbacks++;
+        cacheable = false;
     }
     if (!answered)
         found = kq_policy_route_builtin(p->rc, binds, n, type, r, KQ_POLICY_MAX_ROUTES);
@@ -909,10 +938,10 @@ void kq_policy_retry(struct kq_policy *p, int32_t attempts, const char *reason,
                      int32_t deliver_limit, int64_t expired_time, int64_t now_sec,
                      struct kq_retry_verdict *v)
 {
-    if (p && hook_live(p, H_RETRY)) {
-        struct retry_call rc = {.c = {p, H_RETRY, false, ""}, .attempts = attempts,
-                                .deliver_limit = deliver_limit, .reason = reason ? reason : "",
-                                .expired_time = expired_time, .now_sec = now_sec, .v = v};
+    struct retry_call rc = {.c = {.p = p, .id = H_RETRY}, .attempts = attempts,
+                            .deliver_limit = deliver_limit, .reason = reason ? reason : "",
+                            .expired_time = expired_time, .now_sec = now_sec, .v = v};
+    if (p && hook_live(p, &rc.c)) {
         if (settle(&rc.c, invoke(&rc.c, retry_protected, false)) && !rc.c.use_default)
             return;
     } else if (p && p->hooks[H_RETRY].ref != LUA_NOREF) {
@@ -926,7 +955,7 @@ static void flow(struct kq_policy *p, struct flow_call *fc)
     struct kq_flow_limits def = *fc->out;
     if (!p)
         return;
-    if (hook_live(p, fc->c.id)) {
+    if (hook_live(p, &fc->c)) {
         if (settle(&fc->c, invoke(&fc->c, flow_protected, false)) && !fc->c.use_default)
             return;
     } else if (p->hooks[fc->c.id].ref != LUA_NOREF) {
@@ -939,7 +968,7 @@ void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second,
                            struct kq_flow_limits *out)
 {
     kq_policy_default_flow_intake(permits_per_second, out);
-    struct flow_call fc = {.c = {p, H_INTAKE, false, ""}, .permits = permits_per_second,
+    struct flow_call fc = {.c = {.p = p, .id = H_INTAKE}, .permits = permits_per_second,
                            .out = out};
     flow(p, &fc);
 }
@@ -948,8 +977,8 @@ void kq_policy_flow_group(struct kq_policy *p, const char *group, const char *to
                           const struct kq_flow_figures *f, struct kq_flow_limits *out)
 {
     kq_policy_default_flow_group(f, out);
-    struct flow_call fc = {.c = {p, H_GROUP, false, ""}, .group = group, .topic = topic,
-                           .f = f, .out = out};
+    struct flow_call fc = {.c = {.p = p, .id = H_GROUP, .subject = {group, topic}},
+                           .group = group, .topic = topic, .f = f, .out = out};
     flow(p, &fc);
 }
 
@@ -961,7 +990,8 @@ size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *o
         out[n] = (struct kq_policy_hook_stats){
             .name = HOOKS[i].name,
             .loaded = h && h->ref != LUA_NOREF,
-            .disabled = h && h->disabled,
+            .disabled = p && kq_strikes_disabled_count(p->strikes, i) > 0,
+            .disabled_subjects = p ? kq_strikes_disabled_count(p->strikes, i) : 0,
             .calls = h ? h->calls : 0,
             .errors = h ? h->errors : 0,
             .fallbacks = h ? h->fallbacks : 0,

@@ -23,7 +23,11 @@
 #define KQ_POLICY_CALL_INSTRUCTIONS 1000000L /* Lua VM instructions per call */
 #define KQ_POLICY_CALL_MS 20                 /* wall clock per call */
 #define KQ_POLICY_MEMORY_BYTES ((size_t)32 << 20) /* per Lua state */
-#define KQ_POLICY_MAX_STRIKES 5   /* failures/overruns in a row that switch a hook off */
+/* Failures/overruns in a row that switch a hook off for one subject: route per (topic,
+ * messageType), flow.group per (group, topic), retry and flow.intake as a whole (their
+ * calls carry no subject). Other subjects keep the hook. */
+#define KQ_POLICY_MAX_STRIKES 5
+#define KQ_POLICY_MAX_SUBJECTS 4096 /* subjects with strikes tracked; full = start over */
 #define KQ_POLICY_MAX_ROUTES 256  /* groups per routing answer */
 #define KQ_POLICY_RETRY_MAX_MS (24LL * 3600 * 1000)
 
@@ -59,7 +63,9 @@ struct kq_flow_limits {
 struct kq_policy_hook_stats {
     const char *name;    /* "route", "retry", "flow.intake", "flow.group" */
     bool loaded;         /* the policy defines this hook */
-    bool disabled;       /* switched off after KQ_POLICY_MAX_STRIKES failures in a row */
+    bool disabled;       /* switched off (for one subject at least, see
+                          * KQ_POLICY_MAX_STRIKES) */
+    uint64_t disabled_subjects; /* subjects it is switched off for (retry, flow.intake: 0/1) */
     uint64_t calls;      /* Lua calls (memo hits excluded) */
     uint64_t errors;     /* errors, overruns, invalid results (incl. dropped groups) */
     uint64_t fallbacks;  /* answers given by the C default because of a failure/disable */

@@ -17,7 +17,9 @@ static const ProtobufCMessageDescriptor *descriptor_for(uint8_t cmd)
     case KQ_CMD_DELIVER_ACK: return &protocol__deliver_ack__descriptor;
     case KQ_CMD_TX_ACK: return &protocol__tx_ackpacket__descriptor;
     case KQ_CMD_BYTES_MESSAGE: return &protocol__bytes_message__descriptor;
-    case KQ_CMD_STRING_MESSAGE: return &protocol__string_message__descriptor;
+    /* Same wire as BytesMessage; decoded as bytes so that a body with NUL bytes keeps its
+     * length (protobuf-c hands `string` fields over as C strings). */
+    case KQ_CMD_STRING_MESSAGE: return &protocol__bytes_message__descriptor;
     default: return NULL;
     }
 }
@@ -110,11 +112,16 @@ static uint8_t *put_len_field(uint8_t *p, uint8_t tag, const void *data, size_t 
 
 static size_t len_field_size(size_t len) { return 1 + varint_size(len) + len; }
 
+size_t kq_codec_message_size(size_t header_len, size_t body_len)
+{
+    return len_field_size(header_len) + len_field_size(body_len);
+}
+
 int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd,
                             const uint8_t *header, size_t header_len, const uint8_t *body,
                             size_t body_len)
 {
-    size_t n = len_field_size(header_len) + len_field_size(body_len);
+    size_t n = kq_codec_message_size(header_len, body_len);
     int rc = append_header(out, opaque, cmd, n);
     if (rc)
         return rc;
@@ -201,21 +208,75 @@ int kq_message_view(uint8_t cmd, ProtobufCMessage *m, struct kq_message_view *v)
 {
     if (!m)
         return -EINVAL;
-    if (cmd == KQ_CMD_BYTES_MESSAGE && m->descriptor == &protocol__bytes_message__descriptor) {
+    if ((cmd == KQ_CMD_BYTES_MESSAGE || cmd == KQ_CMD_STRING_MESSAGE) &&
+        m->descriptor == &protocol__bytes_message__descriptor) {
         Protocol__BytesMessage *b = (Protocol__BytesMessage *)m;
         v->header = b->header;
         v->body = b->body.data;
         v->body_len = b->body.len;
         return 0;
     }
-    if (cmd == KQ_CMD_STRING_MESSAGE && m->descriptor == &protocol__string_message__descriptor) {
-        Protocol__StringMessage *s = (Protocol__StringMessage *)m;
-        v->header = s->header;
-        v->body = (const uint8_t *)s->body;
-        v->body_len = strlen(s->body);
-        return 0;
-    }
     return -EINVAL;
+}
+
+/* --- strings with NUL bytes ------------------------------------------------------------------ */
+
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* Walks the wire of one message; depth bounds the recursion into nested messages. */
+static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                                    const uint8_t *end, int depth)
+{
+    while (p < end) {
+        uint64_t tag, n;
+        if (!get_varint(&p, end, &tag))
+            return NULL;
+        const ProtobufCFieldDescriptor *fd =
+            protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+        switch (tag & 7) {
+        case 0: /* varint */
+            if (!get_varint(&p, end, &n))
+                return NULL;
+            break;
+        case 1: /* fixed 64 */
+        case 5: /* fixed 32 */
+            n = (tag & 7) == 1 ? 8 : 4;
+            if (n > (uint64_t)(end - p))
+                return NULL;
+            p += n;
+            break;
+        case 2: /* length-delimited */
+            if (!get_varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return NULL;
+            if (fd && fd->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, (size_t)n))
+                return fd->name;
+            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE && depth > 0) {
+                const char *in = nul_string_field(fd->descriptor, p, p + n, depth - 1);
+                if (in)
+                    return in;
+            }
+            p += n;
+            break;
+        default: return NULL; /* groups: not in our protocol, nothing to tell */
+        }
+    }
+    return NULL;
+}
+
+const char *kq_codec_nul_string_field(uint8_t cmd, const uint8_t *body, size_t len)
+{
+    const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
+    return d && body ? nul_string_field(d, body, body + len, 4) : NULL;
 }
 
 int kq_header_pack(const Protocol__Header *h, uint8_t **out, size_t *len)

@@ -16,13 +16,21 @@
 #define KQ_MESSAGE_ID_LEN 32
 
 /* Decode the body of a frame of command `cmd`. Returns NULL for garbage, a missing
- * required field, or a command that carries no body we accept. Free with kq_codec_free. */
+ * required field, or a command that carries no body we accept. Free with kq_codec_free.
+ * A StringMessage (0x12) decodes as a Protocol__BytesMessage (the same wire): its body keeps
+ * every byte, NULs included; read it with kq_message_view. */
 ProtobufCMessage *kq_codec_unpack(uint8_t cmd, const uint8_t *body, size_t len);
 void kq_codec_free(ProtobufCMessage *m);
 /* The same, decoding into the arena: the result lives until the arena is reset (never pass
  * it to kq_codec_free). One bump allocation per field instead of one malloc each. */
 ProtobufCMessage *kq_codec_unpack_in(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
                                      size_t len);
+
+/* protobuf-c hands `string` fields over as C strings, so a NUL byte inside one silently
+ * cuts it short (a groupId "s-pub\0junk" would read "s-pub"). Returns the name of the first
+ * string field of the body (nested messages too) holding a NUL byte, or NULL. Meant for
+ * bodies that decoded: it does not judge garbage. */
+const char *kq_codec_nul_string_field(uint8_t cmd, const uint8_t *body, size_t len);
 
 int kq_codec_append(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const ProtobufCMessage *m);
 
@@ -31,6 +39,8 @@ int kq_codec_append(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const Prot
 int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd,
                             const uint8_t *header, size_t header_len, const uint8_t *body,
                             size_t body_len);
+/* The body size of that frame (a delivery must stay within KQ_FRAME_MAX_BODY). */
+size_t kq_codec_message_size(size_t header_len, size_t body_len);
 /* TxACKPacket from an already packed Header. */
 int kq_codec_append_tx_ack(struct kq_buf *out, uint32_t opaque, const uint8_t *header,
                            size_t header_len, int32_t status, const char *feedback);
@@ -52,7 +62,7 @@ struct kq_message_view {
     const uint8_t *body;
     size_t body_len;
 };
-/* m must come from kq_codec_unpack with cmd 0x11 or 0x12. Returns 0 or -EINVAL. */
+/* m must come from kq_codec_unpack(_in) with cmd 0x11 or 0x12. Returns 0 or -EINVAL. */
 int kq_message_view(uint8_t cmd, ProtobufCMessage *m, struct kq_message_view *v);
 
 /* Pack a Header into a fresh malloc'd buffer (*out, *len). Returns 0 or -ENOMEM. */

@@ -416,7 +416,7 @@ static void ack_done(struct producer *p, const struct inflight_msg *im, int err,
     }
     if (b->o.tx) {
         struct kq_message m = {.topic = b->o.topic, .message_type = type_of(b, im->seq),
-                               .expired_time = -1, .deliver_limit = -1,
+                               .expired_time = -1, .deliver_limit = -1, .two_phase = true,
                                .create_time = im->create_time};
         memcpy(m.message_id, im->id, sizeof m.message_id);
         int rc = kq_tx_finish(p->c, &m, b->o.tx, "");
@@ -500,7 +500,7 @@ static void *producer_main(void *arg)
         memcpy(body, &h, sizeof h);
         struct kq_message m = {.topic = o->topic, .message_type = type_of(b, seq),
                                .expired_time = -1, .deliver_limit = -1,
-                               .commit = o->tx == TX_NONE, .body = body,
+                               .two_phase = o->tx != TX_NONE, .body = body,
                                .body_len = (size_t)o->size};
         struct inflight_msg local = {.p = p, .seq = seq, .t_ns = t};
         if (o->tx) {

@@ -318,7 +318,7 @@ static int cmd_pub(int argc, char **argv)
     pthread_mutex_init(&s.mu, NULL);
     cond_init_mono(&s.cond);
     struct kq_message m = {.topic = topic, .message_type = type, .deliver_limit = (int32_t)limit,
-                           .commit = !uncommitted, .fly = fly, .string_body = string_body,
+                           .two_phase = uncommitted, .fly = fly, .string_body = string_body,
                            .body = body, .body_len = body_len};
     if (id)
         snprintf(m.message_id, sizeof m.message_id, "%s", id);

@@ -383,6 +383,10 @@ static void test_metrics(void **state)
     /* hook counters restart with each policy generation (test_stat reloaded) */
     assert_false(isnan(metric(t, "kiteq_hook_calls_total{hook=\"retry\"}")));
     assert_false(isnan(metric(t, "kiteq_hook_errors_total{hook=\"route\"}")));
+    assert_true(metric(t, "kiteq_hook_fallbacks_total{hook=\"route\"}") == 0);
+    assert_true(metric(t, "kiteq_hook_disabled{hook=\"route\"}") == 0);
+    assert_true(metric(t, "kiteq_hook_disabled{hook=\"flow.group\"}") == 0);
+    assert_non_null(strstr(t, "# TYPE kiteq_hook_disabled gauge\n"));
     assert_non_null(strstr(t, "# TYPE kiteq_messages_received_total counter\n"));
     assert_non_null(strstr(t, "# TYPE kiteq_pending_messages gauge\n"));
     /* every line is a comment or "name[{labels}] value" */
@@ -681,6 +685,51 @@ static struct last_second stat_last_second(void)
     return ls;
 }
 
+static int count_log_lines(const char *needle)
+{
+    FILE *f = fopen(bp.log, "r");
+    assert_non_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* A message no group is bound to is accepted, but counted (/stat, /metrics, kiteq-cli stat)
+ * and logged at most once a second per (topic, messageType). */
+static void test_unrouted_counted(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER, TEST_SECRET);
+    struct raw_msg m = {.topic = "trade", .type = "nobody-bound", .commit = true};
+    int64_t t0 = kq_now_ms();
+    for (uint32_t i = 0; i < 5; i++)
+        assert_int_equal(raw_publish(prod, 300 + i, &m, NULL, NULL, 0), 1);
+    int64_t secs = (kq_now_ms() - t0) / 1000 + 1; /* the seconds the burst spanned */
+    m.type = "pay-succ"; /* bound: not counted */
+    assert_int_equal(raw_publish(prod, 310, &m, NULL, NULL, 0), 1);
+    close(prod);
+
+    cJSON *j = http_json("GET", "/stat", 200);
+    assert_int_equal(num(j, "broker", "totals", "unrouted"), 5);
+    assert_int_equal(num(j, "broker", "unrouted_by_topic", "trade"), 5);
+    cJSON_Delete(j);
+    char *t;
+    assert_int_equal(http("GET", "/metrics", &t), 200);
+    assert_true(metric(t, "kiteq_unrouted_messages_total{topic=\"trade\"}") == 5);
+    free(t);
+    char *out;
+    char args[128];
+    snprintf(args, sizeof args, "stat --admin 127.0.0.1:%d", admin_port);
+    assert_int_equal(cli(&out, "%s", args), 0);
+    assert_non_null(strstr(out, "\"unrouted\":5"));
+    free(out);
+    int lines = count_log_lines("unrouted: no group is bound to topic=trade type=nobody-bound");
+    assert_true(lines >= 1 && lines <= secs + 1);
+}
+
 /* The original's per-second figures move: a burst shows up in the second it happened
  * (per topic, in total, in the network reads) and is gone again once a quiet second has
  * been measured. Last, because it leaves messages pending. */
@@ -720,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_dlq_cli),
         cmocka_unit_test(test_malformed_http),
         cmocka_unit_test(test_log_file_reopen),
+        cmocka_unit_test(test_unrouted_counted),
         cmocka_unit_test(test_stat_per_second),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

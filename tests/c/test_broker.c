@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "client/kiteq_client.h"
+#include "core/clock.h"
 #include "support/broker_proc.h"
 
 static struct broker_proc bp;
@@ -181,6 +183,35 @@ static void test_deliver_and_ack(void **state)
     close(cb);
 }
 
+/* The plain way to write a message with the C client (zero-initialised, only topic, type
+ * and body set) publishes a committed message that is delivered (it used to be two-phase:
+ * stored, acked true and never delivered). */
+static void test_client_plain_message_delivered(void **state)
+{
+    (void)state;
+    int ca = connect_as(TEST_CONSUMER);
+    char addr[64], err[128];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", bp.port);
+    struct kq_client_options o = {.broker = addr, .group_id = TEST_PRODUCER,
+                                  .secret = TEST_SECRET};
+    struct kq_client *c;
+    assert_int_equal(kq_client_open(&o, &c, err, sizeof err), 0);
+    struct kq_message m = {.topic = "trade", .message_type = "refund-plain", .body = "plain",
+                           .body_len = 5};
+    struct kq_publish_result r;
+    assert_int_equal(kq_publish(c, &m, &r), 0);
+    assert_true(r.status);
+    char got[33], body[64];
+    uint32_t op;
+    assert_int_equal(raw_recv_delivery(ca, 3000, got, &op, body, sizeof body), 1);
+    assert_string_equal(got, r.message_id);
+    assert_string_equal(body, "plain");
+    raw_deliver_ack(ca, op, got, true);
+    assert_int_equal(raw_sync(ca), 0);
+    kq_client_close(c);
+    close(ca);
+}
+
 /* An ack with the right opaque on another connection must not complete the delivery
  * (the original matched acks by opaque alone). */
 static void test_ack_matched_per_connection(void **state)
@@ -321,6 +352,202 @@ static void test_bad_frames(void **state)
     expect_still_serving();
 }
 
+/* Replaces the \x01 of the first `marker` (e.g. "\x01junk") in the frame with NUL:
+ * protobuf-c packs strings with strlen, so a NUL inside one is patched in after packing. */
+static void put_nul(struct kq_buf *b, const char *marker)
+{
+    uint8_t *at = memmem(b->data, b->len, marker, strlen(marker));
+    assert_non_null(at);
+    *at = 0;
+}
+
+/* Publish header h with a body of len bytes (cmd 0x11/0x12); the frame is in b, unsent. */
+static void message_frame(struct kq_buf *b, uint32_t opaque, uint8_t cmd,
+                          const Protocol__Header *h, const void *body, size_t len)
+{
+    uint8_t *hb;
+    size_t hl;
+    assert_int_equal(kq_header_pack(h, &hb, &hl), 0);
+    assert_int_equal(kq_codec_append_message(b, opaque, cmd, hb, hl, body, len), 0);
+    free(hb);
+}
+
+static Protocol__Header header(const char *id, const char *topic, const char *type)
+{
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = (char *)id;
+    h.topic = (char *)topic;
+    h.messagetype = (char *)type;
+    h.groupid = TEST_PRODUCER;
+    h.commit = true;
+    return h;
+}
+
+static char *store_ack_feedback(int fd, uint32_t opaque, bool *status)
+{
+    struct kq_frame f;
+    uint8_t *body;
+    assert_int_equal(raw_read_cmd(fd, KQ_CMD_MESSAGE_STORE_ACK, 5000, &f, &body), 1);
+    assert_int_equal(f.opaque, opaque);
+    Protocol__MessageStoreAck *a =
+        (Protocol__MessageStoreAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    assert_non_null(a);
+    *status = a->status;
+    char *fb = strdup(a->feedback);
+    kq_codec_free(&a->base);
+    free(body);
+    return fb;
+}
+
+/* A StringMessage body with NUL bytes is stored and delivered whole (it was cut at the first
+ * NUL and acked true). */
+static void test_string_body_with_nul_kept(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int ca = connect_as(TEST_CONSUMER);
+    char id[33];
+    kq_message_id_generate(id);
+    Protocol__Header h = header(id, "trade", "refund-nul");
+    static const char body[] = "ab\0cd\0";
+    struct kq_buf b = {0};
+    message_frame(&b, 50, KQ_CMD_STRING_MESSAGE, &h, body, sizeof body);
+    assert_int_equal(raw_send_buf(prod, &b), 0);
+    kq_buf_free(&b);
+    bool ok;
+    free(store_ack_feedback(prod, 50, &ok));
+    assert_true(ok);
+    struct kq_frame f;
+    uint8_t *raw;
+    assert_int_equal(raw_read_cmd(ca, KQ_CMD_STRING_MESSAGE, 3000, &f, &raw), 1);
+    ProtobufCMessage *m = kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    struct kq_message_view v;
+    assert_int_equal(kq_message_view(f.cmd, m, &v), 0);
+    assert_string_equal(v.header->messageid, id);
+    assert_int_equal(v.body_len, sizeof body);
+    assert_memory_equal(v.body, body, sizeof body);
+    raw_deliver_ack(ca, f.opaque, id, true);
+    kq_codec_free(m);
+    free(raw);
+    assert_int_equal(raw_sync(ca), 0);
+    close(prod);
+    close(ca);
+}
+
+/* Names with a NUL byte are refused: "secret\0junk" no longer authenticates as "secret",
+ * "p-trade\0junk" not as "p-trade", and a topic "trade\0x" is not stored as "trade". */
+static void test_nul_in_names_refused(void **state)
+{
+    (void)state;
+    static const char *const metas[][2] = {{TEST_PRODUCER, TEST_SECRET "\x01junk"},
+                                           {TEST_PRODUCER "\x01junk", TEST_SECRET}};
+    for (int i = 0; i < 2; i++) {
+        int fd = raw_connect(bp.port);
+        assert_true(fd >= 0);
+        struct kq_buf b = {0};
+        kq_codec_append_conn_meta(&b, 1, metas[i][0], metas[i][1], 0);
+        put_nul(&b, "\x01junk");
+        raw_send_buf(fd, &b);
+        kq_buf_free(&b);
+        struct kq_frame f;
+        uint8_t *body;
+        assert_int_equal(raw_read_cmd(fd, KQ_CMD_CONN_AUTH, 3000, &f, &body), 1);
+        Protocol__ConnAuthAck *a =
+            (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+        assert_non_null(a);
+        assert_false(a->status);
+        assert_non_null(strstr(a->feedback, i == 0 ? "NUL byte in secretKey"
+                                                   : "NUL byte in groupId"));
+        kq_codec_free(&a->base);
+        free(body);
+        assert_true(raw_wait_closed(fd, 3000));
+        close(fd);
+    }
+    int prod = connect_as(TEST_PRODUCER);
+    char id[33];
+    kq_message_id_generate(id);
+    Protocol__Header h = header(id, "trade\x01x", "pay-succ");
+    struct kq_buf b = {0};
+    message_frame(&b, 51, KQ_CMD_BYTES_MESSAGE, &h, "x", 1);
+    put_nul(&b, "\x01x");
+    raw_send_buf(prod, &b);
+    kq_buf_free(&b);
+    bool ok;
+    char *fb = store_ack_feedback(prod, 51, &ok);
+    assert_false(ok);
+    assert_string_equal(fb, "Malformed Message: NUL byte in topic");
+    free(fb);
+    close(prod);
+}
+
+/* The broker completes the header (create time, expiry): a publish that just fits the 2 MiB
+ * frame limit can need a bigger delivery frame. Refused at publish with the reason (it was
+ * acked, then never delivered). */
+static void test_publish_too_large_for_delivery(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    char id[33];
+    kq_message_id_generate(id);
+    Protocol__Header h = header(id, "trade", "refund-big");
+    h.expiredtime = 0;   /* completed to now + 7 days: 5 bytes longer */
+    h.has_createtime = 0; /* completed to now: 6 bytes longer */
+    uint8_t *hb;
+    size_t hl;
+    assert_int_equal(kq_header_pack(&h, &hb, &hl), 0);
+    free(hb);
+    size_t len = KQ_FRAME_MAX_BODY;
+    while (kq_codec_message_size(hl, len) > KQ_FRAME_MAX_BODY)
+        len--;
+    assert_int_equal(kq_codec_message_size(hl, len), KQ_FRAME_MAX_BODY); /* the publish fits */
+    uint8_t *body = calloc(1, len);
+    assert_non_null(body);
+    struct kq_buf b = {0};
+    message_frame(&b, 52, KQ_CMD_BYTES_MESSAGE, &h, body, len);
+    free(body);
+    assert_int_equal(raw_send_buf(prod, &b), 0);
+    kq_buf_free(&b);
+    bool ok;
+    char *fb = store_ack_feedback(prod, 52, &ok);
+    assert_false(ok);
+    assert_non_null(strstr(fb, "Message Too Large"));
+    free(fb);
+    close(prod);
+}
+
+static int count_log_lines(const char *needle)
+{
+    FILE *f = fopen(bp.log, "r");
+    assert_non_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* Unauthenticated garbage from one peer: at most one line a second, whatever the count. */
+static void test_garbage_logged_per_peer(void **state)
+{
+    (void)state;
+    int before = count_log_lines("command before handshake peer=127.0.0.1:");
+    uint64_t t0 = kq_mono_us();
+    for (int i = 0; i < 30; i++) {
+        int fd = raw_connect(bp.port);
+        assert_true(fd >= 0);
+        struct kq_buf b = {0};
+        kq_codec_append_heartbeat(&b, 5, 1);
+        raw_send_buf(fd, &b);
+        kq_buf_free(&b);
+        assert_true(raw_wait_closed(fd, 3000));
+        close(fd);
+    }
+    int secs = (int)((kq_mono_us() - t0) / 1000000) + 1;
+    int lines = count_log_lines("command before handshake peer=127.0.0.1:") - before;
+    assert_true(lines >= 1 && lines <= secs + 1);
+}
+
 static void test_idle_connection_closed(void **state)
 {
     (void)state;
@@ -338,9 +565,14 @@ int main(void)
         cmocka_unit_test(test_heartbeat_echo),
         cmocka_unit_test(test_publish_checks),
         cmocka_unit_test(test_deliver_and_ack),
+        cmocka_unit_test(test_client_plain_message_delivered),
         cmocka_unit_test(test_ack_matched_per_connection),
         cmocka_unit_test(test_disconnect_mid_delivery),
         cmocka_unit_test(test_bad_frames),
+        cmocka_unit_test(test_string_body_with_nul_kept),
+        cmocka_unit_test(test_nul_in_names_refused),
+        cmocka_unit_test(test_publish_too_large_for_delivery),
+        cmocka_unit_test(test_garbage_logged_per_peer),
         cmocka_unit_test(test_idle_connection_closed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -339,7 +339,7 @@ static struct kq_message golden_message(uint8_t *body)
         body[i] = (uint8_t)(i * 7);
     struct kq_message m = {.topic = "user-profile", .message_type = "profile-update",
                            .group_id = "", .expired_time = 1795883009, .deliver_limit = 100,
-                           .commit = false, .fly = false, .body = body, .body_len = 2048,
+                           .two_phase = true, .fly = false, .body = body, .body_len = 2048,
                            .create_time = 1795796609};
     strcpy(m.message_id, "c51bc406eac34336b693e7edcdddad4e");
     return m;
@@ -468,7 +468,7 @@ static void test_async_acks_out_of_order(void **state)
 
     struct kq_property props[] = {{"k", "v"}};
     struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .commit = true, .body = "hi", .body_len = 2,
+                           .deliver_limit = -1, .body = "hi", .body_len = 2,
                            .string_body = true, .properties = props, .n_properties = 1};
     for (intptr_t i = 0; i < 3; i++)
         assert_int_equal(kq_publish_async(c, &m, on_published, (void *)i), 0);
@@ -536,7 +536,7 @@ static void test_ack_timeout(void **state)
     o.ack_timeout_ms = 200;
     struct kq_client *c = open_client(&f, &o);
     struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .commit = true, .body = "x", .body_len = 1};
+                           .deliver_limit = -1, .body = "x", .body_len = 1};
     int64_t t0 = mono_ms();
     struct kq_publish_result r;
     assert_int_equal(kq_publish(c, &m, &r), -ETIMEDOUT);
@@ -681,7 +681,7 @@ static void test_broker_close_fails_pending(void **state)
     o.ack_timeout_ms = 10000;
     struct kq_client *c = open_client(&f, &o);
     struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .commit = true, .body = "x", .body_len = 1};
+                           .deliver_limit = -1, .body = "x", .body_len = 1};
     for (intptr_t i = 0; i < 2; i++)
         assert_int_equal(kq_publish_async(c, &m, on_published, (void *)i), 0);
     struct sync_pub p = {.c = c, .m = m};
@@ -809,7 +809,7 @@ static void test_heartbeat_and_reconnect(void **state)
     /* publishing works on the new connection */
     seen_reset();
     struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .commit = true, .fly = true};
+                           .deliver_limit = -1, .fly = true};
     assert_int_equal(kq_publish_async(c, &m, on_published, (void *)0), 0);
     for (;;) {
         n = recv_frame(&f, &fr, 2000);
@@ -840,7 +840,7 @@ static void test_cork_batches_publishes(void **state)
     struct kq_client_options o = base_opts("g1", NULL, NULL);
     struct kq_client *c = open_client(&f, &o);
     struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .commit = true, .body = "hi", .body_len = 2};
+                           .deliver_limit = -1, .body = "hi", .body_len = 2};
 
     kq_client_cork(c);
     kq_client_cork(c); /* corks nest */

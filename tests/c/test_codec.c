@@ -205,6 +205,54 @@ static void test_garbage_and_missing_fields(void **state)
     assert_null(kq_codec_unpack(KQ_CMD_DELIVER_ACK, trunc, sizeof trunc));
 }
 
+/* StringMessage bodies keep their NUL bytes; string fields holding one are named (they
+ * would be cut short as C strings), nested ones too, bytes fields never. */
+static void test_nul_bytes(void **state)
+{
+    (void)state;
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = "0123456789abcdef0123456789abcdef";
+    h.topic = "trade";
+    h.messagetype = "t\x01x";
+    h.groupid = "g";
+    uint8_t *hb;
+    size_t hl;
+    assert_int_equal(kq_header_pack(&h, &hb, &hl), 0);
+    struct kq_buf b = {0};
+    assert_int_equal(kq_codec_append_message(&b, 1, KQ_CMD_STRING_MESSAGE, hb, hl,
+                                             (const uint8_t *)"a\0b", 3), 0);
+    const uint8_t *body = b.data + KQ_FRAME_HEADER_LEN;
+    size_t len = b.len - KQ_FRAME_HEADER_LEN;
+    ProtobufCMessage *m = kq_codec_unpack(KQ_CMD_STRING_MESSAGE, body, len);
+    struct kq_message_view v;
+    assert_int_equal(kq_message_view(KQ_CMD_STRING_MESSAGE, m, &v), 0);
+    assert_int_equal(v.body_len, 3);
+    assert_memory_equal(v.body, "a\0b", 3);
+    kq_codec_free(m);
+    assert_null(kq_codec_nul_string_field(KQ_CMD_STRING_MESSAGE, body, len));
+    assert_null(kq_codec_nul_string_field(KQ_CMD_BYTES_MESSAGE, body, len));
+    uint8_t *x = memmem(b.data, b.len, "t\x01x", 3);
+    assert_non_null(x);
+    x[1] = 0; /* messageType "t\0x" */
+    assert_string_equal(kq_codec_nul_string_field(KQ_CMD_STRING_MESSAGE, body, len),
+                        "messageType");
+    kq_buf_free(&b);
+    free(hb);
+
+    assert_int_equal(kq_codec_append_conn_meta(&b, 1, "g", "s\x01junk", 0), 0);
+    body = b.data + KQ_FRAME_HEADER_LEN;
+    len = b.len - KQ_FRAME_HEADER_LEN;
+    assert_null(kq_codec_nul_string_field(KQ_CMD_CONN_META, body, len));
+    x = memmem(b.data, b.len, "\x01junk", 5);
+    assert_non_null(x);
+    *x = 0;
+    assert_string_equal(kq_codec_nul_string_field(KQ_CMD_CONN_META, body, len), "secretKey");
+    m = kq_codec_unpack(KQ_CMD_CONN_META, body, len);
+    assert_non_null(m); /* decodes: only the check can tell */
+    kq_codec_free(m);
+    kq_buf_free(&b);
+}
+
 static void test_message_ids(void **state)
 {
     (void)state;
@@ -230,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_partial_and_many),
         cmocka_unit_test(test_bad_lengths),
         cmocka_unit_test(test_garbage_and_missing_fields),
+        cmocka_unit_test(test_nul_bytes),
         cmocka_unit_test(test_message_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -113,7 +113,7 @@ static void *producer_main(void *arg)
     memset(body, 'x', sizeof body);
     struct kq_message m = {
         .topic = "trade", .message_type = "pay-succ", .group_id = "", .expired_time = -1,
-        .deliver_limit = -1, .commit = true, .body = body, .body_len = sizeof body,
+        .deliver_limit = -1, .body = body, .body_len = sizeof body,
     };
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -575,7 +575,7 @@ static bool publish_once(void *ud)
     static char body[BODY_LEN];
     memset(body, 'y', sizeof body);
     struct kq_message m = {.topic = "trade", .message_type = "pay-succ", .group_id = "",
-                           .expired_time = -1, .deliver_limit = -1, .commit = true,
+                           .expired_time = -1, .deliver_limit = -1,
                            .body = body, .body_len = sizeof body};
     kq_generate_message_id(m.message_id);
     idset_add(W.published, m.message_id);

@@ -519,7 +519,7 @@ static void *producer_main(void *arg)
     struct producer *p = arg;
     static const char body[256] = "load";
     struct kq_message m = {.topic = "trade", .message_type = "pay-succ", .group_id = "",
-                           .expired_time = -1, .deliver_limit = -1, .commit = true,
+                           .expired_time = -1, .deliver_limit = -1,
                            .body = body, .body_len = sizeof body};
     for (;;) {
         pthread_mutex_lock(&p->mu);

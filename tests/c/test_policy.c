@@ -284,6 +284,29 @@ static void expect_load_error(const char *name, const char *file, const char *sr
     assert_non_null(strstr(err, file)); /* FILE: reason */
 }
 
+/* The budget a failure message names is the one docs/POLICIES.md gives (the self-test's
+ * message said 250 ms where the docs only knew 20 ms). */
+static void expect_budget_documented(const char *msg)
+{
+    const char *open = strchr(msg, '(');
+    assert_non_null(open);
+    char budget[128];
+    snprintf(budget, sizeof budget, "%s", open + 1);
+    char *close = strchr(budget, ')');
+    assert_non_null(close);
+    *close = 0;
+    char path[512], text[65536];
+    const char *src = getenv("KITEQ_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/docs/POLICIES.md", src ? src : ".");
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    if (!strstr(text, budget))
+        fail_msg("\"%s\" (from \"%s\") is not in docs/POLICIES.md", budget, msg);
+}
+
 static void test_load_errors(void **state)
 {
     (void)state;
@@ -317,6 +340,7 @@ static void test_load_errors(void **state)
                       "route: self-test failed");
     expect_load_error("st-loop", "routing.lua",
                       "return { route = function() while true do end end }", "stopped");
+    expect_budget_documented(strstr(err, "self-test failed: ") + 18);
     expect_load_error("st-garbage", "routing.lua", "return { route = function() return 42 end }",
                       "list of group names");
     expect_load_error("st-types", "routing.lua",
@@ -344,7 +368,7 @@ static const char *const tricky_routing =
     "  if t == 'ghost' then return { 'ghost', 'g-direct', 'g-direct' } end\n"
     "  if t == 'loop' then while true do end end\n"
     "  if t == 'alloc' then local s = {} for i = 1, 1e9 do s[i] = string.rep('z', 1e6) .. i end end\n"
-    "  if t == 'only-fanout' then return { 'g-fanout' } end\n"
+    "  if t:sub(1, 11) == 'only-fanout' then return { 'g-fanout' } end\n"
     "  return nil -- the built-in answer\n"
     "end\n"
     "return M\n";
@@ -396,20 +420,39 @@ static void test_route_runtime_failures(void **state)
     assert_same_routes(p, NULL, s, "trade", "pay-500"); /* a fresh call works */
     assert_false(hook_stats(p, "route").disabled);
 
-    /* endless loop: stopped every time; KQ_POLICY_MAX_STRIKES in a row switch the hook off */
+    /* endless loop: stopped every time; KQ_POLICY_MAX_STRIKES in a row switch the hook off
+     * for that (topic, type) only, even with other types answered in between */
     uint64_t calls0 = hook_stats(p, "route").calls;
     for (int i = 0; i < KQ_POLICY_MAX_STRIKES; i++) {
         uint64_t t0 = kq_mono_us();
         n = kq_policy_route(p, s, "trade", "loop", r, 32);
         assert_true(kq_mono_us() - t0 < 2000000); /* bounded */
         assert_int_equal(n, kq_policy_route(NULL, s, "trade", "loop", d, 32));
+        char other[32];
+        snprintf(other, sizeof other, "healthy-%d", i);
+        kq_policy_route(p, s, "trade", other, r, 32); /* answered: no effect on "loop" */
     }
     assert_true(hook_stats(p, "route").disabled);
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + KQ_POLICY_MAX_STRIKES);
+    assert_int_equal(hook_stats(p, "route").disabled_subjects, 1);
+    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES);
     uint64_t fb = hook_stats(p, "route").fallbacks;
+    for (int i = 0; i < 2; i++) { /* the fallback is not memoised: each one counts */
+        n = kq_policy_route(p, s, "trade", "loop", r, 32);
+        assert_int_equal(n, kq_policy_route(NULL, s, "trade", "loop", d, 32));
+    }
+    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES); /* no Lua */
+    assert_int_equal(hook_stats(p, "route").fallbacks, fb + 2);
+    /* other types still route by the hook (the built-in answer would add g-multi) */
     n = kq_policy_route(p, s, "trade", "only-fanout-2", r, 32);
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + KQ_POLICY_MAX_STRIKES); /* no Lua */
-    assert_int_equal(hook_stats(p, "route").fallbacks, fb + 1);
+    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES + 1);
+    assert_int_equal(n, 1);
+    assert_string_equal(r[0].group, "g-fanout");
+    assert_int_equal(kq_policy_route(NULL, s, "trade", "only-fanout-2", d, 32), 2);
+    /* the same type on another topic is another subject: the hook is asked (and fails) */
+    uint64_t calls1 = hook_stats(p, "route").calls;
+    kq_policy_route(p, s, "feed", "loop", r, 32);
+    assert_int_equal(hook_stats(p, "route").calls, calls1 + 1);
+    assert_int_equal(hook_stats(p, "route").disabled_subjects, 1);
 
     kq_binding_set_free(s);
     kq_policy_free(p);
@@ -470,6 +513,17 @@ static void test_retry_and_flow_runtime_failures(void **state)
     assert_int_equal(hook_stats(p, "flow.group").errors, 3);
     kq_policy_flow_group(p, "partial", "t", &f, &l); /* missing fields keep the default */
     assert_true(l.rate == 105 && l.burst == 50 && l.window == 1000);
+    /* strikes per (group, topic): one group's bad answers leave the others on the hook */
+    for (int i = 1; i < KQ_POLICY_MAX_STRIKES; i++)
+        kq_policy_flow_group(p, "bad-rate", "t", &f, &l);
+    assert_int_equal(hook_stats(p, "flow.group").disabled_subjects, 1);
+    uint64_t fcalls = hook_stats(p, "flow.group").calls;
+    kq_policy_flow_group(p, "bad-rate", "t", &f, &l); /* switched off: no Lua */
+    assert_int_equal(hook_stats(p, "flow.group").calls, fcalls);
+    kq_policy_flow_group(p, "partial", "t", &f, &l);
+    assert_true(l.rate == 105);
+    kq_policy_flow_group(p, "bad-rate", "other-topic", &f, &l);
+    assert_int_equal(hook_stats(p, "flow.group").calls, fcalls + 2);
     kq_policy_flow_intake(p, 20000, &l); /* no intake hook: the default */
     assert_true(l.rate == 20000 && l.burst == 10000);
     assert_false(hook_stats(p, "flow.intake").loaded);

@@ -265,6 +265,46 @@ static void test_two_phase_checks(void **state)
     close(prod);
 }
 
+/* A two-phase message belongs to the group of the connection that published it: a header
+ * naming another group is refused, an empty one is the connection's group (its checks come
+ * back to the producer), and a commit from another group's connection changes nothing. */
+static void test_two_phase_belongs_to_its_publisher(void **state)
+{
+    (void)state;
+    int prod = connect_as(TEST_PRODUCER);
+    int a = connect_as(TEST_CONSUMER);
+    char id[33], got[33], fb[192];
+    uint32_t op;
+    struct raw_msg m = {.topic = "trade", .type = "refund-owner", .group = TEST_CONSUMER,
+                        .commit = false};
+    assert_int_equal(raw_publish(prod, 1, &m, id, fb, sizeof fb), 0);
+    assert_string_equal(fb, "Invalid GroupId: the header's groupId \"s-trade-a\" is not the "
+                            "publishing connection's group \"p-trade\"");
+    m.group = "";
+    assert_int_equal(raw_publish(prod, 2, &m, id, NULL, 0), 1);
+    send_tx(a, 0, id, "refund-owner", KQ_TX_COMMIT); /* s-trade-a is not the publisher */
+    assert_int_equal(raw_sync(a), 0);
+    /* the check (after txCheckSeconds) goes to the producer's group */
+    struct kq_frame f;
+    uint8_t *buf;
+    assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 5000, &f, &buf), 1);
+    Protocol__TxACKPacket *t = (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    assert_non_null(t);
+    assert_string_equal(t->header->messageid, id);
+    assert_string_equal(t->header->groupid, TEST_PRODUCER);
+    kq_codec_free(&t->base);
+    free(buf);
+    assert_int_equal(raw_recv_delivery(a, 100, got, &op, NULL, 0), 0); /* still uncommitted */
+    send_tx(prod, f.opaque, id, "refund-owner", KQ_TX_COMMIT);
+    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(a, op, got, true);
+    assert_int_equal(raw_sync(a), 0);
+    assert_true(broker_wait_log(&bp, "tx: answer ignored: id=", 1));
+    close(a);
+    close(prod);
+}
+
 static void test_delivery_first(void **state)
 {
     (void)state;
@@ -378,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_fly_never_stored),
         cmocka_unit_test(test_two_phase_commit_and_rollback),
         cmocka_unit_test(test_two_phase_checks),
+        cmocka_unit_test(test_two_phase_belongs_to_its_publisher),
         cmocka_unit_test(test_delivery_first),
         cmocka_unit_test(test_cold_backlog_parked_and_delivered),
         cmocka_unit_test(test_cold_not_loaded_while_nobody_online),

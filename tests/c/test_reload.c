@@ -212,7 +212,8 @@ static char *hup_expect_failed(void)
     return log_since(bp.log_seen);
 }
 
-static cJSON *get_json(const char *path)
+/* GET path on the admin port: the body (malloc'd). */
+static char *get_body(const char *path)
 {
     int fd = raw_connect(admin_port);
     assert_true(fd >= 0);
@@ -235,10 +236,30 @@ static cJSON *get_json(const char *path)
     buf[len] = 0;
     const char *body = strstr(buf, "\r\n\r\n");
     assert_non_null(body);
-    cJSON *j = cJSON_Parse(body + 4);
+    return strdup(body + 4);
+}
+
+static cJSON *get_json(const char *path)
+{
+    char *body = get_body(path);
+    cJSON *j = cJSON_Parse(body);
     if (!j)
-        fail_msg("not JSON: %s", buf);
+        fail_msg("not JSON: %s", body);
+    free(body);
     return j;
+}
+
+/* One sample of /metrics ("name{labels}" as exposed); -1 when absent. */
+static double metric(const char *sample)
+{
+    char *text = get_body("/metrics");
+    double v = -1;
+    size_t n = strlen(sample);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, sample, n) == 0 && p[n] == ' ')
+            v = strtod(p + n + 1, NULL);
+    free(text);
+    return v;
 }
 
 struct reload_stat {
@@ -513,6 +534,40 @@ static void test_operator_changes_retry_and_routing(void **state)
     close_all(&c);
 }
 
+/* One messageType whose routing raises is switched off alone (it used to switch the hook
+ * off for all traffic after 5 failures): other types keep the hook's routing, /metrics
+ * shows the switch-off and the fallbacks, the log names the topic and type. */
+static void test_failing_type_switches_off_alone(void **state)
+{
+    (void)state;
+    start_default();
+    write_policy("routing.lua",
+                 "local M = {}\n"
+                 "function M.route(topic, t, binds)\n"
+                 "  if t == 'refund-bad' then error('cannot route refund-bad') end\n"
+                 "  if t:sub(1, 7) == 'refund-' then return { 's-refund' } end\n"
+                 "end\n"
+                 "return M\n");
+    hup_expect_done();
+    int prod = connect_as(TEST_PRODUCER, TEST_SECRET);
+    int refund = connect_as(REFUND_GROUP, TEST_SECRET);
+    char id[33];
+    assert_true(metric("kiteq_hook_disabled{hook=\"route\"}") == 0);
+    for (int i = 0; i < 10 && metric("kiteq_hook_disabled{hook=\"route\"}") < 1; i++)
+        publish(prod, "refund-bad", id); /* each one fails at least once */
+    assert_true(metric("kiteq_hook_disabled{hook=\"route\"}") == 1);
+    assert_true(metric("kiteq_hook_fallbacks_total{hook=\"route\"}") >= 5);
+    assert_true(metric("kiteq_hook_disabled{hook=\"retry\"}") == 0);
+    assert_true(broker_wait_log(&bp, "hook=route topic=trade type=refund-bad failed: ", 1));
+    assert_true(broker_wait_log(&bp, "hook=route topic=trade type=refund-bad switched off", 1));
+
+    /* the built-in rules would send refund-good to s-trade-a; the hook sends it to s-refund */
+    publish(prod, "refund-good", id);
+    expect_delivery(refund, REFUND_GROUP, id, true);
+    close(prod);
+    close(refund);
+}
+
 /* --- many reloads ------------------------------------------------------------------------- */
 
 static long vm_rss_kib(pid_t pid)
@@ -742,6 +797,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_broken_scripts_keep_the_old_policy, teardown),
         cmocka_unit_test_teardown(test_operator_changes_retry_and_routing, teardown),
+        cmocka_unit_test_teardown(test_failing_type_switches_off_alone, teardown),
         cmocka_unit_test_teardown(test_hundred_reloads_keep_memory_flat, teardown),
         cmocka_unit_test_teardown(test_hup_storm_never_overlaps, teardown),
         cmocka_unit_test_teardown(test_config_changes, teardown),

@@ -693,7 +693,7 @@ static void test_two_brokers(void **state)
     got[1] = calloc(1, sizeof *got[1]);
     assert_true(acked && got[0] && got[1]);
     struct kq_message m = {.topic = T, .message_type = "pay-succ", .expired_time = -1,
-                           .deliver_limit = -1, .commit = true, .body = "x", .body_len = 1};
+                           .deliver_limit = -1, .body = "x", .body_len = 1};
     struct kq_publish_result r;
     for (int i = 0; i < 20; i++) {
         assert_int_equal(kq_cluster_publish(pc, &m, &r), 0);

@@ -102,7 +102,7 @@ static int group_teardown(void **state)
 static struct kq_message msg(const char *type)
 {
     struct kq_message m = {.topic = "trade", .message_type = type, .expired_time = -1,
-                           .deliver_limit = -1, .commit = true, .body = "hello",
+                           .deliver_limit = -1, .body = "hello",
                            .body_len = 5};
     return m;
 }
