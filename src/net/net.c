@@ -390,7 +390,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (used == 0)
             break;
         if (used < 0) {
-            KQ_WARN("net", "bad frame length, closing peer=%s", c->peer);
+            KQ_LOG_PER_PEER(KQ_LOG_WARN, "net", c->peer, "bad frame length, closing peer=%s", c->peer);
             kq_conn_close(c, "bad frame length");
             return;
         }
