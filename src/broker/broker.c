@@ -136,6 +136,11 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         return -ENOMEM;
     b->loop = loop;
     b->cfg = cfg;
+    b->routes = malloc(KQ_POLICY_MAX_ROUTES * sizeof *b->routes);
+    if (!b->routes) {
+        free(b);
+        return -ENOMEM;
+    }
     kq_idmap_init(&b->msgs, offsetof(struct kq_msg, id));
     kq_arena_init(&b->frame_arena, 64 * 1024);
     uv_timer_init(loop, &b->tick);

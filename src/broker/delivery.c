@@ -12,7 +12,6 @@
 #include "broker/internal.h"
 #include "core/log.h"
 
-#define MAX_ROUTES 64
 #define NO_SUBSCRIBER "(no subscriber)" /* the failed "group" of an attempt with no route */
 /* With no consumer online for a message, look at it again this often (at most). */
 #define NOBODY_RECHECK_MS 30000
@@ -594,8 +593,9 @@ static void undefer(struct kq_broker *b)
  * held by the queued loads grew by 1.4 KB per message). */
 static bool any_group_online(struct kq_broker *b, const struct kq_msg *m)
 {
-    struct kq_route routes[MAX_ROUTES];
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes, MAX_ROUTES);
+    struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
+    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
+                               KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++) {
         if (name_in(b, m->done, m->n_done, routes[i].group))
             continue;
@@ -630,8 +630,9 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
-    struct kq_route routes[MAX_ROUTES];
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes, MAX_ROUTES);
+    struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
+    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
+                               KQ_POLICY_MAX_ROUTES);
     kq_names_clear(&m->failed, &m->n_failed);
     m->sent = 0;
     m->retry_soon = false;
@@ -825,4 +826,6 @@ void kq_delivery_free_all(struct kq_broker *b)
     kq_heap_free(&b->schedule);
     free(b->deferred.ids);
     memset(&b->deferred, 0, sizeof b->deferred);
+    free(b->routes);
+    b->routes = NULL;
 }

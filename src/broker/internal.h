@@ -174,6 +174,7 @@ struct kq_broker {
         size_t head, len, cap;
     } deferred;
     struct kq_policy *policy;          /* routing / retry / intake hooks (C defaults inside) */
+    struct kq_route *routes;           /* KQ_POLICY_MAX_ROUTES: the routes of one attempt */
     struct kq_binding_set *bindings;   /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats; /* per topic counters, by name */

@@ -17,6 +17,14 @@ static void on_bindings(void *ud, const char *topic, const char *group,
         KQ_ERROR("registry", "out of memory applying bindings topic=%s group=%s", topic, group);
         return;
     }
+    size_t groups = kq_binding_set_topic_groups(next, topic);
+    if (groups > KQ_MAX_GROUPS_PER_TOPIC) {
+        KQ_ERROR("registry", "bindings refused topic=%s group=%s: the topic would have %zu bound "
+                 "groups, the limit is %d; this group receives nothing from it", topic, group,
+                 groups, KQ_MAX_GROUPS_PER_TOPIC);
+        kq_binding_set_free(next);
+        return;
+    }
     kq_binding_set_free(b->bindings);
     b->bindings = next;
     KQ_INFO("registry", "bindings changed topic=%s group=%s bindings=%zu", topic, group, n);

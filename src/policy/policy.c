@@ -78,6 +78,7 @@ struct kq_policy {
     size_t n_memo;
     const struct kq_binding_set *memo_set;
     uint64_t memo_gen;
+    struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
 };
 
 static const char GUARD_KEY = 0; /* its address keys the generation in the Lua registry */
@@ -706,7 +707,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
     if (p->hooks[H_ROUTE].ref != LUA_NOREF) {
         static const char *const types[] = {"pay-200", "pay-1", "other", ""};
         for (size_t i = 0; i < 4; i++) {
-            struct kq_route out[KQ_POLICY_MAX_ROUTES];
+            struct kq_route *out = p->scratch;
             for (size_t nb = 0; nb <= 3; nb += 3) { /* with and without bindings */
                 struct route_call rc = {.c = {.p = p, .id = H_ROUTE}, .binds = binds, .n = nb,
                                         .topic = "selftest", .type = types[i], .out = out,
@@ -774,7 +775,8 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
         p->hooks[i].ref = LUA_NOREF;
     p->rc = kq_regex_cache_new();
     p->strikes = kq_strikes_new();
-    if (!p->rc || !p->strikes)
+    p->scratch = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->scratch);
+    if (!p->rc || !p->strikes || !p->scratch)
         goto oom;
     p->mem.max = KQ_POLICY_MEMORY_BYTES;
     p->L = lua_newstate(kq_lua_budget_alloc, &p->mem);
@@ -842,6 +844,7 @@ void kq_policy_free(struct kq_policy *p)
     memo_clear(p);
     kq_regex_cache_free(p->rc);
     kq_strikes_free(p->strikes);
+    free(p->scratch);
     free(p);
 }
 
@@ -900,7 +903,7 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
         }
     }
 
-    struct kq_route r[KQ_POLICY_MAX_ROUTES];
+    struct kq_route *r = p->scratch;
     size_t found = 0;
     bool answered = false;
     struct route_call rc = {.c = {.p = p, .id = H_ROUTE, .subject = {topic, type}},

@@ -28,7 +28,7 @@
  * calls carry no subject). Other subjects keep the hook. */
 #define KQ_POLICY_MAX_STRIKES 5
 #define KQ_POLICY_MAX_SUBJECTS 4096 /* subjects with strikes tracked; full = start over */
-#define KQ_POLICY_MAX_ROUTES 256  /* groups per routing answer */
+#define KQ_POLICY_MAX_ROUTES KQ_MAX_GROUPS_PER_TOPIC /* groups per routing answer */
 #define KQ_POLICY_RETRY_MAX_MS (24LL * 3600 * 1000)
 
 struct kq_policy;

@@ -134,6 +134,15 @@ const struct kq_binding *kq_binding_set_all(const struct kq_binding_set *s, size
     return s->v;
 }
 
+size_t kq_binding_set_topic_groups(const struct kq_binding_set *s, const char *topic)
+{
+    size_t n, groups = 0;
+    const struct kq_binding *v = kq_binding_set_topic(s, topic, &n);
+    for (size_t i = 0; i < n; i++) /* sorted by group within the topic */
+        groups += i == 0 || strcmp(v[i].group_id, v[i - 1].group_id) != 0;
+    return groups;
+}
+
 uint64_t kq_binding_set_generation(const struct kq_binding_set *s) { return s->generation; }
 
 void kq_binding_set_free(struct kq_binding_set *s)

@@ -4,6 +4,10 @@
  * anything memoised from a set (routing answers) is valid while the generation matches. */
 #ifndef KQ_REGISTRY_BINDINGS_H
 #define KQ_REGISTRY_BINDINGS_H
+/* The most consumer groups one topic can have bindings for. Routing, delivery and the
+ * checks of config and registry all use this one limit: a binding past it is refused with a
+ * clear error where it comes in, never cut off silently at delivery. */
+#define KQ_MAX_GROUPS_PER_TOPIC 4096
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +28,8 @@ struct kq_binding_set *kq_binding_set_with_group(const struct kq_binding_set *ol
 /* Every binding of a topic (any group), in a stable order; *n = 0 when none. */
 const struct kq_binding *kq_binding_set_topic(const struct kq_binding_set *s,
                                               const char *topic, size_t *n);
+/* How many distinct groups have bindings on a topic. */
+size_t kq_binding_set_topic_groups(const struct kq_binding_set *s, const char *topic);
 /* Every binding of the set (for /binds and tests). */
 const struct kq_binding *kq_binding_set_all(const struct kq_binding_set *s, size_t *n);
 uint64_t kq_binding_set_generation(const struct kq_binding_set *s);

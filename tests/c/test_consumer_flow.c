@@ -331,6 +331,55 @@ static void test_what_original_clients_see(void **state)
     close(prod);
 }
 
+/* A topic with 300 bound groups: every group gets the message (delivery used to cut the
+ * routes at 64, and the message was removed once those 64 acked). */
+static void test_fanout_to_300_groups(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    size_t cap = 64 * 1024, len = 0;
+    char *cfg = malloc(cap);
+    len += (size_t)snprintf(cfg + len, cap - len,
+                            "return { default = \"t\", clusters = { t = {\n"
+                            "  bind = \"127.0.0.1:0\", topics = { \"trade\" }, db = \"memory://\",\n"
+                            "  groups = { [\"p-trade\"] = \"secret\",\n");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(cfg + len, cap - len, "    [\"g%03d\"] = \"secret\",\n", i);
+    len += (size_t)snprintf(cfg + len, cap - len, "} } },\n  bindings = { { groupIds = {");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(cfg + len, cap - len, " \"g%03d\",", i);
+    snprintf(cfg + len, cap - len, " }, topic = \"trade\", messageType = \"*\", "
+             "bindType = \"fanout\", persistent = true } },\n}\n");
+    assert_int_equal(broker_start(&bp, cfg, NULL), 0);
+    free(cfg);
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        char g[8];
+        snprintf(g, sizeof g, "g%03d", i);
+        fds[i] = raw_connect(bp.port);
+        assert_true(fds[i] >= 0);
+        assert_int_equal(raw_handshake(fds[i], g, TEST_SECRET), 1);
+    }
+    int prod = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    char id[33], got[33];
+    struct raw_msg m = {.topic = "trade", .type = "any", .body = "to all", .commit = true};
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    int received = 0;
+    for (int i = 0; i < N; i++) {
+        uint32_t op;
+        if (raw_recv_delivery(fds[i], 5000, got, &op, NULL, 0) == 1 && strcmp(got, id) == 0) {
+            received++;
+            raw_deliver_ack(fds[i], op, got, true);
+        }
+    }
+    print_message("fan-out: %d of %d groups received the message\n", received, N);
+    assert_int_equal(received, N);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    close(prod);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +389,7 @@ int main(void)
         cmocka_unit_test_teardown(test_warmup_retry_when_warm, teardown),
         cmocka_unit_test_teardown(test_client_that_never_reads, teardown),
         cmocka_unit_test_teardown(test_what_original_clients_see, teardown),
+        cmocka_unit_test_teardown(test_fanout_to_300_groups, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
