@@ -5,6 +5,7 @@
  * every bound group that has not acked yet -> every copy acked, nacked, timed out or lost ->
  * finish: all groups done => removed from the store; else the retry policy gives a delay
  * (state persisted) or a dead-letter verdict. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,9 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m);
 static void undefer(struct kq_broker *b);
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
 static void pump(struct kq_broker *b, struct kq_group *g);
+static bool load_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_group *g);
+/* Set while load_for_group waits for the store: an answer given at once must not pump. */
+static bool loading_inline;
 
 /* Groups are kept as atoms, so membership is a pointer comparison. */
 static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
@@ -417,6 +421,43 @@ static struct kq_msg *dequeue_wait(struct kq_broker *b, struct kq_group *g)
 
 static bool attempt_over(const struct kq_msg *m) { return m->inflight == 0 && m->waiting == 0; }
 
+/* Memory is bounded by the pending count, not by what consumers do: once its copies are
+ * written to the connections, a stored message keeps only its id while they are out (an
+ * answer needs no body; a retry reads it back). Copies waiting for room keep theirs only
+ * while the queues are short, so a consumer that never acks holds ids, not bodies. */
+#define HOT_WAITING_MAX 1024
+
+static void drop_block_while_out(struct kq_broker *b, struct kq_msg *m)
+{
+    if (m->waiting == 0 || b->n_waiting_total > HOT_WAITING_MAX)
+        kq_msg_evict(m);
+}
+
+/* A waiting copy that cannot be sent (its body cannot be read back) fails for g now. */
+static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq_msg *m)
+{
+    for (struct kq_wait **pp = &g->wait_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if ((*pp)->msg != m)
+            continue;
+        struct kq_wait *w = *pp;
+        *pp = w->next;
+        if (g->wait_tail == w)
+            g->wait_tail = prev;
+        g->n_waiting--;
+        b->n_waiting_total--;
+        m->waiting--;
+        struct kq_group_rate *r = find_rate(g, m->topic);
+        if (r && r->waiting)
+            r->waiting--;
+        free(w);
+        kq_names_add(b, &m->failed, &m->n_failed, g->id);
+        kq_msg_set_failure(m, "nack");
+        if (attempt_over(m))
+            finish_attempt(b, m);
+        return;
+    }
+}
+
 /* Send what waits for room in g, in FIFO order, as far as window and rate allow. */
 static void pump(struct kq_broker *b, struct kq_group *g)
 {
@@ -433,6 +474,8 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         if (!s)
             break; /* full: an answer or a drained connection pumps again; warming up: the
                     * tick; offline is handled by kq_delivery_group_offline */
+        if (!m->block && !load_for_group(b, m, g))
+            break; /* being read back (on_loaded pumps again), or failed (no longer here) */
         dequeue_wait(b, g);
         if (!send_copy(b, m, g, s))
             kq_names_add(b, &m->failed, &m->n_failed, g->id);
@@ -440,6 +483,8 @@ static void pump(struct kq_broker *b, struct kq_group *g)
             r->inflight++;
         if (attempt_over(m))
             finish_attempt(b, m);
+        else
+            drop_block_while_out(b, m);
     }
 }
 
@@ -500,7 +545,37 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
 struct load_ctx {
     struct kq_broker *broker;
     char id[KQ_ID_LEN + 1];
+    char group[KQ_GROUP_MAX]; /* "" = for an attempt; else for that group's waiting copy */
 };
+
+/* Header and body as read back from the store, with the commit the stored header predates. */
+static int set_loaded_block(struct kq_msg *m, const struct kq_stored_msg *sm)
+{
+    if (kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len) != 0)
+        return -ENOMEM;
+    if (m->commit)
+        kq_tx_mark_header_committed(m);
+    return 0;
+}
+
+static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq_msg *m);
+
+/* A waiting copy's header and body are back (or not): send what g can now. */
+static void on_loaded_for_group(struct kq_broker *b, struct kq_msg *m, const char *group,
+                                int status, const struct kq_stored_msg *sm)
+{
+    struct kq_group *g = kq_group_get(b, group, false);
+    if (status != 0 || set_loaded_block(m, sm) != 0) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back from the store for "
+                           "group=%s: %s (this attempt fails for the group)", m->id, group,
+                           strerror(status ? -status : ENOMEM));
+        if (g)
+            fail_waiting_copy(b, g, m);
+        return;
+    }
+    if (g && g->wait_head && !loading_inline) /* at once: load_for_group's caller goes on */
+        pump(b, g);
+}
 
 /* Header and body are back from the store: run the attempt that asked for them. */
 static void on_loaded(void *ud, int status, const struct kq_stored_msg *sm)
@@ -508,20 +583,54 @@ static void on_loaded(void *ud, int status, const struct kq_stored_msg *sm)
     struct load_ctx *lc = ud;
     struct kq_broker *b = lc->broker;
     struct kq_msg *m = kq_delivery_find(b, lc->id);
+    char group[KQ_GROUP_MAX];
+    memcpy(group, lc->group, sizeof group);
     free(lc);
     if (!m || !m->loading)
         return; /* dropped meanwhile (rolled back) */
     m->loading = false;
-    if (status != 0 ||
-        kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len) != 0) {
+    if (group[0]) {
+        on_loaded_for_group(b, m, group, status, sm);
+        return;
+    }
+    if (status != 0 || set_loaded_block(m, sm) != 0) {
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back from the store: %s",
                            m->id, strerror(status ? -status : ENOMEM));
         kq_delivery_schedule(b, m, kq_now_ms() + (int64_t)b->cfg->recover_seconds * 1000);
         return;
     }
-    if (m->commit)
-        kq_tx_mark_header_committed(m); /* the stored header predates the commit */
     start_attempt(b, m);
+}
+
+/* Read a waiting copy's header and body back for g (they were dropped while it waited).
+ * Returns true when they are there now (a store that answers at once), false while the read
+ * is in flight (on_loaded pumps g) or after a failure (the copy failed for g). */
+static bool load_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_group *g)
+{
+    if (m->loading)
+        return false;
+    struct load_ctx *lc = calloc(1, sizeof *lc);
+    if (!lc)
+        return false; /* the tick pumps again */
+    lc->broker = b;
+    memcpy(lc->id, m->id, sizeof lc->id);
+    snprintf(lc->group, sizeof lc->group, "%s", g->id);
+    char id[KQ_ID_LEN + 1];
+    memcpy(id, m->id, sizeof id);
+    m->loading = true;
+    loading_inline = true;
+    int rc = b->store->ops->load(b->store, m->id, on_loaded, lc);
+    loading_inline = false;
+    if (rc != 0) {
+        m->loading = false;
+        free(lc);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot load id=%s for group=%s", m->id,
+                           g->id);
+        fail_waiting_copy(b, g, m);
+        return false;
+    }
+    /* an answer at once may have failed the copy (and finished the message) */
+    return kq_delivery_find(b, id) == m && m->block && g->wait_head && g->wait_head->msg == m;
 }
 
 static void load_then_attempt(struct kq_broker *b, struct kq_msg *m)
@@ -646,6 +755,8 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     if (attempt_over(m))
         finish_attempt(b, m);
+    else
+        drop_block_while_out(b, m);
 }
 
 void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
