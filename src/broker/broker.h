@@ -10,6 +10,16 @@
 #include "config/config.h"
 
 struct kq_broker;
+struct kq_policy;
+
+/* Every check a start makes before it takes a resource: the listen and admin addresses, the
+ * store URI and its parameters, the registry URI, the log file, and the policies (loaded and
+ * self-tested; a folder named in the file must exist). Used by kq_broker_start, reload and
+ * `kiteq --check`. 0, with the loaded policies in *policy when policy is not NULL (the
+ * caller frees them); or -EINVAL with every problem in err, one "FILE: key: reason" line
+ * each. Loop thread or before the loop runs. */
+int kq_broker_preflight(const struct kq_config *cfg, struct kq_policy **policy, char *err,
+                        size_t errlen);
 
 /* Start listening and serving with config `cfg` (malloc'd; owned by the broker once *out is
  * set, and freed by kq_broker_free). Returns 0 or -errno with a reason in err; on an error

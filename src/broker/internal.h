@@ -175,7 +175,7 @@ struct kq_broker {
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
     uint64_t reload_failures;
-    char reload_error[512];             /* last failure, "" after a success */
+    char reload_error[2048];            /* last failure, "" after a success */
     int64_t started_sec;
     struct kq_broker_stats last_sec, prev_stats; /* per-second deltas for /stat */
     struct kq_net_stats net_last_sec, net_mark;
