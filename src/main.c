@@ -39,6 +39,13 @@ static void report_problems(const char *err, bool to_log)
     }
 }
 
+/* A line tests and scripts wait for: the broker listens and clients can find it. */
+static void on_ready(void *ud)
+{
+    struct app *a = ud;
+    KQ_INFO("main", "ready port=%d pid=%d", kq_broker_port(a->broker), (int)getpid());
+}
+
 static void on_stopped(void *ud)
 {
     struct app *a = ud;
@@ -165,8 +172,7 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigint, on_stop_signal, SIGINT);
     uv_signal_start(&a.sighup, on_hup, SIGHUP);
     uv_signal_start(&a.sigusr1, on_usr1, SIGUSR1);
-    /* A line tests and scripts can wait for. */
-    KQ_INFO("main", "ready port=%d pid=%d", kq_broker_port(a.broker), (int)getpid());
+    kq_broker_when_ready(a.broker, on_ready, &a);
     uv_run(a.loop, UV_RUN_DEFAULT);
     kq_broker_free(a.broker); /* owns the config (a reload may have replaced it) */
     uv_loop_close(a.loop);

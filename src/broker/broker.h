@@ -37,6 +37,9 @@ void kq_broker_set_args(struct kq_broker *b, int argc, char **argv);
  * the reason is logged and returned. 0 or -errno. */
 int kq_broker_reload(struct kq_broker *b);
 int kq_broker_port(const struct kq_broker *b);
+/* cb(ud) once clients can find the broker: at once with static bindings, else when its
+ * nodes are registered in ZooKeeper for the first time (which waits for ZooKeeper). */
+void kq_broker_when_ready(struct kq_broker *b, void (*cb)(void *ud), void *ud);
 
 struct kq_broker_stats {
     uint64_t connections, received, stored, delivered, acked, retried, dead_lettered,

@@ -170,6 +170,9 @@ struct kq_broker {
     struct kq_zk_registry *zk;          /* NULL with static bindings */
     struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;         /* "static" or the ZooKeeper state */
+    bool findable;                      /* static, or registered in ZooKeeper once */
+    void (*ready_cb)(void *ud);         /* kq_broker_when_ready, called once */
+    void *ready_ud;
     struct kq_admin *admin;             /* NULL when `admin` is unset */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
