@@ -11,6 +11,7 @@
 #include "broker/broker.h"
 #include "config/config.h"
 #include "core/log.h"
+#include "core/redact.h"
 
 struct app {
     uv_loop_t *loop;
@@ -20,6 +21,30 @@ struct app {
     char *log_file; /* fixed at start: a reload does not move the log */
     int exit_code;
 };
+
+/* Problems come one per line ("FILE: key: reason"): each is printed (to stderr, for --check
+ * and a file that does not load) or logged (a start that fails) on its own line, without
+ * secrets (kq_log redacts by itself; --check output may end up in a log too). */
+static void report_problems(const char *err, bool to_log)
+{
+    while (*err) {
+        size_t n = strcspn(err, "\n");
+        char line[2048], clean[2048];
+        snprintf(line, sizeof line, "%.*s", (int)n, err);
+        if (to_log)
+            KQ_ERROR("main", "cannot start: %s", line);
+        else
+            fprintf(stderr, "kiteq: %s\n", kq_redact(line, clean, sizeof clean));
+        err += n + (err[n] == '\n');
+    }
+}
+
+/* A line tests and scripts wait for: the broker listens and clients can find it. */
+static void on_ready(void *ud)
+{
+    struct app *a = ud;
+    KQ_INFO("main", "ready port=%d pid=%d", kq_broker_port(a->broker), (int)getpid());
+}
 
 static void on_stopped(void *ud)
 {
@@ -74,7 +99,7 @@ int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     struct kq_config *cfg = calloc(1, sizeof *cfg);
-    char err[1024] = "";
+    char err[8192] = "";
     bool check_only = false;
     if (!cfg)
         return 1;
@@ -84,15 +109,20 @@ int main(int argc, char **argv)
         free(cfg);
         return 0;
     }
+    /* --check runs the checks of a start (policies, store, registry, addresses) too */
+    if (rc == 0 && check_only)
+        rc = kq_broker_preflight(cfg, NULL, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, "kiteq: %s\n", err);
+        report_problems(err, false);
         kq_config_free(cfg);
         free(cfg);
         return 2;
     }
     if (check_only) {
+        char db[1024];
         printf("kiteq: configuration OK (cluster %s, bind %s, db %s)\n",
-               cfg->cluster_name ? cfg->cluster_name : "-", cfg->bind, cfg->db);
+               cfg->cluster_name ? cfg->cluster_name : "-", cfg->bind,
+               kq_redact(cfg->db, db, sizeof db));
         kq_config_free(cfg);
         free(cfg);
         return 0;
@@ -118,7 +148,7 @@ int main(int argc, char **argv)
     a.loop = uv_default_loop();
     rc = kq_broker_start(a.loop, cfg, err, sizeof err, &a.broker);
     if (rc != 0) {
-        KQ_ERROR("main", "cannot start: %s", err);
+        report_problems(err, true);
         if (a.broker) { /* it got as far as listening: stop it the normal way */
             kq_broker_stop(a.broker, NULL, NULL);
             uv_run(a.loop, UV_RUN_DEFAULT);
@@ -142,8 +172,7 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigint, on_stop_signal, SIGINT);
     uv_signal_start(&a.sighup, on_hup, SIGHUP);
     uv_signal_start(&a.sigusr1, on_usr1, SIGUSR1);
-    /* A line tests and scripts can wait for. */
-    KQ_INFO("main", "ready port=%d pid=%d", kq_broker_port(a.broker), (int)getpid());
+    kq_broker_when_ready(a.broker, on_ready, &a);
     uv_run(a.loop, UV_RUN_DEFAULT);
     kq_broker_free(a.broker); /* owns the config (a reload may have replaced it) */
     uv_loop_close(a.loop);

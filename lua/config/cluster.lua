@@ -51,16 +51,22 @@ return {
                                         -- parameter server=..., the default): keep it stable
                                         -- and unique per broker
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
-      policies = "lua/policies",        -- folder of routing/flow/retry Lua policies (default "lua/policies",
-                                        -- relative to the working directory); installed by
-                                        -- `cmake --install`: "/usr/local/share/kiteq/policies"
+      -- Folder of the routing/flow/retry Lua policies, relative to the working directory
+      -- (default "lua/policies"; when that default is missing the built-in rules answer, with a
+      -- warning). A folder named here must exist. The copy of this file that `cmake --install`
+      -- writes names the installed folder, PREFIX/share/kiteq/policies.
+      policies = "lua/policies",
       logLevel = "info",                -- debug, info, warn or error (default "info")
       -- logFile = "/var/log/kiteq/kiteq.log", -- append the log here (SIGUSR1 reopens it, for
                                         -- logrotate); relative to the working directory;
                                         -- "" or false = stderr (default); fixed at start
                                         -- (a SIGHUP reload does not move the log)
 
-      -- Groups allowed to connect: groupId = secretKey (sent in ConnMeta). Default: none.
+      -- Groups allowed to connect: groupId = secretKey (sent in ConnMeta). Default: none, and
+      -- then any groupId is accepted (authentication off, logged at start). When groups are
+      -- listed, a binding of a group that is not listed is an error (it could never log in).
+      -- The copy of this file that `cmake --install` writes has these samples commented out:
+      -- add your own groups there.
       groups = {
         ["s-trade-a"] = "secret-a",     -- a consumer group
         ["p-trade"] = "secret-p",       -- a producer group

@@ -10,6 +10,7 @@
 #include "admin/prom.h"
 #include "broker/internal.h"
 #include "core/log.h"
+#include "core/redact.h"
 #include "registry/zk_registry.h"
 #include "store/file/file_store.h"
 
@@ -125,8 +126,9 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddNumberToObject(br, "pending", (double)b->msgs.len);
     struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
     const char *why = kq_store_unavailable(b->store);
+    char clean[512];
     if (why) /* and no DLQ count: it would wait for the server on the loop */
-        cJSON_AddStringToObject(br, "store_unavailable", why);
+        cJSON_AddStringToObject(br, "store_unavailable", kq_redact(why, clean, sizeof clean));
     else
         dlq_count(b, &dc);
     cJSON_AddNumberToObject(br, "dlq_count", (double)dc.n);

@@ -8,6 +8,7 @@
 #include "admin/admin.h"
 #include "broker/internal.h"
 #include "core/log.h"
+#include "core/redact.h"
 
 #define TICK_MS 100
 
@@ -147,8 +148,8 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     b->tick.data = b;
     uv_timer_init(loop, &b->retry_timer);
     b->retry_timer.data = b;
-    /* policies: a folder that does not exist means the built-in defaults */
-    int rc = kq_policy_load(cfg->policies, &b->policy, err, errlen);
+    /* the checks `kiteq --check` makes, so that what it accepts starts */
+    int rc = kq_broker_preflight(cfg, &b->policy, err, errlen);
     if (rc)
         goto fail_rc;
     struct kq_flow_limits intake;
@@ -289,7 +290,7 @@ int kq_broker_reload(struct kq_broker *b)
     int rc = kq_broker_reload_now(b, err, sizeof err);
     if (rc) {
         b->reload_failures++;
-        snprintf(b->reload_error, sizeof b->reload_error, "%s", err);
+        kq_redact(err, b->reload_error, sizeof b->reload_error); /* shown by /stat */
         KQ_ERROR("reload", "failed, the previous configuration keeps serving: %s", err);
     } else {
         b->reload_generation++;

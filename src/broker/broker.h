@@ -10,6 +10,16 @@
 #include "config/config.h"
 
 struct kq_broker;
+struct kq_policy;
+
+/* Every check a start makes before it takes a resource: the listen and admin addresses, the
+ * store URI and its parameters, the registry URI, the log file, and the policies (loaded and
+ * self-tested; a folder named in the file must exist). Used by kq_broker_start, reload and
+ * `kiteq --check`. 0, with the loaded policies in *policy when policy is not NULL (the
+ * caller frees them); or -EINVAL with every problem in err, one "FILE: key: reason" line
+ * each. Loop thread or before the loop runs. */
+int kq_broker_preflight(const struct kq_config *cfg, struct kq_policy **policy, char *err,
+                        size_t errlen);
 
 /* Start listening and serving with config `cfg` (malloc'd; owned by the broker once *out is
  * set, and freed by kq_broker_free). Returns 0 or -errno with a reason in err; on an error
@@ -27,6 +37,9 @@ void kq_broker_set_args(struct kq_broker *b, int argc, char **argv);
  * the reason is logged and returned. 0 or -errno. */
 int kq_broker_reload(struct kq_broker *b);
 int kq_broker_port(const struct kq_broker *b);
+/* cb(ud) once clients can find the broker: at once with static bindings, else when its
+ * nodes are registered in ZooKeeper for the first time (which waits for ZooKeeper). */
+void kq_broker_when_ready(struct kq_broker *b, void (*cb)(void *ud), void *ud);
 
 struct kq_broker_stats {
     uint64_t connections, received, stored, delivered, acked, retried, dead_lettered,

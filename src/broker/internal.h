@@ -182,12 +182,15 @@ struct kq_broker {
     struct kq_zk_registry *zk;          /* NULL with static bindings */
     struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;         /* "static" or the ZooKeeper state */
+    bool findable;                      /* static, or registered in ZooKeeper once */
+    void (*ready_cb)(void *ud);         /* kq_broker_when_ready, called once */
+    void *ready_ud;
     struct kq_admin *admin;             /* NULL when `admin` is unset */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
     uint64_t reload_failures;
-    char reload_error[512];             /* last failure, "" after a success */
+    char reload_error[2048];            /* last failure, "" after a success */
     int64_t started_sec;
     struct kq_broker_stats last_sec, prev_stats; /* per-second deltas for /stat */
     struct kq_net_stats net_last_sec, net_mark;

@@ -1,6 +1,7 @@
 /* The broker's side of the ZooKeeper registry: bindings reported by the registry replace the
- * binding set (copy-on-write, swapped on the loop thread), and the registry's state is kept
- * for the stats. With static bindings (registry = "") nothing happens here. */
+ * binding set (copy-on-write, swapped on the loop thread), the registry's state is kept for
+ * the stats, and the first registration makes the broker ready (kq_broker_when_ready). With
+ * static bindings (registry = "") the broker is ready once it listens. */
 #include <stdio.h>
 #include <string.h>
 
@@ -56,14 +57,45 @@ static void on_takeover(void *ud, const char *dead, int result)
     kq_takeover_on_lock(ud, dead, result);
 }
 
+static void fire_ready(struct kq_broker *b)
+{
+    void (*cb)(void *) = b->ready_cb;
+    b->ready_cb = NULL;
+    if (cb)
+        cb(b->ready_ud);
+}
+
+static void on_registered(void *ud, size_t n_topics)
+{
+    struct kq_broker *b = ud;
+    char bind[256];
+    kq_broker_advertised(b, bind, sizeof bind);
+    KQ_INFO("registry", "registered bind=%s topics=%zu: clients can find this broker", bind,
+            n_topics);
+    b->findable = true;
+    fire_ready(b);
+}
+
+void kq_broker_when_ready(struct kq_broker *b, void (*cb)(void *ud), void *ud)
+{
+    b->ready_cb = cb;
+    b->ready_ud = ud;
+    if (b->findable)
+        fire_ready(b);
+    else
+        KQ_INFO("registry", "waiting for the registration in ZooKeeper before ready");
+}
+
 static const struct kq_zk_events events = {.on_bindings = on_bindings, .on_state = on_state,
                                            .on_servers = on_servers,
-                                           .on_takeover = on_takeover};
+                                           .on_takeover = on_takeover,
+                                           .on_registered = on_registered};
 
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen)
 {
     if (!b->cfg->registry || !b->cfg->registry[0]) {
         b->registry_state = "static";
+        b->findable = true; /* clients dial the configured address */
         return 0;
     }
     /* Bindings come from ZooKeeper only: start empty, the registry fills it. */

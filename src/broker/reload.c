@@ -1,7 +1,8 @@
 /* Hot reload (SIGHUP, POST /reload): re-read the config file with the original command-line
  * flags, build the new policies and binding set off to the side, and only when everything
- * is valid swap them in at once. Options that cannot change while running (listen address,
- * store, registry, admin address) are reported and keep their running values. */
+ * is valid swap them in at once. The file must pass the checks of a start (preflight), also
+ * for the options that cannot change while running (listen address, store, registry, admin
+ * address): those are reported and keep their running values. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,16 +53,19 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
     int rc = kq_config_from_args(next, b->argc, b->argv, &check_only, err, errlen);
     if (rc != 0)
         goto fail_cfg;
+    /* The file as written must be one a restart accepts, fixed options included (a broken
+     * db left on disk would otherwise only show at the next restart). */
+    struct kq_policy *policy = NULL;
+    rc = kq_broker_preflight(next, &policy, err, errlen);
+    if (rc != 0)
+        goto fail_cfg;
     if ((rc = keep_fixed("bind", old->bind, &next->bind)) ||
         (rc = keep_fixed("db", old->db, &next->db)) ||
         (rc = keep_fixed("registry", old->registry, &next->registry)) ||
-        (rc = keep_fixed("admin", old->admin, &next->admin)))
+        (rc = keep_fixed("admin", old->admin, &next->admin))) {
+        kq_policy_free(policy);
         goto fail_cfg;
-
-    struct kq_policy *policy = NULL;
-    rc = kq_policy_load(next->policies, &policy, err, errlen);
-    if (rc != 0)
-        goto fail_cfg;
+    }
     struct kq_binding_set *bindings = NULL;
     if (!b->zk) { /* static registry: bindings come from the file */
         bindings = kq_binding_set_from_config(next);

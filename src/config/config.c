@@ -11,6 +11,7 @@
 
 #include "config/config_internal.h"
 #include "core/log.h"
+#include "core/redact.h"
 
 /* ---- memory ------------------------------------------------------------------------- */
 
@@ -114,6 +115,7 @@ void kq_config_defaults(struct kq_config *c)
     c->takeover_seconds = 30;
     c->admin = NULL;
     c->policies = kq_cfg_strdup("lua/policies");
+    c->policies_set = false;
     c->log_level = kq_cfg_strdup("info");
     c->log_file = NULL;
 }
@@ -295,12 +297,19 @@ const char *kq_cfg_bind_type_name(enum kq_bind_type t)
 
 int kq_cfg_err(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    if (!err || errlen < 8)
+        return -EINVAL;
+    size_t used = strnlen(err, errlen - 1);
+    if (used + 4 >= errlen) /* full: the "..." below already says that more was cut */
+        return -EINVAL;
+    if (used)
+        err[used++] = '\n';
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err + used, errlen - used, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= errlen - used) /* cut: say so rather than end mid-word */
+        memcpy(err + errlen - 4, "...", 4);
     return -EINVAL;
 }
 
@@ -346,29 +355,37 @@ static int fail(const struct kq_config *c, char *err, size_t errlen, const char 
                       got ? kq_cfg_quote(got, q, sizeof q) : "", got ? ")" : "");
 }
 
+int kq_config_error(const struct kq_config *c, char *err, size_t errlen, const char *key,
+                    const char *reason)
+{
+    return fail(c, err, errlen, key, reason, NULL);
+}
+
+/* The checks below return 1 for a problem (reported into err), else 0, so that a caller can
+ * count them and report every problem of a file at once. */
+
 static int check_int(const struct kq_config *c, char *err, size_t errlen, const char *key,
                      int v, int min, int max)
 {
     if (v >= min && v <= max)
         return 0;
-    char reason[64], got[16];
+    char reason[96];
     if (max == 0x7fffffff)
-        snprintf(reason, sizeof reason, "must be an integer >= %d", min);
+        snprintf(reason, sizeof reason, "must be an integer >= %d (got %d)", min, v);
     else
-        snprintf(reason, sizeof reason, "must be an integer %d-%d", min, max);
-    snprintf(got, sizeof got, "%d", v);
-    char msg[160];
-    snprintf(msg, sizeof msg, "%s (got %s)", reason, got);
-    return fail(c, err, errlen, key, msg, NULL);
+        snprintf(reason, sizeof reason, "must be an integer %d-%d (got %d)", min, max, v);
+    fail(c, err, errlen, key, reason, NULL);
+    return 1;
 }
 
 static int check_str(const struct kq_config *c, char *err, size_t errlen, const char *key,
                      const char *v, const char *(*check)(const char *))
 {
-    if (!v)
-        return fail(c, err, errlen, key, "must be set", NULL);
-    const char *why = check(v);
-    return why ? fail(c, err, errlen, key, why, v) : 0;
+    const char *why = v ? check(v) : "must be set";
+    if (!why)
+        return 0;
+    fail(c, err, errlen, key, why, v);
+    return 1;
 }
 
 static const char *check_nonempty(const char *s)
@@ -376,79 +393,92 @@ static const char *check_nonempty(const char *s)
     return s[0] ? NULL : "must not be empty";
 }
 
-static int validate_bindings(const struct kq_config *c, char *err, size_t errlen)
+/* Is b the first binding of its group? (a missing group is reported once, not per binding) */
+static bool first_of_group(const struct kq_config *c, const struct kq_binding *b)
 {
-    for (size_t i = 0; i < c->n_bindings; i++) {
-        const struct kq_binding *b = &c->bindings[i];
-        char key[64], rx[256];
-        snprintf(key, sizeof key, "bindings (group %.40s)", b->group_id ? b->group_id : "?");
-        int rc = check_str(c, err, errlen, key, b->group_id, kq_cfg_check_name);
-        if (rc == 0)
-            rc = check_str(c, err, errlen, key, b->topic, kq_cfg_check_name);
-        if (rc == 0)
-            rc = check_str(c, err, errlen, key, b->message_type, check_nonempty);
-        if (rc)
-            return rc;
-        if (!kq_config_has_topic(c, b->topic))
-            return fail(c, err, errlen, key, "binds a topic that is not in topics", b->topic);
-        if ((unsigned)b->bind_type > KQ_BIND_FANOUT)
-            return fail(c, err, errlen, key, "bindType must be direct, regx or fanout", NULL);
-        if (b->bind_type == KQ_BIND_FANOUT && strcmp(b->message_type, "*") != 0)
-            return fail(c, err, errlen, key, "a fanout binding's messageType must be \"*\"",
-                        b->message_type);
-        if (b->bind_type == KQ_BIND_REGX && kq_cfg_check_regex(b->message_type, rx, sizeof rx))
-            return fail(c, err, errlen, key, rx, b->message_type);
-        if (b->watermark <= 0)
-            return check_int(c, err, errlen, key, b->watermark, 1, 0x7fffffff);
-    }
-    return 0;
+    for (const struct kq_binding *o = c->bindings; o < b; o++)
+        if (o->group_id && strcmp(o->group_id, b->group_id) == 0)
+            return false;
+    return true;
+}
+
+static int validate_binding(const struct kq_config *c, const struct kq_binding *b, char *err,
+                            size_t errlen)
+{
+    char key[64], rx[256];
+    snprintf(key, sizeof key, "bindings (group %.40s)", b->group_id ? b->group_id : "?");
+    int n = check_str(c, err, errlen, key, b->group_id, kq_cfg_check_name) +
+            check_str(c, err, errlen, key, b->topic, kq_cfg_check_name) +
+            check_str(c, err, errlen, key, b->message_type, check_nonempty);
+    if (n)
+        return n;
+    if (!kq_config_has_topic(c, b->topic))
+        n += fail(c, err, errlen, key, "binds a topic that is not in topics", b->topic) != 0;
+    /* with authentication on, a group without a secret can never log in */
+    if (c->n_groups > 0 && !kq_config_group_secret(c, b->group_id) && first_of_group(c, b))
+        n += fail(c, err, errlen, key, "names a group that is not in groups, so its consumers "
+                  "can never log in", b->group_id) != 0;
+    if ((unsigned)b->bind_type > KQ_BIND_FANOUT)
+        n += fail(c, err, errlen, key, "bindType must be direct, regx or fanout", NULL) != 0;
+    else if (b->bind_type == KQ_BIND_FANOUT && strcmp(b->message_type, "*") != 0)
+        n += fail(c, err, errlen, key, "a fanout binding's messageType must be \"*\"",
+                  b->message_type) != 0;
+    else if (b->bind_type == KQ_BIND_REGX && kq_cfg_check_regex(b->message_type, rx, sizeof rx))
+        n += fail(c, err, errlen, key, rx, b->message_type) != 0;
+    if (b->watermark <= 0)
+        n += check_int(c, err, errlen, key, b->watermark, 1, 0x7fffffff);
+    return n;
 }
 
 int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
 {
     const int INF = 0x7fffffff;
-    int rc;
-    if ((rc = check_str(c, err, errlen, "bind", c->bind, kq_cfg_check_hostport)) ||
-        (rc = check_str(c, err, errlen, "db", c->db, kq_cfg_check_db)) ||
-        (rc = check_str(c, err, errlen, "registry", c->registry, kq_cfg_check_registry)) ||
-        (rc = check_str(c, err, errlen, "policies", c->policies, check_nonempty)) ||
-        (rc = check_str(c, err, errlen, "logLevel", c->log_level, kq_cfg_check_log_level)) ||
-        (rc = check_str(c, err, errlen, "env", c->env, check_nonempty)) ||
-        (c->log_file && (rc = check_str(c, err, errlen, "logFile", c->log_file, check_nonempty))) ||
-        (c->admin && (rc = check_str(c, err, errlen, "admin", c->admin, kq_cfg_check_hostport))) ||
-        (rc = check_int(c, err, errlen, "deliverySeconds", c->delivery_seconds, 1, INF)) ||
-        (rc = check_int(c, err, errlen, "maxDeliverWorkers", c->max_deliver_workers, 1, INF)) ||
-        (rc = check_int(c, err, errlen, "recoverSeconds", c->recover_seconds, 1, INF)) ||
-        (rc = check_int(c, err, errlen, "recievePermitsPerSecond", c->recieve_permits_per_second,
-                        1, INF)) ||
-        (rc = check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23)) ||
-        (rc = check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds,
-                        1, INF)) ||
-        (rc = check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF)) ||
-        (rc = check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000)) ||
-        (rc = check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF)) ||
-        (rc = check_int(c, err, errlen, "takeoverSeconds", c->takeover_seconds, 1, INF)))
-        return rc;
+    int n = 0;
+    if (err && errlen)
+        err[0] = '\0';
+    n += check_str(c, err, errlen, "bind", c->bind, kq_cfg_check_hostport);
+    n += check_str(c, err, errlen, "db", c->db, kq_cfg_check_db);
+    n += check_str(c, err, errlen, "registry", c->registry, kq_cfg_check_registry);
+    n += check_str(c, err, errlen, "policies", c->policies, check_nonempty);
+    n += check_str(c, err, errlen, "logLevel", c->log_level, kq_cfg_check_log_level);
+    n += check_str(c, err, errlen, "env", c->env, check_nonempty);
+    if (c->log_file)
+        n += check_str(c, err, errlen, "logFile", c->log_file, check_nonempty);
+    if (c->admin)
+        n += check_str(c, err, errlen, "admin", c->admin, kq_cfg_check_hostport);
+    n += check_int(c, err, errlen, "deliverySeconds", c->delivery_seconds, 1, INF);
+    n += check_int(c, err, errlen, "maxDeliverWorkers", c->max_deliver_workers, 1, INF);
+    n += check_int(c, err, errlen, "recoverSeconds", c->recover_seconds, 1, INF);
+    n += check_int(c, err, errlen, "recievePermitsPerSecond", c->recieve_permits_per_second, 1,
+                   INF);
+    n += check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23);
+    n += check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds, 1,
+                   INF);
+    n += check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF);
+    n += check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000);
+    n += check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF);
+    n += check_int(c, err, errlen, "takeoverSeconds", c->takeover_seconds, 1, INF);
 
     if (c->n_topics == 0)
-        return fail(c, err, errlen, "topics", "at least one topic is required", NULL);
+        n += fail(c, err, errlen, "topics", "at least one topic is required", NULL) != 0;
     for (size_t i = 0; i < c->n_topics; i++) {
-        if ((rc = check_str(c, err, errlen, "topics", c->topics[i], kq_cfg_check_name)))
-            return rc;
+        n += check_str(c, err, errlen, "topics", c->topics[i], kq_cfg_check_name);
         for (size_t j = 0; j < i; j++)
             if (strcmp(c->topics[i], c->topics[j]) == 0)
-                return fail(c, err, errlen, "topics", "duplicate topic", c->topics[i]);
+                n += fail(c, err, errlen, "topics", "duplicate topic", c->topics[i]) != 0;
     }
     for (size_t i = 0; i < c->n_groups; i++) {
         const struct kq_group_secret *g = &c->groups[i];
-        if ((rc = check_str(c, err, errlen, "groups", g->group_id, kq_cfg_check_name)) ||
-            (rc = check_str(c, err, errlen, "groups", g->secret, check_nonempty)))
-            return rc;
+        n += check_str(c, err, errlen, "groups", g->group_id, kq_cfg_check_name) +
+             check_str(c, err, errlen, "groups", g->secret, check_nonempty);
         for (size_t j = 0; j < i; j++)
-            if (strcmp(g->group_id, c->groups[j].group_id) == 0)
-                return fail(c, err, errlen, "groups", "duplicate group", g->group_id);
+            if (g->group_id && c->groups[j].group_id &&
+                strcmp(g->group_id, c->groups[j].group_id) == 0)
+                n += fail(c, err, errlen, "groups", "duplicate group", g->group_id) != 0;
     }
-    return validate_bindings(c, err, errlen);
+    for (size_t i = 0; i < c->n_bindings; i++)
+        n += validate_binding(c, &c->bindings[i], err, errlen);
+    return n ? -EINVAL : 0;
 }
 
 /* ---- printing ----------------------------------------------------------------------- */
@@ -497,7 +527,8 @@ void kq_config_print(const struct kq_config *c, FILE *out)
         put_lua_str(out, c->topics[i]);
     }
     fputs(" },\n", out);
-    put_field(out, in, "db", c->db);
+    char db[1024];
+    put_field(out, in, "db", kq_redact(c->db, db, sizeof db)); /* may end up in logs */
     fprintf(out, "%sdeliverySeconds = %d,\n", in, c->delivery_seconds);
     fprintf(out, "%smaxDeliverWorkers = %d,\n", in, c->max_deliver_workers);
     fprintf(out, "%srecoverSeconds = %d,\n", in, c->recover_seconds);

@@ -4,9 +4,11 @@
  * File format: a Lua chunk that ends with `return { default = "dev", registry = "",
  * clusters = { dev = { bind = ..., topics = {...}, ... } }, bindings = { ... } }`, run in a
  * sandbox (string/table/math only, time and memory limits); see lua/config/cluster.lua for
- * every key and its default. Error messages are ready to print as-is:
+ * every key and its default. Error messages are ready to print as-is, one problem per line
+ * (every problem of a file is reported, not only the first; a full buffer ends in "..."):
  * "FILE: clusters.dev.deliverySeconds: must be an integer >= 1 (got "abc")",
- * "FILE:LINE: <Lua error>", "-bind: must be ... (got "x")".
+ * "FILE:LINE: <Lua error>", "-bind: must be ... (got "x")". Warnings (a value that is
+ * ignored) are logged as "FILE: key: reason" and do not fail the load.
  *
  * Ownership: every string and array in struct kq_config is malloc'd and owned by it;
  * release with kq_config_free (also after a failed load/from_args). Not thread-safe per
@@ -55,6 +57,7 @@ struct kq_config {
     int takeover_seconds;            /* mysql + zk: take over a broker gone this long, default 30 */
     char *admin;                     /* admin HTTP "host:port", NULL = off */
     char *policies;                  /* Lua policies folder, default "lua/policies" */
+    bool policies_set;               /* named in the file: it must exist (the default may not) */
     char *log_level;                 /* "info" */
     char *log_file;                  /* log to this file (append; SIGUSR1 reopens); NULL = stderr */
     struct kq_group_secret *groups;  /* groupId -> secret (authentication) */
@@ -81,13 +84,19 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
  * c is initialised with kq_config_defaults first (its previous content is not freed). */
 int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only,
                         char *err, size_t errlen);
-/* Checks cross-field rules (bindings name configured topics, ranges). 0 or -EINVAL. */
+/* Checks cross-field rules (bindings name configured topics and groups, ranges). 0 or
+ * -EINVAL with every problem in err, one per line. */
 int kq_config_validate(const struct kq_config *c, char *err, size_t errlen);
+/* Appends the line "FILE: key: reason" (no "FILE: " for a flags-only config) to err, for
+ * checks of c made outside this module (policies, store, addresses). Returns -EINVAL. */
+int kq_config_error(const struct kq_config *c, char *err, size_t errlen, const char *key,
+                    const char *reason);
 bool kq_config_has_topic(const struct kq_config *c, const char *topic);
 /* The secret of a group, or NULL when the group is unknown. */
 const char *kq_config_group_secret(const struct kq_config *c, const char *group);
 /* Frees everything c owns and zeroes it; safe on a zeroed or defaulted struct. */
 void kq_config_free(struct kq_config *c);
-/* Writes c as a Lua config file (secrets replaced by "(secret)"), for `kiteq --check`. */
+/* Writes c as a Lua config file (group secrets replaced by "(secret)", passwords in the db
+ * URI by "***"). */
 void kq_config_print(const struct kq_config *c, FILE *out);
 #endif

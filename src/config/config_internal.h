@@ -31,7 +31,9 @@ const char *kq_cfg_check_regex(const char *pattern, char *buf, size_t len);
 int kq_cfg_parse_bind_type(const char *s, enum kq_bind_type *out);
 const char *kq_cfg_bind_type_name(enum kq_bind_type t);
 
-/* snprintf into err, never overflowing; returns -EINVAL for `return kq_cfg_err(...)`. */
+/* Appends one line to err (a '\n' before it unless err is empty; a line that does not fit
+ * ends the buffer in "..."); returns -EINVAL for `return kq_cfg_err(...)`. The public entry
+ * points start with an empty err, so err collects every problem found. */
 int kq_cfg_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Writes s as a short quoted, escaped string ("abc", long values cut with "...") into buf. */

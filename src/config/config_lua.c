@@ -9,7 +9,9 @@
  * interrupted; the file is the operator's own, so this only guards against mistakes.
  *
  * Every cluster of the file is checked (so --check finds typos in all of them); only the
- * selected one is written into the caller's struct. */
+ * selected one is written into the caller's struct. A problem with one key does not stop the
+ * check: every problem of the file is reported (one line each), except after errors that
+ * leave nothing to check (Lua errors, no clusters, no cluster selected). */
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -25,6 +27,7 @@
 #include "policy/lua_budget.h"
 #include "config/config_internal.h"
 #include "core/clock.h"
+#include "core/log.h"
 
 #define MAX_FILE_BYTES (1 << 20)
 #define MAX_MEMORY_BYTES ((size_t)64 << 20)
@@ -121,6 +124,7 @@ struct loader {
     bool scratch_live;
     const char **names; /* cluster names, sorted; point into Lua strings */
     size_t n_names;
+    bool done; /* load_protected ran to its end */
 };
 
 /* Describes the Lua value at idx for "(got ...)". */
@@ -136,14 +140,29 @@ static const char *describe(lua_State *L, int idx, char *buf, size_t len)
     }
 }
 
-/* "FILE: key: reason (got VALUE)"; idx 0 = no value. Returns -EINVAL. */
-static int bad(struct loader *ld, lua_State *L, const char *key, int idx, const char *reason)
+/* "FILE: key: reason (got VALUE)"; idx 0 = no value. */
+static const char *problem(struct loader *ld, lua_State *L, const char *key, int idx,
+                           const char *reason, char *buf, size_t len)
 {
     char got[96];
-    if (idx == 0)
-        return kq_cfg_err(ld->err, ld->errlen, "%s: %s: %s", ld->path, key, reason);
-    return kq_cfg_err(ld->err, ld->errlen, "%s: %s: %s (got %s)", ld->path, key, reason,
-                      describe(L, idx, got, sizeof got));
+    snprintf(buf, len, "%s: %s: %s%s%s%s", ld->path, key, reason, idx ? " (got " : "",
+             idx ? describe(L, idx, got, sizeof got) : "", idx ? ")" : "");
+    return buf;
+}
+
+/* Adds the problem to the errors. Returns -EINVAL. */
+static int bad(struct loader *ld, lua_State *L, const char *key, int idx, const char *reason)
+{
+    char line[KEY_LEN + 512];
+    return kq_cfg_err(ld->err, ld->errlen, "%s", problem(ld, L, key, idx, reason, line,
+                                                          sizeof line));
+}
+
+/* A value the broker ignores: logged, not an error. */
+static void warn(struct loader *ld, lua_State *L, const char *key, int idx, const char *reason)
+{
+    char line[KEY_LEN + 512];
+    KQ_WARN("config", "%s", problem(ld, L, key, idx, reason, line, sizeof line));
 }
 
 /* Key paths such as "clusters.dev.bindings[2].topic"; very long ones end in "...". */
@@ -253,14 +272,18 @@ static int check_keys(struct loader *ld, lua_State *L, int idx, const char *key,
 {
     if (lua_type(L, idx) != LUA_TTABLE)
         return bad(ld, L, key[0] ? key : "file", idx, "must be a table { name = value, ... }");
+    int rc = 0;
+    bool unnamed = false;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
         char path[KEY_LEN], hint[96] = "";
         if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 1);
-            return bad(ld, L, key[0] ? key : "file", 0,
-                       "entries must be named (name = value), not a list");
+            if (!unnamed) /* once per table */
+                rc = bad(ld, L, key[0] ? key : "file", 0,
+                         "entries must be named (name = value), not a list");
+            unnamed = true;
+            continue;
         }
         const char *k = lua_tostring(L, -1);
         const char *const *n = names;
@@ -274,10 +297,9 @@ static int check_keys(struct loader *ld, lua_State *L, int idx, const char *key,
         subkey(path, sizeof path, key, k);
         char reason[128];
         snprintf(reason, sizeof reason, "unknown key%s", hint);
-        lua_pop(L, 1);
-        return bad(ld, L, path, 0, reason);
+        rc = bad(ld, L, path, 0, reason);
     }
-    return 0;
+    return rc;
 }
 
 /* Pushes t[name] (raw) for the table at idx. */
@@ -303,16 +325,15 @@ static int read_topics(struct loader *ld, lua_State *L, int idx, const char *key
         const char *t;
         index_key(path, sizeof path, key, i);
         lua_rawgeti(L, idx, (int)i);
-        rc = get_string(ld, L, -1, path, kq_cfg_check_name, &t);
-        if (rc == 0 && kq_config_has_topic(c, t))
-            rc = bad(ld, L, path, -1, "duplicate topic");
-        if (rc == 0)
+        int bad_item = get_string(ld, L, -1, path, kq_cfg_check_name, &t);
+        if (bad_item == 0 && kq_config_has_topic(c, t))
+            bad_item = bad(ld, L, path, -1, "duplicate topic");
+        if (bad_item == 0)
             kq_cfg_add_topic(c, t);
         lua_pop(L, 1);
-        if (rc)
-            return rc;
+        rc = rc ? rc : bad_item;
     }
-    return 0;
+    return rc;
 }
 
 static int cmp_group(const void *a, const void *b)
@@ -333,27 +354,27 @@ static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key
     if (lua_type(L, idx) != LUA_TTABLE)
         return bad(ld, L, key, idx, "must be a table { [\"groupId\"] = \"secret\", ... }");
     kq_cfg_free_groups(c);
+    int rc = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         char path[KEY_LEN];
         const char *g = NULL, *secret = NULL; /* (set by get_string; -O2 cannot see it) */
+        int bad_entry;
         if (lua_type(L, -2) != LUA_TSTRING) {
-            lua_pop(L, 2);
-            return bad(ld, L, key, 0, "entries must be [\"groupId\"] = \"secret\"");
+            bad_entry = bad(ld, L, key, 0, "entries must be [\"groupId\"] = \"secret\"");
+        } else {
+            subkey(path, sizeof path, key, lua_tostring(L, -2));
+            bad_entry = get_string(ld, L, -2, key, kq_cfg_check_name, &g);
+            if (bad_entry == 0)
+                bad_entry = get_string(ld, L, -1, path, check_secret, &secret);
         }
-        subkey(path, sizeof path, key, lua_tostring(L, -2));
-        int rc = get_string(ld, L, -2, key, kq_cfg_check_name, &g);
-        if (rc == 0)
-            rc = get_string(ld, L, -1, path, check_secret, &secret);
-        if (rc) {
-            lua_pop(L, 2);
-            return rc;
-        }
-        kq_cfg_add_group(c, g, secret);
+        if (bad_entry == 0)
+            kq_cfg_add_group(c, g, secret);
+        rc = rc ? rc : bad_entry;
         lua_pop(L, 1);
     }
     qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
-    return 0;
+    return rc;
 }
 
 /* Is topic listed in the topics of any cluster of the file? (clusters table at idx) */
@@ -379,8 +400,54 @@ static bool any_cluster_has_topic(lua_State *L, int clusters, const char *topic)
 static const char *const binding_keys[] = {"groupIds", "topic", "messageType", "bindType",
                                            "watermark", "persistent", NULL};
 
-/* One entry of a bindings list at idx; adds one kq_binding per group id to c.
- * clusters > 0: a top-level binding, which may belong to another cluster of the file. */
+/* bindType = "direct" | "regx" | "fanout" (any case) or 0, 1, 2; absent = direct. */
+static int read_bind_type(struct loader *ld, lua_State *L, int idx, const char *key,
+                          enum kq_bind_type *out)
+{
+    char path[KEY_LEN];
+    subkey(path, sizeof path, key, "bindType");
+    int t = push_field(L, idx, "bindType");
+    double d = t == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+    int rc = 0;
+    if (d == 0 || d == 1 || d == 2)
+        *out = (enum kq_bind_type)d;
+    else if (t != LUA_TNIL &&
+             (t != LUA_TSTRING || kq_cfg_parse_bind_type(lua_tostring(L, -1), out) != 0))
+        rc = bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* Checks groupIds (list at gidx): names, and no group twice. Returns the problems found. */
+static int check_group_ids(struct loader *ld, lua_State *L, int gidx, const char *path,
+                           size_t n)
+{
+    int problems = 0;
+    for (size_t i = 1; i <= n; i++) {
+        char gpath[KEY_LEN];
+        const char *g;
+        index_key(gpath, sizeof gpath, path, i);
+        lua_rawgeti(L, gidx, (int)i);
+        if (get_string(ld, L, -1, gpath, kq_cfg_check_name, &g) != 0) {
+            problems++;
+        } else {
+            bool twice = false;
+            for (size_t j = 1; j < i && !twice; j++) {
+                lua_rawgeti(L, gidx, (int)j);
+                twice = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), g) == 0;
+                lua_pop(L, 1);
+            }
+            if (twice)
+                problems += bad(ld, L, gpath, -1, "this group is listed twice") != 0;
+        }
+        lua_pop(L, 1);
+    }
+    return problems;
+}
+
+/* One entry of a bindings list at idx; adds one kq_binding per group id to c when the entry
+ * has no problem (each is reported). clusters > 0: a top-level binding, which may belong to
+ * another cluster of the file. */
 static int read_binding(struct loader *ld, lua_State *L, int idx, const char *key,
                         struct kq_config *c, int clusters)
 {
@@ -389,85 +456,79 @@ static int read_binding(struct loader *ld, lua_State *L, int idx, const char *ke
                            .persistent = true};
     const char *topic = NULL, *mtype = NULL;
     size_t n_groups = 0;
-    int top = lua_gettop(L), rc;
+    int top = lua_gettop(L), gidx = 0;
+    bool keep = false;
 
-    if ((rc = check_keys(ld, L, idx, key, binding_keys)))
-        return rc;
+    if (lua_type(L, idx) != LUA_TTABLE)
+        return check_keys(ld, L, idx, key, binding_keys); /* says it must be a table */
+    int problems = check_keys(ld, L, idx, key, binding_keys) != 0;
     /* bindType first: it decides whether messageType is required */
-    subkey(path, sizeof path, key, "bindType");
-    int t = push_field(L, idx, "bindType");
-    if (t == LUA_TSTRING) {
-        if (kq_cfg_parse_bind_type(lua_tostring(L, -1), &b.bind_type))
-            return bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
-    } else if (t != LUA_TNIL) {
-        int v = 0;
-        if (get_int(ld, L, -1, path, 0, 2, &v))
-            return bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
-        b.bind_type = (enum kq_bind_type)v;
-    }
+    problems += read_bind_type(ld, L, idx, key, &b.bind_type) != 0;
 
     subkey(path, sizeof path, key, "topic");
-    if (push_field(L, idx, "topic") == LUA_TNIL)
-        return bad(ld, L, path, 0, "is required");
-    if ((rc = get_string(ld, L, -1, path, kq_cfg_check_name, &topic)))
-        return rc;
-    bool keep = kq_config_has_topic(c, topic);
-    if (!keep && (clusters == 0 || !any_cluster_has_topic(L, clusters, topic)))
-        return bad(ld, L, path, -1,
-                   clusters ? "names a topic that no cluster lists in its topics"
-                            : "names a topic that is not in this cluster's topics");
+    if (push_field(L, idx, "topic") == LUA_TNIL) {
+        problems += bad(ld, L, path, 0, "is required") != 0;
+    } else if (get_string(ld, L, -1, path, kq_cfg_check_name, &topic) != 0) {
+        problems++;
+    } else {
+        keep = kq_config_has_topic(c, topic);
+        if (!keep && (clusters == 0 || !any_cluster_has_topic(L, clusters, topic)))
+            problems += bad(ld, L, path, -1,
+                            clusters ? "names a topic that no cluster lists in its topics"
+                                     : "names a topic that is not in this cluster's topics") != 0;
+    }
 
     subkey(path, sizeof path, key, "messageType");
     if (push_field(L, idx, "messageType") != LUA_TNIL) {
-        if ((rc = get_string(ld, L, -1, path, NULL, &mtype)))
-            return rc;
-        if (!mtype[0])
-            return bad(ld, L, path, -1, "must not be empty");
-        if (b.bind_type == KQ_BIND_REGX && kq_cfg_check_regex(mtype, rx, sizeof rx))
-            return bad(ld, L, path, -1, rx);
+        if (get_string(ld, L, -1, path, NULL, &mtype) != 0)
+            problems++;
+        else if (!mtype[0])
+            problems += bad(ld, L, path, -1, "must not be empty") != 0;
+        else if (b.bind_type == KQ_BIND_REGX && kq_cfg_check_regex(mtype, rx, sizeof rx))
+            problems += bad(ld, L, path, -1, rx) != 0;
+        else if (b.bind_type == KQ_BIND_FANOUT && strcmp(mtype, "*") != 0)
+            warn(ld, L, path, -1, "ignored: a fanout binding receives every message type "
+                 "of its topic (\"*\")");
     } else if (b.bind_type != KQ_BIND_FANOUT) {
-        return bad(ld, L, path, 0, "is required for direct and regx bindings");
+        problems += bad(ld, L, path, 0, "is required for direct and regx bindings") != 0;
     }
     if (b.bind_type == KQ_BIND_FANOUT)
         mtype = "*"; /* fanout means every message type of the topic */
 
     subkey(path, sizeof path, key, "watermark");
     if (push_field(L, idx, "watermark") != LUA_TNIL) {
-        if ((rc = get_int(ld, L, -1, path, -INF, INF, &b.watermark)))
-            return rc;
-        if (b.watermark <= 0)
+        if (get_int(ld, L, -1, path, -INF, INF, &b.watermark) != 0)
+            problems++;
+        else if (b.watermark <= 0)
             b.watermark = KQ_DEFAULT_WATERMARK;
     }
     subkey(path, sizeof path, key, "persistent");
     if (push_field(L, idx, "persistent") != LUA_TNIL &&
-        (rc = get_bool(ld, L, -1, path, &b.persistent)))
-        return rc;
+        get_bool(ld, L, -1, path, &b.persistent) != 0)
+        problems++;
 
     subkey(path, sizeof path, key, "groupIds");
     if (push_field(L, idx, "groupIds") == LUA_TNIL)
-        return bad(ld, L, path, 0, "is required (a list of group ids)");
-    int gidx = lua_gettop(L);
-    if ((rc = get_list(ld, L, gidx, path, &n_groups)))
-        return rc;
-    if (n_groups == 0)
-        return bad(ld, L, path, 0, "must list at least one group id");
-    for (size_t i = 1; i <= n_groups; i++) {
-        char gpath[KEY_LEN];
-        const char *g;
-        index_key(gpath, sizeof gpath, path, i);
+        problems += bad(ld, L, path, 0, "is required (a list of group ids)") != 0;
+    else if (get_list(ld, L, lua_gettop(L), path, &n_groups) != 0)
+        problems++;
+    else if (n_groups == 0)
+        problems += bad(ld, L, path, 0, "must list at least one group id") != 0;
+    else
+        gidx = lua_gettop(L);
+    if (gidx)
+        problems += check_group_ids(ld, L, gidx, path, n_groups);
+
+    for (size_t i = 1; problems == 0 && keep && i <= n_groups; i++) {
         lua_rawgeti(L, gidx, (int)i);
-        if ((rc = get_string(ld, L, -1, gpath, kq_cfg_check_name, &g)))
-            return rc;
-        if (keep) {
-            b.group_id = (char *)g;
-            b.topic = (char *)topic;
-            b.message_type = (char *)mtype;
-            kq_cfg_add_binding(c, &b); /* copies the strings */
-        }
+        b.group_id = (char *)lua_tostring(L, -1);
+        b.topic = (char *)topic;
+        b.message_type = (char *)mtype;
+        kq_cfg_add_binding(c, &b); /* copies the strings */
         lua_pop(L, 1);
     }
     lua_settop(L, top);
-    return 0;
+    return problems ? -EINVAL : 0;
 }
 
 static int read_bindings(struct loader *ld, lua_State *L, int idx, const char *key,
@@ -475,11 +536,14 @@ static int read_bindings(struct loader *ld, lua_State *L, int idx, const char *k
 {
     size_t n;
     int rc = get_list(ld, L, idx, key, &n);
-    for (size_t i = 1; rc == 0 && i <= n; i++) {
+    if (rc)
+        return rc;
+    for (size_t i = 1; i <= n; i++) { /* every entry is checked, also after a bad one */
         char path[KEY_LEN];
         index_key(path, sizeof path, key, i);
         lua_rawgeti(L, idx, (int)i);
-        rc = read_binding(ld, L, lua_gettop(L), path, c, clusters);
+        if (read_binding(ld, L, lua_gettop(L), path, c, clusters) != 0)
+            rc = -EINVAL;
         lua_pop(L, 1);
     }
     return rc;
@@ -578,19 +642,23 @@ static int read_cluster(struct loader *ld, lua_State *L, int idx, const char *na
     for (size_t i = 0; i < N_CLUSTER_OPTS; i++)
         names[i] = cluster_opts[i].name;
     subkey(key, sizeof key, "clusters", name);
-    if ((rc = check_keys(ld, L, idx, key, names)))
+    rc = check_keys(ld, L, idx, key, names);
+    if (lua_type(L, idx) != LUA_TTABLE)
         return rc;
     kq_cfg_free_bindings(c);
-    for (size_t i = 0; i < N_CLUSTER_OPTS; i++) {
+    for (size_t i = 0; i < N_CLUSTER_OPTS; i++) { /* every option, also after a bad one */
         char path[KEY_LEN];
-        subkey(path, sizeof path, key, cluster_opts[i].name);
-        if (push_field(L, idx, cluster_opts[i].name) != LUA_TNIL)
-            rc = read_option(ld, L, lua_gettop(L), path, &cluster_opts[i], c);
+        const struct opt *o = &cluster_opts[i];
+        subkey(path, sizeof path, key, o->name);
+        if (push_field(L, idx, o->name) != LUA_TNIL) {
+            if (read_option(ld, L, lua_gettop(L), path, o, c) != 0)
+                rc = -EINVAL;
+            if (o->off == OFF(policies))
+                c->policies_set = true; /* named: it must exist */
+        }
         lua_pop(L, 1);
-        if (rc)
-            return rc;
     }
-    return 0;
+    return rc;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -685,15 +753,14 @@ static int load_protected(lua_State *L)
     }
 
     /* stack: 1 = root, 2 = default, 3 = registry, 4 = clusters, 5 = bindings */
-    if (check_keys(ld, L, 1, "", top_keys))
-        return 0;
+    check_keys(ld, L, 1, "", top_keys); /* reported; the known keys are checked all the same */
     for (int i = 0; i < 4; i++)
         push_field(L, 1, top_keys[i]);
     const char *def = NULL, *reg = NULL;
     if (!lua_isnil(L, 2) && get_string(ld, L, 2, "default", check_nonempty, &def))
-        return 0;
-    if (!lua_isnil(L, 3) && get_string(ld, L, 3, "registry", kq_cfg_check_registry, &reg))
-        return 0;
+        return 0; /* which cluster to check is unknown */
+    if (!lua_isnil(L, 3))
+        get_string(ld, L, 3, "registry", kq_cfg_check_registry, &reg);
     if (lua_isnil(L, 4)) {
         bad(ld, L, "clusters", 0, "is required: clusters = { dev = { ... } }");
         return 0;
@@ -731,20 +798,18 @@ static int load_protected(lua_State *L)
         if (reg)
             kq_cfg_set_str(&c->registry, reg);
         push_field(L, 4, ld->names[i]);
-        rc = read_cluster(ld, L, lua_gettop(L), ld->names[i], c);
+        read_cluster(ld, L, lua_gettop(L), ld->names[i], c); /* problems land in ld->err */
         lua_pop(L, 1);
         if (!selected) {
             kq_config_free(&ld->scratch);
             ld->scratch_live = false;
         }
-        if (rc)
-            return 0;
     }
-    if (!lua_isnil(L, 5) && read_bindings(ld, L, 5, "bindings", ld->out, 4))
-        return 0;
+    if (!lua_isnil(L, 5))
+        read_bindings(ld, L, 5, "bindings", ld->out, 4);
     kq_cfg_set_str(&ld->out->cluster_name, want);
     kq_cfg_set_str(&ld->out->config_path, ld->path);
-    ld->err[0] = '\0';
+    ld->done = true;
     return 0;
 }
 
@@ -779,12 +844,12 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
         err = dummy;
         errlen = sizeof dummy;
     }
+    err[0] = '\0';
     if ((rc = read_file(path, &raw, &ld.raw_len, err, errlen)))
         return rc;
     ld.raw = raw;
     ld.err = err;
     ld.errlen = errlen;
-    err[0] = '\0';
 
     lua_State *L = lua_newstate(kq_lua_budget_alloc, &sb.mem);
     if (!L) /* a LuaJIT build without custom allocators: run without the memory cap */
@@ -796,9 +861,10 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     open_safe_libs(L);
     lua_settop(L, 0);
-    kq_cfg_err(err, errlen, "%s: internal error", path); /* replaced on every path */
     if (lua_cpcall(L, load_protected, &ld) != 0)
         kq_cfg_err(err, errlen, "%s: %s", path, lua_tostring(L, -1));
+    else if (!ld.done && !err[0]) /* every early return reports why: cannot happen */
+        kq_cfg_err(err, errlen, "%s: internal error", path);
     lua_close(L);
     if (ld.scratch_live)
         kq_config_free(&ld.scratch);

@@ -1,5 +1,7 @@
 #include "core/log.h"
 
+#include "core/redact.h"
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <fcntl.h>
@@ -49,11 +51,25 @@ int kq_log_open(const char *path)
     return rc;
 }
 
+/* Appends msg to line[*len..] as one line: an embedded newline (a list of errors) becomes
+ * " | " so that every event stays one line. */
+static void append_one_line(char *line, size_t *len, size_t cap, const char *msg)
+{
+    for (; *msg && *len + 4 < cap; msg++) {
+        if (*msg != '\n') {
+            line[(*len)++] = *msg;
+            continue;
+        }
+        memcpy(line + *len, " | ", 3);
+        *len += 3;
+    }
+}
+
 void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
 {
     if (level < min_level)
         return;
-    char line[2048];
+    char line[2048], msg[2048], clean[2048];
     int64_t ms = kq_now_ms();
     time_t sec = (time_t)(ms / 1000);
     struct tm tm;
@@ -63,11 +79,13 @@ void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
                      tm.tm_sec, (int)(ms % 1000), level_names[level], module);
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;
+    /* Whatever a caller passes (a store URI, an error quoting a config value), no password
+     * reaches the log. */
+    const char *text = kq_redact_needed(msg) ? kq_redact(msg, clean, sizeof clean) : msg;
+    size_t len = n < 0 ? 0 : (size_t)n;
+    append_one_line(line, &len, sizeof line, text);
     line[len++] = '\n';
     /* One write per line keeps lines whole when several threads log. */
     ssize_t w = write(log_fd, line, len);

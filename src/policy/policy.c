@@ -12,6 +12,7 @@
  * a topic and messageType) is off for that subject until the next load (strikes.c); a
  * failure changes nothing for other subjects. A single long C call (a huge string.rep, a regex) is bounded by the memory cap and
  * PCRE2's match limit rather than by the clock. */
+#include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uthash.h>
 
 #include "policy/lua_budget.h"
@@ -758,6 +760,54 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
     return 0;
 }
 
+/* ---- the folder ------------------------------------------------------------------------- */
+
+static bool is_hook_file(const char *name)
+{
+    for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++)
+        if (strcmp(name, FILES[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The folder must exist (a typo in `policies` would otherwise mean silent defaults), and a
+ * .lua file in it that is not one of FILES is never loaded: say so, naming it. */
+static int check_dir(const char *dir, char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", dir,
+                 e == ENOENT ? "no such folder" : e == ENOTDIR ? "not a folder" : strerror(e));
+        return e == ENOENT ? -ENOENT : -EINVAL;
+    }
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n < 4 || strcmp(e->d_name + n - 4, ".lua") != 0 || is_hook_file(e->d_name))
+            continue;
+        const char *hint = NULL;
+        for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++)
+            if (strcasecmp(e->d_name, FILES[i]) == 0)
+                hint = FILES[i];
+        KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua and "
+                "retry.lua%s%s%s", dir, e->d_name, hint ? " (did you mean " : "",
+                hint ? hint : "", hint ? "?)" : "");
+    }
+    closedir(d);
+    return 0;
+}
+
+/* "route,retry" into buf: the hooks that are (loaded) or are not (!loaded) defined in Lua. */
+static const char *hook_names(const struct kq_policy *p, bool loaded, char *buf, size_t len)
+{
+    buf[0] = 0;
+    for (int i = 0; i < H_COUNT; i++)
+        if ((p->hooks[i].ref != LUA_NOREF) == loaded)
+            snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", buf[0] ? "," : "",
+                     HOOKS[i].name);
+    return buf;
+}
+
 /* ---- public ----------------------------------------------------------------------------- */
 
 int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t errlen)
@@ -795,6 +845,11 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     lua_sethook(p->L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
 
     if (dir) {
+        int rc = check_dir(dir, err, errlen);
+        if (rc) {
+            kq_policy_free(p);
+            return rc;
+        }
         for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++) {
             int rc = load_file(p, dir, FILES[i], err, errlen);
             if (rc) {
@@ -802,19 +857,18 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
                 return rc;
             }
         }
-        int rc = selftest(p, dir, err, errlen);
+        rc = selftest(p, dir, err, errlen);
         if (rc) {
             kq_policy_free(p);
             return rc;
         }
     }
-    char names[64] = "";
-    for (int i = 0; i < H_COUNT; i++)
-        if (p->hooks[i].ref != LUA_NOREF)
-            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
-                     names[0] ? "," : "", HOOKS[i].name);
-    KQ_INFO("policy", "loaded dir=%s hooks=%s memory_cap=%s", dir ? dir : "(none)",
-            names[0] ? names : "(defaults only)", p->own_alloc ? "allocator" : "gc-count");
+    char lua[64], builtin[64];
+    hook_names(p, true, lua, sizeof lua);
+    hook_names(p, false, builtin, sizeof builtin);
+    KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s", dir ? dir : "(none)",
+            lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
+            p->own_alloc ? "allocator" : "gc-count");
     *out = p;
     return 0;
 oom:

@@ -74,9 +74,11 @@ struct kq_policy_hook_stats {
 };
 
 /* Build a generation from DIR (routing.lua, flow.lua, retry.lua; each optional, each a module
- * returning a table of hook functions). DIR NULL or missing = all C defaults. Files are
- * loaded in a sandbox and every hook is self-tested with fixtures under the call budgets.
- * Returns 0 and *out, or -EINVAL (-ENOMEM) with "FILE: reason" in err (*out untouched). */
+ * returning a table of hook functions). DIR NULL = all C defaults; DIR must exist otherwise
+ * (-ENOENT, "DIR: no such folder"), and other .lua files in it are logged as not loaded.
+ * Files are loaded in a sandbox and every hook is self-tested with fixtures under the call
+ * budgets. Returns 0 and *out, or -ENOENT/-EINVAL/-ENOMEM with "FILE: reason" in err (*out
+ * untouched). */
 int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t errlen);
 void kq_policy_free(struct kq_policy *p);
 

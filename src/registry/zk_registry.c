@@ -113,7 +113,7 @@ struct job {
     struct strv topics; /* JOB_SET_TOPICS */
 };
 
-enum ev_kind { EV_BINDINGS, EV_STATE, EV_STOPPED, EV_SERVERS, EV_TAKEOVER };
+enum ev_kind { EV_BINDINGS, EV_STATE, EV_STOPPED, EV_SERVERS, EV_TAKEOVER, EV_REGISTERED };
 
 struct event {
     struct event *next;
@@ -121,7 +121,7 @@ struct event {
     const char *state;
     char *topic, *group;
     struct kq_binding *binds;
-    size_t n;
+    size_t n;               /* EV_BINDINGS: binds; EV_REGISTERED: topics published */
     struct strv alive, all; /* EV_SERVERS */
     int result;             /* EV_TAKEOVER (topic = the dead server) */
 };
@@ -216,6 +216,18 @@ static void post_state(struct kq_zk_registry *r, const char *state)
         return;
     e->kind = EV_STATE;
     e->state = state;
+    push_event(r, e);
+}
+
+static void post_registered(struct kq_zk_registry *r)
+{
+    struct event *e = calloc(1, sizeof *e);
+    if (!e) {
+        KQ_ERROR(MOD, "out of memory, the registration of %s is not reported", r->bind);
+        return;
+    }
+    e->kind = EV_REGISTERED;
+    e->n = r->published.n;
     push_event(r, e);
 }
 
@@ -659,8 +671,10 @@ static void sync_all(struct kq_zk_registry *r)
         if ((rc = replace_ephemeral(r, "/kiteq/alive_servers")) == ZOK) {
             char path[1024];
             snprintf(path, sizeof path, "/kiteq/all_servers/%s", r->bind);
-            if ((rc = ensure_path(r, path)) == ZOK)
+            if ((rc = ensure_path(r, path)) == ZOK) {
                 r->alive_done = true;
+                post_registered(r); /* every node a client looks for is there */
+            }
         }
         if (rc == ZOK && r->takeover_key) {
             /* We are back: a later death of ours must be taken over again. */
@@ -969,6 +983,10 @@ static void on_async(uv_async_t *a)
         case EV_TAKEOVER:
             if (!r->stopping && r->ev.on_takeover)
                 r->ev.on_takeover(r->ud, e->topic, e->result);
+            break;
+        case EV_REGISTERED:
+            if (!r->stopping && r->ev.on_registered)
+                r->ev.on_registered(r->ud, e->n);
             break;
         case EV_STOPPED:
             pthread_join(r->thread, NULL);

@@ -39,6 +39,10 @@ struct kq_zk_events {
                        size_t n_all);
     /* Answer to kq_zk_registry_takeover_lock: KQ_TAKEOVER_*. May be NULL. */
     void (*on_takeover)(void *ud, const char *dead, int result);
+    /* The server nodes (/kiteq/server/<topic>/<bind> of each of n_topics topics,
+     * /kiteq/alive_servers/<bind>) exist: clients can find the broker. After the first
+     * connection and after every reconnection. May be NULL. */
+    void (*on_registered)(void *ud, size_t n_topics);
 };
 
 #define KQ_TAKEOVER_LOCKED 1     /* ours: take over, then kq_zk_registry_takeover_finish */

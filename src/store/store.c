@@ -1,5 +1,5 @@
-/* kq_store_open(): parse the URI and dispatch on its scheme. New back-ends (mysql://) add
- * one line to the table below and a constructor declared in store_uri.h. */
+/* kq_store_open() and kq_store_check(): parse the URI and dispatch on its scheme. A new
+ * back-end adds one line to the table below and its check and constructor to store_uri.h. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,14 +9,16 @@
 
 typedef int (*store_ctor)(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
                           char *err, size_t errlen);
+typedef int (*store_check)(const struct kq_store_uri *u, char *err, size_t errlen);
 
-static const struct {
+static const struct scheme {
     const char *scheme;
+    store_check check;
     store_ctor open;
 } schemes[] = {
-    {"memory", kq_memory_store_open},
-    {"file", kq_file_store_open},
-    {"mysql", kq_mysql_store_open},
+    {"memory", kq_memory_store_check, kq_memory_store_open},
+    {"file", kq_file_store_check, kq_file_store_open},
+    {"mysql", kq_mysql_store_check, kq_mysql_store_open},
 };
 
 const char *kq_store_uri_get(const struct kq_store_uri *u, const char *key)
@@ -89,8 +91,9 @@ static int parse_query(const char *q, struct kq_store_uri *u, char *err, size_t 
     return 0;
 }
 
-int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char *err,
-                  size_t errlen)
+/* Splits uri into its scheme (*sc) and a parsed kq_store_uri (*out, malloc'd). */
+static int parse_uri(const char *uri, const struct scheme **sc, struct kq_store_uri **out,
+                     char *err, size_t errlen)
 {
     if (errlen)
         err[0] = 0;
@@ -120,11 +123,38 @@ int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char 
             if (q)
                 rc = parse_query(q + 1, u, err, errlen);
         }
-        if (rc == 0)
-            rc = schemes[i].open(loop, u, out, err, errlen);
-        free(u);
-        return rc;
+        if (rc) {
+            free(u);
+            return rc;
+        }
+        *sc = &schemes[i];
+        *out = u;
+        return 0;
     }
     snprintf(err, errlen, "unknown store scheme '%.*s' (known: memory, file, mysql)", (int)sl, uri);
     return -EINVAL;
+}
+
+int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char *err,
+                  size_t errlen)
+{
+    const struct scheme *sc;
+    struct kq_store_uri *u;
+    *out = NULL;
+    int rc = parse_uri(uri, &sc, &u, err, errlen);
+    if (rc == 0)
+        rc = sc->open(loop, u, out, err, errlen);
+    free(u);
+    return rc;
+}
+
+int kq_store_check(const char *uri, char *err, size_t errlen)
+{
+    const struct scheme *sc;
+    struct kq_store_uri *u;
+    int rc = parse_uri(uri, &sc, &u, err, errlen);
+    if (rc == 0)
+        rc = sc->check(u, err, errlen);
+    free(u);
+    return rc;
 }

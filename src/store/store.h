@@ -115,4 +115,8 @@ static inline const char *kq_store_unavailable(struct kq_store *s)
  * -errno and writes a reason into err. */
 int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char *err,
                   size_t errlen);
+/* Check a store URI the way kq_store_open reads it (scheme, path, every parameter), without
+ * touching disk or network: a URI this accepts is one kq_store_open parses (it may still
+ * fail to open, e.g. a directory that cannot be created). 0 or -EINVAL with a reason. */
+int kq_store_check(const char *uri, char *err, size_t errlen);
 #endif

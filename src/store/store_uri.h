@@ -27,7 +27,11 @@ int kq_store_uri_check(const struct kq_store_uri *u, const char *const *allowed,
 int kq_store_uri_int(const struct kq_store_uri *u, const char *key, int64_t def, int64_t min,
                      int64_t max, int64_t *out, char *err, size_t errlen);
 
-/* Back-end constructors, called by kq_store_open() with the parsed URI. */
+/* Back-end parameter checks (kq_store_check) and constructors (kq_store_open), called with
+ * the parsed URI; each constructor runs its check first. */
+int kq_memory_store_check(const struct kq_store_uri *u, char *err, size_t errlen);
+int kq_file_store_check(const struct kq_store_uri *u, char *err, size_t errlen);
+int kq_mysql_store_check(const struct kq_store_uri *u, char *err, size_t errlen);
 int kq_memory_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
                          char *err, size_t errlen);
 int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,

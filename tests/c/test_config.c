@@ -13,9 +13,10 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "support/log_capture.h"
 
 static char tmpdir[64];
-static char err[512];
+static char err[4096];
 
 static int setup(void **state)
 {
@@ -351,7 +352,7 @@ static void test_flags_override_file(void **state)
     snprintf(cfgflag, sizeof cfgflag, "-configPath=%s", cfg);
     int rc = run_args(&c, &check, 11, cfgflag, "--cluster", "dev", "-bind=127.0.0.1:15000",
                       "-pport=-1", "-db=memory://", "-deliveryFirst=true", "-logLevel=warn",
-                      "-groups=only:one", "-logFile=/var/log/kiteq.log");
+                      "-groups=only:one,s-trade-a:x", "-logFile=/var/log/kiteq.log");
     if (rc)
         fail_msg("%s", err);
     assert_string_equal(c.log_file, "/var/log/kiteq.log");
@@ -361,7 +362,8 @@ static void test_flags_override_file(void **state)
     assert_string_equal(c.db, "memory://");
     assert_true(c.delivery_first);
     assert_string_equal(c.log_level, "warn");
-    assert_null(kq_config_group_secret(&c, "s-trade-a"));
+    assert_null(kq_config_group_secret(&c, "p-trade"));
+    assert_string_equal(kq_config_group_secret(&c, "s-trade-a"), "x");
     assert_string_equal(kq_config_group_secret(&c, "only"), "one");
     assert_int_equal(c.n_topics, 2); /* from the file */
     kq_config_free(&c);
@@ -387,6 +389,12 @@ static void test_flags_override_file(void **state)
     assert_has(err, cfg);
     assert_has(err, "user-profile");
     assert_has(err, "bindings");
+    kq_config_free(&c);
+
+    /* -groups replaces the file's groups: the file's bound group s-trade-a must stay */
+    rc = run_args(&c, &check, 3, cfg, "-groups=p-trade:x");
+    assert_int_equal(rc, -EINVAL);
+    assert_has(err, "bindings (group s-trade-a): names a group that is not in groups");
     kq_config_free(&c);
 
     /* an error in the file comes back as-is */
@@ -579,6 +587,175 @@ static void test_binding_errors(void **state)
 #undef BIND
 }
 
+/* ---- every problem, new checks, warnings ------------------------------------------- */
+
+static int count_lines(const char *s)
+{
+    int n = s[0] != '\0';
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* One run names every problem of a file, each on its own line, not only the first. */
+static void test_every_problem_reported(void **state)
+{
+    (void)state;
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("many.lua",
+        "return {\n"
+        "  colour = 'red',\n"
+        "  clusters = {\n"
+        "    a = { topics = { 'trade', 'trade' }, deliverySeconds = 0, bind = 'nohost',\n"
+        "          delivrySeconds = 5, groups = { g = '' } },\n"
+        "    b = { topics = { 't' }, recoverSeconds = 'x' },\n"
+        "  },\n"
+        "  default = 'a',\n"
+        "  bindings = {\n"
+        "    { groupIds = { 'g' }, topic = 'nope', messageType = 'm' },\n"
+        "    { groupIds = { 'g' }, topic = 'trade', messageType = 'm', watermark = 'hi',\n"
+        "      persistent = 'yes' },\n"
+        "  },\n"
+        "}\n");
+    assert_int_equal(kq_config_load_file(&c, path, NULL, err, sizeof err), -EINVAL);
+    static const char *const want[] = {
+        ": colour: unknown key",
+        ": clusters.a.topics[2]: duplicate topic",
+        ": clusters.a.deliverySeconds: must be an integer >= 1 (got 0)",
+        ": clusters.a.bind: must be \"host:port\"",
+        ": clusters.a.delivrySeconds: unknown key (did you mean deliverySeconds?)",
+        ": clusters.a.groups.g: a secret must not be empty",
+        ": clusters.b.recoverSeconds: must be an integer >= 1 (got \"x\")",
+        ": bindings[1].topic: names a topic that no cluster lists",
+        ": bindings[2].watermark:",
+        ": bindings[2].persistent: must be true or false",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        assert_has(err, want[i]);
+    assert_int_equal(count_lines(err), sizeof want / sizeof want[0]);
+    for (const char *line = err; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        assert_int_equal(strncmp(line, path, strlen(path)), 0);
+    kq_config_free(&c);
+
+    /* and every problem that only the whole configuration shows */
+    bool check;
+    char fileflag[300];
+    snprintf(fileflag, sizeof fileflag, "%s",
+             write_tmp("cross.lua", "return { clusters = { a = { topics = { 'trade' },\n"
+                       "  groups = { ['p'] = 's' },\n"
+                       "  bindings = { { groupIds = { 'ghost' }, topic = 'trade',\n"
+                       "                 messageType = 'm' } } } } }\n"));
+    assert_int_equal(run_args(&c, &check, 4, fileflag, "-topics=other", "-groups=p:s,q:"),
+                     -EINVAL);
+    assert_has(err, "-groups: must be"); /* a bad flag stops there */
+    kq_config_free(&c);
+    assert_int_equal(run_args(&c, &check, 3, fileflag, "-topics=other"), -EINVAL);
+    assert_has(err, "bindings (group ghost): binds a topic that is not in topics");
+    assert_has(err, "bindings (group ghost): names a group that is not in groups");
+    assert_int_equal(count_lines(err), 2);
+    kq_config_free(&c);
+}
+
+static void test_binding_group_checks(void **state)
+{
+    (void)state;
+#define GROUPS_AND(entry)                                                                  \
+    "return { clusters = { dev = { topics = { 'trade' }, groups = { ['s-a'] = 'x', "       \
+    "['p'] = 'y' } } }, bindings = { " entry " } }"
+    /* a bound group that cannot log in */
+    struct kq_config c;
+    bool check;
+    const char *path = write_tmp("ghost.lua", GROUPS_AND(
+        "{ groupIds = { 's-a', 's-ghost' }, topic = 'trade', messageType = 'm' },"
+        "{ groupIds = { 's-ghost' }, topic = 'trade', messageType = 'n' }"));
+    assert_int_equal(run_args(&c, &check, 2, path), -EINVAL);
+    assert_has(err, ": bindings (group s-ghost): names a group that is not in groups, so its "
+                    "consumers can never log in (got \"s-ghost\")");
+    assert_int_equal(count_lines(err), 1); /* once per group, not per binding */
+    kq_config_free(&c);
+    /* without groups (authentication off) any group may bind */
+    path = write_tmp("open.lua", "return { clusters = { dev = { topics = { 'trade' } } }, "
+                     "bindings = { { groupIds = { 's-any' }, topic = 'trade', messageType = 'm' } } }");
+    assert_int_equal(run_args(&c, &check, 2, path), 0);
+    kq_config_free(&c);
+
+    /* the same group twice in one groupIds */
+    expect_load_error(GROUPS_AND("{ groupIds = { 's-a', 'p', 's-a' }, topic = 'trade', "
+                                 "messageType = 'm' }"),
+                      NULL, "bindings[1].groupIds[3]: this group is listed twice (got \"s-a\")",
+                      NULL);
+#undef GROUPS_AND
+}
+
+/* A fanout binding's messageType is ignored: said so in the log, the file still loads. */
+static void test_fanout_message_type_warned(void **state)
+{
+    (void)state;
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("fanout.lua",
+        "return { clusters = { dev = { topics = { 'trade' } } }, bindings = {\n"
+        "  { groupIds = { 'g1' }, topic = 'trade', bindType = 'fanout', messageType = 'pay' },\n"
+        "  { groupIds = { 'g2' }, topic = 'trade', bindType = 'fanout', messageType = '*' },\n"
+        "  { groupIds = { 'g3' }, topic = 'trade', bindType = 'fanout' } } }\n");
+    log_capture_begin();
+    int rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
+    char *log = log_capture_end(KQ_LOG_INFO);
+    if (rc)
+        fail_msg("%s", err);
+    assert_int_equal(c.n_bindings, 3);
+    assert_string_equal(find_binding(&c, "g1", "*")->topic, "trade");
+    char want[400];
+    snprintf(want, sizeof want, "warn config: %s: bindings[1].messageType: ignored: a fanout "
+             "binding receives every message type of its topic (\"*\") (got \"pay\")", path);
+    assert_has(log, want);
+    assert_null(strstr(log, "bindings[2]"));
+    assert_null(strstr(log, "bindings[3]"));
+    free(log);
+    kq_config_free(&c);
+}
+
+/* A policies folder named in the file must exist (checked by the broker's preflight); the
+ * default may be missing. The loader says which. */
+static void test_policies_named(void **state)
+{
+    (void)state;
+    struct kq_config c;
+    kq_config_defaults(&c);
+    assert_false(c.policies_set);
+    const char *path = write_tmp("pol.lua", "return { clusters = { a = { topics = { 't' } }, "
+                                 "b = { topics = { 't' }, policies = 'x' } }, default = 'a' }");
+    assert_int_equal(kq_config_load_file(&c, path, NULL, err, sizeof err), 0);
+    assert_false(c.policies_set); /* only cluster b names one */
+    kq_config_free(&c);
+    kq_config_defaults(&c);
+    assert_int_equal(kq_config_load_file(&c, path, "b", err, sizeof err), 0);
+    assert_true(c.policies_set);
+    assert_string_equal(c.policies, "x");
+    kq_config_free(&c);
+}
+
+/* The effective configuration never shows the MySQL password. */
+static void test_print_redacts_password(void **state)
+{
+    (void)state;
+    struct kq_config c;
+    bool check;
+    assert_int_equal(run_args(&c, &check, 3, "-topics=t",
+                              "-db=mysql://db:3306?db=kite&username=u&password=Hunter2x"), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    kq_config_print(&c, f);
+    fclose(f);
+    assert_null(strstr(text, "Hunter2x"));
+    assert_has(text, "db = \"mysql://db:3306?db=kite&username=u&password=***\"");
+    free(text);
+    kq_config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +772,11 @@ int main(void)
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_cluster_selection),
         cmocka_unit_test(test_binding_errors),
+        cmocka_unit_test(test_every_problem_reported),
+        cmocka_unit_test(test_binding_group_checks),
+        cmocka_unit_test(test_fanout_message_type_warned),
+        cmocka_unit_test(test_policies_named),
+        cmocka_unit_test(test_print_redacts_password),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

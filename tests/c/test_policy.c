@@ -19,6 +19,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "policy/policy.h"
+#include "support/log_capture.h"
 
 static char tmpdir[64];
 static char err[512];
@@ -210,11 +211,48 @@ static void test_load_defaults_only(void **state)
     assert_int_equal(kq_policy_load(NULL, &p, err, sizeof err), 0);
     assert_false(hook_stats(p, "route").loaded);
     kq_policy_free(p);
+    /* a folder that is named must exist: a typo is not the built-in rules in silence */
     char missing[128];
     snprintf(missing, sizeof missing, "%s/does-not-exist", tmpdir);
-    assert_int_equal(kq_policy_load(missing, &p, err, sizeof err), 0);
-    assert_false(hook_stats(p, "retry").loaded);
+    p = NULL;
+    assert_int_equal(kq_policy_load(missing, &p, err, sizeof err), -ENOENT);
+    assert_null(p);
+    assert_non_null(strstr(err, missing));
+    assert_non_null(strstr(err, "no such folder"));
+    snprintf(missing, sizeof missing, "%s/a-file", tmpdir);
+    FILE *f = fopen(missing, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(kq_policy_load(missing, &p, err, sizeof err), -EINVAL);
+    assert_non_null(strstr(err, "not a folder"));
+}
+
+/* .lua files that are not policy files are never loaded: the log names them (with a hint for
+ * a wrong case), and says which hooks the built-in rules answer. */
+static void test_load_warns_unknown_files(void **state)
+{
+    (void)state;
+    const char *dir = policy_dir("misnamed", "Routing.lua", "return {}\n");
+    policy_dir("misnamed", "helpers.lua", "return {}\n");
+    policy_dir("misnamed", "retry.lua", "return { retry = function(m) return nil end }\n");
+    policy_dir("misnamed", "notes.txt", "not lua\n");
+    struct kq_policy *p = NULL;
+    log_capture_begin();
+    int rc = kq_policy_load(dir, &p, err, sizeof err);
+    char *log = log_capture_end(KQ_LOG_ERROR);
+    assert_int_equal(rc, 0);
+    assert_true(hook_stats(p, "retry").loaded);
+    assert_false(hook_stats(p, "route").loaded);
     kq_policy_free(p);
+    char want[512];
+    snprintf(want, sizeof want, "%s/Routing.lua is not loaded: policy files are routing.lua, "
+             "flow.lua and retry.lua (did you mean routing.lua?)", dir);
+    if (!strstr(log, want) || !strstr(log, "/helpers.lua is not loaded") ||
+        strstr(log, "notes.txt") || strstr(log, "retry.lua is not loaded"))
+        fail_msg("log:\n%s", log);
+    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group "))
+        fail_msg("log:\n%s", log);
+    free(log);
 }
 
 static void test_shipped_equal_defaults(void **state)
@@ -665,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_default_routing),
         cmocka_unit_test(test_default_retry_and_flow),
         cmocka_unit_test(test_load_defaults_only),
+        cmocka_unit_test(test_load_warns_unknown_files),
         cmocka_unit_test(test_shipped_equal_defaults),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_route_runtime_failures),

@@ -159,13 +159,7 @@ static void start_broker(const char *config, const char *bind)
         restore_policy(policy_files[i]);
     assert_int_equal(broker_launch(&bp, config, bind, NULL), 0);
     assert_true(broker_wait_log(&bp, "policy: loaded dir=policies hooks=", 1));
-    char *log = log_since(0);
-    const char *p = strstr(log, "listening admin=");
-    assert_non_null(p);
-    p = strstr(p, " port=");
-    assert_non_null(p);
-    admin_port = atoi(p + strlen(" port="));
-    free(log);
+    admin_port = broker_admin_port(&bp);
     assert_true(admin_port > 0);
 }
 
@@ -215,28 +209,10 @@ static char *hup_expect_failed(void)
 /* GET path on the admin port: the body (malloc'd). */
 static char *get_body(const char *path)
 {
-    int fd = raw_connect(admin_port);
-    assert_true(fd >= 0);
-    char req[256];
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
-    assert_int_equal(raw_send(fd, req, strlen(req)), 0);
-    char buf[65536];
-    size_t len = 0;
-    uint64_t deadline = now_ms() + 5000;
-    while (len < sizeof buf - 1 && now_ms() < deadline) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        if (poll(&pfd, 1, 100) <= 0)
-            continue;
-        ssize_t r = recv(fd, buf + len, sizeof buf - 1 - len, 0);
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-    }
-    close(fd);
-    buf[len] = 0;
-    const char *body = strstr(buf, "\r\n\r\n");
+    char *body = malloc(65536);
     assert_non_null(body);
-    return strdup(body + 4);
+    assert_int_equal(admin_get(admin_port, path, body, 65536), 200);
+    return body;
 }
 
 static cJSON *get_json(const char *path)

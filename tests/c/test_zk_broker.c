@@ -76,21 +76,6 @@ struct zbroker {
     int admin;     /* admin HTTP port */
 };
 
-static int admin_port_from_log(const char *log)
-{
-    FILE *f = fopen(log, "r");
-    char line[2048];
-    int port = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        char *p = strstr(line, "listening admin=");
-        if (p && (p = strstr(p, " port=")))
-            port = atoi(p + 6);
-    }
-    if (f)
-        fclose(f);
-    return port;
-}
-
 static struct zbroker *running[4]; /* stopped by the per-test teardown if a test fails */
 
 static void zbroker_start(struct zbroker *b)
@@ -104,7 +89,7 @@ static void zbroker_start(struct zbroker *b)
     zk_config(cfg, sizeof cfg);
     assert_int_equal(broker_start(&b->p, cfg, NULL), 0);
     snprintf(b->bind, sizeof b->bind, "127.0.0.1:%d", b->p.port);
-    b->admin = admin_port_from_log(b->p.log);
+    b->admin = broker_admin_port(&b->p);
     assert_true(b->admin > 0);
 }
 
@@ -145,41 +130,10 @@ static void log_mark(struct broker_proc *bp)
 /* GET path on the admin port; the parsed JSON body or NULL. */
 static cJSON *http_get_json(int port, const char *path)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return NULL;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return NULL;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return NULL;
-    }
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap + 1);
-    uint64_t deadline = now_ms() + 5000;
-    while (buf && len < cap && now_ms() < deadline) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 100) <= 0)
-            continue;
-        ssize_t r = read(fd, buf + len, cap - len);
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-    }
-    close(fd);
-    if (!buf)
-        return NULL;
-    buf[len] = '\0';
-    char *body = strstr(buf, "\r\n\r\n");
-    cJSON *j = body ? cJSON_Parse(body + 4) : NULL;
-    free(buf);
+    size_t cap = 1 << 16;
+    char *body = malloc(cap);
+    cJSON *j = body && admin_get(port, path, body, cap) == 200 ? cJSON_Parse(body) : NULL;
+    free(body);
     return j;
 }
 
@@ -516,6 +470,29 @@ static void expect_none(int fd, int ms)
 }
 
 /* ---- tests -------------------------------------------------------------------------------- */
+
+/* `ready` means clients can find the broker: when the line is logged, its nodes exist (no
+ * waiting here), and the log says that it waited for them. */
+static void test_ready_after_registration(void **state)
+{
+    struct zbroker b;
+    zbroker_start(&b); /* returns once "ready port=" is logged */
+    char path[512];
+    const char *topics[] = {T, U};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "/kiteq/server/%s/%s", topics[i], b.bind);
+        assert_true(node_exists(path));
+    }
+    snprintf(path, sizeof path, "/kiteq/alive_servers/%s", b.bind);
+    assert_true(node_exists(path));
+    b.p.log_seen = 0;
+    assert_true(log_next(&b.p, "waiting for the registration in ZooKeeper before ready", 1));
+    char needle[128];
+    snprintf(needle, sizeof needle, "registry: registered bind=%s topics=2", b.bind);
+    assert_true(log_next(&b.p, needle, 1));
+    assert_true(log_next(&b.p, "main: ready port=", 1));
+    assert_int_equal(broker_stop(&b.p), 0);
+}
 
 /* Registration as the original: node types, data, ACLs; the golden tree's snapshots 1 (one
  * broker running) and 4 (after SIGTERM) for our nodes. */
@@ -902,6 +879,7 @@ static int group_teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_ready_after_registration, stop_brokers),
         cmocka_unit_test_teardown(test_registration, stop_brokers),
         cmocka_unit_test_teardown(test_bindings_route, stop_brokers),
         cmocka_unit_test_teardown(test_two_brokers, stop_brokers),

@@ -157,7 +157,23 @@ local function problems(cfg)
     bad("default", "required when there are several clusters")
   end
 
-  local function check_bindings(list, key, topics)
+  -- The groups a binding of `topic` may name (nil = any: no groups configured there).
+  local function groups_of(clusters_of_binding, topic)
+    local allowed
+    for _, c in pairs(clusters_of_binding) do
+      local serves = false
+      for _, t in ipairs(type(c.topics) == "table" and c.topics or {}) do
+        serves = serves or t == topic
+      end
+      if serves and type(c.groups) == "table" and next(c.groups) ~= nil then
+        allowed = allowed or {}
+        for g in pairs(c.groups) do allowed[g] = true end
+      end
+    end
+    return allowed
+  end
+
+  local function check_bindings(list, key, topics, clusters_of_binding)
     if not is_list(list) then
       bad(key, "must be a list")
       return
@@ -173,8 +189,13 @@ local function problems(cfg)
         if not is_list(b.groupIds) or #b.groupIds == 0 then
           bad(bkey .. ".groupIds", "must be a non-empty list")
         else
+          local seen, allowed = {}, groups_of(clusters_of_binding, b.topic)
           for j, g in ipairs(b.groupIds) do
-            if not is_name(g) then bad(bkey .. ".groupIds[" .. j .. "]", "bad group id") end
+            local gkey = bkey .. ".groupIds[" .. j .. "]"
+            if not is_name(g) then bad(gkey, "bad group id") end
+            if seen[g] then bad(gkey, "group listed twice") end
+            if allowed and not allowed[g] then bad(gkey, "group not in groups: cannot log in") end
+            seen[g] = true
           end
         end
         if not (is_name(b.topic) and topics[b.topic]) then
@@ -185,6 +206,9 @@ local function problems(cfg)
         if bt ~= "fanout" and (type(b.messageType) ~= "string" or b.messageType == "") then
           bad(bkey .. ".messageType", "required for direct and regx")
         end
+        if bt == "fanout" and b.messageType ~= nil and b.messageType ~= "*" then
+          bad(bkey .. ".messageType", "ignored by a fanout binding (the broker warns)")
+        end
         if b.watermark ~= nil and (type(b.watermark) ~= "number" or b.watermark % 1 ~= 0) then
           bad(bkey .. ".watermark", "must be an integer")
         end
@@ -194,12 +218,14 @@ local function problems(cfg)
       end
     end
   end
-  if cfg.bindings ~= nil then check_bindings(cfg.bindings, "bindings", all_topics) end
+  if cfg.bindings ~= nil then
+    check_bindings(cfg.bindings, "bindings", all_topics, cfg.clusters)
+  end
   for name, c in pairs(cfg.clusters) do
     if type(c) == "table" and c.bindings ~= nil and is_list(c.topics) then
       local own = {}
       for _, t in ipairs(c.topics) do own[t] = true end
-      check_bindings(c.bindings, "clusters." .. tostring(name) .. ".bindings", own)
+      check_bindings(c.bindings, "clusters." .. tostring(name) .. ".bindings", own, { c })
     end
   end
   return out
@@ -278,10 +304,21 @@ describe("the structure checker", function()
     ["direct without messageType"] = function(c) c.bindings[1].messageType = nil end,
     ["empty secret"] = function(c) c.clusters.dev.groups = { g = "" } end,
     ["bad registry"] = function(c) c.registry = "etcd://x" end,
+    ["a group twice in groupIds"] = function(c) c.bindings[1].groupIds = { "g", "g" } end,
+    ["a bound group not in groups"] = function(c) c.bindings[1].groupIds = { "ghost" } end,
+    ["a fanout binding with a messageType"] = function(c)
+      c.bindings[1].bindType = "fanout"
+    end,
   }
 
   it("accepts the valid sample", function()
     assert.are.same({}, problems(good()))
+  end)
+  it("accepts any bound group when no groups are configured", function()
+    local cfg = good()
+    cfg.clusters.dev.groups = nil
+    cfg.bindings[1].groupIds = { "anyone" }
+    assert.are.same({}, problems(cfg))
   end)
   for name, breaker in pairs(breakers) do
     it("rejects: " .. name, function()

@@ -887,6 +887,16 @@ static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *
     return 0;
 }
 
+int kq_file_store_check(const struct kq_store_uri *u, char *err, size_t errlen)
+{
+    struct fs_store *s = calloc(1, sizeof *s); /* parse_params fills only plain fields */
+    if (!s)
+        return -ENOMEM;
+    int rc = parse_params(s, u, err, errlen);
+    free(s);
+    return rc;
+}
+
 int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
                        char *err, size_t errlen)
 {

@@ -316,13 +316,18 @@ static const struct kq_store_ops mem_ops = {
     .close = mem_close,
 };
 
-int kq_memory_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
-                         char *err, size_t errlen)
+int kq_memory_store_check(const struct kq_store_uri *u, char *err, size_t errlen)
 {
     /* initcap/maxcap are accepted for URIs written for the Go broker and ignored: this
      * store never evicts (the Go one silently dropped the oldest message). */
     static const char *const allowed[] = {"initcap", "maxcap", NULL};
-    int rc = kq_store_uri_check(u, allowed, err, errlen);
+    return kq_store_uri_check(u, allowed, err, errlen);
+}
+
+int kq_memory_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
+                         char *err, size_t errlen)
+{
+    int rc = kq_memory_store_check(u, err, errlen);
     if (rc)
         return rc;
     struct mem_store *ms = calloc(1, sizeof *ms);

@@ -800,6 +800,12 @@ static int parse_conf(const struct kq_store_uri *u, struct my_conf *c, char *err
     return 0;
 }
 
+int kq_mysql_store_check(const struct kq_store_uri *u, char *err, size_t errlen)
+{
+    struct my_conf c;
+    return parse_conf(u, &c, err, errlen);
+}
+
 int kq_mysql_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_store **out,
                         char *err, size_t errlen)
 {

@@ -88,11 +88,17 @@ void broker_default_config(char *out, size_t len, const char *db, const char *ex
              db, extra_cluster ? extra_cluster : "");
 }
 
-static int spawn(struct broker_proc *bp, const char *bind, const char *const *extra)
+static const char *kiteq_exe(char *buf, size_t len)
 {
     const char *build = getenv("KITEQ_BUILD_DIR");
+    snprintf(buf, len, "%s/kiteq", build ? build : ".");
+    return buf;
+}
+
+static int spawn(struct broker_proc *bp, const char *bind, const char *const *extra)
+{
     char exe[512];
-    snprintf(exe, sizeof exe, "%s/kiteq", build ? build : ".");
+    kiteq_exe(exe, sizeof exe);
     char bindarg[128];
     snprintf(bindarg, sizeof bindarg, "-bind=%s", bind ? bind : "");
     const char *argv[32] = {exe, bp->config, bindarg};
@@ -230,6 +236,89 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
         usleep(5000);
     } while (now_ms() < deadline);
     return false;
+}
+
+int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms)
+{
+    char exe[512], path[300];
+    const char *argv[32] = {kiteq_exe(exe, sizeof exe)};
+    for (int i = 0; args[i] && i < 30; i++)
+        argv[i + 1] = args[i];
+    snprintf(path, sizeof path, "%s/kiteq-run.out", dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || chdir(dir) != 0)
+            _exit(126);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(exe, (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
+        usleep(5000);
+    if (r != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    out[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(out, 1, len - 1, f);
+        out[n] = '\0';
+        fclose(f);
+    }
+    return r == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int broker_admin_port(const struct broker_proc *bp)
+{
+    FILE *f = fopen(bp->log, "r");
+    char line[2048];
+    int port = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        char *p = strstr(line, "listening admin=");
+        if (p && (p = strstr(p, " port=")))
+            port = atoi(p + 6);
+    }
+    if (f)
+        fclose(f);
+    return port;
+}
+
+int admin_get(int port, const char *path, char *out, size_t len)
+{
+    int fd = raw_connect(port);
+    if (fd < 0)
+        return -1;
+    char req[512], buf[65536];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+    size_t n = 0;
+    uint64_t deadline = now_ms() + 5000;
+    if (raw_send(fd, req, strlen(req)) == 0) {
+        while (n < sizeof buf - 1 && now_ms() < deadline) {
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (poll(&pfd, 1, 100) <= 0)
+                continue;
+            ssize_t r = recv(fd, buf + n, sizeof buf - 1 - n, 0);
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+        }
+    }
+    close(fd);
+    buf[n] = '\0';
+    const char *body = strstr(buf, "\r\n\r\n");
+    int status = -1;
+    if (!body || sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return -1;
+    snprintf(out, len, "%s", body + 4);
+    return status;
 }
 
 /* --- raw frames ------------------------------------------------------------------------- */
