@@ -393,6 +393,22 @@ static const char *check_nonempty(const char *s)
     return s[0] ? NULL : "must not be empty";
 }
 
+/* Distinct groups with a binding on topic. */
+static size_t groups_bound_to(const struct kq_config *c, const char *topic)
+{
+    size_t n = 0;
+    for (const struct kq_binding *b = c->bindings; b < c->bindings + c->n_bindings; b++) {
+        if (!b->topic || !b->group_id || strcmp(b->topic, topic) != 0)
+            continue;
+        bool seen = false;
+        for (const struct kq_binding *o = c->bindings; o < b && !seen; o++)
+            seen = o->topic && o->group_id && strcmp(o->topic, topic) == 0 &&
+                   strcmp(o->group_id, b->group_id) == 0;
+        n += !seen;
+    }
+    return n;
+}
+
 /* Is b the first binding of its group? (a missing group is reported once, not per binding) */
 static bool first_of_group(const struct kq_config *c, const struct kq_binding *b)
 {
@@ -478,6 +494,11 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     }
     for (size_t i = 0; i < c->n_bindings; i++)
         n += validate_binding(c, &c->bindings[i], err, errlen);
+    _Static_assert(KQ_MAX_GROUPS_PER_TOPIC == 4096, "update the message below");
+    for (size_t t = 0; t < c->n_topics; t++)
+        if (c->topics[t] && groups_bound_to(c, c->topics[t]) > KQ_MAX_GROUPS_PER_TOPIC)
+            n += fail(c, err, errlen, "bindings", "more groups are bound to this topic than "
+                      "the limit of 4096 (KQ_MAX_GROUPS_PER_TOPIC)", c->topics[t]) != 0;
     return n ? -EINVAL : 0;
 }
 

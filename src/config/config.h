@@ -21,6 +21,11 @@
 
 enum kq_bind_type { KQ_BIND_DIRECT = 0, KQ_BIND_REGX = 1, KQ_BIND_FANOUT = 2 };
 
+/* The most consumer groups one topic can have bindings for. Routing, delivery and the
+ * checks of config and registry all use this one limit: a binding past it is refused with a
+ * clear error where it comes in, never cut off silently at delivery. */
+#define KQ_MAX_GROUPS_PER_TOPIC 4096
+
 struct kq_binding {
     char *group_id;
     char *topic;

@@ -4,10 +4,6 @@
  * anything memoised from a set (routing answers) is valid while the generation matches. */
 #ifndef KQ_REGISTRY_BINDINGS_H
 #define KQ_REGISTRY_BINDINGS_H
-/* The most consumer groups one topic can have bindings for. Routing, delivery and the
- * checks of config and registry all use this one limit: a binding past it is refused with a
- * clear error where it comes in, never cut off silently at delivery. */
-#define KQ_MAX_GROUPS_PER_TOPIC 4096
 #include <stddef.h>
 #include <stdint.h>
 

@@ -688,6 +688,27 @@ static void test_binding_group_checks(void **state)
 #undef GROUPS_AND
 }
 
+/* More groups bound to one topic than routing can deliver to is refused at load, naming
+ * the topic (delivery used to cut silently at 64 groups). */
+static void test_too_many_groups_on_a_topic(void **state)
+{
+    (void)state;
+    size_t cap = 256 * 1024, len = 0;
+    char *text = malloc(cap);
+    len += (size_t)snprintf(text, cap, "local g = {} for i = 1, %d do g[#g + 1] = 'g' .. i end\n"
+                            "return { clusters = { dev = { topics = { 'trade' } } }, bindings = {"
+                            " { groupIds = g, topic = 'trade', messageType = '*', "
+                            "bindType = 'fanout' } } }", KQ_MAX_GROUPS_PER_TOPIC + 1);
+    (void)len;
+    struct kq_config c;
+    bool check;
+    const char *path = write_tmp("many.lua", text);
+    free(text);
+    assert_int_equal(run_args(&c, &check, 2, path), -EINVAL);
+    assert_has(err, "bindings: more groups are bound to this topic than the limit of 4096");
+    kq_config_free(&c);
+}
+
 /* A fanout binding's messageType is ignored: said so in the log, the file still loads. */
 static void test_fanout_message_type_warned(void **state)
 {
@@ -774,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_binding_errors),
         cmocka_unit_test(test_every_problem_reported),
         cmocka_unit_test(test_binding_group_checks),
+        cmocka_unit_test(test_too_many_groups_on_a_topic),
         cmocka_unit_test(test_fanout_message_type_warned),
         cmocka_unit_test(test_policies_named),
         cmocka_unit_test(test_print_redacts_password),
