@@ -373,7 +373,8 @@ static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key
         rc = rc ? rc : bad_entry;
         lua_pop(L, 1);
     }
-    qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
+    if (c->n_groups > 1) /* c->groups is NULL when no entry was valid: qsort must not see it */
+        qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
     return rc;
 }
 
