@@ -12,12 +12,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum kq_log_level min_level = KQ_LOG_INFO;
+/* A reload sets the level on the loop thread while other threads log: atomic (relaxed: a line
+ * logged during the change may follow either level). */
+static atomic_int min_level = KQ_LOG_INFO;
 static int log_fd = 2;
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
-void kq_log_set_level(enum kq_log_level level) { min_level = level; }
+void kq_log_set_level(enum kq_log_level level)
+{
+    atomic_store_explicit(&min_level, (int)level, memory_order_relaxed);
+}
 
 int kq_log_parse_level(const char *name, enum kq_log_level *out)
 {
@@ -67,7 +72,7 @@ static void append_one_line(char *line, size_t *len, size_t cap, const char *msg
 
 void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
 {
-    if (level < min_level)
+    if ((int)level < atomic_load_explicit(&min_level, memory_order_relaxed))
         return;
     char line[2048], msg[2048], clean[2048];
     int64_t ms = kq_now_ms();

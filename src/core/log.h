@@ -11,6 +11,7 @@
 
 enum kq_log_level { KQ_LOG_DEBUG = 0, KQ_LOG_INFO, KQ_LOG_WARN, KQ_LOG_ERROR };
 
+/* Lines below level are dropped. Any thread, also while others log. */
 void kq_log_set_level(enum kq_log_level level);
 /* Parses "debug|info|warn|error"; returns 0 or -EINVAL. */
 int kq_log_parse_level(const char *name, enum kq_log_level *out);
