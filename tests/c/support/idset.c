@@ -111,9 +111,18 @@ void idset_foreach(const struct idset *cs, bool (*fn)(const char *id, uint32_t n
                    void *ud)
 {
     struct idset *s = (struct idset *)cs;
+    /* fn runs on a copy, without the lock: fn reading another set (whose foreach reads this
+     * one) would otherwise take the two locks in both orders (ThreadSanitizer: lock-order
+     * inversion, a deadlock when two threads do it). */
     pthread_mutex_lock(&s->mu);
+    size_t n = 0;
+    struct slot *copy = xcalloc(s->size ? s->size : 1, sizeof *copy);
     for (size_t i = 0; i < s->cap; i++)
-        if (s->slots[i].n && !fn(s->slots[i].id, s->slots[i].n, ud))
-            break;
+        if (s->slots[i].n)
+            copy[n++] = s->slots[i];
     pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < n; i++)
+        if (!fn(copy[i].id, copy[i].n, ud))
+            break;
+    free(copy);
 }

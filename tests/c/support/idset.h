@@ -17,8 +17,8 @@ uint32_t idset_add(struct idset *s, const char *id);
 uint32_t idset_count(const struct idset *s, const char *id);
 /* Distinct ids. */
 size_t idset_size(const struct idset *s);
-/* Calls fn for every distinct id with its count until fn returns false. The set is locked
- * meanwhile: fn must not modify s (reading other sets is fine). */
+/* Calls fn for every distinct id with its count until fn returns false, on a copy taken at
+ * the call: fn may read or change any set, this one included (it sees the copy). */
 void idset_foreach(const struct idset *s, bool (*fn)(const char *id, uint32_t n, void *ud),
                    void *ud);
 #endif
