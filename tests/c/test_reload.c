@@ -559,6 +559,17 @@ static long vm_rss_kib(pid_t pid)
     return kib;
 }
 
+/* The broker is built like this test (one CMake build). Under AddressSanitizer freed memory
+ * waits in a quarantine and shadow memory grows with use, so RSS says nothing about leaks
+ * there; LeakSanitizer checks them instead when the teardown stops the broker. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_SAYS_NOTHING "AddressSanitizer"
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_SAYS_NOTHING "AddressSanitizer"
+#endif
+#endif
+
 static void test_hundred_reloads_keep_memory_flat(void **state)
 {
     (void)state;
@@ -575,13 +586,20 @@ static void test_hundred_reloads_keep_memory_flat(void **state)
             expect_shipped_routing(&c); /* routing memo and hooks used in every generation */
     }
     long after = vm_rss_kib(bp.pid);
-    print_message("VmRSS before %ld KiB, after 100 reloads %ld KiB\n", before, after);
-    assert_true(after - before < 2048);
     struct reload_stat s;
     reload_stat(&s);
     assert_int_equal((int)s.generation, 110);
     assert_int_equal((int)s.failures, 0);
     close_all(&c);
+#ifdef RSS_SAYS_NOTHING
+    print_message("RSS-flat check skipped under " RSS_SAYS_NOTHING " (VmRSS before %ld KiB, "
+                  "after 100 reloads %ld KiB); leaks are checked when the broker stops\n",
+                  before, after);
+    skip();
+#else
+    print_message("VmRSS before %ld KiB, after 100 reloads %ld KiB\n", before, after);
+    assert_true(after - before < 2048);
+#endif
 }
 
 static void test_hup_storm_never_overlaps(void **state)
