@@ -598,6 +598,14 @@ static uint64_t producer_ok(struct producer *p)
     return n;
 }
 
+static uint64_t producer_failed(struct producer *p)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t n = p->failed;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
 static bool on_message(void *ud, const struct kq_message *m)
 {
     idset_add(ud, m->message_id);
@@ -642,10 +650,12 @@ static void wait_ok(struct producer *p, uint64_t target, int ms)
     uint64_t end = now_ms() + (uint64_t)ms;
     while (producer_ok(p) < target && now_ms() < end)
         usleep(10000);
-    if (producer_ok(p) < target)
-        fail_msg("only %" PRIu64 " of %" PRIu64 " publishes acked true (failed %" PRIu64
-                 ", unanswered %" PRIu64 ", last feedback '%s')",
-                 producer_ok(p), target, p->failed, p->no_answer, p->last_feedback);
+    if (producer_ok(p) >= target)
+        return;
+    pthread_mutex_lock(&p->mu);
+    fail_msg("only %" PRIu64 " of %" PRIu64 " publishes acked true (failed %" PRIu64
+             ", unanswered %" PRIu64 ", last feedback '%s')",
+             p->ok, target, p->failed, p->no_answer, p->last_feedback);
 }
 
 /* --- 5. MariaDB restarted under load ---------------------------------------------------- */
@@ -675,12 +685,12 @@ static void test_mariadb_restart_under_load(void **state)
     E.c = NULL;
     uint64_t down_at = now_ms();
     /* publishes during the outage: answered (status false with a reason), not hanging */
-    uint64_t failed0 = p[0].failed + p[1].failed;
+    uint64_t failed0 = producer_failed(&p[0]) + producer_failed(&p[1]);
     while (now_ms() - down_at < 4000)
         usleep(50000);
-    pthread_mutex_lock(&p[0].mu);
-    uint64_t failed = p[0].failed + p[1].failed - failed0;
+    uint64_t failed = producer_failed(&p[0]) + producer_failed(&p[1]) - failed0;
     char fb[128];
+    pthread_mutex_lock(&p[0].mu);
     snprintf(fb, sizeof fb, "%s", p[0].last_feedback);
     pthread_mutex_unlock(&p[0].mu);
     print_message("outage: %" PRIu64 " publishes answered status=false (feedback '%s')\n",
