@@ -245,11 +245,15 @@ int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, i
     for (int i = 0; args[i] && i < 30; i++)
         argv[i + 1] = args[i];
     snprintf(path, sizeof path, "%s/kiteq-run.out", dir);
+    /* Appended, not truncated: the file keeps every run's output (a sanitizer report of an
+     * earlier run in dir is still there for the scan of scripts/sanitize.sh). */
+    struct stat st;
+    long before = stat(path, &st) == 0 ? (long)st.st_size : 0;
     pid_t pid = fork();
     if (pid < 0)
         return -1;
     if (pid == 0) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd < 0 || chdir(dir) != 0)
             _exit(126);
         dup2(fd, 1);
@@ -269,8 +273,8 @@ int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, i
     out[0] = '\0';
     FILE *f = fopen(path, "r");
     if (f) {
-        size_t n = fread(out, 1, len - 1, f);
-        out[n] = '\0';
+        if (fseek(f, before, SEEK_SET) == 0)
+            out[fread(out, 1, len - 1, f)] = '\0';
         fclose(f);
     }
     return r == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;

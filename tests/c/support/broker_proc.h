@@ -43,8 +43,9 @@ void broker_kill9(struct broker_proc *bp);
 /* Wait until `needle` appears in the log (after what was seen before). */
 bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms);
 /* Run `build/kiteq ARGS...` (args NULL-terminated) in dir until it exits (at most
- * timeout_ms, then SIGKILL); its stdout and stderr go to out (NUL-terminated, cut to len).
- * Returns the exit status, or -1 when it did not exit by itself. */
+ * timeout_ms, then SIGKILL); its stdout and stderr go to out (NUL-terminated, cut to len) and
+ * are appended to dir/kiteq-run.out. Returns the exit status, or -1 when it did not exit by
+ * itself. */
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms);
 /* The admin HTTP port from the broker's "listening admin=... port=N" log line, or -1. */
 int broker_admin_port(const struct broker_proc *bp);
