@@ -3,6 +3,7 @@
 # integration tests through ctest, Lua specs through busted). Exit status 0 = all passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/test-dirs.sh
 scripts/install-deps.sh --test
 scripts/build.sh
 status=0
@@ -12,9 +13,7 @@ busted --lua=luajit tests/lua || status=1
 # The tests keep their temporary directories (broker logs, data) for a post-mortem; after a
 # green run, remove the ones this run made.
 if [ $status = 0 ]; then
-    find /tmp -maxdepth 1 -newer "$marker" \( -name 'kiteq-test-*' -o -name 'kq-*' \
-        -o -name 'kqzk.*' -o -name 'kqmb.*' -o -name 'kqmy.*' -o -name 'kiteq-full-*' \) \
-        -exec rm -rf {} + 2>/dev/null || true
+    remove_test_dirs_since "$marker"
 else
     echo "test.sh: failed; the tests' directories are kept in /tmp (kiteq-test-*, kq-*)" >&2
 fi
