@@ -5,7 +5,9 @@
  * `-bind` node is removed, so the restarted broker recovers them with no route ("no
  * subscriber", next look in 30 s). Then the consumer connects and the node is written again,
  * in both orders: the backlog must go out at once, not at the 30 s recheck — neither the
- * bindings arriving nor the consumer connecting woke such messages (issue 12). */
+ * bindings arriving nor the consumer connecting woke such messages (issue 12). The same when
+ * another group of the topic, offline, is bound again first (ZooKeeper reports each group's
+ * node on its own): the backlog then has a route, to that group only. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,38 +36,37 @@ static struct broker_proc bp;
 
 static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 
-static void bind_path(char *out, size_t len)
+static void bind_path(char *out, size_t len, const char *group)
 {
-    snprintf(out, len, "/kiteq/sub/%s/%s-bind", T, TEST_CONSUMER);
+    snprintf(out, len, "/kiteq/sub/%s/%s-bind", T, group);
 }
 
-/* The consumer group's bindings, written exactly as the original clients do (spec §5.1). */
-static uint64_t write_bind(void)
+/* A group's bindings, written exactly as the original clients do (spec §5.1). */
+static uint64_t write_bind(const char *group)
 {
     char json[512], path[256];
     snprintf(json, sizeof json,
              "[{\"groupId\":\"%s\",\"topic\":\"%s\",\"messageType\":\"pay-succ\",\"bindType\":0,"
              "\"version\":\"1.0.0\",\"watermark\":1000,\"persistent\":true}]",
-             TEST_CONSUMER, T);
-    bind_path(path, sizeof path);
+             group, T);
+    bind_path(path, sizeof path, group);
     assert_int_equal(zk_test_write(zh, path, json), ZOK);
     return now_ms();
 }
 
-static void delete_bind(void)
+static void delete_bind(const char *group)
 {
     char path[256];
-    bind_path(path, sizeof path);
+    bind_path(path, sizeof path, group);
     int rc = zoo_delete(zh, path, -1);
     assert_true(rc == ZOK || rc == ZNONODE);
 }
 
-/* Wait (after what the log showed so far) for the broker to apply the group's bindings. */
-static void wait_bindings_applied(size_t n)
+/* Wait (in the log since the broker's last start) for it to apply the group's bindings. */
+static void wait_bindings_applied(const char *group)
 {
     char needle[160];
-    snprintf(needle, sizeof needle, "bindings changed topic=%s group=%s bindings=%zu", T,
-             TEST_CONSUMER, n);
+    snprintf(needle, sizeof needle, "bindings changed topic=%s group=%s bindings=1", T, group);
     assert_true(broker_wait_log(&bp, needle, 10000));
 }
 
@@ -83,11 +84,12 @@ static void start_broker(void)
              "      db = \"file://./data\",\n"
              "      deliverySeconds = 2,\n"
              "      recoverSeconds = 1,\n"
-             "      groups = { [\"%s\"] = \"%s\", [\"%s\"] = \"%s\" },\n"
+             "      groups = { [\"%s\"] = \"%s\", [\"%s\"] = \"%s\", [\"%s\"] = \"%s\" },\n"
              "    },\n"
              "  },\n"
              "}\n",
-             svc.uri, T, TEST_PRODUCER, TEST_SECRET, TEST_CONSUMER, TEST_SECRET);
+             svc.uri, T, TEST_PRODUCER, TEST_SECRET, TEST_CONSUMER, TEST_SECRET, TEST_CONSUMER_B,
+             TEST_SECRET);
     assert_int_equal(broker_start(&bp, cfg, NULL), 0);
 }
 
@@ -154,76 +156,99 @@ static size_t receive_backlog(int fd, const struct idset *want, int timeout_ms,
     return n;
 }
 
-/* Store the backlog for the bound group with nobody online, stop, remove the bindings and
- * start again: the broker recovers BACKLOG messages that have no route. */
-static struct idset *recovered_without_bindings(void)
+/* Store the backlog for `group` (and `other`, when not NULL) with nobody online, stop,
+ * remove their bindings and start again: the broker recovers BACKLOG messages that have no
+ * route, and attempts them at once ("no subscriber", next look in 30 s). */
+static struct idset *recovered_without_bindings(const char *group, const char *other)
 {
     start_broker();
     wait_registered();
-    write_bind();
-    wait_bindings_applied(1);
+    write_bind(group);
+    wait_bindings_applied(group);
+    if (other) {
+        write_bind(other);
+        wait_bindings_applied(other);
+    }
     struct idset *ids = idset_new();
     publish_backlog(ids);
     assert_int_equal(broker_stop(&bp), 0);
 
-    delete_bind();
+    delete_bind(group);
+    if (other)
+        delete_bind(other);
     assert_int_equal(broker_restart(&bp, NULL), 0); /* its log is read from here on */
     char needle[64];
     snprintf(needle, sizeof needle, "recovered pending=%d ", BACKLOG);
     assert_true(broker_wait_log(&bp, needle, 10000));
-    /* registered again, with no bindings for the group: the recovered messages' attempts
-     * (due at once) find no route */
-    wait_registered();
+    wait_registered(); /* registered again, with no bindings for either group */
     return ids;
 }
 
-static void report(const char *what, size_t n, uint64_t from_ms, uint64_t last_ms)
+/* After the restart: `other` (when not NULL) is bound again first, with nobody of it online,
+ * so the backlog gets a route but no one to go to; then `group`'s consumer connects and its
+ * bindings are written, in the order given. The whole backlog must reach the consumer within
+ * WAKE_LIMIT_MS of the later of the two. */
+static void backlog_wakes(const char *group, const char *other, bool consumer_first)
 {
-    print_message("%s: %zu/%d delivered, the last %llu ms after\n", what, n, BACKLOG,
-                  n ? (unsigned long long)(last_ms - from_ms) : 0ULL);
+    struct idset *ids = recovered_without_bindings(group, other);
+    if (other) {
+        write_bind(other);
+        wait_bindings_applied(other);
+    }
+    int c;
+    uint64_t from, last = 0;
+    if (consumer_first) {
+        c = connect_as(group);
+        assert_int_equal(receive_backlog(c, ids, 300, &last), 0); /* no route: nothing yet */
+        from = write_bind(group);
+    } else {
+        write_bind(group);
+        wait_bindings_applied(group);
+        from = now_ms();
+        c = connect_as(group);
+    }
+    size_t n = receive_backlog(c, ids, WAKE_LIMIT_MS + 3000, &last);
+    print_message("%s -> backlog: %zu/%d delivered, the last %llu ms after\n",
+                  consumer_first ? "bindings written" : "consumer connected", n, BACKLOG,
+                  n ? (unsigned long long)(last - from) : 0ULL);
+    assert_int_equal(n, BACKLOG);
+    assert_true(last - from <= WAKE_LIMIT_MS);
+
+    close(c);
+    assert_int_equal(broker_stop(&bp), 0);
+    delete_bind(group);
+    if (other)
+        delete_bind(other);
+    idset_free(ids);
 }
 
 /* The consumer is online first (nothing to route to yet), then the bindings arrive. */
 static void test_bindings_wake_backlog(void **state)
 {
     (void)state;
-    struct idset *ids = recovered_without_bindings();
-    int c = connect_as(TEST_CONSUMER);
-    uint64_t last = 0;
-    assert_int_equal(receive_backlog(c, ids, 300, &last), 0); /* no route: nothing yet */
-
-    uint64_t written = write_bind();
-    size_t n = receive_backlog(c, ids, WAKE_LIMIT_MS + 3000, &last);
-    report("bindings written -> backlog", n, written, last);
-    assert_int_equal(n, BACKLOG);
-    assert_true(last - written <= WAKE_LIMIT_MS);
-
-    close(c);
-    assert_int_equal(broker_stop(&bp), 0);
-    delete_bind();
-    idset_free(ids);
+    backlog_wakes(TEST_CONSUMER, NULL, true);
 }
 
 /* The bindings arrive first (nobody online yet), then the consumer connects. */
 static void test_consumer_wakes_backlog(void **state)
 {
     (void)state;
-    struct idset *ids = recovered_without_bindings();
-    write_bind();
-    wait_bindings_applied(1);
+    backlog_wakes(TEST_CONSUMER, NULL, false);
+}
 
-    uint64_t connected = now_ms();
-    int c = connect_as(TEST_CONSUMER);
-    uint64_t last = 0;
-    size_t n = receive_backlog(c, ids, WAKE_LIMIT_MS + 3000, &last);
-    report("consumer connected -> backlog", n, connected, last);
-    assert_int_equal(n, BACKLOG);
-    assert_true(last - connected <= WAKE_LIMIT_MS);
+/* ZooKeeper reports each group's node on its own: another group of the topic is bound
+ * again first, while offline. The backlog is then routed to that group only — and still
+ * goes to ours at once when our bindings and consumer come, in either order. */
+static void test_bindings_wake_backlog_routed_elsewhere(void **state)
+{
+    (void)state;
+    backlog_wakes(TEST_CONSUMER_B, TEST_CONSUMER, true);
+}
 
-    close(c);
-    assert_int_equal(broker_stop(&bp), 0);
-    delete_bind();
-    idset_free(ids);
+static void test_consumer_wakes_backlog_routed_elsewhere(void **state)
+{
+    (void)state;
+    backlog_wakes(TEST_CONSUMER_B, TEST_CONSUMER, false);
 }
 
 static int stop_broker(void **state)
@@ -257,6 +282,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_bindings_wake_backlog, stop_broker),
         cmocka_unit_test_teardown(test_consumer_wakes_backlog, stop_broker),
+        cmocka_unit_test_teardown(test_bindings_wake_backlog_routed_elsewhere, stop_broker),
+        cmocka_unit_test_teardown(test_consumer_wakes_backlog_routed_elsewhere, stop_broker),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
