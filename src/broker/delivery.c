@@ -933,27 +933,42 @@ void kq_delivery_check_timeouts(struct kq_broker *b)
         complete(b, b->tq_head, false, "timeout");
 }
 
-/* Messages whose last attempt failed for `group` (NULL: none) or found no route at all,
- * and that wait for a later attempt, go now. */
-static void wake_waiting(struct kq_broker *b, const char *group)
+/* Messages that wait for a later attempt go now when it may reach a consumer:
+ *  - `group` came online (group != NULL): those whose last attempt failed for it, or found
+ *    no route at all;
+ *  - the bindings of `topic` changed (group == NULL; topic NULL = any topic): those whose
+ *    last attempt sent nothing. The new bindings may route them to a group that is online;
+ *    if it is not, the attempt records it among their failed groups, so that its coming
+ *    online wakes them. "No route" alone is not enough: ZooKeeper reports each group's
+ *    bindings on their own, and once one offline group of the topic is bound, the backlog
+ *    has a route — to that group only. Attempts that sent copies keep their retry delay. */
+static void wake_waiting(struct kq_broker *b, const char *group, const char *topic)
 {
     int64_t now = kq_now_ms();
+    /* lookups only: a name no message holds has no atom, and then nothing refers to it */
     const char *nosub = kq_atom_find(b, NO_SUBSCRIBER), *ga = group ? kq_atom_find(b, group) : NULL;
-    if (!nosub && !ga)
-        return; /* no message refers to either */
+    const char *ta = topic ? kq_atom_find(b, topic) : NULL;
     struct kq_msg *m;
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
         if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
             continue;
-        if ((nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
-            (ga && kq_names_has(m->failed, m->n_failed, ga)))
+        bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
+                                (ga && kq_names_has(m->failed, m->n_failed, ga))
+                          : m->sent == 0 && (!topic || m->topic == ta);
+        if (wake)
             kq_delivery_schedule(b, m, now);
     }
 }
 
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g) { wake_waiting(b, g->id); }
+void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
+{
+    wake_waiting(b, g->id, NULL);
+}
 
-void kq_delivery_bindings_changed(struct kq_broker *b) { wake_waiting(b, NULL); }
+void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic)
+{
+    wake_waiting(b, NULL, topic);
+}
 
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
 {

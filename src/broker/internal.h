@@ -296,8 +296,9 @@ bool kq_delivery_session_has_room(struct kq_session *s);
 void kq_delivery_conn_drained(struct kq_broker *b, struct kq_conn *c);
 /* Once a second: log the groups' delivery timeouts since the last line (rate-limited). */
 void kq_delivery_log_timeouts(struct kq_broker *b);
-/* The bindings changed: messages that found no group to send to try again now. */
-void kq_delivery_bindings_changed(struct kq_broker *b);
+/* The bindings of topic (NULL: of any topic) changed: its messages whose last attempt sent
+ * nothing (no route, or only offline groups) try again now. */
+void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic);
 void kq_delivery_check_timeouts(struct kq_broker *b);
 void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store);

@@ -83,7 +83,7 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
     if (bindings) {
         kq_binding_set_free(b->bindings);
         b->bindings = bindings;
-        kq_delivery_bindings_changed(b);
+        kq_delivery_bindings_changed(b, NULL);
     }
     struct kq_flow_limits intake;
     kq_policy_flow_intake(b->policy, next->recieve_permits_per_second, &intake);
