@@ -12,6 +12,7 @@
 
 #include <http_parser.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 #include "net/net.h"
 
@@ -19,6 +20,7 @@
 #define MAX_UNSENT (1024 * 1024) /* stop reading while this much output is unsent */
 #define MAX_DRAIN (64 * 1024)    /* input discarded after the last response before giving up */
 #define MAX_PARAM 512            /* a decoded path or query value */
+#define MAX_AUTH 300             /* an Authorization value we keep (longer ones are wrong) */
 #define DLQ_DEFAULT_LIMIT 100
 #define DLQ_MAX_LIMIT 10000
 
@@ -29,10 +31,13 @@ struct conn {
     http_parser hp;
     struct kq_buf url;
     size_t body_len;
-    char hname[8];       /* the header name being read, enough to recognise "Host" */
+    char hname[16];      /* the header name being read: enough for "Host", "Authorization" */
     size_t hname_len;
     bool in_value;       /* last header callback was a value */
     bool has_host;
+    bool in_auth;        /* the value being read is Authorization's */
+    char auth[MAX_AUTH]; /* its value (NUL-terminated); auth_len > MAX_AUTH - 1 = too long */
+    size_t auth_len;
     int fail;            /* status to answer when a callback stopped the parser */
     uint64_t deadline;   /* loop ms: the request (or the drain) must be done by then */
     size_t unsent;       /* bytes handed to uv_write and not yet written */
@@ -50,6 +55,8 @@ struct kq_admin {
     struct kq_admin_handlers h;
     void *ud;
     struct kq_admin_limits lim;
+    char *token;       /* mutating requests need it; NULL = none asked (loopback only) */
+    bool loopback;     /* listening on a loopback address */
     struct conn *conns;
     size_t n_conns; /* including connections whose handle is closing */
     int port;
@@ -83,6 +90,7 @@ static void maybe_done(struct kq_admin *a)
         return;
     void (*done)(void *) = a->done;
     void *ud = a->done_ud;
+    free(a->token);
     free(a);
     if (done)
         done(ud);
@@ -205,18 +213,18 @@ static const char *reason(int status)
     return r && *r != '<' ? r : "Unknown";
 }
 
-/* Frame and queue one response. `allow` adds an Allow header (405); close adds
- * "Connection: close" and ends the connection after it. */
+/* Frame and queue one response. `extra` adds one header line ("Allow: POST" for a 405);
+ * close adds "Connection: close" and ends the connection after it. */
 static void respond(struct conn *c, int status, const char *ctype, const struct kq_buf *body,
-                    bool head_only, const char *allow, bool close)
+                    bool head_only, const char *extra, bool close)
 {
     struct kq_buf out = {0};
     char hdr[512];
     int n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n%s%s%s%s\r\n",
-                     status, reason(status), ctype, body->len, allow ? "Allow: " : "",
-                     allow ? allow : "", allow ? "\r\n" : "", close ? "Connection: close\r\n" : "");
+                     "Cache-Control: no-store\r\n%s%s%s\r\n",
+                     status, reason(status), ctype, body->len, extra ? extra : "",
+                     extra ? "\r\n" : "", close ? "Connection: close\r\n" : "");
     if (kq_buf_append(&out, hdr, (size_t)n) ||
         (!head_only && kq_buf_append(&out, body->data, body->len))) {
         kq_buf_free(&out);
@@ -237,11 +245,11 @@ static void error_body(struct kq_buf *b, int status, const char *msg)
 }
 
 static void respond_error(struct conn *c, int status, const char *msg, bool head_only,
-                          const char *allow, bool close)
+                          const char *extra, bool close)
 {
     struct kq_buf b = {0};
     error_body(&b, status, msg);
-    respond(c, status, "application/json", &b, head_only, allow, close);
+    respond(c, status, "application/json", &b, head_only, extra, close);
     kq_buf_free(&b);
 }
 
@@ -375,6 +383,41 @@ static int run_route(struct kq_admin *a, enum route_id id, const char *arg, cons
     return 500;
 }
 
+/* Same cost whatever the first differing byte: the token cannot be found byte by byte. */
+static bool same_secret(const char *a, size_t an, const char *b, size_t bn)
+{
+    unsigned char diff = an != bn;
+    for (size_t i = 0; i < an && i < bn; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+/* A mutating request (every POST route) needs "Authorization: Bearer <token>" when a token
+ * is set. Returns 0, or 401 (no credentials) / 403 (wrong ones) with *msg. */
+static int check_token(struct conn *c, const char **msg)
+{
+    const char *tok = c->a->token;
+    if (!tok)
+        return 0;
+    const char *v = c->auth;
+    if (c->auth_len == 0 || strncasecmp(v, "Bearer ", 7) != 0) {
+        *msg = "admin token required (Authorization: Bearer <adminToken>)";
+        return 401;
+    }
+    v += 7;
+    while (*v == ' ')
+        v++;
+    size_t vn = c->auth_len < MAX_AUTH ? strlen(v) : 0;
+    while (vn && v[vn - 1] == ' ')
+        vn--;
+    if (!same_secret(v, vn, tok, strlen(tok))) {
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "admin", "refused a request with a wrong admin token");
+        *msg = "wrong admin token";
+        return 403;
+    }
+    return 0;
+}
+
 /* One complete request: route it and queue the response. */
 static void dispatch(struct conn *c)
 {
@@ -421,13 +464,16 @@ static void dispatch(struct conn *c)
     bool ok = rt->post ? c->hp.method == HTTP_POST
                        : c->hp.method == HTTP_GET || c->hp.method == HTTP_HEAD;
     if (!ok) {
-        respond_error(c, 405, "method not allowed", head, rt->post ? "POST" : "GET, HEAD", !keep);
+        respond_error(c, 405, "method not allowed", head,
+                      rt->post ? "Allow: POST" : "Allow: GET, HEAD", !keep);
         return;
     }
 
     struct kq_buf body = {0};
-    const char *msg;
-    int status = run_route(a, rt->id, arg, q, qn, &body, &msg);
+    const char *msg = NULL;
+    int status = rt->post ? check_token(c, &msg) : 0;
+    if (status == 0)
+        status = run_route(a, rt->id, arg, q, qn, &body, &msg);
     if (status < 100 || status > 599) {
         KQ_WARN("admin", "handler for %s returned status %d", rt->path, status);
         status = 500;
@@ -437,7 +483,8 @@ static void dispatch(struct conn *c)
         error_body(&body, status, msg ? msg : status == 501 ? "not implemented" : reason(status));
     const char *ctype = rt->id == R_METRICS && status < 300 ? "text/plain; version=0.0.4; charset=utf-8"
                                                             : "application/json";
-    respond(c, status, ctype, &body, head, NULL, !keep);
+    respond(c, status, ctype, &body, head, status == 401 ? "WWW-Authenticate: Bearer" : NULL,
+            !keep);
     kq_buf_free(&body);
 }
 
@@ -451,6 +498,9 @@ static int on_message_begin(http_parser *p)
     c->hname_len = 0;
     c->in_value = false;
     c->has_host = false;
+    c->in_auth = false;
+    c->auth_len = 0;
+    c->auth[0] = 0;
     return 0;
 }
 
@@ -464,7 +514,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-/* Header names may arrive in pieces; only "Host" matters here. */
+/* Header names may arrive in pieces; only "Host" and "Authorization" matter here. */
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     struct conn *c = p->data;
@@ -482,9 +532,20 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct conn *c = p->data;
-    if (!c->in_value && c->hname_len == 4 && strncasecmp(c->hname, "host", 4) == 0)
-        c->has_host = true;
+    if (!c->in_value) {
+        if (c->hname_len == 4 && strncasecmp(c->hname, "host", 4) == 0)
+            c->has_host = true;
+        c->in_auth = c->hname_len == 13 && strncasecmp(c->hname, "authorization", 13) == 0;
+        if (c->in_auth)
+            c->auth_len = 0; /* a repeated header: the last one counts */
+    }
     c->in_value = true;
+    if (c->in_auth) { /* values may arrive in pieces too; too long = wrong, keep counting */
+        for (size_t i = 0; i < n; i++, c->auth_len++)
+            if (c->auth_len < MAX_AUTH - 1)
+                c->auth[c->auth_len] = at[i];
+        c->auth[c->auth_len < MAX_AUTH - 1 ? c->auth_len : MAX_AUTH - 1] = 0;
+    }
     return 0;
 }
 
@@ -646,8 +707,21 @@ void kq_admin_set_limits(struct kq_admin *a, const struct kq_admin_limits *l)
     start_sweeper(a);
 }
 
-int kq_admin_start(uv_loop_t *loop, const char *hostport, const struct kq_admin_handlers *h,
-                   void *ud, struct kq_admin **out, char *err, size_t errlen)
+int kq_admin_set_token(struct kq_admin *a, const char *token)
+{
+    if (!a->loopback && (!token || !*token))
+        return -EINVAL;
+    char *copy = token && *token ? strdup(token) : NULL;
+    if (token && *token && !copy)
+        return -ENOMEM;
+    free(a->token);
+    a->token = copy;
+    return 0;
+}
+
+int kq_admin_start(uv_loop_t *loop, const char *hostport, const char *token,
+                   const struct kq_admin_handlers *h, void *ud, struct kq_admin **out,
+                   char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     if (kq_net_parse_addr(hostport, &ss) != 0) {
@@ -657,18 +731,27 @@ int kq_admin_start(uv_loop_t *loop, const char *hostport, const struct kq_admin_
     struct kq_admin *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
+    a->loopback = kq_addr_is_loopback(hostport);
+    int rc = kq_admin_set_token(a, token);
+    if (rc) {
+        snprintf(err, errlen, "admin: %s listens beyond loopback: an admin token is required "
+                 "for its mutating requests (set adminToken)", hostport);
+        free(a);
+        return rc;
+    }
     a->loop = loop;
     a->h = *h;
     a->ud = ud;
     uv_tcp_init(loop, &a->listener);
     a->listener.data = a;
-    int rc = uv_tcp_bind(&a->listener, (struct sockaddr *)&ss, 0);
+    rc = uv_tcp_bind(&a->listener, (struct sockaddr *)&ss, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
     if (rc < 0) {
         snprintf(err, errlen, "admin: cannot listen on %s: %s", hostport, uv_strerror(rc));
         uv_close((uv_handle_t *)&a->listener, NULL);
         uv_run(loop, UV_RUN_NOWAIT);
+        free(a->token);
         free(a);
         return rc;
     }

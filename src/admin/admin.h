@@ -34,10 +34,17 @@ void kq_admin_limits_default(struct kq_admin_limits *l);
 
 struct kq_admin;
 /* Listen on "host:port" (port 0 = any; see kq_admin_port). The handlers are copied; any may
- * be NULL (its routes answer 501). Returns 0 or -errno with a reason in err.
- * http_parser's header limit is process-wide: this sets it to limits.max_head. Loop thread. */
-int kq_admin_start(uv_loop_t *loop, const char *hostport, const struct kq_admin_handlers *h,
-                   void *ud, struct kq_admin **out, char *err, size_t errlen);
+ * be NULL (its routes answer 501). token (copied; NULL or "" = none): when set, every
+ * mutating (POST) request must carry "Authorization: Bearer <token>" (401 without, 403 with
+ * another); required (-EINVAL) when hostport is not a loopback address. Returns 0 or -errno
+ * with a reason in err. http_parser's header limit is process-wide: this sets it to
+ * limits.max_head. Loop thread. */
+int kq_admin_start(uv_loop_t *loop, const char *hostport, const char *token,
+                   const struct kq_admin_handlers *h, void *ud, struct kq_admin **out,
+                   char *err, size_t errlen);
+/* Replace the token (reload); -EINVAL when it would leave a non-loopback admin without one
+ * (the old token stays), -ENOMEM. Loop thread. */
+int kq_admin_set_token(struct kq_admin *a, const char *token);
 /* Replace the limits (tests shorten the timeouts); applies to requests that start later. */
 void kq_admin_set_limits(struct kq_admin *a, const struct kq_admin_limits *l);
 /* The port actually bound. */

@@ -516,8 +516,10 @@ static const struct kq_admin_handlers handlers = {
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
 {
-    int rc = kq_admin_start(b->loop, b->cfg->admin, &handlers, b, &b->admin, err, errlen);
+    int rc = kq_admin_start(b->loop, b->cfg->admin, b->cfg->admin_token, &handlers, b,
+                            &b->admin, err, errlen);
     if (rc == 0)
-        KQ_INFO("admin", "listening admin=%s port=%d", b->cfg->admin, kq_admin_port(b->admin));
+        KQ_INFO("admin", "listening admin=%s port=%d token=%s", b->cfg->admin,
+                kq_admin_port(b->admin), b->cfg->admin_token ? "required for POST" : "none");
     return rc;
 }

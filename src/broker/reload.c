@@ -1,13 +1,16 @@
 /* Hot reload (SIGHUP, POST /reload): re-read the config file with the original command-line
  * flags, build the new policies and binding set off to the side, and only when everything
  * is valid swap them in at once. Options that cannot change while running (listen address,
- * store, registry, admin address) are reported and keep their running values. */
+ * store, registry, admin address) are reported and keep their running values; adminToken
+ * changes (a token rotation needs no restart). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/admin.h"
 #include "broker/internal.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "registry/zk_registry.h"
 
@@ -57,6 +60,12 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
         (rc = keep_fixed("registry", old->registry, &next->registry)) ||
         (rc = keep_fixed("admin", old->admin, &next->admin)))
         goto fail_cfg;
+    if (next->admin && !next->admin_token && !kq_addr_is_loopback(next->admin)) {
+        snprintf(err, errlen, "adminToken: required while admin listens beyond loopback (%s)",
+                 next->admin);
+        rc = -EINVAL;
+        goto fail_cfg;
+    }
 
     struct kq_policy *policy = NULL;
     rc = kq_policy_load(next->policies, &policy, err, errlen);
@@ -88,6 +97,8 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
     enum kq_log_level lvl;
     if (next->log_level && kq_log_parse_level(next->log_level, &lvl) == 0)
         kq_log_set_level(lvl);
+    if (b->admin && kq_admin_set_token(b->admin, next->admin_token))
+        KQ_ERROR("reload", "adminToken: out of memory, keeping the previous token");
     b->cfg = next;
     kq_config_free(old);
     free(old);

@@ -543,15 +543,18 @@ static int cmd_sub(int argc, char **argv)
 
 #define ADMIN_HELP                                                                           \
     "  --admin HOST:PORT    the broker's admin address (required)\n"                         \
+    "  --token TOKEN        the broker's adminToken, required by requeue, purge and reload\n"  \
+    "                       when it is set (default: $KITEQ_ADMIN_TOKEN; the variable keeps\n" \
+    "                       it out of the process list)\n"                                      \
     "  --timeout MS         give up after MS milliseconds (default 10000)\n"                  \
     "  -h, --help           show this help\n\n"                                              \
     "Prints the response body (JSON; Prometheus text for metrics) on stdout.\n"               \
     "Exit: 0 on a 2xx answer, 1 otherwise (the error on stderr), 2 usage.\n"
 
-enum { OPT_ADMIN = 2000, OPT_TIMEOUT, OPT_TOPIC, OPT_ID, OPT_ALL, OPT_LIMIT };
+enum { OPT_ADMIN = 2000, OPT_TIMEOUT, OPT_TOPIC, OPT_ID, OPT_ALL, OPT_LIMIT, OPT_TOKEN };
 
 struct admin_args {
-    const char *admin, *topic, *id;
+    const char *admin, *topic, *id, *token;
     long timeout, limit;
     bool all;
 };
@@ -566,10 +569,13 @@ static int admin_parse(const char *cmd, int argc, char **argv, struct admin_args
         {"id", required_argument, NULL, OPT_ID},
         {"all", no_argument, NULL, OPT_ALL},
         {"limit", required_argument, NULL, OPT_LIMIT},
+        {"token", required_argument, NULL, OPT_TOKEN},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    *a = (struct admin_args){.timeout = 10000, .limit = -1};
+    const char *env_token = getenv("KITEQ_ADMIN_TOKEN");
+    *a = (struct admin_args){.timeout = 10000, .limit = -1,
+                             .token = env_token && *env_token ? env_token : NULL};
     *help = false;
     bool dlq = !strcmp(cmd, "dlq");
     int opt;
@@ -578,6 +584,7 @@ static int admin_parse(const char *cmd, int argc, char **argv, struct admin_args
         switch (opt) {
         case 'h': *help = true; return 0;
         case OPT_ADMIN: a->admin = optarg; break;
+        case OPT_TOKEN: a->token = optarg; break;
         case OPT_TIMEOUT: bad = cli_parse_long(PROG, "timeout", optarg, 1, 3600000, &a->timeout); break;
         case OPT_TOPIC: a->topic = optarg; bad = !dlq; break;
         case OPT_ID: a->id = optarg; bad = !dlq; break;
@@ -605,7 +612,8 @@ static int admin_call(const char *cmd, const struct admin_args *a, const char *m
 {
     struct cli_http_response r;
     char err[512];
-    if (cli_http_request(a->admin, method, target, (int)a->timeout, &r, err, sizeof err)) {
+    if (cli_http_request(a->admin, method, target, a->token, (int)a->timeout, &r, err,
+                         sizeof err)) {
         fprintf(stderr, PROG " %s: %s\n", cmd, err);
         return CLI_EXIT_FAIL;
     }
