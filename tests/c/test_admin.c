@@ -59,25 +59,66 @@ static int h_metrics(void *ud, struct kq_buf *out)
     return 200;
 }
 
-static int h_msg(void *ud, const char *id, struct kq_buf *out)
+/* Answers that come later: "later-N" is answered N ms after the request (a timer on the
+ * server's loop), "now-later" from inside the handler before it returns KQ_ADMIN_LATER. */
+struct later {
+    uv_timer_t t;
+    struct kq_admin_req *r;
+    char id[64];
+};
+
+static void on_later_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_later(uv_timer_t *t)
+{
+    struct later *l = t->data;
+    struct kq_buf b = {0};
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "{\"messageId\":\"%s\",\"later\":true}", l->id);
+    put(&b, tmp);
+    kq_admin_req_done(l->r, 200, &b);
+    assert_int_equal(b.len, 0); /* taken over */
+    uv_close((uv_handle_t *)&l->t, on_later_closed);
+}
+
+static uv_loop_t *later_loop; /* the server's loop (set by srv_start_at) */
+
+static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
 {
     if (!strcmp(id, "bogus"))
         return 999; /* the server must turn this into a 500 */
+    if (!strncmp(id, "later-", 6)) {
+        struct later *l = calloc(1, sizeof *l);
+        l->r = r;
+        snprintf(l->id, sizeof l->id, "%s", id);
+        uv_timer_init(later_loop, &l->t);
+        l->t.data = l;
+        uv_timer_start(&l->t, on_later, strtoul(id + 6, NULL, 10), 0);
+        return KQ_ADMIN_LATER;
+    }
+    if (!strcmp(id, "now-later")) {
+        struct kq_buf b = {0};
+        put(&b, "{\"messageId\":\"now-later\"}");
+        kq_admin_req_done(r, 202, &b);
+        return KQ_ADMIN_LATER;
+    }
     if (strcmp(id, "abc def"))
         return 404;
     put(out, "{\"messageId\":\"abc def\"}");
     return 200;
 }
 
-static int h_dlq_list(void *ud, const char *topic, size_t limit, struct kq_buf *out)
+static int h_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const char *after,
+                      size_t limit, struct kq_buf *out)
 {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "{\"topic\":\"%s\",\"limit\":%zu}", topic ? topic : "(all)", limit);
+    snprintf(tmp, sizeof tmp, "{\"topic\":\"%s\",\"limit\":%zu%s%s%s}", topic ? topic : "(all)",
+             limit, *after ? ",\"after\":\"" : "", after, *after ? "\"" : "");
     put(out, tmp);
     return 200;
 }
 
-static int h_dlq_requeue(void *ud, const char *id, struct kq_buf *out)
+static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
 {
     char tmp[256];
     snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"}", id);
@@ -85,7 +126,7 @@ static int h_dlq_requeue(void *ud, const char *id, struct kq_buf *out)
     return 200;
 }
 
-static int h_dlq_purge(void *ud, const char *topic, struct kq_buf *out)
+static int h_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out)
 {
     char tmp[256];
     snprintf(tmp, sizeof tmp, "{\"purged\":\"%s\"}", topic ? topic : "(all)");
@@ -142,6 +183,7 @@ static struct srv *srv_start_at(const char *addr, const char *token,
     struct srv *s = calloc(1, sizeof *s);
     assert_non_null(s);
     assert_int_equal(uv_loop_init(&s->loop), 0);
+    later_loop = &s->loop;
     char err[256] = "";
     int rc = kq_admin_start(&s->loop, addr, token, h ? h : &handlers, NULL, &s->a, err,
                             sizeof err);
@@ -348,7 +390,10 @@ static void test_routes(void **state)
     expect(p, "GET", "/dlq?topic=tr%26de&limit=5", 200, "{\"topic\":\"tr&de\",\"limit\":5}");
     expect(p, "GET", "/dlq?limit=0", 400, "limit");
     expect(p, "GET", "/dlq?limit=abc", 400, "limit");
-    expect(p, "GET", "/dlq?limit=10001", 400, "limit");
+    expect(p, "GET", "/dlq?limit=1001", 400, "limit");
+    expect(p, "GET", "/dlq?limit=1000&after=12", 200, "{\"topic\":\"(all)\",\"limit\":1000,\"after\":\"12\"}");
+    expect(p, "GET", "/msg/later-20", 200, "{\"messageId\":\"later-20\",\"later\":true}");
+    expect(p, "GET", "/msg/now-later", 202, "{\"messageId\":\"now-later\"}");
     expect(p, "POST", "/dlq/requeue?id=m1", 200, "{\"requeued\":\"m1\"}");
     expect(p, "POST", "/dlq/requeue?id=*", 200, "{\"requeued\":\"*\"}");
     expect(p, "POST", "/dlq/requeue", 400, "id required");
@@ -485,6 +530,50 @@ static void test_keepalive_and_pipelining(void **state)
     }
     tc_close(c);
     assert_serving(s);
+}
+
+/* Answers that come later: in order with the pipelined requests around them; too late
+ * (past request_ms): 504, and the late answer is dropped. Responses over max_response: 500. */
+static void test_deferred_answers(void **state)
+{
+    (void)state;
+    struct kq_admin_limits l;
+    kq_admin_limits_default(&l);
+    assert_int_equal(l.max_conns, 16);
+    l.request_ms = 400;
+    l.max_response = 40;
+    struct srv *s = srv_start(&l, NULL);
+    struct resp r;
+    struct tc *c = tc_open(s->port);
+    tc_sends(c, "GET /msg/later-100 HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /binds HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /msg/now-later HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /msg/later-1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "later-100"));
+    assert_true(tc_response(c, &r));
+    assert_non_null(strstr(r.body, "topic_2_groups"));
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 202);
+    assert_true(tc_response(c, &r));
+    assert_non_null(strstr(r.body, "later-1"));
+    /* over the response limit */
+    tc_sends(c, "GET /stat HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 500);
+    assert_non_null(strstr(r.body, "response too large"));
+    /* too late: 504 and closed; the answer that comes after is dropped */
+    tc_sends(c, "GET /msg/later-900 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 504);
+    assert_true(tc_wait_eof(c, 3000));
+    tc_close(c);
+    struct timespec ts = {0, 600 * 1000000}; /* the late answer arrives meanwhile */
+    nanosleep(&ts, NULL);
+    request(s->port, "GET /binds HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    srv_stop(s);
 }
 
 static void test_connection_close(void **state)
@@ -946,6 +1035,7 @@ int main(void)
         cmocka_unit_test(test_unimplemented_handlers),
         cmocka_unit_test_setup_teardown(test_keepalive_and_pipelining, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
+        cmocka_unit_test(test_deferred_answers),
         cmocka_unit_test_setup_teardown(test_oversized_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),

@@ -490,7 +490,24 @@ static void test_dlq_cli(void **state)
     assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 1);
     assert_int_equal(num(j, "count", NULL, NULL), 2); /* the total, not the page */
     assert_true(cJSON_IsTrue(path(j, "more", NULL, NULL)));
+    /* the next page, from its cursor: the other one, oldest first, and the end */
+    char next[64], first[33];
+    snprintf(next, sizeof next, "%s", path(j, "next", NULL, NULL)->valuestring);
+    snprintf(first, sizeof first, "%s",
+             path(cJSON_GetArrayItem(path(j, "deadLetters", NULL, NULL), 0), "messageId", NULL,
+                  NULL)->valuestring);
+    assert_string_equal(first, limit_id);
     cJSON_Delete(j);
+    char args[128];
+    snprintf(args, sizeof args, "dlq list --admin 127.0.0.1:%%d --limit 1 --after %s%%s", next);
+    j = cli_json(0, args, "");
+    assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 1);
+    assert_non_null(dead_letter(j, expired_id));
+    assert_true(cJSON_IsFalse(path(j, "more", NULL, NULL)));
+    assert_true(cJSON_IsNull(path(j, "next", NULL, NULL)));
+    cJSON_Delete(j);
+    assert_int_equal(http("GET", "/dlq?limit=1001", NULL), 400);
+    assert_int_equal(http("GET", "/dlq?after=999999", NULL), 400); /* not a cursor it gave */
 
     /* requeue: delivered again to s-trade-a, and out of the DLQ */
     j = cli_json(0, "dlq requeue --admin 127.0.0.1:%d --id %s", limit_id);

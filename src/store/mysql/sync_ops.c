@@ -1,13 +1,10 @@
-/* MySQL store, operations that wait for their answer: the dead-letter commands of the admin
- * API and the takeover of a dead broker's rows. They run a job on a worker and block the
- * calling (loop) thread until it is done, bounded by the connection's read timeout; the
- * admin API refuses them while the store is unavailable. */
+/* MySQL store, operations that wait for their answer: the takeover of a dead broker's rows.
+ * They run a job on a worker and block the calling (loop) thread until it is done, bounded
+ * by the connection's read timeout. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -32,127 +29,6 @@ static int run_sync(struct my_store *s, bool txn, size_t n, char **stmts, int ro
     return rc;
 }
 
-
-/* A DLQ row: fail_groups holds {"reason","dead_time"} when this store moved it; rows the
- * Go broker moved keep their array, and count as expired at expired_time. */
-static void row_dead(const struct my_rows *r, size_t i, struct kq_dead_letter *d, char *reason,
-                     size_t rlen)
-{
-    my_row_msg(r, i, &d->msg);
-    snprintf(reason, rlen, "expired");
-    d->dead_time = d->msg.expired_time;
-    cJSON *o = cJSON_Parse(my_cell(r, i, C_FAIL)->p ? my_cell(r, i, C_FAIL)->p : "");
-    if (cJSON_IsObject(o)) {
-        cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "reason");
-        cJSON *dt = cJSON_GetObjectItemCaseSensitive(o, "dead_time");
-        if (cJSON_IsString(rs))
-            snprintf(reason, rlen, "%s", rs->valuestring);
-        if (cJSON_IsNumber(dt))
-            d->dead_time = (int64_t)dt->valuedouble;
-    }
-    cJSON_Delete(o);
-    d->reason = reason;
-}
-
-int my_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud)
-{
-    struct my_store *s = (struct my_store *)base;
-    for (int db = 0; db < s->conf.shardnum; db++) {
-        char last_id[KQ_ID_LEN + 1] = "";
-        for (bool more = true; more;) {
-            struct my_sql q = {0};
-            my_select_cols(&q, s, db, -1);
-            my_sql_cat(&q, " WHERE message_id>");
-            my_sql_str(&q, last_id);
-            if (topic) {
-                my_sql_cat(&q, " AND topic=");
-                my_sql_str(&q, topic);
-            }
-            my_sql_printf(&q, " ORDER BY message_id LIMIT %d", RECOVER_PAGE);
-            char *sql = my_sql_take(&q);
-            struct my_job *j;
-            int rc = run_sync(s, false, 1, &sql, 0, &j);
-            if (rc)
-                return rc;
-            for (size_t i = 0; i < j->rows->n; i++) {
-                struct kq_dead_letter d;
-                char reason[COL_VARCHAR + 1];
-                row_dead(j->rows, i, &d, reason, sizeof reason);
-                snprintf(last_id, sizeof last_id, "%s", d.msg.id);
-                if (!cb(ud, &d)) {
-                    my_job_free(j);
-                    return 0;
-                }
-            }
-            more = j->rows->n == RECOVER_PAGE;
-            my_job_free(j);
-        }
-    }
-    return 0;
-}
-
-int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud)
-{
-    struct my_store *s = (struct my_store *)base;
-    if (!my_valid_id(id))
-        return -EINVAL;
-    int db, tb;
-    kq_mysql_shard(id, s->conf.shardnum, &db, &tb);
-    struct my_sql q = {0};
-    my_select_cols(&q, s, db, -1);
-    my_sql_cat(&q, " WHERE message_id=");
-    my_sql_str(&q, id);
-    my_sql_cat(&q, " FOR UPDATE");
-    char *stmts[2];
-    stmts[0] = my_sql_take(&q);
-    my_sql_cat(&q, "DELETE FROM ");
-    my_table_name(&q, s, db, -1);
-    my_sql_cat(&q, " WHERE message_id=");
-    my_sql_str(&q, id);
-    stmts[1] = my_sql_take(&q);
-    struct my_job *j;
-    int rc = run_sync(s, true, 2, stmts, 0, &j);
-    if (rc)
-        return rc;
-    if (j->rows->n == 0) {
-        my_job_free(j);
-        return -ENOENT;
-    }
-    struct kq_dead_letter d;
-    char reason[COL_VARCHAR + 1];
-    row_dead(j->rows, 0, &d, reason, sizeof reason);
-    if (cb)
-        cb(ud, &d);
-    my_job_free(j);
-    return 0;
-}
-
-int my_dlq_purge(struct kq_store *base, const char *topic, size_t *purged)
-{
-    struct my_store *s = (struct my_store *)base;
-    char *stmts[KQ_MYSQL_SHARD_SEED];
-    for (int db = 0; db < s->conf.shardnum; db++) {
-        struct my_sql q = {0};
-        my_sql_cat(&q, "DELETE FROM ");
-        my_table_name(&q, s, db, -1);
-        if (topic) {
-            my_sql_cat(&q, " WHERE topic=");
-            my_sql_str(&q, topic);
-        }
-        stmts[db] = my_sql_take(&q);
-    }
-    struct my_job *j;
-    int rc = run_sync(s, true, (size_t)s->conf.shardnum, stmts, -1, &j);
-    if (rc)
-        return rc;
-    size_t n = 0;
-    for (int db = 0; db < s->conf.shardnum; db++)
-        n += (size_t)j->affected[db];
-    if (purged)
-        *purged = n;
-    my_job_free(j);
-    return 0;
-}
 
 int kq_mysql_takeover(struct kq_store *base, const char *dead_server, uint64_t *moved)
 {
