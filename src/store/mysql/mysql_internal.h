@@ -248,7 +248,7 @@ struct my_store {
     struct kq_mysql_stats st;
 };
 
-/* Shared by mysql_store.c, recover.c and sync_ops.c. */
+/* Shared by mysql_store.c, recover.c, dlq.c and takeover.c. */
 static inline bool my_valid_id(const char *id) { return id && *id && strlen(id) <= KQ_ID_LEN; }
 bool my_is_mysql_store(const struct kq_store *base);
 void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb);

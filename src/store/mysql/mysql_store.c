@@ -1,7 +1,7 @@
 /* MySQL store: the loop-side half. Builds SQL text, batches delivery state / commits /
  * deletes per shard table, and hands jobs to the worker pool (pool.c); results come back
  * through uv_async_t and callbacks run on the loop thread; start-up recovery is in recover.c,
- * the operations that wait for their answer (DLQ commands, takeover) in sync_ops.c.
+ * dead letters in dlq.c, takeover in takeover.c.
  * docs/STORAGE.md "MySQL store".
  *
  * Ordering: every batched operation of one message goes to its shard table's batch, and a
