@@ -247,6 +247,7 @@ static void on_net_closed(void *ud)
     if (b->store) /* NULL when the start failed at the store */
         b->store->ops->close(b->store); /* flushes what is queued */
     b->store = NULL;
+    kq_admin_api_stop(b); /* after the store: its last callbacks may end admin requests */
     uv_close((uv_handle_t *)&b->tick, on_handle_closed);
     uv_close((uv_handle_t *)&b->retry_timer, on_handle_closed);
     if (b->stop_done)

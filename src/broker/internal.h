@@ -187,6 +187,7 @@ struct kq_broker {
     void (*ready_cb)(void *ud);         /* kq_broker_when_ready, called once */
     void *ready_ud;
     struct kq_admin *admin;             /* NULL when `admin` is unset */
+    struct kq_adm_jobs *admin_jobs;     /* its dead-letter listings (admin_dlq.c) */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
@@ -328,8 +329,9 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);
 void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud);
 
-/* admin_api.c: the admin HTTP handlers */
+/* admin_api.c: the admin HTTP handlers; stop after the store closed */
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen);
+void kq_admin_api_stop(struct kq_broker *b);
 
 /* reload.c: SIGHUP / POST /reload */
 int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen);
