@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "core/log.h"
 #include "net/tcp_window.h"
@@ -35,6 +36,7 @@ struct kq_conn {
     bool read_paused;     /* output over KQ_CONN_OUT_HIGH: not reading (back-pressure) */
     uint64_t paused_since_ms;
     uint64_t last_read_ms;
+    uint64_t opened_ms;
     void *user;
     struct kq_conn *prev, *next;       /* all connections */
     struct kq_conn *dirty_next;        /* connections with output to flush */
@@ -55,6 +57,7 @@ struct kq_net {
     size_t n_conns;
     uint64_t next_id;
     struct kq_net_stats stats;
+    struct kq_net_limits limits;
     int port;
     bool stopping;
     int handles_open;
@@ -413,11 +416,57 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* "ip:port" of the peer, "?:0" when the kernel does not say. */
+static void peer_name(uv_tcp_t *t, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    char ip[48] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    snprintf(out, len, "%s:%d", ip, port);
+}
+
+static void on_refused_closed(uv_handle_t *h) { free(h); }
+
+/* Over the cap: accept and close at once, so that the peer learns it now and the listen
+ * queue does not fill up with connections nobody will serve. */
+static void refuse_connection(struct kq_net *n, uv_stream_t *server)
+{
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "net", "out of memory refusing a connection");
+        return;
+    }
+    uv_tcp_init(n->loop, t);
+    char peer[64] = "?";
+    if (uv_accept(server, (uv_stream_t *)t) == 0)
+        peer_name(t, peer, sizeof peer);
+    n->stats.refused++;
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "connection refused peer=%s: %zu connections "
+                       "open, maxConnections=%zu", peer, n->n_conns, n->limits.max_conns);
+    uv_close((uv_handle_t *)t, on_refused_closed);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct kq_net *n = server->data;
     if (status < 0) {
-        KQ_WARN("net", "accept failed: %s", uv_strerror(status));
+        /* (Out of descriptors, libuv itself accepts and closes the waiting connections with
+         * a descriptor it keeps spare for that.) */
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    if (n->limits.max_conns && n->n_conns >= n->limits.max_conns) {
+        refuse_connection(n, server);
         return;
     }
     struct kq_conn *c = calloc(1, sizeof *c);
@@ -435,21 +484,8 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     uv_tcp_keepalive(&c->tcp, 1, 20);
     c->id = ++n->next_id;
-    c->last_read_ms = mono_ms();
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    char ip[48] = "?";
-    int port = 0;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-    }
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    c->last_read_ms = c->opened_ms = mono_ms();
+    peer_name(&c->tcp, c->peer, sizeof c->peer);
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;
@@ -507,6 +543,28 @@ int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_han
 
 int kq_net_port(const struct kq_net *n) { return n->port; }
 size_t kq_net_conn_count(const struct kq_net *n) { return n->n_conns; }
+void kq_net_set_limits(struct kq_net *n, const struct kq_net_limits *l) { n->limits = *l; }
+
+size_t kq_net_max_conns(int configured)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return configured > 0 ? (size_t)configured : 0;
+    size_t limit = (size_t)rl.rlim_cur;
+    size_t reserve = limit / 4 > 64 ? limit / 4 : 64;
+    if (reserve > limit / 2)
+        reserve = limit / 2;
+    size_t budget = limit - reserve;
+    if (configured <= 0)
+        return budget;
+    if ((size_t)configured > budget) {
+        KQ_WARN("net", "maxConnections=%d is more than the open-file limit allows: "
+                "RLIMIT_NOFILE=%zu, %zu kept for the store, log and admin; using %zu (raise "
+                "`ulimit -n` for more)", configured, limit, reserve, budget);
+        return budget;
+    }
+    return (size_t)configured;
+}
 void kq_net_stats(const struct kq_net *n, struct kq_net_stats *out) { *out = n->stats; }
 
 void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud)
@@ -557,6 +615,7 @@ void kq_net_free(struct kq_net *n) { free(n); }
 const char *kq_conn_peer(const struct kq_conn *c) { return c->peer; }
 uint64_t kq_conn_id(const struct kq_conn *c) { return c->id; }
 uint64_t kq_conn_last_read_ms(const struct kq_conn *c) { return c->last_read_ms; }
+uint64_t kq_conn_opened_ms(const struct kq_conn *c) { return c->opened_ms; }
 uint64_t kq_conn_read_paused_ms(const struct kq_conn *c)
 {
     return c->read_paused ? mono_ms() - c->paused_since_ms : 0;

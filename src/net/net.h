@@ -33,6 +33,12 @@ struct kq_net_handler {
 #define KQ_CONN_OUT_HIGH ((size_t)1 << 20)
 #define KQ_CONN_OUT_LOW ((size_t)256 << 10)
 
+/* Limits for the connections accepted from now on (kq_net_set_limits). */
+struct kq_net_limits {
+    size_t max_conns; /* past this many open connections a new one is accepted and closed at
+                       * once (0 = no cap; see kq_net_max_conns) */
+};
+
 /* Listen on "host:port" (IPv4 or IPv6 literal, or "localhost"). Returns 0 or -errno with a
  * reason in err. */
 int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h,
@@ -45,9 +51,17 @@ void kq_net_free(struct kq_net *n);
  * everything is closed. */
 void kq_net_close(struct kq_net *n, void (*done)(void *ud), void *ud);
 size_t kq_net_conn_count(const struct kq_net *n);
-/* Traffic since start: bytes and frames read, bytes written and write calls made. */
+void kq_net_set_limits(struct kq_net *n, const struct kq_net_limits *l);
+/* The connection cap for a configured maxConnections (0 = automatic): the descriptors
+ * RLIMIT_NOFILE leaves after keeping a reserve (a quarter of the limit, at least 64, at
+ * most half) for the store's files, the log, the admin and the registry, so client sockets
+ * can never starve the store; a configured value above that is lowered, with a warning. */
+size_t kq_net_max_conns(int configured);
+/* Traffic since start: bytes and frames read, bytes written and write calls made;
+ * connections refused over the cap. */
 struct kq_net_stats {
     uint64_t read_bytes, read_frames, write_bytes, writes;
+    uint64_t refused;
 };
 void kq_net_stats(const struct kq_net *n, struct kq_net_stats *out);
 void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud);
@@ -69,6 +83,7 @@ bool kq_conn_closing(const struct kq_conn *c);
 const char *kq_conn_peer(const struct kq_conn *c);
 uint64_t kq_conn_id(const struct kq_conn *c);
 uint64_t kq_conn_last_read_ms(const struct kq_conn *c); /* monotonic ms */
+uint64_t kq_conn_opened_ms(const struct kq_conn *c);    /* monotonic ms */
 void *kq_conn_user(const struct kq_conn *c);
 void kq_conn_set_user(struct kq_conn *c, void *user);
 
