@@ -38,7 +38,9 @@ return {
       recievePermitsPerSecond = 20000,  -- intake limit in messages/s, original spelling (default 20000)
       dlqExecHour = 2,                  -- hour 0-23 of the daily dead-letter job (default 2)
       deliveryFirst = false,            -- deliver before the store confirms (default false)
-      heartbeatTimeoutSeconds = 90,     -- close connections silent this long (default 90)
+      heartbeatTimeoutSeconds = 90,     -- close connections silent this long (default 90); one
+                                        -- whose peer acknowledges nothing for half of it (a
+                                        -- dead host or link) is closed then by the kernel
       maxConnections = 0,               -- client connections at once; past it a new one is
                                         -- closed at once (warned). 0 = what `ulimit -n` leaves
                                         -- after keeping a quarter of it (at least 64) for the

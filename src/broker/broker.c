@@ -1,6 +1,7 @@
 /* Broker lifecycle: open the store, recover pending messages, listen, tick timers,
  * graceful stop. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +27,16 @@ static void on_drain(void *ud, struct kq_conn *c) { kq_delivery_conn_drained(ud,
 
 static const struct kq_net_handler net_handler = {on_open, on_frame, on_close, on_drain};
 
-/* Connection limits from the config, at start and after a reload (new connections). */
+/* Connection limits from the config, at start and after a reload (for new connections). */
 static void apply_net_limits(struct kq_broker *b)
 {
-    struct kq_net_limits l = {.max_conns = kq_net_max_conns(b->cfg->max_connections)};
+    /* A dead peer goes at half the heartbeat timeout if it has data in flight (the kernel
+     * notices), at the heartbeat timeout otherwise (kq_session_sweep_idle). */
+    uint64_t dead_ms = (uint64_t)b->cfg->heartbeat_timeout_seconds * 500;
+    struct kq_net_limits l = {
+        .max_conns = kq_net_max_conns(b->cfg->max_connections),
+        .dead_peer_ms = dead_ms < INT_MAX ? (unsigned)dead_ms : INT_MAX,
+    };
     kq_net_set_limits(b->net, &l);
     KQ_INFO("broker", "connections: maxConnections=%zu%s", l.max_conns,
             b->cfg->max_connections ? "" : " (from the open-file limit)");

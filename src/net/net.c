@@ -1,6 +1,8 @@
 #include "net/net.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,7 @@ struct kq_conn {
     bool dirty;
     bool closing;
     bool closed;
+    bool released;        /* on_close was called */
     bool pace_waiting;    /* in the net's list of paced connections to retry */
     bool paced_logged;
     bool want_drain;      /* call on_drain once the output is written */
@@ -121,6 +124,19 @@ static void on_conn_closed(uv_handle_t *h)
     maybe_done(n);
 }
 
+/* The owner forgets c once: when it starts closing (it is no longer anybody's consumer
+ * while its last output drains, which can take until a dead peer times out) or when it is
+ * gone. */
+static void release_owner(struct kq_conn *c, const char *reason)
+{
+    if (c->released)
+        return;
+    c->released = true;
+    c->want_drain = false;
+    if (c->net->h->on_close)
+        c->net->h->on_close(c->net->ud, c, reason);
+}
+
 static void conn_destroy(struct kq_conn *c, const char *reason)
 {
     if (c->closed)
@@ -140,8 +156,7 @@ static void conn_destroy(struct kq_conn *c, const char *reason)
             *pp = c->dirty_next;
             break;
         }
-    if (n->h->on_close)
-        n->h->on_close(n->ud, c, reason);
+    release_owner(c, reason);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
@@ -152,6 +167,7 @@ void kq_conn_close(struct kq_conn *c, const char *reason)
     c->closing = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
     KQ_INFO("net", "closing connection peer=%s reason=\"%s\"", c->peer, reason);
+    release_owner(c, reason);
     if (!c->writing && kq_conn_backlog(c) == 0) {
         conn_destroy(c, reason);
         return;
@@ -169,7 +185,10 @@ void kq_conn_abort(struct kq_conn *c, const char *reason)
     conn_destroy(c, reason);
 }
 
-bool kq_conn_closing(const struct kq_conn *c) { return c->closing || c->closed; }
+bool kq_conn_closing(const struct kq_conn *c)
+{
+    return c->closing || c->closed || c->net->stopping;
+}
 
 /* --- writing ------------------------------------------------------------------------------ */
 
@@ -435,6 +454,29 @@ static void peer_name(uv_tcp_t *t, char *out, size_t len)
     snprintf(out, len, "%s:%d", ip, port);
 }
 
+/* A peer whose link died must be gone within the heartbeat timeout, not after the kernel's
+ * ~15 minutes of retransmissions: TCP_USER_TIMEOUT ends a connection whose data stays
+ * unacknowledged for ms, keepalive probes (from ms/2 of silence) find one with nothing in
+ * flight. A live peer with a full receive buffer answers the zero-window probes and stays. */
+static void set_dead_peer_timeout(struct kq_conn *c, unsigned ms)
+{
+    uv_os_fd_t fd;
+    if (ms == 0 || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    int one = 1, cnt = 3;
+    int idle = ms / 2000 > 0 ? (int)(ms / 2000) : 1;
+    int intvl = idle / 3 > 0 ? idle / 3 : 1;
+    unsigned timeout = ms;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof timeout) != 0)
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "cannot set the dead-peer timeout peer=%s: %s "
+                           "(a dead peer may linger until the heartbeat timeout)", c->peer,
+                           strerror(errno));
+}
+
 static void on_refused_closed(uv_handle_t *h) { free(h); }
 
 /* Over the cap: accept and close at once, so that the peer learns it now and the listen
@@ -482,10 +524,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_tcp_keepalive(&c->tcp, 1, 20);
     c->id = ++n->next_id;
     c->last_read_ms = c->opened_ms = mono_ms();
     peer_name(&c->tcp, c->peer, sizeof c->peer);
+    set_dead_peer_timeout(c, n->limits.dead_peer_ms);
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;

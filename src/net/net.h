@@ -22,7 +22,9 @@ struct kq_net_handler {
     void (*on_open)(void *ud, struct kq_conn *c);
     /* One complete frame; f->body points into the read buffer, valid during the call. */
     void (*on_frame)(void *ud, struct kq_conn *c, const struct kq_frame *f);
-    /* The connection is gone; its user data must be released here. */
+    /* The connection starts closing (kq_conn_close: its queued output is still written
+     * afterwards) or is gone; called once. Its user data must be released here: no frame
+     * and no on_drain follow. */
     void (*on_close)(void *ud, struct kq_conn *c, const char *reason);
     /* Everything queued on c has been handed to the kernel (after kq_conn_notify_drain). */
     void (*on_drain)(void *ud, struct kq_conn *c);
@@ -37,6 +39,8 @@ struct kq_net_handler {
 struct kq_net_limits {
     size_t max_conns; /* past this many open connections a new one is accepted and closed at
                        * once (0 = no cap; see kq_net_max_conns) */
+    unsigned dead_peer_ms; /* a peer that acknowledges nothing this long is gone: TCP_USER_TIMEOUT
+                            * and keepalive probes (0 = the kernel's ~15 minutes) */
 };
 
 /* Listen on "host:port" (IPv4 or IPv6 literal, or "localhost"). Returns 0 or -errno with a
@@ -75,10 +79,12 @@ size_t kq_conn_backlog(const struct kq_conn *c);
 void kq_conn_notify_drain(struct kq_conn *c);
 /* How long c has not been read because its peer does not take its output (0 = reading). */
 uint64_t kq_conn_read_paused_ms(const struct kq_conn *c);
-/* Close after the queued output is written; no more frames are delivered. */
+/* Close after the queued output is written; no more frames are delivered, on_close is
+ * called now. */
 void kq_conn_close(struct kq_conn *c, const char *reason);
 /* Close now, dropping whatever is queued (a peer that is gone or does not read). */
 void kq_conn_abort(struct kq_conn *c, const char *reason);
+/* Closing, closed, or the net is shutting down: no new work for it. */
 bool kq_conn_closing(const struct kq_conn *c);
 const char *kq_conn_peer(const struct kq_conn *c);
 uint64_t kq_conn_id(const struct kq_conn *c);
