@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/intake.h"
 #include "broker/internal.h"
 #include "core/log.h"
 
@@ -109,6 +110,7 @@ void kq_publish_session_closed(struct kq_session *s)
 {
     while (s->saves)
         detach(s->saves);
+    kq_intake_forget(s);
 }
 
 static void ack_stored(struct kq_pending_save *ps, struct kq_session *s)
@@ -226,7 +228,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     int64_t now = kq_now_sec();
     b->stats.received++;
 
-    if (!kq_token_bucket_take(&b->intake, kq_mono_us())) {
+    if (!kq_intake_take(b, s)) {
         char fb[160];
         snprintf(fb, sizeof fb, "Store Result KiteQ OverFlow [%s]", b->cfg->bind);
         reject(b, s, opaque, h->messageid, fb);
