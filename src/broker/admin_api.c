@@ -217,6 +217,11 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_init(&p, out);
     kq_prom_gauge(&p, "kiteq_connections", "Open client connections.", NULL,
                   (double)kq_net_conn_count(b->net));
+    struct kq_net_stats ns;
+    kq_net_stats(b->net, &ns);
+    kq_prom_counter(&p, "kiteq_connections_refused_total",
+                    "Connections closed at once because maxConnections was reached.", NULL,
+                    (double)ns.refused);
     struct kq_group *g, *gtmp;
     HASH_ITER(hh, b->groups, g, gtmp) {
         const char *l[] = {"group", g->id, NULL};
