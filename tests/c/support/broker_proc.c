@@ -238,6 +238,20 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
     return false;
 }
 
+int cli_run(const char *args, char *out, size_t len)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>&1", build ? build : ".", args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms)
 {
     char exe[512], path[300];
