@@ -77,20 +77,6 @@ static void fill_dlq(const char *dir)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-static long rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb;
-}
-
 static int read_admin_port(void)
 {
     FILE *f = fopen(bp.log, "r");
@@ -203,7 +189,7 @@ static void test_heartbeats_while_hammered(void **state)
     assert_true(hb >= 0);
     assert_int_equal(raw_handshake(hb, TEST_CONSUMER, TEST_SECRET), 1);
     assert_int_equal(raw_sync(hb), 0);
-    long rss0 = rss_kb(bp.pid);
+    long rss0 = proc_rss_kb(bp.pid);
     assert_true(rss0 > 0);
 
     pthread_t th[N_HAMMERS];
@@ -222,7 +208,7 @@ static void test_heartbeats_while_hammered(void **state)
     }
     qsort(rtts, (size_t)n, sizeof rtts[0], cmp_u64);
     uint64_t p99 = n ? rtts[(n * 99) / 100 - (n >= 100)] : 0;
-    long rss1 = rss_kb(bp.pid);
+    long rss1 = proc_rss_kb(bp.pid);
     atomic_store(&stop_hammer, true);
     for (int i = 0; i < N_HAMMERS; i++)
         pthread_join(th[i], NULL);

@@ -387,25 +387,6 @@ static void test_retry_then_dead_letter(void **state)
 
 /* --- 3. two-phase commit and rollback --------------------------------------------------- */
 
-static int send_tx(int fd, const char *id, const char *type, int status)
-{
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    h.messageid = (char *)id;
-    h.topic = "trade";
-    h.messagetype = (char *)type;
-    h.expiredtime = -1;
-    h.deliverlimit = -1;
-    h.groupid = TEST_PRODUCER;
-    Protocol__TxACKPacket t = PROTOCOL__TX_ACKPACKET__INIT;
-    t.header = &h;
-    t.status = status;
-    t.feedback = "";
-    struct kq_buf b = {0};
-    kq_codec_append(&b, 0, KQ_CMD_TX_ACK, &t.base);
-    int rc = raw_send_buf(fd, &b);
-    kq_buf_free(&b);
-    return rc;
-}
 
 static void test_two_phase(void **state)
 {
@@ -418,7 +399,7 @@ static void test_two_phase(void **state)
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     assert_int_equal(rows_of(id, false, "`commit`=0"), 1);
     assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
-    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 5000, got, &op, body, sizeof body), 1);
     assert_string_equal(got, id);
     assert_string_equal(body, "tx");
@@ -429,8 +410,8 @@ static void test_two_phase(void **state)
     /* rollback: deleted, never delivered, a late commit changes nothing */
     assert_int_equal(raw_publish(prod, 2, &m, id2, NULL, 0), 1);
     assert_int_equal(rows_of(id2, false, NULL), 1);
-    send_tx(prod, id2, "refund-tx", KQ_TX_ROLLBACK);
-    send_tx(prod, id2, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_ROLLBACK);
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 2500, got, &op, NULL, 0), 0);
     assert_true(wait_rows(id2, false, NULL, 0, 5000));
     assert_int_equal(rows_of(id2, true, NULL), 0);
@@ -444,7 +425,7 @@ static void test_two_phase(void **state)
     prod = connect_as(0, TEST_PRODUCER);
     a = connect_as(0, TEST_CONSUMER);
     assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
-    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
     assert_string_equal(got, id);
     raw_deliver_ack(a, op, got, true);

@@ -574,6 +574,20 @@ int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok)
     return rc;
 }
 
+long proc_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)
 {
     Protocol__Header h = PROTOCOL__HEADER__INIT;

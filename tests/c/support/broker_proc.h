@@ -91,6 +91,8 @@ int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, cha
                       size_t bodylen);
 int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
 /* TxACKPacket for message id (topic "trade", group p-trade) with status 1 commit / 2 rollback. */
+/* VmRSS of a process in kB, or -1. */
+long proc_rss_kb(pid_t pid);
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status);
 /* Heartbeat round trip: everything sent before on fd has been processed by the broker.
  * Other frames arriving meanwhile are dropped. 0 or -1. */
