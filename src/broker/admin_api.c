@@ -423,16 +423,40 @@ static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf
     return KQ_ADMIN_LATER;
 }
 
-static int h_reload(void *ud, struct kq_buf *out)
+/* POST /reload answers with the reload's result: it runs off the loop (reload.c). */
+struct reload_answer {
+    struct kq_broker *b;
+    struct kq_admin_req *r;
+};
+
+static void on_reloaded(void *ud, int rc)
 {
-    struct kq_broker *b = ud;
-    int rc = kq_broker_reload(b);
+    struct reload_answer *ra = ud;
+    struct kq_broker *b = ra->b;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddBoolToObject(root, "ok", rc == 0);
     cJSON_AddNumberToObject(root, "generation", (double)b->reload_generation);
     if (rc)
         cJSON_AddStringToObject(root, "error", b->reload_error);
-    return kq_adm_reply(out, root, rc ? 500 : 200);
+    struct kq_buf body = {0};
+    int status = kq_adm_reply(&body, root, rc ? 500 : 200);
+    kq_admin_req_done(ra->r, status, &body);
+    kq_buf_free(&body);
+    free(ra);
+}
+
+static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
+{
+    (void)out;
+    struct kq_broker *b = ud;
+    struct reload_answer *ra = calloc(1, sizeof *ra);
+    if (!ra)
+        return 500;
+    *ra = (struct reload_answer){b, r};
+    int rc = kq_broker_reload_start(b, on_reloaded, ra);
+    if (rc < 0) /* not started: the callback will not run */
+        on_reloaded(ra, rc);
+    return KQ_ADMIN_LATER;
 }
 
 static const struct kq_admin_handlers handlers = {
