@@ -154,6 +154,7 @@ static int h_stat(void *ud, struct kq_buf *out)
         if (ts->unrouted)
             cJSON_AddNumberToObject(unrouted, ts->topic, (double)ts->unrouted);
     }
+    kq_adm_groups_add(b, br);
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
@@ -249,6 +250,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_gauge(&p, "kiteq_interned_names", "Distinct topic, messageType and group names held by pending messages.", NULL, (double)kq_atoms_count(b));
     kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
     kq_prom_gauge(&p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL, (double)b->stats.inflight);
+    kq_adm_groups_metrics(b, &p);
     struct kq_file_store_stats fs;
     if (kq_file_store_stats(b->store, &fs) == 0) {
         kq_prom_counter(&p, "kiteq_store_fsyncs_total", "fdatasync calls of the file store.", NULL, (double)fs.fsyncs);
@@ -421,7 +423,7 @@ static int h_reload(void *ud, struct kq_buf *out)
 
 static const struct kq_admin_handlers handlers = {
     h_stat, h_binds, h_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
-    h_reload,
+    h_reload, kq_adm_groups, NULL,
 };
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)

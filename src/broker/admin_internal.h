@@ -26,6 +26,15 @@ int kq_adm_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const c
 int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out);
 int kq_adm_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out);
 int kq_adm_jobs_start(struct kq_broker *b);
+
+/* admin_groups.c: backlog per (consumer group, topic). kq_adm_groups_add puts
+ * "consumer_groups" (rows) and "backlog_scan" (how old they are) into `into` (0 or
+ * -ENOMEM); kq_adm_groups is GET /groups; kq_adm_groups_metrics writes the kiteq_group_backlog
+ * and kiteq_group_oldest_seconds families. */
+struct kq_prom;
+int kq_adm_groups_add(struct kq_broker *b, cJSON *into);
+int kq_adm_groups(void *ud, struct kq_buf *out);
+void kq_adm_groups_metrics(struct kq_broker *b, struct kq_prom *p);
 /* After the store closed: ends the jobs left (their answers are dropped), frees the rest. */
 void kq_adm_jobs_stop(struct kq_broker *b);
 #endif

@@ -31,12 +31,14 @@ static void on_tick(uv_timer_t *t)
     struct kq_broker *b = t->data;
     kq_delivery_check_timeouts(b);
     kq_delivery_pump_all(b);
+    kq_backlog_tick(b);
     static uint64_t last_sweep;
     uint64_t now = kq_broker_mono_ms();
     if (now - last_sweep >= 1000) {
         last_sweep = now;
         kq_session_sweep_idle(b);
         kq_delivery_log_timeouts(b);
+        kq_backlog_second(b);
         /* the original's /stat shows the previous second's figures */
         struct kq_broker_stats cur = b->stats;
         b->last_sec.received = cur.received - b->prev_stats.received;
@@ -149,6 +151,11 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         free(b);
         return -ENOMEM;
     }
+    if (kq_backlog_init(b)) {
+        free(b->routes);
+        free(b);
+        return -ENOMEM;
+    }
     kq_idmap_init(&b->msgs, offsetof(struct kq_msg, id));
     kq_arena_init(&b->frame_arena, 64 * 1024);
     uv_timer_init(loop, &b->tick);
@@ -230,6 +237,7 @@ fail_rc:
     kq_delivery_free_all(b);
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
+    kq_backlog_free(b);
     uv_close((uv_handle_t *)&b->tick, NULL);
     uv_close((uv_handle_t *)&b->retry_timer, NULL);
     uv_run(loop, UV_RUN_NOWAIT); /* let the handles close before freeing */
@@ -338,6 +346,7 @@ void kq_broker_free(struct kq_broker *b)
         free(t);
     }
     kq_delivery_free_all(b);
+    kq_backlog_free(b);
     kq_groups_free(b);
     kq_atoms_free(b);
     kq_arena_free(&b->frame_arena);

@@ -32,6 +32,7 @@ static void undefer(struct kq_broker *b);
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
 static void pump(struct kq_broker *b, struct kq_group *g);
 static bool load_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_group *g);
+static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic);
 /* Set while load_for_group waits for the store: an answer given at once must not pump. */
 static bool loading_inline;
 
@@ -306,10 +307,7 @@ static void log_group_timeouts(struct kq_broker *b, struct kq_group *g, uint64_t
 
 static void note_timeout(struct kq_broker *b, struct kq_group *g, const char *topic)
 {
-    struct kq_group_rate *r = NULL;
-    for (size_t i = 0; i < g->n_rates && !r; i++)
-        if (strcmp(g->rates[i].topic, topic) == 0)
-            r = &g->rates[i];
+    struct kq_group_rate *r = find_rate(g, topic);
     if (r)
         r->timeouts++;
     g->timeouts_unlogged++;
@@ -340,6 +338,11 @@ static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic)
         if (strcmp(g->rates[i].topic, topic) == 0)
             return &g->rates[i];
     return NULL;
+}
+
+struct kq_group_rate *kq_delivery_rate_find(struct kq_group *g, const char *topic)
+{
+    return find_rate(g, topic);
 }
 
 /* Refresh r's limits from the policy with the live figures. The bucket keeps the tokens it
@@ -408,7 +411,9 @@ static void flow_done(struct kq_group *g, const char *topic, bool ok)
         return;
     if (r->inflight)
         r->inflight--;
-    if (!ok)
+    if (ok)
+        r->acked++;
+    else
         r->failures++;
 }
 

@@ -73,6 +73,8 @@ struct kq_group_rate {
     uint64_t waiting;              /* of this topic, waiting for room */
     uint32_t failures;             /* failed copies since the last ask */
     uint64_t timeouts;             /* copies not acked within deliverySeconds, ever */
+    uint64_t acked;                /* copies of this topic the group acked, ever */
+    uint64_t acked_mark, acked_last_sec; /* for acked per second (backlog.c) */
     uint64_t asked_ms;             /* monotonic; 0 = never */
     uint64_t generation;           /* b->reload_generation when asked */
 };
@@ -188,6 +190,7 @@ struct kq_broker {
     void *ready_ud;
     struct kq_admin *admin;             /* NULL when `admin` is unset */
     struct kq_adm_jobs *admin_jobs;     /* its dead-letter listings (admin_dlq.c) */
+    struct kq_backlog *backlog;         /* per (group, topic) backlog scan (backlog.c) */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
@@ -307,6 +310,8 @@ void kq_delivery_free_all(struct kq_broker *b);
 /* (Re)arm the retry timer for the earliest scheduled message. */
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
+/* The flow entry of (g, topic), or NULL when no copy of that topic was offered to g yet. */
+struct kq_group_rate *kq_delivery_rate_find(struct kq_group *g, const char *topic);
 
 /* The broker's address as published in ZooKeeper and used as its kite_server in a shared
  * MySQL store: cfg->bind with the port really bound (":0" resolved). Once listening. */
@@ -324,6 +329,35 @@ void kq_takeover_stop(struct kq_broker *b);
 /* Put a message read from the store back into the index (recovery, takeover). */
 void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
                      const struct kq_delivery_state *st);
+
+/* backlog.c: per (group, topic) backlog from a bounded scan of the pending index (a fixed
+ * number of index slots per tick; figures as of the last completed pass). Loop thread. */
+struct kq_backlog_info {
+    uint64_t passes;       /* completed passes */
+    int64_t as_of_unix_ms; /* when the last one completed (0: none yet) */
+    uint64_t age_ms;       /* how long ago */
+    uint64_t pass_ms;      /* how long it took */
+    uint64_t messages;     /* deliverable messages it counted */
+};
+struct kq_backlog_row {
+    const char *group, *topic;
+    uint64_t backlog;     /* copies the group has not acked (last pass), in flight included */
+    int64_t oldest_sec;   /* age of the oldest of them, seconds (0 when none) */
+    uint32_t inflight;    /* live: copies sent, not answered yet */
+    uint64_t queued;      /* live: copies waiting for room in the group's window or rate */
+    uint64_t acked, acked_last_sec; /* live: acked copies, ever and in the last second */
+    size_t consumers;     /* live: the group's connections */
+};
+typedef void (*kq_backlog_row_cb)(void *ud, const struct kq_backlog_row *row);
+int kq_backlog_init(struct kq_broker *b);
+void kq_backlog_free(struct kq_broker *b);
+void kq_backlog_tick(struct kq_broker *b);
+/* Once a second: the acked-per-second figures. */
+void kq_backlog_second(struct kq_broker *b);
+void kq_backlog_info(const struct kq_broker *b, struct kq_backlog_info *out);
+/* Every (group, topic) that is bound or has a backlog, sorted by group then topic; the
+ * strings are valid during the call. O(bindings + rows), never O(pending). 0 or -ENOMEM. */
+int kq_backlog_each(struct kq_broker *b, kq_backlog_row_cb cb, void *ud);
 
 /* registry_link.c: ZooKeeper bindings and registration (static bindings need nothing) */
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);

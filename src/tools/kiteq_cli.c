@@ -17,6 +17,7 @@
 #include "client/kiteq_cluster.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "tools/cli_groups.h"
 #include "tools/cli_mysql.h"
 #include "tools/common/cli_util.h"
 #include "tools/common/http_client.h"
@@ -798,6 +799,8 @@ static const struct command commands[] = {
     {"metrics", cmd_metrics, "show Prometheus metrics (admin HTTP)"},
     {"msg", cmd_msg, "show the stored state of one message (admin HTTP)"},
     {"dlq", cmd_dlq, "list, requeue or purge dead letters (admin HTTP)"},
+    {"groups", cli_cmd_groups, "backlog of each consumer group per topic (admin HTTP)"},
+    {"purge", cli_cmd_purge, "drop a consumer group's backlog on a topic (admin HTTP)"},
     {"reload", cmd_reload, "reload configuration and policies (admin HTTP)"},
     {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };

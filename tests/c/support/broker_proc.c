@@ -293,11 +293,18 @@ int broker_admin_port(const struct broker_proc *bp)
 
 int admin_get(int port, const char *path, char *out, size_t len)
 {
+    return admin_request(port, "GET", path, out, len);
+}
+
+int admin_request(int port, const char *method, const char *path, char *out, size_t len)
+{
     int fd = raw_connect(port);
     if (fd < 0)
         return -1;
-    char req[512], buf[65536];
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+    char req[1024], buf[65536];
+    snprintf(req, sizeof req,
+             "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+             method, path);
     size_t n = 0;
     uint64_t deadline = now_ms() + 5000;
     if (raw_send(fd, req, strlen(req)) == 0) {
@@ -319,6 +326,34 @@ int admin_get(int port, const char *path, char *out, size_t len)
         return -1;
     snprintf(out, len, "%s", body + 4);
     return status;
+}
+
+int cli_run(char **out, const char *fmt, ...)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char args[2048], cmd[2600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>/dev/null", build ? build : ".", args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + len, 1, cap - len - 1, p)) > 0)
+        if ((len += r) + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+    if (buf)
+        buf[len] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* --- raw frames ------------------------------------------------------------------------- */

@@ -51,6 +51,11 @@ int broker_admin_port(const struct broker_proc *bp);
 /* GET path from the admin server on 127.0.0.1:port; the body into out (NUL-terminated, cut to
  * len). Returns the HTTP status, or -1. */
 int admin_get(int port, const char *path, char *out, size_t len);
+/* The same with another method (e.g. "POST"; no body, no token). */
+int admin_request(int port, const char *method, const char *path, char *out, size_t len);
+/* Run `build/kiteq-cli ARGS` (args: a printf format, shell words) and return its exit
+ * code; its stdout goes into *out (malloc'd; may be NULL), its stderr is dropped. */
+int cli_run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A config with topics trade/user-profile, groups p-trade, s-trade-a, s-trade-b (secret
  * "secret") and direct bindings of both consumer groups to trade/pay-succ; `extra_cluster`
  * is inserted into the cluster table (e.g. "deliverySeconds = 1,"), db is `db`. */

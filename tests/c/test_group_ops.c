@@ -1,0 +1,189 @@
+/* Integration: operators see and act on each consumer group's backlog (issue 16).
+ *
+ *  - backlog per (group, topic): s-trade-a is connected and acks everything, s-trade-b has
+ *    no consumer; /groups, /stat, /metrics and `kiteq-cli groups` must show s-trade-b's
+ *    backlog (kiteq_group_waiting/_inflight stayed 0 for it before), s-trade-a's acks and
+ *    both groups' consumers. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <cmocka.h>
+
+#include "core/clock.h"
+#include "support/broker_proc.h"
+
+#define N_MSG 30
+
+static struct broker_proc bp;
+static int admin_port;
+
+static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
+
+static void start(void)
+{
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "memory://", "admin = \"127.0.0.1:0\",");
+    assert_int_equal(broker_start(&bp, cfg, NULL), 0);
+    admin_port = broker_admin_port(&bp);
+    assert_true(admin_port > 0);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return broker_stop(&bp) == 0 ? 0 : -1;
+}
+
+static cJSON *get_json(const char *path)
+{
+    static char body[1 << 16];
+    int st = admin_get(admin_port, path, body, sizeof body);
+    if (st != 200)
+        fail_msg("GET %s: %d %s", path, st, body);
+    cJSON *j = cJSON_Parse(body);
+    assert_non_null(j);
+    return j;
+}
+
+/* The row of (group, topic) in a consumer_groups array, or NULL. */
+static cJSON *row_of(cJSON *rows, const char *group, const char *topic)
+{
+    cJSON *r;
+    cJSON_ArrayForEach(r, rows) {
+        cJSON *g = cJSON_GetObjectItem(r, "group"), *t = cJSON_GetObjectItem(r, "topic");
+        if (!strcmp(g->valuestring, group) && !strcmp(t->valuestring, topic))
+            return r;
+    }
+    return NULL;
+}
+
+static double field(cJSON *row, const char *key)
+{
+    cJSON *v = cJSON_GetObjectItem(row, key);
+    if (!cJSON_IsNumber(v))
+        fail_msg("no number %s", key);
+    return v->valuedouble;
+}
+
+/* GET /groups until (group, topic) shows `backlog` (the scan completes a pass a second). */
+static cJSON *wait_backlog(const char *group, const char *topic, double backlog)
+{
+    uint64_t deadline = now_ms() + 10000;
+    for (;;) {
+        cJSON *j = get_json("/groups");
+        cJSON *r = row_of(cJSON_GetObjectItem(j, "consumer_groups"), group, topic);
+        if (r && field(r, "backlog") == backlog)
+            return j;
+        cJSON_Delete(j);
+        if (now_ms() > deadline)
+            fail_msg("%s/%s never showed backlog %.0f", group, topic, backlog);
+        usleep(50 * 1000);
+    }
+}
+
+static void publish(int fd, int n, char ids[][33])
+{
+    for (int i = 0; i < n; i++) {
+        struct raw_msg m = {.topic = "trade", .type = "pay-succ", .group = TEST_PRODUCER,
+                            .body = "b", .commit = true};
+        assert_int_equal(raw_publish(fd, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
+    }
+}
+
+/* The value of one sample ("name{labels}" exactly as exposed), NAN when absent. */
+static double metric(const char *text, const char *sample)
+{
+    size_t n = strlen(sample);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, sample, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
+static void test_backlog_of_a_group_without_consumer(void **state)
+{
+    (void)state;
+    start();
+    int cons = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(cons, TEST_CONSUMER, TEST_SECRET), 1);
+    int prod = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    char ids[N_MSG][33];
+    publish(prod, N_MSG, ids);
+    raw_drain_expect(cons, ids, N_MSG, 5000);
+
+    /* s-trade-b has no consumer: its copies wait, s-trade-a acked all of its own */
+    cJSON *j = wait_backlog(TEST_CONSUMER_B, "trade", N_MSG);
+    cJSON *rows = cJSON_GetObjectItem(j, "consumer_groups");
+    cJSON *b = row_of(rows, TEST_CONSUMER_B, "trade");
+    assert_true(field(b, "waiting") == N_MSG);
+    assert_true(field(b, "inflight") == 0);
+    assert_true(field(b, "consumers") == 0);
+    assert_true(field(b, "oldest_sec") >= 0);
+    cJSON *a = row_of(rows, TEST_CONSUMER, "trade");
+    assert_non_null(a);
+    assert_true(field(a, "backlog") == 0);
+    assert_true(field(a, "acked") == N_MSG);
+    assert_true(field(a, "consumers") == 1);
+    /* every bound (group, topic) has a row, producers none */
+    assert_non_null(row_of(rows, "s-user-profile", "user-profile"));
+    assert_null(row_of(rows, TEST_PRODUCER, "trade"));
+    cJSON *scan = cJSON_GetObjectItem(j, "backlog_scan");
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(scan, "age_ms")));
+    assert_true(field(scan, "messages") == N_MSG);
+    cJSON_Delete(j);
+
+    /* /stat carries the same rows */
+    j = get_json("/stat");
+    cJSON *br = cJSON_GetObjectItem(j, "broker");
+    b = row_of(cJSON_GetObjectItem(br, "consumer_groups"), TEST_CONSUMER_B, "trade");
+    assert_non_null(b);
+    assert_true(field(b, "backlog") == N_MSG);
+    cJSON_Delete(j);
+
+    /* /metrics */
+    static char text[1 << 17];
+    assert_int_equal(admin_get(admin_port, "/metrics", text, sizeof text), 200);
+    assert_true(metric(text, "kiteq_group_backlog{group=\"s-trade-b\",topic=\"trade\"}") == N_MSG);
+    assert_true(metric(text, "kiteq_group_backlog{group=\"s-trade-a\",topic=\"trade\"}") == 0);
+    assert_true(metric(text, "kiteq_group_oldest_seconds{group=\"s-trade-b\",topic=\"trade\"}") >= 0);
+    assert_true(metric(text, "kiteq_backlog_scan_age_seconds") >= 0);
+
+    /* kiteq-cli groups: a table, and JSON filtered by group */
+    char *out = NULL;
+    assert_int_equal(cli_run(&out, "groups --admin 127.0.0.1:%d --table", admin_port), 0);
+    assert_non_null(strstr(out, "BACKLOG"));
+    char *line = strstr(out, "s-trade-b");
+    assert_non_null(line);
+    char group[64], topic[64];
+    long backlog = -1;
+    assert_int_equal(sscanf(line, "%63s %63s %ld", group, topic, &backlog), 3);
+    assert_string_equal(topic, "trade");
+    assert_int_equal(backlog, N_MSG);
+    free(out);
+    assert_int_equal(cli_run(&out, "groups --admin 127.0.0.1:%d --json --group s-trade-b",
+                             admin_port), 0);
+    j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "consumer_groups")), 1);
+    cJSON_Delete(j);
+    free(out);
+    close(cons);
+    close(prod);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_backlog_of_a_group_without_consumer, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
