@@ -423,12 +423,12 @@ static int h_reload(void *ud, struct kq_buf *out)
 
 static const struct kq_admin_handlers handlers = {
     h_stat, h_binds, h_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
-    h_reload, kq_adm_groups, NULL,
+    h_reload, kq_adm_groups, kq_adm_groups_purge,
 };
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
 {
-    if (kq_adm_jobs_start(b)) {
+    if (kq_adm_jobs_start(b) || kq_adm_purges_start(b)) {
         snprintf(err, errlen, "admin: out of memory");
         return -ENOMEM;
     }
@@ -443,4 +443,5 @@ int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
 void kq_admin_api_stop(struct kq_broker *b)
 {
     kq_adm_jobs_stop(b);
+    kq_adm_purges_stop(b);
 }

@@ -35,6 +35,13 @@ struct kq_prom;
 int kq_adm_groups_add(struct kq_broker *b, cJSON *into);
 int kq_adm_groups(void *ud, struct kq_buf *out);
 void kq_adm_groups_metrics(struct kq_broker *b, struct kq_prom *p);
+
+/* admin_purge.c: POST /groups/purge, a job walking the pending index a slice per loop
+ * iteration; started and stopped with the admin. */
+int kq_adm_groups_purge(void *ud, struct kq_admin_req *r, const char *group, const char *topic,
+                        struct kq_buf *out);
+int kq_adm_purges_start(struct kq_broker *b);
+void kq_adm_purges_stop(struct kq_broker *b);
 /* After the store closed: ends the jobs left (their answers are dropped), frees the rest. */
 void kq_adm_jobs_stop(struct kq_broker *b);
 #endif

@@ -47,6 +47,8 @@ static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const
  * whole attempt counts as failed, so the message is retried rather than taken as delivered. */
 static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
 {
+    if (m->n_done && name_in(b, m->done, m->n_done, group))
+        return; /* purged for the group meanwhile (kq_delivery_purge_copy): not a failure */
     if (kq_names_add(b, &m->failed, &m->n_failed, group) == 0)
         return;
     m->names_lost = true;
@@ -505,6 +507,12 @@ static void pump(struct kq_broker *b, struct kq_group *g)
     uint64_t now = kq_broker_mono_ms();
     while (g->wait_head) {
         struct kq_msg *m = g->wait_head->msg;
+        if (m->n_done && name_in(b, m->done, m->n_done, g->id)) {
+            dequeue_wait(b, g); /* purged while it waited: not sent */
+            if (attempt_over(m))
+                finish_attempt(b, m);
+            continue;
+        }
         struct kq_group_rate *r = rate_for(b, g, m->topic, 0);
         if (!has_room(b, g, r))
             break; /* FIFO: an answer or the tick tries again */
@@ -986,6 +994,33 @@ void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
 }
 
 void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m) { finish_attempt(b, m); }
+
+/* An operator dropped group's backlog (POST /groups/purge): its copy of m counts as done.
+ * An open attempt ends by itself (a queued copy is not sent, a late nack or timeout is not
+ * a failure); between attempts, a message no routed group needs any more is removed now,
+ * else the state is persisted and its schedule kept for the others. */
+int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *group)
+{
+    if (m->n_done && name_in(b, m->done, m->n_done, group))
+        return 0; /* acked, or purged before */
+    int rc = kq_names_add(b, &m->done, &m->n_done, group);
+    if (rc)
+        return rc;
+    const char *atom = kq_atom_find(b, group);
+    kq_names_remove(&m->failed, &m->n_failed, atom);
+    if (!attempt_over(m) || m->loading || m->first_ack)
+        return 1;
+    struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
+    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
+                               KQ_POLICY_MAX_ROUTES);
+    for (size_t i = 0; i < n; i++)
+        if (!name_in(b, m->done, m->n_done, routes[i].group)) {
+            kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
+            return 1;
+        }
+    kq_delivery_drop(b, m, true);
+    return 2;
+}
 
 void kq_delivery_free_all(struct kq_broker *b)
 {

@@ -191,6 +191,7 @@ struct kq_broker {
     struct kq_admin *admin;             /* NULL when `admin` is unset */
     struct kq_adm_jobs *admin_jobs;     /* its dead-letter listings (admin_dlq.c) */
     struct kq_backlog *backlog;         /* per (group, topic) backlog scan (backlog.c) */
+    struct kq_purges *purges;           /* POST /groups/purge jobs (admin_purge.c) */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
@@ -278,6 +279,8 @@ void kq_msg_evict(struct kq_msg *m);
 bool kq_names_has(const char *const *v, uint16_t n, const char *atom);
 int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name);
 void kq_names_clear(const char ***v, uint16_t *n);
+/* Take atom out of the list (no-op when absent or NULL). */
+void kq_names_remove(const char ***v, uint16_t *n, const char *atom);
 
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
@@ -307,6 +310,10 @@ void kq_delivery_check_timeouts(struct kq_broker *b);
 void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store);
 void kq_delivery_free_all(struct kq_broker *b);
+/* Admin purge: group's copy of m is done without being delivered. 0 when it was done
+ * already, 1 when it is now, 2 when it is now and m was removed (no routed group needs it
+ * any more: m is gone), -ENOMEM / -E2BIG when the group could not be recorded. */
+int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *group);
 /* (Re)arm the retry timer for the earliest scheduled message. */
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);

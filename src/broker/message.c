@@ -214,6 +214,29 @@ int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *
     return 0;
 }
 
+void kq_names_remove(const char ***v, uint16_t *n, const char *atom)
+{
+    if (!atom || !kq_names_has(*v, *n, atom))
+        return;
+    if (*n == 1) {
+        kq_atom_release(atom);
+        *v = NULL;
+        *n = 0;
+        return;
+    }
+    const char **p = (const char **)*v;
+    uint16_t i = 0;
+    while (p[i] != atom)
+        i++;
+    kq_atom_release(atom);
+    memmove(&p[i], &p[i + 1], (size_t)(*n - i - 1) * sizeof *p);
+    if (--*n == 1) { /* back to the inline form */
+        const char *last = p[0];
+        free(p);
+        *v = (const char **)last;
+    }
+}
+
 void kq_names_clear(const char ***v, uint16_t *n)
 {
     const char *const *view = KQ_NAMES(*v, *n);

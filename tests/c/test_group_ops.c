@@ -3,7 +3,9 @@
  *  - backlog per (group, topic): s-trade-a is connected and acks everything, s-trade-b has
  *    no consumer; /groups, /stat, /metrics and `kiteq-cli groups` must show s-trade-b's
  *    backlog (kiteq_group_waiting/_inflight stayed 0 for it before), s-trade-a's acks and
- *    both groups' consumers. */
+ *    both groups' consumers;
+ *  - purge: s-trade-b's backlog on trade is dropped (offline, and with its copies in flight)
+ *    while s-trade-a still gets every message, and s-trade-b gets none after. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -180,10 +182,120 @@ static void test_backlog_of_a_group_without_consumer(void **state)
     close(prod);
 }
 
+/* /stat broker.pending reaches `want` (deadline 5 s). */
+static void wait_pending(double want)
+{
+    uint64_t deadline = now_ms() + 5000;
+    for (;;) {
+        cJSON *j = get_json("/stat");
+        double n = field(cJSON_GetObjectItem(j, "broker"), "pending");
+        cJSON_Delete(j);
+        if (n == want)
+            return;
+        if (now_ms() > deadline)
+            fail_msg("pending %.0f, want %.0f", n, want);
+        usleep(50 * 1000);
+    }
+}
+
+/* s-trade-b connects and must get nothing; s-trade-a connects and gets every id. */
+static void expect_only_a_receives(char ids[][33], int n)
+{
+    int b = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(b, TEST_CONSUMER_B, TEST_SECRET), 1);
+    char id[33];
+    uint32_t op;
+    /* a group coming online is sent its waiting messages at once: 1 s is plenty */
+    assert_int_equal(raw_recv_delivery(b, 1000, id, &op, NULL, 0), 0);
+    int a = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    raw_drain_expect(a, ids, n, 5000);
+    wait_pending(0);
+    assert_int_equal(raw_recv_delivery(b, 100, id, &op, NULL, 0), 0);
+    close(a);
+    close(b);
+}
+
+static void test_purge_offline_group(void **state)
+{
+    (void)state;
+    start();
+    int prod = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    char ids[N_MSG][33];
+    publish(prod, N_MSG, ids);
+    cJSON_Delete(wait_backlog(TEST_CONSUMER_B, "trade", N_MSG));
+
+    /* bad requests say why */
+    char body[4096];
+    assert_int_equal(admin_request(admin_port, "POST", "/groups/purge?group=s-trade-b", body,
+                                   sizeof body), 400);
+    assert_int_equal(admin_request(admin_port, "POST",
+                                   "/groups/purge?group=s-user-profile&topic=trade", body,
+                                   sizeof body), 404);
+    assert_non_null(strstr(body, "not bound"));
+    assert_int_equal(admin_request(admin_port, "GET", "/groups/purge?group=s-trade-b&topic=trade",
+                                   body, sizeof body), 405);
+    assert_int_equal(cli_run(NULL, "purge --admin 127.0.0.1:%d --group s-trade-b", admin_port), 2);
+
+    char *out = NULL;
+    assert_int_equal(cli_run(&out, "purge --admin 127.0.0.1:%d --group s-trade-b --topic trade",
+                             admin_port), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_true(field(j, "purged") == N_MSG);
+    assert_true(field(j, "removed") == 0); /* s-trade-a still needs them */
+    cJSON_Delete(j);
+    free(out);
+    /* a second purge finds nothing left */
+    assert_int_equal(admin_request(admin_port, "POST", "/groups/purge?group=s-trade-b&topic=trade",
+                                   body, sizeof body), 200);
+    j = cJSON_Parse(body);
+    assert_true(field(j, "purged") == 0);
+    cJSON_Delete(j);
+
+    j = wait_backlog(TEST_CONSUMER_B, "trade", 0);
+    assert_true(field(row_of(cJSON_GetObjectItem(j, "consumer_groups"), TEST_CONSUMER, "trade"),
+                      "backlog") == N_MSG);
+    cJSON_Delete(j);
+    expect_only_a_receives(ids, N_MSG);
+    close(prod);
+}
+
+/* Copies out to s-trade-b when it is purged: their nacks or loss are no failures. */
+static void test_purge_inflight_copies(void **state)
+{
+    (void)state;
+    start();
+    int b = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(b, TEST_CONSUMER_B, TEST_SECRET), 1);
+    int prod = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    char ids[N_MSG][33];
+    publish(prod, N_MSG, ids);
+    uint32_t ops[N_MSG];
+    char id[33];
+    for (int i = 0; i < N_MSG; i++)
+        assert_int_equal(raw_recv_delivery(b, 5000, id, &ops[i], NULL, 0), 1);
+    char body[4096];
+    assert_int_equal(admin_request(admin_port, "POST", "/groups/purge?group=s-trade-b&topic=trade",
+                                   body, sizeof body), 200);
+    cJSON *j = cJSON_Parse(body);
+    assert_true(field(j, "purged") == N_MSG);
+    cJSON_Delete(j);
+    raw_deliver_ack(b, ops[0], ids[0], false); /* a nack after the purge: not retried */
+    assert_int_equal(raw_sync(b), 0);
+    close(b); /* the rest are lost with the connection */
+    expect_only_a_receives(ids, N_MSG);
+    close(prod);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_backlog_of_a_group_without_consumer, teardown),
+        cmocka_unit_test_teardown(test_purge_offline_group, teardown),
+        cmocka_unit_test_teardown(test_purge_inflight_copies, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
