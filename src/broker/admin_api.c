@@ -251,6 +251,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
     kq_prom_gauge(&p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL, (double)b->stats.inflight);
     kq_adm_groups_metrics(b, &p);
+    kq_adm_history_metrics(b, &p);
     struct kq_file_store_stats fs;
     if (kq_file_store_stats(b->store, &fs) == 0) {
         kq_prom_counter(&p, "kiteq_store_fsyncs_total", "fdatasync calls of the file store.", NULL, (double)fs.fsyncs);
@@ -333,11 +334,12 @@ static int unknown_msg(const char *id, struct kq_buf *out)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "messageId", id);
     cJSON_AddStringToObject(o, "state", "unknown");
-    cJSON_AddStringToObject(o, "error", "not pending and not in the dead-letter store (delivered, rolled back, or never stored)");
+    cJSON_AddStringToObject(o, "error", "not pending, not in the dead-letter store and not among the last messageHistory finished messages (never stored, or finished long ago)");
     return kq_adm_reply(out, o, 404);
 }
 
 struct msg_ctx {
+    struct kq_broker *b;
     struct kq_admin_req *r;
     char id[];
 };
@@ -350,9 +352,11 @@ static void on_dead_found(void *ud, int status, const struct kq_dead_letter *d)
     if (status == 0) {
         cJSON *o = kq_adm_dead_json(d);
         cJSON_AddStringToObject(o, "state", "dead");
+        kq_adm_msg_history(c->b, c->id, o);
         status = kq_adm_reply(&out, o, 200);
     } else if (status == -ENOENT) {
-        status = unknown_msg(c->id, &out);
+        if (!(status = kq_adm_msg_finished(c->b, c->id, true, &out)))
+            status = unknown_msg(c->id, &out);
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "messageId", c->id);
@@ -391,8 +395,14 @@ static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf
             cJSON_AddNumberToObject(o, "nextAttemptMs", (double)m->timer.key);
         cJSON_AddItemToObject(o, "groupsDone", names_json(KQ_NAMES(m->done, m->n_done), m->n_done));
         cJSON_AddItemToObject(o, "groupsFailed", names_json(KQ_NAMES(m->failed, m->n_failed), m->n_failed));
+        cJSON *history = kq_hist_json(b, m);
+        if (history)
+            cJSON_AddItemToObject(o, "history", history);
         return kq_adm_reply(out, o, 200);
     }
+    int done = kq_adm_msg_finished(b, id, false, out); /* delivered, rolled back, ... */
+    if (done)
+        return done;
     int down = kq_adm_store_down(b, out);
     if (down)
         return down;
@@ -401,6 +411,7 @@ static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf
     struct msg_ctx *c = malloc(sizeof *c + strlen(id) + 1);
     if (!c)
         return 500;
+    c->b = b;
     c->r = r;
     strcpy(c->id, id);
     int rc = b->store->ops->dlq_get(b->store, id, on_dead_found, c); /* an index lookup */

@@ -77,6 +77,8 @@ static void on_requeued(void *ud, int status)
         drop_taken(NULL, rc2, NULL);
     m->stored = true;
     KQ_INFO("dlq", "requeued id=%s topic=%s", m->id, m->topic);
+    kq_hist_resume(b, m); /* its story goes on */
+    kq_hist(b, m, KQ_EV_REQUEUED, NULL, NULL);
     kq_delivery_add(b, m, kq_now_ms());
 }
 

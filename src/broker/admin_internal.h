@@ -36,6 +36,14 @@ int kq_adm_groups_add(struct kq_broker *b, cJSON *into);
 int kq_adm_groups(void *ud, struct kq_buf *out);
 void kq_adm_groups_metrics(struct kq_broker *b, struct kq_prom *p);
 
+/* admin_msg.c: /msg/<id> of a finished message from the history ring: the answer (200),
+ * or 0 when the ring does not hold it, or holds a dead letter and !even_dead (ask the
+ * store). kq_adm_msg_history adds the id's finished history (if any) to o. */
+int kq_adm_msg_finished(struct kq_broker *b, const char *id, bool even_dead, struct kq_buf *out);
+void kq_adm_msg_history(struct kq_broker *b, const char *id, cJSON *o);
+/* kiteq_message_histories{state}, kiteq_message_history_bytes */
+void kq_adm_history_metrics(struct kq_broker *b, struct kq_prom *p);
+
 /* admin_purge.c: POST /groups/purge, a job walking the pending index a slice per loop
  * iteration; started and stopped with the admin. */
 int kq_adm_groups_purge(void *ud, struct kq_admin_req *r, const char *group, const char *topic,

@@ -100,6 +100,7 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
         return;
     }
     kq_topic_stats(b, m->topic)->pending++;
+    kq_hist(b, m, KQ_EV_RECOVERED, NULL, NULL);
     /* Restart neither forgets nor floods: each resumes at its persisted next time. */
     kq_delivery_schedule(b, m, when);
 }
@@ -151,7 +152,8 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         free(b);
         return -ENOMEM;
     }
-    if (kq_backlog_init(b)) {
+    if (kq_backlog_init(b) || kq_history_init(b)) {
+        kq_backlog_free(b);
         free(b->routes);
         free(b);
         return -ENOMEM;
@@ -238,6 +240,7 @@ fail_rc:
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
     kq_backlog_free(b);
+    kq_history_free(b);
     uv_close((uv_handle_t *)&b->tick, NULL);
     uv_close((uv_handle_t *)&b->retry_timer, NULL);
     uv_run(loop, UV_RUN_NOWAIT); /* let the handles close before freeing */
@@ -348,6 +351,7 @@ void kq_broker_free(struct kq_broker *b)
     kq_delivery_free_all(b);
     kq_backlog_free(b);
     kq_groups_free(b);
+    kq_history_free(b);
     kq_atoms_free(b);
     kq_arena_free(&b->frame_arena);
     kq_binding_set_free(b->bindings);

@@ -133,6 +133,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
 {
     if (kq_idmap_insert(&b->msgs, m) != 0) {
         KQ_ERROR("delivery", "out of memory indexing id=%s", m->id);
+        kq_hist_finish(b, m);
         kq_msg_free(m); /* the producer was acked: it stays in the store for a restart */
         return;
     }
@@ -154,6 +155,7 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
         store_result(b, "remove", m->id, b->store->ops->remove(b->store, m->id));
     kq_idmap_remove(&b->msgs, m);
     kq_topic_stats(b, m->topic)->pending--;
+    kq_hist_finish(b, m);
     kq_msg_free(m);
 }
 
@@ -163,6 +165,7 @@ void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *
             m->topic, m->type, m->attempts, reason);
     b->stats.dead_lettered++;
     kq_topic_stats(b, m->topic)->dead_lettered++;
+    kq_hist_text(b, m, KQ_EV_DEAD, NULL, reason);
     if (m->stored) {
         struct kq_stored_msg sm;
         kq_msg_to_stored(m, &sm);
@@ -220,6 +223,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
      * messages until it comes back or they expire, instead of burning the limit. */
     if (m->sent++ == 0)
         m->attempts++;
+    kq_hist_sent(b, m, g, s);
     g->inflight++;
     g->sent++;
     b->stats.inflight++;
@@ -438,6 +442,7 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
     struct kq_group_rate *r = find_rate(g, m->topic);
     if (r)
         r->waiting++;
+    kq_hist(b, m, KQ_EV_QUEUED, g->id, NULL);
     if (!g->in_pump_list) {
         g->in_pump_list = true;
         g->pump_next = b->pump_list;
@@ -494,6 +499,7 @@ static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq
             r->waiting--;
         free(w);
         add_failed(b, m, g->id);
+        kq_hist_text(b, m, KQ_EV_NOT_SENT, g->id, "cannot read it back from the store");
         kq_msg_set_failure(m, "nack");
         if (attempt_over(m))
             finish_attempt(b, m);
@@ -526,9 +532,10 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         if (!m->block && !load_for_group(b, m, g))
             break; /* being read back (on_loaded pumps again), or failed (no longer here) */
         dequeue_wait(b, g);
-        if (!send_copy(b, m, g, s))
+        if (!send_copy(b, m, g, s)) {
             add_failed(b, m, g->id);
-        else if (r)
+            kq_hist_text(b, m, KQ_EV_NOT_SENT, g->id, "out of memory");
+        } else if (r)
             r->inflight++;
         if (attempt_over(m))
             finish_attempt(b, m);
@@ -565,15 +572,18 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         /* online but every connection is still warming up: try again soon */
         add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "no consumer online");
+        kq_hist(b, m, KQ_EV_WARMING, rt->group, NULL);
         m->retry_soon = true;
         return;
     }
     if (!s && why == KQ_PICK_OFFLINE) {
         if (!rt->persistent) {
             add_done(b, m, rt->group); /* nobody online: this group skips it */
+            kq_hist(b, m, KQ_EV_SKIPPED, rt->group, NULL);
         } else {
             add_failed(b, m, rt->group);
             kq_msg_set_failure(m, "no consumer online");
+            kq_hist(b, m, KQ_EV_NO_CONSUMER, rt->group, NULL);
         }
         return;
     }
@@ -586,6 +596,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     if (!send_copy(b, m, g, s)) {
         add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "over flow"); /* out of memory for the frame */
+        kq_hist_text(b, m, KQ_EV_NOT_SENT, rt->group, "out of memory");
     } else if (r) {
         r->inflight++;
     }
@@ -802,6 +813,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     if (n == 0) {
         add_failed(b, m, NO_SUBSCRIBER);
         kq_msg_set_failure(m, "no consumer online");
+        kq_hist(b, m, KQ_EV_NO_SUBSCRIBER, NULL, NULL);
     }
     if (attempt_over(m))
         finish_attempt(b, m);
@@ -849,6 +861,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     if (m->n_failed == 0 && !m->names_lost) {
         b->stats.delivered++;
         kq_topic_stats(b, m->topic)->delivered++;
+        kq_hist(b, m, KQ_EV_DELIVERED, NULL, NULL);
         kq_delivery_drop(b, m, true);
         return;
     }
@@ -880,6 +893,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     if (changed) /* nothing to write when the attempt changed nothing */
         kq_delivery_persist(b, m, next);
+    kq_hist_retry(b, m, next);
     kq_delivery_schedule(b, m, next);
     if (next - now >= 1000)
         kq_msg_evict(m); /* waits a while: the store keeps header and body meanwhile */
@@ -905,7 +919,10 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
         add_done(b, m, f->group->id);
         b->stats.acked++;
         f->group->acked++;
+        kq_hist(b, m, KQ_EV_ACKED, f->group->id, s);
     } else {
+        kq_hist(b, m, timed_out ? KQ_EV_TIMEOUT : strcmp(why, "nack") == 0 ? KQ_EV_NACKED : KQ_EV_LOST,
+                f->group->id, s);
         add_failed(b, m, f->group->id);
         f->group->failed++;
         kq_msg_set_failure(m, why); /* a literal: "nack", "timeout", "connection lost" */
@@ -988,6 +1005,7 @@ void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
     while (g->wait_head) {
         struct kq_msg *m = dequeue_wait(b, g);
         add_failed(b, m, g->id);
+        kq_hist(b, m, KQ_EV_NO_CONSUMER, g->id, NULL);
         if (attempt_over(m))
             finish_attempt(b, m);
     }
@@ -1006,6 +1024,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
     int rc = kq_names_add(b, &m->done, &m->n_done, group);
     if (rc)
         return rc;
+    kq_hist(b, m, KQ_EV_PURGED, group, NULL);
     const char *atom = kq_atom_find(b, group);
     kq_names_remove(&m->failed, &m->n_failed, atom);
     if (!attempt_over(m) || m->loading || m->first_ack)
@@ -1018,6 +1037,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
             kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
             return 1;
         }
+    kq_hist(b, m, KQ_EV_REMOVED, NULL, NULL);
     kq_delivery_drop(b, m, true);
     return 2;
 }

@@ -69,6 +69,11 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
         kq_policy_free(policy);
         goto fail_cfg;
     }
+    if (next->message_history != old->message_history) {
+        KQ_WARN("reload", "messageHistory changed from %d to %d: needs a restart, keeping %d",
+                old->message_history, next->message_history, old->message_history);
+        next->message_history = old->message_history;
+    }
     if (next->admin && !next->admin_token && !kq_addr_is_loopback(next->admin)) {
         snprintf(err, errlen, "adminToken: required while admin listens beyond loopback (%s)",
                  next->admin);

@@ -76,19 +76,29 @@ static double field(cJSON *row, const char *key)
 }
 
 /* GET /groups until (group, topic) shows `backlog` (the scan completes a pass a second). */
-static cJSON *wait_backlog(const char *group, const char *topic, double backlog)
+/* GET path until the number at key (inside object `in`, NULL = the root) of the row
+ * (group, topic) of consumer_groups (group NULL = the object itself) is `want`; 10 s. */
+static cJSON *wait_number(const char *path, const char *in, const char *group,
+                          const char *topic, const char *key, double want)
 {
     uint64_t deadline = now_ms() + 10000;
     for (;;) {
-        cJSON *j = get_json("/groups");
-        cJSON *r = row_of(cJSON_GetObjectItem(j, "consumer_groups"), group, topic);
-        if (r && field(r, "backlog") == backlog)
+        cJSON *j = get_json(path), *o = in ? cJSON_GetObjectItem(j, in) : j;
+        if (group)
+            o = row_of(cJSON_GetObjectItem(j, "consumer_groups"), group, topic);
+        if (o && field(o, key) == want)
             return j;
         cJSON_Delete(j);
         if (now_ms() > deadline)
-            fail_msg("%s/%s never showed backlog %.0f", group, topic, backlog);
+            fail_msg("%s: %s never %.0f", path, key, want);
         usleep(50 * 1000);
     }
+}
+
+/* GET /groups until (group, topic) shows `backlog` (the scan completes a pass a second). */
+static cJSON *wait_backlog(const char *group, const char *topic, double backlog)
+{
+    return wait_number("/groups", NULL, group, topic, "backlog", backlog);
 }
 
 static void publish(int fd, int n, char ids[][33])
@@ -100,24 +110,12 @@ static void publish(int fd, int n, char ids[][33])
     }
 }
 
-/* The value of one sample ("name{labels}" exactly as exposed), NAN when absent. */
-static double metric(const char *text, const char *sample)
-{
-    size_t n = strlen(sample);
-    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, sample, n) == 0 && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    return NAN;
-}
-
 static void test_backlog_of_a_group_without_consumer(void **state)
 {
     (void)state;
     start();
-    int cons = raw_connect(bp.port);
-    assert_int_equal(raw_handshake(cons, TEST_CONSUMER, TEST_SECRET), 1);
-    int prod = raw_connect(bp.port);
-    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    int cons = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
+    int prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     char ids[N_MSG][33];
     publish(prod, N_MSG, ids);
     raw_drain_expect(cons, ids, N_MSG, 5000);
@@ -154,10 +152,10 @@ static void test_backlog_of_a_group_without_consumer(void **state)
     /* /metrics */
     static char text[1 << 17];
     assert_int_equal(admin_get(admin_port, "/metrics", text, sizeof text), 200);
-    assert_true(metric(text, "kiteq_group_backlog{group=\"s-trade-b\",topic=\"trade\"}") == N_MSG);
-    assert_true(metric(text, "kiteq_group_backlog{group=\"s-trade-a\",topic=\"trade\"}") == 0);
-    assert_true(metric(text, "kiteq_group_oldest_seconds{group=\"s-trade-b\",topic=\"trade\"}") >= 0);
-    assert_true(metric(text, "kiteq_backlog_scan_age_seconds") >= 0);
+    assert_true(prom_sample(text, "kiteq_group_backlog{group=\"s-trade-b\",topic=\"trade\"}") == N_MSG);
+    assert_true(prom_sample(text, "kiteq_group_backlog{group=\"s-trade-a\",topic=\"trade\"}") == 0);
+    assert_true(prom_sample(text, "kiteq_group_oldest_seconds{group=\"s-trade-b\",topic=\"trade\"}") >= 0);
+    assert_true(prom_sample(text, "kiteq_backlog_scan_age_seconds") >= 0);
 
     /* kiteq-cli groups: a table, and JSON filtered by group */
     char *out = NULL;
@@ -182,33 +180,21 @@ static void test_backlog_of_a_group_without_consumer(void **state)
     close(prod);
 }
 
-/* /stat broker.pending reaches `want` (deadline 5 s). */
+/* /stat broker.pending reaches `want`. */
 static void wait_pending(double want)
 {
-    uint64_t deadline = now_ms() + 5000;
-    for (;;) {
-        cJSON *j = get_json("/stat");
-        double n = field(cJSON_GetObjectItem(j, "broker"), "pending");
-        cJSON_Delete(j);
-        if (n == want)
-            return;
-        if (now_ms() > deadline)
-            fail_msg("pending %.0f, want %.0f", n, want);
-        usleep(50 * 1000);
-    }
+    cJSON_Delete(wait_number("/stat", "broker", NULL, NULL, "pending", want));
 }
 
 /* s-trade-b connects and must get nothing; s-trade-a connects and gets every id. */
 static void expect_only_a_receives(char ids[][33], int n)
 {
-    int b = raw_connect(bp.port);
-    assert_int_equal(raw_handshake(b, TEST_CONSUMER_B, TEST_SECRET), 1);
+    int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
     char id[33];
     uint32_t op;
     /* a group coming online is sent its waiting messages at once: 1 s is plenty */
     assert_int_equal(raw_recv_delivery(b, 1000, id, &op, NULL, 0), 0);
-    int a = raw_connect(bp.port);
-    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
     raw_drain_expect(a, ids, n, 5000);
     wait_pending(0);
     assert_int_equal(raw_recv_delivery(b, 100, id, &op, NULL, 0), 0);
@@ -220,8 +206,7 @@ static void test_purge_offline_group(void **state)
 {
     (void)state;
     start();
-    int prod = raw_connect(bp.port);
-    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    int prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     char ids[N_MSG][33];
     publish(prod, N_MSG, ids);
     cJSON_Delete(wait_backlog(TEST_CONSUMER_B, "trade", N_MSG));
@@ -267,10 +252,8 @@ static void test_purge_inflight_copies(void **state)
 {
     (void)state;
     start();
-    int b = raw_connect(bp.port);
-    assert_int_equal(raw_handshake(b, TEST_CONSUMER_B, TEST_SECRET), 1);
-    int prod = raw_connect(bp.port);
-    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
+    int prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     char ids[N_MSG][33];
     publish(prod, N_MSG, ids);
     uint32_t ops[N_MSG];

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <math.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
@@ -328,6 +329,15 @@ int admin_request(int port, const char *method, const char *path, char *out, siz
     return status;
 }
 
+double prom_sample(const char *text, const char *sample)
+{
+    size_t n = strlen(sample);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, sample, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
 int cli_run(char **out, const char *fmt, ...)
 {
     const char *build = getenv("KITEQ_BUILD_DIR");
@@ -371,6 +381,14 @@ int raw_connect(int port)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+int raw_connect_as(int port, const char *group, const char *secret)
+{
+    int fd = raw_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_handshake(fd, group, secret), 1);
     return fd;
 }
 

@@ -61,8 +61,14 @@ int cli_run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3
  * is inserted into the cluster table (e.g. "deliverySeconds = 1,"), db is `db`. */
 void broker_default_config(char *out, size_t len, const char *db, const char *extra_cluster);
 
+/* The value of one sample ("name{labels}" exactly as exposed) in Prometheus text, NAN when
+ * absent. */
+double prom_sample(const char *text, const char *sample);
+
 /* Raw frames. */
 int raw_connect(int port); /* fd or -1 */
+/* Connect and authenticate as group; fails the running cmocka test otherwise. */
+int raw_connect_as(int port, const char *group, const char *secret);
 int raw_send(int fd, const void *p, size_t n);
 int raw_send_buf(int fd, struct kq_buf *b); /* sends and empties b */
 /* Read one frame within timeout_ms. Returns 1 and fills f (body malloc'd into *body),
