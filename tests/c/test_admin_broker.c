@@ -508,6 +508,14 @@ static void test_dlq_cli(void **state)
     assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
     cJSON_Delete(j);
     assert_int_equal(cli_run(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
+    char *body = NULL; /* unknown ids and topics are said so */
+    assert_int_equal(http("POST", "/dlq/requeue?id=0123456789abcdef0123456789abcdef", &body), 404);
+    assert_non_null(strstr(body, "no dead letter with this id"));
+    free(body);
+    assert_int_equal(http("POST", "/dlq/purge?topic=no-such-topic", &body), 404);
+    assert_non_null(strstr(body, "unknown topic no-such-topic"));
+    free(body);
+    assert_int_equal(cli_run(NULL, "dlq purge --admin 127.0.0.1:%d --topic no-such-topic", admin_port), 1);
     assert_int_equal(cli_run(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
 
     /* purge */
