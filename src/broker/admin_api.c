@@ -218,6 +218,11 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_init(&p, out);
     kq_prom_gauge(&p, "kiteq_connections", "Open client connections.", NULL,
                   (double)kq_net_conn_count(b->net));
+    struct kq_net_stats ns;
+    kq_net_stats(b->net, &ns);
+    kq_prom_counter(&p, "kiteq_connections_refused_total",
+                    "Connections closed at once because maxConnections was reached.", NULL,
+                    (double)ns.refused);
     struct kq_group *g, *gtmp;
     HASH_ITER(hh, b->groups, g, gtmp) {
         const char *l[] = {"group", g->id, NULL};
@@ -274,8 +279,8 @@ static int h_metrics(void *ud, struct kq_buf *out)
     }
     bool store_up = !kq_store_unavailable(b->store);
     kq_prom_gauge(&p, "kiteq_store_available",
-                  "1 while the store takes saves, 0 while it refuses them (MySQL unreachable "
-                  "at start, recovery pending).", NULL, store_up ? 1 : 0);
+                  "1 while the store takes saves, 0 while it refuses them (MySQL down or not "
+                  "answering, start-up recovery pending; /stat says why).", NULL, store_up ? 1 : 0);
     cJSON *dlq_by_topic = cJSON_CreateObject();
     /* every topic, so a dashboard sees 0; none while the store has not counted (MySQL) */
     if (kq_adm_dlq_tally(b, NULL, dlq_by_topic, NULL, NULL) == 0)
@@ -318,15 +323,25 @@ cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
     return o;
 }
 
-int kq_adm_store_down(struct kq_broker *b, struct kq_buf *out)
+int kq_adm_store_failed(struct kq_broker *b, int status, cJSON *o, struct kq_buf *out)
 {
     const char *why = kq_store_unavailable(b->store);
-    if (!why)
-        return 0;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", why);
-    cJSON_AddNumberToObject(o, "status", 503);
-    return kq_adm_reply(out, o, 503);
+    char text[512], clean[480];
+    if (why)
+        snprintf(text, sizeof text, "store unavailable: %s", kq_redact(why, clean, sizeof clean));
+    else
+        snprintf(text, sizeof text, "%s", strerror(-status));
+    int code = why ? 503 : 500;
+    if (!o)
+        o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", text);
+    cJSON_AddNumberToObject(o, "status", code);
+    return kq_adm_reply(out, o, code);
+}
+
+int kq_adm_store_down(struct kq_broker *b, struct kq_buf *out)
+{
+    return kq_store_unavailable(b->store) ? kq_adm_store_failed(b, -EAGAIN, NULL, out) : 0;
 }
 
 static int unknown_msg(const char *id, struct kq_buf *out)
@@ -360,8 +375,7 @@ static void on_dead_found(void *ud, int status, const struct kq_dead_letter *d)
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "messageId", c->id);
-        cJSON_AddStringToObject(o, "error", strerror(-status));
-        status = kq_adm_reply(&out, o, 500);
+        status = kq_adm_store_failed(c->b, status, o, &out);
     }
     kq_admin_req_done(c->r, status, &out);
     kq_buf_free(&out);

@@ -185,7 +185,7 @@ static void job_finish(struct job *j, int status)
     if (status == -EINVAL && j->kind == J_LIST)
         status = error_reply(&out, 400, "bad after: not a \"next\" this store gave");
     else if (status)
-        status = error_reply(&out, 500, strerror(-status));
+        status = kq_adm_store_failed(j->b, status, NULL, &out);
     else if (j->kind == J_LIST && j->failed)
         status = error_reply(&out, 500, "out of memory");
     else if (j->kind == J_LIST)
@@ -347,7 +347,7 @@ static void on_requeue_found(void *ud, int status, const struct kq_dead_letter *
         refused = m && !n;
     }
     if (status && status != -ENOENT) {
-        status = error_reply(&out, 500, strerror(-status));
+        status = kq_adm_store_failed(c->b, status, NULL, &out);
     } else if (oom || refused) {
         status = error_reply(&out, 500, oom ? "out of memory" : "the store refused the copy (see the log)");
     } else {
@@ -387,6 +387,7 @@ int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct 
 }
 
 struct purge_ctx {
+    struct kq_broker *b;
     struct kq_admin_req *r;
     char topic[];
 };
@@ -396,12 +397,11 @@ static void on_purged(void *ud, int status, size_t purged)
     struct purge_ctx *c = ud;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "purged", (double)purged);
-    if (status)
-        cJSON_AddStringToObject(o, "error", strerror(-status));
     KQ_INFO("dlq", "purged topic=%s count=%zu%s%s", c->topic, purged, status ? " error=" : "",
             status ? strerror(-status) : "");
     struct kq_buf out = {0};
-    kq_admin_req_done(c->r, kq_adm_reply(&out, o, status ? 500 : 200), &out);
+    int code = status ? kq_adm_store_failed(c->b, status, o, &out) : kq_adm_reply(&out, o, 200);
+    kq_admin_req_done(c->r, code, &out);
     kq_buf_free(&out);
     free(c);
 }
@@ -424,6 +424,7 @@ int kq_adm_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct
     struct purge_ctx *c = malloc(sizeof *c + strlen(name) + 1);
     if (!c)
         return error_reply(out, 500, "out of memory");
+    c->b = b;
     c->r = r;
     strcpy(c->topic, name);
     int rc = b->store->ops->dlq_purge(b->store, topic, on_purged, c);

@@ -579,6 +579,7 @@ static const struct opt cluster_opts[] = {
     {"dlqExecHour", K_INT, OFF(dlq_exec_hour), 0, 23, NULL},
     {"deliveryFirst", K_BOOL, OFF(delivery_first), 0, 0, NULL},
     {"heartbeatTimeoutSeconds", K_INT, OFF(heartbeat_timeout_seconds), 1, INF, NULL},
+    {"maxConnections", K_INT, OFF(max_connections), 0, INF, NULL},
     {"txCheckSeconds", K_INT, OFF(tx_check_seconds), 1, INF, NULL},
     {"txMaxChecks", K_INT, OFF(tx_max_checks), 1, 1000, NULL},
     {"deliverWindow", K_INT, OFF(deliver_window), 1, INF, NULL},

@@ -155,7 +155,7 @@ static cJSON *cli_json(int want_rc, const char *fmt, const char *arg)
     char *out;
     char args[512];
     snprintf(args, sizeof args, fmt, admin_port, arg);
-    int rc = cli_run(&out, "%s", args);
+    int rc = cli_runf(&out, "%s", args);
     if (rc != want_rc)
         fail_msg("kiteq-cli %s: exit %d (want %d): %s", args, rc, want_rc, out);
     cJSON *j = cJSON_Parse(out);
@@ -424,13 +424,13 @@ static void test_msg(void **state)
     j = cli_json(0, "msg --admin 127.0.0.1:%d %s", nacked[1]);
     assert_string_equal(path(j, "messageId", NULL, NULL)->valuestring, nacked[1]);
     cJSON_Delete(j);
-    assert_int_equal(cli_run(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
-    assert_int_equal(cli_run(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
+    assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
     j = cli_json(0, "stat --admin 127.0.0.1:%d%s", "");
     assert_int_equal(num(j, "broker", "pending", NULL), 2);
     cJSON_Delete(j);
-    assert_int_equal(cli_run(NULL, "stat"), 2);
-    assert_int_equal(cli_run(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
+    assert_int_equal(cli_runf(NULL, "stat"), 2);
+    assert_int_equal(cli_runf(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
 }
 
 static cJSON *dead_letter(cJSON *list, const char *id)
@@ -507,7 +507,7 @@ static void test_dlq_cli(void **state)
     j = cli_json(0, "msg --admin 127.0.0.1:%d %s", limit_id); /* delivered after its requeue */
     assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
     cJSON_Delete(j);
-    assert_int_equal(cli_run(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
+    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
     char *body = NULL; /* unknown ids and topics are said so */
     assert_int_equal(http("POST", "/dlq/requeue?id=0123456789abcdef0123456789abcdef", &body), 404);
     assert_non_null(strstr(body, "no dead letter with this id"));
@@ -515,11 +515,11 @@ static void test_dlq_cli(void **state)
     assert_int_equal(http("POST", "/dlq/purge?topic=no-such-topic", &body), 404);
     assert_non_null(strstr(body, "unknown topic no-such-topic"));
     free(body);
-    assert_int_equal(cli_run(NULL, "dlq purge --admin 127.0.0.1:%d --topic no-such-topic", admin_port), 1);
-    assert_int_equal(cli_run(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d --topic no-such-topic", admin_port), 1);
+    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
 
     /* purge */
-    assert_int_equal(cli_run(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
     j = cli_json(0, "dlq purge --admin 127.0.0.1:%d --topic %s", "user-profile");
     assert_int_equal(num(j, "purged", NULL, NULL), 1);
     cJSON_Delete(j);
@@ -726,11 +726,11 @@ static void test_admin_token(void **state)
     /* kiteq-cli: the token from --token or from the environment */
     int saved = admin_port;
     admin_port = port;
-    assert_int_equal(cli_run(NULL, "reload --admin 127.0.0.1:%d", port), 1);
-    assert_int_equal(cli_run(NULL, "reload --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
-    assert_int_equal(cli_run(NULL, "dlq purge --all --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 1);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
+    assert_int_equal(cli_runf(NULL, "dlq purge --all --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
     setenv("KITEQ_ADMIN_TOKEN", TOKEN_A, 1);
-    assert_int_equal(cli_run(NULL, "reload --admin 127.0.0.1:%d", port), 0);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 0);
     unsetenv("KITEQ_ADMIN_TOKEN");
     admin_port = saved;
 
@@ -800,7 +800,7 @@ static void test_unrouted_counted(void **state)
     char *out;
     char args[128];
     snprintf(args, sizeof args, "stat --admin 127.0.0.1:%d", admin_port);
-    assert_int_equal(cli_run(&out, "%s", args), 0);
+    assert_int_equal(cli_runf(&out, "%s", args), 0);
     assert_non_null(strstr(out, "\"unrouted\":5"));
     free(out);
     int lines = count_log_lines("unrouted: no group is bound to topic=trade type=nobody-bound");

@@ -527,6 +527,7 @@ static void test_bad_values(void **state)
     expect_load_error(CLUSTER("dlqExecHour = 24"), NULL,
                       "clusters.dev.dlqExecHour: must be an integer 0-23 (got 24)", NULL);
     expect_load_error(CLUSTER("maxDeliverWorkers = 0"), NULL, "clusters.dev.maxDeliverWorkers", NULL);
+    expect_load_error(CLUSTER("maxConnections = -1"), NULL, "clusters.dev.maxConnections", NULL);
     expect_load_error(CLUSTER("db = 'rocksdb://./db'"), NULL, "clusters.dev.db: must be a store URI",
                       NULL);
     expect_load_error(CLUSTER("logLevel = 'verbose'"), NULL, "clusters.dev.logLevel:", NULL);

@@ -159,7 +159,7 @@ static void test_backlog_of_a_group_without_consumer(void **state)
 
     /* kiteq-cli groups: a table, and JSON filtered by group */
     char *out = NULL;
-    assert_int_equal(cli_run(&out, "groups --admin 127.0.0.1:%d --table", admin_port), 0);
+    assert_int_equal(cli_runf(&out, "groups --admin 127.0.0.1:%d --table", admin_port), 0);
     assert_non_null(strstr(out, "BACKLOG"));
     char *line = strstr(out, "s-trade-b");
     assert_non_null(line);
@@ -169,7 +169,7 @@ static void test_backlog_of_a_group_without_consumer(void **state)
     assert_string_equal(topic, "trade");
     assert_int_equal(backlog, N_MSG);
     free(out);
-    assert_int_equal(cli_run(&out, "groups --admin 127.0.0.1:%d --json --group s-trade-b",
+    assert_int_equal(cli_runf(&out, "groups --admin 127.0.0.1:%d --json --group s-trade-b",
                              admin_port), 0);
     j = cJSON_Parse(out);
     assert_non_null(j);
@@ -221,10 +221,10 @@ static void test_purge_offline_group(void **state)
     assert_non_null(strstr(body, "not bound"));
     assert_int_equal(admin_request(admin_port, "GET", "/groups/purge?group=s-trade-b&topic=trade",
                                    body, sizeof body), 405);
-    assert_int_equal(cli_run(NULL, "purge --admin 127.0.0.1:%d --group s-trade-b", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "purge --admin 127.0.0.1:%d --group s-trade-b", admin_port), 2);
 
     char *out = NULL;
-    assert_int_equal(cli_run(&out, "purge --admin 127.0.0.1:%d --group s-trade-b --topic trade",
+    assert_int_equal(cli_runf(&out, "purge --admin 127.0.0.1:%d --group s-trade-b --topic trade",
                              admin_port), 0);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(j);

@@ -146,7 +146,7 @@ static void test_history_pending_and_delivered(void **state)
 
     /* kiteq-cli msg prints the same */
     char *out = NULL;
-    assert_int_equal(cli_run(&out, "msg --admin 127.0.0.1:%d %s", admin_port, id), 0);
+    assert_int_equal(cli_runf(&out, "msg --admin 127.0.0.1:%d %s", admin_port, id), 0);
     assert_non_null(strstr(out, "\"delivered\""));
     free(out);
 
