@@ -59,6 +59,11 @@ return {
                                         -- kite_server = its bind "host:port" (mysql URI
                                         -- parameter server=..., the default): keep it stable
                                         -- and unique per broker
+      messageHistory = 10000,           -- finished messages whose event history `kiteq-cli msg ID`
+                                        -- still shows (at most ~450 bytes each); 0 = no
+                                        -- histories at all, pending ones included (each pending
+                                        -- message's costs ~100-300 bytes, docs/ADMIN.md); a
+                                        -- change needs a restart (default 10000)
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
       -- adminToken = "16-256 visible ASCII characters", -- the secret every mutating admin
                                         -- request (POST /dlq/requeue, /dlq/purge, /reload) must

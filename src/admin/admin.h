@@ -1,4 +1,5 @@
-/* Admin HTTP server on the broker's loop: /stat, /binds, /metrics, /msg/<id>, /dlq, /reload.
+/* Admin HTTP server on the broker's loop: /stat, /binds, /metrics, /msg/<id>, /dlq, /groups,
+ * /reload.
  * The server owns HTTP; the broker answers through these handlers, called on the loop
  * thread, never blocking. A handler appends a response body to `out` and returns an HTTP
  * status (200, 404, 400, 500...); the handlers that take a struct kq_admin_req may instead
@@ -37,6 +38,11 @@ struct kq_admin_handlers {
     int (*dlq_purge)(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out);
     /* same as SIGHUP; the reload runs off the loop, so the answer may come later */
     int (*reload)(void *ud, struct kq_admin_req *r, struct kq_buf *out);
+    /* backlog per (consumer group, topic), JSON */
+    int (*groups)(void *ud, struct kq_buf *out);
+    /* mark a group's copies of a topic's pending messages done (both names non-empty) */
+    int (*groups_purge)(void *ud, struct kq_admin_req *r, const char *group, const char *topic,
+                        struct kq_buf *out);
 };
 
 /* Answer a request whose handler returned (or is about to return) KQ_ADMIN_LATER: status

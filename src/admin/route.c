@@ -11,7 +11,10 @@
 
 #define MAX_PARAM 512 /* a decoded path or query value */
 
-enum route_id { R_STAT, R_BINDS, R_METRICS, R_MSG, R_DLQ, R_DLQ_REQUEUE, R_DLQ_PURGE, R_RELOAD };
+enum route_id {
+    R_STAT, R_BINDS, R_METRICS, R_MSG, R_DLQ, R_DLQ_REQUEUE, R_DLQ_PURGE, R_RELOAD, R_GROUPS,
+    R_GROUPS_PURGE,
+};
 
 static const struct route {
     const char *path;
@@ -27,6 +30,8 @@ static const struct route {
     {"/dlq/requeue", false, true, R_DLQ_REQUEUE},
     {"/dlq/purge", false, true, R_DLQ_PURGE},
     {"/reload", false, true, R_RELOAD},
+    {"/groups", false, false, R_GROUPS},
+    {"/groups/purge", false, true, R_GROUPS_PURGE},
 };
 
 static int hexval(char ch)
@@ -149,6 +154,21 @@ static int dlq_list(struct kq_admin *a, struct kq_admin_req *r, const char *q, s
                          (size_t)limit, &r->body);
 }
 
+/* POST /groups/purge?group=G&topic=T: both required, so that nothing is purged by a
+ * forgotten parameter. */
+static int groups_purge(struct kq_admin *a, struct kq_admin_req *r, const char *q, size_t qn,
+                        const char **msg)
+{
+    char group[MAX_PARAM], topic[MAX_PARAM];
+    if (query_get(q, qn, "group", group, sizeof group) != 1 || !*group ||
+        query_get(q, qn, "topic", topic, sizeof topic) != 1 || !*topic) {
+        *msg = "group and topic required (the consumer group, and the topic whose backlog "
+               "it drops)";
+        return 400;
+    }
+    return a->h.groups_purge ? a->h.groups_purge(a->ud, r, group, topic, &r->body) : 501;
+}
+
 /* Run the route's handler. */
 static int run(struct kq_admin *a, enum route_id id, const char *arg, const char *q, size_t qn,
                struct kq_admin_req *r, const char **msg)
@@ -167,6 +187,8 @@ static int run(struct kq_admin *a, enum route_id id, const char *arg, const char
         }
         return h->msg ? h->msg(a->ud, r, arg, &r->body) : 501;
     case R_DLQ: return dlq_list(a, r, q, qn, msg);
+    case R_GROUPS: return h->groups ? h->groups(a->ud, &r->body) : 501;
+    case R_GROUPS_PURGE: return groups_purge(a, r, q, qn, msg);
     case R_DLQ_REQUEUE:
         if (query_get(q, qn, "id", p1, sizeof p1) != 1 || !*p1) {
             *msg = "id required (a message id, or * for all)";
@@ -232,7 +254,8 @@ int kq_admin_route(struct kq_admin *a, const struct admin_request *rq, struct kq
     r->metrics = rt->id == R_METRICS;
     status = run(a, rt->id, arg, q, qn, r, msg);
     if (status == KQ_ADMIN_LATER && rt->id != R_MSG && rt->id != R_DLQ &&
-        rt->id != R_DLQ_REQUEUE && rt->id != R_DLQ_PURGE && rt->id != R_RELOAD) {
+        rt->id != R_DLQ_REQUEUE && rt->id != R_DLQ_PURGE && rt->id != R_RELOAD &&
+        rt->id != R_GROUPS_PURGE) {
         KQ_WARN(ADMIN_MOD, "handler for %s cannot answer later", rt->path);
         return 500; /* it has no kq_admin_req to answer through */
     }

@@ -154,6 +154,7 @@ static int h_stat(void *ud, struct kq_buf *out)
         if (ts->unrouted)
             cJSON_AddNumberToObject(unrouted, ts->topic, (double)ts->unrouted);
     }
+    kq_adm_groups_add(b, br);
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
@@ -254,6 +255,8 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_gauge(&p, "kiteq_interned_names", "Distinct topic, messageType and group names held by pending messages.", NULL, (double)kq_atoms_count(b));
     kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
     kq_prom_gauge(&p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL, (double)b->stats.inflight);
+    kq_adm_groups_metrics(b, &p);
+    kq_adm_history_metrics(b, &p);
     struct kq_file_store_stats fs;
     if (kq_file_store_stats(b->store, &fs) == 0) {
         kq_prom_counter(&p, "kiteq_store_fsyncs_total", "fdatasync calls of the file store.", NULL, (double)fs.fsyncs);
@@ -346,7 +349,7 @@ static int unknown_msg(const char *id, struct kq_buf *out)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "messageId", id);
     cJSON_AddStringToObject(o, "state", "unknown");
-    cJSON_AddStringToObject(o, "error", "not pending and not in the dead-letter store (delivered, rolled back, or never stored)");
+    cJSON_AddStringToObject(o, "error", "not pending, not in the dead-letter store and not among the last messageHistory finished messages (never stored, or finished long ago)");
     return kq_adm_reply(out, o, 404);
 }
 
@@ -364,9 +367,11 @@ static void on_dead_found(void *ud, int status, const struct kq_dead_letter *d)
     if (status == 0) {
         cJSON *o = kq_adm_dead_json(d);
         cJSON_AddStringToObject(o, "state", "dead");
+        kq_adm_msg_history(c->b, c->id, o);
         status = kq_adm_reply(&out, o, 200);
     } else if (status == -ENOENT) {
-        status = unknown_msg(c->id, &out);
+        if (!(status = kq_adm_msg_finished(c->b, c->id, true, &out)))
+            status = unknown_msg(c->id, &out);
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "messageId", c->id);
@@ -404,8 +409,14 @@ static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf
             cJSON_AddNumberToObject(o, "nextAttemptMs", (double)m->timer.key);
         cJSON_AddItemToObject(o, "groupsDone", names_json(KQ_NAMES(m->done, m->n_done), m->n_done));
         cJSON_AddItemToObject(o, "groupsFailed", names_json(KQ_NAMES(m->failed, m->n_failed), m->n_failed));
+        cJSON *history = kq_hist_json(b, m);
+        if (history)
+            cJSON_AddItemToObject(o, "history", history);
         return kq_adm_reply(out, o, 200);
     }
+    int done = kq_adm_msg_finished(b, id, false, out); /* delivered, rolled back, ... */
+    if (done)
+        return done;
     int down = kq_adm_store_down(b, out);
     if (down)
         return down;
@@ -461,12 +472,12 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 
 static const struct kq_admin_handlers handlers = {
     h_stat, h_binds, h_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
-    h_reload,
+    h_reload, kq_adm_groups, kq_adm_groups_purge,
 };
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
 {
-    if (kq_adm_jobs_start(b)) {
+    if (kq_adm_jobs_start(b) || kq_adm_purges_start(b)) {
         snprintf(err, errlen, "admin: out of memory");
         return -ENOMEM;
     }
@@ -481,4 +492,5 @@ int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
 void kq_admin_api_stop(struct kq_broker *b)
 {
     kq_adm_jobs_stop(b);
+    kq_adm_purges_stop(b);
 }

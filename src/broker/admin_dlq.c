@@ -77,6 +77,8 @@ static void on_requeued(void *ud, int status)
         drop_taken(NULL, rc2, NULL);
     m->stored = true;
     KQ_INFO("dlq", "requeued id=%s topic=%s", m->id, m->topic);
+    kq_hist_resume(b, m); /* its story goes on */
+    kq_hist(b, m, KQ_EV_REQUEUED, NULL, NULL);
     kq_delivery_add(b, m, kq_now_ms());
 }
 
@@ -338,18 +340,22 @@ static void on_requeue_found(void *ud, int status, const struct kq_dead_letter *
     struct one_ctx *c = ud;
     struct kq_buf out = {0};
     size_t n = 0;
-    bool oom = false;
+    bool oom = false, refused = false;
     if (status == 0) {
         struct kq_msg *m = requeue_copy(c->b, d, &oom);
         n = m && requeue_save(c->b, m); /* d is not used after the copy */
+        refused = m && !n;
     }
     if (status && status != -ENOENT) {
         status = kq_adm_store_failed(c->b, status, NULL, &out);
-    } else if (oom) {
-        status = error_reply(&out, 500, "out of memory");
+    } else if (oom || refused) {
+        status = error_reply(&out, 500, oom ? "out of memory" : "the store refused the copy (see the log)");
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "requeued", (double)n);
+        if (!n) /* say why nothing was requeued */
+            cJSON_AddStringToObject(o, "error", status == -ENOENT ? "no dead letter with this id"
+                                                                  : "pending again already");
         status = kq_adm_reply(&out, o, n ? 200 : 404);
     }
     kq_admin_req_done(c->r, status, &out);
@@ -406,6 +412,14 @@ int kq_adm_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct
     int down = kq_adm_store_down(b, out);
     if (down)
         return down;
+    uint64_t held = 0;
+    if (topic && !kq_config_has_topic(b->cfg, topic) &&
+        kq_adm_dlq_tally(b, topic, NULL, NULL, &held) == 0 && held == 0) {
+        char why[600];
+        snprintf(why, sizeof why, "unknown topic %.500s: not a configured topic, no dead letters",
+                 topic);
+        return error_reply(out, 404, why);
+    }
     const char *name = topic ? topic : "*";
     struct purge_ctx *c = malloc(sizeof *c + strlen(name) + 1);
     if (!c)

@@ -31,6 +31,30 @@ int kq_adm_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const c
 int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out);
 int kq_adm_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out);
 int kq_adm_jobs_start(struct kq_broker *b);
+
+/* admin_groups.c: backlog per (consumer group, topic). kq_adm_groups_add puts
+ * "consumer_groups" (rows) and "backlog_scan" (how old they are) into `into` (0 or
+ * -ENOMEM); kq_adm_groups is GET /groups; kq_adm_groups_metrics writes the kiteq_group_backlog
+ * and kiteq_group_oldest_seconds families. */
+struct kq_prom;
+int kq_adm_groups_add(struct kq_broker *b, cJSON *into);
+int kq_adm_groups(void *ud, struct kq_buf *out);
+void kq_adm_groups_metrics(struct kq_broker *b, struct kq_prom *p);
+
+/* admin_msg.c: /msg/<id> of a finished message from the history ring: the answer (200),
+ * or 0 when the ring does not hold it, or holds a dead letter and !even_dead (ask the
+ * store). kq_adm_msg_history adds the id's finished history (if any) to o. */
+int kq_adm_msg_finished(struct kq_broker *b, const char *id, bool even_dead, struct kq_buf *out);
+void kq_adm_msg_history(struct kq_broker *b, const char *id, cJSON *o);
+/* kiteq_message_histories{state}, kiteq_message_history_bytes */
+void kq_adm_history_metrics(struct kq_broker *b, struct kq_prom *p);
+
+/* admin_purge.c: POST /groups/purge, a job walking the pending index a slice per loop
+ * iteration; started and stopped with the admin. */
+int kq_adm_groups_purge(void *ud, struct kq_admin_req *r, const char *group, const char *topic,
+                        struct kq_buf *out);
+int kq_adm_purges_start(struct kq_broker *b);
+void kq_adm_purges_stop(struct kq_broker *b);
 /* After the store closed: ends the jobs left (their answers are dropped), frees the rest. */
 void kq_adm_jobs_stop(struct kq_broker *b);
 #endif

@@ -46,12 +46,14 @@ static void on_tick(uv_timer_t *t)
     struct kq_broker *b = t->data;
     kq_delivery_check_timeouts(b);
     kq_delivery_pump_all(b);
+    kq_backlog_tick(b);
     static uint64_t last_sweep;
     uint64_t now = kq_broker_mono_ms();
     if (now - last_sweep >= 1000) {
         last_sweep = now;
         kq_session_sweep_idle(b);
         kq_delivery_log_timeouts(b);
+        kq_backlog_second(b);
         /* the original's /stat shows the previous second's figures */
         struct kq_broker_stats cur = b->stats;
         b->last_sec.received = cur.received - b->prev_stats.received;
@@ -113,6 +115,7 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
         return;
     }
     kq_topic_stats(b, m->topic)->pending++;
+    kq_hist(b, m, KQ_EV_RECOVERED, NULL, NULL);
     /* Restart neither forgets nor floods: each resumes at its persisted next time. */
     kq_delivery_schedule(b, m, when);
 }
@@ -161,6 +164,12 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     b->cfg = cfg;
     b->routes = malloc(KQ_POLICY_MAX_ROUTES * sizeof *b->routes);
     if (!b->routes) {
+        free(b);
+        return -ENOMEM;
+    }
+    if (kq_backlog_init(b) || kq_history_init(b)) {
+        kq_backlog_free(b);
+        free(b->routes);
         free(b);
         return -ENOMEM;
     }
@@ -246,6 +255,8 @@ fail_rc:
     kq_delivery_free_all(b);
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
+    kq_backlog_free(b);
+    kq_history_free(b);
     uv_close((uv_handle_t *)&b->tick, NULL);
     uv_close((uv_handle_t *)&b->retry_timer, NULL);
     uv_run(loop, UV_RUN_NOWAIT); /* let the handles close before freeing */
@@ -338,7 +349,9 @@ void kq_broker_free(struct kq_broker *b)
         free(t);
     }
     kq_delivery_free_all(b);
+    kq_backlog_free(b);
     kq_groups_free(b);
+    kq_history_free(b);
     kq_atoms_free(b);
     kq_arena_free(&b->frame_arena);
     kq_binding_set_free(b->bindings);

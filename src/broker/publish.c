@@ -159,6 +159,7 @@ static void on_saved(void *ud, int status)
         m->stored = true;
         b->stats.stored++;
         kq_topic_stats(b, m->topic)->stored++;
+        kq_hist(b, m, KQ_EV_STORED, NULL, NULL);
         ack_stored(ps, s);
         kq_delivery_add(b, m, kq_now_ms());
     } else {
@@ -167,6 +168,8 @@ static void on_saved(void *ud, int status)
                            feedback);
         if (s)
             reject(b, s, ps->opaque, m->id, feedback);
+        kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, strerror(-status));
+        kq_hist_finish(b, m);
         kq_msg_free(m);
     }
     free(ps);
@@ -201,6 +204,7 @@ static void on_saved_after_first(void *ud, int status)
     if (status == 0) {
         m->stored = true;
         b->stats.stored++;
+        kq_hist(b, m, KQ_EV_STORED, NULL, NULL);
         ack_stored(ps, s);
         kq_delivery_finish(b, m); /* persist the first attempt's state, schedule the retry */
     } else {
@@ -208,6 +212,7 @@ static void on_saved_after_first(void *ud, int status)
         store_failed_feedback(b, status, feedback, sizeof feedback);
         if (s)
             reject(b, s, ps->opaque, m->id, feedback);
+        kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, strerror(-status));
         kq_delivery_drop(b, m, false); /* the producer was told: it sends again */
     }
     free(ps);
@@ -224,6 +229,7 @@ void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool a
         ack_stored(ps, s);
         free(ps);
         b->stats.delivered++;
+        kq_hist(b, m, KQ_EV_DELIVERED, NULL, NULL);
         kq_delivery_drop(b, m, false);
         return;
     }
@@ -305,6 +311,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         goto out;
     }
     m->fly = h->fly;
+    kq_hist(b, m, KQ_EV_PUBLISHED, s->group->id, s);
     kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
     note_if_unrouted(b, m);
 
@@ -317,6 +324,8 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
 
     struct kq_pending_save *ps = pending_new(b, s, m, opaque);
     if (!ps) {
+        kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, "out of memory");
+        kq_hist_finish(b, m);
         kq_msg_free(m);
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;

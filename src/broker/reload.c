@@ -146,6 +146,11 @@ static int swap(struct kq_broker *b, struct kq_reload *r)
         snprintf(r->err, sizeof r->err, "out of memory");
         return -ENOMEM;
     }
+    if (next->message_history != old->message_history) {
+        KQ_WARN("reload", "messageHistory changed from %d to %d: needs a restart, keeping %d",
+                old->message_history, next->message_history, old->message_history);
+        next->message_history = old->message_history;
+    }
     if (next->admin && !next->admin_token && !kq_addr_is_loopback(next->admin)) {
         snprintf(r->err, sizeof r->err,
                  "adminToken: required while admin listens beyond loopback (%s)", next->admin);

@@ -48,6 +48,7 @@ void kq_session_close(struct kq_broker *b, struct kq_conn *c, const char *reason
             s->group ? s->group->id : "-", reason);
     b->stats.connections--;
     kq_conn_set_user(c, NULL);
+    kq_hist_session_closed(s);
     free(s);
 }
 

@@ -114,6 +114,7 @@ void kq_config_defaults(struct kq_config *c)
     c->tx_max_checks = 10;
     c->deliver_window = 1000;
     c->takeover_seconds = 30;
+    c->message_history = 10000;
     c->admin = NULL;
     c->admin_token = NULL;
     c->policies = kq_cfg_strdup("lua/policies");
@@ -504,6 +505,7 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     n += check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000);
     n += check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF);
     n += check_int(c, err, errlen, "takeoverSeconds", c->takeover_seconds, 1, INF);
+    n += check_int(c, err, errlen, "messageHistory", c->message_history, 0, 1000000);
     n += validate_admin(c, err, errlen) != 0;
 
     if (c->n_topics == 0)
@@ -593,6 +595,7 @@ void kq_config_print(const struct kq_config *c, FILE *out)
     fprintf(out, "%stxMaxChecks = %d,\n", in, c->tx_max_checks);
     fprintf(out, "%sdeliverWindow = %d,\n", in, c->deliver_window);
     fprintf(out, "%stakeoverSeconds = %d,\n", in, c->takeover_seconds);
+    fprintf(out, "%smessageHistory = %d,\n", in, c->message_history);
     if (c->admin)
         put_field(out, in, "admin", c->admin);
     else

@@ -61,6 +61,8 @@ struct kq_config {
     int tx_max_checks;               /* then dead-lettered, default 10 */
     int deliver_window;              /* deliveries in flight per group, default 1000 */
     int takeover_seconds;            /* mysql + zk: take over a broker gone this long, default 30 */
+    int message_history;             /* finished messages whose history is kept, default 10000;
+                                      * 0 = no message histories (restart to change) */
     char *admin;                     /* admin HTTP "host:port", NULL = off */
     char *admin_token;               /* adminToken: mutating admin requests must carry it
                                       * (Authorization: Bearer); required when admin listens

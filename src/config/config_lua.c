@@ -543,6 +543,7 @@ static const struct opt cluster_opts[] = {
     {"txMaxChecks", K_INT, OFF(tx_max_checks), 1, 1000, NULL},
     {"deliverWindow", K_INT, OFF(deliver_window), 1, INF, NULL},
     {"takeoverSeconds", K_INT, OFF(takeover_seconds), 1, INF, NULL},
+    {"messageHistory", K_INT, OFF(message_history), 0, 1000000, NULL},
     {"admin", K_ADMIN, OFF(admin), 0, 0, NULL},
     {"adminToken", K_SECRET, OFF(admin_token), 0, 0, kq_cfg_check_admin_token},
     {"policies", K_STR, OFF(policies), 0, 0, check_nonempty},

@@ -27,6 +27,8 @@ static const char *level_names[] = {"debug", "info", "warn", "error"};
 
 void kq_log_set_level(enum kq_log_level level) { min_level = level; }
 
+bool kq_log_enabled(enum kq_log_level level) { return level >= min_level; }
+
 int kq_log_parse_level(const char *name, enum kq_log_level *out)
 {
     for (int i = 0; i < 4; i++)

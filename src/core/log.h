@@ -12,6 +12,8 @@
 enum kq_log_level { KQ_LOG_DEBUG = 0, KQ_LOG_INFO, KQ_LOG_WARN, KQ_LOG_ERROR };
 
 void kq_log_set_level(enum kq_log_level level);
+/* Whether a line of this level is written (to skip building costly debug lines). */
+bool kq_log_enabled(enum kq_log_level level);
 /* Parses "debug|info|warn|error"; returns 0 or -EINVAL. */
 int kq_log_parse_level(const char *name, enum kq_log_level *out);
 /* Redirect to a file (append); NULL = stderr. Returns 0 or -errno. Call again to reopen. */

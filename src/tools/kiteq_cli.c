@@ -17,6 +17,7 @@
 #include "client/kiteq_cluster.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "tools/cli_groups.h"
 #include "tools/cli_mysql.h"
 #include "tools/common/cli_util.h"
 #include "tools/common/http_client.h"
@@ -689,7 +690,9 @@ static int cmd_reload(int argc, char **argv)
 
 static const char MSG_HELP[] =
     "usage: " PROG " msg --admin HOST:PORT MESSAGE_ID\n"
-    "Show the stored state of one message (GET /msg/<id>).\n\n" ADMIN_HELP;
+    "Show one message (GET /msg/<id>): pending, recently finished or dead, with the history\n"
+    "of its events (published, stored, each delivery attempt and its answer, retries, ...).\n\n"
+    ADMIN_HELP;
 
 static int cmd_msg(int argc, char **argv)
 {
@@ -796,8 +799,10 @@ static const struct command commands[] = {
     {"stat", cmd_stat, "show broker statistics (admin HTTP)"},
     {"binds", cmd_binds, "show groups subscribed to each topic (admin HTTP)"},
     {"metrics", cmd_metrics, "show Prometheus metrics (admin HTTP)"},
-    {"msg", cmd_msg, "show the stored state of one message (admin HTTP)"},
+    {"msg", cmd_msg, "show one message and its history (admin HTTP)"},
     {"dlq", cmd_dlq, "list, requeue or purge dead letters (admin HTTP)"},
+    {"groups", cli_cmd_groups, "backlog of each consumer group per topic (admin HTTP)"},
+    {"purge", cli_cmd_purge, "drop a consumer group's backlog on a topic (admin HTTP)"},
     {"reload", cmd_reload, "reload configuration and policies (admin HTTP)"},
     {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };

@@ -150,39 +150,12 @@ static double metric(const char *text, const char *sample)
     return NAN;
 }
 
-/* Runs build/kiteq-cli with args; returns its exit code, output (stdout) in *out. */
-static int cli(char **out, const char *fmt, ...)
-{
-    const char *build = getenv("KITEQ_BUILD_DIR");
-    char args[1024], cmd[1400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>/dev/null", build ? build : ".", args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = 0, cap = 4096;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + len, 1, cap - len - 1, p)) > 0)
-        if ((len += r) + 1 >= cap)
-            buf = realloc(buf, cap *= 2);
-    buf[len] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static cJSON *cli_json(int want_rc, const char *fmt, const char *arg)
 {
     char *out;
     char args[512];
     snprintf(args, sizeof args, fmt, admin_port, arg);
-    int rc = cli(&out, "%s", args);
+    int rc = cli_runf(&out, "%s", args);
     if (rc != want_rc)
         fail_msg("kiteq-cli %s: exit %d (want %d): %s", args, rc, want_rc, out);
     cJSON *j = cJSON_Parse(out);
@@ -444,10 +417,11 @@ static void test_msg(void **state)
     assert_string_equal(path(j, "topic", NULL, NULL)->valuestring, "user-profile");
     cJSON_Delete(j);
 
-    /* acked by every group: gone, like a message that never existed */
+    /* acked by every group: finished, its history kept (a ring of messageHistory) */
     snprintf(target, sizeof target, "/msg/%s", find_id(nacked, 2, pay_ids[0]) < 0 ? pay_ids[0] : pay_ids[5]);
-    j = http_json("GET", target, 404);
-    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "unknown");
+    j = http_json("GET", target, 200);
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
+    assert_true(cJSON_GetArraySize(path(j, "history", NULL, NULL)) > 0);
     cJSON_Delete(j);
     j = http_json("GET", "/msg/00000000000000000000000000000000", 404);
     cJSON_Delete(j);
@@ -456,13 +430,13 @@ static void test_msg(void **state)
     j = cli_json(0, "msg --admin 127.0.0.1:%d %s", nacked[1]);
     assert_string_equal(path(j, "messageId", NULL, NULL)->valuestring, nacked[1]);
     cJSON_Delete(j);
-    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
-    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
+    assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
     j = cli_json(0, "stat --admin 127.0.0.1:%d%s", "");
     assert_int_equal(num(j, "broker", "pending", NULL), 2);
     cJSON_Delete(j);
-    assert_int_equal(cli(NULL, "stat"), 2);
-    assert_int_equal(cli(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
+    assert_int_equal(cli_runf(NULL, "stat"), 2);
+    assert_int_equal(cli_runf(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
 }
 
 static cJSON *dead_letter(cJSON *list, const char *id)
@@ -536,12 +510,22 @@ static void test_dlq_cli(void **state)
     assert_int_equal(num(j, "count", NULL, NULL), 1);
     assert_null(dead_letter(j, limit_id));
     cJSON_Delete(j);
-    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d %s", admin_port, limit_id), 1);
-    assert_int_equal(cli(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
-    assert_int_equal(cli(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
+    j = cli_json(0, "msg --admin 127.0.0.1:%d %s", limit_id); /* delivered after its requeue */
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
+    cJSON_Delete(j);
+    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
+    char *body = NULL; /* unknown ids and topics are said so */
+    assert_int_equal(http("POST", "/dlq/requeue?id=0123456789abcdef0123456789abcdef", &body), 404);
+    assert_non_null(strstr(body, "no dead letter with this id"));
+    free(body);
+    assert_int_equal(http("POST", "/dlq/purge?topic=no-such-topic", &body), 404);
+    assert_non_null(strstr(body, "unknown topic no-such-topic"));
+    free(body);
+    assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d --topic no-such-topic", admin_port), 1);
+    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
 
     /* purge */
-    assert_int_equal(cli(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
     j = cli_json(0, "dlq purge --admin 127.0.0.1:%d --topic %s", "user-profile");
     assert_int_equal(num(j, "purged", NULL, NULL), 1);
     cJSON_Delete(j);
@@ -748,11 +732,11 @@ static void test_admin_token(void **state)
     /* kiteq-cli: the token from --token or from the environment */
     int saved = admin_port;
     admin_port = port;
-    assert_int_equal(cli(NULL, "reload --admin 127.0.0.1:%d", port), 1);
-    assert_int_equal(cli(NULL, "reload --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
-    assert_int_equal(cli(NULL, "dlq purge --all --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 1);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
+    assert_int_equal(cli_runf(NULL, "dlq purge --all --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
     setenv("KITEQ_ADMIN_TOKEN", TOKEN_A, 1);
-    assert_int_equal(cli(NULL, "reload --admin 127.0.0.1:%d", port), 0);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 0);
     unsetenv("KITEQ_ADMIN_TOKEN");
     admin_port = saved;
 
@@ -822,7 +806,7 @@ static void test_unrouted_counted(void **state)
     char *out;
     char args[128];
     snprintf(args, sizeof args, "stat --admin 127.0.0.1:%d", admin_port);
-    assert_int_equal(cli(&out, "%s", args), 0);
+    assert_int_equal(cli_runf(&out, "%s", args), 0);
     assert_non_null(strstr(out, "\"unrouted\":5"));
     free(out);
     int lines = count_log_lines("unrouted: no group is bound to topic=trade type=nobody-bound");
