@@ -957,6 +957,79 @@ static void test_fsync_modes(void **state)
     }
 }
 
+/* Run the loop until the store's counter at `field` (a uint64_t of kq_file_store_stats)
+ * reaches target or ms pass. */
+static bool wait_stat(struct fx *f, size_t field, uint64_t target, int ms)
+{
+    uint64_t deadline = kq_mono_us() + (uint64_t)ms * 1000;
+    for (;;) {
+        struct kq_file_store_stats st;
+        kq_file_store_stats(f->s, &st);
+        uint64_t v;
+        memcpy(&v, (const char *)&st + field, sizeof v);
+        if (v >= target)
+            return true;
+        if (kq_mono_us() >= deadline)
+            return false;
+        int never = 0;
+        wait_for(f, &never, 1, 5); /* runs the loop for one 5 ms tick */
+    }
+}
+
+static struct kq_file_store_stats stats_of(struct fx *f)
+{
+    struct kq_file_store_stats st;
+    assert_int_equal(kq_file_store_stats(f->s, &st), 0);
+    return st;
+}
+
+/* fsync=group: a batch nobody waits for (REMOVE, STATE) is written without an fdatasync of
+ * its own; the next batch with a waiter syncs both with one, the writer syncs it once idle
+ * for lazy_sync_ms, close syncs it, and lazy_sync_ms=0 syncs every batch. */
+static void test_group_lazy_sync(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("fsync=group&lazy_sync_ms=60000");
+    assert_int_equal(save_range(f, 0, 3), 0);
+    struct kq_file_store_stats st0 = stats_of(f);
+    char id[KQ_ID_LEN + 1];
+    make_id(id, 0);
+    assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    struct kq_delivery_state ds = {.attempts = 7};
+    make_id(ds.id, 1);
+    assert_int_equal(f->s->ops->update(f->s, &ds), 0);
+    assert_true(wait_stat(f, offsetof(struct kq_file_store_stats, batches), st0.batches + 1,
+                          5000));
+    assert_int_equal(stats_of(f).fsyncs, st0.fsyncs); /* written, not synced */
+    assert_int_equal(save_range(f, 3, 4), 0);
+    assert_int_equal(stats_of(f).fsyncs, st0.fsyncs + 1); /* one fdatasync for both */
+    make_id(id, 2);
+    assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    assert_true(wait_stat(f, offsetof(struct kq_file_store_stats, batches), st0.batches + 3,
+                          5000));
+    store_close(f); /* syncs the last REMOVE */
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, 2);
+    assert_int_equal(l->ids[0], 1);
+    assert_int_equal(l->attempts[0], 7);
+    assert_int_equal(l->ids[1], 3);
+    free(l);
+    fx_free(f);
+
+    const char *params[] = {"fsync=group&lazy_sync_ms=1", "fsync=group&lazy_sync_ms=0"};
+    for (int k = 0; k < 2; k++) {
+        f = fx_new(params[k]);
+        assert_int_equal(save_range(f, 0, 1), 0);
+        st0 = stats_of(f);
+        make_id(id, 0);
+        assert_int_equal(f->s->ops->remove(f->s, id), 0);
+        assert_true(wait_stat(f, offsetof(struct kq_file_store_stats, fsyncs), st0.fsyncs + 1,
+                              5000));
+        fx_free(f);
+    }
+}
+
 /* ---- dlq --------------------------------------------------------------------------------- */
 
 struct dlq_seen {
@@ -1270,6 +1343,7 @@ int main(void)
         cmocka_unit_test(test_reclaim),
         cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_fsync_modes),
+        cmocka_unit_test(test_group_lazy_sync),
         cmocka_unit_test(test_dlq),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_disk_full_drain_recovers),

@@ -874,8 +874,8 @@ static const struct kq_store_ops file_ops = {
 static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *err,
                         size_t errlen)
 {
-    static const char *const allowed[] = {"fsync", "interval", "segment_mb", "segment_kb",
-                                          NULL};
+    static const char *const allowed[] = {"fsync",      "interval",   "lazy_sync_ms",
+                                          "segment_mb", "segment_kb", NULL};
     int rc = kq_store_uri_check(u, allowed, err, errlen);
     if (rc)
         return rc;
@@ -895,12 +895,14 @@ static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *
         snprintf(err, errlen, "fsync=%s: expected group, interval or none", m);
         return -EINVAL;
     }
-    int64_t iv, mb, kb;
+    int64_t iv, lazy, mb, kb;
     if ((rc = kq_store_uri_int(u, "interval", 1000, 1, 3600000, &iv, err, errlen)) ||
+        (rc = kq_store_uri_int(u, "lazy_sync_ms", 5, 0, 60000, &lazy, err, errlen)) ||
         (rc = kq_store_uri_int(u, "segment_mb", 64, 1, 1024, &mb, err, errlen)) ||
         (rc = kq_store_uri_int(u, "segment_kb", 0, 1, 1024 * 1024, &kb, err, errlen)))
         return rc;
     s->interval_ms = iv;
+    s->lazy_sync_ms = lazy;
     /* segment_kb (tests) wins over segment_mb; offsets are u32, batches may overshoot. */
     s->seg_max = kb ? (uint64_t)kb << 10 : (uint64_t)mb << 20;
     return 0;
@@ -947,6 +949,7 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
         goto fail;
     s->w.mode = s->mode;
     s->w.interval_ms = s->interval_ms;
+    s->w.lazy_sync_ms = s->lazy_sync_ms;
     s->w.dlq_fd = s->dlq_fd;
     s->w.async.data = s->kick.data = s->retry.data = s;
     if ((rc = uv_async_init(loop, &s->w.async, on_async))) {

@@ -101,10 +101,12 @@ struct fs_writer {
     uv_async_t async;
     enum fs_sync mode;
     int64_t interval_ms;
+    int64_t lazy_sync_ms; /* group: how long a batch nobody waits for may stay unsynced */
     int dir_fd, dlq_fd;
-    int dirty_fd;   /* segment written but not yet synced (interval/none) */
+    int dirty_fd;   /* segment written but not yet synced (interval/none, lazy group batches) */
     bool dlq_dirty;
     int64_t last_sync_ms;
+    int64_t dirty_since_ms; /* first write that is not synced yet */
     atomic_uint_fast64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* written by the writer only */
     atomic_uint_fast64_t fsync_us_sum;
 };
@@ -113,7 +115,7 @@ struct fs_store {
     struct kq_store base;
     char dir[1024];
     enum fs_sync mode;
-    int64_t interval_ms;
+    int64_t interval_ms, lazy_sync_ms;
     uint64_t seg_max;
     struct fs_seg *oldest, *head; /* list oldest → head; writes go to head */
     size_t n_segs;

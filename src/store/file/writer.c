@@ -77,7 +77,7 @@ static void prefill(struct fs_seg *g, uint64_t end)
     g->prefilled = target;
 }
 
-/* interval/none: flush what was written but not synced yet. */
+/* interval/none, and lazy batches of group: flush what was written but not synced yet. */
 static void sync_dirty(struct fs_writer *w)
 {
     int rc = 0;
@@ -86,11 +86,45 @@ static void sync_dirty(struct fs_writer *w)
     if (w->dlq_dirty && !rc)
         rc = sync_fd(w, w->dlq_fd);
     if (rc)
-        KQ_ERROR(FS_MOD, "background fdatasync failed: %s (acknowledged writes of the last "
-                         "interval may be lost on power failure)", strerror(-rc));
+        KQ_ERROR(FS_MOD, "background fdatasync failed: %s (writes not synced yet may be lost on "
+                         "power failure: with fsync=interval acknowledged ones, with "
+                         "fsync=group removals and delivery states)", strerror(-rc));
     w->dirty_fd = -1;
     w->dlq_dirty = false;
     w->last_sync_ms = kq_now_ms();
+}
+
+/* fsync=group: a batch that nobody waits for (REMOVE, STATE: no callback, no dead letter, no
+ * segment to create or delete, no SAVE) is written but not synced on its own. The next batch
+ * with a waiter syncs it (same file: its one fdatasync covers both), or the writer does once
+ * it has been idle for lazy_sync_ms. Otherwise the consumer acks of one batch take a disk
+ * flush of their own that the next publisher's batch has to wait behind. Losing such a record
+ * to a power failure means a duplicate delivery, never a lost message (docs/STORAGE.md). */
+static bool nobody_waits(const struct fs_writer *w, const struct fs_batch *b)
+{
+    if (w->mode != FS_SYNC_GROUP || w->lazy_sync_ms == 0 || b->n_cbs || b->dlq.len ||
+        b->n_drops || b->new_seg)
+        return false;
+    for (size_t i = 0; i < b->n_items; i++)
+        if (b->items[i].type == FS_SAVE) /* compaction copies: the index moves to them */
+            return false;
+    return true;
+}
+
+/* fsync=group: make this batch durable, and first what earlier batches left unsynced in
+ * another file (the segment they went to may no longer be the head). */
+static int sync_group(struct fs_writer *w, const struct fs_batch *b)
+{
+    int rc = 0;
+    if (w->dirty_fd >= 0 && !(b->main.len && w->dirty_fd == b->seg->fd))
+        rc = sync_fd(w, w->dirty_fd);
+    if (!rc && b->dlq.len)
+        rc = sync_fd(w, w->dlq_fd);
+    if (!rc && b->main.len)
+        rc = sync_fd(w, b->seg->fd);
+    if (!rc)
+        w->dirty_fd = -1;
+    return rc;
 }
 
 static bool has_dlq_add(const struct fs_batch *b)
@@ -114,12 +148,12 @@ static void run(struct fs_writer *w, struct fs_batch *b)
     }
     if (!rc && b->new_seg && w->mode != FS_SYNC_NONE && fsync(w->dir_fd))
         rc = -errno;
-    if (!rc && w->mode == FS_SYNC_GROUP) {
-        if (b->dlq.len)
-            rc = sync_fd(w, w->dlq_fd);
-        if (!rc && b->main.len)
-            rc = sync_fd(w, b->seg->fd);
+    bool lazy = nobody_waits(w, b);
+    if (!rc && w->mode == FS_SYNC_GROUP && !lazy) {
+        rc = sync_group(w, b);
     } else if (!rc) {
+        if (w->dirty_fd < 0 && !w->dlq_dirty)
+            w->dirty_since_ms = kq_now_ms();
         if (b->main.len)
             w->dirty_fd = b->seg->fd;
         if (b->dlq.len)
@@ -180,8 +214,10 @@ static void writer_main(void *arg)
         if (w->stop)
             break;
         bool dirty = w->dirty_fd >= 0 || w->dlq_dirty;
-        if (w->mode == FS_SYNC_INTERVAL && dirty) {
-            int64_t wait = w->last_sync_ms + w->interval_ms - kq_now_ms();
+        if (w->mode != FS_SYNC_NONE && dirty) {
+            int64_t due = w->mode == FS_SYNC_GROUP ? w->dirty_since_ms + w->lazy_sync_ms
+                                                   : w->last_sync_ms + w->interval_ms;
+            int64_t wait = due - kq_now_ms();
             if (wait <= 0) {
                 uv_mutex_unlock(&w->mu);
                 sync_dirty(w);
