@@ -207,8 +207,12 @@ static void writer_main(void *arg)
             run(w, b);
             uv_mutex_lock(&w->mu);
             w->done = b;
+            uv_mutex_unlock(&w->mu);
+            /* Wake the loop only once mu is free: signalled under it, the loop would wake
+             * and block on mu (a futex wait and wake per batch for nothing). */
             uv_cond_signal(&w->done_cv);
             uv_async_send(&w->async);
+            uv_mutex_lock(&w->mu);
             continue;
         }
         if (w->stop)
@@ -253,8 +257,8 @@ void fs_writer_submit(struct fs_writer *w, struct fs_batch *b)
 {
     uv_mutex_lock(&w->mu);
     w->job = b;
-    uv_cond_signal(&w->cv);
     uv_mutex_unlock(&w->mu);
+    uv_cond_signal(&w->cv); /* after the unlock: the writer wakes to a free mu */
 }
 
 struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait)
