@@ -129,7 +129,8 @@ struct fs_store {
     struct fs_batch *open, *inflight, *spare;
     struct fs_writer w;
     uv_idle_t kick;
-    uv_timer_t retry;
+    uv_timer_t later;     /* a batch nobody waits for: back-off, lazy_sync_ms (fs_kick) */
+    int64_t held_until;   /* the open batch waits for a waiter until then (0: not yet held) */
     int64_t backoff_until;
     int handles_open;
     bool closing;
