@@ -2,6 +2,7 @@
  * loop thread except what struct fs_writer says (writer.c). */
 #ifndef KQ_STORE_FILE_INTERNAL_H
 #define KQ_STORE_FILE_INTERNAL_H
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -94,7 +95,7 @@ enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };
 struct fs_writer {
     uv_thread_t thread;
     uv_mutex_t mu;
-    uv_cond_t cv;      /* loop -> writer: job or stop */
+    sem_t wake;        /* loop -> writer: job or stop (writer.c: why not a condvar) */
     uv_cond_t done_cv; /* writer -> close(): done */
     struct fs_batch *job, *done;
     bool stop, started;

@@ -2,9 +2,11 @@
  * makes it durable according to the fsync mode, and hands it back through uv_async_t.
  * It never touches the index; the loop never writes to the files. */
 #include <errno.h>
+#include <semaphore.h>
 #include <string.h>
 #include <stdlib.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -195,6 +197,29 @@ static void run(struct fs_writer *w, struct fs_batch *b)
     b->status = rc;
 }
 
+/* The writer sleeps on a semaphore, not a condition variable: glibc hands the mutex back
+ * from pthread_cond_wait marked contended, which cost a FUTEX_WAKE with nobody to wake at
+ * every unlock after a wake-up, i.e. per batch. A post while the writer is busy leaves a
+ * count behind: the next wait returns at once and the loop finds no job, without a syscall. */
+static void sleep_until_woken(struct fs_writer *w, int64_t wait_ms)
+{
+    if (wait_ms < 0) {
+        while (sem_wait(&w->wake) != 0 && errno == EINTR) {
+        }
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += wait_ms / 1000;
+    ts.tv_nsec += (wait_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    while (sem_timedwait(&w->wake, &ts) != 0 && errno == EINTR) {
+    }
+}
+
 static void writer_main(void *arg)
 {
     struct fs_writer *w = arg;
@@ -218,20 +243,21 @@ static void writer_main(void *arg)
         if (w->stop)
             break;
         bool dirty = w->dirty_fd >= 0 || w->dlq_dirty;
+        int64_t wait = -1; /* ms; -1: until woken */
         if (w->mode != FS_SYNC_NONE && dirty) {
             int64_t due = w->mode == FS_SYNC_GROUP ? w->dirty_since_ms + w->lazy_sync_ms
                                                    : w->last_sync_ms + w->interval_ms;
-            int64_t wait = due - kq_now_ms();
+            wait = due - kq_now_ms();
             if (wait <= 0) {
                 uv_mutex_unlock(&w->mu);
                 sync_dirty(w);
                 uv_mutex_lock(&w->mu);
                 continue;
             }
-            uv_cond_timedwait(&w->cv, &w->mu, (uint64_t)wait * 1000000u);
-        } else {
-            uv_cond_wait(&w->cv, &w->mu);
         }
+        uv_mutex_unlock(&w->mu);
+        sleep_until_woken(w, wait);
+        uv_mutex_lock(&w->mu);
     }
     uv_mutex_unlock(&w->mu);
     sync_dirty(w); /* every mode: a clean close leaves nothing unsynced */
@@ -244,7 +270,7 @@ int fs_writer_start(struct fs_store *s)
     w->last_sync_ms = kq_now_ms();
     if (uv_mutex_init(&w->mu))
         return -ENOMEM;
-    if (uv_cond_init(&w->cv) || uv_cond_init(&w->done_cv))
+    if (sem_init(&w->wake, 0, 0) || uv_cond_init(&w->done_cv))
         return -ENOMEM;
     int rc = uv_thread_create(&w->thread, writer_main, w);
     if (rc)
@@ -258,7 +284,7 @@ void fs_writer_submit(struct fs_writer *w, struct fs_batch *b)
     uv_mutex_lock(&w->mu);
     w->job = b;
     uv_mutex_unlock(&w->mu);
-    uv_cond_signal(&w->cv); /* after the unlock: the writer wakes to a free mu */
+    sem_post(&w->wake); /* after the unlock: the writer wakes to a free mu */
 }
 
 struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait)
@@ -278,11 +304,11 @@ void fs_writer_stop(struct fs_writer *w)
         return;
     uv_mutex_lock(&w->mu);
     w->stop = true;
-    uv_cond_signal(&w->cv);
     uv_mutex_unlock(&w->mu);
+    sem_post(&w->wake);
     uv_thread_join(&w->thread);
     w->started = false;
-    uv_cond_destroy(&w->cv);
+    sem_destroy(&w->wake);
     uv_cond_destroy(&w->done_cv);
     uv_mutex_destroy(&w->mu);
 }
