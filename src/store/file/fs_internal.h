@@ -2,6 +2,7 @@
  * loop thread except what struct fs_writer says (writer.c). */
 #ifndef KQ_STORE_FILE_INTERNAL_H
 #define KQ_STORE_FILE_INTERNAL_H
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -94,17 +95,19 @@ enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };
 struct fs_writer {
     uv_thread_t thread;
     uv_mutex_t mu;
-    uv_cond_t cv;      /* loop -> writer: job or stop */
+    sem_t wake;        /* loop -> writer: job or stop (writer.c: why not a condvar) */
     uv_cond_t done_cv; /* writer -> close(): done */
     struct fs_batch *job, *done;
     bool stop, started;
     uv_async_t async;
     enum fs_sync mode;
     int64_t interval_ms;
+    int64_t lazy_sync_ms; /* group: how long a batch nobody waits for may stay unsynced */
     int dir_fd, dlq_fd;
-    int dirty_fd;   /* segment written but not yet synced (interval/none) */
+    int dirty_fd;   /* segment written but not yet synced (interval/none, lazy group batches) */
     bool dlq_dirty;
     int64_t last_sync_ms;
+    int64_t dirty_since_ms; /* first write that is not synced yet */
     atomic_uint_fast64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* written by the writer only */
     atomic_uint_fast64_t fsync_us_sum;
 };
@@ -113,7 +116,7 @@ struct fs_store {
     struct kq_store base;
     char dir[1024];
     enum fs_sync mode;
-    int64_t interval_ms;
+    int64_t interval_ms, lazy_sync_ms;
     uint64_t seg_max;
     struct fs_seg *oldest, *head; /* list oldest → head; writes go to head */
     size_t n_segs;
@@ -127,7 +130,8 @@ struct fs_store {
     struct fs_batch *open, *inflight, *spare;
     struct fs_writer w;
     uv_idle_t kick;
-    uv_timer_t retry;
+    uv_timer_t later;     /* a batch nobody waits for: back-off, lazy_sync_ms (fs_kick) */
+    int64_t held_until;   /* the open batch waits for a waiter until then (0: not yet held) */
     int64_t backoff_until;
     int handles_open;
     bool closing;
