@@ -51,6 +51,12 @@ return {
                                         -- parameter server=..., the default): keep it stable
                                         -- and unique per broker
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
+      -- adminToken = "16-256 visible ASCII characters", -- the secret every mutating admin
+                                        -- request (POST /dlq/requeue, /dlq/purge, /reload) must
+                                        -- send as "Authorization: Bearer <adminToken>"; REQUIRED
+                                        -- when admin listens beyond loopback (the broker refuses
+                                        -- to start without it); enforced on loopback too when
+                                        -- set; a reload takes a new one (default none)
       -- Folder of the routing/flow/retry Lua policies, relative to the working directory
       -- (default "lua/policies"; when that default is missing the built-in rules answer, with a
       -- warning). A folder named here must exist. The copy of this file that `cmake --install`

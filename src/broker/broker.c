@@ -77,11 +77,18 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
     if (st) {
         m->attempts = st->attempts;
         m->tx_checks = st->tx_checks;
+        int lost = 0; /* a done group not recorded gets it again; a failed one is only a hint */
         for (size_t i = 0; i < st->n_done; i++)
-            kq_names_add(b, &m->done, &m->n_done, st->groups_done[i]);
+            lost += kq_names_add(b, &m->done, &m->n_done, st->groups_done[i]) != 0;
         /* so that a failed group coming back online gets it at once */
         for (size_t i = 0; i < st->n_failed; i++)
-            kq_names_add(b, &m->failed, &m->n_failed, st->groups_failed[i]);
+            lost += kq_names_add(b, &m->failed, &m->n_failed, st->groups_failed[i]) != 0;
+        if (lost) {
+            b->stats.names_lost += (uint64_t)lost;
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "broker", "recovering id=%s: %d group name(s) not "
+                               "recorded (out of memory); groups done may get it again",
+                               sm->id, lost);
+        }
         if (st->next_attempt_ms > when)
             when = st->next_attempt_ms;
     }
@@ -240,6 +247,7 @@ static void on_net_closed(void *ud)
     if (b->store) /* NULL when the start failed at the store */
         b->store->ops->close(b->store); /* flushes what is queued */
     b->store = NULL;
+    kq_admin_api_stop(b); /* after the store: its last callbacks may end admin requests */
     uv_close((uv_handle_t *)&b->tick, on_handle_closed);
     uv_close((uv_handle_t *)&b->retry_timer, on_handle_closed);
     if (b->stop_done)

@@ -45,6 +45,10 @@ struct kq_broker_stats {
     uint64_t connections, received, stored, delivered, acked, retried, dead_lettered,
         rejected, pending, inflight;
     uint64_t unrouted; /* accepted while no group was bound to their (topic, messageType) */
+    /* Errors delivery could not act on: store update/remove/dead-letter calls that failed
+     * (the store copy may be behind the index; a restart may deliver again), and group
+     * names that could not be recorded for lack of memory (the attempt is retried). */
+    uint64_t store_errors, names_lost;
 };
 void kq_broker_stats(const struct kq_broker *b, struct kq_broker_stats *s);
 #endif

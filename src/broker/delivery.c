@@ -38,12 +38,48 @@ static bool loading_inline;
 /* Groups are kept as atoms, so membership is a pointer comparison. */
 static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
 {
-    return kq_names_has(v, n, kq_atom(b, name));
+    const char *atom = kq_atom_find(b, name);
+    return atom && kq_names_has(v, n, atom);
+}
+
+/* Record that group failed this attempt. If that cannot be recorded (out of memory), the
+ * whole attempt counts as failed, so the message is retried rather than taken as delivered. */
+static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
+{
+    if (kq_names_add(b, &m->failed, &m->n_failed, group) == 0)
+        return;
+    m->names_lost = true;
+    b->stats.names_lost++;
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot record group=%s as failed for id=%s "
+                       "(out of memory): the message is retried", group, m->id);
+}
+
+/* Record that group has the message. If that cannot be recorded, the group gets it again on
+ * the next attempt (at least once still holds). */
+static void add_done(struct kq_broker *b, struct kq_msg *m, const char *group)
+{
+    if (kq_names_add(b, &m->done, &m->n_done, group) == 0)
+        return;
+    m->names_lost = true;
+    b->stats.names_lost++;
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot record group=%s as done for id=%s "
+                       "(out of memory): it will get the message again", group, m->id);
 }
 
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id)
 {
     return kq_idmap_find(&b->msgs, id);
+}
+
+/* A store call delivery cannot undo: say so and count it (the store copy may now be behind
+ * the index; after a restart the message may be delivered again, never lost). */
+static void store_result(struct kq_broker *b, const char *op, const char *id, int rc)
+{
+    if (rc == 0)
+        return;
+    b->stats.store_errors++;
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "store %s failed id=%s: %s", op, id,
+                       strerror(rc < 0 ? -rc : rc));
 }
 
 /* --- scheduling ---------------------------------------------------------------------------- */
@@ -112,7 +148,7 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
 {
     kq_heap_remove(&b->schedule, &m->timer);
     if (remove_from_store && m->stored)
-        b->store->ops->remove(b->store, m->id);
+        store_result(b, "remove", m->id, b->store->ops->remove(b->store, m->id));
     kq_idmap_remove(&b->msgs, m);
     kq_topic_stats(b, m->topic)->pending--;
     kq_msg_free(m);
@@ -127,7 +163,7 @@ void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *
     if (m->stored) {
         struct kq_stored_msg sm;
         kq_msg_to_stored(m, &sm);
-        b->store->ops->dead_letter(b->store, &sm, reason);
+        store_result(b, "dead_letter", m->id, b->store->ops->dead_letter(b->store, &sm, reason));
     }
     kq_delivery_drop(b, m, false);
 }
@@ -380,7 +416,7 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
 {
     struct kq_wait *w = calloc(1, sizeof *w);
     if (!w) {
-        kq_names_add(b, &m->failed, &m->n_failed, g->id);
+        add_failed(b, m, g->id);
         return;
     }
     w->msg = m;
@@ -450,7 +486,7 @@ static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq
         if (r && r->waiting)
             r->waiting--;
         free(w);
-        kq_names_add(b, &m->failed, &m->n_failed, g->id);
+        add_failed(b, m, g->id);
         kq_msg_set_failure(m, "nack");
         if (attempt_over(m))
             finish_attempt(b, m);
@@ -478,7 +514,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
             break; /* being read back (on_loaded pumps again), or failed (no longer here) */
         dequeue_wait(b, g);
         if (!send_copy(b, m, g, s))
-            kq_names_add(b, &m->failed, &m->n_failed, g->id);
+            add_failed(b, m, g->id);
         else if (r)
             r->inflight++;
         if (attempt_over(m))
@@ -514,16 +550,16 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     struct kq_session *s = kq_group_pick_delivery(g, kq_broker_mono_ms(), &why);
     if (!s && why == KQ_PICK_WARMING) {
         /* online but every connection is still warming up: try again soon */
-        kq_names_add(b, &m->failed, &m->n_failed, rt->group);
+        add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "no consumer online");
         m->retry_soon = true;
         return;
     }
     if (!s && why == KQ_PICK_OFFLINE) {
         if (!rt->persistent) {
-            kq_names_add(b, &m->done, &m->n_done, rt->group); /* nobody online: this group skips it */
+            add_done(b, m, rt->group); /* nobody online: this group skips it */
         } else {
-            kq_names_add(b, &m->failed, &m->n_failed, rt->group);
+            add_failed(b, m, rt->group);
             kq_msg_set_failure(m, "no consumer online");
         }
         return;
@@ -535,7 +571,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         return;
     }
     if (!send_copy(b, m, g, s)) {
-        kq_names_add(b, &m->failed, &m->n_failed, rt->group);
+        add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "over flow"); /* out of memory for the frame */
     } else if (r) {
         r->inflight++;
@@ -743,6 +779,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
                                KQ_POLICY_MAX_ROUTES);
     kq_names_clear(&m->failed, &m->n_failed);
+    m->names_lost = false;
     m->sent = 0;
     m->retry_soon = false;
     m->done_at_start = m->n_done;
@@ -750,7 +787,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         if (!name_in(b, m->done, m->n_done, routes[i].group))
             offer(b, m, &routes[i]);
     if (n == 0) {
-        kq_names_add(b, &m->failed, &m->n_failed, NO_SUBSCRIBER);
+        add_failed(b, m, NO_SUBSCRIBER);
         kq_msg_set_failure(m, "no consumer online");
     }
     if (attempt_over(m))
@@ -773,7 +810,7 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
     st.n_done = m->n_done;
     st.groups_failed = (const char **)KQ_NAMES(m->failed, m->n_failed);
     st.n_failed = m->n_failed;
-    b->store->ops->update(b->store, &st);
+    store_result(b, "update", m->id, b->store->ops->update(b->store, &st));
 }
 
 /* Retry delay for an attempt that found only connections still warming up: once a second
@@ -796,7 +833,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
         kq_publish_first_attempt_done(b, m, m->n_failed == 0);
         return;
     }
-    if (m->n_failed == 0) {
+    if (m->n_failed == 0 && !m->names_lost) {
         b->stats.delivered++;
         kq_topic_stats(b, m->topic)->delivered++;
         kq_delivery_drop(b, m, true);
@@ -852,11 +889,11 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
     if (!ok && timed_out)
         note_timeout(b, f->group, m->topic);
     if (ok) {
-        kq_names_add(b, &m->done, &m->n_done, f->group->id);
+        add_done(b, m, f->group->id);
         b->stats.acked++;
         f->group->acked++;
     } else {
-        kq_names_add(b, &m->failed, &m->n_failed, f->group->id);
+        add_failed(b, m, f->group->id);
         f->group->failed++;
         kq_msg_set_failure(m, why); /* a literal: "nack", "timeout", "connection lost" */
         KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
@@ -896,31 +933,48 @@ void kq_delivery_check_timeouts(struct kq_broker *b)
         complete(b, b->tq_head, false, "timeout");
 }
 
-/* Messages whose last attempt failed for `group` (NULL: none) or found no route at all,
- * and that wait for a later attempt, go now. */
-static void wake_waiting(struct kq_broker *b, const char *group)
+/* Messages that wait for a later attempt go now when it may reach a consumer:
+ *  - `group` came online (group != NULL): those whose last attempt failed for it, or found
+ *    no route at all;
+ *  - the bindings of `topic` changed (group == NULL; topic NULL = any topic): those whose
+ *    last attempt sent nothing. The new bindings may route them to a group that is online;
+ *    if it is not, the attempt records it among their failed groups, so that its coming
+ *    online wakes them. "No route" alone is not enough: ZooKeeper reports each group's
+ *    bindings on their own, and once one offline group of the topic is bound, the backlog
+ *    has a route — to that group only. Attempts that sent copies keep their retry delay. */
+static void wake_waiting(struct kq_broker *b, const char *group, const char *topic)
 {
     int64_t now = kq_now_ms();
-    const char *nosub = kq_atom(b, NO_SUBSCRIBER), *ga = group ? kq_atom(b, group) : NULL;
+    /* lookups only: a name no message holds has no atom, and then nothing refers to it */
+    const char *nosub = kq_atom_find(b, NO_SUBSCRIBER), *ga = group ? kq_atom_find(b, group) : NULL;
+    const char *ta = topic ? kq_atom_find(b, topic) : NULL;
     struct kq_msg *m;
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
         if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
             continue;
-        if (kq_names_has(m->failed, m->n_failed, nosub) ||
-            (ga && kq_names_has(m->failed, m->n_failed, ga)))
+        bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
+                                (ga && kq_names_has(m->failed, m->n_failed, ga))
+                          : m->sent == 0 && (!topic || m->topic == ta);
+        if (wake)
             kq_delivery_schedule(b, m, now);
     }
 }
 
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g) { wake_waiting(b, g->id); }
+void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
+{
+    wake_waiting(b, g->id, NULL);
+}
 
-void kq_delivery_bindings_changed(struct kq_broker *b) { wake_waiting(b, NULL); }
+void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic)
+{
+    wake_waiting(b, NULL, topic);
+}
 
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
 {
     while (g->wait_head) {
         struct kq_msg *m = dequeue_wait(b, g);
-        kq_names_add(b, &m->failed, &m->n_failed, g->id);
+        add_failed(b, m, g->id);
         if (attempt_over(m))
             finish_attempt(b, m);
     }

@@ -121,6 +121,7 @@ struct kq_msg {
     bool loading : 1;    /* header and body are being read back from the store */
     bool retry_soon : 1; /* the last attempt found only connections still warming up */
     bool deferred : 1;   /* parked in the broker's ring of cold messages (delivery.c) */
+    bool names_lost : 1; /* a failed group could not be recorded: the attempt failed */
     uint8_t failure;     /* kq_msg_failure() */
     int32_t deliver_limit;
     int32_t attempts;
@@ -186,6 +187,7 @@ struct kq_broker {
     void (*ready_cb)(void *ud);         /* kq_broker_when_ready, called once */
     void *ready_ud;
     struct kq_admin *admin;             /* NULL when `admin` is unset */
+    struct kq_adm_jobs *admin_jobs;     /* its dead-letter listings (admin_dlq.c) */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
@@ -253,7 +255,12 @@ void kq_publish_session_closed(struct kq_session *s);
 void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool all_done);
 
 /* message.c */
-const char *kq_atom(struct kq_broker *b, const char *s); /* interned; NULL on OOM */
+/* Interned names, counted: kq_atom takes a reference (NULL on OOM), kq_atom_release gives it
+ * back (the last one frees it); kq_atom_find looks up without taking one (NULL: unknown). */
+const char *kq_atom(struct kq_broker *b, const char *s);
+const char *kq_atom_find(struct kq_broker *b, const char *s);
+void kq_atom_release(const char *atom);
+size_t kq_atoms_count(const struct kq_broker *b);
 void kq_atoms_free(struct kq_broker *b);
 struct kq_msg *kq_msg_new(struct kq_broker *b, const struct kq_stored_msg *sm, bool with_body);
 void kq_msg_free(struct kq_msg *m);
@@ -262,8 +269,11 @@ int kq_msg_set_block(struct kq_msg *m, const uint8_t *header, uint32_t header_le
                      const uint8_t *body, uint32_t body_len);
 /* Drop header and body of a stored message until its next attempt. */
 void kq_msg_evict(struct kq_msg *m);
+/* Group lists (done / failed) in their stored form (not the KQ_NAMES view). kq_names_add
+ * returns 0, or -ENOMEM / -E2BIG when the name could not be recorded: the caller must act
+ * on it (see names_lost in delivery.c). */
 bool kq_names_has(const char *const *v, uint16_t n, const char *atom);
-void kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name);
+int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name);
 void kq_names_clear(const char ***v, uint16_t *n);
 
 /* delivery.c */
@@ -287,8 +297,9 @@ bool kq_delivery_session_has_room(struct kq_session *s);
 void kq_delivery_conn_drained(struct kq_broker *b, struct kq_conn *c);
 /* Once a second: log the groups' delivery timeouts since the last line (rate-limited). */
 void kq_delivery_log_timeouts(struct kq_broker *b);
-/* The bindings changed: messages that found no group to send to try again now. */
-void kq_delivery_bindings_changed(struct kq_broker *b);
+/* The bindings of topic (NULL: of any topic) changed: its messages whose last attempt sent
+ * nothing (no route, or only offline groups) try again now. */
+void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic);
 void kq_delivery_check_timeouts(struct kq_broker *b);
 void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store);
@@ -318,8 +329,9 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);
 void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud);
 
-/* admin_api.c: the admin HTTP handlers */
+/* admin_api.c: the admin HTTP handlers; stop after the store closed */
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen);
+void kq_admin_api_stop(struct kq_broker *b);
 
 /* reload.c: SIGHUP / POST /reload */
 int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen);

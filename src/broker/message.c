@@ -11,10 +11,16 @@
 /* 152 bytes is a 160-byte glibc chunk; one byte more costs 16 per pending message. */
 _Static_assert(sizeof(struct kq_msg) <= 152, "struct kq_msg grew past 152 bytes");
 
+/* An interned name, counted: it lives while a message or a group list refers to it, so a
+ * stream of distinct messageTypes does not grow memory for good. */
 struct kq_atom {
     UT_hash_handle hh;
+    struct kq_atom **table; /* the broker's b->atoms, to leave it on the last release */
+    uint32_t refs;
     char s[];
 };
+
+#define ATOM_OF(str) ((struct kq_atom *)((char *)(str) - offsetof(struct kq_atom, s)))
 
 const char *kq_atom(struct kq_broker *b, const char *s)
 {
@@ -22,16 +28,40 @@ const char *kq_atom(struct kq_broker *b, const char *s)
         s = "";
     struct kq_atom *a;
     HASH_FIND_STR(b->atoms, s, a);
-    if (a)
+    if (a) {
+        a->refs++;
         return a->s;
+    }
     size_t n = strlen(s);
     a = malloc(sizeof *a + n + 1);
     if (!a)
         return NULL;
     memcpy(a->s, s, n + 1);
+    a->table = &b->atoms;
+    a->refs = 1;
     HASH_ADD_KEYPTR(hh, b->atoms, a->s, n, a);
     return a->s;
 }
+
+const char *kq_atom_find(struct kq_broker *b, const char *s)
+{
+    struct kq_atom *a;
+    HASH_FIND_STR(b->atoms, s ? s : "", a);
+    return a ? a->s : NULL;
+}
+
+void kq_atom_release(const char *atom)
+{
+    if (!atom)
+        return;
+    struct kq_atom *a = ATOM_OF(atom);
+    if (--a->refs == 0) {
+        HASH_DEL(*a->table, a);
+        free(a);
+    }
+}
+
+size_t kq_atoms_count(const struct kq_broker *b) { return HASH_COUNT(b->atoms); }
 
 void kq_atoms_free(struct kq_broker *b)
 {
@@ -114,6 +144,9 @@ void kq_msg_free(struct kq_msg *m)
     free(m->block);
     kq_names_clear(&m->done, &m->n_done);
     kq_names_clear(&m->failed, &m->n_failed);
+    kq_atom_release(m->topic);
+    kq_atom_release(m->type);
+    kq_atom_release(m->pub_group);
     free(m);
 }
 
@@ -150,30 +183,42 @@ bool kq_names_has(const char *const *v, uint16_t n, const char *atom)
     return false;
 }
 
-void kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name)
+int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name)
 {
+    const char *known = kq_atom_find(b, name);
+    if (known && kq_names_has(*v, *n, known))
+        return 0;
+    if (*n == UINT16_MAX)
+        return -E2BIG;
     const char *atom = kq_atom(b, name);
-    if (!atom || kq_names_has(*v, *n, atom) || *n == UINT16_MAX)
-        return;
+    if (!atom)
+        return -ENOMEM;
     if (*n == 0) {
         *v = (const char **)atom;
         *n = 1;
-        return;
+        return 0;
     }
     const char **p;
     if (*n == 1) {
-        if (!(p = malloc(2 * sizeof *p)))
-            return;
+        if (!(p = malloc(2 * sizeof *p))) {
+            kq_atom_release(atom);
+            return -ENOMEM;
+        }
         p[0] = (const char *)*v;
     } else if (!(p = realloc((void *)*v, (*n + 1u) * sizeof *p))) {
-        return;
+        kq_atom_release(atom);
+        return -ENOMEM;
     }
     p[(*n)++] = atom;
     *v = p;
+    return 0;
 }
 
 void kq_names_clear(const char ***v, uint16_t *n)
 {
+    const char *const *view = KQ_NAMES(*v, *n);
+    for (uint16_t i = 0; i < *n; i++)
+        kq_atom_release(view[i]);
     if (*n > 1)
         free((void *)*v);
     *v = NULL;

@@ -2,13 +2,16 @@
  * flags, build the new policies and binding set off to the side, and only when everything
  * is valid swap them in at once. The file must pass the checks of a start (preflight), also
  * for the options that cannot change while running (listen address, store, registry, admin
- * address): those are reported and keep their running values. */
+ * address): those are reported and keep their running values; adminToken changes (a token
+ * rotation needs no restart). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/admin.h"
 #include "broker/internal.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "registry/zk_registry.h"
 
@@ -66,6 +69,13 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
         kq_policy_free(policy);
         goto fail_cfg;
     }
+    if (next->admin && !next->admin_token && !kq_addr_is_loopback(next->admin)) {
+        snprintf(err, errlen, "adminToken: required while admin listens beyond loopback (%s)",
+                 next->admin);
+        kq_policy_free(policy);
+        rc = -EINVAL;
+        goto fail_cfg;
+    }
     struct kq_binding_set *bindings = NULL;
     if (!b->zk) { /* static registry: bindings come from the file */
         bindings = kq_binding_set_from_config(next);
@@ -83,7 +93,7 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
     if (bindings) {
         kq_binding_set_free(b->bindings);
         b->bindings = bindings;
-        kq_delivery_bindings_changed(b);
+        kq_delivery_bindings_changed(b, NULL);
     }
     struct kq_flow_limits intake;
     kq_policy_flow_intake(b->policy, next->recieve_permits_per_second, &intake);
@@ -93,6 +103,8 @@ int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen)
     enum kq_log_level lvl;
     if (next->log_level && kq_log_parse_level(next->log_level, &lvl) == 0)
         kq_log_set_level(lvl);
+    if (b->admin && kq_admin_set_token(b->admin, next->admin_token))
+        KQ_ERROR("reload", "adminToken: out of memory, keeping the previous token");
     b->cfg = next;
     kq_config_free(old);
     free(old);

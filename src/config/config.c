@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "config/config_internal.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "core/redact.h"
 
@@ -114,6 +115,7 @@ void kq_config_defaults(struct kq_config *c)
     c->deliver_window = 1000;
     c->takeover_seconds = 30;
     c->admin = NULL;
+    c->admin_token = NULL;
     c->policies = kq_cfg_strdup("lua/policies");
     c->policies_set = false;
     c->log_level = kq_cfg_strdup("info");
@@ -131,6 +133,7 @@ void kq_config_free(struct kq_config *c)
     free(c->bind);
     free(c->db);
     free(c->admin);
+    free(c->admin_token);
     free(c->policies);
     free(c->log_level);
     free(c->log_file);
@@ -202,6 +205,18 @@ const char *kq_cfg_check_hostport(const char *s)
         return "needs a host, e.g. \"0.0.0.0:PORT\" for every address";
     if (!hostport_ok(s, strlen(s)))
         return "must be \"host:port\" with a host and a port 0-65535 (0 = any free port)";
+    return NULL;
+}
+
+/* Sent in an HTTP header, so visible ASCII only; long enough that guessing is hopeless. */
+const char *kq_cfg_check_admin_token(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 16 || n > 256)
+        return "must be 16-256 characters";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
+            return "must be visible ASCII (no spaces or control characters)";
     return NULL;
 }
 
@@ -446,6 +461,20 @@ static int validate_binding(const struct kq_config *c, const struct kq_binding *
     return n;
 }
 
+/* Beyond loopback anyone on the network reaches the admin: its mutating requests (DLQ
+ * requeue and purge, reload) must then carry the token. The token is never echoed. */
+static int validate_admin(const struct kq_config *c, char *err, size_t errlen)
+{
+    const char *why;
+    if (c->admin_token && (why = kq_cfg_check_admin_token(c->admin_token)))
+        return fail(c, err, errlen, "adminToken", why, NULL);
+    if (c->admin && !c->admin_token && !kq_addr_is_loopback(c->admin))
+        return fail(c, err, errlen, "adminToken",
+                    "required when admin listens beyond loopback (set adminToken, or bind "
+                    "admin to 127.0.0.1)", c->admin);
+    return 0;
+}
+
 int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
 {
     const int INF = 0x7fffffff;
@@ -474,6 +503,7 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     n += check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000);
     n += check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF);
     n += check_int(c, err, errlen, "takeoverSeconds", c->takeover_seconds, 1, INF);
+    n += validate_admin(c, err, errlen) != 0;
 
     if (c->n_topics == 0)
         n += fail(c, err, errlen, "topics", "at least one topic is required", NULL) != 0;
@@ -565,6 +595,8 @@ void kq_config_print(const struct kq_config *c, FILE *out)
         put_field(out, in, "admin", c->admin);
     else
         fprintf(out, "%sadmin = false,\n", in);
+    if (c->admin_token) /* a secret: --check output may end up in logs */
+        fprintf(out, "%s-- adminToken = (set, not shown)\n", in);
     put_field(out, in, "policies", c->policies);
     put_field(out, in, "logLevel", c->log_level);
     if (c->log_file)

@@ -61,6 +61,9 @@ struct kq_config {
     int deliver_window;              /* deliveries in flight per group, default 1000 */
     int takeover_seconds;            /* mysql + zk: take over a broker gone this long, default 30 */
     char *admin;                     /* admin HTTP "host:port", NULL = off */
+    char *admin_token;               /* adminToken: mutating admin requests must carry it
+                                      * (Authorization: Bearer); required when admin listens
+                                      * beyond loopback; NULL = none */
     char *policies;                  /* Lua policies folder, default "lua/policies" */
     bool policies_set;               /* named in the file: it must exist (the default may not) */
     char *log_level;                 /* "info" */

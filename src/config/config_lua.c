@@ -549,7 +549,7 @@ static int read_bindings(struct loader *ld, lua_State *L, int idx, const char *k
     return rc;
 }
 
-enum kind { K_STR, K_OPT_STR, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROUPS, K_BINDINGS };
+enum kind { K_STR, K_OPT_STR, K_SECRET, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROUPS, K_BINDINGS };
 
 struct opt {
     const char *name;
@@ -584,6 +584,7 @@ static const struct opt cluster_opts[] = {
     {"deliverWindow", K_INT, OFF(deliver_window), 1, INF, NULL},
     {"takeoverSeconds", K_INT, OFF(takeover_seconds), 1, INF, NULL},
     {"admin", K_ADMIN, OFF(admin), 0, 0, NULL},
+    {"adminToken", K_SECRET, OFF(admin_token), 0, 0, kq_cfg_check_admin_token},
     {"policies", K_STR, OFF(policies), 0, 0, check_nonempty},
     {"logLevel", K_STR, OFF(log_level), 0, 0, kq_cfg_check_log_level},
     {"logFile", K_OPT_STR, OFF(log_file), 0, 0, NULL},
@@ -611,6 +612,19 @@ static int read_option(struct loader *ld, lua_State *L, int idx, const char *pat
         }
         if ((rc = get_string(ld, L, idx, path, o->check, &s)) == 0)
             kq_cfg_set_str((char **)(base + o->off), s);
+        return rc;
+    case K_SECRET: /* like K_OPT_STR, but an error never shows the value */
+        if ((lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)) ||
+            (lua_type(L, idx) == LUA_TSTRING && lua_tostring(L, idx)[0] == '\0')) {
+            kq_cfg_set_str((char **)(base + o->off), NULL);
+            return 0;
+        }
+        if ((rc = get_string(ld, L, idx, path, NULL, &s)) == 0) {
+            const char *why = o->check(s);
+            if (why)
+                return bad(ld, L, path, 0, why);
+            kq_cfg_set_str((char **)(base + o->off), s);
+        }
         return rc;
     case K_INT: return get_int(ld, L, idx, path, o->min, o->max, (int *)(base + o->off));
     case K_BOOL: return get_bool(ld, L, idx, path, (bool *)(base + o->off));

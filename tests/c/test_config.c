@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "support/log_capture.h"
+#include "core/addr.h"
 
 static char tmpdir[64];
 static char err[4096];
@@ -325,7 +326,7 @@ static void test_flags_only(void **state)
         fail_msg("%s", err);
     assert_true(check);
     assert_string_equal(c.bind, "10.1.2.3:14000");
-    assert_string_equal(c.admin, "10.1.2.3:14001");
+    assert_string_equal(c.admin, "127.0.0.1:14001"); /* a bare -pport is loopback only */
     assert_string_equal(c.db, "memory://");
     assert_int_equal(c.n_topics, 2);
     assert_string_equal(c.registry, "zk://zk1:2181,zk2:2181");
@@ -540,6 +541,73 @@ static void test_bad_values(void **state)
     expect_load_error(CLUSTER("groups = { [''] = 'x' }"), NULL, "clusters.dev.groups:", NULL);
     expect_load_error(CLUSTER("groups = { g = '' }"), NULL, "clusters.dev.groups.g:", NULL);
     expect_load_error("return { clusters = {} }", NULL, "clusters: must define at least one", NULL);
+}
+
+/* The admin beyond loopback needs adminToken; a bare -pport stays on loopback. */
+static void test_admin_exposure(void **state)
+{
+    (void)state;
+    const char *loop[] = {"127.0.0.1:1", "127.9.9.9:1", "localhost:1", "[::1]:1",
+                          "[::ffff:127.0.0.1]:1"};
+    const char *wide[] = {"0.0.0.0:1", "10.0.0.1:1", "[::]:1", "myhost:1", "128.0.0.1:1",
+                          "[::ffff:10.0.0.1]:1", "nocolon", ""};
+    for (size_t i = 0; i < sizeof loop / sizeof loop[0]; i++)
+        assert_true(kq_addr_is_loopback(loop[i]));
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        assert_false(kq_addr_is_loopback(wide[i]));
+
+    /* bad tokens: the reason, never the value */
+    expect_load_error(CLUSTER("adminToken = 'short-secret'"), NULL,
+                      "clusters.dev.adminToken: must be 16-256 characters", NULL);
+    assert_null(strstr(err, "short-secret"));
+    expect_load_error(CLUSTER("adminToken = 'with a space, long enough'"), NULL,
+                      "clusters.dev.adminToken: must be visible ASCII", NULL);
+    assert_null(strstr(err, "with a space"));
+
+    struct kq_config c;
+    bool check = false;
+    const char *open_admin = write_tmp("open-admin.lua", CLUSTER("admin = '0.0.0.0:13801'"));
+    assert_int_equal(run_args(&c, &check, 2, open_admin), -EINVAL);
+    assert_has(err, "adminToken: required when admin listens beyond loopback");
+    assert_has(err, "0.0.0.0:13801");
+    kq_config_free(&c);
+
+    const char *tok = write_tmp("token.lua", CLUSTER("admin = '0.0.0.0:13801', "
+                                                     "adminToken = 'tok-0123456789abcdef'"));
+    if (run_args(&c, &check, 2, tok))
+        fail_msg("%s", err);
+    assert_string_equal(c.admin_token, "tok-0123456789abcdef");
+    char *printed = NULL;
+    size_t plen = 0;
+    FILE *out = open_memstream(&printed, &plen);
+    kq_config_print(&c, out);
+    fclose(out);
+    assert_null(strstr(printed, "tok-0123456789abcdef"));
+    assert_has(printed, "adminToken = (set, not shown)");
+    free(printed);
+    kq_config_free(&c);
+
+    const char *local = write_tmp("local-admin.lua", CLUSTER("admin = '[::1]:13801'"));
+    assert_int_equal(run_args(&c, &check, 2, local), 0);
+    assert_null(c.admin_token);
+    kq_config_free(&c);
+
+    /* -pport: a port alone is on loopback whatever -bind says; an address is explicit */
+    if (run_args(&c, &check, 4, "-bind=0.0.0.0:14000", "-pport=14001", "-topics=t"))
+        fail_msg("%s", err);
+    assert_string_equal(c.admin, "127.0.0.1:14001");
+    kq_config_free(&c);
+    assert_int_equal(run_args(&c, &check, 4, "-bind=0.0.0.0:14000", "-pport=0.0.0.0:14001",
+                              "-topics=t"), -EINVAL);
+    assert_has(err, "adminToken: required");
+    kq_config_free(&c);
+    if (run_args(&c, &check, 4, tok, "-pport=10.1.2.3:14001", "-topics=trade,user"))
+        fail_msg("%s", err);
+    assert_string_equal(c.admin, "10.1.2.3:14001");
+    kq_config_free(&c);
+    assert_int_equal(run_args(&c, &check, 3, "-pport=1.2.3.4", "-topics=t"), -EINVAL);
+    assert_has(err, "-pport:");
+    kq_config_free(&c);
 }
 
 static void test_cluster_selection(void **state)
@@ -791,6 +859,7 @@ int main(void)
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_type_and_key_errors),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_admin_exposure),
         cmocka_unit_test(test_cluster_selection),
         cmocka_unit_test(test_binding_errors),
         cmocka_unit_test(test_every_problem_reported),

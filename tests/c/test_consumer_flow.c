@@ -380,6 +380,64 @@ static void test_fanout_to_300_groups(void **state)
     close(prod);
 }
 
+/* A gauge's value from /metrics, or -1. */
+static double metric(int admin, const char *name)
+{
+    static char text[1 << 20];
+    if (admin_get(admin, "/metrics", text, sizeof text) != 200)
+        return -1;
+    size_t n = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, name, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+/* 3 000 distinct messageTypes, all delivered: the names they brought are gone afterwards
+ * (they used to be interned for good: ~3 KB each, 300 MB per 100 000 types). */
+static void test_names_released_after_delivery(void **state)
+{
+    (void)state;
+    start_with("admin = \"127.0.0.1:0\",");
+    int admin = broker_admin_port(&bp);
+    assert_true(admin > 0);
+    int c = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(c, TEST_CONSUMER, TEST_SECRET), 1);
+    int prod = raw_connect(bp.port);
+    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    double before = metric(admin, "kiteq_interned_names");
+    enum { N = 3000 };
+    char type[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(type, sizeof type, "refund-%d", i);
+        struct raw_msg m = {.topic = "trade", .type = type, .body = "x", .commit = true};
+        assert_int_equal(raw_publish_nowait(prod, (uint32_t)i + 1, &m, NULL), 0);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(raw_wait_store_ack(prod, (uint32_t)i + 1, NULL, 0), 1);
+    double during = metric(admin, "kiteq_interned_names"); /* all pending, none acked */
+    struct idset *seen = idset_new();
+    assert_int_equal(consume(c, N, 0, now_ms() + 30000, seen), N);
+    idset_free(seen);
+    assert_int_equal(raw_sync(c), 0);
+    double after = -1;
+    for (uint64_t deadline = now_ms() + 5000; now_ms() < deadline;) {
+        after = metric(admin, "kiteq_interned_names");
+        if (after >= 0 && after <= before + 2)
+            break;
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    print_message("interned names: %.0f before, %.0f pending, %.0f after %d distinct types\n",
+                  before, during, after, N);
+    assert_true(before >= 0);
+    assert_true(during >= N);
+    assert_true(after <= before + 2);
+    assert_int_equal((int)metric(admin, "kiteq_store_errors_total"), 0);
+    close(prod);
+    close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -390,6 +448,7 @@ int main(void)
         cmocka_unit_test_teardown(test_client_that_never_reads, teardown),
         cmocka_unit_test_teardown(test_what_original_clients_see, teardown),
         cmocka_unit_test_teardown(test_fanout_to_300_groups, teardown),
+        cmocka_unit_test_teardown(test_names_released_after_delivery, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -873,6 +874,118 @@ static void publish_pending(char ids[][33], int n)
     assert_int_equal(broker_stop(&E.bp[0]), 0);
 }
 
+/* --- 8. MariaDB frozen: the broker keeps answering -------------------------------------- */
+
+/* The HTTP status of the response on fd (read to EOF), 0 when none came within ms. */
+static int status_within(int fd, int ms)
+{
+    char buf[4096];
+    size_t len = 0;
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (len < sizeof buf - 1 && now_ms() < end) {
+        struct timeval tv = {0, 100000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ssize_t r = read(fd, buf + len, sizeof buf - 1 - len);
+        if (r == 0)
+            break;
+        if (r > 0)
+            len += (size_t)r;
+    }
+    buf[len] = 0;
+    int st = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &st);
+    return st;
+}
+
+static int send_request(int port, const char *req)
+{
+    int fd = raw_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_send(fd, req, strlen(req)), 0);
+    return fd;
+}
+
+/* With the server stopped (SIGSTOP), scrapes answer from memory and heartbeats from the
+ * loop, each within 100 ms; what needs the server (a DLQ listing, a dead letter's lookup, a
+ * purge, a publish) waits for it without holding anything else up, and is answered after. */
+static void test_frozen_mariadb(void **state)
+{
+    (void)state;
+    if (!E.base[0] || E.pid <= 0) {
+        print_message("MariaDB given by MYSQL_HOST: not ours to freeze, skipped\n");
+        skip();
+    }
+    start_broker(0, NULL);
+    int ap = admin_port(&E.bp[0]);
+    long long in_dlq = 0;
+    for (int d = 0; d < 4; d++)
+        in_dlq += sql_int("SELECT COUNT(*) FROM `%s_%d`.`kite_msg_dlq` WHERE topic='trade'", E.db,
+                          d);
+    assert_true(in_dlq >= 1); /* test_retry_then_dead_letter left one */
+    char want[96];
+    snprintf(want, sizeof want, "kiteq_dlq_messages{topic=\"trade\"} %lld\n", in_dlq);
+    bool counted = false;
+    for (uint64_t end = now_ms() + 5000; !counted && now_ms() < end; usleep(50000)) {
+        char *m = http_get(ap, "/metrics");
+        counted = m && strstr(m, want);
+        free(m);
+    }
+    assert_true(counted);
+    int hb = connect_as(0, TEST_CONSUMER), prod = connect_as(0, TEST_PRODUCER);
+
+    char env[128]; /* the server's PID now (an earlier test restarted it) */
+    snprintf(env, sizeof env, "%s/services.env", E.base);
+    read_services_env(env);
+    assert_int_equal(kill(E.pid, SIGSTOP), 0);
+    E.stopped = true;
+    int waiting[3] = {
+        send_request(ap, "GET /dlq HTTP/1.0\r\n\r\n"),
+        send_request(ap, "GET /msg/ffffffffffffffffffffffffffffffff HTTP/1.0\r\n\r\n"),
+        send_request(ap, "POST /dlq/purge?topic=no-such-topic HTTP/1.0\r\n\r\n"),
+    };
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "frozen"};
+    char id[33];
+    assert_int_equal(raw_publish_nowait(prod, 77, &m, id), 0);
+    uint64_t worst[3] = {0};
+    for (int i = 0; i < 30; i++) {
+        uint64_t t0 = kq_mono_us();
+        char *text = http_get(ap, "/metrics");
+        uint64_t t1 = kq_mono_us();
+        assert_int_equal(raw_sync(hb), 0);
+        uint64_t t2 = kq_mono_us();
+        char *stat = http_get(ap, "/stat");
+        uint64_t t3 = kq_mono_us();
+        assert_non_null(text);
+        assert_non_null(strstr(text, want)); /* the counters, from memory */
+        assert_non_null(stat);
+        assert_non_null(strstr(stat, " 200 "));
+        free(text);
+        free(stat);
+        uint64_t d[3] = {t1 - t0, t2 - t1, t3 - t2};
+        for (int k = 0; k < 3; k++)
+            worst[k] = d[k] > worst[k] ? d[k] : worst[k];
+        usleep(50000);
+    }
+    assert_int_equal(kill(E.pid, SIGCONT), 0);
+    E.stopped = false;
+    print_message("MariaDB frozen: worst /metrics %llu us, heartbeat %llu us, /stat %llu us\n",
+                  (unsigned long long)worst[0], (unsigned long long)worst[1],
+                  (unsigned long long)worst[2]);
+    for (int k = 0; k < 3; k++)
+        assert_true(worst[k] < 100000);
+    /* what needed the server is answered (an error if it gave up meanwhile), and the
+     * publish gets its ack */
+    for (int k = 0; k < 3; k++) {
+        int st = status_within(waiting[k], 15000);
+        print_message("request %d waiting for the server: HTTP %d\n", k, st);
+        assert_true(st >= 200 && st < 600);
+        close(waiting[k]);
+    }
+    assert_true(raw_wait_store_ack(prod, 77, NULL, 0) >= 0);
+    close(hb);
+    close(prod);
+}
+
 static void test_start_while_mysql_unavailable(void **state)
 {
     (void)state;
@@ -905,6 +1018,7 @@ int main(void)
         cmocka_unit_test_teardown(test_restart_recovers, teardown),
         cmocka_unit_test_teardown(test_mariadb_restart_under_load, teardown),
         cmocka_unit_test_teardown(test_takeover_after_kill9, teardown),
+        cmocka_unit_test_teardown(test_frozen_mariadb, teardown),
         cmocka_unit_test_teardown(test_start_while_mysql_unavailable, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -78,7 +78,8 @@ static void test_check_makes_the_start_checks(void **state)
          "db: unknown store parameter 'usr'"},
         {"db = \"memory://\", policies = \"no-such-folder\",",
          "policies: no-such-folder: no such folder (working directory "},
-        {"db = \"memory://\", admin = \"broker-admin.example:13801\",",
+        {"db = \"memory://\", admin = \"broker-admin.example:13801\", "
+         "adminToken = \"0123456789abcdef\",",
          "admin: cannot listen on \"broker-admin.example:13801\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

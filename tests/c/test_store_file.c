@@ -23,6 +23,7 @@
 #include "store/file/file_store.h"
 #include "store/file/record.h"
 #include "store/store.h"
+#include "support/dlq_sync.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -992,43 +993,51 @@ static void test_dlq(void **state)
     assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding"), 0);
 
     struct dlq_seen s = {0};
-    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0); /* before the write */
+    assert_int_equal(dlq_walk(f->s, NULL, 100, false, on_dlq, &s), 1); /* before the write */
     assert_int_equal(s.n, 7);
     assert_string_equal(s.reason, "no binding");
+    for (int i = 0; i < 7; i++) /* oldest first */
+        assert_int_equal((int)strtol(s.ids[i], NULL, 16), i < 6 ? i : 50);
+    assert_int_equal(dlq_counted(f->s, NULL), 7);
     store_close(f);
     store_open(f);
     struct rec_list *l = recover_all(f);
     assert_int_equal(l->n, 3); /* 6, 7, 8 */
     free(l);
+    assert_int_equal(dlq_counted(f->s, NULL), 7); /* counted again from dlq.log */
+    assert_int_equal(dlq_counted(f->s, "user"), 2);
     memset(&s, 0, sizeof s);
-    assert_int_equal(f->s->ops->dlq_list(f->s, "user", on_dlq, &s), 0); /* i % 3 == 0 */
-    assert_int_equal(s.n, 2);                                             /* 0 and 3 */
+    dlq_walk(f->s, "user", 100, false, on_dlq, &s); /* i % 3 == 0 */
+    assert_int_equal(s.n, 2);                     /* 0 and 3 */
     memset(&s, 0, sizeof s);
-    s.stop_after = 2;
-    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0);
+    assert_int_equal(dlq_walk(f->s, NULL, 2, true, on_dlq, &s), 1);
     assert_int_equal(s.n, 2);
     memset(&s, 0, sizeof s);
     char id[KQ_ID_LEN + 1];
     make_id(id, 1);
-    assert_int_equal(f->s->ops->dlq_take(f->s, id, on_dlq, &s), 0);
-    assert_int_equal(s.n, 1);
-    assert_string_equal(s.ids[0], id);
-    assert_int_equal(f->s->ops->dlq_take(f->s, id, on_dlq, &s), -ENOENT);
+    assert_int_equal(dlq_get_sync(f->s, id, on_dlq, &s), 0);
+    assert_int_equal(dlq_take_sync(f->s, id, on_dlq, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[1], id);
+    assert_int_equal(dlq_take_sync(f->s, id, on_dlq, &s), -ENOENT);
+    assert_int_equal(dlq_get_sync(f->s, id, on_dlq, &s), -ENOENT);
     size_t purged = 0;
-    assert_int_equal(f->s->ops->dlq_purge(f->s, "user", &purged), 0);
+    assert_int_equal(dlq_purge_sync(f->s, "user", &purged), 0);
     assert_int_equal(purged, 2);
     store_close(f);
     store_open(f);
     memset(&s, 0, sizeof s);
-    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0);
+    dlq_walk(f->s, NULL, 100, false, on_dlq, &s);
     assert_int_equal(s.n, 4); /* 2, 4, 5, 50 */
-    assert_int_equal(f->s->ops->dlq_purge(f->s, NULL, &purged), 0);
+    assert_int_equal(dlq_counted(f->s, NULL), 4);
+    assert_int_equal(dlq_purge_sync(f->s, NULL, &purged), 0);
     assert_int_equal(purged, 4);
     store_close(f);
     store_open(f);
     memset(&s, 0, sizeof s);
-    f->s->ops->dlq_list(f->s, NULL, on_dlq, &s);
+    dlq_walk(f->s, NULL, 100, false, on_dlq, &s);
     assert_int_equal(s.n, 0);
+    assert_int_equal(dlq_counted(f->s, NULL), 0);
     fx_free(f);
 }
 

@@ -50,10 +50,33 @@ void fs_entry_drop(struct fs_store *s, struct fs_entry *e)
     free(e);
 }
 
+struct fs_dead *fs_dead_new(struct fs_store *s, const char *key, const char *topic,
+                            const char *group)
+{
+    struct fs_dead *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    if (kq_dlq_index_add(&s->dlq, d, topic, group, &d->pos)) {
+        free(d);
+        return NULL;
+    }
+    memcpy(d->id, key, sizeof d->id);
+    return d;
+}
+
+void fs_dead_insert(struct fs_store *s, struct fs_dead *d)
+{
+    struct fs_dead *old = fs_find_dead(s, d->id);
+    if (old)
+        fs_dead_drop(s, old);
+    HASH_ADD(hh, s->dead, id, KQ_ID_LEN, d);
+}
+
 void fs_dead_drop(struct fs_store *s, struct fs_dead *d)
 {
-    HASH_DEL(s->dead, d);
-    free(d->topic);
+    kq_dlq_index_remove(&s->dlq, &d->pos);
+    if (fs_find_dead(s, d->id) == d)
+        HASH_DEL(s->dead, d);
     free(d);
 }
 
@@ -383,11 +406,9 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
         stored.commit = e->commit;
         src = &stored;
     }
-    struct fs_dead *d = calloc(1, sizeof *d);
-    if (!d || !(d->topic = strdup(src->topic ? src->topic : ""))) {
-        free(d);
+    struct fs_dead *d = fs_dead_new(s, key, src->topic, src->publish_group);
+    if (!d)
         return -ENOMEM;
-    }
     struct fs_batch *b = s->open;
     size_t start, mark_items = b->n_items;
     int rc = fs_rec_begin(&b->dlq, FS_DLQ_ADD, s->seq + 1, &start);
@@ -402,18 +423,13 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
     }
     if (rc) {
         b->dlq.len = start;
-        free(d->topic);
-        free(d);
+        fs_dead_drop(s, d);
         return rc;
     }
-    memcpy(d->id, key, sizeof d->id);
     d->unsealed = true;
     d->off = start;
     d->len = (uint32_t)(b->dlq.len - start);
-    struct fs_dead *old = fs_find_dead(s, key);
-    if (old)
-        fs_dead_drop(s, old);
-    HASH_ADD(hh, s->dead, id, KQ_ID_LEN, d);
+    fs_dead_insert(s, d);
     if (e)
         fs_entry_drop(s, e);
     fs_kick(s);
@@ -769,6 +785,7 @@ static void free_all(struct fs_store *s)
     struct fs_dead *d, *dt;
     HASH_ITER(hh, s->dead, d, dt)
     fs_dead_drop(s, d);
+    kq_dlq_index_free(&s->dlq);
     while (s->oldest) {
         struct fs_seg *g = s->oldest;
         fs_seg_unlink(s, g);
@@ -846,7 +863,9 @@ static const struct kq_store_ops file_ops = {
     .dead_letter = fs_dead_letter,
     .load = fs_load,
     .recover = fs_recover,
-    .dlq_list = fs_dlq_list,
+    .dlq_counts = fs_dlq_counts,
+    .dlq_page = fs_dlq_page,
+    .dlq_get = fs_dlq_get,
     .dlq_take = fs_dlq_take,
     .dlq_purge = fs_dlq_purge,
     .close = fs_close,

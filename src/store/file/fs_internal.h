@@ -11,6 +11,7 @@
 #include "core/buf.h"
 #include "core/idmap.h"
 #include "store/file/file_store.h"
+#include "store/dlq_index.h"
 #include "store/file/record.h"
 #include "store/store.h"
 
@@ -47,7 +48,7 @@ struct fs_dead {
     bool unsealed;
     uint64_t off;
     uint32_t len;
-    char *topic;
+    struct kq_dlq_pos pos; /* order and counters (topic, publishing group) */
     UT_hash_handle hh;
 };
 
@@ -118,7 +119,8 @@ struct fs_store {
     size_t n_segs;
     struct kq_idmap index; /* struct fs_entry by id */
     size_t pending;
-    struct fs_dead *dead;
+    struct fs_dead *dead;  /* by id */
+    struct kq_dlq_index dlq; /* their order and counters */
     int dlq_fd;
     uint64_t dlq_size;
     uint64_t seq; /* last sequence number used */
@@ -167,14 +169,23 @@ struct fs_entry *fs_find(struct fs_store *s, const char *key);
 struct fs_dead *fs_find_dead(struct fs_store *s, const char *key);
 void fs_entry_drop(struct fs_store *s, struct fs_entry *e);
 void fs_dead_drop(struct fs_store *s, struct fs_dead *d);
+/* A new index entry for a dead letter of (topic, group), counted and ordered last but not
+ * findable by id until fs_dead_insert (which replaces an entry of the same id); undo with
+ * fs_dead_drop before inserting. NULL on ENOMEM. */
+struct fs_dead *fs_dead_new(struct fs_store *s, const char *key, const char *topic,
+                            const char *group);
+void fs_dead_insert(struct fs_store *s, struct fs_dead *d);
 /* Append an id-only record (COMMIT, REMOVE, DEAD, DLQ_DEL) to the open batch. */
 int fs_append_id(struct fs_store *s, uint8_t type, bool dlq, const char *key);
 /* Make sure the open batch gets written (end of this loop iteration, or after back-off). */
 void fs_kick(struct fs_store *s);
 /* dlq.c */
-int fs_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud);
-int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud);
-int fs_dlq_purge(struct kq_store *base, const char *topic, size_t *purged);
+int fs_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
+int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,
+                kq_store_dlq_cb item, kq_store_dlq_page_cb done, void *ud);
+int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int fs_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb, void *ud);
 /* Bytes of a record wherever it is (open batch, batch in flight, file); NULL on error. */
 const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool unsealed,
                           uint64_t off, uint32_t len, struct fs_rec *r);

@@ -11,6 +11,7 @@
 #include <uthash.h>
 #include <uv.h>
 
+#include "store/dlq_index.h"
 #include "store/mysql/mysql_store.h"
 #include "store/store.h"
 
@@ -234,13 +235,20 @@ struct my_store {
     struct my_table tables[KQ_MYSQL_SHARD_SEED]; /* db * hash_num + table */
     uv_timer_t tick;
     struct my_job *retry; /* failed dead-letter moves */
+    /* dead letters by topic and publishing group (dlq.c) */
+    struct kq_dlq_counts dlq;
+    bool dlq_known;             /* a count came in */
+    bool dlq_counting;          /* a count is in flight */
+    uint64_t dlq_changes;       /* this broker's DLQ changes so far */
+    uint64_t dlq_count_mark;    /* dlq_changes when the count in flight was asked */
+    uint64_t dlq_next_count_ms; /* monotonic ms of the next count */
     int handles_open;
     bool closing; /* no new saves, no more dead-letter retries */
     bool stopped; /* the workers are gone */
     struct kq_mysql_stats st;
 };
 
-/* Shared by mysql_store.c, recover.c and sync_ops.c. */
+/* Shared by mysql_store.c, recover.c, dlq.c and takeover.c. */
 static inline bool my_valid_id(const char *id) { return id && *id && strlen(id) <= KQ_ID_LEN; }
 bool my_is_mysql_store(const struct kq_store *base);
 void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb);
@@ -250,10 +258,17 @@ void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m);
 void my_submit(struct my_store *s, struct my_job *j);
 /* Each row (MY_COLS) to cb with its delivery state (NULL for a fresh message). */
 int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud);
-/* kq_store_ops.dlq_list, .dlq_take and .dlq_purge (sync_ops.c: they wait for the server). */
-int my_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud);
-int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud);
-int my_dlq_purge(struct kq_store *base, const char *topic, size_t *purged);
+/* kq_store_ops.dlq_* (dlq.c: jobs that complete on the loop; counters in memory). */
+int my_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
+int my_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,
+                kq_store_dlq_cb item, kq_store_dlq_page_cb done, void *ud);
+int my_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int my_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb, void *ud);
+/* delta dead letters of (topic, group) by this broker (a move: +1, a take: -1). */
+void my_dlq_changed(struct my_store *s, const char *topic, const char *group, int64_t delta);
+/* Count the dead letters again when it is time (the flush tick). */
+void my_dlq_count_tick(struct my_store *s);
 /* kq_store_ops.recover and .unavailable (recover.c). */
 int my_store_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud);
 const char *my_store_unavailable(struct kq_store *base);

@@ -160,6 +160,10 @@ static int rec_page(struct my_store *s, struct my_job *j)
     struct my_recovery *r = &s->rec;
     if (r->move[0]) {
         s->st.moved_to_dlq += j->affected[1];
+        if (j->affected[1]) { /* new dead letters: count again */
+            s->dlq_changes++;
+            s->dlq_next_count_ms = 0;
+        }
         free(r->move[0]);
         free(r->move[1]);
         r->move[0] = r->move[1] = NULL;

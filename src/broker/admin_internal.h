@@ -1,0 +1,31 @@
+/* Shared by the admin handlers: admin_api.c (statistics, subscriptions, one message,
+ * reload) and admin_dlq.c (dead letters: paged listing, requeue, purge). Loop thread. */
+#ifndef KQ_BROKER_ADMIN_INTERNAL_H
+#define KQ_BROKER_ADMIN_INTERNAL_H
+#include <cjson/cJSON.h>
+
+#include "admin/admin.h"
+#include "broker/internal.h"
+
+/* Print o (deleted) into out; returns status, or 500 when it cannot be printed. */
+int kq_adm_reply(struct kq_buf *out, cJSON *o, int status);
+/* A dead letter as the admin shows it (without "state"). */
+cJSON *kq_adm_dead_json(const struct kq_dead_letter *d);
+/* 503 with the reason while the store refuses saves (MySQL unreachable at start), else 0. */
+int kq_adm_store_down(struct kq_broker *b, struct kq_buf *out);
+/* The store's dead-letter counters for `topic` (NULL = every topic): by_topic (topic -> n),
+ * by_group (publishing group -> n) (either may be NULL) and *total (may be NULL). 0, or
+ * -EAGAIN while the store does not know them yet (then nothing is filled). */
+int kq_adm_dlq_tally(struct kq_broker *b, const char *topic, cJSON *by_topic, cJSON *by_group,
+                     uint64_t *total);
+
+/* admin_dlq.c: the /dlq handlers (struct kq_admin_handlers) and the scheduler that pages
+ * through the store a bounded number of dead letters per loop iteration. */
+int kq_adm_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const char *after,
+                    size_t limit, struct kq_buf *out);
+int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out);
+int kq_adm_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out);
+int kq_adm_jobs_start(struct kq_broker *b);
+/* After the store closed: ends the jobs left (their answers are dropped), frees the rest. */
+void kq_adm_jobs_stop(struct kq_broker *b);
+#endif
