@@ -117,7 +117,8 @@ static const char HELP[] =
 enum {
     O_BROKER = 1000, O_GROUP, O_SECRET, O_CGROUPS, O_CSECRET, O_TOPIC, O_TYPE, O_TYPES,
     O_PRODUCERS, O_INFLIGHT, O_CONSUMERS, O_SIZE, O_COUNT, O_DURATION, O_RATE, O_TX, O_NACK,
-    O_SLOW, O_WORK, O_RCVBUF, O_SNDBUF, O_CMODE, O_HOLD, O_EXPECT, O_WARMUP, O_DRAIN, O_ACKTO, O_PID, O_JSON, O_QUIET, O_ALLOW, O_LOG,
+    O_SLOW, O_WORK, O_RCVBUF, O_SNDBUF, O_CMODE, O_HOLD, O_EXPECT, O_WARMUP, O_DRAIN, O_ACKTO,
+    O_PID, O_JSON, O_QUIET, O_ALLOW, O_LOG,
 };
 
 /* Splits a comma-separated list in place (s must stay alive). */
@@ -870,10 +871,10 @@ static void print_hist_row(const char *name, const struct bench_hist *h)
 static void print_text(const struct bench *b, const struct summary *s)
 {
     const struct opts *o = &b->o;
+    const char *mode = o->consumer_mode ? bench_consumer_mode_name(o->consumer_mode) : NULL;
     printf("kiteq-bench  topic=%s types=%zu producers=%ldx%ld consumers=%zux%ld%s%s size=%ld%s%s\n",
            o->topic, o->ntypes, o->producers, o->inflight, o->ncgroups, o->consumers,
-           o->consumer_mode ? " " : "", o->consumer_mode ? bench_consumer_mode_name(o->consumer_mode) : "",
-           o->size,
+           mode ? " " : "", mode ? mode : "", o->size,
            o->tx == TX_COMMIT ? " tx=commit" : o->tx == TX_ROLLBACK ? " tx=rollback" : "",
            o->rate ? " (fixed rate)" : "");
     if (o->producers)

@@ -173,7 +173,8 @@ static void *never_ack_main(void *arg)
                 break;
             next_hb = now + HEARTBEAT_MS;
         }
-        struct pollfd pf[2] = {{.fd = c->fd, .events = POLLIN}, {.fd = c->stop[0], .events = POLLIN}};
+        struct pollfd pf[2] = {{.fd = c->fd, .events = POLLIN},
+                               {.fd = c->stop[0], .events = POLLIN}};
         if (poll(pf, 2, (int)(next_hb - now)) < 0 && errno != EINTR)
             break;
         if (pf[1].revents)
