@@ -35,7 +35,8 @@ struct kq_admin_handlers {
     int (*dlq_requeue)(void *ud, struct kq_admin_req *r, const char *id,
                        struct kq_buf *out); /* id "*" = all */
     int (*dlq_purge)(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out);
-    int (*reload)(void *ud, struct kq_buf *out); /* same as SIGHUP */
+    /* same as SIGHUP; the reload runs off the loop, so the answer may come later */
+    int (*reload)(void *ud, struct kq_admin_req *r, struct kq_buf *out);
 };
 
 /* Answer a request whose handler returned (or is about to return) KQ_ADMIN_LATER: status

@@ -159,7 +159,7 @@ static int run(struct kq_admin *a, enum route_id id, const char *arg, const char
     case R_STAT: return h->stat ? h->stat(a->ud, &r->body) : 501;
     case R_BINDS: return h->binds ? h->binds(a->ud, &r->body) : 501;
     case R_METRICS: return h->metrics ? h->metrics(a->ud, &r->body) : 501;
-    case R_RELOAD: return h->reload ? h->reload(a->ud, &r->body) : 501;
+    case R_RELOAD: return h->reload ? h->reload(a->ud, r, &r->body) : 501;
     case R_MSG:
         if (!*arg) {
             *msg = "missing message id";
@@ -232,7 +232,7 @@ int kq_admin_route(struct kq_admin *a, const struct admin_request *rq, struct kq
     r->metrics = rt->id == R_METRICS;
     status = run(a, rt->id, arg, q, qn, r, msg);
     if (status == KQ_ADMIN_LATER && rt->id != R_MSG && rt->id != R_DLQ &&
-        rt->id != R_DLQ_REQUEUE && rt->id != R_DLQ_PURGE) {
+        rt->id != R_DLQ_REQUEUE && rt->id != R_DLQ_PURGE && rt->id != R_RELOAD) {
         KQ_WARN(ADMIN_MOD, "handler for %s cannot answer later", rt->path);
         return 500; /* it has no kq_admin_req to answer through */
     }

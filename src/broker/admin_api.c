@@ -217,6 +217,11 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_init(&p, out);
     kq_prom_gauge(&p, "kiteq_connections", "Open client connections.", NULL,
                   (double)kq_net_conn_count(b->net));
+    struct kq_net_stats ns;
+    kq_net_stats(b->net, &ns);
+    kq_prom_counter(&p, "kiteq_connections_refused_total",
+                    "Connections closed at once because maxConnections was reached.", NULL,
+                    (double)ns.refused);
     struct kq_group *g, *gtmp;
     HASH_ITER(hh, b->groups, g, gtmp) {
         const char *l[] = {"group", g->id, NULL};
@@ -271,8 +276,8 @@ static int h_metrics(void *ud, struct kq_buf *out)
     }
     bool store_up = !kq_store_unavailable(b->store);
     kq_prom_gauge(&p, "kiteq_store_available",
-                  "1 while the store takes saves, 0 while it refuses them (MySQL unreachable "
-                  "at start, recovery pending).", NULL, store_up ? 1 : 0);
+                  "1 while the store takes saves, 0 while it refuses them (MySQL down or not "
+                  "answering, start-up recovery pending; /stat says why).", NULL, store_up ? 1 : 0);
     cJSON *dlq_by_topic = cJSON_CreateObject();
     /* every topic, so a dashboard sees 0; none while the store has not counted (MySQL) */
     if (kq_adm_dlq_tally(b, NULL, dlq_by_topic, NULL, NULL) == 0)
@@ -315,15 +320,25 @@ cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
     return o;
 }
 
-int kq_adm_store_down(struct kq_broker *b, struct kq_buf *out)
+int kq_adm_store_failed(struct kq_broker *b, int status, cJSON *o, struct kq_buf *out)
 {
     const char *why = kq_store_unavailable(b->store);
-    if (!why)
-        return 0;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", why);
-    cJSON_AddNumberToObject(o, "status", 503);
-    return kq_adm_reply(out, o, 503);
+    char text[512], clean[480];
+    if (why)
+        snprintf(text, sizeof text, "store unavailable: %s", kq_redact(why, clean, sizeof clean));
+    else
+        snprintf(text, sizeof text, "%s", strerror(-status));
+    int code = why ? 503 : 500;
+    if (!o)
+        o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", text);
+    cJSON_AddNumberToObject(o, "status", code);
+    return kq_adm_reply(out, o, code);
+}
+
+int kq_adm_store_down(struct kq_broker *b, struct kq_buf *out)
+{
+    return kq_store_unavailable(b->store) ? kq_adm_store_failed(b, -EAGAIN, NULL, out) : 0;
 }
 
 static int unknown_msg(const char *id, struct kq_buf *out)
@@ -336,6 +351,7 @@ static int unknown_msg(const char *id, struct kq_buf *out)
 }
 
 struct msg_ctx {
+    struct kq_broker *b;
     struct kq_admin_req *r;
     char id[];
 };
@@ -354,8 +370,7 @@ static void on_dead_found(void *ud, int status, const struct kq_dead_letter *d)
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "messageId", c->id);
-        cJSON_AddStringToObject(o, "error", strerror(-status));
-        status = kq_adm_reply(&out, o, 500);
+        status = kq_adm_store_failed(c->b, status, o, &out);
     }
     kq_admin_req_done(c->r, status, &out);
     kq_buf_free(&out);
@@ -399,6 +414,7 @@ static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf
     struct msg_ctx *c = malloc(sizeof *c + strlen(id) + 1);
     if (!c)
         return 500;
+    c->b = b;
     c->r = r;
     strcpy(c->id, id);
     int rc = b->store->ops->dlq_get(b->store, id, on_dead_found, c); /* an index lookup */
@@ -407,16 +423,40 @@ static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf
     return KQ_ADMIN_LATER;
 }
 
-static int h_reload(void *ud, struct kq_buf *out)
+/* POST /reload answers with the reload's result: it runs off the loop (reload.c). */
+struct reload_answer {
+    struct kq_broker *b;
+    struct kq_admin_req *r;
+};
+
+static void on_reloaded(void *ud, int rc)
 {
-    struct kq_broker *b = ud;
-    int rc = kq_broker_reload(b);
+    struct reload_answer *ra = ud;
+    struct kq_broker *b = ra->b;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddBoolToObject(root, "ok", rc == 0);
     cJSON_AddNumberToObject(root, "generation", (double)b->reload_generation);
     if (rc)
         cJSON_AddStringToObject(root, "error", b->reload_error);
-    return kq_adm_reply(out, root, rc ? 500 : 200);
+    struct kq_buf body = {0};
+    int status = kq_adm_reply(&body, root, rc ? 500 : 200);
+    kq_admin_req_done(ra->r, status, &body);
+    kq_buf_free(&body);
+    free(ra);
+}
+
+static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
+{
+    (void)out;
+    struct kq_broker *b = ud;
+    struct reload_answer *ra = calloc(1, sizeof *ra);
+    if (!ra)
+        return 500;
+    *ra = (struct reload_answer){b, r};
+    int rc = kq_broker_reload_start(b, on_reloaded, ra);
+    if (rc < 0) /* not started: the callback will not run */
+        on_reloaded(ra, rc);
+    return KQ_ADMIN_LATER;
 }
 
 static const struct kq_admin_handlers handlers = {

@@ -183,7 +183,7 @@ static void job_finish(struct job *j, int status)
     if (status == -EINVAL && j->kind == J_LIST)
         status = error_reply(&out, 400, "bad after: not a \"next\" this store gave");
     else if (status)
-        status = error_reply(&out, 500, strerror(-status));
+        status = kq_adm_store_failed(j->b, status, NULL, &out);
     else if (j->kind == J_LIST && j->failed)
         status = error_reply(&out, 500, "out of memory");
     else if (j->kind == J_LIST)
@@ -344,7 +344,7 @@ static void on_requeue_found(void *ud, int status, const struct kq_dead_letter *
         n = m && requeue_save(c->b, m); /* d is not used after the copy */
     }
     if (status && status != -ENOENT) {
-        status = error_reply(&out, 500, strerror(-status));
+        status = kq_adm_store_failed(c->b, status, NULL, &out);
     } else if (oom) {
         status = error_reply(&out, 500, "out of memory");
     } else {
@@ -381,6 +381,7 @@ int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct 
 }
 
 struct purge_ctx {
+    struct kq_broker *b;
     struct kq_admin_req *r;
     char topic[];
 };
@@ -390,12 +391,11 @@ static void on_purged(void *ud, int status, size_t purged)
     struct purge_ctx *c = ud;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "purged", (double)purged);
-    if (status)
-        cJSON_AddStringToObject(o, "error", strerror(-status));
     KQ_INFO("dlq", "purged topic=%s count=%zu%s%s", c->topic, purged, status ? " error=" : "",
             status ? strerror(-status) : "");
     struct kq_buf out = {0};
-    kq_admin_req_done(c->r, kq_adm_reply(&out, o, status ? 500 : 200), &out);
+    int code = status ? kq_adm_store_failed(c->b, status, o, &out) : kq_adm_reply(&out, o, 200);
+    kq_admin_req_done(c->r, code, &out);
     kq_buf_free(&out);
     free(c);
 }
@@ -410,6 +410,7 @@ int kq_adm_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct
     struct purge_ctx *c = malloc(sizeof *c + strlen(name) + 1);
     if (!c)
         return error_reply(out, 500, "out of memory");
+    c->b = b;
     c->r = r;
     strcpy(c->topic, name);
     int rc = b->store->ops->dlq_purge(b->store, topic, on_purged, c);

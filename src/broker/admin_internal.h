@@ -11,8 +11,13 @@
 int kq_adm_reply(struct kq_buf *out, cJSON *o, int status);
 /* A dead letter as the admin shows it (without "state"). */
 cJSON *kq_adm_dead_json(const struct kq_dead_letter *d);
-/* 503 with the reason while the store refuses saves (MySQL unreachable at start), else 0. */
+/* 503 {"error": "store unavailable: REASON"} while the store is unavailable (MySQL down,
+ * not answering, or its start-up recovery pending), else 0. */
 int kq_adm_store_down(struct kq_broker *b, struct kq_buf *out);
+/* A store operation failed with status (-errno): 503 as above while the store is
+ * unavailable (its absence is the cause), else 500 with the error. o (taken over; NULL = a
+ * new object) gets "error" and "status" and is printed into out. Returns the HTTP status. */
+int kq_adm_store_failed(struct kq_broker *b, int status, cJSON *o, struct kq_buf *out);
 /* The store's dead-letter counters for `topic` (NULL = every topic): by_topic (topic -> n),
  * by_group (publishing group -> n) (either may be NULL) and *total (may be NULL). 0, or
  * -EAGAIN while the store does not know them yet (then nothing is filled). */

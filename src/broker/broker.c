@@ -1,6 +1,7 @@
 /* Broker lifecycle: open the store, recover pending messages, listen, tick timers,
  * graceful stop. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,6 @@
 #include "admin/admin.h"
 #include "broker/internal.h"
 #include "core/log.h"
-#include "core/redact.h"
 
 #define TICK_MS 100
 
@@ -25,6 +25,21 @@ static void on_close(void *ud, struct kq_conn *c, const char *reason)
 static void on_drain(void *ud, struct kq_conn *c) { kq_delivery_conn_drained(ud, c); }
 
 static const struct kq_net_handler net_handler = {on_open, on_frame, on_close, on_drain};
+
+/* Connection limits from the config, at start and after a reload (for new connections). */
+void kq_broker_apply_net_limits(struct kq_broker *b)
+{
+    /* A dead peer goes at half the heartbeat timeout if it has data in flight (the kernel
+     * notices), at the heartbeat timeout otherwise (kq_session_sweep_idle). */
+    uint64_t dead_ms = (uint64_t)b->cfg->heartbeat_timeout_seconds * 500;
+    struct kq_net_limits l = {
+        .max_conns = kq_net_max_conns(b->cfg->max_connections),
+        .dead_peer_ms = dead_ms < INT_MAX ? (unsigned)dead_ms : INT_MAX,
+    };
+    kq_net_set_limits(b->net, &l);
+    KQ_INFO("broker", "connections: maxConnections=%zu%s", l.max_conns,
+            b->cfg->max_connections ? "" : " (from the open-file limit)");
+}
 
 static void on_tick(uv_timer_t *t)
 {
@@ -172,6 +187,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     rc = kq_net_listen(loop, cfg->bind, &net_handler, b, &b->net, err, errlen);
     if (rc)
         goto fail_rc;
+    kq_broker_apply_net_limits(b);
     char *db = store_uri(b);
     if (!db) {
         snprintf(err, errlen, "store: out of memory");
@@ -281,6 +297,7 @@ void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
     b->stopping = true;
     b->stop_done = done;
     b->stop_ud = ud;
+    kq_reload_stop(b);
     uv_timer_stop(&b->retry_timer);
     kq_registry_link_stop(b, on_registry_withdrawn, b);
 }
@@ -289,23 +306,6 @@ void kq_broker_set_args(struct kq_broker *b, int argc, char **argv)
 {
     b->argc = argc;
     b->argv = argv;
-}
-
-int kq_broker_reload(struct kq_broker *b)
-{
-    char err[sizeof b->reload_error];
-    KQ_INFO("reload", "start serving=%llu", (unsigned long long)b->reload_generation);
-    int rc = kq_broker_reload_now(b, err, sizeof err);
-    if (rc) {
-        b->reload_failures++;
-        kq_redact(err, b->reload_error, sizeof b->reload_error); /* shown by /stat */
-        KQ_ERROR("reload", "failed, the previous configuration keeps serving: %s", err);
-    } else {
-        b->reload_generation++;
-        b->reload_error[0] = 0;
-        KQ_INFO("reload", "done generation=%llu", (unsigned long long)b->reload_generation);
-    }
-    return rc;
 }
 
 struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic)

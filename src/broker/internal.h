@@ -193,6 +193,9 @@ struct kq_broker {
     uint64_t reload_generation;         /* successful reloads */
     uint64_t reload_failures;
     char reload_error[2048];            /* last failure, "" after a success */
+    struct kq_reload *reload;           /* being built off the loop (reload.c), or NULL */
+    bool reload_queued;                 /* another reload starts when it is over */
+    struct kq_reload_waiter *reload_queue; /* waiting for that next one */
     int64_t started_sec;
     struct kq_broker_stats last_sec, prev_stats; /* per-second deltas for /stat */
     struct kq_net_stats net_last_sec, net_mark;
@@ -333,8 +336,12 @@ void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen);
 void kq_admin_api_stop(struct kq_broker *b);
 
-/* reload.c: SIGHUP / POST /reload */
-int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen);
+/* reload.c: SIGHUP / POST /reload (kq_broker_reload_start in broker.h). At stop: the
+ * queued requests are answered -ECANCELED and a running reload is abandoned. */
+void kq_reload_stop(struct kq_broker *b);
+
+/* broker.c: connection limits from b->cfg (start, and after a reload swapped a new one) */
+void kq_broker_apply_net_limits(struct kq_broker *b);
 
 /* helpers */
 uint64_t kq_broker_mono_ms(void);

@@ -1,12 +1,15 @@
 /* The publish pipeline: intake limit -> checks and normalisation (spec §3.3, with an exact
  * topic test) -> store (the ack waits until the store says the message is durable) ->
  * MessageStoreAck -> delivery. Fly messages skip the store. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/intake.h"
 #include "broker/internal.h"
 #include "core/log.h"
+#include "core/redact.h"
 
 #define MAX_EXPIRED_SEC (7 * 24 * 3600)
 #define MAX_DELIVER_LIMIT 100
@@ -91,6 +94,19 @@ static bool own_group(struct kq_broker *b, struct kq_session *s, uint32_t opaque
     return false;
 }
 
+/* "Store Result false: ..." naming the cause: the store's reason while it is unavailable
+ * (e.g. "store unavailable: mysql 127.0.0.1:3306: connection refused"), else the error. */
+static void store_failed_feedback(struct kq_broker *b, int status, char *fb, size_t len)
+{
+    const char *why = kq_store_unavailable(b->store);
+    char clean[400];
+    if (why)
+        snprintf(fb, len, "Store Result false: store unavailable: %s",
+                 kq_redact(why, clean, sizeof clean));
+    else
+        snprintf(fb, len, "Store Result false: %s", strerror(-status));
+}
+
 static void detach(struct kq_pending_save *ps)
 {
     struct kq_session *s = ps->session;
@@ -109,6 +125,7 @@ void kq_publish_session_closed(struct kq_session *s)
 {
     while (s->saves)
         detach(s->saves);
+    kq_intake_forget(s);
 }
 
 static void ack_stored(struct kq_pending_save *ps, struct kq_session *s)
@@ -135,7 +152,7 @@ static void on_saved(void *ud, int status)
     struct kq_pending_save *ps = ud;
     struct kq_broker *b = ps->broker;
     struct kq_msg *m = ps->msg;
-    char feedback[96];
+    char feedback[512];
     struct kq_session *s = ps->session;
     detach(ps);
     if (status == 0) {
@@ -145,9 +162,9 @@ static void on_saved(void *ud, int status)
         ack_stored(ps, s);
         kq_delivery_add(b, m, kq_now_ms());
     } else {
-        snprintf(feedback, sizeof feedback, "Store Result false: %s", strerror(-status));
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s err=%s", m->id,
-                           strerror(-status));
+        store_failed_feedback(b, status, feedback, sizeof feedback);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s: %s", m->id,
+                           feedback);
         if (s)
             reject(b, s, ps->opaque, m->id, feedback);
         kq_msg_free(m);
@@ -187,8 +204,8 @@ static void on_saved_after_first(void *ud, int status)
         ack_stored(ps, s);
         kq_delivery_finish(b, m); /* persist the first attempt's state, schedule the retry */
     } else {
-        char feedback[96];
-        snprintf(feedback, sizeof feedback, "Store Result false: %s", strerror(-status));
+        char feedback[512];
+        store_failed_feedback(b, status, feedback, sizeof feedback);
         if (s)
             reject(b, s, ps->opaque, m->id, feedback);
         kq_delivery_drop(b, m, false); /* the producer was told: it sends again */
@@ -226,7 +243,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     int64_t now = kq_now_sec();
     b->stats.received++;
 
-    if (!kq_token_bucket_take(&b->intake, kq_mono_us())) {
+    if (!kq_intake_take(b, s)) {
         char fb[160];
         snprintf(fb, sizeof fb, "Store Result KiteQ OverFlow [%s]", b->cfg->bind);
         reject(b, s, opaque, h->messageid, fb);
@@ -245,10 +262,9 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         ack(s, opaque, h->messageid, true, "Store Result true Cost:0");
         goto out;
     }
-    const char *why = h->fly ? NULL : kq_store_unavailable(b->store);
-    if (why) { /* a clear answer now, not a timeout later */
+    if (!h->fly && kq_store_unavailable(b->store)) { /* a clear answer now, not a timeout later */
         char fb[512];
-        snprintf(fb, sizeof fb, "Store Result false: store unavailable: %s", why);
+        store_failed_feedback(b, -EAGAIN, fb, sizeof fb);
         reject(b, s, opaque, h->messageid, fb);
         goto out;
     }

@@ -499,6 +499,7 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     n += check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23);
     n += check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds, 1,
                    INF);
+    n += check_int(c, err, errlen, "maxConnections", c->max_connections, 0, INF);
     n += check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF);
     n += check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000);
     n += check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF);
@@ -587,6 +588,7 @@ void kq_config_print(const struct kq_config *c, FILE *out)
     fprintf(out, "%sdlqExecHour = %d,\n", in, c->dlq_exec_hour);
     fprintf(out, "%sdeliveryFirst = %s,\n", in, c->delivery_first ? "true" : "false");
     fprintf(out, "%sheartbeatTimeoutSeconds = %d,\n", in, c->heartbeat_timeout_seconds);
+    fprintf(out, "%smaxConnections = %d,\n", in, c->max_connections);
     fprintf(out, "%stxCheckSeconds = %d,\n", in, c->tx_check_seconds);
     fprintf(out, "%stxMaxChecks = %d,\n", in, c->tx_max_checks);
     fprintf(out, "%sdeliverWindow = %d,\n", in, c->deliver_window);

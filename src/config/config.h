@@ -56,6 +56,7 @@ struct kq_config {
     int dlq_exec_hour;               /* 0-23, kept for compatibility, default 2 */
     bool delivery_first;             /* default false */
     int heartbeat_timeout_seconds;   /* close connections silent this long, default 90 */
+    int max_connections;             /* client connections at once; 0 = from RLIMIT_NOFILE (default) */
     int tx_check_seconds;            /* first transaction check after this, default 5 */
     int tx_max_checks;               /* then dead-lettered, default 10 */
     int deliver_window;              /* deliveries in flight per group, default 1000 */

@@ -3,10 +3,12 @@
  *
  * Sandbox: the chunk's environment holds only safe base functions plus copies of string,
  * table and math; no io, os, require, debug, ffi, load, loadstring, loadfile, dofile or
- * pcall. The JIT is off so that the count hook fires reliably; the hook stops the file after
- * a wall-clock deadline or an instruction budget, and the allocator caps memory. Text chunks only (bytecode is refused).
- * Known limit: a single long-running C call (e.g. a pathological string.find) cannot be
- * interrupted; the file is the operator's own, so this only guards against mistakes.
+ * pcall. Text chunks only (bytecode is refused). The budgets are those of the policies
+ * (policy/lua_budget.h): the JIT is off so that the count hook fires reliably, the hook
+ * stops the file after a wall-clock deadline or an instruction budget, Lua patterns are
+ * charged their worst case against the same budget before they run (a backtracking
+ * string.find is refused rather than run for minutes), and the allocator caps memory. A
+ * reload loads the file on a worker thread and may abandon it (its stop flag).
  *
  * Every cluster of the file is checked (so --check finds typos in all of them); only the
  * selected one is written into the caller's struct. A problem with one key does not stop the
@@ -15,8 +17,6 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <luajit.h>
-#include <lualib.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -26,46 +26,16 @@
 
 #include "policy/lua_budget.h"
 #include "config/config_internal.h"
-#include "core/clock.h"
 #include "core/log.h"
 
 #define MAX_FILE_BYTES (1 << 20)
 #define MAX_MEMORY_BYTES ((size_t)64 << 20)
 #define MAX_RUN_MS 1000
 #define MAX_INSTRUCTIONS 50000000L
-#define HOOK_EVERY 1000
 #define INF 0x7fffffff
 #define KEY_LEN 320 /* key paths in messages */
 
 /* ---- sandbox ------------------------------------------------------------------------ */
-
-struct sandbox {
-    struct kq_lua_budget mem;
-    int64_t deadline_ms;
-    long steps;
-    bool tripped;
-    int line; /* where the deadline hit, for the message */
-};
-
-static const char SANDBOX_KEY = 0; /* its address keys the sandbox in the Lua registry */
-
-static void on_count(lua_State *L, lua_Debug *ar)
-{
-    lua_pushlightuserdata(L, (void *)&SANDBOX_KEY);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    struct sandbox *sb = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    sb->steps += HOOK_EVERY;
-    if (sb->tripped || sb->steps > MAX_INSTRUCTIONS || kq_now_ms() > sb->deadline_ms) {
-        /* From now on every instruction fails, so no Lua code can swallow the error. */
-        if (!sb->tripped && lua_getinfo(L, "l", ar))
-            sb->line = ar->currentline;
-        sb->tripped = true;
-        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
-        lua_pushliteral(L, "stopped");
-        lua_error(L);
-    }
-}
 
 /* Pushes the environment table of the config chunk. */
 static void push_env(lua_State *L)
@@ -98,17 +68,6 @@ static void push_env(lua_State *L)
     lua_setfield(L, -2, "_G");
 }
 
-static void open_safe_libs(lua_State *L)
-{
-    static const lua_CFunction opens[] = {luaopen_base, luaopen_string, luaopen_table,
-                                          luaopen_math};
-    for (size_t i = 0; i < sizeof opens / sizeof opens[0]; i++) {
-        lua_pushcfunction(L, opens[i]);
-        lua_pushstring(L, "");
-        lua_call(L, 1, 0);
-    }
-}
-
 /* ---- conversion helpers ------------------------------------------------------------- */
 
 struct loader {
@@ -119,7 +78,7 @@ struct loader {
     size_t errlen;
     const char *raw; /* file contents */
     size_t raw_len;
-    struct sandbox *sb;
+    struct kq_lua_budget *sb;
     struct kq_config scratch; /* clusters other than the selected one are checked here */
     bool scratch_live;
     const char **names; /* cluster names, sorted; point into Lua strings */
@@ -579,6 +538,7 @@ static const struct opt cluster_opts[] = {
     {"dlqExecHour", K_INT, OFF(dlq_exec_hour), 0, 23, NULL},
     {"deliveryFirst", K_BOOL, OFF(delivery_first), 0, 0, NULL},
     {"heartbeatTimeoutSeconds", K_INT, OFF(heartbeat_timeout_seconds), 1, INF, NULL},
+    {"maxConnections", K_INT, OFF(max_connections), 0, INF, NULL},
     {"txCheckSeconds", K_INT, OFF(tx_check_seconds), 1, INF, NULL},
     {"txMaxChecks", K_INT, OFF(tx_max_checks), 1, 1000, NULL},
     {"deliverWindow", K_INT, OFF(deliver_window), 1, INF, NULL},
@@ -742,17 +702,15 @@ static int load_protected(lua_State *L)
     }
     push_env(L);
     lua_setfenv(L, -2);
-    lua_pushlightuserdata(L, (void *)&SANDBOX_KEY);
-    lua_pushlightuserdata(L, ld->sb);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    ld->sb->deadline_ms = kq_now_ms() + MAX_RUN_MS;
-    lua_sethook(L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
+    kq_lua_budget_begin(L, ld->sb, MAX_INSTRUCTIONS, MAX_RUN_MS);
     rc = lua_pcall(L, 0, 1, 0);
-    lua_sethook(L, NULL, 0, 0);
     if (rc != 0) {
-        if (ld->sb->tripped)
+        if (ld->sb->tripped && ld->sb->stop && atomic_load(ld->sb->stop))
+            kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: %s", ld->path, ld->sb->trip_line,
+                       ld->sb->trip_why);
+        else if (ld->sb->tripped)
             kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: the file runs too long (over %d ms "
-                       "or %ld Lua instructions; endless loop?)", ld->path, ld->sb->line,
+                       "or %ld Lua instructions; endless loop?)", ld->path, ld->sb->trip_line,
                        MAX_RUN_MS, MAX_INSTRUCTIONS);
         else if (rc == LUA_ERRMEM)
             kq_cfg_err(ld->err, ld->errlen, "%s: stopped: the file uses more than %zu MiB",
@@ -765,6 +723,8 @@ static int load_protected(lua_State *L)
         bad(ld, L, "file", 1, "must end with `return { clusters = { ... } }`");
         return 0;
     }
+    /* The conversion reads the tables raw, so no Lua runs; were it to, it has a budget too. */
+    kq_lua_budget_begin(L, ld->sb, MAX_INSTRUCTIONS, MAX_RUN_MS);
 
     /* stack: 1 = root, 2 = default, 3 = registry, 4 = clusters, 5 = bindings */
     check_keys(ld, L, 1, "", top_keys); /* reported; the known keys are checked all the same */
@@ -850,7 +810,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
                         size_t errlen)
 {
     char dummy[8], *raw = NULL;
-    struct sandbox sb = {.mem = {.max = MAX_MEMORY_BYTES}};
+    struct kq_lua_budget sb = {.max = MAX_MEMORY_BYTES};
     struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
     int rc;
 
@@ -865,16 +825,11 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
     ld.err = err;
     ld.errlen = errlen;
 
-    lua_State *L = lua_newstate(kq_lua_budget_alloc, &sb.mem);
-    if (!L) /* a LuaJIT build without custom allocators: run without the memory cap */
-        L = luaL_newstate();
+    lua_State *L = kq_lua_budget_newstate(&sb, false);
     if (!L) {
         free(raw);
         return kq_cfg_err(err, errlen, "%s: cannot create a Lua state", path);
     }
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    open_safe_libs(L);
-    lua_settop(L, 0);
     if (lua_cpcall(L, load_protected, &ld) != 0)
         kq_cfg_err(err, errlen, "%s: %s", path, lua_tostring(L, -1));
     else if (!ld.done && !err[0]) /* every early return reports why: cannot happen */

@@ -18,6 +18,12 @@ int kq_log_parse_level(const char *name, enum kq_log_level *out);
 int kq_log_open(const char *path);
 void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Send log lines to fn instead of the log file: text is the message (redacted, one line,
+ * no timestamp). fn NULL = back to the file. Set it before other threads log (the client
+ * library's kq_client_set_logger is the public way). */
+typedef void (*kq_log_sink_fn)(void *ud, enum kq_log_level level, const char *module,
+                               const char *text);
+void kq_log_set_sink(kq_log_sink_fn fn, void *ud);
 
 #define KQ_DEBUG(mod, ...) kq_log(KQ_LOG_DEBUG, mod, __VA_ARGS__)
 #define KQ_INFO(mod, ...) kq_log(KQ_LOG_INFO, mod, __VA_ARGS__)

@@ -1,23 +1,21 @@
 /* Policy generations: one sandboxed LuaJIT state per load, hooks resolved once into registry
  * refs, every call guarded, every result validated, the C default on any failure.
  *
- * Guards. The state runs with the JIT off: hooks are short (routing is memoised, retry and
- * flow are rare), and in the interpreter the instruction-count hook fires reliably, so a
- * runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or KQ_POLICY_CALL_MS (count hooks
- * do not fire inside JIT-compiled loops). Memory is capped by our lua_Alloc (LuaJIT 2.1 with
- * GC64 accepts a custom allocator; where lua_newstate returns NULL we fall back to
- * luaL_newstate and check collectgarbage("count") from the count hook instead). Arguments are
- * marshalled and results read inside lua_cpcall, so an out-of-memory error cannot escape.
- * A hook that fails or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route:
- * a topic and messageType) is off for that subject until the next load (strikes.c); a
- * failure changes nothing for other subjects. A single long C call (a huge string.rep, a regex) is bounded by the memory cap and
- * PCRE2's match limit rather than by the clock. */
+ * Guards (lua_budget.h). The state runs with the JIT off: hooks are short (routing is
+ * memoised, retry and flow are rare), and in the interpreter the instruction-count hook
+ * fires reliably, so a runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or
+ * KQ_POLICY_CALL_MS (count hooks do not fire inside JIT-compiled loops). Lua patterns are
+ * charged their worst case against the same instruction budget before they run (a
+ * backtracking pattern is refused, not run for minutes); kq.regex_match is bounded by
+ * PCRE2's match limit; a huge string.rep by the memory cap. Arguments are marshalled and
+ * results read inside lua_cpcall, so an out-of-memory error cannot escape. A hook that fails
+ * or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route: a topic and
+ * messageType) is off for that subject until the next load (strikes.c); a failure changes
+ * nothing for other subjects. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <luajit.h>
-#include <lualib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +28,6 @@
 #include "core/log.h"
 #include "policy/internal.h"
 
-#define HOOK_EVERY 1000                 /* instructions between guard checks */
 #define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
 #define LOAD_MS 1000
 #define SELFTEST_MS 250                 /* self-tests run on a cold state, maybe a busy host */
@@ -66,13 +63,7 @@ struct memo {
 
 struct kq_policy {
     lua_State *L;
-    bool own_alloc; /* our lua_Alloc caps memory (else the count hook checks the GC count) */
-    struct kq_lua_budget mem;
-    /* the guard of the call in progress */
-    long steps, max_steps;
-    uint64_t deadline_us;
-    bool tripped;
-    const char *trip_why;
+    struct kq_lua_budget budget; /* memory, and the guard of the call in progress */
     struct hook hooks[H_COUNT];
     struct kq_strikes *strikes; /* failures in a row per (hook, subject) */
     struct kq_regex_cache *rc;
@@ -83,54 +74,16 @@ struct kq_policy {
     struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
 };
 
-static const char GUARD_KEY = 0; /* its address keys the generation in the Lua registry */
-
-/* ---- guards ----------------------------------------------------------------------------- */
-
-static void on_count(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    lua_pushlightuserdata(L, (void *)&GUARD_KEY);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    struct kq_policy *p = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    if (!p)
-        return;
-    p->steps += HOOK_EVERY;
-    if (!p->tripped) {
-        if (p->steps > p->max_steps)
-            p->trip_why = "instruction budget";
-        else if (kq_mono_us() > p->deadline_us)
-            p->trip_why = "time budget";
-        else if (!p->own_alloc && (size_t)lua_gc(L, LUA_GCCOUNT, 0) > KQ_POLICY_MEMORY_BYTES >> 10)
-            p->trip_why = "memory limit";
-        else
-            return;
-        /* from now on every instruction fails, so nothing can swallow the error */
-        p->tripped = true;
-        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
-    }
-    lua_pushfstring(L, "stopped: over the %s", p->trip_why);
-    lua_error(L);
-}
-
-static void guard_begin(struct kq_policy *p, long max_steps, uint64_t ms)
-{
-    if (p->tripped)
-        lua_sethook(p->L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
-    p->tripped = false;
-    p->steps = 0;
-    p->max_steps = max_steps;
-    p->deadline_us = kq_mono_us() + ms * 1000;
-}
-
 /* ---- sandbox ---------------------------------------------------------------------------- */
 
 static int l_regex_match(lua_State *L)
 {
     struct kq_policy *p = lua_touserdata(L, lua_upvalueindex(1));
     const char *pattern = luaL_checkstring(L, 1);
-    const char *subject = luaL_checkstring(L, 2);
+    size_t len;
+    const char *subject = luaL_checklstring(L, 2, &len);
+    /* the backtracking is bounded by PCRE2's match limit; the scan is charged per byte */
+    kq_lua_budget_charge(L, 1 + (double)len / 16, "kq.regex_match", NULL);
     char why[128];
     int rc = kq_regex_match(p->rc, pattern, subject, why, sizeof why);
     lua_pushboolean(L, rc == 1);
@@ -195,22 +148,6 @@ static void push_env(lua_State *L, struct kq_policy *p)
     lua_setmetatable(L, -2);
 }
 
-static int open_libs(lua_State *L)
-{
-    static const struct {
-        const char *name;
-        lua_CFunction open;
-    } libs[] = {{"", luaopen_base}, {LUA_STRLIBNAME, luaopen_string},
-                {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
-                {LUA_BITLIBNAME, luaopen_bit}};
-    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
-        lua_pushcfunction(L, libs[i].open);
-        lua_pushstring(L, libs[i].name);
-        lua_call(L, 1, 0);
-    }
-    return 0;
-}
-
 /* ---- loading ---------------------------------------------------------------------------- */
 
 struct file_load {
@@ -258,7 +195,7 @@ static int load_protected(lua_State *L)
     }
     push_env(L, p);
     lua_setfenv(L, -2);
-    guard_begin(p, LOAD_INSTRUCTIONS, LOAD_MS);
+    kq_lua_budget_begin(L, &p->budget, LOAD_INSTRUCTIONS, LOAD_MS);
     int rc = lua_pcall(L, 0, 1, 0);
     if (rc != 0) {
         const char *m = lua_tostring(L, -1);
@@ -369,7 +306,8 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
     struct hook *h = &p->hooks[c->id];
     c->why[0] = 0;
     c->use_default = false;
-    guard_begin(p, KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
+    kq_lua_budget_begin(p->L, &p->budget, KQ_POLICY_CALL_INSTRUCTIONS,
+                        selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
     uint64_t t0 = kq_mono_us();
     int rc = lua_cpcall(p->L, fn, c);
     uint64_t dt = kq_mono_us() - t0;
@@ -379,9 +317,9 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
         if (rc == LUA_ERRMEM)
             snprintf(c->why, sizeof c->why, "out of memory (limit %zu MiB)",
                      KQ_POLICY_MEMORY_BYTES >> 20);
-        else if (p->tripped)
-            snprintf(c->why, sizeof c->why, "stopped: over the %s (%s budget per call: %ld "
-                     "instructions / %d ms)", p->trip_why, selftest ? "self-test" : "traffic",
+        else if (p->budget.tripped)
+            snprintf(c->why, sizeof c->why, "stopped: %s (%s budget per call: %ld "
+                     "instructions / %d ms)", p->budget.trip_why, selftest ? "self-test" : "traffic",
                      KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
         else
             snprintf(c->why, sizeof c->why, "%s",
@@ -828,21 +766,10 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     p->scratch = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->scratch);
     if (!p->rc || !p->strikes || !p->scratch)
         goto oom;
-    p->mem.max = KQ_POLICY_MEMORY_BYTES;
-    p->L = lua_newstate(kq_lua_budget_alloc, &p->mem);
-    p->own_alloc = p->L != NULL;
-    if (!p->L)
-        p->L = luaL_newstate();
+    p->budget.max = KQ_POLICY_MEMORY_BYTES;
+    p->L = kq_lua_budget_newstate(&p->budget, true);
     if (!p->L)
         goto oom;
-    luaJIT_setmode(p->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    if (lua_cpcall(p->L, open_libs, NULL) != 0)
-        goto oom;
-    lua_settop(p->L, 0);
-    lua_pushlightuserdata(p->L, (void *)&GUARD_KEY);
-    lua_pushlightuserdata(p->L, p);
-    lua_rawset(p->L, LUA_REGISTRYINDEX);
-    lua_sethook(p->L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
 
     if (dir) {
         int rc = check_dir(dir, err, errlen);
@@ -868,7 +795,8 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     hook_names(p, false, builtin, sizeof builtin);
     KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s", dir ? dir : "(none)",
             lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
-            p->own_alloc ? "allocator" : "gc-count");
+            p->budget.gc_count ? "gc-count" : "allocator");
+    p->budget.stop = NULL; /* the loader's stop flag: from now on the calls have budgets only */
     *out = p;
     return 0;
 oom:

@@ -9,8 +9,12 @@
  * Hooks take and return plain data; C validates every result and uses the default when a
  * hook is missing, disabled, fails, overruns or returns nonsense. See docs/POLICIES.md.
  *
- * Threading: a generation is used by one thread at a time (the loop thread). Every function
- * accepts p == NULL and then answers with the C defaults (uncached). */
+ * Threading: a generation is used by one thread at a time. kq_policy_load may run on any
+ * thread (a reload runs it on a worker, see broker/reload.c, with that thread's stop flag
+ * of lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
+ * callback) only the loop thread calls it. Loads on different threads are independent
+ * (one Lua state and regex cache each). Every function accepts p == NULL and then answers
+ * with the C defaults (uncached). */
 #ifndef KQ_POLICY_POLICY_H
 #define KQ_POLICY_POLICY_H
 #include <stdbool.h>

@@ -122,8 +122,11 @@ struct kq_store_ops {
     int (*dlq_purge)(struct kq_store *s, const char *topic, kq_store_purge_cb cb, void *ud);
     /* Flush what is pending and release everything. */
     void (*close)(struct kq_store *s);
-    /* Optional: NULL while the store works, else why it cannot take saves now (a MySQL
-     * store whose start-up recovery is still waiting for the server). */
+    /* Optional: NULL while the store works, else why it cannot take saves now, true at all
+     * times (a MySQL store whose server is down or does not answer, e.g. "mysql
+     * 127.0.0.1:3306: connection refused", or whose start-up recovery is still waiting for
+     * it). The broker then refuses publishes with this reason and the admin's store
+     * queries answer 503 with it. The text names no password. */
     const char *(*unavailable)(struct kq_store *s);
 };
 

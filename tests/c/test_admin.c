@@ -134,7 +134,7 @@ static int h_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, stru
     return 200;
 }
 
-static int h_reload(void *ud, struct kq_buf *out)
+static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 {
     atomic_fetch_add(&reloads, 1);
     put(out, "{\"status\":200}");

@@ -7,12 +7,15 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "config/config.h"
+#include "core/clock.h"
+#include "policy/lua_budget.h"
 #include "support/log_capture.h"
 #include "core/addr.h"
 
@@ -484,6 +487,55 @@ static void test_sandbox(void **state)
     expect_load_error("\033LJ\002garbage", NULL, "not bytecode", NULL);
 }
 
+/* A backtracking pattern used to run for seconds to minutes in one C call that the
+ * instruction budget could not see; now it is refused before it starts (its worst case is
+ * charged to the budget), naming the line. Plain finds and cheap patterns still work. */
+static void test_pathological_pattern_refused(void **state)
+{
+    (void)state;
+    uint64_t t0 = kq_mono_us();
+    expect_load_error("local s = string.rep('a', 30) .. 'b'\n"
+                      "local hit = s:find('a*a*a*a*a*a*a*a*c')\n" CLUSTER(""), NULL,
+                      ".lua:2: string.find: pattern on a 31-byte subject: worst case",
+                      "a plain find", NULL);
+    expect_load_error("for w in string.gmatch(string.rep('a', 40) .. 'b', '.-.-.-.-.-.-c') do end\n"
+                      CLUSTER(""), NULL, ".lua:1: string.gmatch: pattern on a 41-byte subject",
+                      NULL);
+    assert_true(kq_mono_us() - t0 < 1000000);
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("patterns.lua",
+                                 "local big = string.rep('a*', 500000)\n"
+                                 "assert(big:find('a*a*a*c', 1, true) == nil)\n"
+                                 "local env = ('prod-eu'):match('^(%a+)%-')\n"
+                                 "return { clusters = { [env] = { topics = { 'trade' } } } }\n");
+    if (kq_config_load_file(&c, path, NULL, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.cluster_name, "prod");
+    kq_config_free(&c);
+}
+
+/* A reload abandons a load that ran past its deadline by raising the stop flag of the
+ * thread that loads: the file's Lua stops at its next budget check. */
+static void test_load_stops_when_abandoned(void **state)
+{
+    (void)state;
+    atomic_bool stop = true;
+    kq_lua_budget_stop_flag(&stop);
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("slow.lua", "local n = 0\nfor i = 1, 1e6 do n = n + i end\n"
+                                 CLUSTER(""));
+    int rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
+    kq_lua_budget_stop_flag(NULL);
+    assert_int_equal(rc, -EINVAL);
+    assert_has(err, ".lua:2: stopped: the load was abandoned");
+    kq_config_free(&c);
+    kq_config_defaults(&c); /* the same file without the flag */
+    assert_int_equal(kq_config_load_file(&c, path, NULL, err, sizeof err), 0);
+    kq_config_free(&c);
+}
+
 static void test_type_and_key_errors(void **state)
 {
     (void)state;
@@ -527,6 +579,7 @@ static void test_bad_values(void **state)
     expect_load_error(CLUSTER("dlqExecHour = 24"), NULL,
                       "clusters.dev.dlqExecHour: must be an integer 0-23 (got 24)", NULL);
     expect_load_error(CLUSTER("maxDeliverWorkers = 0"), NULL, "clusters.dev.maxDeliverWorkers", NULL);
+    expect_load_error(CLUSTER("maxConnections = -1"), NULL, "clusters.dev.maxConnections", NULL);
     expect_load_error(CLUSTER("db = 'rocksdb://./db'"), NULL, "clusters.dev.db: must be a store URI",
                       NULL);
     expect_load_error(CLUSTER("logLevel = 'verbose'"), NULL, "clusters.dev.logLevel:", NULL);
@@ -857,6 +910,8 @@ int main(void)
         cmocka_unit_test(test_flag_errors),
         cmocka_unit_test(test_syntax_and_runtime_errors),
         cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_pathological_pattern_refused),
+        cmocka_unit_test(test_load_stops_when_abandoned),
         cmocka_unit_test(test_type_and_key_errors),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_admin_exposure),

@@ -4,7 +4,9 @@
  * commit and rollback, recovery after a stop and after kill -9, MariaDB restarted under
  * load (nothing acked with status true is lost), and two brokers sharing the database and a
  * ZooKeeper: one is killed with kill -9 under load and the survivor takes over its
- * messages (takeoverSeconds). */
+ * messages (takeoverSeconds); MariaDB stopped or frozen while the broker runs: the admin
+ * and producers are told why, and all is well again once it is back. MariaDB is always
+ * restarted / thawed after a test that stopped it, also when the test fails. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,6 +44,7 @@ static struct {
     unsigned port;
     pid_t pid;      /* MariaDB's, when we started it */
     bool stopped;   /* we sent it SIGSTOP */
+    bool down;      /* we stopped it (services-down.sh) */
     char db[32];
     char base[64];  /* services BASE when we started MariaDB ("" = MYSQL_HOST given) */
     MYSQL *c;       /* the test's own connection */
@@ -222,12 +225,16 @@ static int group_teardown(void **state)
     return 0;
 }
 
+static int services(const char *verb);
+
 static int teardown(void **state)
 {
     (void)state;
     if (E.stopped && E.pid > 0) /* a failed test must not leave the server frozen */
         kill(E.pid, SIGCONT);
     E.stopped = false;
+    if (E.down) /* nor stopped */
+        services("up");
     for (int i = 0; i < 2; i++)
         if (E.up[i]) {
             broker_stop(&E.bp[i]);
@@ -380,25 +387,6 @@ static void test_retry_then_dead_letter(void **state)
 
 /* --- 3. two-phase commit and rollback --------------------------------------------------- */
 
-static int send_tx(int fd, const char *id, const char *type, int status)
-{
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    h.messageid = (char *)id;
-    h.topic = "trade";
-    h.messagetype = (char *)type;
-    h.expiredtime = -1;
-    h.deliverlimit = -1;
-    h.groupid = TEST_PRODUCER;
-    Protocol__TxACKPacket t = PROTOCOL__TX_ACKPACKET__INIT;
-    t.header = &h;
-    t.status = status;
-    t.feedback = "";
-    struct kq_buf b = {0};
-    kq_codec_append(&b, 0, KQ_CMD_TX_ACK, &t.base);
-    int rc = raw_send_buf(fd, &b);
-    kq_buf_free(&b);
-    return rc;
-}
 
 static void test_two_phase(void **state)
 {
@@ -411,7 +399,7 @@ static void test_two_phase(void **state)
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     assert_int_equal(rows_of(id, false, "`commit`=0"), 1);
     assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
-    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 5000, got, &op, body, sizeof body), 1);
     assert_string_equal(got, id);
     assert_string_equal(body, "tx");
@@ -422,8 +410,8 @@ static void test_two_phase(void **state)
     /* rollback: deleted, never delivered, a late commit changes nothing */
     assert_int_equal(raw_publish(prod, 2, &m, id2, NULL, 0), 1);
     assert_int_equal(rows_of(id2, false, NULL), 1);
-    send_tx(prod, id2, "refund-tx", KQ_TX_ROLLBACK);
-    send_tx(prod, id2, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_ROLLBACK);
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 2500, got, &op, NULL, 0), 0);
     assert_true(wait_rows(id2, false, NULL, 0, 5000));
     assert_int_equal(rows_of(id2, true, NULL), 0);
@@ -437,7 +425,7 @@ static void test_two_phase(void **state)
     prod = connect_as(0, TEST_PRODUCER);
     a = connect_as(0, TEST_CONSUMER);
     assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
-    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
     assert_string_equal(got, id);
     raw_deliver_ack(a, op, got, true);
@@ -668,12 +656,7 @@ static void test_mariadb_restart_under_load(void **state)
         producer_start(&p[i], E.bp[0].port, acked);
     wait_ok(&p[0], 300, 20000);
 
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "'%s/scripts/services-down.sh' '%s' mysql >/dev/null 2>&1",
-             src_dir(), E.base);
-    assert_int_equal(run(cmd), 0);
-    mysql_close(E.c);
-    E.c = NULL;
+    assert_int_equal(services("down"), 0);
     uint64_t down_at = now_ms();
     /* publishes during the outage: answered (status false with a reason), not hanging */
     uint64_t failed0 = p[0].failed + p[1].failed;
@@ -689,9 +672,7 @@ static void test_mariadb_restart_under_load(void **state)
     assert_true(failed > 0);
     assert_true(fb[0] != 0);
 
-    snprintf(cmd, sizeof cmd, "'%s/scripts/services-up.sh' '%s' mysql >/dev/null 2>&1",
-             src_dir(), E.base);
-    assert_int_equal(run(cmd), 0);
+    assert_int_equal(services("up"), 0);
     uint64_t ok_before = producer_ok(&p[0]);
     wait_ok(&p[0], ok_before + 300, 30000);
     print_message("publishing works again %" PRIu64 " ms after the restart began\n",
@@ -800,8 +781,9 @@ static void test_takeover_after_kill9(void **state)
 
 /* --- 7. MariaDB down or hung when the broker starts -------------------------------------- */
 
-/* scripts/services-{up,down}.sh BASE mysql; after "up" the new PID is read back. */
-static void mysql_service(const char *verb)
+/* scripts/services-{up,down}.sh BASE mysql; after "up" the new PID is read back. 0 or the
+ * script's exit status. */
+static int services(const char *verb)
 {
     char cmd[512], env[128];
     snprintf(cmd, sizeof cmd, "'%s/scripts/services-%s.sh' '%s' mysql >/dev/null 2>&1",
@@ -810,10 +792,15 @@ static void mysql_service(const char *verb)
         mysql_close(E.c);
         E.c = NULL;
     }
-    assert_int_equal(run(cmd), 0);
+    int rc = run(cmd);
+    if (rc == 0)
+        E.down = !strcmp(verb, "down");
     snprintf(env, sizeof env, "%s/services.env", E.base);
     read_services_env(env);
+    return rc;
 }
+
+static void mysql_service(const char *verb) { assert_int_equal(services(verb), 0); }
 
 /* The broker restarted while the server cannot answer: it starts, publishes are refused at
  * once with the reason, and once the server answers the pending messages come back in the
@@ -836,7 +823,7 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     assert_non_null(stat);
     assert_non_null(metrics);
     assert_non_null(strstr(stat, "\"store_unavailable\""));
-    assert_non_null(strstr(metrics, "kiteq_store_available 0"));
+    assert_non_null(strstr(metrics, "\nkiteq_store_available 0\n"));
     free(stat);
     free(metrics);
     char *dlq = http_get(admin, "/dlq");
@@ -854,7 +841,7 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     assert_int_equal(raw_publish(prod, 101, &m, ids[n_old], NULL, 0), 1);
     metrics = http_get(admin, "/metrics");
     assert_non_null(metrics);
-    assert_non_null(strstr(metrics, "kiteq_store_available 1"));
+    assert_non_null(strstr(metrics, "\nkiteq_store_available 1\n"));
     free(metrics);
     close(prod);
     int a = connect_as(0, TEST_CONSUMER), b = connect_as(0, TEST_CONSUMER_B);
@@ -1009,6 +996,118 @@ static void test_start_while_mysql_unavailable(void **state)
     E.up[0] = false;
 }
 
+/* --- 9. MariaDB gone while the broker runs: the truth, at once ------------------------------ */
+
+/* GET path until the answer holds want; false after ms. */
+static bool admin_wait(int port, const char *path, const char *want, int ms)
+{
+    static char body[1 << 16];
+    uint64_t end = now_ms() + (uint64_t)ms;
+    do {
+        if (admin_get(port, path, body, sizeof body) > 0 && strstr(body, want))
+            return true;
+        usleep(50000);
+    } while (now_ms() < end);
+    return false;
+}
+
+/* Wait until the broker's log holds needle n times. */
+static bool wait_log_n(struct broker_proc *bp, const char *needle, int n, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    do {
+        FILE *f = fopen(bp->log, "r");
+        char line[4096];
+        int seen = 0;
+        while (f && fgets(line, sizeof line, f))
+            seen += strstr(line, needle) != NULL;
+        if (f)
+            fclose(f);
+        if (seen >= n)
+            return true;
+        usleep(20000);
+    } while (now_ms() < end);
+    return false;
+}
+
+/* The server cannot be reached (reason: what the broker should say): within seconds every
+ * way of asking says so, with the reason. */
+static void expect_unavailable(int prod, int ap, const char *reason, int nth)
+{
+    char why[192], want[256], body[8192], out[4096];
+    snprintf(why, sizeof why, "mysql %s:%u: %s", E.host, E.port, reason);
+    uint64_t t0 = now_ms();
+    assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 0\n", 15000));
+    print_message("%s: kiteq_store_available 0 after %llu ms\n", reason,
+                  (unsigned long long)(now_ms() - t0));
+    assert_true(wait_log_n(&E.bp[0], "error mysql: store unavailable: ", nth, 1000));
+    snprintf(want, sizeof want, "store unavailable: %s", why);
+    assert_true(broker_wait_log(&E.bp[0], want, 1000));
+    snprintf(want, sizeof want, "\"store_unavailable\":\"%s\"", why);
+    assert_int_equal(admin_get(ap, "/stat", body, sizeof body), 200);
+    assert_non_null(strstr(body, want));
+    snprintf(want, sizeof want, "\"error\":\"store unavailable: %s\"", why);
+    const char *paths[] = {"/dlq", "/dlq?topic=trade", "/msg/0123456789abcdef0123456789abcdef"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        assert_int_equal(admin_get(ap, paths[i], body, sizeof body), 503);
+        assert_non_null(strstr(body, want));
+    }
+    char args[128];
+    snprintf(args, sizeof args, "dlq list --admin 127.0.0.1:%d", ap);
+    assert_int_equal(cli_run(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, why));
+    snprintf(args, sizeof args, "msg --admin 127.0.0.1:%d 0123456789abcdef0123456789abcdef", ap);
+    assert_int_equal(cli_run(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, why));
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "down"};
+    char fb[512] = "";
+    assert_int_equal(raw_publish(prod, 200, &m, NULL, fb, sizeof fb), 0);
+    snprintf(want, sizeof want, "Store Result false: store unavailable: %s", why);
+    assert_string_equal(fb, want);
+}
+
+/* The server is back: within seconds the store is available again and takes saves. */
+static void expect_available(int prod, int ap, int nth)
+{
+    uint64_t t0 = now_ms();
+    assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 1\n", 15000));
+    print_message("kiteq_store_available 1 after %llu ms\n", (unsigned long long)(now_ms() - t0));
+    assert_true(wait_log_n(&E.bp[0], "info mysql: store available again", nth, 1000));
+    char body[8192];
+    assert_int_equal(admin_get(ap, "/stat", body, sizeof body), 200);
+    assert_null(strstr(body, "store_unavailable"));
+    assert_int_equal(admin_get(ap, "/dlq", body, sizeof body), 200);
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "back"};
+    char fb[512] = "";
+    assert_int_equal(raw_publish(prod, 201, &m, NULL, fb, sizeof fb), 1);
+}
+
+static void test_mariadb_gone_while_running(void **state)
+{
+    (void)state;
+    if (!E.base[0] || E.pid <= 0) {
+        print_message("MariaDB given by MYSQL_HOST: not ours to stop, skipped\n");
+        skip();
+    }
+    start_broker(0, NULL);
+    int ap = admin_port(&E.bp[0]);
+    assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 1\n", 5000));
+    int prod = connect_as(0, TEST_PRODUCER);
+    /* stopped: connections are refused (nothing else asks the server: the broker is idle) */
+    mysql_service("down");
+    expect_unavailable(prod, ap, "connection refused", 1);
+    mysql_service("up");
+    expect_available(prod, ap, 1);
+    /* frozen (SIGSTOP): nothing answers; every try costs the timeout (2 s here) */
+    assert_int_equal(kill(E.pid, SIGSTOP), 0);
+    E.stopped = true;
+    expect_unavailable(prod, ap, "no answer within 2 s", 2);
+    assert_int_equal(kill(E.pid, SIGCONT), 0);
+    E.stopped = false;
+    expect_available(prod, ap, 2);
+    close(prod);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1020,6 +1119,7 @@ int main(void)
         cmocka_unit_test_teardown(test_takeover_after_kill9, teardown),
         cmocka_unit_test_teardown(test_frozen_mariadb, teardown),
         cmocka_unit_test_teardown(test_start_while_mysql_unavailable, teardown),
+        cmocka_unit_test_teardown(test_mariadb_gone_while_running, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

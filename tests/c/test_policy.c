@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "policy/lua_budget.h"
 #include "policy/policy.h"
 #include "support/log_capture.h"
 
@@ -496,6 +498,109 @@ static void test_route_runtime_failures(void **state)
     kq_policy_free(p);
 }
 
+/* ---- Lua patterns: bounded ------------------------------------------------------------ */
+
+/* The same numbers are checked by tests/lua/policies_spec.lua (its sandbox computes the
+ * bound in Lua): the two must agree. */
+static void test_pattern_costs(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pattern;
+        size_t n;
+        bool gmatch;
+        double cost;
+    } cases[] = {
+        {"a*a*c", 200, false, 5555908},
+        {"a*a*a*a*a*a*a*a*c", 31, false, 1324469508},
+        {"^(.-)%-(.-)$", 100, false, 26464},
+        {"(.-)%-(.-)", 100, false, 51813},
+        {"[%w_]+", 100, true, 1212},
+        {"%b()", 100, false, 10605},
+        {"x?y?z?", 20, true, 588},
+        {"[]a-z]*$", 50, false, 12240},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double got = kq_lua_pattern_cost(cases[i].pattern, strlen(cases[i].pattern), cases[i].n,
+                                         cases[i].gmatch);
+        if (got != cases[i].cost)
+            fail_msg("%s on %zu bytes: %.17g, expected %.17g", cases[i].pattern, cases[i].n,
+                     got, cases[i].cost);
+    }
+}
+
+/* A hook that backtracks (`a*a*a*a*a*a*a*a*c` on 31 bytes: seconds in one C call, out of the
+ * count hook's sight) is stopped before the match starts: an error, the built-in answer,
+ * counted. Plain finds stay, also on long subjects. */
+static const char *const backtracking_routing =
+    "local M = {}\n"
+    "local BACKTRACK = string.rep('a*', 8) .. 'c'\n"
+    "function M.route(topic, t, binds)\n"
+    "  if t:sub(1, 6) == 'gmatch' then for _ in t:gmatch(BACKTRACK) do end end\n"
+    "  if t == 'plain' then\n"
+    "    local big = string.rep('a*', 32768)\n"
+    "    assert(big:find(BACKTRACK, 1, true) == nil)\n"
+    "    assert(string.find(big, 'a*a*', 65533, true) == 65533)\n"
+    "    return { 'g-fanout' }\n"
+    "  end\n"
+    "  if t:find(BACKTRACK) then return { 'g-fanout' } end\n"
+    "end\n"
+    "return M\n";
+
+static void test_pathological_pattern_stopped(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    if (kq_policy_load(policy_dir("backtrack", "routing.lua", backtracking_routing), &p, err,
+                       sizeof err) != 0)
+        fail_msg("%s", err);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32], d[32];
+    char type[64];
+    snprintf(type, sizeof type, "%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"); /* 31 bytes */
+    log_capture_begin();
+    uint64_t t0 = kq_mono_us();
+    size_t n = kq_policy_route(p, s, "trade", type, r, 32);
+    uint64_t took = kq_mono_us() - t0;
+    snprintf(type, sizeof type, "gmatch%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab");
+    kq_policy_route(p, s, "trade", type, r, 32);
+    char *log = log_capture_end(KQ_LOG_ERROR);
+    print_message("backtracking route call: %llu us\n", (unsigned long long)took);
+    assert_true(took < 500000); /* refused at once (~0.2 ms; it used to run ~1.5 s) */
+    assert_int_equal(n, kq_policy_route(NULL, s, "trade", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", d,
+                                        32));
+    assert_int_equal(hook_stats(p, "route").errors, 2);
+    assert_int_equal(hook_stats(p, "route").fallbacks, 2);
+    if (!strstr(log, "string.find: pattern on a 31-byte subject: worst case") ||
+        !strstr(log, "string.gmatch: pattern on a 37-byte subject"))
+        fail_msg("log:\n%s", log);
+    free(log);
+    n = kq_policy_route(p, s, "trade", "plain", r, 32);
+    assert_int_equal(n, 1);
+    assert_string_equal(r[0].group, "g-fanout");
+    assert_int_equal(hook_stats(p, "route").errors, 2);
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
+/* A reload abandons a load past its deadline by raising the loading thread's stop flag:
+ * the policy's Lua stops at its next budget check. */
+static void test_load_stops_when_abandoned(void **state)
+{
+    (void)state;
+    const char *dir = policy_dir("abandoned", "routing.lua",
+                                 "local n = 0\nfor i = 1, 1e6 do n = n + i end\nreturn {}\n");
+    atomic_bool stop = true;
+    struct kq_policy *p = NULL;
+    kq_lua_budget_stop_flag(&stop);
+    int rc = kq_policy_load(dir, &p, err, sizeof err);
+    kq_lua_budget_stop_flag(NULL);
+    assert_int_equal(rc, -EINVAL);
+    assert_non_null(strstr(err, "routing.lua: stopped: the load was abandoned"));
+    assert_int_equal(kq_policy_load(dir, &p, err, sizeof err), 0);
+    kq_policy_free(p);
+}
+
 static void test_retry_and_flow_runtime_failures(void **state)
 {
     (void)state;
@@ -707,6 +812,9 @@ int main(void)
         cmocka_unit_test(test_shipped_equal_defaults),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_route_runtime_failures),
+        cmocka_unit_test(test_pattern_costs),
+        cmocka_unit_test(test_pathological_pattern_stopped),
+        cmocka_unit_test(test_load_stops_when_abandoned),
         cmocka_unit_test(test_retry_and_flow_runtime_failures),
         cmocka_unit_test(test_memo),
         cmocka_unit_test(test_reload_loop),

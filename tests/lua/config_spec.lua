@@ -8,7 +8,7 @@ local INT_RANGES = {
   deliverySeconds = { 1 }, maxDeliverWorkers = { 1 }, recoverSeconds = { 1 },
   recievePermitsPerSecond = { 1 }, dlqExecHour = { 0, 23 }, heartbeatTimeoutSeconds = { 1 },
   txCheckSeconds = { 1 }, txMaxChecks = { 1, 1000 }, deliverWindow = { 1 },
-  takeoverSeconds = { 1 },
+  takeoverSeconds = { 1 }, maxConnections = { 0 },
 }
 local CLUSTER_KEYS = {
   env = "string", registry = "string", bind = "string", topics = "table", db = "string",

@@ -52,6 +52,7 @@ static void process_done(struct my_store *s, struct my_job *list)
     while (list) {
         struct my_job *j = list;
         list = j->next;
+        my_health_note(s, j); /* first: a failure's callback may ask why */
         j->done(s, j);
     }
 }
@@ -671,6 +672,7 @@ static void my_close(struct kq_store *base)
     struct my_store *s = (struct my_store *)base;
     uv_timer_stop(&s->tick);
     uv_timer_stop(&s->rec.timer);
+    uv_timer_stop(&s->avail.probe);
     s->direct = true;
     outbox_flush(s);
     if (s->rec.state == REC_BACKGROUND) /* abandoned: the rows stay for the next start */
@@ -710,6 +712,7 @@ static void my_close(struct kq_store *base)
     uv_close((uv_handle_t *)&s->tick, on_closed);
     uv_close((uv_handle_t *)&s->rec.timer, on_closed);
     uv_close((uv_handle_t *)&s->outbox_idle, on_closed);
+    uv_close((uv_handle_t *)&s->avail.probe, on_closed);
     free(s->rec.move[0]);
     free(s->rec.move[1]);
 }
@@ -850,7 +853,8 @@ int kq_mysql_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq
     uv_idle_init(loop, &s->outbox_idle);
     s->outbox_idle.data = s;
     s->outbox_tail = &s->outbox;
-    s->handles_open = 4;
+    my_health_start(s);
+    s->handles_open = 5;
     uv_timer_start(&s->tick, on_tick, (uint64_t)s->conf.flush_sec * 1000,
                    (uint64_t)s->conf.flush_sec * 1000);
     uv_unref((uv_handle_t *)&s->tick);

@@ -238,6 +238,20 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
     return false;
 }
 
+int cli_run(const char *args, char *out, size_t len)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>&1", build ? build : ".", args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms)
 {
     char exe[512], path[300];
@@ -558,6 +572,20 @@ int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok)
     int rc = raw_send_buf(fd, &b);
     kq_buf_free(&b);
     return rc;
+}
+
+long proc_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
 }
 
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)

@@ -46,6 +46,9 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
  * timeout_ms, then SIGKILL); its stdout and stderr go to out (NUL-terminated, cut to len).
  * Returns the exit status, or -1 when it did not exit by itself. */
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms);
+/* Run `build/kiteq-cli ARGS` (args: a shell word list, quoted as needed) until it exits; its
+ * stdout and stderr go to out (NUL-terminated, cut to len). Returns the exit status, or -1. */
+int cli_run(const char *args, char *out, size_t len);
 /* The admin HTTP port from the broker's "listening admin=... port=N" log line, or -1. */
 int broker_admin_port(const struct broker_proc *bp);
 /* GET path from the admin server on 127.0.0.1:port; the body into out (NUL-terminated, cut to
@@ -88,6 +91,8 @@ int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, cha
                       size_t bodylen);
 int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
 /* TxACKPacket for message id (topic "trade", group p-trade) with status 1 commit / 2 rollback. */
+/* VmRSS of a process in kB, or -1. */
+long proc_rss_kb(pid_t pid);
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status);
 /* Heartbeat round trip: everything sent before on fd has been processed by the broker.
  * Other frames arriving meanwhile are dropped. 0 or -1. */
