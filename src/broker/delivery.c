@@ -472,8 +472,10 @@ static bool attempt_over(const struct kq_msg *m) { return m->inflight == 0 && m-
 /* Memory is bounded by the pending count, not by what consumers do: once its copies are
  * written to the connections, a stored message keeps only its id while they are out (an
  * answer needs no body; a retry reads it back). Copies waiting for room keep theirs only
- * while the queues are short, so a consumer that never acks holds ids, not bodies. */
-#define HOT_WAITING_MAX 1024
+ * while the queues are short (a pipelining producer fills them for a moment; reading every
+ * body back then cost more than the memory), so a consumer that never acks holds ids, not
+ * bodies. */
+#define HOT_WAITING_MAX 4096 /* 4 096 waiting 4 KiB bodies = 16 MiB at most */
 
 static void drop_block_while_out(struct kq_broker *b, struct kq_msg *m)
 {

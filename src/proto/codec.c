@@ -303,6 +303,47 @@ int kq_header_pack_in(struct kq_arena *a, const Protocol__Header *h, uint8_t **o
     return 0;
 }
 
+/* One base-128 varint at *p (not past end); false when cut short or over 10 bytes. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 70; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+bool kq_header_committed(const uint8_t *hdr, size_t len)
+{
+    const uint8_t *p = hdr, *end = hdr + len;
+    bool commit = false;
+    while (p < end) {
+        uint64_t key, v;
+        if (!read_varint(&p, end, &key))
+            return false;
+        switch (key & 7) {
+        case 0: /* varint */
+            if (!read_varint(&p, end, &v))
+                return false;
+            if (key >> 3 == 7)
+                commit = v != 0; /* the last occurrence wins, as in protobuf */
+            break;
+        case 1: p += 8; break;
+        case 5: p += 4; break;
+        case 2:
+            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            p += v;
+            break;
+        default: return false;
+        }
+    }
+    return p == end && commit;
+}
+
 bool kq_message_id_valid(const char *id)
 {
     /* Checked for every publish and delivery ack: a table instead of three range tests. */

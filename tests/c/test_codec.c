@@ -253,6 +253,32 @@ static void test_nul_bytes(void **state)
     kq_buf_free(&b);
 }
 
+/* Header.commit read from the packed bytes agrees with protobuf-c's unpacking. */
+static void test_header_committed(void **state)
+{
+    (void)state;
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = "0123456789abcdef0123456789abcdef";
+    h.topic = "trade";
+    h.messagetype = "pay-succ";
+    h.groupid = "p-trade";
+    Protocol__Entry e = PROTOCOL__ENTRY__INIT, *props[] = {&e};
+    e.key = "k";
+    e.value = "v";
+    h.n_properties = 1;
+    h.properties = props;
+    for (int commit = 0; commit <= 1; commit++) {
+        h.commit = commit;
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(kq_header_pack(&h, &buf, &len), 0);
+        assert_int_equal(kq_header_committed(buf, len), commit);
+        assert_false(kq_header_committed(buf, len - 1)); /* cut short: malformed */
+        free(buf);
+    }
+    assert_false(kq_header_committed((const uint8_t *)"", 0));
+}
+
 static void test_message_ids(void **state)
 {
     (void)state;
@@ -279,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_bad_lengths),
         cmocka_unit_test(test_garbage_and_missing_fields),
         cmocka_unit_test(test_nul_bytes),
+        cmocka_unit_test(test_header_committed),
         cmocka_unit_test(test_message_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
