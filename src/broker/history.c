@@ -58,12 +58,17 @@ struct kq_history_tab {
     size_t ring_cap, ring_next, ring_len;
     struct kq_idmap ring_ids; /* id -> struct finished */
     uint64_t bytes;
+    uint64_t skipped; /* messages without a history because of HISTORY_MAX_BYTES */
 };
 
 #define FREE_TAG(next) ((struct kq_history *)(((uintptr_t)(next) << 1) | 1))
 #define IS_FREE(p) (((uintptr_t)(p)) & 1)
 #define FREE_NEXT(p) ((uint32_t)((uintptr_t)(p) >> 1))
 #define NO_SLOT UINT32_MAX
+/* Histories are a help, not a duty: past this much memory (records, ring, slots) new
+ * messages get none and records stop growing (they keep how they started and the latest),
+ * so a large backlog stays within the pending-count memory budget. Counted in `skipped`. */
+#define HISTORY_MAX_BYTES ((uint64_t)32 << 20)
 
 static const char *const kind_names[] = {
     [KQ_EV_PUBLISHED] = "published", [KQ_EV_RECOVERED] = "recovered",
@@ -288,7 +293,7 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
 {
     struct kq_history *h = *hp;
     if (h->n == h->cap) {
-        if (h->cap < KQ_HIST_MAX) {
+        if (h->cap < KQ_HIST_MAX && t->bytes < HISTORY_MAX_BYTES) {
             unsigned cap = h->cap * 2 > KQ_HIST_MAX ? KQ_HIST_MAX : h->cap * 2;
             struct kq_history *nh = realloc(h, record_size(cap));
             if (!nh)
@@ -340,7 +345,9 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         log_event(m, &e);
     struct kq_history **hp = t->ring_cap ? slot_of(t, m) : NULL;
     struct kq_history *h = hp ? *hp : NULL;
-    if (t->ring_cap && !h) {
+    if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
+        t->skipped++;
+    else if (t->ring_cap && !h) {
         if (!(h = history_new(t)) || slot_take(t, m, h) != 0) {
             if (h)
                 history_free(t, h);
@@ -533,4 +540,5 @@ void kq_history_stats(const struct kq_broker *b, struct kq_history_stats *out)
     out->finished = t->ring_len;
     out->bytes = t->bytes + t->ring_ids.cap * (sizeof(void *) + 1);
     out->names = kq_atoms_count_table(t->names);
+    out->skipped = t->skipped;
 }

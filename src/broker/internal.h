@@ -438,6 +438,7 @@ struct kq_history_stats {
     uint64_t pending, finished; /* histories held */
     uint64_t bytes;             /* their memory (records, ring, table slots) */
     uint64_t names;             /* distinct group, peer and reason names they hold */
+    uint64_t skipped;           /* messages given no history: the memory cap was reached */
 };
 void kq_history_stats(const struct kq_broker *b, struct kq_history_stats *out);
 
