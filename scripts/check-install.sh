@@ -3,7 +3,8 @@
 # that the installed config passes `kiteq --check` with the installed policies (run from /,
 # so nothing of the source tree helps), ships no sample secrets, that the unit names the
 # prefix, and that a client program compiles against the installed headers and library found
-# through pkg-config; the library has a versioned SONAME and exports exactly its public API.
+# through pkg-config; the library has a versioned SONAME and exports exactly its public API;
+# the examples of docs/CLIENT.md build against it and run against the installed broker.
 set -eu
 build=${1:?usage: check-install.sh BUILD_DIR}
 dest=$(mktemp -d /tmp/kiteq-install-XXXXXX)
@@ -60,5 +61,45 @@ for ex in "$src"/examples/*.c; do
     [ -e "$ex" ] || continue
     cc "$ex" $flags -o "$dest/$(basename "$ex" .c)" || { echo "example $ex does not build"; fail=1; }
 done
+# ... and run against the installed broker: consume.c receives what publish.c and
+# two_phase.c (committed) send
+if [ $fail -eq 0 ] && [ -x "$dest/consume" ]; then
+    cat >"$dest/examples.lua" <<CFG
+return { default = "ex", clusters = { ex = {
+  bind = "127.0.0.1:0", topics = { "trade" }, db = "memory://",
+  policies = "$p/share/kiteq/policies",
+  groups = { ["p-trade"] = "secret-p", ["s-trade-a"] = "secret-a" } } },
+  bindings = { { groupIds = { "s-trade-a" }, topic = "trade", messageType = "pay-succ",
+                 bindType = "direct" } } }
+CFG
+    "$p/bin/kiteq" "$dest/examples.lua" >"$dest/broker.log" 2>&1 &
+    bpid=$!
+    trap 'kill $bpid ${cpid:-} 2>/dev/null || true; rm -rf "$dest"' EXIT
+    port=
+    for _ in $(seq 100); do
+        port=$(sed -n 's/.*ready port=\([0-9]*\).*/\1/p' "$dest/broker.log")
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        cat "$dest/broker.log"; echo "installed broker did not start"; fail=1
+    else
+        export LD_LIBRARY_PATH=$p/lib
+        "$dest/consume" "127.0.0.1:$port" s-trade-a secret-a >"$dest/consumed" 2>&1 &
+        cpid=$!
+        "$dest/publish" "127.0.0.1:$port" p-trade secret-p trade pay-succ 3 >/dev/null \
+            || { echo "examples/publish failed"; fail=1; }
+        "$dest/two_phase" "127.0.0.1:$port" p-trade secret-p trade pay-succ >/dev/null \
+            || { echo "examples/two_phase failed"; fail=1; }
+        for _ in $(seq 100); do
+            [ "$(grep -c 'trade/pay-succ' "$dest/consumed")" -ge 4 ] && break
+            sleep 0.1
+        done
+        grep -q 'message 2$' "$dest/consumed" && grep -q 'order 42 paid$' "$dest/consumed" \
+            || { cat "$dest/consumed"; echo "examples/consume did not get all 4 messages"; fail=1; }
+        kill $cpid; wait $cpid 2>/dev/null || true
+    fi
+    kill $bpid; wait $bpid 2>/dev/null || true
+fi
 [ $fail -eq 0 ] && echo "install OK: $p"
 exit $fail
