@@ -1,8 +1,10 @@
 /* Integration: a broker with a publish.lua whose on_publish rejects forbidden messageTypes
  * and adds the property checked=yes to the others. The producer gets the policy's reason in
  * a MessageStoreAck false and the rejected message is not stored; the consumer receives the
- * added property, and still does after a restart (the changed header is what is stored). */
+ * added property, and still does after a restart (the changed header is what is stored); a
+ * SIGHUP loads an edited publish.lua for the next message. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,17 +28,23 @@ static const char PUBLISH_LUA[] =
 
 static struct broker_proc bp;
 
+static void write_policy(const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies/publish.lua", bp.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
 static void start_broker(void)
 {
     assert_int_equal(broker_prepare(&bp), 0);
     char path[512];
     snprintf(path, sizeof path, "%s/policies", bp.dir);
     assert_int_equal(mkdir(path, 0755), 0);
-    snprintf(path, sizeof path, "%s/policies/publish.lua", bp.dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(PUBLISH_LUA, f);
-    assert_int_equal(fclose(f), 0);
+    write_policy(PUBLISH_LUA);
     char cfg[4096];
     broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group",
                           "policies = \"policies\", admin = \"127.0.0.1:0\",");
@@ -123,6 +131,21 @@ static void test_reject_and_change(void **state)
     assert_string_equal(checked, "yes");
     free(checked);
     assert_int_equal(raw_deliver_ack(consumer, opaque, id, true), 0);
+
+    /* an edited publish.lua applies after a SIGHUP */
+    write_policy("return { on_publish = function(m)\n"
+                 "  return { properties = { checked = 'v2' } }\n"
+                 "end }\n");
+    assert_int_equal(kill(bp.pid, SIGHUP), 0);
+    assert_true(broker_wait_log(&bp, "reload: done generation=", 10000));
+    int producer2 = connect_as(TEST_PRODUCER);
+    assert_int_equal(raw_publish(producer2, 3, &good, id, fb, sizeof fb), 1);
+    checked = recv_property(consumer, id, "checked", &opaque, 10000);
+    assert_non_null(checked);
+    assert_string_equal(checked, "v2");
+    free(checked);
+    assert_int_equal(raw_deliver_ack(consumer, opaque, id, true), 0);
+    close(producer2);
     close(consumer);
 }
 
