@@ -11,8 +11,6 @@
 #include "core/log.h"
 #include "core/redact.h"
 
-#define MAX_EXPIRED_SEC (7 * 24 * 3600)
-#define MAX_DELIVER_LIMIT 100
 
 static void ack(struct kq_session *s, uint32_t opaque, const char *id, bool ok,
                 const char *feedback)
@@ -39,14 +37,62 @@ static const char *check_header(struct kq_broker *b, Protocol__Header *h, int64_
         h->has_createtime = 1;
         h->createtime = now;
     }
-    if (h->deliverlimit <= 0 || h->deliverlimit > MAX_DELIVER_LIMIT)
-        h->deliverlimit = MAX_DELIVER_LIMIT;
-    if (h->expiredtime <= 0 || h->expiredtime > now + MAX_EXPIRED_SEC)
-        h->expiredtime = now + MAX_EXPIRED_SEC;
+    if (h->deliverlimit <= 0 || h->deliverlimit > KQ_PUBLISH_MAX_DELIVER_LIMIT)
+        h->deliverlimit = KQ_PUBLISH_MAX_DELIVER_LIMIT;
+    if (h->expiredtime <= 0 || h->expiredtime > now + KQ_PUBLISH_MAX_EXPIRED_SEC)
+        h->expiredtime = now + KQ_PUBLISH_MAX_EXPIRED_SEC;
     else if (h->expiredtime <= now)
         return "Expired Message!";
     if (h->fly && !h->commit)
         return "FLY MUST BE COMMITTED !";
+    return NULL;
+}
+
+/* The publish policy's answer (policy.h: on_publish), applied to the header before it is
+ * packed and stored. Returns NULL (accept, maybe changed) or the rejection feedback. Costs
+ * nothing when the policy has no on_publish. */
+static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *s,
+                                        Protocol__Header *h, size_t body_len, int64_t now,
+                                        struct kq_publish_verdict *v)
+{
+    if (!kq_policy_has_publish(b->policy))
+        return NULL;
+    struct kq_property_kv *props = NULL;
+    if (h->n_properties &&
+        !(props = kq_arena_alloc(&b->frame_arena, h->n_properties * sizeof *props)))
+        return "Store Result false: out of memory";
+    for (size_t i = 0; i < h->n_properties; i++)
+        props[i] = (struct kq_property_kv){h->properties[i]->key, h->properties[i]->value};
+    struct kq_publish_view m = {
+        .message_id = h->messageid, .topic = h->topic, .message_type = h->messagetype,
+        .group = h->groupid, .peer = kq_conn_peer(s->conn), .properties = props,
+        .n_properties = h->n_properties, .body_size = body_len, .fly = h->fly,
+        .commit = h->commit, .expired_time = h->expiredtime,
+        .deliver_limit = h->deliverlimit, .now_sec = now};
+    kq_policy_publish(b->policy, &m, v);
+    if (v->action == KQ_PUBLISH_REJECT) {
+        KQ_LOG_RATELIMITED(KQ_LOG_INFO, "publish", "rejected by on_publish topic=%s type=%s "
+                           "id=%s: %s", h->topic, h->messagetype, h->messageid, v->reason);
+        return v->reason;
+    }
+    if (v->action != KQ_PUBLISH_CHANGE)
+        return NULL;
+    /* the verdict's strings live until the next call: the header is packed right after */
+    Protocol__Entry *ents = NULL, **ptrs = NULL;
+    if (v->n_properties &&
+        (!(ents = kq_arena_alloc(&b->frame_arena, v->n_properties * sizeof *ents)) ||
+         !(ptrs = kq_arena_alloc(&b->frame_arena, v->n_properties * sizeof *ptrs))))
+        return "Store Result false: out of memory";
+    for (size_t i = 0; i < v->n_properties; i++) {
+        protobuf_c_message_init(&protocol__entry__descriptor, &ents[i]);
+        ents[i].key = (char *)v->properties[i].key;
+        ents[i].value = (char *)v->properties[i].value;
+        ptrs[i] = &ents[i];
+    }
+    h->n_properties = v->n_properties;
+    h->properties = ptrs;
+    h->expiredtime = v->expired_time;
+    h->deliverlimit = v->deliver_limit;
     return NULL;
 }
 
@@ -272,6 +318,13 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         char fb[512];
         store_failed_feedback(b, -EAGAIN, fb, sizeof fb);
         reject(b, s, opaque, h->messageid, fb);
+        goto out;
+    }
+
+    struct kq_publish_verdict verdict;
+    bad = apply_publish_policy(b, s, h, v.body_len, now, &verdict);
+    if (bad) {
+        reject(b, s, opaque, h->messageid, bad);
         goto out;
     }
 

@@ -35,7 +35,7 @@
 #define MEMO_MAX 16384                  /* (topic, type) answers kept per generation */
 #define MEMO_KEY_MAX 512
 
-enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_COUNT };
+enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_PUBLISH, H_COUNT };
 
 /* subject: the names of the two strings a call's strikes are kept by (NULL: one subject) */
 static const struct {
@@ -45,12 +45,16 @@ static const struct {
     [H_RETRY] = {"retry.lua", "retry", "retry", {NULL, NULL}},
     [H_INTAKE] = {"flow.lua", "intake", "flow.intake", {NULL, NULL}},
     [H_GROUP] = {"flow.lua", "group", "flow.group", {"group", "topic"}},
+    [H_PUBLISH] = {"publish.lua", "on_publish", "publish", {"topic", "type"}},
 };
-static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua"};
+static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua"};
+/* Room for the strings of one on_publish answer: every property it may leave, copied. */
+#define PUBLISH_SCRATCH_BYTES \
+    (KQ_POLICY_MAX_PROPERTIES * (KQ_POLICY_MAX_PROPERTY_KEY + KQ_POLICY_MAX_PROPERTY_VALUE + 2))
 
 struct hook {
     int ref; /* LUA_NOREF: not defined, the default answers */
-    uint64_t calls, errors, fallbacks, cache_hits, total_us;
+    uint64_t calls, errors, fallbacks, cache_hits, total_us, rejects;
 };
 
 struct memo {
@@ -72,6 +76,9 @@ struct kq_policy {
     const struct kq_binding_set *memo_set;
     uint64_t memo_gen;
     struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
+    /* on_publish answers being built (allocated only when the hook is defined) */
+    struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
+    char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
 };
 
 /* ---- sandbox ---------------------------------------------------------------------------- */
@@ -628,6 +635,221 @@ static int flow_protected(lua_State *L)
     return 0;
 }
 
+/* -- publish -- */
+
+struct publish_call {
+    struct call c;
+    const struct kq_publish_view *m;
+    struct kq_publish_verdict v; /* copied to the caller's only when the answer is valid */
+    size_t used;                 /* bytes of p->publish_strings taken */
+};
+
+static void set_string_field(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v ? v : "");
+    lua_setfield(L, -2, k);
+}
+
+static void set_bool_field(lua_State *L, const char *k, bool v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_publish_view(lua_State *L, const struct kq_publish_view *m)
+{
+    lua_createtable(L, 0, 11);
+    set_string_field(L, "message_id", m->message_id);
+    set_string_field(L, "topic", m->topic);
+    set_string_field(L, "message_type", m->message_type);
+    set_string_field(L, "group", m->group);
+    set_string_field(L, "peer", m->peer);
+    set_number_field(L, "body_size", (double)m->body_size);
+    set_bool_field(L, "fly", m->fly);
+    set_bool_field(L, "commit", m->commit);
+    set_number_field(L, "expired_time", (double)m->expired_time);
+    set_number_field(L, "deliver_limit", m->deliver_limit);
+    lua_createtable(L, 0, (int)m->n_properties);
+    for (size_t i = 0; i < m->n_properties; i++) {
+        lua_pushstring(L, m->properties[i].value);
+        lua_setfield(L, -2, m->properties[i].key);
+    }
+    lua_setfield(L, -2, "properties");
+}
+
+/* The Lua string at idx if it is one of at most max bytes without NUL, else NULL. */
+static const char *plain_string(lua_State *L, int idx, size_t max, size_t *len)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return NULL;
+    const char *s = lua_tolstring(L, idx, len);
+    return *len <= max && strlen(s) == *len ? s : NULL;
+}
+
+static const char *copy_string(struct publish_call *pc, const char *s, size_t len)
+{
+    char *dst = pc->c.p->publish_strings + pc->used; /* fits: see PUBLISH_SCRATCH_BYTES */
+    memcpy(dst, s, len);
+    dst[len] = 0;
+    pc->used += len + 1;
+    return dst;
+}
+
+/* Applies one properties entry (key at -2, value at -1) to pc->v's list; false + why when
+ * it is not a valid change. */
+static bool change_property(lua_State *L, struct publish_call *pc)
+{
+    struct kq_publish_verdict *v = &pc->v;
+    size_t kl, vl;
+    const char *k = plain_string(L, -2, KQ_POLICY_MAX_PROPERTY_KEY, &kl);
+    if (!k || !kl) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties keys must be strings of "
+                 "1..%d bytes without NUL (got %s)", KQ_POLICY_MAX_PROPERTY_KEY,
+                 luaL_typename(L, -2));
+        return false;
+    }
+    bool del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    const char *val = del ? NULL : plain_string(L, -1, KQ_POLICY_MAX_PROPERTY_VALUE, &vl);
+    if (!del && !val) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties[\"%.60s\"] must be a "
+                 "string of at most %d bytes without NUL, or false to delete (got %s)", k,
+                 KQ_POLICY_MAX_PROPERTY_VALUE, luaL_typename(L, -1));
+        return false;
+    }
+    struct kq_property_kv *list = pc->c.p->publish_props;
+    bool set = false;
+    for (size_t i = 0; i < v->n_properties;) {
+        if (strcmp(list[i].key, k) != 0) {
+            i++;
+        } else if (!del && !set) { /* the first one takes the value, duplicates go */
+            list[i++].value = copy_string(pc, val, vl);
+            set = true;
+        } else {
+            memmove(&list[i], &list[i + 1], (v->n_properties - i - 1) * sizeof *list);
+            v->n_properties--;
+        }
+    }
+    if (del || set)
+        return true;
+    if (v->n_properties >= KQ_POLICY_MAX_PROPERTIES) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: setting \"%.60s\" would leave more "
+                 "than %d properties", k, KQ_POLICY_MAX_PROPERTIES);
+        return false;
+    }
+    list[v->n_properties].key = copy_string(pc, k, kl);
+    list[v->n_properties].value = copy_string(pc, val, vl);
+    v->n_properties++;
+    return true;
+}
+
+static bool change_properties(lua_State *L, struct publish_call *pc)
+{
+    if (!lua_istable(L, -1)) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties must be a table of "
+                 "key = string or false (got %s)", luaL_typename(L, -1));
+        return false;
+    }
+    if (pc->m->n_properties > KQ_POLICY_MAX_PROPERTIES) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: the message has %zu properties, "
+                 "more than the %d a change may leave", pc->m->n_properties,
+                 KQ_POLICY_MAX_PROPERTIES);
+        return false;
+    }
+    memcpy(pc->c.p->publish_props, pc->m->properties,
+           pc->m->n_properties * sizeof *pc->m->properties);
+    pc->v.n_properties = pc->m->n_properties;
+    pc->v.properties = pc->c.p->publish_props;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (!change_property(L, pc))
+            return false;
+        lua_pop(L, 1);
+    }
+    return true;
+}
+
+/* A whole number in [lo, hi] at -1, else false + why. */
+static bool whole_field(lua_State *L, struct publish_call *pc, const char *k, double lo,
+                        double hi, double *out)
+{
+    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
+    if (!(d >= lo && d <= hi && d == floor(d))) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: %s must be a whole number in "
+                 "%.0f..%.0f (got %s)", k, lo, hi, lua_type(L, -1) == LUA_TNUMBER ?
+                 lua_tostring(L, -1) : luaL_typename(L, -1));
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+/* The changes table at index 1: every key known and valid, or nothing is applied. */
+static void publish_changes(lua_State *L, struct publish_call *pc)
+{
+    const struct kq_publish_view *m = pc->m;
+    struct kq_publish_verdict *v = &pc->v;
+    v->action = KQ_PUBLISH_CHANGE;
+    v->properties = m->properties;
+    v->n_properties = m->n_properties;
+    v->expired_time = m->expired_time;
+    v->deliver_limit = m->deliver_limit;
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        double d;
+        if (strcmp(k, "properties") == 0) {
+            if (!change_properties(L, pc))
+                return;
+        } else if (strcmp(k, "expired_time") == 0) {
+            if (!whole_field(L, pc, k, (double)m->now_sec + 1,
+                             (double)(m->now_sec + KQ_PUBLISH_MAX_EXPIRED_SEC), &d))
+                return;
+            v->expired_time = (int64_t)d;
+        } else if (strcmp(k, "deliver_limit") == 0) {
+            if (!whole_field(L, pc, k, 1, KQ_PUBLISH_MAX_DELIVER_LIMIT, &d))
+                return;
+            v->deliver_limit = (int32_t)d;
+        } else {
+            bool later = strcmp(k, "delay_ms") == 0 || strcmp(k, "groups") == 0;
+            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: %s change '%.60s' (changes are "
+                     "properties, expired_time, deliver_limit)", later ? "not yet supported"
+                     : "unknown", k[0] ? k : luaL_typename(L, -2));
+            return;
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static int publish_protected(lua_State *L)
+{
+    struct publish_call *pc = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pc->c.p->hooks[H_PUBLISH].ref);
+    push_publish_view(L, pc->m);
+    lua_call(L, 1, 2);
+    if (lua_isnil(L, 1)) {
+        pc->c.use_default = true;
+        return 0;
+    }
+    if (lua_istable(L, 1)) {
+        publish_changes(L, pc);
+        return 0;
+    }
+    if (lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "reject") == 0 &&
+        (lua_isnil(L, 2) || lua_type(L, 2) == LUA_TSTRING)) {
+        pc->v.action = KQ_PUBLISH_REJECT;
+        const char *why = lua_isnil(L, 2) ? "" : lua_tostring(L, 2);
+        snprintf(pc->v.reason, sizeof pc->v.reason, "%s",
+                 why[0] ? why : "rejected by the publish policy"); /* never a blank feedback */
+        return 0;
+    }
+    snprintf(pc->c.why, sizeof pc->c.why, "on_publish must return nil, \"reject\", reason or "
+             "a table of changes (got %s%s%s)", luaL_typename(L, 1),
+             lua_type(L, 1) == LUA_TSTRING ? " " : "",
+             lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "");
+    return 0;
+}
+
 /* ---- self-tests ------------------------------------------------------------------------- */
 
 static int selftest_fail(struct call *c, char *err, size_t errlen, const char *dir)
@@ -692,6 +914,23 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
                 return selftest_fail(&fc.c, err, errlen, dir);
         }
     }
+    if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
+        static const struct kq_property_kv props[] = {{"region", "eu"}, {"trace", "t-1"}};
+        int64_t now = kq_now_sec();
+        const struct kq_publish_view views[] = {
+            {"00000000000000000000000000000001", "selftest", "pay-200", "selftest-producer",
+             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now},
+            {"00000000000000000000000000000002", "selftest", "other", "selftest-producer",
+             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now},
+            {"00000000000000000000000000000003", "selftest", "", "selftest-producer", "",
+             props, 1, 0, false, false, now + 1, 3, now},
+        };
+        for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
+            struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH}, .m = &views[i]};
+            if (invoke(&pc.c, publish_protected, true) != CALL_OK)
+                return selftest_fail(&pc.c, err, errlen, dir);
+        }
+    }
     /* self-test calls are not traffic */
     for (int i = 0; i < H_COUNT; i++)
         p->hooks[i].calls = p->hooks[i].total_us = 0;
@@ -727,8 +966,8 @@ static int check_dir(const char *dir, char *err, size_t errlen)
         for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++)
             if (strcasecmp(e->d_name, FILES[i]) == 0)
                 hint = FILES[i];
-        KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua and "
-                "retry.lua%s%s%s", dir, e->d_name, hint ? " (did you mean " : "",
+        KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua, "
+                "retry.lua and publish.lua%s%s%s", dir, e->d_name, hint ? " (did you mean " : "",
                 hint ? hint : "", hint ? "?)" : "");
     }
     closedir(d);
@@ -784,6 +1023,12 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
                 return rc;
             }
         }
+        if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
+            p->publish_props = malloc(KQ_POLICY_MAX_PROPERTIES * sizeof *p->publish_props);
+            p->publish_strings = malloc(PUBLISH_SCRATCH_BYTES);
+            if (!p->publish_props || !p->publish_strings)
+                goto oom;
+        }
         rc = selftest(p, dir, err, errlen);
         if (rc) {
             kq_policy_free(p);
@@ -827,6 +1072,8 @@ void kq_policy_free(struct kq_policy *p)
     kq_regex_cache_free(p->rc);
     kq_strikes_free(p->strikes);
     free(p->scratch);
+    free(p->publish_props);
+    free(p->publish_strings);
     free(p);
 }
 
@@ -982,7 +1229,33 @@ size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *o
             .fallbacks = h ? h->fallbacks : 0,
             .cache_hits = h ? h->cache_hits : 0,
             .total_us = h ? h->total_us : 0,
+            .rejects = h ? h->rejects : 0,
         };
     }
     return n;
+}
+
+bool kq_policy_has_publish(const struct kq_policy *p)
+{
+    return p && p->hooks[H_PUBLISH].ref != LUA_NOREF;
+}
+
+void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
+                       struct kq_publish_verdict *v)
+{
+    v->action = KQ_PUBLISH_ACCEPT;
+    v->reason[0] = 0;
+    if (!kq_policy_has_publish(p))
+        return;
+    struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH,
+                                    .subject = {m->topic, m->message_type}}, .m = m};
+    if (!hook_live(p, &pc.c)) {
+        p->hooks[H_PUBLISH].fallbacks++; /* switched off for this (topic, type): as is */
+        return;
+    }
+    if (!settle(&pc.c, invoke(&pc.c, publish_protected, false)) || pc.c.use_default)
+        return;
+    *v = pc.v;
+    if (v->action == KQ_PUBLISH_REJECT)
+        p->hooks[H_PUBLISH].rejects++;
 }

@@ -423,3 +423,30 @@ describe("flow.lua", function()
     assert.are.same({ rate = 1, burst = 1, window = 1000 }, group(1)) -- never 0
   end)
 end)
+
+describe("examples/publish.lua", function()
+  local path = "lua/policies/examples/publish.lua"
+  local f = assert(io.open(path, "rb"))
+  local on_publish = load_source(f:read("*a"), path).on_publish
+  f:close()
+  local function msg(topic, body_size, properties)
+    return { message_id = "0123456789abcdef0123456789abcdef", topic = topic,
+             message_type = "pay-succ", group = "p-trade", properties = properties or {},
+             body_size = body_size, fly = false, commit = true, expired_time = 1700000000,
+             deliver_limit = 100, peer = "127.0.0.1:5000" }
+  end
+
+  it("rejects a body over its topic's limit, with a reason naming both", function()
+    assert.are.same({ "reject", "body of 65537 bytes is over the 65536 bytes topic " ..
+                      "user-profile accepts" }, { on_publish(msg("user-profile", 65537)) })
+    assert.are.same({ properties = { region = "default" } },
+                    on_publish(msg("user-profile", 65536)))
+    assert.are.same({ properties = { region = "default" } }, on_publish(msg("trade", 1e7)))
+  end)
+
+  it("adds a region only where there is none", function()
+    assert.is_nil(on_publish(msg("trade", 10, { region = "eu" })))
+    assert.are.same({ properties = { region = "default" } },
+                    on_publish(msg("trade", 10, { other = "x" })))
+  end)
+end)
