@@ -173,6 +173,7 @@ static int h_stat(void *ud, struct kq_buf *out)
         cJSON_AddNumberToObject(h, "calls", (double)hs[i].calls);
         cJSON_AddNumberToObject(h, "errors", (double)hs[i].errors);
         cJSON_AddNumberToObject(h, "fallbacks", (double)hs[i].fallbacks);
+        cJSON_AddNumberToObject(h, "rejects", (double)hs[i].rejects); /* publish only */
     }
     return kq_adm_reply(out, root, 200);
 }
@@ -302,6 +303,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_hook_errors_total", "Hook errors, overruns and invalid answers.", l, (double)hs[i].errors);
         kq_prom_counter(&p, "kiteq_hook_seconds_total", "Time spent in the hook.", l, (double)hs[i].total_us / 1e6);
         kq_prom_counter(&p, "kiteq_hook_fallbacks_total", "Answers given by the built-in rules because the hook failed or is switched off.", l, (double)hs[i].fallbacks);
+        kq_prom_counter(&p, "kiteq_hook_rejects_total", "Messages a publish hook rejected.", l, (double)hs[i].rejects);
         kq_prom_gauge(&p, "kiteq_hook_disabled", "Subjects the hook is switched off for after failing 5 times in a row (route: topic and messageType; flow.group: group and topic; retry, flow.intake: 1 = every call).", l, (double)hs[i].disabled_subjects);
     }
     kq_prom_free(&p);
