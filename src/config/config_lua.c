@@ -851,8 +851,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
                         size_t errlen)
 {
     char dummy[8], *raw = NULL;
-    struct sandbox sb = {.mem = {.max = MAX_MEMORY_BYTES}};
-    struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
+    size_t len;
     int rc;
 
     if (!err || errlen == 0) {
@@ -860,19 +859,37 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
         errlen = sizeof dummy;
     }
     err[0] = '\0';
-    if ((rc = read_file(path, &raw, &ld.raw_len, err, errlen)))
+    if ((rc = read_file(path, &raw, &len, err, errlen)))
         return rc;
+    rc = kq_config_load_buffer(c, path, raw, len, cluster, err, errlen);
+    free(raw);
+    return rc;
+}
+
+int kq_config_load_buffer(struct kq_config *c, const char *path, const char *raw, size_t len,
+                          const char *cluster, char *err, size_t errlen)
+{
+    char dummy[8];
+    struct sandbox sb = {.mem = {.max = MAX_MEMORY_BYTES}};
+    struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
+
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (len > MAX_FILE_BYTES)
+        return kq_cfg_err(err, errlen, "%s: larger than 1 MiB", path);
     ld.raw = raw;
+    ld.raw_len = len;
     ld.err = err;
     ld.errlen = errlen;
 
     lua_State *L = lua_newstate(kq_lua_budget_alloc, &sb.mem);
     if (!L) /* a LuaJIT build without custom allocators: run without the memory cap */
         L = luaL_newstate();
-    if (!L) {
-        free(raw);
+    if (!L)
         return kq_cfg_err(err, errlen, "%s: cannot create a Lua state", path);
-    }
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     open_safe_libs(L);
     lua_settop(L, 0);
@@ -884,6 +901,5 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
     if (ld.scratch_live)
         kq_config_free(&ld.scratch);
     free(ld.names);
-    free(raw);
     return err[0] ? -EINVAL : 0;
 }
