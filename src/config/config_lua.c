@@ -373,7 +373,8 @@ static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key
         rc = rc ? rc : bad_entry;
         lua_pop(L, 1);
     }
-    qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
+    if (c->n_groups) /* groups = {}: c->groups is NULL, which qsort must not see */
+        qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
     return rc;
 }
 
@@ -851,7 +852,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
                         size_t errlen)
 {
     char dummy[8], *raw = NULL;
-    size_t len;
+    size_t len = 0;
     int rc;
 
     if (!err || errlen == 0) {

@@ -87,7 +87,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     FUZZ_CHECK(mkdtemp(base) != NULL);
     atexit(cleanup);
 
-    uint8_t body[64];
+    uint8_t body[80];
     struct kq_stored_msg m;
     uint64_t seq = 1;
     for (int i = 1; i <= N_MSGS; i++) {
@@ -151,7 +151,7 @@ static void on_recover(void *ud, const struct kq_stored_msg *m,
         return; /* a message the damage made up or changed */
     FUZZ_CHECK(!s->msg[i]); /* once */
     s->msg[i] = true;
-    uint8_t body[64];
+    uint8_t body[80];
     struct kq_stored_msg want;
     make_msg((int)i, &want, body, 10 + 20 * i);
     want.commit = true; /* 3 was committed by its COMMIT record */
