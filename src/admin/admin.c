@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "admin/internal.h"
 #include "core/addr.h"
@@ -580,14 +581,12 @@ static void on_resume(uv_idle_t *h)
 
 /* --- listener, timer ---------------------------------------------------------------------- */
 
-static void on_connection(uv_stream_t *server, int status)
+/* A new connection in the list, its handle initialised (not yet accepted or opened). */
+static struct conn *conn_new(struct kq_admin *a)
 {
-    struct kq_admin *a = server->data;
-    if (status < 0 || a->stopping)
-        return;
     struct conn *c = calloc(1, sizeof *c);
     if (!c)
-        return;
+        return NULL;
     uv_tcp_init(a->loop, &c->tcp);
     c->tcp.data = c;
     c->a = a;
@@ -596,10 +595,13 @@ static void on_connection(uv_stream_t *server, int status)
         a->conns->prev = c;
     a->conns = c;
     a->n_conns++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        conn_close(c, "accept failed");
-        return;
-    }
+    return c;
+}
+
+/* The connection's socket is open: refuse it when over the limit, else wait for a request. */
+static void conn_start(struct conn *c)
+{
+    struct kq_admin *a = c->a;
     if (a->n_conns > a->lim.max_conns) {
         /* Best effort: a fresh socket takes a short answer without blocking. */
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
@@ -616,6 +618,38 @@ static void on_connection(uv_stream_t *server, int status)
     c->hp.data = c;
     c->deadline = uv_now(a->loop) + a->lim.request_ms;
     set_reading(c, true);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct kq_admin *a = server->data;
+    if (status < 0 || a->stopping)
+        return;
+    struct conn *c = conn_new(a);
+    if (!c)
+        return;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c, "accept failed");
+        return;
+    }
+    conn_start(c);
+}
+
+int kq_admin_adopt(struct kq_admin *a, uv_os_sock_t fd)
+{
+    if (a->stopping)
+        return -ESHUTDOWN;
+    struct conn *c = conn_new(a);
+    if (!c)
+        return -ENOMEM;
+    int rc = uv_tcp_open(&c->tcp, fd);
+    if (rc != 0) {
+        close(fd); /* the handle did not take it */
+        conn_close(c, "cannot open the socket");
+        return rc;
+    }
+    conn_start(c);
+    return 0;
 }
 
 static void on_sweep(uv_timer_t *t)

@@ -60,4 +60,8 @@ struct admin_request {
  * r->extra. */
 int kq_admin_route(struct kq_admin *a, const struct admin_request *rq, struct kq_admin_req *r,
                    const char **msg);
+/* Serve a connected stream socket as if the listener had accepted it (the fuzzer feeds
+ * requests through a socketpair: no port, no accept). The connection owns fd from now on,
+ * also on error. 0 or -errno. Loop thread. */
+int kq_admin_adopt(struct kq_admin *a, uv_os_sock_t fd);
 #endif

@@ -413,13 +413,17 @@ static const char *check_nonempty(const char *s)
 static size_t groups_bound_to(const struct kq_config *c, const char *topic)
 {
     size_t n = 0;
-    for (const struct kq_binding *b = c->bindings; b < c->bindings + c->n_bindings; b++) {
+    /* indexes, not pointers: with no bindings c->bindings is NULL, and NULL + 0 is UB */
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        const struct kq_binding *b = &c->bindings[i];
         if (!b->topic || !b->group_id || strcmp(b->topic, topic) != 0)
             continue;
         bool seen = false;
-        for (const struct kq_binding *o = c->bindings; o < b && !seen; o++)
+        for (size_t k = 0; k < i && !seen; k++) {
+            const struct kq_binding *o = &c->bindings[k];
             seen = o->topic && o->group_id && strcmp(o->topic, topic) == 0 &&
                    strcmp(o->group_id, b->group_id) == 0;
+        }
         n += !seen;
     }
     return n;

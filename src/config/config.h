@@ -86,6 +86,10 @@ void kq_config_defaults(struct kq_config *c);
  * kq_config_validate before using c (a cluster may rely on flags for its topics). */
 int kq_config_load_file(struct kq_config *c, const char *path, const char *cluster, char *err,
                         size_t errlen);
+/* The same from the file's contents raw[0..len) (not NUL-terminated); path only names it
+ * in errors and in c->config_path. Used by the fuzzer. */
+int kq_config_load_buffer(struct kq_config *c, const char *path, const char *raw, size_t len,
+                          const char *cluster, char *err, size_t errlen);
 /* Parse argv: `kiteq [CONFIG] [--cluster NAME] [--check] [-bind=..] [-pport=..] [-db=..]
  * [-topics=a,b] [-zkhost=..] [-deliveryFirst] [-clusterName=..] [-configPath=..]`.
  * Loads the file if one is given, then applies the flags over it, then validates.

@@ -332,7 +332,8 @@ static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key
         rc = rc ? rc : bad_entry;
         lua_pop(L, 1);
     }
-    qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
+    if (c->n_groups) /* groups = {}: c->groups is NULL, which qsort must not see */
+        qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
     return rc;
 }
 
@@ -811,8 +812,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
                         size_t errlen)
 {
     char dummy[8], *raw = NULL;
-    struct kq_lua_budget sb = {.max = MAX_MEMORY_BYTES};
-    struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
+    size_t len = 0;
     int rc;
 
     if (!err || errlen == 0) {
@@ -820,17 +820,35 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
         errlen = sizeof dummy;
     }
     err[0] = '\0';
-    if ((rc = read_file(path, &raw, &ld.raw_len, err, errlen)))
+    if ((rc = read_file(path, &raw, &len, err, errlen)))
         return rc;
+    rc = kq_config_load_buffer(c, path, raw, len, cluster, err, errlen);
+    free(raw);
+    return rc;
+}
+
+int kq_config_load_buffer(struct kq_config *c, const char *path, const char *raw, size_t len,
+                          const char *cluster, char *err, size_t errlen)
+{
+    char dummy[8];
+    struct kq_lua_budget sb = {.max = MAX_MEMORY_BYTES};
+    struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
+
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (len > MAX_FILE_BYTES)
+        return kq_cfg_err(err, errlen, "%s: larger than 1 MiB", path);
     ld.raw = raw;
+    ld.raw_len = len;
     ld.err = err;
     ld.errlen = errlen;
 
     lua_State *L = kq_lua_budget_newstate(&sb, false);
-    if (!L) {
-        free(raw);
+    if (!L)
         return kq_cfg_err(err, errlen, "%s: cannot create a Lua state", path);
-    }
     if (lua_cpcall(L, load_protected, &ld) != 0)
         kq_cfg_err(err, errlen, "%s: %s", path, lua_tostring(L, -1));
     else if (!ld.done && !err[0]) /* every early return reports why: cannot happen */
@@ -839,6 +857,5 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
     if (ld.scratch_live)
         kq_config_free(&ld.scratch);
     free(ld.names);
-    free(raw);
     return err[0] ? -EINVAL : 0;
 }
