@@ -29,3 +29,19 @@ string(REPLACE "/usr/local/" "${CMAKE_INSTALL_PREFIX}/" unit "${unit}")
 file(WRITE "${out}/kiteq.service" "${unit}")
 file(INSTALL DESTINATION "${CMAKE_INSTALL_PREFIX}/lib/systemd/system" TYPE FILE
      FILES "${out}/kiteq.service")
+
+# libkiteq-client.pc for the prefix: `pkg-config --cflags --libs kiteq-client`
+# (headers under include/kiteq/: #include <kiteq/kiteq_client.h>)
+file(WRITE "${out}/kiteq-client.pc"
+"prefix=${CMAKE_INSTALL_PREFIX}
+libdir=\${prefix}/${KQ_LIBDIR}
+includedir=\${prefix}/${KQ_INCLUDEDIR}
+
+Name: kiteq-client
+Description: C client library for KiteQ brokers (original wire protocol, ZooKeeper discovery)
+Version: ${KQ_VERSION}
+Libs: -L\${libdir} -lkiteq-client
+Cflags: -I\${includedir}
+")
+file(INSTALL DESTINATION "${CMAKE_INSTALL_PREFIX}/${KQ_LIBDIR}/pkgconfig" TYPE FILE
+     FILES "${out}/kiteq-client.pc")

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install what building and running KiteQ needs on Debian 12 (run as root).
 #   scripts/install-deps.sh          # build + run dependencies
-#   scripts/install-deps.sh --test   # also what the tests need (cmocka, busted, luajit)
+#   scripts/install-deps.sh --test   # also what the tests need (cmocka, busted, luajit,
+#                                    # clang + its libFuzzer/sanitizer runtime for scripts/fuzz.sh)
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler
       libluajit-5.1-dev libzookeeper-mt-dev libmariadb-dev libpcre2-dev libcjson-dev uthash-dev
       libhttp-parser-dev)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev lua-busted luajit)
+  # scripts/fuzz.sh: clang with libFuzzer (only recommended by clang-14, so named here)
+  PKGS+=(clang libclang-rt-14-dev)
   # test_store_mysql starts a private MariaDB (mariadbd, mariadb-install-db, mariadb)
   PKGS+=(mariadb-server-core mariadb-client-core)
 fi

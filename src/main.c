@@ -76,9 +76,9 @@ static void on_hup(uv_signal_t *h, int signum)
 {
     (void)signum;
     struct app *a = h->data;
-    /* Reloads run on the loop thread, so they never overlap. The HUPs of one storm that
-     * arrive before the reload starts share it; one arriving during a reload gets the next
-     * one, which sees the files as they are then. */
+    /* The broker runs one reload at a time (built off the loop, swapped in on it). The HUPs
+     * of one storm that arrive before the reload starts share it; those arriving during a
+     * reload share the next one, which sees the files as they are then. */
     KQ_INFO("main", "signal=HUP: reloading");
     if (!uv_is_active((uv_handle_t *)&a->reload_soon))
         uv_timer_start(&a->reload_soon, on_reload_soon, 0, 0);

@@ -35,10 +35,19 @@ return {
       deliverySeconds = 5,              -- wait this long for a consumer's ack per attempt (default 5)
       maxDeliverWorkers = 8000,         -- deliveries in flight at once (default 8000)
       recoverSeconds = 10,              -- period of the retry/recovery scan, >= 1 (default 10)
-      recievePermitsPerSecond = 20000,  -- intake limit in messages/s, original spelling (default 20000)
+      recievePermitsPerSecond = 20000,  -- intake limit in messages/s, original spelling (default
+                                        -- 20000), shared fairly between publishing connections
       dlqExecHour = 2,                  -- hour 0-23 of the daily dead-letter job (default 2)
       deliveryFirst = false,            -- deliver before the store confirms (default false)
-      heartbeatTimeoutSeconds = 90,     -- close connections silent this long (default 90)
+      heartbeatTimeoutSeconds = 90,     -- close connections silent this long (default 90); one
+                                        -- whose peer acknowledges nothing for half of it (a
+                                        -- dead host or link) is closed then by the kernel
+      maxConnections = 0,               -- client connections at once; past it a new one is
+                                        -- closed at once (warned). 0 = what `ulimit -n` leaves
+                                        -- after keeping a quarter of it (at least 64) for the
+                                        -- store's files, the log and the admin; a larger value
+                                        -- is lowered to that (default 0). Connections that do
+                                        -- not authenticate within 5 s are closed.
       txCheckSeconds = 5,               -- first check of an uncommitted (two-phase) message after
                                         -- this; then doubling up to 60 s (default 5)
       txMaxChecks = 10,                 -- unanswered checks before it is dead-lettered (default 10)
@@ -50,7 +59,18 @@ return {
                                         -- kite_server = its bind "host:port" (mysql URI
                                         -- parameter server=..., the default): keep it stable
                                         -- and unique per broker
+      messageHistory = 10000,           -- finished messages whose event history `kiteq-cli msg ID`
+                                        -- still shows (at most ~450 bytes each); 0 = no
+                                        -- histories at all, pending ones included (each pending
+                                        -- message's costs ~100-300 bytes, docs/ADMIN.md); a
+                                        -- change needs a restart (default 10000)
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)
+      -- adminToken = "16-256 visible ASCII characters", -- the secret every mutating admin
+                                        -- request (POST /dlq/requeue, /dlq/purge, /reload) must
+                                        -- send as "Authorization: Bearer <adminToken>"; REQUIRED
+                                        -- when admin listens beyond loopback (the broker refuses
+                                        -- to start without it); enforced on loopback too when
+                                        -- set; a reload takes a new one (default none)
       -- Folder of the routing/flow/retry Lua policies, relative to the working directory
       -- (default "lua/policies"; when that default is missing the built-in rules answer, with a
       -- warning). A folder named here must exist. The copy of this file that `cmake --install`

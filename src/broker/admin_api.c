@@ -1,14 +1,14 @@
 /* The admin HTTP handlers: statistics (/stat, /metrics), subscriptions (/binds), one
- * message's state (/msg/<id>), dead letters (/dlq) and reload. All run on the loop thread
- * and only read broker state, except requeue (a store save) and reload. */
-#include <cjson/cJSON.h>
+ * message's state (/msg/<id>) and reload; dead letters in admin_dlq.c. All run on the loop
+ * thread and cost what the broker's own state costs to print: dead letters are counted by
+ * the store's counters and found by its id index, never listed. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin/admin.h"
 #include "admin/prom.h"
-#include "broker/internal.h"
+#include "broker/admin_internal.h"
 #include "core/log.h"
 #include "core/redact.h"
 #include "registry/zk_registry.h"
@@ -16,7 +16,7 @@
 
 #define KITEQ_VERSION "0.1.0"
 
-static int reply_json(struct kq_buf *out, cJSON *o, int status)
+int kq_adm_reply(struct kq_buf *out, cJSON *o, int status)
 {
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -35,39 +35,44 @@ static cJSON *names_json(const char *const *v, size_t n)
     return a;
 }
 
-/* Dead-letter totals: count, and per topic and per publishing group when the objects are
- * given. One pass over the store's list (the DLQ is small: operators purge it). */
-struct dlq_count {
-    const char *topic; /* filter, NULL = all */
-    size_t n;
+/* --- dead-letter counters ----------------------------------------------------------------- */
+
+struct tally {
+    const char *topic;
     cJSON *by_topic, *by_group;
+    uint64_t total;
 };
 
-static void bump(cJSON *o, const char *key)
+static void add_to(cJSON *o, const char *key, uint64_t n)
 {
-    if (!o)
-        return;
-    cJSON *n = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (n)
-        cJSON_SetNumberValue(n, n->valuedouble + 1);
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v)
+        cJSON_SetNumberValue(v, v->valuedouble + (double)n);
     else
-        cJSON_AddNumberToObject(o, key, 1);
+        cJSON_AddNumberToObject(o, key, (double)n);
 }
 
-static bool count_one(void *ud, const struct kq_dead_letter *d)
+static void tally_one(void *ud, const char *topic, const char *group, uint64_t n)
 {
-    struct dlq_count *c = ud;
-    if (c->topic && strcmp(c->topic, d->msg.topic) != 0)
-        return true;
-    c->n++;
-    bump(c->by_topic, d->msg.topic);
-    bump(c->by_group, d->msg.publish_group);
-    return true;
+    struct tally *t = ud;
+    if (t->topic && strcmp(t->topic, topic) != 0)
+        return;
+    t->total += n;
+    if (t->by_topic)
+        add_to(t->by_topic, topic, n);
+    if (t->by_group && group)
+        add_to(t->by_group, group, n);
 }
 
-static void dlq_count(struct kq_broker *b, struct dlq_count *c)
+int kq_adm_dlq_tally(struct kq_broker *b, const char *topic, cJSON *by_topic, cJSON *by_group,
+                     uint64_t *total)
 {
-    b->store->ops->dlq_list(b->store, c->topic, count_one, c);
+    struct tally t = {topic, by_topic, by_group, 0};
+    /* per topic unless groups are asked for: as many entries as topics */
+    int rc = b->store->ops->dlq_counts(b->store, by_group != NULL, tally_one, &t);
+    if (rc == 0 && total)
+        *total = t.total;
+    return rc;
 }
 
 /* --- /stat ------------------------------------------------------------------------------ */
@@ -124,15 +129,17 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddStringToObject(br, "store", b->store->ops->name);
     cJSON_AddStringToObject(br, "registry", b->registry_state ? b->registry_state : "static");
     cJSON_AddNumberToObject(br, "pending", (double)b->msgs.len);
-    struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
     const char *why = kq_store_unavailable(b->store);
     char clean[512];
-    if (why) /* and no DLQ count: it would wait for the server on the loop */
+    if (why)
         cJSON_AddStringToObject(br, "store_unavailable", kq_redact(why, clean, sizeof clean));
-    else
-        dlq_count(b, &dc);
-    cJSON_AddNumberToObject(br, "dlq_count", (double)dc.n);
-    cJSON_AddItemToObject(br, "dlq_by_topic", dc.by_topic);
+    cJSON *dlq_by_topic = cJSON_CreateObject();
+    uint64_t dlq_total = 0;
+    if (kq_adm_dlq_tally(b, NULL, dlq_by_topic, NULL, &dlq_total) == 0)
+        cJSON_AddNumberToObject(br, "dlq_count", (double)dlq_total);
+    else /* the store has not counted them yet (MySQL) */
+        cJSON_AddNullToObject(br, "dlq_count");
+    cJSON_AddItemToObject(br, "dlq_by_topic", dlq_by_topic);
     cJSON *tot = cJSON_AddObjectToObject(br, "totals");
     cJSON_AddNumberToObject(tot, "received", (double)b->stats.received);
     cJSON_AddNumberToObject(tot, "stored", (double)b->stats.stored);
@@ -147,6 +154,7 @@ static int h_stat(void *ud, struct kq_buf *out)
         if (ts->unrouted)
             cJSON_AddNumberToObject(unrouted, ts->topic, (double)ts->unrouted);
     }
+    kq_adm_groups_add(b, br);
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
@@ -165,8 +173,9 @@ static int h_stat(void *ud, struct kq_buf *out)
         cJSON_AddNumberToObject(h, "calls", (double)hs[i].calls);
         cJSON_AddNumberToObject(h, "errors", (double)hs[i].errors);
         cJSON_AddNumberToObject(h, "fallbacks", (double)hs[i].fallbacks);
+        cJSON_AddNumberToObject(h, "rejects", (double)hs[i].rejects); /* publish only */
     }
-    return reply_json(out, root, 200);
+    return kq_adm_reply(out, root, 200);
 }
 
 /* --- /binds ----------------------------------------------------------------------------- */
@@ -198,7 +207,7 @@ static int h_binds(void *ud, struct kq_buf *out)
         cJSON_AddItemToArray(list, o);
     }
     cJSON_AddNumberToObject(root, "generation", (double)kq_binding_set_generation(b->bindings));
-    return reply_json(out, root, 200);
+    return kq_adm_reply(out, root, 200);
 }
 
 /* --- /metrics --------------------------------------------------------------------------- */
@@ -210,6 +219,11 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_init(&p, out);
     kq_prom_gauge(&p, "kiteq_connections", "Open client connections.", NULL,
                   (double)kq_net_conn_count(b->net));
+    struct kq_net_stats ns;
+    kq_net_stats(b->net, &ns);
+    kq_prom_counter(&p, "kiteq_connections_refused_total",
+                    "Connections closed at once because maxConnections was reached.", NULL,
+                    (double)ns.refused);
     struct kq_group *g, *gtmp;
     HASH_ITER(hh, b->groups, g, gtmp) {
         const char *l[] = {"group", g->id, NULL};
@@ -242,6 +256,8 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_gauge(&p, "kiteq_interned_names", "Distinct topic, messageType and group names held by pending messages.", NULL, (double)kq_atoms_count(b));
     kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
     kq_prom_gauge(&p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL, (double)b->stats.inflight);
+    kq_adm_groups_metrics(b, &p);
+    kq_adm_history_metrics(b, &p);
     struct kq_file_store_stats fs;
     if (kq_file_store_stats(b->store, &fs) == 0) {
         kq_prom_counter(&p, "kiteq_store_fsyncs_total", "fdatasync calls of the file store.", NULL, (double)fs.fsyncs);
@@ -264,17 +280,17 @@ static int h_metrics(void *ud, struct kq_buf *out)
     }
     bool store_up = !kq_store_unavailable(b->store);
     kq_prom_gauge(&p, "kiteq_store_available",
-                  "1 while the store takes saves, 0 while it refuses them (MySQL unreachable "
-                  "at start, recovery pending).", NULL, store_up ? 1 : 0);
-    struct dlq_count dc = {.by_topic = cJSON_CreateObject()};
-    if (store_up) /* else it would wait for the server on the loop */
-        dlq_count(b, &dc);
-    for (size_t i = 0; i < b->cfg->n_topics; i++) { /* every topic, so a dashboard sees 0 */
-        const char *l[] = {"topic", b->cfg->topics[i], NULL};
-        cJSON *n = cJSON_GetObjectItemCaseSensitive(dc.by_topic, b->cfg->topics[i]);
-        kq_prom_gauge(&p, "kiteq_dlq_messages", "Dead letters per topic.", l, n ? n->valuedouble : 0);
-    }
-    cJSON_Delete(dc.by_topic);
+                  "1 while the store takes saves, 0 while it refuses them (MySQL down or not "
+                  "answering, start-up recovery pending; /stat says why).", NULL, store_up ? 1 : 0);
+    cJSON *dlq_by_topic = cJSON_CreateObject();
+    /* every topic, so a dashboard sees 0; none while the store has not counted (MySQL) */
+    if (kq_adm_dlq_tally(b, NULL, dlq_by_topic, NULL, NULL) == 0)
+        for (size_t i = 0; i < b->cfg->n_topics; i++) {
+            const char *l[] = {"topic", b->cfg->topics[i], NULL};
+            cJSON *n = cJSON_GetObjectItemCaseSensitive(dlq_by_topic, b->cfg->topics[i]);
+            kq_prom_gauge(&p, "kiteq_dlq_messages", "Dead letters per topic.", l, n ? n->valuedouble : 0);
+        }
+    cJSON_Delete(dlq_by_topic);
     const char *reg[] = {"state", b->registry_state ? b->registry_state : "static", NULL};
     kq_prom_gauge(&p, "kiteq_registry_state", "Registry state (value 1, state in the label).", reg, 1);
     kq_prom_counter(&p, "kiteq_reload_generation", "Successful reloads.", NULL, (double)b->reload_generation);
@@ -287,6 +303,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
         kq_prom_counter(&p, "kiteq_hook_errors_total", "Hook errors, overruns and invalid answers.", l, (double)hs[i].errors);
         kq_prom_counter(&p, "kiteq_hook_seconds_total", "Time spent in the hook.", l, (double)hs[i].total_us / 1e6);
         kq_prom_counter(&p, "kiteq_hook_fallbacks_total", "Answers given by the built-in rules because the hook failed or is switched off.", l, (double)hs[i].fallbacks);
+        kq_prom_counter(&p, "kiteq_hook_rejects_total", "Messages a publish hook rejected.", l, (double)hs[i].rejects);
         kq_prom_gauge(&p, "kiteq_hook_disabled", "Subjects the hook is switched off for after failing 5 times in a row (route: topic and messageType; flow.group: group and topic; retry, flow.intake: 1 = every call).", l, (double)hs[i].disabled_subjects);
     }
     kq_prom_free(&p);
@@ -295,12 +312,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
 
 /* --- /msg/<id> -------------------------------------------------------------------------- */
 
-struct dlq_find {
-    const char *id;
-    cJSON *found;
-};
-
-static cJSON *dead_json(const struct kq_dead_letter *d)
+cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "messageId", d->msg.id);
@@ -313,35 +325,71 @@ static cJSON *dead_json(const struct kq_dead_letter *d)
     return o;
 }
 
-static bool find_dead(void *ud, const struct kq_dead_letter *d)
-{
-    struct dlq_find *f = ud;
-    if (strcmp(d->msg.id, f->id) != 0)
-        return true;
-    f->found = dead_json(d);
-    return false;
-}
-
-/* 503 with the reason while the store refuses saves (MySQL unreachable at start): its DLQ
- * calls would wait for the server on the loop. 0 when the store is available. */
-static int store_down(struct kq_broker *b, struct kq_buf *out)
+int kq_adm_store_failed(struct kq_broker *b, int status, cJSON *o, struct kq_buf *out)
 {
     const char *why = kq_store_unavailable(b->store);
-    if (!why)
-        return 0;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", why);
-    cJSON_AddNumberToObject(o, "status", 503);
-    return reply_json(out, o, 503);
+    char text[512], clean[480];
+    if (why)
+        snprintf(text, sizeof text, "store unavailable: %s", kq_redact(why, clean, sizeof clean));
+    else
+        snprintf(text, sizeof text, "%s", strerror(-status));
+    int code = why ? 503 : 500;
+    if (!o)
+        o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", text);
+    cJSON_AddNumberToObject(o, "status", code);
+    return kq_adm_reply(out, o, code);
 }
 
-static int h_msg(void *ud, const char *id, struct kq_buf *out)
+int kq_adm_store_down(struct kq_broker *b, struct kq_buf *out)
+{
+    return kq_store_unavailable(b->store) ? kq_adm_store_failed(b, -EAGAIN, NULL, out) : 0;
+}
+
+static int unknown_msg(const char *id, struct kq_buf *out)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "messageId", id);
+    cJSON_AddStringToObject(o, "state", "unknown");
+    cJSON_AddStringToObject(o, "error", "not pending, not in the dead-letter store and not among the last messageHistory finished messages (never stored, or finished long ago)");
+    return kq_adm_reply(out, o, 404);
+}
+
+struct msg_ctx {
+    struct kq_broker *b;
+    struct kq_admin_req *r;
+    char id[];
+};
+
+/* The store's answer for an id that is not pending: a dead letter, or unknown. */
+static void on_dead_found(void *ud, int status, const struct kq_dead_letter *d)
+{
+    struct msg_ctx *c = ud;
+    struct kq_buf out = {0};
+    if (status == 0) {
+        cJSON *o = kq_adm_dead_json(d);
+        cJSON_AddStringToObject(o, "state", "dead");
+        kq_adm_msg_history(c->b, c->id, o);
+        status = kq_adm_reply(&out, o, 200);
+    } else if (status == -ENOENT) {
+        if (!(status = kq_adm_msg_finished(c->b, c->id, true, &out)))
+            status = unknown_msg(c->id, &out);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "messageId", c->id);
+        status = kq_adm_store_failed(c->b, status, o, &out);
+    }
+    kq_admin_req_done(c->r, status, &out);
+    kq_buf_free(&out);
+    free(c);
+}
+
+static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
 {
     struct kq_broker *b = ud;
     struct kq_msg *m = kq_delivery_find(b, id);
-    cJSON *o;
     if (m) {
-        o = cJSON_CreateObject();
+        cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "messageId", m->id);
         cJSON_AddStringToObject(o, "state", m->commit ? "pending" : "uncommitted");
         cJSON_AddStringToObject(o, "topic", m->topic);
@@ -363,182 +411,88 @@ static int h_msg(void *ud, const char *id, struct kq_buf *out)
             cJSON_AddNumberToObject(o, "nextAttemptMs", (double)m->timer.key);
         cJSON_AddItemToObject(o, "groupsDone", names_json(KQ_NAMES(m->done, m->n_done), m->n_done));
         cJSON_AddItemToObject(o, "groupsFailed", names_json(KQ_NAMES(m->failed, m->n_failed), m->n_failed));
-        return reply_json(out, o, 200);
+        cJSON *history = kq_hist_json(b, m);
+        if (history)
+            cJSON_AddItemToObject(o, "history", history);
+        return kq_adm_reply(out, o, 200);
     }
-    int down = store_down(b, out);
+    int done = kq_adm_msg_finished(b, id, false, out); /* delivered, rolled back, ... */
+    if (done)
+        return done;
+    int down = kq_adm_store_down(b, out);
     if (down)
         return down;
-    struct dlq_find f = {id, NULL};
-    b->store->ops->dlq_list(b->store, NULL, find_dead, &f);
-    if (f.found) {
-        cJSON_AddStringToObject(f.found, "state", "dead");
-        return reply_json(out, f.found, 200);
-    }
-    o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "messageId", id);
-    cJSON_AddStringToObject(o, "state", "unknown");
-    cJSON_AddStringToObject(o, "error", "not pending and not in the dead-letter store (delivered, rolled back, or never stored)");
-    return reply_json(out, o, 404);
+    if (strlen(id) > KQ_ID_LEN) /* no store holds such an id */
+        return unknown_msg(id, out);
+    struct msg_ctx *c = malloc(sizeof *c + strlen(id) + 1);
+    if (!c)
+        return 500;
+    c->b = b;
+    c->r = r;
+    strcpy(c->id, id);
+    int rc = b->store->ops->dlq_get(b->store, id, on_dead_found, c); /* an index lookup */
+    if (rc < 0)
+        on_dead_found(c, rc, NULL);
+    return KQ_ADMIN_LATER;
 }
 
-/* --- /dlq ------------------------------------------------------------------------------- */
-
-struct dlq_listing {
-    cJSON *items;
-    size_t limit, n;
-    const char *id;             /* requeue: one id, or NULL for all */
-    struct kq_broker *broker;   /* requeue */
-    size_t requeued;
+/* POST /reload answers with the reload's result: it runs off the loop (reload.c). */
+struct reload_answer {
+    struct kq_broker *b;
+    struct kq_admin_req *r;
 };
 
-static bool list_one(void *ud, const struct kq_dead_letter *d)
+static void on_reloaded(void *ud, int rc)
 {
-    struct dlq_listing *l = ud;
-    cJSON_AddItemToArray(l->items, dead_json(d));
-    return ++l->n < l->limit;
-}
-
-/* {"topic", "limit", "count" (all matching), "byTopic", "byGroup" (publishing group),
- * "deadLetters" (the first `limit`, oldest first), "more"} */
-static int h_dlq_list(void *ud, const char *topic, size_t limit, struct kq_buf *out)
-{
-    struct kq_broker *b = ud;
-    int down = store_down(b, out);
-    if (down)
-        return down;
-    cJSON *root = cJSON_CreateObject();
-    if (topic)
-        cJSON_AddStringToObject(root, "topic", topic);
-    else
-        cJSON_AddNullToObject(root, "topic");
-    cJSON_AddNumberToObject(root, "limit", (double)limit);
-    struct dlq_count dc = {.topic = topic, .by_topic = cJSON_CreateObject(),
-                           .by_group = cJSON_CreateObject()};
-    dlq_count(b, &dc);
-    cJSON_AddNumberToObject(root, "count", (double)dc.n);
-    cJSON_AddItemToObject(root, "byTopic", dc.by_topic);
-    cJSON_AddItemToObject(root, "byGroup", dc.by_group);
-    struct dlq_listing l = {.items = cJSON_AddArrayToObject(root, "deadLetters"), .limit = limit};
-    if (limit > 0)
-        b->store->ops->dlq_list(b->store, topic, list_one, &l);
-    cJSON_AddBoolToObject(root, "more", dc.n > l.n);
-    return reply_json(out, root, 200);
-}
-
-struct requeue_ctx {
-    struct kq_broker *broker;
-    struct kq_msg *msg;
-};
-
-static bool drop_taken(void *ud, const struct kq_dead_letter *d)
-{
-    (void)ud;
-    (void)d;
-    return false;
-}
-
-/* Saved as a pending message again: only now leave the DLQ (a crash in between gives a
- * duplicate, never a loss). */
-static void on_requeued(void *ud, int status)
-{
-    struct requeue_ctx *rc = ud;
-    struct kq_broker *b = rc->broker;
-    struct kq_msg *m = rc->msg;
-    free(rc);
-    if (status != 0) {
-        KQ_ERROR("dlq", "requeue of id=%s not stored: %s", m->id, strerror(-status));
-        kq_msg_free(m);
-        return;
-    }
-    b->store->ops->dlq_take(b->store, m->id, drop_taken, NULL);
-    m->stored = true;
-    KQ_INFO("dlq", "requeued id=%s topic=%s", m->id, m->topic);
-    kq_delivery_add(b, m, kq_now_ms());
-}
-
-static bool requeue_one(void *ud, const struct kq_dead_letter *d)
-{
-    struct dlq_listing *l = ud;
-    if (l->id && strcmp(l->id, d->msg.id) != 0)
-        return true;
-    struct kq_broker *b = l->broker;
-    if (kq_delivery_find(b, d->msg.id))
-        return l->id == NULL; /* already pending again */
-    struct kq_msg *m = kq_msg_new(b, &d->msg, true);
-    struct requeue_ctx *rc = calloc(1, sizeof *rc);
-    if (!m || !rc) {
-        kq_msg_free(m);
-        free(rc);
-        return false;
-    }
-    /* A fresh start: the operator asked for it to be delivered. */
-    m->commit = true;
-    int64_t min_expiry = kq_now_sec() + 24 * 3600;
-    if (m->expired_time < min_expiry)
-        m->expired_time = min_expiry;
-    rc->broker = b;
-    rc->msg = m;
-    struct kq_stored_msg sm;
-    kq_msg_to_stored(m, &sm);
-    if (b->store->ops->save(b->store, &sm, on_requeued, rc) != 0) {
-        kq_msg_free(m);
-        free(rc);
-        return l->id == NULL;
-    }
-    l->requeued++;
-    return l->id == NULL;
-}
-
-static int h_dlq_requeue(void *ud, const char *id, struct kq_buf *out)
-{
-    struct kq_broker *b = ud;
-    int down = store_down(b, out);
-    if (down)
-        return down;
-    bool all = strcmp(id, "*") == 0;
-    struct dlq_listing l = {.id = all ? NULL : id, .broker = b};
-    b->store->ops->dlq_list(b->store, NULL, requeue_one, &l);
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddNumberToObject(root, "requeued", (double)l.requeued);
-    return reply_json(out, root, l.requeued || all ? 200 : 404);
-}
-
-static int h_dlq_purge(void *ud, const char *topic, struct kq_buf *out)
-{
-    struct kq_broker *b = ud;
-    int down = store_down(b, out);
-    if (down)
-        return down;
-    size_t purged = 0;
-    int rc = b->store->ops->dlq_purge(b->store, topic, &purged);
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddNumberToObject(root, "purged", (double)purged);
-    if (rc)
-        cJSON_AddStringToObject(root, "error", strerror(-rc));
-    KQ_INFO("dlq", "purged topic=%s count=%zu", topic ? topic : "*", purged);
-    return reply_json(out, root, rc ? 500 : 200);
-}
-
-static int h_reload(void *ud, struct kq_buf *out)
-{
-    struct kq_broker *b = ud;
-    int rc = kq_broker_reload(b);
+    struct reload_answer *ra = ud;
+    struct kq_broker *b = ra->b;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddBoolToObject(root, "ok", rc == 0);
     cJSON_AddNumberToObject(root, "generation", (double)b->reload_generation);
     if (rc)
         cJSON_AddStringToObject(root, "error", b->reload_error);
-    return reply_json(out, root, rc ? 500 : 200);
+    struct kq_buf body = {0};
+    int status = kq_adm_reply(&body, root, rc ? 500 : 200);
+    kq_admin_req_done(ra->r, status, &body);
+    kq_buf_free(&body);
+    free(ra);
+}
+
+static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
+{
+    (void)out;
+    struct kq_broker *b = ud;
+    struct reload_answer *ra = calloc(1, sizeof *ra);
+    if (!ra)
+        return 500;
+    *ra = (struct reload_answer){b, r};
+    int rc = kq_broker_reload_start(b, on_reloaded, ra);
+    if (rc < 0) /* not started: the callback will not run */
+        on_reloaded(ra, rc);
+    return KQ_ADMIN_LATER;
 }
 
 static const struct kq_admin_handlers handlers = {
-    h_stat, h_binds, h_metrics, h_msg, h_dlq_list, h_dlq_requeue, h_dlq_purge, h_reload,
+    h_stat, h_binds, h_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
+    h_reload, kq_adm_groups, kq_adm_groups_purge,
 };
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
 {
-    int rc = kq_admin_start(b->loop, b->cfg->admin, &handlers, b, &b->admin, err, errlen);
+    if (kq_adm_jobs_start(b) || kq_adm_purges_start(b)) {
+        snprintf(err, errlen, "admin: out of memory");
+        return -ENOMEM;
+    }
+    int rc = kq_admin_start(b->loop, b->cfg->admin, b->cfg->admin_token, &handlers, b,
+                            &b->admin, err, errlen);
     if (rc == 0)
-        KQ_INFO("admin", "listening admin=%s port=%d", b->cfg->admin, kq_admin_port(b->admin));
+        KQ_INFO("admin", "listening admin=%s port=%d token=%s", b->cfg->admin,
+                kq_admin_port(b->admin), b->cfg->admin_token ? "required for POST" : "none");
     return rc;
+}
+
+void kq_admin_api_stop(struct kq_broker *b)
+{
+    kq_adm_jobs_stop(b);
+    kq_adm_purges_stop(b);
 }

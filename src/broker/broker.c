@@ -1,6 +1,7 @@
 /* Broker lifecycle: open the store, recover pending messages, listen, tick timers,
  * graceful stop. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,6 @@
 #include "admin/admin.h"
 #include "broker/internal.h"
 #include "core/log.h"
-#include "core/redact.h"
 
 #define TICK_MS 100
 
@@ -26,17 +26,34 @@ static void on_drain(void *ud, struct kq_conn *c) { kq_delivery_conn_drained(ud,
 
 static const struct kq_net_handler net_handler = {on_open, on_frame, on_close, on_drain};
 
+/* Connection limits from the config, at start and after a reload (for new connections). */
+void kq_broker_apply_net_limits(struct kq_broker *b)
+{
+    /* A dead peer goes at half the heartbeat timeout if it has data in flight (the kernel
+     * notices), at the heartbeat timeout otherwise (kq_session_sweep_idle). */
+    uint64_t dead_ms = (uint64_t)b->cfg->heartbeat_timeout_seconds * 500;
+    struct kq_net_limits l = {
+        .max_conns = kq_net_max_conns(b->cfg->max_connections),
+        .dead_peer_ms = dead_ms < INT_MAX ? (unsigned)dead_ms : INT_MAX,
+    };
+    kq_net_set_limits(b->net, &l);
+    KQ_INFO("broker", "connections: maxConnections=%zu%s", l.max_conns,
+            b->cfg->max_connections ? "" : " (from the open-file limit)");
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct kq_broker *b = t->data;
     kq_delivery_check_timeouts(b);
     kq_delivery_pump_all(b);
+    kq_backlog_tick(b);
     static uint64_t last_sweep;
     uint64_t now = kq_broker_mono_ms();
     if (now - last_sweep >= 1000) {
         last_sweep = now;
         kq_session_sweep_idle(b);
         kq_delivery_log_timeouts(b);
+        kq_backlog_second(b);
         /* the original's /stat shows the previous second's figures */
         struct kq_broker_stats cur = b->stats;
         b->last_sec.received = cur.received - b->prev_stats.received;
@@ -98,6 +115,7 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
         return;
     }
     kq_topic_stats(b, m->topic)->pending++;
+    kq_hist(b, m, KQ_EV_RECOVERED, NULL, NULL);
     /* Restart neither forgets nor floods: each resumes at its persisted next time. */
     kq_delivery_schedule(b, m, when);
 }
@@ -149,6 +167,12 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         free(b);
         return -ENOMEM;
     }
+    if (kq_backlog_init(b) || kq_history_init(b)) {
+        kq_backlog_free(b);
+        free(b->routes);
+        free(b);
+        return -ENOMEM;
+    }
     kq_idmap_init(&b->msgs, offsetof(struct kq_msg, id));
     kq_arena_init(&b->frame_arena, 64 * 1024);
     uv_timer_init(loop, &b->tick);
@@ -172,6 +196,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     rc = kq_net_listen(loop, cfg->bind, &net_handler, b, &b->net, err, errlen);
     if (rc)
         goto fail_rc;
+    kq_broker_apply_net_limits(b);
     char *db = store_uri(b);
     if (!db) {
         snprintf(err, errlen, "store: out of memory");
@@ -230,6 +255,8 @@ fail_rc:
     kq_delivery_free_all(b);
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
+    kq_backlog_free(b);
+    kq_history_free(b);
     uv_close((uv_handle_t *)&b->tick, NULL);
     uv_close((uv_handle_t *)&b->retry_timer, NULL);
     uv_run(loop, UV_RUN_NOWAIT); /* let the handles close before freeing */
@@ -247,6 +274,7 @@ static void on_net_closed(void *ud)
     if (b->store) /* NULL when the start failed at the store */
         b->store->ops->close(b->store); /* flushes what is queued */
     b->store = NULL;
+    kq_admin_api_stop(b); /* after the store: its last callbacks may end admin requests */
     uv_close((uv_handle_t *)&b->tick, on_handle_closed);
     uv_close((uv_handle_t *)&b->retry_timer, on_handle_closed);
     if (b->stop_done)
@@ -280,6 +308,7 @@ void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud)
     b->stopping = true;
     b->stop_done = done;
     b->stop_ud = ud;
+    kq_reload_stop(b);
     uv_timer_stop(&b->retry_timer);
     kq_registry_link_stop(b, on_registry_withdrawn, b);
 }
@@ -288,23 +317,6 @@ void kq_broker_set_args(struct kq_broker *b, int argc, char **argv)
 {
     b->argc = argc;
     b->argv = argv;
-}
-
-int kq_broker_reload(struct kq_broker *b)
-{
-    char err[sizeof b->reload_error];
-    KQ_INFO("reload", "start serving=%llu", (unsigned long long)b->reload_generation);
-    int rc = kq_broker_reload_now(b, err, sizeof err);
-    if (rc) {
-        b->reload_failures++;
-        kq_redact(err, b->reload_error, sizeof b->reload_error); /* shown by /stat */
-        KQ_ERROR("reload", "failed, the previous configuration keeps serving: %s", err);
-    } else {
-        b->reload_generation++;
-        b->reload_error[0] = 0;
-        KQ_INFO("reload", "done generation=%llu", (unsigned long long)b->reload_generation);
-    }
-    return rc;
 }
 
 struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic)
@@ -337,7 +349,9 @@ void kq_broker_free(struct kq_broker *b)
         free(t);
     }
     kq_delivery_free_all(b);
+    kq_backlog_free(b);
     kq_groups_free(b);
+    kq_history_free(b);
     kq_atoms_free(b);
     kq_arena_free(&b->frame_arena);
     kq_binding_set_free(b->bindings);

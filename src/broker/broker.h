@@ -1,6 +1,7 @@
 /* The broker: sessions (handshake, auth, heartbeats), the publish pipeline
  * (check -> store -> ack -> deliver) and delivery with retries and dead letters.
- * Everything here runs on the one libuv loop thread. */
+ * Everything here runs on the one libuv loop thread, except the building of a reload
+ * (reload.c: the config file and policies are loaded on libuv's threadpool). */
 #ifndef KQ_BROKER_BROKER_H
 #define KQ_BROKER_BROKER_H
 #include <stdbool.h>
@@ -17,7 +18,7 @@ struct kq_policy;
  * self-tested; a folder named in the file must exist). Used by kq_broker_start, reload and
  * `kiteq --check`. 0, with the loaded policies in *policy when policy is not NULL (the
  * caller frees them); or -EINVAL with every problem in err, one "FILE: key: reason" line
- * each. Loop thread or before the loop runs. */
+ * each. Any thread (the reload runs it on a worker); cfg is only read. */
 int kq_broker_preflight(const struct kq_config *cfg, struct kq_policy **policy, char *err,
                         size_t errlen);
 
@@ -32,9 +33,18 @@ void kq_broker_stop(struct kq_broker *b, void (*done)(void *ud), void *ud);
 void kq_broker_free(struct kq_broker *b);
 /* Remember the command line: a reload re-reads the config file and re-applies its flags. */
 void kq_broker_set_args(struct kq_broker *b, int argc, char **argv);
-/* Reload the reloadable part of the config and the policies (SIGHUP). The new state is built
- * and checked off to the side and swapped in whole; on failure the old one keeps serving and
- * the reason is logged and returned. 0 or -errno. */
+/* Reload the reloadable part of the config and the policies (SIGHUP, POST /reload). The new
+ * state is built and checked off the loop thread (loading Lua: the config file, the policy
+ * files and their self-tests) while the loop keeps serving, then swapped in whole on the
+ * loop. On failure, or when the build still runs 10 s after it started (it is abandoned),
+ * the old state keeps serving and the reason is logged and kept for /stat. One reload at a
+ * time: requests made while one runs share the next one. done(ud, rc) (may be NULL) is
+ * called on the loop once the reload serving this request has ended: 0 (swapped in),
+ * -EINVAL/-ENOMEM (failed), -ETIMEDOUT (abandoned) or -ECANCELED (the broker stopped).
+ * Returns 0 when done will be called (maybe already: a reload that failed to start answers
+ * at once), or -errno when it will not be. Loop thread. */
+int kq_broker_reload_start(struct kq_broker *b, void (*done)(void *ud, int rc), void *ud);
+/* kq_broker_reload_start(b, NULL, NULL) (SIGHUP). */
 int kq_broker_reload(struct kq_broker *b);
 int kq_broker_port(const struct kq_broker *b);
 /* cb(ud) once clients can find the broker: at once with static bindings, else when its

@@ -32,6 +32,7 @@ static void undefer(struct kq_broker *b);
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m);
 static void pump(struct kq_broker *b, struct kq_group *g);
 static bool load_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_group *g);
+static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic);
 /* Set while load_for_group waits for the store: an answer given at once must not pump. */
 static bool loading_inline;
 
@@ -46,6 +47,8 @@ static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const
  * whole attempt counts as failed, so the message is retried rather than taken as delivered. */
 static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
 {
+    if (m->n_done && name_in(b, m->done, m->n_done, group))
+        return; /* purged for the group meanwhile (kq_delivery_purge_copy): not a failure */
     if (kq_names_add(b, &m->failed, &m->n_failed, group) == 0)
         return;
     m->names_lost = true;
@@ -130,6 +133,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
 {
     if (kq_idmap_insert(&b->msgs, m) != 0) {
         KQ_ERROR("delivery", "out of memory indexing id=%s", m->id);
+        kq_hist_finish(b, m);
         kq_msg_free(m); /* the producer was acked: it stays in the store for a restart */
         return;
     }
@@ -151,6 +155,7 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
         store_result(b, "remove", m->id, b->store->ops->remove(b->store, m->id));
     kq_idmap_remove(&b->msgs, m);
     kq_topic_stats(b, m->topic)->pending--;
+    kq_hist_finish(b, m);
     kq_msg_free(m);
 }
 
@@ -160,6 +165,7 @@ void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *
             m->topic, m->type, m->attempts, reason);
     b->stats.dead_lettered++;
     kq_topic_stats(b, m->topic)->dead_lettered++;
+    kq_hist_text(b, m, KQ_EV_DEAD, NULL, reason);
     if (m->stored) {
         struct kq_stored_msg sm;
         kq_msg_to_stored(m, &sm);
@@ -217,6 +223,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
      * messages until it comes back or they expire, instead of burning the limit. */
     if (m->sent++ == 0)
         m->attempts++;
+    kq_hist_sent(b, m, g, s);
     g->inflight++;
     g->sent++;
     b->stats.inflight++;
@@ -306,10 +313,7 @@ static void log_group_timeouts(struct kq_broker *b, struct kq_group *g, uint64_t
 
 static void note_timeout(struct kq_broker *b, struct kq_group *g, const char *topic)
 {
-    struct kq_group_rate *r = NULL;
-    for (size_t i = 0; i < g->n_rates && !r; i++)
-        if (strcmp(g->rates[i].topic, topic) == 0)
-            r = &g->rates[i];
+    struct kq_group_rate *r = find_rate(g, topic);
     if (r)
         r->timeouts++;
     g->timeouts_unlogged++;
@@ -340,6 +344,11 @@ static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic)
         if (strcmp(g->rates[i].topic, topic) == 0)
             return &g->rates[i];
     return NULL;
+}
+
+struct kq_group_rate *kq_delivery_rate_find(struct kq_group *g, const char *topic)
+{
+    return find_rate(g, topic);
 }
 
 /* Refresh r's limits from the policy with the live figures. The bucket keeps the tokens it
@@ -408,7 +417,9 @@ static void flow_done(struct kq_group *g, const char *topic, bool ok)
         return;
     if (r->inflight)
         r->inflight--;
-    if (!ok)
+    if (ok)
+        r->acked++;
+    else
         r->failures++;
 }
 
@@ -431,6 +442,7 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
     struct kq_group_rate *r = find_rate(g, m->topic);
     if (r)
         r->waiting++;
+    kq_hist(b, m, KQ_EV_QUEUED, g->id, NULL);
     if (!g->in_pump_list) {
         g->in_pump_list = true;
         g->pump_next = b->pump_list;
@@ -460,8 +472,10 @@ static bool attempt_over(const struct kq_msg *m) { return m->inflight == 0 && m-
 /* Memory is bounded by the pending count, not by what consumers do: once its copies are
  * written to the connections, a stored message keeps only its id while they are out (an
  * answer needs no body; a retry reads it back). Copies waiting for room keep theirs only
- * while the queues are short, so a consumer that never acks holds ids, not bodies. */
-#define HOT_WAITING_MAX 1024
+ * while the queues are short (a pipelining producer fills them for a moment; reading every
+ * body back then cost more than the memory), so a consumer that never acks holds ids, not
+ * bodies. */
+#define HOT_WAITING_MAX 4096 /* 4 096 waiting 4 KiB bodies = 16 MiB at most */
 
 static void drop_block_while_out(struct kq_broker *b, struct kq_msg *m)
 {
@@ -487,6 +501,7 @@ static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq
             r->waiting--;
         free(w);
         add_failed(b, m, g->id);
+        kq_hist_text(b, m, KQ_EV_NOT_SENT, g->id, "cannot read it back from the store");
         kq_msg_set_failure(m, "nack");
         if (attempt_over(m))
             finish_attempt(b, m);
@@ -500,6 +515,12 @@ static void pump(struct kq_broker *b, struct kq_group *g)
     uint64_t now = kq_broker_mono_ms();
     while (g->wait_head) {
         struct kq_msg *m = g->wait_head->msg;
+        if (m->n_done && name_in(b, m->done, m->n_done, g->id)) {
+            dequeue_wait(b, g); /* purged while it waited: not sent */
+            if (attempt_over(m))
+                finish_attempt(b, m);
+            continue;
+        }
         struct kq_group_rate *r = rate_for(b, g, m->topic, 0);
         if (!has_room(b, g, r))
             break; /* FIFO: an answer or the tick tries again */
@@ -513,9 +534,10 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         if (!m->block && !load_for_group(b, m, g))
             break; /* being read back (on_loaded pumps again), or failed (no longer here) */
         dequeue_wait(b, g);
-        if (!send_copy(b, m, g, s))
+        if (!send_copy(b, m, g, s)) {
             add_failed(b, m, g->id);
-        else if (r)
+            kq_hist_text(b, m, KQ_EV_NOT_SENT, g->id, "out of memory");
+        } else if (r)
             r->inflight++;
         if (attempt_over(m))
             finish_attempt(b, m);
@@ -552,15 +574,18 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         /* online but every connection is still warming up: try again soon */
         add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "no consumer online");
+        kq_hist(b, m, KQ_EV_WARMING, rt->group, NULL);
         m->retry_soon = true;
         return;
     }
     if (!s && why == KQ_PICK_OFFLINE) {
         if (!rt->persistent) {
             add_done(b, m, rt->group); /* nobody online: this group skips it */
+            kq_hist(b, m, KQ_EV_SKIPPED, rt->group, NULL);
         } else {
             add_failed(b, m, rt->group);
             kq_msg_set_failure(m, "no consumer online");
+            kq_hist(b, m, KQ_EV_NO_CONSUMER, rt->group, NULL);
         }
         return;
     }
@@ -573,6 +598,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     if (!send_copy(b, m, g, s)) {
         add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "over flow"); /* out of memory for the frame */
+        kq_hist_text(b, m, KQ_EV_NOT_SENT, rt->group, "out of memory");
     } else if (r) {
         r->inflight++;
     }
@@ -789,6 +815,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     if (n == 0) {
         add_failed(b, m, NO_SUBSCRIBER);
         kq_msg_set_failure(m, "no consumer online");
+        kq_hist(b, m, KQ_EV_NO_SUBSCRIBER, NULL, NULL);
     }
     if (attempt_over(m))
         finish_attempt(b, m);
@@ -836,6 +863,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     if (m->n_failed == 0 && !m->names_lost) {
         b->stats.delivered++;
         kq_topic_stats(b, m->topic)->delivered++;
+        kq_hist(b, m, KQ_EV_DELIVERED, NULL, NULL);
         kq_delivery_drop(b, m, true);
         return;
     }
@@ -867,6 +895,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     if (changed) /* nothing to write when the attempt changed nothing */
         kq_delivery_persist(b, m, next);
+    kq_hist_retry(b, m, next);
     kq_delivery_schedule(b, m, next);
     if (next - now >= 1000)
         kq_msg_evict(m); /* waits a while: the store keeps header and body meanwhile */
@@ -892,7 +921,10 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
         add_done(b, m, f->group->id);
         b->stats.acked++;
         f->group->acked++;
+        kq_hist(b, m, KQ_EV_ACKED, f->group->id, s);
     } else {
+        kq_hist(b, m, timed_out ? KQ_EV_TIMEOUT : strcmp(why, "nack") == 0 ? KQ_EV_NACKED : KQ_EV_LOST,
+                f->group->id, s);
         add_failed(b, m, f->group->id);
         f->group->failed++;
         kq_msg_set_failure(m, why); /* a literal: "nack", "timeout", "connection lost" */
@@ -933,39 +965,84 @@ void kq_delivery_check_timeouts(struct kq_broker *b)
         complete(b, b->tq_head, false, "timeout");
 }
 
-/* Messages whose last attempt failed for `group` (NULL: none) or found no route at all,
- * and that wait for a later attempt, go now. */
-static void wake_waiting(struct kq_broker *b, const char *group)
+/* Messages that wait for a later attempt go now when it may reach a consumer:
+ *  - `group` came online (group != NULL): those whose last attempt failed for it, or found
+ *    no route at all;
+ *  - the bindings of `topic` changed (group == NULL; topic NULL = any topic): those whose
+ *    last attempt sent nothing. The new bindings may route them to a group that is online;
+ *    if it is not, the attempt records it among their failed groups, so that its coming
+ *    online wakes them. "No route" alone is not enough: ZooKeeper reports each group's
+ *    bindings on their own, and once one offline group of the topic is bound, the backlog
+ *    has a route — to that group only. Attempts that sent copies keep their retry delay. */
+static void wake_waiting(struct kq_broker *b, const char *group, const char *topic)
 {
     int64_t now = kq_now_ms();
+    /* lookups only: a name no message holds has no atom, and then nothing refers to it */
     const char *nosub = kq_atom_find(b, NO_SUBSCRIBER), *ga = group ? kq_atom_find(b, group) : NULL;
-    if (!nosub && !ga)
-        return; /* no message refers to either */
+    const char *ta = topic ? kq_atom_find(b, topic) : NULL;
     struct kq_msg *m;
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
         if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
             continue;
-        if ((nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
-            (ga && kq_names_has(m->failed, m->n_failed, ga)))
+        bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
+                                (ga && kq_names_has(m->failed, m->n_failed, ga))
+                          : m->sent == 0 && (!topic || m->topic == ta);
+        if (wake)
             kq_delivery_schedule(b, m, now);
     }
 }
 
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g) { wake_waiting(b, g->id); }
+void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
+{
+    wake_waiting(b, g->id, NULL);
+}
 
-void kq_delivery_bindings_changed(struct kq_broker *b) { wake_waiting(b, NULL); }
+void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic)
+{
+    wake_waiting(b, NULL, topic);
+}
 
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
 {
     while (g->wait_head) {
         struct kq_msg *m = dequeue_wait(b, g);
         add_failed(b, m, g->id);
+        kq_hist(b, m, KQ_EV_NO_CONSUMER, g->id, NULL);
         if (attempt_over(m))
             finish_attempt(b, m);
     }
 }
 
 void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m) { finish_attempt(b, m); }
+
+/* An operator dropped group's backlog (POST /groups/purge): its copy of m counts as done.
+ * An open attempt ends by itself (a queued copy is not sent, a late nack or timeout is not
+ * a failure); between attempts, a message no routed group needs any more is removed now,
+ * else the state is persisted and its schedule kept for the others. */
+int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *group)
+{
+    if (m->n_done && name_in(b, m->done, m->n_done, group))
+        return 0; /* acked, or purged before */
+    int rc = kq_names_add(b, &m->done, &m->n_done, group);
+    if (rc)
+        return rc;
+    kq_hist(b, m, KQ_EV_PURGED, group, NULL);
+    const char *atom = kq_atom_find(b, group);
+    kq_names_remove(&m->failed, &m->n_failed, atom);
+    if (!attempt_over(m) || m->loading || m->first_ack)
+        return 1;
+    struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
+    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
+                               KQ_POLICY_MAX_ROUTES);
+    for (size_t i = 0; i < n; i++)
+        if (!name_in(b, m->done, m->n_done, routes[i].group)) {
+            kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
+            return 1;
+        }
+    kq_hist(b, m, KQ_EV_REMOVED, NULL, NULL);
+    kq_delivery_drop(b, m, true);
+    return 2;
+}
 
 void kq_delivery_free_all(struct kq_broker *b)
 {

@@ -54,6 +54,7 @@ struct kq_session {
     double window;       /* most deliveries outstanding at once, >= 1 */
     double slow_start_until; /* the window doubles per round trip below this */
     uint64_t window_cut_ms;  /* monotonic: last decrease (at most one per round trip) */
+    const char *hist_peer;   /* the peer address as message histories name it (history.c) */
 };
 
 /* A message waiting for room in a group's window or rate. */
@@ -73,6 +74,8 @@ struct kq_group_rate {
     uint64_t waiting;              /* of this topic, waiting for room */
     uint32_t failures;             /* failed copies since the last ask */
     uint64_t timeouts;             /* copies not acked within deliverySeconds, ever */
+    uint64_t acked;                /* copies of this topic the group acked, ever */
+    uint64_t acked_mark, acked_last_sec; /* for acked per second (backlog.c) */
     uint64_t asked_ms;             /* monotonic; 0 = never */
     uint64_t generation;           /* b->reload_generation when asked */
 };
@@ -104,6 +107,7 @@ struct kq_group {
     uint64_t sent, acked, failed; /* copies delivered / acked / failed (nack, timeout, lost) */
     uint64_t timeouts_unlogged;   /* timeouts since the last log line about them */
     uint64_t timeouts_logged_ms;  /* monotonic; when that line was written */
+    const char *hist_name;      /* the name as message histories hold it (history.c) */
     struct kq_group *pump_next; /* in the broker's list of groups with waiters */
     bool in_pump_list;
     UT_hash_handle hh;
@@ -133,6 +137,7 @@ struct kq_msg {
     uint16_t waiting;  /* groups where this attempt waits for room (flow control) */
     uint16_t n_done, n_failed;
     uint16_t done_at_start; /* n_done when the current attempt began */
+    uint32_t hist;          /* its event history (history.c): slot + 1, 0 = none */
     const char **done;   /* groups that acked (atoms; see KQ_NAMES) */
     const char **failed; /* groups that failed the current attempt (atoms; see KQ_NAMES) */
     struct kq_msg_block *block; /* packed header and body; NULL while evicted */
@@ -187,11 +192,18 @@ struct kq_broker {
     void (*ready_cb)(void *ud);         /* kq_broker_when_ready, called once */
     void *ready_ud;
     struct kq_admin *admin;             /* NULL when `admin` is unset */
+    struct kq_adm_jobs *admin_jobs;     /* its dead-letter listings (admin_dlq.c) */
+    struct kq_backlog *backlog;         /* per (group, topic) backlog scan (backlog.c) */
+    struct kq_purges *purges;           /* POST /groups/purge jobs (admin_purge.c) */
+    struct kq_history_tab *history;     /* message histories (history.c) */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
     uint64_t reload_failures;
     char reload_error[2048];            /* last failure, "" after a success */
+    struct kq_reload *reload;           /* being built off the loop (reload.c), or NULL */
+    bool reload_queued;                 /* another reload starts when it is over */
+    struct kq_reload_waiter *reload_queue; /* waiting for that next one */
     int64_t started_sec;
     struct kq_broker_stats last_sec, prev_stats; /* per-second deltas for /stat */
     struct kq_net_stats net_last_sec, net_mark;
@@ -261,6 +273,13 @@ const char *kq_atom_find(struct kq_broker *b, const char *s);
 void kq_atom_release(const char *atom);
 size_t kq_atoms_count(const struct kq_broker *b);
 void kq_atoms_free(struct kq_broker *b);
+/* The same on another table (message histories keep their names apart, so that
+ * kiteq_interned_names counts what pending messages hold); kq_atom_ref takes one more
+ * reference on an atom of any table (NULL stays NULL). */
+const char *kq_atom_in(struct kq_atom **table, const char *s);
+const char *kq_atom_ref(const char *atom);
+void kq_atoms_free_table(struct kq_atom **table);
+size_t kq_atoms_count_table(const struct kq_atom *table);
 struct kq_msg *kq_msg_new(struct kq_broker *b, const struct kq_stored_msg *sm, bool with_body);
 void kq_msg_free(struct kq_msg *m);
 void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm);
@@ -274,6 +293,8 @@ void kq_msg_evict(struct kq_msg *m);
 bool kq_names_has(const char *const *v, uint16_t n, const char *atom);
 int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name);
 void kq_names_clear(const char ***v, uint16_t *n);
+/* Take atom out of the list (no-op when absent or NULL). */
+void kq_names_remove(const char ***v, uint16_t *n, const char *atom);
 
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
@@ -296,15 +317,22 @@ bool kq_delivery_session_has_room(struct kq_session *s);
 void kq_delivery_conn_drained(struct kq_broker *b, struct kq_conn *c);
 /* Once a second: log the groups' delivery timeouts since the last line (rate-limited). */
 void kq_delivery_log_timeouts(struct kq_broker *b);
-/* The bindings changed: messages that found no group to send to try again now. */
-void kq_delivery_bindings_changed(struct kq_broker *b);
+/* The bindings of topic (NULL: of any topic) changed: its messages whose last attempt sent
+ * nothing (no route, or only offline groups) try again now. */
+void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic);
 void kq_delivery_check_timeouts(struct kq_broker *b);
 void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store);
 void kq_delivery_free_all(struct kq_broker *b);
+/* Admin purge: group's copy of m is done without being delivered. 0 when it was done
+ * already, 1 when it is now, 2 when it is now and m was removed (no routed group needs it
+ * any more: m is gone), -ENOMEM / -E2BIG when the group could not be recorded. */
+int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *group);
 /* (Re)arm the retry timer for the earliest scheduled message. */
 void kq_delivery_rearm(struct kq_broker *b);
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id);
+/* The flow entry of (g, topic), or NULL when no copy of that topic was offered to g yet. */
+struct kq_group_rate *kq_delivery_rate_find(struct kq_group *g, const char *topic);
 
 /* The broker's address as published in ZooKeeper and used as its kite_server in a shared
  * MySQL store: cfg->bind with the port really bound (":0" resolved). Once listening. */
@@ -323,15 +351,111 @@ void kq_takeover_stop(struct kq_broker *b);
 void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
                      const struct kq_delivery_state *st);
 
+/* backlog.c: per (group, topic) backlog from a bounded scan of the pending index (a fixed
+ * number of index slots per tick; figures as of the last completed pass). Loop thread. */
+struct kq_backlog_info {
+    uint64_t passes;       /* completed passes */
+    int64_t as_of_unix_ms; /* when the last one completed (0: none yet) */
+    uint64_t age_ms;       /* how long ago */
+    uint64_t pass_ms;      /* how long it took */
+    uint64_t messages;     /* deliverable messages it counted */
+};
+struct kq_backlog_row {
+    const char *group, *topic;
+    uint64_t backlog;     /* copies the group has not acked (last pass), in flight included */
+    int64_t oldest_sec;   /* age of the oldest of them, seconds (0 when none) */
+    uint32_t inflight;    /* live: copies sent, not answered yet */
+    uint64_t queued;      /* live: copies waiting for room in the group's window or rate */
+    uint64_t acked, acked_last_sec; /* live: acked copies, ever and in the last second */
+    size_t consumers;     /* live: the group's connections */
+};
+typedef void (*kq_backlog_row_cb)(void *ud, const struct kq_backlog_row *row);
+int kq_backlog_init(struct kq_broker *b);
+void kq_backlog_free(struct kq_broker *b);
+void kq_backlog_tick(struct kq_broker *b);
+/* Once a second: the acked-per-second figures. */
+void kq_backlog_second(struct kq_broker *b);
+void kq_backlog_info(const struct kq_broker *b, struct kq_backlog_info *out);
+/* Every (group, topic) that is bound or has a backlog, sorted by group then topic; the
+ * strings are valid during the call. O(bindings + rows), never O(pending). 0 or -ENOMEM. */
+int kq_backlog_each(struct kq_broker *b, kq_backlog_row_cb cb, void *ud);
+
+/* history.c: what happened to each message, for GET /msg/<id> and the debug log. Pending
+ * messages have their history in a side table (kq_msg.hist); a finished message's history
+ * moves to a ring of the last cfg->message_history finished messages. A history keeps at
+ * most KQ_HIST_MAX events (the first KQ_HIST_HEAD and the latest; repeats of an attempt
+ * that found nobody are counted in one event). Every event is also logged at debug level
+ * ("history: id=... event=..."). Loop thread. */
+enum kq_hist_kind {
+    KQ_EV_PUBLISHED = 1, /* group + connection of the producer */
+    KQ_EV_RECOVERED,     /* read back from the store at start, or taken over */
+    KQ_EV_REQUEUED,      /* out of the dead-letter store, by an operator */
+    KQ_EV_STORED,
+    KQ_EV_NOT_STORED,    /* text: why; the producer was told (final) */
+    KQ_EV_COMMITTED,     /* two-phase: the producer committed */
+    KQ_EV_ROLLED_BACK,   /* two-phase: the producer rolled back (final) */
+    KQ_EV_TX_CHECK,      /* two-phase: the producer's group was asked */
+    KQ_EV_SENT,          /* a delivery attempt: group + connection + attempt number */
+    KQ_EV_QUEUED,        /* waiting for room in the group's window or rate */
+    KQ_EV_ACKED, KQ_EV_NACKED, KQ_EV_TIMEOUT, KQ_EV_LOST, /* the copy's answer */
+    KQ_EV_NO_CONSUMER,   /* the group had no connection */
+    KQ_EV_WARMING,       /* the group's connections were all warming up */
+    KQ_EV_SKIPPED,       /* a non-persistent group offline: it does not get the message */
+    KQ_EV_NOT_SENT,      /* text: why the copy could not go out */
+    KQ_EV_NO_SUBSCRIBER, /* no group bound to its (topic, messageType) */
+    KQ_EV_RETRY,         /* next attempt scheduled (when) */
+    KQ_EV_DEAD,          /* text: the reason (final) */
+    KQ_EV_DELIVERED,     /* every group has it: removed (final) */
+    KQ_EV_PURGED,        /* an operator dropped the group's backlog (POST /groups/purge) */
+    KQ_EV_REMOVED,       /* no group needs it any more after a purge (final) */
+};
+#define KQ_HIST_MAX 12
+#define KQ_HIST_HEAD 4
+int kq_history_init(struct kq_broker *b);
+void kq_history_free(struct kq_broker *b);
+/* One event of m: group (NULL = none), s (the connection, NULL = none). */
+void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
+             struct kq_session *s);
+void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
+                  struct kq_session *s);
+void kq_hist_retry(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
+void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind,
+                  const char *group, const char *text);
+/* m leaves the index (or never got in): its history moves to the finished ring. */
+void kq_hist_finish(struct kq_broker *b, struct kq_msg *m);
+/* m (requeued) takes back the history its id left in the ring, if any. */
+void kq_hist_resume(struct kq_broker *b, struct kq_msg *m);
+/* A session closes: its name for histories is released. */
+void kq_hist_session_closed(struct kq_session *s);
+/* JSON of m's history (NULL when it has none) / of a finished id (NULL when the ring does
+ * not hold it: the object has messageId, state, topic, messageType, publishGroup,
+ * finishedTime and the history). final_kind (may be NULL) gets its last event. */
+struct cJSON;
+struct cJSON *kq_hist_json(struct kq_broker *b, const struct kq_msg *m);
+struct cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id,
+                                    enum kq_hist_kind *final_kind);
+struct kq_history_stats {
+    uint64_t pending, finished; /* histories held */
+    uint64_t bytes;             /* their memory (records, ring, table slots) */
+    uint64_t names;             /* distinct group, peer and reason names they hold */
+    uint64_t skipped;           /* messages given no history: the memory cap was reached */
+};
+void kq_history_stats(const struct kq_broker *b, struct kq_history_stats *out);
+
 /* registry_link.c: ZooKeeper bindings and registration (static bindings need nothing) */
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);
 void kq_registry_link_stop(struct kq_broker *b, void (*done)(void *ud), void *ud);
 
-/* admin_api.c: the admin HTTP handlers */
+/* admin_api.c: the admin HTTP handlers; stop after the store closed */
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen);
+void kq_admin_api_stop(struct kq_broker *b);
 
-/* reload.c: SIGHUP / POST /reload */
-int kq_broker_reload_now(struct kq_broker *b, char *err, size_t errlen);
+/* reload.c: SIGHUP / POST /reload (kq_broker_reload_start in broker.h). At stop: the
+ * queued requests are answered -ECANCELED and a running reload is abandoned. */
+void kq_reload_stop(struct kq_broker *b);
+
+/* broker.c: connection limits from b->cfg (start, and after a reload swapped a new one) */
+void kq_broker_apply_net_limits(struct kq_broker *b);
 
 /* helpers */
 uint64_t kq_broker_mono_ms(void);

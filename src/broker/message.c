@@ -22,12 +22,14 @@ struct kq_atom {
 
 #define ATOM_OF(str) ((struct kq_atom *)((char *)(str) - offsetof(struct kq_atom, s)))
 
-const char *kq_atom(struct kq_broker *b, const char *s)
+const char *kq_atom(struct kq_broker *b, const char *s) { return kq_atom_in(&b->atoms, s); }
+
+const char *kq_atom_in(struct kq_atom **table, const char *s)
 {
     if (!s)
         s = "";
     struct kq_atom *a;
-    HASH_FIND_STR(b->atoms, s, a);
+    HASH_FIND_STR(*table, s, a);
     if (a) {
         a->refs++;
         return a->s;
@@ -37,10 +39,17 @@ const char *kq_atom(struct kq_broker *b, const char *s)
     if (!a)
         return NULL;
     memcpy(a->s, s, n + 1);
-    a->table = &b->atoms;
+    a->table = table;
     a->refs = 1;
-    HASH_ADD_KEYPTR(hh, b->atoms, a->s, n, a);
+    HASH_ADD_KEYPTR(hh, *table, a->s, n, a);
     return a->s;
+}
+
+const char *kq_atom_ref(const char *atom)
+{
+    if (atom)
+        ATOM_OF(atom)->refs++;
+    return atom;
 }
 
 const char *kq_atom_find(struct kq_broker *b, const char *s)
@@ -61,13 +70,17 @@ void kq_atom_release(const char *atom)
     }
 }
 
-size_t kq_atoms_count(const struct kq_broker *b) { return HASH_COUNT(b->atoms); }
+size_t kq_atoms_count(const struct kq_broker *b) { return kq_atoms_count_table(b->atoms); }
 
-void kq_atoms_free(struct kq_broker *b)
+size_t kq_atoms_count_table(const struct kq_atom *table) { return HASH_COUNT(table); }
+
+void kq_atoms_free(struct kq_broker *b) { kq_atoms_free_table(&b->atoms); }
+
+void kq_atoms_free_table(struct kq_atom **table)
 {
     struct kq_atom *a, *tmp;
-    HASH_ITER(hh, b->atoms, a, tmp) {
-        HASH_DEL(b->atoms, a);
+    HASH_ITER(hh, *table, a, tmp) {
+        HASH_DEL(*table, a);
         free(a);
     }
 }
@@ -212,6 +225,29 @@ int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *
     p[(*n)++] = atom;
     *v = p;
     return 0;
+}
+
+void kq_names_remove(const char ***v, uint16_t *n, const char *atom)
+{
+    if (!atom || !kq_names_has(*v, *n, atom))
+        return;
+    if (*n == 1) {
+        kq_atom_release(atom);
+        *v = NULL;
+        *n = 0;
+        return;
+    }
+    const char **p = (const char **)*v;
+    uint16_t i = 0;
+    while (p[i] != atom)
+        i++;
+    kq_atom_release(atom);
+    memmove(&p[i], &p[i + 1], (size_t)(*n - i - 1) * sizeof *p);
+    if (--*n == 1) { /* back to the inline form */
+        const char *last = p[0];
+        free(p);
+        *v = (const char **)last;
+    }
 }
 
 void kq_names_clear(const char ***v, uint16_t *n)

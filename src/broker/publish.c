@@ -1,15 +1,16 @@
 /* The publish pipeline: intake limit -> checks and normalisation (spec §3.3, with an exact
  * topic test) -> store (the ack waits until the store says the message is durable) ->
  * MessageStoreAck -> delivery. Fly messages skip the store. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/intake.h"
 #include "broker/internal.h"
 #include "core/log.h"
+#include "core/redact.h"
 
-#define MAX_EXPIRED_SEC (7 * 24 * 3600)
-#define MAX_DELIVER_LIMIT 100
 
 static void ack(struct kq_session *s, uint32_t opaque, const char *id, bool ok,
                 const char *feedback)
@@ -36,14 +37,62 @@ static const char *check_header(struct kq_broker *b, Protocol__Header *h, int64_
         h->has_createtime = 1;
         h->createtime = now;
     }
-    if (h->deliverlimit <= 0 || h->deliverlimit > MAX_DELIVER_LIMIT)
-        h->deliverlimit = MAX_DELIVER_LIMIT;
-    if (h->expiredtime <= 0 || h->expiredtime > now + MAX_EXPIRED_SEC)
-        h->expiredtime = now + MAX_EXPIRED_SEC;
+    if (h->deliverlimit <= 0 || h->deliverlimit > KQ_PUBLISH_MAX_DELIVER_LIMIT)
+        h->deliverlimit = KQ_PUBLISH_MAX_DELIVER_LIMIT;
+    if (h->expiredtime <= 0 || h->expiredtime > now + KQ_PUBLISH_MAX_EXPIRED_SEC)
+        h->expiredtime = now + KQ_PUBLISH_MAX_EXPIRED_SEC;
     else if (h->expiredtime <= now)
         return "Expired Message!";
     if (h->fly && !h->commit)
         return "FLY MUST BE COMMITTED !";
+    return NULL;
+}
+
+/* The publish policy's answer (policy.h: on_publish), applied to the header before it is
+ * packed and stored. Returns NULL (accept, maybe changed) or the rejection feedback. Costs
+ * nothing when the policy has no on_publish. */
+static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *s,
+                                        Protocol__Header *h, size_t body_len, int64_t now,
+                                        struct kq_publish_verdict *v)
+{
+    if (!kq_policy_has_publish(b->policy))
+        return NULL;
+    struct kq_property_kv *props = NULL;
+    if (h->n_properties &&
+        !(props = kq_arena_alloc(&b->frame_arena, h->n_properties * sizeof *props)))
+        return "Store Result false: out of memory";
+    for (size_t i = 0; i < h->n_properties; i++)
+        props[i] = (struct kq_property_kv){h->properties[i]->key, h->properties[i]->value};
+    struct kq_publish_view m = {
+        .message_id = h->messageid, .topic = h->topic, .message_type = h->messagetype,
+        .group = h->groupid, .peer = kq_conn_peer(s->conn), .properties = props,
+        .n_properties = h->n_properties, .body_size = body_len, .fly = h->fly,
+        .commit = h->commit, .expired_time = h->expiredtime,
+        .deliver_limit = h->deliverlimit, .now_sec = now};
+    kq_policy_publish(b->policy, &m, v);
+    if (v->action == KQ_PUBLISH_REJECT) {
+        KQ_LOG_RATELIMITED(KQ_LOG_INFO, "publish", "rejected by on_publish topic=%s type=%s "
+                           "id=%s: %s", h->topic, h->messagetype, h->messageid, v->reason);
+        return v->reason;
+    }
+    if (v->action != KQ_PUBLISH_CHANGE)
+        return NULL;
+    /* the verdict's strings live until the next call: the header is packed right after */
+    Protocol__Entry *ents = NULL, **ptrs = NULL;
+    if (v->n_properties &&
+        (!(ents = kq_arena_alloc(&b->frame_arena, v->n_properties * sizeof *ents)) ||
+         !(ptrs = kq_arena_alloc(&b->frame_arena, v->n_properties * sizeof *ptrs))))
+        return "Store Result false: out of memory";
+    for (size_t i = 0; i < v->n_properties; i++) {
+        protobuf_c_message_init(&protocol__entry__descriptor, &ents[i]);
+        ents[i].key = (char *)v->properties[i].key;
+        ents[i].value = (char *)v->properties[i].value;
+        ptrs[i] = &ents[i];
+    }
+    h->n_properties = v->n_properties;
+    h->properties = ptrs;
+    h->expiredtime = v->expired_time;
+    h->deliverlimit = v->deliver_limit;
     return NULL;
 }
 
@@ -91,6 +140,19 @@ static bool own_group(struct kq_broker *b, struct kq_session *s, uint32_t opaque
     return false;
 }
 
+/* "Store Result false: ..." naming the cause: the store's reason while it is unavailable
+ * (e.g. "store unavailable: mysql 127.0.0.1:3306: connection refused"), else the error. */
+static void store_failed_feedback(struct kq_broker *b, int status, char *fb, size_t len)
+{
+    const char *why = kq_store_unavailable(b->store);
+    char clean[400];
+    if (why)
+        snprintf(fb, len, "Store Result false: store unavailable: %s",
+                 kq_redact(why, clean, sizeof clean));
+    else
+        snprintf(fb, len, "Store Result false: %s", strerror(-status));
+}
+
 static void detach(struct kq_pending_save *ps)
 {
     struct kq_session *s = ps->session;
@@ -109,6 +171,7 @@ void kq_publish_session_closed(struct kq_session *s)
 {
     while (s->saves)
         detach(s->saves);
+    kq_intake_forget(s);
 }
 
 static void ack_stored(struct kq_pending_save *ps, struct kq_session *s)
@@ -135,21 +198,24 @@ static void on_saved(void *ud, int status)
     struct kq_pending_save *ps = ud;
     struct kq_broker *b = ps->broker;
     struct kq_msg *m = ps->msg;
-    char feedback[96];
+    char feedback[512];
     struct kq_session *s = ps->session;
     detach(ps);
     if (status == 0) {
         m->stored = true;
         b->stats.stored++;
         kq_topic_stats(b, m->topic)->stored++;
+        kq_hist(b, m, KQ_EV_STORED, NULL, NULL);
         ack_stored(ps, s);
         kq_delivery_add(b, m, kq_now_ms());
     } else {
-        snprintf(feedback, sizeof feedback, "Store Result false: %s", strerror(-status));
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s err=%s", m->id,
-                           strerror(-status));
+        store_failed_feedback(b, status, feedback, sizeof feedback);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s: %s", m->id,
+                           feedback);
         if (s)
             reject(b, s, ps->opaque, m->id, feedback);
+        kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, strerror(-status));
+        kq_hist_finish(b, m);
         kq_msg_free(m);
     }
     free(ps);
@@ -184,13 +250,15 @@ static void on_saved_after_first(void *ud, int status)
     if (status == 0) {
         m->stored = true;
         b->stats.stored++;
+        kq_hist(b, m, KQ_EV_STORED, NULL, NULL);
         ack_stored(ps, s);
         kq_delivery_finish(b, m); /* persist the first attempt's state, schedule the retry */
     } else {
-        char feedback[96];
-        snprintf(feedback, sizeof feedback, "Store Result false: %s", strerror(-status));
+        char feedback[512];
+        store_failed_feedback(b, status, feedback, sizeof feedback);
         if (s)
             reject(b, s, ps->opaque, m->id, feedback);
+        kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, strerror(-status));
         kq_delivery_drop(b, m, false); /* the producer was told: it sends again */
     }
     free(ps);
@@ -207,6 +275,7 @@ void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool a
         ack_stored(ps, s);
         free(ps);
         b->stats.delivered++;
+        kq_hist(b, m, KQ_EV_DELIVERED, NULL, NULL);
         kq_delivery_drop(b, m, false);
         return;
     }
@@ -226,7 +295,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     int64_t now = kq_now_sec();
     b->stats.received++;
 
-    if (!kq_token_bucket_take(&b->intake, kq_mono_us())) {
+    if (!kq_intake_take(b, s)) {
         char fb[160];
         snprintf(fb, sizeof fb, "Store Result KiteQ OverFlow [%s]", b->cfg->bind);
         reject(b, s, opaque, h->messageid, fb);
@@ -245,11 +314,17 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         ack(s, opaque, h->messageid, true, "Store Result true Cost:0");
         goto out;
     }
-    const char *why = h->fly ? NULL : kq_store_unavailable(b->store);
-    if (why) { /* a clear answer now, not a timeout later */
+    if (!h->fly && kq_store_unavailable(b->store)) { /* a clear answer now, not a timeout later */
         char fb[512];
-        snprintf(fb, sizeof fb, "Store Result false: store unavailable: %s", why);
+        store_failed_feedback(b, -EAGAIN, fb, sizeof fb);
         reject(b, s, opaque, h->messageid, fb);
+        goto out;
+    }
+
+    struct kq_publish_verdict verdict;
+    bad = apply_publish_policy(b, s, h, v.body_len, now, &verdict);
+    if (bad) {
+        reject(b, s, opaque, h->messageid, bad);
         goto out;
     }
 
@@ -289,6 +364,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         goto out;
     }
     m->fly = h->fly;
+    kq_hist(b, m, KQ_EV_PUBLISHED, s->group->id, s);
     kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
     note_if_unrouted(b, m);
 
@@ -301,6 +377,8 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
 
     struct kq_pending_save *ps = pending_new(b, s, m, opaque);
     if (!ps) {
+        kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, "out of memory");
+        kq_hist_finish(b, m);
         kq_msg_free(m);
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;

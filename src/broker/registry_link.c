@@ -29,15 +29,8 @@ static void on_bindings(void *ud, const char *topic, const char *group,
     kq_binding_set_free(b->bindings);
     b->bindings = next;
     KQ_INFO("registry", "bindings changed topic=%s group=%s bindings=%zu", topic, group, n);
-    if (n > 0) {
-        /* A (re)subscribed group may have messages waiting for it: those that failed for
-         * it, and those that found no binding at all (recovered before the bindings came). */
-        struct kq_group *g = kq_group_get(b, group, false);
-        if (g && g->n > 0)
-            kq_delivery_group_online(b, g);
-        else
-            kq_delivery_bindings_changed(b);
-    }
+    if (n > 0) /* messages of the topic that had nobody to go to may have someone now */
+        kq_delivery_bindings_changed(b, topic);
 }
 
 static void on_state(void *ud, const char *state)

@@ -7,6 +7,9 @@
 #include "core/log.h"
 
 #define FEEDBACK_UNAUTHORIZED "Unauthorized,Connection broken!"
+/* A connection must authenticate this soon (or within the heartbeat timeout if shorter):
+ * unauthenticated sockets must not hold descriptors the store and real clients need. */
+#define AUTH_DEADLINE_MS 5000
 
 uint64_t kq_broker_mono_ms(void) { return kq_mono_us() / 1000; }
 
@@ -45,6 +48,7 @@ void kq_session_close(struct kq_broker *b, struct kq_conn *c, const char *reason
             s->group ? s->group->id : "-", reason);
     b->stats.connections--;
     kq_conn_set_user(c, NULL);
+    kq_hist_session_closed(s);
     free(s);
 }
 
@@ -185,9 +189,20 @@ static void sweep_one(void *ud, struct kq_conn *c)
 {
     struct kq_broker *b = ud;
     uint64_t limit = (uint64_t)b->cfg->heartbeat_timeout_seconds * 1000;
+    uint64_t now = kq_broker_mono_ms();
+    struct kq_session *s = kq_conn_user(c);
+    uint64_t auth_deadline = limit < AUTH_DEADLINE_MS ? limit : AUTH_DEADLINE_MS;
+    if (s && !s->authed && !kq_conn_closing(c) &&
+        now - kq_conn_opened_ms(c) > auth_deadline) {
+        KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(c),
+                        "no handshake within %llu ms, closing peer=%s",
+                        (unsigned long long)auth_deadline, kq_conn_peer(c));
+        kq_conn_close(c, "not authenticated in time");
+        return;
+    }
     /* A connection not read because its peer does not take its answers (net.h) reads
      * nothing either: it goes the same way, with the real reason. */
-    if (kq_broker_mono_ms() - kq_conn_last_read_ms(c) > limit)
+    if (now - kq_conn_last_read_ms(c) > limit)
         kq_conn_abort(c, kq_conn_read_paused_ms(c) ? "stuck: the peer does not read its answers"
                                                    : "idle: no heartbeat");
 }

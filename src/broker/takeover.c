@@ -5,8 +5,8 @@
  * that creates the ephemeral lock node; it moves the rows to itself, delivers them, and
  * leaves a .done marker (deleted again by the dead broker when it registers anew).
  *
- * The store calls block the loop while they run (a page of 500 rows per transaction): a
- * takeover is rare, like start-up recovery. */
+ * The store moves the rows page by page on its workers (500 rows per transaction) and hands
+ * each page to the loop, where the rows are adopted: nothing waits for the server. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +20,22 @@
 #define MOD "takeover"
 #define CHECK_MS 1000
 
-enum peer_state { PEER_ALIVE, PEER_GONE, PEER_ASKED, PEER_DONE };
+enum peer_state { PEER_ALIVE, PEER_GONE, PEER_ASKED, PEER_MOVING, PEER_DONE };
 
 struct peer {
     char *name;
     enum peer_state state;
     uint64_t gone_since_ms; /* PEER_GONE: monotonic ms it was first seen missing */
+};
+
+/* One takeover in progress; outlives kq_takeover_stop (the store still calls back). */
+struct run {
+    struct kq_broker *b;
+    bool cancelled; /* the broker stops: adopt nothing more */
+    size_t before;  /* pending messages at the start */
+    uint64_t t0_us;
+    struct run *next;
+    char dead[];
 };
 
 struct kq_takeover {
@@ -34,6 +44,7 @@ struct kq_takeover {
     char self[256];
     struct peer *peers;
     size_t n;
+    struct run *runs;
 };
 
 static void on_timer_closed(uv_handle_t *h) { free(h->data); }
@@ -95,7 +106,39 @@ void kq_takeover_on_servers(struct kq_broker *b, char *const *alive, size_t n_al
 
 static void on_row(void *ud, const struct kq_stored_msg *m, const struct kq_delivery_state *st)
 {
-    kq_broker_adopt(ud, m, st);
+    struct run *r = ud;
+    if (r->cancelled)
+        return;
+    kq_broker_adopt(r->b, m, st);
+    kq_delivery_rearm(r->b); /* delivered while the next pages are moved */
+}
+
+static void on_moved(void *ud, int rc, uint64_t moved)
+{
+    struct run *r = ud;
+    struct kq_broker *b = r->b;
+    struct kq_takeover *t = r->cancelled ? NULL : b->takeover;
+    if (t) {
+        for (struct run **p = &t->runs; *p; p = &(*p)->next)
+            if (*p == r) {
+                *p = r->next;
+                break;
+            }
+        KQ_INFO(MOD, "server=%s taken over: moved=%llu adopted=%zu ms=%llu%s%s", r->dead,
+                (unsigned long long)moved, b->msgs.len - r->before,
+                (unsigned long long)((kq_mono_us() - r->t0_us) / 1000), rc ? " error=" : "",
+                rc ? strerror(-rc) : "");
+        if (b->zk)
+            kq_zk_registry_takeover_finish(b->zk, r->dead, rc == 0);
+        struct peer *p = peer_get(t, r->dead, false);
+        if (p && rc == 0) {
+            p->state = PEER_DONE;
+        } else if (p) { /* what is left stays under the dead name: try again after the grace */
+            p->state = PEER_GONE;
+            p->gone_since_ms = kq_broker_mono_ms();
+        }
+    }
+    free(r);
 }
 
 void kq_takeover_on_lock(struct kq_broker *b, const char *dead, int result)
@@ -117,22 +160,27 @@ void kq_takeover_on_lock(struct kq_broker *b, const char *dead, int result)
         p->gone_since_ms = kq_broker_mono_ms();
         return;
     }
-    size_t before = b->msgs.len;
-    uint64_t moved = 0, t0 = kq_mono_us();
-    int rc = kq_mysql_takeover_load(b->store, dead, on_row, b, &moved);
-    kq_delivery_rearm(b);
-    KQ_INFO(MOD, "server=%s taken over: moved=%llu adopted=%zu ms=%llu%s%s", dead,
-            (unsigned long long)moved, b->msgs.len - before,
-            (unsigned long long)((kq_mono_us() - t0) / 1000), rc ? " error=" : "",
-            rc ? strerror(-rc) : "");
-    if (b->zk)
-        kq_zk_registry_takeover_finish(b->zk, dead, rc == 0);
-    if (rc == 0) {
-        p->state = PEER_DONE;
-    } else { /* what is left stays under the dead name: try again after the grace */
+    struct run *r = calloc(1, sizeof *r + strlen(dead) + 1);
+    int rc = r ? 0 : -ENOMEM;
+    if (r) {
+        r->b = b;
+        r->before = b->msgs.len;
+        r->t0_us = kq_mono_us();
+        strcpy(r->dead, dead);
+        rc = kq_mysql_takeover_start(b->store, dead, on_row, on_moved, r);
+    }
+    if (rc) {
+        KQ_ERROR(MOD, "server=%s: takeover not started: %s", dead, strerror(-rc));
+        free(r);
+        if (b->zk)
+            kq_zk_registry_takeover_finish(b->zk, dead, false);
         p->state = PEER_GONE;
         p->gone_since_ms = kq_broker_mono_ms();
+        return;
     }
+    p->state = PEER_MOVING;
+    r->next = t->runs;
+    t->runs = r;
 }
 
 static void on_timer(uv_timer_t *h)
@@ -186,6 +234,8 @@ void kq_takeover_stop(struct kq_broker *b)
     if (!t)
         return;
     b->takeover = NULL;
+    for (struct run *r = t->runs; r; r = r->next)
+        r->cancelled = true; /* freed by on_moved, when the store is done with it */
     for (size_t i = 0; i < t->n; i++)
         free(t->peers[i].name);
     free(t->peers);

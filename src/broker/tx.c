@@ -46,6 +46,7 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
                                KQ_TX_UNKNOWN, "Server Check");
         kq_session_send_flush(s);
         m->tx_checks++;
+        kq_hist(b, m, KQ_EV_TX_CHECK, m->pub_group, s);
         KQ_DEBUG("tx", "check id=%s group=%s n=%d", m->id, m->pub_group, m->tx_checks);
     }
     int64_t next = kq_now_ms() + next_check_delay(b, m->tx_checks);
@@ -63,8 +64,8 @@ struct commit_ctx {
  * delivered commit=false). No-op while the message is evicted: it is applied on load. */
 void kq_tx_mark_header_committed(struct kq_msg *m)
 {
-    if (!m->block)
-        return;
+    if (!m->block || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
+        return; /* nothing to do for every message published committed (the usual case) */
     Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
     if (!h)
         return;
@@ -91,6 +92,7 @@ static void on_committed(void *ud, int status)
     struct kq_msg *m = kq_delivery_find(cc->broker, cc->id);
     if (m && !m->commit && status == 0) {
         m->commit = true;
+        kq_hist(cc->broker, m, KQ_EV_COMMITTED, m->pub_group, NULL);
         kq_tx_mark_header_committed(m);
         kq_delivery_schedule(cc->broker, m, kq_now_ms());
     } else if (status != 0) {
@@ -127,6 +129,7 @@ void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *p
             free(cc);
     } else if (t->status == KQ_TX_ROLLBACK) {
         KQ_INFO("tx", "rollback id=%s group=%s", m->id, s->group->id);
+        kq_hist(b, m, KQ_EV_ROLLED_BACK, s->group->id, s);
         kq_delivery_drop(b, m, true);
     }
 }

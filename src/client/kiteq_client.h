@@ -122,6 +122,22 @@ void kq_client_stats(struct kq_client *c, struct kq_client_stats *s);
 /* 32 hex chars, as the original clients generate them. */
 void kq_generate_message_id(char out[KQ_CLIENT_ID_LEN + 1]);
 
+/* Logging. The library writes nothing to stderr (or anywhere) unless asked: install a
+ * logger with kq_client_set_logger, or the default one with kq_client_log_to_stderr.
+ * Process-wide; call before kq_client_open / kq_cluster_open (not thread-safe against
+ * clients that are running). fn is called from any of the library's threads, one whole line
+ * per call: "module: message key=value ..." (secrets redacted). fn NULL = silence again. */
+enum kq_client_log_level {
+    KQ_CLIENT_LOG_DEBUG = 0,
+    KQ_CLIENT_LOG_INFO,
+    KQ_CLIENT_LOG_WARN,
+    KQ_CLIENT_LOG_ERROR,
+};
+typedef void (*kq_client_log_fn)(void *ud, enum kq_client_log_level level, const char *text);
+void kq_client_set_logger(kq_client_log_fn fn, void *ud, enum kq_client_log_level min_level);
+/* Lines at min_level and above to stderr, with a timestamp and the level. */
+void kq_client_log_to_stderr(enum kq_client_log_level min_level);
+
 #ifdef __cplusplus
 }
 #endif

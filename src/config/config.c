@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "config/config_internal.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "core/redact.h"
 
@@ -113,7 +114,9 @@ void kq_config_defaults(struct kq_config *c)
     c->tx_max_checks = 10;
     c->deliver_window = 1000;
     c->takeover_seconds = 30;
+    c->message_history = 10000;
     c->admin = NULL;
+    c->admin_token = NULL;
     c->policies = kq_cfg_strdup("lua/policies");
     c->policies_set = false;
     c->log_level = kq_cfg_strdup("info");
@@ -131,6 +134,7 @@ void kq_config_free(struct kq_config *c)
     free(c->bind);
     free(c->db);
     free(c->admin);
+    free(c->admin_token);
     free(c->policies);
     free(c->log_level);
     free(c->log_file);
@@ -202,6 +206,18 @@ const char *kq_cfg_check_hostport(const char *s)
         return "needs a host, e.g. \"0.0.0.0:PORT\" for every address";
     if (!hostport_ok(s, strlen(s)))
         return "must be \"host:port\" with a host and a port 0-65535 (0 = any free port)";
+    return NULL;
+}
+
+/* Sent in an HTTP header, so visible ASCII only; long enough that guessing is hopeless. */
+const char *kq_cfg_check_admin_token(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 16 || n > 256)
+        return "must be 16-256 characters";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
+            return "must be visible ASCII (no spaces or control characters)";
     return NULL;
 }
 
@@ -397,13 +413,17 @@ static const char *check_nonempty(const char *s)
 static size_t groups_bound_to(const struct kq_config *c, const char *topic)
 {
     size_t n = 0;
-    for (const struct kq_binding *b = c->bindings; b < c->bindings + c->n_bindings; b++) {
+    /* indexes, not pointers: with no bindings c->bindings is NULL, and NULL + 0 is UB */
+    for (size_t i = 0; i < c->n_bindings; i++) {
+        const struct kq_binding *b = &c->bindings[i];
         if (!b->topic || !b->group_id || strcmp(b->topic, topic) != 0)
             continue;
         bool seen = false;
-        for (const struct kq_binding *o = c->bindings; o < b && !seen; o++)
+        for (size_t k = 0; k < i && !seen; k++) {
+            const struct kq_binding *o = &c->bindings[k];
             seen = o->topic && o->group_id && strcmp(o->topic, topic) == 0 &&
                    strcmp(o->group_id, b->group_id) == 0;
+        }
         n += !seen;
     }
     return n;
@@ -446,6 +466,20 @@ static int validate_binding(const struct kq_config *c, const struct kq_binding *
     return n;
 }
 
+/* Beyond loopback anyone on the network reaches the admin: its mutating requests (DLQ
+ * requeue and purge, reload) must then carry the token. The token is never echoed. */
+static int validate_admin(const struct kq_config *c, char *err, size_t errlen)
+{
+    const char *why;
+    if (c->admin_token && (why = kq_cfg_check_admin_token(c->admin_token)))
+        return fail(c, err, errlen, "adminToken", why, NULL);
+    if (c->admin && !c->admin_token && !kq_addr_is_loopback(c->admin))
+        return fail(c, err, errlen, "adminToken",
+                    "required when admin listens beyond loopback (set adminToken, or bind "
+                    "admin to 127.0.0.1)", c->admin);
+    return 0;
+}
+
 int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
 {
     const int INF = 0x7fffffff;
@@ -470,10 +504,13 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     n += check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23);
     n += check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds, 1,
                    INF);
+    n += check_int(c, err, errlen, "maxConnections", c->max_connections, 0, INF);
     n += check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF);
     n += check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000);
     n += check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF);
     n += check_int(c, err, errlen, "takeoverSeconds", c->takeover_seconds, 1, INF);
+    n += check_int(c, err, errlen, "messageHistory", c->message_history, 0, 1000000);
+    n += validate_admin(c, err, errlen) != 0;
 
     if (c->n_topics == 0)
         n += fail(c, err, errlen, "topics", "at least one topic is required", NULL) != 0;
@@ -557,14 +594,18 @@ void kq_config_print(const struct kq_config *c, FILE *out)
     fprintf(out, "%sdlqExecHour = %d,\n", in, c->dlq_exec_hour);
     fprintf(out, "%sdeliveryFirst = %s,\n", in, c->delivery_first ? "true" : "false");
     fprintf(out, "%sheartbeatTimeoutSeconds = %d,\n", in, c->heartbeat_timeout_seconds);
+    fprintf(out, "%smaxConnections = %d,\n", in, c->max_connections);
     fprintf(out, "%stxCheckSeconds = %d,\n", in, c->tx_check_seconds);
     fprintf(out, "%stxMaxChecks = %d,\n", in, c->tx_max_checks);
     fprintf(out, "%sdeliverWindow = %d,\n", in, c->deliver_window);
     fprintf(out, "%stakeoverSeconds = %d,\n", in, c->takeover_seconds);
+    fprintf(out, "%smessageHistory = %d,\n", in, c->message_history);
     if (c->admin)
         put_field(out, in, "admin", c->admin);
     else
         fprintf(out, "%sadmin = false,\n", in);
+    if (c->admin_token) /* a secret: --check output may end up in logs */
+        fprintf(out, "%s-- adminToken = (set, not shown)\n", in);
     put_field(out, in, "policies", c->policies);
     put_field(out, in, "logLevel", c->log_level);
     if (c->log_file)

@@ -56,11 +56,17 @@ struct kq_config {
     int dlq_exec_hour;               /* 0-23, kept for compatibility, default 2 */
     bool delivery_first;             /* default false */
     int heartbeat_timeout_seconds;   /* close connections silent this long, default 90 */
+    int max_connections;             /* client connections at once; 0 = from RLIMIT_NOFILE (default) */
     int tx_check_seconds;            /* first transaction check after this, default 5 */
     int tx_max_checks;               /* then dead-lettered, default 10 */
     int deliver_window;              /* deliveries in flight per group, default 1000 */
     int takeover_seconds;            /* mysql + zk: take over a broker gone this long, default 30 */
+    int message_history;             /* finished messages whose history is kept, default 10000;
+                                      * 0 = no message histories (restart to change) */
     char *admin;                     /* admin HTTP "host:port", NULL = off */
+    char *admin_token;               /* adminToken: mutating admin requests must carry it
+                                      * (Authorization: Bearer); required when admin listens
+                                      * beyond loopback; NULL = none */
     char *policies;                  /* Lua policies folder, default "lua/policies" */
     bool policies_set;               /* named in the file: it must exist (the default may not) */
     char *log_level;                 /* "info" */
@@ -80,6 +86,10 @@ void kq_config_defaults(struct kq_config *c);
  * kq_config_validate before using c (a cluster may rely on flags for its topics). */
 int kq_config_load_file(struct kq_config *c, const char *path, const char *cluster, char *err,
                         size_t errlen);
+/* The same from the file's contents raw[0..len) (not NUL-terminated); path only names it
+ * in errors and in c->config_path. Used by the fuzzer. */
+int kq_config_load_buffer(struct kq_config *c, const char *path, const char *raw, size_t len,
+                          const char *cluster, char *err, size_t errlen);
 /* Parse argv: `kiteq [CONFIG] [--cluster NAME] [--check] [-bind=..] [-pport=..] [-db=..]
  * [-topics=a,b] [-zkhost=..] [-deliveryFirst] [-clusterName=..] [-configPath=..]`.
  * Loads the file if one is given, then applies the flags over it, then validates.

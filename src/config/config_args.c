@@ -41,7 +41,7 @@ static const char usage[] =
     "\n"
     "flags override the file (-name=value, --name=value or -name value):\n"
     "  -bind=HOST:PORT         listen address and broker id (default 127.0.0.1:13800)\n"
-    "  -pport=N                admin HTTP port on the bind host; -1 = off (default)\n"
+    "  -pport=N|HOST:PORT      admin HTTP port (on 127.0.0.1) or address; -1 = off (default)\n"
     "  -db=URI                 store: memory://, file://DIR[?fsync=group], mysql://...\n"
     "  -topics=a,b             topics served by this broker\n"
     "  -zkhost=H:P[,H:P]       ZooKeeper registry (registry = zk://H:P,...); empty = static\n"
@@ -133,21 +133,26 @@ static int apply_flags(struct kq_config *c, const char *const *val, char *err, s
             return bad_flag(err, errlen, "bind", why, val[F_BIND]);
         kq_cfg_set_str(&c->bind, val[F_BIND]);
     }
-    if (val[F_PPORT]) { /* the admin server listens on the bind host, as in the original */
-        char *end;
-        errno = 0;
-        long port = strtol(val[F_PPORT], &end, 10);
-        if (errno || end == val[F_PPORT] || *end || port < -1 || port > 65535)
-            return bad_flag(err, errlen, "pport", "must be a port 1-65535, or -1/0 for off",
-                            val[F_PPORT]);
-        if (port <= 0) {
-            kq_cfg_set_str(&c->admin, NULL);
+    if (val[F_PPORT]) {
+        /* A bare port is on loopback (the original used the bind host, which put an
+         * unauthenticated admin on every interface with -bind=0.0.0.0:P); another address
+         * must be spelled out, HOST:PORT, and then needs adminToken. */
+        const char *v = val[F_PPORT];
+        if (strchr(v, ':')) {
+            if ((why = kq_cfg_check_hostport(v)))
+                return bad_flag(err, errlen, "pport", why, v);
+            kq_cfg_set_str(&c->admin, v);
         } else {
-            char admin[300];
-            const char *colon = strrchr(c->bind, ':');
-            int hostlen = colon ? (int)(colon - c->bind) : (int)strlen(c->bind);
-            snprintf(admin, sizeof admin, "%.*s:%ld", hostlen, c->bind, port);
-            kq_cfg_set_str(&c->admin, admin);
+            char *end;
+            errno = 0;
+            long port = strtol(v, &end, 10);
+            if (errno || end == v || *end || port < -1 || port > 65535)
+                return bad_flag(err, errlen, "pport",
+                                "must be a port 1-65535 (on 127.0.0.1), HOST:PORT, or -1/0 "
+                                "for off", v);
+            char admin[32];
+            snprintf(admin, sizeof admin, "127.0.0.1:%ld", port);
+            kq_cfg_set_str(&c->admin, port <= 0 ? NULL : admin);
         }
     }
     if (val[F_DB]) {

@@ -26,6 +26,7 @@ const char *kq_cfg_check_name(const char *s); /* topic or group id */
 const char *kq_cfg_check_db(const char *s);
 const char *kq_cfg_check_registry(const char *s);
 const char *kq_cfg_check_log_level(const char *s);
+const char *kq_cfg_check_admin_token(const char *s);
 const char *kq_cfg_check_regex(const char *pattern, char *buf, size_t len);
 /* Parses "direct"/"regx"/"fanout" (any case); 0 or -EINVAL. */
 int kq_cfg_parse_bind_type(const char *s, enum kq_bind_type *out);

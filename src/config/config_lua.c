@@ -3,10 +3,12 @@
  *
  * Sandbox: the chunk's environment holds only safe base functions plus copies of string,
  * table and math; no io, os, require, debug, ffi, load, loadstring, loadfile, dofile or
- * pcall. The JIT is off so that the count hook fires reliably; the hook stops the file after
- * a wall-clock deadline or an instruction budget, and the allocator caps memory. Text chunks only (bytecode is refused).
- * Known limit: a single long-running C call (e.g. a pathological string.find) cannot be
- * interrupted; the file is the operator's own, so this only guards against mistakes.
+ * pcall. Text chunks only (bytecode is refused). The budgets are those of the policies
+ * (policy/lua_budget.h): the JIT is off so that the count hook fires reliably, the hook
+ * stops the file after a wall-clock deadline or an instruction budget, Lua patterns are
+ * charged their worst case against the same budget before they run (a backtracking
+ * string.find is refused rather than run for minutes), and the allocator caps memory. A
+ * reload loads the file on a worker thread and may abandon it (its stop flag).
  *
  * Every cluster of the file is checked (so --check finds typos in all of them); only the
  * selected one is written into the caller's struct. A problem with one key does not stop the
@@ -15,8 +17,6 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <luajit.h>
-#include <lualib.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -26,46 +26,16 @@
 
 #include "policy/lua_budget.h"
 #include "config/config_internal.h"
-#include "core/clock.h"
 #include "core/log.h"
 
 #define MAX_FILE_BYTES (1 << 20)
 #define MAX_MEMORY_BYTES ((size_t)64 << 20)
 #define MAX_RUN_MS 1000
 #define MAX_INSTRUCTIONS 50000000L
-#define HOOK_EVERY 1000
 #define INF 0x7fffffff
 #define KEY_LEN 320 /* key paths in messages */
 
 /* ---- sandbox ------------------------------------------------------------------------ */
-
-struct sandbox {
-    struct kq_lua_budget mem;
-    int64_t deadline_ms;
-    long steps;
-    bool tripped;
-    int line; /* where the deadline hit, for the message */
-};
-
-static const char SANDBOX_KEY = 0; /* its address keys the sandbox in the Lua registry */
-
-static void on_count(lua_State *L, lua_Debug *ar)
-{
-    lua_pushlightuserdata(L, (void *)&SANDBOX_KEY);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    struct sandbox *sb = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    sb->steps += HOOK_EVERY;
-    if (sb->tripped || sb->steps > MAX_INSTRUCTIONS || kq_now_ms() > sb->deadline_ms) {
-        /* From now on every instruction fails, so no Lua code can swallow the error. */
-        if (!sb->tripped && lua_getinfo(L, "l", ar))
-            sb->line = ar->currentline;
-        sb->tripped = true;
-        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
-        lua_pushliteral(L, "stopped");
-        lua_error(L);
-    }
-}
 
 /* Pushes the environment table of the config chunk. */
 static void push_env(lua_State *L)
@@ -98,17 +68,6 @@ static void push_env(lua_State *L)
     lua_setfield(L, -2, "_G");
 }
 
-static void open_safe_libs(lua_State *L)
-{
-    static const lua_CFunction opens[] = {luaopen_base, luaopen_string, luaopen_table,
-                                          luaopen_math};
-    for (size_t i = 0; i < sizeof opens / sizeof opens[0]; i++) {
-        lua_pushcfunction(L, opens[i]);
-        lua_pushstring(L, "");
-        lua_call(L, 1, 0);
-    }
-}
-
 /* ---- conversion helpers ------------------------------------------------------------- */
 
 struct loader {
@@ -119,7 +78,7 @@ struct loader {
     size_t errlen;
     const char *raw; /* file contents */
     size_t raw_len;
-    struct sandbox *sb;
+    struct kq_lua_budget *sb;
     struct kq_config scratch; /* clusters other than the selected one are checked here */
     bool scratch_live;
     const char **names; /* cluster names, sorted; point into Lua strings */
@@ -373,7 +332,7 @@ static int read_groups(struct loader *ld, lua_State *L, int idx, const char *key
         rc = rc ? rc : bad_entry;
         lua_pop(L, 1);
     }
-    if (c->n_groups > 1) /* c->groups is NULL when no entry was valid: qsort must not see it */
+    if (c->n_groups) /* groups = {}: c->groups is NULL, which qsort must not see */
         qsort(c->groups, c->n_groups, sizeof *c->groups, cmp_group);
     return rc;
 }
@@ -550,7 +509,7 @@ static int read_bindings(struct loader *ld, lua_State *L, int idx, const char *k
     return rc;
 }
 
-enum kind { K_STR, K_OPT_STR, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROUPS, K_BINDINGS };
+enum kind { K_STR, K_OPT_STR, K_SECRET, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROUPS, K_BINDINGS };
 
 struct opt {
     const char *name;
@@ -580,11 +539,14 @@ static const struct opt cluster_opts[] = {
     {"dlqExecHour", K_INT, OFF(dlq_exec_hour), 0, 23, NULL},
     {"deliveryFirst", K_BOOL, OFF(delivery_first), 0, 0, NULL},
     {"heartbeatTimeoutSeconds", K_INT, OFF(heartbeat_timeout_seconds), 1, INF, NULL},
+    {"maxConnections", K_INT, OFF(max_connections), 0, INF, NULL},
     {"txCheckSeconds", K_INT, OFF(tx_check_seconds), 1, INF, NULL},
     {"txMaxChecks", K_INT, OFF(tx_max_checks), 1, 1000, NULL},
     {"deliverWindow", K_INT, OFF(deliver_window), 1, INF, NULL},
     {"takeoverSeconds", K_INT, OFF(takeover_seconds), 1, INF, NULL},
+    {"messageHistory", K_INT, OFF(message_history), 0, 1000000, NULL},
     {"admin", K_ADMIN, OFF(admin), 0, 0, NULL},
+    {"adminToken", K_SECRET, OFF(admin_token), 0, 0, kq_cfg_check_admin_token},
     {"policies", K_STR, OFF(policies), 0, 0, check_nonempty},
     {"logLevel", K_STR, OFF(log_level), 0, 0, kq_cfg_check_log_level},
     {"logFile", K_OPT_STR, OFF(log_file), 0, 0, NULL},
@@ -612,6 +574,19 @@ static int read_option(struct loader *ld, lua_State *L, int idx, const char *pat
         }
         if ((rc = get_string(ld, L, idx, path, o->check, &s)) == 0)
             kq_cfg_set_str((char **)(base + o->off), s);
+        return rc;
+    case K_SECRET: /* like K_OPT_STR, but an error never shows the value */
+        if ((lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)) ||
+            (lua_type(L, idx) == LUA_TSTRING && lua_tostring(L, idx)[0] == '\0')) {
+            kq_cfg_set_str((char **)(base + o->off), NULL);
+            return 0;
+        }
+        if ((rc = get_string(ld, L, idx, path, NULL, &s)) == 0) {
+            const char *why = o->check(s);
+            if (why)
+                return bad(ld, L, path, 0, why);
+            kq_cfg_set_str((char **)(base + o->off), s);
+        }
         return rc;
     case K_INT: return get_int(ld, L, idx, path, o->min, o->max, (int *)(base + o->off));
     case K_BOOL: return get_bool(ld, L, idx, path, (bool *)(base + o->off));
@@ -729,17 +704,15 @@ static int load_protected(lua_State *L)
     }
     push_env(L);
     lua_setfenv(L, -2);
-    lua_pushlightuserdata(L, (void *)&SANDBOX_KEY);
-    lua_pushlightuserdata(L, ld->sb);
-    lua_rawset(L, LUA_REGISTRYINDEX);
-    ld->sb->deadline_ms = kq_now_ms() + MAX_RUN_MS;
-    lua_sethook(L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
+    kq_lua_budget_begin(L, ld->sb, MAX_INSTRUCTIONS, MAX_RUN_MS);
     rc = lua_pcall(L, 0, 1, 0);
-    lua_sethook(L, NULL, 0, 0);
     if (rc != 0) {
-        if (ld->sb->tripped)
+        if (ld->sb->tripped && ld->sb->stop && atomic_load(ld->sb->stop))
+            kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: %s", ld->path, ld->sb->trip_line,
+                       ld->sb->trip_why);
+        else if (ld->sb->tripped)
             kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: the file runs too long (over %d ms "
-                       "or %ld Lua instructions; endless loop?)", ld->path, ld->sb->line,
+                       "or %ld Lua instructions; endless loop?)", ld->path, ld->sb->trip_line,
                        MAX_RUN_MS, MAX_INSTRUCTIONS);
         else if (rc == LUA_ERRMEM)
             kq_cfg_err(ld->err, ld->errlen, "%s: stopped: the file uses more than %zu MiB",
@@ -752,6 +725,8 @@ static int load_protected(lua_State *L)
         bad(ld, L, "file", 1, "must end with `return { clusters = { ... } }`");
         return 0;
     }
+    /* The conversion reads the tables raw, so no Lua runs; were it to, it has a budget too. */
+    kq_lua_budget_begin(L, ld->sb, MAX_INSTRUCTIONS, MAX_RUN_MS);
 
     /* stack: 1 = root, 2 = default, 3 = registry, 4 = clusters, 5 = bindings */
     check_keys(ld, L, 1, "", top_keys); /* reported; the known keys are checked all the same */
@@ -837,8 +812,7 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
                         size_t errlen)
 {
     char dummy[8], *raw = NULL;
-    struct sandbox sb = {.mem = {.max = MAX_MEMORY_BYTES}};
-    struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
+    size_t len = 0;
     int rc;
 
     if (!err || errlen == 0) {
@@ -846,22 +820,35 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
         errlen = sizeof dummy;
     }
     err[0] = '\0';
-    if ((rc = read_file(path, &raw, &ld.raw_len, err, errlen)))
+    if ((rc = read_file(path, &raw, &len, err, errlen)))
         return rc;
+    rc = kq_config_load_buffer(c, path, raw, len, cluster, err, errlen);
+    free(raw);
+    return rc;
+}
+
+int kq_config_load_buffer(struct kq_config *c, const char *path, const char *raw, size_t len,
+                          const char *cluster, char *err, size_t errlen)
+{
+    char dummy[8];
+    struct kq_lua_budget sb = {.max = MAX_MEMORY_BYTES};
+    struct loader ld = {.path = path, .want = cluster, .out = c, .sb = &sb};
+
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (len > MAX_FILE_BYTES)
+        return kq_cfg_err(err, errlen, "%s: larger than 1 MiB", path);
     ld.raw = raw;
+    ld.raw_len = len;
     ld.err = err;
     ld.errlen = errlen;
 
-    lua_State *L = lua_newstate(kq_lua_budget_alloc, &sb.mem);
-    if (!L) /* a LuaJIT build without custom allocators: run without the memory cap */
-        L = luaL_newstate();
-    if (!L) {
-        free(raw);
+    lua_State *L = kq_lua_budget_newstate(&sb, false);
+    if (!L)
         return kq_cfg_err(err, errlen, "%s: cannot create a Lua state", path);
-    }
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    open_safe_libs(L);
-    lua_settop(L, 0);
     if (lua_cpcall(L, load_protected, &ld) != 0)
         kq_cfg_err(err, errlen, "%s: %s", path, lua_tostring(L, -1));
     else if (!ld.done && !err[0]) /* every early return reports why: cannot happen */
@@ -870,6 +857,5 @@ int kq_config_load_file(struct kq_config *c, const char *path, const char *clust
     if (ld.scratch_live)
         kq_config_free(&ld.scratch);
     free(ld.names);
-    free(raw);
     return err[0] ? -EINVAL : 0;
 }

@@ -16,6 +16,14 @@
  * logged during the change may follow either level). */
 static atomic_int min_level = KQ_LOG_INFO;
 static int log_fd = 2;
+static kq_log_sink_fn sink;
+static void *sink_ud;
+
+void kq_log_set_sink(kq_log_sink_fn fn, void *ud)
+{
+    sink_ud = ud;
+    sink = fn;
+}
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
@@ -23,6 +31,8 @@ void kq_log_set_level(enum kq_log_level level)
 {
     atomic_store_explicit(&min_level, (int)level, memory_order_relaxed);
 }
+
+bool kq_log_enabled(enum kq_log_level level) { return level >= min_level; }
 
 int kq_log_parse_level(const char *name, enum kq_log_level *out)
 {
@@ -89,6 +99,15 @@ void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
     /* Whatever a caller passes (a store URI, an error quoting a config value), no password
      * reaches the log. */
     const char *text = kq_redact_needed(msg) ? kq_redact(msg, clean, sizeof clean) : msg;
+    kq_log_sink_fn fn = sink;
+    if (fn) {
+        char one[2048];
+        size_t tl = 0;
+        append_one_line(one, &tl, sizeof one, text);
+        one[tl] = 0;
+        fn(sink_ud, level, module, one);
+        return;
+    }
     size_t len = n < 0 ? 0 : (size_t)n;
     append_one_line(line, &len, sizeof line, text);
     line[len++] = '\n';

@@ -13,12 +13,20 @@ enum kq_log_level { KQ_LOG_DEBUG = 0, KQ_LOG_INFO, KQ_LOG_WARN, KQ_LOG_ERROR };
 
 /* Lines below level are dropped. Any thread, also while others log. */
 void kq_log_set_level(enum kq_log_level level);
+/* Whether a line of this level is written (to skip building costly debug lines). */
+bool kq_log_enabled(enum kq_log_level level);
 /* Parses "debug|info|warn|error"; returns 0 or -EINVAL. */
 int kq_log_parse_level(const char *name, enum kq_log_level *out);
 /* Redirect to a file (append); NULL = stderr. Returns 0 or -errno. Call again to reopen. */
 int kq_log_open(const char *path);
 void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Send log lines to fn instead of the log file: text is the message (redacted, one line,
+ * no timestamp). fn NULL = back to the file. Set it before other threads log (the client
+ * library's kq_client_set_logger is the public way). */
+typedef void (*kq_log_sink_fn)(void *ud, enum kq_log_level level, const char *module,
+                               const char *text);
+void kq_log_set_sink(kq_log_sink_fn fn, void *ud);
 
 #define KQ_DEBUG(mod, ...) kq_log(KQ_LOG_DEBUG, mod, __VA_ARGS__)
 #define KQ_INFO(mod, ...) kq_log(KQ_LOG_INFO, mod, __VA_ARGS__)

@@ -13,6 +13,10 @@ struct kq_token_bucket {
 };
 
 void kq_token_bucket_init(struct kq_token_bucket *b, double rate, double burst);
+/* Add what accrued since the last call (at most up to burst). */
+void kq_token_bucket_refill(struct kq_token_bucket *b, uint64_t now_us);
 /* Take one token if available. */
 bool kq_token_bucket_take(struct kq_token_bucket *b, uint64_t now_us);
+/* Take one token only if `keep` tokens are left after it. */
+bool kq_token_bucket_take_above(struct kq_token_bucket *b, uint64_t now_us, double keep);
 #endif

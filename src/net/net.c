@@ -1,9 +1,12 @@
 #include "net/net.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "core/log.h"
 #include "net/tcp_window.h"
@@ -29,12 +32,14 @@ struct kq_conn {
     bool dirty;
     bool closing;
     bool closed;
+    bool released;        /* on_close was called */
     bool pace_waiting;    /* in the net's list of paced connections to retry */
     bool paced_logged;
     bool want_drain;      /* call on_drain once the output is written */
     bool read_paused;     /* output over KQ_CONN_OUT_HIGH: not reading (back-pressure) */
     uint64_t paused_since_ms;
     uint64_t last_read_ms;
+    uint64_t opened_ms;
     void *user;
     struct kq_conn *prev, *next;       /* all connections */
     struct kq_conn *dirty_next;        /* connections with output to flush */
@@ -55,6 +60,7 @@ struct kq_net {
     size_t n_conns;
     uint64_t next_id;
     struct kq_net_stats stats;
+    struct kq_net_limits limits;
     int port;
     bool stopping;
     int handles_open;
@@ -118,6 +124,19 @@ static void on_conn_closed(uv_handle_t *h)
     maybe_done(n);
 }
 
+/* The owner forgets c once: when it starts closing (it is no longer anybody's consumer
+ * while its last output drains, which can take until a dead peer times out) or when it is
+ * gone. */
+static void release_owner(struct kq_conn *c, const char *reason)
+{
+    if (c->released)
+        return;
+    c->released = true;
+    c->want_drain = false;
+    if (c->net->h->on_close)
+        c->net->h->on_close(c->net->ud, c, reason);
+}
+
 static void conn_destroy(struct kq_conn *c, const char *reason)
 {
     if (c->closed)
@@ -137,8 +156,7 @@ static void conn_destroy(struct kq_conn *c, const char *reason)
             *pp = c->dirty_next;
             break;
         }
-    if (n->h->on_close)
-        n->h->on_close(n->ud, c, reason);
+    release_owner(c, reason);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
@@ -149,6 +167,7 @@ void kq_conn_close(struct kq_conn *c, const char *reason)
     c->closing = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
     KQ_INFO("net", "closing connection peer=%s reason=\"%s\"", c->peer, reason);
+    release_owner(c, reason);
     if (!c->writing && kq_conn_backlog(c) == 0) {
         conn_destroy(c, reason);
         return;
@@ -166,7 +185,10 @@ void kq_conn_abort(struct kq_conn *c, const char *reason)
     conn_destroy(c, reason);
 }
 
-bool kq_conn_closing(const struct kq_conn *c) { return c->closing || c->closed; }
+bool kq_conn_closing(const struct kq_conn *c)
+{
+    return c->closing || c->closed || c->net->stopping;
+}
 
 /* --- writing ------------------------------------------------------------------------------ */
 
@@ -413,11 +435,80 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
+/* "ip:port" of the peer, "?:0" when the kernel does not say. */
+static void peer_name(uv_tcp_t *t, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    char ip[48] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else {
+            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    snprintf(out, len, "%s:%d", ip, port);
+}
+
+/* A peer whose link died must be gone within the heartbeat timeout, not after the kernel's
+ * ~15 minutes of retransmissions: TCP_USER_TIMEOUT ends a connection whose data stays
+ * unacknowledged for ms, keepalive probes (from ms/2 of silence) find one with nothing in
+ * flight. A live peer with a full receive buffer answers the zero-window probes and stays. */
+static void set_dead_peer_timeout(struct kq_conn *c, unsigned ms)
+{
+    uv_os_fd_t fd;
+    if (ms == 0 || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return;
+    int one = 1, cnt = 3;
+    int idle = ms / 2000 > 0 ? (int)(ms / 2000) : 1;
+    int intvl = idle / 3 > 0 ? idle / 3 : 1;
+    unsigned timeout = ms;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof timeout) != 0)
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "cannot set the dead-peer timeout peer=%s: %s "
+                           "(a dead peer may linger until the heartbeat timeout)", c->peer,
+                           strerror(errno));
+}
+
+static void on_refused_closed(uv_handle_t *h) { free(h); }
+
+/* Over the cap: accept and close at once, so that the peer learns it now and the listen
+ * queue does not fill up with connections nobody will serve. */
+static void refuse_connection(struct kq_net *n, uv_stream_t *server)
+{
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "net", "out of memory refusing a connection");
+        return;
+    }
+    uv_tcp_init(n->loop, t);
+    char peer[64] = "?";
+    if (uv_accept(server, (uv_stream_t *)t) == 0)
+        peer_name(t, peer, sizeof peer);
+    n->stats.refused++;
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "connection refused peer=%s: %zu connections "
+                       "open, maxConnections=%zu", peer, n->n_conns, n->limits.max_conns);
+    uv_close((uv_handle_t *)t, on_refused_closed);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct kq_net *n = server->data;
     if (status < 0) {
-        KQ_WARN("net", "accept failed: %s", uv_strerror(status));
+        /* (Out of descriptors, libuv itself accepts and closes the waiting connections with
+         * a descriptor it keeps spare for that.) */
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    if (n->limits.max_conns && n->n_conns >= n->limits.max_conns) {
+        refuse_connection(n, server);
         return;
     }
     struct kq_conn *c = calloc(1, sizeof *c);
@@ -433,23 +524,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_tcp_keepalive(&c->tcp, 1, 20);
     c->id = ++n->next_id;
-    c->last_read_ms = mono_ms();
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    char ip[48] = "?";
-    int port = 0;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        if (ss.ss_family == AF_INET) {
-            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-    }
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    c->last_read_ms = c->opened_ms = mono_ms();
+    peer_name(&c->tcp, c->peer, sizeof c->peer);
+    set_dead_peer_timeout(c, n->limits.dead_peer_ms);
     c->next = n->conns;
     if (n->conns)
         n->conns->prev = c;
@@ -507,6 +585,28 @@ int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_han
 
 int kq_net_port(const struct kq_net *n) { return n->port; }
 size_t kq_net_conn_count(const struct kq_net *n) { return n->n_conns; }
+void kq_net_set_limits(struct kq_net *n, const struct kq_net_limits *l) { n->limits = *l; }
+
+size_t kq_net_max_conns(int configured)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return configured > 0 ? (size_t)configured : 0;
+    size_t limit = (size_t)rl.rlim_cur;
+    size_t reserve = limit / 4 > 64 ? limit / 4 : 64;
+    if (reserve > limit / 2)
+        reserve = limit / 2;
+    size_t budget = limit - reserve;
+    if (configured <= 0)
+        return budget;
+    if ((size_t)configured > budget) {
+        KQ_WARN("net", "maxConnections=%d is more than the open-file limit allows: "
+                "RLIMIT_NOFILE=%zu, %zu kept for the store, log and admin; using %zu (raise "
+                "`ulimit -n` for more)", configured, limit, reserve, budget);
+        return budget;
+    }
+    return (size_t)configured;
+}
 void kq_net_stats(const struct kq_net *n, struct kq_net_stats *out) { *out = n->stats; }
 
 void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud)
@@ -557,6 +657,7 @@ void kq_net_free(struct kq_net *n) { free(n); }
 const char *kq_conn_peer(const struct kq_conn *c) { return c->peer; }
 uint64_t kq_conn_id(const struct kq_conn *c) { return c->id; }
 uint64_t kq_conn_last_read_ms(const struct kq_conn *c) { return c->last_read_ms; }
+uint64_t kq_conn_opened_ms(const struct kq_conn *c) { return c->opened_ms; }
 uint64_t kq_conn_read_paused_ms(const struct kq_conn *c)
 {
     return c->read_paused ? mono_ms() - c->paused_since_ms : 0;

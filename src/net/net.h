@@ -22,7 +22,9 @@ struct kq_net_handler {
     void (*on_open)(void *ud, struct kq_conn *c);
     /* One complete frame; f->body points into the read buffer, valid during the call. */
     void (*on_frame)(void *ud, struct kq_conn *c, const struct kq_frame *f);
-    /* The connection is gone; its user data must be released here. */
+    /* The connection starts closing (kq_conn_close: its queued output is still written
+     * afterwards) or is gone; called once. Its user data must be released here: no frame
+     * and no on_drain follow. */
     void (*on_close)(void *ud, struct kq_conn *c, const char *reason);
     /* Everything queued on c has been handed to the kernel (after kq_conn_notify_drain). */
     void (*on_drain)(void *ud, struct kq_conn *c);
@@ -32,6 +34,14 @@ struct kq_net_handler {
  * its queue is down to LOW (back-pressure on a peer that sends but does not read). */
 #define KQ_CONN_OUT_HIGH ((size_t)1 << 20)
 #define KQ_CONN_OUT_LOW ((size_t)256 << 10)
+
+/* Limits for the connections accepted from now on (kq_net_set_limits). */
+struct kq_net_limits {
+    size_t max_conns; /* past this many open connections a new one is accepted and closed at
+                       * once (0 = no cap; see kq_net_max_conns) */
+    unsigned dead_peer_ms; /* a peer that acknowledges nothing this long is gone: TCP_USER_TIMEOUT
+                            * and keepalive probes (0 = the kernel's ~15 minutes) */
+};
 
 /* Listen on "host:port" (IPv4 or IPv6 literal, or "localhost"). Returns 0 or -errno with a
  * reason in err. */
@@ -45,9 +55,17 @@ void kq_net_free(struct kq_net *n);
  * everything is closed. */
 void kq_net_close(struct kq_net *n, void (*done)(void *ud), void *ud);
 size_t kq_net_conn_count(const struct kq_net *n);
-/* Traffic since start: bytes and frames read, bytes written and write calls made. */
+void kq_net_set_limits(struct kq_net *n, const struct kq_net_limits *l);
+/* The connection cap for a configured maxConnections (0 = automatic): the descriptors
+ * RLIMIT_NOFILE leaves after keeping a reserve (a quarter of the limit, at least 64, at
+ * most half) for the store's files, the log, the admin and the registry, so client sockets
+ * can never starve the store; a configured value above that is lowered, with a warning. */
+size_t kq_net_max_conns(int configured);
+/* Traffic since start: bytes and frames read, bytes written and write calls made;
+ * connections refused over the cap. */
 struct kq_net_stats {
     uint64_t read_bytes, read_frames, write_bytes, writes;
+    uint64_t refused;
 };
 void kq_net_stats(const struct kq_net *n, struct kq_net_stats *out);
 void kq_net_foreach(struct kq_net *n, void (*fn)(void *ud, struct kq_conn *c), void *ud);
@@ -61,14 +79,17 @@ size_t kq_conn_backlog(const struct kq_conn *c);
 void kq_conn_notify_drain(struct kq_conn *c);
 /* How long c has not been read because its peer does not take its output (0 = reading). */
 uint64_t kq_conn_read_paused_ms(const struct kq_conn *c);
-/* Close after the queued output is written; no more frames are delivered. */
+/* Close after the queued output is written; no more frames are delivered, on_close is
+ * called now. */
 void kq_conn_close(struct kq_conn *c, const char *reason);
 /* Close now, dropping whatever is queued (a peer that is gone or does not read). */
 void kq_conn_abort(struct kq_conn *c, const char *reason);
+/* Closing, closed, or the net is shutting down: no new work for it. */
 bool kq_conn_closing(const struct kq_conn *c);
 const char *kq_conn_peer(const struct kq_conn *c);
 uint64_t kq_conn_id(const struct kq_conn *c);
 uint64_t kq_conn_last_read_ms(const struct kq_conn *c); /* monotonic ms */
+uint64_t kq_conn_opened_ms(const struct kq_conn *c);    /* monotonic ms */
 void *kq_conn_user(const struct kq_conn *c);
 void kq_conn_set_user(struct kq_conn *c, void *user);
 

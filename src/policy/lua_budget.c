@@ -1,6 +1,16 @@
 #include "policy/lua_budget.h"
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#include "core/clock.h"
+
+static const char BUDGET_KEY = 0; /* its address keys the budget in the Lua registry */
+static _Thread_local const atomic_bool *thread_stop;
 
 void *kq_lua_budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -18,4 +28,139 @@ void *kq_lua_budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (p)
         b->used = b->used - osize + nsize;
     return p;
+}
+
+void kq_lua_budget_stop_flag(const atomic_bool *flag) { thread_stop = flag; }
+
+struct kq_lua_budget *kq_lua_budget_of(lua_State *L)
+{
+    lua_pushlightuserdata(L, (void *)&BUDGET_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    struct kq_lua_budget *b = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* Why the run must stop now, or NULL. */
+static const char *over(lua_State *L, const struct kq_lua_budget *b)
+{
+    if (b->stop && atomic_load_explicit(b->stop, memory_order_relaxed))
+        return "the load was abandoned";
+    if (b->steps > b->max_steps)
+        return "over the instruction budget";
+    if (kq_mono_us() > b->deadline_us)
+        return "over the time budget";
+    if (b->gc_count && (size_t)lua_gc(L, LUA_GCCOUNT, 0) > b->max >> 10)
+        return "over the memory limit";
+    return NULL;
+}
+
+static void on_count(lua_State *L, lua_Debug *ar);
+
+/* From now on every instruction fails, so no Lua code can swallow the error. */
+static int trip(lua_State *L, struct kq_lua_budget *b, const char *why)
+{
+    if (!b->tripped) {
+        b->tripped = true;
+        b->trip_why = why;
+        lua_Debug ar;
+        for (int level = 0; level < 2 && !b->trip_line; level++)
+            if (lua_getstack(L, level, &ar) && lua_getinfo(L, "l", &ar) && ar.currentline > 0)
+                b->trip_line = ar.currentline;
+        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
+    }
+    lua_pushfstring(L, "stopped: %s", b->trip_why);
+    return lua_error(L);
+}
+
+static void on_count(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct kq_lua_budget *b = kq_lua_budget_of(L);
+    if (!b)
+        return;
+    b->steps += KQ_LUA_HOOK_EVERY;
+    const char *why = b->tripped ? b->trip_why : over(L, b);
+    if (why)
+        trip(L, b, why);
+}
+
+void kq_lua_budget_charge(lua_State *L, double steps, const char *what, const char *hint)
+{
+    struct kq_lua_budget *b = kq_lua_budget_of(L);
+    if (!b)
+        return;
+    const char *why = b->tripped ? b->trip_why : over(L, b);
+    if (why)
+        trip(L, b, why);
+    double left = (double)b->max_steps - (double)b->steps;
+    if (steps > left) {
+        char msg[512]; /* lua_pushfstring knows neither %g nor %ld */
+        snprintf(msg, sizeof msg, "%s: worst case %.3g steps, more than the %.0f left of the "
+                 "budget (%ld per run)%s%s", what, steps, left > 0 ? left : 0.0, b->max_steps,
+                 hint ? "; " : "", hint ? hint : "");
+        luaL_error(L, "%s", msg);
+    }
+    b->steps += (long)steps;
+}
+
+void kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms)
+{
+    if (b->tripped)
+        lua_sethook(L, on_count, LUA_MASKCOUNT, KQ_LUA_HOOK_EVERY);
+    b->tripped = false;
+    b->trip_why = NULL;
+    b->trip_line = 0;
+    b->steps = 0;
+    b->max_steps = max_steps;
+    b->deadline_us = kq_mono_us() + ms * 1000;
+}
+
+struct opening {
+    struct kq_lua_budget *b;
+    bool with_bit;
+};
+
+/* Runs inside lua_cpcall: out of memory while opening is an error, not a panic. */
+static int open_libs(lua_State *L)
+{
+    const struct opening *o = lua_touserdata(L, 1);
+    static const struct {
+        const char *name;
+        lua_CFunction open;
+    } libs[] = {{"", luaopen_base}, {LUA_STRLIBNAME, luaopen_string},
+                {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+                {LUA_BITLIBNAME, luaopen_bit}};
+    size_t n = sizeof libs / sizeof libs[0] - (o->with_bit ? 0 : 1);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushcfunction(L, libs[i].open);
+        lua_pushstring(L, libs[i].name);
+        lua_call(L, 1, 0);
+    }
+    kq_lua_patterns_bound(L);
+    lua_pushlightuserdata(L, (void *)&BUDGET_KEY);
+    lua_pushlightuserdata(L, o->b);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+lua_State *kq_lua_budget_newstate(struct kq_lua_budget *b, bool with_bit)
+{
+    lua_State *L = lua_newstate(kq_lua_budget_alloc, b);
+    b->gc_count = L == NULL;
+    if (!L) /* a LuaJIT build that refuses custom allocators: check the GC count instead */
+        L = luaL_newstate();
+    if (!L)
+        return NULL;
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    struct opening o = {b, with_bit};
+    if (lua_cpcall(L, open_libs, &o) != 0) {
+        lua_close(L);
+        return NULL;
+    }
+    lua_settop(L, 0);
+    b->stop = thread_stop;
+    b->deadline_us = 0; /* nothing runs before kq_lua_budget_begin */
+    lua_sethook(L, on_count, LUA_MASKCOUNT, KQ_LUA_HOOK_EVERY);
+    return L;
 }

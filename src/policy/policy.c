@@ -1,23 +1,21 @@
 /* Policy generations: one sandboxed LuaJIT state per load, hooks resolved once into registry
  * refs, every call guarded, every result validated, the C default on any failure.
  *
- * Guards. The state runs with the JIT off: hooks are short (routing is memoised, retry and
- * flow are rare), and in the interpreter the instruction-count hook fires reliably, so a
- * runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or KQ_POLICY_CALL_MS (count hooks
- * do not fire inside JIT-compiled loops). Memory is capped by our lua_Alloc (LuaJIT 2.1 with
- * GC64 accepts a custom allocator; where lua_newstate returns NULL we fall back to
- * luaL_newstate and check collectgarbage("count") from the count hook instead). Arguments are
- * marshalled and results read inside lua_cpcall, so an out-of-memory error cannot escape.
- * A hook that fails or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route:
- * a topic and messageType) is off for that subject until the next load (strikes.c); a
- * failure changes nothing for other subjects. A single long C call (a huge string.rep, a regex) is bounded by the memory cap and
- * PCRE2's match limit rather than by the clock. */
+ * Guards (lua_budget.h). The state runs with the JIT off: hooks are short (routing is
+ * memoised, retry and flow are rare), and in the interpreter the instruction-count hook
+ * fires reliably, so a runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or
+ * KQ_POLICY_CALL_MS (count hooks do not fire inside JIT-compiled loops). Lua patterns are
+ * charged their worst case against the same instruction budget before they run (a
+ * backtracking pattern is refused, not run for minutes); kq.regex_match is bounded by
+ * PCRE2's match limit; a huge string.rep by the memory cap. Arguments are marshalled and
+ * results read inside lua_cpcall, so an out-of-memory error cannot escape. A hook that fails
+ * or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route: a topic and
+ * messageType) is off for that subject until the next load (strikes.c); a failure changes
+ * nothing for other subjects. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <luajit.h>
-#include <lualib.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +28,6 @@
 #include "core/log.h"
 #include "policy/internal.h"
 
-#define HOOK_EVERY 1000                 /* instructions between guard checks */
 #define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
 #define LOAD_MS 1000
 #define SELFTEST_MS 250                 /* self-tests run on a cold state, maybe a busy host */
@@ -38,7 +35,7 @@
 #define MEMO_MAX 16384                  /* (topic, type) answers kept per generation */
 #define MEMO_KEY_MAX 512
 
-enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_COUNT };
+enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_PUBLISH, H_COUNT };
 
 /* subject: the names of the two strings a call's strikes are kept by (NULL: one subject) */
 static const struct {
@@ -48,12 +45,16 @@ static const struct {
     [H_RETRY] = {"retry.lua", "retry", "retry", {NULL, NULL}},
     [H_INTAKE] = {"flow.lua", "intake", "flow.intake", {NULL, NULL}},
     [H_GROUP] = {"flow.lua", "group", "flow.group", {"group", "topic"}},
+    [H_PUBLISH] = {"publish.lua", "on_publish", "publish", {"topic", "type"}},
 };
-static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua"};
+static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua"};
+/* Room for the strings of one on_publish answer: every property it may leave, copied. */
+#define PUBLISH_SCRATCH_BYTES \
+    (KQ_POLICY_MAX_PROPERTIES * (KQ_POLICY_MAX_PROPERTY_KEY + KQ_POLICY_MAX_PROPERTY_VALUE + 2))
 
 struct hook {
     int ref; /* LUA_NOREF: not defined, the default answers */
-    uint64_t calls, errors, fallbacks, cache_hits, total_us;
+    uint64_t calls, errors, fallbacks, cache_hits, total_us, rejects;
 };
 
 struct memo {
@@ -66,13 +67,7 @@ struct memo {
 
 struct kq_policy {
     lua_State *L;
-    bool own_alloc; /* our lua_Alloc caps memory (else the count hook checks the GC count) */
-    struct kq_lua_budget mem;
-    /* the guard of the call in progress */
-    long steps, max_steps;
-    uint64_t deadline_us;
-    bool tripped;
-    const char *trip_why;
+    struct kq_lua_budget budget; /* memory, and the guard of the call in progress */
     struct hook hooks[H_COUNT];
     struct kq_strikes *strikes; /* failures in a row per (hook, subject) */
     struct kq_regex_cache *rc;
@@ -81,48 +76,10 @@ struct kq_policy {
     const struct kq_binding_set *memo_set;
     uint64_t memo_gen;
     struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
+    /* on_publish answers being built (allocated only when the hook is defined) */
+    struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
+    char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
 };
-
-static const char GUARD_KEY = 0; /* its address keys the generation in the Lua registry */
-
-/* ---- guards ----------------------------------------------------------------------------- */
-
-static void on_count(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    lua_pushlightuserdata(L, (void *)&GUARD_KEY);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    struct kq_policy *p = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    if (!p)
-        return;
-    p->steps += HOOK_EVERY;
-    if (!p->tripped) {
-        if (p->steps > p->max_steps)
-            p->trip_why = "instruction budget";
-        else if (kq_mono_us() > p->deadline_us)
-            p->trip_why = "time budget";
-        else if (!p->own_alloc && (size_t)lua_gc(L, LUA_GCCOUNT, 0) > KQ_POLICY_MEMORY_BYTES >> 10)
-            p->trip_why = "memory limit";
-        else
-            return;
-        /* from now on every instruction fails, so nothing can swallow the error */
-        p->tripped = true;
-        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
-    }
-    lua_pushfstring(L, "stopped: over the %s", p->trip_why);
-    lua_error(L);
-}
-
-static void guard_begin(struct kq_policy *p, long max_steps, uint64_t ms)
-{
-    if (p->tripped)
-        lua_sethook(p->L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
-    p->tripped = false;
-    p->steps = 0;
-    p->max_steps = max_steps;
-    p->deadline_us = kq_mono_us() + ms * 1000;
-}
 
 /* ---- sandbox ---------------------------------------------------------------------------- */
 
@@ -130,7 +87,10 @@ static int l_regex_match(lua_State *L)
 {
     struct kq_policy *p = lua_touserdata(L, lua_upvalueindex(1));
     const char *pattern = luaL_checkstring(L, 1);
-    const char *subject = luaL_checkstring(L, 2);
+    size_t len;
+    const char *subject = luaL_checklstring(L, 2, &len);
+    /* the backtracking is bounded by PCRE2's match limit; the scan is charged per byte */
+    kq_lua_budget_charge(L, 1 + (double)len / 16, "kq.regex_match", NULL);
     char why[128];
     int rc = kq_regex_match(p->rc, pattern, subject, why, sizeof why);
     lua_pushboolean(L, rc == 1);
@@ -195,22 +155,6 @@ static void push_env(lua_State *L, struct kq_policy *p)
     lua_setmetatable(L, -2);
 }
 
-static int open_libs(lua_State *L)
-{
-    static const struct {
-        const char *name;
-        lua_CFunction open;
-    } libs[] = {{"", luaopen_base}, {LUA_STRLIBNAME, luaopen_string},
-                {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
-                {LUA_BITLIBNAME, luaopen_bit}};
-    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
-        lua_pushcfunction(L, libs[i].open);
-        lua_pushstring(L, libs[i].name);
-        lua_call(L, 1, 0);
-    }
-    return 0;
-}
-
 /* ---- loading ---------------------------------------------------------------------------- */
 
 struct file_load {
@@ -258,7 +202,7 @@ static int load_protected(lua_State *L)
     }
     push_env(L, p);
     lua_setfenv(L, -2);
-    guard_begin(p, LOAD_INSTRUCTIONS, LOAD_MS);
+    kq_lua_budget_begin(L, &p->budget, LOAD_INSTRUCTIONS, LOAD_MS);
     int rc = lua_pcall(L, 0, 1, 0);
     if (rc != 0) {
         const char *m = lua_tostring(L, -1);
@@ -369,7 +313,8 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
     struct hook *h = &p->hooks[c->id];
     c->why[0] = 0;
     c->use_default = false;
-    guard_begin(p, KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
+    kq_lua_budget_begin(p->L, &p->budget, KQ_POLICY_CALL_INSTRUCTIONS,
+                        selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
     uint64_t t0 = kq_mono_us();
     int rc = lua_cpcall(p->L, fn, c);
     uint64_t dt = kq_mono_us() - t0;
@@ -379,9 +324,9 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
         if (rc == LUA_ERRMEM)
             snprintf(c->why, sizeof c->why, "out of memory (limit %zu MiB)",
                      KQ_POLICY_MEMORY_BYTES >> 20);
-        else if (p->tripped)
-            snprintf(c->why, sizeof c->why, "stopped: over the %s (%s budget per call: %ld "
-                     "instructions / %d ms)", p->trip_why, selftest ? "self-test" : "traffic",
+        else if (p->budget.tripped)
+            snprintf(c->why, sizeof c->why, "stopped: %s (%s budget per call: %ld "
+                     "instructions / %d ms)", p->budget.trip_why, selftest ? "self-test" : "traffic",
                      KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
         else
             snprintf(c->why, sizeof c->why, "%s",
@@ -690,6 +635,221 @@ static int flow_protected(lua_State *L)
     return 0;
 }
 
+/* -- publish -- */
+
+struct publish_call {
+    struct call c;
+    const struct kq_publish_view *m;
+    struct kq_publish_verdict v; /* copied to the caller's only when the answer is valid */
+    size_t used;                 /* bytes of p->publish_strings taken */
+};
+
+static void set_string_field(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v ? v : "");
+    lua_setfield(L, -2, k);
+}
+
+static void set_bool_field(lua_State *L, const char *k, bool v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void push_publish_view(lua_State *L, const struct kq_publish_view *m)
+{
+    lua_createtable(L, 0, 11);
+    set_string_field(L, "message_id", m->message_id);
+    set_string_field(L, "topic", m->topic);
+    set_string_field(L, "message_type", m->message_type);
+    set_string_field(L, "group", m->group);
+    set_string_field(L, "peer", m->peer);
+    set_number_field(L, "body_size", (double)m->body_size);
+    set_bool_field(L, "fly", m->fly);
+    set_bool_field(L, "commit", m->commit);
+    set_number_field(L, "expired_time", (double)m->expired_time);
+    set_number_field(L, "deliver_limit", m->deliver_limit);
+    lua_createtable(L, 0, (int)m->n_properties);
+    for (size_t i = 0; i < m->n_properties; i++) {
+        lua_pushstring(L, m->properties[i].value);
+        lua_setfield(L, -2, m->properties[i].key);
+    }
+    lua_setfield(L, -2, "properties");
+}
+
+/* The Lua string at idx if it is one of at most max bytes without NUL, else NULL. */
+static const char *plain_string(lua_State *L, int idx, size_t max, size_t *len)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return NULL;
+    const char *s = lua_tolstring(L, idx, len);
+    return *len <= max && strlen(s) == *len ? s : NULL;
+}
+
+static const char *copy_string(struct publish_call *pc, const char *s, size_t len)
+{
+    char *dst = pc->c.p->publish_strings + pc->used; /* fits: see PUBLISH_SCRATCH_BYTES */
+    memcpy(dst, s, len);
+    dst[len] = 0;
+    pc->used += len + 1;
+    return dst;
+}
+
+/* Applies one properties entry (key at -2, value at -1) to pc->v's list; false + why when
+ * it is not a valid change. */
+static bool change_property(lua_State *L, struct publish_call *pc)
+{
+    struct kq_publish_verdict *v = &pc->v;
+    size_t kl, vl;
+    const char *k = plain_string(L, -2, KQ_POLICY_MAX_PROPERTY_KEY, &kl);
+    if (!k || !kl) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties keys must be strings of "
+                 "1..%d bytes without NUL (got %s)", KQ_POLICY_MAX_PROPERTY_KEY,
+                 luaL_typename(L, -2));
+        return false;
+    }
+    bool del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    const char *val = del ? NULL : plain_string(L, -1, KQ_POLICY_MAX_PROPERTY_VALUE, &vl);
+    if (!del && !val) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties[\"%.60s\"] must be a "
+                 "string of at most %d bytes without NUL, or false to delete (got %s)", k,
+                 KQ_POLICY_MAX_PROPERTY_VALUE, luaL_typename(L, -1));
+        return false;
+    }
+    struct kq_property_kv *list = pc->c.p->publish_props;
+    bool set = false;
+    for (size_t i = 0; i < v->n_properties;) {
+        if (strcmp(list[i].key, k) != 0) {
+            i++;
+        } else if (!del && !set) { /* the first one takes the value, duplicates go */
+            list[i++].value = copy_string(pc, val, vl);
+            set = true;
+        } else {
+            memmove(&list[i], &list[i + 1], (v->n_properties - i - 1) * sizeof *list);
+            v->n_properties--;
+        }
+    }
+    if (del || set)
+        return true;
+    if (v->n_properties >= KQ_POLICY_MAX_PROPERTIES) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: setting \"%.60s\" would leave more "
+                 "than %d properties", k, KQ_POLICY_MAX_PROPERTIES);
+        return false;
+    }
+    list[v->n_properties].key = copy_string(pc, k, kl);
+    list[v->n_properties].value = copy_string(pc, val, vl);
+    v->n_properties++;
+    return true;
+}
+
+static bool change_properties(lua_State *L, struct publish_call *pc)
+{
+    if (!lua_istable(L, -1)) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties must be a table of "
+                 "key = string or false (got %s)", luaL_typename(L, -1));
+        return false;
+    }
+    if (pc->m->n_properties > KQ_POLICY_MAX_PROPERTIES) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: the message has %zu properties, "
+                 "more than the %d a change may leave", pc->m->n_properties,
+                 KQ_POLICY_MAX_PROPERTIES);
+        return false;
+    }
+    memcpy(pc->c.p->publish_props, pc->m->properties,
+           pc->m->n_properties * sizeof *pc->m->properties);
+    pc->v.n_properties = pc->m->n_properties;
+    pc->v.properties = pc->c.p->publish_props;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (!change_property(L, pc))
+            return false;
+        lua_pop(L, 1);
+    }
+    return true;
+}
+
+/* A whole number in [lo, hi] at -1, else false + why. */
+static bool whole_field(lua_State *L, struct publish_call *pc, const char *k, double lo,
+                        double hi, double *out)
+{
+    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
+    if (!(d >= lo && d <= hi && d == floor(d))) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: %s must be a whole number in "
+                 "%.0f..%.0f (got %s)", k, lo, hi, lua_type(L, -1) == LUA_TNUMBER ?
+                 lua_tostring(L, -1) : luaL_typename(L, -1));
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
+/* The changes table at index 1: every key known and valid, or nothing is applied. */
+static void publish_changes(lua_State *L, struct publish_call *pc)
+{
+    const struct kq_publish_view *m = pc->m;
+    struct kq_publish_verdict *v = &pc->v;
+    v->action = KQ_PUBLISH_CHANGE;
+    v->properties = m->properties;
+    v->n_properties = m->n_properties;
+    v->expired_time = m->expired_time;
+    v->deliver_limit = m->deliver_limit;
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        double d;
+        if (strcmp(k, "properties") == 0) {
+            if (!change_properties(L, pc))
+                return;
+        } else if (strcmp(k, "expired_time") == 0) {
+            if (!whole_field(L, pc, k, (double)m->now_sec + 1,
+                             (double)(m->now_sec + KQ_PUBLISH_MAX_EXPIRED_SEC), &d))
+                return;
+            v->expired_time = (int64_t)d;
+        } else if (strcmp(k, "deliver_limit") == 0) {
+            if (!whole_field(L, pc, k, 1, KQ_PUBLISH_MAX_DELIVER_LIMIT, &d))
+                return;
+            v->deliver_limit = (int32_t)d;
+        } else {
+            bool later = strcmp(k, "delay_ms") == 0 || strcmp(k, "groups") == 0;
+            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: %s change '%.60s' (changes are "
+                     "properties, expired_time, deliver_limit)", later ? "not yet supported"
+                     : "unknown", k[0] ? k : luaL_typename(L, -2));
+            return;
+        }
+        lua_pop(L, 1);
+    }
+}
+
+static int publish_protected(lua_State *L)
+{
+    struct publish_call *pc = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, pc->c.p->hooks[H_PUBLISH].ref);
+    push_publish_view(L, pc->m);
+    lua_call(L, 1, 2);
+    if (lua_isnil(L, 1)) {
+        pc->c.use_default = true;
+        return 0;
+    }
+    if (lua_istable(L, 1)) {
+        publish_changes(L, pc);
+        return 0;
+    }
+    if (lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "reject") == 0 &&
+        (lua_isnil(L, 2) || lua_type(L, 2) == LUA_TSTRING)) {
+        pc->v.action = KQ_PUBLISH_REJECT;
+        const char *why = lua_isnil(L, 2) ? "" : lua_tostring(L, 2);
+        snprintf(pc->v.reason, sizeof pc->v.reason, "%s",
+                 why[0] ? why : "rejected by the publish policy"); /* never a blank feedback */
+        return 0;
+    }
+    snprintf(pc->c.why, sizeof pc->c.why, "on_publish must return nil, \"reject\", reason or "
+             "a table of changes (got %s%s%s)", luaL_typename(L, 1),
+             lua_type(L, 1) == LUA_TSTRING ? " " : "",
+             lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "");
+    return 0;
+}
+
 /* ---- self-tests ------------------------------------------------------------------------- */
 
 static int selftest_fail(struct call *c, char *err, size_t errlen, const char *dir)
@@ -754,6 +914,23 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
                 return selftest_fail(&fc.c, err, errlen, dir);
         }
     }
+    if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
+        static const struct kq_property_kv props[] = {{"region", "eu"}, {"trace", "t-1"}};
+        int64_t now = kq_now_sec();
+        const struct kq_publish_view views[] = {
+            {"00000000000000000000000000000001", "selftest", "pay-200", "selftest-producer",
+             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now},
+            {"00000000000000000000000000000002", "selftest", "other", "selftest-producer",
+             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now},
+            {"00000000000000000000000000000003", "selftest", "", "selftest-producer", "",
+             props, 1, 0, false, false, now + 1, 3, now},
+        };
+        for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
+            struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH}, .m = &views[i]};
+            if (invoke(&pc.c, publish_protected, true) != CALL_OK)
+                return selftest_fail(&pc.c, err, errlen, dir);
+        }
+    }
     /* self-test calls are not traffic */
     for (int i = 0; i < H_COUNT; i++)
         p->hooks[i].calls = p->hooks[i].total_us = 0;
@@ -789,8 +966,8 @@ static int check_dir(const char *dir, char *err, size_t errlen)
         for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++)
             if (strcasecmp(e->d_name, FILES[i]) == 0)
                 hint = FILES[i];
-        KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua and "
-                "retry.lua%s%s%s", dir, e->d_name, hint ? " (did you mean " : "",
+        KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua, "
+                "retry.lua and publish.lua%s%s%s", dir, e->d_name, hint ? " (did you mean " : "",
                 hint ? hint : "", hint ? "?)" : "");
     }
     closedir(d);
@@ -828,21 +1005,10 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     p->scratch = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->scratch);
     if (!p->rc || !p->strikes || !p->scratch)
         goto oom;
-    p->mem.max = KQ_POLICY_MEMORY_BYTES;
-    p->L = lua_newstate(kq_lua_budget_alloc, &p->mem);
-    p->own_alloc = p->L != NULL;
-    if (!p->L)
-        p->L = luaL_newstate();
+    p->budget.max = KQ_POLICY_MEMORY_BYTES;
+    p->L = kq_lua_budget_newstate(&p->budget, true);
     if (!p->L)
         goto oom;
-    luaJIT_setmode(p->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    if (lua_cpcall(p->L, open_libs, NULL) != 0)
-        goto oom;
-    lua_settop(p->L, 0);
-    lua_pushlightuserdata(p->L, (void *)&GUARD_KEY);
-    lua_pushlightuserdata(p->L, p);
-    lua_rawset(p->L, LUA_REGISTRYINDEX);
-    lua_sethook(p->L, on_count, LUA_MASKCOUNT, HOOK_EVERY);
 
     if (dir) {
         int rc = check_dir(dir, err, errlen);
@@ -857,6 +1023,12 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
                 return rc;
             }
         }
+        if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
+            p->publish_props = malloc(KQ_POLICY_MAX_PROPERTIES * sizeof *p->publish_props);
+            p->publish_strings = malloc(PUBLISH_SCRATCH_BYTES);
+            if (!p->publish_props || !p->publish_strings)
+                goto oom;
+        }
         rc = selftest(p, dir, err, errlen);
         if (rc) {
             kq_policy_free(p);
@@ -868,7 +1040,8 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     hook_names(p, false, builtin, sizeof builtin);
     KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s", dir ? dir : "(none)",
             lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
-            p->own_alloc ? "allocator" : "gc-count");
+            p->budget.gc_count ? "gc-count" : "allocator");
+    p->budget.stop = NULL; /* the loader's stop flag: from now on the calls have budgets only */
     *out = p;
     return 0;
 oom:
@@ -899,6 +1072,8 @@ void kq_policy_free(struct kq_policy *p)
     kq_regex_cache_free(p->rc);
     kq_strikes_free(p->strikes);
     free(p->scratch);
+    free(p->publish_props);
+    free(p->publish_strings);
     free(p);
 }
 
@@ -1054,7 +1229,33 @@ size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *o
             .fallbacks = h ? h->fallbacks : 0,
             .cache_hits = h ? h->cache_hits : 0,
             .total_us = h ? h->total_us : 0,
+            .rejects = h ? h->rejects : 0,
         };
     }
     return n;
+}
+
+bool kq_policy_has_publish(const struct kq_policy *p)
+{
+    return p && p->hooks[H_PUBLISH].ref != LUA_NOREF;
+}
+
+void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
+                       struct kq_publish_verdict *v)
+{
+    v->action = KQ_PUBLISH_ACCEPT;
+    v->reason[0] = 0;
+    if (!kq_policy_has_publish(p))
+        return;
+    struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH,
+                                    .subject = {m->topic, m->message_type}}, .m = m};
+    if (!hook_live(p, &pc.c)) {
+        p->hooks[H_PUBLISH].fallbacks++; /* switched off for this (topic, type): as is */
+        return;
+    }
+    if (!settle(&pc.c, invoke(&pc.c, publish_protected, false)) || pc.c.use_default)
+        return;
+    *v = pc.v;
+    if (v->action == KQ_PUBLISH_REJECT)
+        p->hooks[H_PUBLISH].rejects++;
 }

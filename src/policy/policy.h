@@ -1,5 +1,6 @@
-/* Policies: routing, flow control and retry as Lua hooks operators edit and hot-reload
- * (lua/policies/{routing,flow,retry}.lua), with the built-in C defaults as the fallback for every hook.
+/* Policies: routing, flow control, retry and publishing as Lua hooks operators edit and
+ * hot-reload (lua/policies/{routing,flow,retry,publish}.lua), with the built-in C defaults
+ * as the fallback for every hook.
  * The only code of the broker that includes lua.h (besides the config loader).
  *
  * A generation (struct kq_policy) = one LuaJIT state + the hook functions resolved once into
@@ -9,8 +10,12 @@
  * Hooks take and return plain data; C validates every result and uses the default when a
  * hook is missing, disabled, fails, overruns or returns nonsense. See docs/POLICIES.md.
  *
- * Threading: a generation is used by one thread at a time (the loop thread). Every function
- * accepts p == NULL and then answers with the C defaults (uncached). */
+ * Threading: a generation is used by one thread at a time. kq_policy_load may run on any
+ * thread (a reload runs it on a worker, see broker/reload.c, with that thread's stop flag
+ * of lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
+ * callback) only the loop thread calls it. Loads on different threads are independent
+ * (one Lua state and regex cache each). Every function accepts p == NULL and then answers
+ * with the C defaults (uncached). */
 #ifndef KQ_POLICY_POLICY_H
 #define KQ_POLICY_POLICY_H
 #include <stdbool.h>
@@ -30,6 +35,16 @@
 #define KQ_POLICY_MAX_SUBJECTS 4096 /* subjects with strikes tracked; full = start over */
 #define KQ_POLICY_MAX_ROUTES KQ_MAX_GROUPS_PER_TOPIC /* groups per routing answer */
 #define KQ_POLICY_RETRY_MAX_MS (24LL * 3600 * 1000)
+/* What a published message may carry (publish.c normalises to these; on_publish answers
+ * are held to them). */
+#define KQ_PUBLISH_MAX_EXPIRED_SEC (7 * 24 * 3600) /* expiry: at most now + this */
+#define KQ_PUBLISH_MAX_DELIVER_LIMIT 100
+/* on_publish's property changes: at most this many properties on the changed message,
+ * keys and values at most this long (bytes, no NUL), the reject reason cut to its size. */
+#define KQ_POLICY_MAX_PROPERTIES 64
+#define KQ_POLICY_MAX_PROPERTY_KEY 128
+#define KQ_POLICY_MAX_PROPERTY_VALUE 1024
+#define KQ_POLICY_MAX_REJECT_REASON 256
 
 struct kq_policy;
 
@@ -60,8 +75,44 @@ struct kq_flow_limits {
     uint32_t window;
 };
 
+/* One message property (Header.properties). */
+struct kq_property_kv {
+    const char *key, *value;
+};
+
+/* A published message as on_publish sees it (the body is not passed). */
+struct kq_publish_view {
+    const char *message_id, *topic, *message_type, *group, *peer;
+    const struct kq_property_kv *properties;
+    size_t n_properties;
+    size_t body_size;
+    bool fly, commit;
+    int64_t expired_time; /* Unix s, already normalised by publish.c */
+    int32_t deliver_limit;
+    int64_t now_sec;      /* bounds a new expired_time */
+};
+
+enum kq_publish_action {
+    KQ_PUBLISH_ACCEPT, /* as is (also: no hook, or the hook failed) */
+    KQ_PUBLISH_REJECT, /* reason set */
+    KQ_PUBLISH_CHANGE, /* store the message with the fields below */
+};
+
+/* The answer to one published message. Strings point into the generation's scratch space:
+ * valid until the next kq_policy_publish call on the same generation. */
+struct kq_publish_verdict {
+    enum kq_publish_action action;
+    char reason[KQ_POLICY_MAX_REJECT_REASON];
+    /* KQ_PUBLISH_CHANGE: the whole property list after the changes, the expiry and limit
+     * (unchanged ones copied from the view) */
+    const struct kq_property_kv *properties;
+    size_t n_properties;
+    int64_t expired_time;
+    int32_t deliver_limit;
+};
+
 struct kq_policy_hook_stats {
-    const char *name;    /* "route", "retry", "flow.intake", "flow.group" */
+    const char *name;    /* "route", "retry", "flow.intake", "flow.group", "publish" */
     bool loaded;         /* the policy defines this hook */
     bool disabled;       /* switched off (for one subject at least, see
                           * KQ_POLICY_MAX_STRIKES) */
@@ -71,9 +122,10 @@ struct kq_policy_hook_stats {
     uint64_t fallbacks;  /* answers given by the C default because of a failure/disable */
     uint64_t cache_hits; /* route: answers from the memo */
     uint64_t total_us;   /* time spent in Lua */
+    uint64_t rejects;    /* publish: messages the hook rejected */
 };
 
-/* Build a generation from DIR (routing.lua, flow.lua, retry.lua; each optional, each a module
+/* Build a generation from DIR (routing.lua, flow.lua, retry.lua, publish.lua; each optional, each a module
  * returning a table of hook functions). DIR NULL = all C defaults; DIR must exist otherwise
  * (-ENOENT, "DIR: no such folder"), and other .lua files in it are logged as not loaded.
  * Files are loaded in a sandbox and every hook is self-tested with fixtures under the call
@@ -104,7 +156,16 @@ void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second,
 void kq_policy_flow_group(struct kq_policy *p, const char *group, const char *topic,
                           const struct kq_flow_figures *f, struct kq_flow_limits *out);
 
-/* Per-hook statistics (up to max entries, 4 hooks); returns the count. Names are static. */
+/* Publish: true when the generation defines on_publish (without it, kq_policy_publish
+ * always accepts: callers skip building the view). */
+bool kq_policy_has_publish(const struct kq_policy *p);
+/* Publish: the answer of on_publish for one message (subject of strikes: topic, type). A
+ * missing, switched-off or failing hook, or an invalid answer (counted and logged), accepts
+ * the message unchanged. */
+void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
+                       struct kq_publish_verdict *v);
+
+/* Per-hook statistics (up to max entries, 5 hooks); returns the count. Names are static. */
 size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *out, size_t max);
 
 /* ---- the built-in defaults (what the hooks fall back to), usable on their own ---------- */

@@ -24,13 +24,54 @@ static const ProtobufCMessageDescriptor *descriptor_for(uint8_t cmd)
     }
 }
 
-ProtobufCMessage *kq_codec_unpack(uint8_t cmd, const uint8_t *body, size_t len)
+/* protobuf-c takes a field number 0 written as a multi-byte varint (80 00) for an unknown
+ * field and keeps it, but packs it back as the one byte 00, which no decoder (protobuf-c, Go)
+ * accepts: a Header carrying one would be stored and then be undeliverable. Found by
+ * tests/fuzz/fuzz_frame.c; the message and every nested one are checked. */
+static bool has_field_zero(const ProtobufCMessage *m)
+{
+    for (unsigned i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return true;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *field = (const char *)m + f->offset;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)field;
+            for (size_t k = 0; k < n; k++)
+                if (items[k] && has_field_zero(items[k]))
+                    return true;
+        } else {
+            const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)field;
+            if (sub && has_field_zero(sub))
+                return true;
+        }
+    }
+    return false;
+}
+
+static ProtobufCMessage *unpack(uint8_t cmd, ProtobufCAllocator *al, const uint8_t *body,
+                                size_t len)
 {
     const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
     if (!d)
         return NULL;
     /* protobuf-c rejects truncated input and missing required fields (recursively). */
-    return protobuf_c_message_unpack(d, NULL, len, body);
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, al, len, body);
+    if (m && has_field_zero(m)) {
+        protobuf_c_message_free_unpacked(m, al);
+        return NULL;
+    }
+    return m;
+}
+
+ProtobufCMessage *kq_codec_unpack(uint8_t cmd, const uint8_t *body, size_t len)
+{
+    return unpack(cmd, NULL, body, len);
 }
 
 static void *arena_alloc(void *a, size_t n) { return kq_arena_alloc(a, n); }
@@ -43,11 +84,8 @@ static void arena_free(void *a, void *p)
 ProtobufCMessage *kq_codec_unpack_in(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
                                      size_t len)
 {
-    const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
-    if (!d)
-        return NULL;
     ProtobufCAllocator al = {.alloc = arena_alloc, .free = arena_free, .allocator_data = a};
-    return protobuf_c_message_unpack(d, &al, len, body);
+    return unpack(cmd, &al, body, len);
 }
 
 void kq_codec_free(ProtobufCMessage *m)
@@ -301,6 +339,47 @@ int kq_header_pack_in(struct kq_arena *a, const Protocol__Header *h, uint8_t **o
     *out = p;
     *len = n;
     return 0;
+}
+
+/* One base-128 varint at *p (not past end); false when cut short or over 10 bytes. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 70; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+bool kq_header_committed(const uint8_t *hdr, size_t len)
+{
+    const uint8_t *p = hdr, *end = hdr + len;
+    bool commit = false;
+    while (p < end) {
+        uint64_t key, v;
+        if (!read_varint(&p, end, &key))
+            return false;
+        switch (key & 7) {
+        case 0: /* varint */
+            if (!read_varint(&p, end, &v))
+                return false;
+            if (key >> 3 == 7)
+                commit = v != 0; /* the last occurrence wins, as in protobuf */
+            break;
+        case 1: p += 8; break;
+        case 5: p += 4; break;
+        case 2:
+            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            p += v;
+            break;
+        default: return false;
+        }
+    }
+    return p == end && commit;
 }
 
 bool kq_message_id_valid(const char *id)

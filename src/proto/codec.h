@@ -70,6 +70,10 @@ int kq_header_pack(const Protocol__Header *h, uint8_t **out, size_t *len);
 /* The same into the arena (released with it). */
 int kq_header_pack_in(struct kq_arena *a, const Protocol__Header *h, uint8_t **out, size_t *len);
 
+/* Header.commit read straight from packed Header bytes (no unpacking): true only when the
+ * field is present and set. A malformed header reads as false. */
+bool kq_header_committed(const uint8_t *hdr, size_t len);
+
 /* A message id is exactly 32 hex digits. */
 bool kq_message_id_valid(const char *id);
 /* 32 lowercase hex digits from a random UUID, as the original clients make them; out[32]=0. */

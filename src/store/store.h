@@ -64,6 +64,17 @@ typedef void (*kq_store_recover_cb)(void *ud, const struct kq_stored_msg *m,
 typedef void (*kq_store_load_cb)(void *ud, int status, const struct kq_stored_msg *m);
 /* Return false to stop listing. */
 typedef bool (*kq_store_dlq_cb)(void *ud, const struct kq_dead_letter *d);
+/* One dead letter: status 0 and d (borrowed for the call), or -ENOENT / -errno and NULL. */
+typedef void (*kq_store_dlq_one_cb)(void *ud, int status, const struct kq_dead_letter *d);
+/* End of a page: status 0 or -errno; next = the cursor to continue after what this page
+ * examined ("" once the end was reached). */
+typedef void (*kq_store_dlq_page_cb)(void *ud, int status, const char *next);
+/* A counter: per topic (group NULL) or per (topic, publishing group). */
+typedef void (*kq_store_dlq_count_cb)(void *ud, const char *topic, const char *group,
+                                      uint64_t n);
+typedef void (*kq_store_purge_cb)(void *ud, int status, size_t purged);
+
+#define KQ_DLQ_CURSOR_LEN 64 /* a page cursor, NUL included */
 
 struct kq_store;
 
@@ -89,15 +100,33 @@ struct kq_store_ops {
      * -EINPROGRESS: the store could not finish now (server unreachable) and calls cb later,
      * from the loop, as it gets the messages (unavailable() says why meanwhile). */
     int (*recover)(struct kq_store *s, kq_store_recover_cb cb, void *ud);
-    /* Dead letters: list (topic/group filters may be NULL), take one back out of the DLQ
-     * (it is returned through cb and removed from the DLQ), purge. */
-    int (*dlq_list)(struct kq_store *s, const char *topic, kq_store_dlq_cb cb, void *ud);
-    int (*dlq_take)(struct kq_store *s, const char *id, kq_store_dlq_cb cb, void *ud);
-    int (*dlq_purge)(struct kq_store *s, const char *topic, size_t *purged);
+    /* Dead letters. None of these may cost more than its page on the loop thread: the
+     * admin API calls them while the broker serves (docs/ADMIN.md).
+     *
+     * dlq_counts: the counters the store keeps (never a listing): cb per topic, or per
+     * (topic, publishing group) with by_group. Synchronous. 0, or -EAGAIN while the store
+     * does not know them yet (a MySQL store before its first count).
+     * dlq_page: the dead letters after cursor `after` ("" or NULL = from the start) in the
+     * store's order (oldest first for file and memory), topic filter may be NULL: item per
+     * dead letter (at most max; its return value is ignored), then done with the cursor to
+     * continue from. A page may hold fewer than max although more follow (the store bounds
+     * the work of one page); only next == "" means the end.
+     * dlq_get: one dead letter by id (an index lookup).
+     * dlq_take: the same, and it leaves the DLQ (requeue).
+     * dlq_purge: delete a topic's dead letters (NULL = all); cb with the number deleted. */
+    int (*dlq_counts)(struct kq_store *s, bool by_group, kq_store_dlq_count_cb cb, void *ud);
+    int (*dlq_page)(struct kq_store *s, const char *topic, const char *after, size_t max,
+                    kq_store_dlq_cb item, kq_store_dlq_page_cb done, void *ud);
+    int (*dlq_get)(struct kq_store *s, const char *id, kq_store_dlq_one_cb cb, void *ud);
+    int (*dlq_take)(struct kq_store *s, const char *id, kq_store_dlq_one_cb cb, void *ud);
+    int (*dlq_purge)(struct kq_store *s, const char *topic, kq_store_purge_cb cb, void *ud);
     /* Flush what is pending and release everything. */
     void (*close)(struct kq_store *s);
-    /* Optional: NULL while the store works, else why it cannot take saves now (a MySQL
-     * store whose start-up recovery is still waiting for the server). */
+    /* Optional: NULL while the store works, else why it cannot take saves now, true at all
+     * times (a MySQL store whose server is down or does not answer, e.g. "mysql
+     * 127.0.0.1:3306: connection refused", or whose start-up recovery is still waiting for
+     * it). The broker then refuses publishes with this reason and the admin's store
+     * queries answer 503 with it. The text names no password. */
     const char *(*unavailable)(struct kq_store *s);
 };
 

@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "tools/bench/hist.h"
 #include "tools/bench/procstat.h"
+#include "tools/bench/raw_consumer.h"
 #include "tools/bench/report.h"
 #include "tools/bench/seqmap.h"
 #include "tools/common/cli_util.h"
@@ -45,9 +46,10 @@ struct opts {
     size_t ntypes, ncgroups;
     long producers, inflight, consumers, size, count, duration, rate, slow_ack_ms, drain,
         warmup, expect, ack_timeout, broker_pid, consumer_rcvbuf, consumer_sndbuf,
-        consumer_work_us;
+        consumer_work_us, hold;
     double nack;
     enum tx_mode tx;
+    enum bench_consumer_mode consumer_mode;
     bool json, quiet, allow_failures;
 };
 
@@ -81,6 +83,13 @@ static const char HELP[] =
     "                          acking it\n"
     "  --consumer-rcvbuf BYTES consumers set SO_RCVBUF after connecting, as the original Go\n"
     "  --consumer-sndbuf BYTES client does (16384 there); 0 = system default\n"
+    "  --consumer-mode M       how consumers behave: normal (the client library: ack each\n"
+    "                          delivery, default), never-ack (read every delivery, never send a\n"
+    "                          DeliverAck; heartbeats go on), never-read (authenticate, then\n"
+    "                          never read the socket or send anything, like a frozen process).\n"
+    "                          The last two are raw-socket consumers: no --slow-ack, --nack,\n"
+    "                          --consumer-work-us or --tx with them, no drain (they do not\n"
+    "                          consume), and lost is not judged\n"
     "  --expect N              with --producers 0: expect sequences 0..N-1 (published by an\n"
     "                          earlier run) and report which never arrive\n"
     "Measuring:\n"
@@ -89,6 +98,10 @@ static const char HELP[] =
     "  --drain SEC             after publishing, wait up to SEC for deliveries (default 10)\n"
     "  --ack-timeout MS        store-ack timeout of the client (default 10000)\n"
     "  --broker-pid PID        report broker CPU per message and RSS from /proc/PID\n"
+    "  --hold SEC              after the drain, keep the consumers connected until the broker's\n"
+    "                          RSS has not grown (by more than 1 % + 256 kB) for 10 s, at most\n"
+    "                          SEC; report that RSS and the messages then pending (acked by the\n"
+    "                          broker, not yet acked by every consumer group). Needs --broker-pid\n"
     "Output:\n"
     "  --json                  print the summary as one JSON object on stdout\n"
     "  --quiet                 no progress line, no per-error messages\n"
@@ -104,7 +117,8 @@ static const char HELP[] =
 enum {
     O_BROKER = 1000, O_GROUP, O_SECRET, O_CGROUPS, O_CSECRET, O_TOPIC, O_TYPE, O_TYPES,
     O_PRODUCERS, O_INFLIGHT, O_CONSUMERS, O_SIZE, O_COUNT, O_DURATION, O_RATE, O_TX, O_NACK,
-    O_SLOW, O_WORK, O_RCVBUF, O_SNDBUF, O_EXPECT, O_WARMUP, O_DRAIN, O_ACKTO, O_PID, O_JSON, O_QUIET, O_ALLOW, O_LOG,
+    O_SLOW, O_WORK, O_RCVBUF, O_SNDBUF, O_CMODE, O_HOLD, O_EXPECT, O_WARMUP, O_DRAIN, O_ACKTO,
+    O_PID, O_JSON, O_QUIET, O_ALLOW, O_LOG,
 };
 
 /* Splits a comma-separated list in place (s must stay alive). */
@@ -149,6 +163,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"consumer-work-us", required_argument, NULL, O_WORK},
         {"consumer-rcvbuf", required_argument, NULL, O_RCVBUF},
         {"consumer-sndbuf", required_argument, NULL, O_SNDBUF},
+        {"consumer-mode", required_argument, NULL, O_CMODE},
+        {"hold", required_argument, NULL, O_HOLD},
         {"expect", required_argument, NULL, O_EXPECT},
         {"warmup-sec", required_argument, NULL, O_WARMUP},
         {"drain", required_argument, NULL, O_DRAIN},
@@ -190,6 +206,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_WORK: bad = cli_parse_long(PROG, "consumer-work-us", optarg, 0, 10000000, &o->consumer_work_us); break;
         case O_RCVBUF: bad = cli_parse_long(PROG, "consumer-rcvbuf", optarg, 0, 1 << 30, &o->consumer_rcvbuf); break;
         case O_SNDBUF: bad = cli_parse_long(PROG, "consumer-sndbuf", optarg, 0, 1 << 30, &o->consumer_sndbuf); break;
+        case O_HOLD: bad = cli_parse_long(PROG, "hold", optarg, 1, 86400, &o->hold); break;
+        case O_CMODE:
+            if (bench_consumer_mode_parse(optarg, &o->consumer_mode)) {
+                fprintf(stderr, PROG ": --consumer-mode takes normal, never-ack or never-read\n");
+                bad = 1;
+            }
+            break;
         case O_EXPECT: bad = cli_parse_long(PROG, "expect", optarg, 1, 1L << 40, &o->expect); break;
         case O_WARMUP: bad = cli_parse_long(PROG, "warmup-sec", optarg, 0, 3600, &o->warmup); break;
         case O_DRAIN: bad = cli_parse_long(PROG, "drain", optarg, 0, 86400, &o->drain); break;
@@ -234,7 +257,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                       : o->count > 0 && o->duration > 0 ? "give --count or --duration, not both"
                       : o->expect && o->producers ? "--expect needs --producers 0"
                       : o->nack >= 1 && o->consumers ? "--nack 1 would never ack anything"
-                                                     : NULL;
+                      : o->consumer_mode && (o->slow_ack_ms || o->nack > 0 ||
+                                             o->consumer_work_us || o->tx)
+                          ? "--consumer-mode never-ack/never-read takes no --slow-ack, --nack, "
+                            "--consumer-work-us or --tx"
+                      : o->hold && !o->broker_pid ? "--hold needs --broker-pid"
+                                                  : NULL;
     if (err) {
         fprintf(stderr, PROG ": %s (see '" PROG " --help')\n", err);
         return -EINVAL;
@@ -273,6 +301,7 @@ struct consumer {
     struct bench *b;
     struct group *g;
     struct kq_client *c;
+    struct bench_raw_consumer *raw; /* --consumer-mode never-ack / never-read instead of c */
     uint64_t rng;
     struct bench_hist lat; /* written only by this connection's reader thread */
 };
@@ -331,6 +360,52 @@ static double rand01(uint64_t *s)
 
 /* --- consumers (reader threads) ----------------------------------------------------------- */
 
+/* Reads the bench header of a delivered body. Leftovers of earlier runs are counted as
+ * stale (and acked by the caller), not checked. A consume-only run (--expect) accepts any
+ * run id: its messages come from an earlier process. */
+static bool read_body_hdr(struct consumer *cs, const uint8_t *body, size_t len,
+                          struct body_hdr *h)
+{
+    const struct bench *b = cs->b;
+    if (len >= sizeof *h)
+        memcpy(h, body, sizeof *h);
+    if (len < sizeof *h || memcmp(h->magic, MAGIC, sizeof MAGIC) ||
+        (b->o.producers && h->run_id != b->run_id)) {
+        atomic_fetch_add(&cs->g->stale, 1);
+        return false;
+    }
+    return true;
+}
+
+/* Counts a delivery of h->seq received at `now` (first delivery, duplicate, latency). */
+static void count_delivery(struct consumer *cs, const struct body_hdr *h, uint64_t now)
+{
+    struct bench *b = cs->b;
+    struct group *g = cs->g;
+    int prev = bench_seqmap_incr(&g->seen, h->seq);
+    if (prev > 0)
+        atomic_fetch_add(&g->dups, 1);
+    else if (prev == 0)
+        atomic_fetch_add(&g->delivered, 1);
+    /* consume-only: every message was published before we started */
+    if ((h->t_ns >= b->t_measure || !b->o.producers) && now >= h->t_ns) {
+        bench_hist_record(&cs->lat, now - h->t_ns);
+        if (prev == 0)
+            atomic_fetch_add(&g->delivered_measured, 1);
+    }
+    atomic_max(&b->last_deliv_ns, now);
+}
+
+/* --consumer-mode never-ack: the raw consumer read a delivery and will not ack it. */
+static void on_raw_delivery(void *ud, const uint8_t *body, size_t len)
+{
+    struct consumer *cs = ud;
+    uint64_t now = mono_ns();
+    struct body_hdr h;
+    if (read_body_hdr(cs, body, len, &h))
+        count_delivery(cs, &h, now);
+}
+
 static bool on_message(void *ud, const struct kq_message *m)
 {
     struct consumer *cs = ud;
@@ -338,17 +413,8 @@ static bool on_message(void *ud, const struct kq_message *m)
     struct group *g = cs->g;
     uint64_t now = mono_ns();
     struct body_hdr h;
-    if (m->body_len < sizeof h) {
-        atomic_fetch_add(&g->stale, 1);
+    if (!read_body_hdr(cs, m->body, m->body_len, &h))
         return true;
-    }
-    memcpy(&h, m->body, sizeof h);
-    /* Leftovers of earlier runs are acked and counted, not checked. A consume-only run
-     * (--expect) accepts any run id: its messages come from an earlier process. */
-    if (memcmp(h.magic, MAGIC, sizeof MAGIC) || (b->o.producers && h.run_id != b->run_id)) {
-        atomic_fetch_add(&g->stale, 1);
-        return true;
-    }
     if (b->o.slow_ack_ms > 0) {
         struct timespec ts = {b->o.slow_ack_ms / 1000, b->o.slow_ack_ms % 1000 * 1000000};
         nanosleep(&ts, NULL);
@@ -364,18 +430,7 @@ static bool on_message(void *ud, const struct kq_message *m)
     }
     if (b->o.tx == TX_ROLLBACK)
         atomic_fetch_add(&g->unexpected, 1);
-    int prev = bench_seqmap_incr(&g->seen, h.seq);
-    if (prev > 0)
-        atomic_fetch_add(&g->dups, 1);
-    else if (prev == 0)
-        atomic_fetch_add(&g->delivered, 1);
-    /* consume-only: every message was published before we started */
-    if ((h.t_ns >= b->t_measure || !b->o.producers) && now >= h.t_ns) {
-        bench_hist_record(&cs->lat, now - h.t_ns);
-        if (prev == 0)
-            atomic_fetch_add(&g->delivered_measured, 1);
-    }
-    atomic_max(&b->last_deliv_ns, now);
+    count_delivery(cs, &h, now);
     return true;
 }
 
@@ -648,6 +703,81 @@ static int open_client(struct bench *b, const char *group, const char *secret,
     return rc;
 }
 
+/* A consumer of group g: the client library, or a raw-socket one for --consumer-mode. */
+static int open_consumer(struct bench *b, struct consumer *cs)
+{
+    const struct opts *o = &b->o;
+    if (o->consumer_mode == BENCH_CONSUMER_NORMAL)
+        return open_client(b, cs->g->name, o->consumer_secret, on_message, cs, &cs->c);
+    struct bench_raw_consumer_options ro = {
+        .broker = o->broker, .group = cs->g->name, .secret = o->consumer_secret,
+        .mode = o->consumer_mode, .rcvbuf = (int)o->consumer_rcvbuf,
+        .sndbuf = (int)o->consumer_sndbuf, .on_delivery = on_raw_delivery, .ud = cs};
+    char err[256] = "";
+    int rc = bench_raw_consumer_open(&ro, &cs->raw, err, sizeof err);
+    if (rc)
+        fprintf(stderr, PROG ": cannot connect to %s as %s (%s consumer): %s\n", o->broker,
+                cs->g->name, bench_consumer_mode_name(o->consumer_mode), err);
+    return rc;
+}
+
+/* Messages acked by the broker that not every consumer group has acked yet (as far as this
+ * process knows: our own acks; none with --consumer-mode never-ack / never-read). */
+static uint64_t pending_now(struct bench *b)
+{
+    uint64_t acked = atomic_load(&b->acked_ok), done = 0;
+    if (b->o.consumers && b->o.consumer_mode == BENCH_CONSUMER_NORMAL && b->o.nack == 0) {
+        done = UINT64_MAX;
+        for (size_t i = 0; i < b->o.ncgroups; i++) {
+            uint64_t d = atomic_load(&b->groups[i].delivered);
+            done = d < done ? d : done;
+        }
+    }
+    return acked > done ? acked - done : 0;
+}
+
+/* --hold: what the broker looked like once its RSS stopped growing. */
+struct hold {
+    bool steady;    /* false: --hold ran out (or the broker went away) first */
+    double sec;     /* how long it held */
+    long rss_kb;    /* the last sample */
+    long peak_kb;   /* the highest sample */
+    uint64_t pending;
+};
+
+#define HOLD_STEADY_NS 10000000000u
+#define HOLD_SAMPLE_MS 500
+
+/* Keeps the consumers connected, sampling the broker's RSS, until it has not grown by more
+ * than 1 % + 256 kB over the last HOLD_STEADY_NS, at most --hold seconds (or Ctrl-C). */
+static void hold_until_steady(struct bench *b, struct hold *h)
+{
+    uint64_t start = mono_ns(), last_growth = start, limit = (uint64_t)b->o.hold * 1000000000u;
+    long base_kb = -1;
+    int seen_interrupts = interrupts;
+    for (;;) {
+        struct bench_procstat ps;
+        if (bench_procstat_read((pid_t)b->o.broker_pid, &ps))
+            break;
+        uint64_t now = mono_ns();
+        h->rss_kb = ps.rss_kb;
+        h->peak_kb = ps.rss_kb > h->peak_kb ? ps.rss_kb : h->peak_kb;
+        h->pending = pending_now(b);
+        h->sec = (double)(now - start) / 1e9;
+        if (base_kb < 0 || ps.rss_kb > base_kb + base_kb / 100 + 256) {
+            base_kb = ps.rss_kb;
+            last_growth = now;
+        }
+        if (now - last_growth >= HOLD_STEADY_NS) {
+            h->steady = true;
+            break;
+        }
+        if (now - start >= limit || interrupts > seen_interrupts)
+            break;
+        tick(HOLD_SAMPLE_MS);
+    }
+}
+
 /* --- summary ------------------------------------------------------------------------------ */
 
 struct summary {
@@ -656,6 +786,8 @@ struct summary {
     struct bench_hist ack, deliv;
     bool have_proc;
     struct bench_procstat before, after_pub, end;
+    struct hold hold;
+    uint64_t disconnects; /* raw consumers whose connection the broker closed */
 };
 
 static const double PCTS[] = {50, 90, 99, 99.9}; /* the text table's columns */
@@ -683,6 +815,8 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON_AddNumberToObject(c, "consumerWorkUs", (double)o->consumer_work_us);
     cJSON_AddNumberToObject(c, "consumerRcvbuf", (double)o->consumer_rcvbuf);
     cJSON_AddNumberToObject(c, "consumerSndbuf", (double)o->consumer_sndbuf);
+    cJSON_AddStringToObject(c, "consumerMode", bench_consumer_mode_name(o->consumer_mode));
+    cJSON_AddNumberToObject(c, "holdSec", (double)o->hold);
     cJSON_AddNumberToObject(j, "runId", (double)b->run_id);
     cJSON_AddNumberToObject(j, "elapsedSec", s->elapsed_s);
     cJSON_AddNumberToObject(j, "publishSec", s->publish_s);
@@ -694,16 +828,26 @@ static void print_json(const struct bench *b, const struct summary *s)
     for (size_t i = 0; i < o->ncgroups; i++)
         cJSON_AddNumberToObject(d, b->groups[i].name, (double)atomic_load(&b->groups[i].delivered));
     cJSON_AddNumberToObject(j, "duplicates", (double)s->dups);
-    if (o->consumers)
+    if (o->consumers && o->consumer_mode == BENCH_CONSUMER_NORMAL)
         cJSON_AddNumberToObject(j, "lost", (double)s->lost);
     else
         cJSON_AddNullToObject(j, "lost");
+    if (o->consumer_mode != BENCH_CONSUMER_NORMAL)
+        cJSON_AddNumberToObject(j, "consumerDisconnects", (double)s->disconnects);
     cJSON_AddNumberToObject(j, "nacks", (double)s->nacks);
     cJSON_AddNumberToObject(j, "stale", (double)s->stale);
     cJSON_AddNumberToObject(j, "unexpected", (double)s->unexpected);
     bench_report_rates(j, s->ack_rate, s->e2e_rate, &s->ack, &s->deliv);
     if (s->have_proc)
         bench_report_server(j, o->broker_pid, &s->before, &s->after_pub, &s->end, s->cpu_us_per_msg);
+    if (o->hold && s->have_proc) {
+        cJSON *h = cJSON_AddObjectToObject(j, "hold");
+        cJSON_AddBoolToObject(h, "steady", s->hold.steady);
+        cJSON_AddNumberToObject(h, "sec", s->hold.sec);
+        cJSON_AddNumberToObject(h, "rssKb", (double)s->hold.rss_kb);
+        cJSON_AddNumberToObject(h, "rssKbPeak", (double)s->hold.peak_kb);
+        cJSON_AddNumberToObject(h, "pending", (double)s->hold.pending);
+    }
     char *out = cJSON_PrintUnformatted(j);
     if (out)
         puts(out);
@@ -727,8 +871,10 @@ static void print_hist_row(const char *name, const struct bench_hist *h)
 static void print_text(const struct bench *b, const struct summary *s)
 {
     const struct opts *o = &b->o;
-    printf("kiteq-bench  topic=%s types=%zu producers=%ldx%ld consumers=%zux%ld size=%ld%s%s\n",
-           o->topic, o->ntypes, o->producers, o->inflight, o->ncgroups, o->consumers, o->size,
+    const char *mode = o->consumer_mode ? bench_consumer_mode_name(o->consumer_mode) : NULL;
+    printf("kiteq-bench  topic=%s types=%zu producers=%ldx%ld consumers=%zux%ld%s%s size=%ld%s%s\n",
+           o->topic, o->ntypes, o->producers, o->inflight, o->ncgroups, o->consumers,
+           mode ? " " : "", mode ? mode : "", o->size,
            o->tx == TX_COMMIT ? " tx=commit" : o->tx == TX_ROLLBACK ? " tx=rollback" : "",
            o->rate ? " (fixed rate)" : "");
     if (o->producers)
@@ -739,12 +885,21 @@ static void print_text(const struct bench *b, const struct summary *s)
            s->publish_s);
     if (o->consumers) {
         printf("delivered   ");
-        for (size_t i = 0; i < o->ncgroups; i++)
-            printf(" %s=%" PRIu64 " (lost %" PRIu64 ")", b->groups[i].name,
-                   (uint64_t)atomic_load(&b->groups[i].delivered), b->groups[i].lost);
-        printf("\n             duplicates %" PRIu64 "  lost %" PRIu64 "  nacks %" PRIu64
-               "  stale %" PRIu64 "%s\n",
-               s->dups, s->lost, s->nacks, s->stale, s->unexpected ? "  ROLLED-BACK DELIVERED" : "");
+        for (size_t i = 0; i < o->ncgroups; i++) {
+            printf(" %s=%" PRIu64, b->groups[i].name,
+                   (uint64_t)atomic_load(&b->groups[i].delivered));
+            if (o->consumer_mode == BENCH_CONSUMER_NORMAL)
+                printf(" (lost %" PRIu64 ")", b->groups[i].lost);
+        }
+        if (o->consumer_mode == BENCH_CONSUMER_NORMAL)
+            printf("\n             duplicates %" PRIu64 "  lost %" PRIu64 "  nacks %" PRIu64
+                   "  stale %" PRIu64 "%s\n",
+                   s->dups, s->lost, s->nacks, s->stale,
+                   s->unexpected ? "  ROLLED-BACK DELIVERED" : "");
+        else
+            printf("\n             redelivered %" PRIu64 "  stale %" PRIu64
+                   "  connections closed by the broker %" PRIu64 " (loss not judged)\n",
+                   s->dups, s->stale, s->disconnects);
     }
     printf("throughput  ");
     if (o->producers)
@@ -761,6 +916,11 @@ static void print_text(const struct bench *b, const struct summary *s)
                "at end (peak %ld kB)\n",
                s->end.cpu_sec - s->before.cpu_sec, s->cpu_us_per_msg, s->before.rss_kb,
                s->after_pub.rss_kb, s->end.rss_kb, s->end.hwm_kb);
+    if (o->hold && s->have_proc)
+        printf("hold         %s after %.1fs: rss %ld kB (peak %ld kB) with %" PRIu64
+               " messages pending\n",
+               s->hold.steady ? "steady" : "NOT steady", s->hold.sec, s->hold.rss_kb,
+               s->hold.peak_kb, s->hold.pending);
 }
 
 /* --- main --------------------------------------------------------------------------------- */
@@ -806,7 +966,7 @@ int main(int argc, char **argv)
             struct consumer *cs = &g->cons[k];
             *cs = (struct consumer){.b = b, .g = g, .rng = 0x9E3779B97F4A7C15ULL * (i * 4096 + k + 1)};
             bench_hist_init(&cs->lat);
-            if (open_client(b, g->name, o->consumer_secret, on_message, cs, &cs->c)) {
+            if (open_consumer(b, cs)) {
                 exit_code = CLI_EXIT_CONNECT;
                 goto teardown;
             }
@@ -873,7 +1033,7 @@ int main(int argc, char **argv)
 
     /* Drain: wait for every acked message to reach every group (a rolled-back one must
      * never arrive: wait a little to catch it). */
-    if (o->consumers && o->ncgroups) {
+    if (o->consumers && o->ncgroups && o->consumer_mode == BENCH_CONSUMER_NORMAL) {
         uint64_t limit = (uint64_t)(o->tx == TX_ROLLBACK && o->drain > 2 ? 2 : o->drain) * 1000000000u;
         uint64_t start = mono_ns();
         int seen_interrupts = interrupts;
@@ -891,14 +1051,22 @@ int main(int argc, char **argv)
         }
         s.lost = missing_all(b);
     }
+    if (o->hold && s.have_proc)
+        hold_until_steady(b, &s.hold);
     if (progress_on)
         fputc('\n', stderr);
 
 teardown:
     for (size_t i = 0; i < o->ncgroups; i++)
-        for (long k = 0; b->groups[i].cons && k < o->consumers; k++)
-            if (b->groups[i].cons[k].c)
-                kq_client_close(b->groups[i].cons[k].c);
+        for (long k = 0; b->groups[i].cons && k < o->consumers; k++) {
+            struct consumer *cs = &b->groups[i].cons[k];
+            if (cs->c)
+                kq_client_close(cs->c);
+            if (cs->raw) {
+                s.disconnects += bench_raw_consumer_closed_by_broker(cs->raw);
+                bench_raw_consumer_close(cs->raw);
+            }
+        }
     for (long k = 0; k < o->producers; k++)
         if (b->prod[k].c)
             kq_client_close(b->prod[k].c);

@@ -17,6 +17,7 @@
 #include "client/kiteq_cluster.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "tools/cli_groups.h"
 #include "tools/cli_mysql.h"
 #include "tools/common/cli_util.h"
 #include "tools/common/http_client.h"
@@ -543,15 +544,19 @@ static int cmd_sub(int argc, char **argv)
 
 #define ADMIN_HELP                                                                           \
     "  --admin HOST:PORT    the broker's admin address (required)\n"                         \
+    "  --token TOKEN        the broker's adminToken, required by requeue, purge and reload\n"  \
+    "                       when it is set (default: $KITEQ_ADMIN_TOKEN; the variable keeps\n" \
+    "                       it out of the process list)\n"                                      \
     "  --timeout MS         give up after MS milliseconds (default 10000)\n"                  \
     "  -h, --help           show this help\n\n"                                              \
     "Prints the response body (JSON; Prometheus text for metrics) on stdout.\n"               \
     "Exit: 0 on a 2xx answer, 1 otherwise (the error on stderr), 2 usage.\n"
 
-enum { OPT_ADMIN = 2000, OPT_TIMEOUT, OPT_TOPIC, OPT_ID, OPT_ALL, OPT_LIMIT };
+enum { OPT_ADMIN = 2000, OPT_TIMEOUT, OPT_TOPIC, OPT_ID, OPT_ALL, OPT_LIMIT, OPT_TOKEN,
+       OPT_AFTER };
 
 struct admin_args {
-    const char *admin, *topic, *id;
+    const char *admin, *topic, *id, *token, *after;
     long timeout, limit;
     bool all;
 };
@@ -566,10 +571,14 @@ static int admin_parse(const char *cmd, int argc, char **argv, struct admin_args
         {"id", required_argument, NULL, OPT_ID},
         {"all", no_argument, NULL, OPT_ALL},
         {"limit", required_argument, NULL, OPT_LIMIT},
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"after", required_argument, NULL, OPT_AFTER},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    *a = (struct admin_args){.timeout = 10000, .limit = -1};
+    const char *env_token = getenv("KITEQ_ADMIN_TOKEN");
+    *a = (struct admin_args){.timeout = 10000, .limit = -1,
+                             .token = env_token && *env_token ? env_token : NULL};
     *help = false;
     bool dlq = !strcmp(cmd, "dlq");
     int opt;
@@ -578,11 +587,13 @@ static int admin_parse(const char *cmd, int argc, char **argv, struct admin_args
         switch (opt) {
         case 'h': *help = true; return 0;
         case OPT_ADMIN: a->admin = optarg; break;
+        case OPT_TOKEN: a->token = optarg; break;
         case OPT_TIMEOUT: bad = cli_parse_long(PROG, "timeout", optarg, 1, 3600000, &a->timeout); break;
         case OPT_TOPIC: a->topic = optarg; bad = !dlq; break;
         case OPT_ID: a->id = optarg; bad = !dlq; break;
         case OPT_ALL: a->all = true; bad = !dlq; break;
-        case OPT_LIMIT: bad = !dlq || cli_parse_long(PROG, "limit", optarg, 1, 10000, &a->limit); break;
+        case OPT_LIMIT: bad = !dlq || cli_parse_long(PROG, "limit", optarg, 1, 1000, &a->limit); break;
+        case OPT_AFTER: a->after = optarg; bad = !dlq; break;
         default: return unknown_option(cmd);
         }
         if (bad) {
@@ -605,7 +616,8 @@ static int admin_call(const char *cmd, const struct admin_args *a, const char *m
 {
     struct cli_http_response r;
     char err[512];
-    if (cli_http_request(a->admin, method, target, (int)a->timeout, &r, err, sizeof err)) {
+    if (cli_http_request(a->admin, method, target, a->token, (int)a->timeout, &r, err,
+                         sizeof err)) {
         fprintf(stderr, PROG " %s: %s\n", cmd, err);
         return CLI_EXIT_FAIL;
     }
@@ -678,7 +690,9 @@ static int cmd_reload(int argc, char **argv)
 
 static const char MSG_HELP[] =
     "usage: " PROG " msg --admin HOST:PORT MESSAGE_ID\n"
-    "Show the stored state of one message (GET /msg/<id>).\n\n" ADMIN_HELP;
+    "Show one message (GET /msg/<id>): pending, recently finished or dead, with the history\n"
+    "of its events (published, stored, each delivery attempt and its answer, retries, ...).\n\n"
+    ADMIN_HELP;
 
 static int cmd_msg(int argc, char **argv)
 {
@@ -707,14 +721,15 @@ static int cmd_msg(int argc, char **argv)
 }
 
 static const char DLQ_HELP[] =
-    "usage: " PROG " dlq list    --admin HOST:PORT [--topic T] [--limit N]\n"
+    "usage: " PROG " dlq list    --admin HOST:PORT [--topic T] [--limit N] [--after NEXT]\n"
     "       " PROG " dlq requeue --admin HOST:PORT (--id ID | --all)\n"
     "       " PROG " dlq purge   --admin HOST:PORT (--topic T | --all)\n"
     "List, requeue or purge dead letters (GET /dlq, POST /dlq/requeue, POST /dlq/purge).\n\n"
     "  --topic T            list: only topic T; purge: the topic to purge\n"
     "  --id ID              requeue: the message to deliver again\n"
     "  --all                requeue every dead letter / purge every topic\n"
-    "  --limit N            list: at most N messages (1..10000, broker default 100)\n"
+    "  --limit N            list: at most N messages (1..1000, broker default 100)\n"
+    "  --after NEXT         list: the page after the one whose \"next\" was NEXT\n"
     ADMIN_HELP;
 
 static int cmd_dlq(int argc, char **argv)
@@ -731,10 +746,11 @@ static int cmd_dlq(int argc, char **argv)
     const char *action = optind < argc ? argv[optind++] : NULL;
     if ((rc = no_more_args("dlq", argc, argv)))
         return rc;
-    char topic[400] = "", id[400] = "", target[1024];
+    char topic[400] = "", id[400] = "", after[200] = "", target[1200];
     if ((a.topic && cli_url_encode(a.topic, topic, sizeof topic)) ||
-        (a.id && cli_url_encode(a.id, id, sizeof id))) {
-        fprintf(stderr, PROG " dlq: --topic or --id too long\n");
+        (a.id && cli_url_encode(a.id, id, sizeof id)) ||
+        (a.after && cli_url_encode(a.after, after, sizeof after))) {
+        fprintf(stderr, PROG " dlq: --topic, --id or --after too long\n");
         return CLI_EXIT_USAGE;
     }
     const char *err = NULL;
@@ -742,12 +758,13 @@ static int cmd_dlq(int argc, char **argv)
         err = "missing action: list, requeue or purge";
     } else if (!strcmp(action, "list")) {
         if (a.id || a.all)
-            err = "list takes --topic and --limit only";
-        else if (a.limit > 0)
-            snprintf(target, sizeof target, "/dlq?limit=%ld%s%s", a.limit, a.topic ? "&topic=" : "",
-                     topic);
+            err = "list takes --topic, --limit and --after only";
         else
-            snprintf(target, sizeof target, "/dlq%s%s", a.topic ? "?topic=" : "", topic);
+            snprintf(target, sizeof target, "/dlq?limit=%ld%s%s%s%s",
+                     a.limit > 0 ? a.limit : 100, a.topic ? "&topic=" : "", topic,
+                     a.after ? "&after=" : "", after);
+    } else if (a.after) {
+        err = "--after is an option of list";
     } else if (!strcmp(action, "requeue")) {
         if (a.topic || a.limit > 0 || !a.id == !a.all)
             err = "requeue takes exactly one of --id and --all";
@@ -782,8 +799,10 @@ static const struct command commands[] = {
     {"stat", cmd_stat, "show broker statistics (admin HTTP)"},
     {"binds", cmd_binds, "show groups subscribed to each topic (admin HTTP)"},
     {"metrics", cmd_metrics, "show Prometheus metrics (admin HTTP)"},
-    {"msg", cmd_msg, "show the stored state of one message (admin HTTP)"},
+    {"msg", cmd_msg, "show one message and its history (admin HTTP)"},
     {"dlq", cmd_dlq, "list, requeue or purge dead letters (admin HTTP)"},
+    {"groups", cli_cmd_groups, "backlog of each consumer group per topic (admin HTTP)"},
+    {"purge", cli_cmd_purge, "drop a consumer group's backlog on a topic (admin HTTP)"},
     {"reload", cmd_reload, "reload configuration and policies (admin HTTP)"},
     {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };

@@ -59,25 +59,66 @@ static int h_metrics(void *ud, struct kq_buf *out)
     return 200;
 }
 
-static int h_msg(void *ud, const char *id, struct kq_buf *out)
+/* Answers that come later: "later-N" is answered N ms after the request (a timer on the
+ * server's loop), "now-later" from inside the handler before it returns KQ_ADMIN_LATER. */
+struct later {
+    uv_timer_t t;
+    struct kq_admin_req *r;
+    char id[64];
+};
+
+static void on_later_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_later(uv_timer_t *t)
+{
+    struct later *l = t->data;
+    struct kq_buf b = {0};
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "{\"messageId\":\"%s\",\"later\":true}", l->id);
+    put(&b, tmp);
+    kq_admin_req_done(l->r, 200, &b);
+    assert_int_equal(b.len, 0); /* taken over */
+    uv_close((uv_handle_t *)&l->t, on_later_closed);
+}
+
+static uv_loop_t *later_loop; /* the server's loop (set by srv_start_at) */
+
+static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
 {
     if (!strcmp(id, "bogus"))
         return 999; /* the server must turn this into a 500 */
+    if (!strncmp(id, "later-", 6)) {
+        struct later *l = calloc(1, sizeof *l);
+        l->r = r;
+        snprintf(l->id, sizeof l->id, "%s", id);
+        uv_timer_init(later_loop, &l->t);
+        l->t.data = l;
+        uv_timer_start(&l->t, on_later, strtoul(id + 6, NULL, 10), 0);
+        return KQ_ADMIN_LATER;
+    }
+    if (!strcmp(id, "now-later")) {
+        struct kq_buf b = {0};
+        put(&b, "{\"messageId\":\"now-later\"}");
+        kq_admin_req_done(r, 202, &b);
+        return KQ_ADMIN_LATER;
+    }
     if (strcmp(id, "abc def"))
         return 404;
     put(out, "{\"messageId\":\"abc def\"}");
     return 200;
 }
 
-static int h_dlq_list(void *ud, const char *topic, size_t limit, struct kq_buf *out)
+static int h_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const char *after,
+                      size_t limit, struct kq_buf *out)
 {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "{\"topic\":\"%s\",\"limit\":%zu}", topic ? topic : "(all)", limit);
+    snprintf(tmp, sizeof tmp, "{\"topic\":\"%s\",\"limit\":%zu%s%s%s}", topic ? topic : "(all)",
+             limit, *after ? ",\"after\":\"" : "", after, *after ? "\"" : "");
     put(out, tmp);
     return 200;
 }
 
-static int h_dlq_requeue(void *ud, const char *id, struct kq_buf *out)
+static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
 {
     char tmp[256];
     snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"}", id);
@@ -85,7 +126,7 @@ static int h_dlq_requeue(void *ud, const char *id, struct kq_buf *out)
     return 200;
 }
 
-static int h_dlq_purge(void *ud, const char *topic, struct kq_buf *out)
+static int h_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out)
 {
     char tmp[256];
     snprintf(tmp, sizeof tmp, "{\"purged\":\"%s\"}", topic ? topic : "(all)");
@@ -93,7 +134,7 @@ static int h_dlq_purge(void *ud, const char *topic, struct kq_buf *out)
     return 200;
 }
 
-static int h_reload(void *ud, struct kq_buf *out)
+static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 {
     atomic_fetch_add(&reloads, 1);
     put(out, "{\"status\":200}");
@@ -133,14 +174,18 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-/* Start on 127.0.0.1:0 with the given limits (NULL = defaults) and handlers. */
-static struct srv *srv_start(const struct kq_admin_limits *lim, const struct kq_admin_handlers *h)
+/* Start on addr (port 0) with a token (may be NULL), the given limits (NULL = defaults) and
+ * handlers (NULL = the fake broker's). */
+static struct srv *srv_start_at(const char *addr, const char *token,
+                                const struct kq_admin_limits *lim,
+                                const struct kq_admin_handlers *h)
 {
     struct srv *s = calloc(1, sizeof *s);
     assert_non_null(s);
     assert_int_equal(uv_loop_init(&s->loop), 0);
+    later_loop = &s->loop;
     char err[256] = "";
-    int rc = kq_admin_start(&s->loop, "127.0.0.1:0", h ? h : &handlers, NULL, &s->a, err,
+    int rc = kq_admin_start(&s->loop, addr, token, h ? h : &handlers, NULL, &s->a, err,
                             sizeof err);
     if (rc)
         fail_msg("kq_admin_start: %s", err);
@@ -153,6 +198,11 @@ static struct srv *srv_start(const struct kq_admin_limits *lim, const struct kq_
     s->stop.data = s;
     assert_int_equal(pthread_create(&s->th, NULL, loop_main, s), 0);
     return s;
+}
+
+static struct srv *srv_start(const struct kq_admin_limits *lim, const struct kq_admin_handlers *h)
+{
+    return srv_start_at("127.0.0.1:0", NULL, lim, h);
 }
 
 static void srv_stop(struct srv *s)
@@ -340,7 +390,10 @@ static void test_routes(void **state)
     expect(p, "GET", "/dlq?topic=tr%26de&limit=5", 200, "{\"topic\":\"tr&de\",\"limit\":5}");
     expect(p, "GET", "/dlq?limit=0", 400, "limit");
     expect(p, "GET", "/dlq?limit=abc", 400, "limit");
-    expect(p, "GET", "/dlq?limit=10001", 400, "limit");
+    expect(p, "GET", "/dlq?limit=1001", 400, "limit");
+    expect(p, "GET", "/dlq?limit=1000&after=12", 200, "{\"topic\":\"(all)\",\"limit\":1000,\"after\":\"12\"}");
+    expect(p, "GET", "/msg/later-20", 200, "{\"messageId\":\"later-20\",\"later\":true}");
+    expect(p, "GET", "/msg/now-later", 202, "{\"messageId\":\"now-later\"}");
     expect(p, "POST", "/dlq/requeue?id=m1", 200, "{\"requeued\":\"m1\"}");
     expect(p, "POST", "/dlq/requeue?id=*", 200, "{\"requeued\":\"*\"}");
     expect(p, "POST", "/dlq/requeue", 400, "id required");
@@ -477,6 +530,50 @@ static void test_keepalive_and_pipelining(void **state)
     }
     tc_close(c);
     assert_serving(s);
+}
+
+/* Answers that come later: in order with the pipelined requests around them; too late
+ * (past request_ms): 504, and the late answer is dropped. Responses over max_response: 500. */
+static void test_deferred_answers(void **state)
+{
+    (void)state;
+    struct kq_admin_limits l;
+    kq_admin_limits_default(&l);
+    assert_int_equal(l.max_conns, 16);
+    l.request_ms = 400;
+    l.max_response = 40;
+    struct srv *s = srv_start(&l, NULL);
+    struct resp r;
+    struct tc *c = tc_open(s->port);
+    tc_sends(c, "GET /msg/later-100 HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /binds HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /msg/now-later HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /msg/later-1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "later-100"));
+    assert_true(tc_response(c, &r));
+    assert_non_null(strstr(r.body, "topic_2_groups"));
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 202);
+    assert_true(tc_response(c, &r));
+    assert_non_null(strstr(r.body, "later-1"));
+    /* over the response limit */
+    tc_sends(c, "GET /stat HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 500);
+    assert_non_null(strstr(r.body, "response too large"));
+    /* too late: 504 and closed; the answer that comes after is dropped */
+    tc_sends(c, "GET /msg/later-900 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(tc_response(c, &r));
+    assert_int_equal(r.status, 504);
+    assert_true(tc_wait_eof(c, 3000));
+    tc_close(c);
+    struct timespec ts = {0, 600 * 1000000}; /* the late answer arrives meanwhile */
+    nanosleep(&ts, NULL);
+    request(s->port, "GET /binds HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    srv_stop(s);
 }
 
 static void test_connection_close(void **state)
@@ -665,16 +762,98 @@ static void test_start_errors(void **state)
     uv_loop_init(&loop);
     struct kq_admin *a = NULL;
     char err[256];
-    assert_int_equal(kq_admin_start(&loop, "nonsense", &handlers, NULL, &a, err, sizeof err),
+    assert_int_equal(kq_admin_start(&loop, "nonsense", NULL, &handlers, NULL, &a, err, sizeof err),
                      -EINVAL);
     assert_non_null(strstr(err, "nonsense"));
     /* a port in use */
     struct srv *s = srv_start(NULL, NULL);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", s->port);
-    assert_true(kq_admin_start(&loop, addr, &handlers, NULL, &a, err, sizeof err) < 0);
+    assert_true(kq_admin_start(&loop, addr, NULL, &handlers, NULL, &a, err, sizeof err) < 0);
     srv_stop(s);
     assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* --- the admin token ---------------------------------------------------------------------- */
+
+#define TOKEN "tok-0123456789abcdef"
+
+static int status_with_auth(int port, const char *method, const char *target, const char *auth,
+                            struct resp *r)
+{
+    char req[2048];
+    snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n%s%s\r\n",
+             method, target, auth ? auth : "", auth ? "\r\n" : "");
+    request(port, req, r);
+    return r->status;
+}
+
+static void test_token(void **state)
+{
+    (void)state;
+    /* beyond loopback without a token: refused, with the reason */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct kq_admin *a = NULL;
+    char err[256] = "";
+    assert_int_equal(kq_admin_start(&loop, "0.0.0.0:0", NULL, &handlers, NULL, &a, err, sizeof err),
+                     -EINVAL);
+    assert_non_null(strstr(err, "adminToken"));
+    assert_int_equal(kq_admin_start(&loop, "0.0.0.0:0", "", &handlers, NULL, &a, err, sizeof err),
+                     -EINVAL);
+    /* with one it listens, and cannot be left without it */
+    assert_int_equal(kq_admin_start(&loop, "0.0.0.0:0", TOKEN, &handlers, NULL, &a, err, sizeof err),
+                     0);
+    assert_int_equal(kq_admin_set_token(a, NULL), -EINVAL);
+    assert_int_equal(kq_admin_set_token(a, "another-token-0123456"), 0);
+    kq_admin_stop(a, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+
+    /* every interface: reachable on 127.0.0.1; reads are open, every POST needs the token */
+    struct srv *s = srv_start_at("0.0.0.0:0", TOKEN, NULL, NULL);
+    int p = s->port;
+    struct resp r;
+    int before = atomic_load(&reloads);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", NULL, &r), 401);
+    assert_true(has_header(&r, "\r\nWWW-Authenticate: Bearer\r\n"));
+    assert_non_null(strstr(r.body, "admin token required"));
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Bearer wrong-0123456789abcdef", &r), 403);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Bearer " TOKEN "x", &r), 403);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Bearer tok-0123456789abcde", &r), 403);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Basic " TOKEN, &r), 401);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: " TOKEN, &r), 401);
+    assert_int_equal(atomic_load(&reloads), before); /* the handler never ran */
+    assert_int_equal(status_with_auth(p, "POST", "/dlq/purge?topic=*", NULL, &r), 401);
+    assert_int_equal(status_with_auth(p, "POST", "/dlq/requeue?id=*", NULL, &r), 401);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "authorization: bearer  " TOKEN " ", &r), 200);
+    assert_int_equal(atomic_load(&reloads), before + 1);
+    assert_int_equal(status_with_auth(p, "POST", "/dlq/purge?topic=t", "Authorization: Bearer " TOKEN, &r), 200);
+    assert_int_equal(status_with_auth(p, "GET", "/stat", NULL, &r), 200);
+    assert_int_equal(status_with_auth(p, "GET", "/dlq", NULL, &r), 200);
+    /* an over-long value is just wrong, and the connection keeps working */
+    char longauth[1200] = "Authorization: Bearer ";
+    memset(longauth + strlen(longauth), 'x', 1000);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", longauth, &r), 403);
+
+    /* the tools' client sends it */
+    struct cli_http_response cr;
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", p);
+    assert_int_equal(cli_http_request(addr, "POST", "/reload", NULL, 5000, &cr, err, sizeof err), 0);
+    assert_int_equal(cr.status, 401);
+    cli_http_response_free(&cr);
+    assert_int_equal(cli_http_request(addr, "POST", "/reload", TOKEN, 5000, &cr, err, sizeof err), 0);
+    assert_int_equal(cr.status, 200);
+    cli_http_response_free(&cr);
+    assert_int_equal(cli_http_request(addr, "POST", "/reload", "bad\r\nX: y", 5000, &cr, err,
+                                      sizeof err), -EINVAL);
+    srv_stop(s);
+
+    /* a token on loopback is enforced as well */
+    s = srv_start_at("127.0.0.1:0", TOKEN, NULL, NULL);
+    assert_int_equal(status_with_auth(s->port, "POST", "/reload", NULL, &r), 401);
+    srv_stop(s);
 }
 
 /* --- the tools' HTTP client --------------------------------------------------------------- */
@@ -684,17 +863,17 @@ static void test_http_client(void **state)
     struct srv *s = *state;
     struct cli_http_response r;
     char err[256];
-    assert_int_equal(cli_http_request(s->addr, "GET", "/stat", 5000, &r, err, sizeof err), 0);
+    assert_int_equal(cli_http_request(s->addr, "GET", "/stat", NULL, 5000, &r, err, sizeof err), 0);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"kiteq\""));
     assert_int_equal(r.body_len, strlen(r.body));
     cli_http_response_free(&r);
-    assert_int_equal(cli_http_request(s->addr, "POST", "/dlq/purge?topic=t1", 5000, &r, err,
+    assert_int_equal(cli_http_request(s->addr, "POST", "/dlq/purge?topic=t1", NULL, 5000, &r, err,
                                       sizeof err), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"purged\":\"t1\"}");
     cli_http_response_free(&r);
-    assert_int_equal(cli_http_request(s->addr, "GET", "/x", 5000, &r, err, sizeof err), 0);
+    assert_int_equal(cli_http_request(s->addr, "GET", "/x", NULL, 5000, &r, err, sizeof err), 0);
     assert_int_equal(r.status, 404);
     cli_http_response_free(&r);
 
@@ -713,9 +892,9 @@ static void test_http_client(void **state)
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
     close(fd); /* bound, never listening: the port refuses */
-    assert_int_equal(cli_http_request(addr, "GET", "/stat", 2000, &r, err, sizeof err),
+    assert_int_equal(cli_http_request(addr, "GET", "/stat", NULL, 2000, &r, err, sizeof err),
                      -ECONNREFUSED);
-    assert_int_equal(cli_http_request("nocolon", "GET", "/stat", 2000, &r, err, sizeof err),
+    assert_int_equal(cli_http_request("nocolon", "GET", "/stat", NULL, 2000, &r, err, sizeof err),
                      -EINVAL);
 }
 
@@ -856,12 +1035,14 @@ int main(void)
         cmocka_unit_test(test_unimplemented_handlers),
         cmocka_unit_test_setup_teardown(test_keepalive_and_pipelining, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
+        cmocka_unit_test(test_deferred_answers),
         cmocka_unit_test_setup_teardown(test_oversized_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
         cmocka_unit_test(test_slowloris),
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_token),
         cmocka_unit_test_setup_teardown(test_http_client, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
         cmocka_unit_test(test_prom),

@@ -58,16 +58,19 @@ static int read_admin_port(struct broker_proc *p)
     return port;
 }
 
-/* One request per connection. Returns the status (0 = no answer); *body is malloc'd. */
-static int http(const char *method, const char *target, char **body)
+/* One request per connection to port, with an extra header line (may be NULL). Returns the
+ * status (0 = no answer); *body is malloc'd. */
+static int http_at(int port, const char *method, const char *target, const char *header,
+                   char **body)
 {
-    int fd = raw_connect(admin_port);
+    int fd = raw_connect(port);
     if (fd < 0)
         return 0;
     char req[1024];
     int n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     "Content-Length: 0\r\n\r\n", method, target);
+                     "Content-Length: 0\r\n%s%s\r\n", method, target, header ? header : "",
+                     header ? "\r\n" : "");
     raw_send(fd, req, (size_t)n);
     size_t len = 0, cap = 4096;
     char *buf = malloc(cap);
@@ -93,6 +96,11 @@ static int http(const char *method, const char *target, char **body)
         *body = strdup(sep ? sep + 4 : "");
     free(buf);
     return status;
+}
+
+static int http(const char *method, const char *target, char **body)
+{
+    return http_at(admin_port, method, target, NULL, body);
 }
 
 static cJSON *http_json(const char *method, const char *target, int want_status)
@@ -142,39 +150,12 @@ static double metric(const char *text, const char *sample)
     return NAN;
 }
 
-/* Runs build/kiteq-cli with args; returns its exit code, output (stdout) in *out. */
-static int cli(char **out, const char *fmt, ...)
-{
-    const char *build = getenv("KITEQ_BUILD_DIR");
-    char args[1024], cmd[1400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>/dev/null", build ? build : ".", args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = 0, cap = 4096;
-    char *buf = malloc(cap);
-    size_t r;
-    while ((r = fread(buf + len, 1, cap - len - 1, p)) > 0)
-        if ((len += r) + 1 >= cap)
-            buf = realloc(buf, cap *= 2);
-    buf[len] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static cJSON *cli_json(int want_rc, const char *fmt, const char *arg)
 {
     char *out;
     char args[512];
     snprintf(args, sizeof args, fmt, admin_port, arg);
-    int rc = cli(&out, "%s", args);
+    int rc = cli_runf(&out, "%s", args);
     if (rc != want_rc)
         fail_msg("kiteq-cli %s: exit %d (want %d): %s", args, rc, want_rc, out);
     cJSON *j = cJSON_Parse(out);
@@ -320,13 +301,19 @@ static void test_stat(void **state)
     assert_true(num(hooks, "retry", "calls", NULL) > 0); /* nacks and expiry asked it */
     cJSON_Delete(j);
 
-    /* a reload bumps the generation */
+    /* a reload (built off the loop: the answer says it started) bumps the generation */
     j = http_json("POST", "/reload", 200);
     assert_true(cJSON_IsTrue(path(j, "ok", NULL, NULL)));
     cJSON_Delete(j);
-    j = http_json("GET", "/stat", 200);
-    assert_int_equal(num(j, "broker", "reload", "generation"), gen + 1);
-    cJSON_Delete(j);
+    double now = gen;
+    for (uint64_t deadline = kq_mono_us() + 5000000; now == gen && kq_mono_us() < deadline;) {
+        j = http_json("GET", "/stat", 200);
+        now = num(j, "broker", "reload", "generation");
+        cJSON_Delete(j);
+        if (now == gen)
+            usleep(10000);
+    }
+    assert_int_equal(now, gen + 1);
     assert_int_equal(http("GET", "/reload", NULL), 405);
 }
 
@@ -430,10 +417,11 @@ static void test_msg(void **state)
     assert_string_equal(path(j, "topic", NULL, NULL)->valuestring, "user-profile");
     cJSON_Delete(j);
 
-    /* acked by every group: gone, like a message that never existed */
+    /* acked by every group: finished, its history kept (a ring of messageHistory) */
     snprintf(target, sizeof target, "/msg/%s", find_id(nacked, 2, pay_ids[0]) < 0 ? pay_ids[0] : pay_ids[5]);
-    j = http_json("GET", target, 404);
-    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "unknown");
+    j = http_json("GET", target, 200);
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
+    assert_true(cJSON_GetArraySize(path(j, "history", NULL, NULL)) > 0);
     cJSON_Delete(j);
     j = http_json("GET", "/msg/00000000000000000000000000000000", 404);
     cJSON_Delete(j);
@@ -442,13 +430,13 @@ static void test_msg(void **state)
     j = cli_json(0, "msg --admin 127.0.0.1:%d %s", nacked[1]);
     assert_string_equal(path(j, "messageId", NULL, NULL)->valuestring, nacked[1]);
     cJSON_Delete(j);
-    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
-    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
+    assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
     j = cli_json(0, "stat --admin 127.0.0.1:%d%s", "");
     assert_int_equal(num(j, "broker", "pending", NULL), 2);
     cJSON_Delete(j);
-    assert_int_equal(cli(NULL, "stat"), 2);
-    assert_int_equal(cli(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
+    assert_int_equal(cli_runf(NULL, "stat"), 2);
+    assert_int_equal(cli_runf(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
 }
 
 static cJSON *dead_letter(cJSON *list, const char *id)
@@ -486,7 +474,24 @@ static void test_dlq_cli(void **state)
     assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 1);
     assert_int_equal(num(j, "count", NULL, NULL), 2); /* the total, not the page */
     assert_true(cJSON_IsTrue(path(j, "more", NULL, NULL)));
+    /* the next page, from its cursor: the other one, oldest first, and the end */
+    char next[64], first[33];
+    snprintf(next, sizeof next, "%s", path(j, "next", NULL, NULL)->valuestring);
+    snprintf(first, sizeof first, "%s",
+             path(cJSON_GetArrayItem(path(j, "deadLetters", NULL, NULL), 0), "messageId", NULL,
+                  NULL)->valuestring);
+    assert_string_equal(first, limit_id);
     cJSON_Delete(j);
+    char args[128];
+    snprintf(args, sizeof args, "dlq list --admin 127.0.0.1:%%d --limit 1 --after %s%%s", next);
+    j = cli_json(0, args, "");
+    assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 1);
+    assert_non_null(dead_letter(j, expired_id));
+    assert_true(cJSON_IsFalse(path(j, "more", NULL, NULL)));
+    assert_true(cJSON_IsNull(path(j, "next", NULL, NULL)));
+    cJSON_Delete(j);
+    assert_int_equal(http("GET", "/dlq?limit=1001", NULL), 400);
+    assert_int_equal(http("GET", "/dlq?after=999999", NULL), 400); /* not a cursor it gave */
 
     /* requeue: delivered again to s-trade-a, and out of the DLQ */
     j = cli_json(0, "dlq requeue --admin 127.0.0.1:%d --id %s", limit_id);
@@ -505,12 +510,22 @@ static void test_dlq_cli(void **state)
     assert_int_equal(num(j, "count", NULL, NULL), 1);
     assert_null(dead_letter(j, limit_id));
     cJSON_Delete(j);
-    assert_int_equal(cli(NULL, "msg --admin 127.0.0.1:%d %s", admin_port, limit_id), 1);
-    assert_int_equal(cli(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
-    assert_int_equal(cli(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
+    j = cli_json(0, "msg --admin 127.0.0.1:%d %s", limit_id); /* delivered after its requeue */
+    assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
+    cJSON_Delete(j);
+    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
+    char *body = NULL; /* unknown ids and topics are said so */
+    assert_int_equal(http("POST", "/dlq/requeue?id=0123456789abcdef0123456789abcdef", &body), 404);
+    assert_non_null(strstr(body, "no dead letter with this id"));
+    free(body);
+    assert_int_equal(http("POST", "/dlq/purge?topic=no-such-topic", &body), 404);
+    assert_non_null(strstr(body, "unknown topic no-such-topic"));
+    free(body);
+    assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d --topic no-such-topic", admin_port), 1);
+    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
 
     /* purge */
-    assert_int_equal(cli(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
+    assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
     j = cli_json(0, "dlq purge --admin 127.0.0.1:%d --topic %s", "user-profile");
     assert_int_equal(num(j, "purged", NULL, NULL), 1);
     cJSON_Delete(j);
@@ -669,6 +684,74 @@ static void test_log_file_reopen(void **state)
     assert_non_null(strstr(out, "logFile /nonexistent/dir/x.log: No such file or directory"));
 }
 
+/* --- exposure: adminToken ------------------------------------------------------------------ */
+
+#define TOKEN_A "token-a-0123456789abcdef"
+#define TOKEN_B "token-b-0123456789abcdef"
+
+/* Runs the broker binary with args, expecting it to refuse to start: its exit code, the
+ * output in out. */
+static int refused_start(const char *args, char *out, size_t outlen)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/kiteq' %s 2>&1", build ? build : ".", args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* An admin beyond loopback without a token does not start; with a token, every mutating
+ * request needs it, kiteq-cli sends it, and a reload rotates it. */
+static void test_admin_token(void **state)
+{
+    (void)state;
+    char out[4096];
+    assert_int_equal(refused_start("-topics=t -db=memory:// -bind=127.0.0.1:0 -pport=0.0.0.0:0",
+                                   out, sizeof out), 2); /* a configuration error */
+    if (!strstr(out, "adminToken: required when admin listens beyond loopback"))
+        fail_msg("no clear reason: %s", out);
+
+    struct broker_proc tp;
+    char cfg[4096], extra[256];
+    snprintf(extra, sizeof extra, "admin = \"127.0.0.1:0\", adminToken = \"%s\",", TOKEN_A);
+    broker_default_config(cfg, sizeof cfg, "memory://", extra);
+    assert_int_equal(broker_start(&tp, cfg, NULL), 0);
+    int port = read_admin_port(&tp);
+    assert_true(port > 0);
+    assert_int_equal(http_at(port, "POST", "/reload", NULL, NULL), 401);
+    assert_int_equal(http_at(port, "POST", "/dlq/purge?topic=*", NULL, NULL), 401);
+    assert_int_equal(http_at(port, "POST", "/reload", "Authorization: Bearer " TOKEN_B, NULL), 403);
+    assert_int_equal(http_at(port, "GET", "/stat", NULL, NULL), 200);
+    assert_true(broker_wait_log(&tp, "refused a request with a wrong admin token", 5000));
+
+    /* kiteq-cli: the token from --token or from the environment */
+    int saved = admin_port;
+    admin_port = port;
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 1);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
+    assert_int_equal(cli_runf(NULL, "dlq purge --all --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
+    setenv("KITEQ_ADMIN_TOKEN", TOKEN_A, 1);
+    assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 0);
+    unsetenv("KITEQ_ADMIN_TOKEN");
+    admin_port = saved;
+
+    /* a reload rotates the token: the old one is refused from then on */
+    snprintf(extra, sizeof extra, "admin = \"127.0.0.1:0\", adminToken = \"%s\",", TOKEN_B);
+    broker_default_config(cfg, sizeof cfg, "memory://", extra);
+    FILE *f = fopen(tp.config, "w");
+    assert_non_null(f);
+    fputs(cfg, f);
+    fclose(f);
+    assert_int_equal(http_at(port, "POST", "/reload", "Authorization: Bearer " TOKEN_A, NULL), 200);
+    assert_int_equal(http_at(port, "POST", "/reload", "Authorization: Bearer " TOKEN_A, NULL), 403);
+    assert_int_equal(http_at(port, "POST", "/reload", "Authorization: Bearer " TOKEN_B, NULL), 200);
+    assert_int_equal(broker_stop(&tp), 0);
+}
+
 /* Per-second figures of /stat: topic "trade", all topics, network reads. */
 struct last_second {
     double trade, all, reads;
@@ -722,7 +805,7 @@ static void test_unrouted_counted(void **state)
     char *out;
     char args[128];
     snprintf(args, sizeof args, "stat --admin 127.0.0.1:%d", admin_port);
-    assert_int_equal(cli(&out, "%s", args), 0);
+    assert_int_equal(cli_runf(&out, "%s", args), 0);
     assert_non_null(strstr(out, "\"unrouted\":5"));
     free(out);
     int lines = count_log_lines("unrouted: no group is bound to topic=trade type=nobody-bound");
@@ -769,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_malformed_http),
         cmocka_unit_test(test_log_file_reopen),
         cmocka_unit_test(test_unrouted_counted),
+        cmocka_unit_test(test_admin_token),
         cmocka_unit_test(test_stat_per_second),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

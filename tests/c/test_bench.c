@@ -1,6 +1,7 @@
 /* kiteq-bench against a real broker (memory store): its counts, its two-phase and nack
- * modes, and above all that a run which loses an acked message says so and exits 1 —
- * every performance claim rests on this tool. */
+ * modes, its misbehaving consumers (--consumer-mode) and --hold, and above all that a run
+ * which loses an acked message says so and exits 1 — every performance claim rests on this
+ * tool. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,7 +22,7 @@ static int setup(void **state)
 {
     (void)state;
     char cfg[4096];
-    broker_default_config(cfg, sizeof cfg, "memory://", "");
+    broker_default_config(cfg, sizeof cfg, "memory://", "admin = \"127.0.0.1:0\",");
     return broker_start(&bp, cfg, NULL);
 }
 
@@ -60,6 +61,18 @@ static double num(const cJSON *j, const char *a, const char *b)
         v = cJSON_GetObjectItemCaseSensitive(v, b);
     assert_true(cJSON_IsNumber(v));
     return v->valuedouble;
+}
+
+/* The broker's own count of pending messages (/stat broker.pending). */
+static double broker_pending(void)
+{
+    static char body[1 << 16];
+    assert_int_equal(admin_get(broker_admin_port(&bp), "/stat", body, sizeof body), 200);
+    cJSON *j = cJSON_Parse(body);
+    assert_non_null(j);
+    double n = num(j, "broker", "pending");
+    cJSON_Delete(j);
+    return n;
 }
 
 static void test_pipelined_two_groups(void **state)
@@ -140,6 +153,68 @@ static void test_loss_is_reported(void **state)
     cJSON_Delete(j);
 }
 
+/* A consumer that reads but never acks: the broker still holds every message afterwards
+ * (a consumer that acks leaves none), loss is not judged, and --hold reports the broker's
+ * RSS and the pending count while the consumer is attached. refund-* is bound to s-trade-a
+ * alone, so that group's acks are all that could remove them. */
+static void test_never_ack_consumer(void **state)
+{
+    (void)state;
+    double before = broker_pending();
+    char args[256];
+    snprintf(args, sizeof args,
+             "--producers 1 --inflight 8 --count 20 --type refund-bench --consumer-groups "
+             "s-trade-a --consumer-mode never-ack --broker-pid %d --hold 2",
+             (int)bp.pid);
+    cJSON *j;
+    assert_int_equal(bench(args, &j), 0);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(j, "config"), "consumerMode")
+                            ->valuestring,
+                        "never-ack");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "lost")));
+    assert_int_equal(num(j, "ackedOk", NULL), 20);
+    assert_true(num(j, "delivered", "s-trade-a") >= 1); /* it does read */
+    assert_int_equal(num(j, "hold", "pending"), 20);
+    assert_true(num(j, "hold", "rssKb") > 0);
+    assert_true(num(j, "hold", "sec") >= 2);
+    assert_int_equal(num(j, "consumerDisconnects", NULL), 0);
+    cJSON_Delete(j);
+    assert_int_equal(broker_pending() - before, 20);
+}
+
+/* A consumer that never reads gets nothing counted, and the messages stay pending. */
+static void test_never_read_consumer(void **state)
+{
+    (void)state;
+    double before = broker_pending();
+    cJSON *j;
+    assert_int_equal(bench("--producers 1 --inflight 8 --count 20 --type refund-bench "
+                           "--consumer-groups s-trade-a --consumer-mode never-read",
+                           &j),
+                     0);
+    assert_non_null(j);
+    assert_int_equal(num(j, "ackedOk", NULL), 20);
+    assert_int_equal(num(j, "delivered", "s-trade-a"), 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "lost")));
+    cJSON_Delete(j);
+    assert_int_equal(broker_pending() - before, 20);
+}
+
+/* Options that cannot go together are refused before anything connects. */
+static void test_consumer_mode_usage(void **state)
+{
+    (void)state;
+    cJSON *j;
+    assert_int_equal(bench("--consumer-mode never-ack --slow-ack 5", &j), 2);
+    cJSON_Delete(j);
+    assert_int_equal(bench("--consumer-mode sometimes", &j), 2);
+    cJSON_Delete(j);
+    assert_int_equal(bench("--hold 5", &j), 2); /* needs --broker-pid */
+    cJSON_Delete(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -147,6 +222,9 @@ int main(void)
         cmocka_unit_test(test_nacks_are_retried),
         cmocka_unit_test(test_two_phase),
         cmocka_unit_test(test_loss_is_reported),
+        cmocka_unit_test(test_never_ack_consumer),
+        cmocka_unit_test(test_never_read_consumer),
+        cmocka_unit_test(test_consumer_mode_usage),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

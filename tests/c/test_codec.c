@@ -205,6 +205,25 @@ static void test_garbage_and_missing_fields(void **state)
     assert_null(kq_codec_unpack(KQ_CMD_DELIVER_ACK, trunc, sizeof trunc));
 }
 
+/* A field number 0 written as the two-byte varint 80 00: protobuf-c keeps it as an unknown
+ * field and would pack it back as the byte 00, which no decoder accepts (found by
+ * tests/fuzz/fuzz_frame.c). Both decoders refuse it; the same body without it decodes. */
+static void test_field_number_zero(void **state)
+{
+    (void)state;
+    const uint8_t ok[] = {0x08, 0x05};                   /* HeartBeat version = 5 */
+    const uint8_t zero[] = {0x08, 0x05, 0x80, 0x00, 0x07}; /* + field 0 (varint) = 7 */
+    ProtobufCMessage *m = kq_codec_unpack(KQ_CMD_HEARTBEAT, ok, sizeof ok);
+    assert_non_null(m);
+    kq_codec_free(m);
+    assert_null(kq_codec_unpack(KQ_CMD_HEARTBEAT, zero, sizeof zero));
+    struct kq_arena a;
+    kq_arena_init(&a, 1024);
+    assert_null(kq_codec_unpack_in(&a, KQ_CMD_HEARTBEAT, zero, sizeof zero));
+    assert_non_null(kq_codec_unpack_in(&a, KQ_CMD_HEARTBEAT, ok, sizeof ok));
+    kq_arena_free(&a);
+}
+
 /* StringMessage bodies keep their NUL bytes; string fields holding one are named (they
  * would be cut short as C strings), nested ones too, bytes fields never. */
 static void test_nul_bytes(void **state)
@@ -253,6 +272,32 @@ static void test_nul_bytes(void **state)
     kq_buf_free(&b);
 }
 
+/* Header.commit read from the packed bytes agrees with protobuf-c's unpacking. */
+static void test_header_committed(void **state)
+{
+    (void)state;
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = "0123456789abcdef0123456789abcdef";
+    h.topic = "trade";
+    h.messagetype = "pay-succ";
+    h.groupid = "p-trade";
+    Protocol__Entry e = PROTOCOL__ENTRY__INIT, *props[] = {&e};
+    e.key = "k";
+    e.value = "v";
+    h.n_properties = 1;
+    h.properties = props;
+    for (int commit = 0; commit <= 1; commit++) {
+        h.commit = commit;
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(kq_header_pack(&h, &buf, &len), 0);
+        assert_int_equal(kq_header_committed(buf, len), commit);
+        assert_false(kq_header_committed(buf, len - 1)); /* cut short: malformed */
+        free(buf);
+    }
+    assert_false(kq_header_committed((const uint8_t *)"", 0));
+}
+
 static void test_message_ids(void **state)
 {
     (void)state;
@@ -278,7 +323,9 @@ int main(void)
         cmocka_unit_test(test_partial_and_many),
         cmocka_unit_test(test_bad_lengths),
         cmocka_unit_test(test_garbage_and_missing_fields),
+        cmocka_unit_test(test_field_number_zero),
         cmocka_unit_test(test_nul_bytes),
+        cmocka_unit_test(test_header_committed),
         cmocka_unit_test(test_message_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,13 +7,17 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "config/config.h"
+#include "core/clock.h"
+#include "policy/lua_budget.h"
 #include "support/log_capture.h"
+#include "core/addr.h"
 
 static char tmpdir[64];
 static char err[4096];
@@ -325,7 +329,7 @@ static void test_flags_only(void **state)
         fail_msg("%s", err);
     assert_true(check);
     assert_string_equal(c.bind, "10.1.2.3:14000");
-    assert_string_equal(c.admin, "10.1.2.3:14001");
+    assert_string_equal(c.admin, "127.0.0.1:14001"); /* a bare -pport is loopback only */
     assert_string_equal(c.db, "memory://");
     assert_int_equal(c.n_topics, 2);
     assert_string_equal(c.registry, "zk://zk1:2181,zk2:2181");
@@ -483,6 +487,55 @@ static void test_sandbox(void **state)
     expect_load_error("\033LJ\002garbage", NULL, "not bytecode", NULL);
 }
 
+/* A backtracking pattern used to run for seconds to minutes in one C call that the
+ * instruction budget could not see; now it is refused before it starts (its worst case is
+ * charged to the budget), naming the line. Plain finds and cheap patterns still work. */
+static void test_pathological_pattern_refused(void **state)
+{
+    (void)state;
+    uint64_t t0 = kq_mono_us();
+    expect_load_error("local s = string.rep('a', 30) .. 'b'\n"
+                      "local hit = s:find('a*a*a*a*a*a*a*a*c')\n" CLUSTER(""), NULL,
+                      ".lua:2: string.find: pattern on a 31-byte subject: worst case",
+                      "a plain find", NULL);
+    expect_load_error("for w in string.gmatch(string.rep('a', 40) .. 'b', '.-.-.-.-.-.-c') do end\n"
+                      CLUSTER(""), NULL, ".lua:1: string.gmatch: pattern on a 41-byte subject",
+                      NULL);
+    assert_true(kq_mono_us() - t0 < 1000000);
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("patterns.lua",
+                                 "local big = string.rep('a*', 500000)\n"
+                                 "assert(big:find('a*a*a*c', 1, true) == nil)\n"
+                                 "local env = ('prod-eu'):match('^(%a+)%-')\n"
+                                 "return { clusters = { [env] = { topics = { 'trade' } } } }\n");
+    if (kq_config_load_file(&c, path, NULL, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.cluster_name, "prod");
+    kq_config_free(&c);
+}
+
+/* A reload abandons a load that ran past its deadline by raising the stop flag of the
+ * thread that loads: the file's Lua stops at its next budget check. */
+static void test_load_stops_when_abandoned(void **state)
+{
+    (void)state;
+    atomic_bool stop = true;
+    kq_lua_budget_stop_flag(&stop);
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("slow.lua", "local n = 0\nfor i = 1, 1e6 do n = n + i end\n"
+                                 CLUSTER(""));
+    int rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
+    kq_lua_budget_stop_flag(NULL);
+    assert_int_equal(rc, -EINVAL);
+    assert_has(err, ".lua:2: stopped: the load was abandoned");
+    kq_config_free(&c);
+    kq_config_defaults(&c); /* the same file without the flag */
+    assert_int_equal(kq_config_load_file(&c, path, NULL, err, sizeof err), 0);
+    kq_config_free(&c);
+}
+
 static void test_type_and_key_errors(void **state)
 {
     (void)state;
@@ -526,6 +579,7 @@ static void test_bad_values(void **state)
     expect_load_error(CLUSTER("dlqExecHour = 24"), NULL,
                       "clusters.dev.dlqExecHour: must be an integer 0-23 (got 24)", NULL);
     expect_load_error(CLUSTER("maxDeliverWorkers = 0"), NULL, "clusters.dev.maxDeliverWorkers", NULL);
+    expect_load_error(CLUSTER("maxConnections = -1"), NULL, "clusters.dev.maxConnections", NULL);
     expect_load_error(CLUSTER("db = 'rocksdb://./db'"), NULL, "clusters.dev.db: must be a store URI",
                       NULL);
     expect_load_error(CLUSTER("logLevel = 'verbose'"), NULL, "clusters.dev.logLevel:", NULL);
@@ -540,6 +594,73 @@ static void test_bad_values(void **state)
     expect_load_error(CLUSTER("groups = { [''] = 'x' }"), NULL, "clusters.dev.groups:", NULL);
     expect_load_error(CLUSTER("groups = { g = '' }"), NULL, "clusters.dev.groups.g:", NULL);
     expect_load_error("return { clusters = {} }", NULL, "clusters: must define at least one", NULL);
+}
+
+/* The admin beyond loopback needs adminToken; a bare -pport stays on loopback. */
+static void test_admin_exposure(void **state)
+{
+    (void)state;
+    const char *loop[] = {"127.0.0.1:1", "127.9.9.9:1", "localhost:1", "[::1]:1",
+                          "[::ffff:127.0.0.1]:1"};
+    const char *wide[] = {"0.0.0.0:1", "10.0.0.1:1", "[::]:1", "myhost:1", "128.0.0.1:1",
+                          "[::ffff:10.0.0.1]:1", "nocolon", ""};
+    for (size_t i = 0; i < sizeof loop / sizeof loop[0]; i++)
+        assert_true(kq_addr_is_loopback(loop[i]));
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        assert_false(kq_addr_is_loopback(wide[i]));
+
+    /* bad tokens: the reason, never the value */
+    expect_load_error(CLUSTER("adminToken = 'short-secret'"), NULL,
+                      "clusters.dev.adminToken: must be 16-256 characters", NULL);
+    assert_null(strstr(err, "short-secret"));
+    expect_load_error(CLUSTER("adminToken = 'with a space, long enough'"), NULL,
+                      "clusters.dev.adminToken: must be visible ASCII", NULL);
+    assert_null(strstr(err, "with a space"));
+
+    struct kq_config c;
+    bool check = false;
+    const char *open_admin = write_tmp("open-admin.lua", CLUSTER("admin = '0.0.0.0:13801'"));
+    assert_int_equal(run_args(&c, &check, 2, open_admin), -EINVAL);
+    assert_has(err, "adminToken: required when admin listens beyond loopback");
+    assert_has(err, "0.0.0.0:13801");
+    kq_config_free(&c);
+
+    const char *tok = write_tmp("token.lua", CLUSTER("admin = '0.0.0.0:13801', "
+                                                     "adminToken = 'tok-0123456789abcdef'"));
+    if (run_args(&c, &check, 2, tok))
+        fail_msg("%s", err);
+    assert_string_equal(c.admin_token, "tok-0123456789abcdef");
+    char *printed = NULL;
+    size_t plen = 0;
+    FILE *out = open_memstream(&printed, &plen);
+    kq_config_print(&c, out);
+    fclose(out);
+    assert_null(strstr(printed, "tok-0123456789abcdef"));
+    assert_has(printed, "adminToken = (set, not shown)");
+    free(printed);
+    kq_config_free(&c);
+
+    const char *local = write_tmp("local-admin.lua", CLUSTER("admin = '[::1]:13801'"));
+    assert_int_equal(run_args(&c, &check, 2, local), 0);
+    assert_null(c.admin_token);
+    kq_config_free(&c);
+
+    /* -pport: a port alone is on loopback whatever -bind says; an address is explicit */
+    if (run_args(&c, &check, 4, "-bind=0.0.0.0:14000", "-pport=14001", "-topics=t"))
+        fail_msg("%s", err);
+    assert_string_equal(c.admin, "127.0.0.1:14001");
+    kq_config_free(&c);
+    assert_int_equal(run_args(&c, &check, 4, "-bind=0.0.0.0:14000", "-pport=0.0.0.0:14001",
+                              "-topics=t"), -EINVAL);
+    assert_has(err, "adminToken: required");
+    kq_config_free(&c);
+    if (run_args(&c, &check, 4, tok, "-pport=10.1.2.3:14001", "-topics=trade,user"))
+        fail_msg("%s", err);
+    assert_string_equal(c.admin, "10.1.2.3:14001");
+    kq_config_free(&c);
+    assert_int_equal(run_args(&c, &check, 3, "-pport=1.2.3.4", "-topics=t"), -EINVAL);
+    assert_has(err, "-pport:");
+    kq_config_free(&c);
 }
 
 static void test_cluster_selection(void **state)
@@ -789,8 +910,11 @@ int main(void)
         cmocka_unit_test(test_flag_errors),
         cmocka_unit_test(test_syntax_and_runtime_errors),
         cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_pathological_pattern_refused),
+        cmocka_unit_test(test_load_stops_when_abandoned),
         cmocka_unit_test(test_type_and_key_errors),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_admin_exposure),
         cmocka_unit_test(test_cluster_selection),
         cmocka_unit_test(test_binding_errors),
         cmocka_unit_test(test_every_problem_reported),

@@ -237,20 +237,6 @@ static void test_warmup_retry_when_warm(void **state)
     close(c);
 }
 
-static long broker_rss_kb(void)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)bp.pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb;
-}
-
 /* A client that sends heartbeats as fast as it can and never reads the answers: 200 MB of
  * them used to become 200 MB of queued replies in the broker. Now the broker stops reading
  * from it past 1 MiB of queued output, so it reads nothing more and is closed after
@@ -261,7 +247,7 @@ static void test_client_that_never_reads(void **state)
     start_with("heartbeatTimeoutSeconds = 3,");
     int fd = raw_connect(bp.port);
     assert_int_equal(raw_handshake(fd, TEST_PRODUCER, TEST_SECRET), 1);
-    long rss0 = broker_rss_kb();
+    long rss0 = proc_rss_kb(bp.pid);
     struct kq_buf b = {0};
     for (int i = 0; i < 4096; i++)
         kq_codec_append_heartbeat(&b, (uint32_t)i + 10, i);
@@ -275,7 +261,7 @@ static void test_client_that_never_reads(void **state)
         sent += (size_t)w;
     }
     kq_buf_free(&b);
-    long rss1 = broker_rss_kb();
+    long rss1 = proc_rss_kb(bp.pid);
     print_message("never-reading client: sent %zu bytes, broker RSS %ld -> %ld kB\n", sent,
                   rss0, rss1);
     assert_true(rss1 - rss0 < 32 * 1024);

@@ -4,7 +4,9 @@
  * commit and rollback, recovery after a stop and after kill -9, MariaDB restarted under
  * load (nothing acked with status true is lost), and two brokers sharing the database and a
  * ZooKeeper: one is killed with kill -9 under load and the survivor takes over its
- * messages (takeoverSeconds). */
+ * messages (takeoverSeconds); MariaDB stopped or frozen while the broker runs: the admin
+ * and producers are told why, and all is well again once it is back. MariaDB is always
+ * restarted / thawed after a test that stopped it, also when the test fails. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +44,7 @@ static struct {
     unsigned port;
     pid_t pid;      /* MariaDB's, when we started it */
     bool stopped;   /* we sent it SIGSTOP */
+    bool down;      /* we stopped it (services-down.sh) */
     char db[32];
     char base[64];  /* services BASE when we started MariaDB ("" = MYSQL_HOST given) */
     MYSQL *c;       /* the test's own connection */
@@ -221,12 +225,16 @@ static int group_teardown(void **state)
     return 0;
 }
 
+static int services(const char *verb);
+
 static int teardown(void **state)
 {
     (void)state;
     if (E.stopped && E.pid > 0) /* a failed test must not leave the server frozen */
         kill(E.pid, SIGCONT);
     E.stopped = false;
+    if (E.down) /* nor stopped */
+        services("up");
     for (int i = 0; i < 2; i++)
         if (E.up[i]) {
             broker_stop(&E.bp[i]);
@@ -379,25 +387,6 @@ static void test_retry_then_dead_letter(void **state)
 
 /* --- 3. two-phase commit and rollback --------------------------------------------------- */
 
-static int send_tx(int fd, const char *id, const char *type, int status)
-{
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    h.messageid = (char *)id;
-    h.topic = "trade";
-    h.messagetype = (char *)type;
-    h.expiredtime = -1;
-    h.deliverlimit = -1;
-    h.groupid = TEST_PRODUCER;
-    Protocol__TxACKPacket t = PROTOCOL__TX_ACKPACKET__INIT;
-    t.header = &h;
-    t.status = status;
-    t.feedback = "";
-    struct kq_buf b = {0};
-    kq_codec_append(&b, 0, KQ_CMD_TX_ACK, &t.base);
-    int rc = raw_send_buf(fd, &b);
-    kq_buf_free(&b);
-    return rc;
-}
 
 static void test_two_phase(void **state)
 {
@@ -410,7 +399,7 @@ static void test_two_phase(void **state)
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     assert_int_equal(rows_of(id, false, "`commit`=0"), 1);
     assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
-    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 5000, got, &op, body, sizeof body), 1);
     assert_string_equal(got, id);
     assert_string_equal(body, "tx");
@@ -421,8 +410,8 @@ static void test_two_phase(void **state)
     /* rollback: deleted, never delivered, a late commit changes nothing */
     assert_int_equal(raw_publish(prod, 2, &m, id2, NULL, 0), 1);
     assert_int_equal(rows_of(id2, false, NULL), 1);
-    send_tx(prod, id2, "refund-tx", KQ_TX_ROLLBACK);
-    send_tx(prod, id2, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_ROLLBACK);
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 2500, got, &op, NULL, 0), 0);
     assert_true(wait_rows(id2, false, NULL, 0, 5000));
     assert_int_equal(rows_of(id2, true, NULL), 0);
@@ -436,7 +425,7 @@ static void test_two_phase(void **state)
     prod = connect_as(0, TEST_PRODUCER);
     a = connect_as(0, TEST_CONSUMER);
     assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
-    send_tx(prod, id, "refund-tx", KQ_TX_COMMIT);
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
     assert_string_equal(got, id);
     raw_deliver_ack(a, op, got, true);
@@ -677,12 +666,7 @@ static void test_mariadb_restart_under_load(void **state)
         producer_start(&p[i], E.bp[0].port, acked);
     wait_ok(&p[0], 300, 20000);
 
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "'%s/scripts/services-down.sh' '%s' mysql >/dev/null 2>&1",
-             src_dir(), E.base);
-    assert_int_equal(run(cmd), 0);
-    mysql_close(E.c);
-    E.c = NULL;
+    assert_int_equal(services("down"), 0);
     uint64_t down_at = now_ms();
     /* publishes during the outage: answered (status false with a reason), not hanging */
     uint64_t failed0 = producer_failed(&p[0]) + producer_failed(&p[1]);
@@ -698,9 +682,7 @@ static void test_mariadb_restart_under_load(void **state)
     assert_true(failed > 0);
     assert_true(fb[0] != 0);
 
-    snprintf(cmd, sizeof cmd, "'%s/scripts/services-up.sh' '%s' mysql >/dev/null 2>&1",
-             src_dir(), E.base);
-    assert_int_equal(run(cmd), 0);
+    assert_int_equal(services("up"), 0);
     uint64_t ok_before = producer_ok(&p[0]);
     wait_ok(&p[0], ok_before + 300, 30000);
     print_message("publishing works again %" PRIu64 " ms after the restart began\n",
@@ -809,8 +791,9 @@ static void test_takeover_after_kill9(void **state)
 
 /* --- 7. MariaDB down or hung when the broker starts -------------------------------------- */
 
-/* scripts/services-{up,down}.sh BASE mysql; after "up" the new PID is read back. */
-static void mysql_service(const char *verb)
+/* scripts/services-{up,down}.sh BASE mysql; after "up" the new PID is read back. 0 or the
+ * script's exit status. */
+static int services(const char *verb)
 {
     char cmd[512], env[128];
     snprintf(cmd, sizeof cmd, "'%s/scripts/services-%s.sh' '%s' mysql >/dev/null 2>&1",
@@ -819,10 +802,15 @@ static void mysql_service(const char *verb)
         mysql_close(E.c);
         E.c = NULL;
     }
-    assert_int_equal(run(cmd), 0);
+    int rc = run(cmd);
+    if (rc == 0)
+        E.down = !strcmp(verb, "down");
     snprintf(env, sizeof env, "%s/services.env", E.base);
     read_services_env(env);
+    return rc;
 }
+
+static void mysql_service(const char *verb) { assert_int_equal(services(verb), 0); }
 
 /* The broker restarted while the server cannot answer: it starts, publishes are refused at
  * once with the reason, and once the server answers the pending messages come back in the
@@ -845,7 +833,7 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     assert_non_null(stat);
     assert_non_null(metrics);
     assert_non_null(strstr(stat, "\"store_unavailable\""));
-    assert_non_null(strstr(metrics, "kiteq_store_available 0"));
+    assert_non_null(strstr(metrics, "\nkiteq_store_available 0\n"));
     free(stat);
     free(metrics);
     char *dlq = http_get(admin, "/dlq");
@@ -863,7 +851,7 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     assert_int_equal(raw_publish(prod, 101, &m, ids[n_old], NULL, 0), 1);
     metrics = http_get(admin, "/metrics");
     assert_non_null(metrics);
-    assert_non_null(strstr(metrics, "kiteq_store_available 1"));
+    assert_non_null(strstr(metrics, "\nkiteq_store_available 1\n"));
     free(metrics);
     close(prod);
     int a = connect_as(0, TEST_CONSUMER), b = connect_as(0, TEST_CONSUMER_B);
@@ -881,6 +869,118 @@ static void publish_pending(char ids[][33], int n)
         assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
     close(prod);
     assert_int_equal(broker_stop(&E.bp[0]), 0);
+}
+
+/* --- 8. MariaDB frozen: the broker keeps answering -------------------------------------- */
+
+/* The HTTP status of the response on fd (read to EOF), 0 when none came within ms. */
+static int status_within(int fd, int ms)
+{
+    char buf[4096];
+    size_t len = 0;
+    uint64_t end = now_ms() + (uint64_t)ms;
+    while (len < sizeof buf - 1 && now_ms() < end) {
+        struct timeval tv = {0, 100000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ssize_t r = read(fd, buf + len, sizeof buf - 1 - len);
+        if (r == 0)
+            break;
+        if (r > 0)
+            len += (size_t)r;
+    }
+    buf[len] = 0;
+    int st = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &st);
+    return st;
+}
+
+static int send_request(int port, const char *req)
+{
+    int fd = raw_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_send(fd, req, strlen(req)), 0);
+    return fd;
+}
+
+/* With the server stopped (SIGSTOP), scrapes answer from memory and heartbeats from the
+ * loop, each within 100 ms; what needs the server (a DLQ listing, a dead letter's lookup, a
+ * purge, a publish) waits for it without holding anything else up, and is answered after. */
+static void test_frozen_mariadb(void **state)
+{
+    (void)state;
+    if (!E.base[0] || E.pid <= 0) {
+        print_message("MariaDB given by MYSQL_HOST: not ours to freeze, skipped\n");
+        skip();
+    }
+    start_broker(0, NULL);
+    int ap = admin_port(&E.bp[0]);
+    long long in_dlq = 0;
+    for (int d = 0; d < 4; d++)
+        in_dlq += sql_int("SELECT COUNT(*) FROM `%s_%d`.`kite_msg_dlq` WHERE topic='trade'", E.db,
+                          d);
+    assert_true(in_dlq >= 1); /* test_retry_then_dead_letter left one */
+    char want[96];
+    snprintf(want, sizeof want, "kiteq_dlq_messages{topic=\"trade\"} %lld\n", in_dlq);
+    bool counted = false;
+    for (uint64_t end = now_ms() + 5000; !counted && now_ms() < end; usleep(50000)) {
+        char *m = http_get(ap, "/metrics");
+        counted = m && strstr(m, want);
+        free(m);
+    }
+    assert_true(counted);
+    int hb = connect_as(0, TEST_CONSUMER), prod = connect_as(0, TEST_PRODUCER);
+
+    char env[128]; /* the server's PID now (an earlier test restarted it) */
+    snprintf(env, sizeof env, "%s/services.env", E.base);
+    read_services_env(env);
+    assert_int_equal(kill(E.pid, SIGSTOP), 0);
+    E.stopped = true;
+    int waiting[3] = {
+        send_request(ap, "GET /dlq HTTP/1.0\r\n\r\n"),
+        send_request(ap, "GET /msg/ffffffffffffffffffffffffffffffff HTTP/1.0\r\n\r\n"),
+        send_request(ap, "POST /dlq/purge?topic=no-such-topic HTTP/1.0\r\n\r\n"),
+    };
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "frozen"};
+    char id[33];
+    assert_int_equal(raw_publish_nowait(prod, 77, &m, id), 0);
+    uint64_t worst[3] = {0};
+    for (int i = 0; i < 30; i++) {
+        uint64_t t0 = kq_mono_us();
+        char *text = http_get(ap, "/metrics");
+        uint64_t t1 = kq_mono_us();
+        assert_int_equal(raw_sync(hb), 0);
+        uint64_t t2 = kq_mono_us();
+        char *stat = http_get(ap, "/stat");
+        uint64_t t3 = kq_mono_us();
+        assert_non_null(text);
+        assert_non_null(strstr(text, want)); /* the counters, from memory */
+        assert_non_null(stat);
+        assert_non_null(strstr(stat, " 200 "));
+        free(text);
+        free(stat);
+        uint64_t d[3] = {t1 - t0, t2 - t1, t3 - t2};
+        for (int k = 0; k < 3; k++)
+            worst[k] = d[k] > worst[k] ? d[k] : worst[k];
+        usleep(50000);
+    }
+    assert_int_equal(kill(E.pid, SIGCONT), 0);
+    E.stopped = false;
+    print_message("MariaDB frozen: worst /metrics %llu us, heartbeat %llu us, /stat %llu us\n",
+                  (unsigned long long)worst[0], (unsigned long long)worst[1],
+                  (unsigned long long)worst[2]);
+    for (int k = 0; k < 3; k++)
+        assert_true(worst[k] < 100000);
+    /* what needed the server is answered (an error if it gave up meanwhile), and the
+     * publish gets its ack */
+    for (int k = 0; k < 3; k++) {
+        int st = status_within(waiting[k], 15000);
+        print_message("request %d waiting for the server: HTTP %d\n", k, st);
+        assert_true(st >= 200 && st < 600);
+        close(waiting[k]);
+    }
+    assert_true(raw_wait_store_ack(prod, 77, NULL, 0) >= 0);
+    close(hb);
+    close(prod);
 }
 
 static void test_start_while_mysql_unavailable(void **state)
@@ -906,6 +1006,118 @@ static void test_start_while_mysql_unavailable(void **state)
     E.up[0] = false;
 }
 
+/* --- 9. MariaDB gone while the broker runs: the truth, at once ------------------------------ */
+
+/* GET path until the answer holds want; false after ms. */
+static bool admin_wait(int port, const char *path, const char *want, int ms)
+{
+    static char body[1 << 16];
+    uint64_t end = now_ms() + (uint64_t)ms;
+    do {
+        if (admin_get(port, path, body, sizeof body) > 0 && strstr(body, want))
+            return true;
+        usleep(50000);
+    } while (now_ms() < end);
+    return false;
+}
+
+/* Wait until the broker's log holds needle n times. */
+static bool wait_log_n(struct broker_proc *bp, const char *needle, int n, int ms)
+{
+    uint64_t end = now_ms() + (uint64_t)ms;
+    do {
+        FILE *f = fopen(bp->log, "r");
+        char line[4096];
+        int seen = 0;
+        while (f && fgets(line, sizeof line, f))
+            seen += strstr(line, needle) != NULL;
+        if (f)
+            fclose(f);
+        if (seen >= n)
+            return true;
+        usleep(20000);
+    } while (now_ms() < end);
+    return false;
+}
+
+/* The server cannot be reached (reason: what the broker should say): within seconds every
+ * way of asking says so, with the reason. */
+static void expect_unavailable(int prod, int ap, const char *reason, int nth)
+{
+    char why[192], want[256], body[8192], out[4096];
+    snprintf(why, sizeof why, "mysql %s:%u: %s", E.host, E.port, reason);
+    uint64_t t0 = now_ms();
+    assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 0\n", 15000));
+    print_message("%s: kiteq_store_available 0 after %llu ms\n", reason,
+                  (unsigned long long)(now_ms() - t0));
+    assert_true(wait_log_n(&E.bp[0], "error mysql: store unavailable: ", nth, 1000));
+    snprintf(want, sizeof want, "store unavailable: %s", why);
+    assert_true(broker_wait_log(&E.bp[0], want, 1000));
+    snprintf(want, sizeof want, "\"store_unavailable\":\"%s\"", why);
+    assert_int_equal(admin_get(ap, "/stat", body, sizeof body), 200);
+    assert_non_null(strstr(body, want));
+    snprintf(want, sizeof want, "\"error\":\"store unavailable: %s\"", why);
+    const char *paths[] = {"/dlq", "/dlq?topic=trade", "/msg/0123456789abcdef0123456789abcdef"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        assert_int_equal(admin_get(ap, paths[i], body, sizeof body), 503);
+        assert_non_null(strstr(body, want));
+    }
+    char args[128];
+    snprintf(args, sizeof args, "dlq list --admin 127.0.0.1:%d", ap);
+    assert_int_equal(cli_run(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, why));
+    snprintf(args, sizeof args, "msg --admin 127.0.0.1:%d 0123456789abcdef0123456789abcdef", ap);
+    assert_int_equal(cli_run(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, why));
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "down"};
+    char fb[512] = "";
+    assert_int_equal(raw_publish(prod, 200, &m, NULL, fb, sizeof fb), 0);
+    snprintf(want, sizeof want, "Store Result false: store unavailable: %s", why);
+    assert_string_equal(fb, want);
+}
+
+/* The server is back: within seconds the store is available again and takes saves. */
+static void expect_available(int prod, int ap, int nth)
+{
+    uint64_t t0 = now_ms();
+    assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 1\n", 15000));
+    print_message("kiteq_store_available 1 after %llu ms\n", (unsigned long long)(now_ms() - t0));
+    assert_true(wait_log_n(&E.bp[0], "info mysql: store available again", nth, 1000));
+    char body[8192];
+    assert_int_equal(admin_get(ap, "/stat", body, sizeof body), 200);
+    assert_null(strstr(body, "store_unavailable"));
+    assert_int_equal(admin_get(ap, "/dlq", body, sizeof body), 200);
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "back"};
+    char fb[512] = "";
+    assert_int_equal(raw_publish(prod, 201, &m, NULL, fb, sizeof fb), 1);
+}
+
+static void test_mariadb_gone_while_running(void **state)
+{
+    (void)state;
+    if (!E.base[0] || E.pid <= 0) {
+        print_message("MariaDB given by MYSQL_HOST: not ours to stop, skipped\n");
+        skip();
+    }
+    start_broker(0, NULL);
+    int ap = admin_port(&E.bp[0]);
+    assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 1\n", 5000));
+    int prod = connect_as(0, TEST_PRODUCER);
+    /* stopped: connections are refused (nothing else asks the server: the broker is idle) */
+    mysql_service("down");
+    expect_unavailable(prod, ap, "connection refused", 1);
+    mysql_service("up");
+    expect_available(prod, ap, 1);
+    /* frozen (SIGSTOP): nothing answers; every try costs the timeout (2 s here) */
+    assert_int_equal(kill(E.pid, SIGSTOP), 0);
+    E.stopped = true;
+    expect_unavailable(prod, ap, "no answer within 2 s", 2);
+    assert_int_equal(kill(E.pid, SIGCONT), 0);
+    E.stopped = false;
+    expect_available(prod, ap, 2);
+    close(prod);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -915,7 +1127,9 @@ int main(void)
         cmocka_unit_test_teardown(test_restart_recovers, teardown),
         cmocka_unit_test_teardown(test_mariadb_restart_under_load, teardown),
         cmocka_unit_test_teardown(test_takeover_after_kill9, teardown),
+        cmocka_unit_test_teardown(test_frozen_mariadb, teardown),
         cmocka_unit_test_teardown(test_start_while_mysql_unavailable, teardown),
+        cmocka_unit_test_teardown(test_mariadb_gone_while_running, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,4 +1,5 @@
-/* Policies: the shipped Lua files answer exactly like the C defaults; broken hooks (errors,
+/* Policies: the shipped Lua files answer exactly like the C defaults; on_publish's accept,
+ * reject, changes and invalid answers; broken hooks (errors,
  * garbage, wrong types, groups not offered, endless loops, unbounded allocation) fall back to
  * the default and are counted; the sandbox and the self-test refuse bad files at load;
  * routing answers are memoised per binding-set generation. Ends with a per-call benchmark. */
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "policy/lua_budget.h"
 #include "policy/policy.h"
 #include "support/log_capture.h"
 
@@ -246,11 +249,11 @@ static void test_load_warns_unknown_files(void **state)
     kq_policy_free(p);
     char want[512];
     snprintf(want, sizeof want, "%s/Routing.lua is not loaded: policy files are routing.lua, "
-             "flow.lua and retry.lua (did you mean routing.lua?)", dir);
+             "flow.lua, retry.lua and publish.lua (did you mean routing.lua?)", dir);
     if (!strstr(log, want) || !strstr(log, "/helpers.lua is not loaded") ||
         strstr(log, "notes.txt") || strstr(log, "retry.lua is not loaded"))
         fail_msg("log:\n%s", log);
-    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group "))
+    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish "))
         fail_msg("log:\n%s", log);
     free(log);
 }
@@ -496,6 +499,109 @@ static void test_route_runtime_failures(void **state)
     kq_policy_free(p);
 }
 
+/* ---- Lua patterns: bounded ------------------------------------------------------------ */
+
+/* The same numbers are checked by tests/lua/policies_spec.lua (its sandbox computes the
+ * bound in Lua): the two must agree. */
+static void test_pattern_costs(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pattern;
+        size_t n;
+        bool gmatch;
+        double cost;
+    } cases[] = {
+        {"a*a*c", 200, false, 5555908},
+        {"a*a*a*a*a*a*a*a*c", 31, false, 1324469508},
+        {"^(.-)%-(.-)$", 100, false, 26464},
+        {"(.-)%-(.-)", 100, false, 51813},
+        {"[%w_]+", 100, true, 1212},
+        {"%b()", 100, false, 10605},
+        {"x?y?z?", 20, true, 588},
+        {"[]a-z]*$", 50, false, 12240},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double got = kq_lua_pattern_cost(cases[i].pattern, strlen(cases[i].pattern), cases[i].n,
+                                         cases[i].gmatch);
+        if (got != cases[i].cost)
+            fail_msg("%s on %zu bytes: %.17g, expected %.17g", cases[i].pattern, cases[i].n,
+                     got, cases[i].cost);
+    }
+}
+
+/* A hook that backtracks (`a*a*a*a*a*a*a*a*c` on 31 bytes: seconds in one C call, out of the
+ * count hook's sight) is stopped before the match starts: an error, the built-in answer,
+ * counted. Plain finds stay, also on long subjects. */
+static const char *const backtracking_routing =
+    "local M = {}\n"
+    "local BACKTRACK = string.rep('a*', 8) .. 'c'\n"
+    "function M.route(topic, t, binds)\n"
+    "  if t:sub(1, 6) == 'gmatch' then for _ in t:gmatch(BACKTRACK) do end end\n"
+    "  if t == 'plain' then\n"
+    "    local big = string.rep('a*', 32768)\n"
+    "    assert(big:find(BACKTRACK, 1, true) == nil)\n"
+    "    assert(string.find(big, 'a*a*', 65533, true) == 65533)\n"
+    "    return { 'g-fanout' }\n"
+    "  end\n"
+    "  if t:find(BACKTRACK) then return { 'g-fanout' } end\n"
+    "end\n"
+    "return M\n";
+
+static void test_pathological_pattern_stopped(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    if (kq_policy_load(policy_dir("backtrack", "routing.lua", backtracking_routing), &p, err,
+                       sizeof err) != 0)
+        fail_msg("%s", err);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[32], d[32];
+    char type[64];
+    snprintf(type, sizeof type, "%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"); /* 31 bytes */
+    log_capture_begin();
+    uint64_t t0 = kq_mono_us();
+    size_t n = kq_policy_route(p, s, "trade", type, r, 32);
+    uint64_t took = kq_mono_us() - t0;
+    snprintf(type, sizeof type, "gmatch%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab");
+    kq_policy_route(p, s, "trade", type, r, 32);
+    char *log = log_capture_end(KQ_LOG_ERROR);
+    print_message("backtracking route call: %llu us\n", (unsigned long long)took);
+    assert_true(took < 500000); /* refused at once (~0.2 ms; it used to run ~1.5 s) */
+    assert_int_equal(n, kq_policy_route(NULL, s, "trade", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", d,
+                                        32));
+    assert_int_equal(hook_stats(p, "route").errors, 2);
+    assert_int_equal(hook_stats(p, "route").fallbacks, 2);
+    if (!strstr(log, "string.find: pattern on a 31-byte subject: worst case") ||
+        !strstr(log, "string.gmatch: pattern on a 37-byte subject"))
+        fail_msg("log:\n%s", log);
+    free(log);
+    n = kq_policy_route(p, s, "trade", "plain", r, 32);
+    assert_int_equal(n, 1);
+    assert_string_equal(r[0].group, "g-fanout");
+    assert_int_equal(hook_stats(p, "route").errors, 2);
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
+/* A reload abandons a load past its deadline by raising the loading thread's stop flag:
+ * the policy's Lua stops at its next budget check. */
+static void test_load_stops_when_abandoned(void **state)
+{
+    (void)state;
+    const char *dir = policy_dir("abandoned", "routing.lua",
+                                 "local n = 0\nfor i = 1, 1e6 do n = n + i end\nreturn {}\n");
+    atomic_bool stop = true;
+    struct kq_policy *p = NULL;
+    kq_lua_budget_stop_flag(&stop);
+    int rc = kq_policy_load(dir, &p, err, sizeof err);
+    kq_lua_budget_stop_flag(NULL);
+    assert_int_equal(rc, -EINVAL);
+    assert_non_null(strstr(err, "routing.lua: stopped: the load was abandoned"));
+    assert_int_equal(kq_policy_load(dir, &p, err, sizeof err), 0);
+    kq_policy_free(p);
+}
+
 static void test_retry_and_flow_runtime_failures(void **state)
 {
     (void)state;
@@ -620,6 +726,221 @@ static void test_reload_loop(void **state)
 
 static double ns_per_call(uint64_t t0, long n) { return (double)(kq_mono_us() - t0) * 1000.0 / n; }
 
+/* ---- publish: on_publish(m) ------------------------------------------------------------- */
+
+static const char PUBLISH_LUA[] =
+    "local function changes(m)\n"
+    "  local t = m.message_type\n"
+    "  if t == 'forbidden' then return 'reject', 'type forbidden on ' .. m.topic end\n"
+    "  if t == 'blank' then return 'reject', '' end\n"
+    "  if t == 'tag' then return { properties = { checked = 'yes', trace = false,\n"
+    "    region = 'us' }, expired_time = m.expired_time - 10, deliver_limit = 3 } end\n"
+    "  if t == 'echo' then return { properties = { id = m.message_id, group = m.group,\n"
+    "    peer = m.peer, size = tostring(m.body_size), fly = tostring(m.fly),\n"
+    "    commit = tostring(m.commit), limit = tostring(m.deliver_limit),\n"
+    "    region = m.properties.region } } end\n"
+    "  if t == 'bad-key' then return { properties = { 'x' } } end\n"
+    "  if t == 'bad-value' then return { properties = { k = 5 } } end\n"
+    "  if t == 'long-value' then return { properties = { k = string.rep('x', 1025) } } end\n"
+    "  if t == 'nul' then return { properties = { k = 'a\\0b' } } end\n"
+    "  if t == 'too-many' then local p = {}\n"
+    "    for i = 1, 65 do p['k' .. i] = 'v' end return { properties = p } end\n"
+    "  if t == 'past' then return { expired_time = 1 } end\n"
+    "  if t == 'far' then return { expired_time = m.expired_time + 8 * 86400 } end\n"
+    "  if t == 'limit' then return { deliver_limit = 101 } end\n"
+    "  if t == 'frac' then return { deliver_limit = 1.5 } end\n"
+    "  if t == 'delay' then return { delay_ms = 10 } end\n"
+    "  if t == 'what' then return { colour = 'red' } end\n"
+    "  if t == 'garbage' then return 42 end\n"
+    "  if t == 'reject-num' then return 'reject', 5 end\n"
+    "  if t == 'loop' then while true do end end\n"
+    "  if t == 'error' then error('boom') end\n"
+    "  return nil\n"
+    "end\n"
+    "return { on_publish = changes }\n";
+
+static const struct kq_property_kv PUBLISH_PROPS[] = {
+    {"trace", "t-1"}, {"region", "eu"}, {"keep", "1"}, {"trace", "t-2"}};
+
+static struct kq_publish_view publish_view(const char *type)
+{
+    int64_t now = kq_now_sec();
+    return (struct kq_publish_view){
+        .message_id = "0123456789abcdef0123456789abcdef", .topic = "trade",
+        .message_type = type, .group = "p-trade", .peer = "127.0.0.1:5000",
+        .properties = PUBLISH_PROPS, .n_properties = 4, .body_size = 42, .fly = false,
+        .commit = true, .expired_time = now + 3600, .deliver_limit = 100, .now_sec = now};
+}
+
+static const char *prop(const struct kq_publish_verdict *v, const char *key)
+{
+    const char *found = NULL;
+    for (size_t i = 0; i < v->n_properties; i++)
+        if (strcmp(v->properties[i].key, key) == 0) {
+            assert_null(found); /* keys are unique after a change */
+            found = v->properties[i].value;
+        }
+    return found;
+}
+
+/* Accept, reject (with and without a reason), changes (set, replace, delete, expiry, deliver
+ * limit) and what m carries. */
+static void test_publish_answers(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err,
+                                    sizeof err), 0);
+    assert_true(kq_policy_has_publish(p));
+    struct kq_publish_verdict v;
+    struct kq_publish_view m = publish_view("pay-succ");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
+
+    m = publish_view("forbidden");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_REJECT);
+    assert_string_equal(v.reason, "type forbidden on trade");
+    m = publish_view("blank");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_REJECT);
+    assert_string_equal(v.reason, "rejected by the publish policy");
+
+    m = publish_view("tag");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.n_properties, 3); /* both traces gone, checked added */
+    assert_null(prop(&v, "trace"));
+    assert_string_equal(prop(&v, "region"), "us");
+    assert_string_equal(prop(&v, "keep"), "1");
+    assert_string_equal(prop(&v, "checked"), "yes");
+    assert_int_equal(v.expired_time, m.expired_time - 10);
+    assert_int_equal(v.deliver_limit, 3);
+
+    m = publish_view("echo");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_string_equal(prop(&v, "id"), m.message_id);
+    assert_string_equal(prop(&v, "group"), "p-trade");
+    assert_string_equal(prop(&v, "peer"), "127.0.0.1:5000");
+    assert_string_equal(prop(&v, "size"), "42");
+    assert_string_equal(prop(&v, "fly"), "false");
+    assert_string_equal(prop(&v, "commit"), "true");
+    assert_string_equal(prop(&v, "limit"), "100");
+    assert_string_equal(prop(&v, "region"), "eu");
+    assert_int_equal(v.expired_time, m.expired_time); /* unchanged fields copied */
+
+    struct kq_policy_hook_stats st = hook_stats(p, "publish");
+    assert_true(st.loaded);
+    assert_int_equal(st.calls, 5); /* the self-test's calls are not counted */
+    assert_int_equal(st.rejects, 2);
+    assert_int_equal(st.errors, 0);
+    kq_policy_free(p);
+}
+
+/* Every invalid answer, an error and a budget overrun: the message is accepted unchanged,
+ * counted, and logged with topic and type. */
+static void test_publish_invalid_answers(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *type, *why;
+    } cases[] = {
+        {"bad-key", "properties keys must be strings"},
+        {"bad-value", "properties[\"k\"] must be a string"},
+        {"long-value", "at most 1024 bytes"},
+        {"nul", "without NUL"},
+        {"too-many", "more than 64 properties"},
+        {"past", "expired_time must be a whole number"},
+        {"far", "expired_time must be a whole number"},
+        {"limit", "deliver_limit must be a whole number in 1..100"},
+        {"frac", "deliver_limit must be a whole number"},
+        {"delay", "not yet supported change 'delay_ms'"},
+        {"what", "unknown change 'colour'"},
+        {"garbage", "on_publish must return nil, \"reject\", reason or a table"},
+        {"reject-num", "on_publish must return nil"},
+        {"error", "boom"},
+        {"loop", "stopped: over the"},
+    };
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err,
+                                    sizeof err), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct kq_publish_verdict v;
+        struct kq_publish_view m = publish_view(cases[i].type);
+        log_capture_begin();
+        kq_policy_publish(p, &m, &v);
+        char *log = log_capture_end(KQ_LOG_ERROR);
+        char who[64];
+        snprintf(who, sizeof who, "hook=publish topic=trade type=%s failed", cases[i].type);
+        if (v.action != KQ_PUBLISH_ACCEPT || !strstr(log, who) || !strstr(log, cases[i].why))
+            fail_msg("%s: action %d, log:\n%s", cases[i].type, (int)v.action, log);
+        free(log);
+        assert_int_equal(hook_stats(p, "publish").errors, i + 1);
+        assert_int_equal(hook_stats(p, "publish").fallbacks, i + 1);
+    }
+    kq_policy_free(p);
+}
+
+/* Five failures in a row switch on_publish off for that (topic, type) only; a missing hook
+ * is never called; a hook that fails its self-test keeps the file from loading. */
+static void test_publish_strikes_and_absence(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err,
+                                    sizeof err), 0);
+    struct kq_publish_verdict v;
+    struct kq_publish_view m = publish_view("error");
+    for (int i = 0; i < KQ_POLICY_MAX_STRIKES + 2; i++) {
+        kq_policy_publish(p, &m, &v);
+        assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
+    }
+    struct kq_policy_hook_stats st = hook_stats(p, "publish");
+    assert_int_equal(st.calls, KQ_POLICY_MAX_STRIKES); /* off: no more Lua calls */
+    assert_int_equal(st.disabled_subjects, 1);
+    assert_int_equal(st.fallbacks, KQ_POLICY_MAX_STRIKES + 2);
+    m = publish_view("forbidden");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_REJECT); /* other subjects keep the hook */
+    kq_policy_free(p);
+
+    assert_int_equal(kq_policy_load(shipped_dir(), &p, err, sizeof err), 0);
+    assert_false(kq_policy_has_publish(p));
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
+    assert_int_equal(hook_stats(p, "publish").calls, 0);
+    assert_false(hook_stats(p, "publish").loaded);
+    kq_policy_free(p);
+    kq_policy_publish(NULL, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
+
+    /* the shipped example loads (and passes its self-test) in the broker's sandbox */
+    char examples[600];
+    snprintf(examples, sizeof examples, "%s/examples", shipped_dir());
+    assert_int_equal(kq_policy_load(examples, &p, err, sizeof err), 0);
+    m = publish_view("pay-succ"); /* has a region: as is */
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
+    m.n_properties = 1; /* only trace */
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.n_properties, 2);
+    assert_string_equal(prop(&v, "trace"), "t-1");
+    assert_string_equal(prop(&v, "region"), "default");
+    kq_policy_free(p);
+
+    expect_load_error("pub-notfn", "publish.lua", "return { on_publish = 5 }\n",
+                      "must be a function");
+    expect_load_error("pub-unknown", "publish.lua", "return { publish = function() end }\n",
+                      "unknown hook 'publish' (expected: on_publish");
+    expect_load_error("pub-st", "publish.lua",
+                      "return { on_publish = function() return { deliver_limit = 0 } end }\n",
+                      "on_publish: self-test failed: on_publish: deliver_limit");
+    expect_load_error("pub-st-loop", "publish.lua",
+                      "return { on_publish = function() while true do end end }\n", "stopped");
+}
+
 static void test_bench(void **state)
 {
     (void)state;
@@ -707,7 +1028,13 @@ int main(void)
         cmocka_unit_test(test_shipped_equal_defaults),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_route_runtime_failures),
+        cmocka_unit_test(test_pattern_costs),
+        cmocka_unit_test(test_pathological_pattern_stopped),
+        cmocka_unit_test(test_load_stops_when_abandoned),
         cmocka_unit_test(test_retry_and_flow_runtime_failures),
+        cmocka_unit_test(test_publish_answers),
+        cmocka_unit_test(test_publish_invalid_answers),
+        cmocka_unit_test(test_publish_strikes_and_absence),
         cmocka_unit_test(test_memo),
         cmocka_unit_test(test_reload_loop),
         cmocka_unit_test(test_bench),

@@ -178,25 +178,6 @@ static void test_fly_never_stored(void **state)
     close(a);
 }
 
-static int send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)
-{
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    h.messageid = (char *)id;
-    h.topic = "trade";
-    h.messagetype = (char *)type;
-    h.expiredtime = -1;
-    h.deliverlimit = -1;
-    h.groupid = TEST_PRODUCER;
-    Protocol__TxACKPacket t = PROTOCOL__TX_ACKPACKET__INIT;
-    t.header = &h;
-    t.status = status;
-    t.feedback = "";
-    struct kq_buf b = {0};
-    kq_codec_append(&b, opaque, KQ_CMD_TX_ACK, &t.base);
-    int rc = raw_send_buf(fd, &b);
-    kq_buf_free(&b);
-    return rc;
-}
 
 static void test_two_phase_commit_and_rollback(void **state)
 {
@@ -208,18 +189,18 @@ static void test_two_phase_commit_and_rollback(void **state)
     struct raw_msg m = {.topic = "trade", .type = "refund-tx", .commit = false, .body = "tx"};
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     assert_int_equal(raw_recv_delivery(a, 700, got, &op, NULL, 0), 0); /* not delivered yet */
-    send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT); /* opaque 0, as the Go client */
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT); /* opaque 0, as the Go client */
     assert_int_equal(raw_recv_delivery(a, 3000, got, &op, body, sizeof body), 1);
     assert_string_equal(got, id);
     assert_string_equal(body, "tx");
     raw_deliver_ack(a, op, got, true);
     assert_int_equal(raw_sync(a), 0);
-    send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT); /* duplicate answer: harmless */
+    raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT); /* duplicate answer: harmless */
     assert_int_equal(raw_recv_delivery(a, 1000, got, &op, NULL, 0), 0);
     /* rollback: never delivered */
     assert_int_equal(raw_publish(prod, 2, &m, id2, NULL, 0), 1);
-    send_tx(prod, 0, id2, "refund-tx", KQ_TX_ROLLBACK);
-    send_tx(prod, 0, id2, "refund-tx", KQ_TX_COMMIT); /* late commit after rollback: ignored */
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_ROLLBACK);
+    raw_send_tx(prod, 0, id2, "refund-tx", KQ_TX_COMMIT); /* late commit after rollback: ignored */
     assert_int_equal(raw_recv_delivery(a, 2500, got, &op, NULL, 0), 0);
     close(a);
     close(prod);
@@ -244,7 +225,7 @@ static void test_two_phase_checks(void **state)
     assert_string_equal(t->feedback, "Server Check");
     assert_string_equal(t->header->messageid, id);
     assert_true(f.opaque != 0);
-    send_tx(prod, f.opaque, id, "refund-check", KQ_TX_COMMIT);
+    raw_send_tx(prod, f.opaque, id, "refund-check", KQ_TX_COMMIT);
     kq_codec_free(&t->base);
     free(buf);
     assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
@@ -282,7 +263,7 @@ static void test_two_phase_belongs_to_its_publisher(void **state)
                             "publishing connection's group \"p-trade\"");
     m.group = "";
     assert_int_equal(raw_publish(prod, 2, &m, id, NULL, 0), 1);
-    send_tx(a, 0, id, "refund-owner", KQ_TX_COMMIT); /* s-trade-a is not the publisher */
+    raw_send_tx(a, 0, id, "refund-owner", KQ_TX_COMMIT); /* s-trade-a is not the publisher */
     assert_int_equal(raw_sync(a), 0);
     /* the check (after txCheckSeconds) goes to the producer's group */
     struct kq_frame f;
@@ -295,7 +276,7 @@ static void test_two_phase_belongs_to_its_publisher(void **state)
     kq_codec_free(&t->base);
     free(buf);
     assert_int_equal(raw_recv_delivery(a, 100, got, &op, NULL, 0), 0); /* still uncommitted */
-    send_tx(prod, f.opaque, id, "refund-owner", KQ_TX_COMMIT);
+    raw_send_tx(prod, f.opaque, id, "refund-owner", KQ_TX_COMMIT);
     assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
     assert_string_equal(got, id);
     raw_deliver_ack(a, op, got, true);

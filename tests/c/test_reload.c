@@ -7,7 +7,11 @@
  * - 100 reloads keep the memory flat; a storm of HUPs runs reloads one after another;
  * - config: a changed bind needs a restart, a rotated group secret applies to new
  *   connections, a bad config file keeps the running one;
- * - the flow.group policy limits one group's deliveries in flight, not another's. */
+ * - the flow.group policy limits one group's deliveries in flight, not another's;
+ * - Lua that runs long cannot stall the broker: a reload loads off the loop (heartbeats
+ *   answer within 50 ms while a config file burns its whole time budget), a backtracking
+ *   pattern in a policy or config file is refused at load, and one in a hook at run time
+ *   is stopped within the call's budget (the built-in answer, counted). */
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -731,6 +735,128 @@ static void test_config_changes(void **state)
     close(prod);
 }
 
+/* --- Lua that runs long --------------------------------------------------------------------- */
+
+/* `a*a*a*a*a*a*a*a*c` backtracks: on 31 bytes one string.find runs ~1.5 s in C (each more
+ * byte or `a*` makes it longer), out of the instruction count's sight. */
+#define BACKTRACK "string.rep('a*', 8) .. 'c'"
+
+/* Heartbeat round trips on fd until the log (since the last HUP) shows `end`: each must come
+ * back within 50 ms, also those sent while the reload runs. Returns the reload's log. */
+static char *heartbeats_until(int fd, const char *end)
+{
+    uint64_t deadline = now_ms() + 15000, worst_us = 0;
+    int n = 0;
+    bool ended = false;
+    while (!ended && now_ms() < deadline) {
+        ended = broker_wait_log(&bp, end, 0);
+        uint64_t t0 = kq_mono_us();
+        assert_int_equal(raw_sync(fd), 0);
+        uint64_t rtt = kq_mono_us() - t0;
+        worst_us = rtt > worst_us ? rtt : worst_us;
+        n++;
+    }
+    char *log = log_since(bp.log_seen);
+    if (!ended)
+        fail_msg("no \"%s\" in the log:\n%s", end, log);
+    print_message("%d heartbeats until \"%s\", slowest %llu us\n", n, end,
+                  (unsigned long long)worst_us);
+    assert_true(worst_us < 50000);
+    return log;
+}
+
+static void expect_in(const char *log, const char *needle)
+{
+    if (!strstr(log, needle))
+        fail_msg("expected \"%s\" in the log, got:\n%s", needle, log);
+}
+
+/* A config file that runs until its time budget stops it (~1 s, memcpy-heavy) is loaded on
+ * a worker: heartbeats keep answering all along; the reload fails and says why. */
+static void test_reload_runs_off_the_loop(void **state)
+{
+    (void)state;
+    start_default();
+    int fd = connect_as(TEST_PRODUCER, TEST_SECRET);
+    char cfg[4096], slow[4600];
+    make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
+    snprintf(slow, sizeof slow, "while true do local s = string.rep('x', 100000) end\n%s", cfg);
+    write_file(bp.config, slow);
+    hup();
+    char *log = heartbeats_until(fd, "reload: failed");
+    expect_in(log, "stopped: the file runs too long");
+    free(log);
+    write_file(bp.config, cfg);
+    hup();
+    free(heartbeats_until(fd, "reload: done generation=1"));
+    close(fd);
+}
+
+/* A backtracking pattern at the top of a config or policy file is refused at load; the
+ * running configuration and policies keep serving. */
+static void test_backtracking_pattern_refused_at_load(void **state)
+{
+    (void)state;
+    start_default();
+    struct clients c;
+    connect_all(&c);
+    char cfg[4096], bad[4600];
+    make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
+    snprintf(bad, sizeof bad, "local hit = (string.rep('a', 30) .. 'b'):find(" BACKTRACK ")\n"
+             "%s", cfg);
+    write_file(bp.config, bad);
+    hup();
+    char *log = heartbeats_until(c.prod, "reload: failed");
+    expect_in(log, ".lua:1: string.find: pattern on a 31-byte subject: worst case");
+    free(log);
+    write_file(bp.config, cfg);
+
+    write_policy("routing.lua", "local bad = string.rep('a', 30) .. 'b'\n"
+                                "local hit = bad:find(" BACKTRACK ")\n"
+                                "return { route = function() return { 's-refund' } end }\n");
+    hup();
+    log = heartbeats_until(c.prod, "reload: failed");
+    expect_in(log, "policies/routing.lua:2: string.find: pattern on a 31-byte subject: worst "
+                   "case");
+    free(log);
+    struct reload_stat s;
+    reload_stat(&s);
+    assert_int_equal((int)s.generation, 0);
+    assert_int_equal((int)s.failures, 2);
+    expect_shipped_routing(&c);
+    close_all(&c);
+}
+
+/* A hook that backtracks at run time: short self-test fixtures pass; a long messageType is
+ * stopped within the call's budget and routed by the built-in rules (to s-trade-a), counted
+ * as a fallback. */
+static void test_backtracking_hook_stopped(void **state)
+{
+    (void)state;
+    start_default();
+    struct clients c;
+    connect_all(&c);
+    write_policy("routing.lua",
+                 "local M = {}\n"
+                 "local BACKTRACK = " BACKTRACK "\n"
+                 "function M.route(topic, t, binds)\n"
+                 "  if t:find(BACKTRACK) then return { 's-refund' } end\n"
+                 "end\n"
+                 "return M\n");
+    hup_expect_done();
+    char id[33], type[64];
+    snprintf(type, sizeof type, "refund-%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab");
+    uint64_t t0 = now_ms();
+    publish(c.prod, type, id);
+    assert_int_equal(raw_sync(c.prod), 0);
+    assert_true(now_ms() - t0 < 500);
+    expect_delivery(c.a, "s-trade-a", id, true);
+    expect_nothing(c.refund, REFUND_GROUP, 100);
+    assert_true(metric("kiteq_hook_fallbacks_total{hook=\"route\"}") >= 1);
+    assert_true(broker_wait_log(&bp, "string.find: pattern on a 38-byte subject", 1000));
+    close_all(&c);
+}
+
 /* --- flow.group ---------------------------------------------------------------------------- */
 
 static void test_flow_group_window_limits_one_group(void **state)
@@ -796,6 +922,9 @@ int main(void)
         cmocka_unit_test_teardown(test_hup_storm_never_overlaps, teardown),
         cmocka_unit_test_teardown(test_config_changes, teardown),
         cmocka_unit_test_teardown(test_flow_group_window_limits_one_group, teardown),
+        cmocka_unit_test_teardown(test_reload_runs_off_the_loop, teardown),
+        cmocka_unit_test_teardown(test_backtracking_pattern_refused_at_load, teardown),
+        cmocka_unit_test_teardown(test_backtracking_hook_stopped, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,7 +78,8 @@ static void test_check_makes_the_start_checks(void **state)
          "db: unknown store parameter 'usr'"},
         {"db = \"memory://\", policies = \"no-such-folder\",",
          "policies: no-such-folder: no such folder (working directory "},
-        {"db = \"memory://\", admin = \"broker-admin.example:13801\",",
+        {"db = \"memory://\", admin = \"broker-admin.example:13801\", "
+         "adminToken = \"0123456789abcdef\",",
          "admin: cannot listen on \"broker-admin.example:13801\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -150,7 +151,7 @@ static void test_check_warns(void **state)
         "                 messageType = \"pay\" } },");
     assert_int_equal(check(cfg), 0);
     assert_has(out, "warn policy: pol/Routing.lua is not loaded: policy files are routing.lua, "
-                    "flow.lua and retry.lua (did you mean routing.lua?)");
+                    "flow.lua, retry.lua and publish.lua (did you mean routing.lua?)");
     assert_has(out, "clusters.t.bindings[1].messageType: ignored: a fanout binding receives every "
                     "message type");
     assert_has(out, "kiteq: configuration OK");

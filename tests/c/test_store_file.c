@@ -23,6 +23,7 @@
 #include "store/file/file_store.h"
 #include "store/file/record.h"
 #include "store/store.h"
+#include "support/dlq_sync.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -956,6 +957,80 @@ static void test_fsync_modes(void **state)
     }
 }
 
+/* Run the loop until the store's counter at `field` (a uint64_t of kq_file_store_stats)
+ * reaches target or ms pass. */
+static bool wait_stat(struct fx *f, size_t field, uint64_t target, int ms)
+{
+    uint64_t deadline = kq_mono_us() + (uint64_t)ms * 1000;
+    for (;;) {
+        struct kq_file_store_stats st;
+        kq_file_store_stats(f->s, &st);
+        uint64_t v;
+        memcpy(&v, (const char *)&st + field, sizeof v);
+        if (v >= target)
+            return true;
+        if (kq_mono_us() >= deadline)
+            return false;
+        int never = 0;
+        wait_for(f, &never, 1, 5); /* runs the loop for one 5 ms tick */
+    }
+}
+
+static struct kq_file_store_stats stats_of(struct fx *f)
+{
+    struct kq_file_store_stats st;
+    assert_int_equal(kq_file_store_stats(f->s, &st), 0);
+    return st;
+}
+
+/* fsync=group: records nobody waits for (REMOVE, STATE) wait up to lazy_sync_ms for a call
+ * somebody waits for and share its batch and fdatasync; without one they are written and
+ * synced after lazy_sync_ms (twice: once on the loop, once in the writer), close writes and
+ * syncs them, and lazy_sync_ms=0 writes and syncs every batch at once. */
+static void test_group_lazy_sync(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("fsync=group&lazy_sync_ms=60000");
+    assert_int_equal(save_range(f, 0, 3), 0);
+    struct kq_file_store_stats st0 = stats_of(f);
+    char id[KQ_ID_LEN + 1];
+    make_id(id, 0);
+    assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    struct kq_delivery_state ds = {.attempts = 7};
+    make_id(ds.id, 1);
+    assert_int_equal(f->s->ops->update(f->s, &ds), 0);
+    int never = 0;
+    wait_for(f, &never, 1, 30);
+    assert_int_equal(stats_of(f).batches, st0.batches); /* held for a batch with a waiter */
+    assert_int_equal(save_range(f, 3, 4), 0);
+    struct kq_file_store_stats st = stats_of(f);
+    assert_int_equal(st.batches, st0.batches + 1); /* one batch, one fdatasync for all */
+    assert_int_equal(st.fsyncs, st0.fsyncs + 1);
+    make_id(id, 2);
+    assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    store_close(f); /* writes and syncs the held REMOVE */
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    assert_int_equal(l->n, 2);
+    assert_int_equal(l->ids[0], 1);
+    assert_int_equal(l->attempts[0], 7);
+    assert_int_equal(l->ids[1], 3);
+    free(l);
+    fx_free(f);
+
+    const char *params[] = {"fsync=group&lazy_sync_ms=1", "fsync=group&lazy_sync_ms=0"};
+    for (int k = 0; k < 2; k++) {
+        f = fx_new(params[k]);
+        assert_int_equal(save_range(f, 0, 1), 0);
+        st0 = stats_of(f);
+        make_id(id, 0);
+        assert_int_equal(f->s->ops->remove(f->s, id), 0);
+        assert_true(wait_stat(f, offsetof(struct kq_file_store_stats, fsyncs), st0.fsyncs + 1,
+                              5000));
+        fx_free(f);
+    }
+}
+
 /* ---- dlq --------------------------------------------------------------------------------- */
 
 struct dlq_seen {
@@ -992,43 +1067,51 @@ static void test_dlq(void **state)
     assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding"), 0);
 
     struct dlq_seen s = {0};
-    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0); /* before the write */
+    assert_int_equal(dlq_walk(f->s, NULL, 100, false, on_dlq, &s), 1); /* before the write */
     assert_int_equal(s.n, 7);
     assert_string_equal(s.reason, "no binding");
+    for (int i = 0; i < 7; i++) /* oldest first */
+        assert_int_equal((int)strtol(s.ids[i], NULL, 16), i < 6 ? i : 50);
+    assert_int_equal(dlq_counted(f->s, NULL), 7);
     store_close(f);
     store_open(f);
     struct rec_list *l = recover_all(f);
     assert_int_equal(l->n, 3); /* 6, 7, 8 */
     free(l);
+    assert_int_equal(dlq_counted(f->s, NULL), 7); /* counted again from dlq.log */
+    assert_int_equal(dlq_counted(f->s, "user"), 2);
     memset(&s, 0, sizeof s);
-    assert_int_equal(f->s->ops->dlq_list(f->s, "user", on_dlq, &s), 0); /* i % 3 == 0 */
-    assert_int_equal(s.n, 2);                                             /* 0 and 3 */
+    dlq_walk(f->s, "user", 100, false, on_dlq, &s); /* i % 3 == 0 */
+    assert_int_equal(s.n, 2);                     /* 0 and 3 */
     memset(&s, 0, sizeof s);
-    s.stop_after = 2;
-    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0);
+    assert_int_equal(dlq_walk(f->s, NULL, 2, true, on_dlq, &s), 1);
     assert_int_equal(s.n, 2);
     memset(&s, 0, sizeof s);
     char id[KQ_ID_LEN + 1];
     make_id(id, 1);
-    assert_int_equal(f->s->ops->dlq_take(f->s, id, on_dlq, &s), 0);
-    assert_int_equal(s.n, 1);
-    assert_string_equal(s.ids[0], id);
-    assert_int_equal(f->s->ops->dlq_take(f->s, id, on_dlq, &s), -ENOENT);
+    assert_int_equal(dlq_get_sync(f->s, id, on_dlq, &s), 0);
+    assert_int_equal(dlq_take_sync(f->s, id, on_dlq, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[1], id);
+    assert_int_equal(dlq_take_sync(f->s, id, on_dlq, &s), -ENOENT);
+    assert_int_equal(dlq_get_sync(f->s, id, on_dlq, &s), -ENOENT);
     size_t purged = 0;
-    assert_int_equal(f->s->ops->dlq_purge(f->s, "user", &purged), 0);
+    assert_int_equal(dlq_purge_sync(f->s, "user", &purged), 0);
     assert_int_equal(purged, 2);
     store_close(f);
     store_open(f);
     memset(&s, 0, sizeof s);
-    assert_int_equal(f->s->ops->dlq_list(f->s, NULL, on_dlq, &s), 0);
+    dlq_walk(f->s, NULL, 100, false, on_dlq, &s);
     assert_int_equal(s.n, 4); /* 2, 4, 5, 50 */
-    assert_int_equal(f->s->ops->dlq_purge(f->s, NULL, &purged), 0);
+    assert_int_equal(dlq_counted(f->s, NULL), 4);
+    assert_int_equal(dlq_purge_sync(f->s, NULL, &purged), 0);
     assert_int_equal(purged, 4);
     store_close(f);
     store_open(f);
     memset(&s, 0, sizeof s);
-    f->s->ops->dlq_list(f->s, NULL, on_dlq, &s);
+    dlq_walk(f->s, NULL, 100, false, on_dlq, &s);
     assert_int_equal(s.n, 0);
+    assert_int_equal(dlq_counted(f->s, NULL), 0);
     fx_free(f);
 }
 
@@ -1261,6 +1344,7 @@ int main(void)
         cmocka_unit_test(test_reclaim),
         cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_fsync_modes),
+        cmocka_unit_test(test_group_lazy_sync),
         cmocka_unit_test(test_dlq),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_disk_full_drain_recovers),

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "store/store.h"
+#include "support/dlq_sync.h"
 
 static int done, last_status;
 
@@ -108,19 +109,28 @@ static void test_memory_store(void **state)
     assert_int_equal(seen.attempts[3], 2);
     assert_int_equal(seen.attempts[0], -1);
     int n = 0;
-    assert_int_equal(s->ops->dlq_list(s, NULL, on_dlq, &n), 0);
+    assert_int_equal(dlq_walk(s, NULL, 100, false, on_dlq, &n), 1);
+    assert_int_equal(n, 3);
+    assert_int_equal(dlq_counted(s, NULL), 3);
+    n = 0;
+    assert_int_equal(dlq_walk(s, NULL, 1, false, on_dlq, &n), 3); /* pages of one */
     assert_int_equal(n, 3);
     n = 0;
-    assert_int_equal(s->ops->dlq_list(s, "odd", on_dlq, &n), 0);
+    dlq_walk(s, "odd", 100, false, on_dlq, &n);
     assert_int_equal(n, 2); /* 5 and 7 */
+    assert_int_equal(dlq_counted(s, "odd"), 2);
     n = 0;
     msg(6, id);
-    assert_int_equal(s->ops->dlq_take(s, id, on_dlq, &n), 0);
-    assert_int_equal(n, 1);
-    assert_int_equal(s->ops->dlq_take(s, id, on_dlq, &n), -ENOENT);
+    assert_int_equal(dlq_get_sync(s, id, on_dlq, &n), 0);
+    assert_int_equal(dlq_take_sync(s, id, on_dlq, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(dlq_take_sync(s, id, on_dlq, &n), -ENOENT);
+    assert_int_equal(dlq_get_sync(s, id, on_dlq, &n), -ENOENT);
+    assert_int_equal(dlq_counted(s, NULL), 2);
     size_t purged;
-    assert_int_equal(s->ops->dlq_purge(s, "odd", &purged), 0);
+    assert_int_equal(dlq_purge_sync(s, "odd", &purged), 0);
     assert_int_equal(purged, 2);
+    assert_int_equal(dlq_counted(s, NULL), 0);
     s->ops->close(s);
     /* nothing survives */
     assert_int_equal(kq_store_open(&loop, "memory://", &s, err, sizeof err), 0);

@@ -8,12 +8,12 @@ local INT_RANGES = {
   deliverySeconds = { 1 }, maxDeliverWorkers = { 1 }, recoverSeconds = { 1 },
   recievePermitsPerSecond = { 1 }, dlqExecHour = { 0, 23 }, heartbeatTimeoutSeconds = { 1 },
   txCheckSeconds = { 1 }, txMaxChecks = { 1, 1000 }, deliverWindow = { 1 },
-  takeoverSeconds = { 1 },
+  takeoverSeconds = { 1 }, maxConnections = { 0 }, messageHistory = { 0, 1000000 },
 }
 local CLUSTER_KEYS = {
   env = "string", registry = "string", bind = "string", topics = "table", db = "string",
-  deliveryFirst = "boolean", admin = "any", policies = "string", logLevel = "string",
-  logFile = "any",
+  deliveryFirst = "boolean", admin = "any", adminToken = "any", policies = "string",
+  logLevel = "string", logFile = "any",
   groups = "table", bindings = "table",
 }
 for k in pairs(INT_RANGES) do CLUSTER_KEYS[k] = "number" end
@@ -129,8 +129,19 @@ local function problems(cfg)
         end
       end
       if c.bind ~= nil and not is_hostport(c.bind) then bad(key .. ".bind", "must be host:port") end
-      if c.admin ~= nil and c.admin ~= false and c.admin ~= "" and not is_hostport(c.admin) then
+      local admin_on = c.admin ~= nil and c.admin ~= false and c.admin ~= ""
+      if admin_on and not is_hostport(c.admin) then
         bad(key .. ".admin", "must be host:port, \"\" or false")
+      end
+      local token = c.adminToken
+      if token ~= nil and token ~= false and token ~= "" and not (type(token) == "string"
+          and #token >= 16 and #token <= 256 and token:match("^[\33-\126]+$")) then
+        bad(key .. ".adminToken", "must be 16-256 visible ASCII characters")
+      end
+      local loopback = type(c.admin) == "string" and (c.admin:match("^localhost:")
+        or c.admin:match("^127%.") or c.admin:match("^%[::1%]:"))
+      if admin_on and not loopback and (token == nil or token == false or token == "") then
+        bad(key .. ".adminToken", "required when admin listens beyond loopback")
       end
       if c.registry ~= nil and not is_registry(c.registry) then bad(key .. ".registry", "bad registry") end
       if c.logLevel ~= nil and not LOG_LEVELS[c.logLevel] then bad(key .. ".logLevel", "bad level") end
@@ -309,6 +320,10 @@ describe("the structure checker", function()
     ["a fanout binding with a messageType"] = function(c)
       c.bindings[1].bindType = "fanout"
     end,
+    ["admin beyond loopback without adminToken"] = function(c)
+      c.clusters.dev.admin = "0.0.0.0:13801"
+    end,
+    ["short adminToken"] = function(c) c.clusters.dev.adminToken = "short" end,
   }
 
   it("accepts the valid sample", function()

@@ -1,6 +1,7 @@
 -- The shipped policies (lua/policies/*.lua) in plain LuaJIT, as the broker runs them: a
--- sandbox with string, table, math, bit and kq only (unknown globals raise), and
--- kq.regex_match backed by the same PCRE2 library through a tiny FFI shim.
+-- sandbox with string, table, math, bit and kq only (unknown globals raise), Lua patterns
+-- bounded as in the broker, and kq.regex_match backed by the same PCRE2 library through a
+-- tiny FFI shim.
 -- Run from the repository root: busted --lua=luajit tests/lua
 -- Copy this file to test an edited policy before sending the broker a SIGHUP (POLICIES_DIR
 -- selects another folder: POLICIES_DIR=/etc/kiteq/policies busted --lua=luajit tests/lua).
@@ -48,6 +49,132 @@ local function regex_match(pattern, subject)
   return rc >= 0
 end
 
+-- ---- Lua patterns, bounded as in the broker (src/policy/lua_patterns.c: keep in step) -------
+-- Lua's matcher backtracks; the broker charges each find/match/gmatch/gsub the worst case of
+-- its matching against the hook call's budget and refuses to start one that does not fit.
+-- Here each pattern call may use the whole budget of a call (in the broker the hook's own
+-- instructions and its earlier pattern calls count against the same budget).
+local CALL_BUDGET = 1000000 -- KQ_POLICY_CALL_INSTRUCTIONS
+local COST_MAX = 1e18
+local HINT = "anchor it with ^, use fewer repetitions (* + - ?), or a plain find " ..
+             "(string.find(s, p, 1, true))"
+
+-- Where the single-byte class at index i (0-based, as in C) ends.
+local function class_end(p, i, m)
+  local c = p:byte(i + 1)
+  if c == 37 then return i + 2 < m and i + 2 or m end -- %x
+  if c ~= 91 then return i + 1 end                     -- not [set]
+  i = i + 1
+  if i < m and p:byte(i + 1) == 94 then i = i + 1 end  -- [^
+  repeat                                                -- the first byte may be ']'
+    if i >= m then return m end
+    local b = p:byte(i + 1)
+    i = i + 1
+    if b == 37 and i < m then i = i + 1 end
+  until not (i < m and p:byte(i + 1) ~= 93)
+  return i < m and i + 1 or m
+end
+
+-- kq_lua_pattern_cost: an upper bound of the matcher's steps for pattern p on n bytes. (The
+-- helpers call the host's string functions by name: s:find() may reach the bounded ones.)
+local function pattern_cost(p, n, gmatch)
+  local m = #p
+  local nul = string.find(p, "\0", 1, true)
+  if nul then m = nul - 1 end
+  local closers = m
+  while closers > 0 and p:byte(closers) == 41 do closers = closers - 1 end
+  local anchored = not gmatch and m > 0 and p:byte(1) == 94
+  local i = anchored and 1 or 0
+  local u, comb, pow2 = 0, anchored and 1 or n + 1, 1
+  local function ways()
+    local v = comb * pow2
+    return v < COST_MAX and v or COST_MAX
+  end
+  local total = 0
+  while i < m and total < COST_MAX do
+    local c, d = p:byte(i + 1), i + 1 < m and p:byte(i + 2) or nil
+    local stop, extra
+    if c == 40 or c == 41 then                         -- ( )
+      stop = i + 1 + ((c == 40 and d == 41) and 1 or 0)
+    elseif c == 36 and i + 1 == m then                 -- final $
+      stop = m
+    elseif c == 37 and d == 98 then                    -- %bxy
+      stop, extra = i + 4 < m and i + 4 or m, n
+    elseif c == 37 and d == 102 then                   -- %f[set]
+      stop = i + 2 < m and class_end(p, i + 2, m) or m
+    elseif c == 37 and d and d >= 48 and d <= 57 then  -- %1
+      stop, extra = i + 2, n
+    end
+    if stop then
+      total = total + ways() * ((stop - i) + (extra or 0))
+      i = stop
+    else
+      stop = class_end(p, i, m)
+      local width = stop - i
+      total = total + ways() * width
+      local q = stop < m and string.char(p:byte(stop + 1)) or ""
+      if q ~= "" and string.find("*+-?", q, 1, true) then
+        stop = stop + 1
+        if stop >= closers then
+          total = total + (ways() + (n + 1) * width)
+        else
+          if q == "?" then
+            pow2 = pow2 < COST_MAX and pow2 * 2 or COST_MAX
+          else
+            u = u + 1
+            comb = anchored and comb * (n + u) / u or comb * (n + 1 + u) / (u + 1)
+            if comb > COST_MAX then comb = COST_MAX end
+          end
+          total = total + ways() * (width + 1)
+        end
+      end
+      i = stop
+    end
+  end
+  total = total + ways()
+  return total < COST_MAX and total or COST_MAX
+end
+
+-- Where find and match start (LuaJIT's rules), 0-based.
+local function start_of(init, len)
+  init = init or 1
+  init = init < 0 and init + len or init - 1
+  if init < 0 then return 0 end
+  return init > len and len or init
+end
+
+local function bounded_string()
+  local S = {}
+  for k, v in pairs(string) do S[k] = v end
+  S.dump = nil
+  local function guarded(name, original, gmatch, with_init)
+    return function(s, p, ...)
+      local ss = type(s) == "number" and tostring(s) or s
+      local ps = type(p) == "number" and tostring(p) or p
+      if type(ss) ~= "string" or type(ps) ~= "string" then return original(s, p, ...) end
+      local from = with_init and start_of((...), #ss) or 0
+      local cost = pattern_cost(ps, #ss - from, gmatch)
+      if cost > CALL_BUDGET then
+        error(string.format("%s: pattern on a %d-byte subject: worst case %.3g steps, more " ..
+                            "than the %d left of the budget (%d per run); %s", name,
+                            #ss - from, cost, CALL_BUDGET, CALL_BUDGET, HINT), 2)
+      end
+      return original(s, p, ...)
+    end
+  end
+  local find = guarded("string.find", string.find, false, true)
+  S.find = function(s, p, init, plain)
+    if plain or (type(p) == "string" and not string.find(p, "[%^%$%*%+%?%.%(%[%%%-]")) then
+      return string.find(s, p, init, true) -- a linear search in the broker
+    end
+    return find(s, p, init, plain)
+  end
+  S.match = guarded("string.match", string.match, false, true)
+  S.gmatch = guarded("string.gmatch", string.gmatch, true, false)
+  S.gsub = guarded("string.gsub", string.gsub, false, false)
+  return S
+end
+
 -- ---- the broker's sandbox ---------------------------------------------------------------------
 local function copy(t)
   local c = {}
@@ -61,14 +188,40 @@ local function sandbox()
     rawequal = rawequal, rawget = rawget, rawset = rawset, select = select,
     setmetatable = setmetatable, getmetatable = getmetatable, tonumber = tonumber,
     tostring = tostring, type = type, unpack = unpack,
-    string = copy(string), table = copy(table), math = copy(math), bit = copy(bit),
+    string = bounded_string(), table = copy(table), math = copy(math), bit = copy(bit),
     kq = { regex_match = regex_match },
   }
-  env.string.dump = nil
   return setmetatable(env, {
     __index = function(_, k) error("undefined global '" .. tostring(k) .. "'", 2) end,
     __newindex = function(_, k) error("assignment to global '" .. tostring(k) .. "'", 2) end,
   })
+end
+
+-- In the broker s:find() reaches the bounded functions too (the string metatable points to
+-- them): while policy code runs, so does this one.
+local string_mt = getmetatable("")
+local function with_bounded_methods(S, f)
+  return function(...)
+    local saved = string_mt.__index
+    string_mt.__index = S
+    local res = { n = 0 }
+    local function keep(ok, ...) res.n = select("#", ...); res.ok = ok; res.v = { ... } end
+    keep(pcall(f, ...))
+    string_mt.__index = saved
+    if not res.ok then error(res.v[1], 0) end
+    return unpack(res.v, 1, res.n)
+  end
+end
+
+local function load_source(src, path)
+  assert(src:byte(1) ~= 27, path .. ": bytecode is refused by the broker")
+  local chunk = assert(loadstring(src, "@" .. path))
+  local env = sandbox()
+  setfenv(chunk, env)
+  local m = with_bounded_methods(env.string, chunk)()
+  assert(type(m) == "table", path .. " must return a table of hooks")
+  for k, f in pairs(m) do m[k] = with_bounded_methods(env.string, f) end
+  return m
 end
 
 local function load_policy(file)
@@ -76,12 +229,7 @@ local function load_policy(file)
   local f = assert(io.open(path, "rb"))
   local src = f:read("*a")
   f:close()
-  assert(src:byte(1) ~= 27, path .. ": bytecode is refused by the broker")
-  local chunk = assert(loadstring(src, "@" .. path))
-  setfenv(chunk, sandbox())
-  local m = chunk()
-  assert(type(m) == "table", path .. " must return a table of hooks")
-  return m
+  return load_source(src, path)
 end
 
 local function bind(group, message_type, bind_type, persistent)
@@ -96,6 +244,55 @@ describe("kq.regex_match shim", function()
     local m, why = regex_match("pay-(", "pay-(")
     assert.is_false(m)
     assert.is_string(why)
+  end)
+end)
+
+describe("Lua patterns in the sandbox", function()
+  it("are bounded with the broker's numbers (test_policy.c test_pattern_costs)", function()
+    local cases = {
+      { "a*a*c", 200, false, 5555908 },
+      { "a*a*a*a*a*a*a*a*c", 31, false, 1324469508 },
+      { "^(.-)%-(.-)$", 100, false, 26464 },
+      { "(.-)%-(.-)", 100, false, 51813 },
+      { "[%w_]+", 100, true, 1212 },
+      { "%b()", 100, false, 10605 },
+      { "x?y?z?", 20, true, 588 },
+      { "[]a-z]*$", 50, false, 12240 },
+    }
+    for _, c in ipairs(cases) do
+      assert.are.equal(c[4], pattern_cost(c[1], c[2], c[3]), c[1])
+    end
+  end)
+
+  local hooks = load_source([[
+local M = {}
+local BACKTRACK = string.rep("a*", 8) .. "c"
+function M.route(topic, t, binds)
+  if t == "plain" then
+    local big = string.rep("a*", 500000)
+    return { tostring(big:find(BACKTRACK, 1, true)), tostring(string.find(big, "a*a*", 999997, true)) }
+  end
+  if t == "cheap" then return { ("prod-eu"):match("^(%a+)%-"), (("a.b"):gsub("%.", "_")) } end
+  if t:sub(1, 6) == "gmatch" then for _ in t:gmatch(BACKTRACK) do end end
+  return t:find(BACKTRACK) and {} or nil
+end
+return M
+]], "backtrack.lua")
+
+  it("refuses a backtracking pattern before it runs, also called as a method", function()
+    local ok, err = pcall(hooks.route, "trade", string.rep("a", 30) .. "b", {})
+    assert.is_false(ok)
+    assert.matches("backtrack.lua:10: string.find: pattern on a 31%-byte subject: worst case", err)
+    ok, err = pcall(hooks.route, "trade", "gmatch" .. string.rep("a", 30) .. "b", {})
+    assert.is_false(ok)
+    assert.matches("string.gmatch: pattern on a 37%-byte subject", err)
+    assert.is_nil(hooks.route("trade", "pay-200", {})) -- short subjects stay cheap
+  end)
+
+  it("keeps plain finds and cheap patterns", function()
+    assert.are.same({ "nil", "999997" }, hooks.route("trade", "plain", {}))
+    assert.are.same({ "prod", "a_b" }, hooks.route("trade", "cheap", {}))
+    assert.are.equal(string.find, getmetatable("").__index.find) -- restored after the call
   end)
 end)
 
@@ -224,5 +421,32 @@ describe("flow.lua", function()
     assert.are.same({ rate = 1000, burst = 500, window = 1000 }, group(1000))
     assert.are.same({ rate = 3, burst = 1, window = 1000 }, group(3))
     assert.are.same({ rate = 1, burst = 1, window = 1000 }, group(1)) -- never 0
+  end)
+end)
+
+describe("examples/publish.lua", function()
+  local path = "lua/policies/examples/publish.lua"
+  local f = assert(io.open(path, "rb"))
+  local on_publish = load_source(f:read("*a"), path).on_publish
+  f:close()
+  local function msg(topic, body_size, properties)
+    return { message_id = "0123456789abcdef0123456789abcdef", topic = topic,
+             message_type = "pay-succ", group = "p-trade", properties = properties or {},
+             body_size = body_size, fly = false, commit = true, expired_time = 1700000000,
+             deliver_limit = 100, peer = "127.0.0.1:5000" }
+  end
+
+  it("rejects a body over its topic's limit, with a reason naming both", function()
+    assert.are.same({ "reject", "body of 65537 bytes is over the 65536 bytes topic " ..
+                      "user-profile accepts" }, { on_publish(msg("user-profile", 65537)) })
+    assert.are.same({ properties = { region = "default" } },
+                    on_publish(msg("user-profile", 65536)))
+    assert.are.same({ properties = { region = "default" } }, on_publish(msg("trade", 1e7)))
+  end)
+
+  it("adds a region only where there is none", function()
+    assert.is_nil(on_publish(msg("trade", 10, { region = "eu" })))
+    assert.are.same({ properties = { region = "default" } },
+                    on_publish(msg("trade", 10, { other = "x" })))
   end)
 end)

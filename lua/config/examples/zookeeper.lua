@@ -31,7 +31,9 @@ return {
     online = cluster {
       env = "online",
       bind = "10.0.1.20:13800",   -- the address clients reach: it is the broker's id in ZooKeeper
-      admin = "10.0.1.20:13801",
+      admin = "10.0.1.20:13801",  -- a management network: beyond loopback, so adminToken is
+                                  -- required (POST /dlq/*, /reload send it as a Bearer token)
+      adminToken = "change-me-to-32-random-chars",  -- e.g. head -c 24 /dev/urandom | base64
       db = "mysql://10.0.2.5:3306?db=kite&username=kite&password=kite&maxConn=20",
     },
     pre = cluster {

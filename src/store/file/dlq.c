@@ -1,9 +1,11 @@
 /* Dead-letter queue of the file store: records in DIR/dlq.log, index in memory
- * (struct fs_dead). Listing and taking read the records back with pread on the loop thread:
- * an operator action on few messages. */
+ * (struct fs_dead by id, their order and counters in s->dlq). Counting reads the counters;
+ * a page, a lookup and a take read their records back with pread on the loop thread: at
+ * most one page (store.h) at a time. */
 #include <errno.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "store/file/fs_internal.h"
 
 static int read_dead(struct fs_store *s, struct fs_dead *d, struct kq_dead_letter *out)
@@ -15,48 +17,74 @@ static int read_dead(struct fs_store *s, struct fs_dead *d, struct kq_dead_lette
     return 0;
 }
 
-int fs_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud)
+int fs_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud)
 {
-    struct fs_store *s = (struct fs_store *)base;
-    struct fs_dead *d, *tmp;
-    HASH_ITER(hh, s->dead, d, tmp)
-    {
-        if (topic && strcmp(topic, d->topic) != 0)
-            continue;
-        struct kq_dead_letter dl;
-        if (read_dead(s, d, &dl))
-            return -EIO;
-        if (!cb(ud, &dl))
-            break;
-    }
+    kq_dlq_counts_each(&((struct fs_store *)base)->dlq.counts, by_group, cb, ud);
     return 0;
 }
 
-int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud)
+static int read_page_item(void *store, void *rec, const char *topic, struct kq_dead_letter *out)
+{
+    struct fs_dead *d = rec;
+    if (topic && strcmp(topic, kq_dlq_pos_topic(&d->pos)) != 0)
+        return 0;
+    int rc = read_dead(store, d, out);
+    return rc ? rc : 1;
+}
+
+int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,
+                kq_store_dlq_cb item, kq_store_dlq_page_cb done, void *ud)
 {
     struct fs_store *s = (struct fs_store *)base;
+    return kq_dlq_index_page(&s->dlq, topic, after, max, read_page_item, s, item, done, ud);
+}
+
+static struct fs_dead *lookup(struct fs_store *s, const char *id)
+{
     char key[KQ_ID_LEN + 1];
-    if (s->closing)
-        return -ESHUTDOWN;
-    if (!fs_id_key(id, key))
-        return -EINVAL;
-    struct fs_dead *d = fs_find_dead(s, key);
+    return fs_id_key(id, key) ? fs_find_dead(s, key) : NULL;
+}
+
+int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    struct fs_dead *d = lookup(s, id);
     if (!d)
         return -ENOENT;
     struct kq_dead_letter dl;
     int rc = read_dead(s, d, &dl);
     if (rc)
         return rc;
-    /* The record may live in the scratch buffer: append the DLQ_DEL after the callback. */
-    cb(ud, &dl);
-    if ((rc = fs_append_id(s, FS_DLQ_DEL, true, key)))
+    cb(ud, 0, &dl);
+    return 0;
+}
+
+int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud)
+{
+    struct fs_store *s = (struct fs_store *)base;
+    if (s->closing)
+        return -ESHUTDOWN;
+    struct fs_dead *d = lookup(s, id);
+    if (!d)
+        return -ENOENT;
+    struct kq_dead_letter dl;
+    int rc = read_dead(s, d, &dl);
+    if (rc)
         return rc;
+    /* The record may live in the scratch buffer or the open batch: append the DLQ_DEL only
+     * after the callback. If that fails the letter stays (a duplicate later, never a loss). */
+    cb(ud, 0, &dl);
+    if ((rc = fs_append_id(s, FS_DLQ_DEL, true, d->id))) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD, "dead letter id=%s taken but kept in the "
+                           "DLQ: %s", d->id, strerror(-rc));
+        return 0;
+    }
     fs_dead_drop(s, d);
     fs_kick(s);
     return 0;
 }
 
-int fs_dlq_purge(struct kq_store *base, const char *topic, size_t *purged)
+int fs_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb, void *ud)
 {
     struct fs_store *s = (struct fs_store *)base;
     struct fs_dead *d, *tmp;
@@ -66,16 +94,14 @@ int fs_dlq_purge(struct kq_store *base, const char *topic, size_t *purged)
         return -ESHUTDOWN;
     HASH_ITER(hh, s->dead, d, tmp)
     {
-        if (topic && strcmp(topic, d->topic) != 0)
+        if (topic && strcmp(topic, kq_dlq_pos_topic(&d->pos)) != 0)
             continue;
         if ((rc = fs_append_id(s, FS_DLQ_DEL, true, d->id)))
             break;
         fs_dead_drop(s, d);
         n++;
     }
-    if (purged)
-        *purged = n;
     fs_kick(s);
-    return rc;
+    cb(ud, rc, n);
+    return 0;
 }
-

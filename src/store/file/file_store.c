@@ -50,10 +50,33 @@ void fs_entry_drop(struct fs_store *s, struct fs_entry *e)
     free(e);
 }
 
+struct fs_dead *fs_dead_new(struct fs_store *s, const char *key, const char *topic,
+                            const char *group)
+{
+    struct fs_dead *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    if (kq_dlq_index_add(&s->dlq, d, topic, group, &d->pos)) {
+        free(d);
+        return NULL;
+    }
+    memcpy(d->id, key, sizeof d->id);
+    return d;
+}
+
+void fs_dead_insert(struct fs_store *s, struct fs_dead *d)
+{
+    struct fs_dead *old = fs_find_dead(s, d->id);
+    if (old)
+        fs_dead_drop(s, old);
+    HASH_ADD(hh, s->dead, id, KQ_ID_LEN, d);
+}
+
 void fs_dead_drop(struct fs_store *s, struct fs_dead *d)
 {
-    HASH_DEL(s->dead, d);
-    free(d->topic);
+    kq_dlq_index_remove(&s->dlq, &d->pos);
+    if (fs_find_dead(s, d->id) == d)
+        HASH_DEL(s->dead, d);
     free(d);
 }
 
@@ -383,11 +406,9 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
         stored.commit = e->commit;
         src = &stored;
     }
-    struct fs_dead *d = calloc(1, sizeof *d);
-    if (!d || !(d->topic = strdup(src->topic ? src->topic : ""))) {
-        free(d);
+    struct fs_dead *d = fs_dead_new(s, key, src->topic, src->publish_group);
+    if (!d)
         return -ENOMEM;
-    }
     struct fs_batch *b = s->open;
     size_t start, mark_items = b->n_items;
     int rc = fs_rec_begin(&b->dlq, FS_DLQ_ADD, s->seq + 1, &start);
@@ -402,18 +423,13 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
     }
     if (rc) {
         b->dlq.len = start;
-        free(d->topic);
-        free(d);
+        fs_dead_drop(s, d);
         return rc;
     }
-    memcpy(d->id, key, sizeof d->id);
     d->unsealed = true;
     d->off = start;
     d->len = (uint32_t)(b->dlq.len - start);
-    struct fs_dead *old = fs_find_dead(s, key);
-    if (old)
-        fs_dead_drop(s, old);
-    HASH_ADD(hh, s->dead, id, KQ_ID_LEN, d);
+    fs_dead_insert(s, d);
     if (e)
         fs_entry_drop(s, e);
     fs_kick(s);
@@ -559,6 +575,7 @@ static void seal_and_submit(struct fs_store *s)
     }
     s->inflight = b;
     s->open = next;
+    s->held_until = 0;
     if (rc) {
         b->status = rc;
         complete(s, b); /* handled like a failed write */
@@ -724,25 +741,32 @@ static void on_kick(uv_idle_t *h)
     seal_and_submit(s);
 }
 
-static void on_retry(uv_timer_t *h)
+static void on_later(uv_timer_t *h)
 {
-    struct fs_store *s = h->data;
-    seal_and_submit(s);
+    fs_kick(h->data);
 }
 
 /* Submit the open batch at the end of this loop iteration (so that every call made in the
  * same iteration shares one write and one fdatasync), or right away if the writer is idle
- * and we are called from a completion. After a failed write, a batch that carries no new
- * callback waits RETRY_BACKOFF_MS so that a full disk is not hammered. */
+ * and we are called from a completion. A batch that carries no callback waits: after a
+ * failed write RETRY_BACKOFF_MS, so that a full disk is not hammered; with fsync=group up
+ * to lazy_sync_ms from its first record, for a call somebody waits for (a save, a commit)
+ * whose batch it then joins: the consumer acks (REMOVEs) between two saves of a waiting
+ * producer cost no hand-off to the writer of their own (docs/STORAGE.md). */
 void fs_kick(struct fs_store *s)
 {
     if (s->inflight || batch_empty(s->open) || s->closing)
         return;
     int64_t now = kq_now_ms();
-    if (s->open->n_cbs == 0 && now < s->backoff_until) {
-        if (!uv_is_active((uv_handle_t *)&s->retry))
-            uv_timer_start(&s->retry, on_retry, (uint64_t)(s->backoff_until - now), 0);
-        return;
+    if (s->open->n_cbs == 0) {
+        if (!s->held_until && s->mode == FS_SYNC_GROUP)
+            s->held_until = now + s->lazy_sync_ms;
+        int64_t until = s->held_until > s->backoff_until ? s->held_until : s->backoff_until;
+        if (now < until) {
+            if (!uv_is_active((uv_handle_t *)&s->later))
+                uv_timer_start(&s->later, on_later, (uint64_t)(until - now), 0);
+            return;
+        }
     }
     if (!uv_is_active((uv_handle_t *)&s->kick))
         uv_idle_start(&s->kick, on_kick);
@@ -769,6 +793,7 @@ static void free_all(struct fs_store *s)
     struct fs_dead *d, *dt;
     HASH_ITER(hh, s->dead, d, dt)
     fs_dead_drop(s, d);
+    kq_dlq_index_free(&s->dlq);
     while (s->oldest) {
         struct fs_seg *g = s->oldest;
         fs_seg_unlink(s, g);
@@ -811,7 +836,7 @@ static void fs_close(struct kq_store *base)
     free_all(s);
     uv_close((uv_handle_t *)&s->w.async, on_handle_closed);
     uv_close((uv_handle_t *)&s->kick, on_handle_closed);
-    uv_close((uv_handle_t *)&s->retry, on_handle_closed);
+    uv_close((uv_handle_t *)&s->later, on_handle_closed);
 }
 
 int kq_file_store_stats(struct kq_store *base, struct kq_file_store_stats *out)
@@ -846,7 +871,9 @@ static const struct kq_store_ops file_ops = {
     .dead_letter = fs_dead_letter,
     .load = fs_load,
     .recover = fs_recover,
-    .dlq_list = fs_dlq_list,
+    .dlq_counts = fs_dlq_counts,
+    .dlq_page = fs_dlq_page,
+    .dlq_get = fs_dlq_get,
     .dlq_take = fs_dlq_take,
     .dlq_purge = fs_dlq_purge,
     .close = fs_close,
@@ -855,8 +882,8 @@ static const struct kq_store_ops file_ops = {
 static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *err,
                         size_t errlen)
 {
-    static const char *const allowed[] = {"fsync", "interval", "segment_mb", "segment_kb",
-                                          NULL};
+    static const char *const allowed[] = {"fsync",      "interval",   "lazy_sync_ms",
+                                          "segment_mb", "segment_kb", NULL};
     int rc = kq_store_uri_check(u, allowed, err, errlen);
     if (rc)
         return rc;
@@ -876,12 +903,14 @@ static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *
         snprintf(err, errlen, "fsync=%s: expected group, interval or none", m);
         return -EINVAL;
     }
-    int64_t iv, mb, kb;
+    int64_t iv, lazy, mb, kb;
     if ((rc = kq_store_uri_int(u, "interval", 1000, 1, 3600000, &iv, err, errlen)) ||
+        (rc = kq_store_uri_int(u, "lazy_sync_ms", 5, 0, 60000, &lazy, err, errlen)) ||
         (rc = kq_store_uri_int(u, "segment_mb", 64, 1, 1024, &mb, err, errlen)) ||
         (rc = kq_store_uri_int(u, "segment_kb", 0, 1, 1024 * 1024, &kb, err, errlen)))
         return rc;
     s->interval_ms = iv;
+    s->lazy_sync_ms = lazy;
     /* segment_kb (tests) wins over segment_mb; offsets are u32, batches may overshoot. */
     s->seg_max = kb ? (uint64_t)kb << 10 : (uint64_t)mb << 20;
     return 0;
@@ -928,14 +957,15 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
         goto fail;
     s->w.mode = s->mode;
     s->w.interval_ms = s->interval_ms;
+    s->w.lazy_sync_ms = s->lazy_sync_ms;
     s->w.dlq_fd = s->dlq_fd;
-    s->w.async.data = s->kick.data = s->retry.data = s;
+    s->w.async.data = s->kick.data = s->later.data = s;
     if ((rc = uv_async_init(loop, &s->w.async, on_async))) {
         snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
         goto fail;
     }
     uv_idle_init(loop, &s->kick);
-    uv_timer_init(loop, &s->retry);
+    uv_timer_init(loop, &s->later);
     s->handles_open = 3;
     if ((rc = fs_writer_start(s))) {
         snprintf(err, errlen, "cannot start the writer thread: %s", uv_strerror(rc));
@@ -943,7 +973,7 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
         free_all(s);
         uv_close((uv_handle_t *)&s->w.async, on_handle_closed);
         uv_close((uv_handle_t *)&s->kick, on_handle_closed);
-        uv_close((uv_handle_t *)&s->retry, on_handle_closed);
+        uv_close((uv_handle_t *)&s->later, on_handle_closed);
         return rc;
     }
     KQ_INFO(FS_MOD, "opened %s fsync=%s segments=%zu pending=%zu dead=%u in %llu ms", s->dir,

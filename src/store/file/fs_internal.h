@@ -2,6 +2,7 @@
  * loop thread except what struct fs_writer says (writer.c). */
 #ifndef KQ_STORE_FILE_INTERNAL_H
 #define KQ_STORE_FILE_INTERNAL_H
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -11,6 +12,7 @@
 #include "core/buf.h"
 #include "core/idmap.h"
 #include "store/file/file_store.h"
+#include "store/dlq_index.h"
 #include "store/file/record.h"
 #include "store/store.h"
 
@@ -47,7 +49,7 @@ struct fs_dead {
     bool unsealed;
     uint64_t off;
     uint32_t len;
-    char *topic;
+    struct kq_dlq_pos pos; /* order and counters (topic, publishing group) */
     UT_hash_handle hh;
 };
 
@@ -93,17 +95,19 @@ enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };
 struct fs_writer {
     uv_thread_t thread;
     uv_mutex_t mu;
-    uv_cond_t cv;      /* loop -> writer: job or stop */
+    sem_t wake;        /* loop -> writer: job or stop (writer.c: why not a condvar) */
     uv_cond_t done_cv; /* writer -> close(): done */
     struct fs_batch *job, *done;
     bool stop, started;
     uv_async_t async;
     enum fs_sync mode;
     int64_t interval_ms;
+    int64_t lazy_sync_ms; /* group: how long a batch nobody waits for may stay unsynced */
     int dir_fd, dlq_fd;
-    int dirty_fd;   /* segment written but not yet synced (interval/none) */
+    int dirty_fd;   /* segment written but not yet synced (interval/none, lazy group batches) */
     bool dlq_dirty;
     int64_t last_sync_ms;
+    int64_t dirty_since_ms; /* first write that is not synced yet */
     atomic_uint_fast64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* written by the writer only */
     atomic_uint_fast64_t fsync_us_sum;
 };
@@ -112,20 +116,22 @@ struct fs_store {
     struct kq_store base;
     char dir[1024];
     enum fs_sync mode;
-    int64_t interval_ms;
+    int64_t interval_ms, lazy_sync_ms;
     uint64_t seg_max;
     struct fs_seg *oldest, *head; /* list oldest → head; writes go to head */
     size_t n_segs;
     struct kq_idmap index; /* struct fs_entry by id */
     size_t pending;
-    struct fs_dead *dead;
+    struct fs_dead *dead;  /* by id */
+    struct kq_dlq_index dlq; /* their order and counters */
     int dlq_fd;
     uint64_t dlq_size;
     uint64_t seq; /* last sequence number used */
     struct fs_batch *open, *inflight, *spare;
     struct fs_writer w;
     uv_idle_t kick;
-    uv_timer_t retry;
+    uv_timer_t later;     /* a batch nobody waits for: back-off, lazy_sync_ms (fs_kick) */
+    int64_t held_until;   /* the open batch waits for a waiter until then (0: not yet held) */
     int64_t backoff_until;
     int handles_open;
     bool closing;
@@ -167,14 +173,23 @@ struct fs_entry *fs_find(struct fs_store *s, const char *key);
 struct fs_dead *fs_find_dead(struct fs_store *s, const char *key);
 void fs_entry_drop(struct fs_store *s, struct fs_entry *e);
 void fs_dead_drop(struct fs_store *s, struct fs_dead *d);
+/* A new index entry for a dead letter of (topic, group), counted and ordered last but not
+ * findable by id until fs_dead_insert (which replaces an entry of the same id); undo with
+ * fs_dead_drop before inserting. NULL on ENOMEM. */
+struct fs_dead *fs_dead_new(struct fs_store *s, const char *key, const char *topic,
+                            const char *group);
+void fs_dead_insert(struct fs_store *s, struct fs_dead *d);
 /* Append an id-only record (COMMIT, REMOVE, DEAD, DLQ_DEL) to the open batch. */
 int fs_append_id(struct fs_store *s, uint8_t type, bool dlq, const char *key);
 /* Make sure the open batch gets written (end of this loop iteration, or after back-off). */
 void fs_kick(struct fs_store *s);
 /* dlq.c */
-int fs_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud);
-int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud);
-int fs_dlq_purge(struct kq_store *base, const char *topic, size_t *purged);
+int fs_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
+int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,
+                kq_store_dlq_cb item, kq_store_dlq_page_cb done, void *ud);
+int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int fs_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb, void *ud);
 /* Bytes of a record wherever it is (open batch, batch in flight, file); NULL on error. */
 const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool unsealed,
                           uint64_t off, uint32_t len, struct fs_rec *r);

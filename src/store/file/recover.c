@@ -177,17 +177,16 @@ static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, 
         struct kq_dead_letter d;
         if (fs_get_dead(r->payload, r->len, &d))
             return;
-        struct fs_dead *x = fs_find_dead(s, d.msg.id);
-        if (x)
-            fs_dead_drop(s, x);
-        if (!(x = calloc(1, sizeof *x)) || !(x->topic = strdup(d.msg.topic))) {
-            free(x);
+        struct fs_dead *x;
+        if (!fs_id_key(d.msg.id, key) ||
+            !(x = fs_dead_new(s, key, d.msg.topic, d.msg.publish_group))) {
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD, "dlq.log offset %llu: dead letter not "
+                               "indexed (bad id or out of memory)", (unsigned long long)off);
             return;
         }
-        memcpy(x->id, d.msg.id, sizeof x->id);
         x->off = off;
         x->len = (uint32_t)total;
-        HASH_ADD(hh, s->dead, id, KQ_ID_LEN, x);
+        fs_dead_insert(s, x);
     } else if (r->type == FS_DLQ_DEL && !fs_get_id(r->payload, r->len, key)) {
         struct fs_dead *x = fs_find_dead(s, key);
         if (x)

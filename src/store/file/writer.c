@@ -2,9 +2,11 @@
  * makes it durable according to the fsync mode, and hands it back through uv_async_t.
  * It never touches the index; the loop never writes to the files. */
 #include <errno.h>
+#include <semaphore.h>
 #include <string.h>
 #include <stdlib.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -77,7 +79,7 @@ static void prefill(struct fs_seg *g, uint64_t end)
     g->prefilled = target;
 }
 
-/* interval/none: flush what was written but not synced yet. */
+/* interval/none, and lazy batches of group: flush what was written but not synced yet. */
 static void sync_dirty(struct fs_writer *w)
 {
     int rc = 0;
@@ -86,11 +88,45 @@ static void sync_dirty(struct fs_writer *w)
     if (w->dlq_dirty && !rc)
         rc = sync_fd(w, w->dlq_fd);
     if (rc)
-        KQ_ERROR(FS_MOD, "background fdatasync failed: %s (acknowledged writes of the last "
-                         "interval may be lost on power failure)", strerror(-rc));
+        KQ_ERROR(FS_MOD, "background fdatasync failed: %s (writes not synced yet may be lost on "
+                         "power failure: with fsync=interval acknowledged ones, with "
+                         "fsync=group removals and delivery states)", strerror(-rc));
     w->dirty_fd = -1;
     w->dlq_dirty = false;
     w->last_sync_ms = kq_now_ms();
+}
+
+/* fsync=group: a batch that nobody waits for (REMOVE, STATE: no callback, no dead letter, no
+ * segment to create or delete, no SAVE) is written but not synced on its own. The next batch
+ * with a waiter syncs it (same file: its one fdatasync covers both), or the writer does once
+ * it has been idle for lazy_sync_ms. Otherwise the consumer acks of one batch take a disk
+ * flush of their own that the next publisher's batch has to wait behind. Losing such a record
+ * to a power failure means a duplicate delivery, never a lost message (docs/STORAGE.md). */
+static bool nobody_waits(const struct fs_writer *w, const struct fs_batch *b)
+{
+    if (w->mode != FS_SYNC_GROUP || w->lazy_sync_ms == 0 || b->n_cbs || b->dlq.len ||
+        b->n_drops || b->new_seg)
+        return false;
+    for (size_t i = 0; i < b->n_items; i++)
+        if (b->items[i].type == FS_SAVE) /* compaction copies: the index moves to them */
+            return false;
+    return true;
+}
+
+/* fsync=group: make this batch durable, and first what earlier batches left unsynced in
+ * another file (the segment they went to may no longer be the head). */
+static int sync_group(struct fs_writer *w, const struct fs_batch *b)
+{
+    int rc = 0;
+    if (w->dirty_fd >= 0 && !(b->main.len && w->dirty_fd == b->seg->fd))
+        rc = sync_fd(w, w->dirty_fd);
+    if (!rc && b->dlq.len)
+        rc = sync_fd(w, w->dlq_fd);
+    if (!rc && b->main.len)
+        rc = sync_fd(w, b->seg->fd);
+    if (!rc)
+        w->dirty_fd = -1;
+    return rc;
 }
 
 static bool has_dlq_add(const struct fs_batch *b)
@@ -114,12 +150,12 @@ static void run(struct fs_writer *w, struct fs_batch *b)
     }
     if (!rc && b->new_seg && w->mode != FS_SYNC_NONE && fsync(w->dir_fd))
         rc = -errno;
-    if (!rc && w->mode == FS_SYNC_GROUP) {
-        if (b->dlq.len)
-            rc = sync_fd(w, w->dlq_fd);
-        if (!rc && b->main.len)
-            rc = sync_fd(w, b->seg->fd);
+    bool lazy = nobody_waits(w, b);
+    if (!rc && w->mode == FS_SYNC_GROUP && !lazy) {
+        rc = sync_group(w, b);
     } else if (!rc) {
+        if (w->dirty_fd < 0 && !w->dlq_dirty)
+            w->dirty_since_ms = kq_now_ms();
         if (b->main.len)
             w->dirty_fd = b->seg->fd;
         if (b->dlq.len)
@@ -161,6 +197,29 @@ static void run(struct fs_writer *w, struct fs_batch *b)
     b->status = rc;
 }
 
+/* The writer sleeps on a semaphore, not a condition variable: glibc hands the mutex back
+ * from pthread_cond_wait marked contended, which cost a FUTEX_WAKE with nobody to wake at
+ * every unlock after a wake-up, i.e. per batch. A post while the writer is busy leaves a
+ * count behind: the next wait returns at once and the loop finds no job, without a syscall. */
+static void sleep_until_woken(struct fs_writer *w, int64_t wait_ms)
+{
+    if (wait_ms < 0) {
+        while (sem_wait(&w->wake) != 0 && errno == EINTR) {
+        }
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += wait_ms / 1000;
+    ts.tv_nsec += (wait_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    while (sem_timedwait(&w->wake, &ts) != 0 && errno == EINTR) {
+    }
+}
+
 static void writer_main(void *arg)
 {
     struct fs_writer *w = arg;
@@ -173,25 +232,32 @@ static void writer_main(void *arg)
             run(w, b);
             uv_mutex_lock(&w->mu);
             w->done = b;
+            uv_mutex_unlock(&w->mu);
+            /* Wake the loop only once mu is free: signalled under it, the loop would wake
+             * and block on mu (a futex wait and wake per batch for nothing). */
             uv_cond_signal(&w->done_cv);
             uv_async_send(&w->async);
+            uv_mutex_lock(&w->mu);
             continue;
         }
         if (w->stop)
             break;
         bool dirty = w->dirty_fd >= 0 || w->dlq_dirty;
-        if (w->mode == FS_SYNC_INTERVAL && dirty) {
-            int64_t wait = w->last_sync_ms + w->interval_ms - kq_now_ms();
+        int64_t wait = -1; /* ms; -1: until woken */
+        if (w->mode != FS_SYNC_NONE && dirty) {
+            int64_t due = w->mode == FS_SYNC_GROUP ? w->dirty_since_ms + w->lazy_sync_ms
+                                                   : w->last_sync_ms + w->interval_ms;
+            wait = due - kq_now_ms();
             if (wait <= 0) {
                 uv_mutex_unlock(&w->mu);
                 sync_dirty(w);
                 uv_mutex_lock(&w->mu);
                 continue;
             }
-            uv_cond_timedwait(&w->cv, &w->mu, (uint64_t)wait * 1000000u);
-        } else {
-            uv_cond_wait(&w->cv, &w->mu);
         }
+        uv_mutex_unlock(&w->mu);
+        sleep_until_woken(w, wait);
+        uv_mutex_lock(&w->mu);
     }
     uv_mutex_unlock(&w->mu);
     sync_dirty(w); /* every mode: a clean close leaves nothing unsynced */
@@ -204,7 +270,7 @@ int fs_writer_start(struct fs_store *s)
     w->last_sync_ms = kq_now_ms();
     if (uv_mutex_init(&w->mu))
         return -ENOMEM;
-    if (uv_cond_init(&w->cv) || uv_cond_init(&w->done_cv))
+    if (sem_init(&w->wake, 0, 0) || uv_cond_init(&w->done_cv))
         return -ENOMEM;
     int rc = uv_thread_create(&w->thread, writer_main, w);
     if (rc)
@@ -217,8 +283,8 @@ void fs_writer_submit(struct fs_writer *w, struct fs_batch *b)
 {
     uv_mutex_lock(&w->mu);
     w->job = b;
-    uv_cond_signal(&w->cv);
     uv_mutex_unlock(&w->mu);
+    sem_post(&w->wake); /* after the unlock: the writer wakes to a free mu */
 }
 
 struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait)
@@ -238,11 +304,11 @@ void fs_writer_stop(struct fs_writer *w)
         return;
     uv_mutex_lock(&w->mu);
     w->stop = true;
-    uv_cond_signal(&w->cv);
     uv_mutex_unlock(&w->mu);
+    sem_post(&w->wake);
     uv_thread_join(&w->thread);
     w->started = false;
-    uv_cond_destroy(&w->cv);
+    sem_destroy(&w->wake);
     uv_cond_destroy(&w->done_cv);
     uv_mutex_destroy(&w->mu);
 }

@@ -11,6 +11,7 @@
 
 #include "core/clock.h"
 #include "core/idmap.h"
+#include "store/dlq_index.h"
 #include "store/store_uri.h"
 
 /* A deep copy of a message: the strings, header and body live in the same allocation,
@@ -24,14 +25,16 @@ struct mem_msg {
     char *reason; /* dead letters only */
     int64_t dead_time;
     uint64_t seq;      /* save order, for recover() */
-    UT_hash_handle hh; /* dead letters only: uthash keeps their order for listing */
+    struct kq_dlq_pos dpos; /* dead letters only */
+    UT_hash_handle hh; /* dead letters only */
 };
 
 struct mem_store {
     struct kq_store base;
     struct kq_idmap pending; /* struct mem_msg by id */
     uint64_t next_seq;
-    struct mem_msg *dead;
+    struct mem_msg *dead;    /* by id */
+    struct kq_dlq_index dlq; /* their order and counters */
 };
 
 static void msg_free(struct mem_msg *e)
@@ -109,6 +112,13 @@ static struct mem_msg *find_dead(struct mem_store *ms, const char *id)
     struct mem_msg *e = NULL;
     HASH_FIND_STR(ms->dead, id, e);
     return e;
+}
+
+static void dead_drop(struct mem_store *ms, struct mem_msg *d)
+{
+    kq_dlq_index_remove(&ms->dlq, &d->dpos);
+    HASH_DEL(ms->dead, d);
+    msg_free(d);
 }
 
 static int mem_save(struct kq_store *s, const struct kq_stored_msg *m, kq_store_done_cb cb,
@@ -190,11 +200,13 @@ static int mem_dead_letter(struct kq_store *s, const struct kq_stored_msg *m, co
         return -ENOMEM;
     }
     d->dead_time = kq_now_sec();
-    struct mem_msg *old = find_dead(ms, d->id);
-    if (old) {
-        HASH_DEL(ms->dead, old);
-        msg_free(old);
+    if (kq_dlq_index_add(&ms->dlq, d, d->m.topic, d->m.publish_group, &d->dpos)) {
+        msg_free(d);
+        return -ENOMEM;
     }
+    struct mem_msg *old = find_dead(ms, d->id);
+    if (old)
+        dead_drop(ms, old);
     HASH_ADD_STR(ms->dead, id, d);
     if (p) {
         kq_idmap_remove(&ms->pending, p);
@@ -241,34 +253,51 @@ static struct kq_dead_letter as_dead(const struct mem_msg *d)
     return (struct kq_dead_letter){.msg = d->m, .reason = d->reason, .dead_time = d->dead_time};
 }
 
-static int mem_dlq_list(struct kq_store *s, const char *topic, kq_store_dlq_cb cb, void *ud)
+static int mem_dlq_counts(struct kq_store *s, bool by_group, kq_store_dlq_count_cb cb, void *ud)
 {
-    struct mem_msg *d, *tmp;
-    HASH_ITER(hh, ((struct mem_store *)s)->dead, d, tmp)
-    {
-        if (topic && strcmp(topic, d->m.topic) != 0)
-            continue;
-        struct kq_dead_letter dl = as_dead(d);
-        if (!cb(ud, &dl))
-            break;
-    }
+    kq_dlq_counts_each(&((struct mem_store *)s)->dlq.counts, by_group, cb, ud);
     return 0;
 }
 
-static int mem_dlq_take(struct kq_store *s, const char *id, kq_store_dlq_cb cb, void *ud)
+static int read_dead(void *store, void *rec, const char *topic, struct kq_dead_letter *out)
+{
+    const struct mem_msg *d = rec;
+    if (topic && strcmp(topic, d->m.topic) != 0)
+        return 0;
+    *out = as_dead(d);
+    return 1;
+}
+
+static int mem_dlq_page(struct kq_store *s, const char *topic, const char *after, size_t max,
+                        kq_store_dlq_cb item, kq_store_dlq_page_cb done, void *ud)
 {
     struct mem_store *ms = (struct mem_store *)s;
-    struct mem_msg *d = find_dead(ms, id);
+    return kq_dlq_index_page(&ms->dlq, topic, after, max, read_dead, ms, item, done, ud);
+}
+
+static int mem_dlq_get(struct kq_store *s, const char *id, kq_store_dlq_one_cb cb, void *ud)
+{
+    struct mem_msg *d = valid_id(id) ? find_dead((struct mem_store *)s, id) : NULL;
     if (!d)
         return -ENOENT;
-    HASH_DEL(ms->dead, d);
     struct kq_dead_letter dl = as_dead(d);
-    cb(ud, &dl);
-    msg_free(d);
+    cb(ud, 0, &dl);
     return 0;
 }
 
-static int mem_dlq_purge(struct kq_store *s, const char *topic, size_t *purged)
+static int mem_dlq_take(struct kq_store *s, const char *id, kq_store_dlq_one_cb cb, void *ud)
+{
+    struct mem_store *ms = (struct mem_store *)s;
+    struct mem_msg *d = valid_id(id) ? find_dead(ms, id) : NULL;
+    if (!d)
+        return -ENOENT;
+    struct kq_dead_letter dl = as_dead(d);
+    cb(ud, 0, &dl);
+    dead_drop(ms, d);
+    return 0;
+}
+
+static int mem_dlq_purge(struct kq_store *s, const char *topic, kq_store_purge_cb cb, void *ud)
 {
     struct mem_store *ms = (struct mem_store *)s;
     struct mem_msg *d, *tmp;
@@ -277,12 +306,10 @@ static int mem_dlq_purge(struct kq_store *s, const char *topic, size_t *purged)
     {
         if (topic && strcmp(topic, d->m.topic) != 0)
             continue;
-        HASH_DEL(ms->dead, d);
-        msg_free(d);
+        dead_drop(ms, d);
         n++;
     }
-    if (purged)
-        *purged = n;
+    cb(ud, 0, n);
     return 0;
 }
 
@@ -298,6 +325,7 @@ static void mem_close(struct kq_store *s)
         HASH_DEL(ms->dead, e);
         msg_free(e);
     }
+    kq_dlq_index_free(&ms->dlq);
     free(ms);
 }
 
@@ -310,7 +338,9 @@ static const struct kq_store_ops mem_ops = {
     .dead_letter = mem_dead_letter,
     .load = mem_load,
     .recover = mem_recover,
-    .dlq_list = mem_dlq_list,
+    .dlq_counts = mem_dlq_counts,
+    .dlq_page = mem_dlq_page,
+    .dlq_get = mem_dlq_get,
     .dlq_take = mem_dlq_take,
     .dlq_purge = mem_dlq_purge,
     .close = mem_close,

@@ -11,6 +11,7 @@
 #include <uthash.h>
 #include <uv.h>
 
+#include "store/dlq_index.h"
 #include "store/mysql/mysql_store.h"
 #include "store/store.h"
 
@@ -91,6 +92,14 @@ struct my_worker;
 /* done runs on the loop thread (or the thread that waited for a sync job) and frees j. */
 typedef void (*my_done_fn)(struct my_store *s, struct my_job *j);
 
+/* What a job's execution showed about the server; the loop keeps the store's availability
+ * from it (health.c). */
+enum my_health {
+    MY_HEALTH_NONE, /* the server was not asked (deadline passed, worker in back-off) */
+    MY_HEALTH_UP,   /* the server answered (an SQL error is an answer too) */
+    MY_HEALTH_DOWN, /* no connection or no answer: why says which */
+};
+
 enum my_job_kind {
     MY_JOB_SCRIPT, /* run stmts in order (in one transaction when txn) */
     MY_JOB_SAVE,   /* one INSERT row; consecutive saves share a transaction */
@@ -108,6 +117,9 @@ struct my_job {
     bool force_connect;   /* try to connect even while the worker backs off (the submitter
                              has its own back-off: recovery) */
     bool finished;
+    enum my_health health;            /* set by the worker */
+    uint64_t started_us, finished_us; /* monotonic: the worker's execution of the job */
+    char *why; /* why it failed: "mysql HOST:PORT: reason" (malloc'd; NULL: unknown) */
     /* MY_JOB_SCRIPT */
     bool txn;
     size_t n_stmts;
@@ -139,7 +151,7 @@ struct my_pool {
     struct my_worker *workers;
     int n_workers;
     atomic_uint_fast64_t reconnects, save_batches;
-    atomic_uint_fast64_t up_epoch; /* +1 on every successful connect */
+    atomic_uint_fast64_t up_epoch; /* +1 whenever a worker got through to the server */
 };
 
 /* Start conf->max_conn workers (connections are made lazily, with back-off). 0 or -errno. */
@@ -219,9 +231,21 @@ struct my_recovery {
     uv_timer_t timer;   /* next background try */
 };
 
+/* Whether the server answers (health.c), kept from what every finished job showed. */
+struct my_availability {
+    bool down;
+    bool probing;            /* a probe job is out */
+    char why[320];           /* while down: "mysql HOST:PORT: reason" */
+    uint64_t down_at_us;     /* monotonic: the latest failure seen */
+    uint64_t down_since_us;  /* when it went down */
+    uint64_t up_at_us;       /* the latest answer seen */
+    uv_timer_t probe;        /* every second: SELECT 1 while down or when idle */
+};
+
 struct my_store {
     struct kq_store base;
     struct my_recovery rec;
+    struct my_availability avail;
     /* Jobs of this loop iteration, handed to the workers together (uv_idle: at the start of
      * the next iteration, which then polls without waiting): saves that arrive together go
      * out as one batch, with one lock and one wake-up instead of a context switch per
@@ -234,13 +258,20 @@ struct my_store {
     struct my_table tables[KQ_MYSQL_SHARD_SEED]; /* db * hash_num + table */
     uv_timer_t tick;
     struct my_job *retry; /* failed dead-letter moves */
+    /* dead letters by topic and publishing group (dlq.c) */
+    struct kq_dlq_counts dlq;
+    bool dlq_known;             /* a count came in */
+    bool dlq_counting;          /* a count is in flight */
+    uint64_t dlq_changes;       /* this broker's DLQ changes so far */
+    uint64_t dlq_count_mark;    /* dlq_changes when the count in flight was asked */
+    uint64_t dlq_next_count_ms; /* monotonic ms of the next count */
     int handles_open;
     bool closing; /* no new saves, no more dead-letter retries */
     bool stopped; /* the workers are gone */
     struct kq_mysql_stats st;
 };
 
-/* Shared by mysql_store.c, recover.c and sync_ops.c. */
+/* Shared by mysql_store.c, recover.c, dlq.c and takeover.c. */
 static inline bool my_valid_id(const char *id) { return id && *id && strlen(id) <= KQ_ID_LEN; }
 bool my_is_mysql_store(const struct kq_store *base);
 void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb);
@@ -250,11 +281,24 @@ void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m);
 void my_submit(struct my_store *s, struct my_job *j);
 /* Each row (MY_COLS) to cb with its delivery state (NULL for a fresh message). */
 int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud);
-/* kq_store_ops.dlq_list, .dlq_take and .dlq_purge (sync_ops.c: they wait for the server). */
-int my_dlq_list(struct kq_store *base, const char *topic, kq_store_dlq_cb cb, void *ud);
-int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_cb cb, void *ud);
-int my_dlq_purge(struct kq_store *base, const char *topic, size_t *purged);
-/* kq_store_ops.recover and .unavailable (recover.c). */
+/* kq_store_ops.dlq_* (dlq.c: jobs that complete on the loop; counters in memory). */
+int my_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
+int my_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,
+                kq_store_dlq_cb item, kq_store_dlq_page_cb done, void *ud);
+int my_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int my_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
+int my_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb, void *ud);
+/* delta dead letters of (topic, group) by this broker (a move: +1, a take: -1). */
+void my_dlq_changed(struct my_store *s, const char *topic, const char *group, int64_t delta);
+/* Count the dead letters again when it is time (the flush tick). */
+void my_dlq_count_tick(struct my_store *s);
+/* kq_store_ops.recover (recover.c). */
 int my_store_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud);
+/* Availability (health.c). unavailable: kq_store_ops.unavailable (recovery pending, or the
+ * server down). note: what a finished job showed (every async job, before its done).
+ * up: the server answers (recovery got through). start: the probe timer (one handle). */
 const char *my_store_unavailable(struct kq_store *base);
+void my_health_note(struct my_store *s, const struct my_job *j);
+void my_health_up(struct my_store *s);
+void my_health_start(struct my_store *s);
 #endif

@@ -1,7 +1,7 @@
 /* MySQL store: the loop-side half. Builds SQL text, batches delivery state / commits /
  * deletes per shard table, and hands jobs to the worker pool (pool.c); results come back
  * through uv_async_t and callbacks run on the loop thread; start-up recovery is in recover.c,
- * the operations that wait for their answer (DLQ commands, takeover) in sync_ops.c.
+ * dead letters in dlq.c, takeover in takeover.c.
  * docs/STORAGE.md "MySQL store".
  *
  * Ordering: every batched operation of one message goes to its shard table's batch, and a
@@ -52,6 +52,7 @@ static void process_done(struct my_store *s, struct my_job *list)
     while (list) {
         struct my_job *j = list;
         list = j->next;
+        my_health_note(s, j); /* first: a failure's callback may ask why */
         j->done(s, j);
     }
 }
@@ -460,12 +461,19 @@ static char *reason_json(const char *reason, int64_t now)
     }
 }
 
+/* ctx: "topic\0group" of the dead letter, for the counters. */
 static void dead_done(struct my_store *s, struct my_job *j)
 {
     if (j->status == 0 || s->closing || ++j->attempts >= DEAD_LETTER_TRIES) {
         if (j->status)
             KQ_ERROR(MY_MOD, "dead letter not moved after %d tries: %s", j->attempts,
                      strerror(-j->status));
+        /* REPLACE says 1 for a new DLQ row (2 replaced one); the INSERT IGNORE, if any, 1 */
+        bool added = j->affected[0] == 1 || (j->n_stmts == 3 && j->affected[1] == 1);
+        const char *topic = j->ctx;
+        if (j->status == 0 && added && topic)
+            my_dlq_changed(s, topic, topic + strlen(topic) + 1, 1);
+        free(j->ctx);
         my_job_free(j);
         return;
     }
@@ -521,6 +529,12 @@ static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, 
     struct my_job *j = my_job_script(true, dead_done, n, stmts);
     if (!j)
         return -ENOMEM;
+    const char *topic = m->topic ? m->topic : "", *group = m->publish_group ? m->publish_group : "";
+    size_t tl = strlen(topic), gl = strlen(group);
+    if ((j->ctx = malloc(tl + gl + 2))) { /* without it only the next count sees the letter */
+        memcpy(j->ctx, topic, tl + 1);
+        memcpy((char *)j->ctx + tl + 1, group, gl + 1);
+    }
     my_submit(s, j);
     return 0;
 }
@@ -626,6 +640,7 @@ static void on_tick(uv_timer_t *t)
     struct my_store *s = t->data;
     for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++)
         flush_table(s, i);
+    my_dlq_count_tick(s);
     struct my_job *r = s->retry;
     s->retry = NULL;
     while (r) {
@@ -657,6 +672,7 @@ static void my_close(struct kq_store *base)
     struct my_store *s = (struct my_store *)base;
     uv_timer_stop(&s->tick);
     uv_timer_stop(&s->rec.timer);
+    uv_timer_stop(&s->avail.probe);
     s->direct = true;
     outbox_flush(s);
     if (s->rec.state == REC_BACKGROUND) /* abandoned: the rows stay for the next start */
@@ -685,8 +701,10 @@ static void my_close(struct kq_store *base)
     while (s->retry) {
         struct my_job *j = s->retry;
         s->retry = j->next;
+        free(j->ctx);
         my_job_free(j);
     }
+    kq_dlq_counts_free(&s->dlq);
     pthread_mutex_destroy(&s->pool.mu);
     pthread_cond_destroy(&s->pool.work_cv);
     pthread_cond_destroy(&s->pool.done_cv);
@@ -694,6 +712,7 @@ static void my_close(struct kq_store *base)
     uv_close((uv_handle_t *)&s->tick, on_closed);
     uv_close((uv_handle_t *)&s->rec.timer, on_closed);
     uv_close((uv_handle_t *)&s->outbox_idle, on_closed);
+    uv_close((uv_handle_t *)&s->avail.probe, on_closed);
     free(s->rec.move[0]);
     free(s->rec.move[1]);
 }
@@ -708,7 +727,9 @@ static const struct kq_store_ops mysql_ops = {
     .load = my_load,
     .recover = my_store_recover,
     .unavailable = my_store_unavailable,
-    .dlq_list = my_dlq_list,
+    .dlq_counts = my_dlq_counts,
+    .dlq_page = my_dlq_page,
+    .dlq_get = my_dlq_get,
     .dlq_take = my_dlq_take,
     .dlq_purge = my_dlq_purge,
     .close = my_close,
@@ -832,10 +853,12 @@ int kq_mysql_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq
     uv_idle_init(loop, &s->outbox_idle);
     s->outbox_idle.data = s;
     s->outbox_tail = &s->outbox;
-    s->handles_open = 4;
+    my_health_start(s);
+    s->handles_open = 5;
     uv_timer_start(&s->tick, on_tick, (uint64_t)s->conf.flush_sec * 1000,
                    (uint64_t)s->conf.flush_sec * 1000);
     uv_unref((uv_handle_t *)&s->tick);
+    my_dlq_count_tick(s); /* the first count; /stat and /metrics wait for it */
     KQ_INFO(MY_MOD, "store %s:%u db=%s_0..%d server=%s workers=%d batch=%d/%d flush=%ds",
             s->conf.host, s->conf.port, s->conf.db, s->conf.shardnum - 1, s->conf.server,
             s->conf.max_conn, s->conf.batch_update, s->conf.batch_del, s->conf.flush_sec);

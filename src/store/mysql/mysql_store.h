@@ -32,20 +32,24 @@ char *kq_mysql_schema_sql(int shardnum, const char *dbname);
 
 /* Hand a dead broker's pending messages to this store's server: rewrite kite_server from
  * dead_server to ours for every row of every shard table, one transaction per table set.
- * Blocks the caller until done (administrative, runs on a worker connection).
+ * Blocks the caller until done (tools and tests; a serving broker uses
+ * kq_mysql_takeover_start).
  * Returns 0 and the number of rows in *moved, -EINVAL (not a mysql store, bad name) or
  * -EIO/-ETIMEDOUT. Loop thread. */
 int kq_mysql_takeover(struct kq_store *s, const char *dead_server, uint64_t *moved);
 
-/* The same, page by page, handing every moved row to cb (as recover does: message plus
+/* The same, page by page, handing every moved row to row (as recover does: message plus
  * delivery state, header and body borrowed for the call) so that the caller can deliver
- * them. Blocks the caller (one transaction per page of 500 rows). Returns 0 with the
- * number of rows in *moved, -EINVAL, or -EIO/-ETIMEDOUT (rows moved before the failure
- * were handed to cb). Loop thread. */
+ * them. Nothing waits: each page of 500 rows is one transaction on a worker, its rows come
+ * back on the loop, then done(ud, status, moved) once: 0, or -EIO/-ETIMEDOUT/-ESHUTDOWN
+ * (rows moved before the failure were handed to row). Returns 0 (done will run), or
+ * -EINVAL (not a mysql store, bad name), -ENOMEM, -ESHUTDOWN (done will not run). Loop
+ * thread. */
 typedef void (*kq_mysql_row_cb)(void *ud, const struct kq_stored_msg *m,
                                 const struct kq_delivery_state *state);
-int kq_mysql_takeover_load(struct kq_store *s, const char *dead_server, kq_mysql_row_cb cb,
-                           void *ud, uint64_t *moved);
+typedef void (*kq_mysql_takeover_done_cb)(void *ud, int status, uint64_t moved);
+int kq_mysql_takeover_start(struct kq_store *s, const char *dead_server, kq_mysql_row_cb row,
+                            kq_mysql_takeover_done_cb done, void *ud);
 
 /* This store's kite_server value; NULL if s is not a mysql store. */
 const char *kq_mysql_store_server(const struct kq_store *s);

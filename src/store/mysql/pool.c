@@ -3,12 +3,20 @@
  * SQL text was built on the loop thread. Finished jobs go back through uv_async_t.
  *
  * While a worker cannot connect it fails the jobs it takes at once (-EIO) instead of
- * holding them: a producer learns within a bounded time that its message was not stored. */
+ * holding them: a producer learns within a bounded time that its message was not stored.
+ * Every job comes back with what it showed about the server (enum my_health) and, when the
+ * server could not be reached, why: the store's availability is kept from that (health.c). */
+#include <ctype.h>
 #include <errno.h>
 #include <mysql.h>
 #include <errmsg.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -22,9 +30,12 @@
  * multi-statement round trip that cannot be retried blindly (it may have committed), so a
  * connection the server closed meanwhile (restart, wait_timeout) is found out first. */
 #define IDLE_PING_US (1ull * 1000000)
+#define ER_SERVER_SHUTDOWN 1053
 #define ER_DUP_KEY_ENTRY 1062
 #define ER_LOCK_WAIT 1205
 #define ER_DEADLOCK 1213
+#define ER_CONNECTION_KILLED 1927
+#define PROBE_CONNECT_MS 1000 /* the diagnostic connect of a refused connection */
 #define DEADLOCK_TRIES 4 /* a transaction chosen as deadlock victim was rolled back whole */
 
 struct my_worker {
@@ -36,6 +47,8 @@ struct my_worker {
     uint64_t down_epoch; /* pool->up_epoch when this worker went into back-off */
     bool fresh;          /* the connection was made for the current job */
     bool took_saves;     /* alternate between save batches and other jobs */
+    enum my_health health; /* the last thing the current job showed about the server */
+    char why[300];         /* the current job's last failure: "mysql HOST:PORT: reason" */
 };
 
 /* --- jobs ------------------------------------------------------------------------------------ */
@@ -82,6 +95,7 @@ void my_job_free(struct my_job *j)
         free(j->stmts[i]);
     my_rows_free(j->rows);
     free(j->values);
+    free(j->why);
     free(j);
 }
 
@@ -103,13 +117,98 @@ static void backoff(struct my_worker *w)
     w->down_epoch = atomic_load(&w->pool->up_epoch);
 }
 
+/* The call that started at t0_us waited (about) the whole timeout: the server hangs. */
+static bool took_timeout(const struct my_conf *c, uint64_t t0_us)
+{
+    return kq_mono_us() - t0_us + 200000 >= (uint64_t)c->timeout_sec * 1000000;
+}
+
+static void server_up(struct my_worker *w) { w->health = MY_HEALTH_UP; }
+
+/* w->why = "mysql HOST:PORT: " + the reason of a failure (no password: the text names only
+ * the address and the server's or client library's words). */
+static void set_why(struct my_worker *w, const char *reason)
+{
+    const struct my_conf *c = w->pool->conf;
+    int n = snprintf(w->why, sizeof w->why, "mysql %s:%u: ", c->host, c->port);
+    if (n > 0 && (size_t)n < sizeof w->why) /* (cut when the host name is very long) */
+        snprintf(w->why + n, sizeof w->why - (size_t)n, "%s", reason);
+}
+
+/* The server could not be reached, or did not answer: the store is unavailable. */
+static void server_down(struct my_worker *w, const char *reason)
+{
+    set_why(w, reason);
+    w->health = MY_HEALTH_DOWN;
+}
+
+static void no_answer(struct my_worker *w)
+{
+    char text[48];
+    snprintf(text, sizeof text, "no answer within %d s", w->pool->conf->timeout_sec);
+    server_down(w, text);
+}
+
+/* libmariadb reports every failed TCP connect as error 115 (EINPROGRESS, its non-blocking
+ * connect), which would tell an operator nothing: ask the kernel what a connect to the
+ * server gets. 0 (it connects), or the errno (ECONNREFUSED, EHOSTUNREACH, ETIMEDOUT...). */
+static int tcp_connect_errno(const char *host, unsigned port)
+{
+    char service[8];
+    snprintf(service, sizeof service, "%u", port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(host, service, &hints, &ai) != 0)
+        return 0; /* not a connect problem: the server's own message says more */
+    int err = 0, fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        err = errno;
+    else if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && (err = errno) == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int n = poll(&p, 1, PROBE_CONNECT_MS);
+        socklen_t len = sizeof err;
+        if (n == 0)
+            err = ETIMEDOUT;
+        else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+    }
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    return err;
+}
+
+static void connect_failed(struct my_worker *w, MYSQL *m, uint64_t t0_us)
+{
+    const struct my_conf *c = w->pool->conf;
+    unsigned e = mysql_errno(m);
+    int err = 0;
+    if (took_timeout(c, t0_us)) {
+        no_answer(w);
+    } else if ((e == CR_CONNECTION_ERROR || e == CR_CONN_HOST_ERROR) &&
+               strcmp(c->host, "localhost") != 0 && /* (a unix socket) */
+               (err = tcp_connect_errno(c->host, c->port)) != 0) {
+        char text[64];
+        snprintf(text, sizeof text, "%s", strerror(err));
+        text[0] = (char)tolower((unsigned char)text[0]); /* "connection refused" */
+        server_down(w, text);
+    } else {
+        server_down(w, mysql_error(m));
+    }
+}
+
 /* 0 with a usable connection, -EIO while the server is unreachable (in back-off). */
 static int ensure_conn(struct my_worker *w)
 {
     const struct my_conf *c = w->pool->conf;
     uint64_t now = kq_mono_us();
-    if (w->conn && now - w->last_used_us > IDLE_PING_US && mysql_ping(w->conn) != 0)
+    if (w->conn && now - w->last_used_us > IDLE_PING_US && mysql_ping(w->conn) != 0) {
         drop_conn(w); /* wait_timeout or a server restart closed it while idle */
+        if (took_timeout(c, now)) { /* no answer: a new connection would wait as long */
+            no_answer(w);
+            backoff(w);
+            return -ETIMEDOUT;
+        }
+    }
     w->fresh = false;
     if (w->conn)
         return 0;
@@ -133,14 +232,14 @@ static int ensure_conn(struct my_worker *w)
         mysql_query(m, "SET SESSION sql_mode=REPLACE(@@sql_mode,'NO_BACKSLASH_ESCAPES','')") ||
         /* no gap locks: inserts and batched deletes of one table do not block each other */
         mysql_query(m, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")) {
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "connect %s:%u failed: %s (retry in %u ms)",
-                           c->host, c->port, mysql_error(m),
+        connect_failed(w, m, now);
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "connect failed: %s (%s; retry in %u ms)",
+                           w->why, mysql_error(m),
                            w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS);
         mysql_close(m);
         backoff(w);
         /* a refused connection fails at once; a hung server costs the whole timeout */
-        return kq_mono_us() - now + 200000 >= (uint64_t)c->timeout_sec * 1000000 ? -ETIMEDOUT
-                                                                               : -EIO;
+        return took_timeout(c, now) ? -ETIMEDOUT : -EIO;
     }
     if (w->backoff_ms)
         KQ_INFO(MY_MOD, "reconnected to %s:%u", c->host, c->port);
@@ -150,15 +249,21 @@ static int ensure_conn(struct my_worker *w)
     w->last_used_us = now;
     atomic_fetch_add(&w->pool->reconnects, 1);
     atomic_fetch_add(&w->pool->up_epoch, 1);
+    server_up(w);
     return 0;
 }
 
 /* Map the connection's last error to -errno; a client-side error (lost connection, timeout)
- * makes the connection unusable, so it is dropped and re-made by the next job. */
+ * or the server closing the connection makes it unusable, so it is dropped and re-made by
+ * the next job: the server is down for now. Any other error is the server's answer. */
 static int query_error(struct my_worker *w, uint64_t t0_us, const char *what)
 {
     unsigned e = mysql_errno(w->conn);
     int rc = -EIO;
+    bool lost = (e >= CR_MIN_ERROR && e <= CR_MAX_ERROR) || e == ER_SERVER_SHUTDOWN ||
+                e == ER_CONNECTION_KILLED;
+    if (!lost)
+        server_up(w);
     if (e == ER_DUP_KEY_ENTRY)
         return -EEXIST;
     if (e == ER_DEADLOCK)
@@ -166,10 +271,17 @@ static int query_error(struct my_worker *w, uint64_t t0_us, const char *what)
     if (e == ER_LOCK_WAIT)
         rc = -ETIMEDOUT;
     KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "%s failed: %u %s", what, e, mysql_error(w->conn));
-    if (e >= CR_MIN_ERROR && e <= CR_MAX_ERROR) {
-        uint64_t waited = kq_mono_us() - t0_us;
-        if (waited + 200000 >= (uint64_t)w->pool->conf->timeout_sec * 1000000)
+    if (!lost) { /* the server's answer: the job fails, the server is there */
+        char text[256];
+        snprintf(text, sizeof text, "%s failed: %u %s", what, e, mysql_error(w->conn));
+        set_why(w, text);
+    } else {
+        if (took_timeout(w->pool->conf, t0_us)) {
             rc = -ETIMEDOUT;
+            no_answer(w);
+        } else {
+            server_down(w, mysql_error(w->conn));
+        }
         drop_conn(w);
     }
     return rc;
@@ -183,9 +295,10 @@ static int run_sql(struct my_worker *w, const char *sql, size_t len, uint64_t *a
     if (mysql_real_query(w->conn, sql, len))
         return query_error(w, t0, what);
     MYSQL_RES *res = mysql_store_result(w->conn);
+    if (!res && mysql_field_count(w->conn))
+        return query_error(w, t0, what);
+    server_up(w);
     if (!res) {
-        if (mysql_field_count(w->conn))
-            return query_error(w, t0, what);
         if (affected)
             *affected = mysql_affected_rows(w->conn);
         return 0;
@@ -350,8 +463,10 @@ static int run_multi(struct my_worker *w, const char *sql, size_t len, const cha
         else if (mysql_field_count(w->conn))
             return query_error(w, t0, what);
         int st = mysql_next_result(w->conn);
-        if (st < 0)
+        if (st < 0) {
+            server_up(w);
             return 0;
+        }
         if (st > 0)
             return query_error(w, t0, what);
     }
@@ -436,6 +551,17 @@ static void run_saves(struct my_worker *w, struct my_job *list)
 
 /* --- the pool ---------------------------------------------------------------------------------- */
 
+/* What the job's execution showed about the server, for the loop (health.c), and why it
+ * failed. */
+static void note_health(struct my_worker *w, struct my_job *j, uint64_t started_us)
+{
+    j->health = w->health;
+    j->started_us = started_us;
+    j->finished_us = kq_mono_us();
+    free(j->why);
+    j->why = w->why[0] && (j->status || w->health == MY_HEALTH_DOWN) ? strdup(w->why) : NULL;
+}
+
 /* Detach up to SAVE_BATCH_MAX saves (and SAVE_BATCH_BYTES) from the queue. Locked. */
 static struct my_job *take_saves(struct my_pool *p)
 {
@@ -479,10 +605,17 @@ static void *worker_main(void *arg)
             w->took_saves = false;
         }
         pthread_mutex_unlock(&p->mu);
+        w->health = MY_HEALTH_NONE;
+        w->why[0] = 0;
+        uint64_t started = kq_mono_us();
         if (list->kind == MY_JOB_SAVE)
             run_saves(w, list);
         else
             run_script(w, list);
+        if (w->health == MY_HEALTH_UP) /* workers in back-off may try again */
+            atomic_fetch_add(&p->up_epoch, 1);
+        for (struct my_job *j = list; j; j = j->next)
+            note_health(w, j, started);
         pthread_mutex_lock(&p->mu);
         bool async = false;
         while (list) {

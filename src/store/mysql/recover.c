@@ -160,6 +160,10 @@ static int rec_page(struct my_store *s, struct my_job *j)
     struct my_recovery *r = &s->rec;
     if (r->move[0]) {
         s->st.moved_to_dlq += j->affected[1];
+        if (j->affected[1]) { /* new dead letters: count again */
+            s->dlq_changes++;
+            s->dlq_next_count_ms = 0;
+        }
         free(r->move[0]);
         free(r->move[1]);
         r->move[0] = r->move[1] = NULL;
@@ -208,23 +212,30 @@ static void rec_finish(struct my_store *s)
     struct my_recovery *r = &s->rec;
     bool background = r->state == REC_BACKGROUND;
     r->state = REC_DONE;
+    my_health_up(s); /* it got through: saves may go */
     if (background)
         KQ_INFO(MY_MOD, "recovered in the background: %llu pending messages, %llu ms after "
                         "start; the store is available",
                 (unsigned long long)r->rows, (unsigned long long)((kq_mono_us() - r->t0_us) / 1000));
 }
 
-static void rec_failed(struct my_store *s, int status)
+/* why: the failed job's reason ("mysql HOST:PORT: ..."), or NULL. */
+static void rec_failed(struct my_store *s, int status, const char *why)
 {
     struct my_recovery *r = &s->rec;
     r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : REC_BACKOFF_MIN_MS;
     if (r->backoff_ms > REC_BACKOFF_MAX_MS)
         r->backoff_ms = REC_BACKOFF_MAX_MS;
+    char fallback[300];
+    if (!why) {
+        snprintf(fallback, sizeof fallback, "mysql %s:%u: %s", s->conf.host, s->conf.port,
+                 strerror(-status));
+        why = fallback;
+    }
     snprintf(r->why, sizeof r->why,
-             "MySQL %s:%u unreachable or not answering (%s): start-up recovery pending, "
-             "retried with back-off (at least every %u s)",
-             s->conf.host, s->conf.port, strerror(-status), REC_BACKOFF_MAX_MS / 1000);
-    KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "recovery: %s; next try in %u ms", strerror(-status),
+             "%s; start-up recovery pending, retried with back-off (at least every %u s)", why,
+             REC_BACKOFF_MAX_MS / 1000);
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "recovery: %s; next try in %u ms", why,
                        r->backoff_ms);
     uv_timer_start(&r->timer, rec_on_timer, r->backoff_ms, 0);
 }
@@ -235,13 +246,15 @@ static void rec_done(struct my_store *s, struct my_job *j)
     int rc = j->status;
     if (rc == 0 && !s->closing && r->state == REC_BACKGROUND)
         rc = rec_page(s, j);
-    my_job_free(j);
-    if (s->closing || r->state != REC_BACKGROUND)
+    if (s->closing || r->state != REC_BACKGROUND) {
+        my_job_free(j);
         return; /* the store is closing: no more rows for the broker */
-    if (rc) {
-        rec_failed(s, rc);
-        return;
     }
+    if (rc)
+        rec_failed(s, rc, j->status ? j->why : NULL);
+    my_job_free(j);
+    if (rc)
+        return;
     r->backoff_ms = 0;
     if (rec_finished(s))
         rec_finish(s);
@@ -253,7 +266,7 @@ static void rec_submit(struct my_store *s)
 {
     struct my_job *j = rec_job(s);
     if (!j) {
-        rec_failed(s, -ENOMEM);
+        rec_failed(s, -ENOMEM, NULL);
         return;
     }
     j->done = rec_done;
@@ -279,12 +292,15 @@ int my_store_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
     r->state = REC_SYNC;
     r->backoff_ms = 0;
     int rc = 0;
+    char *why = NULL; /* of the failed job */
     while (rc == 0 && !rec_finished(s)) {
         struct my_job *j = rec_job(s);
         if (!j)
             return -ENOMEM;
         if ((rc = my_pool_run_sync(&s->pool, j)) == 0)
             rc = rec_page(s, j);
+        else if (j->why)
+            why = strdup(j->why);
         my_job_free(j);
     }
     if (rc == 0) {
@@ -296,13 +312,9 @@ int my_store_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
     KQ_ERROR(MY_MOD, "recovery from %s:%u failed at %s_%d.kite_msg_%d after %llu messages: %s; "
                      "the store is unavailable until it succeeds",
              s->conf.host, s->conf.port, s->conf.db, r->table / s->conf.hash_num,
-             r->table % s->conf.hash_num, (unsigned long long)r->rows, strerror(-rc));
-    rec_failed(s, rc);
+             r->table % s->conf.hash_num, (unsigned long long)r->rows,
+             why ? why : strerror(-rc));
+    rec_failed(s, rc, why);
+    free(why);
     return -EINPROGRESS;
-}
-
-const char *my_store_unavailable(struct kq_store *base)
-{
-    struct my_store *s = (struct my_store *)base;
-    return s->rec.state == REC_BACKGROUND ? s->rec.why : NULL;
 }

@@ -157,7 +157,8 @@ static int on_message_complete(http_parser *p)
 }
 
 int cli_http_request(const char *hostport, const char *method, const char *target,
-                     int timeout_ms, struct cli_http_response *r, char *err, size_t errlen)
+                     const char *bearer, int timeout_ms, struct cli_http_response *r,
+                     char *err, size_t errlen)
 {
     *r = (struct cli_http_response){0};
     int64_t deadline = now_ms() + timeout_ms;
@@ -165,11 +166,19 @@ int cli_http_request(const char *hostport, const char *method, const char *targe
     if (fd < 0)
         return fd;
 
+    for (const char *t = bearer; t && *t; t++)
+        if ((unsigned char)*t <= ' ' || (unsigned char)*t >= 0x7f) {
+            snprintf(err, errlen, "the admin token must be visible ASCII");
+            close(fd);
+            return -EINVAL;
+        }
     char req[2048];
     int n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: kiteq-cli\r\nAccept: */*\r\n"
-                     "Connection: close\r\n%s\r\n",
-                     method, target, hostport, strcmp(method, "POST") ? "" : "Content-Length: 0\r\n");
+                     "Connection: close\r\n%s%s%s%s\r\n",
+                     method, target, hostport, strcmp(method, "POST") ? "" : "Content-Length: 0\r\n",
+                     bearer ? "Authorization: Bearer " : "", bearer ? bearer : "",
+                     bearer ? "\r\n" : "");
     int rc;
     if (n < 0 || (size_t)n >= sizeof req) {
         snprintf(err, errlen, "request target too long");

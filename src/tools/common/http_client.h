@@ -11,12 +11,14 @@ struct cli_http_response {
 };
 
 /* Send `method target` (target like "/stat?x=1") to "host:port" and read the response,
- * taking at most timeout_ms in all. Returns 0 for any complete response (check r->status),
+ * taking at most timeout_ms in all. bearer (may be NULL): sent as "Authorization: Bearer
+ * <bearer>" (the broker's adminToken). Returns 0 for any complete response (check r->status),
  * or -errno with a reason in err: -EINVAL bad address, -ECONNREFUSED and friends from
  * connect, -ETIMEDOUT, -EPROTO malformed or truncated response, -EMSGSIZE over 64 MiB.
  * On success free the response with cli_http_response_free. */
 int cli_http_request(const char *hostport, const char *method, const char *target,
-                     int timeout_ms, struct cli_http_response *r, char *err, size_t errlen);
+                     const char *bearer, int timeout_ms, struct cli_http_response *r,
+                     char *err, size_t errlen);
 void cli_http_response_free(struct cli_http_response *r);
 
 /* Percent-encode s as a query value (unreserved characters kept) into out.

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <math.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
@@ -238,6 +239,20 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
     return false;
 }
 
+int cli_run(const char *args, char *out, size_t len)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>&1", build ? build : ".", args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms)
 {
     char exe[512], path[300];
@@ -297,11 +312,18 @@ int broker_admin_port(const struct broker_proc *bp)
 
 int admin_get(int port, const char *path, char *out, size_t len)
 {
+    return admin_request(port, "GET", path, out, len);
+}
+
+int admin_request(int port, const char *method, const char *path, char *out, size_t len)
+{
     int fd = raw_connect(port);
     if (fd < 0)
         return -1;
-    char req[512], buf[65536];
-    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+    char req[1024], buf[65536];
+    snprintf(req, sizeof req,
+             "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+             method, path);
     size_t n = 0;
     uint64_t deadline = now_ms() + 5000;
     if (raw_send(fd, req, strlen(req)) == 0) {
@@ -325,6 +347,43 @@ int admin_get(int port, const char *path, char *out, size_t len)
     return status;
 }
 
+double prom_sample(const char *text, const char *sample)
+{
+    size_t n = strlen(sample);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, sample, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
+int cli_runf(char **out, const char *fmt, ...)
+{
+    const char *build = getenv("KITEQ_BUILD_DIR");
+    char args[2048], cmd[2600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>/dev/null", build ? build : ".", args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + len, 1, cap - len - 1, p)) > 0)
+        if ((len += r) + 1 >= cap)
+            buf = realloc(buf, cap *= 2);
+    if (buf)
+        buf[len] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* --- raw frames ------------------------------------------------------------------------- */
 
 int raw_connect(int port)
@@ -340,6 +399,14 @@ int raw_connect(int port)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+int raw_connect_as(int port, const char *group, const char *secret)
+{
+    int fd = raw_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(raw_handshake(fd, group, secret), 1);
     return fd;
 }
 
@@ -562,6 +629,20 @@ int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok)
     int rc = raw_send_buf(fd, &b);
     kq_buf_free(&b);
     return rc;
+}
+
+long proc_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
 }
 
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)

@@ -47,18 +47,31 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
  * are appended to dir/kiteq-run.out. Returns the exit status, or -1 when it did not exit by
  * itself. */
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms);
+/* Run `build/kiteq-cli ARGS` (args: a shell word list, quoted as needed) until it exits; its
+ * stdout and stderr go to out (NUL-terminated, cut to len). Returns the exit status, or -1. */
+int cli_run(const char *args, char *out, size_t len);
+/* The same, args as a printf format; only stdout, into *out (malloc'd; may be NULL). */
+int cli_runf(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The admin HTTP port from the broker's "listening admin=... port=N" log line, or -1. */
 int broker_admin_port(const struct broker_proc *bp);
 /* GET path from the admin server on 127.0.0.1:port; the body into out (NUL-terminated, cut to
  * len). Returns the HTTP status, or -1. */
 int admin_get(int port, const char *path, char *out, size_t len);
+/* The same with another method (e.g. "POST"; no body, no token). */
+int admin_request(int port, const char *method, const char *path, char *out, size_t len);
 /* A config with topics trade/user-profile, groups p-trade, s-trade-a, s-trade-b (secret
  * "secret") and direct bindings of both consumer groups to trade/pay-succ; `extra_cluster`
  * is inserted into the cluster table (e.g. "deliverySeconds = 1,"), db is `db`. */
 void broker_default_config(char *out, size_t len, const char *db, const char *extra_cluster);
 
+/* The value of one sample ("name{labels}" exactly as exposed) in Prometheus text, NAN when
+ * absent. */
+double prom_sample(const char *text, const char *sample);
+
 /* Raw frames. */
 int raw_connect(int port); /* fd or -1 */
+/* Connect and authenticate as group; fails the running cmocka test otherwise. */
+int raw_connect_as(int port, const char *group, const char *secret);
 int raw_send(int fd, const void *p, size_t n);
 int raw_send_buf(int fd, struct kq_buf *b); /* sends and empties b */
 /* Read one frame within timeout_ms. Returns 1 and fills f (body malloc'd into *body),
@@ -89,6 +102,8 @@ int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, cha
                       size_t bodylen);
 int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
 /* TxACKPacket for message id (topic "trade", group p-trade) with status 1 commit / 2 rollback. */
+/* VmRSS of a process in kB, or -1. */
+long proc_rss_kb(pid_t pid);
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status);
 /* Heartbeat round trip: everything sent before on fd has been processed by the broker.
  * Other frames arriving meanwhile are dropped. 0 or -1. */

@@ -1,0 +1,544 @@
+/* Message histories: what happened to each message (published, stored, every delivery
+ * attempt and its answer, retries, dead letter, removal), for GET /msg/<id> and, at debug
+ * level, one log line per event.
+ *
+ * Memory is the constraint (a backlog can hold millions of messages, and struct kq_msg is
+ * kept at 152 bytes): a pending message's history is a small record of 24-byte events in a
+ * side table, reached through a 4-byte slot number that lives in kq_msg's padding; names
+ * (groups, connections, reasons) are atoms of the history's own table, shared by every
+ * event. A record holds at most KQ_HIST_MAX events: the first KQ_HIST_HEAD (how it started)
+ * and the latest; the ones in between are counted as dropped. An attempt that found nobody
+ * online, repeated every recheck, updates its events (a count and the latest time) instead
+ * of adding new ones. When the message finishes, the record moves (no copy) to a ring of
+ * the last cfg->message_history finished messages, found by id. docs/ADMIN.md gives the
+ * costs. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/idmap.h"
+#include "core/log.h"
+
+struct event {
+    uint32_t at;         /* ms after the history's start (saturates at ~49 days) */
+    uint8_t kind;        /* enum kq_hist_kind */
+    uint16_t n;          /* SENT: the attempt; coalesced kinds: how many times */
+    const char *group;   /* atom of the history table, or NULL */
+    union {
+        const char *peer; /* atom: the connection, or the reason of DEAD / NOT_SENT */
+        int64_t when_ms;  /* RETRY: the next attempt, Unix ms */
+    } u;
+};
+_Static_assert(sizeof(struct event) == 24, "history events are 24 bytes");
+
+struct kq_history {
+    int64_t start_ms; /* Unix ms of the first event */
+    uint8_t n, cap;
+    uint16_t dropped; /* events dropped between the first KQ_HIST_HEAD and the latest */
+    struct event ev[];
+};
+
+/* A finished message in the ring. */
+struct finished {
+    char id[KQ_ID_LEN + 1];
+    uint8_t state;      /* the last event's kind */
+    int64_t finished_ms;
+    struct kq_history *h;
+    char *names;        /* topic NUL type NUL publishGroup NUL (not atoms: finished messages
+                         * must not keep the broker's names interned) */
+};
+
+struct kq_history_tab {
+    struct kq_atom *names;
+    struct kq_history **slab; /* pending messages' histories; free slots chain (tagged) */
+    uint32_t slab_cap, free_head, live;
+    struct finished *ring;
+    size_t ring_cap, ring_next, ring_len;
+    struct kq_idmap ring_ids; /* id -> struct finished */
+    uint64_t bytes;
+    uint64_t skipped; /* messages without a history because of HISTORY_MAX_BYTES */
+};
+
+#define FREE_TAG(next) ((struct kq_history *)(((uintptr_t)(next) << 1) | 1))
+#define IS_FREE(p) (((uintptr_t)(p)) & 1)
+#define FREE_NEXT(p) ((uint32_t)((uintptr_t)(p) >> 1))
+#define NO_SLOT UINT32_MAX
+/* Histories are a help, not a duty: past this much memory (records, ring, slots) new
+ * messages get none and records stop growing (they keep how they started and the latest),
+ * so a large backlog stays within the pending-count memory budget. Counted in `skipped`. */
+#define HISTORY_MAX_BYTES ((uint64_t)32 << 20)
+
+static const char *const kind_names[] = {
+    [KQ_EV_PUBLISHED] = "published", [KQ_EV_RECOVERED] = "recovered",
+    [KQ_EV_REQUEUED] = "requeued", [KQ_EV_STORED] = "stored",
+    [KQ_EV_NOT_STORED] = "not stored", [KQ_EV_COMMITTED] = "committed",
+    [KQ_EV_ROLLED_BACK] = "rolled back", [KQ_EV_TX_CHECK] = "transaction check",
+    [KQ_EV_SENT] = "sent", [KQ_EV_QUEUED] = "queued for room", [KQ_EV_ACKED] = "acked",
+    [KQ_EV_NACKED] = "nacked", [KQ_EV_TIMEOUT] = "timeout",
+    [KQ_EV_LOST] = "connection lost", [KQ_EV_NO_CONSUMER] = "no consumer online",
+    [KQ_EV_WARMING] = "consumers warming up", [KQ_EV_SKIPPED] = "skipped (not persistent)",
+    [KQ_EV_NOT_SENT] = "not sent", [KQ_EV_NO_SUBSCRIBER] = "no group bound",
+    [KQ_EV_RETRY] = "retry scheduled", [KQ_EV_DEAD] = "dead-lettered",
+    [KQ_EV_DELIVERED] = "delivered", [KQ_EV_PURGED] = "purged", [KQ_EV_REMOVED] = "removed",
+};
+
+/* The state a finished message is shown in, by its last event. */
+static const char *final_state(uint8_t kind)
+{
+    switch (kind) {
+    case KQ_EV_DELIVERED: return "delivered";
+    case KQ_EV_DEAD: return "dead";
+    case KQ_EV_ROLLED_BACK: return "rolled back";
+    case KQ_EV_NOT_STORED: return "not stored";
+    case KQ_EV_REMOVED: return "removed";
+    default: return "dropped";
+    }
+}
+
+/* Kinds that repeat while nothing changes (rechecks of a message nobody can take). */
+static bool coalesces(uint8_t kind)
+{
+    return kind == KQ_EV_NO_CONSUMER || kind == KQ_EV_WARMING || kind == KQ_EV_NO_SUBSCRIBER ||
+           kind == KQ_EV_RETRY || kind == KQ_EV_QUEUED || kind == KQ_EV_TX_CHECK;
+}
+
+static size_t record_size(unsigned cap) { return sizeof(struct kq_history) + cap * sizeof(struct event); }
+
+int kq_history_init(struct kq_broker *b)
+{
+    struct kq_history_tab *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->free_head = NO_SLOT;
+    kq_idmap_init(&t->ring_ids, offsetof(struct finished, id));
+    size_t cap = b->cfg->message_history > 0 ? (size_t)b->cfg->message_history : 0;
+    if (cap && !(t->ring = calloc(cap, sizeof *t->ring))) {
+        free(t);
+        return -ENOMEM;
+    }
+    t->ring_cap = cap;
+    t->bytes = cap * sizeof *t->ring;
+    b->history = t;
+    return 0;
+}
+
+static void events_release(struct kq_history *h, unsigned from, unsigned to)
+{
+    for (unsigned i = from; i < to; i++) {
+        kq_atom_release(h->ev[i].group);
+        if (h->ev[i].kind != KQ_EV_RETRY)
+            kq_atom_release(h->ev[i].u.peer);
+    }
+}
+
+static void history_free(struct kq_history_tab *t, struct kq_history *h)
+{
+    if (!h)
+        return;
+    events_release(h, 0, h->n);
+    t->bytes -= record_size(h->cap);
+    free(h);
+}
+
+/* Bytes of a finished message's names (topic, type, publishing group, their NULs). */
+static size_t names_size(const char *names)
+{
+    size_t n = 0;
+    for (int i = 0; names && i < 3; i++) {
+        size_t l = strlen(names + n) + 1;
+        n += l;
+    }
+    return n;
+}
+
+static void finished_clear(struct kq_history_tab *t, struct finished *f)
+{
+    if (!f->id[0])
+        return;
+    kq_idmap_remove(&t->ring_ids, f);
+    history_free(t, f->h);
+    t->bytes -= names_size(f->names);
+    free(f->names);
+    memset(f, 0, sizeof *f);
+    t->ring_len--;
+}
+
+void kq_history_free(struct kq_broker *b)
+{
+    struct kq_history_tab *t = b->history;
+    if (!t)
+        return;
+    for (uint32_t i = 0; i < t->slab_cap; i++)
+        if (!IS_FREE(t->slab[i]))
+            history_free(t, t->slab[i]);
+    free(t->slab);
+    for (size_t i = 0; i < t->ring_cap; i++)
+        finished_clear(t, &t->ring[i]);
+    free(t->ring);
+    kq_idmap_free(&t->ring_ids);
+    kq_atoms_free_table(&t->names);
+    free(t);
+    b->history = NULL;
+}
+
+/* --- the side table of pending messages --------------------------------------------------- */
+
+static struct kq_history **slot_of(struct kq_history_tab *t, const struct kq_msg *m)
+{
+    return m->hist ? &t->slab[m->hist - 1] : NULL;
+}
+
+/* A free slot for h (m->hist set), or -ENOMEM. */
+static int slot_take(struct kq_history_tab *t, struct kq_msg *m, struct kq_history *h)
+{
+    if (t->free_head == NO_SLOT) {
+        uint32_t cap = t->slab_cap ? t->slab_cap * 2 : 1024;
+        if (cap <= t->slab_cap || cap >= NO_SLOT)
+            return -ENOMEM;
+        struct kq_history **v = realloc(t->slab, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        for (uint32_t i = cap; i-- > t->slab_cap;) { /* chained in ascending order */
+            v[i] = FREE_TAG(t->free_head);
+            t->free_head = i;
+        }
+        t->bytes += (uint64_t)(cap - t->slab_cap) * sizeof *v;
+        t->slab = v;
+        t->slab_cap = cap;
+    }
+    uint32_t i = t->free_head;
+    t->free_head = FREE_NEXT(t->slab[i]);
+    t->slab[i] = h;
+    m->hist = i + 1;
+    t->live++;
+    return 0;
+}
+
+/* Take m's history out of the side table (NULL when it has none). */
+static struct kq_history *slot_give_back(struct kq_history_tab *t, struct kq_msg *m)
+{
+    struct kq_history **p = slot_of(t, m);
+    if (!p)
+        return NULL;
+    struct kq_history *h = *p;
+    *p = FREE_TAG(t->free_head);
+    t->free_head = m->hist - 1;
+    m->hist = 0;
+    t->live--;
+    return h;
+}
+
+/* --- recording ---------------------------------------------------------------------------- */
+
+static const char *name_of(struct kq_history_tab *t, const char *s)
+{
+    return s ? kq_atom_in(&t->names, s) : NULL;
+}
+
+static const char *group_name(struct kq_history_tab *t, struct kq_broker *b, const char *group,
+                              const struct kq_session *s)
+{
+    if (!group)
+        return NULL;
+    /* the connection's own group (most events): no lookup */
+    struct kq_group *g = s && s->group && s->group->id == group ? s->group
+                                                                 : kq_group_get(b, group, false);
+    if (g && !g->hist_name)
+        g->hist_name = name_of(t, g->id); /* held for the group's life */
+    return g && g->hist_name ? kq_atom_ref(g->hist_name) : name_of(t, group);
+}
+
+static const char *peer_name(struct kq_history_tab *t, struct kq_session *s)
+{
+    if (!s)
+        return NULL;
+    if (!s->hist_peer)
+        s->hist_peer = name_of(t, kq_conn_peer(s->conn)); /* released at close */
+    return kq_atom_ref(s->hist_peer);
+}
+
+static void log_event(const struct kq_msg *m, const struct event *e)
+{
+    const char *what = kind_names[e->kind];
+    if (e->kind == KQ_EV_RETRY)
+        KQ_DEBUG("history", "id=%s event=\"%s\" in=%lldms", m->id, what,
+                 (long long)(e->u.when_ms - kq_now_ms()));
+    else if (e->kind == KQ_EV_DEAD || e->kind == KQ_EV_NOT_SENT || e->kind == KQ_EV_NOT_STORED)
+        KQ_DEBUG("history", "id=%s event=\"%s\"%s%s reason=\"%s\"", m->id, what,
+                 e->group ? " group=" : "", e->group ? e->group : "",
+                 e->u.peer ? e->u.peer : "");
+    else if (e->kind == KQ_EV_SENT)
+        KQ_DEBUG("history", "id=%s event=\"%s\" group=%s peer=%s attempt=%u", m->id, what,
+                 e->group ? e->group : "", e->u.peer ? e->u.peer : "", e->n);
+    else
+        KQ_DEBUG("history", "id=%s event=\"%s\"%s%s%s%s", m->id, what,
+                 e->group ? " group=" : "", e->group ? e->group : "", e->u.peer ? " peer=" : "",
+                 e->u.peer ? e->u.peer : "");
+}
+
+/* The latest events of h, back to the first that does not repeat: the same (kind, group)
+ * among them is the event to update instead of adding one. */
+static struct event *repeat_of(struct kq_history *h, const struct event *e)
+{
+    for (unsigned i = h->n; i-- > 0 && h->n - i <= 4 && coalesces(h->ev[i].kind);)
+        if (h->ev[i].kind == e->kind && h->ev[i].group == e->group)
+            return &h->ev[i];
+    return NULL;
+}
+
+/* Add e (its names taken over) to h; h may move (*hp). */
+static int append(struct kq_history_tab *t, struct kq_history **hp, const struct event *e)
+{
+    struct kq_history *h = *hp;
+    if (h->n == h->cap) {
+        if (h->cap < KQ_HIST_MAX && t->bytes < HISTORY_MAX_BYTES) {
+            unsigned cap = h->cap * 2 > KQ_HIST_MAX ? KQ_HIST_MAX : h->cap * 2;
+            struct kq_history *nh = realloc(h, record_size(cap));
+            if (!nh)
+                return -ENOMEM;
+            t->bytes += record_size(cap) - record_size(nh->cap);
+            nh->cap = (uint8_t)cap;
+            *hp = h = nh;
+        } else { /* keep how it started and the latest: drop the oldest of the rest */
+            events_release(h, KQ_HIST_HEAD, KQ_HIST_HEAD + 1);
+            memmove(&h->ev[KQ_HIST_HEAD], &h->ev[KQ_HIST_HEAD + 1],
+                    (h->n - KQ_HIST_HEAD - 1) * sizeof h->ev[0]);
+            h->n--;
+            if (h->dropped < UINT16_MAX)
+                h->dropped++;
+        }
+    }
+    h->ev[h->n++] = *e;
+    return 0;
+}
+
+static struct kq_history *history_new(struct kq_history_tab *t)
+{
+    struct kq_history *h = malloc(record_size(4));
+    if (!h)
+        return NULL;
+    memset(h, 0, sizeof *h);
+    h->start_ms = kq_now_ms();
+    h->cap = 4;
+    t->bytes += record_size(4);
+    return h;
+}
+
+static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const char *group,
+                   struct kq_session *s, const char *text, int64_t when_ms)
+{
+    struct kq_history_tab *t = b->history;
+    bool logging = kq_log_enabled(KQ_LOG_DEBUG);
+    if (!t || (!t->ring_cap && !logging))
+        return; /* messageHistory = 0: no histories */
+    struct event e = {.kind = kind};
+    e.group = group_name(t, b, group, s);
+    if (kind == KQ_EV_RETRY)
+        e.u.when_ms = when_ms;
+    else
+        e.u.peer = text ? name_of(t, text) : peer_name(t, s);
+    if (kind == KQ_EV_SENT)
+        e.n = m->attempts > UINT16_MAX ? UINT16_MAX : (uint16_t)m->attempts;
+    if (logging)
+        log_event(m, &e);
+    struct kq_history **hp = t->ring_cap ? slot_of(t, m) : NULL;
+    struct kq_history *h = hp ? *hp : NULL;
+    if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
+        t->skipped++;
+    else if (t->ring_cap && !h) {
+        if (!(h = history_new(t)) || slot_take(t, m, h) != 0) {
+            if (h)
+                history_free(t, h);
+            h = NULL;
+        }
+        hp = h ? slot_of(t, m) : NULL;
+    }
+    if (!h) { /* no history kept (messageHistory = 0, or out of memory) */
+        kq_atom_release(e.group);
+        if (kind != KQ_EV_RETRY)
+            kq_atom_release(e.u.peer);
+        return;
+    }
+    int64_t now = kq_now_ms(), off = now - h->start_ms;
+    e.at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off;
+    struct event *same = coalesces(kind) ? repeat_of(h, &e) : NULL;
+    if (same) { /* counted, and moved last: the events stay in the order of their latest */
+        struct event upd = *same;
+        upd.at = e.at;
+        if (upd.n < UINT16_MAX)
+            upd.n++;
+        if (kind == KQ_EV_RETRY)
+            upd.u.when_ms = e.u.when_ms;
+        memmove(same, same + 1, (size_t)(&h->ev[h->n - 1] - same) * sizeof *same);
+        h->ev[h->n - 1] = upd;
+        kq_atom_release(e.group);
+        if (kind != KQ_EV_RETRY)
+            kq_atom_release(e.u.peer);
+        return;
+    }
+    if (coalesces(kind))
+        e.n = 1;
+    if (append(t, hp, &e) != 0) {
+        kq_atom_release(e.group);
+        if (kind != KQ_EV_RETRY)
+            kq_atom_release(e.u.peer);
+    }
+}
+
+void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
+             struct kq_session *s)
+{
+    record(b, m, (uint8_t)kind, group, s, NULL, 0);
+}
+
+void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
+                  struct kq_session *s)
+{
+    record(b, m, KQ_EV_SENT, g->id, s, NULL, 0);
+}
+
+void kq_hist_retry(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
+{
+    record(b, m, KQ_EV_RETRY, NULL, NULL, NULL, when_ms);
+}
+
+void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind,
+                  const char *group, const char *text)
+{
+    record(b, m, (uint8_t)kind, group, NULL, text ? text : "", 0);
+}
+
+void kq_hist_session_closed(struct kq_session *s)
+{
+    kq_atom_release(s->hist_peer);
+    s->hist_peer = NULL;
+}
+
+/* --- the ring of finished messages -------------------------------------------------------- */
+
+void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
+{
+    struct kq_history_tab *t = b->history;
+    struct kq_history *h = t ? slot_give_back(t, m) : NULL;
+    if (!h)
+        return;
+    if (!t->ring_cap || !h->n) {
+        history_free(t, h);
+        return;
+    }
+    struct finished *old = kq_idmap_find(&t->ring_ids, m->id);
+    if (old) /* the same id finished before (published again): the newer story wins */
+        finished_clear(t, old);
+    struct finished *f = &t->ring[t->ring_next];
+    finished_clear(t, f); /* the oldest goes */
+    t->ring_next = (t->ring_next + 1) % t->ring_cap;
+    size_t tl = strlen(m->topic), yl = strlen(m->type), gl = strlen(m->pub_group);
+    memcpy(f->id, m->id, sizeof f->id);
+    if (kq_idmap_insert(&t->ring_ids, f) != 0) { /* not findable: not kept */
+        memset(f, 0, sizeof *f);
+        history_free(t, h);
+        return;
+    }
+    t->ring_len++;
+    f->state = h->ev[h->n - 1].kind;
+    f->finished_ms = kq_now_ms();
+    f->h = h;
+    if ((f->names = malloc(tl + yl + gl + 3))) {
+        memcpy(f->names, m->topic, tl + 1);
+        memcpy(f->names + tl + 1, m->type, yl + 1);
+        memcpy(f->names + tl + yl + 2, m->pub_group, gl + 1);
+        t->bytes += tl + yl + gl + 3;
+    }
+}
+
+void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
+{
+    struct kq_history_tab *t = b->history;
+    struct finished *f = t ? kq_idmap_find(&t->ring_ids, m->id) : NULL;
+    if (!f || m->hist)
+        return;
+    struct kq_history *h = f->h;
+    f->h = NULL;
+    finished_clear(t, f);
+    if (slot_take(t, m, h) != 0)
+        history_free(t, h);
+}
+
+/* --- JSON --------------------------------------------------------------------------------- */
+
+static cJSON *events_json(const struct kq_history *h)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (unsigned i = 0; i < h->n; i++) {
+        const struct event *e = &h->ev[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "time", (double)(h->start_ms + e->at));
+        cJSON_AddStringToObject(o, "event", kind_names[e->kind]);
+        if (e->group)
+            cJSON_AddStringToObject(o, "group", e->group);
+        if (e->kind == KQ_EV_RETRY)
+            cJSON_AddNumberToObject(o, "at", (double)e->u.when_ms);
+        else if (e->u.peer)
+            cJSON_AddStringToObject(o, e->kind == KQ_EV_DEAD || e->kind == KQ_EV_NOT_SENT ||
+                                               e->kind == KQ_EV_NOT_STORED
+                                           ? "reason"
+                                           : "connection",
+                                    e->u.peer);
+        if (e->kind == KQ_EV_SENT)
+            cJSON_AddNumberToObject(o, "attempt", e->n);
+        else if (coalesces(e->kind) && e->n > 1)
+            cJSON_AddNumberToObject(o, "times", e->n); /* "time" is the latest */
+        cJSON_AddItemToArray(a, o);
+        if (i + 1 == KQ_HIST_HEAD && h->dropped) {
+            cJSON *d = cJSON_CreateObject();
+            cJSON_AddStringToObject(d, "event", "events not kept");
+            cJSON_AddNumberToObject(d, "count", h->dropped);
+            cJSON_AddItemToArray(a, d);
+        }
+    }
+    return a;
+}
+
+cJSON *kq_hist_json(struct kq_broker *b, const struct kq_msg *m)
+{
+    struct kq_history_tab *t = b->history;
+    struct kq_history **p = t ? slot_of(t, m) : NULL;
+    return p ? events_json(*p) : NULL;
+}
+
+cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_kind *final_kind)
+{
+    struct kq_history_tab *t = b->history;
+    struct finished *f = t && strlen(id) <= KQ_ID_LEN ? kq_idmap_find(&t->ring_ids, id) : NULL;
+    if (!f)
+        return NULL;
+    if (final_kind)
+        *final_kind = f->state;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "messageId", f->id);
+    cJSON_AddStringToObject(o, "state", final_state(f->state));
+    if (f->names) {
+        const char *type = f->names + strlen(f->names) + 1;
+        cJSON_AddStringToObject(o, "topic", f->names);
+        cJSON_AddStringToObject(o, "messageType", type);
+        cJSON_AddStringToObject(o, "publishGroup", type + strlen(type) + 1);
+    }
+    cJSON_AddNumberToObject(o, "finishedTime", (double)f->finished_ms);
+    cJSON_AddItemToObject(o, "history", events_json(f->h));
+    return o;
+}
+
+void kq_history_stats(const struct kq_broker *b, struct kq_history_stats *out)
+{
+    const struct kq_history_tab *t = b->history;
+    memset(out, 0, sizeof *out);
+    if (!t)
+        return;
+    out->pending = t->live;
+    out->finished = t->ring_len;
+    out->bytes = t->bytes + t->ring_ids.cap * (sizeof(void *) + 1);
+    out->names = kq_atoms_count_table(t->names);
+    out->skipped = t->skipped;
+}
