@@ -32,7 +32,10 @@ void kq_log_set_level(enum kq_log_level level)
     atomic_store_explicit(&min_level, (int)level, memory_order_relaxed);
 }
 
-bool kq_log_enabled(enum kq_log_level level) { return level >= min_level; }
+bool kq_log_enabled(enum kq_log_level level)
+{
+    return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
+}
 
 int kq_log_parse_level(const char *name, enum kq_log_level *out)
 {
@@ -82,7 +85,7 @@ static void append_one_line(char *line, size_t *len, size_t cap, const char *msg
 
 void kq_log(enum kq_log_level level, const char *module, const char *fmt, ...)
 {
-    if ((int)level < atomic_load_explicit(&min_level, memory_order_relaxed))
+    if (!kq_log_enabled(level))
         return;
     char line[2048], msg[2048], clean[2048];
     int64_t ms = kq_now_ms();
