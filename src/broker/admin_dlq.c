@@ -184,6 +184,8 @@ static void job_finish(struct job *j, int status)
     struct kq_buf out = {0};
     if (status == -EINVAL && j->kind == J_LIST)
         status = error_reply(&out, 400, "bad after: not a \"next\" this store gave");
+    else if (status == -ESHUTDOWN) /* the broker stops: the store is closed (b->store NULL) */
+        status = error_reply(&out, 503, "broker shutting down");
     else if (status)
         status = kq_adm_store_failed(j->b, status, NULL, &out);
     else if (j->kind == J_LIST && j->failed)
