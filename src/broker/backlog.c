@@ -246,7 +246,8 @@ int kq_backlog_each(struct kq_broker *b, kq_backlog_row_cb cb, void *ud)
         rc = -ENOMEM;
     if (rc == 0) {
         HASH_ITER(hh, all, r, tmp) sorted[i++] = r;
-        qsort(sorted, n, sizeof *sorted, cmp_rows);
+        if (n > 1) /* sorted is NULL when there is no row: qsort must not see it */
+            qsort(sorted, n, sizeof *sorted, cmp_rows);
         int64_t now = kq_now_sec();
         for (i = 0; i < n; i++) {
             r = sorted[i];
