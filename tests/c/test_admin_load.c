@@ -221,7 +221,10 @@ static void test_heartbeats_while_hammered(void **state)
     assert_true(atomic_load(&answered) > 100); /* the admin was really busy */
     assert_true(p99 < RTT_P99_US);
     assert_true(worst < RTT_MAX_US);
-    assert_true(rss1 - rss0 < RSS_GROWTH_KB);
+    if (rss_blind_sanitizer())
+        print_message("RSS growth check skipped under %s\n", rss_blind_sanitizer());
+    else
+        assert_true(rss1 - rss0 < RSS_GROWTH_KB);
     close(hb);
 
     /* the numbers are the counters' */

@@ -645,6 +645,20 @@ long proc_rss_kb(pid_t pid)
     return kb;
 }
 
+#ifndef __has_feature /* clang spells the sanitizers this way, gcc with __SANITIZE_*__ */
+#define __has_feature(x) 0
+#endif
+const char *rss_blind_sanitizer(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+    return "AddressSanitizer";
+#elif defined(__SANITIZE_THREAD__) || __has_feature(thread_sanitizer)
+    return "ThreadSanitizer";
+#else
+    return NULL;
+#endif
+}
+
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)
 {
     Protocol__Header h = PROTOCOL__HEADER__INIT;
