@@ -54,6 +54,8 @@ int main(void) { kq_client_log_to_stderr(KQ_CLIENT_LOG_WARN); return 0; }
 C
 flags=$(PKG_CONFIG_PATH=$p/lib/pkgconfig pkg-config --cflags --libs kiteq-client) \
     || { echo "pkg-config does not find kiteq-client"; fail=1; }
+# a sanitizer build's library needs the sanitizer's runtime in the program too
+flags="$flags ${KQ_SANITIZER_FLAGS:-}"
 cc "$dest/c.c" $flags -o "$dest/c" || { echo "client does not build"; fail=1; }
 LD_LIBRARY_PATH=$p/lib "$dest/c" || { echo "client does not run"; fail=1; }
 # the examples of docs/CLIENT.md build against the installed library too
@@ -101,5 +103,11 @@ CFG
     fi
     kill $bpid; wait $bpid 2>/dev/null || true
 fi
+# What the installed programs wrote goes to this test's output, which ctest keeps
+# (Testing/Temporary/LastTest.log): $dest is removed, and scripts/sanitize.sh looks there for
+# sanitizer reports.
+for f in check.out broker.log consumed; do
+    [ -s "$dest/$f" ] && { echo "--- $f"; cat "$dest/$f"; }
+done
 [ $fail -eq 0 ] && echo "install OK: $p"
 exit $fail
