@@ -152,6 +152,8 @@ struct my_pool {
     int n_workers;
     atomic_uint_fast64_t reconnects, save_batches;
     atomic_uint_fast64_t up_epoch; /* +1 whenever a worker got through to the server */
+    /* +1 whenever a worker lost its connection or made one after a back-off */
+    atomic_uint_fast64_t lost_epoch;
 };
 
 /* Start conf->max_conn workers (connections are made lazily, with back-off). 0 or -errno. */

@@ -28,7 +28,9 @@
 #define BACKOFF_MAX_MS 5000
 /* Ping a connection idle longer than this before using it: a batch of saves is one
  * multi-statement round trip that cannot be retried blindly (it may have committed), so a
- * connection the server closed meanwhile (restart, wait_timeout) is found out first. */
+ * connection the server closed meanwhile (restart, wait_timeout) is found out first. A
+ * connection is also pinged once after another worker lost its own or got one back after a
+ * back-off (pool->lost_epoch): a restart quicker than this leaves the others' dead. */
 #define IDLE_PING_US (1ull * 1000000)
 #define ER_SERVER_SHUTDOWN 1053
 #define ER_DUP_KEY_ENTRY 1062
@@ -45,6 +47,7 @@ struct my_worker {
     uint64_t retry_at_us, last_used_us;
     unsigned backoff_ms;
     uint64_t down_epoch; /* pool->up_epoch when this worker went into back-off */
+    uint64_t lost_seen;  /* pool->lost_epoch when conn was last known to work */
     bool fresh;          /* the connection was made for the current job */
     bool took_saves;     /* alternate between save batches and other jobs */
     enum my_health health; /* the last thing the current job showed about the server */
@@ -200,13 +203,17 @@ static void connect_failed(struct my_worker *w, MYSQL *m, uint64_t t0_us)
 static int ensure_conn(struct my_worker *w)
 {
     const struct my_conf *c = w->pool->conf;
-    uint64_t now = kq_mono_us();
-    if (w->conn && now - w->last_used_us > IDLE_PING_US && mysql_ping(w->conn) != 0) {
-        drop_conn(w); /* wait_timeout or a server restart closed it while idle */
-        if (took_timeout(c, now)) { /* no answer: a new connection would wait as long */
-            no_answer(w);
-            backoff(w);
-            return -ETIMEDOUT;
+    uint64_t now = kq_mono_us(), lost = atomic_load(&w->pool->lost_epoch);
+    if (w->conn && (now - w->last_used_us > IDLE_PING_US || lost != w->lost_seen)) {
+        if (mysql_ping(w->conn) == 0) {
+            w->lost_seen = lost;
+        } else {
+            drop_conn(w); /* wait_timeout or a server restart closed it meanwhile */
+            if (took_timeout(c, now)) { /* no answer: a new connection would wait as long */
+                no_answer(w);
+                backoff(w);
+                return -ETIMEDOUT;
+            }
         }
     }
     w->fresh = false;
@@ -241,9 +248,12 @@ static int ensure_conn(struct my_worker *w)
         /* a refused connection fails at once; a hung server costs the whole timeout */
         return took_timeout(c, now) ? -ETIMEDOUT : -EIO;
     }
-    if (w->backoff_ms)
+    if (w->backoff_ms) { /* the server was away: the others' connections may be stale */
         KQ_INFO(MY_MOD, "reconnected to %s:%u", c->host, c->port);
+        atomic_fetch_add(&w->pool->lost_epoch, 1);
+    }
     w->conn = m;
+    w->lost_seen = atomic_load(&w->pool->lost_epoch);
     w->fresh = true;
     w->backoff_ms = 0;
     w->last_used_us = now;
@@ -283,6 +293,7 @@ static int query_error(struct my_worker *w, uint64_t t0_us, const char *what)
             server_down(w, mysql_error(w->conn));
         }
         drop_conn(w);
+        atomic_fetch_add(&w->pool->lost_epoch, 1); /* the others check theirs before use */
     }
     return rc;
 }
