@@ -23,14 +23,16 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=0
 export TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1
 REPORTS='runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer'
 
-# The ThreadSanitizer pass runs only the tests that exercise threads (the rest of the suite is
-# single-threaded: one libuv loop): the file store's writer (test_store_file, test_crash),
-# the MySQL pool (test_store_mysql, test_mysql_broker), the ZooKeeper workers of the registry
-# and of the cluster client (test_zk_registry, test_zk_broker, test_zk_client), the client's
-# reader thread (test_client, test_reliability) and logging from threads (test_log). Running
-# only these keeps .ci/run within its 20 minutes on 2 cores (docs/TESTING.md has the times).
+# The ThreadSanitizer pass runs only the tests that exercise threads (the rest of the broker
+# is one libuv loop): the file store's writer (test_store_file, test_crash), the MySQL pool
+# (test_store_mysql, test_mysql_broker), the ZooKeeper workers of the registry and of the
+# cluster client (test_zk_registry, test_zk_broker, test_zk_client), reloads built on libuv's
+# threadpool (test_offloop, test_reload), the client's reader thread (test_client,
+# test_client_embed, test_reliability) and logging from threads (test_log). Running only these
+# keeps .ci/run within its 20 minutes on 2 cores (docs/TESTING.md has the times).
 TSAN_TESTS=(test_store_file test_crash test_store_mysql test_mysql_broker test_zk_registry
-            test_zk_broker test_zk_client test_client test_reliability test_log)
+            test_zk_broker test_zk_client test_offloop test_reload test_client
+            test_client_embed test_reliability test_log)
 TSAN_PROGRAMS=(kiteq kiteq-cli) # what those tests start
 
 # Prints every file with a report (and the report's first lines); 1 when there was one.
