@@ -152,7 +152,7 @@ struct my_pool {
     int n_workers;
     atomic_uint_fast64_t reconnects, save_batches;
     atomic_uint_fast64_t up_epoch; /* +1 whenever a worker got through to the server */
-    /* +1 whenever a worker lost its connection or made one after a back-off */
+    /* +1 whenever a worker found the server gone or made a connection after a back-off */
     atomic_uint_fast64_t lost_epoch;
 };
 

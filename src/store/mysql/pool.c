@@ -29,8 +29,9 @@
 /* Ping a connection idle longer than this before using it: a batch of saves is one
  * multi-statement round trip that cannot be retried blindly (it may have committed), so a
  * connection the server closed meanwhile (restart, wait_timeout) is found out first. A
- * connection is also pinged once after another worker lost its own or got one back after a
- * back-off (pool->lost_epoch): a restart quicker than this leaves the others' dead. */
+ * connection is also pinged once after another worker found the server gone or got a
+ * connection back after a back-off (pool->lost_epoch): a restart quicker than this leaves
+ * the others' connections dead. */
 #define IDLE_PING_US (1ull * 1000000)
 #define ER_SERVER_SHUTDOWN 1053
 #define ER_DUP_KEY_ENTRY 1062
@@ -109,6 +110,14 @@ static void drop_conn(struct my_worker *w)
     if (w->conn)
         mysql_close(w->conn);
     w->conn = NULL;
+}
+
+/* This worker found the server gone (its connection broke, or a connect failed): the other
+ * workers check their connections before their next use. */
+static void server_lost(struct my_worker *w)
+{
+    drop_conn(w);
+    atomic_fetch_add(&w->pool->lost_epoch, 1);
 }
 
 static void backoff(struct my_worker *w)
@@ -208,7 +217,7 @@ static int ensure_conn(struct my_worker *w)
         if (mysql_ping(w->conn) == 0) {
             w->lost_seen = lost;
         } else {
-            drop_conn(w); /* wait_timeout or a server restart closed it meanwhile */
+            server_lost(w); /* wait_timeout or a server restart closed it meanwhile */
             if (took_timeout(c, now)) { /* no answer: a new connection would wait as long */
                 no_answer(w);
                 backoff(w);
@@ -240,6 +249,7 @@ static int ensure_conn(struct my_worker *w)
         /* no gap locks: inserts and batched deletes of one table do not block each other */
         mysql_query(m, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")) {
         connect_failed(w, m, now);
+        server_lost(w);
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "connect failed: %s (%s; retry in %u ms)",
                            w->why, mysql_error(m),
                            w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS);
@@ -292,8 +302,7 @@ static int query_error(struct my_worker *w, uint64_t t0_us, const char *what)
         } else {
             server_down(w, mysql_error(w->conn));
         }
-        drop_conn(w);
-        atomic_fetch_add(&w->pool->lost_epoch, 1); /* the others check theirs before use */
+        server_lost(w);
     }
     return rc;
 }
