@@ -32,7 +32,10 @@ void kq_log_set_level(enum kq_log_level level)
     atomic_store_explicit(&min_level, (int)level, memory_order_relaxed);
 }
 
-bool kq_log_enabled(enum kq_log_level level) { return level >= min_level; }
+bool kq_log_enabled(enum kq_log_level level)
+{
+    return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
+}
 
 int kq_log_parse_level(const char *name, enum kq_log_level *out)
 {
