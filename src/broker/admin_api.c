@@ -327,7 +327,8 @@ cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
 
 int kq_adm_store_failed(struct kq_broker *b, int status, cJSON *o, struct kq_buf *out)
 {
-    const char *why = kq_store_unavailable(b->store);
+    /* the store is gone (NULL) once the broker has stopped */
+    const char *why = b->store ? kq_store_unavailable(b->store) : "broker shutting down";
     char text[512], clean[480];
     if (why)
         snprintf(text, sizeof text, "store unavailable: %s", kq_redact(why, clean, sizeof clean));

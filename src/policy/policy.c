@@ -755,8 +755,9 @@ static bool change_properties(lua_State *L, struct publish_call *pc)
                  KQ_POLICY_MAX_PROPERTIES);
         return false;
     }
-    memcpy(pc->c.p->publish_props, pc->m->properties,
-           pc->m->n_properties * sizeof *pc->m->properties);
+    if (pc->m->n_properties) /* properties is NULL when there are none */
+        memcpy(pc->c.p->publish_props, pc->m->properties,
+               pc->m->n_properties * sizeof *pc->m->properties);
     pc->v.n_properties = pc->m->n_properties;
     pc->v.properties = pc->c.p->publish_props;
     lua_pushnil(L);
