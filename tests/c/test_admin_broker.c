@@ -42,22 +42,6 @@ static char expired_id[33];   /* dead: expired */
 
 /* --- helpers ------------------------------------------------------------------------------ */
 
-static int read_admin_port(struct broker_proc *p)
-{
-    FILE *f = fopen(p->log, "r");
-    char line[2048];
-    int port = -1;
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof line, f)) {
-        char *s = strstr(line, "listening admin=");
-        if (s && (s = strstr(s, " port=")))
-            port = atoi(s + 6);
-    }
-    fclose(f);
-    return port;
-}
-
 /* One request per connection to port, with an extra header line (may be NULL). Returns the
  * status (0 = no answer); *body is malloc'd. */
 static int http_at(int port, const char *method, const char *target, const char *header,
@@ -192,7 +176,7 @@ static int setup(void **state)
     broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group", extra);
     if (broker_start(&bp, cfg, NULL) != 0)
         return -1;
-    admin_port = read_admin_port(&bp);
+    admin_port = broker_admin_port(&bp);
     return admin_port > 0 ? 0 : -1;
 }
 
@@ -720,7 +704,7 @@ static void test_admin_token(void **state)
     snprintf(extra, sizeof extra, "admin = \"127.0.0.1:0\", adminToken = \"%s\",", TOKEN_A);
     broker_default_config(cfg, sizeof cfg, "memory://", extra);
     assert_int_equal(broker_start(&tp, cfg, NULL), 0);
-    int port = read_admin_port(&tp);
+    int port = broker_admin_port(&tp);
     assert_true(port > 0);
     assert_int_equal(http_at(port, "POST", "/reload", NULL, NULL), 401);
     assert_int_equal(http_at(port, "POST", "/dlq/purge?topic=*", NULL, NULL), 401);
@@ -767,18 +751,6 @@ static struct last_second stat_last_second(void)
     return ls;
 }
 
-static int count_log_lines(const char *needle)
-{
-    FILE *f = fopen(bp.log, "r");
-    assert_non_null(f);
-    char line[4096];
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 /* A message no group is bound to is accepted, but counted (/stat, /metrics, kiteq-cli stat)
  * and logged at most once a second per (topic, messageType). */
 static void test_unrouted_counted(void **state)
@@ -808,7 +780,7 @@ static void test_unrouted_counted(void **state)
     assert_int_equal(cli_runf(&out, "%s", args), 0);
     assert_non_null(strstr(out, "\"unrouted\":5"));
     free(out);
-    int lines = count_log_lines("unrouted: no group is bound to topic=trade type=nobody-bound");
+    int lines = broker_log_count(&bp, "unrouted: no group is bound to topic=trade type=nobody-bound");
     assert_true(lines >= 1 && lines <= secs + 1);
 }
 

@@ -77,21 +77,6 @@ static void fill_dlq(const char *dir)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-static int read_admin_port(void)
-{
-    FILE *f = fopen(bp.log, "r");
-    char line[2048];
-    int port = -1;
-    while (f && fgets(line, sizeof line, f)) {
-        char *p = strstr(line, "listening admin=");
-        if (p && (p = strstr(p, " port=")))
-            port = atoi(p + 6);
-    }
-    if (f)
-        fclose(f);
-    return port;
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -102,7 +87,7 @@ static int setup(void **state)
     fill_dlq(bp.dir);
     if (broker_launch(&bp, cfg, "127.0.0.1:0", NULL) != 0)
         return -1;
-    admin_port = read_admin_port();
+    admin_port = broker_admin_port(&bp);
     return admin_port > 0 ? 0 : -1;
 }
 

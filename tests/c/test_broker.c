@@ -515,23 +515,11 @@ static void test_publish_too_large_for_delivery(void **state)
     close(prod);
 }
 
-static int count_log_lines(const char *needle)
-{
-    FILE *f = fopen(bp.log, "r");
-    assert_non_null(f);
-    char line[4096];
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 /* Unauthenticated garbage from one peer: at most one line a second, whatever the count. */
 static void test_garbage_logged_per_peer(void **state)
 {
     (void)state;
-    int before = count_log_lines("command before handshake peer=127.0.0.1:");
+    int before = broker_log_count(&bp, "command before handshake peer=127.0.0.1:");
     uint64_t t0 = kq_mono_us();
     for (int i = 0; i < 30; i++) {
         int fd = raw_connect(bp.port);
@@ -544,7 +532,7 @@ static void test_garbage_logged_per_peer(void **state)
         close(fd);
     }
     int secs = (int)((kq_mono_us() - t0) / 1000000) + 1;
-    int lines = count_log_lines("command before handshake peer=127.0.0.1:") - before;
+    int lines = broker_log_count(&bp, "command before handshake peer=127.0.0.1:") - before;
     assert_true(lines >= 1 && lines <= secs + 1);
 }
 

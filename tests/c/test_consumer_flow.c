@@ -30,6 +30,7 @@
 static struct broker_proc bp;
 
 static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
+static double metric(int admin, const char *sample);
 
 static void start_with(const char *extra)
 {
@@ -187,13 +188,18 @@ static void test_slow_consumer_window_shrinks(void **state)
 static void test_timeouts_are_logged(void **state)
 {
     (void)state;
-    start_with("deliverySeconds = 1,");
+    start_with("deliverySeconds = 1, admin = \"127.0.0.1:0\",");
     int fd = raw_connect(bp.port);
     assert_int_equal(raw_handshake(fd, TEST_CONSUMER, TEST_SECRET), 1);
     struct producer p = {.n = 5, .type = "refund-flow", .body_len = 10};
     produce(&p);
     assert_int_equal(p.acked, 5);
     assert_true(broker_wait_log(&bp, "delivery timeouts group=" TEST_CONSUMER " count=", 5000));
+    /* and counted per (group, topic) for an alert */
+    double n = metric(broker_admin_port(&bp),
+                      "kiteq_delivery_timeouts_total{group=\"" TEST_CONSUMER "\",topic=\"trade\"}");
+    print_message("kiteq_delivery_timeouts_total = %.0f\n", n);
+    assert_true(n >= 5);
     close(fd);
 }
 
@@ -366,17 +372,14 @@ static void test_fanout_to_300_groups(void **state)
     close(prod);
 }
 
-/* A gauge's value from /metrics, or -1. */
-static double metric(int admin, const char *name)
+/* A sample's value from /metrics, or -1 (no answer or no such sample). */
+static double metric(int admin, const char *sample)
 {
     static char text[1 << 20];
     if (admin_get(admin, "/metrics", text, sizeof text) != 200)
         return -1;
-    size_t n = strlen(name);
-    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, name, n) == 0 && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-    return -1;
+    double v = prom_sample(text, sample);
+    return v == v ? v : -1; /* NAN: absent */
 }
 
 /* 3 000 distinct messageTypes, all delivered: the names they brought are gone afterwards

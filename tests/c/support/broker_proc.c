@@ -218,6 +218,18 @@ void broker_kill9(struct broker_proc *bp)
     bp->pid = 0;
 }
 
+int broker_log_count(const struct broker_proc *bp, const char *needle)
+{
+    FILE *f = fopen(bp->log, "r");
+    char line[4096];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
 {
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;

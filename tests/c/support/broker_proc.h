@@ -40,6 +40,8 @@ int broker_restart(struct broker_proc *bp, const char *const *extra);
 /* SIGTERM and wait (10 s, then SIGKILL). Returns the exit status or -1. */
 int broker_stop(struct broker_proc *bp);
 void broker_kill9(struct broker_proc *bp);
+/* Lines of the broker's whole log that contain needle. */
+int broker_log_count(const struct broker_proc *bp, const char *needle);
 /* Wait until `needle` appears in the log (after what was seen before). */
 bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms);
 /* Run `build/kiteq ARGS...` (args NULL-terminated) in dir until it exits (at most
