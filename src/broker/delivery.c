@@ -39,6 +39,8 @@ static bool loading_inline;
 /* Groups are kept as atoms, so membership is a pointer comparison. */
 static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
 {
+    if (n == 0)
+        return false; /* the usual case: no lookup */
     const char *atom = kq_atom_find(b, name);
     return atom && kq_names_has(v, n, atom);
 }

@@ -73,6 +73,8 @@ struct kq_policy {
     struct kq_regex_cache *rc;
     struct memo *memo;
     size_t n_memo;
+    struct memo *memo_last; /* the latest hit or addition: a message is routed twice in a
+                              * row (intake, then its attempt), a burst has one type */
     const struct kq_binding_set *memo_set;
     uint64_t memo_gen;
     struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
@@ -1061,6 +1063,7 @@ static void memo_clear(struct kq_policy *p)
         free(m);
     }
     p->n_memo = 0;
+    p->memo_last = NULL;
 }
 
 void kq_policy_free(struct kq_policy *p)
@@ -1100,6 +1103,7 @@ static void memo_add(struct kq_policy *p, const char *key, size_t key_len,
     m->n = n;
     HASH_ADD_KEYPTR(hh, p->memo, m->key, key_len, m);
     p->n_memo++;
+    p->memo_last = m;
 }
 
 size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, const char *topic,
@@ -1123,9 +1127,11 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
     if (cacheable) {
         memcpy(key, topic, tl + 1);
         memcpy(key + tl + 1, type, yl);
-        struct memo *m;
-        HASH_FIND(hh, p->memo, key, key_len, m);
+        struct memo *m = p->memo_last;
+        if (!m || m->key_len != key_len || memcmp(m->key, key, key_len) != 0)
+            HASH_FIND(hh, p->memo, key, key_len, m);
         if (m) {
+            p->memo_last = m;
             p->hooks[H_ROUTE].cache_hits++;
             size_t k = m->n < max ? m->n : max;
             memcpy(out, m->routes, k * sizeof *out);
