@@ -14,6 +14,7 @@
 #include "tools/cli_groups.h"
 #include "tools/cli_mysql.h"
 #include "tools/cli_pubsub.h"
+#include "tools/cli_render.h"
 #include "tools/common/cli_opts.h"
 #include "tools/common/cli_util.h"
 
@@ -22,73 +23,75 @@
 /* --- admin commands: HTTP to the broker's admin listener (docs/ADMIN.md) ------------------ */
 
 #define ADMIN_EPILOG                                                                         \
-    "Prints the response body (JSON; Prometheus text for metrics) on stdout.\n"               \
-    "Exit: 0 on a 2xx answer, 1 otherwise (the error on stderr), 2 usage.\n"
+    "Output: a table (stat, binds, msg, dlq list) or indented JSON on a terminal, one line of\n" \
+    "JSON when piped; --table, --pretty and --json choose.\n" CLI_ADMIN_EXIT
 
-/* stat, binds, metrics, reload: no arguments, one request. */
+/* stat, binds, metrics, reload: no arguments, one request. table: NULL when there is none. */
 static int admin_simple(const struct cli_cmd *cmd, int argc, char **argv, const char *method,
-                        const char *target)
+                        const char *target, int (*table)(const cJSON *))
 {
     struct cli_admin a;
     cli_admin_init(&a);
-    const struct cli_opt opts[] = {CLI_ADMIN_OPTS(&a), CLI_OPTS_END};
+    const struct cli_opt with_table[] = {CLI_ADMIN_TABLE_OPT(&a), CLI_ADMIN_OPTS(&a), CLI_OPTS_END};
+    const struct cli_opt no_table[] = {CLI_ADMIN_OPTS(&a), CLI_OPTS_END};
     int rc;
-    if (!cli_opts_parse(cmd, opts, argc, argv, &rc))
+    if (!cli_opts_parse(cmd, table ? with_table : no_table, argc, argv, &rc))
         return rc;
     if ((rc = cli_admin_check(cmd, &a)))
         return rc;
-    return cli_admin_print(cmd, &a, method, target);
+    return cli_admin_show(cmd, &a, method, target, table);
 }
 
 static int cmd_stat(int argc, char **argv)
 {
     static const struct cli_cmd cmd = {
         .prog = PROG " stat",
-        .usage = "usage: " PROG " stat --admin HOST:PORT\n"
+        .usage = "usage: " PROG " stat [--admin HOST:PORT] [--table | --json | --pretty]\n"
                  "Show the broker's statistics (GET /stat).\n",
         .epilog = ADMIN_EPILOG,
     };
-    return admin_simple(&cmd, argc, argv, "GET", "/stat");
+    return admin_simple(&cmd, argc, argv, "GET", "/stat", cli_render_stat);
 }
 
 static int cmd_binds(int argc, char **argv)
 {
     static const struct cli_cmd cmd = {
         .prog = PROG " binds",
-        .usage = "usage: " PROG " binds --admin HOST:PORT\n"
+        .usage = "usage: " PROG " binds [--admin HOST:PORT] [--table | --json | --pretty]\n"
                  "Show the subscriptions: groups by topic (GET /binds).\n",
         .epilog = ADMIN_EPILOG,
     };
-    return admin_simple(&cmd, argc, argv, "GET", "/binds");
+    return admin_simple(&cmd, argc, argv, "GET", "/binds", cli_render_binds);
 }
 
 static int cmd_metrics(int argc, char **argv)
 {
     static const struct cli_cmd cmd = {
         .prog = PROG " metrics",
-        .usage = "usage: " PROG " metrics --admin HOST:PORT\n"
-                 "Show the Prometheus metrics (GET /metrics).\n",
-        .epilog = ADMIN_EPILOG,
+        .usage = "usage: " PROG " metrics [--admin HOST:PORT]\n"
+                 "Show the Prometheus metrics (GET /metrics), as text.\n",
+        .epilog = CLI_ADMIN_EXIT,
     };
-    return admin_simple(&cmd, argc, argv, "GET", "/metrics");
+    return admin_simple(&cmd, argc, argv, "GET", "/metrics", NULL);
 }
 
 static int cmd_reload(int argc, char **argv)
 {
     static const struct cli_cmd cmd = {
         .prog = PROG " reload",
-        .usage = "usage: " PROG " reload --admin HOST:PORT\n"
+        .usage = "usage: " PROG " reload [--admin HOST:PORT]\n"
                  "Reload the configuration and policies, like SIGHUP (POST /reload).\n",
         .epilog = ADMIN_EPILOG,
     };
-    return admin_simple(&cmd, argc, argv, "POST", "/reload");
+    return admin_simple(&cmd, argc, argv, "POST", "/reload", NULL);
 }
 
 static const struct cli_cmd MSG_CMD = {
     .prog = PROG " msg",
-    .usage = "usage: " PROG " msg --admin HOST:PORT MESSAGE_ID\n"
+    .usage = "usage: " PROG " msg [--admin HOST:PORT] [--table | --json | --pretty] MESSAGE_ID\n"
              "Show one message (GET /msg/<id>): pending, recently finished or dead, with the history\n"
-             "of its events (published, stored, each delivery attempt and its answer, retries, ...).\n",
+             "of its events (published, stored, each delivery attempt and its answer, retries, ...)\n"
+             "as a table of events (time, event, group, connection, detail) on a terminal.\n",
     .epilog = ADMIN_EPILOG,
     .args = "MESSAGE_ID",
     .min_args = 1,
@@ -99,7 +102,7 @@ static int cmd_msg(int argc, char **argv)
 {
     struct cli_admin a;
     cli_admin_init(&a);
-    const struct cli_opt opts[] = {CLI_ADMIN_OPTS(&a), CLI_OPTS_END};
+    const struct cli_opt opts[] = {CLI_ADMIN_TABLE_OPT(&a), CLI_ADMIN_OPTS(&a), CLI_OPTS_END};
     int rc;
     if (!cli_opts_parse(&MSG_CMD, opts, argc, argv, &rc))
         return rc;
@@ -109,14 +112,14 @@ static int cmd_msg(int argc, char **argv)
     if (cli_url_encode(argv[optind], id, sizeof id))
         return cli_usage_error(&MSG_CMD, "MESSAGE_ID too long");
     snprintf(target, sizeof target, "/msg/%s", id);
-    return cli_admin_print(&MSG_CMD, &a, "GET", target);
+    return cli_admin_show(&MSG_CMD, &a, "GET", target, cli_render_msg);
 }
 
 static const struct cli_cmd DLQ_CMD = {
     .prog = PROG " dlq",
-    .usage = "usage: " PROG " dlq list    --admin HOST:PORT [--topic T] [--limit N] [--after NEXT]\n"
-             "       " PROG " dlq requeue --admin HOST:PORT (--id ID | --all)\n"
-             "       " PROG " dlq purge   --admin HOST:PORT (--topic T | --all)\n"
+    .usage = "usage: " PROG " dlq list    [--admin HOST:PORT] [--topic T] [--limit N] [--after NEXT]\n"
+             "       " PROG " dlq requeue [--admin HOST:PORT] (--id ID | --all)\n"
+             "       " PROG " dlq purge   [--admin HOST:PORT] (--topic T | --all)\n"
              "List, requeue or purge dead letters (GET /dlq, POST /dlq/requeue, POST /dlq/purge).\n",
     .epilog = ADMIN_EPILOG,
     .args = "action: list, requeue or purge",
@@ -139,6 +142,7 @@ static int cmd_dlq(int argc, char **argv)
                  "list: at most N messages (1..1000, broker default 100)"),
         CLI_STRING("after", &after_arg, "NEXT",
                    "list: the page after the one whose \"next\" was NEXT"),
+        CLI_ADMIN_TABLE_OPT(&a),
         CLI_ADMIN_OPTS(&a),
         CLI_OPTS_END,
     };
@@ -177,7 +181,10 @@ static int cmd_dlq(int argc, char **argv)
     }
     if (err)
         return cli_usage_error(&DLQ_CMD, "%s", err);
-    return cli_admin_print(&DLQ_CMD, &a, !strcmp(action, "list") ? "GET" : "POST", target);
+    bool list = !strcmp(action, "list");
+    if (!list && a.format == CLI_FORMAT_TABLE)
+        return cli_usage_error(&DLQ_CMD, "--table is an option of list");
+    return cli_admin_show(&DLQ_CMD, &a, list ? "GET" : "POST", target, list ? cli_render_dlq : NULL);
 }
 
 /* --- dispatch ------------------------------------------------------------------------------ */
@@ -202,12 +209,33 @@ static const struct command commands[] = {
     {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };
 
+/* The exit codes of every subcommand; --help prints them, README.md lists the same. */
+static const struct {
+    int code;
+    const char *meaning;
+} exit_codes[] = {
+    {CLI_EXIT_OK, "success"},
+    {CLI_EXIT_FAIL, "the broker (or MySQL) answered but refused or failed; pub: a message not "
+                    "stored; sub: timed out"},
+    {CLI_EXIT_USAGE, "bad usage: unknown option, bad value, missing argument"},
+    {CLI_EXIT_CONNECT, "cannot connect or authenticate: broker, admin listener, ZooKeeper or "
+                       "MySQL"},
+};
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: " PROG " <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nRun '" PROG " <command> --help' for the options of a command.\n");
+    fprintf(out, "\nexit codes:\n");
+    for (size_t i = 0; i < sizeof exit_codes / sizeof exit_codes[0]; i++)
+        fprintf(out, "  %d  %s\n", exit_codes[i].code, exit_codes[i].meaning);
+    fprintf(out, "\nenvironment:\n"
+                 "  KITEQ_BROKER        default --broker of pub and sub\n"
+                 "  KITEQ_ADMIN         default --admin of the admin commands (else "
+                 CLI_ADMIN_DEFAULT ")\n"
+                 "  KITEQ_ADMIN_TOKEN   default --token\n"
+                 "\nRun '" PROG " <command> --help' for the options of a command.\n");
 }
 
 int main(int argc, char **argv)
