@@ -172,8 +172,9 @@ static const struct cli_cmd PUB_CMD = {
         "                     --topic T --type M\n"
         "                     (--body TEXT | --body - | --file PATH | --size N) [options]\n"
         "Publish messages and wait for the broker's store acks.\n",
-    .epilog = "Failures (with the broker's feedback) go to stderr; one summary line to stdout.\n"
-              "Exit: 0 every message acked with status true, 1 otherwise, 2 usage, 3 connect/auth.\n",
+    .epilog =
+        "Failures (with the broker's feedback) go to stderr; one summary line to stdout.\n"
+        "Exit: 0 every message acked with status true, 1 otherwise, 2 usage, 3 connect/auth.\n",
 };
 
 /* The protocol's limit on a body (the original's 2 MiB). */
@@ -428,18 +429,18 @@ out:
 static const struct cli_cmd SUB_CMD = {
     .prog = PROG " sub",
     .usage =
-        "usage: " PROG " sub [--broker HOST:PORT] --group G [--secret S] [--count N] [--timeout SEC]\n"
-        "                     [--nack]\n"
+        "usage: " PROG " sub [--broker HOST:PORT] --group G [--secret S] [--count N]\n"
+        "                     [--timeout SEC] [--nack]\n"
         "       " PROG " sub --registry zk://H:P --group G --topic T --type M [--bind-type B]\n"
         "                     [--watermark N] [--non-persistent] [...]\n"
         "Print every message delivered to the group as one JSON line on stdout, then ack it.\n",
     .epilog =
-        "Line format: {\"receivedAt\",\"attempt\",\"messageId\",\"topic\",\"messageType\",\"groupId\",\n"
-        "\"body\"}. receivedAt: when it arrived (UTC, ISO 8601 with milliseconds). attempt: how\n"
-        "many times this sub has received this message id (1 = first; the protocol carries no\n"
-        "attempt number, so deliveries to other consumers are not counted: the broker's count\n"
-        "is in 'kiteq-cli msg ID'). body is a string when the body is printable UTF-8;\n"
-        "otherwise \"body\" is absent and \"bodyBase64\"\n"
+        "Line format: {\"receivedAt\",\"attempt\",\"messageId\",\"topic\",\"messageType\",\n"
+        "\"groupId\",\"body\"}. receivedAt: when it arrived (UTC, ISO 8601 with milliseconds).\n"
+        "attempt: how many times this sub has received this message id (1 = first; the\n"
+        "protocol carries no attempt number, so deliveries to other consumers are not counted:\n"
+        "the broker's count is in 'kiteq-cli msg ID'). body is a string when the body is\n"
+        "printable UTF-8; otherwise \"body\" is absent and \"bodyBase64\"\n"
         "holds the bytes in standard base64. \"properties\" (an object) is added when the message\n"
         "has any. Deliveries that arrive after --count was reached are nacked and not printed.\n"
         "Exit: 0 after --count messages, or at --timeout when no --count was given, or on\n"

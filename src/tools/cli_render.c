@@ -162,7 +162,9 @@ int cli_render_stat(const cJSON *root)
            cli_json_num(reload, "failures"));
     printf("since start:");
     const cJSON *t;
-    cJSON_ArrayForEach(t, totals) printf(" %s %.0f", t->string, cJSON_IsNumber(t) ? t->valuedouble : 0);
+    cJSON_ArrayForEach(t, totals) {
+        printf(" %s %.0f", t->string, cJSON_IsNumber(t) ? t->valuedouble : 0);
+    }
     printf("\n\n");
 
     static const char *const heads[] = {"TOPIC", "PENDING", "RECEIVED/S", "DELIVERED/S",

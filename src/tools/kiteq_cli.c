@@ -88,10 +88,12 @@ static int cmd_reload(int argc, char **argv)
 
 static const struct cli_cmd MSG_CMD = {
     .prog = PROG " msg",
-    .usage = "usage: " PROG " msg [--admin HOST:PORT] [--table | --json | --pretty] MESSAGE_ID\n"
-             "Show one message (GET /msg/<id>): pending, recently finished or dead, with the history\n"
-             "of its events (published, stored, each delivery attempt and its answer, retries, ...)\n"
-             "as a table of events (time, event, group, connection, detail) on a terminal.\n",
+    .usage =
+        "usage: " PROG " msg [--admin HOST:PORT] [--table | --json | --pretty] MESSAGE_ID\n"
+        "Show one message (GET /msg/<id>): pending, recently finished or dead, with the\n"
+        "history of its events (published, stored, each delivery attempt and its answer,\n"
+        "retries, ...) as a table of events (time, event, group, connection, detail) on a\n"
+        "terminal.\n",
     .epilog = ADMIN_EPILOG,
     .args = "MESSAGE_ID",
     .min_args = 1,
@@ -117,10 +119,12 @@ static int cmd_msg(int argc, char **argv)
 
 static const struct cli_cmd DLQ_CMD = {
     .prog = PROG " dlq",
-    .usage = "usage: " PROG " dlq list    [--admin HOST:PORT] [--topic T] [--limit N] [--after NEXT]\n"
-             "       " PROG " dlq requeue [--admin HOST:PORT] (--id ID | --all)\n"
-             "       " PROG " dlq purge   [--admin HOST:PORT] (--topic T | --all)\n"
-             "List, requeue or purge dead letters (GET /dlq, POST /dlq/requeue, POST /dlq/purge).\n",
+    .usage =
+        "usage: " PROG " dlq list    [--admin HOST:PORT] [--topic T] [--limit N] [--after NEXT]\n"
+        "       " PROG " dlq requeue [--admin HOST:PORT] (--id ID | --all)\n"
+        "       " PROG " dlq purge   [--admin HOST:PORT] (--topic T | --all)\n"
+        "List, requeue or purge dead letters (GET /dlq, POST /dlq/requeue,\n"
+        "POST /dlq/purge).\n",
     .epilog = ADMIN_EPILOG,
     .args = "action: list, requeue or purge",
     .min_args = 1,
@@ -184,7 +188,8 @@ static int cmd_dlq(int argc, char **argv)
     bool list = !strcmp(action, "list");
     if (!list && a.format == CLI_FORMAT_TABLE)
         return cli_usage_error(&DLQ_CMD, "--table is an option of list");
-    return cli_admin_show(&DLQ_CMD, &a, list ? "GET" : "POST", target, list ? cli_render_dlq : NULL);
+    return cli_admin_show(&DLQ_CMD, &a, list ? "GET" : "POST", target,
+                          list ? cli_render_dlq : NULL);
 }
 
 /* --- dispatch ------------------------------------------------------------------------------ */
