@@ -419,8 +419,8 @@ static void test_msg(void **state)
     j = cli_json(0, "stat --admin 127.0.0.1:%d%s", "");
     assert_int_equal(num(j, "broker", "pending", NULL), 2);
     cJSON_Delete(j);
-    assert_int_equal(cli_runf(NULL, "stat"), 2);
-    assert_int_equal(cli_runf(NULL, "stat --admin 127.0.0.1:1"), 1); /* nobody listens */
+    assert_int_equal(cli_runf(NULL, "stat --admin nocolon"), 2);
+    assert_int_equal(cli_runf(NULL, "stat --admin 127.0.0.1:1"), 3); /* nobody listens */
 }
 
 static cJSON *dead_letter(cJSON *list, const char *id)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int cli_parse_long(const char *prog, const char *opt, const char *s, long min, long max,
                    long *out)
@@ -17,6 +18,17 @@ int cli_parse_long(const char *prog, const char *opt, const char *s, long min, l
     }
     *out = v;
     return 0;
+}
+
+bool cli_is_hostport(const char *s)
+{
+    const char *colon = s ? strrchr(s, ':') : NULL;
+    if (!colon || colon == s)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return colon[1] && !*end && !errno && port >= 1 && port <= 65535;
 }
 
 bool cli_is_printable_utf8(const uint8_t *p, size_t n)
