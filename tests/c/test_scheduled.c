@@ -6,6 +6,7 @@
  * restart on the file store; bad values get a clear refusal. Timing asserts have margins in
  * the safe direction only: "nothing before due - MARGIN" (a slow host only delays deliveries)
  * and "delivered within due + DEADLINE". */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "client/kiteq_client.h"
 #include "support/broker_proc.h"
 
 #define MARGIN_MS 400
@@ -260,6 +262,40 @@ static void test_delay_and_groups_survive_restart(void **state)
     assert_int_equal(broker_stop(&bp), 0);
 }
 
+/* The client library's kq_publish_delayed: out-of-range delays and a second delay property
+ * are refused before sending; a valid one is stored at once and delivered when due. */
+static void test_client_publish_delayed(void **state)
+{
+    (void)state;
+    start_broker();
+    char addr[64], err[256];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", bp.port);
+    struct kq_client_options o = {.broker = addr, .group_id = TEST_PRODUCER,
+                                  .secret = TEST_SECRET};
+    struct kq_client *c;
+    assert_int_equal(kq_client_open(&o, &c, err, sizeof err), 0);
+    int consumer = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
+    struct kq_message m = {.topic = "trade", .message_type = "pay-succ", .body = "x",
+                           .body_len = 1, .expired_time = -1, .deliver_limit = -1};
+    struct kq_publish_result r;
+    assert_int_equal(kq_publish_delayed(c, &m, -1, &r), -EINVAL);
+    assert_int_equal(kq_publish_delayed(c, &m, KQ_MAX_DELAY_MS + 1, &r), -EINVAL);
+    struct kq_property twice = {KQ_DELAY_PROPERTY, "5"};
+    struct kq_message m2 = m;
+    m2.properties = &twice;
+    m2.n_properties = 1;
+    assert_int_equal(kq_publish_delayed(c, &m2, 5, &r), -EINVAL);
+    int64_t t0 = now_ms();
+    assert_int_equal(kq_publish_delayed(c, &m, 1000, &r), 0);
+    int64_t t1 = now_ms();
+    assert_true(r.status);
+    expect_nothing(consumer, (int)(t0 + 1000 - MARGIN_MS - now_ms()), "kq_publish_delayed 1000");
+    int64_t due = expect_delivery(consumer, r.message_id, t1 + 1000 + DEADLINE_MS);
+    assert_true(due >= t0 + 1000 && due <= t1 + 1000);
+    kq_client_close(c);
+    assert_int_equal(broker_stop(&bp), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_policy_delay_and_groups),
         cmocka_unit_test(test_policy_delay),
         cmocka_unit_test(test_delay_and_groups_survive_restart),
+        cmocka_unit_test(test_client_publish_delayed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
