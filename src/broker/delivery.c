@@ -136,6 +136,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
     if (kq_idmap_insert(&b->msgs, m) != 0) {
         KQ_ERROR("delivery", "out of memory indexing id=%s", m->id);
         kq_hist_finish(b, m);
+        kq_msg_extra_drop(b, m);
         kq_msg_free(m); /* the producer was acked: it stays in the store for a restart */
         return;
     }
@@ -158,6 +159,7 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
     kq_idmap_remove(&b->msgs, m);
     kq_topic_stats(b, m->topic)->pending--;
     kq_hist_finish(b, m);
+    kq_msg_extra_drop(b, m);
     kq_msg_free(m);
 }
 
@@ -767,8 +769,7 @@ static void undefer(struct kq_broker *b)
 static bool any_group_online(struct kq_broker *b, const struct kq_msg *m)
 {
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++) {
         if (name_in(b, m->done, m->n_done, routes[i].group))
             continue;
@@ -804,8 +805,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         return;
     }
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     kq_names_clear(&m->failed, &m->n_failed);
     m->names_lost = false;
     m->sent = 0;
@@ -986,6 +986,8 @@ static void wake_waiting(struct kq_broker *b, const char *group, const char *top
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
         if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
             continue;
+        if (m->extra && kq_msg_due_ms(b, m) > now)
+            continue; /* scheduled: never before it is due */
         bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
                                 (ga && kq_names_has(m->failed, m->n_failed, ga))
                           : m->sent == 0 && (!topic || m->topic == ta);
@@ -1034,8 +1036,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
     if (!attempt_over(m) || m->loading || m->first_ack)
         return 1;
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++)
         if (!name_in(b, m->done, m->n_done, routes[i].group)) {
             kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
@@ -1052,6 +1053,7 @@ void kq_delivery_free_all(struct kq_broker *b)
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
         kq_msg_free(m);
     kq_idmap_free(&b->msgs);
+    kq_msg_extras_free(b);
     kq_heap_free(&b->schedule);
     free(b->deferred.ids);
     memset(&b->deferred, 0, sizeof b->deferred);

@@ -81,6 +81,7 @@ struct kq_policy {
     /* on_publish answers being built (allocated only when the hook is defined) */
     struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
     char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
+    const char **publish_groups;          /* KQ_POLICY_MAX_ROUTES: an answer's groups */
 };
 
 /* ---- sandbox ---------------------------------------------------------------------------- */
@@ -710,6 +711,12 @@ static bool change_property(lua_State *L, struct publish_call *pc)
                  luaL_typename(L, -2));
         return false;
     }
+    if (strcmp(k, KQ_PROP_DELAY_MS) == 0 || strcmp(k, KQ_PROP_DELIVER_AT) == 0 ||
+        strcmp(k, KQ_PROP_GROUPS) == 0) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: property \"%s\" is the broker's "
+                 "(answer delay_ms or groups instead)", k);
+        return false;
+    }
     bool del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     const char *val = del ? NULL : plain_string(L, -1, KQ_POLICY_MAX_PROPERTY_VALUE, &vl);
     if (!del && !val) {
@@ -771,6 +778,43 @@ static bool change_properties(lua_State *L, struct publish_call *pc)
     return true;
 }
 
+/* The groups answer at -1: a non-empty list of names of groups bound on the topic (no
+ * comma: they are stored comma separated); duplicates collapse. */
+static bool change_groups(lua_State *L, struct publish_call *pc)
+{
+    const struct kq_publish_view *m = pc->m;
+    size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    if (n == 0) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups must be a non-empty list of "
+                 "group names (got %s)", luaL_typename(L, -1));
+        return false;
+    }
+    pc->v.groups = pc->c.p->publish_groups;
+    pc->v.n_groups = 0;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        const char *g = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        const char *bound = NULL;
+        for (size_t j = 0; g && j < m->n_binds && !bound; j++)
+            if (strcmp(m->binds[j].group_id, g) == 0)
+                bound = m->binds[j].group_id;
+        if (!bound || strchr(bound, ',')) {
+            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups[%zu] %s%.60s%s %s", i,
+                     g ? "\"" : "", g ? g : luaL_typename(L, -1), g ? "\"" : "",
+                     !g ? "is not a group name" : !bound ? "has no binding on the topic"
+                                                         : "contains a comma");
+            return false;
+        }
+        lua_pop(L, 1);
+        bool dup = false;
+        for (size_t j = 0; j < pc->v.n_groups && !dup; j++)
+            dup = strcmp(pc->v.groups[j], bound) == 0;
+        if (!dup && pc->v.n_groups < KQ_POLICY_MAX_ROUTES) /* bound ones are fewer than that */
+            pc->v.groups[pc->v.n_groups++] = bound;
+    }
+    return true;
+}
+
 /* A whole number in [lo, hi] at -1, else false + why. */
 static bool whole_field(lua_State *L, struct publish_call *pc, const char *k, double lo,
                         double hi, double *out)
@@ -796,6 +840,9 @@ static void publish_changes(lua_State *L, struct publish_call *pc)
     v->n_properties = m->n_properties;
     v->expired_time = m->expired_time;
     v->deliver_limit = m->deliver_limit;
+    v->delay_ms = -1;
+    v->groups = NULL;
+    v->n_groups = 0;
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
@@ -812,15 +859,26 @@ static void publish_changes(lua_State *L, struct publish_call *pc)
             if (!whole_field(L, pc, k, 1, KQ_PUBLISH_MAX_DELIVER_LIMIT, &d))
                 return;
             v->deliver_limit = (int32_t)d;
+        } else if (strcmp(k, "delay_ms") == 0) {
+            if (!whole_field(L, pc, k, 0, (double)KQ_PUBLISH_MAX_DELAY_MS, &d))
+                return;
+            v->delay_ms = (int64_t)d;
+        } else if (strcmp(k, "groups") == 0) {
+            if (!change_groups(L, pc))
+                return;
         } else {
-            bool later = strcmp(k, "delay_ms") == 0 || strcmp(k, "groups") == 0;
-            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: %s change '%.60s' (changes are "
-                     "properties, expired_time, deliver_limit)", later ? "not yet supported"
-                     : "unknown", k[0] ? k : luaL_typename(L, -2));
+            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: unknown change '%.60s' (changes "
+                     "are properties, expired_time, deliver_limit, delay_ms, groups)",
+                     k[0] ? k : luaL_typename(L, -2));
             return;
         }
         lua_pop(L, 1);
     }
+    /* after the loop: the expiry may have been changed by the same answer */
+    if (v->delay_ms > 0 && m->now_sec * 1000 + v->delay_ms >= v->expired_time * 1000)
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: delay_ms %lld would make the message "
+                 "due after it expires (expired_time %lld)", (long long)v->delay_ms,
+                 (long long)v->expired_time);
 }
 
 static int publish_protected(lua_State *L)
@@ -922,11 +980,11 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         int64_t now = kq_now_sec();
         const struct kq_publish_view views[] = {
             {"00000000000000000000000000000001", "selftest", "pay-200", "selftest-producer",
-             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now},
+             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now, binds, 3},
             {"00000000000000000000000000000002", "selftest", "other", "selftest-producer",
-             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now},
+             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now, binds, 3},
             {"00000000000000000000000000000003", "selftest", "", "selftest-producer", "",
-             props, 1, 0, false, false, now + 1, 3, now},
+             props, 1, 0, false, false, now + 1, 3, now, NULL, 0},
         };
         for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
             struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH}, .m = &views[i]};
@@ -1029,7 +1087,8 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
         if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
             p->publish_props = malloc(KQ_POLICY_MAX_PROPERTIES * sizeof *p->publish_props);
             p->publish_strings = malloc(PUBLISH_SCRATCH_BYTES);
-            if (!p->publish_props || !p->publish_strings)
+            p->publish_groups = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->publish_groups);
+            if (!p->publish_props || !p->publish_strings || !p->publish_groups)
                 goto oom;
         }
         rc = selftest(p, dir, err, errlen);
@@ -1078,6 +1137,7 @@ void kq_policy_free(struct kq_policy *p)
     free(p->scratch);
     free(p->publish_props);
     free(p->publish_strings);
+    free(p->publish_groups);
     free(p);
 }
 
@@ -1252,6 +1312,8 @@ void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
 {
     v->action = KQ_PUBLISH_ACCEPT;
     v->reason[0] = 0;
+    v->delay_ms = -1;
+    v->n_groups = 0;
     if (!kq_policy_has_publish(p))
         return;
     struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH,

@@ -45,6 +45,15 @@
 #define KQ_POLICY_MAX_PROPERTY_KEY 128
 #define KQ_POLICY_MAX_PROPERTY_VALUE 1024
 #define KQ_POLICY_MAX_REJECT_REASON 256
+/* Scheduled delivery: a delay is at most this (and must end before the message expires). */
+#define KQ_PUBLISH_MAX_DELAY_MS ((int64_t)KQ_PUBLISH_MAX_EXPIRED_SEC * 1000)
+/* Properties of scheduled delivery and per-message groups (docs/POLICIES.md, CLIENT.md): a
+ * producer asks for a delay with KQ_PROP_DELAY_MS (decimal ms); the broker stores the due
+ * time (Unix ms) as KQ_PROP_DELIVER_AT and on_publish's groups as KQ_PROP_GROUPS (comma
+ * separated). Only the broker sets the last two; on_publish may change none of the three. */
+#define KQ_PROP_DELAY_MS "x-kiteq-delay-ms"
+#define KQ_PROP_DELIVER_AT "x-kiteq-deliver-at"
+#define KQ_PROP_GROUPS "x-kiteq-groups"
 
 struct kq_policy;
 
@@ -90,6 +99,8 @@ struct kq_publish_view {
     int64_t expired_time; /* Unix s, already normalised by publish.c */
     int32_t deliver_limit;
     int64_t now_sec;      /* bounds a new expired_time */
+    const struct kq_binding *binds; /* the topic's bindings: the groups `groups` may name */
+    size_t n_binds;
 };
 
 enum kq_publish_action {
@@ -109,6 +120,10 @@ struct kq_publish_verdict {
     size_t n_properties;
     int64_t expired_time;
     int32_t deliver_limit;
+    int64_t delay_ms;     /* -1: not asked; else deliver no earlier than now + this */
+    const char **groups;  /* n_groups > 0: deliver to exactly these (bound, distinct) groups;
+                           * the names point into the view's binds */
+    size_t n_groups;
 };
 
 struct kq_policy_hook_stats {

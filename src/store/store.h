@@ -32,6 +32,10 @@ struct kq_stored_msg {
     int64_t publish_time; /* Unix seconds */
     int64_t expired_time; /* Unix seconds, normalised (never <= 0) */
     int32_t deliver_limit;
+    /* save only: Unix ms before which it is not delivered (0 = at once). The header holds it
+     * too (x-kiteq-deliver-at), which is what the broker reads back; a store may also keep
+     * it where its schema has room (MySQL: next_deliver_time). */
+    int64_t deliver_at_ms;
     const uint8_t *header; /* packed, normalised protobuf Header */
     uint32_t header_len;
     const uint8_t *body;

@@ -450,3 +450,28 @@ describe("examples/publish.lua", function()
                     on_publish(msg("trade", 10, { other = "x" })))
   end)
 end)
+
+describe("examples/delay_by_property.lua", function()
+  local path = "lua/policies/examples/delay_by_property.lua"
+  local f = assert(io.open(path, "rb"))
+  local on_publish = load_source(f:read("*a"), path).on_publish
+  f:close()
+  local function msg(properties)
+    return { message_id = "0123456789abcdef0123456789abcdef", topic = "trade",
+             message_type = "pay-succ", group = "p-trade", properties = properties,
+             body_size = 10, fly = false, commit = true, expired_time = 1700000000,
+             deliver_limit = 100, peer = "127.0.0.1:5000" }
+  end
+
+  it("delays by the priority property", function()
+    assert.are.same({ delay_ms = 60000 }, on_publish(msg({ priority = "low" })))
+    assert.are.same({ delay_ms = 600000 }, on_publish(msg({ priority = "bulk" })))
+  end)
+
+  it("sends high and unmarked messages at once, refuses an unknown priority", function()
+    assert.is_nil(on_publish(msg({ priority = "high" })))
+    assert.is_nil(on_publish(msg({})))
+    assert.are.same({ "reject", "unknown priority 'urgent' (high, low or bulk)" },
+                    { on_publish(msg({ priority = "urgent" })) })
+  end)
+end)

@@ -22,10 +22,11 @@
     "message_id,header,body,msg_type,topic,message_type,publish_group,`commit`,"          \
     "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"      \
     "succ_groups,next_deliver_time"
-/* The same columns without header and body (empty in their place): recovery does not need
- * them, the broker loads them when a message's attempt starts. */
+/* The same columns without body and, unless it holds a property of scheduled delivery or
+ * per-message groups (x-kiteq-...: the broker reads them at recovery), without header (empty
+ * in their place): the broker loads them when a message's attempt starts. */
 #define MY_COLS_NO_PAYLOAD                                                                \
-    "message_id,'','',msg_type,topic,message_type,publish_group,`commit`,"                \
+    "message_id,IF(LOCATE('x-kiteq-',header)>0,header,''),'',msg_type,topic,message_type,publish_group,`commit`,"                \
     "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"      \
     "succ_groups,next_deliver_time"
 

@@ -140,7 +140,8 @@ static int my_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
     if (!j)
         return -ENOMEM;
     struct my_sql q = {0};
-    msg_tuple(&q, s, m, 0, "[]", "[]", 0);
+    msg_tuple(&q, s, m, 0, "[]", "[]",
+              m->deliver_at_ms > 0 ? (m->deliver_at_ms + 999) / 1000 : 0); /* never early */
     j->values_len = q.len;
     if (!(j->values = my_sql_take(&q))) {
         free(j);
