@@ -553,12 +553,13 @@ static int cmd_sub(int argc, char **argv)
     "Exit: 0 on a 2xx answer, 1 otherwise (the error on stderr), 2 usage.\n"
 
 enum { OPT_ADMIN = 2000, OPT_TIMEOUT, OPT_TOPIC, OPT_ID, OPT_ALL, OPT_LIMIT, OPT_TOKEN,
-       OPT_AFTER };
+       OPT_AFTER, OPT_DLQ_GROUP };
 
 struct admin_args {
     const char *admin, *topic, *id, *token, *after;
     long timeout, limit;
     bool all;
+    char groups[400]; /* dlq requeue --group G (repeatable): "G1,G2", URL-encoded */
 };
 
 /* Parse the admin options; *help is set for --help. 0, or CLI_EXIT_USAGE after a message. */
@@ -573,6 +574,7 @@ static int admin_parse(const char *cmd, int argc, char **argv, struct admin_args
         {"limit", required_argument, NULL, OPT_LIMIT},
         {"token", required_argument, NULL, OPT_TOKEN},
         {"after", required_argument, NULL, OPT_AFTER},
+        {"group", required_argument, NULL, OPT_DLQ_GROUP},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -594,6 +596,15 @@ static int admin_parse(const char *cmd, int argc, char **argv, struct admin_args
         case OPT_ALL: a->all = true; bad = !dlq; break;
         case OPT_LIMIT: bad = !dlq || cli_parse_long(PROG, "limit", optarg, 1, 1000, &a->limit); break;
         case OPT_AFTER: a->after = optarg; bad = !dlq; break;
+        case OPT_DLQ_GROUP: {
+            size_t n = strlen(a->groups);
+            if (n && n + 3 < sizeof a->groups)
+                strcpy(a->groups + n, "%2C"); /* the comma between groups, encoded */
+            n = strlen(a->groups);
+            bad = !dlq || n + 3 >= sizeof a->groups ||
+                  cli_url_encode(optarg, a->groups + n, sizeof a->groups - n);
+            break;
+        }
         default: return unknown_option(cmd);
         }
         if (bad) {
@@ -722,12 +733,19 @@ static int cmd_msg(int argc, char **argv)
 
 static const char DLQ_HELP[] =
     "usage: " PROG " dlq list    --admin HOST:PORT [--topic T] [--limit N] [--after NEXT]\n"
-    "       " PROG " dlq requeue --admin HOST:PORT (--id ID | --all)\n"
+    "       " PROG " dlq show    --admin HOST:PORT ID\n"
+    "       " PROG " dlq requeue --admin HOST:PORT (--id ID | --all) [--group G]...\n"
     "       " PROG " dlq purge   --admin HOST:PORT (--topic T | --all)\n"
-    "List, requeue or purge dead letters (GET /dlq, POST /dlq/requeue, POST /dlq/purge).\n\n"
+    "List, show, requeue or purge dead letters (GET /dlq, GET /dlq/ID, POST /dlq/requeue,\n"
+    "POST /dlq/purge). show prints the message with its body (\"body\" as text when it is\n"
+    "printable UTF-8, else \"bodyBase64\"), its properties, the groups it failed for with\n"
+    "each one's last reason (\"failedGroups\") and the groups that had acked it.\n"
+    "A requeue delivers only to the groups the message failed for, or to the --group ones.\n\n"
     "  --topic T            list: only topic T; purge: the topic to purge\n"
     "  --id ID              requeue: the message to deliver again\n"
     "  --all                requeue every dead letter / purge every topic\n"
+    "  --group G            requeue: deliver to consumer group G (repeat for more) instead of\n"
+    "                       the groups it failed for\n"
     "  --limit N            list: at most N messages (1..1000, broker default 100)\n"
     "  --after NEXT         list: the page after the one whose \"next\" was NEXT\n"
     ADMIN_HELP;
@@ -744,18 +762,21 @@ static int cmd_dlq(int argc, char **argv)
     if (rc)
         return rc;
     const char *action = optind < argc ? argv[optind++] : NULL;
+    const char *show_id = action && !strcmp(action, "show") && optind < argc ? argv[optind++]
+                                                                             : NULL;
     if ((rc = no_more_args("dlq", argc, argv)))
         return rc;
     char topic[400] = "", id[400] = "", after[200] = "", target[1200];
     if ((a.topic && cli_url_encode(a.topic, topic, sizeof topic)) ||
         (a.id && cli_url_encode(a.id, id, sizeof id)) ||
+        (show_id && cli_url_encode(show_id, id, sizeof id)) ||
         (a.after && cli_url_encode(a.after, after, sizeof after))) {
         fprintf(stderr, PROG " dlq: --topic, --id or --after too long\n");
         return CLI_EXIT_USAGE;
     }
     const char *err = NULL;
     if (!action) {
-        err = "missing action: list, requeue or purge";
+        err = "missing action: list, show, requeue or purge";
     } else if (!strcmp(action, "list")) {
         if (a.id || a.all)
             err = "list takes --topic, --limit and --after only";
@@ -765,24 +786,33 @@ static int cmd_dlq(int argc, char **argv)
                      a.after ? "&after=" : "", after);
     } else if (a.after) {
         err = "--after is an option of list";
+    } else if (a.groups[0] && strcmp(action, "requeue")) {
+        err = "--group is an option of requeue";
+    } else if (!strcmp(action, "show")) {
+        if (!show_id || a.id || a.all || a.topic || a.limit > 0)
+            err = "show takes the message id only";
+        else
+            snprintf(target, sizeof target, "/dlq/%s", id);
     } else if (!strcmp(action, "requeue")) {
         if (a.topic || a.limit > 0 || !a.id == !a.all)
             err = "requeue takes exactly one of --id and --all";
         else
-            snprintf(target, sizeof target, "/dlq/requeue?id=%s", a.all ? "*" : id);
+            snprintf(target, sizeof target, "/dlq/requeue?id=%s%s%s", a.all ? "*" : id,
+                     a.groups[0] ? "&groups=" : "", a.groups);
     } else if (!strcmp(action, "purge")) {
         if (a.id || a.limit > 0 || !a.topic == !a.all)
             err = "purge takes exactly one of --topic and --all";
         else
             snprintf(target, sizeof target, "/dlq/purge?topic=%s", a.all ? "*" : topic);
     } else {
-        err = "unknown action (want list, requeue or purge)";
+        err = "unknown action (want list, show, requeue or purge)";
     }
     if (err) {
         fprintf(stderr, PROG " dlq: %s (see '" PROG " dlq --help')\n", err);
         return CLI_EXIT_USAGE;
     }
-    return admin_call("dlq", &a, !strcmp(action, "list") ? "GET" : "POST", target);
+    bool get = !strcmp(action, "list") || !strcmp(action, "show");
+    return admin_call("dlq", &a, get ? "GET" : "POST", target);
 }
 
 /* --- dispatch ------------------------------------------------------------------------------ */

@@ -276,7 +276,7 @@ static void test_save_reopen_recover(void **state)
         struct kq_stored_msg m = {0};
         make_id(m.id, i);
         m.topic = "trade";
-        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "too many attempts"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "too many attempts", NULL), 0);
     }
     int base = f->done;
     assert_true(wait_for(f, &f->done, base + commits, 5000));
@@ -794,7 +794,7 @@ static void test_damage_dlq_middle(void **state)
     for (int i = 0; i < 20; i++) {
         struct msgbuf b;
         make_msg(&b, i, body_len_of(i));
-        assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "expired"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "expired", NULL), 0);
     }
     assert_int_equal(save_range(f, 20, 21), 0); /* flushes the dead letters */
     store_close(f);
@@ -1059,12 +1059,12 @@ static void test_dlq(void **state)
     for (int i = 0; i < 6; i++) {
         struct kq_stored_msg m = {0};
         make_id(m.id, i);
-        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired", NULL), 0);
     }
     /* a dead letter given in full that was never pending */
     struct msgbuf b;
     make_msg(&b, 50, body_len_of(50));
-    assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding"), 0);
+    assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding", NULL), 0);
 
     struct dlq_seen s = {0};
     assert_int_equal(dlq_walk(f->s, NULL, 100, false, on_dlq, &s), 1); /* before the write */
