@@ -277,7 +277,7 @@ int kq_admin_route(struct kq_admin *a, const struct admin_request *rq, struct kq
     status = run(a, rt->id, arg, q, qn, r, msg);
     if (status == KQ_ADMIN_LATER && rt->id != R_MSG && rt->id != R_DLQ &&
         rt->id != R_DLQ_REQUEUE && rt->id != R_DLQ_PURGE && rt->id != R_RELOAD &&
-        rt->id != R_GROUPS_PURGE) {
+        rt->id != R_GROUPS_PURGE && rt->id != R_DLQ_SHOW) {
         KQ_WARN(ADMIN_MOD, "handler for %s cannot answer later", rt->path);
         return 500; /* it has no kq_admin_req to answer through */
     }
