@@ -20,7 +20,7 @@
 
 #include "store/mysql/mysql_internal.h"
 
-#define DEAD_FIELD_KEY ((100u << 3) | 2u) /* field 100, length-delimited */
+#define DEAD_FIELD_KEY ((100u << 3) | 2u) /* field 100, length-delimited: 0xA2 0x06 */
 
 static size_t put_varint(uint8_t *p, uint64_t v)
 {
@@ -44,31 +44,20 @@ static bool get_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
     return false;
 }
 
-/* Where the dead-letter field starts when it is the header's last field, else len. */
+/* Where the dead-letter field starts (always the last bytes of the header), else len.
+ * Found from its end rather than by walking the header's fields, so that a header which is
+ * not valid protobuf keeps its own bytes too. The JSON holds no raw 0x06 byte (cJSON escapes
+ * control characters), so the tag cannot be matched inside it. */
 static size_t dead_field_at(const uint8_t *h, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
-        size_t start = i;
-        uint64_t key, v;
-        if (!get_varint(h, len, &i, &key))
-            return len;
-        switch (key & 7) {
-        case 0: if (!get_varint(h, len, &i, &v)) return len; break;
-        case 1: v = 8; goto skip;
-        case 5: v = 4; goto skip;
-        case 2:
-            if (!get_varint(h, len, &i, &v))
-                return len;
-        skip:
-            if (v > len - i)
-                return len;
-            i += v;
+    for (size_t p = len >= 3 ? len - 3 : 0; len >= 3; p--) {
+        size_t i = p + 2;
+        uint64_t n;
+        if (h[p] == 0xA2 && h[p + 1] == 0x06 && get_varint(h, len, &i, &n) && i < len &&
+            n == len - i && h[i] == '{')
+            return p;
+        if (p == 0)
             break;
-        default: return len;
-        }
-        if (key == DEAD_FIELD_KEY && i == len)
-            return start;
     }
     return len;
 }
