@@ -322,6 +322,19 @@ cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
     cJSON_AddStringToObject(o, "reason", d->reason ? d->reason : "");
     cJSON_AddNumberToObject(o, "deadTime", (double)d->dead_time);
     cJSON_AddNumberToObject(o, "bodyLen", d->msg.body_len);
+    if (!d->groups_known) /* dead before groups were recorded (or moved by the Go broker) */
+        cJSON_AddNullToObject(o, "failedGroups");
+    else {
+        cJSON *failed = cJSON_AddArrayToObject(o, "failedGroups");
+        for (size_t i = 0; i < d->groups.n_failed; i++) {
+            cJSON *g = cJSON_CreateObject();
+            cJSON_AddStringToObject(g, "group", d->groups.failed[i].group);
+            cJSON_AddStringToObject(g, "reason", d->groups.failed[i].reason);
+            cJSON_AddItemToArray(failed, g);
+        }
+    }
+    cJSON_AddItemToObject(o, "ackedGroups", names_json((const char *const *)d->groups.acked,
+                                                       d->groups.n_acked));
     return o;
 }
 
@@ -475,7 +488,7 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 
 static const struct kq_admin_handlers handlers = {
     h_stat, h_binds, h_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
-    h_reload, kq_adm_groups, kq_adm_groups_purge,
+    h_reload, kq_adm_groups, kq_adm_groups_purge, kq_adm_dlq_show,
 };
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)

@@ -13,7 +13,7 @@
 #include "broker/internal.h"
 #include "core/log.h"
 
-#define NO_SUBSCRIBER "(no subscriber)" /* the failed "group" of an attempt with no route */
+#define NO_SUBSCRIBER KQ_NO_SUBSCRIBER
 /* With no consumer online for a message, look at it again this often (at most). */
 #define NOBODY_RECHECK_MS 30000
 /* Deliveries are queued on a connection only while less than this is waiting for the
@@ -173,7 +173,11 @@ void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *
     if (m->stored) {
         struct kq_stored_msg sm;
         kq_msg_to_stored(m, &sm);
-        store_result(b, "dead_letter", m->id, b->store->ops->dead_letter(b->store, &sm, reason));
+        struct kq_dlq_groups g; /* who it failed for: a requeue goes only to them */
+        bool known = kq_dead_groups_of(b, m, reason, &g) == 0;
+        store_result(b, "dead_letter", m->id,
+                     b->store->ops->dead_letter(b->store, &sm, reason, known ? &g : NULL));
+        kq_dead_groups_free(&g);
     }
     kq_delivery_drop(b, m, false);
 }

@@ -329,6 +329,21 @@ int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
 void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms);
+
+/* dead_groups.c. The failed "group" of an attempt with no route. */
+#define KQ_NO_SUBSCRIBER "(no subscriber)"
+/* Who m failed for as it is dead-lettered: every group it routes to (or failed) without an
+ * ack, with the last reason (the failure of the last attempt, else `reason`), and the
+ * groups that acked (borrowed from m). Release with kq_dead_groups_free. 0 or -ENOMEM. */
+int kq_dead_groups_of(struct kq_broker *b, const struct kq_msg *m, const char *reason,
+                      struct kq_dlq_groups *out);
+void kq_dead_groups_free(struct kq_dlq_groups *g);
+/* A requeued copy m of d goes only to the picked groups (n_picked > 0; each must be routed
+ * for it), else to the groups d failed for (else to those that had not acked): the other
+ * routed groups are marked done. 0, or -EINVAL / -ENOENT (nobody left to send it to) /
+ * -ENOMEM with why. */
+int kq_requeue_targets(struct kq_broker *b, struct kq_msg *m, const struct kq_dead_letter *d,
+                       const char *const *picked, size_t n_picked, char *why, size_t whylen);
 /* The attempt of m is over (all copies answered): delete, retry or dead-letter. */
 void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m);
 void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);

@@ -54,11 +54,29 @@ struct kq_delivery_state {
     size_t n_failed;
 };
 
+/* A consumer group that had not acked a dead letter, and the last reason it failed. */
+struct kq_dlq_group {
+    const char *group;
+    const char *reason;
+};
+
+/* Who a dead letter failed for: the groups that had not acked it (a requeue delivers only
+ * to them) and the groups that had. */
+struct kq_dlq_groups {
+    const struct kq_dlq_group *failed;
+    size_t n_failed;
+    const char *const *acked;
+    size_t n_acked;
+};
+
 /* A dead letter as listed by the store. */
 struct kq_dead_letter {
     struct kq_stored_msg msg;
     const char *reason;
     int64_t dead_time; /* Unix seconds */
+    bool groups_known; /* false: dead-lettered before groups were recorded (or by the Go
+                        * broker); groups is then empty */
+    struct kq_dlq_groups groups;
 };
 
 typedef void (*kq_store_done_cb)(void *ud, int status); /* 0 or -errno */
@@ -94,8 +112,10 @@ struct kq_store_ops {
     int (*update)(struct kq_store *s, const struct kq_delivery_state *st);
     /* The message is finished (delivered to every group, rolled back): forget it. */
     int (*remove)(struct kq_store *s, const char *id);
-    /* Move a message to the dead-letter store with a reason; it leaves the pending set. */
-    int (*dead_letter)(struct kq_store *s, const struct kq_stored_msg *m, const char *reason);
+    /* Move a message to the dead-letter store with a reason and the groups it failed for
+     * (NULL: not known); it leaves the pending set. */
+    int (*dead_letter)(struct kq_store *s, const struct kq_stored_msg *m, const char *reason,
+                       const struct kq_dlq_groups *groups);
     /* Read a pending message back (header and body); cb gets borrowed pointers. */
     int (*load)(struct kq_store *s, const char *id, kq_store_load_cb cb, void *ud);
     /* At start-up: call cb for every pending message, in publish order (header and body may

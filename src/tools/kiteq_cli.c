@@ -121,15 +121,37 @@ static const struct cli_cmd DLQ_CMD = {
     .prog = PROG " dlq",
     .usage =
         "usage: " PROG " dlq list    [--admin HOST:PORT] [--topic T] [--limit N] [--after NEXT]\n"
-        "       " PROG " dlq requeue [--admin HOST:PORT] (--id ID | --all)\n"
+        "       " PROG " dlq show    [--admin HOST:PORT] ID\n"
+        "       " PROG " dlq requeue [--admin HOST:PORT] (--id ID | --all) [--group G]...\n"
         "       " PROG " dlq purge   [--admin HOST:PORT] (--topic T | --all)\n"
-        "List, requeue or purge dead letters (GET /dlq, POST /dlq/requeue,\n"
-        "POST /dlq/purge).\n",
+        "List, show, requeue or purge dead letters (GET /dlq, GET /dlq/ID, POST /dlq/requeue,\n"
+        "POST /dlq/purge). show prints the message with its body (\"body\" as text when it is\n"
+        "printable UTF-8, else \"bodyBase64\"), its properties, the groups it failed for with\n"
+        "each one's last reason (\"failedGroups\") and the groups that had acked it.\n"
+        "A requeue delivers only to the groups the message failed for, or to the --group ones.\n",
     .epilog = ADMIN_EPILOG,
-    .args = "action: list, requeue or purge",
+    .args = "action: list, show ID, requeue or purge",
     .min_args = 1,
-    .max_args = 1,
+    .max_args = 2,
 };
+
+/* --group G (repeatable): "G1,G2" URL-encoded into a char[400]. */
+static int add_dlq_group(void *target, const char *arg)
+{
+    char *groups = target;
+    size_t n = strlen(groups), cap = 400;
+    if (n) {
+        if (n + 3 >= cap)
+            goto too_long;
+        memcpy(groups + n, "%2C", 4); /* the comma between groups, encoded */
+        n += 3;
+    }
+    if (cli_url_encode(arg, groups + n, cap - n) == 0)
+        return 0;
+too_long:
+    fprintf(stderr, PROG " dlq: too many or too long --group values\n");
+    return -1;
+}
 
 static int cmd_dlq(int argc, char **argv)
 {
@@ -138,10 +160,14 @@ static int cmd_dlq(int argc, char **argv)
     const char *topic_arg = NULL, *id_arg = NULL, *after_arg = NULL;
     long limit = -1;
     bool all = false;
+    char groups[400] = "";
     const struct cli_opt opts[] = {
         CLI_STRING("topic", &topic_arg, "T", "list: only topic T; purge: the topic to purge"),
         CLI_STRING("id", &id_arg, "ID", "requeue: the message to deliver again"),
         CLI_FLAG("all", &all, "requeue every dead letter / purge every topic"),
+        CLI_CALL("group", add_dlq_group, groups, "G",
+                 "requeue: deliver to consumer group G (repeat for more) instead of\n"
+                 "the groups it failed for"),
         CLI_LONG("limit", &limit, "N", 1, 1000,
                  "list: at most N messages (1..1000, broker default 100)"),
         CLI_STRING("after", &after_arg, "NEXT",
@@ -156,13 +182,25 @@ static int cmd_dlq(int argc, char **argv)
     if ((rc = cli_admin_check(&DLQ_CMD, &a)))
         return rc;
     const char *action = argv[optind];
+    const char *show_id = optind + 1 < argc ? argv[optind + 1] : NULL;
     char topic[400] = "", id[400] = "", after[200] = "", target[1200];
     if ((topic_arg && cli_url_encode(topic_arg, topic, sizeof topic)) ||
         (id_arg && cli_url_encode(id_arg, id, sizeof id)) ||
+        (show_id && cli_url_encode(show_id, id, sizeof id)) ||
         (after_arg && cli_url_encode(after_arg, after, sizeof after)))
         return cli_usage_error(&DLQ_CMD, "--topic, --id or --after too long");
     const char *err = NULL;
-    if (!strcmp(action, "list")) {
+    bool show = !strcmp(action, "show");
+    if (show_id && !show) {
+        err = "only show takes a message id argument";
+    } else if (groups[0] && strcmp(action, "requeue")) {
+        err = "--group is an option of requeue";
+    } else if (show) {
+        if (!show_id || id_arg || all || topic_arg || limit > 0 || after_arg)
+            err = "show takes the message id only";
+        else
+            snprintf(target, sizeof target, "/dlq/%s", id);
+    } else if (!strcmp(action, "list")) {
         if (id_arg || all)
             err = "list takes --topic, --limit and --after only";
         else
@@ -174,21 +212,22 @@ static int cmd_dlq(int argc, char **argv)
         if (topic_arg || limit > 0 || !id_arg == !all)
             err = "requeue takes exactly one of --id and --all";
         else
-            snprintf(target, sizeof target, "/dlq/requeue?id=%s", all ? "*" : id);
+            snprintf(target, sizeof target, "/dlq/requeue?id=%s%s%s", all ? "*" : id,
+                     groups[0] ? "&groups=" : "", groups);
     } else if (!strcmp(action, "purge")) {
         if (id_arg || limit > 0 || !topic_arg == !all)
             err = "purge takes exactly one of --topic and --all";
         else
             snprintf(target, sizeof target, "/dlq/purge?topic=%s", all ? "*" : topic);
     } else {
-        err = "unknown action (want list, requeue or purge)";
+        err = "unknown action (want list, show, requeue or purge)";
     }
     if (err)
         return cli_usage_error(&DLQ_CMD, "%s", err);
     bool list = !strcmp(action, "list");
     if (!list && a.format == CLI_FORMAT_TABLE)
         return cli_usage_error(&DLQ_CMD, "--table is an option of list");
-    return cli_admin_show(&DLQ_CMD, &a, list ? "GET" : "POST", target,
+    return cli_admin_show(&DLQ_CMD, &a, list || show ? "GET" : "POST", target,
                           list ? cli_render_dlq : NULL);
 }
 
@@ -207,7 +246,7 @@ static const struct command commands[] = {
     {"binds", cmd_binds, "show groups subscribed to each topic (admin HTTP)"},
     {"metrics", cmd_metrics, "show Prometheus metrics (admin HTTP)"},
     {"msg", cmd_msg, "show one message and its history (admin HTTP)"},
-    {"dlq", cmd_dlq, "list, requeue or purge dead letters (admin HTTP)"},
+    {"dlq", cmd_dlq, "list, show, requeue or purge dead letters (admin HTTP)"},
     {"groups", cli_cmd_groups, "backlog of each consumer group per topic (admin HTTP)"},
     {"purge", cli_cmd_purge, "drop a consumer group's backlog on a topic (admin HTTP)"},
     {"reload", cmd_reload, "reload configuration and policies (admin HTTP)"},

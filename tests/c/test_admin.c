@@ -118,10 +118,20 @@ static int h_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const
     return 200;
 }
 
-static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
+static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, const char *groups,
+                         struct kq_buf *out)
 {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"}", id);
+    snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"%s%s%s}", id, groups ? ",\"groups\":\"" : "",
+             groups ? groups : "", groups ? "\"" : "");
+    put(out, tmp);
+    return 200;
+}
+
+static int h_dlq_show(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "{\"shown\":\"%s\"}", id);
     put(out, tmp);
     return 200;
 }
@@ -144,6 +154,7 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 static const struct kq_admin_handlers handlers = {
     .stat = h_stat, .binds = h_binds, .metrics = h_metrics, .msg = h_msg,
     .dlq_list = h_dlq_list, .dlq_requeue = h_dlq_requeue, .dlq_purge = h_dlq_purge,
+    .dlq_show = h_dlq_show,
     .reload = h_reload,
 };
 
@@ -397,6 +408,9 @@ static void test_routes(void **state)
     expect(p, "POST", "/dlq/requeue?id=m1", 200, "{\"requeued\":\"m1\"}");
     expect(p, "POST", "/dlq/requeue?id=*", 200, "{\"requeued\":\"*\"}");
     expect(p, "POST", "/dlq/requeue", 400, "id required");
+    expect(p, "POST", "/dlq/requeue?id=m1&groups=g%2Ca,g-b", 200, "\"groups\":\"g,a,g-b\"");
+    expect(p, "POST", "/dlq/requeue?id=m1&groups=", 400, "bad groups");
+    expect(p, "GET", "/dlq/m1", 200, "{\"shown\":\"m1\"}");
     expect(p, "POST", "/dlq/purge?topic=trade", 200, "{\"purged\":\"trade\"}");
     expect(p, "POST", "/dlq/purge?topic=*", 200, "{\"purged\":\"(all)\"}");
     expect(p, "POST", "/dlq/purge", 400, "topic required");

@@ -727,14 +727,14 @@ static void test_dead_letter_and_dlq(void **state)
     save_n(s, other, 1, "t-other");
     uint8_t b[] = "body-x";
     struct kq_stored_msg m = make_msg(ids[0], "t-dlq", b, 6);
-    assert_int_equal(s->ops->dead_letter(s, &m, "deliver limit reached"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "deliver limit reached", NULL), 0);
     m = make_msg(ids[1], "t-dlq", b, 6);
-    assert_int_equal(s->ops->dead_letter(s, &m, "bad \"quoted\" reason"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "bad \"quoted\" reason", NULL), 0);
     /* index fields only: header and body come from the table */
     m = make_msg(other[0], "t-other", NULL, 0);
     m.header = NULL;
     m.header_len = 0;
-    assert_int_equal(s->ops->dead_letter(s, &m, "no subscriber"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "no subscriber", NULL), 0);
     struct poll_q q = {"kite_server='srv-dlq'", 1};
     assert_true(run_until(rows_match, &q, 5000));
     assert_int_equal(dlq_rows("kite_server='srv-dlq'"), 3);

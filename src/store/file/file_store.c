@@ -386,7 +386,7 @@ static int fs_remove(struct kq_store *base, const char *id)
 }
 
 static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
-                          const char *reason)
+                          const char *reason, const struct kq_dlq_groups *groups)
 {
     struct fs_store *s = (struct fs_store *)base;
     char key[KQ_ID_LEN + 1];
@@ -411,8 +411,8 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
         return -ENOMEM;
     struct fs_batch *b = s->open;
     size_t start, mark_items = b->n_items;
-    int rc = fs_rec_begin(&b->dlq, FS_DLQ_ADD, s->seq + 1, &start);
-    if (!rc && !(rc = fs_put_dead(&b->dlq, src, reason, kq_now_sec())))
+    int rc = fs_rec_begin(&b->dlq, groups ? FS_DLQ_ADD_GROUPS : FS_DLQ_ADD, s->seq + 1, &start);
+    if (!rc && !(rc = fs_put_dead(&b->dlq, src, reason, kq_now_sec(), groups)))
         rc = fs_rec_end(&b->dlq, start);
     if (!rc)
         rc = add_item(b, FS_DLQ_ADD, true, start, b->dlq.len - start, key, NULL, 0);
@@ -794,6 +794,7 @@ static void free_all(struct fs_store *s)
     HASH_ITER(hh, s->dead, d, dt)
     fs_dead_drop(s, d);
     kq_dlq_index_free(&s->dlq);
+    kq_dlq_groups_buf_free(&s->dlq_groups);
     while (s->oldest) {
         struct fs_seg *g = s->oldest;
         fs_seg_unlink(s, g);

@@ -124,6 +124,7 @@ struct fs_store {
     size_t pending;
     struct fs_dead *dead;  /* by id */
     struct kq_dlq_index dlq; /* their order and counters */
+    struct kq_dlq_groups_buf dlq_groups; /* the groups of the dead letter read last */
     int dlq_fd;
     uint64_t dlq_size;
     uint64_t seq; /* last sequence number used */

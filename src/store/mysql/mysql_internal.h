@@ -11,6 +11,7 @@
 #include <uthash.h>
 #include <uv.h>
 
+#include "store/dlq_groups.h"
 #include "store/dlq_index.h"
 #include "store/mysql/mysql_store.h"
 #include "store/store.h"
@@ -304,4 +305,23 @@ const char *my_store_unavailable(struct kq_store *base);
 void my_health_note(struct my_store *s, const struct my_job *j);
 void my_health_up(struct my_store *s);
 void my_health_start(struct my_store *s);
+/* --- dead-letter rows (dlq_row.c) ----------------------------------------------------------- */
+
+/* The header field (tag, length, JSON) that carries what kite_msg_dlq has no column for;
+ * g may be NULL. malloc'd; NULL on ENOMEM. */
+char *my_dead_field(const char *reason, int64_t dead_time, const struct kq_dlq_groups *g,
+                    size_t *len);
+/* A kite_msg_dlq row read back; d borrows from the row and from this struct. */
+struct my_dead {
+    struct kq_dead_letter d;
+    char reason[1024];
+    struct cJSON *json;
+    const char **fail, **succ;
+    struct kq_dlq_groups_buf gb; /* reused from row to row */
+};
+/* Fill x from row i: 0 or -ENOMEM. my_dead_release after each row (also after a failure),
+ * my_dead_free at the end. */
+int my_dead_row(const struct my_rows *r, size_t i, struct my_dead *x);
+void my_dead_release(struct my_dead *x);
+void my_dead_free(struct my_dead *x);
 #endif
