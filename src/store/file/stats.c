@@ -13,6 +13,14 @@ static void gauge(kq_store_stat_cb cb, void *ud, const char *name, const char *h
     kq_store_stat_value(cb, ud, KQ_STORE_GAUGE, name, help, v);
 }
 
+static void histogram(kq_store_stat_cb cb, void *ud, const char *name, const char *help,
+                      size_t n, const double *bounds, const uint64_t *counts, double sum)
+{
+    cb(ud, &(struct kq_store_stat){.name = name, .help = help, .kind = KQ_STORE_HISTOGRAM,
+                                   .n_bounds = n, .bounds = bounds, .counts = counts,
+                                   .sum = sum});
+}
+
 void fs_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud)
 {
     struct kq_file_store_stats st;
@@ -23,19 +31,13 @@ void fs_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud)
         fsync_bounds_s[i] = kq_fs_fsync_bounds_us[i] / 1e6;
     counter(cb, ud, "fsyncs_total", "fdatasync calls on the file store's data files.",
             (double)st.fsyncs);
-    cb(ud, &(struct kq_store_stat){
-               .name = "fsync_seconds", .help = "fdatasync latency of the file store.",
-               .kind = KQ_STORE_HISTOGRAM, .n_bounds = KQ_FS_FSYNC_BUCKETS,
-               .bounds = fsync_bounds_s, .counts = st.fsync_hist,
-               .sum = (double)st.fsync_us_sum / 1e6});
+    histogram(cb, ud, "fsync_seconds", "fdatasync latency of the file store.",
+              KQ_FS_FSYNC_BUCKETS, fsync_bounds_s, st.fsync_hist, (double)st.fsync_us_sum / 1e6);
     counter(cb, ud, "batches_total", "Group-commit batches written.", (double)st.batches);
     counter(cb, ud, "records_total", "Records written (batch size = records / batches).",
             (double)st.records);
-    cb(ud, &(struct kq_store_stat){
-               .name = "batch_records", .help = "Records per group-commit batch.",
-               .kind = KQ_STORE_HISTOGRAM, .n_bounds = KQ_FS_BATCH_BUCKETS,
-               .bounds = kq_fs_batch_bounds, .counts = st.batch_hist,
-               .sum = (double)st.batch_records_sum});
+    histogram(cb, ud, "batch_records", "Records per group-commit batch.", KQ_FS_BATCH_BUCKETS,
+              kq_fs_batch_bounds, st.batch_hist, (double)st.batch_records_sum);
     counter(cb, ud, "written_bytes_total", "Bytes written to the segments and dlq.log.",
             (double)st.bytes_written);
     counter(cb, ud, "write_errors_total", "Failed batches (disk full, I/O errors).",
