@@ -24,6 +24,9 @@ int kq_adm_store_failed(struct kq_broker *b, int status, cJSON *o, struct kq_buf
 int kq_adm_dlq_tally(struct kq_broker *b, const char *topic, cJSON *by_topic, cJSON *by_group,
                      uint64_t *total);
 
+/* admin_metrics.c: GET /metrics (struct kq_admin_handlers). */
+int kq_adm_metrics(void *ud, struct kq_buf *out);
+
 /* admin_dlq.c: the /dlq handlers (struct kq_admin_handlers) and the scheduler that pages
  * through the store a bounded number of dead letters per loop iteration. */
 int kq_adm_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const char *after,

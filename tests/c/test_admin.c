@@ -55,8 +55,9 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_init(&p, out);
     kq_prom_counter(&p, "kiteq_received_total", "Messages accepted.",
                     (const char *const[]){"topic", "trade", NULL}, 7);
+    int rc = kq_prom_finish(&p);
     kq_prom_free(&p);
-    return 200;
+    return rc ? 500 : 200;
 }
 
 /* Answers that come later: "later-N" is answered N ms after the request (a timer on the
@@ -989,20 +990,28 @@ static void test_prom(void **state)
     assert_int_equal(kq_prom_gauge(&p, "kiteq_connections", NULL, NULL, 2.5), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_x", "x", NULL, 0.1), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_nan", "n", NULL, 0.0 / 0.0), 0);
-    size_t len = b.len;
     assert_int_equal(kq_prom_gauge(&p, "9bad", "x", NULL, 1), -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "bad-name", "x", NULL, 1), -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "ok", "x", (const char *const[]){"a:b", "v", NULL}, 1),
                      -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "ok", "x", (const char *const[]){"le", "v", NULL}, 1),
                      -EINVAL);
-    assert_int_equal(b.len, len); /* nothing written for bad names */
+    /* a family seen with another type is refused */
+    assert_int_equal(kq_prom_gauge(&p, "kiteq_received_total", "x", NULL, 1), -EINVAL);
+    assert_int_equal(b.len, 0); /* nothing is written before finish */
+    /* a sample of an earlier family joins its family's block */
+    assert_int_equal(kq_prom_counter(&p, "kiteq_received_total", NULL,
+                                     (const char *const[]){"topic", "t3", NULL}, 4), 0);
+    /* finish writes what was right and returns the first failure for the caller to report */
+    assert_int_equal(kq_prom_finish(&p), -EINVAL);
+    assert_string_equal(p.error_name, "9bad");
     kq_buf_append(&b, "", 1);
     assert_string_equal((char *)b.data,
                         "# HELP kiteq_received_total Messages\\\\accepted\\nby topic.\n"
                         "# TYPE kiteq_received_total counter\n"
                         "kiteq_received_total{topic=\"a\\\"b\\\\c\\nd\"} 3\n"
                         "kiteq_received_total{topic=\"t2\"} 1e+20\n"
+                        "kiteq_received_total{topic=\"t3\"} 4\n"
                         "# TYPE kiteq_connections gauge\n"
                         "kiteq_connections 2.5\n"
                         "# HELP kiteq_x x\n# TYPE kiteq_x gauge\nkiteq_x 0.1\n"
@@ -1027,6 +1036,7 @@ static void test_prom_histogram(void **state)
     kq_prom_init(&p, &b);
     assert_int_equal(kq_prom_histogram(&p, "kiteq_store_fsync_seconds", "fsync latency.",
                                        (const char *const[]){"store", "file", NULL}, &h), 0);
+    assert_int_equal(kq_prom_finish(&p), 0);
     kq_buf_append(&b, "", 1);
     assert_string_equal((char *)b.data,
                         "# HELP kiteq_store_fsync_seconds fsync latency.\n"

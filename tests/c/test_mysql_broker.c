@@ -34,6 +34,7 @@
 #include "core/clock.h"
 #include "store/mysql/mysql_store.h"
 #include "support/broker_proc.h"
+#include "support/metrics_doc.h"
 #include "support/idset.h"
 #include "support/zk_service.h"
 
@@ -341,6 +342,19 @@ static void test_publish_deliver_ack(void **state)
     char got[33];
     uint32_t op;
     assert_int_equal(raw_recv_delivery(a, 1500, got, &op, NULL, 0), 0);
+    /* /metrics: the MySQL store's figures (kq_store_ops.stats), each family as documented */
+    char *resp = http_get(admin_port(&E.bp[0]), "/metrics");
+    assert_non_null(resp);
+    const char *text = strstr(resp, "\r\n\r\n");
+    assert_non_null(text);
+    char problems[4096];
+    int n = metrics_doc_check(text + 4, "mysql", "mysql", problems, sizeof problems);
+    if (n)
+        fail_msg("%d problems between /metrics and docs/ADMIN.md:\n%s", n, problems);
+    assert_true(prom_sample(text + 4, "kiteq_store_saves_total") >= 32);
+    assert_true(prom_sample(text + 4, "kiteq_store_save_failures_total") == 0);
+    assert_true(prom_sample(text + 4, "kiteq_store_reconnects_total") >= 1);
+    free(resp);
     close(a);
     close(b);
     close(prod);

@@ -878,6 +878,7 @@ static const struct kq_store_ops file_ops = {
     .dlq_take = fs_dlq_take,
     .dlq_purge = fs_dlq_purge,
     .close = fs_close,
+    .stats = fs_stats,
 };
 
 static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *err,

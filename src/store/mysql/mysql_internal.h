@@ -284,7 +284,11 @@ void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m);
 /* Hand a job to the workers with the others of this loop iteration. */
 void my_submit(struct my_store *s, struct my_job *j);
 /* Each row (MY_COLS) to cb with its delivery state (NULL for a fresh message). */
-int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud);
+int my_emit_rows(const struct my_rows *r, kq_store_recover_cb cb, void *ud);
+/* kq_store_ops.takeover (takeover.c) and .stats (stats.c). */
+int my_takeover(struct kq_store *base, const char *dead_server, kq_store_recover_cb row,
+                kq_store_takeover_done_cb done, void *ud);
+void my_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud);
 /* kq_store_ops.dlq_* (dlq.c: jobs that complete on the loop; counters in memory). */
 int my_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
 int my_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,

@@ -622,19 +622,12 @@ static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, v
 
 bool my_is_mysql_store(const struct kq_store *base) { return base && base->ops == &mysql_ops; }
 
-const char *kq_mysql_store_server(const struct kq_store *base)
+/* kq_store_ops.owner: rows carry kite_server; brokers sharing host:port:db see each other. */
+static int my_owner(const struct kq_store *base, const char **self, char *shared, size_t len)
 {
-    if (!my_is_mysql_store(base))
-        return NULL;
-    return ((const struct my_store *)base)->conf.server;
-}
-
-int kq_mysql_store_ident(const struct kq_store *base, char *out, size_t len)
-{
-    if (!my_is_mysql_store(base))
-        return -EINVAL;
     const struct my_store *s = (const struct my_store *)base;
-    snprintf(out, len, "%s:%u:%s", s->conf.host, s->conf.port, s->conf.db);
+    *self = s->conf.server;
+    snprintf(shared, len, "%s:%u:%s", s->conf.host, s->conf.port, s->conf.db);
     return 0;
 }
 
@@ -749,6 +742,9 @@ static const struct kq_store_ops mysql_ops = {
     .dlq_take = my_dlq_take,
     .dlq_purge = my_dlq_purge,
     .close = my_close,
+    .stats = my_stats,
+    .owner = my_owner,
+    .takeover = my_takeover,
 };
 
 static int copy_param(const struct kq_store_uri *u, const char *key, const char *def, char *dst,

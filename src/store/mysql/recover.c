@@ -11,7 +11,7 @@
 #include "store/mysql/mysql_internal.h"
 
 /* One row (MY_COLS) to a recover callback, with its delivery state. */
-static int emit_row(const struct my_rows *r, size_t i, kq_mysql_row_cb cb, void *ud)
+static int emit_row(const struct my_rows *r, size_t i, kq_store_recover_cb cb, void *ud)
 {
     struct kq_stored_msg m;
     my_row_msg(r, i, &m);
@@ -35,7 +35,7 @@ static int emit_row(const struct my_rows *r, size_t i, kq_mysql_row_cb cb, void 
     return rc;
 }
 
-int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud)
+int my_emit_rows(const struct my_rows *r, kq_store_recover_cb cb, void *ud)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < r->n; i++)
