@@ -161,6 +161,12 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
 
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason)
 {
+    if (!kq_dead_hook(b, m, reason))
+        kq_delivery_dead_letter_now(b, m, reason);
+}
+
+void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const char *reason)
+{
     KQ_WARN("delivery", "dead letter id=%s topic=%s type=%s attempts=%d reason=\"%s\"", m->id,
             m->topic, m->type, m->attempts, reason);
     b->stats.dead_lettered++;
@@ -765,8 +771,7 @@ static void undefer(struct kq_broker *b)
 static bool any_group_online(struct kq_broker *b, const struct kq_msg *m)
 {
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_route_msg(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++) {
         if (name_in(b, m->done, m->n_done, routes[i].group))
             continue;
@@ -796,14 +801,14 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
      * before every attempt of every message. */
     struct kq_retry_verdict v;
-    kq_policy_default_retry(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_default_retry(m->attempts, m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(),
+                            &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_route_msg(b, m, routes, KQ_POLICY_MAX_ROUTES);
     kq_names_clear(&m->failed, &m->n_failed);
     m->names_lost = false;
     m->sent = 0;
@@ -869,7 +874,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     struct kq_retry_verdict v;
     kq_policy_retry(b->policy, m->attempts, kq_msg_failure(m) ? kq_msg_failure(m) : "nack",
-                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+                    m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
@@ -1032,8 +1037,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
     if (!attempt_over(m) || m->loading || m->first_ack)
         return 1;
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_route_msg(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++)
         if (!name_in(b, m->done, m->n_done, routes[i].group)) {
             kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
