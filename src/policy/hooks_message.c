@@ -51,7 +51,7 @@ static int l_log(lua_State *L)
         p->log_suppressed = 0;
     }
     luaL_where(L, 1); /* "lua/policies/routing.lua:12:" */
-    kq_log(values[level], "policy", "lua %s %.*s", lua_tostring(L, -1),
+    kq_log(values[level], "policy", "lua %s%.*s", lua_tostring(L, -1),
            (int)(len < LOG_TEXT_MAX ? len : LOG_TEXT_MAX), text);
     lua_pop(L, 1);
     return 0;
@@ -85,7 +85,7 @@ struct message_call {
     int32_t attempts;       /* on_dead */
     const char *reason;     /* on_dead */
     enum kq_dead_action action;
-    bool selftest;          /* on_dead: the groups' bindings are not checked */
+    bool selftest;          /* on_dead: groups are not checked against the message */
 };
 
 static int route_message_protected(lua_State *L)
@@ -257,7 +257,7 @@ static int dead_protected(lua_State *L)
     else if (!rc->found && !mc->selftest)
         snprintf(rc->c.why, sizeof rc->c.why, "on_dead: none of the groups has a binding on "
                  "topic %.60s, e.g. \"%s\"", rc->topic, rc->first_dropped);
-    else if (!mc->m->commit)
+    else if (!mc->m->commit && !mc->selftest)
         snprintf(rc->c.why, sizeof rc->c.why, "on_dead: a two-phase message that was never "
                  "committed cannot be handed to groups (answer \"dlq\" or \"drop\")");
     mc->action = KQ_DEAD_HANDOVER;
