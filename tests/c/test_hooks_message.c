@@ -318,12 +318,71 @@ static void test_selftests(void **state)
     kq_policy_free(p);
 }
 
+/* Loads lua/policies/examples/<example> as <file> in a fresh folder. */
+static struct kq_policy *load_example(const char *example, const char *file)
+{
+    const char *src = getenv("KITEQ_SOURCE_DIR");
+    char path[512], text[8192];
+    snprintf(path, sizeof path, "%s/lua/policies/examples/%s", src ? src : ".", example);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    struct kq_policy *p = NULL;
+    if (kq_policy_load(policy_dir(example, file, text), &p, err, sizeof err) != 0)
+        fail_msg("%s: %s", example, err);
+    return p;
+}
+
+/* The shipped examples load in the real sandbox, pass the self-tests and answer as their
+ * comments say. */
+static void test_examples(void **state)
+{
+    (void)state;
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    size_t n;
+    char why[256];
+    struct kq_policy *p = load_example("routing_by_property.lua", "routing.lua");
+    struct kq_publish_view eu = view("order", "eu", true);
+    assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 1);
+    assert_string_equal(r[0].group, "s-eu");
+    kq_policy_free(p);
+
+    p = load_example("auth_allowlist.lua", "auth.lua");
+    struct kq_connect_view far = {"s-trade-a", "10.9.9.9", 1, true, 0, 0},
+                           near = {"s-trade-a", "10.0.0.7", 1, true, 0, 0};
+    assert_false(kq_policy_connect(p, &far, why, sizeof why));
+    assert_string_equal(why, "group s-trade-a may not connect from 10.9.9.9");
+    assert_true(kq_policy_connect(p, &near, why, sizeof why));
+    kq_policy_free(p);
+
+    p = load_example("dead_to_handler.lua", "retry.lua");
+    struct kq_publish_view m = view("order", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 100, "expired", r, 8, &n), KQ_DEAD_HANDOVER);
+    assert_string_equal(r[0].group, "s-dead-handler");
+    m = view("debug-1", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 100, "expired", r, 8, &n), KQ_DEAD_DROP);
+    kq_policy_free(p);
+
+    p = load_example("publish.lua", "publish.lua");
+    struct kq_publish_view big = view("order", NULL, true);
+    big.topic = "user-profile";
+    big.body_size = 1 << 20;
+    struct kq_publish_verdict v;
+    kq_policy_publish(p, &big, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_REJECT);
+    kq_policy_free(p);
+    kq_binding_set_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_message), cmocka_unit_test(test_on_connect),
         cmocka_unit_test(test_on_dead),       cmocka_unit_test(test_helpers),
-        cmocka_unit_test(test_selftests),
+        cmocka_unit_test(test_selftests),     cmocka_unit_test(test_examples),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
