@@ -169,9 +169,12 @@ static void hand_over(struct kq_broker *b, struct kq_msg *m, const struct kq_rou
                  r[k].group);
         kq_hist(b, m, KQ_EV_REQUEUED, r[k].group, NULL);
     }
-    if (rc != 0) /* the mark or a done group could not be recorded: a dead letter after all */
+    if (rc != 0) { /* the mark or a done group could not be recorded: a dead letter after all */
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot hand id=%s over to groups=%s "
-                           "(out of memory)", m->id, groups);
+                           "(out of memory): dead-lettered", m->id, groups);
+        kq_delivery_dead_letter_now(b, m, reason);
+        return;
+    }
     KQ_WARN("delivery", "dead letter handed over by on_dead id=%s topic=%s type=%s groups=%s "
             "reason=\"%s\"", m->id, m->topic, m->type, groups, reason);
     kq_names_clear(&m->failed, &m->n_failed);

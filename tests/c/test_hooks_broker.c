@@ -108,7 +108,8 @@ static const char *routing_lua(const char *eu, const char *us)
 static void test_route_message(void **state)
 {
     (void)state;
-    start_broker("routing.lua", routing_lua("s-trade-a", "s-trade-b"), "hooks=route_message");
+    start_broker("routing.lua", routing_lua("s-trade-a", "s-trade-b"),
+                 "hooks=route_message");
     int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
     int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
     struct kq_client *p;
