@@ -165,6 +165,12 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
 
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason)
 {
+    if (!kq_dead_hook(b, m, reason))
+        kq_delivery_dead_letter_now(b, m, reason);
+}
+
+void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const char *reason)
+{
     KQ_WARN("delivery", "dead letter id=%s topic=%s type=%s attempts=%d reason=\"%s\"", m->id,
             m->topic, m->type, m->attempts, reason);
     b->stats.dead_lettered++;
@@ -803,7 +809,8 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
      * before every attempt of every message. */
     struct kq_retry_verdict v;
-    kq_policy_default_retry(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_default_retry(m->attempts, m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(),
+                            &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
@@ -875,7 +882,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     struct kq_retry_verdict v;
     kq_policy_retry(b->policy, m->attempts, kq_msg_failure(m) ? kq_msg_failure(m) : "nack",
-                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+                    m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;

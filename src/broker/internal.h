@@ -328,6 +328,24 @@ int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_
 
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
+/* The same without asking on_dead (the hook said "dlq", or the message was handed over). */
+void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const char *reason);
+
+/* Per-message hooks (msg_hooks.c). The groups m goes to now: route_message when the policy
+ * has it (cold: every group bound on the topic), the memoised route otherwise, every group
+ * of the topic not done once on_dead handed it over. Loop thread. */
+size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
+                    size_t max);
+/* The same for a message being published, with its decoded header h; the answer is kept
+ * for its first attempt when that follows at once. */
+size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m,
+                          const Protocol__Header *h, struct kq_route *out, size_t max);
+/* on_dead before a dead letter: true when the hook took m (dropped, handed over, or being
+ * read back for it). */
+bool kq_dead_hook(struct kq_broker *b, struct kq_msg *m, const char *reason);
+/* on_dead handed m to groups (its expiry then no longer applies: kq_msg_expiry). */
+bool kq_msg_handed_over(struct kq_broker *b, const struct kq_msg *m);
+int64_t kq_msg_expiry(struct kq_broker *b, const struct kq_msg *m);
 void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms);
 
 /* dead_groups.c. The failed "group" of an attempt with no route. */

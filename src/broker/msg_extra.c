@@ -102,7 +102,7 @@ void kq_msg_extras_free(struct kq_broker *b)
 size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
                     size_t max)
 {
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, out, max);
+    size_t n = kq_route_msg(b, m, out, max); /* the policy's answer, per message if it says */
     const struct extra *e = find(b, m);
     if (!e || !e->n_groups)
         return n;

@@ -100,10 +100,11 @@ static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *
 /* A message no group is bound to is accepted (as the original does) and kept until it
  * expires, so that a consumer group bound later still gets it. But it is never silent:
  * counted per topic and logged once a second per (topic, messageType). */
-static void note_if_unrouted(struct kq_broker *b, const struct kq_msg *m)
+static void note_if_unrouted(struct kq_broker *b, struct kq_msg *m, const Protocol__Header *h)
 {
     struct kq_route r;
-    if (kq_msg_route(b, m, &r, 1) > 0)
+    /* the policy's answer (kept for the first attempt), then the groups on_publish chose */
+    if (kq_route_published(b, m, h, &r, 1) > 0 || kq_msg_route(b, m, &r, 1) > 0)
         return;
     b->stats.unrouted++;
     kq_topic_stats(b, m->topic)->unrouted++;
@@ -393,7 +394,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     kq_hist(b, m, KQ_EV_PUBLISHED, s->group->id, s);
     kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
     sm.deliver_at_ms = due_ms;
-    note_if_unrouted(b, m);
+    note_if_unrouted(b, m, h);
 
     if (m->fly) {
         /* Acked first, never stored; still retried while this broker runs. */

@@ -26,6 +26,7 @@
 #include "policy/lua_budget.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "policy/generation.h"
 #include "policy/internal.h"
 
 #define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
@@ -34,8 +35,6 @@
 #define MAX_FILE_BYTES (1 << 20)
 #define MEMO_MAX 16384                  /* (topic, type) answers kept per generation */
 #define MEMO_KEY_MAX 512
-
-enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_PUBLISH, H_COUNT };
 
 /* subject: the names of the two strings a call's strikes are kept by (NULL: one subject) */
 static const struct {
@@ -46,16 +45,15 @@ static const struct {
     [H_INTAKE] = {"flow.lua", "intake", "flow.intake", {NULL, NULL}},
     [H_GROUP] = {"flow.lua", "group", "flow.group", {"group", "topic"}},
     [H_PUBLISH] = {"publish.lua", "on_publish", "publish", {"topic", "type"}},
+    [H_ROUTE_MESSAGE] = {"routing.lua", "route_message", "route_message", {"topic", "type"}},
+    [H_CONNECT] = {"auth.lua", "on_connect", "connect", {"group", NULL}},
+    [H_DEAD] = {"retry.lua", "on_dead", "dead", {"topic", "type"}},
 };
-static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua"};
+static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua",
+                                    "auth.lua"};
 /* Room for the strings of one on_publish answer: every property it may leave, copied. */
 #define PUBLISH_SCRATCH_BYTES \
     (KQ_POLICY_MAX_PROPERTIES * (KQ_POLICY_MAX_PROPERTY_KEY + KQ_POLICY_MAX_PROPERTY_VALUE + 2))
-
-struct hook {
-    int ref; /* LUA_NOREF: not defined, the default answers */
-    uint64_t calls, errors, fallbacks, cache_hits, total_us, rejects;
-};
 
 struct memo {
     char *key; /* topic '\0' type */
@@ -63,25 +61,6 @@ struct memo {
     size_t n;
     struct kq_route *routes;
     UT_hash_handle hh;
-};
-
-struct kq_policy {
-    lua_State *L;
-    struct kq_lua_budget budget; /* memory, and the guard of the call in progress */
-    struct hook hooks[H_COUNT];
-    struct kq_strikes *strikes; /* failures in a row per (hook, subject) */
-    struct kq_regex_cache *rc;
-    struct memo *memo;
-    size_t n_memo;
-    struct memo *memo_last; /* the latest hit or addition: a message is routed twice in a
-                              * row (intake, then its attempt), a burst has one type */
-    const struct kq_binding_set *memo_set;
-    uint64_t memo_gen;
-    struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
-    /* on_publish answers being built (allocated only when the hook is defined) */
-    struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
-    char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
-    const char **publish_groups;          /* KQ_POLICY_MAX_ROUTES: an answer's groups */
 };
 
 /* ---- sandbox ---------------------------------------------------------------------------- */
@@ -149,6 +128,7 @@ static void push_env(lua_State *L, struct kq_policy *p)
     lua_pushlightuserdata(L, p);
     lua_pushcclosure(L, l_regex_match, 1);
     lua_setfield(L, -2, "regex_match");
+    kq_hooks_add_helpers(L, p);
     lua_setfield(L, -2, "kq");
     lua_newtable(L);
     lua_pushcfunction(L, l_strict_index);
@@ -293,22 +273,6 @@ static int load_file(struct kq_policy *p, const char *dir, const char *file, cha
 
 /* ---- calls ------------------------------------------------------------------------------ */
 
-/* Shared by the per-hook protected functions: which hook, what about (the subject whose
- * strikes a failure counts to, see HOOKS), and why a result was refused. */
-struct call {
-    struct kq_policy *p;
-    enum hook_id id;
-    const char *subject[2];
-    bool use_default; /* the hook returned nil: "no opinion" */
-    char why[200];
-};
-
-enum outcome {
-    CALL_OK,     /* answered (c->use_default may still ask for the built-in answer) */
-    CALL_SLOW,   /* answered, but over the time budget: counts as a strike */
-    CALL_FAILED, /* error, stopped, or an invalid result (reason in c->why) */
-};
-
 /* Runs fn under the guard. */
 static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
 {
@@ -409,16 +373,6 @@ static void set_number_field(lua_State *L, const char *k, double v)
 
 /* -- route -- */
 
-struct route_call {
-    struct call c;
-    const struct kq_binding *binds;
-    size_t n;
-    const char *topic, *type;
-    struct kq_route *out;
-    size_t max, found, dropped;
-    char first_dropped[64];
-};
-
 static const char *bind_type_name(enum kq_bind_type t)
 {
     return t == KQ_BIND_REGX ? "regx" : t == KQ_BIND_FANOUT ? "fanout" : "direct";
@@ -441,17 +395,11 @@ static const struct kq_binding *group_binding(struct kq_policy *p, const struct 
     return first;
 }
 
-static int route_protected(lua_State *L)
+void kq_policy_push_binds(lua_State *L, const struct kq_binding *binds, size_t n)
 {
-    struct route_call *rc = lua_touserdata(L, 1);
-    struct kq_policy *p = rc->c.p;
-    lua_settop(L, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE].ref);
-    lua_pushstring(L, rc->topic);
-    lua_pushstring(L, rc->type);
-    lua_createtable(L, (int)rc->n, 0);
-    for (size_t i = 0; i < rc->n; i++) {
-        const struct kq_binding *b = &rc->binds[i];
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const struct kq_binding *b = &binds[i];
         lua_createtable(L, 0, 6);
         lua_pushstring(L, b->group_id);
         lua_setfield(L, -2, "group");
@@ -466,23 +414,24 @@ static int route_protected(lua_State *L)
         lua_setfield(L, -2, "persistent");
         lua_rawseti(L, -2, (int)i + 1);
     }
-    lua_call(L, 3, 1);
-    if (lua_isnil(L, -1)) {
-        rc->c.use_default = true;
-        return 0;
+}
+
+bool kq_policy_read_routes(lua_State *L, int idx, struct route_call *rc, const char *what)
+{
+    struct kq_policy *p = rc->c.p;
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    if (!lua_istable(L, idx)) {
+        snprintf(rc->c.why, sizeof rc->c.why, "%s must return a list of group names or nil "
+                 "(got %s)", what, luaL_typename(L, idx));
+        return false;
     }
-    if (!lua_istable(L, -1)) {
-        snprintf(rc->c.why, sizeof rc->c.why, "route must return a list of group names or "
-                 "nil (got %s)", luaL_typename(L, -1));
-        return 0;
-    }
-    size_t len = lua_objlen(L, -1);
+    size_t len = lua_objlen(L, idx);
     for (size_t i = 1; i <= len; i++) {
-        lua_rawgeti(L, -1, (int)i);
+        lua_rawgeti(L, idx, (int)i);
         if (lua_type(L, -1) != LUA_TSTRING) {
-            snprintf(rc->c.why, sizeof rc->c.why, "route result[%zu] must be a group name "
-                     "(got %s)", i, luaL_typename(L, -1));
-            return 0;
+            snprintf(rc->c.why, sizeof rc->c.why, "%s result[%zu] must be a group name "
+                     "(got %s)", what, i, luaL_typename(L, -1));
+            return false;
         }
         const char *g = lua_tostring(L, -1);
         const struct kq_binding *b = group_binding(p, rc->binds, rc->n, g, rc->type);
@@ -503,6 +452,22 @@ static int route_protected(lua_State *L)
             rc->found++;
         }
     }
+    return true;
+}
+
+static int route_protected(lua_State *L)
+{
+    struct route_call *rc = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_ROUTE].ref);
+    lua_pushstring(L, rc->topic);
+    lua_pushstring(L, rc->type);
+    kq_policy_push_binds(L, rc->binds, rc->n);
+    lua_call(L, 3, 1);
+    if (lua_isnil(L, -1))
+        rc->c.use_default = true;
+    else
+        kq_policy_read_routes(L, -1, rc, "route");
     return 0;
 }
 
@@ -659,7 +624,7 @@ static void set_bool_field(lua_State *L, const char *k, bool v)
     lua_setfield(L, -2, k);
 }
 
-static void push_publish_view(lua_State *L, const struct kq_publish_view *m)
+void kq_policy_push_message(lua_State *L, const struct kq_publish_view *m)
 {
     lua_createtable(L, 0, 11);
     set_string_field(L, "message_id", m->message_id);
@@ -886,7 +851,7 @@ static int publish_protected(lua_State *L)
     struct publish_call *pc = lua_touserdata(L, 1);
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, pc->c.p->hooks[H_PUBLISH].ref);
-    push_publish_view(L, pc->m);
+    kq_policy_push_message(L, pc->m);
     lua_call(L, 1, 2);
     if (lua_isnil(L, 1)) {
         pc->c.use_default = true;
@@ -911,9 +876,23 @@ static int publish_protected(lua_State *L)
     return 0;
 }
 
+/* ---- for hooks_message.c ---------------------------------------------------------------- */
+
+enum outcome kq_policy_invoke(struct call *c, lua_CFunction fn, bool selftest)
+{
+    return invoke(c, fn, selftest);
+}
+
+bool kq_policy_settle(struct call *c, enum outcome o) { return settle(c, o); }
+
+bool kq_policy_hook_live(const struct kq_policy *p, const struct call *c)
+{
+    return hook_live(p, c);
+}
+
 /* ---- self-tests ------------------------------------------------------------------------- */
 
-static int selftest_fail(struct call *c, char *err, size_t errlen, const char *dir)
+int kq_policy_selftest_fail(struct call *c, char *err, size_t errlen, const char *dir)
 {
     snprintf(err, errlen, "%s/%s: %s: self-test failed: %s", dir, HOOKS[c->id].file,
              HOOKS[c->id].key, c->why);
@@ -936,11 +915,11 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
                                         .topic = "selftest", .type = types[i], .out = out,
                                         .max = KQ_POLICY_MAX_ROUTES};
                 if (invoke(&rc.c, route_protected, true) != CALL_OK)
-                    return selftest_fail(&rc.c, err, errlen, dir);
+                    return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
                 if (rc.dropped) {
                     snprintf(rc.c.why, sizeof rc.c.why, "returned group \"%s\", which has no "
                              "binding on the topic", rc.first_dropped);
-                    return selftest_fail(&rc.c, err, errlen, dir);
+                    return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
                 }
             }
         }
@@ -959,7 +938,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
                                     .expired_time = cases[i].expired,
                                     .now_sec = kq_now_sec(), .v = &v};
             if (invoke(&rc.c, retry_protected, true) != CALL_OK)
-                return selftest_fail(&rc.c, err, errlen, dir);
+                return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
         }
     }
     for (enum hook_id id = H_INTAKE; id <= H_GROUP; id++) {
@@ -972,7 +951,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
             struct flow_call fc = {.c = {.p = p, .id = id}, .permits = 20000, .group = "selftest",
                                    .topic = "selftest", .f = &f, .out = &l};
             if (invoke(&fc.c, flow_protected, true) != CALL_OK)
-                return selftest_fail(&fc.c, err, errlen, dir);
+                return kq_policy_selftest_fail(&fc.c, err, errlen, dir);
         }
     }
     if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
@@ -989,9 +968,12 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
             struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH}, .m = &views[i]};
             if (invoke(&pc.c, publish_protected, true) != CALL_OK)
-                return selftest_fail(&pc.c, err, errlen, dir);
+                return kq_policy_selftest_fail(&pc.c, err, errlen, dir);
         }
     }
+    int rc = kq_hooks_selftest(p, dir, err, errlen);
+    if (rc)
+        return rc;
     /* self-test calls are not traffic */
     for (int i = 0; i < H_COUNT; i++)
         p->hooks[i].calls = p->hooks[i].total_us = 0;
@@ -1028,8 +1010,8 @@ static int check_dir(const char *dir, char *err, size_t errlen)
             if (strcasecmp(e->d_name, FILES[i]) == 0)
                 hint = FILES[i];
         KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua, "
-                "retry.lua and publish.lua%s%s%s", dir, e->d_name, hint ? " (did you mean " : "",
-                hint ? hint : "", hint ? "?)" : "");
+                "retry.lua, publish.lua and auth.lua%s%s%s", dir, e->d_name,
+                hint ? " (did you mean " : "", hint ? hint : "", hint ? "?)" : "");
     }
     closedir(d);
     return 0;
@@ -1097,7 +1079,7 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
             return rc;
         }
     }
-    char lua[64], builtin[64];
+    char lua[128], builtin[128];
     hook_names(p, true, lua, sizeof lua);
     hook_names(p, false, builtin, sizeof builtin);
     KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s", dir ? dir : "(none)",

@@ -249,11 +249,12 @@ static void test_load_warns_unknown_files(void **state)
     kq_policy_free(p);
     char want[512];
     snprintf(want, sizeof want, "%s/Routing.lua is not loaded: policy files are routing.lua, "
-             "flow.lua, retry.lua and publish.lua (did you mean routing.lua?)", dir);
+             "flow.lua, retry.lua, publish.lua and auth.lua (did you mean routing.lua?)", dir);
     if (!strstr(log, want) || !strstr(log, "/helpers.lua is not loaded") ||
         strstr(log, "notes.txt") || strstr(log, "retry.lua is not loaded"))
         fail_msg("log:\n%s", log);
-    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish "))
+    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish,"
+                    "route_message,connect,dead "))
         fail_msg("log:\n%s", log);
     free(log);
 }
