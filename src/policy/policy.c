@@ -1,7 +1,7 @@
 /* Policy generations: one sandboxed LuaJIT state per load, hooks resolved once into registry
  * refs, every call guarded, every result validated, the C default on any failure.
  *
- * Guards (lua_budget.h). The state runs with the JIT off: hooks are short (routing is
+ * Guards (sandbox/sandbox.h, sandbox/lua_budget.h). The state runs with the JIT off: hooks are short (routing is
  * memoised, retry and flow are rare), and in the interpreter the instruction-count hook
  * fires reliably, so a runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or
  * KQ_POLICY_CALL_MS (count hooks do not fire inside JIT-compiled loops). Lua patterns are
@@ -23,10 +23,10 @@
 #include <strings.h>
 #include <uthash.h>
 
-#include "policy/lua_budget.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "policy/internal.h"
+#include "sandbox/sandbox.h"
 
 #define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
 #define LOAD_MS 1000
@@ -113,35 +113,11 @@ static int l_strict_newindex(lua_State *L)
     return luaL_error(L, "assignment to global '%s' (policies keep no globals: use local)", k);
 }
 
-/* Pushes a fresh environment for one policy file: safe base functions, copies of string
- * (without dump), table, math and bit, and the kq helpers; reads of unknown globals and
- * writes of any global raise errors. */
+/* Pushes a fresh environment for one policy file: the sandbox's (sandbox.h, with bit) and
+ * the kq helpers; reads of unknown globals and writes of any global raise errors. */
 static void push_env(lua_State *L, struct kq_policy *p)
 {
-    static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs",
-                                       "rawequal", "rawget", "rawset", "select",
-                                       "setmetatable", "getmetatable", "tonumber",
-                                       "tostring", "type", "unpack", NULL};
-    static const char *const libs[] = {"string", "table", "math", "bit", NULL};
-    lua_newtable(L);
-    for (const char *const *n = base; *n; n++) {
-        lua_getglobal(L, *n);
-        lua_setfield(L, -2, *n);
-    }
-    for (const char *const *n = libs; *n; n++) {
-        lua_newtable(L);
-        lua_getglobal(L, *n);
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_rawset(L, -5);
-        }
-        lua_pop(L, 1);
-        lua_pushnil(L);
-        lua_setfield(L, -2, "dump");
-        lua_setfield(L, -2, *n);
-    }
+    kq_sandbox_push_env(L, true);
     lua_newtable(L);
     lua_pushlightuserdata(L, p);
     lua_pushcclosure(L, l_regex_match, 1);
@@ -152,6 +128,8 @@ static void push_env(lua_State *L, struct kq_policy *p)
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_strict_newindex);
     lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
 }
 
@@ -189,15 +167,10 @@ static int load_protected(lua_State *L)
 {
     struct file_load *fl = lua_touserdata(L, 1);
     struct kq_policy *p = fl->p;
-    char chunk[1100];
     lua_settop(L, 0);
-    snprintf(chunk, sizeof chunk, "@%s", fl->path);
-    if (luaL_loadbufferx(L, fl->src, fl->len, chunk, "t") != 0) {
+    if (kq_sandbox_load_text(L, fl->src, fl->len, fl->path) != 0) {
         const char *m = lua_tostring(L, -1);
-        if (m && strcmp(m, "attempt to load chunk with wrong mode") == 0)
-            snprintf(fl->err, fl->errlen, "%s: must be Lua source text, not bytecode", fl->path);
-        else
-            snprintf(fl->err, fl->errlen, "%s", m ? m : "cannot compile");
+        snprintf(fl->err, fl->errlen, "%s", m ? m : "cannot compile");
         return 0;
     }
     push_env(L, p);

@@ -12,7 +12,7 @@
  *
  * Threading: a generation is used by one thread at a time. kq_policy_load may run on any
  * thread (a reload runs it on a worker, see broker/reload.c, with that thread's stop flag
- * of lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
+ * of sandbox/lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
  * callback) only the loop thread calls it. Loads on different threads are independent
  * (one Lua state and regex cache each). Every function accepts p == NULL and then answers
  * with the C defaults (uncached). */

@@ -15,8 +15,8 @@
  * in the count hook and in kq_lua_budget_charge, and stop as if over budget.
  *
  * Threading: a state and its budget are used by one thread at a time. */
-#ifndef KQ_POLICY_LUA_BUDGET_H
-#define KQ_POLICY_LUA_BUDGET_H
+#ifndef KQ_SANDBOX_LUA_BUDGET_H
+#define KQ_SANDBOX_LUA_BUDGET_H
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>

@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <string.h> /* memmem: _GNU_SOURCE comes from the build */
 
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 
 #define COST_MAX 1e18
 #define SPECIALS "^$*+?.([%-"
