@@ -79,6 +79,7 @@ struct kq_policy {
     /* on_publish answers being built (allocated only when the hook is defined) */
     struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
     char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
+    char last_failure[400];               /* kq_policy_last_failure */
 };
 
 /* ---- sandbox ---------------------------------------------------------------------------- */
@@ -349,10 +350,10 @@ static bool settle(struct call *c, enum outcome o)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook strikes: %d subjects tracked, starting "
                            "over (subjects switched off get their hooks back)",
                            KQ_POLICY_MAX_SUBJECTS);
+    snprintf(p->last_failure, sizeof p->last_failure, "hook=%s%s failed: %s strike=%d/%d",
+             HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n, KQ_POLICY_MAX_STRIKES);
     uint64_t key = kq_strikes_key(c->id, c->subject[0], c->subject[1]);
-    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "hook=%s%s failed: %s "
-                          "strike=%d/%d", HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n,
-                          KQ_POLICY_MAX_STRIKES);
+    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "%s", p->last_failure);
     if (off)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s%s switched off until the next reload "
                            "after %d failures in a row (last: %s); the built-in answer is used "
@@ -1119,9 +1120,10 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
             cacheable = false; /* try the hook again next time */
         if (answered && rc.dropped) {
             p->hooks[H_ROUTE].errors++;
-            KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=route topic=%s type=%s: dropped %zu "
-                               "group(s) without a binding on the topic, e.g. \"%s\"", topic,
-                               type, rc.dropped, rc.first_dropped);
+            snprintf(p->last_failure, sizeof p->last_failure, "hook=route topic=%.100s "
+                     "type=%.100s: dropped %zu group(s) without a binding on the topic, e.g. "
+                     "\"%s\"", topic, type, rc.dropped, rc.first_dropped);
+            KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "%s", p->last_failure);
         }
         if (answered)
             found = rc.found;
@@ -1207,6 +1209,11 @@ size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *o
         };
     }
     return n;
+}
+
+const char *kq_policy_last_failure(const struct kq_policy *p)
+{
+    return p ? p->last_failure : "";
 }
 
 bool kq_policy_has_publish(const struct kq_policy *p)

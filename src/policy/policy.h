@@ -168,6 +168,10 @@ void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
 /* Per-hook statistics (up to max entries, 5 hooks); returns the count. Names are static. */
 size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *out, size_t max);
 
+/* The last failed hook call of the generation, as logged ("hook=retry failed: ... strike=1/5";
+ * "" when none): the tools show why the built-in answer was used. */
+const char *kq_policy_last_failure(const struct kq_policy *p);
+
 /* ---- the built-in defaults (what the hooks fall back to), usable on their own ---------- */
 
 /* Direct = exact messageType, Regx = unanchored PCRE2 search on messageType (bad pattern =

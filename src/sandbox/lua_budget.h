@@ -74,6 +74,6 @@ void kq_lua_budget_stop_flag(const atomic_bool *flag);
 void kq_lua_patterns_bound(struct lua_State *L);
 /* An upper bound of the matcher steps of one call with `pattern` (len bytes) on an n-byte
  * subject: find/match/gsub (a leading '^' anchors) or gmatch (never anchored). Saturates at
- * 1e18. Exposed for tests (tests/lua/policies_spec.lua computes the same numbers). */
+ * 1e18. Exposed for tests (test_policy.c). */
 double kq_lua_pattern_cost(const char *pattern, size_t len, size_t n, bool gmatch);
 #endif
