@@ -158,10 +158,24 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
-    if (b->reload_error[0])
+    if (b->reload_error[0]) {
         cJSON_AddStringToObject(rl, "last_error", b->reload_error);
-    else
+        cJSON_AddNumberToObject(rl, "last_error_at", (double)b->reload_error_at_ms);
+    } else {
         cJSON_AddNullToObject(rl, "last_error");
+        cJSON_AddNullToObject(rl, "last_error_at");
+    }
+    /* which policy is live: each loaded file's sha256 and load time (Unix ms) */
+    cJSON *pfiles = cJSON_AddArrayToObject(cJSON_AddObjectToObject(br, "policy"), "files");
+    struct kq_policy_file pf[KQ_POLICY_MAX_FILES];
+    size_t npf = kq_policy_files(b->policy, pf, KQ_POLICY_MAX_FILES);
+    for (size_t i = 0; i < npf; i++) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "file", pf[i].file);
+        cJSON_AddStringToObject(f, "sha256", pf[i].sha256);
+        cJSON_AddNumberToObject(f, "loaded_at", (double)pf[i].loaded_at_ms);
+        cJSON_AddItemToArray(pfiles, f);
+    }
     cJSON *hooks = cJSON_AddObjectToObject(br, "hooks");
     struct kq_policy_hook_stats hs[8];
     size_t nh = kq_policy_stats(b->policy, hs, 8);
@@ -295,6 +309,16 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_gauge(&p, "kiteq_registry_state", "Registry state (value 1, state in the label).", reg, 1);
     kq_prom_counter(&p, "kiteq_reload_generation", "Successful reloads.", NULL, (double)b->reload_generation);
     kq_prom_counter(&p, "kiteq_reload_failures_total", "Failed reloads.", NULL, (double)b->reload_failures);
+    struct kq_policy_file pf[KQ_POLICY_MAX_FILES];
+    size_t npf = kq_policy_files(b->policy, pf, KQ_POLICY_MAX_FILES);
+    for (size_t i = 0; i < npf; i++) {
+        const char *l[] = {"file", pf[i].file, "sha256", pf[i].sha256, NULL};
+        kq_prom_gauge(&p, "kiteq_policy_info", "A loaded policy file (value 1; its sha256 in the label).", l, 1);
+    }
+    for (size_t i = 0; i < npf; i++) {
+        const char *l[] = {"file", pf[i].file, NULL};
+        kq_prom_gauge(&p, "kiteq_policy_loaded_timestamp_seconds", "When the policy file was loaded (Unix s).", l, (double)pf[i].loaded_at_ms / 1e3);
+    }
     struct kq_policy_hook_stats hs[8];
     size_t nh = kq_policy_stats(b->policy, hs, 8);
     for (size_t i = 0; i < nh; i++) {

@@ -78,6 +78,7 @@ static void report_failure(struct kq_broker *b, const char *why)
 {
     b->reload_failures++;
     kq_redact(why, b->reload_error, sizeof b->reload_error); /* shown by /stat */
+    b->reload_error_at_ms = kq_now_ms();
     KQ_ERROR("reload", "failed, the previous configuration keeps serving: %s", why);
 }
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <openssl/evp.h>
 #include <uthash.h>
 
 #include "core/clock.h"
@@ -80,6 +81,8 @@ struct kq_policy {
     struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
     char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
     char last_failure[400];               /* kq_policy_last_failure */
+    struct kq_policy_file files[KQ_POLICY_MAX_FILES]; /* the files loaded, in FILES order */
+    size_t n_files;
 };
 
 /* ---- sandbox ---------------------------------------------------------------------------- */
@@ -240,6 +243,21 @@ static int read_whole(const char *path, char **out, size_t *len, char *err, size
     return 0;
 }
 
+/* Which file is live: its sha256 and when it was loaded (/stat, /metrics, the load log). */
+static int remember_file(struct kq_policy *p, const char *file, const char *src, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (p->n_files == KQ_POLICY_MAX_FILES || !EVP_Digest(src, len, md, &n, EVP_sha256(), NULL))
+        return -EINVAL;
+    struct kq_policy_file *f = &p->files[p->n_files++];
+    f->file = file;
+    for (unsigned int i = 0; i < n && 2 * i + 2 < sizeof f->sha256; i++)
+        snprintf(f->sha256 + 2 * i, 3, "%02x", md[i]);
+    f->loaded_at_ms = kq_now_ms();
+    return 0;
+}
+
 static int load_file(struct kq_policy *p, const char *dir, const char *file, char *err,
                      size_t errlen)
 {
@@ -253,6 +271,11 @@ static int load_file(struct kq_policy *p, const char *dir, const char *file, cha
     int rc = read_whole(path, &src, &len, err, errlen);
     if (rc)
         return rc > 0 ? 0 : rc;
+    if (remember_file(p, file, src, len) != 0) {
+        free(src);
+        snprintf(err, errlen, "%s: cannot compute its sha256", path);
+        return -EINVAL;
+    }
     struct file_load fl = {p, path, file, src, len, err, errlen};
     err[0] = 0;
     if (lua_cpcall(p->L, load_protected, &fl) != 0)
@@ -1013,9 +1036,13 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     char lua[64], builtin[64];
     hook_names(p, true, lua, sizeof lua);
     hook_names(p, false, builtin, sizeof builtin);
-    KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s", dir ? dir : "(none)",
-            lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
-            p->budget.gc_count ? "gc-count" : "allocator");
+    char files[KQ_POLICY_MAX_FILES * 80] = "";
+    for (size_t i = 0; i < p->n_files; i++)
+        snprintf(files + strlen(files), sizeof files - strlen(files), "%s%s:%s", i ? "," : "",
+                 p->files[i].file, p->files[i].sha256);
+    KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s sha256=%s",
+            dir ? dir : "(none)", lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
+            p->budget.gc_count ? "gc-count" : "allocator", files[0] ? files : "-");
     p->budget.stop = NULL; /* the loader's stop flag: from now on the calls have budgets only */
     *out = p;
     return 0;
@@ -1208,6 +1235,14 @@ size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *o
             .rejects = h ? h->rejects : 0,
         };
     }
+    return n;
+}
+
+size_t kq_policy_files(const struct kq_policy *p, struct kq_policy_file *out, size_t max)
+{
+    size_t n = 0;
+    for (; p && n < p->n_files && n < max; n++)
+        out[n] = p->files[n];
     return n;
 }
 

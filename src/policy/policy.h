@@ -111,6 +111,14 @@ struct kq_publish_verdict {
     int32_t deliver_limit;
 };
 
+/* A policy file a generation loaded: which one is live. */
+#define KQ_POLICY_MAX_FILES 8
+struct kq_policy_file {
+    const char *file;     /* "routing.lua" (static) */
+    char sha256[65];      /* of the file's bytes, lowercase hex */
+    int64_t loaded_at_ms; /* Unix ms */
+};
+
 struct kq_policy_hook_stats {
     const char *name;    /* "route", "retry", "flow.intake", "flow.group", "publish" */
     bool loaded;         /* the policy defines this hook */
@@ -167,6 +175,10 @@ void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
 
 /* Per-hook statistics (up to max entries, 5 hooks); returns the count. Names are static. */
 size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *out, size_t max);
+
+/* The files the generation loaded (up to max, in load order); returns the count (0 for
+ * p == NULL or a folder without policy files). */
+size_t kq_policy_files(const struct kq_policy *p, struct kq_policy_file *out, size_t max);
 
 /* The last failed hook call of the generation, as logged ("hook=retry failed: ... strike=1/5";
  * "" when none): the tools show why the built-in answer was used. */
