@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,30 +120,31 @@ static const char *config_load(const char *code)
     return rc == 0 ? NULL : err;
 }
 
+/* Every escape through one loader; says_policy: which expected text applies. */
+static void expect_escapes_stopped(const char *loader, const char *(*load)(const char *),
+                                   bool says_policy)
+{
+    for (size_t i = 0; i < N_ESCAPES; i++) {
+        const char *want = says_policy ? ESCAPES[i].policy_says : ESCAPES[i].config_says;
+        const char *why = load(ESCAPES[i].code);
+        if (!why)
+            fail_msg("%s: escape \"%s\" was not stopped", loader, ESCAPES[i].name);
+        if (!strstr(why, want))
+            fail_msg("%s: escape \"%s\": expected \"%s\" in \"%s\"", loader,
+                     ESCAPES[i].name, want, why);
+    }
+}
+
 static void test_escapes_policy_loader(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < N_ESCAPES; i++) {
-        const char *why = policy_load(ESCAPES[i].code);
-        if (!why)
-            fail_msg("policy loader: escape \"%s\" was not stopped", ESCAPES[i].name);
-        if (!strstr(why, ESCAPES[i].policy_says))
-            fail_msg("policy loader: escape \"%s\": expected \"%s\" in \"%s\"",
-                     ESCAPES[i].name, ESCAPES[i].policy_says, why);
-    }
+    expect_escapes_stopped("policy loader", policy_load, true);
 }
 
 static void test_escapes_config_loader(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < N_ESCAPES; i++) {
-        const char *why = config_load(ESCAPES[i].code);
-        if (!why)
-            fail_msg("config loader: escape \"%s\" was not stopped", ESCAPES[i].name);
-        if (!strstr(why, ESCAPES[i].config_says))
-            fail_msg("config loader: escape \"%s\": expected \"%s\" in \"%s\"",
-                     ESCAPES[i].name, ESCAPES[i].config_says, why);
-    }
+    expect_escapes_stopped("config loader", config_load, false);
 }
 
 /* A file that is bytecode (it starts with ESC, as LuaJIT's dumps do) is refused by both. */
