@@ -16,7 +16,7 @@ for f in bin/kiteq bin/kiteq-cli lib/libkiteq-client.so lib/libkiteq-client.so.1
          lib/pkgconfig/kiteq-client.pc include/kiteq/kiteq_client.h \
          include/kiteq/kiteq_cluster.h etc/kiteq/cluster.lua share/kiteq/policies/routing.lua \
          share/kiteq/policies/flow.lua share/kiteq/policies/retry.lua \
-         lib/systemd/system/kiteq.service; do
+         lib/systemd/system/kiteq.service lib/lua/5.1/kiteq/policy.so; do
     [ -e "$p/$f" ] || { echo "missing: $f"; fail=1; }
 done
 if [ -f "$(dirname "$0")/../src/tools/kiteq_bench.c" ]; then
@@ -31,6 +31,14 @@ if grep -E '^ *\["[^"]*"\] = "' "$cfg"; then echo "config ships sample secrets";
     || { cat "$dest/check.out"; echo "installed config fails kiteq --check"; fail=1; }
 grep -q "policy: loaded dir=$p/share/kiteq/policies hooks=route,retry,flow.intake,flow.group " \
     "$dest/check.out" || { cat "$dest/check.out"; echo "--check did not load the installed policies"; fail=1; }
+# the kiteq.policy Lua module loads the installed policies (a sanitizer build's module needs
+# its runtime loaded first: not in a plain luajit)
+if [ -z "${KQ_SANITIZER_FLAGS:-}" ] && command -v luajit >/dev/null; then
+    (cd / && luajit -e "package.cpath = '$p/lib/lua/5.1/?.so;' .. package.cpath
+        local p = assert(require('kiteq.policy').load('$p/share/kiteq/policies'))
+        assert(p:call('retry', { attempts = 3 }).delay_ms == 5000)") \
+        || { echo "the installed kiteq.policy module does not load the installed policies"; fail=1; }
+fi
 grep -q "^ExecStartPre=$p/bin/kiteq --check $p/etc/kiteq/cluster.lua$" "$p/lib/systemd/system/kiteq.service" \
     || { echo "unit: bad ExecStartPre"; fail=1; }
 grep -q "^ExecStart=$p/bin/kiteq $p/etc/kiteq/cluster.lua$" "$p/lib/systemd/system/kiteq.service" \

@@ -156,10 +156,24 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
-    if (b->reload_error[0])
+    if (b->reload_error[0]) {
         cJSON_AddStringToObject(rl, "last_error", b->reload_error);
-    else
+        cJSON_AddNumberToObject(rl, "last_error_at", (double)b->reload_error_at_ms);
+    } else {
         cJSON_AddNullToObject(rl, "last_error");
+        cJSON_AddNullToObject(rl, "last_error_at");
+    }
+    /* which policy is live: each loaded file's sha256 and load time (Unix ms) */
+    cJSON *pfiles = cJSON_AddArrayToObject(cJSON_AddObjectToObject(br, "policy"), "files");
+    struct kq_policy_file pf[KQ_POLICY_MAX_FILES];
+    size_t npf = kq_policy_files(b->policy, pf, KQ_POLICY_MAX_FILES);
+    for (size_t i = 0; i < npf; i++) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "file", pf[i].file);
+        cJSON_AddStringToObject(f, "sha256", pf[i].sha256);
+        cJSON_AddNumberToObject(f, "loaded_at", (double)pf[i].loaded_at_ms);
+        cJSON_AddItemToArray(pfiles, f);
+    }
     cJSON *hooks = cJSON_AddObjectToObject(br, "hooks");
     struct kq_policy_hook_stats hs[8];
     size_t nh = kq_policy_stats(b->policy, hs, 8);

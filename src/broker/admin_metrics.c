@@ -184,8 +184,8 @@ static void control_metrics(struct kq_broker *b, struct kq_prom *p)
                   (double)b->reload_generation);
     kq_prom_counter(p, "kiteq_reload_failures_total", "Failed reloads.", NULL,
                     (double)b->reload_failures);
-    struct kq_policy_hook_stats hs[8];
-    size_t nh = kq_policy_stats(b->policy, hs, 8);
+    struct kq_policy_hook_stats hs[16];
+    size_t nh = kq_policy_stats(b->policy, hs, 16);
     for (size_t i = 0; i < nh; i++) {
         const char *l[] = {"hook", hs[i].name, NULL};
         kq_prom_counter(p, "kiteq_hook_calls_total", "Lua hook calls.", l, (double)hs[i].calls);
@@ -196,12 +196,28 @@ static void control_metrics(struct kq_broker *b, struct kq_prom *p)
         kq_prom_counter(p, "kiteq_hook_fallbacks_total",
                         "Answers given by the built-in rules because the hook failed or is "
                         "switched off.", l, (double)hs[i].fallbacks);
-        kq_prom_counter(p, "kiteq_hook_rejects_total", "Messages a publish hook rejected.", l,
+        kq_prom_counter(p, "kiteq_hook_rejects_total",
+                        "Messages on_publish rejected, connections on_connect refused, dead "
+                        "letters on_dead dropped.", l,
                         (double)hs[i].rejects);
         kq_prom_gauge(p, "kiteq_hook_disabled",
                       "Subjects the hook is switched off for after failing 5 times in a row "
                       "(route: topic and messageType; flow.group: group and topic; retry, "
                       "flow.intake: 1 = every call).", l, (double)hs[i].disabled_subjects);
+    }
+    /* which policy is live */
+    struct kq_policy_file pf[KQ_POLICY_MAX_FILES];
+    size_t npf = kq_policy_files(b->policy, pf, KQ_POLICY_MAX_FILES);
+    for (size_t i = 0; i < npf; i++) {
+        const char *l[] = {"file", pf[i].file, "sha256", pf[i].sha256, NULL};
+        kq_prom_gauge(p, "kiteq_policy_info",
+                      "A loaded policy file (value 1; its sha256 in the label).", l, 1);
+    }
+    for (size_t i = 0; i < npf; i++) {
+        const char *l[] = {"file", pf[i].file, NULL};
+        kq_prom_gauge(p, "kiteq_policy_loaded_timestamp_seconds",
+                      "When the policy file was loaded (Unix s).", l,
+                      (double)pf[i].loaded_at_ms / 1e3);
     }
 }
 

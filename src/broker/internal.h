@@ -203,6 +203,7 @@ struct kq_broker {
     uint64_t reload_generation;         /* successful reloads */
     uint64_t reload_failures;
     char reload_error[2048];            /* last failure, "" after a success */
+    int64_t reload_error_at_ms;         /* when reload_error was set (Unix ms) */
     struct kq_reload *reload;           /* being built off the loop (reload.c), or NULL */
     bool reload_queued;                 /* another reload starts when it is over */
     struct kq_reload_waiter *reload_queue; /* waiting for that next one */

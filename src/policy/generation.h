@@ -43,6 +43,9 @@ struct kq_policy {
     struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
     char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
     const char **publish_groups;          /* KQ_POLICY_MAX_ROUTES: an answer's groups */
+    char last_failure[400];               /* kq_policy_last_failure */
+    struct kq_policy_file files[KQ_POLICY_MAX_FILES]; /* the files loaded, in FILES order */
+    size_t n_files;
     /* kq.log's rate limit: lines written in log_sec, and those held back since the last */
     int64_t log_sec;
     unsigned log_lines, log_suppressed;

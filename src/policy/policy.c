@@ -1,7 +1,7 @@
 /* Policy generations: one sandboxed LuaJIT state per load, hooks resolved once into registry
  * refs, every call guarded, every result validated, the C default on any failure.
  *
- * Guards (lua_budget.h). The state runs with the JIT off: hooks are short (routing is
+ * Guards (sandbox/sandbox.h, sandbox/lua_budget.h). The state runs with the JIT off: hooks are short (routing is
  * memoised, retry and flow are rare), and in the interpreter the instruction-count hook
  * fires reliably, so a runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or
  * KQ_POLICY_CALL_MS (count hooks do not fire inside JIT-compiled loops). Lua patterns are
@@ -21,13 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <openssl/evp.h>
 #include <uthash.h>
 
-#include "policy/lua_budget.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "policy/generation.h"
 #include "policy/internal.h"
+#include "sandbox/sandbox.h"
 
 #define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
 #define LOAD_MS 1000
@@ -95,35 +96,11 @@ static int l_strict_newindex(lua_State *L)
     return luaL_error(L, "assignment to global '%s' (policies keep no globals: use local)", k);
 }
 
-/* Pushes a fresh environment for one policy file: safe base functions, copies of string
- * (without dump), table, math and bit, and the kq helpers; reads of unknown globals and
- * writes of any global raise errors. */
+/* Pushes a fresh environment for one policy file: the sandbox's (sandbox.h, with bit) and
+ * the kq helpers; reads of unknown globals and writes of any global raise errors. */
 static void push_env(lua_State *L, struct kq_policy *p)
 {
-    static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs",
-                                       "rawequal", "rawget", "rawset", "select",
-                                       "setmetatable", "getmetatable", "tonumber",
-                                       "tostring", "type", "unpack", NULL};
-    static const char *const libs[] = {"string", "table", "math", "bit", NULL};
-    lua_newtable(L);
-    for (const char *const *n = base; *n; n++) {
-        lua_getglobal(L, *n);
-        lua_setfield(L, -2, *n);
-    }
-    for (const char *const *n = libs; *n; n++) {
-        lua_newtable(L);
-        lua_getglobal(L, *n);
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_rawset(L, -5);
-        }
-        lua_pop(L, 1);
-        lua_pushnil(L);
-        lua_setfield(L, -2, "dump");
-        lua_setfield(L, -2, *n);
-    }
+    kq_sandbox_push_env(L, true);
     lua_newtable(L);
     lua_pushlightuserdata(L, p);
     lua_pushcclosure(L, l_regex_match, 1);
@@ -135,6 +112,8 @@ static void push_env(lua_State *L, struct kq_policy *p)
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_strict_newindex);
     lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
 }
 
@@ -172,15 +151,10 @@ static int load_protected(lua_State *L)
 {
     struct file_load *fl = lua_touserdata(L, 1);
     struct kq_policy *p = fl->p;
-    char chunk[1100];
     lua_settop(L, 0);
-    snprintf(chunk, sizeof chunk, "@%s", fl->path);
-    if (luaL_loadbufferx(L, fl->src, fl->len, chunk, "t") != 0) {
+    if (kq_sandbox_load_text(L, fl->src, fl->len, fl->path) != 0) {
         const char *m = lua_tostring(L, -1);
-        if (m && strcmp(m, "attempt to load chunk with wrong mode") == 0)
-            snprintf(fl->err, fl->errlen, "%s: must be Lua source text, not bytecode", fl->path);
-        else
-            snprintf(fl->err, fl->errlen, "%s", m ? m : "cannot compile");
+        snprintf(fl->err, fl->errlen, "%s", m ? m : "cannot compile");
         return 0;
     }
     push_env(L, p);
@@ -249,6 +223,21 @@ static int read_whole(const char *path, char **out, size_t *len, char *err, size
     return 0;
 }
 
+/* Which file is live: its sha256 and when it was loaded (/stat, /metrics, the load log). */
+static int remember_file(struct kq_policy *p, const char *file, const char *src, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (p->n_files == KQ_POLICY_MAX_FILES || !EVP_Digest(src, len, md, &n, EVP_sha256(), NULL))
+        return -EINVAL;
+    struct kq_policy_file *f = &p->files[p->n_files++];
+    f->file = file;
+    for (unsigned int i = 0; i < n && 2 * i + 2 < sizeof f->sha256; i++)
+        snprintf(f->sha256 + 2 * i, 3, "%02x", md[i]);
+    f->loaded_at_ms = kq_now_ms();
+    return 0;
+}
+
 static int load_file(struct kq_policy *p, const char *dir, const char *file, char *err,
                      size_t errlen)
 {
@@ -262,6 +251,11 @@ static int load_file(struct kq_policy *p, const char *dir, const char *file, cha
     int rc = read_whole(path, &src, &len, err, errlen);
     if (rc)
         return rc > 0 ? 0 : rc;
+    if (remember_file(p, file, src, len) != 0) {
+        free(src);
+        snprintf(err, errlen, "%s: cannot compute its sha256", path);
+        return -EINVAL;
+    }
     struct file_load fl = {p, path, file, src, len, err, errlen};
     err[0] = 0;
     if (lua_cpcall(p->L, load_protected, &fl) != 0)
@@ -343,10 +337,10 @@ static bool settle(struct call *c, enum outcome o)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook strikes: %d subjects tracked, starting "
                            "over (subjects switched off get their hooks back)",
                            KQ_POLICY_MAX_SUBJECTS);
+    snprintf(p->last_failure, sizeof p->last_failure, "hook=%s%s failed: %s strike=%d/%d",
+             HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n, KQ_POLICY_MAX_STRIKES);
     uint64_t key = kq_strikes_key(c->id, c->subject[0], c->subject[1]);
-    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "hook=%s%s failed: %s "
-                          "strike=%d/%d", HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n,
-                          KQ_POLICY_MAX_STRIKES);
+    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "%s", p->last_failure);
     if (off)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s%s switched off until the next reload "
                            "after %d failures in a row (last: %s); the built-in answer is used "
@@ -1082,9 +1076,13 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     char lua[128], builtin[128];
     hook_names(p, true, lua, sizeof lua);
     hook_names(p, false, builtin, sizeof builtin);
-    KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s", dir ? dir : "(none)",
-            lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
-            p->budget.gc_count ? "gc-count" : "allocator");
+    char files[KQ_POLICY_MAX_FILES * 80] = "";
+    for (size_t i = 0; i < p->n_files; i++)
+        snprintf(files + strlen(files), sizeof files - strlen(files), "%s%s:%s", i ? "," : "",
+                 p->files[i].file, p->files[i].sha256);
+    KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s sha256=%s",
+            dir ? dir : "(none)", lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
+            p->budget.gc_count ? "gc-count" : "allocator", files[0] ? files : "-");
     p->budget.stop = NULL; /* the loader's stop flag: from now on the calls have budgets only */
     *out = p;
     return 0;
@@ -1194,9 +1192,10 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
             cacheable = false; /* try the hook again next time */
         if (answered && rc.dropped) {
             p->hooks[H_ROUTE].errors++;
-            KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=route topic=%s type=%s: dropped %zu "
-                               "group(s) without a binding on the topic, e.g. \"%s\"", topic,
-                               type, rc.dropped, rc.first_dropped);
+            snprintf(p->last_failure, sizeof p->last_failure, "hook=route topic=%.100s "
+                     "type=%.100s: dropped %zu group(s) without a binding on the topic, e.g. "
+                     "\"%s\"", topic, type, rc.dropped, rc.first_dropped);
+            KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "%s", p->last_failure);
         }
         if (answered)
             found = rc.found;
@@ -1282,6 +1281,19 @@ size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *o
         };
     }
     return n;
+}
+
+size_t kq_policy_files(const struct kq_policy *p, struct kq_policy_file *out, size_t max)
+{
+    size_t n = 0;
+    for (; p && n < p->n_files && n < max; n++)
+        out[n] = p->files[n];
+    return n;
+}
+
+const char *kq_policy_last_failure(const struct kq_policy *p)
+{
+    return p ? p->last_failure : "";
 }
 
 bool kq_policy_has_publish(const struct kq_policy *p)

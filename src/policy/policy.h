@@ -12,7 +12,7 @@
  *
  * Threading: a generation is used by one thread at a time. kq_policy_load may run on any
  * thread (a reload runs it on a worker, see broker/reload.c, with that thread's stop flag
- * of lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
+ * of sandbox/lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
  * callback) only the loop thread calls it. Loads on different threads are independent
  * (one Lua state and regex cache each). Every function accepts p == NULL and then answers
  * with the C defaults (uncached). */
@@ -126,6 +126,14 @@ struct kq_publish_verdict {
     size_t n_groups;
 };
 
+/* A policy file a generation loaded: which one is live. */
+#define KQ_POLICY_MAX_FILES 8
+struct kq_policy_file {
+    const char *file;     /* "routing.lua" (static) */
+    char sha256[65];      /* of the file's bytes, lowercase hex */
+    int64_t loaded_at_ms; /* Unix ms */
+};
+
 struct kq_policy_hook_stats {
     const char *name;    /* "route", "retry", "flow.intake", "flow.group", "publish", ... */
     bool loaded;         /* the policy defines this hook */
@@ -228,6 +236,14 @@ enum kq_dead_action kq_policy_dead(struct kq_policy *p, const struct kq_binding_
  * drops. */
 #define KQ_POLICY_HOOKS 8
 size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *out, size_t max);
+
+/* The files the generation loaded (up to max, in load order); returns the count (0 for
+ * p == NULL or a folder without policy files). */
+size_t kq_policy_files(const struct kq_policy *p, struct kq_policy_file *out, size_t max);
+
+/* The last failed hook call of the generation, as logged ("hook=retry failed: ... strike=1/5";
+ * "" when none): the tools show why the built-in answer was used. */
+const char *kq_policy_last_failure(const struct kq_policy *p);
 
 /* ---- the built-in defaults (what the hooks fall back to), usable on their own ---------- */
 

@@ -20,7 +20,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 #include "policy/policy.h"
 #include "support/log_capture.h"
 
