@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "policy/internal.h"
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 
 enum hook_id {
     H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_PUBLISH,

@@ -261,6 +261,13 @@ static cJSON *call_publish(struct kq_policy *p, struct args *a)
             cJSON_AddStringToObject(out, v.properties[i].key, v.properties[i].value);
         cJSON_AddNumberToObject(o, "expired_time", (double)v.expired_time);
         cJSON_AddNumberToObject(o, "deliver_limit", v.deliver_limit);
+        if (v.delay_ms >= 0)
+            cJSON_AddNumberToObject(o, "delay_ms", (double)v.delay_ms);
+        if (v.n_groups) {
+            cJSON *g = cJSON_AddArrayToObject(o, "groups");
+            for (size_t i = 0; i < v.n_groups; i++)
+                cJSON_AddItemToArray(g, cJSON_CreateString(v.groups[i]));
+        }
     }
     return o;
 }

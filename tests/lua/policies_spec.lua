@@ -116,7 +116,8 @@ describe("routing.lua", function()
 
   it("defines the hooks of the shipped files only", function()
     assert.are.same({ route = true, retry = true, ["flow.intake"] = true, ["flow.group"] = true,
-                      publish = false }, p:hooks())
+                      publish = false, route_message = false, connect = false, dead = false },
+                    p:hooks())
   end)
 
   local cases = {
@@ -249,26 +250,26 @@ describe("examples/publish.lua", function()
 end)
 
 describe("examples/delay_by_property.lua", function()
-  local path = "lua/policies/examples/delay_by_property.lua"
-  local f = assert(io.open(path, "rb"))
-  local on_publish = load_source(f:read("*a"), path).on_publish
+  local f = assert(io.open(SHIPPED .. "/examples/delay_by_property.lua", "rb"))
+  local p = assert(load_files({ ["publish.lua"] = f:read("*a") }))
   f:close()
-  local function msg(properties)
-    return { message_id = "0123456789abcdef0123456789abcdef", topic = "trade",
-             message_type = "pay-succ", group = "p-trade", properties = properties,
-             body_size = 10, fly = false, commit = true, expired_time = 1700000000,
-             deliver_limit = 100, peer = "127.0.0.1:5000" }
+  local function publish(properties)
+    local answer, problem = p:call("publish", {
+      topic = "trade", message_type = "pay-succ", group = "p-trade", properties = properties,
+      body_size = 10, expired_time = 1700086400, deliver_limit = 100, now = 1700000000 })
+    assert.is_nil(problem)
+    return answer
   end
 
   it("delays by the priority property", function()
-    assert.are.same({ delay_ms = 60000 }, on_publish(msg({ priority = "low" })))
-    assert.are.same({ delay_ms = 600000 }, on_publish(msg({ priority = "bulk" })))
+    assert.are.equal(60000, publish({ priority = "low" }).delay_ms)
+    assert.are.equal(600000, publish({ priority = "bulk" }).delay_ms)
   end)
 
   it("sends high and unmarked messages at once, refuses an unknown priority", function()
-    assert.is_nil(on_publish(msg({ priority = "high" })))
-    assert.is_nil(on_publish(msg({})))
-    assert.are.same({ "reject", "unknown priority 'urgent' (high, low or bulk)" },
-                    { on_publish(msg({ priority = "urgent" })) })
+    assert.are.same({ action = "accept" }, publish({ priority = "high" }))
+    assert.are.same({ action = "accept" }, publish({}))
+    assert.are.same({ action = "reject", reason = "unknown priority 'urgent' (high, low or bulk)" },
+                    publish({ priority = "urgent" }))
   end)
 end)
