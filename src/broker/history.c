@@ -445,6 +445,33 @@ void kq_hist_session_closed(struct kq_session *s)
     s->hist_peer = NULL;
 }
 
+/* Why group last failed m, from its history: "nack", "timeout", "connection lost", "no
+ * consumer online", "consumers warming up" or "not sent: <reason>" (static text or the
+ * history's atom, valid while m's history lives); NULL when its history has none (none
+ * kept, or the group never failed). Dead letters record it per group. */
+const char *kq_hist_last_failure(struct kq_broker *b, const struct kq_msg *m, const char *group)
+{
+    struct kq_history_tab *t = b->history;
+    struct kq_history **p = t ? slot_of(t, m) : NULL;
+    const struct kq_history *h = p ? *p : NULL;
+    for (unsigned i = h ? h->n : 0; i-- > 0;) {
+        const struct event *e = &h->ev[i];
+        if (!e->group || strcmp(e->group, group) != 0)
+            continue;
+        switch (e->kind) {
+        case KQ_EV_NACKED: return "nack";
+        case KQ_EV_TIMEOUT: return "timeout";
+        case KQ_EV_LOST: return "connection lost";
+        case KQ_EV_NO_CONSUMER: return "no consumer online";
+        case KQ_EV_WARMING: return "consumers warming up";
+        case KQ_EV_NOT_SENT: return e->u.peer ? e->u.peer : "not sent";
+        case KQ_EV_ACKED: return NULL; /* its last word was an ack */
+        default: break;
+        }
+    }
+    return NULL;
+}
+
 /* --- the ring of finished messages -------------------------------------------------------- */
 
 void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)

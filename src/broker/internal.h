@@ -487,6 +487,7 @@ void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind,
                   const char *group, const char *text);
 /* m leaves the index (or never got in): its history moves to the finished ring. */
 void kq_hist_finish(struct kq_broker *b, struct kq_msg *m);
+const char *kq_hist_last_failure(struct kq_broker *b, const struct kq_msg *m, const char *group);
 /* m (requeued) takes back the history its id left in the ring, if any. */
 void kq_hist_resume(struct kq_broker *b, struct kq_msg *m);
 /* A session closes: its name for histories is released. */
