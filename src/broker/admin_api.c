@@ -253,7 +253,7 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_counter(&p, "kiteq_messages_rejected_total", "Publishes answered with status false.", NULL, (double)b->stats.rejected);
     kq_prom_counter(&p, "kiteq_store_errors_total", "Store updates, removes and dead letters that failed (the store may be behind; a restart may deliver again).", NULL, (double)b->stats.store_errors);
     kq_prom_counter(&p, "kiteq_names_lost_total", "Group names delivery could not record (out of memory); the attempt was retried.", NULL, (double)b->stats.names_lost);
-    kq_prom_gauge(&p, "kiteq_interned_names", "Distinct topic, messageType and group names held by pending messages.", NULL, (double)kq_atoms_count(b));
+    kq_prom_gauge(&p, "kiteq_interned_names", "Distinct topic, messageType and group names held by pending messages and known groups.", NULL, (double)kq_atoms_count(b));
     kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
     kq_prom_gauge(&p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL, (double)b->stats.inflight);
     kq_adm_groups_metrics(b, &p);

@@ -108,6 +108,8 @@ struct kq_group {
     uint64_t timeouts_unlogged;   /* timeouts since the last log line about them */
     uint64_t timeouts_logged_ms;  /* monotonic; when that line was written */
     const char *hist_name;      /* the name as message histories hold it (history.c) */
+    const char *atom;           /* the name in b->atoms, held for the group's life: acks put
+                                 * it in done lists without interning it again per message */
     struct kq_group *pump_next; /* in the broker's list of groups with waiters */
     bool in_pump_list;
     UT_hash_handle hh;
