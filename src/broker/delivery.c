@@ -609,7 +609,9 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
 struct load_ctx {
     struct kq_broker *broker;
     char id[KQ_ID_LEN + 1];
-    char group[KQ_GROUP_MAX]; /* "" = for an attempt; else for that group's waiting copy */
+    /* NULL = for an attempt; else for that group's waiting copy. Groups live as long as the
+     * broker (and longer than the messages on_loaded looks up first). */
+    struct kq_group *group;
 };
 
 /* Header and body as read back from the store, with the commit the stored header predates. */
@@ -625,19 +627,17 @@ static int set_loaded_block(struct kq_msg *m, const struct kq_stored_msg *sm)
 static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq_msg *m);
 
 /* A waiting copy's header and body are back (or not): send what g can now. */
-static void on_loaded_for_group(struct kq_broker *b, struct kq_msg *m, const char *group,
+static void on_loaded_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
                                 int status, const struct kq_stored_msg *sm)
 {
-    struct kq_group *g = kq_group_get(b, group, false);
     if (status != 0 || set_loaded_block(m, sm) != 0) {
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back from the store for "
-                           "group=%s: %s (this attempt fails for the group)", m->id, group,
+                           "group=%s: %s (this attempt fails for the group)", m->id, g->id,
                            strerror(status ? -status : ENOMEM));
-        if (g)
-            fail_waiting_copy(b, g, m);
+        fail_waiting_copy(b, g, m);
         return;
     }
-    if (g && g->wait_head && !loading_inline) /* at once: load_for_group's caller goes on */
+    if (g->wait_head && !loading_inline) /* at once: load_for_group's caller goes on */
         pump(b, g);
 }
 
@@ -647,13 +647,12 @@ static void on_loaded(void *ud, int status, const struct kq_stored_msg *sm)
     struct load_ctx *lc = ud;
     struct kq_broker *b = lc->broker;
     struct kq_msg *m = kq_delivery_find(b, lc->id);
-    char group[KQ_GROUP_MAX];
-    memcpy(group, lc->group, sizeof group);
+    struct kq_group *group = lc->group;
     free(lc);
     if (!m || !m->loading)
         return; /* dropped meanwhile (rolled back) */
     m->loading = false;
-    if (group[0]) {
+    if (group) {
         on_loaded_for_group(b, m, group, status, sm);
         return;
     }
@@ -678,7 +677,7 @@ static bool load_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_grou
         return false; /* the tick pumps again */
     lc->broker = b;
     memcpy(lc->id, m->id, sizeof lc->id);
-    snprintf(lc->group, sizeof lc->group, "%s", g->id);
+    lc->group = g;
     char id[KQ_ID_LEN + 1];
     memcpy(id, m->id, sizeof id);
     m->loading = true;

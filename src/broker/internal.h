@@ -128,6 +128,8 @@ struct kq_msg {
     bool retry_soon : 1; /* the last attempt found only connections still warming up */
     bool deferred : 1;   /* parked in the broker's ring of cold messages (delivery.c) */
     bool names_lost : 1; /* a failed group could not be recorded: the attempt failed */
+    bool hdr_committed : 1; /* the stored header says commit (published so): read back, it
+                             * needs no check (kq_tx_mark_header_committed) */
     uint8_t failure;     /* kq_msg_failure() */
     int32_t deliver_limit;
     int32_t attempts;
