@@ -25,6 +25,8 @@
 struct event {
     uint32_t at;         /* ms after the history's start (saturates at ~49 days) */
     uint8_t kind;        /* enum kq_hist_kind */
+    bool group_held;     /* group is a group's hist_name, held for the broker's life: this
+                          * event takes no reference on it (one less count per event) */
     uint16_t n;          /* SENT: the attempt; coalesced kinds: how many times */
     const char *group;   /* atom of the history table, or NULL */
     union {
@@ -61,6 +63,7 @@ struct kq_history_tab {
     size_t ring_cap, ring_next, ring_len;
     uint64_t bytes;
     uint64_t skipped;
+    struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
     uint64_t clock_at;  /* hist_now_ms: the loop time of the last wall-clock reading */
     int64_t clock_off;  /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
 };
@@ -130,13 +133,18 @@ int kq_history_init(struct kq_broker *b)
     return 0;
 }
 
+static void event_release(const struct event *e)
+{
+    if (!e->group_held)
+        kq_atom_release(e->group);
+    if (e->kind != KQ_EV_RETRY)
+        kq_atom_release(e->u.peer);
+}
+
 static void events_release(struct kq_history *h, unsigned from, unsigned to)
 {
-    for (unsigned i = from; i < to; i++) {
-        kq_atom_release(h->ev[i].group);
-        if (h->ev[i].kind != KQ_EV_RETRY)
-            kq_atom_release(h->ev[i].u.peer);
-    }
+    for (unsigned i = from; i < to; i++)
+        event_release(&h->ev[i]);
 }
 
 static void history_free(struct kq_history_tab *t, struct kq_history *h)
@@ -265,17 +273,22 @@ static const char *name_of(struct kq_history_tab *t, const char *s)
     return s ? kq_atom_in(&t->names, s) : NULL;
 }
 
-static const char *group_name(struct kq_history_tab *t, struct kq_broker *b, const char *group,
-                              const struct kq_session *s)
+/* e's group: the group's own hist_name when there is a group (no reference taken). */
+static void set_group(struct kq_history_tab *t, struct kq_broker *b, struct event *e,
+                      const char *group, const struct kq_session *s)
 {
     if (!group)
-        return NULL;
-    /* the connection's own group (most events): no lookup */
-    struct kq_group *g = s && s->group && s->group->id == group ? s->group
-                                                                 : kq_group_get(b, group, false);
+        return;
+    /* the connection's own group, or the last one looked up (most events): no lookup */
+    struct kq_group *g = s && s->group && s->group->id == group           ? s->group
+                         : t->last_group && t->last_group->id == group ? t->last_group
+                                                                         : NULL;
+    if (!g && (g = kq_group_get(b, group, false)))
+        t->last_group = g;
     if (g && !g->hist_name)
-        g->hist_name = name_of(t, g->id); /* held for the group's life */
-    return g && g->hist_name ? kq_atom_ref(g->hist_name) : name_of(t, group);
+        g->hist_name = name_of(t, g->id); /* held for the group's (the broker's) life */
+    e->group_held = g && g->hist_name;
+    e->group = e->group_held ? g->hist_name : name_of(t, group);
 }
 
 static const char *peer_name(struct kq_history_tab *t, struct kq_session *s)
@@ -362,7 +375,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
     if (!t || (!t->ring_cap && !logging))
         return; /* messageHistory = 0: no histories */
     struct event e = {.kind = kind};
-    e.group = group_name(t, b, group, s);
+    set_group(t, b, &e, group, s);
     if (kind == KQ_EV_RETRY)
         e.u.when_ms = when_ms;
     else
@@ -385,9 +398,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         hp = h ? slot_of(t, m) : NULL;
     }
     if (!h) { /* no history kept (messageHistory = 0, or out of memory) */
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
+        event_release(&e);
         return;
     }
     int64_t off = now - h->start_ms;
@@ -402,18 +413,13 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
             upd.u.when_ms = e.u.when_ms;
         memmove(same, same + 1, (size_t)(&h->ev[h->n - 1] - same) * sizeof *same);
         h->ev[h->n - 1] = upd;
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
+        event_release(&e);
         return;
     }
     if (coalesces(kind))
         e.n = 1;
-    if (append(t, hp, &e) != 0) {
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
-    }
+    if (append(t, hp, &e) != 0)
+        event_release(&e);
 }
 
 void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
