@@ -376,9 +376,10 @@ static void flow_ask(struct kq_broker *b, struct kq_group *g, struct kq_group_ra
     r->generation = b->reload_generation;
 }
 
-/* The flow entry of (g, topic), created on first use; watermark > 0 updates the binding's. */
+/* The flow entry of (g, topic), created on first use; watermark > 0 updates the binding's.
+ * now: kq_broker_mono_ms() (the caller's, read once: a clock call per message showed). */
 static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g,
-                                      const char *topic, int watermark)
+                                      const char *topic, int watermark, uint64_t now)
 {
     struct kq_group_rate *r = find_rate(g, topic);
     if (!r) {
@@ -396,7 +397,6 @@ static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g,
         r->watermark = watermark;
         r->asked_ms = 0;
     }
-    uint64_t now = kq_broker_mono_ms();
     if (!r->asked_ms || now - r->asked_ms >= FLOW_ASK_MS || r->generation != b->reload_generation)
         flow_ask(b, g, r, now);
     return r;
@@ -523,7 +523,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
                 finish_attempt(b, m);
             continue;
         }
-        struct kq_group_rate *r = rate_for(b, g, m->topic, 0);
+        struct kq_group_rate *r = rate_for(b, g, m->topic, 0, now);
         if (!has_room(b, g, r))
             break; /* FIFO: an answer or the tick tries again */
         if (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))
@@ -571,7 +571,8 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
 {
     struct kq_group *g = kq_group_get(b, rt->group, false);
     enum kq_pick_fail why = KQ_PICK_OFFLINE;
-    struct kq_session *s = kq_group_pick_delivery(g, kq_broker_mono_ms(), &why);
+    uint64_t now = kq_broker_mono_ms();
+    struct kq_session *s = kq_group_pick_delivery(g, now, &why);
     if (!s && why == KQ_PICK_WARMING) {
         /* online but every connection is still warming up: try again soon */
         add_failed(b, m, rt->group);
@@ -591,7 +592,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         }
         return;
     }
-    struct kq_group_rate *r = rate_for(b, g, m->topic, rt->watermark);
+    struct kq_group_rate *r = rate_for(b, g, m->topic, rt->watermark, now);
     if (!s || g->wait_head || !has_room(b, g, r) ||
         (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))) {
         enqueue_wait(b, g, m); /* no connection has room (s == NULL), or the group's flow */
