@@ -40,6 +40,9 @@ struct kq_history {
     int64_t start_ms; /* Unix ms of the first event */
     uint8_t n, cap;
     uint16_t dropped; /* events dropped between the first KQ_HIST_HEAD and the latest */
+    bool delivered;   /* the last event is "delivered", kept here, not in ev: the message
+                       * finishes at once (kq_hist_finish, the same loop time), so the event
+                       * is shown at its finishedTime; one event less per message */
     struct event ev[];
 };
 
@@ -355,6 +358,15 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
     return 0;
 }
 
+static void delivered_event(struct kq_history_tab *t, struct kq_history **hp, int64_t now)
+{
+    int64_t off = now - (*hp)->start_ms;
+    struct event e = {.kind = KQ_EV_DELIVERED,
+                      .at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off};
+    (*hp)->delivered = false;
+    (void)append(t, hp, &e); /* it had room when recorded */
+}
+
 static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
 {
     struct kq_history *h = malloc(record_size(HIST_FIRST_CAP));
@@ -386,7 +398,13 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         log_event(m, &e);
     struct kq_history **hp = t->ring_cap ? slot_of(t, m) : NULL;
     struct kq_history *h = hp ? *hp : NULL;
+    if (h && kind == KQ_EV_DELIVERED && h->n < h->cap) {
+        h->delivered = true; /* room for it: shown as it would have been */
+        return;
+    }
     int64_t now = hist_now_ms(b, t);
+    if (h && h->delivered) /* not finished after all: the event goes in its place */
+        delivered_event(t, hp, now);
     if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
         t->skipped++;
     else if (t->ring_cap && !h) {
@@ -485,7 +503,7 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
     }
     memcpy(f->id, m->id, sizeof f->id);
     t->ring_len++;
-    f->state = h->ev[h->n - 1].kind;
+    f->state = h->delivered ? KQ_EV_DELIVERED : h->ev[h->n - 1].kind;
     f->finished_ms = hist_now_ms(b, t);
     f->h = h;
 }
@@ -497,6 +515,8 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
     if (!f || m->hist)
         return;
     struct kq_history *h = f->h;
+    if (h->delivered) /* its story goes on: the event goes in its place, at its time */
+        delivered_event(t, &h, f->finished_ms);
     f->h = NULL;
     finished_clear(t, f);
     if (slot_take(t, m, h) != 0)
@@ -505,7 +525,7 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
 
 /* --- JSON --------------------------------------------------------------------------------- */
 
-static cJSON *events_json(const struct kq_history *h)
+static cJSON *events_json(const struct kq_history *h, int64_t delivered_ms)
 {
     cJSON *a = cJSON_CreateArray();
     for (unsigned i = 0; i < h->n; i++) {
@@ -535,6 +555,12 @@ static cJSON *events_json(const struct kq_history *h)
             cJSON_AddItemToArray(a, d);
         }
     }
+    if (h->delivered) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "time", (double)delivered_ms);
+        cJSON_AddStringToObject(o, "event", kind_names[KQ_EV_DELIVERED]);
+        cJSON_AddItemToArray(a, o);
+    }
     return a;
 }
 
@@ -542,7 +568,7 @@ cJSON *kq_hist_json(struct kq_broker *b, const struct kq_msg *m)
 {
     struct kq_history_tab *t = b->history;
     struct kq_history **p = t ? slot_of(t, m) : NULL;
-    return p ? events_json(*p) : NULL;
+    return p ? events_json(*p, kq_now_ms()) : NULL;
 }
 
 cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_kind *final_kind)
@@ -563,7 +589,7 @@ cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_k
         cJSON_AddStringToObject(o, "publishGroup", type + strlen(type) + 1);
     }
     cJSON_AddNumberToObject(o, "finishedTime", (double)f->finished_ms);
-    cJSON_AddItemToObject(o, "history", events_json(f->h));
+    cJSON_AddItemToObject(o, "history", events_json(f->h, f->finished_ms));
     return o;
 }
 
