@@ -358,13 +358,14 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
     return 0;
 }
 
-static void delivered_event(struct kq_history_tab *t, struct kq_history **hp, int64_t now)
+static void delivered_event(struct kq_history **hp, int64_t now)
 {
     int64_t off = now - (*hp)->start_ms;
     struct event e = {.kind = KQ_EV_DELIVERED,
                       .at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off};
-    (*hp)->delivered = false;
-    (void)append(t, hp, &e); /* it had room when recorded */
+    struct kq_history *h = *hp;
+    h->delivered = false;
+    h->ev[h->n++] = e; /* it had room when recorded, and nothing came after */
 }
 
 static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
@@ -404,7 +405,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
     }
     int64_t now = hist_now_ms(b, t);
     if (h && h->delivered) /* not finished after all: the event goes in its place */
-        delivered_event(t, hp, now);
+        delivered_event(hp, now);
     if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
         t->skipped++;
     else if (t->ring_cap && !h) {
@@ -516,7 +517,7 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
         return;
     struct kq_history *h = f->h;
     if (h->delivered) /* its story goes on: the event goes in its place, at its time */
-        delivered_event(t, &h, f->finished_ms);
+        delivered_event(&h, f->finished_ms);
     f->h = NULL;
     finished_clear(t, f);
     if (slot_take(t, m, h) != 0)
