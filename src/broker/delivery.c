@@ -569,7 +569,12 @@ void kq_delivery_pump_all(struct kq_broker *b)
 /* One group's copy of this attempt: sent now, queued for room, or failed. */
 static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt)
 {
-    struct kq_group *g = kq_group_get(b, rt->group, false);
+    /* nearly always the group of the last offer: a compare instead of hashing the name */
+    struct kq_group *g = b->last_offered && strcmp(b->last_offered->id, rt->group) == 0
+                             ? b->last_offered
+                             : kq_group_get(b, rt->group, false);
+    if (g)
+        b->last_offered = g;
     enum kq_pick_fail why = KQ_PICK_OFFLINE;
     uint64_t now = kq_broker_mono_ms();
     struct kq_session *s = kq_group_pick_delivery(g, now, &why);

@@ -189,6 +189,7 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats; /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
+    struct kq_group *last_offered; /* delivery.c offer's cache (groups live as long as b) */
     struct kq_zk_registry *zk;          /* NULL with static bindings */
     struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;         /* "static" or the ZooKeeper state */
