@@ -445,6 +445,10 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
         return;
     }
     w->msg = m;
+    if (m->block) {
+        w->charged = m->block->header_len + m->block->body_len;
+        b->hot_waiting_bytes += w->charged;
+    }
     if (g->wait_tail)
         g->wait_tail->next = w;
     else
@@ -472,6 +476,7 @@ static struct kq_msg *dequeue_wait(struct kq_broker *b, struct kq_group *g)
         g->wait_tail = NULL;
     g->n_waiting--;
     b->n_waiting_total--;
+    b->hot_waiting_bytes -= w->charged;
     struct kq_msg *m = w->msg;
     free(w);
     m->waiting--;
@@ -486,14 +491,16 @@ static bool attempt_over(const struct kq_msg *m) { return m->inflight == 0 && m-
 /* Memory is bounded by the pending count, not by what consumers do: once its copies are
  * written to the connections, a stored message keeps only its id while they are out (an
  * answer needs no body; a retry reads it back). Copies waiting for room keep theirs only
- * while the queues are short (a pipelining producer fills them for a moment; reading every
- * body back then cost more than the memory), so a consumer that never acks holds ids, not
- * bodies. */
-#define HOT_WAITING_MAX 4096 /* 4 096 waiting 4 KiB bodies = 16 MiB at most */
+ * while the queued bodies are few (a pipelining producer fills the queues for a moment;
+ * reading every body back then cost ~1.8k instructions per message, more than the memory),
+ * so a consumer that never acks holds ids, not bodies. Counted in bytes, so large bodies
+ * cannot multiply the bound; a body that waits for several groups counts once per group
+ * (an overestimate: it is evicted sooner, never later). */
+#define HOT_WAITING_BYTES ((size_t)16 << 20)
 
 static void drop_block_while_out(struct kq_broker *b, struct kq_msg *m)
 {
-    if (m->waiting == 0 || b->n_waiting_total > HOT_WAITING_MAX)
+    if (m->waiting == 0 || b->hot_waiting_bytes > HOT_WAITING_BYTES)
         kq_msg_evict(m);
 }
 
@@ -509,6 +516,7 @@ static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq
             g->wait_tail = prev;
         g->n_waiting--;
         b->n_waiting_total--;
+        b->hot_waiting_bytes -= w->charged;
         m->waiting--;
         struct kq_group_rate *r = find_rate(g, m->topic);
         if (r && r->waiting)

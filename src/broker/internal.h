@@ -61,6 +61,7 @@ struct kq_session {
 struct kq_wait {
     struct kq_msg *msg;
     struct kq_wait *next;
+    uint32_t charged; /* body bytes counted in b->hot_waiting_bytes for this copy */
 };
 
 /* Flow of a group on one topic: the limits the flow.group policy gave (asked about once a
@@ -180,6 +181,8 @@ struct kq_broker {
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
     size_t n_waiting_total;     /* messages waiting in all groups' queues */
+    size_t hot_waiting_bytes;   /* header + body bytes of waiting copies queued with their
+                                 * block in memory (delivery.c drop_block_while_out) */
     struct kq_id_ring {         /* cold messages parked until the queues have room */
         char (*ids)[KQ_ID_LEN + 1];
         size_t head, len, cap;
