@@ -638,8 +638,9 @@ static void seal_and_submit(struct fs_store *s)
     if (rc) { /* handled like a failed write; nothing of it reached the writer */
         b->status = rc;
         undo_failed(s, b);
-        finish(s, b);
         s->backoff_until = kq_now_ms() + RETRY_BACKOFF_MS;
+        finish(s, b);
+        fs_kick(s); /* the requeued records: after the back-off */
         return;
     }
     list_push(&s->flight, b);
