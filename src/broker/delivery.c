@@ -13,7 +13,7 @@
 #include "broker/internal.h"
 #include "core/log.h"
 
-#define NO_SUBSCRIBER "(no subscriber)" /* the failed "group" of an attempt with no route */
+#define NO_SUBSCRIBER KQ_NO_SUBSCRIBER
 /* With no consumer online for a message, look at it again this often (at most). */
 #define NOBODY_RECHECK_MS 30000
 /* Deliveries are queued on a connection only while less than this is waiting for the
@@ -39,6 +39,8 @@ static bool loading_inline;
 /* Groups are kept as atoms, so membership is a pointer comparison. */
 static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
 {
+    if (n == 0)
+        return false; /* the usual case: no lookup */
     const char *atom = kq_atom_find(b, name);
     return atom && kq_names_has(v, n, atom);
 }
@@ -134,6 +136,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
     if (kq_idmap_insert(&b->msgs, m) != 0) {
         KQ_ERROR("delivery", "out of memory indexing id=%s", m->id);
         kq_hist_finish(b, m);
+        kq_msg_extra_drop(b, m);
         kq_msg_free(m); /* the producer was acked: it stays in the store for a restart */
         return;
     }
@@ -156,10 +159,17 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
     kq_idmap_remove(&b->msgs, m);
     kq_topic_stats(b, m->topic)->pending--;
     kq_hist_finish(b, m);
+    kq_msg_extra_drop(b, m);
     kq_msg_free(m);
 }
 
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason)
+{
+    if (!kq_dead_hook(b, m, reason))
+        kq_delivery_dead_letter_now(b, m, reason);
+}
+
+void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const char *reason)
 {
     KQ_WARN("delivery", "dead letter id=%s topic=%s type=%s attempts=%d reason=\"%s\"", m->id,
             m->topic, m->type, m->attempts, reason);
@@ -169,7 +179,11 @@ void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *
     if (m->stored) {
         struct kq_stored_msg sm;
         kq_msg_to_stored(m, &sm);
-        store_result(b, "dead_letter", m->id, b->store->ops->dead_letter(b->store, &sm, reason));
+        struct kq_dlq_groups g; /* who it failed for: a requeue goes only to them */
+        bool known = kq_dead_groups_of(b, m, reason, &g) == 0;
+        store_result(b, "dead_letter", m->id,
+                     b->store->ops->dead_letter(b->store, &sm, reason, known ? &g : NULL));
+        kq_dead_groups_free(&g);
     }
     kq_delivery_drop(b, m, false);
 }
@@ -765,8 +779,7 @@ static void undefer(struct kq_broker *b)
 static bool any_group_online(struct kq_broker *b, const struct kq_msg *m)
 {
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++) {
         if (name_in(b, m->done, m->n_done, routes[i].group))
             continue;
@@ -796,14 +809,14 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
      * before every attempt of every message. */
     struct kq_retry_verdict v;
-    kq_policy_default_retry(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_default_retry(m->attempts, m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(),
+                            &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     kq_names_clear(&m->failed, &m->n_failed);
     m->names_lost = false;
     m->sent = 0;
@@ -869,7 +882,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     struct kq_retry_verdict v;
     kq_policy_retry(b->policy, m->attempts, kq_msg_failure(m) ? kq_msg_failure(m) : "nack",
-                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+                    m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
@@ -984,6 +997,8 @@ static void wake_waiting(struct kq_broker *b, const char *group, const char *top
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
         if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
             continue;
+        if (m->extra && kq_msg_due_ms(b, m) > now)
+            continue; /* scheduled: never before it is due */
         bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
                                 (ga && kq_names_has(m->failed, m->n_failed, ga))
                           : m->sent == 0 && (!topic || m->topic == ta);
@@ -1032,8 +1047,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
     if (!attempt_over(m) || m->loading || m->first_ack)
         return 1;
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++)
         if (!name_in(b, m->done, m->n_done, routes[i].group)) {
             kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
@@ -1050,6 +1064,7 @@ void kq_delivery_free_all(struct kq_broker *b)
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
         kq_msg_free(m);
     kq_idmap_free(&b->msgs);
+    kq_msg_extras_free(b);
     kq_heap_free(&b->schedule);
     free(b->deferred.ids);
     memset(&b->deferred, 0, sizeof b->deferred);

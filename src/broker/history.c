@@ -10,15 +10,16 @@
  * and the latest; the ones in between are counted as dropped. An attempt that found nobody
  * online, repeated every recheck, updates its events (a count and the latest time) instead
  * of adding new ones. When the message finishes, the record moves (no copy) to a ring of
- * the last cfg->message_history finished messages, found by id. docs/ADMIN.md gives the
- * costs. */
+ * the last cfg->message_history finished messages. The ring has no index: a message
+ * finishes thousands of times a second but is looked up by an operator, so finding one is a
+ * scan from the newest (the newest story of a republished id wins), and finishing costs no
+ * hashing. docs/ADMIN.md gives the costs. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/internal.h"
-#include "core/idmap.h"
 #include "core/log.h"
 
 struct event {
@@ -47,7 +48,9 @@ struct finished {
     int64_t finished_ms;
     struct kq_history *h;
     char *names;        /* topic NUL type NUL publishGroup NUL (not atoms: finished messages
-                         * must not keep the broker's names interned) */
+                         * must not keep the broker's names interned); the buffer is kept
+                         * for the next message in this ring slot */
+    uint32_t names_cap;
 };
 
 struct kq_history_tab {
@@ -56,9 +59,10 @@ struct kq_history_tab {
     uint32_t slab_cap, free_head, live;
     struct finished *ring;
     size_t ring_cap, ring_next, ring_len;
-    struct kq_idmap ring_ids; /* id -> struct finished */
     uint64_t bytes;
-    uint64_t skipped; /* messages without a history because of HISTORY_MAX_BYTES */
+    uint64_t skipped;
+    uint64_t clock_at;  /* hist_now_ms: the loop time of the last wall-clock reading */
+    int64_t clock_off;  /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
 };
 
 #define FREE_TAG(next) ((struct kq_history *)(((uintptr_t)(next) << 1) | 1))
@@ -69,6 +73,9 @@ struct kq_history_tab {
  * messages get none and records stop growing (they keep how they started and the latest),
  * so a large backlog stays within the pending-count memory budget. Counted in `skipped`. */
 #define HISTORY_MAX_BYTES ((uint64_t)32 << 20)
+/* Events a new record has room for: a message delivered at the first attempt (published,
+ * stored, sent, acked, delivered, removed) never grows its record. */
+#define HIST_FIRST_CAP 6
 
 static const char *const kind_names[] = {
     [KQ_EV_PUBLISHED] = "published", [KQ_EV_RECOVERED] = "recovered",
@@ -112,7 +119,6 @@ int kq_history_init(struct kq_broker *b)
     if (!t)
         return -ENOMEM;
     t->free_head = NO_SLOT;
-    kq_idmap_init(&t->ring_ids, offsetof(struct finished, id));
     size_t cap = b->cfg->message_history > 0 ? (size_t)b->cfg->message_history : 0;
     if (cap && !(t->ring = calloc(cap, sizeof *t->ring))) {
         free(t);
@@ -142,27 +148,36 @@ static void history_free(struct kq_history_tab *t, struct kq_history *h)
     free(h);
 }
 
-/* Bytes of a finished message's names (topic, type, publishing group, their NULs). */
-static size_t names_size(const char *names)
-{
-    size_t n = 0;
-    for (int i = 0; names && i < 3; i++) {
-        size_t l = strlen(names + n) + 1;
-        n += l;
-    }
-    return n;
-}
-
+/* Empty a ring slot; its names buffer stays for the next message (see free_ring). */
 static void finished_clear(struct kq_history_tab *t, struct finished *f)
 {
     if (!f->id[0])
         return;
-    kq_idmap_remove(&t->ring_ids, f);
     history_free(t, f->h);
-    t->bytes -= names_size(f->names);
-    free(f->names);
-    memset(f, 0, sizeof *f);
+    f->h = NULL;
+    f->id[0] = '\0';
     t->ring_len--;
+}
+
+static void free_ring(struct kq_history_tab *t)
+{
+    for (size_t i = 0; i < t->ring_cap; i++) {
+        finished_clear(t, &t->ring[i]);
+        t->bytes -= t->ring[i].names_cap;
+        free(t->ring[i].names);
+    }
+    free(t->ring);
+}
+
+/* The newest finished record of id, or NULL. */
+static struct finished *finished_find(struct kq_history_tab *t, const char *id)
+{
+    for (size_t k = 1; k <= t->ring_cap; k++) { /* holes: histories resumed (requeued) */
+        struct finished *f = &t->ring[(t->ring_next + t->ring_cap - k) % t->ring_cap];
+        if (f->id[0] && strcmp(f->id, id) == 0)
+            return f;
+    }
+    return NULL;
 }
 
 void kq_history_free(struct kq_broker *b)
@@ -174,10 +189,7 @@ void kq_history_free(struct kq_broker *b)
         if (!IS_FREE(t->slab[i]))
             history_free(t, t->slab[i]);
     free(t->slab);
-    for (size_t i = 0; i < t->ring_cap; i++)
-        finished_clear(t, &t->ring[i]);
-    free(t->ring);
-    kq_idmap_free(&t->ring_ids);
+    free_ring(t);
     kq_atoms_free_table(&t->names);
     free(t);
     b->history = NULL;
@@ -231,6 +243,22 @@ static struct kq_history *slot_give_back(struct kq_history_tab *t, struct kq_msg
 }
 
 /* --- recording ---------------------------------------------------------------------------- */
+
+/* Wall-clock ms of an event: the loop's cached time plus an offset read once a second. A
+ * message has ~7 events and the broker handles ~10^5 messages a second, so a clock call
+ * per event showed up in profiles; an event's time is within a second of ms resolution
+ * anyway once the wall clock steps. */
+static int64_t hist_now_ms(struct kq_broker *b, struct kq_history_tab *t)
+{
+    if (!b->loop)
+        return kq_now_ms();
+    uint64_t mono = uv_now(b->loop);
+    if (!t->clock_at || mono - t->clock_at >= 1000) {
+        t->clock_off = kq_now_ms() - (int64_t)mono;
+        t->clock_at = mono ? mono : 1;
+    }
+    return (int64_t)mono + t->clock_off;
+}
 
 static const char *name_of(struct kq_history_tab *t, const char *s)
 {
@@ -314,15 +342,15 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
     return 0;
 }
 
-static struct kq_history *history_new(struct kq_history_tab *t)
+static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
 {
-    struct kq_history *h = malloc(record_size(4));
+    struct kq_history *h = malloc(record_size(HIST_FIRST_CAP));
     if (!h)
         return NULL;
     memset(h, 0, sizeof *h);
-    h->start_ms = kq_now_ms();
-    h->cap = 4;
-    t->bytes += record_size(4);
+    h->start_ms = now;
+    h->cap = HIST_FIRST_CAP;
+    t->bytes += record_size(HIST_FIRST_CAP);
     return h;
 }
 
@@ -345,10 +373,11 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         log_event(m, &e);
     struct kq_history **hp = t->ring_cap ? slot_of(t, m) : NULL;
     struct kq_history *h = hp ? *hp : NULL;
+    int64_t now = hist_now_ms(b, t);
     if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
         t->skipped++;
     else if (t->ring_cap && !h) {
-        if (!(h = history_new(t)) || slot_take(t, m, h) != 0) {
+        if (!(h = history_new(t, now)) || slot_take(t, m, h) != 0) {
             if (h)
                 history_free(t, h);
             h = NULL;
@@ -361,7 +390,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
             kq_atom_release(e.u.peer);
         return;
     }
-    int64_t now = kq_now_ms(), off = now - h->start_ms;
+    int64_t off = now - h->start_ms;
     e.at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off;
     struct event *same = coalesces(kind) ? repeat_of(h, &e) : NULL;
     if (same) { /* counted, and moved last: the events stay in the order of their latest */
@@ -428,35 +457,37 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
         history_free(t, h);
         return;
     }
-    struct finished *old = kq_idmap_find(&t->ring_ids, m->id);
-    if (old) /* the same id finished before (published again): the newer story wins */
-        finished_clear(t, old);
     struct finished *f = &t->ring[t->ring_next];
     finished_clear(t, f); /* the oldest goes */
     t->ring_next = (t->ring_next + 1) % t->ring_cap;
     size_t tl = strlen(m->topic), yl = strlen(m->type), gl = strlen(m->pub_group);
-    memcpy(f->id, m->id, sizeof f->id);
-    if (kq_idmap_insert(&t->ring_ids, f) != 0) { /* not findable: not kept */
-        memset(f, 0, sizeof *f);
-        history_free(t, h);
-        return;
+    size_t need = tl + yl + gl + 3;
+    if (need > f->names_cap) {
+        char *nb = realloc(f->names, need);
+        if (nb) {
+            t->bytes += need - f->names_cap;
+            f->names = nb;
+            f->names_cap = (uint32_t)need;
+        }
     }
-    t->ring_len++;
-    f->state = h->ev[h->n - 1].kind;
-    f->finished_ms = kq_now_ms();
-    f->h = h;
-    if ((f->names = malloc(tl + yl + gl + 3))) {
+    if (need <= f->names_cap) {
         memcpy(f->names, m->topic, tl + 1);
         memcpy(f->names + tl + 1, m->type, yl + 1);
         memcpy(f->names + tl + yl + 2, m->pub_group, gl + 1);
-        t->bytes += tl + yl + gl + 3;
+    } else if (f->names_cap) {
+        f->names[0] = '\0'; /* out of memory: the names are not kept */
     }
+    memcpy(f->id, m->id, sizeof f->id);
+    t->ring_len++;
+    f->state = h->ev[h->n - 1].kind;
+    f->finished_ms = hist_now_ms(b, t);
+    f->h = h;
 }
 
 void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
 {
     struct kq_history_tab *t = b->history;
-    struct finished *f = t ? kq_idmap_find(&t->ring_ids, m->id) : NULL;
+    struct finished *f = t && t->ring_cap ? finished_find(t, m->id) : NULL;
     if (!f || m->hist)
         return;
     struct kq_history *h = f->h;
@@ -511,7 +542,7 @@ cJSON *kq_hist_json(struct kq_broker *b, const struct kq_msg *m)
 cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_kind *final_kind)
 {
     struct kq_history_tab *t = b->history;
-    struct finished *f = t && strlen(id) <= KQ_ID_LEN ? kq_idmap_find(&t->ring_ids, id) : NULL;
+    struct finished *f = t && t->ring_cap ? finished_find(t, id) : NULL;
     if (!f)
         return NULL;
     if (final_kind)
@@ -519,7 +550,7 @@ cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_k
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "messageId", f->id);
     cJSON_AddStringToObject(o, "state", final_state(f->state));
-    if (f->names) {
+    if (f->names && f->names[0]) {
         const char *type = f->names + strlen(f->names) + 1;
         cJSON_AddStringToObject(o, "topic", f->names);
         cJSON_AddStringToObject(o, "messageType", type);
@@ -538,7 +569,7 @@ void kq_history_stats(const struct kq_broker *b, struct kq_history_stats *out)
         return;
     out->pending = t->live;
     out->finished = t->ring_len;
-    out->bytes = t->bytes + t->ring_ids.cap * (sizeof(void *) + 1);
+    out->bytes = t->bytes;
     out->names = kq_atoms_count_table(t->names);
     out->skipped = t->skipped;
 }

@@ -272,6 +272,14 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 }
 
 /* Walks the wire of one message; depth bounds the recursion into nested messages. */
+/* Our messages number their fields 1..n in order: index directly, search otherwise. */
+static const ProtobufCFieldDescriptor *field_of(const ProtobufCMessageDescriptor *d, unsigned id)
+{
+    if (id >= 1 && id <= d->n_fields && d->fields[id - 1].id == id)
+        return &d->fields[id - 1];
+    return protobuf_c_message_descriptor_get_field(d, id);
+}
+
 static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *p,
                                     const uint8_t *end, int depth)
 {
@@ -279,8 +287,7 @@ static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const u
         uint64_t tag, n;
         if (!get_varint(&p, end, &tag))
             return NULL;
-        const ProtobufCFieldDescriptor *fd =
-            protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+        const ProtobufCFieldDescriptor *fd = field_of(d, (unsigned)(tag >> 3));
         switch (tag & 7) {
         case 0: /* varint */
             if (!get_varint(&p, end, &n))

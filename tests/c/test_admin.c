@@ -55,8 +55,9 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_init(&p, out);
     kq_prom_counter(&p, "kiteq_received_total", "Messages accepted.",
                     (const char *const[]){"topic", "trade", NULL}, 7);
+    int rc = kq_prom_finish(&p);
     kq_prom_free(&p);
-    return 200;
+    return rc ? 500 : 200;
 }
 
 /* Answers that come later: "later-N" is answered N ms after the request (a timer on the
@@ -118,10 +119,20 @@ static int h_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const
     return 200;
 }
 
-static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
+static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, const char *groups,
+                         struct kq_buf *out)
 {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"}", id);
+    snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"%s%s%s}", id, groups ? ",\"groups\":\"" : "",
+             groups ? groups : "", groups ? "\"" : "");
+    put(out, tmp);
+    return 200;
+}
+
+static int h_dlq_show(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "{\"shown\":\"%s\"}", id);
     put(out, tmp);
     return 200;
 }
@@ -144,6 +155,7 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 static const struct kq_admin_handlers handlers = {
     .stat = h_stat, .binds = h_binds, .metrics = h_metrics, .msg = h_msg,
     .dlq_list = h_dlq_list, .dlq_requeue = h_dlq_requeue, .dlq_purge = h_dlq_purge,
+    .dlq_show = h_dlq_show,
     .reload = h_reload,
 };
 
@@ -397,6 +409,9 @@ static void test_routes(void **state)
     expect(p, "POST", "/dlq/requeue?id=m1", 200, "{\"requeued\":\"m1\"}");
     expect(p, "POST", "/dlq/requeue?id=*", 200, "{\"requeued\":\"*\"}");
     expect(p, "POST", "/dlq/requeue", 400, "id required");
+    expect(p, "POST", "/dlq/requeue?id=m1&groups=g%2Ca,g-b", 200, "\"groups\":\"g,a,g-b\"");
+    expect(p, "POST", "/dlq/requeue?id=m1&groups=", 400, "bad groups");
+    expect(p, "GET", "/dlq/m1", 200, "{\"shown\":\"m1\"}");
     expect(p, "POST", "/dlq/purge?topic=trade", 200, "{\"purged\":\"trade\"}");
     expect(p, "POST", "/dlq/purge?topic=*", 200, "{\"purged\":\"(all)\"}");
     expect(p, "POST", "/dlq/purge", 400, "topic required");
@@ -952,11 +967,12 @@ static void test_cli(void **state)
     assert_int_equal(run_cli(args, out, sizeof out), 2); /* usage: --topic or --all needed */
     snprintf(args, sizeof args, "reload --admin %s", s->addr);
     assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_int_equal(run_cli("stat", out, sizeof out), 2);
+    assert_int_equal(run_cli("stat --admin nocolon", out, sizeof out), 2); /* expected HOST:PORT */
+    assert_non_null(strstr(out, "expected HOST:PORT"));
     assert_int_equal(run_cli("stat --help", out, sizeof out), 0);
     assert_non_null(strstr(out, "--admin"));
     assert_int_equal(run_cli("dlq --help", out, sizeof out), 0);
-    assert_int_equal(run_cli("stat --admin 127.0.0.1:1", out, sizeof out), 1);
+    assert_int_equal(run_cli("stat --admin 127.0.0.1:1", out, sizeof out), 3); /* unreachable */
 }
 
 /* --- Prometheus helpers ------------------------------------------------------------------- */
@@ -974,20 +990,28 @@ static void test_prom(void **state)
     assert_int_equal(kq_prom_gauge(&p, "kiteq_connections", NULL, NULL, 2.5), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_x", "x", NULL, 0.1), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_nan", "n", NULL, 0.0 / 0.0), 0);
-    size_t len = b.len;
     assert_int_equal(kq_prom_gauge(&p, "9bad", "x", NULL, 1), -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "bad-name", "x", NULL, 1), -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "ok", "x", (const char *const[]){"a:b", "v", NULL}, 1),
                      -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "ok", "x", (const char *const[]){"le", "v", NULL}, 1),
                      -EINVAL);
-    assert_int_equal(b.len, len); /* nothing written for bad names */
+    /* a family seen with another type is refused */
+    assert_int_equal(kq_prom_gauge(&p, "kiteq_received_total", "x", NULL, 1), -EINVAL);
+    assert_int_equal(b.len, 0); /* nothing is written before finish */
+    /* a sample of an earlier family joins its family's block */
+    assert_int_equal(kq_prom_counter(&p, "kiteq_received_total", NULL,
+                                     (const char *const[]){"topic", "t3", NULL}, 4), 0);
+    /* finish writes what was right and returns the first failure for the caller to report */
+    assert_int_equal(kq_prom_finish(&p), -EINVAL);
+    assert_string_equal(p.error_name, "9bad");
     kq_buf_append(&b, "", 1);
     assert_string_equal((char *)b.data,
                         "# HELP kiteq_received_total Messages\\\\accepted\\nby topic.\n"
                         "# TYPE kiteq_received_total counter\n"
                         "kiteq_received_total{topic=\"a\\\"b\\\\c\\nd\"} 3\n"
                         "kiteq_received_total{topic=\"t2\"} 1e+20\n"
+                        "kiteq_received_total{topic=\"t3\"} 4\n"
                         "# TYPE kiteq_connections gauge\n"
                         "kiteq_connections 2.5\n"
                         "# HELP kiteq_x x\n# TYPE kiteq_x gauge\nkiteq_x 0.1\n"
@@ -1012,6 +1036,7 @@ static void test_prom_histogram(void **state)
     kq_prom_init(&p, &b);
     assert_int_equal(kq_prom_histogram(&p, "kiteq_store_fsync_seconds", "fsync latency.",
                                        (const char *const[]){"store", "file", NULL}, &h), 0);
+    assert_int_equal(kq_prom_finish(&p), 0);
     kq_buf_append(&b, "", 1);
     assert_string_equal((char *)b.data,
                         "# HELP kiteq_store_fsync_seconds fsync latency.\n"

@@ -15,7 +15,7 @@
 
 #include "config/config.h"
 #include "core/clock.h"
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 #include "support/log_capture.h"
 #include "core/addr.h"
 

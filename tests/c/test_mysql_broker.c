@@ -34,6 +34,7 @@
 #include "core/clock.h"
 #include "store/mysql/mysql_store.h"
 #include "support/broker_proc.h"
+#include "support/metrics_doc.h"
 #include "support/idset.h"
 #include "support/zk_service.h"
 
@@ -341,6 +342,19 @@ static void test_publish_deliver_ack(void **state)
     char got[33];
     uint32_t op;
     assert_int_equal(raw_recv_delivery(a, 1500, got, &op, NULL, 0), 0);
+    /* /metrics: the MySQL store's figures (kq_store_ops.stats), each family as documented */
+    char *resp = http_get(admin_port(&E.bp[0]), "/metrics");
+    assert_non_null(resp);
+    const char *text = strstr(resp, "\r\n\r\n");
+    assert_non_null(text);
+    char problems[4096];
+    int n = metrics_doc_check(text + 4, "mysql", "mysql", problems, sizeof problems);
+    if (n)
+        fail_msg("%d problems between /metrics and docs/ADMIN.md:\n%s", n, problems);
+    assert_true(prom_sample(text + 4, "kiteq_store_saves_total") >= 32);
+    assert_true(prom_sample(text + 4, "kiteq_store_save_failures_total") == 0);
+    assert_true(prom_sample(text + 4, "kiteq_store_reconnects_total") >= 1);
+    free(resp);
     close(a);
     close(b);
     close(prod);
@@ -488,6 +502,46 @@ static void test_restart_recovers(void **state)
         assert_int_equal(rows_of(more[i], false, NULL), 0);
     for (int i = 0; i < 20; i++)
         assert_int_equal(rows_of(ids[i], false, NULL), 0);
+}
+
+/* --- scheduled delivery: next_deliver_time written at save, honoured after a restart ----- */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_scheduled_restart(void **state)
+{
+    (void)state;
+    start_broker(0, NULL);
+    int prod = connect_as(0, TEST_PRODUCER);
+    static const char *const delay[] = {"x-kiteq-delay-ms", "3000", NULL};
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .props = delay};
+    char ids[1][33], got[33], where[128];
+    int64_t t0 = wall_ms();
+    assert_int_equal(raw_publish(prod, 1, &m, ids[0], NULL, 0), 1);
+    int64_t t1 = wall_ms();
+    close(prod);
+    snprintf(where, sizeof where, "next_deliver_time BETWEEN %lld AND %lld",
+             (long long)(t0 + 3000) / 1000, (long long)(t1 + 3000 + 999) / 1000);
+    assert_int_equal(rows_of(ids[0], false, where), 1);
+    assert_int_equal(broker_stop(&E.bp[0]), 0);
+    assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
+    int a = connect_as(0, TEST_CONSUMER), b = connect_as(0, TEST_CONSUMER_B);
+    uint32_t op;
+    int64_t early = t0 + 3000 - 400 - wall_ms(); /* margin: a slow host only delays it */
+    if (early > 0)
+        assert_int_equal(raw_recv_delivery(a, (int)early, got, &op, NULL, 0), 0);
+    assert_int_equal(raw_recv_delivery(a, (int)(t1 + 13000 - wall_ms()), got, &op, NULL, 0), 1);
+    assert_true(wall_ms() >= t0 + 3000);
+    assert_string_equal(got, ids[0]);
+    assert_int_equal(raw_deliver_ack(a, op, got, true), 0);
+    raw_drain_expect(b, ids, 1, 10000);
+    close(a);
+    close(b);
 }
 
 /* --- load: producers and consumers through the client library --------------------------- */
@@ -1125,6 +1179,7 @@ int main(void)
         cmocka_unit_test_teardown(test_retry_then_dead_letter, teardown),
         cmocka_unit_test_teardown(test_two_phase, teardown),
         cmocka_unit_test_teardown(test_restart_recovers, teardown),
+        cmocka_unit_test_teardown(test_scheduled_restart, teardown),
         cmocka_unit_test_teardown(test_mariadb_restart_under_load, teardown),
         cmocka_unit_test_teardown(test_takeover_after_kill9, teardown),
         cmocka_unit_test_teardown(test_frozen_mariadb, teardown),

@@ -20,7 +20,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 #include "policy/policy.h"
 #include "support/log_capture.h"
 
@@ -249,11 +249,12 @@ static void test_load_warns_unknown_files(void **state)
     kq_policy_free(p);
     char want[512];
     snprintf(want, sizeof want, "%s/Routing.lua is not loaded: policy files are routing.lua, "
-             "flow.lua, retry.lua and publish.lua (did you mean routing.lua?)", dir);
+             "flow.lua, retry.lua, publish.lua and auth.lua (did you mean routing.lua?)", dir);
     if (!strstr(log, want) || !strstr(log, "/helpers.lua is not loaded") ||
         strstr(log, "notes.txt") || strstr(log, "retry.lua is not loaded"))
         fail_msg("log:\n%s", log);
-    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish "))
+    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish,"
+                    "route_message,connect,dead "))
         fail_msg("log:\n%s", log);
     free(log);
 }
@@ -750,6 +751,15 @@ static const char PUBLISH_LUA[] =
     "  if t == 'limit' then return { deliver_limit = 101 } end\n"
     "  if t == 'frac' then return { deliver_limit = 1.5 } end\n"
     "  if t == 'delay' then return { delay_ms = 10 } end\n"
+    "  if t == 'delay-neg' then return { delay_ms = -1 } end\n"
+    "  if t == 'delay-late' then return { delay_ms = 7200000 } end\n"
+    "  if t == 'delay-longer' then return { delay_ms = 7200000,\n"
+    "    expired_time = m.expired_time + 7200 } end\n"
+    "  if t == 'groups' then return { groups = { 's-b', 's-a', 's-b' } } end\n"
+    "  if t == 'groups-ghost' then return { groups = { 's-a', 's-ghost' } } end\n"
+    "  if t == 'groups-empty' then return { groups = {} } end\n"
+    "  if t == 'groups-num' then return { groups = { 5 } } end\n"
+    "  if t == 'reserved' then return { properties = { ['x-kiteq-deliver-at'] = '1' } } end\n"
     "  if t == 'what' then return { colour = 'red' } end\n"
     "  if t == 'garbage' then return 42 end\n"
     "  if t == 'reject-num' then return 'reject', 5 end\n"
@@ -762,6 +772,11 @@ static const char PUBLISH_LUA[] =
 static const struct kq_property_kv PUBLISH_PROPS[] = {
     {"trace", "t-1"}, {"region", "eu"}, {"keep", "1"}, {"trace", "t-2"}};
 
+static const struct kq_binding PUBLISH_BINDS[] = {
+    {"s-a", "trade", "pay-succ", KQ_BIND_DIRECT, 0, true},
+    {"s-b", "trade", "*", KQ_BIND_FANOUT, 0, true},
+};
+
 static struct kq_publish_view publish_view(const char *type)
 {
     int64_t now = kq_now_sec();
@@ -769,7 +784,8 @@ static struct kq_publish_view publish_view(const char *type)
         .message_id = "0123456789abcdef0123456789abcdef", .topic = "trade",
         .message_type = type, .group = "p-trade", .peer = "127.0.0.1:5000",
         .properties = PUBLISH_PROPS, .n_properties = 4, .body_size = 42, .fly = false,
-        .commit = true, .expired_time = now + 3600, .deliver_limit = 100, .now_sec = now};
+        .commit = true, .expired_time = now + 3600, .deliver_limit = 100, .now_sec = now,
+        .binds = PUBLISH_BINDS, .n_binds = 2};
 }
 
 static const char *prop(const struct kq_publish_verdict *v, const char *key)
@@ -829,10 +845,30 @@ static void test_publish_answers(void **state)
     assert_string_equal(prop(&v, "limit"), "100");
     assert_string_equal(prop(&v, "region"), "eu");
     assert_int_equal(v.expired_time, m.expired_time); /* unchanged fields copied */
+    assert_int_equal(v.delay_ms, -1);
+    assert_int_equal(v.n_groups, 0);
+
+    m = publish_view("delay");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.delay_ms, 10);
+    m = publish_view("delay-longer"); /* a delay past the old expiry, with a later expiry */
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.delay_ms, 7200000);
+    assert_int_equal(v.expired_time, m.expired_time + 7200);
+
+    m = publish_view("groups");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.n_groups, 2); /* in the answer's order, the duplicate collapsed */
+    assert_string_equal(v.groups[0], "s-b");
+    assert_string_equal(v.groups[1], "s-a");
+    assert_int_equal(v.delay_ms, -1);
 
     struct kq_policy_hook_stats st = hook_stats(p, "publish");
     assert_true(st.loaded);
-    assert_int_equal(st.calls, 5); /* the self-test's calls are not counted */
+    assert_int_equal(st.calls, 8); /* the self-test's calls are not counted */
     assert_int_equal(st.rejects, 2);
     assert_int_equal(st.errors, 0);
     kq_policy_free(p);
@@ -855,7 +891,12 @@ static void test_publish_invalid_answers(void **state)
         {"far", "expired_time must be a whole number"},
         {"limit", "deliver_limit must be a whole number in 1..100"},
         {"frac", "deliver_limit must be a whole number"},
-        {"delay", "not yet supported change 'delay_ms'"},
+        {"delay-neg", "delay_ms must be a whole number in 0..604800000 (got -1)"},
+        {"delay-late", "delay_ms 7200000 would make the message due after it expires"},
+        {"groups-ghost", "groups[2] \"s-ghost\" has no binding on the topic"},
+        {"groups-empty", "groups must be a non-empty list of group names (got table)"},
+        {"groups-num", "groups[1] number is not a group name"},
+        {"reserved", "property \"x-kiteq-deliver-at\" is the broker's"},
         {"what", "unknown change 'colour'"},
         {"garbage", "on_publish must return nil, \"reject\", reason or a table"},
         {"reject-num", "on_publish must return nil"},

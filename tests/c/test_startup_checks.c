@@ -151,7 +151,7 @@ static void test_check_warns(void **state)
         "                 messageType = \"pay\" } },");
     assert_int_equal(check(cfg), 0);
     assert_has(out, "warn policy: pol/Routing.lua is not loaded: policy files are routing.lua, "
-                    "flow.lua, retry.lua and publish.lua (did you mean routing.lua?)");
+                    "flow.lua, retry.lua, publish.lua and auth.lua (did you mean routing.lua?)");
     assert_has(out, "clusters.t.bindings[1].messageType: ignored: a fanout binding receives every "
                     "message type");
     assert_has(out, "kiteq: configuration OK");

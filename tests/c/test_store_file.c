@@ -277,7 +277,7 @@ static void test_save_reopen_recover(void **state)
         struct kq_stored_msg m = {0};
         make_id(m.id, i);
         m.topic = "trade";
-        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "too many attempts"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "too many attempts", NULL), 0);
     }
     int base = f->done;
     assert_true(wait_for(f, &f->done, base + commits, 5000));
@@ -828,7 +828,7 @@ static void test_damage_dlq_middle(void **state)
     for (int i = 0; i < 20; i++) {
         struct msgbuf b;
         make_msg(&b, i, body_len_of(i));
-        assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "expired"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "expired", NULL), 0);
     }
     assert_int_equal(save_range(f, 20, 21), 0); /* flushes the dead letters */
     store_close(f);
@@ -1085,6 +1085,57 @@ static bool on_dlq(void *ud, const struct kq_dead_letter *d)
     return !s->stop_after || s->n < s->stop_after;
 }
 
+/* The groups a dead letter failed for, written as DLQ_ADD_GROUPS, come back after a reopen;
+ * a dead letter written without them (a DLQ_ADD record, the format of older logs) still
+ * recovers and says its groups are unknown. */
+struct dlq_groups_seen {
+    bool known;
+    char groups[256];
+};
+
+static void on_dlq_groups(void *ud, int status, const struct kq_dead_letter *d)
+{
+    struct dlq_groups_seen *s = ud;
+    assert_int_equal(status, 0);
+    check_msg(&d->msg, (int)strtol(d->msg.id, NULL, 16));
+    s->known = d->groups_known;
+    size_t n = 0;
+    for (size_t i = 0; i < d->groups.n_failed; i++)
+        n += (size_t)snprintf(s->groups + n, sizeof s->groups - n, "%s=%s;",
+                              d->groups.failed[i].group, d->groups.failed[i].reason);
+    for (size_t i = 0; i < d->groups.n_acked; i++)
+        n += (size_t)snprintf(s->groups + n, sizeof s->groups - n, "+%s;", d->groups.acked[i]);
+}
+
+static void test_dlq_groups_kept(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    assert_int_equal(save_range(f, 0, 2), 0);
+    struct kq_stored_msg m = {0};
+    make_id(m.id, 0);
+    assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired", NULL), 0); /* DLQ_ADD */
+    const struct kq_dlq_group failed[] = {{"g-b", "nack"}, {"g-c", "timeout"}};
+    const char *acked[] = {"g-a"};
+    struct kq_dlq_groups g = {failed, 2, acked, 1};
+    make_id(m.id, 1);
+    assert_int_equal(f->s->ops->dead_letter(f->s, &m, "deliver limit 3 reached", &g), 0);
+    store_close(f);
+    store_open(f);
+    char id[KQ_ID_LEN + 1];
+    struct dlq_groups_seen s = {0};
+    make_id(id, 0);
+    assert_int_equal(f->s->ops->dlq_get(f->s, id, on_dlq_groups, &s), 0);
+    assert_false(s.known);
+    assert_string_equal(s.groups, "");
+    make_id(id, 1);
+    assert_int_equal(f->s->ops->dlq_get(f->s, id, on_dlq_groups, &s), 0);
+    assert_true(s.known);
+    assert_string_equal(s.groups, "g-b=nack;g-c=timeout;+g-a;");
+    assert_int_equal(dlq_counted(f->s, NULL), 2);
+    fx_free(f);
+}
+
 static void test_dlq(void **state)
 {
     (void)state;
@@ -1093,12 +1144,12 @@ static void test_dlq(void **state)
     for (int i = 0; i < 6; i++) {
         struct kq_stored_msg m = {0};
         make_id(m.id, i);
-        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired", NULL), 0);
     }
     /* a dead letter given in full that was never pending */
     struct msgbuf b;
     make_msg(&b, 50, body_len_of(50));
-    assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding"), 0);
+    assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding", NULL), 0);
 
     struct dlq_seen s = {0};
     assert_int_equal(dlq_walk(f->s, NULL, 100, false, on_dlq, &s), 1); /* before the write */
@@ -1443,6 +1494,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_uris),
         cmocka_unit_test(test_save_reopen_recover),
+        cmocka_unit_test(test_dlq_groups_kept),
         cmocka_unit_test(test_callback_after_write),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_group_next_without_loop),

@@ -618,6 +618,19 @@ static bool rows_match(void *a)
     return all_rows(q->where) == q->want;
 }
 
+/* One figure of kq_store_ops.stats, by name (a counter or gauge; -1 when absent). */
+struct stat_pick {
+    const char *name;
+    double value;
+};
+
+static void pick_stat(void *ud, const struct kq_store_stat *st)
+{
+    struct stat_pick *p = ud;
+    if (!strcmp(st->name, p->name) && st->kind != KQ_STORE_HISTOGRAM)
+        p->value = st->value;
+}
+
 static void test_batching(void **state)
 {
     (void)state;
@@ -681,6 +694,12 @@ static void test_batching(void **state)
     assert_int_equal(kq_mysql_store_stats(s, &ms), 0);
     assert_true(ms.flushes >= 3);
     assert_int_equal(ms.saves_ok, 13);
+    /* the same counters through the store interface (/metrics exports them) */
+    struct stat_pick saves = {"saves_total", -1}, flushes = {"flushes_total", -1};
+    s->ops->stats(s, pick_stat, &saves);
+    s->ops->stats(s, pick_stat, &flushes);
+    assert_true(saves.value == 13);
+    assert_true(flushes.value == (double)ms.flushes);
     close_store(s);
 }
 
@@ -727,14 +746,14 @@ static void test_dead_letter_and_dlq(void **state)
     save_n(s, other, 1, "t-other");
     uint8_t b[] = "body-x";
     struct kq_stored_msg m = make_msg(ids[0], "t-dlq", b, 6);
-    assert_int_equal(s->ops->dead_letter(s, &m, "deliver limit reached"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "deliver limit reached", NULL), 0);
     m = make_msg(ids[1], "t-dlq", b, 6);
-    assert_int_equal(s->ops->dead_letter(s, &m, "bad \"quoted\" reason"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "bad \"quoted\" reason", NULL), 0);
     /* index fields only: header and body come from the table */
     m = make_msg(other[0], "t-other", NULL, 0);
     m.header = NULL;
     m.header_len = 0;
-    assert_int_equal(s->ops->dead_letter(s, &m, "no subscriber"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "no subscriber", NULL), 0);
     struct poll_q q = {"kite_server='srv-dlq'", 1};
     assert_true(run_until(rows_match, &q, 5000));
     assert_int_equal(dlq_rows("kite_server='srv-dlq'"), 3);
@@ -877,6 +896,25 @@ static void test_recover_pages(void **state)
     free(ids);
 }
 
+/* What a takeover handed over: rows (rec first: on_recover takes the same pointer) and the end. */
+struct taken {
+    struct recovered rec;
+    int calls, status;
+    uint64_t moved;
+};
+
+static void on_moved(void *ud, int status, uint64_t moved)
+{
+    struct taken *t = ud;
+    t->calls++;
+    t->status = status;
+    t->moved = moved;
+}
+
+static bool moved_called(void *a) { return ((struct taken *)a)->calls > 0; }
+
+/* The broker's takeover through the store interface: owner names this broker and the shared
+ * database; takeover moves the dead broker's rows page by page and hands each to row. */
 static void test_takeover(void **state)
 {
     (void)state;
@@ -885,16 +923,33 @@ static void test_takeover(void **state)
     save_n(s, ids, 5, "trade");
     close_store(s);
     s = open_store("srv-heir", NULL);
-    uint64_t moved = 0;
-    assert_int_equal(kq_mysql_takeover(s, "srv-dead", &moved), 0);
-    assert_int_equal(moved, 5);
+    const char *self = NULL;
+    char shared[256], want[256];
+    assert_int_equal(s->ops->owner(s, &self, shared, sizeof shared), 0);
+    assert_string_equal(self, "srv-heir");
+    snprintf(want, sizeof want, "%s:%u:%s", E.host, E.port, E.db);
+    assert_string_equal(shared, want);
+    struct taken *t = calloc(1, sizeof *t);
+    assert_int_equal(s->ops->takeover(s, "srv-dead", on_recover, on_moved, t), 0);
+    assert_true(run_until(moved_called, t, 10000));
+    assert_int_equal(t->status, 0);
+    assert_int_equal(t->moved, 5);
+    assert_int_equal(t->rec.n, 5); /* every moved row was handed over */
+    for (int i = 0; i < 5; i++)
+        assert_true(find_rec(&t->rec, ids[i]) >= 0);
     assert_int_equal(all_rows("kite_server='srv-dead'"), 0);
-    struct recovered *r = calloc(1, sizeof *r);
-    assert_int_equal(s->ops->recover(s, on_recover, r), 0);
-    assert_int_equal(r->n, 5);
-    free(r);
-    assert_int_equal(kq_mysql_takeover(s, "srv-dead", &moved), 0);
-    assert_int_equal(moved, 0);
+    memset(t, 0, sizeof *t);
+    assert_int_equal(s->ops->recover(s, on_recover, &t->rec), 0);
+    assert_int_equal(t->rec.n, 5);
+    memset(t, 0, sizeof *t);
+    assert_int_equal(s->ops->takeover(s, "srv-dead", on_recover, on_moved, t), 0);
+    assert_true(run_until(moved_called, t, 10000));
+    assert_int_equal(t->status, 0);
+    assert_int_equal(t->moved, 0);
+    assert_int_equal(t->rec.n, 0);
+    /* a name that cannot be in kite_server is refused at once */
+    assert_int_equal(s->ops->takeover(s, "", on_recover, on_moved, t), -EINVAL);
+    free(t);
     close_store(s);
 }
 

@@ -443,7 +443,7 @@ static int fs_remove(struct kq_store *base, const char *id)
 }
 
 static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
-                          const char *reason)
+                          const char *reason, const struct kq_dlq_groups *groups)
 {
     struct fs_store *s = (struct fs_store *)base;
     char key[KQ_ID_LEN + 1];
@@ -468,8 +468,8 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
         return -ENOMEM;
     struct fs_batch *b = s->open;
     size_t start, mark_items = b->n_items;
-    int rc = fs_rec_begin(&b->dlq, FS_DLQ_ADD, s->seq + 1, &start);
-    if (!rc && !(rc = fs_put_dead(&b->dlq, src, reason, kq_now_sec())))
+    int rc = fs_rec_begin(&b->dlq, groups ? FS_DLQ_ADD_GROUPS : FS_DLQ_ADD, s->seq + 1, &start);
+    if (!rc && !(rc = fs_put_dead(&b->dlq, src, reason, kq_now_sec(), groups)))
         rc = fs_rec_end(&b->dlq, start);
     if (!rc)
         rc = add_item(b, FS_DLQ_ADD, true, start, b->dlq.len - start, key, NULL, 0);
@@ -907,6 +907,7 @@ static void free_all(struct fs_store *s)
     HASH_ITER(hh, s->dead, d, dt)
     fs_dead_drop(s, d);
     kq_dlq_index_free(&s->dlq);
+    kq_dlq_groups_buf_free(&s->dlq_groups);
     while (s->oldest) {
         struct fs_seg *g = s->oldest;
         fs_seg_unlink(s, g);
@@ -995,6 +996,7 @@ static const struct kq_store_ops file_ops = {
     .dlq_take = fs_dlq_take,
     .dlq_purge = fs_dlq_purge,
     .close = fs_close,
+    .stats = fs_stats,
 };
 
 static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *err,

@@ -135,6 +135,7 @@ struct fs_store {
     size_t pending;
     struct fs_dead *dead;  /* by id */
     struct kq_dlq_index dlq; /* their order and counters */
+    struct kq_dlq_groups_buf dlq_groups; /* the groups of the dead letter read last */
     int dlq_fd;
     uint64_t dlq_size;
     uint64_t seq; /* last sequence number used */
@@ -214,6 +215,8 @@ int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, siz
 int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
 int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
 int fs_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb, void *ud);
+/* stats.c: kq_store_ops.stats */
+void fs_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud);
 /* Bytes of a record wherever it is (open batch, batch in flight, file); NULL on error. */
 const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool unsealed,
                           uint64_t off, uint32_t len, struct fs_rec *r);

@@ -173,9 +173,9 @@ static void apply(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, 
 static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, size_t total)
 {
     char key[KQ_ID_LEN + 1];
-    if (r->type == FS_DLQ_ADD) {
+    if (r->type == FS_DLQ_ADD || r->type == FS_DLQ_ADD_GROUPS) {
         struct kq_dead_letter d;
-        if (fs_get_dead(r->payload, r->len, &d))
+        if (fs_get_dead(r->type, r->payload, r->len, &d, NULL))
             return;
         struct fs_dead *x;
         if (!fs_id_key(d.msg.id, key) ||

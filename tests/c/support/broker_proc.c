@@ -569,6 +569,15 @@ int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *i
     h.fly = m->fly;
     h.has_createtime = 1;
     h.createtime = time(NULL);
+    Protocol__Entry ents[16], *ptrs[16];
+    for (size_t i = 0; m->props && m->props[2 * i] && i < 16; i++) {
+        protobuf_c_message_init(&protocol__entry__descriptor, &ents[i]);
+        ents[i].key = (char *)m->props[2 * i];
+        ents[i].value = (char *)m->props[2 * i + 1];
+        ptrs[i] = &ents[i];
+        h.properties = ptrs;
+        h.n_properties = i + 1;
+    }
     Protocol__StringMessage sm = PROTOCOL__STRING_MESSAGE__INIT;
     sm.header = &h;
     sm.body = (char *)(m->body ? m->body : "hello");

@@ -93,6 +93,7 @@ struct raw_msg {
     bool commit, fly;
     int64_t expired;   /* 0 = -1 (broker default) */
     int32_t limit;     /* 0 = -1 */
+    const char *const *props; /* Header.properties: key, value, ..., NULL (may be NULL) */
 };
 int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
                 char *feedback, size_t fblen);
