@@ -1,0 +1,12 @@
+/* Policy folders for the policy unit tests, and a loaded policy's per-hook figures. */
+#ifndef KQ_TEST_POLICY_DIR_H
+#define KQ_TEST_POLICY_DIR_H
+#include "policy/policy.h"
+
+/* Writes root/<name>/<file> (one fresh policy folder per name); returns root/<name> (a
+ * static buffer, good until the next call). Fails the running cmocka test when it cannot. */
+const char *policy_dir_write(const char *root, const char *name, const char *file,
+                             const char *content);
+/* The statistics of hook `name` of p; fails the running cmocka test when p has no such hook. */
+struct kq_policy_hook_stats policy_hook_stats(const struct kq_policy *p, const char *name);
+#endif
