@@ -21,30 +21,9 @@
 #include "policy/policy.h"
 #include "support/log_capture.h"
 #include "support/policy_dir.h"
-#include "support/tmp_dir.h"
 #include "support/test_files.h"
 
-static char tmpdir[64];
 static char err[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    kq_log_set_level(KQ_LOG_ERROR); /* the failure tests warn on purpose */
-    return tmp_dir_make(tmpdir, sizeof tmpdir, "kq-hooks-");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return tmp_dir_remove(tmpdir);
-}
-
-/* tmpdir/<name>/<file> written; returns the folder. */
-static const char *policy_dir(const char *name, const char *file, const char *content)
-{
-    return policy_dir_write(tmpdir, name, file, content);
-}
 
 #define B(g, t, bt) {(char *)(g), (char *)"trade", (char *)(t), bt, 0, true}
 static struct kq_binding fixture[] = {
@@ -361,5 +340,5 @@ int main(void)
         cmocka_unit_test(test_on_dead),       cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_selftests),     cmocka_unit_test(test_examples),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }

@@ -24,30 +24,9 @@
 #include "policy/policy.h"
 #include "support/log_capture.h"
 #include "support/policy_dir.h"
-#include "support/tmp_dir.h"
 #include "support/test_files.h"
 
-static char tmpdir[64];
 static char err[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    kq_log_set_level(KQ_LOG_ERROR); /* the failure tests warn on purpose */
-    return tmp_dir_make(tmpdir, sizeof tmpdir, "kq-policy-");
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return tmp_dir_remove(tmpdir);
-}
-
-/* tmpdir/<name>/<file> written; returns the folder. */
-static const char *policy_dir(const char *name, const char *file, const char *content)
-{
-    return policy_dir_write(tmpdir, name, file, content);
-}
 
 static const char *shipped_dir(void)
 {
@@ -194,13 +173,13 @@ static void test_load_defaults_only(void **state)
     kq_policy_free(p);
     /* a folder that is named must exist: a typo is not the built-in rules in silence */
     char missing[128];
-    snprintf(missing, sizeof missing, "%s/does-not-exist", tmpdir);
+    snprintf(missing, sizeof missing, "%s/does-not-exist", policy_tmp);
     p = NULL;
     assert_int_equal(kq_policy_load(missing, &p, err, sizeof err), -ENOENT);
     assert_null(p);
     assert_non_null(strstr(err, missing));
     assert_non_null(strstr(err, "no such folder"));
-    snprintf(missing, sizeof missing, "%s/a-file", tmpdir);
+    snprintf(missing, sizeof missing, "%s/a-file", policy_tmp);
     FILE *f = fopen(missing, "w");
     assert_non_null(f);
     fclose(f);
@@ -1057,5 +1036,5 @@ int main(void)
         cmocka_unit_test(test_reload_loop),
         cmocka_unit_test(test_bench),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }

@@ -1,5 +1,6 @@
 #include "support/policy_dir.h"
 #include "support/test_files.h"
+#include "support/tmp_dir.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,28 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "core/log.h"
+
+char policy_tmp[64];
+
+int policy_tmp_setup(void **state)
+{
+    (void)state;
+    kq_log_set_level(KQ_LOG_ERROR);
+    return tmp_dir_make(policy_tmp, sizeof policy_tmp, "kq-policy-");
+}
+
+int policy_tmp_teardown(void **state)
+{
+    (void)state;
+    return tmp_dir_remove(policy_tmp);
+}
+
+const char *policy_dir(const char *name, const char *file, const char *content)
+{
+    return policy_dir_write(policy_tmp, name, file, content);
+}
 
 const char *policy_dir_write(const char *root, const char *name, const char *file,
                              const char *content)

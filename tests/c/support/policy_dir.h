@@ -3,6 +3,15 @@
 #define KQ_TEST_POLICY_DIR_H
 #include "policy/policy.h"
 
+/* The policy unit tests' temp root (/tmp/kq-policy-XXXXXX): made by policy_tmp_setup, a
+ * cmocka group setup that also sets the log level to error (the failure tests warn on
+ * purpose), and removed by policy_tmp_teardown. */
+extern char policy_tmp[64];
+int policy_tmp_setup(void **state);
+int policy_tmp_teardown(void **state);
+/* policy_dir_write under policy_tmp. */
+const char *policy_dir(const char *name, const char *file, const char *content);
+
 /* Writes root/<name>/<file> (one fresh policy folder per name); returns root/<name> (a
  * static buffer, good until the next call). Fails the running cmocka test when it cannot. */
 const char *policy_dir_write(const char *root, const char *name, const char *file,
