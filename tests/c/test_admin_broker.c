@@ -654,15 +654,9 @@ static void test_malformed_http(void **state)
 
 static bool file_has(const char *file, const char *needle)
 {
-    FILE *f = fopen(file, "r");
-    if (!f)
-        return false;
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t n = getdelim(&buf, &cap, 0, f);
-    fclose(f);
-    bool found = n > 0 && strstr(buf, needle);
-    free(buf);
+    char *text = test_read_file(file);
+    bool found = text && strstr(text, needle);
+    free(text);
     return found;
 }
 
