@@ -30,6 +30,9 @@
 #include "admin/prom.h"
 #include "core/log.h"
 #include "tools/common/http_client.h"
+#include "support/assert_text.h"
+#include "support/cli_proc.h"
+#include "support/test_files.h"
 
 /* --- fake broker -------------------------------------------------------------------------- */
 
@@ -913,66 +916,30 @@ static void test_http_client(void **state)
                      -EINVAL);
 }
 
-/* kiteq-cli as a subprocess, when the build directory is known. */
-static int run_cli(const char *args, char *out, size_t outlen)
-{
-    const char *bd = getenv("KITEQ_BUILD_DIR");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/kiteq-cli %s 2>&1", bd, args);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t n = fread(out, 1, outlen - 1, f);
-    out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli(void **state)
 {
     struct srv *s = *state;
-    const char *bd = getenv("KITEQ_BUILD_DIR");
     char path[512];
-    snprintf(path, sizeof path, "%s/kiteq-cli", bd ? bd : ".");
-    if (!bd || access(path, X_OK) != 0)
+    snprintf(path, sizeof path, "%s/kiteq-cli", test_build_dir());
+    if (access(path, X_OK) != 0)
         skip();
-    char out[8192], args[512];
-    snprintf(args, sizeof args, "stat --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "\"kiteq\""));
-    snprintf(args, sizeof args, "binds --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "topic_2_groups"));
-    snprintf(args, sizeof args, "metrics --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "kiteq_received_total"));
-    snprintf(args, sizeof args, "msg --admin %s 'abc def'", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "\"abc def\""));
-    snprintf(args, sizeof args, "msg --admin %s nope", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 1);
-    assert_non_null(strstr(out, "404"));
-    snprintf(args, sizeof args, "dlq list --admin %s --topic 'a b' --limit 7", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"topic\":\"a b\",\"limit\":7}"));
-    snprintf(args, sizeof args, "dlq requeue --admin %s --all", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"requeued\":\"*\"}"));
-    snprintf(args, sizeof args, "dlq requeue --admin %s --id m9", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"requeued\":\"m9\"}"));
-    snprintf(args, sizeof args, "dlq purge --admin %s --topic trade", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"purged\":\"trade\"}"));
-    snprintf(args, sizeof args, "dlq purge --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 2); /* usage: --topic or --all needed */
-    snprintf(args, sizeof args, "reload --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_int_equal(run_cli("stat --admin nocolon", out, sizeof out), 2); /* expected HOST:PORT */
-    assert_non_null(strstr(out, "expected HOST:PORT"));
-    assert_int_equal(run_cli("stat --help", out, sizeof out), 0);
-    assert_non_null(strstr(out, "--admin"));
-    assert_int_equal(run_cli("dlq --help", out, sizeof out), 0);
-    assert_int_equal(run_cli("stat --admin 127.0.0.1:1", out, sizeof out), 3); /* unreachable */
+    const char *a = s->addr;
+    assert_has(cli_expect(0, "stat --admin %s", a), "\"kiteq\"");
+    assert_has(cli_expect(0, "binds --admin %s", a), "topic_2_groups");
+    assert_has(cli_expect(0, "metrics --admin %s", a), "kiteq_received_total");
+    assert_has(cli_expect(0, "msg --admin %s 'abc def'", a), "\"abc def\"");
+    assert_has(cli_expect(1, "msg --admin %s nope", a), "404");
+    assert_has(cli_expect(0, "dlq list --admin %s --topic 'a b' --limit 7", a),
+               "{\"topic\":\"a b\",\"limit\":7}");
+    assert_has(cli_expect(0, "dlq requeue --admin %s --all", a), "{\"requeued\":\"*\"}");
+    assert_has(cli_expect(0, "dlq requeue --admin %s --id m9", a), "{\"requeued\":\"m9\"}");
+    assert_has(cli_expect(0, "dlq purge --admin %s --topic trade", a), "{\"purged\":\"trade\"}");
+    cli_expect(2, "dlq purge --admin %s", a); /* usage: --topic or --all needed */
+    cli_expect(0, "reload --admin %s", a);
+    assert_has(cli_expect(2, "stat --admin nocolon"), "expected HOST:PORT");
+    assert_has(cli_expect(0, "stat --help"), "--admin");
+    cli_expect(0, "dlq --help");
+    cli_expect(3, "stat --admin 127.0.0.1:1"); /* unreachable */
 }
 
 /* --- Prometheus helpers ------------------------------------------------------------------- */

@@ -28,6 +28,7 @@
 
 #include "core/clock.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 #include "support/metrics_doc.h"
 
 #define N_PAY 6
@@ -169,11 +170,10 @@ static int find_id(char ids[][33], int n, const char *id)
 static int setup(void **state)
 {
     (void)state;
-    const char *src = getenv("KITEQ_SOURCE_DIR");
     char extra[1024], cfg[4096];
     snprintf(extra, sizeof extra,
              "admin = \"127.0.0.1:0\", deliverySeconds = 1, policies = \"%s/lua/policies\",",
-             src ? src : "../..");
+             test_source_dir());
     broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group", extra);
     if (broker_start(&bp, cfg, NULL) != 0)
         return -1;
@@ -654,15 +654,9 @@ static void test_malformed_http(void **state)
 
 static bool file_has(const char *file, const char *needle)
 {
-    FILE *f = fopen(file, "r");
-    if (!f)
-        return false;
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t n = getdelim(&buf, &cap, 0, f);
-    fclose(f);
-    bool found = n > 0 && strstr(buf, needle);
-    free(buf);
+    char *text = test_read_file(file);
+    bool found = text && strstr(text, needle);
+    free(text);
     return found;
 }
 
@@ -712,9 +706,8 @@ static void test_log_file_reopen(void **state)
  * output in out. */
 static int refused_start(const char *args, char *out, size_t outlen)
 {
-    const char *build = getenv("KITEQ_BUILD_DIR");
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/kiteq' %s 2>&1", build ? build : ".", args);
+    snprintf(cmd, sizeof cmd, "'%s/kiteq' %s 2>&1", test_build_dir(), args);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t n = fread(out, 1, outlen - 1, p);
@@ -761,10 +754,7 @@ static void test_admin_token(void **state)
     /* a reload rotates the token: the old one is refused from then on */
     snprintf(extra, sizeof extra, "admin = \"127.0.0.1:0\", adminToken = \"%s\",", TOKEN_B);
     broker_default_config(cfg, sizeof cfg, "memory://", extra);
-    FILE *f = fopen(tp.config, "w");
-    assert_non_null(f);
-    fputs(cfg, f);
-    fclose(f);
+    test_write_file(tp.config, cfg);
     assert_int_equal(http_at(port, "POST", "/reload", "Authorization: Bearer " TOKEN_A, NULL), 200);
     assert_int_equal(http_at(port, "POST", "/reload", "Authorization: Bearer " TOKEN_A, NULL), 403);
     assert_int_equal(http_at(port, "POST", "/reload", "Authorization: Bearer " TOKEN_B, NULL), 200);

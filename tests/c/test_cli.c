@@ -15,7 +15,9 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "support/assert_text.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 
 #define PRODUCER "--group p-trade --secret secret"
 #define CONSUMER "--group s-user-profile --secret 123456" /* the only group of user-profile */
@@ -41,28 +43,6 @@ static int teardown(void **state)
     return broker_stop(&bp) == 0 ? 0 : -1;
 }
 
-/* Run kiteq-cli (stdout and stderr in one), fail unless it exits with want; the output. */
-static char *cli(int want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *cli(int want, const char *fmt, ...)
-{
-    static char out[1 << 16];
-    char args[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    int rc = cli_run(args, out, sizeof out);
-    if (rc != want)
-        fail_msg("kiteq-cli %s: exit %d (want %d): %s", args, rc, want, out);
-    return out;
-}
-
-static void assert_contains(const char *text, const char *needle)
-{
-    if (!strstr(text, needle))
-        fail_msg("'%s' not in: %s", needle, text);
-}
-
 static int count_lines(const char *s)
 {
     int n = 0;
@@ -74,7 +54,7 @@ static int count_lines(const char *s)
 /* Publish one message to user-profile with extra pub options; its id into id. */
 static void publish(const char *options, char id[33])
 {
-    const char *out = cli(0, "pub --broker %s " PRODUCER " --topic user-profile --type t %s",
+    const char *out = cli_expect(0, "pub --broker %s " PRODUCER " --topic user-profile --type t %s",
                           broker, options);
     const char *p = strstr(out, "id=");
     assert_non_null(p);
@@ -112,15 +92,8 @@ static const char *str(const cJSON *o, const char *key)
 static void test_help_lists_commands_and_exit_codes(void **state)
 {
     (void)state;
-    char *help = strdup(cli(0, "--help"));
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/README.md", src ? src : "../..");
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    static char readme[1 << 17];
-    readme[fread(readme, 1, sizeof readme - 1, f)] = 0;
-    fclose(f);
+    char *help = strdup(cli_expect(0, "--help"));
+    char *readme = test_read_source("README.md");
 
     enum { NONE, COMMANDS, EXIT_CODES } section = NONE;
     int commands = 0, codes = 0;
@@ -137,21 +110,22 @@ static void test_help_lists_commands_and_exit_codes(void **state)
             char name[32], want[64];
             assert_int_equal(sscanf(line, "%31s", name), 1);
             snprintf(want, sizeof want, "usage: kiteq-cli %s", name);
-            char *out = cli(0, "%s --help", name);
+            char *out = cli_expect(0, "%s --help", name);
             assert_true(strncmp(out, want, strlen(want)) == 0);
             commands++;
         } else if (section == EXIT_CODES) {
             int code = -1;
             assert_int_equal(sscanf(line, " %d", &code), 1);
             assert_int_equal(code, codes); /* 0, 1, 2, 3 in order */
-            assert_contains(readme, line);
+            assert_has(readme, line);
             codes++;
         }
     }
     free(help);
+    free(readme);
     assert_true(commands >= 11);
     assert_int_equal(codes, 4);
-    cli(2, "no-such-command");
+    cli_expect(2, "no-such-command");
 }
 
 /* $KITEQ_ADMIN and $KITEQ_BROKER stand for --admin and --broker; piped JSON is one line. */
@@ -160,23 +134,23 @@ static void test_addresses_from_environment(void **state)
     (void)state;
     setenv("KITEQ_ADMIN", admin, 1);
     setenv("KITEQ_BROKER", broker, 1);
-    char *out = cli(0, "stat --json");
+    char *out = cli_expect(0, "stat --json");
     assert_int_equal(count_lines(out), 1);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(cJSON_GetObjectItem(j, "broker"));
     cJSON_Delete(j);
-    out = cli(0, "stat"); /* piped: the compact JSON too */
+    out = cli_expect(0, "stat"); /* piped: the compact JSON too */
     assert_int_equal(count_lines(out), 1);
-    cli(0, "pub " PRODUCER " --topic user-profile --type t --body from-env");
+    cli_expect(0, "pub " PRODUCER " --topic user-profile --type t --body from-env");
     cJSON *lines = consume(1, "");
     assert_string_equal(str(cJSON_GetArrayItem(lines, 0), "body"), "from-env");
     cJSON_Delete(lines);
     /* --broker and the variable: the option wins; --registry with the variable is no conflict */
-    cli(3, "pub --broker 127.0.0.1:1 " PRODUCER " --topic user-profile --type t --body x");
+    cli_expect(3, "pub --broker 127.0.0.1:1 " PRODUCER " --topic user-profile --type t --body x");
     unsetenv("KITEQ_BROKER");
-    cli(2, "pub " PRODUCER " --topic user-profile --type t --body x"); /* no broker at all */
+    cli_expect(2, "pub " PRODUCER " --topic user-profile --type t --body x"); /* no broker at all */
     setenv("KITEQ_ADMIN", "127.0.0.1:1", 1);
-    assert_contains(cli(3, "stat"), "127.0.0.1:1"); /* nobody listens: says where it tried */
+    assert_has(cli_expect(3, "stat"), "127.0.0.1:1"); /* nobody listens: says where it tried */
     unsetenv("KITEQ_ADMIN");
 }
 
@@ -184,21 +158,21 @@ static void test_addresses_from_environment(void **state)
 static void test_formats(void **state)
 {
     (void)state;
-    char *out = cli(0, "stat --admin %s --pretty", admin);
+    char *out = cli_expect(0, "stat --admin %s --pretty", admin);
     assert_true(count_lines(out) > 10);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(j);
     cJSON_Delete(j);
-    out = cli(0, "stat --admin %s --table", admin);
-    assert_contains(out, "TOPIC");
-    assert_contains(out, "user-profile");
-    assert_contains(out, "BACKLOG");
-    out = cli(0, "binds --admin %s --table", admin);
-    assert_contains(out, "GROUP           TOPIC         MESSAGE TYPE  BIND    WATERMARK");
-    assert_contains(out, "s-user-profile  user-profile  *             fanout");
-    out = cli(0, "metrics --admin %s --pretty", admin); /* Prometheus text stays text */
-    assert_contains(out, "# TYPE");
-    cli(2, "metrics --admin %s --table", admin); /* no table for metrics */
+    out = cli_expect(0, "stat --admin %s --table", admin);
+    assert_has(out, "TOPIC");
+    assert_has(out, "user-profile");
+    assert_has(out, "BACKLOG");
+    out = cli_expect(0, "binds --admin %s --table", admin);
+    assert_has(out, "GROUP           TOPIC         MESSAGE TYPE  BIND    WATERMARK");
+    assert_has(out, "s-user-profile  user-profile  *             fanout");
+    out = cli_expect(0, "metrics --admin %s --pretty", admin); /* Prometheus text stays text */
+    assert_has(out, "# TYPE");
+    cli_expect(2, "metrics --admin %s --table", admin); /* no table for metrics */
 }
 
 /* pub: --body -, --file, --property (repeated), --delay; sub shows them with the arrival time
@@ -208,10 +182,7 @@ static void test_pub_body_sources_and_properties(void **state)
     (void)state;
     char id[3][33], file[400];
     snprintf(file, sizeof file, "%s/body.txt", bp.dir);
-    FILE *f = fopen(file, "w");
-    assert_non_null(f);
-    fputs("from a file", f);
-    fclose(f);
+    test_write_file(file, "from a file");
     char opts[600];
     snprintf(opts, sizeof opts, "--file '%s' --property region=eu --property tier=gold", file);
     publish(opts, id[0]);
@@ -246,7 +217,7 @@ static void test_pub_body_sources_and_properties(void **state)
     cJSON_Delete(lines);
 
     /* pacing: 4 messages at 10/s cannot take less than 300 ms */
-    char *out = cli(0, "pub --broker %s " PRODUCER " --topic user-profile --type t --body r "
+    char *out = cli_expect(0, "pub --broker %s " PRODUCER " --topic user-profile --type t --body r "
                        "--count 4 --rate 10", broker);
     long ms = -1;
     const char *p = strstr(out, "elapsed_ms=");
@@ -256,10 +227,10 @@ static void test_pub_body_sources_and_properties(void **state)
     cJSON_Delete(consume(4, ""));
 
     const char *base = "pub --broker 127.0.0.1:1 " PRODUCER " --topic user-profile --type t";
-    assert_contains(cli(2, "%s --body a --file x", base), "exactly one of");
-    assert_contains(cli(2, "%s --file /no/such/file", base), "/no/such/file");
-    assert_contains(cli(2, "%s --body a --property novalue", base), "expected KEY=VALUE");
-    assert_contains(cli(2, "%s --body a --delay 5 --property x-kiteq-delay-ms=5", base),
+    assert_has(cli_expect(2, "%s --body a --file x", base), "exactly one of");
+    assert_has(cli_expect(2, "%s --file /no/such/file", base), "/no/such/file");
+    assert_has(cli_expect(2, "%s --body a --property novalue", base), "expected KEY=VALUE");
+    assert_has(cli_expect(2, "%s --body a --delay 5 --property x-kiteq-delay-ms=5", base),
                     "not both");
 }
 
@@ -284,16 +255,16 @@ static void test_msg_history_table(void **state)
     char id[33];
     publish("--body hist", id);
     cJSON_Delete(consume(1, ""));
-    char *out = cli(0, "msg --admin %s --table %s", admin, id);
-    assert_contains(out, "TIME");
-    assert_contains(out, "EVENT");
-    assert_contains(out, "CONNECTION");
-    assert_contains(out, "DETAIL");
-    assert_contains(out, "published");
-    assert_contains(out, "p-trade");
-    assert_contains(out, "attempt=1");
-    assert_contains(out, "s-user-profile");
-    out = cli(0, "msg --admin %s %s", admin, id);
+    char *out = cli_expect(0, "msg --admin %s --table %s", admin, id);
+    assert_has(out, "TIME");
+    assert_has(out, "EVENT");
+    assert_has(out, "CONNECTION");
+    assert_has(out, "DETAIL");
+    assert_has(out, "published");
+    assert_has(out, "p-trade");
+    assert_has(out, "attempt=1");
+    assert_has(out, "s-user-profile");
+    out = cli_expect(0, "msg --admin %s %s", admin, id);
     assert_int_equal(count_lines(out), 1);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(cJSON_GetObjectItem(j, "history"));
@@ -309,33 +280,33 @@ static void test_dlq_table_and_unknowns(void **state)
     cJSON_Delete(consume(1, "--nack"));
     char *out = NULL;
     /* dead-lettered when the nack is handled: wait for it, at most 5 s */
-    for (int i = 0; i < 50 && !strstr(out = cli(0, "dlq list --admin %s --table", admin), id);
-         i++)
+    for (int i = 0;
+         i < 50 && !strstr(out = cli_expect(0, "dlq list --admin %s --table", admin), id); i++)
         nanosleep(&(struct timespec){.tv_nsec = 100 * 1000000}, NULL);
-    assert_contains(out, "MESSAGE ID");
-    assert_contains(out, id);
-    assert_contains(out, "deliver limit");
-    assert_contains(cli(1, "dlq requeue --admin %s --id 00000000000000000000000000000000", admin),
+    assert_has(out, "MESSAGE ID");
+    assert_has(out, id);
+    assert_has(out, "deliver limit");
+    assert_has(cli_expect(1, "dlq requeue --admin %s --id 00000000000000000000000000000000", admin),
                     "no dead letter with this id");
-    assert_contains(cli(1, "dlq purge --admin %s --topic no-such-topic", admin), "unknown topic");
-    cli(2, "dlq purge --admin %s --topic user-profile --table", admin);
+    assert_has(cli_expect(1, "dlq purge --admin %s --topic no-such-topic", admin), "unknown topic");
+    cli_expect(2, "dlq purge --admin %s --topic user-profile --table", admin);
 }
 
 /* Usage errors say what is expected and exit 2. */
 static void test_usage_errors(void **state)
 {
     (void)state;
-    assert_contains(cli(2, "sub --broker %s " CONSUMER " --topic user-profile", broker),
+    assert_has(cli_expect(2, "sub --broker %s " CONSUMER " --topic user-profile", broker),
                     "need --registry");
-    assert_contains(cli(2, "sub --broker %s " CONSUMER " --watermark 5", broker),
+    assert_has(cli_expect(2, "sub --broker %s " CONSUMER " --watermark 5", broker),
                     "need --registry");
-    assert_contains(cli(2, "pub --broker nocolon " PRODUCER " --topic t --type m --body x"),
+    assert_has(cli_expect(2, "pub --broker nocolon " PRODUCER " --topic t --type m --body x"),
                     "expected HOST:PORT");
-    assert_contains(cli(2, "sub --registry 127.0.0.1:2181 " CONSUMER " --topic t --type m"),
+    assert_has(cli_expect(2, "sub --registry 127.0.0.1:2181 " CONSUMER " --topic t --type m"),
                     "expected zk://HOST:PORT");
-    assert_contains(cli(2, "stat --admin 127.0.0.1"), "expected HOST:PORT");
-    assert_contains(cli(2, "stat --admin %s --bogus", admin), "see 'kiteq-cli stat --help'");
-    assert_contains(cli(2, "msg --admin %s", admin), "missing MESSAGE_ID");
+    assert_has(cli_expect(2, "stat --admin 127.0.0.1"), "expected HOST:PORT");
+    assert_has(cli_expect(2, "stat --admin %s --bogus", admin), "see 'kiteq-cli stat --help'");
+    assert_has(cli_expect(2, "msg --admin %s", admin), "missing MESSAGE_ID");
 }
 
 int main(void)

@@ -16,6 +16,7 @@
 
 #include "core/clock.h"
 #include "support/broker_proc.h"
+#include "support/tmp_dir.h"
 
 static struct broker_proc bp;
 static int admin_port;
@@ -93,8 +94,8 @@ static int sent_after_requeue(const char *id, const char *group)
 static void test_requeue_goes_to_who_failed(void **state)
 {
     (void)state;
-    char cfg[4096], dir[] = "/tmp/kq-dlq-groups-XXXXXX", uri[128];
-    assert_non_null(mkdtemp(dir));
+    char cfg[4096], dir[64], uri[128];
+    assert_int_equal(tmp_dir_make(dir, sizeof dir, "kq-dlq-groups-"), 0);
     snprintf(uri, sizeof uri, "file://%s", dir);
     broker_default_config(cfg, sizeof cfg, uri, "admin = \"127.0.0.1:0\"");
     assert_int_equal(broker_start(&bp, cfg, NULL), 0);
@@ -176,9 +177,7 @@ static void test_requeue_goes_to_who_failed(void **state)
     assert_int_equal(sent_after_requeue(id2, TEST_CONSUMER_B), 0);
     close(a);
     close(b);
-    char rm[128];
-    snprintf(rm, sizeof rm, "rm -rf %s", dir);
-    assert_int_equal(system(rm), 0);
+    assert_int_equal(tmp_dir_remove(dir), 0);
 }
 
 /* The reason of each group is its own: in the last attempt a nacks while b's connection is

@@ -23,6 +23,7 @@
 
 #include "client/kiteq_client.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 
 static struct broker_proc bp;
 
@@ -30,10 +31,7 @@ static void write_policy(const char *file, const char *text)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/policies/%s", bp.dir, file);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
+    test_write_file(path, text);
 }
 
 static void start_broker(const char *file, const char *text, const char *hooks_line)

@@ -20,51 +20,10 @@
 #include "core/log.h"
 #include "policy/policy.h"
 #include "support/log_capture.h"
+#include "support/policy_dir.h"
+#include "support/test_files.h"
 
-static char tmpdir[64];
 static char err[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    kq_log_set_level(KQ_LOG_ERROR); /* the failure tests warn on purpose */
-    strcpy(tmpdir, "/tmp/kq-hooks-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Writes tmpdir/<name>/<file>; returns the dir. */
-static const char *policy_dir(const char *name, const char *file, const char *content)
-{
-    static char dir[256];
-    char path[512];
-    snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
-    mkdir(dir, 0700);
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(content, f);
-    fclose(f);
-    return dir;
-}
-
-static struct kq_policy_hook_stats hook_stats(const struct kq_policy *p, const char *name)
-{
-    struct kq_policy_hook_stats st[KQ_POLICY_HOOKS];
-    size_t n = kq_policy_stats(p, st, KQ_POLICY_HOOKS);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(st[i].name, name) == 0)
-            return st[i];
-    fail_msg("no hook %s", name);
-    return st[0];
-}
 
 #define B(g, t, bt) {(char *)(g), (char *)"trade", (char *)(t), bt, 0, true}
 static struct kq_binding fixture[] = {
@@ -128,17 +87,17 @@ static void test_route_message(void **state)
     assert_string_equal(r[0].group, "s-us");
     /* nil: the built-in routing (both direct bindings of "order") */
     assert_int_equal(kq_policy_route_message(p, s, &none, r, 8), 2);
-    assert_int_equal(hook_stats(p, "route_message").calls, 3);
-    assert_int_equal(hook_stats(p, "route_message").cache_hits, 0);
+    assert_int_equal(policy_hook_stats(p, "route_message").calls, 3);
+    assert_int_equal(policy_hook_stats(p, "route_message").cache_hits, 0);
 
     /* a group without a binding is dropped and counted; an error falls back */
     struct kq_publish_view ghost = view("order", "ghost", true),
                            boom = view("order", "boom", true);
     assert_int_equal(kq_policy_route_message(p, s, &ghost, r, 8), 0);
-    assert_int_equal(hook_stats(p, "route_message").errors, 1);
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 1);
     assert_int_equal(kq_policy_route_message(p, s, &boom, r, 8), 2);
-    assert_int_equal(hook_stats(p, "route_message").errors, 2);
-    assert_int_equal(hook_stats(p, "route_message").fallbacks, 1);
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "route_message").fallbacks, 1);
     kq_policy_free(p);
 
     /* with only route defined nothing changes: no per-message hook */
@@ -147,7 +106,7 @@ static void test_route_message(void **state)
                                     &p, err, sizeof err), 0);
     assert_false(kq_policy_has_route_message(p));
     assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 2);
-    assert_int_equal(hook_stats(p, "route").calls, 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 1);
     kq_policy_free(p);
     kq_binding_set_free(s);
 }
@@ -192,8 +151,8 @@ static void test_on_connect(void **state)
     assert_true(kq_policy_connect(p, &broken, why, sizeof why));
     broken.secret_ok = false;
     assert_false(kq_policy_connect(p, &broken, why, sizeof why));
-    assert_int_equal(hook_stats(p, "connect").errors, 2);
-    assert_int_equal(hook_stats(p, "connect").rejects, 2);
+    assert_int_equal(policy_hook_stats(p, "connect").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "connect").rejects, 2);
     kq_policy_free(p);
     /* no hook: accept iff secret_ok */
     assert_true(kq_policy_connect(NULL, &ok, why, sizeof why));
@@ -226,11 +185,11 @@ static void test_on_dead(void **state)
     assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_HANDOVER);
     assert_int_equal(n, 1); /* s-nobody has no binding: dropped, counted */
     assert_string_equal(r[0].group, "s-dead-handler");
-    assert_int_equal(hook_stats(p, "dead").errors, 1);
+    assert_int_equal(policy_hook_stats(p, "dead").errors, 1);
     assert_int_equal(kq_policy_dead(p, s, &m, 4, "expired", r, 8, &n), KQ_DEAD_DLQ);
     m = view("junk", NULL, true);
     assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DROP);
-    assert_int_equal(hook_stats(p, "dead").rejects, 1);
+    assert_int_equal(policy_hook_stats(p, "dead").rejects, 1);
     m = view("other", NULL, true);
     assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DLQ);
     /* invalid answers: a dead letter as without the hook */
@@ -241,8 +200,8 @@ static void test_on_dead(void **state)
     m = view("order", "eu", false); /* never committed: cannot be delivered */
     assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DLQ);
     assert_int_equal(n, 0);
-    assert_int_equal(hook_stats(p, "dead").errors, 4);
-    assert_int_equal(hook_stats(p, "dead").fallbacks, 3);
+    assert_int_equal(policy_hook_stats(p, "dead").errors, 4);
+    assert_int_equal(policy_hook_stats(p, "dead").fallbacks, 3);
     kq_binding_set_free(s);
     kq_policy_free(p);
 }
@@ -321,16 +280,13 @@ static void test_selftests(void **state)
 /* Loads lua/policies/examples/<example> as <file> in a fresh folder. */
 static struct kq_policy *load_example(const char *example, const char *file)
 {
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    char path[512], text[8192];
-    snprintf(path, sizeof path, "%s/lua/policies/examples/%s", src ? src : ".", example);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
+    char rel[512];
+    snprintf(rel, sizeof rel, "lua/policies/examples/%s", example);
+    char *text = test_read_source(rel);
     struct kq_policy *p = NULL;
-    if (kq_policy_load(policy_dir(example, file, text), &p, err, sizeof err) != 0)
+    int rc = kq_policy_load(policy_dir(example, file, text), &p, err, sizeof err);
+    free(text);
+    if (rc != 0)
         fail_msg("%s: %s", example, err);
     return p;
 }
@@ -384,5 +340,5 @@ int main(void)
         cmocka_unit_test(test_on_dead),       cmocka_unit_test(test_helpers),
         cmocka_unit_test(test_selftests),     cmocka_unit_test(test_examples),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }

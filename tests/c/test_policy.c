@@ -23,58 +23,15 @@
 #include "sandbox/lua_budget.h"
 #include "policy/policy.h"
 #include "support/log_capture.h"
+#include "support/policy_dir.h"
+#include "support/test_files.h"
 
-static char tmpdir[64];
 static char err[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    kq_log_set_level(KQ_LOG_ERROR); /* the failure tests warn on purpose */
-    strcpy(tmpdir, "/tmp/kq-policy-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Writes tmpdir/<name>/<file> (a fresh policy dir per name); returns the dir. */
-static const char *policy_dir(const char *name, const char *file, const char *content)
-{
-    static char dir[256];
-    char path[512];
-    snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
-    mkdir(dir, 0700);
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(content, f);
-    fclose(f);
-    return dir;
-}
 
 static const char *shipped_dir(void)
 {
     static char dir[512];
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    snprintf(dir, sizeof dir, "%s/lua/policies", src ? src : ".");
-    return dir;
-}
-
-static struct kq_policy_hook_stats hook_stats(const struct kq_policy *p, const char *name)
-{
-    struct kq_policy_hook_stats st[8];
-    size_t n = kq_policy_stats(p, st, 8);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(st[i].name, name) == 0)
-            return st[i];
-    fail_msg("no hook %s", name);
-    return st[0];
+    return test_source_path(dir, sizeof dir, "lua/policies");
 }
 
 /* ---- fixtures: bindings of topic "trade" ----------------------------------------------- */
@@ -212,17 +169,17 @@ static void test_load_defaults_only(void **state)
     (void)state;
     struct kq_policy *p = NULL;
     assert_int_equal(kq_policy_load(NULL, &p, err, sizeof err), 0);
-    assert_false(hook_stats(p, "route").loaded);
+    assert_false(policy_hook_stats(p, "route").loaded);
     kq_policy_free(p);
     /* a folder that is named must exist: a typo is not the built-in rules in silence */
     char missing[128];
-    snprintf(missing, sizeof missing, "%s/does-not-exist", tmpdir);
+    snprintf(missing, sizeof missing, "%s/does-not-exist", policy_tmp);
     p = NULL;
     assert_int_equal(kq_policy_load(missing, &p, err, sizeof err), -ENOENT);
     assert_null(p);
     assert_non_null(strstr(err, missing));
     assert_non_null(strstr(err, "no such folder"));
-    snprintf(missing, sizeof missing, "%s/a-file", tmpdir);
+    snprintf(missing, sizeof missing, "%s/a-file", policy_tmp);
     FILE *f = fopen(missing, "w");
     assert_non_null(f);
     fclose(f);
@@ -244,8 +201,8 @@ static void test_load_warns_unknown_files(void **state)
     int rc = kq_policy_load(dir, &p, err, sizeof err);
     char *log = log_capture_end(KQ_LOG_ERROR);
     assert_int_equal(rc, 0);
-    assert_true(hook_stats(p, "retry").loaded);
-    assert_false(hook_stats(p, "route").loaded);
+    assert_true(policy_hook_stats(p, "retry").loaded);
+    assert_false(policy_hook_stats(p, "route").loaded);
     kq_policy_free(p);
     char want[512];
     snprintf(want, sizeof want, "%s/Routing.lua is not loaded: policy files are routing.lua, "
@@ -265,8 +222,10 @@ static void test_shipped_equal_defaults(void **state)
     struct kq_policy *lua = NULL, *c = NULL;
     assert_int_equal(kq_policy_load(shipped_dir(), &lua, err, sizeof err), 0);
     assert_int_equal(kq_policy_load(NULL, &c, err, sizeof err), 0);
-    assert_true(hook_stats(lua, "route").loaded && hook_stats(lua, "retry").loaded &&
-                hook_stats(lua, "flow.intake").loaded && hook_stats(lua, "flow.group").loaded);
+    assert_true(policy_hook_stats(lua, "route").loaded &&
+                policy_hook_stats(lua, "retry").loaded &&
+                policy_hook_stats(lua, "flow.intake").loaded &&
+                policy_hook_stats(lua, "flow.group").loaded);
     struct kq_binding_set *s = fixture_set();
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         assert_same_routes(lua, c, s, "trade", types[i]);
@@ -305,8 +264,8 @@ static void test_shipped_equal_defaults(void **state)
         assert_true(x.rate == y.rate && x.burst == y.burst && x.window == y.window);
     }
     for (const char *h = "route"; h; h = strcmp(h, "route") == 0 ? "retry" : NULL) {
-        assert_int_equal(hook_stats(lua, h).errors, 0);
-        assert_int_equal(hook_stats(lua, h).fallbacks, 0);
+        assert_int_equal(policy_hook_stats(lua, h).errors, 0);
+        assert_int_equal(policy_hook_stats(lua, h).fallbacks, 0);
     }
     kq_binding_set_free(s);
     kq_policy_free(lua);
@@ -337,15 +296,10 @@ static void expect_budget_documented(const char *msg)
     char *close = strchr(budget, ')');
     assert_non_null(close);
     *close = 0;
-    char path[512], text[65536];
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/docs/POLICIES.md", src ? src : ".");
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    if (!strstr(text, budget))
+    char *text = test_read_source("docs/POLICIES.md");
+    bool documented = strstr(text, budget) != NULL;
+    free(text);
+    if (!documented)
         fail_msg("\"%s\" (from \"%s\") is not in docs/POLICIES.md", budget, msg);
 }
 
@@ -427,44 +381,44 @@ static void test_route_runtime_failures(void **state)
 
     /* nil = the built-in answer, not an error */
     assert_same_routes(p, NULL, s, "trade", "pay-200");
-    assert_int_equal(hook_stats(p, "route").errors, 0);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 0);
 
     static const char *const bad[] = {"boom", "garbage", "types"};
     for (size_t i = 0; i < 3; i++) {
         size_t n = kq_policy_route(p, s, "trade", bad[i], r, 32);
         nd = kq_policy_route(NULL, s, "trade", bad[i], d, 32);
         assert_int_equal(n, nd); /* the default (fanout only) */
-        assert_int_equal(hook_stats(p, "route").errors, i + 1);
-        assert_int_equal(hook_stats(p, "route").fallbacks, i + 1);
+        assert_int_equal(policy_hook_stats(p, "route").errors, i + 1);
+        assert_int_equal(policy_hook_stats(p, "route").fallbacks, i + 1);
     }
     /* failures are not memoised: the hook runs again */
     kq_policy_route(p, s, "trade", "boom", r, 32);
-    assert_int_equal(hook_stats(p, "route").errors, 4);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 4);
 
     /* unknown groups dropped (and counted), duplicates collapsed, the rest used */
     size_t n = kq_policy_route(p, s, "trade", "ghost", r, 32);
     assert_int_equal(n, 1);
     assert_string_equal(r[0].group, "g-direct");
     assert_true(r[0].persistent);
-    assert_int_equal(hook_stats(p, "route").errors, 5);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 5);
     n = kq_policy_route(p, s, "trade", "only-fanout", r, 32);
     assert_int_equal(n, 1);
     assert_false(r[0].persistent);
 
     /* unbounded allocation: stopped by the memory cap; the state stays usable */
-    uint64_t e0 = hook_stats(p, "route").errors;
+    uint64_t e0 = policy_hook_stats(p, "route").errors;
     n = kq_policy_route(p, s, "trade", "alloc", r, 32);
     nd = kq_policy_route(NULL, s, "trade", "alloc", d, 32);
     assert_int_equal(n, nd);
-    assert_int_equal(hook_stats(p, "route").errors, e0 + 1);
+    assert_int_equal(policy_hook_stats(p, "route").errors, e0 + 1);
     n = kq_policy_route(p, s, "trade", "only-fanout", r, 32); /* memoised earlier */
     assert_int_equal(n, 1);
     assert_same_routes(p, NULL, s, "trade", "pay-500"); /* a fresh call works */
-    assert_false(hook_stats(p, "route").disabled);
+    assert_false(policy_hook_stats(p, "route").disabled);
 
     /* endless loop: stopped every time; KQ_POLICY_MAX_STRIKES in a row switch the hook off
      * for that (topic, type) only, even with other types answered in between */
-    uint64_t calls0 = hook_stats(p, "route").calls;
+    uint64_t calls0 = policy_hook_stats(p, "route").calls;
     for (int i = 0; i < KQ_POLICY_MAX_STRIKES; i++) {
         uint64_t t0 = kq_mono_us();
         n = kq_policy_route(p, s, "trade", "loop", r, 32);
@@ -474,27 +428,28 @@ static void test_route_runtime_failures(void **state)
         snprintf(other, sizeof other, "healthy-%d", i);
         kq_policy_route(p, s, "trade", other, r, 32); /* answered: no effect on "loop" */
     }
-    assert_true(hook_stats(p, "route").disabled);
-    assert_int_equal(hook_stats(p, "route").disabled_subjects, 1);
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES);
-    uint64_t fb = hook_stats(p, "route").fallbacks;
+    assert_true(policy_hook_stats(p, "route").disabled);
+    assert_int_equal(policy_hook_stats(p, "route").disabled_subjects, 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES);
+    uint64_t fb = policy_hook_stats(p, "route").fallbacks;
     for (int i = 0; i < 2; i++) { /* the fallback is not memoised: each one counts */
         n = kq_policy_route(p, s, "trade", "loop", r, 32);
         assert_int_equal(n, kq_policy_route(NULL, s, "trade", "loop", d, 32));
     }
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES); /* no Lua */
-    assert_int_equal(hook_stats(p, "route").fallbacks, fb + 2);
+    /* no Lua */
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES);
+    assert_int_equal(policy_hook_stats(p, "route").fallbacks, fb + 2);
     /* other types still route by the hook (the built-in answer would add g-multi) */
     n = kq_policy_route(p, s, "trade", "only-fanout-2", r, 32);
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES + 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES + 1);
     assert_int_equal(n, 1);
     assert_string_equal(r[0].group, "g-fanout");
     assert_int_equal(kq_policy_route(NULL, s, "trade", "only-fanout-2", d, 32), 2);
     /* the same type on another topic is another subject: the hook is asked (and fails) */
-    uint64_t calls1 = hook_stats(p, "route").calls;
+    uint64_t calls1 = policy_hook_stats(p, "route").calls;
     kq_policy_route(p, s, "feed", "loop", r, 32);
-    assert_int_equal(hook_stats(p, "route").calls, calls1 + 1);
-    assert_int_equal(hook_stats(p, "route").disabled_subjects, 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls1 + 1);
+    assert_int_equal(policy_hook_stats(p, "route").disabled_subjects, 1);
 
     kq_binding_set_free(s);
     kq_policy_free(p);
@@ -571,8 +526,8 @@ static void test_pathological_pattern_stopped(void **state)
     assert_true(took < 500000); /* refused at once (~0.2 ms; it used to run ~1.5 s) */
     assert_int_equal(n, kq_policy_route(NULL, s, "trade", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", d,
                                         32));
-    assert_int_equal(hook_stats(p, "route").errors, 2);
-    assert_int_equal(hook_stats(p, "route").fallbacks, 2);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "route").fallbacks, 2);
     if (!strstr(log, "string.find: pattern on a 31-byte subject: worst case") ||
         !strstr(log, "string.gmatch: pattern on a 37-byte subject"))
         fail_msg("log:\n%s", log);
@@ -580,7 +535,7 @@ static void test_pathological_pattern_stopped(void **state)
     n = kq_policy_route(p, s, "trade", "plain", r, 32);
     assert_int_equal(n, 1);
     assert_string_equal(r[0].group, "g-fanout");
-    assert_int_equal(hook_stats(p, "route").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 2);
     kq_binding_set_free(s);
     kq_policy_free(p);
 }
@@ -634,9 +589,9 @@ static void test_retry_and_flow_runtime_failures(void **state)
         assert_int_equal(v.dead, d.dead);
         assert_int_equal(v.delay_ms, d.delay_ms);
     }
-    assert_int_equal(hook_stats(p, "retry").errors, 5);
-    assert_int_equal(hook_stats(p, "retry").fallbacks, 5);
-    assert_true(hook_stats(p, "retry").disabled); /* 5 in a row */
+    assert_int_equal(policy_hook_stats(p, "retry").errors, 5);
+    assert_int_equal(policy_hook_stats(p, "retry").fallbacks, 5);
+    assert_true(policy_hook_stats(p, "retry").disabled); /* 5 in a row */
     kq_policy_free(p);
 
     assert_int_equal(kq_policy_load(dir, &p, err, sizeof err), 0); /* a reload re-enables */
@@ -646,7 +601,7 @@ static void test_retry_and_flow_runtime_failures(void **state)
     kq_policy_retry(p, 4, "over flow", 100, 0, 1000, &v);
     assert_false(v.dead);
     assert_int_equal(v.delay_ms, 123);
-    assert_int_equal(hook_stats(p, "retry").errors, 0);
+    assert_int_equal(policy_hook_stats(p, "retry").errors, 0);
 
     struct kq_flow_limits l;
     struct kq_flow_figures f = {.inflight = 5, .watermark = 100};
@@ -655,23 +610,23 @@ static void test_retry_and_flow_runtime_failures(void **state)
         kq_policy_flow_group(p, badg[i], "t", &f, &l);
         assert_true(l.rate == 100 && l.burst == 50 && l.window == 1000);
     }
-    assert_int_equal(hook_stats(p, "flow.group").errors, 3);
+    assert_int_equal(policy_hook_stats(p, "flow.group").errors, 3);
     kq_policy_flow_group(p, "partial", "t", &f, &l); /* missing fields keep the default */
     assert_true(l.rate == 105 && l.burst == 50 && l.window == 1000);
     /* strikes per (group, topic): one group's bad answers leave the others on the hook */
     for (int i = 1; i < KQ_POLICY_MAX_STRIKES; i++)
         kq_policy_flow_group(p, "bad-rate", "t", &f, &l);
-    assert_int_equal(hook_stats(p, "flow.group").disabled_subjects, 1);
-    uint64_t fcalls = hook_stats(p, "flow.group").calls;
+    assert_int_equal(policy_hook_stats(p, "flow.group").disabled_subjects, 1);
+    uint64_t fcalls = policy_hook_stats(p, "flow.group").calls;
     kq_policy_flow_group(p, "bad-rate", "t", &f, &l); /* switched off: no Lua */
-    assert_int_equal(hook_stats(p, "flow.group").calls, fcalls);
+    assert_int_equal(policy_hook_stats(p, "flow.group").calls, fcalls);
     kq_policy_flow_group(p, "partial", "t", &f, &l);
     assert_true(l.rate == 105);
     kq_policy_flow_group(p, "bad-rate", "other-topic", &f, &l);
-    assert_int_equal(hook_stats(p, "flow.group").calls, fcalls + 2);
+    assert_int_equal(policy_hook_stats(p, "flow.group").calls, fcalls + 2);
     kq_policy_flow_intake(p, 20000, &l); /* no intake hook: the default */
     assert_true(l.rate == 20000 && l.burst == 10000);
-    assert_false(hook_stats(p, "flow.intake").loaded);
+    assert_false(policy_hook_stats(p, "flow.intake").loaded);
     kq_policy_free(p);
 }
 
@@ -687,10 +642,10 @@ static void test_memo(void **state)
     size_t n1 = kq_policy_route(p, s, "trade", "pay-500", r, 32);
     size_t n2 = kq_policy_route(p, s, "trade", "pay-500", r, 32);
     assert_int_equal(n1, n2);
-    assert_int_equal(hook_stats(p, "route").calls, 1);
-    assert_int_equal(hook_stats(p, "route").cache_hits, 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 1);
+    assert_int_equal(policy_hook_stats(p, "route").cache_hits, 1);
     kq_policy_route(p, s, "feed", "pay-500", r, 32); /* another topic: another entry */
-    assert_int_equal(hook_stats(p, "route").calls, 2);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 2);
 
     /* a binding change: new generation, the memo is dropped, the new group is seen */
     struct kq_binding nb = B("g-new", "pay-5", KQ_BIND_REGX, 0, true);
@@ -699,10 +654,10 @@ static void test_memo(void **state)
     size_t n3 = kq_policy_route(p, s2, "trade", "pay-500", r, 32);
     assert_int_equal(n3, n1 + 1);
     assert_true(has_group(r, n3, "g-new", NULL));
-    assert_int_equal(hook_stats(p, "route").calls, 3);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 3);
     kq_policy_route(p, s2, "trade", "pay-500", r, 32);
-    assert_int_equal(hook_stats(p, "route").calls, 3);
-    assert_int_equal(hook_stats(p, "route").cache_hits, 2);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 3);
+    assert_int_equal(policy_hook_stats(p, "route").cache_hits, 2);
     kq_binding_set_free(s2);
     kq_binding_set_free(s);
     kq_policy_free(p);
@@ -866,7 +821,7 @@ static void test_publish_answers(void **state)
     assert_string_equal(v.groups[1], "s-a");
     assert_int_equal(v.delay_ms, -1);
 
-    struct kq_policy_hook_stats st = hook_stats(p, "publish");
+    struct kq_policy_hook_stats st = policy_hook_stats(p, "publish");
     assert_true(st.loaded);
     assert_int_equal(st.calls, 8); /* the self-test's calls are not counted */
     assert_int_equal(st.rejects, 2);
@@ -917,8 +872,8 @@ static void test_publish_invalid_answers(void **state)
         if (v.action != KQ_PUBLISH_ACCEPT || !strstr(log, who) || !strstr(log, cases[i].why))
             fail_msg("%s: action %d, log:\n%s", cases[i].type, (int)v.action, log);
         free(log);
-        assert_int_equal(hook_stats(p, "publish").errors, i + 1);
-        assert_int_equal(hook_stats(p, "publish").fallbacks, i + 1);
+        assert_int_equal(policy_hook_stats(p, "publish").errors, i + 1);
+        assert_int_equal(policy_hook_stats(p, "publish").fallbacks, i + 1);
     }
     kq_policy_free(p);
 }
@@ -937,7 +892,7 @@ static void test_publish_strikes_and_absence(void **state)
         kq_policy_publish(p, &m, &v);
         assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
     }
-    struct kq_policy_hook_stats st = hook_stats(p, "publish");
+    struct kq_policy_hook_stats st = policy_hook_stats(p, "publish");
     assert_int_equal(st.calls, KQ_POLICY_MAX_STRIKES); /* off: no more Lua calls */
     assert_int_equal(st.disabled_subjects, 1);
     assert_int_equal(st.fallbacks, KQ_POLICY_MAX_STRIKES + 2);
@@ -950,8 +905,8 @@ static void test_publish_strikes_and_absence(void **state)
     assert_false(kq_policy_has_publish(p));
     kq_policy_publish(p, &m, &v);
     assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
-    assert_int_equal(hook_stats(p, "publish").calls, 0);
-    assert_false(hook_stats(p, "publish").loaded);
+    assert_int_equal(policy_hook_stats(p, "publish").calls, 0);
+    assert_false(policy_hook_stats(p, "publish").loaded);
     kq_policy_free(p);
     kq_policy_publish(NULL, &m, &v);
     assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
@@ -1053,7 +1008,8 @@ static void test_bench(void **state)
            "#   flow.group Lua hook                %8.0f\n",
            n, route_c_nomemo, route_c_memo, route_lua_memo, route_c_miss, route_lua_miss,
            retry_c, retry_lua, flow_lua);
-    assert_int_equal(hook_stats(lua, "route").errors + hook_stats(lua, "retry").errors, 0);
+    assert_int_equal(policy_hook_stats(lua, "route").errors, 0);
+    assert_int_equal(policy_hook_stats(lua, "retry").errors, 0);
     kq_binding_set_free(s);
     kq_policy_free(lua);
     kq_policy_free(c);
@@ -1080,5 +1036,5 @@ int main(void)
         cmocka_unit_test(test_reload_loop),
         cmocka_unit_test(test_bench),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }

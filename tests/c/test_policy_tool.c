@@ -15,22 +15,18 @@
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
 
+#include "support/assert_text.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
+#include "support/tmp_dir.h"
 
 static char dir[64];
 static char out[65536];
 
-#define assert_has(hay, needle)                                                            \
-    do {                                                                                   \
-        if (!strstr((hay), (needle)))                                                      \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), (hay));                        \
-    } while (0)
-
 static int setup(void **state)
 {
     (void)state;
-    strcpy(dir, "/tmp/kq-policy-tool-XXXXXX");
-    if (!mkdtemp(dir))
+    if (tmp_dir_make(dir, sizeof dir, "kq-policy-tool-") != 0)
         return -1;
     char sub[128];
     snprintf(sub, sizeof sub, "%s/policies", dir);
@@ -40,19 +36,14 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove(dir);
 }
 
 static void write_file(const char *folder, const char *name, const char *text)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", folder, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
+    test_write_file(path, text);
 }
 
 /* The sha256 of text, lowercase hex (what the broker must show for a file holding it). */
@@ -139,7 +130,7 @@ static void test_call_route_shipped(void **state)
 {
     (void)state;
     char shipped[512];
-    snprintf(shipped, sizeof shipped, "%s/lua/policies", getenv("KITEQ_SOURCE_DIR"));
+    test_source_path(shipped, sizeof shipped, "lua/policies");
     assert_int_equal(run((const char *[]){"policy", "call", shipped, "route",
         "{\"topic\": \"trade\", \"message_type\": \"pay-200\", \"bindings\": ["
         "{\"group\": \"s-a\", \"message_type\": \"pay-\\\\d+\", \"bind_type\": \"regx\"},"

@@ -15,6 +15,8 @@
 
 #include "config/config.h"
 #include "policy/policy.h"
+#include "support/assert_text.h"
+#include "support/tmp_dir.h"
 
 static char tmpdir[64];
 static char err[4096];
@@ -22,23 +24,14 @@ static char err[4096];
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/kq-sandbox-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tmp_dir_make(tmpdir, sizeof tmpdir, "kq-sandbox-");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove(tmpdir);
 }
-
-#define assert_has(hay, needle)                                                            \
-    do {                                                                                   \
-        if (!strstr((hay), (needle)))                                                      \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), (hay));                        \
-    } while (0)
 
 /* An escape attempt: Lua code that works in a plain LuaJIT and must fail in the sandbox,
  * with what each loader's error must say. */

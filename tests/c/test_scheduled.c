@@ -21,6 +21,7 @@
 
 #include "client/kiteq_client.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 
 #define MARGIN_MS 400
 #define DEADLINE_MS 10000
@@ -54,10 +55,7 @@ static void start_broker(void)
     snprintf(path, sizeof path, "%s/policies", bp.dir);
     assert_int_equal(mkdir(path, 0755), 0);
     snprintf(path, sizeof path, "%s/policies/publish.lua", bp.dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(PUBLISH_LUA, f);
-    assert_int_equal(fclose(f), 0);
+    test_write_file(path, PUBLISH_LUA);
     char cfg[4096];
     broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group",
                           "policies = \"policies\",");

@@ -25,6 +25,7 @@
 #include "store/file/record.h"
 #include "store/store.h"
 #include "support/dlq_sync.h"
+#include "support/tmp_dir.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -76,29 +77,12 @@ static void store_close(struct fx *f)
     uv_run(&f->loop, UV_RUN_NOWAIT); /* let the store's handles close */
 }
 
-static void rm_rf(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    char p[512];
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            if (unlink(p) && errno == EISDIR) /* quarantine/ */
-                rm_rf(p);
-        }
-    closedir(d);
-    rmdir(dir);
-}
 
 static struct fx *fx_new(const char *params)
 {
     struct fx *f = calloc(1, sizeof *f);
     uv_loop_init(&f->loop);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kq-fs-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    assert_int_equal(tmp_dir_make(f->dir, sizeof f->dir, "kq-fs-"), 0);
     snprintf(f->uri, sizeof f->uri, "file://%s%s%s", f->dir, params ? "?" : "",
              params ? params : "");
     store_open(f);
@@ -111,7 +95,7 @@ static void fx_free(struct fx *f)
         store_close(f);
     uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
-    rm_rf(f->dir);
+    tmp_dir_remove(f->dir);
     free(f);
 }
 
@@ -1267,7 +1251,7 @@ static void test_disk_full(void **state)
     free(l);
     store_close(f);
     uv_loop_close(&f->loop);
-    rm_rf(f->dir);
+    tmp_dir_remove(f->dir);
     free(f);
     unmount_tiny_disk(mnt);
 }
@@ -1315,7 +1299,7 @@ static void test_disk_full_drain_recovers(void **state)
     free(l);
     store_close(f);
     uv_loop_close(&f->loop);
-    rm_rf(f->dir);
+    tmp_dir_remove(f->dir);
     free(f);
     unmount_tiny_disk(mnt);
 }

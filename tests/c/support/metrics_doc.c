@@ -1,4 +1,5 @@
 #include "support/metrics_doc.h"
+#include "support/test_files.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -10,24 +11,8 @@
 
 char *metrics_doc_read_source(const char *rel)
 {
-    const char *src = getenv("KITEQ_SOURCE_DIR");
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s", src ? src : ".", rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s)
-        s[n] = '\0';
-    return s;
+    return test_read_file(test_source_path(path, sizeof path, rel));
 }
 
 static int cmp_str(const void *a, const void *b)
