@@ -41,7 +41,7 @@ static int teardown(void **state)
 
 static void write_file(const char *folder, const char *name, const char *text)
 {
-    char path[512];
+    char path[1024];
     snprintf(path, sizeof path, "%s/%s", folder, name);
     test_write_file(path, text);
 }
