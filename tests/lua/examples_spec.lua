@@ -155,3 +155,22 @@ describe("examples/dead_to_handler.lua", function()
     assert.matches("retry is not defined by the policies", problem)
   end)
 end)
+
+describe("the template spec (tests/lua/template/my_policies_spec.lua)", function()
+  it("passes for the examples installed as a folder, and POLICIES_DIR runs only it", function()
+    local dir, remove = h.folder({
+      ["routing.lua"] = h.read(h.SHIPPED .. "/examples/routing_by_property.lua"),
+      ["auth.lua"] = h.read(h.SHIPPED .. "/examples/auth_allowlist.lua"),
+      ["retry.lua"] = h.read(h.SHIPPED .. "/examples/dead_to_handler.lua"),
+      ["publish.lua"] = h.read(h.SHIPPED .. "/examples/publish.lua"),
+    })
+    local run = io.popen("POLICIES_DIR='" .. dir .. "' busted --lua=luajit " ..
+                         "tests/lua/template/my_policies_spec.lua 2>&1; echo \"exit=$?\"")
+    local out = run:read("*a")
+    run:close()
+    remove()
+    -- the load, route_message, dead, publish and connect; route, retry and flow are pending
+    assert(out:find("5 successes / 0 failures / 0 errors / 4 pending", 1, true), out)
+    assert(out:find("exit=0", 1, true), out)
+  end)
+end)
