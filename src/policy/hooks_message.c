@@ -72,9 +72,11 @@ static void note_dropped(struct kq_policy *p, const struct route_call *rc, const
     if (!rc->dropped)
         return;
     p->hooks[rc->c.id].errors++;
-    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s topic=%s type=%s: dropped %zu group(s) "
-                       "without a binding on the topic, e.g. \"%s\"", hook, rc->topic,
-                       rc->type, rc->dropped, rc->first_dropped);
+    /* the tools' answer says why it was cut (kq_policy_last_failure), as for route */
+    snprintf(p->last_failure, sizeof p->last_failure, "hook=%s topic=%.100s type=%.100s: "
+             "dropped %zu group(s) without a binding on the topic, e.g. \"%s\"", hook,
+             rc->topic, rc->type, rc->dropped, rc->first_dropped);
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "%s", p->last_failure);
 }
 
 /* ---- route_message ---------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /* One hook call by name, with JSON arguments, answered as the broker applies it: the way in
  * of the policy tools (`kiteq policy call`, src/policy_tool.c) and of the `kiteq.policy` Lua
- * module of the busted specs (src/policy/lua_module.c). Each call goes through the broker's
+ * module of the busted specs (src/policy/module/kiteq_policy.c). Each call goes through the broker's
  * own API (kq_policy_route, kq_policy_retry, ...), so the answer is the one after C's
  * validation, strikes and fallbacks, never a copy of them. The arguments and answers of each
  * hook are listed in docs/POLICIES.md ("Trying a policy").

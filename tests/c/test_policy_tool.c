@@ -46,6 +46,16 @@ static void write_file(const char *folder, const char *name, const char *text)
     test_write_file(path, text);
 }
 
+/* Copies the shipped example FILE into the test's policies folder as AS. */
+static void copy_example(const char *file, const char *as)
+{
+    char from[512], to[512], cmd[1200];
+    snprintf(from, sizeof from, "%s/lua/policies/examples/%s", getenv("KITEQ_SOURCE_DIR"), file);
+    snprintf(to, sizeof to, "%s/policies/%s", dir, as);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* The sha256 of text, lowercase hex (what the broker must show for a file holding it). */
 static void sha256_hex(const char *text, char hex[65])
 {
@@ -103,7 +113,7 @@ static void test_call(void **state)
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
                                           "{\"attempts\": 3, \"reason\": \"loop\"}", NULL}), 1);
     assert_has(out, "{\"verdict\":\"retry\",\"delay_ms\":5000}");
-    assert_has(out, "stopped: over the instruction budget");
+    assert_has(out, "stopped: over the "); /* instruction or time budget: a loaded machine */
     /* an invalid answer: refused by C's validation, the built-in answer applies */
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
                                           "{\"attempts\": 0, \"reason\": \"bad\"}", NULL}), 1);
@@ -116,12 +126,76 @@ static void test_call(void **state)
     assert_has(out, "flow.group is not defined by the policies");
     /* usage errors */
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "nope", "{}", NULL}), 2);
-    assert_has(out, "unknown hook 'nope' (hooks: route retry flow.intake flow.group publish");
+    assert_has(out, "unknown hook 'nope' (hooks: route retry flow.intake flow.group publish "
+                    "route_message connect dead)");
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry", "{", NULL}), 2);
     assert_has(out, "JSON-ARGS is not valid JSON");
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
                                           "{\"attempts\": \"3\"}", NULL}), 2);
     assert_has(out, "attempts: must be a whole number");
+    /* a misspelt argument would take the self-test's value: refused, naming the real ones */
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
+                                          "{\"atempts\": 3}", NULL}), 2);
+    assert_has(out, "retry: unknown argument 'atempts' (arguments: attempts deliver_limit "
+                    "expired_time now reason)");
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "route",
+        "{\"bindings\": [{\"group\": \"g\", \"messagetype\": \"x\"}]}", NULL}), 2);
+    assert_has(out, "bindings[1]: unknown argument 'messagetype'");
+}
+
+/* route_message, on_connect and on_dead from the shell, with the shipped examples: each
+ * answer as applied, and the built-in one (exit 1, the reason) where C overrules the hook. */
+static void test_call_message_hooks(void **state)
+{
+    (void)state;
+    copy_example("routing_by_property.lua", "routing.lua");
+    copy_example("auth_allowlist.lua", "auth.lua");
+    copy_example("dead_to_handler.lua", "retry.lua");
+    const char *binds = "\"bindings\": [{\"group\": \"s-eu\", \"message_type\": \"x\"},"
+                        "{\"group\": \"s-all\", \"message_type\": \"*\", "
+                        "\"bind_type\": \"fanout\"}]";
+    char args[512];
+    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"pay\", "
+             "\"properties\": {\"region\": \"eu\"}, %s}", binds);
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "route_message", args,
+                                          NULL}), 0);
+    assert_has(out, "{\"groups\":[{\"group\":\"s-eu\",\"persistent\":true,"
+                    "\"watermark\":6000}]}");
+    /* nil (no region): the built-in routing, the hook's own answer */
+    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"pay\", %s}",
+             binds);
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "route_message", args,
+                                          NULL}), 0);
+    assert_has(out, "{\"groups\":[{\"group\":\"s-all\"");
+
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "connect",
+        "{\"group\": \"s-trade-a\", \"peer_ip\": \"10.9.9.9\"}", NULL}), 0);
+    assert_has(out, "{\"action\":\"reject\",\"reason\":\"group s-trade-a may not connect "
+                    "from 10.9.9.9\"}");
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "connect",
+        "{\"group\": \"s-trade-a\", \"peer_ip\": \"127.0.0.1\"}", NULL}), 0);
+    assert_has(out, "{\"action\":\"accept\"}");
+    /* the hook accepts, the wrong secret does not: refused, and said why */
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "connect",
+        "{\"group\": \"s-other\", \"secret_ok\": false}", NULL}), 1);
+    assert_has(out, "{\"action\":\"reject\",\"reason\":\"unknown groupId or wrong "
+                    "secretKey\"}");
+    assert_has(out, "the hook can only tighten");
+
+    const char *handler = "\"bindings\": [{\"group\": \"s-dead-handler\", "
+                          "\"message_type\": \"dead\"}]";
+    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"pay\", "
+             "\"reason\": \"expired\", %s}", handler);
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "dead", args, NULL}), 0);
+    assert_has(out, "{\"action\":\"handover\",\"groups\":[\"s-dead-handler\"]}");
+    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"debug-x\"}");
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "dead", args, NULL}), 0);
+    assert_has(out, "{\"action\":\"drop\"}");
+    /* a two-phase message never committed cannot be handed over: the dead-letter store */
+    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"commit\": false, %s}", handler);
+    assert_int_equal(run((const char *[]){"policy", "call", "policies", "dead", args, NULL}), 1);
+    assert_has(out, "{\"action\":\"dlq\"}");
+    assert_has(out, "never committed");
 }
 
 /* The shipped policies answer route calls as the built-in rules do (bindings in the shape
@@ -197,6 +271,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_call_route_shipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_call_message_hooks, setup, teardown),
         cmocka_unit_test(test_live_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

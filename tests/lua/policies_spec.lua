@@ -3,44 +3,19 @@
 -- with its budgets and self-tests, and answers each call as the broker applies it (after C's
 -- validation and fallbacks). No Lua re-implementation of the sandbox here.
 -- Run from the repository root after a build: busted --lua=luajit tests/lua
--- This spec always tests the shipped folder; for your own policies copy
--- tests/lua/template/my_policies_spec.lua (docs/POLICIES.md, "Testing a policy").
+-- This spec always tests the shipped folder (the examples: examples_spec.lua); for your own
+-- policies copy tests/lua/template/my_policies_spec.lua (docs/POLICIES.md, "Testing a policy").
 
 local policy = require("kiteq.policy")
+local h = require("tests.lua.helpers")
 
-local SHIPPED = "lua/policies"
-
--- policy.load of a throw-away folder holding files = { ["routing.lua"] = "source", ... }
--- (a loaded generation needs its files no more).
-local function load_files(files)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p '" .. dir .. "'") == 0)
-  for name, src in pairs(files) do
-    local f = assert(io.open(dir .. "/" .. name, "wb"))
-    f:write(src)
-    f:close()
-  end
-  local p, err = policy.load(dir)
-  os.execute("rm -rf '" .. dir .. "'")
-  return p, err
-end
-
-local function bind(group, message_type, bind_type, persistent)
-  return { group = group, message_type = message_type, bind_type = bind_type,
-           persistent = persistent ~= false }
-end
-
-local function groups(answer)
-  local out = {}
-  for _, g in ipairs(answer.groups) do out[#out + 1] = g.group end
-  return out
-end
+local SHIPPED = h.SHIPPED
+local load_files, bind, groups = h.load_files, h.bind, h.groups
 
 describe("the module", function()
   it("names the hooks and the budgets of a call", function()
-    assert.are.same({ "route", "retry", "flow.intake", "flow.group", "publish" },
-                    { unpack(policy.hooks, 1, 5) })
+    assert.are.same({ "route", "retry", "flow.intake", "flow.group", "publish",
+                      "route_message", "connect", "dead" }, policy.hooks)
     assert.are.equal(1000000, policy.budget.instructions)
     assert.are.equal(20, policy.budget.ms)
   end)
@@ -56,10 +31,25 @@ describe("the module", function()
 
   it("refuses unknown hooks and bad arguments", function()
     local p = assert(policy.load(SHIPPED))
-    assert.has_error(function() p:call("nope", {}) end,
-                     "unknown hook 'nope' (hooks: route retry flow.intake flow.group publish)")
+    assert.has_error(function() p:call("nope", {}) end, "unknown hook 'nope' (hooks: route " ..
+                     "retry flow.intake flow.group publish route_message connect dead)")
     assert.has_error(function() p:call("retry", { attempts = "3" }) end,
                      "attempts: must be a whole number")
+    assert.has_error(function() p:call("connect", { secret_ok = "yes" }) end,
+                     "secret_ok: must be true or false")
+    assert.has_error(function() p:call("dead", { properties = { n = 1 } }) end,
+                     "properties: at most 64, each a string")
+  end)
+
+  it("refuses a misspelt argument instead of using the self-test's value", function()
+    local p = assert(policy.load(SHIPPED))
+    assert.has_error(function() p:call("connect", { peerip = "10.0.0.1" }) end,
+                     "connect: unknown argument 'peerip' (arguments: connections group peer_ip " ..
+                     "peer_port secret_ok warmup)")
+    assert.has_error(function()
+      p:call("route_message", { bindings = { { group = "g", messageType = "x" } } })
+    end, "bindings[1]: unknown argument 'messageType' (arguments: bind_type group message_type " ..
+         "persistent watermark)")
   end)
 end)
 
@@ -78,7 +68,7 @@ end }
   it("stops an endless loop within the call budget and answers with the built-in route", function()
     local answer, problem = p:call("route", { topic = "t", message_type = "loop", bindings = binds })
     assert.are.same({ "g-all" }, groups(answer))
-    assert.matches("stopped: over the instruction budget", problem)
+    assert.matches("stopped: over the %a+ budget", problem)
   end)
 
   it("refuses a backtracking pattern before it runs", function()
@@ -92,6 +82,96 @@ end }
     local answer, problem = p:call("route", { topic = "t", message_type = "escape", bindings = binds })
     assert.are.same({}, groups(answer)) -- "nilfalse" is no bound group: dropped
     assert.matches('dropped 1 group%(s%) without a binding on the topic, e.g. "nilfalse"', problem)
+  end)
+end)
+
+describe("a per-message hook in an endless loop", function()
+  -- each loops only when asked to (an unconditional loop fails the load's self-test)
+  local p = assert(load_files({
+    ["routing.lua"] = [[
+return { route_message = function(m, binds)
+  if m.properties.loop then while true do end end
+  return nil
+end }
+]],
+    ["publish.lua"] = [[
+return { on_publish = function(m)
+  if m.properties.loop then local t = {} while true do t[#t % 8 + 1] = m.topic end end
+  return nil
+end }
+]],
+    ["retry.lua"] = [[
+return { on_dead = function(m, reason)
+  if m.properties.loop then repeat until false end
+  return "drop"
+end }
+]],
+    ["auth.lua"] = [[
+return { on_connect = function(c)
+  if c.group == "loop" then while c do end end
+  return "accept"
+end }
+]],
+  }))
+  local loop = { loop = "yes" }
+  local binds = { bind("g-all", "*", "fanout") }
+
+  it("is stopped by the budget and the message routed as without it", function()
+    local answer, problem = p:call("route_message", { topic = "t", properties = loop,
+                                                      bindings = binds })
+    assert.are.same({ "g-all" }, groups(answer))
+    assert.matches("hook=route_message.*stopped: over the %a+ budget", problem)
+  end)
+
+  it("is stopped by the budget and the message accepted as is", function()
+    local answer, problem = p:call("publish", { properties = loop })
+    assert.are.same({ action = "accept" }, answer)
+    assert.matches("hook=publish.*stopped: over the %a+ budget", problem)
+  end)
+
+  it("is stopped by the budget and the message dead-lettered", function()
+    local answer, problem = p:call("dead", { properties = loop })
+    assert.are.same({ action = "dlq" }, answer)
+    assert.matches("hook=dead.*stopped: over the %a+ budget", problem)
+    assert.are.same({ action = "drop" }, h.call(p, "dead", {}))
+  end)
+
+  it("is stopped by the budget and the connection let in on its secret only", function()
+    local answer, problem = p:call("connect", { group = "loop" })
+    assert.are.same({ action = "accept" }, answer)
+    assert.matches("hook=connect.*stopped: over the %a+ budget", problem)
+    answer = p:call("connect", { group = "loop", secret_ok = false })
+    assert.are.same({ action = "reject", reason = "unknown groupId or wrong secretKey" }, answer)
+  end)
+
+  it("counts each overrun as the hook's error", function()
+    local stats = p:stats()
+    for _, hook in ipairs({ "route_message", "publish", "dead", "connect" }) do
+      assert.is_true(stats[hook].errors >= 1, hook)
+    end
+  end)
+end)
+
+describe("on_publish's groups, checked against the bindings given", function()
+  local p = assert(load_files({ ["publish.lua"] = [[
+return { on_publish = function(m)
+  return m.properties.to and { groups = { m.properties.to } } or nil
+end }
+]] }))
+  local binds = { bind("s-a", "x"), bind("s-b", "y") }
+
+  it("keeps a bound group", function()
+    local answer = h.call(p, "publish", { topic = "t", properties = { to = "s-b" },
+                                          bindings = binds, expired_time = 100, now = 50 })
+    assert.are.same({ action = "change", groups = { "s-b" }, properties = { to = "s-b" },
+                      expired_time = 100, deliver_limit = 100 }, answer)
+  end)
+
+  it("accepts the message unchanged when a group is not bound", function()
+    local answer, problem = p:call("publish", { topic = "t", properties = { to = "s-c" },
+                                                bindings = binds })
+    assert.are.same({ action = "accept" }, answer)
+    assert.matches('groups%[1%] "s%-c" has no binding on the topic', problem)
   end)
 end)
 
@@ -216,60 +296,5 @@ describe("flow.lua", function()
     assert.are.same({ rate = 1000, burst = 500, window = 1000 }, group(1000))
     assert.are.same({ rate = 3, burst = 1, window = 1000 }, group(3))
     assert.are.same({ rate = 1, burst = 1, window = 1000 }, group(1)) -- never 0
-  end)
-end)
-
-describe("examples/publish.lua", function()
-  local f = assert(io.open(SHIPPED .. "/examples/publish.lua", "rb"))
-  local p = assert(load_files({ ["publish.lua"] = f:read("*a") }))
-  f:close()
-  local EXP = 1700003600
-  local function publish(topic, body_size, properties)
-    local answer, problem = p:call("publish", {
-      topic = topic, message_type = "pay-succ", group = "p-trade", properties = properties,
-      body_size = body_size, expired_time = EXP, deliver_limit = 100, now = 1700000000 })
-    assert.is_nil(problem)
-    return answer
-  end
-
-  it("rejects a body over its topic's limit, with a reason naming both", function()
-    assert.are.same({ action = "reject", reason = "body of 65537 bytes is over the 65536 " ..
-                      "bytes topic user-profile accepts" }, publish("user-profile", 65537))
-    local added = { action = "change", properties = { region = "default" }, expired_time = EXP,
-                    deliver_limit = 100 }
-    assert.are.same(added, publish("user-profile", 65536))
-    assert.are.same(added, publish("trade", 1e7))
-  end)
-
-  it("adds a region only where there is none", function()
-    assert.are.same({ action = "accept" }, publish("trade", 10, { region = "eu" }))
-    assert.are.same({ action = "change", properties = { other = "x", region = "default" },
-                      expired_time = EXP, deliver_limit = 100 },
-                    publish("trade", 10, { other = "x" }))
-  end)
-end)
-
-describe("examples/delay_by_property.lua", function()
-  local f = assert(io.open(SHIPPED .. "/examples/delay_by_property.lua", "rb"))
-  local p = assert(load_files({ ["publish.lua"] = f:read("*a") }))
-  f:close()
-  local function publish(properties)
-    local answer, problem = p:call("publish", {
-      topic = "trade", message_type = "pay-succ", group = "p-trade", properties = properties,
-      body_size = 10, expired_time = 1700086400, deliver_limit = 100, now = 1700000000 })
-    assert.is_nil(problem)
-    return answer
-  end
-
-  it("delays by the priority property", function()
-    assert.are.equal(60000, publish({ priority = "low" }).delay_ms)
-    assert.are.equal(600000, publish({ priority = "bulk" }).delay_ms)
-  end)
-
-  it("sends high and unmarked messages at once, refuses an unknown priority", function()
-    assert.are.same({ action = "accept" }, publish({ priority = "high" }))
-    assert.are.same({ action = "accept" }, publish({}))
-    assert.are.same({ action = "reject", reason = "unknown priority 'urgent' (high, low or bulk)" },
-                    publish({ priority = "urgent" }))
   end)
 end)

@@ -9,6 +9,8 @@
  *   p:hooks()   -- { route = true, retry = true, ... }: the hooks the folder defines
  *   p:stats()   -- per hook: calls, errors, fallbacks, ...
  *   policy.hooks -- the hook names call knows
+ *   policy.load_config(path [, cluster [, text]]) -- a config file through the broker's
+ *                   loader: the cluster as loaded | nil, "problems" (config_module.c)
  *
  * Each policy generation is its own Lua state (the broker's sandbox), apart from the state
  * busted runs in; an endless loop in a hook is stopped by the call budget, so a spec fails
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "policy/module/config_module.h"
 #include "policy/policy_call.h"
 
 #define META "kiteq.policy.generation"
@@ -222,6 +225,8 @@ int luaopen_kiteq_policy(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, l_load);
     lua_setfield(L, -2, "load");
+    lua_pushcfunction(L, kq_module_load_config);
+    lua_setfield(L, -2, "load_config");
     lua_newtable(L);
     for (size_t i = 0; kq_policy_call_name(i); i++) {
         lua_pushstring(L, kq_policy_call_name(i));
