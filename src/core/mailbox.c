@@ -1,0 +1,136 @@
+/* See mailbox.h. The loop takes the whole list under one lock and delivers it outside the
+ * lock, so a poster waits only for a few pointer moves. */
+#include "core/mailbox.h"
+
+#include <errno.h>
+#include <time.h>
+
+static void on_async(uv_async_t *h);
+
+int kq_mailbox_init(struct kq_mailbox *mb, uv_loop_t *loop, kq_mailbox_deliver_fn deliver,
+                    void *ud)
+{
+    *mb = (struct kq_mailbox){.deliver = deliver, .ud = ud};
+    mb->tail = &mb->head;
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    if (rc)
+        return -rc;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&mb->posted, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc)
+        return -rc;
+    if ((rc = pthread_mutex_init(&mb->mu, NULL))) {
+        pthread_cond_destroy(&mb->posted);
+        return -rc;
+    }
+    if ((rc = uv_async_init(loop, &mb->async, on_async))) {
+        pthread_mutex_destroy(&mb->mu);
+        pthread_cond_destroy(&mb->posted);
+        return rc;
+    }
+    mb->async.data = mb;
+    return 0;
+}
+
+int kq_mailbox_post(struct kq_mailbox *mb, struct kq_mail *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&mb->mu);
+    if (mb->closed) {
+        pthread_mutex_unlock(&mb->mu);
+        return -EPIPE;
+    }
+    bool was_empty = !mb->head;
+    *mb->tail = m;
+    mb->tail = &m->next;
+    /* An empty list means the loop has taken everything posted before (or has been woken
+     * for it and will take this too): only then does the loop need a new wake-up. Sent under
+     * the lock so that it cannot race with the handle's close. */
+    if (was_empty) {
+        mb->wakeups++;
+        uv_async_send(&mb->async);
+    }
+    if (mb->waiting)
+        pthread_cond_signal(&mb->posted);
+    pthread_mutex_unlock(&mb->mu);
+    return 0;
+}
+
+/* Wait until something is queued or the deadline passes. Locked. */
+static void wait_posted(struct kq_mailbox *mb, int wait_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += wait_ms / 1000;
+    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    mb->waiting = true;
+    while (!mb->head && pthread_cond_timedwait(&mb->posted, &mb->mu, &until) != ETIMEDOUT)
+        ;
+    mb->waiting = false;
+}
+
+/* Deliver the batch in hand, then whatever has been posted meanwhile, until the list is
+ * empty. The batch lives in mb, not on the stack, so that a deliver callback that drains or
+ * closes the mailbox continues the same sequence instead of overtaking it. */
+static size_t deliver_all(struct kq_mailbox *mb, int wait_ms)
+{
+    size_t n = 0;
+    for (;;) {
+        if (!mb->batch) {
+            pthread_mutex_lock(&mb->mu);
+            if (!mb->head && wait_ms > 0 && n == 0)
+                wait_posted(mb, wait_ms);
+            mb->batch = mb->head;
+            mb->head = NULL;
+            mb->tail = &mb->head;
+            pthread_mutex_unlock(&mb->mu);
+            if (!mb->batch)
+                return n;
+        }
+        struct kq_mail *m = mb->batch;
+        mb->batch = m->next;
+        m->next = NULL;
+        n++;
+        mb->deliver(mb->ud, m);
+    }
+}
+
+static void on_async(uv_async_t *h) { deliver_all(h->data, 0); }
+
+size_t kq_mailbox_drain(struct kq_mailbox *mb, int wait_ms)
+{
+    return deliver_all(mb, wait_ms);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct kq_mailbox *mb = h->data;
+    pthread_mutex_destroy(&mb->mu);
+    pthread_cond_destroy(&mb->posted);
+    if (mb->on_closed)
+        mb->on_closed(mb->ud);
+}
+
+void kq_mailbox_close(struct kq_mailbox *mb, void (*on_closed)(void *ud))
+{
+    pthread_mutex_lock(&mb->mu);
+    mb->closed = true;
+    pthread_mutex_unlock(&mb->mu);
+    deliver_all(mb, 0);
+    mb->on_closed = on_closed;
+    uv_close((uv_handle_t *)&mb->async, on_handle_closed);
+}
+
+uint64_t kq_mailbox_wakeups(struct kq_mailbox *mb)
+{
+    pthread_mutex_lock(&mb->mu);
+    uint64_t n = mb->wakeups;
+    pthread_mutex_unlock(&mb->mu);
+    return n;
+}
