@@ -47,7 +47,7 @@ struct kq_mailbox {
 int kq_mailbox_init(struct kq_mailbox *mb, uv_loop_t *loop, kq_mailbox_deliver_fn deliver,
                     void *ud);
 /* Queue m (its link is overwritten). 0, or -EPIPE after kq_mailbox_close (m stays the
- * caller's). Any thread. */
+ * caller's); never after on_closed (mb is gone then). Any thread. */
 int kq_mailbox_post(struct kq_mailbox *mb, struct kq_mail *m);
 /* Deliver what is queued now, without waiting for the loop's wake-up; when nothing is queued,
  * first wait up to wait_ms for a post (a blocking wait: for shutdown paths only). Returns how
