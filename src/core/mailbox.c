@@ -3,6 +3,7 @@
 #include "core/mailbox.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <time.h>
 
 static void on_async(uv_async_t *h);
@@ -42,19 +43,24 @@ int kq_mailbox_post(struct kq_mailbox *mb, struct kq_mail *m)
         pthread_mutex_unlock(&mb->mu);
         return -EPIPE;
     }
-    bool was_empty = !mb->head;
+    /* An empty list means the loop has taken everything posted before (or has been woken
+     * for it and will take this too): only then does the loop need a new wake-up. */
+    bool wake = !mb->head;
     *mb->tail = m;
     mb->tail = &m->next;
-    /* An empty list means the loop has taken everything posted before (or has been woken
-     * for it and will take this too): only then does the loop need a new wake-up. Sent under
-     * the lock so that it cannot race with the handle's close. */
-    if (was_empty) {
+    if (wake) {
         mb->wakeups++;
-        uv_async_send(&mb->async);
+        atomic_fetch_add(&mb->waking, 1); /* (kq_mailbox_close waits for it) */
     }
     if (mb->waiting)
         pthread_cond_signal(&mb->posted);
     pthread_mutex_unlock(&mb->mu);
+    /* Sent after the unlock: the loop, woken, takes the lock at once, and a system call
+     * under it would make the loop wait for the poster. */
+    if (wake) {
+        uv_async_send(&mb->async);
+        atomic_fetch_sub(&mb->waking, 1);
+    }
     return 0;
 }
 
@@ -122,6 +128,10 @@ void kq_mailbox_close(struct kq_mailbox *mb, void (*on_closed)(void *ud))
     pthread_mutex_lock(&mb->mu);
     mb->closed = true;
     pthread_mutex_unlock(&mb->mu);
+    /* A post accepted before the close may still be in uv_async_send: the handle must
+     * outlive it. No new one can start now, and this one is a few instructions from done. */
+    while (atomic_load(&mb->waking))
+        sched_yield();
     deliver_all(mb, 0);
     mb->on_closed = on_closed;
     uv_close((uv_handle_t *)&mb->async, on_handle_closed);

@@ -14,6 +14,7 @@
 #ifndef KQ_CORE_MAILBOX_H
 #define KQ_CORE_MAILBOX_H
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +36,7 @@ struct kq_mailbox {
     bool closed;                    /* under mu */
     bool waiting;                   /* under mu: a drain waits on posted */
     uint64_t wakeups;               /* under mu: uv_async_send calls so far */
+    atomic_int waking;              /* posters between the unlock and uv_async_send's end */
     struct kq_mail *batch;          /* loop thread: taken from the list, not yet delivered */
     uv_async_t async;
     kq_mailbox_deliver_fn deliver;
