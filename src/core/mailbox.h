@@ -1,8 +1,8 @@
 /* The one way from another thread to the loop: a FIFO of items that any thread posts and the
  * libuv loop thread drains (the MySQL store's workers hand back finished jobs, the ZooKeeper
  * registry's worker its events). A mutex guards an intrusive list: posting never allocates,
- * so it fails only when the mailbox is closed. One uv_async_t wakes the loop, and only when
- * a post finds the list empty: a burst of posts costs one wake-up and is delivered in one
+ * so it fails only when the mailbox is closed. One eventfd wakes the loop, and only when a
+ * post finds the list empty: a burst of posts costs one wake-up and is delivered in one
  * loop turn, in the order posted.
  *
  * Closing (loop thread): later posts are refused with -EPIPE (the poster still owns its item
@@ -35,10 +35,11 @@ struct kq_mailbox {
     struct kq_mail *head, **tail;   /* under mu */
     bool closed;                    /* under mu */
     bool waiting;                   /* under mu: a drain waits on posted */
-    uint64_t wakeups;               /* under mu: uv_async_send calls so far */
-    atomic_int waking;              /* posters between the unlock and uv_async_send's end */
+    uint64_t wakeups;               /* under mu: wake-ups written so far */
+    atomic_int waking;              /* posters between the unlock and their write's end */
     struct kq_mail *batch;          /* loop thread: taken from the list, not yet delivered */
-    uv_async_t async;
+    int wake_fd;                    /* eventfd the loop polls (mailbox.c: why not uv_async) */
+    uv_poll_t poll;
     kq_mailbox_deliver_fn deliver;
     void *ud;
     void (*on_closed)(void *ud);

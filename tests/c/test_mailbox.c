@@ -90,7 +90,7 @@ static void *produce(void *arg)
 
 static void close_and_finish(uv_loop_t *loop, struct sink *s)
 {
-    if (!s->closed && !uv_is_closing((uv_handle_t *)&s->mb.async))
+    if (!s->closed && !uv_is_closing((uv_handle_t *)&s->mb.poll))
         kq_mailbox_close(&s->mb, on_closed);
     uv_run(loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(loop), 0);
@@ -140,7 +140,7 @@ static void test_many_producers(void **state)
     }
     uint64_t until = kq_mono_us() + DEADLINE_US;
     while (s.n < (size_t)PRODUCERS * PER_PRODUCER && kq_mono_us() < until)
-        uv_run(&loop, UV_RUN_ONCE); /* (the async handle keeps it waiting for posts) */
+        uv_run(&loop, UV_RUN_ONCE); /* (the poll handle keeps it waiting for posts) */
     for (int i = 0; i < PRODUCERS; i++) {
         void *failed;
         pthread_join(th[i], &failed);
