@@ -64,7 +64,7 @@ struct commit_ctx {
  * delivered commit=false). No-op while the message is evicted: it is applied on load. */
 void kq_tx_mark_header_committed(struct kq_msg *m)
 {
-    if (!m->block || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
+    if (!m->block || m->hdr_committed || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
         return; /* nothing to do for every message published committed (the usual case) */
     Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
     if (!h)
