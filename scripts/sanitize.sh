@@ -24,7 +24,7 @@ export TSAN_OPTIONS=halt_on_error=0:second_deadlock_stack=1
 REPORTS='runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer'
 
 # The ThreadSanitizer pass runs only the tests that exercise threads (the rest of the broker
-# is one libuv loop): the file store's writer (test_store_file, test_crash), the MySQL pool
+# is one libuv loop): the mailbox of core (test_mailbox), the file store's writer (test_store_file, test_crash), the MySQL pool
 # (test_store_mysql), the ZooKeeper workers of the registry and of the cluster client
 # (test_zk_registry, test_zk_broker, test_zk_client), reloads built on libuv's threadpool
 # (test_offloop, test_reload), the client's reader thread (test_client, test_client_embed) and
@@ -32,7 +32,7 @@ REPORTS='runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: Th
 # (docs/TESTING.md has the times): the whole single-threaded rest, and the two slowest tests
 # whose threads the list already covers, test_mysql_broker (45 s: the same pool, in a broker)
 # and test_reliability (25 s: the same client reader thread, reconnecting).
-TSAN_TESTS=(test_store_file test_crash test_store_mysql test_zk_registry test_zk_broker
+TSAN_TESTS=(test_mailbox test_store_file test_crash test_store_mysql test_zk_registry test_zk_broker
             test_zk_client test_offloop test_reload test_client test_client_embed test_log)
 TSAN_PROGRAMS=(kiteq kiteq-cli) # what those tests start
 

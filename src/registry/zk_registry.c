@@ -1,10 +1,11 @@
 /* ZooKeeper registry: a worker thread owns the zhandle and runs every blocking zoo_* call;
- * ZooKeeper's threads (watchers) only queue jobs for it; results reach the loop through a
- * mutex-protected event list and a uv_async_t. See zk_registry.h for the contract. */
+ * ZooKeeper's threads (watchers) only queue jobs for it; results reach the loop as events
+ * through the registry's mailbox (core/mailbox). See zk_registry.h for the contract. */
 #include "registry/zk_registry.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/mailbox.h"
 #include "registry/bindings.h"
 
 #define MOD "zk"
@@ -116,7 +118,7 @@ struct job {
 enum ev_kind { EV_BINDINGS, EV_STATE, EV_STOPPED, EV_SERVERS, EV_TAKEOVER, EV_REGISTERED };
 
 struct event {
-    struct event *next;
+    struct kq_mail mail;
     enum ev_kind kind;
     const char *state;
     char *topic, *group;
@@ -147,7 +149,6 @@ struct hctx {
 struct kq_zk_registry {
     /* loop thread only */
     uv_loop_t *loop;
-    uv_async_t async;
     struct kq_zk_events ev;
     void *ud;
     const char *state;
@@ -156,11 +157,11 @@ struct kq_zk_registry {
     void *done_ud;
     pthread_t thread;
 
-    /* shared, under mu */
+    /* shared: the worker's job queue (under mu), events to the loop (posted by the worker) */
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct job *jobs, **jobs_tail;
-    struct event *events, **events_tail;
+    struct kq_mailbox events;
 
     /* worker thread only */
     char hosts[1024];
@@ -199,14 +200,25 @@ static void free_job(struct job *j)
     free(j);
 }
 
+static void free_event(struct event *e)
+{
+    if (e->kind == EV_BINDINGS)
+        kq_bindings_free(e->binds, e->n);
+    strv_free(&e->alive);
+    strv_free(&e->all);
+    free(e->topic);
+    free(e->group);
+    free(e);
+}
+
+/* The loop closes the mailbox only on the worker's last event (EV_STOPPED), so a refused post
+ * means a bug: say so rather than lose the event silently. */
 static void push_event(struct kq_zk_registry *r, struct event *e)
 {
-    pthread_mutex_lock(&r->mu);
-    e->next = NULL;
-    *r->events_tail = e;
-    r->events_tail = &e->next;
-    pthread_mutex_unlock(&r->mu);
-    uv_async_send(&r->async);
+    if (kq_mailbox_post(&r->events, &e->mail) != 0) {
+        KQ_ERROR(MOD, "event %d after the registry closed: dropped", (int)e->kind);
+        free_event(e);
+    }
 }
 
 static void post_state(struct kq_zk_registry *r, const char *state)
@@ -922,9 +934,9 @@ static void *worker_main(void *arg)
 
 /* ---- loop side ------------------------------------------------------------------------- */
 
-static void on_closed(uv_handle_t *h)
+static void on_closed(void *ud)
 {
-    struct kq_zk_registry *r = h->data;
+    struct kq_zk_registry *r = ud;
     void (*done)(void *) = r->done;
     void *done_ud = r->done_ud;
     for (size_t i = 0; i < r->n_tc; i++) {
@@ -952,52 +964,38 @@ static void on_closed(uv_handle_t *h)
         done(done_ud);
 }
 
-static void on_async(uv_async_t *a)
+static void on_event(void *ud, struct kq_mail *m)
 {
-    struct kq_zk_registry *r = a->data;
-    pthread_mutex_lock(&r->mu);
-    struct event *e = r->events;
-    r->events = NULL;
-    r->events_tail = &r->events;
-    pthread_mutex_unlock(&r->mu);
-    while (e) {
-        struct event *next = e->next;
-        switch (e->kind) {
-        case EV_STATE:
-            r->state = e->state;
-            if (!r->stopping && r->ev.on_state)
-                r->ev.on_state(r->ud, e->state);
-            break;
-        case EV_BINDINGS:
-            if (!r->stopping && r->ev.on_bindings)
-                r->ev.on_bindings(r->ud, e->topic, e->group, e->binds, e->n);
-            kq_bindings_free(e->binds, e->n);
-            break;
-        case EV_SERVERS:
-            if (!r->stopping && r->ev.on_servers)
-                r->ev.on_servers(r->ud, e->alive.v, e->alive.n, e->all.v,
-                                 e->all.n);
-            strv_free(&e->alive);
-            strv_free(&e->all);
-            break;
-        case EV_TAKEOVER:
-            if (!r->stopping && r->ev.on_takeover)
-                r->ev.on_takeover(r->ud, e->topic, e->result);
-            break;
-        case EV_REGISTERED:
-            if (!r->stopping && r->ev.on_registered)
-                r->ev.on_registered(r->ud, e->n);
-            break;
-        case EV_STOPPED:
-            pthread_join(r->thread, NULL);
-            uv_close((uv_handle_t *)&r->async, on_closed);
-            break;
-        }
-        free(e->topic);
-        free(e->group);
-        free(e);
-        e = next;
+    struct kq_zk_registry *r = ud;
+    struct event *e = (struct event *)((char *)m - offsetof(struct event, mail));
+    switch (e->kind) {
+    case EV_STATE:
+        r->state = e->state;
+        if (!r->stopping && r->ev.on_state)
+            r->ev.on_state(r->ud, e->state);
+        break;
+    case EV_BINDINGS:
+        if (!r->stopping && r->ev.on_bindings)
+            r->ev.on_bindings(r->ud, e->topic, e->group, e->binds, e->n);
+        break;
+    case EV_SERVERS:
+        if (!r->stopping && r->ev.on_servers)
+            r->ev.on_servers(r->ud, e->alive.v, e->alive.n, e->all.v, e->all.n);
+        break;
+    case EV_TAKEOVER:
+        if (!r->stopping && r->ev.on_takeover)
+            r->ev.on_takeover(r->ud, e->topic, e->result);
+        break;
+    case EV_REGISTERED:
+        if (!r->stopping && r->ev.on_registered)
+            r->ev.on_registered(r->ud, e->n);
+        break;
+    case EV_STOPPED: /* the worker's last event */
+        pthread_join(r->thread, NULL);
+        kq_mailbox_close(&r->events, on_closed);
+        break;
     }
+    free_event(e);
 }
 
 int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind,
@@ -1028,7 +1026,6 @@ int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind,
     r->state = "connecting";
     r->backoff = BACKOFF_MIN_MS;
     r->jobs_tail = &r->jobs;
-    r->events_tail = &r->events;
     if (!(r->bind = strdup(bind)) || strv_copy(&r->topics, topics, n_topics) != 0) {
         free(r->bind);
         free(r);
@@ -1041,16 +1038,15 @@ int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind,
     pthread_cond_init(&r->cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&r->mu, NULL);
-    if ((rc = uv_async_init(loop, &r->async, on_async)) != 0) {
-        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+    if ((rc = kq_mailbox_init(&r->events, loop, on_event, r)) != 0) {
+        snprintf(err, errlen, "cannot make the registry's mailbox: %s", uv_strerror(rc));
         goto fail;
     }
-    r->async.data = r;
     /* ZooKeeper's own log lines go to our debug log; our module logs every state change. */
     zoo_set_debug_level(ZOO_LOG_LEVEL_WARN);
     if ((rc = pthread_create(&r->thread, NULL, worker_main, r)) != 0) {
         snprintf(err, errlen, "pthread_create: %s", strerror(rc));
-        uv_close((uv_handle_t *)&r->async, on_closed); /* frees r on the next loop turn */
+        kq_mailbox_close(&r->events, on_closed); /* frees r on the next loop turn */
         return -rc;
     }
     *out = r;

@@ -11,6 +11,7 @@
 #include <uthash.h>
 #include <uv.h>
 
+#include "core/mailbox.h"
 #include "store/dlq_groups.h"
 #include "store/dlq_index.h"
 #include "store/mysql/mysql_store.h"
@@ -110,7 +111,8 @@ enum my_job_kind {
 #define MY_MAX_STMTS 20 /* takeover: one UPDATE per table (16) */
 
 struct my_job {
-    struct my_job *next;
+    struct my_job *next;  /* in the workers' queues */
+    struct kq_mail mail;  /* in the pool's mailbox once finished (async jobs) */
     enum my_job_kind kind;
     my_done_fn done;
     int status;           /* 0 or -errno, set by the worker */
@@ -143,12 +145,11 @@ struct my_job {
 struct my_pool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv; /* queued work or stop */
-    pthread_cond_t done_cv; /* a job finished */
+    pthread_cond_t done_cv; /* a sync job finished */
     struct my_job *saves, **saves_tail;
     struct my_job *jobs, **jobs_tail;
-    struct my_job *done, **done_tail;
     bool stop;
-    uv_async_t async; /* done jobs are waiting */
+    struct kq_mailbox done; /* finished async jobs, to the loop */
     const struct my_conf *conf;
     struct my_worker *workers;
     int n_workers;
@@ -158,9 +159,11 @@ struct my_pool {
     atomic_uint_fast64_t lost_epoch;
 };
 
-/* Start conf->max_conn workers (connections are made lazily, with back-off). 0 or -errno. */
+/* Start conf->max_conn workers (connections are made lazily, with back-off); finished async
+ * jobs reach on_done(ud, &job->mail) on the loop thread, in the order each worker finished
+ * them. 0 or -errno. The owner closes p->done after my_pool_stop. */
 int my_pool_start(struct my_pool *p, uv_loop_t *loop, const struct my_conf *conf,
-                  uv_async_cb on_done);
+                  kq_mailbox_deliver_fn on_done, void *ud);
 /* Queue a job; its done runs on the loop thread. Loop thread. */
 void my_pool_submit(struct my_pool *p, struct my_job *j);
 /* Queue a list of jobs (linked by next) under one lock, waking as few workers as they need:
@@ -169,8 +172,6 @@ void my_pool_submit_list(struct my_pool *p, struct my_job *list);
 /* Queue a job and wait for its execution (blocks the caller); the caller then reads the
  * job and frees it. Returns j->status. */
 int my_pool_run_sync(struct my_pool *p, struct my_job *j);
-/* Detach the finished jobs (FIFO); wait up to wait_ms for one when none is there. */
-struct my_job *my_pool_take_done(struct my_pool *p, int wait_ms);
 /* Let the workers finish every queued job, then join them. Loop thread. */
 void my_pool_stop(struct my_pool *p);
 

@@ -1,7 +1,7 @@
 /* MySQL store: the loop-side half. Builds SQL text, batches delivery state / commits /
  * deletes per shard table, and hands jobs to the worker pool (pool.c); results come back
- * through uv_async_t and callbacks run on the loop thread; start-up recovery is in recover.c,
- * dead letters in dlq.c, takeover in takeover.c.
+ * through the pool's mailbox (core/mailbox) and callbacks run on the loop thread; start-up
+ * recovery is in recover.c, dead letters in dlq.c, takeover in takeover.c.
  * docs/STORAGE.md "MySQL store".
  *
  * Ordering: every batched operation of one message goes to its shard table's batch, and a
@@ -9,6 +9,7 @@
  * order. State updates use UPDATE (never an upsert), so a late update cannot bring back a
  * row that was deleted or moved to the DLQ. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,14 +48,13 @@ static void pend_free(struct pend *p)
     free(p);
 }
 
-static void process_done(struct my_store *s, struct my_job *list)
+/* A finished job, from the pool's mailbox (loop thread). */
+static void on_job_done(void *ud, struct kq_mail *m)
 {
-    while (list) {
-        struct my_job *j = list;
-        list = j->next;
-        my_health_note(s, j); /* first: a failure's callback may ask why */
-        j->done(s, j);
-    }
+    struct my_store *s = ud;
+    struct my_job *j = (struct my_job *)((char *)m - offsetof(struct my_job, mail));
+    my_health_note(s, j); /* first: a failure's callback may ask why */
+    j->done(s, j);
 }
 
 static void outbox_flush(struct my_store *s)
@@ -80,12 +80,6 @@ void my_submit(struct my_store *s, struct my_job *j)
     s->outbox_tail = &j->next;
     if (!uv_is_active((uv_handle_t *)&s->outbox_idle))
         uv_idle_start(&s->outbox_idle, on_outbox_idle);
-}
-
-static void on_pool_done(uv_async_t *h)
-{
-    struct my_store *s = h->data;
-    process_done(s, my_pool_take_done(&s->pool, 0));
 }
 
 /* --- save -------------------------------------------------------------------------------- */
@@ -659,12 +653,14 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-static void on_closed(uv_handle_t *h)
+static void handle_closed(void *ud)
 {
-    struct my_store *s = h->data;
+    struct my_store *s = ud;
     if (--s->handles_open == 0)
         free(s);
 }
+
+static void on_closed(uv_handle_t *h) { handle_closed(h->data); }
 
 static bool batches_pending(struct my_store *s)
 {
@@ -690,13 +686,13 @@ static void my_close(struct kq_store *base)
     while (batches_pending(s) && kq_mono_us() < until) {
         for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++)
             flush_table(s, i);
-        process_done(s, my_pool_take_done(&s->pool, 100));
+        kq_mailbox_drain(&s->pool.done, 100);
     }
     s->closing = true;
     on_tick(&s->tick); /* one last try for dead letters */
     my_pool_stop(&s->pool);
     s->stopped = true;
-    process_done(s, my_pool_take_done(&s->pool, 0));
+    kq_mailbox_close(&s->pool.done, handle_closed); /* (runs what the workers finished) */
     for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++) {
         struct pend *p, *tmp;
         HASH_ITER(hh, s->tables[i].map, p, tmp)
@@ -717,7 +713,6 @@ static void my_close(struct kq_store *base)
     pthread_mutex_destroy(&s->pool.mu);
     pthread_cond_destroy(&s->pool.work_cv);
     pthread_cond_destroy(&s->pool.done_cv);
-    uv_close((uv_handle_t *)&s->pool.async, on_closed);
     uv_close((uv_handle_t *)&s->tick, on_closed);
     uv_close((uv_handle_t *)&s->rec.timer, on_closed);
     uv_close((uv_handle_t *)&s->outbox_idle, on_closed);
@@ -852,8 +847,7 @@ int kq_mysql_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq
     }
     s->base.ops = &mysql_ops;
     s->base.loop = loop;
-    s->pool.async.data = s;
-    if ((rc = my_pool_start(&s->pool, loop, &s->conf, on_pool_done))) {
+    if ((rc = my_pool_start(&s->pool, loop, &s->conf, on_job_done, s))) {
         snprintf(err, errlen, "mysql store: cannot start workers: %s", strerror(-rc));
         free(s);
         return rc;

@@ -1,6 +1,8 @@
 /* Worker threads of the MySQL store. Each worker owns one connection (made lazily,
  * re-made after any client-side error with exponential back-off) and executes jobs whose
- * SQL text was built on the loop thread. Finished jobs go back through uv_async_t.
+ * SQL text was built on the loop thread. Finished jobs go back through the pool's mailbox
+ * (core/mailbox); a job the submitter waits for (my_pool_run_sync) is handed back under the
+ * pool's lock instead.
  *
  * While a worker cannot connect it fails the jobs it takes at once (-EIO) instead of
  * holding them: a producer learns within a bounded time that its message was not stored.
@@ -582,6 +584,14 @@ static void note_health(struct my_worker *w, struct my_job *j, uint64_t started_
     j->why = w->why[0] && (j->status || w->health == MY_HEALTH_DOWN) ? strdup(w->why) : NULL;
 }
 
+/* The store closes the mailbox only after the workers are joined, so a finished job always
+ * finds it open; should that ever change, the job is not lost silently. */
+static void drop_late_job(struct my_job *j)
+{
+    KQ_ERROR(MY_MOD, "a job finished after the store closed: its result is dropped");
+    my_job_free(j);
+}
+
 /* Detach up to SAVE_BATCH_MAX saves (and SAVE_BATCH_BYTES) from the queue. Locked. */
 static struct my_job *take_saves(struct my_pool *p)
 {
@@ -636,23 +646,21 @@ static void *worker_main(void *arg)
             atomic_fetch_add(&p->up_epoch, 1);
         for (struct my_job *j = list; j; j = j->next)
             note_health(w, j, started);
-        pthread_mutex_lock(&p->mu);
-        bool async = false;
         while (list) {
             struct my_job *j = list;
             list = j->next;
             j->next = NULL;
-            if (j->sync) {
-                j->finished = true;
-            } else {
-                *p->done_tail = j;
-                p->done_tail = &j->next;
-                async = true;
+            if (!j->sync) {
+                if (kq_mailbox_post(&p->done, &j->mail) != 0)
+                    drop_late_job(j);
+                continue;
             }
+            pthread_mutex_lock(&p->mu);
+            j->finished = true; /* the submitter reads and frees it from here on */
+            pthread_cond_broadcast(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
         }
-        pthread_cond_broadcast(&p->done_cv);
-        if (async)
-            uv_async_send(&p->async);
+        pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
     drop_conn(w);
@@ -664,13 +672,12 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static void lib_init(void) { mysql_library_init(0, NULL, NULL); }
 
 int my_pool_start(struct my_pool *p, uv_loop_t *loop, const struct my_conf *conf,
-                  uv_async_cb on_done)
+                  kq_mailbox_deliver_fn on_done, void *ud)
 {
     pthread_once(&lib_once, lib_init); /* mysql_library_init is not thread-safe */
     p->conf = conf;
     p->saves_tail = &p->saves;
     p->jobs_tail = &p->jobs;
-    p->done_tail = &p->done;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
@@ -684,12 +691,9 @@ int my_pool_start(struct my_pool *p, uv_loop_t *loop, const struct my_conf *conf
         }
         p->n_workers++;
     }
-    /* Workers touch the async handle only after a job, and jobs come after this. */
-    void *data = p->async.data;
-    if (p->workers && (rc = uv_async_init(loop, &p->async, on_done)) == 0) {
-        p->async.data = data;
+    /* Workers post to the mailbox only after a job, and jobs come after this. */
+    if (p->workers && (rc = kq_mailbox_init(&p->done, loop, on_done, ud)) == 0)
         return 0;
-    }
 fail:
     my_pool_stop(p);
     pthread_mutex_destroy(&p->mu);
@@ -748,27 +752,6 @@ int my_pool_run_sync(struct my_pool *p, struct my_job *j)
         pthread_cond_wait(&p->done_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     return j->status;
-}
-
-struct my_job *my_pool_take_done(struct my_pool *p, int wait_ms)
-{
-    pthread_mutex_lock(&p->mu);
-    if (!p->done && wait_ms > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&p->done_cv, &p->mu, &ts);
-    }
-    struct my_job *list = p->done;
-    p->done = NULL;
-    p->done_tail = &p->done;
-    pthread_mutex_unlock(&p->mu);
-    return list;
 }
 
 void my_pool_stop(struct my_pool *p)
