@@ -37,7 +37,7 @@ static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic);
 static bool loading_inline;
 
 /* Groups are kept as atoms, so membership is a pointer comparison. */
-static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
+static bool name_in(struct kq_broker *b, const union kq_names *v, uint16_t n, const char *name)
 {
     if (n == 0)
         return false; /* the usual case: no lookup */
@@ -49,7 +49,7 @@ static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const
  * whole attempt counts as failed, so the message is retried rather than taken as delivered. */
 static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
 {
-    if (m->n_done && name_in(b, m->done, m->n_done, group))
+    if (m->n_done && name_in(b, &m->done, m->n_done, group))
         return; /* purged for the group meanwhile (kq_delivery_purge_copy): not a failure */
     if (kq_names_add(b, &m->failed, &m->n_failed, group) == 0)
         return;
@@ -529,7 +529,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
     uint64_t now = kq_broker_mono_ms();
     while (g->wait_head) {
         struct kq_msg *m = g->wait_head->msg;
-        if (m->n_done && name_in(b, m->done, m->n_done, g->id)) {
+        if (m->n_done && name_in(b, &m->done, m->n_done, g->id)) {
             dequeue_wait(b, g); /* purged while it waited: not sent */
             if (attempt_over(m))
                 finish_attempt(b, m);
@@ -781,7 +781,7 @@ static bool any_group_online(struct kq_broker *b, const struct kq_msg *m)
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
     size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++) {
-        if (name_in(b, m->done, m->n_done, routes[i].group))
+        if (name_in(b, &m->done, m->n_done, routes[i].group))
             continue;
         struct kq_group *g = kq_group_get(b, routes[i].group, false);
         if (g && g->n > 0)
@@ -823,7 +823,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     m->retry_soon = false;
     m->done_at_start = m->n_done;
     for (size_t i = 0; i < n; i++)
-        if (!name_in(b, m->done, m->n_done, routes[i].group))
+        if (!name_in(b, &m->done, m->n_done, routes[i].group))
             offer(b, m, &routes[i]);
     if (n == 0) {
         add_failed(b, m, NO_SUBSCRIBER);
@@ -846,9 +846,9 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
     st.attempts = m->attempts;
     st.next_attempt_ms = next_ms;
     st.tx_checks = m->tx_checks;
-    st.groups_done = (const char **)KQ_NAMES(m->done, m->n_done);
+    st.groups_done = (const char **)kq_names_view(&m->done, m->n_done);
     st.n_done = m->n_done;
-    st.groups_failed = (const char **)KQ_NAMES(m->failed, m->n_failed);
+    st.groups_failed = (const char **)kq_names_view(&m->failed, m->n_failed);
     st.n_failed = m->n_failed;
     store_result(b, "update", m->id, b->store->ops->update(b->store, &st));
 }
@@ -858,7 +858,7 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
 static int64_t warm_retry_ms(struct kq_broker *b, const struct kq_msg *m)
 {
     uint64_t now = kq_broker_mono_ms(), best = 1000;
-    const char *const *failed = KQ_NAMES(m->failed, m->n_failed);
+    const char *const *failed = kq_names_view(&m->failed, m->n_failed);
     for (uint16_t i = 0; i < m->n_failed; i++) {
         uint64_t in = kq_group_warm_in_ms(kq_group_get(b, failed[i], false), now);
         if (in > 0 && in < best)
@@ -999,8 +999,8 @@ static void wake_waiting(struct kq_broker *b, const char *group, const char *top
             continue;
         if (m->extra && kq_msg_due_ms(b, m) > now)
             continue; /* scheduled: never before it is due */
-        bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
-                                (ga && kq_names_has(m->failed, m->n_failed, ga))
+        bool wake = group ? (nosub && kq_names_has(&m->failed, m->n_failed, nosub)) ||
+                                (ga && kq_names_has(&m->failed, m->n_failed, ga))
                           : m->sent == 0 && (!topic || m->topic == ta);
         if (wake)
             kq_delivery_schedule(b, m, now);
@@ -1036,7 +1036,7 @@ void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m) { finish_attempt(
  * else the state is persisted and its schedule kept for the others. */
 int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *group)
 {
-    if (m->n_done && name_in(b, m->done, m->n_done, group))
+    if (m->n_done && name_in(b, &m->done, m->n_done, group))
         return 0; /* acked, or purged before */
     int rc = kq_names_add(b, &m->done, &m->n_done, group);
     if (rc)
@@ -1049,7 +1049,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
     size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++)
-        if (!name_in(b, m->done, m->n_done, routes[i].group)) {
+        if (!name_in(b, &m->done, m->n_done, routes[i].group)) {
             kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
             return 1;
         }

@@ -22,6 +22,14 @@ struct kq_msg;
 struct kq_atom;
 struct kq_group;
 
+/* A list of group names (atoms) whose length n is kept beside it (kq_msg packs its counts
+ * together): most messages have one group done or failed, so a list of one holds its name
+ * inline and only a longer one allocates an array. kq_names_view gives an array of either. */
+union kq_names {
+    const char *one;   /* n == 1 */
+    const char **many; /* n > 1: an array of n */
+};
+
 /* A request the broker sent and waits an answer for: a delivery (answered by DeliverAck on
  * the same connection with the same opaque). Keyed per connection: a client's own opaques
  * can never complete ours (the original's shared table did, §1.2). */
@@ -139,8 +147,8 @@ struct kq_msg {
     uint16_t n_done, n_failed;
     uint16_t done_at_start; /* n_done when the current attempt began */
     uint32_t hist;          /* its event history (history.c): slot + 1, 0 = none */
-    const char **done;   /* groups that acked (atoms; see KQ_NAMES) */
-    const char **failed; /* groups that failed the current attempt (atoms; see KQ_NAMES) */
+    union kq_names done;   /* groups that acked (n_done of them) */
+    union kq_names failed; /* groups that failed the current attempt (n_failed) */
     struct kq_msg_block *block; /* packed header and body; NULL while evicted */
     struct kq_pending_save *first_ack; /* deliveryFirst: producer ack after the attempt */
 };
@@ -157,8 +165,6 @@ struct kq_msg_block {
  * "no consumer online", "over flow" (NULL before any failure). */
 const char *kq_msg_failure(const struct kq_msg *m);
 void kq_msg_set_failure(struct kq_msg *m, const char *why);
-/* Array view of a group list (see kq_names_add): a list of one is stored inline. */
-#define KQ_NAMES(v, n) ((n) == 1 ? (const char *const *)&(v) : (const char *const *)(v))
 
 struct kq_broker {
     uv_loop_t *loop;
@@ -290,14 +296,14 @@ int kq_msg_set_block(struct kq_msg *m, const uint8_t *header, uint32_t header_le
                      const uint8_t *body, uint32_t body_len);
 /* Drop header and body of a stored message until its next attempt. */
 void kq_msg_evict(struct kq_msg *m);
-/* Group lists (done / failed) in their stored form (not the KQ_NAMES view). kq_names_add
- * returns 0, or -ENOMEM / -E2BIG when the name could not be recorded: the caller must act
- * on it (see names_lost in delivery.c). */
-bool kq_names_has(const char *const *v, uint16_t n, const char *atom);
-int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name);
-void kq_names_clear(const char ***v, uint16_t *n);
+/* Group lists (union kq_names, n names). kq_names_add returns 0, or -ENOMEM / -E2BIG when
+ * the name could not be recorded: the caller must act on it (see names_lost in delivery.c). */
+const char *const *kq_names_view(const union kq_names *v, uint16_t n);
+bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom);
+int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name);
+void kq_names_clear(union kq_names *v, uint16_t *n);
 /* Take atom out of the list (no-op when absent or NULL). */
-void kq_names_remove(const char ***v, uint16_t *n, const char *atom);
+void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom);
 
 /* msg_extra.c: a message's due time (scheduled delivery) and own group list, kept in a
  * side table while it is pending and in its header as properties (policy.h: KQ_PROP_*).

@@ -183,23 +183,25 @@ void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm)
     }
 }
 
-/* Group lists: most messages have one group done or failed, so a list of one is the atom
- * itself stored in the pointer (no allocation); longer lists are arrays. KQ_NAMES() gives
- * an array view of either. */
-bool kq_names_has(const char *const *v, uint16_t n, const char *atom)
+/* Group lists: a list of one is its name (no allocation), a longer one an array. */
+const char *const *kq_names_view(const union kq_names *v, uint16_t n)
 {
-    if (n == 1)
-        return (const char *)v == atom;
+    return n > 1 ? v->many : &v->one;
+}
+
+bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom)
+{
+    const char *const *names = kq_names_view(v, n);
     for (uint16_t i = 0; i < n; i++)
-        if (v[i] == atom)
+        if (names[i] == atom)
             return true;
     return false;
 }
 
-int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name)
+int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name)
 {
     const char *known = kq_atom_find(b, name);
-    if (known && kq_names_has(*v, *n, known))
+    if (known && kq_names_has(v, *n, known))
         return 0;
     if (*n == UINT16_MAX)
         return -E2BIG;
@@ -207,56 +209,51 @@ int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *
     if (!atom)
         return -ENOMEM;
     if (*n == 0) {
-        *v = (const char **)atom;
+        v->one = atom;
         *n = 1;
         return 0;
     }
-    const char **p;
-    if (*n == 1) {
-        if (!(p = malloc(2 * sizeof *p))) {
-            kq_atom_release(atom);
-            return -ENOMEM;
-        }
-        p[0] = (const char *)*v;
-    } else if (!(p = realloc((void *)*v, (*n + 1u) * sizeof *p))) {
+    const char **p = realloc(*n > 1 ? v->many : NULL, (*n + 1u) * sizeof *p);
+    if (!p) {
         kq_atom_release(atom);
         return -ENOMEM;
     }
+    if (*n == 1)
+        p[0] = v->one;
     p[(*n)++] = atom;
-    *v = p;
+    v->many = p;
     return 0;
 }
 
-void kq_names_remove(const char ***v, uint16_t *n, const char *atom)
+void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom)
 {
-    if (!atom || !kq_names_has(*v, *n, atom))
+    if (!atom || !kq_names_has(v, *n, atom))
         return;
+    kq_atom_release(atom);
     if (*n == 1) {
-        kq_atom_release(atom);
-        *v = NULL;
+        v->one = NULL;
         *n = 0;
         return;
     }
-    const char **p = (const char **)*v;
+    const char **p = v->many;
     uint16_t i = 0;
     while (p[i] != atom)
         i++;
-    kq_atom_release(atom);
     memmove(&p[i], &p[i + 1], (size_t)(*n - i - 1) * sizeof *p);
     if (--*n == 1) { /* back to the inline form */
         const char *last = p[0];
         free(p);
-        *v = (const char **)last;
+        v->one = last;
     }
 }
 
-void kq_names_clear(const char ***v, uint16_t *n)
+void kq_names_clear(union kq_names *v, uint16_t *n)
 {
-    const char *const *view = KQ_NAMES(*v, *n);
+    const char *const *names = kq_names_view(v, *n);
     for (uint16_t i = 0; i < *n; i++)
-        kq_atom_release(view[i]);
+        kq_atom_release(names[i]);
     if (*n > 1)
-        free((void *)*v);
-    *v = NULL;
+        free(v->many);
+    v->many = NULL;
     *n = 0;
 }

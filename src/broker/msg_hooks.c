@@ -21,7 +21,7 @@ bool kq_msg_handed_over(struct kq_broker *b, const struct kq_msg *m)
     if (!m->n_done)
         return false;
     const char *atom = kq_atom_find(b, HANDED_OVER);
-    return atom && kq_names_has(m->done, m->n_done, atom);
+    return atom && kq_names_has(&m->done, m->n_done, atom);
 }
 
 int64_t kq_msg_expiry(struct kq_broker *b, const struct kq_msg *m)
