@@ -51,7 +51,7 @@ static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
 {
     if (m->n_done && name_in(b, &m->done, m->n_done, group))
         return; /* purged for the group meanwhile (kq_delivery_purge_copy): not a failure */
-    if (kq_names_add(b, &m->failed, &m->n_failed, group) == 0)
+    if (kq_failed_add(b, m, group) == 0)
         return;
     m->names_lost = true;
     b->stats.names_lost++;
@@ -157,6 +157,7 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
     if (remove_from_store && m->stored)
         store_result(b, "remove", m->id, b->store->ops->remove(b->store, m->id));
     kq_idmap_remove(&b->msgs, m);
+    kq_failed_clear(b, m);
     kq_topic_stats(b, m->topic)->pending--;
     kq_hist_finish(b, m);
     kq_msg_extra_drop(b, m);
@@ -817,7 +818,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
     size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
-    kq_names_clear(&m->failed, &m->n_failed);
+    kq_failed_clear(b, m);
     m->names_lost = false;
     m->sent = 0;
     m->retry_soon = false;
@@ -978,43 +979,46 @@ void kq_delivery_check_timeouts(struct kq_broker *b)
         complete(b, b->tq_head, false, "timeout");
 }
 
-/* Messages that wait for a later attempt go now when it may reach a consumer:
- *  - `group` came online (group != NULL): those whose last attempt failed for it, or found
- *    no route at all;
- *  - the bindings of `topic` changed (group == NULL; topic NULL = any topic): those whose
- *    last attempt sent nothing. The new bindings may route them to a group that is online;
- *    if it is not, the attempt records it among their failed groups, so that its coming
- *    online wakes them. "No route" alone is not enough: ZooKeeper reports each group's
- *    bindings on their own, and once one offline group of the topic is bound, the backlog
- *    has a route — to that group only. Attempts that sent copies keep their retry delay. */
-static void wake_waiting(struct kq_broker *b, const char *group, const char *topic)
+/* Messages that wait for a later attempt go now when it may reach a consumer (see
+ * kq_delivery_group_online and kq_delivery_bindings_changed). Attempts that sent copies keep
+ * their retry delay. */
+static bool waits_for_later(struct kq_broker *b, const struct kq_msg *m, int64_t now)
+{
+    if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
+        return false;
+    return !m->extra || kq_msg_due_ms(b, m) <= now; /* scheduled: never before it is due */
+}
+
+static void wake_if_waiting(struct kq_broker *b, struct kq_msg *m, void *now)
+{
+    if (waits_for_later(b, m, *(int64_t *)now))
+        kq_delivery_schedule(b, m, *(int64_t *)now);
+}
+
+/* Those whose last attempt failed for the group, or found no route at all: found in the
+ * failed index, so the cost is the group's backlog (and the unrouted), not every message. */
+size_t kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
 {
     int64_t now = kq_now_ms();
-    /* lookups only: a name no message holds has no atom, and then nothing refers to it */
-    const char *nosub = kq_atom_find(b, NO_SUBSCRIBER), *ga = group ? kq_atom_find(b, group) : NULL;
-    const char *ta = topic ? kq_atom_find(b, topic) : NULL;
-    struct kq_msg *m;
-    for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
-        if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
-            continue;
-        if (m->extra && kq_msg_due_ms(b, m) > now)
-            continue; /* scheduled: never before it is due */
-        bool wake = group ? (nosub && kq_names_has(&m->failed, m->n_failed, nosub)) ||
-                                (ga && kq_names_has(&m->failed, m->n_failed, ga))
-                          : m->sent == 0 && (!topic || m->topic == ta);
-        if (wake)
-            kq_delivery_schedule(b, m, now);
-    }
+    size_t n = kq_failed_each(b, g->id, wake_if_waiting, &now);
+    n += kq_failed_each(b, NO_SUBSCRIBER, wake_if_waiting, &now);
+    KQ_DEBUG("delivery", "group online group=%s looked at %zu waiting message(s)", g->id, n);
+    return n;
 }
 
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
-{
-    wake_waiting(b, g->id, NULL);
-}
-
+/* The bindings of `topic` changed (NULL = any topic): those whose last attempt sent nothing.
+ * The new bindings may route them to a group that is online; if it is not, the attempt
+ * records it among their failed groups, so that its coming online wakes them. "No route"
+ * alone is not enough: ZooKeeper reports each group's bindings on their own, and once one
+ * offline group of the topic is bound, the backlog has a route - to that group only. */
 void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic)
 {
-    wake_waiting(b, NULL, topic);
+    int64_t now = kq_now_ms();
+    const char *ta = topic ? kq_atom_find(b, topic) : NULL; /* lookup only: no reference */
+    struct kq_msg *m;
+    for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
+        if (m->sent == 0 && (!topic || m->topic == ta) && waits_for_later(b, m, now))
+            kq_delivery_schedule(b, m, now);
 }
 
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
@@ -1043,7 +1047,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
         return rc;
     kq_hist(b, m, KQ_EV_PURGED, group, NULL);
     const char *atom = kq_atom_find(b, group);
-    kq_names_remove(&m->failed, &m->n_failed, atom);
+    kq_failed_remove(b, m, atom);
     if (!attempt_over(m) || m->loading || m->first_ack)
         return 1;
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
@@ -1064,6 +1068,7 @@ void kq_delivery_free_all(struct kq_broker *b)
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
         kq_msg_free(m);
     kq_idmap_free(&b->msgs);
+    kq_failed_index_free(b);
     kq_msg_extras_free(b);
     kq_heap_free(&b->schedule);
     free(b->deferred.ids);

@@ -204,6 +204,7 @@ struct kq_broker {
     struct kq_purges *purges;           /* POST /groups/purge jobs (admin_purge.c) */
     struct kq_history_tab *history;     /* message histories (history.c) */
     struct kq_msg_extras *extras;       /* due times and groups of messages (msg_extra.c) */
+    struct kq_failed_group *failed_index; /* pending messages by failed group (failed_index.c) */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
@@ -305,6 +306,20 @@ void kq_names_clear(union kq_names *v, uint16_t *n);
 /* Take atom out of the list (no-op when absent or NULL). */
 void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom);
 
+/* failed_index.c: the groups m's current attempt failed for (m->failed), and the messages by
+ * failed group beside them. m->failed changes only through these. kq_failed_add returns 0,
+ * or -ENOMEM / -E2BIG when the group could not be recorded (the caller acts on it). */
+int kq_failed_add(struct kq_broker *b, struct kq_msg *m, const char *group);
+/* Take atom out of m's failed groups (no-op when absent or NULL). */
+void kq_failed_remove(struct kq_broker *b, struct kq_msg *m, const char *atom);
+/* Before a new attempt, and before m leaves the index. */
+void kq_failed_clear(struct kq_broker *b, struct kq_msg *m);
+/* cb for every message whose current attempt failed for group (cb must not change failed
+ * groups); returns how many it visited: the group's backlog, never the broker's. */
+typedef void (*kq_failed_cb)(struct kq_broker *b, struct kq_msg *m, void *ud);
+size_t kq_failed_each(struct kq_broker *b, const char *group, kq_failed_cb cb, void *ud);
+void kq_failed_index_free(struct kq_broker *b);
+
 /* msg_extra.c: a message's due time (scheduled delivery) and own group list, kept in a
  * side table while it is pending and in its header as properties (policy.h: KQ_PROP_*).
  * kq_msg_extra_drop must run before kq_msg_free of a message that may have an entry. */
@@ -371,7 +386,9 @@ int kq_requeue_targets(struct kq_broker *b, struct kq_msg *m, const struct kq_de
                        const char *const *picked, size_t n_picked, char *why, size_t whylen);
 /* The attempt of m is over (all copies answered): delete, retry or dead-letter. */
 void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m);
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
+/* g came online: its messages waiting for a later attempt (those that failed for it or found
+ * no subscriber) go now. Returns how many it looked at (the debug log; tests). */
+size_t kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
 /* The last connection of g is gone: messages waiting for it fail for this group. */
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g);
 /* Send what waits for room, for every group (called on the tick). */

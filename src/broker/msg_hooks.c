@@ -177,7 +177,7 @@ static void hand_over(struct kq_broker *b, struct kq_msg *m, const struct kq_rou
     }
     KQ_WARN("delivery", "dead letter handed over by on_dead id=%s topic=%s type=%s groups=%s "
             "reason=\"%s\"", m->id, m->topic, m->type, groups, reason);
-    kq_names_clear(&m->failed, &m->n_failed);
+    kq_failed_clear(b, m);
     m->attempts = 0;
     int64_t now = kq_now_ms();
     kq_delivery_persist(b, m, now);
