@@ -631,7 +631,7 @@ static int set_loaded_block(struct kq_msg *m, const struct kq_stored_msg *sm)
     if (kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len) != 0)
         return -ENOMEM;
     if (m->commit)
-        kq_tx_mark_header_committed(m);
+        kq_msg_mark_header_committed(m);
     return 0;
 }
 

@@ -259,8 +259,6 @@ void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m
 /* tx.c: two-phase messages */
 void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m);
 void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m);
-/* Re-pack the header of a committed message with commit=true (consumers see it). */
-void kq_tx_mark_header_committed(struct kq_msg *m);
 
 /* A producer's publish waiting for the store; detached if the connection goes away. */
 struct kq_pending_save {
@@ -297,6 +295,8 @@ int kq_msg_set_block(struct kq_msg *m, const uint8_t *header, uint32_t header_le
                      const uint8_t *body, uint32_t body_len);
 /* Drop header and body of a stored message until its next attempt. */
 void kq_msg_evict(struct kq_msg *m);
+/* Re-pack the header of a committed message with commit=true (consumers see it). */
+void kq_msg_mark_header_committed(struct kq_msg *m);
 /* Group lists (union kq_names, n names). kq_names_add returns 0, or -ENOMEM / -E2BIG when
  * the name could not be recorded: the caller must act on it (see names_lost in delivery.c). */
 const char *const *kq_names_view(const union kq_names *v, uint16_t n);

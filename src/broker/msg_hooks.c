@@ -229,7 +229,7 @@ static void on_dead_loaded(void *ud, int status, const struct kq_stored_msg *sm)
         if (status == 0 && kq_msg_set_block(m, sm->header, sm->header_len, sm->body,
                                             sm->body_len) == 0) {
             if (m->commit)
-                kq_tx_mark_header_committed(m);
+                kq_msg_mark_header_committed(m);
         } else {
             KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back for on_dead: "
                                "it sees the message without properties", m->id);

@@ -60,32 +60,6 @@ struct commit_ctx {
     char id[KQ_ID_LEN + 1];
 };
 
-/* Consumers should see commit=true in the header of a committed message (the original
- * delivered commit=false). No-op while the message is evicted: it is applied on load. */
-void kq_tx_mark_header_committed(struct kq_msg *m)
-{
-    if (!m->block || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
-        return; /* nothing to do for every message published committed (the usual case) */
-    Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
-    if (!h)
-        return;
-    if (!h->commit) {
-        h->commit = 1;
-        uint8_t *hdr;
-        size_t len;
-        if (kq_header_pack(h, &hdr, &len) == 0) {
-            uint8_t *body = malloc(KQ_MSG_BODY_LEN(m) + 1);
-            if (body) {
-                memcpy(body, KQ_MSG_BODY(m), KQ_MSG_BODY_LEN(m));
-                kq_msg_set_block(m, hdr, (uint32_t)len, body, KQ_MSG_BODY_LEN(m));
-                free(body);
-            }
-            free(hdr);
-        }
-    }
-    protocol__header__free_unpacked(h, NULL);
-}
-
 static void on_committed(void *ud, int status)
 {
     struct commit_ctx *cc = ud;
@@ -93,7 +67,7 @@ static void on_committed(void *ud, int status)
     if (m && !m->commit && status == 0) {
         m->commit = true;
         kq_hist(cc->broker, m, KQ_EV_COMMITTED, m->pub_group, NULL);
-        kq_tx_mark_header_committed(m);
+        kq_msg_mark_header_committed(m);
         int64_t now = kq_now_ms(), due = kq_msg_due_ms(cc->broker, m);
         kq_delivery_schedule(cc->broker, m, due > now ? due : now); /* scheduled: when due */
     } else if (status != 0) {
