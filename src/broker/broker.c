@@ -179,6 +179,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         return -ENOMEM;
     }
     kq_idmap_init(&b->msgs, offsetof(struct kq_msg, id));
+    b->turns = (struct kq_msg_path_turns){kq_tx_check_due, kq_publish_first_attempt_done};
     kq_arena_init(&b->frame_arena, 64 * 1024);
     uv_timer_init(loop, &b->tick);
     b->tick.data = b;

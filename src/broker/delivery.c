@@ -142,7 +142,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
     }
     kq_topic_stats(b, m->topic)->pending++;
     if (!m->commit) {
-        kq_tx_schedule_check(b, m);
+        kq_delivery_schedule(b, m, when_ms); /* its first transaction check */
         kq_msg_evict(m); /* waits for its commit: loaded again for the check or delivery */
     } else if (when_ms <= kq_now_ms())
         start_attempt(b, m); /* a new message goes out at once, not on the next timer */
@@ -804,7 +804,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         return;
     }
     if (!m->commit) {
-        kq_tx_check_due(b, m);
+        b->turns.tx_check_due(b, m);
         return;
     }
     /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
@@ -871,7 +871,7 @@ static int64_t warm_retry_ms(struct kq_broker *b, const struct kq_msg *m)
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
 {
     if (m->first_ack) {
-        kq_publish_first_attempt_done(b, m, m->n_failed == 0);
+        b->turns.first_attempt_done(b, m, m->n_failed == 0);
         return;
     }
     if (m->n_failed == 0 && !m->names_lost) {

@@ -166,6 +166,18 @@ struct kq_msg_block {
 const char *kq_msg_failure(const struct kq_msg *m);
 void kq_msg_set_failure(struct kq_msg *m, const char *why);
 
+/* The message path reads one way: accept (publish.c, tx.c) -> store -> schedule and deliver
+ * (delivery.c) -> finish. Where it must turn back to an earlier stage, delivery.c calls
+ * these (set by kq_broker_start), never publish.c or tx.c directly. */
+struct kq_msg_path_turns {
+    /* An uncommitted message is due (header loaded): ask its producer, schedule the next
+     * check (tx.c: kq_tx_check_due). */
+    void (*tx_check_due)(struct kq_broker *b, struct kq_msg *m);
+    /* deliveryFirst: m's first attempt is over; ack the producer, storing what is left
+     * (publish.c: kq_publish_first_attempt_done). */
+    void (*first_attempt_done)(struct kq_broker *b, struct kq_msg *m, bool all_done);
+};
+
 struct kq_broker {
     uv_loop_t *loop;
     struct kq_config *cfg;
@@ -205,6 +217,7 @@ struct kq_broker {
     struct kq_history_tab *history;     /* message histories (history.c) */
     struct kq_msg_extras *extras;       /* due times and groups of messages (msg_extra.c) */
     struct kq_failed_group *failed_index; /* pending messages by failed group (failed_index.c) */
+    struct kq_msg_path_turns turns;     /* delivery back to publish / tx */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
@@ -257,8 +270,9 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
 void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m);
 
 /* tx.c: two-phase messages */
-void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m);
-void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m);
+/* When the next transaction check of uncommitted m is due (Unix ms). */
+int64_t kq_tx_next_check_ms(const struct kq_broker *b, const struct kq_msg *m);
+void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m); /* b->turns.tx_check_due */
 
 /* A producer's publish waiting for the store; detached if the connection goes away. */
 struct kq_pending_save {
@@ -270,7 +284,8 @@ struct kq_pending_save {
     struct kq_pending_save *prev, *next;
 };
 void kq_publish_session_closed(struct kq_session *s);
-/* deliveryFirst: the first attempt is over; ack the producer (storing what is left). */
+/* deliveryFirst: the first attempt is over; ack the producer (storing what is left).
+ * b->turns.first_attempt_done. */
 void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool all_done);
 
 /* message.c */
@@ -393,6 +408,8 @@ size_t kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g);
 /* Send what waits for room, for every group (called on the tick). */
 void kq_delivery_pump_all(struct kq_broker *b);
+/* m enters the index: a committed message is attempted at when_ms (at once when due); an
+ * uncommitted one waits, evicted, for its transaction check at when_ms. */
 void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
                         bool status);

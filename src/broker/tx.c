@@ -20,9 +20,9 @@ static int64_t next_check_delay(const struct kq_broker *b, int32_t checks)
     return d < TX_MAX_BACKOFF_MS ? d : TX_MAX_BACKOFF_MS;
 }
 
-void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m)
+int64_t kq_tx_next_check_ms(const struct kq_broker *b, const struct kq_msg *m)
 {
-    kq_delivery_schedule(b, m, kq_now_ms() + next_check_delay(b, m->tx_checks));
+    return kq_now_ms() + next_check_delay(b, m->tx_checks);
 }
 
 void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
@@ -49,7 +49,7 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
         kq_hist(b, m, KQ_EV_TX_CHECK, m->pub_group, s);
         KQ_DEBUG("tx", "check id=%s group=%s n=%d", m->id, m->pub_group, m->tx_checks);
     }
-    int64_t next = kq_now_ms() + next_check_delay(b, m->tx_checks);
+    int64_t next = kq_tx_next_check_ms(b, m);
     kq_delivery_persist(b, m, next);
     kq_delivery_schedule(b, m, next);
     kq_msg_evict(m);
