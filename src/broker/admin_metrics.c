@@ -130,7 +130,8 @@ static void message_metrics(struct kq_broker *b, struct kq_prom *p)
                     "Group names delivery could not record (out of memory); the attempt was "
                     "retried.", NULL, (double)b->stats.names_lost);
     kq_prom_gauge(p, "kiteq_interned_names",
-                  "Distinct topic, messageType and group names held by pending messages.",
+                  "Distinct topic, messageType and group names held by pending messages and known "
+                  "groups.",
                   NULL, (double)kq_atoms_count(b));
     kq_prom_gauge(p, "kiteq_pending_messages", "Messages in the broker's index (backlog).",
                   NULL, (double)b->msgs.len);

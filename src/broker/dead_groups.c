@@ -8,13 +8,12 @@
 
 #include "broker/internal.h"
 
-/* Groups that take m now: the routes of its (topic, messageType). Copied (the broker's
- * route buffer serves every attempt). malloc'd array of atoms' names; NULL on ENOMEM. */
-static const char **routed_groups(struct kq_broker *b, const char *topic, const char *type,
-                                  size_t *n)
+/* Groups that take m now: its routes as an attempt sees them (the policy's, per message when
+ * it routes per message, or the groups on_publish chose). Copied (the broker's route buffer
+ * serves every attempt). malloc'd array of atoms' names; NULL on ENOMEM. */
+static const char **routed_groups(struct kq_broker *b, const struct kq_msg *m, size_t *n)
 {
-    size_t nr = kq_policy_route(b->policy, b->bindings, topic, type, b->routes,
-                                KQ_POLICY_MAX_ROUTES);
+    size_t nr = kq_msg_route(b, m, b->routes, KQ_POLICY_MAX_ROUTES);
     const char **v = malloc((nr + 1) * sizeof *v);
     if (!v)
         return NULL;
@@ -37,7 +36,7 @@ int kq_dead_groups_of(struct kq_broker *b, const struct kq_msg *m, const char *r
 {
     memset(out, 0, sizeof *out);
     size_t nr = 0;
-    const char **routed = routed_groups(b, m->topic, m->type, &nr);
+    const char **routed = routed_groups(b, m, &nr);
     const char *const *done = kq_names_view(&m->done, m->n_done);
     const char *const *failed = kq_names_view(&m->failed, m->n_failed);
     struct kq_dlq_group *v = routed ? malloc((nr + m->n_failed + 1) * sizeof *v) : NULL;
@@ -52,8 +51,11 @@ int kq_dead_groups_of(struct kq_broker *b, const struct kq_msg *m, const char *r
         if (listed(done, m->n_done, g) || !strcmp(g, KQ_NO_SUBSCRIBER) ||
             (i >= nr && listed(routed, nr, g)))
             continue;
+        /* its own last failure when the history has it, else the last attempt's */
         bool last_failed = listed(failed, m->n_failed, g);
-        const char *why = last_failed && kq_msg_failure(m) ? kq_msg_failure(m) : reason;
+        const char *why = kq_hist_last_failure(b, m, g);
+        if (!why)
+            why = last_failed && kq_msg_failure(m) ? kq_msg_failure(m) : reason;
         v[n++] = (struct kq_dlq_group){g, why ? why : ""};
     }
     free(routed);
@@ -71,7 +73,7 @@ int kq_requeue_targets(struct kq_broker *b, struct kq_msg *m, const struct kq_de
                        const char *const *picked, size_t n_picked, char *why, size_t whylen)
 {
     size_t nr = 0;
-    const char **routed = routed_groups(b, m->topic, m->type, &nr);
+    const char **routed = routed_groups(b, m, &nr);
     if (!routed) {
         snprintf(why, whylen, "out of memory");
         return -ENOMEM;

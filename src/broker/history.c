@@ -25,6 +25,8 @@
 struct event {
     uint32_t at;         /* ms after the history's start (saturates at ~49 days) */
     uint8_t kind;        /* enum kq_hist_kind */
+    bool group_held;     /* group is a group's hist_name, held for the broker's life: this
+                          * event takes no reference on it (one less count per event) */
     uint16_t n;          /* SENT: the attempt; coalesced kinds: how many times */
     const char *group;   /* atom of the history table, or NULL */
     union {
@@ -38,6 +40,9 @@ struct kq_history {
     int64_t start_ms; /* Unix ms of the first event */
     uint8_t n, cap;
     uint16_t dropped; /* events dropped between the first KQ_HIST_HEAD and the latest */
+    bool delivered;   /* the last event is "delivered", kept here, not in ev: the message
+                       * finishes at once (kq_hist_finish, the same loop time), so the event
+                       * is shown at its finishedTime; one event less per message */
     struct event ev[];
 };
 
@@ -61,6 +66,7 @@ struct kq_history_tab {
     size_t ring_cap, ring_next, ring_len;
     uint64_t bytes;
     uint64_t skipped;
+    struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
     uint64_t clock_at;  /* hist_now_ms: the loop time of the last wall-clock reading */
     int64_t clock_off;  /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
 };
@@ -130,13 +136,18 @@ int kq_history_init(struct kq_broker *b)
     return 0;
 }
 
+static void event_release(const struct event *e)
+{
+    if (!e->group_held)
+        kq_atom_release(e->group);
+    if (e->kind != KQ_EV_RETRY)
+        kq_atom_release(e->u.peer);
+}
+
 static void events_release(struct kq_history *h, unsigned from, unsigned to)
 {
-    for (unsigned i = from; i < to; i++) {
-        kq_atom_release(h->ev[i].group);
-        if (h->ev[i].kind != KQ_EV_RETRY)
-            kq_atom_release(h->ev[i].u.peer);
-    }
+    for (unsigned i = from; i < to; i++)
+        event_release(&h->ev[i]);
 }
 
 static void history_free(struct kq_history_tab *t, struct kq_history *h)
@@ -265,17 +276,22 @@ static const char *name_of(struct kq_history_tab *t, const char *s)
     return s ? kq_atom_in(&t->names, s) : NULL;
 }
 
-static const char *group_name(struct kq_history_tab *t, struct kq_broker *b, const char *group,
-                              const struct kq_session *s)
+/* e's group: the group's own hist_name when there is a group (no reference taken). */
+static void set_group(struct kq_history_tab *t, struct kq_broker *b, struct event *e,
+                      const char *group, const struct kq_session *s)
 {
     if (!group)
-        return NULL;
-    /* the connection's own group (most events): no lookup */
-    struct kq_group *g = s && s->group && s->group->id == group ? s->group
-                                                                 : kq_group_get(b, group, false);
+        return;
+    /* the connection's own group, or the last one looked up (most events): no lookup */
+    struct kq_group *g = s && s->group && s->group->id == group           ? s->group
+                         : t->last_group && t->last_group->id == group ? t->last_group
+                                                                         : NULL;
+    if (!g && (g = kq_group_get(b, group, false)))
+        t->last_group = g;
     if (g && !g->hist_name)
-        g->hist_name = name_of(t, g->id); /* held for the group's life */
-    return g && g->hist_name ? kq_atom_ref(g->hist_name) : name_of(t, group);
+        g->hist_name = name_of(t, g->id); /* held for the group's (the broker's) life */
+    e->group_held = g && g->hist_name;
+    e->group = e->group_held ? g->hist_name : name_of(t, group);
 }
 
 static const char *peer_name(struct kq_history_tab *t, struct kq_session *s)
@@ -342,6 +358,16 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
     return 0;
 }
 
+static void delivered_event(struct kq_history **hp, int64_t now)
+{
+    int64_t off = now - (*hp)->start_ms;
+    struct event e = {.kind = KQ_EV_DELIVERED,
+                      .at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off};
+    struct kq_history *h = *hp;
+    h->delivered = false;
+    h->ev[h->n++] = e; /* it had room when recorded, and nothing came after */
+}
+
 static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
 {
     struct kq_history *h = malloc(record_size(HIST_FIRST_CAP));
@@ -362,7 +388,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
     if (!t || (!t->ring_cap && !logging))
         return; /* messageHistory = 0: no histories */
     struct event e = {.kind = kind};
-    e.group = group_name(t, b, group, s);
+    set_group(t, b, &e, group, s);
     if (kind == KQ_EV_RETRY)
         e.u.when_ms = when_ms;
     else
@@ -373,7 +399,13 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         log_event(m, &e);
     struct kq_history **hp = t->ring_cap ? slot_of(t, m) : NULL;
     struct kq_history *h = hp ? *hp : NULL;
+    if (h && kind == KQ_EV_DELIVERED && h->n < h->cap) {
+        h->delivered = true; /* room for it: shown as it would have been */
+        return;
+    }
     int64_t now = hist_now_ms(b, t);
+    if (h && h->delivered) /* not finished after all: the event goes in its place */
+        delivered_event(hp, now);
     if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
         t->skipped++;
     else if (t->ring_cap && !h) {
@@ -385,9 +417,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         hp = h ? slot_of(t, m) : NULL;
     }
     if (!h) { /* no history kept (messageHistory = 0, or out of memory) */
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
+        event_release(&e);
         return;
     }
     int64_t off = now - h->start_ms;
@@ -402,18 +432,13 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
             upd.u.when_ms = e.u.when_ms;
         memmove(same, same + 1, (size_t)(&h->ev[h->n - 1] - same) * sizeof *same);
         h->ev[h->n - 1] = upd;
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
+        event_release(&e);
         return;
     }
     if (coalesces(kind))
         e.n = 1;
-    if (append(t, hp, &e) != 0) {
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
-    }
+    if (append(t, hp, &e) != 0)
+        event_release(&e);
 }
 
 void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
@@ -443,6 +468,33 @@ void kq_hist_session_closed(struct kq_session *s)
 {
     kq_atom_release(s->hist_peer);
     s->hist_peer = NULL;
+}
+
+/* Why group last failed m, from its history: "nack", "timeout", "connection lost", "no
+ * consumer online", "consumers warming up" or "not sent: <reason>" (static text or the
+ * history's atom, valid while m's history lives); NULL when its history has none (none
+ * kept, or the group never failed). Dead letters record it per group. */
+const char *kq_hist_last_failure(struct kq_broker *b, const struct kq_msg *m, const char *group)
+{
+    struct kq_history_tab *t = b->history;
+    struct kq_history **p = t ? slot_of(t, m) : NULL;
+    const struct kq_history *h = p ? *p : NULL;
+    for (unsigned i = h ? h->n : 0; i-- > 0;) {
+        const struct event *e = &h->ev[i];
+        if (!e->group || strcmp(e->group, group) != 0)
+            continue;
+        switch (e->kind) {
+        case KQ_EV_NACKED: return "nack";
+        case KQ_EV_TIMEOUT: return "timeout";
+        case KQ_EV_LOST: return "connection lost";
+        case KQ_EV_NO_CONSUMER: return "no consumer online";
+        case KQ_EV_WARMING: return "consumers warming up";
+        case KQ_EV_NOT_SENT: return e->u.peer ? e->u.peer : "not sent";
+        case KQ_EV_ACKED: return NULL; /* its last word was an ack */
+        default: break;
+        }
+    }
+    return NULL;
 }
 
 /* --- the ring of finished messages -------------------------------------------------------- */
@@ -479,7 +531,7 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
     }
     memcpy(f->id, m->id, sizeof f->id);
     t->ring_len++;
-    f->state = h->ev[h->n - 1].kind;
+    f->state = h->delivered ? KQ_EV_DELIVERED : h->ev[h->n - 1].kind;
     f->finished_ms = hist_now_ms(b, t);
     f->h = h;
 }
@@ -491,6 +543,8 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
     if (!f || m->hist)
         return;
     struct kq_history *h = f->h;
+    if (h->delivered) /* its story goes on: the event goes in its place, at its time */
+        delivered_event(&h, f->finished_ms);
     f->h = NULL;
     finished_clear(t, f);
     if (slot_take(t, m, h) != 0)
@@ -499,7 +553,7 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
 
 /* --- JSON --------------------------------------------------------------------------------- */
 
-static cJSON *events_json(const struct kq_history *h)
+static cJSON *events_json(const struct kq_history *h, int64_t delivered_ms)
 {
     cJSON *a = cJSON_CreateArray();
     for (unsigned i = 0; i < h->n; i++) {
@@ -529,6 +583,12 @@ static cJSON *events_json(const struct kq_history *h)
             cJSON_AddItemToArray(a, d);
         }
     }
+    if (h->delivered) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "time", (double)delivered_ms);
+        cJSON_AddStringToObject(o, "event", kind_names[KQ_EV_DELIVERED]);
+        cJSON_AddItemToArray(a, o);
+    }
     return a;
 }
 
@@ -536,7 +596,7 @@ cJSON *kq_hist_json(struct kq_broker *b, const struct kq_msg *m)
 {
     struct kq_history_tab *t = b->history;
     struct kq_history **p = t ? slot_of(t, m) : NULL;
-    return p ? events_json(*p) : NULL;
+    return p ? events_json(*p, kq_now_ms()) : NULL;
 }
 
 cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_kind *final_kind)
@@ -557,7 +617,7 @@ cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_k
         cJSON_AddStringToObject(o, "publishGroup", type + strlen(type) + 1);
     }
     cJSON_AddNumberToObject(o, "finishedTime", (double)f->finished_ms);
-    cJSON_AddItemToObject(o, "history", events_json(f->h));
+    cJSON_AddItemToObject(o, "history", events_json(f->h, f->finished_ms));
     return o;
 }
 

@@ -69,6 +69,7 @@ struct kq_session {
 struct kq_wait {
     struct kq_msg *msg;
     struct kq_wait *next;
+    uint32_t charged; /* body bytes counted in b->hot_waiting_bytes for this copy */
 };
 
 /* Flow of a group on one topic: the limits the flow.group policy gave (asked about once a
@@ -116,6 +117,8 @@ struct kq_group {
     uint64_t timeouts_unlogged;   /* timeouts since the last log line about them */
     uint64_t timeouts_logged_ms;  /* monotonic; when that line was written */
     const char *hist_name;      /* the name as message histories hold it (history.c) */
+    const char *atom;           /* the name in b->atoms, held for the group's life: acks put
+                                 * it in done lists without interning it again per message */
     struct kq_group *pump_next; /* in the broker's list of groups with waiters */
     bool in_pump_list;
     UT_hash_handle hh;
@@ -135,7 +138,9 @@ struct kq_msg {
     bool deferred : 1;   /* parked in the broker's ring of cold messages (delivery.c) */
     bool names_lost : 1; /* a failed group could not be recorded: the attempt failed */
     bool extra : 1;      /* has a due time or its own groups (msg_extra.c) */
-    uint8_t failure;     /* kq_msg_failure() */
+    bool hdr_committed : 1; /* the stored header says commit (published so): read back, it
+                             * needs no check (kq_msg_mark_header_committed) */
+    uint8_t failure : 3; /* kq_msg_failure(): an index of its 6 texts */
     int32_t deliver_limit;
     int32_t attempts;
     int32_t tx_checks;
@@ -194,6 +199,8 @@ struct kq_broker {
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
     size_t n_waiting_total;     /* messages waiting in all groups' queues */
+    size_t hot_waiting_bytes;   /* header + body bytes of waiting copies queued with their
+                                 * block in memory (delivery.c drop_block_while_out) */
     struct kq_id_ring {         /* cold messages parked until the queues have room */
         char (*ids)[KQ_ID_LEN + 1];
         size_t head, len, cap;
@@ -204,6 +211,7 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats; /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
+    struct kq_group *last_offered; /* delivery.c offer's cache (groups live as long as b) */
     struct kq_zk_registry *zk;          /* NULL with static bindings */
     struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;         /* "static" or the ZooKeeper state */
@@ -527,6 +535,7 @@ void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind,
                   const char *group, const char *text);
 /* m leaves the index (or never got in): its history moves to the finished ring. */
 void kq_hist_finish(struct kq_broker *b, struct kq_msg *m);
+const char *kq_hist_last_failure(struct kq_broker *b, const struct kq_msg *m, const char *group);
 /* m (requeued) takes back the history its id left in the ring, if any. */
 void kq_hist_resume(struct kq_broker *b, struct kq_msg *m);
 /* A session closes: its name for histories is released. */

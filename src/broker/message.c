@@ -11,8 +11,8 @@
 /* 152 bytes is a 160-byte glibc chunk; one byte more costs 16 per pending message. */
 _Static_assert(sizeof(struct kq_msg) <= 152, "struct kq_msg grew past 152 bytes");
 
-/* An interned name, counted: it lives while a message or a group list refers to it, so a
- * stream of distinct messageTypes does not grow memory for good. */
+/* An interned name, counted: it lives while a message, a group list or a group (its own
+ * name) refers to it, so a stream of distinct messageTypes does not grow memory for good. */
 struct kq_atom {
     UT_hash_handle hh;
     struct kq_atom **table; /* the broker's b->atoms, to leave it on the last release */
@@ -113,7 +113,7 @@ void kq_msg_evict(struct kq_msg *m)
  * delivered commit=false). No-op while the message is evicted: it is applied on load. */
 void kq_msg_mark_header_committed(struct kq_msg *m)
 {
-    if (!m->block || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
+    if (!m->block || m->hdr_committed || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
         return; /* nothing to do for every message published committed (the usual case) */
     Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
     if (!h)
@@ -137,6 +137,7 @@ void kq_msg_mark_header_committed(struct kq_msg *m)
 
 static const char *const failures[] = {NULL, "nack", "timeout", "connection lost",
                                        "no consumer online", "over flow"};
+_Static_assert(sizeof failures / sizeof failures[0] <= 8, "kq_msg.failure has 3 bits");
 
 const char *kq_msg_failure(const struct kq_msg *m)
 {
@@ -231,7 +232,7 @@ int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char
         return 0;
     if (*n == UINT16_MAX)
         return -E2BIG;
-    const char *atom = kq_atom(b, name);
+    const char *atom = known ? kq_atom_ref(known) : kq_atom(b, name);
     if (!atom)
         return -ENOMEM;
     if (*n == 0) {

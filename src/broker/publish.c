@@ -391,6 +391,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         goto out;
     }
     m->fly = h->fly;
+    m->hdr_committed = m->commit;
     kq_hist(b, m, KQ_EV_PUBLISHED, s->group->id, s);
     kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
     sm.deliver_at_ms = due_ms;

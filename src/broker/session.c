@@ -154,13 +154,13 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         return;
     }
     /* Decoded into the broker's frame arena: nothing below keeps a pointer into m. */
-    ProtobufCMessage *m = kq_codec_unpack_in(&b->frame_arena, f->cmd, f->body, (size_t)f->body_len);
     /* Identities and messages are compared and stored as C strings: a NUL inside one would
      * cut it short unseen ("s-pub\0junk" authenticating as "s-pub"). (Acks only use their
      * opaque, status and a message id that a NUL would make unknown.) */
-    const char *nul = m && f->cmd != KQ_CMD_DELIVER_ACK && f->cmd != KQ_CMD_TX_ACK
-                          ? kq_codec_nul_string_field(f->cmd, f->body, (size_t)f->body_len)
-                          : NULL;
+    const char *nul = NULL;
+    bool ack = f->cmd == KQ_CMD_DELIVER_ACK || f->cmd == KQ_CMD_TX_ACK;
+    ProtobufCMessage *m = kq_codec_unpack_checked(&b->frame_arena, f->cmd, f->body,
+                                                  (size_t)f->body_len, ack ? NULL : &nul);
     if (!m || nul) {
         char why[96];
         if (nul)

@@ -181,10 +181,63 @@ static void test_requeue_goes_to_who_failed(void **state)
     assert_int_equal(system(rm), 0);
 }
 
+/* The reason of each group is its own: in the last attempt a nacks while b's connection is
+ * lost, so a's reason is "nack" and b's "connection lost" (not the attempt's last word for
+ * both). */
+static void test_each_group_keeps_its_reason(void **state)
+{
+    (void)state;
+    char cfg[4096];
+    broker_default_config(cfg, sizeof cfg, "memory://", "admin = \"127.0.0.1:0\"");
+    assert_int_equal(broker_start(&bp, cfg, NULL), 0);
+    admin_port = broker_admin_port(&bp);
+    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
+    int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
+    int prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .group = TEST_PRODUCER,
+                        .body = "two reasons", .commit = true, .limit = 1};
+    char id[33], got[33];
+    uint32_t op_a, op_b;
+    assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(b, 5000, got, &op_b, NULL, 0), 1);
+    assert_int_equal(raw_recv_delivery(a, 5000, got, &op_a, NULL, 0), 1);
+    close(b); /* b's copy: connection lost (wait until the broker saw it) */
+    char path[64];
+    snprintf(path, sizeof path, "/msg/%s", id);
+    for (uint64_t end = kq_mono_us() / 1000 + 5000;; usleep(20 * 1000)) {
+        int status;
+        cJSON *h = get_json(path, &status), *ev;
+        bool lost = false;
+        cJSON_ArrayForEach(ev, cJSON_GetObjectItem(h, "history"))
+            lost |= !strcmp(cJSON_GetObjectItem(ev, "event")->valuestring, "connection lost");
+        cJSON_Delete(h);
+        if (lost)
+            break;
+        assert_true(kq_mono_us() / 1000 < end);
+    }
+    raw_deliver_ack(a, op_a, got, false); /* a's copy: nacked, the attempt's last word */
+    assert_int_equal(raw_sync(a), 0);
+    cJSON *j = dead(id), *e;
+    int seen = 0;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "failedGroups")) {
+        const char *g = cJSON_GetObjectItem(e, "group")->valuestring;
+        const char *why = cJSON_GetObjectItem(e, "reason")->valuestring;
+        if (!strcmp(g, TEST_CONSUMER))
+            assert_string_equal(why, "nack"), seen |= 1;
+        else if (!strcmp(g, TEST_CONSUMER_B))
+            assert_string_equal(why, "connection lost"), seen |= 2;
+    }
+    assert_int_equal(seen, 3);
+    cJSON_Delete(j);
+    close(a);
+    close(prod);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_requeue_goes_to_who_failed, teardown),
+        cmocka_unit_test_teardown(test_each_group_keeps_its_reason, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -412,8 +412,7 @@ int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
         e = all[i];
         struct fs_rec r;
         const uint8_t *p = NULL;
-        struct fs_batch *f = s->inflight;
-        if (e->unsealed || (f && f->seg == e->seg && e->off >= f->base)) {
+        if (e->unsealed || fs_unwritten(s, false, e->seg, e->off)) {
             p = fs_read_at(s, false, e->seg, e->unsealed, e->off, e->len, &r);
         } else {
             if (wseg != e->seg || e->off < woff || e->off + e->len > woff + win.len) {
