@@ -335,8 +335,10 @@ static int h_msg(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf
             cJSON_AddNullToObject(o, "lastFailure");
         if (m->timer.pos != KQ_HEAP_NONE)
             cJSON_AddNumberToObject(o, "nextAttemptMs", (double)m->timer.key);
-        cJSON_AddItemToObject(o, "groupsDone", names_json(KQ_NAMES(m->done, m->n_done), m->n_done));
-        cJSON_AddItemToObject(o, "groupsFailed", names_json(KQ_NAMES(m->failed, m->n_failed), m->n_failed));
+        cJSON_AddItemToObject(o, "groupsDone",
+                              names_json(kq_names_view(&m->done, m->n_done), m->n_done));
+        cJSON_AddItemToObject(o, "groupsFailed",
+                              names_json(kq_names_view(&m->failed, m->n_failed), m->n_failed));
         cJSON *history = kq_hist_json(b, m);
         if (history)
             cJSON_AddItemToObject(o, "history", history);

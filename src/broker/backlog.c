@@ -125,7 +125,7 @@ static int count_message(struct kq_broker *b, struct kq_backlog *k, const struct
         k->memo_type = m->type;
     }
     for (size_t i = 0; i < k->memo_n; i++) {
-        if (k->memo_atoms[i] && kq_names_has(m->done, m->n_done, k->memo_atoms[i]))
+        if (k->memo_atoms[i] && kq_names_has(&m->done, m->n_done, k->memo_atoms[i]))
             continue;
         struct row *r = k->memo_rows[i];
         if (r->backlog++ == 0 || m->publish_time < r->oldest_sec)

@@ -99,7 +99,7 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
             lost += kq_names_add(b, &m->done, &m->n_done, st->groups_done[i]) != 0;
         /* so that a failed group coming back online gets it at once */
         for (size_t i = 0; i < st->n_failed; i++)
-            lost += kq_names_add(b, &m->failed, &m->n_failed, st->groups_failed[i]) != 0;
+            lost += kq_failed_add(b, m, st->groups_failed[i]) != 0;
         if (lost) {
             b->stats.names_lost += (uint64_t)lost;
             KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "broker", "recovering id=%s: %d group name(s) not "
@@ -114,6 +114,7 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
         when = due;
     if (kq_idmap_insert(&b->msgs, m) != 0) {
         KQ_ERROR("broker", "out of memory recovering id=%s", sm->id);
+        kq_failed_clear(b, m);
         kq_msg_extra_drop(b, m);
         kq_msg_free(m);
         return;
@@ -178,6 +179,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         return -ENOMEM;
     }
     kq_idmap_init(&b->msgs, offsetof(struct kq_msg, id));
+    b->turns = (struct kq_msg_path_turns){kq_tx_check_due, kq_publish_first_attempt_done};
     kq_arena_init(&b->frame_arena, 64 * 1024);
     uv_timer_init(loop, &b->tick);
     b->tick.data = b;

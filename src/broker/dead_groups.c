@@ -37,8 +37,8 @@ int kq_dead_groups_of(struct kq_broker *b, const struct kq_msg *m, const char *r
     memset(out, 0, sizeof *out);
     size_t nr = 0;
     const char **routed = routed_groups(b, m, &nr);
-    const char *const *done = KQ_NAMES(m->done, m->n_done);
-    const char *const *failed = KQ_NAMES(m->failed, m->n_failed);
+    const char *const *done = kq_names_view(&m->done, m->n_done);
+    const char *const *failed = kq_names_view(&m->failed, m->n_failed);
     struct kq_dlq_group *v = routed ? malloc((nr + m->n_failed + 1) * sizeof *v) : NULL;
     if (!v) {
         free(routed);

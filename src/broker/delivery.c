@@ -37,7 +37,7 @@ static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic);
 static bool loading_inline;
 
 /* Groups are kept as atoms, so membership is a pointer comparison. */
-static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
+static bool name_in(struct kq_broker *b, const union kq_names *v, uint16_t n, const char *name)
 {
     if (n == 0)
         return false; /* the usual case: no lookup */
@@ -49,9 +49,9 @@ static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const
  * whole attempt counts as failed, so the message is retried rather than taken as delivered. */
 static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
 {
-    if (m->n_done && name_in(b, m->done, m->n_done, group))
+    if (m->n_done && name_in(b, &m->done, m->n_done, group))
         return; /* purged for the group meanwhile (kq_delivery_purge_copy): not a failure */
-    if (kq_names_add(b, &m->failed, &m->n_failed, group) == 0)
+    if (kq_failed_add(b, m, group) == 0)
         return;
     m->names_lost = true;
     b->stats.names_lost++;
@@ -142,7 +142,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
     }
     kq_topic_stats(b, m->topic)->pending++;
     if (!m->commit) {
-        kq_tx_schedule_check(b, m);
+        kq_delivery_schedule(b, m, when_ms); /* its first transaction check */
         kq_msg_evict(m); /* waits for its commit: loaded again for the check or delivery */
     } else if (when_ms <= kq_now_ms())
         start_attempt(b, m); /* a new message goes out at once, not on the next timer */
@@ -157,6 +157,7 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
     if (remove_from_store && m->stored)
         store_result(b, "remove", m->id, b->store->ops->remove(b->store, m->id));
     kq_idmap_remove(&b->msgs, m);
+    kq_failed_clear(b, m);
     kq_topic_stats(b, m->topic)->pending--;
     kq_hist_finish(b, m);
     kq_msg_extra_drop(b, m);
@@ -537,7 +538,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
     uint64_t now = kq_broker_mono_ms();
     while (g->wait_head) {
         struct kq_msg *m = g->wait_head->msg;
-        if (m->n_done && name_in(b, m->done, m->n_done, g->id)) {
+        if (m->n_done && name_in(b, &m->done, m->n_done, g->id)) {
             dequeue_wait(b, g); /* purged while it waited: not sent */
             if (attempt_over(m))
                 finish_attempt(b, m);
@@ -646,7 +647,7 @@ static int set_loaded_block(struct kq_msg *m, const struct kq_stored_msg *sm)
     if (kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len) != 0)
         return -ENOMEM;
     if (m->commit)
-        kq_tx_mark_header_committed(m);
+        kq_msg_mark_header_committed(m);
     return 0;
 }
 
@@ -794,7 +795,7 @@ static bool any_group_online(struct kq_broker *b, const struct kq_msg *m)
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
     size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++) {
-        if (name_in(b, m->done, m->n_done, routes[i].group))
+        if (name_in(b, &m->done, m->n_done, routes[i].group))
             continue;
         struct kq_group *g = kq_group_get(b, routes[i].group, false);
         if (g && g->n > 0)
@@ -816,7 +817,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
         return;
     }
     if (!m->commit) {
-        kq_tx_check_due(b, m);
+        b->turns.tx_check_due(b, m);
         return;
     }
     /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
@@ -830,13 +831,13 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
     size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
-    kq_names_clear(&m->failed, &m->n_failed);
+    kq_failed_clear(b, m);
     m->names_lost = false;
     m->sent = 0;
     m->retry_soon = false;
     m->done_at_start = m->n_done;
     for (size_t i = 0; i < n; i++)
-        if (!name_in(b, m->done, m->n_done, routes[i].group))
+        if (!name_in(b, &m->done, m->n_done, routes[i].group))
             offer(b, m, &routes[i]);
     if (n == 0) {
         add_failed(b, m, NO_SUBSCRIBER);
@@ -859,9 +860,9 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
     st.attempts = m->attempts;
     st.next_attempt_ms = next_ms;
     st.tx_checks = m->tx_checks;
-    st.groups_done = (const char **)KQ_NAMES(m->done, m->n_done);
+    st.groups_done = (const char **)kq_names_view(&m->done, m->n_done);
     st.n_done = m->n_done;
-    st.groups_failed = (const char **)KQ_NAMES(m->failed, m->n_failed);
+    st.groups_failed = (const char **)kq_names_view(&m->failed, m->n_failed);
     st.n_failed = m->n_failed;
     store_result(b, "update", m->id, b->store->ops->update(b->store, &st));
 }
@@ -871,7 +872,7 @@ void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms)
 static int64_t warm_retry_ms(struct kq_broker *b, const struct kq_msg *m)
 {
     uint64_t now = kq_broker_mono_ms(), best = 1000;
-    const char *const *failed = KQ_NAMES(m->failed, m->n_failed);
+    const char *const *failed = kq_names_view(&m->failed, m->n_failed);
     for (uint16_t i = 0; i < m->n_failed; i++) {
         uint64_t in = kq_group_warm_in_ms(kq_group_get(b, failed[i], false), now);
         if (in > 0 && in < best)
@@ -883,7 +884,7 @@ static int64_t warm_retry_ms(struct kq_broker *b, const struct kq_msg *m)
 static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
 {
     if (m->first_ack) {
-        kq_publish_first_attempt_done(b, m, m->n_failed == 0);
+        b->turns.first_attempt_done(b, m, m->n_failed == 0);
         return;
     }
     if (m->n_failed == 0 && !m->names_lost) {
@@ -991,43 +992,46 @@ void kq_delivery_check_timeouts(struct kq_broker *b)
         complete(b, b->tq_head, false, "timeout");
 }
 
-/* Messages that wait for a later attempt go now when it may reach a consumer:
- *  - `group` came online (group != NULL): those whose last attempt failed for it, or found
- *    no route at all;
- *  - the bindings of `topic` changed (group == NULL; topic NULL = any topic): those whose
- *    last attempt sent nothing. The new bindings may route them to a group that is online;
- *    if it is not, the attempt records it among their failed groups, so that its coming
- *    online wakes them. "No route" alone is not enough: ZooKeeper reports each group's
- *    bindings on their own, and once one offline group of the topic is bound, the backlog
- *    has a route — to that group only. Attempts that sent copies keep their retry delay. */
-static void wake_waiting(struct kq_broker *b, const char *group, const char *topic)
+/* Messages that wait for a later attempt go now when it may reach a consumer (see
+ * kq_delivery_group_online and kq_delivery_bindings_changed). Attempts that sent copies keep
+ * their retry delay. */
+static bool waits_for_later(struct kq_broker *b, const struct kq_msg *m, int64_t now)
+{
+    if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
+        return false;
+    return !m->extra || kq_msg_due_ms(b, m) <= now; /* scheduled: never before it is due */
+}
+
+static void wake_if_waiting(struct kq_broker *b, struct kq_msg *m, void *now)
+{
+    if (waits_for_later(b, m, *(int64_t *)now))
+        kq_delivery_schedule(b, m, *(int64_t *)now);
+}
+
+/* Those whose last attempt failed for the group, or found no route at all: found in the
+ * failed index, so the cost is the group's backlog (and the unrouted), not every message. */
+size_t kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
 {
     int64_t now = kq_now_ms();
-    /* lookups only: a name no message holds has no atom, and then nothing refers to it */
-    const char *nosub = kq_atom_find(b, NO_SUBSCRIBER), *ga = group ? kq_atom_find(b, group) : NULL;
-    const char *ta = topic ? kq_atom_find(b, topic) : NULL;
-    struct kq_msg *m;
-    for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
-        if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
-            continue;
-        if (m->extra && kq_msg_due_ms(b, m) > now)
-            continue; /* scheduled: never before it is due */
-        bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
-                                (ga && kq_names_has(m->failed, m->n_failed, ga))
-                          : m->sent == 0 && (!topic || m->topic == ta);
-        if (wake)
-            kq_delivery_schedule(b, m, now);
-    }
+    size_t n = kq_failed_each(b, g->id, wake_if_waiting, &now);
+    n += kq_failed_each(b, NO_SUBSCRIBER, wake_if_waiting, &now);
+    KQ_DEBUG("delivery", "group online group=%s looked at %zu waiting message(s)", g->id, n);
+    return n;
 }
 
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g)
-{
-    wake_waiting(b, g->id, NULL);
-}
-
+/* The bindings of `topic` changed (NULL = any topic): those whose last attempt sent nothing.
+ * The new bindings may route them to a group that is online; if it is not, the attempt
+ * records it among their failed groups, so that its coming online wakes them. "No route"
+ * alone is not enough: ZooKeeper reports each group's bindings on their own, and once one
+ * offline group of the topic is bound, the backlog has a route - to that group only. */
 void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic)
 {
-    wake_waiting(b, NULL, topic);
+    int64_t now = kq_now_ms();
+    const char *ta = topic ? kq_atom_find(b, topic) : NULL; /* lookup only: no reference */
+    struct kq_msg *m;
+    for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
+        if (m->sent == 0 && (!topic || m->topic == ta) && waits_for_later(b, m, now))
+            kq_delivery_schedule(b, m, now);
 }
 
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g)
@@ -1049,20 +1053,20 @@ void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m) { finish_attempt(
  * else the state is persisted and its schedule kept for the others. */
 int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *group)
 {
-    if (m->n_done && name_in(b, m->done, m->n_done, group))
+    if (m->n_done && name_in(b, &m->done, m->n_done, group))
         return 0; /* acked, or purged before */
     int rc = kq_names_add(b, &m->done, &m->n_done, group);
     if (rc)
         return rc;
     kq_hist(b, m, KQ_EV_PURGED, group, NULL);
     const char *atom = kq_atom_find(b, group);
-    kq_names_remove(&m->failed, &m->n_failed, atom);
+    kq_failed_remove(b, m, atom);
     if (!attempt_over(m) || m->loading || m->first_ack)
         return 1;
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
     size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++)
-        if (!name_in(b, m->done, m->n_done, routes[i].group)) {
+        if (!name_in(b, &m->done, m->n_done, routes[i].group)) {
             kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
             return 1;
         }
@@ -1077,6 +1081,7 @@ void kq_delivery_free_all(struct kq_broker *b)
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
         kq_msg_free(m);
     kq_idmap_free(&b->msgs);
+    kq_failed_index_free(b);
     kq_msg_extras_free(b);
     kq_heap_free(&b->schedule);
     free(b->deferred.ids);

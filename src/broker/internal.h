@@ -22,6 +22,14 @@ struct kq_msg;
 struct kq_atom;
 struct kq_group;
 
+/* A list of group names (atoms) whose length n is kept beside it (kq_msg packs its counts
+ * together): most messages have one group done or failed, so a list of one holds its name
+ * inline and only a longer one allocates an array. kq_names_view gives an array of either. */
+union kq_names {
+    const char *one;   /* n == 1 */
+    const char **many; /* n > 1: an array of n */
+};
+
 /* A request the broker sent and waits an answer for: a delivery (answered by DeliverAck on
  * the same connection with the same opaque). Keyed per connection: a client's own opaques
  * can never complete ours (the original's shared table did, §1.2). */
@@ -131,7 +139,7 @@ struct kq_msg {
     bool names_lost : 1; /* a failed group could not be recorded: the attempt failed */
     bool extra : 1;      /* has a due time or its own groups (msg_extra.c) */
     bool hdr_committed : 1; /* the stored header says commit (published so): read back, it
-                             * needs no check (kq_tx_mark_header_committed) */
+                             * needs no check (kq_msg_mark_header_committed) */
     uint8_t failure : 3; /* kq_msg_failure(): an index of its 6 texts */
     int32_t deliver_limit;
     int32_t attempts;
@@ -144,8 +152,8 @@ struct kq_msg {
     uint16_t n_done, n_failed;
     uint16_t done_at_start; /* n_done when the current attempt began */
     uint32_t hist;          /* its event history (history.c): slot + 1, 0 = none */
-    const char **done;   /* groups that acked (atoms; see KQ_NAMES) */
-    const char **failed; /* groups that failed the current attempt (atoms; see KQ_NAMES) */
+    union kq_names done;   /* groups that acked (n_done of them) */
+    union kq_names failed; /* groups that failed the current attempt (n_failed) */
     struct kq_msg_block *block; /* packed header and body; NULL while evicted */
     struct kq_pending_save *first_ack; /* deliveryFirst: producer ack after the attempt */
 };
@@ -162,8 +170,18 @@ struct kq_msg_block {
  * "no consumer online", "over flow" (NULL before any failure). */
 const char *kq_msg_failure(const struct kq_msg *m);
 void kq_msg_set_failure(struct kq_msg *m, const char *why);
-/* Array view of a group list (see kq_names_add): a list of one is stored inline. */
-#define KQ_NAMES(v, n) ((n) == 1 ? (const char *const *)&(v) : (const char *const *)(v))
+
+/* The message path reads one way: accept (publish.c, tx.c) -> store -> schedule and deliver
+ * (delivery.c) -> finish. Where it must turn back to an earlier stage, delivery.c calls
+ * these (set by kq_broker_start), never publish.c or tx.c directly. */
+struct kq_msg_path_turns {
+    /* An uncommitted message is due (header loaded): ask its producer, schedule the next
+     * check (tx.c: kq_tx_check_due). */
+    void (*tx_check_due)(struct kq_broker *b, struct kq_msg *m);
+    /* deliveryFirst: m's first attempt is over; ack the producer, storing what is left
+     * (publish.c: kq_publish_first_attempt_done). */
+    void (*first_attempt_done)(struct kq_broker *b, struct kq_msg *m, bool all_done);
+};
 
 struct kq_broker {
     uv_loop_t *loop;
@@ -206,6 +224,8 @@ struct kq_broker {
     struct kq_purges *purges;           /* POST /groups/purge jobs (admin_purge.c) */
     struct kq_history_tab *history;     /* message histories (history.c) */
     struct kq_msg_extras *extras;       /* due times and groups of messages (msg_extra.c) */
+    struct kq_failed_group *failed_index; /* pending messages by failed group (failed_index.c) */
+    struct kq_msg_path_turns turns;     /* delivery back to publish / tx */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
@@ -258,10 +278,9 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
 void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m);
 
 /* tx.c: two-phase messages */
-void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m);
-void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m);
-/* Re-pack the header of a committed message with commit=true (consumers see it). */
-void kq_tx_mark_header_committed(struct kq_msg *m);
+/* When the next transaction check of uncommitted m is due (Unix ms). */
+int64_t kq_tx_next_check_ms(const struct kq_broker *b, const struct kq_msg *m);
+void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m); /* b->turns.tx_check_due */
 
 /* A producer's publish waiting for the store; detached if the connection goes away. */
 struct kq_pending_save {
@@ -273,7 +292,8 @@ struct kq_pending_save {
     struct kq_pending_save *prev, *next;
 };
 void kq_publish_session_closed(struct kq_session *s);
-/* deliveryFirst: the first attempt is over; ack the producer (storing what is left). */
+/* deliveryFirst: the first attempt is over; ack the producer (storing what is left).
+ * b->turns.first_attempt_done. */
 void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool all_done);
 
 /* message.c */
@@ -298,14 +318,30 @@ int kq_msg_set_block(struct kq_msg *m, const uint8_t *header, uint32_t header_le
                      const uint8_t *body, uint32_t body_len);
 /* Drop header and body of a stored message until its next attempt. */
 void kq_msg_evict(struct kq_msg *m);
-/* Group lists (done / failed) in their stored form (not the KQ_NAMES view). kq_names_add
- * returns 0, or -ENOMEM / -E2BIG when the name could not be recorded: the caller must act
- * on it (see names_lost in delivery.c). */
-bool kq_names_has(const char *const *v, uint16_t n, const char *atom);
-int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name);
-void kq_names_clear(const char ***v, uint16_t *n);
+/* Re-pack the header of a committed message with commit=true (consumers see it). */
+void kq_msg_mark_header_committed(struct kq_msg *m);
+/* Group lists (union kq_names, n names). kq_names_add returns 0, or -ENOMEM / -E2BIG when
+ * the name could not be recorded: the caller must act on it (see names_lost in delivery.c). */
+const char *const *kq_names_view(const union kq_names *v, uint16_t n);
+bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom);
+int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name);
+void kq_names_clear(union kq_names *v, uint16_t *n);
 /* Take atom out of the list (no-op when absent or NULL). */
-void kq_names_remove(const char ***v, uint16_t *n, const char *atom);
+void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom);
+
+/* failed_index.c: the groups m's current attempt failed for (m->failed), and the messages by
+ * failed group beside them. m->failed changes only through these. kq_failed_add returns 0,
+ * or -ENOMEM / -E2BIG when the group could not be recorded (the caller acts on it). */
+int kq_failed_add(struct kq_broker *b, struct kq_msg *m, const char *group);
+/* Take atom out of m's failed groups (no-op when absent or NULL). */
+void kq_failed_remove(struct kq_broker *b, struct kq_msg *m, const char *atom);
+/* Before a new attempt, and before m leaves the index. */
+void kq_failed_clear(struct kq_broker *b, struct kq_msg *m);
+/* cb for every message whose current attempt failed for group (cb must not change failed
+ * groups); returns how many it visited: the group's backlog, never the broker's. */
+typedef void (*kq_failed_cb)(struct kq_broker *b, struct kq_msg *m, void *ud);
+size_t kq_failed_each(struct kq_broker *b, const char *group, kq_failed_cb cb, void *ud);
+void kq_failed_index_free(struct kq_broker *b);
 
 /* msg_extra.c: a message's due time (scheduled delivery) and own group list, kept in a
  * side table while it is pending and in its header as properties (policy.h: KQ_PROP_*).
@@ -373,11 +409,15 @@ int kq_requeue_targets(struct kq_broker *b, struct kq_msg *m, const struct kq_de
                        const char *const *picked, size_t n_picked, char *why, size_t whylen);
 /* The attempt of m is over (all copies answered): delete, retry or dead-letter. */
 void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m);
-void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
+/* g came online: its messages waiting for a later attempt (those that failed for it or found
+ * no subscriber) go now. Returns how many it looked at (the debug log; tests). */
+size_t kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
 /* The last connection of g is gone: messages waiting for it fail for this group. */
 void kq_delivery_group_offline(struct kq_broker *b, struct kq_group *g);
 /* Send what waits for room, for every group (called on the tick). */
 void kq_delivery_pump_all(struct kq_broker *b);
+/* m enters the index: a committed message is attempted at when_ms (at once when due); an
+ * uncommitted one waits, evicted, for its transaction check at when_ms. */
 void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
                         bool status);

@@ -109,6 +109,32 @@ void kq_msg_evict(struct kq_msg *m)
     m->block = NULL;
 }
 
+/* Consumers should see commit=true in the header of a committed message (the original
+ * delivered commit=false). No-op while the message is evicted: it is applied on load. */
+void kq_msg_mark_header_committed(struct kq_msg *m)
+{
+    if (!m->block || m->hdr_committed || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
+        return; /* nothing to do for every message published committed (the usual case) */
+    Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
+    if (!h)
+        return;
+    if (!h->commit) {
+        h->commit = 1;
+        uint8_t *hdr;
+        size_t len;
+        if (kq_header_pack(h, &hdr, &len) == 0) {
+            uint8_t *body = malloc(KQ_MSG_BODY_LEN(m) + 1);
+            if (body) {
+                memcpy(body, KQ_MSG_BODY(m), KQ_MSG_BODY_LEN(m));
+                kq_msg_set_block(m, hdr, (uint32_t)len, body, KQ_MSG_BODY_LEN(m));
+                free(body);
+            }
+            free(hdr);
+        }
+    }
+    protocol__header__free_unpacked(h, NULL);
+}
+
 static const char *const failures[] = {NULL, "nack", "timeout", "connection lost",
                                        "no consumer online", "over flow"};
 _Static_assert(sizeof failures / sizeof failures[0] <= 8, "kq_msg.failure has 3 bits");
@@ -184,23 +210,25 @@ void kq_msg_to_stored(const struct kq_msg *m, struct kq_stored_msg *sm)
     }
 }
 
-/* Group lists: most messages have one group done or failed, so a list of one is the atom
- * itself stored in the pointer (no allocation); longer lists are arrays. KQ_NAMES() gives
- * an array view of either. */
-bool kq_names_has(const char *const *v, uint16_t n, const char *atom)
+/* Group lists: a list of one is its name (no allocation), a longer one an array. */
+const char *const *kq_names_view(const union kq_names *v, uint16_t n)
 {
-    if (n == 1)
-        return (const char *)v == atom;
+    return n > 1 ? v->many : &v->one;
+}
+
+bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom)
+{
+    const char *const *names = kq_names_view(v, n);
     for (uint16_t i = 0; i < n; i++)
-        if (v[i] == atom)
+        if (names[i] == atom)
             return true;
     return false;
 }
 
-int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *name)
+int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name)
 {
     const char *known = kq_atom_find(b, name);
-    if (known && kq_names_has(*v, *n, known))
+    if (known && kq_names_has(v, *n, known))
         return 0;
     if (*n == UINT16_MAX)
         return -E2BIG;
@@ -208,56 +236,51 @@ int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *
     if (!atom)
         return -ENOMEM;
     if (*n == 0) {
-        *v = (const char **)atom;
+        v->one = atom;
         *n = 1;
         return 0;
     }
-    const char **p;
-    if (*n == 1) {
-        if (!(p = malloc(2 * sizeof *p))) {
-            kq_atom_release(atom);
-            return -ENOMEM;
-        }
-        p[0] = (const char *)*v;
-    } else if (!(p = realloc((void *)*v, (*n + 1u) * sizeof *p))) {
+    const char **p = realloc(*n > 1 ? v->many : NULL, (*n + 1u) * sizeof *p);
+    if (!p) {
         kq_atom_release(atom);
         return -ENOMEM;
     }
+    if (*n == 1)
+        p[0] = v->one;
     p[(*n)++] = atom;
-    *v = p;
+    v->many = p;
     return 0;
 }
 
-void kq_names_remove(const char ***v, uint16_t *n, const char *atom)
+void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom)
 {
-    if (!atom || !kq_names_has(*v, *n, atom))
+    if (!atom || !kq_names_has(v, *n, atom))
         return;
+    kq_atom_release(atom);
     if (*n == 1) {
-        kq_atom_release(atom);
-        *v = NULL;
+        v->one = NULL;
         *n = 0;
         return;
     }
-    const char **p = (const char **)*v;
+    const char **p = v->many;
     uint16_t i = 0;
     while (p[i] != atom)
         i++;
-    kq_atom_release(atom);
     memmove(&p[i], &p[i + 1], (size_t)(*n - i - 1) * sizeof *p);
     if (--*n == 1) { /* back to the inline form */
         const char *last = p[0];
         free(p);
-        *v = (const char **)last;
+        v->one = last;
     }
 }
 
-void kq_names_clear(const char ***v, uint16_t *n)
+void kq_names_clear(union kq_names *v, uint16_t *n)
 {
-    const char *const *view = KQ_NAMES(*v, *n);
+    const char *const *names = kq_names_view(v, *n);
     for (uint16_t i = 0; i < *n; i++)
-        kq_atom_release(view[i]);
+        kq_atom_release(names[i]);
     if (*n > 1)
-        free((void *)*v);
-    *v = NULL;
+        free(v->many);
+    v->many = NULL;
     *n = 0;
 }

@@ -21,7 +21,7 @@ bool kq_msg_handed_over(struct kq_broker *b, const struct kq_msg *m)
     if (!m->n_done)
         return false;
     const char *atom = kq_atom_find(b, HANDED_OVER);
-    return atom && kq_names_has(m->done, m->n_done, atom);
+    return atom && kq_names_has(&m->done, m->n_done, atom);
 }
 
 int64_t kq_msg_expiry(struct kq_broker *b, const struct kq_msg *m)
@@ -177,7 +177,7 @@ static void hand_over(struct kq_broker *b, struct kq_msg *m, const struct kq_rou
     }
     KQ_WARN("delivery", "dead letter handed over by on_dead id=%s topic=%s type=%s groups=%s "
             "reason=\"%s\"", m->id, m->topic, m->type, groups, reason);
-    kq_names_clear(&m->failed, &m->n_failed);
+    kq_failed_clear(b, m);
     m->attempts = 0;
     int64_t now = kq_now_ms();
     kq_delivery_persist(b, m, now);
@@ -229,7 +229,7 @@ static void on_dead_loaded(void *ud, int status, const struct kq_stored_msg *sm)
         if (status == 0 && kq_msg_set_block(m, sm->header, sm->header_len, sm->body,
                                             sm->body_len) == 0) {
             if (m->commit)
-                kq_tx_mark_header_committed(m);
+                kq_msg_mark_header_committed(m);
         } else {
             KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back for on_dead: "
                                "it sees the message without properties", m->id);

@@ -212,7 +212,7 @@ static void on_saved(void *ud, int status)
         int64_t now = kq_now_ms(), due = kq_msg_due_ms(b, m);
         if (due - now >= 1000)
             kq_msg_evict(m); /* scheduled: the store keeps header and body until it is due */
-        kq_delivery_add(b, m, due > now ? due : now);
+        kq_delivery_add(b, m, !m->commit ? kq_tx_next_check_ms(b, m) : due > now ? due : now);
     } else {
         store_failed_feedback(b, status, feedback, sizeof feedback);
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s: %s", m->id,

@@ -20,9 +20,9 @@ static int64_t next_check_delay(const struct kq_broker *b, int32_t checks)
     return d < TX_MAX_BACKOFF_MS ? d : TX_MAX_BACKOFF_MS;
 }
 
-void kq_tx_schedule_check(struct kq_broker *b, struct kq_msg *m)
+int64_t kq_tx_next_check_ms(const struct kq_broker *b, const struct kq_msg *m)
 {
-    kq_delivery_schedule(b, m, kq_now_ms() + next_check_delay(b, m->tx_checks));
+    return kq_now_ms() + next_check_delay(b, m->tx_checks);
 }
 
 void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
@@ -49,7 +49,7 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
         kq_hist(b, m, KQ_EV_TX_CHECK, m->pub_group, s);
         KQ_DEBUG("tx", "check id=%s group=%s n=%d", m->id, m->pub_group, m->tx_checks);
     }
-    int64_t next = kq_now_ms() + next_check_delay(b, m->tx_checks);
+    int64_t next = kq_tx_next_check_ms(b, m);
     kq_delivery_persist(b, m, next);
     kq_delivery_schedule(b, m, next);
     kq_msg_evict(m);
@@ -60,32 +60,6 @@ struct commit_ctx {
     char id[KQ_ID_LEN + 1];
 };
 
-/* Consumers should see commit=true in the header of a committed message (the original
- * delivered commit=false). No-op while the message is evicted: it is applied on load. */
-void kq_tx_mark_header_committed(struct kq_msg *m)
-{
-    if (!m->block || m->hdr_committed || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
-        return; /* nothing to do for every message published committed (the usual case) */
-    Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
-    if (!h)
-        return;
-    if (!h->commit) {
-        h->commit = 1;
-        uint8_t *hdr;
-        size_t len;
-        if (kq_header_pack(h, &hdr, &len) == 0) {
-            uint8_t *body = malloc(KQ_MSG_BODY_LEN(m) + 1);
-            if (body) {
-                memcpy(body, KQ_MSG_BODY(m), KQ_MSG_BODY_LEN(m));
-                kq_msg_set_block(m, hdr, (uint32_t)len, body, KQ_MSG_BODY_LEN(m));
-                free(body);
-            }
-            free(hdr);
-        }
-    }
-    protocol__header__free_unpacked(h, NULL);
-}
-
 static void on_committed(void *ud, int status)
 {
     struct commit_ctx *cc = ud;
@@ -93,7 +67,7 @@ static void on_committed(void *ud, int status)
     if (m && !m->commit && status == 0) {
         m->commit = true;
         kq_hist(cc->broker, m, KQ_EV_COMMITTED, m->pub_group, NULL);
-        kq_tx_mark_header_committed(m);
+        kq_msg_mark_header_committed(m);
         int64_t now = kq_now_ms(), due = kq_msg_due_ms(cc->broker, m);
         kq_delivery_schedule(cc->broker, m, due > now ? due : now); /* scheduled: when due */
     } else if (status != 0) {
