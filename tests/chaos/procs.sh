@@ -65,7 +65,7 @@ return {
   registry = "$registry",
   clusters = { chaos = {
     bind = "$(node_ip "$node"):$BROKER_PORT",
-    topics = { "trade" }, db = "$db",
+    topics = { "trade" }, db = "$db", policies = "$SRC/lua/policies",
     deliverySeconds = 1, recoverSeconds = 1, takeoverSeconds = 2,
     groups = { ["p-trade"] = "secret", ["s-trade-a"] = "secret" } } },
   bindings = { { groupIds = { "s-trade-a" }, topic = "trade", messageType = "pay-succ",
@@ -83,7 +83,7 @@ broker_launch() {
     "$@" "$BUILD/kiteq" "${BROKER_CFG[$node]}" >>"$log" 2>&1 &
     BROKER_PID[$node]=$!
     track $!
-    wait_for 20 grep -q "ready port=" "$log" || { tail -20 "$log" >&2; fail "$node: broker not ready"; }
+    wait_for 20 grep -qs "ready port=" "$log" || { tail -20 "$log" >&2; fail "$node: broker not ready"; }
 }
 
 # broker_start NODE DB_URI [REGISTRY]: both, in NODE's network namespace.
@@ -105,7 +105,7 @@ relay_start() {
         2>>"$SCEN_DIR/relay.log" &
     RELAY_PID=$!
     track $!
-    wait_for 5 grep -q "relay: $1:$RELAY_PORT" "$SCEN_DIR/relay.log" || fail "relay did not start"
+    wait_for 5 grep -qs "relay: $1:$RELAY_PORT" "$SCEN_DIR/relay.log" || fail "relay did not start"
 }
 
 # The checked workload, from the client namespace: producers append acked ids to

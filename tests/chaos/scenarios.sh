@@ -40,7 +40,8 @@ finish() {
     uniq=$(sort -u "$SCEN_DIR/received" | wc -l)
     dup=$((total - uniq))
     copies=$(sort "$SCEN_DIR/received" | uniq -c | sort -rn | awk 'NR == 1 { print $1 } END { if (!NR) print 0 }')
-    echo "$SCEN acked=$acked lost=$lost dup=$dup max_copies=$copies$extra ($(tail -1 "$SCEN_DIR/produce.err"))"
+    echo "$SCEN acked=$acked lost=$lost dup=$dup max_copies=$copies$extra"
+    grep '^produce:' "$SCEN_DIR/produce.err" | sed "s/^/  $SCEN /" # refusals and failures seen
     [ "$acked" -gt 0 ] || fail "no message was acked"
     [ "$lost" = 0 ] || fail "acked but never delivered: $(lost_ids | head -5 | tr '\n' ' ')"
     [ "$max_copies" = 0 ] || [ "$copies" -le "$max_copies" ] || fail "a message was delivered $copies times (at most $max_copies)"
