@@ -49,6 +49,18 @@ net_has_netem() {
     return $ok
 }
 
+# Namespaces of an earlier run that was killed before its trap ran (SIGKILL, e.g. a ctest
+# timeout): named kqc<PID>... with that PID gone. Their processes are stopped by PID first.
+net_sweep_stale() {
+    local n pid p
+    for n in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^kqc[0-9]+'); do
+        pid=$(echo "$n" | sed -E 's/^kqc([0-9]+).*/\1/')
+        [ -d "/proc/$pid" ] && continue
+        for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        ip netns del "$n" 2>/dev/null && echo "chaos: removed namespace $n of a killed run"
+    done
+}
+
 net_up() {
     ip netns add "$ROUTER"
     ip -n "$ROUTER" link set lo up
