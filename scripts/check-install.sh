@@ -16,7 +16,7 @@ for f in bin/kiteq bin/kiteq-cli lib/libkiteq-client.so lib/libkiteq-client.so.1
          lib/pkgconfig/kiteq-client.pc include/kiteq/kiteq_client.h \
          include/kiteq/kiteq_cluster.h etc/kiteq/cluster.lua share/kiteq/policies/routing.lua \
          share/kiteq/policies/flow.lua share/kiteq/policies/retry.lua \
-         lib/systemd/system/kiteq.service; do
+         lib/systemd/system/kiteq.service lib/lua/5.1/kiteq/policy.so; do
     [ -e "$p/$f" ] || { echo "missing: $f"; fail=1; }
 done
 if [ -f "$(dirname "$0")/../src/tools/kiteq_bench.c" ]; then
@@ -31,6 +31,14 @@ if grep -E '^ *\["[^"]*"\] = "' "$cfg"; then echo "config ships sample secrets";
     || { cat "$dest/check.out"; echo "installed config fails kiteq --check"; fail=1; }
 grep -q "policy: loaded dir=$p/share/kiteq/policies hooks=route,retry,flow.intake,flow.group " \
     "$dest/check.out" || { cat "$dest/check.out"; echo "--check did not load the installed policies"; fail=1; }
+# the kiteq.policy Lua module loads the installed policies (a sanitizer build's module needs
+# its runtime loaded first: not in a plain luajit)
+if [ -z "${KQ_SANITIZER_FLAGS:-}" ] && command -v luajit >/dev/null; then
+    (cd / && luajit -e "package.cpath = '$p/lib/lua/5.1/?.so;' .. package.cpath
+        local p = assert(require('kiteq.policy').load('$p/share/kiteq/policies'))
+        assert(p:call('retry', { attempts = 3 }).delay_ms == 5000)") \
+        || { echo "the installed kiteq.policy module does not load the installed policies"; fail=1; }
+fi
 grep -q "^ExecStartPre=$p/bin/kiteq --check $p/etc/kiteq/cluster.lua$" "$p/lib/systemd/system/kiteq.service" \
     || { echo "unit: bad ExecStartPre"; fail=1; }
 grep -q "^ExecStart=$p/bin/kiteq $p/etc/kiteq/cluster.lua$" "$p/lib/systemd/system/kiteq.service" \
@@ -65,8 +73,8 @@ for ex in "$src"/examples/consume.c "$src"/examples/publish.c "$src"/examples/tw
     [ -e "$ex" ] || { echo "missing example: $ex"; fail=1; continue; }
     cc "$ex" $flags -o "$dest/$(basename "$ex" .c)" || { echo "example $ex does not build"; fail=1; }
 done
-# ... and run against the installed broker: consume.c receives what publish.c and
-# two_phase.c (committed) send
+# ... and run against the installed broker: consume.c receives what publish.c, two_phase.c
+# (committed), pipelined.c and scheduled.c (not before its delay) send
 if [ $fail -eq 0 ]; then
     cat >"$dest/examples.lua" <<CFG
 return { default = "ex", clusters = { ex = {
@@ -93,22 +101,62 @@ CFG
         cpid=$!
         "$dest/publish" "127.0.0.1:$port" p-trade secret-p trade pay-succ 3 >/dev/null \
             || { echo "examples/publish failed"; fail=1; }
+        "$dest/scheduled" "127.0.0.1:$port" p-trade secret-p trade pay-succ 1500 >/dev/null \
+            || { echo "examples/scheduled failed"; fail=1; }
         "$dest/two_phase" "127.0.0.1:$port" p-trade secret-p trade pay-succ >/dev/null \
             || { echo "examples/two_phase failed"; fail=1; }
+        "$dest/pipelined" "127.0.0.1:$port" p-trade secret-p trade pay-succ 5 >/dev/null \
+            || { echo "examples/pipelined failed"; fail=1; }
         for _ in $(seq 100); do
-            [ "$(grep -c 'trade/pay-succ' "$dest/consumed")" -ge 4 ] && break
+            [ "$(grep -c 'trade/pay-succ' "$dest/consumed")" -ge 10 ] && break
             sleep 0.1
         done
         grep -q 'message 2$' "$dest/consumed" && grep -q 'order 42 paid$' "$dest/consumed" \
-            || { cat "$dest/consumed"; echo "examples/consume did not get all 4 messages"; fail=1; }
+            && grep -q 'pipelined 4$' "$dest/consumed" \
+            && grep -q 'scheduled reminder$' "$dest/consumed" \
+            || { cat "$dest/consumed"; echo "examples/consume did not get all 10 messages"; fail=1; }
         kill $cpid; wait $cpid 2>/dev/null || true
     fi
     kill $bpid; wait $bpid 2>/dev/null || true
 fi
+# zk_discovery.c against a broker registered in ZooKeeper: $ZK_HOSTS when set (as the tests
+# use it), else a private one from scripts/services-up.sh (installs ZooKeeper if missing)
+if [ $fail -eq 0 ] && [ -x "$dest/zk_discovery" ]; then
+    zk=${ZK_HOSTS:-}
+    if [ -z "$zk" ]; then
+        zkbase=$(mktemp -d /tmp/kqzk-install-XXXXXX)
+        trap 'kill ${bpid:-} ${cpid:-} ${zpid:-} 2>/dev/null || true; "$src/scripts/services-down.sh" "$zkbase" zk --purge >/dev/null 2>&1 || true; rm -rf "$dest" "$zkbase"' EXIT
+        if "$src/scripts/services-up.sh" "$zkbase" zk >"$dest/zk.out" 2>&1; then
+            zk=$(sed -n 's/^ZK_HOSTS=//p' "$zkbase/services.env")
+        fi
+    fi
+    if [ -z "$zk" ]; then
+        cat "$dest/zk.out"
+        echo "install: SKIP examples/zk_discovery: ZooKeeper is not up (services-up.sh failed)"
+        if [ -n "${CI:-}" ]; then echo "install: ZooKeeper is required in CI"; fail=1; fi
+    else
+        cat >"$dest/zk.lua" <<CFG
+return { default = "zk", registry = "zk://$zk", clusters = { zk = {
+  bind = "127.0.0.1:0", topics = { "install-zk" }, db = "memory://",
+  policies = "$p/share/kiteq/policies",
+  groups = { ["p-trade"] = "secret-p", ["s-trade-a"] = "secret-a" } } } }
+CFG
+        "$p/bin/kiteq" "$dest/zk.lua" >"$dest/zk-broker.log" 2>&1 &
+        zpid=$!
+        for _ in $(seq 150); do
+            grep -q 'ready port=' "$dest/zk-broker.log" && break
+            sleep 0.1
+        done
+        LD_LIBRARY_PATH=$p/lib "$dest/zk_discovery" "zk://$zk" p-trade secret-p s-trade-a \
+            secret-a install-zk pay-succ >"$dest/zk-discovery.out" 2>&1 \
+            || { cat "$dest/zk-discovery.out"; echo "examples/zk_discovery failed"; fail=1; }
+        kill $zpid; wait $zpid 2>/dev/null || true
+    fi
+fi
 # What the installed programs wrote goes to this test's output, which ctest keeps
 # (Testing/Temporary/LastTest.log): $dest is removed, and scripts/sanitize.sh looks there for
 # sanitizer reports.
-for f in check.out broker.log consumed; do
+for f in check.out broker.log consumed zk-broker.log zk-discovery.out; do
     [ -s "$dest/$f" ] && { echo "--- $f"; cat "$dest/$f"; }
 done
 [ $fail -eq 0 ] && echo "install OK: $p"

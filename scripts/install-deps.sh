@@ -6,7 +6,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev protobuf-c-compiler
       libluajit-5.1-dev libzookeeper-mt-dev libmariadb-dev libpcre2-dev libcjson-dev uthash-dev
-      libhttp-parser-dev)
+      libhttp-parser-dev libssl-dev)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev lua-busted luajit)
   # scripts/fuzz.sh: clang with libFuzzer (only recommended by clang-14, so named here)

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "core/log.h"
 #include "core/redact.h"
+#include "policy_tool.h"
 
 struct app {
     uv_loop_t *loop;
@@ -98,6 +99,8 @@ static void on_usr1(uv_signal_t *h, int signum)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    if (argc >= 2 && strcmp(argv[1], "policy") == 0) /* kiteq policy check|call ... */
+        return kq_policy_tool(argc - 1, argv + 1);
     struct kq_config *cfg = calloc(1, sizeof *cfg);
     char err[8192] = "";
     bool check_only = false;

@@ -33,8 +33,10 @@ struct kq_admin_handlers {
      * limit 1..KQ_ADMIN_DLQ_MAX_LIMIT */
     int (*dlq_list)(void *ud, struct kq_admin_req *r, const char *topic, const char *after,
                     size_t limit, struct kq_buf *out);
-    int (*dlq_requeue)(void *ud, struct kq_admin_req *r, const char *id,
-                       struct kq_buf *out); /* id "*" = all */
+    /* id "*" = all; groups: comma-separated consumer groups to deliver to (NULL: the
+     * groups each dead letter failed for) */
+    int (*dlq_requeue)(void *ud, struct kq_admin_req *r, const char *id, const char *groups,
+                       struct kq_buf *out);
     int (*dlq_purge)(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out);
     /* same as SIGHUP; the reload runs off the loop, so the answer may come later */
     int (*reload)(void *ud, struct kq_admin_req *r, struct kq_buf *out);
@@ -43,6 +45,8 @@ struct kq_admin_handlers {
     /* mark a group's copies of a topic's pending messages done (both names non-empty) */
     int (*groups_purge)(void *ud, struct kq_admin_req *r, const char *group, const char *topic,
                         struct kq_buf *out);
+    /* one dead letter with its body and properties, JSON */
+    int (*dlq_show)(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out);
 };
 
 /* Answer a request whose handler returned (or is about to return) KQ_ADMIN_LATER: status

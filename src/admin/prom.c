@@ -7,13 +7,42 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct kq_prom_family {
+    char *name;
+    const char *type; /* "counter", "gauge", "histogram" (static strings) */
+    struct kq_buf lines; /* HELP, TYPE and the samples so far */
+};
+
 void kq_prom_init(struct kq_prom *p, struct kq_buf *out) { *p = (struct kq_prom){.out = out}; }
+
+int kq_prom_finish(struct kq_prom *p)
+{
+    for (size_t i = 0; i < p->n_families; i++) {
+        struct kq_buf *l = &p->families[i].lines;
+        if (kq_buf_append(p->out, l->data, l->len))
+            return -ENOMEM;
+        kq_buf_free(l); /* written: a second finish adds nothing */
+    }
+    return p->error;
+}
+
+/* Remember the first failure for kq_prom_finish; returns rc. */
+static int note(struct kq_prom *p, const char *name, int rc)
+{
+    if (rc && !p->error) {
+        p->error = rc;
+        snprintf(p->error_name, sizeof p->error_name, "%s", name ? name : "(null)");
+    }
+    return rc;
+}
 
 void kq_prom_free(struct kq_prom *p)
 {
-    for (size_t i = 0; i < p->n_seen; i++)
-        free(p->seen[i]);
-    free(p->seen);
+    for (size_t i = 0; i < p->n_families; i++) {
+        free(p->families[i].name);
+        kq_buf_free(&p->families[i].lines);
+    }
+    free(p->families);
     *p = (struct kq_prom){0};
 }
 
@@ -82,31 +111,41 @@ static int put_value(struct kq_buf *b, double v)
     return put(b, tmp);
 }
 
-/* HELP and TYPE the first time a family is written. */
-static int family(struct kq_prom *p, const char *name, const char *help, const char *type)
+/* The family's lines, started with HELP and TYPE the first time it is seen; NULL when it was
+ * seen with another type (-EINVAL in *rc) or memory ran out (-ENOMEM). */
+static struct kq_buf *family(struct kq_prom *p, const char *name, const char *help,
+                             const char *type, int *rc)
 {
-    for (size_t i = 0; i < p->n_seen; i++)
-        if (!strcmp(p->seen[i], name))
-            return 0;
-    if (p->n_seen == p->cap_seen) {
-        size_t cap = p->cap_seen ? p->cap_seen * 2 : 16;
-        char **s = realloc(p->seen, cap * sizeof *s);
-        if (!s)
-            return -ENOMEM;
-        p->seen = s;
-        p->cap_seen = cap;
+    for (size_t i = 0; i < p->n_families; i++)
+        if (!strcmp(p->families[i].name, name)) {
+            *rc = strcmp(p->families[i].type, type) ? -EINVAL : 0;
+            return *rc ? NULL : &p->families[i].lines;
+        }
+    *rc = -ENOMEM;
+    if (p->n_families == p->cap_families) {
+        size_t cap = p->cap_families ? p->cap_families * 2 : 32;
+        struct kq_prom_family *f = realloc(p->families, cap * sizeof *f);
+        if (!f)
+            return NULL;
+        p->families = f;
+        p->cap_families = cap;
     }
-    if (!(p->seen[p->n_seen] = strdup(name)))
-        return -ENOMEM;
-    p->n_seen++;
-    int rc = 0;
+    struct kq_prom_family *f = &p->families[p->n_families];
+    *f = (struct kq_prom_family){.name = strdup(name), .type = type};
+    if (!f->name)
+        return NULL;
+    p->n_families++;
+    struct kq_buf *b = &f->lines;
+    int bad = 0;
     if (help && *help)
-        rc = put(p->out, "# HELP ") || put(p->out, name) || put(p->out, " ") ||
-             put_escaped(p->out, help, false) || put(p->out, "\n");
-    if (!rc)
-        rc = put(p->out, "# TYPE ") || put(p->out, name) || put(p->out, " ") ||
-             put(p->out, type) || put(p->out, "\n");
-    return rc ? -ENOMEM : 0;
+        bad = put(b, "# HELP ") || put(b, name) || put(b, " ") || put_escaped(b, help, false) ||
+              put(b, "\n");
+    bad = bad || put(b, "# TYPE ") || put(b, name) || put(b, " ") || put(b, type) ||
+          put(b, "\n");
+    if (bad)
+        return NULL;
+    *rc = 0;
+    return b;
 }
 
 /* name{labels[,le="x"]} value\n; `suffix` is appended to the name (_bucket, _sum...). */
@@ -133,9 +172,10 @@ static int simple(struct kq_prom *p, const char *type, const char *name, const c
                   const char *const *labels, double v)
 {
     if (!name_ok(name, false) || !labels_ok(labels))
-        return -EINVAL;
-    int rc = family(p, name, help, type);
-    return rc ? rc : sample(p->out, name, "", labels, NULL, v);
+        return note(p, name, -EINVAL);
+    int rc;
+    struct kq_buf *b = family(p, name, help, type, &rc);
+    return note(p, name, b ? sample(b, name, "", labels, NULL, v) : rc);
 }
 
 int kq_prom_counter(struct kq_prom *p, const char *name, const char *help,
@@ -179,24 +219,37 @@ void kq_prom_hist_observe(struct kq_prom_hist *h, double v)
         ;
 }
 
+int kq_prom_histogram_of(struct kq_prom *p, const char *name, const char *help,
+                         const char *const *labels, const double *bounds, size_t n,
+                         const uint64_t *counts, double sum)
+{
+    if (!name_ok(name, false) || !labels_ok(labels) || n > KQ_PROM_HIST_MAX)
+        return note(p, name, -EINVAL);
+    int rc;
+    struct kq_buf *b = family(p, name, help, "histogram", &rc);
+    if (!b)
+        return note(p, name, rc);
+    uint64_t cum = 0;
+    char le[40];
+    for (size_t i = 0; i <= n && !rc; i++) {
+        cum += counts[i];
+        if (i < n)
+            fmt_double(le, sizeof le, bounds[i]);
+        rc = sample(b, name, "_bucket", labels, i < n ? le : "+Inf", (double)cum);
+    }
+    if (!rc)
+        rc = sample(b, name, "_sum", labels, NULL, sum);
+    if (!rc)
+        rc = sample(b, name, "_count", labels, NULL, (double)cum); /* = the +Inf bucket */
+    return note(p, name, rc);
+}
+
 int kq_prom_histogram(struct kq_prom *p, const char *name, const char *help,
                       const char *const *labels, const struct kq_prom_hist *h)
 {
-    if (!name_ok(name, false) || !labels_ok(labels))
-        return -EINVAL;
-    int rc = family(p, name, help, "histogram");
-    uint64_t cum = 0;
-    char le[40];
-    for (size_t i = 0; i <= h->n && !rc; i++) {
-        cum += atomic_load_explicit((_Atomic uint64_t *)&h->counts[i], memory_order_relaxed);
-        if (i < h->n)
-            fmt_double(le, sizeof le, h->bounds[i]);
-        rc = sample(p->out, name, "_bucket", labels, i < h->n ? le : "+Inf", (double)cum);
-    }
+    uint64_t counts[KQ_PROM_HIST_MAX + 1];
+    for (size_t i = 0; i <= h->n; i++)
+        counts[i] = atomic_load_explicit((_Atomic uint64_t *)&h->counts[i], memory_order_relaxed);
     double sum = atomic_load_explicit((_Atomic double *)&h->sum, memory_order_relaxed);
-    if (!rc)
-        rc = sample(p->out, name, "_sum", labels, NULL, sum);
-    if (!rc)
-        rc = sample(p->out, name, "_count", labels, NULL, (double)cum); /* = the +Inf bucket */
-    return rc;
+    return kq_prom_histogram_of(p, name, help, labels, h->bounds, h->n, counts, sum);
 }

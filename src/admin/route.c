@@ -13,7 +13,7 @@
 
 enum route_id {
     R_STAT, R_BINDS, R_METRICS, R_MSG, R_DLQ, R_DLQ_REQUEUE, R_DLQ_PURGE, R_RELOAD, R_GROUPS,
-    R_GROUPS_PURGE,
+    R_GROUPS_PURGE, R_DLQ_SHOW,
 };
 
 static const struct route {
@@ -32,6 +32,7 @@ static const struct route {
     {"/reload", false, true, R_RELOAD},
     {"/groups", false, false, R_GROUPS},
     {"/groups/purge", false, true, R_GROUPS_PURGE},
+    {"/dlq/", true, false, R_DLQ_SHOW}, /* after /dlq/requeue and /dlq/purge */
 };
 
 static int hexval(char ch)
@@ -169,6 +170,21 @@ static int groups_purge(struct kq_admin *a, struct kq_admin_req *r, const char *
     return a->h.groups_purge ? a->h.groups_purge(a->ud, r, group, topic, &r->body) : 501;
 }
 
+/* POST /dlq/requeue?id=ID[&groups=G1,G2]: only to those groups (else to the groups each
+ * dead letter failed for). */
+static int dlq_requeue(struct kq_admin *a, struct kq_admin_req *r, const char *id,
+                       const char *q, size_t qn, const char **msg)
+{
+    char groups[MAX_PARAM];
+    int got = query_get(q, qn, "groups", groups, sizeof groups);
+    if (got < 0 || (got > 0 && !*groups)) {
+        *msg = "bad groups (a comma-separated list of consumer groups)";
+        return 400;
+    }
+    return a->h.dlq_requeue ? a->h.dlq_requeue(a->ud, r, id, got > 0 ? groups : NULL, &r->body)
+                            : 501;
+}
+
 /* Run the route's handler. */
 static int run(struct kq_admin *a, enum route_id id, const char *arg, const char *q, size_t qn,
                struct kq_admin_req *r, const char **msg)
@@ -194,7 +210,13 @@ static int run(struct kq_admin *a, enum route_id id, const char *arg, const char
             *msg = "id required (a message id, or * for all)";
             return 400;
         }
-        return h->dlq_requeue ? h->dlq_requeue(a->ud, r, p1, &r->body) : 501;
+        return dlq_requeue(a, r, p1, q, qn, msg);
+    case R_DLQ_SHOW:
+        if (!*arg) {
+            *msg = "missing message id";
+            return 400;
+        }
+        return h->dlq_show ? h->dlq_show(a->ud, r, arg, &r->body) : 501;
     case R_DLQ_PURGE:
         /* Required, so that a forgotten parameter cannot purge everything; "*" = all. */
         if (query_get(q, qn, "topic", p1, sizeof p1) != 1 || !*p1) {
@@ -255,7 +277,7 @@ int kq_admin_route(struct kq_admin *a, const struct admin_request *rq, struct kq
     status = run(a, rt->id, arg, q, qn, r, msg);
     if (status == KQ_ADMIN_LATER && rt->id != R_MSG && rt->id != R_DLQ &&
         rt->id != R_DLQ_REQUEUE && rt->id != R_DLQ_PURGE && rt->id != R_RELOAD &&
-        rt->id != R_GROUPS_PURGE) {
+        rt->id != R_GROUPS_PURGE && rt->id != R_DLQ_SHOW) {
         KQ_WARN(ADMIN_MOD, "handler for %s cannot answer later", rt->path);
         return 500; /* it has no kq_admin_req to answer through */
     }

@@ -1,5 +1,5 @@
-/* The admin HTTP handlers: statistics (/stat, /metrics), subscriptions (/binds), one
- * message's state (/msg/<id>) and reload; dead letters in admin_dlq.c. All run on the loop
+/* The admin HTTP handlers: statistics (/stat), subscriptions (/binds), one message's state
+ * (/msg/<id>) and reload; /metrics in admin_metrics.c, dead letters in admin_dlq.c. All run on the loop
  * thread and cost what the broker's own state costs to print: dead letters are counted by
  * the store's counters and found by its id index, never listed. */
 #include <errno.h>
@@ -7,12 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin/prom.h"
 #include "broker/admin_internal.h"
 #include "core/log.h"
 #include "core/redact.h"
 #include "registry/zk_registry.h"
-#include "store/file/file_store.h"
 
 #define KITEQ_VERSION "0.1.0"
 
@@ -158,10 +156,24 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON *rl = cJSON_AddObjectToObject(br, "reload");
     cJSON_AddNumberToObject(rl, "generation", (double)b->reload_generation);
     cJSON_AddNumberToObject(rl, "failures", (double)b->reload_failures);
-    if (b->reload_error[0])
+    if (b->reload_error[0]) {
         cJSON_AddStringToObject(rl, "last_error", b->reload_error);
-    else
+        cJSON_AddNumberToObject(rl, "last_error_at", (double)b->reload_error_at_ms);
+    } else {
         cJSON_AddNullToObject(rl, "last_error");
+        cJSON_AddNullToObject(rl, "last_error_at");
+    }
+    /* which policy is live: each loaded file's sha256 and load time (Unix ms) */
+    cJSON *pfiles = cJSON_AddArrayToObject(cJSON_AddObjectToObject(br, "policy"), "files");
+    struct kq_policy_file pf[KQ_POLICY_MAX_FILES];
+    size_t npf = kq_policy_files(b->policy, pf, KQ_POLICY_MAX_FILES);
+    for (size_t i = 0; i < npf; i++) {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "file", pf[i].file);
+        cJSON_AddStringToObject(f, "sha256", pf[i].sha256);
+        cJSON_AddNumberToObject(f, "loaded_at", (double)pf[i].loaded_at_ms);
+        cJSON_AddItemToArray(pfiles, f);
+    }
     cJSON *hooks = cJSON_AddObjectToObject(br, "hooks");
     struct kq_policy_hook_stats hs[8];
     size_t nh = kq_policy_stats(b->policy, hs, 8);
@@ -210,106 +222,6 @@ static int h_binds(void *ud, struct kq_buf *out)
     return kq_adm_reply(out, root, 200);
 }
 
-/* --- /metrics --------------------------------------------------------------------------- */
-
-static int h_metrics(void *ud, struct kq_buf *out)
-{
-    struct kq_broker *b = ud;
-    struct kq_prom p;
-    kq_prom_init(&p, out);
-    kq_prom_gauge(&p, "kiteq_connections", "Open client connections.", NULL,
-                  (double)kq_net_conn_count(b->net));
-    struct kq_net_stats ns;
-    kq_net_stats(b->net, &ns);
-    kq_prom_counter(&p, "kiteq_connections_refused_total",
-                    "Connections closed at once because maxConnections was reached.", NULL,
-                    (double)ns.refused);
-    struct kq_group *g, *gtmp;
-    HASH_ITER(hh, b->groups, g, gtmp) {
-        const char *l[] = {"group", g->id, NULL};
-        kq_prom_gauge(&p, "kiteq_group_connections", "Authenticated connections per group.", l, (double)g->n);
-        kq_prom_gauge(&p, "kiteq_group_inflight", "Deliveries waiting for an ack, per group.", l, g->inflight);
-        kq_prom_gauge(&p, "kiteq_group_waiting", "Messages waiting for room in the group's window or rate.", l, (double)g->n_waiting);
-        kq_prom_counter(&p, "kiteq_deliveries_sent_total", "Copies sent to the group.", l, (double)g->sent);
-        kq_prom_counter(&p, "kiteq_deliveries_acked_total", "Copies the group acked.", l, (double)g->acked);
-        kq_prom_counter(&p, "kiteq_deliveries_failed_total", "Copies nacked, timed out or lost.", l, (double)g->failed);
-        for (size_t i = 0; i < g->n_rates; i++) {
-            const char *lt[] = {"group", g->id, "topic", g->rates[i].topic, NULL};
-            kq_prom_counter(&p, "kiteq_delivery_timeouts_total",
-                            "Copies not acked within deliverySeconds (retried).", lt,
-                            (double)g->rates[i].timeouts);
-        }
-    }
-    struct kq_topic_stats *t, *ttmp;
-    HASH_ITER(hh, b->topic_stats, t, ttmp) {
-        const char *l[] = {"topic", t->topic, NULL};
-        kq_prom_counter(&p, "kiteq_messages_received_total", "Messages accepted from producers.", l, (double)t->received);
-        kq_prom_counter(&p, "kiteq_messages_stored_total", "Messages the store confirmed.", l, (double)t->stored);
-        kq_prom_counter(&p, "kiteq_messages_delivered_total", "Messages delivered to every group.", l, (double)t->delivered);
-        kq_prom_counter(&p, "kiteq_messages_retried_total", "Attempts that ended with a retry.", l, (double)t->retried);
-        kq_prom_counter(&p, "kiteq_messages_dead_lettered_total", "Messages moved to the dead-letter store.", l, (double)t->dead_lettered);
-        kq_prom_counter(&p, "kiteq_unrouted_messages_total", "Messages accepted while no group was bound to their (topic, messageType).", l, (double)t->unrouted);
-    }
-    kq_prom_counter(&p, "kiteq_messages_rejected_total", "Publishes answered with status false.", NULL, (double)b->stats.rejected);
-    kq_prom_counter(&p, "kiteq_store_errors_total", "Store updates, removes and dead letters that failed (the store may be behind; a restart may deliver again).", NULL, (double)b->stats.store_errors);
-    kq_prom_counter(&p, "kiteq_names_lost_total", "Group names delivery could not record (out of memory); the attempt was retried.", NULL, (double)b->stats.names_lost);
-    kq_prom_gauge(&p, "kiteq_interned_names", "Distinct topic, messageType and group names held by pending messages.", NULL, (double)kq_atoms_count(b));
-    kq_prom_gauge(&p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL, (double)b->msgs.len);
-    kq_prom_gauge(&p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL, (double)b->stats.inflight);
-    kq_adm_groups_metrics(b, &p);
-    kq_adm_history_metrics(b, &p);
-    struct kq_file_store_stats fs;
-    if (kq_file_store_stats(b->store, &fs) == 0) {
-        kq_prom_counter(&p, "kiteq_store_fsyncs_total", "fdatasync calls of the file store.", NULL, (double)fs.fsyncs);
-        kq_prom_counter(&p, "kiteq_store_batches_total", "Group-commit batches written.", NULL, (double)fs.batches);
-        kq_prom_counter(&p, "kiteq_store_records_total", "Records written (batch size = records / batches).", NULL, (double)fs.records);
-        kq_prom_counter(&p, "kiteq_store_write_errors_total", "Failed batches (disk full, I/O errors).", NULL, (double)fs.write_errors);
-        struct kq_prom_hist h;
-        kq_prom_hist_init(&h, kq_fs_fsync_bounds_us, KQ_FS_FSYNC_BUCKETS);
-        for (size_t i = 0; i <= KQ_FS_FSYNC_BUCKETS; i++)
-            h.counts[i] = fs.fsync_hist[i];
-        h.sum = (double)fs.fsync_us_sum;
-        kq_prom_histogram(&p, "kiteq_store_fsync_microseconds", "fdatasync latency of the file store.", NULL, &h);
-        kq_prom_hist_init(&h, kq_fs_batch_bounds, KQ_FS_BATCH_BUCKETS);
-        for (size_t i = 0; i <= KQ_FS_BATCH_BUCKETS; i++)
-            h.counts[i] = fs.batch_hist[i];
-        h.sum = (double)fs.batch_records_sum;
-        kq_prom_histogram(&p, "kiteq_store_batch_records", "Records per group-commit batch.", NULL, &h);
-        kq_prom_gauge(&p, "kiteq_store_segments", "Live segment files.", NULL, (double)fs.segments);
-        kq_prom_gauge(&p, "kiteq_store_dead_letters", "Messages in the dead-letter store.", NULL, (double)fs.dead_letters);
-    }
-    bool store_up = !kq_store_unavailable(b->store);
-    kq_prom_gauge(&p, "kiteq_store_available",
-                  "1 while the store takes saves, 0 while it refuses them (MySQL down or not "
-                  "answering, start-up recovery pending; /stat says why).", NULL, store_up ? 1 : 0);
-    cJSON *dlq_by_topic = cJSON_CreateObject();
-    /* every topic, so a dashboard sees 0; none while the store has not counted (MySQL) */
-    if (kq_adm_dlq_tally(b, NULL, dlq_by_topic, NULL, NULL) == 0)
-        for (size_t i = 0; i < b->cfg->n_topics; i++) {
-            const char *l[] = {"topic", b->cfg->topics[i], NULL};
-            cJSON *n = cJSON_GetObjectItemCaseSensitive(dlq_by_topic, b->cfg->topics[i]);
-            kq_prom_gauge(&p, "kiteq_dlq_messages", "Dead letters per topic.", l, n ? n->valuedouble : 0);
-        }
-    cJSON_Delete(dlq_by_topic);
-    const char *reg[] = {"state", b->registry_state ? b->registry_state : "static", NULL};
-    kq_prom_gauge(&p, "kiteq_registry_state", "Registry state (value 1, state in the label).", reg, 1);
-    kq_prom_counter(&p, "kiteq_reload_generation", "Successful reloads.", NULL, (double)b->reload_generation);
-    kq_prom_counter(&p, "kiteq_reload_failures_total", "Failed reloads.", NULL, (double)b->reload_failures);
-    struct kq_policy_hook_stats hs[8];
-    size_t nh = kq_policy_stats(b->policy, hs, 8);
-    for (size_t i = 0; i < nh; i++) {
-        const char *l[] = {"hook", hs[i].name, NULL};
-        kq_prom_counter(&p, "kiteq_hook_calls_total", "Lua hook calls.", l, (double)hs[i].calls);
-        kq_prom_counter(&p, "kiteq_hook_errors_total", "Hook errors, overruns and invalid answers.", l, (double)hs[i].errors);
-        kq_prom_counter(&p, "kiteq_hook_seconds_total", "Time spent in the hook.", l, (double)hs[i].total_us / 1e6);
-        kq_prom_counter(&p, "kiteq_hook_fallbacks_total", "Answers given by the built-in rules because the hook failed or is switched off.", l, (double)hs[i].fallbacks);
-        kq_prom_counter(&p, "kiteq_hook_rejects_total", "Messages a publish hook rejected.", l, (double)hs[i].rejects);
-        kq_prom_gauge(&p, "kiteq_hook_disabled", "Subjects the hook is switched off for after failing 5 times in a row (route: topic and messageType; flow.group: group and topic; retry, flow.intake: 1 = every call).", l, (double)hs[i].disabled_subjects);
-    }
-    kq_prom_free(&p);
-    return 200;
-}
-
 /* --- /msg/<id> -------------------------------------------------------------------------- */
 
 cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
@@ -322,6 +234,19 @@ cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
     cJSON_AddStringToObject(o, "reason", d->reason ? d->reason : "");
     cJSON_AddNumberToObject(o, "deadTime", (double)d->dead_time);
     cJSON_AddNumberToObject(o, "bodyLen", d->msg.body_len);
+    if (!d->groups_known) /* dead before groups were recorded (or moved by the Go broker) */
+        cJSON_AddNullToObject(o, "failedGroups");
+    else {
+        cJSON *failed = cJSON_AddArrayToObject(o, "failedGroups");
+        for (size_t i = 0; i < d->groups.n_failed; i++) {
+            cJSON *g = cJSON_CreateObject();
+            cJSON_AddStringToObject(g, "group", d->groups.failed[i].group);
+            cJSON_AddStringToObject(g, "reason", d->groups.failed[i].reason);
+            cJSON_AddItemToArray(failed, g);
+        }
+    }
+    cJSON_AddItemToObject(o, "ackedGroups", names_json((const char *const *)d->groups.acked,
+                                                       d->groups.n_acked));
     return o;
 }
 
@@ -474,8 +399,8 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 }
 
 static const struct kq_admin_handlers handlers = {
-    h_stat, h_binds, h_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
-    h_reload, kq_adm_groups, kq_adm_groups_purge,
+    h_stat, h_binds, kq_adm_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
+    h_reload, kq_adm_groups, kq_adm_groups_purge, kq_adm_dlq_show,
 };
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)

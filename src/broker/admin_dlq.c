@@ -33,7 +33,9 @@ struct job {
     struct kq_msg **copies;          /* requeue: this page's dead letters, to save */
     size_t n_copies, cap_copies;
     size_t requeued;
+    size_t skipped;                  /* requeue: nobody it may go to is bound now */
     bool failed;                     /* requeue: a copy could not be made */
+    struct picked *picked;           /* requeue: the groups asked for (NULL: who failed) */
 };
 
 struct kq_adm_jobs {
@@ -45,6 +47,39 @@ struct kq_adm_jobs {
 };
 
 /* --- requeue: saved as a fresh pending message, then taken out of the DLQ ------------------ */
+
+/* The groups= of a requeue, split at the commas. */
+struct picked {
+    size_t n;
+    const char **names; /* into text */
+    char text[];
+};
+
+static struct picked *picked_parse(const char *list)
+{
+    size_t len = strlen(list), n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    struct picked *g = malloc(sizeof *g + len + 1);
+    const char **names = g ? malloc(n * sizeof *names) : NULL;
+    if (!names) {
+        free(g);
+        return NULL;
+    }
+    memcpy(g->text, list, len + 1);
+    g->names = names;
+    g->n = 0;
+    for (char *save = NULL, *t = strtok_r(g->text, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        g->names[g->n++] = t;
+    return g;
+}
+
+static void picked_free(struct picked *g)
+{
+    if (g)
+        free(g->names);
+    free(g);
+}
 
 struct requeue_ctx {
     struct kq_broker *broker;
@@ -76,22 +111,33 @@ static void on_requeued(void *ud, int status)
     if (rc2 < 0)
         drop_taken(NULL, rc2, NULL);
     m->stored = true;
-    KQ_INFO("dlq", "requeued id=%s topic=%s", m->id, m->topic);
+    if (m->n_done) /* the groups it is not for: kept across a restart */
+        kq_delivery_persist(b, m, kq_now_ms());
+    KQ_INFO("dlq", "requeued id=%s topic=%s groups_skipped=%u", m->id, m->topic, m->n_done);
     kq_hist_resume(b, m); /* its story goes on */
     kq_hist(b, m, KQ_EV_REQUEUED, NULL, NULL);
     kq_delivery_add(b, m, kq_now_ms());
 }
 
-/* A copy of a dead letter to requeue; NULL when it is pending again already (or ENOMEM:
- * *oom). The copy is saved later, never while the store is listing. */
+/* A copy of a dead letter to requeue, for the picked groups (NULL: those it failed for);
+ * NULL when it is pending again already, or *err (-ENOMEM, or why it may go to none of the
+ * groups: -EINVAL, -ENOENT) with why. The copy is saved later, never while the store is
+ * listing. */
 static struct kq_msg *requeue_copy(struct kq_broker *b, const struct kq_dead_letter *d,
-                                   bool *oom)
+                                   const struct picked *picked, int *err, char *why,
+                                   size_t whylen)
 {
     if (kq_delivery_find(b, d->msg.id))
         return NULL;
     struct kq_msg *m = kq_msg_new(b, &d->msg, true);
     if (!m) {
-        *oom = true;
+        *err = -ENOMEM;
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    if ((*err = kq_requeue_targets(b, m, d, picked ? picked->names : NULL, picked ? picked->n : 0,
+                                   why, whylen))) {
+        kq_msg_free(m);
         return NULL;
     }
     /* A fresh start: the operator asked for it to be delivered. */
@@ -131,6 +177,7 @@ static void job_free(struct job *j)
     for (size_t i = 0; i < j->n_copies; i++)
         kq_msg_free(j->copies[i]);
     free(j->copies);
+    picked_free(j->picked);
     kq_buf_free(&j->items);
     free(j->topic);
     free(j);
@@ -195,6 +242,8 @@ static void job_finish(struct job *j, int status)
     else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "requeued", (double)j->requeued);
+        if (j->skipped) /* they stay in the DLQ */
+            cJSON_AddNumberToObject(o, "skipped", (double)j->skipped);
         if (j->failed)
             cJSON_AddStringToObject(o, "error", "some dead letters could not be requeued (see the log)");
         status = kq_adm_reply(&out, o, j->failed ? 500 : 200);
@@ -231,8 +280,14 @@ static bool job_item(void *ud, const struct kq_dead_letter *d)
         j->n++;
         return true;
     }
-    bool oom = false;
-    struct kq_msg *m = requeue_copy(j->b, d, &oom);
+    int err = 0;
+    char why[256];
+    struct kq_msg *m = requeue_copy(j->b, d, j->picked, &err, why, sizeof why);
+    bool oom = err == -ENOMEM;
+    if (err && !oom) {
+        j->skipped++;
+        KQ_WARN("dlq", "dead letter id=%s not requeued: %s", d->msg.id, why);
+    }
     if (m && j->n_copies == j->cap_copies) {
         size_t cap = j->cap_copies ? j->cap_copies * 2 : PAGE;
         struct kq_msg **v = realloc(j->copies, cap * sizeof *v);
@@ -335,6 +390,7 @@ int kq_adm_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const c
 struct one_ctx {
     struct kq_broker *b;
     struct kq_admin_req *r;
+    struct picked *picked;
 };
 
 static void on_requeue_found(void *ud, int status, const struct kq_dead_letter *d)
@@ -342,16 +398,20 @@ static void on_requeue_found(void *ud, int status, const struct kq_dead_letter *
     struct one_ctx *c = ud;
     struct kq_buf out = {0};
     size_t n = 0;
-    bool oom = false, refused = false;
+    int err = 0;
+    bool refused = false;
+    char why[256];
     if (status == 0) {
-        struct kq_msg *m = requeue_copy(c->b, d, &oom);
+        struct kq_msg *m = requeue_copy(c->b, d, c->picked, &err, why, sizeof why);
         n = m && requeue_save(c->b, m); /* d is not used after the copy */
         refused = m && !n;
     }
     if (status && status != -ENOENT) {
         status = kq_adm_store_failed(c->b, status, NULL, &out);
-    } else if (oom || refused) {
-        status = error_reply(&out, 500, oom ? "out of memory" : "the store refused the copy (see the log)");
+    } else if (err) {
+        status = error_reply(&out, err == -ENOMEM ? 500 : err == -EINVAL ? 400 : 409, why);
+    } else if (refused) {
+        status = error_reply(&out, 500, "the store refused the copy (see the log)");
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "requeued", (double)n);
@@ -362,26 +422,40 @@ static void on_requeue_found(void *ud, int status, const struct kq_dead_letter *
     }
     kq_admin_req_done(c->r, status, &out);
     kq_buf_free(&out);
+    picked_free(c->picked);
     free(c);
 }
 
-int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
+int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, const char *groups,
+                       struct kq_buf *out)
 {
     struct kq_broker *b = ud;
     int down = kq_adm_store_down(b, out);
     if (down)
         return down;
+    struct picked *picked = groups ? picked_parse(groups) : NULL;
+    if (groups && !picked)
+        return error_reply(out, 500, "out of memory");
+    if (picked && picked->n == 0) {
+        picked_free(picked);
+        return error_reply(out, 400, "groups: a comma-separated list of consumer groups");
+    }
     if (strcmp(id, "*") == 0) {
         struct job *j = job_new(b, r, J_REQUEUE_ALL, NULL, NULL);
-        if (!j)
+        if (!j) {
+            picked_free(picked);
             return error_reply(out, 500, "out of memory");
+        }
+        j->picked = picked;
         enqueue(b->admin_jobs, j);
         return KQ_ADMIN_LATER;
     }
     struct one_ctx *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) {
+        picked_free(picked);
         return error_reply(out, 500, "out of memory");
-    *c = (struct one_ctx){b, r};
+    }
+    *c = (struct one_ctx){b, r, picked};
     int rc = b->store->ops->dlq_get(b->store, id, on_requeue_found, c);
     if (rc < 0)
         on_requeue_found(c, rc, NULL);

@@ -63,32 +63,21 @@ int kq_adm_groups(void *ud, struct kq_buf *out)
 
 /* --- /metrics ------------------------------------------------------------------------------ */
 
-struct prom_ctx {
-    struct kq_prom *p;
-    bool oldest; /* which family this pass writes (Prometheus wants a family's lines together) */
-};
-
 static void row_prom(void *ud, const struct kq_backlog_row *r)
 {
-    struct prom_ctx *c = ud;
+    struct kq_prom *p = ud;
     const char *l[] = {"group", r->group, "topic", r->topic, NULL};
-    if (c->oldest)
-        kq_prom_gauge(c->p, "kiteq_group_oldest_seconds",
-                      "Age of the oldest message the group has not acked on the topic (as of "
-                      "the last backlog pass; 0 when none).", l, (double)r->oldest_sec);
-    else
-        kq_prom_gauge(c->p, "kiteq_group_backlog",
-                      "Pending messages of the topic routed to the group and not acked by it "
-                      "yet, in flight included (as of the last backlog pass).", l,
-                      (double)r->backlog);
+    kq_prom_gauge(p, "kiteq_group_backlog",
+                  "Pending messages of the topic routed to the group and not acked by it yet, "
+                  "in flight included (as of the last backlog pass).", l, (double)r->backlog);
+    kq_prom_gauge(p, "kiteq_group_oldest_seconds",
+                  "Age of the oldest message the group has not acked on the topic (as of the "
+                  "last backlog pass; 0 when none).", l, (double)r->oldest_sec);
 }
 
 void kq_adm_groups_metrics(struct kq_broker *b, struct kq_prom *p)
 {
-    struct prom_ctx c = {p, false};
-    kq_backlog_each(b, row_prom, &c);
-    c.oldest = true;
-    kq_backlog_each(b, row_prom, &c);
+    kq_backlog_each(b, row_prom, p);
     struct kq_backlog_info in;
     kq_backlog_info(b, &in);
     if (in.as_of_unix_ms) /* absent until the first pass: the backlog is not known yet */

@@ -24,11 +24,17 @@ int kq_adm_store_failed(struct kq_broker *b, int status, cJSON *o, struct kq_buf
 int kq_adm_dlq_tally(struct kq_broker *b, const char *topic, cJSON *by_topic, cJSON *by_group,
                      uint64_t *total);
 
+/* admin_metrics.c: GET /metrics (struct kq_admin_handlers). */
+int kq_adm_metrics(void *ud, struct kq_buf *out);
+
 /* admin_dlq.c: the /dlq handlers (struct kq_admin_handlers) and the scheduler that pages
  * through the store a bounded number of dead letters per loop iteration. */
 int kq_adm_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const char *after,
                     size_t limit, struct kq_buf *out);
-int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out);
+int kq_adm_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, const char *groups,
+                       struct kq_buf *out);
+/* admin_dlq_show.c: GET /dlq/<id>, one dead letter with its body and properties. */
+int kq_adm_dlq_show(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out);
 int kq_adm_dlq_purge(void *ud, struct kq_admin_req *r, const char *topic, struct kq_buf *out);
 int kq_adm_jobs_start(struct kq_broker *b);
 

@@ -112,17 +112,16 @@ void kq_backlog_free(struct kq_broker *b)
 /* Route m (or reuse the memo) and count it for every group that has not acked it. */
 static int count_message(struct kq_broker *b, struct kq_backlog *k, const struct kq_msg *m)
 {
-    if (m->topic != k->memo_topic || m->type != k->memo_type) {
+    if (m->extra || m->topic != k->memo_topic || m->type != k->memo_type) {
         struct kq_route *routes = b->routes; /* not inside an attempt: free to use */
-        size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                                   KQ_POLICY_MAX_ROUTES);
+        size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
         for (size_t i = 0; i < n; i++) {
             if (!(k->memo_rows[i] = row_get(&k->next, routes[i].group, m->topic)))
                 return -ENOMEM;
             k->memo_atoms[i] = kq_atom_find(b, routes[i].group);
         }
         k->memo_n = n;
-        k->memo_topic = m->topic;
+        k->memo_topic = m->extra ? NULL : m->topic; /* its own groups: not its type's */
         k->memo_type = m->type;
     }
     for (size_t i = 0; i < k->memo_n; i++) {

@@ -109,8 +109,12 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
         if (st->next_attempt_ms > when)
             when = st->next_attempt_ms;
     }
+    int64_t due = kq_msg_extra_recover(b, m, sm->header, sm->header_len);
+    if (due > when) /* scheduled: not before it is due, however its state was written */
+        when = due;
     if (kq_idmap_insert(&b->msgs, m) != 0) {
         KQ_ERROR("broker", "out of memory recovering id=%s", sm->id);
+        kq_msg_extra_drop(b, m);
         kq_msg_free(m);
         return;
     }

@@ -13,7 +13,7 @@
 #include "broker/internal.h"
 #include "core/log.h"
 
-#define NO_SUBSCRIBER "(no subscriber)" /* the failed "group" of an attempt with no route */
+#define NO_SUBSCRIBER KQ_NO_SUBSCRIBER
 /* With no consumer online for a message, look at it again this often (at most). */
 #define NOBODY_RECHECK_MS 30000
 /* Deliveries are queued on a connection only while less than this is waiting for the
@@ -39,6 +39,8 @@ static bool loading_inline;
 /* Groups are kept as atoms, so membership is a pointer comparison. */
 static bool name_in(struct kq_broker *b, const char *const *v, uint16_t n, const char *name)
 {
+    if (n == 0)
+        return false; /* the usual case: no lookup */
     const char *atom = kq_atom_find(b, name);
     return atom && kq_names_has(v, n, atom);
 }
@@ -134,6 +136,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
     if (kq_idmap_insert(&b->msgs, m) != 0) {
         KQ_ERROR("delivery", "out of memory indexing id=%s", m->id);
         kq_hist_finish(b, m);
+        kq_msg_extra_drop(b, m);
         kq_msg_free(m); /* the producer was acked: it stays in the store for a restart */
         return;
     }
@@ -156,10 +159,17 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
     kq_idmap_remove(&b->msgs, m);
     kq_topic_stats(b, m->topic)->pending--;
     kq_hist_finish(b, m);
+    kq_msg_extra_drop(b, m);
     kq_msg_free(m);
 }
 
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason)
+{
+    if (!kq_dead_hook(b, m, reason))
+        kq_delivery_dead_letter_now(b, m, reason);
+}
+
+void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const char *reason)
 {
     KQ_WARN("delivery", "dead letter id=%s topic=%s type=%s attempts=%d reason=\"%s\"", m->id,
             m->topic, m->type, m->attempts, reason);
@@ -169,7 +179,11 @@ void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *
     if (m->stored) {
         struct kq_stored_msg sm;
         kq_msg_to_stored(m, &sm);
-        store_result(b, "dead_letter", m->id, b->store->ops->dead_letter(b->store, &sm, reason));
+        struct kq_dlq_groups g; /* who it failed for: a requeue goes only to them */
+        bool known = kq_dead_groups_of(b, m, reason, &g) == 0;
+        store_result(b, "dead_letter", m->id,
+                     b->store->ops->dead_letter(b->store, &sm, reason, known ? &g : NULL));
+        kq_dead_groups_free(&g);
     }
     kq_delivery_drop(b, m, false);
 }
@@ -374,9 +388,10 @@ static void flow_ask(struct kq_broker *b, struct kq_group *g, struct kq_group_ra
     r->generation = b->reload_generation;
 }
 
-/* The flow entry of (g, topic), created on first use; watermark > 0 updates the binding's. */
+/* The flow entry of (g, topic), created on first use; watermark > 0 updates the binding's.
+ * now: kq_broker_mono_ms() (the caller's, read once: a clock call per message showed). */
 static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g,
-                                      const char *topic, int watermark)
+                                      const char *topic, int watermark, uint64_t now)
 {
     struct kq_group_rate *r = find_rate(g, topic);
     if (!r) {
@@ -394,7 +409,6 @@ static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g,
         r->watermark = watermark;
         r->asked_ms = 0;
     }
-    uint64_t now = kq_broker_mono_ms();
     if (!r->asked_ms || now - r->asked_ms >= FLOW_ASK_MS || r->generation != b->reload_generation)
         flow_ask(b, g, r, now);
     return r;
@@ -431,6 +445,10 @@ static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg 
         return;
     }
     w->msg = m;
+    if (m->block) {
+        w->charged = m->block->header_len + m->block->body_len;
+        b->hot_waiting_bytes += w->charged;
+    }
     if (g->wait_tail)
         g->wait_tail->next = w;
     else
@@ -458,6 +476,7 @@ static struct kq_msg *dequeue_wait(struct kq_broker *b, struct kq_group *g)
         g->wait_tail = NULL;
     g->n_waiting--;
     b->n_waiting_total--;
+    b->hot_waiting_bytes -= w->charged;
     struct kq_msg *m = w->msg;
     free(w);
     m->waiting--;
@@ -472,14 +491,16 @@ static bool attempt_over(const struct kq_msg *m) { return m->inflight == 0 && m-
 /* Memory is bounded by the pending count, not by what consumers do: once its copies are
  * written to the connections, a stored message keeps only its id while they are out (an
  * answer needs no body; a retry reads it back). Copies waiting for room keep theirs only
- * while the queues are short (a pipelining producer fills them for a moment; reading every
- * body back then cost more than the memory), so a consumer that never acks holds ids, not
- * bodies. */
-#define HOT_WAITING_MAX 4096 /* 4 096 waiting 4 KiB bodies = 16 MiB at most */
+ * while the queued bodies are few (a pipelining producer fills the queues for a moment;
+ * reading every body back then cost ~1.8k instructions per message, more than the memory),
+ * so a consumer that never acks holds ids, not bodies. Counted in bytes, so large bodies
+ * cannot multiply the bound; a body that waits for several groups counts once per group
+ * (an overestimate: it is evicted sooner, never later). */
+#define HOT_WAITING_BYTES ((size_t)16 << 20)
 
 static void drop_block_while_out(struct kq_broker *b, struct kq_msg *m)
 {
-    if (m->waiting == 0 || b->n_waiting_total > HOT_WAITING_MAX)
+    if (m->waiting == 0 || b->hot_waiting_bytes > HOT_WAITING_BYTES)
         kq_msg_evict(m);
 }
 
@@ -495,6 +516,7 @@ static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq
             g->wait_tail = prev;
         g->n_waiting--;
         b->n_waiting_total--;
+        b->hot_waiting_bytes -= w->charged;
         m->waiting--;
         struct kq_group_rate *r = find_rate(g, m->topic);
         if (r && r->waiting)
@@ -521,7 +543,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
                 finish_attempt(b, m);
             continue;
         }
-        struct kq_group_rate *r = rate_for(b, g, m->topic, 0);
+        struct kq_group_rate *r = rate_for(b, g, m->topic, 0, now);
         if (!has_room(b, g, r))
             break; /* FIFO: an answer or the tick tries again */
         if (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))
@@ -567,9 +589,15 @@ void kq_delivery_pump_all(struct kq_broker *b)
 /* One group's copy of this attempt: sent now, queued for room, or failed. */
 static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt)
 {
-    struct kq_group *g = kq_group_get(b, rt->group, false);
+    /* nearly always the group of the last offer: a compare instead of hashing the name */
+    struct kq_group *g = b->last_offered && strcmp(b->last_offered->id, rt->group) == 0
+                             ? b->last_offered
+                             : kq_group_get(b, rt->group, false);
+    if (g)
+        b->last_offered = g;
     enum kq_pick_fail why = KQ_PICK_OFFLINE;
-    struct kq_session *s = kq_group_pick_delivery(g, kq_broker_mono_ms(), &why);
+    uint64_t now = kq_broker_mono_ms();
+    struct kq_session *s = kq_group_pick_delivery(g, now, &why);
     if (!s && why == KQ_PICK_WARMING) {
         /* online but every connection is still warming up: try again soon */
         add_failed(b, m, rt->group);
@@ -589,7 +617,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         }
         return;
     }
-    struct kq_group_rate *r = rate_for(b, g, m->topic, rt->watermark);
+    struct kq_group_rate *r = rate_for(b, g, m->topic, rt->watermark, now);
     if (!s || g->wait_head || !has_room(b, g, r) ||
         (r && !kq_token_bucket_take(&r->bucket, kq_mono_us()))) {
         enqueue_wait(b, g, m); /* no connection has room (s == NULL), or the group's flow */
@@ -607,7 +635,9 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
 struct load_ctx {
     struct kq_broker *broker;
     char id[KQ_ID_LEN + 1];
-    char group[KQ_GROUP_MAX]; /* "" = for an attempt; else for that group's waiting copy */
+    /* NULL = for an attempt; else for that group's waiting copy. Groups live as long as the
+     * broker (and longer than the messages on_loaded looks up first). */
+    struct kq_group *group;
 };
 
 /* Header and body as read back from the store, with the commit the stored header predates. */
@@ -623,19 +653,17 @@ static int set_loaded_block(struct kq_msg *m, const struct kq_stored_msg *sm)
 static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq_msg *m);
 
 /* A waiting copy's header and body are back (or not): send what g can now. */
-static void on_loaded_for_group(struct kq_broker *b, struct kq_msg *m, const char *group,
+static void on_loaded_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
                                 int status, const struct kq_stored_msg *sm)
 {
-    struct kq_group *g = kq_group_get(b, group, false);
     if (status != 0 || set_loaded_block(m, sm) != 0) {
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back from the store for "
-                           "group=%s: %s (this attempt fails for the group)", m->id, group,
+                           "group=%s: %s (this attempt fails for the group)", m->id, g->id,
                            strerror(status ? -status : ENOMEM));
-        if (g)
-            fail_waiting_copy(b, g, m);
+        fail_waiting_copy(b, g, m);
         return;
     }
-    if (g && g->wait_head && !loading_inline) /* at once: load_for_group's caller goes on */
+    if (g->wait_head && !loading_inline) /* at once: load_for_group's caller goes on */
         pump(b, g);
 }
 
@@ -645,13 +673,12 @@ static void on_loaded(void *ud, int status, const struct kq_stored_msg *sm)
     struct load_ctx *lc = ud;
     struct kq_broker *b = lc->broker;
     struct kq_msg *m = kq_delivery_find(b, lc->id);
-    char group[KQ_GROUP_MAX];
-    memcpy(group, lc->group, sizeof group);
+    struct kq_group *group = lc->group;
     free(lc);
     if (!m || !m->loading)
         return; /* dropped meanwhile (rolled back) */
     m->loading = false;
-    if (group[0]) {
+    if (group) {
         on_loaded_for_group(b, m, group, status, sm);
         return;
     }
@@ -676,7 +703,7 @@ static bool load_for_group(struct kq_broker *b, struct kq_msg *m, struct kq_grou
         return false; /* the tick pumps again */
     lc->broker = b;
     memcpy(lc->id, m->id, sizeof lc->id);
-    snprintf(lc->group, sizeof lc->group, "%s", g->id);
+    lc->group = g;
     char id[KQ_ID_LEN + 1];
     memcpy(id, m->id, sizeof id);
     m->loading = true;
@@ -765,8 +792,7 @@ static void undefer(struct kq_broker *b)
 static bool any_group_online(struct kq_broker *b, const struct kq_msg *m)
 {
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++) {
         if (name_in(b, m->done, m->n_done, routes[i].group))
             continue;
@@ -796,14 +822,14 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
      * before every attempt of every message. */
     struct kq_retry_verdict v;
-    kq_policy_default_retry(m->attempts, m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+    kq_policy_default_retry(m->attempts, m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(),
+                            &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
     }
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     kq_names_clear(&m->failed, &m->n_failed);
     m->names_lost = false;
     m->sent = 0;
@@ -869,7 +895,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     struct kq_retry_verdict v;
     kq_policy_retry(b->policy, m->attempts, kq_msg_failure(m) ? kq_msg_failure(m) : "nack",
-                    m->deliver_limit, m->expired_time, kq_now_sec(), &v);
+                    m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
@@ -984,6 +1010,8 @@ static void wake_waiting(struct kq_broker *b, const char *group, const char *top
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));) {
         if (!m->commit || !attempt_over(m) || m->timer.pos == KQ_HEAP_NONE || m->timer.key <= now)
             continue;
+        if (m->extra && kq_msg_due_ms(b, m) > now)
+            continue; /* scheduled: never before it is due */
         bool wake = group ? (nosub && kq_names_has(m->failed, m->n_failed, nosub)) ||
                                 (ga && kq_names_has(m->failed, m->n_failed, ga))
                           : m->sent == 0 && (!topic || m->topic == ta);
@@ -1032,8 +1060,7 @@ int kq_delivery_purge_copy(struct kq_broker *b, struct kq_msg *m, const char *gr
     if (!attempt_over(m) || m->loading || m->first_ack)
         return 1;
     struct kq_route *routes = b->routes; /* KQ_POLICY_MAX_ROUTES: every bound group */
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n = kq_msg_route(b, m, routes, KQ_POLICY_MAX_ROUTES);
     for (size_t i = 0; i < n; i++)
         if (!name_in(b, m->done, m->n_done, routes[i].group)) {
             kq_delivery_persist(b, m, m->timer.pos != KQ_HEAP_NONE ? m->timer.key : kq_now_ms());
@@ -1050,6 +1077,7 @@ void kq_delivery_free_all(struct kq_broker *b)
     for (size_t pos = 0; (m = kq_idmap_next(&b->msgs, &pos));)
         kq_msg_free(m);
     kq_idmap_free(&b->msgs);
+    kq_msg_extras_free(b);
     kq_heap_free(&b->schedule);
     free(b->deferred.ids);
     memset(&b->deferred, 0, sizeof b->deferred);

@@ -17,6 +17,7 @@ struct kq_group *kq_group_get(struct kq_broker *b, const char *id, bool create)
     if (!g)
         return NULL;
     strcpy(g->id, id);
+    g->atom = kq_atom(b, id); /* NULL (out of memory): the lists intern it themselves */
     HASH_ADD_STR(b->groups, id, g);
     return g;
 }
@@ -118,6 +119,7 @@ void kq_groups_free(struct kq_broker *b)
         for (size_t i = 0; i < g->n_rates; i++)
             free(g->rates[i].topic);
         free(g->rates);
+        kq_atom_release(g->atom);
         free(g);
     }
 }

@@ -10,20 +10,23 @@
  * and the latest; the ones in between are counted as dropped. An attempt that found nobody
  * online, repeated every recheck, updates its events (a count and the latest time) instead
  * of adding new ones. When the message finishes, the record moves (no copy) to a ring of
- * the last cfg->message_history finished messages, found by id. docs/ADMIN.md gives the
- * costs. */
+ * the last cfg->message_history finished messages. The ring has no index: a message
+ * finishes thousands of times a second but is looked up by an operator, so finding one is a
+ * scan from the newest (the newest story of a republished id wins), and finishing costs no
+ * hashing. docs/ADMIN.md gives the costs. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/internal.h"
-#include "core/idmap.h"
 #include "core/log.h"
 
 struct event {
     uint32_t at;         /* ms after the history's start (saturates at ~49 days) */
     uint8_t kind;        /* enum kq_hist_kind */
+    bool group_held;     /* group is a group's hist_name, held for the broker's life: this
+                          * event takes no reference on it (one less count per event) */
     uint16_t n;          /* SENT: the attempt; coalesced kinds: how many times */
     const char *group;   /* atom of the history table, or NULL */
     union {
@@ -37,6 +40,9 @@ struct kq_history {
     int64_t start_ms; /* Unix ms of the first event */
     uint8_t n, cap;
     uint16_t dropped; /* events dropped between the first KQ_HIST_HEAD and the latest */
+    bool delivered;   /* the last event is "delivered", kept here, not in ev: the message
+                       * finishes at once (kq_hist_finish, the same loop time), so the event
+                       * is shown at its finishedTime; one event less per message */
     struct event ev[];
 };
 
@@ -47,7 +53,9 @@ struct finished {
     int64_t finished_ms;
     struct kq_history *h;
     char *names;        /* topic NUL type NUL publishGroup NUL (not atoms: finished messages
-                         * must not keep the broker's names interned) */
+                         * must not keep the broker's names interned); the buffer is kept
+                         * for the next message in this ring slot */
+    uint32_t names_cap;
 };
 
 struct kq_history_tab {
@@ -56,9 +64,11 @@ struct kq_history_tab {
     uint32_t slab_cap, free_head, live;
     struct finished *ring;
     size_t ring_cap, ring_next, ring_len;
-    struct kq_idmap ring_ids; /* id -> struct finished */
     uint64_t bytes;
-    uint64_t skipped; /* messages without a history because of HISTORY_MAX_BYTES */
+    uint64_t skipped;
+    struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
+    uint64_t clock_at;  /* hist_now_ms: the loop time of the last wall-clock reading */
+    int64_t clock_off;  /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
 };
 
 #define FREE_TAG(next) ((struct kq_history *)(((uintptr_t)(next) << 1) | 1))
@@ -69,6 +79,9 @@ struct kq_history_tab {
  * messages get none and records stop growing (they keep how they started and the latest),
  * so a large backlog stays within the pending-count memory budget. Counted in `skipped`. */
 #define HISTORY_MAX_BYTES ((uint64_t)32 << 20)
+/* Events a new record has room for: a message delivered at the first attempt (published,
+ * stored, sent, acked, delivered, removed) never grows its record. */
+#define HIST_FIRST_CAP 6
 
 static const char *const kind_names[] = {
     [KQ_EV_PUBLISHED] = "published", [KQ_EV_RECOVERED] = "recovered",
@@ -112,7 +125,6 @@ int kq_history_init(struct kq_broker *b)
     if (!t)
         return -ENOMEM;
     t->free_head = NO_SLOT;
-    kq_idmap_init(&t->ring_ids, offsetof(struct finished, id));
     size_t cap = b->cfg->message_history > 0 ? (size_t)b->cfg->message_history : 0;
     if (cap && !(t->ring = calloc(cap, sizeof *t->ring))) {
         free(t);
@@ -124,13 +136,18 @@ int kq_history_init(struct kq_broker *b)
     return 0;
 }
 
+static void event_release(const struct event *e)
+{
+    if (!e->group_held)
+        kq_atom_release(e->group);
+    if (e->kind != KQ_EV_RETRY)
+        kq_atom_release(e->u.peer);
+}
+
 static void events_release(struct kq_history *h, unsigned from, unsigned to)
 {
-    for (unsigned i = from; i < to; i++) {
-        kq_atom_release(h->ev[i].group);
-        if (h->ev[i].kind != KQ_EV_RETRY)
-            kq_atom_release(h->ev[i].u.peer);
-    }
+    for (unsigned i = from; i < to; i++)
+        event_release(&h->ev[i]);
 }
 
 static void history_free(struct kq_history_tab *t, struct kq_history *h)
@@ -142,27 +159,36 @@ static void history_free(struct kq_history_tab *t, struct kq_history *h)
     free(h);
 }
 
-/* Bytes of a finished message's names (topic, type, publishing group, their NULs). */
-static size_t names_size(const char *names)
-{
-    size_t n = 0;
-    for (int i = 0; names && i < 3; i++) {
-        size_t l = strlen(names + n) + 1;
-        n += l;
-    }
-    return n;
-}
-
+/* Empty a ring slot; its names buffer stays for the next message (see free_ring). */
 static void finished_clear(struct kq_history_tab *t, struct finished *f)
 {
     if (!f->id[0])
         return;
-    kq_idmap_remove(&t->ring_ids, f);
     history_free(t, f->h);
-    t->bytes -= names_size(f->names);
-    free(f->names);
-    memset(f, 0, sizeof *f);
+    f->h = NULL;
+    f->id[0] = '\0';
     t->ring_len--;
+}
+
+static void free_ring(struct kq_history_tab *t)
+{
+    for (size_t i = 0; i < t->ring_cap; i++) {
+        finished_clear(t, &t->ring[i]);
+        t->bytes -= t->ring[i].names_cap;
+        free(t->ring[i].names);
+    }
+    free(t->ring);
+}
+
+/* The newest finished record of id, or NULL. */
+static struct finished *finished_find(struct kq_history_tab *t, const char *id)
+{
+    for (size_t k = 1; k <= t->ring_cap; k++) { /* holes: histories resumed (requeued) */
+        struct finished *f = &t->ring[(t->ring_next + t->ring_cap - k) % t->ring_cap];
+        if (f->id[0] && strcmp(f->id, id) == 0)
+            return f;
+    }
+    return NULL;
 }
 
 void kq_history_free(struct kq_broker *b)
@@ -174,10 +200,7 @@ void kq_history_free(struct kq_broker *b)
         if (!IS_FREE(t->slab[i]))
             history_free(t, t->slab[i]);
     free(t->slab);
-    for (size_t i = 0; i < t->ring_cap; i++)
-        finished_clear(t, &t->ring[i]);
-    free(t->ring);
-    kq_idmap_free(&t->ring_ids);
+    free_ring(t);
     kq_atoms_free_table(&t->names);
     free(t);
     b->history = NULL;
@@ -232,22 +255,43 @@ static struct kq_history *slot_give_back(struct kq_history_tab *t, struct kq_msg
 
 /* --- recording ---------------------------------------------------------------------------- */
 
+/* Wall-clock ms of an event: the loop's cached time plus an offset read once a second. A
+ * message has ~7 events and the broker handles ~10^5 messages a second, so a clock call
+ * per event showed up in profiles; an event's time is within a second of ms resolution
+ * anyway once the wall clock steps. */
+static int64_t hist_now_ms(struct kq_broker *b, struct kq_history_tab *t)
+{
+    if (!b->loop)
+        return kq_now_ms();
+    uint64_t mono = uv_now(b->loop);
+    if (!t->clock_at || mono - t->clock_at >= 1000) {
+        t->clock_off = kq_now_ms() - (int64_t)mono;
+        t->clock_at = mono ? mono : 1;
+    }
+    return (int64_t)mono + t->clock_off;
+}
+
 static const char *name_of(struct kq_history_tab *t, const char *s)
 {
     return s ? kq_atom_in(&t->names, s) : NULL;
 }
 
-static const char *group_name(struct kq_history_tab *t, struct kq_broker *b, const char *group,
-                              const struct kq_session *s)
+/* e's group: the group's own hist_name when there is a group (no reference taken). */
+static void set_group(struct kq_history_tab *t, struct kq_broker *b, struct event *e,
+                      const char *group, const struct kq_session *s)
 {
     if (!group)
-        return NULL;
-    /* the connection's own group (most events): no lookup */
-    struct kq_group *g = s && s->group && s->group->id == group ? s->group
-                                                                 : kq_group_get(b, group, false);
+        return;
+    /* the connection's own group, or the last one looked up (most events): no lookup */
+    struct kq_group *g = s && s->group && s->group->id == group           ? s->group
+                         : t->last_group && t->last_group->id == group ? t->last_group
+                                                                         : NULL;
+    if (!g && (g = kq_group_get(b, group, false)))
+        t->last_group = g;
     if (g && !g->hist_name)
-        g->hist_name = name_of(t, g->id); /* held for the group's life */
-    return g && g->hist_name ? kq_atom_ref(g->hist_name) : name_of(t, group);
+        g->hist_name = name_of(t, g->id); /* held for the group's (the broker's) life */
+    e->group_held = g && g->hist_name;
+    e->group = e->group_held ? g->hist_name : name_of(t, group);
 }
 
 static const char *peer_name(struct kq_history_tab *t, struct kq_session *s)
@@ -314,15 +358,25 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
     return 0;
 }
 
-static struct kq_history *history_new(struct kq_history_tab *t)
+static void delivered_event(struct kq_history **hp, int64_t now)
 {
-    struct kq_history *h = malloc(record_size(4));
+    int64_t off = now - (*hp)->start_ms;
+    struct event e = {.kind = KQ_EV_DELIVERED,
+                      .at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off};
+    struct kq_history *h = *hp;
+    h->delivered = false;
+    h->ev[h->n++] = e; /* it had room when recorded, and nothing came after */
+}
+
+static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
+{
+    struct kq_history *h = malloc(record_size(HIST_FIRST_CAP));
     if (!h)
         return NULL;
     memset(h, 0, sizeof *h);
-    h->start_ms = kq_now_ms();
-    h->cap = 4;
-    t->bytes += record_size(4);
+    h->start_ms = now;
+    h->cap = HIST_FIRST_CAP;
+    t->bytes += record_size(HIST_FIRST_CAP);
     return h;
 }
 
@@ -334,7 +388,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
     if (!t || (!t->ring_cap && !logging))
         return; /* messageHistory = 0: no histories */
     struct event e = {.kind = kind};
-    e.group = group_name(t, b, group, s);
+    set_group(t, b, &e, group, s);
     if (kind == KQ_EV_RETRY)
         e.u.when_ms = when_ms;
     else
@@ -345,10 +399,17 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         log_event(m, &e);
     struct kq_history **hp = t->ring_cap ? slot_of(t, m) : NULL;
     struct kq_history *h = hp ? *hp : NULL;
+    if (h && kind == KQ_EV_DELIVERED && h->n < h->cap) {
+        h->delivered = true; /* room for it: shown as it would have been */
+        return;
+    }
+    int64_t now = hist_now_ms(b, t);
+    if (h && h->delivered) /* not finished after all: the event goes in its place */
+        delivered_event(hp, now);
     if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
         t->skipped++;
     else if (t->ring_cap && !h) {
-        if (!(h = history_new(t)) || slot_take(t, m, h) != 0) {
+        if (!(h = history_new(t, now)) || slot_take(t, m, h) != 0) {
             if (h)
                 history_free(t, h);
             h = NULL;
@@ -356,12 +417,10 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         hp = h ? slot_of(t, m) : NULL;
     }
     if (!h) { /* no history kept (messageHistory = 0, or out of memory) */
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
+        event_release(&e);
         return;
     }
-    int64_t now = kq_now_ms(), off = now - h->start_ms;
+    int64_t off = now - h->start_ms;
     e.at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off;
     struct event *same = coalesces(kind) ? repeat_of(h, &e) : NULL;
     if (same) { /* counted, and moved last: the events stay in the order of their latest */
@@ -373,18 +432,13 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
             upd.u.when_ms = e.u.when_ms;
         memmove(same, same + 1, (size_t)(&h->ev[h->n - 1] - same) * sizeof *same);
         h->ev[h->n - 1] = upd;
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
+        event_release(&e);
         return;
     }
     if (coalesces(kind))
         e.n = 1;
-    if (append(t, hp, &e) != 0) {
-        kq_atom_release(e.group);
-        if (kind != KQ_EV_RETRY)
-            kq_atom_release(e.u.peer);
-    }
+    if (append(t, hp, &e) != 0)
+        event_release(&e);
 }
 
 void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
@@ -416,6 +470,33 @@ void kq_hist_session_closed(struct kq_session *s)
     s->hist_peer = NULL;
 }
 
+/* Why group last failed m, from its history: "nack", "timeout", "connection lost", "no
+ * consumer online", "consumers warming up" or "not sent: <reason>" (static text or the
+ * history's atom, valid while m's history lives); NULL when its history has none (none
+ * kept, or the group never failed). Dead letters record it per group. */
+const char *kq_hist_last_failure(struct kq_broker *b, const struct kq_msg *m, const char *group)
+{
+    struct kq_history_tab *t = b->history;
+    struct kq_history **p = t ? slot_of(t, m) : NULL;
+    const struct kq_history *h = p ? *p : NULL;
+    for (unsigned i = h ? h->n : 0; i-- > 0;) {
+        const struct event *e = &h->ev[i];
+        if (!e->group || strcmp(e->group, group) != 0)
+            continue;
+        switch (e->kind) {
+        case KQ_EV_NACKED: return "nack";
+        case KQ_EV_TIMEOUT: return "timeout";
+        case KQ_EV_LOST: return "connection lost";
+        case KQ_EV_NO_CONSUMER: return "no consumer online";
+        case KQ_EV_WARMING: return "consumers warming up";
+        case KQ_EV_NOT_SENT: return e->u.peer ? e->u.peer : "not sent";
+        case KQ_EV_ACKED: return NULL; /* its last word was an ack */
+        default: break;
+        }
+    }
+    return NULL;
+}
+
 /* --- the ring of finished messages -------------------------------------------------------- */
 
 void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
@@ -428,38 +509,42 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
         history_free(t, h);
         return;
     }
-    struct finished *old = kq_idmap_find(&t->ring_ids, m->id);
-    if (old) /* the same id finished before (published again): the newer story wins */
-        finished_clear(t, old);
     struct finished *f = &t->ring[t->ring_next];
     finished_clear(t, f); /* the oldest goes */
     t->ring_next = (t->ring_next + 1) % t->ring_cap;
     size_t tl = strlen(m->topic), yl = strlen(m->type), gl = strlen(m->pub_group);
-    memcpy(f->id, m->id, sizeof f->id);
-    if (kq_idmap_insert(&t->ring_ids, f) != 0) { /* not findable: not kept */
-        memset(f, 0, sizeof *f);
-        history_free(t, h);
-        return;
+    size_t need = tl + yl + gl + 3;
+    if (need > f->names_cap) {
+        char *nb = realloc(f->names, need);
+        if (nb) {
+            t->bytes += need - f->names_cap;
+            f->names = nb;
+            f->names_cap = (uint32_t)need;
+        }
     }
-    t->ring_len++;
-    f->state = h->ev[h->n - 1].kind;
-    f->finished_ms = kq_now_ms();
-    f->h = h;
-    if ((f->names = malloc(tl + yl + gl + 3))) {
+    if (need <= f->names_cap) {
         memcpy(f->names, m->topic, tl + 1);
         memcpy(f->names + tl + 1, m->type, yl + 1);
         memcpy(f->names + tl + yl + 2, m->pub_group, gl + 1);
-        t->bytes += tl + yl + gl + 3;
+    } else if (f->names_cap) {
+        f->names[0] = '\0'; /* out of memory: the names are not kept */
     }
+    memcpy(f->id, m->id, sizeof f->id);
+    t->ring_len++;
+    f->state = h->delivered ? KQ_EV_DELIVERED : h->ev[h->n - 1].kind;
+    f->finished_ms = hist_now_ms(b, t);
+    f->h = h;
 }
 
 void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
 {
     struct kq_history_tab *t = b->history;
-    struct finished *f = t ? kq_idmap_find(&t->ring_ids, m->id) : NULL;
+    struct finished *f = t && t->ring_cap ? finished_find(t, m->id) : NULL;
     if (!f || m->hist)
         return;
     struct kq_history *h = f->h;
+    if (h->delivered) /* its story goes on: the event goes in its place, at its time */
+        delivered_event(&h, f->finished_ms);
     f->h = NULL;
     finished_clear(t, f);
     if (slot_take(t, m, h) != 0)
@@ -468,7 +553,7 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
 
 /* --- JSON --------------------------------------------------------------------------------- */
 
-static cJSON *events_json(const struct kq_history *h)
+static cJSON *events_json(const struct kq_history *h, int64_t delivered_ms)
 {
     cJSON *a = cJSON_CreateArray();
     for (unsigned i = 0; i < h->n; i++) {
@@ -498,6 +583,12 @@ static cJSON *events_json(const struct kq_history *h)
             cJSON_AddItemToArray(a, d);
         }
     }
+    if (h->delivered) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "time", (double)delivered_ms);
+        cJSON_AddStringToObject(o, "event", kind_names[KQ_EV_DELIVERED]);
+        cJSON_AddItemToArray(a, o);
+    }
     return a;
 }
 
@@ -505,13 +596,13 @@ cJSON *kq_hist_json(struct kq_broker *b, const struct kq_msg *m)
 {
     struct kq_history_tab *t = b->history;
     struct kq_history **p = t ? slot_of(t, m) : NULL;
-    return p ? events_json(*p) : NULL;
+    return p ? events_json(*p, kq_now_ms()) : NULL;
 }
 
 cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_kind *final_kind)
 {
     struct kq_history_tab *t = b->history;
-    struct finished *f = t && strlen(id) <= KQ_ID_LEN ? kq_idmap_find(&t->ring_ids, id) : NULL;
+    struct finished *f = t && t->ring_cap ? finished_find(t, id) : NULL;
     if (!f)
         return NULL;
     if (final_kind)
@@ -519,14 +610,14 @@ cJSON *kq_hist_finished_json(struct kq_broker *b, const char *id, enum kq_hist_k
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "messageId", f->id);
     cJSON_AddStringToObject(o, "state", final_state(f->state));
-    if (f->names) {
+    if (f->names && f->names[0]) {
         const char *type = f->names + strlen(f->names) + 1;
         cJSON_AddStringToObject(o, "topic", f->names);
         cJSON_AddStringToObject(o, "messageType", type);
         cJSON_AddStringToObject(o, "publishGroup", type + strlen(type) + 1);
     }
     cJSON_AddNumberToObject(o, "finishedTime", (double)f->finished_ms);
-    cJSON_AddItemToObject(o, "history", events_json(f->h));
+    cJSON_AddItemToObject(o, "history", events_json(f->h, f->finished_ms));
     return o;
 }
 
@@ -538,7 +629,7 @@ void kq_history_stats(const struct kq_broker *b, struct kq_history_stats *out)
         return;
     out->pending = t->live;
     out->finished = t->ring_len;
-    out->bytes = t->bytes + t->ring_ids.cap * (sizeof(void *) + 1);
+    out->bytes = t->bytes;
     out->names = kq_atoms_count_table(t->names);
     out->skipped = t->skipped;
 }

@@ -61,6 +61,7 @@ struct kq_session {
 struct kq_wait {
     struct kq_msg *msg;
     struct kq_wait *next;
+    uint32_t charged; /* body bytes counted in b->hot_waiting_bytes for this copy */
 };
 
 /* Flow of a group on one topic: the limits the flow.group policy gave (asked about once a
@@ -108,6 +109,8 @@ struct kq_group {
     uint64_t timeouts_unlogged;   /* timeouts since the last log line about them */
     uint64_t timeouts_logged_ms;  /* monotonic; when that line was written */
     const char *hist_name;      /* the name as message histories hold it (history.c) */
+    const char *atom;           /* the name in b->atoms, held for the group's life: acks put
+                                 * it in done lists without interning it again per message */
     struct kq_group *pump_next; /* in the broker's list of groups with waiters */
     bool in_pump_list;
     UT_hash_handle hh;
@@ -126,7 +129,10 @@ struct kq_msg {
     bool retry_soon : 1; /* the last attempt found only connections still warming up */
     bool deferred : 1;   /* parked in the broker's ring of cold messages (delivery.c) */
     bool names_lost : 1; /* a failed group could not be recorded: the attempt failed */
-    uint8_t failure;     /* kq_msg_failure() */
+    bool extra : 1;      /* has a due time or its own groups (msg_extra.c) */
+    bool hdr_committed : 1; /* the stored header says commit (published so): read back, it
+                             * needs no check (kq_tx_mark_header_committed) */
+    uint8_t failure : 3; /* kq_msg_failure(): an index of its 6 texts */
     int32_t deliver_limit;
     int32_t attempts;
     int32_t tx_checks;
@@ -175,6 +181,8 @@ struct kq_broker {
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
     size_t n_waiting_total;     /* messages waiting in all groups' queues */
+    size_t hot_waiting_bytes;   /* header + body bytes of waiting copies queued with their
+                                 * block in memory (delivery.c drop_block_while_out) */
     struct kq_id_ring {         /* cold messages parked until the queues have room */
         char (*ids)[KQ_ID_LEN + 1];
         size_t head, len, cap;
@@ -185,6 +193,7 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats; /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
+    struct kq_group *last_offered; /* delivery.c offer's cache (groups live as long as b) */
     struct kq_zk_registry *zk;          /* NULL with static bindings */
     struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;         /* "static" or the ZooKeeper state */
@@ -196,11 +205,13 @@ struct kq_broker {
     struct kq_backlog *backlog;         /* per (group, topic) backlog scan (backlog.c) */
     struct kq_purges *purges;           /* POST /groups/purge jobs (admin_purge.c) */
     struct kq_history_tab *history;     /* message histories (history.c) */
+    struct kq_msg_extras *extras;       /* due times and groups of messages (msg_extra.c) */
     int argc;                           /* the command line, re-applied on reload */
     char **argv;
     uint64_t reload_generation;         /* successful reloads */
     uint64_t reload_failures;
     char reload_error[2048];            /* last failure, "" after a success */
+    int64_t reload_error_at_ms;         /* when reload_error was set (Unix ms) */
     struct kq_reload *reload;           /* being built off the loop (reload.c), or NULL */
     bool reload_queued;                 /* another reload starts when it is over */
     struct kq_reload_waiter *reload_queue; /* waiting for that next one */
@@ -296,9 +307,70 @@ void kq_names_clear(const char ***v, uint16_t *n);
 /* Take atom out of the list (no-op when absent or NULL). */
 void kq_names_remove(const char ***v, uint16_t *n, const char *atom);
 
+/* msg_extra.c: a message's due time (scheduled delivery) and own group list, kept in a
+ * side table while it is pending and in its header as properties (policy.h: KQ_PROP_*).
+ * kq_msg_extra_drop must run before kq_msg_free of a message that may have an entry. */
+int kq_msg_extra_set(struct kq_broker *b, struct kq_msg *m, int64_t due_ms,
+                     const char *const *groups, size_t n);
+/* Unix ms before which m is not delivered (0: none). */
+int64_t kq_msg_due_ms(const struct kq_broker *b, const struct kq_msg *m);
+void kq_msg_extra_drop(struct kq_broker *b, struct kq_msg *m);
+void kq_msg_extras_free(struct kq_broker *b);
+/* The routes of m: kq_policy_route's answer, or exactly m's own groups that are still bound
+ * on its topic. At most max; out may be b->routes. */
+size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
+                    size_t max);
+/* Intake, before on_publish: the producer's KQ_PROP_DELAY_MS (-1 when absent) in *delay_ms;
+ * NULL, or the feedback (written to fb) for a bad value or a property only the broker sets. */
+const char *kq_msg_intake_delay(const Protocol__Header *h, int64_t *delay_ms, char *fb,
+                                size_t fblen);
+/* Intake, after on_publish: the final delay (<= 0: none) and groups written into h's
+ * properties (b->frame_arena), KQ_PROP_DELAY_MS taken out; *due_ms = Unix ms or 0. NULL, or
+ * the feedback when the message would be due after it expires. */
+const char *kq_msg_intake_apply(struct kq_broker *b, Protocol__Header *h, int64_t delay_ms,
+                                const char *const *groups, size_t n_groups, int64_t now_ms,
+                                int64_t *due_ms, char *fb, size_t fblen);
+/* Recovery: m's due time and groups from its stored header (if it has any); returns the due
+ * time (0: none). */
+int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_t *hdr,
+                             size_t len);
+
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
+/* The same without asking on_dead (the hook said "dlq", or the message was handed over). */
+void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const char *reason);
+
+/* Per-message hooks (msg_hooks.c). The groups m goes to now: route_message when the policy
+ * has it (cold: every group bound on the topic), the memoised route otherwise, every group
+ * of the topic not done once on_dead handed it over. Loop thread. */
+size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
+                    size_t max);
+/* The same for a message being published, with its decoded header h; the answer is kept
+ * for its first attempt when that follows at once. */
+size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m,
+                          const Protocol__Header *h, struct kq_route *out, size_t max);
+/* on_dead before a dead letter: true when the hook took m (dropped, handed over, or being
+ * read back for it). */
+bool kq_dead_hook(struct kq_broker *b, struct kq_msg *m, const char *reason);
+/* on_dead handed m to groups (its expiry then no longer applies: kq_msg_expiry). */
+bool kq_msg_handed_over(struct kq_broker *b, const struct kq_msg *m);
+int64_t kq_msg_expiry(struct kq_broker *b, const struct kq_msg *m);
 void kq_delivery_persist(struct kq_broker *b, struct kq_msg *m, int64_t next_ms);
+
+/* dead_groups.c. The failed "group" of an attempt with no route. */
+#define KQ_NO_SUBSCRIBER "(no subscriber)"
+/* Who m failed for as it is dead-lettered: every group it routes to (or failed) without an
+ * ack, with the last reason (the failure of the last attempt, else `reason`), and the
+ * groups that acked (borrowed from m). Release with kq_dead_groups_free. 0 or -ENOMEM. */
+int kq_dead_groups_of(struct kq_broker *b, const struct kq_msg *m, const char *reason,
+                      struct kq_dlq_groups *out);
+void kq_dead_groups_free(struct kq_dlq_groups *g);
+/* A requeued copy m of d goes only to the picked groups (n_picked > 0; each must be routed
+ * for it), else to the groups d failed for (else to those that had not acked): the other
+ * routed groups are marked done. 0, or -EINVAL / -ENOENT (nobody left to send it to) /
+ * -ENOMEM with why. */
+int kq_requeue_targets(struct kq_broker *b, struct kq_msg *m, const struct kq_dead_letter *d,
+                       const char *const *picked, size_t n_picked, char *why, size_t whylen);
 /* The attempt of m is over (all copies answered): delete, retry or dead-letter. */
 void kq_delivery_finish(struct kq_broker *b, struct kq_msg *m);
 void kq_delivery_group_online(struct kq_broker *b, struct kq_group *g);
@@ -423,6 +495,7 @@ void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind,
                   const char *group, const char *text);
 /* m leaves the index (or never got in): its history moves to the finished ring. */
 void kq_hist_finish(struct kq_broker *b, struct kq_msg *m);
+const char *kq_hist_last_failure(struct kq_broker *b, const struct kq_msg *m, const char *group);
 /* m (requeued) takes back the history its id left in the ring, if any. */
 void kq_hist_resume(struct kq_broker *b, struct kq_msg *m);
 /* A session closes: its name for histories is released. */

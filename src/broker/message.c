@@ -11,8 +11,8 @@
 /* 152 bytes is a 160-byte glibc chunk; one byte more costs 16 per pending message. */
 _Static_assert(sizeof(struct kq_msg) <= 152, "struct kq_msg grew past 152 bytes");
 
-/* An interned name, counted: it lives while a message or a group list refers to it, so a
- * stream of distinct messageTypes does not grow memory for good. */
+/* An interned name, counted: it lives while a message, a group list or a group (its own
+ * name) refers to it, so a stream of distinct messageTypes does not grow memory for good. */
 struct kq_atom {
     UT_hash_handle hh;
     struct kq_atom **table; /* the broker's b->atoms, to leave it on the last release */
@@ -111,6 +111,7 @@ void kq_msg_evict(struct kq_msg *m)
 
 static const char *const failures[] = {NULL, "nack", "timeout", "connection lost",
                                        "no consumer online", "over flow"};
+_Static_assert(sizeof failures / sizeof failures[0] <= 8, "kq_msg.failure has 3 bits");
 
 const char *kq_msg_failure(const struct kq_msg *m)
 {
@@ -203,7 +204,7 @@ int kq_names_add(struct kq_broker *b, const char ***v, uint16_t *n, const char *
         return 0;
     if (*n == UINT16_MAX)
         return -E2BIG;
-    const char *atom = kq_atom(b, name);
+    const char *atom = known ? kq_atom_ref(known) : kq_atom(b, name);
     if (!atom)
         return -ENOMEM;
     if (*n == 0) {

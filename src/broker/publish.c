@@ -69,6 +69,7 @@ static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *
         .n_properties = h->n_properties, .body_size = body_len, .fly = h->fly,
         .commit = h->commit, .expired_time = h->expiredtime,
         .deliver_limit = h->deliverlimit, .now_sec = now};
+    m.binds = kq_binding_set_topic(b->bindings, h->topic, &m.n_binds); /* for `groups` */
     kq_policy_publish(b->policy, &m, v);
     if (v->action == KQ_PUBLISH_REJECT) {
         KQ_LOG_RATELIMITED(KQ_LOG_INFO, "publish", "rejected by on_publish topic=%s type=%s "
@@ -99,10 +100,11 @@ static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *
 /* A message no group is bound to is accepted (as the original does) and kept until it
  * expires, so that a consumer group bound later still gets it. But it is never silent:
  * counted per topic and logged once a second per (topic, messageType). */
-static void note_if_unrouted(struct kq_broker *b, const struct kq_msg *m)
+static void note_if_unrouted(struct kq_broker *b, struct kq_msg *m, const Protocol__Header *h)
 {
     struct kq_route r;
-    if (kq_policy_route(b->policy, b->bindings, m->topic, m->type, &r, 1) > 0)
+    /* the policy's answer (kept for the first attempt), then the groups on_publish chose */
+    if (kq_route_published(b, m, h, &r, 1) > 0 || kq_msg_route(b, m, &r, 1) > 0)
         return;
     b->stats.unrouted++;
     kq_topic_stats(b, m->topic)->unrouted++;
@@ -207,7 +209,10 @@ static void on_saved(void *ud, int status)
         kq_topic_stats(b, m->topic)->stored++;
         kq_hist(b, m, KQ_EV_STORED, NULL, NULL);
         ack_stored(ps, s);
-        kq_delivery_add(b, m, kq_now_ms());
+        int64_t now = kq_now_ms(), due = kq_msg_due_ms(b, m);
+        if (due - now >= 1000)
+            kq_msg_evict(m); /* scheduled: the store keeps header and body until it is due */
+        kq_delivery_add(b, m, due > now ? due : now);
     } else {
         store_failed_feedback(b, status, feedback, sizeof feedback);
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s: %s", m->id,
@@ -216,6 +221,7 @@ static void on_saved(void *ud, int status)
             reject(b, s, ps->opaque, m->id, feedback);
         kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, strerror(-status));
         kq_hist_finish(b, m);
+        kq_msg_extra_drop(b, m);
         kq_msg_free(m);
     }
     free(ps);
@@ -321,9 +327,26 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         goto out;
     }
 
+    int64_t delay_ms, due_ms;
+    char fb[256];
+    if ((bad = kq_msg_intake_delay(h, &delay_ms, fb, sizeof fb))) {
+        reject(b, s, opaque, h->messageid, bad);
+        goto out;
+    }
     struct kq_publish_verdict verdict;
+    verdict.action = KQ_PUBLISH_ACCEPT; /* what apply_publish_policy leaves without a hook */
     bad = apply_publish_policy(b, s, h, v.body_len, now, &verdict);
     if (bad) {
+        reject(b, s, opaque, h->messageid, bad);
+        goto out;
+    }
+    bool changed = verdict.action == KQ_PUBLISH_CHANGE;
+    if (changed && verdict.delay_ms >= 0)
+        delay_ms = verdict.delay_ms; /* the policy's delay replaces the producer's */
+    const char *const *groups = changed ? verdict.groups : NULL;
+    size_t n_groups = changed ? verdict.n_groups : 0;
+    if ((bad = kq_msg_intake_apply(b, h, delay_ms, groups, n_groups, kq_now_ms(), &due_ms, fb,
+                                   sizeof fb))) {
         reject(b, s, opaque, h->messageid, bad);
         goto out;
     }
@@ -359,19 +382,25 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     sm.header = hdr;
     sm.header_len = (uint32_t)hdr_len;
     struct kq_msg *m = kq_msg_new(b, &sm, true);
+    if (m && (due_ms || n_groups) && kq_msg_extra_set(b, m, due_ms, groups, n_groups) != 0) {
+        kq_msg_free(m);
+        m = NULL;
+    }
     if (!m) {
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;
     }
     m->fly = h->fly;
+    m->hdr_committed = m->commit;
     kq_hist(b, m, KQ_EV_PUBLISHED, s->group->id, s);
     kq_msg_to_stored(m, &sm); /* from here on the store reads the index's copy */
-    note_if_unrouted(b, m);
+    sm.deliver_at_ms = due_ms;
+    note_if_unrouted(b, m, h);
 
     if (m->fly) {
         /* Acked first, never stored; still retried while this broker runs. */
         ack(s, opaque, m->id, true, "FLY NO NEED SAVE");
-        kq_delivery_add(b, m, kq_now_ms());
+        kq_delivery_add(b, m, due_ms ? due_ms : kq_now_ms());
         goto out;
     }
 
@@ -379,11 +408,12 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     if (!ps) {
         kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, "out of memory");
         kq_hist_finish(b, m);
+        kq_msg_extra_drop(b, m);
         kq_msg_free(m);
         reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
         goto out;
     }
-    if (b->cfg->delivery_first && m->commit) {
+    if (b->cfg->delivery_first && m->commit && !due_ms) {
         /* Deliver first; store only what the first attempt does not finish (then ack). */
         m->first_ack = ps;
         kq_delivery_add(b, m, kq_now_ms());

@@ -9,7 +9,7 @@
  * libuv's threadpool (offloop.h) while the loop keeps serving; the swap runs on the loop. A
  * build still running after RELOAD_DEADLINE_MS is abandoned: the reload fails and the
  * running generation stays; the worker's Lua states stop at their next budget check (the
- * stop flag of policy/lua_budget.h) and what it built is freed when it returns. One reload
+ * stop flag of sandbox/lua_budget.h) and what it built is freed when it returns. One reload
  * at a time: the requests that come while one runs (or while an abandoned one has not
  * returned yet) share the next one. */
 #include <errno.h>
@@ -23,7 +23,7 @@
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/redact.h"
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 #include "registry/zk_registry.h"
 
 #define RELOAD_DEADLINE_MS 8000 /* under the admin's 10 s for a late answer */
@@ -78,6 +78,7 @@ static void report_failure(struct kq_broker *b, const char *why)
 {
     b->reload_failures++;
     kq_redact(why, b->reload_error, sizeof b->reload_error); /* shown by /stat */
+    b->reload_error_at_ms = kq_now_ms();
     KQ_ERROR("reload", "failed, the previous configuration keeps serving: %s", why);
 }
 

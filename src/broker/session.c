@@ -1,5 +1,6 @@
 /* Connection sessions: ConnMeta handshake with authentication, heartbeats, dispatch of
  * every inbound command, and closing of connections that stay silent too long. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +61,24 @@ static void refuse(struct kq_session *s, uint32_t opaque, const char *feedback,
     kq_conn_close(s->conn, why);
 }
 
+/* The auth policy's answer (policy.h: kq_policy_connect): it may refuse a connection whose
+ * secret is right, never accept one whose secret is wrong. */
+static bool connect_allowed(struct kq_broker *b, struct kq_session *s,
+                            const Protocol__ConnMeta *m, bool secret_ok, char *why, size_t len)
+{
+    const char *peer = kq_conn_peer(s->conn);
+    const char *colon = strrchr(peer, ':');
+    char ip[64];
+    snprintf(ip, sizeof ip, "%.*s", colon ? (int)(colon - peer) : (int)strlen(peer), peer);
+    struct kq_group *g = kq_group_get(b, m->groupid, false);
+    struct kq_connect_view v = {
+        .group = m->groupid, .peer_ip = ip, .peer_port = colon ? atoi(colon + 1) : 0,
+        .secret_ok = secret_ok,
+        .warmup = m->has_warmingupsec && m->warmingupsec > 0 ? m->warmingupsec : 0,
+        .connections = g ? (uint32_t)g->n : 0};
+    return kq_policy_connect(b->policy, &v, why, len);
+}
+
 static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
                          const Protocol__ConnMeta *m)
 {
@@ -79,15 +98,17 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
         refuse(s, opaque, "Auth Failed: invalid groupId", "invalid groupId");
         return;
     }
-    if (cfg->n_groups > 0) {
-        const char *secret = kq_config_group_secret(cfg, m->groupid);
-        if (!secret || strcmp(secret, m->secretkey) != 0) {
-            KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(s->conn),
-                            "auth failed peer=%s group=%s reason=%s", kq_conn_peer(s->conn),
-                            m->groupid, secret ? "wrong secret" : "unknown group");
-            refuse(s, opaque, "Auth Failed: unknown groupId or wrong secretKey", "auth failed");
-            return;
-        }
+    const char *secret = cfg->n_groups > 0 ? kq_config_group_secret(cfg, m->groupid) : NULL;
+    bool secret_ok = cfg->n_groups == 0 || (secret && strcmp(secret, m->secretkey) == 0);
+    char why[KQ_POLICY_MAX_REJECT_REASON];
+    if (!connect_allowed(b, s, m, secret_ok, why, sizeof why)) {
+        const char *policy_why = secret_ok ? why : secret ? "wrong secret" : "unknown group";
+        KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(s->conn),
+                        "auth failed peer=%s group=%s reason=%s", kq_conn_peer(s->conn),
+                        m->groupid, policy_why);
+        refuse(s, opaque, secret_ok ? why : "Auth Failed: unknown groupId or wrong secretKey",
+               "auth failed");
+        return;
     }
     struct kq_group *g = kq_group_get(b, m->groupid, true);
     if (!g || kq_group_join(g, s) != 0) {
@@ -133,13 +154,13 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         return;
     }
     /* Decoded into the broker's frame arena: nothing below keeps a pointer into m. */
-    ProtobufCMessage *m = kq_codec_unpack_in(&b->frame_arena, f->cmd, f->body, (size_t)f->body_len);
     /* Identities and messages are compared and stored as C strings: a NUL inside one would
      * cut it short unseen ("s-pub\0junk" authenticating as "s-pub"). (Acks only use their
      * opaque, status and a message id that a NUL would make unknown.) */
-    const char *nul = m && f->cmd != KQ_CMD_DELIVER_ACK && f->cmd != KQ_CMD_TX_ACK
-                          ? kq_codec_nul_string_field(f->cmd, f->body, (size_t)f->body_len)
-                          : NULL;
+    const char *nul = NULL;
+    bool ack = f->cmd == KQ_CMD_DELIVER_ACK || f->cmd == KQ_CMD_TX_ACK;
+    ProtobufCMessage *m = kq_codec_unpack_checked(&b->frame_arena, f->cmd, f->body,
+                                                  (size_t)f->body_len, ack ? NULL : &nul);
     if (!m || nul) {
         char why[96];
         if (nul)

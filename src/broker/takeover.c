@@ -1,5 +1,5 @@
-/* Takeover of a dead broker's messages (beyond the original). Brokers sharing one MySQL store
- * and one ZooKeeper see each other in /kiteq/alive_servers; each one's rows carry its
+/* Takeover of a dead broker's messages (beyond the original). Brokers sharing one store (MySQL:
+ * kq_store_ops.owner/takeover) and one ZooKeeper see each other in /kiteq/alive_servers; each one's rows carry its
  * kite_server (= its advertised "host:port"). A broker missing from alive_servers (but
  * listed in all_servers) for takeoverSeconds is taken over by exactly one survivor: the one
  * that creates the ephemeral lock node; it moves the rows to itself, delivers them, and
@@ -15,7 +15,6 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "registry/zk_registry.h"
-#include "store/mysql/mysql_store.h"
 
 #define MOD "takeover"
 #define CHECK_MS 1000
@@ -167,7 +166,7 @@ void kq_takeover_on_lock(struct kq_broker *b, const char *dead, int result)
         r->before = b->msgs.len;
         r->t0_us = kq_mono_us();
         strcpy(r->dead, dead);
-        rc = kq_mysql_takeover_start(b->store, dead, on_row, on_moved, r);
+        rc = b->store->ops->takeover(b->store, dead, on_row, on_moved, r);
     }
     if (rc) {
         KQ_ERROR(MOD, "server=%s: takeover not started: %s", dead, strerror(-rc));
@@ -202,9 +201,10 @@ static void on_timer(uv_timer_t *h)
 int kq_takeover_start(struct kq_broker *b)
 {
     char key[512];
-    const char *self = kq_mysql_store_server(b->store);
-    if (!b->zk || !self || kq_mysql_store_ident(b->store, key, sizeof key) != 0)
-        return 0; /* not a mysql store: nothing is shared */
+    const char *self = NULL;
+    const struct kq_store_ops *ops = b->store->ops;
+    if (!b->zk || !ops->owner || !ops->takeover || ops->owner(b->store, &self, key, sizeof key))
+        return 0; /* a store of this broker alone (file, memory): nothing to take over */
     for (char *c = key; *c; c++)
         if (*c == '/')
             *c = '_';

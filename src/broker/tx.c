@@ -64,7 +64,7 @@ struct commit_ctx {
  * delivered commit=false). No-op while the message is evicted: it is applied on load. */
 void kq_tx_mark_header_committed(struct kq_msg *m)
 {
-    if (!m->block || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
+    if (!m->block || m->hdr_committed || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
         return; /* nothing to do for every message published committed (the usual case) */
     Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
     if (!h)
@@ -94,7 +94,8 @@ static void on_committed(void *ud, int status)
         m->commit = true;
         kq_hist(cc->broker, m, KQ_EV_COMMITTED, m->pub_group, NULL);
         kq_tx_mark_header_committed(m);
-        kq_delivery_schedule(cc->broker, m, kq_now_ms());
+        int64_t now = kq_now_ms(), due = kq_msg_due_ms(cc->broker, m);
+        kq_delivery_schedule(cc->broker, m, due > now ? due : now); /* scheduled: when due */
     } else if (status != 0) {
         KQ_ERROR("tx", "commit not stored id=%s err=%d; the next check will ask again", cc->id,
                  status);

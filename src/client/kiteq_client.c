@@ -335,6 +335,56 @@ int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish
     return publish_start(c, m, cb, ud, NULL, NULL);
 }
 
+/* m with KQ_DELAY_PROPERTY = delay_ms added: *copy borrows m's pointers and *props (malloc'd:
+ * free it after the publish call, which packs the header before it returns) and digits. */
+static int with_delay(const struct kq_message *m, int64_t delay_ms, struct kq_message *copy,
+                      struct kq_property **props, char digits[24])
+{
+    if (!m || delay_ms < 0 || delay_ms > KQ_MAX_DELAY_MS || (m->n_properties && !m->properties))
+        return -EINVAL;
+    for (size_t i = 0; i < m->n_properties; i++)
+        if (m->properties[i].key && strcmp(m->properties[i].key, KQ_DELAY_PROPERTY) == 0)
+            return -EINVAL;
+    if (!(*props = malloc((m->n_properties + 1) * sizeof **props)))
+        return -ENOMEM;
+    if (m->n_properties)
+        memcpy(*props, m->properties, m->n_properties * sizeof **props);
+    snprintf(digits, 24, "%lld", (long long)delay_ms);
+    (*props)[m->n_properties] = (struct kq_property){KQ_DELAY_PROPERTY, digits};
+    *copy = *m;
+    copy->properties = *props;
+    copy->n_properties = m->n_properties + 1;
+    return 0;
+}
+
+int kq_publish_delayed(struct kq_client *c, const struct kq_message *m, int64_t delay_ms,
+                       struct kq_publish_result *r)
+{
+    struct kq_message copy;
+    struct kq_property *props;
+    char digits[24];
+    int rc = with_delay(m, delay_ms, &copy, &props, digits);
+    if (rc)
+        return rc;
+    rc = kq_publish(c, &copy, r);
+    free(props);
+    return rc;
+}
+
+int kq_publish_delayed_async(struct kq_client *c, const struct kq_message *m, int64_t delay_ms,
+                             kq_publish_cb cb, void *ud)
+{
+    struct kq_message copy;
+    struct kq_property *props;
+    char digits[24];
+    int rc = with_delay(m, delay_ms, &copy, &props, digits);
+    if (rc)
+        return rc;
+    rc = kq_publish_async(c, &copy, cb, ud);
+    free(props);
+    return rc;
+}
+
 struct sync_wait {
     pthread_mutex_t mu;
     pthread_cond_t cond;

@@ -99,6 +99,20 @@ int kq_publish(struct kq_client *c, const struct kq_message *m, struct kq_publis
  * < 0: not sent and cb will not be called. */
 int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish_cb cb,
                      void *ud);
+/* Scheduled delivery (docs/CLIENT.md "Scheduled publishing"): as kq_publish /
+ * kq_publish_async, and the broker delivers m no earlier than delay_ms after it stored it
+ * (the ack comes at once, as for any message; consumers see the due time, Unix ms, in the
+ * property x-kiteq-deliver-at). The library adds the property KQ_DELAY_PROPERTY = delay_ms
+ * to m's properties (any client, e.g. kq_cluster_publish, may add it itself). delay_ms 0 ..
+ * 604800000 (7 days), and the message must not expire before it is due (else the broker
+ * refuses it: r->status false, feedback "Invalid Property: ..."). -EINVAL also for a delay
+ * out of range or m carrying KQ_DELAY_PROPERTY already. Since KITEQ_CLIENT_1.1. */
+#define KQ_DELAY_PROPERTY "x-kiteq-delay-ms"
+#define KQ_MAX_DELAY_MS 604800000LL
+int kq_publish_delayed(struct kq_client *c, const struct kq_message *m, int64_t delay_ms,
+                       struct kq_publish_result *r);
+int kq_publish_delayed_async(struct kq_client *c, const struct kq_message *m, int64_t delay_ms,
+                             kq_publish_cb cb, void *ud);
 /* Second phase of a two-phase message: status 1 commit, 2 rollback. Fire and forget
  * (opaque 0, as the Go client). m->message_id is required; to send the Header exactly as
  * published, set message_id and create_time yourself before kq_publish and pass the same m.

@@ -32,6 +32,7 @@ static const struct flag {
 
 static const char usage[] =
     "usage: kiteq [CONFIG] [--cluster NAME] [--check] [flags]\n"
+    "       kiteq policy check|call ...   (try a policies folder: kiteq policy --help)\n"
     "\n"
     "  CONFIG                  Lua config file (also -configPath=FILE), e.g. lua/config/cluster.lua\n"
     "  --cluster NAME          cluster section to run (also -clusterName=NAME);\n"

@@ -4,7 +4,7 @@
  * Sandbox: the chunk's environment holds only safe base functions plus copies of string,
  * table and math; no io, os, require, debug, ffi, load, loadstring, loadfile, dofile or
  * pcall. Text chunks only (bytecode is refused). The budgets are those of the policies
- * (policy/lua_budget.h): the JIT is off so that the count hook fires reliably, the hook
+ * (sandbox/lua_budget.h): the JIT is off so that the count hook fires reliably, the hook
  * stops the file after a wall-clock deadline or an instruction budget, Lua patterns are
  * charged their worst case against the same budget before they run (a backtracking
  * string.find is refused rather than run for minutes), and the allocator caps memory. A
@@ -24,9 +24,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "policy/lua_budget.h"
 #include "config/config_internal.h"
 #include "core/log.h"
+#include "sandbox/sandbox.h"
 
 #define MAX_FILE_BYTES (1 << 20)
 #define MAX_MEMORY_BYTES ((size_t)64 << 20)
@@ -37,33 +37,10 @@
 
 /* ---- sandbox ------------------------------------------------------------------------ */
 
-/* Pushes the environment table of the config chunk. */
+/* Pushes the environment table of the config chunk: the sandbox's (no bit), and _G. */
 static void push_env(lua_State *L)
 {
-    static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs",
-                                       "rawequal", "rawget", "rawset", "select",
-                                       "setmetatable", "getmetatable", "tonumber",
-                                       "tostring", "type", "unpack", NULL};
-    static const char *const libs[] = {"string", "table", "math", NULL};
-    lua_newtable(L);
-    for (const char *const *n = base; *n; n++) {
-        lua_getglobal(L, *n);
-        lua_setfield(L, -2, *n);
-    }
-    for (const char *const *n = libs; *n; n++) {
-        lua_newtable(L); /* a copy, without string.dump */
-        lua_getglobal(L, *n);
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_rawset(L, -5);
-        }
-        lua_pop(L, 1);
-        lua_pushnil(L);
-        lua_setfield(L, -2, "dump");
-        lua_setfield(L, -2, *n);
-    }
+    kq_sandbox_push_env(L, false);
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "_G");
 }
@@ -681,8 +658,6 @@ static void copy_lua_error(struct loader *ld, lua_State *L)
     const char *msg = lua_isstring(L, -1) ? lua_tostring(L, -1) : "error (not a string)";
     if (strncmp(msg, ld->path, strlen(ld->path)) == 0)
         kq_cfg_err(ld->err, ld->errlen, "%s", msg);
-    else if (strcmp(msg, "attempt to load chunk with wrong mode") == 0)
-        kq_cfg_err(ld->err, ld->errlen, "%s: must be Lua source text, not bytecode", ld->path);
     else
         kq_cfg_err(ld->err, ld->errlen, "%s: %s", ld->path, msg);
 }
@@ -693,12 +668,10 @@ static const char *const top_keys[] = {"default", "registry", "clusters", "bindi
 static int load_protected(lua_State *L)
 {
     struct loader *ld = lua_touserdata(L, 1);
-    char chunkname[512];
     int rc;
     lua_settop(L, 0);
 
-    snprintf(chunkname, sizeof chunkname, "@%s", ld->path);
-    if (luaL_loadbufferx(L, ld->raw, ld->raw_len, chunkname, "t") != 0) {
+    if (kq_sandbox_load_text(L, ld->raw, ld->raw_len, ld->path) != 0) {
         copy_lua_error(ld, L); /* "FILE:LINE: message" from the parser */
         return 0;
     }

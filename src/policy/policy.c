@@ -1,7 +1,7 @@
 /* Policy generations: one sandboxed LuaJIT state per load, hooks resolved once into registry
  * refs, every call guarded, every result validated, the C default on any failure.
  *
- * Guards (lua_budget.h). The state runs with the JIT off: hooks are short (routing is
+ * Guards (sandbox/sandbox.h, sandbox/lua_budget.h). The state runs with the JIT off: hooks are short (routing is
  * memoised, retry and flow are rare), and in the interpreter the instruction-count hook
  * fires reliably, so a runaway loop is stopped after KQ_POLICY_CALL_INSTRUCTIONS or
  * KQ_POLICY_CALL_MS (count hooks do not fire inside JIT-compiled loops). Lua patterns are
@@ -21,12 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <openssl/evp.h>
 #include <uthash.h>
 
-#include "policy/lua_budget.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "policy/generation.h"
 #include "policy/internal.h"
+#include "sandbox/sandbox.h"
 
 #define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
 #define LOAD_MS 1000
@@ -34,8 +36,6 @@
 #define MAX_FILE_BYTES (1 << 20)
 #define MEMO_MAX 16384                  /* (topic, type) answers kept per generation */
 #define MEMO_KEY_MAX 512
-
-enum hook_id { H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_PUBLISH, H_COUNT };
 
 /* subject: the names of the two strings a call's strikes are kept by (NULL: one subject) */
 static const struct {
@@ -46,16 +46,15 @@ static const struct {
     [H_INTAKE] = {"flow.lua", "intake", "flow.intake", {NULL, NULL}},
     [H_GROUP] = {"flow.lua", "group", "flow.group", {"group", "topic"}},
     [H_PUBLISH] = {"publish.lua", "on_publish", "publish", {"topic", "type"}},
+    [H_ROUTE_MESSAGE] = {"routing.lua", "route_message", "route_message", {"topic", "type"}},
+    [H_CONNECT] = {"auth.lua", "on_connect", "connect", {"group", NULL}},
+    [H_DEAD] = {"retry.lua", "on_dead", "dead", {"topic", "type"}},
 };
-static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua"};
+static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua",
+                                    "auth.lua"};
 /* Room for the strings of one on_publish answer: every property it may leave, copied. */
 #define PUBLISH_SCRATCH_BYTES \
     (KQ_POLICY_MAX_PROPERTIES * (KQ_POLICY_MAX_PROPERTY_KEY + KQ_POLICY_MAX_PROPERTY_VALUE + 2))
-
-struct hook {
-    int ref; /* LUA_NOREF: not defined, the default answers */
-    uint64_t calls, errors, fallbacks, cache_hits, total_us, rejects;
-};
 
 struct memo {
     char *key; /* topic '\0' type */
@@ -63,22 +62,6 @@ struct memo {
     size_t n;
     struct kq_route *routes;
     UT_hash_handle hh;
-};
-
-struct kq_policy {
-    lua_State *L;
-    struct kq_lua_budget budget; /* memory, and the guard of the call in progress */
-    struct hook hooks[H_COUNT];
-    struct kq_strikes *strikes; /* failures in a row per (hook, subject) */
-    struct kq_regex_cache *rc;
-    struct memo *memo;
-    size_t n_memo;
-    const struct kq_binding_set *memo_set;
-    uint64_t memo_gen;
-    struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
-    /* on_publish answers being built (allocated only when the hook is defined) */
-    struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
-    char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
 };
 
 /* ---- sandbox ---------------------------------------------------------------------------- */
@@ -113,45 +96,24 @@ static int l_strict_newindex(lua_State *L)
     return luaL_error(L, "assignment to global '%s' (policies keep no globals: use local)", k);
 }
 
-/* Pushes a fresh environment for one policy file: safe base functions, copies of string
- * (without dump), table, math and bit, and the kq helpers; reads of unknown globals and
- * writes of any global raise errors. */
+/* Pushes a fresh environment for one policy file: the sandbox's (sandbox.h, with bit) and
+ * the kq helpers; reads of unknown globals and writes of any global raise errors. */
 static void push_env(lua_State *L, struct kq_policy *p)
 {
-    static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs",
-                                       "rawequal", "rawget", "rawset", "select",
-                                       "setmetatable", "getmetatable", "tonumber",
-                                       "tostring", "type", "unpack", NULL};
-    static const char *const libs[] = {"string", "table", "math", "bit", NULL};
-    lua_newtable(L);
-    for (const char *const *n = base; *n; n++) {
-        lua_getglobal(L, *n);
-        lua_setfield(L, -2, *n);
-    }
-    for (const char *const *n = libs; *n; n++) {
-        lua_newtable(L);
-        lua_getglobal(L, *n);
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_rawset(L, -5);
-        }
-        lua_pop(L, 1);
-        lua_pushnil(L);
-        lua_setfield(L, -2, "dump");
-        lua_setfield(L, -2, *n);
-    }
+    kq_sandbox_push_env(L, true);
     lua_newtable(L);
     lua_pushlightuserdata(L, p);
     lua_pushcclosure(L, l_regex_match, 1);
     lua_setfield(L, -2, "regex_match");
+    kq_hooks_add_helpers(L, p);
     lua_setfield(L, -2, "kq");
     lua_newtable(L);
     lua_pushcfunction(L, l_strict_index);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_strict_newindex);
     lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
 }
 
@@ -189,15 +151,10 @@ static int load_protected(lua_State *L)
 {
     struct file_load *fl = lua_touserdata(L, 1);
     struct kq_policy *p = fl->p;
-    char chunk[1100];
     lua_settop(L, 0);
-    snprintf(chunk, sizeof chunk, "@%s", fl->path);
-    if (luaL_loadbufferx(L, fl->src, fl->len, chunk, "t") != 0) {
+    if (kq_sandbox_load_text(L, fl->src, fl->len, fl->path) != 0) {
         const char *m = lua_tostring(L, -1);
-        if (m && strcmp(m, "attempt to load chunk with wrong mode") == 0)
-            snprintf(fl->err, fl->errlen, "%s: must be Lua source text, not bytecode", fl->path);
-        else
-            snprintf(fl->err, fl->errlen, "%s", m ? m : "cannot compile");
+        snprintf(fl->err, fl->errlen, "%s", m ? m : "cannot compile");
         return 0;
     }
     push_env(L, p);
@@ -266,6 +223,21 @@ static int read_whole(const char *path, char **out, size_t *len, char *err, size
     return 0;
 }
 
+/* Which file is live: its sha256 and when it was loaded (/stat, /metrics, the load log). */
+static int remember_file(struct kq_policy *p, const char *file, const char *src, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (p->n_files == KQ_POLICY_MAX_FILES || !EVP_Digest(src, len, md, &n, EVP_sha256(), NULL))
+        return -EINVAL;
+    struct kq_policy_file *f = &p->files[p->n_files++];
+    f->file = file;
+    for (unsigned int i = 0; i < n && 2 * i + 2 < sizeof f->sha256; i++)
+        snprintf(f->sha256 + 2 * i, 3, "%02x", md[i]);
+    f->loaded_at_ms = kq_now_ms();
+    return 0;
+}
+
 static int load_file(struct kq_policy *p, const char *dir, const char *file, char *err,
                      size_t errlen)
 {
@@ -279,6 +251,11 @@ static int load_file(struct kq_policy *p, const char *dir, const char *file, cha
     int rc = read_whole(path, &src, &len, err, errlen);
     if (rc)
         return rc > 0 ? 0 : rc;
+    if (remember_file(p, file, src, len) != 0) {
+        free(src);
+        snprintf(err, errlen, "%s: cannot compute its sha256", path);
+        return -EINVAL;
+    }
     struct file_load fl = {p, path, file, src, len, err, errlen};
     err[0] = 0;
     if (lua_cpcall(p->L, load_protected, &fl) != 0)
@@ -289,22 +266,6 @@ static int load_file(struct kq_policy *p, const char *dir, const char *file, cha
 }
 
 /* ---- calls ------------------------------------------------------------------------------ */
-
-/* Shared by the per-hook protected functions: which hook, what about (the subject whose
- * strikes a failure counts to, see HOOKS), and why a result was refused. */
-struct call {
-    struct kq_policy *p;
-    enum hook_id id;
-    const char *subject[2];
-    bool use_default; /* the hook returned nil: "no opinion" */
-    char why[200];
-};
-
-enum outcome {
-    CALL_OK,     /* answered (c->use_default may still ask for the built-in answer) */
-    CALL_SLOW,   /* answered, but over the time budget: counts as a strike */
-    CALL_FAILED, /* error, stopped, or an invalid result (reason in c->why) */
-};
 
 /* Runs fn under the guard. */
 static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
@@ -376,10 +337,10 @@ static bool settle(struct call *c, enum outcome o)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook strikes: %d subjects tracked, starting "
                            "over (subjects switched off get their hooks back)",
                            KQ_POLICY_MAX_SUBJECTS);
+    snprintf(p->last_failure, sizeof p->last_failure, "hook=%s%s failed: %s strike=%d/%d",
+             HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n, KQ_POLICY_MAX_STRIKES);
     uint64_t key = kq_strikes_key(c->id, c->subject[0], c->subject[1]);
-    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "hook=%s%s failed: %s "
-                          "strike=%d/%d", HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n,
-                          KQ_POLICY_MAX_STRIKES);
+    KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "%s", p->last_failure);
     if (off)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s%s switched off until the next reload "
                            "after %d failures in a row (last: %s); the built-in answer is used "
@@ -406,16 +367,6 @@ static void set_number_field(lua_State *L, const char *k, double v)
 
 /* -- route -- */
 
-struct route_call {
-    struct call c;
-    const struct kq_binding *binds;
-    size_t n;
-    const char *topic, *type;
-    struct kq_route *out;
-    size_t max, found, dropped;
-    char first_dropped[64];
-};
-
 static const char *bind_type_name(enum kq_bind_type t)
 {
     return t == KQ_BIND_REGX ? "regx" : t == KQ_BIND_FANOUT ? "fanout" : "direct";
@@ -438,17 +389,11 @@ static const struct kq_binding *group_binding(struct kq_policy *p, const struct 
     return first;
 }
 
-static int route_protected(lua_State *L)
+void kq_policy_push_binds(lua_State *L, const struct kq_binding *binds, size_t n)
 {
-    struct route_call *rc = lua_touserdata(L, 1);
-    struct kq_policy *p = rc->c.p;
-    lua_settop(L, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE].ref);
-    lua_pushstring(L, rc->topic);
-    lua_pushstring(L, rc->type);
-    lua_createtable(L, (int)rc->n, 0);
-    for (size_t i = 0; i < rc->n; i++) {
-        const struct kq_binding *b = &rc->binds[i];
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const struct kq_binding *b = &binds[i];
         lua_createtable(L, 0, 6);
         lua_pushstring(L, b->group_id);
         lua_setfield(L, -2, "group");
@@ -463,23 +408,24 @@ static int route_protected(lua_State *L)
         lua_setfield(L, -2, "persistent");
         lua_rawseti(L, -2, (int)i + 1);
     }
-    lua_call(L, 3, 1);
-    if (lua_isnil(L, -1)) {
-        rc->c.use_default = true;
-        return 0;
+}
+
+bool kq_policy_read_routes(lua_State *L, int idx, struct route_call *rc, const char *what)
+{
+    struct kq_policy *p = rc->c.p;
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    if (!lua_istable(L, idx)) {
+        snprintf(rc->c.why, sizeof rc->c.why, "%s must return a list of group names or nil "
+                 "(got %s)", what, luaL_typename(L, idx));
+        return false;
     }
-    if (!lua_istable(L, -1)) {
-        snprintf(rc->c.why, sizeof rc->c.why, "route must return a list of group names or "
-                 "nil (got %s)", luaL_typename(L, -1));
-        return 0;
-    }
-    size_t len = lua_objlen(L, -1);
+    size_t len = lua_objlen(L, idx);
     for (size_t i = 1; i <= len; i++) {
-        lua_rawgeti(L, -1, (int)i);
+        lua_rawgeti(L, idx, (int)i);
         if (lua_type(L, -1) != LUA_TSTRING) {
-            snprintf(rc->c.why, sizeof rc->c.why, "route result[%zu] must be a group name "
-                     "(got %s)", i, luaL_typename(L, -1));
-            return 0;
+            snprintf(rc->c.why, sizeof rc->c.why, "%s result[%zu] must be a group name "
+                     "(got %s)", what, i, luaL_typename(L, -1));
+            return false;
         }
         const char *g = lua_tostring(L, -1);
         const struct kq_binding *b = group_binding(p, rc->binds, rc->n, g, rc->type);
@@ -500,6 +446,22 @@ static int route_protected(lua_State *L)
             rc->found++;
         }
     }
+    return true;
+}
+
+static int route_protected(lua_State *L)
+{
+    struct route_call *rc = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_ROUTE].ref);
+    lua_pushstring(L, rc->topic);
+    lua_pushstring(L, rc->type);
+    kq_policy_push_binds(L, rc->binds, rc->n);
+    lua_call(L, 3, 1);
+    if (lua_isnil(L, -1))
+        rc->c.use_default = true;
+    else
+        kq_policy_read_routes(L, -1, rc, "route");
     return 0;
 }
 
@@ -656,7 +618,7 @@ static void set_bool_field(lua_State *L, const char *k, bool v)
     lua_setfield(L, -2, k);
 }
 
-static void push_publish_view(lua_State *L, const struct kq_publish_view *m)
+void kq_policy_push_message(lua_State *L, const struct kq_publish_view *m)
 {
     lua_createtable(L, 0, 11);
     set_string_field(L, "message_id", m->message_id);
@@ -706,6 +668,12 @@ static bool change_property(lua_State *L, struct publish_call *pc)
         snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties keys must be strings of "
                  "1..%d bytes without NUL (got %s)", KQ_POLICY_MAX_PROPERTY_KEY,
                  luaL_typename(L, -2));
+        return false;
+    }
+    if (strcmp(k, KQ_PROP_DELAY_MS) == 0 || strcmp(k, KQ_PROP_DELIVER_AT) == 0 ||
+        strcmp(k, KQ_PROP_GROUPS) == 0) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: property \"%s\" is the broker's "
+                 "(answer delay_ms or groups instead)", k);
         return false;
     }
     bool del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
@@ -769,6 +737,43 @@ static bool change_properties(lua_State *L, struct publish_call *pc)
     return true;
 }
 
+/* The groups answer at -1: a non-empty list of names of groups bound on the topic (no
+ * comma: they are stored comma separated); duplicates collapse. */
+static bool change_groups(lua_State *L, struct publish_call *pc)
+{
+    const struct kq_publish_view *m = pc->m;
+    size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    if (n == 0) {
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups must be a non-empty list of "
+                 "group names (got %s)", luaL_typename(L, -1));
+        return false;
+    }
+    pc->v.groups = pc->c.p->publish_groups;
+    pc->v.n_groups = 0;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        const char *g = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        const char *bound = NULL;
+        for (size_t j = 0; g && j < m->n_binds && !bound; j++)
+            if (strcmp(m->binds[j].group_id, g) == 0)
+                bound = m->binds[j].group_id;
+        if (!bound || strchr(bound, ',')) {
+            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups[%zu] %s%.60s%s %s", i,
+                     g ? "\"" : "", g ? g : luaL_typename(L, -1), g ? "\"" : "",
+                     !g ? "is not a group name" : !bound ? "has no binding on the topic"
+                                                         : "contains a comma");
+            return false;
+        }
+        lua_pop(L, 1);
+        bool dup = false;
+        for (size_t j = 0; j < pc->v.n_groups && !dup; j++)
+            dup = strcmp(pc->v.groups[j], bound) == 0;
+        if (!dup && pc->v.n_groups < KQ_POLICY_MAX_ROUTES) /* bound ones are fewer than that */
+            pc->v.groups[pc->v.n_groups++] = bound;
+    }
+    return true;
+}
+
 /* A whole number in [lo, hi] at -1, else false + why. */
 static bool whole_field(lua_State *L, struct publish_call *pc, const char *k, double lo,
                         double hi, double *out)
@@ -794,6 +799,9 @@ static void publish_changes(lua_State *L, struct publish_call *pc)
     v->n_properties = m->n_properties;
     v->expired_time = m->expired_time;
     v->deliver_limit = m->deliver_limit;
+    v->delay_ms = -1;
+    v->groups = NULL;
+    v->n_groups = 0;
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
@@ -810,15 +818,26 @@ static void publish_changes(lua_State *L, struct publish_call *pc)
             if (!whole_field(L, pc, k, 1, KQ_PUBLISH_MAX_DELIVER_LIMIT, &d))
                 return;
             v->deliver_limit = (int32_t)d;
+        } else if (strcmp(k, "delay_ms") == 0) {
+            if (!whole_field(L, pc, k, 0, (double)KQ_PUBLISH_MAX_DELAY_MS, &d))
+                return;
+            v->delay_ms = (int64_t)d;
+        } else if (strcmp(k, "groups") == 0) {
+            if (!change_groups(L, pc))
+                return;
         } else {
-            bool later = strcmp(k, "delay_ms") == 0 || strcmp(k, "groups") == 0;
-            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: %s change '%.60s' (changes are "
-                     "properties, expired_time, deliver_limit)", later ? "not yet supported"
-                     : "unknown", k[0] ? k : luaL_typename(L, -2));
+            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: unknown change '%.60s' (changes "
+                     "are properties, expired_time, deliver_limit, delay_ms, groups)",
+                     k[0] ? k : luaL_typename(L, -2));
             return;
         }
         lua_pop(L, 1);
     }
+    /* after the loop: the expiry may have been changed by the same answer */
+    if (v->delay_ms > 0 && m->now_sec * 1000 + v->delay_ms >= v->expired_time * 1000)
+        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: delay_ms %lld would make the message "
+                 "due after it expires (expired_time %lld)", (long long)v->delay_ms,
+                 (long long)v->expired_time);
 }
 
 static int publish_protected(lua_State *L)
@@ -826,7 +845,7 @@ static int publish_protected(lua_State *L)
     struct publish_call *pc = lua_touserdata(L, 1);
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, pc->c.p->hooks[H_PUBLISH].ref);
-    push_publish_view(L, pc->m);
+    kq_policy_push_message(L, pc->m);
     lua_call(L, 1, 2);
     if (lua_isnil(L, 1)) {
         pc->c.use_default = true;
@@ -851,9 +870,23 @@ static int publish_protected(lua_State *L)
     return 0;
 }
 
+/* ---- for hooks_message.c ---------------------------------------------------------------- */
+
+enum outcome kq_policy_invoke(struct call *c, lua_CFunction fn, bool selftest)
+{
+    return invoke(c, fn, selftest);
+}
+
+bool kq_policy_settle(struct call *c, enum outcome o) { return settle(c, o); }
+
+bool kq_policy_hook_live(const struct kq_policy *p, const struct call *c)
+{
+    return hook_live(p, c);
+}
+
 /* ---- self-tests ------------------------------------------------------------------------- */
 
-static int selftest_fail(struct call *c, char *err, size_t errlen, const char *dir)
+int kq_policy_selftest_fail(struct call *c, char *err, size_t errlen, const char *dir)
 {
     snprintf(err, errlen, "%s/%s: %s: self-test failed: %s", dir, HOOKS[c->id].file,
              HOOKS[c->id].key, c->why);
@@ -876,11 +909,11 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
                                         .topic = "selftest", .type = types[i], .out = out,
                                         .max = KQ_POLICY_MAX_ROUTES};
                 if (invoke(&rc.c, route_protected, true) != CALL_OK)
-                    return selftest_fail(&rc.c, err, errlen, dir);
+                    return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
                 if (rc.dropped) {
                     snprintf(rc.c.why, sizeof rc.c.why, "returned group \"%s\", which has no "
                              "binding on the topic", rc.first_dropped);
-                    return selftest_fail(&rc.c, err, errlen, dir);
+                    return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
                 }
             }
         }
@@ -899,7 +932,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
                                     .expired_time = cases[i].expired,
                                     .now_sec = kq_now_sec(), .v = &v};
             if (invoke(&rc.c, retry_protected, true) != CALL_OK)
-                return selftest_fail(&rc.c, err, errlen, dir);
+                return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
         }
     }
     for (enum hook_id id = H_INTAKE; id <= H_GROUP; id++) {
@@ -912,7 +945,7 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
             struct flow_call fc = {.c = {.p = p, .id = id}, .permits = 20000, .group = "selftest",
                                    .topic = "selftest", .f = &f, .out = &l};
             if (invoke(&fc.c, flow_protected, true) != CALL_OK)
-                return selftest_fail(&fc.c, err, errlen, dir);
+                return kq_policy_selftest_fail(&fc.c, err, errlen, dir);
         }
     }
     if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
@@ -920,18 +953,21 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         int64_t now = kq_now_sec();
         const struct kq_publish_view views[] = {
             {"00000000000000000000000000000001", "selftest", "pay-200", "selftest-producer",
-             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now},
+             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now, binds, 3},
             {"00000000000000000000000000000002", "selftest", "other", "selftest-producer",
-             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now},
+             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now, binds, 3},
             {"00000000000000000000000000000003", "selftest", "", "selftest-producer", "",
-             props, 1, 0, false, false, now + 1, 3, now},
+             props, 1, 0, false, false, now + 1, 3, now, NULL, 0},
         };
         for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
             struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH}, .m = &views[i]};
             if (invoke(&pc.c, publish_protected, true) != CALL_OK)
-                return selftest_fail(&pc.c, err, errlen, dir);
+                return kq_policy_selftest_fail(&pc.c, err, errlen, dir);
         }
     }
+    int rc = kq_hooks_selftest(p, dir, err, errlen);
+    if (rc)
+        return rc;
     /* self-test calls are not traffic */
     for (int i = 0; i < H_COUNT; i++)
         p->hooks[i].calls = p->hooks[i].total_us = 0;
@@ -968,8 +1004,8 @@ static int check_dir(const char *dir, char *err, size_t errlen)
             if (strcasecmp(e->d_name, FILES[i]) == 0)
                 hint = FILES[i];
         KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua, "
-                "retry.lua and publish.lua%s%s%s", dir, e->d_name, hint ? " (did you mean " : "",
-                hint ? hint : "", hint ? "?)" : "");
+                "retry.lua, publish.lua and auth.lua%s%s%s", dir, e->d_name,
+                hint ? " (did you mean " : "", hint ? hint : "", hint ? "?)" : "");
     }
     closedir(d);
     return 0;
@@ -1027,7 +1063,8 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
         if (p->hooks[H_PUBLISH].ref != LUA_NOREF) {
             p->publish_props = malloc(KQ_POLICY_MAX_PROPERTIES * sizeof *p->publish_props);
             p->publish_strings = malloc(PUBLISH_SCRATCH_BYTES);
-            if (!p->publish_props || !p->publish_strings)
+            p->publish_groups = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->publish_groups);
+            if (!p->publish_props || !p->publish_strings || !p->publish_groups)
                 goto oom;
         }
         rc = selftest(p, dir, err, errlen);
@@ -1036,12 +1073,16 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
             return rc;
         }
     }
-    char lua[64], builtin[64];
+    char lua[128], builtin[128];
     hook_names(p, true, lua, sizeof lua);
     hook_names(p, false, builtin, sizeof builtin);
-    KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s", dir ? dir : "(none)",
-            lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
-            p->budget.gc_count ? "gc-count" : "allocator");
+    char files[KQ_POLICY_MAX_FILES * 80] = "";
+    for (size_t i = 0; i < p->n_files; i++)
+        snprintf(files + strlen(files), sizeof files - strlen(files), "%s%s:%s", i ? "," : "",
+                 p->files[i].file, p->files[i].sha256);
+    KQ_INFO("policy", "loaded dir=%s hooks=%s built_in=%s memory_cap=%s sha256=%s",
+            dir ? dir : "(none)", lua[0] ? lua : "(defaults only)", builtin[0] ? builtin : "-",
+            p->budget.gc_count ? "gc-count" : "allocator", files[0] ? files : "-");
     p->budget.stop = NULL; /* the loader's stop flag: from now on the calls have budgets only */
     *out = p;
     return 0;
@@ -1061,6 +1102,7 @@ static void memo_clear(struct kq_policy *p)
         free(m);
     }
     p->n_memo = 0;
+    p->memo_last = NULL;
 }
 
 void kq_policy_free(struct kq_policy *p)
@@ -1075,6 +1117,7 @@ void kq_policy_free(struct kq_policy *p)
     free(p->scratch);
     free(p->publish_props);
     free(p->publish_strings);
+    free(p->publish_groups);
     free(p);
 }
 
@@ -1100,6 +1143,7 @@ static void memo_add(struct kq_policy *p, const char *key, size_t key_len,
     m->n = n;
     HASH_ADD_KEYPTR(hh, p->memo, m->key, key_len, m);
     p->n_memo++;
+    p->memo_last = m;
 }
 
 size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, const char *topic,
@@ -1123,9 +1167,11 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
     if (cacheable) {
         memcpy(key, topic, tl + 1);
         memcpy(key + tl + 1, type, yl);
-        struct memo *m;
-        HASH_FIND(hh, p->memo, key, key_len, m);
+        struct memo *m = p->memo_last;
+        if (!m || m->key_len != key_len || memcmp(m->key, key, key_len) != 0)
+            HASH_FIND(hh, p->memo, key, key_len, m);
         if (m) {
+            p->memo_last = m;
             p->hooks[H_ROUTE].cache_hits++;
             size_t k = m->n < max ? m->n : max;
             memcpy(out, m->routes, k * sizeof *out);
@@ -1146,9 +1192,10 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
             cacheable = false; /* try the hook again next time */
         if (answered && rc.dropped) {
             p->hooks[H_ROUTE].errors++;
-            KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=route topic=%s type=%s: dropped %zu "
-                               "group(s) without a binding on the topic, e.g. \"%s\"", topic,
-                               type, rc.dropped, rc.first_dropped);
+            snprintf(p->last_failure, sizeof p->last_failure, "hook=route topic=%.100s "
+                     "type=%.100s: dropped %zu group(s) without a binding on the topic, e.g. "
+                     "\"%s\"", topic, type, rc.dropped, rc.first_dropped);
+            KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "%s", p->last_failure);
         }
         if (answered)
             found = rc.found;
@@ -1236,6 +1283,19 @@ size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *o
     return n;
 }
 
+size_t kq_policy_files(const struct kq_policy *p, struct kq_policy_file *out, size_t max)
+{
+    size_t n = 0;
+    for (; p && n < p->n_files && n < max; n++)
+        out[n] = p->files[n];
+    return n;
+}
+
+const char *kq_policy_last_failure(const struct kq_policy *p)
+{
+    return p ? p->last_failure : "";
+}
+
 bool kq_policy_has_publish(const struct kq_policy *p)
 {
     return p && p->hooks[H_PUBLISH].ref != LUA_NOREF;
@@ -1246,6 +1306,8 @@ void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
 {
     v->action = KQ_PUBLISH_ACCEPT;
     v->reason[0] = 0;
+    v->delay_ms = -1;
+    v->n_groups = 0;
     if (!kq_policy_has_publish(p))
         return;
     struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH,

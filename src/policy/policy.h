@@ -12,7 +12,7 @@
  *
  * Threading: a generation is used by one thread at a time. kq_policy_load may run on any
  * thread (a reload runs it on a worker, see broker/reload.c, with that thread's stop flag
- * of lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
+ * of sandbox/lua_budget.h); once handed over to the loop (e.g. through a uv_work_t's after-work
  * callback) only the loop thread calls it. Loads on different threads are independent
  * (one Lua state and regex cache each). Every function accepts p == NULL and then answers
  * with the C defaults (uncached). */
@@ -45,6 +45,15 @@
 #define KQ_POLICY_MAX_PROPERTY_KEY 128
 #define KQ_POLICY_MAX_PROPERTY_VALUE 1024
 #define KQ_POLICY_MAX_REJECT_REASON 256
+/* Scheduled delivery: a delay is at most this (and must end before the message expires). */
+#define KQ_PUBLISH_MAX_DELAY_MS ((int64_t)KQ_PUBLISH_MAX_EXPIRED_SEC * 1000)
+/* Properties of scheduled delivery and per-message groups (docs/POLICIES.md, CLIENT.md): a
+ * producer asks for a delay with KQ_PROP_DELAY_MS (decimal ms); the broker stores the due
+ * time (Unix ms) as KQ_PROP_DELIVER_AT and on_publish's groups as KQ_PROP_GROUPS (comma
+ * separated). Only the broker sets the last two; on_publish may change none of the three. */
+#define KQ_PROP_DELAY_MS "x-kiteq-delay-ms"
+#define KQ_PROP_DELIVER_AT "x-kiteq-deliver-at"
+#define KQ_PROP_GROUPS "x-kiteq-groups"
 
 struct kq_policy;
 
@@ -90,6 +99,8 @@ struct kq_publish_view {
     int64_t expired_time; /* Unix s, already normalised by publish.c */
     int32_t deliver_limit;
     int64_t now_sec;      /* bounds a new expired_time */
+    const struct kq_binding *binds; /* the topic's bindings: the groups `groups` may name */
+    size_t n_binds;
 };
 
 enum kq_publish_action {
@@ -109,10 +120,22 @@ struct kq_publish_verdict {
     size_t n_properties;
     int64_t expired_time;
     int32_t deliver_limit;
+    int64_t delay_ms;     /* -1: not asked; else deliver no earlier than now + this */
+    const char **groups;  /* n_groups > 0: deliver to exactly these (bound, distinct) groups;
+                           * the names point into the view's binds */
+    size_t n_groups;
+};
+
+/* A policy file a generation loaded: which one is live. */
+#define KQ_POLICY_MAX_FILES 8
+struct kq_policy_file {
+    const char *file;     /* "routing.lua" (static) */
+    char sha256[65];      /* of the file's bytes, lowercase hex */
+    int64_t loaded_at_ms; /* Unix ms */
 };
 
 struct kq_policy_hook_stats {
-    const char *name;    /* "route", "retry", "flow.intake", "flow.group", "publish" */
+    const char *name;    /* "route", "retry", "flow.intake", "flow.group", "publish", ... */
     bool loaded;         /* the policy defines this hook */
     bool disabled;       /* switched off (for one subject at least, see
                           * KQ_POLICY_MAX_STRIKES) */
@@ -122,7 +145,7 @@ struct kq_policy_hook_stats {
     uint64_t fallbacks;  /* answers given by the C default because of a failure/disable */
     uint64_t cache_hits; /* route: answers from the memo */
     uint64_t total_us;   /* time spent in Lua */
-    uint64_t rejects;    /* publish: messages the hook rejected */
+    uint64_t rejects;    /* publish, connect: rejected; dead: dropped */
 };
 
 /* Build a generation from DIR (routing.lua, flow.lua, retry.lua, publish.lua; each optional, each a module
@@ -165,8 +188,62 @@ bool kq_policy_has_publish(const struct kq_policy *p);
 void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
                        struct kq_publish_verdict *v);
 
-/* Per-hook statistics (up to max entries, 5 hooks); returns the count. Names are static. */
+/* ---- per-message and per-connection hooks (hooks_message.c) ---------------------------- */
+
+/* Routing per message: true when routing.lua defines route_message. Without it, callers use
+ * kq_policy_route (memoised per (topic, messageType)) and build no view. */
+bool kq_policy_has_route_message(const struct kq_policy *p);
+/* The groups message m goes to, from route_message(m, binds) (not memoised; m as on_publish
+ * sees it, peer empty). A missing, switched-off or failing hook, or nil, answers as
+ * kq_policy_route does. Validation as for route. */
+size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set *set,
+                               const struct kq_publish_view *m, struct kq_route *out,
+                               size_t max);
+
+/* A ConnMeta as on_connect sees it. */
+struct kq_connect_view {
+    const char *group, *peer_ip;
+    int peer_port;
+    bool secret_ok;       /* the group is known and the secret matches (or no groups set) */
+    int32_t warmup;       /* the ConnMeta's warmingupsec (0 = none) */
+    uint32_t connections; /* the group's connections open before this one */
+};
+/* Authentication: true = accept. The built-in answer (also for a missing, failing or
+ * switched-off hook) accepts iff secret_ok; the hook can only tighten it: its "accept"
+ * never opens a connection whose secret is wrong. false: refuse with reason (never empty;
+ * the hook's own reason when it rejected). Strikes per group. */
+bool kq_policy_connect(struct kq_policy *p, const struct kq_connect_view *c, char *reason,
+                       size_t len);
+
+enum kq_dead_action {
+    KQ_DEAD_DLQ,      /* dead-letter it (built-in) */
+    KQ_DEAD_DROP,     /* forget it: counted and logged by the caller */
+    KQ_DEAD_HANDOVER, /* deliver it to the groups in out instead (each bound on the topic) */
+};
+/* True when retry.lua defines on_dead (callers then build the message view). */
+bool kq_policy_has_dead(const struct kq_policy *p);
+/* What to do with a message about to be dead-lettered (m as on_publish sees it, peer empty;
+ * attempts made; reason = the dead verdict's). HANDOVER: *n groups in out (at least one).
+ * A missing, failing or switched-off hook, or an invalid answer, says KQ_DEAD_DLQ. */
+enum kq_dead_action kq_policy_dead(struct kq_policy *p, const struct kq_binding_set *set,
+                                   const struct kq_publish_view *m, int32_t attempts,
+                                   const char *reason, struct kq_route *out, size_t max,
+                                   size_t *n);
+
+/* Per-hook statistics (up to max entries, KQ_POLICY_HOOKS hooks); returns the count. Names
+ * are static: "route", "retry", "flow.intake", "flow.group", "publish", "route_message",
+ * "connect", "dead". rejects counts on_publish's and on_connect's rejects, and on_dead's
+ * drops. */
+#define KQ_POLICY_HOOKS 8
 size_t kq_policy_stats(const struct kq_policy *p, struct kq_policy_hook_stats *out, size_t max);
+
+/* The files the generation loaded (up to max, in load order); returns the count (0 for
+ * p == NULL or a folder without policy files). */
+size_t kq_policy_files(const struct kq_policy *p, struct kq_policy_file *out, size_t max);
+
+/* The last failed hook call of the generation, as logged ("hook=retry failed: ... strike=1/5";
+ * "" when none): the tools show why the built-in answer was used. */
+const char *kq_policy_last_failure(const struct kq_policy *p);
 
 /* ---- the built-in defaults (what the hooks fall back to), usable on their own ---------- */
 

@@ -28,6 +28,9 @@ static const ProtobufCMessageDescriptor *descriptor_for(uint8_t cmd)
  * field and keeps it, but packs it back as the one byte 00, which no decoder (protobuf-c, Go)
  * accepts: a Header carrying one would be stored and then be undeliverable. Found by
  * tests/fuzz/fuzz_frame.c; the message and every nested one are checked. */
+/* How deep the wire walk follows nested messages (ours nest two deep). */
+#define SCAN_DEPTH 4
+
 static bool has_field_zero(const ProtobufCMessage *m)
 {
     for (unsigned i = 0; i < m->n_unknown_fields; i++)
@@ -54,24 +57,46 @@ static bool has_field_zero(const ProtobufCMessage *m)
     return false;
 }
 
+/* What one walk of a body's wire found (scan_wire). */
+struct wire_scan {
+    const char *nul;  /* the first string field holding a NUL byte, or NULL */
+    bool field_zero;  /* a field numbered 0 (see has_field_zero) */
+    bool partial;     /* not every decoded message was walked (malformed, or too deep) */
+};
+
+static void scan_wire(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                      int depth, struct wire_scan *ws);
+
+/* A caller that asks for NUL bytes in strings (nul != NULL: every publish) gets both checks
+ * from one walk of the wire (walking the decoded message for field 0 as well cost ~200
+ * instructions a message); the decoded message is walked only when the wire walk could not
+ * see everything protobuf-c decoded. Other frames (acks: flat, their strings unchecked) only
+ * have the decoded message walked. */
 static ProtobufCMessage *unpack(uint8_t cmd, ProtobufCAllocator *al, const uint8_t *body,
-                                size_t len)
+                                size_t len, const char **nul)
 {
     const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
     if (!d)
         return NULL;
+    struct wire_scan ws = {.partial = !nul};
+    if (nul && body)
+        scan_wire(d, body, body + len, SCAN_DEPTH, &ws);
+    if (ws.field_zero)
+        return NULL;
     /* protobuf-c rejects truncated input and missing required fields (recursively). */
     ProtobufCMessage *m = protobuf_c_message_unpack(d, al, len, body);
-    if (m && has_field_zero(m)) {
+    if (m && ws.partial && has_field_zero(m)) {
         protobuf_c_message_free_unpacked(m, al);
         return NULL;
     }
+    if (nul)
+        *nul = m ? ws.nul : NULL;
     return m;
 }
 
 ProtobufCMessage *kq_codec_unpack(uint8_t cmd, const uint8_t *body, size_t len)
 {
-    return unpack(cmd, NULL, body, len);
+    return unpack(cmd, NULL, body, len, NULL);
 }
 
 static void *arena_alloc(void *a, size_t n) { return kq_arena_alloc(a, n); }
@@ -84,8 +109,14 @@ static void arena_free(void *a, void *p)
 ProtobufCMessage *kq_codec_unpack_in(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
                                      size_t len)
 {
+    return kq_codec_unpack_checked(a, cmd, body, len, NULL);
+}
+
+ProtobufCMessage *kq_codec_unpack_checked(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
+                                          size_t len, const char **nul)
+{
     ProtobufCAllocator al = {.alloc = arena_alloc, .free = arena_free, .allocator_data = a};
-    return unpack(cmd, &al, body, len);
+    return unpack(cmd, &al, body, len, nul);
 }
 
 void kq_codec_free(ProtobufCMessage *m)
@@ -259,8 +290,12 @@ int kq_message_view(uint8_t cmd, ProtobufCMessage *m, struct kq_message_view *v)
 
 /* --- strings with NUL bytes ------------------------------------------------------------------ */
 
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+static inline bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
+    if (*p < end && !(**p & 0x80)) { /* tags and short lengths: one byte */
+        *v = *(*p)++;
+        return true;
+    }
     *v = 0;
     for (int shift = 0; *p < end && shift < 64; shift += 7) {
         uint8_t b = *(*p)++;
@@ -271,50 +306,77 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
     return false;
 }
 
-/* Walks the wire of one message; depth bounds the recursion into nested messages. */
-static const char *nul_string_field(const ProtobufCMessageDescriptor *d, const uint8_t *p,
-                                    const uint8_t *end, int depth)
+/* Our messages number their fields 1..n in order: index directly, search otherwise. */
+static const ProtobufCFieldDescriptor *field_of(const ProtobufCMessageDescriptor *d, unsigned id)
+{
+    if (id >= 1 && id <= d->n_fields && d->fields[id - 1].id == id)
+        return &d->fields[id - 1];
+    return protobuf_c_message_descriptor_get_field(d, id);
+}
+
+/* Walks the wire of one message and of the nested messages protobuf-c decodes (depth bounds
+ * the recursion); stops at a field 0, and where the wire makes no sense (protobuf-c judges). */
+static void scan_wire(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                      int depth, struct wire_scan *ws)
 {
     while (p < end) {
         uint64_t tag, n;
-        if (!get_varint(&p, end, &tag))
-            return NULL;
-        const ProtobufCFieldDescriptor *fd =
-            protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+        if (!get_varint(&p, end, &tag)) {
+            ws->partial = true;
+            return;
+        }
+        if (tag >> 3 == 0) {
+            ws->field_zero = true;
+            return;
+        }
+        const ProtobufCFieldDescriptor *fd = field_of(d, (unsigned)(tag >> 3));
         switch (tag & 7) {
         case 0: /* varint */
-            if (!get_varint(&p, end, &n))
-                return NULL;
+            if (!get_varint(&p, end, &n)) {
+                ws->partial = true;
+                return;
+            }
             break;
         case 1: /* fixed 64 */
         case 5: /* fixed 32 */
             n = (tag & 7) == 1 ? 8 : 4;
-            if (n > (uint64_t)(end - p))
-                return NULL;
-            p += n;
-            break;
-        case 2: /* length-delimited */
-            if (!get_varint(&p, end, &n) || n > (uint64_t)(end - p))
-                return NULL;
-            if (fd && fd->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, (size_t)n))
-                return fd->name;
-            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE && depth > 0) {
-                const char *in = nul_string_field(fd->descriptor, p, p + n, depth - 1);
-                if (in)
-                    return in;
+            if (n > (uint64_t)(end - p)) {
+                ws->partial = true;
+                return;
             }
             p += n;
             break;
-        default: return NULL; /* groups: not in our protocol, nothing to tell */
+        case 2: /* length-delimited */
+            if (!get_varint(&p, end, &n) || n > (uint64_t)(end - p)) {
+                ws->partial = true;
+                return;
+            }
+            if (fd && fd->type == PROTOBUF_C_TYPE_STRING && !ws->nul && memchr(p, 0, (size_t)n))
+                ws->nul = fd->name;
+            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE) {
+                if (depth > 0)
+                    scan_wire(fd->descriptor, p, p + n, depth - 1, ws);
+                else
+                    ws->partial = true;
+                if (ws->field_zero)
+                    return;
+            }
+            p += n;
+            break;
+        default: /* groups: not in our protocol, nothing to tell */
+            ws->partial = true;
+            return;
         }
     }
-    return NULL;
 }
 
 const char *kq_codec_nul_string_field(uint8_t cmd, const uint8_t *body, size_t len)
 {
     const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
-    return d && body ? nul_string_field(d, body, body + len, 4) : NULL;
+    struct wire_scan ws = {0};
+    if (d && body)
+        scan_wire(d, body, body + len, SCAN_DEPTH, &ws);
+    return ws.nul;
 }
 
 int kq_header_pack(const Protocol__Header *h, uint8_t **out, size_t *len)

@@ -25,6 +25,11 @@ void kq_codec_free(ProtobufCMessage *m);
  * it to kq_codec_free). One bump allocation per field instead of one malloc each. */
 ProtobufCMessage *kq_codec_unpack_in(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
                                      size_t len);
+/* kq_codec_unpack_in that also tells (*nul, as kq_codec_nul_string_field) whether a string
+ * field holds a NUL byte, from the same walk of the wire (*nul is NULL when it returns NULL;
+ * nul NULL: no such check, as kq_codec_unpack_in). */
+ProtobufCMessage *kq_codec_unpack_checked(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
+                                          size_t len, const char **nul);
 
 /* protobuf-c hands `string` fields over as C strings, so a NUL byte inside one silently
  * cuts it short (a groupId "s-pub\0junk" would read "s-pub"). Returns the name of the first

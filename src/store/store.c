@@ -158,3 +158,9 @@ int kq_store_check(const char *uri, char *err, size_t errlen)
     free(u);
     return rc;
 }
+
+void kq_store_stat_value(kq_store_stat_cb cb, void *ud, enum kq_store_stat_kind kind,
+                         const char *name, const char *help, double value)
+{
+    cb(ud, &(struct kq_store_stat){.name = name, .help = help, .kind = kind, .value = value});
+}

@@ -1,5 +1,6 @@
 /* Message store interface. Implementations: memory (src/store/memory), file log
- * (src/store/file), later MySQL. The broker's delivery module keeps the index of pending
+ * (src/store/file), MySQL (src/store/mysql). Everything the broker asks of a store goes
+ * through struct kq_store_ops: no broker file includes a back-end's header. The broker's delivery module keeps the index of pending
  * messages in memory; a store persists messages and their delivery state and gives them back
  * at start-up (recover) and on demand (load).
  *
@@ -32,6 +33,10 @@ struct kq_stored_msg {
     int64_t publish_time; /* Unix seconds */
     int64_t expired_time; /* Unix seconds, normalised (never <= 0) */
     int32_t deliver_limit;
+    /* save only: Unix ms before which it is not delivered (0 = at once). The header holds it
+     * too (x-kiteq-deliver-at), which is what the broker reads back; a store may also keep
+     * it where its schema has room (MySQL: next_deliver_time). */
+    int64_t deliver_at_ms;
     const uint8_t *header; /* packed, normalised protobuf Header */
     uint32_t header_len;
     const uint8_t *body;
@@ -50,11 +55,29 @@ struct kq_delivery_state {
     size_t n_failed;
 };
 
+/* A consumer group that had not acked a dead letter, and the last reason it failed. */
+struct kq_dlq_group {
+    const char *group;
+    const char *reason;
+};
+
+/* Who a dead letter failed for: the groups that had not acked it (a requeue delivers only
+ * to them) and the groups that had. */
+struct kq_dlq_groups {
+    const struct kq_dlq_group *failed;
+    size_t n_failed;
+    const char *const *acked;
+    size_t n_acked;
+};
+
 /* A dead letter as listed by the store. */
 struct kq_dead_letter {
     struct kq_stored_msg msg;
     const char *reason;
     int64_t dead_time; /* Unix seconds */
+    bool groups_known; /* false: dead-lettered before groups were recorded (or by the Go
+                        * broker); groups is then empty */
+    struct kq_dlq_groups groups;
 };
 
 typedef void (*kq_store_done_cb)(void *ud, int status); /* 0 or -errno */
@@ -76,6 +99,28 @@ typedef void (*kq_store_purge_cb)(void *ud, int status, size_t purged);
 
 #define KQ_DLQ_CURSOR_LEN 64 /* a page cursor, NUL included */
 
+/* One figure of a back-end (stats()), exported in /metrics as kiteq_store_<name>: base
+ * units (seconds, bytes), counters named ..._total. A histogram has n_bounds ascending
+ * upper bounds, counts[n_bounds + 1] per bucket (not cumulative; the last one counts what
+ * is above the last bound) and the sum of what it counted. */
+enum kq_store_stat_kind { KQ_STORE_COUNTER, KQ_STORE_GAUGE, KQ_STORE_HISTOGRAM };
+struct kq_store_stat {
+    const char *name; /* "fsync_seconds" -> kiteq_store_fsync_seconds */
+    const char *help;
+    enum kq_store_stat_kind kind;
+    double value; /* counter, gauge */
+    size_t n_bounds; /* histogram */
+    const double *bounds;
+    const uint64_t *counts;
+    double sum;
+};
+typedef void (*kq_store_stat_cb)(void *ud, const struct kq_store_stat *st);
+/* For back-ends: cb with a counter or gauge. */
+void kq_store_stat_value(kq_store_stat_cb cb, void *ud, enum kq_store_stat_kind kind,
+                         const char *name, const char *help, double value);
+/* Takeover (stores shared by brokers): end of the move, with the rows moved. */
+typedef void (*kq_store_takeover_done_cb)(void *ud, int status, uint64_t moved);
+
 struct kq_store;
 
 struct kq_store_ops {
@@ -90,8 +135,10 @@ struct kq_store_ops {
     int (*update)(struct kq_store *s, const struct kq_delivery_state *st);
     /* The message is finished (delivered to every group, rolled back): forget it. */
     int (*remove)(struct kq_store *s, const char *id);
-    /* Move a message to the dead-letter store with a reason; it leaves the pending set. */
-    int (*dead_letter)(struct kq_store *s, const struct kq_stored_msg *m, const char *reason);
+    /* Move a message to the dead-letter store with a reason and the groups it failed for
+     * (NULL: not known); it leaves the pending set. */
+    int (*dead_letter)(struct kq_store *s, const struct kq_stored_msg *m, const char *reason,
+                       const struct kq_dlq_groups *groups);
     /* Read a pending message back (header and body); cb gets borrowed pointers. */
     int (*load)(struct kq_store *s, const char *id, kq_store_load_cb cb, void *ud);
     /* At start-up: call cb for every pending message, in publish order (header and body may
@@ -128,6 +175,21 @@ struct kq_store_ops {
      * it). The broker then refuses publishes with this reason and the admin's store
      * queries answer 503 with it. The text names no password. */
     const char *(*unavailable)(struct kq_store *s);
+    /* Optional: the back-end's figures (fsync latency, batches, reconnects...), one cb per
+     * figure, synchronous and cheap (counters the store keeps; the loop thread). */
+    void (*stats)(struct kq_store *s, kq_store_stat_cb cb, void *ud);
+    /* Optional, for a store that several brokers share (MySQL), whose pending messages
+     * each name the broker that owns them:
+     * owner: this broker's name in the shared store (*self, borrowed) and the name of the
+     * shared place ("host:port:db", into shared); 0, or -ENOTSUP when nothing is shared.
+     * takeover: move the pending messages of broker `dead` to this one, page by page
+     * without blocking the loop, handing each moved message to row (as recover does;
+     * header and body borrowed for the call), then done(ud, status, moved) once: 0, or
+     * -errno (what was moved before the failure was handed to row). Returns 0 (done will
+     * run) or -errno (done will not run). */
+    int (*owner)(const struct kq_store *s, const char **self, char *shared, size_t len);
+    int (*takeover)(struct kq_store *s, const char *dead, kq_store_recover_cb row,
+                    kq_store_takeover_done_cb done, void *ud);
 };
 
 struct kq_store {

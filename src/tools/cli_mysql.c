@@ -1,7 +1,6 @@
 /* kiteq-cli mysql init: create the MySQL store's databases and tables (the original
  * KiteQ schema, see docs/STORAGE.md), or --print the SQL. */
 #include <errno.h>
-#include <getopt.h>
 #include <mysql.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,22 +8,20 @@
 
 #include "store/mysql/mysql_store.h"
 #include "tools/cli_mysql.h"
+#include "tools/common/cli_opts.h"
 #include "tools/common/cli_util.h"
 
 #define PROG "kiteq-cli mysql"
 
-static const char HELP[] =
-    "usage: kiteq-cli mysql init [--host HOST:PORT] [--user U] [--password P] [--db NAME]\n"
-    "                            [--shardnum N] [--print]\n"
-    "Create the databases NAME_0..NAME_{N-1}, each with the tables kite_msg_0.. and\n"
-    "kite_msg_dlq (CREATE ... IF NOT EXISTS: existing data is kept).\n\n"
-    "  --host HOST:PORT   server (default 127.0.0.1:3306)\n"
-    "  --user U           user (default root)\n"
-    "  --password P       password (default \"\")\n"
-    "  --db NAME          database name prefix (default kite)\n"
-    "  --shardnum N       number of databases: 1, 2, 4, 8 or 16 (default 4)\n"
-    "  --print            print the SQL instead of running it\n"
-    "  -h, --help         show this help\n";
+static const struct cli_cmd MYSQL_CMD = {
+    .prog = PROG,
+    .usage =
+        "usage: kiteq-cli mysql init [--host HOST:PORT] [--user U] [--password P] [--db NAME]\n"
+        "                            [--shardnum N] [--print]\n"
+        "Create the databases NAME_0..NAME_{N-1}, each with the tables kite_msg_0.. and\n"
+        "kite_msg_dlq (CREATE ... IF NOT EXISTS: existing data is kept).\n",
+    .epilog = "Exit: 0 created (or printed), 1 the SQL failed, 2 usage, 3 cannot connect.\n",
+};
 
 static int run_schema(const char *hostport, const char *user, const char *password,
                       const char *sql)
@@ -71,41 +68,29 @@ static int run_schema(const char *hostport, const char *user, const char *passwo
 
 int cli_cmd_mysql(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"host", required_argument, NULL, 'H'},  {"user", required_argument, NULL, 'u'},
-        {"password", required_argument, NULL, 'p'}, {"db", required_argument, NULL, 'd'},
-        {"shardnum", required_argument, NULL, 's'}, {"print", no_argument, NULL, 'P'},
-        {"help", no_argument, NULL, 'h'},           {0},
-    };
     const char *host = "127.0.0.1:3306", *user = "root", *password = "", *db = "kite";
     long shardnum = 4;
     bool print = false;
-    if (argc < 2 || strcmp(argv[1], "init") != 0) {
-        bool help = argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"));
-        fputs(HELP, help ? stdout : stderr);
-        return help ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    const struct cli_opt opts[] = {
+        CLI_STRING("host", &host, "HOST:PORT", "server (default 127.0.0.1:3306)"),
+        CLI_STRING("user", &user, "U", "user (default root)"),
+        CLI_STRING("password", &password, "P", "password (default \"\")"),
+        CLI_STRING("db", &db, "NAME", "database name prefix (default kite)"),
+        CLI_LONG("shardnum", &shardnum, "N", 1, 16,
+                 "number of databases: 1, 2, 4, 8 or 16 (default 4)"),
+        CLI_FLAG("print", &print, "print the SQL instead of running it"),
+        CLI_OPTS_END,
+    };
+    int rc;
+    bool init = argc >= 2 && !strcmp(argv[1], "init");
+    if (init) { /* options follow "init" */
+        argc--, argv++;
+        argv[0] = (char *)"kiteq-cli mysql init"; /* getopt's messages start with it */
     }
-    argc--, argv++; /* options follow "init" */
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'H': host = optarg; break;
-        case 'u': user = optarg; break;
-        case 'p': password = optarg; break;
-        case 'd': db = optarg; break;
-        case 's':
-            if (cli_parse_long("kiteq-cli", "shardnum", optarg, 1, 16, &shardnum))
-                return CLI_EXIT_USAGE;
-            break;
-        case 'P': print = true; break;
-        case 'h': fputs(HELP, stdout); return CLI_EXIT_OK;
-        default: fputs(HELP, stderr); return CLI_EXIT_USAGE;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
-        return CLI_EXIT_USAGE;
-    }
+    if (!cli_opts_parse(&MYSQL_CMD, opts, argc, argv, &rc))
+        return rc;
+    if (!init)
+        return cli_usage_error(&MYSQL_CMD, "missing action: init");
     if (!kq_mysql_shardnum_valid((int)shardnum)) {
         fprintf(stderr, PROG ": --shardnum must divide 16 (1, 2, 4, 8 or 16)\n");
         return CLI_EXIT_USAGE;
@@ -115,7 +100,7 @@ int cli_cmd_mysql(int argc, char **argv)
         fprintf(stderr, PROG ": --db must be 1-48 characters [A-Za-z0-9_]\n");
         return CLI_EXIT_USAGE;
     }
-    int rc = CLI_EXIT_OK;
+    rc = CLI_EXIT_OK;
     if (print)
         fputs(sql, stdout);
     else if ((rc = run_schema(host, user, password, sql)) == CLI_EXIT_OK)

@@ -30,6 +30,9 @@
 #include "admin/prom.h"
 #include "core/log.h"
 #include "tools/common/http_client.h"
+#include "support/assert_text.h"
+#include "support/cli_proc.h"
+#include "support/test_files.h"
 
 /* --- fake broker -------------------------------------------------------------------------- */
 
@@ -55,8 +58,9 @@ static int h_metrics(void *ud, struct kq_buf *out)
     kq_prom_init(&p, out);
     kq_prom_counter(&p, "kiteq_received_total", "Messages accepted.",
                     (const char *const[]){"topic", "trade", NULL}, 7);
+    int rc = kq_prom_finish(&p);
     kq_prom_free(&p);
-    return 200;
+    return rc ? 500 : 200;
 }
 
 /* Answers that come later: "later-N" is answered N ms after the request (a timer on the
@@ -118,10 +122,20 @@ static int h_dlq_list(void *ud, struct kq_admin_req *r, const char *topic, const
     return 200;
 }
 
-static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
+static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, const char *groups,
+                         struct kq_buf *out)
 {
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"}", id);
+    snprintf(tmp, sizeof tmp, "{\"requeued\":\"%s\"%s%s%s}", id, groups ? ",\"groups\":\"" : "",
+             groups ? groups : "", groups ? "\"" : "");
+    put(out, tmp);
+    return 200;
+}
+
+static int h_dlq_show(void *ud, struct kq_admin_req *r, const char *id, struct kq_buf *out)
+{
+    char tmp[256];
+    snprintf(tmp, sizeof tmp, "{\"shown\":\"%s\"}", id);
     put(out, tmp);
     return 200;
 }
@@ -144,6 +158,7 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 static const struct kq_admin_handlers handlers = {
     .stat = h_stat, .binds = h_binds, .metrics = h_metrics, .msg = h_msg,
     .dlq_list = h_dlq_list, .dlq_requeue = h_dlq_requeue, .dlq_purge = h_dlq_purge,
+    .dlq_show = h_dlq_show,
     .reload = h_reload,
 };
 
@@ -397,6 +412,9 @@ static void test_routes(void **state)
     expect(p, "POST", "/dlq/requeue?id=m1", 200, "{\"requeued\":\"m1\"}");
     expect(p, "POST", "/dlq/requeue?id=*", 200, "{\"requeued\":\"*\"}");
     expect(p, "POST", "/dlq/requeue", 400, "id required");
+    expect(p, "POST", "/dlq/requeue?id=m1&groups=g%2Ca,g-b", 200, "\"groups\":\"g,a,g-b\"");
+    expect(p, "POST", "/dlq/requeue?id=m1&groups=", 400, "bad groups");
+    expect(p, "GET", "/dlq/m1", 200, "{\"shown\":\"m1\"}");
     expect(p, "POST", "/dlq/purge?topic=trade", 200, "{\"purged\":\"trade\"}");
     expect(p, "POST", "/dlq/purge?topic=*", 200, "{\"purged\":\"(all)\"}");
     expect(p, "POST", "/dlq/purge", 400, "topic required");
@@ -898,65 +916,30 @@ static void test_http_client(void **state)
                      -EINVAL);
 }
 
-/* kiteq-cli as a subprocess, when the build directory is known. */
-static int run_cli(const char *args, char *out, size_t outlen)
-{
-    const char *bd = getenv("KITEQ_BUILD_DIR");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s/kiteq-cli %s 2>&1", bd, args);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t n = fread(out, 1, outlen - 1, f);
-    out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli(void **state)
 {
     struct srv *s = *state;
-    const char *bd = getenv("KITEQ_BUILD_DIR");
     char path[512];
-    snprintf(path, sizeof path, "%s/kiteq-cli", bd ? bd : ".");
-    if (!bd || access(path, X_OK) != 0)
+    snprintf(path, sizeof path, "%s/kiteq-cli", test_build_dir());
+    if (access(path, X_OK) != 0)
         skip();
-    char out[8192], args[512];
-    snprintf(args, sizeof args, "stat --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "\"kiteq\""));
-    snprintf(args, sizeof args, "binds --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "topic_2_groups"));
-    snprintf(args, sizeof args, "metrics --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "kiteq_received_total"));
-    snprintf(args, sizeof args, "msg --admin %s 'abc def'", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "\"abc def\""));
-    snprintf(args, sizeof args, "msg --admin %s nope", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 1);
-    assert_non_null(strstr(out, "404"));
-    snprintf(args, sizeof args, "dlq list --admin %s --topic 'a b' --limit 7", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"topic\":\"a b\",\"limit\":7}"));
-    snprintf(args, sizeof args, "dlq requeue --admin %s --all", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"requeued\":\"*\"}"));
-    snprintf(args, sizeof args, "dlq requeue --admin %s --id m9", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"requeued\":\"m9\"}"));
-    snprintf(args, sizeof args, "dlq purge --admin %s --topic trade", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_non_null(strstr(out, "{\"purged\":\"trade\"}"));
-    snprintf(args, sizeof args, "dlq purge --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 2); /* usage: --topic or --all needed */
-    snprintf(args, sizeof args, "reload --admin %s", s->addr);
-    assert_int_equal(run_cli(args, out, sizeof out), 0);
-    assert_int_equal(run_cli("stat", out, sizeof out), 2);
-    assert_int_equal(run_cli("stat --help", out, sizeof out), 0);
-    assert_non_null(strstr(out, "--admin"));
-    assert_int_equal(run_cli("dlq --help", out, sizeof out), 0);
-    assert_int_equal(run_cli("stat --admin 127.0.0.1:1", out, sizeof out), 1);
+    const char *a = s->addr;
+    assert_has(cli_expect(0, "stat --admin %s", a), "\"kiteq\"");
+    assert_has(cli_expect(0, "binds --admin %s", a), "topic_2_groups");
+    assert_has(cli_expect(0, "metrics --admin %s", a), "kiteq_received_total");
+    assert_has(cli_expect(0, "msg --admin %s 'abc def'", a), "\"abc def\"");
+    assert_has(cli_expect(1, "msg --admin %s nope", a), "404");
+    assert_has(cli_expect(0, "dlq list --admin %s --topic 'a b' --limit 7", a),
+               "{\"topic\":\"a b\",\"limit\":7}");
+    assert_has(cli_expect(0, "dlq requeue --admin %s --all", a), "{\"requeued\":\"*\"}");
+    assert_has(cli_expect(0, "dlq requeue --admin %s --id m9", a), "{\"requeued\":\"m9\"}");
+    assert_has(cli_expect(0, "dlq purge --admin %s --topic trade", a), "{\"purged\":\"trade\"}");
+    cli_expect(2, "dlq purge --admin %s", a); /* usage: --topic or --all needed */
+    cli_expect(0, "reload --admin %s", a);
+    assert_has(cli_expect(2, "stat --admin nocolon"), "expected HOST:PORT");
+    assert_has(cli_expect(0, "stat --help"), "--admin");
+    cli_expect(0, "dlq --help");
+    cli_expect(3, "stat --admin 127.0.0.1:1"); /* unreachable */
 }
 
 /* --- Prometheus helpers ------------------------------------------------------------------- */
@@ -974,20 +957,28 @@ static void test_prom(void **state)
     assert_int_equal(kq_prom_gauge(&p, "kiteq_connections", NULL, NULL, 2.5), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_x", "x", NULL, 0.1), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_nan", "n", NULL, 0.0 / 0.0), 0);
-    size_t len = b.len;
     assert_int_equal(kq_prom_gauge(&p, "9bad", "x", NULL, 1), -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "bad-name", "x", NULL, 1), -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "ok", "x", (const char *const[]){"a:b", "v", NULL}, 1),
                      -EINVAL);
     assert_int_equal(kq_prom_gauge(&p, "ok", "x", (const char *const[]){"le", "v", NULL}, 1),
                      -EINVAL);
-    assert_int_equal(b.len, len); /* nothing written for bad names */
+    /* a family seen with another type is refused */
+    assert_int_equal(kq_prom_gauge(&p, "kiteq_received_total", "x", NULL, 1), -EINVAL);
+    assert_int_equal(b.len, 0); /* nothing is written before finish */
+    /* a sample of an earlier family joins its family's block */
+    assert_int_equal(kq_prom_counter(&p, "kiteq_received_total", NULL,
+                                     (const char *const[]){"topic", "t3", NULL}, 4), 0);
+    /* finish writes what was right and returns the first failure for the caller to report */
+    assert_int_equal(kq_prom_finish(&p), -EINVAL);
+    assert_string_equal(p.error_name, "9bad");
     kq_buf_append(&b, "", 1);
     assert_string_equal((char *)b.data,
                         "# HELP kiteq_received_total Messages\\\\accepted\\nby topic.\n"
                         "# TYPE kiteq_received_total counter\n"
                         "kiteq_received_total{topic=\"a\\\"b\\\\c\\nd\"} 3\n"
                         "kiteq_received_total{topic=\"t2\"} 1e+20\n"
+                        "kiteq_received_total{topic=\"t3\"} 4\n"
                         "# TYPE kiteq_connections gauge\n"
                         "kiteq_connections 2.5\n"
                         "# HELP kiteq_x x\n# TYPE kiteq_x gauge\nkiteq_x 0.1\n"
@@ -1012,6 +1003,7 @@ static void test_prom_histogram(void **state)
     kq_prom_init(&p, &b);
     assert_int_equal(kq_prom_histogram(&p, "kiteq_store_fsync_seconds", "fsync latency.",
                                        (const char *const[]){"store", "file", NULL}, &h), 0);
+    assert_int_equal(kq_prom_finish(&p), 0);
     kq_buf_append(&b, "", 1);
     assert_string_equal((char *)b.data,
                         "# HELP kiteq_store_fsync_seconds fsync latency.\n"

@@ -70,7 +70,7 @@ static void fill_dlq(const char *dir)
                                   .header = header, .header_len = sizeof header,
                                   .body = (const uint8_t *)body, .body_len = sizeof body};
         snprintf(m.id, sizeof m.id, "%032x", 0x10000 + i);
-        assert_int_equal(s->ops->dead_letter(s, &m, "expired"), 0);
+        assert_int_equal(s->ops->dead_letter(s, &m, "expired", NULL), 0);
     }
     s->ops->close(s); /* writes what is open */
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 
 static struct broker_proc bp;
 
@@ -37,7 +38,7 @@ static int teardown(void **state)
  * summary it printed (*out, NULL when it printed none). */
 static int bench(const char *args, cJSON **out)
 {
-    const char *build = getenv("KITEQ_BUILD_DIR") ? getenv("KITEQ_BUILD_DIR") : ".";
+    const char *build = test_build_dir();
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "'%s/kiteq-bench' --broker 127.0.0.1:%d --group p-trade --secret secret "

@@ -15,8 +15,11 @@
 
 #include "config/config.h"
 #include "core/clock.h"
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
+#include "support/assert_text.h"
 #include "support/log_capture.h"
+#include "support/tmp_dir.h"
+#include "support/test_files.h"
 #include "core/addr.h"
 
 static char tmpdir[64];
@@ -25,16 +28,13 @@ static char err[4096];
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/kq-config-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tmp_dir_make(tmpdir, sizeof tmpdir, "kq-config-");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove(tmpdir);
 }
 
 /* Writes content to tmpdir/name; returns the path (static buffer, one per call site use). */
@@ -44,26 +44,15 @@ static const char *write_tmp(const char *name, const char *content)
     static int next;
     char *p = path[next++ % 8];
     snprintf(p, 256, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "w");
-    assert_non_null(f);
-    fputs(content, f);
-    fclose(f);
+    test_write_file(p, content);
     return p;
 }
 
 static const char *source_file(const char *rel)
 {
     static char path[512];
-    const char *dir = getenv("KITEQ_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/%s", dir ? dir : ".", rel);
-    return path;
+    return test_source_path(path, sizeof path, rel);
 }
-
-#define assert_has(hay, needle)                                                            \
-    do {                                                                                   \
-        if (!strstr((hay), (needle)))                                                      \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), (hay));                        \
-    } while (0)
 
 /* Loads a file with the given content and expects an error containing every fragment. */
 static void expect_load_error(const char *content, const char *cluster, ...)

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ftw.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -28,6 +27,7 @@
 #include "core/clock.h"
 #include "support/broker_proc.h"
 #include "support/idset.h"
+#include "support/tmp_dir.h"
 
 #define BODY_LEN 1024
 #define ROUNDS 6
@@ -330,15 +330,6 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static int teardown(void **state)
 {
     (void)state;
@@ -349,7 +340,7 @@ static int teardown(void **state)
     if (W.passed && W.bp.dir[0]) {
         char data[300];
         snprintf(data, sizeof data, "%s/data", W.bp.dir);
-        nftw(data, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        tmp_dir_remove(data);
     }
     if (W.mnt[0]) {
         if (umount2(W.mnt, 0) && umount2(W.mnt, MNT_DETACH))

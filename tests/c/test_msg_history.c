@@ -141,6 +141,10 @@ static void test_history_pending_and_delivered(void **state)
     assert_string_equal(str(j, "messageType"), "pay-succ");
     int last = cJSON_GetArraySize(cJSON_GetObjectItem(j, "history")) - 1;
     assert_int_equal(find_event(j, 0, "delivered", NULL), last);
+    /* delivered, then finished in the same loop turn: the same time */
+    assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "history"), last),
+                                    "time")->valuedouble ==
+                cJSON_GetObjectItem(j, "finishedTime")->valuedouble);
     assert_true(find_event(j, 0, "acked", TEST_CONSUMER_B) > 0);
     cJSON_Delete(j);
 

@@ -33,20 +33,21 @@
 #include "client/kiteq_client.h"
 #include "core/clock.h"
 #include "store/mysql/mysql_store.h"
+#include "support/assert_text.h"
 #include "support/broker_proc.h"
+#include "support/metrics_doc.h"
 #include "support/idset.h"
+#include "support/mariadb_service.h"
+#include "support/test_files.h"
 #include "support/zk_service.h"
 
 #define EXTRA "deliverySeconds = 1, txCheckSeconds = 1, txMaxChecks = 2, admin = \"127.0.0.1:0\","
 
 static struct {
-    char host[64], user[64], pass[64];
-    unsigned port;
-    pid_t pid;      /* MariaDB's, when we started it */
+    struct mariadb_service my; /* base: "" = MYSQL_HOST given */
     bool stopped;   /* we sent it SIGSTOP */
     bool down;      /* we stopped it (services-down.sh) */
     char db[32];
-    char base[64];  /* services BASE when we started MariaDB ("" = MYSQL_HOST given) */
     MYSQL *c;       /* the test's own connection */
     struct broker_proc bp[2];
     bool up[2];
@@ -54,60 +55,7 @@ static struct {
 
 static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("KITEQ_SOURCE_DIR");
-    return s ? s : ".";
-}
-
-static const char *build_dir(void)
-{
-    const char *s = getenv("KITEQ_BUILD_DIR");
-    return s ? s : ".";
-}
-
-/* KEY=VALUE lines of services.env into our fields (not into the environment: brokers and
- * scripts started later must not inherit MYSQL_HOST & co.). */
-static void read_services_env(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = 0;
-        char *eq = strchr(line, '=');
-        if (!eq)
-            continue;
-        *eq = 0;
-        const char *v = eq + 1;
-        if (!strcmp(line, "MYSQL_HOST"))
-            snprintf(E.host, sizeof E.host, "%s", v);
-        else if (!strcmp(line, "MYSQL_PORT"))
-            E.port = (unsigned)atoi(v);
-        else if (!strcmp(line, "MYSQL_USER"))
-            snprintf(E.user, sizeof E.user, "%s", v);
-        else if (!strcmp(line, "MYSQL_PASSWORD"))
-            snprintf(E.pass, sizeof E.pass, "%s", v);
-        else if (!strcmp(line, "MYSQL_PID"))
-            E.pid = (pid_t)atoi(v);
-    }
-    fclose(f);
-}
-
-static MYSQL *connect_direct(void)
-{
-    MYSQL *c = mysql_init(NULL);
-    unsigned t = 3;
-    mysql_options(c, MYSQL_OPT_CONNECT_TIMEOUT, &t);
-    mysql_options(c, MYSQL_OPT_READ_TIMEOUT, &t);
-    if (!mysql_real_connect(c, E.host, E.user, E.pass, NULL, E.port, NULL,
-                            CLIENT_MULTI_STATEMENTS)) {
-        mysql_close(c);
-        return NULL;
-    }
-    return c;
-}
+static MYSQL *connect_direct(void) { return mariadb_service_connect(&E.my, 3); }
 
 /* First column of the first row as an integer; -1 on error. Reconnects once. */
 static long long sql_int(const char *fmt, ...)
@@ -170,32 +118,14 @@ static int run(const char *cmd)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *h = getenv("MYSQL_HOST");
-    if (h && *h) {
-        snprintf(E.host, sizeof E.host, "%s", h);
-        E.port = getenv("MYSQL_PORT") ? (unsigned)atoi(getenv("MYSQL_PORT")) : 3306;
-        snprintf(E.user, sizeof E.user, "%s", getenv("MYSQL_USER") ? getenv("MYSQL_USER") : "root");
-        snprintf(E.pass, sizeof E.pass, "%s",
-                 getenv("MYSQL_PASSWORD") ? getenv("MYSQL_PASSWORD") : "");
-    } else {
-        snprintf(E.base, sizeof E.base, "/tmp/kqmb.XXXXXX");
-        if (!mkdtemp(E.base)) {
-            E.base[0] = 0;
-            return -1;
-        }
-        char cmd[512], env[128];
-        snprintf(cmd, sizeof cmd, "'%s/scripts/services-up.sh' '%s' mysql", src_dir(), E.base);
-        if (run(cmd) != 0)
-            return -1;
-        snprintf(env, sizeof env, "%s/services.env", E.base);
-        read_services_env(env);
-    }
+    if (mariadb_service_start(&E.my, "kqmb.") != 0)
+        return -1;
     snprintf(E.db, sizeof E.db, "kqb%d", (int)getpid());
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "'%s/kiteq-cli' mysql init --host '%s:%u' --user '%s' --password '%s' --db %s "
              "--shardnum 4 >/dev/null",
-             build_dir(), E.host, E.port, E.user, E.pass, E.db);
+             test_build_dir(), E.my.host, E.my.port, E.my.user, E.my.pass, E.db);
     if (run(cmd) != 0)
         return -1;
     E.c = connect_direct();
@@ -206,22 +136,11 @@ static int group_teardown(void **state)
 {
     (void)state;
     if (E.c) {
-        char sql[128];
-        for (int d = 0; d < 4; d++) {
-            snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS `%s_%d`", E.db, d);
-            mysql_query(E.c, sql);
-        }
+        mariadb_service_drop_shards(E.c, E.db, 4);
         mysql_close(E.c);
         E.c = NULL;
     }
-    if (E.base[0]) {
-        char cmd[512];
-        snprintf(cmd, sizeof cmd, "'%s/scripts/services-down.sh' '%s' --purge", src_dir(),
-                 E.base);
-        run(cmd);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", E.base);
-        run(cmd);
-    }
+    mariadb_service_stop(&E.my);
     return 0;
 }
 
@@ -230,8 +149,8 @@ static int services(const char *verb);
 static int teardown(void **state)
 {
     (void)state;
-    if (E.stopped && E.pid > 0) /* a failed test must not leave the server frozen */
-        kill(E.pid, SIGCONT);
+    if (E.stopped && E.my.pid > 0) /* a failed test must not leave the server frozen */
+        kill(E.my.pid, SIGCONT);
     E.stopped = false;
     if (E.down) /* nor stopped */
         services("up");
@@ -245,8 +164,8 @@ static int teardown(void **state)
 
 static void db_uri(char *out, size_t len, const char *extra)
 {
-    snprintf(out, len, "mysql://%s:%u?db=%s&username=%s&password=%s&shardnum=4%s%s", E.host,
-             E.port, E.db, E.user, E.pass, extra ? "&" : "", extra ? extra : "");
+    snprintf(out, len, "mysql://%s:%u?db=%s&username=%s&password=%s&shardnum=4%s%s", E.my.host,
+             E.my.port, E.db, E.my.user, E.my.pass, extra ? "&" : "", extra ? extra : "");
 }
 
 static void start_broker(int i, const char *cluster_extra)
@@ -341,6 +260,19 @@ static void test_publish_deliver_ack(void **state)
     char got[33];
     uint32_t op;
     assert_int_equal(raw_recv_delivery(a, 1500, got, &op, NULL, 0), 0);
+    /* /metrics: the MySQL store's figures (kq_store_ops.stats), each family as documented */
+    char *resp = http_get(admin_port(&E.bp[0]), "/metrics");
+    assert_non_null(resp);
+    const char *text = strstr(resp, "\r\n\r\n");
+    assert_non_null(text);
+    char problems[4096];
+    int n = metrics_doc_check(text + 4, "mysql", "mysql", problems, sizeof problems);
+    if (n)
+        fail_msg("%d problems between /metrics and docs/ADMIN.md:\n%s", n, problems);
+    assert_true(prom_sample(text + 4, "kiteq_store_saves_total") >= 32);
+    assert_true(prom_sample(text + 4, "kiteq_store_save_failures_total") == 0);
+    assert_true(prom_sample(text + 4, "kiteq_store_reconnects_total") >= 1);
+    free(resp);
     close(a);
     close(b);
     close(prod);
@@ -488,6 +420,46 @@ static void test_restart_recovers(void **state)
         assert_int_equal(rows_of(more[i], false, NULL), 0);
     for (int i = 0; i < 20; i++)
         assert_int_equal(rows_of(ids[i], false, NULL), 0);
+}
+
+/* --- scheduled delivery: next_deliver_time written at save, honoured after a restart ----- */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_scheduled_restart(void **state)
+{
+    (void)state;
+    start_broker(0, NULL);
+    int prod = connect_as(0, TEST_PRODUCER);
+    static const char *const delay[] = {"x-kiteq-delay-ms", "3000", NULL};
+    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .props = delay};
+    char ids[1][33], got[33], where[128];
+    int64_t t0 = wall_ms();
+    assert_int_equal(raw_publish(prod, 1, &m, ids[0], NULL, 0), 1);
+    int64_t t1 = wall_ms();
+    close(prod);
+    snprintf(where, sizeof where, "next_deliver_time BETWEEN %lld AND %lld",
+             (long long)(t0 + 3000) / 1000, (long long)(t1 + 3000 + 999) / 1000);
+    assert_int_equal(rows_of(ids[0], false, where), 1);
+    assert_int_equal(broker_stop(&E.bp[0]), 0);
+    assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
+    int a = connect_as(0, TEST_CONSUMER), b = connect_as(0, TEST_CONSUMER_B);
+    uint32_t op;
+    int64_t early = t0 + 3000 - 400 - wall_ms(); /* margin: a slow host only delays it */
+    if (early > 0)
+        assert_int_equal(raw_recv_delivery(a, (int)early, got, &op, NULL, 0), 0);
+    assert_int_equal(raw_recv_delivery(a, (int)(t1 + 13000 - wall_ms()), got, &op, NULL, 0), 1);
+    assert_true(wall_ms() >= t0 + 3000);
+    assert_string_equal(got, ids[0]);
+    assert_int_equal(raw_deliver_ack(a, op, got, true), 0);
+    raw_drain_expect(b, ids, 1, 10000);
+    close(a);
+    close(b);
 }
 
 /* --- load: producers and consumers through the client library --------------------------- */
@@ -652,7 +624,7 @@ static void wait_ok(struct producer *p, uint64_t target, int ms)
 static void test_mariadb_restart_under_load(void **state)
 {
     (void)state;
-    if (!E.base[0]) {
+    if (!E.my.base[0]) {
         print_message("MariaDB given by MYSQL_HOST: not ours to restart, skipped\n");
         skip();
     }
@@ -765,10 +737,10 @@ static void test_takeover_after_kill9(void **state)
     expect_all_delivered(acked, delivered, 60000);
     /* the marker: nobody repeats it */
     char path[512];
-    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.done", E.host, E.port,
+    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.done", E.my.host, E.my.port,
              E.db, E.bp[0].port);
     assert_true(zk_test_wait_node(zh, path, true, NULL, 5000));
-    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.lock", E.host, E.port,
+    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.lock", E.my.host, E.my.port,
              E.db, E.bp[0].port);
     assert_true(zk_test_wait_node(zh, path, false, NULL, 5000));
     /* broker 0 comes back on its address: nothing of its own left, and its marker goes so
@@ -776,7 +748,7 @@ static void test_takeover_after_kill9(void **state)
     assert_int_equal(broker_restart(&E.bp[0], NULL), 0);
     E.up[0] = true;
     assert_true(broker_wait_log(&E.bp[0], "recovered pending=0", 1));
-    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.done", E.host, E.port,
+    snprintf(path, sizeof path, "/kiteq/takeover/%s:%u:%s/127.0.0.1:%d.done", E.my.host, E.my.port,
              E.db, E.bp[0].port);
     assert_true(zk_test_wait_node(zh, path, false, NULL, 10000));
     for (int i = 0; i < 3; i++)
@@ -795,18 +767,13 @@ static void test_takeover_after_kill9(void **state)
  * script's exit status. */
 static int services(const char *verb)
 {
-    char cmd[512], env[128];
-    snprintf(cmd, sizeof cmd, "'%s/scripts/services-%s.sh' '%s' mysql >/dev/null 2>&1",
-             src_dir(), verb, E.base);
     if (E.c) { /* our connection dies with the server */
         mysql_close(E.c);
         E.c = NULL;
     }
-    int rc = run(cmd);
+    int rc = mariadb_service_script(&E.my, verb);
     if (rc == 0)
         E.down = !strcmp(verb, "down");
-    snprintf(env, sizeof env, "%s/services.env", E.base);
-    read_services_env(env);
     return rc;
 }
 
@@ -841,7 +808,7 @@ static void restart_while_unavailable(char ids[][33], int n_old, const char *how
     assert_non_null(strstr(dlq, " 503 "));
     free(dlq);
     if (!strcmp(how, "hung"))
-        assert_int_equal(kill(E.pid, SIGCONT), 0);
+        assert_int_equal(kill(E.my.pid, SIGCONT), 0);
     else
         mysql_service("up");
     E.stopped = false;
@@ -908,7 +875,7 @@ static int send_request(int port, const char *req)
 static void test_frozen_mariadb(void **state)
 {
     (void)state;
-    if (!E.base[0] || E.pid <= 0) {
+    if (!E.my.base[0] || E.my.pid <= 0) {
         print_message("MariaDB given by MYSQL_HOST: not ours to freeze, skipped\n");
         skip();
     }
@@ -930,10 +897,8 @@ static void test_frozen_mariadb(void **state)
     assert_true(counted);
     int hb = connect_as(0, TEST_CONSUMER), prod = connect_as(0, TEST_PRODUCER);
 
-    char env[128]; /* the server's PID now (an earlier test restarted it) */
-    snprintf(env, sizeof env, "%s/services.env", E.base);
-    read_services_env(env);
-    assert_int_equal(kill(E.pid, SIGSTOP), 0);
+    /* E.my.pid: the server's PID now (read again by every restart of an earlier test) */
+    assert_int_equal(kill(E.my.pid, SIGSTOP), 0);
     E.stopped = true;
     int waiting[3] = {
         send_request(ap, "GET /dlq HTTP/1.0\r\n\r\n"),
@@ -963,7 +928,7 @@ static void test_frozen_mariadb(void **state)
             worst[k] = d[k] > worst[k] ? d[k] : worst[k];
         usleep(50000);
     }
-    assert_int_equal(kill(E.pid, SIGCONT), 0);
+    assert_int_equal(kill(E.my.pid, SIGCONT), 0);
     E.stopped = false;
     print_message("MariaDB frozen: worst /metrics %llu us, heartbeat %llu us, /stat %llu us\n",
                   (unsigned long long)worst[0], (unsigned long long)worst[1],
@@ -986,7 +951,7 @@ static void test_frozen_mariadb(void **state)
 static void test_start_while_mysql_unavailable(void **state)
 {
     (void)state;
-    if (!E.base[0]) {
+    if (!E.my.base[0]) {
         print_message("MariaDB given by MYSQL_HOST: not ours to stop, skipped\n");
         skip();
     }
@@ -998,8 +963,8 @@ static void test_start_while_mysql_unavailable(void **state)
     restart_while_unavailable(ids, 10, "down");
     /* hung (SIGSTOP): every try costs the timeout (2 s here) */
     publish_pending(ids, 10);
-    assert_true(E.pid > 0);
-    assert_int_equal(kill(E.pid, SIGSTOP), 0);
+    assert_true(E.my.pid > 0);
+    assert_int_equal(kill(E.my.pid, SIGSTOP), 0);
     E.stopped = true;
     restart_while_unavailable(ids, 10, "hung");
     assert_int_equal(broker_stop(&E.bp[0]), 0);
@@ -1044,8 +1009,8 @@ static bool wait_log_n(struct broker_proc *bp, const char *needle, int n, int ms
  * way of asking says so, with the reason. */
 static void expect_unavailable(int prod, int ap, const char *reason, int nth)
 {
-    char why[192], want[256], body[8192], out[4096];
-    snprintf(why, sizeof why, "mysql %s:%u: %s", E.host, E.port, reason);
+    char why[192], want[256], body[8192];
+    snprintf(why, sizeof why, "mysql %s:%u: %s", E.my.host, E.my.port, reason);
     uint64_t t0 = now_ms();
     assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 0\n", 15000));
     print_message("%s: kiteq_store_available 0 after %llu ms\n", reason,
@@ -1062,13 +1027,8 @@ static void expect_unavailable(int prod, int ap, const char *reason, int nth)
         assert_int_equal(admin_get(ap, paths[i], body, sizeof body), 503);
         assert_non_null(strstr(body, want));
     }
-    char args[128];
-    snprintf(args, sizeof args, "dlq list --admin 127.0.0.1:%d", ap);
-    assert_int_equal(cli_run(args, out, sizeof out), 1);
-    assert_non_null(strstr(out, why));
-    snprintf(args, sizeof args, "msg --admin 127.0.0.1:%d 0123456789abcdef0123456789abcdef", ap);
-    assert_int_equal(cli_run(args, out, sizeof out), 1);
-    assert_non_null(strstr(out, why));
+    assert_has(cli_expect(1, "dlq list --admin 127.0.0.1:%d", ap), why);
+    assert_has(cli_expect(1, "msg --admin 127.0.0.1:%d 0123456789abcdef0123456789abcdef", ap), why);
     struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true, .body = "down"};
     char fb[512] = "";
     assert_int_equal(raw_publish(prod, 200, &m, NULL, fb, sizeof fb), 0);
@@ -1095,7 +1055,7 @@ static void expect_available(int prod, int ap, int nth)
 static void test_mariadb_gone_while_running(void **state)
 {
     (void)state;
-    if (!E.base[0] || E.pid <= 0) {
+    if (!E.my.base[0] || E.my.pid <= 0) {
         print_message("MariaDB given by MYSQL_HOST: not ours to stop, skipped\n");
         skip();
     }
@@ -1109,10 +1069,10 @@ static void test_mariadb_gone_while_running(void **state)
     mysql_service("up");
     expect_available(prod, ap, 1);
     /* frozen (SIGSTOP): nothing answers; every try costs the timeout (2 s here) */
-    assert_int_equal(kill(E.pid, SIGSTOP), 0);
+    assert_int_equal(kill(E.my.pid, SIGSTOP), 0);
     E.stopped = true;
     expect_unavailable(prod, ap, "no answer within 2 s", 2);
-    assert_int_equal(kill(E.pid, SIGCONT), 0);
+    assert_int_equal(kill(E.my.pid, SIGCONT), 0);
     E.stopped = false;
     expect_available(prod, ap, 2);
     close(prod);
@@ -1125,6 +1085,7 @@ int main(void)
         cmocka_unit_test_teardown(test_retry_then_dead_letter, teardown),
         cmocka_unit_test_teardown(test_two_phase, teardown),
         cmocka_unit_test_teardown(test_restart_recovers, teardown),
+        cmocka_unit_test_teardown(test_scheduled_restart, teardown),
         cmocka_unit_test_teardown(test_mariadb_restart_under_load, teardown),
         cmocka_unit_test_teardown(test_takeover_after_kill9, teardown),
         cmocka_unit_test_teardown(test_frozen_mariadb, teardown),

@@ -21,61 +21,18 @@
 
 #include "core/clock.h"
 #include "core/log.h"
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 #include "policy/policy.h"
 #include "support/log_capture.h"
+#include "support/policy_dir.h"
+#include "support/test_files.h"
 
-static char tmpdir[64];
 static char err[512];
-
-static int setup(void **state)
-{
-    (void)state;
-    kq_log_set_level(KQ_LOG_ERROR); /* the failure tests warn on purpose */
-    strcpy(tmpdir, "/tmp/kq-policy-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Writes tmpdir/<name>/<file> (a fresh policy dir per name); returns the dir. */
-static const char *policy_dir(const char *name, const char *file, const char *content)
-{
-    static char dir[256];
-    char path[512];
-    snprintf(dir, sizeof dir, "%s/%s", tmpdir, name);
-    mkdir(dir, 0700);
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(content, f);
-    fclose(f);
-    return dir;
-}
 
 static const char *shipped_dir(void)
 {
     static char dir[512];
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    snprintf(dir, sizeof dir, "%s/lua/policies", src ? src : ".");
-    return dir;
-}
-
-static struct kq_policy_hook_stats hook_stats(const struct kq_policy *p, const char *name)
-{
-    struct kq_policy_hook_stats st[8];
-    size_t n = kq_policy_stats(p, st, 8);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(st[i].name, name) == 0)
-            return st[i];
-    fail_msg("no hook %s", name);
-    return st[0];
+    return test_source_path(dir, sizeof dir, "lua/policies");
 }
 
 /* ---- fixtures: bindings of topic "trade" ----------------------------------------------- */
@@ -213,17 +170,17 @@ static void test_load_defaults_only(void **state)
     (void)state;
     struct kq_policy *p = NULL;
     assert_int_equal(kq_policy_load(NULL, &p, err, sizeof err), 0);
-    assert_false(hook_stats(p, "route").loaded);
+    assert_false(policy_hook_stats(p, "route").loaded);
     kq_policy_free(p);
     /* a folder that is named must exist: a typo is not the built-in rules in silence */
     char missing[128];
-    snprintf(missing, sizeof missing, "%s/does-not-exist", tmpdir);
+    snprintf(missing, sizeof missing, "%s/does-not-exist", policy_tmp);
     p = NULL;
     assert_int_equal(kq_policy_load(missing, &p, err, sizeof err), -ENOENT);
     assert_null(p);
     assert_non_null(strstr(err, missing));
     assert_non_null(strstr(err, "no such folder"));
-    snprintf(missing, sizeof missing, "%s/a-file", tmpdir);
+    snprintf(missing, sizeof missing, "%s/a-file", policy_tmp);
     FILE *f = fopen(missing, "w");
     assert_non_null(f);
     fclose(f);
@@ -245,16 +202,17 @@ static void test_load_warns_unknown_files(void **state)
     int rc = kq_policy_load(dir, &p, err, sizeof err);
     char *log = log_capture_end(KQ_LOG_ERROR);
     assert_int_equal(rc, 0);
-    assert_true(hook_stats(p, "retry").loaded);
-    assert_false(hook_stats(p, "route").loaded);
+    assert_true(policy_hook_stats(p, "retry").loaded);
+    assert_false(policy_hook_stats(p, "route").loaded);
     kq_policy_free(p);
     char want[512];
     snprintf(want, sizeof want, "%s/Routing.lua is not loaded: policy files are routing.lua, "
-             "flow.lua, retry.lua and publish.lua (did you mean routing.lua?)", dir);
+             "flow.lua, retry.lua, publish.lua and auth.lua (did you mean routing.lua?)", dir);
     if (!strstr(log, want) || !strstr(log, "/helpers.lua is not loaded") ||
         strstr(log, "notes.txt") || strstr(log, "retry.lua is not loaded"))
         fail_msg("log:\n%s", log);
-    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish "))
+    if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish,"
+                    "route_message,connect,dead "))
         fail_msg("log:\n%s", log);
     free(log);
 }
@@ -265,8 +223,10 @@ static void test_shipped_equal_defaults(void **state)
     struct kq_policy *lua = NULL, *c = NULL;
     assert_int_equal(kq_policy_load(shipped_dir(), &lua, err, sizeof err), 0);
     assert_int_equal(kq_policy_load(NULL, &c, err, sizeof err), 0);
-    assert_true(hook_stats(lua, "route").loaded && hook_stats(lua, "retry").loaded &&
-                hook_stats(lua, "flow.intake").loaded && hook_stats(lua, "flow.group").loaded);
+    assert_true(policy_hook_stats(lua, "route").loaded &&
+                policy_hook_stats(lua, "retry").loaded &&
+                policy_hook_stats(lua, "flow.intake").loaded &&
+                policy_hook_stats(lua, "flow.group").loaded);
     struct kq_binding_set *s = fixture_set();
     log_capture_begin();
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
@@ -317,7 +277,7 @@ static void test_shipped_equal_defaults(void **state)
     }
     free(log);
     for (const char *h = "route"; h; h = strcmp(h, "route") == 0 ? "retry" : NULL) {
-        struct kq_policy_hook_stats st = hook_stats(lua, h);
+        struct kq_policy_hook_stats st = policy_hook_stats(lua, h);
         assert_true(st.calls > 0);
         if (st.errors)
             print_message("%s: %llu of %llu calls over the time budget (a loaded machine)\n", h,
@@ -353,15 +313,10 @@ static void expect_budget_documented(const char *msg)
     char *close = strchr(budget, ')');
     assert_non_null(close);
     *close = 0;
-    char path[512], text[65536];
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    snprintf(path, sizeof path, "%s/docs/POLICIES.md", src ? src : ".");
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    if (!strstr(text, budget))
+    char *text = test_read_source("docs/POLICIES.md");
+    bool documented = strstr(text, budget) != NULL;
+    free(text);
+    if (!documented)
         fail_msg("\"%s\" (from \"%s\") is not in docs/POLICIES.md", budget, msg);
 }
 
@@ -443,44 +398,44 @@ static void test_route_runtime_failures(void **state)
 
     /* nil = the built-in answer, not an error */
     assert_same_routes(p, NULL, s, "trade", "pay-200");
-    assert_int_equal(hook_stats(p, "route").errors, 0);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 0);
 
     static const char *const bad[] = {"boom", "garbage", "types"};
     for (size_t i = 0; i < 3; i++) {
         size_t n = kq_policy_route(p, s, "trade", bad[i], r, 32);
         nd = kq_policy_route(NULL, s, "trade", bad[i], d, 32);
         assert_int_equal(n, nd); /* the default (fanout only) */
-        assert_int_equal(hook_stats(p, "route").errors, i + 1);
-        assert_int_equal(hook_stats(p, "route").fallbacks, i + 1);
+        assert_int_equal(policy_hook_stats(p, "route").errors, i + 1);
+        assert_int_equal(policy_hook_stats(p, "route").fallbacks, i + 1);
     }
     /* failures are not memoised: the hook runs again */
     kq_policy_route(p, s, "trade", "boom", r, 32);
-    assert_int_equal(hook_stats(p, "route").errors, 4);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 4);
 
     /* unknown groups dropped (and counted), duplicates collapsed, the rest used */
     size_t n = kq_policy_route(p, s, "trade", "ghost", r, 32);
     assert_int_equal(n, 1);
     assert_string_equal(r[0].group, "g-direct");
     assert_true(r[0].persistent);
-    assert_int_equal(hook_stats(p, "route").errors, 5);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 5);
     n = kq_policy_route(p, s, "trade", "only-fanout", r, 32);
     assert_int_equal(n, 1);
     assert_false(r[0].persistent);
 
     /* unbounded allocation: stopped by the memory cap; the state stays usable */
-    uint64_t e0 = hook_stats(p, "route").errors;
+    uint64_t e0 = policy_hook_stats(p, "route").errors;
     n = kq_policy_route(p, s, "trade", "alloc", r, 32);
     nd = kq_policy_route(NULL, s, "trade", "alloc", d, 32);
     assert_int_equal(n, nd);
-    assert_int_equal(hook_stats(p, "route").errors, e0 + 1);
+    assert_int_equal(policy_hook_stats(p, "route").errors, e0 + 1);
     n = kq_policy_route(p, s, "trade", "only-fanout", r, 32); /* memoised earlier */
     assert_int_equal(n, 1);
     assert_same_routes(p, NULL, s, "trade", "pay-500"); /* a fresh call works */
-    assert_false(hook_stats(p, "route").disabled);
+    assert_false(policy_hook_stats(p, "route").disabled);
 
     /* endless loop: stopped every time; KQ_POLICY_MAX_STRIKES in a row switch the hook off
      * for that (topic, type) only, even with other types answered in between */
-    uint64_t calls0 = hook_stats(p, "route").calls;
+    uint64_t calls0 = policy_hook_stats(p, "route").calls;
     for (int i = 0; i < KQ_POLICY_MAX_STRIKES; i++) {
         uint64_t t0 = kq_mono_us();
         n = kq_policy_route(p, s, "trade", "loop", r, 32);
@@ -490,27 +445,28 @@ static void test_route_runtime_failures(void **state)
         snprintf(other, sizeof other, "healthy-%d", i);
         kq_policy_route(p, s, "trade", other, r, 32); /* answered: no effect on "loop" */
     }
-    assert_true(hook_stats(p, "route").disabled);
-    assert_int_equal(hook_stats(p, "route").disabled_subjects, 1);
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES);
-    uint64_t fb = hook_stats(p, "route").fallbacks;
+    assert_true(policy_hook_stats(p, "route").disabled);
+    assert_int_equal(policy_hook_stats(p, "route").disabled_subjects, 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES);
+    uint64_t fb = policy_hook_stats(p, "route").fallbacks;
     for (int i = 0; i < 2; i++) { /* the fallback is not memoised: each one counts */
         n = kq_policy_route(p, s, "trade", "loop", r, 32);
         assert_int_equal(n, kq_policy_route(NULL, s, "trade", "loop", d, 32));
     }
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES); /* no Lua */
-    assert_int_equal(hook_stats(p, "route").fallbacks, fb + 2);
+    /* no Lua */
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES);
+    assert_int_equal(policy_hook_stats(p, "route").fallbacks, fb + 2);
     /* other types still route by the hook (the built-in answer would add g-multi) */
     n = kq_policy_route(p, s, "trade", "only-fanout-2", r, 32);
-    assert_int_equal(hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES + 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls0 + 2 * KQ_POLICY_MAX_STRIKES + 1);
     assert_int_equal(n, 1);
     assert_string_equal(r[0].group, "g-fanout");
     assert_int_equal(kq_policy_route(NULL, s, "trade", "only-fanout-2", d, 32), 2);
     /* the same type on another topic is another subject: the hook is asked (and fails) */
-    uint64_t calls1 = hook_stats(p, "route").calls;
+    uint64_t calls1 = policy_hook_stats(p, "route").calls;
     kq_policy_route(p, s, "feed", "loop", r, 32);
-    assert_int_equal(hook_stats(p, "route").calls, calls1 + 1);
-    assert_int_equal(hook_stats(p, "route").disabled_subjects, 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, calls1 + 1);
+    assert_int_equal(policy_hook_stats(p, "route").disabled_subjects, 1);
 
     kq_binding_set_free(s);
     kq_policy_free(p);
@@ -587,8 +543,8 @@ static void test_pathological_pattern_stopped(void **state)
     assert_true(took < 500000); /* refused at once (~0.2 ms; it used to run ~1.5 s) */
     assert_int_equal(n, kq_policy_route(NULL, s, "trade", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", d,
                                         32));
-    assert_int_equal(hook_stats(p, "route").errors, 2);
-    assert_int_equal(hook_stats(p, "route").fallbacks, 2);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "route").fallbacks, 2);
     if (!strstr(log, "string.find: pattern on a 31-byte subject: worst case") ||
         !strstr(log, "string.gmatch: pattern on a 37-byte subject"))
         fail_msg("log:\n%s", log);
@@ -596,7 +552,7 @@ static void test_pathological_pattern_stopped(void **state)
     n = kq_policy_route(p, s, "trade", "plain", r, 32);
     assert_int_equal(n, 1);
     assert_string_equal(r[0].group, "g-fanout");
-    assert_int_equal(hook_stats(p, "route").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "route").errors, 2);
     kq_binding_set_free(s);
     kq_policy_free(p);
 }
@@ -650,9 +606,9 @@ static void test_retry_and_flow_runtime_failures(void **state)
         assert_int_equal(v.dead, d.dead);
         assert_int_equal(v.delay_ms, d.delay_ms);
     }
-    assert_int_equal(hook_stats(p, "retry").errors, 5);
-    assert_int_equal(hook_stats(p, "retry").fallbacks, 5);
-    assert_true(hook_stats(p, "retry").disabled); /* 5 in a row */
+    assert_int_equal(policy_hook_stats(p, "retry").errors, 5);
+    assert_int_equal(policy_hook_stats(p, "retry").fallbacks, 5);
+    assert_true(policy_hook_stats(p, "retry").disabled); /* 5 in a row */
     kq_policy_free(p);
 
     assert_int_equal(kq_policy_load(dir, &p, err, sizeof err), 0); /* a reload re-enables */
@@ -662,7 +618,7 @@ static void test_retry_and_flow_runtime_failures(void **state)
     kq_policy_retry(p, 4, "over flow", 100, 0, 1000, &v);
     assert_false(v.dead);
     assert_int_equal(v.delay_ms, 123);
-    assert_int_equal(hook_stats(p, "retry").errors, 0);
+    assert_int_equal(policy_hook_stats(p, "retry").errors, 0);
 
     struct kq_flow_limits l;
     struct kq_flow_figures f = {.inflight = 5, .watermark = 100};
@@ -671,23 +627,23 @@ static void test_retry_and_flow_runtime_failures(void **state)
         kq_policy_flow_group(p, badg[i], "t", &f, &l);
         assert_true(l.rate == 100 && l.burst == 50 && l.window == 1000);
     }
-    assert_int_equal(hook_stats(p, "flow.group").errors, 3);
+    assert_int_equal(policy_hook_stats(p, "flow.group").errors, 3);
     kq_policy_flow_group(p, "partial", "t", &f, &l); /* missing fields keep the default */
     assert_true(l.rate == 105 && l.burst == 50 && l.window == 1000);
     /* strikes per (group, topic): one group's bad answers leave the others on the hook */
     for (int i = 1; i < KQ_POLICY_MAX_STRIKES; i++)
         kq_policy_flow_group(p, "bad-rate", "t", &f, &l);
-    assert_int_equal(hook_stats(p, "flow.group").disabled_subjects, 1);
-    uint64_t fcalls = hook_stats(p, "flow.group").calls;
+    assert_int_equal(policy_hook_stats(p, "flow.group").disabled_subjects, 1);
+    uint64_t fcalls = policy_hook_stats(p, "flow.group").calls;
     kq_policy_flow_group(p, "bad-rate", "t", &f, &l); /* switched off: no Lua */
-    assert_int_equal(hook_stats(p, "flow.group").calls, fcalls);
+    assert_int_equal(policy_hook_stats(p, "flow.group").calls, fcalls);
     kq_policy_flow_group(p, "partial", "t", &f, &l);
     assert_true(l.rate == 105);
     kq_policy_flow_group(p, "bad-rate", "other-topic", &f, &l);
-    assert_int_equal(hook_stats(p, "flow.group").calls, fcalls + 2);
+    assert_int_equal(policy_hook_stats(p, "flow.group").calls, fcalls + 2);
     kq_policy_flow_intake(p, 20000, &l); /* no intake hook: the default */
     assert_true(l.rate == 20000 && l.burst == 10000);
-    assert_false(hook_stats(p, "flow.intake").loaded);
+    assert_false(policy_hook_stats(p, "flow.intake").loaded);
     kq_policy_free(p);
 }
 
@@ -703,10 +659,10 @@ static void test_memo(void **state)
     size_t n1 = kq_policy_route(p, s, "trade", "pay-500", r, 32);
     size_t n2 = kq_policy_route(p, s, "trade", "pay-500", r, 32);
     assert_int_equal(n1, n2);
-    assert_int_equal(hook_stats(p, "route").calls, 1);
-    assert_int_equal(hook_stats(p, "route").cache_hits, 1);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 1);
+    assert_int_equal(policy_hook_stats(p, "route").cache_hits, 1);
     kq_policy_route(p, s, "feed", "pay-500", r, 32); /* another topic: another entry */
-    assert_int_equal(hook_stats(p, "route").calls, 2);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 2);
 
     /* a binding change: new generation, the memo is dropped, the new group is seen */
     struct kq_binding nb = B("g-new", "pay-5", KQ_BIND_REGX, 0, true);
@@ -715,10 +671,10 @@ static void test_memo(void **state)
     size_t n3 = kq_policy_route(p, s2, "trade", "pay-500", r, 32);
     assert_int_equal(n3, n1 + 1);
     assert_true(has_group(r, n3, "g-new", NULL));
-    assert_int_equal(hook_stats(p, "route").calls, 3);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 3);
     kq_policy_route(p, s2, "trade", "pay-500", r, 32);
-    assert_int_equal(hook_stats(p, "route").calls, 3);
-    assert_int_equal(hook_stats(p, "route").cache_hits, 2);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 3);
+    assert_int_equal(policy_hook_stats(p, "route").cache_hits, 2);
     kq_binding_set_free(s2);
     kq_binding_set_free(s);
     kq_policy_free(p);
@@ -763,6 +719,15 @@ static const char PUBLISH_LUA[] =
     "  if t == 'limit' then return { deliver_limit = 101 } end\n"
     "  if t == 'frac' then return { deliver_limit = 1.5 } end\n"
     "  if t == 'delay' then return { delay_ms = 10 } end\n"
+    "  if t == 'delay-neg' then return { delay_ms = -1 } end\n"
+    "  if t == 'delay-late' then return { delay_ms = 7200000 } end\n"
+    "  if t == 'delay-longer' then return { delay_ms = 7200000,\n"
+    "    expired_time = m.expired_time + 7200 } end\n"
+    "  if t == 'groups' then return { groups = { 's-b', 's-a', 's-b' } } end\n"
+    "  if t == 'groups-ghost' then return { groups = { 's-a', 's-ghost' } } end\n"
+    "  if t == 'groups-empty' then return { groups = {} } end\n"
+    "  if t == 'groups-num' then return { groups = { 5 } } end\n"
+    "  if t == 'reserved' then return { properties = { ['x-kiteq-deliver-at'] = '1' } } end\n"
     "  if t == 'what' then return { colour = 'red' } end\n"
     "  if t == 'garbage' then return 42 end\n"
     "  if t == 'reject-num' then return 'reject', 5 end\n"
@@ -775,6 +740,11 @@ static const char PUBLISH_LUA[] =
 static const struct kq_property_kv PUBLISH_PROPS[] = {
     {"trace", "t-1"}, {"region", "eu"}, {"keep", "1"}, {"trace", "t-2"}};
 
+static const struct kq_binding PUBLISH_BINDS[] = {
+    {"s-a", "trade", "pay-succ", KQ_BIND_DIRECT, 0, true},
+    {"s-b", "trade", "*", KQ_BIND_FANOUT, 0, true},
+};
+
 static struct kq_publish_view publish_view(const char *type)
 {
     int64_t now = kq_now_sec();
@@ -782,7 +752,8 @@ static struct kq_publish_view publish_view(const char *type)
         .message_id = "0123456789abcdef0123456789abcdef", .topic = "trade",
         .message_type = type, .group = "p-trade", .peer = "127.0.0.1:5000",
         .properties = PUBLISH_PROPS, .n_properties = 4, .body_size = 42, .fly = false,
-        .commit = true, .expired_time = now + 3600, .deliver_limit = 100, .now_sec = now};
+        .commit = true, .expired_time = now + 3600, .deliver_limit = 100, .now_sec = now,
+        .binds = PUBLISH_BINDS, .n_binds = 2};
 }
 
 static const char *prop(const struct kq_publish_verdict *v, const char *key)
@@ -842,10 +813,30 @@ static void test_publish_answers(void **state)
     assert_string_equal(prop(&v, "limit"), "100");
     assert_string_equal(prop(&v, "region"), "eu");
     assert_int_equal(v.expired_time, m.expired_time); /* unchanged fields copied */
+    assert_int_equal(v.delay_ms, -1);
+    assert_int_equal(v.n_groups, 0);
 
-    struct kq_policy_hook_stats st = hook_stats(p, "publish");
+    m = publish_view("delay");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.delay_ms, 10);
+    m = publish_view("delay-longer"); /* a delay past the old expiry, with a later expiry */
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.delay_ms, 7200000);
+    assert_int_equal(v.expired_time, m.expired_time + 7200);
+
+    m = publish_view("groups");
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.n_groups, 2); /* in the answer's order, the duplicate collapsed */
+    assert_string_equal(v.groups[0], "s-b");
+    assert_string_equal(v.groups[1], "s-a");
+    assert_int_equal(v.delay_ms, -1);
+
+    struct kq_policy_hook_stats st = policy_hook_stats(p, "publish");
     assert_true(st.loaded);
-    assert_int_equal(st.calls, 5); /* the self-test's calls are not counted */
+    assert_int_equal(st.calls, 8); /* the self-test's calls are not counted */
     assert_int_equal(st.rejects, 2);
     assert_int_equal(st.errors, 0);
     kq_policy_free(p);
@@ -868,7 +859,12 @@ static void test_publish_invalid_answers(void **state)
         {"far", "expired_time must be a whole number"},
         {"limit", "deliver_limit must be a whole number in 1..100"},
         {"frac", "deliver_limit must be a whole number"},
-        {"delay", "not yet supported change 'delay_ms'"},
+        {"delay-neg", "delay_ms must be a whole number in 0..604800000 (got -1)"},
+        {"delay-late", "delay_ms 7200000 would make the message due after it expires"},
+        {"groups-ghost", "groups[2] \"s-ghost\" has no binding on the topic"},
+        {"groups-empty", "groups must be a non-empty list of group names (got table)"},
+        {"groups-num", "groups[1] number is not a group name"},
+        {"reserved", "property \"x-kiteq-deliver-at\" is the broker's"},
         {"what", "unknown change 'colour'"},
         {"garbage", "on_publish must return nil, \"reject\", reason or a table"},
         {"reject-num", "on_publish must return nil"},
@@ -889,8 +885,8 @@ static void test_publish_invalid_answers(void **state)
         if (v.action != KQ_PUBLISH_ACCEPT || !strstr(log, who) || !strstr(log, cases[i].why))
             fail_msg("%s: action %d, log:\n%s", cases[i].type, (int)v.action, log);
         free(log);
-        assert_int_equal(hook_stats(p, "publish").errors, i + 1);
-        assert_int_equal(hook_stats(p, "publish").fallbacks, i + 1);
+        assert_int_equal(policy_hook_stats(p, "publish").errors, i + 1);
+        assert_int_equal(policy_hook_stats(p, "publish").fallbacks, i + 1);
     }
     kq_policy_free(p);
 }
@@ -909,7 +905,7 @@ static void test_publish_strikes_and_absence(void **state)
         kq_policy_publish(p, &m, &v);
         assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
     }
-    struct kq_policy_hook_stats st = hook_stats(p, "publish");
+    struct kq_policy_hook_stats st = policy_hook_stats(p, "publish");
     assert_int_equal(st.calls, KQ_POLICY_MAX_STRIKES); /* off: no more Lua calls */
     assert_int_equal(st.disabled_subjects, 1);
     assert_int_equal(st.fallbacks, KQ_POLICY_MAX_STRIKES + 2);
@@ -922,8 +918,8 @@ static void test_publish_strikes_and_absence(void **state)
     assert_false(kq_policy_has_publish(p));
     kq_policy_publish(p, &m, &v);
     assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
-    assert_int_equal(hook_stats(p, "publish").calls, 0);
-    assert_false(hook_stats(p, "publish").loaded);
+    assert_int_equal(policy_hook_stats(p, "publish").calls, 0);
+    assert_false(policy_hook_stats(p, "publish").loaded);
     kq_policy_free(p);
     kq_policy_publish(NULL, &m, &v);
     assert_int_equal(v.action, KQ_PUBLISH_ACCEPT);
@@ -974,5 +970,5 @@ int main(void)
         cmocka_unit_test(test_memo),
         cmocka_unit_test(test_reload_loop),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 
 static const char PUBLISH_LUA[] =
     "return { on_publish = function(m)\n"
@@ -32,10 +33,7 @@ static void write_policy(const char *text)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/policies/publish.lua", bp.dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
+    test_write_file(path, text);
 }
 
 static void start_broker(void)

@@ -32,6 +32,7 @@
 
 #include "core/clock.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 
 #define REFUND_GROUP "s-refund"
 #define POLICY_FILES 3
@@ -78,39 +79,11 @@ static void make_config(char *out, size_t len, const char *bind, const char *sec
              bind, secret_a, extra ? extra : "");
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t n = getdelim(&buf, &cap, 0, f);
-    fclose(f);
-    if (n < 0) {
-        free(buf);
-        return strdup("");
-    }
-    return buf;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
-}
-
 static char *shipped_policy(const char *file)
 {
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/lua/policies/%s", src ? src : "..", file);
-    char *text = read_file(path);
-    if (!text)
-        fail_msg("cannot read %s", path);
-    return text;
+    char rel[512];
+    snprintf(rel, sizeof rel, "lua/policies/%s", file);
+    return test_read_source(rel);
 }
 
 /* What the operator edits: BROKER_DIR/policies/FILE. */
@@ -118,7 +91,7 @@ static void write_policy(const char *file, const char *text)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/policies/%s", bp.dir, file);
-    write_file(path, text);
+    test_write_file(path, text);
 }
 
 static void restore_policy(const char *file)
@@ -137,7 +110,7 @@ static size_t log_size(void)
 /* The log from byte `from` on (malloc'd). */
 static char *log_since(size_t from)
 {
-    char *all = read_file(bp.log);
+    char *all = test_read_file(bp.log);
     assert_non_null(all);
     size_t n = strlen(all);
     char *tail = strdup(all + (from < n ? from : n));
@@ -665,7 +638,7 @@ static void test_config_changes(void **state)
 
     /* a new bind and a rotated secret for s-trade-a */
     make_config(cfg, sizeof cfg, "127.0.0.1:1", "rotated", NULL);
-    write_file(bp.config, cfg);
+    test_write_file(bp.config, cfg);
     hup_expect_done();
     assert_true(broker_wait_log(&bp, "reload: bind changed from \"127.0.0.1:0\" to \"127.0.0.1:1\": "
                                      "needs a restart, keeping \"127.0.0.1:0\"", 1));
@@ -697,10 +670,10 @@ static void test_config_changes(void **state)
     };
     for (size_t i = 0; i < 2; i++) {
         if (bad[i][0]) {
-            write_file(bp.config, bad[i][0]);
+            test_write_file(bp.config, bad[i][0]);
         } else {
             make_config(cfg, sizeof cfg, "127.0.0.1:0", "third", "deliverWindow = 0,");
-            write_file(bp.config, cfg);
+            test_write_file(bp.config, cfg);
         }
         char *log = hup_expect_failed();
         if (!strstr(log, bad[i][1]))
@@ -767,12 +740,12 @@ static void test_reload_runs_off_the_loop(void **state)
     char cfg[4096], slow[4600];
     make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
     snprintf(slow, sizeof slow, "while true do local s = string.rep('x', 100000) end\n%s", cfg);
-    write_file(bp.config, slow);
+    test_write_file(bp.config, slow);
     hup();
     char *log = heartbeats_until(fd, "reload: failed");
     expect_in(log, "stopped: the file runs too long");
     free(log);
-    write_file(bp.config, cfg);
+    test_write_file(bp.config, cfg);
     hup();
     free(heartbeats_until(fd, "reload: done generation=1"));
     close(fd);
@@ -790,12 +763,12 @@ static void test_backtracking_pattern_refused_at_load(void **state)
     make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
     snprintf(bad, sizeof bad, "local hit = (string.rep('a', 30) .. 'b'):find(" BACKTRACK ")\n"
              "%s", cfg);
-    write_file(bp.config, bad);
+    test_write_file(bp.config, bad);
     hup();
     char *log = heartbeats_until(c.prod, "reload: failed");
     expect_in(log, ".lua:1: string.find: pattern on a 31-byte subject: worst case");
     free(log);
-    write_file(bp.config, cfg);
+    test_write_file(bp.config, cfg);
 
     write_policy("routing.lua", "local bad = string.rep('a', 30) .. 'b'\n"
                                 "local hit = bad:find(" BACKTRACK ")\n"

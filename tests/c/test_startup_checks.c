@@ -16,7 +16,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "support/assert_text.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
+#include "support/tmp_dir.h"
 
 #define RUN_MS 15000
 #define PASSWORD "S3cretPw-9"
@@ -27,23 +30,14 @@ static char out[16384];
 static int setup(void **state)
 {
     (void)state;
-    strcpy(dir, "/tmp/kq-checks-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return tmp_dir_make(dir, sizeof dir, "kq-checks-");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tmp_dir_remove(dir);
 }
-
-#define assert_has(hay, needle)                                                            \
-    do {                                                                                   \
-        if (!strstr((hay), (needle)))                                                      \
-            fail_msg("expected \"%s\" in:\n%s", (needle), (hay));                          \
-    } while (0)
 
 /* dir/cluster.lua: one cluster with the given lines; returns its path. */
 static const char *write_config(const char *cluster_lines)
@@ -141,17 +135,14 @@ static void test_check_warns(void **state)
     snprintf(path, sizeof path, "%s/pol", dir);
     mkdir(path, 0700);
     snprintf(path, sizeof path, "%s/pol/Routing.lua", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("return {}\n", f);
-    fclose(f);
+    test_write_file(path, "return {}\n");
     const char *cfg = write_config(
         "db = \"memory://\", policies = \"pol\",\n"
         "  bindings = { { groupIds = { \"s-a\" }, topic = \"trade\", bindType = \"fanout\",\n"
         "                 messageType = \"pay\" } },");
     assert_int_equal(check(cfg), 0);
     assert_has(out, "warn policy: pol/Routing.lua is not loaded: policy files are routing.lua, "
-                    "flow.lua, retry.lua and publish.lua (did you mean routing.lua?)");
+                    "flow.lua, retry.lua, publish.lua and auth.lua (did you mean routing.lua?)");
     assert_has(out, "clusters.t.bindings[1].messageType: ignored: a fanout binding receives every "
                     "message type");
     assert_has(out, "kiteq: configuration OK");
@@ -183,10 +174,7 @@ static void test_password_never_printed(void **state)
     char broken[2048];
     broker_default_config(broken, sizeof broken, "mysq://h?password=" PASSWORD,
                           "admin = \"127.0.0.1:0\",");
-    FILE *f = fopen(bp.config, "w");
-    assert_non_null(f);
-    fputs(broken, f);
-    fclose(f);
+    test_write_file(bp.config, broken);
     kill(bp.pid, SIGHUP);
     assert_true(broker_wait_log(&bp, "reload: failed", 5000));
     assert_int_equal(admin_get(admin, "/stat", out, sizeof out), 200);
@@ -194,12 +182,8 @@ static void test_password_never_printed(void **state)
     assert_null(strstr(out, PASSWORD));
 
     assert_int_equal(broker_stop(&bp), 0);
-    f = fopen(bp.log, "r");
-    assert_non_null(f);
-    char *log = NULL;
-    size_t cap = 0;
-    assert_true(getdelim(&log, &cap, '\0', f) > 0);
-    fclose(f);
+    char *log = test_read_file(bp.log);
+    assert_non_null(log);
     assert_has(log, "listening bind=127.0.0.1:0");
     if (strstr(log, PASSWORD))
         fail_msg("the log shows the password:\n%s", log);

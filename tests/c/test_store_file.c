@@ -21,9 +21,11 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "store/file/file_store.h"
+#include "store/file/fs_internal.h"
 #include "store/file/record.h"
 #include "store/store.h"
 #include "support/dlq_sync.h"
+#include "support/tmp_dir.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -75,29 +77,12 @@ static void store_close(struct fx *f)
     uv_run(&f->loop, UV_RUN_NOWAIT); /* let the store's handles close */
 }
 
-static void rm_rf(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *de;
-    char p[512];
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            if (unlink(p) && errno == EISDIR) /* quarantine/ */
-                rm_rf(p);
-        }
-    closedir(d);
-    rmdir(dir);
-}
 
 static struct fx *fx_new(const char *params)
 {
     struct fx *f = calloc(1, sizeof *f);
     uv_loop_init(&f->loop);
-    snprintf(f->dir, sizeof f->dir, "/tmp/kq-fs-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    assert_int_equal(tmp_dir_make(f->dir, sizeof f->dir, "kq-fs-"), 0);
     snprintf(f->uri, sizeof f->uri, "file://%s%s%s", f->dir, params ? "?" : "",
              params ? params : "");
     store_open(f);
@@ -110,7 +95,7 @@ static void fx_free(struct fx *f)
         store_close(f);
     uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
-    rm_rf(f->dir);
+    tmp_dir_remove(f->dir);
     free(f);
 }
 
@@ -276,7 +261,7 @@ static void test_save_reopen_recover(void **state)
         struct kq_stored_msg m = {0};
         make_id(m.id, i);
         m.topic = "trade";
-        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "too many attempts"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "too many attempts", NULL), 0);
     }
     int base = f->done;
     assert_true(wait_for(f, &f->done, base + commits, 5000));
@@ -394,6 +379,39 @@ static void test_group_commit(void **state)
     print_message("trickle: 1000 saves over 50 iterations, total fsyncs %llu\n",
                   (unsigned long long)st.fsyncs);
     assert_true(st.fsyncs < 10 + 50);
+    fx_free(f);
+}
+
+/* A batch sealed while the writer is busy with the one before is written as soon as the
+ * disk is free, by the writer alone: the loop does not have to take the first batch back
+ * first (before, it stayed in the open batch until the loop had run the first callbacks). */
+static void test_group_next_without_loop(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new("fsync=group");
+    const char *markers[2] = {"first-batch-marker-4711", "second-batch-marker-4712"};
+    for (int i = 0; i < 2; i++) {
+        struct kq_stored_msg m = {.cmd = 0x12, .topic = "t", .message_type = "x",
+                                  .publish_group = "g", .commit = true, .deliver_limit = 1};
+        make_id(m.id, 100 + i);
+        m.body = (const uint8_t *)markers[i];
+        m.body_len = (uint32_t)strlen(markers[i]);
+        assert_int_equal(f->s->ops->save(f->s, &m, on_done, f), 0);
+        /* one iteration: seals this save's batch and hands it to the writer (the first
+         * one creates the segment: a directory fsync and an fdatasync, still running) */
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    }
+    char path[512];
+    segment_path(f->dir, true, path, sizeof path);
+    uint64_t deadline = kq_mono_us() + 5000000;
+    bool written = false;
+    while (!(written = file_contains(path, markers[1], strlen(markers[1]))) &&
+           kq_mono_us() < deadline)
+        usleep(1000); /* the loop does not run here on purpose */
+    assert_true(written);
+    assert_true(f->done < 2); /* the second callback waits for the loop */
+    assert_true(wait_for(f, &f->done, 2, 5000));
+    assert_int_equal(f->failed, 0);
     fx_free(f);
 }
 
@@ -794,7 +812,7 @@ static void test_damage_dlq_middle(void **state)
     for (int i = 0; i < 20; i++) {
         struct msgbuf b;
         make_msg(&b, i, body_len_of(i));
-        assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "expired"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "expired", NULL), 0);
     }
     assert_int_equal(save_range(f, 20, 21), 0); /* flushes the dead letters */
     store_close(f);
@@ -1051,6 +1069,57 @@ static bool on_dlq(void *ud, const struct kq_dead_letter *d)
     return !s->stop_after || s->n < s->stop_after;
 }
 
+/* The groups a dead letter failed for, written as DLQ_ADD_GROUPS, come back after a reopen;
+ * a dead letter written without them (a DLQ_ADD record, the format of older logs) still
+ * recovers and says its groups are unknown. */
+struct dlq_groups_seen {
+    bool known;
+    char groups[256];
+};
+
+static void on_dlq_groups(void *ud, int status, const struct kq_dead_letter *d)
+{
+    struct dlq_groups_seen *s = ud;
+    assert_int_equal(status, 0);
+    check_msg(&d->msg, (int)strtol(d->msg.id, NULL, 16));
+    s->known = d->groups_known;
+    size_t n = 0;
+    for (size_t i = 0; i < d->groups.n_failed; i++)
+        n += (size_t)snprintf(s->groups + n, sizeof s->groups - n, "%s=%s;",
+                              d->groups.failed[i].group, d->groups.failed[i].reason);
+    for (size_t i = 0; i < d->groups.n_acked; i++)
+        n += (size_t)snprintf(s->groups + n, sizeof s->groups - n, "+%s;", d->groups.acked[i]);
+}
+
+static void test_dlq_groups_kept(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    assert_int_equal(save_range(f, 0, 2), 0);
+    struct kq_stored_msg m = {0};
+    make_id(m.id, 0);
+    assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired", NULL), 0); /* DLQ_ADD */
+    const struct kq_dlq_group failed[] = {{"g-b", "nack"}, {"g-c", "timeout"}};
+    const char *acked[] = {"g-a"};
+    struct kq_dlq_groups g = {failed, 2, acked, 1};
+    make_id(m.id, 1);
+    assert_int_equal(f->s->ops->dead_letter(f->s, &m, "deliver limit 3 reached", &g), 0);
+    store_close(f);
+    store_open(f);
+    char id[KQ_ID_LEN + 1];
+    struct dlq_groups_seen s = {0};
+    make_id(id, 0);
+    assert_int_equal(f->s->ops->dlq_get(f->s, id, on_dlq_groups, &s), 0);
+    assert_false(s.known);
+    assert_string_equal(s.groups, "");
+    make_id(id, 1);
+    assert_int_equal(f->s->ops->dlq_get(f->s, id, on_dlq_groups, &s), 0);
+    assert_true(s.known);
+    assert_string_equal(s.groups, "g-b=nack;g-c=timeout;+g-a;");
+    assert_int_equal(dlq_counted(f->s, NULL), 2);
+    fx_free(f);
+}
+
 static void test_dlq(void **state)
 {
     (void)state;
@@ -1059,12 +1128,12 @@ static void test_dlq(void **state)
     for (int i = 0; i < 6; i++) {
         struct kq_stored_msg m = {0};
         make_id(m.id, i);
-        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired"), 0);
+        assert_int_equal(f->s->ops->dead_letter(f->s, &m, "expired", NULL), 0);
     }
     /* a dead letter given in full that was never pending */
     struct msgbuf b;
     make_msg(&b, 50, body_len_of(50));
-    assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding"), 0);
+    assert_int_equal(f->s->ops->dead_letter(f->s, &b.m, "no binding", NULL), 0);
 
     struct dlq_seen s = {0};
     assert_int_equal(dlq_walk(f->s, NULL, 100, false, on_dlq, &s), 1); /* before the write */
@@ -1182,7 +1251,7 @@ static void test_disk_full(void **state)
     free(l);
     store_close(f);
     uv_loop_close(&f->loop);
-    rm_rf(f->dir);
+    tmp_dir_remove(f->dir);
     free(f);
     unmount_tiny_disk(mnt);
 }
@@ -1227,6 +1296,92 @@ static void test_disk_full_drain_recovers(void **state)
     struct rec_list *l = recover_all(f);
     assert_int_equal(l->n, 10);
     assert_int_equal(l->ids[0], 20000);
+    free(l);
+    store_close(f);
+    uv_loop_close(&f->loop);
+    tmp_dir_remove(f->dir);
+    free(f);
+    unmount_tiny_disk(mnt);
+}
+
+/* Until the writer has handed a batch back (white box: its done list). */
+static void wait_writer_done(struct fx *f)
+{
+    struct fs_writer *w = &((struct fs_store *)f->s)->w;
+    uint64_t deadline = kq_mono_us() + 5000000;
+    bool done = false;
+    while (!done && kq_mono_us() < deadline) {
+        uv_mutex_lock(&w->mu);
+        done = w->done.head != NULL;
+        uv_mutex_unlock(&w->mu);
+        if (!done)
+            usleep(1000);
+    }
+    assert_true(done);
+}
+
+/* Batches sealed after one that failed, while the loop has not seen the failure yet: the
+ * writer fails them without a write (the file was cut back before their offsets), and the
+ * loop requeues the records of all of them in call order once every one is back. */
+static void test_disk_full_batches_in_flight(void **state)
+{
+    (void)state;
+    char mnt[] = "/tmp/kq-full-XXXXXX";
+    if (!mount_tiny_disk(mnt))
+        skip();
+    struct fx *f = calloc(1, sizeof *f);
+    uv_loop_init(&f->loop);
+    snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
+    snprintf(f->uri, sizeof f->uri, "file://%s", f->dir);
+    store_open(f);
+    assert_int_equal(save_range(f, 0, 10), 0);
+    char filler[300];
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    int fd = open(filler, O_WRONLY | O_CREAT, 0644);
+    static char block[4096];
+    while (write(fd, block, sizeof block) > 0)
+        ;
+    close(fd);
+    kq_log_set_level(KQ_LOG_ERROR + 1);
+    /* White box: the loop does not take batches back until both A and B are with the writer */
+    uv_poll_t *back = &((struct fs_store *)f->s)->w.done_poll;
+    uv_poll_cb take_back = back->poll_cb;
+    uv_poll_stop(back);
+    /* batch A: state of message 1 (attempts 1), remove 2, save 20; the writer fails it */
+    struct msgbuf b;
+    struct kq_delivery_state ds = {.attempts = 1};
+    make_id(ds.id, 1);
+    char id[KQ_ID_LEN + 1];
+    assert_int_equal(f->s->ops->update(f->s, &ds), 0);
+    make_id(id, 2);
+    assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    make_msg(&b, 20, body_len_of(20));
+    assert_int_equal(f->s->ops->save(f->s, &b.m, on_done, f), 0);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    wait_writer_done(f); /* A failed; the loop has not taken it back */
+    /* batch B, sealed and handed over before the loop sees A's failure */
+    ds.attempts = 2;
+    assert_int_equal(f->s->ops->update(f->s, &ds), 0);
+    make_id(id, 3);
+    assert_int_equal(f->s->ops->remove(f->s, id), 0);
+    make_msg(&b, 21, body_len_of(21));
+    assert_int_equal(f->s->ops->save(f->s, &b.m, on_done, f), 0);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_poll_start(back, UV_READABLE, take_back);
+    assert_true(wait_for(f, &f->done, 12, 5000));
+    assert_int_equal(f->failed, 2);
+    assert_int_equal(f->last_status, -ENOSPC);
+    kq_log_set_level(KQ_LOG_INFO);
+    unlink(filler);
+    assert_int_equal(save_range(f, 30, 31), 2); /* space is back: carries A's and B's records */
+    store_close(f);
+    store_open(f);
+    struct rec_list *l = recover_all(f);
+    int want[] = {0, 1, 4, 5, 6, 7, 8, 9, 30};
+    assert_int_equal(l->n, 9);
+    for (int i = 0; i < 9; i++)
+        assert_int_equal(l->ids[i], want[i]);
+    assert_int_equal(l->attempts[1], 2); /* B's state, written after A's */
     free(l);
     store_close(f);
     uv_loop_close(&f->loop);
@@ -1323,8 +1478,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_uris),
         cmocka_unit_test(test_save_reopen_recover),
+        cmocka_unit_test(test_dlq_groups_kept),
         cmocka_unit_test(test_callback_after_write),
         cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_group_next_without_loop),
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_corrupt_garbage),
         cmocka_unit_test(test_corrupt_truncated),
@@ -1348,6 +1505,7 @@ int main(void)
         cmocka_unit_test(test_dlq),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_disk_full_drain_recovers),
+        cmocka_unit_test(test_disk_full_batches_in_flight),
         cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -97,7 +97,7 @@ static void test_memory_store(void **state)
     for (int i = 5; i < 8; i++) {
         struct kq_stored_msg d = {0};
         msg(i, d.id);
-        assert_int_equal(s->ops->dead_letter(s, &d, "expired"), 0);
+        assert_int_equal(s->ops->dead_letter(s, &d, "expired", NULL), 0);
     }
     struct seen seen = {0};
     assert_int_equal(s->ops->recover(s, on_recover, &seen), 0);

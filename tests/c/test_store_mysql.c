@@ -1,7 +1,7 @@
 /* MySQL store against a real MariaDB on 127.0.0.1. MYSQL_HOST/PORT/USER/PASSWORD come from
  * the environment; when MYSQL_HOST is unset the test starts a private server through
- * scripts/services-up.sh BASE mysql (or tests/c/support/mariadb.sh up BASE until that script
- * exists) and stops it at the end. Each run uses its own databases kqt<pid>_0... */
+ * scripts/services-up.sh BASE mysql (support/mariadb_service.h) and stops it at the end.
+ * Each run uses its own databases kqt<pid>_0... */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,15 +25,12 @@
 #include "store/mysql/mysql_store.h"
 #include "store/store.h"
 #include "support/dlq_sync.h"
+#include "support/mariadb_service.h"
+#include "support/test_files.h"
 
 static struct {
-    const char *host, *user, *pass;
-    unsigned port;
+    struct mariadb_service my; /* pid, when known, enables the outage test */
     char db[32];
-    char base[64]; /* our private server, when we started one */
-    bool started;
-    pid_t pid;     /* the server's pid when known: enables the outage test */
-    char pidfile[256];
     MYSQL *c;      /* the test's own connection, for checks */
     uv_loop_t loop;
     bool loop_ready;
@@ -41,44 +38,6 @@ static struct {
 } E;
 
 /* --- environment ---------------------------------------------------------------------------- */
-
-static const char *src_dir(void)
-{
-    const char *s = getenv("KITEQ_SOURCE_DIR");
-    return s ? s : ".";
-}
-
-static void load_env_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    char line[1024];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = 0;
-        char *k = line;
-        if (!strncmp(k, "export ", 7))
-            k += 7;
-        char *eq = strchr(k, '=');
-        if (!eq || *k == '#')
-            continue;
-        *eq = 0;
-        char *v = eq + 1;
-        size_t n = strlen(v);
-        if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) {
-            v[n - 1] = 0;
-            v++;
-        }
-        setenv(k, v, 1);
-    }
-    fclose(f);
-}
-
-static bool file_exists(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0;
-}
 
 static int run_sql(const char *sql)
 {
@@ -133,55 +92,17 @@ static void sql_text(char *out, size_t n, const char *fmt, ...)
         mysql_free_result(r);
 }
 
-static MYSQL *connect_direct(void)
-{
-    MYSQL *c = mysql_init(NULL);
-    unsigned t = 3;
-    mysql_options(c, MYSQL_OPT_CONNECT_TIMEOUT, &t);
-    if (!mysql_real_connect(c, E.host, E.user, E.pass, NULL, E.port, NULL,
-                            CLIENT_MULTI_STATEMENTS)) {
-        mysql_close(c);
-        return NULL;
-    }
-    return c;
-}
+static MYSQL *connect_direct(void) { return mariadb_service_connect(&E.my, 0); }
 
 static int group_setup(void **state)
 {
     (void)state;
     kq_log_set_level(getenv("KQ_TEST_LOG") ? KQ_LOG_DEBUG : KQ_LOG_ERROR);
-    if (!getenv("MYSQL_HOST")) {
-        snprintf(E.base, sizeof E.base, "/tmp/kqmy.XXXXXX");
-        if (!mkdtemp(E.base))
-            return -1;
-        char script[512], cmd[1024];
-        snprintf(script, sizeof script, "%s/scripts/services-up.sh", src_dir());
-        if (file_exists(script))
-            snprintf(cmd, sizeof cmd, "'%s' '%s' mysql", script, E.base);
-        else
-            snprintf(cmd, sizeof cmd, "'%s/tests/c/support/mariadb.sh' up '%s'", src_dir(),
-                     E.base);
-        E.started = true; /* from here on teardown stops whatever the script left running */
-        if (system(cmd) != 0) {
-            fprintf(stderr, "test_store_mysql: MYSQL_HOST is not set and '%s' could not start "
-                            "MariaDB (install mariadb-server-core, or point MYSQL_HOST/PORT/USER/"
-                            "PASSWORD at a server)\n", cmd);
-            return -1;
-        }
-        char env[128];
-        snprintf(env, sizeof env, "%s/services.env", E.base);
-        load_env_file(env);
-    }
-    E.host = getenv("MYSQL_HOST");
-    E.port = getenv("MYSQL_PORT") ? (unsigned)atoi(getenv("MYSQL_PORT")) : 3306;
-    E.user = getenv("MYSQL_USER") ? getenv("MYSQL_USER") : "root";
-    E.pass = getenv("MYSQL_PASSWORD") ? getenv("MYSQL_PASSWORD") : "";
-    if (getenv("MYSQL_PIDFILE"))
-        snprintf(E.pidfile, sizeof E.pidfile, "%s", getenv("MYSQL_PIDFILE"));
-    E.pid = getenv("MYSQL_PID") ? (pid_t)atoi(getenv("MYSQL_PID")) : 0;
-    if (!E.host || !(E.c = connect_direct())) {
+    if (mariadb_service_start(&E.my, "kqmy.") != 0)
+        return -1;
+    if (!(E.c = connect_direct())) {
         fprintf(stderr, "test_store_mysql: cannot connect to MariaDB at %s:%u as %s\n",
-                E.host ? E.host : "(MYSQL_HOST unset)", E.port, E.user);
+                E.my.host, E.my.port, E.my.user);
         return -1;
     }
     snprintf(E.db, sizeof E.db, "kqt%d", (int)getpid());
@@ -196,29 +117,12 @@ static int group_teardown(void **state)
 {
     (void)state;
     if (E.c) {
-        char sql[128];
-        for (int d = 0; d < 4; d++) {
-            snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS `%s_%d`", E.db, d);
-            run_sql(sql);
-        }
+        mariadb_service_drop_shards(E.c, E.db, 4);
         mysql_close(E.c);
     }
     if (E.loop_ready)
         uv_loop_close(&E.loop);
-    if (E.base[0]) {
-        char script[512], cmd[1024];
-        snprintf(script, sizeof script, "%s/scripts/services-down.sh", src_dir());
-        if (file_exists(script))
-            snprintf(cmd, sizeof cmd, "'%s' '%s' --purge", script, E.base);
-        else
-            snprintf(cmd, sizeof cmd, "'%s/tests/c/support/mariadb.sh' down '%s'", src_dir(),
-                     E.base);
-        if (system(cmd) != 0)
-            fprintf(stderr, "test_store_mysql: '%s' failed\n", cmd);
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", E.base);
-        if (system(cmd) != 0)
-            return -1;
-    }
+    mariadb_service_stop(&E.my);
     return 0;
 }
 
@@ -229,7 +133,8 @@ static struct kq_store *open_store(const char *server, const char *extra)
     char uri[1024], err[256];
     snprintf(uri, sizeof uri,
              "mysql://%s:%u?db=%s&username=%s&password=%s&shardnum=4&maxConn=4&server=%s%s%s",
-             E.host, E.port, E.db, E.user, E.pass, server, extra ? "&" : "", extra ? extra : "");
+             E.my.host, E.my.port, E.db, E.my.user, E.my.pass, server, extra ? "&" : "",
+             extra ? extra : "");
     struct kq_store *s = NULL;
     int rc = kq_store_open(&E.loop, uri, &s, err, sizeof err);
     if (rc)
@@ -461,14 +366,13 @@ static void test_schema(void **state)
 static void test_cli_init(void **state)
 {
     (void)state;
-    const char *bd = getenv("KITEQ_BUILD_DIR");
     char cli[512], cmd[1400], db[40];
-    snprintf(cli, sizeof cli, "%s/kiteq-cli", bd ? bd : ".");
-    if (!file_exists(cli))
+    snprintf(cli, sizeof cli, "%s/kiteq-cli", test_build_dir());
+    if (access(cli, X_OK) != 0)
         skip();
     snprintf(db, sizeof db, "kqc%d", (int)getpid());
     snprintf(cmd, sizeof cmd, "'%s' mysql init --host %s:%u --user '%s' --password '%s' --db %s "
-             "--shardnum 2 >/dev/null", cli, E.host, E.port, E.user, E.pass, db);
+             "--shardnum 2 >/dev/null", cli, E.my.host, E.my.port, E.my.user, E.my.pass, db);
     assert_int_equal(system(cmd), 0);
     assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
                              "TABLE_SCHEMA LIKE '%s\\_%%'", db), 18);
@@ -618,6 +522,19 @@ static bool rows_match(void *a)
     return all_rows(q->where) == q->want;
 }
 
+/* One figure of kq_store_ops.stats, by name (a counter or gauge; -1 when absent). */
+struct stat_pick {
+    const char *name;
+    double value;
+};
+
+static void pick_stat(void *ud, const struct kq_store_stat *st)
+{
+    struct stat_pick *p = ud;
+    if (!strcmp(st->name, p->name) && st->kind != KQ_STORE_HISTOGRAM)
+        p->value = st->value;
+}
+
 static void test_batching(void **state)
 {
     (void)state;
@@ -681,6 +598,12 @@ static void test_batching(void **state)
     assert_int_equal(kq_mysql_store_stats(s, &ms), 0);
     assert_true(ms.flushes >= 3);
     assert_int_equal(ms.saves_ok, 13);
+    /* the same counters through the store interface (/metrics exports them) */
+    struct stat_pick saves = {"saves_total", -1}, flushes = {"flushes_total", -1};
+    s->ops->stats(s, pick_stat, &saves);
+    s->ops->stats(s, pick_stat, &flushes);
+    assert_true(saves.value == 13);
+    assert_true(flushes.value == (double)ms.flushes);
     close_store(s);
 }
 
@@ -727,14 +650,14 @@ static void test_dead_letter_and_dlq(void **state)
     save_n(s, other, 1, "t-other");
     uint8_t b[] = "body-x";
     struct kq_stored_msg m = make_msg(ids[0], "t-dlq", b, 6);
-    assert_int_equal(s->ops->dead_letter(s, &m, "deliver limit reached"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "deliver limit reached", NULL), 0);
     m = make_msg(ids[1], "t-dlq", b, 6);
-    assert_int_equal(s->ops->dead_letter(s, &m, "bad \"quoted\" reason"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "bad \"quoted\" reason", NULL), 0);
     /* index fields only: header and body come from the table */
     m = make_msg(other[0], "t-other", NULL, 0);
     m.header = NULL;
     m.header_len = 0;
-    assert_int_equal(s->ops->dead_letter(s, &m, "no subscriber"), 0);
+    assert_int_equal(s->ops->dead_letter(s, &m, "no subscriber", NULL), 0);
     struct poll_q q = {"kite_server='srv-dlq'", 1};
     assert_true(run_until(rows_match, &q, 5000));
     assert_int_equal(dlq_rows("kite_server='srv-dlq'"), 3);
@@ -877,6 +800,25 @@ static void test_recover_pages(void **state)
     free(ids);
 }
 
+/* What a takeover handed over: rows (rec first: on_recover takes the same pointer) and the end. */
+struct taken {
+    struct recovered rec;
+    int calls, status;
+    uint64_t moved;
+};
+
+static void on_moved(void *ud, int status, uint64_t moved)
+{
+    struct taken *t = ud;
+    t->calls++;
+    t->status = status;
+    t->moved = moved;
+}
+
+static bool moved_called(void *a) { return ((struct taken *)a)->calls > 0; }
+
+/* The broker's takeover through the store interface: owner names this broker and the shared
+ * database; takeover moves the dead broker's rows page by page and hands each to row. */
 static void test_takeover(void **state)
 {
     (void)state;
@@ -885,16 +827,33 @@ static void test_takeover(void **state)
     save_n(s, ids, 5, "trade");
     close_store(s);
     s = open_store("srv-heir", NULL);
-    uint64_t moved = 0;
-    assert_int_equal(kq_mysql_takeover(s, "srv-dead", &moved), 0);
-    assert_int_equal(moved, 5);
+    const char *self = NULL;
+    char shared[256], want[256];
+    assert_int_equal(s->ops->owner(s, &self, shared, sizeof shared), 0);
+    assert_string_equal(self, "srv-heir");
+    snprintf(want, sizeof want, "%s:%u:%s", E.my.host, E.my.port, E.db);
+    assert_string_equal(shared, want);
+    struct taken *t = calloc(1, sizeof *t);
+    assert_int_equal(s->ops->takeover(s, "srv-dead", on_recover, on_moved, t), 0);
+    assert_true(run_until(moved_called, t, 10000));
+    assert_int_equal(t->status, 0);
+    assert_int_equal(t->moved, 5);
+    assert_int_equal(t->rec.n, 5); /* every moved row was handed over */
+    for (int i = 0; i < 5; i++)
+        assert_true(find_rec(&t->rec, ids[i]) >= 0);
     assert_int_equal(all_rows("kite_server='srv-dead'"), 0);
-    struct recovered *r = calloc(1, sizeof *r);
-    assert_int_equal(s->ops->recover(s, on_recover, r), 0);
-    assert_int_equal(r->n, 5);
-    free(r);
-    assert_int_equal(kq_mysql_takeover(s, "srv-dead", &moved), 0);
-    assert_int_equal(moved, 0);
+    memset(t, 0, sizeof *t);
+    assert_int_equal(s->ops->recover(s, on_recover, &t->rec), 0);
+    assert_int_equal(t->rec.n, 5);
+    memset(t, 0, sizeof *t);
+    assert_int_equal(s->ops->takeover(s, "srv-dead", on_recover, on_moved, t), 0);
+    assert_true(run_until(moved_called, t, 10000));
+    assert_int_equal(t->status, 0);
+    assert_int_equal(t->moved, 0);
+    assert_int_equal(t->rec.n, 0);
+    /* a name that cannot be in kite_server is refused at once */
+    assert_int_equal(s->ops->takeover(s, "", on_recover, on_moved, t), -EINVAL);
+    free(t);
     close_store(s);
 }
 
@@ -963,16 +922,16 @@ static void save_batch(struct kq_store *s, struct waiter *w, int n, char (*ids)[
 static void test_outage(void **state)
 {
     (void)state;
-    if (E.pid <= 0 && E.pidfile[0]) {
-        FILE *f = fopen(E.pidfile, "r");
+    if (E.my.pid <= 0 && E.my.pidfile[0]) {
+        FILE *f = fopen(E.my.pidfile, "r");
         if (f) {
             int p = 0;
             if (fscanf(f, "%d", &p) == 1)
-                E.pid = p;
+                E.my.pid = p;
             fclose(f);
         }
     }
-    if (E.pid <= 0 || !pid_alive(E.pid)) {
+    if (E.my.pid <= 0 || !pid_alive(E.my.pid)) {
         print_message("no MYSQL_PID/MYSQL_PIDFILE for the server: outage test skipped\n");
         skip();
     }
@@ -981,11 +940,11 @@ static void test_outage(void **state)
     save_n(s, before, 20, "trade");
 
     /* hung server: saves fail with a timeout, not never */
-    kill(E.pid, SIGSTOP);
+    kill(E.my.pid, SIGSTOP);
     struct waiter w = {.t0 = kq_mono_us()};
     save_batch(s, &w, 5, during);
     bool all = wait_calls(&w, 5, 15000);
-    kill(E.pid, SIGCONT);
+    kill(E.my.pid, SIGCONT);
     assert_true(all);
     assert_int_equal(w.ok, 0);
     print_message("hung server: 5 saves failed (last %d) after at most %llu ms\n", w.last,
@@ -994,25 +953,23 @@ static void test_outage(void **state)
 
     /* stopped server: through our own scripts when we started it, else by PID */
     char **argv = NULL;
-    char cmd[1024];
-    if (E.started) {
-        snprintf(cmd, sizeof cmd, "'%s/scripts/services-down.sh' '%s' mysql", src_dir(), E.base);
-        assert_int_equal(system(cmd), 0);
+    if (E.my.base[0]) {
+        assert_int_equal(mariadb_service_script(&E.my, "down"), 0);
     } else {
-        argv = read_cmdline(E.pid);
+        argv = read_cmdline(E.my.pid);
         assert_non_null(argv);
-        kill(E.pid, SIGTERM);
+        kill(E.my.pid, SIGTERM);
     }
     /* a server just thawed from SIGSTOP can take long to shut down on a busy machine */
-    for (int i = 0; i < 600 && pid_alive(E.pid); i++)
+    for (int i = 0; i < 600 && pid_alive(E.my.pid); i++)
         usleep(50000);
-    if (pid_alive(E.pid)) {
-        print_message("mysqld %d still up 30 s after the stop: SIGKILL\n", (int)E.pid);
-        kill(E.pid, SIGKILL);
-        for (int i = 0; i < 200 && pid_alive(E.pid); i++)
+    if (pid_alive(E.my.pid)) {
+        print_message("mysqld %d still up 30 s after the stop: SIGKILL\n", (int)E.my.pid);
+        kill(E.my.pid, SIGKILL);
+        for (int i = 0; i < 200 && pid_alive(E.my.pid); i++)
             usleep(50000);
     }
-    assert_false(pid_alive(E.pid));
+    assert_false(pid_alive(E.my.pid));
     mysql_close(E.c);
     E.c = NULL;
     w = (struct waiter){.t0 = kq_mono_us()};
@@ -1023,16 +980,15 @@ static void test_outage(void **state)
                   (unsigned long long)(w.max_latency_us / 1000));
     assert_true(w.max_latency_us < 10000000);
 
-    if (E.started) {
-        snprintf(cmd, sizeof cmd, "'%s/scripts/services-up.sh' '%s' mysql", src_dir(), E.base);
-        assert_int_equal(system(cmd), 0);
+    if (E.my.base[0]) {
+        assert_int_equal(mariadb_service_script(&E.my, "up"), 0);
     } else {
         respawn(argv);
     }
     for (int i = 0; i < 200 && !(E.c = connect_direct()); i++)
         usleep(100000);
     assert_non_null(E.c);
-    E.pid = 0; /* the new one's pid is in the pidfile */
+    E.my.pid = 0; /* the new one's pid is in the pidfile */
     /* the workers come back by themselves (back-off at most 5 s) */
     uint64_t t0 = kq_mono_us();
     bool back = false;

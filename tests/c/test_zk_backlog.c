@@ -263,7 +263,7 @@ static int group_setup(void **state)
 {
     (void)state;
     snprintf(T, sizeof T, "backlog-%d", (int)getpid());
-    if (zk_service_start(&svc) != 0 || !(zh = zk_test_connect(svc.hosts, 15000)))
+    if (zk_service_open(&svc, &zh) != 0)
         return -1;
     return 0;
 }
@@ -271,9 +271,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (zh)
-        zookeeper_close(zh);
-    zk_service_stop(&svc);
+    zk_service_close(&svc, &zh);
     return 0;
 }
 

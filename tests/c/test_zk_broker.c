@@ -29,6 +29,7 @@
 #include "client/kiteq_cluster.h"
 #include "core/clock.h"
 #include "support/broker_proc.h"
+#include "support/test_files.h"
 #include "support/zk_service.h"
 
 static struct zk_service svc;
@@ -311,8 +312,7 @@ static void fix_data_length(char *line, size_t len)
 static int compare_golden(int snap, const char *bind)
 {
     char file[512], line[2048], want_head[64];
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    snprintf(file, sizeof file, "%s/tests/golden/zk-tree.txt", src ? src : "..");
+    test_source_path(file, sizeof file, "tests/golden/zk-tree.txt");
     snprintf(want_head, sizeof want_head, "### snapshot: %d ", snap);
     FILE *f = fopen(file, "r");
     assert_non_null(f);
@@ -345,26 +345,6 @@ static int compare_golden(int snap, const char *bind)
     }
     fclose(f);
     return compared;
-}
-
-static void assert_node(const char *path, bool ephemeral)
-{
-    struct Stat st;
-    char buf[16];
-    int len = sizeof buf;
-    int rc = zoo_get(zh, path, 0, buf, &len, &st);
-    if (rc != ZOK)
-        print_message("%s: %s\n", path, zerror(rc));
-    assert_int_equal(rc, ZOK);
-    assert_int_equal(st.dataLength, 0);
-    assert_int_equal(st.ephemeralOwner != 0, ephemeral);
-    struct ACL_vector acl;
-    assert_int_equal(zoo_get_acl(zh, path, &acl, &st), ZOK);
-    assert_int_equal(acl.count, 1);
-    assert_string_equal(acl.data[0].id.scheme, "world");
-    assert_string_equal(acl.data[0].id.id, "anyone");
-    assert_int_equal(acl.data[0].perms, ZOO_PERM_ALL);
-    deallocate_ACL_vector(&acl);
 }
 
 /* Wait until path exists as an ephemeral node of a session other than old_owner. */
@@ -508,22 +488,22 @@ static void test_registration(void **state)
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "/kiteq/server/%s/%s", topics[i], b.bind);
         assert_true(zk_test_wait_node(zh, path, true, NULL, 5000));
-        assert_node(path, true);
+        zk_test_assert_node(zh, path, true);
         snprintf(path, sizeof path, "/kiteq/server/%s", topics[i]);
-        assert_node(path, false);
+        zk_test_assert_node(zh, path, false);
         snprintf(path, sizeof path, "/kiteq/pub/%s", topics[i]);
-        assert_node(path, false);
+        zk_test_assert_node(zh, path, false);
         snprintf(path, sizeof path, "/kiteq/sub/%s", topics[i]);
-        assert_node(path, false);
+        zk_test_assert_node(zh, path, false);
     }
     snprintf(path, sizeof path, "/kiteq/alive_servers/%s", b.bind);
-    assert_node(path, true);
+    zk_test_assert_node(zh, path, true);
     snprintf(path, sizeof path, "/kiteq/all_servers/%s", b.bind);
-    assert_node(path, false);
+    zk_test_assert_node(zh, path, false);
     const char *parents[] = {"/kiteq", "/kiteq/server", "/kiteq/pub", "/kiteq/sub",
                              "/kiteq/alive_servers", "/kiteq/all_servers"};
     for (size_t i = 0; i < sizeof parents / sizeof parents[0]; i++)
-        assert_node(parents[i], false);
+        zk_test_assert_node(zh, parents[i], false);
     assert_int_equal(compare_golden(1, b.bind), 6);
 
     /* snapshot 2 adds what the original clients wrote: a producer's node and a consumer's
@@ -550,7 +530,7 @@ static void test_registration(void **state)
     snprintf(path, sizeof path, "/kiteq/alive_servers/%s", b.bind);
     assert_false(node_exists(path));
     snprintf(path, sizeof path, "/kiteq/all_servers/%s", b.bind);
-    assert_node(path, false);
+    zk_test_assert_node(zh, path, false);
     assert_int_equal(compare_golden(4, b.bind), 7);
     char needle[128];
     snprintf(needle, sizeof needle, "zk: withdrawn bind=%s", b.bind);
@@ -716,7 +696,7 @@ static void test_two_brokers(void **state)
     assert_true(node_exists(path[1]) && node_exists(alive[1]));
     char all0[512];
     snprintf(all0, sizeof all0, "/kiteq/all_servers/%s", b[0].bind);
-    assert_node(all0, false);
+    zk_test_assert_node(zh, all0, false);
     deadline = now_ms() + 10000;
     while (kq_cluster_brokers(pc, T, addrs, 4) != 1 && now_ms() < deadline)
         sleep_ms(50);
@@ -808,8 +788,8 @@ static void test_zk_restart(void **state)
     /* the nodes are there again, owned by the broker's new session */
     assert_true(wait_renewed(path, owner, 15000));
     assert_true(wait_renewed(alive, owner, 5000));
-    assert_node(path, true);
-    assert_node(alive, true);
+    zk_test_assert_node(zh, path, true);
+    zk_test_assert_node(zh, alive, true);
     /* still routing, and binding changes apply again */
     publish(p, "pay-succ", id);
     expect_only(c, id, NULL);
@@ -839,16 +819,13 @@ static void test_reload_topics(void **state)
     char cfg[2048];
     zk_config(cfg, sizeof cfg);
     subst(cfg, sizeof cfg, U, v);
-    FILE *f = fopen(b.p.config, "w");
-    assert_non_null(f);
-    fputs(cfg, f);
-    fclose(f);
+    test_write_file(b.p.config, cfg);
     log_mark(&b.p);
     kill(b.p.pid, SIGHUP);
     assert_true(log_next(&b.p, "reload: done", 10000));
     snprintf(path, sizeof path, "/kiteq/server/%s/%s", v, b.bind);
     assert_true(zk_test_wait_node(zh, path, true, NULL, 10000));
-    assert_node(path, true);
+    zk_test_assert_node(zh, path, true);
     snprintf(path, sizeof path, "/kiteq/sub/%s", v);
     assert_true(zk_test_wait_node(zh, path, true, NULL, 5000));
     snprintf(path, sizeof path, "/kiteq/server/%s/%s", U, b.bind);
@@ -872,16 +849,14 @@ static int group_setup(void **state)
 {
     snprintf(T, sizeof T, "trade-%d", (int)getpid());
     snprintf(U, sizeof U, "user-profile-%d", (int)getpid());
-    if (zk_service_start(&svc) != 0 || !(zh = zk_test_connect(svc.hosts, 15000)))
+    if (zk_service_open(&svc, &zh) != 0)
         return -1;
     return 0;
 }
 
 static int group_teardown(void **state)
 {
-    if (zh)
-        zookeeper_close(zh);
-    zk_service_stop(&svc);
+    zk_service_close(&svc, &zh);
     return 0;
 }
 

@@ -66,7 +66,7 @@ static size_t wait_brokers(struct kq_cluster *c, size_t want, int timeout_ms)
 
 static int group_setup(void **state)
 {
-    if (zk_service_start(&svc) != 0 || !(zh = zk_test_connect(svc.hosts, 15000)))
+    if (zk_service_open(&svc, &zh) != 0)
         return -1;
     /* this test owns /kiteq/server/trade: drop leftovers of earlier runs */
     struct String_vector kids = {0, NULL};
@@ -93,9 +93,7 @@ static int group_teardown(void **state)
     for (int i = 0; i < 2; i++)
         if (bp[i].pid > 0)
             broker_stop(&bp[i]);
-    if (zh)
-        zookeeper_close(zh);
-    zk_service_stop(&svc);
+    zk_service_close(&svc, &zh);
     return 0;
 }
 

@@ -117,32 +117,12 @@ static void topic(char *out, size_t len, const char *name)
 
 /* ---- node checks ------------------------------------------------------------------------- */
 
-static void assert_node(const char *path, bool ephemeral)
-{
-    struct Stat st;
-    char buf[16];
-    int len = sizeof buf;
-    assert_int_equal(zoo_get(zh, path, 0, buf, &len, &st), ZOK);
-    assert_int_equal(st.dataLength, 0);
-    if (ephemeral)
-        assert_true(st.ephemeralOwner != 0);
-    else
-        assert_true(st.ephemeralOwner == 0);
-    struct ACL_vector acl;
-    assert_int_equal(zoo_get_acl(zh, path, &acl, &st), ZOK);
-    assert_int_equal(acl.count, 1);
-    assert_string_equal(acl.data[0].id.scheme, "world");
-    assert_string_equal(acl.data[0].id.id, "anyone");
-    assert_int_equal(acl.data[0].perms, ZOO_PERM_ALL);
-    deallocate_ACL_vector(&acl);
-}
-
 static void assert_path_fmt(bool ephemeral, const char *fmt, const char *a, const char *b)
 {
     char path[512];
     snprintf(path, sizeof path, fmt, a, b);
     print_message("checking %s\n", path);
-    assert_node(path, ephemeral);
+    zk_test_assert_node(zh, path, ephemeral);
 }
 
 static bool node_exists(const char *path)
@@ -154,9 +134,7 @@ static bool node_exists(const char *path)
 
 static int group_setup(void **state)
 {
-    if (zk_service_start(&svc) != 0)
-        return -1;
-    if (!(zh = zk_test_connect(svc.hosts, 15000)))
+    if (zk_service_open(&svc, &zh) != 0)
         return -1;
     snprintf(prefix, sizeof prefix, "t%ld-%d", (long)(kq_now_ms() % 100000000), (int)getpid());
     return 0;
@@ -164,9 +142,7 @@ static int group_setup(void **state)
 
 static int group_teardown(void **state)
 {
-    if (zh)
-        zookeeper_close(zh);
-    zk_service_stop(&svc);
+    zk_service_close(&svc, &zh);
     return 0;
 }
 
@@ -225,12 +201,12 @@ static void test_publish_layout(void **state)
     assert_int_equal(s->n, 1);
     assert_string_equal(s->mtype, "refund");
 
-    assert_node("/kiteq", false);
-    assert_node("/kiteq/server", false);
-    assert_node("/kiteq/pub", false);
-    assert_node("/kiteq/sub", false);
-    assert_node("/kiteq/alive_servers", false);
-    assert_node("/kiteq/all_servers", false);
+    zk_test_assert_node(zh, "/kiteq", false);
+    zk_test_assert_node(zh, "/kiteq/server", false);
+    zk_test_assert_node(zh, "/kiteq/pub", false);
+    zk_test_assert_node(zh, "/kiteq/sub", false);
+    zk_test_assert_node(zh, "/kiteq/alive_servers", false);
+    zk_test_assert_node(zh, "/kiteq/all_servers", false);
     for (int i = 0; i < 2; i++) {
         assert_path_fmt(false, "/kiteq/server/%s%s", topics[i], "");
         assert_path_fmt(true, "/kiteq/server/%s/%s", topics[i], bind);

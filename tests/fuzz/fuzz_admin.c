@@ -51,6 +51,11 @@ static int h_dlq_id(void *ud, struct kq_admin_req *r, const char *id, struct kq_
 {
     return json_ok(out);
 }
+static int h_dlq_requeue(void *ud, struct kq_admin_req *r, const char *id, const char *groups,
+                         struct kq_buf *out)
+{
+    return json_ok(out);
+}
 static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 {
     (void)r;
@@ -61,8 +66,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static const struct kq_admin_handlers h = {
         .stat = h_stat, .binds = h_stat, .metrics = h_metrics, .msg = h_msg,
-        .dlq_list = h_dlq_list, .dlq_requeue = h_dlq_id, .dlq_purge = h_dlq_id,
-        .reload = h_reload};
+        .dlq_list = h_dlq_list, .dlq_requeue = h_dlq_requeue, .dlq_purge = h_dlq_id,
+        .dlq_show = h_dlq_id, .reload = h_reload};
     char err[256];
     kq_log_set_level(KQ_LOG_ERROR + 1);
     FUZZ_CHECK(uv_loop_init(&loop) == 0);

@@ -12,7 +12,7 @@ static int read_dead(struct fs_store *s, struct fs_dead *d, struct kq_dead_lette
 {
     struct fs_rec r;
     if (!fs_read_at(s, true, NULL, d->unsealed, d->off, d->len, &r) ||
-        fs_get_dead(r.payload, r.len, out))
+        fs_get_dead(r.type, r.payload, r.len, out, &s->dlq_groups))
         return -EIO;
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 
 #define RETRY_BACKOFF_MS 200
 #define COMPACT_MIN_SEGMENTS 3 /* "the log is long": at least this many segments */
+#define SPARES_MAX 8           /* reset batches kept for reuse */
 
 static const struct kq_store_ops file_ops;
 
@@ -131,6 +133,48 @@ static int grow(void *arr, size_t n, size_t *cap, size_t elem)
 
 #define GROW(arr, n, cap) grow(&(arr), (n), &(cap), sizeof *(arr))
 
+static void list_push(struct fs_batch_list *l, struct fs_batch *b)
+{
+    b->next = NULL;
+    if (l->tail)
+        l->tail->next = b;
+    else
+        l->head = b;
+    l->tail = b;
+}
+
+static struct fs_batch *list_pop(struct fs_batch_list *l)
+{
+    struct fs_batch *b = l->head;
+    if (b && !(l->head = b->next))
+        l->tail = NULL;
+    return b;
+}
+
+/* A reset batch for the next open batch: a spare, or a new one (NULL on ENOMEM). */
+static struct fs_batch *spare_take(struct fs_store *s)
+{
+    struct fs_batch *b = s->spares;
+    if (!b)
+        return calloc(1, sizeof *b);
+    s->spares = b->next;
+    s->n_spares--;
+    b->next = NULL;
+    return b;
+}
+
+static void spare_give(struct fs_store *s, struct fs_batch *b)
+{
+    batch_reset(b);
+    if (s->n_spares >= SPARES_MAX) {
+        batch_free(b);
+        return;
+    }
+    b->next = s->spares;
+    s->spares = b;
+    s->n_spares++;
+}
+
 static int add_item(struct fs_batch *b, uint8_t type, bool dlq, size_t rel, size_t len,
                     const char *key, struct fs_seg *from, uint32_t from_off)
 {
@@ -166,17 +210,30 @@ static int add_drop(struct fs_batch *b, struct fs_seg *g)
 
 /* ---- reading records back ---------------------------------------------------------------- */
 
+struct fs_batch *fs_unwritten(struct fs_store *s, bool dlq, const struct fs_seg *seg,
+                              uint64_t off)
+{
+    struct fs_batch *lists[] = {s->flight.head, s->failed.head};
+    for (size_t i = 0; i < 2; i++)
+        for (struct fs_batch *b = lists[i]; b; b = b->next) {
+            if (dlq ? b->dlq.len && off >= b->dbase && off < b->dbase + b->dlq.len
+                    : b->main.len && b->seg == seg && off >= b->base &&
+                          off < b->base + b->main.len)
+                return b;
+        }
+    return NULL;
+}
+
 const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool unsealed,
                           uint64_t off, uint32_t len, struct fs_rec *r)
 {
     const uint8_t *p = NULL;
-    struct fs_batch *f = s->inflight;
+    struct fs_batch *f;
     if (unsealed) {
         p = (dlq ? s->open->dlq.data : s->open->main.data) + off;
-    } else if (f && dlq && f->dlq.len && off >= f->dbase) {
-        p = f->dlq.data + (off - f->dbase); /* written by the writer right now: read-only */
-    } else if (f && !dlq && f->seg == seg && f->main.len && off >= f->base) {
-        p = f->main.data + (off - f->base);
+    } else if ((f = fs_unwritten(s, dlq, seg, off))) {
+        /* with the writer right now: read-only */
+        p = dlq ? f->dlq.data + (off - f->dbase) : f->main.data + (off - f->base);
     } else {
         /* pread on the loop thread: loads hit the page cache in the common case (recently
          * written or recovered); see docs/STORAGE.md. */
@@ -386,7 +443,7 @@ static int fs_remove(struct kq_store *base, const char *id)
 }
 
 static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
-                          const char *reason)
+                          const char *reason, const struct kq_dlq_groups *groups)
 {
     struct fs_store *s = (struct fs_store *)base;
     char key[KQ_ID_LEN + 1];
@@ -411,8 +468,8 @@ static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
         return -ENOMEM;
     struct fs_batch *b = s->open;
     size_t start, mark_items = b->n_items;
-    int rc = fs_rec_begin(&b->dlq, FS_DLQ_ADD, s->seq + 1, &start);
-    if (!rc && !(rc = fs_put_dead(&b->dlq, src, reason, kq_now_sec())))
+    int rc = fs_rec_begin(&b->dlq, groups ? FS_DLQ_ADD_GROUPS : FS_DLQ_ADD, s->seq + 1, &start);
+    if (!rc && !(rc = fs_put_dead(&b->dlq, src, reason, kq_now_sec(), groups)))
         rc = fs_rec_end(&b->dlq, start);
     if (!rc)
         rc = add_item(b, FS_DLQ_ADD, true, start, b->dlq.len - start, key, NULL, 0);
@@ -519,17 +576,20 @@ static void reclaim(struct fs_store *s)
 
 /* ---- sealing, completion ----------------------------------------------------------------- */
 
-static void complete(struct fs_store *s, struct fs_batch *b);
+static void undo_failed(struct fs_store *s, struct fs_batch *b);
+static void finish(struct fs_store *s, struct fs_batch *b);
 
+/* Seal the open batch (its records get their place in the files) and queue it for the
+ * writer, even while the writer is busy: it takes everything queued as its next group the
+ * moment the disk is free. Not while failed batches wait for the rest to come back. */
 static void seal_and_submit(struct fs_store *s)
 {
     struct fs_batch *b = s->open;
-    if (s->inflight || batch_empty(b))
+    if (s->failed.head || batch_empty(b))
         return;
-    struct fs_batch *next = s->spare ? s->spare : calloc(1, sizeof *next);
+    struct fs_batch *next = spare_take(s);
     if (!next)
         return; /* out of memory: the next kick tries again */
-    s->spare = NULL;
     int rc = 0;
     if (b->main.len) {
         struct fs_seg *h = s->head;
@@ -573,14 +633,17 @@ static void seal_and_submit(struct fs_store *s)
             }
         }
     }
-    s->inflight = b;
     s->open = next;
     s->held_until = 0;
-    if (rc) {
+    if (rc) { /* handled like a failed write; nothing of it reached the writer */
         b->status = rc;
-        complete(s, b); /* handled like a failed write */
+        undo_failed(s, b);
+        s->backoff_until = kq_now_ms() + RETRY_BACKOFF_MS;
+        finish(s, b);
+        fs_kick(s); /* the requeued records: after the back-off */
         return;
     }
+    list_push(&s->flight, b);
     fs_writer_submit(&s->w, b);
 }
 
@@ -648,90 +711,137 @@ oom:
     batch_free(n);
 }
 
-static void complete(struct fs_store *s, struct fs_batch *b)
+/* A batch is durable: stats, and the index moves to its compaction copies. */
+static void complete_ok(struct fs_store *s, struct fs_batch *b)
 {
-    s->inflight = NULL;
-    if (b->status == 0) {
-        s->st.batches++;
-        s->st.records += b->n_items;
-        size_t bi = 0;
-        while (bi < KQ_FS_BATCH_BUCKETS && (double)b->n_items > kq_fs_batch_bounds[bi])
-            bi++;
-        s->st.batch_hist[bi]++;
-        s->st.batch_records_sum += b->n_items;
-        s->st.bytes_written += b->main.len + b->dlq.len;
-        /* Compaction copies are durable: move the index to them. */
-        for (size_t i = 0; i < b->n_items; i++) {
-            struct fs_item *it = &b->items[i];
-            if (it->type != FS_SAVE || !it->from)
-                continue;
+    s->st.batches++;
+    s->st.records += b->n_items;
+    size_t bi = 0;
+    while (bi < KQ_FS_BATCH_BUCKETS && (double)b->n_items > kq_fs_batch_bounds[bi])
+        bi++;
+    s->st.batch_hist[bi]++;
+    s->st.batch_records_sum += b->n_items;
+    s->st.bytes_written += b->main.len + b->dlq.len;
+    /* Compaction copies are durable: move the index to them. */
+    for (size_t i = 0; i < b->n_items; i++) {
+        struct fs_item *it = &b->items[i];
+        if (it->type != FS_SAVE || !it->from)
+            continue;
+        struct fs_entry *e = fs_find(s, it->id);
+        if (!e || e->unsealed || e->seg != it->from || e->off != it->from_off)
+            continue;
+        it->from->live--;
+        it->from->live_bytes -= e->len;
+        e->seg = b->seg;
+        e->off = (uint32_t)(b->base + it->rel);
+        e->len = it->len;
+        b->seg->live++;
+        b->seg->live_bytes += e->len;
+    }
+    for (size_t i = 0; i < b->n_drops; i++)
+        free(b->drops[i]);
+    b->n_drops = 0;
+}
+
+/* A batch failed: give back its place in the files, forget what it would have stored, and
+ * put what must not be lost in front of the open batch. Called newest batch first. */
+static void undo_failed(struct fs_store *s, struct fs_batch *b)
+{
+    s->st.write_errors++;
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                       "batch write failed: %s (%zu records; saves and commits of the "
+                       "batch fail, the rest is retried)",
+                       strerror(-b->status), b->n_items);
+    if (b->seg)
+        b->seg->size = b->base;
+    s->dlq_size = b->dbase;
+    for (size_t i = 0; i < b->n_items; i++) {
+        struct fs_item *it = &b->items[i];
+        if (it->type == FS_SAVE && it->from) {
+            it->from->compacting = false;
+        } else if (it->type == FS_SAVE) {
             struct fs_entry *e = fs_find(s, it->id);
-            if (!e || e->unsealed || e->seg != it->from || e->off != it->from_off)
-                continue;
-            it->from->live--;
-            it->from->live_bytes -= e->len;
-            e->seg = b->seg;
-            e->off = (uint32_t)(b->base + it->rel);
-            e->len = it->len;
-            b->seg->live++;
-            b->seg->live_bytes += e->len;
+            if (e && !e->unsealed && e->seg == b->seg && e->off == b->base + it->rel)
+                fs_entry_drop(s, e);
+        } else if (it->type == FS_COMMIT) {
+            struct fs_entry *e = fs_find(s, it->id);
+            if (e)
+                e->commit = false;
         }
+    }
+    /* after the loop above: a compaction copy may still point at a dropped segment */
+    if (b->dropped) { /* done by the writer all the same: nothing to retry */
         for (size_t i = 0; i < b->n_drops; i++)
             free(b->drops[i]);
         b->n_drops = 0;
-    } else {
-        s->st.write_errors++;
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
-                           "batch write failed: %s (%zu records; saves and commits of the "
-                           "batch fail, the rest is retried)",
-                           strerror(-b->status), b->n_items);
-        if (b->seg)
-            b->seg->size = b->base;
-        s->dlq_size = b->dbase;
-        for (size_t i = 0; i < b->n_items; i++) {
-            struct fs_item *it = &b->items[i];
-            if (it->type == FS_SAVE && it->from) {
-                it->from->compacting = false;
-            } else if (it->type == FS_SAVE) {
-                struct fs_entry *e = fs_find(s, it->id);
-                if (e && !e->unsealed && e->seg == b->seg && e->off == b->base + it->rel)
-                    fs_entry_drop(s, e);
-            } else if (it->type == FS_COMMIT) {
-                struct fs_entry *e = fs_find(s, it->id);
-                if (e)
-                    e->commit = false;
-            }
-        }
-        /* after the loop above: a compaction copy may still point at a dropped segment */
-        if (b->dropped) { /* done by the writer all the same: nothing to retry */
-            for (size_t i = 0; i < b->n_drops; i++)
-                free(b->drops[i]);
-            b->n_drops = 0;
-        }
-        requeue(s, b);
-        s->backoff_until = kq_now_ms() + RETRY_BACKOFF_MS;
     }
+    requeue(s, b);
+}
+
+/* The callbacks of a batch that is done (its status), then the batch is reused. */
+static void finish(struct fs_store *s, struct fs_batch *b)
+{
     for (size_t i = 0; i < b->n_cbs; i++)
         if (b->cbs[i].cb)
             b->cbs[i].cb(b->cbs[i].ud, b->status);
-    batch_reset(b);
-    if (!s->spare)
-        s->spare = b;
-    else
-        batch_free(b);
+    spare_give(s, b);
+}
+
+/* Batches back from the writer, in the order they were sealed. A failed one waits until
+ * every batch sealed after it is back too (the writer fails those without writing: the file
+ * was cut back before their offsets); then all of them are undone newest first, so that the
+ * requeued records keep the call order and the files end where the first failed batch began. */
+static void take_back(struct fs_store *s, struct fs_batch *list)
+{
+    while (list) {
+        struct fs_batch *b = list;
+        list = b->wnext;
+        list_pop(&s->flight); /* == b: the writer returns them in order */
+        if (b->status) {
+            list_push(&s->failed, b);
+            continue;
+        }
+        complete_ok(s, b);
+        finish(s, b);
+    }
+    if (s->failed.head && !s->flight.head) {
+        struct fs_batch *newest_first = NULL, *b;
+        while ((b = list_pop(&s->failed))) {
+            b->next = newest_first;
+            newest_first = b;
+        }
+        for (b = newest_first; b; b = b->next)
+            undo_failed(s, b);
+        struct fs_batch *oldest_first = NULL;
+        while ((b = newest_first)) {
+            newest_first = b->next;
+            b->next = oldest_first;
+            oldest_first = b;
+        }
+        fs_writer_clear_failure(&s->w);
+        s->backoff_until = kq_now_ms() + RETRY_BACKOFF_MS;
+        while ((b = oldest_first)) {
+            oldest_first = b->next;
+            finish(s, b);
+        }
+    }
     if (!s->closing)
         reclaim(s);
-    /* Everything that arrived while this batch was written goes out now: group commit. */
+    /* Everything that arrived while these batches were written goes out now: group commit. */
     if (!s->closing)
         fs_kick(s);
 }
 
-static void on_async(uv_async_t *h)
+static void on_done_ready(uv_poll_t *h, int status, int events)
 {
+    (void)status;
+    (void)events;
     struct fs_store *s = h->data;
-    struct fs_batch *b = fs_writer_take_done(&s->w, false);
-    if (b)
-        complete(s, b);
+    uint64_t n;
+    /* read before taking the list (writer.c: tell_loop) */
+    while (read(s->w.done_fd, &n, sizeof n) < 0 && errno == EINTR) {
+    }
+    take_back(s, fs_writer_take_done(&s->w, false));
 }
 
 static void on_kick(uv_idle_t *h)
@@ -755,7 +865,7 @@ static void on_later(uv_timer_t *h)
  * producer cost no hand-off to the writer of their own (docs/STORAGE.md). */
 void fs_kick(struct fs_store *s)
 {
-    if (s->inflight || batch_empty(s->open) || s->closing)
+    if (batch_empty(s->open) || s->closing || s->failed.head)
         return;
     int64_t now = kq_now_ms();
     if (s->open->n_cbs == 0) {
@@ -777,8 +887,11 @@ void fs_kick(struct fs_store *s)
 static void on_handle_closed(uv_handle_t *h)
 {
     struct fs_store *s = h->data;
-    if (--s->handles_open == 0)
-        free(s);
+    if (--s->handles_open > 0)
+        return;
+    if (s->w.done_fd >= 0)
+        close(s->w.done_fd);
+    free(s);
 }
 
 static void free_all(struct fs_store *s)
@@ -794,6 +907,7 @@ static void free_all(struct fs_store *s)
     HASH_ITER(hh, s->dead, d, dt)
     fs_dead_drop(s, d);
     kq_dlq_index_free(&s->dlq);
+    kq_dlq_groups_buf_free(&s->dlq_groups);
     while (s->oldest) {
         struct fs_seg *g = s->oldest;
         fs_seg_unlink(s, g);
@@ -806,8 +920,13 @@ static void free_all(struct fs_store *s)
     if (s->w.dir_fd >= 0)
         close(s->w.dir_fd);
     batch_free(s->open);
-    batch_free(s->spare);
-    s->open = s->spare = NULL;
+    s->open = NULL;
+    while (s->spares) {
+        struct fs_batch *b = s->spares;
+        s->spares = b->next;
+        batch_free(b);
+    }
+    s->n_spares = 0;
     kq_buf_free(&s->scratch);
 }
 
@@ -817,16 +936,16 @@ static void fs_close(struct kq_store *base)
 {
     struct fs_store *s = (struct fs_store *)base;
     for (int rounds = 0; rounds < 8; rounds++) {
-        if (s->inflight)
-            complete(s, fs_writer_take_done(&s->w, true));
+        while (s->flight.head)
+            take_back(s, fs_writer_take_done(&s->w, true));
         if (batch_empty(s->open))
             break;
         s->backoff_until = 0;
         seal_and_submit(s);
     }
     s->closing = true;
-    if (s->inflight)
-        complete(s, fs_writer_take_done(&s->w, true));
+    while (s->flight.head)
+        take_back(s, fs_writer_take_done(&s->w, true));
     /* Anything still open (a disk that stays full) fails its callbacks. */
     if (s->open)
         for (size_t i = 0; i < s->open->n_cbs; i++)
@@ -834,7 +953,7 @@ static void fs_close(struct kq_store *base)
                 s->open->cbs[i].cb(s->open->cbs[i].ud, -EIO);
     fs_writer_stop(&s->w);
     free_all(s);
-    uv_close((uv_handle_t *)&s->w.async, on_handle_closed);
+    uv_close((uv_handle_t *)&s->w.done_poll, on_handle_closed);
     uv_close((uv_handle_t *)&s->kick, on_handle_closed);
     uv_close((uv_handle_t *)&s->later, on_handle_closed);
 }
@@ -877,6 +996,7 @@ static const struct kq_store_ops file_ops = {
     .dlq_take = fs_dlq_take,
     .dlq_purge = fs_dlq_purge,
     .close = fs_close,
+    .stats = fs_stats,
 };
 
 static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *err,
@@ -936,7 +1056,7 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
         return -ENOMEM;
     s->base.ops = &file_ops;
     s->base.loop = loop;
-    s->dlq_fd = s->w.dir_fd = -1;
+    s->dlq_fd = s->w.dir_fd = s->w.done_fd = -1;
     int rc = parse_params(s, u, err, errlen);
     if (rc)
         goto fail;
@@ -947,8 +1067,7 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
     }
     s->w.dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     s->open = calloc(1, sizeof *s->open);
-    s->spare = calloc(1, sizeof *s->spare);
-    if (s->w.dir_fd < 0 || !s->open || !s->spare) {
+    if (s->w.dir_fd < 0 || !s->open) {
         rc = s->w.dir_fd < 0 ? -errno : -ENOMEM;
         snprintf(err, errlen, "open %s: %s", s->dir, strerror(-rc));
         goto fail;
@@ -959,19 +1078,25 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
     s->w.interval_ms = s->interval_ms;
     s->w.lazy_sync_ms = s->lazy_sync_ms;
     s->w.dlq_fd = s->dlq_fd;
-    s->w.async.data = s->kick.data = s->later.data = s;
-    if ((rc = uv_async_init(loop, &s->w.async, on_async))) {
-        snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));
+    s->w.done_poll.data = s->kick.data = s->later.data = s;
+    if ((s->w.done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    if ((rc = uv_poll_init(loop, &s->w.done_poll, s->w.done_fd))) {
+        snprintf(err, errlen, "uv_poll_init: %s", uv_strerror(rc));
         goto fail;
     }
     uv_idle_init(loop, &s->kick);
     uv_timer_init(loop, &s->later);
     s->handles_open = 3;
-    if ((rc = fs_writer_start(s))) {
+    if ((rc = uv_poll_start(&s->w.done_poll, UV_READABLE, on_done_ready)) ||
+        (rc = fs_writer_start(s))) {
         snprintf(err, errlen, "cannot start the writer thread: %s", uv_strerror(rc));
         s->closing = true;
         free_all(s);
-        uv_close((uv_handle_t *)&s->w.async, on_handle_closed);
+        uv_close((uv_handle_t *)&s->w.done_poll, on_handle_closed);
         uv_close((uv_handle_t *)&s->kick, on_handle_closed);
         uv_close((uv_handle_t *)&s->later, on_handle_closed);
         return rc;
@@ -983,6 +1108,8 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
     return 0;
 fail:
     free_all(s);
+    if (s->w.done_fd >= 0)
+        close(s->w.done_fd);
     free(s);
     return rc;
 }

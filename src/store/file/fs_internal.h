@@ -86,26 +86,37 @@ struct fs_batch {
     /* set by the writer */
     int status;
     bool dropped; /* the drops were done although the write failed (writer.c) */
+    struct fs_batch *next;  /* loop: in the store's flight, failed or spare list */
+    struct fs_batch *wnext; /* under the writer's mu: in its jobs or done list */
+};
+
+/* A list of batches in the order they were sealed (linked by next, or by wnext). */
+struct fs_batch_list {
+    struct fs_batch *head, *tail;
 };
 
 enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };
 
-/* The writer thread. job/done/stop are guarded by mu; the dirty_* fields belong to the
- * writer thread. */
+/* The writer thread. jobs/done/sleeping/fail_rc/stop are guarded by mu; the dirty_* fields
+ * belong to the writer thread. */
 struct fs_writer {
     uv_thread_t thread;
     uv_mutex_t mu;
     sem_t wake;        /* loop -> writer: job or stop (writer.c: why not a condvar) */
     uv_cond_t done_cv; /* writer -> close(): done */
-    struct fs_batch *job, *done;
+    struct fs_batch_list jobs, done; /* sealed, not taken yet / written, not taken back yet */
+    bool sleeping;     /* the writer waits on wake (or is about to): a job must post */
+    int fail_rc;       /* a write failed: later jobs fail without a write until the loop saw it */
     bool stop, started;
-    uv_async_t async;
+    int done_fd;       /* eventfd: writer -> loop, "done is not empty" (writer.c: not uv_async) */
+    uv_poll_t done_poll;
     enum fs_sync mode;
     int64_t interval_ms;
     int64_t lazy_sync_ms; /* group: how long a batch nobody waits for may stay unsynced */
     int dir_fd, dlq_fd;
     int dirty_fd;   /* segment written but not yet synced (interval/none, lazy group batches) */
     bool dlq_dirty;
+    bool failed_dlq_add; /* a failed batch since the last good group carried a DLQ_ADD */
     int64_t last_sync_ms;
     int64_t dirty_since_ms; /* first write that is not synced yet */
     atomic_uint_fast64_t fsync_hist[KQ_FS_FSYNC_BUCKETS + 1]; /* written by the writer only */
@@ -124,10 +135,15 @@ struct fs_store {
     size_t pending;
     struct fs_dead *dead;  /* by id */
     struct kq_dlq_index dlq; /* their order and counters */
+    struct kq_dlq_groups_buf dlq_groups; /* the groups of the dead letter read last */
     int dlq_fd;
     uint64_t dlq_size;
     uint64_t seq; /* last sequence number used */
-    struct fs_batch *open, *inflight, *spare;
+    struct fs_batch *open;
+    struct fs_batch_list flight; /* sealed and not completed yet (with the writer) */
+    struct fs_batch_list failed; /* back from the writer failed, waiting for the rest */
+    struct fs_batch *spares;     /* reset batches for reuse, up to SPARES_MAX */
+    size_t n_spares;
     struct fs_writer w;
     uv_idle_t kick;
     uv_timer_t later;     /* a batch nobody waits for: back-off, lazy_sync_ms (fs_kick) */
@@ -149,8 +165,13 @@ int fs_seg_list(const char *dir, uint64_t **out, size_t *n);
 
 /* writer.c */
 int fs_writer_start(struct fs_store *s);
+/* Queue a sealed batch; the writer takes every queued batch at once when the disk is free. */
 void fs_writer_submit(struct fs_writer *w, struct fs_batch *b);
+/* The batches written since the last call, in order, linked by wnext (wait: block until
+ * there is one). */
 struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait);
+/* The loop has every failed batch back: later jobs are written again. */
+void fs_writer_clear_failure(struct fs_writer *w);
 void fs_writer_stop(struct fs_writer *w);
 
 /* recover.c */
@@ -183,6 +204,10 @@ void fs_dead_insert(struct fs_store *s, struct fs_dead *d);
 int fs_append_id(struct fs_store *s, uint8_t type, bool dlq, const char *key);
 /* Make sure the open batch gets written (end of this loop iteration, or after back-off). */
 void fs_kick(struct fs_store *s);
+/* The sealed batch not yet completed that holds the record at off (dlq.log, or seg), if any:
+ * its bytes may not be in the file yet. */
+struct fs_batch *fs_unwritten(struct fs_store *s, bool dlq, const struct fs_seg *seg,
+                              uint64_t off);
 /* dlq.c */
 int fs_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
 int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,
@@ -190,6 +215,8 @@ int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, siz
 int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
 int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud);
 int fs_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb, void *ud);
+/* stats.c: kq_store_ops.stats */
+void fs_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud);
 /* Bytes of a record wherever it is (open batch, batch in flight, file); NULL on error. */
 const uint8_t *fs_read_at(struct fs_store *s, bool dlq, struct fs_seg *seg, bool unsealed,
                           uint64_t off, uint32_t len, struct fs_rec *r);

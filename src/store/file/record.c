@@ -148,11 +148,26 @@ int fs_put_state_body(struct kq_buf *b, const struct kq_delivery_state *st)
     return rc ? rc : put_groups(b, st->groups_failed, st->n_failed);
 }
 
+static int put_failed(struct kq_buf *b, const struct kq_dlq_groups *g)
+{
+    if (g->n_failed > UINT16_MAX)
+        return -EINVAL;
+    PUT(b, (uint16_t)g->n_failed);
+    for (size_t i = 0; i < g->n_failed; i++) {
+        int rc = put_str(b, g->failed[i].group);
+        if (rc || (rc = put_str(b, g->failed[i].reason)))
+            return rc;
+    }
+    return put_groups(b, (const char **)g->acked, g->n_acked);
+}
+
 int fs_put_dead(struct kq_buf *b, const struct kq_stored_msg *m, const char *reason,
-                int64_t dead_time)
+                int64_t dead_time, const struct kq_dlq_groups *groups)
 {
     PUT(b, dead_time);
     int rc = put_str(b, reason);
+    if (!rc && groups)
+        rc = put_failed(b, groups);
     return rc ? rc : fs_put_msg(b, m, 0);
 }
 
@@ -288,11 +303,41 @@ void fs_state_free(struct kq_delivery_state *st)
     st->n_done = st->n_failed = 0;
 }
 
-int fs_get_dead(const uint8_t *p, size_t n, struct kq_dead_letter *d)
+/* The groups of a DLQ_ADD_GROUPS payload: into gb, or only stepped over (gb NULL). */
+static void get_failed(struct rd *r, struct kq_dlq_groups *g, struct kq_dlq_groups_buf *gb)
+{
+    uint16_t nf, na;
+    GET(r, nf);
+    if (gb && kq_dlq_groups_buf_fit(gb, nf, 0))
+        r->bad = true;
+    for (uint16_t i = 0; i < nf && !r->bad; i++) {
+        const char *group = get_str(r), *reason = get_str(r);
+        if (gb)
+            gb->failed[i] = (struct kq_dlq_group){group, reason};
+    }
+    GET(r, na);
+    if (gb && !r->bad && kq_dlq_groups_buf_fit(gb, 0, na))
+        r->bad = true;
+    for (uint16_t i = 0; i < na && !r->bad; i++) {
+        const char *group = get_str(r);
+        if (gb)
+            gb->acked[i] = group;
+    }
+    if (gb && !r->bad)
+        *g = (struct kq_dlq_groups){gb->failed, nf, gb->acked, na};
+}
+
+int fs_get_dead(uint8_t type, const uint8_t *p, size_t n, struct kq_dead_letter *d,
+                struct kq_dlq_groups_buf *gb)
 {
     struct rd r = {p, n, false};
+    memset(d, 0, sizeof *d);
     GET(&r, d->dead_time);
     d->reason = get_str(&r);
+    if (type == FS_DLQ_ADD_GROUPS) {
+        get_failed(&r, &d->groups, gb);
+        d->groups_known = gb != NULL;
+    }
     get_msg(&r, &d->msg, NULL);
     return r.bad ? -EINVAL : 0;
 }

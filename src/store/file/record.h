@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "store/dlq_groups.h"
 #include "store/store.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -26,8 +27,9 @@ enum fs_rtype {
     FS_STATE = 3,
     FS_REMOVE = 4,
     FS_DEAD = 5,
-    FS_DLQ_ADD = 16, /* dlq.log only */
+    FS_DLQ_ADD = 16, /* dlq.log only; written before the groups were recorded */
     FS_DLQ_DEL = 17, /* dlq.log only */
+    FS_DLQ_ADD_GROUPS = 18, /* dlq.log only: DLQ_ADD with the groups it failed for */
 };
 
 struct fs_rec {
@@ -51,8 +53,9 @@ int fs_rec_end(struct kq_buf *b, size_t start);
 int fs_put_id(struct kq_buf *b, const char *id);
 int fs_put_msg(struct kq_buf *b, const struct kq_stored_msg *m, uint64_t orig_seq);
 int fs_put_state_body(struct kq_buf *b, const struct kq_delivery_state *st);
+/* A DLQ_ADD_GROUPS payload, or a DLQ_ADD one when groups is NULL. */
 int fs_put_dead(struct kq_buf *b, const struct kq_stored_msg *m, const char *reason,
-                int64_t dead_time);
+                int64_t dead_time, const struct kq_dlq_groups *groups);
 
 /* Decoding: pointers borrow the payload (strings are stored NUL-terminated). 0 or -EINVAL. */
 int fs_get_id(const uint8_t *p, size_t n, char id[KQ_ID_LEN + 1]);
@@ -61,7 +64,10 @@ int fs_get_msg(const uint8_t *p, size_t n, struct kq_stored_msg *m, uint64_t *or
 /* The group arrays are malloc'ed; release with fs_state_free(). */
 int fs_get_state_body(const uint8_t *p, size_t n, struct kq_delivery_state *st);
 void fs_state_free(struct kq_delivery_state *st);
-int fs_get_dead(const uint8_t *p, size_t n, struct kq_dead_letter *d);
+/* A DLQ_ADD or DLQ_ADD_GROUPS payload (type); the group arrays go into gb (NULL: groups
+ * not read). */
+int fs_get_dead(uint8_t type, const uint8_t *p, size_t n, struct kq_dead_letter *d,
+                struct kq_dlq_groups_buf *gb);
 
 /* Copy a message id into a zero-padded key; false if empty or longer than KQ_ID_LEN. */
 bool fs_id_key(const char *id, char key[KQ_ID_LEN + 1]);

@@ -173,9 +173,9 @@ static void apply(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, 
 static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, size_t total)
 {
     char key[KQ_ID_LEN + 1];
-    if (r->type == FS_DLQ_ADD) {
+    if (r->type == FS_DLQ_ADD || r->type == FS_DLQ_ADD_GROUPS) {
         struct kq_dead_letter d;
-        if (fs_get_dead(r->payload, r->len, &d))
+        if (fs_get_dead(r->type, r->payload, r->len, &d, NULL))
             return;
         struct fs_dead *x;
         if (!fs_id_key(d.msg.id, key) ||
@@ -412,8 +412,7 @@ int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
         e = all[i];
         struct fs_rec r;
         const uint8_t *p = NULL;
-        struct fs_batch *f = s->inflight;
-        if (e->unsealed || (f && f->seg == e->seg && e->off >= f->base)) {
+        if (e->unsealed || fs_unwritten(s, false, e->seg, e->off)) {
             p = fs_read_at(s, false, e->seg, e->unsealed, e->off, e->len, &r);
         } else {
             if (wseg != e->seg || e->off < woff || e->off + e->len > woff + win.len) {

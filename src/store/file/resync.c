@@ -45,7 +45,7 @@ static bool read_at(struct probe *p, void *dst, size_t n, uint64_t off)
 static bool type_fits(uint8_t type, bool dlq)
 {
     if (dlq)
-        return type == FS_DLQ_ADD || type == FS_DLQ_DEL;
+        return type == FS_DLQ_ADD || type == FS_DLQ_DEL || type == FS_DLQ_ADD_GROUPS;
     return type >= FS_SAVE && type <= FS_DEAD;
 }
 

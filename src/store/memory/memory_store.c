@@ -11,6 +11,7 @@
 
 #include "core/clock.h"
 #include "core/idmap.h"
+#include "store/dlq_groups.h"
 #include "store/dlq_index.h"
 #include "store/store_uri.h"
 
@@ -24,6 +25,7 @@ struct mem_msg {
     struct kq_delivery_state st;
     char *reason; /* dead letters only */
     int64_t dead_time;
+    struct kq_dlq_groups *groups; /* dead letters only; NULL: not known */
     uint64_t seq;      /* save order, for recover() */
     struct kq_dlq_pos dpos; /* dead letters only */
     UT_hash_handle hh; /* dead letters only */
@@ -42,6 +44,7 @@ static void msg_free(struct mem_msg *e)
     free((void *)e->st.groups_done);
     free((void *)e->st.groups_failed);
     free(e->reason);
+    free(e->groups);
     free(e);
 }
 
@@ -185,7 +188,8 @@ static int mem_remove(struct kq_store *s, const char *id)
     return 0;
 }
 
-static int mem_dead_letter(struct kq_store *s, const struct kq_stored_msg *m, const char *reason)
+static int mem_dead_letter(struct kq_store *s, const struct kq_stored_msg *m, const char *reason,
+                           const struct kq_dlq_groups *groups)
 {
     struct mem_store *ms = (struct mem_store *)s;
     if (!valid_id(m->id))
@@ -194,7 +198,8 @@ static int mem_dead_letter(struct kq_store *s, const struct kq_stored_msg *m, co
     /* The caller may pass only the index fields: take header and body from the store. */
     const struct kq_stored_msg *src = (p && !m->header && !m->body) ? &p->m : m;
     struct mem_msg *d = msg_copy(src);
-    if (!d || !(d->reason = strdup(reason ? reason : ""))) {
+    if (!d || !(d->reason = strdup(reason ? reason : "")) ||
+        (groups && !(d->groups = kq_dlq_groups_copy(groups)))) {
         if (d)
             msg_free(d);
         return -ENOMEM;
@@ -250,7 +255,12 @@ static int mem_recover(struct kq_store *s, kq_store_recover_cb cb, void *ud)
 
 static struct kq_dead_letter as_dead(const struct mem_msg *d)
 {
-    return (struct kq_dead_letter){.msg = d->m, .reason = d->reason, .dead_time = d->dead_time};
+    struct kq_dead_letter dl = {.msg = d->m, .reason = d->reason, .dead_time = d->dead_time};
+    if (d->groups) {
+        dl.groups_known = true;
+        dl.groups = *d->groups;
+    }
+    return dl;
 }
 
 static int mem_dlq_counts(struct kq_store *s, bool by_group, kq_store_dlq_count_cb cb, void *ud)

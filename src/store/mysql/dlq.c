@@ -21,27 +21,6 @@
 
 /* --- rows ------------------------------------------------------------------------------------ */
 
-/* A DLQ row: fail_groups holds {"reason","dead_time"} when this store moved it; rows the
- * Go broker moved keep their array, and count as expired at expired_time. */
-static void row_dead(const struct my_rows *r, size_t i, struct kq_dead_letter *d, char *reason,
-                     size_t rlen)
-{
-    my_row_msg(r, i, &d->msg);
-    snprintf(reason, rlen, "expired");
-    d->dead_time = d->msg.expired_time;
-    cJSON *o = cJSON_Parse(my_cell(r, i, C_FAIL)->p ? my_cell(r, i, C_FAIL)->p : "");
-    if (cJSON_IsObject(o)) {
-        cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "reason");
-        cJSON *dt = cJSON_GetObjectItemCaseSensitive(o, "dead_time");
-        if (cJSON_IsString(rs))
-            snprintf(reason, rlen, "%s", rs->valuestring);
-        if (cJSON_IsNumber(dt))
-            d->dead_time = (int64_t)dt->valuedouble;
-    }
-    cJSON_Delete(o);
-    d->reason = reason;
-}
-
 /* A job of one or more statements whose done gets the callback in j->cb/j->ud (cast back
  * by the done function) and ctx. NULL on ENOMEM (stmts freed). */
 static struct my_job *dlq_job(bool txn, my_done_fn done, size_t n, char **stmts, int rows_stmt,
@@ -140,20 +119,22 @@ static void page_done(struct my_store *s, struct my_job *j)
     struct page_ctx *c = j->ctx;
     kq_store_dlq_page_cb done = (kq_store_dlq_page_cb)(void (*)(void))j->cb;
     char next[KQ_DLQ_CURSOR_LEN] = "";
-    if (j->status == 0) {
-        for (size_t i = 0; i < j->rows->n; i++) {
-            struct kq_dead_letter d;
-            char reason[COL_VARCHAR + 1];
-            row_dead(j->rows, i, &d, reason, sizeof reason);
-            c->item(j->ud, &d);
+    int status = j->status;
+    if (status == 0) {
+        struct my_dead x = {0};
+        for (size_t i = 0; i < j->rows->n && !status; i++) {
+            if (!(status = my_dead_row(j->rows, i, &x)))
+                c->item(j->ud, &x.d);
+            my_dead_release(&x);
         }
+        my_dead_free(&x);
         if (j->rows->n == c->max && j->rows->n)
             snprintf(next, sizeof next, "%d:%s", c->db,
                      my_cell(j->rows, j->rows->n - 1, C_ID)->p);
         else if (c->db + 1 < s->conf.shardnum)
             snprintf(next, sizeof next, "%d:", c->db + 1);
     }
-    done(j->ud, j->status, next);
+    done(j->ud, status, status ? "" : next);
     free(c);
     my_job_free(j);
 }
@@ -207,16 +188,17 @@ static void one_done(struct my_store *s, struct my_job *j)
     int status = j->status;
     if (status == 0 && (!j->rows || j->rows->n == 0))
         status = -ENOENT;
+    struct my_dead x = {0};
+    if (!status && (status = my_dead_row(j->rows, 0, &x)) && take)
+        KQ_ERROR(MY_MOD, "dead letter taken out of the DLQ but not read (out of memory)");
     if (status) {
         cb(j->ud, status, NULL);
     } else {
-        struct kq_dead_letter d;
-        char reason[COL_VARCHAR + 1];
-        row_dead(j->rows, 0, &d, reason, sizeof reason);
         if (take)
-            my_dlq_changed(s, d.msg.topic, d.msg.publish_group, -1);
-        cb(j->ud, 0, &d);
+            my_dlq_changed(s, x.d.msg.topic, x.d.msg.publish_group, -1);
+        cb(j->ud, 0, &x.d);
     }
+    my_dead_free(&x);
     my_job_free(j);
 }
 

@@ -11,6 +11,7 @@
 #include <uthash.h>
 #include <uv.h>
 
+#include "store/dlq_groups.h"
 #include "store/dlq_index.h"
 #include "store/mysql/mysql_store.h"
 #include "store/store.h"
@@ -22,10 +23,11 @@
     "message_id,header,body,msg_type,topic,message_type,publish_group,`commit`,"          \
     "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"      \
     "succ_groups,next_deliver_time"
-/* The same columns without header and body (empty in their place): recovery does not need
- * them, the broker loads them when a message's attempt starts. */
+/* The same columns without body and, unless it holds a property of scheduled delivery or
+ * per-message groups (x-kiteq-...: the broker reads them at recovery), without header (empty
+ * in their place): the broker loads them when a message's attempt starts. */
 #define MY_COLS_NO_PAYLOAD                                                                \
-    "message_id,'','',msg_type,topic,message_type,publish_group,`commit`,"                \
+    "message_id,IF(LOCATE('x-kiteq-',header)>0,header,''),'',msg_type,topic,message_type,publish_group,`commit`,"                \
     "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"      \
     "succ_groups,next_deliver_time"
 
@@ -282,7 +284,11 @@ void my_row_msg(const struct my_rows *r, size_t i, struct kq_stored_msg *m);
 /* Hand a job to the workers with the others of this loop iteration. */
 void my_submit(struct my_store *s, struct my_job *j);
 /* Each row (MY_COLS) to cb with its delivery state (NULL for a fresh message). */
-int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud);
+int my_emit_rows(const struct my_rows *r, kq_store_recover_cb cb, void *ud);
+/* kq_store_ops.takeover (takeover.c) and .stats (stats.c). */
+int my_takeover(struct kq_store *base, const char *dead_server, kq_store_recover_cb row,
+                kq_store_takeover_done_cb done, void *ud);
+void my_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud);
 /* kq_store_ops.dlq_* (dlq.c: jobs that complete on the loop; counters in memory). */
 int my_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
 int my_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,
@@ -303,4 +309,23 @@ const char *my_store_unavailable(struct kq_store *base);
 void my_health_note(struct my_store *s, const struct my_job *j);
 void my_health_up(struct my_store *s);
 void my_health_start(struct my_store *s);
+/* --- dead-letter rows (dlq_row.c) ----------------------------------------------------------- */
+
+/* The header field (tag, length, JSON) that carries what kite_msg_dlq has no column for;
+ * g may be NULL. malloc'd; NULL on ENOMEM. */
+char *my_dead_field(const char *reason, int64_t dead_time, const struct kq_dlq_groups *g,
+                    size_t *len);
+/* A kite_msg_dlq row read back; d borrows from the row and from this struct. */
+struct my_dead {
+    struct kq_dead_letter d;
+    char reason[1024];
+    struct cJSON *json;
+    const char **fail, **succ;
+    struct kq_dlq_groups_buf gb; /* reused from row to row */
+};
+/* Fill x from row i: 0 or -ENOMEM. my_dead_release after each row (also after a failure),
+ * my_dead_free at the end. */
+int my_dead_row(const struct my_rows *r, size_t i, struct my_dead *x);
+void my_dead_release(struct my_dead *x);
+void my_dead_free(struct my_dead *x);
 #endif

@@ -140,7 +140,8 @@ static int my_save(struct kq_store *base, const struct kq_stored_msg *m, kq_stor
     if (!j)
         return -ENOMEM;
     struct my_sql q = {0};
-    msg_tuple(&q, s, m, 0, "[]", "[]", 0);
+    msg_tuple(&q, s, m, 0, "[]", "[]",
+              m->deliver_at_ms > 0 ? (m->deliver_at_ms + 999) / 1000 : 0); /* never early */
     j->values_len = q.len;
     if (!(j->values = my_sql_take(&q))) {
         free(j);
@@ -438,27 +439,22 @@ static int my_remove(struct kq_store *base, const char *id)
 
 /* --- dead letters ---------------------------------------------------------------------------- */
 
-/* fail_groups of a DLQ row: {"reason":..,"dead_time":..}, cut to fit varchar(255). */
-static char *reason_json(const char *reason, int64_t now)
+/* The fail_groups and succ_groups texts of a dead letter's row (dlq_row.c). 0 or -ENOMEM. */
+static int dead_columns(const struct kq_dlq_groups *g, char **fail, char **succ)
 {
-    char buf[COL_VARCHAR + 1];
-    snprintf(buf, sizeof buf, "%s", reason ? reason : "");
-    for (size_t len = strlen(buf);; len = len > 16 ? len - 16 : 0) {
-        while (len && ((unsigned char)buf[len] & 0xC0) == 0x80)
-            len--; /* do not cut a UTF-8 sequence */
-        buf[len] = 0;
-        cJSON *o = cJSON_CreateObject();
-        if (!o || !cJSON_AddStringToObject(o, "reason", buf) ||
-            !cJSON_AddNumberToObject(o, "dead_time", (double)now)) {
-            cJSON_Delete(o);
-            return NULL;
-        }
-        char *txt = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!txt || strlen(txt) <= COL_VARCHAR || len == 0)
-            return txt;
-        cJSON_free(txt);
-    }
+    const char **names = malloc((g->n_failed + 1) * sizeof *names);
+    if (!names)
+        return -ENOMEM;
+    for (size_t i = 0; i < g->n_failed; i++)
+        names[i] = g->failed[i].group;
+    *fail = my_groups_json(names, g->n_failed, COL_VARCHAR);
+    *succ = my_groups_json((const char **)g->acked, g->n_acked, COL_VARCHAR);
+    free(names);
+    if (*fail && *succ)
+        return 0;
+    cJSON_free(*fail);
+    cJSON_free(*succ);
+    return -ENOMEM;
 }
 
 /* ctx: "topic\0group" of the dead letter, for the counters. */
@@ -481,7 +477,8 @@ static void dead_done(struct my_store *s, struct my_job *j)
     s->retry = j;
 }
 
-static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, const char *reason)
+static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, const char *reason,
+                          const struct kq_dlq_groups *groups)
 {
     struct my_store *s = (struct my_store *)base;
     if (!my_valid_id(m->id))
@@ -496,28 +493,44 @@ static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, 
             p->cbs[k].cb(p->cbs[k].ud, -ECANCELED);
         pend_free(p);
     }
-    char *rj = reason_json(reason, kq_now_sec());
-    if (!rj)
+    size_t flen = 0;
+    char *field = my_dead_field(reason, kq_now_sec(), groups, &flen), *fail = NULL, *succ = NULL;
+    uint8_t *header = field && m->header ? malloc((size_t)m->header_len + flen) : NULL;
+    if (!field || (m->header && !header) || (groups && dead_columns(groups, &fail, &succ))) {
+        free(field);
+        free(header);
         return -ENOMEM;
+    }
     char *stmts[3] = {0};
     size_t n = 0;
     struct my_sql q = {0};
     my_sql_cat(&q, "REPLACE INTO ");
     my_table_name(&q, s, db, -1);
-    my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,header,body,msg_type,topic,message_type,"
-                   "publish_group,`commit`,publish_time,expired_time,deliver_count,"
-                   "deliver_limit,kite_server,");
-    my_sql_str(&q, rj);
-    my_sql_cat(&q, ",succ_groups,next_deliver_time FROM ");
+    my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,CONCAT(header,");
+    my_sql_bin(&q, (const uint8_t *)field, flen);
+    my_sql_cat(&q, "),body,msg_type,topic,message_type,publish_group,`commit`,publish_time,"
+                   "expired_time,deliver_count,deliver_limit,kite_server,");
+    my_sql_cat(&q, fail ? "" : "fail_groups");
+    if (fail)
+        my_sql_str(&q, fail);
+    my_sql_cat(&q, fail ? "," : ",succ_groups");
+    if (succ)
+        my_sql_str(&q, succ);
+    my_sql_cat(&q, ",next_deliver_time FROM ");
     my_table_name(&q, s, db, tb);
     my_sql_cat(&q, " WHERE message_id=");
     my_sql_str(&q, m->id);
     stmts[n++] = my_sql_take(&q);
     if (m->header) { /* not in the table (or not yet): store what the caller gave */
+        struct kq_stored_msg dm = *m;
+        memcpy(header, m->header, m->header_len);
+        memcpy(header + m->header_len, field, flen);
+        dm.header = header;
+        dm.header_len = m->header_len + (uint32_t)flen;
         my_sql_cat(&q, "INSERT IGNORE INTO ");
         my_table_name(&q, s, db, -1);
         my_sql_cat(&q, " (" MY_COLS ") VALUES ");
-        msg_tuple(&q, s, m, 0, rj, "[]", 0);
+        msg_tuple(&q, s, &dm, 0, fail ? fail : "[]", succ ? succ : "[]", 0);
         stmts[n++] = my_sql_take(&q);
     }
     my_sql_cat(&q, "DELETE FROM ");
@@ -525,7 +538,10 @@ static int my_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, 
     my_sql_cat(&q, " WHERE message_id=");
     my_sql_str(&q, m->id);
     stmts[n++] = my_sql_take(&q);
-    cJSON_free(rj);
+    free(field);
+    free(header);
+    cJSON_free(fail);
+    cJSON_free(succ);
     struct my_job *j = my_job_script(true, dead_done, n, stmts);
     if (!j)
         return -ENOMEM;
@@ -606,19 +622,12 @@ static int my_load(struct kq_store *base, const char *id, kq_store_load_cb cb, v
 
 bool my_is_mysql_store(const struct kq_store *base) { return base && base->ops == &mysql_ops; }
 
-const char *kq_mysql_store_server(const struct kq_store *base)
+/* kq_store_ops.owner: rows carry kite_server; brokers sharing host:port:db see each other. */
+static int my_owner(const struct kq_store *base, const char **self, char *shared, size_t len)
 {
-    if (!my_is_mysql_store(base))
-        return NULL;
-    return ((const struct my_store *)base)->conf.server;
-}
-
-int kq_mysql_store_ident(const struct kq_store *base, char *out, size_t len)
-{
-    if (!my_is_mysql_store(base))
-        return -EINVAL;
     const struct my_store *s = (const struct my_store *)base;
-    snprintf(out, len, "%s:%u:%s", s->conf.host, s->conf.port, s->conf.db);
+    *self = s->conf.server;
+    snprintf(shared, len, "%s:%u:%s", s->conf.host, s->conf.port, s->conf.db);
     return 0;
 }
 
@@ -733,6 +742,9 @@ static const struct kq_store_ops mysql_ops = {
     .dlq_take = my_dlq_take,
     .dlq_purge = my_dlq_purge,
     .close = my_close,
+    .stats = my_stats,
+    .owner = my_owner,
+    .takeover = my_takeover,
 };
 
 static int copy_param(const struct kq_store_uri *u, const char *key, const char *def, char *dst,

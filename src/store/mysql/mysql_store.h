@@ -11,8 +11,6 @@
 #include <stdint.h>
 
 struct kq_store; /* store/store.h; not included so that tools need no libuv headers */
-struct kq_stored_msg;
-struct kq_delivery_state;
 
 #define KQ_MYSQL_SHARD_SEED 16 /* hex digits: the id space is cut into 16 buckets */
 
@@ -30,32 +28,6 @@ int kq_mysql_shardnum_valid(int shardnum);
  * or NULL (bad shardnum or dbname, ENOMEM). Any thread. */
 char *kq_mysql_schema_sql(int shardnum, const char *dbname);
 
-/* Hand a dead broker's pending messages to this store's server: rewrite kite_server from
- * dead_server to ours for every row of every shard table, one transaction per table set.
- * Blocks the caller until done (tools and tests; a serving broker uses
- * kq_mysql_takeover_start).
- * Returns 0 and the number of rows in *moved, -EINVAL (not a mysql store, bad name) or
- * -EIO/-ETIMEDOUT. Loop thread. */
-int kq_mysql_takeover(struct kq_store *s, const char *dead_server, uint64_t *moved);
-
-/* The same, page by page, handing every moved row to row (as recover does: message plus
- * delivery state, header and body borrowed for the call) so that the caller can deliver
- * them. Nothing waits: each page of 500 rows is one transaction on a worker, its rows come
- * back on the loop, then done(ud, status, moved) once: 0, or -EIO/-ETIMEDOUT/-ESHUTDOWN
- * (rows moved before the failure were handed to row). Returns 0 (done will run), or
- * -EINVAL (not a mysql store, bad name), -ENOMEM, -ESHUTDOWN (done will not run). Loop
- * thread. */
-typedef void (*kq_mysql_row_cb)(void *ud, const struct kq_stored_msg *m,
-                                const struct kq_delivery_state *state);
-typedef void (*kq_mysql_takeover_done_cb)(void *ud, int status, uint64_t moved);
-int kq_mysql_takeover_start(struct kq_store *s, const char *dead_server, kq_mysql_row_cb row,
-                            kq_mysql_takeover_done_cb done, void *ud);
-
-/* This store's kite_server value; NULL if s is not a mysql store. */
-const char *kq_mysql_store_server(const struct kq_store *s);
-/* "host:port:db" naming the shared database (ZooKeeper takeover locks). 0 or -EINVAL. */
-int kq_mysql_store_ident(const struct kq_store *s, char *out, size_t len);
-
 struct kq_mysql_stats {
     uint64_t saves_ok, saves_failed;   /* acked / failed save callbacks */
     uint64_t save_batches;             /* transactions that carried saves */
@@ -64,6 +36,7 @@ struct kq_mysql_stats {
     uint64_t moved_to_dlq;             /* expired / over-limit rows moved by recover */
 };
 
-/* Counters; -EINVAL if s is not a mysql store. Loop thread. */
+/* Counters (the broker reads them as kq_store_ops.stats); -EINVAL if s is not a mysql store.
+ * Loop thread. The takeover of a dead broker's rows is kq_store_ops.owner/takeover. */
 int kq_mysql_store_stats(struct kq_store *s, struct kq_mysql_stats *out);
 #endif

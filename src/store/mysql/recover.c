@@ -11,7 +11,7 @@
 #include "store/mysql/mysql_internal.h"
 
 /* One row (MY_COLS) to a recover callback, with its delivery state. */
-static int emit_row(const struct my_rows *r, size_t i, kq_mysql_row_cb cb, void *ud)
+static int emit_row(const struct my_rows *r, size_t i, kq_store_recover_cb cb, void *ud)
 {
     struct kq_stored_msg m;
     my_row_msg(r, i, &m);
@@ -35,7 +35,7 @@ static int emit_row(const struct my_rows *r, size_t i, kq_mysql_row_cb cb, void 
     return rc;
 }
 
-int my_emit_rows(const struct my_rows *r, kq_mysql_row_cb cb, void *ud)
+int my_emit_rows(const struct my_rows *r, kq_store_recover_cb cb, void *ud)
 {
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < r->n; i++)
@@ -126,14 +126,24 @@ static void rec_moves(struct my_store *s, int db, int tb, const char *ids)
     struct my_sql q = {0};
     my_sql_cat(&q, "REPLACE INTO ");
     my_table_name(&q, s, db, -1);
-    my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,header,body,msg_type,topic,message_type,"
-                   "publish_group,`commit`,publish_time,expired_time,deliver_count,"
-                   "deliver_limit,kite_server,");
-    my_sql_printf(&q,
-                  "CONCAT('{\"reason\":\"',IF(expired_time<=%lld,'expired',"
-                  "'deliver limit reached'),'\",\"dead_time\":%lld}'),",
-                  (long long)s->rec.now, (long long)s->rec.now);
-    my_sql_cat(&q, "succ_groups,next_deliver_time FROM ");
+    size_t el = 0, ll = 0;
+    char *expired = my_dead_field("expired", s->rec.now, NULL, &el);
+    char *limit = my_dead_field("deliver limit reached", s->rec.now, NULL, &ll);
+    my_sql_cat(&q, " (" MY_COLS ") SELECT message_id,");
+    if (expired && limit) { /* the reason in the header (dlq_row.c); the groups stay */
+        my_sql_printf(&q, "CONCAT(header,IF(expired_time<=%lld,", (long long)s->rec.now);
+        my_sql_bin(&q, (const uint8_t *)expired, el);
+        my_sql_cat(&q, ",");
+        my_sql_bin(&q, (const uint8_t *)limit, ll);
+        my_sql_cat(&q, "))");
+    } else {
+        q.oom = true;
+    }
+    free(expired);
+    free(limit);
+    my_sql_cat(&q, ",body,msg_type,topic,message_type,publish_group,`commit`,publish_time,"
+                   "expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"
+                   "succ_groups,next_deliver_time FROM ");
     my_table_name(&q, s, db, tb);
     my_sql_printf(&q, " WHERE message_id IN %s%s", ids, cond);
     s->rec.move[0] = my_sql_take(&q);

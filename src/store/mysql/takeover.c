@@ -1,6 +1,5 @@
-/* MySQL store, takeover of a dead broker's rows: kq_mysql_takeover_start (the broker's: page
- * by page as jobs, rows handed out on the loop) and kq_mysql_takeover (all at once, waiting:
- * for tools and tests, never on a serving broker's loop). */
+/* MySQL store, takeover of a dead broker's rows (kq_store_ops.takeover): page by page as
+ * jobs, rows handed out on the loop. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,69 +9,13 @@
 #include "core/log.h"
 #include "store/mysql/mysql_internal.h"
 
-/* --- kq_mysql_takeover: one transaction, waited for ----------------------------------------- */
-
-/* Run one statement list and wait; *out gets the job (rows, affected) on success. */
-static int run_sync(struct my_store *s, bool txn, size_t n, char **stmts, int rows_stmt,
-                    struct my_job **out)
-{
-    struct my_job *j = my_job_script(txn, NULL, n, stmts);
-    if (!j)
-        return -ENOMEM;
-    j->rows_stmt = rows_stmt;
-    j->deadline_us = 0;
-    int rc = my_pool_run_sync(&s->pool, j);
-    if (rc || !out)
-        my_job_free(j);
-    else
-        *out = j;
-    return rc;
-}
-
-
-int kq_mysql_takeover(struct kq_store *base, const char *dead_server, uint64_t *moved)
-{
-    if (!my_is_mysql_store(base) || !dead_server || !*dead_server ||
-        strlen(dead_server) > COL_VARCHAR)
-        return -EINVAL;
-    struct my_store *s = (struct my_store *)base;
-    char *stmts[KQ_MYSQL_SHARD_SEED];
-    size_t n = 0;
-    for (int db = 0; db < s->conf.shardnum; db++)
-        for (int tb = 0; tb < s->conf.hash_num; tb++) {
-            struct my_sql q = {0};
-            my_sql_cat(&q, "UPDATE ");
-            my_table_name(&q, s, db, tb);
-            my_sql_cat(&q, " SET kite_server=");
-            my_sql_str(&q, s->conf.server);
-            my_sql_cat(&q, " WHERE kite_server=");
-            my_sql_str(&q, dead_server);
-            stmts[n++] = my_sql_take(&q);
-        }
-    struct my_job *j;
-    int rc = run_sync(s, true, n, stmts, -1, &j); /* one transaction over all shards */
-    if (rc)
-        return rc;
-    uint64_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += j->affected[i];
-    my_job_free(j);
-    if (moved)
-        *moved = total;
-    KQ_INFO(MY_MOD, "took over %llu pending messages of %s", (unsigned long long)total,
-            dead_server);
-    return 0;
-}
-
-/* --- takeover with delivery: page by page, as jobs ------------------------------------------- */
-
 struct takeover {
     struct my_store *s;
     char dead[COL_VARCHAR + 1];
     int table; /* db * hash_num + tb being moved */
     uint64_t moved;
-    kq_mysql_row_cb row;
-    kq_mysql_takeover_done_cb done;
+    kq_store_recover_cb row;
+    kq_store_takeover_done_cb done;
     void *ud;
 };
 
@@ -140,8 +83,8 @@ static void takeover_page_done(struct my_store *s, struct my_job *j)
         takeover_finish(t, rc);
 }
 
-int kq_mysql_takeover_start(struct kq_store *base, const char *dead_server, kq_mysql_row_cb row,
-                            kq_mysql_takeover_done_cb done, void *ud)
+int my_takeover(struct kq_store *base, const char *dead_server, kq_store_recover_cb row,
+                kq_store_takeover_done_cb done, void *ud)
 {
     if (!my_is_mysql_store(base) || !dead_server || !*dead_server ||
         strlen(dead_server) > COL_VARCHAR || !row || !done)

@@ -18,6 +18,10 @@ enum {
 int cli_parse_long(const char *prog, const char *opt, const char *s, long min, long max,
                    long *out);
 
+/* True when s looks like HOST:PORT ("[v6]:PORT" too): a host before the last ':' and a port
+ * 1..65535 after it. */
+bool cli_is_hostport(const char *s);
+
 /* True when p[0..n) is valid UTF-8 without control characters (tab, CR, LF allowed):
  * such a body can be shown as a JSON string. */
 bool cli_is_printable_utf8(const uint8_t *p, size_t n);

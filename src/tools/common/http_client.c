@@ -51,7 +51,7 @@ static int dial(const char *hostport, int64_t deadline, char *err, size_t errlen
     const char *colon = strrchr(hostport, ':');
     size_t hl = colon ? (size_t)(colon - hostport) : 0;
     if (!colon || hl == 0 || hl >= sizeof host || !colon[1]) {
-        snprintf(err, errlen, "bad address '%s' (want HOST:PORT)", hostport);
+        snprintf(err, errlen, "bad address '%s' (expected HOST:PORT)", hostport);
         return -EINVAL;
     }
     memcpy(host, hostport, hl);

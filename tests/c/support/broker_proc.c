@@ -1,4 +1,6 @@
 #include "support/broker_proc.h"
+#include "support/test_files.h"
+#include "support/tmp_dir.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -91,8 +93,7 @@ void broker_default_config(char *out, size_t len, const char *db, const char *ex
 
 static const char *kiteq_exe(char *buf, size_t len)
 {
-    const char *build = getenv("KITEQ_BUILD_DIR");
-    snprintf(buf, len, "%s/kiteq", build ? build : ".");
+    snprintf(buf, len, "%s/kiteq", test_build_dir());
     return buf;
 }
 
@@ -149,8 +150,7 @@ static int spawn(struct broker_proc *bp, const char *bind, const char *const *ex
 int broker_prepare(struct broker_proc *bp)
 {
     memset(bp, 0, sizeof *bp);
-    snprintf(bp->dir, sizeof bp->dir, "/tmp/kiteq-test-XXXXXX");
-    if (!mkdtemp(bp->dir))
+    if (tmp_dir_make(bp->dir, sizeof bp->dir, "kiteq-test-") != 0)
         return -1;
     snprintf(bp->config, sizeof bp->config, "%s/cluster.lua", bp->dir);
     snprintf(bp->log, sizeof bp->log, "%s/broker.log", bp->dir);
@@ -249,20 +249,6 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
         usleep(5000);
     } while (now_ms() < deadline);
     return false;
-}
-
-int cli_run(const char *args, char *out, size_t len)
-{
-    const char *build = getenv("KITEQ_BUILD_DIR");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>&1", build ? build : ".", args);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms)
@@ -366,34 +352,6 @@ double prom_sample(const char *text, const char *sample)
         if (strncmp(p, sample, n) == 0 && p[n] == ' ')
             return strtod(p + n + 1, NULL);
     return NAN;
-}
-
-int cli_runf(char **out, const char *fmt, ...)
-{
-    const char *build = getenv("KITEQ_BUILD_DIR");
-    char args[2048], cmd[2600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s/kiteq-cli' %s 2>/dev/null", build ? build : ".", args);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t len = 0, cap = 4096;
-    char *buf = malloc(cap);
-    size_t r;
-    while (buf && (r = fread(buf + len, 1, cap - len - 1, p)) > 0)
-        if ((len += r) + 1 >= cap)
-            buf = realloc(buf, cap *= 2);
-    if (buf)
-        buf[len] = '\0';
-    int st = pclose(p);
-    if (out)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* --- raw frames ------------------------------------------------------------------------- */
@@ -569,6 +527,15 @@ int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *i
     h.fly = m->fly;
     h.has_createtime = 1;
     h.createtime = time(NULL);
+    Protocol__Entry ents[16], *ptrs[16];
+    for (size_t i = 0; m->props && m->props[2 * i] && i < 16; i++) {
+        protobuf_c_message_init(&protocol__entry__descriptor, &ents[i]);
+        ents[i].key = (char *)m->props[2 * i];
+        ents[i].value = (char *)m->props[2 * i + 1];
+        ptrs[i] = &ents[i];
+        h.properties = ptrs;
+        h.n_properties = i + 1;
+    }
     Protocol__StringMessage sm = PROTOCOL__STRING_MESSAGE__INIT;
     sm.header = &h;
     sm.body = (char *)(m->body ? m->body : "hello");

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "proto/codec.h"
+#include "support/cli_proc.h" /* kiteq-cli runs, used with brokers */
 
 struct broker_proc {
     pid_t pid;
@@ -49,11 +50,6 @@ bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
  * are appended to dir/kiteq-run.out. Returns the exit status, or -1 when it did not exit by
  * itself. */
 int kiteq_run(const char *dir, const char *const *args, char *out, size_t len, int timeout_ms);
-/* Run `build/kiteq-cli ARGS` (args: a shell word list, quoted as needed) until it exits; its
- * stdout and stderr go to out (NUL-terminated, cut to len). Returns the exit status, or -1. */
-int cli_run(const char *args, char *out, size_t len);
-/* The same, args as a printf format; only stdout, into *out (malloc'd; may be NULL). */
-int cli_runf(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The admin HTTP port from the broker's "listening admin=... port=N" log line, or -1. */
 int broker_admin_port(const struct broker_proc *bp);
 /* GET path from the admin server on 127.0.0.1:port; the body into out (NUL-terminated, cut to
@@ -93,6 +89,7 @@ struct raw_msg {
     bool commit, fly;
     int64_t expired;   /* 0 = -1 (broker default) */
     int32_t limit;     /* 0 = -1 */
+    const char *const *props; /* Header.properties: key, value, ..., NULL (may be NULL) */
 };
 int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
                 char *feedback, size_t fblen);

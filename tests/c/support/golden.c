@@ -1,4 +1,5 @@
 #include "support/golden.h"
+#include "support/test_files.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,9 +7,9 @@
 
 cJSON *golden_load(const char *name)
 {
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/golden/%s", src ? src : ".", name);
+    char rel[512], path[1024];
+    snprintf(rel, sizeof rel, "tests/golden/%s", name);
+    test_source_path(path, sizeof path, rel);
     FILE *f = fopen(path, "r");
     if (!f)
         return NULL;

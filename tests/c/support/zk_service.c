@@ -1,5 +1,14 @@
 /* See zk_service.h. */
 #include "support/zk_service.h"
+#include "support/test_files.h"
+#include "support/tmp_dir.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,9 +31,7 @@ static void sleep_ms(int ms)
 static const char *script_dir(void)
 {
     static char dir[512];
-    const char *src = getenv("KITEQ_SOURCE_DIR");
-    snprintf(dir, sizeof dir, "%s/scripts", src ? src : "..");
-    return dir;
+    return test_source_path(dir, sizeof dir, "scripts");
 }
 
 /* Run "scripts/NAME BASE args..." and return its exit status (-1 on spawn failure). */
@@ -94,11 +101,8 @@ int zk_service_start(struct zk_service *s)
             snprintf(s->base, sizeof s->base, "%s", base);
         return 0;
     }
-    snprintf(s->base, sizeof s->base, "/tmp/kqzk.XXXXXX");
-    if (!mkdtemp(s->base)) {
-        perror("mkdtemp");
+    if (tmp_dir_make(s->base, sizeof s->base, "kqzk.") != 0)
         return -1;
-    }
     s->owned = true;
     g_owned = s;
     atexit(at_exit_stop);
@@ -200,4 +204,42 @@ bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *
         sleep_ms(20);
     }
     return false;
+}
+
+int zk_service_open(struct zk_service *s, zhandle_t **zh)
+{
+    if (zk_service_start(s) != 0)
+        return -1;
+    if (!(*zh = zk_test_connect(s->hosts, 15000))) {
+        fprintf(stderr, "zk_service: no session with %s within 15 s\n", s->hosts);
+        return -1;
+    }
+    return 0;
+}
+
+void zk_service_close(struct zk_service *s, zhandle_t **zh)
+{
+    if (*zh)
+        zookeeper_close(*zh);
+    *zh = NULL;
+    zk_service_stop(s);
+}
+
+void zk_test_assert_node(zhandle_t *zh, const char *path, bool ephemeral)
+{
+    struct Stat st;
+    char buf[16];
+    int len = sizeof buf;
+    int rc = zoo_get(zh, path, 0, buf, &len, &st);
+    if (rc != ZOK)
+        fail_msg("%s: %s", path, zerror(rc));
+    assert_int_equal(st.dataLength, 0);
+    assert_int_equal(st.ephemeralOwner != 0, ephemeral);
+    struct ACL_vector acl;
+    assert_int_equal(zoo_get_acl(zh, path, &acl, &st), ZOK);
+    assert_int_equal(acl.count, 1);
+    assert_string_equal(acl.data[0].id.scheme, "world");
+    assert_string_equal(acl.data[0].id.id, "anyone");
+    assert_int_equal(acl.data[0].perms, ZOO_PERM_ALL);
+    deallocate_ACL_vector(&acl);
 }

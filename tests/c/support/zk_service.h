@@ -24,10 +24,18 @@ void zk_service_stop(struct zk_service *s);
 int zk_service_down(struct zk_service *s);
 int zk_service_up(struct zk_service *s);
 
+/* zk_service_start, then a handle on it (connected within 15 s) into *zh. 0, or -1. */
+int zk_service_open(struct zk_service *s, zhandle_t **zh);
+/* Close *zh (when set; then NULL) and zk_service_stop. */
+void zk_service_close(struct zk_service *s, zhandle_t **zh);
+
 /* A connected handle (waits up to timeout_ms), or NULL. */
 zhandle_t *zk_test_connect(const char *hosts, int timeout_ms);
 /* Create path's missing parents (persistent) and the node with data, or set its data. */
 int zk_test_write(zhandle_t *zh, const char *path, const char *data);
+/* Fails the running cmocka test unless path is a node as KiteQ makes them: no data,
+ * ephemeral or persistent as said, open to world:anyone. */
+void zk_test_assert_node(zhandle_t *zh, const char *path, bool ephemeral);
 /* Poll until path exists (want=true) or not; the node's stat in st (may be NULL). */
 bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st,
                        int timeout_ms);

@@ -15,8 +15,8 @@
  * in the count hook and in kq_lua_budget_charge, and stop as if over budget.
  *
  * Threading: a state and its budget are used by one thread at a time. */
-#ifndef KQ_POLICY_LUA_BUDGET_H
-#define KQ_POLICY_LUA_BUDGET_H
+#ifndef KQ_SANDBOX_LUA_BUDGET_H
+#define KQ_SANDBOX_LUA_BUDGET_H
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -74,6 +74,6 @@ void kq_lua_budget_stop_flag(const atomic_bool *flag);
 void kq_lua_patterns_bound(struct lua_State *L);
 /* An upper bound of the matcher steps of one call with `pattern` (len bytes) on an n-byte
  * subject: find/match/gsub (a leading '^' anchors) or gmatch (never anchored). Saturates at
- * 1e18. Exposed for tests (tests/lua/policies_spec.lua computes the same numbers). */
+ * 1e18. Exposed for tests (test_policy.c). */
 double kq_lua_pattern_cost(const char *pattern, size_t len, size_t n, bool gmatch);
 #endif

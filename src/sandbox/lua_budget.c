@@ -1,4 +1,4 @@
-#include "policy/lua_budget.h"
+#include "sandbox/lua_budget.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "core/clock.h"
+#include "sandbox/sandbox.h"
 
 static const char BUDGET_KEY = 0; /* its address keys the budget in the Lua registry */
 static _Thread_local const atomic_bool *thread_stop;
@@ -138,6 +139,7 @@ static int open_libs(lua_State *L)
         lua_call(L, 1, 0);
     }
     kq_lua_patterns_bound(L);
+    kq_sandbox_close_strings(L);
     lua_pushlightuserdata(L, (void *)&BUDGET_KEY);
     lua_pushlightuserdata(L, o->b);
     lua_rawset(L, LUA_REGISTRYINDEX);

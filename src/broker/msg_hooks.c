@@ -1,0 +1,264 @@
+/* The per-message hooks on the broker's side: routing a pending message (route_message, or
+ * the memoised route when the policy has none) and the on_dead verdict before a dead
+ * letter. Both see the message as on_publish does, properties included, read from its
+ * packed header. Costs nothing when the policy defines neither hook.
+ *
+ * A message on_dead handed to groups carries the mark HANDED_OVER among its done groups
+ * (persisted with them, so a restart keeps it): from then on it goes to every group bound
+ * on its topic that is not done - the handler groups, since the others were marked done -
+ * its expiry no longer applies, and when it fails again it is dead-lettered for real. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/internal.h"
+#include "core/log.h"
+
+#define HANDED_OVER "(handed over by on_dead)"
+
+bool kq_msg_handed_over(struct kq_broker *b, const struct kq_msg *m)
+{
+    if (!m->n_done)
+        return false;
+    const char *atom = kq_atom_find(b, HANDED_OVER);
+    return atom && kq_names_has(m->done, m->n_done, atom);
+}
+
+int64_t kq_msg_expiry(struct kq_broker *b, const struct kq_msg *m)
+{
+    return kq_msg_handed_over(b, m) ? 0 : m->expired_time;
+}
+
+/* Every group bound on m's topic, once each (its first binding). */
+static size_t topic_groups(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
+                           size_t max)
+{
+    size_t nb = 0, n = 0;
+    const struct kq_binding *binds =
+        b->bindings ? kq_binding_set_topic(b->bindings, m->topic, &nb) : NULL;
+    for (size_t i = 0; i < nb && n < max; i++) {
+        bool seen = false;
+        for (size_t k = 0; k < n && !seen; k++)
+            seen = strcmp(out[k].group, binds[i].group_id) == 0;
+        if (!seen)
+            out[n++] = (struct kq_route){binds[i].group_id, binds[i].persistent,
+                                         binds[i].watermark > 0 ? binds[i].watermark
+                                                                : KQ_POLICY_DEFAULT_WATERMARK};
+    }
+    return n;
+}
+
+/* The view of m the hooks get; properties point into h (NULL h: none). */
+static void view_of(const struct kq_msg *m, const Protocol__Header *h,
+                    struct kq_property_kv *props, struct kq_publish_view *v)
+{
+    size_t np = h ? h->n_properties : 0;
+    for (size_t i = 0; i < np; i++)
+        props[i] = (struct kq_property_kv){h->properties[i]->key, h->properties[i]->value};
+    *v = (struct kq_publish_view){
+        .message_id = m->id, .topic = m->topic, .message_type = m->type,
+        .group = m->pub_group, .properties = np ? props : NULL, .n_properties = np,
+        .body_size = m->block ? KQ_MSG_BODY_LEN(m) : 0, .fly = m->fly, .commit = m->commit,
+        .expired_time = m->expired_time, .deliver_limit = m->deliver_limit,
+        .now_sec = kq_now_sec()};
+}
+
+/* m's header unpacked (free with protocol__header__free_unpacked), or NULL when it is not in
+ * memory or does not parse (logged). */
+static Protocol__Header *unpack_header(const struct kq_msg *m)
+{
+    if (!m->block)
+        return NULL;
+    Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
+    if (!h)
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read the header of id=%s: the "
+                           "per-message hooks see it without properties", m->id);
+    return h;
+}
+
+static size_t route_with_header(struct kq_broker *b, const struct kq_msg *m,
+                                const Protocol__Header *h, struct kq_route *out, size_t max)
+{
+    struct kq_property_kv *props =
+        h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
+    if (h && h->n_properties && !props)
+        h = NULL; /* out of memory: routed without its properties (the hook may miss them) */
+    struct kq_publish_view v;
+    view_of(m, h, props, &v);
+    size_t n = kq_policy_route_message(b->policy, b->bindings, &v, out, max);
+    free(props);
+    return n;
+}
+
+/* The answer just computed for a message being published, kept for its first attempt that
+ * follows at once (memory store, deliveryFirst, fly): one hook call per message, not two.
+ * Any other routing clears it. */
+static _Thread_local struct {
+    char id[KQ_ID_LEN + 1];
+    const struct kq_policy *policy;
+    const struct kq_binding_set *set;
+    uint64_t set_gen;
+    size_t n;
+    struct kq_route routes[KQ_POLICY_MAX_ROUTES];
+} once; /* one per thread: brokers embedded in one process may run on several */
+
+size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
+                    size_t max)
+{
+    if (kq_msg_handed_over(b, m)) {
+        once.id[0] = 0;
+        return topic_groups(b, m, out, max);
+    }
+    if (!kq_policy_has_route_message(b->policy))
+        return kq_policy_route(b->policy, b->bindings, m->topic, m->type, out, max);
+    uint64_t gen = b->bindings ? kq_binding_set_generation(b->bindings) : 0;
+    if (once.id[0] && strcmp(once.id, m->id) == 0 && once.policy == b->policy &&
+        once.set == b->bindings && once.set_gen == gen) {
+        once.id[0] = 0;
+        size_t k = once.n < max ? once.n : max;
+        memcpy(out, once.routes, k * sizeof *out);
+        return k;
+    }
+    once.id[0] = 0;
+    if (!m->block) /* cold: every group of the topic may be one (loaded when one is online) */
+        return topic_groups(b, m, out, max);
+    Protocol__Header *h = unpack_header(m);
+    size_t n = route_with_header(b, m, h, out, max);
+    if (h)
+        protocol__header__free_unpacked(h, NULL);
+    return n;
+}
+
+size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m,
+                          const Protocol__Header *h, struct kq_route *out, size_t max)
+{
+    if (!kq_policy_has_route_message(b->policy))
+        return kq_policy_route(b->policy, b->bindings, m->topic, m->type, out, max);
+    once.n = route_with_header(b, m, h, once.routes, KQ_POLICY_MAX_ROUTES);
+    memcpy(once.id, m->id, sizeof once.id);
+    once.policy = b->policy;
+    once.set = b->bindings;
+    once.set_gen = b->bindings ? kq_binding_set_generation(b->bindings) : 0;
+    size_t k = once.n < max ? once.n : max;
+    memcpy(out, once.routes, k * sizeof *out);
+    return k;
+}
+
+/* --- on_dead ----------------------------------------------------------------------------- */
+
+/* Hand m to the groups in r instead of dead-lettering it: every other group of the topic
+ * counts as done, the handler groups get a fresh deliver_limit of attempts from now. */
+static void hand_over(struct kq_broker *b, struct kq_msg *m, const struct kq_route *r, size_t n,
+                      const char *reason)
+{
+    struct kq_route all[KQ_POLICY_MAX_ROUTES];
+    size_t na = topic_groups(b, m, all, KQ_POLICY_MAX_ROUTES);
+    int rc = kq_names_add(b, &m->done, &m->n_done, HANDED_OVER);
+    for (size_t i = 0; i < na && rc == 0; i++) {
+        bool handler = false;
+        for (size_t k = 0; k < n && !handler; k++)
+            handler = strcmp(all[i].group, r[k].group) == 0;
+        if (handler)
+            kq_names_remove(&m->done, &m->n_done, kq_atom_find(b, all[i].group));
+        else
+            rc = kq_names_add(b, &m->done, &m->n_done, all[i].group);
+    }
+    char groups[512] = "";
+    for (size_t k = 0; k < n; k++) {
+        snprintf(groups + strlen(groups), sizeof groups - strlen(groups), "%s%s", k ? "," : "",
+                 r[k].group);
+        kq_hist(b, m, KQ_EV_REQUEUED, r[k].group, NULL);
+    }
+    if (rc != 0) { /* the mark or a done group could not be recorded: a dead letter after all */
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot hand id=%s over to groups=%s "
+                           "(out of memory): dead-lettered", m->id, groups);
+        kq_delivery_dead_letter_now(b, m, reason);
+        return;
+    }
+    KQ_WARN("delivery", "dead letter handed over by on_dead id=%s topic=%s type=%s groups=%s "
+            "reason=\"%s\"", m->id, m->topic, m->type, groups, reason);
+    kq_names_clear(&m->failed, &m->n_failed);
+    m->attempts = 0;
+    int64_t now = kq_now_ms();
+    kq_delivery_persist(b, m, now);
+    kq_delivery_schedule(b, m, now);
+}
+
+/* Asks on_dead with m's header at hand; true when the hook took the message. */
+static bool decide(struct kq_broker *b, struct kq_msg *m, const char *reason)
+{
+    Protocol__Header *h = unpack_header(m);
+    struct kq_property_kv *props =
+        h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
+    struct kq_publish_view v; /* out of memory for props: seen without its properties */
+    view_of(m, h && h->n_properties && !props ? NULL : h, props, &v);
+    struct kq_route r[KQ_POLICY_MAX_ROUTES];
+    size_t n = 0;
+    enum kq_dead_action a = kq_policy_dead(b->policy, b->bindings, &v, m->attempts, reason, r,
+                                           KQ_POLICY_MAX_ROUTES, &n);
+    free(props);
+    if (h)
+        protocol__header__free_unpacked(h, NULL);
+    if (a == KQ_DEAD_DROP) {
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "delivery", "dead letter dropped by on_dead id=%s "
+                           "topic=%s type=%s reason=\"%s\"", m->id, m->topic, m->type, reason);
+        kq_hist_text(b, m, KQ_EV_DEAD, NULL, "dropped by on_dead");
+        kq_delivery_drop(b, m, true);
+        return true;
+    }
+    if (a == KQ_DEAD_HANDOVER && n > 0) {
+        hand_over(b, m, r, n, reason);
+        return true;
+    }
+    return false;
+}
+
+struct dead_load {
+    struct kq_broker *broker;
+    char id[KQ_ID_LEN + 1];
+    char reason[200];
+};
+
+static void on_dead_loaded(void *ud, int status, const struct kq_stored_msg *sm)
+{
+    struct dead_load *dl = ud;
+    struct kq_broker *b = dl->broker;
+    struct kq_msg *m = kq_delivery_find(b, dl->id);
+    if (m && m->loading) {
+        m->loading = false;
+        if (status == 0 && kq_msg_set_block(m, sm->header, sm->header_len, sm->body,
+                                            sm->body_len) == 0) {
+            if (m->commit)
+                kq_tx_mark_header_committed(m);
+        } else {
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back for on_dead: "
+                               "it sees the message without properties", m->id);
+        }
+        if (!decide(b, m, dl->reason))
+            kq_delivery_dead_letter_now(b, m, dl->reason);
+    }
+    free(dl);
+}
+
+bool kq_dead_hook(struct kq_broker *b, struct kq_msg *m, const char *reason)
+{
+    if (!kq_policy_has_dead(b->policy))
+        return false;
+    if (kq_msg_handed_over(b, m))
+        return false; /* once: failing again after the handover is a dead letter */
+    if (m->block || !m->stored)
+        return decide(b, m, reason);
+    /* its header is in the store only: read it back for the properties first */
+    struct dead_load *dl = calloc(1, sizeof *dl);
+    if (!dl)
+        return decide(b, m, reason);
+    dl->broker = b;
+    memcpy(dl->id, m->id, sizeof dl->id);
+    snprintf(dl->reason, sizeof dl->reason, "%s", reason);
+    m->loading = true;
+    if (b->store->ops->load(b->store, m->id, on_dead_loaded, dl) == 0)
+        return true; /* on_dead_loaded decides (maybe already did) */
+    m->loading = false;
+    free(dl);
+    return decide(b, m, reason);
+}

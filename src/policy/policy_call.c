@@ -1,0 +1,351 @@
+/* kq_policy_call: JSON arguments -> the broker's policy API -> the answer as applied. One
+ * table entry per hook (CALLS); adding a hook to the tools is one entry and its two small
+ * functions. */
+#include "policy/policy_call.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "registry/bindings.h"
+
+/* ---- reading the arguments -------------------------------------------------------------- */
+
+struct args {
+    const cJSON *o;
+    char *err;
+    size_t errlen;
+};
+
+static const cJSON *field(struct args *a, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(a->o, key);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+/* A string field, def when missing; NULL (err set) when of another type. */
+static const char *str_arg(struct args *a, const char *key, const char *def)
+{
+    const cJSON *v = field(a, key);
+    if (!v)
+        return def;
+    if (cJSON_IsString(v))
+        return v->valuestring;
+    snprintf(a->err, a->errlen, "%s: must be a string", key);
+    return NULL;
+}
+
+/* A number field (whole when `whole`), def when missing; err set when wrong. */
+static double num_arg(struct args *a, const char *key, double def, bool whole)
+{
+    const cJSON *v = field(a, key);
+    if (!v)
+        return def;
+    if (!cJSON_IsNumber(v) || (whole && v->valuedouble != (double)(int64_t)v->valuedouble))
+        snprintf(a->err, a->errlen, "%s: must be a%s number", key, whole ? " whole" : "");
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+static bool bool_arg(struct args *a, const char *key, bool def)
+{
+    const cJSON *v = field(a, key);
+    if (!v)
+        return def;
+    if (!cJSON_IsBool(v))
+        snprintf(a->err, a->errlen, "%s: must be true or false", key);
+    return cJSON_IsTrue(v);
+}
+
+static cJSON *limits_json(const struct kq_flow_limits *l)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "rate", l->rate);
+    cJSON_AddNumberToObject(o, "burst", l->burst);
+    cJSON_AddNumberToObject(o, "window", l->window);
+    return o;
+}
+
+/* ---- route: {topic, message_type, bindings = [{group, message_type, bind_type, watermark,
+ * persistent}]} -> {groups = [{group, persistent, watermark}]} ---------------------------- */
+
+static int parse_bind(struct args *a, const cJSON *o, const char *topic, struct kq_binding *b)
+{
+    struct args in = {o, a->err, a->errlen};
+    const char *type = cJSON_IsObject(o) ? str_arg(&in, "bind_type", "direct") : NULL;
+    b->group_id = (char *)(cJSON_IsObject(o) ? str_arg(&in, "group", NULL) : NULL);
+    b->topic = (char *)topic;
+    b->message_type = (char *)(cJSON_IsObject(o) ? str_arg(&in, "message_type", "") : NULL);
+    b->watermark = (int)num_arg(&in, "watermark", 0, true);
+    b->persistent = bool_arg(&in, "persistent", true);
+    static const char *const types[] = {"direct", "regx", "fanout"};
+    bool known = false;
+    for (int i = 0; type && i < 3; i++)
+        if (strcmp(type, types[i]) == 0) {
+            b->bind_type = (enum kq_bind_type)i;
+            known = true;
+        }
+    if (!a->err[0] && (!b->group_id || !b->message_type || !known))
+        snprintf(a->err, a->errlen, "bindings: each is {group = \"name\", message_type = "
+                 "\"...\", bind_type = \"direct\"|\"regx\"|\"fanout\", watermark, persistent}");
+    return a->err[0] ? -EINVAL : 0;
+}
+
+/* A binding set of the topic's bindings (one kq_binding_set_with_group per group, its
+ * bindings in the order given). */
+static struct kq_binding_set *bindings_arg(struct args *a, const char *topic)
+{
+    const cJSON *list = field(a, "bindings");
+    if (list && !cJSON_IsArray(list)) {
+        snprintf(a->err, a->errlen, "bindings: must be a list");
+        return NULL;
+    }
+    int n = list ? cJSON_GetArraySize(list) : 0;
+    struct kq_binding *all = calloc((size_t)n + 1, sizeof *all);
+    struct kq_binding *group = calloc((size_t)n + 1, sizeof *group);
+    struct kq_binding_set *set = all && group ? kq_binding_set_empty() : NULL;
+    for (int i = 0; i < n && !a->err[0]; i++)
+        parse_bind(a, cJSON_GetArrayItem(list, i), topic, &all[i]);
+    for (int i = 0; set && i < n && !a->err[0]; i++) {
+        bool first = true; /* the first binding of its group: add the group's bindings */
+        for (int k = 0; k < i && first; k++)
+            first = strcmp(all[k].group_id, all[i].group_id) != 0;
+        size_t m = 0;
+        for (int k = i; first && k < n; k++)
+            if (strcmp(all[k].group_id, all[i].group_id) == 0)
+                group[m++] = all[k];
+        if (!first)
+            continue;
+        struct kq_binding_set *next = kq_binding_set_with_group(set, topic, all[i].group_id,
+                                                                group, m);
+        kq_binding_set_free(set);
+        set = next;
+    }
+    free(all);
+    free(group);
+    if (!set && !a->err[0])
+        snprintf(a->err, a->errlen, "out of memory");
+    if (a->err[0]) {
+        kq_binding_set_free(set);
+        return NULL;
+    }
+    return set;
+}
+
+static cJSON *call_route(struct kq_policy *p, struct args *a)
+{
+    const char *topic = str_arg(a, "topic", "selftest");
+    const char *type = str_arg(a, "message_type", "");
+    if (a->err[0])
+        return NULL;
+    struct kq_binding_set *set = bindings_arg(a, topic);
+    if (!set)
+        return NULL;
+    struct kq_route *r = malloc(KQ_POLICY_MAX_ROUTES * sizeof *r);
+    size_t n = r ? kq_policy_route(p, set, topic, type, r, KQ_POLICY_MAX_ROUTES) : 0;
+    cJSON *o = r ? cJSON_CreateObject() : NULL;
+    cJSON *groups = cJSON_AddArrayToObject(o, "groups");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *g = cJSON_CreateObject();
+        cJSON_AddStringToObject(g, "group", r[i].group);
+        cJSON_AddBoolToObject(g, "persistent", r[i].persistent);
+        cJSON_AddNumberToObject(g, "watermark", r[i].watermark);
+        cJSON_AddItemToArray(groups, g);
+    }
+    free(r);
+    kq_binding_set_free(set);
+    return o;
+}
+
+/* ---- retry: {attempts, reason, deliver_limit, expired_time, now} -> {verdict = "retry",
+ * delay_ms} | {verdict = "dead", reason} ------------------------------------------------- */
+
+static cJSON *call_retry(struct kq_policy *p, struct args *a)
+{
+    int32_t attempts = (int32_t)num_arg(a, "attempts", 0, true);
+    const char *reason = str_arg(a, "reason", "nack");
+    int32_t limit = (int32_t)num_arg(a, "deliver_limit", KQ_PUBLISH_MAX_DELIVER_LIMIT, true);
+    int64_t expired = (int64_t)num_arg(a, "expired_time", 0, true);
+    int64_t now = (int64_t)num_arg(a, "now", (double)kq_now_sec(), true);
+    if (a->err[0])
+        return NULL;
+    struct kq_retry_verdict v;
+    kq_policy_retry(p, attempts, reason, limit, expired, now, &v);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "verdict", v.dead ? "dead" : "retry");
+    if (v.dead)
+        cJSON_AddStringToObject(o, "reason", v.reason);
+    else
+        cJSON_AddNumberToObject(o, "delay_ms", (double)v.delay_ms);
+    return o;
+}
+
+/* ---- flow.intake: {permits} and flow.group: {group, topic, inflight, backlog,
+ * recent_failures, watermark} -> {rate, burst, window} ----------------------------------- */
+
+static cJSON *call_flow_intake(struct kq_policy *p, struct args *a)
+{
+    int permits = (int)num_arg(a, "permits", 20000, true);
+    if (a->err[0])
+        return NULL;
+    struct kq_flow_limits l;
+    kq_policy_flow_intake(p, permits, &l);
+    return limits_json(&l);
+}
+
+static cJSON *call_flow_group(struct kq_policy *p, struct args *a)
+{
+    const char *group = str_arg(a, "group", "selftest");
+    const char *topic = str_arg(a, "topic", "selftest");
+    struct kq_flow_figures f = {
+        .inflight = (uint32_t)num_arg(a, "inflight", 0, true),
+        .backlog = (uint64_t)num_arg(a, "backlog", 0, true),
+        .recent_failures = (uint32_t)num_arg(a, "recent_failures", 0, true),
+        .watermark = (int)num_arg(a, "watermark", 0, true),
+    };
+    if (a->err[0])
+        return NULL;
+    struct kq_flow_limits l;
+    kq_policy_flow_group(p, group, topic, &f, &l);
+    return limits_json(&l);
+}
+
+/* ---- publish: the fields of on_publish's m (properties = {k = v}) and now -> {action =
+ * "accept"} | {action = "reject", reason} | {action = "change", properties, expired_time,
+ * deliver_limit} --------------------------------------------------------------------------- */
+
+static cJSON *call_publish(struct kq_policy *p, struct args *a)
+{
+    struct kq_property_kv props[KQ_POLICY_MAX_PROPERTIES];
+    size_t n = 0;
+    const cJSON *pl = field(a, "properties");
+    if (pl && !cJSON_IsObject(pl))
+        snprintf(a->err, a->errlen, "properties: must be an object of strings");
+    for (const cJSON *kv = pl ? pl->child : NULL; kv && !a->err[0]; kv = kv->next) {
+        if (!cJSON_IsString(kv) || n == KQ_POLICY_MAX_PROPERTIES)
+            snprintf(a->err, a->errlen, "properties: at most %d, each a string",
+                     KQ_POLICY_MAX_PROPERTIES);
+        else
+            props[n++] = (struct kq_property_kv){kv->string, kv->valuestring};
+    }
+    int64_t now = (int64_t)num_arg(a, "now", (double)kq_now_sec(), true);
+    struct kq_publish_view m = {
+        .message_id = str_arg(a, "message_id", "00000000000000000000000000000001"),
+        .topic = str_arg(a, "topic", "selftest"),
+        .message_type = str_arg(a, "message_type", ""),
+        .group = str_arg(a, "group", "selftest-producer"),
+        .peer = str_arg(a, "peer", "127.0.0.1:40000"),
+        .properties = props, .n_properties = n,
+        .body_size = (size_t)num_arg(a, "body_size", 0, true),
+        .fly = bool_arg(a, "fly", false),
+        .commit = bool_arg(a, "commit", true),
+        .expired_time = (int64_t)num_arg(a, "expired_time", (double)now + 3600, true),
+        .deliver_limit = (int32_t)num_arg(a, "deliver_limit", KQ_PUBLISH_MAX_DELIVER_LIMIT, true),
+        .now_sec = now,
+    };
+    if (a->err[0])
+        return NULL;
+    struct kq_publish_verdict v;
+    kq_policy_publish(p, &m, &v);
+    cJSON *o = cJSON_CreateObject();
+    static const char *const actions[] = {"accept", "reject", "change"};
+    cJSON_AddStringToObject(o, "action", actions[v.action]);
+    if (v.action == KQ_PUBLISH_REJECT)
+        cJSON_AddStringToObject(o, "reason", v.reason);
+    if (v.action == KQ_PUBLISH_CHANGE) {
+        cJSON *out = cJSON_AddObjectToObject(o, "properties");
+        for (size_t i = 0; i < v.n_properties; i++)
+            cJSON_AddStringToObject(out, v.properties[i].key, v.properties[i].value);
+        cJSON_AddNumberToObject(o, "expired_time", (double)v.expired_time);
+        cJSON_AddNumberToObject(o, "deliver_limit", v.deliver_limit);
+        if (v.delay_ms >= 0)
+            cJSON_AddNumberToObject(o, "delay_ms", (double)v.delay_ms);
+        if (v.n_groups) {
+            cJSON *g = cJSON_AddArrayToObject(o, "groups");
+            for (size_t i = 0; i < v.n_groups; i++)
+                cJSON_AddItemToArray(g, cJSON_CreateString(v.groups[i]));
+        }
+    }
+    return o;
+}
+
+/* ---- the table ---------------------------------------------------------------------------- */
+
+static const struct {
+    const char *name; /* as in kq_policy_stats */
+    cJSON *(*run)(struct kq_policy *p, struct args *a);
+} CALLS[] = {
+    {"route", call_route},
+    {"retry", call_retry},
+    {"flow.intake", call_flow_intake},
+    {"flow.group", call_flow_group},
+    {"publish", call_publish},
+};
+#define N_CALLS (sizeof CALLS / sizeof CALLS[0])
+
+const char *kq_policy_call_name(size_t i)
+{
+    return i < N_CALLS ? CALLS[i].name : NULL;
+}
+
+static bool hook_stats(const struct kq_policy *p, const char *name,
+                       struct kq_policy_hook_stats *out)
+{
+    struct kq_policy_hook_stats all[16];
+    size_t n = kq_policy_stats(p, all, 16);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(all[i].name, name) == 0) {
+            *out = all[i];
+            return true;
+        }
+    return false;
+}
+
+cJSON *kq_policy_call(struct kq_policy *p, const char *name, const cJSON *args,
+                      const char **problem, char *err, size_t errlen)
+{
+    static _Thread_local char why[400];
+    err[0] = 0;
+    if (problem)
+        *problem = NULL;
+    size_t i = 0;
+    while (i < N_CALLS && strcmp(CALLS[i].name, name) != 0)
+        i++;
+    if (i == N_CALLS) {
+        size_t o = (size_t)snprintf(err, errlen, "unknown hook '%s' (hooks:", name);
+        for (size_t k = 0; k < N_CALLS && o < errlen; k++)
+            o += (size_t)snprintf(err + o, errlen - o, " %s", CALLS[k].name);
+        if (o < errlen)
+            snprintf(err + o, errlen - o, ")");
+        return NULL;
+    }
+    if (args && !cJSON_IsObject(args)) {
+        snprintf(err, errlen, "the arguments must be an object");
+        return NULL;
+    }
+    struct kq_policy_hook_stats before = {0}, after = {0};
+    hook_stats(p, name, &before);
+    struct args a = {args, err, errlen};
+    cJSON *answer = CALLS[i].run(p, &a);
+    if (!answer) {
+        if (!err[0])
+            snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    hook_stats(p, name, &after);
+    if (!before.loaded)
+        snprintf(why, sizeof why, "%s is not defined by the policies: the built-in answer", name);
+    else if (after.errors > before.errors)
+        snprintf(why, sizeof why, "%s", kq_policy_last_failure(p));
+    else if (after.fallbacks > before.fallbacks)
+        snprintf(why, sizeof why, "%s is switched off for this subject (last failure: %s)",
+                 name, kq_policy_last_failure(p));
+    else
+        why[0] = 0;
+    if (problem && why[0])
+        *problem = why;
+    return answer;
+}

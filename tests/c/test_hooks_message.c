@@ -1,0 +1,344 @@
+/* The per-message and per-connection hooks at the policy's interface: route_message routes
+ * per message (properties included, never memoised) and falls back to route; on_connect
+ * can refuse but never accept a wrong secret; on_dead answers dlq, drop or groups, each
+ * validated; kq.log is rate-limited and kq.now_ms is the wall clock; self-tests refuse
+ * broken hooks at load. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "policy/policy.h"
+#include "support/log_capture.h"
+#include "support/policy_dir.h"
+#include "support/test_files.h"
+
+static char err[512];
+
+#define B(g, t, bt) {(char *)(g), (char *)"trade", (char *)(t), bt, 0, true}
+static struct kq_binding fixture[] = {
+    B("s-eu", "order", KQ_BIND_DIRECT),
+    B("s-us", "order", KQ_BIND_DIRECT),
+    B("s-dead-handler", "never", KQ_BIND_DIRECT),
+};
+
+static struct kq_binding_set *fixture_set(void)
+{
+    struct kq_config cfg = {0};
+    cfg.bindings = fixture;
+    cfg.n_bindings = sizeof fixture / sizeof fixture[0];
+    struct kq_binding_set *s = kq_binding_set_from_config(&cfg);
+    assert_non_null(s);
+    return s;
+}
+
+static struct kq_publish_view view(const char *type, const char *region, bool commit)
+{
+    static const struct kq_property_kv eu = {"region", "eu"}, us = {"region", "us"},
+                                       ghost = {"region", "ghost"}, boom = {"region", "boom"};
+    const struct kq_property_kv *props = !region ? NULL : !strcmp(region, "eu") ? &eu
+                                         : !strcmp(region, "us") ? &us
+                                         : !strcmp(region, "ghost") ? &ghost : &boom;
+    int64_t now = kq_now_sec();
+    return (struct kq_publish_view){"0123456789abcdef0123456789abcdef", "trade", type,
+                                    "p-trade", NULL, props, region ? 1 : 0,
+                                    10, false, commit, now + 60, 5, now, NULL, 0};
+}
+
+static const char ROUTING[] =
+    "local M = {}\n"
+    "function M.route_message(m, binds)\n"
+    "  if m.properties.region == 'boom' then error('boom') end\n"
+    "  if m.properties.region == 'ghost' then return { 's-ghost' } end\n"
+    "  local want = m.properties.region and ('s-' .. m.properties.region)\n"
+    "  for _, b in ipairs(binds) do\n"
+    "    if b.group == want then return { b.group } end\n"
+    "  end\n"
+    "  return nil\n"
+    "end\n"
+    "return M\n";
+
+static void test_route_message(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(policy_dir("route", "routing.lua", ROUTING), &p, err,
+                                     sizeof err), 0);
+    assert_true(kq_policy_has_route_message(p));
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    struct kq_publish_view eu = view("order", "eu", true), none = view("order", NULL, true);
+
+    assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 1);
+    assert_string_equal(r[0].group, "s-eu");
+    /* not memoised: the same (topic, type) with another region routes elsewhere */
+    struct kq_publish_view us = view("order", "us", true);
+    assert_int_equal(kq_policy_route_message(p, s, &us, r, 8), 1);
+    assert_string_equal(r[0].group, "s-us");
+    /* nil: the built-in routing (both direct bindings of "order") */
+    assert_int_equal(kq_policy_route_message(p, s, &none, r, 8), 2);
+    assert_int_equal(policy_hook_stats(p, "route_message").calls, 3);
+    assert_int_equal(policy_hook_stats(p, "route_message").cache_hits, 0);
+
+    /* a group without a binding is dropped and counted; an error falls back */
+    struct kq_publish_view ghost = view("order", "ghost", true),
+                           boom = view("order", "boom", true);
+    assert_int_equal(kq_policy_route_message(p, s, &ghost, r, 8), 0);
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 1);
+    assert_int_equal(kq_policy_route_message(p, s, &boom, r, 8), 2);
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "route_message").fallbacks, 1);
+    kq_policy_free(p);
+
+    /* with only route defined nothing changes: no per-message hook */
+    assert_int_equal(kq_policy_load(policy_dir("route-only", "routing.lua",
+                                               "return { route = function() return nil end }"),
+                                    &p, err, sizeof err), 0);
+    assert_false(kq_policy_has_route_message(p));
+    assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 2);
+    assert_int_equal(policy_hook_stats(p, "route").calls, 1);
+    kq_policy_free(p);
+    kq_binding_set_free(s);
+}
+
+static const char AUTH[] =
+    "local ALLOW = { ['s-eu'] = { ['127.0.0.1'] = true } }\n"
+    "return { on_connect = function(c)\n"
+    "  if c.group == 'broken' then return 42 end\n"
+    "  if c.group == 'capped' and c.connections >= 2 then\n"
+    "    return 'reject', 'at most 2 connections for ' .. c.group\n"
+    "  end\n"
+    "  local allow = ALLOW[c.group]\n"
+    "  if allow and not allow[c.peer_ip] then\n"
+    "    return 'reject', 'peer ' .. c.peer_ip .. ':' .. c.peer_port .. ' not allowed'\n"
+    "  end\n"
+    "  return 'accept'\n"
+    "end }\n";
+
+static void test_on_connect(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(policy_dir("auth", "auth.lua", AUTH), &p, err, sizeof err),
+                     0);
+    char why[256];
+    struct kq_connect_view ok = {"s-eu", "127.0.0.1", 4000, true, 0, 0};
+    assert_true(kq_policy_connect(p, &ok, why, sizeof why));
+    struct kq_connect_view far = {"s-eu", "10.0.0.9", 4001, true, 0, 0};
+    assert_false(kq_policy_connect(p, &far, why, sizeof why));
+    assert_string_equal(why, "peer 10.0.0.9:4001 not allowed");
+    struct kq_connect_view capped = {"capped", "127.0.0.1", 1, true, 0, 2};
+    assert_false(kq_policy_connect(p, &capped, why, sizeof why));
+    assert_string_equal(why, "at most 2 connections for capped");
+    capped.connections = 1;
+    assert_true(kq_policy_connect(p, &capped, why, sizeof why));
+    /* "accept" cannot open a connection whose secret is wrong */
+    struct kq_connect_view bad = {"other", "127.0.0.1", 1, false, 0, 0};
+    assert_false(kq_policy_connect(p, &bad, why, sizeof why));
+    assert_string_equal(why, "unknown groupId or wrong secretKey");
+    /* nonsense: the built-in answer (accept iff the secret is right), counted */
+    struct kq_connect_view broken = {"broken", "127.0.0.1", 1, true, 0, 0};
+    assert_true(kq_policy_connect(p, &broken, why, sizeof why));
+    broken.secret_ok = false;
+    assert_false(kq_policy_connect(p, &broken, why, sizeof why));
+    assert_int_equal(policy_hook_stats(p, "connect").errors, 2);
+    assert_int_equal(policy_hook_stats(p, "connect").rejects, 2);
+    kq_policy_free(p);
+    /* no hook: accept iff secret_ok */
+    assert_true(kq_policy_connect(NULL, &ok, why, sizeof why));
+    assert_false(kq_policy_connect(NULL, &bad, why, sizeof why));
+}
+
+static const char RETRY[] =
+    "return { on_dead = function(m, reason)\n"
+    "  if m.message_type == 'junk' then return 'drop' end\n"
+    "  if m.message_type == 'ghost' then return { groups = { 's-nobody' } } end\n"
+    "  if m.message_type == 'bad' then return { groups = { 's-eu' }, extra = 1 } end\n"
+    "  if m.properties.region == 'eu' and m.attempts == 5 and reason == 'expired' then\n"
+    "    return { groups = { 's-dead-handler', 's-nobody' } }\n"
+    "  end\n"
+    "  if m.message_type == 'order' then return 'dlq' end\n"
+    "  return nil\n"
+    "end }\n";
+
+static void test_on_dead(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(kq_policy_load(policy_dir("dead", "retry.lua", RETRY), &p, err, sizeof err),
+                     0);
+    assert_true(kq_policy_has_dead(p));
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    size_t n;
+    struct kq_publish_view m = view("order", "eu", true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_HANDOVER);
+    assert_int_equal(n, 1); /* s-nobody has no binding: dropped, counted */
+    assert_string_equal(r[0].group, "s-dead-handler");
+    assert_int_equal(policy_hook_stats(p, "dead").errors, 1);
+    assert_int_equal(kq_policy_dead(p, s, &m, 4, "expired", r, 8, &n), KQ_DEAD_DLQ);
+    m = view("junk", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DROP);
+    assert_int_equal(policy_hook_stats(p, "dead").rejects, 1);
+    m = view("other", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DLQ);
+    /* invalid answers: a dead letter as without the hook */
+    m = view("ghost", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DLQ);
+    m = view("bad", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DLQ);
+    m = view("order", "eu", false); /* never committed: cannot be delivered */
+    assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_DLQ);
+    assert_int_equal(n, 0);
+    assert_int_equal(policy_hook_stats(p, "dead").errors, 4);
+    assert_int_equal(policy_hook_stats(p, "dead").fallbacks, 3);
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
+static void test_helpers(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    static const char src[] =
+        "local last = 0\n"
+        "return { on_connect = function(c)\n"
+        "  last = kq.now_ms()\n"
+        "  if c.group == 'chatty' then\n"
+        "    for i = 1, 100 do kq.log('warn', 'line ' .. i) end\n"
+        "  end\n"
+        "  if c.group == 'clock' then return 'reject', tostring(last) end\n"
+        "  return 'accept'\n"
+        "end }\n";
+    assert_int_equal(kq_policy_load(policy_dir("helpers", "auth.lua", src), &p, err,
+                                    sizeof err), 0);
+    char why[256];
+    int64_t before = kq_now_ms();
+    struct kq_connect_view clock = {"clock", "127.0.0.1", 1, true, 0, 0};
+    assert_false(kq_policy_connect(p, &clock, why, sizeof why));
+    int64_t at = atoll(why);
+    assert_true(at >= before && at <= kq_now_ms());
+
+    log_capture_begin();
+    struct kq_connect_view chatty = {"chatty", "127.0.0.1", 1, true, 0, 0};
+    assert_true(kq_policy_connect(p, &chatty, why, sizeof why));
+    char *log = log_capture_end(KQ_LOG_ERROR);
+    int lines = 0;
+    for (const char *q = log; (q = strstr(q, "auth.lua:5: line ")); q++)
+        lines++;
+    if (lines < 1 || lines > 10)
+        fail_msg("%d kq.log lines:\n%s", lines, log);
+    free(log);
+    kq_policy_free(p);
+}
+
+static void expect_load_error(const char *name, const char *file, const char *src,
+                              const char *want)
+{
+    struct kq_policy *p = NULL;
+    assert_int_not_equal(kq_policy_load(policy_dir(name, file, src), &p, err, sizeof err), 0);
+    assert_null(p);
+    if (!strstr(err, want))
+        fail_msg("load error \"%s\" lacks \"%s\"", err, want);
+}
+
+static void test_selftests(void **state)
+{
+    (void)state;
+    expect_load_error("st-route", "routing.lua",
+                      "return { route_message = function(m) return { 's-ghost' } end }",
+                      "routing.lua: route_message: self-test failed: returned group "
+                      "\"s-ghost\", which has no binding");
+    expect_load_error("st-auth", "auth.lua", "return { on_connect = function(c) return 1 end }",
+                      "auth.lua: on_connect: self-test failed: on_connect must return");
+    expect_load_error("st-dead", "retry.lua",
+                      "return { on_dead = function(m, r) return 'maybe' end }",
+                      "retry.lua: on_dead: self-test failed: on_dead must return");
+    expect_load_error("st-unknown", "auth.lua", "return { on_conect = function(c) end }",
+                      "unknown hook 'on_conect' (expected: on_connect");
+    /* handing over to a group the self-test's topic does not bind is fine at load */
+    struct kq_policy *p = NULL;
+    int rc = kq_policy_load(policy_dir("st-dead-ok", "retry.lua",
+                                       "return { on_dead = function(m, r) return "
+                                       "{ groups = { 's-dead-handler' } } end }"),
+                            &p, err, sizeof err);
+    if (rc != 0)
+        fail_msg("%s", err);
+    kq_policy_free(p);
+}
+
+/* Loads lua/policies/examples/<example> as <file> in a fresh folder. */
+static struct kq_policy *load_example(const char *example, const char *file)
+{
+    char rel[512];
+    snprintf(rel, sizeof rel, "lua/policies/examples/%s", example);
+    char *text = test_read_source(rel);
+    struct kq_policy *p = NULL;
+    int rc = kq_policy_load(policy_dir(example, file, text), &p, err, sizeof err);
+    free(text);
+    if (rc != 0)
+        fail_msg("%s: %s", example, err);
+    return p;
+}
+
+/* The shipped examples load in the real sandbox, pass the self-tests and answer as their
+ * comments say. */
+static void test_examples(void **state)
+{
+    (void)state;
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    size_t n;
+    char why[256];
+    struct kq_policy *p = load_example("routing_by_property.lua", "routing.lua");
+    struct kq_publish_view eu = view("order", "eu", true);
+    assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 1);
+    assert_string_equal(r[0].group, "s-eu");
+    kq_policy_free(p);
+
+    p = load_example("auth_allowlist.lua", "auth.lua");
+    struct kq_connect_view far = {"s-trade-a", "10.9.9.9", 1, true, 0, 0},
+                           near = {"s-trade-a", "10.0.0.7", 1, true, 0, 0};
+    assert_false(kq_policy_connect(p, &far, why, sizeof why));
+    assert_string_equal(why, "group s-trade-a may not connect from 10.9.9.9");
+    assert_true(kq_policy_connect(p, &near, why, sizeof why));
+    kq_policy_free(p);
+
+    p = load_example("dead_to_handler.lua", "retry.lua");
+    struct kq_publish_view m = view("order", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 100, "expired", r, 8, &n), KQ_DEAD_HANDOVER);
+    assert_string_equal(r[0].group, "s-dead-handler");
+    m = view("debug-1", NULL, true);
+    assert_int_equal(kq_policy_dead(p, s, &m, 100, "expired", r, 8, &n), KQ_DEAD_DROP);
+    kq_policy_free(p);
+
+    p = load_example("publish.lua", "publish.lua");
+    struct kq_publish_view big = view("order", NULL, true);
+    big.topic = "user-profile";
+    big.body_size = 1 << 20;
+    struct kq_publish_verdict v;
+    kq_policy_publish(p, &big, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_REJECT);
+    kq_policy_free(p);
+    kq_binding_set_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route_message), cmocka_unit_test(test_on_connect),
+        cmocka_unit_test(test_on_dead),       cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_selftests),     cmocka_unit_test(test_examples),
+    };
+    return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
+}
