@@ -584,7 +584,7 @@ static void test_hup_storm_coalesces(void **state)
     char cfg[4096], slow[4600];
     make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
     snprintf(slow, sizeof slow, "while true do local s = string.rep('x', 100000) end\n%s", cfg);
-    write_file(bp.config, slow);
+    test_write_file(bp.config, slow);
     size_t mark = log_size();
     hup();
     assert_true(broker_wait_log(&bp, "reload: start serving=0", 10000));
@@ -606,7 +606,7 @@ static void test_hup_storm_coalesces(void **state)
         free(log);
     } while (strcmp(ev, "SFSF") != 0 && strlen(ev) < 4 && now_ms() < deadline);
     assert_string_equal(ev, "SFSF");
-    write_file(bp.config, cfg);
+    test_write_file(bp.config, cfg);
     hup_expect_done();
     log = log_since(mark);
     reload_events(log, ev, sizeof ev);

@@ -1385,7 +1385,7 @@ static void test_disk_full_batches_in_flight(void **state)
     free(l);
     store_close(f);
     uv_loop_close(&f->loop);
-    rm_rf(f->dir);
+    tmp_dir_remove(f->dir);
     free(f);
     unmount_tiny_disk(mnt);
 }
