@@ -67,13 +67,15 @@ flags="$flags ${KQ_SANITIZER_FLAGS:-}"
 cc "$dest/c.c" $flags -o "$dest/c" || { echo "client does not build"; fail=1; }
 LD_LIBRARY_PATH=$p/lib "$dest/c" || { echo "client does not run"; fail=1; }
 # the examples of docs/CLIENT.md build against the installed library too
-for ex in "$src"/examples/*.c; do
-    [ -e "$ex" ] || continue
+# (the only step that calls the library against a broker: a missing example fails it)
+for ex in "$src"/examples/consume.c "$src"/examples/publish.c "$src"/examples/two_phase.c \
+          "$src"/examples/*.c; do
+    [ -e "$ex" ] || { echo "missing example: $ex"; fail=1; continue; }
     cc "$ex" $flags -o "$dest/$(basename "$ex" .c)" || { echo "example $ex does not build"; fail=1; }
 done
 # ... and run against the installed broker: consume.c receives what publish.c, two_phase.c
 # (committed), pipelined.c and scheduled.c (not before its delay) send
-if [ $fail -eq 0 ] && [ -x "$dest/consume" ]; then
+if [ $fail -eq 0 ]; then
     cat >"$dest/examples.lua" <<CFG
 return { default = "ex", clusters = { ex = {
   bind = "127.0.0.1:0", topics = { "trade" }, db = "memory://",

@@ -13,6 +13,9 @@ if [ "${1:-}" = "--test" ]; then
   PKGS+=(clang libclang-rt-14-dev)
   # test_store_mysql starts a private MariaDB (mariadbd, mariadb-install-db, mariadb)
   PKGS+=(mariadb-server-core mariadb-client-core)
+  # tests/chaos: network namespaces and veths (ip), packet loss (iptables' statistic match:
+  # this kernel has no netem), the loop file system of the slow disk (losetup, mkfs.ext4)
+  PKGS+=(iproute2 iptables util-linux e2fsprogs)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

