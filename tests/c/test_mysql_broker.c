@@ -111,6 +111,7 @@ static MYSQL *connect_direct(void)
 }
 
 /* First column of the first row as an integer; -1 on error. Reconnects once. */
+__attribute__((format(printf, 1, 2)))
 static long long sql_int(const char *fmt, ...)
 {
     char sql[2048];

@@ -137,10 +137,14 @@ static void assert_node(const char *path, bool ephemeral)
     deallocate_ACL_vector(&acl);
 }
 
-static void assert_path_fmt(bool ephemeral, const char *fmt, const char *a, const char *b)
+__attribute__((format(printf, 2, 3)))
+static void assert_path_fmt(bool ephemeral, const char *fmt, ...)
 {
     char path[512];
-    snprintf(path, sizeof path, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof path, fmt, ap);
+    va_end(ap);
     print_message("checking %s\n", path);
     assert_node(path, ephemeral);
 }
@@ -232,13 +236,13 @@ static void test_publish_layout(void **state)
     assert_node("/kiteq/alive_servers", false);
     assert_node("/kiteq/all_servers", false);
     for (int i = 0; i < 2; i++) {
-        assert_path_fmt(false, "/kiteq/server/%s%s", topics[i], "");
+        assert_path_fmt(false, "/kiteq/server/%s", topics[i]);
         assert_path_fmt(true, "/kiteq/server/%s/%s", topics[i], bind);
-        assert_path_fmt(false, "/kiteq/pub/%s%s", topics[i], "");
-        assert_path_fmt(false, "/kiteq/sub/%s%s", topics[i], "");
+        assert_path_fmt(false, "/kiteq/pub/%s", topics[i]);
+        assert_path_fmt(false, "/kiteq/sub/%s", topics[i]);
     }
-    assert_path_fmt(true, "/kiteq/alive_servers/%s%s", bind, "");
-    assert_path_fmt(false, "/kiteq/all_servers/%s%s", bind, "");
+    assert_path_fmt(true, "/kiteq/alive_servers/%s", bind);
+    assert_path_fmt(false, "/kiteq/all_servers/%s", bind);
 
     stop_registry(&loop, r);
     /* withdrawn at stop: server + alive nodes; all_servers stays (persistent) */
