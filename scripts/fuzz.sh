@@ -24,7 +24,7 @@ else
 fi
 
 cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DKITEQ_FUZZ=ON >/dev/null
+  -DKITEQ_FUZZ=ON -DKITEQ_WERROR=ON >/dev/null # clang's warnings fail CI too
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]/#/fuzz_}"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/test-dirs.sh
 scripts/install-deps.sh --test
-scripts/build.sh
+scripts/build.sh -DKITEQ_WERROR=ON # a new compiler warning fails the run (docs/TESTING.md)
 status=0
 marker=$(mktemp /tmp/kiteq-test-run.XXXXXX) # the tests make their directories in /tmp
 (cd build && ctest --output-on-failure --timeout 300) || status=1

@@ -41,9 +41,9 @@ void kq_broker_apply_net_limits(struct kq_broker *b)
             b->cfg->max_connections ? "" : " (from the open-file limit)");
 }
 
-static void on_tick(uv_timer_t *t)
+static void on_tick(uv_timer_t *timer)
 {
-    struct kq_broker *b = t->data;
+    struct kq_broker *b = timer->data;
     kq_delivery_check_timeouts(b);
     kq_delivery_pump_all(b);
     kq_backlog_tick(b);

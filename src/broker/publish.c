@@ -373,7 +373,6 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     if (frame > KQ_FRAME_MAX_BODY) {
         /* The header the broker completed (create time, expiry) can push a publish that
          * just fitted over the limit: it could be stored but never delivered. */
-        char fb[160];
         snprintf(fb, sizeof fb, "Message Too Large: the delivery would be %zu bytes, the "
                  "frame limit is %d (body %zu bytes)", frame, KQ_FRAME_MAX_BODY, v.body_len);
         reject(b, s, opaque, h->messageid, fb);

@@ -1054,7 +1054,7 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
             return rc;
         }
         for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++) {
-            int rc = load_file(p, dir, FILES[i], err, errlen);
+            rc = load_file(p, dir, FILES[i], err, errlen);
             if (rc) {
                 kq_policy_free(p);
                 return rc;

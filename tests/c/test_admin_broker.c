@@ -136,11 +136,15 @@ static double metric(const char *text, const char *sample)
     return NAN;
 }
 
-static cJSON *cli_json(int want_rc, const char *fmt, const char *arg)
+__attribute__((format(printf, 2, 3)))
+static cJSON *cli_json(int want_rc, const char *fmt, ...)
 {
     char *out;
     char args[512];
-    snprintf(args, sizeof args, fmt, admin_port, arg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
     int rc = cli_runf(&out, "%s", args);
     if (rc != want_rc)
         fail_msg("kiteq-cli %s: exit %d (want %d): %s", args, rc, want_rc, out);
@@ -446,12 +450,12 @@ static void test_msg(void **state)
     cJSON_Delete(j);
 
     /* the CLI: exit 0 on 2xx, 1 otherwise, 2 on bad usage */
-    j = cli_json(0, "msg --admin 127.0.0.1:%d %s", nacked[1]);
+    j = cli_json(0, "msg --admin 127.0.0.1:%d %s", admin_port, nacked[1]);
     assert_string_equal(path(j, "messageId", NULL, NULL)->valuestring, nacked[1]);
     cJSON_Delete(j);
     assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
     assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
-    j = cli_json(0, "stat --admin 127.0.0.1:%d%s", "");
+    j = cli_json(0, "stat --admin 127.0.0.1:%d", admin_port);
     assert_int_equal(num(j, "broker", "pending", NULL), 2);
     cJSON_Delete(j);
     assert_int_equal(cli_runf(NULL, "stat --admin nocolon"), 2);
@@ -470,7 +474,7 @@ static cJSON *dead_letter(cJSON *list, const char *id)
 static void test_dlq_cli(void **state)
 {
     (void)state;
-    cJSON *j = cli_json(0, "dlq list --admin 127.0.0.1:%d%s", "");
+    cJSON *j = cli_json(0, "dlq list --admin 127.0.0.1:%d", admin_port);
     assert_int_equal(num(j, "count", NULL, NULL), 2);
     assert_int_equal(num(j, "byTopic", "trade", NULL), 1);
     assert_int_equal(num(j, "byTopic", "user-profile", NULL), 1);
@@ -484,12 +488,12 @@ static void test_dlq_cli(void **state)
     assert_string_equal(path(d, "reason", NULL, NULL)->valuestring, "expired");
     cJSON_Delete(j);
 
-    j = cli_json(0, "dlq list --admin 127.0.0.1:%d --topic %s", "trade");
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d --topic %s", admin_port, "trade");
     assert_int_equal(num(j, "count", NULL, NULL), 1);
     assert_string_equal(path(j, "topic", NULL, NULL)->valuestring, "trade");
     assert_non_null(dead_letter(j, limit_id));
     cJSON_Delete(j);
-    j = cli_json(0, "dlq list --admin 127.0.0.1:%d --limit %s", "1");
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d --limit %s", admin_port, "1");
     assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 1);
     assert_int_equal(num(j, "count", NULL, NULL), 2); /* the total, not the page */
     assert_true(cJSON_IsTrue(path(j, "more", NULL, NULL)));
@@ -501,9 +505,7 @@ static void test_dlq_cli(void **state)
                   NULL)->valuestring);
     assert_string_equal(first, limit_id);
     cJSON_Delete(j);
-    char args[128];
-    snprintf(args, sizeof args, "dlq list --admin 127.0.0.1:%%d --limit 1 --after %s%%s", next);
-    j = cli_json(0, args, "");
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d --limit 1 --after %s", admin_port, next);
     assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 1);
     assert_non_null(dead_letter(j, expired_id));
     assert_true(cJSON_IsFalse(path(j, "more", NULL, NULL)));
@@ -513,7 +515,7 @@ static void test_dlq_cli(void **state)
     assert_int_equal(http("GET", "/dlq?after=999999", NULL), 400); /* not a cursor it gave */
 
     /* requeue: delivered again to s-trade-a, and out of the DLQ */
-    j = cli_json(0, "dlq requeue --admin 127.0.0.1:%d --id %s", limit_id);
+    j = cli_json(0, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id);
     assert_int_equal(num(j, "requeued", NULL, NULL), 1);
     cJSON_Delete(j);
     char got[33];
@@ -525,11 +527,12 @@ static void test_dlq_cli(void **state)
             break;
     }
     assert_int_equal(raw_sync(cons_a), 0);
-    j = cli_json(0, "dlq list --admin 127.0.0.1:%d%s", "");
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d", admin_port);
     assert_int_equal(num(j, "count", NULL, NULL), 1);
     assert_null(dead_letter(j, limit_id));
     cJSON_Delete(j);
-    j = cli_json(0, "msg --admin 127.0.0.1:%d %s", limit_id); /* delivered after its requeue */
+    /* delivered after its requeue */
+    j = cli_json(0, "msg --admin 127.0.0.1:%d %s", admin_port, limit_id);
     assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
     cJSON_Delete(j);
     assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
@@ -545,10 +548,10 @@ static void test_dlq_cli(void **state)
 
     /* purge */
     assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d", admin_port), 2);
-    j = cli_json(0, "dlq purge --admin 127.0.0.1:%d --topic %s", "user-profile");
+    j = cli_json(0, "dlq purge --admin 127.0.0.1:%d --topic %s", admin_port, "user-profile");
     assert_int_equal(num(j, "purged", NULL, NULL), 1);
     cJSON_Delete(j);
-    j = cli_json(0, "dlq list --admin 127.0.0.1:%d%s", "");
+    j = cli_json(0, "dlq list --admin 127.0.0.1:%d", admin_port);
     assert_int_equal(num(j, "count", NULL, NULL), 0);
     assert_int_equal(cJSON_GetArraySize(path(j, "deadLetters", NULL, NULL)), 0);
     cJSON_Delete(j);

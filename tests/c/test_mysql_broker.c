@@ -58,6 +58,7 @@ static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 static MYSQL *connect_direct(void) { return mariadb_service_connect(&E.my, 3); }
 
 /* First column of the first row as an integer; -1 on error. Reconnects once. */
+__attribute__((format(printf, 1, 2)))
 static long long sql_int(const char *fmt, ...)
 {
     char sql[2048];

@@ -925,6 +925,13 @@ static void test_compaction(void **state)
     fx_free(f);
 }
 
+static void on_load(void *ud, int status, const struct kq_stored_msg *m)
+{
+    assert_int_equal(status, 0);
+    check_msg(m, 3);
+    (*(int *)ud)++;
+}
+
 static void test_load(void **state)
 {
     (void)state;
@@ -934,7 +941,6 @@ static void test_load(void **state)
     assert_int_equal(f->s->ops->save(f->s, &b.m, on_done, f), 0);
     /* loading before the write completes reads from the batch in memory */
     int loaded = 0;
-    void on_load(void *ud, int status, const struct kq_stored_msg *m);
     assert_int_equal(f->s->ops->load(f->s, b.m.id, on_load, &loaded), 0);
     assert_true(wait_for(f, &f->done, 1, 5000));
     assert_int_equal(f->s->ops->load(f->s, b.m.id, on_load, &loaded), 0);
@@ -946,13 +952,6 @@ static void test_load(void **state)
     make_id(id, 4);
     assert_int_equal(f->s->ops->load(f->s, id, on_load, &loaded), -ENOENT);
     fx_free(f);
-}
-
-void on_load(void *ud, int status, const struct kq_stored_msg *m)
-{
-    assert_int_equal(status, 0);
-    check_msg(m, 3);
-    (*(int *)ud)++;
 }
 
 static void test_fsync_modes(void **state)

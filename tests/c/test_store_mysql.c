@@ -54,6 +54,7 @@ static int run_sql(const char *sql)
 }
 
 /* First column of the first row as an integer (-1 on error / no row). */
+__attribute__((format(printf, 1, 2)))
 static long long sql_int(const char *fmt, ...)
 {
     char sql[2048];
@@ -74,6 +75,7 @@ static long long sql_int(const char *fmt, ...)
 }
 
 /* First column of the first row as text into out. */
+__attribute__((format(printf, 3, 4)))
 static void sql_text(char *out, size_t n, const char *fmt, ...)
 {
     char sql[2048];

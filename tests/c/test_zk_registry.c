@@ -117,10 +117,14 @@ static void topic(char *out, size_t len, const char *name)
 
 /* ---- node checks ------------------------------------------------------------------------- */
 
-static void assert_path_fmt(bool ephemeral, const char *fmt, const char *a, const char *b)
+__attribute__((format(printf, 2, 3)))
+static void assert_path_fmt(bool ephemeral, const char *fmt, ...)
 {
     char path[512];
-    snprintf(path, sizeof path, fmt, a, b);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof path, fmt, ap);
+    va_end(ap);
     print_message("checking %s\n", path);
     zk_test_assert_node(zh, path, ephemeral);
 }
@@ -208,13 +212,13 @@ static void test_publish_layout(void **state)
     zk_test_assert_node(zh, "/kiteq/alive_servers", false);
     zk_test_assert_node(zh, "/kiteq/all_servers", false);
     for (int i = 0; i < 2; i++) {
-        assert_path_fmt(false, "/kiteq/server/%s%s", topics[i], "");
+        assert_path_fmt(false, "/kiteq/server/%s", topics[i]);
         assert_path_fmt(true, "/kiteq/server/%s/%s", topics[i], bind);
-        assert_path_fmt(false, "/kiteq/pub/%s%s", topics[i], "");
-        assert_path_fmt(false, "/kiteq/sub/%s%s", topics[i], "");
+        assert_path_fmt(false, "/kiteq/pub/%s", topics[i]);
+        assert_path_fmt(false, "/kiteq/sub/%s", topics[i]);
     }
-    assert_path_fmt(true, "/kiteq/alive_servers/%s%s", bind, "");
-    assert_path_fmt(false, "/kiteq/all_servers/%s%s", bind, "");
+    assert_path_fmt(true, "/kiteq/alive_servers/%s", bind);
+    assert_path_fmt(false, "/kiteq/all_servers/%s", bind);
 
     stop_registry(&loop, r);
     /* withdrawn at stop: server + alive nodes; all_servers stays (persistent) */

@@ -21,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -80,12 +81,16 @@ static void record_id(const char *id)
     pthread_mutex_unlock(&record_lock);
 }
 
-static void remember(char *slot, size_t len, const char *fmt, const char *a, int b)
+__attribute__((format(printf, 3, 4)))
+static void remember(char *slot, size_t len, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     pthread_mutex_lock(&record_lock);
     if (!slot[0])
-        snprintf(slot, len, fmt, a, b);
+        vsnprintf(slot, len, fmt, ap);
     pthread_mutex_unlock(&record_lock);
+    va_end(ap);
 }
 
 /* A consumer keeps trying (its broker may start later); a producer tries once and moves on. */

@@ -101,6 +101,7 @@ const struct doc_family *metrics_doc_find(const struct doc_family *v, size_t n,
     return NULL;
 }
 
+__attribute__((format(printf, 3, 4)))
 static int problem(char *out, size_t len, const char *fmt, ...)
 {
     size_t used = strlen(out);
