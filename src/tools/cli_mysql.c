@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/mysql/mysql_store.h"
+#include "store/mysql/schema.h"
 #include "tools/cli_mysql.h"
 #include "tools/common/cli_opts.h"
 #include "tools/common/cli_util.h"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/mysql/mysql_store.h"
+#include "store/mysql/schema.h"
 
 int kq_mysql_shardnum_valid(int shardnum)
 {
