@@ -337,8 +337,10 @@ static bool settle(struct call *c, enum outcome o)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook strikes: %d subjects tracked, starting "
                            "over (subjects switched off get their hooks back)",
                            KQ_POLICY_MAX_SUBJECTS);
-    snprintf(p->last_failure, sizeof p->last_failure, "hook=%s%s failed: %s strike=%d/%d",
-             HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n, KQ_POLICY_MAX_STRIKES);
+    /* a long reason is cut to the buffer on purpose: the log line and /stat show its start */
+    if (snprintf(p->last_failure, sizeof p->last_failure, "hook=%s%s failed: %s strike=%d/%d",
+                 HOOKS[c->id].name, who, c->why, n < 0 ? 0 : n, KQ_POLICY_MAX_STRIKES) < 0)
+        p->last_failure[0] = '\0';
     uint64_t key = kq_strikes_key(c->id, c->subject[0], c->subject[1]);
     KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "%s", p->last_failure);
     if (off)
