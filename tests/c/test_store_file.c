@@ -1205,19 +1205,20 @@ static void unmount_tiny_disk(const char *mnt)
     rmdir(mnt);
 }
 
-static void test_disk_full(void **state)
+/* A fixture whose store lives on the tiny file system mounted at mnt. */
+static struct fx *store_on_disk(const char *mnt)
 {
-    (void)state;
-    char mnt[] = "/tmp/kq-full-XXXXXX";
-    if (!mount_tiny_disk(mnt))
-        skip();
     struct fx *f = calloc(1, sizeof *f);
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
     snprintf(f->uri, sizeof f->uri, "file://%s", f->dir);
     store_open(f);
-    assert_int_equal(save_range(f, 0, 20), 0);
-    /* fill the file system */
+    return f;
+}
+
+/* Fill the file system mounted at mnt to the last block. */
+static void fill_disk(const char *mnt)
+{
     char filler[300];
     snprintf(filler, sizeof filler, "%s/filler", mnt);
     int fd = open(filler, O_WRONLY | O_CREAT, 0644);
@@ -1225,6 +1226,25 @@ static void test_disk_full(void **state)
     while (write(fd, block, sizeof block) > 0)
         ;
     close(fd);
+}
+
+/* Give back what fill_disk took. */
+static void free_disk(const char *mnt)
+{
+    char filler[300];
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    unlink(filler);
+}
+
+static void test_disk_full(void **state)
+{
+    (void)state;
+    char mnt[] = "/tmp/kq-full-XXXXXX";
+    if (!mount_tiny_disk(mnt))
+        skip();
+    struct fx *f = store_on_disk(mnt);
+    assert_int_equal(save_range(f, 0, 20), 0);
+    fill_disk(mnt);
     kq_log_set_level(KQ_LOG_ERROR + 1);
     int failed0 = f->failed;
     save_range(f, 20, 30);
@@ -1237,7 +1257,7 @@ static void test_disk_full(void **state)
     int z = 0;
     wait_for(f, &z, 1, 300);
     kq_log_set_level(KQ_LOG_INFO);
-    unlink(filler);
+    free_disk(mnt);
     failed0 = f->failed;
     assert_int_equal(save_range(f, 30, 40), failed0); /* space is back: saves succeed */
     store_close(f);
@@ -1328,19 +1348,9 @@ static void test_disk_full_batches_in_flight(void **state)
     char mnt[] = "/tmp/kq-full-XXXXXX";
     if (!mount_tiny_disk(mnt))
         skip();
-    struct fx *f = calloc(1, sizeof *f);
-    uv_loop_init(&f->loop);
-    snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
-    snprintf(f->uri, sizeof f->uri, "file://%s", f->dir);
-    store_open(f);
+    struct fx *f = store_on_disk(mnt);
     assert_int_equal(save_range(f, 0, 10), 0);
-    char filler[300];
-    snprintf(filler, sizeof filler, "%s/filler", mnt);
-    int fd = open(filler, O_WRONLY | O_CREAT, 0644);
-    static char block[4096];
-    while (write(fd, block, sizeof block) > 0)
-        ;
-    close(fd);
+    fill_disk(mnt);
     kq_log_set_level(KQ_LOG_ERROR + 1);
     /* White box: the loop does not take batches back until both A and B are with the writer */
     uv_poll_t *back = &((struct fs_store *)f->s)->w.done_poll;
@@ -1371,7 +1381,7 @@ static void test_disk_full_batches_in_flight(void **state)
     assert_int_equal(f->failed, 2);
     assert_int_equal(f->last_status, -ENOSPC);
     kq_log_set_level(KQ_LOG_INFO);
-    unlink(filler);
+    free_disk(mnt);
     assert_int_equal(save_range(f, 30, 31), 2); /* space is back: carries A's and B's records */
     store_close(f);
     store_open(f);
