@@ -52,12 +52,18 @@ int main(int argc, char **argv)
     uint64_t t0 = kq_mono_us();
     for (int sent = 0; w.done < total;) {
         while (sent < total && sent - w.done < window) {
-            struct kq_stored_msg m = {.cmd = 0x11, .topic = "bench", .message_type = "pay-succ",
-                                      .publish_group = "p-trade", .commit = true,
+            struct kq_stored_msg m = {.cmd = 0x11,
+                                      .topic = "bench",
+                                      .message_type = "pay-succ",
+                                      .publish_group = "p-trade",
+                                      .commit = true,
                                       .publish_time = kq_now_sec(),
-                                      .expired_time = kq_now_sec() + 3600, .deliver_limit = 10,
-                                      .header = HEADER, .header_len = sizeof HEADER,
-                                      .body = body, .body_len = sizeof body};
+                                      .expired_time = kq_now_sec() + 3600,
+                                      .deliver_limit = 10,
+                                      .header = HEADER,
+                                      .header_len = sizeof HEADER,
+                                      .body = body,
+                                      .body_len = sizeof body};
             snprintf(m.id, sizeof m.id, "%08x%024x", (unsigned)getpid(), (unsigned)sent);
             if (s->ops->save(s, &m, on_saved, &w)) {
                 fprintf(stderr, "bench_mysql_save: save %d refused\n", sent);
@@ -71,8 +77,8 @@ int main(int argc, char **argv)
     struct kq_mysql_stats ms;
     kq_mysql_store_stats(s, &ms);
     printf("mysql store: %d saves (%d acked, 512 B body, %d in flight) in %.2f s = %.0f/s, "
-           "%llu transactions\n", total, w.ok, window, sec, total / sec,
-           (unsigned long long)ms.save_batches);
+           "%llu transactions\n",
+           total, w.ok, window, sec, total / sec, (unsigned long long)ms.save_batches);
     s->ops->close(s);
     uv_run(&loop, UV_RUN_NOWAIT);
     return w.ok == total ? 0 : 1;

@@ -45,11 +45,13 @@ int main(int argc, char **argv)
     const char *dir = argc > 2 ? argv[2] : "lua/policies";
     char err[1024];
     struct kq_policy *lua = NULL, *c = NULL;
-    if (n <= 0 || kq_policy_load(dir, &lua, err, sizeof err) || kq_policy_load(NULL, &c, err, sizeof err)) {
+    if (n <= 0 || kq_policy_load(dir, &lua, err, sizeof err) ||
+        kq_policy_load(NULL, &c, err, sizeof err)) {
         fprintf(stderr, "bench_policy_cost: %s\n", n <= 0 ? "CALLS must be > 0" : err);
         return 1;
     }
-    struct kq_config cfg = {.bindings = bindings, .n_bindings = sizeof bindings / sizeof bindings[0]};
+    struct kq_config cfg = {.bindings = bindings,
+                            .n_bindings = sizeof bindings / sizeof bindings[0]};
     struct kq_binding_set *s = kq_binding_set_from_config(&cfg);
     struct kq_route r[32];
     struct kq_retry_verdict v;
@@ -60,22 +62,26 @@ int main(int argc, char **argv)
     double t[8];
     uint64_t t0;
 
-#define TIME(slot, stmt)                                                                            \
-    do {                                                                                            \
-        t0 = kq_mono_us();                                                                          \
-        for (long i = 0; i < n; i++) {                                                              \
-            stmt;                                                                                   \
-        }                                                                                           \
-        t[slot] = ns_per_call(t0, n);                                                               \
+#define TIME(slot, stmt)                                                                           \
+    do {                                                                                           \
+        t0 = kq_mono_us();                                                                         \
+        for (long i = 0; i < n; i++) {                                                             \
+            stmt;                                                                                  \
+        }                                                                                          \
+        t[slot] = ns_per_call(t0, n);                                                              \
     } while (0)
     TIME(0, sink += kq_policy_route(NULL, s, "trade", "pay-500", r, 32));
     TIME(1, sink += kq_policy_route(c, s, "trade", "pay-500", r, 32));
     TIME(2, sink += kq_policy_route(lua, s, "trade", "pay-500", r, 32));
     /* every call a new messageType: a memo miss each time */
-    TIME(3, snprintf(type, sizeof type, "pay-%ld", i); sink += kq_policy_route(c, s, "trade", type, r, 32));
-    TIME(4, snprintf(type, sizeof type, "pay-%ld", i); sink += kq_policy_route(lua, s, "trade", type, r, 32));
-    TIME(5, kq_policy_retry(NULL, (int32_t)(i % 60), "nack", 100, 0, 1000, &v); sink += (size_t)v.delay_ms);
-    TIME(6, kq_policy_retry(lua, (int32_t)(i % 60), "nack", 100, 0, 1000, &v); sink += (size_t)v.delay_ms);
+    TIME(3, snprintf(type, sizeof type, "pay-%ld", i);
+         sink += kq_policy_route(c, s, "trade", type, r, 32));
+    TIME(4, snprintf(type, sizeof type, "pay-%ld", i);
+         sink += kq_policy_route(lua, s, "trade", type, r, 32));
+    TIME(5, kq_policy_retry(NULL, (int32_t)(i % 60), "nack", 100, 0, 1000, &v);
+         sink += (size_t)v.delay_ms);
+    TIME(6, kq_policy_retry(lua, (int32_t)(i % 60), "nack", 100, 0, 1000, &v);
+         sink += (size_t)v.delay_ms);
     TIME(7, kq_policy_flow_group(lua, "g", "t", &f, &l));
 #undef TIME
     (void)sink;
@@ -93,7 +99,8 @@ int main(int argc, char **argv)
     uint64_t errors = hook_errors(lua);
     if (errors)
         printf("  (%llu Lua hook calls failed or ran out of budget on this loaded machine: the "
-               "figures above include their fallbacks)\n", (unsigned long long)errors);
+               "figures above include their fallbacks)\n",
+               (unsigned long long)errors);
     kq_binding_set_free(s);
     kq_policy_free(lua);
     kq_policy_free(c);

@@ -10,7 +10,11 @@
 #include <kiteq/kiteq_client.h>
 
 static volatile sig_atomic_t stop;
-static void on_signal(int sig) { (void)sig; stop = 1; }
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
 
 /* Runs on the client's reader thread; the pointers in m are valid during the call only. */
 static bool on_message(void *ud, const struct kq_message *m)
@@ -31,8 +35,11 @@ int main(int argc, char **argv)
     kq_client_log_to_stderr(KQ_CLIENT_LOG_WARN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    struct kq_client_options o = {.broker = argv[1], .group_id = argv[2], .secret = argv[3],
-                                  .reconnect = true, .on_message = on_message};
+    struct kq_client_options o = {.broker = argv[1],
+                                  .group_id = argv[2],
+                                  .secret = argv[3],
+                                  .reconnect = true,
+                                  .on_message = on_message};
     struct kq_client *c;
     char err[256];
     if (kq_client_open(&o, &c, err, sizeof err)) {

@@ -35,8 +35,8 @@ int main(int argc, char **argv)
         return 2;
     }
     kq_client_log_to_stderr(KQ_CLIENT_LOG_WARN);
-    struct kq_client_options o = {.broker = argv[1], .group_id = argv[2], .secret = argv[3],
-                                  .reconnect = true};
+    struct kq_client_options o = {
+        .broker = argv[1], .group_id = argv[2], .secret = argv[3], .reconnect = true};
     struct kq_client *c;
     char err[256];
     if (kq_client_open(&o, &c, err, sizeof err)) {
@@ -49,13 +49,17 @@ int main(int argc, char **argv)
     for (int i = 0; i < count; i++) {
         char body[64];
         int n = snprintf(body, sizeof body, "pipelined %d", i);
-        struct kq_message m = {.topic = argv[4], .message_type = argv[5], .body = body,
-                               .body_len = (size_t)n, .expired_time = -1, .deliver_limit = -1};
+        struct kq_message m = {.topic = argv[4],
+                               .message_type = argv[5],
+                               .body = body,
+                               .body_len = (size_t)n,
+                               .expired_time = -1,
+                               .deliver_limit = -1};
         pthread_mutex_lock(&b.mu);
         b.waiting++; /* before the call: the ack may come before it returns */
         pthread_mutex_unlock(&b.mu);
         int rc = kq_publish_async(c, &m, on_ack, &b); /* the body is copied: reuse it */
-        if (rc < 0) { /* not sent, no callback */
+        if (rc < 0) {                                 /* not sent, no callback */
             fprintf(stderr, "not sent: %s\n", strerror(-rc));
             pthread_mutex_lock(&b.mu);
             b.waiting--;

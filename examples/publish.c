@@ -15,8 +15,8 @@ int main(int argc, char **argv)
         return 2;
     }
     kq_client_log_to_stderr(KQ_CLIENT_LOG_WARN); /* the library is silent unless asked */
-    struct kq_client_options o = {.broker = argv[1], .group_id = argv[2], .secret = argv[3],
-                                  .reconnect = true};
+    struct kq_client_options o = {
+        .broker = argv[1], .group_id = argv[2], .secret = argv[3], .reconnect = true};
     struct kq_client *c;
     char err[256];
     int rc = kq_client_open(&o, &c, err, sizeof err);
@@ -29,15 +29,18 @@ int main(int argc, char **argv)
         char body[64];
         int n = snprintf(body, sizeof body, "message %d", i);
         /* only topic, type and body: a plain committed message (two_phase is false) */
-        struct kq_message m = {.topic = argv[4], .message_type = argv[5], .body = body,
-                               .body_len = (size_t)n, .expired_time = -1, .deliver_limit = -1};
+        struct kq_message m = {.topic = argv[4],
+                               .message_type = argv[5],
+                               .body = body,
+                               .body_len = (size_t)n,
+                               .expired_time = -1,
+                               .deliver_limit = -1};
         struct kq_publish_result r;
         rc = kq_publish(c, &m, &r);
         if (rc == 0 && r.status) {
             printf("stored %s\n", r.message_id);
         } else { /* rc < 0: no answer (see docs/CLIENT.md); status false: the broker's reason */
-            fprintf(stderr, "not stored %s: %s\n", r.message_id,
-                    rc ? strerror(-rc) : r.feedback);
+            fprintf(stderr, "not stored %s: %s\n", r.message_id, rc ? strerror(-rc) : r.feedback);
             failed++;
         }
     }

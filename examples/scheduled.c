@@ -16,8 +16,8 @@ int main(int argc, char **argv)
         return 2;
     }
     kq_client_log_to_stderr(KQ_CLIENT_LOG_WARN);
-    struct kq_client_options o = {.broker = argv[1], .group_id = argv[2], .secret = argv[3],
-                                  .reconnect = true};
+    struct kq_client_options o = {
+        .broker = argv[1], .group_id = argv[2], .secret = argv[3], .reconnect = true};
     struct kq_client *c;
     char err[256];
     if (kq_client_open(&o, &c, err, sizeof err)) {
@@ -25,8 +25,11 @@ int main(int argc, char **argv)
         return 1;
     }
     static const char body[] = "scheduled reminder";
-    struct kq_message m = {.topic = argv[4], .message_type = argv[5], .body = body,
-                           .body_len = sizeof body - 1, .expired_time = -1,
+    struct kq_message m = {.topic = argv[4],
+                           .message_type = argv[5],
+                           .body = body,
+                           .body_len = sizeof body - 1,
+                           .expired_time = -1,
                            .deliver_limit = -1};
     struct kq_publish_result r;
     /* 0 .. 7 days; the message must not expire before it is due (default expiry: 7 days) */

@@ -24,8 +24,11 @@ int main(int argc, char **argv)
         return 2;
     }
     kq_client_log_to_stderr(KQ_CLIENT_LOG_WARN);
-    struct kq_client_options o = {.broker = argv[1], .group_id = argv[2], .secret = argv[3],
-                                  .reconnect = true, .on_tx_check = on_tx_check};
+    struct kq_client_options o = {.broker = argv[1],
+                                  .group_id = argv[2],
+                                  .secret = argv[3],
+                                  .reconnect = true,
+                                  .on_tx_check = on_tx_check};
     struct kq_client *c;
     char err[256];
     if (kq_client_open(&o, &c, err, sizeof err)) {
@@ -33,8 +36,12 @@ int main(int argc, char **argv)
         return 1;
     }
     const char *body = "order 42 paid";
-    struct kq_message m = {.topic = argv[4], .message_type = argv[5], .body = body,
-                           .body_len = strlen(body), .expired_time = -1, .deliver_limit = -1,
+    struct kq_message m = {.topic = argv[4],
+                           .message_type = argv[5],
+                           .body = body,
+                           .body_len = strlen(body),
+                           .expired_time = -1,
+                           .deliver_limit = -1,
                            .two_phase = true};
     /* id and create time fixed here, so kq_tx_finish sends the header exactly as published */
     kq_generate_message_id(m.message_id);

@@ -21,8 +21,8 @@ static int received;
 static bool on_message(void *ud, const struct kq_message *m)
 {
     (void)ud;
-    printf("received %s %s/%s: %.*s\n", m->message_id, m->topic, m->message_type,
-           (int)m->body_len, (const char *)m->body);
+    printf("received %s %s/%s: %.*s\n", m->message_id, m->topic, m->message_type, (int)m->body_len,
+           (const char *)m->body);
     fflush(stdout);
     pthread_mutex_lock(&mu);
     received++;
@@ -41,19 +41,20 @@ static int got(void)
 int main(int argc, char **argv)
 {
     if (argc != 8) {
-        fprintf(stderr, "usage: %s REGISTRY PRODUCER SECRET CONSUMER SECRET TOPIC TYPE\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s REGISTRY PRODUCER SECRET CONSUMER SECRET TOPIC TYPE\n", argv[0]);
         return 2;
     }
     kq_client_log_to_stderr(KQ_CLIENT_LOG_WARN);
     const char *topic = argv[6], *type = argv[7];
     char err[256];
     /* consumer: its binding goes to /kiteq/sub/<topic>/<group>-bind; the brokers read it */
-    struct kq_cluster_binding bind = {.topic = topic, .message_type = type, .bind_type = 0,
-                                      .persistent = true};
-    struct kq_cluster_options co = {.registry = argv[1], .bindings = &bind, .n_bindings = 1,
-                                    .client = {.group_id = argv[4], .secret = argv[5],
-                                               .on_message = on_message}};
+    struct kq_cluster_binding bind = {
+        .topic = topic, .message_type = type, .bind_type = 0, .persistent = true};
+    struct kq_cluster_options co = {
+        .registry = argv[1],
+        .bindings = &bind,
+        .n_bindings = 1,
+        .client = {.group_id = argv[4], .secret = argv[5], .on_message = on_message}};
     struct kq_cluster *consumer, *producer;
     if (kq_cluster_open(&co, &consumer, err, sizeof err)) {
         fprintf(stderr, "consumer: %s\n", err);
@@ -61,7 +62,8 @@ int main(int argc, char **argv)
     }
     /* producer: sends to the brokers listed under /kiteq/server/<topic> */
     const char *topics[] = {topic};
-    struct kq_cluster_options po = {.registry = argv[1], .publish_topics = topics,
+    struct kq_cluster_options po = {.registry = argv[1],
+                                    .publish_topics = topics,
                                     .n_publish_topics = 1,
                                     .client = {.group_id = argv[2], .secret = argv[3]}};
     if (kq_cluster_open(&po, &producer, err, sizeof err)) {
@@ -77,8 +79,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < COUNT && time(NULL) < end;) {
         char body[32];
         int len = snprintf(body, sizeof body, "discovered %d", i);
-        struct kq_message m = {.topic = topic, .message_type = type, .body = body,
-                               .body_len = (size_t)len, .expired_time = -1,
+        struct kq_message m = {.topic = topic,
+                               .message_type = type,
+                               .body = body,
+                               .body_len = (size_t)len,
+                               .expired_time = -1,
                                .deliver_limit = -1};
         struct kq_publish_result r;
         int rc = kq_cluster_publish(producer, &m, &r);

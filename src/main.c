@@ -19,7 +19,7 @@ struct app {
     struct kq_broker *broker;
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     uv_timer_t reload_soon; /* coalesces a storm of HUPs into one reload */
-    char *log_file; /* fixed at start: a reload does not move the log */
+    char *log_file;         /* fixed at start: a reload does not move the log */
     int exit_code;
 };
 
@@ -141,7 +141,8 @@ int main(int argc, char **argv)
     if (cfg->log_file) {
         a.log_file = strdup(cfg->log_file);
         if (!a.log_file || (rc = kq_log_open(a.log_file)) != 0) {
-            fprintf(stderr, "kiteq: logFile %s: %s\n", cfg->log_file, strerror(a.log_file ? -rc : ENOMEM));
+            fprintf(stderr, "kiteq: logFile %s: %s\n", cfg->log_file,
+                    strerror(a.log_file ? -rc : ENOMEM));
             free(a.log_file);
             kq_config_free(cfg);
             free(cfg);

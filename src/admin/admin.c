@@ -31,25 +31,25 @@ struct conn {
     http_parser hp;
     struct kq_buf url;
     size_t body_len;
-    char hname[16];      /* the header name being read: enough for "Host", "Authorization" */
+    char hname[16]; /* the header name being read: enough for "Host", "Authorization" */
     size_t hname_len;
-    bool in_value;       /* last header callback was a value */
+    bool in_value; /* last header callback was a value */
     bool has_host;
     bool in_auth;        /* the value being read is Authorization's */
     char auth[MAX_AUTH]; /* its value (NUL-terminated); auth_len > MAX_AUTH - 1 = too long */
     size_t auth_len;
-    int fail;            /* status to answer when a callback stopped the parser */
-    uint64_t deadline;   /* loop ms: the request (or the drain) must be done by then */
-    size_t unsent;       /* bytes handed to uv_write and not yet written */
+    int fail;          /* status to answer when a callback stopped the parser */
+    uint64_t deadline; /* loop ms: the request (or the drain) must be done by then */
+    size_t unsent;     /* bytes handed to uv_write and not yet written */
     size_t drained;
-    struct kq_buf held;  /* input after the request being answered */
-    size_t held_off;     /* of which this much is parsed */
+    struct kq_buf held;       /* input after the request being answered */
+    size_t held_off;          /* of which this much is parsed */
     struct kq_admin_req *req; /* the request waiting for its handler's answer */
     bool reading;
-    bool paused;         /* the parser stopped after a request: resume to go on */
-    bool blocked;        /* resume waits for the client to read its answers */
-    bool queued;         /* in a->ready */
-    bool draining;       /* last response queued: discard input until EOF */
+    bool paused;   /* the parser stopped after a request: resume to go on */
+    bool blocked;  /* resume waits for the client to read its answers */
+    bool queued;   /* in a->ready */
+    bool draining; /* last response queued: discard input until EOF */
     bool closed;
     struct conn *prev, *next;
     struct conn *ready_next;
@@ -287,7 +287,10 @@ static void answer(struct conn *c, struct kq_admin_req *r, int status, const cha
         msg = "response too large";
     }
     if (status >= 400 && r->body.len == 0)
-        error_body(&r->body, status, msg ? msg : status == 501 ? "not implemented" : reason(status));
+        error_body(&r->body, status,
+                   msg             ? msg
+                   : status == 501 ? "not implemented"
+                                   : reason(status));
     const char *ctype = r->metrics && status < 300 ? "text/plain; version=0.0.4; charset=utf-8"
                                                    : "application/json";
     respond(c, status, ctype, &r->body, r->head,
@@ -604,13 +607,13 @@ static void conn_start(struct conn *c)
     struct kq_admin *a = c->a;
     if (a->n_conns > a->lim.max_conns) {
         /* Best effort: a fresh socket takes a short answer without blocking. */
-        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                   "application/json\r\nContent-Length: 45\r\nConnection: "
-                                   "close\r\n\r\n{\"error\":\"too many connections\",\"status\":503}";
+        static const char busy[] =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+            "application/json\r\nContent-Length: 45\r\nConnection: "
+            "close\r\n\r\n{\"error\":\"too many connections\",\"status\":503}";
         uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, ADMIN_MOD, "connection refused: %zu open",
-                           a->n_conns - 1);
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, ADMIN_MOD, "connection refused: %zu open", a->n_conns - 1);
         conn_close(c, "too many connections");
         return;
     }
@@ -666,8 +669,7 @@ static void on_sweep(uv_timer_t *t)
             c->req = NULL;
             KQ_LOG_RATELIMITED(KQ_LOG_WARN, ADMIN_MOD, "no answer within %u ms: 504",
                                a->lim.request_ms);
-            respond_error(c, 504, "no answer in time (the store did not answer)", head, NULL,
-                          true);
+            respond_error(c, 504, "no answer in time (the store did not answer)", head, NULL, true);
         } else {
             conn_close(c, c->draining ? "linger over" : "request timeout");
         }
@@ -702,8 +704,8 @@ int kq_admin_set_token(struct kq_admin *a, const char *token)
 }
 
 int kq_admin_start(uv_loop_t *loop, const char *hostport, const char *token,
-                   const struct kq_admin_handlers *h, void *ud, struct kq_admin **out,
-                   char *err, size_t errlen)
+                   const struct kq_admin_handlers *h, void *ud, struct kq_admin **out, char *err,
+                   size_t errlen)
 {
     struct sockaddr_storage ss;
     if (kq_net_parse_addr(hostport, &ss) != 0) {
@@ -716,8 +718,10 @@ int kq_admin_start(uv_loop_t *loop, const char *hostport, const char *token,
     a->loopback = kq_addr_is_loopback(hostport);
     int rc = kq_admin_set_token(a, token);
     if (rc) {
-        snprintf(err, errlen, "admin: %s listens beyond loopback: an admin token is required "
-                 "for its mutating requests (set adminToken)", hostport);
+        snprintf(err, errlen,
+                 "admin: %s listens beyond loopback: an admin token is required "
+                 "for its mutating requests (set adminToken)",
+                 hostport);
         free(a);
         return rc;
     }

@@ -16,10 +16,10 @@
 
 #include "core/buf.h"
 
-#define KQ_ADMIN_LATER 0         /* handler result: the answer comes via kq_admin_req_done */
+#define KQ_ADMIN_LATER 0            /* handler result: the answer comes via kq_admin_req_done */
 #define KQ_ADMIN_DLQ_MAX_LIMIT 1000 /* /dlq?limit=N: 1..1000 */
 #define KQ_ADMIN_DLQ_DEFAULT_LIMIT 100
-#define KQ_ADMIN_CURSOR_MAX 64      /* /dlq?after=<cursor>: bytes, NUL included */
+#define KQ_ADMIN_CURSOR_MAX 64 /* /dlq?after=<cursor>: bytes, NUL included */
 
 struct kq_admin_req; /* a request whose answer may come later */
 
@@ -57,15 +57,15 @@ void kq_admin_req_done(struct kq_admin_req *r, int status, struct kq_buf *body);
 
 /* Robustness limits; kq_admin_start uses the defaults shown. */
 struct kq_admin_limits {
-    size_t max_head;          /* request line + headers, bytes (8192); over it: 431, close */
-    size_t max_body;          /* request body, bytes (4096); over it: 413, close */
-    unsigned request_ms;      /* a request must be complete this long after the connection
+    size_t max_head;     /* request line + headers, bytes (8192); over it: 431, close */
+    size_t max_body;     /* request body, bytes (4096); over it: 413, close */
+    unsigned request_ms; /* a request must be complete this long after the connection
                                * got ready for it (accept or previous response), and an
                                * answer that comes later this long after the request
                                * (10000); else the connection closes (late answer: 504) */
-    unsigned linger_ms;       /* after the last response, drain input at most this long (2000) */
-    size_t max_conns;         /* open connections; more are answered 503 and closed (16) */
-    size_t max_response;      /* response body, bytes (4 MiB); over it: 500 */
+    unsigned linger_ms;  /* after the last response, drain input at most this long (2000) */
+    size_t max_conns;    /* open connections; more are answered 503 and closed (16) */
+    size_t max_response; /* response body, bytes (4 MiB); over it: 500 */
 };
 void kq_admin_limits_default(struct kq_admin_limits *l);
 
@@ -77,8 +77,8 @@ struct kq_admin;
  * with a reason in err. http_parser's header limit is process-wide: this sets it to
  * limits.max_head. Loop thread. */
 int kq_admin_start(uv_loop_t *loop, const char *hostport, const char *token,
-                   const struct kq_admin_handlers *h, void *ud, struct kq_admin **out,
-                   char *err, size_t errlen);
+                   const struct kq_admin_handlers *h, void *ud, struct kq_admin **out, char *err,
+                   size_t errlen);
 /* Replace the token (reload); -EINVAL when it would leave a non-loopback admin without one
  * (the old token stays), -ENOMEM. Loop thread. */
 int kq_admin_set_token(struct kq_admin *a, const char *token);

@@ -21,11 +21,11 @@ struct kq_admin {
     struct kq_admin_handlers h;
     void *ud;
     struct kq_admin_limits lim;
-    char *token;           /* mutating requests need it; NULL = none asked (loopback only) */
-    bool loopback;         /* listening on a loopback address */
+    char *token;   /* mutating requests need it; NULL = none asked (loopback only) */
+    bool loopback; /* listening on a loopback address */
     struct conn *conns;
-    struct conn *ready;    /* FIFO of connections to resume next iteration */
-    size_t n_conns;        /* including connections whose handle is closing */
+    struct conn *ready; /* FIFO of connections to resume next iteration */
+    size_t n_conns;     /* including connections whose handle is closing */
     int port;
     int handles_open;
     bool stopping;
@@ -36,12 +36,12 @@ struct kq_admin {
 
 /* One request on its way to an answer. */
 struct kq_admin_req {
-    struct conn *c;       /* NULL once the connection went away */
-    bool head, keep;      /* HEAD (no body); keep the connection open after the answer */
-    bool metrics;         /* a 2xx answer is Prometheus text, not JSON */
-    const char *extra;    /* one more header line (405: Allow) or NULL */
-    bool returned;        /* the handler returned KQ_ADMIN_LATER */
-    bool answered;        /* ... and kq_admin_req_done ran before it did */
+    struct conn *c;    /* NULL once the connection went away */
+    bool head, keep;   /* HEAD (no body); keep the connection open after the answer */
+    bool metrics;      /* a 2xx answer is Prometheus text, not JSON */
+    const char *extra; /* one more header line (405: Allow) or NULL */
+    bool returned;     /* the handler returned KQ_ADMIN_LATER */
+    bool answered;     /* ... and kq_admin_req_done ran before it did */
     int status;
     struct kq_buf body;
 };

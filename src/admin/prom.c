@@ -9,7 +9,7 @@
 
 struct kq_prom_family {
     char *name;
-    const char *type; /* "counter", "gauge", "histogram" (static strings) */
+    const char *type;    /* "counter", "gauge", "histogram" (static strings) */
     struct kq_buf lines; /* HELP, TYPE and the samples so far */
 };
 
@@ -140,8 +140,7 @@ static struct kq_buf *family(struct kq_prom *p, const char *name, const char *he
     if (help && *help)
         bad = put(b, "# HELP ") || put(b, name) || put(b, " ") || put_escaped(b, help, false) ||
               put(b, "\n");
-    bad = bad || put(b, "# TYPE ") || put(b, name) || put(b, " ") || put(b, type) ||
-          put(b, "\n");
+    bad = bad || put(b, "# TYPE ") || put(b, name) || put(b, " ") || put(b, type) || put(b, "\n");
     if (bad)
         return NULL;
     *rc = 0;
@@ -149,8 +148,8 @@ static struct kq_buf *family(struct kq_prom *p, const char *name, const char *he
 }
 
 /* name{labels[,le="x"]} value\n; `suffix` is appended to the name (_bucket, _sum...). */
-static int sample(struct kq_buf *b, const char *name, const char *suffix,
-                  const char *const *labels, const char *le, double v)
+static int sample(struct kq_buf *b, const char *name, const char *suffix, const char *const *labels,
+                  const char *le, double v)
 {
     int rc = put(b, name) || put(b, suffix);
     bool any = (labels && labels[0]) || le;
@@ -184,8 +183,8 @@ int kq_prom_counter(struct kq_prom *p, const char *name, const char *help,
     return simple(p, "counter", name, help, labels, value);
 }
 
-int kq_prom_gauge(struct kq_prom *p, const char *name, const char *help,
-                  const char *const *labels, double value)
+int kq_prom_gauge(struct kq_prom *p, const char *name, const char *help, const char *const *labels,
+                  double value)
 {
     return simple(p, "gauge", name, help, labels, value);
 }

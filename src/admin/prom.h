@@ -36,8 +36,8 @@ void kq_prom_free(struct kq_prom *p);
 /* One sample of a counter (name should end in _total) or a gauge. 0, -EINVAL or -ENOMEM. */
 int kq_prom_counter(struct kq_prom *p, const char *name, const char *help,
                     const char *const *labels, double value);
-int kq_prom_gauge(struct kq_prom *p, const char *name, const char *help,
-                  const char *const *labels, double value);
+int kq_prom_gauge(struct kq_prom *p, const char *name, const char *help, const char *const *labels,
+                  double value);
 
 /* A histogram with fixed upper bounds (ascending, at most KQ_PROM_HIST_MAX; +Inf is
  * implicit). observe may run on any thread while render runs on another (relaxed atomics:

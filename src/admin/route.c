@@ -12,8 +12,17 @@
 #define MAX_PARAM 512 /* a decoded path or query value */
 
 enum route_id {
-    R_STAT, R_BINDS, R_METRICS, R_MSG, R_DLQ, R_DLQ_REQUEUE, R_DLQ_PURGE, R_RELOAD, R_GROUPS,
-    R_GROUPS_PURGE, R_DLQ_SHOW,
+    R_STAT,
+    R_BINDS,
+    R_METRICS,
+    R_MSG,
+    R_DLQ,
+    R_DLQ_REQUEUE,
+    R_DLQ_PURGE,
+    R_RELOAD,
+    R_GROUPS,
+    R_GROUPS_PURGE,
+    R_DLQ_SHOW,
 };
 
 static const struct route {
@@ -100,8 +109,7 @@ static bool same_secret(const char *a, size_t an, const char *b, size_t bn)
 
 /* A mutating request (every POST route) needs "Authorization: Bearer <token>" when a token
  * is set. Returns 0, or 401 (no credentials) / 403 (wrong ones) with *msg. */
-static int check_token(const struct kq_admin *a, const struct admin_request *rq,
-                       const char **msg)
+static int check_token(const struct kq_admin *a, const struct admin_request *rq, const char **msg)
 {
     if (!a->token)
         return 0;
@@ -134,8 +142,7 @@ static int dlq_list(struct kq_admin *a, struct kq_admin_req *r, const char *q, s
         char *end;
         errno = 0;
         limit = got > 0 ? strtol(lim, &end, 10) : -1;
-        if (got < 0 || errno || *end || end == lim || limit < 1 ||
-            limit > KQ_ADMIN_DLQ_MAX_LIMIT) {
+        if (got < 0 || errno || *end || end == lim || limit < 1 || limit > KQ_ADMIN_DLQ_MAX_LIMIT) {
             *msg = "limit must be an integer in 1..1000 (page on with after=<next>)";
             return 400;
         }
@@ -172,8 +179,8 @@ static int groups_purge(struct kq_admin *a, struct kq_admin_req *r, const char *
 
 /* POST /dlq/requeue?id=ID[&groups=G1,G2]: only to those groups (else to the groups each
  * dead letter failed for). */
-static int dlq_requeue(struct kq_admin *a, struct kq_admin_req *r, const char *id,
-                       const char *q, size_t qn, const char **msg)
+static int dlq_requeue(struct kq_admin *a, struct kq_admin_req *r, const char *id, const char *q,
+                       size_t qn, const char **msg)
 {
     char groups[MAX_PARAM];
     int got = query_get(q, qn, "groups", groups, sizeof groups);
@@ -223,8 +230,7 @@ static int run(struct kq_admin *a, enum route_id id, const char *arg, const char
             *msg = "topic required (a topic, or * for all)";
             return 400;
         }
-        return h->dlq_purge ? h->dlq_purge(a->ud, r, strcmp(p1, "*") ? p1 : NULL, &r->body)
-                            : 501;
+        return h->dlq_purge ? h->dlq_purge(a->ud, r, strcmp(p1, "*") ? p1 : NULL, &r->body) : 501;
     }
     return 500;
 }
@@ -263,8 +269,8 @@ int kq_admin_route(struct kq_admin *a, const struct admin_request *rq, struct kq
         *msg = "not found";
         return 404;
     }
-    bool ok = rt->post ? rq->method == HTTP_POST
-                       : rq->method == HTTP_GET || rq->method == HTTP_HEAD;
+    bool ok =
+        rt->post ? rq->method == HTTP_POST : rq->method == HTTP_GET || rq->method == HTTP_HEAD;
     if (!ok) {
         *msg = "method not allowed";
         r->extra = rt->post ? "Allow: POST" : "Allow: GET, HEAD";
@@ -275,9 +281,9 @@ int kq_admin_route(struct kq_admin *a, const struct admin_request *rq, struct kq
         return status;
     r->metrics = rt->id == R_METRICS;
     status = run(a, rt->id, arg, q, qn, r, msg);
-    if (status == KQ_ADMIN_LATER && rt->id != R_MSG && rt->id != R_DLQ &&
-        rt->id != R_DLQ_REQUEUE && rt->id != R_DLQ_PURGE && rt->id != R_RELOAD &&
-        rt->id != R_GROUPS_PURGE && rt->id != R_DLQ_SHOW) {
+    if (status == KQ_ADMIN_LATER && rt->id != R_MSG && rt->id != R_DLQ && rt->id != R_DLQ_REQUEUE &&
+        rt->id != R_DLQ_PURGE && rt->id != R_RELOAD && rt->id != R_GROUPS_PURGE &&
+        rt->id != R_DLQ_SHOW) {
         KQ_WARN(ADMIN_MOD, "handler for %s cannot answer later", rt->path);
         return 500; /* it has no kq_admin_req to answer through */
     }

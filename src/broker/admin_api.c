@@ -93,7 +93,7 @@ static int h_stat(void *ud, struct kq_buf *out)
         cJSON_AddNumberToObject(tr, b->cfg->topics[i], 0);
     }
     struct kq_topic_stats *ts, *ttmp;
-    HASH_ITER(hh, b->topic_stats, ts, ttmp) {
+    HASH_ITER (hh, b->topic_stats, ts, ttmp) {
         cJSON *n = cJSON_GetObjectItemCaseSensitive(mc, ts->topic);
         if (n)
             cJSON_SetNumberValue(n, (double)ts->pending);
@@ -104,7 +104,7 @@ static int h_stat(void *ud, struct kq_buf *out)
     }
     cJSON *groups = cJSON_AddObjectToObject(k, "groups");
     struct kq_group *g, *gtmp;
-    HASH_ITER(hh, b->groups, g, gtmp) {
+    HASH_ITER (hh, b->groups, g, gtmp) {
         cJSON *a = cJSON_AddArrayToObject(groups, g->id);
         for (size_t i = 0; i < g->n; i++)
             cJSON_AddItemToArray(a, cJSON_CreateString(kq_conn_peer(g->members[i]->conn)));
@@ -148,7 +148,7 @@ static int h_stat(void *ud, struct kq_buf *out)
     cJSON_AddNumberToObject(tot, "dead_lettered", (double)b->stats.dead_lettered);
     cJSON_AddNumberToObject(tot, "unrouted", (double)b->stats.unrouted);
     cJSON *unrouted = cJSON_AddObjectToObject(br, "unrouted_by_topic");
-    HASH_ITER(hh, b->topic_stats, ts, ttmp) {
+    HASH_ITER (hh, b->topic_stats, ts, ttmp) {
         if (ts->unrouted)
             cJSON_AddNumberToObject(unrouted, ts->topic, (double)ts->unrouted);
     }
@@ -245,8 +245,8 @@ cJSON *kq_adm_dead_json(const struct kq_dead_letter *d)
             cJSON_AddItemToArray(failed, g);
         }
     }
-    cJSON_AddItemToObject(o, "ackedGroups", names_json((const char *const *)d->groups.acked,
-                                                       d->groups.n_acked));
+    cJSON_AddItemToObject(o, "ackedGroups",
+                          names_json((const char *const *)d->groups.acked, d->groups.n_acked));
     return o;
 }
 
@@ -277,7 +277,10 @@ static int unknown_msg(const char *id, struct kq_buf *out)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "messageId", id);
     cJSON_AddStringToObject(o, "state", "unknown");
-    cJSON_AddStringToObject(o, "error", "not pending, not in the dead-letter store and not among the last messageHistory finished messages (never stored, or finished long ago)");
+    cJSON_AddStringToObject(
+        o, "error",
+        "not pending, not in the dead-letter store and not among the last messageHistory finished "
+        "messages (never stored, or finished long ago)");
     return kq_adm_reply(out, o, 404);
 }
 
@@ -401,8 +404,12 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 }
 
 static const struct kq_admin_handlers handlers = {
-    h_stat, h_binds, kq_adm_metrics, h_msg, kq_adm_dlq_list, kq_adm_dlq_requeue, kq_adm_dlq_purge,
-    h_reload, kq_adm_groups, kq_adm_groups_purge, kq_adm_dlq_show,
+    h_stat,           h_binds,
+    kq_adm_metrics,   h_msg,
+    kq_adm_dlq_list,  kq_adm_dlq_requeue,
+    kq_adm_dlq_purge, h_reload,
+    kq_adm_groups,    kq_adm_groups_purge,
+    kq_adm_dlq_show,
 };
 
 int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
@@ -411,8 +418,8 @@ int kq_admin_api_start(struct kq_broker *b, char *err, size_t errlen)
         snprintf(err, errlen, "admin: out of memory");
         return -ENOMEM;
     }
-    int rc = kq_admin_start(b->loop, b->cfg->admin, b->cfg->admin_token, &handlers, b,
-                            &b->admin, err, errlen);
+    int rc = kq_admin_start(b->loop, b->cfg->admin, b->cfg->admin_token, &handlers, b, &b->admin,
+                            err, errlen);
     if (rc == 0)
         KQ_INFO("admin", "listening admin=%s port=%d token=%s", b->cfg->admin,
                 kq_admin_port(b->admin), b->cfg->admin_token ? "required for POST" : "none");

@@ -25,17 +25,17 @@ struct job {
     struct kq_broker *b;
     struct kq_admin_req *r;
     enum job_kind kind;
-    char *topic;                     /* list: the filter, NULL = all */
-    char cursor[KQ_DLQ_CURSOR_LEN];  /* where the next page starts */
+    char *topic;                    /* list: the filter, NULL = all */
+    char cursor[KQ_DLQ_CURSOR_LEN]; /* where the next page starts */
     bool from_start;
-    size_t limit, n;                 /* list: wanted, listed */
-    struct kq_buf items;             /* list: the JSON array so far, printed page by page */
-    struct kq_msg **copies;          /* requeue: this page's dead letters, to save */
+    size_t limit, n;        /* list: wanted, listed */
+    struct kq_buf items;    /* list: the JSON array so far, printed page by page */
+    struct kq_msg **copies; /* requeue: this page's dead letters, to save */
     size_t n_copies, cap_copies;
     size_t requeued;
-    size_t skipped;                  /* requeue: nobody it may go to is bound now */
-    bool failed;                     /* requeue: a copy could not be made */
-    struct picked *picked;           /* requeue: the groups asked for (NULL: who failed) */
+    size_t skipped;        /* requeue: nobody it may go to is bound now */
+    bool failed;           /* requeue: a copy could not be made */
+    struct picked *picked; /* requeue: the groups asked for (NULL: who failed) */
 };
 
 struct kq_adm_jobs {
@@ -124,8 +124,7 @@ static void on_requeued(void *ud, int status)
  * groups: -EINVAL, -ENOENT) with why. The copy is saved later, never while the store is
  * listing. */
 static struct kq_msg *requeue_copy(struct kq_broker *b, const struct kq_dead_letter *d,
-                                   const struct picked *picked, int *err, char *why,
-                                   size_t whylen)
+                                   const struct picked *picked, int *err, char *why, size_t whylen)
 {
     if (kq_delivery_find(b, d->msg.id))
         return NULL;
@@ -245,7 +244,8 @@ static void job_finish(struct job *j, int status)
         if (j->skipped) /* they stay in the DLQ */
             cJSON_AddNumberToObject(o, "skipped", (double)j->skipped);
         if (j->failed)
-            cJSON_AddStringToObject(o, "error", "some dead letters could not be requeued (see the log)");
+            cJSON_AddStringToObject(o, "error",
+                                    "some dead letters could not be requeued (see the log)");
         status = kq_adm_reply(&out, o, j->failed ? 500 : 200);
     }
     kq_admin_req_done(j->r, status, &out);
@@ -416,8 +416,9 @@ static void on_requeue_found(void *ud, int status, const struct kq_dead_letter *
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "requeued", (double)n);
         if (!n) /* say why nothing was requeued */
-            cJSON_AddStringToObject(o, "error", status == -ENOENT ? "no dead letter with this id"
-                                                                  : "pending again already");
+            cJSON_AddStringToObject(o, "error",
+                                    status == -ENOENT ? "no dead letter with this id"
+                                                      : "pending again already");
         status = kq_adm_reply(&out, o, n ? 200 : 404);
     }
     kq_admin_req_done(c->r, status, &out);

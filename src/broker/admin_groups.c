@@ -69,10 +69,12 @@ static void row_prom(void *ud, const struct kq_backlog_row *r)
     const char *l[] = {"group", r->group, "topic", r->topic, NULL};
     kq_prom_gauge(p, "kiteq_group_backlog",
                   "Pending messages of the topic routed to the group and not acked by it yet, "
-                  "in flight included (as of the last backlog pass).", l, (double)r->backlog);
+                  "in flight included (as of the last backlog pass).",
+                  l, (double)r->backlog);
     kq_prom_gauge(p, "kiteq_group_oldest_seconds",
                   "Age of the oldest message the group has not acked on the topic (as of the "
-                  "last backlog pass; 0 when none).", l, (double)r->oldest_sec);
+                  "last backlog pass; 0 when none).",
+                  l, (double)r->oldest_sec);
 }
 
 void kq_adm_groups_metrics(struct kq_broker *b, struct kq_prom *p)
@@ -83,8 +85,10 @@ void kq_adm_groups_metrics(struct kq_broker *b, struct kq_prom *p)
     if (in.as_of_unix_ms) /* absent until the first pass: the backlog is not known yet */
         kq_prom_gauge(p, "kiteq_backlog_scan_age_seconds",
                       "How old the backlog figures are (since the last pass over the pending "
-                      "messages completed).", NULL, (double)in.age_ms / 1000.0);
+                      "messages completed).",
+                      NULL, (double)in.age_ms / 1000.0);
     kq_prom_gauge(p, "kiteq_backlog_scan_pass_seconds",
                   "How long the last backlog pass took (it looks at a fixed number of "
-                  "pending messages per tick).", NULL, (double)in.pass_ms / 1000.0);
+                  "pending messages per tick).",
+                  NULL, (double)in.pass_ms / 1000.0);
 }

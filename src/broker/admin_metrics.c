@@ -22,7 +22,7 @@ static void connection_metrics(struct kq_broker *b, struct kq_prom *p)
                     "Connections closed at once because maxConnections was reached.", NULL,
                     (double)ns.refused);
     struct kq_group *g, *gtmp;
-    HASH_ITER(hh, b->groups, g, gtmp) {
+    HASH_ITER (hh, b->groups, g, gtmp) {
         const char *l[] = {"group", g->id, NULL};
         kq_prom_gauge(p, "kiteq_group_connections", "Authenticated connections per group.", l,
                       (double)g->n);
@@ -70,18 +70,17 @@ static int delivery_metrics(struct kq_broker *b, struct kq_prom *p)
     if (bound_groups(b, &bound, &n_bound))
         return -ENOMEM;
     struct kq_group *g, *gtmp;
-    HASH_ITER(hh, b->groups, g, gtmp) {
+    HASH_ITER (hh, b->groups, g, gtmp) {
         if (!consumes(g, bound, n_bound))
             continue;
         const char *l[] = {"group", g->id, NULL};
-        kq_prom_gauge(p, "kiteq_group_inflight", "Deliveries waiting for an ack, per group.",
-                      l, g->inflight);
+        kq_prom_gauge(p, "kiteq_group_inflight", "Deliveries waiting for an ack, per group.", l,
+                      g->inflight);
         kq_prom_gauge(p, "kiteq_group_waiting",
                       "Messages waiting for room in the group's window or rate.", l,
                       (double)g->n_waiting);
         kq_prom_counter(p, "kiteq_deliveries_sent_total",
-                        "Copies sent to the group (each attempt sends again).", l,
-                        (double)g->sent);
+                        "Copies sent to the group (each attempt sends again).", l, (double)g->sent);
         kq_prom_counter(p, "kiteq_deliveries_acked_total", "Copies the group acked.", l,
                         (double)g->acked);
         kq_prom_counter(p, "kiteq_deliveries_failed_total",
@@ -101,7 +100,7 @@ static int delivery_metrics(struct kq_broker *b, struct kq_prom *p)
 static void message_metrics(struct kq_broker *b, struct kq_prom *p)
 {
     struct kq_topic_stats *t, *ttmp;
-    HASH_ITER(hh, b->topic_stats, t, ttmp) {
+    HASH_ITER (hh, b->topic_stats, t, ttmp) {
         const char *l[] = {"topic", t->topic, NULL};
         kq_prom_counter(p, "kiteq_messages_received_total",
                         "Publishes that passed the intake limit and the header checks.", l,
@@ -115,26 +114,28 @@ static void message_metrics(struct kq_broker *b, struct kq_prom *p)
                         "Attempts that ended with a failed copy and a retry.", l,
                         (double)t->retried);
         kq_prom_counter(p, "kiteq_messages_dead_lettered_total",
-                        "Messages moved to the dead-letter store.", l,
-                        (double)t->dead_lettered);
+                        "Messages moved to the dead-letter store.", l, (double)t->dead_lettered);
         kq_prom_counter(p, "kiteq_unrouted_messages_total",
                         "Messages accepted while no group was bound to their (topic, "
-                        "messageType).", l, (double)t->unrouted);
+                        "messageType).",
+                        l, (double)t->unrouted);
     }
     kq_prom_counter(p, "kiteq_messages_rejected_total", "Publishes answered with status false.",
                     NULL, (double)b->stats.rejected);
     kq_prom_counter(p, "kiteq_store_errors_total",
                     "Store updates, removes and dead letters that failed (the store may be "
-                    "behind; a restart may deliver again).", NULL, (double)b->stats.store_errors);
+                    "behind; a restart may deliver again).",
+                    NULL, (double)b->stats.store_errors);
     kq_prom_counter(p, "kiteq_names_lost_total",
                     "Group names delivery could not record (out of memory); the attempt was "
-                    "retried.", NULL, (double)b->stats.names_lost);
+                    "retried.",
+                    NULL, (double)b->stats.names_lost);
     kq_prom_gauge(p, "kiteq_interned_names",
                   "Distinct topic, messageType and group names held by pending messages and known "
                   "groups.",
                   NULL, (double)kq_atoms_count(b));
-    kq_prom_gauge(p, "kiteq_pending_messages", "Messages in the broker's index (backlog).",
-                  NULL, (double)b->msgs.len);
+    kq_prom_gauge(p, "kiteq_pending_messages", "Messages in the broker's index (backlog).", NULL,
+                  (double)b->msgs.len);
     kq_prom_gauge(p, "kiteq_inflight", "Deliveries waiting for an ack.", NULL,
                   (double)b->stats.inflight);
 }
@@ -161,8 +162,8 @@ static void store_metrics(struct kq_broker *b, struct kq_prom *p)
     bool store_up = !kq_store_unavailable(b->store);
     kq_prom_gauge(p, "kiteq_store_available",
                   "1 while the store takes saves, 0 while it refuses them (MySQL down or not "
-                  "answering, start-up recovery pending; /stat says why).", NULL,
-                  store_up ? 1 : 0);
+                  "answering, start-up recovery pending; /stat says why).",
+                  NULL, store_up ? 1 : 0);
     cJSON *dlq_by_topic = cJSON_CreateObject();
     /* every topic, so a dashboard sees 0; none while the store has not counted (MySQL) */
     if (dlq_by_topic && kq_adm_dlq_tally(b, NULL, dlq_by_topic, NULL, NULL) == 0)
@@ -178,8 +179,8 @@ static void store_metrics(struct kq_broker *b, struct kq_prom *p)
 static void control_metrics(struct kq_broker *b, struct kq_prom *p)
 {
     const char *reg[] = {"state", b->registry_state ? b->registry_state : "static", NULL};
-    kq_prom_gauge(p, "kiteq_registry_state", "Registry state (value 1, state in the label).",
-                  reg, 1);
+    kq_prom_gauge(p, "kiteq_registry_state", "Registry state (value 1, state in the label).", reg,
+                  1);
     kq_prom_gauge(p, "kiteq_reload_generation",
                   "Configuration generation serving (successful reloads since start).", NULL,
                   (double)b->reload_generation);
@@ -190,21 +191,23 @@ static void control_metrics(struct kq_broker *b, struct kq_prom *p)
     for (size_t i = 0; i < nh; i++) {
         const char *l[] = {"hook", hs[i].name, NULL};
         kq_prom_counter(p, "kiteq_hook_calls_total", "Lua hook calls.", l, (double)hs[i].calls);
-        kq_prom_counter(p, "kiteq_hook_errors_total",
-                        "Hook errors, overruns and invalid answers.", l, (double)hs[i].errors);
+        kq_prom_counter(p, "kiteq_hook_errors_total", "Hook errors, overruns and invalid answers.",
+                        l, (double)hs[i].errors);
         kq_prom_counter(p, "kiteq_hook_seconds_total", "Time spent in the hook.", l,
                         (double)hs[i].total_us / 1e6);
         kq_prom_counter(p, "kiteq_hook_fallbacks_total",
                         "Answers given by the built-in rules because the hook failed or is "
-                        "switched off.", l, (double)hs[i].fallbacks);
+                        "switched off.",
+                        l, (double)hs[i].fallbacks);
         kq_prom_counter(p, "kiteq_hook_rejects_total",
                         "Messages on_publish rejected, connections on_connect refused, dead "
-                        "letters on_dead dropped.", l,
-                        (double)hs[i].rejects);
+                        "letters on_dead dropped.",
+                        l, (double)hs[i].rejects);
         kq_prom_gauge(p, "kiteq_hook_disabled",
                       "Subjects the hook is switched off for after failing 5 times in a row "
                       "(route: topic and messageType; flow.group: group and topic; retry, "
-                      "flow.intake: 1 = every call).", l, (double)hs[i].disabled_subjects);
+                      "flow.intake: 1 = every call).",
+                      l, (double)hs[i].disabled_subjects);
     }
     /* which policy is live */
     struct kq_policy_file pf[KQ_POLICY_MAX_FILES];

@@ -37,9 +37,12 @@ void kq_adm_history_metrics(struct kq_broker *b, struct kq_prom *p)
                        "messageHistory finished ones.";
     kq_prom_gauge(p, "kiteq_message_histories", help, pending, (double)s.pending);
     kq_prom_gauge(p, "kiteq_message_histories", help, finished, (double)s.finished);
-    kq_prom_gauge(p, "kiteq_message_history_bytes", "Memory of the message histories (records, "
-                  "the finished ring, their tables).", NULL, (double)s.bytes);
-    kq_prom_counter(p, "kiteq_message_histories_skipped_total", "Messages given no history "
-                    "because histories reached their memory cap (32 MiB).", NULL,
-                    (double)s.skipped);
+    kq_prom_gauge(p, "kiteq_message_history_bytes",
+                  "Memory of the message histories (records, "
+                  "the finished ring, their tables).",
+                  NULL, (double)s.bytes);
+    kq_prom_counter(p, "kiteq_message_histories_skipped_total",
+                    "Messages given no history "
+                    "because histories reached their memory cap (32 MiB).",
+                    NULL, (double)s.skipped);
 }

@@ -50,8 +50,8 @@ static void job_answer(struct kq_broker *b, struct purge_job *j, int status, con
     if (error)
         cJSON_AddStringToObject(o, "error", error);
     KQ_INFO("admin", "purge group=%s topic=%s purged=%llu removed=%llu%s%s", j->group, j->topic,
-            (unsigned long long)j->purged, (unsigned long long)j->removed,
-            error ? " error=" : "", error ? error : "");
+            (unsigned long long)j->purged, (unsigned long long)j->removed, error ? " error=" : "",
+            error ? error : "");
     struct kq_buf out = {0};
     kq_admin_req_done(j->r, kq_adm_reply(&out, o, status), &out);
     kq_buf_free(&out);
@@ -66,8 +66,8 @@ static bool routed(struct kq_broker *b, struct purge_job *j, const struct kq_msg
     if (m->type == j->memo_type)
         return j->memo_routed;
     struct kq_route *routes = b->routes;
-    size_t n = kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes,
-                               KQ_POLICY_MAX_ROUTES);
+    size_t n =
+        kq_policy_route(b->policy, b->bindings, m->topic, m->type, routes, KQ_POLICY_MAX_ROUTES);
     j->memo_routed = false;
     for (size_t i = 0; i < n && !j->memo_routed; i++)
         j->memo_routed = strcmp(routes[i].group, j->group) == 0;

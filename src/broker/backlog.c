@@ -46,14 +46,14 @@ struct kq_backlog {
      * mostly a few (topic, type) pairs. */
     const char *memo_topic, *memo_type;
     size_t memo_n;
-    struct row **memo_rows;    /* KQ_POLICY_MAX_ROUTES */
-    const char **memo_atoms;   /* the groups' atoms (NULL: no message has it done) */
+    struct row **memo_rows;  /* KQ_POLICY_MAX_ROUTES */
+    const char **memo_atoms; /* the groups' atoms (NULL: no message has it done) */
 };
 
 static void rows_free(struct row **rows)
 {
     struct row *r, *tmp;
-    HASH_ITER(hh, *rows, r, tmp) {
+    HASH_ITER (hh, *rows, r, tmp) {
         HASH_DEL(*rows, r);
         free(r);
     }
@@ -164,7 +164,8 @@ void kq_backlog_tick(struct kq_broker *b)
             continue; /* not deliverable yet: no group's backlog */
         k->seen++;
         if (count_message(b, k, m) != 0) {
-            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "backlog", "out of memory counting the backlog: "
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "backlog",
+                               "out of memory counting the backlog: "
                                "this pass is dropped");
             rows_free(&k->next);
             k->running = false;
@@ -201,7 +202,7 @@ void kq_backlog_info(const struct kq_broker *b, struct kq_backlog_info *out)
 void kq_backlog_second(struct kq_broker *b)
 {
     struct kq_group *g, *tmp;
-    HASH_ITER(hh, b->groups, g, tmp) {
+    HASH_ITER (hh, b->groups, g, tmp) {
         for (size_t i = 0; i < g->n_rates; i++) {
             struct kq_group_rate *r = &g->rates[i];
             r->acked_last_sec = r->acked - r->acked_mark;
@@ -244,14 +245,15 @@ int kq_backlog_each(struct kq_broker *b, kq_backlog_row_cb cb, void *ud)
     if (n && !sorted)
         rc = -ENOMEM;
     if (rc == 0) {
-        HASH_ITER(hh, all, r, tmp) sorted[i++] = r;
+        HASH_ITER (hh, all, r, tmp)
+            sorted[i++] = r;
         if (n > 1) /* sorted is NULL when there is no row: qsort must not see it */
             qsort(sorted, n, sizeof *sorted, cmp_rows);
         int64_t now = kq_now_sec();
         for (i = 0; i < n; i++) {
             r = sorted[i];
-            struct kq_backlog_row out = {.group = r->key, .topic = r->key + r->glen + 1,
-                                         .backlog = r->backlog};
+            struct kq_backlog_row out = {
+                .group = r->key, .topic = r->key + r->glen + 1, .backlog = r->backlog};
             if (r->backlog)
                 out.oldest_sec = now > r->oldest_sec ? now - r->oldest_sec : 0;
             struct kq_group *g = kq_group_get(b, out.group, false);

@@ -61,7 +61,7 @@ static void on_tick(uv_timer_t *timer)
         b->last_sec.acked = cur.acked - b->prev_stats.acked;
         b->prev_stats = cur;
         struct kq_topic_stats *t, *tmp;
-        HASH_ITER(hh, b->topic_stats, t, tmp) {
+        HASH_ITER (hh, b->topic_stats, t, tmp) {
             t->last_sec_received = t->received - t->mark_received;
             t->last_sec_delivered = t->delivered - t->mark_delivered;
             t->mark_received = t->received;
@@ -102,7 +102,8 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
             lost += kq_failed_add(b, m, st->groups_failed[i]) != 0;
         if (lost) {
             b->stats.names_lost += (uint64_t)lost;
-            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "broker", "recovering id=%s: %d group name(s) not "
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "broker",
+                               "recovering id=%s: %d group name(s) not "
                                "recorded (out of memory); groups done may get it again",
                                sm->id, lost);
         }
@@ -241,8 +242,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
     /* Anything recovered is due now or later: arm the timer. */
     kq_delivery_rearm(b);
     KQ_INFO("broker", "listening bind=%s port=%d topics=%zu groups=%zu bindings=%zu db=%s",
-            cfg->bind, kq_net_port(b->net), cfg->n_topics, cfg->n_groups, cfg->n_bindings,
-            cfg->db);
+            cfg->bind, kq_net_port(b->net), cfg->n_topics, cfg->n_groups, cfg->n_bindings, cfg->db);
     if (cfg->n_groups == 0)
         KQ_WARN("broker", "no groups configured: authentication is OFF, any groupId is "
                           "accepted (configure `groups` or -groups=g:secret)");
@@ -277,7 +277,7 @@ static void on_handle_closed(uv_handle_t *h) { (void)h; }
 static void on_net_closed(void *ud)
 {
     struct kq_broker *b = ud;
-    if (b->store) /* NULL when the start failed at the store */
+    if (b->store)                       /* NULL when the start failed at the store */
         b->store->ops->close(b->store); /* flushes what is queued */
     b->store = NULL;
     kq_admin_api_stop(b); /* after the store: its last callbacks may end admin requests */
@@ -349,7 +349,7 @@ void kq_broker_free(struct kq_broker *b)
     if (!b)
         return;
     struct kq_topic_stats *t, *tmp;
-    HASH_ITER(hh, b->topic_stats, t, tmp) {
+    HASH_ITER (hh, b->topic_stats, t, tmp) {
         HASH_DEL(b->topic_stats, t);
         free(t->topic);
         free(t);

@@ -52,8 +52,8 @@ int kq_broker_port(const struct kq_broker *b);
 void kq_broker_when_ready(struct kq_broker *b, void (*cb)(void *ud), void *ud);
 
 struct kq_broker_stats {
-    uint64_t connections, received, stored, delivered, acked, retried, dead_lettered,
-        rejected, pending, inflight;
+    uint64_t connections, received, stored, delivered, acked, retried, dead_lettered, rejected,
+        pending, inflight;
     uint64_t unrouted; /* accepted while no group was bound to their (topic, messageType) */
     /* Errors delivery could not act on: store update/remove/dead-letter calls that failed
      * (the store copy may be behind the index; a restart may deliver again), and group

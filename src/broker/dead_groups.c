@@ -92,7 +92,7 @@ int kq_requeue_targets(struct kq_broker *b, struct kq_msg *m, const struct kq_de
     int rc = failed ? 0 : -ENOMEM;
     /* every routed group that is not a target is marked done: it does not get the copy */
     for (size_t i = 0; !rc && i < nr; i++) {
-        bool target = n_picked ? listed(picked, n_picked, routed[i])
+        bool target = n_picked          ? listed(picked, n_picked, routed[i])
                       : d->groups_known ? listed(failed, d->groups.n_failed, routed[i])
                                         : !listed(d->groups.acked, d->groups.n_acked, routed[i]);
         if (target)
@@ -103,8 +103,10 @@ int kq_requeue_targets(struct kq_broker *b, struct kq_msg *m, const struct kq_de
     if (rc)
         snprintf(why, whylen, "out of memory");
     else if (nr && !targets) {
-        snprintf(why, whylen, "none of the groups it failed for is bound to topic %.200s, "
-                 "type %.200s now (pick groups)", m->topic, m->type);
+        snprintf(why, whylen,
+                 "none of the groups it failed for is bound to topic %.200s, "
+                 "type %.200s now (pick groups)",
+                 m->topic, m->type);
         rc = -ENOENT;
     }
     free(failed);

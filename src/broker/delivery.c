@@ -55,8 +55,10 @@ static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
         return;
     m->names_lost = true;
     b->stats.names_lost++;
-    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot record group=%s as failed for id=%s "
-                       "(out of memory): the message is retried", group, m->id);
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                       "cannot record group=%s as failed for id=%s "
+                       "(out of memory): the message is retried",
+                       group, m->id);
 }
 
 /* Record that group has the message. If that cannot be recorded, the group gets it again on
@@ -67,8 +69,10 @@ static void add_done(struct kq_broker *b, struct kq_msg *m, const char *group)
         return;
     m->names_lost = true;
     b->stats.names_lost++;
-    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot record group=%s as done for id=%s "
-                       "(out of memory): it will get the message again", group, m->id);
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                       "cannot record group=%s as done for id=%s "
+                       "(out of memory): it will get the message again",
+                       group, m->id);
 }
 
 struct kq_msg *kq_delivery_find(struct kq_broker *b, const char *id)
@@ -114,7 +118,7 @@ void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms
         kq_delivery_rearm(b);
 }
 
-#define MSG_OF_TIMER(it) ((struct kq_msg *)((char *)(it) - offsetof(struct kq_msg, timer)))
+#define MSG_OF_TIMER(it) ((struct kq_msg *)((char *)(it)-offsetof(struct kq_msg, timer)))
 
 static void on_retry_timer(uv_timer_t *t)
 {
@@ -284,8 +288,8 @@ static void window_cut(struct kq_session *s, uint64_t now)
     s->window_cut_ms = now;
 }
 
-static void window_on_answer(struct kq_broker *b, struct kq_session *s,
-                             const struct kq_inflight *f, bool timed_out)
+static void window_on_answer(struct kq_broker *b, struct kq_session *s, const struct kq_inflight *f,
+                             bool timed_out)
 {
     uint64_t now = kq_broker_mono_ms();
     uint64_t latency = now - f->sent_ms;
@@ -316,7 +320,8 @@ void kq_delivery_conn_drained(struct kq_broker *b, struct kq_conn *c)
  * with how many, at most every TIMEOUT_LOG_MS. */
 static void log_group_timeouts(struct kq_broker *b, struct kq_group *g, uint64_t now)
 {
-    KQ_WARN("delivery", "delivery timeouts group=%s count=%llu in the last %llus: copies not "
+    KQ_WARN("delivery",
+            "delivery timeouts group=%s count=%llu in the last %llus: copies not "
             "acked within deliverySeconds=%d are retried (consumer too slow or not reading?)",
             g->id, (unsigned long long)g->timeouts_unlogged,
             (unsigned long long)(g->timeouts_logged_ms ? (now - g->timeouts_logged_ms) / 1000
@@ -341,7 +346,7 @@ void kq_delivery_log_timeouts(struct kq_broker *b)
 {
     uint64_t now = kq_broker_mono_ms();
     struct kq_group *g, *tmp;
-    HASH_ITER(hh, b->groups, g, tmp) {
+    HASH_ITER (hh, b->groups, g, tmp) {
         if (g->timeouts_unlogged && now - g->timeouts_logged_ms >= TIMEOUT_LOG_MS)
             log_group_timeouts(b, g, now);
     }
@@ -368,8 +373,7 @@ struct kq_group_rate *kq_delivery_rate_find(struct kq_group *g, const char *topi
 
 /* Refresh r's limits from the policy with the live figures. The bucket keeps the tokens it
  * holds (asking must not refill it); it starts full only when new or rebound. */
-static void flow_ask(struct kq_broker *b, struct kq_group *g, struct kq_group_rate *r,
-                     uint64_t now)
+static void flow_ask(struct kq_broker *b, struct kq_group *g, struct kq_group_rate *r, uint64_t now)
 {
     struct kq_flow_figures f = {r->inflight, r->waiting, r->failures, r->watermark};
     struct kq_flow_limits l;
@@ -391,8 +395,8 @@ static void flow_ask(struct kq_broker *b, struct kq_group *g, struct kq_group_ra
 
 /* The flow entry of (g, topic), created on first use; watermark > 0 updates the binding's.
  * now: kq_broker_mono_ms() (the caller's, read once: a clock call per message showed). */
-static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g,
-                                      const char *topic, int watermark, uint64_t now)
+static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g, const char *topic,
+                                      int watermark, uint64_t now)
 {
     struct kq_group_rate *r = find_rate(g, topic);
     if (!r) {
@@ -658,9 +662,10 @@ static void on_loaded_for_group(struct kq_broker *b, struct kq_msg *m, struct kq
                                 int status, const struct kq_stored_msg *sm)
 {
     if (status != 0 || set_loaded_block(m, sm) != 0) {
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back from the store for "
-                           "group=%s: %s (this attempt fails for the group)", m->id, g->id,
-                           strerror(status ? -status : ENOMEM));
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                           "cannot read id=%s back from the store for "
+                           "group=%s: %s (this attempt fails for the group)",
+                           m->id, g->id, strerror(status ? -status : ENOMEM));
         fail_waiting_copy(b, g, m);
         return;
     }
@@ -823,8 +828,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     /* Limits and expiry only: the retry hook is asked after a failure (finish_attempt), not
      * before every attempt of every message. */
     struct kq_retry_verdict v;
-    kq_policy_default_retry(m->attempts, m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(),
-                            &v);
+    kq_policy_default_retry(m->attempts, m->deliver_limit, kq_msg_expiry(b, m), kq_now_sec(), &v);
     if (v.dead) {
         kq_delivery_dead_letter(b, m, v.reason);
         return;
@@ -950,7 +954,10 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
         f->group->acked++;
         kq_hist(b, m, KQ_EV_ACKED, f->group->id, s);
     } else {
-        kq_hist(b, m, timed_out ? KQ_EV_TIMEOUT : strcmp(why, "nack") == 0 ? KQ_EV_NACKED : KQ_EV_LOST,
+        kq_hist(b, m,
+                timed_out                  ? KQ_EV_TIMEOUT
+                : strcmp(why, "nack") == 0 ? KQ_EV_NACKED
+                                           : KQ_EV_LOST,
                 f->group->id, s);
         add_failed(b, m, f->group->id);
         f->group->failed++;
@@ -966,8 +973,7 @@ static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const 
     undefer(b);
 }
 
-void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
-                        bool status)
+void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque, bool status)
 {
     struct kq_inflight *f;
     HASH_FIND(hh, s->inflight, &opaque, sizeof opaque, f);
@@ -982,7 +988,8 @@ void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaq
 void kq_delivery_session_closed(struct kq_broker *b, struct kq_session *s)
 {
     struct kq_inflight *f, *tmp;
-    HASH_ITER(hh, s->inflight, f, tmp) complete(b, f, false, "connection lost");
+    HASH_ITER (hh, s->inflight, f, tmp)
+        complete(b, f, false, "connection lost");
 }
 
 void kq_delivery_check_timeouts(struct kq_broker *b)

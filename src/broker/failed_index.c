@@ -125,7 +125,7 @@ size_t kq_failed_each(struct kq_broker *b, const char *group, kq_failed_cb cb, v
 void kq_failed_index_free(struct kq_broker *b)
 {
     struct kq_failed_group *fg, *tmp;
-    HASH_ITER(hh, b->failed_index, fg, tmp) {
+    HASH_ITER (hh, b->failed_index, fg, tmp) {
         HASH_DEL(b->failed_index, fg);
         kq_idmap_free(&fg->msgs);
         free(fg);

@@ -108,7 +108,7 @@ uint64_t kq_group_warm_in_ms(const struct kq_group *g, uint64_t now_ms)
 void kq_groups_free(struct kq_broker *b)
 {
     struct kq_group *g, *tmp;
-    HASH_ITER(hh, b->groups, g, tmp) {
+    HASH_ITER (hh, b->groups, g, tmp) {
         HASH_DEL(b->groups, g);
         free(g->members);
         while (g->wait_head) {

@@ -23,12 +23,12 @@
 #include "core/log.h"
 
 struct event {
-    uint32_t at;         /* ms after the history's start (saturates at ~49 days) */
-    uint8_t kind;        /* enum kq_hist_kind */
-    bool group_held;     /* group is a group's hist_name, held for the broker's life: this
+    uint32_t at;       /* ms after the history's start (saturates at ~49 days) */
+    uint8_t kind;      /* enum kq_hist_kind */
+    bool group_held;   /* group is a group's hist_name, held for the broker's life: this
                           * event takes no reference on it (one less count per event) */
-    uint16_t n;          /* SENT: the attempt; coalesced kinds: how many times */
-    const char *group;   /* atom of the history table, or NULL */
+    uint16_t n;        /* SENT: the attempt; coalesced kinds: how many times */
+    const char *group; /* atom of the history table, or NULL */
     union {
         const char *peer; /* atom: the connection, or the reason of DEAD / NOT_SENT */
         int64_t when_ms;  /* RETRY: the next attempt, Unix ms */
@@ -49,10 +49,10 @@ struct kq_history {
 /* A finished message in the ring. */
 struct finished {
     char id[KQ_ID_LEN + 1];
-    uint8_t state;      /* the last event's kind */
+    uint8_t state; /* the last event's kind */
     int64_t finished_ms;
     struct kq_history *h;
-    char *names;        /* topic NUL type NUL publishGroup NUL (not atoms: finished messages
+    char *names; /* topic NUL type NUL publishGroup NUL (not atoms: finished messages
                          * must not keep the broker's names interned); the buffer is kept
                          * for the next message in this ring slot */
     uint32_t names_cap;
@@ -67,8 +67,9 @@ struct kq_history_tab {
     uint64_t bytes;
     uint64_t skipped;
     struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
-    uint64_t clock_at;  /* hist_now_ms: the loop time of the last wall-clock reading */
-    int64_t clock_off;  /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
+    uint64_t clock_at;           /* hist_now_ms: the loop time of the last wall-clock reading */
+    int64_t clock_off;
+        /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
 };
 
 #define FREE_TAG(next) ((struct kq_history *)(((uintptr_t)(next) << 1) | 1))
@@ -84,17 +85,30 @@ struct kq_history_tab {
 #define HIST_FIRST_CAP 6
 
 static const char *const kind_names[] = {
-    [KQ_EV_PUBLISHED] = "published", [KQ_EV_RECOVERED] = "recovered",
-    [KQ_EV_REQUEUED] = "requeued", [KQ_EV_STORED] = "stored",
-    [KQ_EV_NOT_STORED] = "not stored", [KQ_EV_COMMITTED] = "committed",
-    [KQ_EV_ROLLED_BACK] = "rolled back", [KQ_EV_TX_CHECK] = "transaction check",
-    [KQ_EV_SENT] = "sent", [KQ_EV_QUEUED] = "queued for room", [KQ_EV_ACKED] = "acked",
-    [KQ_EV_NACKED] = "nacked", [KQ_EV_TIMEOUT] = "timeout",
-    [KQ_EV_LOST] = "connection lost", [KQ_EV_NO_CONSUMER] = "no consumer online",
-    [KQ_EV_WARMING] = "consumers warming up", [KQ_EV_SKIPPED] = "skipped (not persistent)",
-    [KQ_EV_NOT_SENT] = "not sent", [KQ_EV_NO_SUBSCRIBER] = "no group bound",
-    [KQ_EV_RETRY] = "retry scheduled", [KQ_EV_DEAD] = "dead-lettered",
-    [KQ_EV_DELIVERED] = "delivered", [KQ_EV_PURGED] = "purged", [KQ_EV_REMOVED] = "removed",
+    [KQ_EV_PUBLISHED] = "published",
+    [KQ_EV_RECOVERED] = "recovered",
+    [KQ_EV_REQUEUED] = "requeued",
+    [KQ_EV_STORED] = "stored",
+    [KQ_EV_NOT_STORED] = "not stored",
+    [KQ_EV_COMMITTED] = "committed",
+    [KQ_EV_ROLLED_BACK] = "rolled back",
+    [KQ_EV_TX_CHECK] = "transaction check",
+    [KQ_EV_SENT] = "sent",
+    [KQ_EV_QUEUED] = "queued for room",
+    [KQ_EV_ACKED] = "acked",
+    [KQ_EV_NACKED] = "nacked",
+    [KQ_EV_TIMEOUT] = "timeout",
+    [KQ_EV_LOST] = "connection lost",
+    [KQ_EV_NO_CONSUMER] = "no consumer online",
+    [KQ_EV_WARMING] = "consumers warming up",
+    [KQ_EV_SKIPPED] = "skipped (not persistent)",
+    [KQ_EV_NOT_SENT] = "not sent",
+    [KQ_EV_NO_SUBSCRIBER] = "no group bound",
+    [KQ_EV_RETRY] = "retry scheduled",
+    [KQ_EV_DEAD] = "dead-lettered",
+    [KQ_EV_DELIVERED] = "delivered",
+    [KQ_EV_PURGED] = "purged",
+    [KQ_EV_REMOVED] = "removed",
 };
 
 /* The state a finished message is shown in, by its last event. */
@@ -117,7 +131,10 @@ static bool coalesces(uint8_t kind)
            kind == KQ_EV_RETRY || kind == KQ_EV_QUEUED || kind == KQ_EV_TX_CHECK;
 }
 
-static size_t record_size(unsigned cap) { return sizeof(struct kq_history) + cap * sizeof(struct event); }
+static size_t record_size(unsigned cap)
+{
+    return sizeof(struct kq_history) + cap * sizeof(struct event);
+}
 
 int kq_history_init(struct kq_broker *b)
 {
@@ -283,9 +300,9 @@ static void set_group(struct kq_history_tab *t, struct kq_broker *b, struct even
     if (!group)
         return;
     /* the connection's own group, or the last one looked up (most events): no lookup */
-    struct kq_group *g = s && s->group && s->group->id == group           ? s->group
+    struct kq_group *g = s && s->group && s->group->id == group        ? s->group
                          : t->last_group && t->last_group->id == group ? t->last_group
-                                                                         : NULL;
+                                                                       : NULL;
     if (!g && (g = kq_group_get(b, group, false)))
         t->last_group = g;
     if (g && !g->hist_name)
@@ -311,15 +328,13 @@ static void log_event(const struct kq_msg *m, const struct event *e)
                  (long long)(e->u.when_ms - kq_now_ms()));
     else if (e->kind == KQ_EV_DEAD || e->kind == KQ_EV_NOT_SENT || e->kind == KQ_EV_NOT_STORED)
         KQ_DEBUG("history", "id=%s event=\"%s\"%s%s reason=\"%s\"", m->id, what,
-                 e->group ? " group=" : "", e->group ? e->group : "",
-                 e->u.peer ? e->u.peer : "");
+                 e->group ? " group=" : "", e->group ? e->group : "", e->u.peer ? e->u.peer : "");
     else if (e->kind == KQ_EV_SENT)
         KQ_DEBUG("history", "id=%s event=\"%s\" group=%s peer=%s attempt=%u", m->id, what,
                  e->group ? e->group : "", e->u.peer ? e->u.peer : "", e->n);
     else
-        KQ_DEBUG("history", "id=%s event=\"%s\"%s%s%s%s", m->id, what,
-                 e->group ? " group=" : "", e->group ? e->group : "", e->u.peer ? " peer=" : "",
-                 e->u.peer ? e->u.peer : "");
+        KQ_DEBUG("history", "id=%s event=\"%s\"%s%s%s%s", m->id, what, e->group ? " group=" : "",
+                 e->group ? e->group : "", e->u.peer ? " peer=" : "", e->u.peer ? e->u.peer : "");
 }
 
 /* The latest events of h, back to the first that does not repeat: the same (kind, group)
@@ -362,7 +377,9 @@ static void delivered_event(struct kq_history **hp, int64_t now)
 {
     int64_t off = now - (*hp)->start_ms;
     struct event e = {.kind = KQ_EV_DELIVERED,
-                      .at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off};
+                      .at = off < 0            ? 0
+                            : off > UINT32_MAX ? UINT32_MAX
+                                               : (uint32_t)off};
     struct kq_history *h = *hp;
     h->delivered = false;
     h->ev[h->n++] = e; /* it had room when recorded, and nothing came after */
@@ -447,8 +464,7 @@ void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, cons
     record(b, m, (uint8_t)kind, group, s, NULL, 0);
 }
 
-void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
-                  struct kq_session *s)
+void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g, struct kq_session *s)
 {
     record(b, m, KQ_EV_SENT, g->id, s, NULL, 0);
 }
@@ -458,8 +474,8 @@ void kq_hist_retry(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
     record(b, m, KQ_EV_RETRY, NULL, NULL, NULL, when_ms);
 }
 
-void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind,
-                  const char *group, const char *text)
+void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
+                  const char *text)
 {
     record(b, m, (uint8_t)kind, group, NULL, text ? text : "", 0);
 }
@@ -566,10 +582,11 @@ static cJSON *events_json(const struct kq_history *h, int64_t delivered_ms)
         if (e->kind == KQ_EV_RETRY)
             cJSON_AddNumberToObject(o, "at", (double)e->u.when_ms);
         else if (e->u.peer)
-            cJSON_AddStringToObject(o, e->kind == KQ_EV_DEAD || e->kind == KQ_EV_NOT_SENT ||
-                                               e->kind == KQ_EV_NOT_STORED
-                                           ? "reason"
-                                           : "connection",
+            cJSON_AddStringToObject(o,
+                                    e->kind == KQ_EV_DEAD || e->kind == KQ_EV_NOT_SENT ||
+                                            e->kind == KQ_EV_NOT_STORED
+                                        ? "reason"
+                                        : "connection",
                                     e->u.peer);
         if (e->kind == KQ_EV_SENT)
             cJSON_AddNumberToObject(o, "attempt", e->n);

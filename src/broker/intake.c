@@ -26,8 +26,10 @@ bool kq_intake_take(struct kq_broker *b, struct kq_session *s)
     HASH_FIND_PTR(shares, &s, sh);
     if (!sh) {
         if (!(sh = calloc(1, sizeof *sh))) {
-            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "out of memory for an intake share "
-                               "peer=%s: not shared fairly", kq_conn_peer(s->conn));
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish",
+                               "out of memory for an intake share "
+                               "peer=%s: not shared fairly",
+                               kq_conn_peer(s->conn));
             return kq_token_bucket_take(&b->intake, now);
         }
         sh->session = s;

@@ -38,8 +38,8 @@ struct kq_inflight {
     struct kq_session *session;
     struct kq_msg *msg;
     struct kq_group *group;
-    uint64_t sent_ms;     /* monotonic */
-    uint64_t deadline_ms; /* monotonic */
+    uint64_t sent_ms;                  /* monotonic */
+    uint64_t deadline_ms;              /* monotonic */
     struct kq_inflight *tprev, *tnext; /* broker-wide timeout queue, oldest first */
     UT_hash_handle hh;
 };
@@ -53,13 +53,13 @@ struct kq_session {
     int32_t warmup_sec;
     uint64_t auth_ms; /* monotonic */
     uint32_t next_opaque;
-    struct kq_inflight *inflight; /* by opaque */
-    size_t group_pos;             /* index in group->members */
+    struct kq_inflight *inflight;  /* by opaque */
+    size_t group_pos;              /* index in group->members */
     struct kq_pending_save *saves; /* store saves whose ack goes to this connection */
     /* This connection's delivery window (delivery.c): grown while acks come back quickly,
      * cut when they come back later than the latency target or not at all. */
-    uint32_t n_inflight; /* deliveries outstanding on this connection */
-    double window;       /* most deliveries outstanding at once, >= 1 */
+    uint32_t n_inflight;     /* deliveries outstanding on this connection */
+    double window;           /* most deliveries outstanding at once, >= 1 */
     double slow_start_until; /* the window doubles per round trip below this */
     uint64_t window_cut_ms;  /* monotonic: last decrease (at most one per round trip) */
     const char *hist_peer;   /* the peer address as message histories name it (history.c) */
@@ -76,17 +76,17 @@ struct kq_wait {
  * second and after a reload) and the live figures it is asked with. */
 struct kq_group_rate {
     char *topic;
-    int watermark;                 /* of the group's binding on the topic (<= 0: unset) */
-    struct kq_token_bucket bucket; /* limits.rate / limits.burst */
-    struct kq_flow_limits limits;  /* window 0 = the config's deliverWindow */
-    uint32_t inflight;             /* copies of this topic outstanding to the group */
-    uint64_t waiting;              /* of this topic, waiting for room */
-    uint32_t failures;             /* failed copies since the last ask */
-    uint64_t timeouts;             /* copies not acked within deliverySeconds, ever */
-    uint64_t acked;                /* copies of this topic the group acked, ever */
+    int watermark;                       /* of the group's binding on the topic (<= 0: unset) */
+    struct kq_token_bucket bucket;       /* limits.rate / limits.burst */
+    struct kq_flow_limits limits;        /* window 0 = the config's deliverWindow */
+    uint32_t inflight;                   /* copies of this topic outstanding to the group */
+    uint64_t waiting;                    /* of this topic, waiting for room */
+    uint32_t failures;                   /* failed copies since the last ask */
+    uint64_t timeouts;                   /* copies not acked within deliverySeconds, ever */
+    uint64_t acked;                      /* copies of this topic the group acked, ever */
     uint64_t acked_mark, acked_last_sec; /* for acked per second (backlog.c) */
-    uint64_t asked_ms;             /* monotonic; 0 = never */
-    uint64_t generation;           /* b->reload_generation when asked */
+    uint64_t asked_ms;                   /* monotonic; 0 = never */
+    uint64_t generation;                 /* b->reload_generation when asked */
 };
 
 /* Counters of one topic (for /stat and /metrics). */
@@ -116,10 +116,10 @@ struct kq_group {
     uint64_t sent, acked, failed; /* copies delivered / acked / failed (nack, timeout, lost) */
     uint64_t timeouts_unlogged;   /* timeouts since the last log line about them */
     uint64_t timeouts_logged_ms;  /* monotonic; when that line was written */
-    const char *hist_name;      /* the name as message histories hold it (history.c) */
-    const char *atom;           /* the name in b->atoms, held for the group's life: acks put
+    const char *hist_name;        /* the name as message histories hold it (history.c) */
+    const char *atom;             /* the name in b->atoms, held for the group's life: acks put
                                  * it in done lists without interning it again per message */
-    struct kq_group *pump_next; /* in the broker's list of groups with waiters */
+    struct kq_group *pump_next;   /* in the broker's list of groups with waiters */
     bool in_pump_list;
     UT_hash_handle hh;
 };
@@ -132,15 +132,15 @@ struct kq_msg {
     char id[KQ_ID_LEN + 1];
     uint8_t cmd;
     bool commit : 1, fly : 1;
-    bool stored : 1;     /* the store has it (false: fly, or deliveryFirst before saving) */
-    bool loading : 1;    /* header and body are being read back from the store */
-    bool retry_soon : 1; /* the last attempt found only connections still warming up */
-    bool deferred : 1;   /* parked in the broker's ring of cold messages (delivery.c) */
-    bool names_lost : 1; /* a failed group could not be recorded: the attempt failed */
-    bool extra : 1;      /* has a due time or its own groups (msg_extra.c) */
+    bool stored : 1;        /* the store has it (false: fly, or deliveryFirst before saving) */
+    bool loading : 1;       /* header and body are being read back from the store */
+    bool retry_soon : 1;    /* the last attempt found only connections still warming up */
+    bool deferred : 1;      /* parked in the broker's ring of cold messages (delivery.c) */
+    bool names_lost : 1;    /* a failed group could not be recorded: the attempt failed */
+    bool extra : 1;         /* has a due time or its own groups (msg_extra.c) */
     bool hdr_committed : 1; /* the stored header says commit (published so): read back, it
                              * needs no check (kq_msg_mark_header_committed) */
-    uint8_t failure : 3; /* kq_msg_failure(): an index of its 6 texts */
+    uint8_t failure : 3;    /* kq_msg_failure(): an index of its 6 texts */
     int32_t deliver_limit;
     int32_t attempts;
     int32_t tx_checks;
@@ -150,11 +150,11 @@ struct kq_msg {
     uint16_t sent;     /* copies sent in the current attempt */
     uint16_t waiting;  /* groups where this attempt waits for room (flow control) */
     uint16_t n_done, n_failed;
-    uint16_t done_at_start; /* n_done when the current attempt began */
-    uint32_t hist;          /* its event history (history.c): slot + 1, 0 = none */
-    union kq_names done;   /* groups that acked (n_done of them) */
-    union kq_names failed; /* groups that failed the current attempt (n_failed) */
-    struct kq_msg_block *block; /* packed header and body; NULL while evicted */
+    uint16_t done_at_start;            /* n_done when the current attempt began */
+    uint32_t hist;                     /* its event history (history.c): slot + 1, 0 = none */
+    union kq_names done;               /* groups that acked (n_done of them) */
+    union kq_names failed;             /* groups that failed the current attempt (n_failed) */
+    struct kq_msg_block *block;        /* packed header and body; NULL while evicted */
     struct kq_pending_save *first_ack; /* deliveryFirst: producer ack after the attempt */
 };
 /* Header and body of a message, in one allocation with their lengths. */
@@ -188,13 +188,13 @@ struct kq_broker {
     struct kq_config *cfg;
     struct kq_store *store;
     struct kq_net *net;
-    uv_timer_t tick;       /* timeouts, idle connections */
+    uv_timer_t tick; /* timeouts, idle connections */
     uv_timer_t retry_timer;
     struct kq_group *groups;
-    struct kq_idmap msgs; /* pending messages (struct kq_msg) by id */
-    struct kq_atom *atoms; /* interned topic, type and group names */
+    struct kq_idmap msgs;        /* pending messages (struct kq_msg) by id */
+    struct kq_atom *atoms;       /* interned topic, type and group names */
     struct kq_arena frame_arena; /* the decoded frame being handled; reset after each */
-    struct kq_heap schedule; /* messages waiting for their next attempt */
+    struct kq_heap schedule;     /* messages waiting for their next attempt */
     struct kq_inflight *tq_head, *tq_tail;
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
@@ -205,35 +205,35 @@ struct kq_broker {
         char (*ids)[KQ_ID_LEN + 1];
         size_t head, len, cap;
     } deferred;
-    struct kq_policy *policy;          /* routing / retry / intake hooks (C defaults inside) */
-    struct kq_route *routes;           /* KQ_POLICY_MAX_ROUTES: the routes of one attempt */
-    struct kq_binding_set *bindings;   /* what routing reads; swapped whole on a change */
+    struct kq_policy *policy;        /* routing / retry / intake hooks (C defaults inside) */
+    struct kq_route *routes;         /* KQ_POLICY_MAX_ROUTES: the routes of one attempt */
+    struct kq_binding_set *bindings; /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;
-    struct kq_topic_stats *topic_stats; /* per topic counters, by name */
+    struct kq_topic_stats *topic_stats;      /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
     struct kq_group *last_offered; /* delivery.c offer's cache (groups live as long as b) */
-    struct kq_zk_registry *zk;          /* NULL with static bindings */
-    struct kq_takeover *takeover;       /* mysql store + ZooKeeper only (takeover.c) */
-    const char *registry_state;         /* "static" or the ZooKeeper state */
-    bool findable;                      /* static, or registered in ZooKeeper once */
-    void (*ready_cb)(void *ud);         /* kq_broker_when_ready, called once */
+    struct kq_zk_registry *zk;     /* NULL with static bindings */
+    struct kq_takeover *takeover;  /* mysql store + ZooKeeper only (takeover.c) */
+    const char *registry_state;    /* "static" or the ZooKeeper state */
+    bool findable;                 /* static, or registered in ZooKeeper once */
+    void (*ready_cb)(void *ud);    /* kq_broker_when_ready, called once */
     void *ready_ud;
-    struct kq_admin *admin;             /* NULL when `admin` is unset */
-    struct kq_adm_jobs *admin_jobs;     /* its dead-letter listings (admin_dlq.c) */
-    struct kq_backlog *backlog;         /* per (group, topic) backlog scan (backlog.c) */
-    struct kq_purges *purges;           /* POST /groups/purge jobs (admin_purge.c) */
-    struct kq_history_tab *history;     /* message histories (history.c) */
-    struct kq_msg_extras *extras;       /* due times and groups of messages (msg_extra.c) */
+    struct kq_admin *admin;               /* NULL when `admin` is unset */
+    struct kq_adm_jobs *admin_jobs;       /* its dead-letter listings (admin_dlq.c) */
+    struct kq_backlog *backlog;           /* per (group, topic) backlog scan (backlog.c) */
+    struct kq_purges *purges;             /* POST /groups/purge jobs (admin_purge.c) */
+    struct kq_history_tab *history;       /* message histories (history.c) */
+    struct kq_msg_extras *extras;         /* due times and groups of messages (msg_extra.c) */
     struct kq_failed_group *failed_index; /* pending messages by failed group (failed_index.c) */
-    struct kq_msg_path_turns turns;     /* delivery back to publish / tx */
-    int argc;                           /* the command line, re-applied on reload */
+    struct kq_msg_path_turns turns;       /* delivery back to publish / tx */
+    int argc;                             /* the command line, re-applied on reload */
     char **argv;
-    uint64_t reload_generation;         /* successful reloads */
+    uint64_t reload_generation; /* successful reloads */
     uint64_t reload_failures;
-    char reload_error[2048];            /* last failure, "" after a success */
-    int64_t reload_error_at_ms;         /* when reload_error was set (Unix ms) */
-    struct kq_reload *reload;           /* being built off the loop (reload.c), or NULL */
-    bool reload_queued;                 /* another reload starts when it is over */
+    char reload_error[2048];               /* last failure, "" after a success */
+    int64_t reload_error_at_ms;            /* when reload_error was set (Unix ms) */
+    struct kq_reload *reload;              /* being built off the loop (reload.c), or NULL */
+    bool reload_queued;                    /* another reload starts when it is over */
     struct kq_reload_waiter *reload_queue; /* waiting for that next one */
     int64_t started_sec;
     struct kq_broker_stats last_sec, prev_stats; /* per-second deltas for /stat */
@@ -273,8 +273,8 @@ void kq_groups_free(struct kq_broker *b);
  * kq_policy_route(b->policy, b->bindings, ...) and kq_policy_retry(b->policy, ...). */
 
 /* publish.c; m lives in b->frame_arena, reset by the caller after the call */
-void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
-                       uint8_t cmd, ProtobufCMessage *m);
+void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque, uint8_t cmd,
+                       ProtobufCMessage *m);
 void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m);
 
 /* tx.c: two-phase messages */
@@ -354,8 +354,7 @@ void kq_msg_extra_drop(struct kq_broker *b, struct kq_msg *m);
 void kq_msg_extras_free(struct kq_broker *b);
 /* The routes of m: kq_policy_route's answer, or exactly m's own groups that are still bound
  * on its topic. At most max; out may be b->routes. */
-size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
-                    size_t max);
+size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out, size_t max);
 /* Intake, before on_publish: the producer's KQ_PROP_DELAY_MS (-1 when absent) in *delay_ms;
  * NULL, or the feedback (written to fb) for a bad value or a property only the broker sets. */
 const char *kq_msg_intake_delay(const Protocol__Header *h, int64_t *delay_ms, char *fb,
@@ -368,8 +367,7 @@ const char *kq_msg_intake_apply(struct kq_broker *b, Protocol__Header *h, int64_
                                 int64_t *due_ms, char *fb, size_t fblen);
 /* Recovery: m's due time and groups from its stored header (if it has any); returns the due
  * time (0: none). */
-int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_t *hdr,
-                             size_t len);
+int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_t *hdr, size_t len);
 
 /* delivery.c */
 void kq_delivery_dead_letter(struct kq_broker *b, struct kq_msg *m, const char *reason);
@@ -379,12 +377,11 @@ void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const ch
 /* Per-message hooks (msg_hooks.c). The groups m goes to now: route_message when the policy
  * has it (cold: every group bound on the topic), the memoised route otherwise, every group
  * of the topic not done once on_dead handed it over. Loop thread. */
-size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
-                    size_t max);
+size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out, size_t max);
 /* The same for a message being published, with its decoded header h; the answer is kept
  * for its first attempt when that follows at once. */
-size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m,
-                          const Protocol__Header *h, struct kq_route *out, size_t max);
+size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m, const Protocol__Header *h,
+                          struct kq_route *out, size_t max);
 /* on_dead before a dead letter: true when the hook took m (dropped, handed over, or being
  * read back for it). */
 bool kq_dead_hook(struct kq_broker *b, struct kq_msg *m, const char *reason);
@@ -419,8 +416,7 @@ void kq_delivery_pump_all(struct kq_broker *b);
 /* m enters the index: a committed message is attempted at when_ms (at once when due); an
  * uncommitted one waits, evicted, for its transaction check at when_ms. */
 void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
-void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
-                        bool status);
+void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaque, bool status);
 void kq_delivery_session_closed(struct kq_broker *b, struct kq_session *s);
 void kq_delivery_session_init(struct kq_broker *b, struct kq_session *s);
 /* Room on s for one more delivery: its window, and its queued output under the byte bound
@@ -474,12 +470,12 @@ struct kq_backlog_info {
 };
 struct kq_backlog_row {
     const char *group, *topic;
-    uint64_t backlog;     /* copies the group has not acked (last pass), in flight included */
-    int64_t oldest_sec;   /* age of the oldest of them, seconds (0 when none) */
-    uint32_t inflight;    /* live: copies sent, not answered yet */
-    uint64_t queued;      /* live: copies waiting for room in the group's window or rate */
+    uint64_t backlog;   /* copies the group has not acked (last pass), in flight included */
+    int64_t oldest_sec; /* age of the oldest of them, seconds (0 when none) */
+    uint32_t inflight;  /* live: copies sent, not answered yet */
+    uint64_t queued;    /* live: copies waiting for room in the group's window or rate */
     uint64_t acked, acked_last_sec; /* live: acked copies, ever and in the last second */
-    size_t consumers;     /* live: the group's connections */
+    size_t consumers;               /* live: the group's connections */
 };
 typedef void (*kq_backlog_row_cb)(void *ud, const struct kq_backlog_row *row);
 int kq_backlog_init(struct kq_broker *b);
@@ -503,13 +499,16 @@ enum kq_hist_kind {
     KQ_EV_RECOVERED,     /* read back from the store at start, or taken over */
     KQ_EV_REQUEUED,      /* out of the dead-letter store, by an operator */
     KQ_EV_STORED,
-    KQ_EV_NOT_STORED,    /* text: why; the producer was told (final) */
-    KQ_EV_COMMITTED,     /* two-phase: the producer committed */
-    KQ_EV_ROLLED_BACK,   /* two-phase: the producer rolled back (final) */
-    KQ_EV_TX_CHECK,      /* two-phase: the producer's group was asked */
-    KQ_EV_SENT,          /* a delivery attempt: group + connection + attempt number */
-    KQ_EV_QUEUED,        /* waiting for room in the group's window or rate */
-    KQ_EV_ACKED, KQ_EV_NACKED, KQ_EV_TIMEOUT, KQ_EV_LOST, /* the copy's answer */
+    KQ_EV_NOT_STORED,  /* text: why; the producer was told (final) */
+    KQ_EV_COMMITTED,   /* two-phase: the producer committed */
+    KQ_EV_ROLLED_BACK, /* two-phase: the producer rolled back (final) */
+    KQ_EV_TX_CHECK,    /* two-phase: the producer's group was asked */
+    KQ_EV_SENT,        /* a delivery attempt: group + connection + attempt number */
+    KQ_EV_QUEUED,      /* waiting for room in the group's window or rate */
+    KQ_EV_ACKED,
+    KQ_EV_NACKED,
+    KQ_EV_TIMEOUT,
+    KQ_EV_LOST,          /* the copy's answer */
     KQ_EV_NO_CONSUMER,   /* the group had no connection */
     KQ_EV_WARMING,       /* the group's connections were all warming up */
     KQ_EV_SKIPPED,       /* a non-persistent group offline: it does not get the message */
@@ -528,11 +527,10 @@ void kq_history_free(struct kq_broker *b);
 /* One event of m: group (NULL = none), s (the connection, NULL = none). */
 void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
              struct kq_session *s);
-void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
-                  struct kq_session *s);
+void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g, struct kq_session *s);
 void kq_hist_retry(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
-void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind,
-                  const char *group, const char *text);
+void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
+                  const char *text);
 /* m leaves the index (or never got in): its history moves to the finished ring. */
 void kq_hist_finish(struct kq_broker *b, struct kq_msg *m);
 const char *kq_hist_last_failure(struct kq_broker *b, const struct kq_msg *m, const char *group);

@@ -20,7 +20,7 @@ struct kq_atom {
     char s[];
 };
 
-#define ATOM_OF(str) ((struct kq_atom *)((char *)(str) - offsetof(struct kq_atom, s)))
+#define ATOM_OF(str) ((struct kq_atom *)((char *)(str)-offsetof(struct kq_atom, s)))
 
 const char *kq_atom(struct kq_broker *b, const char *s) { return kq_atom_in(&b->atoms, s); }
 
@@ -79,7 +79,7 @@ void kq_atoms_free(struct kq_broker *b) { kq_atoms_free_table(&b->atoms); }
 void kq_atoms_free_table(struct kq_atom **table)
 {
     struct kq_atom *a, *tmp;
-    HASH_ITER(hh, *table, a, tmp) {
+    HASH_ITER (hh, *table, a, tmp) {
         HASH_DEL(*table, a);
         free(a);
     }
@@ -135,8 +135,8 @@ void kq_msg_mark_header_committed(struct kq_msg *m)
     protocol__header__free_unpacked(h, NULL);
 }
 
-static const char *const failures[] = {NULL, "nack", "timeout", "connection lost",
-                                       "no consumer online", "over flow"};
+static const char *const failures[] = {
+    NULL, "nack", "timeout", "connection lost", "no consumer online", "over flow"};
 _Static_assert(sizeof failures / sizeof failures[0] <= 8, "kq_msg.failure has 3 bits");
 
 const char *kq_msg_failure(const struct kq_msg *m)

@@ -90,7 +90,7 @@ void kq_msg_extras_free(struct kq_broker *b)
     if (!b->extras)
         return;
     struct extra *e, *tmp;
-    HASH_ITER(hh, b->extras->by_msg, e, tmp) {
+    HASH_ITER (hh, b->extras->by_msg, e, tmp) {
         HASH_DEL(b->extras->by_msg, e);
         extra_free(e);
     }
@@ -99,8 +99,7 @@ void kq_msg_extras_free(struct kq_broker *b)
     b->extras = NULL;
 }
 
-size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
-                    size_t max)
+size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out, size_t max)
 {
     size_t n = kq_route_msg(b, m, out, max); /* the policy's answer, per message if it says */
     const struct extra *e = find(b, m);
@@ -108,8 +107,10 @@ size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route
         return n;
     struct kq_msg_extras *x = b->extras;
     if (!x->routes && !(x->routes = malloc(KQ_POLICY_MAX_ROUTES * sizeof *x->routes))) {
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "out of memory routing id=%s to its "
-                           "groups: this attempt sends nothing", m->id);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                           "out of memory routing id=%s to its "
+                           "groups: this attempt sends nothing",
+                           m->id);
         return 0;
     }
     /* Exactly the chosen groups that are still bound on the topic, whatever their bindings'
@@ -123,8 +124,8 @@ size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route
                 x->routes[k++] = out[i];
         for (size_t j = 0; j < nb && !found; j++)
             if ((found = strcmp(binds[j].group_id, e->groups[g]) == 0))
-                x->routes[k++] = (struct kq_route){binds[j].group_id, binds[j].persistent,
-                                                   binds[j].watermark};
+                x->routes[k++] =
+                    (struct kq_route){binds[j].group_id, binds[j].persistent, binds[j].watermark};
     }
     memcpy(out, x->routes, k * sizeof *out);
     return k;
@@ -152,8 +153,10 @@ const char *kq_msg_intake_delay(const Protocol__Header *h, int64_t *delay_ms, ch
     static const char *const reserved[] = {KQ_PROP_DELIVER_AT, KQ_PROP_GROUPS};
     for (size_t i = 0; i < 2; i++)
         if (prop(h, reserved[i], &count)) {
-            snprintf(fb, fblen, "Invalid Property: %s is set by the broker (ask for a delay "
-                     "with %s)", reserved[i], KQ_PROP_DELAY_MS);
+            snprintf(fb, fblen,
+                     "Invalid Property: %s is set by the broker (ask for a delay "
+                     "with %s)",
+                     reserved[i], KQ_PROP_DELAY_MS);
             return fb;
         }
     const char *v = prop(h, KQ_PROP_DELAY_MS, &count);
@@ -163,9 +166,11 @@ const char *kq_msg_intake_delay(const Protocol__Header *h, int64_t *delay_ms, ch
     bool digits = len > 0 && len <= 10 && strspn(v, "0123456789") == len;
     long long d = digits ? strtoll(v, NULL, 10) : -1;
     if (count > 1 || d < 0 || d > KQ_PUBLISH_MAX_DELAY_MS) {
-        snprintf(fb, fblen, "Invalid Property: %s must be given once, as a whole number of "
-                 "milliseconds in 0..%lld (got \"%.40s\"%s)", KQ_PROP_DELAY_MS,
-                 (long long)KQ_PUBLISH_MAX_DELAY_MS, v, count > 1 ? " and more" : "");
+        snprintf(fb, fblen,
+                 "Invalid Property: %s must be given once, as a whole number of "
+                 "milliseconds in 0..%lld (got \"%.40s\"%s)",
+                 KQ_PROP_DELAY_MS, (long long)KQ_PUBLISH_MAX_DELAY_MS, v,
+                 count > 1 ? " and more" : "");
         return fb;
     }
     *delay_ms = d;
@@ -190,9 +195,10 @@ const char *kq_msg_intake_apply(struct kq_broker *b, Protocol__Header *h, int64_
     size_t count;
     *due_ms = delay_ms > 0 ? now_ms + delay_ms : 0;
     if (*due_ms && *due_ms >= h->expiredtime * 1000) {
-        snprintf(fb, fblen, "Invalid Property: %s %lld: the message would be due after it "
-                 "expires (expiredTime %lld)", KQ_PROP_DELAY_MS, (long long)delay_ms,
-                 (long long)h->expiredtime);
+        snprintf(fb, fblen,
+                 "Invalid Property: %s %lld: the message would be due after it "
+                 "expires (expiredTime %lld)",
+                 KQ_PROP_DELAY_MS, (long long)delay_ms, (long long)h->expiredtime);
         return fb;
     }
     if (!*due_ms && !n_groups && !prop(h, KQ_PROP_DELAY_MS, &count))
@@ -224,8 +230,7 @@ const char *kq_msg_intake_apply(struct kq_broker *b, Protocol__Header *h, int64_
 
 /* --- recovery -------------------------------------------------------------------------- */
 
-int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_t *hdr,
-                             size_t len)
+int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_t *hdr, size_t len)
 {
     static const char mark[] = "x-kiteq-"; /* most headers have none: skip the decoding */
     if (!len || !memmem(hdr, len, mark, sizeof mark - 1))
@@ -248,8 +253,10 @@ int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_
     if (!rc && (due > 0 || n))
         rc = kq_msg_extra_set(b, m, due > 0 ? due : 0, groups, n);
     if (rc)
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "broker", "recovering id=%s: out of memory for its "
-                           "due time and groups (it goes out now, to its routed groups)", m->id);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "broker",
+                           "recovering id=%s: out of memory for its "
+                           "due time and groups (it goes out now, to its routed groups)",
+                           m->id);
     free(groups);
     free(copy);
     protocol__header__free_unpacked(h, NULL);

@@ -49,18 +49,24 @@ static size_t topic_groups(struct kq_broker *b, const struct kq_msg *m, struct k
 }
 
 /* The view of m the hooks get; properties point into h (NULL h: none). */
-static void view_of(const struct kq_msg *m, const Protocol__Header *h,
-                    struct kq_property_kv *props, struct kq_publish_view *v)
+static void view_of(const struct kq_msg *m, const Protocol__Header *h, struct kq_property_kv *props,
+                    struct kq_publish_view *v)
 {
     size_t np = h ? h->n_properties : 0;
     for (size_t i = 0; i < np; i++)
         props[i] = (struct kq_property_kv){h->properties[i]->key, h->properties[i]->value};
-    *v = (struct kq_publish_view){
-        .message_id = m->id, .topic = m->topic, .message_type = m->type,
-        .group = m->pub_group, .properties = np ? props : NULL, .n_properties = np,
-        .body_size = m->block ? KQ_MSG_BODY_LEN(m) : 0, .fly = m->fly, .commit = m->commit,
-        .expired_time = m->expired_time, .deliver_limit = m->deliver_limit,
-        .now_sec = kq_now_sec()};
+    *v = (struct kq_publish_view){.message_id = m->id,
+                                  .topic = m->topic,
+                                  .message_type = m->type,
+                                  .group = m->pub_group,
+                                  .properties = np ? props : NULL,
+                                  .n_properties = np,
+                                  .body_size = m->block ? KQ_MSG_BODY_LEN(m) : 0,
+                                  .fly = m->fly,
+                                  .commit = m->commit,
+                                  .expired_time = m->expired_time,
+                                  .deliver_limit = m->deliver_limit,
+                                  .now_sec = kq_now_sec()};
 }
 
 /* m's header unpacked (free with protocol__header__free_unpacked), or NULL when it is not in
@@ -71,8 +77,10 @@ static Protocol__Header *unpack_header(const struct kq_msg *m)
         return NULL;
     Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
     if (!h)
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read the header of id=%s: the "
-                           "per-message hooks see it without properties", m->id);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                           "cannot read the header of id=%s: the "
+                           "per-message hooks see it without properties",
+                           m->id);
     return h;
 }
 
@@ -102,8 +110,7 @@ static _Thread_local struct {
     struct kq_route routes[KQ_POLICY_MAX_ROUTES];
 } once; /* one per thread: brokers embedded in one process may run on several */
 
-size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out,
-                    size_t max)
+size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out, size_t max)
 {
     if (kq_msg_handed_over(b, m)) {
         once.id[0] = 0;
@@ -129,8 +136,8 @@ size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route
     return n;
 }
 
-size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m,
-                          const Protocol__Header *h, struct kq_route *out, size_t max)
+size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m, const Protocol__Header *h,
+                          struct kq_route *out, size_t max)
 {
     if (!kq_policy_has_route_message(b->policy))
         return kq_policy_route(b->policy, b->bindings, m->topic, m->type, out, max);
@@ -170,13 +177,17 @@ static void hand_over(struct kq_broker *b, struct kq_msg *m, const struct kq_rou
         kq_hist(b, m, KQ_EV_REQUEUED, r[k].group, NULL);
     }
     if (rc != 0) { /* the mark or a done group could not be recorded: a dead letter after all */
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot hand id=%s over to groups=%s "
-                           "(out of memory): dead-lettered", m->id, groups);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                           "cannot hand id=%s over to groups=%s "
+                           "(out of memory): dead-lettered",
+                           m->id, groups);
         kq_delivery_dead_letter_now(b, m, reason);
         return;
     }
-    KQ_WARN("delivery", "dead letter handed over by on_dead id=%s topic=%s type=%s groups=%s "
-            "reason=\"%s\"", m->id, m->topic, m->type, groups, reason);
+    KQ_WARN("delivery",
+            "dead letter handed over by on_dead id=%s topic=%s type=%s groups=%s "
+            "reason=\"%s\"",
+            m->id, m->topic, m->type, groups, reason);
     kq_failed_clear(b, m);
     m->attempts = 0;
     int64_t now = kq_now_ms();
@@ -200,8 +211,10 @@ static bool decide(struct kq_broker *b, struct kq_msg *m, const char *reason)
     if (h)
         protocol__header__free_unpacked(h, NULL);
     if (a == KQ_DEAD_DROP) {
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "delivery", "dead letter dropped by on_dead id=%s "
-                           "topic=%s type=%s reason=\"%s\"", m->id, m->topic, m->type, reason);
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "delivery",
+                           "dead letter dropped by on_dead id=%s "
+                           "topic=%s type=%s reason=\"%s\"",
+                           m->id, m->topic, m->type, reason);
         kq_hist_text(b, m, KQ_EV_DEAD, NULL, "dropped by on_dead");
         kq_delivery_drop(b, m, true);
         return true;
@@ -226,13 +239,15 @@ static void on_dead_loaded(void *ud, int status, const struct kq_stored_msg *sm)
     struct kq_msg *m = kq_delivery_find(b, dl->id);
     if (m && m->loading) {
         m->loading = false;
-        if (status == 0 && kq_msg_set_block(m, sm->header, sm->header_len, sm->body,
-                                            sm->body_len) == 0) {
+        if (status == 0 &&
+            kq_msg_set_block(m, sm->header, sm->header_len, sm->body, sm->body_len) == 0) {
             if (m->commit)
                 kq_msg_mark_header_committed(m);
         } else {
-            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery", "cannot read id=%s back for on_dead: "
-                               "it sees the message without properties", m->id);
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                               "cannot read id=%s back for on_dead: "
+                               "it sees the message without properties",
+                               m->id);
         }
         if (!decide(b, m, dl->reason))
             kq_delivery_dead_letter_now(b, m, dl->reason);

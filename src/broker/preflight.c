@@ -15,20 +15,19 @@
 #include "registry/zk_registry.h"
 
 /* The problem lines name the key; a relative path is resolved against this. */
-static const char *cwd(char *buf, size_t len)
-{
-    return getcwd(buf, len) ? buf : "?";
-}
+static const char *cwd(char *buf, size_t len) { return getcwd(buf, len) ? buf : "?"; }
 
-static int check_addr(const struct kq_config *c, const char *key, const char *hostport,
-                      char *err, size_t errlen)
+static int check_addr(const struct kq_config *c, const char *key, const char *hostport, char *err,
+                      size_t errlen)
 {
     struct sockaddr_storage ss;
     if (kq_net_parse_addr(hostport, &ss) == 0)
         return 0;
     char why[400];
-    snprintf(why, sizeof why, "cannot listen on \"%.300s\": the host must be an IPv4 address, "
-             "an IPv6 address in brackets or localhost", hostport);
+    snprintf(why, sizeof why,
+             "cannot listen on \"%.300s\": the host must be an IPv4 address, "
+             "an IPv6 address in brackets or localhost",
+             hostport);
     return kq_config_error(c, err, errlen, key, why);
 }
 
@@ -45,8 +44,7 @@ static int check_registry(const struct kq_config *c, char *err, size_t errlen)
     char hosts[1024];
     if (!c->registry[0] || kq_zk_parse_uri(c->registry, hosts, sizeof hosts) == 0)
         return 0;
-    return kq_config_error(c, err, errlen, "registry",
-                           "must be \"zk://host:port[,host:port...]\"");
+    return kq_config_error(c, err, errlen, "registry", "must be \"zk://host:port[,host:port...]\"");
 }
 
 /* The log is opened (appending, created if missing) before the broker starts. */
@@ -62,8 +60,8 @@ static int check_log_file(const struct kq_config *c, char *err, size_t errlen)
             return 0;
         e = errno;
     }
-    snprintf(why, sizeof why, "cannot append to %.500s (working directory %.500s): %s",
-             c->log_file, cwd(wd, sizeof wd), strerror(e));
+    snprintf(why, sizeof why, "cannot append to %.500s (working directory %.500s): %s", c->log_file,
+             cwd(wd, sizeof wd), strerror(e));
     return kq_config_error(c, err, errlen, "logFile", why);
 }
 
@@ -76,9 +74,11 @@ static int load_policies(const struct kq_config *c, struct kq_policy **out, char
     struct kq_policy *p = NULL;
     int rc = kq_policy_load(c->policies, &p, why, sizeof why);
     if (rc == -ENOENT && !c->policies_set) {
-        KQ_WARN("policy", "the default policies folder %s does not exist (working directory "
+        KQ_WARN("policy",
+                "the default policies folder %s does not exist (working directory "
                 "%s): built-in routing, flow and retry only; set `policies` in the config to "
-                "use Lua policies", c->policies, cwd(wd, sizeof wd));
+                "use Lua policies",
+                c->policies, cwd(wd, sizeof wd));
         rc = kq_policy_load(NULL, &p, why, sizeof why);
     }
     if (rc == -ENOENT) {
@@ -106,8 +106,7 @@ int kq_broker_preflight(const struct kq_config *cfg, struct kq_policy **policy, 
     int n = (check_addr(cfg, "bind", cfg->bind, err, errlen) != 0) +
             (cfg->admin && check_addr(cfg, "admin", cfg->admin, err, errlen) != 0) +
             (check_store(cfg, err, errlen) != 0) + (check_registry(cfg, err, errlen) != 0) +
-            (check_log_file(cfg, err, errlen) != 0) +
-            (load_policies(cfg, &p, err, errlen) != 0);
+            (check_log_file(cfg, err, errlen) != 0) + (load_policies(cfg, &p, err, errlen) != 0);
     if (n) {
         kq_policy_free(p);
         return -EINVAL;

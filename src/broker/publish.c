@@ -11,7 +11,6 @@
 #include "core/log.h"
 #include "core/redact.h"
 
-
 static void ack(struct kq_session *s, uint32_t opaque, const char *id, bool ok,
                 const char *feedback)
 {
@@ -63,17 +62,26 @@ static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *
         return "Store Result false: out of memory";
     for (size_t i = 0; i < h->n_properties; i++)
         props[i] = (struct kq_property_kv){h->properties[i]->key, h->properties[i]->value};
-    struct kq_publish_view m = {
-        .message_id = h->messageid, .topic = h->topic, .message_type = h->messagetype,
-        .group = h->groupid, .peer = kq_conn_peer(s->conn), .properties = props,
-        .n_properties = h->n_properties, .body_size = body_len, .fly = h->fly,
-        .commit = h->commit, .expired_time = h->expiredtime,
-        .deliver_limit = h->deliverlimit, .now_sec = now};
+    struct kq_publish_view m = {.message_id = h->messageid,
+                                .topic = h->topic,
+                                .message_type = h->messagetype,
+                                .group = h->groupid,
+                                .peer = kq_conn_peer(s->conn),
+                                .properties = props,
+                                .n_properties = h->n_properties,
+                                .body_size = body_len,
+                                .fly = h->fly,
+                                .commit = h->commit,
+                                .expired_time = h->expiredtime,
+                                .deliver_limit = h->deliverlimit,
+                                .now_sec = now};
     m.binds = kq_binding_set_topic(b->bindings, h->topic, &m.n_binds); /* for `groups` */
     kq_policy_publish(b->policy, &m, v);
     if (v->action == KQ_PUBLISH_REJECT) {
-        KQ_LOG_RATELIMITED(KQ_LOG_INFO, "publish", "rejected by on_publish topic=%s type=%s "
-                           "id=%s: %s", h->topic, h->messagetype, h->messageid, v->reason);
+        KQ_LOG_RATELIMITED(KQ_LOG_INFO, "publish",
+                           "rejected by on_publish topic=%s type=%s "
+                           "id=%s: %s",
+                           h->topic, h->messagetype, h->messageid, v->reason);
         return v->reason;
     }
     if (v->action != KQ_PUBLISH_CHANGE)
@@ -115,7 +123,8 @@ static void note_if_unrouted(struct kq_broker *b, struct kq_msg *m, const Protoc
     memcpy(key + tl + 1, m->type, yl);
     KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "publish", key, tl + 1 + yl,
                           "unrouted: no group is bound to topic=%s type=%s (accepted, kept "
-                          "until it expires) id=%s", m->topic, m->type, m->id);
+                          "until it expires) id=%s",
+                          m->topic, m->type, m->id);
 }
 
 /* The publishing connection's authenticated group is the message's group: it receives the
@@ -133,11 +142,13 @@ static bool own_group(struct kq_broker *b, struct kq_session *s, uint32_t opaque
     if (strcmp(h->groupid, own) == 0)
         return true;
     char fb[160 + KQ_GROUP_MAX];
-    snprintf(fb, sizeof fb, "Invalid GroupId: the header's groupId \"%.64s\" is not the "
-             "publishing connection's group \"%s\"", h->groupid, own);
+    snprintf(fb, sizeof fb,
+             "Invalid GroupId: the header's groupId \"%.64s\" is not the "
+             "publishing connection's group \"%s\"",
+             h->groupid, own);
     KQ_LOG_PER_PEER(KQ_LOG_WARN, "publish", kq_conn_peer(s->conn),
-                    "refused peer=%s group=%s: header groupId=%.64s id=%s",
-                    kq_conn_peer(s->conn), own, h->groupid, h->messageid);
+                    "refused peer=%s group=%s: header groupId=%.64s id=%s", kq_conn_peer(s->conn),
+                    own, h->groupid, h->messageid);
     reject(b, s, opaque, h->messageid, fb);
     return false;
 }
@@ -215,8 +226,7 @@ static void on_saved(void *ud, int status)
         kq_delivery_add(b, m, !m->commit ? kq_tx_next_check_ms(b, m) : due > now ? due : now);
     } else {
         store_failed_feedback(b, status, feedback, sizeof feedback);
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s: %s", m->id,
-                           feedback);
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "publish", "store failed id=%s: %s", m->id, feedback);
         if (s)
             reject(b, s, ps->opaque, m->id, feedback);
         kq_hist_text(b, m, KQ_EV_NOT_STORED, NULL, strerror(-status));
@@ -292,8 +302,8 @@ void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool a
         on_saved_after_first(ps, rc);
 }
 
-void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
-                       uint8_t cmd, ProtobufCMessage *pm)
+void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque, uint8_t cmd,
+                       ProtobufCMessage *pm)
 {
     struct kq_message_view v;
     kq_message_view(cmd, pm, &v);
@@ -373,8 +383,10 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     if (frame > KQ_FRAME_MAX_BODY) {
         /* The header the broker completed (create time, expiry) can push a publish that
          * just fitted over the limit: it could be stored but never delivered. */
-        snprintf(fb, sizeof fb, "Message Too Large: the delivery would be %zu bytes, the "
-                 "frame limit is %d (body %zu bytes)", frame, KQ_FRAME_MAX_BODY, v.body_len);
+        snprintf(fb, sizeof fb,
+                 "Message Too Large: the delivery would be %zu bytes, the "
+                 "frame limit is %d (body %zu bytes)",
+                 frame, KQ_FRAME_MAX_BODY, v.body_len);
         reject(b, s, opaque, h->messageid, fb);
         goto out;
     }

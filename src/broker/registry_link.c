@@ -20,9 +20,10 @@ static void on_bindings(void *ud, const char *topic, const char *group,
     }
     size_t groups = kq_binding_set_topic_groups(next, topic);
     if (groups > KQ_MAX_GROUPS_PER_TOPIC) {
-        KQ_ERROR("registry", "bindings refused topic=%s group=%s: the topic would have %zu bound "
-                 "groups, the limit is %d; this group receives nothing from it", topic, group,
-                 groups, KQ_MAX_GROUPS_PER_TOPIC);
+        KQ_ERROR("registry",
+                 "bindings refused topic=%s group=%s: the topic would have %zu bound "
+                 "groups, the limit is %d; this group receives nothing from it",
+                 topic, group, groups, KQ_MAX_GROUPS_PER_TOPIC);
         kq_binding_set_free(next);
         return;
     }
@@ -39,8 +40,7 @@ static void on_state(void *ud, const char *state)
     b->registry_state = state;
 }
 
-static void on_servers(void *ud, char *const *alive, size_t n_alive, char *const *all,
-                       size_t n_all)
+static void on_servers(void *ud, char *const *alive, size_t n_alive, char *const *all, size_t n_all)
 {
     kq_takeover_on_servers(ud, alive, n_alive, all, n_all);
 }
@@ -79,7 +79,8 @@ void kq_broker_when_ready(struct kq_broker *b, void (*cb)(void *ud), void *ud)
         KQ_INFO("registry", "waiting for the registration in ZooKeeper before ready");
 }
 
-static const struct kq_zk_events events = {.on_bindings = on_bindings, .on_state = on_state,
+static const struct kq_zk_events events = {.on_bindings = on_bindings,
+                                           .on_state = on_state,
                                            .on_servers = on_servers,
                                            .on_takeover = on_takeover,
                                            .on_registered = on_registered};
@@ -104,8 +105,8 @@ int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen)
      * listener on port 0 must publish the port it really got, not ":0". */
     char bind[256];
     kq_broker_advertised(b, bind, sizeof bind);
-    int rc = kq_zk_registry_start(b->loop, b->cfg->registry, bind, b->cfg->topics,
-                                  b->cfg->n_topics, &events, b, &b->zk, err, errlen);
+    int rc = kq_zk_registry_start(b->loop, b->cfg->registry, bind, b->cfg->topics, b->cfg->n_topics,
+                                  &events, b, &b->zk, err, errlen);
     if (rc == 0)
         rc = kq_takeover_start(b); /* only does something for a mysql store */
     return rc;

@@ -48,7 +48,7 @@ struct kq_reload {
     struct kq_policy *policy;
     struct kq_binding_set *bindings;
     int rc;
-    char err[2048]; /* as b->reload_error */
+    char err[2048];                   /* as b->reload_error */
     struct kq_reload_waiter *waiters; /* answered when it ends */
 };
 
@@ -210,9 +210,11 @@ static void on_built(void *ud, bool abandoned)
             KQ_INFO("reload", "abandoned: the broker is stopping");
         } else {
             char why[256];
-            snprintf(why, sizeof why, "abandoned after %d ms: loading the config file and the "
+            snprintf(why, sizeof why,
+                     "abandoned after %d ms: loading the config file and the "
                      "policies did not finish (its Lua stops at its next budget check; what "
-                     "it built is freed when it returns)", RELOAD_DEADLINE_MS);
+                     "it built is freed when it returns)",
+                     RELOAD_DEADLINE_MS);
             report_failure(b, why);
             rc = -ETIMEDOUT;
         }
@@ -237,9 +239,11 @@ static void on_built(void *ud, bool abandoned)
 static void on_dropped(void *ud, uint64_t returned_ms)
 {
     struct kq_reload *r = ud;
-    KQ_WARN("reload", "the abandoned reload (serving=%llu) returned after %llu ms; what it "
-            "built is dropped%s%s", (unsigned long long)r->generation,
-            (unsigned long long)returned_ms, r->rc ? ": " : "", r->rc ? r->err : "");
+    KQ_WARN("reload",
+            "the abandoned reload (serving=%llu) returned after %llu ms; what it "
+            "built is dropped%s%s",
+            (unsigned long long)r->generation, (unsigned long long)returned_ms, r->rc ? ": " : "",
+            r->rc ? r->err : "");
     finish(r->b, r);
 }
 
@@ -251,8 +255,12 @@ static int start(struct kq_broker *b, struct kq_reload_waiter *waiters)
     struct kq_reload *r = calloc(1, sizeof *r);
     int rc = -ENOMEM;
     if (r) {
-        *r = (struct kq_reload){.b = b, .generation = b->reload_generation, .argc = b->argc,
-                                .argv = b->argv, .with_bindings = !b->zk, .waiters = waiters};
+        *r = (struct kq_reload){.b = b,
+                                .generation = b->reload_generation,
+                                .argc = b->argc,
+                                .argv = b->argv,
+                                .with_bindings = !b->zk,
+                                .waiters = waiters};
         rc = kq_offloop_start(b->loop, &reload_ops, r, RELOAD_DEADLINE_MS, &r->job);
     }
     if (rc) {

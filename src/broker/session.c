@@ -54,8 +54,7 @@ void kq_session_close(struct kq_broker *b, struct kq_conn *c, const char *reason
 }
 
 /* Tell the client why and close (the reply is written before the socket closes). */
-static void refuse(struct kq_session *s, uint32_t opaque, const char *feedback,
-                   const char *why)
+static void refuse(struct kq_session *s, uint32_t opaque, const char *feedback, const char *why)
 {
     kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, false, feedback);
     kq_conn_close(s->conn, why);
@@ -63,8 +62,8 @@ static void refuse(struct kq_session *s, uint32_t opaque, const char *feedback,
 
 /* The auth policy's answer (policy.h: kq_policy_connect): it may refuse a connection whose
  * secret is right, never accept one whose secret is wrong. */
-static bool connect_allowed(struct kq_broker *b, struct kq_session *s,
-                            const Protocol__ConnMeta *m, bool secret_ok, char *why, size_t len)
+static bool connect_allowed(struct kq_broker *b, struct kq_session *s, const Protocol__ConnMeta *m,
+                            bool secret_ok, char *why, size_t len)
 {
     const char *peer = kq_conn_peer(s->conn);
     const char *colon = strrchr(peer, ':');
@@ -72,7 +71,9 @@ static bool connect_allowed(struct kq_broker *b, struct kq_session *s,
     snprintf(ip, sizeof ip, "%.*s", colon ? (int)(colon - peer) : (int)strlen(peer), peer);
     struct kq_group *g = kq_group_get(b, m->groupid, false);
     struct kq_connect_view v = {
-        .group = m->groupid, .peer_ip = ip, .peer_port = colon ? atoi(colon + 1) : 0,
+        .group = m->groupid,
+        .peer_ip = ip,
+        .peer_port = colon ? atoi(colon + 1) : 0,
         .secret_ok = secret_ok,
         .warmup = m->has_warmingupsec && m->warmingupsec > 0 ? m->warmingupsec : 0,
         .connections = g ? (uint32_t)g->n : 0};
@@ -89,8 +90,9 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
          * different group is refused. */
         bool same = s->group && strcmp(s->group->id, m->groupid) == 0;
         kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, same,
-                                  same ? "Auth Succ" : "Auth Failed: already authenticated "
-                                                       "as another group");
+                                  same ? "Auth Succ"
+                                       : "Auth Failed: already authenticated "
+                                         "as another group");
         kq_session_send_flush(s);
         return;
     }
@@ -104,8 +106,8 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
     if (!connect_allowed(b, s, m, secret_ok, why, sizeof why)) {
         const char *policy_why = secret_ok ? why : secret ? "wrong secret" : "unknown group";
         KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(s->conn),
-                        "auth failed peer=%s group=%s reason=%s", kq_conn_peer(s->conn),
-                        m->groupid, policy_why);
+                        "auth failed peer=%s group=%s reason=%s", kq_conn_peer(s->conn), m->groupid,
+                        policy_why);
         refuse(s, opaque, secret_ok ? why : "Auth Failed: unknown groupId or wrong secretKey",
                "auth failed");
         return;
@@ -121,8 +123,8 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
     s->auth_ms = kq_broker_mono_ms();
     kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, true, "Auth Succ");
     kq_session_send_flush(s);
-    KQ_INFO("session", "authenticated peer=%s group=%s warmup=%d", kq_conn_peer(s->conn),
-            g->id, s->warmup_sec);
+    KQ_INFO("session", "authenticated peer=%s group=%s warmup=%d", kq_conn_peer(s->conn), g->id,
+            s->warmup_sec);
     /* Messages waiting for this group can go now. */
     kq_delivery_group_online(b, g);
 }
@@ -138,8 +140,7 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
     case KQ_CMD_DELIVER_ACK:
     case KQ_CMD_TX_ACK:
     case KQ_CMD_BYTES_MESSAGE:
-    case KQ_CMD_STRING_MESSAGE:
-        break;
+    case KQ_CMD_STRING_MESSAGE: break;
     default:
         /* 0x03/0x04 and unknown commands: ignored, as the original does. */
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "session", "ignored command peer=%s cmd=0x%02x",
@@ -186,9 +187,7 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         return;
     }
     switch (f->cmd) {
-    case KQ_CMD_CONN_META:
-        on_conn_meta(b, s, f->opaque, (Protocol__ConnMeta *)m);
-        break;
+    case KQ_CMD_CONN_META: on_conn_meta(b, s, f->opaque, (Protocol__ConnMeta *)m); break;
     case KQ_CMD_HEARTBEAT:
         kq_codec_append_heartbeat(kq_conn_out(c), f->opaque, ((Protocol__HeartBeat *)m)->version);
         kq_session_send_flush(s);
@@ -196,12 +195,8 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
     case KQ_CMD_DELIVER_ACK:
         kq_delivery_on_ack(b, s, f->opaque, ((Protocol__DeliverAck *)m)->status);
         break;
-    case KQ_CMD_TX_ACK:
-        kq_tx_handle(b, s, m);
-        break;
-    default:
-        kq_publish_handle(b, s, f->opaque, f->cmd, m);
-        break;
+    case KQ_CMD_TX_ACK: kq_tx_handle(b, s, m); break;
+    default: kq_publish_handle(b, s, f->opaque, f->cmd, m); break;
     }
     kq_arena_reset(&b->frame_arena);
 }
@@ -213,8 +208,7 @@ static void sweep_one(void *ud, struct kq_conn *c)
     uint64_t now = kq_broker_mono_ms();
     struct kq_session *s = kq_conn_user(c);
     uint64_t auth_deadline = limit < AUTH_DEADLINE_MS ? limit : AUTH_DEADLINE_MS;
-    if (s && !s->authed && !kq_conn_closing(c) &&
-        now - kq_conn_opened_ms(c) > auth_deadline) {
+    if (s && !s->authed && !kq_conn_closing(c) && now - kq_conn_opened_ms(c) > auth_deadline) {
         KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(c),
                         "no handshake within %llu ms, closing peer=%s",
                         (unsigned long long)auth_deadline, kq_conn_peer(c));

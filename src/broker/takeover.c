@@ -97,8 +97,10 @@ void kq_takeover_on_servers(struct kq_broker *b, char *const *alive, size_t n_al
         if (p && p->state == PEER_ALIVE) {
             p->state = PEER_GONE;
             p->gone_since_ms = now;
-            KQ_INFO(MOD, "server=%s is gone; taking over its messages in %d s unless it "
-                         "comes back", p->name, b->cfg->takeover_seconds);
+            KQ_INFO(MOD,
+                    "server=%s is gone; taking over its messages in %d s unless it "
+                    "comes back",
+                    p->name, b->cfg->takeover_seconds);
         }
     }
 }
@@ -220,8 +222,9 @@ int kq_takeover_start(struct kq_broker *b)
     char bind[256];
     kq_broker_advertised(b, bind, sizeof bind);
     if (strcmp(bind, self) != 0)
-        KQ_WARN(MOD, "store server=%s differs from the registered address %s: takeover "
-                     "of this broker's messages by others will not find them",
+        KQ_WARN(MOD,
+                "store server=%s differs from the registered address %s: takeover "
+                "of this broker's messages by others will not find them",
                 self, bind);
     kq_zk_registry_watch_servers(b->zk, key);
     KQ_INFO(MOD, "watching brokers of %s (takeoverSeconds=%d)", key, b->cfg->takeover_seconds);

@@ -28,8 +28,9 @@ int64_t kq_tx_next_check_ms(const struct kq_broker *b, const struct kq_msg *m)
 void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
 {
     if (m->tx_checks >= b->cfg->tx_max_checks) {
-        kq_delivery_dead_letter(b, m, "transaction unresolved: no commit or rollback after "
-                                      "the maximum number of checks");
+        kq_delivery_dead_letter(b, m,
+                                "transaction unresolved: no commit or rollback after "
+                                "the maximum number of checks");
         return;
     }
     if (m->expired_time <= kq_now_sec()) {
@@ -90,8 +91,8 @@ void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *p
         /* Only the publishing group decides its message (any group could before). */
         KQ_LOG_PER_PEER(KQ_LOG_WARN, "tx", kq_conn_peer(s->conn),
                         "answer ignored: id=%s belongs to group=%s, not to peer=%s group=%s "
-                        "status=%d", m->id, m->pub_group, kq_conn_peer(s->conn), s->group->id,
-                        t->status);
+                        "status=%d",
+                        m->id, m->pub_group, kq_conn_peer(s->conn), s->group->id, t->status);
         return;
     }
     if (t->status == KQ_TX_COMMIT) {

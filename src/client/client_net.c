@@ -72,7 +72,8 @@ static int connect_one(const struct addrinfo *ai, int64_t deadline_ms, int wake_
                 rc = -ETIMEDOUT;
                 goto fail;
             }
-            struct pollfd pf[2] = {{.fd = fd, .events = POLLOUT}, {.fd = wake_fd, .events = POLLIN}};
+            struct pollfd pf[2] = {{.fd = fd, .events = POLLOUT},
+                                   {.fd = wake_fd, .events = POLLIN}};
             int n = poll(pf, wake_fd >= 0 ? 2 : 1, (int)left);
             if (n < 0 && errno == EINTR)
                 continue;
@@ -105,8 +106,7 @@ fail:
     return rc;
 }
 
-int kqc_connect(const char *hostport, int timeout_ms, int send_timeout_ms, int wake_fd,
-                int *out_fd)
+int kqc_connect(const char *hostport, int timeout_ms, int send_timeout_ms, int wake_fd, int *out_fd)
 {
     char host[256], port[32];
     int rc = kqc_split_hostport(hostport, host, sizeof host, port, sizeof port);

@@ -34,7 +34,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define HB_MAX_MISSED 3
-#define POLL_TICK_MS 50  /* upper bound on timeout/heartbeat latency */
+#define POLL_TICK_MS 50 /* upper bound on timeout/heartbeat latency */
 #define SWEEP_EVERY_MS 10
 #define READ_CHUNK 65536
 #define OUT_FLUSH_BYTES 65536 /* a corked buffer is sent once it holds this much */
@@ -56,9 +56,9 @@ struct kq_client {
 
     pthread_mutex_t mu;
     pthread_mutex_t wmu;
-    int fd;             /* -1 while not connected */
-    struct kq_buf out;  /* frames not sent yet (under wmu) */
-    int corked;         /* under wmu: > 0 holds frames in `out` */
+    int fd;            /* -1 while not connected */
+    struct kq_buf out; /* frames not sent yet (under wmu) */
+    int corked;        /* under wmu: > 0 holds frames in `out` */
     bool stopping;
     uint32_t next_opaque;
     struct pending *pending;
@@ -70,8 +70,8 @@ struct kq_client {
 
     /* reader thread only (or open, before the thread exists) */
     struct kq_buf rbuf;
-    struct kq_buf acks;       /* DeliverAcks of the batch being dispatched */
-    uint64_t batch_start_us;  /* when that batch was read */
+    struct kq_buf acks;      /* DeliverAcks of the batch being dispatched */
+    uint64_t batch_start_us; /* when that batch was read */
     int64_t next_hb_ms;
     bool hb_outstanding;
     int hb_missed;
@@ -96,8 +96,8 @@ static bool is_stopping(struct kq_client *c)
     return s;
 }
 
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -203,7 +203,7 @@ static void complete_list(struct pending *list, int err)
 static struct pending *steal_pending_locked(struct kq_client *c, bool only_expired, int64_t now)
 {
     struct pending *p, *tmp, *list = NULL;
-    HASH_ITER(hh, c->pending, p, tmp) {
+    HASH_ITER (hh, c->pending, p, tmp) {
         if (only_expired && p->deadline_ms > now)
             continue;
         HASH_DEL(c->pending, p);
@@ -335,8 +335,7 @@ fail:
     return rc;
 }
 
-int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish_cb cb,
-                     void *ud)
+int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish_cb cb, void *ud)
 {
     return publish_start(c, m, cb, ud, NULL, NULL);
 }
@@ -469,8 +468,7 @@ int kq_publish(struct kq_client *c, const struct kq_message *m, struct kq_publis
     return rc;
 }
 
-int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status,
-                 const char *feedback)
+int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status, const char *feedback)
 {
     if (!c || !m || !m->message_id[0] || (status != KQ_TX_COMMIT && status != KQ_TX_ROLLBACK))
         return -EINVAL;
@@ -522,8 +520,8 @@ static int message_from_header(const Protocol__Header *h, struct kq_message *m,
 
 static void on_store_ack(struct kq_client *c, const struct kq_frame *f)
 {
-    Protocol__MessageStoreAck *a = (Protocol__MessageStoreAck *)kq_codec_unpack(
-        f->cmd, f->body, (size_t)f->body_len);
+    Protocol__MessageStoreAck *a =
+        (Protocol__MessageStoreAck *)kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
     if (!a) {
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "undecodable store ack opaque=%u", f->opaque);
         return;
@@ -575,8 +573,8 @@ static void on_delivery(struct kq_client *c, const struct kq_frame *f)
     free(props);
     const Protocol__Header *h = v.header;
     /* groupId is the publisher's group from the Header, as the Go client sends it. */
-    if (kq_codec_append_deliver_ack(&c->acks, f->opaque, h->messageid, h->topic,
-                                    h->messagetype, h->groupid, ok, "") != 0)
+    if (kq_codec_append_deliver_ack(&c->acks, f->opaque, h->messageid, h->topic, h->messagetype,
+                                    h->groupid, ok, "") != 0)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "no memory for the ack of opaque=%u", f->opaque);
     kq_codec_free(pm);
 }
@@ -629,8 +627,8 @@ static void dispatch(struct kq_client *c, const struct kq_frame *f)
     case KQ_CMD_TX_ACK: on_tx_check(c, f); break;
     case KQ_CMD_CONN_AUTH: {
         /* After the handshake this is the broker's "Unauthorized" before it closes. */
-        Protocol__ConnAuthAck *a = (Protocol__ConnAuthAck *)kq_codec_unpack(
-            f->cmd, f->body, (size_t)f->body_len);
+        Protocol__ConnAuthAck *a =
+            (Protocol__ConnAuthAck *)kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
         if (a && !a->status)
             KQ_WARN(MOD, "broker refused us: %s", a->feedback);
         kq_codec_free(a ? &a->base : NULL);
@@ -668,8 +666,8 @@ static int await_auth(struct kq_client *c, int fd, uint32_t op, int64_t deadline
         while ((used = kq_frame_parse(c->rbuf.data, c->rbuf.len, &f)) > 0) {
             /* The broker's refusal is sent with opaque 0, so accept that too. */
             if (f.cmd == KQ_CMD_CONN_AUTH && (f.opaque == op || f.opaque == 0)) {
-                Protocol__ConnAuthAck *a = (Protocol__ConnAuthAck *)kq_codec_unpack(
-                    f.cmd, f.body, (size_t)f.body_len);
+                Protocol__ConnAuthAck *a =
+                    (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
                 int rc = !a ? -EPROTO : a->status ? 0 : -EACCES;
                 if (rc == -EACCES)
                     set_err(err, errlen, "%s", a->feedback);
@@ -713,8 +711,8 @@ static int await_auth(struct kq_client *c, int fd, uint32_t op, int64_t deadline
 static int establish(struct kq_client *c, char *err, size_t errlen)
 {
     int fd = -1;
-    int rc = kqc_connect(c->broker, c->o.connect_timeout_ms, c->o.connect_timeout_ms, c->wake[0],
-                         &fd);
+    int rc =
+        kqc_connect(c->broker, c->o.connect_timeout_ms, c->o.connect_timeout_ms, c->wake[0], &fd);
     if (rc) {
         set_err(err, errlen, "connect: %s", strerror(-rc));
         return rc;
@@ -908,8 +906,7 @@ static void *reader_main(void *arg)
             pthread_mutex_unlock(&c->mu);
             KQ_INFO(MOD, "reconnected broker=%s", c->broker);
         } else if (rc != -ECANCELED) {
-            KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "reconnect failed broker=%s: %s", c->broker,
-                               err);
+            KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "reconnect failed broker=%s: %s", c->broker, err);
         }
     }
     return NULL;

@@ -34,13 +34,13 @@ struct kq_message {
     char message_id[KQ_CLIENT_ID_LEN + 1]; /* empty on publish: generated */
     const char *topic;
     const char *message_type;
-    const char *group_id;       /* publishing group; empty on publish = the client's group */
-    int64_t expired_time;       /* Unix seconds; -1 = broker default */
-    int32_t deliver_limit;      /* -1 = broker default (100) */
-    bool two_phase;             /* true = two-phase (header commit=false): stored, delivered
+    const char *group_id;  /* publishing group; empty on publish = the client's group */
+    int64_t expired_time;  /* Unix seconds; -1 = broker default */
+    int32_t deliver_limit; /* -1 = broker default (100) */
+    bool two_phase;        /* true = two-phase (header commit=false): stored, delivered
                                  * only after kq_tx_finish commits it; false = committed */
-    bool fly;                   /* not stored, best effort */
-    bool string_body;           /* StringMessage (0x12) instead of BytesMessage (0x11) */
+    bool fly;              /* not stored, best effort */
+    bool string_body;      /* StringMessage (0x12) instead of BytesMessage (0x11) */
     const void *body;
     size_t body_len;
     const struct kq_property *properties;
@@ -63,7 +63,7 @@ typedef int (*kq_on_tx_check_fn)(void *ud, const struct kq_message *header_only)
 typedef void (*kq_publish_cb)(void *ud, int err, const struct kq_publish_result *r);
 
 struct kq_client_options {
-    const char *broker;   /* "host:port" */
+    const char *broker; /* "host:port" */
     const char *group_id;
     const char *secret;
     int32_t warmingup_sec;
@@ -97,8 +97,7 @@ int kq_publish(struct kq_client *c, const struct kq_message *m, struct kq_publis
 /* 0: cb will be called exactly once (from the reader thread, or from kq_client_close),
  * with r never NULL (status false and an explanation in feedback when err != 0).
  * < 0: not sent and cb will not be called. */
-int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish_cb cb,
-                     void *ud);
+int kq_publish_async(struct kq_client *c, const struct kq_message *m, kq_publish_cb cb, void *ud);
 /* Scheduled delivery (docs/CLIENT.md "Scheduled publishing"): as kq_publish /
  * kq_publish_async, and the broker delivers m no earlier than delay_ms after it stored it
  * (the ack comes at once, as for any message; consumers see the due time, Unix ms, in the
@@ -117,8 +116,7 @@ int kq_publish_delayed_async(struct kq_client *c, const struct kq_message *m, in
  * (opaque 0, as the Go client). m->message_id is required; to send the Header exactly as
  * published, set message_id and create_time yourself before kq_publish and pass the same m.
  * Returns 0, -EINVAL, -ENOTCONN or -ECONNRESET. */
-int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status,
-                 const char *feedback);
+int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status, const char *feedback);
 
 /* Batching publishes: between kq_client_cork and kq_client_uncork, frames wait in the
  * client's write buffer (sent when it passes 64 KiB, or at the last uncork) instead of one

@@ -20,8 +20,8 @@
 
 #define MOD "cluster"
 #define SESSION_TIMEOUT_MS 5000 /* as the original clients */
-#define TICK_MS 1000           /* retry failed broker connections this often */
-#define MAX_TRIES 16           /* brokers tried for one publish */
+#define TICK_MS 1000            /* retry failed broker connections this often */
+#define MAX_TRIES 16            /* brokers tried for one publish */
 #define ADDR_LEN 128
 
 struct broker {
@@ -64,10 +64,7 @@ struct kq_cluster {
 
 /* ---- ZooKeeper ------------------------------------------------------------------------- */
 
-static void on_zk_log(const char *msg)
-{
-    KQ_DEBUG(MOD, "zk: %s", msg);
-}
+static void on_zk_log(const char *msg) { KQ_DEBUG(MOD, "zk: %s", msg); }
 
 /* ZooKeeper's completion thread: flags only. */
 static void on_zk_event(zhandle_t *zh, int type, int state, const char *path, void *ctx)
@@ -166,8 +163,7 @@ static int do_register(struct kq_cluster *c)
     char path[1024];
     int rc = ZOK;
     for (size_t i = 0; i < c->n_pub && rc == ZOK; i++) {
-        snprintf(path, sizeof path, "/kiteq/pub/%s/%s/%s", c->pub_topics[i], c->group,
-                 c->hostname);
+        snprintf(path, sizeof path, "/kiteq/pub/%s/%s/%s", c->pub_topics[i], c->group, c->hostname);
         rc = ensure_path(c->zh, path);
     }
     for (size_t i = 0; i < c->n_binds && rc == ZOK; i++) {
@@ -324,8 +320,8 @@ static void *worker_main(void *arg)
         if (expired) {
             KQ_WARN(MOD, "ZooKeeper session expired; opening a new one");
             zookeeper_close(c->zh);
-            c->zh = zookeeper_init2(c->hosts, on_zk_event, SESSION_TIMEOUT_MS, NULL, c, 0,
-                                    on_zk_log);
+            c->zh =
+                zookeeper_init2(c->hosts, on_zk_event, SESSION_TIMEOUT_MS, NULL, c, 0, on_zk_log);
             if (!c->zh)
                 KQ_ERROR(MOD, "cannot create a ZooKeeper handle: %s", strerror(errno));
         }
@@ -586,8 +582,8 @@ int kq_cluster_publish(struct kq_cluster *c, const struct kq_message *m,
     return rc;
 }
 
-int kq_cluster_publish_async(struct kq_cluster *c, const struct kq_message *m,
-                             kq_publish_cb cb, void *ud)
+int kq_cluster_publish_async(struct kq_cluster *c, const struct kq_message *m, kq_publish_cb cb,
+                             void *ud)
 {
     if (!m || !m->topic)
         return -EINVAL;

@@ -56,12 +56,11 @@ int kq_cluster_open(const struct kq_cluster_options *o, struct kq_cluster **out,
 int kq_cluster_publish(struct kq_cluster *c, const struct kq_message *m,
                        struct kq_publish_result *r);
 /* kq_publish_async likewise: 0 = cb will be called once; < 0 = not sent. */
-int kq_cluster_publish_async(struct kq_cluster *c, const struct kq_message *m,
-                             kq_publish_cb cb, void *ud);
+int kq_cluster_publish_async(struct kq_cluster *c, const struct kq_message *m, kq_publish_cb cb,
+                             void *ud);
 /* Connected brokers serving topic: copies up to max addresses ("host:port") into out and
  * returns how many there are. For tools and tests. */
-size_t kq_cluster_brokers(struct kq_cluster *c, const char *topic, char (*out)[128],
-                          size_t max);
+size_t kq_cluster_brokers(struct kq_cluster *c, const char *topic, char (*out)[128], size_t max);
 /* Close every broker connection and the ZooKeeper session (registrations are persistent
  * and stay, as with the original clients). Not from a callback. */
 void kq_cluster_close(struct kq_cluster *c);

@@ -268,7 +268,8 @@ const char *kq_cfg_check_registry(const char *s)
 const char *kq_cfg_check_log_level(const char *s)
 {
     enum kq_log_level lvl;
-    return kq_log_parse_level(s, &lvl) == 0 ? NULL : "must be \"debug\", \"info\", \"warn\" or \"error\"";
+    return kq_log_parse_level(s, &lvl) == 0 ? NULL
+                                            : "must be \"debug\", \"info\", \"warn\" or \"error\"";
 }
 
 /* The broker matches regx bindings with PCRE2 (unanchored), so compile errors are caught now
@@ -277,7 +278,8 @@ const char *kq_cfg_check_regex(const char *pattern, char *buf, size_t len)
 {
     int code;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &code, &off, NULL);
     if (re) {
         pcre2_code_free(re);
         return NULL;
@@ -380,8 +382,8 @@ int kq_config_error(const struct kq_config *c, char *err, size_t errlen, const c
 /* The checks below return 1 for a problem (reported into err), else 0, so that a caller can
  * count them and report every problem of a file at once. */
 
-static int check_int(const struct kq_config *c, char *err, size_t errlen, const char *key,
-                     int v, int min, int max)
+static int check_int(const struct kq_config *c, char *err, size_t errlen, const char *key, int v,
+                     int min, int max)
 {
     if (v >= min && v <= max)
         return 0;
@@ -404,10 +406,7 @@ static int check_str(const struct kq_config *c, char *err, size_t errlen, const 
     return 1;
 }
 
-static const char *check_nonempty(const char *s)
-{
-    return s[0] ? NULL : "must not be empty";
-}
+static const char *check_nonempty(const char *s) { return s[0] ? NULL : "must not be empty"; }
 
 /* Distinct groups with a binding on topic. */
 static size_t groups_bound_to(const struct kq_config *c, const char *topic)
@@ -452,8 +451,10 @@ static int validate_binding(const struct kq_config *c, const struct kq_binding *
         n += fail(c, err, errlen, key, "binds a topic that is not in topics", b->topic) != 0;
     /* with authentication on, a group without a secret can never log in */
     if (c->n_groups > 0 && !kq_config_group_secret(c, b->group_id) && first_of_group(c, b))
-        n += fail(c, err, errlen, key, "names a group that is not in groups, so its consumers "
-                  "can never log in", b->group_id) != 0;
+        n += fail(c, err, errlen, key,
+                  "names a group that is not in groups, so its consumers "
+                  "can never log in",
+                  b->group_id) != 0;
     if ((unsigned)b->bind_type > KQ_BIND_FANOUT)
         n += fail(c, err, errlen, key, "bindType must be direct, regx or fanout", NULL) != 0;
     else if (b->bind_type == KQ_BIND_FANOUT && strcmp(b->message_type, "*") != 0)
@@ -476,7 +477,8 @@ static int validate_admin(const struct kq_config *c, char *err, size_t errlen)
     if (c->admin && !c->admin_token && !kq_addr_is_loopback(c->admin))
         return fail(c, err, errlen, "adminToken",
                     "required when admin listens beyond loopback (set adminToken, or bind "
-                    "admin to 127.0.0.1)", c->admin);
+                    "admin to 127.0.0.1)",
+                    c->admin);
     return 0;
 }
 
@@ -499,11 +501,10 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     n += check_int(c, err, errlen, "deliverySeconds", c->delivery_seconds, 1, INF);
     n += check_int(c, err, errlen, "maxDeliverWorkers", c->max_deliver_workers, 1, INF);
     n += check_int(c, err, errlen, "recoverSeconds", c->recover_seconds, 1, INF);
-    n += check_int(c, err, errlen, "recievePermitsPerSecond", c->recieve_permits_per_second, 1,
-                   INF);
+    n +=
+        check_int(c, err, errlen, "recievePermitsPerSecond", c->recieve_permits_per_second, 1, INF);
     n += check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23);
-    n += check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds, 1,
-                   INF);
+    n += check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds, 1, INF);
     n += check_int(c, err, errlen, "maxConnections", c->max_connections, 0, INF);
     n += check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF);
     n += check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000);
@@ -534,8 +535,10 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
     _Static_assert(KQ_MAX_GROUPS_PER_TOPIC == 4096, "update the message below");
     for (size_t t = 0; t < c->n_topics; t++)
         if (c->topics[t] && groups_bound_to(c, c->topics[t]) > KQ_MAX_GROUPS_PER_TOPIC)
-            n += fail(c, err, errlen, "bindings", "more groups are bound to this topic than "
-                      "the limit of 4096 (KQ_MAX_GROUPS_PER_TOPIC)", c->topics[t]) != 0;
+            n += fail(c, err, errlen, "bindings",
+                      "more groups are bound to this topic than "
+                      "the limit of 4096 (KQ_MAX_GROUPS_PER_TOPIC)",
+                      c->topics[t]) != 0;
     return n ? -EINVAL : 0;
 }
 
@@ -627,7 +630,8 @@ void kq_config_print(const struct kq_config *c, FILE *out)
         fputs(", messageType = ", out);
         put_lua_str(out, b->message_type);
         fprintf(out, ", bindType = \"%s\", watermark = %d, persistent = %s },\n",
-                kq_cfg_bind_type_name(b->bind_type), b->watermark, b->persistent ? "true" : "false");
+                kq_cfg_bind_type_name(b->bind_type), b->watermark,
+                b->persistent ? "true" : "false");
     }
     fputs("  },\n}\n", out);
 }

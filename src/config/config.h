@@ -45,33 +45,33 @@ struct kq_config {
     char *cluster_name; /* the cluster section in use */
     char *registry;     /* "" (static bindings from the file) or "zk://h:p,h:p" */
     char *env;
-    char *bind;         /* "host:port", default "127.0.0.1:13800" */
+    char *bind; /* "host:port", default "127.0.0.1:13800" */
     char **topics;
     size_t n_topics;
-    char *db; /* store URI, default "file://./data" */
-    int delivery_seconds;            /* wait for a DeliverAck, default 5 */
-    int max_deliver_workers;         /* concurrent deliveries, default 8000 */
-    int recover_seconds;             /* retry/recovery scan period, default 10 (>= 1) */
-    int recieve_permits_per_second;  /* broker intake rate, default 20000 (original spelling) */
-    int dlq_exec_hour;               /* 0-23, kept for compatibility, default 2 */
-    bool delivery_first;             /* default false */
-    int heartbeat_timeout_seconds;   /* close connections silent this long, default 90 */
-    int max_connections;             /* client connections at once; 0 = from RLIMIT_NOFILE (default) */
-    int tx_check_seconds;            /* first transaction check after this, default 5 */
-    int tx_max_checks;               /* then dead-lettered, default 10 */
-    int deliver_window;              /* deliveries in flight per group, default 1000 */
-    int takeover_seconds;            /* mysql + zk: take over a broker gone this long, default 30 */
-    int message_history;             /* finished messages whose history is kept, default 10000;
+    char *db;                       /* store URI, default "file://./data" */
+    int delivery_seconds;           /* wait for a DeliverAck, default 5 */
+    int max_deliver_workers;        /* concurrent deliveries, default 8000 */
+    int recover_seconds;            /* retry/recovery scan period, default 10 (>= 1) */
+    int recieve_permits_per_second; /* broker intake rate, default 20000 (original spelling) */
+    int dlq_exec_hour;              /* 0-23, kept for compatibility, default 2 */
+    bool delivery_first;            /* default false */
+    int heartbeat_timeout_seconds;  /* close connections silent this long, default 90 */
+    int max_connections;  /* client connections at once; 0 = from RLIMIT_NOFILE (default) */
+    int tx_check_seconds; /* first transaction check after this, default 5 */
+    int tx_max_checks;    /* then dead-lettered, default 10 */
+    int deliver_window;   /* deliveries in flight per group, default 1000 */
+    int takeover_seconds; /* mysql + zk: take over a broker gone this long, default 30 */
+    int message_history;  /* finished messages whose history is kept, default 10000;
                                       * 0 = no message histories (restart to change) */
-    char *admin;                     /* admin HTTP "host:port", NULL = off */
-    char *admin_token;               /* adminToken: mutating admin requests must carry it
+    char *admin;          /* admin HTTP "host:port", NULL = off */
+    char *admin_token;    /* adminToken: mutating admin requests must carry it
                                       * (Authorization: Bearer); required when admin listens
                                       * beyond loopback; NULL = none */
-    char *policies;                  /* Lua policies folder, default "lua/policies" */
-    bool policies_set;               /* named in the file: it must exist (the default may not) */
-    char *log_level;                 /* "info" */
-    char *log_file;                  /* log to this file (append; SIGUSR1 reopens); NULL = stderr */
-    struct kq_group_secret *groups;  /* groupId -> secret (authentication) */
+    char *policies;       /* Lua policies folder, default "lua/policies" */
+    bool policies_set;    /* named in the file: it must exist (the default may not) */
+    char *log_level;      /* "info" */
+    char *log_file;       /* log to this file (append; SIGUSR1 reopens); NULL = stderr */
+    struct kq_group_secret *groups; /* groupId -> secret (authentication) */
     size_t n_groups;
     struct kq_binding *bindings; /* static registry: one entry per (group, binding) */
     size_t n_bindings;
@@ -97,8 +97,8 @@ int kq_config_load_buffer(struct kq_config *c, const char *path, const char *raw
  * 1 when --help was printed (to stdout). Also accepts --flag=value and -flag value, and
  * -logLevel=.., -logFile=PATH and -groups=g1:secret1,g2:secret2 (replaces the file's groups).
  * c is initialised with kq_config_defaults first (its previous content is not freed). */
-int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only,
-                        char *err, size_t errlen);
+int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only, char *err,
+                        size_t errlen);
 /* Checks cross-field rules (bindings name configured topics and groups, ranges). 0 or
  * -EINVAL with every problem in err, one per line. */
 int kq_config_validate(const struct kq_config *c, char *err, size_t errlen);

@@ -11,8 +11,20 @@
 #include "config/config_internal.h"
 
 enum flag_id {
-    F_CONFIG, F_CLUSTER, F_CHECK, F_HELP, F_BIND, F_PPORT, F_DB, F_TOPICS, F_ZKHOST,
-    F_DELIVERY_FIRST, F_LOG_LEVEL, F_LOG_FILE, F_GROUPS, F_COUNT
+    F_CONFIG,
+    F_CLUSTER,
+    F_CHECK,
+    F_HELP,
+    F_BIND,
+    F_PPORT,
+    F_DB,
+    F_TOPICS,
+    F_ZKHOST,
+    F_DELIVERY_FIRST,
+    F_LOG_LEVEL,
+    F_LOG_FILE,
+    F_GROUPS,
+    F_COUNT
 };
 
 static const struct flag {
@@ -20,13 +32,20 @@ static const struct flag {
     enum flag_id id;
     bool is_bool;
 } flags[] = {
-    {"configPath", F_CONFIG, false},  {"cluster", F_CLUSTER, false},
-    {"clusterName", F_CLUSTER, false}, {"check", F_CHECK, true},
-    {"help", F_HELP, true},           {"h", F_HELP, true},
-    {"bind", F_BIND, false},          {"pport", F_PPORT, false},
-    {"db", F_DB, false},              {"topics", F_TOPICS, false},
-    {"zkhost", F_ZKHOST, false},      {"deliveryFirst", F_DELIVERY_FIRST, true},
-    {"logLevel", F_LOG_LEVEL, false}, {"groups", F_GROUPS, false},
+    {"configPath", F_CONFIG, false},
+    {"cluster", F_CLUSTER, false},
+    {"clusterName", F_CLUSTER, false},
+    {"check", F_CHECK, true},
+    {"help", F_HELP, true},
+    {"h", F_HELP, true},
+    {"bind", F_BIND, false},
+    {"pport", F_PPORT, false},
+    {"db", F_DB, false},
+    {"topics", F_TOPICS, false},
+    {"zkhost", F_ZKHOST, false},
+    {"deliveryFirst", F_DELIVERY_FIRST, true},
+    {"logLevel", F_LOG_LEVEL, false},
+    {"groups", F_GROUPS, false},
     {"logFile", F_LOG_FILE, false},
 };
 
@@ -34,7 +53,8 @@ static const char usage[] =
     "usage: kiteq [CONFIG] [--cluster NAME] [--check] [flags]\n"
     "       kiteq policy check|call ...   (try a policies folder: kiteq policy --help)\n"
     "\n"
-    "  CONFIG                  Lua config file (also -configPath=FILE), e.g. lua/config/cluster.lua\n"
+    "  CONFIG                  Lua config file (also -configPath=FILE), e.g. "
+    "lua/config/cluster.lua\n"
     "  --cluster NAME          cluster section to run (also -clusterName=NAME);\n"
     "                          default: the file's `default`, or its only cluster\n"
     "  --check                 load and validate the configuration, print it, exit\n"
@@ -150,7 +170,8 @@ static int apply_flags(struct kq_config *c, const char *const *val, char *err, s
             if (errno || end == v || *end || port < -1 || port > 65535)
                 return bad_flag(err, errlen, "pport",
                                 "must be a port 1-65535 (on 127.0.0.1), HOST:PORT, or -1/0 "
-                                "for off", v);
+                                "for off",
+                                v);
             char admin[32];
             snprintf(admin, sizeof admin, "127.0.0.1:%ld", port);
             kq_cfg_set_str(&c->admin, port <= 0 ? NULL : admin);
@@ -196,8 +217,8 @@ static int apply_flags(struct kq_config *c, const char *const *val, char *err, s
     return 0;
 }
 
-int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only,
-                        char *err, size_t errlen)
+int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_only, char *err,
+                        size_t errlen)
 {
     const char *val[F_COUNT] = {0};
     const char *positional = NULL;
@@ -218,8 +239,10 @@ int kq_config_from_args(struct kq_config *c, int argc, char **argv, bool *check_
         const char *a = argv[i];
         if (only_positional || a[0] != '-' || a[1] == '\0') {
             if (positional)
-                return kq_cfg_err(err, errlen, "unexpected argument \"%s\": only one config "
-                                  "file may be given (see --help)", a);
+                return kq_cfg_err(err, errlen,
+                                  "unexpected argument \"%s\": only one config "
+                                  "file may be given (see --help)",
+                                  a);
             positional = a;
             continue;
         }

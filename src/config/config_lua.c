@@ -90,8 +90,8 @@ static const char *problem(struct loader *ld, lua_State *L, const char *key, int
 static int bad(struct loader *ld, lua_State *L, const char *key, int idx, const char *reason)
 {
     char line[KEY_LEN + 512];
-    return kq_cfg_err(ld->err, ld->errlen, "%s", problem(ld, L, key, idx, reason, line,
-                                                          sizeof line));
+    return kq_cfg_err(ld->err, ld->errlen, "%s",
+                      problem(ld, L, key, idx, reason, line, sizeof line));
 }
 
 /* A value the broker ignores: logged, not an error. */
@@ -334,7 +334,7 @@ static bool any_cluster_has_topic(lua_State *L, int clusters, const char *topic)
     return found;
 }
 
-static const char *const binding_keys[] = {"groupIds", "topic", "messageType", "bindType",
+static const char *const binding_keys[] = {"groupIds",  "topic",      "messageType", "bindType",
                                            "watermark", "persistent", NULL};
 
 /* bindType = "direct" | "regx" | "fanout" (any case) or 0, 1, 2; absent = direct. */
@@ -356,8 +356,7 @@ static int read_bind_type(struct loader *ld, lua_State *L, int idx, const char *
 }
 
 /* Checks groupIds (list at gidx): names, and no group twice. Returns the problems found. */
-static int check_group_ids(struct loader *ld, lua_State *L, int gidx, const char *path,
-                           size_t n)
+static int check_group_ids(struct loader *ld, lua_State *L, int gidx, const char *path, size_t n)
 {
     int problems = 0;
     for (size_t i = 1; i <= n; i++) {
@@ -389,8 +388,8 @@ static int read_binding(struct loader *ld, lua_State *L, int idx, const char *ke
                         struct kq_config *c, int clusters)
 {
     char path[KEY_LEN], rx[256];
-    struct kq_binding b = {.bind_type = KQ_BIND_DIRECT, .watermark = KQ_DEFAULT_WATERMARK,
-                           .persistent = true};
+    struct kq_binding b = {
+        .bind_type = KQ_BIND_DIRECT, .watermark = KQ_DEFAULT_WATERMARK, .persistent = true};
     const char *topic = NULL, *mtype = NULL;
     size_t n_groups = 0;
     int top = lua_gettop(L), gidx = 0;
@@ -424,7 +423,8 @@ static int read_binding(struct loader *ld, lua_State *L, int idx, const char *ke
         else if (b.bind_type == KQ_BIND_REGX && kq_cfg_check_regex(mtype, rx, sizeof rx))
             problems += bad(ld, L, path, -1, rx) != 0;
         else if (b.bind_type == KQ_BIND_FANOUT && strcmp(mtype, "*") != 0)
-            warn(ld, L, path, -1, "ignored: a fanout binding receives every message type "
+            warn(ld, L, path, -1,
+                 "ignored: a fanout binding receives every message type "
                  "of its topic (\"*\")");
     } else if (b.bind_type != KQ_BIND_FANOUT) {
         problems += bad(ld, L, path, 0, "is required for direct and regx bindings") != 0;
@@ -496,10 +496,7 @@ struct opt {
     const char *(*check)(const char *); /* K_STR */
 };
 
-static const char *check_nonempty(const char *s)
-{
-    return s[0] ? NULL : "must not be empty";
-}
+static const char *check_nonempty(const char *s) { return s[0] ? NULL : "must not be empty"; }
 
 #define OFF(f) offsetof(struct kq_config, f)
 /* In processing order: bindings come after topics, which they are checked against. */
@@ -684,9 +681,10 @@ static int load_protected(lua_State *L)
             kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: %s", ld->path, ld->sb->trip_line,
                        ld->sb->trip_why);
         else if (ld->sb->tripped)
-            kq_cfg_err(ld->err, ld->errlen, "%s:%d: stopped: the file runs too long (over %d ms "
-                       "or %ld Lua instructions; endless loop?)", ld->path, ld->sb->trip_line,
-                       MAX_RUN_MS, MAX_INSTRUCTIONS);
+            kq_cfg_err(ld->err, ld->errlen,
+                       "%s:%d: stopped: the file runs too long (over %d ms "
+                       "or %ld Lua instructions; endless loop?)",
+                       ld->path, ld->sb->trip_line, MAX_RUN_MS, MAX_INSTRUCTIONS);
         else if (rc == LUA_ERRMEM)
             kq_cfg_err(ld->err, ld->errlen, "%s: stopped: the file uses more than %zu MiB",
                        ld->path, MAX_MEMORY_BYTES >> 20);
@@ -721,8 +719,10 @@ static int load_protected(lua_State *L)
     const char *want = ld->want ? ld->want : def;
     available(ld, list, sizeof list);
     if (!want && ld->n_names > 1) {
-        kq_cfg_err(ld->err, ld->errlen, "%s: no cluster selected: set `default` or pass "
-                   "--cluster NAME (available: %s)", ld->path, list);
+        kq_cfg_err(ld->err, ld->errlen,
+                   "%s: no cluster selected: set `default` or pass "
+                   "--cluster NAME (available: %s)",
+                   ld->path, list);
         return 0;
     }
     if (!want)
@@ -731,8 +731,8 @@ static int load_protected(lua_State *L)
     bool found = !lua_isnil(L, -1);
     lua_pop(L, 1);
     if (!found) {
-        kq_cfg_err(ld->err, ld->errlen, "%s: %scluster \"%s\" not found (available: %s)",
-                   ld->path, ld->want ? "" : "default: ", want, list);
+        kq_cfg_err(ld->err, ld->errlen, "%s: %scluster \"%s\" not found (available: %s)", ld->path,
+                   ld->want ? "" : "default: ", want, list);
         return 0;
     }
 

@@ -8,10 +8,7 @@ int64_t kq_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t kq_now_sec(void)
-{
-    return (int64_t)time(NULL);
-}
+int64_t kq_now_sec(void) { return (int64_t)time(NULL); }
 
 uint64_t kq_mono_us(void)
 {

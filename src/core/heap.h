@@ -18,7 +18,7 @@ struct kq_heap {
 };
 
 int kq_heap_push(struct kq_heap *h, struct kq_heap_item *it); /* 0 or -ENOMEM */
-struct kq_heap_item *kq_heap_top(const struct kq_heap *h);     /* NULL when empty */
+struct kq_heap_item *kq_heap_top(const struct kq_heap *h);    /* NULL when empty */
 void kq_heap_remove(struct kq_heap *h, struct kq_heap_item *it);
 void kq_heap_free(struct kq_heap *h);
 #endif

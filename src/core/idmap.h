@@ -14,8 +14,8 @@
 
 struct kq_idmap {
     void **slots;
-    uint8_t *dist;    /* slot - home slot, or DIST_FAR when that is 255 or more */
-    size_t cap;       /* power of two, or 0 */
+    uint8_t *dist; /* slot - home slot, or DIST_FAR when that is 255 or more */
+    size_t cap;    /* power of two, or 0 */
     size_t len;
     size_t key_offset;
 };

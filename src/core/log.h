@@ -43,12 +43,12 @@ struct kq_log_ratelimit {
 bool kq_log_ratelimit_pass(struct kq_log_ratelimit *rl, unsigned *suppressed);
 
 /* At most one line per second from this call site; the number suppressed is appended. */
-#define KQ_LOG_RATELIMITED(level, mod, fmt, ...)                                          \
-    do {                                                                                  \
-        static struct kq_log_ratelimit kq_rl_;                                            \
-        unsigned kq_rl_n_;                                                                \
-        if (kq_log_ratelimit_pass(&kq_rl_, &kq_rl_n_))                                    \
-            kq_log(level, mod, fmt " suppressed=%u", ##__VA_ARGS__, kq_rl_n_);            \
+#define KQ_LOG_RATELIMITED(level, mod, fmt, ...)                                                   \
+    do {                                                                                           \
+        static struct kq_log_ratelimit kq_rl_;                                                     \
+        unsigned kq_rl_n_;                                                                         \
+        if (kq_log_ratelimit_pass(&kq_rl_, &kq_rl_n_))                                             \
+            kq_log(level, mod, fmt " suppressed=%u", ##__VA_ARGS__, kq_rl_n_);                     \
     } while (0)
 
 /* Rate limits per key (a peer's address, a topic and message type): one line per second per
@@ -66,7 +66,10 @@ struct kq_log_keyed {
         unsigned suppressed;
     } slots[KQ_LOG_KEY_SLOTS];
 };
-#define KQ_LOG_KEYED_INIT {.lock = PTHREAD_MUTEX_INITIALIZER}
+#define KQ_LOG_KEYED_INIT                                                                          \
+    {                                                                                              \
+        .lock = PTHREAD_MUTEX_INITIALIZER                                                          \
+    }
 /* As kq_log_ratelimit_pass, for the key's own limit. */
 bool kq_log_keyed_pass(struct kq_log_keyed *t, const void *key, size_t key_len,
                        unsigned *suppressed);
@@ -75,15 +78,15 @@ bool kq_log_keyed_pass(struct kq_log_keyed *t, const void *key, size_t key_len,
 size_t kq_log_peer_host_len(const char *peer);
 
 /* At most one line per second from this call site per key (key_len bytes at key). */
-#define KQ_LOG_RATELIMITED_BY(level, mod, key, key_len, fmt, ...)                         \
-    do {                                                                                  \
-        static struct kq_log_keyed kq_lk_ = KQ_LOG_KEYED_INIT;                            \
-        unsigned kq_lk_n_;                                                                \
-        if (kq_log_keyed_pass(&kq_lk_, key, key_len, &kq_lk_n_))                          \
-            kq_log(level, mod, fmt " suppressed=%u", ##__VA_ARGS__, kq_lk_n_);            \
+#define KQ_LOG_RATELIMITED_BY(level, mod, key, key_len, fmt, ...)                                  \
+    do {                                                                                           \
+        static struct kq_log_keyed kq_lk_ = KQ_LOG_KEYED_INIT;                                     \
+        unsigned kq_lk_n_;                                                                         \
+        if (kq_log_keyed_pass(&kq_lk_, key, key_len, &kq_lk_n_))                                   \
+            kq_log(level, mod, fmt " suppressed=%u", ##__VA_ARGS__, kq_lk_n_);                     \
     } while (0)
 /* The same per peer host (peer = kq_conn_peer()). */
-#define KQ_LOG_PER_PEER(level, mod, peer, fmt, ...)                                       \
+#define KQ_LOG_PER_PEER(level, mod, peer, fmt, ...)                                                \
     KQ_LOG_RATELIMITED_BY(level, mod, peer, kq_log_peer_host_len(peer), fmt, ##__VA_ARGS__)
 
 #include "core/clock.h"

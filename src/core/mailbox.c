@@ -16,8 +16,7 @@
 
 static void on_readable(uv_poll_t *h, int status, int events);
 
-int kq_mailbox_init(struct kq_mailbox *mb, uv_loop_t *loop, kq_mailbox_deliver_fn deliver,
-                    void *ud)
+int kq_mailbox_init(struct kq_mailbox *mb, uv_loop_t *loop, kq_mailbox_deliver_fn deliver, void *ud)
 {
     *mb = (struct kq_mailbox){.deliver = deliver, .ud = ud};
     mb->tail = &mb->head;
@@ -143,10 +142,7 @@ static void on_readable(uv_poll_t *h, int status, int events)
     deliver_all(mb, 0);
 }
 
-size_t kq_mailbox_drain(struct kq_mailbox *mb, int wait_ms)
-{
-    return deliver_all(mb, wait_ms);
-}
+size_t kq_mailbox_drain(struct kq_mailbox *mb, int wait_ms) { return deliver_all(mb, wait_ms); }
 
 static void on_handle_closed(uv_handle_t *h)
 {

@@ -31,14 +31,14 @@ typedef void (*kq_mailbox_deliver_fn)(void *ud, struct kq_mail *m);
 
 struct kq_mailbox {
     pthread_mutex_t mu;
-    pthread_cond_t posted;          /* for kq_mailbox_drain's wait */
-    struct kq_mail *head, **tail;   /* under mu */
-    bool closed;                    /* under mu */
-    bool waiting;                   /* under mu: a drain waits on posted */
-    uint64_t wakeups;               /* under mu: wake-ups written so far */
-    atomic_int waking;              /* posters between the unlock and their write's end */
-    struct kq_mail *batch;          /* loop thread: taken from the list, not yet delivered */
-    int wake_fd;                    /* eventfd the loop polls (mailbox.c: why not uv_async) */
+    pthread_cond_t posted;        /* for kq_mailbox_drain's wait */
+    struct kq_mail *head, **tail; /* under mu */
+    bool closed;                  /* under mu */
+    bool waiting;                 /* under mu: a drain waits on posted */
+    uint64_t wakeups;             /* under mu: wake-ups written so far */
+    atomic_int waking;            /* posters between the unlock and their write's end */
+    struct kq_mail *batch;        /* loop thread: taken from the list, not yet delivered */
+    int wake_fd;                  /* eventfd the loop polls (mailbox.c: why not uv_async) */
     uv_poll_t poll;
     kq_mailbox_deliver_fn deliver;
     void *ud;

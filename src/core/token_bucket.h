@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 struct kq_token_bucket {
-    double rate;   /* tokens per second; <= 0 means unlimited */
+    double rate; /* tokens per second; <= 0 means unlimited */
     double burst;
     double tokens;
     uint64_t last_us;

@@ -26,30 +26,30 @@ struct kq_conn {
     struct kq_buf out;    /* frames queued during this loop iteration */
     struct kq_buf flight; /* bytes being written: flight.data[flight_off..len) still to go */
     size_t flight_off;
-    size_t write_len;     /* bytes of the uv_write in progress */
+    size_t write_len; /* bytes of the uv_write in progress */
     uv_write_t wreq;
     bool writing;
     bool dirty;
     bool closing;
     bool closed;
-    bool released;        /* on_close was called */
-    bool pace_waiting;    /* in the net's list of paced connections to retry */
+    bool released;     /* on_close was called */
+    bool pace_waiting; /* in the net's list of paced connections to retry */
     bool paced_logged;
-    bool want_drain;      /* call on_drain once the output is written */
-    bool read_paused;     /* output over KQ_CONN_OUT_HIGH: not reading (back-pressure) */
+    bool want_drain;  /* call on_drain once the output is written */
+    bool read_paused; /* output over KQ_CONN_OUT_HIGH: not reading (back-pressure) */
     uint64_t paused_since_ms;
     uint64_t last_read_ms;
     uint64_t opened_ms;
     void *user;
-    struct kq_conn *prev, *next;       /* all connections */
-    struct kq_conn *dirty_next;        /* connections with output to flush */
-    struct kq_conn *pace_next;         /* in the pacing list */
+    struct kq_conn *prev, *next; /* all connections */
+    struct kq_conn *dirty_next;  /* connections with output to flush */
+    struct kq_conn *pace_next;   /* in the pacing list */
 };
 
 struct kq_net {
     uv_loop_t *loop;
     uv_tcp_t listener;
-    uv_check_t flusher;   /* after poll: output produced by reads */
+    uv_check_t flusher;    /* after poll: output produced by reads */
     uv_prepare_t flusher2; /* before poll: output produced by timers and other callbacks */
     uv_timer_t pacer;      /* retries paced connections whose last chunk is still unsent */
     struct kq_conn *pace_list;
@@ -180,8 +180,8 @@ void kq_conn_abort(struct kq_conn *c, const char *reason)
 {
     if (c->closed)
         return;
-    KQ_INFO("net", "closing connection peer=%s reason=\"%s\" (dropping %zu queued bytes)",
-            c->peer, reason, kq_conn_backlog(c));
+    KQ_INFO("net", "closing connection peer=%s reason=\"%s\" (dropping %zu queued bytes)", c->peer,
+            reason, kq_conn_backlog(c));
     conn_destroy(c, reason);
 }
 
@@ -211,8 +211,10 @@ static size_t writable_now(struct kq_conn *c, size_t want)
         return want;
     if (!c->paced_logged && w.peer_window > 0) { /* 0 is only a full peer, not a small one */
         c->paced_logged = true;
-        KQ_INFO("net", "pacing writes peer=%s: its receive window (%u bytes) is smaller than "
-                "a segment (%u bytes)", c->peer, w.peer_window, w.segment);
+        KQ_INFO("net",
+                "pacing writes peer=%s: its receive window (%u bytes) is smaller than "
+                "a segment (%u bytes)",
+                c->peer, w.peer_window, w.segment);
     }
     if (w.notsent > 0)
         return 0;
@@ -412,7 +414,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (used == 0)
             break;
         if (used < 0) {
-            KQ_LOG_PER_PEER(KQ_LOG_WARN, "net", c->peer, "bad frame length, closing peer=%s", c->peer);
+            KQ_LOG_PER_PEER(KQ_LOG_WARN, "net", c->peer, "bad frame length, closing peer=%s",
+                            c->peer);
             kq_conn_close(c, "bad frame length");
             return;
         }
@@ -429,7 +432,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->read_paused = true;
         c->paused_since_ms = mono_ms();
         uv_read_stop((uv_stream_t *)&c->tcp);
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "peer does not read its answers: %zu bytes "
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net",
+                           "peer does not read its answers: %zu bytes "
                            "queued, not reading from it until they are taken peer=%s",
                            kq_conn_backlog(c), c->peer);
     }
@@ -472,9 +476,10 @@ static void set_dead_peer_timeout(struct kq_conn *c, unsigned ms)
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof timeout) != 0)
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "cannot set the dead-peer timeout peer=%s: %s "
-                           "(a dead peer may linger until the heartbeat timeout)", c->peer,
-                           strerror(errno));
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net",
+                           "cannot set the dead-peer timeout peer=%s: %s "
+                           "(a dead peer may linger until the heartbeat timeout)",
+                           c->peer, strerror(errno));
 }
 
 static void on_refused_closed(uv_handle_t *h) { free(h); }
@@ -493,8 +498,10 @@ static void refuse_connection(struct kq_net *n, uv_stream_t *server)
     if (uv_accept(server, (uv_stream_t *)t) == 0)
         peer_name(t, peer, sizeof peer);
     n->stats.refused++;
-    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "connection refused peer=%s: %zu connections "
-                       "open, maxConnections=%zu", peer, n->n_conns, n->limits.max_conns);
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net",
+                       "connection refused peer=%s: %zu connections "
+                       "open, maxConnections=%zu",
+                       peer, n->n_conns, n->limits.max_conns);
     uv_close((uv_handle_t *)t, on_refused_closed);
 }
 
@@ -539,8 +546,8 @@ static void on_connection(uv_stream_t *server, int status)
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h,
-                  void *ud, struct kq_net **out, char *err, size_t errlen)
+int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h, void *ud,
+                  struct kq_net **out, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     if (kq_net_parse_addr(hostport, &ss) != 0) {
@@ -600,9 +607,11 @@ size_t kq_net_max_conns(int configured)
     if (configured <= 0)
         return budget;
     if ((size_t)configured > budget) {
-        KQ_WARN("net", "maxConnections=%d is more than the open-file limit allows: "
+        KQ_WARN("net",
+                "maxConnections=%d is more than the open-file limit allows: "
                 "RLIMIT_NOFILE=%zu, %zu kept for the store, log and admin; using %zu (raise "
-                "`ulimit -n` for more)", configured, limit, reserve, budget);
+                "`ulimit -n` for more)",
+                configured, limit, reserve, budget);
         return budget;
     }
     return (size_t)configured;

@@ -37,7 +37,7 @@ struct kq_net_handler {
 
 /* Limits for the connections accepted from now on (kq_net_set_limits). */
 struct kq_net_limits {
-    size_t max_conns; /* past this many open connections a new one is accepted and closed at
+    size_t max_conns;      /* past this many open connections a new one is accepted and closed at
                        * once (0 = no cap; see kq_net_max_conns) */
     unsigned dead_peer_ms; /* a peer that acknowledges nothing this long is gone: TCP_USER_TIMEOUT
                             * and keepalive probes (0 = the kernel's ~15 minutes) */
@@ -45,8 +45,8 @@ struct kq_net_limits {
 
 /* Listen on "host:port" (IPv4 or IPv6 literal, or "localhost"). Returns 0 or -errno with a
  * reason in err. */
-int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h,
-                  void *ud, struct kq_net **out, char *err, size_t errlen);
+int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h, void *ud,
+                  struct kq_net **out, char *err, size_t errlen);
 /* The port actually bound (useful with port 0). */
 int kq_net_port(const struct kq_net *n);
 /* Free the net after kq_net_close has called `done`. */

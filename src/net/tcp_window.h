@@ -6,9 +6,9 @@
 #include <stdint.h>
 
 struct kq_tcp_window {
-    uint32_t peer_window;   /* the receive window the peer advertises, bytes */
-    uint32_t segment;       /* our current maximum segment size, bytes */
-    uint32_t notsent;       /* bytes written to the socket and not yet sent */
+    uint32_t peer_window; /* the receive window the peer advertises, bytes */
+    uint32_t segment;     /* our current maximum segment size, bytes */
+    uint32_t notsent;     /* bytes written to the socket and not yet sent */
 };
 
 /* 0, or -1 when the kernel does not report these (older than Linux 5.4 / not TCP). */

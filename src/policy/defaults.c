@@ -10,18 +10,16 @@ bool kq_policy_binding_matches(struct kq_regex_cache *rc, const struct kq_bindin
                                const char *type)
 {
     switch (b->bind_type) {
-    case KQ_BIND_FANOUT:
-        return true;
+    case KQ_BIND_FANOUT: return true;
     case KQ_BIND_REGX:
         /* a pattern that does not compile matches nothing, as in the original */
         return kq_regex_match(rc, b->message_type, type, NULL, 0) == 1;
-    default:
-        return strcmp(b->message_type, type) == 0;
+    default: return strcmp(b->message_type, type) == 0;
     }
 }
 
-size_t kq_policy_route_builtin(struct kq_regex_cache *rc, const struct kq_binding *binds,
-                               size_t n, const char *type, struct kq_route *out, size_t max)
+size_t kq_policy_route_builtin(struct kq_regex_cache *rc, const struct kq_binding *binds, size_t n,
+                               const char *type, struct kq_route *out, size_t max)
 {
     size_t found = 0;
     for (size_t i = 0; i < n && found < max; i++) {
@@ -52,7 +50,10 @@ size_t kq_policy_default_route(const struct kq_binding *binds, size_t n, const c
 /* The original's redelivery windows, without its gap at attempt 3 (it waited 0 s there). */
 static int64_t window_delay_sec(int32_t attempts)
 {
-    static const struct { int32_t from; int64_t sec; } windows[] = {
+    static const struct {
+        int32_t from;
+        int64_t sec;
+    } windows[] = {
         {50, 160}, {40, 80}, {30, 40}, {20, 20}, {10, 10}, {3, 5},
     };
     for (size_t i = 0; i < sizeof windows / sizeof windows[0]; i++)

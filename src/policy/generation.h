@@ -12,8 +12,14 @@
 #include "sandbox/lua_budget.h"
 
 enum hook_id {
-    H_ROUTE, H_RETRY, H_INTAKE, H_GROUP, H_PUBLISH,
-    H_ROUTE_MESSAGE, H_CONNECT, H_DEAD, /* hooks_message.c */
+    H_ROUTE,
+    H_RETRY,
+    H_INTAKE,
+    H_GROUP,
+    H_PUBLISH,
+    H_ROUTE_MESSAGE,
+    H_CONNECT,
+    H_DEAD, /* hooks_message.c */
     H_COUNT
 };
 _Static_assert(H_COUNT <= KQ_STRIKES_HOOKS, "every hook needs its strikes");
@@ -40,10 +46,10 @@ struct kq_policy {
     uint64_t memo_gen;
     struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
     /* on_publish answers being built (allocated only when the hook is defined) */
-    struct kq_property_kv *publish_props; /* KQ_POLICY_MAX_PROPERTIES */
-    char *publish_strings;                /* PUBLISH_SCRATCH_BYTES */
-    const char **publish_groups;          /* KQ_POLICY_MAX_ROUTES: an answer's groups */
-    char last_failure[400];               /* kq_policy_last_failure */
+    struct kq_property_kv *publish_props;             /* KQ_POLICY_MAX_PROPERTIES */
+    char *publish_strings;                            /* PUBLISH_SCRATCH_BYTES */
+    const char **publish_groups;                      /* KQ_POLICY_MAX_ROUTES: an answer's groups */
+    char last_failure[400];                           /* kq_policy_last_failure */
     struct kq_policy_file files[KQ_POLICY_MAX_FILES]; /* the files loaded, in FILES order */
     size_t n_files;
     /* kq.log's rate limit: lines written in log_sec, and those held back since the last */

@@ -73,9 +73,10 @@ static void note_dropped(struct kq_policy *p, const struct route_call *rc, const
         return;
     p->hooks[rc->c.id].errors++;
     /* the tools' answer says why it was cut (kq_policy_last_failure), as for route */
-    snprintf(p->last_failure, sizeof p->last_failure, "hook=%s topic=%.100s type=%.100s: "
-             "dropped %zu group(s) without a binding on the topic, e.g. \"%s\"", hook,
-             rc->topic, rc->type, rc->dropped, rc->first_dropped);
+    snprintf(p->last_failure, sizeof p->last_failure,
+             "hook=%s topic=%.100s type=%.100s: "
+             "dropped %zu group(s) without a binding on the topic, e.g. \"%s\"",
+             hook, rc->topic, rc->type, rc->dropped, rc->first_dropped);
     KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "%s", p->last_failure);
 }
 
@@ -84,10 +85,10 @@ static void note_dropped(struct kq_policy *p, const struct route_call *rc, const
 struct message_call {
     struct route_call rc;
     const struct kq_publish_view *m;
-    int32_t attempts;       /* on_dead */
-    const char *reason;     /* on_dead */
+    int32_t attempts;   /* on_dead */
+    const char *reason; /* on_dead */
     enum kq_dead_action action;
-    bool selftest;          /* on_dead: groups are not checked against the message */
+    bool selftest; /* on_dead: groups are not checked against the message */
 };
 
 static int route_message_protected(lua_State *L)
@@ -112,8 +113,7 @@ bool kq_policy_has_route_message(const struct kq_policy *p)
 }
 
 size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set *set,
-                               const struct kq_publish_view *m, struct kq_route *out,
-                               size_t max)
+                               const struct kq_publish_view *m, struct kq_route *out, size_t max)
 {
     if (!kq_policy_has_route_message(p))
         return kq_policy_route(p, set, m->topic, m->message_type, out, max);
@@ -121,8 +121,12 @@ size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set 
     const struct kq_binding *binds = set ? kq_binding_set_topic(set, m->topic, &n) : NULL;
     struct message_call mc = {
         .rc = {.c = {.p = p, .id = H_ROUTE_MESSAGE, .subject = {m->topic, m->message_type}},
-               .binds = binds, .n = n, .topic = m->topic, .type = m->message_type,
-               .out = p->scratch, .max = KQ_POLICY_MAX_ROUTES},
+               .binds = binds,
+               .n = n,
+               .topic = m->topic,
+               .type = m->message_type,
+               .out = p->scratch,
+               .max = KQ_POLICY_MAX_ROUTES},
         .m = m};
     if (kq_policy_hook_live(p, &mc.rc.c)) {
         enum outcome o = kq_policy_invoke(&mc.rc.c, route_message_protected, false);
@@ -179,9 +183,10 @@ static int connect_protected(lua_State *L)
         snprintf(cc->reason, sizeof cc->reason, "%s",
                  why[0] ? why : "rejected by the auth policy"); /* never a blank feedback */
     } else {
-        snprintf(cc->c.why, sizeof cc->c.why, "on_connect must return \"accept\", \"reject\", "
-                 "reason or nil (got %s%s%s)", luaL_typename(L, 1), verdict ? " " : "",
-                 verdict ? verdict : "");
+        snprintf(cc->c.why, sizeof cc->c.why,
+                 "on_connect must return \"accept\", \"reject\", "
+                 "reason or nil (got %s%s%s)",
+                 luaL_typename(L, 1), verdict ? " " : "", verdict ? verdict : "");
     }
     return 0;
 }
@@ -190,8 +195,7 @@ bool kq_policy_connect(struct kq_policy *p, const struct kq_connect_view *v, cha
                        size_t len)
 {
     const char *builtin = "unknown groupId or wrong secretKey";
-    struct connect_call cc = {.c = {.p = p, .id = H_CONNECT, .subject = {v->group, NULL}},
-                              .v = v};
+    struct connect_call cc = {.c = {.p = p, .id = H_CONNECT, .subject = {v->group, NULL}}, .v = v};
     if (p && kq_policy_hook_live(p, &cc.c)) {
         if (kq_policy_settle(&cc.c, kq_policy_invoke(&cc.c, connect_protected, false)) &&
             !cc.c.use_default && cc.reject) {
@@ -235,17 +239,20 @@ static int dead_protected(lua_State *L)
         return 0;
     }
     if (!lua_istable(L, 1)) {
-        snprintf(rc->c.why, sizeof rc->c.why, "on_dead must return \"dlq\", \"drop\", "
-                 "{ groups = {...} } or nil (got %s%s%s)", luaL_typename(L, 1),
-                 verdict ? " " : "", verdict ? verdict : "");
+        snprintf(rc->c.why, sizeof rc->c.why,
+                 "on_dead must return \"dlq\", \"drop\", "
+                 "{ groups = {...} } or nil (got %s%s%s)",
+                 luaL_typename(L, 1), verdict ? " " : "", verdict ? verdict : "");
         return 0;
     }
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
         if (strcmp(k, "groups") != 0) {
-            snprintf(rc->c.why, sizeof rc->c.why, "on_dead: unknown key '%.60s' (the answer "
-                     "table takes groups only)", k[0] ? k : luaL_typename(L, -2));
+            snprintf(rc->c.why, sizeof rc->c.why,
+                     "on_dead: unknown key '%.60s' (the answer "
+                     "table takes groups only)",
+                     k[0] ? k : luaL_typename(L, -2));
             return 0;
         }
         lua_pop(L, 1);
@@ -254,13 +261,17 @@ static int dead_protected(lua_State *L)
     if (!kq_policy_read_routes(L, -1, rc, "on_dead: groups"))
         return 0;
     if (lua_objlen(L, -1) == 0)
-        snprintf(rc->c.why, sizeof rc->c.why, "on_dead: groups is empty (answer \"dlq\" or "
+        snprintf(rc->c.why, sizeof rc->c.why,
+                 "on_dead: groups is empty (answer \"dlq\" or "
                  "\"drop\" instead)");
     else if (!rc->found && !mc->selftest)
-        snprintf(rc->c.why, sizeof rc->c.why, "on_dead: none of the groups has a binding on "
-                 "topic %.60s, e.g. \"%s\"", rc->topic, rc->first_dropped);
+        snprintf(rc->c.why, sizeof rc->c.why,
+                 "on_dead: none of the groups has a binding on "
+                 "topic %.60s, e.g. \"%s\"",
+                 rc->topic, rc->first_dropped);
     else if (!mc->m->commit && !mc->selftest)
-        snprintf(rc->c.why, sizeof rc->c.why, "on_dead: a two-phase message that was never "
+        snprintf(rc->c.why, sizeof rc->c.why,
+                 "on_dead: a two-phase message that was never "
                  "committed cannot be handed to groups (answer \"dlq\" or \"drop\")");
     mc->action = KQ_DEAD_HANDOVER;
     return 0;
@@ -273,8 +284,7 @@ bool kq_policy_has_dead(const struct kq_policy *p)
 
 enum kq_dead_action kq_policy_dead(struct kq_policy *p, const struct kq_binding_set *set,
                                    const struct kq_publish_view *m, int32_t attempts,
-                                   const char *reason, struct kq_route *out, size_t max,
-                                   size_t *n)
+                                   const char *reason, struct kq_route *out, size_t max, size_t *n)
 {
     *n = 0;
     if (!kq_policy_has_dead(p))
@@ -283,9 +293,15 @@ enum kq_dead_action kq_policy_dead(struct kq_policy *p, const struct kq_binding_
     const struct kq_binding *binds = set ? kq_binding_set_topic(set, m->topic, &nb) : NULL;
     struct message_call mc = {
         .rc = {.c = {.p = p, .id = H_DEAD, .subject = {m->topic, m->message_type}},
-               .binds = binds, .n = nb, .topic = m->topic, .type = m->message_type,
-               .out = p->scratch, .max = KQ_POLICY_MAX_ROUTES},
-        .m = m, .attempts = attempts, .reason = reason ? reason : ""};
+               .binds = binds,
+               .n = nb,
+               .topic = m->topic,
+               .type = m->message_type,
+               .out = p->scratch,
+               .max = KQ_POLICY_MAX_ROUTES},
+        .m = m,
+        .attempts = attempts,
+        .reason = reason ? reason : ""};
     if (!kq_policy_hook_live(p, &mc.rc.c)) {
         p->hooks[H_DEAD].fallbacks++;
         return KQ_DEAD_DLQ;
@@ -315,37 +331,47 @@ int kq_hooks_selftest(struct kq_policy *p, const char *dir, char *err, size_t er
     static const struct kq_property_kv props[] = {{"region", "eu"}, {"size", "large"}};
     int64_t now = kq_now_sec();
     const struct kq_publish_view views[] = {
-        {"00000000000000000000000000000011", "selftest", "order", "selftest-producer", NULL,
-         props, 2, 100, false, true, now + 3600, 100, now, NULL, 0},
-        {"00000000000000000000000000000012", "selftest", "pay-7", "selftest-producer", NULL,
-         NULL, 0, 1 << 20, true, true, now + 60, 1, now, NULL, 0},
-        {"00000000000000000000000000000013", "selftest", "", "selftest-producer", NULL,
-         props, 1, 0, false, false, now + 1, 3, now, NULL, 0},
+        {"00000000000000000000000000000011", "selftest", "order", "selftest-producer", NULL, props,
+         2, 100, false, true, now + 3600, 100, now, NULL, 0},
+        {"00000000000000000000000000000012", "selftest", "pay-7", "selftest-producer", NULL, NULL,
+         0, 1 << 20, true, true, now + 60, 1, now, NULL, 0},
+        {"00000000000000000000000000000013", "selftest", "", "selftest-producer", NULL, props, 1, 0,
+         false, false, now + 1, 3, now, NULL, 0},
     };
     for (size_t i = 0; i < 3 && p->hooks[H_ROUTE_MESSAGE].ref != LUA_NOREF; i++)
         for (size_t nb = 0; nb <= 3; nb += 3) { /* with and without bindings */
-            struct message_call mc = {
-                .rc = {.c = {.p = p, .id = H_ROUTE_MESSAGE}, .binds = binds, .n = nb,
-                       .topic = "selftest", .type = views[i].message_type, .out = p->scratch,
-                       .max = KQ_POLICY_MAX_ROUTES},
-                .m = &views[i]};
+            struct message_call mc = {.rc = {.c = {.p = p, .id = H_ROUTE_MESSAGE},
+                                             .binds = binds,
+                                             .n = nb,
+                                             .topic = "selftest",
+                                             .type = views[i].message_type,
+                                             .out = p->scratch,
+                                             .max = KQ_POLICY_MAX_ROUTES},
+                                      .m = &views[i]};
             if (kq_policy_invoke(&mc.rc.c, route_message_protected, true) != CALL_OK)
                 return kq_policy_selftest_fail(&mc.rc.c, err, errlen, dir);
             if (mc.rc.dropped) {
-                snprintf(mc.rc.c.why, sizeof mc.rc.c.why, "returned group \"%s\", which has "
-                         "no binding on the topic", mc.rc.first_dropped);
+                snprintf(mc.rc.c.why, sizeof mc.rc.c.why,
+                         "returned group \"%s\", which has "
+                         "no binding on the topic",
+                         mc.rc.first_dropped);
                 return kq_policy_selftest_fail(&mc.rc.c, err, errlen, dir);
             }
         }
     static const char *const reasons[] = {"deliver limit reached", "expired",
                                           "transaction unresolved: expired"};
     for (size_t i = 0; i < 3 && p->hooks[H_DEAD].ref != LUA_NOREF; i++) {
-        struct message_call mc = {
-            .rc = {.c = {.p = p, .id = H_DEAD}, .binds = binds, .n = 3, .topic = "selftest",
-                   .type = views[i].message_type, .out = p->scratch,
-                   .max = KQ_POLICY_MAX_ROUTES},
-            .m = &views[i], .attempts = (int32_t)(100 - i), .reason = reasons[i],
-            .selftest = true};
+        struct message_call mc = {.rc = {.c = {.p = p, .id = H_DEAD},
+                                         .binds = binds,
+                                         .n = 3,
+                                         .topic = "selftest",
+                                         .type = views[i].message_type,
+                                         .out = p->scratch,
+                                         .max = KQ_POLICY_MAX_ROUTES},
+                                  .m = &views[i],
+                                  .attempts = (int32_t)(100 - i),
+                                  .reason = reasons[i],
+                                  .selftest = true};
         if (kq_policy_invoke(&mc.rc.c, dead_protected, true) != CALL_OK)
             return kq_policy_selftest_fail(&mc.rc.c, err, errlen, dir);
     }

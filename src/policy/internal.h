@@ -15,15 +15,15 @@ void kq_regex_cache_free(struct kq_regex_cache *c);
 /* RE2-like: unanchored search of pattern in subject. Returns 1 (match), 0 (no match, also
  * on a match error such as the backtracking limit), or -EINVAL for a pattern that does not
  * compile (reason in err when err != NULL). c == NULL compiles for this call only. */
-int kq_regex_match(struct kq_regex_cache *c, const char *pattern, const char *subject,
-                   char *err, size_t errlen);
+int kq_regex_match(struct kq_regex_cache *c, const char *pattern, const char *subject, char *err,
+                   size_t errlen);
 
 /* The built-in rule for one binding (direct / regx / fanout). */
 bool kq_policy_binding_matches(struct kq_regex_cache *rc, const struct kq_binding *b,
                                const char *type);
 /* kq_policy_default_route with a regex cache (NULL = none). */
-size_t kq_policy_route_builtin(struct kq_regex_cache *rc, const struct kq_binding *binds,
-                               size_t n, const char *type, struct kq_route *out, size_t max);
+size_t kq_policy_route_builtin(struct kq_regex_cache *rc, const struct kq_binding *binds, size_t n,
+                               const char *type, struct kq_route *out, size_t max);
 /* Failures in a row per (hook, subject) (strikes.c). A subject is what one call is about:
  * two strings (route: topic, messageType; flow.group: group, topic), or NULL, NULL for a
  * hook whose calls share one subject (retry, flow.intake). hook < KQ_STRIKES_HOOKS. */

@@ -30,11 +30,11 @@
 #include "policy/internal.h"
 #include "sandbox/sandbox.h"
 
-#define LOAD_INSTRUCTIONS 10000000L     /* running a policy file's top level */
+#define LOAD_INSTRUCTIONS 10000000L /* running a policy file's top level */
 #define LOAD_MS 1000
-#define SELFTEST_MS 250                 /* self-tests run on a cold state, maybe a busy host */
+#define SELFTEST_MS 250 /* self-tests run on a cold state, maybe a busy host */
 #define MAX_FILE_BYTES (1 << 20)
-#define MEMO_MAX 16384                  /* (topic, type) answers kept per generation */
+#define MEMO_MAX 16384 /* (topic, type) answers kept per generation */
 #define MEMO_KEY_MAX 512
 
 /* subject: the names of the two strings a call's strikes are kept by (NULL: one subject) */
@@ -53,7 +53,7 @@ static const struct {
 static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua",
                                     "auth.lua"};
 /* Room for the strings of one on_publish answer: every property it may leave, copied. */
-#define PUBLISH_SCRATCH_BYTES \
+#define PUBLISH_SCRATCH_BYTES                                                                      \
     (KQ_POLICY_MAX_PROPERTIES * (KQ_POLICY_MAX_PROPERTY_KEY + KQ_POLICY_MAX_PROPERTY_VALUE + 2))
 
 struct memo {
@@ -86,8 +86,10 @@ static int l_regex_match(lua_State *L)
 static int l_strict_index(lua_State *L)
 {
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?";
-    return luaL_error(L, "undefined global '%s' (the sandbox has string, table, math, bit "
-                         "and kq)", k);
+    return luaL_error(L,
+                      "undefined global '%s' (the sandbox has string, table, math, bit "
+                      "and kq)",
+                      k);
 }
 
 static int l_strict_newindex(lua_State *L)
@@ -183,9 +185,12 @@ static int load_protected(lua_State *L)
         char want[64];
         expected_hooks(fl->file, want, sizeof want);
         if (lua_type(L, -2) != LUA_TSTRING || !file_has_hook(fl->file, lua_tostring(L, -2), &id)) {
-            snprintf(fl->err, fl->errlen, "%s: unknown hook '%s' (expected: %s; keep helpers "
-                     "local)", fl->path, lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
-                     : luaL_typename(L, -2), want);
+            snprintf(fl->err, fl->errlen,
+                     "%s: unknown hook '%s' (expected: %s; keep helpers "
+                     "local)",
+                     fl->path,
+                     lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2),
+                     want);
             return 0;
         }
         if (!lua_isfunction(L, -1)) {
@@ -286,12 +291,15 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
             snprintf(c->why, sizeof c->why, "out of memory (limit %zu MiB)",
                      KQ_POLICY_MEMORY_BYTES >> 20);
         else if (p->budget.tripped)
-            snprintf(c->why, sizeof c->why, "stopped: %s (%s budget per call: %ld "
-                     "instructions / %d ms)", p->budget.trip_why, selftest ? "self-test" : "traffic",
+            snprintf(c->why, sizeof c->why,
+                     "stopped: %s (%s budget per call: %ld "
+                     "instructions / %d ms)",
+                     p->budget.trip_why, selftest ? "self-test" : "traffic",
                      KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
         else
             snprintf(c->why, sizeof c->why, "%s",
-                     lua_isstring(p->L, -1) ? lua_tostring(p->L, -1) : "error object is not a string");
+                     lua_isstring(p->L, -1) ? lua_tostring(p->L, -1)
+                                            : "error object is not a string");
         lua_settop(p->L, 0);
         lua_gc(p->L, LUA_GCCOLLECT, 0); /* give back what a runaway took */
         return CALL_FAILED;
@@ -302,8 +310,8 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
     if (!selftest && dt > (uint64_t)KQ_POLICY_CALL_MS * 1000) {
         /* finished, but slowly (a long C call the count hook cannot see): use the answer,
          * count the overrun towards switching the hook off */
-        snprintf(c->why, sizeof c->why, "slow call: %llu us (budget %d ms)",
-                 (unsigned long long)dt, KQ_POLICY_CALL_MS);
+        snprintf(c->why, sizeof c->why, "slow call: %llu us (budget %d ms)", (unsigned long long)dt,
+                 KQ_POLICY_CALL_MS);
         return CALL_SLOW;
     }
     return CALL_OK;
@@ -334,7 +342,8 @@ static bool settle(struct call *c, enum outcome o)
     char who[240];
     describe(c, who, sizeof who);
     if (over)
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook strikes: %d subjects tracked, starting "
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy",
+                           "hook strikes: %d subjects tracked, starting "
                            "over (subjects switched off get their hooks back)",
                            KQ_POLICY_MAX_SUBJECTS);
     /* a long reason is cut to the buffer on purpose: the log line and /stat show its start */
@@ -344,9 +353,11 @@ static bool settle(struct call *c, enum outcome o)
     uint64_t key = kq_strikes_key(c->id, c->subject[0], c->subject[1]);
     KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "policy", &key, sizeof key, "%s", p->last_failure);
     if (off)
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "hook=%s%s switched off until the next reload "
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy",
+                           "hook=%s%s switched off until the next reload "
                            "after %d failures in a row (last: %s); the built-in answer is used "
-                           "%s", HOOKS[c->id].name, who, KQ_POLICY_MAX_STRIKES, c->why,
+                           "%s",
+                           HOOKS[c->id].name, who, KQ_POLICY_MAX_STRIKES, c->why,
                            HOOKS[c->id].subject[0] ? "for this subject only" : "for every call");
     if (o == CALL_SLOW)
         return true;
@@ -417,16 +428,20 @@ bool kq_policy_read_routes(lua_State *L, int idx, struct route_call *rc, const c
     struct kq_policy *p = rc->c.p;
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
     if (!lua_istable(L, idx)) {
-        snprintf(rc->c.why, sizeof rc->c.why, "%s must return a list of group names or nil "
-                 "(got %s)", what, luaL_typename(L, idx));
+        snprintf(rc->c.why, sizeof rc->c.why,
+                 "%s must return a list of group names or nil "
+                 "(got %s)",
+                 what, luaL_typename(L, idx));
         return false;
     }
     size_t len = lua_objlen(L, idx);
     for (size_t i = 1; i <= len; i++) {
         lua_rawgeti(L, idx, (int)i);
         if (lua_type(L, -1) != LUA_TSTRING) {
-            snprintf(rc->c.why, sizeof rc->c.why, "%s result[%zu] must be a group name "
-                     "(got %s)", what, i, luaL_typename(L, -1));
+            snprintf(rc->c.why, sizeof rc->c.why,
+                     "%s result[%zu] must be a group name "
+                     "(got %s)",
+                     what, i, luaL_typename(L, -1));
             return false;
         }
         const char *g = lua_tostring(L, -1);
@@ -498,8 +513,10 @@ static int retry_protected(lua_State *L)
     if (verdict && strcmp(verdict, "retry") == 0) {
         double d = lua_type(L, 2) == LUA_TNUMBER ? lua_tonumber(L, 2) : -1;
         if (!(d >= 0 && d <= (double)KQ_POLICY_RETRY_MAX_MS && d == floor(d))) {
-            snprintf(rc->c.why, sizeof rc->c.why, "retry: \"retry\" needs a delay in whole ms "
-                     "0..%lld (got %s)", (long long)KQ_POLICY_RETRY_MAX_MS,
+            snprintf(rc->c.why, sizeof rc->c.why,
+                     "retry: \"retry\" needs a delay in whole ms "
+                     "0..%lld (got %s)",
+                     (long long)KQ_POLICY_RETRY_MAX_MS,
                      lua_type(L, 2) == LUA_TNUMBER ? lua_tostring(L, 2) : luaL_typename(L, 2));
             return 0;
         }
@@ -510,8 +527,10 @@ static int retry_protected(lua_State *L)
     }
     if (verdict && strcmp(verdict, "dead") == 0) {
         if (!lua_isnil(L, 2) && lua_type(L, 2) != LUA_TSTRING) {
-            snprintf(rc->c.why, sizeof rc->c.why, "retry: \"dead\" takes a reason string "
-                     "(got %s)", luaL_typename(L, 2));
+            snprintf(rc->c.why, sizeof rc->c.why,
+                     "retry: \"dead\" takes a reason string "
+                     "(got %s)",
+                     luaL_typename(L, 2));
             return 0;
         }
         rc->v->dead = true;
@@ -520,8 +539,10 @@ static int retry_protected(lua_State *L)
                  lua_isnil(L, 2) ? "dead by retry policy" : lua_tostring(L, 2));
         return 0;
     }
-    snprintf(rc->c.why, sizeof rc->c.why, "retry must return \"retry\", ms or \"dead\", "
-             "reason or nil (got %s)", verdict ? verdict : luaL_typename(L, 1));
+    snprintf(rc->c.why, sizeof rc->c.why,
+             "retry must return \"retry\", ms or \"dead\", "
+             "reason or nil (got %s)",
+             verdict ? verdict : luaL_typename(L, 1));
     return 0;
 }
 
@@ -536,8 +557,8 @@ struct flow_call {
 };
 
 /* Reads an optional numeric field of the result table at index 1 into *v. */
-static bool flow_field(lua_State *L, struct flow_call *fc, const char *k, double max,
-                       bool integer, double *v)
+static bool flow_field(lua_State *L, struct flow_call *fc, const char *k, double max, bool integer,
+                       double *v)
 {
     lua_getfield(L, 1, k);
     if (lua_isnil(L, -1)) {
@@ -579,8 +600,10 @@ static int flow_protected(lua_State *L)
         return 0;
     }
     if (!lua_istable(L, 1)) {
-        snprintf(fc->c.why, sizeof fc->c.why, "%s must return {rate=, burst=, window=} or nil "
-                 "(got %s)", HOOKS[fc->c.id].name, luaL_typename(L, 1));
+        snprintf(fc->c.why, sizeof fc->c.why,
+                 "%s must return {rate=, burst=, window=} or nil "
+                 "(got %s)",
+                 HOOKS[fc->c.id].name, luaL_typename(L, 1));
         return 0;
     }
     struct kq_flow_limits l = *fc->out;
@@ -667,23 +690,27 @@ static bool change_property(lua_State *L, struct publish_call *pc)
     size_t kl, vl;
     const char *k = plain_string(L, -2, KQ_POLICY_MAX_PROPERTY_KEY, &kl);
     if (!k || !kl) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties keys must be strings of "
-                 "1..%d bytes without NUL (got %s)", KQ_POLICY_MAX_PROPERTY_KEY,
-                 luaL_typename(L, -2));
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: properties keys must be strings of "
+                 "1..%d bytes without NUL (got %s)",
+                 KQ_POLICY_MAX_PROPERTY_KEY, luaL_typename(L, -2));
         return false;
     }
     if (strcmp(k, KQ_PROP_DELAY_MS) == 0 || strcmp(k, KQ_PROP_DELIVER_AT) == 0 ||
         strcmp(k, KQ_PROP_GROUPS) == 0) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: property \"%s\" is the broker's "
-                 "(answer delay_ms or groups instead)", k);
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: property \"%s\" is the broker's "
+                 "(answer delay_ms or groups instead)",
+                 k);
         return false;
     }
     bool del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     const char *val = del ? NULL : plain_string(L, -1, KQ_POLICY_MAX_PROPERTY_VALUE, &vl);
     if (!del && !val) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties[\"%.60s\"] must be a "
-                 "string of at most %d bytes without NUL, or false to delete (got %s)", k,
-                 KQ_POLICY_MAX_PROPERTY_VALUE, luaL_typename(L, -1));
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: properties[\"%.60s\"] must be a "
+                 "string of at most %d bytes without NUL, or false to delete (got %s)",
+                 k, KQ_POLICY_MAX_PROPERTY_VALUE, luaL_typename(L, -1));
         return false;
     }
     struct kq_property_kv *list = pc->c.p->publish_props;
@@ -702,8 +729,10 @@ static bool change_property(lua_State *L, struct publish_call *pc)
     if (del || set)
         return true;
     if (v->n_properties >= KQ_POLICY_MAX_PROPERTIES) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: setting \"%.60s\" would leave more "
-                 "than %d properties", k, KQ_POLICY_MAX_PROPERTIES);
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: setting \"%.60s\" would leave more "
+                 "than %d properties",
+                 k, KQ_POLICY_MAX_PROPERTIES);
         return false;
     }
     list[v->n_properties].key = copy_string(pc, k, kl);
@@ -715,14 +744,17 @@ static bool change_property(lua_State *L, struct publish_call *pc)
 static bool change_properties(lua_State *L, struct publish_call *pc)
 {
     if (!lua_istable(L, -1)) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: properties must be a table of "
-                 "key = string or false (got %s)", luaL_typename(L, -1));
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: properties must be a table of "
+                 "key = string or false (got %s)",
+                 luaL_typename(L, -1));
         return false;
     }
     if (pc->m->n_properties > KQ_POLICY_MAX_PROPERTIES) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: the message has %zu properties, "
-                 "more than the %d a change may leave", pc->m->n_properties,
-                 KQ_POLICY_MAX_PROPERTIES);
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: the message has %zu properties, "
+                 "more than the %d a change may leave",
+                 pc->m->n_properties, KQ_POLICY_MAX_PROPERTIES);
         return false;
     }
     if (pc->m->n_properties) /* properties is NULL when there are none */
@@ -746,8 +778,10 @@ static bool change_groups(lua_State *L, struct publish_call *pc)
     const struct kq_publish_view *m = pc->m;
     size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
     if (n == 0) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups must be a non-empty list of "
-                 "group names (got %s)", luaL_typename(L, -1));
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: groups must be a non-empty list of "
+                 "group names (got %s)",
+                 luaL_typename(L, -1));
         return false;
     }
     pc->v.groups = pc->c.p->publish_groups;
@@ -762,8 +796,9 @@ static bool change_groups(lua_State *L, struct publish_call *pc)
         if (!bound || strchr(bound, ',')) {
             snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups[%zu] %s%.60s%s %s", i,
                      g ? "\"" : "", g ? g : luaL_typename(L, -1), g ? "\"" : "",
-                     !g ? "is not a group name" : !bound ? "has no binding on the topic"
-                                                         : "contains a comma");
+                     !g       ? "is not a group name"
+                     : !bound ? "has no binding on the topic"
+                              : "contains a comma");
             return false;
         }
         lua_pop(L, 1);
@@ -777,14 +812,16 @@ static bool change_groups(lua_State *L, struct publish_call *pc)
 }
 
 /* A whole number in [lo, hi] at -1, else false + why. */
-static bool whole_field(lua_State *L, struct publish_call *pc, const char *k, double lo,
-                        double hi, double *out)
+static bool whole_field(lua_State *L, struct publish_call *pc, const char *k, double lo, double hi,
+                        double *out)
 {
     double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
     if (!(d >= lo && d <= hi && d == floor(d))) {
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: %s must be a whole number in "
-                 "%.0f..%.0f (got %s)", k, lo, hi, lua_type(L, -1) == LUA_TNUMBER ?
-                 lua_tostring(L, -1) : luaL_typename(L, -1));
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: %s must be a whole number in "
+                 "%.0f..%.0f (got %s)",
+                 k, lo, hi,
+                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
         return false;
     }
     *out = d;
@@ -828,7 +865,8 @@ static void publish_changes(lua_State *L, struct publish_call *pc)
             if (!change_groups(L, pc))
                 return;
         } else {
-            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: unknown change '%.60s' (changes "
+            snprintf(pc->c.why, sizeof pc->c.why,
+                     "on_publish: unknown change '%.60s' (changes "
                      "are properties, expired_time, deliver_limit, delay_ms, groups)",
                      k[0] ? k : luaL_typename(L, -2));
             return;
@@ -837,9 +875,10 @@ static void publish_changes(lua_State *L, struct publish_call *pc)
     }
     /* after the loop: the expiry may have been changed by the same answer */
     if (v->delay_ms > 0 && m->now_sec * 1000 + v->delay_ms >= v->expired_time * 1000)
-        snprintf(pc->c.why, sizeof pc->c.why, "on_publish: delay_ms %lld would make the message "
-                 "due after it expires (expired_time %lld)", (long long)v->delay_ms,
-                 (long long)v->expired_time);
+        snprintf(pc->c.why, sizeof pc->c.why,
+                 "on_publish: delay_ms %lld would make the message "
+                 "due after it expires (expired_time %lld)",
+                 (long long)v->delay_ms, (long long)v->expired_time);
 }
 
 static int publish_protected(lua_State *L)
@@ -865,9 +904,10 @@ static int publish_protected(lua_State *L)
                  why[0] ? why : "rejected by the publish policy"); /* never a blank feedback */
         return 0;
     }
-    snprintf(pc->c.why, sizeof pc->c.why, "on_publish must return nil, \"reject\", reason or "
-             "a table of changes (got %s%s%s)", luaL_typename(L, 1),
-             lua_type(L, 1) == LUA_TSTRING ? " " : "",
+    snprintf(pc->c.why, sizeof pc->c.why,
+             "on_publish must return nil, \"reject\", reason or "
+             "a table of changes (got %s%s%s)",
+             luaL_typename(L, 1), lua_type(L, 1) == LUA_TSTRING ? " " : "",
              lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "");
     return 0;
 }
@@ -907,14 +947,20 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         for (size_t i = 0; i < 4; i++) {
             struct kq_route *out = p->scratch;
             for (size_t nb = 0; nb <= 3; nb += 3) { /* with and without bindings */
-                struct route_call rc = {.c = {.p = p, .id = H_ROUTE}, .binds = binds, .n = nb,
-                                        .topic = "selftest", .type = types[i], .out = out,
+                struct route_call rc = {.c = {.p = p, .id = H_ROUTE},
+                                        .binds = binds,
+                                        .n = nb,
+                                        .topic = "selftest",
+                                        .type = types[i],
+                                        .out = out,
                                         .max = KQ_POLICY_MAX_ROUTES};
                 if (invoke(&rc.c, route_protected, true) != CALL_OK)
                     return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
                 if (rc.dropped) {
-                    snprintf(rc.c.why, sizeof rc.c.why, "returned group \"%s\", which has no "
-                             "binding on the topic", rc.first_dropped);
+                    snprintf(rc.c.why, sizeof rc.c.why,
+                             "returned group \"%s\", which has no "
+                             "binding on the topic",
+                             rc.first_dropped);
                     return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
                 }
             }
@@ -925,14 +971,20 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
             int32_t attempts, limit;
             int64_t expired;
             const char *reason;
-        } cases[] = {{0, 100, 0, "nack"}, {3, 100, 0, "timeout"}, {50, 100, 0, "connection lost"},
-                     {100, 100, 0, "over flow"}, {5, 100, 1, "no consumer online"}};
+        } cases[] = {{0, 100, 0, "nack"},
+                     {3, 100, 0, "timeout"},
+                     {50, 100, 0, "connection lost"},
+                     {100, 100, 0, "over flow"},
+                     {5, 100, 1, "no consumer online"}};
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             struct kq_retry_verdict v;
-            struct retry_call rc = {.c = {.p = p, .id = H_RETRY}, .attempts = cases[i].attempts,
-                                    .deliver_limit = cases[i].limit, .reason = cases[i].reason,
+            struct retry_call rc = {.c = {.p = p, .id = H_RETRY},
+                                    .attempts = cases[i].attempts,
+                                    .deliver_limit = cases[i].limit,
+                                    .reason = cases[i].reason,
                                     .expired_time = cases[i].expired,
-                                    .now_sec = kq_now_sec(), .v = &v};
+                                    .now_sec = kq_now_sec(),
+                                    .v = &v};
             if (invoke(&rc.c, retry_protected, true) != CALL_OK)
                 return kq_policy_selftest_fail(&rc.c, err, errlen, dir);
         }
@@ -944,8 +996,12 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         for (size_t i = 0; i < 4; i++) {
             struct kq_flow_figures f = {0, 0, 0, watermarks[i]};
             struct kq_flow_limits l = {0};
-            struct flow_call fc = {.c = {.p = p, .id = id}, .permits = 20000, .group = "selftest",
-                                   .topic = "selftest", .f = &f, .out = &l};
+            struct flow_call fc = {.c = {.p = p, .id = id},
+                                   .permits = 20000,
+                                   .group = "selftest",
+                                   .topic = "selftest",
+                                   .f = &f,
+                                   .out = &l};
             if (invoke(&fc.c, flow_protected, true) != CALL_OK)
                 return kq_policy_selftest_fail(&fc.c, err, errlen, dir);
         }
@@ -958,8 +1014,8 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
              "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now, binds, 3},
             {"00000000000000000000000000000002", "selftest", "other", "selftest-producer",
              "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now, binds, 3},
-            {"00000000000000000000000000000003", "selftest", "", "selftest-producer", "",
-             props, 1, 0, false, false, now + 1, 3, now, NULL, 0},
+            {"00000000000000000000000000000003", "selftest", "", "selftest-producer", "", props, 1,
+             0, false, false, now + 1, 3, now, NULL, 0},
         };
         for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
             struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH}, .m = &views[i]};
@@ -994,7 +1050,9 @@ static int check_dir(const char *dir, char *err, size_t errlen)
     if (!d) {
         int e = errno;
         snprintf(err, errlen, "%s: %s", dir,
-                 e == ENOENT ? "no such folder" : e == ENOTDIR ? "not a folder" : strerror(e));
+                 e == ENOENT    ? "no such folder"
+                 : e == ENOTDIR ? "not a folder"
+                                : strerror(e));
         return e == ENOENT ? -ENOENT : -EINVAL;
     }
     for (struct dirent *e; (e = readdir(d));) {
@@ -1005,9 +1063,10 @@ static int check_dir(const char *dir, char *err, size_t errlen)
         for (size_t i = 0; i < sizeof FILES / sizeof FILES[0]; i++)
             if (strcasecmp(e->d_name, FILES[i]) == 0)
                 hint = FILES[i];
-        KQ_WARN("policy", "%s/%s is not loaded: policy files are routing.lua, flow.lua, "
-                "retry.lua, publish.lua and auth.lua%s%s%s", dir, e->d_name,
-                hint ? " (did you mean " : "", hint ? hint : "", hint ? "?)" : "");
+        KQ_WARN("policy",
+                "%s/%s is not loaded: policy files are routing.lua, flow.lua, "
+                "retry.lua, publish.lua and auth.lua%s%s%s",
+                dir, e->d_name, hint ? " (did you mean " : "", hint ? hint : "", hint ? "?)" : "");
     }
     closedir(d);
     return 0;
@@ -1097,7 +1156,7 @@ oom:
 static void memo_clear(struct kq_policy *p)
 {
     struct memo *m, *tmp;
-    HASH_ITER(hh, p->memo, m, tmp) {
+    HASH_ITER (hh, p->memo, m, tmp) {
         HASH_DEL(p->memo, m);
         free(m->key);
         free(m->routes);
@@ -1123,8 +1182,8 @@ void kq_policy_free(struct kq_policy *p)
     free(p);
 }
 
-static void memo_add(struct kq_policy *p, const char *key, size_t key_len,
-                     const struct kq_route *r, size_t n)
+static void memo_add(struct kq_policy *p, const char *key, size_t key_len, const struct kq_route *r,
+                     size_t n)
 {
     if (p->n_memo >= MEMO_MAX)
         memo_clear(p); /* producers choose messageTypes: bound the cache, start over */
@@ -1185,7 +1244,11 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
     size_t found = 0;
     bool answered = false;
     struct route_call rc = {.c = {.p = p, .id = H_ROUTE, .subject = {topic, type}},
-                            .binds = binds, .n = n, .topic = topic, .type = type, .out = r,
+                            .binds = binds,
+                            .n = n,
+                            .topic = topic,
+                            .type = type,
+                            .out = r,
                             .max = KQ_POLICY_MAX_ROUTES};
     if (hook_live(p, &rc.c)) {
         enum outcome o = invoke(&rc.c, route_protected, false);
@@ -1194,9 +1257,11 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
             cacheable = false; /* try the hook again next time */
         if (answered && rc.dropped) {
             p->hooks[H_ROUTE].errors++;
-            snprintf(p->last_failure, sizeof p->last_failure, "hook=route topic=%.100s "
+            snprintf(p->last_failure, sizeof p->last_failure,
+                     "hook=route topic=%.100s "
                      "type=%.100s: dropped %zu group(s) without a binding on the topic, e.g. "
-                     "\"%s\"", topic, type, rc.dropped, rc.first_dropped);
+                     "\"%s\"",
+                     topic, type, rc.dropped, rc.first_dropped);
             KQ_LOG_RATELIMITED(KQ_LOG_WARN, "policy", "%s", p->last_failure);
         }
         if (answered)
@@ -1220,9 +1285,13 @@ void kq_policy_retry(struct kq_policy *p, int32_t attempts, const char *reason,
                      int32_t deliver_limit, int64_t expired_time, int64_t now_sec,
                      struct kq_retry_verdict *v)
 {
-    struct retry_call rc = {.c = {.p = p, .id = H_RETRY}, .attempts = attempts,
-                            .deliver_limit = deliver_limit, .reason = reason ? reason : "",
-                            .expired_time = expired_time, .now_sec = now_sec, .v = v};
+    struct retry_call rc = {.c = {.p = p, .id = H_RETRY},
+                            .attempts = attempts,
+                            .deliver_limit = deliver_limit,
+                            .reason = reason ? reason : "",
+                            .expired_time = expired_time,
+                            .now_sec = now_sec,
+                            .v = v};
     if (p && hook_live(p, &rc.c)) {
         if (settle(&rc.c, invoke(&rc.c, retry_protected, false)) && !rc.c.use_default)
             return;
@@ -1246,12 +1315,11 @@ static void flow(struct kq_policy *p, struct flow_call *fc)
     *fc->out = def;
 }
 
-void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second,
-                           struct kq_flow_limits *out)
+void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second, struct kq_flow_limits *out)
 {
     kq_policy_default_flow_intake(permits_per_second, out);
-    struct flow_call fc = {.c = {.p = p, .id = H_INTAKE}, .permits = permits_per_second,
-                           .out = out};
+    struct flow_call fc = {
+        .c = {.p = p, .id = H_INTAKE}, .permits = permits_per_second, .out = out};
     flow(p, &fc);
 }
 
@@ -1260,7 +1328,10 @@ void kq_policy_flow_group(struct kq_policy *p, const char *group, const char *to
 {
     kq_policy_default_flow_group(f, out);
     struct flow_call fc = {.c = {.p = p, .id = H_GROUP, .subject = {group, topic}},
-                           .group = group, .topic = topic, .f = f, .out = out};
+                           .group = group,
+                           .topic = topic,
+                           .f = f,
+                           .out = out};
     flow(p, &fc);
 }
 
@@ -1293,10 +1364,7 @@ size_t kq_policy_files(const struct kq_policy *p, struct kq_policy_file *out, si
     return n;
 }
 
-const char *kq_policy_last_failure(const struct kq_policy *p)
-{
-    return p ? p->last_failure : "";
-}
+const char *kq_policy_last_failure(const struct kq_policy *p) { return p ? p->last_failure : ""; }
 
 bool kq_policy_has_publish(const struct kq_policy *p)
 {
@@ -1312,8 +1380,8 @@ void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
     v->n_groups = 0;
     if (!kq_policy_has_publish(p))
         return;
-    struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH,
-                                    .subject = {m->topic, m->message_type}}, .m = m};
+    struct publish_call pc = {
+        .c = {.p = p, .id = H_PUBLISH, .subject = {m->topic, m->message_type}}, .m = m};
     if (!hook_live(p, &pc.c)) {
         p->hooks[H_PUBLISH].fallbacks++; /* switched off for this (topic, type): as is */
         return;

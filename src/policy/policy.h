@@ -25,8 +25,8 @@
 #include "registry/bindings.h"
 
 /* Budgets of one hook call (the state runs with the JIT off so the count guard is exact). */
-#define KQ_POLICY_CALL_INSTRUCTIONS 1000000L /* Lua VM instructions per call */
-#define KQ_POLICY_CALL_MS 20                 /* wall clock per call */
+#define KQ_POLICY_CALL_INSTRUCTIONS 1000000L      /* Lua VM instructions per call */
+#define KQ_POLICY_CALL_MS 20                      /* wall clock per call */
 #define KQ_POLICY_MEMORY_BYTES ((size_t)32 << 20) /* per Lua state */
 /* Failures/overruns in a row that switch a hook off for one subject: route per (topic,
  * messageType), flow.group per (group, topic), retry and flow.intake as a whole (their
@@ -98,7 +98,7 @@ struct kq_publish_view {
     bool fly, commit;
     int64_t expired_time; /* Unix s, already normalised by publish.c */
     int32_t deliver_limit;
-    int64_t now_sec;      /* bounds a new expired_time */
+    int64_t now_sec;                /* bounds a new expired_time */
     const struct kq_binding *binds; /* the topic's bindings: the groups `groups` may name */
     size_t n_binds;
 };
@@ -120,8 +120,8 @@ struct kq_publish_verdict {
     size_t n_properties;
     int64_t expired_time;
     int32_t deliver_limit;
-    int64_t delay_ms;     /* -1: not asked; else deliver no earlier than now + this */
-    const char **groups;  /* n_groups > 0: deliver to exactly these (bound, distinct) groups;
+    int64_t delay_ms;    /* -1: not asked; else deliver no earlier than now + this */
+    const char **groups; /* n_groups > 0: deliver to exactly these (bound, distinct) groups;
                            * the names point into the view's binds */
     size_t n_groups;
 };
@@ -135,17 +135,17 @@ struct kq_policy_file {
 };
 
 struct kq_policy_hook_stats {
-    const char *name;    /* "route", "retry", "flow.intake", "flow.group", "publish", ... */
-    bool loaded;         /* the policy defines this hook */
-    bool disabled;       /* switched off (for one subject at least, see
+    const char *name;           /* "route", "retry", "flow.intake", "flow.group", "publish", ... */
+    bool loaded;                /* the policy defines this hook */
+    bool disabled;              /* switched off (for one subject at least, see
                           * KQ_POLICY_MAX_STRIKES) */
     uint64_t disabled_subjects; /* subjects it is switched off for (retry, flow.intake: 0/1) */
-    uint64_t calls;      /* Lua calls (memo hits excluded) */
-    uint64_t errors;     /* errors, overruns, invalid results (incl. dropped groups) */
-    uint64_t fallbacks;  /* answers given by the C default because of a failure/disable */
-    uint64_t cache_hits; /* route: answers from the memo */
-    uint64_t total_us;   /* time spent in Lua */
-    uint64_t rejects;    /* publish, connect: rejected; dead: dropped */
+    uint64_t calls;             /* Lua calls (memo hits excluded) */
+    uint64_t errors;            /* errors, overruns, invalid results (incl. dropped groups) */
+    uint64_t fallbacks;         /* answers given by the C default because of a failure/disable */
+    uint64_t cache_hits;        /* route: answers from the memo */
+    uint64_t total_us;          /* time spent in Lua */
+    uint64_t rejects;           /* publish, connect: rejected; dead: dropped */
 };
 
 /* Build a generation from DIR (routing.lua, flow.lua, retry.lua, publish.lua; each optional, each a module
@@ -174,8 +174,7 @@ void kq_policy_retry(struct kq_policy *p, int32_t attempts, const char *reason,
 
 /* Flow: limits for the broker intake and per (group, topic). Call on (re)load and about once
  * a second per active group, never per message. */
-void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second,
-                           struct kq_flow_limits *out);
+void kq_policy_flow_intake(struct kq_policy *p, int permits_per_second, struct kq_flow_limits *out);
 void kq_policy_flow_group(struct kq_policy *p, const char *group, const char *topic,
                           const struct kq_flow_figures *f, struct kq_flow_limits *out);
 
@@ -197,8 +196,7 @@ bool kq_policy_has_route_message(const struct kq_policy *p);
  * sees it, peer empty). A missing, switched-off or failing hook, or nil, answers as
  * kq_policy_route does. Validation as for route. */
 size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set *set,
-                               const struct kq_publish_view *m, struct kq_route *out,
-                               size_t max);
+                               const struct kq_publish_view *m, struct kq_route *out, size_t max);
 
 /* A ConnMeta as on_connect sees it. */
 struct kq_connect_view {
@@ -227,8 +225,7 @@ bool kq_policy_has_dead(const struct kq_policy *p);
  * A missing, failing or switched-off hook, or an invalid answer, says KQ_DEAD_DLQ. */
 enum kq_dead_action kq_policy_dead(struct kq_policy *p, const struct kq_binding_set *set,
                                    const struct kq_publish_view *m, int32_t attempts,
-                                   const char *reason, struct kq_route *out, size_t max,
-                                   size_t *n);
+                                   const char *reason, struct kq_route *out, size_t max, size_t *n);
 
 /* Per-hook statistics (up to max entries, KQ_POLICY_HOOKS hooks); returns the count. Names
  * are static: "route", "retry", "flow.intake", "flow.group", "publish", "route_message",

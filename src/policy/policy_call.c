@@ -51,8 +51,8 @@ static void refuse_unknown(struct args *a, const char *where)
         if (known)
             continue;
         qsort(a->read, a->n_read, sizeof a->read[0], by_name);
-        size_t o = (size_t)snprintf(a->err, a->errlen, "%s: unknown argument '%s' (arguments:",
-                                    where, kv->string);
+        size_t o = (size_t)snprintf(a->err, a->errlen,
+                                    "%s: unknown argument '%s' (arguments:", where, kv->string);
         for (size_t i = 0; i < a->n_read && o < a->errlen; i++)
             o += (size_t)snprintf(a->err + o, a->errlen - o, " %s", a->read[i]);
         if (o < a->errlen)
@@ -125,7 +125,8 @@ static int parse_bind(struct args *a, const cJSON *o, int i, const char *topic,
             known = true;
         }
     if (!a->err[0] && (!b->group_id || !b->message_type || !known))
-        snprintf(a->err, a->errlen, "bindings: each is {group = \"name\", message_type = "
+        snprintf(a->err, a->errlen,
+                 "bindings: each is {group = \"name\", message_type = "
                  "\"...\", bind_type = \"direct\"|\"regx\"|\"fanout\", watermark, persistent}");
     return a->err[0] ? -EINVAL : 0;
 }
@@ -155,8 +156,8 @@ static struct kq_binding_set *bindings_arg(struct args *a, const char *topic)
                 group[m++] = all[k];
         if (!first)
             continue;
-        struct kq_binding_set *next = kq_binding_set_with_group(set, topic, all[i].group_id,
-                                                                group, m);
+        struct kq_binding_set *next =
+            kq_binding_set_with_group(set, topic, all[i].group_id, group, m);
         kq_binding_set_free(set);
         set = next;
     }
@@ -217,7 +218,8 @@ static bool message_arg(struct args *a, struct message_args *ma, bool with_peer)
         .message_type = str_arg(a, "message_type", ""),
         .group = str_arg(a, "group", "selftest-producer"),
         .peer = with_peer ? str_arg(a, "peer", "127.0.0.1:40000") : NULL,
-        .properties = ma->props, .n_properties = n,
+        .properties = ma->props,
+        .n_properties = n,
         .body_size = (size_t)num_arg(a, "body_size", 0, true),
         .fly = bool_arg(a, "fly", false),
         .commit = bool_arg(a, "commit", true),
@@ -305,8 +307,8 @@ static cJSON *call_dead(struct kq_policy *p, struct args *a)
         return NULL;
     }
     size_t n = 0;
-    enum kq_dead_action act = kq_policy_dead(p, ma.set, &ma.m, attempts, reason, r,
-                                             KQ_POLICY_MAX_ROUTES, &n);
+    enum kq_dead_action act =
+        kq_policy_dead(p, ma.set, &ma.m, attempts, reason, r, KQ_POLICY_MAX_ROUTES, &n);
     static const char *const actions[] = {"dlq", "drop", "handover"};
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "action", actions[act]);
@@ -408,7 +410,8 @@ static cJSON *call_connect(struct kq_policy *p, struct args *a)
     bool ok = kq_policy_connect(p, &c, reason, sizeof reason);
     hook_stats(p, "connect", &after);
     if (before.loaded && !c.secret_ok && after.rejects == before.rejects)
-        snprintf(a->note, sizeof a->note, "secret_ok is false: refused with the built-in "
+        snprintf(a->note, sizeof a->note,
+                 "secret_ok is false: refused with the built-in "
                  "feedback whatever on_connect answers (the hook can only tighten)");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "action", ok ? "accept" : "reject");
@@ -434,10 +437,7 @@ static const struct {
 };
 #define N_CALLS (sizeof CALLS / sizeof CALLS[0])
 
-const char *kq_policy_call_name(size_t i)
-{
-    return i < N_CALLS ? CALLS[i].name : NULL;
-}
+const char *kq_policy_call_name(size_t i) { return i < N_CALLS ? CALLS[i].name : NULL; }
 
 static bool hook_stats(const struct kq_policy *p, const char *name,
                        struct kq_policy_hook_stats *out)
@@ -491,13 +491,12 @@ cJSON *kq_policy_call(struct kq_policy *p, const char *name, const cJSON *args,
     }
     hook_stats(p, name, &after);
     if (!before.loaded)
-        snprintf(why, sizeof why, "%s is not defined by the policies: %s", name,
-                 CALLS[i].fallback);
+        snprintf(why, sizeof why, "%s is not defined by the policies: %s", name, CALLS[i].fallback);
     else if (after.errors > before.errors)
         snprintf(why, sizeof why, "%s", kq_policy_last_failure(p));
     else if (after.fallbacks > before.fallbacks)
-        snprintf(why, sizeof why, "%s is switched off for this subject (last failure: %s)",
-                 name, kq_policy_last_failure(p));
+        snprintf(why, sizeof why, "%s is switched off for this subject (last failure: %s)", name,
+                 kq_policy_last_failure(p));
     else
         snprintf(why, sizeof why, "%s", a.note);
     if (problem && why[0])

@@ -49,7 +49,7 @@ struct kq_regex_cache *kq_regex_cache_new(void)
 static void clear(struct kq_regex_cache *c)
 {
     struct entry *e, *tmp;
-    HASH_ITER(hh, c->by_pattern, e, tmp) {
+    HASH_ITER (hh, c->by_pattern, e, tmp) {
         HASH_DEL(c->by_pattern, e);
         pcre2_code_free(e->re);
         free(e->pattern);
@@ -77,8 +77,7 @@ static void compile(struct entry *e, const char *pattern)
         snprintf(e->error, sizeof e->error, "pattern longer than %d bytes", PATTERN_MAX);
         return;
     }
-    e->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &off,
-                          NULL);
+    e->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &ec, &off, NULL);
     if (!e->re) {
         PCRE2_UCHAR msg[80];
         pcre2_get_error_message(ec, msg, sizeof msg);
@@ -100,8 +99,8 @@ static int run(const struct entry *e, pcre2_match_data *md, pcre2_match_context 
     return pcre2_match(e->re, (PCRE2_SPTR)subject, strlen(subject), 0, 0, md, mctx) >= 0;
 }
 
-int kq_regex_match(struct kq_regex_cache *c, const char *pattern, const char *subject,
-                   char *err, size_t errlen)
+int kq_regex_match(struct kq_regex_cache *c, const char *pattern, const char *subject, char *err,
+                   size_t errlen)
 {
     if (!c) {
         struct entry tmp = {0};

@@ -42,7 +42,7 @@ struct kq_strikes *kq_strikes_new(void) { return calloc(1, sizeof(struct kq_stri
 static void clear(struct kq_strikes *t)
 {
     struct strike *e, *tmp;
-    HASH_ITER(hh, t->by_key, e, tmp) {
+    HASH_ITER (hh, t->by_key, e, tmp) {
         HASH_DEL(t->by_key, e);
         free(e);
     }

@@ -59,9 +59,9 @@ static bool has_field_zero(const ProtobufCMessage *m)
 
 /* What one walk of a body's wire found (scan_wire). */
 struct wire_scan {
-    const char *nul;  /* the first string field holding a NUL byte, or NULL */
-    bool field_zero;  /* a field numbered 0 (see has_field_zero) */
-    bool partial;     /* not every decoded message was walked (malformed, or too deep) */
+    const char *nul; /* the first string field holding a NUL byte, or NULL */
+    bool field_zero; /* a field numbered 0 (see has_field_zero) */
+    bool partial;    /* not every decoded message was walked (malformed, or too deep) */
 };
 
 static void scan_wire(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
@@ -186,9 +186,8 @@ size_t kq_codec_message_size(size_t header_len, size_t body_len)
     return len_field_size(header_len) + len_field_size(body_len);
 }
 
-int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd,
-                            const uint8_t *header, size_t header_len, const uint8_t *body,
-                            size_t body_len)
+int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const uint8_t *header,
+                            size_t header_len, const uint8_t *body, size_t body_len)
 {
     size_t n = kq_codec_message_size(header_len, body_len);
     int rc = append_header(out, opaque, cmd, n);
@@ -260,8 +259,8 @@ int kq_codec_append_heartbeat(struct kq_buf *out, uint32_t opaque, int64_t versi
 }
 
 int kq_codec_append_deliver_ack(struct kq_buf *out, uint32_t opaque, const char *message_id,
-                                const char *topic, const char *message_type,
-                                const char *group, bool status, const char *feedback)
+                                const char *topic, const char *message_type, const char *group,
+                                bool status, const char *feedback)
 {
     Protocol__DeliverAck m = PROTOCOL__DELIVER_ACK__INIT;
     m.messageid = (char *)message_id;
@@ -363,9 +362,7 @@ static void scan_wire(const ProtobufCMessageDescriptor *d, const uint8_t *p, con
             }
             p += n;
             break;
-        default: /* groups: not in our protocol, nothing to tell */
-            ws->partial = true;
-            return;
+        default: /* groups: not in our protocol, nothing to tell */ ws->partial = true; return;
         }
     }
 }
@@ -448,10 +445,9 @@ bool kq_message_id_valid(const char *id)
 {
     /* Checked for every publish and delivery ack: a table instead of three range tests. */
     static const bool hex[256] = {
-        ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,
-        ['7'] = 1, ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
-        ['e'] = 1, ['f'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
-        ['F'] = 1,
+        ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+        ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+        ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
     };
     if (!id)
         return false;

@@ -41,9 +41,8 @@ int kq_codec_append(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const Prot
 
 /* Bytes/StringMessage from an already packed Header: no re-encoding of the header on
  * every delivery, and the header bytes (with unknown fields) pass through unchanged. */
-int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd,
-                            const uint8_t *header, size_t header_len, const uint8_t *body,
-                            size_t body_len);
+int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const uint8_t *header,
+                            size_t header_len, const uint8_t *body, size_t body_len);
 /* The body size of that frame (a delivery must stay within KQ_FRAME_MAX_BODY). */
 size_t kq_codec_message_size(size_t header_len, size_t body_len);
 /* TxACKPacket from an already packed Header. */
@@ -58,8 +57,8 @@ int kq_codec_append_store_ack(struct kq_buf *out, uint32_t opaque, const char *m
                               bool status, const char *feedback);
 int kq_codec_append_heartbeat(struct kq_buf *out, uint32_t opaque, int64_t version);
 int kq_codec_append_deliver_ack(struct kq_buf *out, uint32_t opaque, const char *message_id,
-                                const char *topic, const char *message_type,
-                                const char *group, bool status, const char *feedback);
+                                const char *topic, const char *message_type, const char *group,
+                                bool status, const char *feedback);
 
 /* Header of a Bytes/StringMessage and its body, whatever the command. */
 struct kq_message_view {

@@ -110,8 +110,8 @@ struct kq_binding_set *kq_binding_set_with_group(const struct kq_binding_set *ol
     return s;
 }
 
-const struct kq_binding *kq_binding_set_topic(const struct kq_binding_set *s,
-                                              const char *topic, size_t *n)
+const struct kq_binding *kq_binding_set_topic(const struct kq_binding_set *s, const char *topic,
+                                              size_t *n)
 {
     size_t lo = 0, hi = s->n;
     while (lo < hi) { /* first binding with v.topic >= topic */
@@ -179,7 +179,8 @@ int kq_bindings_from_json(const char *json, size_t len, struct kq_binding **out,
     }
     int k = 0;
     cJSON *o;
-    cJSON_ArrayForEach(o, arr) {
+    cJSON_ArrayForEach(o, arr)
+    {
         const char *g = json_str(o, "groupId"), *t = json_str(o, "topic"),
                    *mt = json_str(o, "messageType");
         cJSON *bt = cJSON_GetObjectItemCaseSensitive(o, "bindType");
@@ -190,7 +191,8 @@ int kq_bindings_from_json(const char *json, size_t len, struct kq_binding **out,
             cJSON_Delete(arr);
             return -EINVAL;
         }
-        struct kq_binding b = {.group_id = (char *)g, .topic = (char *)t,
+        struct kq_binding b = {.group_id = (char *)g,
+                               .topic = (char *)t,
                                .message_type = (char *)(mt ? mt : ""),
                                .bind_type = (enum kq_bind_type)bt->valueint};
         cJSON *wm = cJSON_GetObjectItemCaseSensitive(o, "watermark");

@@ -22,8 +22,8 @@ struct kq_binding_set *kq_binding_set_with_group(const struct kq_binding_set *ol
                                                  const char *topic, const char *group,
                                                  const struct kq_binding *binds, size_t n);
 /* Every binding of a topic (any group), in a stable order; *n = 0 when none. */
-const struct kq_binding *kq_binding_set_topic(const struct kq_binding_set *s,
-                                              const char *topic, size_t *n);
+const struct kq_binding *kq_binding_set_topic(const struct kq_binding_set *s, const char *topic,
+                                              size_t *n);
 /* How many distinct groups have bindings on a topic. */
 size_t kq_binding_set_topic_groups(const struct kq_binding_set *s, const char *topic);
 /* Every binding of the set (for /binds and tests). */

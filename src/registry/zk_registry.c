@@ -83,10 +83,7 @@ static void strv_del(struct strv *s, size_t i)
     s->v[i] = s->v[--s->n];
 }
 
-static uint64_t now_ms(void)
-{
-    return kq_mono_us() / 1000;
-}
+static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 
 int kq_zk_parse_uri(const char *uri, char *out, size_t outlen)
 {
@@ -103,8 +100,17 @@ int kq_zk_parse_uri(const char *uri, char *out, size_t outlen)
 
 /* ---- jobs (to the worker) and events (to the loop) ------------------------------------- */
 
-enum job_kind { JOB_SESSION, JOB_READ_TOPIC, JOB_READ_GROUP, JOB_SET_TOPICS, JOB_STOP,
-                JOB_WATCH_SERVERS, JOB_READ_SERVERS, JOB_TAKEOVER_LOCK, JOB_TAKEOVER_FINISH };
+enum job_kind {
+    JOB_SESSION,
+    JOB_READ_TOPIC,
+    JOB_READ_GROUP,
+    JOB_SET_TOPICS,
+    JOB_STOP,
+    JOB_WATCH_SERVERS,
+    JOB_READ_SERVERS,
+    JOB_TAKEOVER_LOCK,
+    JOB_TAKEOVER_FINISH
+};
 
 struct job {
     struct job *next;
@@ -169,9 +175,9 @@ struct kq_zk_registry {
     zhandle_t *zh;
     unsigned gen;
     bool connected;
-    bool need_sync;   /* publish + re-read everything at the next chance */
-    bool alive_done;  /* alive/all server nodes published in this session */
-    uint64_t since;   /* handle created / connection lost (while !connected) */
+    bool need_sync;    /* publish + re-read everything at the next chance */
+    bool alive_done;   /* alive/all server nodes published in this session */
+    uint64_t since;    /* handle created / connection lost (while !connected) */
     uint64_t retry_at; /* when !zh: open a new handle at this time */
     uint64_t sync_at;  /* when need_sync: not before this time */
     int backoff;
@@ -273,10 +279,7 @@ static void post_bindings(struct kq_zk_registry *r, const char *topic, const cha
 
 /* ---- ZooKeeper's threads: only queue work ---------------------------------------------- */
 
-static void on_zk_log(const char *msg)
-{
-    KQ_DEBUG(MOD, "client: %s", msg);
-}
+static void on_zk_log(const char *msg) { KQ_DEBUG(MOD, "client: %s", msg); }
 
 /* The global watcher (every read uses watch=1). Runs on ZooKeeper's completion thread. */
 static void on_zk_event(zhandle_t *zh, int type, int state, const char *path, void *ctx)
@@ -629,8 +632,8 @@ static void takeover_lock(struct kq_zk_registry *r, const char *dead)
     if (rc != ZNONODE || (rc = ensure_path(r, dir)) != ZOK)
         goto out;
     snprintf(path, sizeof path, "%s/%s.lock", dir, dead);
-    rc = zoo_create(r->zh, path, r->bind, (int)strlen(r->bind), &ZOO_OPEN_ACL_UNSAFE,
-                    ZOO_EPHEMERAL, NULL, 0);
+    rc = zoo_create(r->zh, path, r->bind, (int)strlen(r->bind), &ZOO_OPEN_ACL_UNSAFE, ZOO_EPHEMERAL,
+                    NULL, 0);
     if (rc == ZOK)
         result = KQ_TAKEOVER_LOCKED;
 out:
@@ -644,8 +647,8 @@ static void takeover_finish(struct kq_zk_registry *r, const char *dead, bool ok)
     char path[1024];
     if (ok) {
         snprintf(path, sizeof path, TAKEOVER "/%s/%s.done", r->takeover_key, dead);
-        int rc = zoo_create(r->zh, path, r->bind, (int)strlen(r->bind), &ZOO_OPEN_ACL_UNSAFE,
-                            0, NULL, 0);
+        int rc = zoo_create(r->zh, path, r->bind, (int)strlen(r->bind), &ZOO_OPEN_ACL_UNSAFE, 0,
+                            NULL, 0);
         if (rc != ZOK && rc != ZNODEEXISTS)
             KQ_WARN(MOD, "takeover marker %s: %s", path, zerror(rc));
     }
@@ -786,8 +789,9 @@ static void on_timers(struct kq_zk_registry *r)
     if (!r->zh && now >= r->retry_at) {
         open_handle(r);
     } else if (r->zh && !r->connected && now - r->since >= CONNECT_WINDOW_MS) {
-        KQ_WARN(MOD, "ZooKeeper %s unreachable for %d ms; serving with the bindings known, "
-                     "retrying in %d ms",
+        KQ_WARN(MOD,
+                "ZooKeeper %s unreachable for %d ms; serving with the bindings known, "
+                "retrying in %d ms",
                 r->hosts, CONNECT_WINDOW_MS, r->backoff);
         close_handle(r);
         r->retry_at = now + (uint64_t)r->backoff;
@@ -884,9 +888,7 @@ static void *worker_main(void *arg)
                 free_job(j);
                 do_stop(r);
                 return NULL;
-            case JOB_SET_TOPICS:
-                do_set_topics(r, &j->topics);
-                break;
+            case JOB_SET_TOPICS: do_set_topics(r, &j->topics); break;
             case JOB_SESSION:
                 if (current)
                     on_session(r, j->state);
@@ -998,9 +1000,9 @@ static void on_event(void *ud, struct kq_mail *m)
     free_event(e);
 }
 
-int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind,
-                         char *const *topics, size_t n_topics, const struct kq_zk_events *ev,
-                         void *ud, struct kq_zk_registry **out, char *err, size_t errlen)
+int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind, char *const *topics,
+                         size_t n_topics, const struct kq_zk_events *ev, void *ud,
+                         struct kq_zk_registry **out, char *err, size_t errlen)
 {
     int rc;
     *out = NULL;
@@ -1073,10 +1075,7 @@ void kq_zk_registry_set_topics(struct kq_zk_registry *r, char *const *topics, si
     push_job(r, j);
 }
 
-const char *kq_zk_registry_state(const struct kq_zk_registry *r)
-{
-    return r->state;
-}
+const char *kq_zk_registry_state(const struct kq_zk_registry *r) { return r->state; }
 
 void kq_zk_registry_stop(struct kq_zk_registry *r, void (*done)(void *ud), void *ud)
 {

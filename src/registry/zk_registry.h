@@ -53,9 +53,9 @@ struct kq_zk_events {
  * published for clients, topics[0..n_topics) the topics served (copied). Returns 0 with
  * *out set — even when ZooKeeper is not reachable yet (see kq_zk_registry_state) — or a
  * negative errno with a reason in err (bad URI, out of memory, no thread). */
-int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind,
-                         char *const *topics, size_t n_topics, const struct kq_zk_events *ev,
-                         void *ud, struct kq_zk_registry **out, char *err, size_t errlen);
+int kq_zk_registry_start(uv_loop_t *loop, const char *zk_uri, const char *bind, char *const *topics,
+                         size_t n_topics, const struct kq_zk_events *ev, void *ud,
+                         struct kq_zk_registry **out, char *err, size_t errlen);
 
 /* Replace the served topics (reload): new topics are published and their bindings read,
  * removed topics are withdrawn and their groups reported with n == 0. Copies topics. */

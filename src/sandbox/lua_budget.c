@@ -97,9 +97,11 @@ void kq_lua_budget_charge(lua_State *L, double steps, const char *what, const ch
     double left = (double)b->max_steps - (double)b->steps;
     if (steps > left) {
         char msg[512]; /* lua_pushfstring knows neither %g nor %ld */
-        snprintf(msg, sizeof msg, "%s: worst case %.3g steps, more than the %.0f left of the "
-                 "budget (%ld per run)%s%s", what, steps, left > 0 ? left : 0.0, b->max_steps,
-                 hint ? "; " : "", hint ? hint : "");
+        snprintf(msg, sizeof msg,
+                 "%s: worst case %.3g steps, more than the %.0f left of the "
+                 "budget (%ld per run)%s%s",
+                 what, steps, left > 0 ? left : 0.0, b->max_steps, hint ? "; " : "",
+                 hint ? hint : "");
         luaL_error(L, "%s", msg);
     }
     b->steps += (long)steps;
@@ -129,8 +131,10 @@ static int open_libs(lua_State *L)
     static const struct {
         const char *name;
         lua_CFunction open;
-    } libs[] = {{"", luaopen_base}, {LUA_STRLIBNAME, luaopen_string},
-                {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+    } libs[] = {{"", luaopen_base},
+                {LUA_STRLIBNAME, luaopen_string},
+                {LUA_TABLIBNAME, luaopen_table},
+                {LUA_MATHLIBNAME, luaopen_math},
                 {LUA_BITLIBNAME, luaopen_bit}};
     size_t n = sizeof libs / sizeof libs[0] - (o->with_bit ? 0 : 1);
     for (size_t i = 0; i < n; i++) {

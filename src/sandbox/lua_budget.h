@@ -31,12 +31,12 @@ struct kq_lua_budget {
     bool gc_count;           /* no custom allocator: the hook checks the GC count instead */
     const atomic_bool *stop; /* raised by another thread: stop (NULL: none) */
     /* the run in progress (kq_lua_budget_begin) */
-    long steps, max_steps;   /* instructions run and pattern work charged, and the budget */
-    uint64_t deadline_us;    /* kq_mono_us() */
-    bool tripped;            /* stopped: every instruction fails until the next begin */
-    const char *trip_why;    /* "over the instruction budget", "over the time budget",
+    long steps, max_steps; /* instructions run and pattern work charged, and the budget */
+    uint64_t deadline_us;  /* kq_mono_us() */
+    bool tripped;          /* stopped: every instruction fails until the next begin */
+    const char *trip_why;  /* "over the instruction budget", "over the time budget",
                               * "over the memory limit", "the load was abandoned" */
-    int trip_line;           /* the line of Lua code that was stopped (0: unknown) */
+    int trip_line;         /* the line of Lua code that was stopped (0: unknown) */
 };
 
 /* lua_newstate(kq_lua_budget_alloc, &budget): allocations beyond budget.max fail, and Lua
@@ -52,15 +52,13 @@ struct lua_State *kq_lua_budget_newstate(struct kq_lua_budget *b, bool with_bit)
 
 /* Starts a run of at most max_steps instructions (pattern work included) and ms of wall
  * clock; a run stopped before is forgotten. */
-void kq_lua_budget_begin(struct lua_State *L, struct kq_lua_budget *b, long max_steps,
-                         uint64_t ms);
+void kq_lua_budget_begin(struct lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms);
 
 /* For C functions called from Lua: counts `steps` of work against the run in progress.
  * Raises a Lua error when the run was stopped (stop flag, deadline), and "WHAT: worst case
  * N steps, more than ... left ...; HINT" when the steps do not fit in what is left of the
  * budget (nothing is counted then; hint may be NULL). */
-void kq_lua_budget_charge(struct lua_State *L, double steps, const char *what,
-                          const char *hint);
+void kq_lua_budget_charge(struct lua_State *L, double steps, const char *what, const char *hint);
 
 /* The budget of a state made by kq_lua_budget_newstate. */
 struct kq_lua_budget *kq_lua_budget_of(struct lua_State *L);

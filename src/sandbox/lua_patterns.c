@@ -24,16 +24,17 @@
 
 #define COST_MAX 1e18
 #define SPECIALS "^$*+?.([%-"
-#define HINT "anchor it with ^, use fewer repetitions (* + - ?), or a plain find " \
-             "(string.find(s, p, 1, true))"
+#define HINT                                                                                       \
+    "anchor it with ^, use fewer repetitions (* + - ?), or a plain find "                          \
+    "(string.find(s, p, 1, true))"
 
 /* Ways to reach the current point of the pattern (see above). */
 struct ways {
-    double n;      /* subject bytes */
+    double n; /* subject bytes */
     bool anchored;
-    int u;         /* unbounded repetitions so far */
-    double comb;   /* C(n + u, u), or C(n + u + 1, u + 1) over every start */
-    double pow2;   /* 2^q */
+    int u;       /* unbounded repetitions so far */
+    double comb; /* C(n + u, u), or C(n + u + 1, u + 1) over every start */
+    double pow2; /* 2^q */
 };
 
 static double ways_now(const struct ways *w)
@@ -49,8 +50,8 @@ static void ways_repeat(struct ways *w, char quantifier)
         return;
     }
     w->u++;
-    w->comb = w->anchored ? w->comb * (w->n + w->u) / w->u
-                          : w->comb * (w->n + 1 + w->u) / (w->u + 1);
+    w->comb =
+        w->anchored ? w->comb * (w->n + w->u) / w->u : w->comb * (w->n + 1 + w->u) / (w->u + 1);
     if (w->comb > COST_MAX)
         w->comb = COST_MAX;
 }
@@ -132,8 +133,7 @@ double kq_lua_pattern_cost(const char *p, size_t m, size_t n, bool gmatch)
 /* ---- the bounded functions ---------------------------------------------------------- */
 
 enum fn { F_FIND, F_MATCH, F_GMATCH, F_GSUB };
-static const char *const NAMES[] = {"string.find", "string.match", "string.gmatch",
-                                    "string.gsub"};
+static const char *const NAMES[] = {"string.find", "string.match", "string.gmatch", "string.gsub"};
 
 static bool has_specials(const char *p, size_t len)
 {

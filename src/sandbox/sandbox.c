@@ -5,10 +5,10 @@
 #include <lua.h>
 #include <string.h>
 
-const char *const kq_sandbox_base[] = {"assert", "error", "ipairs", "next", "pairs",
-                                       "rawequal", "rawget", "rawset", "select",
-                                       "setmetatable", "getmetatable", "tonumber",
-                                       "tostring", "type", "unpack", NULL};
+const char *const kq_sandbox_base[] = {"assert",   "error",        "ipairs",       "next",
+                                       "pairs",    "rawequal",     "rawget",       "rawset",
+                                       "select",   "setmetatable", "getmetatable", "tonumber",
+                                       "tostring", "type",         "unpack",       NULL};
 
 /* Pushes a shallow copy of the table at idx without its `dump` field. */
 static void push_copy(lua_State *L, int idx)
@@ -62,12 +62,12 @@ int kq_sandbox_load_text(lua_State *L, const char *src, size_t len, const char *
 void kq_sandbox_close_strings(lua_State *L)
 {
     lua_pushliteral(L, "");
-    lua_getmetatable(L, -1);  /* the metatable every string shares */
+    lua_getmetatable(L, -1); /* the metatable every string shares */
     lua_getglobal(L, "string");
-    push_copy(L, -1);         /* what s:name() finds: the bounded functions, no dump */
+    push_copy(L, -1); /* what s:name() finds: the bounded functions, no dump */
     lua_setfield(L, -3, "__index");
     lua_pop(L, 1);
-    lua_pushboolean(L, 0);    /* getmetatable("") answers false */
+    lua_pushboolean(L, 0); /* getmetatable("") answers false */
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 2);
 }

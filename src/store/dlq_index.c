@@ -78,8 +78,8 @@ void kq_dlq_counts_sub(struct kq_dlq_counts *c, struct kq_dlq_count *e, uint64_t
     free(e);
 }
 
-void kq_dlq_counts_each(const struct kq_dlq_counts *c, bool by_group,
-                        kq_store_dlq_count_cb cb, void *ud)
+void kq_dlq_counts_each(const struct kq_dlq_counts *c, bool by_group, kq_store_dlq_count_cb cb,
+                        void *ud)
 {
     if (by_group) {
         for (struct kq_dlq_count *e = c->pairs; e; e = e->hh.next)
@@ -93,7 +93,7 @@ void kq_dlq_counts_each(const struct kq_dlq_counts *c, bool by_group,
 void kq_dlq_counts_drop_topic(struct kq_dlq_counts *c, const char *topic)
 {
     struct kq_dlq_count *e, *et;
-    HASH_ITER(hh, c->pairs, e, et) {
+    HASH_ITER (hh, c->pairs, e, et) {
         if (!topic || strcmp(e->t->topic, topic) == 0)
             kq_dlq_counts_sub(c, e, e->n);
     }
@@ -102,12 +102,12 @@ void kq_dlq_counts_drop_topic(struct kq_dlq_counts *c, const char *topic)
 void kq_dlq_counts_free(struct kq_dlq_counts *c)
 {
     struct kq_dlq_count *e, *et;
-    HASH_ITER(hh, c->pairs, e, et) {
+    HASH_ITER (hh, c->pairs, e, et) {
         HASH_DEL(c->pairs, e);
         free(e);
     }
     struct kq_dlq_topic_count *t, *tt;
-    HASH_ITER(hh, c->topics, t, tt) {
+    HASH_ITER (hh, c->topics, t, tt) {
         HASH_DEL(c->topics, t);
         free(t);
     }

@@ -53,8 +53,8 @@ void kq_dlq_counts_drop_topic(struct kq_dlq_counts *c, const char *topic);
 /* n fewer of that pair (at most its count); the entry goes at zero. */
 void kq_dlq_counts_sub(struct kq_dlq_counts *c, struct kq_dlq_count *e, uint64_t n);
 /* The ops->dlq_counts contract (store.h): per topic (group NULL) or per pair. */
-void kq_dlq_counts_each(const struct kq_dlq_counts *c, bool by_group,
-                        kq_store_dlq_count_cb cb, void *ud);
+void kq_dlq_counts_each(const struct kq_dlq_counts *c, bool by_group, kq_store_dlq_count_cb cb,
+                        void *ud);
 void kq_dlq_counts_free(struct kq_dlq_counts *c);
 
 /* --- order and pages --- */

@@ -56,8 +56,8 @@ int kq_store_uri_int(const struct kq_store_uri *u, const char *key, int64_t def,
     errno = 0;
     long long x = strtoll(v, &end, 10);
     if (errno || end == v || *end || x < min || x > max) {
-        snprintf(err, errlen, "store parameter %s=%s: expected an integer in [%lld, %lld]", key,
-                 v, (long long)min, (long long)max);
+        snprintf(err, errlen, "store parameter %s=%s: expected an integer in [%lld, %lld]", key, v,
+                 (long long)min, (long long)max);
         return -EINVAL;
     }
     *out = x;
@@ -100,7 +100,8 @@ static int parse_uri(const char *uri, const struct scheme **sc, struct kq_store_
     *out = NULL;
     const char *sep = uri ? strstr(uri, "://") : NULL;
     if (!sep) {
-        snprintf(err, errlen, "store URI '%s' has no scheme (expected e.g. memory:// or file://DIR)",
+        snprintf(err, errlen,
+                 "store URI '%s' has no scheme (expected e.g. memory:// or file://DIR)",
                  uri ? uri : "(null)");
         return -EINVAL;
     }
@@ -135,8 +136,7 @@ static int parse_uri(const char *uri, const struct scheme **sc, struct kq_store_
     return -EINVAL;
 }
 
-int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char *err,
-                  size_t errlen)
+int kq_store_open(uv_loop_t *loop, const char *uri, struct kq_store **out, char *err, size_t errlen)
 {
     const struct scheme *sc;
     struct kq_store_uri *u;

@@ -93,8 +93,7 @@ typedef void (*kq_store_dlq_one_cb)(void *ud, int status, const struct kq_dead_l
  * examined ("" once the end was reached). */
 typedef void (*kq_store_dlq_page_cb)(void *ud, int status, const char *next);
 /* A counter: per topic (group NULL) or per (topic, publishing group). */
-typedef void (*kq_store_dlq_count_cb)(void *ud, const char *topic, const char *group,
-                                      uint64_t n);
+typedef void (*kq_store_dlq_count_cb)(void *ud, const char *topic, const char *group, uint64_t n);
 typedef void (*kq_store_purge_cb)(void *ud, int status, size_t purged);
 
 #define KQ_DLQ_CURSOR_LEN 64 /* a page cursor, NUL included */
@@ -108,7 +107,7 @@ struct kq_store_stat {
     const char *name; /* "fsync_seconds" -> kiteq_store_fsync_seconds */
     const char *help;
     enum kq_store_stat_kind kind;
-    double value; /* counter, gauge */
+    double value;    /* counter, gauge */
     size_t n_bounds; /* histogram */
     const double *bounds;
     const uint64_t *counts;
@@ -127,8 +126,7 @@ struct kq_store_ops {
     const char *name;
     /* Persist a new message; cb(ud, 0) once durable, cb(ud, -errno) if it could not be
      * stored (disk full, I/O error): the producer then gets status false. */
-    int (*save)(struct kq_store *s, const struct kq_stored_msg *m, kq_store_done_cb cb,
-                void *ud);
+    int (*save)(struct kq_store *s, const struct kq_stored_msg *m, kq_store_done_cb cb, void *ud);
     /* Mark a two-phase message committed; cb once durable. */
     int (*commit)(struct kq_store *s, const char *id, kq_store_done_cb cb, void *ud);
     /* Record delivery state. Ordered after the message's save; not waited for. */

@@ -14,14 +14,16 @@ void cli_admin_init(struct cli_admin *a)
 {
     const char *token = getenv("KITEQ_ADMIN_TOKEN"), *admin = getenv("KITEQ_ADMIN");
     *a = (struct cli_admin){.admin = admin && *admin ? admin : CLI_ADMIN_DEFAULT,
-                            .timeout = 10000, .token = token && *token ? token : NULL};
+                            .timeout = 10000,
+                            .token = token && *token ? token : NULL};
 }
 
 int cli_admin_check(const struct cli_cmd *cmd, const struct cli_admin *a)
 {
     if (!cli_is_hostport(a->admin))
-        return cli_usage_error(cmd, "bad admin address '%s' (expected HOST:PORT, e.g. "
-                               CLI_ADMIN_DEFAULT ")", a->admin);
+        return cli_usage_error(
+            cmd, "bad admin address '%s' (expected HOST:PORT, e.g. " CLI_ADMIN_DEFAULT ")",
+            a->admin);
     for (const char *t = a->token; t && *t; t++)
         if ((unsigned char)*t <= ' ' || (unsigned char)*t >= 0x7f)
             return cli_usage_error(cmd, "the admin token must be visible ASCII");
@@ -46,8 +48,8 @@ int cli_admin_request(const struct cli_cmd *cmd, const struct cli_admin *a, cons
                       const char *target, struct cli_http_response *r)
 {
     char err[512];
-    int rc = cli_http_request(a->admin, method, target, a->token, (int)a->timeout, r, err,
-                              sizeof err);
+    int rc =
+        cli_http_request(a->admin, method, target, a->token, (int)a->timeout, r, err, sizeof err);
     if (rc) {
         fprintf(stderr, "%s: %s\n", cmd->prog, err);
         /* a malformed or cut answer came from something listening: not a connect problem */
@@ -60,8 +62,8 @@ int cli_admin_request(const struct cli_cmd *cmd, const struct cli_admin *a, cons
     return CLI_EXIT_FAIL;
 }
 
-int cli_admin_request_json(const struct cli_cmd *cmd, const struct cli_admin *a,
-                           const char *method, const char *target, cJSON **root)
+int cli_admin_request_json(const struct cli_cmd *cmd, const struct cli_admin *a, const char *method,
+                           const char *target, cJSON **root)
 {
     struct cli_http_response r;
     int rc = cli_admin_request(cmd, a, method, target, &r);
@@ -80,8 +82,9 @@ int cli_admin_output(const struct cli_admin *a, const cJSON *root, int (*table)(
 {
     int format = a->format;
     if (format == CLI_FORMAT_AUTO)
-        format = !isatty(STDOUT_FILENO) ? CLI_FORMAT_JSON : table ? CLI_FORMAT_TABLE
-                                                                  : CLI_FORMAT_PRETTY;
+        format = !isatty(STDOUT_FILENO) ? CLI_FORMAT_JSON
+                 : table                ? CLI_FORMAT_TABLE
+                                        : CLI_FORMAT_PRETTY;
     if (format == CLI_FORMAT_TABLE && table)
         return table(root);
     char *s = format == CLI_FORMAT_JSON ? cJSON_PrintUnformatted(root) : cJSON_Print(root);

@@ -24,27 +24,25 @@ struct cli_admin {
 };
 
 /* The rows of the options every admin subcommand takes (inside a struct cli_opt table). */
-#define CLI_ADMIN_OPTS(a)                                                                    \
-    CLI_STRING("admin", &(a)->admin, "HOST:PORT",                                           \
-               "the broker's admin address (default: $KITEQ_ADMIN, else\n"                  \
-               CLI_ADMIN_DEFAULT ")"),                                                      \
-    CLI_STRING("token", &(a)->token, "TOKEN",                                               \
-               "the broker's adminToken, required by the POSTs when it is set\n"            \
-               "(default: $KITEQ_ADMIN_TOKEN; the variable keeps it out of the\n"           \
-               "process list)"),                                                            \
-    CLI_LONG("timeout", &(a)->timeout, "MS", 1, 3600000,                                    \
-             "give up after MS milliseconds (default 10000)"),                              \
-    CLI_SET("json", &(a)->format, CLI_FORMAT_JSON,                                          \
-            "print the answer as one line of JSON (the default when piped)"),               \
-    CLI_SET("pretty", &(a)->format, CLI_FORMAT_PRETTY, "print the answer as indented JSON")
+#define CLI_ADMIN_OPTS(a)                                                                          \
+    CLI_STRING("admin", &(a)->admin, "HOST:PORT",                                                  \
+               "the broker's admin address (default: $KITEQ_ADMIN, else\n" CLI_ADMIN_DEFAULT ")"), \
+        CLI_STRING("token", &(a)->token, "TOKEN",                                                  \
+                   "the broker's adminToken, required by the POSTs when it is set\n"               \
+                   "(default: $KITEQ_ADMIN_TOKEN; the variable keeps it out of the\n"              \
+                   "process list)"),                                                               \
+        CLI_LONG("timeout", &(a)->timeout, "MS", 1, 3600000,                                       \
+                 "give up after MS milliseconds (default 10000)"),                                 \
+        CLI_SET("json", &(a)->format, CLI_FORMAT_JSON,                                             \
+                "print the answer as one line of JSON (the default when piped)"),                  \
+        CLI_SET("pretty", &(a)->format, CLI_FORMAT_PRETTY, "print the answer as indented JSON")
 /* The row of --table, for the commands that have a table. */
-#define CLI_ADMIN_TABLE_OPT(a)                                                               \
-    CLI_SET("table", &(a)->format, CLI_FORMAT_TABLE,                                        \
-            "print a table (the default on a terminal)")
+#define CLI_ADMIN_TABLE_OPT(a)                                                                     \
+    CLI_SET("table", &(a)->format, CLI_FORMAT_TABLE, "print a table (the default on a terminal)")
 
 /* The exit codes of an admin subcommand, for its help. */
-#define CLI_ADMIN_EXIT                                                                       \
-    "Exit: 0 on a 2xx answer, 1 when the broker answered with an error (on stderr), 2 usage,\n" \
+#define CLI_ADMIN_EXIT                                                                             \
+    "Exit: 0 on a 2xx answer, 1 when the broker answered with an error (on stderr), 2 usage,\n"    \
     "3 the admin address could not be reached.\n"
 
 /* The defaults, before parsing: admin from $KITEQ_ADMIN (else CLI_ADMIN_DEFAULT), token from
@@ -59,8 +57,8 @@ int cli_admin_check(const struct cli_cmd *cmd, const struct cli_admin *a);
 int cli_admin_request(const struct cli_cmd *cmd, const struct cli_admin *a, const char *method,
                       const char *target, struct cli_http_response *r);
 /* The same for a JSON answer: *root (cJSON_Delete it) on CLI_EXIT_OK. */
-int cli_admin_request_json(const struct cli_cmd *cmd, const struct cli_admin *a,
-                           const char *method, const char *target, cJSON **root);
+int cli_admin_request_json(const struct cli_cmd *cmd, const struct cli_admin *a, const char *method,
+                           const char *target, cJSON **root);
 /* Print a JSON answer as a->format asks; table (may be NULL: no table) prints the table. */
 int cli_admin_output(const struct cli_admin *a, const cJSON *root, int (*table)(const cJSON *));
 /* Request and output in one: a JSON answer as a->format asks, any other answer (metrics) as

@@ -25,8 +25,8 @@ static const struct cli_cmd GROUPS_CMD = {
         "flight included), INFLIGHT = sent and not answered yet, QUEUED = waiting for room in the\n"
         "group's window or rate, ACKED/S = acked in the last second, OLDEST = age of the oldest\n"
         "message not acked, CONSUMERS = connections. BACKLOG and OLDEST are as of the broker's\n"
-        "last pass over its pending messages (its age is printed below the table).\n"
-        CLI_ADMIN_EXIT,
+        "last pass over its pending messages (its age is printed below the "
+        "table).\n" CLI_ADMIN_EXIT,
 };
 
 static const struct cli_cmd PURGE_CMD = {
@@ -55,12 +55,13 @@ int cli_groups_table(const cJSON *root, const char *group, const char *topic)
         fprintf(stderr, PROG ": unexpected answer (no consumer_groups); try --json\n");
         return CLI_EXIT_FAIL;
     }
-    static const char *const heads[] = {"GROUP", "TOPIC", "BACKLOG", "INFLIGHT", "QUEUED",
-                                        "ACKED/S", "OLDEST", "CONSUMERS"};
+    static const char *const heads[] = {"GROUP",  "TOPIC",   "BACKLOG", "INFLIGHT",
+                                        "QUEUED", "ACKED/S", "OLDEST",  "CONSUMERS"};
     struct cli_table tab;
     cli_table_init(&tab, 8, heads, "llrrrrrr");
     const cJSON *row;
-    cJSON_ArrayForEach(row, rows) {
+    cJSON_ArrayForEach(row, rows)
+    {
         if (!wanted(row, group, topic))
             continue;
         char n[5][32], age[32];
@@ -69,8 +70,14 @@ int cli_groups_table(const cJSON *root, const char *group, const char *topic)
         for (int i = 0; i < 5; i++)
             snprintf(n[i], sizeof n[i], "%.0f", cli_json_num(row, keys[i]));
         cli_format_age(age, sizeof age, cli_json_num(row, "oldest_sec"));
-        const char *cells[] = {cli_json_str(row, "group"), cli_json_str(row, "topic"), n[0], n[1],
-                               n[2], n[3], age, n[4]};
+        const char *cells[] = {cli_json_str(row, "group"),
+                               cli_json_str(row, "topic"),
+                               n[0],
+                               n[1],
+                               n[2],
+                               n[3],
+                               age,
+                               n[4]};
         cli_table_add(&tab, cells);
     }
     cli_table_print(&tab);
@@ -78,7 +85,8 @@ int cli_groups_table(const cJSON *root, const char *group, const char *topic)
     const cJSON *age = cJSON_GetObjectItemCaseSensitive(scan, "age_ms");
     if (cJSON_IsNumber(age))
         printf("(BACKLOG and OLDEST as of %.1f s ago: the last pass over %.0f pending messages "
-               "took %.1f s)\n", age->valuedouble / 1000, cli_json_num(scan, "messages"),
+               "took %.1f s)\n",
+               age->valuedouble / 1000, cli_json_num(scan, "messages"),
                cli_json_num(scan, "pass_ms") / 1000);
     else
         printf("(BACKLOG and OLDEST not known yet: the first pass over the pending messages "

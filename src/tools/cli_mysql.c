@@ -23,8 +23,7 @@ static const struct cli_cmd MYSQL_CMD = {
     .epilog = "Exit: 0 created (or printed), 1 the SQL failed, 2 usage, 3 cannot connect.\n",
 };
 
-static int run_schema(const char *hostport, const char *user, const char *password,
-                      const char *sql)
+static int run_schema(const char *hostport, const char *user, const char *password, const char *sql)
 {
     char host[256];
     snprintf(host, sizeof host, "%s", hostport);

@@ -40,18 +40,18 @@ static int parse_log_level(void *target, const char *arg)
 }
 
 /* The rows of the connection options (inside a struct cli_opt table). */
-#define CONN_OPTS(a)                                                                         \
-    CLI_STRING("broker", &(a)->broker, "HOST:PORT",                                         \
-               "broker address (this or --registry is required)"),                          \
-    CLI_STRING("registry", &(a)->registry, "zk://H:P[,H:P]",                                \
-               "find the brokers in ZooKeeper instead, as the original\n"                   \
-               "clients do (producers register, consumers publish bindings)"),              \
-    CLI_STRING("group", &(a)->group, "G", "client group id (required)"),                    \
-    CLI_STRING("secret", &(a)->secret, "S", "group secret (default \"\")"),                  \
-    CLI_LONG("warmup", &(a)->warmup, "SEC", 0, 3600,                                        \
-             "warm-up seconds announced in ConnMeta (default 0)"),                          \
-    CLI_CALL("log-level", parse_log_level, NULL, "L",                                       \
-             "debug|info|warn|error for library logs on stderr (default warn)")
+#define CONN_OPTS(a)                                                                               \
+    CLI_STRING("broker", &(a)->broker, "HOST:PORT",                                                \
+               "broker address (this or --registry is required)"),                                 \
+        CLI_STRING("registry", &(a)->registry, "zk://H:P[,H:P]",                                   \
+                   "find the brokers in ZooKeeper instead, as the original\n"                      \
+                   "clients do (producers register, consumers publish bindings)"),                 \
+        CLI_STRING("group", &(a)->group, "G", "client group id (required)"),                       \
+        CLI_STRING("secret", &(a)->secret, "S", "group secret (default \"\")"),                    \
+        CLI_LONG("warmup", &(a)->warmup, "SEC", 0, 3600,                                           \
+                 "warm-up seconds announced in ConnMeta (default 0)"),                             \
+        CLI_CALL("log-level", parse_log_level, NULL, "L",                                          \
+                 "debug|info|warn|error for library logs on stderr (default warn)")
 
 /* After parsing: --broker defaults to $KITEQ_BROKER when neither --broker nor --registry
  * was given. CLI_EXIT_OK or CLI_EXIT_USAGE after a message. */
@@ -65,8 +65,10 @@ static int conn_check(const struct cli_cmd *cmd, struct conn_args *a)
     if (!a->broker && !a->registry)
         return cli_usage_error(cmd, "missing --broker (or $KITEQ_BROKER) or --registry");
     if (a->broker && !cli_is_hostport(a->broker))
-        return cli_usage_error(cmd, "bad broker address '%s' (expected HOST:PORT, e.g. "
-                               "127.0.0.1:13800)", a->broker);
+        return cli_usage_error(cmd,
+                               "bad broker address '%s' (expected HOST:PORT, e.g. "
+                               "127.0.0.1:13800)",
+                               a->broker);
     if (a->registry && strncmp(a->registry, "zk://", 5))
         return cli_usage_error(cmd, "bad registry '%s' (expected zk://HOST:PORT[,HOST:PORT])",
                                a->registry);
@@ -94,10 +96,12 @@ static int conn_open(const struct conn_args *a, struct kq_client_options *o, str
     char err[256] = "";
     int rc;
     if (a->registry) {
-        struct kq_cluster_options co = {.registry = a->registry, .client = *o,
+        struct kq_cluster_options co = {.registry = a->registry,
+                                        .client = *o,
                                         .publish_topics = pub_topic ? &pub_topic : NULL,
                                         .n_publish_topics = pub_topic ? 1 : 0,
-                                        .bindings = bind, .n_bindings = bind ? 1 : 0};
+                                        .bindings = bind,
+                                        .n_bindings = bind ? 1 : 0};
         rc = kq_cluster_open(&co, &k->cluster, err, sizeof err);
     } else {
         rc = kq_client_open(o, &k->client, err, sizeof err);
@@ -182,8 +186,8 @@ static const struct cli_cmd PUB_CMD = {
 
 /* The body from --body TEXT, --body - (stdin), --file PATH or --size N: *gen is what to free.
  * CLI_EXIT_OK, or CLI_EXIT_FAIL / CLI_EXIT_USAGE after a message. */
-static int load_body(const char *text, const char *path, long size, const char **body,
-                     size_t *len, char **gen)
+static int load_body(const char *text, const char *path, long size, const char **body, size_t *len,
+                     char **gen)
 {
     *gen = NULL;
     if (text && strcmp(text, "-")) {
@@ -266,8 +270,8 @@ static int add_delay(struct props *ps, long delay_ms, char *buf, size_t len)
 {
     for (size_t i = 0; i < ps->n; i++)
         if (!strcmp(ps->p[i].key, DELAY_PROPERTY))
-            return cli_usage_error(&PUB_CMD, "give --delay or --property " DELAY_PROPERTY
-                                   "=MS, not both");
+            return cli_usage_error(&PUB_CMD,
+                                   "give --delay or --property " DELAY_PROPERTY "=MS, not both");
     snprintf(buf, len, DELAY_PROPERTY "=%ld", delay_ms);
     return add_property(ps, buf) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
@@ -294,7 +298,9 @@ static void pub_done(void *ud, int err, const struct kq_publish_result *r)
     struct pub_state *s = ud;
     if (err || !r->status)
         fprintf(stderr, PROG " pub: message %s failed: %s\n", r->message_id,
-                err ? r->feedback : *r->feedback ? r->feedback : "status false");
+                err            ? r->feedback
+                : *r->feedback ? r->feedback
+                               : "status false");
     pthread_mutex_lock(&s->mu);
     if (err || !r->status) {
         s->failed++;
@@ -352,9 +358,9 @@ int cli_cmd_pub(int argc, char **argv)
     if (!cli_opts_parse(&PUB_CMD, opts, argc, argv, &rc) || (rc = conn_check(&PUB_CMD, &ca)))
         goto out;
     int sources = (text != NULL) + (path != NULL) + (size >= 0);
-    const char *err = !topic ? "missing --topic"
-                      : !type ? "missing --type"
-                      : sources != 1 ? "give exactly one of --body, --file and --size"
+    const char *err = !topic             ? "missing --topic"
+                      : !type            ? "missing --type"
+                      : sources != 1     ? "give exactly one of --body, --file and --size"
                       : id && count != 1 ? "--id needs --count 1"
                       : id && strlen(id) > KQ_CLIENT_ID_LEN ? "--id is longer than 32 characters"
                                                             : NULL;
@@ -374,10 +380,16 @@ int cli_cmd_pub(int argc, char **argv)
     struct pub_state s = {0};
     pthread_mutex_init(&s.mu, NULL);
     cond_init_mono(&s.cond);
-    struct kq_message m = {.topic = topic, .message_type = type, .deliver_limit = (int32_t)limit,
-                           .two_phase = uncommitted, .fly = fly, .string_body = string_body,
-                           .body = body, .body_len = body_len,
-                           .properties = props.p, .n_properties = props.n};
+    struct kq_message m = {.topic = topic,
+                           .message_type = type,
+                           .deliver_limit = (int32_t)limit,
+                           .two_phase = uncommitted,
+                           .fly = fly,
+                           .string_body = string_body,
+                           .body = body,
+                           .body_len = body_len,
+                           .properties = props.p,
+                           .n_properties = props.n};
     if (id)
         snprintf(m.message_id, sizeof m.message_id, "%s", id);
     catch_signals();
@@ -587,10 +599,11 @@ int cli_cmd_sub(int argc, char **argv)
     if ((rc = conn_check(&SUB_CMD, &ca)))
         return rc;
     bool bind_type_given = bind.bind_type >= 0, watermark_given = watermark >= 0;
-    bool binding_opts = bind.topic || bind.message_type || bind_type_given || watermark_given ||
-                        non_persistent;
+    bool binding_opts =
+        bind.topic || bind.message_type || bind_type_given || watermark_given || non_persistent;
     if (!ca.registry && binding_opts)
-        return cli_usage_error(&SUB_CMD, "--topic, --type, --bind-type, --watermark and "
+        return cli_usage_error(&SUB_CMD,
+                               "--topic, --type, --bind-type, --watermark and "
                                "--non-persistent publish a binding in the registry: they need "
                                "--registry (with --broker the broker's configured bindings apply)");
     if (ca.registry && (!bind.topic || !bind.message_type))
@@ -599,8 +612,7 @@ int cli_cmd_sub(int argc, char **argv)
     bind.watermark = watermark_given ? (int)watermark : 1000;
     bind.bind_type = bind_type_given ? bind.bind_type : 0;
 
-    struct sub_state s = {.count = count, .nack = nack,
-                          .ids = calloc(SEEN_SLOTS, sizeof *s.ids)};
+    struct sub_state s = {.count = count, .nack = nack, .ids = calloc(SEEN_SLOTS, sizeof *s.ids)};
     if (!s.ids)
         return CLI_EXIT_FAIL;
     pthread_mutex_init(&s.mu, NULL);
@@ -633,4 +645,3 @@ int cli_cmd_sub(int argc, char **argv)
     free(s.ids);
     return done ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
-

@@ -157,12 +157,13 @@ int cli_render_stat(const cJSON *root)
     if (*unavailable)
         printf("STORE UNAVAILABLE: %s\n", unavailable);
     printf("pending %.0f  dead letters %s  connections %.0f  reload generation %.0f "
-           "(failures %.0f)\n", cli_json_num(broker, "pending"), dlq,
-           cli_json_num(item(root, "network"), "connections"), cli_json_num(reload, "generation"),
-           cli_json_num(reload, "failures"));
+           "(failures %.0f)\n",
+           cli_json_num(broker, "pending"), dlq, cli_json_num(item(root, "network"), "connections"),
+           cli_json_num(reload, "generation"), cli_json_num(reload, "failures"));
     printf("since start:");
     const cJSON *t;
-    cJSON_ArrayForEach(t, totals) {
+    cJSON_ArrayForEach(t, totals)
+    {
         printf(" %s %.0f", t->string, cJSON_IsNumber(t) ? t->valuedouble : 0);
     }
     printf("\n\n");
@@ -172,7 +173,8 @@ int cli_render_stat(const cJSON *root)
     struct cli_table tab;
     cli_table_init(&tab, 5, heads, "lrrrr");
     const cJSON *topic;
-    cJSON_ArrayForEach(topic, item(kiteq, "message_count")) {
+    cJSON_ArrayForEach(topic, item(kiteq, "message_count"))
+    {
         char pending[32], rx[32], tx[32], dead[32];
         cell(pending, sizeof pending, topic);
         cell(rx, sizeof rx, item(item(kiteq, "topics_recieve"), topic->string));
@@ -193,20 +195,23 @@ int cli_render_binds(const cJSON *root)
     const cJSON *bindings = item(root, "bindings");
     if (!cJSON_IsArray(bindings))
         return unexpected("binds", "bindings");
-    static const char *const heads[] = {"GROUP", "TOPIC", "MESSAGE TYPE", "BIND", "WATERMARK",
-                                        "PERSISTENT"};
+    static const char *const heads[] = {"GROUP", "TOPIC",     "MESSAGE TYPE",
+                                        "BIND",  "WATERMARK", "PERSISTENT"};
     static const char *const bind_types[] = {"direct", "regx", "fanout"};
     struct cli_table tab;
     cli_table_init(&tab, 6, heads, "llllrl");
     const cJSON *b;
-    cJSON_ArrayForEach(b, bindings) {
+    cJSON_ArrayForEach(b, bindings)
+    {
         char watermark[32], persistent[8];
         int type = (int)cli_json_num(b, "bindType");
         cell(watermark, sizeof watermark, item(b, "watermark"));
         cell(persistent, sizeof persistent, item(b, "persistent"));
-        const char *row[] = {cli_json_str(b, "groupId"), cli_json_str(b, "topic"),
+        const char *row[] = {cli_json_str(b, "groupId"),
+                             cli_json_str(b, "topic"),
                              cli_json_str(b, "messageType"),
-                             type >= 0 && type < 3 ? bind_types[type] : "?", watermark,
+                             type >= 0 && type < 3 ? bind_types[type] : "?",
+                             watermark,
                              persistent};
         cli_table_add(&tab, row);
     }
@@ -222,17 +227,21 @@ int cli_render_dlq(const cJSON *root)
     const cJSON *letters = item(root, "deadLetters");
     if (!cJSON_IsArray(letters))
         return unexpected("dlq", "deadLetters");
-    static const char *const heads[] = {"MESSAGE ID", "TOPIC", "MESSAGE TYPE", "PUBLISHER",
-                                        "DEAD SINCE", "REASON"};
+    static const char *const heads[] = {"MESSAGE ID", "TOPIC",      "MESSAGE TYPE",
+                                        "PUBLISHER",  "DEAD SINCE", "REASON"};
     struct cli_table tab;
     cli_table_init(&tab, 6, heads, "llllll");
     const cJSON *d;
-    cJSON_ArrayForEach(d, letters) {
+    cJSON_ArrayForEach(d, letters)
+    {
         char when[40];
         cli_format_ms(when, sizeof when, cli_json_num(d, "deadTime") * 1000);
-        const char *row[] = {cli_json_str(d, "messageId"), cli_json_str(d, "topic"),
-                             cli_json_str(d, "messageType"), cli_json_str(d, "publishGroup"),
-                             when, cli_json_str(d, "reason")};
+        const char *row[] = {cli_json_str(d, "messageId"),
+                             cli_json_str(d, "topic"),
+                             cli_json_str(d, "messageType"),
+                             cli_json_str(d, "publishGroup"),
+                             when,
+                             cli_json_str(d, "reason")};
         cli_table_add(&tab, row);
     }
     cli_table_print(&tab);
@@ -258,7 +267,8 @@ static void event_detail(char *out, size_t len, const cJSON *e)
     size_t n = 0;
     out[0] = 0;
     const cJSON *k;
-    cJSON_ArrayForEach(k, e) {
+    cJSON_ArrayForEach(k, e)
+    {
         if (!strcmp(k->string, "time") || !strcmp(k->string, "event") ||
             !strcmp(k->string, "group") || !strcmp(k->string, "connection"))
             continue;
@@ -279,7 +289,8 @@ int cli_render_msg(const cJSON *root)
     if (!cJSON_IsObject(root))
         return unexpected("msg", "message");
     const cJSON *k;
-    cJSON_ArrayForEach(k, root) { /* the message: every key but its history */
+    cJSON_ArrayForEach(k, root)
+    { /* the message: every key but its history */
         if (!strcmp(k->string, "history"))
             continue;
         char v[512];
@@ -301,7 +312,8 @@ int cli_render_msg(const cJSON *root)
     struct cli_table tab;
     cli_table_init(&tab, 5, heads, "lllll");
     const cJSON *e;
-    cJSON_ArrayForEach(e, history) {
+    cJSON_ArrayForEach(e, history)
+    {
         char when[40], detail[512];
         cli_format_ms(when, sizeof when, cli_json_num(e, "time"));
         event_detail(detail, sizeof detail, e);

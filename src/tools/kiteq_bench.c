@@ -44,9 +44,8 @@ struct opts {
     const char *broker, *group, *secret, *topic, *consumer_secret;
     const char *types[MAX_LIST], *cgroups[MAX_LIST];
     size_t ntypes, ncgroups;
-    long producers, inflight, consumers, size, count, duration, rate, slow_ack_ms, drain,
-        warmup, expect, ack_timeout, broker_pid, consumer_rcvbuf, consumer_sndbuf,
-        consumer_work_us, hold;
+    long producers, inflight, consumers, size, count, duration, rate, slow_ack_ms, drain, warmup,
+        expect, ack_timeout, broker_pid, consumer_rcvbuf, consumer_sndbuf, consumer_work_us, hold;
     double nack;
     enum tx_mode tx;
     enum bench_consumer_mode consumer_mode;
@@ -115,10 +114,38 @@ static const char HELP[] =
     "3 connect/auth.\n";
 
 enum {
-    O_BROKER = 1000, O_GROUP, O_SECRET, O_CGROUPS, O_CSECRET, O_TOPIC, O_TYPE, O_TYPES,
-    O_PRODUCERS, O_INFLIGHT, O_CONSUMERS, O_SIZE, O_COUNT, O_DURATION, O_RATE, O_TX, O_NACK,
-    O_SLOW, O_WORK, O_RCVBUF, O_SNDBUF, O_CMODE, O_HOLD, O_EXPECT, O_WARMUP, O_DRAIN, O_ACKTO,
-    O_PID, O_JSON, O_QUIET, O_ALLOW, O_LOG,
+    O_BROKER = 1000,
+    O_GROUP,
+    O_SECRET,
+    O_CGROUPS,
+    O_CSECRET,
+    O_TOPIC,
+    O_TYPE,
+    O_TYPES,
+    O_PRODUCERS,
+    O_INFLIGHT,
+    O_CONSUMERS,
+    O_SIZE,
+    O_COUNT,
+    O_DURATION,
+    O_RATE,
+    O_TX,
+    O_NACK,
+    O_SLOW,
+    O_WORK,
+    O_RCVBUF,
+    O_SNDBUF,
+    O_CMODE,
+    O_HOLD,
+    O_EXPECT,
+    O_WARMUP,
+    O_DRAIN,
+    O_ACKTO,
+    O_PID,
+    O_JSON,
+    O_QUIET,
+    O_ALLOW,
+    O_LOG,
 };
 
 /* Splits a comma-separated list in place (s must stay alive). */
@@ -177,10 +204,20 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    *o = (struct opts){.group = "p-trade", .secret = "secret", .consumer_secret = "secret",
-                       .topic = "trade", .types = {"bench"}, .ntypes = 1,
-                       .cgroups = {"s-g1"}, .ncgroups = 1, .producers = 1, .inflight = 1,
-                       .consumers = 1, .size = 1024, .count = -1, .drain = 10,
+    *o = (struct opts){.group = "p-trade",
+                       .secret = "secret",
+                       .consumer_secret = "secret",
+                       .topic = "trade",
+                       .types = {"bench"},
+                       .ntypes = 1,
+                       .cgroups = {"s-g1"},
+                       .ncgroups = 1,
+                       .producers = 1,
+                       .inflight = 1,
+                       .consumers = 1,
+                       .size = 1024,
+                       .count = -1,
+                       .drain = 10,
                        .ack_timeout = 10000};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -190,22 +227,44 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_BROKER: o->broker = optarg; break;
         case O_GROUP: o->group = optarg; break;
         case O_SECRET: o->secret = optarg; break;
-        case O_CGROUPS: bad = split_list(optarg, o->cgroups, &o->ncgroups, "consumer-groups"); break;
+        case O_CGROUPS:
+            bad = split_list(optarg, o->cgroups, &o->ncgroups, "consumer-groups");
+            break;
         case O_CSECRET: o->consumer_secret = optarg; break;
         case O_TOPIC: o->topic = optarg; break;
-        case O_TYPE: o->types[0] = optarg; o->ntypes = 1; break;
+        case O_TYPE:
+            o->types[0] = optarg;
+            o->ntypes = 1;
+            break;
         case O_TYPES: bad = split_list(optarg, o->types, &o->ntypes, "types"); break;
-        case O_PRODUCERS: bad = cli_parse_long(PROG, "producers", optarg, 0, 4096, &o->producers); break;
-        case O_INFLIGHT: bad = cli_parse_long(PROG, "inflight", optarg, 1, 1000000, &o->inflight); break;
-        case O_CONSUMERS: bad = cli_parse_long(PROG, "consumers", optarg, 0, 4096, &o->consumers); break;
+        case O_PRODUCERS:
+            bad = cli_parse_long(PROG, "producers", optarg, 0, 4096, &o->producers);
+            break;
+        case O_INFLIGHT:
+            bad = cli_parse_long(PROG, "inflight", optarg, 1, 1000000, &o->inflight);
+            break;
+        case O_CONSUMERS:
+            bad = cli_parse_long(PROG, "consumers", optarg, 0, 4096, &o->consumers);
+            break;
         case O_SIZE: bad = cli_parse_long(PROG, "size", optarg, 24, 16 << 20, &o->size); break;
         case O_COUNT: bad = cli_parse_long(PROG, "count", optarg, 1, 1L << 40, &o->count); break;
-        case O_DURATION: bad = cli_parse_long(PROG, "duration", optarg, 1, 86400 * 7, &o->duration); break;
+        case O_DURATION:
+            bad = cli_parse_long(PROG, "duration", optarg, 1, 86400 * 7, &o->duration);
+            break;
         case O_RATE: bad = cli_parse_long(PROG, "rate", optarg, 1, 100000000, &o->rate); break;
-        case O_SLOW: bad = cli_parse_long(PROG, "slow-ack", optarg, 0, 600000, &o->slow_ack_ms); break;
-        case O_WORK: bad = cli_parse_long(PROG, "consumer-work-us", optarg, 0, 10000000, &o->consumer_work_us); break;
-        case O_RCVBUF: bad = cli_parse_long(PROG, "consumer-rcvbuf", optarg, 0, 1 << 30, &o->consumer_rcvbuf); break;
-        case O_SNDBUF: bad = cli_parse_long(PROG, "consumer-sndbuf", optarg, 0, 1 << 30, &o->consumer_sndbuf); break;
+        case O_SLOW:
+            bad = cli_parse_long(PROG, "slow-ack", optarg, 0, 600000, &o->slow_ack_ms);
+            break;
+        case O_WORK:
+            bad =
+                cli_parse_long(PROG, "consumer-work-us", optarg, 0, 10000000, &o->consumer_work_us);
+            break;
+        case O_RCVBUF:
+            bad = cli_parse_long(PROG, "consumer-rcvbuf", optarg, 0, 1 << 30, &o->consumer_rcvbuf);
+            break;
+        case O_SNDBUF:
+            bad = cli_parse_long(PROG, "consumer-sndbuf", optarg, 0, 1 << 30, &o->consumer_sndbuf);
+            break;
         case O_HOLD: bad = cli_parse_long(PROG, "hold", optarg, 1, 86400, &o->hold); break;
         case O_CMODE:
             if (bench_consumer_mode_parse(optarg, &o->consumer_mode)) {
@@ -216,10 +275,16 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_EXPECT: bad = cli_parse_long(PROG, "expect", optarg, 1, 1L << 40, &o->expect); break;
         case O_WARMUP: bad = cli_parse_long(PROG, "warmup-sec", optarg, 0, 3600, &o->warmup); break;
         case O_DRAIN: bad = cli_parse_long(PROG, "drain", optarg, 0, 86400, &o->drain); break;
-        case O_ACKTO: bad = cli_parse_long(PROG, "ack-timeout", optarg, 1, 3600000, &o->ack_timeout); break;
-        case O_PID: bad = cli_parse_long(PROG, "broker-pid", optarg, 1, 1L << 30, &o->broker_pid); break;
+        case O_ACKTO:
+            bad = cli_parse_long(PROG, "ack-timeout", optarg, 1, 3600000, &o->ack_timeout);
+            break;
+        case O_PID:
+            bad = cli_parse_long(PROG, "broker-pid", optarg, 1, 1L << 30, &o->broker_pid);
+            break;
         case O_TX:
-            o->tx = !strcmp(optarg, "commit") ? TX_COMMIT : !strcmp(optarg, "rollback") ? TX_ROLLBACK : TX_NONE;
+            o->tx = !strcmp(optarg, "commit")     ? TX_COMMIT
+                    : !strcmp(optarg, "rollback") ? TX_ROLLBACK
+                                                  : TX_NONE;
             if (o->tx == TX_NONE) {
                 fprintf(stderr, PROG ": --tx takes commit or rollback\n");
                 bad = 1;
@@ -252,17 +317,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         if (bad)
             return -EINVAL;
     }
-    const char *err = optind < argc ? "unexpected argument"
-                      : !o->broker ? "missing --broker"
-                      : o->count > 0 && o->duration > 0 ? "give --count or --duration, not both"
-                      : o->expect && o->producers ? "--expect needs --producers 0"
-                      : o->nack >= 1 && o->consumers ? "--nack 1 would never ack anything"
-                      : o->consumer_mode && (o->slow_ack_ms || o->nack > 0 ||
-                                             o->consumer_work_us || o->tx)
-                          ? "--consumer-mode never-ack/never-read takes no --slow-ack, --nack, "
-                            "--consumer-work-us or --tx"
-                      : o->hold && !o->broker_pid ? "--hold needs --broker-pid"
-                                                  : NULL;
+    const char *err =
+        optind < argc                     ? "unexpected argument"
+        : !o->broker                      ? "missing --broker"
+        : o->count > 0 && o->duration > 0 ? "give --count or --duration, not both"
+        : o->expect && o->producers       ? "--expect needs --producers 0"
+        : o->nack >= 1 && o->consumers    ? "--nack 1 would never ack anything"
+        : o->consumer_mode && (o->slow_ack_ms || o->nack > 0 || o->consumer_work_us || o->tx)
+            ? "--consumer-mode never-ack/never-read takes no --slow-ack, --nack, "
+              "--consumer-work-us or --tx"
+        : o->hold && !o->broker_pid ? "--hold needs --broker-pid"
+                                    : NULL;
     if (err) {
         fprintf(stderr, PROG ": %s (see '" PROG " --help')\n", err);
         return -EINVAL;
@@ -363,8 +428,7 @@ static double rand01(uint64_t *s)
 /* Reads the bench header of a delivered body. Leftovers of earlier runs are counted as
  * stale (and acked by the caller), not checked. A consume-only run (--expect) accepts any
  * run id: its messages come from an earlier process. */
-static bool read_body_hdr(struct consumer *cs, const uint8_t *body, size_t len,
-                          struct body_hdr *h)
+static bool read_body_hdr(struct consumer *cs, const uint8_t *body, size_t len, struct body_hdr *h)
 {
     const struct bench *b = cs->b;
     if (len >= sizeof *h)
@@ -470,8 +534,11 @@ static void ack_done(struct producer *p, const struct inflight_msg *im, int err,
         return;
     }
     if (b->o.tx) {
-        struct kq_message m = {.topic = b->o.topic, .message_type = type_of(b, im->seq),
-                               .expired_time = -1, .deliver_limit = -1, .two_phase = true,
+        struct kq_message m = {.topic = b->o.topic,
+                               .message_type = type_of(b, im->seq),
+                               .expired_time = -1,
+                               .deliver_limit = -1,
+                               .two_phase = true,
                                .create_time = im->create_time};
         memcpy(m.message_id, im->id, sizeof m.message_id);
         int rc = kq_tx_finish(p->c, &m, b->o.tx, "");
@@ -553,9 +620,12 @@ static void *producer_main(void *arg)
         struct body_hdr h = {.run_id = b->run_id, .seq = seq, .t_ns = t};
         memcpy(h.magic, MAGIC, sizeof MAGIC);
         memcpy(body, &h, sizeof h);
-        struct kq_message m = {.topic = o->topic, .message_type = type_of(b, seq),
-                               .expired_time = -1, .deliver_limit = -1,
-                               .two_phase = o->tx != TX_NONE, .body = body,
+        struct kq_message m = {.topic = o->topic,
+                               .message_type = type_of(b, seq),
+                               .expired_time = -1,
+                               .deliver_limit = -1,
+                               .two_phase = o->tx != TX_NONE,
+                               .body = body,
                                .body_len = (size_t)o->size};
         struct inflight_msg local = {.p = p, .seq = seq, .t_ns = t};
         if (o->tx) {
@@ -649,8 +719,8 @@ static void progress(struct bench *b, double elapsed, uint64_t *last_acked, uint
     uint64_t sent = atomic_load(&b->sent), deliv = delivered_total(b);
     uint64_t done = acked + fail;
     fprintf(stderr,
-            "\r%6.1fs  acked %" PRIu64 " (%" PRIu64 "/s)  in flight %" PRIu64
-            "  delivered %" PRIu64 " (%" PRIu64 "/s)  errors %" PRIu64 "\033[K",
+            "\r%6.1fs  acked %" PRIu64 " (%" PRIu64 "/s)  in flight %" PRIu64 "  delivered %" PRIu64
+            " (%" PRIu64 "/s)  errors %" PRIu64 "\033[K",
             elapsed, acked, acked - *last_acked, sent > done ? sent - done : 0, deliv,
             deliv - *last_deliv, fail + atomic_load(&b->send_err));
     *last_acked = acked;
@@ -684,9 +754,13 @@ static uint64_t missing_all(struct bench *b)
 static int open_client(struct bench *b, const char *group, const char *secret,
                        kq_on_message_fn on_msg, void *ud, struct kq_client **out)
 {
-    struct kq_client_options co = {.broker = b->o.broker, .group_id = group, .secret = secret,
-                                   .ack_timeout_ms = (int)b->o.ack_timeout, .reconnect = true,
-                                   .on_message = on_msg, .ud = ud};
+    struct kq_client_options co = {.broker = b->o.broker,
+                                   .group_id = group,
+                                   .secret = secret,
+                                   .ack_timeout_ms = (int)b->o.ack_timeout,
+                                   .reconnect = true,
+                                   .on_message = on_msg,
+                                   .ud = ud};
     if (on_msg) {
         co.socket_rcvbuf = (int)b->o.consumer_rcvbuf;
         co.socket_sndbuf = (int)b->o.consumer_sndbuf;
@@ -709,10 +783,14 @@ static int open_consumer(struct bench *b, struct consumer *cs)
     const struct opts *o = &b->o;
     if (o->consumer_mode == BENCH_CONSUMER_NORMAL)
         return open_client(b, cs->g->name, o->consumer_secret, on_message, cs, &cs->c);
-    struct bench_raw_consumer_options ro = {
-        .broker = o->broker, .group = cs->g->name, .secret = o->consumer_secret,
-        .mode = o->consumer_mode, .rcvbuf = (int)o->consumer_rcvbuf,
-        .sndbuf = (int)o->consumer_sndbuf, .on_delivery = on_raw_delivery, .ud = cs};
+    struct bench_raw_consumer_options ro = {.broker = o->broker,
+                                            .group = cs->g->name,
+                                            .secret = o->consumer_secret,
+                                            .mode = o->consumer_mode,
+                                            .rcvbuf = (int)o->consumer_rcvbuf,
+                                            .sndbuf = (int)o->consumer_sndbuf,
+                                            .on_delivery = on_raw_delivery,
+                                            .ud = cs};
     char err[256] = "";
     int rc = bench_raw_consumer_open(&ro, &cs->raw, err, sizeof err);
     if (rc)
@@ -738,10 +816,10 @@ static uint64_t pending_now(struct bench *b)
 
 /* --hold: what the broker looked like once its RSS stopped growing. */
 struct hold {
-    bool steady;    /* false: --hold ran out (or the broker went away) first */
-    double sec;     /* how long it held */
-    long rss_kb;    /* the last sample */
-    long peak_kb;   /* the highest sample */
+    bool steady;  /* false: --hold ran out (or the broker went away) first */
+    double sec;   /* how long it held */
+    long rss_kb;  /* the last sample */
+    long peak_kb; /* the highest sample */
     uint64_t pending;
 };
 
@@ -809,7 +887,10 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON_AddNumberToObject(c, "consumers", (double)o->consumers);
     cJSON_AddNumberToObject(c, "size", (double)o->size);
     cJSON_AddNumberToObject(c, "rate", (double)o->rate);
-    cJSON_AddStringToObject(c, "tx", o->tx == TX_COMMIT ? "commit" : o->tx == TX_ROLLBACK ? "rollback" : "none");
+    cJSON_AddStringToObject(c, "tx",
+                            o->tx == TX_COMMIT     ? "commit"
+                            : o->tx == TX_ROLLBACK ? "rollback"
+                                                   : "none");
     cJSON_AddNumberToObject(c, "nack", o->nack);
     cJSON_AddNumberToObject(c, "warmupSec", (double)o->warmup);
     cJSON_AddNumberToObject(c, "consumerWorkUs", (double)o->consumer_work_us);
@@ -839,7 +920,8 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON_AddNumberToObject(j, "unexpected", (double)s->unexpected);
     bench_report_rates(j, s->ack_rate, s->e2e_rate, &s->ack, &s->deliv);
     if (s->have_proc)
-        bench_report_server(j, o->broker_pid, &s->before, &s->after_pub, &s->end, s->cpu_us_per_msg);
+        bench_report_server(j, o->broker_pid, &s->before, &s->after_pub, &s->end,
+                            s->cpu_us_per_msg);
     if (o->hold && s->have_proc) {
         cJSON *h = cJSON_AddObjectToObject(j, "hold");
         cJSON_AddBoolToObject(h, "steady", s->hold.steady);
@@ -875,14 +957,16 @@ static void print_text(const struct bench *b, const struct summary *s)
     printf("kiteq-bench  topic=%s types=%zu producers=%ldx%ld consumers=%zux%ld%s%s size=%ld%s%s\n",
            o->topic, o->ntypes, o->producers, o->inflight, o->ncgroups, o->consumers,
            mode ? " " : "", mode ? mode : "", o->size,
-           o->tx == TX_COMMIT ? " tx=commit" : o->tx == TX_ROLLBACK ? " tx=rollback" : "",
+           o->tx == TX_COMMIT     ? " tx=commit"
+           : o->tx == TX_ROLLBACK ? " tx=rollback"
+                                  : "",
            o->rate ? " (fixed rate)" : "");
     if (o->producers)
         printf("published    sent %" PRIu64 "  acked ok %" PRIu64 "  ack failures %" PRIu64
-           "  send errors %" PRIu64 "  in %.2fs\n",
-           (uint64_t)atomic_load(&b->sent), (uint64_t)atomic_load(&b->acked_ok),
-           (uint64_t)atomic_load(&b->acked_fail), (uint64_t)atomic_load(&b->send_err),
-           s->publish_s);
+               "  send errors %" PRIu64 "  in %.2fs\n",
+               (uint64_t)atomic_load(&b->sent), (uint64_t)atomic_load(&b->acked_ok),
+               (uint64_t)atomic_load(&b->acked_fail), (uint64_t)atomic_load(&b->send_err),
+               s->publish_s);
     if (o->consumers) {
         printf("delivered   ");
         for (size_t i = 0; i < o->ncgroups; i++) {
@@ -906,7 +990,8 @@ static void print_text(const struct bench *b, const struct summary *s)
         printf(" publish->ack %.0f msg/s", s->ack_rate);
     if (o->consumers)
         printf(" end-to-end %.0f msg/s", s->e2e_rate);
-    printf("\nlatency (us)            p50       p90       p99     p99.9       max      mean      count\n");
+    printf("\nlatency (us)            p50       p90       p99     p99.9       max      mean      "
+           "count\n");
     if (o->producers)
         print_hist_row("publish->ack", &s->ack);
     if (o->consumers)
@@ -964,7 +1049,8 @@ int main(int argc, char **argv)
             return CLI_EXIT_FAIL;
         for (long k = 0; k < o->consumers; k++) {
             struct consumer *cs = &g->cons[k];
-            *cs = (struct consumer){.b = b, .g = g, .rng = 0x9E3779B97F4A7C15ULL * (i * 4096 + k + 1)};
+            *cs = (struct consumer){
+                .b = b, .g = g, .rng = 0x9E3779B97F4A7C15ULL * (i * 4096 + k + 1)};
             bench_hist_init(&cs->lat);
             if (open_consumer(b, cs)) {
                 exit_code = CLI_EXIT_CONNECT;
@@ -990,7 +1076,8 @@ int main(int argc, char **argv)
     if (o->broker_pid) {
         s.have_proc = bench_procstat_read((pid_t)o->broker_pid, &s.before) == 0;
         if (!s.have_proc && !o->quiet)
-            fprintf(stderr, PROG ": cannot read /proc/%ld: broker figures left out\n", o->broker_pid);
+            fprintf(stderr, PROG ": cannot read /proc/%ld: broker figures left out\n",
+                    o->broker_pid);
     }
     if (o->producers)
         b->t0 = mono_ns();
@@ -1027,14 +1114,16 @@ int main(int argc, char **argv)
     for (long k = 0; k < o->producers; k++)
         if (b->prod[k].started)
             pthread_join(b->prod[k].th, NULL);
-    t_pub_end = o->producers && atomic_load(&b->pub_end_ns) ? atomic_load(&b->pub_end_ns) : mono_ns();
+    t_pub_end =
+        o->producers && atomic_load(&b->pub_end_ns) ? atomic_load(&b->pub_end_ns) : mono_ns();
     if (s.have_proc)
         bench_procstat_read((pid_t)o->broker_pid, &s.after_pub);
 
     /* Drain: wait for every acked message to reach every group (a rolled-back one must
      * never arrive: wait a little to catch it). */
     if (o->consumers && o->ncgroups && o->consumer_mode == BENCH_CONSUMER_NORMAL) {
-        uint64_t limit = (uint64_t)(o->tx == TX_ROLLBACK && o->drain > 2 ? 2 : o->drain) * 1000000000u;
+        uint64_t limit =
+            (uint64_t)(o->tx == TX_ROLLBACK && o->drain > 2 ? 2 : o->drain) * 1000000000u;
         uint64_t start = mono_ns();
         int seen_interrupts = interrupts;
         for (;;) {

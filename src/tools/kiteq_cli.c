@@ -22,8 +22,8 @@
 
 /* --- admin commands: HTTP to the broker's admin listener (docs/ADMIN.md) ------------------ */
 
-#define ADMIN_EPILOG                                                                         \
-    "Output: a table (stat, binds, msg, dlq list) or indented JSON on a terminal, one line of\n" \
+#define ADMIN_EPILOG                                                                               \
+    "Output: a table (stat, binds, msg, dlq list) or indented JSON on a terminal, one line of\n"   \
     "JSON when piped; --table, --pretty and --json choose.\n" CLI_ADMIN_EXIT
 
 /* stat, binds, metrics, reload: no arguments, one request. table: NULL when there is none. */
@@ -88,12 +88,11 @@ static int cmd_reload(int argc, char **argv)
 
 static const struct cli_cmd MSG_CMD = {
     .prog = PROG " msg",
-    .usage =
-        "usage: " PROG " msg [--admin HOST:PORT] [--table | --json | --pretty] MESSAGE_ID\n"
-        "Show one message (GET /msg/<id>): pending, recently finished or dead, with the\n"
-        "history of its events (published, stored, each delivery attempt and its answer,\n"
-        "retries, ...) as a table of events (time, event, group, connection, detail) on a\n"
-        "terminal.\n",
+    .usage = "usage: " PROG " msg [--admin HOST:PORT] [--table | --json | --pretty] MESSAGE_ID\n"
+             "Show one message (GET /msg/<id>): pending, recently finished or dead, with the\n"
+             "history of its events (published, stored, each delivery attempt and its answer,\n"
+             "retries, ...) as a table of events (time, event, group, connection, detail) on a\n"
+             "terminal.\n",
     .epilog = ADMIN_EPILOG,
     .args = "MESSAGE_ID",
     .min_args = 1,
@@ -274,12 +273,13 @@ static void usage(FILE *out)
     fprintf(out, "\nexit codes:\n");
     for (size_t i = 0; i < sizeof exit_codes / sizeof exit_codes[0]; i++)
         fprintf(out, "  %d  %s\n", exit_codes[i].code, exit_codes[i].meaning);
-    fprintf(out, "\nenvironment:\n"
-                 "  KITEQ_BROKER        default --broker of pub and sub\n"
-                 "  KITEQ_ADMIN         default --admin of the admin commands (else "
-                 CLI_ADMIN_DEFAULT ")\n"
-                 "  KITEQ_ADMIN_TOKEN   default --token\n"
-                 "\nRun '" PROG " <command> --help' for the options of a command.\n");
+    fprintf(out,
+            "\nenvironment:\n"
+            "  KITEQ_BROKER        default --broker of pub and sub\n"
+            "  KITEQ_ADMIN         default --admin of the admin commands (else " CLI_ADMIN_DEFAULT
+            ")\n"
+            "  KITEQ_ADMIN_TOKEN   default --token\n"
+            "\nRun '" PROG " <command> --help' for the options of a command.\n");
 }
 
 int main(int argc, char **argv)

@@ -156,8 +156,13 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 }
 
 static const struct kq_admin_handlers handlers = {
-    .stat = h_stat, .binds = h_binds, .metrics = h_metrics, .msg = h_msg,
-    .dlq_list = h_dlq_list, .dlq_requeue = h_dlq_requeue, .dlq_purge = h_dlq_purge,
+    .stat = h_stat,
+    .binds = h_binds,
+    .metrics = h_metrics,
+    .msg = h_msg,
+    .dlq_list = h_dlq_list,
+    .dlq_requeue = h_dlq_requeue,
+    .dlq_purge = h_dlq_purge,
     .dlq_show = h_dlq_show,
     .reload = h_reload,
 };
@@ -200,8 +205,7 @@ static struct srv *srv_start_at(const char *addr, const char *token,
     assert_int_equal(uv_loop_init(&s->loop), 0);
     later_loop = &s->loop;
     char err[256] = "";
-    int rc = kq_admin_start(&s->loop, addr, token, h ? h : &handlers, NULL, &s->a, err,
-                            sizeof err);
+    int rc = kq_admin_start(&s->loop, addr, token, h ? h : &handlers, NULL, &s->a, err, sizeof err);
     if (rc)
         fail_msg("kq_admin_start: %s", err);
     if (lim)
@@ -406,7 +410,8 @@ static void test_routes(void **state)
     expect(p, "GET", "/dlq?limit=0", 400, "limit");
     expect(p, "GET", "/dlq?limit=abc", 400, "limit");
     expect(p, "GET", "/dlq?limit=1001", 400, "limit");
-    expect(p, "GET", "/dlq?limit=1000&after=12", 200, "{\"topic\":\"(all)\",\"limit\":1000,\"after\":\"12\"}");
+    expect(p, "GET", "/dlq?limit=1000&after=12", 200,
+           "{\"topic\":\"(all)\",\"limit\":1000,\"after\":\"12\"}");
     expect(p, "GET", "/msg/later-20", 200, "{\"messageId\":\"later-20\",\"later\":true}");
     expect(p, "GET", "/msg/now-later", 202, "{\"messageId\":\"now-later\"}");
     expect(p, "POST", "/dlq/requeue?id=m1", 200, "{\"requeued\":\"m1\"}");
@@ -800,8 +805,8 @@ static int status_with_auth(int port, const char *method, const char *target, co
                             struct resp *r)
 {
     char req[2048];
-    snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n%s%s\r\n",
-             method, target, auth ? auth : "", auth ? "\r\n" : "");
+    snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n%s%s\r\n", method,
+             target, auth ? auth : "", auth ? "\r\n" : "");
     request(port, req, r);
     return r->status;
 }
@@ -820,8 +825,8 @@ static void test_token(void **state)
     assert_int_equal(kq_admin_start(&loop, "0.0.0.0:0", "", &handlers, NULL, &a, err, sizeof err),
                      -EINVAL);
     /* with one it listens, and cannot be left without it */
-    assert_int_equal(kq_admin_start(&loop, "0.0.0.0:0", TOKEN, &handlers, NULL, &a, err, sizeof err),
-                     0);
+    assert_int_equal(
+        kq_admin_start(&loop, "0.0.0.0:0", TOKEN, &handlers, NULL, &a, err, sizeof err), 0);
     assert_int_equal(kq_admin_set_token(a, NULL), -EINVAL);
     assert_int_equal(kq_admin_set_token(a, "another-token-0123456"), 0);
     kq_admin_stop(a, NULL, NULL);
@@ -836,17 +841,25 @@ static void test_token(void **state)
     assert_int_equal(status_with_auth(p, "POST", "/reload", NULL, &r), 401);
     assert_true(has_header(&r, "\r\nWWW-Authenticate: Bearer\r\n"));
     assert_non_null(strstr(r.body, "admin token required"));
-    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Bearer wrong-0123456789abcdef", &r), 403);
-    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Bearer " TOKEN "x", &r), 403);
-    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Bearer tok-0123456789abcde", &r), 403);
-    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Basic " TOKEN, &r), 401);
+    assert_int_equal(
+        status_with_auth(p, "POST", "/reload", "Authorization: Bearer wrong-0123456789abcdef", &r),
+        403);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Bearer " TOKEN "x", &r),
+                     403);
+    assert_int_equal(
+        status_with_auth(p, "POST", "/reload", "Authorization: Bearer tok-0123456789abcde", &r),
+        403);
+    assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: Basic " TOKEN, &r),
+                     401);
     assert_int_equal(status_with_auth(p, "POST", "/reload", "Authorization: " TOKEN, &r), 401);
     assert_int_equal(atomic_load(&reloads), before); /* the handler never ran */
     assert_int_equal(status_with_auth(p, "POST", "/dlq/purge?topic=*", NULL, &r), 401);
     assert_int_equal(status_with_auth(p, "POST", "/dlq/requeue?id=*", NULL, &r), 401);
-    assert_int_equal(status_with_auth(p, "POST", "/reload", "authorization: bearer  " TOKEN " ", &r), 200);
+    assert_int_equal(
+        status_with_auth(p, "POST", "/reload", "authorization: bearer  " TOKEN " ", &r), 200);
     assert_int_equal(atomic_load(&reloads), before + 1);
-    assert_int_equal(status_with_auth(p, "POST", "/dlq/purge?topic=t", "Authorization: Bearer " TOKEN, &r), 200);
+    assert_int_equal(
+        status_with_auth(p, "POST", "/dlq/purge?topic=t", "Authorization: Bearer " TOKEN, &r), 200);
     assert_int_equal(status_with_auth(p, "GET", "/stat", NULL, &r), 200);
     assert_int_equal(status_with_auth(p, "GET", "/dlq", NULL, &r), 200);
     /* an over-long value is just wrong, and the connection keeps working */
@@ -858,14 +871,17 @@ static void test_token(void **state)
     struct cli_http_response cr;
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", p);
-    assert_int_equal(cli_http_request(addr, "POST", "/reload", NULL, 5000, &cr, err, sizeof err), 0);
+    assert_int_equal(cli_http_request(addr, "POST", "/reload", NULL, 5000, &cr, err, sizeof err),
+                     0);
     assert_int_equal(cr.status, 401);
     cli_http_response_free(&cr);
-    assert_int_equal(cli_http_request(addr, "POST", "/reload", TOKEN, 5000, &cr, err, sizeof err), 0);
+    assert_int_equal(cli_http_request(addr, "POST", "/reload", TOKEN, 5000, &cr, err, sizeof err),
+                     0);
     assert_int_equal(cr.status, 200);
     cli_http_response_free(&cr);
-    assert_int_equal(cli_http_request(addr, "POST", "/reload", "bad\r\nX: y", 5000, &cr, err,
-                                      sizeof err), -EINVAL);
+    assert_int_equal(
+        cli_http_request(addr, "POST", "/reload", "bad\r\nX: y", 5000, &cr, err, sizeof err),
+        -EINVAL);
     srv_stop(s);
 
     /* a token on loopback is enforced as well */
@@ -886,8 +902,9 @@ static void test_http_client(void **state)
     assert_non_null(strstr(r.body, "\"kiteq\""));
     assert_int_equal(r.body_len, strlen(r.body));
     cli_http_response_free(&r);
-    assert_int_equal(cli_http_request(s->addr, "POST", "/dlq/purge?topic=t1", NULL, 5000, &r, err,
-                                      sizeof err), 0);
+    assert_int_equal(
+        cli_http_request(s->addr, "POST", "/dlq/purge?topic=t1", NULL, 5000, &r, err, sizeof err),
+        0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"purged\":\"t1\"}");
     cli_http_response_free(&r);
@@ -951,9 +968,11 @@ static void test_prom(void **state)
     struct kq_prom p;
     kq_prom_init(&p, &b);
     assert_int_equal(kq_prom_counter(&p, "kiteq_received_total", "Messages\\accepted\nby topic.",
-                                     (const char *const[]){"topic", "a\"b\\c\nd", NULL}, 3), 0);
+                                     (const char *const[]){"topic", "a\"b\\c\nd", NULL}, 3),
+                     0);
     assert_int_equal(kq_prom_counter(&p, "kiteq_received_total", "ignored the second time",
-                                     (const char *const[]){"topic", "t2", NULL}, 1e20), 0);
+                                     (const char *const[]){"topic", "t2", NULL}, 1e20),
+                     0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_connections", NULL, NULL, 2.5), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_x", "x", NULL, 0.1), 0);
     assert_int_equal(kq_prom_gauge(&p, "kiteq_nan", "n", NULL, 0.0 / 0.0), 0);
@@ -968,7 +987,8 @@ static void test_prom(void **state)
     assert_int_equal(b.len, 0); /* nothing is written before finish */
     /* a sample of an earlier family joins its family's block */
     assert_int_equal(kq_prom_counter(&p, "kiteq_received_total", NULL,
-                                     (const char *const[]){"topic", "t3", NULL}, 4), 0);
+                                     (const char *const[]){"topic", "t3", NULL}, 4),
+                     0);
     /* finish writes what was right and returns the first failure for the caller to report */
     assert_int_equal(kq_prom_finish(&p), -EINVAL);
     assert_string_equal(p.error_name, "9bad");
@@ -1002,7 +1022,8 @@ static void test_prom_histogram(void **state)
     struct kq_prom p;
     kq_prom_init(&p, &b);
     assert_int_equal(kq_prom_histogram(&p, "kiteq_store_fsync_seconds", "fsync latency.",
-                                       (const char *const[]){"store", "file", NULL}, &h), 0);
+                                       (const char *const[]){"store", "file", NULL}, &h),
+                     0);
     assert_int_equal(kq_prom_finish(&p), 0);
     kq_buf_append(&b, "", 1);
     assert_string_equal((char *)b.data,

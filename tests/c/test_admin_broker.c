@@ -38,9 +38,9 @@ static struct broker_proc bp;
 static int admin_port;
 static int cons_a = -1; /* s-trade-a, kept open: /stat shows its connection */
 static char pay_ids[N_PAY][33];
-static char nacked[2][33];    /* pay-succ ids s-trade-b nacked: pending */
-static char limit_id[33];     /* dead: deliver limit */
-static char expired_id[33];   /* dead: expired */
+static char nacked[2][33];  /* pay-succ ids s-trade-b nacked: pending */
+static char limit_id[33];   /* dead: deliver limit */
+static char expired_id[33]; /* dead: expired */
 
 /* --- helpers ------------------------------------------------------------------------------ */
 
@@ -55,8 +55,8 @@ static int http_at(int port, const char *method, const char *target, const char 
     char req[1024];
     int n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     "Content-Length: 0\r\n%s%s\r\n", method, target, header ? header : "",
-                     header ? "\r\n" : "");
+                     "Content-Length: 0\r\n%s%s\r\n",
+                     method, target, header ? header : "", header ? "\r\n" : "");
     raw_send(fd, req, (size_t)n);
     size_t len = 0, cap = 4096;
     char *buf = malloc(cap);
@@ -122,7 +122,8 @@ static double num(cJSON *o, const char *a, const char *b, const char *c)
 static bool array_has(cJSON *a, const char *s)
 {
     cJSON *it;
-    cJSON_ArrayForEach(it, a) if (cJSON_IsString(it) && strcmp(it->valuestring, s) == 0) return true;
+    cJSON_ArrayForEach(it,
+                       a) if (cJSON_IsString(it) && strcmp(it->valuestring, s) == 0) return true;
     return false;
 }
 
@@ -136,8 +137,7 @@ static double metric(const char *text, const char *sample)
     return NAN;
 }
 
-__attribute__((format(printf, 2, 3)))
-static cJSON *cli_json(int want_rc, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static cJSON *cli_json(int want_rc, const char *fmt, ...)
 {
     char *out;
     char args[512];
@@ -247,10 +247,14 @@ static void test_known_work(void **state)
     assert_true(broker_wait_log(&bp, needle, 5000));
 
     /* dead by expiry: nobody of s-user-profile online */
-    struct raw_msg exp = {.topic = "user-profile", .type = "name", .group = "p-trade",
-                          .commit = true, .expired = time(NULL) + 2};
+    struct raw_msg exp = {.topic = "user-profile",
+                          .type = "name",
+                          .group = "p-trade",
+                          .commit = true,
+                          .expired = time(NULL) + 2};
     assert_int_equal(raw_publish(prod, 101, &exp, expired_id, NULL, 0), 1);
-    snprintf(needle, sizeof needle, "dead letter id=%s topic=user-profile type=name attempts=0 reason=\"expired\"",
+    snprintf(needle, sizeof needle,
+             "dead letter id=%s topic=user-profile type=name attempts=0 reason=\"expired\"",
              expired_id);
     assert_true(broker_wait_log(&bp, needle, 8000));
     close(prod);
@@ -320,7 +324,8 @@ static void test_binds(void **state)
     assert_int_equal(cJSON_GetArraySize(list), 5); /* one per (group, binding) of the config */
     int volatile_seen = 0;
     cJSON *b;
-    cJSON_ArrayForEach(b, list) {
+    cJSON_ArrayForEach(b, list)
+    {
         const char *type = path(b, "messageType", NULL, NULL)->valuestring;
         if (strcmp(type, "volatile") == 0) {
             volatile_seen++;
@@ -396,8 +401,7 @@ static void test_metrics_documented(void **state)
     do { /* the backlog age appears once the first backlog pass completed */
         free(t);
         assert_int_equal(http("GET", "/metrics", &t), 200);
-    } while (isnan(metric(t, "kiteq_backlog_scan_age_seconds")) &&
-             kq_mono_us() / 1000 < deadline);
+    } while (isnan(metric(t, "kiteq_backlog_scan_age_seconds")) && kq_mono_us() / 1000 < deadline);
     char problems[8192];
     int n = metrics_doc_check(t, "file", "broker,file", problems, sizeof problems);
     if (n)
@@ -431,7 +435,8 @@ static void test_msg(void **state)
     snprintf(target, sizeof target, "/msg/%s", limit_id);
     j = http_json("GET", target, 200);
     assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "dead");
-    assert_string_equal(path(j, "reason", NULL, NULL)->valuestring, "deliver limit reached (2 attempts)");
+    assert_string_equal(path(j, "reason", NULL, NULL)->valuestring,
+                        "deliver limit reached (2 attempts)");
     cJSON_Delete(j);
     snprintf(target, sizeof target, "/msg/%s", expired_id);
     j = http_json("GET", target, 200);
@@ -441,7 +446,8 @@ static void test_msg(void **state)
     cJSON_Delete(j);
 
     /* acked by every group: finished, its history kept (a ring of messageHistory) */
-    snprintf(target, sizeof target, "/msg/%s", find_id(nacked, 2, pay_ids[0]) < 0 ? pay_ids[0] : pay_ids[5]);
+    snprintf(target, sizeof target, "/msg/%s",
+             find_id(nacked, 2, pay_ids[0]) < 0 ? pay_ids[0] : pay_ids[5]);
     j = http_json("GET", target, 200);
     assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
     assert_true(cJSON_GetArraySize(path(j, "history", NULL, NULL)) > 0);
@@ -453,7 +459,8 @@ static void test_msg(void **state)
     j = cli_json(0, "msg --admin 127.0.0.1:%d %s", admin_port, nacked[1]);
     assert_string_equal(path(j, "messageId", NULL, NULL)->valuestring, nacked[1]);
     cJSON_Delete(j);
-    assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
+    assert_int_equal(
+        cli_runf(NULL, "msg --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff", admin_port), 1);
     assert_int_equal(cli_runf(NULL, "msg --admin 127.0.0.1:%d", admin_port), 2);
     j = cli_json(0, "stat --admin 127.0.0.1:%d", admin_port);
     assert_int_equal(num(j, "broker", "pending", NULL), 2);
@@ -465,9 +472,9 @@ static void test_msg(void **state)
 static cJSON *dead_letter(cJSON *list, const char *id)
 {
     cJSON *d;
-    cJSON_ArrayForEach(d, path(list, "deadLetters", NULL, NULL))
-        if (strcmp(path(d, "messageId", NULL, NULL)->valuestring, id) == 0)
-            return d;
+    cJSON_ArrayForEach(
+        d, path(list, "deadLetters", NULL,
+                NULL)) if (strcmp(path(d, "messageId", NULL, NULL)->valuestring, id) == 0) return d;
     return NULL;
 }
 
@@ -482,7 +489,8 @@ static void test_dlq_cli(void **state)
     assert_true(cJSON_IsFalse(path(j, "more", NULL, NULL)));
     cJSON *d = dead_letter(j, limit_id);
     assert_non_null(d);
-    assert_string_equal(path(d, "reason", NULL, NULL)->valuestring, "deliver limit reached (2 attempts)");
+    assert_string_equal(path(d, "reason", NULL, NULL)->valuestring,
+                        "deliver limit reached (2 attempts)");
     d = dead_letter(j, expired_id);
     assert_non_null(d);
     assert_string_equal(path(d, "reason", NULL, NULL)->valuestring, "expired");
@@ -500,9 +508,10 @@ static void test_dlq_cli(void **state)
     /* the next page, from its cursor: the other one, oldest first, and the end */
     char next[64], first[33];
     snprintf(next, sizeof next, "%s", path(j, "next", NULL, NULL)->valuestring);
-    snprintf(first, sizeof first, "%s",
-             path(cJSON_GetArrayItem(path(j, "deadLetters", NULL, NULL), 0), "messageId", NULL,
-                  NULL)->valuestring);
+    snprintf(
+        first, sizeof first, "%s",
+        path(cJSON_GetArrayItem(path(j, "deadLetters", NULL, NULL), 0), "messageId", NULL, NULL)
+            ->valuestring);
     assert_string_equal(first, limit_id);
     cJSON_Delete(j);
     j = cli_json(0, "dlq list --admin 127.0.0.1:%d --limit 1 --after %s", admin_port, next);
@@ -535,7 +544,8 @@ static void test_dlq_cli(void **state)
     j = cli_json(0, "msg --admin 127.0.0.1:%d %s", admin_port, limit_id);
     assert_string_equal(path(j, "state", NULL, NULL)->valuestring, "delivered");
     cJSON_Delete(j);
-    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
+    assert_int_equal(
+        cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, limit_id), 1);
     char *body = NULL; /* unknown ids and topics are said so */
     assert_int_equal(http("POST", "/dlq/requeue?id=0123456789abcdef0123456789abcdef", &body), 404);
     assert_non_null(strstr(body, "no dead letter with this id"));
@@ -543,7 +553,8 @@ static void test_dlq_cli(void **state)
     assert_int_equal(http("POST", "/dlq/purge?topic=no-such-topic", &body), 404);
     assert_non_null(strstr(body, "unknown topic no-such-topic"));
     free(body);
-    assert_int_equal(cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d --topic no-such-topic", admin_port), 1);
+    assert_int_equal(
+        cli_runf(NULL, "dlq purge --admin 127.0.0.1:%d --topic no-such-topic", admin_port), 1);
     assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d", admin_port), 2);
 
     /* purge */
@@ -632,8 +643,9 @@ static void test_malformed_http(void **state)
     publish_and_deliver();
 
     /* a bad method, garbage, a bad version */
-    const char *bad[] = {"FOO /stat HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x02\x00garbage\r\n\r\n",
-                         "GET /stat HTTP/9.9\r\nHost: x\r\n\r\n", "DELETE /dlq HTTP/1.1\r\nHost: x\r\n\r\n"};
+    const char *bad[] = {
+        "FOO /stat HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x02\x00garbage\r\n\r\n",
+        "GET /stat HTTP/9.9\r\nHost: x\r\n\r\n", "DELETE /dlq HTTP/1.1\r\nHost: x\r\n\r\n"};
     const int want[] = {400, 400, 505, 405};
     for (int i = 0; i < 4; i++) {
         fd = raw_connect(admin_port);
@@ -726,7 +738,8 @@ static void test_admin_token(void **state)
     (void)state;
     char out[4096];
     assert_int_equal(refused_start("-topics=t -db=memory:// -bind=127.0.0.1:0 -pport=0.0.0.0:0",
-                                   out, sizeof out), 2); /* a configuration error */
+                                   out, sizeof out),
+                     2); /* a configuration error */
     if (!strstr(out, "adminToken: required when admin listens beyond loopback"))
         fail_msg("no clear reason: %s", out);
 
@@ -748,7 +761,8 @@ static void test_admin_token(void **state)
     admin_port = port;
     assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 1);
     assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
-    assert_int_equal(cli_runf(NULL, "dlq purge --all --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
+    assert_int_equal(
+        cli_runf(NULL, "dlq purge --all --admin 127.0.0.1:%d --token %s", port, TOKEN_A), 0);
     setenv("KITEQ_ADMIN_TOKEN", TOKEN_A, 1);
     assert_int_equal(cli_runf(NULL, "reload --admin 127.0.0.1:%d", port), 0);
     unsetenv("KITEQ_ADMIN_TOKEN");
@@ -790,7 +804,7 @@ static void test_unrouted_counted(void **state)
     for (uint32_t i = 0; i < 5; i++)
         assert_int_equal(raw_publish(prod, 300 + i, &m, NULL, NULL, 0), 1);
     int64_t secs = (kq_now_ms() - t0) / 1000 + 1; /* the seconds the burst spanned */
-    m.type = "pay-succ"; /* bound: not counted */
+    m.type = "pay-succ";                          /* bound: not counted */
     assert_int_equal(raw_publish(prod, 310, &m, NULL, NULL, 0), 1);
     close(prod);
 
@@ -808,7 +822,8 @@ static void test_unrouted_counted(void **state)
     assert_int_equal(cli_runf(&out, "%s", args), 0);
     assert_non_null(strstr(out, "\"unrouted\":5"));
     free(out);
-    int lines = broker_log_count(&bp, "unrouted: no group is bound to topic=trade type=nobody-bound");
+    int lines =
+        broker_log_count(&bp, "unrouted: no group is bound to topic=trade type=nobody-bound");
     assert_true(lines >= 1 && lines <= secs + 1);
 }
 
@@ -830,7 +845,7 @@ static void test_stat_per_second(void **state)
     while ((ls = stat_last_second()).trade == 0 && kq_mono_us() / 1000 < deadline)
         usleep(50000);
     assert_true(ls.trade >= 1);
-    assert_true(ls.all == ls.trade); /* only "trade" had traffic */
+    assert_true(ls.all == ls.trade);   /* only "trade" had traffic */
     assert_true(ls.reads >= ls.trade); /* one frame per publish, at least */
     close(prod);
 

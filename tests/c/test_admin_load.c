@@ -27,8 +27,8 @@
 #include "support/broker_proc.h"
 
 #define N_DEAD 20000
-#define N_HAMMERS 18      /* more than the admin's 16 connections */
-#define PIPELINE 40       /* requests written at once per connection */
+#define N_HAMMERS 18 /* more than the admin's 16 connections */
+#define PIPELINE 40  /* requests written at once per connection */
 #define RTT_SAMPLES 400
 /* The loop must not stall: 99 % of heartbeat round trips under 50 ms, none over 1 s (the
  * test's 18 hammering threads share the machine's cores with the broker, so a single round
@@ -63,12 +63,18 @@ static void fill_dlq(const char *dir)
     char body[200];
     memset(body, 'b', sizeof body);
     for (int i = 0; i < N_DEAD; i++) {
-        struct kq_stored_msg m = {.cmd = 0x11, .topic = i % 4 ? "trade" : "user-profile",
-                                  .message_type = "pay-succ", .publish_group = TEST_PRODUCER,
-                                  .commit = true, .publish_time = 1700000000,
-                                  .expired_time = 1700000001, .deliver_limit = 100,
-                                  .header = header, .header_len = sizeof header,
-                                  .body = (const uint8_t *)body, .body_len = sizeof body};
+        struct kq_stored_msg m = {.cmd = 0x11,
+                                  .topic = i % 4 ? "trade" : "user-profile",
+                                  .message_type = "pay-succ",
+                                  .publish_group = TEST_PRODUCER,
+                                  .commit = true,
+                                  .publish_time = 1700000000,
+                                  .expired_time = 1700000001,
+                                  .deliver_limit = 100,
+                                  .header = header,
+                                  .header_len = sizeof header,
+                                  .body = (const uint8_t *)body,
+                                  .body_len = sizeof body};
         snprintf(m.id, sizeof m.id, "%032x", 0x10000 + i);
         assert_int_equal(s->ops->dead_letter(s, &m, "expired", NULL), 0);
     }
@@ -127,9 +133,12 @@ static int take_responses(char *buf, size_t *len, bool *busy)
 static void *hammer(void *arg)
 {
     int k = (int)(intptr_t)arg;
-    static const char *const targets[] = {
-        "/stat", "/metrics", "/msg/ffffffffffffffffffffffffffffffff", "/dlq?limit=1000",
-        "/dlq?topic=user-profile&limit=1000", "/msg/00000000000000000000000000014e1f"};
+    static const char *const targets[] = {"/stat",
+                                          "/metrics",
+                                          "/msg/ffffffffffffffffffffffffffffffff",
+                                          "/dlq?limit=1000",
+                                          "/dlq?topic=user-profile&limit=1000",
+                                          "/msg/00000000000000000000000000014e1f"};
     size_t cap = 8 << 20;
     char *buf = malloc(cap);
     while (!atomic_load(&stop_hammer)) {
@@ -200,8 +209,8 @@ static void test_heartbeats_while_hammered(void **state)
     print_message("heartbeat round trips: p99 %llu us, max %llu us, mean %llu us; admin "
                   "answers %ld (%ld refused: over the connection cap); RSS %ld -> %ld kB\n",
                   (unsigned long long)p99, (unsigned long long)worst,
-                  (unsigned long long)(sum / RTT_SAMPLES),
-                  atomic_load(&answered), atomic_load(&refused), rss0, rss1);
+                  (unsigned long long)(sum / RTT_SAMPLES), atomic_load(&answered),
+                  atomic_load(&refused), rss0, rss1);
     assert_false(lost);
     assert_true(atomic_load(&answered) > 100); /* the admin was really busy */
     assert_true(p99 < RTT_P99_US);
@@ -222,8 +231,9 @@ static void test_heartbeats_while_hammered(void **state)
     assert_int_equal(status, 200);
     if (!strstr(resp, "\"dlq_count\":20000"))
         fail_msg("no dlq_count 20000 in /stat: %.400s", resp);
-    assert_non_null(strstr(resp, "\"dlq_by_topic\":{\"user-profile\":5000,\"trade\":15000}") ?:
-                    strstr(resp, "\"dlq_by_topic\":{\"trade\":15000,\"user-profile\":5000}"));
+    assert_non_null(
+        strstr(resp, "\"dlq_by_topic\":{\"user-profile\":5000,\"trade\":15000}")
+            ?: strstr(resp, "\"dlq_by_topic\":{\"trade\":15000,\"user-profile\":5000}"));
 }
 
 int main(void)

@@ -72,7 +72,8 @@ static void test_command_before_handshake(void **state)
     assert_int_equal(raw_read_frame(fd, 3000, &f, &body), 1);
     assert_int_equal(f.cmd, KQ_CMD_CONN_AUTH);
     assert_int_equal(f.opaque, 0);
-    Protocol__ConnAuthAck *a = (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    Protocol__ConnAuthAck *a =
+        (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
     assert_non_null(a);
     assert_false(a->status);
     assert_string_equal(a->feedback, "Unauthorized,Connection broken!");
@@ -97,7 +98,8 @@ static void test_heartbeat_echo(void **state)
         uint8_t *body;
         assert_int_equal(raw_read_cmd(fd, KQ_CMD_HEARTBEAT, 3000, &f, &body), 1);
         assert_int_equal(f.opaque, opaques[i]); /* echoed, even 0 */
-        Protocol__HeartBeat *h = (Protocol__HeartBeat *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+        Protocol__HeartBeat *h =
+            (Protocol__HeartBeat *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
         assert_non_null(h);
         assert_true(h->version == versions[i]);
         kq_codec_free(&h->base);
@@ -192,12 +194,11 @@ static void test_client_plain_message_delivered(void **state)
     int ca = connect_as(TEST_CONSUMER);
     char addr[64], err[128];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", bp.port);
-    struct kq_client_options o = {.broker = addr, .group_id = TEST_PRODUCER,
-                                  .secret = TEST_SECRET};
+    struct kq_client_options o = {.broker = addr, .group_id = TEST_PRODUCER, .secret = TEST_SECRET};
     struct kq_client *c;
     assert_int_equal(kq_client_open(&o, &c, err, sizeof err), 0);
-    struct kq_message m = {.topic = "trade", .message_type = "refund-plain", .body = "plain",
-                           .body_len = 5};
+    struct kq_message m = {
+        .topic = "trade", .message_type = "refund-plain", .body = "plain", .body_len = 5};
     struct kq_publish_result r;
     assert_int_equal(kq_publish(c, &m, &r), 0);
     assert_true(r.status);
@@ -297,7 +298,8 @@ static void test_bad_frames(void **state)
     uint8_t *body;
     assert_int_equal(raw_read_cmd(fd, KQ_CMD_MESSAGE_STORE_ACK, 3000, &f, &body), 1);
     assert_int_equal(f.opaque, 77);
-    Protocol__MessageStoreAck *a = (Protocol__MessageStoreAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    Protocol__MessageStoreAck *a =
+        (Protocol__MessageStoreAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
     assert_non_null(a);
     assert_false(a->status);
     assert_non_null(strstr(a->feedback, "Malformed"));
@@ -362,8 +364,8 @@ static void put_nul(struct kq_buf *b, const char *marker)
 }
 
 /* Publish header h with a body of len bytes (cmd 0x11/0x12); the frame is in b, unsent. */
-static void message_frame(struct kq_buf *b, uint32_t opaque, uint8_t cmd,
-                          const Protocol__Header *h, const void *body, size_t len)
+static void message_frame(struct kq_buf *b, uint32_t opaque, uint8_t cmd, const Protocol__Header *h,
+                          const void *body, size_t len)
 {
     uint8_t *hb;
     size_t hl;
@@ -456,8 +458,8 @@ static void test_nul_in_names_refused(void **state)
             (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
         assert_non_null(a);
         assert_false(a->status);
-        assert_non_null(strstr(a->feedback, i == 0 ? "NUL byte in secretKey"
-                                                   : "NUL byte in groupId"));
+        assert_non_null(
+            strstr(a->feedback, i == 0 ? "NUL byte in secretKey" : "NUL byte in groupId"));
         kq_codec_free(&a->base);
         free(body);
         assert_true(raw_wait_closed(fd, 3000));
@@ -490,7 +492,7 @@ static void test_publish_too_large_for_delivery(void **state)
     char id[33];
     kq_message_id_generate(id);
     Protocol__Header h = header(id, "trade", "refund-big");
-    h.expiredtime = 0;   /* completed to now + 7 days: 5 bytes longer */
+    h.expiredtime = 0;    /* completed to now + 7 days: 5 bytes longer */
     h.has_createtime = 0; /* completed to now: 6 bytes longer */
     uint8_t *hb;
     size_t hl;

@@ -55,7 +55,7 @@ static int count_lines(const char *s)
 static void publish(const char *options, char id[33])
 {
     const char *out = cli_expect(0, "pub --broker %s " PRODUCER " --topic user-profile --type t %s",
-                          broker, options);
+                                 broker, options);
     const char *p = strstr(out, "id=");
     assert_non_null(p);
     snprintf(id, 33, "%.32s", p + 3);
@@ -66,7 +66,8 @@ static cJSON *consume(int n, const char *options)
 {
     char *out = NULL;
     assert_int_equal(cli_runf(&out, "sub --broker %s " CONSUMER " --count %d --timeout 10 %s",
-                              broker, n, options), 0);
+                              broker, n, options),
+                     0);
     cJSON *lines = cJSON_CreateArray();
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
@@ -217,8 +218,10 @@ static void test_pub_body_sources_and_properties(void **state)
     cJSON_Delete(lines);
 
     /* pacing: 4 messages at 10/s cannot take less than 300 ms */
-    char *out = cli_expect(0, "pub --broker %s " PRODUCER " --topic user-profile --type t --body r "
-                       "--count 4 --rate 10", broker);
+    char *out = cli_expect(0,
+                           "pub --broker %s " PRODUCER " --topic user-profile --type t --body r "
+                           "--count 4 --rate 10",
+                           broker);
     long ms = -1;
     const char *p = strstr(out, "elapsed_ms=");
     assert_non_null(p);
@@ -231,7 +234,7 @@ static void test_pub_body_sources_and_properties(void **state)
     assert_has(cli_expect(2, "%s --file /no/such/file", base), "/no/such/file");
     assert_has(cli_expect(2, "%s --body a --property novalue", base), "expected KEY=VALUE");
     assert_has(cli_expect(2, "%s --body a --delay 5 --property x-kiteq-delay-ms=5", base),
-                    "not both");
+               "not both");
 }
 
 /* A message nacked by sub comes back to the same sub as attempt 2. */
@@ -287,7 +290,7 @@ static void test_dlq_table_and_unknowns(void **state)
     assert_has(out, id);
     assert_has(out, "deliver limit");
     assert_has(cli_expect(1, "dlq requeue --admin %s --id 00000000000000000000000000000000", admin),
-                    "no dead letter with this id");
+               "no dead letter with this id");
     assert_has(cli_expect(1, "dlq purge --admin %s --topic no-such-topic", admin), "unknown topic");
     cli_expect(2, "dlq purge --admin %s --topic user-profile --table", admin);
 }
@@ -297,13 +300,13 @@ static void test_usage_errors(void **state)
 {
     (void)state;
     assert_has(cli_expect(2, "sub --broker %s " CONSUMER " --topic user-profile", broker),
-                    "need --registry");
+               "need --registry");
     assert_has(cli_expect(2, "sub --broker %s " CONSUMER " --watermark 5", broker),
-                    "need --registry");
+               "need --registry");
     assert_has(cli_expect(2, "pub --broker nocolon " PRODUCER " --topic t --type m --body x"),
-                    "expected HOST:PORT");
+               "expected HOST:PORT");
     assert_has(cli_expect(2, "sub --registry 127.0.0.1:2181 " CONSUMER " --topic t --type m"),
-                    "expected zk://HOST:PORT");
+               "expected zk://HOST:PORT");
     assert_has(cli_expect(2, "stat --admin 127.0.0.1"), "expected HOST:PORT");
     assert_has(cli_expect(2, "stat --admin %s --bogus", admin), "see 'kiteq-cli stat --help'");
     assert_has(cli_expect(2, "msg --admin %s", admin), "missing MESSAGE_ID");

@@ -33,9 +33,9 @@
 /* --- golden frames ------------------------------------------------------------------------ */
 
 /* spec §1.4: ConnMeta{"s-trade-a","123456",0}, opaque 1 */
-static const char SPEC_CONN_META[] =
-    "00000001020000000000000000000000000015"
-    "0a09732d74726164652d611206313233343536" "1800";
+static const char SPEC_CONN_META[] = "00000001020000000000000000000000000015"
+                                     "0a09732d74726164652d611206313233343536"
+                                     "1800";
 /* golden id 1: ConnMeta{"s-user-profile","123456",5} from the Go test client */
 static const char GOLD_CONN_META_WARMUP[] =
     "0000000102000000000000000000000000001a0a0e732d757365722d70726f66696c6512063132333435361805";
@@ -43,31 +43,39 @@ static const char GOLD_CONN_META_WARMUP[] =
  * uncommitted BytesMessage publish of the Go benchmark producer */
 static const char GOLD_PUBLISH_PREFIX[] =
     "1100000000000000000000000008650a600a2063353162633430366561633334333336623639336537656463"
-    "64646461643465120c757365722d70726f66696c651a0e70726f66696c652d757064617465208180acd8062864320c67"
+    "64646461643465120c757365722d70726f66696c651a0e70726f66696c652d757064617465208180acd8062864320c"
+    "67"
     "6f2d6b6974652d74657374380040005081dda6d806128010";
 /* golden id 14: the producer's commit of that message (opaque 0) */
-static const char GOLD_TX_COMMIT[] =
-    "000000000600000000000000000000000000660a600a2063353162633430366561633334333336623639336537656463"
-    "64646461643465120c757365722d70726f66696c651a0e70726f66696c652d757064617465208180acd8062864320c67"
-    "6f2d6b6974652d74657374380040005081dda6d80610011a00";
+static const char GOLD_TX_COMMIT[] = "000000000600000000000000000000000000660a600a20633531626334303"
+                                     "66561633334333336623639336537656463"
+                                     "64646461643465120c757365722d70726f66696c651a0e70726f66696c652"
+                                     "d757064617465208180acd8062864320c67"
+                                     "6f2d6b6974652d74657374380040005081dda6d80610011a00";
 /* golden id 5: StringMessage delivery (opaque 1), and id 6: the Go consumer's DeliverAck */
-static const char GOLD_DELIVERY[] =
-    "0000000112000000000000000000000000007c0a640a2036656332346637626666666134666335613333393230393335"
-    "33666363306461120c757365722d70726f66696c651a0e70726f66696c652d7570646174652093dea6d8062864320e73"
-    "2d757365722d70726f66696c653801400050bbd9a6d806580112144454426f5a5778736279426e627931726158526c";
-static const char GOLD_DELIVER_ACK[] =
-    "000000010500000000000000000000000000540a20366563323466376266666661346663356133333932303933353366"
-    "6363306461120c757365722d70726f66696c651a0e70726f66696c652d757064617465220e732d757365722d70726f66"
-    "696c6528013200";
+static const char GOLD_DELIVERY[] = "0000000112000000000000000000000000007c0a640a203665633234663762"
+                                    "6666666134666335613333393230393335"
+                                    "33666363306461120c757365722d70726f66696c651a0e70726f66696c652d"
+                                    "7570646174652093dea6d8062864320e73"
+                                    "2d757365722d70726f66696c653801400050bbd9a6d806580112144454426f"
+                                    "5a5778736279426e627931726158526c";
+static const char GOLD_DELIVER_ACK[] = "000000010500000000000000000000000000540a2036656332346637626"
+                                       "6666661346663356133333932303933353366"
+                                       "6363306461120c757365722d70726f66696c651a0e70726f66696c652d7"
+                                       "57064617465220e732d757365722d70726f66"
+                                       "696c6528013200";
 /* golden id 17: broker TX check (opaque 448), id 18: the Go producer's commit answer */
 static const char GOLD_TX_CHECK[] =
-    "000001c00600000000000000000000000000720a600a2031326135646439613935386434316164386563656432343733"
-    "61663263636636120c757365722d70726f66696c651a0e70726f66696c652d757064617465208180acd8062864320c67"
+    "000001c00600000000000000000000000000720a600a20313261356464396139353864343161643865636564323437"
+    "33"
+    "61663263636636120c757365722d70726f66696c651a0e70726f66696c652d757064617465208180acd8062864320c"
+    "67"
     "6f2d6b6974652d74657374380040005081dda6d80610001a0c53657276657220436865636b";
-static const char GOLD_TX_CHECK_REPLY[] =
-    "000001c00600000000000000000000000000660a600a2031326135646439613935386434316164386563656432343733"
-    "61663263636636120c757365722d70726f66696c651a0e70726f66696c652d757064617465208180acd8062864320c67"
-    "6f2d6b6974652d74657374380040005081dda6d80610011a00";
+static const char GOLD_TX_CHECK_REPLY[] = "000001c00600000000000000000000000000660a600a203132613564"
+                                          "6439613935386434316164386563656432343733"
+                                          "61663263636636120c757365722d70726f66696c651a0e70726f6669"
+                                          "6c652d757064617465208180acd8062864320c67"
+                                          "6f2d6b6974652d74657374380040005081dda6d80610011a00";
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)
 {
@@ -90,12 +98,12 @@ static void pause_ms(int ms)
 }
 
 /* Poll a condition until it holds or the deadline passes (never a bare sleep). */
-#define WAIT_FOR(cond, ms)                                                                \
-    do {                                                                                  \
-        int64_t wf_deadline_ = mono_ms() + (ms);                                          \
-        while (!(cond) && mono_ms() < wf_deadline_)                                       \
-            pause_ms(1);                                                                  \
-        assert_true(cond);                                                                \
+#define WAIT_FOR(cond, ms)                                                                         \
+    do {                                                                                           \
+        int64_t wf_deadline_ = mono_ms() + (ms);                                                   \
+        while (!(cond) && mono_ms() < wf_deadline_)                                                \
+            pause_ms(1);                                                                           \
+        assert_true(cond);                                                                         \
     } while (0)
 
 /* --- the fake broker ----------------------------------------------------------------------- */
@@ -106,11 +114,11 @@ struct fake {
     const char *feedback;
     const char *after_auth_hex; /* sent in the same write as the ConnAuthAck */
     pthread_t th;
-    int conn;                /* the accepted connection, after the handshake */
-    uint8_t meta[256];       /* the raw ConnMeta frame */
+    int conn;          /* the accepted connection, after the handshake */
+    uint8_t meta[256]; /* the raw ConnMeta frame */
     size_t meta_len;
     uint32_t meta_opaque;
-    struct kq_buf in;        /* received, not yet parsed */
+    struct kq_buf in; /* received, not yet parsed */
 };
 
 static void send_all(int fd, const void *p, size_t n)
@@ -291,9 +299,13 @@ static int seen_int(int *p)
 static struct kq_client_options base_opts(const char *group, kq_on_message_fn om,
                                           kq_on_tx_check_fn tc)
 {
-    struct kq_client_options o = {.group_id = group, .secret = "123456", .on_message = om,
-                                  .on_tx_check = tc, .connect_timeout_ms = 2000,
-                                  .ack_timeout_ms = 2000, .reconnect = false};
+    struct kq_client_options o = {.group_id = group,
+                                  .secret = "123456",
+                                  .on_message = om,
+                                  .on_tx_check = tc,
+                                  .connect_timeout_ms = 2000,
+                                  .ack_timeout_ms = 2000,
+                                  .reconnect = false};
     return o;
 }
 
@@ -337,9 +349,15 @@ static struct kq_message golden_message(uint8_t *body)
 {
     for (int i = 0; i < 2048; i++)
         body[i] = (uint8_t)(i * 7);
-    struct kq_message m = {.topic = "user-profile", .message_type = "profile-update",
-                           .group_id = "", .expired_time = 1795883009, .deliver_limit = 100,
-                           .two_phase = true, .fly = false, .body = body, .body_len = 2048,
+    struct kq_message m = {.topic = "user-profile",
+                           .message_type = "profile-update",
+                           .group_id = "",
+                           .expired_time = 1795883009,
+                           .deliver_limit = 100,
+                           .two_phase = true,
+                           .fly = false,
+                           .body = body,
+                           .body_len = 2048,
                            .create_time = 1795796609};
     strcpy(m.message_id, "c51bc406eac34336b693e7edcdddad4e");
     return m;
@@ -467,9 +485,15 @@ static void test_async_acks_out_of_order(void **state)
     struct kq_client *c = open_client(&f, &o);
 
     struct kq_property props[] = {{"k", "v"}};
-    struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .body = "hi", .body_len = 2,
-                           .string_body = true, .properties = props, .n_properties = 1};
+    struct kq_message m = {.topic = "t",
+                           .message_type = "mt",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = "hi",
+                           .body_len = 2,
+                           .string_body = true,
+                           .properties = props,
+                           .n_properties = 1};
     for (intptr_t i = 0; i < 3; i++)
         assert_int_equal(kq_publish_async(c, &m, on_published, (void *)i), 0);
 
@@ -535,8 +559,12 @@ static void test_ack_timeout(void **state)
     struct kq_client_options o = base_opts("g1", NULL, NULL);
     o.ack_timeout_ms = 200;
     struct kq_client *c = open_client(&f, &o);
-    struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .body = "x", .body_len = 1};
+    struct kq_message m = {.topic = "t",
+                           .message_type = "mt",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = "x",
+                           .body_len = 1};
     int64_t t0 = mono_ms();
     struct kq_publish_result r;
     assert_int_equal(kq_publish(c, &m, &r), -ETIMEDOUT);
@@ -614,8 +642,8 @@ static void test_delivery_acked(void **state)
     kq_frame_parse(fr, (size_t)n, &h);
     assert_int_equal(h.opaque, 4242);
     assert_int_equal(h.cmd, KQ_CMD_DELIVER_ACK);
-    Protocol__DeliverAck *a = (Protocol__DeliverAck *)kq_codec_unpack(h.cmd, h.body,
-                                                                      (size_t)h.body_len);
+    Protocol__DeliverAck *a =
+        (Protocol__DeliverAck *)kq_codec_unpack(h.cmd, h.body, (size_t)h.body_len);
     assert_non_null(a);
     assert_string_equal(a->messageid, hd.messageid);
     assert_string_equal(a->topic, "trade");
@@ -680,8 +708,12 @@ static void test_broker_close_fails_pending(void **state)
     struct kq_client_options o = base_opts("g1", NULL, NULL);
     o.ack_timeout_ms = 10000;
     struct kq_client *c = open_client(&f, &o);
-    struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .body = "x", .body_len = 1};
+    struct kq_message m = {.topic = "t",
+                           .message_type = "mt",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = "x",
+                           .body_len = 1};
     for (intptr_t i = 0; i < 2; i++)
         assert_int_equal(kq_publish_async(c, &m, on_published, (void *)i), 0);
     struct sync_pub p = {.c = c, .m = m};
@@ -808,8 +840,8 @@ static void test_heartbeat_and_reconnect(void **state)
 
     /* publishing works on the new connection */
     seen_reset();
-    struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .fly = true};
+    struct kq_message m = {
+        .topic = "t", .message_type = "mt", .expired_time = -1, .deliver_limit = -1, .fly = true};
     assert_int_equal(kq_publish_async(c, &m, on_published, (void *)0), 0);
     for (;;) {
         n = recv_frame(&f, &fr, 2000);
@@ -839,8 +871,12 @@ static void test_cork_batches_publishes(void **state)
     fake_listen(&f, true, "Auth Succ");
     struct kq_client_options o = base_opts("g1", NULL, NULL);
     struct kq_client *c = open_client(&f, &o);
-    struct kq_message m = {.topic = "t", .message_type = "mt", .expired_time = -1,
-                           .deliver_limit = -1, .body = "hi", .body_len = 2};
+    struct kq_message m = {.topic = "t",
+                           .message_type = "mt",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = "hi",
+                           .body_len = 2};
 
     kq_client_cork(c);
     kq_client_cork(c); /* corks nest */
@@ -907,9 +943,8 @@ static bool on_message_slow(void *ud, const struct kq_message *m)
         uint8_t *fr = NULL;
         int n = recv_frame(SLOW.f, &fr, 3000);
         struct kq_frame h;
-        SLOW.first_ack_seen_in_second_call =
-            n > 0 && kq_frame_parse(fr, (size_t)n, &h) > 0 && h.cmd == KQ_CMD_DELIVER_ACK &&
-            h.opaque == 100;
+        SLOW.first_ack_seen_in_second_call = n > 0 && kq_frame_parse(fr, (size_t)n, &h) > 0 &&
+                                             h.cmd == KQ_CMD_DELIVER_ACK && h.opaque == 100;
         free(fr);
     }
     atomic_fetch_add(&SLOW.calls, 1);

@@ -28,9 +28,12 @@ static bool on_message(void *ud, const struct kq_message *m)
 
 static struct kq_client *open_consumer(void)
 {
-    struct kq_client_options o = {.broker = NULL, .group_id = TEST_CONSUMER,
-                                  .secret = TEST_SECRET, .reconnect = true,
-                                  .heartbeat_ms = 200, .on_message = on_message};
+    struct kq_client_options o = {.broker = NULL,
+                                  .group_id = TEST_CONSUMER,
+                                  .secret = TEST_SECRET,
+                                  .reconnect = true,
+                                  .heartbeat_ms = 200,
+                                  .on_message = on_message};
     char addr[64], err[256];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", bp.port);
     o.broker = addr;

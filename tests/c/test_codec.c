@@ -65,8 +65,8 @@ static void check_frame_roundtrip(const uint8_t *frame, size_t len, const char *
         size_t hl;
         assert_int_equal(kq_header_pack(v.header, &hdr, &hl), 0);
         out.len = 0;
-        assert_int_equal(kq_codec_append_message(&out, f.opaque, f.cmd, hdr, hl, v.body,
-                                                 v.body_len), 0);
+        assert_int_equal(
+            kq_codec_append_message(&out, f.opaque, f.cmd, hdr, hl, v.body, v.body_len), 0);
         assert_int_equal(out.len, len);
         assert_memory_equal(out.data, frame, len);
         free(hdr);
@@ -77,7 +77,8 @@ static void check_frame_roundtrip(const uint8_t *frame, size_t len, const char *
         size_t hl;
         assert_int_equal(kq_header_pack(t->header, &hdr, &hl), 0);
         out.len = 0;
-        assert_int_equal(kq_codec_append_tx_ack(&out, f.opaque, hdr, hl, t->status, t->feedback), 0);
+        assert_int_equal(kq_codec_append_tx_ack(&out, f.opaque, hdr, hl, t->status, t->feedback),
+                         0);
         assert_int_equal(out.len, len);
         assert_memory_equal(out.data, frame, len);
         free(hdr);
@@ -93,7 +94,8 @@ static void test_golden_frames(void **state)
     assert_non_null(all);
     int n = 0;
     cJSON *o;
-    cJSON_ArrayForEach(o, all) {
+    cJSON_ArrayForEach(o, all)
+    {
         const char *hh = cJSON_GetStringValue(cJSON_GetObjectItem(o, "header_hex"));
         const char *bh = cJSON_GetStringValue(cJSON_GetObjectItem(o, "body_hex"));
         const char *kind = cJSON_GetStringValue(cJSON_GetObjectItem(o, "kind"));
@@ -128,7 +130,8 @@ static void test_golden_sessions(void **state)
     assert_non_null(all);
     int n = 0;
     cJSON *o;
-    cJSON_ArrayForEach(o, all) {
+    cJSON_ArrayForEach(o, all)
+    {
         const char *fh = cJSON_GetStringValue(cJSON_GetObjectItem(o, "frame_hex"));
         size_t len;
         uint8_t *frame = golden_hex(fh, &len);
@@ -184,8 +187,9 @@ static void test_bad_lengths(void **state)
     /* a body too large is refused on the sending side too */
     struct kq_buf b = {0};
     uint8_t *big = calloc(1, KQ_FRAME_MAX_BODY + 10);
-    assert_int_equal(kq_codec_append_message(&b, 1, KQ_CMD_BYTES_MESSAGE, big, 4, big,
-                                             KQ_FRAME_MAX_BODY), -EMSGSIZE);
+    assert_int_equal(
+        kq_codec_append_message(&b, 1, KQ_CMD_BYTES_MESSAGE, big, 4, big, KQ_FRAME_MAX_BODY),
+        -EMSGSIZE);
     free(big);
     kq_buf_free(&b);
 }
@@ -211,7 +215,7 @@ static void test_garbage_and_missing_fields(void **state)
 static void test_field_number_zero(void **state)
 {
     (void)state;
-    const uint8_t ok[] = {0x08, 0x05};                   /* HeartBeat version = 5 */
+    const uint8_t ok[] = {0x08, 0x05};                     /* HeartBeat version = 5 */
     const uint8_t zero[] = {0x08, 0x05, 0x80, 0x00, 0x07}; /* + field 0 (varint) = 7 */
     ProtobufCMessage *m = kq_codec_unpack(KQ_CMD_HEARTBEAT, ok, sizeof ok);
     assert_non_null(m);
@@ -236,15 +240,16 @@ static void test_field_number_zero(void **state)
     memcpy(hz, hb, hl);
     memcpy(hz + hl, "\x80\x00\x07", 3);
     struct kq_buf b = {0};
-    assert_int_equal(kq_codec_append_message(&b, 1, KQ_CMD_BYTES_MESSAGE, hb, hl,
-                                             (const uint8_t *)"x", 1), 0);
+    assert_int_equal(
+        kq_codec_append_message(&b, 1, KQ_CMD_BYTES_MESSAGE, hb, hl, (const uint8_t *)"x", 1), 0);
     const char *nul = "unset";
     assert_non_null(kq_codec_unpack_checked(&a, KQ_CMD_BYTES_MESSAGE, b.data + KQ_FRAME_HEADER_LEN,
                                             b.len - KQ_FRAME_HEADER_LEN, &nul));
     assert_null(nul);
     b.len = 0;
-    assert_int_equal(kq_codec_append_message(&b, 1, KQ_CMD_BYTES_MESSAGE, hz, hl + 3,
-                                             (const uint8_t *)"x", 1), 0);
+    assert_int_equal(
+        kq_codec_append_message(&b, 1, KQ_CMD_BYTES_MESSAGE, hz, hl + 3, (const uint8_t *)"x", 1),
+        0);
     assert_null(kq_codec_unpack_checked(&a, KQ_CMD_BYTES_MESSAGE, b.data + KQ_FRAME_HEADER_LEN,
                                         b.len - KQ_FRAME_HEADER_LEN, &nul));
     assert_null(kq_codec_unpack(KQ_CMD_BYTES_MESSAGE, b.data + KQ_FRAME_HEADER_LEN,
@@ -268,8 +273,9 @@ static void test_nul_bytes(void **state)
     size_t hl;
     assert_int_equal(kq_header_pack(&h, &hb, &hl), 0);
     struct kq_buf b = {0};
-    assert_int_equal(kq_codec_append_message(&b, 1, KQ_CMD_STRING_MESSAGE, hb, hl,
-                                             (const uint8_t *)"a\0b", 3), 0);
+    assert_int_equal(
+        kq_codec_append_message(&b, 1, KQ_CMD_STRING_MESSAGE, hb, hl, (const uint8_t *)"a\0b", 3),
+        0);
     const uint8_t *body = b.data + KQ_FRAME_HEADER_LEN;
     size_t len = b.len - KQ_FRAME_HEADER_LEN;
     ProtobufCMessage *m = kq_codec_unpack(KQ_CMD_STRING_MESSAGE, body, len);
@@ -283,8 +289,7 @@ static void test_nul_bytes(void **state)
     uint8_t *x = memmem(b.data, b.len, "t\x01x", 3);
     assert_non_null(x);
     x[1] = 0; /* messageType "t\0x" */
-    assert_string_equal(kq_codec_nul_string_field(KQ_CMD_STRING_MESSAGE, body, len),
-                        "messageType");
+    assert_string_equal(kq_codec_nul_string_field(KQ_CMD_STRING_MESSAGE, body, len), "messageType");
     struct kq_arena a; /* the decoder the broker uses tells the same from one walk */
     kq_arena_init(&a, 1024);
     const char *nul = NULL;
@@ -353,16 +358,11 @@ static void test_message_ids(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spec_examples),
-        cmocka_unit_test(test_golden_frames),
-        cmocka_unit_test(test_golden_sessions),
-        cmocka_unit_test(test_partial_and_many),
-        cmocka_unit_test(test_bad_lengths),
-        cmocka_unit_test(test_garbage_and_missing_fields),
-        cmocka_unit_test(test_field_number_zero),
-        cmocka_unit_test(test_nul_bytes),
-        cmocka_unit_test(test_header_committed),
-        cmocka_unit_test(test_message_ids),
+        cmocka_unit_test(test_spec_examples),     cmocka_unit_test(test_golden_frames),
+        cmocka_unit_test(test_golden_sessions),   cmocka_unit_test(test_partial_and_many),
+        cmocka_unit_test(test_bad_lengths),       cmocka_unit_test(test_garbage_and_missing_fields),
+        cmocka_unit_test(test_field_number_zero), cmocka_unit_test(test_nul_bytes),
+        cmocka_unit_test(test_header_committed),  cmocka_unit_test(test_message_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

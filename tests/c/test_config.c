@@ -187,7 +187,8 @@ static void test_file_features(void **state)
     (void)state;
     struct kq_config c;
     kq_config_defaults(&c);
-    const char *path = write_tmp("multi.lua",
+    const char *path = write_tmp(
+        "multi.lua",
         "local common = { deliverySeconds = 7, topics = { 'a', 'b' } }\n"
         "local function cluster(extra)\n"
         "  local t = {}\n"
@@ -201,7 +202,8 @@ static void test_file_features(void **state)
         "  clusters = {\n"
         "    one = cluster { bind = '0.0.0.0:14000', admin = false, deliveryFirst = true },\n"
         "    two = cluster { topics = { 'c' }, registry = '',\n"
-        "                    bindings = { { groupIds = {'g'}, topic = 'c', messageType = 'x' } } },\n"
+        "                    bindings = { { groupIds = {'g'}, topic = 'c', messageType = 'x' } } "
+        "},\n"
         "  },\n"
         "  bindings = {\n"
         "    { groupIds = { 'g1', 'g2' }, topic = 'a', messageType = 'm', bindType = 'REGX',\n"
@@ -247,8 +249,8 @@ static void test_print_round_trip(void **state)
     (void)state;
     struct kq_config a, b;
     kq_config_defaults(&a);
-    assert_int_equal(kq_config_load_file(&a, source_file("lua/config/cluster.lua"), NULL, err,
-                                         sizeof err), 0);
+    assert_int_equal(
+        kq_config_load_file(&a, source_file("lua/config/cluster.lua"), NULL, err, sizeof err), 0);
     char path[300];
     snprintf(path, sizeof path, "%s/printed.lua", tmpdir);
     FILE *f = fopen(path, "w");
@@ -311,9 +313,8 @@ static void test_flags_only(void **state)
 
     /* every override, in the three spellings */
     rc = run_args(&c, &check, 14, "--bind=10.1.2.3:14000", "-pport", "14001", "-db", "memory://",
-                  "--topics=a,b", "-zkhost=zk1:2181,zk2:2181", "-deliveryFirst",
-                  "-logLevel=debug", "-groups=g1:s1,g2:s:2", "-clusterName=adhoc", "--check",
-                  "--deliveryFirst=true");
+                  "--topics=a,b", "-zkhost=zk1:2181,zk2:2181", "-deliveryFirst", "-logLevel=debug",
+                  "-groups=g1:s1,g2:s:2", "-clusterName=adhoc", "--check", "--deliveryFirst=true");
     if (rc)
         fail_msg("%s", err);
     assert_true(check);
@@ -471,7 +472,8 @@ static void test_sandbox(void **state)
                       "runs too long", NULL);
     expect_load_error("local t = {}\nwhile true do t[#t + 1] = {} end", NULL, NULL);
     expect_load_error("local s, t = string.rep('x', 1048576), {}\n"
-                      "for i = 1, 100 do t[i] = s .. i end", NULL, "uses more than", NULL);
+                      "for i = 1, 100 do t[i] = s .. i end",
+                      NULL, "uses more than", NULL);
     /* precompiled chunks are refused */
     expect_load_error("\033LJ\002garbage", NULL, "not bytecode", NULL);
 }
@@ -484,20 +486,20 @@ static void test_pathological_pattern_refused(void **state)
     (void)state;
     uint64_t t0 = kq_mono_us();
     expect_load_error("local s = string.rep('a', 30) .. 'b'\n"
-                      "local hit = s:find('a*a*a*a*a*a*a*a*c')\n" CLUSTER(""), NULL,
-                      ".lua:2: string.find: pattern on a 31-byte subject: worst case",
+                      "local hit = s:find('a*a*a*a*a*a*a*a*c')\n" CLUSTER(""),
+                      NULL, ".lua:2: string.find: pattern on a 31-byte subject: worst case",
                       "a plain find", NULL);
-    expect_load_error("for w in string.gmatch(string.rep('a', 40) .. 'b', '.-.-.-.-.-.-c') do end\n"
-                      CLUSTER(""), NULL, ".lua:1: string.gmatch: pattern on a 41-byte subject",
-                      NULL);
+    expect_load_error(
+        "for w in string.gmatch(string.rep('a', 40) .. 'b', '.-.-.-.-.-.-c') do end\n" CLUSTER(""),
+        NULL, ".lua:1: string.gmatch: pattern on a 41-byte subject", NULL);
     assert_true(kq_mono_us() - t0 < 1000000);
     struct kq_config c;
     kq_config_defaults(&c);
-    const char *path = write_tmp("patterns.lua",
-                                 "local big = string.rep('a*', 500000)\n"
-                                 "assert(big:find('a*a*a*c', 1, true) == nil)\n"
-                                 "local env = ('prod-eu'):match('^(%a+)%-')\n"
-                                 "return { clusters = { [env] = { topics = { 'trade' } } } }\n");
+    const char *path =
+        write_tmp("patterns.lua", "local big = string.rep('a*', 500000)\n"
+                                  "assert(big:find('a*a*a*c', 1, true) == nil)\n"
+                                  "local env = ('prod-eu'):match('^(%a+)%-')\n"
+                                  "return { clusters = { [env] = { topics = { 'trade' } } } }\n");
     if (kq_config_load_file(&c, path, NULL, err, sizeof err) != 0)
         fail_msg("%s", err);
     assert_string_equal(c.cluster_name, "prod");
@@ -513,8 +515,8 @@ static void test_load_stops_when_abandoned(void **state)
     kq_lua_budget_stop_flag(&stop);
     struct kq_config c;
     kq_config_defaults(&c);
-    const char *path = write_tmp("slow.lua", "local n = 0\nfor i = 1, 1e6 do n = n + i end\n"
-                                 CLUSTER(""));
+    const char *path =
+        write_tmp("slow.lua", "local n = 0\nfor i = 1, 1e6 do n = n + i end\n" CLUSTER(""));
     int rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
     kq_lua_budget_stop_flag(NULL);
     assert_int_equal(rc, -EINVAL);
@@ -533,13 +535,13 @@ static void test_type_and_key_errors(void **state)
                       NULL);
     expect_load_error(CLUSTER("deliveryFirst = 'yes'"), NULL,
                       "clusters.dev.deliveryFirst: must be true or false (got \"yes\")", NULL);
-    expect_load_error(CLUSTER("bind = 13800"), NULL, "clusters.dev.bind: must be a string (got 13800)",
-                      NULL);
+    expect_load_error(CLUSTER("bind = 13800"), NULL,
+                      "clusters.dev.bind: must be a string (got 13800)", NULL);
     expect_load_error("return { clusters = { dev = { topics = 'trade' } } }", NULL,
                       "clusters.dev.topics: must be a list", NULL);
     expect_load_error(CLUSTER("groups = { 'a' }"), NULL, "clusters.dev.groups:", NULL);
-    expect_load_error(CLUSTER("groups = { g = 5 }"), NULL, "clusters.dev.groups.g: must be a string",
-                      NULL);
+    expect_load_error(CLUSTER("groups = { g = 5 }"), NULL,
+                      "clusters.dev.groups.g: must be a string", NULL);
     expect_load_error(CLUSTER("delivrySeconds = 5"), NULL,
                       "clusters.dev.delivrySeconds: unknown key (did you mean deliverySeconds?)",
                       NULL);
@@ -548,34 +550,37 @@ static void test_type_and_key_errors(void **state)
     expect_load_error("return { clusters = { dev = { topics = {'a'} } }, bindings = { { groupIds = "
                       "{'g'}, topic = 'a', messageType = 'm', persistant = true } } }",
                       NULL, "bindings[1].persistant: unknown key (did you mean persistent?)", NULL);
-    expect_load_error("return { clusters = { { topics = {'a'} } } }", NULL, "clusters: entries must be named",
-                      NULL);
+    expect_load_error("return { clusters = { { topics = {'a'} } } }", NULL,
+                      "clusters: entries must be named", NULL);
     expect_load_error("return { clusters = 'dev' }", NULL, "clusters: must be a table", NULL);
-    expect_load_error("return { clusters = { dev = 1 } }", NULL, "clusters.dev: must be a table", NULL);
+    expect_load_error("return { clusters = { dev = 1 } }", NULL, "clusters.dev: must be a table",
+                      NULL);
 }
 
 static void test_bad_values(void **state)
 {
     (void)state;
     expect_load_error(CLUSTER("bind = '127.0.0.1:70000'"), NULL,
-                      "clusters.dev.bind: must be \"host:port\"", "(got \"127.0.0.1:70000\")", NULL);
-    expect_load_error(CLUSTER("admin = 'localhost'"), NULL, "clusters.dev.admin:", NULL);
-    expect_load_error(CLUSTER("deliverySeconds = -1"), NULL, "clusters.dev.deliverySeconds", "(got -1)",
+                      "clusters.dev.bind: must be \"host:port\"", "(got \"127.0.0.1:70000\")",
                       NULL);
+    expect_load_error(CLUSTER("admin = 'localhost'"), NULL, "clusters.dev.admin:", NULL);
+    expect_load_error(CLUSTER("deliverySeconds = -1"), NULL, "clusters.dev.deliverySeconds",
+                      "(got -1)", NULL);
     expect_load_error(CLUSTER("deliverySeconds = 1.5"), NULL, "clusters.dev.deliverySeconds", NULL);
     expect_load_error(CLUSTER("recoverSeconds = 0"), NULL,
                       "clusters.dev.recoverSeconds: must be an integer >= 1 (got 0)", NULL);
     expect_load_error(CLUSTER("dlqExecHour = 24"), NULL,
                       "clusters.dev.dlqExecHour: must be an integer 0-23 (got 24)", NULL);
-    expect_load_error(CLUSTER("maxDeliverWorkers = 0"), NULL, "clusters.dev.maxDeliverWorkers", NULL);
-    expect_load_error(CLUSTER("maxConnections = -1"), NULL, "clusters.dev.maxConnections", NULL);
-    expect_load_error(CLUSTER("db = 'rocksdb://./db'"), NULL, "clusters.dev.db: must be a store URI",
+    expect_load_error(CLUSTER("maxDeliverWorkers = 0"), NULL, "clusters.dev.maxDeliverWorkers",
                       NULL);
+    expect_load_error(CLUSTER("maxConnections = -1"), NULL, "clusters.dev.maxConnections", NULL);
+    expect_load_error(CLUSTER("db = 'rocksdb://./db'"), NULL,
+                      "clusters.dev.db: must be a store URI", NULL);
     expect_load_error(CLUSTER("logLevel = 'verbose'"), NULL, "clusters.dev.logLevel:", NULL);
     expect_load_error(CLUSTER("logFile = 42"), NULL, "clusters.dev.logFile:", NULL);
     expect_load_error(CLUSTER("registry = 'etcd://x'"), NULL, "clusters.dev.registry:", NULL);
-    expect_load_error("return { registry = 'zk://', clusters = { dev = { topics = {'a'} } } }", NULL,
-                      ": registry:", NULL);
+    expect_load_error("return { registry = 'zk://', clusters = { dev = { topics = {'a'} } } }",
+                      NULL, ": registry:", NULL);
     expect_load_error("return { clusters = { dev = { topics = { 'a', 'b', 'a' } } } }", NULL,
                       "clusters.dev.topics[3]: duplicate topic (got \"a\")", NULL);
     expect_load_error("return { clusters = { dev = { topics = { 'a', '' } } } }", NULL,
@@ -591,8 +596,8 @@ static void test_admin_exposure(void **state)
     (void)state;
     const char *loop[] = {"127.0.0.1:1", "127.9.9.9:1", "localhost:1", "[::1]:1",
                           "[::ffff:127.0.0.1]:1"};
-    const char *wide[] = {"0.0.0.0:1", "10.0.0.1:1", "[::]:1", "myhost:1", "128.0.0.1:1",
-                          "[::ffff:10.0.0.1]:1", "nocolon", ""};
+    const char *wide[] = {"0.0.0.0:1",   "10.0.0.1:1",          "[::]:1",  "myhost:1",
+                          "128.0.0.1:1", "[::ffff:10.0.0.1]:1", "nocolon", ""};
     for (size_t i = 0; i < sizeof loop / sizeof loop[0]; i++)
         assert_true(kq_addr_is_loopback(loop[i]));
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
@@ -639,8 +644,9 @@ static void test_admin_exposure(void **state)
         fail_msg("%s", err);
     assert_string_equal(c.admin, "127.0.0.1:14001");
     kq_config_free(&c);
-    assert_int_equal(run_args(&c, &check, 4, "-bind=0.0.0.0:14000", "-pport=0.0.0.0:14001",
-                              "-topics=t"), -EINVAL);
+    assert_int_equal(
+        run_args(&c, &check, 4, "-bind=0.0.0.0:14000", "-pport=0.0.0.0:14001", "-topics=t"),
+        -EINVAL);
     assert_has(err, "adminToken: required");
     kq_config_free(&c);
     if (run_args(&c, &check, 4, tok, "-pport=10.1.2.3:14001", "-topics=trade,user"))
@@ -669,7 +675,8 @@ static void test_cluster_selection(void **state)
 static void test_binding_errors(void **state)
 {
     (void)state;
-#define BIND(entry) "return { clusters = { dev = { topics = { 'trade' } } }, bindings = { " entry " } }"
+#define BIND(entry)                                                                                \
+    "return { clusters = { dev = { topics = { 'trade' } } }, bindings = { " entry " } }"
     expect_load_error(BIND("{ groupIds = {'g'}, topic = 'nope', messageType = 'm' }"), NULL,
                       "bindings[1].topic: names a topic that no cluster lists", "(got \"nope\")",
                       NULL);
@@ -684,14 +691,18 @@ static void test_binding_errors(void **state)
                       "bindings[1].groupIds: is required", NULL);
     expect_load_error(BIND("{ groupIds = {'g'}, topic = 'trade' }"), NULL,
                       "bindings[1].messageType: is required", NULL);
-    expect_load_error(BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'm', bindType = 'topic' }"),
-                      NULL, "bindings[1].bindType: must be \"direct\", \"regx\" or \"fanout\"", NULL);
-    expect_load_error(BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'm', bindType = 3 }"),
-                      NULL, "bindings[1].bindType:", "(got 3)", NULL);
-    expect_load_error(BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'a(', bindType = 'regx' }"),
-                      NULL, "bindings[1].messageType: invalid regular expression", NULL);
-    expect_load_error(BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'm', watermark = 'hi' }"),
-                      NULL, "bindings[1].watermark:", NULL);
+    expect_load_error(
+        BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'm', bindType = 'topic' }"), NULL,
+        "bindings[1].bindType: must be \"direct\", \"regx\" or \"fanout\"", NULL);
+    expect_load_error(
+        BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'm', bindType = 3 }"), NULL,
+        "bindings[1].bindType:", "(got 3)", NULL);
+    expect_load_error(
+        BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'a(', bindType = 'regx' }"), NULL,
+        "bindings[1].messageType: invalid regular expression", NULL);
+    expect_load_error(
+        BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'm', watermark = 'hi' }"), NULL,
+        "bindings[1].watermark:", NULL);
     expect_load_error(BIND("{ groupIds = {'g'}, topic = 'trade', messageType = 'm' }, 5"), NULL,
                       "bindings[2]: must be a table", NULL);
 #undef BIND
@@ -713,7 +724,8 @@ static void test_every_problem_reported(void **state)
     (void)state;
     struct kq_config c;
     kq_config_defaults(&c);
-    const char *path = write_tmp("many.lua",
+    const char *path = write_tmp(
+        "many.lua",
         "return {\n"
         "  colour = 'red',\n"
         "  clusters = {\n"
@@ -753,11 +765,10 @@ static void test_every_problem_reported(void **state)
     char fileflag[300];
     snprintf(fileflag, sizeof fileflag, "%s",
              write_tmp("cross.lua", "return { clusters = { a = { topics = { 'trade' },\n"
-                       "  groups = { ['p'] = 's' },\n"
-                       "  bindings = { { groupIds = { 'ghost' }, topic = 'trade',\n"
-                       "                 messageType = 'm' } } } } }\n"));
-    assert_int_equal(run_args(&c, &check, 4, fileflag, "-topics=other", "-groups=p:s,q:"),
-                     -EINVAL);
+                                    "  groups = { ['p'] = 's' },\n"
+                                    "  bindings = { { groupIds = { 'ghost' }, topic = 'trade',\n"
+                                    "                 messageType = 'm' } } } } }\n"));
+    assert_int_equal(run_args(&c, &check, 4, fileflag, "-topics=other", "-groups=p:s,q:"), -EINVAL);
     assert_has(err, "-groups: must be"); /* a bad flag stops there */
     kq_config_free(&c);
     assert_int_equal(run_args(&c, &check, 3, fileflag, "-topics=other"), -EINVAL);
@@ -770,23 +781,26 @@ static void test_every_problem_reported(void **state)
 static void test_binding_group_checks(void **state)
 {
     (void)state;
-#define GROUPS_AND(entry)                                                                  \
-    "return { clusters = { dev = { topics = { 'trade' }, groups = { ['s-a'] = 'x', "       \
+#define GROUPS_AND(entry)                                                                          \
+    "return { clusters = { dev = { topics = { 'trade' }, groups = { ['s-a'] = 'x', "               \
     "['p'] = 'y' } } }, bindings = { " entry " } }"
     /* a bound group that cannot log in */
     struct kq_config c;
     bool check;
-    const char *path = write_tmp("ghost.lua", GROUPS_AND(
-        "{ groupIds = { 's-a', 's-ghost' }, topic = 'trade', messageType = 'm' },"
-        "{ groupIds = { 's-ghost' }, topic = 'trade', messageType = 'n' }"));
+    const char *path = write_tmp(
+        "ghost.lua",
+        GROUPS_AND("{ groupIds = { 's-a', 's-ghost' }, topic = 'trade', messageType = 'm' },"
+                   "{ groupIds = { 's-ghost' }, topic = 'trade', messageType = 'n' }"));
     assert_int_equal(run_args(&c, &check, 2, path), -EINVAL);
     assert_has(err, ": bindings (group s-ghost): names a group that is not in groups, so its "
                     "consumers can never log in (got \"s-ghost\")");
     assert_int_equal(count_lines(err), 1); /* once per group, not per binding */
     kq_config_free(&c);
     /* without groups (authentication off) any group may bind */
-    path = write_tmp("open.lua", "return { clusters = { dev = { topics = { 'trade' } } }, "
-                     "bindings = { { groupIds = { 's-any' }, topic = 'trade', messageType = 'm' } } }");
+    path = write_tmp(
+        "open.lua",
+        "return { clusters = { dev = { topics = { 'trade' } } }, "
+        "bindings = { { groupIds = { 's-any' }, topic = 'trade', messageType = 'm' } } }");
     assert_int_equal(run_args(&c, &check, 2, path), 0);
     kq_config_free(&c);
 
@@ -805,10 +819,12 @@ static void test_too_many_groups_on_a_topic(void **state)
     (void)state;
     size_t cap = 256 * 1024, len = 0;
     char *text = malloc(cap);
-    len += (size_t)snprintf(text, cap, "local g = {} for i = 1, %d do g[#g + 1] = 'g' .. i end\n"
+    len += (size_t)snprintf(text, cap,
+                            "local g = {} for i = 1, %d do g[#g + 1] = 'g' .. i end\n"
                             "return { clusters = { dev = { topics = { 'trade' } } }, bindings = {"
                             " { groupIds = g, topic = 'trade', messageType = '*', "
-                            "bindType = 'fanout' } } }", KQ_MAX_GROUPS_PER_TOPIC + 1);
+                            "bindType = 'fanout' } } }",
+                            KQ_MAX_GROUPS_PER_TOPIC + 1);
     (void)len;
     struct kq_config c;
     bool check;
@@ -825,7 +841,8 @@ static void test_fanout_message_type_warned(void **state)
     (void)state;
     struct kq_config c;
     kq_config_defaults(&c);
-    const char *path = write_tmp("fanout.lua",
+    const char *path = write_tmp(
+        "fanout.lua",
         "return { clusters = { dev = { topics = { 'trade' } } }, bindings = {\n"
         "  { groupIds = { 'g1' }, topic = 'trade', bindType = 'fanout', messageType = 'pay' },\n"
         "  { groupIds = { 'g2' }, topic = 'trade', bindType = 'fanout', messageType = '*' },\n"
@@ -838,8 +855,10 @@ static void test_fanout_message_type_warned(void **state)
     assert_int_equal(c.n_bindings, 3);
     assert_string_equal(find_binding(&c, "g1", "*")->topic, "trade");
     char want[400];
-    snprintf(want, sizeof want, "warn config: %s: bindings[1].messageType: ignored: a fanout "
-             "binding receives every message type of its topic (\"*\") (got \"pay\")", path);
+    snprintf(want, sizeof want,
+             "warn config: %s: bindings[1].messageType: ignored: a fanout "
+             "binding receives every message type of its topic (\"*\") (got \"pay\")",
+             path);
     assert_has(log, want);
     assert_null(strstr(log, "bindings[2]"));
     assert_null(strstr(log, "bindings[3]"));
@@ -855,8 +874,9 @@ static void test_policies_named(void **state)
     struct kq_config c;
     kq_config_defaults(&c);
     assert_false(c.policies_set);
-    const char *path = write_tmp("pol.lua", "return { clusters = { a = { topics = { 't' } }, "
-                                 "b = { topics = { 't' }, policies = 'x' } }, default = 'a' }");
+    const char *path =
+        write_tmp("pol.lua", "return { clusters = { a = { topics = { 't' } }, "
+                             "b = { topics = { 't' }, policies = 'x' } }, default = 'a' }");
     assert_int_equal(kq_config_load_file(&c, path, NULL, err, sizeof err), 0);
     assert_false(c.policies_set); /* only cluster b names one */
     kq_config_free(&c);
@@ -874,7 +894,8 @@ static void test_print_redacts_password(void **state)
     struct kq_config c;
     bool check;
     assert_int_equal(run_args(&c, &check, 3, "-topics=t",
-                              "-db=mysql://db:3306?db=kite&username=u&password=Hunter2x"), 0);
+                              "-db=mysql://db:3306?db=kite&username=u&password=Hunter2x"),
+                     0);
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);

@@ -175,8 +175,8 @@ static void local_name(int fd, char *out, size_t len)
 static bool stat_lists(const char *group, const char *peer)
 {
     cJSON *st = get_stat();
-    cJSON *members = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(st, "kiteq"),
-                                                             "groups"), group);
+    cJSON *members =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(st, "kiteq"), "groups"), group);
     bool found = false;
     cJSON *it;
     cJSON_ArrayForEach(it, members) found |= strcmp(it->valuestring, peer) == 0;
@@ -279,8 +279,7 @@ static void test_half_open_consumer_is_dropped(void **state)
 {
     (void)state;
     if (geteuid() != 0 || unshare(CLONE_NEWNET) != 0) {
-        printf("skipped: a private network namespace needs root (unshare: %s)\n",
-               strerror(errno));
+        printf("skipped: a private network namespace needs root (unshare: %s)\n", strerror(errno));
         skip();
     }
     /* This process (and the broker it starts) now has a loopback of its own. */
@@ -298,8 +297,8 @@ static void test_half_open_consumer_is_dropped(void **state)
     assert_int_equal(system("ip addr del " DEAD_IP "/32 dev lo"), 0);
     close(publish(1, 100));
     char line[128];
-    snprintf(line, sizeof line, "closed peer=%s group=%s reason=\"connection timed out\"",
-             peer, TEST_CONSUMER);
+    snprintf(line, sizeof line, "closed peer=%s group=%s reason=\"connection timed out\"", peer,
+             TEST_CONSUMER);
     assert_true(broker_wait_log(&bp, line, 5000));
     assert_false(stat_lists(TEST_CONSUMER, peer));
     close(cons);

@@ -130,8 +130,8 @@ static void test_small_buffer_consumer_keeps_pace(void **state)
     struct producer p[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
-        p[i] = (struct producer){.n = 1500, .type = "refund-flow", .body_len = 2048,
-                                 .wait_each = true};
+        p[i] = (struct producer){
+            .n = 1500, .type = "refund-flow", .body_len = 2048, .wait_each = true};
         assert_int_equal(pthread_create(&t[i], NULL, produce, &p[i]), 0);
     }
     struct idset *seen = idset_new();
@@ -268,8 +268,8 @@ static void test_client_that_never_reads(void **state)
     }
     kq_buf_free(&b);
     long rss1 = proc_rss_kb(bp.pid);
-    print_message("never-reading client: sent %zu bytes, broker RSS %ld -> %ld kB\n", sent,
-                  rss0, rss1);
+    print_message("never-reading client: sent %zu bytes, broker RSS %ld -> %ld kB\n", sent, rss0,
+                  rss1);
     assert_true(rss1 - rss0 < 32 * 1024);
     assert_true(broker_wait_log(&bp, "does not read its answers", 5000));
     assert_true(raw_wait_closed(fd, 10000));
@@ -331,16 +331,18 @@ static void test_fanout_to_300_groups(void **state)
     enum { N = 300 };
     size_t cap = 64 * 1024, len = 0;
     char *cfg = malloc(cap);
-    len += (size_t)snprintf(cfg + len, cap - len,
-                            "return { default = \"t\", clusters = { t = {\n"
-                            "  bind = \"127.0.0.1:0\", topics = { \"trade\" }, db = \"memory://\",\n"
-                            "  groups = { [\"p-trade\"] = \"secret\",\n");
+    len +=
+        (size_t)snprintf(cfg + len, cap - len,
+                         "return { default = \"t\", clusters = { t = {\n"
+                         "  bind = \"127.0.0.1:0\", topics = { \"trade\" }, db = \"memory://\",\n"
+                         "  groups = { [\"p-trade\"] = \"secret\",\n");
     for (int i = 0; i < N; i++)
         len += (size_t)snprintf(cfg + len, cap - len, "    [\"g%03d\"] = \"secret\",\n", i);
     len += (size_t)snprintf(cfg + len, cap - len, "} } },\n  bindings = { { groupIds = {");
     for (int i = 0; i < N; i++)
         len += (size_t)snprintf(cfg + len, cap - len, " \"g%03d\",", i);
-    snprintf(cfg + len, cap - len, " }, topic = \"trade\", messageType = \"*\", "
+    snprintf(cfg + len, cap - len,
+             " }, topic = \"trade\", messageType = \"*\", "
              "bindType = \"fanout\", persistent = true } },\n}\n");
     assert_int_equal(broker_start(&bp, cfg, NULL), 0);
     free(cfg);

@@ -82,7 +82,7 @@ struct producer {
     pthread_cond_t cv;
     int inflight;
     bool stop;
-    uint64_t failed; /* acks with status false or no ack at all */
+    uint64_t failed;  /* acks with status false or no ack at all */
     uint64_t nospace; /* status false naming ENOSPC */
     char last_feedback[128];
 };
@@ -112,8 +112,13 @@ static void *producer_main(void *arg)
     static char body[BODY_LEN];
     memset(body, 'x', sizeof body);
     struct kq_message m = {
-        .topic = "trade", .message_type = "pay-succ", .group_id = "", .expired_time = -1,
-        .deliver_limit = -1, .body = body, .body_len = sizeof body,
+        .topic = "trade",
+        .message_type = "pay-succ",
+        .group_id = "",
+        .expired_time = -1,
+        .deliver_limit = -1,
+        .body = body,
+        .body_len = sizeof body,
     };
     for (;;) {
         pthread_mutex_lock(&p->mu);
@@ -145,8 +150,12 @@ static int client_open(struct kq_client **c, int port, const char *group, kq_on_
 {
     char addr[64], err[256] = "";
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    struct kq_client_options o = {.broker = addr, .group_id = group, .secret = TEST_SECRET,
-                                  .ack_timeout_ms = 5000, .on_message = fn, .ud = ud};
+    struct kq_client_options o = {.broker = addr,
+                                  .group_id = group,
+                                  .secret = TEST_SECRET,
+                                  .ack_timeout_ms = 5000,
+                                  .on_message = fn,
+                                  .ud = ud};
     int rc = kq_client_open(&o, c, err, sizeof err);
     if (rc)
         print_message("client_open %s: %d %s\n", group, rc, err);
@@ -233,7 +242,8 @@ static void consumers_open(void)
     static const char *groups[2] = {TEST_CONSUMER, TEST_CONSUMER_B};
     for (int g = 0; g < 2; g++) {
         W.cons[g].delivered = W.delivered[g];
-        assert_int_equal(client_open(&W.cons[g].c, W.bp.port, groups[g], on_message, &W.cons[g]), 0);
+        assert_int_equal(client_open(&W.cons[g].c, W.bp.port, groups[g], on_message, &W.cons[g]),
+                         0);
     }
 }
 
@@ -280,8 +290,7 @@ static void expect_all_delivered(const struct idset *except, int timeout_ms)
     consumers_close();
     if (!ok)
         fail_msg("LOST acked messages: %zu of %zu never reached %s, %zu never reached %s",
-                 m.missing[0], idset_size(W.acked), TEST_CONSUMER, m.missing[1],
-                 TEST_CONSUMER_B);
+                 m.missing[0], idset_size(W.acked), TEST_CONSUMER, m.missing[1], TEST_CONSUMER_B);
 }
 
 struct dup_ctx {
@@ -311,8 +320,8 @@ static void report_duplicates(const char *what)
         idset_foreach(W.delivered[g], count_dups, &d);
         print_message("%s %s: acked=%zu delivered ids=%zu repeated deliveries=%" PRIu64
                       " published-not-acked delivered=%" PRIu64 "\n",
-                      what, groups[g], idset_size(W.acked), idset_size(W.delivered[g]),
-                      d.repeated, d.unacked);
+                      what, groups[g], idset_size(W.acked), idset_size(W.delivered[g]), d.repeated,
+                      d.unacked);
         assert_int_equal(d.unknown, 0);
     }
 }
@@ -363,10 +372,7 @@ static void start_broker(const char *db)
     W.broker_up = true;
 }
 
-static bool acked_at_least(void *ud)
-{
-    return idset_size(W.acked) >= *(size_t *)ud;
-}
+static bool acked_at_least(void *ud) { return idset_size(W.acked) >= *(size_t *)ud; }
 
 /* --- 1. kill -9 at random moments ------------------------------------------------------- */
 
@@ -565,9 +571,13 @@ static bool publish_once(void *ud)
     struct try_ctx *t = ud;
     static char body[BODY_LEN];
     memset(body, 'y', sizeof body);
-    struct kq_message m = {.topic = "trade", .message_type = "pay-succ", .group_id = "",
-                           .expired_time = -1, .deliver_limit = -1,
-                           .body = body, .body_len = sizeof body};
+    struct kq_message m = {.topic = "trade",
+                           .message_type = "pay-succ",
+                           .group_id = "",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = body,
+                           .body_len = sizeof body};
     kq_generate_message_id(m.message_id);
     idset_add(W.published, m.message_id);
     struct kq_publish_result r;
@@ -604,8 +614,8 @@ static void test_disk_full(void **state)
         fail_msg("no ENOSPC after %zu acks (last feedback \"%s\")", idset_size(W.acked),
                  W.prod.last_feedback);
     producer_stop(&W.prod);
-    print_message("disk full after %zu acks: \"%s\" (%" PRIu64 " failed)\n",
-                  idset_size(W.acked), W.prod.last_feedback, W.prod.failed);
+    print_message("disk full after %zu acks: \"%s\" (%" PRIu64 " failed)\n", idset_size(W.acked),
+                  W.prod.last_feedback, W.prod.failed);
     assert_true(idset_size(W.acked) > 100);
 
     /* still serving: heartbeat answered, a fly message acked */

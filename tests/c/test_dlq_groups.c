@@ -56,8 +56,12 @@ static cJSON *dead(const char *id)
 /* A pay-succ message (both groups), deliver limit 2: a acks, b nacks both attempts. */
 static void publish_and_fail_b(int prod, int a, int b, char id[33])
 {
-    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .group = TEST_PRODUCER,
-                        .body = "hello dlq", .commit = true, .limit = 2};
+    struct raw_msg m = {.topic = "trade",
+                        .type = "pay-succ",
+                        .group = TEST_PRODUCER,
+                        .body = "hello dlq",
+                        .commit = true,
+                        .limit = 2};
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     char got[33];
     uint32_t op;
@@ -81,7 +85,8 @@ static int sent_after_requeue(const char *id, const char *group)
     int status, n = 0;
     bool after = false;
     cJSON *j = get_json(path, &status), *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "history")) {
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "history"))
+    {
         const char *ev = cJSON_GetObjectItem(e, "event")->valuestring;
         cJSON *g = cJSON_GetObjectItem(e, "group");
         after |= !strcmp(ev, "requeued");
@@ -127,8 +132,10 @@ static void test_requeue_goes_to_who_failed(void **state)
     assert_non_null(strstr(out, "hello dlq"));
     assert_non_null(strstr(out, TEST_CONSUMER_B));
     free(out);
-    assert_int_equal(cli_runf(NULL, "dlq show --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff",
-                              admin_port), 1);
+    assert_int_equal(cli_runf(NULL,
+                              "dlq show --admin 127.0.0.1:%d ffffffffffffffffffffffffffffffff",
+                              admin_port),
+                     1);
 
     /* the groups survive a restart of the broker (file store) */
     close(a);
@@ -166,10 +173,12 @@ static void test_requeue_goes_to_who_failed(void **state)
     assert_int_equal(sent_after_requeue(id, TEST_CONSUMER), 0); /* it had acked: no duplicate */
 
     /* a group that is not bound is refused; --group picks who gets it */
-    assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s --group nobody",
-                              admin_port, id2), 1);
+    assert_int_equal(
+        cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s --group nobody", admin_port, id2),
+        1);
     assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s --group %s",
-                              admin_port, id2, TEST_CONSUMER), 0);
+                              admin_port, id2, TEST_CONSUMER),
+                     0);
     assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
     assert_string_equal(got, id2);
     raw_deliver_ack(a, op, got, true);
@@ -193,8 +202,12 @@ static void test_each_group_keeps_its_reason(void **state)
     int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
     int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
     int prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
-    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .group = TEST_PRODUCER,
-                        .body = "two reasons", .commit = true, .limit = 1};
+    struct raw_msg m = {.topic = "trade",
+                        .type = "pay-succ",
+                        .group = TEST_PRODUCER,
+                        .body = "two reasons",
+                        .commit = true,
+                        .limit = 1};
     char id[33], got[33];
     uint32_t op_a, op_b;
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
@@ -207,8 +220,8 @@ static void test_each_group_keeps_its_reason(void **state)
         int status;
         cJSON *h = get_json(path, &status), *ev;
         bool lost = false;
-        cJSON_ArrayForEach(ev, cJSON_GetObjectItem(h, "history"))
-            lost |= !strcmp(cJSON_GetObjectItem(ev, "event")->valuestring, "connection lost");
+        cJSON_ArrayForEach(ev, cJSON_GetObjectItem(h, "history")) lost |=
+            !strcmp(cJSON_GetObjectItem(ev, "event")->valuestring, "connection lost");
         cJSON_Delete(h);
         if (lost)
             break;
@@ -218,7 +231,8 @@ static void test_each_group_keeps_its_reason(void **state)
     assert_int_equal(raw_sync(a), 0);
     cJSON *j = dead(id), *e;
     int seen = 0;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "failedGroups")) {
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "failedGroups"))
+    {
         const char *g = cJSON_GetObjectItem(e, "group")->valuestring;
         const char *why = cJSON_GetObjectItem(e, "reason")->valuestring;
         if (!strcmp(g, TEST_CONSUMER))

@@ -144,8 +144,8 @@ static void test_pages(void **state)
     char cursor[KQ_DLQ_CURSOR_LEN] = "";
     for (;;) {
         memset(&p, 0, sizeof p);
-        assert_int_equal(kq_dlq_index_page(&x, NULL, cursor, 100, read_letter, NULL, on_item,
-                                           on_done, &p), 0);
+        assert_int_equal(
+            kq_dlq_index_page(&x, NULL, cursor, 100, read_letter, NULL, on_item, on_done, &p), 0);
         assert_true(p.done && p.n <= 100);
         for (size_t k = 0; k < p.n; k++) {
             while (!v[expect].live)
@@ -176,8 +176,8 @@ static void test_pages(void **state)
     pages = 0;
     do {
         memset(&p, 0, sizeof p);
-        assert_int_equal(kq_dlq_index_page(&x, "rare", cursor, 100, read_letter, NULL, on_item,
-                                           on_done, &p), 0);
+        assert_int_equal(
+            kq_dlq_index_page(&x, "rare", cursor, 100, read_letter, NULL, on_item, on_done, &p), 0);
         rare += (int)p.n;
         snprintf(cursor, sizeof cursor, "%s", p.next);
         pages++;
@@ -189,10 +189,11 @@ static void test_pages(void **state)
     assert_true(pages >= (int)(x.order.n / KQ_DLQ_PAGE_SCAN));
 
     /* a cursor it never gave */
-    assert_int_equal(kq_dlq_index_page(&x, NULL, "abc", 1, read_letter, NULL, on_item, on_done,
-                                       &p), -EINVAL);
-    assert_int_equal(kq_dlq_index_page(&x, NULL, "99999999", 1, read_letter, NULL, on_item,
-                                       on_done, &p), -EINVAL);
+    assert_int_equal(kq_dlq_index_page(&x, NULL, "abc", 1, read_letter, NULL, on_item, on_done, &p),
+                     -EINVAL);
+    assert_int_equal(
+        kq_dlq_index_page(&x, NULL, "99999999", 1, read_letter, NULL, on_item, on_done, &p),
+        -EINVAL);
 
     /* counters follow the removals */
     uint64_t live = 0, odd = 0;

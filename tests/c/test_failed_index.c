@@ -42,7 +42,7 @@ static int teardown(void **state)
     assert_null(f->b.failed_index);
     kq_atoms_free(&f->b);
     struct kq_topic_stats *t, *tmp; /* kq_delivery_drop counted its topic */
-    HASH_ITER(hh, f->b.topic_stats, t, tmp) {
+    HASH_ITER (hh, f->b.topic_stats, t, tmp) {
         HASH_DEL(f->b.topic_stats, t);
         free(t->topic);
         free(t);
@@ -57,8 +57,12 @@ static int teardown(void **state)
 /* A committed pending message whose last attempt failed for group, waiting until LATER_MS. */
 static struct kq_msg *waiting_msg(struct fixture *f, const char *group)
 {
-    struct kq_stored_msg sm = {.cmd = 0x11, .topic = "t", .message_type = "y",
-                               .publish_group = "p", .commit = true, .expired_time = 1,
+    struct kq_stored_msg sm = {.cmd = 0x11,
+                               .topic = "t",
+                               .message_type = "y",
+                               .publish_group = "p",
+                               .commit = true,
+                               .expired_time = 1,
                                .deliver_limit = 10};
     snprintf(sm.id, sizeof sm.id, "%032d", f->next_id++);
     struct kq_msg *m = kq_msg_new(&f->b, &sm, false);

@@ -56,7 +56,12 @@ struct conn {
     char name[16];
     int fd;
     /* deliveries received and not yet consumed by the replay: golden opaque -> ours */
-    struct { char id[33]; uint32_t ours; struct kq_frame f; uint8_t *buf; } got[MAX_FRAMES];
+    struct {
+        char id[33];
+        uint32_t ours;
+        struct kq_frame f;
+        uint8_t *buf;
+    } got[MAX_FRAMES];
     int n_got;
 };
 
@@ -146,8 +151,10 @@ static void compare_reply(const struct kq_frame *want, const struct kq_frame *go
     assert_int_equal(got->cmd, want->cmd);
     assert_int_equal(got->opaque, request_opaque); /* echoed, even 0 */
     if (want->cmd == KQ_CMD_MESSAGE_STORE_ACK) {
-        Protocol__MessageStoreAck *w = (Protocol__MessageStoreAck *)kq_codec_unpack(want->cmd, want->body, (size_t)want->body_len);
-        Protocol__MessageStoreAck *g = (Protocol__MessageStoreAck *)kq_codec_unpack(got->cmd, got->body, (size_t)got->body_len);
+        Protocol__MessageStoreAck *w = (Protocol__MessageStoreAck *)kq_codec_unpack(
+            want->cmd, want->body, (size_t)want->body_len);
+        Protocol__MessageStoreAck *g = (Protocol__MessageStoreAck *)kq_codec_unpack(
+            got->cmd, got->body, (size_t)got->body_len);
         assert_non_null(w);
         assert_non_null(g);
         assert_string_equal(g->messageid, w->messageid);
@@ -241,11 +248,13 @@ static void replay(const char *scenario)
     struct frame frames[64];
     int n = 0;
     cJSON *o;
-    cJSON_ArrayForEach(o, all) {
+    cJSON_ArrayForEach(o, all)
+    {
         if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "scenario")), scenario) != 0)
             continue;
         struct frame *fr = &frames[n++];
-        snprintf(fr->conn, sizeof fr->conn, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(o, "conn")));
+        snprintf(fr->conn, sizeof fr->conn, "%s",
+                 cJSON_GetStringValue(cJSON_GetObjectItem(o, "conn")));
         fr->c2s = strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "direction")), "c2s") == 0;
         fr->ts = cJSON_GetObjectItem(o, "ts")->valuedouble;
         fr->bytes = golden_hex(cJSON_GetStringValue(cJSON_GetObjectItem(o, "frame_hex")), &fr->len);
@@ -258,7 +267,10 @@ static void replay(const char *scenario)
     struct conn conns[MAX_CONNS];
     int nc = 0;
     /* golden delivery opaque -> our opaque, per connection name */
-    struct { char conn[16]; uint32_t golden, ours; } map[MAX_FRAMES];
+    struct {
+        char conn[16];
+        uint32_t golden, ours;
+    } map[MAX_FRAMES];
     int nmap = 0;
     for (int i = 0; i < n; i++) {
         struct frame *fr = &frames[i];
@@ -315,14 +327,15 @@ static void replay(const char *scenario)
         int reply = -1;
         for (int j = i + 1; j < n; j++)
             if (!frames[j].c2s && strcmp(frames[j].conn, fr->conn) == 0 &&
-                frames[j].f.cmd != KQ_CMD_BYTES_MESSAGE && frames[j].f.cmd != KQ_CMD_STRING_MESSAGE &&
-                frames[j].f.cmd != 0 &&
+                frames[j].f.cmd != KQ_CMD_BYTES_MESSAGE &&
+                frames[j].f.cmd != KQ_CMD_STRING_MESSAGE && frames[j].f.cmd != 0 &&
                 (frames[j].f.opaque == fr->f.opaque || fr->f.opaque == 0)) {
                 reply = j;
                 break;
             }
         bool expects_reply = fr->f.cmd == KQ_CMD_CONN_META || fr->f.cmd == KQ_CMD_HEARTBEAT ||
-                             fr->f.cmd == KQ_CMD_BYTES_MESSAGE || fr->f.cmd == KQ_CMD_STRING_MESSAGE;
+                             fr->f.cmd == KQ_CMD_BYTES_MESSAGE ||
+                             fr->f.cmd == KQ_CMD_STRING_MESSAGE;
         if (!expects_reply)
             continue;
         if (reply < 0) {
@@ -353,10 +366,26 @@ static void replay(const char *scenario)
         free(frames[i].bytes);
 }
 
-static void test_scenario_a_testsuite(void **state) { (void)state; replay("a_testsuite"); }
-static void test_scenario_c_heartbeat(void **state) { (void)state; replay("c_heartbeat"); }
-static void test_scenario_d_nack(void **state) { (void)state; replay("d_nack"); }
-static void test_scenario_e_edge(void **state) { (void)state; replay("e_edge"); }
+static void test_scenario_a_testsuite(void **state)
+{
+    (void)state;
+    replay("a_testsuite");
+}
+static void test_scenario_c_heartbeat(void **state)
+{
+    (void)state;
+    replay("c_heartbeat");
+}
+static void test_scenario_d_nack(void **state)
+{
+    (void)state;
+    replay("d_nack");
+}
+static void test_scenario_e_edge(void **state)
+{
+    (void)state;
+    replay("e_edge");
+}
 
 int main(void)
 {

@@ -59,7 +59,8 @@ static cJSON *get_json(const char *path)
 static cJSON *row_of(cJSON *rows, const char *group, const char *topic)
 {
     cJSON *r;
-    cJSON_ArrayForEach(r, rows) {
+    cJSON_ArrayForEach(r, rows)
+    {
         cJSON *g = cJSON_GetObjectItem(r, "group"), *t = cJSON_GetObjectItem(r, "topic");
         if (!strcmp(g->valuestring, group) && !strcmp(t->valuestring, topic))
             return r;
@@ -78,8 +79,8 @@ static double field(cJSON *row, const char *key)
 /* GET /groups until (group, topic) shows `backlog` (the scan completes a pass a second). */
 /* GET path until the number at key (inside object `in`, NULL = the root) of the row
  * (group, topic) of consumer_groups (group NULL = the object itself) is `want`; 10 s. */
-static cJSON *wait_number(const char *path, const char *in, const char *group,
-                          const char *topic, const char *key, double want)
+static cJSON *wait_number(const char *path, const char *in, const char *group, const char *topic,
+                          const char *key, double want)
 {
     uint64_t deadline = now_ms() + 10000;
     for (;;) {
@@ -104,8 +105,11 @@ static cJSON *wait_backlog(const char *group, const char *topic, double backlog)
 static void publish(int fd, int n, char ids[][33])
 {
     for (int i = 0; i < n; i++) {
-        struct raw_msg m = {.topic = "trade", .type = "pay-succ", .group = TEST_PRODUCER,
-                            .body = "b", .commit = true};
+        struct raw_msg m = {.topic = "trade",
+                            .type = "pay-succ",
+                            .group = TEST_PRODUCER,
+                            .body = "b",
+                            .commit = true};
         assert_int_equal(raw_publish(fd, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
     }
 }
@@ -152,9 +156,11 @@ static void test_backlog_of_a_group_without_consumer(void **state)
     /* /metrics */
     static char text[1 << 17];
     assert_int_equal(admin_get(admin_port, "/metrics", text, sizeof text), 200);
-    assert_true(prom_sample(text, "kiteq_group_backlog{group=\"s-trade-b\",topic=\"trade\"}") == N_MSG);
+    assert_true(prom_sample(text, "kiteq_group_backlog{group=\"s-trade-b\",topic=\"trade\"}") ==
+                N_MSG);
     assert_true(prom_sample(text, "kiteq_group_backlog{group=\"s-trade-a\",topic=\"trade\"}") == 0);
-    assert_true(prom_sample(text, "kiteq_group_oldest_seconds{group=\"s-trade-b\",topic=\"trade\"}") >= 0);
+    assert_true(
+        prom_sample(text, "kiteq_group_oldest_seconds{group=\"s-trade-b\",topic=\"trade\"}") >= 0);
     assert_true(prom_sample(text, "kiteq_backlog_scan_age_seconds") >= 0);
 
     /* kiteq-cli groups: a table, and JSON filtered by group */
@@ -169,8 +175,8 @@ static void test_backlog_of_a_group_without_consumer(void **state)
     assert_string_equal(topic, "trade");
     assert_int_equal(backlog, N_MSG);
     free(out);
-    assert_int_equal(cli_runf(&out, "groups --admin 127.0.0.1:%d --json --group s-trade-b",
-                             admin_port), 0);
+    assert_int_equal(
+        cli_runf(&out, "groups --admin 127.0.0.1:%d --json --group s-trade-b", admin_port), 0);
     j = cJSON_Parse(out);
     assert_non_null(j);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "consumer_groups")), 1);
@@ -213,19 +219,22 @@ static void test_purge_offline_group(void **state)
 
     /* bad requests say why */
     char body[4096];
-    assert_int_equal(admin_request(admin_port, "POST", "/groups/purge?group=s-trade-b", body,
-                                   sizeof body), 400);
+    assert_int_equal(
+        admin_request(admin_port, "POST", "/groups/purge?group=s-trade-b", body, sizeof body), 400);
     assert_int_equal(admin_request(admin_port, "POST",
                                    "/groups/purge?group=s-user-profile&topic=trade", body,
-                                   sizeof body), 404);
+                                   sizeof body),
+                     404);
     assert_non_null(strstr(body, "not bound"));
     assert_int_equal(admin_request(admin_port, "GET", "/groups/purge?group=s-trade-b&topic=trade",
-                                   body, sizeof body), 405);
+                                   body, sizeof body),
+                     405);
     assert_int_equal(cli_runf(NULL, "purge --admin 127.0.0.1:%d --group s-trade-b", admin_port), 2);
 
     char *out = NULL;
-    assert_int_equal(cli_runf(&out, "purge --admin 127.0.0.1:%d --group s-trade-b --topic trade",
-                             admin_port), 0);
+    assert_int_equal(
+        cli_runf(&out, "purge --admin 127.0.0.1:%d --group s-trade-b --topic trade", admin_port),
+        0);
     cJSON *j = cJSON_Parse(out);
     assert_non_null(j);
     assert_true(field(j, "purged") == N_MSG);
@@ -234,7 +243,8 @@ static void test_purge_offline_group(void **state)
     free(out);
     /* a second purge finds nothing left */
     assert_int_equal(admin_request(admin_port, "POST", "/groups/purge?group=s-trade-b&topic=trade",
-                                   body, sizeof body), 200);
+                                   body, sizeof body),
+                     200);
     j = cJSON_Parse(body);
     assert_true(field(j, "purged") == 0);
     cJSON_Delete(j);
@@ -262,7 +272,8 @@ static void test_purge_inflight_copies(void **state)
         assert_int_equal(raw_recv_delivery(b, 5000, id, &ops[i], NULL, 0), 1);
     char body[4096];
     assert_int_equal(admin_request(admin_port, "POST", "/groups/purge?group=s-trade-b&topic=trade",
-                                   body, sizeof body), 200);
+                                   body, sizeof body),
+                     200);
     cJSON *j = cJSON_Parse(body);
     assert_true(field(j, "purged") == N_MSG);
     cJSON_Delete(j);

@@ -69,9 +69,14 @@ static void publish(struct kq_client *c, const char *type, const char *region, i
                     char id[33])
 {
     struct kq_property prop = {"region", region};
-    struct kq_message m = {.topic = "trade", .message_type = type, .expired_time = -1,
-                           .deliver_limit = limit, .body = "x", .body_len = 1,
-                           .properties = region ? &prop : NULL, .n_properties = region ? 1 : 0};
+    struct kq_message m = {.topic = "trade",
+                           .message_type = type,
+                           .expired_time = -1,
+                           .deliver_limit = limit,
+                           .body = "x",
+                           .body_len = 1,
+                           .properties = region ? &prop : NULL,
+                           .n_properties = region ? 1 : 0};
     struct kq_publish_result r;
     assert_int_equal(kq_publish(c, &m, &r), 0);
     if (!r.status)
@@ -99,15 +104,15 @@ static const char *routing_lua(const char *eu, const char *us)
              "  for _, b in ipairs(binds) do\n"
              "    if b.group == want then return { want } end\n"
              "  end\n"
-             "end }\n", eu, us);
+             "end }\n",
+             eu, us);
     return text;
 }
 
 static void test_route_message(void **state)
 {
     (void)state;
-    start_broker("routing.lua", routing_lua("s-trade-a", "s-trade-b"),
-                 "hooks=route_message");
+    start_broker("routing.lua", routing_lua("s-trade-a", "s-trade-b"), "hooks=route_message");
     int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
     int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
     struct kq_client *p;

@@ -25,7 +25,10 @@
 
 static char err[512];
 
-#define B(g, t, bt) {(char *)(g), (char *)"trade", (char *)(t), bt, 0, true}
+#define B(g, t, bt)                                                                                \
+    {                                                                                              \
+        (char *)(g), (char *)"trade", (char *)(t), bt, 0, true                                     \
+    }
 static struct kq_binding fixture[] = {
     B("s-eu", "order", KQ_BIND_DIRECT),
     B("s-us", "order", KQ_BIND_DIRECT),
@@ -46,13 +49,27 @@ static struct kq_publish_view view(const char *type, const char *region, bool co
 {
     static const struct kq_property_kv eu = {"region", "eu"}, us = {"region", "us"},
                                        ghost = {"region", "ghost"}, boom = {"region", "boom"};
-    const struct kq_property_kv *props = !region ? NULL : !strcmp(region, "eu") ? &eu
-                                         : !strcmp(region, "us") ? &us
-                                         : !strcmp(region, "ghost") ? &ghost : &boom;
+    const struct kq_property_kv *props = !region                    ? NULL
+                                         : !strcmp(region, "eu")    ? &eu
+                                         : !strcmp(region, "us")    ? &us
+                                         : !strcmp(region, "ghost") ? &ghost
+                                                                    : &boom;
     int64_t now = kq_now_sec();
-    return (struct kq_publish_view){"0123456789abcdef0123456789abcdef", "trade", type,
-                                    "p-trade", NULL, props, region ? 1 : 0,
-                                    10, false, commit, now + 60, 5, now, NULL, 0};
+    return (struct kq_publish_view){"0123456789abcdef0123456789abcdef",
+                                    "trade",
+                                    type,
+                                    "p-trade",
+                                    NULL,
+                                    props,
+                                    region ? 1 : 0,
+                                    10,
+                                    false,
+                                    commit,
+                                    now + 60,
+                                    5,
+                                    now,
+                                    NULL,
+                                    0};
 }
 
 static const char ROUTING[] =
@@ -72,8 +89,8 @@ static void test_route_message(void **state)
 {
     (void)state;
     struct kq_policy *p = NULL;
-    assert_int_equal(kq_policy_load(policy_dir("route", "routing.lua", ROUTING), &p, err,
-                                     sizeof err), 0);
+    assert_int_equal(
+        kq_policy_load(policy_dir("route", "routing.lua", ROUTING), &p, err, sizeof err), 0);
     assert_true(kq_policy_has_route_message(p));
     struct kq_binding_set *s = fixture_set();
     struct kq_route r[8];
@@ -91,8 +108,7 @@ static void test_route_message(void **state)
     assert_int_equal(policy_hook_stats(p, "route_message").cache_hits, 0);
 
     /* a group without a binding is dropped and counted; an error falls back */
-    struct kq_publish_view ghost = view("order", "ghost", true),
-                           boom = view("order", "boom", true);
+    struct kq_publish_view ghost = view("order", "ghost", true), boom = view("order", "boom", true);
     assert_int_equal(kq_policy_route_message(p, s, &ghost, r, 8), 0);
     assert_int_equal(policy_hook_stats(p, "route_message").errors, 1);
     assert_int_equal(kq_policy_route_message(p, s, &boom, r, 8), 2);
@@ -103,7 +119,8 @@ static void test_route_message(void **state)
     /* with only route defined nothing changes: no per-message hook */
     assert_int_equal(kq_policy_load(policy_dir("route-only", "routing.lua",
                                                "return { route = function() return nil end }"),
-                                    &p, err, sizeof err), 0);
+                                    &p, err, sizeof err),
+                     0);
     assert_false(kq_policy_has_route_message(p));
     assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 2);
     assert_int_equal(policy_hook_stats(p, "route").calls, 1);
@@ -129,8 +146,7 @@ static void test_on_connect(void **state)
 {
     (void)state;
     struct kq_policy *p = NULL;
-    assert_int_equal(kq_policy_load(policy_dir("auth", "auth.lua", AUTH), &p, err, sizeof err),
-                     0);
+    assert_int_equal(kq_policy_load(policy_dir("auth", "auth.lua", AUTH), &p, err, sizeof err), 0);
     char why[256];
     struct kq_connect_view ok = {"s-eu", "127.0.0.1", 4000, true, 0, 0};
     assert_true(kq_policy_connect(p, &ok, why, sizeof why));
@@ -210,18 +226,17 @@ static void test_helpers(void **state)
 {
     (void)state;
     struct kq_policy *p = NULL;
-    static const char src[] =
-        "local last = 0\n"
-        "return { on_connect = function(c)\n"
-        "  last = kq.now_ms()\n"
-        "  if c.group == 'chatty' then\n"
-        "    for i = 1, 100 do kq.log('warn', 'line ' .. i) end\n"
-        "  end\n"
-        "  if c.group == 'clock' then return 'reject', tostring(last) end\n"
-        "  return 'accept'\n"
-        "end }\n";
-    assert_int_equal(kq_policy_load(policy_dir("helpers", "auth.lua", src), &p, err,
-                                    sizeof err), 0);
+    static const char src[] = "local last = 0\n"
+                              "return { on_connect = function(c)\n"
+                              "  last = kq.now_ms()\n"
+                              "  if c.group == 'chatty' then\n"
+                              "    for i = 1, 100 do kq.log('warn', 'line ' .. i) end\n"
+                              "  end\n"
+                              "  if c.group == 'clock' then return 'reject', tostring(last) end\n"
+                              "  return 'accept'\n"
+                              "end }\n";
+    assert_int_equal(kq_policy_load(policy_dir("helpers", "auth.lua", src), &p, err, sizeof err),
+                     0);
     char why[256];
     int64_t before = kq_now_ms();
     struct kq_connect_view clock = {"clock", "127.0.0.1", 1, true, 0, 0};
@@ -242,8 +257,7 @@ static void test_helpers(void **state)
     kq_policy_free(p);
 }
 
-static void expect_load_error(const char *name, const char *file, const char *src,
-                              const char *want)
+static void expect_load_error(const char *name, const char *file, const char *src, const char *want)
 {
     struct kq_policy *p = NULL;
     assert_int_not_equal(kq_policy_load(policy_dir(name, file, src), &p, err, sizeof err), 0);

@@ -132,11 +132,10 @@ static void test_macros_write_one_line_per_key(void **state)
         assert_int_equal(kq_log_open(path), 0);
         assert_int_equal(truncate(path, 0), 0);
         int64_t sec = kq_now_ms() / 1000;
-        static const char *const peers[] = {"10.9.0.1:1", "10.9.0.1:2", "10.9.0.2:1",
-                                            "10.9.0.1:3"};
+        static const char *const peers[] = {"10.9.0.1:1", "10.9.0.1:2", "10.9.0.2:1", "10.9.0.1:3"};
         for (int i = 0; i < 4; i++)
-            KQ_LOG_PER_PEER(KQ_LOG_WARN, "test", peers[i], "bad frame peer=%s try=%d",
-                            peers[i], tries);
+            KQ_LOG_PER_PEER(KQ_LOG_WARN, "test", peers[i], "bad frame peer=%s try=%d", peers[i],
+                            tries);
         static const char key_a[] = "trade\0pay", key_b[] = "trade\0refund";
         for (int i = 0; i < 3; i++) {
             KQ_LOG_RATELIMITED_BY(KQ_LOG_WARN, "test", key_a, sizeof key_a, "unrouted a try=%d",

@@ -23,14 +23,14 @@ struct item {
     int producer, seq;
 };
 
-#define ITEM_OF(m) ((struct item *)((char *)(m) - offsetof(struct item, mail)))
+#define ITEM_OF(m) ((struct item *)((char *)(m)-offsetof(struct item, mail)))
 
 struct sink {
     struct kq_mailbox mb;
     size_t n;
     int last_seq[PRODUCERS];
     bool in_order;
-    int close_at; /* close the mailbox when the item with this seq arrives (-1: never) */
+    int close_at;         /* close the mailbox when the item with this seq arrives (-1: never) */
     int post_after_close; /* what a post right after that close returned */
     bool closed;
 };

@@ -54,10 +54,14 @@ static void test_dashboard_uses_documented_metrics(void **state)
     if (n)
         fail_msg("%d problems:\n%s", n, problems);
     /* what the dashboard is for */
-    const char *wanted[] = {"kiteq_messages_received_total", "kiteq_deliveries_acked_total",
-                            "kiteq_group_backlog", "kiteq_group_oldest_seconds",
-                            "kiteq_store_fsync_seconds_bucket", "kiteq_hook_errors_total",
-                            "kiteq_store_available", NULL};
+    const char *wanted[] = {"kiteq_messages_received_total",
+                            "kiteq_deliveries_acked_total",
+                            "kiteq_group_backlog",
+                            "kiteq_group_oldest_seconds",
+                            "kiteq_store_fsync_seconds_bucket",
+                            "kiteq_hook_errors_total",
+                            "kiteq_store_available",
+                            NULL};
     for (int i = 0; wanted[i]; i++)
         if (!strstr(json, wanted[i]))
             fail_msg("the dashboard does not show %s", wanted[i]);
@@ -65,7 +69,8 @@ static void test_dashboard_uses_documented_metrics(void **state)
     assert_int_equal(metrics_doc_check_dashboard(
                          "{\"panels\":[{\"targets\":[{\"expr\":\"rate(kiteq_nope_total[5m]) + "
                          "kiteq_store_fsync_seconds_sum\"}]}]}",
-                         problems, sizeof problems), 1);
+                         problems, sizeof problems),
+                     1);
     assert_non_null(strstr(problems, "kiteq_nope_total"));
     free(json);
 }

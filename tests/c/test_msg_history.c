@@ -65,7 +65,8 @@ static void events(cJSON *j, char *out, size_t len)
     size_t n = 0;
     out[0] = 0;
     cJSON *e;
-    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "history")) {
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "history"))
+    {
         cJSON *attempt = cJSON_GetObjectItem(e, "attempt");
         n += (size_t)snprintf(out + n, len - n, "%s%s%s%s", n ? "|" : "", str(e, "event"),
                               *str(e, "group") ? " " : "", str(e, "group"));
@@ -90,8 +91,12 @@ static int find_event(cJSON *j, int from, const char *name, const char *group)
 
 static void publish(int prod, const char *type, int32_t limit, char id[33])
 {
-    struct raw_msg m = {.topic = "trade", .type = type, .group = TEST_PRODUCER, .body = "b",
-                        .commit = true, .limit = limit};
+    struct raw_msg m = {.topic = "trade",
+                        .type = type,
+                        .group = TEST_PRODUCER,
+                        .body = "b",
+                        .commit = true,
+                        .limit = limit};
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
 }
 
@@ -99,7 +104,8 @@ static void test_history_pending_and_delivered(void **state)
 {
     (void)state;
     start("");
-    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET), b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
+    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET),
+        b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
     int prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     char id[33], got[33];
     uint32_t op;
@@ -142,9 +148,9 @@ static void test_history_pending_and_delivered(void **state)
     int last = cJSON_GetArraySize(cJSON_GetObjectItem(j, "history")) - 1;
     assert_int_equal(find_event(j, 0, "delivered", NULL), last);
     /* delivered, then finished in the same loop turn: the same time */
-    assert_true(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "history"), last),
-                                    "time")->valuedouble ==
-                cJSON_GetObjectItem(j, "finishedTime")->valuedouble);
+    assert_true(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "history"), last), "time")
+            ->valuedouble == cJSON_GetObjectItem(j, "finishedTime")->valuedouble);
     assert_true(find_event(j, 0, "acked", TEST_CONSUMER_B) > 0);
     cJSON_Delete(j);
 
@@ -169,7 +175,8 @@ static void test_history_of_a_dead_letter(void **state)
 {
     (void)state;
     start("");
-    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET), prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
+    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET),
+        prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     char id[33], got[33];
     uint32_t op;
     publish(prod, "refund-1", 1, id); /* only s-trade-a (regx refund-.*), deliver limit 1 */
@@ -216,7 +223,8 @@ static void test_ring_is_bounded(void **state)
 {
     (void)state;
     start("messageHistory = 2,");
-    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET), prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
+    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET),
+        prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     char ids[3][33];
     for (int i = 0; i < 3; i++) {
         char id[33];

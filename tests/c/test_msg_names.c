@@ -36,7 +36,7 @@ static void test_one_inline_then_array_then_back(void **state)
     kq_names_remove(&v, &n, a);
     kq_names_remove(&v, &n, kq_atom_find(&b, "c"));
     assert_int_equal(n, 1);
-    assert_string_equal(v.one, "b"); /* back to the inline form */
+    assert_string_equal(v.one, "b");    /* back to the inline form */
     assert_null(kq_atom_find(&b, "a")); /* its last reference went with it */
     assert_false(kq_names_has(&v, n, kq_atom_find(&b, "c")));
     kq_names_remove(&v, &n, NULL); /* no-op */
@@ -56,8 +56,8 @@ static void test_two_lists_share_names(void **state)
     for (int i = 0; i < 40; i++) {
         char name[16];
         snprintf(name, sizeof name, "g%d", i);
-        assert_int_equal(kq_names_add(&b, i % 2 ? &done : &failed, i % 2 ? &n_done : &n_failed,
-                                      name), 0);
+        assert_int_equal(
+            kq_names_add(&b, i % 2 ? &done : &failed, i % 2 ? &n_done : &n_failed, name), 0);
         assert_int_equal(kq_names_add(&b, &done, &n_done, "shared"), 0);
     }
     assert_int_equal(n_done, 21);

@@ -45,10 +45,10 @@
 
 static struct {
     struct mariadb_service my; /* base: "" = MYSQL_HOST given */
-    bool stopped;   /* we sent it SIGSTOP */
-    bool down;      /* we stopped it (services-down.sh) */
+    bool stopped;              /* we sent it SIGSTOP */
+    bool down;                 /* we stopped it (services-down.sh) */
     char db[32];
-    MYSQL *c;       /* the test's own connection */
+    MYSQL *c; /* the test's own connection */
     struct broker_proc bp[2];
     bool up[2];
 } E;
@@ -58,8 +58,7 @@ static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 static MYSQL *connect_direct(void) { return mariadb_service_connect(&E.my, 3); }
 
 /* First column of the first row as an integer; -1 on error. Reconnects once. */
-__attribute__((format(printf, 1, 2)))
-static long long sql_int(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static long long sql_int(const char *fmt, ...)
 {
     char sql[2048];
     va_list ap;
@@ -93,8 +92,8 @@ static long long rows_of(const char *id, bool dlq, const char *extra_where)
         snprintf(table, sizeof table, "kite_msg_dlq");
     else
         snprintf(table, sizeof table, "kite_msg_%d", tb);
-    return sql_int("SELECT COUNT(*) FROM `%s_%d`.`%s` WHERE message_id='%s'%s%s", E.db, db,
-                   table, id, extra_where ? " AND " : "", extra_where ? extra_where : "");
+    return sql_int("SELECT COUNT(*) FROM `%s_%d`.`%s` WHERE message_id='%s'%s%s", E.db, db, table,
+                   id, extra_where ? " AND " : "", extra_where ? extra_where : "");
 }
 
 static bool wait_rows(const char *id, bool dlq, const char *where, long long want, int ms)
@@ -185,7 +184,6 @@ static int connect_as(int i, const char *group)
     assert_int_equal(raw_handshake(fd, group, TEST_SECRET), 1);
     return fd;
 }
-
 
 /* --- admin HTTP ------------------------------------------------------------------------- */
 
@@ -289,8 +287,8 @@ static void test_retry_then_dead_letter(void **state)
     char id[33], got[33];
     uint32_t op;
     /* regx binding: only group a; deliverLimit 3 */
-    struct raw_msg m = {.topic = "trade", .type = "refund-limit", .commit = true, .limit = 3,
-                        .body = "retry-me"};
+    struct raw_msg m = {
+        .topic = "trade", .type = "refund-limit", .commit = true, .limit = 3, .body = "retry-me"};
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(raw_recv_delivery(a, 8000, got, &op, NULL, 0), 1);
@@ -319,7 +317,6 @@ static void test_retry_then_dead_letter(void **state)
 }
 
 /* --- 3. two-phase commit and rollback --------------------------------------------------- */
-
 
 static void test_two_phase(void **state)
 {
@@ -480,9 +477,13 @@ static void *producer_main(void *arg)
 {
     struct producer *p = arg;
     static const char body[256] = "load";
-    struct kq_message m = {.topic = "trade", .message_type = "pay-succ", .group_id = "",
-                           .expired_time = -1, .deliver_limit = -1,
-                           .body = body, .body_len = sizeof body};
+    struct kq_message m = {.topic = "trade",
+                           .message_type = "pay-succ",
+                           .group_id = "",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = body,
+                           .body_len = sizeof body};
     for (;;) {
         pthread_mutex_lock(&p->mu);
         bool stop = p->stop;
@@ -520,9 +521,13 @@ static int client_open(struct kq_client **c, int port, const char *group, kq_on_
 {
     char addr[64], err[256] = "";
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    struct kq_client_options o = {.broker = addr, .group_id = group, .secret = TEST_SECRET,
-                                  .ack_timeout_ms = 20000, .reconnect = true,
-                                  .on_message = fn, .ud = ud};
+    struct kq_client_options o = {.broker = addr,
+                                  .group_id = group,
+                                  .secret = TEST_SECRET,
+                                  .ack_timeout_ms = 20000,
+                                  .reconnect = true,
+                                  .on_message = fn,
+                                  .ud = ud};
     int rc = kq_client_open(&o, c, err, sizeof err);
     if (rc)
         print_message("client_open %s: %d %s\n", group, rc, err);
@@ -603,8 +608,8 @@ static void expect_all_delivered(struct idset *acked, struct idset *delivered[2]
             break;
         usleep(50000);
     }
-    fail_msg("LOST acked messages: %zu of %zu never reached %s, %zu never reached %s",
-             m.missing[0], idset_size(acked), TEST_CONSUMER, m.missing[1], TEST_CONSUMER_B);
+    fail_msg("LOST acked messages: %zu of %zu never reached %s, %zu never reached %s", m.missing[0],
+             idset_size(acked), TEST_CONSUMER, m.missing[1], TEST_CONSUMER_B);
 }
 
 static void wait_ok(struct producer *p, uint64_t target, int ms)
@@ -632,8 +637,10 @@ static void test_mariadb_restart_under_load(void **state)
     start_broker(0, NULL);
     struct idset *acked = idset_new(), *delivered[2] = {idset_new(), idset_new()};
     struct kq_client *cons[2] = {NULL, NULL};
-    assert_int_equal(client_open(&cons[0], E.bp[0].port, TEST_CONSUMER, on_message, delivered[0]), 0);
-    assert_int_equal(client_open(&cons[1], E.bp[0].port, TEST_CONSUMER_B, on_message, delivered[1]), 0);
+    assert_int_equal(client_open(&cons[0], E.bp[0].port, TEST_CONSUMER, on_message, delivered[0]),
+                     0);
+    assert_int_equal(client_open(&cons[1], E.bp[0].port, TEST_CONSUMER_B, on_message, delivered[1]),
+                     0);
     struct producer p[2];
     for (int i = 0; i < 2; i++)
         producer_start(&p[i], E.bp[0].port, acked);
@@ -650,8 +657,8 @@ static void test_mariadb_restart_under_load(void **state)
     pthread_mutex_lock(&p[0].mu);
     snprintf(fb, sizeof fb, "%s", p[0].last_feedback);
     pthread_mutex_unlock(&p[0].mu);
-    print_message("outage: %" PRIu64 " publishes answered status=false (feedback '%s')\n",
-                  failed, fb);
+    print_message("outage: %" PRIu64 " publishes answered status=false (feedback '%s')\n", failed,
+                  fb);
     assert_true(failed > 0);
     assert_true(fb[0] != 0);
 
@@ -662,8 +669,8 @@ static void test_mariadb_restart_under_load(void **state)
                   now_ms() - down_at - 4000);
     for (int i = 0; i < 2; i++)
         producer_stop(&p[i]);
-    uint64_t max_lat = p[0].max_latency_ms > p[1].max_latency_ms ? p[0].max_latency_ms
-                                                                 : p[1].max_latency_ms;
+    uint64_t max_lat =
+        p[0].max_latency_ms > p[1].max_latency_ms ? p[0].max_latency_ms : p[1].max_latency_ms;
     print_message("acked true %zu, failed %" PRIu64 ", unanswered %" PRIu64
                   ", slowest answer %" PRIu64 " ms\n",
                   idset_size(acked), p[0].failed + p[1].failed, p[0].no_answer + p[1].no_answer,
@@ -703,20 +710,24 @@ static void test_takeover_after_kill9(void **state)
     write_bind(zh, TEST_CONSUMER);
     write_bind(zh, TEST_CONSUMER_B);
     char extra[512];
-    snprintf(extra, sizeof extra,
-             "registry = \"%s\", takeoverSeconds = 2, deliverySeconds = 1,", zk.uri);
+    snprintf(extra, sizeof extra, "registry = \"%s\", takeoverSeconds = 2, deliverySeconds = 1,",
+             zk.uri);
     for (int i = 0; i < 2; i++) {
         start_broker(i, extra);
-        assert_true(broker_wait_log(&E.bp[i], "bindings changed topic=trade group=" TEST_CONSUMER_B, 10000));
+        assert_true(broker_wait_log(&E.bp[i], "bindings changed topic=trade group=" TEST_CONSUMER_B,
+                                    10000));
         assert_true(broker_wait_log(&E.bp[i], "watching brokers of", 1));
     }
     /* group a consumes on both brokers; group b only on broker 1: what broker 0 stores
      * for b waits there until broker 1 takes it over */
     struct idset *acked = idset_new(), *delivered[2] = {idset_new(), idset_new()};
     struct kq_client *cons[3] = {NULL, NULL, NULL};
-    assert_int_equal(client_open(&cons[0], E.bp[0].port, TEST_CONSUMER, on_message, delivered[0]), 0);
-    assert_int_equal(client_open(&cons[1], E.bp[1].port, TEST_CONSUMER, on_message, delivered[0]), 0);
-    assert_int_equal(client_open(&cons[2], E.bp[1].port, TEST_CONSUMER_B, on_message, delivered[1]), 0);
+    assert_int_equal(client_open(&cons[0], E.bp[0].port, TEST_CONSUMER, on_message, delivered[0]),
+                     0);
+    assert_int_equal(client_open(&cons[1], E.bp[1].port, TEST_CONSUMER, on_message, delivered[0]),
+                     0);
+    assert_int_equal(client_open(&cons[2], E.bp[1].port, TEST_CONSUMER_B, on_message, delivered[1]),
+                     0);
     struct producer p[2];
     for (int i = 0; i < 2; i++)
         producer_start(&p[i], E.bp[i].port, acked);
@@ -728,8 +739,8 @@ static void test_takeover_after_kill9(void **state)
     usleep(1000000); /* broker 1 keeps taking publishes meanwhile */
     for (int i = 0; i < 2; i++)
         producer_stop(&p[i]);
-    print_message("acked %zu (broker 0: %" PRIu64 ", broker 1: %" PRIu64 ")\n",
-                  idset_size(acked), p[0].ok, p[1].ok);
+    print_message("acked %zu (broker 0: %" PRIu64 ", broker 1: %" PRIu64 ")\n", idset_size(acked),
+                  p[0].ok, p[1].ok);
     char needle[128];
     snprintf(needle, sizeof needle, "server=127.0.0.1:%d taken over: moved=", E.bp[0].port);
     assert_true(broker_wait_log(&E.bp[1], needle, 30000));
@@ -884,8 +895,8 @@ static void test_frozen_mariadb(void **state)
     int ap = admin_port(&E.bp[0]);
     long long in_dlq = 0;
     for (int d = 0; d < 4; d++)
-        in_dlq += sql_int("SELECT COUNT(*) FROM `%s_%d`.`kite_msg_dlq` WHERE topic='trade'", E.db,
-                          d);
+        in_dlq +=
+            sql_int("SELECT COUNT(*) FROM `%s_%d`.`kite_msg_dlq` WHERE topic='trade'", E.db, d);
     assert_true(in_dlq >= 1); /* test_retry_then_dead_letter left one */
     char want[96];
     snprintf(want, sizeof want, "kiteq_dlq_messages{topic=\"trade\"} %lld\n", in_dlq);

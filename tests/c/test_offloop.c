@@ -56,7 +56,11 @@ static const struct kq_offloop_ops ops = {work, done, drop};
 
 /* Counts loop turns while the work runs: the loop must not wait for it. */
 static int ticks;
-static void on_tick(uv_timer_t *t) { (void)t; ticks++; }
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+    ticks++;
+}
 
 static void run(struct job *j, unsigned deadline_ms, unsigned abandon_after_ms)
 {
@@ -101,7 +105,7 @@ static void test_deadline_abandons_a_stuck_work(void **state)
     run(&j, 50, 0);
     assert_int_equal(j.done_calls, 1);
     assert_true(j.abandoned);
-    assert_false(j.returned_at_done);   /* answered while the work still ran */
+    assert_false(j.returned_at_done);  /* answered while the work still ran */
     assert_int_equal(j.drop_calls, 1); /* and dropped once it returned */
     assert_true(j.drop_us > j.done_us);
     assert_true(j.done_us - j.started_us < 500000);

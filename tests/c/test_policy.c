@@ -37,7 +37,10 @@ static const char *shipped_dir(void)
 
 /* ---- fixtures: bindings of topic "trade" ----------------------------------------------- */
 
-#define B(g, t, bt, w, p) {(char *)(g), (char *)"trade", (char *)(t), bt, w, p}
+#define B(g, t, bt, w, p)                                                                          \
+    {                                                                                              \
+        (char *)(g), (char *)"trade", (char *)(t), bt, w, p                                        \
+    }
 static struct kq_binding fixture[] = {
     B("g-direct", "pay-200", KQ_BIND_DIRECT, 1000, true),
     B("g-regx", "pay-\\d+", KQ_BIND_REGX, 0, false),
@@ -51,9 +54,9 @@ static struct kq_binding fixture[] = {
     B("g-multi", "a", KQ_BIND_DIRECT, 0, false),
     {(char *)"g-other-topic", (char *)"feed", (char *)"pay-200", KQ_BIND_DIRECT, 0, true},
 };
-static const char *const types[] = {"pay-200", "pay-500", "pay-", "pay-x", "xpay-7y",
-                                    "feed-geo-update", "feed-geo", "feed-ge", "a", "ab", "ba",
-                                    "b", "", "PAY-200", "pay-\xff", "*"};
+static const char *const types[] = {
+    "pay-200", "pay-500", "pay-", "pay-x", "xpay-7y", "feed-geo-update", "feed-geo", "feed-ge",
+    "a",       "ab",      "ba",   "b",     "",        "PAY-200",         "pay-\xff", "*"};
 
 static struct kq_binding_set *fixture_set(void)
 {
@@ -121,7 +124,7 @@ static void test_default_routing(void **state)
     assert_true(has_group(r, n, "g-multi", &pers) && pers);
     n = kq_policy_route(NULL, s, "trade", "b", r, 32);
     assert_true(has_group(r, n, "g-multi", &pers) && !pers);
-    assert_false(has_group(r, n, "g-bad", NULL)); /* bad pattern matches nothing */
+    assert_false(has_group(r, n, "g-bad", NULL));           /* bad pattern matches nothing */
     n = kq_policy_route(NULL, s, "trade", "pay-200", r, 2); /* max respected */
     assert_int_equal(n, 2);
     assert_int_equal(kq_policy_route(NULL, s, "nosuch", "pay-200", r, 32), 0);
@@ -133,9 +136,11 @@ static void test_default_retry_and_flow(void **state)
 {
     (void)state;
     struct kq_retry_verdict v;
-    static const struct { int32_t a; int64_t ms; } win[] = {
-        {0, 0}, {2, 0}, {3, 5000}, {9, 5000}, {10, 10000}, {19, 10000}, {20, 20000},
-        {30, 40000}, {40, 80000}, {49, 80000}, {50, 160000}, {99, 160000}};
+    static const struct {
+        int32_t a;
+        int64_t ms;
+    } win[] = {{0, 0},      {2, 0},      {3, 5000},   {9, 5000},   {10, 10000},  {19, 10000},
+               {20, 20000}, {30, 40000}, {40, 80000}, {49, 80000}, {50, 160000}, {99, 160000}};
     for (size_t i = 0; i < sizeof win / sizeof win[0]; i++) {
         kq_policy_retry(NULL, win[i].a, "nack", 100, 0, 1000, &v);
         assert_false(v.dead);
@@ -206,13 +211,15 @@ static void test_load_warns_unknown_files(void **state)
     assert_false(policy_hook_stats(p, "route").loaded);
     kq_policy_free(p);
     char want[512];
-    snprintf(want, sizeof want, "%s/Routing.lua is not loaded: policy files are routing.lua, "
-             "flow.lua, retry.lua, publish.lua and auth.lua (did you mean routing.lua?)", dir);
+    snprintf(want, sizeof want,
+             "%s/Routing.lua is not loaded: policy files are routing.lua, "
+             "flow.lua, retry.lua, publish.lua and auth.lua (did you mean routing.lua?)",
+             dir);
     if (!strstr(log, want) || !strstr(log, "/helpers.lua is not loaded") ||
         strstr(log, "notes.txt") || strstr(log, "retry.lua is not loaded"))
         fail_msg("log:\n%s", log);
     if (!strstr(log, "hooks=retry built_in=route,flow.intake,flow.group,publish,"
-                    "route_message,connect,dead "))
+                     "route_message,connect,dead "))
         fail_msg("log:\n%s", log);
     free(log);
 }
@@ -223,8 +230,7 @@ static void test_shipped_equal_defaults(void **state)
     struct kq_policy *lua = NULL, *c = NULL;
     assert_int_equal(kq_policy_load(shipped_dir(), &lua, err, sizeof err), 0);
     assert_int_equal(kq_policy_load(NULL, &c, err, sizeof err), 0);
-    assert_true(policy_hook_stats(lua, "route").loaded &&
-                policy_hook_stats(lua, "retry").loaded &&
+    assert_true(policy_hook_stats(lua, "route").loaded && policy_hook_stats(lua, "retry").loaded &&
                 policy_hook_stats(lua, "flow.intake").loaded &&
                 policy_hook_stats(lua, "flow.group").loaded);
     struct kq_binding_set *s = fixture_set();
@@ -290,8 +296,7 @@ static void test_shipped_equal_defaults(void **state)
 }
 
 /* Loading must fail with `want` in the message. */
-static void expect_load_error(const char *name, const char *file, const char *src,
-                              const char *want)
+static void expect_load_error(const char *name, const char *file, const char *src, const char *want)
 {
     struct kq_policy *p = NULL;
     const char *dir = policy_dir(name, file, src);
@@ -335,9 +340,9 @@ static void test_load_errors(void **state)
                       "memory");
     expect_load_error("global", "retry.lua", "x = 1\nreturn {}\n", "assignment to global 'x'");
     expect_load_error("bytecode", "retry.lua", "\033LJ\002junk", "not bytecode");
-    static const char *const forbidden[] = {"io", "os", "require", "debug", "ffi", "load",
-                                            "loadstring", "loadfile", "dofile", "pcall",
-                                            "jit", "package", "collectgarbage", "print"};
+    static const char *const forbidden[] = {
+        "io",       "os",     "require", "debug", "ffi",     "load",           "loadstring",
+        "loadfile", "dofile", "pcall",   "jit",   "package", "collectgarbage", "print"};
     for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++) {
         char src[128], want[64], name[32];
         snprintf(src, sizeof src, "local x = %s\nreturn {}\n", forbidden[i]);
@@ -362,7 +367,8 @@ static void test_load_errors(void **state)
                       "return { route = function() return { 'ghost' } end }", "\"ghost\"");
     expect_load_error("st-alloc", "retry.lua",
                       "return { retry = function() local t = {} while true do "
-                      "t[#t+1] = string.rep('y', 1e6) .. #t end end }", "out of memory");
+                      "t[#t+1] = string.rep('y', 1e6) .. #t end end }",
+                      "out of memory");
     expect_load_error("st-retry", "retry.lua",
                       "return { retry = function() return 'later', 5 end }", "\"retry\"");
     expect_load_error("st-flow", "flow.lua",
@@ -380,7 +386,8 @@ static const char *const tricky_routing =
     "  if t == 'types' then return { true } end\n"
     "  if t == 'ghost' then return { 'ghost', 'g-direct', 'g-direct' } end\n"
     "  if t == 'loop' then while true do end end\n"
-    "  if t == 'alloc' then local s = {} for i = 1, 1e9 do s[i] = string.rep('z', 1e6) .. i end end\n"
+    "  if t == 'alloc' then local s = {} for i = 1, 1e9 do s[i] = string.rep('z', 1e6) .. i end "
+    "end\n"
     "  if t:sub(1, 11) == 'only-fanout' then return { 'g-fanout' } end\n"
     "  return nil -- the built-in answer\n"
     "end\n"
@@ -390,8 +397,9 @@ static void test_route_runtime_failures(void **state)
 {
     (void)state;
     struct kq_policy *p = NULL;
-    assert_int_equal(kq_policy_load(policy_dir("tricky", "routing.lua", tricky_routing), &p,
-                                     err, sizeof err), 0);
+    assert_int_equal(
+        kq_policy_load(policy_dir("tricky", "routing.lua", tricky_routing), &p, err, sizeof err),
+        0);
     struct kq_binding_set *s = fixture_set();
     struct kq_route r[32], d[32];
     size_t nd;
@@ -485,21 +493,17 @@ static void test_pattern_costs(void **state)
         bool gmatch;
         double cost;
     } cases[] = {
-        {"a*a*c", 200, false, 5555908},
-        {"a*a*a*a*a*a*a*a*c", 31, false, 1324469508},
-        {"^(.-)%-(.-)$", 100, false, 26464},
-        {"(.-)%-(.-)", 100, false, 51813},
-        {"[%w_]+", 100, true, 1212},
-        {"%b()", 100, false, 10605},
-        {"x?y?z?", 20, true, 588},
-        {"[]a-z]*$", 50, false, 12240},
+        {"a*a*c", 200, false, 5555908},      {"a*a*a*a*a*a*a*a*c", 31, false, 1324469508},
+        {"^(.-)%-(.-)$", 100, false, 26464}, {"(.-)%-(.-)", 100, false, 51813},
+        {"[%w_]+", 100, true, 1212},         {"%b()", 100, false, 10605},
+        {"x?y?z?", 20, true, 588},           {"[]a-z]*$", 50, false, 12240},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double got = kq_lua_pattern_cost(cases[i].pattern, strlen(cases[i].pattern), cases[i].n,
                                          cases[i].gmatch);
         if (got != cases[i].cost)
-            fail_msg("%s on %zu bytes: %.17g, expected %.17g", cases[i].pattern, cases[i].n,
-                     got, cases[i].cost);
+            fail_msg("%s on %zu bytes: %.17g, expected %.17g", cases[i].pattern, cases[i].n, got,
+                     cases[i].cost);
     }
 }
 
@@ -541,8 +545,8 @@ static void test_pathological_pattern_stopped(void **state)
     char *log = log_capture_end(KQ_LOG_ERROR);
     print_message("backtracking route call: %llu us\n", (unsigned long long)took);
     assert_true(took < 500000); /* refused at once (~0.2 ms; it used to run ~1.5 s) */
-    assert_int_equal(n, kq_policy_route(NULL, s, "trade", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", d,
-                                        32));
+    assert_int_equal(n,
+                     kq_policy_route(NULL, s, "trade", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", d, 32));
     assert_int_equal(policy_hook_stats(p, "route").errors, 2);
     assert_int_equal(policy_hook_stats(p, "route").fallbacks, 2);
     if (!strstr(log, "string.find: pattern on a 31-byte subject: worst case") ||
@@ -748,12 +752,21 @@ static const struct kq_binding PUBLISH_BINDS[] = {
 static struct kq_publish_view publish_view(const char *type)
 {
     int64_t now = kq_now_sec();
-    return (struct kq_publish_view){
-        .message_id = "0123456789abcdef0123456789abcdef", .topic = "trade",
-        .message_type = type, .group = "p-trade", .peer = "127.0.0.1:5000",
-        .properties = PUBLISH_PROPS, .n_properties = 4, .body_size = 42, .fly = false,
-        .commit = true, .expired_time = now + 3600, .deliver_limit = 100, .now_sec = now,
-        .binds = PUBLISH_BINDS, .n_binds = 2};
+    return (struct kq_publish_view){.message_id = "0123456789abcdef0123456789abcdef",
+                                    .topic = "trade",
+                                    .message_type = type,
+                                    .group = "p-trade",
+                                    .peer = "127.0.0.1:5000",
+                                    .properties = PUBLISH_PROPS,
+                                    .n_properties = 4,
+                                    .body_size = 42,
+                                    .fly = false,
+                                    .commit = true,
+                                    .expired_time = now + 3600,
+                                    .deliver_limit = 100,
+                                    .now_sec = now,
+                                    .binds = PUBLISH_BINDS,
+                                    .n_binds = 2};
 }
 
 static const char *prop(const struct kq_publish_verdict *v, const char *key)
@@ -773,8 +786,8 @@ static void test_publish_answers(void **state)
 {
     (void)state;
     struct kq_policy *p = NULL;
-    assert_int_equal(kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err,
-                                    sizeof err), 0);
+    assert_int_equal(
+        kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err, sizeof err), 0);
     assert_true(kq_policy_has_publish(p));
     struct kq_publish_verdict v;
     struct kq_publish_view m = publish_view("pay-succ");
@@ -872,8 +885,8 @@ static void test_publish_invalid_answers(void **state)
         {"loop", "stopped: over the"},
     };
     struct kq_policy *p = NULL;
-    assert_int_equal(kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err,
-                                    sizeof err), 0);
+    assert_int_equal(
+        kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err, sizeof err), 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct kq_publish_verdict v;
         struct kq_publish_view m = publish_view(cases[i].type);
@@ -897,8 +910,8 @@ static void test_publish_strikes_and_absence(void **state)
 {
     (void)state;
     struct kq_policy *p = NULL;
-    assert_int_equal(kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err,
-                                    sizeof err), 0);
+    assert_int_equal(
+        kq_policy_load(policy_dir("pub", "publish.lua", PUBLISH_LUA), &p, err, sizeof err), 0);
     struct kq_publish_verdict v;
     struct kq_publish_view m = publish_view("error");
     for (int i = 0; i < KQ_POLICY_MAX_STRIKES + 2; i++) {

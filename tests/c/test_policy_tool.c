@@ -66,17 +66,13 @@ static void sha256_hex(const char *text, char hex[65])
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
 }
 
-static int run(const char *const *args)
-{
-    return kiteq_run(dir, args, out, sizeof out, 15000);
-}
+static int run(const char *const *args) { return kiteq_run(dir, args, out, sizeof out, 15000); }
 
-static const char RETRY[] =
-    "return { retry = function(m)\n"
-    "  if m.reason == 'loop' then while true do end end\n"
-    "  if m.reason == 'bad' then return 'sometimes' end\n"
-    "  return 'retry', 1234\n"
-    "end }\n";
+static const char RETRY[] = "return { retry = function(m)\n"
+                            "  if m.reason == 'loop' then while true do end end\n"
+                            "  if m.reason == 'bad' then return 'sometimes' end\n"
+                            "  return 'retry', 1234\n"
+                            "end }\n";
 
 static void test_check(void **state)
 {
@@ -91,7 +87,8 @@ static void test_check(void **state)
     snprintf(line, sizeof line, "file retry.lua    sha256=%s", hash);
     assert_has(out, line);
     /* a folder that does not load: exit 1, the reason as a start would give it */
-    write_file(dir, "policies/flow.lua", "return { intake = function() return { rate = -1 } end }\n");
+    write_file(dir, "policies/flow.lua",
+               "return { intake = function() return { rate = -1 } end }\n");
     assert_int_equal(run((const char *[]){"policy", "check", "policies", NULL}), 1);
     assert_has(out, "flow.lua");
     assert_has(out, "self-test");
@@ -107,21 +104,25 @@ static void test_call(void **state)
     write_file(dir, "policies/retry.lua", RETRY);
     /* the hook's own answer */
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
-                                          "{\"attempts\": 3, \"reason\": \"nack\"}", NULL}), 0);
+                                          "{\"attempts\": 3, \"reason\": \"nack\"}", NULL}),
+                     0);
     assert_has(out, "{\"verdict\":\"retry\",\"delay_ms\":1234}");
     /* an endless loop: stopped within the budget, the built-in answer applies (3 -> 5 s) */
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
-                                          "{\"attempts\": 3, \"reason\": \"loop\"}", NULL}), 1);
+                                          "{\"attempts\": 3, \"reason\": \"loop\"}", NULL}),
+                     1);
     assert_has(out, "{\"verdict\":\"retry\",\"delay_ms\":5000}");
     assert_has(out, "stopped: over the "); /* instruction or time budget: a loaded machine */
     /* an invalid answer: refused by C's validation, the built-in answer applies */
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
-                                          "{\"attempts\": 0, \"reason\": \"bad\"}", NULL}), 1);
+                                          "{\"attempts\": 0, \"reason\": \"bad\"}", NULL}),
+                     1);
     assert_has(out, "{\"verdict\":\"retry\",\"delay_ms\":0}");
     assert_has(out, "hook=retry failed");
     /* a hook the folder does not define: the built-in answer, said so */
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "flow.group",
-                                          "{\"watermark\": 1000}", NULL}), 1);
+                                          "{\"watermark\": 1000}", NULL}),
+                     1);
     assert_has(out, "{\"rate\":1000,\"burst\":500,\"window\":1000}");
     assert_has(out, "flow.group is not defined by the policies");
     /* usage errors */
@@ -130,16 +131,19 @@ static void test_call(void **state)
                     "route_message connect dead)");
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry", "{", NULL}), 2);
     assert_has(out, "JSON-ARGS is not valid JSON");
-    assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
-                                          "{\"attempts\": \"3\"}", NULL}), 2);
+    assert_int_equal(
+        run((const char *[]){"policy", "call", "policies", "retry", "{\"attempts\": \"3\"}", NULL}),
+        2);
     assert_has(out, "attempts: must be a whole number");
     /* a misspelt argument would take the self-test's value: refused, naming the real ones */
-    assert_int_equal(run((const char *[]){"policy", "call", "policies", "retry",
-                                          "{\"atempts\": 3}", NULL}), 2);
+    assert_int_equal(
+        run((const char *[]){"policy", "call", "policies", "retry", "{\"atempts\": 3}", NULL}), 2);
     assert_has(out, "retry: unknown argument 'atempts' (arguments: attempts deliver_limit "
                     "expired_time now reason)");
-    assert_int_equal(run((const char *[]){"policy", "call", "policies", "route",
-        "{\"bindings\": [{\"group\": \"g\", \"messagetype\": \"x\"}]}", NULL}), 2);
+    assert_int_equal(
+        run((const char *[]){"policy", "call", "policies", "route",
+                             "{\"bindings\": [{\"group\": \"g\", \"messagetype\": \"x\"}]}", NULL}),
+        2);
     assert_has(out, "bindings[1]: unknown argument 'messagetype'");
 }
 
@@ -155,37 +159,45 @@ static void test_call_message_hooks(void **state)
                         "{\"group\": \"s-all\", \"message_type\": \"*\", "
                         "\"bind_type\": \"fanout\"}]";
     char args[512];
-    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"pay\", "
-             "\"properties\": {\"region\": \"eu\"}, %s}", binds);
-    assert_int_equal(run((const char *[]){"policy", "call", "policies", "route_message", args,
-                                          NULL}), 0);
+    snprintf(args, sizeof args,
+             "{\"topic\": \"trade\", \"message_type\": \"pay\", "
+             "\"properties\": {\"region\": \"eu\"}, %s}",
+             binds);
+    assert_int_equal(
+        run((const char *[]){"policy", "call", "policies", "route_message", args, NULL}), 0);
     assert_has(out, "{\"groups\":[{\"group\":\"s-eu\",\"persistent\":true,"
                     "\"watermark\":6000}]}");
     /* nil (no region): the built-in routing, the hook's own answer */
-    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"pay\", %s}",
-             binds);
-    assert_int_equal(run((const char *[]){"policy", "call", "policies", "route_message", args,
-                                          NULL}), 0);
+    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"pay\", %s}", binds);
+    assert_int_equal(
+        run((const char *[]){"policy", "call", "policies", "route_message", args, NULL}), 0);
     assert_has(out, "{\"groups\":[{\"group\":\"s-all\"");
 
-    assert_int_equal(run((const char *[]){"policy", "call", "policies", "connect",
-        "{\"group\": \"s-trade-a\", \"peer_ip\": \"10.9.9.9\"}", NULL}), 0);
+    assert_int_equal(
+        run((const char *[]){"policy", "call", "policies", "connect",
+                             "{\"group\": \"s-trade-a\", \"peer_ip\": \"10.9.9.9\"}", NULL}),
+        0);
     assert_has(out, "{\"action\":\"reject\",\"reason\":\"group s-trade-a may not connect "
                     "from 10.9.9.9\"}");
-    assert_int_equal(run((const char *[]){"policy", "call", "policies", "connect",
-        "{\"group\": \"s-trade-a\", \"peer_ip\": \"127.0.0.1\"}", NULL}), 0);
+    assert_int_equal(
+        run((const char *[]){"policy", "call", "policies", "connect",
+                             "{\"group\": \"s-trade-a\", \"peer_ip\": \"127.0.0.1\"}", NULL}),
+        0);
     assert_has(out, "{\"action\":\"accept\"}");
     /* the hook accepts, the wrong secret does not: refused, and said why */
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "connect",
-        "{\"group\": \"s-other\", \"secret_ok\": false}", NULL}), 1);
+                                          "{\"group\": \"s-other\", \"secret_ok\": false}", NULL}),
+                     1);
     assert_has(out, "{\"action\":\"reject\",\"reason\":\"unknown groupId or wrong "
                     "secretKey\"}");
     assert_has(out, "the hook can only tighten");
 
     const char *handler = "\"bindings\": [{\"group\": \"s-dead-handler\", "
                           "\"message_type\": \"dead\"}]";
-    snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"pay\", "
-             "\"reason\": \"expired\", %s}", handler);
+    snprintf(args, sizeof args,
+             "{\"topic\": \"trade\", \"message_type\": \"pay\", "
+             "\"reason\": \"expired\", %s}",
+             handler);
     assert_int_equal(run((const char *[]){"policy", "call", "policies", "dead", args, NULL}), 0);
     assert_has(out, "{\"action\":\"handover\",\"groups\":[\"s-dead-handler\"]}");
     snprintf(args, sizeof args, "{\"topic\": \"trade\", \"message_type\": \"debug-x\"}");
@@ -205,12 +217,16 @@ static void test_call_route_shipped(void **state)
     (void)state;
     char shipped[512];
     test_source_path(shipped, sizeof shipped, "lua/policies");
-    assert_int_equal(run((const char *[]){"policy", "call", shipped, "route",
-        "{\"topic\": \"trade\", \"message_type\": \"pay-200\", \"bindings\": ["
-        "{\"group\": \"s-a\", \"message_type\": \"pay-\\\\d+\", \"bind_type\": \"regx\"},"
-        "{\"group\": \"s-b\", \"message_type\": \"refund\"},"
-        "{\"group\": \"s-c\", \"message_type\": \"*\", \"bind_type\": \"fanout\", "
-        "\"persistent\": false, \"watermark\": 50}]}", NULL}), 0);
+    assert_int_equal(
+        run((const char *[]){
+            "policy", "call", shipped, "route",
+            "{\"topic\": \"trade\", \"message_type\": \"pay-200\", \"bindings\": ["
+            "{\"group\": \"s-a\", \"message_type\": \"pay-\\\\d+\", \"bind_type\": \"regx\"},"
+            "{\"group\": \"s-b\", \"message_type\": \"refund\"},"
+            "{\"group\": \"s-c\", \"message_type\": \"*\", \"bind_type\": \"fanout\", "
+            "\"persistent\": false, \"watermark\": 50}]}",
+            NULL}),
+        0);
     assert_has(out, "{\"groups\":[{\"group\":\"s-a\",\"persistent\":true,\"watermark\":6000},"
                     "{\"group\":\"s-c\",\"persistent\":false,\"watermark\":50}]}");
 }
@@ -240,8 +256,8 @@ static void test_live_policy(void **state)
     assert_int_equal(admin_get(admin, "/stat", out, sizeof out), 200);
     cJSON *stat = cJSON_Parse(strstr(out, "{"));
     assert_non_null(stat);
-    cJSON *files = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(stat, "broker"),
-                                                           "policy"), "files");
+    cJSON *files = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(stat, "broker"), "policy"), "files");
     assert_int_equal(cJSON_GetArraySize(files), 1);
     cJSON *f = cJSON_GetArrayItem(files, 0);
     assert_string_equal(cJSON_GetObjectItem(f, "file")->valuestring, "retry.lua");
@@ -252,7 +268,8 @@ static void test_live_policy(void **state)
     assert_int_equal(admin_get(admin, "/metrics", out, sizeof out), 200);
     snprintf(want, sizeof want, "kiteq_policy_info{file=\"retry.lua\",sha256=\"%s\"}", hash);
     assert_true(prom_sample(out, want) == 1);
-    assert_true(prom_sample(out, "kiteq_policy_loaded_timestamp_seconds{file=\"retry.lua\"}") > 1.6e9);
+    assert_true(prom_sample(out, "kiteq_policy_loaded_timestamp_seconds{file=\"retry.lua\"}") >
+                1.6e9);
 
     /* a broken edit: the old file stays live, last_error says why and when */
     write_file(folder, "retry.lua", "return { retry = 42 }\n");

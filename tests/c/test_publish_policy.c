@@ -98,16 +98,22 @@ static void test_reject_and_change(void **state)
     int consumer = connect_as(TEST_CONSUMER); /* bound to pay-succ and refund-.* */
 
     char id[33], fb[256], out[2048];
-    struct raw_msg bad = {.topic = "trade", .type = "refund-forbidden", .group = TEST_PRODUCER,
-                          .body = "no", .commit = true};
+    struct raw_msg bad = {.topic = "trade",
+                          .type = "refund-forbidden",
+                          .group = TEST_PRODUCER,
+                          .body = "no",
+                          .commit = true};
     assert_int_equal(raw_publish(producer, 1, &bad, id, fb, sizeof fb), 0);
     assert_string_equal(fb, "type refund-forbidden is forbidden");
     char path[64];
     snprintf(path, sizeof path, "/msg/%s", id);
     assert_int_equal(admin_get(admin, path, out, sizeof out), 404); /* never stored */
 
-    struct raw_msg good = {.topic = "trade", .type = "pay-succ", .group = TEST_PRODUCER,
-                           .body = "yes", .commit = true};
+    struct raw_msg good = {.topic = "trade",
+                           .type = "pay-succ",
+                           .group = TEST_PRODUCER,
+                           .body = "yes",
+                           .commit = true};
     assert_int_equal(raw_publish(producer, 2, &good, id, fb, sizeof fb), 1);
     uint32_t opaque;
     char *checked = recv_property(consumer, id, "checked", &opaque, 10000);

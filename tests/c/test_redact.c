@@ -30,7 +30,8 @@ static void test_redact_shapes(void **state)
         {"password=", "password="},
         /* nothing secret: unchanged */
         {"zk://127.0.0.1:2181,h2:2181?x=y", "zk://127.0.0.1:2181,h2:2181?x=y"},
-        {"mysql://127.0.0.1:3306?db=kite&username=root", "mysql://127.0.0.1:3306?db=kite&username=root"},
+        {"mysql://127.0.0.1:3306?db=kite&username=root",
+         "mysql://127.0.0.1:3306?db=kite&username=root"},
         {"configure `groups` or -groups=g:secret", "configure `groups` or -groups=g:secret"},
         {"http://h:80/a@b", "http://h:80/a@b"},
     };

@@ -95,7 +95,8 @@ static void test_attempts_survive_restart_then_dead_letter(void **state)
     assert_int_equal(raw_recv_delivery(a, 9000, got, &op, NULL, 0), 1);
     assert_string_equal(got, id);
     raw_deliver_ack(a, op, got, false); /* fourth failure: the limit */
-    snprintf(needle, sizeof needle, "dead letter id=%s topic=trade type=refund-limit attempts=4", id);
+    snprintf(needle, sizeof needle, "dead letter id=%s topic=trade type=refund-limit attempts=4",
+             id);
     assert_true(broker_wait_log(&bp, needle, 5000));
     assert_int_equal(raw_recv_delivery(a, 1500, got, &op, NULL, 0), 0);
     close(a);
@@ -106,11 +107,13 @@ static void test_expiry_dead_letters(void **state)
     (void)state;
     int prod = connect_as(TEST_PRODUCER);
     char id[33];
-    struct raw_msg m = {.topic = "trade", .type = "refund-expiring", .commit = true,
-                        .expired = time(NULL) + 2};
+    struct raw_msg m = {
+        .topic = "trade", .type = "refund-expiring", .commit = true, .expired = time(NULL) + 2};
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     char needle[128];
-    snprintf(needle, sizeof needle, "dead letter id=%s topic=trade type=refund-expiring attempts=0 reason=\"expired\"", id);
+    snprintf(needle, sizeof needle,
+             "dead letter id=%s topic=trade type=refund-expiring attempts=0 reason=\"expired\"",
+             id);
     assert_true(broker_wait_log(&bp, needle, 8000));
     close(prod);
 }
@@ -178,7 +181,6 @@ static void test_fly_never_stored(void **state)
     close(a);
 }
 
-
 static void test_two_phase_commit_and_rollback(void **state)
 {
     (void)state;
@@ -219,7 +221,8 @@ static void test_two_phase_checks(void **state)
     struct kq_frame f;
     uint8_t *buf;
     assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 5000, &f, &buf), 1);
-    Protocol__TxACKPacket *t = (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    Protocol__TxACKPacket *t =
+        (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
     assert_non_null(t);
     assert_int_equal(t->status, KQ_TX_UNKNOWN);
     assert_string_equal(t->feedback, "Server Check");
@@ -256,8 +259,8 @@ static void test_two_phase_belongs_to_its_publisher(void **state)
     int a = connect_as(TEST_CONSUMER);
     char id[33], got[33], fb[192];
     uint32_t op;
-    struct raw_msg m = {.topic = "trade", .type = "refund-owner", .group = TEST_CONSUMER,
-                        .commit = false};
+    struct raw_msg m = {
+        .topic = "trade", .type = "refund-owner", .group = TEST_CONSUMER, .commit = false};
     assert_int_equal(raw_publish(prod, 1, &m, id, fb, sizeof fb), 0);
     assert_string_equal(fb, "Invalid GroupId: the header's groupId \"s-trade-a\" is not the "
                             "publishing connection's group \"p-trade\"");
@@ -269,7 +272,8 @@ static void test_two_phase_belongs_to_its_publisher(void **state)
     struct kq_frame f;
     uint8_t *buf;
     assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 5000, &f, &buf), 1);
-    Protocol__TxACKPacket *t = (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    Protocol__TxACKPacket *t =
+        (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
     assert_non_null(t);
     assert_string_equal(t->header->messageid, id);
     assert_string_equal(t->header->groupid, TEST_PRODUCER);

@@ -50,33 +50,34 @@ static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 static void make_config(char *out, size_t len, const char *bind, const char *secret_a,
                         const char *extra)
 {
-    snprintf(out, len,
-             "return {\n"
-             "  default = \"test\",\n"
-             "  clusters = {\n"
-             "    test = {\n"
-             "      bind = \"%s\",\n"
-             "      admin = \"127.0.0.1:0\",\n"
-             "      topics = { \"trade\" },\n"
-             "      db = \"memory://\",\n"
-             "      deliverySeconds = 5,\n"
-             "      recoverSeconds = 1,\n"
-             "      policies = \"policies\",\n"
-             "      groups = { [\"p-trade\"] = \"secret\", [\"s-trade-a\"] = \"%s\",\n"
-             "                 [\"s-trade-b\"] = \"secret\", [\"s-refund\"] = \"secret\" },\n"
-             "      %s\n"
-             "    },\n"
-             "  },\n"
-             "  bindings = {\n"
-             "    { groupIds = { \"s-trade-a\", \"s-trade-b\" }, topic = \"trade\",\n"
-             "      messageType = \"pay-succ\", bindType = \"direct\", persistent = true },\n"
-             "    { groupIds = { \"s-trade-a\" }, topic = \"trade\", messageType = \"refund-.*\",\n"
-             "      bindType = \"regx\", persistent = true },\n"
-             "    { groupIds = { \"s-refund\" }, topic = \"trade\", messageType = \"refund-manual\",\n"
-             "      bindType = \"direct\", persistent = true },\n"
-             "  },\n"
-             "}\n",
-             bind, secret_a, extra ? extra : "");
+    snprintf(
+        out, len,
+        "return {\n"
+        "  default = \"test\",\n"
+        "  clusters = {\n"
+        "    test = {\n"
+        "      bind = \"%s\",\n"
+        "      admin = \"127.0.0.1:0\",\n"
+        "      topics = { \"trade\" },\n"
+        "      db = \"memory://\",\n"
+        "      deliverySeconds = 5,\n"
+        "      recoverSeconds = 1,\n"
+        "      policies = \"policies\",\n"
+        "      groups = { [\"p-trade\"] = \"secret\", [\"s-trade-a\"] = \"%s\",\n"
+        "                 [\"s-trade-b\"] = \"secret\", [\"s-refund\"] = \"secret\" },\n"
+        "      %s\n"
+        "    },\n"
+        "  },\n"
+        "  bindings = {\n"
+        "    { groupIds = { \"s-trade-a\", \"s-trade-b\" }, topic = \"trade\",\n"
+        "      messageType = \"pay-succ\", bindType = \"direct\", persistent = true },\n"
+        "    { groupIds = { \"s-trade-a\" }, topic = \"trade\", messageType = \"refund-.*\",\n"
+        "      bindType = \"regx\", persistent = true },\n"
+        "    { groupIds = { \"s-refund\" }, topic = \"trade\", messageType = \"refund-manual\",\n"
+        "      bindType = \"direct\", persistent = true },\n"
+        "  },\n"
+        "}\n",
+        bind, secret_a, extra ? extra : "");
 }
 
 static char *shipped_policy(const char *file)
@@ -175,8 +176,8 @@ static void hup_expect_done(void)
 static char *hup_expect_failed(void)
 {
     hup();
-    if (!broker_wait_log(&bp, "reload: failed, the previous configuration keeps serving: ",
-                         10000)) {
+    if (!broker_wait_log(&bp,
+                         "reload: failed, the previous configuration keeps serving: ", 10000)) {
         char *log = log_since(bp.log_seen);
         fail_msg("reload did not fail; log:\n%s", log);
     }
@@ -240,8 +241,8 @@ static double hook_calls(const char *hook)
 {
     cJSON *root = get_json("/stat");
     const cJSON *br = cJSON_GetObjectItemCaseSensitive(root, "broker");
-    const cJSON *h = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(br, "hooks"), hook);
+    const cJSON *h =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(br, "hooks"), hook);
     assert_non_null(h);
     double calls = cJSON_GetObjectItemCaseSensitive(h, "calls")->valuedouble;
     cJSON_Delete(root);
@@ -356,8 +357,7 @@ static void test_broken_scripts_keep_the_old_policy(void **state)
          "  while true do end\n"
          "end\n"
          "return M\n",
-         "policies/flow.lua: group: self-test failed: stopped: over the instruction budget",
-         NULL},
+         "policies/flow.lua: group: self-test failed: stopped: over the instruction budget", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         write_policy(cases[i].file, cases[i].text);
@@ -494,13 +494,12 @@ static void test_failing_type_switches_off_alone(void **state)
 {
     (void)state;
     start_default();
-    write_policy("routing.lua",
-                 "local M = {}\n"
-                 "function M.route(topic, t, binds)\n"
-                 "  if t == 'refund-bad' then error('cannot route refund-bad') end\n"
-                 "  if t:sub(1, 7) == 'refund-' then return { 's-refund' } end\n"
-                 "end\n"
-                 "return M\n");
+    write_policy("routing.lua", "local M = {}\n"
+                                "function M.route(topic, t, binds)\n"
+                                "  if t == 'refund-bad' then error('cannot route refund-bad') end\n"
+                                "  if t:sub(1, 7) == 'refund-' then return { 's-refund' } end\n"
+                                "end\n"
+                                "return M\n");
     hup_expect_done();
     int prod = connect_as(TEST_PRODUCER, TEST_SECRET);
     int refund = connect_as(REFUND_GROUP, TEST_SECRET);
@@ -550,7 +549,8 @@ static void test_hundred_reloads_keep_memory_flat(void **state)
     if (blind) {
         print_message("RSS-flat check skipped under %s (VmRSS before %ld KiB, after 100 "
                       "reloads %ld KiB); the ASan build's LeakSanitizer checks leaks when "
-                      "the broker stops\n", blind, before, after);
+                      "the broker stops\n",
+                      blind, before, after);
         skip();
     }
     print_message("VmRSS before %ld KiB, after 100 reloads %ld KiB\n", before, after);
@@ -640,8 +640,10 @@ static void test_config_changes(void **state)
     make_config(cfg, sizeof cfg, "127.0.0.1:1", "rotated", NULL);
     test_write_file(bp.config, cfg);
     hup_expect_done();
-    assert_true(broker_wait_log(&bp, "reload: bind changed from \"127.0.0.1:0\" to \"127.0.0.1:1\": "
-                                     "needs a restart, keeping \"127.0.0.1:0\"", 1));
+    assert_true(broker_wait_log(&bp,
+                                "reload: bind changed from \"127.0.0.1:0\" to \"127.0.0.1:1\": "
+                                "needs a restart, keeping \"127.0.0.1:0\"",
+                                1));
     struct reload_stat s;
     reload_stat(&s);
     assert_string_equal(s.bind, "127.0.0.1:0");
@@ -761,8 +763,10 @@ static void test_backtracking_pattern_refused_at_load(void **state)
     connect_all(&c);
     char cfg[4096], bad[4600];
     make_config(cfg, sizeof cfg, "127.0.0.1:0", TEST_SECRET, NULL);
-    snprintf(bad, sizeof bad, "local hit = (string.rep('a', 30) .. 'b'):find(" BACKTRACK ")\n"
-             "%s", cfg);
+    snprintf(bad, sizeof bad,
+             "local hit = (string.rep('a', 30) .. 'b'):find(" BACKTRACK ")\n"
+             "%s",
+             cfg);
     test_write_file(bp.config, bad);
     hup();
     char *log = heartbeats_until(c.prod, "reload: failed");
@@ -795,13 +799,12 @@ static void test_backtracking_hook_stopped(void **state)
     start_default();
     struct clients c;
     connect_all(&c);
-    write_policy("routing.lua",
-                 "local M = {}\n"
-                 "local BACKTRACK = " BACKTRACK "\n"
-                 "function M.route(topic, t, binds)\n"
-                 "  if t:find(BACKTRACK) then return { 's-refund' } end\n"
-                 "end\n"
-                 "return M\n");
+    write_policy("routing.lua", "local M = {}\n"
+                                "local BACKTRACK = " BACKTRACK "\n"
+                                "function M.route(topic, t, binds)\n"
+                                "  if t:find(BACKTRACK) then return { 's-refund' } end\n"
+                                "end\n"
+                                "return M\n");
     hup_expect_done();
     char id[33], type[64];
     snprintf(type, sizeof type, "refund-%s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaab");

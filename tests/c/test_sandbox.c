@@ -65,12 +65,12 @@ static const struct escape ESCAPES[] = {
     {"os", "os.exit(1)\n", "'os'", "'os'"},
     {"coroutine", "local c = coroutine.wrap(function() while true do end end)\nc()\n",
      "'coroutine'", "'coroutine'"},
-    {"pcall (swallows a budget error)", "pcall(function() while true do end end)\n",
-     "'pcall'", "'pcall'"},
+    {"pcall (swallows a budget error)", "pcall(function() while true do end end)\n", "'pcall'",
+     "'pcall'"},
     {"string.rep memory bomb", "local s = string.rep('x', 2^30)\n", "memory", "MiB"},
     {"doubling memory bomb", "local s = 'x'\nwhile true do s = s .. s end\n", "memory", "MiB"},
-    {"deep recursion", "local function f(n) return 1 + f(n + 1) end\nf(1)\n",
-     "stack overflow", "stack overflow"},
+    {"deep recursion", "local function f(n) return 1 + f(n + 1) end\nf(1)\n", "stack overflow",
+     "stack overflow"},
     {"infinite loop", "while true do end\n", "stopped: over the instruction budget",
      "stopped: the file runs too long"},
     {"backtracking pattern via a method", "local i = ('a'):rep(30):find(('a*'):rep(8) .. 'c')\n",
@@ -123,8 +123,8 @@ static void expect_escapes_stopped(const char *loader, const char *(*load)(const
         if (!why)
             fail_msg("%s: escape \"%s\" was not stopped", loader, ESCAPES[i].name);
         if (!strstr(why, want))
-            fail_msg("%s: escape \"%s\": expected \"%s\" in \"%s\"", loader,
-                     ESCAPES[i].name, want, why);
+            fail_msg("%s: escape \"%s\": expected \"%s\" in \"%s\"", loader, ESCAPES[i].name, want,
+                     why);
     }
 }
 
@@ -170,7 +170,8 @@ static void test_what_stays(void **state)
     /* a file's change to its string table is its own: the next file sees the library */
     char path[256];
     snprintf(path, sizeof path, "%s/flow.lua", tmpdir);
-    write_file(path, "assert(string.upper, 'string.upper changed by routing.lua')\n", "return {}\n");
+    write_file(path, "assert(string.upper, 'string.upper changed by routing.lua')\n",
+               "return {}\n");
     why = policy_load("string.upper = nil\n");
     remove(path);
     if (why)

@@ -57,8 +57,7 @@ static void start_broker(void)
     snprintf(path, sizeof path, "%s/policies/publish.lua", bp.dir);
     test_write_file(path, PUBLISH_LUA);
     char cfg[4096];
-    broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group",
-                          "policies = \"policies\",");
+    broker_default_config(cfg, sizeof cfg, "file://./data?fsync=group", "policies = \"policies\",");
     assert_int_equal(broker_launch(&bp, cfg, "127.0.0.1:0", NULL), 0);
 }
 
@@ -129,8 +128,8 @@ static void test_delay_by_property(void **state)
     int producer = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     int consumer = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
     static const char *const delay[] = {"x-kiteq-delay-ms", "1500", NULL};
-    struct raw_msg m = {.topic = "trade", .type = "pay-succ", .body = "later", .commit = true,
-                        .props = delay};
+    struct raw_msg m = {
+        .topic = "trade", .type = "pay-succ", .body = "later", .commit = true, .props = delay};
     char late[33], now_id[33], fb[256];
     int64_t t0 = now_ms();
     assert_int_equal(raw_publish(producer, 1, &m, late, fb, sizeof fb), 1);
@@ -163,8 +162,9 @@ static void test_bad_values(void **state)
         int64_t expired_in; /* s; 0 = the default */
         const char *feedback;
     } cases[] = {
-        {word, 0, "x-kiteq-delay-ms must be given once, as a whole number of milliseconds in "
-                  "0..604800000 (got \"soon\")"},
+        {word, 0,
+         "x-kiteq-delay-ms must be given once, as a whole number of milliseconds in "
+         "0..604800000 (got \"soon\")"},
         {neg, 0, "(got \"-5\")"},
         {big, 0, "(got \"604800001\")"},
         {twice, 0, "(got \"6\" and more)"},
@@ -172,7 +172,9 @@ static void test_bad_values(void **state)
         {ok, 3, "x-kiteq-delay-ms 5000: the message would be due after it expires"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        struct raw_msg m = {.topic = "trade", .type = "pay-succ", .commit = true,
+        struct raw_msg m = {.topic = "trade",
+                            .type = "pay-succ",
+                            .commit = true,
                             .props = cases[i].props,
                             .expired = cases[i].expired_in ? time(NULL) + cases[i].expired_in : 0};
         char id[33], fb[256];
@@ -196,8 +198,7 @@ static void test_policy_delay_and_groups(void **state)
     static const char *const ghost[] = {"pick", "ghost", NULL};
     /* groups: refund-x is routed to s-trade-a only by type; the policy sends it to s-trade-b
      * (bound on the topic) instead */
-    struct raw_msg refund = {.topic = "trade", .type = "refund-x", .commit = true,
-                             .props = pick_b};
+    struct raw_msg refund = {.topic = "trade", .type = "refund-x", .commit = true, .props = pick_b};
     assert_int_equal(raw_publish(producer, 1, &refund, id, fb, sizeof fb), 1);
     expect_delivery(b, id, now_ms() + DEADLINE_MS);
     /* a pay-succ for both groups by type: only s-trade-b gets it */
@@ -268,13 +269,16 @@ static void test_client_publish_delayed(void **state)
     start_broker();
     char addr[64], err[256];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", bp.port);
-    struct kq_client_options o = {.broker = addr, .group_id = TEST_PRODUCER,
-                                  .secret = TEST_SECRET};
+    struct kq_client_options o = {.broker = addr, .group_id = TEST_PRODUCER, .secret = TEST_SECRET};
     struct kq_client *c;
     assert_int_equal(kq_client_open(&o, &c, err, sizeof err), 0);
     int consumer = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET);
-    struct kq_message m = {.topic = "trade", .message_type = "pay-succ", .body = "x",
-                           .body_len = 1, .expired_time = -1, .deliver_limit = -1};
+    struct kq_message m = {.topic = "trade",
+                           .message_type = "pay-succ",
+                           .body = "x",
+                           .body_len = 1,
+                           .expired_time = -1,
+                           .deliver_limit = -1};
     struct kq_publish_result r;
     assert_int_equal(kq_publish_delayed(c, &m, -1, &r), -EINVAL);
     assert_int_equal(kq_publish_delayed(c, &m, KQ_MAX_DELAY_MS + 1, &r), -EINVAL);

@@ -46,8 +46,10 @@ static const char *write_config(const char *cluster_lines)
     snprintf(path, sizeof path, "%s/cluster.lua", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fprintf(f, "return { clusters = { t = {\n  bind = \"127.0.0.1:0\", topics = { \"trade\" },\n"
-               "  %s\n} } }\n", cluster_lines);
+    fprintf(f,
+            "return { clusters = { t = {\n  bind = \"127.0.0.1:0\", topics = { \"trade\" },\n"
+            "  %s\n} } }\n",
+            cluster_lines);
     fclose(f);
     return path;
 }
@@ -68,8 +70,7 @@ static void test_check_makes_the_start_checks(void **state)
     } cases[] = {
         {"db = \"file://./data?fsync=sometimes\",",
          "db: fsync=sometimes: expected group, interval or none"},
-        {"db = \"mysql://127.0.0.1:3306?db=kite&usr=root\",",
-         "db: unknown store parameter 'usr'"},
+        {"db = \"mysql://127.0.0.1:3306?db=kite&usr=root\",", "db: unknown store parameter 'usr'"},
         {"db = \"memory://\", policies = \"no-such-folder\",",
          "policies: no-such-folder: no such folder (working directory "},
         {"db = \"memory://\", admin = \"broker-admin.example:13801\", "
@@ -103,10 +104,12 @@ static void test_check_reports_every_problem(void **state)
     const char *path = write_config(
         "db = \"file://./data?fsync=sometimes\", policies = \"nope\", deliverySeconds = 0,\n"
         "  groups = { [\"p\"] = \"s\" },\n"
-        "  bindings = { { groupIds = { \"s-a\", \"s-a\" }, topic = \"trade\", messageType = \"m\" } },");
+        "  bindings = { { groupIds = { \"s-a\", \"s-a\" }, topic = \"trade\", messageType = \"m\" "
+        "} },");
     assert_int_equal(check(path), 2);
     char line[512];
-    snprintf(line, sizeof line, "kiteq: %s: clusters.t.deliverySeconds: must be an integer >= 1 "
+    snprintf(line, sizeof line,
+             "kiteq: %s: clusters.t.deliverySeconds: must be an integer >= 1 "
              "(got 0)\nkiteq: %s: clusters.t.bindings[1].groupIds[2]: this group is listed twice",
              path, path);
     assert_has(out, line);
@@ -116,8 +119,10 @@ static void test_check_reports_every_problem(void **state)
                         "  bindings = { { groupIds = { \"s-a\" }, topic = \"trade\", "
                         "messageType = \"m\" } },");
     assert_int_equal(check(path), 2);
-    snprintf(line, sizeof line, "kiteq: %s: bindings (group s-a): names a group that is not in "
-             "groups", path);
+    snprintf(line, sizeof line,
+             "kiteq: %s: bindings (group s-a): names a group that is not in "
+             "groups",
+             path);
     assert_has(out, line);
     path = write_config("db = \"file://./data?fsync=sometimes\", policies = \"nope\",");
     assert_int_equal(check(path), 2);

@@ -77,7 +77,6 @@ static void store_close(struct fx *f)
     uv_run(&f->loop, UV_RUN_NOWAIT); /* let the store's handles close */
 }
 
-
 static struct fx *fx_new(const char *params)
 {
     struct fx *f = calloc(1, sizeof *f);
@@ -205,8 +204,7 @@ struct rec_list {
     char first_done[20000][16];
 };
 
-static void on_recover(void *ud, const struct kq_stored_msg *m,
-                       const struct kq_delivery_state *st)
+static void on_recover(void *ud, const struct kq_stored_msg *m, const struct kq_delivery_state *st)
 {
     struct rec_list *l = ud;
     int i = (int)strtol(m->id, NULL, 16);
@@ -247,9 +245,13 @@ static void test_save_reopen_recover(void **state)
     }
     const char *groups[] = {"g-a", "g-b"};
     for (int i = 1; i < N; i += 10) {
-        struct kq_delivery_state st = {.attempts = i, .next_attempt_ms = 5, .tx_checks = 1,
-                                       .groups_done = groups, .n_done = 2,
-                                       .groups_failed = groups + 1, .n_failed = 1};
+        struct kq_delivery_state st = {.attempts = i,
+                                       .next_attempt_ms = 5,
+                                       .tx_checks = 1,
+                                       .groups_done = groups,
+                                       .n_done = 2,
+                                       .groups_failed = groups + 1,
+                                       .n_failed = 1};
         make_id(st.id, i);
         assert_int_equal(f->s->ops->update(f->s, &st), 0);
     }
@@ -336,8 +338,12 @@ static void test_callback_after_write(void **state)
     (void)state;
     struct fx *f = fx_new(NULL);
     struct cb_check c = {.f = f, .body_marker = "the-body-marker-0123456789"};
-    struct kq_stored_msg m = {.cmd = 0x12, .topic = "t", .message_type = "x",
-                              .publish_group = "g", .commit = true, .deliver_limit = 1};
+    struct kq_stored_msg m = {.cmd = 0x12,
+                              .topic = "t",
+                              .message_type = "x",
+                              .publish_group = "g",
+                              .commit = true,
+                              .deliver_limit = 1};
     make_id(m.id, 42);
     m.body = (const uint8_t *)c.body_marker;
     m.body_len = (uint32_t)strlen(c.body_marker);
@@ -391,8 +397,12 @@ static void test_group_next_without_loop(void **state)
     struct fx *f = fx_new("fsync=group");
     const char *markers[2] = {"first-batch-marker-4711", "second-batch-marker-4712"};
     for (int i = 0; i < 2; i++) {
-        struct kq_stored_msg m = {.cmd = 0x12, .topic = "t", .message_type = "x",
-                                  .publish_group = "g", .commit = true, .deliver_limit = 1};
+        struct kq_stored_msg m = {.cmd = 0x12,
+                                  .topic = "t",
+                                  .message_type = "x",
+                                  .publish_group = "g",
+                                  .commit = true,
+                                  .deliver_limit = 1};
         make_id(m.id, 100 + i);
         m.body = (const uint8_t *)markers[i];
         m.body_len = (uint32_t)strlen(markers[i]);
@@ -536,9 +546,21 @@ static void corrupt_tail(enum damage how)
     fx_free(f);
 }
 
-static void test_corrupt_garbage(void **state) { (void)state; corrupt_tail(GARBAGE); }
-static void test_corrupt_truncated(void **state) { (void)state; corrupt_tail(TRUNCATE); }
-static void test_corrupt_flipped(void **state) { (void)state; corrupt_tail(FLIP); }
+static void test_corrupt_garbage(void **state)
+{
+    (void)state;
+    corrupt_tail(GARBAGE);
+}
+static void test_corrupt_truncated(void **state)
+{
+    (void)state;
+    corrupt_tail(TRUNCATE);
+}
+static void test_corrupt_flipped(void **state)
+{
+    (void)state;
+    corrupt_tail(FLIP);
+}
 
 /* ---- damage in the middle of the log ------------------------------------------------------ */
 
@@ -698,14 +720,46 @@ static void damage_middle(bool older, enum mid_damage how)
     fx_free(f);
 }
 
-static void test_damage_newest_body(void **s) { (void)s; damage_middle(false, FLIP_BODY); }
-static void test_damage_newest_length(void **s) { (void)s; damage_middle(false, FLIP_LENGTH); }
-static void test_damage_newest_zeroed(void **s) { (void)s; damage_middle(false, ZEROED); }
-static void test_damage_newest_inserted(void **s) { (void)s; damage_middle(false, INSERTED); }
-static void test_damage_older_body(void **s) { (void)s; damage_middle(true, FLIP_BODY); }
-static void test_damage_older_length(void **s) { (void)s; damage_middle(true, FLIP_LENGTH); }
-static void test_damage_older_zeroed(void **s) { (void)s; damage_middle(true, ZEROED); }
-static void test_damage_older_inserted(void **s) { (void)s; damage_middle(true, INSERTED); }
+static void test_damage_newest_body(void **s)
+{
+    (void)s;
+    damage_middle(false, FLIP_BODY);
+}
+static void test_damage_newest_length(void **s)
+{
+    (void)s;
+    damage_middle(false, FLIP_LENGTH);
+}
+static void test_damage_newest_zeroed(void **s)
+{
+    (void)s;
+    damage_middle(false, ZEROED);
+}
+static void test_damage_newest_inserted(void **s)
+{
+    (void)s;
+    damage_middle(false, INSERTED);
+}
+static void test_damage_older_body(void **s)
+{
+    (void)s;
+    damage_middle(true, FLIP_BODY);
+}
+static void test_damage_older_length(void **s)
+{
+    (void)s;
+    damage_middle(true, FLIP_LENGTH);
+}
+static void test_damage_older_zeroed(void **s)
+{
+    (void)s;
+    damage_middle(true, ZEROED);
+}
+static void test_damage_older_inserted(void **s)
+{
+    (void)s;
+    damage_middle(true, INSERTED);
+}
 
 /* Message 100's body ends with a valid record: a REMOVE of message 50 with sequence number
  * fake_seq. Normally it is skipped as part of its SAVE; when that SAVE is damaged, the fake
@@ -1042,8 +1096,8 @@ static void test_group_lazy_sync(void **state)
         st0 = stats_of(f);
         make_id(id, 0);
         assert_int_equal(f->s->ops->remove(f->s, id), 0);
-        assert_true(wait_stat(f, offsetof(struct kq_file_store_stats, fsyncs), st0.fsyncs + 1,
-                              5000));
+        assert_true(
+            wait_stat(f, offsetof(struct kq_file_store_stats, fsyncs), st0.fsyncs + 1, 5000));
         fx_free(f);
     }
 }
@@ -1150,7 +1204,7 @@ static void test_dlq(void **state)
     assert_int_equal(dlq_counted(f->s, "user"), 2);
     memset(&s, 0, sizeof s);
     dlq_walk(f->s, "user", 100, false, on_dlq, &s); /* i % 3 == 0 */
-    assert_int_equal(s.n, 2);                     /* 0 and 3 */
+    assert_int_equal(s.n, 2);                       /* 0 and 3 */
     memset(&s, 0, sizeof s);
     assert_int_equal(dlq_walk(f->s, NULL, 2, true, on_dlq, &s), 1);
     assert_int_equal(s.n, 2);
@@ -1408,9 +1462,14 @@ static void test_bad_uris(void **state)
     uv_loop_init(&loop);
     struct kq_store *s;
     char err[256];
-    const char *bad[] = {"rocksdb://x", "nothing", "file://", "file:///tmp/x?fsync=always",
-                         "file:///tmp/x?segment_mb=0", "file:///tmp/x?colour=blue",
-                         "file:///tmp/x?interval=abc", "memory://?bogus=1"};
+    const char *bad[] = {"rocksdb://x",
+                         "nothing",
+                         "file://",
+                         "file:///tmp/x?fsync=always",
+                         "file:///tmp/x?segment_mb=0",
+                         "file:///tmp/x?colour=blue",
+                         "file:///tmp/x?interval=abc",
+                         "memory://?bogus=1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = 0;
         assert_int_equal(kq_store_open(&loop, bad[i], &s, err, sizeof err), -EINVAL);
@@ -1475,8 +1534,8 @@ static void test_bench(void **state)
     t0 = kq_mono_us();
     f->s->ops->recover(f->s, count_cb, &n);
     double rec_s = (double)(kq_mono_us() - t0) / 1e6;
-    print_message("bench: open %.2f s, recover %.2f s (%d msgs), index ~%ld bytes/msg\n",
-                  open_s, rec_s, n, (rss1 - rss0) * 1024 / (N ? N : 1));
+    print_message("bench: open %.2f s, recover %.2f s (%d msgs), index ~%ld bytes/msg\n", open_s,
+                  rec_s, n, (rss1 - rss0) * 1024 / (N ? N : 1));
     assert_int_equal(n, N);
     fx_free(f);
 }

@@ -24,11 +24,18 @@ static void on_done(void *ud, int status)
 static struct kq_stored_msg msg(int i, char *id)
 {
     snprintf(id, KQ_ID_LEN + 1, "%032x", i);
-    struct kq_stored_msg m = {.cmd = 0x11, .topic = i % 2 ? "odd" : "even",
-                              .message_type = "t", .publish_group = "g", .commit = false,
-                              .publish_time = i, .expired_time = 99, .deliver_limit = 3,
-                              .header = (const uint8_t *)"hdr", .header_len = 3,
-                              .body = (const uint8_t *)"body", .body_len = 4};
+    struct kq_stored_msg m = {.cmd = 0x11,
+                              .topic = i % 2 ? "odd" : "even",
+                              .message_type = "t",
+                              .publish_group = "g",
+                              .commit = false,
+                              .publish_time = i,
+                              .expired_time = 99,
+                              .deliver_limit = 3,
+                              .header = (const uint8_t *)"hdr",
+                              .header_len = 3,
+                              .body = (const uint8_t *)"body",
+                              .body_len = 4};
     memcpy(m.id, id, KQ_ID_LEN + 1);
     return m;
 }
@@ -40,8 +47,7 @@ struct seen {
     int attempts[16];
 };
 
-static void on_recover(void *ud, const struct kq_stored_msg *m,
-                       const struct kq_delivery_state *st)
+static void on_recover(void *ud, const struct kq_stored_msg *m, const struct kq_delivery_state *st)
 {
     struct seen *s = ud;
     assert_memory_equal(m->body, "body", 4);

@@ -31,7 +31,7 @@
 static struct {
     struct mariadb_service my; /* pid, when known, enables the outage test */
     char db[32];
-    MYSQL *c;      /* the test's own connection, for checks */
+    MYSQL *c; /* the test's own connection, for checks */
     uv_loop_t loop;
     bool loop_ready;
     int seq;
@@ -54,8 +54,7 @@ static int run_sql(const char *sql)
 }
 
 /* First column of the first row as an integer (-1 on error / no row). */
-__attribute__((format(printf, 1, 2)))
-static long long sql_int(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static long long sql_int(const char *fmt, ...)
 {
     char sql[2048];
     va_list ap;
@@ -75,8 +74,8 @@ static long long sql_int(const char *fmt, ...)
 }
 
 /* First column of the first row as text into out. */
-__attribute__((format(printf, 3, 4)))
-static void sql_text(char *out, size_t n, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void sql_text(char *out, size_t n, const char *fmt,
+                                                           ...)
 {
     char sql[2048];
     va_list ap;
@@ -103,8 +102,8 @@ static int group_setup(void **state)
     if (mariadb_service_start(&E.my, "kqmy.") != 0)
         return -1;
     if (!(E.c = connect_direct())) {
-        fprintf(stderr, "test_store_mysql: cannot connect to MariaDB at %s:%u as %s\n",
-                E.my.host, E.my.port, E.my.user);
+        fprintf(stderr, "test_store_mysql: cannot connect to MariaDB at %s:%u as %s\n", E.my.host,
+                E.my.port, E.my.user);
         return -1;
     }
     snprintf(E.db, sizeof E.db, "kqt%d", (int)getpid());
@@ -253,8 +252,8 @@ static long long rows_of(const char *id)
 {
     int db, tb;
     kq_mysql_shard(id, 4, &db, &tb);
-    return sql_int("SELECT COUNT(*) FROM `%s_%d`.`kite_msg_%d` WHERE message_id='%s'", E.db, db,
-                   tb, id);
+    return sql_int("SELECT COUNT(*) FROM `%s_%d`.`kite_msg_%d` WHERE message_id='%s'", E.db, db, tb,
+                   id);
 }
 
 static long long all_rows(const char *where)
@@ -327,36 +326,49 @@ static void test_schema(void **state)
 {
     (void)state;
     assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                             "TABLE_SCHEMA LIKE '%s\\_%%'", E.db), 20);
+                             "TABLE_SCHEMA LIKE '%s\\_%%'",
+                             E.db),
+                     20);
     for (int d = 0; d < 4; d++) {
         for (int t = 0; t < 4; t++)
             assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                                     "TABLE_SCHEMA='%s_%d' AND TABLE_NAME='kite_msg_%d'", E.db,
-                                     d, t), 1);
+                                     "TABLE_SCHEMA='%s_%d' AND TABLE_NAME='kite_msg_%d'",
+                                     E.db, d, t),
+                             1);
         assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                                 "TABLE_SCHEMA='%s_%d' AND TABLE_NAME='kite_msg_dlq'", E.db, d), 1);
+                                 "TABLE_SCHEMA='%s_%d' AND TABLE_NAME='kite_msg_dlq'",
+                                 E.db, d),
+                         1);
     }
     char cols[1024], idx[512], rec[256];
-    sql_text(cols, sizeof cols, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) "
-             "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA='%s_3' AND TABLE_NAME='kite_msg_2'",
-             E.db);
+    sql_text(
+        cols, sizeof cols,
+        "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) "
+        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA='%s_3' AND TABLE_NAME='kite_msg_2'",
+        E.db);
     assert_string_equal(cols, "id,header,body,msg_type,message_id,topic,message_type,"
                               "publish_group,commit,expired_time,publish_time,deliver_count,"
                               "deliver_limit,kite_server,fail_groups,succ_groups,"
                               "next_deliver_time");
-    sql_text(idx, sizeof idx, "SELECT GROUP_CONCAT(DISTINCT INDEX_NAME ORDER BY INDEX_NAME) FROM "
-             "information_schema.STATISTICS WHERE TABLE_SCHEMA='%s_1' AND TABLE_NAME='kite_msg_dlq'",
-             E.db);
+    sql_text(
+        idx, sizeof idx,
+        "SELECT GROUP_CONCAT(DISTINCT INDEX_NAME ORDER BY INDEX_NAME) FROM "
+        "information_schema.STATISTICS WHERE TABLE_SCHEMA='%s_1' AND TABLE_NAME='kite_msg_dlq'",
+        E.db);
     assert_string_equal(idx, "idx_commit,idx_expired_time,idx_id,idx_kite_server,idx_recover_a,"
                              "PRIMARY");
-    sql_text(rec, sizeof rec, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) FROM "
+    sql_text(rec, sizeof rec,
+             "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) FROM "
              "information_schema.STATISTICS WHERE TABLE_SCHEMA='%s_0' AND TABLE_NAME='kite_msg_0' "
-             "AND INDEX_NAME='idx_recover_a'", E.db);
+             "AND INDEX_NAME='idx_recover_a'",
+             E.db);
     assert_string_equal(rec, "next_deliver_time,kite_server,expired_time,deliver_count,"
                              "deliver_limit");
     char type[64];
-    sql_text(type, sizeof type, "SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE "
-             "TABLE_SCHEMA='%s_0' AND TABLE_NAME='kite_msg_0' AND COLUMN_NAME='message_id'", E.db);
+    sql_text(type, sizeof type,
+             "SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE "
+             "TABLE_SCHEMA='%s_0' AND TABLE_NAME='kite_msg_0' AND COLUMN_NAME='message_id'",
+             E.db);
     assert_string_equal(type, "varchar(32)");
     /* idempotent */
     char *schema = kq_mysql_schema_sql(4, E.db);
@@ -373,13 +385,19 @@ static void test_cli_init(void **state)
     if (access(cli, X_OK) != 0)
         skip();
     snprintf(db, sizeof db, "kqc%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "'%s' mysql init --host %s:%u --user '%s' --password '%s' --db %s "
-             "--shardnum 2 >/dev/null", cli, E.my.host, E.my.port, E.my.user, E.my.pass, db);
+    snprintf(cmd, sizeof cmd,
+             "'%s' mysql init --host %s:%u --user '%s' --password '%s' --db %s "
+             "--shardnum 2 >/dev/null",
+             cli, E.my.host, E.my.port, E.my.user, E.my.pass, db);
     assert_int_equal(system(cmd), 0);
     assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                             "TABLE_SCHEMA LIKE '%s\\_%%'", db), 18);
+                             "TABLE_SCHEMA LIKE '%s\\_%%'",
+                             db),
+                     18);
     assert_int_equal(sql_int("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                             "TABLE_SCHEMA='%s_1' AND TABLE_NAME='kite_msg_7'", db), 1);
+                             "TABLE_SCHEMA='%s_1' AND TABLE_NAME='kite_msg_7'",
+                             db),
+                     1);
     char sql[128];
     for (int d = 0; d < 2; d++) {
         snprintf(sql, sizeof sql, "DROP DATABASE `%s_%d`", db, d);
@@ -425,14 +443,16 @@ static void on_recover(void *ud, const struct kq_stored_msg *m, const struct kq_
     memcpy(r->ids[i], m->id, sizeof r->ids[i]);
     r->has_state[i] = st != NULL;
     /* recovery leaves header and body out (the broker loads them for an attempt) */
-    r->intact[i] = m->header_len == 0 && m->body_len == 0 && !strcmp(m->topic, "trade") && !strcmp(m->message_type, "pay-succ") &&
-                   !strcmp(m->publish_group, "p-trade") && m->cmd == 0x11 && m->commit &&
-                   m->deliver_limit == 10 && m->expired_time > kq_now_sec();
+    r->intact[i] = m->header_len == 0 && m->body_len == 0 && !strcmp(m->topic, "trade") &&
+                   !strcmp(m->message_type, "pay-succ") && !strcmp(m->publish_group, "p-trade") &&
+                   m->cmd == 0x11 && m->commit && m->deliver_limit == 10 &&
+                   m->expired_time > kq_now_sec();
     if (st) {
         r->st[i] = *st;
         int off = 0;
         for (size_t k = 0; k < st->n_done; k++)
-            off += snprintf(r->groups[i] + off, sizeof r->groups[i] - off, "+%s", st->groups_done[k]);
+            off +=
+                snprintf(r->groups[i] + off, sizeof r->groups[i] - off, "+%s", st->groups_done[k]);
         for (size_t k = 0; k < st->n_failed; k++)
             off += snprintf(r->groups[i] + off, sizeof r->groups[i] - off, "-%s",
                             st->groups_failed[k]);
@@ -458,8 +478,9 @@ static void test_save_recover_and_sharding(void **state)
         assert_int_equal(rows_of(ids[i]), 1);
     assert_int_equal(all_rows("kite_server='srv-a'"), 32);
     char body[80];
-    sql_text(body, sizeof body, "SELECT HEX(header) FROM `%s_%d`.`kite_msg_%d` WHERE message_id='%s'",
-             E.db, 0, 0, ids[0]);
+    sql_text(body, sizeof body,
+             "SELECT HEX(header) FROM `%s_%d`.`kite_msg_%d` WHERE message_id='%s'", E.db, 0, 0,
+             ids[0]);
     assert_string_equal(body, "0A026800275C221AFF0A");
     /* a duplicate id is refused, never acked */
     struct waiter w = {0};
@@ -472,9 +493,12 @@ static void test_save_recover_and_sharding(void **state)
     int64_t next_ms = kq_now_ms() + 90500;
     const char *done[] = {"s-a", "s-b"}, *failed[] = {"s-c"};
     for (int i = 0; i < 4; i++) {
-        struct kq_delivery_state st = {.attempts = 2 + i, .next_attempt_ms = next_ms,
-                                       .groups_done = done, .n_done = 2,
-                                       .groups_failed = failed, .n_failed = 1};
+        struct kq_delivery_state st = {.attempts = 2 + i,
+                                       .next_attempt_ms = next_ms,
+                                       .groups_done = done,
+                                       .n_done = 2,
+                                       .groups_failed = failed,
+                                       .n_failed = 1};
         memcpy(st.id, ids[i], sizeof st.id);
         assert_int_equal(s->ops->update(s, &st), 0);
     }
@@ -510,7 +534,6 @@ static void test_save_recover_and_sharding(void **state)
     close_store(s);
     free(r);
 }
-
 
 static bool commit_set(void *a) { return sql_int("%s", (const char *)a) == 1; }
 
@@ -680,8 +703,8 @@ static void test_dead_letter_and_dlq(void **state)
     for (int i = 0; i < 2; i++) {
         assert_true(seen.body_ok[i]);
         assert_true(seen.dead_time[i] >= kq_now_sec() - 60);
-        const char *want = !strcmp(seen.ids[i], ids[0]) ? "deliver limit reached"
-                                                       : "bad \"quoted\" reason";
+        const char *want =
+            !strcmp(seen.ids[i], ids[0]) ? "deliver limit reached" : "bad \"quoted\" reason";
         assert_string_equal(seen.reasons[i], want);
     }
     memset(&seen, 0, sizeof seen);
@@ -765,7 +788,7 @@ static void test_recover_pages(void **state)
     (void)state;
     enum { N = 1300, DEAD_EVERY = 37 };
     struct kq_store *s = open_store("srv-pages", NULL);
-    char (*ids)[KQ_ID_LEN + 1] = calloc(N, sizeof *ids);
+    char(*ids)[KQ_ID_LEN + 1] = calloc(N, sizeof *ids);
     struct waiter w = {0};
     uint8_t b[] = "body-pages";
     int64_t now = kq_now_sec();

@@ -136,8 +136,7 @@ static void publish_backlog(struct idset *ids)
 /* Receive and ack deliveries on fd until every id of `want` came (each once at least) or
  * timeout_ms passed. Returns how many distinct ids of `want` arrived; *last_ms is when the
  * last of them did. */
-static size_t receive_backlog(int fd, const struct idset *want, int timeout_ms,
-                              uint64_t *last_ms)
+static size_t receive_backlog(int fd, const struct idset *want, int timeout_ms, uint64_t *last_ms)
 {
     struct idset *got = idset_new();
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;

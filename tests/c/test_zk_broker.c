@@ -37,15 +37,9 @@ static zhandle_t *zh; /* the test's own view of ZooKeeper */
 static char T[64];    /* "trade-<pid>": the routed topic */
 static char U[64];    /* "user-profile-<pid>": a second served topic */
 
-static uint64_t now_ms(void)
-{
-    return kq_mono_us() / 1000;
-}
+static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 
-static void sleep_ms(int ms)
-{
-    usleep((useconds_t)ms * 1000);
-}
+static void sleep_ms(int ms) { usleep((useconds_t)ms * 1000); }
 
 /* ---- broker processes ------------------------------------------------------------------- */
 
@@ -154,8 +148,8 @@ static bool stat_string(int port, const char *key, char *out, size_t len)
 static double stat_total(int port, const char *key)
 {
     cJSON *j = http_get_json(port, "/stat");
-    cJSON *t = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "broker"),
-                                                "totals");
+    cJSON *t =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "broker"), "totals");
     cJSON *v = cJSON_GetObjectItemCaseSensitive(t, key);
     double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
     cJSON_Delete(j);
@@ -265,9 +259,9 @@ static void node_line(const char *path, char *out, size_t len)
         q[k++] = *p;
     }
     q[k] = '\0';
-    int w = snprintf(out, len, "%s\t%s\tdataLength=%d\tnumChildren=%d\tdata=\"%s\"", path,
-                     st.ephemeralOwner ? "ephemeral" : "persistent", st.dataLength,
-                     st.numChildren, q);
+    int w =
+        snprintf(out, len, "%s\t%s\tdataLength=%d\tnumChildren=%d\tdata=\"%s\"", path,
+                 st.ephemeralOwner ? "ephemeral" : "persistent", st.dataLength, st.numChildren, q);
     assert_true(w > 0 && (size_t)w < len);
 }
 
@@ -361,10 +355,7 @@ static bool wait_renewed(const char *path, int64_t old_owner, int timeout_ms)
     return false;
 }
 
-static bool node_exists(const char *path)
-{
-    return zoo_exists(zh, path, 0, NULL) == ZOK;
-}
+static bool node_exists(const char *path) { return zoo_exists(zh, path, 0, NULL) == ZOK; }
 
 /* ---- raw clients -------------------------------------------------------------------------- */
 
@@ -500,8 +491,8 @@ static void test_registration(void **state)
     zk_test_assert_node(zh, path, true);
     snprintf(path, sizeof path, "/kiteq/all_servers/%s", b.bind);
     zk_test_assert_node(zh, path, false);
-    const char *parents[] = {"/kiteq", "/kiteq/server", "/kiteq/pub", "/kiteq/sub",
-                             "/kiteq/alive_servers", "/kiteq/all_servers"};
+    const char *parents[] = {"/kiteq",     "/kiteq/server",        "/kiteq/pub",
+                             "/kiteq/sub", "/kiteq/alive_servers", "/kiteq/all_servers"};
     for (size_t i = 0; i < sizeof parents / sizeof parents[0]; i++)
         zk_test_assert_node(zh, parents[i], false);
     assert_int_equal(compare_golden(1, b.bind), 6);
@@ -649,8 +640,12 @@ static void test_two_brokers(void **state)
     got[0] = calloc(1, sizeof *got[0]);
     got[1] = calloc(1, sizeof *got[1]);
     assert_true(acked && got[0] && got[1]);
-    struct kq_message m = {.topic = T, .message_type = "pay-succ", .expired_time = -1,
-                           .deliver_limit = -1, .body = "x", .body_len = 1};
+    struct kq_message m = {.topic = T,
+                           .message_type = "pay-succ",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = "x",
+                           .body_len = 1};
     struct kq_publish_result r;
     for (int i = 0; i < 20; i++) {
         assert_int_equal(kq_cluster_publish(pc, &m, &r), 0);

@@ -27,10 +27,7 @@ static zhandle_t *zh;
 static struct broker_proc bp[2];
 static char addr[2][64];
 
-static void sleep_ms(int ms)
-{
-    usleep((useconds_t)ms * 1000);
-}
+static void sleep_ms(int ms) { usleep((useconds_t)ms * 1000); }
 
 static void server_node(int i, char *path, size_t len)
 {
@@ -99,8 +96,11 @@ static int group_teardown(void **state)
 
 static struct kq_message msg(const char *type)
 {
-    struct kq_message m = {.topic = "trade", .message_type = type, .expired_time = -1,
-                           .deliver_limit = -1, .body = "hello",
+    struct kq_message m = {.topic = "trade",
+                           .message_type = type,
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = "hello",
                            .body_len = 5};
     return m;
 }
@@ -209,13 +209,14 @@ static void test_consumer(void **state)
     list_broker(1, true);
     struct got g = {.n = 0};
     pthread_mutex_init(&g.mu, NULL);
-    const struct kq_cluster_binding b = {.topic = "trade", .message_type = "pay-succ",
-                                         .bind_type = 0, .watermark = 1000,
+    const struct kq_cluster_binding b = {.topic = "trade",
+                                         .message_type = "pay-succ",
+                                         .bind_type = 0,
+                                         .watermark = 1000,
                                          .persistent = true};
     struct kq_cluster_options o = {
         .registry = svc.uri,
-        .client = {.group_id = "s-trade-a", .secret = "secret", .on_message = on_message,
-                   .ud = &g},
+        .client = {.group_id = "s-trade-a", .secret = "secret", .on_message = on_message, .ud = &g},
         .bindings = &b,
         .n_bindings = 1,
     };

@@ -18,7 +18,7 @@
 #include "support/zk_service.h"
 
 static struct zk_service svc;
-static zhandle_t *zh; /* the test's own view of ZooKeeper */
+static zhandle_t *zh;   /* the test's own view of ZooKeeper */
 static char prefix[32]; /* unique topic prefix: the tree is shared with other runs */
 
 /* ---- what the registry reported ---------------------------------------------------------- */
@@ -35,8 +35,8 @@ static size_t n_seen;
 static const char *last_state;
 static bool stopped;
 
-static void on_bindings(void *ud, const char *topic, const char *group,
-                        const struct kq_binding *b, size_t n)
+static void on_bindings(void *ud, const char *topic, const char *group, const struct kq_binding *b,
+                        size_t n)
 {
     if (n_seen == sizeof seen / sizeof seen[0])
         return;
@@ -53,17 +53,11 @@ static void on_bindings(void *ud, const char *topic, const char *group,
     }
 }
 
-static void on_state(void *ud, const char *state)
-{
-    last_state = state;
-}
+static void on_state(void *ud, const char *state) { last_state = state; }
 
 static const struct kq_zk_events events = {.on_bindings = on_bindings, .on_state = on_state};
 
-static void on_stopped(void *ud)
-{
-    stopped = true;
-}
+static void on_stopped(void *ud) { stopped = true; }
 
 /* Run the loop until pred() or timeout; returns pred(). */
 static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, int timeout_ms)
@@ -76,20 +70,11 @@ static bool run_until(uv_loop_t *loop, bool (*pred)(void *), void *arg, int time
     return pred(arg);
 }
 
-static bool state_is(void *want)
-{
-    return last_state && strcmp(last_state, want) == 0;
-}
+static bool state_is(void *want) { return last_state && strcmp(last_state, want) == 0; }
 
-static bool seen_at_least(void *n)
-{
-    return n_seen >= *(size_t *)n;
-}
+static bool seen_at_least(void *n) { return n_seen >= *(size_t *)n; }
 
-static bool is_stopped(void *x)
-{
-    return stopped;
-}
+static bool is_stopped(void *x) { return stopped; }
 
 /* Wait for the k-th report (0-based) and return it. */
 static struct seen *wait_seen(uv_loop_t *loop, size_t k)
@@ -99,16 +84,10 @@ static struct seen *wait_seen(uv_loop_t *loop, size_t k)
     return &seen[k];
 }
 
-static bool never(void *x)
-{
-    return false;
-}
+static bool never(void *x) { return false; }
 
 /* Let the loop run for ms (to see that nothing more is reported). */
-static void settle(uv_loop_t *loop, int ms)
-{
-    run_until(loop, never, NULL, ms);
-}
+static void settle(uv_loop_t *loop, int ms) { run_until(loop, never, NULL, ms); }
 
 static void topic(char *out, size_t len, const char *name)
 {
@@ -117,8 +96,8 @@ static void topic(char *out, size_t len, const char *name)
 
 /* ---- node checks ------------------------------------------------------------------------- */
 
-__attribute__((format(printf, 2, 3)))
-static void assert_path_fmt(bool ephemeral, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void assert_path_fmt(bool ephemeral, const char *fmt,
+                                                                  ...)
 {
     char path[512];
     va_list ap;
@@ -129,10 +108,7 @@ static void assert_path_fmt(bool ephemeral, const char *fmt, ...)
     zk_test_assert_node(zh, path, ephemeral);
 }
 
-static bool node_exists(const char *path)
-{
-    return zoo_exists(zh, path, 0, NULL) == ZOK;
-}
+static bool node_exists(const char *path) { return zoo_exists(zh, path, 0, NULL) == ZOK; }
 
 /* ---- fixtures ---------------------------------------------------------------------------- */
 
@@ -194,9 +170,9 @@ static void test_publish_layout(void **state)
     char *topics[] = {ta, tb};
     struct kq_zk_registry *r;
     char err[256];
-    assert_int_equal(kq_zk_registry_start(&loop, svc.uri, bind, topics, 2, &events, NULL, &r,
-                                          err, sizeof err),
-                     0);
+    assert_int_equal(
+        kq_zk_registry_start(&loop, svc.uri, bind, topics, 2, &events, NULL, &r, err, sizeof err),
+        0);
     assert_true(run_until(&loop, state_is, "connected", 15000));
     assert_string_equal(kq_zk_registry_state(r), "connected");
     struct seen *s = wait_seen(&loop, 0);
@@ -329,13 +305,13 @@ static void test_bad_and_unreachable(void **state)
     struct kq_zk_registry *r;
     char err[256] = "";
     char *topics[] = {"x"};
-    assert_int_equal(kq_zk_registry_start(&loop, "http://x:1", "127.0.0.1:1", topics, 1,
-                                          &events, NULL, &r, err, sizeof err),
+    assert_int_equal(kq_zk_registry_start(&loop, "http://x:1", "127.0.0.1:1", topics, 1, &events,
+                                          NULL, &r, err, sizeof err),
                      -EINVAL);
     assert_non_null(strstr(err, "URI"));
     /* port 1 on loopback: refused at once */
-    assert_int_equal(kq_zk_registry_start(&loop, "zk://127.0.0.1:1", "127.0.0.1:13822", topics,
-                                          1, &events, NULL, &r, err, sizeof err),
+    assert_int_equal(kq_zk_registry_start(&loop, "zk://127.0.0.1:1", "127.0.0.1:13822", topics, 1,
+                                          &events, NULL, &r, err, sizeof err),
                      0);
     settle(&loop, 1000);
     assert_string_equal(kq_zk_registry_state(r), "connecting");
@@ -366,9 +342,9 @@ static void test_zk_restart(void **state)
     char *topics[] = {ta};
     struct kq_zk_registry *r;
     char err[256];
-    assert_int_equal(kq_zk_registry_start(&loop, svc.uri, bind, topics, 1, &events, NULL, &r,
-                                          err, sizeof err),
-                     0);
+    assert_int_equal(
+        kq_zk_registry_start(&loop, svc.uri, bind, topics, 1, &events, NULL, &r, err, sizeof err),
+        0);
     assert_true(run_until(&loop, state_is, "connected", 15000));
     assert_true(zk_test_wait_node(zh, node, true, NULL, 5000));
 

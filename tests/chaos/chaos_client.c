@@ -35,7 +35,11 @@
 #include "client/kiteq_client.h"
 
 static atomic_bool stopping;
-static void on_term(int sig) { (void)sig; stopping = true; }
+static void on_term(int sig)
+{
+    (void)sig;
+    stopping = true;
+}
 
 static void die(const char *what)
 {
@@ -81,8 +85,8 @@ static void record_id(const char *id)
     pthread_mutex_unlock(&record_lock);
 }
 
-__attribute__((format(printf, 3, 4)))
-static void remember(char *slot, size_t len, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void remember(char *slot, size_t len, const char *fmt,
+                                                           ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -96,9 +100,13 @@ static void remember(char *slot, size_t len, const char *fmt, ...)
 /* A consumer keeps trying (its broker may start later); a producer tries once and moves on. */
 static struct kq_client *open_client(const char *broker, kq_on_message_fn on_message, bool retry)
 {
-    struct kq_client_options o = {.broker = broker, .group_id = group, .secret = secret,
-                                  .reconnect = true, .heartbeat_ms = 1000,
-                                  .connect_timeout_ms = 3000, .on_message = on_message};
+    struct kq_client_options o = {.broker = broker,
+                                  .group_id = group,
+                                  .secret = secret,
+                                  .reconnect = true,
+                                  .heartbeat_ms = 1000,
+                                  .connect_timeout_ms = 3000,
+                                  .on_message = on_message};
     struct kq_client *c = NULL;
     char err[256] = "";
     while (!stopping) {
@@ -123,8 +131,12 @@ static void *produce_thread(void *arg)
             sleep_ms(100);
             continue;
         }
-        struct kq_message m = {.topic = topic, .message_type = type, .expired_time = -1,
-                               .deliver_limit = -1, .body = "chaos", .body_len = 5};
+        struct kq_message m = {.topic = topic,
+                               .message_type = type,
+                               .expired_time = -1,
+                               .deliver_limit = -1,
+                               .body = "chaos",
+                               .body_len = 5};
         struct kq_publish_result r;
         int rc = kq_publish(c[b], &m, &r);
         if (rc == 0 && r.status) {
@@ -171,8 +183,8 @@ static int run_workload(bool produce, int threads)
     if (produce) {
         for (int i = 0; i < threads; i++)
             pthread_join(t[i], NULL);
-        fprintf(stderr, "produce: acked=%lu refused=%lu failed=%lu%s%s%s%s\n",
-                (unsigned long)acked, (unsigned long)refused, (unsigned long)failed,
+        fprintf(stderr, "produce: acked=%lu refused=%lu failed=%lu%s%s%s%s\n", (unsigned long)acked,
+                (unsigned long)refused, (unsigned long)failed,
                 first_refusal[0] ? " first_refusal=" : "", first_refusal,
                 first_failure[0] ? " first_failure=" : "", first_failure);
     } else {
@@ -188,7 +200,11 @@ static int run_workload(bool produce, int threads)
 
 static atomic_bool delay_on; /* off until the first SIGUSR1 */
 static int delay_ms;
-static void on_usr1(int sig) { (void)sig; delay_on = !delay_on; }
+static void on_usr1(int sig)
+{
+    (void)sig;
+    delay_on = !delay_on;
+}
 
 struct chunk {
     uint64_t due;

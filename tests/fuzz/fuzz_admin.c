@@ -64,16 +64,21 @@ static int h_reload(void *ud, struct kq_admin_req *r, struct kq_buf *out)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    static const struct kq_admin_handlers h = {
-        .stat = h_stat, .binds = h_stat, .metrics = h_metrics, .msg = h_msg,
-        .dlq_list = h_dlq_list, .dlq_requeue = h_dlq_requeue, .dlq_purge = h_dlq_id,
-        .dlq_show = h_dlq_id, .reload = h_reload};
+    static const struct kq_admin_handlers h = {.stat = h_stat,
+                                               .binds = h_stat,
+                                               .metrics = h_metrics,
+                                               .msg = h_msg,
+                                               .dlq_list = h_dlq_list,
+                                               .dlq_requeue = h_dlq_requeue,
+                                               .dlq_purge = h_dlq_id,
+                                               .dlq_show = h_dlq_id,
+                                               .reload = h_reload};
     char err[256];
     kq_log_set_level(KQ_LOG_ERROR + 1);
     FUZZ_CHECK(uv_loop_init(&loop) == 0);
     /* The listener is never connected to; a token makes the auth checks run. */
-    if (kq_admin_start(&loop, "127.0.0.1:0", "fuzz-token", &h, NULL, &admin, err,
-                       sizeof err) != 0) {
+    if (kq_admin_start(&loop, "127.0.0.1:0", "fuzz-token", &h, NULL, &admin, err, sizeof err) !=
+        0) {
         fprintf(stderr, "admin: %s\n", err);
         abort();
     }

@@ -17,8 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct kq_config c;
     char err[1024] = "";
     kq_config_defaults(&c);
-    int rc = kq_config_load_buffer(&c, "fuzz.lua", (const char *)data, size, NULL, err,
-                                   sizeof err);
+    int rc = kq_config_load_buffer(&c, "fuzz.lua", (const char *)data, size, NULL, err, sizeof err);
     if (rc == 0) {
         char verr[1024] = "";
         if (kq_config_validate(&c, verr, sizeof verr) != 0)

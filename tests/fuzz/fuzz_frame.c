@@ -58,7 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int n;
     while (off < size && (n = kq_frame_parse(data + off, size - off, &f)) > 0) {
         FUZZ_CHECK(f.body_len >= 0 && f.body_len <= KQ_FRAME_MAX_BODY);
-        FUZZ_CHECK((size_t)n == KQ_FRAME_HEADER_LEN + (size_t)f.body_len && (size_t)n <= size - off);
+        FUZZ_CHECK((size_t)n == KQ_FRAME_HEADER_LEN + (size_t)f.body_len &&
+                   (size_t)n <= size - off);
         (void)kq_cmd_name(f.cmd);
         decode(f.cmd, f.body, (size_t)f.body_len);
         off += (size_t)n;

@@ -90,8 +90,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         add_record(FS_SAVE, seq++, &m, NULL);
         if (i == 2) {
             const char *done[] = {"g-consumer"};
-            struct kq_delivery_state st = {.attempts = 2, .next_attempt_ms = 1700000000000,
-                                           .groups_done = done, .n_done = 1};
+            struct kq_delivery_state st = {
+                .attempts = 2, .next_attempt_ms = 1700000000000, .groups_done = done, .n_done = 1};
             memcpy(st.id, m.id, sizeof st.id);
             add_record(FS_STATE, seq++, &m, &st);
         }
@@ -136,14 +136,13 @@ struct seen {
     size_t damage_len;
 };
 
-static void on_recover(void *ud, const struct kq_stored_msg *m,
-                       const struct kq_delivery_state *st)
+static void on_recover(void *ud, const struct kq_stored_msg *m, const struct kq_delivery_state *st)
 {
     struct seen *s = ud;
     char *end;
     unsigned long i = strtoul(m->id, &end, 16);
     if (*end || i < 1 || i > N_MSGS || named_in(s->damage, s->damage_len, (int)i))
-        return; /* a message the damage made up or changed */
+        return;             /* a message the damage made up or changed */
     FUZZ_CHECK(!s->msg[i]); /* once */
     s->msg[i] = true;
     uint8_t body[80];
@@ -153,8 +152,8 @@ static void on_recover(void *ud, const struct kq_stored_msg *m,
     FUZZ_CHECK(m->commit == want.commit && m->cmd == want.cmd);
     FUZZ_CHECK(strcmp(m->topic, want.topic) == 0);
     FUZZ_CHECK(m->publish_time == want.publish_time && m->deliver_limit == 100);
-    FUZZ_CHECK(m->body_len == 0 || (m->body_len == want.body_len &&
-                                    memcmp(m->body, want.body, m->body_len) == 0));
+    FUZZ_CHECK(m->body_len == 0 ||
+               (m->body_len == want.body_len && memcmp(m->body, want.body, m->body_len) == 0));
     if (i == 2) {
         FUZZ_CHECK(st && st->attempts == 2 && st->n_done == 1);
         FUZZ_CHECK(strcmp(st->groups_done[0], "g-consumer") == 0);

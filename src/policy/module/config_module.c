@@ -64,13 +64,18 @@ static void push_config(lua_State *L, const struct kq_config *c)
         const char *key;
         int value;
     } ints[] = {
-        {"deliverySeconds", c->delivery_seconds}, {"maxDeliverWorkers", c->max_deliver_workers},
+        {"deliverySeconds", c->delivery_seconds},
+        {"maxDeliverWorkers", c->max_deliver_workers},
         {"recoverSeconds", c->recover_seconds},
         {"recievePermitsPerSecond", c->recieve_permits_per_second},
-        {"dlqExecHour", c->dlq_exec_hour}, {"heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds},
-        {"maxConnections", c->max_connections}, {"txCheckSeconds", c->tx_check_seconds},
-        {"txMaxChecks", c->tx_max_checks}, {"deliverWindow", c->deliver_window},
-        {"takeoverSeconds", c->takeover_seconds}, {"messageHistory", c->message_history},
+        {"dlqExecHour", c->dlq_exec_hour},
+        {"heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds},
+        {"maxConnections", c->max_connections},
+        {"txCheckSeconds", c->tx_check_seconds},
+        {"txMaxChecks", c->tx_max_checks},
+        {"deliverWindow", c->deliver_window},
+        {"takeoverSeconds", c->takeover_seconds},
+        {"messageHistory", c->message_history},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         set_number(L, ints[i].key, ints[i].value);

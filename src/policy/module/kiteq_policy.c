@@ -81,8 +81,9 @@ static cJSON *to_json(lua_State *L, int idx, int depth)
     case LUA_TNUMBER: return cJSON_CreateNumber(lua_tonumber(L, idx));
     case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
     case LUA_TTABLE: return table_to_json(L, idx, depth);
-    default: luaL_error(L, "arguments are strings, numbers, booleans and tables (got %s)",
-                        luaL_typename(L, idx));
+    default:
+        luaL_error(L, "arguments are strings, numbers, booleans and tables (got %s)",
+                   luaL_typename(L, idx));
     }
     return NULL;
 }
@@ -143,8 +144,8 @@ static int l_call(lua_State *L)
 {
     struct gen *g = check_gen(L);
     const char *hook = luaL_checkstring(L, 2);
-    cJSON *args = lua_isnoneornil(L, 3) ? NULL : (luaL_checktype(L, 3, LUA_TTABLE),
-                                                  to_json(L, 3, 0));
+    cJSON *args =
+        lua_isnoneornil(L, 3) ? NULL : (luaL_checktype(L, 3, LUA_TTABLE), to_json(L, 3, 0));
     char err[512];
     const char *problem = NULL;
     cJSON *answer = kq_policy_call(g->p, hook, args, &problem, err, sizeof err);
@@ -179,8 +180,10 @@ static int l_stats(lua_State *L)
             const struct {
                 const char *k;
                 uint64_t v;
-            } nums[] = {{"calls", hs[i].calls}, {"errors", hs[i].errors},
-                        {"fallbacks", hs[i].fallbacks}, {"cache_hits", hs[i].cache_hits},
+            } nums[] = {{"calls", hs[i].calls},
+                        {"errors", hs[i].errors},
+                        {"fallbacks", hs[i].fallbacks},
+                        {"cache_hits", hs[i].cache_hits},
                         {"rejects", hs[i].rejects}};
             for (size_t k = 0; k < sizeof nums / sizeof nums[0]; k++) {
                 lua_pushnumber(L, (double)nums[k].v);

@@ -75,8 +75,10 @@ int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, v
      * after the callback. If that fails the letter stays (a duplicate later, never a loss). */
     cb(ud, 0, &dl);
     if ((rc = fs_append_id(s, FS_DLQ_DEL, true, d->id))) {
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD, "dead letter id=%s taken but kept in the "
-                           "DLQ: %s", d->id, strerror(-rc));
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                           "dead letter id=%s taken but kept in the "
+                           "DLQ: %s",
+                           d->id, strerror(-rc));
         return 0;
     }
     fs_dead_drop(s, d);
@@ -92,8 +94,7 @@ int fs_dlq_purge(struct kq_store *base, const char *topic, kq_store_purge_cb cb,
     int rc = 0;
     if (s->closing)
         return -ESHUTDOWN;
-    HASH_ITER(hh, s->dead, d, tmp)
-    {
+    HASH_ITER (hh, s->dead, d, tmp) {
         if (topic && strcmp(topic, kq_dlq_pos_topic(&d->pos)) != 0)
             continue;
         if ((rc = fs_append_id(s, FS_DLQ_DEL, true, d->id)))

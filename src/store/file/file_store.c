@@ -207,18 +207,15 @@ static int add_drop(struct fs_batch *b, struct fs_seg *g)
     return 0;
 }
 
-
 /* ---- reading records back ---------------------------------------------------------------- */
 
-struct fs_batch *fs_unwritten(struct fs_store *s, bool dlq, const struct fs_seg *seg,
-                              uint64_t off)
+struct fs_batch *fs_unwritten(struct fs_store *s, bool dlq, const struct fs_seg *seg, uint64_t off)
 {
     struct fs_batch *lists[] = {s->flight.head, s->failed.head};
     for (size_t i = 0; i < 2; i++)
         for (struct fs_batch *b = lists[i]; b; b = b->next) {
             if (dlq ? b->dlq.len && off >= b->dbase && off < b->dbase + b->dlq.len
-                    : b->main.len && b->seg == seg && off >= b->base &&
-                          off < b->base + b->main.len)
+                    : b->main.len && b->seg == seg && off >= b->base && off < b->base + b->main.len)
                 return b;
         }
     return NULL;
@@ -305,8 +302,8 @@ static int append_save(struct fs_store *s, const struct kq_stored_msg *m, uint64
     int rc = fs_rec_begin(buf, FS_SAVE, s->seq + 1, &start);
     if (!rc && !(rc = fs_put_msg(buf, m, orig_seq ? orig_seq : s->seq + 1)))
         rc = fs_rec_end(buf, start);
-    if (!rc && (rc = add_item(s->open, FS_SAVE, false, start, buf->len - start, key, from,
-                              from_off)))
+    if (!rc &&
+        (rc = add_item(s->open, FS_SAVE, false, start, buf->len - start, key, from, from_off)))
         buf->len = start;
     if (rc) {
         buf->len = start;
@@ -442,8 +439,8 @@ static int fs_remove(struct kq_store *base, const char *id)
     return 0;
 }
 
-static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m,
-                          const char *reason, const struct kq_dlq_groups *groups)
+static int fs_dead_letter(struct kq_store *base, const struct kq_stored_msg *m, const char *reason,
+                          const struct kq_dlq_groups *groups)
 {
     struct fs_store *s = (struct fs_store *)base;
     char key[KQ_ID_LEN + 1];
@@ -851,10 +848,7 @@ static void on_kick(uv_idle_t *h)
     seal_and_submit(s);
 }
 
-static void on_later(uv_timer_t *h)
-{
-    fs_kick(h->data);
-}
+static void on_later(uv_timer_t *h) { fs_kick(h->data); }
 
 /* Submit the open batch at the end of this loop iteration (so that every call made in the
  * same iteration shares one write and one fdatasync), or right away if the writer is idle
@@ -904,8 +898,8 @@ static void free_all(struct fs_store *s)
     kq_idmap_free(&s->index);
     s->pending = 0;
     struct fs_dead *d, *dt;
-    HASH_ITER(hh, s->dead, d, dt)
-    fs_dead_drop(s, d);
+    HASH_ITER (hh, s->dead, d, dt)
+        fs_dead_drop(s, d);
     kq_dlq_index_free(&s->dlq);
     kq_dlq_groups_buf_free(&s->dlq_groups);
     while (s->oldest) {
@@ -999,8 +993,7 @@ static const struct kq_store_ops file_ops = {
     .stats = fs_stats,
 };
 
-static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *err,
-                        size_t errlen)
+static int parse_params(struct fs_store *s, const struct kq_store_uri *u, char *err, size_t errlen)
 {
     static const char *const allowed[] = {"fsync",      "interval",   "lazy_sync_ms",
                                           "segment_mb", "segment_kb", NULL};
@@ -1102,7 +1095,9 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
         return rc;
     }
     KQ_INFO(FS_MOD, "opened %s fsync=%s segments=%zu pending=%zu dead=%u in %llu ms", s->dir,
-            s->mode == FS_SYNC_GROUP ? "group" : s->mode == FS_SYNC_INTERVAL ? "interval" : "none",
+            s->mode == FS_SYNC_GROUP      ? "group"
+            : s->mode == FS_SYNC_INTERVAL ? "interval"
+                                          : "none",
             s->n_segs, s->pending, HASH_COUNT(s->dead), (unsigned long long)s->st.recover_ms);
     *out = &s->base;
     return 0;

@@ -35,12 +35,12 @@ struct fs_seg {
 struct fs_entry {
     char id[KQ_ID_LEN + 1]; /* zero-padded: the hash key is all KQ_ID_LEN bytes */
     bool commit;
-    bool unsealed;   /* SAVE is still in the open batch: off is relative to its buffer */
+    bool unsealed; /* SAVE is still in the open batch: off is relative to its buffer */
     struct fs_seg *seg;
-    uint32_t off;    /* offset of the SAVE record */
-    uint32_t len;    /* its total size */
+    uint32_t off;      /* offset of the SAVE record */
+    uint32_t len;      /* its total size */
     uint64_t orig_seq; /* seq of the first SAVE: publish order, kept by compaction */
-    uint8_t *state;  /* NULL or u32 length + STATE body of the latest update */
+    uint8_t *state;    /* NULL or u32 length + STATE body of the latest update */
 };
 
 /* Index entry of one dead letter (record in dlq.log). */
@@ -57,8 +57,8 @@ struct fs_dead {
  * the batch cannot be written. */
 struct fs_item {
     uint8_t type;
-    bool dlq;            /* record is in the dlq buffer */
-    uint32_t rel;        /* offset in the batch buffer */
+    bool dlq;     /* record is in the dlq buffer */
+    uint32_t rel; /* offset in the batch buffer */
     uint32_t len;
     char id[KQ_ID_LEN + 1];
     struct fs_seg *from; /* compaction copy: the message's location before the copy */
@@ -85,7 +85,7 @@ struct fs_batch {
     bool new_seg;
     /* set by the writer */
     int status;
-    bool dropped; /* the drops were done although the write failed (writer.c) */
+    bool dropped;           /* the drops were done although the write failed (writer.c) */
     struct fs_batch *next;  /* loop: in the store's flight, failed or spare list */
     struct fs_batch *wnext; /* under the writer's mu: in its jobs or done list */
 };
@@ -102,19 +102,19 @@ enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };
 struct fs_writer {
     uv_thread_t thread;
     uv_mutex_t mu;
-    sem_t wake;        /* loop -> writer: job or stop (writer.c: why not a condvar) */
-    uv_cond_t done_cv; /* writer -> close(): done */
+    sem_t wake;                      /* loop -> writer: job or stop (writer.c: why not a condvar) */
+    uv_cond_t done_cv;               /* writer -> close(): done */
     struct fs_batch_list jobs, done; /* sealed, not taken yet / written, not taken back yet */
-    bool sleeping;     /* the writer waits on wake (or is about to): a job must post */
-    int fail_rc;       /* a write failed: later jobs fail without a write until the loop saw it */
+    bool sleeping; /* the writer waits on wake (or is about to): a job must post */
+    int fail_rc;   /* a write failed: later jobs fail without a write until the loop saw it */
     bool stop, started;
-    int done_fd;       /* eventfd: writer -> loop, "done is not empty" (writer.c: not uv_async) */
+    int done_fd; /* eventfd: writer -> loop, "done is not empty" (writer.c: not uv_async) */
     uv_poll_t done_poll;
     enum fs_sync mode;
     int64_t interval_ms;
     int64_t lazy_sync_ms; /* group: how long a batch nobody waits for may stay unsynced */
     int dir_fd, dlq_fd;
-    int dirty_fd;   /* segment written but not yet synced (interval/none, lazy group batches) */
+    int dirty_fd; /* segment written but not yet synced (interval/none, lazy group batches) */
     bool dlq_dirty;
     bool failed_dlq_add; /* a failed batch since the last good group carried a DLQ_ADD */
     int64_t last_sync_ms;
@@ -133,8 +133,8 @@ struct fs_store {
     size_t n_segs;
     struct kq_idmap index; /* struct fs_entry by id */
     size_t pending;
-    struct fs_dead *dead;  /* by id */
-    struct kq_dlq_index dlq; /* their order and counters */
+    struct fs_dead *dead;                /* by id */
+    struct kq_dlq_index dlq;             /* their order and counters */
     struct kq_dlq_groups_buf dlq_groups; /* the groups of the dead letter read last */
     int dlq_fd;
     uint64_t dlq_size;
@@ -146,8 +146,8 @@ struct fs_store {
     size_t n_spares;
     struct fs_writer w;
     uv_idle_t kick;
-    uv_timer_t later;     /* a batch nobody waits for: back-off, lazy_sync_ms (fs_kick) */
-    int64_t held_until;   /* the open batch waits for a waiter until then (0: not yet held) */
+    uv_timer_t later;   /* a batch nobody waits for: back-off, lazy_sync_ms (fs_kick) */
+    int64_t held_until; /* the open batch waits for a waiter until then (0: not yet held) */
     int64_t backoff_until;
     int handles_open;
     bool closing;
@@ -186,8 +186,8 @@ int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud);
 int fs_resync(int fd, bool dlq, uint64_t off, uint64_t size, uint64_t after, uint64_t *next);
 /* Copy bytes [from, to) of the file `path` (open as fd) to DIR/quarantine/<name>.<from>-<to>.bad
  * (fsync'ed, replacing an earlier copy of the same range); its path goes to out. 0 or -errno. */
-int fs_quarantine(const char *dir, const char *path, int fd, uint64_t from, uint64_t to,
-                  char *out, size_t outlen);
+int fs_quarantine(const char *dir, const char *path, int fd, uint64_t from, uint64_t to, char *out,
+                  size_t outlen);
 
 /* file_store.c */
 struct fs_entry *fs_find(struct fs_store *s, const char *key);
@@ -206,8 +206,7 @@ int fs_append_id(struct fs_store *s, uint8_t type, bool dlq, const char *key);
 void fs_kick(struct fs_store *s);
 /* The sealed batch not yet completed that holds the record at off (dlq.log, or seg), if any:
  * its bytes may not be in the file yet. */
-struct fs_batch *fs_unwritten(struct fs_store *s, bool dlq, const struct fs_seg *seg,
-                              uint64_t off);
+struct fs_batch *fs_unwritten(struct fs_store *s, bool dlq, const struct fs_seg *seg, uint64_t off);
 /* dlq.c */
 int fs_dlq_counts(struct kq_store *base, bool by_group, kq_store_dlq_count_cb cb, void *ud);
 int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, size_t max,

@@ -61,11 +61,11 @@ int fs_rec_end(struct kq_buf *b, size_t start)
 
 /* ---- little put/get helpers ------------------------------------------------------------ */
 
-#define PUT(b, v)                                                                            \
-    do {                                                                                     \
-        __typeof__(v) v_ = (v);                                                              \
-        if (kq_buf_append((b), &v_, sizeof v_))                                              \
-            return -ENOMEM;                                                                  \
+#define PUT(b, v)                                                                                  \
+    do {                                                                                           \
+        __typeof__(v) v_ = (v);                                                                    \
+        if (kq_buf_append((b), &v_, sizeof v_))                                                    \
+            return -ENOMEM;                                                                        \
     } while (0)
 
 /* Strings: u16 length, bytes, NUL (so that decoded pointers can be used as C strings). */
@@ -189,13 +189,13 @@ static const uint8_t *take(struct rd *r, size_t n)
     return p;
 }
 
-#define GET(r, v)                                                                            \
-    do {                                                                                     \
-        const uint8_t *q_ = take((r), sizeof(v));                                            \
-        if (q_)                                                                              \
-            memcpy(&(v), q_, sizeof(v));                                                     \
-        else                                                                                 \
-            memset(&(v), 0, sizeof(v));                                                      \
+#define GET(r, v)                                                                                  \
+    do {                                                                                           \
+        const uint8_t *q_ = take((r), sizeof(v));                                                  \
+        if (q_)                                                                                    \
+            memcpy(&(v), q_, sizeof(v));                                                           \
+        else                                                                                       \
+            memset(&(v), 0, sizeof(v));                                                            \
     } while (0)
 
 static const char *get_str(struct rd *r)

@@ -27,8 +27,8 @@ enum fs_rtype {
     FS_STATE = 3,
     FS_REMOVE = 4,
     FS_DEAD = 5,
-    FS_DLQ_ADD = 16, /* dlq.log only; written before the groups were recorded */
-    FS_DLQ_DEL = 17, /* dlq.log only */
+    FS_DLQ_ADD = 16,        /* dlq.log only; written before the groups were recorded */
+    FS_DLQ_DEL = 17,        /* dlq.log only */
     FS_DLQ_ADD_GROUPS = 18, /* dlq.log only: DLQ_ADD with the groups it failed for */
 };
 

@@ -80,8 +80,7 @@ static enum sc_res scan_next(struct scan *sc, struct fs_rec *r, uint64_t *off, s
         }
         ssize_t n;
         do
-            n = pread(sc->fd, sc->buf + sc->have, sc->cap - sc->have,
-                      (off_t)(sc->boff + sc->have));
+            n = pread(sc->fd, sc->buf + sc->have, sc->cap - sc->have, (off_t)(sc->boff + sc->have));
         while (n < 0 && errno == EINTR);
         if (n < 0)
             return SC_IOERR;
@@ -91,8 +90,8 @@ static enum sc_res scan_next(struct scan *sc, struct fs_rec *r, uint64_t *off, s
     }
 }
 
-static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r,
-                       uint64_t off, size_t total)
+static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, uint64_t off,
+                       size_t total)
 {
     struct kq_stored_msg m;
     uint64_t orig;
@@ -108,8 +107,10 @@ static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec
         } else {
             /* A new message under the id of one whose REMOVE or DEAD was in a damaged range:
              * the earlier one is gone; its commit flag and state must not pass to this one. */
-            KQ_LOG_RATELIMITED(KQ_LOG_WARN, FS_MOD, "message %s saved again while pending: the "
-                               "earlier one's removal was lost, the new one replaces it", m.id);
+            KQ_LOG_RATELIMITED(KQ_LOG_WARN, FS_MOD,
+                               "message %s saved again while pending: the "
+                               "earlier one's removal was lost, the new one replaces it",
+                               m.id);
             e->commit = m.commit;
             free(e->state);
             e->state = NULL;
@@ -147,9 +148,7 @@ static void apply(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, 
     if (!e)
         return; /* refers to a message removed earlier or in a deleted segment */
     switch (r->type) {
-    case FS_COMMIT:
-        e->commit = true;
-        break;
+    case FS_COMMIT: e->commit = true; break;
     case FS_STATE: {
         uint32_t n = r->len - KQ_ID_LEN;
         uint8_t *blob = malloc(4 + (size_t)n);
@@ -162,11 +161,8 @@ static void apply(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, 
         break;
     }
     case FS_REMOVE:
-    case FS_DEAD:
-        fs_entry_drop(s, e);
-        break;
-    default:
-        break;
+    case FS_DEAD: fs_entry_drop(s, e); break;
+    default: break;
     }
 }
 
@@ -180,8 +176,10 @@ static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, 
         struct fs_dead *x;
         if (!fs_id_key(d.msg.id, key) ||
             !(x = fs_dead_new(s, key, d.msg.topic, d.msg.publish_group))) {
-            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD, "dlq.log offset %llu: dead letter not "
-                               "indexed (bad id or out of memory)", (unsigned long long)off);
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                               "dlq.log offset %llu: dead letter not "
+                               "indexed (bad id or out of memory)",
+                               (unsigned long long)off);
             return;
         }
         x->off = off;
@@ -240,15 +238,17 @@ static void bad_tail(struct fs_store *s, struct scan *sc, const char *path, uint
     char note[1300];
     quarantine(s, path, sc->fd, off, dend < size ? dend : size, note, sizeof note);
     if (last) {
-        KQ_WARN(FS_MOD, "%s: %s at offset %" PRIu64 " and no valid record after it: truncating %"
-                        PRIu64 " bytes after the last good record (%s)",
+        KQ_WARN(FS_MOD,
+                "%s: %s at offset %" PRIu64 " and no valid record after it: truncating %" PRIu64
+                " bytes after the last good record (%s)",
                 path, sc->why, off, size - off, note);
         if (ftruncate(sc->fd, (off_t)off) || fsync(sc->fd))
             KQ_ERROR(FS_MOD, "%s: truncate failed: %s", path, strerror(errno));
         s->st.truncated_bytes += size - off;
     } else {
-        KQ_ERROR(FS_MOD, "%s: %s at offset %" PRIu64 " and no valid record after it: the %"
-                         PRIu64 " bytes to the end of this older segment are skipped (%s)",
+        KQ_ERROR(FS_MOD,
+                 "%s: %s at offset %" PRIu64 " and no valid record after it: the %" PRIu64
+                 " bytes to the end of this older segment are skipped (%s)",
                  path, sc->why, off, size - off, note);
     }
 }
@@ -286,8 +286,9 @@ static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g,
             return off;
         }
         if (rc) {
-            KQ_ERROR(FS_MOD, "%s: read error at offset %" PRIu64 " of %" PRIu64 " (%s); skipping "
-                             "the rest of this file",
+            KQ_ERROR(FS_MOD,
+                     "%s: read error at offset %" PRIu64 " of %" PRIu64 " (%s); skipping "
+                     "the rest of this file",
                      path, off, size, strerror(-rc));
             return off;
         }
@@ -295,9 +296,10 @@ static uint64_t scan_file(struct fs_store *s, struct scan *sc, struct fs_seg *g,
             sc->why = "bad length (past the end of the file)";
         char note[1300];
         quarantine(s, path, sc->fd, off, next, note, sizeof note);
-        KQ_ERROR(FS_MOD, "%s: %s at offset %" PRIu64 ": skipped %" PRIu64 " damaged bytes "
-                         "(offsets %" PRIu64 "-%" PRIu64 "), resynchronised on the valid record "
-                         "at %" PRIu64 " (%s)",
+        KQ_ERROR(FS_MOD,
+                 "%s: %s at offset %" PRIu64 ": skipped %" PRIu64 " damaged bytes "
+                 "(offsets %" PRIu64 "-%" PRIu64 "), resynchronised on the valid record "
+                 "at %" PRIu64 " (%s)",
                  path, sc->why, off, next - off, off, next, next, note);
         scan_seek(sc, next);
     }
@@ -448,7 +450,7 @@ int fs_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
         cb(ud, &m, stp);
         fs_state_free(&st);
         continue;
-    bad:
+bad:
         failed++;
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD, "recover: cannot read message %s", e->id);
     }

@@ -115,9 +115,8 @@ int fs_resync(int fd, bool dlq, uint64_t off, uint64_t size, uint64_t after, uin
         size_t n = size - pos < SEARCH_CHUNK ? (size_t)(size - pos) : SEARCH_CHUNK;
         if (!read_at(&p, chunk, n, pos))
             break;
-        for (const uint8_t *q = chunk; !p.err && (q = memmem(q, n - (size_t)(q - chunk),
-                                                             needle, 4));
-             q++) {
+        for (const uint8_t *q = chunk;
+             !p.err && (q = memmem(q, n - (size_t)(q - chunk), needle, 4)); q++) {
             uint64_t at = pos + (uint64_t)(q - chunk);
             size_t total = valid_at(&p, at, after, &seq);
             if (total && !contradicted(&p, at + total, seq) && !p.err) {
@@ -148,16 +147,16 @@ static void sync_dir(const char *dir)
         close(d);
 }
 
-int fs_quarantine(const char *dir, const char *path, int fd, uint64_t from, uint64_t to,
-                  char *out, size_t outlen)
+int fs_quarantine(const char *dir, const char *path, int fd, uint64_t from, uint64_t to, char *out,
+                  size_t outlen)
 {
     char qdir[1100];
     snprintf(qdir, sizeof qdir, "%s/quarantine", dir);
     if (mkdir(qdir, 0755) && errno != EEXIST)
         return -errno;
     const char *name = strrchr(path, '/');
-    snprintf(out, outlen, "%s/%s.%" PRIu64 "-%" PRIu64 ".bad", qdir, name ? name + 1 : path,
-             from, to);
+    snprintf(out, outlen, "%s/%s.%" PRIu64 "-%" PRIu64 ".bad", qdir, name ? name + 1 : path, from,
+             to);
     int q = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (q < 0)
         return -errno;

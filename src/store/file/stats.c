@@ -2,8 +2,7 @@
  * for /metrics; kq_file_store_stats (file_store.c) keeps them in the store's own units. */
 #include "store/file/fs_internal.h"
 
-static void counter(kq_store_stat_cb cb, void *ud, const char *name, const char *help,
-                    double v)
+static void counter(kq_store_stat_cb cb, void *ud, const char *name, const char *help, double v)
 {
     kq_store_stat_value(cb, ud, KQ_STORE_COUNTER, name, help, v);
 }
@@ -13,11 +12,15 @@ static void gauge(kq_store_stat_cb cb, void *ud, const char *name, const char *h
     kq_store_stat_value(cb, ud, KQ_STORE_GAUGE, name, help, v);
 }
 
-static void histogram(kq_store_stat_cb cb, void *ud, const char *name, const char *help,
-                      size_t n, const double *bounds, const uint64_t *counts, double sum)
+static void histogram(kq_store_stat_cb cb, void *ud, const char *name, const char *help, size_t n,
+                      const double *bounds, const uint64_t *counts, double sum)
 {
-    cb(ud, &(struct kq_store_stat){.name = name, .help = help, .kind = KQ_STORE_HISTOGRAM,
-                                   .n_bounds = n, .bounds = bounds, .counts = counts,
+    cb(ud, &(struct kq_store_stat){.name = name,
+                                   .help = help,
+                                   .kind = KQ_STORE_HISTOGRAM,
+                                   .n_bounds = n,
+                                   .bounds = bounds,
+                                   .counts = counts,
                                    .sum = sum});
 }
 
@@ -31,8 +34,8 @@ void fs_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud)
         fsync_bounds_s[i] = kq_fs_fsync_bounds_us[i] / 1e6;
     counter(cb, ud, "fsyncs_total", "fdatasync calls on the file store's data files.",
             (double)st.fsyncs);
-    histogram(cb, ud, "fsync_seconds", "fdatasync latency of the file store.",
-              KQ_FS_FSYNC_BUCKETS, fsync_bounds_s, st.fsync_hist, (double)st.fsync_us_sum / 1e6);
+    histogram(cb, ud, "fsync_seconds", "fdatasync latency of the file store.", KQ_FS_FSYNC_BUCKETS,
+              fsync_bounds_s, st.fsync_hist, (double)st.fsync_us_sum / 1e6);
     counter(cb, ud, "batches_total", "Group-commit batches written.", (double)st.batches);
     counter(cb, ud, "records_total", "Records written (batch size = records / batches).",
             (double)st.records);
@@ -44,8 +47,7 @@ void fs_stats(struct kq_store *base, kq_store_stat_cb cb, void *ud)
             (double)st.write_errors);
     gauge(cb, ud, "segments", "Live segment files.", (double)st.segments);
     gauge(cb, ud, "log_bytes", "Bytes in the live segment files.", (double)st.log_bytes);
-    gauge(cb, ud, "dead_letters", "Messages in the dead-letter store.",
-          (double)st.dead_letters);
+    gauge(cb, ud, "dead_letters", "Messages in the dead-letter store.", (double)st.dead_letters);
     counter(cb, ud, "segments_deleted_total", "Segment files reclaimed.",
             (double)st.segments_deleted);
     counter(cb, ud, "compactions_total", "Compaction passes started.", (double)st.compactions);

@@ -91,9 +91,11 @@ static void sync_dirty(struct fs_writer *w)
     if (w->dlq_dirty && !rc)
         rc = sync_fd(w, w->dlq_fd);
     if (rc)
-        KQ_ERROR(FS_MOD, "background fdatasync failed: %s (writes not synced yet may be lost on "
-                         "power failure: with fsync=interval acknowledged ones, with "
-                         "fsync=group removals and delivery states)", strerror(-rc));
+        KQ_ERROR(FS_MOD,
+                 "background fdatasync failed: %s (writes not synced yet may be lost on "
+                 "power failure: with fsync=interval acknowledged ones, with "
+                 "fsync=group removals and delivery states)",
+                 strerror(-rc));
     w->dirty_fd = -1;
     w->dlq_dirty = false;
     w->last_sync_ms = kq_now_ms();
@@ -107,8 +109,8 @@ static void sync_dirty(struct fs_writer *w)
  * to a power failure means a duplicate delivery, never a lost message (docs/STORAGE.md). */
 static bool nobody_waits(const struct fs_writer *w, const struct fs_batch *b)
 {
-    if (w->mode != FS_SYNC_GROUP || w->lazy_sync_ms == 0 || b->n_cbs || b->dlq.len ||
-        b->n_drops || b->new_seg)
+    if (w->mode != FS_SYNC_GROUP || w->lazy_sync_ms == 0 || b->n_cbs || b->dlq.len || b->n_drops ||
+        b->new_seg)
         return false;
     for (size_t i = 0; i < b->n_items; i++)
         if (b->items[i].type == FS_SAVE) /* compaction copies: the index moves to them */
@@ -288,8 +290,7 @@ static int run_group(struct fs_writer *w, struct fs_batch **bs, size_t n, int fa
         rc = -errno;
     if (!rc && synced)
         rc = sync_group(w, fds, n_fds, dlq);
-    else if (!rc && w->mode == FS_SYNC_INTERVAL &&
-             kq_now_ms() - w->last_sync_ms >= w->interval_ms)
+    else if (!rc && w->mode == FS_SYNC_INTERVAL && kq_now_ms() - w->last_sync_ms >= w->interval_ms)
         sync_dirty(w);
     for (size_t i = n; !rc && w->mode != FS_SYNC_NONE && i-- > 0;)
         if (bs[i]->main.len) { /* after the sync: not on this group's path */

@@ -26,9 +26,9 @@ struct mem_msg {
     char *reason; /* dead letters only */
     int64_t dead_time;
     struct kq_dlq_groups *groups; /* dead letters only; NULL: not known */
-    uint64_t seq;      /* save order, for recover() */
-    struct kq_dlq_pos dpos; /* dead letters only */
-    UT_hash_handle hh; /* dead letters only */
+    uint64_t seq;                 /* save order, for recover() */
+    struct kq_dlq_pos dpos;       /* dead letters only */
+    UT_hash_handle hh;            /* dead letters only */
 };
 
 struct mem_store {
@@ -312,8 +312,7 @@ static int mem_dlq_purge(struct kq_store *s, const char *topic, kq_store_purge_c
     struct mem_store *ms = (struct mem_store *)s;
     struct mem_msg *d, *tmp;
     size_t n = 0;
-    HASH_ITER(hh, ms->dead, d, tmp)
-    {
+    HASH_ITER (hh, ms->dead, d, tmp) {
         if (topic && strcmp(topic, d->m.topic) != 0)
             continue;
         dead_drop(ms, d);
@@ -330,8 +329,7 @@ static void mem_close(struct kq_store *s)
     for (size_t i = 0; (e = kq_idmap_next(&ms->pending, &i));)
         msg_free(e);
     kq_idmap_free(&ms->pending);
-    HASH_ITER(hh, ms->dead, e, tmp)
-    {
+    HASH_ITER (hh, ms->dead, e, tmp) {
         HASH_DEL(ms->dead, e);
         msg_free(e);
     }

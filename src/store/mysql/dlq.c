@@ -129,8 +129,7 @@ static void page_done(struct my_store *s, struct my_job *j)
         }
         my_dead_free(&x);
         if (j->rows->n == c->max && j->rows->n)
-            snprintf(next, sizeof next, "%d:%s", c->db,
-                     my_cell(j->rows, j->rows->n - 1, C_ID)->p);
+            snprintf(next, sizeof next, "%d:%s", c->db, my_cell(j->rows, j->rows->n - 1, C_ID)->p);
         else if (c->db + 1 < s->conf.shardnum)
             snprintf(next, sizeof next, "%d:", c->db + 1);
     }
@@ -203,8 +202,7 @@ static void one_done(struct my_store *s, struct my_job *j)
 }
 
 /* take: the row is locked, read and deleted in one transaction. */
-static int one(struct kq_store *base, const char *id, bool take, kq_store_dlq_one_cb cb,
-               void *ud)
+static int one(struct kq_store *base, const char *id, bool take, kq_store_dlq_one_cb cb, void *ud)
 {
     struct my_store *s = (struct my_store *)base;
     if (!my_valid_id(id))
@@ -226,8 +224,8 @@ static int one(struct kq_store *base, const char *id, bool take, kq_store_dlq_on
         my_sql_str(&q, id);
         stmts[1] = my_sql_take(&q);
     }
-    struct my_job *j = dlq_job(take, one_done, take ? 2 : 1, stmts, 0, (void (*)(void))cb, ud,
-                               NULL);
+    struct my_job *j =
+        dlq_job(take, one_done, take ? 2 : 1, stmts, 0, (void (*)(void))cb, ud, NULL);
     if (!j)
         return -ENOMEM;
     my_submit(s, j);

@@ -72,9 +72,8 @@ char *my_dead_field(const char *reason, int64_t dead_time, const struct kq_dlq_g
         ok = (failed = cJSON_AddObjectToObject(o, "failed")) &&
              (acked = cJSON_AddArrayToObject(o, "acked"));
         for (size_t i = 0; ok && i < g->n_failed; i++)
-            ok = cJSON_AddStringToObject(failed, g->failed[i].group, g->failed[i].reason
-                                                                         ? g->failed[i].reason
-                                                                         : "") != NULL;
+            ok = cJSON_AddStringToObject(failed, g->failed[i].group,
+                                         g->failed[i].reason ? g->failed[i].reason : "") != NULL;
         for (size_t i = 0; ok && i < g->n_acked; i++) {
             cJSON *s = cJSON_CreateString(g->acked[i]);
             ok = s && cJSON_AddItemToArray(acked, s);

@@ -20,16 +20,17 @@
 #define MY_MOD "mysql"
 
 /* The 16 columns the original writes, in its order (id is AUTO_INCREMENT). */
-#define MY_COLS                                                                           \
-    "message_id,header,body,msg_type,topic,message_type,publish_group,`commit`,"          \
-    "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"      \
+#define MY_COLS                                                                                    \
+    "message_id,header,body,msg_type,topic,message_type,publish_group,`commit`,"                   \
+    "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"               \
     "succ_groups,next_deliver_time"
 /* The same columns without body and, unless it holds a property of scheduled delivery or
  * per-message groups (x-kiteq-...: the broker reads them at recovery), without header (empty
  * in their place): the broker loads them when a message's attempt starts. */
-#define MY_COLS_NO_PAYLOAD                                                                \
-    "message_id,IF(LOCATE('x-kiteq-',header)>0,header,''),'',msg_type,topic,message_type,publish_group,`commit`,"                \
-    "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"      \
+#define MY_COLS_NO_PAYLOAD                                                                         \
+    "message_id,IF(LOCATE('x-kiteq-',header)>0,header,''),'',msg_type,topic,message_type,publish_" \
+    "group,`commit`,"                                                                              \
+    "publish_time,expired_time,deliver_count,deliver_limit,kite_server,fail_groups,"               \
     "succ_groups,next_deliver_time"
 
 /* --- SQL text (sql.c); any thread ---------------------------------------------------------- */
@@ -111,8 +112,8 @@ enum my_job_kind {
 #define MY_MAX_STMTS 20 /* takeover: one UPDATE per table (16) */
 
 struct my_job {
-    struct my_job *next;  /* in the workers' queues */
-    struct kq_mail mail;  /* in the pool's mailbox once finished (async jobs) */
+    struct my_job *next; /* in the workers' queues */
+    struct kq_mail mail; /* in the pool's mailbox once finished (async jobs) */
     enum my_job_kind kind;
     my_done_fn done;
     int status;           /* 0 or -errno, set by the worker */
@@ -129,8 +130,8 @@ struct my_job {
     size_t n_stmts;
     char *stmts[MY_MAX_STMTS];
     uint64_t affected[MY_MAX_STMTS];
-    int rows_stmt;         /* index of the statement whose rows are kept, -1 = none */
-    struct my_rows *rows;  /* owned by the job */
+    int rows_stmt;        /* index of the statement whose rows are kept, -1 = none */
+    struct my_rows *rows; /* owned by the job */
     /* MY_JOB_SAVE */
     int db, table;
     char *values; /* "(...)" tuple for the 16 columns */
@@ -187,8 +188,25 @@ void my_job_free(struct my_job *j);
 #define COL_VARCHAR 255
 
 /* Column indexes in MY_COLS order. */
-enum { C_ID, C_HEADER, C_BODY, C_TYPE, C_TOPIC, C_MTYPE, C_GROUP, C_COMMIT, C_PUBLISH,
-       C_EXPIRED, C_COUNT, C_LIMIT, C_SERVER, C_FAIL, C_SUCC, C_NEXT, C_NCOLS };
+enum {
+    C_ID,
+    C_HEADER,
+    C_BODY,
+    C_TYPE,
+    C_TOPIC,
+    C_MTYPE,
+    C_GROUP,
+    C_COMMIT,
+    C_PUBLISH,
+    C_EXPIRED,
+    C_COUNT,
+    C_LIMIT,
+    C_SERVER,
+    C_FAIL,
+    C_SUCC,
+    C_NEXT,
+    C_NCOLS
+};
 
 struct commit_cb {
     kq_store_done_cb cb;
@@ -224,27 +242,27 @@ enum rec_state { REC_IDLE, REC_SYNC, REC_BACKGROUND, REC_DONE };
 struct my_recovery {
     kq_store_recover_cb cb;
     void *ud;
-    int table;          /* db * hash_num + tb being read */
-    bool has_key;       /* key = the last row read from that table */
+    int table;    /* db * hash_num + tb being read */
+    bool has_key; /* key = the last row read from that table */
     struct rec_key key;
-    char *move[2];      /* REPLACE into the DLQ + DELETE of the last page's dead rows */
-    int64_t now;        /* Unix s at the start: what counts as expired */
+    char *move[2]; /* REPLACE into the DLQ + DELETE of the last page's dead rows */
+    int64_t now;   /* Unix s at the start: what counts as expired */
     uint64_t rows, t0_us;
     enum rec_state state;
     unsigned backoff_ms;
-    char why[400];      /* the reason given while unavailable */
-    uv_timer_t timer;   /* next background try */
+    char why[400];    /* the reason given while unavailable */
+    uv_timer_t timer; /* next background try */
 };
 
 /* Whether the server answers (health.c), kept from what every finished job showed. */
 struct my_availability {
     bool down;
-    bool probing;            /* a probe job is out */
-    char why[320];           /* while down: "mysql HOST:PORT: reason" */
-    uint64_t down_at_us;     /* monotonic: the latest failure seen */
-    uint64_t down_since_us;  /* when it went down */
-    uint64_t up_at_us;       /* the latest answer seen */
-    uv_timer_t probe;        /* every second: SELECT 1 while down or when idle */
+    bool probing;           /* a probe job is out */
+    char why[320];          /* while down: "mysql HOST:PORT: reason" */
+    uint64_t down_at_us;    /* monotonic: the latest failure seen */
+    uint64_t down_since_us; /* when it went down */
+    uint64_t up_at_us;      /* the latest answer seen */
+    uv_timer_t probe;       /* every second: SELECT 1 while down or when idle */
 };
 
 struct my_store {

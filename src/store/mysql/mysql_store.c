@@ -39,7 +39,6 @@ void my_table_name(struct my_sql *q, const struct my_store *s, int db, int tb)
         my_sql_printf(q, "`%s_%d`.`kite_msg_%d`", s->conf.db, db, tb);
 }
 
-
 static void pend_free(struct pend *p)
 {
     free(p->succ);
@@ -272,8 +271,8 @@ static void flush_done(struct my_store *s, struct my_job *j)
     my_job_free(j);
     struct my_table *t = &s->tables[idx];
     /* more work than a batch is waiting: go on now; otherwise the tick picks it up */
-    if (t->map && (t->n_upd >= (size_t)s->conf.batch_update ||
-                        t->n_del >= (size_t)s->conf.batch_del))
+    if (t->map &&
+        (t->n_upd >= (size_t)s->conf.batch_update || t->n_del >= (size_t)s->conf.batch_del))
         flush_table(s, idx);
 }
 
@@ -295,16 +294,14 @@ static void flush_table(struct my_store *s, int idx)
     }
     struct pend *p, *tmp;
     size_t k = 0;
-    HASH_ITER(hh, t->map, p, tmp)
-    {
+    HASH_ITER (hh, t->map, p, tmp) {
         if (k == n)
             break;
         HASH_DEL(t->map, p);
         it[k++] = p;
     }
     t->n_upd = t->n_del = 0; /* recounted from what stays */
-    HASH_ITER(hh, t->map, p, tmp)
-    {
+    HASH_ITER (hh, t->map, p, tmp) {
         t->n_upd += p->has_state || p->commit;
         t->n_del += p->del;
     }
@@ -695,8 +692,7 @@ static void my_close(struct kq_store *base)
     kq_mailbox_close(&s->pool.done, handle_closed); /* (runs what the workers finished) */
     for (int i = 0; i < KQ_MYSQL_SHARD_SEED; i++) {
         struct pend *p, *tmp;
-        HASH_ITER(hh, s->tables[i].map, p, tmp)
-        {
+        HASH_ITER (hh, s->tables[i].map, p, tmp) {
             HASH_DEL(s->tables[i].map, p);
             for (size_t k = 0; k < p->n_cbs; k++)
                 p->cbs[k].cb(p->cbs[k].ud, -EIO);
@@ -758,9 +754,17 @@ static int copy_param(const struct kq_store_uri *u, const char *key, const char 
 
 static int parse_conf(const struct kq_store_uri *u, struct my_conf *c, char *err, size_t errlen)
 {
-    static const char *const allowed[] = {"db", "username", "password", "shardnum",
-                                          "batchUpdateSize", "batchDelSize", "flushSeconds",
-                                          "maxConn", "server", "timeout", NULL};
+    static const char *const allowed[] = {"db",
+                                          "username",
+                                          "password",
+                                          "shardnum",
+                                          "batchUpdateSize",
+                                          "batchDelSize",
+                                          "flushSeconds",
+                                          "maxConn",
+                                          "server",
+                                          "timeout",
+                                          NULL};
     int rc = kq_store_uri_check(u, allowed, err, errlen);
     if (rc)
         return rc;
@@ -796,8 +800,7 @@ static int parse_conf(const struct kq_store_uri *u, struct my_conf *c, char *err
         return rc;
     char *probe = kq_mysql_schema_sql(1, c->db);
     if (!probe) {
-        snprintf(err, errlen, "mysql store: db '%s' must be 1-48 characters [A-Za-z0-9_]",
-                 c->db);
+        snprintf(err, errlen, "mysql store: db '%s' must be 1-48 characters [A-Za-z0-9_]", c->db);
         return -EINVAL;
     }
     free(probe);

@@ -15,11 +15,11 @@
 struct kq_store; /* store/store.h; not included so that tools need no libuv headers */
 
 struct kq_mysql_stats {
-    uint64_t saves_ok, saves_failed;   /* acked / failed save callbacks */
-    uint64_t save_batches;             /* transactions that carried saves */
-    uint64_t flushes, flush_failures;  /* update/commit/delete batches */
-    uint64_t reconnects;               /* successful (re)connects by workers */
-    uint64_t moved_to_dlq;             /* expired / over-limit rows moved by recover */
+    uint64_t saves_ok, saves_failed;  /* acked / failed save callbacks */
+    uint64_t save_batches;            /* transactions that carried saves */
+    uint64_t flushes, flush_failures; /* update/commit/delete batches */
+    uint64_t reconnects;              /* successful (re)connects by workers */
+    uint64_t moved_to_dlq;            /* expired / over-limit rows moved by recover */
 };
 
 /* Counters (the broker reads them as kq_store_ops.stats); -EINVAL if s is not a mysql store.

@@ -24,8 +24,8 @@
 #include "core/log.h"
 #include "store/mysql/mysql_internal.h"
 
-#define SAVE_BATCH_MAX 256            /* saves per transaction */
-#define SAVE_BATCH_BYTES (4u << 20)   /* stay well below max_allowed_packet (16 MiB) */
+#define SAVE_BATCH_MAX 256          /* saves per transaction */
+#define SAVE_BATCH_BYTES (4u << 20) /* stay well below max_allowed_packet (16 MiB) */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 /* Ping a connection idle longer than this before using it: a batch of saves is one
@@ -41,7 +41,7 @@
 #define ER_DEADLOCK 1213
 #define ER_CONNECTION_KILLED 1927
 #define PROBE_CONNECT_MS 1000 /* the diagnostic connect of a refused connection */
-#define DEADLOCK_TRIES 4 /* a transaction chosen as deadlock victim was rolled back whole */
+#define DEADLOCK_TRIES 4      /* a transaction chosen as deadlock victim was rolled back whole */
 
 struct my_worker {
     struct my_pool *pool;
@@ -49,10 +49,10 @@ struct my_worker {
     MYSQL *conn;
     uint64_t retry_at_us, last_used_us;
     unsigned backoff_ms;
-    uint64_t down_epoch; /* pool->up_epoch when this worker went into back-off */
-    uint64_t lost_seen;  /* pool->lost_epoch when conn was last known to work */
-    bool fresh;          /* the connection was made for the current job */
-    bool took_saves;     /* alternate between save batches and other jobs */
+    uint64_t down_epoch;   /* pool->up_epoch when this worker went into back-off */
+    uint64_t lost_seen;    /* pool->lost_epoch when conn was last known to work */
+    bool fresh;            /* the connection was made for the current job */
+    bool took_saves;       /* alternate between save batches and other jobs */
     enum my_health health; /* the last thing the current job showed about the server */
     char why[300];         /* the current job's last failure: "mysql HOST:PORT: reason" */
 };
@@ -69,10 +69,7 @@ void my_rows_free(struct my_rows *r)
     free(r);
 }
 
-int64_t my_cell_i64(const struct my_cell *c)
-{
-    return c->p ? strtoll(c->p, NULL, 10) : 0;
-}
+int64_t my_cell_i64(const struct my_cell *c) { return c->p ? strtoll(c->p, NULL, 10) : 0; }
 
 struct my_job *my_job_script(bool txn, my_done_fn done, size_t n, char **stmts)
 {
@@ -219,7 +216,7 @@ static int ensure_conn(struct my_worker *w)
         if (mysql_ping(w->conn) == 0) {
             w->lost_seen = lost;
         } else {
-            server_lost(w); /* wait_timeout or a server restart closed it meanwhile */
+            server_lost(w);             /* wait_timeout or a server restart closed it meanwhile */
             if (took_timeout(c, now)) { /* no answer: a new connection would wait as long */
                 no_answer(w);
                 backoff(w);
@@ -252,9 +249,8 @@ static int ensure_conn(struct my_worker *w)
         mysql_query(m, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")) {
         connect_failed(w, m, now);
         server_lost(w);
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "connect failed: %s (%s; retry in %u ms)",
-                           w->why, mysql_error(m),
-                           w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS);
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "connect failed: %s (%s; retry in %u ms)", w->why,
+                           mysql_error(m), w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_MIN_MS);
         mysql_close(m);
         backoff(w);
         /* a refused connection fails at once; a hung server costs the whole timeout */
@@ -394,9 +390,9 @@ static int script_once(struct my_worker *w, struct my_job *j)
     /* scripts without a transaction only read: their first statement may be retried */
     int rc = j->txn ? run_first(w, "START TRANSACTION", 17, NULL, NULL, "begin") : 0;
     for (size_t i = 0; rc == 0 && i < j->n_stmts; i++)
-        rc = (i == 0 && !j->txn ? run_first : run_sql)(
-            w, j->stmts[i], strlen(j->stmts[i]), &j->affected[i],
-            (int)i == j->rows_stmt ? &j->rows : NULL, "statement");
+        rc = (i == 0 && !j->txn ? run_first
+                                : run_sql)(w, j->stmts[i], strlen(j->stmts[i]), &j->affected[i],
+                                           (int)i == j->rows_stmt ? &j->rows : NULL, "statement");
     if (rc == 0 && j->txn)
         rc = run_sql(w, "COMMIT", 6, NULL, NULL, "commit");
     if (rc && j->txn)
@@ -426,8 +422,7 @@ static void run_script(struct my_worker *w, struct my_job *j)
 
 static void insert_prefix(struct my_sql *q, const struct my_conf *c, int db, int table)
 {
-    my_sql_printf(q, "INSERT INTO `%s_%d`.`kite_msg_%d` (" MY_COLS ") VALUES ", c->db, db,
-                  table);
+    my_sql_printf(q, "INSERT INTO `%s_%d`.`kite_msg_%d` (" MY_COLS ") VALUES ", c->db, db, table);
 }
 
 /* Saves of one table: one multi-row INSERT; if some id already exists the rows go one by

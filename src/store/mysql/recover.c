@@ -224,9 +224,11 @@ static void rec_finish(struct my_store *s)
     r->state = REC_DONE;
     my_health_up(s); /* it got through: saves may go */
     if (background)
-        KQ_INFO(MY_MOD, "recovered in the background: %llu pending messages, %llu ms after "
-                        "start; the store is available",
-                (unsigned long long)r->rows, (unsigned long long)((kq_mono_us() - r->t0_us) / 1000));
+        KQ_INFO(MY_MOD,
+                "recovered in the background: %llu pending messages, %llu ms after "
+                "start; the store is available",
+                (unsigned long long)r->rows,
+                (unsigned long long)((kq_mono_us() - r->t0_us) / 1000));
 }
 
 /* why: the failed job's reason ("mysql HOST:PORT: ..."), or NULL. */
@@ -245,8 +247,7 @@ static void rec_failed(struct my_store *s, int status, const char *why)
     snprintf(r->why, sizeof r->why,
              "%s; start-up recovery pending, retried with back-off (at least every %u s)", why,
              REC_BACKOFF_MAX_MS / 1000);
-    KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "recovery: %s; next try in %u ms", why,
-                       r->backoff_ms);
+    KQ_LOG_RATELIMITED(KQ_LOG_WARN, MY_MOD, "recovery: %s; next try in %u ms", why, r->backoff_ms);
     uv_timer_start(&r->timer, rec_on_timer, r->backoff_ms, 0);
 }
 
@@ -319,11 +320,11 @@ int my_store_recover(struct kq_store *base, kq_store_recover_cb cb, void *ud)
     }
     /* The broker starts all the same: the rest comes in the background. */
     r->state = REC_BACKGROUND;
-    KQ_ERROR(MY_MOD, "recovery from %s:%u failed at %s_%d.kite_msg_%d after %llu messages: %s; "
-                     "the store is unavailable until it succeeds",
+    KQ_ERROR(MY_MOD,
+             "recovery from %s:%u failed at %s_%d.kite_msg_%d after %llu messages: %s; "
+             "the store is unavailable until it succeeds",
              s->conf.host, s->conf.port, s->conf.db, r->table / s->conf.hash_num,
-             r->table % s->conf.hash_num, (unsigned long long)r->rows,
-             why ? why : strerror(-rc));
+             r->table % s->conf.hash_num, (unsigned long long)r->rows, why ? why : strerror(-rc));
     rec_failed(s, rc, why);
     free(why);
     return -EINPROGRESS;

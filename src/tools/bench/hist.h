@@ -7,10 +7,10 @@
 #define KQ_BENCH_HIST_H
 #include <stdint.h>
 
-#define BENCH_HIST_SUB_BITS 8                          /* 2^8 first-range sub-buckets */
-#define BENCH_HIST_MAX_BITS 42                         /* larger values are clamped */
-#define BENCH_HIST_BUCKETS                                                                   \
-    ((BENCH_HIST_MAX_BITS - BENCH_HIST_SUB_BITS + 1) * (1 << (BENCH_HIST_SUB_BITS - 1)) +    \
+#define BENCH_HIST_SUB_BITS 8  /* 2^8 first-range sub-buckets */
+#define BENCH_HIST_MAX_BITS 42 /* larger values are clamped */
+#define BENCH_HIST_BUCKETS                                                                         \
+    ((BENCH_HIST_MAX_BITS - BENCH_HIST_SUB_BITS + 1) * (1 << (BENCH_HIST_SUB_BITS - 1)) +          \
      (1 << (BENCH_HIST_SUB_BITS - 1)))
 
 struct bench_hist {

@@ -21,8 +21,8 @@ int bench_procstat_read(pid_t pid, struct bench_procstat *out)
      * After it come state (3) ... utime (14) and stime (15). */
     char *p = strrchr(buf, ')');
     unsigned long long ut = 0, st = 0;
-    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                     &st) != 2)
+    if (!p ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -EINVAL;
     long tck = sysconf(_SC_CLK_TCK);
     out->cpu_sec = (double)(ut + st) / (double)(tck > 0 ? tck : 100);

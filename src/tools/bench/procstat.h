@@ -4,9 +4,9 @@
 #include <sys/types.h>
 
 struct bench_procstat {
-    double cpu_sec;  /* utime + stime, seconds */
-    long rss_kb;     /* VmRSS */
-    long hwm_kb;     /* VmHWM: peak RSS */
+    double cpu_sec; /* utime + stime, seconds */
+    long rss_kb;    /* VmRSS */
+    long hwm_kb;    /* VmHWM: peak RSS */
 };
 
 /* Reads /proc/PID/stat and /proc/PID/status. 0 or -errno (-ENOENT: no such process). */

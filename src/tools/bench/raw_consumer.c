@@ -30,15 +30,11 @@ struct bench_raw_consumer {
     uint32_t next_opaque;
 };
 
-static int64_t mono_ms(void)
-{
-    return (int64_t)(kq_mono_us() / 1000);
-}
+static int64_t mono_ms(void) { return (int64_t)(kq_mono_us() / 1000); }
 
 int bench_consumer_mode_parse(const char *s, enum bench_consumer_mode *out)
 {
-    static const enum bench_consumer_mode all[] = {BENCH_CONSUMER_NORMAL,
-                                                   BENCH_CONSUMER_NEVER_ACK,
+    static const enum bench_consumer_mode all[] = {BENCH_CONSUMER_NORMAL, BENCH_CONSUMER_NEVER_ACK,
                                                    BENCH_CONSUMER_NEVER_READ};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(s, bench_consumer_mode_name(all[i]))) {
@@ -99,8 +95,8 @@ static int authenticate(struct bench_raw_consumer *c, char *err, size_t errlen)
         while ((used = kq_frame_parse(c->in.data, c->in.len, &f)) > 0) {
             /* a refusal comes with opaque 0 */
             if (f.cmd == KQ_CMD_CONN_AUTH && (f.opaque == op || f.opaque == 0)) {
-                Protocol__ConnAuthAck *a = (Protocol__ConnAuthAck *)kq_codec_unpack(
-                    f.cmd, f.body, (size_t)f.body_len);
+                Protocol__ConnAuthAck *a =
+                    (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
                 rc = !a ? -EPROTO : a->status ? 0 : -EACCES;
                 if (rc)
                     snprintf(err, errlen, "%s", a ? a->feedback : "undecodable ConnAuthAck");

@@ -65,8 +65,8 @@ static int store(const struct cli_cmd *cmd, const struct cli_opt *o, const char 
     return -1;
 }
 
-bool cli_opts_parse(const struct cli_cmd *cmd, const struct cli_opt *opts, int argc,
-                    char **argv, int *exit_code)
+bool cli_opts_parse(const struct cli_cmd *cmd, const struct cli_opt *opts, int argc, char **argv,
+                    int *exit_code)
 {
     size_t n = 0;
     while (opts[n].name)
@@ -78,9 +78,8 @@ bool cli_opts_parse(const struct cli_cmd *cmd, const struct cli_opt *opts, int a
         return false;
     }
     for (size_t i = 0; i < n; i++) /* val: the row's index, above any short option */
-        longopts[i] = (struct option){opts[i].name,
-                                      opts[i].arg ? required_argument : no_argument, NULL,
-                                      256 + (int)i};
+        longopts[i] = (struct option){opts[i].name, opts[i].arg ? required_argument : no_argument,
+                                      NULL, 256 + (int)i};
     longopts[n] = (struct option){"help", no_argument, NULL, 'h'};
     optind = 1;
     int opt, rc = -1;

@@ -30,25 +30,40 @@ struct cli_opt {
 };
 
 /* Rows of a table, ended by CLI_OPTS_END. */
-#define CLI_STRING(name_, target_, arg_, help_)                                               \
-    {.name = (name_), .kind = CLI_OPT_STRING, .target = (target_), .arg = (arg_), .help = (help_)}
-#define CLI_LONG(name_, target_, arg_, min_, max_, help_)                                     \
-    {.name = (name_), .kind = CLI_OPT_LONG, .target = (target_), .arg = (arg_), .help = (help_), \
-     .min = (min_), .max = (max_)}
-#define CLI_FLAG(name_, target_, help_)                                                       \
-    {.name = (name_), .kind = CLI_OPT_FLAG, .target = (target_), .help = (help_)}
-#define CLI_SET(name_, target_, value_, help_)                                                \
-    {.name = (name_), .kind = CLI_OPT_SET, .target = (target_), .help = (help_), .value = (value_)}
-#define CLI_CALL(name_, call_, target_, arg_, help_)                                          \
-    {.name = (name_), .kind = CLI_OPT_CALL, .target = (target_), .arg = (arg_), .help = (help_), \
-     .call = (call_)}
-#define CLI_OPTS_END {.name = NULL}
+#define CLI_STRING(name_, target_, arg_, help_)                                                    \
+    {                                                                                              \
+        .name = (name_), .kind = CLI_OPT_STRING, .target = (target_), .arg = (arg_),               \
+        .help = (help_)                                                                            \
+    }
+#define CLI_LONG(name_, target_, arg_, min_, max_, help_)                                          \
+    {                                                                                              \
+        .name = (name_), .kind = CLI_OPT_LONG, .target = (target_), .arg = (arg_),                 \
+        .help = (help_), .min = (min_), .max = (max_)                                              \
+    }
+#define CLI_FLAG(name_, target_, help_)                                                            \
+    {                                                                                              \
+        .name = (name_), .kind = CLI_OPT_FLAG, .target = (target_), .help = (help_)                \
+    }
+#define CLI_SET(name_, target_, value_, help_)                                                     \
+    {                                                                                              \
+        .name = (name_), .kind = CLI_OPT_SET, .target = (target_), .help = (help_),                \
+        .value = (value_)                                                                          \
+    }
+#define CLI_CALL(name_, call_, target_, arg_, help_)                                               \
+    {                                                                                              \
+        .name = (name_), .kind = CLI_OPT_CALL, .target = (target_), .arg = (arg_),                 \
+        .help = (help_), .call = (call_)                                                           \
+    }
+#define CLI_OPTS_END                                                                               \
+    {                                                                                              \
+        .name = NULL                                                                               \
+    }
 
 struct cli_cmd {
-    const char *prog;    /* "kiteq-cli pub": prefixes messages and the help's hint */
-    const char *usage;   /* the "usage:" lines and a description, printed before the options */
-    const char *epilog;  /* printed after the options (output, exit codes); may be NULL */
-    const char *args;    /* the positional arguments' name for "missing ..." ("MESSAGE_ID") */
+    const char *prog;   /* "kiteq-cli pub": prefixes messages and the help's hint */
+    const char *usage;  /* the "usage:" lines and a description, printed before the options */
+    const char *epilog; /* printed after the options (output, exit codes); may be NULL */
+    const char *args;   /* the positional arguments' name for "missing ..." ("MESSAGE_ID") */
     int min_args, max_args;
 };
 
@@ -56,8 +71,8 @@ struct cli_cmd {
  * go on: its positional arguments are argv[optind..argc). Returns false with *exit_code set
  * otherwise: CLI_EXIT_OK after printing the help on stdout, CLI_EXIT_USAGE after printing
  * what was wrong on stderr (unknown option, bad value, argument count). */
-bool cli_opts_parse(const struct cli_cmd *cmd, const struct cli_opt *opts, int argc,
-                    char **argv, int *exit_code);
+bool cli_opts_parse(const struct cli_cmd *cmd, const struct cli_opt *opts, int argc, char **argv,
+                    int *exit_code);
 
 /* "<prog>: <why> (see '<prog> --help')" on stderr, why as printf; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const struct cli_cmd *cmd, const char *fmt, ...)

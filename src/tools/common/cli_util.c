@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int cli_parse_long(const char *prog, const char *opt, const char *s, long min, long max,
-                   long *out)
+int cli_parse_long(const char *prog, const char *opt, const char *s, long min, long max, long *out)
 {
     char *end = NULL;
     errno = 0;

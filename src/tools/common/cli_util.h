@@ -15,8 +15,7 @@ enum {
 
 /* Parse a decimal integer in [min, max]; on error print "<prog>: bad value for --<opt>"
  * to stderr and return -EINVAL. */
-int cli_parse_long(const char *prog, const char *opt, const char *s, long min, long max,
-                   long *out);
+int cli_parse_long(const char *prog, const char *opt, const char *s, long min, long max, long *out);
 
 /* True when s looks like HOST:PORT ("[v6]:PORT" too): a host before the last ':' and a port
  * 1..65535 after it. */

@@ -157,8 +157,8 @@ static int on_message_complete(http_parser *p)
 }
 
 int cli_http_request(const char *hostport, const char *method, const char *target,
-                     const char *bearer, int timeout_ms, struct cli_http_response *r,
-                     char *err, size_t errlen)
+                     const char *bearer, int timeout_ms, struct cli_http_response *r, char *err,
+                     size_t errlen)
 {
     *r = (struct cli_http_response){0};
     int64_t deadline = now_ms() + timeout_ms;
@@ -173,12 +173,12 @@ int cli_http_request(const char *hostport, const char *method, const char *targe
             return -EINVAL;
         }
     char req[2048];
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: kiteq-cli\r\nAccept: */*\r\n"
-                     "Connection: close\r\n%s%s%s%s\r\n",
-                     method, target, hostport, strcmp(method, "POST") ? "" : "Content-Length: 0\r\n",
-                     bearer ? "Authorization: Bearer " : "", bearer ? bearer : "",
-                     bearer ? "\r\n" : "");
+    int n = snprintf(
+        req, sizeof req,
+        "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: kiteq-cli\r\nAccept: */*\r\n"
+        "Connection: close\r\n%s%s%s%s\r\n",
+        method, target, hostport, strcmp(method, "POST") ? "" : "Content-Length: 0\r\n",
+        bearer ? "Authorization: Bearer " : "", bearer ? bearer : "", bearer ? "\r\n" : "");
     int rc;
     if (n < 0 || (size_t)n >= sizeof req) {
         snprintf(err, errlen, "request target too long");
@@ -203,8 +203,7 @@ int cli_http_request(const char *hostport, const char *method, const char *targe
             continue;
         if (got < 0 && errno == EAGAIN) {
             if ((rc = wait_fd(fd, POLLIN, deadline))) {
-                snprintf(err, errlen, "no complete response from %s: %s", hostport,
-                         strerror(-rc));
+                snprintf(err, errlen, "no complete response from %s: %s", hostport, strerror(-rc));
                 goto out;
             }
             continue;
@@ -225,8 +224,7 @@ int cli_http_request(const char *hostport, const char *method, const char *targe
         }
         if (got == 0 && !x.done) {
             rc = -EPROTO;
-            snprintf(err, errlen, "%s closed the connection before a complete response",
-                     hostport);
+            snprintf(err, errlen, "%s closed the connection before a complete response", hostport);
             goto out;
         }
     }

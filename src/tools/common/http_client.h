@@ -5,8 +5,8 @@
 #include <stddef.h>
 
 struct cli_http_response {
-    int status;     /* e.g. 200 */
-    char *body;     /* malloc'd, NUL-terminated (also when empty) */
+    int status; /* e.g. 200 */
+    char *body; /* malloc'd, NUL-terminated (also when empty) */
     size_t body_len;
 };
 
@@ -17,8 +17,8 @@ struct cli_http_response {
  * connect, -ETIMEDOUT, -EPROTO malformed or truncated response, -EMSGSIZE over 64 MiB.
  * On success free the response with cli_http_response_free. */
 int cli_http_request(const char *hostport, const char *method, const char *target,
-                     const char *bearer, int timeout_ms, struct cli_http_response *r,
-                     char *err, size_t errlen);
+                     const char *bearer, int timeout_ms, struct cli_http_response *r, char *err,
+                     size_t errlen);
 void cli_http_response_free(struct cli_http_response *r);
 
 /* Percent-encode s as a query value (unreserved characters kept) into out.

@@ -61,8 +61,8 @@ void cmp_fail(struct cmp_bench *b, const char *fmt, ...)
 
 /* --- producers and consumers ---------------------------------------------------------------- */
 
-enum cmp_next_result cmp_next(struct cmp_producer *p, uint64_t now, uint64_t *seq,
-                              uint64_t *t_ns, int64_t *wait_ns)
+enum cmp_next_result cmp_next(struct cmp_producer *p, uint64_t now, uint64_t *seq, uint64_t *t_ns,
+                              int64_t *wait_ns)
 {
     struct cmp_bench *b = p->b;
     const struct cmp_opts *o = &b->o;
@@ -71,7 +71,8 @@ enum cmp_next_result cmp_next(struct cmp_producer *p, uint64_t now, uint64_t *se
     *t_ns = now;
     if (o->rate) { /* producer k sends at t0 + (k + n * producers) / rate */
         double interval = 1e9 * (double)o->producers / (double)o->rate;
-        uint64_t sched = b->t0 + (uint64_t)(1e9 * p->idx / (double)o->rate + interval * (double)p->n);
+        uint64_t sched =
+            b->t0 + (uint64_t)(1e9 * p->idx / (double)o->rate + interval * (double)p->n);
         if (sched > now) {
             *wait_ns = (int64_t)(sched - now);
             return CMP_WAIT;
@@ -198,7 +199,8 @@ static void print_summary(struct cmp_bench *b, const struct summary *s)
     cJSON_AddNumberToObject(j, "stale", (double)s->stale);
     bench_report_rates(j, s->ack_rate, s->e2e_rate, &s->ack, &s->deliv);
     if (s->have_proc)
-        bench_report_server(j, o->server_pid, &s->before, &s->after_pub, &s->end, s->cpu_us_per_msg);
+        bench_report_server(j, o->server_pid, &s->before, &s->after_pub, &s->end,
+                            s->cpu_us_per_msg);
     char *out = o->json ? cJSON_PrintUnformatted(j) : cJSON_Print(j);
     if (out)
         puts(out);
@@ -296,7 +298,8 @@ static int run(int argc, char **argv, const struct cmp_driver *d)
         b->groups[i].name = o->cgroups[i];
     for (size_t i = 0; i < ncons; i++) {
         struct cmp_consumer *c = &b->cons[i];
-        *c = (struct cmp_consumer){.b = b, .g = &b->groups[i / (size_t)o->consumers],
+        *c = (struct cmp_consumer){.b = b,
+                                   .g = &b->groups[i / (size_t)o->consumers],
                                    .idx = (int)(i % (size_t)o->consumers)};
         bench_hist_init(&c->lat);
         c->started = pthread_create(&c->th, NULL, d->consumer, c) == 0;
@@ -333,7 +336,8 @@ static int run(int argc, char **argv, const struct cmp_driver *d)
     while (atomic_load(&b->producers_done) < o->producers && !atomic_load(&b->failed)) {
         if (tick(&sigs, 100))
             interrupted = true;
-        if (interrupted || (o->duration && cmp_now_ns() - b->t0 >= (uint64_t)o->duration * 1000000000u))
+        if (interrupted ||
+            (o->duration && cmp_now_ns() - b->t0 >= (uint64_t)o->duration * 1000000000u))
             atomic_store(&b->stop_pub, true);
     }
     for (long k = 0; k < o->producers; k++)
@@ -382,4 +386,3 @@ static int run(int argc, char **argv, const struct cmp_driver *d)
     fflush(stdout);
     return s.lost || atomic_load(&b->acked_fail) ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
-

@@ -24,13 +24,13 @@
 #define CMP_MAX_GROUPS 64
 
 struct cmp_opts {
-    const char *server;            /* HOST:PORT as given */
+    const char *server; /* HOST:PORT as given */
     char host[256];
     int port;
     const char *cgroups[CMP_MAX_GROUPS];
     size_t ncgroups;
-    long producers, inflight, consumers, size, count, duration, rate, drain, warmup,
-        server_pid, prefetch;
+    long producers, inflight, consumers, size, count, duration, rate, drain, warmup, server_pid,
+        prefetch;
     bool json, quiet;
 };
 
@@ -39,8 +39,8 @@ struct cmp_bench;
 struct cmp_producer {
     struct cmp_bench *b;
     int idx;
-    uint64_t n;             /* messages this producer sent (its --rate schedule) */
-    uint8_t *body;          /* o.size bytes, filler after the header */
+    uint64_t n;    /* messages this producer sent (its --rate schedule) */
+    uint8_t *body; /* o.size bytes, filler after the header */
     struct bench_hist ack_lat;
     pthread_t th;
     bool started;
@@ -56,7 +56,7 @@ struct cmp_group {
 struct cmp_consumer {
     struct cmp_bench *b;
     struct cmp_group *g;
-    int idx;                /* within its group */
+    int idx; /* within its group */
     struct bench_hist lat;
     pthread_t th;
     bool started;
@@ -82,11 +82,11 @@ struct cmp_bench {
 
 struct cmp_driver {
     const char *prog;
-    const char *about;      /* one paragraph for --help */
+    const char *about; /* one paragraph for --help */
     long default_port;
-    int (*setup)(struct cmp_bench *b);  /* 0, or -1 after printing why */
-    void *(*producer)(void *arg);       /* struct cmp_producer * */
-    void *(*consumer)(void *arg);       /* struct cmp_consumer * */
+    int (*setup)(struct cmp_bench *b); /* 0, or -1 after printing why */
+    void *(*producer)(void *arg);      /* struct cmp_producer * */
+    void *(*consumer)(void *arg);      /* struct cmp_consumer * */
 };
 
 int cmp_main(int argc, char **argv, const struct cmp_driver *d);
@@ -97,8 +97,8 @@ enum cmp_next_result { CMP_SEND, CMP_WAIT, CMP_DONE };
 /* What producer p should do at time now: CMP_SEND message *seq, stamped *t_ns (the scheduled
  * time with --rate: a late send keeps its schedule, so stalls show up as latency); CMP_WAIT
  * *wait_ns for the next scheduled send; CMP_DONE (count reached, duration over, stopped). */
-enum cmp_next_result cmp_next(struct cmp_producer *p, uint64_t now, uint64_t *seq,
-                              uint64_t *t_ns, int64_t *wait_ns);
+enum cmp_next_result cmp_next(struct cmp_producer *p, uint64_t now, uint64_t *seq, uint64_t *t_ns,
+                              int64_t *wait_ns);
 void cmp_fill_body(struct cmp_producer *p, uint64_t seq, uint64_t t_ns);
 void cmp_sent(struct cmp_producer *p);
 /* The server confirmed (ok) or refused message seq published at t_ns. */

@@ -31,25 +31,56 @@ static const char HELP[] =
 
 int cmp_parse_opts(int argc, char **argv, const struct cmp_driver *d, struct cmp_opts *o)
 {
-    enum { O_SERVER = 1000, O_CG, O_PROD, O_INFL, O_CONS, O_PREF, O_SIZE, O_COUNT, O_DUR,
-           O_RATE, O_WARM, O_DRAIN, O_PID, O_JSON, O_QUIET };
+    enum {
+        O_SERVER = 1000,
+        O_CG,
+        O_PROD,
+        O_INFL,
+        O_CONS,
+        O_PREF,
+        O_SIZE,
+        O_COUNT,
+        O_DUR,
+        O_RATE,
+        O_WARM,
+        O_DRAIN,
+        O_PID,
+        O_JSON,
+        O_QUIET
+    };
     static const struct option lo[] = {
-        {"server", required_argument, NULL, O_SERVER}, {"broker", required_argument, NULL, O_SERVER},
+        {"server", required_argument, NULL, O_SERVER},
+        {"broker", required_argument, NULL, O_SERVER},
         {"consumer-groups", required_argument, NULL, O_CG},
-        {"producers", required_argument, NULL, O_PROD}, {"inflight", required_argument, NULL, O_INFL},
-        {"consumers", required_argument, NULL, O_CONS}, {"prefetch", required_argument, NULL, O_PREF},
-        {"size", required_argument, NULL, O_SIZE}, {"count", required_argument, NULL, O_COUNT},
-        {"duration", required_argument, NULL, O_DUR}, {"rate", required_argument, NULL, O_RATE},
-        {"warmup-sec", required_argument, NULL, O_WARM}, {"drain", required_argument, NULL, O_DRAIN},
-        {"server-pid", required_argument, NULL, O_PID}, {"broker-pid", required_argument, NULL, O_PID},
-        {"json", no_argument, NULL, O_JSON}, {"quiet", no_argument, NULL, O_QUIET},
-        {"help", no_argument, NULL, 'h'}, {0},
+        {"producers", required_argument, NULL, O_PROD},
+        {"inflight", required_argument, NULL, O_INFL},
+        {"consumers", required_argument, NULL, O_CONS},
+        {"prefetch", required_argument, NULL, O_PREF},
+        {"size", required_argument, NULL, O_SIZE},
+        {"count", required_argument, NULL, O_COUNT},
+        {"duration", required_argument, NULL, O_DUR},
+        {"rate", required_argument, NULL, O_RATE},
+        {"warmup-sec", required_argument, NULL, O_WARM},
+        {"drain", required_argument, NULL, O_DRAIN},
+        {"server-pid", required_argument, NULL, O_PID},
+        {"broker-pid", required_argument, NULL, O_PID},
+        {"json", no_argument, NULL, O_JSON},
+        {"quiet", no_argument, NULL, O_QUIET},
+        {"help", no_argument, NULL, 'h'},
+        {0},
     };
     static char def_server[64];
     snprintf(def_server, sizeof def_server, "127.0.0.1:%ld", d->default_port);
-    *o = (struct cmp_opts){.server = def_server, .cgroups = {"s-g1"}, .ncgroups = 1,
-                           .producers = 1, .inflight = 1, .consumers = 1, .prefetch = 256,
-                           .size = 1024, .count = -1, .drain = 10};
+    *o = (struct cmp_opts){.server = def_server,
+                           .cgroups = {"s-g1"},
+                           .ncgroups = 1,
+                           .producers = 1,
+                           .inflight = 1,
+                           .consumers = 1,
+                           .prefetch = 256,
+                           .size = 1024,
+                           .count = -1,
+                           .drain = 10};
     const char *P = d->prog;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -77,7 +108,9 @@ int cmp_parse_opts(int argc, char **argv, const struct cmp_driver *d, struct cmp
         case O_RATE: bad = cli_parse_long(P, "rate", optarg, 1, 100000000, &o->rate); break;
         case O_WARM: bad = cli_parse_long(P, "warmup-sec", optarg, 0, 3600, &o->warmup); break;
         case O_DRAIN: bad = cli_parse_long(P, "drain", optarg, 0, 86400, &o->drain); break;
-        case O_PID: bad = cli_parse_long(P, "server-pid", optarg, 1, 1L << 30, &o->server_pid); break;
+        case O_PID:
+            bad = cli_parse_long(P, "server-pid", optarg, 1, 1L << 30, &o->server_pid);
+            break;
         case O_JSON: o->json = true; break;
         case O_QUIET: o->quiet = true; break;
         default: bad = 1; break;
@@ -86,11 +119,12 @@ int cmp_parse_opts(int argc, char **argv, const struct cmp_driver *d, struct cmp
             return -EINVAL;
     }
     const char *colon = strrchr(o->server, ':');
-    const char *err = optind < argc ? "unexpected argument"
-                      : o->count > 0 && o->duration ? "give --count or --duration, not both"
-                      : !colon || colon == o->server || (size_t)(colon - o->server) >= sizeof o->host
-                          ? "--server wants HOST:PORT"
-                          : NULL;
+    const char *err =
+        optind < argc                 ? "unexpected argument"
+        : o->count > 0 && o->duration ? "give --count or --duration, not both"
+        : !colon || colon == o->server || (size_t)(colon - o->server) >= sizeof o->host
+            ? "--server wants HOST:PORT"
+            : NULL;
     if (!err) {
         memcpy(o->host, o->server, (size_t)(colon - o->server));
         o->port = atoi(colon + 1);

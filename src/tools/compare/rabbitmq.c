@@ -23,8 +23,7 @@
 static bool rpc_ok(struct cmp_bench *b, const char *what, amqp_rpc_reply_t r)
 {
     switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL:
-        return true;
+    case AMQP_RESPONSE_NORMAL: return true;
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
         cmp_fail(b, "%s: %s", what, amqp_error_string2(r.library_error));
         return false;
@@ -32,15 +31,13 @@ static bool rpc_ok(struct cmp_bench *b, const char *what, amqp_rpc_reply_t r)
         if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD || r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
             /* both start with reply_code, reply_text */
             amqp_channel_close_t *m = r.reply.decoded;
-            cmp_fail(b, "%s: server closed: %u %.*s", what, m->reply_code,
-                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
+            cmp_fail(b, "%s: server closed: %u %.*s", what, m->reply_code, (int)m->reply_text.len,
+                     (char *)m->reply_text.bytes);
         } else {
             cmp_fail(b, "%s: server exception (method 0x%08x)", what, r.reply.id);
         }
         return false;
-    default:
-        cmp_fail(b, "%s: no reply", what);
-        return false;
+    default: cmp_fail(b, "%s: no reply", what); return false;
     }
 }
 
@@ -51,8 +48,9 @@ static amqp_connection_state_t open_conn(struct cmp_bench *b)
     int rc = sock ? amqp_socket_open(sock, b->o.host, b->o.port) : AMQP_STATUS_NO_MEMORY;
     if (rc != AMQP_STATUS_OK) {
         cmp_fail(b, "cannot connect to %s: %s", b->o.server, amqp_error_string2(rc));
-    } else if (rpc_ok(b, "login", amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-                                             "guest", "guest"))) {
+    } else if (rpc_ok(
+                   b, "login",
+                   amqp_login(conn, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest", "guest"))) {
         amqp_channel_open(conn, CH);
         if (rpc_ok(b, "channel.open", amqp_get_rpc_reply(conn)))
             return conn;
@@ -69,7 +67,10 @@ static void close_conn(amqp_connection_state_t conn)
     amqp_destroy_connection(conn);
 }
 
-static void queue_name(char *out, size_t n, const char *group) { snprintf(out, n, "kqb-%s", group); }
+static void queue_name(char *out, size_t n, const char *group)
+{
+    snprintf(out, n, "kqb-%s", group);
+}
 
 /* A fresh exchange and fresh quorum queues (leftovers of an earlier run deleted). */
 static int setup(struct cmp_bench *b)
@@ -77,9 +78,9 @@ static int setup(struct cmp_bench *b)
     amqp_connection_state_t conn = open_conn(b);
     if (!conn)
         return -1;
-    amqp_table_entry_t quorum = {.key = amqp_cstring_bytes("x-queue-type"),
-                                 .value = {.kind = AMQP_FIELD_KIND_UTF8,
-                                           .value.bytes = amqp_cstring_bytes("quorum")}};
+    amqp_table_entry_t quorum = {
+        .key = amqp_cstring_bytes("x-queue-type"),
+        .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
     amqp_table_t qargs = {.num_entries = 1, .entries = &quorum};
     amqp_exchange_delete(conn, CH, amqp_cstring_bytes(EXCHANGE), 0);
     bool ok = rpc_ok(b, "exchange.delete", amqp_get_rpc_reply(conn));
@@ -120,7 +121,7 @@ struct window {
     uint64_t size, low, next; /* delivery tags: [low, next) may be unconfirmed; the first is 1 */
 };
 
-#define SLOT(w, tag) (&(w)->slots[((tag) - 1) % (w)->size])
+#define SLOT(w, tag) (&(w)->slots[((tag)-1) % (w)->size])
 
 static void confirm_one(struct window *w, uint64_t tag, bool ok)
 {
@@ -172,8 +173,8 @@ static void *producer(void *arg)
             *SLOT(&w, w.next) = (struct slot){seq, t, true};
             w.next++;
             cmp_sent(p);
-            int rc = amqp_basic_publish(conn, CH, amqp_cstring_bytes(EXCHANGE), amqp_empty_bytes,
-                                        0, 0, &props, body);
+            int rc = amqp_basic_publish(conn, CH, amqp_cstring_bytes(EXCHANGE), amqp_empty_bytes, 0,
+                                        0, &props, body);
             if (rc != AMQP_STATUS_OK) {
                 cmp_fail(b, "basic.publish: %s", amqp_error_string2(rc));
                 goto out;
@@ -207,8 +208,8 @@ static void *producer(void *arg)
         } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
                    f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
             amqp_channel_close_t *m = f.payload.method.decoded;
-            cmp_fail(b, "producer: server closed: %u %.*s", m->reply_code,
-                     (int)m->reply_text.len, (char *)m->reply_text.bytes);
+            cmp_fail(b, "producer: server closed: %u %.*s", m->reply_code, (int)m->reply_text.len,
+                     (char *)m->reply_text.bytes);
             break;
         }
     }
@@ -233,7 +234,8 @@ static void *consumer(void *arg)
     amqp_basic_qos(conn, CH, 0, (uint16_t)b->o.prefetch, 0);
     if (!rpc_ok(b, "basic.qos", amqp_get_rpc_reply(conn)))
         goto out;
-    amqp_basic_consume(conn, CH, amqp_cstring_bytes(q), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    amqp_basic_consume(conn, CH, amqp_cstring_bytes(q), amqp_empty_bytes, 0, 0, 0,
+                       amqp_empty_table);
     if (!rpc_ok(b, "basic.consume", amqp_get_rpc_reply(conn)))
         goto out;
     cmp_ready(cs);
@@ -242,7 +244,8 @@ static void *consumer(void *arg)
         struct timeval tv = {0, 200000};
         amqp_maybe_release_buffers(conn);
         amqp_rpc_reply_t r = amqp_consume_message(conn, &env, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT)
             continue;
         if (!rpc_ok(b, "consume", r))
             break;

@@ -193,8 +193,9 @@ int main(int argc, char **argv)
 {
     static const struct cmp_driver d = {
         .prog = "kiteq-bench-redis",
-        .about = "kiteq-bench's scenarios against Redis Streams: XADD (pipelined up to --inflight),\n"
-                 "one consumer group per --consumer-groups name, XREADGROUP + XACK per batch.",
+        .about =
+            "kiteq-bench's scenarios against Redis Streams: XADD (pipelined up to --inflight),\n"
+            "one consumer group per --consumer-groups name, XREADGROUP + XACK per batch.",
         .default_port = 6379,
         .setup = setup,
         .producer = producer,

@@ -62,33 +62,34 @@ static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 
 void broker_default_config(char *out, size_t len, const char *db, const char *extra_cluster)
 {
-    snprintf(out, len,
-             "return {\n"
-             "  default = \"test\",\n"
-             "  clusters = {\n"
-             "    test = {\n"
-             "      bind = \"127.0.0.1:0\",\n"
-             "      topics = { \"trade\", \"user-profile\" },\n"
-             "      db = \"%s\",\n"
-             "      deliverySeconds = 2,\n"
-             "      recoverSeconds = 1,\n"
-             "      groups = { [\"p-trade\"] = \"secret\", [\"s-trade-a\"] = \"secret\",\n"
-             "                 [\"s-trade-b\"] = \"secret\", [\"s-user-profile\"] = \"123456\" },\n"
-             "      %s\n"
-             "    },\n"
-             "  },\n"
-             "  bindings = {\n"
-             "    { groupIds = { \"s-trade-a\", \"s-trade-b\" }, topic = \"trade\",\n"
-             "      messageType = \"pay-succ\", bindType = \"direct\", persistent = true },\n"
-             "    { groupIds = { \"s-trade-a\" }, topic = \"trade\", messageType = \"refund-.*\",\n"
-             "      bindType = \"regx\", persistent = true },\n"
-             "    { groupIds = { \"s-trade-b\" }, topic = \"trade\", messageType = \"volatile\",\n"
-             "      bindType = \"direct\", persistent = false },\n"
-             "    { groupIds = { \"s-user-profile\" }, topic = \"user-profile\", messageType = \"*\",\n"
-             "      bindType = \"fanout\", persistent = true },\n"
-             "  },\n"
-             "}\n",
-             db, extra_cluster ? extra_cluster : "");
+    snprintf(
+        out, len,
+        "return {\n"
+        "  default = \"test\",\n"
+        "  clusters = {\n"
+        "    test = {\n"
+        "      bind = \"127.0.0.1:0\",\n"
+        "      topics = { \"trade\", \"user-profile\" },\n"
+        "      db = \"%s\",\n"
+        "      deliverySeconds = 2,\n"
+        "      recoverSeconds = 1,\n"
+        "      groups = { [\"p-trade\"] = \"secret\", [\"s-trade-a\"] = \"secret\",\n"
+        "                 [\"s-trade-b\"] = \"secret\", [\"s-user-profile\"] = \"123456\" },\n"
+        "      %s\n"
+        "    },\n"
+        "  },\n"
+        "  bindings = {\n"
+        "    { groupIds = { \"s-trade-a\", \"s-trade-b\" }, topic = \"trade\",\n"
+        "      messageType = \"pay-succ\", bindType = \"direct\", persistent = true },\n"
+        "    { groupIds = { \"s-trade-a\" }, topic = \"trade\", messageType = \"refund-.*\",\n"
+        "      bindType = \"regx\", persistent = true },\n"
+        "    { groupIds = { \"s-trade-b\" }, topic = \"trade\", messageType = \"volatile\",\n"
+        "      bindType = \"direct\", persistent = false },\n"
+        "    { groupIds = { \"s-user-profile\" }, topic = \"user-profile\", messageType = \"*\",\n"
+        "      bindType = \"fanout\", persistent = true },\n"
+        "  },\n"
+        "}\n",
+        db, extra_cluster ? extra_cluster : "");
 }
 
 static const char *kiteq_exe(char *buf, size_t len)
@@ -320,8 +321,8 @@ int admin_request(int port, const char *method, const char *path, char *out, siz
         return -1;
     char req[1024], buf[65536];
     snprintf(req, sizeof req,
-             "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-             method, path);
+             "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", method,
+             path);
     size_t n = 0;
     uint64_t deadline = now_ms() + 5000;
     if (raw_send(fd, req, strlen(req)) == 0) {
@@ -435,7 +436,8 @@ int raw_read_frame(int fd, int timeout_ms, struct kq_frame *f, uint8_t **body)
     int rc = read_exact(fd, h, sizeof h, deadline);
     if (rc <= 0)
         return rc;
-    int32_t len = (int32_t)((uint32_t)h[15] << 24 | (uint32_t)h[16] << 16 | (uint32_t)h[17] << 8 | h[18]);
+    int32_t len =
+        (int32_t)((uint32_t)h[15] << 24 | (uint32_t)h[16] << 16 | (uint32_t)h[17] << 8 | h[18]);
     if (len < 0 || len > KQ_FRAME_MAX_BODY)
         return -1;
     uint8_t *buf = malloc(sizeof h + (size_t)len + 1);
@@ -492,15 +494,16 @@ int raw_handshake(int fd, const char *group, const char *secret)
     uint8_t *body;
     if (raw_read_cmd(fd, KQ_CMD_CONN_AUTH, 5000, &f, &body) != 1)
         return -1;
-    Protocol__ConnAuthAck *a = (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
+    Protocol__ConnAuthAck *a =
+        (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
     int st = a ? a->status : -1;
     kq_codec_free(&a->base);
     free(body);
     return st;
 }
 
-int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
-                char *feedback, size_t fblen)
+int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out, char *feedback,
+                size_t fblen)
 {
     if (raw_publish_nowait(fd, opaque, m, id_out) != 0)
         return -1;

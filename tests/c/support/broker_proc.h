@@ -14,10 +14,10 @@
 struct broker_proc {
     pid_t pid;
     int port;
-    char dir[256];      /* private temp dir: config, data, log */
+    char dir[256]; /* private temp dir: config, data, log */
     char config[300];
     char log[300];
-    size_t log_seen;    /* log bytes already read when waiting for a line */
+    size_t log_seen; /* log bytes already read when waiting for a line */
 };
 
 /* Default groups in test configs. */
@@ -87,12 +87,12 @@ struct raw_msg {
     const char *id; /* NULL = generate */
     const char *topic, *type, *group, *body;
     bool commit, fly;
-    int64_t expired;   /* 0 = -1 (broker default) */
-    int32_t limit;     /* 0 = -1 */
+    int64_t expired;          /* 0 = -1 (broker default) */
+    int32_t limit;            /* 0 = -1 */
     const char *const *props; /* Header.properties: key, value, ..., NULL (may be NULL) */
 };
-int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out,
-                char *feedback, size_t fblen);
+int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out, char *feedback,
+                size_t fblen);
 /* The two halves of raw_publish. */
 int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out);
 int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen);

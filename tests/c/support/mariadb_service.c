@@ -48,8 +48,8 @@ static int read_services_env(struct mariadb_service *m)
 
 static void from_environment(struct mariadb_service *m)
 {
-    static const char *const keys[] = {"MYSQL_HOST", "MYSQL_PORT", "MYSQL_USER",
-                                       "MYSQL_PASSWORD", "MYSQL_PID", "MYSQL_PIDFILE"};
+    static const char *const keys[] = {"MYSQL_HOST",     "MYSQL_PORT", "MYSQL_USER",
+                                       "MYSQL_PASSWORD", "MYSQL_PID",  "MYSQL_PIDFILE"};
     m->port = 3306;
     copy(m->user, sizeof m->user, "root");
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
@@ -60,8 +60,7 @@ static void from_environment(struct mariadb_service *m)
 static int run_script(const struct mariadb_service *m, const char *script, const char *arg)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/scripts/%s' '%s' %s", test_source_dir(), script, m->base,
-             arg);
+    snprintf(cmd, sizeof cmd, "'%s/scripts/%s' '%s' %s", test_source_dir(), script, m->base, arg);
     int rc = system(cmd);
     if (rc != 0)
         fprintf(stderr, "mariadb_service: '%s' exited with %d\n", cmd, rc);

@@ -67,8 +67,9 @@ int metrics_doc_load(struct doc_family **out, size_t *n)
     for (char *line = sec ? strtok_r(sec + 1, "\n", &save) : NULL; line;
          line = strtok_r(NULL, "\n", &save)) {
         if (!strncmp(line, "### ", 4))
-            scope = strstr(line, "File store") ? "file" : strstr(line, "MySQL store") ? "mysql"
-                                                                                        : "broker";
+            scope = strstr(line, "File store")    ? "file"
+                    : strstr(line, "MySQL store") ? "mysql"
+                                                  : "broker";
         if (strncmp(line, "| `kiteq_", 9) != 0 || *n == cap)
             continue;
         char cells[3][256] = {{0}};
@@ -92,8 +93,7 @@ int metrics_doc_load(struct doc_family **out, size_t *n)
     return *n ? 0 : -1;
 }
 
-const struct doc_family *metrics_doc_find(const struct doc_family *v, size_t n,
-                                          const char *name)
+const struct doc_family *metrics_doc_find(const struct doc_family *v, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
         if (!strcmp(v[i].name, name))
@@ -101,8 +101,8 @@ const struct doc_family *metrics_doc_find(const struct doc_family *v, size_t n,
     return NULL;
 }
 
-__attribute__((format(printf, 3, 4)))
-static int problem(char *out, size_t len, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int problem(char *out, size_t len, const char *fmt,
+                                                         ...)
 {
     size_t used = strlen(out);
     va_list ap;
@@ -151,8 +151,8 @@ static bool in_list(const char *list, const char *word)
     return false;
 }
 
-int metrics_doc_check(const char *text, const char *store, const char *must_appear,
-                      char *out, size_t len)
+int metrics_doc_check(const char *text, const char *store, const char *must_appear, char *out,
+                      size_t len)
 {
     struct doc_family *doc;
     size_t n_doc;
@@ -179,18 +179,19 @@ int metrics_doc_check(const char *text, const char *store, const char *must_appe
                 bad += problem(out, len, "%s: TYPE twice (family not in one block)", cur_name);
             seen[cur - doc] = true;
             if (strcmp(cur->type, cur_type))
-                bad += problem(out, len, "%s: type %s, documented %s", cur_name, cur_type,
-                               cur->type);
+                bad +=
+                    problem(out, len, "%s: type %s, documented %s", cur_name, cur_type, cur->type);
             if (strcmp(cur->scope, "broker") && strcmp(cur->scope, store))
-                bad += problem(out, len, "%s: documented for the %s store only", cur_name,
-                               cur->scope);
+                bad +=
+                    problem(out, len, "%s: documented for the %s store only", cur_name, cur->scope);
             continue;
         }
         size_t k = strcspn(line, "{ ");
         bool ours = k == strlen(cur_name) && !strncmp(line, cur_name, k);
         if (!ours && !strcmp(cur_type, "histogram"))
             for (const char *suf = "_bucket\0_sum\0_count\0"; *suf; suf += strlen(suf) + 1)
-                ours |= k == strlen(cur_name) + strlen(suf) && !strncmp(line, cur_name, strlen(cur_name)) &&
+                ours |= k == strlen(cur_name) + strlen(suf) &&
+                        !strncmp(line, cur_name, strlen(cur_name)) &&
                         !strncmp(line + strlen(cur_name), suf, strlen(suf));
         if (!ours) {
             bad += problem(out, len, "sample outside its family's block: %.80s", line);
@@ -212,8 +213,8 @@ int metrics_doc_check(const char *text, const char *store, const char *must_appe
     return bad;
 }
 
-static int check_expr(const char *expr, const struct doc_family *doc, size_t n_doc,
-                      char *out, size_t len)
+static int check_expr(const char *expr, const struct doc_family *doc, size_t n_doc, char *out,
+                      size_t len)
 {
     int bad = 0;
     for (const char *p = expr; (p = strstr(p, "kiteq_"));) {
@@ -239,8 +240,8 @@ static int check_expr(const char *expr, const struct doc_family *doc, size_t n_d
     return bad;
 }
 
-static int walk(const cJSON *j, const struct doc_family *doc, size_t n_doc, char *out,
-                size_t len, int *exprs)
+static int walk(const cJSON *j, const struct doc_family *doc, size_t n_doc, char *out, size_t len,
+                int *exprs)
 {
     int bad = 0;
     for (const cJSON *c = j ? j->child : NULL; c; c = c->next) {
@@ -262,8 +263,8 @@ int metrics_doc_check_dashboard(const char *json, char *out, size_t len)
     if (metrics_doc_load(&doc, &n_doc))
         return problem(out, len, "docs/ADMIN.md: no metric table under ## Metrics");
     cJSON *j = cJSON_Parse(json);
-    int exprs = 0, bad = j ? walk(j, doc, n_doc, out, len, &exprs)
-                           : problem(out, len, "dashboard: not JSON");
+    int exprs = 0,
+        bad = j ? walk(j, doc, n_doc, out, len, &exprs) : problem(out, len, "dashboard: not JSON");
     if (j && exprs == 0)
         bad += problem(out, len, "dashboard: no queries");
     cJSON_Delete(j);

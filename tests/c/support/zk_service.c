@@ -159,9 +159,7 @@ int zk_service_up(struct zk_service *s)
     return run_script("services-up.sh", s->base, "zk", NULL) == 0 ? 0 : -1;
 }
 
-static void on_test_watch(zhandle_t *zh, int type, int state, const char *path, void *ctx)
-{
-}
+static void on_test_watch(zhandle_t *zh, int type, int state, const char *path, void *ctx) {}
 
 zhandle_t *zk_test_connect(const char *hosts, int timeout_ms)
 {
@@ -193,8 +191,7 @@ int zk_test_write(zhandle_t *zh, const char *path, const char *data)
     return rc;
 }
 
-bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st,
-                       int timeout_ms)
+bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st, int timeout_ms)
 {
     struct Stat tmp;
     for (int t = 0; t <= timeout_ms; t += 20) {

@@ -37,6 +37,5 @@ int zk_test_write(zhandle_t *zh, const char *path, const char *data);
  * ephemeral or persistent as said, open to world:anyone. */
 void zk_test_assert_node(zhandle_t *zh, const char *path, bool ephemeral);
 /* Poll until path exists (want=true) or not; the node's stat in st (may be NULL). */
-bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st,
-                       int timeout_ms);
+bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st, int timeout_ms);
 #endif
