@@ -143,7 +143,8 @@ static int swap(struct kq_broker *b, struct kq_reload *r)
     struct kq_config *old = b->cfg, *next = r->next;
     if (keep_fixed("bind", old->bind, &next->bind) || keep_fixed("db", old->db, &next->db) ||
         keep_fixed("registry", old->registry, &next->registry) ||
-        keep_fixed("admin", old->admin, &next->admin)) {
+        keep_fixed("admin", old->admin, &next->admin) ||
+        keep_fixed("logFile", old->log_file, &next->log_file)) {
         snprintf(r->err, sizeof r->err, "out of memory");
         return -ENOMEM;
     }

@@ -647,6 +647,15 @@ static void test_config_changes(void **state)
     struct reload_stat s;
     reload_stat(&s);
     assert_string_equal(s.bind, "127.0.0.1:0");
+    /* a log file asked for by a reload is not opened either, and says so (the log stays) */
+    char log_opt[400], moved[300];
+    snprintf(moved, sizeof moved, "%s/moved.log", bp.dir);
+    snprintf(log_opt, sizeof log_opt, "logFile = \"%s\",", moved);
+    make_config(cfg, sizeof cfg, "127.0.0.1:0", "rotated", log_opt);
+    test_write_file(bp.config, cfg);
+    hup_expect_done();
+    assert_true(broker_wait_log(&bp, "reload: logFile changed from \"\" to", 1));
+    assert_int_equal(access(moved, F_OK), -1);
     /* the secret applies to new connections; the open one stays */
     int fd = raw_connect(bp.port); /* the listener did not move */
     assert_true(fd >= 0);
@@ -682,7 +691,7 @@ static void test_config_changes(void **state)
             fail_msg("expected \"%s\" in the log, got:\n%s", bad[i][1], log);
         free(log);
         reload_stat(&s);
-        assert_int_equal((int)s.generation, 1);
+        assert_int_equal((int)s.generation, 2); /* the bind and the logFile reloads */
         assert_int_equal((int)s.failures, (int)i + 1);
         assert_non_null(strstr(s.last_error, bad[i][1]));
         fd = connect_as(TEST_CONSUMER, "rotated"); /* still the reloaded config */
