@@ -65,7 +65,7 @@ run_pass() {
     cmake --build "$build" -j"$(nproc)" ${targets:+--target $targets} >/dev/null || return 1
     echo "sanitize.sh: $build built in $((SECONDS - start)) s"
     marker=$(mktemp /tmp/kiteq-test-run.XXXXXX)
-    (cd "$build" && ctest --output-on-failure --timeout 300 "$@") || status=1
+    (cd "$build" && ctest -j"$(nproc)" --output-on-failure --timeout 300 "$@") || status=1
     scan_reports "$marker" "$build" || status=1
     if [ $status = 0 ]; then
         remove_test_dirs_since "$marker"
