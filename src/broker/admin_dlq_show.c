@@ -7,7 +7,6 @@
 
 #include "broker/admin_internal.h"
 #include "core/text.h"
-#include "kite_remoting.pb-c.h"
 
 struct show_ctx {
     struct kq_admin_req *r;
@@ -35,14 +34,15 @@ static int add_payload(cJSON *o, const struct kq_stored_msg *m)
         if (!s)
             return -ENOMEM;
     }
-    Protocol__Header *h = protocol__header__unpack(NULL, m->header_len, m->header);
-    if (h && h->n_properties) {
+    struct kq_arena a;
+    kq_arena_init(&a, KQ_HEADER_ARENA_CHUNK);
+    struct kq_header_view h;
+    if (kq_header_decode(&a, m->header, m->header_len, &h) == 0 && h.n_properties) {
         cJSON *props = cJSON_AddObjectToObject(o, "properties");
-        for (size_t i = 0; props && i < h->n_properties; i++)
-            cJSON_AddStringToObject(props, h->properties[i]->key, h->properties[i]->value);
+        for (size_t i = 0; props && i < h.n_properties; i++)
+            cJSON_AddStringToObject(props, h.properties[i].key, h.properties[i].value);
     }
-    if (h)
-        protocol__header__free_unpacked(h, NULL);
+    kq_arena_free(&a);
     return 0;
 }
 

@@ -13,7 +13,7 @@
 #include "core/token_bucket.h"
 #include "net/net.h"
 #include "policy/policy.h"
-#include "proto/codec.h"
+#include "proto/wire.h"
 #include "store/store.h"
 
 #define KQ_GROUP_MAX 128
@@ -272,10 +272,10 @@ void kq_groups_free(struct kq_broker *b);
 /* Routing (struct kq_route) and retry (struct kq_retry_verdict) come from policy/policy.h:
  * kq_policy_route(b->policy, b->bindings, ...) and kq_policy_retry(b->policy, ...). */
 
-/* publish.c; m lives in b->frame_arena, reset by the caller after the call */
+/* publish.c; what v points at lives in b->frame_arena, reset by the caller after the call */
 void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque, uint8_t cmd,
-                       ProtobufCMessage *m);
-void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *m);
+                       struct kq_message_frame_view *v);
+void kq_tx_handle(struct kq_broker *b, struct kq_session *s, const struct kq_tx_ack_view *t);
 
 /* tx.c: two-phase messages */
 /* When the next transaction check of uncommitted m is due (Unix ms). */
@@ -357,12 +357,12 @@ void kq_msg_extras_free(struct kq_broker *b);
 size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out, size_t max);
 /* Intake, before on_publish: the producer's KQ_PROP_DELAY_MS (-1 when absent) in *delay_ms;
  * NULL, or the feedback (written to fb) for a bad value or a property only the broker sets. */
-const char *kq_msg_intake_delay(const Protocol__Header *h, int64_t *delay_ms, char *fb,
+const char *kq_msg_intake_delay(const struct kq_header_view *h, int64_t *delay_ms, char *fb,
                                 size_t fblen);
 /* Intake, after on_publish: the final delay (<= 0: none) and groups written into h's
  * properties (b->frame_arena), KQ_PROP_DELAY_MS taken out; *due_ms = Unix ms or 0. NULL, or
  * the feedback when the message would be due after it expires. */
-const char *kq_msg_intake_apply(struct kq_broker *b, Protocol__Header *h, int64_t delay_ms,
+const char *kq_msg_intake_apply(struct kq_broker *b, struct kq_header_view *h, int64_t delay_ms,
                                 const char *const *groups, size_t n_groups, int64_t now_ms,
                                 int64_t *due_ms, char *fb, size_t fblen);
 /* Recovery: m's due time and groups from its stored header (if it has any); returns the due
@@ -380,8 +380,8 @@ void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const ch
 size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route *out, size_t max);
 /* The same for a message being published, with its decoded header h; the answer is kept
  * for its first attempt when that follows at once. */
-size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m, const Protocol__Header *h,
-                          struct kq_route *out, size_t max);
+size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m,
+                          const struct kq_header_view *h, struct kq_route *out, size_t max);
 /* on_dead before a dead letter: true when the hook took m (dropped, handed over, or being
  * read back for it). */
 bool kq_dead_hook(struct kq_broker *b, struct kq_msg *m, const char *reason);

@@ -115,24 +115,23 @@ void kq_msg_mark_header_committed(struct kq_msg *m)
 {
     if (!m->block || m->hdr_committed || kq_header_committed(KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m)))
         return; /* nothing to do for every message published committed (the usual case) */
-    Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
-    if (!h)
-        return;
-    if (!h->commit) {
-        h->commit = 1;
-        uint8_t *hdr;
-        size_t len;
-        if (kq_header_pack(h, &hdr, &len) == 0) {
+    struct kq_arena a;
+    kq_arena_init(&a, KQ_HEADER_ARENA_CHUNK);
+    struct kq_header_view h;
+    uint8_t *hdr;
+    size_t len;
+    if (kq_header_decode(&a, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m), &h) == 0 && !h.commit) {
+        h.commit = true;
+        if (kq_header_encode(&a, &h, &hdr, &len) == 0) {
             uint8_t *body = malloc(KQ_MSG_BODY_LEN(m) + 1);
             if (body) {
                 memcpy(body, KQ_MSG_BODY(m), KQ_MSG_BODY_LEN(m));
                 kq_msg_set_block(m, hdr, (uint32_t)len, body, KQ_MSG_BODY_LEN(m));
                 free(body);
             }
-            free(hdr);
         }
     }
-    protocol__header__free_unpacked(h, NULL);
+    kq_arena_free(&a);
 }
 
 static const char *const failures[] = {

@@ -133,19 +133,19 @@ size_t kq_msg_route(struct kq_broker *b, const struct kq_msg *m, struct kq_route
 
 /* --- intake ---------------------------------------------------------------------------- */
 
-static const char *prop(const Protocol__Header *h, const char *key, size_t *count)
+static const char *prop(const struct kq_header_view *h, const char *key, size_t *count)
 {
     const char *v = NULL;
     *count = 0;
     for (size_t i = 0; i < h->n_properties; i++)
-        if (h->properties[i]->key && strcmp(h->properties[i]->key, key) == 0) {
-            v = h->properties[i]->value ? h->properties[i]->value : "";
+        if (h->properties[i].key && strcmp(h->properties[i].key, key) == 0) {
+            v = h->properties[i].value ? h->properties[i].value : "";
             ++*count;
         }
     return v;
 }
 
-const char *kq_msg_intake_delay(const Protocol__Header *h, int64_t *delay_ms, char *fb,
+const char *kq_msg_intake_delay(const struct kq_header_view *h, int64_t *delay_ms, char *fb,
                                 size_t fblen)
 {
     *delay_ms = -1;
@@ -177,34 +177,23 @@ const char *kq_msg_intake_delay(const Protocol__Header *h, int64_t *delay_ms, ch
     return NULL;
 }
 
-static Protocol__Entry *entry(struct kq_arena *a, const char *key, const char *value)
-{
-    Protocol__Entry *e = kq_arena_alloc(a, sizeof *e);
-    if (e) {
-        protobuf_c_message_init(&protocol__entry__descriptor, e);
-        e->key = (char *)key;
-        e->value = (char *)value;
-    }
-    return e;
-}
-
-const char *kq_msg_intake_apply(struct kq_broker *b, Protocol__Header *h, int64_t delay_ms,
+const char *kq_msg_intake_apply(struct kq_broker *b, struct kq_header_view *h, int64_t delay_ms,
                                 const char *const *groups, size_t n_groups, int64_t now_ms,
                                 int64_t *due_ms, char *fb, size_t fblen)
 {
     size_t count;
     *due_ms = delay_ms > 0 ? now_ms + delay_ms : 0;
-    if (*due_ms && *due_ms >= h->expiredtime * 1000) {
+    if (*due_ms && *due_ms >= h->expired_time * 1000) {
         snprintf(fb, fblen,
                  "Invalid Property: %s %lld: the message would be due after it "
                  "expires (expiredTime %lld)",
-                 KQ_PROP_DELAY_MS, (long long)delay_ms, (long long)h->expiredtime);
+                 KQ_PROP_DELAY_MS, (long long)delay_ms, (long long)h->expired_time);
         return fb;
     }
     if (!*due_ms && !n_groups && !prop(h, KQ_PROP_DELAY_MS, &count))
         return NULL; /* the usual message: the header stays as published */
     struct kq_arena *a = &b->frame_arena;
-    Protocol__Entry **ps = kq_arena_alloc(a, (h->n_properties + 2) * sizeof *ps);
+    struct kq_header_property *ps = kq_arena_alloc(a, (h->n_properties + 2) * sizeof *ps);
     char *at = kq_arena_alloc(a, 24);
     size_t glen = 1;
     for (size_t i = 0; i < n_groups; i++)
@@ -214,15 +203,16 @@ const char *kq_msg_intake_apply(struct kq_broker *b, Protocol__Header *h, int64_
         return "Store Result false: out of memory";
     size_t n = 0;
     for (size_t i = 0; i < h->n_properties; i++) /* the request is answered: not stored */
-        if (!h->properties[i]->key || strcmp(h->properties[i]->key, KQ_PROP_DELAY_MS) != 0)
+        if (!h->properties[i].key || strcmp(h->properties[i].key, KQ_PROP_DELAY_MS) != 0)
             ps[n++] = h->properties[i];
     snprintf(at, 24, "%lld", (long long)*due_ms);
     gs[0] = 0;
     for (size_t i = 0, off = 0; i < n_groups; i++)
         off += (size_t)sprintf(gs + off, "%s%s", i ? "," : "", groups[i]);
-    if ((*due_ms && !(ps[n++] = entry(a, KQ_PROP_DELIVER_AT, at))) ||
-        (n_groups && !(ps[n++] = entry(a, KQ_PROP_GROUPS, gs))))
-        return "Store Result false: out of memory";
+    if (*due_ms)
+        ps[n++] = (struct kq_header_property){.key = KQ_PROP_DELIVER_AT, .value = at};
+    if (n_groups)
+        ps[n++] = (struct kq_header_property){.key = KQ_PROP_GROUPS, .value = gs};
     h->properties = ps;
     h->n_properties = n;
     return NULL;
@@ -235,11 +225,19 @@ int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_
     static const char mark[] = "x-kiteq-"; /* most headers have none: skip the decoding */
     if (!len || !memmem(hdr, len, mark, sizeof mark - 1))
         return 0;
-    Protocol__Header *h = protocol__header__unpack(NULL, len, hdr);
-    if (!h)
+    struct kq_arena a;
+    kq_arena_init(&a, KQ_HEADER_ARENA_CHUNK);
+    struct kq_header_view h;
+    if (kq_header_decode(&a, hdr, len, &h) != 0) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "broker",
+                           "recovering id=%s: its header does not decode: no due time or "
+                           "groups read (it goes out now, to its routed groups)",
+                           m->id);
+        kq_arena_free(&a);
         return 0;
+    }
     size_t count;
-    const char *at = prop(h, KQ_PROP_DELIVER_AT, &count), *gs = prop(h, KQ_PROP_GROUPS, &count);
+    const char *at = prop(&h, KQ_PROP_DELIVER_AT, &count), *gs = prop(&h, KQ_PROP_GROUPS, &count);
     int64_t due = at ? strtoll(at, NULL, 10) : 0;
     size_t cap = 1, n = 0;
     for (const char *c = gs ? gs : ""; *c; c++)
@@ -259,6 +257,6 @@ int64_t kq_msg_extra_recover(struct kq_broker *b, struct kq_msg *m, const uint8_
                            m->id);
     free(groups);
     free(copy);
-    protocol__header__free_unpacked(h, NULL);
+    kq_arena_free(&a);
     return due > 0 && m->extra ? due : 0;
 }

@@ -49,12 +49,12 @@ static size_t topic_groups(struct kq_broker *b, const struct kq_msg *m, struct k
 }
 
 /* The view of m the hooks get; properties point into h (NULL h: none). */
-static void view_of(const struct kq_msg *m, const Protocol__Header *h, struct kq_property_kv *props,
-                    struct kq_publish_view *v)
+static void view_of(const struct kq_msg *m, const struct kq_header_view *h,
+                    struct kq_property_kv *props, struct kq_publish_view *v)
 {
     size_t np = h ? h->n_properties : 0;
     for (size_t i = 0; i < np; i++)
-        props[i] = (struct kq_property_kv){h->properties[i]->key, h->properties[i]->value};
+        props[i] = (struct kq_property_kv){h->properties[i].key, h->properties[i].value};
     *v = (struct kq_publish_view){.message_id = m->id,
                                   .topic = m->topic,
                                   .message_type = m->type,
@@ -69,23 +69,25 @@ static void view_of(const struct kq_msg *m, const Protocol__Header *h, struct kq
                                   .now_sec = kq_now_sec()};
 }
 
-/* m's header unpacked (free with protocol__header__free_unpacked), or NULL when it is not in
- * memory or does not parse (logged). */
-static Protocol__Header *unpack_header(const struct kq_msg *m)
+/* m's header decoded into h (in a, an arena the caller frees): h, or NULL when it is not in
+ * memory or does not decode (logged). */
+static const struct kq_header_view *decode_header(const struct kq_msg *m, struct kq_arena *a,
+                                                  struct kq_header_view *h)
 {
+    kq_arena_init(a, KQ_HEADER_ARENA_CHUNK);
     if (!m->block)
         return NULL;
-    Protocol__Header *h = protocol__header__unpack(NULL, KQ_MSG_HDR_LEN(m), KQ_MSG_HDR(m));
-    if (!h)
-        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
-                           "cannot read the header of id=%s: the "
-                           "per-message hooks see it without properties",
-                           m->id);
-    return h;
+    if (kq_header_decode(a, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m), h) == 0)
+        return h;
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                       "cannot read the header of id=%s: the "
+                       "per-message hooks see it without properties",
+                       m->id);
+    return NULL;
 }
 
 static size_t route_with_header(struct kq_broker *b, const struct kq_msg *m,
-                                const Protocol__Header *h, struct kq_route *out, size_t max)
+                                const struct kq_header_view *h, struct kq_route *out, size_t max)
 {
     struct kq_property_kv *props =
         h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
@@ -129,15 +131,15 @@ size_t kq_route_msg(struct kq_broker *b, const struct kq_msg *m, struct kq_route
     once.id[0] = 0;
     if (!m->block) /* cold: every group of the topic may be one (loaded when one is online) */
         return topic_groups(b, m, out, max);
-    Protocol__Header *h = unpack_header(m);
-    size_t n = route_with_header(b, m, h, out, max);
-    if (h)
-        protocol__header__free_unpacked(h, NULL);
+    struct kq_arena arena;
+    struct kq_header_view hv;
+    size_t n = route_with_header(b, m, decode_header(m, &arena, &hv), out, max);
+    kq_arena_free(&arena);
     return n;
 }
 
-size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m, const Protocol__Header *h,
-                          struct kq_route *out, size_t max)
+size_t kq_route_published(struct kq_broker *b, const struct kq_msg *m,
+                          const struct kq_header_view *h, struct kq_route *out, size_t max)
 {
     if (!kq_policy_has_route_message(b->policy))
         return kq_policy_route(b->policy, b->bindings, m->topic, m->type, out, max);
@@ -198,7 +200,9 @@ static void hand_over(struct kq_broker *b, struct kq_msg *m, const struct kq_rou
 /* Asks on_dead with m's header at hand; true when the hook took the message. */
 static bool decide(struct kq_broker *b, struct kq_msg *m, const char *reason)
 {
-    Protocol__Header *h = unpack_header(m);
+    struct kq_arena arena;
+    struct kq_header_view hv;
+    const struct kq_header_view *h = decode_header(m, &arena, &hv);
     struct kq_property_kv *props =
         h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
     struct kq_publish_view v; /* out of memory for props: seen without its properties */
@@ -208,8 +212,7 @@ static bool decide(struct kq_broker *b, struct kq_msg *m, const char *reason)
     enum kq_dead_action a = kq_policy_dead(b->policy, b->bindings, &v, m->attempts, reason, r,
                                            KQ_POLICY_MAX_ROUTES, &n);
     free(props);
-    if (h)
-        protocol__header__free_unpacked(h, NULL);
+    kq_arena_free(&arena);
     if (a == KQ_DEAD_DROP) {
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "delivery",
                            "dead letter dropped by on_dead id=%s "

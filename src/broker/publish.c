@@ -26,21 +26,21 @@ static void reject(struct kq_broker *b, struct kq_session *s, uint32_t opaque, c
 }
 
 /* Normalise the header in place; returns NULL or the rejection feedback. */
-static const char *check_header(struct kq_broker *b, Protocol__Header *h, int64_t now)
+static const char *check_header(struct kq_broker *b, struct kq_header_view *h, int64_t now)
 {
     if (!kq_config_has_topic(b->cfg, h->topic))
         return "UnSupport Topic Message!";
-    if (!kq_message_id_valid(h->messageid))
+    if (!kq_message_id_valid(h->message_id))
         return "Invalid MessageId For UUID!";
-    if (!h->has_createtime || h->createtime <= 0) {
-        h->has_createtime = 1;
-        h->createtime = now;
+    if (!h->has_create_time || h->create_time <= 0) {
+        h->has_create_time = 1;
+        h->create_time = now;
     }
-    if (h->deliverlimit <= 0 || h->deliverlimit > KQ_PUBLISH_MAX_DELIVER_LIMIT)
-        h->deliverlimit = KQ_PUBLISH_MAX_DELIVER_LIMIT;
-    if (h->expiredtime <= 0 || h->expiredtime > now + KQ_PUBLISH_MAX_EXPIRED_SEC)
-        h->expiredtime = now + KQ_PUBLISH_MAX_EXPIRED_SEC;
-    else if (h->expiredtime <= now)
+    if (h->deliver_limit <= 0 || h->deliver_limit > KQ_PUBLISH_MAX_DELIVER_LIMIT)
+        h->deliver_limit = KQ_PUBLISH_MAX_DELIVER_LIMIT;
+    if (h->expired_time <= 0 || h->expired_time > now + KQ_PUBLISH_MAX_EXPIRED_SEC)
+        h->expired_time = now + KQ_PUBLISH_MAX_EXPIRED_SEC;
+    else if (h->expired_time <= now)
         return "Expired Message!";
     if (h->fly && !h->commit)
         return "FLY MUST BE COMMITTED !";
@@ -51,7 +51,7 @@ static const char *check_header(struct kq_broker *b, Protocol__Header *h, int64_
  * packed and stored. Returns NULL (accept, maybe changed) or the rejection feedback. Costs
  * nothing when the policy has no on_publish. */
 static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *s,
-                                        Protocol__Header *h, size_t body_len, int64_t now,
+                                        struct kq_header_view *h, size_t body_len, int64_t now,
                                         struct kq_publish_verdict *v)
 {
     if (!kq_policy_has_publish(b->policy))
@@ -61,19 +61,19 @@ static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *
         !(props = kq_arena_alloc(&b->frame_arena, h->n_properties * sizeof *props)))
         return "Store Result false: out of memory";
     for (size_t i = 0; i < h->n_properties; i++)
-        props[i] = (struct kq_property_kv){h->properties[i]->key, h->properties[i]->value};
-    struct kq_publish_view m = {.message_id = h->messageid,
+        props[i] = (struct kq_property_kv){h->properties[i].key, h->properties[i].value};
+    struct kq_publish_view m = {.message_id = h->message_id,
                                 .topic = h->topic,
-                                .message_type = h->messagetype,
-                                .group = h->groupid,
+                                .message_type = h->message_type,
+                                .group = h->group,
                                 .peer = kq_conn_peer(s->conn),
                                 .properties = props,
                                 .n_properties = h->n_properties,
                                 .body_size = body_len,
                                 .fly = h->fly,
                                 .commit = h->commit,
-                                .expired_time = h->expiredtime,
-                                .deliver_limit = h->deliverlimit,
+                                .expired_time = h->expired_time,
+                                .deliver_limit = h->deliver_limit,
                                 .now_sec = now};
     m.binds = kq_binding_set_topic(b->bindings, h->topic, &m.n_binds); /* for `groups` */
     kq_policy_publish(b->policy, &m, v);
@@ -81,34 +81,30 @@ static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *
         KQ_LOG_RATELIMITED(KQ_LOG_INFO, "publish",
                            "rejected by on_publish topic=%s type=%s "
                            "id=%s: %s",
-                           h->topic, h->messagetype, h->messageid, v->reason);
+                           h->topic, h->message_type, h->message_id, v->reason);
         return v->reason;
     }
     if (v->action != KQ_PUBLISH_CHANGE)
         return NULL;
     /* the verdict's strings live until the next call: the header is packed right after */
-    Protocol__Entry *ents = NULL, **ptrs = NULL;
+    struct kq_header_property *changed = NULL;
     if (v->n_properties &&
-        (!(ents = kq_arena_alloc(&b->frame_arena, v->n_properties * sizeof *ents)) ||
-         !(ptrs = kq_arena_alloc(&b->frame_arena, v->n_properties * sizeof *ptrs))))
+        !(changed = kq_arena_alloc(&b->frame_arena, v->n_properties * sizeof *changed)))
         return "Store Result false: out of memory";
-    for (size_t i = 0; i < v->n_properties; i++) {
-        protobuf_c_message_init(&protocol__entry__descriptor, &ents[i]);
-        ents[i].key = (char *)v->properties[i].key;
-        ents[i].value = (char *)v->properties[i].value;
-        ptrs[i] = &ents[i];
-    }
+    for (size_t i = 0; i < v->n_properties; i++)
+        changed[i] = (struct kq_header_property){.key = v->properties[i].key,
+                                                 .value = v->properties[i].value};
     h->n_properties = v->n_properties;
-    h->properties = ptrs;
-    h->expiredtime = v->expired_time;
-    h->deliverlimit = v->deliver_limit;
+    h->properties = changed;
+    h->expired_time = v->expired_time;
+    h->deliver_limit = v->deliver_limit;
     return NULL;
 }
 
 /* A message no group is bound to is accepted (as the original does) and kept until it
  * expires, so that a consumer group bound later still gets it. But it is never silent:
  * counted per topic and logged once a second per (topic, messageType). */
-static void note_if_unrouted(struct kq_broker *b, struct kq_msg *m, const Protocol__Header *h)
+static void note_if_unrouted(struct kq_broker *b, struct kq_msg *m, const struct kq_header_view *h)
 {
     struct kq_route r;
     /* the policy's answer (kept for the first attempt), then the groups on_publish chose */
@@ -132,24 +128,24 @@ static void note_if_unrouted(struct kq_broker *b, struct kq_msg *m, const Protoc
  * their own group in the header; an empty one is filled in, another group is refused.
  * Returns false after refusing. */
 static bool own_group(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
-                      Protocol__Header *h)
+                      struct kq_header_view *h)
 {
     const char *own = s->group->id;
-    if (!h->groupid[0]) {
-        h->groupid = (char *)own; /* packed into the stored header right after */
+    if (!h->group[0]) {
+        h->group = own; /* packed into the stored header right after */
         return true;
     }
-    if (strcmp(h->groupid, own) == 0)
+    if (strcmp(h->group, own) == 0)
         return true;
     char fb[160 + KQ_GROUP_MAX];
     snprintf(fb, sizeof fb,
              "Invalid GroupId: the header's groupId \"%.64s\" is not the "
              "publishing connection's group \"%s\"",
-             h->groupid, own);
+             h->group, own);
     KQ_LOG_PER_PEER(KQ_LOG_WARN, "publish", kq_conn_peer(s->conn),
                     "refused peer=%s group=%s: header groupId=%.64s id=%s", kq_conn_peer(s->conn),
-                    own, h->groupid, h->messageid);
-    reject(b, s, opaque, h->messageid, fb);
+                    own, h->group, h->message_id);
+    reject(b, s, opaque, h->message_id, fb);
     return false;
 }
 
@@ -303,51 +299,49 @@ void kq_publish_first_attempt_done(struct kq_broker *b, struct kq_msg *m, bool a
 }
 
 void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaque, uint8_t cmd,
-                       ProtobufCMessage *pm)
+                       struct kq_message_frame_view *v)
 {
-    struct kq_message_view v;
-    kq_message_view(cmd, pm, &v);
-    Protocol__Header *h = v.header;
+    struct kq_header_view *h = &v->header;
     int64_t now = kq_now_sec();
     b->stats.received++;
 
     if (!kq_intake_take(b, s)) {
         char fb[160];
         snprintf(fb, sizeof fb, "Store Result KiteQ OverFlow [%s]", b->cfg->bind);
-        reject(b, s, opaque, h->messageid, fb);
+        reject(b, s, opaque, h->message_id, fb);
         goto out;
     }
     const char *bad = check_header(b, h, now);
     if (bad) {
-        reject(b, s, opaque, h->messageid, bad);
+        reject(b, s, opaque, h->message_id, bad);
         goto out;
     }
     if (!own_group(b, s, opaque, h))
         goto out;
     kq_topic_stats(b, h->topic)->received++;
-    if (kq_delivery_find(b, h->messageid)) {
+    if (kq_delivery_find(b, h->message_id)) {
         /* A producer retrying a publish whose ack it missed: it is already safe here. */
-        ack(s, opaque, h->messageid, true, "Store Result true Cost:0");
+        ack(s, opaque, h->message_id, true, "Store Result true Cost:0");
         goto out;
     }
     if (!h->fly && kq_store_unavailable(b->store)) { /* a clear answer now, not a timeout later */
         char fb[512];
         store_failed_feedback(b, -EAGAIN, fb, sizeof fb);
-        reject(b, s, opaque, h->messageid, fb);
+        reject(b, s, opaque, h->message_id, fb);
         goto out;
     }
 
     int64_t delay_ms, due_ms;
     char fb[256];
     if ((bad = kq_msg_intake_delay(h, &delay_ms, fb, sizeof fb))) {
-        reject(b, s, opaque, h->messageid, bad);
+        reject(b, s, opaque, h->message_id, bad);
         goto out;
     }
     struct kq_publish_verdict verdict;
     verdict.action = KQ_PUBLISH_ACCEPT; /* what apply_publish_policy leaves without a hook */
-    bad = apply_publish_policy(b, s, h, v.body_len, now, &verdict);
+    bad = apply_publish_policy(b, s, h, v->body_len, now, &verdict);
     if (bad) {
-        reject(b, s, opaque, h->messageid, bad);
+        reject(b, s, opaque, h->message_id, bad);
         goto out;
     }
     bool changed = verdict.action == KQ_PUBLISH_CHANGE;
@@ -357,37 +351,40 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
     size_t n_groups = changed ? verdict.n_groups : 0;
     if ((bad = kq_msg_intake_apply(b, h, delay_ms, groups, n_groups, kq_now_ms(), &due_ms, fb,
                                    sizeof fb))) {
-        reject(b, s, opaque, h->messageid, bad);
+        reject(b, s, opaque, h->message_id, bad);
         goto out;
     }
 
     struct kq_stored_msg sm = {0};
-    memcpy(sm.id, h->messageid, KQ_ID_LEN + 1);
+    memcpy(sm.id, h->message_id, KQ_ID_LEN + 1);
     sm.cmd = cmd;
     sm.topic = h->topic;
-    sm.message_type = h->messagetype;
-    sm.publish_group = h->groupid;
+    sm.message_type = h->message_type;
+    sm.publish_group = h->group;
     sm.commit = h->commit;
     sm.publish_time = now;
-    sm.expired_time = h->expiredtime;
-    sm.deliver_limit = h->deliverlimit;
-    sm.body = v.body;
-    sm.body_len = (uint32_t)v.body_len;
+    sm.expired_time = h->expired_time;
+    sm.deliver_limit = h->deliver_limit;
+    sm.body = v->body;
+    sm.body_len = (uint32_t)v->body_len;
     uint8_t *hdr;
     size_t hdr_len;
-    if (kq_header_pack_in(&b->frame_arena, h, &hdr, &hdr_len) != 0) {
-        reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
+    int rc = kq_header_encode(&b->frame_arena, h, &hdr, &hdr_len);
+    if (rc != 0) {
+        snprintf(fb, sizeof fb, "Store Result false: %s",
+                 rc == -ENOMEM ? "out of memory" : "the header cannot be encoded");
+        reject(b, s, opaque, h->message_id, fb);
         goto out;
     }
-    size_t frame = kq_codec_message_size(hdr_len, v.body_len);
+    size_t frame = kq_codec_message_size(hdr_len, v->body_len);
     if (frame > KQ_FRAME_MAX_BODY) {
         /* The header the broker completed (create time, expiry) can push a publish that
          * just fitted over the limit: it could be stored but never delivered. */
         snprintf(fb, sizeof fb,
                  "Message Too Large: the delivery would be %zu bytes, the "
                  "frame limit is %d (body %zu bytes)",
-                 frame, KQ_FRAME_MAX_BODY, v.body_len);
-        reject(b, s, opaque, h->messageid, fb);
+                 frame, KQ_FRAME_MAX_BODY, v->body_len);
+        reject(b, s, opaque, h->message_id, fb);
         goto out;
     }
     sm.header = hdr;
@@ -398,7 +395,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         m = NULL;
     }
     if (!m) {
-        reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
+        reject(b, s, opaque, h->message_id, "Store Result false: out of memory");
         goto out;
     }
     m->fly = h->fly;
@@ -421,7 +418,7 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         kq_hist_finish(b, m);
         kq_msg_extra_drop(b, m);
         kq_msg_free(m);
-        reject(b, s, opaque, h->messageid, "Store Result false: out of memory");
+        reject(b, s, opaque, h->message_id, "Store Result false: out of memory");
         goto out;
     }
     if (b->cfg->delivery_first && m->commit && !due_ms) {
@@ -430,9 +427,9 @@ void kq_publish_handle(struct kq_broker *b, struct kq_session *s, uint32_t opaqu
         kq_delivery_add(b, m, kq_now_ms());
         goto out;
     }
-    int rc = b->store->ops->save(b->store, &sm, on_saved, ps);
+    rc = b->store->ops->save(b->store, &sm, on_saved, ps);
     if (rc != 0)
         on_saved(ps, rc); /* refused at once: the store never calls back then */
 out:
-    return; /* pm lives in the broker's frame arena: the caller releases it */
+    return; /* v lives in the broker's frame arena: the caller releases it */
 }

@@ -1,5 +1,6 @@
 /* Connection sessions: ConnMeta handshake with authentication, heartbeats, dispatch of
  * every inbound command, and closing of connections that stay silent too long. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,33 +63,33 @@ static void refuse(struct kq_session *s, uint32_t opaque, const char *feedback, 
 
 /* The auth policy's answer (policy.h: kq_policy_connect): it may refuse a connection whose
  * secret is right, never accept one whose secret is wrong. */
-static bool connect_allowed(struct kq_broker *b, struct kq_session *s, const Protocol__ConnMeta *m,
-                            bool secret_ok, char *why, size_t len)
+static bool connect_allowed(struct kq_broker *b, struct kq_session *s,
+                            const struct kq_conn_meta_view *m, bool secret_ok, char *why,
+                            size_t len)
 {
     const char *peer = kq_conn_peer(s->conn);
     const char *colon = strrchr(peer, ':');
     char ip[64];
     snprintf(ip, sizeof ip, "%.*s", colon ? (int)(colon - peer) : (int)strlen(peer), peer);
-    struct kq_group *g = kq_group_get(b, m->groupid, false);
-    struct kq_connect_view v = {
-        .group = m->groupid,
-        .peer_ip = ip,
-        .peer_port = colon ? atoi(colon + 1) : 0,
-        .secret_ok = secret_ok,
-        .warmup = m->has_warmingupsec && m->warmingupsec > 0 ? m->warmingupsec : 0,
-        .connections = g ? (uint32_t)g->n : 0};
+    struct kq_group *g = kq_group_get(b, m->group, false);
+    struct kq_connect_view v = {.group = m->group,
+                                .peer_ip = ip,
+                                .peer_port = colon ? atoi(colon + 1) : 0,
+                                .secret_ok = secret_ok,
+                                .warmup = m->has_warmup && m->warmup_sec > 0 ? m->warmup_sec : 0,
+                                .connections = g ? (uint32_t)g->n : 0};
     return kq_policy_connect(b->policy, &v, why, len);
 }
 
 static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opaque,
-                         const Protocol__ConnMeta *m)
+                         const struct kq_conn_meta_view *m)
 {
     const struct kq_config *cfg = b->cfg;
     if (s->authed) {
         /* A second handshake on one connection would register it twice (original bug);
          * answer it as the original does ("Auth Succ") but keep the first identity: a
          * different group is refused. */
-        bool same = s->group && strcmp(s->group->id, m->groupid) == 0;
+        bool same = s->group && strcmp(s->group->id, m->group) == 0;
         kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, same,
                                   same ? "Auth Succ"
                                        : "Auth Failed: already authenticated "
@@ -96,30 +97,30 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
         kq_session_send_flush(s);
         return;
     }
-    if (strlen(m->groupid) == 0 || strlen(m->groupid) >= KQ_GROUP_MAX) {
+    if (strlen(m->group) == 0 || strlen(m->group) >= KQ_GROUP_MAX) {
         refuse(s, opaque, "Auth Failed: invalid groupId", "invalid groupId");
         return;
     }
-    const char *secret = cfg->n_groups > 0 ? kq_config_group_secret(cfg, m->groupid) : NULL;
-    bool secret_ok = cfg->n_groups == 0 || (secret && strcmp(secret, m->secretkey) == 0);
+    const char *secret = cfg->n_groups > 0 ? kq_config_group_secret(cfg, m->group) : NULL;
+    bool secret_ok = cfg->n_groups == 0 || (secret && strcmp(secret, m->secret) == 0);
     char why[KQ_POLICY_MAX_REJECT_REASON];
     if (!connect_allowed(b, s, m, secret_ok, why, sizeof why)) {
         const char *policy_why = secret_ok ? why : secret ? "wrong secret" : "unknown group";
         KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(s->conn),
-                        "auth failed peer=%s group=%s reason=%s", kq_conn_peer(s->conn), m->groupid,
+                        "auth failed peer=%s group=%s reason=%s", kq_conn_peer(s->conn), m->group,
                         policy_why);
         refuse(s, opaque, secret_ok ? why : "Auth Failed: unknown groupId or wrong secretKey",
                "auth failed");
         return;
     }
-    struct kq_group *g = kq_group_get(b, m->groupid, true);
+    struct kq_group *g = kq_group_get(b, m->group, true);
     if (!g || kq_group_join(g, s) != 0) {
         refuse(s, opaque, "Auth Failed: broker out of memory", "out of memory");
         return;
     }
     s->authed = true;
     s->group = g;
-    s->warmup_sec = m->has_warmingupsec && m->warmingupsec > 0 ? m->warmingupsec : 0;
+    s->warmup_sec = m->has_warmup && m->warmup_sec > 0 ? m->warmup_sec : 0;
     s->auth_ms = kq_broker_mono_ms();
     kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, true, "Auth Succ");
     kq_session_send_flush(s);
@@ -154,20 +155,22 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         refuse(s, 0, FEEDBACK_UNAUTHORIZED, "not authenticated");
         return;
     }
-    /* Decoded into the broker's frame arena: nothing below keeps a pointer into m. */
+    /* Decoded into the broker's frame arena: nothing below keeps a pointer into v. */
     /* Identities and messages are compared and stored as C strings: a NUL inside one would
      * cut it short unseen ("s-pub\0junk" authenticating as "s-pub"). (Acks only use their
      * opaque, status and a message id that a NUL would make unknown.) */
     const char *nul = NULL;
     bool ack = f->cmd == KQ_CMD_DELIVER_ACK || f->cmd == KQ_CMD_TX_ACK;
-    ProtobufCMessage *m = kq_codec_unpack_checked(&b->frame_arena, f->cmd, f->body,
-                                                  (size_t)f->body_len, ack ? NULL : &nul);
-    if (!m || nul) {
+    struct kq_frame_view v;
+    int rc = kq_frame_decode(&b->frame_arena, f->cmd, f->body, (size_t)f->body_len,
+                             ack ? NULL : &nul, &v);
+    if (rc || nul) {
         char why[96];
         if (nul)
             snprintf(why, sizeof why, "NUL byte in %s", nul);
         else
-            snprintf(why, sizeof why, "protobuf decode failed");
+            snprintf(why, sizeof why, "%s",
+                     rc == -ENOMEM ? "out of memory" : "protobuf decode failed");
         kq_arena_reset(&b->frame_arena);
         KQ_LOG_PER_PEER(KQ_LOG_WARN, "session", kq_conn_peer(c),
                         "malformed %s peer=%s opaque=%u len=%d: %s", kq_cmd_name(f->cmd),
@@ -187,16 +190,14 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
         return;
     }
     switch (f->cmd) {
-    case KQ_CMD_CONN_META: on_conn_meta(b, s, f->opaque, (Protocol__ConnMeta *)m); break;
+    case KQ_CMD_CONN_META: on_conn_meta(b, s, f->opaque, &v.conn_meta); break;
     case KQ_CMD_HEARTBEAT:
-        kq_codec_append_heartbeat(kq_conn_out(c), f->opaque, ((Protocol__HeartBeat *)m)->version);
+        kq_codec_append_heartbeat(kq_conn_out(c), f->opaque, v.heartbeat_version);
         kq_session_send_flush(s);
         break;
-    case KQ_CMD_DELIVER_ACK:
-        kq_delivery_on_ack(b, s, f->opaque, ((Protocol__DeliverAck *)m)->status);
-        break;
-    case KQ_CMD_TX_ACK: kq_tx_handle(b, s, m); break;
-    default: kq_publish_handle(b, s, f->opaque, f->cmd, m); break;
+    case KQ_CMD_DELIVER_ACK: kq_delivery_on_ack(b, s, f->opaque, v.deliver_ack.status); break;
+    case KQ_CMD_TX_ACK: kq_tx_handle(b, s, &v.tx_ack); break;
+    default: kq_publish_handle(b, s, f->opaque, f->cmd, &v.message); break;
     }
     kq_arena_reset(&b->frame_arena);
 }

@@ -78,12 +78,11 @@ static void on_committed(void *ud, int status)
     free(cc);
 }
 
-void kq_tx_handle(struct kq_broker *b, struct kq_session *s, ProtobufCMessage *pm)
+void kq_tx_handle(struct kq_broker *b, struct kq_session *s, const struct kq_tx_ack_view *t)
 {
-    Protocol__TxACKPacket *t = (Protocol__TxACKPacket *)pm;
-    struct kq_msg *m = kq_delivery_find(b, t->header->messageid);
+    struct kq_msg *m = kq_delivery_find(b, t->header.message_id);
     if (!m || m->commit) {
-        KQ_DEBUG("tx", "answer for unknown or committed id=%s status=%d", t->header->messageid,
+        KQ_DEBUG("tx", "answer for unknown or committed id=%s status=%d", t->header.message_id,
                  t->status);
         return;
     }

@@ -28,7 +28,7 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "proto/codec.h"
+#include "proto/wire.h"
 
 #define MOD "client"
 #define BACKOFF_MIN_MS 100
@@ -39,6 +39,8 @@
 #define READ_CHUNK 65536
 #define OUT_FLUSH_BYTES 65536 /* a corked buffer is sent once it holds this much */
 #define ACK_HOLD_US 1000      /* DeliverAcks wait about this long for their batch */
+/* c->frames: a delivery of a few KiB decodes into one chunk */
+#define FRAME_ARENA_CHUNK 16384
 
 struct pending {
     uint32_t opaque;
@@ -70,6 +72,7 @@ struct kq_client {
 
     /* reader thread only (or open, before the thread exists) */
     struct kq_buf rbuf;
+    struct kq_arena frames;  /* each inbound frame is decoded into it, reset after the frame */
     struct kq_buf acks;      /* DeliverAcks of the batch being dispatched */
     uint64_t batch_start_us; /* when that batch was read */
     int64_t next_hb_ms;
@@ -216,50 +219,33 @@ static struct pending *steal_pending_locked(struct kq_client *c, bool only_expir
 /* --- building frames ----------------------------------------------------------------------- */
 
 /* Pack the Header of m as the original Go client does: all required fields, properties,
- * createTime (now if unset), no snappy. `id` is the message id to use. */
+ * createTime (now if unset), no snappy. `id` is the message id to use. The bytes live in
+ * `a`; -EINVAL for a missing topic, message type, property key or value. */
 static int pack_header(struct kq_client *c, const struct kq_message *m, const char *id,
-                       uint8_t **out, size_t *len)
+                       struct kq_arena *a, uint8_t **out, size_t *len)
 {
-    if (!m->topic || !m->message_type || (m->n_properties && !m->properties))
+    if (m->n_properties && !m->properties)
         return -EINVAL;
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    Protocol__Entry *ents = NULL, **ptrs = NULL;
-    if (m->n_properties) {
-        ents = calloc(m->n_properties, sizeof *ents);
-        ptrs = calloc(m->n_properties, sizeof *ptrs);
-        if (!ents || !ptrs) {
-            free(ents);
-            free(ptrs);
-            return -ENOMEM;
-        }
-        for (size_t i = 0; i < m->n_properties; i++) {
-            if (!m->properties[i].key || !m->properties[i].value) {
-                free(ents);
-                free(ptrs);
-                return -EINVAL;
-            }
-            protocol__entry__init(&ents[i]);
-            ents[i].key = (char *)m->properties[i].key;
-            ents[i].value = (char *)m->properties[i].value;
-            ptrs[i] = &ents[i];
-        }
-    }
-    h.messageid = (char *)id;
-    h.topic = (char *)m->topic;
-    h.messagetype = (char *)m->message_type;
-    h.expiredtime = m->expired_time; /* -1 passes through: the broker applies its default */
-    h.deliverlimit = m->deliver_limit;
-    h.groupid = (char *)(m->group_id && *m->group_id ? m->group_id : c->group);
-    h.commit = !m->two_phase;
-    h.fly = m->fly;
-    h.n_properties = m->n_properties;
-    h.properties = ptrs;
-    h.has_createtime = 1;
-    h.createtime = m->create_time > 0 ? m->create_time : kq_now_sec();
-    int rc = kq_header_pack(&h, out, len);
-    free(ents);
-    free(ptrs);
-    return rc;
+    struct kq_header_property *props = NULL;
+    if (m->n_properties && !(props = kq_arena_alloc(a, m->n_properties * sizeof *props)))
+        return -ENOMEM;
+    for (size_t i = 0; i < m->n_properties; i++)
+        props[i] = (struct kq_header_property){.key = m->properties[i].key,
+                                               .value = m->properties[i].value};
+    struct kq_header_view h = {
+        .message_id = id,
+        .topic = m->topic,
+        .message_type = m->message_type,
+        .expired_time = m->expired_time, /* -1 passes through: the broker applies its default */
+        .deliver_limit = m->deliver_limit,
+        .group = m->group_id && *m->group_id ? m->group_id : c->group,
+        .commit = !m->two_phase,
+        .fly = m->fly,
+        .properties = props,
+        .n_properties = m->n_properties,
+        .has_create_time = true,
+        .create_time = m->create_time > 0 ? m->create_time : kq_now_sec()};
+    return kq_header_encode(a, &h, out, len);
 }
 
 /* --- publishing ------------------------------------------------------------------------------ */
@@ -285,7 +271,9 @@ static int publish_start(struct kq_client *c, const struct kq_message *m, kq_pub
     uint8_t *hdr = NULL;
     size_t hlen = 0;
     struct kq_buf frame = {0};
-    int rc = pack_header(c, m, p->message_id, &hdr, &hlen);
+    struct kq_arena a; /* the packed header; a caller's thread: not c->frames */
+    kq_arena_init(&a, KQ_HEADER_ARENA_CHUNK);
+    int rc = pack_header(c, m, p->message_id, &a, &hdr, &hlen);
     if (rc)
         goto fail;
 
@@ -309,7 +297,7 @@ static int publish_start(struct kq_client *c, const struct kq_message *m, kq_pub
     rc = kq_codec_append_message(&frame, op, cmd, hdr, hlen, m->body, m->body ? m->body_len : 0);
     if (rc == 0)
         rc = send_frame(c, &frame);
-    free(hdr);
+    kq_arena_free(&a);
     kq_buf_free(&frame);
     if (rc == 0)
         return 0;
@@ -329,7 +317,7 @@ static int publish_start(struct kq_client *c, const struct kq_message *m, kq_pub
     free(p);
     return rc;
 fail:
-    free(hdr);
+    kq_arena_free(&a);
     kq_buf_free(&frame);
     free(p);
     return rc;
@@ -474,61 +462,53 @@ int kq_tx_finish(struct kq_client *c, const struct kq_message *m, int status, co
         return -EINVAL;
     uint8_t *hdr = NULL;
     size_t hlen = 0;
-    int rc = pack_header(c, m, m->message_id, &hdr, &hlen);
-    if (rc)
-        return rc;
+    struct kq_arena a;
+    kq_arena_init(&a, KQ_HEADER_ARENA_CHUNK);
     struct kq_buf frame = {0};
+    int rc = pack_header(c, m, m->message_id, &a, &hdr, &hlen);
     /* Opaque 0, no reply expected: exactly what the Go client sends. */
-    rc = kq_codec_append_tx_ack(&frame, 0, hdr, hlen, status, feedback ? feedback : "");
+    if (rc == 0)
+        rc = kq_codec_append_tx_ack(&frame, 0, hdr, hlen, status, feedback ? feedback : "");
     if (rc == 0)
         rc = send_frame(c, &frame);
-    free(hdr);
+    kq_arena_free(&a);
     kq_buf_free(&frame);
     return rc;
 }
 
 /* --- inbound frames (reader thread) ------------------------------------------------------- */
 
-/* A delivered Header as a kq_message; *props must be freed by the caller. */
-static int message_from_header(const Protocol__Header *h, struct kq_message *m,
-                               struct kq_property **props)
+/* A delivered Header as a kq_message; its properties are allocated in a. */
+static int message_from_header(const struct kq_header_view *h, struct kq_arena *a,
+                               struct kq_message *m)
 {
     memset(m, 0, sizeof *m);
-    snprintf(m->message_id, sizeof m->message_id, "%s", h->messageid);
+    snprintf(m->message_id, sizeof m->message_id, "%s", h->message_id);
     m->topic = h->topic;
-    m->message_type = h->messagetype;
-    m->group_id = h->groupid;
-    m->expired_time = h->expiredtime;
-    m->deliver_limit = h->deliverlimit;
+    m->message_type = h->message_type;
+    m->group_id = h->group;
+    m->expired_time = h->expired_time;
+    m->deliver_limit = h->deliver_limit;
     m->two_phase = !h->commit;
     m->fly = h->fly;
-    m->create_time = h->has_createtime ? h->createtime : 0;
-    *props = NULL;
+    m->create_time = h->has_create_time ? h->create_time : 0;
     if (h->n_properties) {
-        *props = calloc(h->n_properties, sizeof **props);
-        if (!*props)
+        struct kq_property *props = kq_arena_alloc(a, h->n_properties * sizeof *props);
+        if (!props)
             return -ENOMEM;
-        for (size_t i = 0; i < h->n_properties; i++) {
-            (*props)[i].key = h->properties[i]->key;
-            (*props)[i].value = h->properties[i]->value;
-        }
-        m->properties = *props;
+        for (size_t i = 0; i < h->n_properties; i++)
+            props[i] = (struct kq_property){h->properties[i].key, h->properties[i].value};
+        m->properties = props;
         m->n_properties = h->n_properties;
     }
     return 0;
 }
 
-static void on_store_ack(struct kq_client *c, const struct kq_frame *f)
+static void on_store_ack(struct kq_client *c, uint32_t opaque, const struct kq_store_ack_view *a)
 {
-    Protocol__MessageStoreAck *a =
-        (Protocol__MessageStoreAck *)kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
-    if (!a) {
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "undecodable store ack opaque=%u", f->opaque);
-        return;
-    }
     struct pending *p = NULL;
     pthread_mutex_lock(&c->mu);
-    HASH_FIND(hh, c->pending, &f->opaque, sizeof f->opaque, p);
+    HASH_FIND(hh, c->pending, &opaque, sizeof opaque, p);
     if (p) {
         HASH_DEL(c->pending, p);
         if (a->status)
@@ -540,27 +520,18 @@ static void on_store_ack(struct kq_client *c, const struct kq_frame *f)
     if (p)
         complete(p, 0, a->status, a->feedback);
     else
-        KQ_DEBUG(MOD, "store ack for unknown opaque=%u (late?)", f->opaque);
-    kq_codec_free(&a->base);
+        KQ_DEBUG(MOD, "store ack for unknown opaque=%u (late?)", opaque);
 }
 
-static void on_delivery(struct kq_client *c, const struct kq_frame *f)
+static void on_delivery(struct kq_client *c, const struct kq_frame *f,
+                        const struct kq_message_frame_view *v)
 {
-    ProtobufCMessage *pm = kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
-    struct kq_message_view v;
-    if (kq_message_view(f->cmd, pm, &v)) {
-        /* No ack: the broker will redeliver, and maybe a newer client can read it. */
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "undecodable delivery opaque=%u", f->opaque);
-        kq_codec_free(pm);
-        return;
-    }
     struct kq_message m;
-    struct kq_property *props = NULL;
     bool ok = false;
-    if (message_from_header(v.header, &m, &props) == 0) {
+    if (message_from_header(&v->header, &c->frames, &m) == 0) {
         m.string_body = f->cmd == KQ_CMD_STRING_MESSAGE;
-        m.body = v.body;
-        m.body_len = v.body_len;
+        m.body = v->body;
+        m.body_len = v->body_len;
         pthread_mutex_lock(&c->mu);
         c->stats.delivered++;
         pthread_mutex_unlock(&c->mu);
@@ -570,72 +541,71 @@ static void on_delivery(struct kq_client *c, const struct kq_frame *f)
             flush_acks(c);
         ok = c->o.on_message ? c->o.on_message(c->o.ud, &m) : false;
     }
-    free(props);
-    const Protocol__Header *h = v.header;
+    const struct kq_header_view *h = &v->header;
     /* groupId is the publisher's group from the Header, as the Go client sends it. */
-    if (kq_codec_append_deliver_ack(&c->acks, f->opaque, h->messageid, h->topic, h->messagetype,
-                                    h->groupid, ok, "") != 0)
+    if (kq_codec_append_deliver_ack(&c->acks, f->opaque, h->message_id, h->topic, h->message_type,
+                                    h->group, ok, "") != 0)
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "no memory for the ack of opaque=%u", f->opaque);
-    kq_codec_free(pm);
 }
 
-static void on_tx_check(struct kq_client *c, const struct kq_frame *f)
+static void on_tx_check(struct kq_client *c, uint32_t opaque, const struct kq_tx_ack_view *t)
 {
-    Protocol__TxACKPacket *t =
-        (Protocol__TxACKPacket *)kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
-    if (!t) {
-        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "undecodable tx check opaque=%u", f->opaque);
-        return;
-    }
     if (t->status != KQ_TX_UNKNOWN) {
         KQ_DEBUG(MOD, "ignoring tx ack with status=%d from broker", t->status);
-        kq_codec_free(&t->base);
         return;
     }
     struct kq_message m;
-    struct kq_property *props = NULL;
     int status = KQ_TX_UNKNOWN;
-    if (message_from_header(t->header, &m, &props) == 0 && c->o.on_tx_check) {
+    if (message_from_header(&t->header, &c->frames, &m) == 0 && c->o.on_tx_check) {
         status = c->o.on_tx_check(c->o.ud, &m);
         if (status != KQ_TX_COMMIT && status != KQ_TX_ROLLBACK)
             status = KQ_TX_UNKNOWN;
     }
-    free(props);
-    /* Re-packing keeps unknown Header fields (protobuf-c retains them), so the header
-     * goes back as received. */
+    /* Re-encoding keeps unknown Header fields (kq_header_encode), so the header goes back
+     * as received. */
     uint8_t *hdr = NULL;
     size_t hlen = 0;
     struct kq_buf b = {0};
-    if (kq_header_pack(t->header, &hdr, &hlen) == 0 &&
-        kq_codec_append_tx_ack(&b, f->opaque, hdr, hlen, status, "") == 0)
+    if (kq_header_encode(&c->frames, &t->header, &hdr, &hlen) == 0 &&
+        kq_codec_append_tx_ack(&b, opaque, hdr, hlen, status, "") == 0)
         send_frame(c, &b);
-    free(hdr);
     kq_buf_free(&b);
-    kq_codec_free(&t->base);
 }
 
+/* One inbound frame, decoded into c->frames (reset after it). */
 static void dispatch(struct kq_client *c, const struct kq_frame *f)
 {
     switch (f->cmd) {
     case KQ_CMD_HEARTBEAT:
         c->hb_outstanding = false;
         c->hb_missed = 0;
-        break;
-    case KQ_CMD_MESSAGE_STORE_ACK: on_store_ack(c, f); break;
+        return;
+    case KQ_CMD_MESSAGE_STORE_ACK:
     case KQ_CMD_BYTES_MESSAGE:
-    case KQ_CMD_STRING_MESSAGE: on_delivery(c, f); break;
-    case KQ_CMD_TX_ACK: on_tx_check(c, f); break;
-    case KQ_CMD_CONN_AUTH: {
-        /* After the handshake this is the broker's "Unauthorized" before it closes. */
-        Protocol__ConnAuthAck *a =
-            (Protocol__ConnAuthAck *)kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
-        if (a && !a->status)
-            KQ_WARN(MOD, "broker refused us: %s", a->feedback);
-        kq_codec_free(a ? &a->base : NULL);
+    case KQ_CMD_STRING_MESSAGE:
+    case KQ_CMD_TX_ACK:
+    case KQ_CMD_CONN_AUTH: break;
+    default: KQ_DEBUG(MOD, "ignoring cmd=0x%02x opaque=%u", f->cmd, f->opaque); return;
+    }
+    struct kq_frame_view v;
+    if (kq_frame_decode(&c->frames, f->cmd, f->body, (size_t)f->body_len, NULL, &v) != 0) {
+        /* A delivery is not acked: the broker will redeliver, and maybe a newer client can
+         * read it. */
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, MOD, "undecodable %s opaque=%u", kq_cmd_name(f->cmd),
+                           f->opaque);
+        kq_arena_reset(&c->frames);
+        return;
+    }
+    switch (f->cmd) {
+    case KQ_CMD_MESSAGE_STORE_ACK: on_store_ack(c, f->opaque, &v.store_ack); break;
+    case KQ_CMD_TX_ACK: on_tx_check(c, f->opaque, &v.tx_ack); break;
+    case KQ_CMD_CONN_AUTH: /* after the handshake: the broker's "Unauthorized" before it closes */
+        if (!v.conn_auth.status)
+            KQ_WARN(MOD, "broker refused us: %s", v.conn_auth.feedback);
         break;
+    default: on_delivery(c, f, &v.message); break;
     }
-    default: KQ_DEBUG(MOD, "ignoring cmd=0x%02x opaque=%u", f->cmd, f->opaque); break;
-    }
+    kq_arena_reset(&c->frames);
 }
 
 /* Read what is available into rbuf. Returns bytes read, 0 on EOF, or -errno. */
@@ -666,14 +636,15 @@ static int await_auth(struct kq_client *c, int fd, uint32_t op, int64_t deadline
         while ((used = kq_frame_parse(c->rbuf.data, c->rbuf.len, &f)) > 0) {
             /* The broker's refusal is sent with opaque 0, so accept that too. */
             if (f.cmd == KQ_CMD_CONN_AUTH && (f.opaque == op || f.opaque == 0)) {
-                Protocol__ConnAuthAck *a =
-                    (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
-                int rc = !a ? -EPROTO : a->status ? 0 : -EACCES;
-                if (rc == -EACCES)
-                    set_err(err, errlen, "%s", a->feedback);
-                else if (rc)
+                struct kq_frame_view v;
+                int rc = kq_frame_decode(&c->frames, f.cmd, f.body, (size_t)f.body_len, NULL, &v);
+                if (rc == 0 && !v.conn_auth.status) {
+                    rc = -EACCES;
+                    set_err(err, errlen, "%s", v.conn_auth.feedback);
+                } else if (rc) {
                     set_err(err, errlen, "%s", "undecodable ConnAuthAck");
-                kq_codec_free(a ? &a->base : NULL);
+                }
+                kq_arena_reset(&c->frames);
                 kq_buf_consume(&c->rbuf, (size_t)used);
                 return rc;
             }
@@ -921,6 +892,7 @@ static void client_free(struct kq_client *c)
     if (c->wake[1] >= 0)
         close(c->wake[1]);
     kq_buf_free(&c->rbuf);
+    kq_arena_free(&c->frames);
     kq_buf_free(&c->acks);
     kq_buf_free(&c->out);
     pthread_mutex_destroy(&c->mu);
@@ -947,6 +919,7 @@ int kq_client_open(const struct kq_client_options *o, struct kq_client **out, ch
     c->fd = -1;
     c->wake[0] = c->wake[1] = -1;
     c->next_opaque = 1;
+    kq_arena_init(&c->frames, FRAME_ARENA_CHUNK);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->wmu, NULL);
     if (c->o.connect_timeout_ms <= 0)

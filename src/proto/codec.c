@@ -119,6 +119,12 @@ ProtobufCMessage *kq_codec_unpack_checked(struct kq_arena *a, uint8_t cmd, const
     return unpack(cmd, &al, body, len, nul);
 }
 
+Protocol__Header *kq_codec_unpack_header_in(struct kq_arena *a, const uint8_t *hdr, size_t len)
+{
+    ProtobufCAllocator al = {.alloc = arena_alloc, .free = arena_free, .allocator_data = a};
+    return protocol__header__unpack(&al, len, hdr);
+}
+
 void kq_codec_free(ProtobufCMessage *m)
 {
     if (m)

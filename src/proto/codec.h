@@ -1,7 +1,7 @@
-/* Protobuf glue for the KiteQ commands. The only header that includes the generated
- * kite_remoting.pb-c.h; everything else reaches the message types through it.
- * All append functions add one complete frame (header + body) to `out` and return
- * 0, -ENOMEM, or -EMSGSIZE when the body would exceed KQ_FRAME_MAX_BODY. */
+/* The protobuf-level codec: the generated kite_remoting.pb-c.h types, for proto/ itself and
+ * the tests (golden bytes, hand-made frames). Everything else uses the plain C of
+ * proto/wire.h; the build's module check rejects this header and the generated types outside
+ * src/proto/. */
 #ifndef KQ_PROTO_CODEC_H
 #define KQ_PROTO_CODEC_H
 #include <stdbool.h>
@@ -11,9 +11,7 @@
 #include "core/arena.h"
 #include "core/buf.h"
 #include "kite_remoting.pb-c.h"
-#include "proto/frame.h"
-
-#define KQ_MESSAGE_ID_LEN 32
+#include "proto/wire.h"
 
 /* Decode the body of a frame of command `cmd`. Returns NULL for garbage, a missing
  * required field, or a command that carries no body we accept. Free with kq_codec_free.
@@ -31,6 +29,10 @@ ProtobufCMessage *kq_codec_unpack_in(struct kq_arena *a, uint8_t cmd, const uint
 ProtobufCMessage *kq_codec_unpack_checked(struct kq_arena *a, uint8_t cmd, const uint8_t *body,
                                           size_t len, const char **nul);
 
+/* Packed Header bytes (as stored with a message) decoded into the arena; NULL when they do
+ * not parse. */
+Protocol__Header *kq_codec_unpack_header_in(struct kq_arena *a, const uint8_t *hdr, size_t len);
+
 /* protobuf-c hands `string` fields over as C strings, so a NUL byte inside one silently
  * cuts it short (a groupId "s-pub\0junk" would read "s-pub"). Returns the name of the first
  * string field of the body (nested messages too) holding a NUL byte, or NULL. Meant for
@@ -38,27 +40,6 @@ ProtobufCMessage *kq_codec_unpack_checked(struct kq_arena *a, uint8_t cmd, const
 const char *kq_codec_nul_string_field(uint8_t cmd, const uint8_t *body, size_t len);
 
 int kq_codec_append(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const ProtobufCMessage *m);
-
-/* Bytes/StringMessage from an already packed Header: no re-encoding of the header on
- * every delivery, and the header bytes (with unknown fields) pass through unchanged. */
-int kq_codec_append_message(struct kq_buf *out, uint32_t opaque, uint8_t cmd, const uint8_t *header,
-                            size_t header_len, const uint8_t *body, size_t body_len);
-/* The body size of that frame (a delivery must stay within KQ_FRAME_MAX_BODY). */
-size_t kq_codec_message_size(size_t header_len, size_t body_len);
-/* TxACKPacket from an already packed Header. */
-int kq_codec_append_tx_ack(struct kq_buf *out, uint32_t opaque, const uint8_t *header,
-                           size_t header_len, int32_t status, const char *feedback);
-
-int kq_codec_append_conn_meta(struct kq_buf *out, uint32_t opaque, const char *group,
-                              const char *secret, int32_t warmingup_sec);
-int kq_codec_append_conn_auth(struct kq_buf *out, uint32_t opaque, bool status,
-                              const char *feedback);
-int kq_codec_append_store_ack(struct kq_buf *out, uint32_t opaque, const char *message_id,
-                              bool status, const char *feedback);
-int kq_codec_append_heartbeat(struct kq_buf *out, uint32_t opaque, int64_t version);
-int kq_codec_append_deliver_ack(struct kq_buf *out, uint32_t opaque, const char *message_id,
-                                const char *topic, const char *message_type, const char *group,
-                                bool status, const char *feedback);
 
 /* Header of a Bytes/StringMessage and its body, whatever the command. */
 struct kq_message_view {
@@ -73,13 +54,4 @@ int kq_message_view(uint8_t cmd, ProtobufCMessage *m, struct kq_message_view *v)
 int kq_header_pack(const Protocol__Header *h, uint8_t **out, size_t *len);
 /* The same into the arena (released with it). */
 int kq_header_pack_in(struct kq_arena *a, const Protocol__Header *h, uint8_t **out, size_t *len);
-
-/* Header.commit read straight from packed Header bytes (no unpacking): true only when the
- * field is present and set. A malformed header reads as false. */
-bool kq_header_committed(const uint8_t *hdr, size_t len);
-
-/* A message id is exactly 32 hex digits. */
-bool kq_message_id_valid(const char *id);
-/* 32 lowercase hex digits from a random UUID, as the original clients make them; out[32]=0. */
-void kq_message_id_generate(char out[KQ_MESSAGE_ID_LEN + 1]);
 #endif

@@ -1,6 +1,7 @@
 /* The broker's inbound path: split a byte stream into frames and decode each body as its
  * command (protobuf-c, plain and into an arena), check string fields for NUL bytes, view
- * messages. Whatever decodes must encode again into a frame that decodes. */
+ * messages (and as proto/wire.h's views: the same header bytes re-encoded). Whatever decodes
+ * must encode again into a frame that decodes. */
 #include <string.h>
 
 #include "fuzz.h"
@@ -36,13 +37,20 @@ static void decode(uint8_t cmd, const uint8_t *body, size_t len)
     FUZZ_CHECK((m == NULL) == (in_arena == NULL)); /* both decoders agree */
     if (m) {
         (void)kq_codec_nul_string_field(cmd, body, len);
+        struct kq_frame_view fv;
+        FUZZ_CHECK(kq_frame_decode(&arena, cmd, body, len, NULL, &fv) == 0);
         struct kq_message_view v;
         if (kq_message_view(cmd, m, &v) == 0) {
             FUZZ_CHECK(v.header != NULL);
             uint8_t *packed;
             size_t packed_len;
-            if (kq_header_pack(v.header, &packed, &packed_len) == 0)
+            if (kq_header_pack(v.header, &packed, &packed_len) == 0) {
+                uint8_t *again;
+                size_t again_len;
+                FUZZ_CHECK(kq_header_encode(&arena, &fv.message.header, &again, &again_len) == 0);
+                FUZZ_CHECK(again_len == packed_len && memcmp(again, packed, packed_len) == 0);
                 free(packed);
+            }
             (void)kq_message_id_valid(v.header->messageid);
         }
         round_trip(cmd, m);

@@ -13,7 +13,7 @@
 #include "client/client_net.h"
 #include "core/buf.h"
 #include "core/clock.h"
-#include "proto/codec.h"
+#include "proto/wire.h"
 
 #define AUTH_TIMEOUT_MS 5000
 #define HEARTBEAT_MS 10000 /* the client library's default interval */
@@ -27,6 +27,7 @@ struct bench_raw_consumer {
     bool started;
     atomic_bool closed_by_broker;
     struct kq_buf in;
+    struct kq_arena frames; /* what is decoded from `in` (the same thread), reset per frame */
     uint32_t next_opaque;
 };
 
@@ -95,12 +96,14 @@ static int authenticate(struct bench_raw_consumer *c, char *err, size_t errlen)
         while ((used = kq_frame_parse(c->in.data, c->in.len, &f)) > 0) {
             /* a refusal comes with opaque 0 */
             if (f.cmd == KQ_CMD_CONN_AUTH && (f.opaque == op || f.opaque == 0)) {
-                Protocol__ConnAuthAck *a =
-                    (Protocol__ConnAuthAck *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
-                rc = !a ? -EPROTO : a->status ? 0 : -EACCES;
+                struct kq_frame_view v;
+                rc = kq_frame_decode(&c->frames, f.cmd, f.body, (size_t)f.body_len, NULL, &v);
+                if (rc == 0 && !v.conn_auth.status)
+                    rc = -EACCES;
                 if (rc)
-                    snprintf(err, errlen, "%s", a ? a->feedback : "undecodable ConnAuthAck");
-                kq_codec_free(a ? &a->base : NULL);
+                    snprintf(err, errlen, "%s",
+                             rc == -EACCES ? v.conn_auth.feedback : "undecodable ConnAuthAck");
+                kq_arena_reset(&c->frames);
                 kq_buf_consume(&c->in, (size_t)used);
                 return rc;
             }
@@ -136,12 +139,11 @@ static int dispatch(struct bench_raw_consumer *c)
     int used;
     while ((used = kq_frame_parse(c->in.data, c->in.len, &f)) > 0) {
         if (f.cmd == KQ_CMD_BYTES_MESSAGE || f.cmd == KQ_CMD_STRING_MESSAGE) {
-            ProtobufCMessage *m = kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
-            struct kq_message_view v;
-            int rc = m ? kq_message_view(f.cmd, m, &v) : -EPROTO;
+            struct kq_frame_view v;
+            int rc = kq_frame_decode(&c->frames, f.cmd, f.body, (size_t)f.body_len, NULL, &v);
             if (rc == 0 && c->o.on_delivery)
-                c->o.on_delivery(c->o.ud, v.body, v.body_len);
-            kq_codec_free(m);
+                c->o.on_delivery(c->o.ud, v.message.body, v.message.body_len);
+            kq_arena_reset(&c->frames);
             if (rc) {
                 fprintf(stderr, "kiteq-bench: undecodable delivery (%s): consumer stops\n",
                         kq_cmd_name(f.cmd));
@@ -198,6 +200,7 @@ int bench_raw_consumer_open(const struct bench_raw_consumer_options *o,
         return -ENOMEM;
     c->o = *o;
     c->fd = c->stop[0] = c->stop[1] = -1;
+    kq_arena_init(&c->frames, 16384);
     int rc = kqc_connect(o->broker, AUTH_TIMEOUT_MS, AUTH_TIMEOUT_MS, -1, &c->fd);
     if (rc) {
         snprintf(err, errlen, "connect: %s", strerror(-rc));
@@ -251,5 +254,6 @@ void bench_raw_consumer_close(struct bench_raw_consumer *c)
     if (c->fd >= 0)
         close(c->fd);
     kq_buf_free(&c->in);
+    kq_arena_free(&c->frames);
     free(c);
 }

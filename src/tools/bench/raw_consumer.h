@@ -1,6 +1,6 @@
 /* Consumers that misbehave on purpose, for kiteq-bench --consumer-mode. The client library
  * acks every delivery its callback returns, so these speak the wire protocol themselves
- * (proto/codec.h): connect, ConnMeta, wait for ConnAuthAck, then
+ * (proto/wire.h): connect, ConnMeta, wait for ConnAuthAck, then
  *   never-ack   read every delivery, hand its body to a callback, never send a DeliverAck
  *               (heartbeats every 10 s, as a live client would);
  *   never-read  never read the socket again and send nothing (a frozen process).
