@@ -62,10 +62,12 @@ static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
 }
 
 /* Record that group has the message. If that cannot be recorded, the group gets it again on
- * the next attempt (at least once still holds). */
-static void add_done(struct kq_broker *b, struct kq_msg *m, const char *group)
+ * the next attempt (at least once still holds). g: the group when known (its atom spares a
+ * lookup of the name). */
+static void add_done(struct kq_broker *b, struct kq_msg *m, const char *group, struct kq_group *g)
 {
-    if (kq_names_add(b, &m->done, &m->n_done, group) == 0)
+    if ((g && g->atom ? kq_names_add_atom(&m->done, &m->n_done, g->atom)
+                      : kq_names_add(b, &m->done, &m->n_done, group)) == 0)
         return;
     m->names_lost = true;
     b->stats.names_lost++;
@@ -242,7 +244,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
      * messages until it comes back or they expire, instead of burning the limit. */
     if (m->sent++ == 0)
         m->attempts++;
-    kq_hist_sent(b, m, g, s);
+    kq_hist_copy(b, m, KQ_EV_SENT, g, s);
     g->inflight++;
     g->sent++;
     b->stats.inflight++;
@@ -358,8 +360,13 @@ void kq_delivery_log_timeouts(struct kq_broker *b)
  * or a binding change; never per message. */
 #define FLOW_ASK_MS 1000
 
+/* topic is usually a message's atom: found by its address (the entry holds the atom, so the
+ * same address is the same name), else by name. */
 static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic)
 {
+    for (size_t i = 0; i < g->n_rates; i++)
+        if (g->rates[i].topic_atom == topic)
+            return &g->rates[i];
     for (size_t i = 0; i < g->n_rates; i++)
         if (strcmp(g->rates[i].topic, topic) == 0)
             return &g->rates[i];
@@ -408,6 +415,7 @@ static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g, c
         memset(r, 0, sizeof *r);
         if (!(r->topic = strdup(topic)))
             return NULL;
+        r->topic_atom = kq_atom(b, topic); /* NULL (out of memory): found by name */
         g->n_rates++;
         r->watermark = watermark;
     } else if (watermark > 0 && r->watermark != watermark) { /* binding changed */
@@ -539,6 +547,8 @@ static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq
 /* Send what waits for room in g, in FIFO order, as far as window and rate allow. */
 static void pump(struct kq_broker *b, struct kq_group *g)
 {
+    if (!g->wait_head)
+        return; /* every answer pumps: most find nothing waiting */
     uint64_t now = kq_broker_mono_ms();
     while (g->wait_head) {
         struct kq_msg *m = g->wait_head->msg;
@@ -613,7 +623,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     }
     if (!s && why == KQ_PICK_OFFLINE) {
         if (!rt->persistent) {
-            add_done(b, m, rt->group); /* nobody online: this group skips it */
+            add_done(b, m, rt->group, g); /* nobody online: this group skips it */
             kq_hist(b, m, KQ_EV_SKIPPED, rt->group, NULL);
         } else {
             add_failed(b, m, rt->group);
@@ -934,37 +944,42 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
 
 /* --- answers --------------------------------------------------------------------------- */
 
-static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const char *why)
+/* How a copy's attempt ended, when it was not acked. */
+enum copy_end { END_NACK, END_TIMEOUT, END_LOST };
+
+static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, enum copy_end why)
 {
+    /* literals: kept as the message's failure text */
+    static const char *const why_text[] = {
+        [END_NACK] = "nack", [END_TIMEOUT] = "timeout", [END_LOST] = "connection lost"};
+    static const uint8_t why_event[] = {
+        [END_NACK] = KQ_EV_NACKED, [END_TIMEOUT] = KQ_EV_TIMEOUT, [END_LOST] = KQ_EV_LOST};
     struct kq_msg *m = f->msg;
     struct kq_session *s = f->session;
+    struct kq_group *g = f->group;
     HASH_DEL(s->inflight, f);
     tq_unlink(b, f);
     s->n_inflight--;
-    f->group->inflight--;
+    g->inflight--;
     b->stats.inflight--;
-    bool timed_out = strcmp(why, "timeout") == 0;
-    if (ok || strcmp(why, "connection lost") != 0)
+    bool timed_out = why == END_TIMEOUT;
+    if (ok || why != END_LOST)
         window_on_answer(b, s, f, timed_out && !ok);
     if (!ok && timed_out)
-        note_timeout(b, f->group, m->topic);
+        note_timeout(b, g, m->topic);
     if (ok) {
-        add_done(b, m, f->group->id);
+        add_done(b, m, g->id, g);
         b->stats.acked++;
-        f->group->acked++;
-        kq_hist(b, m, KQ_EV_ACKED, f->group->id, s);
+        g->acked++;
+        kq_hist_copy(b, m, KQ_EV_ACKED, g, s);
     } else {
-        kq_hist(b, m,
-                timed_out                  ? KQ_EV_TIMEOUT
-                : strcmp(why, "nack") == 0 ? KQ_EV_NACKED
-                                           : KQ_EV_LOST,
-                f->group->id, s);
-        add_failed(b, m, f->group->id);
-        f->group->failed++;
-        kq_msg_set_failure(m, why); /* a literal: "nack", "timeout", "connection lost" */
-        KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
+        kq_hist_copy(b, m, why_event[why], g, s);
+        add_failed(b, m, g->id);
+        g->failed++;
+        kq_msg_set_failure(m, why_text[why]);
+        KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, g->id,
+                 why_text[why]);
     }
-    struct kq_group *g = f->group;
     flow_done(g, m->topic, ok);
     free(f);
     if (--m->inflight == 0 && m->waiting == 0)
@@ -982,21 +997,21 @@ void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaq
         KQ_DEBUG("delivery", "ack for unknown opaque=%u peer=%s", opaque, kq_conn_peer(s->conn));
         return;
     }
-    complete(b, f, status, "nack");
+    complete(b, f, status, END_NACK);
 }
 
 void kq_delivery_session_closed(struct kq_broker *b, struct kq_session *s)
 {
     struct kq_inflight *f, *tmp;
     HASH_ITER (hh, s->inflight, f, tmp)
-        complete(b, f, false, "connection lost");
+        complete(b, f, false, END_LOST);
 }
 
 void kq_delivery_check_timeouts(struct kq_broker *b)
 {
     uint64_t now = kq_broker_mono_ms();
     while (b->tq_head && b->tq_head->deadline_ms <= now)
-        complete(b, b->tq_head, false, "timeout");
+        complete(b, b->tq_head, false, END_TIMEOUT);
 }
 
 /* Messages that wait for a later attempt go now when it may reach a consumer (see

@@ -76,6 +76,7 @@ struct kq_wait {
  * second and after a reload) and the live figures it is asked with. */
 struct kq_group_rate {
     char *topic;
+    const char *topic_atom;              /* topic's atom, held (find by address) */
     int watermark;                       /* of the group's binding on the topic (<= 0: unset) */
     struct kq_token_bucket bucket;       /* limits.rate / limits.burst */
     struct kq_flow_limits limits;        /* window 0 = the config's deliverWindow */
@@ -325,6 +326,8 @@ void kq_msg_mark_header_committed(struct kq_msg *m);
 const char *const *kq_names_view(const union kq_names *v, uint16_t n);
 bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom);
 int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name);
+/* The same for an atom the caller holds (a group's): no lookup of the name. */
+int kq_names_add_atom(union kq_names *v, uint16_t *n, const char *atom);
 void kq_names_clear(union kq_names *v, uint16_t *n);
 /* Take atom out of the list (no-op when absent or NULL). */
 void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom);
@@ -527,7 +530,9 @@ void kq_history_free(struct kq_broker *b);
 /* One event of m: group (NULL = none), s (the connection, NULL = none). */
 void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
              struct kq_session *s);
-void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g, struct kq_session *s);
+/* A copy's event: SENT, or its answer (ACKED, NACKED, TIMEOUT, LOST) on connection s. */
+void kq_hist_copy(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, struct kq_group *g,
+                  struct kq_session *s);
 void kq_hist_retry(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
                   const char *text);

@@ -225,16 +225,9 @@ bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom)
     return false;
 }
 
-int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name)
+/* Append atom (a reference the list takes over). */
+static int names_append(union kq_names *v, uint16_t *n, const char *atom)
 {
-    const char *known = kq_atom_find(b, name);
-    if (known && kq_names_has(v, *n, known))
-        return 0;
-    if (*n == UINT16_MAX)
-        return -E2BIG;
-    const char *atom = known ? kq_atom_ref(known) : kq_atom(b, name);
-    if (!atom)
-        return -ENOMEM;
     if (*n == 0) {
         v->one = atom;
         *n = 1;
@@ -250,6 +243,28 @@ int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char
     p[(*n)++] = atom;
     v->many = p;
     return 0;
+}
+
+int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name)
+{
+    const char *known = kq_atom_find(b, name);
+    if (known)
+        return kq_names_add_atom(v, n, known);
+    if (*n == UINT16_MAX)
+        return -E2BIG;
+    const char *atom = kq_atom(b, name);
+    if (!atom)
+        return -ENOMEM;
+    return names_append(v, n, atom);
+}
+
+int kq_names_add_atom(union kq_names *v, uint16_t *n, const char *atom)
+{
+    if (kq_names_has(v, *n, atom))
+        return 0;
+    if (*n == UINT16_MAX)
+        return -E2BIG;
+    return names_append(v, n, kq_atom_ref(atom));
 }
 
 void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom)
