@@ -209,8 +209,9 @@ static void tq_unlink(struct kq_broker *b, struct kq_inflight *f)
         b->tq_tail = f->tprev;
 }
 
+/* now: kq_broker_mono_ms(), the caller's */
 static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
-                      struct kq_session *s)
+                      struct kq_session *s, uint64_t now)
 {
     struct kq_inflight *f = calloc(1, sizeof *f);
     if (!f)
@@ -228,7 +229,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
     f->session = s;
     f->msg = m;
     f->group = g;
-    f->sent_ms = kq_broker_mono_ms();
+    f->sent_ms = now;
     f->deadline_ms = f->sent_ms + (uint64_t)b->cfg->delivery_seconds * 1000;
     s->n_inflight++;
     HASH_ADD(hh, s->inflight, opaque, sizeof f->opaque, f);
@@ -571,7 +572,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         if (!m->block && !load_for_group(b, m, g))
             break; /* being read back (on_loaded pumps again), or failed (no longer here) */
         dequeue_wait(b, g);
-        if (!send_copy(b, m, g, s)) {
+        if (!send_copy(b, m, g, s, now)) {
             add_failed(b, m, g->id);
             kq_hist_text(b, m, KQ_EV_NOT_SENT, g->id, "out of memory");
         } else if (r)
@@ -601,15 +602,31 @@ void kq_delivery_pump_all(struct kq_broker *b)
     }
 }
 
+/* The group named by a route. Attempts offer to the same few groups in the same order (a
+ * fan-out's routes), so a memo of the last ones, looked at from where the last one was
+ * found, nearly always answers with one compare instead of hashing the name. */
+static struct kq_group *offered_group(struct kq_broker *b, const char *name)
+{
+    const unsigned n = sizeof b->offered / sizeof b->offered[0];
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = (b->offered_next + k) % n;
+        if (b->offered[i] && strcmp(b->offered[i]->id, name) == 0) {
+            b->offered_next = (i + 1) % n;
+            return b->offered[i];
+        }
+    }
+    struct kq_group *g = kq_group_get(b, name, false);
+    if (g) { /* where it was looked for first: found there next time, in the same order */
+        b->offered[b->offered_next] = g;
+        b->offered_next = (b->offered_next + 1) % n;
+    }
+    return g;
+}
+
 /* One group's copy of this attempt: sent now, queued for room, or failed. */
 static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt)
 {
-    /* nearly always the group of the last offer: a compare instead of hashing the name */
-    struct kq_group *g = b->last_offered && strcmp(b->last_offered->id, rt->group) == 0
-                             ? b->last_offered
-                             : kq_group_get(b, rt->group, false);
-    if (g)
-        b->last_offered = g;
+    struct kq_group *g = offered_group(b, rt->group);
     enum kq_pick_fail why = KQ_PICK_OFFLINE;
     uint64_t now = kq_broker_mono_ms();
     struct kq_session *s = kq_group_pick_delivery(g, now, &why);
@@ -638,7 +655,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         enqueue_wait(b, g, m); /* no connection has room (s == NULL), or the group's flow */
         return;
     }
-    if (!send_copy(b, m, g, s)) {
+    if (!send_copy(b, m, g, s, now)) {
         add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "over flow"); /* out of memory for the frame */
         kq_hist_text(b, m, KQ_EV_NOT_SENT, rt->group, "out of memory");

@@ -27,7 +27,7 @@ struct kq_group;
  * inline and only a longer one allocates an array. kq_names_view gives an array of either. */
 union kq_names {
     const char *one;   /* n == 1 */
-    const char **many; /* n > 1: an array of n */
+    const char **many; /* n > 1: an array of n (room for 4, or n's next power of two) */
 };
 
 /* A request the broker sent and waits an answer for: a delivery (answered by DeliverAck on
@@ -212,7 +212,8 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats;      /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
-    struct kq_group *last_offered; /* delivery.c offer's cache (groups live as long as b) */
+    struct kq_group *offered[8]; /* delivery.c offer's memo (groups live as long as b) */
+    unsigned offered_next;       /* where offer looks first */
     struct kq_zk_registry *zk;     /* NULL with static bindings */
     struct kq_takeover *takeover;  /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;    /* "static" or the ZooKeeper state */

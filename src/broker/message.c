@@ -225,7 +225,9 @@ bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom)
     return false;
 }
 
-/* Append atom (a reference the list takes over). */
+/* Append atom (a reference the list takes over). The array has room for at least 4 names
+ * and grows by doubling: for the next power of two of n (removing never shrinks it), so a
+ * fan-out to up to 4 groups allocates once, not three times. */
 static int names_append(union kq_names *v, uint16_t *n, const char *atom)
 {
     if (*n == 0) {
@@ -233,10 +235,13 @@ static int names_append(union kq_names *v, uint16_t *n, const char *atom)
         *n = 1;
         return 0;
     }
-    const char **p = realloc(*n > 1 ? v->many : NULL, (*n + 1u) * sizeof *p);
-    if (!p) {
-        kq_atom_release(atom);
-        return -ENOMEM;
+    const char **p = *n > 1 ? v->many : NULL;
+    if (*n == 1 || (*n >= 4 && (*n & (*n - 1u)) == 0)) { /* full: 1, 4, 8, 16, ... names */
+        p = realloc(p, (*n == 1 ? 4u : 2u * *n) * sizeof *p);
+        if (!p) {
+            kq_atom_release(atom);
+            return -ENOMEM;
+        }
     }
     if (*n == 1)
         p[0] = v->one;
