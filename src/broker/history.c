@@ -282,16 +282,22 @@ static struct kq_history *slot_give_back(struct kq_history_tab *t, struct kq_msg
  * message has ~7 events and the broker handles ~10^5 messages a second, so a clock call
  * per event showed up in profiles; an event's time is within a second of ms resolution
  * anyway once the wall clock steps. */
-static int64_t hist_now_ms(struct kq_broker *b, struct kq_history_tab *t)
+static int64_t hist_clock_read(struct kq_broker *b, struct kq_history_tab *t)
 {
     if (!b->loop)
         return kq_now_ms();
     uint64_t mono = uv_now(b->loop);
-    if (!t->clock_at || mono - t->clock_at >= 1000) {
-        t->clock_off = kq_now_ms() - (int64_t)mono;
-        t->clock_at = mono ? mono : 1;
-    }
+    t->clock_off = kq_now_ms() - (int64_t)mono;
+    t->clock_at = mono ? mono : 1;
     return (int64_t)mono + t->clock_off;
+}
+
+static inline int64_t hist_now_ms(struct kq_broker *b, struct kq_history_tab *t)
+{
+    uint64_t mono = b->loop ? uv_now(b->loop) : 0;
+    if (t->clock_at && mono - t->clock_at < 1000)
+        return (int64_t)mono + t->clock_off;
+    return hist_clock_read(b, t); /* a second passed (or no loop): read the wall clock */
 }
 
 static const char *name_of(struct kq_history_tab *t, const char *s)

@@ -197,6 +197,8 @@ struct kq_broker {
     struct kq_arena frame_arena; /* the decoded frame being handled; reset after each */
     struct kq_heap schedule;     /* messages waiting for their next attempt */
     struct kq_inflight *tq_head, *tq_tail;
+    struct kq_inflight *spare_copies; /* delivery.c: answered copies' records, for reuse */
+    size_t n_spare_copies;
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
     size_t n_waiting_total;     /* messages waiting in all groups' queues */
