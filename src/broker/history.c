@@ -411,7 +411,6 @@ static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
     return h;
 }
 
-
 static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const char *group,
                    struct kq_session *s, const char *text, int64_t when_ms)
 {

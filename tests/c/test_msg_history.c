@@ -260,7 +260,8 @@ static void test_copy_events_without_debug_log(void **state)
             cJSON *e = cJSON_GetArrayItem(h, copy_events[i]);
             assert_true(*str(e, "connection"));
         }
-        assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(h, sent_a), "attempt")->valueint, 1);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(h, sent_a), "attempt")->valueint,
+                         1);
         cJSON_Delete(j);
     }
     close(a);
