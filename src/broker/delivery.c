@@ -636,31 +636,24 @@ void kq_delivery_pump_all(struct kq_broker *b)
     }
 }
 
-/* The group named by a route. Attempts offer to the same few groups in the same order (a
- * fan-out's routes), so a memo of the last ones, looked at from where the last one was
- * found, nearly always answers with one compare instead of hashing the name. */
-static struct kq_group *offered_group(struct kq_broker *b, const char *name)
+/* The group of an attempt's route i. Attempts of the same (topic, type) have the same routes
+ * in the same order (a fan-out's groups), so the group last found for route i is nearly
+ * always the one: one compare instead of hashing the name. */
+static struct kq_group *offered_group(struct kq_broker *b, const char *name, size_t i)
 {
-    const unsigned n = sizeof b->offered / sizeof b->offered[0];
-    for (unsigned k = 0; k < n; k++) {
-        unsigned i = (b->offered_next + k) % n;
-        if (b->offered[i] && strcmp(b->offered[i]->id, name) == 0) {
-            b->offered_next = (i + 1) % n;
-            return b->offered[i];
-        }
-    }
+    const size_t n = sizeof b->offered / sizeof b->offered[0];
+    if (i < n && b->offered[i] && strcmp(b->offered[i]->id, name) == 0)
+        return b->offered[i];
     struct kq_group *g = kq_group_get(b, name, false);
-    if (g) { /* where it was looked for first: found there next time, in the same order */
-        b->offered[b->offered_next] = g;
-        b->offered_next = (b->offered_next + 1) % n;
-    }
+    if (g && i < n)
+        b->offered[i] = g;
     return g;
 }
 
 /* One group's copy of this attempt: sent now, queued for room, or failed. */
-static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt)
+static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt, size_t i)
 {
-    struct kq_group *g = offered_group(b, rt->group);
+    struct kq_group *g = offered_group(b, rt->group, i);
     enum kq_pick_fail why = KQ_PICK_OFFLINE;
     uint64_t now = kq_broker_mono_ms();
     struct kq_session *s = kq_group_pick_delivery(g, now, &why);
@@ -903,7 +896,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     m->done_at_start = m->n_done;
     for (size_t i = 0; i < n; i++)
         if (!name_in(b, &m->done, m->n_done, routes[i].group))
-            offer(b, m, &routes[i]);
+            offer(b, m, &routes[i], i);
     if (n == 0) {
         add_failed(b, m, NO_SUBSCRIBER);
         kq_msg_set_failure(m, "no consumer online");

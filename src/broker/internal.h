@@ -214,8 +214,7 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats;      /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
-    struct kq_group *offered[8];  /* delivery.c offer's memo (groups live as long as b) */
-    unsigned offered_next;        /* where offer looks first */
+    struct kq_group *offered[8];  /* delivery.c offer's memo by route (groups live as long as b) */
     struct kq_zk_registry *zk;    /* NULL with static bindings */
     struct kq_takeover *takeover; /* mysql store + ZooKeeper only (takeover.c) */
     const char *registry_state;   /* "static" or the ZooKeeper state */
