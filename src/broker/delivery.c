@@ -62,10 +62,12 @@ static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
 }
 
 /* Record that group has the message. If that cannot be recorded, the group gets it again on
- * the next attempt (at least once still holds). */
-static void add_done(struct kq_broker *b, struct kq_msg *m, const char *group)
+ * the next attempt (at least once still holds). g: the group when known (its atom spares a
+ * lookup of the name). */
+static void add_done(struct kq_broker *b, struct kq_msg *m, const char *group, struct kq_group *g)
 {
-    if (kq_names_add(b, &m->done, &m->n_done, group) == 0)
+    if ((g && g->atom ? kq_names_add_atom(&m->done, &m->n_done, g->atom)
+                      : kq_names_add(b, &m->done, &m->n_done, group)) == 0)
         return;
     m->names_lost = true;
     b->stats.names_lost++;
@@ -207,10 +209,38 @@ static void tq_unlink(struct kq_broker *b, struct kq_inflight *f)
         b->tq_tail = f->tprev;
 }
 
-static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
-                      struct kq_session *s)
+/* A copy's record is taken and given back for every copy: the last answered ones are kept
+ * for the next (a calloc and a free per copy were ~4 % of a fan-out's instructions). At
+ * most SPARE_COPIES, so the memory follows the copies in flight, not the traffic. */
+#define SPARE_COPIES 1024
+
+static struct kq_inflight *copy_new(struct kq_broker *b)
 {
-    struct kq_inflight *f = calloc(1, sizeof *f);
+    struct kq_inflight *f = b->spare_copies;
+    if (!f)
+        return calloc(1, sizeof *f);
+    b->spare_copies = f->tnext;
+    b->n_spare_copies--;
+    memset(f, 0, sizeof *f);
+    return f;
+}
+
+static void copy_free(struct kq_broker *b, struct kq_inflight *f)
+{
+    if (b->n_spare_copies >= SPARE_COPIES) {
+        free(f);
+        return;
+    }
+    f->tnext = b->spare_copies;
+    b->spare_copies = f;
+    b->n_spare_copies++;
+}
+
+/* now: kq_broker_mono_ms(), the caller's */
+static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
+                      struct kq_session *s, uint64_t now)
+{
+    struct kq_inflight *f = copy_new(b);
     if (!f)
         return false;
     uint32_t op = s->next_opaque++;
@@ -218,7 +248,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
         op = s->next_opaque++;
     if (kq_codec_append_message(kq_conn_out(s->conn), op, m->cmd, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m),
                                 KQ_MSG_BODY(m), KQ_MSG_BODY_LEN(m)) != 0) {
-        free(f);
+        copy_free(b, f);
         return false;
     }
     kq_session_send_flush(s);
@@ -226,7 +256,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
     f->session = s;
     f->msg = m;
     f->group = g;
-    f->sent_ms = kq_broker_mono_ms();
+    f->sent_ms = now;
     f->deadline_ms = f->sent_ms + (uint64_t)b->cfg->delivery_seconds * 1000;
     s->n_inflight++;
     HASH_ADD(hh, s->inflight, opaque, sizeof f->opaque, f);
@@ -242,7 +272,7 @@ static bool send_copy(struct kq_broker *b, struct kq_msg *m, struct kq_group *g,
      * messages until it comes back or they expire, instead of burning the limit. */
     if (m->sent++ == 0)
         m->attempts++;
-    kq_hist_sent(b, m, g, s);
+    kq_hist_copy(b, m, KQ_EV_SENT, g, s);
     g->inflight++;
     g->sent++;
     b->stats.inflight++;
@@ -358,12 +388,24 @@ void kq_delivery_log_timeouts(struct kq_broker *b)
  * or a binding change; never per message. */
 #define FLOW_ASK_MS 1000
 
-static struct kq_group_rate *find_rate(struct kq_group *g, const char *topic)
+/* topic is usually a message's atom: found by its address (the entry holds the atom, so the
+ * same address is the same name), else by name. */
+static struct kq_group_rate *find_rate_scan(struct kq_group *g, const char *topic)
 {
+    for (size_t i = 0; i < g->n_rates; i++)
+        if (g->rates[i].topic_atom == topic)
+            return &g->rates[i];
     for (size_t i = 0; i < g->n_rates; i++)
         if (strcmp(g->rates[i].topic, topic) == 0)
             return &g->rates[i];
     return NULL;
+}
+
+static inline struct kq_group_rate *find_rate(struct kq_group *g, const char *topic)
+{
+    if (g->n_rates && g->rates[0].topic_atom == topic)
+        return &g->rates[0]; /* most groups consume one topic */
+    return find_rate_scan(g, topic);
 }
 
 struct kq_group_rate *kq_delivery_rate_find(struct kq_group *g, const char *topic)
@@ -408,6 +450,7 @@ static struct kq_group_rate *rate_for(struct kq_broker *b, struct kq_group *g, c
         memset(r, 0, sizeof *r);
         if (!(r->topic = strdup(topic)))
             return NULL;
+        r->topic_atom = kq_atom(b, topic); /* NULL (out of memory): found by name */
         g->n_rates++;
         r->watermark = watermark;
     } else if (watermark > 0 && r->watermark != watermark) { /* binding changed */
@@ -539,6 +582,8 @@ static void fail_waiting_copy(struct kq_broker *b, struct kq_group *g, struct kq
 /* Send what waits for room in g, in FIFO order, as far as window and rate allow. */
 static void pump(struct kq_broker *b, struct kq_group *g)
 {
+    if (!g->wait_head)
+        return; /* every answer pumps: most find nothing waiting */
     uint64_t now = kq_broker_mono_ms();
     while (g->wait_head) {
         struct kq_msg *m = g->wait_head->msg;
@@ -561,7 +606,7 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         if (!m->block && !load_for_group(b, m, g))
             break; /* being read back (on_loaded pumps again), or failed (no longer here) */
         dequeue_wait(b, g);
-        if (!send_copy(b, m, g, s)) {
+        if (!send_copy(b, m, g, s, now)) {
             add_failed(b, m, g->id);
             kq_hist_text(b, m, KQ_EV_NOT_SENT, g->id, "out of memory");
         } else if (r)
@@ -591,15 +636,24 @@ void kq_delivery_pump_all(struct kq_broker *b)
     }
 }
 
-/* One group's copy of this attempt: sent now, queued for room, or failed. */
-static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt)
+/* The group of an attempt's route i. Attempts of the same (topic, type) have the same routes
+ * in the same order (a fan-out's groups), so the group last found for route i is nearly
+ * always the one: one compare instead of hashing the name. */
+static struct kq_group *offered_group(struct kq_broker *b, const char *name, size_t i)
 {
-    /* nearly always the group of the last offer: a compare instead of hashing the name */
-    struct kq_group *g = b->last_offered && strcmp(b->last_offered->id, rt->group) == 0
-                             ? b->last_offered
-                             : kq_group_get(b, rt->group, false);
-    if (g)
-        b->last_offered = g;
+    const size_t n = sizeof b->offered / sizeof b->offered[0];
+    if (i < n && b->offered[i] && strcmp(b->offered[i]->id, name) == 0)
+        return b->offered[i];
+    struct kq_group *g = kq_group_get(b, name, false);
+    if (g && i < n)
+        b->offered[i] = g;
+    return g;
+}
+
+/* One group's copy of this attempt: sent now, queued for room, or failed. */
+static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *rt, size_t i)
+{
+    struct kq_group *g = offered_group(b, rt->group, i);
     enum kq_pick_fail why = KQ_PICK_OFFLINE;
     uint64_t now = kq_broker_mono_ms();
     struct kq_session *s = kq_group_pick_delivery(g, now, &why);
@@ -613,7 +667,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
     }
     if (!s && why == KQ_PICK_OFFLINE) {
         if (!rt->persistent) {
-            add_done(b, m, rt->group); /* nobody online: this group skips it */
+            add_done(b, m, rt->group, g); /* nobody online: this group skips it */
             kq_hist(b, m, KQ_EV_SKIPPED, rt->group, NULL);
         } else {
             add_failed(b, m, rt->group);
@@ -628,7 +682,7 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         enqueue_wait(b, g, m); /* no connection has room (s == NULL), or the group's flow */
         return;
     }
-    if (!send_copy(b, m, g, s)) {
+    if (!send_copy(b, m, g, s, now)) {
         add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "over flow"); /* out of memory for the frame */
         kq_hist_text(b, m, KQ_EV_NOT_SENT, rt->group, "out of memory");
@@ -842,7 +896,7 @@ static void start_attempt(struct kq_broker *b, struct kq_msg *m)
     m->done_at_start = m->n_done;
     for (size_t i = 0; i < n; i++)
         if (!name_in(b, &m->done, m->n_done, routes[i].group))
-            offer(b, m, &routes[i]);
+            offer(b, m, &routes[i], i);
     if (n == 0) {
         add_failed(b, m, NO_SUBSCRIBER);
         kq_msg_set_failure(m, "no consumer online");
@@ -934,39 +988,43 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
 
 /* --- answers --------------------------------------------------------------------------- */
 
-static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, const char *why)
+/* How a copy's attempt ended, when it was not acked. */
+enum copy_end { END_NACK, END_TIMEOUT, END_LOST };
+
+static void complete(struct kq_broker *b, struct kq_inflight *f, bool ok, enum copy_end why)
 {
+    /* literals: kept as the message's failure text */
+    static const char *const why_text[] = {
+        [END_NACK] = "nack", [END_TIMEOUT] = "timeout", [END_LOST] = "connection lost"};
+    static const uint8_t why_event[] = {
+        [END_NACK] = KQ_EV_NACKED, [END_TIMEOUT] = KQ_EV_TIMEOUT, [END_LOST] = KQ_EV_LOST};
     struct kq_msg *m = f->msg;
     struct kq_session *s = f->session;
+    struct kq_group *g = f->group;
     HASH_DEL(s->inflight, f);
     tq_unlink(b, f);
     s->n_inflight--;
-    f->group->inflight--;
+    g->inflight--;
     b->stats.inflight--;
-    bool timed_out = strcmp(why, "timeout") == 0;
-    if (ok || strcmp(why, "connection lost") != 0)
+    bool timed_out = why == END_TIMEOUT;
+    if (ok || why != END_LOST)
         window_on_answer(b, s, f, timed_out && !ok);
     if (!ok && timed_out)
-        note_timeout(b, f->group, m->topic);
+        note_timeout(b, g, m->topic);
     if (ok) {
-        add_done(b, m, f->group->id);
+        add_done(b, m, g->id, g);
         b->stats.acked++;
-        f->group->acked++;
-        kq_hist(b, m, KQ_EV_ACKED, f->group->id, s);
+        g->acked++;
+        kq_hist_copy(b, m, KQ_EV_ACKED, g, s);
     } else {
-        kq_hist(b, m,
-                timed_out                  ? KQ_EV_TIMEOUT
-                : strcmp(why, "nack") == 0 ? KQ_EV_NACKED
-                                           : KQ_EV_LOST,
-                f->group->id, s);
-        add_failed(b, m, f->group->id);
-        f->group->failed++;
-        kq_msg_set_failure(m, why); /* a literal: "nack", "timeout", "connection lost" */
-        KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, f->group->id, why);
+        kq_hist_copy(b, m, why_event[why], g, s);
+        add_failed(b, m, g->id);
+        g->failed++;
+        kq_msg_set_failure(m, why_text[why]);
+        KQ_DEBUG("delivery", "copy failed id=%s group=%s reason=%s", m->id, g->id, why_text[why]);
     }
-    struct kq_group *g = f->group;
     flow_done(g, m->topic, ok);
-    free(f);
+    copy_free(b, f);
     if (--m->inflight == 0 && m->waiting == 0)
         finish_attempt(b, m);
     pump(b, g); /* a slot is free */
@@ -982,21 +1040,21 @@ void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaq
         KQ_DEBUG("delivery", "ack for unknown opaque=%u peer=%s", opaque, kq_conn_peer(s->conn));
         return;
     }
-    complete(b, f, status, "nack");
+    complete(b, f, status, END_NACK);
 }
 
 void kq_delivery_session_closed(struct kq_broker *b, struct kq_session *s)
 {
     struct kq_inflight *f, *tmp;
     HASH_ITER (hh, s->inflight, f, tmp)
-        complete(b, f, false, "connection lost");
+        complete(b, f, false, END_LOST);
 }
 
 void kq_delivery_check_timeouts(struct kq_broker *b)
 {
     uint64_t now = kq_broker_mono_ms();
     while (b->tq_head && b->tq_head->deadline_ms <= now)
-        complete(b, b->tq_head, false, "timeout");
+        complete(b, b->tq_head, false, END_TIMEOUT);
 }
 
 /* Messages that wait for a later attempt go now when it may reach a consumer (see
@@ -1093,6 +1151,12 @@ void kq_delivery_free_all(struct kq_broker *b)
     kq_heap_free(&b->schedule);
     free(b->deferred.ids);
     memset(&b->deferred, 0, sizeof b->deferred);
+    while (b->spare_copies) {
+        struct kq_inflight *f = b->spare_copies;
+        b->spare_copies = f->tnext;
+        free(f);
+    }
+    b->n_spare_copies = 0;
     free(b->routes);
     b->routes = NULL;
 }

@@ -75,7 +75,7 @@ struct kq_session *kq_group_pick_delivery(struct kq_group *g, uint64_t now_ms,
     *why = KQ_PICK_OFFLINE;
     if (!g || g->n == 0)
         return NULL;
-    size_t start = (size_t)rand() % g->n;
+    size_t start = g->n > 1 ? (size_t)rand() % g->n : 0; /* one connection: no draw */
     for (size_t k = 0; k < g->n; k++) {
         struct kq_session *s = g->members[(start + k) % g->n];
         if (kq_conn_closing(s->conn))
@@ -116,8 +116,10 @@ void kq_groups_free(struct kq_broker *b)
             g->wait_head = w->next;
             free(w);
         }
-        for (size_t i = 0; i < g->n_rates; i++)
+        for (size_t i = 0; i < g->n_rates; i++) {
             free(g->rates[i].topic);
+            kq_atom_release(g->rates[i].topic_atom);
+        }
         free(g->rates);
         kq_atom_release(g->atom);
         free(g);

@@ -67,6 +67,7 @@ struct kq_history_tab {
     uint64_t bytes;
     uint64_t skipped;
     struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
+    uint8_t first_cap;           /* events a new record gets room for (see history_new) */
     uint64_t clock_at;           /* hist_now_ms: the loop time of the last wall-clock reading */
     int64_t clock_off;
         /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
@@ -80,8 +81,10 @@ struct kq_history_tab {
  * messages get none and records stop growing (they keep how they started and the latest),
  * so a large backlog stays within the pending-count memory budget. Counted in `skipped`. */
 #define HISTORY_MAX_BYTES ((uint64_t)32 << 20)
-/* Events a new record has room for: a message delivered at the first attempt (published,
- * stored, sent, acked, delivered, removed) never grows its record. */
+/* Events a new record has room for at least: a message delivered at the first attempt to one
+ * group (published, stored, sent, acked, delivered, removed) never grows its record. A
+ * record starts as large as the last finished one needed (a fan-out to 4 groups: 11), so a
+ * steady stream never grows one (a realloc per message showed in profiles). */
 #define HIST_FIRST_CAP 6
 
 static const char *const kind_names[] = {
@@ -142,6 +145,7 @@ int kq_history_init(struct kq_broker *b)
     if (!t)
         return -ENOMEM;
     t->free_head = NO_SLOT;
+    t->first_cap = HIST_FIRST_CAP;
     size_t cap = b->cfg->message_history > 0 ? (size_t)b->cfg->message_history : 0;
     if (cap && !(t->ring = calloc(cap, sizeof *t->ring))) {
         free(t);
@@ -187,11 +191,13 @@ static void finished_clear(struct kq_history_tab *t, struct finished *f)
     t->ring_len--;
 }
 
+/* At the end only: the records go without giving their names back one by one (the table of
+ * names goes next, whole; ten thousand finished records took longer than a second of
+ * traffic). */
 static void free_ring(struct kq_history_tab *t)
 {
     for (size_t i = 0; i < t->ring_cap; i++) {
-        finished_clear(t, &t->ring[i]);
-        t->bytes -= t->ring[i].names_cap;
+        free(t->ring[i].h);
         free(t->ring[i].names);
     }
     free(t->ring);
@@ -215,7 +221,7 @@ void kq_history_free(struct kq_broker *b)
         return;
     for (uint32_t i = 0; i < t->slab_cap; i++)
         if (!IS_FREE(t->slab[i]))
-            history_free(t, t->slab[i]);
+            free(t->slab[i]); /* as free_ring: the names go with their table */
     free(t->slab);
     free_ring(t);
     kq_atoms_free_table(&t->names);
@@ -276,16 +282,22 @@ static struct kq_history *slot_give_back(struct kq_history_tab *t, struct kq_msg
  * message has ~7 events and the broker handles ~10^5 messages a second, so a clock call
  * per event showed up in profiles; an event's time is within a second of ms resolution
  * anyway once the wall clock steps. */
-static int64_t hist_now_ms(struct kq_broker *b, struct kq_history_tab *t)
+static int64_t hist_clock_read(struct kq_broker *b, struct kq_history_tab *t)
 {
     if (!b->loop)
         return kq_now_ms();
     uint64_t mono = uv_now(b->loop);
-    if (!t->clock_at || mono - t->clock_at >= 1000) {
-        t->clock_off = kq_now_ms() - (int64_t)mono;
-        t->clock_at = mono ? mono : 1;
-    }
+    t->clock_off = kq_now_ms() - (int64_t)mono;
+    t->clock_at = mono ? mono : 1;
     return (int64_t)mono + t->clock_off;
+}
+
+static inline int64_t hist_now_ms(struct kq_broker *b, struct kq_history_tab *t)
+{
+    uint64_t mono = b->loop ? uv_now(b->loop) : 0;
+    if (t->clock_at && mono - t->clock_at < 1000)
+        return (int64_t)mono + t->clock_off;
+    return hist_clock_read(b, t); /* a second passed (or no loop): read the wall clock */
 }
 
 static const char *name_of(struct kq_history_tab *t, const char *s)
@@ -373,27 +385,29 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
     return 0;
 }
 
+static uint32_t event_offset(const struct kq_history *h, int64_t now)
+{
+    int64_t off = now - h->start_ms;
+    return off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off;
+}
+
 static void delivered_event(struct kq_history **hp, int64_t now)
 {
-    int64_t off = now - (*hp)->start_ms;
-    struct event e = {.kind = KQ_EV_DELIVERED,
-                      .at = off < 0            ? 0
-                            : off > UINT32_MAX ? UINT32_MAX
-                                               : (uint32_t)off};
     struct kq_history *h = *hp;
+    struct event e = {.kind = KQ_EV_DELIVERED, .at = event_offset(h, now)};
     h->delivered = false;
     h->ev[h->n++] = e; /* it had room when recorded, and nothing came after */
 }
 
 static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
 {
-    struct kq_history *h = malloc(record_size(HIST_FIRST_CAP));
+    struct kq_history *h = malloc(record_size(t->first_cap));
     if (!h)
         return NULL;
     memset(h, 0, sizeof *h);
     h->start_ms = now;
-    h->cap = HIST_FIRST_CAP;
-    t->bytes += record_size(HIST_FIRST_CAP);
+    h->cap = t->first_cap;
+    t->bytes += record_size(h->cap);
     return h;
 }
 
@@ -437,8 +451,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
         event_release(&e);
         return;
     }
-    int64_t off = now - h->start_ms;
-    e.at = off < 0 ? 0 : off > UINT32_MAX ? UINT32_MAX : (uint32_t)off;
+    e.at = event_offset(h, now);
     struct event *same = coalesces(kind) ? repeat_of(h, &e) : NULL;
     if (same) { /* counted, and moved last: the events stay in the order of their latest */
         struct event upd = *same;
@@ -464,9 +477,27 @@ void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, cons
     record(b, m, (uint8_t)kind, group, s, NULL, 0);
 }
 
-void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g, struct kq_session *s)
+/* A copy's events (sent, and its answer): two per group per attempt, most of a fan-out's
+ * events. The usual case - a record with room, the names already held, no debug log - is
+ * written here directly, as record() would write it; anything else goes through record(). */
+void kq_hist_copy(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, struct kq_group *g,
+                  struct kq_session *s)
 {
-    record(b, m, KQ_EV_SENT, g->id, s, NULL, 0);
+    struct kq_history_tab *t = b->history;
+    struct kq_history *h = t && m->hist ? t->slab[m->hist - 1] : NULL;
+    if (!h || h->n == h->cap || h->delivered || !g->hist_name || !s->hist_peer ||
+        kq_log_enabled(KQ_LOG_DEBUG)) {
+        record(b, m, (uint8_t)kind, g->id, s, NULL, 0);
+        return;
+    }
+    struct event *e = &h->ev[h->n++];
+    *e = (struct event){.kind = (uint8_t)kind,
+                        .at = event_offset(h, hist_now_ms(b, t)),
+                        .group_held = true,
+                        .group = g->hist_name,
+                        .u.peer = kq_atom_ref(s->hist_peer)};
+    if (kind == KQ_EV_SENT)
+        e->n = m->attempts > UINT16_MAX ? UINT16_MAX : (uint16_t)m->attempts;
 }
 
 void kq_hist_retry(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
@@ -521,6 +552,8 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
     struct kq_history *h = t ? slot_give_back(t, m) : NULL;
     if (!h)
         return;
+    unsigned used = h->n + (h->delivered ? 1u : 0u);
+    t->first_cap = (uint8_t)(used < HIST_FIRST_CAP ? HIST_FIRST_CAP : used);
     if (!t->ring_cap || !h->n) {
         history_free(t, h);
         return;

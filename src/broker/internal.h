@@ -27,7 +27,7 @@ struct kq_group;
  * inline and only a longer one allocates an array. kq_names_view gives an array of either. */
 union kq_names {
     const char *one;   /* n == 1 */
-    const char **many; /* n > 1: an array of n */
+    const char **many; /* n > 1: an array of n (room for 4, or n's next power of two) */
 };
 
 /* A request the broker sent and waits an answer for: a delivery (answered by DeliverAck on
@@ -76,6 +76,7 @@ struct kq_wait {
  * second and after a reload) and the live figures it is asked with. */
 struct kq_group_rate {
     char *topic;
+    const char *topic_atom;              /* topic's atom, held (find by address) */
     int watermark;                       /* of the group's binding on the topic (<= 0: unset) */
     struct kq_token_bucket bucket;       /* limits.rate / limits.burst */
     struct kq_flow_limits limits;        /* window 0 = the config's deliverWindow */
@@ -196,6 +197,8 @@ struct kq_broker {
     struct kq_arena frame_arena; /* the decoded frame being handled; reset after each */
     struct kq_heap schedule;     /* messages waiting for their next attempt */
     struct kq_inflight *tq_head, *tq_tail;
+    struct kq_inflight *spare_copies; /* delivery.c: answered copies' records, for reuse */
+    size_t n_spare_copies;
     struct kq_token_bucket intake;
     struct kq_group *pump_list; /* groups with waiting messages */
     size_t n_waiting_total;     /* messages waiting in all groups' queues */
@@ -211,12 +214,12 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats;      /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
-    struct kq_group *last_offered; /* delivery.c offer's cache (groups live as long as b) */
-    struct kq_zk_registry *zk;     /* NULL with static bindings */
-    struct kq_takeover *takeover;  /* mysql store + ZooKeeper only (takeover.c) */
-    const char *registry_state;    /* "static" or the ZooKeeper state */
-    bool findable;                 /* static, or registered in ZooKeeper once */
-    void (*ready_cb)(void *ud);    /* kq_broker_when_ready, called once */
+    struct kq_group *offered[8];  /* delivery.c offer's memo by route (groups live as long as b) */
+    struct kq_zk_registry *zk;    /* NULL with static bindings */
+    struct kq_takeover *takeover; /* mysql store + ZooKeeper only (takeover.c) */
+    const char *registry_state;   /* "static" or the ZooKeeper state */
+    bool findable;                /* static, or registered in ZooKeeper once */
+    void (*ready_cb)(void *ud);   /* kq_broker_when_ready, called once */
     void *ready_ud;
     struct kq_admin *admin;               /* NULL when `admin` is unset */
     struct kq_adm_jobs *admin_jobs;       /* its dead-letter listings (admin_dlq.c) */
@@ -325,6 +328,8 @@ void kq_msg_mark_header_committed(struct kq_msg *m);
 const char *const *kq_names_view(const union kq_names *v, uint16_t n);
 bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom);
 int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name);
+/* The same for an atom the caller holds (a group's): no lookup of the name. */
+int kq_names_add_atom(union kq_names *v, uint16_t *n, const char *atom);
 void kq_names_clear(union kq_names *v, uint16_t *n);
 /* Take atom out of the list (no-op when absent or NULL). */
 void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom);
@@ -527,7 +532,9 @@ void kq_history_free(struct kq_broker *b);
 /* One event of m: group (NULL = none), s (the connection, NULL = none). */
 void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
              struct kq_session *s);
-void kq_hist_sent(struct kq_broker *b, struct kq_msg *m, struct kq_group *g, struct kq_session *s);
+/* A copy's event: SENT, or its answer (ACKED, NACKED, TIMEOUT, LOST) on connection s. */
+void kq_hist_copy(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, struct kq_group *g,
+                  struct kq_session *s);
 void kq_hist_retry(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_hist_text(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
                   const char *text);

@@ -224,31 +224,51 @@ bool kq_names_has(const union kq_names *v, uint16_t n, const char *atom)
     return false;
 }
 
-int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name)
+/* Append atom (a reference the list takes over). The array has room for at least 4 names
+ * and grows by doubling: for the next power of two of n (removing never shrinks it), so a
+ * fan-out to up to 4 groups allocates once, not three times. */
+static int names_append(union kq_names *v, uint16_t *n, const char *atom)
 {
-    const char *known = kq_atom_find(b, name);
-    if (known && kq_names_has(v, *n, known))
-        return 0;
-    if (*n == UINT16_MAX)
-        return -E2BIG;
-    const char *atom = known ? kq_atom_ref(known) : kq_atom(b, name);
-    if (!atom)
-        return -ENOMEM;
     if (*n == 0) {
         v->one = atom;
         *n = 1;
         return 0;
     }
-    const char **p = realloc(*n > 1 ? v->many : NULL, (*n + 1u) * sizeof *p);
-    if (!p) {
-        kq_atom_release(atom);
-        return -ENOMEM;
+    const char **p = *n > 1 ? v->many : NULL;
+    if (*n == 1 || (*n >= 4 && (*n & (*n - 1u)) == 0)) { /* full: 1, 4, 8, 16, ... names */
+        p = realloc(p, (*n == 1 ? 4u : 2u * *n) * sizeof *p);
+        if (!p) {
+            kq_atom_release(atom);
+            return -ENOMEM;
+        }
     }
     if (*n == 1)
         p[0] = v->one;
     p[(*n)++] = atom;
     v->many = p;
     return 0;
+}
+
+int kq_names_add(struct kq_broker *b, union kq_names *v, uint16_t *n, const char *name)
+{
+    const char *known = kq_atom_find(b, name);
+    if (known)
+        return kq_names_add_atom(v, n, known);
+    if (*n == UINT16_MAX)
+        return -E2BIG;
+    const char *atom = kq_atom(b, name);
+    if (!atom)
+        return -ENOMEM;
+    return names_append(v, n, atom);
+}
+
+int kq_names_add_atom(union kq_names *v, uint16_t *n, const char *atom)
+{
+    if (kq_names_has(v, *n, atom))
+        return 0;
+    if (*n == UINT16_MAX)
+        return -E2BIG;
+    return names_append(v, n, kq_atom_ref(atom));
 }
 
 void kq_names_remove(union kq_names *v, uint16_t *n, const char *atom)

@@ -69,11 +69,51 @@ static void test_two_lists_share_names(void **state)
     assert_int_equal(kq_atoms_count(&b), 0);
 }
 
+/* The array grows by doubling and never shrinks: removing down to a power of two and adding
+ * again must find room (an overflow here is what the sanitizer build would catch); a name
+ * added by its atom counts the same as by its name. */
+static void test_remove_then_grow_again(void **state)
+{
+    (void)state;
+    struct kq_broker b;
+    memset(&b, 0, sizeof b);
+    union kq_names v = {NULL};
+    uint16_t n = 0;
+    char name[16];
+    for (int i = 0; i < 9; i++) {
+        snprintf(name, sizeof name, "g%d", i);
+        assert_int_equal(kq_names_add(&b, &v, &n, name), 0);
+    }
+    for (int i = 0; i < 5; i++) { /* 9 -> 4 */
+        snprintf(name, sizeof name, "g%d", i);
+        kq_names_remove(&v, &n, kq_atom_find(&b, name));
+    }
+    assert_int_equal(n, 4);
+    const char *held = kq_atom(&b, "by-atom");
+    for (int i = 9; i < 26; i++) { /* 4 -> 21, one of them by its atom */
+        snprintf(name, sizeof name, "g%d", i);
+        assert_int_equal(i == 20 ? kq_names_add_atom(&v, &n, held) : kq_names_add(&b, &v, &n, name),
+                         0);
+    }
+    assert_int_equal(kq_names_add_atom(&v, &n, held), 0); /* already there */
+    assert_int_equal(n, 21);
+    const char *const *view = kq_names_view(&v, n);
+    assert_string_equal(view[0], "g5");
+    assert_string_equal(view[4], "g9");
+    assert_string_equal(view[15], "by-atom");
+    assert_string_equal(view[20], "g25");
+    kq_names_clear(&v, &n);
+    assert_int_equal(kq_atoms_count(&b), 1); /* only the test's own reference */
+    kq_atom_release(held);
+    assert_int_equal(kq_atoms_count(&b), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_inline_then_array_then_back),
         cmocka_unit_test(test_two_lists_share_names),
+        cmocka_unit_test(test_remove_then_grow_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
