@@ -46,12 +46,30 @@ static const char BUILDERS[] =
     "  m.properties = k\n"
     "  return m\n"
     "end\n"
-    "local function copy_binds(list, proto)\n"
+    "local function weak() return setmetatable({}, { __mode = 'k' }) end\n"
+    "local lists, binds_dirty = weak(), false\n"
+    "local noted_bind = { __metatable = false,\n"
+    "                     __newindex = function(t, k, v) binds_dirty = true; rawset(t, k, v) end }\n"
+    "local function binds_of(proto)\n"
+    "  local c = lists[proto]\n"
+    "  if c == nil or binds_dirty then\n"
+    "    if binds_dirty then lists, binds_dirty = weak(), false end\n"
+    "    c = { {} }\n"
+    "    for i = 1, #proto do\n"
+    "      c[i + 1] = setmetatable({ group = false, topic = false, message_type = false,\n"
+    "                                bind_type = false, watermark = false,\n"
+    "                                persistent = false }, noted_bind)\n"
+    "      c[1][i] = c[i + 1]\n"
+    "    end\n"
+    "    setmetatable(c[1], noted_bind)\n"
+    "    lists[proto] = c\n"
+    "  end\n"
+    "  local list = c[1]\n"
     "  for i = 1, #proto do\n"
-    "    local b = proto[i]\n"
-    "    list[i] = { group = b.group, topic = b.topic, message_type = b.message_type,\n"
-    "                bind_type = b.bind_type, watermark = b.watermark,\n"
-    "                persistent = b.persistent }\n"
+    "    local b, q = c[i + 1], proto[i]\n"
+    "    b.group = q.group; b.topic = q.topic; b.message_type = q.message_type\n"
+    "    b.bind_type = q.bind_type; b.watermark = q.watermark; b.persistent = q.persistent\n"
+    "    list[i] = b\n"
     "  end\n"
     "  return list\n"
     "end\n"
@@ -60,8 +78,8 @@ static const char BUILDERS[] =
     "  publish = function(hook, a, b, c, d, e, f, g, h, i, j, k)\n"
     "    return hook(fill(a, b, c, d, e, f, g, h, i, j, k))\n"
     "  end,\n"
-    "  route = function(hook, list, proto, a, b, c, d, e, f, g, h, i, j, k)\n"
-    "    return hook(fill(a, b, c, d, e, f, g, h, i, j, k), copy_binds(list, proto))\n"
+    "  route = function(hook, proto, a, b, c, d, e, f, g, h, i, j, k)\n"
+    "    return hook(fill(a, b, c, d, e, f, g, h, i, j, k), binds_of(proto))\n"
     "  end,\n"
     "}\n";
 
@@ -218,8 +236,7 @@ void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_route);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE_MESSAGE].ref);
-    lua_createtable(L, (int)n, 0);
     push_binds_proto(L, p, set, binds, n);
     push_message_fields(L, m);
-    lua_call(L, 14, 1);
+    lua_call(L, 13, 1);
 }
