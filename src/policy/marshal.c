@@ -4,12 +4,14 @@
  * Calls run protected like lua_cpcall, but through one C function made at load: lua_cpcall
  * makes a new C closure per call, garbage for the collector.
  *
- * Built from C with lua_setfield, each field interns its key string and inserts a new key
- * into a growing table. Here a small Lua chunk of ours builds the tables with constructors
- * of constant keys, which LuaJIT compiles to a copy of a template table that already holds
- * the keys: only the values are set. The bindings of a topic are converted once per binding
- * set (a cached prototype list, by the topic's array in the set) and copied per call. Every
- * call still gets fresh tables: a hook may change or keep what it is given, as before.
+ * Built from C with lua_setfield, each field of `m` interned its key string and inserted a
+ * new key into a growing table, and the whole table was garbage after the call. Here a small
+ * Lua chunk of ours fills one `m` per generation, made from a constructor with constant keys
+ * (a template copy: the keys are never hashed or interned per call), and route_message's
+ * `binds` is one list per topic refilled from a prototype built once per binding set. Every
+ * field is written again for every call, so what a hook changed in them is undone; a hook
+ * that adds a key to one (seen by a __newindex) gets a new one at the next call. A hook must
+ * not keep them (docs/POLICIES.md); m.properties is still a new table per call.
  *
  * The hook is called from the chunk by a tail call, so its errors, results and the budget
  * guard are those of a direct call. */
@@ -48,8 +50,8 @@ static const char BUILDERS[] =
     "end\n"
     "local function weak() return setmetatable({}, { __mode = 'k' }) end\n"
     "local lists, binds_dirty = weak(), false\n"
-    "local noted_bind = { __metatable = false,\n"
-    "                     __newindex = function(t, k, v) binds_dirty = true; rawset(t, k, v) end }\n"
+    "local function note_bind(t, k, v) binds_dirty = true; rawset(t, k, v) end\n"
+    "local noted_bind = { __metatable = false, __newindex = note_bind }\n"
     "local function binds_of(proto)\n"
     "  local c = lists[proto]\n"
     "  if c == nil or binds_dirty then\n"
@@ -83,14 +85,14 @@ static const char BUILDERS[] =
     "  end,\n"
     "}\n";
 
-struct protected {
+struct protected_call {
     lua_CFunction fn;
     void *arg;
 };
 
 static int run_protected(lua_State *L)
 {
-    const struct protected *pr = lua_touserdata(L, 1);
+    const struct protected_call *pr = lua_touserdata(L, 1);
     lua_pushlightuserdata(L, pr->arg);
     lua_replace(L, 1);
     return pr->fn(L);
@@ -98,7 +100,7 @@ static int run_protected(lua_State *L)
 
 int kq_policy_pcall(struct kq_policy *p, lua_CFunction fn, void *arg)
 {
-    struct protected pr = {fn, arg};
+    struct protected_call pr = {fn, arg};
     lua_rawgeti(p->L, LUA_REGISTRYINDEX, p->protected_call); /* neither allocates */
     lua_pushlightuserdata(p->L, &pr);
     return lua_pcall(p->L, 1, 0, 0);
@@ -152,10 +154,9 @@ void kq_policy_push_binds(lua_State *L, const struct kq_binding *binds, size_t n
         lua_setfield(L, -2, "topic");
         lua_pushstring(L, b->message_type);
         lua_setfield(L, -2, "message_type");
-        lua_pushstring(L,
-                       b->bind_type == KQ_BIND_REGX     ? "regx"
-                       : b->bind_type == KQ_BIND_FANOUT ? "fanout"
-                                                        : "direct");
+        lua_pushstring(L, b->bind_type == KQ_BIND_REGX     ? "regx"
+                          : b->bind_type == KQ_BIND_FANOUT ? "fanout"
+                                                           : "direct");
         lua_setfield(L, -2, "bind_type");
         lua_pushnumber(L, b->watermark);
         lua_setfield(L, -2, "watermark");

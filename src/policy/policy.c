@@ -8,10 +8,10 @@
  * charged their worst case against the same instruction budget before they run (a
  * backtracking pattern is refused, not run for minutes); kq.regex_match is bounded by
  * PCRE2's match limit; a huge string.rep by the memory cap. Arguments are marshalled and
- * results read inside lua_cpcall, so an out-of-memory error cannot escape. A hook that fails
- * or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route: a topic and
- * messageType) is off for that subject until the next load (strikes.c); a failure changes
- * nothing for other subjects. */
+ * results read inside a protected call (marshal.c), so an out-of-memory error cannot escape.
+ * A hook that fails or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route:
+ * a topic and messageType) is off for that subject until the next load (strikes.c); a
+ * failure changes nothing for other subjects. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>

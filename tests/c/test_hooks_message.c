@@ -401,9 +401,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_message), cmocka_unit_test(test_arguments_are_fresh),
-        cmocka_unit_test(test_on_connect),
-        cmocka_unit_test(test_on_dead),       cmocka_unit_test(test_helpers),
-        cmocka_unit_test(test_selftests),     cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_on_connect),    cmocka_unit_test(test_on_dead),
+        cmocka_unit_test(test_helpers),       cmocka_unit_test(test_selftests),
+        cmocka_unit_test(test_examples),
     };
     return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }
