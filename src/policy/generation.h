@@ -61,6 +61,7 @@ struct kq_policy {
     int build_message, build_publish, build_route, binds_protos;
     const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
     uint64_t protos_gen;
+    const void *running; /* the call protected_call runs (marshal.c) */
 };
 
 /* Shared by the per-hook protected functions: which hook, what about (the subject whose

@@ -37,9 +37,9 @@ static const char BUILDERS[] =
     "           properties = properties }\n"
     "end\n"
     "local function fill(a, b, c, d, e, f, g, h, i, j, k)\n"
-    "  if dirty ~= false then\n"
-    "    dirty = false\n"
+    "  if dirty ~= false then -- clean only once made (a call stopped midway retries)\n"
     "    reused = setmetatable(message(a, b, c, d, e, f, g, h, i, j, k), noted)\n"
+    "    dirty = false\n"
     "    return reused\n"
     "  end\n"
     "  local m = reused\n"
@@ -90,20 +90,24 @@ struct protected_call {
     void *arg;
 };
 
+/* Its upvalue is the generation; the call to run is p->running. */
 static int run_protected(lua_State *L)
 {
-    const struct protected_call *pr = lua_touserdata(L, 1);
-    lua_pushlightuserdata(L, pr->arg);
-    lua_replace(L, 1);
+    const struct kq_policy *p = lua_touserdata(L, lua_upvalueindex(1));
+    const struct protected_call *pr = p->running;
+    lua_settop(L, 0);
+    lua_pushlightuserdata(L, pr->arg); /* may allocate (LuaJIT interns its segment): protected */
     return pr->fn(L);
 }
 
 int kq_policy_pcall(struct kq_policy *p, lua_CFunction fn, void *arg)
 {
     struct protected_call pr = {fn, arg};
-    lua_rawgeti(p->L, LUA_REGISTRYINDEX, p->protected_call); /* neither allocates */
-    lua_pushlightuserdata(p->L, &pr);
-    return lua_pcall(p->L, 1, 0, 0);
+    p->running = &pr;
+    lua_rawgeti(p->L, LUA_REGISTRYINDEX, p->protected_call); /* allocates nothing */
+    int rc = lua_pcall(p->L, 0, 0, 0);
+    p->running = NULL;
+    return rc;
 }
 
 /* Runs inside lua_cpcall: the protected function and the chunk's functions into p's refs. */
@@ -111,7 +115,8 @@ static int load_builders(lua_State *L)
 {
     struct kq_policy *p = lua_touserdata(L, 1);
     lua_settop(L, 0);
-    lua_pushcfunction(L, run_protected);
+    lua_pushlightuserdata(L, p);
+    lua_pushcclosure(L, run_protected, 1);
     p->protected_call = luaL_ref(L, LUA_REGISTRYINDEX);
     if (kq_sandbox_load_text(L, BUILDERS, sizeof BUILDERS - 1, "(policy builders)") != 0)
         return lua_error(L);
