@@ -55,6 +55,13 @@ struct kq_policy {
     /* kq.log's rate limit: lines written in log_sec, and those held back since the last */
     int64_t log_sec;
     unsigned log_lines, log_suppressed;
+    /* registry refs: the C function every call runs in, the builders of the
+     * per-message hooks' arguments, and their cache of each topic's bindings (marshal.c) */
+    int protected_call;
+    int build_message, build_publish, build_route, binds_protos;
+    const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
+    uint64_t protos_gen;
+    const void *running; /* the call protected_call runs (marshal.c) */
 };
 
 /* Shared by the per-hook protected functions: which hook, what about (the subject whose
@@ -92,10 +99,20 @@ bool kq_policy_settle(struct call *c, enum outcome o);
 bool kq_policy_hook_live(const struct kq_policy *p, const struct call *c);
 /* "FILE: HOOK: self-test failed: why" into err; returns -EINVAL. */
 int kq_policy_selftest_fail(struct call *c, char *err, size_t errlen, const char *dir);
+/* marshal.c: the way into Lua. Loads its functions into p->L (0, or -1 when out of memory). */
+int kq_policy_marshal_init(struct kq_policy *p);
+/* As lua_cpcall(p->L, fn, arg), without making a closure per call. */
+int kq_policy_pcall(struct kq_policy *p, lua_CFunction fn, void *arg);
 /* Pushes a message as on_publish sees it (a new table). */
-void kq_policy_push_message(lua_State *L, const struct kq_publish_view *m);
+void kq_policy_push_message(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m);
 /* Pushes the list of bindings as route sees it (a new table). */
 void kq_policy_push_binds(lua_State *L, const struct kq_binding *binds, size_t n);
+/* Calls on_publish(m) leaving 2 results; route_message(m, binds) leaving 1 (binds: the
+ * topic's bindings in set, cached per set; set NULL: built for this call only). */
+void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m);
+void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
+                                  const struct kq_binding_set *set, const struct kq_publish_view *m,
+                                  const struct kq_binding *binds, size_t n);
 /* Reads the list of group names at idx into rc->out (dropping groups without a binding,
  * collapsing duplicates); false with rc->c.why when it is not a list of names. `what` names
  * the answer in that reason ("route", "on_dead: groups"). */

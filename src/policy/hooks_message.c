@@ -84,6 +84,7 @@ static void note_dropped(struct kq_policy *p, const struct route_call *rc, const
 
 struct message_call {
     struct route_call rc;
+    const struct kq_binding_set *set; /* route_message: rc.binds are this set's (or NULL) */
     const struct kq_publish_view *m;
     int32_t attempts;   /* on_dead */
     const char *reason; /* on_dead */
@@ -96,10 +97,7 @@ static int route_message_protected(lua_State *L)
     struct message_call *mc = lua_touserdata(L, 1);
     struct route_call *rc = &mc->rc;
     lua_settop(L, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_ROUTE_MESSAGE].ref);
-    kq_policy_push_message(L, mc->m);
-    kq_policy_push_binds(L, rc->binds, rc->n);
-    lua_call(L, 2, 1);
+    kq_policy_call_route_message(L, rc->c.p, mc->set, mc->m, rc->binds, rc->n);
     if (lua_isnil(L, -1))
         rc->c.use_default = true;
     else
@@ -127,6 +125,7 @@ size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set 
                .type = m->message_type,
                .out = p->scratch,
                .max = KQ_POLICY_MAX_ROUTES},
+        .set = set,
         .m = m};
     if (kq_policy_hook_live(p, &mc.rc.c)) {
         enum outcome o = kq_policy_invoke(&mc.rc.c, route_message_protected, false);
@@ -220,7 +219,7 @@ static int dead_protected(lua_State *L)
     struct route_call *rc = &mc->rc;
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_DEAD].ref);
-    kq_policy_push_message(L, mc->m);
+    kq_policy_push_message(L, rc->c.p, mc->m);
     lua_pushnumber(L, mc->attempts);
     lua_setfield(L, -2, "attempts");
     lua_pushstring(L, mc->reason);

@@ -8,10 +8,10 @@
  * charged their worst case against the same instruction budget before they run (a
  * backtracking pattern is refused, not run for minutes); kq.regex_match is bounded by
  * PCRE2's match limit; a huge string.rep by the memory cap. Arguments are marshalled and
- * results read inside lua_cpcall, so an out-of-memory error cannot escape. A hook that fails
- * or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route: a topic and
- * messageType) is off for that subject until the next load (strikes.c); a failure changes
- * nothing for other subjects. */
+ * results read inside a protected call (marshal.c), so an out-of-memory error cannot escape.
+ * A hook that fails or overruns KQ_POLICY_MAX_STRIKES times in a row for one subject (route:
+ * a topic and messageType) is off for that subject until the next load (strikes.c); a
+ * failure changes nothing for other subjects. */
 #include <dirent.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -279,10 +279,9 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
     struct hook *h = &p->hooks[c->id];
     c->why[0] = 0;
     c->use_default = false;
-    kq_lua_budget_begin(p->L, &p->budget, KQ_POLICY_CALL_INSTRUCTIONS,
-                        selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
-    uint64_t t0 = kq_mono_us();
-    int rc = lua_cpcall(p->L, fn, c);
+    uint64_t t0 = kq_lua_budget_begin(p->L, &p->budget, KQ_POLICY_CALL_INSTRUCTIONS,
+                                      selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
+    int rc = kq_policy_pcall(p, fn, c);
     uint64_t dt = kq_mono_us() - t0;
     h->calls++;
     h->total_us += dt;
@@ -380,11 +379,6 @@ static void set_number_field(lua_State *L, const char *k, double v)
 
 /* -- route -- */
 
-static const char *bind_type_name(enum kq_bind_type t)
-{
-    return t == KQ_BIND_REGX ? "regx" : t == KQ_BIND_FANOUT ? "fanout" : "direct";
-}
-
 /* The group's binding that decides persistence: its first one matching by the built-in
  * rules (as the original), else its first one. NULL when the topic has no such group. */
 static const struct kq_binding *group_binding(struct kq_policy *p, const struct kq_binding *b,
@@ -400,27 +394,6 @@ static const struct kq_binding *group_binding(struct kq_policy *p, const struct 
             return &b[i];
     }
     return first;
-}
-
-void kq_policy_push_binds(lua_State *L, const struct kq_binding *binds, size_t n)
-{
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        const struct kq_binding *b = &binds[i];
-        lua_createtable(L, 0, 6);
-        lua_pushstring(L, b->group_id);
-        lua_setfield(L, -2, "group");
-        lua_pushstring(L, b->topic);
-        lua_setfield(L, -2, "topic");
-        lua_pushstring(L, b->message_type);
-        lua_setfield(L, -2, "message_type");
-        lua_pushstring(L, bind_type_name(b->bind_type));
-        lua_setfield(L, -2, "bind_type");
-        set_number_field(L, "watermark", b->watermark);
-        lua_pushboolean(L, b->persistent);
-        lua_setfield(L, -2, "persistent");
-        lua_rawseti(L, -2, (int)i + 1);
-    }
 }
 
 bool kq_policy_read_routes(lua_State *L, int idx, struct route_call *rc, const char *what)
@@ -630,39 +603,6 @@ struct publish_call {
     struct kq_publish_verdict v; /* copied to the caller's only when the answer is valid */
     size_t used;                 /* bytes of p->publish_strings taken */
 };
-
-static void set_string_field(lua_State *L, const char *k, const char *v)
-{
-    lua_pushstring(L, v ? v : "");
-    lua_setfield(L, -2, k);
-}
-
-static void set_bool_field(lua_State *L, const char *k, bool v)
-{
-    lua_pushboolean(L, v);
-    lua_setfield(L, -2, k);
-}
-
-void kq_policy_push_message(lua_State *L, const struct kq_publish_view *m)
-{
-    lua_createtable(L, 0, 11);
-    set_string_field(L, "message_id", m->message_id);
-    set_string_field(L, "topic", m->topic);
-    set_string_field(L, "message_type", m->message_type);
-    set_string_field(L, "group", m->group);
-    set_string_field(L, "peer", m->peer);
-    set_number_field(L, "body_size", (double)m->body_size);
-    set_bool_field(L, "fly", m->fly);
-    set_bool_field(L, "commit", m->commit);
-    set_number_field(L, "expired_time", (double)m->expired_time);
-    set_number_field(L, "deliver_limit", m->deliver_limit);
-    lua_createtable(L, 0, (int)m->n_properties);
-    for (size_t i = 0; i < m->n_properties; i++) {
-        lua_pushstring(L, m->properties[i].value);
-        lua_setfield(L, -2, m->properties[i].key);
-    }
-    lua_setfield(L, -2, "properties");
-}
 
 /* The Lua string at idx if it is one of at most max bytes without NUL, else NULL. */
 static const char *plain_string(lua_State *L, int idx, size_t max, size_t *len)
@@ -885,9 +825,7 @@ static int publish_protected(lua_State *L)
 {
     struct publish_call *pc = lua_touserdata(L, 1);
     lua_settop(L, 0);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, pc->c.p->hooks[H_PUBLISH].ref);
-    kq_policy_push_message(L, pc->m);
-    lua_call(L, 1, 2);
+    kq_policy_call_publish(L, pc->c.p, pc->m);
     if (lua_isnil(L, 1)) {
         pc->c.use_default = true;
         return 0;
@@ -1105,7 +1043,7 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
         goto oom;
     p->budget.max = KQ_POLICY_MEMORY_BYTES;
     p->L = kq_lua_budget_newstate(&p->budget, true);
-    if (!p->L)
+    if (!p->L || kq_policy_marshal_init(p) != 0)
         goto oom;
 
     if (dir) {

@@ -107,7 +107,7 @@ void kq_lua_budget_charge(lua_State *L, double steps, const char *what, const ch
     b->steps += (long)steps;
 }
 
-void kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms)
+uint64_t kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms)
 {
     if (b->tripped)
         lua_sethook(L, on_count, LUA_MASKCOUNT, KQ_LUA_HOOK_EVERY);
@@ -116,7 +116,9 @@ void kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_steps, 
     b->trip_line = 0;
     b->steps = 0;
     b->max_steps = max_steps;
-    b->deadline_us = kq_mono_us() + ms * 1000;
+    uint64_t now = kq_mono_us();
+    b->deadline_us = now + ms * 1000;
+    return now;
 }
 
 struct opening {

@@ -51,8 +51,10 @@ void *kq_lua_budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 struct lua_State *kq_lua_budget_newstate(struct kq_lua_budget *b, bool with_bit);
 
 /* Starts a run of at most max_steps instructions (pattern work included) and ms of wall
- * clock; a run stopped before is forgotten. */
-void kq_lua_budget_begin(struct lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms);
+ * clock; a run stopped before is forgotten. Returns the start (kq_mono_us()), so that a
+ * caller timing the run needs no clock read of its own. */
+uint64_t kq_lua_budget_begin(struct lua_State *L, struct kq_lua_budget *b, long max_steps,
+                             uint64_t ms);
 
 /* For C functions called from Lua: counts `steps` of work against the run in progress.
  * Raises a Lua error when the run was stopped (stop flag, deadline), and "WHAT: worst case

@@ -128,6 +128,56 @@ static void test_route_message(void **state)
     kq_binding_set_free(s);
 }
 
+/* m and binds are refilled for every call (m's table is reused, the bindings cached per
+ * binding set): what a call changes in them, or adds to them, is gone at the next call. */
+static const char LEFTOVERS[] =
+    "return { route_message = function(m, binds)\n"
+    "  if m.message_type == 'change' then\n"
+    "    m.topic = 'changed'; m.properties.region = 'mars'; m.properties.added = 'x'\n"
+    "    binds[1].group = 'hacked'; binds[#binds] = nil\n"
+    "    return nil\n"
+    "  elseif m.message_type ~= 'check' then\n"
+    "    m.added = true\n"
+    "    if binds[1] then binds[1].added = true; binds[#binds + 1] = binds[1] end\n"
+    "    return nil\n"
+    "  end\n"
+    "  if m.added ~= nil or m.topic ~= 'trade' or m.properties.region ~= 'eu'\n"
+    "     or m.properties.added ~= nil or binds[1].group == 'hacked'\n"
+    "     or binds[1].added ~= nil then\n"
+    "    error('leftovers of an earlier call')\n"
+    "  end\n"
+    "  local groups = {}\n"
+    "  for i, b in ipairs(binds) do groups[i] = b.group end\n"
+    "  return groups\n"
+    "end }\n";
+
+static void test_arguments_are_fresh(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(
+        kq_policy_load(policy_dir("leftovers", "routing.lua", LEFTOVERS), &p, err, sizeof err), 0);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    const char *sequence[] = {"check", "change", "check", "add", "check", "change", "add", "check"};
+    for (size_t i = 0; i < sizeof sequence / sizeof sequence[0]; i++) {
+        struct kq_publish_view m = view(sequence[i], "eu", true);
+        size_t n = kq_policy_route_message(p, s, &m, r, 8);
+        if (strcmp(sequence[i], "check") == 0)
+            assert_int_equal(n, 3); /* every binding: none removed by an earlier call */
+    }
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 0);
+    kq_binding_set_free(s);
+    /* another binding set: the hook sees its bindings, not the cached ones of the first */
+    struct kq_config cfg = {.bindings = fixture, .n_bindings = 2};
+    s = kq_binding_set_from_config(&cfg);
+    struct kq_publish_view m = view("check", "eu", true);
+    assert_int_equal(kq_policy_route_message(p, s, &m, r, 8), 2);
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 0);
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
 static const char AUTH[] =
     "local ALLOW = { ['s-eu'] = { ['127.0.0.1'] = true } }\n"
     "return { on_connect = function(c)\n"
@@ -350,9 +400,10 @@ static void test_examples(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_route_message), cmocka_unit_test(test_on_connect),
-        cmocka_unit_test(test_on_dead),       cmocka_unit_test(test_helpers),
-        cmocka_unit_test(test_selftests),     cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_route_message), cmocka_unit_test(test_arguments_are_fresh),
+        cmocka_unit_test(test_on_connect),    cmocka_unit_test(test_on_dead),
+        cmocka_unit_test(test_helpers),       cmocka_unit_test(test_selftests),
+        cmocka_unit_test(test_examples),
     };
     return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }
