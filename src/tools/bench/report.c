@@ -15,6 +15,28 @@ static cJSON *hist_json(const struct bench_hist *h)
     return j;
 }
 
+double bench_rate(uint64_t count, uint64_t t_from_ns, uint64_t t_last_ns)
+{
+    return t_last_ns > t_from_ns ? (double)count * 1e9 / (double)(t_last_ns - t_from_ns) : 0;
+}
+
+void bench_report_strings(cJSON *j, const char *name, const char *const *v, size_t n)
+{
+    cJSON *a = cJSON_AddArrayToObject(j, name);
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
+}
+
+void bench_report_run(cJSON *j, const struct bench_run *r)
+{
+    cJSON_AddNumberToObject(j, "runId", (double)r->run_id);
+    cJSON_AddNumberToObject(j, "elapsedSec", r->elapsed_s);
+    cJSON_AddNumberToObject(j, "publishSec", r->publish_s);
+    cJSON_AddNumberToObject(j, "sent", (double)r->sent);
+    cJSON_AddNumberToObject(j, "ackedOk", (double)r->acked_ok);
+    cJSON_AddNumberToObject(j, "ackFailures", (double)r->ack_failures);
+}
+
 void bench_report_rates(cJSON *j, double ack_rate, double e2e_rate, const struct bench_hist *ack,
                         const struct bench_hist *deliv)
 {
