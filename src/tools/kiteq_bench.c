@@ -894,13 +894,8 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON_AddNumberToObject(c, "consumerSndbuf", (double)o->consumer_sndbuf);
     cJSON_AddStringToObject(c, "consumerMode", bench_consumer_mode_name(o->consumer_mode));
     cJSON_AddNumberToObject(c, "holdSec", (double)o->hold);
-    struct bench_run r = {.run_id = b->run_id,
-                          .elapsed_s = s->elapsed_s,
-                          .publish_s = s->publish_s,
-                          .sent = atomic_load(&b->sent),
-                          .acked_ok = atomic_load(&b->acked_ok),
-                          .ack_failures = atomic_load(&b->acked_fail)};
-    bench_report_run(j, &r);
+    bench_report_run(j, b->run_id, s->elapsed_s, s->publish_s, atomic_load(&b->sent),
+                     atomic_load(&b->acked_ok), atomic_load(&b->acked_fail));
     cJSON_AddNumberToObject(j, "sendErrors", (double)atomic_load(&b->send_err));
     cJSON *d = cJSON_AddObjectToObject(j, "delivered");
     for (size_t i = 0; i < o->ncgroups; i++)
@@ -1024,11 +1019,7 @@ int main(int argc, char **argv)
     uint64_t last_acked = 0, last_deliv = 0, next_progress = 0, t_pub_end = 0;
 
     /* Block the stop signals before any thread starts, so that only sigtimedwait sees them. */
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_stop_signals(&stop_signals);
 
     b->run_id = (uint32_t)(getpid() ^ (uint32_t)mono_ns());
     b->groups = calloc(o->ncgroups, sizeof *b->groups);

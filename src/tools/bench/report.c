@@ -27,14 +27,15 @@ void bench_report_strings(cJSON *j, const char *name, const char *const *v, size
         cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
 }
 
-void bench_report_run(cJSON *j, const struct bench_run *r)
+void bench_report_run(cJSON *j, uint32_t run_id, double elapsed_s, double publish_s, uint64_t sent,
+                      uint64_t acked_ok, uint64_t ack_failures)
 {
-    cJSON_AddNumberToObject(j, "runId", (double)r->run_id);
-    cJSON_AddNumberToObject(j, "elapsedSec", r->elapsed_s);
-    cJSON_AddNumberToObject(j, "publishSec", r->publish_s);
-    cJSON_AddNumberToObject(j, "sent", (double)r->sent);
-    cJSON_AddNumberToObject(j, "ackedOk", (double)r->acked_ok);
-    cJSON_AddNumberToObject(j, "ackFailures", (double)r->ack_failures);
+    cJSON_AddNumberToObject(j, "runId", (double)run_id);
+    cJSON_AddNumberToObject(j, "elapsedSec", elapsed_s);
+    cJSON_AddNumberToObject(j, "publishSec", publish_s);
+    cJSON_AddNumberToObject(j, "sent", (double)sent);
+    cJSON_AddNumberToObject(j, "ackedOk", (double)acked_ok);
+    cJSON_AddNumberToObject(j, "ackFailures", (double)ack_failures);
 }
 
 void bench_report_rates(cJSON *j, double ack_rate, double e2e_rate, const struct bench_hist *ack,

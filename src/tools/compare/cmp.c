@@ -195,13 +195,8 @@ static void print_summary(struct cmp_bench *b, const struct summary *s)
     cJSON_AddNumberToObject(c, "size", (double)o->size);
     cJSON_AddNumberToObject(c, "rate", (double)o->rate);
     cJSON_AddNumberToObject(c, "warmupSec", (double)o->warmup);
-    struct bench_run r = {.run_id = b->run_id,
-                          .elapsed_s = s->elapsed_s,
-                          .publish_s = s->publish_s,
-                          .sent = atomic_load(&b->sent),
-                          .acked_ok = atomic_load(&b->acked_ok),
-                          .ack_failures = atomic_load(&b->acked_fail)};
-    bench_report_run(j, &r);
+    bench_report_run(j, b->run_id, s->elapsed_s, s->publish_s, atomic_load(&b->sent),
+                     atomic_load(&b->acked_ok), atomic_load(&b->acked_fail));
     cJSON *d = cJSON_AddObjectToObject(j, "delivered");
     for (size_t i = 0; i < o->ncgroups; i++)
         cJSON_AddNumberToObject(d, b->groups[i].name, (double)atomic_load(&b->groups[i].delivered));
@@ -287,11 +282,7 @@ static int run(int argc, char **argv, const struct cmp_driver *d)
         return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     const struct cmp_opts *o = &b->o;
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_stop_signals(&sigs);
 
     b->run_id = (uint32_t)(getpid() ^ (uint32_t)cmp_now_ns());
     size_t ncons = o->ncgroups * (size_t)o->consumers;
