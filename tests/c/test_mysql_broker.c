@@ -69,14 +69,9 @@ __attribute__((format(printf, 1, 2))) static long long sql_int(const char *fmt, 
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!E.c && !(E.c = connect_direct()))
             return -1;
-        if (mysql_query(E.c, sql) == 0) {
-            MYSQL_RES *r = mysql_store_result(E.c);
-            MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
-            long long v = row && row[0] ? atoll(row[0]) : -1;
-            if (r)
-                mysql_free_result(r);
+        long long v;
+        if (mariadb_query_int(E.c, sql, &v) == 0)
             return v;
-        }
         mysql_close(E.c);
         E.c = NULL;
     }
