@@ -39,20 +39,21 @@ int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, siz
     return kq_dlq_index_page(&s->dlq, topic, after, max, read_page_item, s, item, done, ud);
 }
 
-static struct fs_dead *lookup(struct fs_store *s, const char *id)
+/* The dead letter of id, found (*d) and read (*dl): 0, -ENOENT or read_dead's error. */
+static int find_letter(struct fs_store *s, const char *id, struct fs_dead **d,
+                       struct kq_dead_letter *dl)
 {
     char key[KQ_ID_LEN + 1];
-    return fs_id_key(id, key) ? fs_find_dead(s, key) : NULL;
+    *d = fs_id_key(id, key) ? fs_find_dead(s, key) : NULL;
+    return *d ? read_dead(s, *d, dl) : -ENOENT;
 }
 
 int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud)
 {
     struct fs_store *s = (struct fs_store *)base;
-    struct fs_dead *d = lookup(s, id);
-    if (!d)
-        return -ENOENT;
+    struct fs_dead *d;
     struct kq_dead_letter dl;
-    int rc = read_dead(s, d, &dl);
+    int rc = find_letter(s, id, &d, &dl);
     if (rc)
         return rc;
     cb(ud, 0, &dl);
@@ -64,11 +65,9 @@ int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, v
     struct fs_store *s = (struct fs_store *)base;
     if (s->closing)
         return -ESHUTDOWN;
-    struct fs_dead *d = lookup(s, id);
-    if (!d)
-        return -ENOENT;
+    struct fs_dead *d;
     struct kq_dead_letter dl;
-    int rc = read_dead(s, d, &dl);
+    int rc = find_letter(s, id, &d, &dl);
     if (rc)
         return rc;
     /* The record may live in the scratch buffer or the open batch: append the DLQ_DEL only
