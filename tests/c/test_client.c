@@ -357,6 +357,18 @@ static void expect_frame_hex_false(struct fake *f, const char *golden, const cha
     expect_frame_hex(f, hex);
 }
 
+/* A client of group without callbacks answers the golden request with the golden reply but
+ * for one bool turned false (see expect_frame_hex_false). */
+static void expect_answer_without_callback(struct fake *f, const char *group, const char *request,
+                                           const char *reply, const char *field)
+{
+    struct kq_client_options o = base_opts(group, NULL, NULL);
+    struct kq_client *c = open_client(f, &o);
+    send_hex(f, request);
+    expect_frame_hex_false(f, reply, field);
+    kq_client_close(c);
+}
+
 /* The next frame, parsed into *h; the caller frees the returned copy. */
 static uint8_t *expect_frame(struct fake *f, struct kq_frame *h, int timeout_ms)
 {
@@ -694,11 +706,7 @@ static void test_delivery_acked(void **state)
     kq_client_close(c);
 
     /* no on_message: the delivery is nacked */
-    o = base_opts("s-consumer", NULL, NULL);
-    c = open_client(&f, &o);
-    send_hex(&f, GOLD_DELIVERY);
-    expect_frame_hex_false(&f, GOLD_DELIVER_ACK, "28013200");
-    kq_client_close(c);
+    expect_answer_without_callback(&f, "s-consumer", GOLD_DELIVERY, GOLD_DELIVER_ACK, "28013200");
     fake_close(&f);
 }
 
@@ -717,11 +725,8 @@ static void test_tx_check_answered(void **state)
     kq_client_close(c);
 
     /* no callback: answer 0 (unknown), header still echoed */
-    o = base_opts("go-kite-test", NULL, NULL);
-    c = open_client(&f, &o);
-    send_hex(&f, GOLD_TX_CHECK);
-    expect_frame_hex_false(&f, GOLD_TX_CHECK_REPLY, "10011a00");
-    kq_client_close(c);
+    expect_answer_without_callback(&f, "go-kite-test", GOLD_TX_CHECK, GOLD_TX_CHECK_REPLY,
+                                   "10011a00");
     fake_close(&f);
 }
 
