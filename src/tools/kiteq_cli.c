@@ -33,35 +33,24 @@ struct admin_view {
     int (*table)(const cJSON *); /* NULL: no --table */
 };
 
+#define TABLE_OPTS " [--table | --json | --pretty]"
+#define ADMIN_VIEW(name, opts, what, epilog_, method_, target_, table_)                            \
+    {                                                                                              \
+        .cmd = {.prog = PROG " " name,                                                             \
+                .usage = "usage: " PROG " " name " [--admin HOST:PORT]" opts "\n" what "\n",       \
+                .epilog = epilog_},                                                                \
+        .method = method_, .target = target_, .table = table_                                      \
+    }
+
 static const struct admin_view admin_views[] = {
-    {.cmd = {.prog = PROG " stat",
-             .usage = "usage: " PROG " stat [--admin HOST:PORT] [--table | --json | --pretty]\n"
-                      "Show the broker's statistics (GET /stat).\n",
-             .epilog = ADMIN_EPILOG},
-     .method = "GET",
-     .target = "/stat",
-     .table = cli_render_stat},
-    {.cmd = {.prog = PROG " binds",
-             .usage = "usage: " PROG " binds [--admin HOST:PORT] [--table | --json | --pretty]\n"
-                      "Show the subscriptions: groups by topic (GET /binds).\n",
-             .epilog = ADMIN_EPILOG},
-     .method = "GET",
-     .target = "/binds",
-     .table = cli_render_binds},
-    {.cmd = {.prog = PROG " metrics",
-             .usage = "usage: " PROG " metrics [--admin HOST:PORT]\n"
-                      "Show the Prometheus metrics (GET /metrics), as text.\n",
-             .epilog = CLI_ADMIN_EXIT},
-     .method = "GET",
-     .target = "/metrics",
-     .table = NULL},
-    {.cmd = {.prog = PROG " reload",
-             .usage = "usage: " PROG " reload [--admin HOST:PORT]\n"
-                      "Reload the configuration and policies, like SIGHUP (POST /reload).\n",
-             .epilog = ADMIN_EPILOG},
-     .method = "POST",
-     .target = "/reload",
-     .table = NULL},
+    ADMIN_VIEW("stat", TABLE_OPTS, "Show the broker's statistics (GET /stat).", ADMIN_EPILOG, "GET",
+               "/stat", cli_render_stat),
+    ADMIN_VIEW("binds", TABLE_OPTS, "Show the subscriptions: groups by topic (GET /binds).",
+               ADMIN_EPILOG, "GET", "/binds", cli_render_binds),
+    ADMIN_VIEW("metrics", "", "Show the Prometheus metrics (GET /metrics), as text.",
+               CLI_ADMIN_EXIT, "GET", "/metrics", NULL),
+    ADMIN_VIEW("reload", "", "Reload the configuration and policies, like SIGHUP (POST /reload).",
+               ADMIN_EPILOG, "POST", "/reload", NULL),
 };
 
 /* argv[0] names the view ("kiteq-cli stat"). */
