@@ -509,6 +509,14 @@ int kq_config_int_value(const struct kq_config *c, const struct kq_config_int *f
     return v;
 }
 
+const struct kq_config_int *kq_cfg_int_setting(const char *key)
+{
+    for (size_t i = 0; i < kq_config_n_ints; i++)
+        if (!strcmp(kq_config_ints[i].key, key))
+            return &kq_config_ints[i];
+    return NULL;
+}
+
 int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
 {
     int n = 0;
