@@ -8,6 +8,7 @@
 
 #include "admin/internal.h"
 #include "core/log.h"
+#include "core/text.h"
 
 #define MAX_PARAM 512 /* a decoded path or query value */
 
@@ -44,14 +45,6 @@ static const struct route {
     {"/dlq/", true, false, R_DLQ_SHOW}, /* after /dlq/requeue and /dlq/purge */
 };
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch |= 0x20;
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
 /* Percent-decode s[0..n) into out (NUL-terminated); '+' is a space when plus is set.
  * Returns 0, or -1 for a bad escape, an embedded NUL or an over-long result. */
 static int url_decode(const char *s, size_t n, bool plus, char *out, size_t outlen)
@@ -62,7 +55,7 @@ static int url_decode(const char *s, size_t n, bool plus, char *out, size_t outl
         if (ch == '%') {
             if (i + 2 >= n)
                 return -1;
-            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            int h = kq_hex_digit(s[i + 1]), l = kq_hex_digit(s[i + 2]);
             if (h < 0 || l < 0 || (h == 0 && l == 0))
                 return -1;
             ch = (char)(h << 4 | l);

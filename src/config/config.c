@@ -482,9 +482,43 @@ static int validate_admin(const struct kq_config *c, char *err, size_t errlen)
     return 0;
 }
 
+#define INT_SETTING(key, member, min, max)                                                         \
+    {                                                                                              \
+        key, offsetof(struct kq_config, member), min, max                                          \
+    }
+const struct kq_config_int kq_config_ints[] = {
+    INT_SETTING("deliverySeconds", delivery_seconds, 1, 0x7fffffff),
+    INT_SETTING("maxDeliverWorkers", max_deliver_workers, 1, 0x7fffffff),
+    INT_SETTING("recoverSeconds", recover_seconds, 1, 0x7fffffff),
+    INT_SETTING("recievePermitsPerSecond", recieve_permits_per_second, 1, 0x7fffffff),
+    INT_SETTING("dlqExecHour", dlq_exec_hour, 0, 23),
+    INT_SETTING("heartbeatTimeoutSeconds", heartbeat_timeout_seconds, 1, 0x7fffffff),
+    INT_SETTING("maxConnections", max_connections, 0, 0x7fffffff),
+    INT_SETTING("txCheckSeconds", tx_check_seconds, 1, 0x7fffffff),
+    INT_SETTING("txMaxChecks", tx_max_checks, 1, 1000),
+    INT_SETTING("deliverWindow", deliver_window, 1, 0x7fffffff),
+    INT_SETTING("takeoverSeconds", takeover_seconds, 1, 0x7fffffff),
+    INT_SETTING("messageHistory", message_history, 0, 1000000),
+};
+const size_t kq_config_n_ints = sizeof kq_config_ints / sizeof kq_config_ints[0];
+
+int kq_config_int_value(const struct kq_config *c, const struct kq_config_int *f)
+{
+    int v;
+    memcpy(&v, (const char *)c + f->offset, sizeof v);
+    return v;
+}
+
+const struct kq_config_int *kq_cfg_int_setting(const char *key)
+{
+    for (size_t i = 0; i < kq_config_n_ints; i++)
+        if (!strcmp(kq_config_ints[i].key, key))
+            return &kq_config_ints[i];
+    return NULL;
+}
+
 int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
 {
-    const int INF = 0x7fffffff;
     int n = 0;
     if (err && errlen)
         err[0] = '\0';
@@ -498,19 +532,10 @@ int kq_config_validate(const struct kq_config *c, char *err, size_t errlen)
         n += check_str(c, err, errlen, "logFile", c->log_file, check_nonempty);
     if (c->admin)
         n += check_str(c, err, errlen, "admin", c->admin, kq_cfg_check_hostport);
-    n += check_int(c, err, errlen, "deliverySeconds", c->delivery_seconds, 1, INF);
-    n += check_int(c, err, errlen, "maxDeliverWorkers", c->max_deliver_workers, 1, INF);
-    n += check_int(c, err, errlen, "recoverSeconds", c->recover_seconds, 1, INF);
-    n +=
-        check_int(c, err, errlen, "recievePermitsPerSecond", c->recieve_permits_per_second, 1, INF);
-    n += check_int(c, err, errlen, "dlqExecHour", c->dlq_exec_hour, 0, 23);
-    n += check_int(c, err, errlen, "heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds, 1, INF);
-    n += check_int(c, err, errlen, "maxConnections", c->max_connections, 0, INF);
-    n += check_int(c, err, errlen, "txCheckSeconds", c->tx_check_seconds, 1, INF);
-    n += check_int(c, err, errlen, "txMaxChecks", c->tx_max_checks, 1, 1000);
-    n += check_int(c, err, errlen, "deliverWindow", c->deliver_window, 1, INF);
-    n += check_int(c, err, errlen, "takeoverSeconds", c->takeover_seconds, 1, INF);
-    n += check_int(c, err, errlen, "messageHistory", c->message_history, 0, 1000000);
+    for (size_t i = 0; i < kq_config_n_ints; i++) {
+        const struct kq_config_int *f = &kq_config_ints[i];
+        n += check_int(c, err, errlen, f->key, kq_config_int_value(c, f), f->min, f->max);
+    }
     n += validate_admin(c, err, errlen) != 0;
 
     if (c->n_topics == 0)
@@ -590,19 +615,10 @@ void kq_config_print(const struct kq_config *c, FILE *out)
     fputs(" },\n", out);
     char db[1024];
     put_field(out, in, "db", kq_redact(c->db, db, sizeof db)); /* may end up in logs */
-    fprintf(out, "%sdeliverySeconds = %d,\n", in, c->delivery_seconds);
-    fprintf(out, "%smaxDeliverWorkers = %d,\n", in, c->max_deliver_workers);
-    fprintf(out, "%srecoverSeconds = %d,\n", in, c->recover_seconds);
-    fprintf(out, "%srecievePermitsPerSecond = %d,\n", in, c->recieve_permits_per_second);
-    fprintf(out, "%sdlqExecHour = %d,\n", in, c->dlq_exec_hour);
+    for (size_t i = 0; i < kq_config_n_ints; i++)
+        fprintf(out, "%s%s = %d,\n", in, kq_config_ints[i].key,
+                kq_config_int_value(c, &kq_config_ints[i]));
     fprintf(out, "%sdeliveryFirst = %s,\n", in, c->delivery_first ? "true" : "false");
-    fprintf(out, "%sheartbeatTimeoutSeconds = %d,\n", in, c->heartbeat_timeout_seconds);
-    fprintf(out, "%smaxConnections = %d,\n", in, c->max_connections);
-    fprintf(out, "%stxCheckSeconds = %d,\n", in, c->tx_check_seconds);
-    fprintf(out, "%stxMaxChecks = %d,\n", in, c->tx_max_checks);
-    fprintf(out, "%sdeliverWindow = %d,\n", in, c->deliver_window);
-    fprintf(out, "%stakeoverSeconds = %d,\n", in, c->takeover_seconds);
-    fprintf(out, "%smessageHistory = %d,\n", in, c->message_history);
     if (c->admin)
         put_field(out, in, "admin", c->admin);
     else

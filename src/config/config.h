@@ -111,6 +111,18 @@ bool kq_config_has_topic(const struct kq_config *c, const char *topic);
 const char *kq_config_group_secret(const struct kq_config *c, const char *group);
 /* Frees everything c owns and zeroes it; safe on a zeroed or defaulted struct. */
 void kq_config_free(struct kq_config *c);
+/* The integer settings of a cluster: key as in the file, where it is in struct kq_config, and
+ * the range kq_config_validate allows. One list for validating, printing and the policies'
+ * kq.config, in the file's order. */
+struct kq_config_int {
+    const char *key;
+    size_t offset;
+    int min, max;
+};
+extern const struct kq_config_int kq_config_ints[];
+extern const size_t kq_config_n_ints;
+/* The value of setting f in c. */
+int kq_config_int_value(const struct kq_config *c, const struct kq_config_int *f);
 /* Writes c as a Lua config file (group secrets replaced by "(secret)", passwords in the db
  * URI by "***"). */
 void kq_config_print(const struct kq_config *c, FILE *out);

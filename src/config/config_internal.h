@@ -19,6 +19,9 @@ void kq_cfg_add_topic(struct kq_config *c, const char *topic);
 void kq_cfg_add_group(struct kq_config *c, const char *group, const char *secret);
 void kq_cfg_add_binding(struct kq_config *c, const struct kq_binding *b);
 
+/* The entry of kq_config_ints for key, NULL when key is no integer setting. */
+const struct kq_config_int *kq_cfg_int_setting(const char *key);
+
 /* Each check returns NULL when the value is acceptable, else a reason such as
  * "must be \"host:port\" with a port 1-65535"; callers add the key and the value. */
 const char *kq_cfg_check_hostport(const char *s);

@@ -491,8 +491,7 @@ enum kind { K_STR, K_OPT_STR, K_SECRET, K_INT, K_BOOL, K_ADMIN, K_TOPICS, K_GROU
 struct opt {
     const char *name;
     enum kind kind;
-    size_t off;
-    int min, max;                       /* K_INT */
+    size_t off;                         /* not K_INT: kq_config_ints has its member and range */
     const char *(*check)(const char *); /* K_STR */
 };
 
@@ -501,31 +500,31 @@ static const char *check_nonempty(const char *s) { return s[0] ? NULL : "must no
 #define OFF(f) offsetof(struct kq_config, f)
 /* In processing order: bindings come after topics, which they are checked against. */
 static const struct opt cluster_opts[] = {
-    {"env", K_STR, OFF(env), 0, 0, check_nonempty},
-    {"registry", K_STR, OFF(registry), 0, 0, kq_cfg_check_registry},
-    {"bind", K_STR, OFF(bind), 0, 0, kq_cfg_check_hostport},
-    {"topics", K_TOPICS, 0, 0, 0, NULL},
-    {"db", K_STR, OFF(db), 0, 0, kq_cfg_check_db},
-    {"deliverySeconds", K_INT, OFF(delivery_seconds), 1, INF, NULL},
-    {"maxDeliverWorkers", K_INT, OFF(max_deliver_workers), 1, INF, NULL},
-    {"recoverSeconds", K_INT, OFF(recover_seconds), 1, INF, NULL},
-    {"recievePermitsPerSecond", K_INT, OFF(recieve_permits_per_second), 1, INF, NULL},
-    {"dlqExecHour", K_INT, OFF(dlq_exec_hour), 0, 23, NULL},
-    {"deliveryFirst", K_BOOL, OFF(delivery_first), 0, 0, NULL},
-    {"heartbeatTimeoutSeconds", K_INT, OFF(heartbeat_timeout_seconds), 1, INF, NULL},
-    {"maxConnections", K_INT, OFF(max_connections), 0, INF, NULL},
-    {"txCheckSeconds", K_INT, OFF(tx_check_seconds), 1, INF, NULL},
-    {"txMaxChecks", K_INT, OFF(tx_max_checks), 1, 1000, NULL},
-    {"deliverWindow", K_INT, OFF(deliver_window), 1, INF, NULL},
-    {"takeoverSeconds", K_INT, OFF(takeover_seconds), 1, INF, NULL},
-    {"messageHistory", K_INT, OFF(message_history), 0, 1000000, NULL},
-    {"admin", K_ADMIN, OFF(admin), 0, 0, NULL},
-    {"adminToken", K_SECRET, OFF(admin_token), 0, 0, kq_cfg_check_admin_token},
-    {"policies", K_STR, OFF(policies), 0, 0, check_nonempty},
-    {"logLevel", K_STR, OFF(log_level), 0, 0, kq_cfg_check_log_level},
-    {"logFile", K_OPT_STR, OFF(log_file), 0, 0, NULL},
-    {"groups", K_GROUPS, 0, 0, 0, NULL},
-    {"bindings", K_BINDINGS, 0, 0, 0, NULL},
+    {"env", K_STR, OFF(env), check_nonempty},
+    {"registry", K_STR, OFF(registry), kq_cfg_check_registry},
+    {"bind", K_STR, OFF(bind), kq_cfg_check_hostport},
+    {"topics", K_TOPICS, 0, NULL},
+    {"db", K_STR, OFF(db), kq_cfg_check_db},
+    {"deliverySeconds", K_INT, 0, NULL},
+    {"maxDeliverWorkers", K_INT, 0, NULL},
+    {"recoverSeconds", K_INT, 0, NULL},
+    {"recievePermitsPerSecond", K_INT, 0, NULL},
+    {"dlqExecHour", K_INT, 0, NULL},
+    {"deliveryFirst", K_BOOL, OFF(delivery_first), NULL},
+    {"heartbeatTimeoutSeconds", K_INT, 0, NULL},
+    {"maxConnections", K_INT, 0, NULL},
+    {"txCheckSeconds", K_INT, 0, NULL},
+    {"txMaxChecks", K_INT, 0, NULL},
+    {"deliverWindow", K_INT, 0, NULL},
+    {"takeoverSeconds", K_INT, 0, NULL},
+    {"messageHistory", K_INT, 0, NULL},
+    {"admin", K_ADMIN, OFF(admin), NULL},
+    {"adminToken", K_SECRET, OFF(admin_token), kq_cfg_check_admin_token},
+    {"policies", K_STR, OFF(policies), check_nonempty},
+    {"logLevel", K_STR, OFF(log_level), kq_cfg_check_log_level},
+    {"logFile", K_OPT_STR, OFF(log_file), NULL},
+    {"groups", K_GROUPS, 0, NULL},
+    {"bindings", K_BINDINGS, 0, NULL},
 };
 #define N_CLUSTER_OPTS (sizeof cluster_opts / sizeof cluster_opts[0])
 
@@ -562,7 +561,12 @@ static int read_option(struct loader *ld, lua_State *L, int idx, const char *pat
             kq_cfg_set_str((char **)(base + o->off), s);
         }
         return rc;
-    case K_INT: return get_int(ld, L, idx, path, o->min, o->max, (int *)(base + o->off));
+    case K_INT: {
+        const struct kq_config_int *f = kq_cfg_int_setting(o->name);
+        if (!f) /* a K_INT row must name an entry of kq_config_ints */
+            return bad(ld, L, path, 0, "internal error: not an integer setting");
+        return get_int(ld, L, idx, path, f->min, f->max, (int *)(base + f->offset));
+    }
     case K_BOOL: return get_bool(ld, L, idx, path, (bool *)(base + o->off));
     case K_ADMIN: /* "" or false = no admin HTTP server */
         if (lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)) {

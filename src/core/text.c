@@ -72,3 +72,14 @@ char *kq_base64(const uint8_t *p, size_t n)
     *o = 0;
     return out;
 }
+
+int kq_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

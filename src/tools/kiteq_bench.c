@@ -876,12 +876,8 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON *j = cJSON_CreateObject(), *c = cJSON_AddObjectToObject(j, "config");
     cJSON_AddStringToObject(c, "broker", o->broker);
     cJSON_AddStringToObject(c, "topic", o->topic);
-    cJSON *types = cJSON_AddArrayToObject(c, "types");
-    for (size_t i = 0; i < o->ntypes; i++)
-        cJSON_AddItemToArray(types, cJSON_CreateString(o->types[i]));
-    cJSON *cg = cJSON_AddArrayToObject(c, "consumerGroups");
-    for (size_t i = 0; i < o->ncgroups; i++)
-        cJSON_AddItemToArray(cg, cJSON_CreateString(o->cgroups[i]));
+    bench_report_strings(c, "types", o->types, o->ntypes);
+    bench_report_strings(c, "consumerGroups", o->cgroups, o->ncgroups);
     cJSON_AddNumberToObject(c, "producers", (double)o->producers);
     cJSON_AddNumberToObject(c, "inflight", (double)o->inflight);
     cJSON_AddNumberToObject(c, "consumers", (double)o->consumers);
@@ -898,12 +894,8 @@ static void print_json(const struct bench *b, const struct summary *s)
     cJSON_AddNumberToObject(c, "consumerSndbuf", (double)o->consumer_sndbuf);
     cJSON_AddStringToObject(c, "consumerMode", bench_consumer_mode_name(o->consumer_mode));
     cJSON_AddNumberToObject(c, "holdSec", (double)o->hold);
-    cJSON_AddNumberToObject(j, "runId", (double)b->run_id);
-    cJSON_AddNumberToObject(j, "elapsedSec", s->elapsed_s);
-    cJSON_AddNumberToObject(j, "publishSec", s->publish_s);
-    cJSON_AddNumberToObject(j, "sent", (double)atomic_load(&b->sent));
-    cJSON_AddNumberToObject(j, "ackedOk", (double)atomic_load(&b->acked_ok));
-    cJSON_AddNumberToObject(j, "ackFailures", (double)atomic_load(&b->acked_fail));
+    bench_report_run(j, b->run_id, s->elapsed_s, s->publish_s, atomic_load(&b->sent),
+                     atomic_load(&b->acked_ok), atomic_load(&b->acked_fail));
     cJSON_AddNumberToObject(j, "sendErrors", (double)atomic_load(&b->send_err));
     cJSON *d = cJSON_AddObjectToObject(j, "delivered");
     for (size_t i = 0; i < o->ncgroups; i++)
@@ -1027,11 +1019,7 @@ int main(int argc, char **argv)
     uint64_t last_acked = 0, last_deliv = 0, next_progress = 0, t_pub_end = 0;
 
     /* Block the stop signals before any thread starts, so that only sigtimedwait sees them. */
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_stop_signals(&stop_signals);
 
     b->run_id = (uint32_t)(getpid() ^ (uint32_t)mono_ns());
     b->groups = calloc(o->ncgroups, sizeof *b->groups);
@@ -1179,11 +1167,9 @@ teardown:
     }
     s.elapsed_s = (double)(t_end - b->t0) / 1e9;
     s.publish_s = (double)(t_pub_end - b->t0) / 1e9;
-    uint64_t la = atomic_load(&b->last_ack_ns), ld = atomic_load(&b->last_deliv_ns);
-    if (la > b->t_measure)
-        s.ack_rate = (double)atomic_load(&b->acked_measured) * 1e9 / (double)(la - b->t_measure);
-    if (ld > b->t_measure)
-        s.e2e_rate = (double)s.delivered * 1e9 / (double)(ld - b->t_measure);
+    s.ack_rate =
+        bench_rate(atomic_load(&b->acked_measured), b->t_measure, atomic_load(&b->last_ack_ns));
+    s.e2e_rate = bench_rate(s.delivered, b->t_measure, atomic_load(&b->last_deliv_ns));
     uint64_t acked = atomic_load(&b->acked_ok);
     uint64_t msgs = acked ? acked : s.delivered;
     if (s.have_proc && msgs)

@@ -26,64 +26,54 @@
     "Output: a table (stat, binds, msg, dlq list) or indented JSON on a terminal, one line of\n"   \
     "JSON when piped; --table, --pretty and --json choose.\n" CLI_ADMIN_EXIT
 
-/* stat, binds, metrics, reload: no arguments, one request. table: NULL when there is none. */
-static int admin_simple(const struct cli_cmd *cmd, int argc, char **argv, const char *method,
-                        const char *target, int (*table)(const cJSON *))
+/* The admin commands that show (or trigger) one endpoint: the admin options, no arguments. */
+struct admin_view {
+    struct cli_cmd cmd;
+    const char *method, *target;
+    int (*table)(const cJSON *); /* NULL: no --table */
+};
+
+#define TABLE_OPTS " [--table | --json | --pretty]"
+#define ADMIN_VIEW(name, opts, what, epilog_, method_, target_, table_)                            \
+    {                                                                                              \
+        .cmd = {.prog = PROG " " name,                                                             \
+                .usage = "usage: " PROG " " name " [--admin HOST:PORT]" opts "\n" what "\n",       \
+                .epilog = epilog_},                                                                \
+        .method = method_, .target = target_, .table = table_                                      \
+    }
+
+static const struct admin_view admin_views[] = {
+    ADMIN_VIEW("stat", TABLE_OPTS, "Show the broker's statistics (GET /stat).", ADMIN_EPILOG, "GET",
+               "/stat", cli_render_stat),
+    ADMIN_VIEW("binds", TABLE_OPTS, "Show the subscriptions: groups by topic (GET /binds).",
+               ADMIN_EPILOG, "GET", "/binds", cli_render_binds),
+    ADMIN_VIEW("metrics", "", "Show the Prometheus metrics (GET /metrics), as text.",
+               CLI_ADMIN_EXIT, "GET", "/metrics", NULL),
+    ADMIN_VIEW("reload", "", "Reload the configuration and policies, like SIGHUP (POST /reload).",
+               ADMIN_EPILOG, "POST", "/reload", NULL),
+};
+
+/* argv[0] names the view ("kiteq-cli stat"). */
+static int cmd_admin_view(int argc, char **argv)
 {
+    const struct admin_view *v = NULL;
+    for (size_t i = 0; !v && i < sizeof admin_views / sizeof admin_views[0]; i++)
+        if (!strcmp(argv[0], admin_views[i].cmd.prog))
+            v = &admin_views[i];
+    if (!v) { /* main dispatches only the names above */
+        fprintf(stderr, "%s: not an admin view\n", argv[0]);
+        return CLI_EXIT_USAGE;
+    }
     struct cli_admin a;
     cli_admin_init(&a);
     const struct cli_opt with_table[] = {CLI_ADMIN_TABLE_OPT(&a), CLI_ADMIN_OPTS(&a), CLI_OPTS_END};
     const struct cli_opt no_table[] = {CLI_ADMIN_OPTS(&a), CLI_OPTS_END};
     int rc;
-    if (!cli_opts_parse(cmd, table ? with_table : no_table, argc, argv, &rc))
+    if (!cli_opts_parse(&v->cmd, v->table ? with_table : no_table, argc, argv, &rc))
         return rc;
-    if ((rc = cli_admin_check(cmd, &a)))
+    if ((rc = cli_admin_check(&v->cmd, &a)))
         return rc;
-    return cli_admin_show(cmd, &a, method, target, table);
-}
-
-static int cmd_stat(int argc, char **argv)
-{
-    static const struct cli_cmd cmd = {
-        .prog = PROG " stat",
-        .usage = "usage: " PROG " stat [--admin HOST:PORT] [--table | --json | --pretty]\n"
-                 "Show the broker's statistics (GET /stat).\n",
-        .epilog = ADMIN_EPILOG,
-    };
-    return admin_simple(&cmd, argc, argv, "GET", "/stat", cli_render_stat);
-}
-
-static int cmd_binds(int argc, char **argv)
-{
-    static const struct cli_cmd cmd = {
-        .prog = PROG " binds",
-        .usage = "usage: " PROG " binds [--admin HOST:PORT] [--table | --json | --pretty]\n"
-                 "Show the subscriptions: groups by topic (GET /binds).\n",
-        .epilog = ADMIN_EPILOG,
-    };
-    return admin_simple(&cmd, argc, argv, "GET", "/binds", cli_render_binds);
-}
-
-static int cmd_metrics(int argc, char **argv)
-{
-    static const struct cli_cmd cmd = {
-        .prog = PROG " metrics",
-        .usage = "usage: " PROG " metrics [--admin HOST:PORT]\n"
-                 "Show the Prometheus metrics (GET /metrics), as text.\n",
-        .epilog = CLI_ADMIN_EXIT,
-    };
-    return admin_simple(&cmd, argc, argv, "GET", "/metrics", NULL);
-}
-
-static int cmd_reload(int argc, char **argv)
-{
-    static const struct cli_cmd cmd = {
-        .prog = PROG " reload",
-        .usage = "usage: " PROG " reload [--admin HOST:PORT]\n"
-                 "Reload the configuration and policies, like SIGHUP (POST /reload).\n",
-        .epilog = ADMIN_EPILOG,
-    };
-    return admin_simple(&cmd, argc, argv, "POST", "/reload", NULL);
+    return cli_admin_show(&v->cmd, &a, v->method, v->target, v->table);
 }
 
 static const struct cli_cmd MSG_CMD = {
@@ -241,14 +231,14 @@ struct command {
 static const struct command commands[] = {
     {"pub", cli_cmd_pub, "publish messages and wait for the store acks"},
     {"sub", cli_cmd_sub, "print delivered messages as JSON lines and ack them"},
-    {"stat", cmd_stat, "show broker statistics (admin HTTP)"},
-    {"binds", cmd_binds, "show groups subscribed to each topic (admin HTTP)"},
-    {"metrics", cmd_metrics, "show Prometheus metrics (admin HTTP)"},
+    {"stat", cmd_admin_view, "show broker statistics (admin HTTP)"},
+    {"binds", cmd_admin_view, "show groups subscribed to each topic (admin HTTP)"},
+    {"metrics", cmd_admin_view, "show Prometheus metrics (admin HTTP)"},
     {"msg", cmd_msg, "show one message and its history (admin HTTP)"},
     {"dlq", cmd_dlq, "list, show, requeue or purge dead letters (admin HTTP)"},
     {"groups", cli_cmd_groups, "backlog of each consumer group per topic (admin HTTP)"},
     {"purge", cli_cmd_purge, "drop a consumer group's backlog on a topic (admin HTTP)"},
-    {"reload", cmd_reload, "reload configuration and policies (admin HTTP)"},
+    {"reload", cmd_admin_view, "reload configuration and policies (admin HTTP)"},
     {"mysql", cli_cmd_mysql, "create (init) the MySQL store's databases and tables"},
 };
 

@@ -344,6 +344,89 @@ static void send_hex(struct fake *f, const char *hex)
     send_all(f->conn, b, n);
 }
 
+/* A golden frame with one protobuf bool turned false: `field` is the hex of the bool's
+ * tag and value 01 followed by what comes after it, so it is found once in the frame. */
+static void expect_frame_hex_false(struct fake *f, const char *golden, const char *field)
+{
+    char hex[1024];
+    assert_true(strlen(golden) < sizeof hex);
+    strcpy(hex, golden);
+    char *st = strstr(hex, field);
+    assert_non_null(st);
+    st[3] = '0';
+    expect_frame_hex(f, hex);
+}
+
+/* A client of group without callbacks answers the golden request with the golden reply but
+ * for one bool turned false (see expect_frame_hex_false). */
+static void expect_answer_without_callback(struct fake *f, const char *group, const char *request,
+                                           const char *reply, const char *field)
+{
+    struct kq_client_options o = base_opts(group, NULL, NULL);
+    struct kq_client *c = open_client(f, &o);
+    send_hex(f, request);
+    expect_frame_hex_false(f, reply, field);
+    kq_client_close(c);
+}
+
+/* The next frame, parsed into *h; the caller frees the returned copy. */
+static uint8_t *expect_frame(struct fake *f, struct kq_frame *h, int timeout_ms)
+{
+    uint8_t *fr = NULL;
+    int n = recv_frame(f, &fr, timeout_ms);
+    assert_true(n > 0);
+    assert_int_equal(kq_frame_parse(fr, (size_t)n, h), n);
+    return fr;
+}
+
+static void send_store_ack(struct fake *f, uint32_t opaque, const char *id, bool ok,
+                           const char *feedback)
+{
+    struct kq_buf b = {0};
+    kq_codec_append_store_ack(&b, opaque, id, ok, feedback);
+    send_all(f->conn, b.data, b.len);
+    kq_buf_free(&b);
+}
+
+/* The header of the deliveries the tests write themselves. */
+static Protocol__Header delivery_header(void)
+{
+    Protocol__Header hd = PROTOCOL__HEADER__INIT;
+    hd.messageid = "0123456789abcdef0123456789abcdef";
+    hd.topic = "trade";
+    hd.messagetype = "pay";
+    hd.groupid = "s-producer";
+    return hd;
+}
+
+/* `count` BytesMessage deliveries of one header, opaques from `opaque` on, in one write. */
+static void send_deliveries(struct fake *f, const Protocol__Header *hd, uint32_t opaque, int count,
+                            const char *body, size_t len)
+{
+    uint8_t *hb = NULL;
+    size_t hl = 0;
+    kq_header_pack(hd, &hb, &hl);
+    struct kq_buf b = {0};
+    for (int i = 0; i < count; i++)
+        kq_codec_append_message(&b, opaque + (uint32_t)i, KQ_CMD_BYTES_MESSAGE, hb, hl,
+                                (const uint8_t *)body, len);
+    free(hb);
+    send_all(f->conn, b.data, b.len);
+    kq_buf_free(&b);
+}
+
+/* A plain publish: topic "t", type "mt", no expiry and no delivery limit. */
+static struct kq_message plain_message(const void *body, size_t len)
+{
+    struct kq_message m = {.topic = "t",
+                           .message_type = "mt",
+                           .expired_time = -1,
+                           .deliver_limit = -1,
+                           .body = body,
+                           .body_len = len};
+    return m;
+}
+
 /* The golden id-12 message (commit=false, benchmark producer). */
 static struct kq_message golden_message(uint8_t *body)
 {
@@ -452,11 +535,8 @@ static void test_publish_golden_and_tx_finish(void **state)
     assert_int_equal(h.opaque, f.meta_opaque + 1); /* one counter per client */
     free(fr);
 
-    struct kq_buf b = {0};
-    kq_codec_append_store_ack(&b, h.opaque, "c51bc406eac34336b693e7edcdddad4e", true,
-                              "Store Result true Cost:0");
-    send_all(f.conn, b.data, b.len);
-    kq_buf_free(&b);
+    send_store_ack(&f, h.opaque, "c51bc406eac34336b693e7edcdddad4e", true,
+                   "Store Result true Cost:0");
     pthread_join(th, NULL);
     assert_int_equal(p.rc, 0);
     assert_true(p.r.status);
@@ -485,26 +565,18 @@ static void test_async_acks_out_of_order(void **state)
     struct kq_client *c = open_client(&f, &o);
 
     struct kq_property props[] = {{"k", "v"}};
-    struct kq_message m = {.topic = "t",
-                           .message_type = "mt",
-                           .expired_time = -1,
-                           .deliver_limit = -1,
-                           .body = "hi",
-                           .body_len = 2,
-                           .string_body = true,
-                           .properties = props,
-                           .n_properties = 1};
+    struct kq_message m = plain_message("hi", 2);
+    m.string_body = true;
+    m.properties = props;
+    m.n_properties = 1;
     for (intptr_t i = 0; i < 3; i++)
         assert_int_equal(kq_publish_async(c, &m, on_published, (void *)i), 0);
 
     uint32_t ops[3];
     char ids[3][KQ_CLIENT_ID_LEN + 1];
     for (int i = 0; i < 3; i++) {
-        uint8_t *fr = NULL;
-        int n = recv_frame(&f, &fr, 3000);
-        assert_true(n > 0);
         struct kq_frame h;
-        kq_frame_parse(fr, (size_t)n, &h);
+        uint8_t *fr = expect_frame(&f, &h, 3000);
         assert_int_equal(h.cmd, KQ_CMD_STRING_MESSAGE);
         ops[i] = h.opaque;
         ProtobufCMessage *pm = kq_codec_unpack(h.cmd, h.body, (size_t)h.body_len);
@@ -559,12 +631,7 @@ static void test_ack_timeout(void **state)
     struct kq_client_options o = base_opts("g1", NULL, NULL);
     o.ack_timeout_ms = 200;
     struct kq_client *c = open_client(&f, &o);
-    struct kq_message m = {.topic = "t",
-                           .message_type = "mt",
-                           .expired_time = -1,
-                           .deliver_limit = -1,
-                           .body = "x",
-                           .body_len = 1};
+    struct kq_message m = plain_message("x", 1);
     int64_t t0 = mono_ms();
     struct kq_publish_result r;
     assert_int_equal(kq_publish(c, &m, &r), -ETIMEDOUT);
@@ -578,15 +645,9 @@ static void test_ack_timeout(void **state)
     assert_int_equal(S.errs[0], -ETIMEDOUT);
 
     /* a late ack for the expired publish is ignored */
-    uint8_t *fr = NULL;
-    int n = recv_frame(&f, &fr, 1000);
-    assert_true(n > 0);
     struct kq_frame h;
-    assert_int_equal(kq_frame_parse(fr, (size_t)n, &h), n);
-    struct kq_buf b = {0};
-    kq_codec_append_store_ack(&b, h.opaque, r.message_id, true, "late");
-    send_all(f.conn, b.data, b.len);
-    kq_buf_free(&b);
+    uint8_t *fr = expect_frame(&f, &h, 1000);
+    send_store_ack(&f, h.opaque, r.message_id, true, "late");
     free(fr);
     kq_client_close(c);
     assert_int_equal(seen_int(&S.n_done), 1);
@@ -620,26 +681,12 @@ static void test_delivery_acked(void **state)
     Protocol__Entry e = PROTOCOL__ENTRY__INIT, *ep = &e;
     e.key = "color";
     e.value = "blue";
-    Protocol__Header hd = PROTOCOL__HEADER__INIT;
-    hd.messageid = "0123456789abcdef0123456789abcdef";
-    hd.topic = "trade";
-    hd.messagetype = "pay";
-    hd.groupid = "s-producer";
+    Protocol__Header hd = delivery_header();
     hd.n_properties = 1;
     hd.properties = &ep;
-    uint8_t *hb = NULL;
-    size_t hl = 0;
-    kq_header_pack(&hd, &hb, &hl);
-    struct kq_buf b = {0};
-    kq_codec_append_message(&b, 4242, KQ_CMD_BYTES_MESSAGE, hb, hl, (const uint8_t *)"\0\1\2", 3);
-    free(hb);
-    send_all(f.conn, b.data, b.len);
-    kq_buf_free(&b);
-    uint8_t *fr = NULL;
-    int n = recv_frame(&f, &fr, 3000);
-    assert_true(n > 0);
+    send_deliveries(&f, &hd, 4242, 1, "\0\1\2", 3);
     struct kq_frame h;
-    kq_frame_parse(fr, (size_t)n, &h);
+    uint8_t *fr = expect_frame(&f, &h, 3000);
     assert_int_equal(h.opaque, 4242);
     assert_int_equal(h.cmd, KQ_CMD_DELIVER_ACK);
     Protocol__DeliverAck *a =
@@ -659,16 +706,7 @@ static void test_delivery_acked(void **state)
     kq_client_close(c);
 
     /* no on_message: the delivery is nacked */
-    o = base_opts("s-consumer", NULL, NULL);
-    c = open_client(&f, &o);
-    send_hex(&f, GOLD_DELIVERY);
-    char nack[sizeof GOLD_DELIVER_ACK];
-    strcpy(nack, GOLD_DELIVER_ACK);
-    char *st = strstr(nack, "28013200");
-    assert_non_null(st);
-    st[3] = '0';
-    expect_frame_hex(&f, nack);
-    kq_client_close(c);
+    expect_answer_without_callback(&f, "s-consumer", GOLD_DELIVERY, GOLD_DELIVER_ACK, "28013200");
     fake_close(&f);
 }
 
@@ -687,16 +725,8 @@ static void test_tx_check_answered(void **state)
     kq_client_close(c);
 
     /* no callback: answer 0 (unknown), header still echoed */
-    o = base_opts("go-kite-test", NULL, NULL);
-    c = open_client(&f, &o);
-    send_hex(&f, GOLD_TX_CHECK);
-    char unknown[sizeof GOLD_TX_CHECK_REPLY];
-    strcpy(unknown, GOLD_TX_CHECK_REPLY);
-    char *st = strstr(unknown, "10011a00");
-    assert_non_null(st);
-    st[3] = '0';
-    expect_frame_hex(&f, unknown);
-    kq_client_close(c);
+    expect_answer_without_callback(&f, "go-kite-test", GOLD_TX_CHECK, GOLD_TX_CHECK_REPLY,
+                                   "10011a00");
     fake_close(&f);
 }
 
@@ -708,12 +738,7 @@ static void test_broker_close_fails_pending(void **state)
     struct kq_client_options o = base_opts("g1", NULL, NULL);
     o.ack_timeout_ms = 10000;
     struct kq_client *c = open_client(&f, &o);
-    struct kq_message m = {.topic = "t",
-                           .message_type = "mt",
-                           .expired_time = -1,
-                           .deliver_limit = -1,
-                           .body = "x",
-                           .body_len = 1};
+    struct kq_message m = plain_message("x", 1);
     for (intptr_t i = 0; i < 2; i++)
         assert_int_equal(kq_publish_async(c, &m, on_published, (void *)i), 0);
     struct sync_pub p = {.c = c, .m = m};
@@ -840,8 +865,8 @@ static void test_heartbeat_and_reconnect(void **state)
 
     /* publishing works on the new connection */
     seen_reset();
-    struct kq_message m = {
-        .topic = "t", .message_type = "mt", .expired_time = -1, .deliver_limit = -1, .fly = true};
+    struct kq_message m = plain_message(NULL, 0);
+    m.fly = true;
     assert_int_equal(kq_publish_async(c, &m, on_published, (void *)0), 0);
     for (;;) {
         n = recv_frame(&f, &fr, 2000);
@@ -851,10 +876,7 @@ static void test_heartbeat_and_reconnect(void **state)
         if (h.cmd == KQ_CMD_BYTES_MESSAGE)
             break;
     }
-    struct kq_buf b = {0};
-    kq_codec_append_store_ack(&b, h.opaque, "x", true, "FLY NO NEED SAVE");
-    send_all(f.conn, b.data, b.len);
-    kq_buf_free(&b);
+    send_store_ack(&f, h.opaque, "x", true, "FLY NO NEED SAVE");
     WAIT_FOR(seen_int(&S.n_done) == 1, 2000);
     assert_int_equal(S.errs[0], 0);
     assert_true(S.res[0].status);
@@ -871,12 +893,7 @@ static void test_cork_batches_publishes(void **state)
     fake_listen(&f, true, "Auth Succ");
     struct kq_client_options o = base_opts("g1", NULL, NULL);
     struct kq_client *c = open_client(&f, &o);
-    struct kq_message m = {.topic = "t",
-                           .message_type = "mt",
-                           .expired_time = -1,
-                           .deliver_limit = -1,
-                           .body = "hi",
-                           .body_len = 2};
+    struct kq_message m = plain_message("hi", 2);
 
     kq_client_cork(c);
     kq_client_cork(c); /* corks nest */
@@ -889,10 +906,8 @@ static void test_cork_batches_publishes(void **state)
     kq_client_uncork(c);
     uint32_t prev = 0;
     for (int i = 0; i < 3; i++) {
-        int n = recv_frame(&f, &fr, 3000);
-        assert_true(n > 0);
         struct kq_frame h;
-        kq_frame_parse(fr, (size_t)n, &h);
+        fr = expect_frame(&f, &h, 3000);
         assert_int_equal(h.cmd, KQ_CMD_BYTES_MESSAGE);
         assert_true(h.opaque > prev); /* publish order */
         prev = h.opaque;
@@ -960,27 +975,12 @@ static void test_acks_not_held_by_slow_callback(void **state)
     SLOW.first_ack_seen_in_second_call = false;
     struct kq_client_options o = base_opts("s-consumer", on_message_slow, NULL);
     struct kq_client *c = open_client(&f, &o);
-    Protocol__Header hd = PROTOCOL__HEADER__INIT;
-    hd.messageid = "0123456789abcdef0123456789abcdef";
-    hd.topic = "trade";
-    hd.messagetype = "pay";
-    hd.groupid = "s-producer";
-    uint8_t *hb = NULL;
-    size_t hl = 0;
-    kq_header_pack(&hd, &hb, &hl);
-    struct kq_buf b = {0};
-    for (uint32_t op = 100; op < 103; op++)
-        kq_codec_append_message(&b, op, KQ_CMD_BYTES_MESSAGE, hb, hl, (const uint8_t *)"x", 1);
-    free(hb);
-    send_all(f.conn, b.data, b.len); /* one write: one read batch in the client */
-    kq_buf_free(&b);
+    Protocol__Header hd = delivery_header();
+    send_deliveries(&f, &hd, 100, 3, "x", 1); /* one write: one read batch in the client */
     WAIT_FOR(atomic_load(&SLOW.calls) == 3, 5000);
     for (uint32_t op = 101; op < 103; op++) {
-        uint8_t *fr = NULL;
-        int n = recv_frame(&f, &fr, 3000);
-        assert_true(n > 0);
         struct kq_frame h;
-        kq_frame_parse(fr, (size_t)n, &h);
+        uint8_t *fr = expect_frame(&f, &h, 3000);
         assert_int_equal(h.cmd, KQ_CMD_DELIVER_ACK);
         assert_int_equal(h.opaque, op);
         free(fr);

@@ -209,6 +209,17 @@ static void test_garbage_and_missing_fields(void **state)
     assert_null(kq_codec_unpack(KQ_CMD_DELIVER_ACK, trunc, sizeof trunc));
 }
 
+/* The header of message 0123456789abcdef0123456789abcdef on topic trade. */
+static Protocol__Header trade_header(const char *type, const char *group)
+{
+    Protocol__Header h = PROTOCOL__HEADER__INIT;
+    h.messageid = "0123456789abcdef0123456789abcdef";
+    h.topic = "trade";
+    h.messagetype = (char *)type;
+    h.groupid = (char *)group;
+    return h;
+}
+
 /* A field number 0 written as the two-byte varint 80 00: protobuf-c keeps it as an unknown
  * field and would pack it back as the byte 00, which no decoder accepts (found by
  * tests/fuzz/fuzz_frame.c). Both decoders refuse it; the same body without it decodes. */
@@ -227,11 +238,7 @@ static void test_field_number_zero(void **state)
     assert_non_null(kq_codec_unpack_in(&a, KQ_CMD_HEARTBEAT, ok, sizeof ok));
 
     /* nested: in the Header of a message (the wire walk sees it there too) */
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    h.messageid = "0123456789abcdef0123456789abcdef";
-    h.topic = "trade";
-    h.messagetype = "t";
-    h.groupid = "g";
+    Protocol__Header h = trade_header("t", "g");
     uint8_t *hb;
     size_t hl;
     assert_int_equal(kq_header_pack(&h, &hb, &hl), 0);
@@ -264,11 +271,7 @@ static void test_field_number_zero(void **state)
 static void test_nul_bytes(void **state)
 {
     (void)state;
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    h.messageid = "0123456789abcdef0123456789abcdef";
-    h.topic = "trade";
-    h.messagetype = "t\x01x";
-    h.groupid = "g";
+    Protocol__Header h = trade_header("t\x01x", "g");
     uint8_t *hb;
     size_t hl;
     assert_int_equal(kq_header_pack(&h, &hb, &hl), 0);
@@ -317,11 +320,7 @@ static void test_nul_bytes(void **state)
 static void test_header_committed(void **state)
 {
     (void)state;
-    Protocol__Header h = PROTOCOL__HEADER__INIT;
-    h.messageid = "0123456789abcdef0123456789abcdef";
-    h.topic = "trade";
-    h.messagetype = "pay-succ";
-    h.groupid = "p-trade";
+    Protocol__Header h = trade_header("pay-succ", "p-trade");
     Protocol__Entry e = PROTOCOL__ENTRY__INIT, *props[] = {&e};
     e.key = "k";
     e.value = "v";

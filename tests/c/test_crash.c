@@ -26,6 +26,7 @@
 #include "client/kiteq_client.h"
 #include "core/clock.h"
 #include "support/broker_proc.h"
+#include "support/client_util.h"
 #include "support/idset.h"
 #include "support/tmp_dir.h"
 
@@ -111,15 +112,7 @@ static void *producer_main(void *arg)
     struct producer *p = arg;
     static char body[BODY_LEN];
     memset(body, 'x', sizeof body);
-    struct kq_message m = {
-        .topic = "trade",
-        .message_type = "pay-succ",
-        .group_id = "",
-        .expired_time = -1,
-        .deliver_limit = -1,
-        .body = body,
-        .body_len = sizeof body,
-    };
+    struct kq_message m = trade_pay_message(body, sizeof body);
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (!p->stop && p->inflight >= p->window)
@@ -148,18 +141,8 @@ static void *producer_main(void *arg)
 static int client_open(struct kq_client **c, int port, const char *group, kq_on_message_fn fn,
                        void *ud)
 {
-    char addr[64], err[256] = "";
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    struct kq_client_options o = {.broker = addr,
-                                  .group_id = group,
-                                  .secret = TEST_SECRET,
-                                  .ack_timeout_ms = 5000,
-                                  .on_message = fn,
-                                  .ud = ud};
-    int rc = kq_client_open(&o, c, err, sizeof err);
-    if (rc)
-        print_message("client_open %s: %d %s\n", group, rc, err);
-    return rc;
+    struct kq_client_options o = {.ack_timeout_ms = 5000, .on_message = fn, .ud = ud};
+    return client_open_local(c, port, group, o);
 }
 
 static void producer_start(struct producer *p, int port, int window, struct idset *published,
@@ -571,13 +554,7 @@ static bool publish_once(void *ud)
     struct try_ctx *t = ud;
     static char body[BODY_LEN];
     memset(body, 'y', sizeof body);
-    struct kq_message m = {.topic = "trade",
-                           .message_type = "pay-succ",
-                           .group_id = "",
-                           .expired_time = -1,
-                           .deliver_limit = -1,
-                           .body = body,
-                           .body_len = sizeof body};
+    struct kq_message m = trade_pay_message(body, sizeof body);
     kq_generate_message_id(m.message_id);
     idset_add(W.published, m.message_id);
     struct kq_publish_result r;

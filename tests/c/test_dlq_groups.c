@@ -152,12 +152,7 @@ static void test_requeue_goes_to_who_failed(void **state)
 
     /* requeue: to s-trade-b only */
     assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s", admin_port, id), 0);
-    char got[33];
-    uint32_t op;
-    assert_int_equal(raw_recv_delivery(b, 5000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id);
-    raw_deliver_ack(b, op, got, true);
-    assert_int_equal(raw_sync(b), 0);
+    raw_take_delivery(b, id, 5000);
     int status;
     char path[64];
     snprintf(path, sizeof path, "/msg/%s", id);
@@ -179,10 +174,7 @@ static void test_requeue_goes_to_who_failed(void **state)
     assert_int_equal(cli_runf(NULL, "dlq requeue --admin 127.0.0.1:%d --id %s --group %s",
                               admin_port, id2, TEST_CONSUMER),
                      0);
-    assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id2);
-    raw_deliver_ack(a, op, got, true);
-    assert_int_equal(raw_sync(a), 0);
+    raw_take_delivery(a, id2, 5000);
     assert_int_equal(sent_after_requeue(id2, TEST_CONSUMER_B), 0);
     close(a);
     close(b);

@@ -37,12 +37,7 @@ static struct kq_binding fixture[] = {
 
 static struct kq_binding_set *fixture_set(void)
 {
-    struct kq_config cfg = {0};
-    cfg.bindings = fixture;
-    cfg.n_bindings = sizeof fixture / sizeof fixture[0];
-    struct kq_binding_set *s = kq_binding_set_from_config(&cfg);
-    assert_non_null(s);
-    return s;
+    return policy_binding_set(fixture, sizeof fixture / sizeof fixture[0]);
 }
 
 static struct kq_publish_view view(const char *type, const char *region, bool commit)

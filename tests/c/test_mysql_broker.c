@@ -35,6 +35,7 @@
 #include "store/mysql/mysql_store.h"
 #include "support/assert_text.h"
 #include "support/broker_proc.h"
+#include "support/client_util.h"
 #include "support/metrics_doc.h"
 #include "support/idset.h"
 #include "support/mariadb_service.h"
@@ -68,14 +69,9 @@ __attribute__((format(printf, 1, 2))) static long long sql_int(const char *fmt, 
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!E.c && !(E.c = connect_direct()))
             return -1;
-        if (mysql_query(E.c, sql) == 0) {
-            MYSQL_RES *r = mysql_store_result(E.c);
-            MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
-            long long v = row && row[0] ? atoll(row[0]) : -1;
-            if (r)
-                mysql_free_result(r);
+        long long v;
+        if (mariadb_query_int(E.c, sql, &v) == 0)
             return v;
-        }
         mysql_close(E.c);
         E.c = NULL;
     }
@@ -356,10 +352,7 @@ static void test_two_phase(void **state)
     a = connect_as(0, TEST_CONSUMER);
     assert_int_equal(raw_recv_delivery(a, 800, got, &op, NULL, 0), 0);
     raw_send_tx(prod, 0, id, "refund-tx", KQ_TX_COMMIT);
-    assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id);
-    raw_deliver_ack(a, op, got, true);
-    assert_int_equal(raw_sync(a), 0);
+    raw_take_delivery(a, id, 5000);
     close(a);
     close(prod);
 }
@@ -477,13 +470,7 @@ static void *producer_main(void *arg)
 {
     struct producer *p = arg;
     static const char body[256] = "load";
-    struct kq_message m = {.topic = "trade",
-                           .message_type = "pay-succ",
-                           .group_id = "",
-                           .expired_time = -1,
-                           .deliver_limit = -1,
-                           .body = body,
-                           .body_len = sizeof body};
+    struct kq_message m = trade_pay_message(body, sizeof body);
     for (;;) {
         pthread_mutex_lock(&p->mu);
         bool stop = p->stop;
@@ -519,19 +506,9 @@ static void *producer_main(void *arg)
 static int client_open(struct kq_client **c, int port, const char *group, kq_on_message_fn fn,
                        void *ud)
 {
-    char addr[64], err[256] = "";
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    struct kq_client_options o = {.broker = addr,
-                                  .group_id = group,
-                                  .secret = TEST_SECRET,
-                                  .ack_timeout_ms = 20000,
-                                  .reconnect = true,
-                                  .on_message = fn,
-                                  .ud = ud};
-    int rc = kq_client_open(&o, c, err, sizeof err);
-    if (rc)
-        print_message("client_open %s: %d %s\n", group, rc, err);
-    return rc;
+    struct kq_client_options o = {
+        .ack_timeout_ms = 20000, .reconnect = true, .on_message = fn, .ud = ud};
+    return client_open_local(c, port, group, o);
 }
 
 static void producer_start(struct producer *p, int port, struct idset *acked)
@@ -998,25 +975,6 @@ static bool admin_wait(int port, const char *path, const char *want, int ms)
     return false;
 }
 
-/* Wait until the broker's log holds needle n times. */
-static bool wait_log_n(struct broker_proc *bp, const char *needle, int n, int ms)
-{
-    uint64_t end = now_ms() + (uint64_t)ms;
-    do {
-        FILE *f = fopen(bp->log, "r");
-        char line[4096];
-        int seen = 0;
-        while (f && fgets(line, sizeof line, f))
-            seen += strstr(line, needle) != NULL;
-        if (f)
-            fclose(f);
-        if (seen >= n)
-            return true;
-        usleep(20000);
-    } while (now_ms() < end);
-    return false;
-}
-
 /* The server cannot be reached (reason: what the broker should say): within seconds every
  * way of asking says so, with the reason. */
 static void expect_unavailable(int prod, int ap, const char *reason, int nth)
@@ -1027,7 +985,7 @@ static void expect_unavailable(int prod, int ap, const char *reason, int nth)
     assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 0\n", 15000));
     print_message("%s: kiteq_store_available 0 after %llu ms\n", reason,
                   (unsigned long long)(now_ms() - t0));
-    assert_true(wait_log_n(&E.bp[0], "error mysql: store unavailable: ", nth, 1000));
+    assert_true(broker_wait_log_count(&E.bp[0], "error mysql: store unavailable: ", nth, 1000));
     snprintf(want, sizeof want, "store unavailable: %s", why);
     assert_true(broker_wait_log(&E.bp[0], want, 1000));
     snprintf(want, sizeof want, "\"store_unavailable\":\"%s\"", why);
@@ -1054,7 +1012,7 @@ static void expect_available(int prod, int ap, int nth)
     uint64_t t0 = now_ms();
     assert_true(admin_wait(ap, "/metrics", "\nkiteq_store_available 1\n", 15000));
     print_message("kiteq_store_available 1 after %llu ms\n", (unsigned long long)(now_ms() - t0));
-    assert_true(wait_log_n(&E.bp[0], "info mysql: store available again", nth, 1000));
+    assert_true(broker_wait_log_count(&E.bp[0], "info mysql: store available again", nth, 1000));
     char body[8192];
     assert_int_equal(admin_get(ap, "/stat", body, sizeof body), 200);
     assert_null(strstr(body, "store_unavailable"));

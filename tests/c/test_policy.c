@@ -60,12 +60,7 @@ static const char *const types[] = {
 
 static struct kq_binding_set *fixture_set(void)
 {
-    struct kq_config cfg = {0};
-    cfg.bindings = fixture;
-    cfg.n_bindings = sizeof fixture / sizeof fixture[0];
-    struct kq_binding_set *s = kq_binding_set_from_config(&cfg);
-    assert_non_null(s);
-    return s;
+    return policy_binding_set(fixture, sizeof fixture / sizeof fixture[0]);
 }
 
 static void assert_same_routes(struct kq_policy *a, struct kq_policy *b,

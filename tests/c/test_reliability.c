@@ -34,18 +34,26 @@ static int teardown(void **state)
     return broker_stop(&bp) == 0 ? 0 : -1;
 }
 
-static int connect_as(const char *group)
+static int connect_as(const char *group) { return raw_connect_as(bp.port, group, TEST_SECRET); }
+
+static void restart_broker(struct broker_proc *b, const char *const *extra)
 {
-    int fd = raw_connect(bp.port);
-    assert_true(fd >= 0);
-    assert_int_equal(raw_handshake(fd, group, TEST_SECRET), 1);
-    return fd;
+    assert_int_equal(broker_stop(b), 0);
+    assert_int_equal(broker_restart(b, extra), 0);
 }
 
-static void restart(void)
+static void restart(void) { restart_broker(&bp, NULL); }
+
+/* The broker's first transaction check on fd (within 5 s); *f keeps its opaque. */
+static Protocol__TxACKPacket *read_tx_check(int fd, struct kq_frame *f)
 {
-    assert_int_equal(broker_stop(&bp), 0);
-    assert_int_equal(broker_restart(&bp, NULL), 0);
+    uint8_t *buf;
+    assert_int_equal(raw_read_cmd(fd, KQ_CMD_TX_ACK, 5000, f, &buf), 1);
+    Protocol__TxACKPacket *t =
+        (Protocol__TxACKPacket *)kq_codec_unpack(f->cmd, f->body, (size_t)f->body_len);
+    free(buf);
+    assert_non_null(t);
+    return t;
 }
 
 static void test_restart_keeps_pending(void **state)
@@ -151,10 +159,7 @@ static void test_non_persistent_group_skips_offline(void **state)
     assert_int_equal(raw_recv_delivery(b, 2500, got, &op, NULL, 0), 0);
     /* online: it is delivered */
     assert_int_equal(raw_publish(prod, 2, &m, id, NULL, 0), 1);
-    assert_int_equal(raw_recv_delivery(b, 3000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id);
-    raw_deliver_ack(b, op, got, true);
-    assert_int_equal(raw_sync(b), 0);
+    raw_take_delivery(b, id, 3000);
     close(b);
     close(prod);
 }
@@ -213,31 +218,23 @@ static void test_two_phase_checks(void **state)
     (void)state;
     int prod = connect_as(TEST_PRODUCER);
     int a = connect_as(TEST_CONSUMER);
-    char id[33], got[33];
-    uint32_t op;
+    char id[33];
     struct raw_msg m = {.topic = "trade", .type = "refund-check", .commit = false};
     /* answered check: the broker asks after txCheckSeconds; we commit in the reply */
     assert_int_equal(raw_publish(prod, 1, &m, id, NULL, 0), 1);
     struct kq_frame f;
-    uint8_t *buf;
-    assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 5000, &f, &buf), 1);
-    Protocol__TxACKPacket *t =
-        (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
-    assert_non_null(t);
+    Protocol__TxACKPacket *t = read_tx_check(prod, &f);
     assert_int_equal(t->status, KQ_TX_UNKNOWN);
     assert_string_equal(t->feedback, "Server Check");
     assert_string_equal(t->header->messageid, id);
     assert_true(f.opaque != 0);
     raw_send_tx(prod, f.opaque, id, "refund-check", KQ_TX_COMMIT);
     kq_codec_free(&t->base);
-    free(buf);
-    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id);
-    raw_deliver_ack(a, op, got, true);
-    assert_int_equal(raw_sync(a), 0);
+    raw_take_delivery(a, id, 3000);
     /* unanswered: txMaxChecks = 2 checks, then dead-lettered with the reason */
     assert_int_equal(raw_publish(prod, 2, &m, id, NULL, 0), 1);
     for (int i = 0; i < 2; i++) {
+        uint8_t *buf;
         assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 6000, &f, &buf), 1);
         free(buf);
     }
@@ -270,21 +267,13 @@ static void test_two_phase_belongs_to_its_publisher(void **state)
     assert_int_equal(raw_sync(a), 0);
     /* the check (after txCheckSeconds) goes to the producer's group */
     struct kq_frame f;
-    uint8_t *buf;
-    assert_int_equal(raw_read_cmd(prod, KQ_CMD_TX_ACK, 5000, &f, &buf), 1);
-    Protocol__TxACKPacket *t =
-        (Protocol__TxACKPacket *)kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
-    assert_non_null(t);
+    Protocol__TxACKPacket *t = read_tx_check(prod, &f);
     assert_string_equal(t->header->messageid, id);
     assert_string_equal(t->header->groupid, TEST_PRODUCER);
     kq_codec_free(&t->base);
-    free(buf);
     assert_int_equal(raw_recv_delivery(a, 100, got, &op, NULL, 0), 0); /* still uncommitted */
     raw_send_tx(prod, f.opaque, id, "refund-owner", KQ_TX_COMMIT);
-    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id);
-    raw_deliver_ack(a, op, got, true);
-    assert_int_equal(raw_sync(a), 0);
+    raw_take_delivery(a, id, 3000);
     assert_true(broker_wait_log(&bp, "tx: answer ignored: id=", 1));
     close(a);
     close(prod);
@@ -297,18 +286,13 @@ static void test_delivery_first(void **state)
     char cfg[4096];
     broker_default_config(cfg, sizeof cfg, "file://./data", EXTRA " deliveryFirst = true,");
     assert_int_equal(broker_start(&df, cfg, NULL), 0);
-    int prod = raw_connect(df.port), a = raw_connect(df.port);
-    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
-    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
-    char id[33], got[33], fb[96];
-    uint32_t op;
+    int prod = raw_connect_as(df.port, TEST_PRODUCER, TEST_SECRET);
+    int a = raw_connect_as(df.port, TEST_CONSUMER, TEST_SECRET);
+    char id[33], fb[96];
     /* consumer online and acking: delivered, acked true, never stored */
     struct raw_msg m = {.topic = "trade", .type = "refund-df", .commit = true};
     assert_int_equal(raw_publish_nowait(prod, 1, &m, id), 0);
-    assert_int_equal(raw_recv_delivery(a, 3000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id);
-    raw_deliver_ack(a, op, got, true);
-    assert_int_equal(raw_sync(a), 0);
+    raw_take_delivery(a, id, 3000);
     /* the producer's ack comes after the consumer's: status true (the original said false) */
     assert_int_equal(raw_wait_store_ack(prod, 1, fb, sizeof fb), 1);
     assert_memory_equal(fb, "Store Result true", 17);
@@ -317,15 +301,10 @@ static void test_delivery_first(void **state)
     assert_int_equal(raw_publish(prod, 2, &m, id, fb, sizeof fb), 1);
     assert_memory_equal(fb, "Store Result true", 17);
     close(prod);
-    assert_int_equal(broker_stop(&df), 0);
-    assert_int_equal(broker_restart(&df, NULL), 0);
+    restart_broker(&df, NULL);
     assert_true(broker_wait_log(&df, "recovered pending=1", 1));
-    a = raw_connect(df.port);
-    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
-    assert_int_equal(raw_recv_delivery(a, 5000, got, &op, NULL, 0), 1);
-    assert_string_equal(got, id);
-    raw_deliver_ack(a, op, got, true);
-    assert_int_equal(raw_sync(a), 0);
+    a = raw_connect_as(df.port, TEST_CONSUMER, TEST_SECRET);
+    raw_take_delivery(a, id, 5000);
     close(a);
     assert_int_equal(broker_stop(&df), 0);
 }
@@ -339,18 +318,15 @@ static void test_cold_backlog_parked_and_delivered(void **state)
     char cfg[4096];
     broker_default_config(cfg, sizeof cfg, "file://./data", EXTRA " deliverWindow = 2,");
     assert_int_equal(broker_start(&cb, cfg, NULL), 0);
-    int prod = raw_connect(cb.port);
-    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    int prod = raw_connect_as(cb.port, TEST_PRODUCER, TEST_SECRET);
     char ids[40][33];
     struct raw_msg m = {.topic = "trade", .type = "refund-cold", .commit = true};
     for (int i = 0; i < 40; i++)
         assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
     close(prod);
-    assert_int_equal(broker_stop(&cb), 0);
-    assert_int_equal(broker_restart(&cb, NULL), 0);
+    restart_broker(&cb, NULL);
     assert_true(broker_wait_log(&cb, "recovered pending=40", 1));
-    int a = raw_connect(cb.port);
-    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    int a = raw_connect_as(cb.port, TEST_CONSUMER, TEST_SECRET);
     raw_drain_expect(a, ids, 40, 5000);
     close(a);
     assert_int_equal(broker_stop(&cb), 0);
@@ -368,15 +344,13 @@ static void test_cold_not_loaded_while_nobody_online(void **state)
     broker_default_config(cfg, sizeof cfg, "file://./data", EXTRA);
     const char *debug[] = {"-logLevel=debug", NULL};
     assert_int_equal(broker_start(&cb, cfg, debug), 0);
-    int prod = raw_connect(cb.port);
-    assert_int_equal(raw_handshake(prod, TEST_PRODUCER, TEST_SECRET), 1);
+    int prod = raw_connect_as(cb.port, TEST_PRODUCER, TEST_SECRET);
     char ids[3][33];
     struct raw_msg m = {.topic = "trade", .type = "refund-offline", .commit = true};
     for (int i = 0; i < 3; i++)
         assert_int_equal(raw_publish(prod, (uint32_t)i + 1, &m, ids[i], NULL, 0), 1);
     close(prod);
-    assert_int_equal(broker_stop(&cb), 0);
-    assert_int_equal(broker_restart(&cb, debug), 0);
+    restart_broker(&cb, debug);
     assert_true(broker_wait_log(&cb, "recovered pending=3", 1));
     for (int i = 0; i < 3; i++) { /* each one's first attempt after the restart ... */
         char needle[128];
@@ -384,8 +358,7 @@ static void test_cold_not_loaded_while_nobody_online(void **state)
         assert_true(broker_wait_log(&cb, needle, 5000));
     }
     assert_false(broker_wait_log(&cb, "loading id=", 0)); /* ... read nothing back */
-    int a = raw_connect(cb.port);
-    assert_int_equal(raw_handshake(a, TEST_CONSUMER, TEST_SECRET), 1);
+    int a = raw_connect_as(cb.port, TEST_CONSUMER, TEST_SECRET);
     raw_drain_expect(a, ids, 3, 5000);
     assert_true(broker_wait_log(&cb, "loading id=", 1));
     close(a);

@@ -61,47 +61,12 @@ static void start_broker(void)
     assert_int_equal(broker_launch(&bp, cfg, "127.0.0.1:0", NULL), 0);
 }
 
-/* One delivery within timeout_ms: 1 and its id, opaque and property `key` (malloc'd or
- * NULL; only when key != NULL), 0 on timeout. */
-static int recv_one(int fd, int timeout_ms, char id[33], uint32_t *opaque, const char *key,
-                    char **value)
-{
-    int64_t deadline = now_ms() + timeout_ms;
-    for (;;) {
-        struct kq_frame f;
-        uint8_t *body;
-        int64_t left = deadline - now_ms();
-        int rc = raw_read_frame(fd, left > 0 ? (int)left : 0, &f, &body);
-        if (rc <= 0)
-            return rc;
-        if (f.cmd != KQ_CMD_BYTES_MESSAGE && f.cmd != KQ_CMD_STRING_MESSAGE) {
-            free(body);
-            continue;
-        }
-        ProtobufCMessage *m = kq_codec_unpack(f.cmd, f.body, (size_t)f.body_len);
-        struct kq_message_view v;
-        assert_non_null(m);
-        assert_int_equal(kq_message_view(f.cmd, m, &v), 0);
-        snprintf(id, 33, "%s", v.header->messageid);
-        if (key) {
-            *value = NULL;
-            for (size_t i = 0; i < v.header->n_properties; i++)
-                if (strcmp(v.header->properties[i]->key, key) == 0)
-                    *value = strdup(v.header->properties[i]->value);
-        }
-        *opaque = f.opaque;
-        kq_codec_free(m);
-        free(body);
-        return 1;
-    }
-}
-
 /* Nothing arrives on fd for ms (a delivery would fail the test). */
 static void expect_nothing(int fd, int ms, const char *what)
 {
     char id[33];
     uint32_t op;
-    if (ms > 0 && recv_one(fd, ms, id, &op, NULL, NULL) == 1)
+    if (ms > 0 && raw_recv_delivery_prop(fd, ms, id, &op, NULL, NULL) == 1)
         fail_msg("%s: %s delivered too early", what, id);
 }
 
@@ -112,7 +77,8 @@ static int64_t expect_delivery(int fd, const char *want, int64_t deadline)
     char id[33], *at = NULL;
     uint32_t op;
     int64_t left = deadline - now_ms();
-    if (recv_one(fd, left > 0 ? (int)left : 1, id, &op, "x-kiteq-deliver-at", &at) != 1)
+    if (raw_recv_delivery_prop(fd, left > 0 ? (int)left : 1, id, &op, "x-kiteq-deliver-at", &at) !=
+        1)
         fail_msg("%s not delivered in time", want);
     assert_string_equal(id, want);
     int64_t due = at ? strtoll(at, NULL, 10) : 0;

@@ -333,20 +333,27 @@ static void on_done_check(void *ud, int status)
     c->f->done++;
 }
 
-static void test_callback_after_write(void **state)
+/* A committed message whose body is a marker string, to be found in the log file. */
+static struct kq_stored_msg marker_msg(int id, const char *marker)
 {
-    (void)state;
-    struct fx *f = fx_new(NULL);
-    struct cb_check c = {.f = f, .body_marker = "the-body-marker-0123456789"};
     struct kq_stored_msg m = {.cmd = 0x12,
                               .topic = "t",
                               .message_type = "x",
                               .publish_group = "g",
                               .commit = true,
                               .deliver_limit = 1};
-    make_id(m.id, 42);
-    m.body = (const uint8_t *)c.body_marker;
-    m.body_len = (uint32_t)strlen(c.body_marker);
+    make_id(m.id, id);
+    m.body = (const uint8_t *)marker;
+    m.body_len = (uint32_t)strlen(marker);
+    return m;
+}
+
+static void test_callback_after_write(void **state)
+{
+    (void)state;
+    struct fx *f = fx_new(NULL);
+    struct cb_check c = {.f = f, .body_marker = "the-body-marker-0123456789"};
+    struct kq_stored_msg m = marker_msg(42, c.body_marker);
     assert_int_equal(f->s->ops->save(f->s, &m, on_done_check, &c), 0);
     assert_int_equal(f->done, 0); /* never synchronously */
     assert_true(wait_for(f, &f->done, 1, 5000));
@@ -397,15 +404,7 @@ static void test_group_next_without_loop(void **state)
     struct fx *f = fx_new("fsync=group");
     const char *markers[2] = {"first-batch-marker-4711", "second-batch-marker-4712"};
     for (int i = 0; i < 2; i++) {
-        struct kq_stored_msg m = {.cmd = 0x12,
-                                  .topic = "t",
-                                  .message_type = "x",
-                                  .publish_group = "g",
-                                  .commit = true,
-                                  .deliver_limit = 1};
-        make_id(m.id, 100 + i);
-        m.body = (const uint8_t *)markers[i];
-        m.body_len = (uint32_t)strlen(markers[i]);
+        struct kq_stored_msg m = marker_msg(100 + i, markers[i]);
         assert_int_equal(f->s->ops->save(f->s, &m, on_done, f), 0);
         /* one iteration: seals this save's batch and hands it to the writer (the first
          * one creates the segment: a directory fsync and an fdatasync, still running) */
@@ -720,46 +719,22 @@ static void damage_middle(bool older, enum mid_damage how)
     fx_free(f);
 }
 
-static void test_damage_newest_body(void **s)
+/* The eight damage_middle cases, one test each: older or newest segment x kind of damage. */
+struct mid_case {
+    bool older;
+    enum mid_damage how;
+};
+
+static void test_damage_middle(void **state)
 {
-    (void)s;
-    damage_middle(false, FLIP_BODY);
+    const struct mid_case *c = *state;
+    damage_middle(c->older, c->how);
 }
-static void test_damage_newest_length(void **s)
-{
-    (void)s;
-    damage_middle(false, FLIP_LENGTH);
-}
-static void test_damage_newest_zeroed(void **s)
-{
-    (void)s;
-    damage_middle(false, ZEROED);
-}
-static void test_damage_newest_inserted(void **s)
-{
-    (void)s;
-    damage_middle(false, INSERTED);
-}
-static void test_damage_older_body(void **s)
-{
-    (void)s;
-    damage_middle(true, FLIP_BODY);
-}
-static void test_damage_older_length(void **s)
-{
-    (void)s;
-    damage_middle(true, FLIP_LENGTH);
-}
-static void test_damage_older_zeroed(void **s)
-{
-    (void)s;
-    damage_middle(true, ZEROED);
-}
-static void test_damage_older_inserted(void **s)
-{
-    (void)s;
-    damage_middle(true, INSERTED);
-}
+
+#define DAMAGE_MIDDLE_TEST(name, older, how)                                                       \
+    {                                                                                              \
+        "test_damage_" name, test_damage_middle, NULL, NULL, &(struct mid_case) { older, how }     \
+    }
 
 /* Message 100's body ends with a valid record: a REMOVE of message 50 with sequence number
  * fake_seq. Normally it is skipped as part of its SAVE; when that SAVE is damaged, the fake
@@ -1260,14 +1235,25 @@ static void unmount_tiny_disk(const char *mnt)
 }
 
 /* A fixture whose store lives on the tiny file system mounted at mnt. */
-static struct fx *store_on_disk(const char *mnt)
+static struct fx *store_on_disk(const char *mnt, const char *params)
 {
     struct fx *f = calloc(1, sizeof *f);
     uv_loop_init(&f->loop);
     snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
-    snprintf(f->uri, sizeof f->uri, "file://%s", f->dir);
+    snprintf(f->uri, sizeof f->uri, "file://%s%s%s", f->dir, params ? "?" : "",
+             params ? params : "");
     store_open(f);
     return f;
+}
+
+/* Close the store, remove it and unmount the disk it was on. */
+static void store_off_disk(struct fx *f, const char *mnt)
+{
+    store_close(f);
+    uv_loop_close(&f->loop);
+    tmp_dir_remove(f->dir);
+    free(f);
+    unmount_tiny_disk(mnt);
 }
 
 /* Fill the file system mounted at mnt to the last block. */
@@ -1296,7 +1282,7 @@ static void test_disk_full(void **state)
     char mnt[] = "/tmp/kq-full-XXXXXX";
     if (!mount_tiny_disk(mnt))
         skip();
-    struct fx *f = store_on_disk(mnt);
+    struct fx *f = store_on_disk(mnt, NULL);
     assert_int_equal(save_range(f, 0, 20), 0);
     fill_disk(mnt);
     kq_log_set_level(KQ_LOG_ERROR + 1);
@@ -1322,11 +1308,7 @@ static void test_disk_full(void **state)
     assert_int_equal(l->ids[18], 19);
     assert_int_equal(l->ids[19], 30);
     free(l);
-    store_close(f);
-    uv_loop_close(&f->loop);
-    tmp_dir_remove(f->dir);
-    free(f);
-    unmount_tiny_disk(mnt);
+    store_off_disk(f, mnt);
 }
 
 /* A disk filled by the log itself: draining every message must give the space back
@@ -1337,11 +1319,7 @@ static void test_disk_full_drain_recovers(void **state)
     char mnt[] = "/tmp/kq-full-XXXXXX";
     if (!mount_tiny_disk(mnt))
         skip();
-    struct fx *f = calloc(1, sizeof *f);
-    uv_loop_init(&f->loop);
-    snprintf(f->dir, sizeof f->dir, "%s/store", mnt);
-    snprintf(f->uri, sizeof f->uri, "file://%s?segment_kb=64", f->dir);
-    store_open(f);
+    struct fx *f = store_on_disk(mnt, "segment_kb=64");
     kq_log_set_level(KQ_LOG_ERROR + 1);
     int n = 0;
     while (f->failed == 0 && n < 10000) {
@@ -1370,11 +1348,7 @@ static void test_disk_full_drain_recovers(void **state)
     assert_int_equal(l->n, 10);
     assert_int_equal(l->ids[0], 20000);
     free(l);
-    store_close(f);
-    uv_loop_close(&f->loop);
-    tmp_dir_remove(f->dir);
-    free(f);
-    unmount_tiny_disk(mnt);
+    store_off_disk(f, mnt);
 }
 
 /* Until the writer has handed a batch back (white box: its done list). */
@@ -1402,7 +1376,7 @@ static void test_disk_full_batches_in_flight(void **state)
     char mnt[] = "/tmp/kq-full-XXXXXX";
     if (!mount_tiny_disk(mnt))
         skip();
-    struct fx *f = store_on_disk(mnt);
+    struct fx *f = store_on_disk(mnt, NULL);
     assert_int_equal(save_range(f, 0, 10), 0);
     fill_disk(mnt);
     kq_log_set_level(KQ_LOG_ERROR + 1);
@@ -1446,11 +1420,7 @@ static void test_disk_full_batches_in_flight(void **state)
         assert_int_equal(l->ids[i], want[i]);
     assert_int_equal(l->attempts[1], 2); /* B's state, written after A's */
     free(l);
-    store_close(f);
-    uv_loop_close(&f->loop);
-    tmp_dir_remove(f->dir);
-    free(f);
-    unmount_tiny_disk(mnt);
+    store_off_disk(f, mnt);
 }
 
 /* ---- URIs -------------------------------------------------------------------------------- */
@@ -1554,14 +1524,14 @@ int main(void)
         cmocka_unit_test(test_corrupt_garbage),
         cmocka_unit_test(test_corrupt_truncated),
         cmocka_unit_test(test_corrupt_flipped),
-        cmocka_unit_test(test_damage_newest_body),
-        cmocka_unit_test(test_damage_newest_length),
-        cmocka_unit_test(test_damage_newest_zeroed),
-        cmocka_unit_test(test_damage_newest_inserted),
-        cmocka_unit_test(test_damage_older_body),
-        cmocka_unit_test(test_damage_older_length),
-        cmocka_unit_test(test_damage_older_zeroed),
-        cmocka_unit_test(test_damage_older_inserted),
+        DAMAGE_MIDDLE_TEST("newest_body", false, FLIP_BODY),
+        DAMAGE_MIDDLE_TEST("newest_length", false, FLIP_LENGTH),
+        DAMAGE_MIDDLE_TEST("newest_zeroed", false, ZEROED),
+        DAMAGE_MIDDLE_TEST("newest_inserted", false, INSERTED),
+        DAMAGE_MIDDLE_TEST("older_body", true, FLIP_BODY),
+        DAMAGE_MIDDLE_TEST("older_length", true, FLIP_LENGTH),
+        DAMAGE_MIDDLE_TEST("older_zeroed", true, ZEROED),
+        DAMAGE_MIDDLE_TEST("older_inserted", true, INSERTED),
         cmocka_unit_test(test_damage_fake_record_body),
         cmocka_unit_test(test_damage_fake_record_header),
         cmocka_unit_test(test_damage_lost_remove_then_same_id),

@@ -61,16 +61,8 @@ __attribute__((format(printf, 1, 2))) static long long sql_int(const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(sql, sizeof sql, fmt, ap);
     va_end(ap);
-    if (mysql_query(E.c, sql)) {
-        fprintf(stderr, "SQL failed: %s\n  %s\n", mysql_error(E.c), sql);
-        return -1;
-    }
-    MYSQL_RES *r = mysql_store_result(E.c);
-    MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
-    long long v = row && row[0] ? atoll(row[0]) : -1;
-    if (r)
-        mysql_free_result(r);
-    return v;
+    long long v;
+    return mariadb_query_int(E.c, sql, &v) == 0 ? v : -1;
 }
 
 /* First column of the first row as text into out. */

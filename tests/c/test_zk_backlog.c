@@ -36,31 +36,14 @@ static struct broker_proc bp;
 
 static uint64_t now_ms(void) { return kq_mono_us() / 1000; }
 
-static void bind_path(char *out, size_t len, const char *group)
-{
-    snprintf(out, len, "/kiteq/sub/%s/%s-bind", T, group);
-}
-
-/* A group's bindings, written exactly as the original clients do (spec §5.1). */
+/* A group's direct binding of pay-succ, written as the original clients do; when it was. */
 static uint64_t write_bind(const char *group)
 {
-    char json[512], path[256];
-    snprintf(json, sizeof json,
-             "[{\"groupId\":\"%s\",\"topic\":\"%s\",\"messageType\":\"pay-succ\",\"bindType\":0,"
-             "\"version\":\"1.0.0\",\"watermark\":1000,\"persistent\":true}]",
-             group, T);
-    bind_path(path, sizeof path, group);
-    assert_int_equal(zk_test_write(zh, path, json), ZOK);
+    zk_test_write_binding(zh, T, group, "pay-succ", 0);
     return now_ms();
 }
 
-static void delete_bind(const char *group)
-{
-    char path[256];
-    bind_path(path, sizeof path, group);
-    int rc = zoo_delete(zh, path, -1);
-    assert_true(rc == ZOK || rc == ZNONODE);
-}
+static void delete_bind(const char *group) { zk_test_delete_binding(zh, T, group); }
 
 /* Wait (in the log since the broker's last start) for it to apply the group's bindings. */
 static void wait_bindings_applied(const char *group)

@@ -213,30 +213,12 @@ static bool wait_binds(int port, const char *group, const char *mtype, int bind_
 
 /* ---- ZooKeeper --------------------------------------------------------------------------- */
 
-static void bind_path(char *out, size_t len, const char *group)
-{
-    snprintf(out, len, "/kiteq/sub/%s/%s-bind", T, group);
-}
-
-/* Write a group's bindings exactly as the original clients do (Go encoding/json). */
 static void write_bind(const char *group, const char *mtype, int bind_type)
 {
-    char json[512], path[256];
-    snprintf(json, sizeof json,
-             "[{\"groupId\":\"%s\",\"topic\":\"%s\",\"messageType\":\"%s\",\"bindType\":%d,"
-             "\"version\":\"1.0.0\",\"watermark\":1000,\"persistent\":true}]",
-             group, T, mtype, bind_type);
-    bind_path(path, sizeof path, group);
-    assert_int_equal(zk_test_write(zh, path, json), ZOK);
+    zk_test_write_binding(zh, T, group, mtype, bind_type);
 }
 
-static void delete_bind(const char *group)
-{
-    char path[256];
-    bind_path(path, sizeof path, group);
-    int rc = zoo_delete(zh, path, -1);
-    assert_true(rc == ZOK || rc == ZNONODE);
-}
+static void delete_bind(const char *group) { zk_test_delete_binding(zh, T, group); }
 
 /* One node as a line of tests/golden/zk-tree.txt: path, type, dataLength, numChildren, data
  * (printable ASCII only in our nodes, quoted like Go's %q for those). */
@@ -580,7 +562,7 @@ static void test_bindings_route(void **state)
 
     /* malformed JSON keeps the last good bindings */
     char path[256];
-    bind_path(path, sizeof path, TEST_CONSUMER_B);
+    zk_test_bind_path(path, sizeof path, T, TEST_CONSUMER_B);
     assert_int_equal(zk_test_write(zh, path, "[{\"groupId\":\"s-trade-b\",\"topic\":"), ZOK);
     assert_true(broker_wait_log(&b.p, "malformed bindings", 10000));
     assert_true(wait_binds(b.admin, TEST_CONSUMER_B, "pay-succ", 0, 1000));

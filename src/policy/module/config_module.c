@@ -60,25 +60,8 @@ static void push_config(lua_State *L, const struct kq_config *c)
     lua_setfield(L, -2, "adminToken"); /* set or not; the token itself stays here */
     lua_pushboolean(L, c->delivery_first);
     lua_setfield(L, -2, "deliveryFirst");
-    const struct {
-        const char *key;
-        int value;
-    } ints[] = {
-        {"deliverySeconds", c->delivery_seconds},
-        {"maxDeliverWorkers", c->max_deliver_workers},
-        {"recoverSeconds", c->recover_seconds},
-        {"recievePermitsPerSecond", c->recieve_permits_per_second},
-        {"dlqExecHour", c->dlq_exec_hour},
-        {"heartbeatTimeoutSeconds", c->heartbeat_timeout_seconds},
-        {"maxConnections", c->max_connections},
-        {"txCheckSeconds", c->tx_check_seconds},
-        {"txMaxChecks", c->tx_max_checks},
-        {"deliverWindow", c->deliver_window},
-        {"takeoverSeconds", c->takeover_seconds},
-        {"messageHistory", c->message_history},
-    };
-    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
-        set_number(L, ints[i].key, ints[i].value);
+    for (size_t i = 0; i < kq_config_n_ints; i++)
+        set_number(L, kq_config_ints[i].key, kq_config_int_value(c, &kq_config_ints[i]));
     lua_createtable(L, (int)c->n_topics, 0);
     for (size_t i = 0; i < c->n_topics; i++) {
         lua_pushstring(L, c->topics[i]);

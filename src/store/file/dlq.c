@@ -39,24 +39,27 @@ int fs_dlq_page(struct kq_store *base, const char *topic, const char *after, siz
     return kq_dlq_index_page(&s->dlq, topic, after, max, read_page_item, s, item, done, ud);
 }
 
-static struct fs_dead *lookup(struct fs_store *s, const char *id)
+/* Finds and reads the dead letter of id and hands it to cb; *d is its entry. 0, -ENOENT or
+ * read_dead's error (cb not called then). */
+static int give_letter(struct fs_store *s, const char *id, kq_store_dlq_one_cb cb, void *ud,
+                       struct fs_dead **d)
 {
     char key[KQ_ID_LEN + 1];
-    return fs_id_key(id, key) ? fs_find_dead(s, key) : NULL;
-}
-
-int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud)
-{
-    struct fs_store *s = (struct fs_store *)base;
-    struct fs_dead *d = lookup(s, id);
-    if (!d)
+    *d = fs_id_key(id, key) ? fs_find_dead(s, key) : NULL;
+    if (!*d)
         return -ENOENT;
     struct kq_dead_letter dl;
-    int rc = read_dead(s, d, &dl);
+    int rc = read_dead(s, *d, &dl);
     if (rc)
         return rc;
     cb(ud, 0, &dl);
     return 0;
+}
+
+int fs_dlq_get(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud)
+{
+    struct fs_dead *d;
+    return give_letter((struct fs_store *)base, id, cb, ud, &d);
 }
 
 int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, void *ud)
@@ -64,16 +67,12 @@ int fs_dlq_take(struct kq_store *base, const char *id, kq_store_dlq_one_cb cb, v
     struct fs_store *s = (struct fs_store *)base;
     if (s->closing)
         return -ESHUTDOWN;
-    struct fs_dead *d = lookup(s, id);
-    if (!d)
-        return -ENOENT;
-    struct kq_dead_letter dl;
-    int rc = read_dead(s, d, &dl);
+    struct fs_dead *d;
+    int rc = give_letter(s, id, cb, ud, &d);
     if (rc)
         return rc;
     /* The record may live in the scratch buffer or the open batch: append the DLQ_DEL only
      * after the callback. If that fails the letter stays (a duplicate later, never a loss). */
-    cb(ud, 0, &dl);
     if ((rc = fs_append_id(s, FS_DLQ_DEL, true, d->id))) {
         KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
                            "dead letter id=%s taken but kept in the "

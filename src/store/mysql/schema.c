@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
 #include "store/mysql/schema.h"
 
 int kq_mysql_shardnum_valid(int shardnum)
@@ -11,21 +12,12 @@ int kq_mysql_shardnum_valid(int shardnum)
     return shardnum > 0 && shardnum <= KQ_MYSQL_SHARD_SEED && KQ_MYSQL_SHARD_SEED % shardnum == 0;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return 0; /* the original falls back to shard 0 when the digit does not parse */
-}
-
 void kq_mysql_shard(const char *id, int shardnum, int *db, int *table)
 {
     size_t n = id ? strlen(id) : 0;
-    int h = n ? hex_value(id[n - 1]) : 0;
+    int h = n ? kq_hex_digit(id[n - 1]) : 0;
+    if (h < 0)
+        h = 0; /* the original falls back to shard 0 when the digit does not parse */
     int hash_num = KQ_MYSQL_SHARD_SEED / shardnum;
     *db = h / hash_num;
     *table = h % hash_num;

@@ -15,6 +15,29 @@ static cJSON *hist_json(const struct bench_hist *h)
     return j;
 }
 
+double bench_rate(uint64_t count, uint64_t t_from_ns, uint64_t t_last_ns)
+{
+    return t_last_ns > t_from_ns ? (double)count * 1e9 / (double)(t_last_ns - t_from_ns) : 0;
+}
+
+void bench_report_strings(cJSON *j, const char *name, const char *const *v, size_t n)
+{
+    cJSON *a = cJSON_AddArrayToObject(j, name);
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(v[i]));
+}
+
+void bench_report_run(cJSON *j, uint32_t run_id, double elapsed_s, double publish_s, uint64_t sent,
+                      uint64_t acked_ok, uint64_t ack_failures)
+{
+    cJSON_AddNumberToObject(j, "runId", (double)run_id);
+    cJSON_AddNumberToObject(j, "elapsedSec", elapsed_s);
+    cJSON_AddNumberToObject(j, "publishSec", publish_s);
+    cJSON_AddNumberToObject(j, "sent", (double)sent);
+    cJSON_AddNumberToObject(j, "ackedOk", (double)acked_ok);
+    cJSON_AddNumberToObject(j, "ackFailures", (double)ack_failures);
+}
+
 void bench_report_rates(cJSON *j, double ack_rate, double e2e_rate, const struct bench_hist *ack,
                         const struct bench_hist *deliv)
 {

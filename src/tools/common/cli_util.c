@@ -35,3 +35,12 @@ bool cli_is_hostport(const char *s)
 bool cli_is_printable_utf8(const uint8_t *p, size_t n) { return kq_text_printable(p, n); }
 
 char *cli_base64(const uint8_t *p, size_t n) { return kq_base64(p, n); }
+
+void cli_block_stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}

@@ -1,6 +1,7 @@
 /* Small helpers shared by the command-line tools (kiteq-cli, kiteq-bench, ...). */
 #ifndef KQ_TOOLS_CLI_UTIL_H
 #define KQ_TOOLS_CLI_UTIL_H
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,10 @@ bool cli_is_hostport(const char *s);
 /* True when p[0..n) is valid UTF-8 without control characters (tab, CR, LF allowed):
  * such a body can be shown as a JSON string. */
 bool cli_is_printable_utf8(const uint8_t *p, size_t n);
+
+/* Blocks SIGINT and SIGTERM (the set, for sigtimedwait, in *set) in the calling thread and
+ * the threads it starts afterwards, and ignores SIGPIPE. */
+void cli_block_stop_signals(sigset_t *set);
 
 /* Standard base64 with padding; malloc'd, NUL-terminated; NULL on ENOMEM. */
 char *cli_base64(const uint8_t *p, size_t n);

@@ -86,6 +86,18 @@ enum cmp_next_result cmp_next(struct cmp_producer *p, uint64_t now, uint64_t *se
     return CMP_SEND;
 }
 
+bool cmp_next_body(struct cmp_producer *p, uint64_t *seq, uint64_t *t_ns, int64_t *wait_ns,
+                   bool *done)
+{
+    enum cmp_next_result r = cmp_next(p, cmp_now_ns(), seq, t_ns, wait_ns);
+    if (r == CMP_DONE)
+        *done = true;
+    if (r != CMP_SEND)
+        return false;
+    cmp_fill_body(p, *seq, *t_ns);
+    return true;
+}
+
 void cmp_fill_body(struct cmp_producer *p, uint64_t seq, uint64_t t_ns)
 {
     struct body_hdr h = {.run_id = p->b->run_id, .seq = seq, .t_ns = t_ns};
@@ -175,9 +187,7 @@ static void print_summary(struct cmp_bench *b, const struct summary *s)
     cJSON *j = cJSON_CreateObject(), *c = cJSON_AddObjectToObject(j, "config");
     cJSON_AddStringToObject(c, "tool", b->prog);
     cJSON_AddStringToObject(c, "server", o->server);
-    cJSON *cg = cJSON_AddArrayToObject(c, "consumerGroups");
-    for (size_t i = 0; i < o->ncgroups; i++)
-        cJSON_AddItemToArray(cg, cJSON_CreateString(o->cgroups[i]));
+    bench_report_strings(c, "consumerGroups", o->cgroups, o->ncgroups);
     cJSON_AddNumberToObject(c, "producers", (double)o->producers);
     cJSON_AddNumberToObject(c, "inflight", (double)o->inflight);
     cJSON_AddNumberToObject(c, "consumers", (double)o->consumers);
@@ -185,12 +195,8 @@ static void print_summary(struct cmp_bench *b, const struct summary *s)
     cJSON_AddNumberToObject(c, "size", (double)o->size);
     cJSON_AddNumberToObject(c, "rate", (double)o->rate);
     cJSON_AddNumberToObject(c, "warmupSec", (double)o->warmup);
-    cJSON_AddNumberToObject(j, "runId", (double)b->run_id);
-    cJSON_AddNumberToObject(j, "elapsedSec", s->elapsed_s);
-    cJSON_AddNumberToObject(j, "publishSec", s->publish_s);
-    cJSON_AddNumberToObject(j, "sent", (double)atomic_load(&b->sent));
-    cJSON_AddNumberToObject(j, "ackedOk", (double)atomic_load(&b->acked_ok));
-    cJSON_AddNumberToObject(j, "ackFailures", (double)atomic_load(&b->acked_fail));
+    bench_report_run(j, b->run_id, s->elapsed_s, s->publish_s, atomic_load(&b->sent),
+                     atomic_load(&b->acked_ok), atomic_load(&b->acked_fail));
     cJSON *d = cJSON_AddObjectToObject(j, "delivered");
     for (size_t i = 0; i < o->ncgroups; i++)
         cJSON_AddNumberToObject(d, b->groups[i].name, (double)atomic_load(&b->groups[i].delivered));
@@ -276,11 +282,7 @@ static int run(int argc, char **argv, const struct cmp_driver *d)
         return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     const struct cmp_opts *o = &b->o;
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cli_block_stop_signals(&sigs);
 
     b->run_id = (uint32_t)(getpid() ^ (uint32_t)cmp_now_ns());
     size_t ncons = o->ncgroups * (size_t)o->consumers;
@@ -374,11 +376,9 @@ static int run(int argc, char **argv, const struct cmp_driver *d)
     }
     s.elapsed_s = (double)(t_end - b->t0) / 1e9;
     s.publish_s = (double)(t_pub_end - b->t0) / 1e9;
-    uint64_t la = atomic_load(&b->last_ack_ns), ld = atomic_load(&b->last_deliv_ns);
-    if (la > b->t_measure)
-        s.ack_rate = (double)atomic_load(&b->acked_measured) * 1e9 / (double)(la - b->t_measure);
-    if (ld > b->t_measure)
-        s.e2e_rate = (double)s.delivered * 1e9 / (double)(ld - b->t_measure);
+    s.ack_rate =
+        bench_rate(atomic_load(&b->acked_measured), b->t_measure, atomic_load(&b->last_ack_ns));
+    s.e2e_rate = bench_rate(s.delivered, b->t_measure, atomic_load(&b->last_deliv_ns));
     uint64_t acked = atomic_load(&b->acked_ok);
     if (s.have_proc && acked)
         s.cpu_us_per_msg = (s.end.cpu_sec - s.before.cpu_sec) * 1e6 / (double)acked;

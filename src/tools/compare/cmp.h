@@ -100,6 +100,10 @@ enum cmp_next_result { CMP_SEND, CMP_WAIT, CMP_DONE };
 enum cmp_next_result cmp_next(struct cmp_producer *p, uint64_t now, uint64_t *seq, uint64_t *t_ns,
                               int64_t *wait_ns);
 void cmp_fill_body(struct cmp_producer *p, uint64_t seq, uint64_t t_ns);
+/* cmp_next now, and cmp_fill_body when it says CMP_SEND: true then, with *seq and *t_ns to
+ * send; false to wait *wait_ns, or with *done set on CMP_DONE. */
+bool cmp_next_body(struct cmp_producer *p, uint64_t *seq, uint64_t *t_ns, int64_t *wait_ns,
+                   bool *done);
 void cmp_sent(struct cmp_producer *p);
 /* The server confirmed (ok) or refused message seq published at t_ns. */
 void cmp_acked(struct cmp_producer *p, uint64_t seq, uint64_t t_ns, bool ok);

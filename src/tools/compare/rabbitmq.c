@@ -162,14 +162,8 @@ static void *producer(void *arg)
         int64_t wait = -1;
         while (!done && w.next - w.low < w.size) {
             uint64_t seq, t;
-            enum cmp_next_result r = cmp_next(p, cmp_now_ns(), &seq, &t, &wait);
-            if (r == CMP_WAIT)
+            if (!cmp_next_body(p, &seq, &t, &wait, &done))
                 break;
-            if (r == CMP_DONE) {
-                done = true;
-                break;
-            }
-            cmp_fill_body(p, seq, t);
             *SLOT(&w, w.next) = (struct slot){seq, t, true};
             w.next++;
             cmp_sent(p);

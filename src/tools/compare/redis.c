@@ -69,14 +69,8 @@ static void *producer(void *arg)
         int64_t wait = -1;
         while (!done && n < window) {
             uint64_t seq, t;
-            enum cmp_next_result r = cmp_next(p, cmp_now_ns(), &seq, &t, &wait);
-            if (r == CMP_WAIT)
+            if (!cmp_next_body(p, &seq, &t, &wait, &done))
                 break;
-            if (r == CMP_DONE) {
-                done = true;
-                break;
-            }
-            cmp_fill_body(p, seq, t);
             redisAppendCommand(c, "XADD %s * d %b", STREAM, p->body, (size_t)b->o.size);
             ring[(head + n++) % window] = (struct slot){seq, t};
             cmp_sent(p);

@@ -231,6 +231,17 @@ int broker_log_count(const struct broker_proc *bp, const char *needle)
     return n;
 }
 
+bool broker_wait_log_count(const struct broker_proc *bp, const char *needle, int n, int timeout_ms)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    do {
+        if (broker_log_count(bp, needle) >= n)
+            return true;
+        usleep(20000);
+    } while (now_ms() < end);
+    return false;
+}
+
 bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms)
 {
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
@@ -572,8 +583,11 @@ int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen)
     return st;
 }
 
-int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *out,
-                      size_t outlen)
+/* raw_recv_delivery and raw_recv_delivery_prop: the body into out (when out), property key's
+ * value into *value (when key). A delivery that does not decode returns -1, or fails the
+ * running test when strict. */
+static int recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *out,
+                         size_t outlen, const char *key, char **value, bool strict)
 {
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
     for (;;) {
@@ -592,16 +606,36 @@ int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, cha
         if (!m || kq_message_view(f.cmd, m, &v) != 0) {
             free(body);
             kq_codec_free(m);
+            if (strict)
+                fail_msg("a delivery that does not decode (cmd %d)", f.cmd);
             return -1;
         }
         snprintf(id, 33, "%s", v.header->messageid);
         if (out)
             snprintf(out, outlen, "%.*s", (int)v.body_len, (const char *)v.body);
+        if (key) {
+            *value = NULL;
+            for (size_t i = 0; i < v.header->n_properties; i++)
+                if (strcmp(v.header->properties[i]->key, key) == 0)
+                    *value = strdup(v.header->properties[i]->value);
+        }
         *opaque = f.opaque;
         kq_codec_free(m);
         free(body);
         return 1;
     }
+}
+
+int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *out,
+                      size_t outlen)
+{
+    return recv_delivery(fd, timeout_ms, id, opaque, out, outlen, NULL, NULL, false);
+}
+
+int raw_recv_delivery_prop(int fd, int timeout_ms, char id[33], uint32_t *opaque, const char *key,
+                           char **value)
+{
+    return recv_delivery(fd, timeout_ms, id, opaque, NULL, 0, key, value, true);
 }
 
 int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok)
@@ -679,6 +713,16 @@ int raw_sync(int fd)
         if (f.opaque == op)
             return 0;
     }
+}
+
+void raw_take_delivery(int fd, const char *id, int timeout_ms)
+{
+    char got[33];
+    uint32_t op;
+    assert_int_equal(raw_recv_delivery(fd, timeout_ms, got, &op, NULL, 0), 1);
+    assert_string_equal(got, id);
+    raw_deliver_ack(fd, op, got, true);
+    assert_int_equal(raw_sync(fd), 0);
 }
 
 void raw_drain_expect(int fd, char ids[][33], int n, int timeout_ms)

@@ -43,6 +43,8 @@ int broker_stop(struct broker_proc *bp);
 void broker_kill9(struct broker_proc *bp);
 /* Lines of the broker's whole log that contain needle. */
 int broker_log_count(const struct broker_proc *bp, const char *needle);
+/* Wait until at least n lines of the whole log contain needle. */
+bool broker_wait_log_count(const struct broker_proc *bp, const char *needle, int n, int timeout_ms);
 /* Wait until `needle` appears in the log (after what was seen before). */
 bool broker_wait_log(struct broker_proc *bp, const char *needle, int timeout_ms);
 /* Run `build/kiteq ARGS...` (args NULL-terminated) in dir until it exits (at most
@@ -99,6 +101,10 @@ int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen);
 /* Receive a delivery (0x11/0x12); fills id and opaque; returns 1, 0 timeout, -1 closed. */
 int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *body,
                       size_t bodylen);
+/* The same, with the value of property key (malloc'd, NULL when absent) instead of the body
+ * (key NULL: none); a delivery that does not decode fails the running cmocka test. */
+int raw_recv_delivery_prop(int fd, int timeout_ms, char id[33], uint32_t *opaque, const char *key,
+                           char **value);
 int raw_deliver_ack(int fd, uint32_t opaque, const char *id, bool ok);
 /* TxACKPacket for message id (topic "trade", group p-trade) with status 1 commit / 2 rollback. */
 /* VmRSS of a process in kB, or -1. */
@@ -112,6 +118,9 @@ int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int s
 /* Heartbeat round trip: everything sent before on fd has been processed by the broker.
  * Other frames arriving meanwhile are dropped. 0 or -1. */
 int raw_sync(int fd);
+/* Receive one delivery within timeout_ms, check that it is message id, ack it and raw_sync.
+ * Fails the running cmocka test otherwise. */
+void raw_take_delivery(int fd, const char *id, int timeout_ms);
 /* Receive until each of ids[0..n) was delivered (each wait at most timeout_ms), ack every
  * delivery, then raw_sync. Fails the running cmocka test otherwise. */
 void raw_drain_expect(int fd, char ids[][33], int n, int timeout_ms);

@@ -1,6 +1,8 @@
 #include "support/golden.h"
 #include "support/test_files.h"
 
+#include "core/text.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,17 +28,6 @@ cJSON *golden_load(const char *name)
     return arr;
 }
 
-static int nib(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 uint8_t *golden_hex(const char *hex, size_t *len)
 {
     uint8_t *out = malloc(strlen(hex) / 2 + 1);
@@ -47,7 +38,7 @@ uint8_t *golden_hex(const char *hex, size_t *len)
     for (const char *p = hex; *p; p++) {
         if (*p == ' ' || *p == '|')
             continue;
-        int v = nib(*p);
+        int v = kq_hex_digit(*p);
         if (v < 0) {
             free(out);
             return NULL;

@@ -133,3 +133,17 @@ void mariadb_service_drop_shards(MYSQL *c, const char *db, int shards)
             mysql_free_result(mysql_store_result(c));
     }
 }
+
+int mariadb_query_int(MYSQL *c, const char *sql, long long *v)
+{
+    if (mysql_query(c, sql)) {
+        fprintf(stderr, "SQL failed: %s\n  %s\n", mysql_error(c), sql);
+        return -1;
+    }
+    MYSQL_RES *r = mysql_store_result(c);
+    MYSQL_ROW row = r ? mysql_fetch_row(r) : NULL;
+    *v = row && row[0] ? atoll(row[0]) : -1;
+    if (r)
+        mysql_free_result(r);
+    return 0;
+}

@@ -31,4 +31,7 @@ int mariadb_service_script(struct mariadb_service *m, const char *verb);
 MYSQL *mariadb_service_connect(const struct mariadb_service *m, unsigned read_timeout_s);
 /* DROP DATABASE <db>_0 ... <db>_<shards-1> (the store's shard databases), if they exist. */
 void mariadb_service_drop_shards(MYSQL *c, const char *db, int shards);
+/* Runs sql; the first column of its first row as an integer into *v (-1 when there is no row
+ * or it is NULL). 0, or -1 when the query failed (said on stderr). */
+int mariadb_query_int(MYSQL *c, const char *sql, long long *v);
 #endif

@@ -13,7 +13,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config/config.h"
 #include "core/log.h"
+#include "registry/bindings.h"
 
 char policy_tmp[64];
 
@@ -56,4 +58,14 @@ struct kq_policy_hook_stats policy_hook_stats(const struct kq_policy *p, const c
             return st[i];
     fail_msg("no hook %s", name);
     return st[0];
+}
+
+struct kq_binding_set *policy_binding_set(struct kq_binding *b, size_t n)
+{
+    struct kq_config cfg = {0};
+    cfg.bindings = b;
+    cfg.n_bindings = n;
+    struct kq_binding_set *s = kq_binding_set_from_config(&cfg);
+    assert_non_null(s);
+    return s;
 }

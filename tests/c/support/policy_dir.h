@@ -16,6 +16,9 @@ const char *policy_dir(const char *name, const char *file, const char *content);
  * static buffer, good until the next call). Fails the running cmocka test when it cannot. */
 const char *policy_dir_write(const char *root, const char *name, const char *file,
                              const char *content);
+/* A binding set of the n bindings b (a config holding only them); fails the running cmocka
+ * test when it cannot be built. The caller frees it with kq_binding_set_free. */
+struct kq_binding_set *policy_binding_set(struct kq_binding *b, size_t n);
 /* The statistics of hook `name` of p; fails the running cmocka test when p has no such hook. */
 struct kq_policy_hook_stats policy_hook_stats(const struct kq_policy *p, const char *name);
 #endif

@@ -191,6 +191,31 @@ int zk_test_write(zhandle_t *zh, const char *path, const char *data)
     return rc;
 }
 
+void zk_test_bind_path(char *out, size_t len, const char *topic, const char *group)
+{
+    snprintf(out, len, "/kiteq/sub/%s/%s-bind", topic, group);
+}
+
+void zk_test_write_binding(zhandle_t *zh, const char *topic, const char *group, const char *mtype,
+                           int bind_type)
+{
+    char json[512], path[256];
+    snprintf(json, sizeof json,
+             "[{\"groupId\":\"%s\",\"topic\":\"%s\",\"messageType\":\"%s\",\"bindType\":%d,"
+             "\"version\":\"1.0.0\",\"watermark\":1000,\"persistent\":true}]",
+             group, topic, mtype, bind_type);
+    zk_test_bind_path(path, sizeof path, topic, group);
+    assert_int_equal(zk_test_write(zh, path, json), ZOK);
+}
+
+void zk_test_delete_binding(zhandle_t *zh, const char *topic, const char *group)
+{
+    char path[256];
+    zk_test_bind_path(path, sizeof path, topic, group);
+    int rc = zoo_delete(zh, path, -1);
+    assert_true(rc == ZOK || rc == ZNONODE);
+}
+
 bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st, int timeout_ms)
 {
     struct Stat tmp;

@@ -36,6 +36,15 @@ int zk_test_write(zhandle_t *zh, const char *path, const char *data);
 /* Fails the running cmocka test unless path is a node as KiteQ makes them: no data,
  * ephemeral or persistent as said, open to world:anyone. */
 void zk_test_assert_node(zhandle_t *zh, const char *path, bool ephemeral);
+/* The bindings node of a group on a topic: /kiteq/sub/TOPIC/GROUP-bind. */
+void zk_test_bind_path(char *out, size_t len, const char *topic, const char *group);
+/* Write that node exactly as the original clients do (Go encoding/json, spec §5.1): one
+ * persistent binding of message type mtype (JSON-escaped) with bind_type (0 direct, 1 regx,
+ * 2 fanout). Fails the running cmocka test when ZooKeeper refuses. */
+void zk_test_write_binding(zhandle_t *zh, const char *topic, const char *group, const char *mtype,
+                           int bind_type);
+/* Delete it (gone already is fine). */
+void zk_test_delete_binding(zhandle_t *zh, const char *topic, const char *group);
 /* Poll until path exists (want=true) or not; the node's stat in st (may be NULL). */
 bool zk_test_wait_node(zhandle_t *zh, const char *path, bool want, struct Stat *st, int timeout_ms);
 #endif
