@@ -56,7 +56,7 @@ struct kq_net {
     const struct kq_net_handler *h;
     void *ud;
     struct kq_conn *conns;
-    struct kq_conn *dirty;
+    struct kq_conn *dirty, **dirty_tail; /* flushed in the order they got output */
     size_t n_conns;
     uint64_t next_id;
     struct kq_net_stats stats;
@@ -153,7 +153,8 @@ static void conn_destroy(struct kq_conn *c, const char *reason)
     /* Remove from the dirty list so the flusher never sees a closed connection. */
     for (struct kq_conn **pp = &n->dirty; *pp; pp = &(*pp)->dirty_next)
         if (*pp == c) {
-            *pp = c->dirty_next;
+            if (!(*pp = c->dirty_next))
+                n->dirty_tail = pp;
             break;
         }
     release_owner(c, reason);
@@ -357,7 +358,8 @@ static void flush_all(struct kq_net *n)
 {
     while (n->dirty) {
         struct kq_conn *c = n->dirty;
-        n->dirty = c->dirty_next;
+        if (!(n->dirty = c->dirty_next))
+            n->dirty_tail = &n->dirty;
         c->dirty = false;
         if (c->closed || c->writing)
             continue;
@@ -374,9 +376,12 @@ void kq_conn_flush_later(struct kq_conn *c)
 {
     if (c->dirty || c->closed)
         return;
+    /* In order: a publish's ack, queued before the delivery it causes, leaves first, so the
+     * waiting producer is not woken after the consumer's write and wake-up. */
     c->dirty = true;
-    c->dirty_next = c->net->dirty;
-    c->net->dirty = c;
+    c->dirty_next = NULL;
+    *c->net->dirty_tail = c;
+    c->net->dirty_tail = &c->dirty_next;
 }
 
 void kq_conn_notify_drain(struct kq_conn *c) { c->want_drain = true; }
@@ -558,6 +563,7 @@ int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_han
     if (!n)
         return -ENOMEM;
     n->loop = loop;
+    n->dirty_tail = &n->dirty;
     n->h = h;
     n->ud = ud;
     uv_tcp_init(loop, &n->listener);
