@@ -1,7 +1,8 @@
-/* The connections with output are flushed in the order they got it: when a publish's
- * store callback queues the producer's ack and then the delivery it causes, the ack is
- * written first (the waiting producer is woken before the consumer, issue #17). Observed
- * through on_drain, which runs in the order the writes were handed to the kernel. */
+/* The connections with output are flushed in the order of their latest output: when the
+ * store callbacks of a group queue each producer's ack and then the delivery it causes, every
+ * ack is written before the consumer's deliveries (the waiting producers are woken before the
+ * consumer, issue #17). Observed through on_drain, which runs in the order the writes were
+ * handed to the kernel. */
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,6 +18,8 @@
 #include "net/net.h"
 
 struct fx {
+    int outputs; /* a frame's output goes to opened[(outputs >> 2i) & 3], i < n_outputs */
+    int n_outputs;
     struct kq_conn *opened[2];
     int n_opened;
     struct kq_conn *drained[2];
@@ -31,16 +34,17 @@ static void on_open(void *ud, struct kq_conn *c)
         f->opened[f->n_opened++] = c;
 }
 
-/* The first connection's frame: output for it, then for the second connection. */
+/* A frame: output for the connections this round names, in that order. */
 static void on_frame(void *ud, struct kq_conn *c, const struct kq_frame *fr)
 {
+    (void)c;
     (void)fr;
     struct fx *f = ud;
-    struct kq_conn *order[2] = {c, c == f->opened[0] ? f->opened[1] : f->opened[0]};
-    for (int i = 0; i < 2; i++) {
-        assert_int_equal(kq_buf_append(kq_conn_out(order[i]), "x", 1), 0);
-        kq_conn_flush_later(order[i]);
-        kq_conn_notify_drain(order[i]);
+    for (int i = 0; i < f->n_outputs; i++) {
+        struct kq_conn *to = f->opened[(f->outputs >> (2 * i)) & 3];
+        assert_int_equal(kq_buf_append(kq_conn_out(to), "x", 1), 0);
+        kq_conn_flush_later(to);
+        kq_conn_notify_drain(to);
     }
 }
 
@@ -81,7 +85,7 @@ static int connect_to(int port)
     return fd;
 }
 
-static void test_flushed_in_the_order_output_came(void **state)
+static void test_flushed_in_the_order_of_latest_output(void **state)
 {
     (void)state;
     static const struct kq_net_handler h = {on_open, on_frame, on_close, on_drain};
@@ -95,17 +99,22 @@ static void test_flushed_in_the_order_output_came(void **state)
     assert_true(run_until(&loop, &f.n_opened, 1));
     int second = connect_to(kq_net_port(n));
     assert_true(run_until(&loop, &f.n_opened, 2));
-    /* Each way round: the order of the output, not of the connections, decides. */
-    for (int round = 0; round < 2; round++) {
-        int from = round == 0 ? first : second;
-        struct kq_conn *want = f.opened[round], *other = f.opened[1 - round];
+    /* Output to (first, second): first is written first (last-dirtied-first wrote second
+     * first). To (second, first, second), like an ack between two deliveries: first again
+     * (first-dirtied-first wrote second first). To (second, first): second first. */
+    static const struct {
+        int outputs, n_outputs, want_first;
+    } rounds[] = {{0 | 1 << 2, 2, 0}, {1 | 0 << 2 | 1 << 4, 3, 0}, {1 | 0 << 2, 2, 1}};
+    for (size_t r = 0; r < sizeof rounds / sizeof rounds[0]; r++) {
+        f.outputs = rounds[r].outputs;
+        f.n_outputs = rounds[r].n_outputs;
+        f.n_drained = 0;
         uint8_t hb[KQ_FRAME_HEADER_LEN];
         kq_frame_header_write(hb, 1, KQ_CMD_HEARTBEAT, 0);
-        assert_int_equal(write(from, hb, sizeof hb), (ssize_t)sizeof hb);
-        f.n_drained = 0;
+        assert_int_equal(write(first, hb, sizeof hb), (ssize_t)sizeof hb);
         assert_true(run_until(&loop, &f.n_drained, 2));
-        assert_ptr_equal(f.drained[0], want);
-        assert_ptr_equal(f.drained[1], other);
+        assert_ptr_equal(f.drained[0], f.opened[rounds[r].want_first]);
+        assert_ptr_equal(f.drained[1], f.opened[1 - rounds[r].want_first]);
     }
     close(first);
     close(second);
@@ -121,7 +130,7 @@ static void test_flushed_in_the_order_output_came(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_flushed_in_the_order_output_came),
+        cmocka_unit_test(test_flushed_in_the_order_of_latest_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
