@@ -1,6 +1,6 @@
 /* The one way from another thread to the loop: a FIFO of items that any thread posts and the
  * libuv loop thread drains (the MySQL store's workers hand back finished jobs, the ZooKeeper
- * registry's worker its events). A mutex guards an intrusive list: posting never allocates,
+ * registry's worker its events, the file store's writer its written batches). A mutex guards an intrusive list: posting never allocates,
  * so it fails only when the mailbox is closed. One eventfd wakes the loop, and only when a
  * post finds the list empty: a burst of posts costs one wake-up and is delivered in one
  * loop turn, in the order posted.

@@ -41,9 +41,9 @@ struct kq_conn {
     uint64_t last_read_ms;
     uint64_t opened_ms;
     void *user;
-    struct kq_conn *prev, *next; /* all connections */
-    struct kq_conn *dirty_next;  /* connections with output to flush */
-    struct kq_conn *pace_next;   /* in the pacing list */
+    struct kq_conn *prev, *next;             /* all connections */
+    struct kq_conn *dirty_next, *dirty_prev; /* connections with output to flush */
+    struct kq_conn *pace_next;               /* in the pacing list */
 };
 
 struct kq_net {
@@ -56,7 +56,7 @@ struct kq_net {
     const struct kq_net_handler *h;
     void *ud;
     struct kq_conn *conns;
-    struct kq_conn *dirty;
+    struct kq_conn *dirty, *dirty_last; /* flushed in the order of their latest output */
     size_t n_conns;
     uint64_t next_id;
     struct kq_net_stats stats;
@@ -137,6 +137,21 @@ static void release_owner(struct kq_conn *c, const char *reason)
         c->net->h->on_close(c->net->ud, c, reason);
 }
 
+static void dirty_unlink(struct kq_conn *c)
+{
+    struct kq_net *n = c->net;
+    if (c->dirty_prev)
+        c->dirty_prev->dirty_next = c->dirty_next;
+    else
+        n->dirty = c->dirty_next;
+    if (c->dirty_next)
+        c->dirty_next->dirty_prev = c->dirty_prev;
+    else
+        n->dirty_last = c->dirty_prev;
+    c->dirty_next = c->dirty_prev = NULL;
+    c->dirty = false;
+}
+
 static void conn_destroy(struct kq_conn *c, const char *reason)
 {
     if (c->closed)
@@ -151,11 +166,8 @@ static void conn_destroy(struct kq_conn *c, const char *reason)
         c->next->prev = c->prev;
     pace_forget(c);
     /* Remove from the dirty list so the flusher never sees a closed connection. */
-    for (struct kq_conn **pp = &n->dirty; *pp; pp = &(*pp)->dirty_next)
-        if (*pp == c) {
-            *pp = c->dirty_next;
-            break;
-        }
+    if (c->dirty)
+        dirty_unlink(c);
     release_owner(c, reason);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
@@ -357,8 +369,7 @@ static void flush_all(struct kq_net *n)
 {
     while (n->dirty) {
         struct kq_conn *c = n->dirty;
-        n->dirty = c->dirty_next;
-        c->dirty = false;
+        dirty_unlink(c);
         if (c->closed || c->writing)
             continue;
         write_some(c); /* a paced connection too: new output often comes with room */
@@ -372,11 +383,22 @@ struct kq_buf *kq_conn_out(struct kq_conn *c) { return &c->out; }
 
 void kq_conn_flush_later(struct kq_conn *c)
 {
-    if (c->dirty || c->closed)
+    struct kq_net *n = c->net;
+    if (c->closed || n->dirty_last == c)
         return;
+    /* In the order of the latest output: the store callbacks of a group queue each producer's
+     * ack before the delivery it causes, so the consumers' writes (and wake-ups) come after
+     * every ack of the group, and a waiting producer is woken first. */
+    if (c->dirty)
+        dirty_unlink(c);
     c->dirty = true;
-    c->dirty_next = c->net->dirty;
-    c->net->dirty = c;
+    c->dirty_next = NULL;
+    c->dirty_prev = n->dirty_last;
+    if (n->dirty_last)
+        n->dirty_last->dirty_next = c;
+    else
+        n->dirty = c;
+    n->dirty_last = c;
 }
 
 void kq_conn_notify_drain(struct kq_conn *c) { c->want_drain = true; }

@@ -1,10 +1,10 @@
 /* TCP listener and connections on the libuv loop: framed reads, coalesced writes.
  * Reads are split into KiteQ frames (src/proto/frame.h) and handed to the handler one by
  * one. Writes are appended to the connection's output buffer and flushed once per loop
- * iteration (one write(2) for everything a connection got during that iteration), paced in
- * half-window pieces when the peer's receive window is smaller than a TCP segment (see
- * writable_now in net.c). A connection whose queued output passes KQ_CONN_OUT_HIGH is not
- * read until the peer has taken it. */
+ * iteration (one write(2) for everything a connection got during that iteration; connections
+ * in the order of their latest output), paced in half-window pieces when the peer's receive
+ * window is smaller than a TCP segment (see writable_now in net.c). A connection whose queued
+ * output passes KQ_CONN_OUT_HIGH is not read until the peer has taken it. */
 #ifndef KQ_NET_NET_H
 #define KQ_NET_NET_H
 #include <stdbool.h>

@@ -6,10 +6,10 @@
  * the loop, after the batch holding the record was written). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -784,61 +784,53 @@ static void finish(struct fs_store *s, struct fs_batch *b)
     spare_give(s, b);
 }
 
-/* Batches back from the writer, in the order they were sealed. A failed one waits until
- * every batch sealed after it is back too (the writer fails those without writing: the file
- * was cut back before their offsets); then all of them are undone newest first, so that the
- * requeued records keep the call order and the files end where the first failed batch began. */
-static void take_back(struct fs_store *s, struct fs_batch *list)
+/* Every failed batch is back: undo them newest first, so that the requeued records keep the
+ * call order and the files end where the first failed batch began, then fail their
+ * callbacks in order. */
+static void undo_all_failed(struct fs_store *s)
 {
-    while (list) {
-        struct fs_batch *b = list;
-        list = b->wnext;
-        list_pop(&s->flight); /* == b: the writer returns them in order */
-        if (b->status) {
-            list_push(&s->failed, b);
-            continue;
-        }
+    struct fs_batch *newest_first = NULL, *b;
+    while ((b = list_pop(&s->failed))) {
+        b->next = newest_first;
+        newest_first = b;
+    }
+    for (b = newest_first; b; b = b->next)
+        undo_failed(s, b);
+    struct fs_batch *oldest_first = NULL;
+    while ((b = newest_first)) {
+        newest_first = b->next;
+        b->next = oldest_first;
+        oldest_first = b;
+    }
+    fs_writer_clear_failure(&s->w);
+    s->backoff_until = kq_now_ms() + RETRY_BACKOFF_MS;
+    while ((b = oldest_first)) {
+        oldest_first = b->next;
+        finish(s, b);
+    }
+}
+
+/* A batch back from the writer: the done mailbox delivers them in the order they were
+ * sealed. A failed one waits until every batch sealed after it is back too (the writer fails
+ * those without writing: the file was cut back before their offsets). */
+static void take_back(void *ud, struct kq_mail *m)
+{
+    struct fs_store *s = ud;
+    struct fs_batch *b = (struct fs_batch *)((char *)m - offsetof(struct fs_batch, mail));
+    list_pop(&s->flight); /* == b: the writer returns them in order */
+    if (b->status) {
+        list_push(&s->failed, b);
+    } else {
         complete_ok(s, b);
         finish(s, b);
     }
-    if (s->failed.head && !s->flight.head) {
-        struct fs_batch *newest_first = NULL, *b;
-        while ((b = list_pop(&s->failed))) {
-            b->next = newest_first;
-            newest_first = b;
-        }
-        for (b = newest_first; b; b = b->next)
-            undo_failed(s, b);
-        struct fs_batch *oldest_first = NULL;
-        while ((b = newest_first)) {
-            newest_first = b->next;
-            b->next = oldest_first;
-            oldest_first = b;
-        }
-        fs_writer_clear_failure(&s->w);
-        s->backoff_until = kq_now_ms() + RETRY_BACKOFF_MS;
-        while ((b = oldest_first)) {
-            oldest_first = b->next;
-            finish(s, b);
-        }
-    }
+    if (s->failed.head && !s->flight.head)
+        undo_all_failed(s);
     if (!s->closing)
         reclaim(s);
     /* Everything that arrived while these batches were written goes out now: group commit. */
     if (!s->closing)
         fs_kick(s);
-}
-
-static void on_done_ready(uv_poll_t *h, int status, int events)
-{
-    (void)status;
-    (void)events;
-    struct fs_store *s = h->data;
-    uint64_t n;
-    /* read before taking the list (writer.c: tell_loop) */
-    while (read(s->w.done_fd, &n, sizeof n) < 0 && errno == EINTR) {
-    }
-    take_back(s, fs_writer_take_done(&s->w, false));
 }
 
 static void on_kick(uv_idle_t *h)
@@ -878,14 +870,22 @@ void fs_kick(struct fs_store *s)
 
 /* ---- open / close / stats ---------------------------------------------------------------- */
 
-static void on_handle_closed(uv_handle_t *h)
+/* The last of the kick and later handles and the done mailbox frees the store. */
+static void on_closed(void *ud)
 {
-    struct fs_store *s = h->data;
-    if (--s->handles_open > 0)
-        return;
-    if (s->w.done_fd >= 0)
-        close(s->w.done_fd);
-    free(s);
+    struct fs_store *s = ud;
+    if (--s->handles_open == 0)
+        free(s);
+}
+
+static void on_handle_closed(uv_handle_t *h) { on_closed(h->data); }
+
+/* After free_all, with the writer stopped: nothing can be posted to done any more. */
+static void close_handles(struct fs_store *s)
+{
+    kq_mailbox_close(&s->w.done, on_closed);
+    uv_close((uv_handle_t *)&s->kick, on_handle_closed);
+    uv_close((uv_handle_t *)&s->later, on_handle_closed);
 }
 
 static void free_all(struct fs_store *s)
@@ -924,22 +924,28 @@ static void free_all(struct fs_store *s)
     kq_buf_free(&s->scratch);
 }
 
-/* Flush everything pending (blocking: this is shutdown), stop the writer, release. The
- * store's memory goes once libuv has closed its handles (next loop iteration). */
+/* Blocking (this is shutdown): deliver the writer's batches as they come back until none is
+ * with it any more. */
+static void wait_flight(struct fs_store *s)
+{
+    while (s->flight.head)
+        kq_mailbox_drain(&s->w.done, 1000);
+}
+
+/* Flush everything pending, stop the writer, release. The store's memory goes once libuv
+ * has closed its handles (next loop iteration). */
 static void fs_close(struct kq_store *base)
 {
     struct fs_store *s = (struct fs_store *)base;
     for (int rounds = 0; rounds < 8; rounds++) {
-        while (s->flight.head)
-            take_back(s, fs_writer_take_done(&s->w, true));
+        wait_flight(s);
         if (batch_empty(s->open))
             break;
         s->backoff_until = 0;
         seal_and_submit(s);
     }
     s->closing = true;
-    while (s->flight.head)
-        take_back(s, fs_writer_take_done(&s->w, true));
+    wait_flight(s);
     /* Anything still open (a disk that stays full) fails its callbacks. */
     if (s->open)
         for (size_t i = 0; i < s->open->n_cbs; i++)
@@ -947,9 +953,7 @@ static void fs_close(struct kq_store *base)
                 s->open->cbs[i].cb(s->open->cbs[i].ud, -EIO);
     fs_writer_stop(&s->w);
     free_all(s);
-    uv_close((uv_handle_t *)&s->w.done_poll, on_handle_closed);
-    uv_close((uv_handle_t *)&s->kick, on_handle_closed);
-    uv_close((uv_handle_t *)&s->later, on_handle_closed);
+    close_handles(s);
 }
 
 int kq_file_store_stats(struct kq_store *base, struct kq_file_store_stats *out)
@@ -1049,7 +1053,7 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
         return -ENOMEM;
     s->base.ops = &file_ops;
     s->base.loop = loop;
-    s->dlq_fd = s->w.dir_fd = s->w.done_fd = -1;
+    s->dlq_fd = s->w.dir_fd = -1;
     int rc = parse_params(s, u, err, errlen);
     if (rc)
         goto fail;
@@ -1071,27 +1075,19 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
     s->w.interval_ms = s->interval_ms;
     s->w.lazy_sync_ms = s->lazy_sync_ms;
     s->w.dlq_fd = s->dlq_fd;
-    s->w.done_poll.data = s->kick.data = s->later.data = s;
-    if ((s->w.done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
-        goto fail;
-    }
-    if ((rc = uv_poll_init(loop, &s->w.done_poll, s->w.done_fd))) {
-        snprintf(err, errlen, "uv_poll_init: %s", uv_strerror(rc));
+    s->kick.data = s->later.data = s;
+    if ((rc = kq_mailbox_init(&s->w.done, loop, take_back, s))) {
+        snprintf(err, errlen, "cannot set up the writer's done mailbox: %s", uv_strerror(rc));
         goto fail;
     }
     uv_idle_init(loop, &s->kick);
     uv_timer_init(loop, &s->later);
     s->handles_open = 3;
-    if ((rc = uv_poll_start(&s->w.done_poll, UV_READABLE, on_done_ready)) ||
-        (rc = fs_writer_start(s))) {
+    if ((rc = fs_writer_start(s))) {
         snprintf(err, errlen, "cannot start the writer thread: %s", uv_strerror(rc));
         s->closing = true;
         free_all(s);
-        uv_close((uv_handle_t *)&s->w.done_poll, on_handle_closed);
-        uv_close((uv_handle_t *)&s->kick, on_handle_closed);
-        uv_close((uv_handle_t *)&s->later, on_handle_closed);
+        close_handles(s);
         return rc;
     }
     KQ_INFO(FS_MOD, "opened %s fsync=%s segments=%zu pending=%zu dead=%u in %llu ms", s->dir,
@@ -1103,8 +1099,6 @@ int kq_file_store_open(uv_loop_t *loop, const struct kq_store_uri *u, struct kq_
     return 0;
 fail:
     free_all(s);
-    if (s->w.done_fd >= 0)
-        close(s->w.done_fd);
     free(s);
     return rc;
 }

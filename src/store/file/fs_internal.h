@@ -11,6 +11,7 @@
 
 #include "core/buf.h"
 #include "core/idmap.h"
+#include "core/mailbox.h"
 #include "store/file/file_store.h"
 #include "store/dlq_index.h"
 #include "store/file/record.h"
@@ -87,7 +88,8 @@ struct fs_batch {
     int status;
     bool dropped;           /* the drops were done although the write failed (writer.c) */
     struct fs_batch *next;  /* loop: in the store's flight, failed or spare list */
-    struct fs_batch *wnext; /* under the writer's mu: in its jobs or done list */
+    struct fs_batch *wnext; /* under the writer's mu: in its jobs list */
+    struct kq_mail mail;    /* written: on its way back to the loop (the writer's done) */
 };
 
 /* A list of batches in the order they were sealed (linked by next, or by wnext). */
@@ -97,19 +99,18 @@ struct fs_batch_list {
 
 enum fs_sync { FS_SYNC_GROUP, FS_SYNC_INTERVAL, FS_SYNC_NONE };
 
-/* The writer thread. jobs/done/sleeping/fail_rc/stop are guarded by mu; the dirty_* fields
- * belong to the writer thread. */
+/* The writer thread. jobs/sleeping/fail_rc/stop are guarded by mu; the dirty_* fields
+ * belong to the writer thread. Batches go to it through jobs (woken by wake) and come back,
+ * written, through the done mailbox (core/mailbox.h), drained on the loop. */
 struct fs_writer {
     uv_thread_t thread;
     uv_mutex_t mu;
-    sem_t wake;                      /* loop -> writer: job or stop (writer.c: why not a condvar) */
-    uv_cond_t done_cv;               /* writer -> close(): done */
-    struct fs_batch_list jobs, done; /* sealed, not taken yet / written, not taken back yet */
-    bool sleeping; /* the writer waits on wake (or is about to): a job must post */
-    int fail_rc;   /* a write failed: later jobs fail without a write until the loop saw it */
+    sem_t wake;                /* loop -> writer: job or stop (writer.c: why not a condvar) */
+    struct fs_batch_list jobs; /* sealed, not taken by the writer yet */
+    struct kq_mailbox done;    /* writer -> loop: written batches, in the order sealed */
+    bool sleeping;             /* the writer waits on wake (or is about to): a job must post */
+    int fail_rc; /* a write failed: later jobs fail without a write until the loop saw it */
     bool stop, started;
-    int done_fd; /* eventfd: writer -> loop, "done is not empty" (writer.c: not uv_async) */
-    uv_poll_t done_poll;
     enum fs_sync mode;
     int64_t interval_ms;
     int64_t lazy_sync_ms; /* group: how long a batch nobody waits for may stay unsynced */
@@ -165,11 +166,9 @@ int fs_seg_list(const char *dir, uint64_t **out, size_t *n);
 
 /* writer.c */
 int fs_writer_start(struct fs_store *s);
-/* Queue a sealed batch; the writer takes every queued batch at once when the disk is free. */
+/* Queue a sealed batch; the writer takes every queued batch at once when the disk is free
+ * and posts each one to w->done once written (status set), in the order submitted. */
 void fs_writer_submit(struct fs_writer *w, struct fs_batch *b);
-/* The batches written since the last call, in order, linked by wnext (wait: block until
- * there is one). */
-struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait);
 /* The loop has every failed batch back: later jobs are written again. */
 void fs_writer_clear_failure(struct fs_writer *w);
 void fs_writer_stop(struct fs_writer *w);

@@ -1,8 +1,9 @@
 /* The writer thread: takes every batch the loop sealed since its last turn as one group,
  * writes it (pwritev at the offsets chosen by the loop), makes it durable according to the
- * fsync mode, and hands the batches back through an eventfd. The next group is taken the
- * moment this one is durable, without waiting for the loop. It never touches the index; the
- * loop never writes to the files. */
+ * fsync mode, and hands the batches back through the store's done mailbox (core/mailbox.h,
+ * the one way from a thread to the loop). The next group is taken the moment this one is
+ * durable, without waiting for the loop. It never touches the index; the loop never writes
+ * to the files. */
 #include <errno.h>
 #include <semaphore.h>
 #include <string.h>
@@ -339,16 +340,17 @@ static void list_push(struct fs_batch_list *l, struct fs_batch *b)
     l->tail = b;
 }
 
-/* The loop learns of done batches through an eventfd it polls, not uv_async_t: libuv 1.44's
- * uv_async_send marks the handle busy around its write(2), and the loop, woken by that very
- * write on the other CPU, spins and then calls sched_yield until the writer is out of it
- * (0.74 sched_yield per message with one waiting producer). Written only when the done list
- * was empty: the loop reads the eventfd before it takes the list, so nothing is missed. */
-static void tell_loop(struct fs_writer *w)
+/* Give the group's batches back to the loop, in order. The mailbox wakes the loop once for
+ * a burst (one eventfd write when it was empty). It is closed only after the writer stopped,
+ * so a post cannot be refused; if it ever were, the batch's callbacks would never run. */
+static void hand_back(struct fs_writer *w, struct fs_batch **group, size_t n)
 {
-    uint64_t one = 1;
-    while (write(w->done_fd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
+    for (size_t i = 0; i < n; i++)
+        if (kq_mailbox_post(&w->done, &group[i]->mail))
+            KQ_ERROR(FS_MOD,
+                     "written batch refused by the closed done mailbox (%zu records: "
+                     "their callbacks will not run)",
+                     group[i]->n_items);
 }
 
 static void writer_main(void *arg)
@@ -369,18 +371,13 @@ static void writer_main(void *arg)
             int failed = w->fail_rc;
             uv_mutex_unlock(&w->mu);
             int rc = run_group(w, group, n, failed);
-            uv_mutex_lock(&w->mu);
-            if (rc && !w->fail_rc)
-                w->fail_rc = rc;
-            bool was_empty = !w->done.head;
-            for (size_t i = 0; i < n; i++)
-                list_push(&w->done, group[i]);
-            uv_mutex_unlock(&w->mu);
-            /* Wake the loop only once mu is free: signalled under it, the loop would wake
-             * and block on mu (a futex wait and wake per group for nothing). */
-            uv_cond_signal(&w->done_cv);
-            if (was_empty)
-                tell_loop(w);
+            if (rc) { /* before the hand-back: the loop clears it once it has them all */
+                uv_mutex_lock(&w->mu);
+                if (!w->fail_rc)
+                    w->fail_rc = rc;
+                uv_mutex_unlock(&w->mu);
+            }
+            hand_back(w, group, n);
             uv_mutex_lock(&w->mu);
             continue;
         }
@@ -416,7 +413,7 @@ int fs_writer_start(struct fs_store *s)
     w->last_sync_ms = kq_now_ms();
     if (uv_mutex_init(&w->mu))
         return -ENOMEM;
-    if (sem_init(&w->wake, 0, 0) || uv_cond_init(&w->done_cv))
+    if (sem_init(&w->wake, 0, 0))
         return -ENOMEM;
     int rc = uv_thread_create(&w->thread, writer_main, w);
     if (rc)
@@ -434,17 +431,6 @@ void fs_writer_submit(struct fs_writer *w, struct fs_batch *b)
     uv_mutex_unlock(&w->mu);
     if (wake)
         sem_post(&w->wake); /* after the unlock: the writer wakes to a free mu */
-}
-
-struct fs_batch *fs_writer_take_done(struct fs_writer *w, bool wait)
-{
-    uv_mutex_lock(&w->mu);
-    while (wait && !w->done.head)
-        uv_cond_wait(&w->done_cv, &w->mu);
-    struct fs_batch *list = w->done.head;
-    w->done.head = w->done.tail = NULL;
-    uv_mutex_unlock(&w->mu);
-    return list;
 }
 
 void fs_writer_clear_failure(struct fs_writer *w)
@@ -465,6 +451,5 @@ void fs_writer_stop(struct fs_writer *w)
     uv_thread_join(&w->thread);
     w->started = false;
     sem_destroy(&w->wake);
-    uv_cond_destroy(&w->done_cv);
     uv_mutex_destroy(&w->mu);
 }
