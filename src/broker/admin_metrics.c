@@ -130,6 +130,10 @@ static void message_metrics(struct kq_broker *b, struct kq_prom *p)
                     "Group names delivery could not record (out of memory); the attempt was "
                     "retried.",
                     NULL, (double)b->stats.names_lost);
+    kq_prom_counter(p, "kiteq_acks_unmatched_total",
+                    "Acks that matched no delivery outstanding on their connection (late: the "
+                    "copy had timed out and was retried; or never sent there).",
+                    NULL, (double)b->stats.acks_unmatched);
     kq_prom_gauge(p, "kiteq_interned_names",
                   "Distinct topic, messageType and group names held by pending messages and known "
                   "groups.",

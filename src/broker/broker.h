@@ -59,6 +59,9 @@ struct kq_broker_stats {
      * (the store copy may be behind the index; a restart may deliver again), and group
      * names that could not be recorded for lack of memory (the attempt is retried). */
     uint64_t store_errors, names_lost;
+    /* Acks that matched no delivery outstanding on their connection: late (the copy timed
+     * out and was retried) or for an opaque never sent there. */
+    uint64_t acks_unmatched;
 };
 void kq_broker_stats(const struct kq_broker *b, struct kq_broker_stats *s);
 #endif

@@ -1040,7 +1040,9 @@ void kq_delivery_on_ack(struct kq_broker *b, struct kq_session *s, uint32_t opaq
     struct kq_inflight *f;
     HASH_FIND(hh, s->inflight, &opaque, sizeof opaque, f);
     if (!f) {
-        /* Late (after its timeout) or unknown: harmless. */
+        /* Late (after its timeout: the copy was retried) or unknown: counted, since many
+         * late acks mean deliverySeconds is shorter than the consumers' work. */
+        b->stats.acks_unmatched++;
         KQ_DEBUG("delivery", "ack for unknown opaque=%u peer=%s", opaque, kq_conn_peer(s->conn));
         return;
     }

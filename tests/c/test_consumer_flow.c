@@ -200,6 +200,17 @@ static void test_timeouts_are_logged(void **state)
                       "kiteq_delivery_timeouts_total{group=\"" TEST_CONSUMER "\",topic=\"trade\"}");
     print_message("kiteq_delivery_timeouts_total = %.0f\n", n);
     assert_true(n >= 5);
+    /* an ack that comes after its copy timed out is counted, not taken */
+    int admin = broker_admin_port(&bp);
+    assert_true(metric(admin, "kiteq_acks_unmatched_total") == 0);
+    char id[33];
+    uint32_t op;
+    assert_int_equal(raw_recv_delivery(fd, 2000, id, &op, NULL, 0), 1); /* a timed-out copy */
+    assert_int_equal(raw_deliver_ack(fd, op, id, true), 0);
+    uint64_t deadline = now_ms() + 5000;
+    while (metric(admin, "kiteq_acks_unmatched_total") < 1 && now_ms() < deadline)
+        usleep(20000);
+    assert_true(metric(admin, "kiteq_acks_unmatched_total") == 1);
     close(fd);
 }
 
