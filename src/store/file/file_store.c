@@ -928,8 +928,11 @@ static void free_all(struct fs_store *s)
  * with it any more. */
 static void wait_flight(struct fs_store *s)
 {
-    while (s->flight.head)
-        kq_mailbox_drain(&s->w.done, 1000);
+    for (int waited_s = 0; s->flight.head;) {
+        if (kq_mailbox_drain(&s->w.done, 1000) == 0 && s->flight.head)
+            KQ_WARN(FS_MOD, "close: waited %d s for the writer (disk not answering?) dir=%s",
+                    ++waited_s, s->dir);
+    }
 }
 
 /* Flush everything pending, stop the writer, release. The store's memory goes once libuv

@@ -17,10 +17,10 @@
 #include "core/log.h"
 #include "store/file/fs_internal.h"
 
-static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+static int pwritev_all(int fd, struct iovec *iov, int n, uint64_t off)
 {
-    while (n) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
+    while (n > 0) {
+        ssize_t w = pwritev(fd, iov, n, (off_t)off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -28,11 +28,24 @@ static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
         }
         if (w == 0)
             return -EIO;
-        p += w;
-        n -= (size_t)w;
         off += (uint64_t)w;
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
     }
     return 0;
+}
+
+static int pwrite_all(int fd, const uint8_t *p, size_t n, uint64_t off)
+{
+    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+    return pwritev_all(fd, &iov, 1, off);
 }
 
 const double kq_fs_fsync_bounds_us[KQ_FS_FSYNC_BUCKETS] = {50,   100,  200,   500,   1000,
@@ -122,31 +135,6 @@ static bool nobody_waits(const struct fs_writer *w, const struct fs_batch *b)
 /* The batches one turn of the writer takes: everything sealed while the previous turn wrote
  * and synced, written with one pwritev per segment and made durable with one fdatasync. */
 #define GROUP_MAX 256
-
-static int pwritev_all(int fd, struct iovec *iov, int n, uint64_t off)
-{
-    while (n > 0) {
-        ssize_t w = pwritev(fd, iov, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        off += (uint64_t)w;
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
-}
 
 /* fsync=group: make the group durable (the segments it wrote, dlq.log if it wrote there),
  * and first what earlier lazy batches left unsynced in another file. */
