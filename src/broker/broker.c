@@ -120,7 +120,7 @@ void kq_broker_adopt(struct kq_broker *b, const struct kq_stored_msg *sm,
         kq_msg_free(m);
         return;
     }
-    kq_topic_stats(b, m->topic)->pending++;
+    kq_msg_topic_stats(b, m)->pending++;
     kq_hist(b, m, KQ_EV_RECOVERED, NULL, NULL);
     /* Restart neither forgets nor floods: each resumes at its persisted next time. */
     kq_delivery_schedule(b, m, when);
@@ -344,6 +344,21 @@ struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic)
     return b->last_topic_stats = t;
 }
 
+struct kq_topic_stats *kq_msg_topic_stats(struct kq_broker *b, const struct kq_msg *m)
+{
+    /* The atom is held while it is the key here, so its address cannot name another topic;
+     * stats are never freed before the broker is. */
+    if (m->topic && m->topic == b->stats_atom)
+        return b->stats_of_atom;
+    struct kq_topic_stats *t = kq_topic_stats(b, m->topic);
+    if (m->topic && t->topic) { /* not the out-of-memory sink: it is asked for again */
+        kq_atom_release(b->stats_atom);
+        b->stats_atom = kq_atom_ref(m->topic);
+        b->stats_of_atom = t;
+    }
+    return t;
+}
+
 void kq_broker_free(struct kq_broker *b)
 {
     if (!b)
@@ -358,6 +373,8 @@ void kq_broker_free(struct kq_broker *b)
     kq_backlog_free(b);
     kq_groups_free(b);
     kq_history_free(b);
+    kq_atom_release(b->stats_atom);
+    b->stats_atom = NULL;
     kq_atoms_free(b);
     kq_arena_free(&b->frame_arena);
     kq_binding_set_free(b->bindings);

@@ -146,7 +146,7 @@ void kq_delivery_add(struct kq_broker *b, struct kq_msg *m, int64_t when_ms)
         kq_msg_free(m); /* the producer was acked: it stays in the store for a restart */
         return;
     }
-    kq_topic_stats(b, m->topic)->pending++;
+    kq_msg_topic_stats(b, m)->pending++;
     if (!m->commit) {
         kq_delivery_schedule(b, m, when_ms); /* its first transaction check */
         kq_msg_evict(m); /* waits for its commit: loaded again for the check or delivery */
@@ -164,7 +164,7 @@ void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_st
         store_result(b, "remove", m->id, b->store->ops->remove(b->store, m->id));
     kq_idmap_remove(&b->msgs, m);
     kq_failed_clear(b, m);
-    kq_topic_stats(b, m->topic)->pending--;
+    kq_msg_topic_stats(b, m)->pending--;
     kq_hist_finish(b, m);
     kq_msg_extra_drop(b, m);
     kq_msg_free(m);
@@ -181,7 +181,7 @@ void kq_delivery_dead_letter_now(struct kq_broker *b, struct kq_msg *m, const ch
     KQ_WARN("delivery", "dead letter id=%s topic=%s type=%s attempts=%d reason=\"%s\"", m->id,
             m->topic, m->type, m->attempts, reason);
     b->stats.dead_lettered++;
-    kq_topic_stats(b, m->topic)->dead_lettered++;
+    kq_msg_topic_stats(b, m)->dead_lettered++;
     kq_hist_text(b, m, KQ_EV_DEAD, NULL, reason);
     if (m->stored) {
         struct kq_stored_msg sm;
@@ -951,7 +951,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
     }
     if (m->n_failed == 0 && !m->names_lost) {
         b->stats.delivered++;
-        kq_topic_stats(b, m->topic)->delivered++;
+        kq_msg_topic_stats(b, m)->delivered++;
         kq_hist(b, m, KQ_EV_DELIVERED, NULL, NULL);
         kq_delivery_drop(b, m, true);
         return;
@@ -980,7 +980,7 @@ static void finish_attempt(struct kq_broker *b, struct kq_msg *m)
             next = now + warm_retry_ms(b, m);
     } else {
         b->stats.retried++;
-        kq_topic_stats(b, m->topic)->retried++;
+        kq_msg_topic_stats(b, m)->retried++;
     }
     if (changed) /* nothing to write when the attempt changed nothing */
         kq_delivery_persist(b, m, next);

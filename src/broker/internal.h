@@ -101,6 +101,9 @@ struct kq_topic_stats {
     UT_hash_handle hh;
 };
 struct kq_topic_stats *kq_topic_stats(struct kq_broker *b, const char *topic);
+/* The same for a message's topic, found by its atom without comparing strings: called
+ * several times per message. */
+struct kq_topic_stats *kq_msg_topic_stats(struct kq_broker *b, const struct kq_msg *m);
 
 /* Connections that authenticated with one groupId, and the group's delivery flow:
  * at most `window` copies in flight, at most `watermark` per second per topic; the rest wait
@@ -214,6 +217,9 @@ struct kq_broker {
     struct kq_broker_stats stats;
     struct kq_topic_stats *topic_stats;      /* per topic counters, by name */
     struct kq_topic_stats *last_topic_stats; /* the last one looked up (a cache) */
+    const char *stats_atom;                  /* the topic atom of the last message looked up
+                                              * by kq_msg_topic_stats (held), and its stats */
+    struct kq_topic_stats *stats_of_atom;
     struct kq_group *offered[8];  /* delivery.c offer's memo by route (groups live as long as b) */
     struct kq_zk_registry *zk;    /* NULL with static bindings */
     struct kq_takeover *takeover; /* mysql store + ZooKeeper only (takeover.c) */

@@ -111,7 +111,7 @@ static void note_if_unrouted(struct kq_broker *b, struct kq_msg *m, const struct
     if (kq_route_published(b, m, h, &r, 1) > 0 || kq_msg_route(b, m, &r, 1) > 0)
         return;
     b->stats.unrouted++;
-    kq_topic_stats(b, m->topic)->unrouted++;
+    kq_msg_topic_stats(b, m)->unrouted++;
     char key[256];
     size_t tl = strnlen(m->topic, 127), yl = strnlen(m->type, sizeof key - tl - 1);
     memcpy(key, m->topic, tl);
@@ -213,7 +213,7 @@ static void on_saved(void *ud, int status)
     if (status == 0) {
         m->stored = true;
         b->stats.stored++;
-        kq_topic_stats(b, m->topic)->stored++;
+        kq_msg_topic_stats(b, m)->stored++;
         kq_hist(b, m, KQ_EV_STORED, NULL, NULL);
         ack_stored(ps, s);
         int64_t now = kq_now_ms(), due = kq_msg_due_ms(b, m);

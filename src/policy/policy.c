@@ -1149,9 +1149,11 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
                        const char *type, struct kq_route *out, size_t max)
 {
     size_t n = 0;
-    const struct kq_binding *binds = set ? kq_binding_set_topic(set, topic, &n) : NULL;
-    if (!p)
+    const struct kq_binding *binds;
+    if (!p) {
+        binds = set ? kq_binding_set_topic(set, topic, &n) : NULL;
         return kq_policy_default_route(binds, n, type, out, max);
+    }
 
     /* answers depend on (topic, type, bindings, policy): valid while the set is */
     uint64_t gen = set ? kq_binding_set_generation(set) : 0;
@@ -1178,6 +1180,9 @@ size_t kq_policy_route(struct kq_policy *p, const struct kq_binding_set *set, co
         }
     }
 
+    /* found in the memo, the bindings are not needed: the lookup is left for a miss (it
+     * showed in profiles, the routes of a message are asked for twice) */
+    binds = set ? kq_binding_set_topic(set, topic, &n) : NULL;
     struct kq_route *r = p->scratch;
     size_t found = 0;
     bool answered = false;
