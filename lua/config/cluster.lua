@@ -33,11 +33,9 @@ return {
       db = "file://./data?fsync=group",
 
       deliverySeconds = 5,              -- wait this long for a consumer's ack per attempt (default 5)
-      maxDeliverWorkers = 8000,         -- deliveries in flight at once (default 8000)
       recoverSeconds = 10,              -- period of the retry/recovery scan, >= 1 (default 10)
       recievePermitsPerSecond = 20000,  -- intake limit in messages/s, original spelling (default
                                         -- 20000), shared fairly between publishing connections
-      dlqExecHour = 2,                  -- hour 0-23 of the daily dead-letter job (default 2)
       deliveryFirst = false,            -- deliver before the store confirms (default false)
       heartbeatTimeoutSeconds = 90,     -- close connections silent this long (default 90); one
                                         -- whose peer acknowledges nothing for half of it (a

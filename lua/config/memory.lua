@@ -34,10 +34,8 @@ return {
       db = "memory://",
 
       deliverySeconds = 5,              -- wait this long for a consumer's ack per attempt (default 5)
-      maxDeliverWorkers = 8000,         -- deliveries in flight at once (default 8000)
       recoverSeconds = 10,              -- period of the retry/recovery scan, >= 1 (default 10)
       recievePermitsPerSecond = 20000,  -- intake limit in messages/s, original spelling (default 20000)
-      dlqExecHour = 2,                  -- hour 0-23 of the daily dead-letter job (default 2)
       deliveryFirst = false,            -- deliver before the store confirms (default false)
       heartbeatTimeoutSeconds = 90,     -- close connections silent this long (default 90)
       admin = "127.0.0.1:13801",        -- admin HTTP (/stat, /binds, /reload); "" or false = off (default off)

@@ -493,6 +493,7 @@ struct opt {
     enum kind kind;
     size_t off;                         /* not K_INT: kq_config_ints has its member and range */
     const char *(*check)(const char *); /* K_STR */
+    const char *no_effect; /* kept for the original's files only: why, logged when set */
 };
 
 static const char *check_nonempty(const char *s) { return s[0] ? NULL : "must not be empty"; }
@@ -500,31 +501,35 @@ static const char *check_nonempty(const char *s) { return s[0] ? NULL : "must no
 #define OFF(f) offsetof(struct kq_config, f)
 /* In processing order: bindings come after topics, which they are checked against. */
 static const struct opt cluster_opts[] = {
-    {"env", K_STR, OFF(env), check_nonempty},
-    {"registry", K_STR, OFF(registry), kq_cfg_check_registry},
-    {"bind", K_STR, OFF(bind), kq_cfg_check_hostport},
-    {"topics", K_TOPICS, 0, NULL},
-    {"db", K_STR, OFF(db), kq_cfg_check_db},
-    {"deliverySeconds", K_INT, 0, NULL},
-    {"maxDeliverWorkers", K_INT, 0, NULL},
-    {"recoverSeconds", K_INT, 0, NULL},
-    {"recievePermitsPerSecond", K_INT, 0, NULL},
-    {"dlqExecHour", K_INT, 0, NULL},
-    {"deliveryFirst", K_BOOL, OFF(delivery_first), NULL},
-    {"heartbeatTimeoutSeconds", K_INT, 0, NULL},
-    {"maxConnections", K_INT, 0, NULL},
-    {"txCheckSeconds", K_INT, 0, NULL},
-    {"txMaxChecks", K_INT, 0, NULL},
-    {"deliverWindow", K_INT, 0, NULL},
-    {"takeoverSeconds", K_INT, 0, NULL},
-    {"messageHistory", K_INT, 0, NULL},
-    {"admin", K_ADMIN, OFF(admin), NULL},
-    {"adminToken", K_SECRET, OFF(admin_token), kq_cfg_check_admin_token},
-    {"policies", K_STR, OFF(policies), check_nonempty},
-    {"logLevel", K_STR, OFF(log_level), kq_cfg_check_log_level},
-    {"logFile", K_OPT_STR, OFF(log_file), NULL},
-    {"groups", K_GROUPS, 0, NULL},
-    {"bindings", K_BINDINGS, 0, NULL},
+    {"env", K_STR, OFF(env), check_nonempty, NULL},
+    {"registry", K_STR, OFF(registry), kq_cfg_check_registry, NULL},
+    {"bind", K_STR, OFF(bind), kq_cfg_check_hostport, NULL},
+    {"topics", K_TOPICS, 0, NULL, NULL},
+    {"db", K_STR, OFF(db), kq_cfg_check_db, NULL},
+    {"deliverySeconds", K_INT, 0, NULL, NULL},
+    {"maxDeliverWorkers", K_INT, 0, NULL,
+     "accepted for the original's files, has no effect: each group's deliverWindow bounds "
+     "its deliveries in flight"},
+    {"recoverSeconds", K_INT, 0, NULL, NULL},
+    {"recievePermitsPerSecond", K_INT, 0, NULL, NULL},
+    {"dlqExecHour", K_INT, 0, NULL,
+     "accepted for the original's files, has no effect: dead letters are kept until "
+     "requeued or purged (kiteq-cli dlq)"},
+    {"deliveryFirst", K_BOOL, OFF(delivery_first), NULL, NULL},
+    {"heartbeatTimeoutSeconds", K_INT, 0, NULL, NULL},
+    {"maxConnections", K_INT, 0, NULL, NULL},
+    {"txCheckSeconds", K_INT, 0, NULL, NULL},
+    {"txMaxChecks", K_INT, 0, NULL, NULL},
+    {"deliverWindow", K_INT, 0, NULL, NULL},
+    {"takeoverSeconds", K_INT, 0, NULL, NULL},
+    {"messageHistory", K_INT, 0, NULL, NULL},
+    {"admin", K_ADMIN, OFF(admin), NULL, NULL},
+    {"adminToken", K_SECRET, OFF(admin_token), kq_cfg_check_admin_token, NULL},
+    {"policies", K_STR, OFF(policies), check_nonempty, NULL},
+    {"logLevel", K_STR, OFF(log_level), kq_cfg_check_log_level, NULL},
+    {"logFile", K_OPT_STR, OFF(log_file), NULL, NULL},
+    {"groups", K_GROUPS, 0, NULL, NULL},
+    {"bindings", K_BINDINGS, 0, NULL, NULL},
 };
 #define N_CLUSTER_OPTS (sizeof cluster_opts / sizeof cluster_opts[0])
 
@@ -565,7 +570,10 @@ static int read_option(struct loader *ld, lua_State *L, int idx, const char *pat
         const struct kq_config_int *f = kq_cfg_int_setting(o->name);
         if (!f) /* a K_INT row must name an entry of kq_config_ints */
             return bad(ld, L, path, 0, "internal error: not an integer setting");
-        return get_int(ld, L, idx, path, f->min, f->max, (int *)(base + f->offset));
+        rc = get_int(ld, L, idx, path, f->min, f->max, (int *)(base + f->offset));
+        if (rc == 0 && o->no_effect)
+            warn(ld, L, path, idx, o->no_effect);
+        return rc;
     }
     case K_BOOL: return get_bool(ld, L, idx, path, (bool *)(base + o->off));
     case K_ADMIN: /* "" or false = no admin HTTP server */

@@ -866,6 +866,36 @@ static void test_fanout_message_type_warned(void **state)
     kq_config_free(&c);
 }
 
+/* Settings kept only so that the original's files load are said to have no effect. */
+static void test_compat_settings_warned(void **state)
+{
+    (void)state;
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("compat.lua", "return { clusters = { dev = { topics = { 'trade' },\n"
+                                               "  maxDeliverWorkers = 100, dlqExecHour = 3 } } }\n");
+    log_capture_begin();
+    int rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
+    char *log = log_capture_end(KQ_LOG_INFO);
+    if (rc)
+        fail_msg("%s", err);
+    assert_has(log, "clusters.dev.maxDeliverWorkers: accepted for the original's files, has no "
+                    "effect: each group's deliverWindow bounds its deliveries in flight (got 100)");
+    assert_has(log, "clusters.dev.dlqExecHour: accepted for the original's files, has no effect");
+    free(log);
+    kq_config_free(&c);
+
+    /* not set: nothing said */
+    path = write_tmp("plain.lua", "return { clusters = { dev = { topics = { 'trade' } } } }\n");
+    log_capture_begin();
+    rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
+    log = log_capture_end(KQ_LOG_INFO);
+    assert_int_equal(rc, 0);
+    assert_null(strstr(log, "no effect"));
+    free(log);
+    kq_config_free(&c);
+}
+
 /* A policies folder named in the file must exist (checked by the broker's preflight); the
  * default may be missing. The loader says which. */
 static void test_policies_named(void **state)
@@ -931,6 +961,7 @@ int main(void)
         cmocka_unit_test(test_binding_group_checks),
         cmocka_unit_test(test_too_many_groups_on_a_topic),
         cmocka_unit_test(test_fanout_message_type_warned),
+        cmocka_unit_test(test_compat_settings_warned),
         cmocka_unit_test(test_policies_named),
         cmocka_unit_test(test_print_redacts_password),
     };

@@ -6,7 +6,6 @@
 local common = {
   topics = { "trade", "user-profile", "relation" },
   deliverySeconds = 5,
-  maxDeliverWorkers = 8000,
   recoverSeconds = 10,
   recievePermitsPerSecond = 20000,
   heartbeatTimeoutSeconds = 90,
