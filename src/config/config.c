@@ -290,18 +290,17 @@ const char *kq_cfg_check_regex(const char *pattern, char *buf, size_t len)
     return buf;
 }
 
-int kq_cfg_parse_bind_type(const char *s, enum kq_bind_type *out)
+int kq_bind_type_parse(const char *s, enum kq_bind_type *out)
 {
-    static const char *const names[] = {"direct", "regx", "fanout"};
-    for (int i = 0; i < 3; i++)
-        if (strcasecmp(s, names[i]) == 0) {
+    for (int i = KQ_BIND_DIRECT; i <= KQ_BIND_FANOUT; i++)
+        if (strcasecmp(s, kq_bind_type_name((enum kq_bind_type)i)) == 0) {
             *out = (enum kq_bind_type)i;
             return 0;
         }
     return -EINVAL;
 }
 
-const char *kq_cfg_bind_type_name(enum kq_bind_type t)
+const char *kq_bind_type_name(enum kq_bind_type t)
 {
     switch (t) {
     case KQ_BIND_DIRECT: return "direct";
@@ -646,7 +645,7 @@ void kq_config_print(const struct kq_config *c, FILE *out)
         fputs(", messageType = ", out);
         put_lua_str(out, b->message_type);
         fprintf(out, ", bindType = \"%s\", watermark = %d, persistent = %s },\n",
-                kq_cfg_bind_type_name(b->bind_type), b->watermark,
+                kq_bind_type_name(b->bind_type), b->watermark,
                 b->persistent ? "true" : "false");
     }
     fputs("  },\n}\n", out);

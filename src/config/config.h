@@ -20,6 +20,10 @@
 #include <stdio.h>
 
 enum kq_bind_type { KQ_BIND_DIRECT = 0, KQ_BIND_REGX = 1, KQ_BIND_FANOUT = 2 };
+/* Parses "direct"/"regx"/"fanout" (any case); 0 or -EINVAL. */
+int kq_bind_type_parse(const char *s, enum kq_bind_type *out);
+/* "direct", "regx" or "fanout" (the config's and the policies' spelling). */
+const char *kq_bind_type_name(enum kq_bind_type t);
 
 /* The most consumer groups one topic can have bindings for. Routing, delivery and the
  * checks of config and registry all use this one limit: a binding past it is refused with a

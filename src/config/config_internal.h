@@ -31,9 +31,6 @@ const char *kq_cfg_check_registry(const char *s);
 const char *kq_cfg_check_log_level(const char *s);
 const char *kq_cfg_check_admin_token(const char *s);
 const char *kq_cfg_check_regex(const char *pattern, char *buf, size_t len);
-/* Parses "direct"/"regx"/"fanout" (any case); 0 or -EINVAL. */
-int kq_cfg_parse_bind_type(const char *s, enum kq_bind_type *out);
-const char *kq_cfg_bind_type_name(enum kq_bind_type t);
 
 /* Appends one line to err (a '\n' before it unless err is empty; a line that does not fit
  * ends the buffer in "..."); returns -EINVAL for `return kq_cfg_err(...)`. The public entry

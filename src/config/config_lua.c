@@ -349,7 +349,7 @@ static int read_bind_type(struct loader *ld, lua_State *L, int idx, const char *
     if (d == 0 || d == 1 || d == 2)
         *out = (enum kq_bind_type)d;
     else if (t != LUA_TNIL &&
-             (t != LUA_TSTRING || kq_cfg_parse_bind_type(lua_tostring(L, -1), out) != 0))
+             (t != LUA_TSTRING || kq_bind_type_parse(lua_tostring(L, -1), out) != 0))
         rc = bad(ld, L, path, -1, "must be \"direct\", \"regx\" or \"fanout\" (or 0, 1, 2)");
     lua_pop(L, 1);
     return rc;

@@ -117,13 +117,7 @@ static int parse_bind(struct args *a, const cJSON *o, int i, const char *topic,
     char where[32];
     snprintf(where, sizeof where, "bindings[%d]", i + 1);
     refuse_unknown(&in, where);
-    static const char *const types[] = {"direct", "regx", "fanout"};
-    bool known = false;
-    for (int k = 0; type && k < 3; k++)
-        if (strcmp(type, types[k]) == 0) {
-            b->bind_type = (enum kq_bind_type)k;
-            known = true;
-        }
+    bool known = type && kq_bind_type_parse(type, &b->bind_type) == 0;
     if (!a->err[0] && (!b->group_id || !b->message_type || !known))
         snprintf(a->err, a->errlen,
                  "bindings: each is {group = \"name\", message_type = "

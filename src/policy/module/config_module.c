@@ -27,7 +27,6 @@ static void set_number(lua_State *L, const char *key, double value)
 
 static void push_bindings(lua_State *L, const struct kq_config *c)
 {
-    static const char *const types[] = {"direct", "regx", "fanout"};
     lua_createtable(L, (int)c->n_bindings, 0);
     for (size_t i = 0; i < c->n_bindings; i++) {
         const struct kq_binding *b = &c->bindings[i];
@@ -35,7 +34,7 @@ static void push_bindings(lua_State *L, const struct kq_config *c)
         set_string(L, "group", b->group_id);
         set_string(L, "topic", b->topic);
         set_string(L, "message_type", b->message_type);
-        set_string(L, "bind_type", types[b->bind_type]);
+        set_string(L, "bind_type", kq_bind_type_name(b->bind_type));
         set_number(L, "watermark", b->watermark);
         lua_pushboolean(L, b->persistent);
         lua_setfield(L, -2, "persistent");
