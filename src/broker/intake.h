@@ -8,9 +8,10 @@
 
 struct kq_broker;
 struct kq_session;
+struct kq_intake_share; /* a connection's share, held by its session */
 
 /* A permit for one publish on s, or false: over the limit ("KiteQ OverFlow"). */
 bool kq_intake_take(struct kq_broker *b, struct kq_session *s);
 /* s is closing: its share goes. */
-void kq_intake_forget(const struct kq_session *s);
+void kq_intake_forget(struct kq_session *s);
 #endif

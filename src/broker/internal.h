@@ -63,6 +63,7 @@ struct kq_session {
     double slow_start_until; /* the window doubles per round trip below this */
     uint64_t window_cut_ms;  /* monotonic: last decrease (at most one per round trip) */
     const char *hist_peer;   /* the peer address as message histories name it (history.c) */
+    struct kq_intake_share *intake_share; /* once it has published (intake.c) */
 };
 
 /* A message waiting for room in a group's window or rate. */

@@ -137,11 +137,13 @@ static const char *prop(const struct kq_header_view *h, const char *key, size_t 
 {
     const char *v = NULL;
     *count = 0;
-    for (size_t i = 0; i < h->n_properties; i++)
-        if (h->properties[i].key && strcmp(h->properties[i].key, key) == 0) {
+    for (size_t i = 0; i < h->n_properties; i++) {
+        const char *k = h->properties[i].key;
+        if (k && k[0] == key[0] && strcmp(k, key) == 0) { /* most keys differ at once */
             v = h->properties[i].value ? h->properties[i].value : "";
             ++*count;
         }
+    }
     return v;
 }
 
@@ -149,6 +151,8 @@ const char *kq_msg_intake_delay(const struct kq_header_view *h, int64_t *delay_m
                                 size_t fblen)
 {
     *delay_ms = -1;
+    if (!h->n_properties)
+        return NULL; /* most messages */
     size_t count;
     static const char *const reserved[] = {KQ_PROP_DELIVER_AT, KQ_PROP_GROUPS};
     for (size_t i = 0; i < 2; i++)
@@ -190,7 +194,7 @@ const char *kq_msg_intake_apply(struct kq_broker *b, struct kq_header_view *h, i
                  KQ_PROP_DELAY_MS, (long long)delay_ms, (long long)h->expired_time);
         return fb;
     }
-    if (!*due_ms && !n_groups && !prop(h, KQ_PROP_DELAY_MS, &count))
+    if (!*due_ms && !n_groups && (!h->n_properties || !prop(h, KQ_PROP_DELAY_MS, &count)))
         return NULL; /* the usual message: the header stays as published */
     struct kq_arena *a = &b->frame_arena;
     struct kq_header_property *ps = kq_arena_alloc(a, (h->n_properties + 2) * sizeof *ps);
