@@ -9,8 +9,12 @@
  * event. A record holds at most KQ_HIST_MAX events: the first KQ_HIST_HEAD (how it started)
  * and the latest; the ones in between are counted as dropped. An attempt that found nobody
  * online, repeated every recheck, updates its events (a count and the latest time) instead
- * of adding new ones. When the message finishes, the record moves (no copy) to a ring of
- * the last cfg->message_history finished messages. The ring has no index: a message
+ * of adding new ones. When the message finishes, its events are copied into a ring of
+ * the last cfg->message_history finished messages, each slot keeping its buffer for the
+ * next message there, and the record is kept for the next message's history: a record that
+ * moved into the ring was freed ten thousand messages later, cold, and the allocator handed
+ * that cold memory to the next new record - in a fan-out the histories cost ~25 % of the
+ * broker's CPU that way, for ~5 % of its instructions. The ring has no index: a message
  * finishes thousands of times a second but is looked up by an operator, so finding one is a
  * scan from the newest (the newest story of a republished id wins), and finishing costs no
  * hashing. docs/ADMIN.md gives the costs. */
@@ -51,12 +55,16 @@ struct finished {
     char id[KQ_ID_LEN + 1];
     uint8_t state; /* the last event's kind */
     int64_t finished_ms;
-    struct kq_history *h;
-    char *names; /* topic NUL type NUL publishGroup NUL (not atoms: finished messages
+    struct kq_history *h; /* the events (a copy); kept for the next message in this slot */
+    char *names;          /* topic NUL type NUL publishGroup NUL (not atoms: finished messages
                          * must not keep the broker's names interned); the buffer is kept
                          * for the next message in this ring slot */
     uint32_t names_cap;
 };
+
+/* Finished records kept for new ones: messages are published and finished in bursts (a
+ * pipelining producer's read, then the consumers' acks), so a few hundred. */
+#define HIST_SPARES 256
 
 struct kq_history_tab {
     struct kq_atom *names;
@@ -64,13 +72,15 @@ struct kq_history_tab {
     uint32_t slab_cap, free_head, live;
     struct finished *ring;
     size_t ring_cap, ring_next, ring_len;
+    struct kq_history *spare[HIST_SPARES]; /* finished records for the next new ones (hot) */
+    unsigned n_spare;
     uint64_t bytes;
     uint64_t skipped;
     struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
     uint8_t first_cap;           /* events a new record gets room for (see history_new) */
     uint64_t clock_at;           /* hist_now_ms: the loop time of the last wall-clock reading */
     int64_t clock_off;
-        /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
+    /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
 };
 
 #define FREE_TAG(next) ((struct kq_history *)(((uintptr_t)(next) << 1) | 1))
@@ -180,13 +190,13 @@ static void history_free(struct kq_history_tab *t, struct kq_history *h)
     free(h);
 }
 
-/* Empty a ring slot; its names buffer stays for the next message (see free_ring). */
+/* Empty a ring slot; its buffers stay for the next message (see free_ring). */
 static void finished_clear(struct kq_history_tab *t, struct finished *f)
 {
     if (!f->id[0])
         return;
-    history_free(t, f->h);
-    f->h = NULL;
+    events_release(f->h, 0, f->h->n);
+    f->h->n = 0;
     f->id[0] = '\0';
     t->ring_len--;
 }
@@ -223,6 +233,8 @@ void kq_history_free(struct kq_broker *b)
         if (!IS_FREE(t->slab[i]))
             free(t->slab[i]); /* as free_ring: the names go with their table */
     free(t->slab);
+    while (t->n_spare)
+        free(t->spare[--t->n_spare]);
     free_ring(t);
     kq_atoms_free_table(&t->names);
     free(t);
@@ -401,14 +413,36 @@ static void delivered_event(struct kq_history **hp, int64_t now)
 
 static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
 {
-    struct kq_history *h = malloc(record_size(t->first_cap));
-    if (!h)
-        return NULL;
+    struct kq_history *h = t->n_spare ? t->spare[--t->n_spare] : NULL;
+    uint8_t cap = t->first_cap;
+    if (h && h->cap < cap) { /* too small for what messages need now */
+        t->bytes -= record_size(h->cap);
+        free(h);
+        h = NULL;
+    }
+    if (!h) {
+        if (!(h = malloc(record_size(cap))))
+            return NULL;
+        t->bytes += record_size(cap);
+    } else {
+        cap = h->cap;
+    }
     memset(h, 0, sizeof *h);
     h->start_ms = now;
-    h->cap = t->first_cap;
-    t->bytes += record_size(h->cap);
+    h->cap = cap;
     return h;
+}
+
+/* A record whose events went elsewhere (names and all): kept as a spare, or freed. */
+static void history_retire(struct kq_history_tab *t, struct kq_history *h)
+{
+    h->n = 0;
+    if (t->n_spare < HIST_SPARES) {
+        t->spare[t->n_spare++] = h;
+        return;
+    }
+    t->bytes -= record_size(h->cap);
+    free(h);
 }
 
 static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const char *group,
@@ -555,7 +589,8 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
     unsigned used = h->n + (h->delivered ? 1u : 0u);
     t->first_cap = (uint8_t)(used < HIST_FIRST_CAP ? HIST_FIRST_CAP : used);
     if (!t->ring_cap || !h->n) {
-        history_free(t, h);
+        events_release(h, 0, h->n);
+        history_retire(t, h);
         return;
     }
     struct finished *f = &t->ring[t->ring_next];
@@ -578,11 +613,26 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
     } else if (f->names_cap) {
         f->names[0] = '\0'; /* out of memory: the names are not kept */
     }
+    if (!f->h || f->h->cap < used) { /* the slot's buffer, grown to what this one needs
+                                       * (room for its delivered event: kq_hist_resume) */
+        size_t had = f->h ? record_size(f->h->cap) : 0;
+        struct kq_history *nb = realloc(f->h, record_size(h->cap));
+        if (!nb) {
+            history_free(t, h); /* out of memory: this story is not kept */
+            return;
+        }
+        t->bytes += record_size(h->cap) - had;
+        nb->cap = h->cap;
+        f->h = nb;
+    }
+    uint8_t cap = f->h->cap;
+    memcpy(f->h, h, record_size(h->n)); /* the events' names move with them */
+    f->h->cap = cap;
     memcpy(f->id, m->id, sizeof f->id);
     t->ring_len++;
     f->state = h->delivered ? KQ_EV_DELIVERED : h->ev[h->n - 1].kind;
     f->finished_ms = hist_now_ms(b, t);
-    f->h = h;
+    history_retire(t, h);
 }
 
 void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
@@ -591,11 +641,18 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
     struct finished *f = t && t->ring_cap ? finished_find(t, m->id) : NULL;
     if (!f || m->hist)
         return;
-    struct kq_history *h = f->h;
+    /* the slot keeps its buffer: the story moves to a record of its own */
+    struct kq_history *h = malloc(record_size(f->h->cap));
+    if (!h) {
+        finished_clear(t, f);
+        return;
+    }
+    t->bytes += record_size(f->h->cap);
+    memcpy(h, f->h, record_size(f->h->n));
+    f->h->n = 0; /* its names went with the copy */
+    finished_clear(t, f);
     if (h->delivered) /* its story goes on: the event goes in its place, at its time */
         delivered_event(&h, f->finished_ms);
-    f->h = NULL;
-    finished_clear(t, f);
     if (slot_take(t, m, h) != 0)
         history_free(t, h);
 }

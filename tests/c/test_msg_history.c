@@ -300,6 +300,38 @@ static void test_ring_is_bounded(void **state)
     assert_int_equal(admin_get(admin_port, "/metrics", text, sizeof text), 200);
     assert_non_null(strstr(text, "kiteq_message_histories{state=\"finished\"} 2\n"));
     assert_non_null(strstr(text, "kiteq_message_histories{state=\"pending\"} 0\n"));
+
+    /* a slot that held a short story takes a longer one (two groups), then a short one
+     * takes the slot after it: each reads back whole */
+    int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
+    char both[33], one[33];
+    publish(prod, "pay-succ", 0, both); /* s-trade-a and s-trade-b */
+    for (int k = 0; k < 2; k++) {
+        char id[33];
+        uint32_t op;
+        int fd = k ? b : a;
+        assert_int_equal(raw_recv_delivery(fd, 5000, id, &op, NULL, 0), 1);
+        raw_deliver_ack(fd, op, id, true);
+        assert_int_equal(raw_sync(fd), 0);
+    }
+    publish(prod, "refund-x", 0, one);
+    char id[33];
+    uint32_t op;
+    assert_int_equal(raw_recv_delivery(a, 5000, id, &op, NULL, 0), 1);
+    raw_deliver_ack(a, op, id, true);
+    assert_int_equal(raw_sync(a), 0);
+    j = msg(both, &status);
+    assert_int_equal(status, 200);
+    assert_string_equal(str(j, "state"), "delivered");
+    assert_true(find_event(j, 0, "acked", TEST_CONSUMER) > 0);
+    assert_true(find_event(j, 0, "acked", TEST_CONSUMER_B) > 0);
+    cJSON_Delete(j);
+    j = msg(one, &status);
+    assert_int_equal(status, 200);
+    assert_true(find_event(j, 0, "acked", TEST_CONSUMER) > 0);
+    assert_true(find_event(j, 0, "acked", TEST_CONSUMER_B) < 0);
+    cJSON_Delete(j);
+    close(b);
     close(a);
     close(prod);
 }
