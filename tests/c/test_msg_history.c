@@ -278,12 +278,8 @@ static void test_ring_is_bounded(void **state)
         prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
     char ids[3][33];
     for (int i = 0; i < 3; i++) {
-        char id[33];
-        uint32_t op;
         publish(prod, "refund-x", 0, ids[i]); /* s-trade-a only */
-        assert_int_equal(raw_recv_delivery(a, 5000, id, &op, NULL, 0), 1);
-        raw_deliver_ack(a, op, id, true);
-        assert_int_equal(raw_sync(a), 0);
+        raw_take_delivery(a, ids[i], 5000);
     }
     int status;
     cJSON *j = msg(ids[0], &status);
@@ -306,20 +302,10 @@ static void test_ring_is_bounded(void **state)
     int b = raw_connect_as(bp.port, TEST_CONSUMER_B, TEST_SECRET);
     char both[33], one[33];
     publish(prod, "pay-succ", 0, both); /* s-trade-a and s-trade-b */
-    for (int k = 0; k < 2; k++) {
-        char id[33];
-        uint32_t op;
-        int fd = k ? b : a;
-        assert_int_equal(raw_recv_delivery(fd, 5000, id, &op, NULL, 0), 1);
-        raw_deliver_ack(fd, op, id, true);
-        assert_int_equal(raw_sync(fd), 0);
-    }
+    raw_take_delivery(a, both, 5000);
+    raw_take_delivery(b, both, 5000);
     publish(prod, "refund-x", 0, one);
-    char id[33];
-    uint32_t op;
-    assert_int_equal(raw_recv_delivery(a, 5000, id, &op, NULL, 0), 1);
-    raw_deliver_ack(a, op, id, true);
-    assert_int_equal(raw_sync(a), 0);
+    raw_take_delivery(a, one, 5000);
     j = msg(both, &status);
     assert_int_equal(status, 200);
     assert_string_equal(str(j, "state"), "delivered");
