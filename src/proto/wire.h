@@ -44,7 +44,11 @@ struct kq_header_view {
     int64_t create_time;
     const struct kq_header_property *properties;
     size_t n_properties;
-    void *decoded; /* proto's own: the decoded Header; NULL for a header built from scratch */
+    /* proto's own, kept with a copy like `decoded`: Header.snappy (the original Go client
+     * sends it) as a header decoded without protobuf-c carried it: 0 absent, 1 false, 2 true */
+    uint8_t snappy;
+    void *decoded; /* proto's own: the decoded Header; NULL for a header decoded by hand
+                    * (nothing the view does not show) or built from scratch */
 };
 
 /* BytesMessage (0x11) and StringMessage (0x12): the body keeps every byte, NULs included. */

@@ -1,9 +1,12 @@
 /* The broker's inbound path: split a byte stream into frames and decode each body as its
  * command (protobuf-c, plain and into an arena), check string fields for NUL bytes, view
  * messages (and as proto/wire.h's views: the same header bytes re-encoded). Whatever decodes
- * must encode again into a frame that decodes. */
+ * must encode again into a frame that decodes. The hand-written decoder and Header encoder
+ * (src/proto/fast.h) are checked against protobuf-c on every body, read as its command and
+ * as a stored Header: declined, or the same view and the same bytes. */
 #include <string.h>
 
+#include "fast_wire_check.h"
 #include "fuzz.h"
 #include "proto/codec.h"
 
@@ -32,6 +35,8 @@ static void round_trip(uint8_t cmd, const ProtobufCMessage *m)
 
 static void decode(uint8_t cmd, const uint8_t *body, size_t len)
 {
+    FUZZ_CHECK(fast_frame_check(&arena, cmd, body, len) != FAST_DIFFERS);
+    FUZZ_CHECK(fast_header_check(&arena, body, len) != FAST_DIFFERS);
     ProtobufCMessage *m = kq_codec_unpack(cmd, body, len);
     ProtobufCMessage *in_arena = kq_codec_unpack_in(&arena, cmd, body, len);
     FUZZ_CHECK((m == NULL) == (in_arena == NULL)); /* both decoders agree */
