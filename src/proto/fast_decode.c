@@ -20,9 +20,14 @@ struct field {
 
 /* A varint of at most max bytes, read the way protobuf-c reads it (10 bytes for values, 5
  * for lengths; the bits past 64 dropped). */
-static bool read_varint(const uint8_t **p, const uint8_t *end, unsigned max, uint64_t *v,
-                        unsigned *n)
+static inline bool read_varint(const uint8_t **p, const uint8_t *end, unsigned max, uint64_t *v,
+                               unsigned *n)
 {
+    if (*p < end && !(**p & 0x80)) { /* most values and lengths: one byte */
+        *v = *(*p)++;
+        *n = 1;
+        return true;
+    }
     uint64_t x = 0;
     for (unsigned i = 0; i < max && *p < end; i++) {
         uint8_t b = *(*p)++;
@@ -40,13 +45,15 @@ static bool read_varint(const uint8_t **p, const uint8_t *end, unsigned max, uin
  * differently from us or reject: a tag of more than one byte (it takes field 0 written as
  * 80 00, our fields all fit one byte), field 0, wire types other than varint and
  * length-delimited, a varint cut short, a length past the end. */
-static bool next_field(const uint8_t **p, const uint8_t *end, unsigned *num, struct field *f)
+static inline bool next_field(const uint8_t **p, const uint8_t *end, unsigned *num, struct field *f)
 {
     uint8_t tag = *(*p)++;
     if ((tag & 0x80) || (tag >> 3) == 0)
         return false;
     *num = tag >> 3;
     f->wire = tag & 7;
+    f->data = NULL;
+    f->len = 0;
     if (f->wire == 0)
         return read_varint(p, end, 10, &f->value, &f->value_len);
     uint64_t n;
@@ -162,7 +169,8 @@ static bool take_properties(struct kq_arena *a, const uint8_t *p, const uint8_t 
         unsigned num;
         struct field f;
         struct fields e;
-        (void)next_field(&p, end, &num, &f); /* walked before */
+        if (!next_field(&p, end, &num, &f)) /* walked before: not reached */
+            return false;
         if (num != 9)
             continue;
         if (!walk(&entry_shape, f.data, f.data + f.len, &e))

@@ -427,6 +427,26 @@ static void test_fresh_header(void **state)
     assert_true(encodes_alike(&arena, &v, NULL));
 }
 
+/* The MessageStoreAck built by hand is the frame protobuf-c packs. */
+static void test_store_ack(void **state)
+{
+    (void)state;
+    const char *feedbacks[] = {"", "SUCC", "Malformed Message: protobuf decode failed"};
+    for (int i = 0; i < 3; i++) {
+        struct kq_buf got = {0}, want = {0};
+        Protocol__MessageStoreAck m = PROTOCOL__MESSAGE_STORE_ACK__INIT;
+        m.messageid = i ? ID : "";
+        m.status = i != 2;
+        m.feedback = (char *)feedbacks[i];
+        assert_int_equal(kq_codec_append(&want, 9, KQ_CMD_MESSAGE_STORE_ACK, &m.base), 0);
+        assert_int_equal(kq_codec_append_store_ack(&got, 9, m.messageid, m.status, m.feedback), 0);
+        assert_int_equal(got.len, want.len);
+        assert_memory_equal(got.data, want.data, want.len);
+        kq_buf_free(&got);
+        kq_buf_free(&want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_properties),
         cmocka_unit_test(test_acks),
         cmocka_unit_test(test_fresh_header),
+        cmocka_unit_test(test_store_ack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
