@@ -70,7 +70,7 @@ static void decode(uint8_t cmd, const uint8_t *body, size_t len)
             }
             (void)kq_message_id_valid(v.header->messageid);
         }
-        if (cmd == KQ_CMD_MESSAGE_STORE_ACK)
+        if (cmd == KQ_CMD_MESSAGE_STORE_ACK && m->n_unknown_fields == 0) /* those pack too */
             store_ack_alike((const Protocol__MessageStoreAck *)m);
         round_trip(cmd, m);
         kq_codec_free(m);
