@@ -70,8 +70,9 @@ static inline bool next_field(const uint8_t **p, const uint8_t *end, unsigned *n
 struct shape {
     uint32_t delimited; /* strings, bytes and nested messages */
     uint32_t varints;
-    uint32_t bools; /* varints that must take one byte (protobuf-c reads any set bit in a
-                        * longer one as true, we would read its value) */
+    /* varints that must take one byte: protobuf-c reads any bit set in a longer one as
+     * true, where we would read its value */
+    uint32_t bools;
     uint32_t required;
     unsigned repeated; /* the one field that may come more than once, or 0 */
 };
@@ -104,7 +105,7 @@ static bool walk(const struct shape *s, const uint8_t *p, const uint8_t *end, st
             m->n_repeated++;
         } else {
             if (m->seen & bit)
-                return false; /* protobuf-c: the last one wins (or merges); leave it that */
+                return false; /* the last one wins (or merges): protobuf-c knows how */
             m->f[num] = f;
         }
         m->seen |= bit;
