@@ -4,6 +4,7 @@
 #include <errno.h>
 
 #include "proto/codec.h"
+#include "proto/fast.h"
 
 static int header_view(struct kq_arena *a, Protocol__Header *h, struct kq_header_view *v)
 {
@@ -32,8 +33,8 @@ static int header_view(struct kq_arena *a, Protocol__Header *h, struct kq_header
     return 0;
 }
 
-int kq_frame_decode(struct kq_arena *a, uint8_t cmd, const uint8_t *body, size_t len,
-                    const char **nul, struct kq_frame_view *v)
+int kq_frame_decode_protobuf(struct kq_arena *a, uint8_t cmd, const uint8_t *body, size_t len,
+                             const char **nul, struct kq_frame_view *v)
 {
     ProtobufCMessage *m = kq_codec_unpack_checked(a, cmd, body, len, nul);
     if (!m)
@@ -80,10 +81,29 @@ int kq_frame_decode(struct kq_arena *a, uint8_t cmd, const uint8_t *body, size_t
     }
 }
 
-int kq_header_decode(struct kq_arena *a, const uint8_t *hdr, size_t len, struct kq_header_view *v)
+int kq_header_decode_protobuf(struct kq_arena *a, const uint8_t *hdr, size_t len,
+                              struct kq_header_view *v)
 {
     Protocol__Header *h = kq_codec_unpack_header_in(a, hdr, len);
     return h ? header_view(a, h, v) : -EPROTO;
+}
+
+/* The hot frames in their common form are decoded by hand (fast_decode.c); anything else,
+ * and every other command, by protobuf-c. */
+int kq_frame_decode(struct kq_arena *a, uint8_t cmd, const uint8_t *body, size_t len,
+                    const char **nul, struct kq_frame_view *v)
+{
+    if (kq_fast_frame_decode(a, cmd, body, len, nul != NULL, v)) {
+        if (nul)
+            *nul = NULL; /* it declines a string holding a NUL byte */
+        return 0;
+    }
+    return kq_frame_decode_protobuf(a, cmd, body, len, nul, v);
+}
+
+int kq_header_decode(struct kq_arena *a, const uint8_t *hdr, size_t len, struct kq_header_view *v)
+{
+    return kq_fast_header_decode(a, hdr, len, v) ? 0 : kq_header_decode_protobuf(a, hdr, len, v);
 }
 
 /* h->properties from the view's: an entry that came decoded and is unchanged goes out as it
@@ -112,13 +132,26 @@ static int set_properties(struct kq_arena *a, Protocol__Header *h, const struct 
     return 0;
 }
 
-int kq_header_encode(struct kq_arena *a, const struct kq_header_view *v, uint8_t **out, size_t *len)
+static bool strings_set(const struct kq_header_view *v)
 {
     if (!v->message_id || !v->topic || !v->message_type || !v->group)
+        return false;
+    for (size_t i = 0; i < v->n_properties; i++)
+        if (!v->properties[i].key || !v->properties[i].value)
+            return false;
+    return true;
+}
+
+int kq_header_encode_protobuf(struct kq_arena *a, const struct kq_header_view *v, uint8_t **out,
+                              size_t *len)
+{
+    if (!strings_set(v))
         return -EINVAL;
     Protocol__Header fresh, *h = v->decoded;
     if (!h) { /* initialised only here: it is most of the cost of re-encoding a decoded one */
         fresh = (Protocol__Header)PROTOCOL__HEADER__INIT;
+        fresh.has_snappy = v->snappy != 0; /* as a header decoded by hand carried it */
+        fresh.snappy = v->snappy == 2;
         h = &fresh;
     }
     h->messageid = (char *)v->message_id;
@@ -133,4 +166,14 @@ int kq_header_encode(struct kq_arena *a, const struct kq_header_view *v, uint8_t
     h->createtime = v->create_time;
     int rc = set_properties(a, h, v);
     return rc ? rc : kq_header_pack_in(a, h, out, len);
+}
+
+/* By hand (fast_encode.c) unless the header carries fields the view does not show. */
+int kq_header_encode(struct kq_arena *a, const struct kq_header_view *v, uint8_t **out, size_t *len)
+{
+    if (!strings_set(v))
+        return -EINVAL;
+    if (kq_fast_header_encodable(v))
+        return kq_fast_header_encode(a, v, out, len);
+    return kq_header_encode_protobuf(a, v, out, len);
 }

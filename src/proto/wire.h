@@ -3,7 +3,9 @@
  * build's module check rejects them elsewhere, see scripts/check-module-edges.cmake).
  *
  * Inbound frames decode into views (views.c): plain structs whose strings point into the
- * decoded message, which lives in the arena given to the decoder (released with it).
+ * decoded message, which lives in the arena given to the decoder (released with it). A
+ * message's body may point into the frame's own bytes instead: a view is valid while both
+ * the arena and the input are (every user handles a frame before consuming its input).
  * Outbound frames are appended to a kq_buf (codec.c). All append functions add one complete
  * frame (header + body) to `out` and return 0, -ENOMEM, or -EMSGSIZE when the body would
  * exceed KQ_FRAME_MAX_BODY. */
@@ -44,10 +46,15 @@ struct kq_header_view {
     int64_t create_time;
     const struct kq_header_property *properties;
     size_t n_properties;
-    void *decoded; /* proto's own: the decoded Header; NULL for a header built from scratch */
+    /* proto's own, kept with a copy like `decoded`: Header.snappy (the original Go client
+     * sends it) as a header decoded without protobuf-c carried it: 0 absent, 1 false, 2 true */
+    uint8_t snappy;
+    void *decoded; /* proto's own: the decoded Header; NULL for a header decoded by hand
+                    * (nothing the view does not show) or built from scratch */
 };
 
-/* BytesMessage (0x11) and StringMessage (0x12): the body keeps every byte, NULs included. */
+/* BytesMessage (0x11) and StringMessage (0x12): the body keeps every byte, NULs included
+ * (NULL when empty). It points into the arena or into the decoded input (see the top). */
 struct kq_message_frame_view {
     struct kq_header_view header;
     const uint8_t *body;

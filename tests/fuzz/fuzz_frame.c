@@ -1,9 +1,13 @@
 /* The broker's inbound path: split a byte stream into frames and decode each body as its
  * command (protobuf-c, plain and into an arena), check string fields for NUL bytes, view
  * messages (and as proto/wire.h's views: the same header bytes re-encoded). Whatever decodes
- * must encode again into a frame that decodes. */
+ * must encode again into a frame that decodes. The hand-written decoder and Header encoder
+ * (src/proto/fast.h) are checked against protobuf-c on every body, read as its command and
+ * as a stored Header: declined, or the same view and the same bytes; and the hand-built
+ * MessageStoreAck against protobuf-c's packing of every one that decodes. */
 #include <string.h>
 
+#include "fast_wire_check.h"
 #include "fuzz.h"
 #include "proto/codec.h"
 
@@ -30,8 +34,21 @@ static void round_trip(uint8_t cmd, const ProtobufCMessage *m)
     kq_buf_free(&out);
 }
 
+/* The hand-built MessageStoreAck (codec.c) is the frame protobuf-c packs from the same s. */
+static void store_ack_alike(const Protocol__MessageStoreAck *s)
+{
+    struct kq_buf fast = {0}, slow = {0};
+    int rc = kq_codec_append_store_ack(&fast, 7, s->messageid, s->status, s->feedback);
+    FUZZ_CHECK(rc == kq_codec_append(&slow, 7, KQ_CMD_MESSAGE_STORE_ACK, &s->base));
+    FUZZ_CHECK(fast.len == slow.len && (!fast.len || memcmp(fast.data, slow.data, fast.len) == 0));
+    kq_buf_free(&fast);
+    kq_buf_free(&slow);
+}
+
 static void decode(uint8_t cmd, const uint8_t *body, size_t len)
 {
+    FUZZ_CHECK(fast_frame_check(&arena, cmd, body, len) != FAST_DIFFERS);
+    FUZZ_CHECK(fast_header_check(&arena, body, len) != FAST_DIFFERS);
     ProtobufCMessage *m = kq_codec_unpack(cmd, body, len);
     ProtobufCMessage *in_arena = kq_codec_unpack_in(&arena, cmd, body, len);
     FUZZ_CHECK((m == NULL) == (in_arena == NULL)); /* both decoders agree */
@@ -53,6 +70,8 @@ static void decode(uint8_t cmd, const uint8_t *body, size_t len)
             }
             (void)kq_message_id_valid(v.header->messageid);
         }
+        if (cmd == KQ_CMD_MESSAGE_STORE_ACK && m->n_unknown_fields == 0) /* those pack too */
+            store_ack_alike((const Protocol__MessageStoreAck *)m);
         round_trip(cmd, m);
         kq_codec_free(m);
     }
