@@ -166,8 +166,14 @@ scenario_disk_full() {
     consumer_start "$(broker_addr b1)"
     producer_start "$(broker_addr b1)" 2
     wait_acked 20 20 || fail "no publish acked before the fault"
-    local free; free=$(in_holder df -k --output=avail "$DATA" | tail -1)
-    in_holder fallocate -l $(((free - 256) * 1024)) "$DATA/filler" || fail "cannot fill the disk"
+    # the broker keeps writing (and preallocating segments) between df and fallocate: measure
+    # again and retry when what was free is gone by then
+    local free tries=0
+    until free=$(in_holder df -k --output=avail "$DATA" | tail -1) &&
+        in_holder fallocate -l $(((free - 256) * 1024)) "$DATA/filler" 2>/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 10 ] || fail "cannot fill the disk"
+    done
     wait_for 20 grep -q "refused=[1-9]\|No space\|ENOSPC\|no space" "$SCEN_DIR/b1.log" ||
         fail "the broker never said the disk was full"
     sleep "$HOLD"
