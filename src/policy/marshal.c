@@ -11,11 +11,14 @@
  * `binds` is one list per topic refilled from a prototype built once per binding set. Every
  * field is written again for every call, so what a hook changed in them is undone; a hook
  * that adds a key to one (seen by a __newindex) gets a new one at the next call. A hook must
- * not keep them (docs/POLICIES.md); m.properties is still a new table per call.
+ * not keep them (docs/POLICIES.md). m.properties and the strings that repeat from message
+ * to message are kept too (below: "strings that repeat").
  *
  * The hook is called from the chunk by a tail call, so its errors, results and the budget
  * guard are those of a direct call. */
 #include <lauxlib.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "policy/generation.h"
@@ -85,6 +88,122 @@ static const char BUILDERS[] =
     "  end,\n"
     "}\n";
 
+/* ---- strings that repeat, and a properties table refilled in place ------------------------ */
+
+/* A message's topic, type, group, peer and property keys and values mostly repeat from one
+ * message to the next: each has a slot per call site (on_publish sees the properties as
+ * published, route_message as stored, so one site each keeps both hitting) holding its last
+ * text and, in a Lua table, its Lua string. A hit is a strcmp and a lua_rawgeti instead of
+ * hashing and interning (and the string stays alive, never garbage). m.properties is one
+ * table per site refilled in place while the message has the same keys in the same order
+ * and the hook added no key to it (a __newindex notes that). */
+enum marshal_site_id { SITE_PUBLISH, SITE_ROUTE, SITE_MESSAGE, MARSHAL_SITES };
+enum { SLOT_TOPIC, SLOT_TYPE, SLOT_GROUP, SLOT_PEER, SLOT_PROPS };
+#define CACHED_PROPERTIES 16 /* beyond: pushed each call, the table is not reused */
+#define SLOTS (SLOT_PROPS + 2 * CACHED_PROPERTIES)
+#define SLOT_TEXT 64 /* longer strings are interned each call */
+
+struct slot {
+    bool set;
+    char text[SLOT_TEXT];
+};
+
+struct marshal_site {
+    struct slot slots[SLOTS];
+    int strings;        /* registry ref: slot + 1 -> its Lua string */
+    int props;          /* registry ref: the properties table refilled in place */
+    size_t props_n;     /* the properties its keys came from (keys in slots) */
+    bool props_dirty;   /* the hook added a key to it: make a new one */
+    int props_meta;     /* registry ref: the metatable noting an added key */
+};
+
+struct kq_policy_marshal { /* one per generation */
+    struct marshal_site sites[MARSHAL_SITES];
+};
+
+static bool slot_holds(const struct slot *s, const char *text)
+{
+    return s->set && strcmp(s->text, text) == 0;
+}
+
+/* Pushes text, from the slot when it holds it (strings: the site's string table's index). */
+static void push_cached(lua_State *L, struct slot *s, int slot, int strings, const char *text)
+{
+    if (slot_holds(s, text)) {
+        lua_rawgeti(L, strings, slot + 1);
+        return;
+    }
+    s->set = false; /* until the new string is in the table (pushing may raise) */
+    lua_pushstring(L, text);
+    size_t len;
+    lua_tolstring(L, -1, &len);
+    if (len >= SLOT_TEXT)
+        return;
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, strings, slot + 1);
+    memcpy(s->text, text, len + 1);
+    s->set = true;
+}
+
+/* __newindex of a reused properties table: a key was added, the next call makes a new one. */
+static int note_added_property(lua_State *L)
+{
+    bool *dirty = lua_touserdata(L, lua_upvalueindex(1));
+    *dirty = true;
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* Pushes m.properties at site (its string table at index strings). */
+static void push_properties(lua_State *L, struct marshal_site *site, int strings,
+                            const struct kq_publish_view *m)
+{
+    size_t n = m->n_properties;
+    bool same = !site->props_dirty && n == site->props_n && n <= CACHED_PROPERTIES;
+    for (size_t i = 0; i < n && same; i++)
+        same = slot_holds(&site->slots[SLOT_PROPS + 2 * i], m->properties[i].key);
+    if (same) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, site->props);
+    } else {
+        lua_createtable(L, 0, (int)n);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, site->props_meta);
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, LUA_REGISTRYINDEX, site->props);
+        site->props_n = n;
+        site->props_dirty = false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct kq_property_kv *kv = &m->properties[i];
+        if (i < CACHED_PROPERTIES) {
+            int k = SLOT_PROPS + 2 * (int)i;
+            push_cached(L, &site->slots[k], k, strings, kv->key);
+            push_cached(L, &site->slots[k + 1], k + 1, strings, kv->value);
+        } else {
+            lua_pushstring(L, kv->key);
+            lua_pushstring(L, kv->value);
+        }
+        lua_rawset(L, -3);
+    }
+}
+
+/* The site's string table, properties table and its metatable into the registry. */
+static void init_site(lua_State *L, struct marshal_site *site)
+{
+    lua_createtable(L, SLOTS, 0);
+    site->strings = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L); /* a placeholder: props_n never matches it */
+    site->props = luaL_ref(L, LUA_REGISTRYINDEX);
+    site->props_n = SIZE_MAX;
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pushlightuserdata(L, &site->props_dirty);
+    lua_pushcclosure(L, note_added_property, 1);
+    lua_setfield(L, -2, "__newindex");
+    site->props_meta = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 struct protected_call {
     lua_CFunction fn;
     void *arg;
@@ -134,11 +253,16 @@ static int load_builders(lua_State *L)
     }
     lua_newtable(L);
     p->binds_protos = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (int i = 0; i < MARSHAL_SITES; i++)
+        init_site(L, &p->marshal->sites[i]);
     return 0;
 }
 
 int kq_policy_marshal_init(struct kq_policy *p)
 {
+    p->marshal = calloc(1, sizeof *p->marshal);
+    if (!p->marshal)
+        return -1;
     p->protected_call = p->build_message = p->build_publish = p->build_route = p->binds_protos =
         LUA_NOREF;
     int rc = lua_cpcall(p->L, load_builders, p);
@@ -201,30 +325,29 @@ static void push_binds_proto(lua_State *L, struct kq_policy *p, const struct kq_
 }
 
 /* Pushes m's fields as the builders take them (11 values). */
-static void push_message_fields(lua_State *L, const struct kq_publish_view *m)
+static void push_message_fields(lua_State *L, struct kq_policy *p, enum marshal_site_id id,
+                                const struct kq_publish_view *m)
 {
-    lua_pushstring(L, m->message_id ? m->message_id : "");
-    lua_pushstring(L, m->topic ? m->topic : "");
-    lua_pushstring(L, m->message_type ? m->message_type : "");
-    lua_pushstring(L, m->group ? m->group : "");
-    lua_pushstring(L, m->peer ? m->peer : "");
+    struct marshal_site *site = &p->marshal->sites[id];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, site->strings);
+    int strings = lua_gettop(L);
+    lua_pushstring(L, m->message_id ? m->message_id : ""); /* new for every message */
+    const char *texts[] = {m->topic, m->message_type, m->group, m->peer};
+    for (int i = SLOT_TOPIC; i <= SLOT_PEER; i++)
+        push_cached(L, &site->slots[i], i, strings, texts[i] ? texts[i] : "");
     lua_pushnumber(L, (double)m->body_size);
     lua_pushboolean(L, m->fly);
     lua_pushboolean(L, m->commit);
     lua_pushnumber(L, (double)m->expired_time);
     lua_pushnumber(L, m->deliver_limit);
-    lua_createtable(L, 0, (int)m->n_properties);
-    for (size_t i = 0; i < m->n_properties; i++) {
-        lua_pushstring(L, m->properties[i].key);
-        lua_pushstring(L, m->properties[i].value);
-        lua_rawset(L, -3);
-    }
+    push_properties(L, site, strings, m);
+    lua_remove(L, strings);
 }
 
 void kq_policy_push_message(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_message);
-    push_message_fields(L, m);
+    push_message_fields(L, p, SITE_MESSAGE, m);
     lua_call(L, 11, 1);
 }
 
@@ -232,7 +355,7 @@ void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_p
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_publish);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_PUBLISH].ref);
-    push_message_fields(L, m);
+    push_message_fields(L, p, SITE_PUBLISH, m);
     lua_call(L, 12, 2);
 }
 
@@ -243,6 +366,8 @@ void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_route);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE_MESSAGE].ref);
     push_binds_proto(L, p, set, binds, n);
-    push_message_fields(L, m);
+    push_message_fields(L, p, SITE_ROUTE, m);
     lua_call(L, 13, 1);
 }
+
+void kq_policy_marshal_free(struct kq_policy *p) { free(p->marshal); }
