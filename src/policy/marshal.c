@@ -24,31 +24,36 @@
 #include "policy/generation.h"
 #include "sandbox/sandbox.h"
 
-/* Parameters of the builders in the order push_message_fields pushes them. `publish` and
- * `route` fill one `m` table of the generation (a hook that adds a key to it gets a new one
- * next time); `message` builds a new one (on_dead, which adds `attempts`). */
+/* Parameters of the builders in the order push_message_fields pushes them: s is the call
+ * site's string table (s[1..4]: topic, message_type, group, peer; s[3 + 2i], s[4 + 2i]: the
+ * i-th property's key and value), props the properties table to fill with the n properties
+ * (rawset: its __newindex notes only a hook's additions). `publish` and `route` fill one `m`
+ * table of the generation (a hook that adds a key to it gets a new one next time);
+ * `message` builds a new one (on_dead, which adds `attempts`). */
 static const char BUILDERS[] =
     "local setmetatable, rawset = ...\n"
     "local reused, dirty\n"
     "local noted = { __metatable = false,\n"
     "                __newindex = function(t, k, v) dirty = true; rawset(t, k, v) end }\n"
-    "local function message(message_id, topic, message_type, group, peer, body_size, fly,\n"
-    "                       commit, expired_time, deliver_limit, properties)\n"
-    "  return { message_id = message_id, topic = topic, message_type = message_type,\n"
-    "           group = group, peer = peer, body_size = body_size, fly = fly, commit = commit,\n"
+    "local function message(s, message_id, body_size, fly, commit, expired_time,\n"
+    "                       deliver_limit, props, n)\n"
+    "  for i = 1, n do rawset(props, s[3 + 2 * i], s[4 + 2 * i]) end\n"
+    "  return { message_id = message_id, topic = s[1], message_type = s[2], group = s[3],\n"
+    "           peer = s[4], body_size = body_size, fly = fly, commit = commit,\n"
     "           expired_time = expired_time, deliver_limit = deliver_limit,\n"
-    "           properties = properties }\n"
+    "           properties = props }\n"
     "end\n"
-    "local function fill(a, b, c, d, e, f, g, h, i, j, k)\n"
+    "local function fill(s, a, b, c, d, e, f, props, n)\n"
     "  if dirty ~= false then -- clean only once made (a call stopped midway retries)\n"
-    "    reused = setmetatable(message(a, b, c, d, e, f, g, h, i, j, k), noted)\n"
+    "    reused = setmetatable(message(s, a, b, c, d, e, f, props, n), noted)\n"
     "    dirty = false\n"
     "    return reused\n"
     "  end\n"
+    "  for i = 1, n do rawset(props, s[3 + 2 * i], s[4 + 2 * i]) end\n"
     "  local m = reused\n"
-    "  m.message_id = a; m.topic = b; m.message_type = c; m.group = d; m.peer = e\n"
-    "  m.body_size = f; m.fly = g; m.commit = h; m.expired_time = i; m.deliver_limit = j\n"
-    "  m.properties = k\n"
+    "  m.message_id = a; m.topic = s[1]; m.message_type = s[2]; m.group = s[3]; m.peer = s[4]\n"
+    "  m.body_size = b; m.fly = c; m.commit = d; m.expired_time = e; m.deliver_limit = f\n"
+    "  m.properties = props\n"
     "  return m\n"
     "end\n"
     "local function weak() return setmetatable({}, { __mode = 'k' }) end\n"
@@ -80,28 +85,29 @@ static const char BUILDERS[] =
     "end\n"
     "return {\n"
     "  message = message,\n"
-    "  publish = function(hook, a, b, c, d, e, f, g, h, i, j, k)\n"
-    "    return hook(fill(a, b, c, d, e, f, g, h, i, j, k))\n"
+    "  publish = function(hook, s, a, b, c, d, e, f, props, n)\n"
+    "    return hook(fill(s, a, b, c, d, e, f, props, n))\n"
     "  end,\n"
-    "  route = function(hook, proto, a, b, c, d, e, f, g, h, i, j, k)\n"
-    "    return hook(fill(a, b, c, d, e, f, g, h, i, j, k), binds_of(proto))\n"
+    "  route = function(hook, proto, s, a, b, c, d, e, f, props, n)\n"
+    "    return hook(fill(s, a, b, c, d, e, f, props, n), binds_of(proto))\n"
     "  end,\n"
     "}\n";
 
 /* ---- strings that repeat, and a properties table refilled in place ------------------------ */
 
 /* A message's topic, type, group, peer and property keys and values mostly repeat from one
- * message to the next: each has a slot per call site (on_publish sees the properties as
- * published, route_message as stored, so one site each keeps both hitting) holding its last
- * text and, in a Lua table, its Lua string. A hit is a strcmp and a lua_rawgeti instead of
- * hashing and interning (and the string stays alive, never garbage). m.properties is one
- * table per site refilled in place while the message has the same keys in the same order
- * and the hook added no key to it (a __newindex notes that). */
+ * message to the next. They reach the builders through a string table per call site
+ * (on_publish sees the properties as published, route_message as stored: one site each
+ * keeps both repeating), and C remembers the text of what it last stored in each slot: a
+ * string that repeats costs a strcmp, not hashing, interning and a C API call (and it stays
+ * alive, never garbage). m.properties is one table per site refilled in place while the
+ * message has the same keys in the same order and the hook added no key to it (a
+ * __newindex notes that). */
 enum marshal_site_id { SITE_PUBLISH, SITE_ROUTE, SITE_MESSAGE, MARSHAL_SITES };
 enum { SLOT_TOPIC, SLOT_TYPE, SLOT_GROUP, SLOT_PEER, SLOT_PROPS };
-#define CACHED_PROPERTIES 16 /* beyond: pushed each call, the table is not reused */
+#define CACHED_PROPERTIES 16 /* beyond: stored each call, the table is not reused */
 #define SLOTS (SLOT_PROPS + 2 * CACHED_PROPERTIES)
-#define SLOT_TEXT 64 /* longer strings are interned each call */
+#define SLOT_TEXT 64 /* longer strings are stored each call */
 
 struct slot {
     bool set;
@@ -110,11 +116,11 @@ struct slot {
 
 struct marshal_site {
     struct slot slots[SLOTS];
-    int strings;        /* registry ref: slot + 1 -> its Lua string */
-    int props;          /* registry ref: the properties table refilled in place */
-    size_t props_n;     /* the properties its keys came from (keys in slots) */
-    bool props_dirty;   /* the hook added a key to it: make a new one */
-    int props_meta;     /* registry ref: the metatable noting an added key */
+    int strings;      /* registry ref: the site's string table (slot + 1 -> its string) */
+    int props;        /* registry ref: the properties table refilled in place */
+    size_t props_n;   /* the properties its keys came from (keys in slots) */
+    bool props_dirty; /* the hook added a key to it: make a new one */
+    int props_meta;   /* registry ref: the metatable noting an added key */
 };
 
 struct kq_policy_marshal { /* one per generation */
@@ -126,23 +132,21 @@ static bool slot_holds(const struct slot *s, const char *text)
     return s->set && strcmp(s->text, text) == 0;
 }
 
-/* Pushes text, from the slot when it holds it (strings: the site's string table's index). */
-static void push_cached(lua_State *L, struct slot *s, int slot, int strings, const char *text)
+/* Puts text at strings[slot + 1] unless the slot (NULL: none) says it is there already. */
+static void store_string(lua_State *L, struct slot *s, int slot, int strings, const char *text)
 {
-    if (slot_holds(s, text)) {
-        lua_rawgeti(L, strings, slot + 1);
+    if (s && slot_holds(s, text))
         return;
-    }
-    s->set = false; /* until the new string is in the table (pushing may raise) */
+    if (s)
+        s->set = false; /* until the new string is in the table (storing may raise) */
     lua_pushstring(L, text);
     size_t len;
     lua_tolstring(L, -1, &len);
-    if (len >= SLOT_TEXT)
-        return;
-    lua_pushvalue(L, -1);
     lua_rawseti(L, strings, slot + 1);
-    memcpy(s->text, text, len + 1);
-    s->set = true;
+    if (s && len < SLOT_TEXT) {
+        memcpy(s->text, text, len + 1);
+        s->set = true;
+    }
 }
 
 /* __newindex of a reused properties table: a key was added, the next call makes a new one. */
@@ -154,7 +158,8 @@ static int note_added_property(lua_State *L)
     return 0;
 }
 
-/* Pushes m.properties at site (its string table at index strings). */
+/* Stores m's properties in the site's string table (at index strings) and pushes the table
+ * the builder fills with them. */
 static void push_properties(lua_State *L, struct marshal_site *site, int strings,
                             const struct kq_publish_view *m)
 {
@@ -162,29 +167,24 @@ static void push_properties(lua_State *L, struct marshal_site *site, int strings
     bool same = !site->props_dirty && n == site->props_n && n <= CACHED_PROPERTIES;
     for (size_t i = 0; i < n && same; i++)
         same = slot_holds(&site->slots[SLOT_PROPS + 2 * i], m->properties[i].key);
+    for (size_t i = 0; i < n; i++) {
+        int k = SLOT_PROPS + 2 * (int)i;
+        bool cached = i < CACHED_PROPERTIES;
+        store_string(L, cached ? &site->slots[k] : NULL, k, strings, m->properties[i].key);
+        store_string(L, cached ? &site->slots[k + 1] : NULL, k + 1, strings,
+                     m->properties[i].value);
+    }
     if (same) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, site->props);
-    } else {
-        lua_createtable(L, 0, (int)n);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, site->props_meta);
-        lua_setmetatable(L, -2);
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, LUA_REGISTRYINDEX, site->props);
-        site->props_n = n;
-        site->props_dirty = false;
+        return;
     }
-    for (size_t i = 0; i < n; i++) {
-        const struct kq_property_kv *kv = &m->properties[i];
-        if (i < CACHED_PROPERTIES) {
-            int k = SLOT_PROPS + 2 * (int)i;
-            push_cached(L, &site->slots[k], k, strings, kv->key);
-            push_cached(L, &site->slots[k + 1], k + 1, strings, kv->value);
-        } else {
-            lua_pushstring(L, kv->key);
-            lua_pushstring(L, kv->value);
-        }
-        lua_rawset(L, -3);
-    }
+    lua_createtable(L, 0, (int)n);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, site->props_meta);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, site->props);
+    site->props_n = n;
+    site->props_dirty = false;
 }
 
 /* The site's string table, properties table and its metatable into the registry. */
@@ -326,31 +326,31 @@ static void push_binds_proto(lua_State *L, struct kq_policy *p, const struct kq_
     lua_remove(L, -2);
 }
 
-/* Pushes m's fields as the builders take them (11 values). */
+/* Pushes m's fields as the builders take them (9 values). */
 static void push_message_fields(lua_State *L, struct kq_policy *p, enum marshal_site_id id,
                                 const struct kq_publish_view *m)
 {
     struct marshal_site *site = &p->marshal->sites[id];
     lua_rawgeti(L, LUA_REGISTRYINDEX, site->strings);
     int strings = lua_gettop(L);
-    lua_pushstring(L, m->message_id ? m->message_id : ""); /* new for every message */
     const char *texts[] = {m->topic, m->message_type, m->group, m->peer};
     for (int i = SLOT_TOPIC; i <= SLOT_PEER; i++)
-        push_cached(L, &site->slots[i], i, strings, texts[i] ? texts[i] : "");
+        store_string(L, &site->slots[i], i, strings, texts[i] ? texts[i] : "");
+    lua_pushstring(L, m->message_id ? m->message_id : ""); /* new for every message */
     lua_pushnumber(L, (double)m->body_size);
     lua_pushboolean(L, m->fly);
     lua_pushboolean(L, m->commit);
     lua_pushnumber(L, (double)m->expired_time);
     lua_pushnumber(L, m->deliver_limit);
     push_properties(L, site, strings, m);
-    lua_remove(L, strings);
+    lua_pushnumber(L, (double)m->n_properties);
 }
 
 void kq_policy_push_message(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_message);
     push_message_fields(L, p, SITE_MESSAGE, m);
-    lua_call(L, 11, 1);
+    lua_call(L, 9, 1);
 }
 
 void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m)
@@ -358,7 +358,7 @@ void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_p
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_publish);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_PUBLISH].ref);
     push_message_fields(L, p, SITE_PUBLISH, m);
-    lua_call(L, 12, 2);
+    lua_call(L, 10, 2);
 }
 
 void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
@@ -369,7 +369,7 @@ void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE_MESSAGE].ref);
     push_binds_proto(L, p, set, binds, n);
     push_message_fields(L, p, SITE_ROUTE, m);
-    lua_call(L, 13, 1);
+    lua_call(L, 11, 1);
 }
 
 void kq_policy_marshal_free(struct kq_policy *p) { free(p->marshal); }
