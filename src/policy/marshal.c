@@ -170,7 +170,8 @@ static void push_properties(lua_State *L, struct marshal_site *site, int strings
     for (size_t i = 0; i < n; i++) {
         int k = SLOT_PROPS + 2 * (int)i;
         bool cached = i < CACHED_PROPERTIES;
-        store_string(L, cached ? &site->slots[k] : NULL, k, strings, m->properties[i].key);
+        if (!same) /* same: every key is in its slot already */
+            store_string(L, cached ? &site->slots[k] : NULL, k, strings, m->properties[i].key);
         store_string(L, cached ? &site->slots[k + 1] : NULL, k + 1, strings,
                      m->properties[i].value);
     }
