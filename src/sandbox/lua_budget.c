@@ -130,6 +130,8 @@ void kq_lua_budget_jit_trusted(lua_State *L)
     lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
     lua_pushnil(L);
     lua_setfield(L, -2, LUA_JITLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, LUA_JITLIBNAME ".opt");
     lua_pop(L, 1);
     lua_pushnil(L); /* jit.util and jit.profile's loaders */
     lua_setfield(L, LUA_REGISTRYINDEX, "_PRELOAD");
