@@ -62,6 +62,7 @@ struct kq_policy {
     const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
     uint64_t protos_gen;
     const void *running; /* the call protected_call runs (marshal.c) */
+    struct kq_policy_marshal *marshal; /* strings and tables reused across calls (marshal.c) */
 };
 
 /* Shared by the per-hook protected functions: which hook, what about (the subject whose
@@ -101,6 +102,8 @@ bool kq_policy_hook_live(const struct kq_policy *p, const struct call *c);
 int kq_policy_selftest_fail(struct call *c, char *err, size_t errlen, const char *dir);
 /* marshal.c: the way into Lua. Loads its functions into p->L (0, or -1 when out of memory). */
 int kq_policy_marshal_init(struct kq_policy *p);
+/* Frees what kq_policy_marshal_init allocated outside the Lua state. */
+void kq_policy_marshal_free(struct kq_policy *p);
 /* As lua_cpcall(p->L, fn, arg), without making a closure per call. */
 int kq_policy_pcall(struct kq_policy *p, lua_CFunction fn, void *arg);
 /* Pushes a message as on_publish sees it (a new table). */

@@ -11,41 +11,49 @@
  * `binds` is one list per topic refilled from a prototype built once per binding set. Every
  * field is written again for every call, so what a hook changed in them is undone; a hook
  * that adds a key to one (seen by a __newindex) gets a new one at the next call. A hook must
- * not keep them (docs/POLICIES.md); m.properties is still a new table per call.
+ * not keep them (docs/POLICIES.md). m.properties and the strings that repeat from message
+ * to message are kept too (below: "strings that repeat").
  *
  * The hook is called from the chunk by a tail call, so its errors, results and the budget
  * guard are those of a direct call. */
 #include <lauxlib.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "policy/generation.h"
 #include "sandbox/sandbox.h"
 
-/* Parameters of the builders in the order push_message_fields pushes them. `publish` and
- * `route` fill one `m` table of the generation (a hook that adds a key to it gets a new one
- * next time); `message` builds a new one (on_dead, which adds `attempts`). */
+/* Parameters of the builders in the order push_message_fields pushes them: s is the call
+ * site's string table (s[1..4]: topic, message_type, group, peer; s[3 + 2i], s[4 + 2i]: the
+ * i-th property's key and value), props the properties table to fill with the n properties
+ * (rawset: its __newindex notes only a hook's additions). `publish` and `route` fill one `m`
+ * table of the generation (a hook that adds a key to it gets a new one next time);
+ * `message` builds a new one (on_dead, which adds `attempts`). */
 static const char BUILDERS[] =
     "local setmetatable, rawset = ...\n"
     "local reused, dirty\n"
     "local noted = { __metatable = false,\n"
     "                __newindex = function(t, k, v) dirty = true; rawset(t, k, v) end }\n"
-    "local function message(message_id, topic, message_type, group, peer, body_size, fly,\n"
-    "                       commit, expired_time, deliver_limit, properties)\n"
-    "  return { message_id = message_id, topic = topic, message_type = message_type,\n"
-    "           group = group, peer = peer, body_size = body_size, fly = fly, commit = commit,\n"
+    "local function message(s, message_id, body_size, fly, commit, expired_time,\n"
+    "                       deliver_limit, props, n)\n"
+    "  for i = 1, n do rawset(props, s[3 + 2 * i], s[4 + 2 * i]) end\n"
+    "  return { message_id = message_id, topic = s[1], message_type = s[2], group = s[3],\n"
+    "           peer = s[4], body_size = body_size, fly = fly, commit = commit,\n"
     "           expired_time = expired_time, deliver_limit = deliver_limit,\n"
-    "           properties = properties }\n"
+    "           properties = props }\n"
     "end\n"
-    "local function fill(a, b, c, d, e, f, g, h, i, j, k)\n"
+    "local function fill(s, a, b, c, d, e, f, props, n)\n"
     "  if dirty ~= false then -- clean only once made (a call stopped midway retries)\n"
-    "    reused = setmetatable(message(a, b, c, d, e, f, g, h, i, j, k), noted)\n"
+    "    reused = setmetatable(message(s, a, b, c, d, e, f, props, n), noted)\n"
     "    dirty = false\n"
     "    return reused\n"
     "  end\n"
+    "  for i = 1, n do rawset(props, s[3 + 2 * i], s[4 + 2 * i]) end\n"
     "  local m = reused\n"
-    "  m.message_id = a; m.topic = b; m.message_type = c; m.group = d; m.peer = e\n"
-    "  m.body_size = f; m.fly = g; m.commit = h; m.expired_time = i; m.deliver_limit = j\n"
-    "  m.properties = k\n"
+    "  m.message_id = a; m.topic = s[1]; m.message_type = s[2]; m.group = s[3]; m.peer = s[4]\n"
+    "  m.body_size = b; m.fly = c; m.commit = d; m.expired_time = e; m.deliver_limit = f\n"
+    "  m.properties = props\n"
     "  return m\n"
     "end\n"
     "local function weak() return setmetatable({}, { __mode = 'k' }) end\n"
@@ -77,13 +85,125 @@ static const char BUILDERS[] =
     "end\n"
     "return {\n"
     "  message = message,\n"
-    "  publish = function(hook, a, b, c, d, e, f, g, h, i, j, k)\n"
-    "    return hook(fill(a, b, c, d, e, f, g, h, i, j, k))\n"
+    "  publish = function(hook, s, a, b, c, d, e, f, props, n)\n"
+    "    return hook(fill(s, a, b, c, d, e, f, props, n))\n"
     "  end,\n"
-    "  route = function(hook, proto, a, b, c, d, e, f, g, h, i, j, k)\n"
-    "    return hook(fill(a, b, c, d, e, f, g, h, i, j, k), binds_of(proto))\n"
+    "  route = function(hook, proto, s, a, b, c, d, e, f, props, n)\n"
+    "    return hook(fill(s, a, b, c, d, e, f, props, n), binds_of(proto))\n"
     "  end,\n"
     "}\n";
+
+/* ---- strings that repeat, and a properties table refilled in place ------------------------ */
+
+/* A message's topic, type, group, peer and property keys and values mostly repeat from one
+ * message to the next. They reach the builders through a string table per call site
+ * (on_publish sees the properties as published, route_message as stored: one site each
+ * keeps both repeating), and C remembers the text of what it last stored in each slot: a
+ * string that repeats costs a strcmp, not hashing, interning and a C API call (and it stays
+ * alive, never garbage). m.properties is one table per site refilled in place while the
+ * message has the same keys in the same order and the hook added no key to it (a
+ * __newindex notes that). */
+enum marshal_site_id { SITE_PUBLISH, SITE_ROUTE, SITE_MESSAGE, MARSHAL_SITES };
+enum { SLOT_TOPIC, SLOT_TYPE, SLOT_GROUP, SLOT_PEER, SLOT_PROPS };
+#define CACHED_PROPERTIES 16 /* beyond: stored each call, the table is not reused */
+#define SLOTS (SLOT_PROPS + 2 * CACHED_PROPERTIES)
+#define SLOT_TEXT 64 /* longer strings are stored each call */
+
+struct slot {
+    bool set;
+    char text[SLOT_TEXT];
+};
+
+struct marshal_site {
+    struct slot slots[SLOTS];
+    int strings;      /* registry ref: the site's string table (slot + 1 -> its string) */
+    int props;        /* registry ref: the properties table refilled in place */
+    size_t props_n;   /* the properties its keys came from (keys in slots) */
+    bool props_dirty; /* the hook added a key to it: make a new one */
+    int props_meta;   /* registry ref: the metatable noting an added key */
+};
+
+struct kq_policy_marshal { /* one per generation */
+    struct marshal_site sites[MARSHAL_SITES];
+};
+
+static bool slot_holds(const struct slot *s, const char *text)
+{
+    return s->set && strcmp(s->text, text) == 0;
+}
+
+/* Puts text at strings[slot + 1] unless the slot (NULL: none) says it is there already. */
+static void store_string(lua_State *L, struct slot *s, int slot, int strings, const char *text)
+{
+    if (s && slot_holds(s, text))
+        return;
+    if (s)
+        s->set = false; /* until the new string is in the table (storing may raise) */
+    lua_pushstring(L, text);
+    size_t len;
+    lua_tolstring(L, -1, &len);
+    lua_rawseti(L, strings, slot + 1);
+    if (s && len < SLOT_TEXT) {
+        memcpy(s->text, text, len + 1);
+        s->set = true;
+    }
+}
+
+/* __newindex of a reused properties table: a key was added, the next call makes a new one. */
+static int note_added_property(lua_State *L)
+{
+    bool *dirty = lua_touserdata(L, lua_upvalueindex(1));
+    *dirty = true;
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* Stores m's properties in the site's string table (at index strings) and pushes the table
+ * the builder fills with them. */
+static void push_properties(lua_State *L, struct marshal_site *site, int strings,
+                            const struct kq_publish_view *m)
+{
+    size_t n = m->n_properties;
+    bool same = !site->props_dirty && n == site->props_n && n <= CACHED_PROPERTIES;
+    for (size_t i = 0; i < n && same; i++)
+        same = slot_holds(&site->slots[SLOT_PROPS + 2 * i], m->properties[i].key);
+    for (size_t i = 0; i < n; i++) {
+        int k = SLOT_PROPS + 2 * (int)i;
+        bool cached = i < CACHED_PROPERTIES;
+        if (!same) /* same: every key is in its slot already */
+            store_string(L, cached ? &site->slots[k] : NULL, k, strings, m->properties[i].key);
+        store_string(L, cached ? &site->slots[k + 1] : NULL, k + 1, strings,
+                     m->properties[i].value);
+    }
+    if (same) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, site->props);
+        return;
+    }
+    lua_createtable(L, 0, (int)n);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, site->props_meta);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, site->props);
+    site->props_n = n;
+    site->props_dirty = false;
+}
+
+/* The site's string table, properties table and its metatable into the registry. */
+static void init_site(lua_State *L, struct marshal_site *site)
+{
+    lua_createtable(L, SLOTS, 0);
+    site->strings = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L); /* a placeholder: props_n never matches it */
+    site->props = luaL_ref(L, LUA_REGISTRYINDEX);
+    site->props_n = SIZE_MAX;
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pushlightuserdata(L, &site->props_dirty);
+    lua_pushcclosure(L, note_added_property, 1);
+    lua_setfield(L, -2, "__newindex");
+    site->props_meta = luaL_ref(L, LUA_REGISTRYINDEX);
+}
 
 struct protected_call {
     lua_CFunction fn;
@@ -118,8 +238,10 @@ static int load_builders(lua_State *L)
     lua_pushlightuserdata(L, p);
     lua_pushcclosure(L, run_protected, 1);
     p->protected_call = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (kq_sandbox_load_text(L, BUILDERS, sizeof BUILDERS - 1, "(policy builders)") != 0)
+    /* ours, and bounded (loops over the bindings only): compiled, without the count hook */
+    if (luaL_loadbufferx(L, BUILDERS, sizeof BUILDERS - 1, "=(policy builders)", "t") != 0)
         return lua_error(L);
+    kq_lua_budget_jit_trusted(L);
     lua_newtable(L); /* it needs no globals: what it uses comes as arguments */
     lua_setfenv(L, -2);
     lua_getglobal(L, "setmetatable");
@@ -134,11 +256,16 @@ static int load_builders(lua_State *L)
     }
     lua_newtable(L);
     p->binds_protos = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (int i = 0; i < MARSHAL_SITES; i++)
+        init_site(L, &p->marshal->sites[i]);
     return 0;
 }
 
 int kq_policy_marshal_init(struct kq_policy *p)
 {
+    p->marshal = calloc(1, sizeof *p->marshal);
+    if (!p->marshal)
+        return -1;
     p->protected_call = p->build_message = p->build_publish = p->build_route = p->binds_protos =
         LUA_NOREF;
     int rc = lua_cpcall(p->L, load_builders, p);
@@ -200,40 +327,39 @@ static void push_binds_proto(lua_State *L, struct kq_policy *p, const struct kq_
     lua_remove(L, -2);
 }
 
-/* Pushes m's fields as the builders take them (11 values). */
-static void push_message_fields(lua_State *L, const struct kq_publish_view *m)
+/* Pushes m's fields as the builders take them (9 values). */
+static void push_message_fields(lua_State *L, struct kq_policy *p, enum marshal_site_id id,
+                                const struct kq_publish_view *m)
 {
-    lua_pushstring(L, m->message_id ? m->message_id : "");
-    lua_pushstring(L, m->topic ? m->topic : "");
-    lua_pushstring(L, m->message_type ? m->message_type : "");
-    lua_pushstring(L, m->group ? m->group : "");
-    lua_pushstring(L, m->peer ? m->peer : "");
+    struct marshal_site *site = &p->marshal->sites[id];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, site->strings);
+    int strings = lua_gettop(L);
+    const char *texts[] = {m->topic, m->message_type, m->group, m->peer};
+    for (int i = SLOT_TOPIC; i <= SLOT_PEER; i++)
+        store_string(L, &site->slots[i], i, strings, texts[i] ? texts[i] : "");
+    lua_pushstring(L, m->message_id ? m->message_id : ""); /* new for every message */
     lua_pushnumber(L, (double)m->body_size);
     lua_pushboolean(L, m->fly);
     lua_pushboolean(L, m->commit);
     lua_pushnumber(L, (double)m->expired_time);
     lua_pushnumber(L, m->deliver_limit);
-    lua_createtable(L, 0, (int)m->n_properties);
-    for (size_t i = 0; i < m->n_properties; i++) {
-        lua_pushstring(L, m->properties[i].key);
-        lua_pushstring(L, m->properties[i].value);
-        lua_rawset(L, -3);
-    }
+    push_properties(L, site, strings, m);
+    lua_pushnumber(L, (double)m->n_properties);
 }
 
 void kq_policy_push_message(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_message);
-    push_message_fields(L, m);
-    lua_call(L, 11, 1);
+    push_message_fields(L, p, SITE_MESSAGE, m);
+    lua_call(L, 9, 1);
 }
 
 void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_publish);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_PUBLISH].ref);
-    push_message_fields(L, m);
-    lua_call(L, 12, 2);
+    push_message_fields(L, p, SITE_PUBLISH, m);
+    lua_call(L, 10, 2);
 }
 
 void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
@@ -243,6 +369,8 @@ void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_route);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE_MESSAGE].ref);
     push_binds_proto(L, p, set, binds, n);
-    push_message_fields(L, m);
-    lua_call(L, 13, 1);
+    push_message_fields(L, p, SITE_ROUTE, m);
+    lua_call(L, 11, 1);
 }
+
+void kq_policy_marshal_free(struct kq_policy *p) { free(p->marshal); }

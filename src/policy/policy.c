@@ -1110,6 +1110,7 @@ void kq_policy_free(struct kq_policy *p)
         return;
     if (p->L)
         lua_close(p->L); /* refs and all go with the state */
+    kq_policy_marshal_free(p);
     memo_clear(p);
     kq_regex_cache_free(p->rc);
     kq_strikes_free(p->strikes);

@@ -121,6 +121,22 @@ uint64_t kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_ste
     return now;
 }
 
+void kq_lua_budget_jit_trusted(lua_State *L)
+{
+    lua_pushcfunction(L, luaopen_jit); /* the compiler's parameters, and the engine on */
+    lua_call(L, 0, 0);
+    lua_pushnil(L);
+    lua_setglobal(L, LUA_JITLIBNAME);
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    lua_pushnil(L);
+    lua_setfield(L, -2, LUA_JITLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, LUA_JITLIBNAME ".opt");
+    lua_pop(L, 1);
+    lua_pushnil(L); /* jit.util and jit.profile's loaders */
+    lua_setfield(L, LUA_REGISTRYINDEX, "_PRELOAD");
+}
+
 struct opening {
     struct kq_lua_budget *b;
     bool with_bit;

@@ -3,7 +3,7 @@
  *
  * Each run of Lua code (a file's top level, a hook call) gets an instruction budget and a
  * wall-clock deadline, checked by a count hook every KQ_LUA_HOOK_EVERY instructions (the
- * JIT is off, so the hook fires reliably); the allocator caps the state's memory. A count
+ * operators' code is always interpreted, so the hook fires reliably); the allocator caps the state's memory. A count
  * hook cannot see inside a long C call, and Lua's pattern matcher backtracks without bound
  * (`a*a*a*a*a*a*a*a*c` on 31 bytes runs for minutes): the string library's find, match,
  * gmatch and gsub are replaced by versions that charge their worst case to the run's
@@ -49,6 +49,14 @@ void *kq_lua_budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
  * until kq_lua_budget_begin (a run before it is over budget at once). NULL when out of
  * memory. The caller closes it with lua_close (b must outlive the state). */
 struct lua_State *kq_lua_budget_newstate(struct kq_lua_budget *b, bool with_bit);
+
+/* Turns L's JIT engine on for the broker's own Lua (loaded with luaL_loadbuffer*, not
+ * kq_sandbox_load_text): compiled code runs without the count hook, so only code whose every
+ * run is bounded may be compiled. Operators' chunks stay interpreted: kq_sandbox_load_text
+ * marks all their functions never to be compiled, and LuaJIT neither starts a trace in such a
+ * function nor records a call into one. The jit library this opens is not left reachable
+ * (no global, not in package.loaded). Raises on out of memory (call it protected). */
+void kq_lua_budget_jit_trusted(struct lua_State *L);
 
 /* Starts a run of at most max_steps instructions (pattern work included) and ms of wall
  * clock; a run stopped before is forgotten. Returns the start (kq_mono_us()), so that a

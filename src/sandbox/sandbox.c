@@ -3,6 +3,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <luajit.h>
 #include <string.h>
 
 const char *const kq_sandbox_base[] = {"assert",   "error",        "ipairs",       "next",
@@ -49,6 +50,8 @@ int kq_sandbox_load_text(lua_State *L, const char *src, size_t len, const char *
     const char *chunk = lua_tostring(L, -1);
     int rc = luaL_loadbufferx(L, src, len, chunk, "t");
     lua_remove(L, -2);
+    if (rc == 0) /* this function and every function it contains: interpreted only, ever */
+        luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
     if (rc != 0) {
         const char *m = lua_tostring(L, -1);
         if (m && strcmp(m, "attempt to load chunk with wrong mode") == 0) {

@@ -2,7 +2,8 @@
  * loader (policy/policy.c) both run operators' Lua through it, and so do the policy tools
  * (`kiteq policy`, the `kiteq.policy` Lua module of the busted specs).
  *
- * A sandboxed state (kq_lua_budget_newstate, lua_budget.h) has the JIT off, its memory
+ * A sandboxed state (kq_lua_budget_newstate, lua_budget.h) runs operators' code interpreted
+ * (the JIT off, or on for the broker's own code only: kq_lua_budget_jit_trusted), its memory
  * capped, an instruction and wall-clock budget per run, and bounded Lua patterns. It opens
  * only the base library, string, table, math (and bit); no io, os, package/require, debug,
  * ffi, jit or coroutine is reachable from a chunk's environment. The string metatable is
@@ -31,7 +32,10 @@ extern const char *const kq_sandbox_base[];
  * own names and rules. */
 void kq_sandbox_push_env(struct lua_State *L, bool with_bit);
 
-/* Compiles src (len bytes, source text only) as chunk "@path"; returns 0 with the function
+/* Compiles src (len bytes, source text only) as chunk "@path", its functions (the closures
+ * it will ever make included) marked never to be compiled by the JIT, so that the count hook
+ * sees every instruction even in a state whose engine is on (kq_lua_budget_jit_trusted);
+ * returns 0 with the function
  * on the stack (the caller gives it its environment), or nonzero with the message on the
  * stack ("PATH: must be Lua source text, not bytecode", or the parser's "PATH:LINE: ...").
  * Raises only on out of memory (call it protected). */

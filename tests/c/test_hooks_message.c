@@ -173,6 +173,89 @@ static void test_arguments_are_fresh(void **state)
     kq_policy_free(p);
 }
 
+/* m.properties is refilled in place while messages have the same keys, and its strings are
+ * kept per call site: whatever the keys, values, their order, their length, what a call
+ * changed, removed or added, and whichever hook ran before, each call sees exactly its
+ * message's properties. The message type carries what the hook must see ("k=v,..." sorted)
+ * and what it then does to m.properties. */
+static const char SEEN[] =
+    "local function seen(props)\n"
+    "  local t = {}\n"
+    "  for k, v in pairs(props) do t[#t + 1] = k .. '=' .. tostring(v) end\n"
+    "  table.sort(t)\n"
+    "  return table.concat(t, ',')\n"
+    "end\n"
+    "local function check(m)\n"
+    "  local want, action = m.message_type:match('^(.-)|(.*)$')\n"
+    "  if not want then return end -- a self-test\n"
+    "  if seen(m.properties) ~= want then\n"
+    "    error('saw ' .. seen(m.properties) .. ', not ' .. want)\n"
+    "  end\n"
+    "  if action == 'drop' then m.properties.a = nil\n"
+    "  elseif action == 'add' then m.properties.z = 'x'\n"
+    "  elseif action == 'set' then m.properties.b = 'changed'\n"
+    "  elseif action == 'readd' then m.properties.a = nil; m.properties.a = 'y' end\n"
+    "end\n"
+    "return { %s = function(m) check(m); return nil end }\n";
+
+static void test_properties_reused(void **state)
+{
+    (void)state;
+    static char long1[100], long2[100];
+    memset(long1, 'l', sizeof long1 - 1);
+    memset(long2, 'l', sizeof long2 - 1);
+    long2[50] = 'X';
+    static struct kq_property_kv many[20];
+    static char many_keys[20][8], many_seen[400] = "";
+    for (int i = 0; i < 20; i++) { /* sorted as the hook sorts them: k10 < k11 < ... */
+        snprintf(many_keys[i], sizeof many_keys[i], "k%d", 10 + i);
+        many[i] = (struct kq_property_kv){many_keys[i], "v"};
+        snprintf(many_seen + strlen(many_seen), sizeof many_seen - strlen(many_seen), "%s%s=v",
+                 i ? "," : "", many_keys[i]);
+    }
+    char long1_seen[128], long2_seen[128];
+    snprintf(long1_seen, sizeof long1_seen, "a=%s|", long1);
+    snprintf(long2_seen, sizeof long2_seen, "a=%s|", long2);
+    const struct kq_property_kv ab[] = {{"a", "1"}, {"b", "2"}}, ab3[] = {{"a", "1"}, {"b", "3"}},
+                                ba[] = {{"b", "2"}, {"a", "1"}}, a[] = {{"a", "1"}},
+                                l1[] = {{"a", long1}}, l2[] = {{"a", long2}};
+    const struct {
+        const char *type;
+        const struct kq_property_kv *props;
+        size_t n;
+    } calls[] = {
+        {"a=1,b=2|drop", ab, 2}, {"a=1,b=2|add", ab, 2}, {"a=1,b=2|set", ab, 2},
+        {"a=1,b=3|", ab3, 2},    {"a=1|", a, 1},         {"a=1,b=2|", ba, 2},
+        {long1_seen, l1, 1},     {long2_seen, l2, 1},    {"a=1|readd", a, 1},
+        {"a=1|", a, 1},          {"|add", NULL, 0},      {"|", NULL, 0},
+        {NULL, many, 20},        {NULL, many, 20},       {"a=1,b=2|", ab, 2},
+    };
+    char many_type[420];
+    snprintf(many_type, sizeof many_type, "%s|add", many_seen);
+    char publish[1024], routing[1024];
+    snprintf(publish, sizeof publish, SEEN, "on_publish");
+    snprintf(routing, sizeof routing, SEEN, "route_message");
+    policy_dir("reused", "publish.lua", publish);
+    struct kq_policy *p = NULL;
+    assert_int_equal(
+        kq_policy_load(policy_dir("reused", "routing.lua", routing), &p, err, sizeof err), 0);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    struct kq_publish_verdict v;
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        struct kq_publish_view m = view(calls[i].type ? calls[i].type : many_type, NULL, true);
+        m.properties = calls[i].props;
+        m.n_properties = calls[i].n;
+        kq_policy_publish(p, &m, &v); /* the two hooks in turn, as the broker calls them */
+        kq_policy_route_message(p, s, &m, r, 8);
+        kq_policy_route_message(p, s, &m, r, 8);
+        assert_int_equal(policy_hook_stats(p, "publish").errors, 0);
+        assert_int_equal(policy_hook_stats(p, "route_message").errors, 0);
+    }
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
 static const char AUTH[] =
     "local ALLOW = { ['s-eu'] = { ['127.0.0.1'] = true } }\n"
     "return { on_connect = function(c)\n"
@@ -396,6 +479,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_message), cmocka_unit_test(test_arguments_are_fresh),
+        cmocka_unit_test(test_properties_reused),
         cmocka_unit_test(test_on_connect),    cmocka_unit_test(test_on_dead),
         cmocka_unit_test(test_helpers),       cmocka_unit_test(test_selftests),
         cmocka_unit_test(test_examples),

@@ -197,6 +197,60 @@ static void test_hook_loop_stopped(void **state)
     assert_has(err, "stopped: over the instruction budget");
 }
 
+/* A policy state compiles the broker's own Lua with the JIT (compiled code runs without the
+ * count hook), never an operator's function, whichever way it runs: a loop in a hook, a
+ * closure made at run time, a function called many times, through a metamethod, as a
+ * string.gsub or table.sort callback. Each way below is hot enough to be compiled within one
+ * call and, compiled, would finish (within the time budget on a quiet host) instead of being
+ * stopped by the count hook. */
+static const char HOT[] =
+    "local function sum(n) local x = 0; for i = 1, n do x = x + i end; return x end\n"
+    "local function maker() return function(n) return sum(n) end end\n"
+    "local lazy = setmetatable({}, { __index = function(t, k) return sum(k) end })\n"
+    "local WAYS = {\n"
+    "  loop = function() local x = 0; for i = 1, 2e6 do x = x + i end end,\n"
+    "  closure = function() maker()(2e6) end,\n"
+    "  calls = function() local f = maker(); for i = 1, 2e6 do f(1) end end,\n"
+    "  metamethod = function() return lazy[2e6] end,\n"
+    "  gsub = function() string.gsub(string.rep('a', 200), 'a', function() sum(1e4) end) end,\n"
+    "  sort = function()\n"
+    "    local t = {}; for i = 1, 200 do t[i] = 200 - i end\n"
+    "    table.sort(t, function(a, b) sum(1000); return a < b end)\n"
+    "  end,\n"
+    "}\n"
+    "return { on_publish = function(m)\n"
+    "  local way = WAYS[m.message_type]; if way then way() end\n"
+    "end }\n";
+
+static void test_operators_code_never_compiled(void **state)
+{
+    (void)state;
+    char path[256];
+    snprintf(path, sizeof path, "%s/publish.lua", tmpdir);
+    write_file(path, HOT, "");
+    struct kq_policy *p = NULL;
+    int rc = kq_policy_load(tmpdir, &p, err, sizeof err);
+    remove(path);
+    assert_int_equal(rc, 0);
+    static const char *const ways[] = {"loop", "calls", "closure", "metamethod", "gsub", "sort"};
+    for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
+        struct kq_publish_view m = {.message_id = "0123456789abcdef0123456789abcdef",
+                                    .topic = "trade",
+                                    .message_type = ways[i],
+                                    .group = "p-trade"};
+        struct kq_publish_verdict v;
+        for (int k = 0; k < 3; k++) /* warm: a trace would be there by the last one */
+            kq_policy_publish(p, &m, &v);
+        char want[64];
+        /* stopped by the count hook (instructions, or time on a busy host); compiled, the
+         * call would have finished: answered, or "slow call" */
+        snprintf(want, sizeof want, "type=%s failed: stopped: over the", ways[i]);
+        if (!strstr(kq_policy_last_failure(p), want))
+            fail_msg("%s: expected \"%s\" in \"%s\"", ways[i], want, kq_policy_last_failure(p));
+    }
+    kq_policy_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +259,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bytecode_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_what_stays, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hook_loop_stopped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_operators_code_never_compiled, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
