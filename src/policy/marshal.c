@@ -286,9 +286,7 @@ void kq_policy_push_binds(lua_State *L, const struct kq_binding *binds, size_t n
         lua_setfield(L, -2, "topic");
         lua_pushstring(L, b->message_type);
         lua_setfield(L, -2, "message_type");
-        lua_pushstring(L, b->bind_type == KQ_BIND_REGX     ? "regx"
-                          : b->bind_type == KQ_BIND_FANOUT ? "fanout"
-                                                           : "direct");
+        lua_pushstring(L, kq_bind_type_name(b->bind_type));
         lua_setfield(L, -2, "bind_type");
         lua_pushnumber(L, b->watermark);
         lua_setfield(L, -2, "watermark");
