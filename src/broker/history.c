@@ -74,28 +74,33 @@ struct kq_history_tab {
     size_t ring_cap, ring_next, ring_len;
     struct kq_history *spare[HIST_SPARES]; /* finished records for the next new ones (hot) */
     unsigned n_spare;
-    uint64_t bytes;
-    uint64_t skipped;
+    uint64_t bytes;      /* all of it (kiteq_message_history_bytes) */
+    uint64_t ring_bytes; /* of which the ring of finished messages: its entries and buffers */
+    uint64_t skipped;    /* messages without a history because of HISTORY_MAX_BYTES */
     struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
     uint8_t first_cap;           /* events a new record gets room for (see history_new) */
     uint64_t clock_at;           /* hist_now_ms: the loop time of the last wall-clock reading */
-    int64_t clock_off;
-    /* and wall ms - loop ms then */ /* messages without a history because of HISTORY_MAX_BYTES */
+    int64_t clock_off;           /* and wall ms - loop ms then */
 };
 
 #define FREE_TAG(next) ((struct kq_history *)(((uintptr_t)(next) << 1) | 1))
 #define IS_FREE(p) (((uintptr_t)(p)) & 1)
 #define FREE_NEXT(p) ((uint32_t)((uintptr_t)(p) >> 1))
 #define NO_SLOT UINT32_MAX
-/* Histories are a help, not a duty: past this much memory (records, ring, slots) new
- * messages get none and records stop growing (they keep how they started and the latest),
- * so a large backlog stays within the pending-count memory budget. Counted in `skipped`. */
+/* Histories are a help, not a duty: past this much memory for pending messages (their
+ * records and slots) new messages get none and records stop growing (they keep how they
+ * started and the latest), so a large backlog stays within the pending-count memory budget.
+ * Counted in `skipped`. The ring of finished messages is not counted against it: its size is
+ * the operator's messageHistory (~420 bytes an entry), and counting it let a ring of more
+ * than ~75 000 entries take the whole budget, so that no message got a history at all. */
 #define HISTORY_MAX_BYTES ((uint64_t)32 << 20)
 /* Events a new record has room for at least: a message delivered at the first attempt to one
  * group (published, stored, sent, acked, delivered, removed) never grows its record. A
  * record starts as large as the last finished one needed (a fan-out to 4 groups: 11), so a
  * steady stream never grows one (a realloc per message showed in profiles). */
 #define HIST_FIRST_CAP 6
+
+static uint64_t pending_bytes(const struct kq_history_tab *t) { return t->bytes - t->ring_bytes; }
 
 static const char *const kind_names[] = {
     [KQ_EV_PUBLISHED] = "published",
@@ -162,7 +167,7 @@ int kq_history_init(struct kq_broker *b)
         return -ENOMEM;
     }
     t->ring_cap = cap;
-    t->bytes = cap * sizeof *t->ring;
+    t->bytes = t->ring_bytes = cap * sizeof *t->ring;
     b->history = t;
     return 0;
 }
@@ -376,7 +381,7 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
 {
     struct kq_history *h = *hp;
     if (h->n == h->cap) {
-        if (h->cap < KQ_HIST_MAX && t->bytes < HISTORY_MAX_BYTES) {
+        if (h->cap < KQ_HIST_MAX && pending_bytes(t) < HISTORY_MAX_BYTES) {
             unsigned cap = h->cap * 2 > KQ_HIST_MAX ? KQ_HIST_MAX : h->cap * 2;
             struct kq_history *nh = realloc(h, record_size(cap));
             if (!nh)
@@ -471,7 +476,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
     int64_t now = hist_now_ms(b, t);
     if (h && h->delivered) /* not finished after all: the event goes in its place */
         delivered_event(hp, now);
-    if (t->ring_cap && !h && t->bytes >= HISTORY_MAX_BYTES)
+    if (t->ring_cap && !h && pending_bytes(t) >= HISTORY_MAX_BYTES)
         t->skipped++;
     else if (t->ring_cap && !h) {
         if (!(h = history_new(t, now)) || slot_take(t, m, h) != 0) {
@@ -602,6 +607,7 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
         char *nb = realloc(f->names, need);
         if (nb) {
             t->bytes += need - f->names_cap;
+            t->ring_bytes += need - f->names_cap;
             f->names = nb;
             f->names_cap = (uint32_t)need;
         }
@@ -622,6 +628,7 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
             return;
         }
         t->bytes += record_size(h->cap) - had;
+        t->ring_bytes += record_size(h->cap) - had;
         nb->cap = h->cap;
         f->h = nb;
     }

@@ -322,6 +322,31 @@ static void test_ring_is_bounded(void **state)
     close(prod);
 }
 
+/* A ring larger than the 32 MiB cap of pending histories (600 000 entries of 72 bytes are
+ * ~43 MB before any message) still leaves room for them: the cap used to count the ring, so
+ * that no message got a history at all. */
+static void test_large_ring_keeps_histories(void **state)
+{
+    (void)state;
+    start_logging("messageHistory = 600000,", "-logLevel=info");
+    int a = raw_connect_as(bp.port, TEST_CONSUMER, TEST_SECRET),
+        prod = raw_connect_as(bp.port, TEST_PRODUCER, TEST_SECRET);
+    char id[33];
+    publish(prod, "refund-x", 0, id); /* s-trade-a only */
+    raw_take_delivery(a, id, 5000);
+    int status;
+    cJSON *j = msg(id, &status);
+    assert_int_equal(status, 200);
+    assert_string_equal(str(j, "state"), "delivered");
+    assert_int_equal(find_event(j, 0, "published", TEST_PRODUCER), 0);
+    cJSON_Delete(j);
+    static char text[1 << 17];
+    assert_int_equal(admin_get(admin_port, "/metrics", text, sizeof text), 200);
+    assert_non_null(strstr(text, "kiteq_message_histories_skipped_total 0\n"));
+    close(a);
+    close(prod);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -329,6 +354,7 @@ int main(void)
         cmocka_unit_test_teardown(test_history_of_a_dead_letter, teardown),
         cmocka_unit_test_teardown(test_ring_is_bounded, teardown),
         cmocka_unit_test_teardown(test_copy_events_without_debug_log, teardown),
+        cmocka_unit_test_teardown(test_large_ring_keeps_histories, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
