@@ -76,6 +76,8 @@ static void scan_wire(const ProtobufCMessageDescriptor *d, const uint8_t *p, con
 static ProtobufCMessage *unpack(uint8_t cmd, ProtobufCAllocator *al, const uint8_t *body,
                                 size_t len, const char **nul)
 {
+    if (nul)
+        *nul = NULL; /* every NULL return below leaves it so (codec.h) */
     const ProtobufCMessageDescriptor *d = descriptor_for(cmd);
     if (!d)
         return NULL;
