@@ -165,16 +165,11 @@ static void test_golden(void **state)
     int fast = 0;
     cJSON_ArrayForEach(o, frames)
     {
-        size_t hl, bl;
-        uint8_t *h = golden_hex(cJSON_GetStringValue(cJSON_GetObjectItem(o, "header_hex")), &hl);
-        uint8_t *b = golden_hex(cJSON_GetStringValue(cJSON_GetObjectItem(o, "body_hex")), &bl);
-        uint8_t *frame = malloc(hl + bl + 1);
-        memcpy(frame, h, hl);
-        memcpy(frame + hl, b, bl);
-        fast += check_golden(frame, hl + bl);
+        size_t len;
+        uint8_t *frame = golden_frame(o, &len);
+        assert_non_null(frame);
+        fast += check_golden(frame, len);
         free(frame);
-        free(h);
-        free(b);
     }
     cJSON_ArrayForEach(o, sessions)
     {

@@ -57,3 +57,20 @@ uint8_t *golden_hex(const char *hex, size_t *len)
     *len = n;
     return out;
 }
+
+uint8_t *golden_frame(const cJSON *o, size_t *len)
+{
+    const char *hh = cJSON_GetStringValue(cJSON_GetObjectItem(o, "header_hex"));
+    const char *bh = cJSON_GetStringValue(cJSON_GetObjectItem(o, "body_hex"));
+    size_t hl, bl;
+    uint8_t *h = hh ? golden_hex(hh, &hl) : NULL, *b = bh ? golden_hex(bh, &bl) : NULL;
+    uint8_t *frame = h && b ? malloc(hl + bl + 1) : NULL;
+    if (frame) {
+        memcpy(frame, h, hl);
+        memcpy(frame + hl, b, bl);
+        *len = hl + bl;
+    }
+    free(h);
+    free(b);
+    return frame;
+}

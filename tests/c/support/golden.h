@@ -10,4 +10,7 @@
 cJSON *golden_load(const char *name);
 /* Decode hex (spaces ignored) into a malloc'd buffer; *len gets its size. NULL on bad hex. */
 uint8_t *golden_hex(const char *hex, size_t *len);
+/* A captured frame of frames.jsonl (its "header_hex" then its "body_hex") in one malloc'd
+ * buffer; *len gets its size. NULL on bad hex or a missing field. */
+uint8_t *golden_frame(const cJSON *o, size_t *len);
 #endif
