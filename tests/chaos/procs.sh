@@ -10,8 +10,17 @@ track() { PIDS+=("$1"); }
 
 # kill -9 and reap one of ours.
 stop_pid() {
-    local sig=${2:-KILL}
+    local sig=${2:-KILL} i
     kill "-$sig" "$1" 2>/dev/null || true
+    if [ "$sig" != KILL ]; then
+        # a run must never hang on a process that does not stop: SIGKILL after 10 s, said so
+        # (seen twice in CI: a producer told to stop right after it started kept publishing)
+        for i in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$1" 2>/dev/null; then
+            echo "chaos: pid $1 did not stop on SIG$sig within 10 s: killed" >&2
+            kill -KILL "$1" 2>/dev/null || true
+        fi
+    fi
     wait "$1" 2>/dev/null || true
 }
 
