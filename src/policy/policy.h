@@ -24,7 +24,8 @@
 
 #include "registry/bindings.h"
 
-/* Budgets of one hook call (the state runs with the JIT off so the count guard is exact). */
+/* Budgets of one hook call (operators' code is never compiled, so the count guard sees every
+ * instruction of it). */
 #define KQ_POLICY_CALL_INSTRUCTIONS 1000000L      /* Lua VM instructions per call */
 #define KQ_POLICY_CALL_MS 20                      /* wall clock per call */
 #define KQ_POLICY_MEMORY_BYTES ((size_t)32 << 20) /* per Lua state */
