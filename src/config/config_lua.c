@@ -494,42 +494,60 @@ struct opt {
     size_t off;                         /* not K_INT: kq_config_ints has its member and range */
     const char *(*check)(const char *); /* K_STR */
     const char *no_effect; /* kept for the original's files only: why, logged when set */
+    /* K_INT: a value that is allowed but costly: what it costs (logged), or NULL */
+    const char *(*costly)(int value, char *buf, size_t len);
 };
 
 static const char *check_nonempty(const char *s) { return s[0] ? NULL : "must not be empty"; }
 
+/* The ring of finished histories is allocated as it fills and never shrinks (docs/ADMIN.md:
+ * at most ~420 bytes per entry): a large ring is allowed, but the operator hears its price. */
+#define HISTORY_ENTRY_MAX_BYTES 420
+#define HISTORY_RING_QUIET 100000 /* ~42 MB: above it, say what the ring will hold */
+
+static const char *history_ring_cost(int value, char *buf, size_t len)
+{
+    if (value <= HISTORY_RING_QUIET)
+        return NULL;
+    snprintf(buf, len,
+             "keeps the histories of the last %d finished messages in memory: up to ~%lld MB "
+             "once the ring is full (~%d bytes each), on top of the pending messages",
+             value, (long long)value * HISTORY_ENTRY_MAX_BYTES / 1000000, HISTORY_ENTRY_MAX_BYTES);
+    return buf;
+}
+
 #define OFF(f) offsetof(struct kq_config, f)
 /* In processing order: bindings come after topics, which they are checked against. */
 static const struct opt cluster_opts[] = {
-    {"env", K_STR, OFF(env), check_nonempty, NULL},
-    {"registry", K_STR, OFF(registry), kq_cfg_check_registry, NULL},
-    {"bind", K_STR, OFF(bind), kq_cfg_check_hostport, NULL},
-    {"topics", K_TOPICS, 0, NULL, NULL},
-    {"db", K_STR, OFF(db), kq_cfg_check_db, NULL},
-    {"deliverySeconds", K_INT, 0, NULL, NULL},
+    {"env", K_STR, OFF(env), check_nonempty, NULL, NULL},
+    {"registry", K_STR, OFF(registry), kq_cfg_check_registry, NULL, NULL},
+    {"bind", K_STR, OFF(bind), kq_cfg_check_hostport, NULL, NULL},
+    {"topics", K_TOPICS, 0, NULL, NULL, NULL},
+    {"db", K_STR, OFF(db), kq_cfg_check_db, NULL, NULL},
+    {"deliverySeconds", K_INT, 0, NULL, NULL, NULL},
     {"maxDeliverWorkers", K_INT, 0, NULL,
      "accepted for the original's files, has no effect: each group's deliverWindow bounds "
-     "its deliveries in flight"},
-    {"recoverSeconds", K_INT, 0, NULL, NULL},
-    {"recievePermitsPerSecond", K_INT, 0, NULL, NULL},
+     "its deliveries in flight", NULL},
+    {"recoverSeconds", K_INT, 0, NULL, NULL, NULL},
+    {"recievePermitsPerSecond", K_INT, 0, NULL, NULL, NULL},
     {"dlqExecHour", K_INT, 0, NULL,
      "accepted for the original's files, has no effect: dead letters are kept until "
-     "requeued or purged (kiteq-cli dlq)"},
-    {"deliveryFirst", K_BOOL, OFF(delivery_first), NULL, NULL},
-    {"heartbeatTimeoutSeconds", K_INT, 0, NULL, NULL},
-    {"maxConnections", K_INT, 0, NULL, NULL},
-    {"txCheckSeconds", K_INT, 0, NULL, NULL},
-    {"txMaxChecks", K_INT, 0, NULL, NULL},
-    {"deliverWindow", K_INT, 0, NULL, NULL},
-    {"takeoverSeconds", K_INT, 0, NULL, NULL},
-    {"messageHistory", K_INT, 0, NULL, NULL},
-    {"admin", K_ADMIN, OFF(admin), NULL, NULL},
-    {"adminToken", K_SECRET, OFF(admin_token), kq_cfg_check_admin_token, NULL},
-    {"policies", K_STR, OFF(policies), check_nonempty, NULL},
-    {"logLevel", K_STR, OFF(log_level), kq_cfg_check_log_level, NULL},
-    {"logFile", K_OPT_STR, OFF(log_file), NULL, NULL},
-    {"groups", K_GROUPS, 0, NULL, NULL},
-    {"bindings", K_BINDINGS, 0, NULL, NULL},
+     "requeued or purged (kiteq-cli dlq)", NULL},
+    {"deliveryFirst", K_BOOL, OFF(delivery_first), NULL, NULL, NULL},
+    {"heartbeatTimeoutSeconds", K_INT, 0, NULL, NULL, NULL},
+    {"maxConnections", K_INT, 0, NULL, NULL, NULL},
+    {"txCheckSeconds", K_INT, 0, NULL, NULL, NULL},
+    {"txMaxChecks", K_INT, 0, NULL, NULL, NULL},
+    {"deliverWindow", K_INT, 0, NULL, NULL, NULL},
+    {"takeoverSeconds", K_INT, 0, NULL, NULL, NULL},
+    {"messageHistory", K_INT, 0, NULL, NULL, history_ring_cost},
+    {"admin", K_ADMIN, OFF(admin), NULL, NULL, NULL},
+    {"adminToken", K_SECRET, OFF(admin_token), kq_cfg_check_admin_token, NULL, NULL},
+    {"policies", K_STR, OFF(policies), check_nonempty, NULL, NULL},
+    {"logLevel", K_STR, OFF(log_level), kq_cfg_check_log_level, NULL, NULL},
+    {"logFile", K_OPT_STR, OFF(log_file), NULL, NULL, NULL},
+    {"groups", K_GROUPS, 0, NULL, NULL, NULL},
+    {"bindings", K_BINDINGS, 0, NULL, NULL, NULL},
 };
 #define N_CLUSTER_OPTS (sizeof cluster_opts / sizeof cluster_opts[0])
 
@@ -573,6 +591,12 @@ static int read_option(struct loader *ld, lua_State *L, int idx, const char *pat
         rc = get_int(ld, L, idx, path, f->min, f->max, (int *)(base + f->offset));
         if (rc == 0 && o->no_effect)
             warn(ld, L, path, idx, o->no_effect);
+        char cost[256];
+        const char *why = rc == 0 && o->costly ? o->costly(*(int *)(base + f->offset), cost,
+                                                            sizeof cost)
+                                               : NULL;
+        if (why)
+            warn(ld, L, path, idx, why);
         return rc;
     }
     case K_BOOL: return get_bool(ld, L, idx, path, (bool *)(base + o->off));

@@ -896,6 +896,37 @@ static void test_compat_settings_warned(void **state)
     kq_config_free(&c);
 }
 
+/* A history ring that will take a lot of memory is allowed, and its price is logged. */
+static void test_large_history_ring_warned(void **state)
+{
+    (void)state;
+    struct kq_config c;
+    kq_config_defaults(&c);
+    const char *path = write_tmp("ring.lua", "return { clusters = { dev = { topics = { 'trade' },\n"
+                                             "  messageHistory = 1000000 } } }\n");
+    log_capture_begin();
+    int rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
+    char *log = log_capture_end(KQ_LOG_INFO);
+    if (rc)
+        fail_msg("%s", err);
+    assert_int_equal(c.message_history, 1000000);
+    assert_has(log, "clusters.dev.messageHistory: keeps the histories of the last 1000000 "
+                    "finished messages in memory: up to ~420 MB once the ring is full");
+    free(log);
+    kq_config_free(&c);
+
+    /* the default's size and a little above it: nothing said */
+    path = write_tmp("ring2.lua", "return { clusters = { dev = { topics = { 'trade' },\n"
+                                  "  messageHistory = 100000 } } }\n");
+    log_capture_begin();
+    rc = kq_config_load_file(&c, path, NULL, err, sizeof err);
+    log = log_capture_end(KQ_LOG_INFO);
+    assert_int_equal(rc, 0);
+    assert_null(strstr(log, "messageHistory"));
+    free(log);
+    kq_config_free(&c);
+}
+
 /* A policies folder named in the file must exist (checked by the broker's preflight); the
  * default may be missing. The loader says which. */
 static void test_policies_named(void **state)
@@ -962,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_too_many_groups_on_a_topic),
         cmocka_unit_test(test_fanout_message_type_warned),
         cmocka_unit_test(test_compat_settings_warned),
+        cmocka_unit_test(test_large_history_ring_warned),
         cmocka_unit_test(test_policies_named),
         cmocka_unit_test(test_print_redacts_password),
     };
