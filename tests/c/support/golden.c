@@ -74,3 +74,30 @@ uint8_t *golden_frame(const cJSON *o, size_t *len)
     free(b);
     return frame;
 }
+
+int golden_for_each_frame(void (*fn)(const uint8_t *frame, size_t len, void *arg), void *arg)
+{
+    cJSON *frames = golden_load("frames.jsonl"), *sessions = golden_load("sessions.jsonl"), *o;
+    int n = frames && sessions ? 0 : -1;
+    for (int file = 0; file < 2 && n >= 0; file++) {
+        cJSON *list = file == 0 ? frames : sessions;
+        cJSON_ArrayForEach(o, list)
+        {
+            size_t len;
+            uint8_t *frame =
+                file == 0 ? golden_frame(o, &len)
+                          : golden_hex(cJSON_GetStringValue(cJSON_GetObjectItem(o, "frame_hex")),
+                                       &len);
+            if (!frame) {
+                n = -1;
+                break;
+            }
+            fn(frame, len, arg);
+            free(frame);
+            n++;
+        }
+    }
+    cJSON_Delete(frames);
+    cJSON_Delete(sessions);
+    return n;
+}
