@@ -62,6 +62,7 @@ struct kq_policy {
     const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
     uint64_t protos_gen;
     const void *running; /* the call protected_call runs (marshal.c) */
+    const char *message_id; /* the message of the call running: m.message_id (marshal.c) */
     struct kq_policy_marshal *marshal; /* strings and tables reused across calls (marshal.c) */
 };
 

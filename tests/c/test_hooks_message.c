@@ -173,6 +173,44 @@ static void test_arguments_are_fresh(void **state)
     kq_policy_free(p);
 }
 
+/* m.message_id is not stored in the reused m but answered on demand (marshal.c): each call
+ * reads its own message's id, so does an m kept from an earlier call, and an id a hook
+ * wrote over is gone at the next call. The message type carries the id the hook must see. */
+static const char MESSAGE_IDS[] =
+    "local kept\n"
+    "return { route_message = function(m, binds)\n"
+    "  if #m.message_type ~= 32 then return nil end -- a self-test\n"
+    "  if m.message_id ~= m.message_type then error('saw id ' .. tostring(m.message_id)) end\n"
+    "  if kept and kept.message_id ~= m.message_id then error('kept m: another id') end\n"
+    "  if m.no_such_field ~= nil then error('an unknown field is not nil') end\n"
+    "  kept = m\n"
+    "  if m.properties.region == 'us' then m.message_id = 'forged'; kept = nil end\n"
+    "  return nil\n"
+    "end }\n";
+
+static void test_message_id_on_demand(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    assert_int_equal(
+        kq_policy_load(policy_dir("ids", "routing.lua", MESSAGE_IDS), &p, err, sizeof err), 0);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    static const char *const ids[] = {"00000000000000000000000000000001",
+                                      "00000000000000000000000000000002",
+                                      "00000000000000000000000000000003",
+                                      "00000000000000000000000000000004"};
+    for (size_t i = 0; i < 4; i++) {
+        struct kq_publish_view m = view(ids[i], i == 1 ? "us" : "eu", true);
+        m.message_id = ids[i];
+        kq_policy_route_message(p, s, &m, r, 8);
+    }
+    assert_int_equal(policy_hook_stats(p, "route_message").calls, 4);
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 0);
+    kq_binding_set_free(s);
+    kq_policy_free(p);
+}
+
 /* m.properties is refilled in place while messages have the same keys, and its strings are
  * kept per call site: whatever the keys, values, their order, their length, what a call
  * changed, removed or added, and whichever hook ran before, each call sees exactly its
@@ -479,7 +517,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route_message), cmocka_unit_test(test_arguments_are_fresh),
-        cmocka_unit_test(test_properties_reused),
+        cmocka_unit_test(test_message_id_on_demand), cmocka_unit_test(test_properties_reused),
         cmocka_unit_test(test_on_connect),    cmocka_unit_test(test_on_dead),
         cmocka_unit_test(test_helpers),       cmocka_unit_test(test_selftests),
         cmocka_unit_test(test_examples),
