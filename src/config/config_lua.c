@@ -862,7 +862,7 @@ int kq_config_load_buffer(struct kq_config *c, const char *path, const char *raw
         kq_cfg_err(err, errlen, "%s: %s", path, lua_tostring(L, -1));
     else if (!ld.done && !err[0]) /* every early return reports why: cannot happen */
         kq_cfg_err(err, errlen, "%s: internal error", path);
-    lua_close(L);
+    kq_lua_budget_close(L, &sb);
     if (ld.scratch_live)
         kq_config_free(&ld.scratch);
     free(ld.names);

@@ -1109,7 +1109,7 @@ void kq_policy_free(struct kq_policy *p)
     if (!p)
         return;
     if (p->L)
-        lua_close(p->L); /* refs and all go with the state */
+        kq_lua_budget_close(p->L, &p->budget); /* refs and all go with the state */
     kq_policy_marshal_free(p);
     memo_clear(p);
     kq_regex_cache_free(p->rc);

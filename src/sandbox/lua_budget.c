@@ -19,19 +19,25 @@ void *kq_lua_budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (!ptr)
         osize = 0; /* for a new block osize is a type tag, not a size */
     if (nsize == 0) {
-        free(ptr);
+        kq_lua_blocks_realloc(&b->blocks, ptr, osize, 0);
         b->used -= osize;
         return NULL;
     }
     if (nsize > osize && b->used + (nsize - osize) > b->max)
         return NULL;
-    void *p = realloc(ptr, nsize);
+    void *p = kq_lua_blocks_realloc(&b->blocks, ptr, osize, nsize);
     if (p)
         b->used = b->used - osize + nsize;
     return p;
 }
 
 void kq_lua_budget_stop_flag(const atomic_bool *flag) { thread_stop = flag; }
+
+void kq_lua_budget_close(lua_State *L, struct kq_lua_budget *b)
+{
+    lua_close(L);
+    kq_lua_blocks_release(&b->blocks);
+}
 
 struct kq_lua_budget *kq_lua_budget_of(lua_State *L)
 {
@@ -179,7 +185,7 @@ lua_State *kq_lua_budget_newstate(struct kq_lua_budget *b, bool with_bit)
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     struct opening o = {b, with_bit};
     if (lua_cpcall(L, open_libs, &o) != 0) {
-        lua_close(L);
+        kq_lua_budget_close(L, b);
         return NULL;
     }
     lua_settop(L, 0);

@@ -22,12 +22,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sandbox/lua_blocks.h"
+
 struct lua_State;
 
 #define KQ_LUA_HOOK_EVERY 1000 /* instructions between two checks of the budgets */
 
 struct kq_lua_budget {
     size_t used, max;        /* memory: bytes in use, and the cap (set before newstate) */
+    struct kq_lua_blocks blocks; /* small blocks freed, kept for the next ones */
     bool gc_count;           /* no custom allocator: the hook checks the GC count instead */
     const atomic_bool *stop; /* raised by another thread: stop (NULL: none) */
     /* the run in progress (kq_lua_budget_begin) */
@@ -47,8 +50,11 @@ void *kq_lua_budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
  * base library, string, table, math (and bit when with_bit) opened, the pattern functions
  * bounded, the count hook on, and b->stop = the calling thread's stop flag. No Lua runs
  * until kq_lua_budget_begin (a run before it is over budget at once). NULL when out of
- * memory. The caller closes it with lua_close (b must outlive the state). */
+ * memory. The caller closes it with kq_lua_budget_close (b must outlive the state). */
 struct lua_State *kq_lua_budget_newstate(struct kq_lua_budget *b, bool with_bit);
+
+/* lua_close(L), then frees the blocks b kept for it. */
+void kq_lua_budget_close(struct lua_State *L, struct kq_lua_budget *b);
 
 /* Turns L's JIT engine on for the broker's own Lua (loaded with luaL_loadbuffer*, not
  * kq_sandbox_load_text): compiled code runs without the count hook, so only code whose every
