@@ -15,6 +15,7 @@ static void *take(struct kq_lua_blocks *b, size_t size)
     if (p) {
         memcpy(&b->free[c], p, sizeof p);
         b->kept[c]--;
+        b->kept_bytes -= 16 * (c + 1);
         return p;
     }
     return malloc(16 * (c + 1));
@@ -23,13 +24,14 @@ static void *take(struct kq_lua_blocks *b, size_t size)
 static void give_back(struct kq_lua_blocks *b, void *p, size_t size)
 {
     size_t c = class_of(size);
-    if (b->kept[c] >= KQ_LUA_BLOCKS_KEPT) {
+    if (b->kept_bytes + 16 * (c + 1) > KQ_LUA_BLOCKS_KEPT_BYTES) {
         free(p);
         return;
     }
     memcpy(p, &b->free[c], sizeof p);
     b->free[c] = p;
     b->kept[c]++;
+    b->kept_bytes += 16 * (c + 1);
 }
 
 static bool small(size_t size) { return size > 0 && size <= KQ_LUA_BLOCK_MAX; }
@@ -70,4 +72,5 @@ void kq_lua_blocks_release(struct kq_lua_blocks *b)
         }
         b->kept[c] = 0;
     }
+    b->kept_bytes = 0;
 }

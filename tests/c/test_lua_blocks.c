@@ -1,6 +1,6 @@
 /* The small-block lists of a Lua state's allocator (sandbox/lua_blocks.c): blocks are reused
  * within their size class, contents survive every resize (within a class, across classes,
- * between small and large), the lists keep at most KQ_LUA_BLOCKS_KEPT blocks a class, and
+ * between small and large), the lists keep at most KQ_LUA_BLOCKS_KEPT_BYTES in all, and
  * release empties them (the sanitizer run checks that nothing leaks). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -74,21 +74,33 @@ static void test_lists_bounded(void **state)
 {
     (void)state;
     struct kq_lua_blocks b = {0};
-    enum { N = KQ_LUA_BLOCKS_KEPT + 10 };
-    void *blocks[N];
+    enum { N = KQ_LUA_BLOCKS_KEPT_BYTES / 256 + 10 };
+    void **blocks = malloc(N * sizeof *blocks);
+    assert_non_null(blocks);
     for (size_t i = 0; i < N; i++)
-        assert_non_null(blocks[i] = kq_lua_blocks_realloc(&b, NULL, 0, 200));
+        assert_non_null(blocks[i] = kq_lua_blocks_realloc(&b, NULL, 0, 250));
     for (size_t i = 0; i < N; i++)
-        kq_lua_blocks_realloc(&b, blocks[i], 200, 0);
-    assert_int_equal(b.kept[(200 - 1) / 16], KQ_LUA_BLOCKS_KEPT);
-    /* large blocks are never kept */
+        kq_lua_blocks_realloc(&b, blocks[i], 250, 0);
+    free(blocks);
+    assert_int_equal(b.kept[(250 - 1) / 16], KQ_LUA_BLOCKS_KEPT_BYTES / 256);
+    assert_int_equal(b.kept_bytes, KQ_LUA_BLOCKS_KEPT_BYTES);
+    /* full: a small block freed now goes back to malloc; large blocks are never kept */
+    void *small = kq_lua_blocks_realloc(&b, NULL, 0, 16);
     void *big = kq_lua_blocks_realloc(&b, NULL, 0, KQ_LUA_BLOCK_MAX + 1);
     kq_lua_blocks_realloc(&b, big, KQ_LUA_BLOCK_MAX + 1, 0);
-    size_t kept = 0;
-    for (size_t i = 0; i < KQ_LUA_BLOCK_CLASSES; i++)
-        kept += b.kept[i];
-    assert_int_equal(kept, KQ_LUA_BLOCKS_KEPT);
+    kq_lua_blocks_realloc(&b, small, 16, 0);
+    assert_int_equal(b.kept[0], 0);
+    assert_int_equal(b.kept_bytes, KQ_LUA_BLOCKS_KEPT_BYTES);
+    /* one 256-byte block taken: room for a small one again */
+    void *taken = kq_lua_blocks_realloc(&b, NULL, 0, 250);
+    small = kq_lua_blocks_realloc(&b, NULL, 0, 16);
+    kq_lua_blocks_realloc(&b, small, 16, 0);
+    assert_int_equal(b.kept[0], 1);
+    kq_lua_blocks_realloc(&b, taken, 250, 0); /* no room for it now */
+    assert_int_equal(b.kept[(250 - 1) / 16], KQ_LUA_BLOCKS_KEPT_BYTES / 256 - 1);
+    assert_true(b.kept_bytes <= KQ_LUA_BLOCKS_KEPT_BYTES);
     kq_lua_blocks_release(&b);
+    assert_int_equal(b.kept_bytes, 0);
 }
 
 int main(void)
