@@ -589,4 +589,7 @@ void kq_broker_apply_net_limits(struct kq_broker *b);
 /* helpers */
 uint64_t kq_broker_mono_ms(void);
 void kq_session_send_flush(struct kq_session *s);
+/* An answer to the client (what) could not be queued (rc, out of memory): said in the log
+ * (rate-limited), as the client waits for it in vain. The session stays usable. */
+void kq_session_answer_lost(struct kq_session *s, const char *what, int rc);
 #endif

@@ -44,8 +44,10 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
         uint32_t op = s->next_opaque++;
         if (op == 0)
             op = s->next_opaque++;
-        kq_codec_append_tx_ack(kq_conn_out(s->conn), op, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m),
-                               KQ_TX_UNKNOWN, "Server Check");
+        int rc = kq_codec_append_tx_ack(kq_conn_out(s->conn), op, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m),
+                                        KQ_TX_UNKNOWN, "Server Check");
+        if (rc) /* counted all the same: the checks stay bounded */
+            kq_session_answer_lost(s, "transaction check", rc);
         kq_session_send_flush(s);
         m->tx_checks++;
         kq_hist(b, m, KQ_EV_TX_CHECK, m->pub_group, s);
