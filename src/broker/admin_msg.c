@@ -42,7 +42,7 @@ void kq_adm_history_metrics(struct kq_broker *b, struct kq_prom *p)
                   "the finished ring, their tables).",
                   NULL, (double)s.bytes);
     kq_prom_counter(p, "kiteq_message_histories_skipped_total",
-                    "Messages given no history "
-                    "because histories reached their memory cap (32 MiB).",
+                    "Messages given no history (or that lost it): histories reached "
+                    "their memory cap (32 MiB), or memory ran out.",
                     NULL, (double)s.skipped);
 }

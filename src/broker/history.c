@@ -76,7 +76,8 @@ struct kq_history_tab {
     unsigned n_spare;
     uint64_t bytes;      /* all of it (kiteq_message_history_bytes) */
     uint64_t ring_bytes; /* of which the ring of finished messages: its entries and buffers */
-    uint64_t skipped;    /* messages without a history because of HISTORY_MAX_BYTES */
+    uint64_t skipped;    /* messages without a history: HISTORY_MAX_BYTES, or out of memory */
+    bool fail_allocs;    /* tests only (kq_history_fail_allocs): every allocation fails */
     struct kq_group *last_group; /* group_name's memo (groups live as long as the broker) */
     uint8_t first_cap;           /* events a new record gets room for (see history_new) */
     uint64_t clock_at;           /* hist_now_ms: the loop time of the last wall-clock reading */
@@ -153,6 +154,31 @@ static size_t record_size(unsigned cap)
 {
     return sizeof(struct kq_history) + cap * sizeof(struct event);
 }
+
+/* Every allocation of the histories after kq_history_init (malloc is realloc of NULL). */
+static void *hist_realloc(struct kq_history_tab *t, void *p, size_t n)
+{
+    return t->fail_allocs ? NULL : realloc(p, n);
+}
+
+void kq_history_fail_allocs(struct kq_broker *b, bool on) { b->history->fail_allocs = on; }
+
+/* m gets no history (the memory cap, or out of memory): counted once a message. */
+static void skip(struct kq_history_tab *t, struct kq_msg *m)
+{
+    if (!m->hist_skipped)
+        t->skipped++;
+    m->hist_skipped = true;
+}
+
+/* Memory ran out: what message m lost (`what`, a literal) is logged, rate-limited per call
+ * site; when it lost its whole history, it is counted (skip) too. */
+#define OUT_OF_MEMORY(t, m, what, whole)                                                           \
+    do {                                                                                           \
+        if (whole)                                                                                 \
+            skip(t, m);                                                                            \
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "history", "out of memory: id=%s " what, (m)->id);         \
+    } while (0)
 
 int kq_history_init(struct kq_broker *b)
 {
@@ -260,7 +286,7 @@ static int slot_take(struct kq_history_tab *t, struct kq_msg *m, struct kq_histo
         uint32_t cap = t->slab_cap ? t->slab_cap * 2 : 1024;
         if (cap <= t->slab_cap || cap >= NO_SLOT)
             return -ENOMEM;
-        struct kq_history **v = realloc(t->slab, cap * sizeof *v);
+        struct kq_history **v = hist_realloc(t, t->slab, cap * sizeof *v);
         if (!v)
             return -ENOMEM;
         for (uint32_t i = cap; i-- > t->slab_cap;) { /* chained in ascending order */
@@ -376,16 +402,20 @@ static struct event *repeat_of(struct kq_history *h, const struct event *e)
     return NULL;
 }
 
-/* Add e (its names taken over) to h; h may move (*hp). */
+/* Add e (its names taken over) to h; h may move (*hp). Returns 0, or -ENOMEM when the
+ * record could not grow: e is added all the same, in place of an older event (counted as
+ * dropped, like a record at the cap; every record has room for more than KQ_HIST_HEAD). */
 static int append(struct kq_history_tab *t, struct kq_history **hp, const struct event *e)
 {
     struct kq_history *h = *hp;
+    int rc = 0;
     if (h->n == h->cap) {
-        if (h->cap < KQ_HIST_MAX && pending_bytes(t) < HISTORY_MAX_BYTES) {
-            unsigned cap = h->cap * 2 > KQ_HIST_MAX ? KQ_HIST_MAX : h->cap * 2;
-            struct kq_history *nh = realloc(h, record_size(cap));
-            if (!nh)
-                return -ENOMEM;
+        unsigned cap = h->cap * 2 > KQ_HIST_MAX ? KQ_HIST_MAX : h->cap * 2;
+        struct kq_history *nh = NULL;
+        if (h->cap < KQ_HIST_MAX && pending_bytes(t) < HISTORY_MAX_BYTES &&
+            !(nh = hist_realloc(t, h, record_size(cap))))
+            rc = -ENOMEM;
+        if (nh) {
             t->bytes += record_size(cap) - record_size(nh->cap);
             nh->cap = (uint8_t)cap;
             *hp = h = nh;
@@ -399,7 +429,7 @@ static int append(struct kq_history_tab *t, struct kq_history **hp, const struct
         }
     }
     h->ev[h->n++] = *e;
-    return 0;
+    return rc;
 }
 
 static uint32_t event_offset(const struct kq_history *h, int64_t now)
@@ -426,7 +456,7 @@ static struct kq_history *history_new(struct kq_history_tab *t, int64_t now)
         h = NULL;
     }
     if (!h) {
-        if (!(h = malloc(record_size(cap))))
+        if (!(h = hist_realloc(t, NULL, record_size(cap))))
             return NULL;
         t->bytes += record_size(cap);
     } else {
@@ -477,12 +507,13 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
     if (h && h->delivered) /* not finished after all: the event goes in its place */
         delivered_event(hp, now);
     if (t->ring_cap && !h && pending_bytes(t) >= HISTORY_MAX_BYTES)
-        t->skipped++;
+        skip(t, m);
     else if (t->ring_cap && !h) {
         if (!(h = history_new(t, now)) || slot_take(t, m, h) != 0) {
             if (h)
                 history_free(t, h);
             h = NULL;
+            OUT_OF_MEMORY(t, m, "has no history", true);
         }
         hp = h ? slot_of(t, m) : NULL;
     }
@@ -507,7 +538,7 @@ static void record(struct kq_broker *b, struct kq_msg *m, uint8_t kind, const ch
     if (coalesces(kind))
         e.n = 1;
     if (append(t, hp, &e) != 0)
-        event_release(&e);
+        OUT_OF_MEMORY(t, m, "history keeps fewer events", false);
 }
 
 void kq_hist(struct kq_broker *b, struct kq_msg *m, enum kq_hist_kind kind, const char *group,
@@ -604,7 +635,7 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
     size_t tl = strlen(m->topic), yl = strlen(m->type), gl = strlen(m->pub_group);
     size_t need = tl + yl + gl + 3;
     if (need > f->names_cap) {
-        char *nb = realloc(f->names, need);
+        char *nb = hist_realloc(t, f->names, need);
         if (nb) {
             t->bytes += need - f->names_cap;
             t->ring_bytes += need - f->names_cap;
@@ -616,15 +647,18 @@ void kq_hist_finish(struct kq_broker *b, struct kq_msg *m)
         memcpy(f->names, m->topic, tl + 1);
         memcpy(f->names + tl + 1, m->type, yl + 1);
         memcpy(f->names + tl + yl + 2, m->pub_group, gl + 1);
-    } else if (f->names_cap) {
-        f->names[0] = '\0'; /* out of memory: the names are not kept */
+    } else {
+        if (f->names_cap)
+            f->names[0] = '\0';
+        OUT_OF_MEMORY(t, m, "finished history keeps no topic, type or group", false);
     }
     if (!f->h || f->h->cap < used) { /* the slot's buffer, grown to what this one needs
                                        * (room for its delivered event: kq_hist_resume) */
         size_t had = f->h ? record_size(f->h->cap) : 0;
-        struct kq_history *nb = realloc(f->h, record_size(h->cap));
+        struct kq_history *nb = hist_realloc(t, f->h, record_size(h->cap));
         if (!nb) {
-            history_free(t, h); /* out of memory: this story is not kept */
+            history_free(t, h);
+            OUT_OF_MEMORY(t, m, "finished history not kept", true);
             return;
         }
         t->bytes += record_size(h->cap) - had;
@@ -649,9 +683,10 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
     if (!f || m->hist)
         return;
     /* the slot keeps its buffer: the story moves to a record of its own */
-    struct kq_history *h = malloc(record_size(f->h->cap));
+    struct kq_history *h = hist_realloc(t, NULL, record_size(f->h->cap));
     if (!h) {
         finished_clear(t, f);
+        OUT_OF_MEMORY(t, m, "requeued without its history", true);
         return;
     }
     t->bytes += record_size(f->h->cap);
@@ -660,8 +695,10 @@ void kq_hist_resume(struct kq_broker *b, struct kq_msg *m)
     finished_clear(t, f);
     if (h->delivered) /* its story goes on: the event goes in its place, at its time */
         delivered_event(&h, f->finished_ms);
-    if (slot_take(t, m, h) != 0)
+    if (slot_take(t, m, h) != 0) {
         history_free(t, h);
+        OUT_OF_MEMORY(t, m, "requeued without its history", true);
+    }
 }
 
 /* --- JSON --------------------------------------------------------------------------------- */

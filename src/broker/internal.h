@@ -145,6 +145,7 @@ struct kq_msg {
     bool extra : 1;         /* has a due time or its own groups (msg_extra.c) */
     bool hdr_committed : 1; /* the stored header says commit (published so): read back, it
                              * needs no check (kq_msg_mark_header_committed) */
+    bool hist_skipped : 1;  /* counted as given no history (history.c: once a message) */
     uint8_t failure : 3;    /* kq_msg_failure(): an index of its 6 texts */
     int32_t deliver_limit;
     int32_t attempts;
@@ -563,9 +564,12 @@ struct kq_history_stats {
     uint64_t pending, finished; /* histories held */
     uint64_t bytes;             /* their memory (records, ring, table slots) */
     uint64_t names;             /* distinct group, peer and reason names they hold */
-    uint64_t skipped;           /* messages given no history: the memory cap was reached */
+    uint64_t skipped;           /* messages given no history: the memory cap was reached,
+                                 * or memory ran out */
 };
 void kq_history_stats(const struct kq_broker *b, struct kq_history_stats *out);
+/* Tests only: while on, every allocation of the histories fails, as when memory runs out. */
+void kq_history_fail_allocs(struct kq_broker *b, bool on);
 
 /* registry_link.c: ZooKeeper bindings and registration (static bindings need nothing) */
 int kq_registry_link_start(struct kq_broker *b, char *err, size_t errlen);
@@ -585,4 +589,7 @@ void kq_broker_apply_net_limits(struct kq_broker *b);
 /* helpers */
 uint64_t kq_broker_mono_ms(void);
 void kq_session_send_flush(struct kq_session *s);
+/* An answer to the client (what) could not be queued (rc, out of memory): said in the log
+ * (rate-limited), as the client waits for it in vain. The session stays usable. */
+void kq_session_answer_lost(struct kq_session *s, const char *what, int rc);
 #endif

@@ -14,7 +14,9 @@
 static void ack(struct kq_session *s, uint32_t opaque, const char *id, bool ok,
                 const char *feedback)
 {
-    kq_codec_append_store_ack(kq_conn_out(s->conn), opaque, id, ok, feedback);
+    int rc = kq_codec_append_store_ack(kq_conn_out(s->conn), opaque, id, ok, feedback);
+    if (rc)
+        kq_session_answer_lost(s, "MessageStoreAck", rc);
     kq_session_send_flush(s);
 }
 

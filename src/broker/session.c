@@ -17,6 +17,13 @@ uint64_t kq_broker_mono_ms(void) { return kq_mono_us() / 1000; }
 
 void kq_session_send_flush(struct kq_session *s) { kq_conn_flush_later(s->conn); }
 
+void kq_session_answer_lost(struct kq_session *s, const char *what, int rc)
+{
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "session",
+                       "%s not written peer=%s: %s (the client waits for it in vain)", what,
+                       kq_conn_peer(s->conn), strerror(-rc));
+}
+
 void kq_session_open(struct kq_broker *b, struct kq_conn *c)
 {
     struct kq_session *s = calloc(1, sizeof *s);
@@ -90,10 +97,12 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
          * answer it as the original does ("Auth Succ") but keep the first identity: a
          * different group is refused. */
         bool same = s->group && strcmp(s->group->id, m->group) == 0;
-        kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, same,
-                                  same ? "Auth Succ"
-                                       : "Auth Failed: already authenticated "
-                                         "as another group");
+        int rc = kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, same,
+                                           same ? "Auth Succ"
+                                                : "Auth Failed: already authenticated "
+                                                  "as another group");
+        if (rc)
+            kq_session_answer_lost(s, "ConnAuthAck", rc);
         kq_session_send_flush(s);
         return;
     }
@@ -122,7 +131,9 @@ static void on_conn_meta(struct kq_broker *b, struct kq_session *s, uint32_t opa
     s->group = g;
     s->warmup_sec = m->has_warmup && m->warmup_sec > 0 ? m->warmup_sec : 0;
     s->auth_ms = kq_broker_mono_ms();
-    kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, true, "Auth Succ");
+    int rc = kq_codec_append_conn_auth(kq_conn_out(s->conn), opaque, true, "Auth Succ");
+    if (rc)
+        kq_session_answer_lost(s, "ConnAuthAck", rc);
     kq_session_send_flush(s);
     KQ_INFO("session", "authenticated peer=%s group=%s warmup=%d", kq_conn_peer(s->conn), g->id,
             s->warmup_sec);
@@ -192,7 +203,8 @@ void kq_session_on_frame(struct kq_broker *b, struct kq_conn *c, const struct kq
     switch (f->cmd) {
     case KQ_CMD_CONN_META: on_conn_meta(b, s, f->opaque, &v.conn_meta); break;
     case KQ_CMD_HEARTBEAT:
-        kq_codec_append_heartbeat(kq_conn_out(c), f->opaque, v.heartbeat_version);
+        if ((rc = kq_codec_append_heartbeat(kq_conn_out(c), f->opaque, v.heartbeat_version)))
+            kq_session_answer_lost(s, "heartbeat", rc);
         kq_session_send_flush(s);
         break;
     case KQ_CMD_DELIVER_ACK: kq_delivery_on_ack(b, s, f->opaque, v.deliver_ack.status); break;

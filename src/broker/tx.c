@@ -3,6 +3,7 @@
  * delay, then with back-off, up to a maximum number of checks; then it is dead-lettered.
  * Commit -> delivered; rollback -> removed; late or duplicate answers, and answers from
  * connections of another group, are ignored. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,8 +44,10 @@ void kq_tx_check_due(struct kq_broker *b, struct kq_msg *m)
         uint32_t op = s->next_opaque++;
         if (op == 0)
             op = s->next_opaque++;
-        kq_codec_append_tx_ack(kq_conn_out(s->conn), op, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m),
-                               KQ_TX_UNKNOWN, "Server Check");
+        int rc = kq_codec_append_tx_ack(kq_conn_out(s->conn), op, KQ_MSG_HDR(m), KQ_MSG_HDR_LEN(m),
+                                        KQ_TX_UNKNOWN, "Server Check");
+        if (rc) /* counted all the same: the checks stay bounded */
+            kq_session_answer_lost(s, "transaction check", rc);
         kq_session_send_flush(s);
         m->tx_checks++;
         kq_hist(b, m, KQ_EV_TX_CHECK, m->pub_group, s);
@@ -61,6 +64,14 @@ struct commit_ctx {
     char id[KQ_ID_LEN + 1];
 };
 
+/* The store did not take a producer's commit: the message stays uncommitted and its next
+ * transaction check asks again. */
+static void commit_failed(const char *id, int status)
+{
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "tx",
+                       "commit not stored id=%s err=%d; the next check will ask again", id, status);
+}
+
 static void on_committed(void *ud, int status)
 {
     struct commit_ctx *cc = ud;
@@ -72,8 +83,7 @@ static void on_committed(void *ud, int status)
         int64_t now = kq_now_ms(), due = kq_msg_due_ms(cc->broker, m);
         kq_delivery_schedule(cc->broker, m, due > now ? due : now); /* scheduled: when due */
     } else if (status != 0) {
-        KQ_ERROR("tx", "commit not stored id=%s err=%d; the next check will ask again", cc->id,
-                 status);
+        commit_failed(cc->id, status);
     }
     free(cc);
 }
@@ -96,12 +106,15 @@ void kq_tx_handle(struct kq_broker *b, struct kq_session *s, const struct kq_tx_
     }
     if (t->status == KQ_TX_COMMIT) {
         struct commit_ctx *cc = calloc(1, sizeof *cc);
-        if (!cc)
-            return;
-        cc->broker = b;
-        memcpy(cc->id, m->id, sizeof cc->id);
-        if (b->store->ops->commit(b->store, m->id, on_committed, cc) != 0)
-            free(cc);
+        int rc = cc ? 0 : -ENOMEM;
+        if (cc) {
+            cc->broker = b;
+            memcpy(cc->id, m->id, sizeof cc->id);
+            if ((rc = b->store->ops->commit(b->store, m->id, on_committed, cc)) != 0)
+                free(cc);
+        }
+        if (rc)
+            commit_failed(m->id, rc);
     } else if (t->status == KQ_TX_ROLLBACK) {
         KQ_INFO("tx", "rollback id=%s group=%s", m->id, s->group->id);
         kq_hist(b, m, KQ_EV_ROLLED_BACK, s->group->id, s);

@@ -541,8 +541,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     struct kq_conn *c = calloc(1, sizeof *c);
-    if (!c)
+    if (!c) { /* left in the listen queue: libuv stops accepting until one is accepted */
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "net", "out of memory accepting a connection");
         return;
+    }
     uv_tcp_init(n->loop, &c->tcp);
     c->tcp.data = c;
     c->net = n;

@@ -230,8 +230,10 @@ static void push_event(struct kq_zk_registry *r, struct event *e)
 static void post_state(struct kq_zk_registry *r, const char *state)
 {
     struct event *e = calloc(1, sizeof *e);
-    if (!e)
+    if (!e) {
+        KQ_ERROR(MOD, "out of memory, the registry state \"%s\" is not reported", state);
         return;
+    }
     e->kind = EV_STATE;
     e->state = state;
     push_event(r, e);
@@ -287,8 +289,11 @@ static void on_zk_event(zhandle_t *zh, int type, int state, const char *path, vo
     struct hctx *h = ctx;
     static const char sub[] = "/kiteq/sub/";
     struct job *j = calloc(1, sizeof *j);
-    if (!j)
+    if (!j) { /* a watch fires once: this change may go unseen */
+        KQ_ERROR(MOD, "out of memory, ZooKeeper event type=%d path=%s lost", type,
+                 path ? path : "");
         return;
+    }
     j->gen = h->gen;
     if (type == ZOO_SESSION_EVENT) {
         j->kind = JOB_SESSION;
@@ -318,6 +323,7 @@ static void on_zk_event(zhandle_t *zh, int type, int state, const char *path, vo
         }
     }
     if (!j->topic || (j->kind == JOB_READ_GROUP && !j->group)) {
+        KQ_ERROR(MOD, "out of memory, ZooKeeper event type=%d path=%s lost", type, path);
         free_job(j);
         return;
     }

@@ -95,8 +95,13 @@ static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec
 {
     struct kq_stored_msg m;
     uint64_t orig;
-    if (fs_get_msg(r->payload, r->len, &m, &orig))
+    if (fs_get_msg(r->payload, r->len, &m, &orig)) { /* its CRC holds: not damage, a bug */
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                           "%s offset %" PRIu64 ": a message record (seq %" PRIu64
+                           ") that does not decode: not recovered",
+                           g->path, off, r->seq);
         return;
+    }
     struct fs_entry *e = fs_find(s, m.id);
     if (e) {
         e->seg->live--;
@@ -116,14 +121,16 @@ static void apply_save(struct fs_store *s, struct fs_seg *g, const struct fs_rec
             e->state = NULL;
         }
     } else {
-        if (!(e = calloc(1, sizeof *e)))
-            return;
-        memcpy(e->id, m.id, sizeof e->id);
-        e->commit = m.commit;
-        if (kq_idmap_insert(&s->index, e) != 0) {
+        if ((e = calloc(1, sizeof *e)))
+            memcpy(e->id, m.id, sizeof e->id);
+        if (!e || kq_idmap_insert(&s->index, e) != 0) {
             free(e);
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                               "%s offset %" PRIu64 ": out of memory: message %s not recovered",
+                               g->path, off, m.id);
             return;
         }
+        e->commit = m.commit;
         s->pending++;
     }
     e->seg = g;
@@ -142,8 +149,13 @@ static void apply(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, 
         apply_save(s, g, r, off, total);
         return;
     }
-    if (fs_get_id(r->payload, r->len, key))
+    if (r->type < FS_COMMIT || r->type > FS_DEAD || fs_get_id(r->payload, r->len, key)) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                           "%s offset %" PRIu64 ": a record of type %u (seq %" PRIu64
+                           ") that this version does not know or cannot decode: skipped",
+                           g->path, off, r->type, r->seq);
         return;
+    }
     struct fs_entry *e = fs_find(s, key);
     if (!e)
         return; /* refers to a message removed earlier or in a deleted segment */
@@ -152,27 +164,38 @@ static void apply(struct fs_store *s, struct fs_seg *g, const struct fs_rec *r, 
     case FS_STATE: {
         uint32_t n = r->len - KQ_ID_LEN;
         uint8_t *blob = malloc(4 + (size_t)n);
-        if (blob) {
-            memcpy(blob, &n, 4);
-            memcpy(blob + 4, r->payload + KQ_ID_LEN, n);
-            free(e->state);
-            e->state = blob;
+        if (!blob) {
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                               "out of memory: the latest delivery state of %s not recovered "
+                               "(groups that acked since the one before may get it again)",
+                               key);
+            break;
         }
+        memcpy(blob, &n, 4);
+        memcpy(blob + 4, r->payload + KQ_ID_LEN, n);
+        free(e->state);
+        e->state = blob;
         break;
     }
     case FS_REMOVE:
     case FS_DEAD: fs_entry_drop(s, e); break;
-    default: break;
     }
 }
 
 static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, size_t total)
 {
     char key[KQ_ID_LEN + 1];
-    if (r->type == FS_DLQ_ADD || r->type == FS_DLQ_ADD_GROUPS) {
-        struct kq_dead_letter d;
-        if (fs_get_dead(r->type, r->payload, r->len, &d, NULL))
-            return;
+    struct kq_dead_letter d;
+    bool add = r->type == FS_DLQ_ADD || r->type == FS_DLQ_ADD_GROUPS;
+    if (add ? fs_get_dead(r->type, r->payload, r->len, &d, NULL) != 0
+            : r->type != FS_DLQ_DEL || fs_get_id(r->payload, r->len, key) != 0) {
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, FS_MOD,
+                           "dlq.log offset %" PRIu64 ": a record of type %u (seq %" PRIu64
+                           ") that this version does not know or cannot decode: skipped",
+                           off, r->type, r->seq);
+        return;
+    }
+    if (add) {
         struct fs_dead *x;
         if (!fs_id_key(d.msg.id, key) ||
             !(x = fs_dead_new(s, key, d.msg.topic, d.msg.publish_group))) {
@@ -185,7 +208,7 @@ static void apply_dlq(struct fs_store *s, const struct fs_rec *r, uint64_t off, 
         x->off = off;
         x->len = (uint32_t)total;
         fs_dead_insert(s, x);
-    } else if (r->type == FS_DLQ_DEL && !fs_get_id(r->payload, r->len, key)) {
+    } else {
         struct fs_dead *x = fs_find_dead(s, key);
         if (x)
             fs_dead_drop(s, x);
