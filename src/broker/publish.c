@@ -77,7 +77,7 @@ static const char *apply_publish_policy(struct kq_broker *b, struct kq_session *
                                 .expired_time = h->expired_time,
                                 .deliver_limit = h->deliver_limit,
                                 .now_sec = now};
-    m.binds = kq_binding_set_topic(b->bindings, h->topic, &m.n_binds); /* for `groups` */
+    m.bind_set = b->bindings; /* for `groups`: looked up only when the answer has some */
     kq_policy_publish(b->policy, &m, v);
     if (v->action == KQ_PUBLISH_REJECT) {
         KQ_LOG_RATELIMITED(KQ_LOG_INFO, "publish",

@@ -331,11 +331,11 @@ int kq_hooks_selftest(struct kq_policy *p, const char *dir, char *err, size_t er
     int64_t now = kq_now_sec();
     const struct kq_publish_view views[] = {
         {"00000000000000000000000000000011", "selftest", "order", "selftest-producer", NULL, props,
-         2, 100, false, true, now + 3600, 100, now, NULL, 0},
+         2, 100, false, true, now + 3600, 100, now, NULL, 0, NULL},
         {"00000000000000000000000000000012", "selftest", "pay-7", "selftest-producer", NULL, NULL,
-         0, 1 << 20, true, true, now + 60, 1, now, NULL, 0},
+         0, 1 << 20, true, true, now + 60, 1, now, NULL, 0, NULL},
         {"00000000000000000000000000000013", "selftest", "", "selftest-producer", NULL, props, 1, 0,
-         false, false, now + 1, 3, now, NULL, 0},
+         false, false, now + 1, 3, now, NULL, 0, NULL},
     };
     for (size_t i = 0; i < 3 && p->hooks[H_ROUTE_MESSAGE].ref != LUA_NOREF; i++)
         for (size_t nb = 0; nb <= 3; nb += 3) { /* with and without bindings */

@@ -726,13 +726,17 @@ static bool change_groups(lua_State *L, struct publish_call *pc)
     }
     pc->v.groups = pc->c.p->publish_groups;
     pc->v.n_groups = 0;
+    const struct kq_binding *binds = m->binds;
+    size_t n_binds = m->n_binds;
+    if (!binds && m->bind_set)
+        binds = kq_binding_set_topic(m->bind_set, m->topic, &n_binds);
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, (int)i);
         const char *g = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         const char *bound = NULL;
-        for (size_t j = 0; g && j < m->n_binds && !bound; j++)
-            if (strcmp(m->binds[j].group_id, g) == 0)
-                bound = m->binds[j].group_id;
+        for (size_t j = 0; g && binds && j < n_binds && !bound; j++)
+            if (strcmp(binds[j].group_id, g) == 0)
+                bound = binds[j].group_id;
         if (!bound || strchr(bound, ',')) {
             snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups[%zu] %s%.60s%s %s", i,
                      g ? "\"" : "", g ? g : luaL_typename(L, -1), g ? "\"" : "",
@@ -949,11 +953,11 @@ static int selftest(struct kq_policy *p, const char *dir, char *err, size_t errl
         int64_t now = kq_now_sec();
         const struct kq_publish_view views[] = {
             {"00000000000000000000000000000001", "selftest", "pay-200", "selftest-producer",
-             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now, binds, 3},
+             "127.0.0.1:40000", NULL, 0, 0, false, true, now + 3600, 100, now, binds, 3, NULL},
             {"00000000000000000000000000000002", "selftest", "other", "selftest-producer",
-             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now, binds, 3},
+             "[::1]:40000", props, 2, 4096, true, true, now + 60, 1, now, binds, 3, NULL},
             {"00000000000000000000000000000003", "selftest", "", "selftest-producer", "", props, 1,
-             0, false, false, now + 1, 3, now, NULL, 0},
+             0, false, false, now + 1, 3, now, NULL, 0, NULL},
         };
         for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
             struct publish_call pc = {.c = {.p = p, .id = H_PUBLISH}, .m = &views[i]};

@@ -102,6 +102,9 @@ struct kq_publish_view {
     int64_t now_sec;                /* bounds a new expired_time */
     const struct kq_binding *binds; /* the topic's bindings: the groups `groups` may name */
     size_t n_binds;
+    /* or, binds NULL: the set whose bindings of the topic they are, looked up only for an
+     * answer with `groups` (most answers have none: the lookup is not paid per message) */
+    const struct kq_binding_set *bind_set;
 };
 
 enum kq_publish_action {

@@ -64,7 +64,8 @@ static struct kq_publish_view view(const char *type, const char *region, bool co
                                     5,
                                     now,
                                     NULL,
-                                    0};
+                                    0,
+                                    NULL};
 }
 
 static const char ROUTING[] =

@@ -841,12 +841,33 @@ static void test_publish_answers(void **state)
     assert_string_equal(v.groups[0], "s-b");
     assert_string_equal(v.groups[1], "s-a");
     assert_int_equal(v.delay_ms, -1);
+    /* the broker passes the binding set only: the topic's bindings are looked up for the
+     * answer with groups (and a group bound elsewhere is still refused) */
+    struct kq_binding_set *set =
+        policy_binding_set((struct kq_binding *)PUBLISH_BINDS,
+                           sizeof PUBLISH_BINDS / sizeof PUBLISH_BINDS[0]);
+    m = publish_view("groups");
+    m.binds = NULL;
+    m.n_binds = 0;
+    m.bind_set = set;
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+    assert_int_equal(v.n_groups, 2);
+    assert_string_equal(v.groups[0], "s-b");
+    kq_binding_set_free(set);
+    set = policy_binding_set((struct kq_binding *)&PUBLISH_BINDS[1], 1); /* s-b only */
+    m = publish_view("groups");
+    m.binds = NULL;
+    m.bind_set = set;
+    kq_policy_publish(p, &m, &v);
+    assert_int_equal(v.action, KQ_PUBLISH_ACCEPT); /* s-a has no binding in this set */
+    kq_binding_set_free(set);
 
     struct kq_policy_hook_stats st = policy_hook_stats(p, "publish");
     assert_true(st.loaded);
-    assert_int_equal(st.calls, 8); /* the self-test's calls are not counted */
+    assert_int_equal(st.calls, 10); /* the self-test's calls are not counted */
     assert_int_equal(st.rejects, 2);
-    assert_int_equal(st.errors, 0);
+    assert_int_equal(st.errors, 1); /* groups naming s-a in the set without it */
     kq_policy_free(p);
 }
 
