@@ -14,8 +14,10 @@
  * not keep them (docs/POLICIES.md). m.properties and the strings that repeat from message
  * to message are kept too (below: "strings that repeat").
  *
- * The hook is called from the chunk by a tail call, so its errors, results and the budget
- * guard are those of a direct call.
+ * The builders return m (and binds) and C calls the hook itself: called from the compiled
+ * builder, the hook (never compiled) ended the builder's trace in an exit to the
+ * interpreter at every call, which cost more than a second lua_call (~800 instructions a
+ * message with the example hooks, docs/BENCHMARKS.md).
  *
  * The message id is the one field new for every message (a string made and interned, then
  * garbage, ~350 instructions a call) and few hooks read it: the reused `m` of on_publish
@@ -91,11 +93,11 @@ static const char BUILDERS[] =
     "end\n"
     "return {\n"
     "  message = message,\n"
-    "  publish = function(hook, s, a, b, c, d, e, f, props, n)\n"
-    "    return hook(fill(s, a, b, c, d, e, f, props, n))\n"
+    "  publish = function(s, a, b, c, d, e, f, props, n)\n"
+    "    return fill(s, a, b, c, d, e, f, props, n)\n"
     "  end,\n"
-    "  route = function(hook, proto, s, a, b, c, d, e, f, props, n)\n"
-    "    return hook(fill(s, a, b, c, d, e, f, props, n), binds_of(proto))\n"
+    "  route = function(proto, s, a, b, c, d, e, f, props, n)\n"
+    "    return fill(s, a, b, c, d, e, f, props, n), binds_of(proto)\n"
     "  end,\n"
     "}\n";
 
@@ -381,21 +383,23 @@ void kq_policy_push_message(lua_State *L, struct kq_policy *p, const struct kq_p
 
 void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_publish);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_PUBLISH].ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_publish);
     push_message_fields(L, p, SITE_PUBLISH, m);
-    lua_call(L, 10, 2);
+    lua_call(L, 9, 1);
+    lua_call(L, 1, 2);
 }
 
 void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
                                   const struct kq_binding_set *set, const struct kq_publish_view *m,
                                   const struct kq_binding *binds, size_t n)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_route);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE_MESSAGE].ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_route);
     push_binds_proto(L, p, set, binds, n);
     push_message_fields(L, p, SITE_ROUTE, m);
-    lua_call(L, 11, 1);
+    lua_call(L, 10, 2);
+    lua_call(L, 2, 1);
 }
 
 void kq_policy_marshal_free(struct kq_policy *p) { free(p->marshal); }
