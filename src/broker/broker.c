@@ -9,6 +9,7 @@
 #include "admin/admin.h"
 #include "broker/internal.h"
 #include "core/log.h"
+#include "sandbox/watchdog.h"
 
 #define TICK_MS 100
 
@@ -168,6 +169,11 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         return -ENOMEM;
     b->loop = loop;
     b->cfg = cfg;
+    /* traffic hooks run without LuaJIT's count hook, armed for a long call (watchdog.h) */
+    char why[128];
+    b->watchdog = kq_watchdog_start(why, sizeof why) == 0;
+    if (!b->watchdog)
+        KQ_WARN("broker", "%s: every hook call runs counted (slower)", why);
     b->routes = malloc(KQ_POLICY_MAX_ROUTES * sizeof *b->routes);
     if (!b->routes) {
         free(b);
@@ -266,6 +272,8 @@ fail_rc:
     uv_close((uv_handle_t *)&b->tick, NULL);
     uv_close((uv_handle_t *)&b->retry_timer, NULL);
     uv_run(loop, UV_RUN_NOWAIT); /* let the handles close before freeing */
+    if (b->watchdog)
+        kq_watchdog_stop();
     free(b);
     return rc;
 }
@@ -379,6 +387,8 @@ void kq_broker_free(struct kq_broker *b)
     kq_arena_free(&b->frame_arena);
     kq_binding_set_free(b->bindings);
     kq_policy_free(b->policy);
+    if (b->watchdog)
+        kq_watchdog_stop();
     if (b->net)
         kq_net_free(b->net);
     kq_config_free(b->cfg);

@@ -214,6 +214,7 @@ struct kq_broker {
         size_t head, len, cap;
     } deferred;
     struct kq_policy *policy;        /* routing / retry / intake hooks (C defaults inside) */
+    bool watchdog;                   /* kq_watchdog_start succeeded: stop it when freed */
     struct kq_route *routes;         /* KQ_POLICY_MAX_ROUTES: the routes of one attempt */
     struct kq_binding_set *bindings; /* what routing reads; swapped whole on a change */
     struct kq_broker_stats stats;

@@ -279,9 +279,11 @@ static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
     struct hook *h = &p->hooks[c->id];
     c->why[0] = 0;
     c->use_default = false;
-    uint64_t t0 = kq_lua_budget_begin(p->L, &p->budget, KQ_POLICY_CALL_INSTRUCTIONS,
-                                      selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
+    /* traffic: without the count hook when the watchdog watches this thread (lua_budget.h) */
+    uint64_t t0 = (selftest ? kq_lua_budget_begin : kq_lua_budget_begin_traffic)(
+        p->L, &p->budget, KQ_POLICY_CALL_INSTRUCTIONS, selftest ? SELFTEST_MS : KQ_POLICY_CALL_MS);
     int rc = kq_policy_pcall(p, fn, c);
+    kq_lua_budget_end(p->L, &p->budget);
     uint64_t dt = kq_mono_us() - t0;
     h->calls++;
     h->total_us += dt;

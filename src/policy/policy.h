@@ -25,7 +25,8 @@
 #include "registry/bindings.h"
 
 /* Budgets of one hook call (operators' code is never compiled, so the count guard sees every
- * instruction of it). */
+ * instruction of it; in the broker a traffic call is counted from KQ_WATCHDOG_GRACE_US on,
+ * sandbox/watchdog.h). */
 #define KQ_POLICY_CALL_INSTRUCTIONS 1000000L      /* Lua VM instructions per call */
 #define KQ_POLICY_CALL_MS 20                      /* wall clock per call */
 #define KQ_POLICY_MEMORY_BYTES ((size_t)32 << 20) /* per Lua state */

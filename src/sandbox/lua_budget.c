@@ -4,14 +4,24 @@
 #include <lua.h>
 #include <luajit.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "core/clock.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/watchdog.h"
 
 static const char BUDGET_KEY = 0; /* its address keys the budget in the Lua registry */
 static _Thread_local const atomic_bool *thread_stop;
+
+/* The watched run in progress, for the watchdog's signal handler (which runs on the watched
+ * thread, the only one that writes these). in_call is set after, and cleared before, every
+ * lua_sethook of that thread on a watched state, so the handler's lua_sethook never runs
+ * inside another. armed: the run has a hook to remove at its end. */
+static lua_State *volatile watched_L;
+static struct kq_lua_budget *volatile watched_b;
+static volatile sig_atomic_t in_call, armed;
 
 void *kq_lua_budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -64,6 +74,30 @@ static const char *over(lua_State *L, const struct kq_lua_budget *b)
 
 static void on_count(lua_State *L, lua_Debug *ar);
 
+/* lua_sethook on the loop's own behalf (count 0: no hook). */
+static void set_hook(lua_State *L, const struct kq_lua_budget *b, int count)
+{
+    bool watched_run = b->watched && in_call;
+    if (watched_run) {
+        in_call = 0;
+        atomic_signal_fence(memory_order_seq_cst);
+    }
+    lua_sethook(L, count ? on_count : NULL, count ? LUA_MASKCOUNT : 0, count);
+    if (watched_run) {
+        armed = count != 0;
+        atomic_signal_fence(memory_order_seq_cst);
+        in_call = 1;
+    }
+}
+
+void kq_lua_budget_overdue(void)
+{
+    if (!in_call)
+        return;
+    lua_sethook(watched_L, on_count, LUA_MASKCOUNT, watched_b->tripped ? 1 : KQ_LUA_HOOK_EVERY);
+    armed = 1;
+}
+
 /* From now on every instruction fails, so no Lua code can swallow the error. */
 static int trip(lua_State *L, struct kq_lua_budget *b, const char *why)
 {
@@ -74,7 +108,7 @@ static int trip(lua_State *L, struct kq_lua_budget *b, const char *why)
         for (int level = 0; level < 2 && !b->trip_line; level++)
             if (lua_getstack(L, level, &ar) && lua_getinfo(L, "l", &ar) && ar.currentline > 0)
                 b->trip_line = ar.currentline;
-        lua_sethook(L, on_count, LUA_MASKCOUNT, 1);
+        set_hook(L, b, 1);
     }
     lua_pushfstring(L, "stopped: %s", b->trip_why);
     return lua_error(L);
@@ -113,9 +147,19 @@ void kq_lua_budget_charge(lua_State *L, double steps, const char *what, const ch
     b->steps += (long)steps;
 }
 
+/* Runs L watched (no hook) or counted, as the watchdog allows. */
+static void set_watched(lua_State *L, struct kq_lua_budget *b, bool on)
+{
+    b->watched = on;
+    b->tripped = false; /* the hook is set as for a run that was not stopped */
+    lua_sethook(L, on ? NULL : on_count, on ? 0 : LUA_MASKCOUNT, KQ_LUA_HOOK_EVERY);
+}
+
 uint64_t kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms)
 {
-    if (b->tripped)
+    if (b->watched && !kq_watchdog_watches_me())
+        set_watched(L, b, false); /* the watchdog stopped: back to counting every run */
+    if (b->tripped && !b->watched)
         lua_sethook(L, on_count, LUA_MASKCOUNT, KQ_LUA_HOOK_EVERY);
     b->tripped = false;
     b->trip_why = NULL;
@@ -124,7 +168,36 @@ uint64_t kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_ste
     b->max_steps = max_steps;
     uint64_t now = kq_mono_us();
     b->deadline_us = now + ms * 1000;
+    if (b->watched) {
+        watched_L = L;
+        watched_b = b;
+        atomic_signal_fence(memory_order_seq_cst);
+        in_call = 1;
+        atomic_signal_fence(memory_order_seq_cst);
+        kq_watchdog_call_begin(now);
+    }
     return now;
+}
+
+uint64_t kq_lua_budget_begin_traffic(lua_State *L, struct kq_lua_budget *b, long max_steps,
+                                     uint64_t ms)
+{
+    if (!b->watched && kq_watchdog_watches_me())
+        set_watched(L, b, true);
+    return kq_lua_budget_begin(L, b, max_steps, ms);
+}
+
+void kq_lua_budget_end(lua_State *L, struct kq_lua_budget *b)
+{
+    if (!b->watched)
+        return;
+    in_call = 0;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (armed) {
+        lua_sethook(L, NULL, 0, 0);
+        armed = 0;
+    }
+    kq_watchdog_call_end();
 }
 
 void kq_lua_budget_jit_trusted(lua_State *L)

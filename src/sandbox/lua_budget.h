@@ -14,6 +14,12 @@
  * (kq_lua_budget_stop_flag) before it loads; the states it creates meanwhile check the flag
  * in the count hook and in kq_lua_budget_charge, and stop as if over budget.
  *
+ * A state that serves traffic on the broker's loop thread runs its calls without the count
+ * hook (kq_lua_budget_begin_traffic): the hook makes LuaJIT send every bytecode through its
+ * hook dispatch, and the watchdog (watchdog.h) sets it only on a call that has run longer
+ * than KQ_WATCHDOG_GRACE_US; from then on the instruction budget is counted and both budgets
+ * are checked as for any run. Loads, self-tests and the config loader keep the hook on.
+ *
  * Threading: a state and its budget are used by one thread at a time. */
 #ifndef KQ_SANDBOX_LUA_BUDGET_H
 #define KQ_SANDBOX_LUA_BUDGET_H
@@ -36,6 +42,7 @@ struct kq_lua_budget {
     /* the run in progress (kq_lua_budget_begin) */
     long steps, max_steps; /* instructions run and pattern work charged, and the budget */
     uint64_t deadline_us;  /* kq_mono_us() */
+    bool watched;          /* no count hook: the watchdog arms it for a long call */
     bool tripped;          /* stopped: every instruction fails until the next begin */
     const char *trip_why;  /* "over the instruction budget", "over the time budget",
                               * "over the memory limit", "the load was abandoned" */
@@ -69,6 +76,20 @@ void kq_lua_budget_jit_trusted(struct lua_State *L);
  * caller timing the run needs no clock read of its own. */
 uint64_t kq_lua_budget_begin(struct lua_State *L, struct kq_lua_budget *b, long max_steps,
                              uint64_t ms);
+
+/* kq_lua_budget_begin for a call that serves traffic. When the watchdog watches the calling
+ * thread, L runs watched from now on: without the count hook, armed by the watchdog once the
+ * call has run KQ_WATCHDOG_GRACE_US; otherwise (no watchdog, another thread) L is counted
+ * as by kq_lua_budget_begin. Every begin of a watched state is paired with
+ * kq_lua_budget_end, and runs of watched states do not nest. */
+uint64_t kq_lua_budget_begin_traffic(struct lua_State *L, struct kq_lua_budget *b, long max_steps,
+                                     uint64_t ms);
+/* The run of L is over: for a watched state, the watchdog is told and the hook it armed (or a
+ * trip set) is removed. Nothing for a counted state. */
+void kq_lua_budget_end(struct lua_State *L, struct kq_lua_budget *b);
+/* The watchdog's signal handler (on the watched thread): sets the count hook on the watched
+ * run in progress, if one is. Async-signal-safe. */
+void kq_lua_budget_overdue(void);
 
 /* For C functions called from Lua: counts `steps` of work against the run in progress.
  * Raises a Lua error when the run was stopped (stop flag, deadline), and "WHAT: worst case
