@@ -23,8 +23,9 @@ static atomic_bool running;
 /* the call in progress: its sequence number (0: none) and start (kq_mono_us) */
 static _Atomic uint64_t current, start_us;
 static uint64_t seq; /* the watched thread's last call */
+static _Atomic uint64_t begun; /* seq of the last call begun (stays after it ended) */
 static atomic_bool parked;
-static _Atomic uint64_t wakeups, signals;
+static _Atomic uint64_t wakeups, signals, nudges;
 
 static void on_signal(int sig)
 {
@@ -50,9 +51,19 @@ static void *watch(void *arg)
 {
     (void)arg;
     uint64_t signalled = 0, sent_us = 0; /* the call last signalled, and when */
+    uint64_t seen = 0;                   /* begun when last looked at between calls */
     pthread_mutex_lock(&mu);
     while (!stopping) {
         uint64_t call = atomic_load(&current);
+        uint64_t last = atomic_load_explicit(&begun, memory_order_relaxed);
+        if (!call && last != seen) {
+            /* calls ran since the last look: look again a grace later instead of parking
+             * (each park costs the next call a wake-up, which at a few thousand calls a
+             * second would be every call); parked only after a grace without calls */
+            seen = last;
+            sleep_until(kq_mono_us() + KQ_WATCHDOG_GRACE_US);
+            continue;
+        }
         if (!call) {
             /* park; kq_watchdog_call_begin wakes us (both sides are seq_cst: either it sees
              * parked, or we see its call) */
@@ -179,8 +190,10 @@ bool kq_watchdog_watches_me(void)
 void kq_watchdog_call_begin(uint64_t now_us)
 {
     atomic_store_explicit(&start_us, now_us, memory_order_relaxed);
+    atomic_store_explicit(&begun, seq + 1, memory_order_relaxed);
     atomic_store(&current, ++seq); /* seq_cst: ordered before the load of parked */
     if (atomic_load(&parked)) {    /* idle -> busy: the only time the loop wakes it */
+        atomic_fetch_add_explicit(&nudges, 1, memory_order_relaxed);
         pthread_mutex_lock(&mu);
         atomic_store(&parked, false); /* woken: the next calls need not wake it again */
         pthread_cond_signal(&cv);
@@ -193,3 +206,4 @@ void kq_watchdog_call_end(void) { atomic_store_explicit(&current, 0, memory_orde
 uint64_t kq_watchdog_wakeups(void) { return atomic_load(&wakeups); }
 bool kq_watchdog_parked(void) { return atomic_load(&parked); }
 uint64_t kq_watchdog_signals(void) { return atomic_load(&signals); }
+uint64_t kq_watchdog_nudges(void) { return atomic_load(&nudges); }

@@ -10,8 +10,10 @@
  * (kq_lua_budget_overdue): from then on the call is counted and stopped exactly as a counted
  * one. While the call goes on, the signal is sent again every grace (a hook set from a
  * signal handler could be lost if it lands inside LuaJIT's own update of its dispatch).
- * With no call in progress the watchdog sleeps until the loop thread's next call wakes it
- * (the idle->busy transition), so an idle broker costs no wake-ups.
+ * Between calls it looks again a grace later; only after a whole grace without a call does it
+ * park until the loop thread's next call wakes it (the idle->busy transition), so a busy
+ * broker costs at most one watchdog wake-up a grace (500 a second) and no call a system
+ * call, and an idle one costs no wake-ups.
  *
  * Threading: kq_watchdog_start and kq_watchdog_stop are called by the thread to watch (the
  * broker's loop thread); starts nest (counted), the last stop joins the thread. Only the
@@ -41,8 +43,9 @@ void kq_watchdog_call_begin(uint64_t now_us);
 void kq_watchdog_call_end(void);
 
 /* For tests: the times the watchdog thread woke up (from parking or from a timed sleep),
- * whether it is parked now, and the signals it sent. */
+ * whether it is parked now, the signals it sent, and the times a call had to wake it. */
 uint64_t kq_watchdog_wakeups(void);
 bool kq_watchdog_parked(void);
 uint64_t kq_watchdog_signals(void);
+uint64_t kq_watchdog_nudges(void);
 #endif

@@ -126,7 +126,7 @@ static void test_counted_without_watchdog(void **state)
     lua_State *L = new_state(&b);
     assert_false(kq_watchdog_watches_me());
     assert_true(hooked_in(L, &b, true));
-    lua_close(L);
+    kq_lua_budget_close(L, &b);
 }
 
 /* With the watchdog, a traffic call runs without a hook; a load-like run still has it. */
@@ -142,8 +142,8 @@ static void test_traffic_call_runs_unhooked(void **state)
     struct kq_lua_budget fresh;
     lua_State *L2 = new_state(&fresh);
     assert_true(hooked_in(L2, &fresh, false));
-    lua_close(L2);
-    lua_close(L);
+    kq_lua_budget_close(L2, &fresh);
+    kq_lua_budget_close(L, &b);
     kq_watchdog_stop();
 }
 
@@ -170,7 +170,7 @@ static void test_runaway_traffic_call_stopped(void **state)
         assert_false(b.tripped);
         signals = kq_watchdog_signals();
     }
-    lua_close(L);
+    kq_lua_budget_close(L, &b);
     kq_watchdog_stop();
 }
 
@@ -187,7 +187,7 @@ static void test_counted_again_after_stop(void **state)
     char err[256] = "";
     assert_int_not_equal(run(L, &b, "while true do end", true, NULL, err, sizeof err), 0);
     assert_has(err, "stopped: over the ");
-    lua_close(L);
+    kq_lua_budget_close(L, &b);
 }
 
 /* Waits (up to 5 s) until the watchdog is parked. */
@@ -220,7 +220,34 @@ static void test_parks_when_idle(void **state)
         /* polling once a grace would be 10; POSIX allows one spurious wake-up */
         assert_in_range(kq_watchdog_wakeups(), woke, woke + 1);
     }
-    lua_close(L);
+    kq_lua_budget_close(L, &b);
+    kq_watchdog_stop();
+}
+
+/* Calls a little apart (less than a grace) do not each have to wake the watchdog (a system
+ * call on the loop thread): between calls it looks again a grace later rather than parking,
+ * and only a park costs the next call a wake-up. A park needs a whole grace without calls,
+ * so at most 1 + elapsed / grace calls wake it; a watchdog that parked after every call was
+ * woken by about every fourth of these 40 calls (10 in 7 ms here). */
+static void test_calls_apart_do_not_wake_it_each(void **state)
+{
+    (void)state;
+    start_watchdog();
+    struct kq_lua_budget b;
+    lua_State *L = new_state(&b);
+    assert_int_equal(run(L, &b, "return true", true, NULL, NULL, 0), 0);
+    wait_parked();
+    uint64_t nudged = kq_watchdog_nudges(), t0 = kq_mono_us();
+    enum { CALLS = 40 };
+    for (int i = 0; i < CALLS; i++) {
+        assert_int_equal(run(L, &b, "return true", true, NULL, NULL, 0), 0);
+        struct timespec gap = {0, KQ_WATCHDOG_GRACE_US * 1000L / 20};
+        nanosleep(&gap, NULL);
+    }
+    uint64_t elapsed = kq_mono_us() - t0, n = kq_watchdog_nudges() - nudged;
+    assert_true(n >= 1); /* the first call woke it from its park */
+    assert_true(n <= 1 + elapsed / KQ_WATCHDOG_GRACE_US);
+    kq_lua_budget_close(L, &b);
     kq_watchdog_stop();
 }
 
@@ -309,6 +336,7 @@ int main(void)
         cmocka_unit_test_teardown(test_runaway_traffic_call_stopped, stop_watchdog),
         cmocka_unit_test_teardown(test_counted_again_after_stop, stop_watchdog),
         cmocka_unit_test_teardown(test_parks_when_idle, stop_watchdog),
+        cmocka_unit_test_teardown(test_calls_apart_do_not_wake_it_each, stop_watchdog),
         cmocka_unit_test_setup_teardown(test_policy_traffic_unhooked, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
