@@ -38,8 +38,8 @@ static bool small(size_t size) { return size > 0 && size <= KQ_LUA_BLOCK_MAX; }
 
 void *kq_lua_blocks_realloc(struct kq_lua_blocks *b, void *ptr, size_t osize, size_t nsize)
 {
-    if (!ptr)
-        return small(nsize) ? take(b, nsize) : malloc(nsize);
+    if (!ptr) /* LuaJIT also "frees" NULL (nsize 0): nothing to do, as free(NULL) */
+        return !nsize ? NULL : small(nsize) ? take(b, nsize) : malloc(nsize);
     if (nsize == 0) {
         if (small(osize))
             give_back(b, ptr, osize);

@@ -48,6 +48,18 @@ static void test_reused_within_class(void **state)
     }
 }
 
+/* Lua's allocator is also asked to free NULL (nsize 0): nothing is allocated, nothing kept
+ * (a malloc(0) there leaked a block every time). */
+static void test_free_of_null(void **state)
+{
+    (void)state;
+    struct kq_lua_blocks b = {0};
+    assert_null(kq_lua_blocks_realloc(&b, NULL, 0, 0));
+    assert_null(kq_lua_blocks_realloc(&b, NULL, 64, 0));
+    assert_int_equal(b.kept_bytes, 0);
+    kq_lua_blocks_release(&b);
+}
+
 static void test_resizes_keep_contents(void **state)
 {
     (void)state;
@@ -107,6 +119,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reused_within_class),
+        cmocka_unit_test(test_free_of_null),
         cmocka_unit_test(test_resizes_keep_contents),
         cmocka_unit_test(test_lists_bounded),
     };
