@@ -197,10 +197,9 @@ static void test_message_id_on_demand(void **state)
         kq_policy_load(policy_dir("ids", "routing.lua", MESSAGE_IDS), &p, err, sizeof err), 0);
     struct kq_binding_set *s = fixture_set();
     struct kq_route r[8];
-    static const char *const ids[] = {"00000000000000000000000000000001",
-                                      "00000000000000000000000000000002",
-                                      "00000000000000000000000000000003",
-                                      "00000000000000000000000000000004"};
+    static const char *const ids[] = {
+        "00000000000000000000000000000001", "00000000000000000000000000000002",
+        "00000000000000000000000000000003", "00000000000000000000000000000004"};
     for (size_t i = 0; i < 4; i++) {
         struct kq_publish_view m = view(ids[i], i == 1 ? "us" : "eu", true);
         m.message_id = ids[i];
@@ -459,6 +458,60 @@ static void test_selftests(void **state)
 }
 
 /* Loads lua/policies/examples/<example> as <file> in a fresh folder. */
+/* The broker only reads a hook's answer: a table kept in a module local can answer every
+ * call (docs/POLICIES.md "Writing cheap hooks", the shipped examples do it). Each hook checks
+ * that its shared answer is still exactly as made before returning it again. */
+#define SHARED_ANSWERS                                                                             \
+    "local CHANGE = { properties = { region = 'eu', stale = false }, deliver_limit = 3 }\n"        \
+    "local ROUTE, DEAD = { 's-eu' }, { groups = { 's-dead-handler' } }\n"                          \
+    "local function keys(t) local n = 0; for _ in pairs(t) do n = n + 1 end; return n end\n"       \
+    "local function intact()\n"                                                                    \
+    "  assert(keys(CHANGE) == 2 and keys(CHANGE.properties) == 2, 'changes table changed')\n"      \
+    "  assert(CHANGE.properties.region == 'eu' and CHANGE.properties.stale == false)\n"            \
+    "  assert(CHANGE.deliver_limit == 3 and keys(ROUTE) == 1 and ROUTE[1] == 's-eu')\n"            \
+    "  assert(keys(DEAD) == 1 and keys(DEAD.groups) == 1 and DEAD.groups[1] == "                   \
+    "'s-dead-handler')\n"                                                                          \
+    "end\n"
+
+static void test_shared_answers(void **state)
+{
+    (void)state;
+    struct kq_policy *p = NULL;
+    policy_dir("shared", "publish.lua",
+               SHARED_ANSWERS "return { on_publish = function(m) intact(); return CHANGE end }");
+    policy_dir("shared", "routing.lua",
+               SHARED_ANSWERS
+               "return { route_message = function(m, b) intact()\n"
+               "  for i = 1, #b do if b[i].group == 's-eu' then return ROUTE end end\n"
+               "end }");
+    const char *dir = policy_dir(
+        "shared", "retry.lua",
+        SHARED_ANSWERS "return { on_dead = function(m, reason) intact(); return DEAD end }");
+    if (kq_policy_load(dir, &p, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct kq_binding_set *s = fixture_set();
+    struct kq_route r[8];
+    size_t n;
+    for (int i = 0; i < 3; i++) {
+        struct kq_publish_view m = view("order", "us", true);
+        struct kq_publish_verdict v;
+        kq_policy_publish(p, &m, &v);
+        assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+        assert_int_equal(v.n_properties, 1);
+        assert_string_equal(v.properties[0].value, "eu");
+        assert_int_equal(v.deliver_limit, 3);
+        assert_int_equal(kq_policy_route_message(p, s, &m, r, 8), 1);
+        assert_string_equal(r[0].group, "s-eu");
+        assert_int_equal(kq_policy_dead(p, s, &m, 5, "expired", r, 8, &n), KQ_DEAD_HANDOVER);
+        assert_string_equal(r[0].group, "s-dead-handler");
+    }
+    assert_int_equal(policy_hook_stats(p, "publish").errors, 0);
+    assert_int_equal(policy_hook_stats(p, "route_message").errors, 0);
+    assert_int_equal(policy_hook_stats(p, "dead").errors, 0);
+    kq_policy_free(p);
+    kq_binding_set_free(s);
+}
+
 static struct kq_policy *load_example(const char *example, const char *file)
 {
     char rel[512];
@@ -483,8 +536,10 @@ static void test_examples(void **state)
     char why[256];
     struct kq_policy *p = load_example("routing_by_property.lua", "routing.lua");
     struct kq_publish_view eu = view("order", "eu", true);
-    assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 1);
-    assert_string_equal(r[0].group, "s-eu");
+    for (int i = 0; i < 2; i++) { /* the second answer is the table kept from the first */
+        assert_int_equal(kq_policy_route_message(p, s, &eu, r, 8), 1);
+        assert_string_equal(r[0].group, "s-eu");
+    }
     kq_policy_free(p);
 
     p = load_example("auth_allowlist.lua", "auth.lua");
@@ -510,6 +565,14 @@ static void test_examples(void **state)
     struct kq_publish_verdict v;
     kq_policy_publish(p, &big, &v);
     assert_int_equal(v.action, KQ_PUBLISH_REJECT);
+    struct kq_publish_view plain = view("order", NULL, true);
+    for (int i = 0; i < 2; i++) { /* one answer table for every message without a region */
+        kq_policy_publish(p, &plain, &v);
+        assert_int_equal(v.action, KQ_PUBLISH_CHANGE);
+        assert_int_equal(v.n_properties, 1);
+        assert_string_equal(v.properties[0].key, "region");
+        assert_string_equal(v.properties[0].value, "default");
+    }
     kq_policy_free(p);
     kq_binding_set_free(s);
 }
@@ -517,11 +580,16 @@ static void test_examples(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_route_message), cmocka_unit_test(test_arguments_are_fresh),
-        cmocka_unit_test(test_message_id_on_demand), cmocka_unit_test(test_properties_reused),
-        cmocka_unit_test(test_on_connect),    cmocka_unit_test(test_on_dead),
-        cmocka_unit_test(test_helpers),       cmocka_unit_test(test_selftests),
+        cmocka_unit_test(test_route_message),
+        cmocka_unit_test(test_arguments_are_fresh),
+        cmocka_unit_test(test_message_id_on_demand),
+        cmocka_unit_test(test_properties_reused),
+        cmocka_unit_test(test_on_connect),
+        cmocka_unit_test(test_on_dead),
+        cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_selftests),
         cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_shared_answers),
     };
     return cmocka_run_group_tests(tests, policy_tmp_setup, policy_tmp_teardown);
 }

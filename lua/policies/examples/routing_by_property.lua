@@ -12,15 +12,28 @@
 
 local M = {}
 
+-- region -> the answer naming its group ("eu" -> { "s-eu" }), made once per region instead
+-- of once per message: the broker only reads an answer, so one table can answer every
+-- message of the region (docs/POLICIES.md, "Writing cheap hooks"). Bounded: regions come
+-- from publishers, and module locals live until the next reload.
+local ANSWER_OF_REGION, regions_known = {}, 0
+
 function M.route_message(m, binds)
   local region = m.properties.region
   if region == nil then
     return nil
   end
-  local want = "s-" .. region
-  for _, b in ipairs(binds) do
-    if b.group == want then
-      return { want }
+  local answer = ANSWER_OF_REGION[region]
+  if answer == nil then
+    answer = { "s-" .. region }
+    if regions_known < 1000 then
+      ANSWER_OF_REGION[region], regions_known = answer, regions_known + 1
+    end
+  end
+  local want = answer[1]
+  for i = 1, #binds do -- a counted loop: cheaper than ipairs when interpreted
+    if binds[i].group == want then
+      return answer
     end
   end
   return nil
