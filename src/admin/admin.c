@@ -251,10 +251,9 @@ static void respond(struct conn *c, int status, const char *ctype, const void *b
     int n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\n%s%s%s\r\n",
-                     status, reason(status), ctype, len, extra ? extra : "",
-                     extra ? "\r\n" : "", close ? "Connection: close\r\n" : "");
-    if (kq_buf_append(&out, hdr, (size_t)n) ||
-        (!head_only && kq_buf_append(&out, body, len))) {
+                     status, reason(status), ctype, len, extra ? extra : "", extra ? "\r\n" : "",
+                     close ? "Connection: close\r\n" : "");
+    if (kq_buf_append(&out, hdr, (size_t)n) || (!head_only && kq_buf_append(&out, body, len))) {
         kq_buf_free(&out);
         close_for_memory(c, "framing an answer");
         return;

@@ -68,8 +68,9 @@ static void test_on_dead_without_properties_is_logged(void **state)
     m->stored = true;
 
     log_capture_begin();
-    callocs_to_fail = 1; /* the read-back request */
-    assert_false(kq_dead_hook(&b, m, "expired")); /* the hook's 'dlq' */
+    /* no memory for the read-back request: the hook answers at once ('dlq') */
+    callocs_to_fail = 1;
+    assert_false(kq_dead_hook(&b, m, "expired"));
     assert_int_equal(loads, 0);
     assert_false(m->loading);
     assert_false(kq_dead_hook(&b, m, "expired")); /* the store refuses the read */

@@ -60,9 +60,8 @@ static void test_copy_not_queued_is_counted(void **state)
                           "deliverWindow = 1, deliverySeconds = 60, admin = \"127.0.0.1:0\",");
     struct kq_config *cfg = calloc(1, sizeof *cfg);
     kq_config_defaults(cfg);
-    assert_int_equal(kq_config_load_buffer(cfg, "test.lua", text, strlen(text), NULL, err,
-                                           sizeof err),
-                     0);
+    assert_int_equal(
+        kq_config_load_buffer(cfg, "test.lua", text, strlen(text), NULL, err, sizeof err), 0);
     log_capture_begin();
     struct inproc p = {0};
     assert_int_equal(uv_loop_init(&p.loop), 0);
