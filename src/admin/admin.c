@@ -131,6 +131,14 @@ static void conn_close(struct conn *c, const char *why)
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
 
+/* Out of memory for a connection's own bookkeeping: it cannot be served; say so (a closed
+ * connection alone looks like a network fault to the operator). */
+static void close_for_memory(struct conn *c, const char *doing)
+{
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, ADMIN_MOD, "out of memory %s: connection closed", doing);
+    conn_close(c, "out of memory");
+}
+
 /* --- writing ------------------------------------------------------------------------------ */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -143,10 +151,17 @@ static void set_reading(struct conn *c, bool on)
     if (c->closed || c->reading == on)
         return;
     c->reading = on;
-    if (on)
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    else
+    if (!on) {
         uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc < 0) { /* a connection never read would wait for its deadline: close it now */
+        c->reading = false;
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, ADMIN_MOD, "cannot read from a connection: %s",
+                           uv_strerror(rc));
+        conn_close(c, uv_strerror(rc));
+    }
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -172,7 +187,7 @@ static void send_buf(struct conn *c, struct kq_buf *b)
     struct wreq *w = calloc(1, sizeof *w);
     if (!w) {
         kq_buf_free(b);
-        conn_close(c, "out of memory");
+        close_for_memory(c, "queueing an answer");
         return;
     }
     w->c = c;
@@ -226,9 +241,9 @@ static const char *reason(int status)
     return r && *r != '<' ? r : "Unknown";
 }
 
-/* Frame and queue one response. `extra` adds one header line ("Allow: POST" for a 405);
- * close adds "Connection: close" and ends the connection after it. */
-static void respond(struct conn *c, int status, const char *ctype, const struct kq_buf *body,
+/* Frame and queue one response (body: len bytes). `extra` adds one header line ("Allow:
+ * POST" for a 405); close adds "Connection: close" and ends the connection after it. */
+static void respond(struct conn *c, int status, const char *ctype, const void *body, size_t len,
                     bool head_only, const char *extra, bool close)
 {
     struct kq_buf out = {0};
@@ -236,12 +251,11 @@ static void respond(struct conn *c, int status, const char *ctype, const struct 
     int n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\n%s%s%s\r\n",
-                     status, reason(status), ctype, body->len, extra ? extra : "",
-                     extra ? "\r\n" : "", close ? "Connection: close\r\n" : "");
-    if (kq_buf_append(&out, hdr, (size_t)n) ||
-        (!head_only && kq_buf_append(&out, body->data, body->len))) {
+                     status, reason(status), ctype, len, extra ? extra : "", extra ? "\r\n" : "",
+                     close ? "Connection: close\r\n" : "");
+    if (kq_buf_append(&out, hdr, (size_t)n) || (!head_only && kq_buf_append(&out, body, len))) {
         kq_buf_free(&out);
-        conn_close(c, "out of memory");
+        close_for_memory(c, "framing an answer");
         return;
     }
     send_buf(c, &out);
@@ -249,21 +263,22 @@ static void respond(struct conn *c, int status, const char *ctype, const struct 
         start_drain(c);
 }
 
-static void error_body(struct kq_buf *b, int status, const char *msg)
+#define ERROR_BODY_MAX 256
+
+/* The JSON body of an error answer, written into tmp (ERROR_BODY_MAX bytes: no allocation
+ * that could fail and leave the answer without its reason); its length. */
+static size_t error_body(char *tmp, int status, const char *msg)
 {
-    char tmp[256];
-    int n = snprintf(tmp, sizeof tmp, "{\"error\":\"%s\",\"status\":%d}", msg, status);
-    b->len = 0;
-    kq_buf_append(b, tmp, (size_t)n);
+    int n = snprintf(tmp, ERROR_BODY_MAX, "{\"error\":\"%s\",\"status\":%d}", msg, status);
+    return n < 0 ? 0 : (size_t)n < ERROR_BODY_MAX ? (size_t)n : ERROR_BODY_MAX - 1;
 }
 
 static void respond_error(struct conn *c, int status, const char *msg, bool head_only,
                           const char *extra, bool close)
 {
-    struct kq_buf b = {0};
-    error_body(&b, status, msg);
-    respond(c, status, "application/json", &b, head_only, extra, close);
-    kq_buf_free(&b);
+    char tmp[ERROR_BODY_MAX];
+    size_t n = error_body(tmp, status, msg);
+    respond(c, status, "application/json", tmp, n, head_only, extra, close);
 }
 
 /* --- the request lifecycle ---------------------------------------------------------------- */
@@ -273,6 +288,15 @@ static void respond_error(struct conn *c, int status, const char *msg, bool head
 static void answer(struct conn *c, struct kq_admin_req *r, int status, const char *msg)
 {
     struct kq_admin *a = c->a;
+    if (r->body.failed) { /* an append ran out of memory: the text may lack a piece (or all) */
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, ADMIN_MOD,
+                           "out of memory building an answer (status %d): answered 500 "
+                           "instead of an incomplete one",
+                           status);
+        status = 500;
+        r->body.len = 0;
+        msg = "out of memory";
+    }
     if (status < 100 || status > 599) {
         KQ_WARN(ADMIN_MOD, "handler returned status %d", status);
         status = 500;
@@ -286,14 +310,19 @@ static void answer(struct conn *c, struct kq_admin_req *r, int status, const cha
         r->body.len = 0;
         msg = "response too large";
     }
-    if (status >= 400 && r->body.len == 0)
-        error_body(&r->body, status,
-                   msg             ? msg
-                   : status == 501 ? "not implemented"
-                                   : reason(status));
     const char *ctype = r->metrics && status < 300 ? "text/plain; version=0.0.4; charset=utf-8"
                                                    : "application/json";
-    respond(c, status, ctype, &r->body, r->head,
+    const void *body = r->body.data;
+    size_t len = r->body.len;
+    char tmp[ERROR_BODY_MAX];
+    if (status >= 400 && len == 0) {
+        len = error_body(tmp, status,
+                         msg             ? msg
+                         : status == 501 ? "not implemented"
+                                         : reason(status));
+        body = tmp;
+    }
+    respond(c, status, ctype, body, len, r->head,
             status == 401 ? "WWW-Authenticate: Bearer" : r->extra, !r->keep);
     kq_buf_free(&r->body);
     free(r);
@@ -305,7 +334,7 @@ static void dispatch(struct conn *c)
 {
     struct kq_admin_req *r = calloc(1, sizeof *r);
     if (!r) {
-        conn_close(c, "out of memory");
+        close_for_memory(c, "taking a request");
         return;
     }
     r->c = c;
@@ -488,7 +517,7 @@ static void feed(struct conn *c, const char *data, size_t len, bool from_held)
         if (from_held) {
             c->held_off += n;
         } else if (n < len && kq_buf_append(&c->held, data + n, len - n)) {
-            conn_close(c, "out of memory");
+            close_for_memory(c, "keeping pipelined input");
             return;
         }
         if (!c->req) /* answered already */
@@ -501,7 +530,10 @@ static void feed(struct conn *c, const char *data, size_t len, bool from_held)
                           : status == 431 ? "request header fields too large"
                           : status == 505 ? "HTTP version not supported"
                           : status == 400 ? http_errno_description(e)
-                                          : "internal error";
+                                          : "out of memory"; /* 500: the URL did not fit */
+        if (status == 500)
+            KQ_LOG_RATELIMITED(KQ_LOG_ERROR, ADMIN_MOD,
+                               "out of memory reading a request: answered 500");
         KQ_DEBUG(ADMIN_MOD, "bad request: %s", http_errno_name(e));
         respond_error(c, status, status == 400 ? "bad request" : msg, false, NULL, true);
         return;
@@ -626,12 +658,20 @@ static void conn_start(struct conn *c)
 static void on_connection(uv_stream_t *server, int status)
 {
     struct kq_admin *a = server->data;
-    if (status < 0 || a->stopping)
+    if (a->stopping)
         return;
+    if (status < 0) {
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, ADMIN_MOD, "accept failed: %s", uv_strerror(status));
+        return;
+    }
     struct conn *c = conn_new(a);
-    if (!c)
+    if (!c) { /* left in the listen queue: libuv stops accepting until one is accepted */
+        KQ_LOG_RATELIMITED(KQ_LOG_ERROR, ADMIN_MOD, "out of memory accepting a connection");
         return;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    }
+    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc != 0) {
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, ADMIN_MOD, "accept failed: %s", uv_strerror(rc));
         conn_close(c, "accept failed");
         return;
     }
@@ -730,20 +770,24 @@ int kq_admin_start(uv_loop_t *loop, const char *hostport, const char *token,
     a->ud = ud;
     uv_tcp_init(loop, &a->listener);
     a->listener.data = a;
+    const char *doing = "listen on";
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
     rc = uv_tcp_bind(&a->listener, (struct sockaddr *)&ss, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
+    if (rc == 0) { /* the port (port 0 asks for any) is what the log and kiteq-cli need */
+        doing = "read the port bound for";
+        rc = uv_tcp_getsockname(&a->listener, (struct sockaddr *)&bound, &blen);
+    }
     if (rc < 0) {
-        snprintf(err, errlen, "admin: cannot listen on %s: %s", hostport, uv_strerror(rc));
+        snprintf(err, errlen, "admin: cannot %s %s: %s", doing, hostport, uv_strerror(rc));
         uv_close((uv_handle_t *)&a->listener, NULL);
         uv_run(loop, UV_RUN_NOWAIT);
         free(a->token);
         free(a);
         return rc;
     }
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    uv_tcp_getsockname(&a->listener, (struct sockaddr *)&bound, &blen);
     a->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
                                                : ((struct sockaddr_in6 *)&bound)->sin6_port);
     uv_timer_init(loop, &a->sweeper);

@@ -19,6 +19,8 @@ int kq_prom_finish(struct kq_prom *p)
 {
     for (size_t i = 0; i < p->n_families; i++) {
         struct kq_buf *l = &p->families[i].lines;
+        if (l->failed) /* a line of it is partial: the output must not pass for whole */
+            p->out->failed = true;
         if (kq_buf_append(p->out, l->data, l->len))
             return -ENOMEM;
         kq_buf_free(l); /* written: a second finish adds nothing */

@@ -28,7 +28,7 @@ struct kq_prom {
 void kq_prom_init(struct kq_prom *p, struct kq_buf *out);
 /* Append every family (HELP, TYPE, samples) to `out`. Returns 0, -ENOMEM, or the first
  * error a call returned (p->error, p->error_name: the caller reports it; what the other
- * calls wrote is in `out`). */
+ * calls wrote is in `out`). A family that lost a line to memory sets out->failed. */
 int kq_prom_finish(struct kq_prom *p);
 /* Frees the writer's bookkeeping (and lines not finished), not `out`. */
 void kq_prom_free(struct kq_prom *p);

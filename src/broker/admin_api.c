@@ -18,11 +18,13 @@ int kq_adm_reply(struct kq_buf *out, cJSON *o, int status)
 {
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (!s)
-        return 500;
-    kq_buf_append(out, s, strlen(s));
+    /* Out of memory: 500, and out is marked so that the admin server logs it and answers a
+     * short error instead of what out holds. */
+    int rc = s ? kq_buf_append(out, s, strlen(s)) : -ENOMEM;
     free(s);
-    return status;
+    if (rc)
+        out->failed = true;
+    return rc ? 500 : status;
 }
 
 static cJSON *names_json(const char *const *v, size_t n)

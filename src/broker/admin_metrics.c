@@ -130,6 +130,10 @@ static void message_metrics(struct kq_broker *b, struct kq_prom *p)
                     "Group names delivery could not record (out of memory); the attempt was "
                     "retried.",
                     NULL, (double)b->stats.names_lost);
+    kq_prom_counter(p, "kiteq_deliveries_unsent_total",
+                    "Copies neither sent nor queued for room: out of memory (the attempt failed "
+                    "for the group and is retried).",
+                    NULL, (double)b->stats.unsent);
     kq_prom_counter(p, "kiteq_acks_unmatched_total",
                     "Acks that matched no delivery outstanding on their connection (late: the "
                     "copy had timed out and was retried; or never sent there).",

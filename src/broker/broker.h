@@ -56,9 +56,11 @@ struct kq_broker_stats {
         pending, inflight;
     uint64_t unrouted; /* accepted while no group was bound to their (topic, messageType) */
     /* Errors delivery could not act on: store update/remove/dead-letter calls that failed
-     * (the store copy may be behind the index; a restart may deliver again), and group
-     * names that could not be recorded for lack of memory (the attempt is retried). */
-    uint64_t store_errors, names_lost;
+     * (the store copy may be behind the index; a restart may deliver again), group names
+     * that could not be recorded for lack of memory (the attempt is retried), and copies
+     * neither sent nor queued for room for lack of memory (the attempt failed for the group
+     * and is retried). */
+    uint64_t store_errors, names_lost, unsent;
     /* Acks that matched no delivery outstanding on their connection: late (the copy timed
      * out and was retried) or for an opaque never sent there. */
     uint64_t acks_unmatched;

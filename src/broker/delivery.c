@@ -61,6 +61,21 @@ static void add_failed(struct kq_broker *b, struct kq_msg *m, const char *group)
                        group, m->id);
 }
 
+/* A copy for group was neither sent nor queued for room: memory ran out (`doing` what). The
+ * attempt fails for the group and is retried; counted and logged, since a group that keeps
+ * missing its messages must show why. */
+static void copy_not_made(struct kq_broker *b, struct kq_msg *m, const char *group,
+                          const char *doing)
+{
+    b->stats.unsent++;
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "delivery",
+                       "out of memory %s id=%s group=%s: the attempt failed for the group and "
+                       "is retried",
+                       doing, m->id, group);
+    add_failed(b, m, group);
+    kq_hist_text(b, m, KQ_EV_NOT_SENT, group, "out of memory");
+}
+
 /* Record that group has the message. If that cannot be recorded, the group gets it again on
  * the next attempt (at least once still holds). g: the group when known (its atom spares a
  * lookup of the name). */
@@ -489,11 +504,13 @@ static void flow_done(struct kq_group *g, const char *topic, bool ok)
         r->failures++;
 }
 
+void kq_delivery_fail_waits(struct kq_broker *b, bool on) { b->fail_waits = on; }
+
 static void enqueue_wait(struct kq_broker *b, struct kq_group *g, struct kq_msg *m)
 {
-    struct kq_wait *w = calloc(1, sizeof *w);
+    struct kq_wait *w = b->fail_waits ? NULL : calloc(1, sizeof *w);
     if (!w) {
-        add_failed(b, m, g->id);
+        copy_not_made(b, m, g->id, "queueing a copy for room");
         return;
     }
     w->msg = m;
@@ -610,10 +627,9 @@ static void pump(struct kq_broker *b, struct kq_group *g)
         if (!m->block && !load_for_group(b, m, g))
             break; /* being read back (on_loaded pumps again), or failed (no longer here) */
         dequeue_wait(b, g);
-        if (!send_copy(b, m, g, s, now)) {
-            add_failed(b, m, g->id);
-            kq_hist_text(b, m, KQ_EV_NOT_SENT, g->id, "out of memory");
-        } else if (r)
+        if (!send_copy(b, m, g, s, now))
+            copy_not_made(b, m, g->id, "sending a copy");
+        else if (r)
             r->inflight++;
         if (attempt_over(m))
             finish_attempt(b, m);
@@ -687,9 +703,8 @@ static void offer(struct kq_broker *b, struct kq_msg *m, const struct kq_route *
         return;
     }
     if (!send_copy(b, m, g, s, now)) {
-        add_failed(b, m, rt->group);
         kq_msg_set_failure(m, "over flow"); /* out of memory for the frame */
-        kq_hist_text(b, m, KQ_EV_NOT_SENT, rt->group, "out of memory");
+        copy_not_made(b, m, rt->group, "sending a copy");
     } else if (r) {
         r->inflight++;
     }

@@ -253,6 +253,7 @@ struct kq_broker {
     bool stopping;
     void (*stop_done)(void *);
     void *stop_ud;
+    bool fail_waits; /* tests only (kq_delivery_fail_waits) */
 };
 
 /* session.c */
@@ -443,6 +444,8 @@ void kq_delivery_log_timeouts(struct kq_broker *b);
  * nothing (no route, or only offline groups) try again now. */
 void kq_delivery_bindings_changed(struct kq_broker *b, const char *topic);
 void kq_delivery_check_timeouts(struct kq_broker *b);
+/* Tests only: while on, a copy cannot be queued for room (as when memory runs out). */
+void kq_delivery_fail_waits(struct kq_broker *b, bool on);
 void kq_delivery_schedule(struct kq_broker *b, struct kq_msg *m, int64_t when_ms);
 void kq_delivery_drop(struct kq_broker *b, struct kq_msg *m, bool remove_from_store);
 void kq_delivery_free_all(struct kq_broker *b);

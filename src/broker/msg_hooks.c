@@ -69,6 +69,15 @@ static void view_of(const struct kq_msg *m, const struct kq_header_view *h,
                                   .now_sec = kq_now_sec()};
 }
 
+/* A hook is asked about m without its properties (why): its answer may differ from the one
+ * it would give with them, so the operator must be able to tell. One line a second per
+ * reason: one cause does not hide another. */
+static void without_properties(const struct kq_msg *m, const char *hook, const char *why)
+{
+    KQ_LOG_RATELIMITED_BY(KQ_LOG_ERROR, "delivery", why, strlen(why),
+                          "%s sees id=%s without its properties: %s", hook, m->id, why);
+}
+
 /* m's header decoded into h (in a, an arena the caller frees): h, or NULL when it is not in
  * memory or does not decode (logged). */
 static const struct kq_header_view *decode_header(const struct kq_msg *m, struct kq_arena *a,
@@ -91,8 +100,10 @@ static size_t route_with_header(struct kq_broker *b, const struct kq_msg *m,
 {
     struct kq_property_kv *props =
         h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
-    if (h && h->n_properties && !props)
-        h = NULL; /* out of memory: routed without its properties (the hook may miss them) */
+    if (h && h->n_properties && !props) {
+        without_properties(m, "route_message", "out of memory");
+        h = NULL;
+    }
     struct kq_publish_view v;
     view_of(m, h, props, &v);
     size_t n = kq_policy_route_message(b->policy, b->bindings, &v, out, max);
@@ -205,8 +216,12 @@ static bool decide(struct kq_broker *b, struct kq_msg *m, const char *reason)
     const struct kq_header_view *h = decode_header(m, &arena, &hv);
     struct kq_property_kv *props =
         h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
-    struct kq_publish_view v; /* out of memory for props: seen without its properties */
-    view_of(m, h && h->n_properties && !props ? NULL : h, props, &v);
+    if (h && h->n_properties && !props) {
+        without_properties(m, "on_dead", "out of memory");
+        h = NULL;
+    }
+    struct kq_publish_view v;
+    view_of(m, h, props, &v);
     struct kq_route r[KQ_POLICY_MAX_ROUTES];
     size_t n = 0;
     enum kq_dead_action a = kq_policy_dead(b->policy, b->bindings, &v, m->attempts, reason, r,
@@ -268,15 +283,21 @@ bool kq_dead_hook(struct kq_broker *b, struct kq_msg *m, const char *reason)
         return decide(b, m, reason);
     /* its header is in the store only: read it back for the properties first */
     struct dead_load *dl = calloc(1, sizeof *dl);
-    if (!dl)
+    if (!dl) {
+        without_properties(m, "on_dead", "out of memory to read it back from the store");
         return decide(b, m, reason);
+    }
     dl->broker = b;
     memcpy(dl->id, m->id, sizeof dl->id);
     snprintf(dl->reason, sizeof dl->reason, "%s", reason);
     m->loading = true;
-    if (b->store->ops->load(b->store, m->id, on_dead_loaded, dl) == 0)
+    int rc = b->store->ops->load(b->store, m->id, on_dead_loaded, dl);
+    if (rc == 0)
         return true; /* on_dead_loaded decides (maybe already did) */
     m->loading = false;
     free(dl);
+    char why[128];
+    snprintf(why, sizeof why, "the store cannot read it back: %s", strerror(rc < 0 ? -rc : rc));
+    without_properties(m, "on_dead", why);
     return decide(b, m, reason);
 }

@@ -12,8 +12,10 @@ int kq_buf_reserve(struct kq_buf *b, size_t extra)
     while (cap - b->len < extra)
         cap *= 2;
     uint8_t *p = realloc(b->data, cap);
-    if (!p)
+    if (!p) {
+        b->failed = true;
         return -ENOMEM;
+    }
     b->data = p;
     b->cap = cap;
     return 0;
@@ -46,4 +48,5 @@ void kq_buf_free(struct kq_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->failed = false;
 }

@@ -280,13 +280,27 @@ size_t kq_conn_backlog(const struct kq_conn *c)
     return c->out.len + (c->flight.len - c->flight_off);
 }
 
+/* Read c (again). A connection that cannot be read would never be served and, paused, never
+ * closed by the owner's deadline either: close it, naming libuv's reason. */
+static bool start_reading(struct kq_conn *c)
+{
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc == 0)
+        return true;
+    KQ_LOG_RATELIMITED(KQ_LOG_ERROR, "net", "cannot read from peer=%s: %s; closing it", c->peer,
+                       uv_strerror(rc));
+    kq_conn_close(c, "cannot read");
+    return false;
+}
+
 /* Output went down: resume reading below the low mark, tell the owner once it is all out. */
 static void output_progress(struct kq_conn *c)
 {
     size_t left = kq_conn_backlog(c);
     if (c->read_paused && left <= KQ_CONN_OUT_LOW && !c->closing) {
         c->read_paused = false;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (!start_reading(c))
+            return;
         KQ_DEBUG("net", "output drained, reading again peer=%s", c->peer);
     }
     if (c->want_drain && left == 0 && c->net->h->on_drain) {
@@ -517,8 +531,12 @@ static void refuse_connection(struct kq_net *n, uv_stream_t *server)
     }
     uv_tcp_init(n->loop, t);
     char peer[64] = "?";
-    if (uv_accept(server, (uv_stream_t *)t) == 0)
+    int rc = uv_accept(server, (uv_stream_t *)t);
+    if (rc == 0)
         peer_name(t, peer, sizeof peer);
+    else
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "accept failed (refusing a connection): %s",
+                           uv_strerror(rc));
     n->stats.refused++;
     KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net",
                        "connection refused peer=%s: %zu connections "
@@ -548,7 +566,9 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_init(n->loop, &c->tcp);
     c->tcp.data = c;
     c->net = n;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+    if (rc != 0) {
+        KQ_LOG_RATELIMITED(KQ_LOG_WARN, "net", "accept failed: %s", uv_strerror(rc));
         n->n_conns++;
         c->closed = true;
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
@@ -567,7 +587,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (n->h->on_open)
         n->h->on_open(n->ud, c);
     if (!c->closing && !c->closed)
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        start_reading(c);
 }
 
 int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_handler *h, void *ud,
@@ -586,19 +606,23 @@ int kq_net_listen(uv_loop_t *loop, const char *hostport, const struct kq_net_han
     n->ud = ud;
     uv_tcp_init(loop, &n->listener);
     n->listener.data = n;
+    const char *doing = "listen on";
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
     int rc = uv_tcp_bind(&n->listener, (struct sockaddr *)&ss, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&n->listener, 1024, on_connection);
+    if (rc == 0) { /* the port (port 0 asks for any) is what the registry and clients need */
+        doing = "read the port bound for";
+        rc = uv_tcp_getsockname(&n->listener, (struct sockaddr *)&bound, &blen);
+    }
     if (rc < 0) {
-        snprintf(err, errlen, "bind: cannot listen on %s: %s", hostport, uv_strerror(rc));
+        snprintf(err, errlen, "bind: cannot %s %s: %s", doing, hostport, uv_strerror(rc));
         uv_close((uv_handle_t *)&n->listener, NULL);
         uv_run(loop, UV_RUN_NOWAIT);
         free(n);
         return rc;
     }
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    uv_tcp_getsockname(&n->listener, (struct sockaddr *)&bound, &blen);
     n->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
                                                : ((struct sockaddr_in6 *)&bound)->sin6_port);
     uv_check_init(loop, &n->flusher);

@@ -28,10 +28,12 @@
 
 #include "admin/admin.h"
 #include "admin/prom.h"
+#include "broker/admin_internal.h"
 #include "core/log.h"
 #include "tools/common/http_client.h"
 #include "support/assert_text.h"
 #include "support/cli_proc.h"
+#include "support/log_capture.h"
 #include "support/test_files.h"
 
 /* --- fake broker -------------------------------------------------------------------------- */
@@ -1039,6 +1041,88 @@ static void test_prom_histogram(void **state)
     kq_buf_free(&b);
 }
 
+/* --- out of memory ------------------------------------------------------------------------ */
+
+/* This program is linked with --wrap=realloc (CMake does it for the __wrap_ below): the next
+ * reallocs_to_fail reallocs of the calling thread fail, as when memory runs out. */
+void *__real_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+static _Thread_local int reallocs_to_fail;
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    if (reallocs_to_fail > 0) {
+        reallocs_to_fail--;
+        return NULL;
+    }
+    return __real_realloc(p, n);
+}
+
+/* A handler that does not check its appends and loses the middle of its document to
+ * memory: what it returns looks whole. */
+static int h_stat_middle_lost(void *ud, struct kq_buf *out)
+{
+    (void)ud;
+    put(out, "{\"head\":1,");
+    static char big[8192]; /* past the buffer's first 4 KiB: it must grow, and cannot */
+    memset(big, 'x', sizeof big - 1);
+    reallocs_to_fail = 1; /* on the server's loop thread */
+    put(out, big);
+    put(out, "\"tail\":2}");
+    return 200;
+}
+
+static void test_answer_lost_to_memory(void **state)
+{
+    (void)state;
+    struct kq_buf b = {0};
+    reallocs_to_fail = 1;
+    assert_int_equal(kq_buf_append(&b, "x", 1), -ENOMEM);
+    assert_true(b.failed);
+    assert_int_equal(kq_buf_append(&b, "y", 1), 0); /* later appends work; the mark stays */
+    assert_true(b.failed);
+    kq_buf_free(&b);
+    assert_false(b.failed);
+
+    log_capture_begin();
+    struct kq_admin_handlers h = {.stat = h_stat_middle_lost, .binds = h_binds};
+    struct srv *s = srv_start(NULL, &h);
+    struct resp r;
+    request(s->port, "GET /stat HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+    assert_int_equal(r.status, 500); /* not 200 with {"head":1,"tail":2} */
+    assert_string_equal(r.body, "{\"error\":\"out of memory\",\"status\":500}");
+    expect(s->port, "GET", "/binds", 200, "topic_2_groups"); /* and it serves on */
+    srv_stop(s);
+    char *log = log_capture_end(KQ_LOG_ERROR);
+    assert_non_null(strstr(log, "out of memory building an answer (status 200): answered 500"));
+    free(log);
+}
+
+/* The broker's JSON printer and the Prometheus writer mark what they could not write. */
+static void test_documents_lost_to_memory(void **state)
+{
+    (void)state;
+    struct kq_buf out = {0};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "state", "pending");
+    reallocs_to_fail = 1;
+    assert_int_equal(kq_adm_reply(&out, o, 200), 500); /* was 200 with an empty body */
+    assert_true(out.failed);
+    kq_buf_free(&out);
+
+    struct kq_prom p;
+    kq_prom_init(&p, &out);
+    assert_int_equal(kq_prom_gauge(&p, "9bad", "x", NULL, 1), -EINVAL); /* a code error first */
+    assert_int_equal(kq_prom_gauge(&p, "kiteq_a", "a", NULL, 1), 0);
+    reallocs_to_fail = 1; /* the new family's lines cannot grow */
+    assert_int_equal(kq_prom_gauge(&p, "kiteq_b", "b", NULL, 2), -ENOMEM);
+    /* finish reports the first error (a handler would answer 200 for it), and out is marked */
+    assert_int_equal(kq_prom_finish(&p), -EINVAL);
+    assert_true(out.failed);
+    kq_prom_free(&p);
+    kq_buf_free(&out);
+}
+
 int main(void)
 {
     kq_log_set_level(KQ_LOG_ERROR);
@@ -1060,6 +1144,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
         cmocka_unit_test(test_prom),
         cmocka_unit_test(test_prom_histogram),
+        cmocka_unit_test(test_answer_lost_to_memory),
+        cmocka_unit_test(test_documents_lost_to_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
