@@ -1,6 +1,7 @@
 #include "core/buf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,10 @@ int kq_buf_reserve(struct kq_buf *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
         return 0;
+    if (extra > SIZE_MAX / 2 - b->len) { /* the doubling below would wrap (and loop forever) */
+        b->failed = true;
+        return -ENOMEM;
+    }
     size_t cap = b->cap ? b->cap : 4096;
     while (cap - b->len < extra)
         cap *= 2;
