@@ -19,6 +19,7 @@
 #include "admin/admin.h"
 #include "core/clock.h"
 #include "net/net.h"
+#include "support/broker_proc.h"
 #include "support/assert_text.h"
 #include "support/log_capture.h"
 
@@ -122,13 +123,11 @@ static void close_all(struct fx *f)
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
+/* A loopback connection to port (support's raw_connect), failing the test when refused. */
 static int connect_port(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = raw_connect(port);
     assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     return fd;
 }
 

@@ -16,6 +16,7 @@
 
 #include "core/clock.h"
 #include "net/net.h"
+#include "support/broker_proc.h"
 
 struct fx {
     int outputs; /* a frame's output goes to opened[(outputs >> 2i) & 3], i < n_outputs */
@@ -75,13 +76,11 @@ static bool run_until(uv_loop_t *loop, const int *counter, int target)
     return *counter >= target;
 }
 
+/* A loopback connection to port (support's raw_connect), failing the test when refused. */
 static int connect_to(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = raw_connect(port);
     assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     return fd;
 }
 
