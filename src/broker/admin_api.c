@@ -3,6 +3,8 @@
  * thread and cost what the broker's own state costs to print: dead letters are counted by
  * the store's counters and found by its id index, never listed. */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +16,35 @@
 
 #define KITEQ_VERSION "0.1.0"
 
+/* cJSON's builders (cJSON_Create*, cJSON_Add*) answer NULL when memory runs out, and the
+ * handlers do not check every call: a document would go out with keys missing and look
+ * whole. So cJSON allocates through json_malloc, which notes a failure, and kq_adm_reply
+ * answers 500 for the document it prints after one. A failure elsewhere in between (another
+ * handler's parse, another thread's registry JSON) makes that reply a 500 too: only when
+ * memory really runs out, where a 500 is the honest answer anyway. */
+static atomic_bool json_alloc_failed;
+
+static void *json_malloc(size_t n)
+{
+    void *p = malloc(n);
+    if (!p)
+        atomic_store_explicit(&json_alloc_failed, true, memory_order_relaxed);
+    return p;
+}
+
+void kq_adm_json_memory_watch(void)
+{
+    cJSON_Hooks hooks = {.malloc_fn = json_malloc, .free_fn = free};
+    cJSON_InitHooks(&hooks);
+}
+
 int kq_adm_reply(struct kq_buf *out, cJSON *o, int status)
 {
-    char *s = cJSON_PrintUnformatted(o);
+    bool lost = atomic_exchange_explicit(&json_alloc_failed, false, memory_order_relaxed);
+    char *s = lost ? NULL : cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    /* Out of memory: 500, and out is marked so that the admin server logs it and answers a
-     * short error instead of what out holds. */
+    /* Out of memory (now or while o was built): 500, and out is marked so that the admin
+     * server logs it and answers a short error instead of what out holds. */
     int rc = s ? kq_buf_append(out, s, strlen(s)) : -ENOMEM;
     free(s);
     if (rc)

@@ -7,8 +7,12 @@
 #include "admin/admin.h"
 #include "broker/internal.h"
 
-/* Print o (deleted) into out; returns status, or 500 when it cannot be printed. */
+/* Print o (deleted) into out; returns status, or 500 when it cannot be printed or when a
+ * cJSON allocation failed since the previous reply (o may lack keys: see below). */
 int kq_adm_reply(struct kq_buf *out, cJSON *o, int status);
+/* cJSON allocates through the broker from now on (process-wide, idempotent): a failed
+ * allocation is noted for kq_adm_reply. */
+void kq_adm_json_memory_watch(void);
 /* A dead letter as the admin shows it (without "state"). */
 cJSON *kq_adm_dead_json(const struct kq_dead_letter *d);
 /* 503 {"error": "store unavailable: REASON"} while the store is unavailable (MySQL down,

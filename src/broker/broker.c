@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "admin/admin.h"
+#include "broker/admin_internal.h"
 #include "broker/internal.h"
 #include "core/log.h"
 #include "sandbox/watchdog.h"
@@ -169,6 +170,7 @@ int kq_broker_start(uv_loop_t *loop, struct kq_config *cfg, char *err, size_t er
         return -ENOMEM;
     b->loop = loop;
     b->cfg = cfg;
+    kq_adm_json_memory_watch(); /* an admin answer that lost keys to memory is a 500 */
     /* traffic hooks run without LuaJIT's count hook, armed for a long call (watchdog.h) */
     char why[128];
     b->watchdog = kq_watchdog_start(why, sizeof why) == 0;

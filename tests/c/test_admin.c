@@ -1123,6 +1123,44 @@ static void test_documents_lost_to_memory(void **state)
     kq_buf_free(&out);
 }
 
+/* mallocs_to_fail mallocs of the calling thread fail (the cJSON builders of the broker's
+ * handlers allocate through it once kq_adm_json_memory_watch is on). */
+void *__real_malloc(size_t n);
+void *__wrap_malloc(size_t n);
+static _Thread_local int mallocs_to_fail;
+
+void *__wrap_malloc(size_t n)
+{
+    if (mallocs_to_fail > 0) {
+        mallocs_to_fail--;
+        return NULL;
+    }
+    return __real_malloc(n);
+}
+
+/* A key the handler's cJSON builder lost to memory leaves a document that looks whole: it is
+ * answered 500, and the next document as usual. */
+static void test_json_keys_lost_to_memory(void **state)
+{
+    (void)state;
+    kq_adm_json_memory_watch();
+    struct kq_buf out = {0};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "state", "pending");
+    mallocs_to_fail = 1;
+    assert_null(cJSON_AddNumberToObject(o, "attempts", 3)); /* lost without a word */
+    assert_int_equal(kq_adm_reply(&out, o, 200), 500);      /* was 200 {"state":"pending"} */
+    assert_true(out.failed);
+    kq_buf_free(&out);
+    o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "attempts", 3);
+    assert_int_equal(kq_adm_reply(&out, o, 200), 200);
+    assert_int_equal(out.len, strlen("{\"attempts\":3}"));
+    assert_memory_equal(out.data, "{\"attempts\":3}", out.len);
+    kq_buf_free(&out);
+    cJSON_InitHooks(NULL); /* back to cJSON's own allocator for the other tests */
+}
+
 int main(void)
 {
     kq_log_set_level(KQ_LOG_ERROR);
@@ -1146,6 +1184,7 @@ int main(void)
         cmocka_unit_test(test_prom_histogram),
         cmocka_unit_test(test_answer_lost_to_memory),
         cmocka_unit_test(test_documents_lost_to_memory),
+        cmocka_unit_test(test_json_keys_lost_to_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
