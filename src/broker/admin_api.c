@@ -3,6 +3,7 @@
  * thread and cost what the broker's own state costs to print: dead letters are counted by
  * the store's counters and found by its id index, never listed. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,10 +33,18 @@ static void *json_malloc(size_t n)
     return p;
 }
 
-void kq_adm_json_memory_watch(void)
+static void install_json_hooks(void)
 {
     cJSON_Hooks hooks = {.malloc_fn = json_malloc, .free_fn = free};
     cJSON_InitHooks(&hooks);
+}
+
+void kq_adm_json_memory_watch(void)
+{
+    /* once: cJSON's hooks are one unguarded global, read by every thread that builds JSON
+     * (a broker started again in the same process must not write it under their feet) */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_json_hooks);
 }
 
 int kq_adm_reply(struct kq_buf *out, cJSON *o, int status)
