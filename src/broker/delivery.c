@@ -246,7 +246,7 @@ static struct kq_inflight *copy_new(struct kq_broker *b)
 
 static void copy_free(struct kq_broker *b, struct kq_inflight *f)
 {
-    if (b->n_spare_copies >= SPARE_COPIES) {
+    if (b->n_spare_copies + 1 > SPARE_COPIES) { /* ">= SPARE_COPIES": a warning when it is 0 */
         free(f);
         return;
     }
