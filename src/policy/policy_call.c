@@ -4,6 +4,7 @@
 #include "policy/policy_call.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,16 +73,28 @@ static const char *str_arg(struct args *a, const char *key, const char *def)
     return NULL;
 }
 
-/* A number field (whole when `whole`), def when missing; err set when wrong. */
-static double num_arg(struct args *a, const char *key, double def, bool whole)
+/* A whole number in lo..hi, def when missing; err set (and def returned) when it is not.
+ * Checked in double before any conversion: a double out of the target type's range does not
+ * convert (undefined behaviour; found by the policy_call fuzz target with 1e300). */
+static int64_t int_arg(struct args *a, const char *key, int64_t def, int64_t lo, int64_t hi)
 {
     const cJSON *v = field(a, key);
     if (!v)
         return def;
-    if (!cJSON_IsNumber(v) || (whole && v->valuedouble != (double)(int64_t)v->valuedouble))
-        snprintf(a->err, a->errlen, "%s: must be a%s number", key, whole ? " whole" : "");
-    return cJSON_IsNumber(v) ? v->valuedouble : def;
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(d >= (double)lo && d <= (double)hi && d == floor(d))) {
+        snprintf(a->err, a->errlen, "%s: must be a whole number in %lld..%lld", key, (long long)lo,
+                 (long long)hi);
+        return def;
+    }
+    return (int64_t)d;
 }
+
+#define WHOLE_MAX (INT64_C(1) << 53) /* whole numbers a double holds exactly */
+#define I32 INT32_MIN, INT32_MAX
+#define U32 0, UINT32_MAX
+#define TIME -WHOLE_MAX, WHOLE_MAX
+#define COUNT 0, WHOLE_MAX
 
 static bool bool_arg(struct args *a, const char *key, bool def)
 {
@@ -112,7 +125,7 @@ static int parse_bind(struct args *a, const cJSON *o, int i, const char *topic,
     b->group_id = (char *)(cJSON_IsObject(o) ? str_arg(&in, "group", NULL) : NULL);
     b->topic = (char *)topic;
     b->message_type = (char *)(cJSON_IsObject(o) ? str_arg(&in, "message_type", "") : NULL);
-    b->watermark = (int)num_arg(&in, "watermark", 0, true);
+    b->watermark = (int)int_arg(&in, "watermark", 0, I32);
     b->persistent = bool_arg(&in, "persistent", true);
     char where[32];
     snprintf(where, sizeof where, "bindings[%d]", i + 1);
@@ -205,7 +218,7 @@ static bool message_arg(struct args *a, struct message_args *ma, bool with_peer)
         else
             ma->props[n++] = (struct kq_property_kv){kv->string, kv->valuestring};
     }
-    int64_t now = (int64_t)num_arg(a, "now", (double)kq_now_sec(), true);
+    int64_t now = int_arg(a, "now", kq_now_sec(), TIME);
     ma->m = (struct kq_publish_view){
         .message_id = str_arg(a, "message_id", "00000000000000000000000000000001"),
         .topic = str_arg(a, "topic", "selftest"),
@@ -214,11 +227,11 @@ static bool message_arg(struct args *a, struct message_args *ma, bool with_peer)
         .peer = with_peer ? str_arg(a, "peer", "127.0.0.1:40000") : NULL,
         .properties = ma->props,
         .n_properties = n,
-        .body_size = (size_t)num_arg(a, "body_size", 0, true),
+        .body_size = (size_t)int_arg(a, "body_size", 0, COUNT),
         .fly = bool_arg(a, "fly", false),
         .commit = bool_arg(a, "commit", true),
-        .expired_time = (int64_t)num_arg(a, "expired_time", (double)now + 3600, true),
-        .deliver_limit = (int32_t)num_arg(a, "deliver_limit", KQ_PUBLISH_MAX_DELIVER_LIMIT, true),
+        .expired_time = int_arg(a, "expired_time", now + 3600, TIME),
+        .deliver_limit = (int32_t)int_arg(a, "deliver_limit", KQ_PUBLISH_MAX_DELIVER_LIMIT, I32),
         .now_sec = now,
     };
     if (a->err[0])
@@ -267,11 +280,11 @@ static cJSON *call_route_message(struct kq_policy *p, struct args *a)
 
 static cJSON *call_retry(struct kq_policy *p, struct args *a)
 {
-    int32_t attempts = (int32_t)num_arg(a, "attempts", 0, true);
+    int32_t attempts = (int32_t)int_arg(a, "attempts", 0, I32);
     const char *reason = str_arg(a, "reason", "nack");
-    int32_t limit = (int32_t)num_arg(a, "deliver_limit", KQ_PUBLISH_MAX_DELIVER_LIMIT, true);
-    int64_t expired = (int64_t)num_arg(a, "expired_time", 0, true);
-    int64_t now = (int64_t)num_arg(a, "now", (double)kq_now_sec(), true);
+    int32_t limit = (int32_t)int_arg(a, "deliver_limit", KQ_PUBLISH_MAX_DELIVER_LIMIT, I32);
+    int64_t expired = int_arg(a, "expired_time", 0, TIME);
+    int64_t now = int_arg(a, "now", kq_now_sec(), TIME);
     if (a->err[0])
         return NULL;
     struct kq_retry_verdict v;
@@ -293,7 +306,7 @@ static cJSON *call_dead(struct kq_policy *p, struct args *a)
     struct message_args ma;
     if (!message_arg(a, &ma, false))
         return NULL;
-    int32_t attempts = (int32_t)num_arg(a, "attempts", ma.m.deliver_limit, true);
+    int32_t attempts = (int32_t)int_arg(a, "attempts", ma.m.deliver_limit, I32);
     const char *reason = str_arg(a, "reason", "deliver limit reached");
     struct kq_route *r = a->err[0] ? NULL : malloc(KQ_POLICY_MAX_ROUTES * sizeof *r);
     if (!r) {
@@ -321,7 +334,7 @@ static cJSON *call_dead(struct kq_policy *p, struct args *a)
 
 static cJSON *call_flow_intake(struct kq_policy *p, struct args *a)
 {
-    int permits = (int)num_arg(a, "permits", 20000, true);
+    int permits = (int)int_arg(a, "permits", 20000, I32);
     if (a->err[0])
         return NULL;
     struct kq_flow_limits l;
@@ -334,10 +347,10 @@ static cJSON *call_flow_group(struct kq_policy *p, struct args *a)
     const char *group = str_arg(a, "group", "selftest");
     const char *topic = str_arg(a, "topic", "selftest");
     struct kq_flow_figures f = {
-        .inflight = (uint32_t)num_arg(a, "inflight", 0, true),
-        .backlog = (uint64_t)num_arg(a, "backlog", 0, true),
-        .recent_failures = (uint32_t)num_arg(a, "recent_failures", 0, true),
-        .watermark = (int)num_arg(a, "watermark", 0, true),
+        .inflight = (uint32_t)int_arg(a, "inflight", 0, U32),
+        .backlog = (uint64_t)int_arg(a, "backlog", 0, COUNT),
+        .recent_failures = (uint32_t)int_arg(a, "recent_failures", 0, U32),
+        .watermark = (int)int_arg(a, "watermark", 0, I32),
     };
     if (a->err[0])
         return NULL;
@@ -392,9 +405,9 @@ static cJSON *call_connect(struct kq_policy *p, struct args *a)
         .group = str_arg(a, "group", "selftest-consumer"),
         .secret_ok = bool_arg(a, "secret_ok", true),
         .peer_ip = str_arg(a, "peer_ip", "127.0.0.1"),
-        .peer_port = (int)num_arg(a, "peer_port", 40000, true),
-        .warmup = (int32_t)num_arg(a, "warmup", 0, true),
-        .connections = (uint32_t)num_arg(a, "connections", 0, true),
+        .peer_port = (int)int_arg(a, "peer_port", 40000, 0, 65535),
+        .warmup = (int32_t)int_arg(a, "warmup", 0, I32),
+        .connections = (uint32_t)int_arg(a, "connections", 0, U32),
     };
     if (a->err[0])
         return NULL;

@@ -34,7 +34,12 @@ describe("the module", function()
     assert.has_error(function() p:call("nope", {}) end, "unknown hook 'nope' (hooks: route " ..
                      "retry flow.intake flow.group publish route_message connect dead)")
     assert.has_error(function() p:call("retry", { attempts = "3" }) end,
-                     "attempts: must be a whole number")
+                     "attempts: must be a whole number in -2147483648..2147483647")
+    -- out of the field's range: refused before any conversion (1e300 used to be converted)
+    assert.has_error(function() p:call("retry", { attempts = 1e300 }) end,
+                     "attempts: must be a whole number in -2147483648..2147483647")
+    assert.has_error(function() p:call("publish", { body_size = -1 }) end,
+                     "body_size: must be a whole number in 0..9007199254740992")
     assert.has_error(function() p:call("connect", { secret_ok = "yes" }) end,
                      "secret_ok: must be true or false")
     assert.has_error(function() p:call("dead", { properties = { n = 1 } }) end,
