@@ -48,27 +48,6 @@ static size_t topic_groups(struct kq_broker *b, const struct kq_msg *m, struct k
     return n;
 }
 
-/* The view of m the hooks get; properties point into h (NULL h: none). */
-static void view_of(const struct kq_msg *m, const struct kq_header_view *h,
-                    struct kq_property_kv *props, struct kq_publish_view *v)
-{
-    size_t np = h ? h->n_properties : 0;
-    for (size_t i = 0; i < np; i++)
-        props[i] = (struct kq_property_kv){h->properties[i].key, h->properties[i].value};
-    *v = (struct kq_publish_view){.message_id = m->id,
-                                  .topic = m->topic,
-                                  .message_type = m->type,
-                                  .group = m->pub_group,
-                                  .properties = np ? props : NULL,
-                                  .n_properties = np,
-                                  .body_size = m->block ? KQ_MSG_BODY_LEN(m) : 0,
-                                  .fly = m->fly,
-                                  .commit = m->commit,
-                                  .expired_time = m->expired_time,
-                                  .deliver_limit = m->deliver_limit,
-                                  .now_sec = kq_now_sec()};
-}
-
 /* A hook is asked about m without its properties (why): its answer may differ from the one
  * it would give with them, so the operator must be able to tell. One line a second per
  * reason: one cause does not hide another. */
@@ -76,6 +55,45 @@ static void without_properties(const struct kq_msg *m, const char *hook, const c
 {
     KQ_LOG_RATELIMITED_BY(KQ_LOG_ERROR, "delivery", why, strlen(why),
                           "%s sees id=%s without its properties: %s", hook, m->id, why);
+}
+
+#define PROPS_INLINE 16 /* the properties of most messages: no allocation per hook call */
+
+/* The view of m a hook gets, its properties pointing into h (NULL h: none); they are listed
+ * in `inline_props`, or past PROPS_INLINE in `heap` (the caller frees it). */
+struct hook_view {
+    struct kq_publish_view v;
+    struct kq_property_kv inline_props[PROPS_INLINE];
+    struct kq_property_kv *heap;
+};
+
+static void hook_view_of(const struct kq_msg *m, const struct kq_header_view *h, const char *hook,
+                         struct hook_view *hv)
+{
+    struct kq_property_kv *props = hv->inline_props;
+    hv->heap = NULL;
+    if (h && h->n_properties > PROPS_INLINE) {
+        props = hv->heap = malloc(h->n_properties * sizeof *props);
+        if (!props) {
+            without_properties(m, hook, "out of memory");
+            h = NULL;
+        }
+    }
+    size_t np = h ? h->n_properties : 0;
+    for (size_t i = 0; i < np; i++)
+        props[i] = (struct kq_property_kv){h->properties[i].key, h->properties[i].value};
+    hv->v = (struct kq_publish_view){.message_id = m->id,
+                                     .topic = m->topic,
+                                     .message_type = m->type,
+                                     .group = m->pub_group,
+                                     .properties = np ? props : NULL,
+                                     .n_properties = np,
+                                     .body_size = m->block ? KQ_MSG_BODY_LEN(m) : 0,
+                                     .fly = m->fly,
+                                     .commit = m->commit,
+                                     .expired_time = m->expired_time,
+                                     .deliver_limit = m->deliver_limit,
+                                     .now_sec = kq_now_sec()};
 }
 
 /* m's header decoded into h (in a, an arena the caller frees): h, or NULL when it is not in
@@ -98,16 +116,10 @@ static const struct kq_header_view *decode_header(const struct kq_msg *m, struct
 static size_t route_with_header(struct kq_broker *b, const struct kq_msg *m,
                                 const struct kq_header_view *h, struct kq_route *out, size_t max)
 {
-    struct kq_property_kv *props =
-        h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
-    if (h && h->n_properties && !props) {
-        without_properties(m, "route_message", "out of memory");
-        h = NULL;
-    }
-    struct kq_publish_view v;
-    view_of(m, h, props, &v);
-    size_t n = kq_policy_route_message(b->policy, b->bindings, &v, out, max);
-    free(props);
+    struct hook_view hv;
+    hook_view_of(m, h, "route_message", &hv);
+    size_t n = kq_policy_route_message(b->policy, b->bindings, &hv.v, out, max);
+    free(hv.heap);
     return n;
 }
 
@@ -212,21 +224,14 @@ static void hand_over(struct kq_broker *b, struct kq_msg *m, const struct kq_rou
 static bool decide(struct kq_broker *b, struct kq_msg *m, const char *reason)
 {
     struct kq_arena arena;
-    struct kq_header_view hv;
-    const struct kq_header_view *h = decode_header(m, &arena, &hv);
-    struct kq_property_kv *props =
-        h && h->n_properties ? malloc(h->n_properties * sizeof *props) : NULL;
-    if (h && h->n_properties && !props) {
-        without_properties(m, "on_dead", "out of memory");
-        h = NULL;
-    }
-    struct kq_publish_view v;
-    view_of(m, h, props, &v);
+    struct kq_header_view header;
+    struct hook_view hv;
+    hook_view_of(m, decode_header(m, &arena, &header), "on_dead", &hv);
     struct kq_route r[KQ_POLICY_MAX_ROUTES];
     size_t n = 0;
-    enum kq_dead_action a = kq_policy_dead(b->policy, b->bindings, &v, m->attempts, reason, r,
+    enum kq_dead_action a = kq_policy_dead(b->policy, b->bindings, &hv.v, m->attempts, reason, r,
                                            KQ_POLICY_MAX_ROUTES, &n);
-    free(props);
+    free(hv.heap);
     kq_arena_free(&arena);
     if (a == KQ_DEAD_DROP) {
         KQ_LOG_RATELIMITED(KQ_LOG_WARN, "delivery",
