@@ -90,6 +90,7 @@ static int64_t int_arg(struct args *a, const char *key, int64_t def, int64_t lo,
     return (int64_t)d;
 }
 
+/* The bounds int_arg takes, as its last two arguments */
 #define WHOLE_MAX (INT64_C(1) << 53) /* whole numbers a double holds exactly */
 #define I32 INT32_MIN, INT32_MAX
 #define U32 0, UINT32_MAX
