@@ -45,7 +45,6 @@ struct kq_policy {
     const struct kq_binding_set *memo_set;
     uint64_t memo_gen;
     struct kq_route *scratch; /* KQ_POLICY_MAX_ROUTES routes: one routing answer being built */
-    struct kq_route *builtin_routes; /* KQ_POLICY_MAX_ROUTES: the built-in answers of a batch */
     /* on_publish answers being built (allocated only when the hook is defined) */
     struct kq_property_kv *publish_props;             /* KQ_POLICY_MAX_PROPERTIES */
     char *publish_strings;                            /* PUBLISH_SCRATCH_BYTES */
@@ -60,8 +59,6 @@ struct kq_policy {
      * per-message hooks' arguments, and their cache of each topic's bindings (marshal.c) */
     int protected_call;
     int build_message, build_publish, build_route, binds_protos;
-    int batch_publish, batch_route, batch_step; /* batch.c: one entry into Lua for many messages */
-    struct kq_policy_batch *batch;              /* the batch batch_step serves (batch.c) */
     const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
     uint64_t protos_gen;
     const void *running; /* the call protected_call runs (marshal.c) */
@@ -96,14 +93,6 @@ struct route_call {
     char first_dropped[64];
 };
 
-/* One on_publish call being answered (policy.c reads the answer, batch.c runs many). */
-struct publish_call {
-    struct call c;
-    const struct kq_publish_view *m;
-    struct kq_publish_verdict v; /* copied to the caller's only when the answer is valid */
-    size_t used;                 /* bytes of p->publish_strings taken */
-};
-
 /* Runs fn (a lua_CFunction taking the call struct as light userdata) under the budgets. */
 enum outcome kq_policy_invoke(struct call *c, lua_CFunction fn, bool selftest);
 /* Bookkeeping after a traffic call; true when its answer may be used. */
@@ -128,23 +117,6 @@ void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_p
 void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
                                   const struct kq_binding_set *set, const struct kq_publish_view *m,
                                   const struct kq_binding *binds, size_t n);
-/* The answers of on_publish (results at stack 1 and 2) and route_message (result at 1),
- * read into the call: c.use_default for nil, c.why for an invalid answer. */
-void kq_policy_read_publish_answer(lua_State *L, struct publish_call *pc);
-void kq_policy_read_route_message_answer(lua_State *L, struct route_call *rc);
-/* marshal.c: pushes the arguments of the builders `publish` (9 values) and `route` (10),
- * which batch.c's loops pass on to them. */
-void kq_policy_push_publish_args(lua_State *L, struct kq_policy *p,
-                                 const struct kq_publish_view *m);
-void kq_policy_push_route_args(lua_State *L, struct kq_policy *p, const struct kq_binding_set *set,
-                               const struct kq_publish_view *m, const struct kq_binding *binds,
-                               size_t n);
-/* The strikes, statistics and log of a route_message or on_dead answer that named groups
- * without a binding on the topic (hooks_message.c). */
-void kq_policy_note_dropped(struct kq_policy *p, const struct route_call *rc, const char *hook);
-/* batch.c: its step function into p's registry (at load, protected). */
-void kq_policy_batch_init(lua_State *L, struct kq_policy *p);
-
 /* Reads the list of group names at idx into rc->out (dropping groups without a binding,
  * collapsing duplicates); false with rc->c.why when it is not a list of names. `what` names
  * the answer in that reason ("route", "on_dead: groups"). */

@@ -67,7 +67,7 @@ void kq_hooks_add_helpers(lua_State *L, struct kq_policy *p)
 }
 
 /* A group the hook named has no binding on the topic: counted as an error, logged. */
-void kq_policy_note_dropped(struct kq_policy *p, const struct route_call *rc, const char *hook)
+static void note_dropped(struct kq_policy *p, const struct route_call *rc, const char *hook)
 {
     if (!rc->dropped)
         return;
@@ -92,21 +92,16 @@ struct message_call {
     bool selftest; /* on_dead: groups are not checked against the message */
 };
 
-void kq_policy_read_route_message_answer(lua_State *L, struct route_call *rc)
-{
-    if (lua_isnil(L, 1))
-        rc->c.use_default = true;
-    else
-        kq_policy_read_routes(L, 1, rc, "route_message");
-}
-
 static int route_message_protected(lua_State *L)
 {
     struct message_call *mc = lua_touserdata(L, 1);
     struct route_call *rc = &mc->rc;
     lua_settop(L, 0);
     kq_policy_call_route_message(L, rc->c.p, mc->set, mc->m, rc->binds, rc->n);
-    kq_policy_read_route_message_answer(L, rc);
+    if (lua_isnil(L, -1))
+        rc->c.use_default = true;
+    else
+        kq_policy_read_routes(L, -1, rc, "route_message");
     return 0;
 }
 
@@ -135,7 +130,7 @@ size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set 
     if (kq_policy_hook_live(p, &mc.rc.c)) {
         enum outcome o = kq_policy_invoke(&mc.rc.c, route_message_protected, false);
         if (kq_policy_settle(&mc.rc.c, o) && !mc.rc.c.use_default) {
-            kq_policy_note_dropped(p, &mc.rc, "route_message");
+            note_dropped(p, &mc.rc, "route_message");
             size_t k = mc.rc.found < max ? mc.rc.found : max;
             memcpy(out, p->scratch, k * sizeof *out);
             return k;
@@ -316,7 +311,7 @@ enum kq_dead_action kq_policy_dead(struct kq_policy *p, const struct kq_binding_
     if (mc.action == KQ_DEAD_DROP)
         p->hooks[H_DEAD].rejects++;
     if (mc.action == KQ_DEAD_HANDOVER) {
-        kq_policy_note_dropped(p, &mc.rc, "dead");
+        note_dropped(p, &mc.rc, "dead");
         *n = mc.rc.found < max ? mc.rc.found : max;
         memcpy(out, p->scratch, *n * sizeof *out);
     }

@@ -91,26 +91,7 @@ static const char BUILDERS[] =
     "  end\n"
     "  return list\n"
     "end\n"
-    "-- batches: step answers the previous message's results and gives the next one's builder\n"
-    "-- arguments, or nothing when the batch is done (batch.c); interpreted (the hooks are)\n"
-    "local function publish_batch(step, hook)\n"
-    "  local a, b\n"
-    "  while true do\n"
-    "    local s, x1, x2, x3, x4, x5, x6, props, n = step(a, b)\n"
-    "    if s == nil then return end\n"
-    "    a, b = hook(fill(s, x1, x2, x3, x4, x5, x6, props, n))\n"
-    "  end\n"
-    "end\n"
-    "local function route_batch(step, hook)\n"
-    "  local a\n"
-    "  while true do\n"
-    "    local proto, s, x1, x2, x3, x4, x5, x6, props, n = step(a)\n"
-    "    if proto == nil then return end\n"
-    "    a = hook(fill(s, x1, x2, x3, x4, x5, x6, props, n), binds_of(proto))\n"
-    "  end\n"
-    "end\n"
     "return {\n"
-    "  publish_batch = publish_batch, route_batch = route_batch,\n"
     "  message = message,\n"
     "  publish = function(s, a, b, c, d, e, f, props, n)\n"
     "    return fill(s, a, b, c, d, e, f, props, n)\n"
@@ -291,11 +272,9 @@ static int load_builders(lua_State *L)
     lua_pushcclosure(L, message_id_of, 1);
     kq_lua_budget_begin(L, &p->budget, 1000, 1000);
     lua_call(L, 3, 1);
-    static const char *const names[] = {"message", "publish", "route", "publish_batch",
-                                        "route_batch"};
-    int *refs[] = {&p->build_message, &p->build_publish, &p->build_route, &p->batch_publish,
-                   &p->batch_route};
-    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
+    static const char *const names[] = {"message", "publish", "route"};
+    int *refs[] = {&p->build_message, &p->build_publish, &p->build_route};
+    for (size_t i = 0; i < 3; i++) {
         lua_getfield(L, 1, names[i]);
         *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
     }
@@ -303,7 +282,6 @@ static int load_builders(lua_State *L)
     p->binds_protos = luaL_ref(L, LUA_REGISTRYINDEX);
     for (int i = 0; i < MARSHAL_SITES; i++)
         init_site(L, &p->marshal->sites[i]);
-    kq_policy_batch_init(L, p);
     return 0;
 }
 
@@ -313,7 +291,7 @@ int kq_policy_marshal_init(struct kq_policy *p)
     if (!p->marshal)
         return -1;
     p->protected_call = p->build_message = p->build_publish = p->build_route = p->binds_protos =
-        p->batch_publish = p->batch_route = p->batch_step = LUA_NOREF;
+        LUA_NOREF;
     int rc = lua_cpcall(p->L, load_builders, p);
     lua_settop(p->L, 0);
     return rc == 0 ? 0 : -1;
@@ -403,25 +381,11 @@ void kq_policy_push_message(lua_State *L, struct kq_policy *p, const struct kq_p
     lua_call(L, 9, 1);
 }
 
-void kq_policy_push_publish_args(lua_State *L, struct kq_policy *p,
-                                 const struct kq_publish_view *m)
-{
-    push_message_fields(L, p, SITE_PUBLISH, m);
-}
-
-void kq_policy_push_route_args(lua_State *L, struct kq_policy *p, const struct kq_binding_set *set,
-                               const struct kq_publish_view *m, const struct kq_binding *binds,
-                               size_t n)
-{
-    push_binds_proto(L, p, set, binds, n);
-    push_message_fields(L, p, SITE_ROUTE, m);
-}
-
 void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_PUBLISH].ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_publish);
-    kq_policy_push_publish_args(L, p, m);
+    push_message_fields(L, p, SITE_PUBLISH, m);
     lua_call(L, 9, 1);
     lua_call(L, 1, 2);
 }
@@ -432,7 +396,8 @@ void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->hooks[H_ROUTE_MESSAGE].ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->build_route);
-    kq_policy_push_route_args(L, p, set, m, binds, n);
+    push_binds_proto(L, p, set, binds, n);
+    push_message_fields(L, p, SITE_ROUTE, m);
     lua_call(L, 10, 2);
     lua_call(L, 2, 1);
 }

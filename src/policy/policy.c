@@ -599,6 +599,12 @@ static int flow_protected(lua_State *L)
 
 /* -- publish -- */
 
+struct publish_call {
+    struct call c;
+    const struct kq_publish_view *m;
+    struct kq_publish_verdict v; /* copied to the caller's only when the answer is valid */
+    size_t used;                 /* bytes of p->publish_strings taken */
+};
 
 /* The Lua string at idx if it is one of at most max bytes without NUL, else NULL. */
 static const char *plain_string(lua_State *L, int idx, size_t max, size_t *len)
@@ -821,15 +827,18 @@ static void publish_changes(lua_State *L, struct publish_call *pc)
                  (long long)v->delay_ms, (long long)v->expired_time);
 }
 
-void kq_policy_read_publish_answer(lua_State *L, struct publish_call *pc)
+static int publish_protected(lua_State *L)
 {
+    struct publish_call *pc = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    kq_policy_call_publish(L, pc->c.p, pc->m);
     if (lua_isnil(L, 1)) {
         pc->c.use_default = true;
-        return;
+        return 0;
     }
     if (lua_istable(L, 1)) {
         publish_changes(L, pc);
-        return;
+        return 0;
     }
     if (lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "reject") == 0 &&
         (lua_isnil(L, 2) || lua_type(L, 2) == LUA_TSTRING)) {
@@ -837,21 +846,13 @@ void kq_policy_read_publish_answer(lua_State *L, struct publish_call *pc)
         const char *why = lua_isnil(L, 2) ? "" : lua_tostring(L, 2);
         snprintf(pc->v.reason, sizeof pc->v.reason, "%s",
                  why[0] ? why : "rejected by the publish policy"); /* never a blank feedback */
-        return;
+        return 0;
     }
     snprintf(pc->c.why, sizeof pc->c.why,
              "on_publish must return nil, \"reject\", reason or "
              "a table of changes (got %s%s%s)",
              luaL_typename(L, 1), lua_type(L, 1) == LUA_TSTRING ? " " : "",
              lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "");
-}
-
-static int publish_protected(lua_State *L)
-{
-    struct publish_call *pc = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    kq_policy_call_publish(L, pc->c.p, pc->m);
-    kq_policy_read_publish_answer(L, pc);
     return 0;
 }
 
@@ -1044,8 +1045,7 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
     p->rc = kq_regex_cache_new();
     p->strikes = kq_strikes_new();
     p->scratch = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->scratch);
-    p->builtin_routes = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->builtin_routes);
-    if (!p->rc || !p->strikes || !p->scratch || !p->builtin_routes)
+    if (!p->rc || !p->strikes || !p->scratch)
         goto oom;
     p->budget.max = KQ_POLICY_MEMORY_BYTES;
     p->L = kq_lua_budget_newstate(&p->budget, true);
@@ -1121,7 +1121,6 @@ void kq_policy_free(struct kq_policy *p)
     kq_regex_cache_free(p->rc);
     kq_strikes_free(p->strikes);
     free(p->scratch);
-    free(p->builtin_routes);
     free(p->publish_props);
     free(p->publish_strings);
     free(p->publish_groups);

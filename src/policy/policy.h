@@ -203,26 +203,6 @@ bool kq_policy_has_route_message(const struct kq_policy *p);
 size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set *set,
                                const struct kq_publish_view *m, struct kq_route *out, size_t max);
 
-/* ---- many messages at once (batch.c) ------------------------------------------------------ */
-
-/* on_publish and route_message for the n messages of ms with one entry into Lua: each message
- * gets exactly the answer (and the budgets, strikes and statistics) the one-message function
- * would give it, but the guard and the way into Lua are paid once per batch (issue #15). */
-#define KQ_POLICY_MAX_BATCH 64 /* route_message: messages per entry into Lua */
-/* The answer to ms[i] (valid during the call). Called inside Lua: it must not call into the
- * policy. */
-typedef void kq_publish_verdict_fn(void *ud, size_t i, const struct kq_publish_verdict *v);
-/* kq_policy_publish for each message, in order: apply(ud, i, verdict) once per message. */
-void kq_policy_publish_batch(struct kq_policy *p, const struct kq_publish_view *ms, size_t n,
-                             kq_publish_verdict_fn *apply, void *ud);
-/* The groups ms[i] goes to: r[0..n) (valid during the call). It must not call into the policy. */
-typedef void kq_route_answer_fn(void *ud, size_t i, const struct kq_route *r, size_t n);
-/* kq_policy_route_message for each message: answer(ud, i, routes, n) once per message, not
- * in order (the built-in answers come last). p must not be NULL. */
-void kq_policy_route_message_batch(struct kq_policy *p, const struct kq_binding_set *set,
-                                   const struct kq_publish_view *ms, size_t n,
-                                   kq_route_answer_fn *answer, void *ud);
-
 /* A ConnMeta as on_connect sees it. */
 struct kq_connect_view {
     const char *group, *peer_ip;

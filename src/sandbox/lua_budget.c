@@ -155,8 +155,7 @@ static void set_watched(lua_State *L, struct kq_lua_budget *b, bool on)
     lua_sethook(L, on ? NULL : on_count, on ? 0 : LUA_MASKCOUNT, KQ_LUA_HOOK_EVERY);
 }
 
-static uint64_t begin_at(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms,
-                         uint64_t now)
+uint64_t kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms)
 {
     if (b->watched && !kq_watchdog_watches_me())
         set_watched(L, b, false); /* the watchdog stopped: back to counting every run */
@@ -167,6 +166,7 @@ static uint64_t begin_at(lua_State *L, struct kq_lua_budget *b, long max_steps, 
     b->trip_line = 0;
     b->steps = 0;
     b->max_steps = max_steps;
+    uint64_t now = kq_mono_us();
     b->deadline_us = now + ms * 1000;
     if (b->watched) {
         watched_L = L;
@@ -179,24 +179,12 @@ static uint64_t begin_at(lua_State *L, struct kq_lua_budget *b, long max_steps, 
     return now;
 }
 
-uint64_t kq_lua_budget_begin(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms)
-{
-    return begin_at(L, b, max_steps, ms, kq_mono_us());
-}
-
 uint64_t kq_lua_budget_begin_traffic(lua_State *L, struct kq_lua_budget *b, long max_steps,
                                      uint64_t ms)
 {
     if (!b->watched && kq_watchdog_watches_me())
         set_watched(L, b, true);
     return kq_lua_budget_begin(L, b, max_steps, ms);
-}
-
-uint64_t kq_lua_budget_next(lua_State *L, struct kq_lua_budget *b, long max_steps, uint64_t ms,
-                            uint64_t now_us)
-{
-    kq_lua_budget_end(L, b);
-    return begin_at(L, b, max_steps, ms, now_us ? now_us : kq_mono_us());
 }
 
 void kq_lua_budget_end(lua_State *L, struct kq_lua_budget *b)

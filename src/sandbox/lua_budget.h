@@ -84,12 +84,6 @@ uint64_t kq_lua_budget_begin(struct lua_State *L, struct kq_lua_budget *b, long 
  * kq_lua_budget_end, and runs of watched states do not nest. */
 uint64_t kq_lua_budget_begin_traffic(struct lua_State *L, struct kq_lua_budget *b, long max_steps,
                                      uint64_t ms);
-/* Inside a run (from a C function it called): the run so far is over and a new one begins,
- * as kq_lua_budget_end then kq_lua_budget_begin(_traffic) would, without leaving Lua: one
- * entry into Lua serves many calls, each with the whole budget (policy/batch.c). now_us: the
- * caller's kq_mono_us() of the moment (0: read here); returns it. */
-uint64_t kq_lua_budget_next(struct lua_State *L, struct kq_lua_budget *b, long max_steps,
-                            uint64_t ms, uint64_t now_us);
 /* The run of L is over: for a watched state, the watchdog is told and the hook it armed (or a
  * trip set) is removed. Nothing for a counted state. */
 void kq_lua_budget_end(struct lua_State *L, struct kq_lua_budget *b);
