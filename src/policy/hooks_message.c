@@ -117,16 +117,17 @@ size_t kq_policy_route_message(struct kq_policy *p, const struct kq_binding_set 
         return kq_policy_route(p, set, m->topic, m->message_type, out, max);
     size_t n = 0;
     const struct kq_binding *binds = set ? kq_binding_set_topic(set, m->topic, &n) : NULL;
-    struct message_call mc = {
-        .rc = {.c = {.p = p, .id = H_ROUTE_MESSAGE, .subject = {m->topic, m->message_type}},
-               .binds = binds,
-               .n = n,
-               .topic = m->topic,
-               .type = m->message_type,
-               .out = p->scratch,
-               .max = KQ_POLICY_MAX_ROUTES},
-        .set = set,
-        .m = m};
+    struct message_call mc; /* field by field: see kq_policy_call_init */
+    kq_policy_call_init(&mc.rc.c, p, H_ROUTE_MESSAGE, m->topic, m->message_type);
+    mc.rc.binds = binds;
+    mc.rc.n = n;
+    mc.rc.topic = m->topic;
+    mc.rc.type = m->message_type;
+    mc.rc.out = p->scratch;
+    mc.rc.max = KQ_POLICY_MAX_ROUTES;
+    mc.rc.found = mc.rc.dropped = 0;
+    mc.set = set;
+    mc.m = m;
     if (kq_policy_hook_live(p, &mc.rc.c)) {
         enum outcome o = kq_policy_invoke(&mc.rc.c, route_message_protected, false);
         if (kq_policy_settle(&mc.rc.c, o) && !mc.rc.c.use_default) {

@@ -1330,15 +1330,23 @@ void kq_policy_publish(struct kq_policy *p, const struct kq_publish_view *m,
     v->n_groups = 0;
     if (!kq_policy_has_publish(p))
         return;
-    struct publish_call pc = {
-        .c = {.p = p, .id = H_PUBLISH, .subject = {m->topic, m->message_type}}, .m = m};
+    /* set field by field: an initializer would clear its ~500 bytes of text per message */
+    struct publish_call pc;
+    kq_policy_call_init(&pc.c, p, H_PUBLISH, m->topic, m->message_type);
+    pc.m = m;
+    pc.used = 0;
+    pc.v.action = KQ_PUBLISH_ACCEPT;
     if (!hook_live(p, &pc.c)) {
         p->hooks[H_PUBLISH].fallbacks++; /* switched off for this (topic, type): as is */
         return;
     }
     if (!settle(&pc.c, invoke(&pc.c, publish_protected, false)) || pc.c.use_default)
         return;
-    *v = pc.v;
-    if (v->action == KQ_PUBLISH_REJECT)
+    if (pc.v.action == KQ_PUBLISH_REJECT) {
         p->hooks[H_PUBLISH].rejects++;
+        v->action = KQ_PUBLISH_REJECT;
+        memcpy(v->reason, pc.v.reason, sizeof v->reason);
+    } else if (pc.v.action == KQ_PUBLISH_CHANGE) {
+        memcpy(v, &pc.v, offsetof(struct kq_publish_verdict, reason));
+    }
 }

@@ -118,7 +118,6 @@ enum kq_publish_action {
  * valid until the next kq_policy_publish call on the same generation. */
 struct kq_publish_verdict {
     enum kq_publish_action action;
-    char reason[KQ_POLICY_MAX_REJECT_REASON];
     /* KQ_PUBLISH_CHANGE: the whole property list after the changes, the expiry and limit
      * (unchanged ones copied from the view) */
     const struct kq_property_kv *properties;
@@ -129,6 +128,8 @@ struct kq_publish_verdict {
     const char **groups; /* n_groups > 0: deliver to exactly these (bound, distinct) groups;
                            * the names point into the view's binds */
     size_t n_groups;
+    char reason[KQ_POLICY_MAX_REJECT_REASON]; /* KQ_PUBLISH_REJECT (last: the rest is copied
+                                                * without it) */
 };
 
 /* A policy file a generation loaded: which one is live. */
