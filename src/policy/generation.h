@@ -59,6 +59,7 @@ struct kq_policy {
      * per-message hooks' arguments, and their cache of each topic's bindings (marshal.c) */
     int protected_call;
     int build_message, build_publish, build_route, binds_protos;
+    int changes_meta; /* registry ref: the metatable of kq.changes' answers (publish_answer.c) */
     const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
     uint64_t protos_gen;
     const void *running; /* the call protected_call runs (marshal.c) */
@@ -88,6 +89,18 @@ static inline void kq_policy_call_init(struct call *c, struct kq_policy *p, enum
     c->use_default = false;
     c->why[0] = 0;
 }
+
+/* One on_publish call being answered (policy.c runs it, publish_answer.c reads the answer). */
+struct publish_call {
+    struct call c;
+    const struct kq_publish_view *m;
+    struct kq_publish_verdict v; /* copied to the caller's only when the answer is valid */
+    size_t used;                 /* bytes of p->publish_strings taken */
+};
+
+/* Room for the strings of one on_publish answer: every property it may leave, copied. */
+#define PUBLISH_SCRATCH_BYTES                                                                      \
+    (KQ_POLICY_MAX_PROPERTIES * (KQ_POLICY_MAX_PROPERTY_KEY + KQ_POLICY_MAX_PROPERTY_VALUE + 2))
 
 enum outcome {
     CALL_OK,     /* answered (c->use_default may still ask for the built-in answer) */
@@ -130,6 +143,12 @@ void kq_policy_call_publish(lua_State *L, struct kq_policy *p, const struct kq_p
 void kq_policy_call_route_message(lua_State *L, struct kq_policy *p,
                                   const struct kq_binding_set *set, const struct kq_publish_view *m,
                                   const struct kq_binding *binds, size_t n);
+/* publish_answer.c: on_publish's answer (results at stack 1 and 2) read into pc:
+ * c.use_default for nil, c.why for an invalid answer, else pc->v. */
+void kq_policy_read_publish_answer(lua_State *L, struct publish_call *pc);
+/* publish_answer.c: kq.changes into the kq table at the top of L's stack. */
+void kq_policy_add_changes(lua_State *L, struct kq_policy *p);
+
 /* Reads the list of group names at idx into rc->out (dropping groups without a binding,
  * collapsing duplicates); false with rc->c.why when it is not a list of names. `what` names
  * the answer in that reason ("route", "on_dead: groups"). */

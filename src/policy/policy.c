@@ -52,10 +52,6 @@ static const struct {
 };
 static const char *const FILES[] = {"routing.lua", "flow.lua", "retry.lua", "publish.lua",
                                     "auth.lua"};
-/* Room for the strings of one on_publish answer: every property it may leave, copied. */
-#define PUBLISH_SCRATCH_BYTES                                                                      \
-    (KQ_POLICY_MAX_PROPERTIES * (KQ_POLICY_MAX_PROPERTY_KEY + KQ_POLICY_MAX_PROPERTY_VALUE + 2))
-
 struct memo {
     char *key; /* topic '\0' type */
     size_t key_len;
@@ -108,6 +104,7 @@ static void push_env(lua_State *L, struct kq_policy *p)
     lua_pushcclosure(L, l_regex_match, 1);
     lua_setfield(L, -2, "regex_match");
     kq_hooks_add_helpers(L, p);
+    kq_policy_add_changes(L, p);
     lua_setfield(L, -2, "kq");
     lua_newtable(L);
     lua_pushcfunction(L, l_strict_index);
@@ -597,262 +594,14 @@ static int flow_protected(lua_State *L)
     return 0;
 }
 
-/* -- publish -- */
-
-struct publish_call {
-    struct call c;
-    const struct kq_publish_view *m;
-    struct kq_publish_verdict v; /* copied to the caller's only when the answer is valid */
-    size_t used;                 /* bytes of p->publish_strings taken */
-};
-
-/* The Lua string at idx if it is one of at most max bytes without NUL, else NULL. */
-static const char *plain_string(lua_State *L, int idx, size_t max, size_t *len)
-{
-    if (lua_type(L, idx) != LUA_TSTRING)
-        return NULL;
-    const char *s = lua_tolstring(L, idx, len);
-    return *len <= max && strlen(s) == *len ? s : NULL;
-}
-
-static const char *copy_string(struct publish_call *pc, const char *s, size_t len)
-{
-    char *dst = pc->c.p->publish_strings + pc->used; /* fits: see PUBLISH_SCRATCH_BYTES */
-    memcpy(dst, s, len);
-    dst[len] = 0;
-    pc->used += len + 1;
-    return dst;
-}
-
-/* Applies one properties entry (key at -2, value at -1) to pc->v's list; false + why when
- * it is not a valid change. */
-static bool change_property(lua_State *L, struct publish_call *pc)
-{
-    struct kq_publish_verdict *v = &pc->v;
-    size_t kl, vl;
-    const char *k = plain_string(L, -2, KQ_POLICY_MAX_PROPERTY_KEY, &kl);
-    if (!k || !kl) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: properties keys must be strings of "
-                 "1..%d bytes without NUL (got %s)",
-                 KQ_POLICY_MAX_PROPERTY_KEY, luaL_typename(L, -2));
-        return false;
-    }
-    if (strcmp(k, KQ_PROP_DELAY_MS) == 0 || strcmp(k, KQ_PROP_DELIVER_AT) == 0 ||
-        strcmp(k, KQ_PROP_GROUPS) == 0) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: property \"%s\" is the broker's "
-                 "(answer delay_ms or groups instead)",
-                 k);
-        return false;
-    }
-    bool del = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
-    const char *val = del ? NULL : plain_string(L, -1, KQ_POLICY_MAX_PROPERTY_VALUE, &vl);
-    if (!del && !val) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: properties[\"%.60s\"] must be a "
-                 "string of at most %d bytes without NUL, or false to delete (got %s)",
-                 k, KQ_POLICY_MAX_PROPERTY_VALUE, luaL_typename(L, -1));
-        return false;
-    }
-    struct kq_property_kv *list = pc->c.p->publish_props;
-    bool set = false;
-    for (size_t i = 0; i < v->n_properties;) {
-        if (strcmp(list[i].key, k) != 0) {
-            i++;
-        } else if (!del && !set) { /* the first one takes the value, duplicates go */
-            list[i++].value = copy_string(pc, val, vl);
-            set = true;
-        } else {
-            memmove(&list[i], &list[i + 1], (v->n_properties - i - 1) * sizeof *list);
-            v->n_properties--;
-        }
-    }
-    if (del || set)
-        return true;
-    if (v->n_properties >= KQ_POLICY_MAX_PROPERTIES) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: setting \"%.60s\" would leave more "
-                 "than %d properties",
-                 k, KQ_POLICY_MAX_PROPERTIES);
-        return false;
-    }
-    list[v->n_properties].key = copy_string(pc, k, kl);
-    list[v->n_properties].value = copy_string(pc, val, vl);
-    v->n_properties++;
-    return true;
-}
-
-static bool change_properties(lua_State *L, struct publish_call *pc)
-{
-    if (!lua_istable(L, -1)) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: properties must be a table of "
-                 "key = string or false (got %s)",
-                 luaL_typename(L, -1));
-        return false;
-    }
-    if (pc->m->n_properties > KQ_POLICY_MAX_PROPERTIES) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: the message has %zu properties, "
-                 "more than the %d a change may leave",
-                 pc->m->n_properties, KQ_POLICY_MAX_PROPERTIES);
-        return false;
-    }
-    if (pc->m->n_properties) /* properties is NULL when there are none */
-        memcpy(pc->c.p->publish_props, pc->m->properties,
-               pc->m->n_properties * sizeof *pc->m->properties);
-    pc->v.n_properties = pc->m->n_properties;
-    pc->v.properties = pc->c.p->publish_props;
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-        if (!change_property(L, pc))
-            return false;
-        lua_pop(L, 1);
-    }
-    return true;
-}
-
-/* The groups answer at -1: a non-empty list of names of groups bound on the topic (no
- * comma: they are stored comma separated); duplicates collapse. */
-static bool change_groups(lua_State *L, struct publish_call *pc)
-{
-    const struct kq_publish_view *m = pc->m;
-    size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
-    if (n == 0) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: groups must be a non-empty list of "
-                 "group names (got %s)",
-                 luaL_typename(L, -1));
-        return false;
-    }
-    pc->v.groups = pc->c.p->publish_groups;
-    pc->v.n_groups = 0;
-    const struct kq_binding *binds = m->binds;
-    size_t n_binds = m->n_binds;
-    if (!binds && m->bind_set)
-        binds = kq_binding_set_topic(m->bind_set, m->topic, &n_binds);
-    for (size_t i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, (int)i);
-        const char *g = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        const char *bound = NULL;
-        for (size_t j = 0; g && binds && j < n_binds && !bound; j++)
-            if (strcmp(binds[j].group_id, g) == 0)
-                bound = binds[j].group_id;
-        if (!bound || strchr(bound, ',')) {
-            snprintf(pc->c.why, sizeof pc->c.why, "on_publish: groups[%zu] %s%.60s%s %s", i,
-                     g ? "\"" : "", g ? g : luaL_typename(L, -1), g ? "\"" : "",
-                     !g       ? "is not a group name"
-                     : !bound ? "has no binding on the topic"
-                              : "contains a comma");
-            return false;
-        }
-        lua_pop(L, 1);
-        bool dup = false;
-        for (size_t j = 0; j < pc->v.n_groups && !dup; j++)
-            dup = strcmp(pc->v.groups[j], bound) == 0;
-        if (!dup && pc->v.n_groups < KQ_POLICY_MAX_ROUTES) /* bound ones are fewer than that */
-            pc->v.groups[pc->v.n_groups++] = bound;
-    }
-    return true;
-}
-
-/* A whole number in [lo, hi] at -1, else false + why. */
-static bool whole_field(lua_State *L, struct publish_call *pc, const char *k, double lo, double hi,
-                        double *out)
-{
-    double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : NAN;
-    if (!(d >= lo && d <= hi && d == floor(d))) {
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: %s must be a whole number in "
-                 "%.0f..%.0f (got %s)",
-                 k, lo, hi,
-                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
-        return false;
-    }
-    *out = d;
-    return true;
-}
-
-/* The changes table at index 1: every key known and valid, or nothing is applied. */
-static void publish_changes(lua_State *L, struct publish_call *pc)
-{
-    const struct kq_publish_view *m = pc->m;
-    struct kq_publish_verdict *v = &pc->v;
-    v->action = KQ_PUBLISH_CHANGE;
-    v->properties = m->properties;
-    v->n_properties = m->n_properties;
-    v->expired_time = m->expired_time;
-    v->deliver_limit = m->deliver_limit;
-    v->delay_ms = -1;
-    v->groups = NULL;
-    v->n_groups = 0;
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
-        double d;
-        if (strcmp(k, "properties") == 0) {
-            if (!change_properties(L, pc))
-                return;
-        } else if (strcmp(k, "expired_time") == 0) {
-            if (!whole_field(L, pc, k, (double)m->now_sec + 1,
-                             (double)(m->now_sec + KQ_PUBLISH_MAX_EXPIRED_SEC), &d))
-                return;
-            v->expired_time = (int64_t)d;
-        } else if (strcmp(k, "deliver_limit") == 0) {
-            if (!whole_field(L, pc, k, 1, KQ_PUBLISH_MAX_DELIVER_LIMIT, &d))
-                return;
-            v->deliver_limit = (int32_t)d;
-        } else if (strcmp(k, "delay_ms") == 0) {
-            if (!whole_field(L, pc, k, 0, (double)KQ_PUBLISH_MAX_DELAY_MS, &d))
-                return;
-            v->delay_ms = (int64_t)d;
-        } else if (strcmp(k, "groups") == 0) {
-            if (!change_groups(L, pc))
-                return;
-        } else {
-            snprintf(pc->c.why, sizeof pc->c.why,
-                     "on_publish: unknown change '%.60s' (changes "
-                     "are properties, expired_time, deliver_limit, delay_ms, groups)",
-                     k[0] ? k : luaL_typename(L, -2));
-            return;
-        }
-        lua_pop(L, 1);
-    }
-    /* after the loop: the expiry may have been changed by the same answer */
-    if (v->delay_ms > 0 && m->now_sec * 1000 + v->delay_ms >= v->expired_time * 1000)
-        snprintf(pc->c.why, sizeof pc->c.why,
-                 "on_publish: delay_ms %lld would make the message "
-                 "due after it expires (expired_time %lld)",
-                 (long long)v->delay_ms, (long long)v->expired_time);
-}
+/* -- publish (its answers: publish_answer.c) -- */
 
 static int publish_protected(lua_State *L)
 {
     struct publish_call *pc = lua_touserdata(L, 1);
     lua_settop(L, 0);
     kq_policy_call_publish(L, pc->c.p, pc->m);
-    if (lua_isnil(L, 1)) {
-        pc->c.use_default = true;
-        return 0;
-    }
-    if (lua_istable(L, 1)) {
-        publish_changes(L, pc);
-        return 0;
-    }
-    if (lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "reject") == 0 &&
-        (lua_isnil(L, 2) || lua_type(L, 2) == LUA_TSTRING)) {
-        pc->v.action = KQ_PUBLISH_REJECT;
-        const char *why = lua_isnil(L, 2) ? "" : lua_tostring(L, 2);
-        snprintf(pc->v.reason, sizeof pc->v.reason, "%s",
-                 why[0] ? why : "rejected by the publish policy"); /* never a blank feedback */
-        return 0;
-    }
-    snprintf(pc->c.why, sizeof pc->c.why,
-             "on_publish must return nil, \"reject\", reason or "
-             "a table of changes (got %s%s%s)",
-             luaL_typename(L, 1), lua_type(L, 1) == LUA_TSTRING ? " " : "",
-             lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : "");
+    kq_policy_read_publish_answer(L, pc);
     return 0;
 }
 
@@ -1042,6 +791,7 @@ int kq_policy_load(const char *dir, struct kq_policy **out, char *err, size_t er
         goto oom;
     for (int i = 0; i < H_COUNT; i++)
         p->hooks[i].ref = LUA_NOREF;
+    p->changes_meta = LUA_NOREF;
     p->rc = kq_regex_cache_new();
     p->strikes = kq_strikes_new();
     p->scratch = malloc(KQ_POLICY_MAX_ROUTES * sizeof *p->scratch);

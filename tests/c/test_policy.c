@@ -895,7 +895,7 @@ static void test_publish_invalid_answers(void **state)
         {"groups-num", "groups[1] number is not a group name"},
         {"reserved", "property \"x-kiteq-deliver-at\" is the broker's"},
         {"what", "unknown change 'colour'"},
-        {"garbage", "on_publish must return nil, \"reject\", reason or a table"},
+        {"garbage", "on_publish must return nil, \"reject\", reason, a table of changes or kq.changes"},
         {"reject-num", "on_publish must return nil"},
         {"error", "boom"},
         {"loop", "stopped: over the"},

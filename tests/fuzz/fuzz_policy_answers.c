@@ -2,7 +2,7 @@
  * on_dead and on_connect and falls back to the built-in answer (docs/POLICIES.md). The
  * input is read as a recipe for a Lua value (nested tables of the keys the broker knows and
  * others, numbers at and past every bound, strings with NULs, commas, reserved property
- * names, functions, several return values); all four hooks return it for traffic (the
+ * names, functions, kq.changes values, several return values); all four hooks return it for traffic (the
  * self-tests see nil, so the generation loads), and whatever C makes of it must be a valid
  * verdict: the bounds of policy.h held, only bound groups, every refusal with a reason. */
 #include <stdbool.h>
@@ -137,7 +137,7 @@ static void raw_string(struct recipe *r)
 static void value(struct recipe *r, int depth)
 {
     unsigned b = next(r);
-    switch (depth >= 3 ? b % 5 : b % 9) {
+    switch (depth >= 3 ? b % 5 : b % 10) {
     case 0: put(r, "nil"); break;
     case 1: put(r, b & 16 ? "true" : "false"); break;
     case 2: put(r, NUMBERS[next(r) % N(NUMBERS)]); break;
@@ -146,7 +146,12 @@ static void value(struct recipe *r, int depth)
     case 5:
     case 6: table(r, depth); break;
     case 7: put(r, "function() end"); break;
-    default: put(r, "setmetatable({}, { __index = function() error('trap') end })"); break;
+    case 8: put(r, "setmetatable({}, { __index = function() error('trap') end })"); break;
+    default: /* a checked answer (kq.changes raises for what it refuses: then nil) */
+        put(r, "select(2, pcall(kq.changes, ");
+        table(r, depth);
+        put(r, "))");
+        break;
     }
 }
 

@@ -25,11 +25,12 @@ local M = {}
 -- the largest body (bytes) each topic accepts; topics not listed take any size
 local MAX_BODY = { ["user-profile"] = 64 * 1024 }
 
--- The answer every message without a region gets: one table made at load, returned each
--- time. The broker only reads an answer, never changes it, so a constant answer can be
--- shared; a new table per message would be garbage the collector frees on the event loop
--- (~1 000 CPU instructions a message here, docs/POLICIES.md "Writing cheap hooks").
-local ADD_DEFAULT_REGION = { properties = { region = "default" } }
+-- The answer every message without a region gets, made once at load with kq.changes: the
+-- broker checks it there (a mistake fails the load, not every message) and answers it per
+-- message without reading a table back from Lua. A new table per message would be garbage
+-- the collector frees on the event loop, and a plain table is read and checked again at
+-- every call (docs/POLICIES.md "Writing cheap hooks").
+local ADD_DEFAULT_REGION = kq.changes({ properties = { region = "default" } })
 
 function M.on_publish(m)
   local max = MAX_BODY[m.topic]
