@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/clock.h"
 
 #define MAX_PROCS 16
@@ -167,6 +169,16 @@ int broker_launch(struct broker_proc *bp, const char *config_lua, const char *bi
     fputs(config_lua, f);
     fclose(f);
     return spawn(bp, bind, extra);
+}
+
+void broker_write_policy(const struct broker_proc *bp, const char *file, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/policies", bp->dir);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        fail_msg("mkdir %s: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/policies/%s", bp->dir, file);
+    test_write_file(path, text);
 }
 
 int broker_start(struct broker_proc *bp, const char *config_lua, const char *const *extra)
@@ -366,6 +378,24 @@ double prom_sample(const char *text, const char *sample)
     return NAN;
 }
 
+double admin_json_number(int port, const char *path, const char *keys)
+{
+    static char body[1 << 16];
+    if (admin_get(port, path, body, sizeof body) != 200)
+        return NAN;
+    cJSON *root = cJSON_Parse(body), *j = root;
+    char key[128];
+    for (const char *k = keys; j && *k;) {
+        size_t n = strcspn(k, ".");
+        snprintf(key, sizeof key, "%.*s", (int)n, k);
+        j = cJSON_GetObjectItemCaseSensitive(j, key);
+        k += n + (k[n] == '.');
+    }
+    double v = cJSON_IsNumber(j) ? j->valuedouble : NAN;
+    cJSON_Delete(root);
+    return v;
+}
+
 /* --- raw frames ------------------------------------------------------------------------- */
 
 int raw_connect(int port)
@@ -521,7 +551,22 @@ int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out, 
     return raw_wait_store_ack(fd, opaque, feedback, fblen);
 }
 
+/* Sends b's frame when rc (the result of appending it) is 0; frees b either way. */
+static int send_appended(int fd, struct kq_buf *b, int rc)
+{
+    if (rc == 0)
+        rc = raw_send_buf(fd, b);
+    kq_buf_free(b);
+    return rc;
+}
+
 int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out)
+{
+    struct kq_buf b = {0};
+    return send_appended(fd, &b, raw_append_publish(&b, opaque, m, id_out));
+}
+
+int raw_append_publish(struct kq_buf *b, uint32_t opaque, const struct raw_msg *m, char *id_out)
 {
     char id[33];
     if (m->id)
@@ -553,11 +598,7 @@ int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *i
     Protocol__StringMessage sm = PROTOCOL__STRING_MESSAGE__INIT;
     sm.header = &h;
     sm.body = (char *)(m->body ? m->body : "hello");
-    struct kq_buf b = {0};
-    kq_codec_append(&b, opaque, KQ_CMD_STRING_MESSAGE, &sm.base);
-    int rc = raw_send_buf(fd, &b);
-    kq_buf_free(&b);
-    return rc;
+    return kq_codec_append(b, opaque, KQ_CMD_STRING_MESSAGE, &sm.base);
 }
 
 int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen)
@@ -677,6 +718,12 @@ const char *rss_blind_sanitizer(void)
 
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status)
 {
+    struct kq_buf b = {0};
+    return send_appended(fd, &b, raw_append_tx(&b, opaque, id, type, status));
+}
+
+int raw_append_tx(struct kq_buf *b, uint32_t opaque, const char *id, const char *type, int status)
+{
     Protocol__Header h = PROTOCOL__HEADER__INIT;
     h.messageid = (char *)id;
     h.topic = "trade";
@@ -688,11 +735,7 @@ int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int s
     t.header = &h;
     t.status = status;
     t.feedback = "";
-    struct kq_buf b = {0};
-    kq_codec_append(&b, opaque, KQ_CMD_TX_ACK, &t.base);
-    int rc = raw_send_buf(fd, &b);
-    kq_buf_free(&b);
-    return rc;
+    return kq_codec_append(b, opaque, KQ_CMD_TX_ACK, &t.base);
 }
 
 int raw_sync(int fd)

@@ -36,6 +36,10 @@ int broker_start(struct broker_proc *bp, const char *config_lua, const char *con
 int broker_prepare(struct broker_proc *bp);
 int broker_launch(struct broker_proc *bp, const char *config_lua, const char *bind,
                   const char *const *extra);
+/* Writes text as bp->dir/policies/FILE (the folder made when missing; a config names it
+ * `policies = "policies"`), between broker_prepare and broker_launch or before a SIGHUP.
+ * Fails the running cmocka test when it cannot. */
+void broker_write_policy(const struct broker_proc *bp, const char *file, const char *text);
 /* Start again with the same dir, config and port (after a stop or kill). */
 int broker_restart(struct broker_proc *bp, const char *const *extra);
 /* SIGTERM and wait (10 s, then SIGKILL). Returns the exit status or -1. */
@@ -59,6 +63,9 @@ int broker_admin_port(const struct broker_proc *bp);
 int admin_get(int port, const char *path, char *out, size_t len);
 /* The same with another method (e.g. "POST"; no body, no token). */
 int admin_request(int port, const char *method, const char *path, char *out, size_t len);
+/* The number at the dotted key path (e.g. "broker.hooks.publish.errors") of the JSON that
+ * GET path answers on the admin port; NAN when the request or the key fails. */
+double admin_json_number(int port, const char *path, const char *keys);
 /* A config with topics trade/user-profile, groups p-trade, s-trade-a, s-trade-b (secret
  * "secret") and direct bindings of both consumer groups to trade/pay-succ; `extra_cluster`
  * is inserted into the cluster table (e.g. "deliverySeconds = 1,"), db is `db`. */
@@ -97,6 +104,9 @@ int raw_publish(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out, 
                 size_t fblen);
 /* The two halves of raw_publish. */
 int raw_publish_nowait(int fd, uint32_t opaque, const struct raw_msg *m, char *id_out);
+/* raw_publish_nowait's frame appended to b instead of sent (to send many frames in one
+ * write). 0 or a negative errno. */
+int raw_append_publish(struct kq_buf *b, uint32_t opaque, const struct raw_msg *m, char *id_out);
 int raw_wait_store_ack(int fd, uint32_t opaque, char *feedback, size_t fblen);
 /* Receive a delivery (0x11/0x12); fills id and opaque; returns 1, 0 timeout, -1 closed. */
 int raw_recv_delivery(int fd, int timeout_ms, char id[33], uint32_t *opaque, char *body,
@@ -115,6 +125,8 @@ long proc_rss_kb(pid_t pid);
  * so (LeakSanitizer checks leaks when a broker stops). */
 const char *rss_blind_sanitizer(void);
 int raw_send_tx(int fd, uint32_t opaque, const char *id, const char *type, int status);
+/* The same frame appended to b instead of sent. */
+int raw_append_tx(struct kq_buf *b, uint32_t opaque, const char *id, const char *type, int status);
 /* Heartbeat round trip: everything sent before on fd has been processed by the broker.
  * Other frames arriving meanwhile are dropped. 0 or -1. */
 int raw_sync(int fd);
