@@ -62,7 +62,6 @@ struct kq_policy {
     int changes_meta; /* registry ref: the metatable of kq.changes' answers (publish_answer.c) */
     const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
     uint64_t protos_gen;
-    const void *running; /* the call protected_call runs (marshal.c) */
     const char *message_id; /* the message of the call running: m.message_id (marshal.c) */
     struct kq_policy_marshal *marshal; /* strings and tables reused across calls (marshal.c) */
 };
@@ -119,8 +118,10 @@ struct route_call {
     char first_dropped[64];
 };
 
-/* Runs fn (a lua_CFunction taking the call struct as light userdata) under the budgets. */
-enum outcome kq_policy_invoke(struct call *c, lua_CFunction fn, bool selftest);
+/* A protected function: runs inside lua_pcall with an empty stack, arg is the call struct. */
+typedef int (*kq_policy_fn)(lua_State *L, void *arg);
+/* Runs fn under the budgets. */
+enum outcome kq_policy_invoke(struct call *c, kq_policy_fn fn, bool selftest);
 /* Bookkeeping after a traffic call; true when its answer may be used. */
 bool kq_policy_settle(struct call *c, enum outcome o);
 /* The hook is defined and not switched off for the call's subject. */
@@ -132,7 +133,7 @@ int kq_policy_marshal_init(struct kq_policy *p);
 /* Frees what kq_policy_marshal_init allocated outside the Lua state. */
 void kq_policy_marshal_free(struct kq_policy *p);
 /* As lua_cpcall(p->L, fn, arg), without making a closure per call. */
-int kq_policy_pcall(struct kq_policy *p, lua_CFunction fn, void *arg);
+int kq_policy_pcall(struct kq_policy *p, kq_policy_fn fn, void *arg);
 /* Pushes a message as on_publish sees it (a new table). */
 void kq_policy_push_message(lua_State *L, struct kq_policy *p, const struct kq_publish_view *m);
 /* Pushes the list of bindings as route sees it (a new table). */

@@ -92,11 +92,10 @@ struct message_call {
     bool selftest; /* on_dead: groups are not checked against the message */
 };
 
-static int route_message_protected(lua_State *L)
+static int route_message_protected(lua_State *L, void *arg)
 {
-    struct message_call *mc = lua_touserdata(L, 1);
+    struct message_call *mc = arg;
     struct route_call *rc = &mc->rc;
-    lua_settop(L, 0);
     kq_policy_call_route_message(L, rc->c.p, mc->set, mc->m, rc->binds, rc->n);
     if (lua_isnil(L, -1))
         rc->c.use_default = true;
@@ -151,11 +150,10 @@ struct connect_call {
     char reason[KQ_POLICY_MAX_REJECT_REASON];
 };
 
-static int connect_protected(lua_State *L)
+static int connect_protected(lua_State *L, void *arg)
 {
-    struct connect_call *cc = lua_touserdata(L, 1);
+    struct connect_call *cc = arg;
     const struct kq_connect_view *v = cc->v;
-    lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, cc->c.p->hooks[H_CONNECT].ref);
     lua_createtable(L, 0, 6);
     lua_pushstring(L, v->group);
@@ -214,11 +212,10 @@ bool kq_policy_connect(struct kq_policy *p, const struct kq_connect_view *v, cha
 
 /* ---- on_dead ---------------------------------------------------------------------------- */
 
-static int dead_protected(lua_State *L)
+static int dead_protected(lua_State *L, void *arg)
 {
-    struct message_call *mc = lua_touserdata(L, 1);
+    struct message_call *mc = arg;
     struct route_call *rc = &mc->rc;
-    lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_DEAD].ref);
     kq_policy_push_message(L, rc->c.p, mc->m);
     lua_pushnumber(L, mc->attempts);

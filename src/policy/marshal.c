@@ -140,11 +140,10 @@ static bool slot_holds(const struct slot *s, const char *text)
     return s->set && strcmp(s->text, text) == 0;
 }
 
-/* Puts text at strings[slot + 1] unless the slot (NULL: none) says it is there already. */
-static void store_string(lua_State *L, struct slot *s, int slot, int strings, const char *text)
+/* Puts text at strings[slot + 1] and notes it in the slot (NULL: none). */
+__attribute__((noinline)) static void store_new_string(lua_State *L, struct slot *s, int slot,
+                                                       int strings, const char *text)
 {
-    if (s && slot_holds(s, text))
-        return;
     if (s)
         s->set = false; /* until the new string is in the table (storing may raise) */
     lua_pushstring(L, text);
@@ -155,6 +154,14 @@ static void store_string(lua_State *L, struct slot *s, int slot, int strings, co
         memcpy(s->text, text, len + 1);
         s->set = true;
     }
+}
+
+/* store_new_string unless the slot says text is there already: the common case, inline. */
+static inline void store_string(lua_State *L, struct slot *s, int slot, int strings,
+                                const char *text)
+{
+    if (!s || !slot_holds(s, text))
+        store_new_string(L, s, slot, strings, text);
 }
 
 /* __newindex of a reused properties table: a key was added, the next call makes a new one. */
@@ -226,28 +233,23 @@ static int message_id_of(lua_State *L)
     return 1;
 }
 
-struct protected_call {
-    lua_CFunction fn;
+/* The call the protected function runs: per thread (a generation is used by one thread at a
+ * time, and its calls never nest), so the function reads it without a Lua API call, and the
+ * argument needs no light userdata pushed per call. */
+static _Thread_local struct {
+    kq_policy_fn fn;
     void *arg;
-};
+} running;
 
-/* Its upvalue is the generation; the call to run is p->running. */
-static int run_protected(lua_State *L)
-{
-    const struct kq_policy *p = lua_touserdata(L, lua_upvalueindex(1));
-    const struct protected_call *pr = p->running;
-    lua_settop(L, 0);
-    lua_pushlightuserdata(L, pr->arg); /* may allocate (LuaJIT interns its segment): protected */
-    return pr->fn(L);
-}
+static int run_protected(lua_State *L) { return running.fn(L, running.arg); }
 
-int kq_policy_pcall(struct kq_policy *p, lua_CFunction fn, void *arg)
+int kq_policy_pcall(struct kq_policy *p, kq_policy_fn fn, void *arg)
 {
-    struct protected_call pr = {fn, arg};
-    p->running = &pr;
+    running.fn = fn;
+    running.arg = arg;
     lua_rawgeti(p->L, LUA_REGISTRYINDEX, p->protected_call); /* allocates nothing */
     int rc = lua_pcall(p->L, 0, 0, 0);
-    p->running = NULL;
+    running.fn = NULL;
     p->message_id = NULL; /* it points into the caller's message */
     return rc;
 }
@@ -257,8 +259,7 @@ static int load_builders(lua_State *L)
 {
     struct kq_policy *p = lua_touserdata(L, 1);
     lua_settop(L, 0);
-    lua_pushlightuserdata(L, p);
-    lua_pushcclosure(L, run_protected, 1);
+    lua_pushcfunction(L, run_protected);
     p->protected_call = luaL_ref(L, LUA_REGISTRYINDEX);
     /* ours, and bounded (loops over the bindings only): compiled, without the count hook */
     if (luaL_loadbufferx(L, BUILDERS, sizeof BUILDERS - 1, "=(policy builders)", "t") != 0)

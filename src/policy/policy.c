@@ -270,7 +270,7 @@ static int load_file(struct kq_policy *p, const char *dir, const char *file, cha
 /* ---- calls ------------------------------------------------------------------------------ */
 
 /* Runs fn under the guard. */
-static enum outcome invoke(struct call *c, lua_CFunction fn, bool selftest)
+static enum outcome invoke(struct call *c, kq_policy_fn fn, bool selftest)
 {
     struct kq_policy *p = c->p;
     struct hook *h = &p->hooks[c->id];
@@ -438,10 +438,9 @@ bool kq_policy_read_routes(lua_State *L, int idx, struct route_call *rc, const c
     return true;
 }
 
-static int route_protected(lua_State *L)
+static int route_protected(lua_State *L, void *arg)
 {
-    struct route_call *rc = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    struct route_call *rc = arg;
     lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_ROUTE].ref);
     lua_pushstring(L, rc->topic);
     lua_pushstring(L, rc->type);
@@ -464,10 +463,9 @@ struct retry_call {
     struct kq_retry_verdict *v;
 };
 
-static int retry_protected(lua_State *L)
+static int retry_protected(lua_State *L, void *arg)
 {
-    struct retry_call *rc = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    struct retry_call *rc = arg;
     lua_rawgeti(L, LUA_REGISTRYINDEX, rc->c.p->hooks[H_RETRY].ref);
     lua_createtable(L, 0, 5);
     set_number_field(L, "attempts", rc->attempts);
@@ -549,10 +547,9 @@ static bool flow_field(lua_State *L, struct flow_call *fc, const char *k, double
     return true;
 }
 
-static int flow_protected(lua_State *L)
+static int flow_protected(lua_State *L, void *arg)
 {
-    struct flow_call *fc = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    struct flow_call *fc = arg;
     lua_rawgeti(L, LUA_REGISTRYINDEX, fc->c.p->hooks[fc->c.id].ref);
     if (fc->c.id == H_INTAKE) {
         lua_pushnumber(L, fc->permits);
@@ -596,10 +593,9 @@ static int flow_protected(lua_State *L)
 
 /* -- publish (its answers: publish_answer.c) -- */
 
-static int publish_protected(lua_State *L)
+static int publish_protected(lua_State *L, void *arg)
 {
-    struct publish_call *pc = lua_touserdata(L, 1);
-    lua_settop(L, 0);
+    struct publish_call *pc = arg;
     kq_policy_call_publish(L, pc->c.p, pc->m);
     kq_policy_read_publish_answer(L, pc);
     return 0;
@@ -607,7 +603,7 @@ static int publish_protected(lua_State *L)
 
 /* ---- for hooks_message.c ---------------------------------------------------------------- */
 
-enum outcome kq_policy_invoke(struct call *c, lua_CFunction fn, bool selftest)
+enum outcome kq_policy_invoke(struct call *c, kq_policy_fn fn, bool selftest)
 {
     return invoke(c, fn, selftest);
 }

@@ -273,9 +273,9 @@ struct probe {
     bool hooked;
 };
 
-static int probe_protected(lua_State *L)
+static int probe_protected(lua_State *L, void *arg)
 {
-    struct probe *pr = lua_touserdata(L, 1);
+    struct probe *pr = arg;
     pr->hooked = lua_gethook(L) != NULL;
     return 0;
 }
