@@ -60,6 +60,7 @@ struct kq_policy {
     int protected_call;
     int build_message, build_publish, build_route, binds_protos;
     int changes_meta; /* registry ref: the metatable of kq.changes' answers (publish_answer.c) */
+    const void *changes_meta_at; /* its address: what a value's metatable is compared with */
     const struct kq_binding_set *protos_set; /* binds_protos holds this set's bindings */
     uint64_t protos_gen;
     const char *message_id; /* the message of the call running: m.message_id (marshal.c) */

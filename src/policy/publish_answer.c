@@ -425,6 +425,7 @@ void kq_policy_add_changes(lua_State *L, struct kq_policy *p)
         lua_setfield(L, -2, "__metatable");
         lua_pushliteral(L, "kq.changes");
         lua_setfield(L, -2, "__name");
+        p->changes_meta_at = lua_topointer(L, -1);
         p->changes_meta = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_pushlightuserdata(L, p);
@@ -437,9 +438,8 @@ static const struct constant_changes *constant_at(lua_State *L, int idx, const s
 {
     if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx))
         return NULL;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->changes_meta);
-    bool ours = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    bool ours = lua_topointer(L, -1) == p->changes_meta_at; /* the registry keeps it alive */
+    lua_pop(L, 1);
     return ours ? lua_touserdata(L, idx) : NULL;
 }
 
